@@ -1,0 +1,52 @@
+# Two entry points for a fresh machine (root, Debian 12, Python >= 3.11):
+#   make run   - install, then run the hello sandbox
+#   make test  - install everything the tests need, then lint, type-check and test
+VENV     ?= .venv
+PYTHON   ?= python3
+PY       := $(VENV)/bin/python
+SYSPKGS  := bubblewrap nftables python3-nftables iproute2 uidmap python3-seccomp libseccomp2 crun
+PYTEST_ARGS ?=
+
+.PHONY: run test lint typecheck unit integration sysdeps bench schema clean
+
+run: $(VENV)/.installed
+	$(VENV)/bin/vbdecl run manifests/hello.yaml
+
+test: sysdeps $(VENV)/.installed-dev lint typecheck
+	$(PY) -m pytest -n 2 $(PYTEST_ARGS)
+
+lint: $(VENV)/.installed-dev
+	$(VENV)/bin/ruff check vbdecl tests benchmarks
+
+typecheck: $(VENV)/.installed-dev
+	$(VENV)/bin/mypy
+
+unit: $(VENV)/.installed-dev
+	$(PY) -m pytest -n 2 tests/unit $(PYTEST_ARGS)
+
+# System packages, installed only when one is missing (needs root).
+sysdeps:
+	@missing=""; for p in $(SYSPKGS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+		echo "installing system packages:$$missing"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	fi
+
+$(VENV)/.installed: pyproject.toml
+	@[ -x $(PY) ] || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check -e .
+	@touch $@
+
+$(VENV)/.installed-dev: pyproject.toml
+	@[ -x $(PY) ] || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check -e '.[dev]'
+	@touch $@ $(VENV)/.installed
+
+schema: $(VENV)/.installed
+	$(VENV)/bin/vbdecl schema > schema/vbdecl.schema.json
+
+bench: $(VENV)/.installed-dev sysdeps
+	$(PY) benchmarks/run.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,3 @@
+from vbdecl.entry import console_main
+
+console_main()

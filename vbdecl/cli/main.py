@@ -1,0 +1,112 @@
+"""The ``vbdecl`` command line (everything but the fast path).
+
+Each command lives in its own module ``vbdecl.cli.cmd_<name>`` exposing
+``HELP`` (one line), ``add_arguments(parser)`` and ``run(args) -> int``.
+Command modules keep heavy imports inside ``run`` so that building the
+parser stays cheap.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+import traceback
+from types import ModuleType
+
+from vbdecl import __version__
+from vbdecl.errors import VbdeclError
+
+COMMANDS = (
+    "validate", "schema", "doctor", "plan", "apply", "diff", "graph", "destroy",
+    "run", "exec", "logs", "ls", "status", "history", "rollback", "recover", "convert",
+)
+
+
+def _module(name: str) -> ModuleType | None:
+    try:
+        return importlib.import_module(f"vbdecl.cli.cmd_{name}")
+    except ModuleNotFoundError as exc:
+        if exc.name == f"vbdecl.cli.cmd_{name}":
+            return None
+        raise
+
+
+def add_common(parser: argparse.ArgumentParser) -> None:
+    """Options every command accepts, before or after the command name."""
+    parser.add_argument("--state-dir", default=argparse.SUPPRESS,
+                        help="where state lives (default: /var/lib/vbdecl, or $VBDECL_STATE_DIR)")
+    parser.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
+                        help="machine-readable output")
+    parser.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                        help="show tracebacks and debug traces")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="vbdecl",
+        description="Declarative Linux sandbox environments.",
+        epilog="Exit codes: 0 success, 1 error, 2 plan --detailed-exitcode found changes; "
+               "run/exec: the process's code, 128+N killed by signal N, 125 vbdecl failed "
+               "before the process started, 126 not executable, 127 not found.",
+    )
+    parser.add_argument("--version", action="version", version=f"vbdecl {__version__}")
+    add_common(parser)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMANDS:
+        module = _module(name)
+        if module is None:
+            continue
+        cmd = sub.add_parser(name, help=module.HELP, description=module.HELP)
+        add_common(cmd)
+        module.add_arguments(cmd)
+        cmd.set_defaults(_run=module.run)
+    return parser
+
+
+def finish_args(args: argparse.Namespace) -> argparse.Namespace:
+    for name, default in (("state_dir", None), ("json", False), ("debug", False)):
+        if not hasattr(args, name):
+            setattr(args, name, default)
+    if args.state_dir is None:
+        args.state_dir = os.environ.get("VBDECL_STATE_DIR") or None
+    return args
+
+
+def report_error(err: BaseException, debug: bool) -> int:
+    """Print an error for people; return the exit code."""
+    if isinstance(err, VbdeclError):
+        if debug:
+            traceback.print_exception(err)
+        print(f"error: {err}", file=sys.stderr)
+        return err.exit_code
+    if isinstance(err, KeyboardInterrupt):
+        print("interrupted", file=sys.stderr)
+        return 130
+    if debug:
+        traceback.print_exception(err)
+        return 1
+    import tempfile
+
+    fd, path = tempfile.mkstemp(prefix="vbdecl-crash-", suffix=".log")
+    with os.fdopen(fd, "w") as log:
+        traceback.print_exception(err, file=log)
+    print(f"error: unexpected {type(err).__name__}: {err}\n"
+          f"  this is a bug in vbdecl; the traceback is in {path} (or rerun with --debug)",
+          file=sys.stderr)
+    return 1
+
+
+def main(argv: list[str]) -> int:
+    parser = build_parser()
+    args = finish_args(parser.parse_args(argv))
+    if not getattr(args, "_run", None):
+        parser.print_help()
+        return 1
+    try:
+        return int(args._run(args))
+    except (VbdeclError, KeyboardInterrupt) as err:
+        return report_error(err, args.debug)
+    except Exception as err:
+        return report_error(err, args.debug)

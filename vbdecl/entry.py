@@ -1,0 +1,53 @@
+"""Console entry points.
+
+``run``, ``exec`` and ``vb`` are dispatched before any CLI framework, rich or
+pydantic is imported: they are the hot path (see ARCHITECTURE.md, "the fast
+path"). Everything else goes through :mod:`vbdecl.cli.main`.
+"""
+
+from __future__ import annotations
+
+import sys
+
+FAST_COMMANDS = ("run", "exec")
+# Global options that take a value and may stand before the command.
+_VALUE_OPTIONS = ("--state-dir",)
+
+
+def _command_of(argv: list[str]) -> str | None:
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg in _VALUE_OPTIONS:
+            i += 2
+            continue
+        if arg.startswith("-"):
+            i += 1
+            continue
+        return arg
+    return None
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if _command_of(args) in FAST_COMMANDS and "--help" not in args and "-h" not in args:
+        from vbdecl.cli.fast import main as fast_main
+
+        return fast_main(args)
+    from vbdecl.cli.main import main as cli_main
+
+    return cli_main(args)
+
+
+def vb_main(argv: list[str] | None = None) -> int:
+    from vbdecl.cli.vb import main as vb
+
+    return vb(sys.argv if argv is None else argv)
+
+
+def console_main() -> None:
+    sys.exit(main())
+
+
+def console_vb() -> None:
+    sys.exit(vb_main())

@@ -1,0 +1,46 @@
+"""Ops: what to do for each kind of resource. ``sys`` knows how to ask the kernel.
+
+An op is looked up by the action's ``kind`` through :data:`REGISTRY`, which
+maps a kind to ``"module:Class"`` and is imported lazily, so that a plan
+without networking never imports the network ops (or pyroute2).
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from vbdecl.ops.base import Op
+
+REGISTRY: dict[str, str] = {
+    # filled in by the families as they land; kind -> "vbdecl.ops.<module>:<Class>"
+}
+
+
+def register(kind: str, target: str) -> None:
+    REGISTRY[kind] = target
+
+
+_cache: dict[str, Op] = {}
+
+
+def op_for(kind: str) -> Op:
+    """The op that executes actions of ``kind``."""
+    op = _cache.get(kind)
+    if op is None:
+        target = REGISTRY.get(kind)
+        if target is None:
+            # Families register themselves on import; try the family module by prefix.
+            family = kind.split(".", 1)[0]
+            try:
+                importlib.import_module(f"vbdecl.ops.{family}")
+            except ModuleNotFoundError:
+                pass
+            target = REGISTRY.get(kind)
+        if target is None:
+            raise KeyError(f"no op for action kind {kind!r}")
+        module_name, _, cls_name = target.partition(":")
+        cls: Any = getattr(importlib.import_module(module_name), cls_name)
+        op = cls()
+        _cache[kind] = op
+    return op

@@ -1,0 +1,45 @@
+"""The action contract (ARCHITECTURE.md, "Actions").
+
+An op is stateless; everything it needs comes from the action's ``params``
+and the :class:`Context`. ``apply`` returns a record of exactly what it
+created; ``revert`` undoes that record, is idempotent, checks live state,
+and touches only what the record says this environment owns.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+Record = dict[str, Any]
+Params = dict[str, Any]
+
+
+@dataclass
+class Context:
+    """What an op may know about the environment it acts for."""
+
+    name: str                      # the environment's name (metadata.name)
+    instance: str                  # unique instance id, e.g. "vb-3fa9c2"; tags every host object
+    state_dir: str                 # this environment's state directory
+    runtime_dir: str               # this environment's runtime directory (pinned ns, sockets)
+    spec: dict[str, Any] = field(default_factory=dict)      # the normalized spec
+    records: dict[str, Record] = field(default_factory=dict)  # records of landed actions, by id
+    env_pid: int | None = None     # pid of the environment's init (host pid namespace), if live
+    extra: dict[str, Any] = field(default_factory=dict)     # per-family scratch (sockets, caches)
+
+
+class Op(Protocol):
+    def describe(self, params: Params) -> str: ...
+
+    def probe(self, ctx: Context, params: Params, record: Record | None) -> Record | None:
+        """What exists now: the live record, or None when the object is gone."""
+        ...
+
+    def apply(self, ctx: Context, params: Params) -> Record: ...
+
+    def revert(self, ctx: Context, record: Record) -> None: ...
+
+    def update(self, ctx: Context, params: Params, record: Record) -> Record:
+        """Change in place (only for actions whose change is not a replace)."""
+        ...

@@ -33,16 +33,16 @@ def main(argv: list[str] | None = None) -> int:
     if _command_of(args) in FAST_COMMANDS and "--help" not in args and "-h" not in args:
         from vbdecl.cli.fast import main as fast_main
 
-        return fast_main(args)
+        return int(fast_main(args))
     from vbdecl.cli.main import main as cli_main
 
-    return cli_main(args)
+    return int(cli_main(args))
 
 
 def vb_main(argv: list[str] | None = None) -> int:
     from vbdecl.cli.vb import main as vb
 
-    return vb(sys.argv if argv is None else argv)
+    return int(vb(sys.argv if argv is None else argv))
 
 
 def console_main() -> None:

@@ -1,0 +1,121 @@
+"""The bubblewrap command-line parser: semantics, defaults and bubblewrap's errors."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from vbdecl.vb.manifest import manifest_to_bwrap
+from vbdecl.vb.parse import HelpRequested, VbUsageError, expand_args, parse, to_document
+
+
+def doc(*args: str, uid: int = 0) -> dict:
+    return to_document(parse(list(args)), uid=uid, gid=uid, cwd="/")
+
+
+def test_defaults_follow_bubblewrap_only_mount_namespace_and_host_network():
+    spec = doc("--ro-bind", "/usr", "/usr", "true")["spec"]
+    assert spec["namespaces"] == {"user": False, "pid": False, "mount": True, "uts": False,
+                                  "ipc": False, "net": False, "cgroup": False}
+    assert spec["network"]["mode"] == "host"
+    assert spec["process"]["init"] is True
+    assert spec["security"]["seccomp"] == "off"
+    assert spec["process"]["command"] == ["true"]
+
+
+def test_unprivileged_caller_gets_a_user_namespace_mapping_itself():
+    spec = doc("true", uid=1000)["spec"]
+    assert spec["namespaces"]["user"] is True
+    assert spec["idmap"]["uid"] == [{"inside": 1000, "outside": 1000, "count": 1}]
+    assert spec["security"]["capabilities"]["add"] == []
+
+
+def test_unshare_all_and_share_net():
+    spec = doc("--unshare-all", "--share-net", "true")["spec"]
+    ns = spec["namespaces"]
+    assert (ns["pid"], ns["ipc"], ns["uts"], ns["net"], ns["cgroup"]) == (True, True, True, False, True)
+    assert spec["vb"]["user_try"] is True
+
+
+def test_perms_and_size_apply_to_the_next_operation_only():
+    fs = doc("--perms", "0700", "--size", "1024", "--tmpfs", "/a", "--tmpfs", "/b", "true")["spec"]["filesystem"]
+    assert fs[0] == {"type": "tmpfs", "target": "/a", "size": 1024, "mode": 0o700}
+    assert fs[1] == {"type": "tmpfs", "target": "/b", "size": None, "mode": 0o755}
+
+
+def test_default_modes_of_created_files_match_bubblewrap():
+    fs = doc("--dir", "/d", "--file", "5", "/f", "--bind-data", "6", "/g", "true")["spec"]["filesystem"]
+    assert [e["mode"] for e in fs] == [0o755, 0o666, 0o600]
+    assert fs[1]["fd"] == 5 and fs[2]["readonly"] is False
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--perms", "0700", "--bind", "/a", "/b", "true"], "--perms must be followed by an option that creates a file"),
+    (["--size", "10", "--dir", "/a", "true"], "--size must be followed by --tmpfs"),
+    (["--bogus", "true"], "Unknown option --bogus"),
+    (["-x"], "Unknown option -x"),
+    (["--bind", "/a"], "--bind takes two arguments"),
+    (["--overlay", "a", "b"], "--overlay takes three arguments"),
+    (["--uid", "5", "true"], "Specifying --uid requires --unshare-user or --userns"),
+    (["--hostname", "h", "true"], "Specifying --hostname requires --unshare-uts"),
+    (["--seccomp", "3", "--add-seccomp-fd", "4", "true"], "--seccomp cannot be combined with --add-seccomp-fd"),
+    (["--tmp-overlay", "/x", "true"], "--tmp-overlay requires at least one --overlay-src"),
+    (["--overlay-src", "/a", "true"], "--overlay-src must be followed by"),
+    (["--cap-add", "CAP_BOGUS", "true"], "CAP_BOGUS is not a valid capability"),
+    (["--chmod", "999", "/x", "true"], "--chmod takes a permission argument"),
+    (["--ro-bind", "/", "/"], "No command specified"),
+    (["--userns2", "3", "true"], "--userns2 requires --userns"),
+])
+def test_bubblewrap_usage_errors(args, message):
+    with pytest.raises(VbUsageError, match=None) as info:
+        parse(args)
+    assert message in str(info.value)
+
+
+def test_help_is_requested():
+    with pytest.raises(HelpRequested):
+        parse(["--help"])
+
+
+def test_overlay_sources_stack_bottom_first_and_become_kernel_order():
+    fs = doc("--overlay-src", "/bottom", "--overlay-src", "/top", "--tmp-overlay", "/x", "true")["spec"]["filesystem"]
+    assert fs == [{"type": "tmp-overlay", "lower": ["/top", "/bottom"], "target": "/x"}]
+
+
+def test_env_operations_apply_in_order():
+    proc = doc("--setenv", "A", "1", "--unsetenv", "B", "--clearenv", "--setenv", "C", "3",
+               "--unsetenv", "D", "true")["spec"]["process"]
+    assert proc["clear_env"] is True
+    assert proc["env"] == {"C": "3"}
+    assert proc["unset_env"] == ["D"]
+
+
+def test_capabilities_for_root_keep_all_then_apply_drops_in_order():
+    caps = doc("--cap-drop", "ALL", "--cap-add", "cap_net_admin", "true")["spec"]["security"]["capabilities"]
+    assert caps == {"drop": ["ALL"], "add": ["NET_ADMIN"]}
+    all_caps = doc("true")["spec"]["security"]["capabilities"]["add"]
+    assert "SYS_ADMIN" in all_caps and "CHOWN" in all_caps
+
+
+def test_args_fd_is_spliced_in_place():
+    r, w = os.pipe()
+    os.write(w, b"--unshare-pid\0--dir\0/x\0")
+    os.close(w)
+    assert expand_args(["--args", str(r), "--", "true"]) == ["--unshare-pid", "--dir", "/x", "--", "true"]
+
+
+def test_command_starts_at_first_non_option():
+    o = parse(["--unshare-pid", "sh", "--unshare-net"])
+    assert o.command == ["sh", "--unshare-net"]
+    assert o.unshare["net"] is False
+
+
+def test_roundtrip_to_bwrap_arguments_parses_back_to_the_same_spec():
+    args = ["--unshare-pid", "--unshare-ipc", "--ro-bind", "/usr", "/usr", "--symlink", "usr/bin", "/bin",
+            "--proc", "/proc", "--dev", "/dev", "--perms", "1777", "--tmpfs", "/tmp", "--chdir", "/tmp",
+            "--setenv", "X", "1", "--die-with-parent", "--cap-drop", "ALL", "--", "sh", "-c", "echo hi"]
+    first = doc(*args)["spec"]
+    again = doc(*manifest_to_bwrap(first))["spec"]
+    first.pop("vb"), again.pop("vb")
+    assert again == first

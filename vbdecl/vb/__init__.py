@@ -1,0 +1,1 @@
+"""The bubblewrap-compatible front end: bwrap's command line -> a normalized document."""

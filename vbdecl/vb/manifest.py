@@ -1,0 +1,268 @@
+"""Conversions between bubblewrap command lines and vbdecl manifests.
+
+``document_to_manifest`` turns a normalized document (from ``vb``'s parser)
+into a manifest mapping whose every key is explicit, because bubblewrap's
+defaults (only a mount namespace, the host network, no seccomp, no init
+without a pid namespace) are not the manifest's locked-down defaults.
+``manifest_to_bwrap`` goes the other way for the subset bubblewrap can
+express.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Any
+
+_NS_FLAGS = {"user": "--unshare-user", "pid": "--unshare-pid", "uts": "--unshare-uts",
+             "ipc": "--unshare-ipc", "net": "--unshare-net", "cgroup": "--unshare-cgroup"}
+
+
+class NotExpressible(ValueError):
+    """A manifest feature bubblewrap's command line has no way to say."""
+
+
+def _mode(mode: int | None) -> str | None:
+    return None if mode is None else f"{mode:04o}"
+
+
+def _read_fd(fd: int) -> str:
+    chunks = []
+    while True:
+        chunk = os.read(fd, 65536)
+        if not chunk:
+            break
+        chunks.append(chunk)
+    os.close(fd)
+    return b"".join(chunks).decode("utf-8", errors="surrogateescape")
+
+
+def _note(message: str) -> None:
+    print(f"vb: note: {message}", file=sys.stderr)
+
+
+def _fs_entry(entry: dict[str, Any], read_fds: bool) -> dict[str, Any]:
+    kind = entry["type"]
+    out: dict[str, Any] = {"type": kind}
+    if kind in ("bind", "ro-bind", "dev-bind"):
+        if entry.get("fd") is not None:
+            _note(f"--bind-fd {entry['fd']} becomes source {entry['source']}, valid only while that fd is open")
+        out["source"] = entry["source"]
+        out["target"] = entry["target"]
+        if entry.get("optional"):
+            out["optional"] = True
+    elif kind in ("file", "bind-data"):
+        out["target"] = entry["target"]
+        if entry.get("fd") is not None:
+            if not read_fds:
+                raise NotExpressible(f"{kind} from fd {entry['fd']} has no manifest equivalent")
+            out["content"] = _read_fd(entry["fd"])
+        elif entry.get("content") is not None:
+            out["content"] = entry["content"]
+        elif entry.get("source") is not None:
+            out["source"] = entry["source"]
+        if kind == "bind-data" and entry.get("readonly"):
+            out["readonly"] = True
+        if entry.get("mode") is not None:
+            out["mode"] = _mode(entry["mode"])
+    elif kind == "symlink":
+        out["target"] = entry["target"]
+        out["points_to"] = entry["points_to"]
+    elif kind in ("tmpfs", "dir", "chmod"):
+        out["target"] = entry["target"]
+        if entry.get("size") is not None:
+            out["size"] = entry["size"]
+        if entry.get("mode") is not None:
+            out["mode"] = _mode(entry["mode"])
+    elif kind in ("overlay", "tmp-overlay", "ro-overlay"):
+        out["target"] = entry["target"]
+        out["lower"] = list(entry["lower"])
+        if kind == "overlay":
+            out["upper"] = entry["upper"]
+            out["work"] = entry["work"]
+    else:  # proc, dev, mqueue, remount-ro
+        out["target"] = entry["target"]
+    return out
+
+
+def document_to_manifest(doc: dict[str, Any], *, read_fds: bool = False) -> dict[str, Any]:
+    """A manifest mapping (MANIFEST.md keys) equivalent to a normalized document."""
+    spec = doc["spec"]
+    vb = spec.get("vb") or {}
+    for key, flag in (("info_fd", "--info-fd"), ("json_status_fd", "--json-status-fd"),
+                      ("sync_fd", "--sync-fd"), ("block_fd", "--block-fd"),
+                      ("userns_block_fd", "--userns-block-fd")):
+        if vb.get(key) is not None:
+            _note(f"{flag} has no manifest equivalent (use status.events); left out")
+    if vb.get("seccomp_fds"):
+        _note("--seccomp/--add-seccomp-fd programs have no manifest equivalent; left out "
+              "(use security.seccomp with a profile file)")
+
+    namespaces = {}
+    for name, value in spec["namespaces"].items():
+        namespaces[name] = dict(value) if isinstance(value, dict) else bool(value)
+    process = spec["process"]
+    out_process: dict[str, Any] = {"command": list(process["command"] or [])}
+    if process.get("cwd"):
+        out_process["cwd"] = process["cwd"]
+    if process["env"]:
+        out_process["env"] = dict(process["env"])
+    if process["clear_env"]:
+        out_process["clear_env"] = True
+    if process["unset_env"]:
+        out_process["unset_env"] = list(process["unset_env"])
+    if process.get("argv0"):
+        out_process["argv0"] = process["argv0"]
+    if spec["idmap"] is not None:
+        out_process["user"] = process["user"]
+        out_process["group"] = process["group"]
+    out_process["init"] = bool(process["init"])
+    out_process["die_with_parent"] = bool(process["die_with_parent"])
+    out_process["new_session"] = bool(process["new_session"])
+
+    security = spec["security"]
+    out_security: dict[str, Any] = {
+        "no_new_privs": security["no_new_privs"],
+        "capabilities": dict(security["capabilities"]) if security["capabilities"] else None,
+        "seccomp": security["seccomp"],
+        "disable_userns": security["disable_userns"],
+    }
+    if security.get("landlock"):
+        ll = security["landlock"]
+        out_security["landlock"] = {k: list(ll[k]) for k in ("read", "write", "read_write", "execute") if ll.get(k)}
+    if out_security["capabilities"] is None:
+        del out_security["capabilities"]
+
+    net = spec["network"]
+    out_net: dict[str, Any] = {"mode": net["mode"]}
+    if net["mode"] == "bridge":
+        out_net.update(bridge=net["bridge"], subnet=net["subnet"], nat=net["nat"])
+
+    manifest_spec: dict[str, Any] = {}
+    if spec.get("rootfs"):
+        manifest_spec["rootfs"] = spec["rootfs"]
+    if spec.get("hostname"):
+        manifest_spec["hostname"] = spec["hostname"]
+    manifest_spec["namespaces"] = namespaces
+    if spec["idmap"] is not None:
+        manifest_spec["idmap"] = {k: [dict(m) for m in v] for k, v in spec["idmap"].items()}
+    manifest_spec["filesystem"] = [_fs_entry(e, read_fds) for e in spec["filesystem"]]
+    limits = {k: v for k, v in spec["limits"].items() if v not in (None, {}, False)}
+    if limits:
+        manifest_spec["limits"] = limits
+    manifest_spec["network"] = out_net
+    manifest_spec["process"] = out_process
+    manifest_spec["security"] = out_security
+    if spec["status"].get("lock_file"):
+        manifest_spec["status"] = {"lock_file": spec["status"]["lock_file"]}
+    return {
+        "apiVersion": "vbdecl/v1",
+        "kind": "Environment",
+        "metadata": {"name": doc.get("name") or "vb"},
+        "spec": manifest_spec,
+    }
+
+
+def dump_yaml(data: dict[str, Any]) -> str:
+    import io
+
+    from ruamel.yaml import YAML
+
+    yaml = YAML()
+    yaml.default_flow_style = False
+    yaml.width = 100
+    buf = io.StringIO()
+    yaml.dump(data, buf)
+    return buf.getvalue()
+
+
+def manifest_to_bwrap(spec: dict[str, Any]) -> list[str]:
+    """bubblewrap arguments for a normalized spec; NotExpressible when it cannot."""
+    args: list[str] = []
+    if spec.get("rootfs"):
+        raise NotExpressible("spec.rootfs: bubblewrap always builds a fresh root; "
+                             "bind the directory's contents instead")
+    for name, flag in _NS_FLAGS.items():
+        value = spec["namespaces"][name]
+        if isinstance(value, dict):
+            raise NotExpressible(f"namespaces.{name}.join: bubblewrap joins namespaces only by fd")
+        if value:
+            args.append(flag)
+    if spec["network"]["mode"] == "bridge":
+        raise NotExpressible("network.mode bridge: bubblewrap has no networking beyond a new namespace")
+    if spec["idmap"]:
+        uid = spec["idmap"]["uid"]
+        gid = spec["idmap"]["gid"]
+        if len(uid) != 1 or len(gid) != 1 or uid[0]["count"] != 1 or gid[0]["count"] != 1:
+            raise NotExpressible("idmap ranges: bubblewrap maps exactly one uid and gid")
+        args += ["--uid", str(uid[0]["inside"]), "--gid", str(gid[0]["inside"])]
+    if spec.get("hostname"):
+        args += ["--hostname", spec["hostname"]]
+    for e in spec["filesystem"]:
+        kind = e["type"]
+        if kind in ("bind", "ro-bind", "dev-bind"):
+            args += [f"--{kind}{'-try' if e.get('optional') else ''}", e["source"], e["target"]]
+        elif kind in ("proc", "dev", "mqueue", "remount-ro"):
+            args += [f"--{kind}", e["target"]]
+        elif kind == "tmpfs":
+            if e.get("mode") is not None:
+                args += ["--perms", f"{e['mode']:04o}"]
+            if e.get("size") is not None:
+                args += ["--size", str(e["size"])]
+            args += ["--tmpfs", e["target"]]
+        elif kind == "dir":
+            if e.get("mode") is not None:
+                args += ["--perms", f"{e['mode']:04o}"]
+            args += ["--dir", e["target"]]
+        elif kind == "symlink":
+            args += ["--symlink", e["points_to"], e["target"]]
+        elif kind == "chmod":
+            args += ["--chmod", f"{e['mode']:04o}", e["target"]]
+        elif kind in ("overlay", "tmp-overlay", "ro-overlay"):
+            for lower in reversed(e["lower"]):  # bubblewrap lists the bottom layer first
+                args += ["--overlay-src", lower]
+            if kind == "overlay":
+                args += ["--overlay", e["upper"], e["work"], e["target"]]
+            else:
+                args += [f"--{kind}", e["target"]]
+        else:  # file, bind-data: bubblewrap reads them from fds only
+            raise NotExpressible(f"filesystem {kind} {e['target']}: bubblewrap reads file "
+                                 "contents from fds only")
+    proc = spec["process"]
+    if proc.get("cwd"):
+        args += ["--chdir", proc["cwd"]]
+    if proc["clear_env"]:
+        args.append("--clearenv")
+    for key in proc["unset_env"]:
+        args += ["--unsetenv", key]
+    for key, value in proc["env"].items():
+        args += ["--setenv", key, value]
+    if proc.get("argv0"):
+        args += ["--argv0", proc["argv0"]]
+    if proc["new_session"]:
+        args.append("--new-session")
+    if proc["die_with_parent"]:
+        args.append("--die-with-parent")
+    if spec["namespaces"]["pid"] and not proc["init"]:
+        args.append("--as-pid-1")
+    sec = spec["security"]
+    if sec["seccomp"] != "off":
+        raise NotExpressible("security.seccomp: bubblewrap takes compiled BPF programs from fds; "
+                             "set seccomp: off or keep the manifest")
+    if sec.get("landlock"):
+        raise NotExpressible("security.landlock: bubblewrap has no Landlock options")
+    caps = sec.get("capabilities")
+    if caps:
+        args += ["--cap-drop", "ALL"]
+        for name in caps.get("add", []):
+            args += ["--cap-add", f"CAP_{name}"]
+    if sec["disable_userns"]:
+        args.append("--disable-userns")
+    if spec["status"].get("lock_file"):
+        args += ["--lock-file", spec["status"]["lock_file"]]
+    limits = spec["limits"]
+    if any(limits.get(k) is not None for k in ("memory", "memory_swap", "cpu", "cpu_weight", "pids", "io_weight")):
+        raise NotExpressible("limits: bubblewrap has no resource limits (use `vb --limit-*` or the manifest)")
+    args.append("--")
+    args += list(proc["command"] or ["/bin/sh"])
+    return args

@@ -1,0 +1,578 @@
+"""Parse bubblewrap's command line into a normalized vbdecl document.
+
+The result has the shape of ``vbdecl.model.load_normalized`` (see
+docs/plan-format.md): ``{"name", "labels", "annotations", "source", "spec"}``
+with bubblewrap's semantics made explicit: its defaults (only a mount
+namespace, the host's network), its modes for created files and
+directories, ``--perms``/``--size`` applying to the next operation only,
+``--overlay-src`` layers stacked bottom-first, and the fd-based options
+kept as ``fd`` keys and ``spec["vb"]`` extras.
+
+Standard library only: this runs on the ``vb`` fast path.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+MAX_ARGS_DEPTH = 8
+ARGS_FD_LIMIT = 1 << 20  # bytes read from one --args fd
+
+# Modes bubblewrap gives what it creates when no --perms precedes it.
+DEFAULT_TMPFS_MODE = 0o755
+DEFAULT_DIR_MODE = 0o755
+DEFAULT_FILE_MODE = 0o666
+DEFAULT_BIND_DATA_MODE = 0o600
+
+# Options --perms may precede, and those --size may precede.
+_PERMS_CONSUMERS = {"--tmpfs", "--dir", "--file", "--bind-data", "--ro-bind-data"}
+_SIZE_CONSUMERS = {"--tmpfs"}
+_OVERLAY_CONSUMERS = {"--overlay", "--tmp-overlay", "--ro-overlay"}
+
+
+class VbUsageError(Exception):
+    """A command-line error; printed as ``<prog>: <message>``, exit status 1."""
+
+
+class HelpRequested(Exception):
+    pass
+
+
+class VersionRequested(Exception):
+    pass
+
+
+# option -> number of arguments
+_ARITY: dict[str, int] = {
+    "--help": 0, "--version": 0, "--level-prefix": 0, "--print-manifest": 0,
+    "--unshare-all": 0, "--share-net": 0, "--unshare-user": 0, "--unshare-user-try": 0,
+    "--unshare-ipc": 0, "--unshare-pid": 0, "--unshare-net": 0, "--unshare-uts": 0,
+    "--unshare-cgroup": 0, "--unshare-cgroup-try": 0, "--disable-userns": 0,
+    "--assert-userns-disabled": 0, "--clearenv": 0, "--new-session": 0,
+    "--die-with-parent": 0, "--as-pid-1": 0, "--pivot-root": 0, "--chroot": 0,
+    "--no-pivot-root": 0,
+    "--args": 1, "--argv0": 1, "--userns": 1, "--userns2": 1, "--pidns": 1, "--uid": 1,
+    "--gid": 1, "--hostname": 1, "--chdir": 1, "--unsetenv": 1, "--lock-file": 1,
+    "--sync-fd": 1, "--perms": 1, "--size": 1, "--remount-ro": 1, "--overlay-src": 1,
+    "--tmp-overlay": 1, "--ro-overlay": 1, "--exec-label": 1, "--file-label": 1,
+    "--proc": 1, "--dev": 1, "--tmpfs": 1, "--mqueue": 1, "--dir": 1, "--seccomp": 1,
+    "--add-seccomp-fd": 1, "--block-fd": 1, "--userns-block-fd": 1, "--info-fd": 1,
+    "--json-status-fd": 1, "--cap-add": 1, "--cap-drop": 1,
+    "--landlock-read": 1, "--landlock-write": 1, "--landlock-rw": 1, "--landlock-exec": 1,
+    "--landlock-read-try": 1, "--landlock-write-try": 1, "--landlock-rw-try": 1,
+    "--landlock-exec-try": 1,
+    "--limit-memory": 1, "--limit-cpu": 1, "--limit-pids": 1, "--net-bridge": 1,
+    "--setenv": 2, "--bind": 2, "--bind-try": 2, "--dev-bind": 2, "--dev-bind-try": 2,
+    "--ro-bind": 2, "--ro-bind-try": 2, "--bind-fd": 2, "--ro-bind-fd": 2, "--file": 2,
+    "--bind-data": 2, "--ro-bind-data": 2, "--symlink": 2, "--chmod": 2,
+    "--overlay": 3,
+}
+
+_ARITY_WORDS = {1: "an argument", 2: "two arguments", 3: "three arguments"}
+
+
+@dataclass
+class VbOptions:
+    """Everything bubblewrap's command line says, before it becomes a spec."""
+
+    unshare: dict[str, bool] = field(default_factory=lambda: {
+        "user": False, "ipc": False, "pid": False, "net": False, "uts": False, "cgroup": False})
+    user_try: bool = False
+    cgroup_try: bool = False
+    userns_fd: int | None = None
+    userns2_fd: int | None = None
+    pidns_fd: int | None = None
+    disable_userns: bool = False
+    assert_userns_disabled: bool = False
+    uid: int | None = None
+    gid: int | None = None
+    hostname: str | None = None
+    chdir: str | None = None
+    argv0: str | None = None
+    env_ops: list[tuple[str, str | None]] = field(default_factory=list)  # ("set"/"unset"/"clear", ...)
+    env_sets: dict[str, str] = field(default_factory=dict)
+    env_unsets: list[str] = field(default_factory=list)
+    clear_env: bool = False
+    lock_files: list[str] = field(default_factory=list)
+    sync_fd: int | None = None
+    block_fd: int | None = None
+    userns_block_fd: int | None = None
+    info_fd: int | None = None
+    json_status_fd: int | None = None
+    seccomp_fds: list[int] = field(default_factory=list)
+    used_seccomp: bool = False
+    used_add_seccomp: bool = False
+    exec_label: str | None = None
+    file_label: str | None = None
+    new_session: bool = False
+    die_with_parent: bool = False
+    as_pid_1: bool = False
+    pivot: bool = True
+    level_prefix: bool = False
+    print_manifest: bool = False
+    cap_ops: list[tuple[str, str]] = field(default_factory=list)  # ("add"/"drop", NAME|ALL)
+    filesystem: list[dict[str, Any]] = field(default_factory=list)
+    landlock: dict[str, list[str]] = field(default_factory=lambda: {
+        "read": [], "write": [], "read_write": [], "execute": []})
+    landlock_try: list[str] = field(default_factory=list)
+    limits: dict[str, Any] = field(default_factory=dict)
+    net_bridge: str | None = None
+    command: list[str] = field(default_factory=list)
+
+
+def _fd(opt: str, value: str) -> int:
+    try:
+        fd = int(value, 10)
+    except ValueError:
+        raise VbUsageError(f"Invalid fd: {value}") from None
+    if fd < 0:
+        raise VbUsageError(f"Invalid fd: {value}")
+    return fd
+
+
+def _octal(opt: str, value: str) -> int:
+    try:
+        mode = int(value, 8)
+    except ValueError:
+        raise VbUsageError(f"--{opt.lstrip('-')} takes a permission argument like 0755, not {value!r}") from None
+    if not 0 <= mode <= 0o7777:
+        raise VbUsageError(f"Permissions {value} out of range")
+    return mode
+
+
+def _id(opt: str, value: str) -> int:
+    try:
+        n = int(value, 10)
+    except ValueError:
+        raise VbUsageError(f"Invalid {opt.lstrip('-')}: {value}") from None
+    if n < 0:
+        raise VbUsageError(f"Invalid {opt.lstrip('-')}: {value}")
+    return n
+
+
+def _read_args_fd(fd: int) -> list[str]:
+    chunks = []
+    total = 0
+    while True:
+        try:
+            chunk = os.read(fd, 65536)
+        except OSError as exc:
+            raise VbUsageError(f"Failed to read --args fd {fd}: {exc.strerror}") from None
+        if not chunk:
+            break
+        total += len(chunk)
+        if total > ARGS_FD_LIMIT:
+            raise VbUsageError(f"--args fd {fd} holds more than {ARGS_FD_LIMIT} bytes")
+        chunks.append(chunk)
+    try:
+        os.close(fd)
+    except OSError:
+        pass
+    data = b"".join(chunks)
+    # bubblewrap splits on NUL; a trailing NUL ends the last argument.
+    parts = data.split(b"\0")
+    if parts and parts[-1] == b"":
+        parts.pop()
+    return [os.fsdecode(p) for p in parts]
+
+
+def expand_args(argv: list[str], depth: int = 0) -> list[str]:
+    """Splice every ``--args FD`` (before the command) into the argument list."""
+    out: list[str] = []
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg == "--":
+            out.extend(argv[i:])
+            break
+        if arg == "--args":
+            if i + 1 >= len(argv):
+                raise VbUsageError("--args takes an argument")
+            if depth >= MAX_ARGS_DEPTH:
+                raise VbUsageError("--args nested too deeply")
+            out.extend(expand_args(_read_args_fd(_fd(arg, argv[i + 1])), depth + 1))
+            i += 2
+            continue
+        if not arg.startswith("-"):
+            out.extend(argv[i:])
+            break
+        arity = _ARITY.get(arg, 0)
+        out.extend(argv[i:i + 1 + arity])
+        i += 1 + arity
+    return out
+
+
+def parse(argv: list[str]) -> VbOptions:
+    """Parse the arguments after the program name."""
+    args = expand_args(argv)
+    o = VbOptions()
+    pending_perms: int | None = None
+    pending_size: int | None = None
+    overlay_srcs: list[str] = []
+    i = 0
+    while i < len(args):
+        opt = args[i]
+        if opt == "--":
+            o.command = args[i + 1:]
+            break
+        if not opt.startswith("-"):
+            o.command = args[i:]
+            break
+        if opt not in _ARITY:
+            raise VbUsageError(f"Unknown option {opt}")
+        n = _ARITY[opt]
+        if i + n >= len(args):
+            raise VbUsageError(f"{opt} takes {_ARITY_WORDS[n]}")
+        a = args[i + 1:i + 1 + n]
+        i += 1 + n
+
+        if pending_perms is not None and opt not in _PERMS_CONSUMERS and opt != "--size":
+            raise VbUsageError("--perms must be followed by an option that creates a file")
+        if pending_size is not None and opt not in _SIZE_CONSUMERS and opt != "--perms":
+            raise VbUsageError("--size must be followed by --tmpfs")
+        if overlay_srcs and opt not in _OVERLAY_CONSUMERS and opt != "--overlay-src":
+            raise VbUsageError("--overlay-src must be followed by another --overlay-src or one of --overlay, --tmp-overlay, or --ro-overlay")
+
+        if opt == "--help":
+            raise HelpRequested
+        if opt == "--version":
+            raise VersionRequested
+        if opt == "--level-prefix":
+            o.level_prefix = True
+        elif opt == "--print-manifest":
+            o.print_manifest = True
+        elif opt == "--unshare-all":
+            o.unshare.update(ipc=True, pid=True, net=True, uts=True)
+            o.user_try = True
+            o.cgroup_try = True
+        elif opt == "--share-net":
+            o.unshare["net"] = False
+        elif opt == "--unshare-user":
+            o.unshare["user"] = True
+        elif opt == "--unshare-user-try":
+            o.user_try = True
+        elif opt == "--unshare-cgroup-try":
+            o.cgroup_try = True
+        elif opt.startswith("--unshare-"):
+            o.unshare[opt[len("--unshare-"):]] = True
+        elif opt == "--userns":
+            o.userns_fd = _fd(opt, a[0])
+        elif opt == "--userns2":
+            o.userns2_fd = _fd(opt, a[0])
+        elif opt == "--pidns":
+            o.pidns_fd = _fd(opt, a[0])
+        elif opt == "--disable-userns":
+            o.disable_userns = True
+        elif opt == "--assert-userns-disabled":
+            o.assert_userns_disabled = True
+        elif opt == "--uid":
+            o.uid = _id(opt, a[0])
+        elif opt == "--gid":
+            o.gid = _id(opt, a[0])
+        elif opt == "--hostname":
+            o.hostname = a[0]
+        elif opt == "--chdir":
+            o.chdir = a[0]
+        elif opt == "--argv0":
+            o.argv0 = a[0]
+        elif opt == "--setenv":
+            o.env_ops.append(("set", f"{a[0]}={a[1]}"))
+        elif opt == "--unsetenv":
+            o.env_ops.append(("unset", a[0]))
+        elif opt == "--clearenv":
+            o.env_ops.append(("clear", None))
+        elif opt == "--lock-file":
+            o.lock_files.append(a[0])
+        elif opt == "--sync-fd":
+            o.sync_fd = _fd(opt, a[0])
+        elif opt == "--block-fd":
+            o.block_fd = _fd(opt, a[0])
+        elif opt == "--userns-block-fd":
+            o.userns_block_fd = _fd(opt, a[0])
+        elif opt == "--info-fd":
+            o.info_fd = _fd(opt, a[0])
+        elif opt == "--json-status-fd":
+            o.json_status_fd = _fd(opt, a[0])
+        elif opt == "--seccomp":
+            o.used_seccomp = True
+            o.seccomp_fds = [_fd(opt, a[0])]
+        elif opt == "--add-seccomp-fd":
+            o.used_add_seccomp = True
+            o.seccomp_fds.append(_fd(opt, a[0]))
+        elif opt == "--exec-label":
+            o.exec_label = a[0]
+        elif opt == "--file-label":
+            o.file_label = a[0]
+        elif opt == "--new-session":
+            o.new_session = True
+        elif opt == "--die-with-parent":
+            o.die_with_parent = True
+        elif opt == "--as-pid-1":
+            o.as_pid_1 = True
+        elif opt == "--pivot-root":
+            o.pivot = True
+        elif opt in ("--chroot", "--no-pivot-root"):
+            o.pivot = False
+        elif opt in ("--cap-add", "--cap-drop"):
+            o.cap_ops.append((opt[len("--cap-"):], _cap_name(a[0])))
+        elif opt == "--perms":
+            pending_perms = _octal(opt, a[0])
+            continue
+        elif opt == "--size":
+            try:
+                pending_size = int(a[0], 10)
+            except ValueError:
+                raise VbUsageError(f"Invalid size: {a[0]}") from None
+            if pending_size <= 0:
+                raise VbUsageError(f"Invalid size: {a[0]}")
+            continue
+        elif opt in ("--bind", "--bind-try", "--dev-bind", "--dev-bind-try", "--ro-bind", "--ro-bind-try"):
+            kind = opt[2:].removesuffix("-try")
+            o.filesystem.append({"type": kind, "source": a[0], "target": a[1],
+                                 "optional": opt.endswith("-try")})
+        elif opt in ("--bind-fd", "--ro-bind-fd"):
+            kind = "ro-bind" if opt == "--ro-bind-fd" else "bind"
+            fd = _fd(opt, a[0])
+            o.filesystem.append({"type": kind, "source": f"/proc/self/fd/{fd}", "fd": fd,
+                                 "target": a[1], "optional": False})
+        elif opt == "--remount-ro":
+            o.filesystem.append({"type": "remount-ro", "target": a[0]})
+        elif opt in ("--proc", "--dev", "--mqueue"):
+            o.filesystem.append({"type": opt[2:], "target": a[0]})
+        elif opt == "--tmpfs":
+            o.filesystem.append({"type": "tmpfs", "target": a[0], "size": pending_size,
+                                 "mode": DEFAULT_TMPFS_MODE if pending_perms is None else pending_perms})
+        elif opt == "--dir":
+            o.filesystem.append({"type": "dir", "target": a[0],
+                                 "mode": DEFAULT_DIR_MODE if pending_perms is None else pending_perms})
+        elif opt == "--file":
+            o.filesystem.append({"type": "file", "target": a[1], "fd": _fd(opt, a[0]),
+                                 "content": None, "source": None,
+                                 "mode": DEFAULT_FILE_MODE if pending_perms is None else pending_perms})
+        elif opt in ("--bind-data", "--ro-bind-data"):
+            o.filesystem.append({"type": "bind-data", "target": a[1], "fd": _fd(opt, a[0]),
+                                 "content": None, "readonly": opt == "--ro-bind-data",
+                                 "mode": DEFAULT_BIND_DATA_MODE if pending_perms is None else pending_perms})
+        elif opt == "--symlink":
+            o.filesystem.append({"type": "symlink", "points_to": a[0], "target": a[1]})
+        elif opt == "--chmod":
+            o.filesystem.append({"type": "chmod", "mode": _octal(opt, a[0]), "target": a[1]})
+        elif opt == "--overlay-src":
+            overlay_srcs.append(a[0])
+            continue
+        elif opt in _OVERLAY_CONSUMERS:
+            if not overlay_srcs:
+                raise VbUsageError(f"{opt} requires at least one --overlay-src")
+            # bubblewrap stacks sources bottom-first; the spec uses the kernel's top-first order.
+            lower = list(reversed(overlay_srcs))
+            overlay_srcs = []
+            if opt == "--overlay":
+                o.filesystem.append({"type": "overlay", "lower": lower, "upper": a[0],
+                                     "work": a[1], "target": a[2]})
+            else:
+                o.filesystem.append({"type": opt[2:], "lower": lower, "target": a[0]})
+        elif opt.startswith("--landlock-"):
+            access = {"read": "read", "write": "write", "rw": "read_write", "exec": "execute"}[
+                opt[len("--landlock-"):].removesuffix("-try")]
+            o.landlock[access].append(a[0])
+            if opt.endswith("-try"):
+                o.landlock_try.append(a[0])
+        elif opt == "--limit-memory":
+            o.limits["memory"] = a[0]
+        elif opt == "--limit-cpu":
+            o.limits["cpu"] = a[0]
+        elif opt == "--limit-pids":
+            o.limits["pids"] = a[0]
+        elif opt == "--net-bridge":
+            o.net_bridge = a[0]
+        pending_perms = None
+        pending_size = None
+
+    if pending_perms is not None:
+        raise VbUsageError("--perms must be followed by an option that creates a file")
+    if pending_size is not None:
+        raise VbUsageError("--size must be followed by --tmpfs")
+    if overlay_srcs:
+        raise VbUsageError("--overlay-src must be followed by another --overlay-src or one of --overlay, --tmp-overlay, or --ro-overlay")
+    _check(o)
+    return o
+
+
+def _cap_name(value: str) -> str:
+    from vbdecl.model.names import CAPABILITIES
+
+    name = value.upper().removeprefix("CAP_")
+    if name != "ALL" and name not in CAPABILITIES:
+        raise VbUsageError(f"{value} is not a valid capability")
+    return name
+
+
+def _check(o: VbOptions) -> None:
+    """bubblewrap's cross-option rules, with its messages."""
+    if o.used_seccomp and o.used_add_seccomp:
+        raise VbUsageError("--seccomp cannot be combined with --add-seccomp-fd")
+    if o.userns_fd is not None and o.unshare["user"]:
+        raise VbUsageError("--userns not compatible --unshare-user")
+    if o.userns2_fd is not None and o.userns_fd is None:
+        raise VbUsageError("--userns2 requires --userns")
+    if o.disable_userns and not (o.unshare["user"] or o.user_try):
+        raise VbUsageError("--disable-userns requires --unshare-user")
+    if o.disable_userns and o.userns_fd is not None:
+        raise VbUsageError("--disable-userns is not compatible with --userns")
+    if o.assert_userns_disabled and (o.unshare["user"]):
+        raise VbUsageError("--assert-userns-disabled is not compatible with --unshare-user")
+    wants_user = o.unshare["user"] or o.user_try or o.userns_fd is not None
+    if o.uid is not None and not wants_user:
+        raise VbUsageError("Specifying --uid requires --unshare-user or --userns")
+    if o.gid is not None and not wants_user:
+        raise VbUsageError("Specifying --gid requires --unshare-user or --userns")
+    if o.hostname is not None and not o.unshare["uts"]:
+        raise VbUsageError("Specifying --hostname requires --unshare-uts")
+    if o.exec_label or o.file_label:
+        raise VbUsageError("SELinux labels (--exec-label, --file-label) are not supported by vb")
+    if not o.command:
+        raise VbUsageError("No command specified")
+
+
+def _env(o: VbOptions) -> tuple[bool, dict[str, str], list[str]]:
+    """Fold --setenv/--unsetenv/--clearenv, applied in order, into (clear, set, unset)."""
+    clear = False
+    env: dict[str, str] = {}
+    unset: list[str] = []
+    for op, value in o.env_ops:
+        if op == "clear":
+            clear = True
+            env.clear()
+            unset.clear()
+        elif op == "set" and value is not None:
+            key, _, val = value.partition("=")
+            env[key] = val
+            if key in unset:
+                unset.remove(key)
+        elif op == "unset" and value is not None:
+            env.pop(value, None)
+            if value not in unset:
+                unset.append(value)
+    return clear, env, unset
+
+
+def _capabilities(o: VbOptions, privileged: bool) -> dict[str, list[str]]:
+    """bubblewrap keeps every capability for a privileged caller (or uid 0 in a new
+    user namespace) and none otherwise; --cap-add/--cap-drop apply in order."""
+    from vbdecl.model.names import CAPABILITIES
+
+    keep: set[str] = set(CAPABILITIES) if privileged else set()
+    for op, name in o.cap_ops:
+        names = set(CAPABILITIES) if name == "ALL" else {name}
+        if op == "add":
+            keep |= names
+        else:
+            keep -= names
+    return {"drop": ["ALL"], "add": sorted(keep, key=lambda n: CAPABILITIES[n])}
+
+
+def to_document(o: VbOptions, *, uid: int | None = None, gid: int | None = None,
+                cwd: str | None = None) -> dict[str, Any]:
+    """The normalized document (docs/plan-format.md) for these options."""
+    real_uid = os.getuid() if uid is None else uid
+    real_gid = os.getgid() if gid is None else gid
+    # Not setuid: an unprivileged caller always gets a user namespace, as bubblewrap does.
+    user = o.unshare["user"] or o.user_try or (real_uid != 0 and o.userns_fd is None)
+    sandbox_uid = o.uid if o.uid is not None else real_uid
+    sandbox_gid = o.gid if o.gid is not None else real_gid
+    privileged = real_uid == 0 if not user else sandbox_uid == 0
+    clear, env, unset = _env(o)
+
+    namespaces: dict[str, Any] = {
+        "user": {"join": f"/proc/self/fd/{o.userns_fd}"} if o.userns_fd is not None else user,
+        "pid": o.unshare["pid"],
+        "mount": True,
+        "uts": o.unshare["uts"],
+        "ipc": o.unshare["ipc"],
+        "net": o.unshare["net"] or o.net_bridge is not None,
+        "cgroup": o.unshare["cgroup"] or o.cgroup_try,
+    }
+    if o.pidns_fd is not None and not o.unshare["pid"]:
+        namespaces["pid"] = {"join": f"/proc/self/fd/{o.pidns_fd}"}
+    network: dict[str, Any] = {
+        "mode": "bridge" if o.net_bridge else ("isolated" if namespaces["net"] else "host"),
+        "bridge": o.net_bridge or "vbdecl0", "subnet": "10.88.0.0/24" if o.net_bridge else None,
+        "subnet6": None, "address": "auto", "address6": None, "nat": bool(o.net_bridge),
+        "egress": "auto", "ports": [], "dns": None, "hosts": {}, "mtu": None,
+    }
+    landlock = None
+    if any(o.landlock.values()):
+        landlock = {**o.landlock, "ports": {"bind": [], "connect": []}, "optional": False,
+                    "try": o.landlock_try}
+    limits: dict[str, Any] = {"memory": None, "memory_swap": None, "cpu": None, "cpu_weight": None,
+                              "pids": None, "io_weight": None, "rlimits": {}, "optional": False}
+    if o.limits:
+        from vbdecl.model.units import parse_size
+
+        try:
+            if "memory" in o.limits:
+                limits["memory"] = parse_size(o.limits["memory"])
+            if "cpu" in o.limits:
+                limits["cpu"] = float(o.limits["cpu"])
+            if "pids" in o.limits:
+                limits["pids"] = int(o.limits["pids"])
+        except ValueError as exc:
+            raise VbUsageError(f"invalid limit: {exc}") from None
+
+    filesystem = []
+    for entry in o.filesystem:
+        e = dict(entry)
+        e["target"] = _abs_target(e["target"])
+        filesystem.append(e)
+
+    spec: dict[str, Any] = {
+        "rootfs": None,
+        "hostname": o.hostname,
+        "namespaces": namespaces,
+        "idmap": {"uid": [{"inside": sandbox_uid, "outside": real_uid, "count": 1}],
+                  "gid": [{"inside": sandbox_gid, "outside": real_gid, "count": 1}]}
+        if user and o.userns_fd is None else None,
+        "filesystem": filesystem,
+        "limits": limits,
+        "network": network,
+        "process": {
+            "command": list(o.command), "cwd": o.chdir, "env": env, "clear_env": clear,
+            "unset_env": unset, "argv0": o.argv0, "user": sandbox_uid, "group": sandbox_gid,
+            "init": not o.as_pid_1, "die_with_parent": o.die_with_parent,
+            "new_session": o.new_session, "inherit_fds": [], "tty": "auto",
+        },
+        "security": {
+            "no_new_privs": True,
+            "capabilities": _capabilities(o, privileged),
+            "seccomp": "off",
+            "landlock": landlock,
+            "disable_userns": o.disable_userns,
+        },
+        "status": {"lock_file": o.lock_files[0] if o.lock_files else None, "events": None},
+        "vb": {
+            "info_fd": o.info_fd, "json_status_fd": o.json_status_fd, "sync_fd": o.sync_fd,
+            "block_fd": o.block_fd, "userns_block_fd": o.userns_block_fd,
+            "seccomp_fds": list(o.seccomp_fds), "as_pid_1": o.as_pid_1, "pivot": o.pivot,
+            "level_prefix": o.level_prefix, "userns_fd": o.userns_fd, "userns2_fd": o.userns2_fd,
+            "pidns_fd": o.pidns_fd, "assert_userns_disabled": o.assert_userns_disabled,
+            "lock_files": list(o.lock_files), "user_try": o.user_try and not o.unshare["user"],
+            "cgroup_try": o.cgroup_try and not o.unshare["cgroup"],
+            "cwd_fallback": cwd if cwd is not None else _getcwd(),
+        },
+    }
+    return {"name": "vb", "labels": {}, "annotations": {}, "source": None, "spec": spec}
+
+
+def _abs_target(target: str) -> str:
+    # bubblewrap treats every destination as relative to the sandbox root.
+    path = os.path.normpath("/" + target.lstrip("/"))
+    return "/" if path in ("/", "//") else path
+
+
+def _getcwd() -> str | None:
+    try:
+        return os.getcwd()
+    except OSError:
+        return None

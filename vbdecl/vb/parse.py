@@ -470,6 +470,8 @@ def _capabilities(o: VbOptions, privileged: bool) -> dict[str, list[str]]:
             keep |= names
         else:
             keep -= names
+    if keep == set(CAPABILITIES):
+        return {"drop": [], "add": ["ALL"]}
     return {"drop": ["ALL"], "add": sorted(keep, key=lambda n: CAPABILITIES[n])}
 
 

@@ -1,0 +1,46 @@
+"""``vbdecl convert``: bubblewrap command lines to manifests and back."""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+
+from vbdecl.errors import UsageError
+
+HELP = "convert a bubblewrap command line to a manifest (--from-bwrap) or back (--to-bwrap)"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_mutually_exclusive_group(required=True)
+    group.add_argument("--from-bwrap", action="store_true",
+                       help="read bubblewrap arguments after `--` and print the manifest")
+    group.add_argument("--to-bwrap", metavar="FILE",
+                       help="print a bubblewrap command line for the manifest FILE")
+    parser.add_argument("args", nargs=argparse.REMAINDER,
+                        help="with --from-bwrap: -- followed by bubblewrap's arguments")
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.from_bwrap:
+        from vbdecl.vb.manifest import document_to_manifest, dump_yaml
+        from vbdecl.vb.parse import VbUsageError, parse, to_document
+
+        argv = args.args[1:] if args.args[:1] == ["--"] else args.args
+        try:
+            doc = to_document(parse(argv))
+        except VbUsageError as err:
+            raise UsageError(f"bubblewrap arguments: {err}") from None
+        print(dump_yaml(document_to_manifest(doc, read_fds=True)), end="")
+        return 0
+
+    from vbdecl.model import load_normalized
+    from vbdecl.vb.manifest import NotExpressible, manifest_to_bwrap
+
+    for doc in load_normalized(args.to_bwrap):
+        try:
+            argv = manifest_to_bwrap(doc["spec"])
+        except NotExpressible as err:
+            raise UsageError(f"{args.to_bwrap}: environment {doc['name']}: {err}",
+                             hint="run it with `vbdecl run` instead") from None
+        print(shlex.join(["bwrap", *argv]))
+    return 0

@@ -1,0 +1,436 @@
+"""Compile a normalized manifest document into a plan (docs/plan-format.md).
+
+The plan is plain data. Action ids are stable addresses (``mount[/usr]``,
+``cgroup.memory``, ``net.veth``); ``deps`` carry the ordering rules:
+
+- ``env`` (namespaces, the environment's holder) first; ``rootfs`` next for
+  everything inside the environment's mount namespace;
+- filesystem entries keep the manifest order wherever their targets are
+  related (one is an ancestor of, or equal to, the other): a child mount
+  after its parent, and a later mount over an ancestor (or the same target)
+  after the earlier ones it covers; unrelated targets are independent;
+- an overlay after the entries that provide its lower directories (a lower
+  that is, or lies under, the target of an earlier entry);
+- ``net.dns`` after the entries that make ``/etc``;
+- ``cgroup`` before its limits; bridge, veth, addresses, routes, NAT,
+  published ports in that order; ``process`` last.
+
+Teardown is the reverse of the order.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import json
+from typing import Any
+
+from vbdecl import __version__
+from vbdecl.errors import PlanError
+from vbdecl.plan import fmt
+from vbdecl.plan.graph import order
+
+FORMAT = 1
+Action = dict[str, Any]
+Doc = dict[str, Any]
+
+#: filesystem entry type -> action id prefix (kind is always ``fs.<type>``)
+FS_ID_PREFIX: dict[str, str] = {
+    "bind": "mount", "ro-bind": "mount", "dev-bind": "mount",
+    "proc": "mount", "dev": "mount", "mqueue": "mount", "tmpfs": "mount",
+    "overlay": "mount", "tmp-overlay": "mount", "ro-overlay": "mount",
+    "bind-data": "mount",
+    "dir": "dir", "file": "file", "symlink": "symlink", "chmod": "chmod",
+    "remount-ro": "remount-ro",
+}
+LIMITS = ("memory", "memory_swap", "cpu", "cpu_weight", "pids", "io_weight")
+NAMESPACES = ("user", "pid", "mount", "uts", "ipc", "net", "cgroup")
+
+
+def canonical_json(value: Any) -> str:
+    """The canonical JSON used for hashes and byte-for-byte comparisons."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def manifest_hash(doc: Doc) -> str:
+    body = {k: doc.get(k) for k in ("name", "labels", "annotations", "spec")}
+    return "sha256:" + hashlib.sha256(canonical_json(body).encode()).hexdigest()
+
+
+def compile_doc(doc: Doc) -> dict[str, Any]:
+    """The PLAN of docs/plan-format.md for one normalized document."""
+    spec: dict[str, Any] = doc["spec"]
+    actions = _Builder(spec).build()
+    return {
+        "format": FORMAT,
+        "tool_version": __version__,
+        "name": doc["name"],
+        "labels": dict(doc.get("labels") or {}),
+        "manifest_hash": manifest_hash(doc),
+        "source": doc.get("source"),
+        "spec": spec,
+        "actions": order(actions),
+    }
+
+
+# --- helpers ----------------------------------------------------------------
+
+
+def _is_new(ns: Any) -> bool:
+    return ns is True
+
+
+def _gateway(subnet: str | None) -> str | None:
+    if not subnet:
+        return None
+    net = ipaddress.ip_network(subnet, strict=False)
+    return str(net.network_address + 1)
+
+
+def _parts(path: str) -> list[str]:
+    return [p for p in path.split("/") if p]
+
+
+class _Node:
+    """A path component in the trie of filesystem targets."""
+
+    __slots__ = ("children", "frontier", "last")
+
+    def __init__(self) -> None:
+        self.children: dict[str, _Node] = {}
+        self.last = -1  # index of the latest entry whose target is exactly this path
+        # entries in this subtree that no later entry of the subtree depends on
+        # (insertion order = index order)
+        self.frontier: dict[int, None] = {}
+
+
+class _FsOrder:
+    """Dependencies between filesystem entries, in about O(n * depth).
+
+    For related targets the manifest order is kept: each new entry depends
+    on the latest earlier entry on an ancestor of (or the same as) its
+    target, and on every earlier entry below its target that nothing later
+    below it already depends on (the subtree's frontier).
+    """
+
+    def __init__(self) -> None:
+        self.root = _Node()
+
+    def chain(self, path: str) -> list[_Node]:
+        node = self.root
+        nodes = [node]
+        for part in _parts(path):
+            child = node.children.get(part)
+            if child is None:
+                child = node.children[part] = _Node()
+            node = child
+            nodes.append(node)
+        return nodes
+
+    def latest_covering(self, path: str) -> int:
+        """The latest entry whose target is an ancestor of, or equal to, ``path``."""
+        node: _Node | None = self.root
+        best = -1
+        for part in [*_parts(path), None]:
+            assert node is not None
+            best = max(best, node.last)
+            if part is None:
+                break
+            node = node.children.get(part)
+            if node is None:
+                break
+        return best
+
+    def needs(self, path: str) -> list[int]:
+        """What an entry on ``path`` must come after (without adding it)."""
+        nodes = self.chain(path)
+        anc = max((n.last for n in nodes[:-1]), default=-1)
+        after = [f for f in nodes[-1].frontier if f > anc]
+        if after:
+            return after
+        return [anc] if anc >= 0 else []
+
+    def add(self, j: int, path: str) -> list[int]:
+        nodes = self.chain(path)
+        anc, anc_depth = -1, -1
+        for depth, n in enumerate(nodes[:-1]):
+            if n.last > anc:
+                anc, anc_depth = n.last, depth
+        here = nodes[-1]
+        below = list(here.frontier)
+        after = [f for f in below if f > anc]
+        deps = after if after else ([anc] if anc >= 0 else [])
+        for depth, n in enumerate(nodes[:-1]):
+            front = n.frontier
+            if anc >= 0 and anc_depth <= depth:
+                # the covering entry sits above this node: it already follows
+                # every earlier entry of this subtree
+                for k in list(front):
+                    if k >= anc:
+                        break
+                    del front[k]
+            elif anc >= 0:
+                front.pop(anc, None)
+            for k in below:
+                front.pop(k, None)
+            front[j] = None
+        here.frontier = {j: None}
+        here.last = j
+        return deps
+
+
+# --- describe lines ---------------------------------------------------------
+
+
+def _describe_fs(e: dict[str, Any]) -> str:
+    t, target = e["type"], e["target"]
+    if t in ("bind", "ro-bind", "dev-bind"):
+        src = e.get("source") if e.get("fd") is None else f"fd {e['fd']}"
+        text = f"{t} {src} -> {target}"
+        if t == "ro-bind":
+            text += " (read-only)"
+        if e.get("optional"):
+            text += " (skipped if the source is missing)"
+        return text
+    if t == "proc":
+        return f"proc on {target}"
+    if t == "dev":
+        return f"minimal /dev on {target}"
+    if t == "mqueue":
+        return f"mqueue on {target}"
+    if t == "tmpfs":
+        extra = []
+        if e.get("size") is not None:
+            extra.append(f"size {fmt.size(e['size'])}")
+        if e.get("mode") is not None:
+            extra.append(f"mode {fmt.mode(e['mode'])}")
+        return f"tmpfs on {target}" + (f" ({', '.join(extra)})" if extra else "")
+    if t == "dir":
+        return f"directory {target}" + (f" (mode {fmt.mode(e['mode'])})" if e.get("mode") is not None else "")
+    if t in ("file", "bind-data"):
+        if e.get("fd") is not None:
+            what = f"from fd {e['fd']}"
+        elif e.get("content") is not None:
+            what = f"{len(str(e['content']).encode())} bytes"
+        else:
+            what = f"copied from {e.get('source')}"
+        extra = [what]
+        if e.get("mode") is not None:
+            extra.append(f"mode {fmt.mode(e['mode'])}")
+        if t == "bind-data" and e.get("readonly"):
+            extra.append("read-only")
+        return f"{'file' if t == 'file' else 'bind-data'} {target} ({', '.join(extra)})"
+    if t == "symlink":
+        return f"symlink {target} -> {e['points_to']}"
+    if t == "chmod":
+        return f"chmod {fmt.mode(e['mode'])} {target}"
+    if t == "remount-ro":
+        return f"remount {target} read-only"
+    lower = ":".join(e.get("lower") or [])
+    if t == "overlay":
+        return f"overlay on {target} (lower {lower}; upper {e.get('upper')}, work {e.get('work')})"
+    if t == "tmp-overlay":
+        return f"tmp-overlay on {target} (lower {lower}; writes discarded)"
+    if t == "ro-overlay":
+        return f"read-only overlay on {target} (lower {lower})"
+    return f"{t} {target}"
+
+
+def _describe_env(p: dict[str, Any]) -> str:
+    new = [n for n in NAMESPACES if _is_new(p["namespaces"].get(n))]
+    joined = [n for n in NAMESPACES if isinstance(p["namespaces"].get(n), dict)]
+    parts = ["new namespaces: " + (" ".join(new) if new else "none")]
+    if joined:
+        parts.append("joins: " + " ".join(joined))
+    if p.get("hostname"):
+        parts.append(f"hostname {p['hostname']}")
+    idmap = p.get("idmap")
+    if idmap:
+        maps = [f"{m['inside']}->{m['outside']} x{m['count']}" for m in idmap.get("uid") or []]
+        parts.append("uid map " + ", ".join(maps))
+    return "; ".join(parts)
+
+
+def _describe_limit(name: str, value: Any) -> str:
+    if name in ("memory", "memory_swap"):
+        shown = fmt.size(value)
+    else:
+        shown = fmt.value(value)
+    return f"{name.replace('_', ' ')} limit {shown}"
+
+
+# --- the builder ------------------------------------------------------------
+
+
+class _Builder:
+    def __init__(self, spec: dict[str, Any]) -> None:
+        self.spec = spec
+        self.actions: list[Action] = []
+        self.ids: set[str] = set()
+
+    def add(self, id_: str, kind: str, scope: str, deps: list[str], params: dict[str, Any],
+            describe: str, replace: bool = False) -> Action:
+        action: Action = {
+            "id": id_, "kind": kind, "scope": scope, "deps": deps, "params": params,
+            "describe": describe, "replace": replace,
+        }
+        self.actions.append(action)
+        self.ids.add(id_)
+        return action
+
+    def build(self) -> list[Action]:
+        spec = self.spec
+        ns: dict[str, Any] = spec["namespaces"]
+        self.add("env", "env.namespaces", "host", [],
+                 {"namespaces": ns, "idmap": spec.get("idmap"), "hostname": spec.get("hostname")},
+                 "", replace=True)
+        self.actions[0]["describe"] = _describe_env(self.actions[0]["params"])
+        filesystem: list[dict[str, Any]] = spec.get("filesystem") or []
+        base = "env"
+        if _is_new(ns.get("mount")):
+            rootfs = spec.get("rootfs")
+            self.add("rootfs", "fs.rootfs", "env", ["env"], {"rootfs": rootfs},
+                     f"root from host directory {rootfs}" if rootfs else "fresh tmpfs root",
+                     replace=True)
+            base = "rootfs"
+        elif filesystem or spec.get("rootfs"):
+            raise PlanError(
+                "filesystem entries need a new mount namespace, but namespaces.mount is "
+                + ("a join" if isinstance(ns.get("mount"), dict) else "false"),
+                where="env",
+                hint="set namespaces.mount: true (or drop rootfs and filesystem)",
+            )
+        fs_ids = self.filesystem(filesystem, base)
+        self.dns(base, fs_ids)
+        self.cgroups()
+        self.network()
+        self.process()
+        return self.actions
+
+    def filesystem(self, entries: list[dict[str, Any]], base: str) -> list[str]:
+        tree = _FsOrder()
+        ids: list[str] = []
+        seen: dict[str, int] = {}
+        for j, entry in enumerate(entries):
+            target = entry["target"]
+            id_ = f"{FS_ID_PREFIX.get(entry['type'], entry['type'])}[{target}]"
+            n = seen.get(id_, 0) + 1
+            seen[id_] = n
+            if n > 1:
+                id_ = f"{id_}#{n}"
+            ids.append(id_)
+            deps_idx = tree.add(j, target)
+            extra: list[int] = []
+            for lower in entry.get("lower") or []:
+                k = tree.latest_covering(lower)
+                if k >= 0 and k != j and k not in deps_idx:
+                    extra.append(k)
+            deps = [ids[k] for k in sorted(deps_idx)] or [base]
+            deps += [ids[k] for k in sorted(set(extra))]
+            self.add(id_, f"fs.{entry['type']}", "env", deps, entry, _describe_fs(entry))
+        self._fs_tree = tree
+        return ids
+
+    def dns(self, base: str, fs_ids: list[str]) -> None:
+        net = self.spec["network"]
+        if base != "rootfs":
+            return
+        if not (net.get("mode") == "bridge" or net.get("dns") is not None or net.get("hosts")):
+            return
+        tree = self._fs_tree
+        idx: set[int] = set()
+        for path in ("/etc/resolv.conf", "/etc/hosts"):
+            idx.update(tree.needs(path))
+        deps = [fs_ids[k] for k in sorted(idx)] or [base]
+        dns = net.get("dns")
+        what = f"nameservers {', '.join(dns)}" if dns is not None else "the host's resolv.conf, read-only"
+        self.add("net.dns", "fs.net-files", "env", deps,
+                 {"dns": dns, "hosts": dict(net.get("hosts") or {}), "hostname": self.spec.get("hostname")},
+                 f"/etc/resolv.conf ({what}) and /etc/hosts")
+
+    def cgroups(self) -> None:
+        limits: dict[str, Any] = self.spec.get("limits") or {}
+        present = [name for name in LIMITS if limits.get(name) is not None]
+        if not present:
+            return
+        optional = bool(limits.get("optional"))
+        self.add("cgroup", "cgroup.group", "host", ["env"],
+                 {"layout_hint": None, "optional": optional}, "cgroup of the environment")
+        for name in present:
+            self.add(f"cgroup.{name}", "cgroup.limit", "host", ["cgroup"],
+                     {"limit": name, "value": limits[name], "optional": optional},
+                     _describe_limit(name, limits[name]))
+
+    def network(self) -> None:
+        spec = self.spec
+        net: dict[str, Any] = spec["network"]
+        mode = net.get("mode", "isolated")
+        new_net = _is_new(spec["namespaces"].get("net"))
+        if new_net:
+            self.add("net.loopback", "net.loopback", "host", ["env"], {}, "bring up lo inside")
+        ports: list[dict[str, Any]] = net.get("ports") or []
+        if mode != "bridge":
+            if ports:
+                raise PlanError(
+                    f"network.ports need network.mode bridge (mode is {mode})",
+                    where="nat.port", hint="set network.mode: bridge, or remove the ports")
+            return
+        if not new_net:
+            raise PlanError("network.mode bridge needs a new net namespace",
+                            where="net.veth", hint="set namespaces.net: true")
+        bridge = net.get("bridge") or "vbdecl0"
+        subnet, subnet6 = net.get("subnet"), net.get("subnet6")
+        gw, gw6 = _gateway(subnet), _gateway(subnet6)
+        bid = f"net.bridge[{bridge}]"
+        self.add(bid, "net.bridge", "host", ["env"],
+                 {"bridge": bridge, "subnet": subnet, "subnet6": subnet6, "mtu": net.get("mtu"),
+                  "gateway": gw, "gateway6": gw6},
+                 f"bridge {bridge} ({', '.join(s for s in (subnet, subnet6) if s)}; gateway "
+                 f"{', '.join(g for g in (gw, gw6) if g)}; created if missing)")
+        self.add("net.veth", "net.veth", "host", [bid, "env"],
+                 {"bridge": bridge, "mtu": net.get("mtu")}, f"veth pair, host end on {bridge}")
+        addrs = ["net.address"]
+        self.add("net.address", "net.address", "host", ["net.veth"],
+                 {"subnet": subnet, "address": net.get("address", "auto"), "family": 4},
+                 f"address {net.get('address', 'auto')} in {subnet}")
+        if subnet6:
+            addrs.append("net.address6")
+            self.add("net.address6", "net.address", "host", ["net.veth"],
+                     {"subnet": subnet6, "address": net.get("address6") or "auto", "family": 6},
+                     f"address {net.get('address6') or 'auto'} in {subnet6}")
+        self.add("net.route", "net.route", "host", ["net.address"],
+                 {"subnet": subnet, "gateway": gw, "family": 4}, f"default route via {gw}")
+        if subnet6:
+            self.add("net.route6", "net.route", "host", ["net.address6"],
+                     {"subnet": subnet6, "gateway": gw6, "family": 6}, f"default route via {gw6}")
+        egress = net.get("egress", "auto")
+        if net.get("nat"):
+            self.add("nat.masquerade", "nat.masquerade", "host", list(addrs),
+                     {"subnet": subnet, "subnet6": subnet6, "egress": egress},
+                     f"masquerade {', '.join(s for s in (subnet, subnet6) if s)} out of "
+                     + ("the default route's interface" if egress == "auto" else egress))
+        seen: dict[str, int] = {}
+        for port in ports:
+            where = f"{port['host_ip']}:" if port.get("host_ip") else ""
+            id_ = f"nat.port[{where}{port['host']}/{port['protocol']}]"
+            n = seen.get(id_, 0) + 1
+            seen[id_] = n
+            if n > 1:
+                id_ = f"{id_}#{n}"
+            self.add(id_, "nat.port", "host", list(addrs), dict(port),
+                     f"publish {where}{port['host']}/{port['protocol']} -> container port {port['container']}")
+
+    def process(self) -> None:
+        spec = self.spec
+        proc: dict[str, Any] = spec["process"]
+        needed = set()
+        for action in self.actions:
+            needed.update(action["deps"])
+        deps = [a["id"] for a in self.actions if a["id"] not in needed]
+        limits = spec.get("limits") or {}
+        who = f"{proc.get('user', 0)}:{proc.get('group', 0)}"
+        how = " under vbdecl's init" if proc.get("init", True) else ""
+        self.add("process", "proc.main", "host", deps,
+                 {"process": proc, "security": spec["security"],
+                  "rlimits": dict(limits.get("rlimits") or {}), "status": spec.get("status")},
+                 f"run {fmt.command(proc.get('command'))} as {who}{how}")

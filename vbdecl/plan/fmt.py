@@ -1,0 +1,44 @@
+"""Formatting of values for plans and reasons (sizes, modes, commands)."""
+
+from __future__ import annotations
+
+import json
+import shlex
+from typing import Any
+
+_UNITS = (("Ti", 1 << 40), ("Gi", 1 << 30), ("Mi", 1 << 20), ("Ki", 1 << 10))
+
+
+def size(n: int | None) -> str:
+    """``536870912`` -> ``512Mi``; bytes when no binary unit divides it."""
+    if n is None:
+        return "none"
+    for unit, mult in _UNITS:
+        if n and n % mult == 0:
+            return f"{n // mult}{unit}"
+    return str(n)
+
+
+def mode(m: int | None) -> str:
+    return "default" if m is None else f"{m:04o}"
+
+
+def command(argv: list[str] | None) -> str:
+    return "/bin/sh" if not argv else " ".join(shlex.quote(a) for a in argv)
+
+
+def value(v: Any, limit: int = 48) -> str:
+    """A short, stable rendering of any plain value for a reason line."""
+    if v is None:
+        return "none"
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, str):
+        text = json.dumps(v, ensure_ascii=False)
+        if text == f'"{v}"' and v and " " not in v and "#" not in v:
+            text = v
+    else:
+        text = json.dumps(v, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    if len(text) > limit:
+        text = text[: limit - 3] + "..."
+    return text

@@ -1,0 +1,216 @@
+"""Ops for resource limits: the environment's cgroup and each limit on it.
+
+- ``cgroup.group`` (action id ``cgroup``): creates ``<hierarchy>/vbdecl/<instance>``
+  in every hierarchy the limits need (see :mod:`vbdecl.sys.cgroupfs`), moves
+  the environment's init in when it exists, and on revert kills whatever is
+  left inside and removes the directories.
+- ``cgroup.limit`` (ids ``cgroup.memory``, ``cgroup.memory_swap``,
+  ``cgroup.cpu``, ``cgroup.cpu_weight``, ``cgroup.pids``, ``cgroup.io_weight``):
+  writes one limit, read back; ``update`` changes it in place.
+
+A limit that this machine cannot enforce is an error, or with
+``limits.optional: true`` a warning recorded in the ``cgroup`` record
+(``record["warnings"]``) that the runtime reports as a
+``runtime_init_warnings`` event. Never a silently degraded environment.
+
+Module-level helpers for the runtime and the CLI: :func:`join`,
+:func:`usage`, :func:`oom_killed`, :func:`detect`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from vbdecl.errors import ActionError, SysError
+from vbdecl.ops import register
+from vbdecl.ops.base import Context, Params, Record
+from vbdecl.sys import cgroupfs
+
+register("cgroup.group", "vbdecl.ops.cgroup:Group")
+register("cgroup.limit", "vbdecl.ops.cgroup:Limit")
+
+GROUP_ID = "cgroup"
+UNITS = {"memory": "bytes", "memory_swap": "bytes", "cpu": "cores", "cpu_weight": "",
+         "pids": "", "io_weight": ""}
+
+
+def _layout(ctx: Context) -> cgroupfs.Layout:
+    layout = ctx.extra.get("cgroup_layout")
+    if isinstance(layout, cgroupfs.Layout):
+        return layout
+    return cgroupfs.current_layout()
+
+
+def _limits(ctx: Context, params: Params | None = None) -> dict[str, Any]:
+    if params and isinstance(params.get("limits"), dict):
+        return dict(params["limits"])
+    limits = ctx.spec.get("limits") if ctx.spec else None
+    return dict(limits) if isinstance(limits, dict) else {}
+
+
+def _action_error(exc: SysError, action: str) -> ActionError:
+    return ActionError(exc.message, action=action, hint=exc.hint)
+
+
+def describe_limit(limit: str, value: Any) -> str:
+    if value is None:
+        return f"{limit}: unlimited"
+    if limit in ("memory", "memory_swap"):
+        return f"{limit} {_size(int(value))}"
+    if limit == "cpu":
+        return f"cpu {value} cores"
+    return f"{limit} {value}"
+
+
+def _size(n: int) -> str:
+    for unit, shift in (("Gi", 30), ("Mi", 20), ("Ki", 10)):
+        if n and n % (1 << shift) == 0:
+            return f"{n >> shift}{unit}"
+    return str(n)
+
+
+class Group:
+    """``cgroup.group``: the environment's cgroup directories."""
+
+    def describe(self, params: Params) -> str:
+        return "cgroup vbdecl/<instance> in each needed hierarchy"
+
+    def apply(self, ctx: Context, params: Params) -> Record:
+        layout = _layout(ctx)
+        limits = _limits(ctx, params)
+        problems = cgroupfs.missing(layout, limits)
+        skip = {p[0] for p in problems}
+        warnings = []
+        if problems:
+            if not limits.get("optional"):
+                first = problems[0]
+                msg = "; ".join(p[1] for p in problems)
+                raise ActionError(msg, action=GROUP_ID, hint=first[2])
+            warnings = [f"limits.{p[0]} not enforced: {p[1]}" for p in problems]
+        wanted = {k: v for k, v in limits.items() if k not in skip}
+        controllers = cgroupfs.needed_controllers(wanted)
+        try:
+            record = cgroupfs.create_group(layout, ctx.instance, controllers)
+        except SysError as exc:
+            raise _action_error(exc, GROUP_ID) from exc
+        record["warnings"] = warnings
+        record["skipped"] = sorted(skip)
+        if ctx.env_pid:
+            try:
+                cgroupfs.join(record, ctx.env_pid)
+            except SysError as exc:
+                try:
+                    cgroupfs.remove_group(record)
+                except SysError:
+                    pass
+                raise _action_error(exc, GROUP_ID) from exc
+        return record
+
+    def revert(self, ctx: Context, record: Record) -> None:
+        try:
+            cgroupfs.remove_group(record)
+        except SysError as exc:
+            raise _action_error(exc, GROUP_ID) from exc
+
+    def probe(self, ctx: Context, params: Params, record: Record | None) -> Record | None:
+        if not record:
+            return None
+        import os
+
+        alive = [d for d in record.get("dirs", []) if os.path.isdir(d["path"])]
+        if not alive:
+            return None
+        return {**record, "dirs": alive}
+
+    def update(self, ctx: Context, params: Params, record: Record) -> Record:
+        # Nothing of the group itself changes in place; limits are their own actions.
+        return record
+
+
+class Limit:
+    """``cgroup.limit``: one limit written into the environment's cgroup."""
+
+    def describe(self, params: Params) -> str:
+        return describe_limit(params["limit"], params.get("value"))
+
+    def _group(self, ctx: Context, action: str) -> Record:
+        group = ctx.records.get(GROUP_ID)
+        if not group:
+            raise ActionError("the environment's cgroup does not exist", action=action,
+                              hint="the `cgroup` action must land first; re-run `vbdecl apply`")
+        return group
+
+    def apply(self, ctx: Context, params: Params) -> Record:
+        limit, value = params["limit"], params.get("value")
+        action = f"cgroup.{limit}"
+        group = self._group(ctx, action)
+        if limit in group.get("skipped", []):
+            msg = f"limits.{limit} not enforced (limits.optional)"
+            return {"limit": limit, "value": value, "skipped": msg, "writes": []}
+        try:
+            return cgroupfs.set_limit(group, limit, value, _limits(ctx))
+        except SysError as exc:
+            raise _action_error(exc, action) from exc
+
+    def update(self, ctx: Context, params: Params, record: Record) -> Record:
+        return self.apply(ctx, params)
+
+    def revert(self, ctx: Context, record: Record) -> None:
+        if record.get("skipped"):
+            return
+        limit = record["limit"]
+        group = ctx.records.get(GROUP_ID)
+        if not group:
+            return
+        import os
+
+        if not os.path.isdir(record.get("dir", "")):
+            return
+        limits = _limits(ctx)
+        limits[limit] = None
+        try:
+            cgroupfs.set_limit(group, limit, None, limits)
+        except SysError as exc:
+            if exc.errno == 2:  # the group went away meanwhile
+                return
+            raise _action_error(exc, f"cgroup.{limit}") from exc
+
+    def probe(self, ctx: Context, params: Params, record: Record | None) -> Record | None:
+        limit = params["limit"]
+        group = ctx.records.get(GROUP_ID)
+        if not group:
+            return None
+        if record and record.get("skipped"):
+            return record
+        try:
+            value = cgroupfs.probe_limit(group, limit)
+        except SysError:
+            return None
+        return {"limit": limit, "value": value}
+
+
+# --- helpers for the runtime and the CLI -------------------------------------------
+
+
+def join(record: Record, pid: int = 0) -> None:
+    """Move ``pid`` (0: the calling process) into the environment's cgroup."""
+    cgroupfs.join(record, pid)
+
+
+def usage(record: Record) -> dict[str, Any]:
+    """Memory current/peak, cpu time and pids, each with its limit (for `vbdecl status`)."""
+    return cgroupfs.usage(record)
+
+
+def oom_killed(record: Record) -> bool:
+    """Whether the OOM killer struck inside the environment (read before revert)."""
+    return cgroupfs.oom_killed(record)
+
+
+def warnings(record: Record | None) -> list[str]:
+    """Warnings to report as a runtime_init_warnings event."""
+    return list((record or {}).get("warnings", []))
+
+
+def detect() -> dict[str, Any]:
+    return cgroupfs.detect()

@@ -1,0 +1,622 @@
+"""The transaction executor: apply, destroy and recover one environment.
+
+Usage (the CLI does the same; embedders may too)::
+
+    engine = Engine(state_dir, on_event=print)
+    with engine.session("web") as s:        # takes the env lock, recovers first
+        changes = s.changes(plan)            # probes live state: drift
+        result = s.apply(plan, changes)      # journaled; rolled back on failure
+
+Every step is journaled before it runs (``intent``) and after it landed
+(``done``); on the first failure the landed steps are undone in reverse
+order (``undo`` / ``undone``) and an ActionError naming the failing action is
+raised, with failed undos attached. A rollback that cannot finish leaves
+the transaction open, and the next command on the environment (or
+``vbdecl recover``) finishes it. A crash leaves it open too; recovery
+replays the journal over the committed ``state.json``: an apply is rolled
+back, a destroy is rolled forward. ``state.json`` changes only at commit.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import os
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from vbdecl.engine import changes as changes_mod
+from vbdecl.engine import journal as journal_mod
+from vbdecl.engine import lock as lock_mod
+from vbdecl.engine import paths, store
+from vbdecl.engine.changes import Change, ChangeSet
+from vbdecl.engine.faults import Faults
+from vbdecl.errors import ActionError, StalePlanError, StateError, VbdeclError
+from vbdecl.ops.base import Context
+
+Event = dict[str, Any]
+EventCallback = Callable[[Event], None]
+Resource = dict[str, Any]
+
+
+@dataclass
+class Result:
+    name: str
+    instance: str | None
+    revision: int | None
+    serial: int | None
+    changes: list[Change] = field(default_factory=list)
+    steps: int = 0
+    recovered: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "instance": self.instance, "revision": self.revision,
+                "serial": self.serial, "steps": self.steps, "recovered": self.recovered,
+                "changes": [c.to_json() for c in self.changes]}
+
+
+def _now() -> float:
+    return time.time()
+
+
+def _op(kind: str) -> Any:
+    from vbdecl.ops import op_for
+
+    try:
+        return op_for(kind)
+    except KeyError:
+        raise StateError(f"no op for action kind {kind!r}",
+                         hint="this vbdecl does not know that kind; upgrade, or check the plan") from None
+
+
+def _can_update(kind: str) -> bool:
+    try:
+        op = _op(kind)
+    except StateError:
+        return False
+    return callable(getattr(op, "update", None)) and not getattr(op, "no_update", False)
+
+
+def _wrap(exc: BaseException, action: str, what: str) -> ActionError:
+    if isinstance(exc, ActionError) and exc.action == action:
+        return exc
+    hint = exc.hint if isinstance(exc, VbdeclError) else None
+    msg = exc.message if isinstance(exc, VbdeclError) else (str(exc) or type(exc).__name__)
+    if isinstance(exc, VbdeclError) and exc.where and exc.where != action:
+        msg = f"{exc.where}: {msg}"
+    err = ActionError(f"{what} failed: {msg}", action=action, hint=hint)
+    err.__cause__ = exc
+    return err
+
+
+class Engine:
+    """Entry point for embedders: one per command (holds settings, not state)."""
+
+    def __init__(self, state_dir: str | os.PathLike[str] | None = None, *,
+                 on_event: EventCallback | None = None, lock_timeout: float = 0.0,
+                 command: str | None = None, sync: bool = True,
+                 faults: Faults | None = None) -> None:
+        self.state_dir = str(paths.state_root(state_dir))
+        self.on_event = on_event
+        self.lock_timeout = lock_timeout
+        self.command = command
+        self.sync = sync
+        self.faults = Faults() if faults is None else faults
+
+    def emit(self, event: str, **data: Any) -> None:
+        if self.on_event is not None:
+            self.on_event({"event": event, "time": _now(), **data})
+
+    @contextlib.contextmanager
+    def session(self, name: str, *, recover: bool = True) -> Iterator[Session]:
+        lock = lock_mod.env_lock(name, self.state_dir, timeout=self.lock_timeout,
+                                 command=self.command)
+        s = Session(self, name, lock)
+        try:
+            if recover:
+                s.recover()
+            yield s
+        finally:
+            s.close()
+
+    # Convenience wrappers, one command each.
+    def apply(self, plan: dict[str, Any]) -> Result:
+        with self.session(plan["name"]) as s:
+            return s.apply(plan)
+
+    def destroy(self, name: str) -> Result:
+        with self.session(name) as s:
+            return s.destroy()
+
+    def recover(self, name: str) -> bool:
+        with self.session(name, recover=False) as s:
+            return s.recover()
+
+    def changes(self, plan: dict[str, Any], *, probe: bool = True) -> ChangeSet:
+        """Changes without the lock (for ``plan``); the state may move after."""
+        state = store.load(plan["name"], self.state_dir)
+        s = Session(self, plan["name"], None)
+        s.state = state
+        return s.changes(plan, probe=probe)
+
+
+class Session:
+    """One environment, locked. Created by :meth:`Engine.session`."""
+
+    def __init__(self, engine: Engine, name: str, lock: lock_mod.Lock | None) -> None:
+        self.engine = engine
+        self.name = name
+        self.lock = lock
+        self.sd = engine.state_dir
+        self.state: dict[str, Any] | None = store.load(name, self.sd) if lock else None
+        self.res: dict[str, Resource] = {}
+        self.journal: journal_mod.Journal | None = None
+        self.txn: str | None = None
+        self.spec: dict[str, Any] = {}
+        self.instance = ""
+        self.deps: dict[str, list[str]] = {}
+        self.steps = 0
+
+    def close(self) -> None:
+        if self.journal is not None:
+            self.journal.close()
+            self.journal = None
+        if self.lock is not None:
+            self.lock.release()
+            self.lock = None
+
+    # --- plumbing -------------------------------------------------------------
+
+    def _journal(self) -> journal_mod.Journal:
+        if self.journal is None:
+            self.journal = journal_mod.Journal(paths.journal_file(self.name, self.sd),
+                                               sync=self.engine.sync)
+        return self.journal
+
+    def _log(self, t: str, **data: Any) -> None:
+        self._journal().append({"t": t, "txn": self.txn, **data})
+
+    def _env_pid(self) -> int | None:
+        for res in self.res.values():
+            if res.get("kind") == "env.namespaces":
+                pid = (res.get("record") or {}).get("pid")
+                return int(pid) if pid else None
+        return None
+
+    def _ctx(self) -> Context:
+        return Context(
+            name=self.name, instance=self.instance,
+            state_dir=str(paths.env_dir(self.name, self.sd)),
+            runtime_dir=str(paths.instance_runtime_dir(self.instance, self.sd)),
+            spec=self.spec, records={k: v.get("record") or {} for k, v in self.res.items()},
+            env_pid=self._env_pid(),
+        )
+
+    def _load_context(self, plan: dict[str, Any] | None) -> None:
+        self.spec = (plan or {}).get("spec") or {}
+        self.deps = {a["id"]: list(a.get("deps", ())) for a in (plan or {}).get("actions", [])}
+
+    # --- plan ----------------------------------------------------------------
+
+    def changes(self, plan: dict[str, Any], *, probe: bool = True) -> ChangeSet:
+        state = self.state
+        resources: dict[str, Resource] = (state or {}).get("resources") or {}
+        self.instance = (state or {}).get("instance") or ""
+        self.res = copy.deepcopy(resources)
+        self._load_context((state or {}).get("plan") or plan)
+        prober = self._probe_one if (probe and resources) else None
+        return changes_mod.compute(resources, (state or {}).get("plan"), plan,
+                                   can_update=_can_update, probe=prober)
+
+    def _probe_one(self, rid: str, res: Resource) -> str | None:
+        try:
+            op = _op(res["kind"])
+            live = op.probe(self._ctx(), res.get("params") or {}, res.get("record"))
+        except Exception as exc:
+            self.engine.emit("probe.failed", id=rid, error=str(exc))
+            return None
+        if live is None:
+            return "gone"
+        record = res.get("record") or {}
+        diff = sorted(k for k in live if k in record and live[k] != record[k])
+        if diff:
+            return ", ".join(f"{k} {record[k]!r} -> {live[k]!r}" for k in diff)
+        return None
+
+    def check_fresh(self, saved: dict[str, Any]) -> None:
+        """Refuse a saved plan made against another state (lineage/serial)."""
+        based = saved.get("based_on") or {}
+        state = self.state or {}
+        if based.get("lineage") != state.get("lineage") or based.get("serial") != state.get("serial"):
+            raise StalePlanError(
+                f"the saved plan for {self.name!r} is stale: it was made at serial "
+                f"{based.get('serial')} of lineage {based.get('lineage')}, the state is now at serial "
+                f"{state.get('serial')} of lineage {state.get('lineage')}",
+                hint="run vbdecl plan again and apply the new plan")
+
+    # --- apply ---------------------------------------------------------------
+
+    def apply(self, plan: dict[str, Any], changes: ChangeSet | None = None, *,
+              note: str | None = None) -> Result:
+        if plan.get("name") != self.name:
+            raise StateError(f"plan is for {plan.get('name')!r}, not {self.name!r}")
+        if changes is None:
+            changes = self.changes(plan)
+        old_state = self.state
+        state = copy.deepcopy(old_state) if old_state else store.new_state(self.name, self.sd)
+        self.instance = state["instance"]
+        self.res = copy.deepcopy(state["resources"])
+        if not changes:
+            self.engine.emit("apply.nothing", name=self.name)
+            return Result(self.name, self.instance, state.get("revision"), state.get("serial"))
+        # Steps: destroys in reverse old order, then creates/updates in plan order.
+        destroys = [c for c in changes.changes if c.symbol == "-"]
+        replaced = {c.id for c in changes.changes if c.symbol == "-/+" and c.old is not None}
+        old_order = [a["id"] for a in ((old_state or {}).get("plan") or {}).get("actions", [])]
+        old_order += [i for i in self.res if i not in old_order]
+        steps: list[tuple[str, str, str, dict[str, Any], Resource | None]] = []
+        for rid in reversed(old_order):
+            if rid in replaced or any(c.id == rid for c in destroys):
+                cur = self.res[rid]
+                steps.append(("destroy", rid, cur["kind"], cur.get("params") or {}, cur))
+        for c in changes.changes:
+            if c.action is None:
+                continue
+            if c.symbol in ("+", "-/+"):
+                steps.append(("create", c.id, c.kind, c.action.get("params") or {}, None))
+            elif c.symbol == "~":
+                steps.append(("update", c.id, c.kind, c.action.get("params") or {}, c.old))
+
+        base_rev = max([state.get("revision") or 0, *store.revision_numbers(self.name, self.sd)])
+        self.txn = uuid.uuid4().hex
+        # Dependencies of both plans, for the rollback's "keep what a failure needs" rule.
+        self._load_context(plan)
+        for a in ((old_state or {}).get("plan") or {}).get("actions", []):
+            self.deps.setdefault(a["id"], list(a.get("deps", ())))
+        self._log("begin", op="apply", pid=os.getpid(), time=_now(), lineage=state["lineage"],
+                  base_serial=(old_state or {}).get("serial"), target_serial=state["serial"] + 1,
+                  base_revision=base_rev, instance=self.instance, fresh=old_state is None,
+                  plan=plan)
+        self.engine.emit("apply.started", name=self.name, instance=self.instance,
+                         steps=len(steps), summary=changes.summary())
+        seq = 0
+        try:
+            for step, rid, kind, params, prev in steps:
+                seq += 1
+                self._forward(seq, step, rid, kind, params, prev)
+        except BaseException as exc:
+            err = exc if isinstance(exc, ActionError) else _wrap(exc, rid, step)
+            self.engine.emit("action.failed", id=rid, step=step, error=err.message)
+            revert_errors = self._rollback(self._txn_entries(), fresh=old_state is None,
+                                           base_revision=base_rev)
+            if revert_errors:
+                err.revert_errors.extend(revert_errors)
+                err.hint = (f"the rollback did not finish; fix the cause, then run "
+                            f"vbdecl recover {self.name}")
+            else:
+                done = "nothing was changed: every action that landed was reverted"
+                err.hint = f"{err.hint}\n  {done}" if err.hint else done
+            if err is exc:
+                raise
+            raise err from exc
+        # Commit: revision file, then state.json, then the marker.
+        revision = base_rev + 1
+        store.save_revision(self.name, revision, plan, self.sd, note=note)
+        state.update(plan=plan, revision=revision, serial=state["serial"] + 1,
+                     resources=self._ordered(plan))
+        store.save(self.name, state, self.sd)
+        self._log("commit", serial=state["serial"], revision=revision)
+        self.state = state
+        self.engine.emit("apply.committed", name=self.name, revision=revision,
+                         serial=state["serial"], steps=len(steps))
+        return Result(self.name, self.instance, revision, state["serial"], changes.changes,
+                      steps=len(steps))
+
+    def _ordered(self, plan: dict[str, Any]) -> dict[str, Resource]:
+        order = [a["id"] for a in plan.get("actions", [])]
+        out = {i: self.res[i] for i in order if i in self.res}
+        out.update({i: r for i, r in self.res.items() if i not in out})
+        return out
+
+    def _txn_entries(self) -> list[journal_mod.Entry]:
+        entries = journal_mod.read(paths.journal_file(self.name, self.sd))
+        return [e for e in entries if e.get("txn") == self.txn]
+
+    def _forward(self, seq: int, step: str, rid: str, kind: str, params: dict[str, Any],
+                 old: Resource | None) -> None:
+        self._log("intent", seq=seq, step=step, id=rid, kind=kind, params=params, old=old)
+        self.engine.emit("action.started", id=rid, step=step, kind=kind, seq=seq)
+        start = time.monotonic()
+        ctx = self._ctx()
+        record: dict[str, Any] | None
+        try:
+            if step == "destroy":
+                self.engine.faults.check_revert(rid)
+                assert old is not None
+                _op(kind).revert(ctx, old.get("record") or {})
+                record = None
+            else:
+                self.engine.faults.check_apply(rid)
+                op = _op(kind)
+                if step == "create":
+                    record = op.apply(ctx, params)
+                else:
+                    assert old is not None
+                    record = op.update(ctx, params, old.get("record") or {})
+        except BaseException as exc:
+            raise _wrap(exc, rid, {"create": "apply", "update": "update",
+                                   "destroy": "revert"}[step]) from exc
+        self._log("done", seq=seq, id=rid, record=record)
+        self.steps += 1
+        if step == "destroy":
+            self.res.pop(rid, None)
+        else:
+            self.res[rid] = {"kind": kind, "params": params, "record": record}
+        self.engine.emit("action.applied" if step != "destroy" else "action.destroyed",
+                         id=rid, step=step, seconds=round(time.monotonic() - start, 6))
+
+    # --- rollback and recovery --------------------------------------------------
+
+    def _replay(self, entries: list[journal_mod.Entry]) -> tuple[dict[int, Any], set[int]]:
+        """Bring ``self.res`` from the committed state to what the journal says landed."""
+        intents: dict[int, Any] = {}
+        done: set[int] = set()
+        for e in entries:
+            t = e.get("t")
+            if t == "intent":
+                intents[e["seq"]] = e
+            elif t == "done":
+                done.add(e["seq"])
+                i = intents[e["seq"]]
+                if i["step"] == "destroy":
+                    self.res.pop(i["id"], None)
+                else:
+                    self.res[i["id"]] = {"kind": i["kind"], "params": i["params"],
+                                         "record": e.get("record")}
+            elif t == "undone":
+                i = intents[e["seq"]]
+                self._apply_undo_effect(i, e.get("record"))
+        return intents, done
+
+    def _apply_undo_effect(self, intent: Any, record: Any) -> None:
+        rid = intent["id"]
+        if intent["step"] == "create":
+            self.res.pop(rid, None)
+        else:
+            old = intent["old"]
+            self.res[rid] = {"kind": old["kind"], "params": old.get("params"),
+                             "record": record if record is not None else old.get("record")}
+
+    def _rollback(self, entries: list[journal_mod.Entry], *, fresh: bool,
+                  base_revision: int) -> list[ActionError]:
+        """Undo every step of an apply transaction that is not undone yet.
+
+        Returns the undo failures; with none the transaction is closed (abort).
+        """
+        base = copy.deepcopy((self.state or {}).get("resources") or {})
+        self.res = base
+        intents, done = self._replay(entries)
+        undone = {e["seq"] for e in entries if e.get("t") == "undone"}
+        errors: list[ActionError] = []
+        failed: set[str] = set()
+        for seq in sorted(intents, reverse=True):
+            if seq in undone:
+                continue
+            intent = intents[seq]
+            rid = intent["id"]
+            if self._needed_by(rid, failed):
+                failed.add(rid)
+                continue
+            self._log("undo", seq=seq, id=rid)
+            self.engine.emit("action.reverting", id=rid, step=intent["step"], seq=seq)
+            try:
+                record = self._undo(intent, landed=seq in done)
+            except Exception as exc:
+                err = _wrap(exc, rid, "revert")
+                errors.append(err)
+                failed.add(rid)
+                self.engine.emit("revert.failed", id=rid, error=err.message)
+                continue
+            self._log("undone", seq=seq, id=rid, record=record)
+            self._apply_undo_effect(intent, record)
+            self.engine.emit("action.reverted", id=rid, step=intent["step"], seq=seq)
+        if errors:
+            return errors
+        self._close_aborted(fresh=fresh, base_revision=base_revision)
+        return []
+
+    def _needed_by(self, rid: str, failed: set[str]) -> bool:
+        """True when a failed undo's action depends (transitively) on ``rid``."""
+        if not failed:
+            return False
+        seen: set[str] = set()
+        stack = list(failed)
+        while stack:
+            cur = stack.pop()
+            for dep in self.deps.get(cur, ()):
+                if dep == rid:
+                    return True
+                if dep not in seen:
+                    seen.add(dep)
+                    stack.append(dep)
+        return False
+
+    def _undo(self, intent: Any, *, landed: bool) -> Any:
+        rid, kind, step = intent["id"], intent["kind"], intent["step"]
+        op = _op(kind)
+        ctx = self._ctx()
+        self.engine.faults.check_revert(rid)
+        if step == "create":
+            record = (self.res.get(rid) or {}).get("record") if landed else None
+            if record is None and not landed:
+                # In flight when it failed or the process died: ask what exists now.
+                # An op's probe(params, None) reports only objects this instance owns.
+                record = op.probe(ctx, intent["params"], None)
+            if record is not None:
+                op.revert(ctx, record)
+            return None
+        old = intent["old"]
+        if step == "update":
+            current = (self.res.get(rid) or {}).get("record") or old.get("record") or {}
+            return op.update(ctx, old.get("params") or {}, current)
+        # Undo a destroy: recreate what was there, unless it is still there.
+        if not landed:
+            live = op.probe(ctx, old.get("params") or {}, old.get("record"))
+            if live is not None:
+                return old.get("record")
+        return op.apply(ctx, old.get("params") or {})
+
+    def _close_aborted(self, *, fresh: bool, base_revision: int) -> None:
+        # Records of re-created objects may differ from the committed ones.
+        if self.state is not None and self.res != self.state.get("resources"):
+            self.state["resources"] = self.res
+            store.save(self.name, self.state, self.sd)
+        for n in store.revision_numbers(self.name, self.sd):
+            if n > base_revision:
+                (paths.revisions_dir(self.name, self.sd) / f"{n}.json").unlink(missing_ok=True)
+        self._log("abort")
+        self.engine.emit("apply.aborted", name=self.name)
+        if fresh and self.state is None and not store.revision_numbers(self.name, self.sd):
+            # The environment never existed: leave the state directory as it was.
+            self._forget_env()
+
+    def _forget_env(self) -> None:
+        if self.journal is not None:
+            self.journal.close()
+            self.journal = None
+        self._remove_runtime_dir()
+        store.remove_env_dir(self.name, self.sd)
+
+    def _remove_runtime_dir(self) -> None:
+        if not self.instance:
+            return
+        d = paths.instance_runtime_dir(self.instance, self.sd)
+        for path in (d, d.parent):
+            try:
+                path.rmdir()
+            except OSError:
+                break
+
+    def recover(self) -> bool:
+        """Finish an open transaction (roll back an apply, roll forward a destroy).
+
+        Returns True when there was one. Raises ActionError if it cannot finish.
+        """
+        entries = journal_mod.read(paths.journal_file(self.name, self.sd))
+        txn_entries = journal_mod.open_transaction(entries)
+        if txn_entries is None:
+            return False
+        begin = txn_entries[0]
+        self.txn = begin["txn"]
+        self.instance = begin.get("instance") or (self.state or {}).get("instance") or ""
+        op = begin.get("op")
+        self.engine.emit("recovery.started", name=self.name, op=op, txn=self.txn,
+                         pid=begin.get("pid"))
+        state = self.state
+        if op == "apply" and state is not None and state.get("lineage") == begin.get("lineage") \
+                and state.get("serial") == begin.get("target_serial"):
+            self._log("commit", serial=state["serial"], recovered=True)  # state had landed
+            self.engine.emit("recovery.finished", name=self.name, outcome="committed")
+            return True
+        if op == "destroy":
+            self._load_context((state or {}).get("plan"))
+            self.res = copy.deepcopy((state or {}).get("resources") or {})
+            self._replay(txn_entries)
+            errors = self._destroy_forward(start_seq=max(
+                [e.get("seq", 0) for e in txn_entries] + [0]))
+            if errors:
+                raise self._recovery_error(errors)
+            self.engine.emit("recovery.finished", name=self.name, outcome="destroyed")
+            return True
+        plan = begin.get("plan")
+        self._load_context(plan)
+        for a in ((state or {}).get("plan") or {}).get("actions", []):
+            self.deps.setdefault(a["id"], list(a.get("deps", ())))
+        if state is not None:
+            self.spec = (state.get("plan") or {}).get("spec") or self.spec
+        errors = self._rollback(txn_entries, fresh=bool(begin.get("fresh")),
+                                base_revision=int(begin.get("base_revision") or 0))
+        if errors:
+            raise self._recovery_error(errors)
+        self.engine.emit("recovery.finished", name=self.name, outcome="rolled back")
+        return True
+
+    def _recovery_error(self, errors: list[ActionError]) -> ActionError:
+        first = errors[0]
+        return ActionError(f"recovery of {self.name!r} did not finish: {first.message}",
+                           action=first.action, revert_errors=errors[1:],
+                           hint=f"fix the cause, then run vbdecl recover {self.name}")
+
+    # --- destroy -------------------------------------------------------------
+
+    def destroy(self) -> Result:
+        state = self.state
+        if state is None:
+            raise StateError(f"environment {self.name!r} has no state: nothing to destroy",
+                             hint="vbdecl ls lists the environments")
+        self.instance = state["instance"]
+        self._load_context(state.get("plan"))
+        self.res = copy.deepcopy(state.get("resources") or {})
+        self.txn = uuid.uuid4().hex
+        self._log("begin", op="destroy", pid=os.getpid(), time=_now(), lineage=state["lineage"],
+                  base_serial=state["serial"], instance=self.instance)
+        self.engine.emit("destroy.started", name=self.name, instance=self.instance,
+                         steps=len(self.res))
+        changes = [Change("-", rid, r.get("kind", "?"), "destroy", old=r)
+                   for rid, r in reversed(list(self.res.items()))]
+        errors = self._destroy_forward(start_seq=0)
+        if errors:
+            first = errors[0]
+            raise ActionError(f"destroy of {self.name!r} failed: {first.message}",
+                              action=first.action, revert_errors=errors[1:],
+                              hint=first.hint or f"fix the cause, then run vbdecl recover "
+                                                 f"{self.name} (or destroy again)")
+        self.engine.emit("destroy.finished", name=self.name)
+        return Result(self.name, self.instance, state.get("revision"), None, changes,
+                      steps=len(changes))
+
+    def _destroy_forward(self, *, start_seq: int) -> list[ActionError]:
+        """Revert every resource still in ``self.res`` in reverse order; commit if all went."""
+        state = self.state
+        order = [a["id"] for a in ((state or {}).get("plan") or {}).get("actions", [])]
+        order += [i for i in self.res if i not in order]
+        errors: list[ActionError] = []
+        failed: set[str] = set()
+        seq = start_seq
+        for rid in reversed(order):
+            res = self.res.get(rid)
+            if res is None:
+                continue
+            if self._needed_by(rid, failed):
+                failed.add(rid)
+                continue
+            seq += 1
+            try:
+                self._forward(seq, "destroy", rid, res["kind"], res.get("params") or {}, res)
+            except ActionError as err:
+                errors.append(err)
+                failed.add(rid)
+                self.engine.emit("revert.failed", id=rid, error=err.message)
+        if errors:
+            return errors
+        store.remove_state(self.name, self.sd)
+        self._log("commit", serial=None)
+        self.state = None
+        self._remove_runtime_dir()
+        return []
+
+
+def save_plan_file(path: str, plan: dict[str, Any], state_dir: str | None = None) -> None:
+    """Write a saved plan that ``apply PLAN`` can check for staleness."""
+    from pathlib import Path
+
+    from vbdecl.engine import atomic
+
+    state = store.load(plan["name"], state_dir)
+    saved = dict(plan)
+    saved["based_on"] = {"lineage": (state or {}).get("lineage"),
+                         "serial": (state or {}).get("serial")}
+    atomic.write_json(Path(path), saved, mode=0o644)

@@ -1,0 +1,146 @@
+"""Locks: one flock per environment, held for the whole command, and a short
+global lock for shared allocations (addresses, bridges).
+
+The holder writes its pid, command line and start time into the lock file,
+so that a second command can name it. An unlinked lock file (the env was
+destroyed and its directory removed while we waited) is detected by
+comparing inodes after flock, and the lock is taken again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import json
+import os
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from vbdecl.errors import LockedError
+
+POLL = 0.05
+
+
+def _holder_text(path: Path) -> str:
+    try:
+        info = json.loads(path.read_text() or "{}")
+    except (OSError, ValueError):
+        info = {}
+    if not info:
+        return "another vbdecl process"
+    since = info.get("since")
+    when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(since)) if since else "?"
+    return f"pid {info.get('pid')} ({info.get('command', '?')}) since {when}"
+
+
+def holder(path: Path) -> dict[str, Any] | None:
+    """The recorded holder of a lock file, or None when it is free."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except OSError as exc:
+            if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
+                try:
+                    info: dict[str, Any] = json.loads(path.read_text() or "{}")
+                    return info
+                except (OSError, ValueError):
+                    return {}
+            raise
+        return None
+    finally:
+        os.close(fd)
+
+
+class Lock:
+    """An acquired flock; :meth:`release` (or the context manager) drops it."""
+
+    def __init__(self, path: Path, fd: int) -> None:
+        self.path = path
+        self.fd = fd
+
+    def release(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+    def __enter__(self) -> Lock:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+def acquire(path: Path, *, timeout: float = 0.0, what: str = "environment",
+            command: str | None = None, record: bool = True) -> Lock:
+    """Take an exclusive flock on ``path`` (created if missing).
+
+    ``timeout`` 0 fails at once; a positive value polls until then; a
+    negative value waits forever. Raises LockedError naming the holder.
+    """
+    deadline = time.monotonic() + timeout
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            os.close(fd)
+            if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
+                raise
+            if timeout >= 0 and time.monotonic() >= deadline:
+                hint = ("wait for it to finish, or pass --lock-timeout SECONDS to wait"
+                        if timeout == 0 else "it is still running; try again later")
+                raise LockedError(f"the {what} is locked by {_holder_text(path)}",
+                                  where=str(path), hint=hint) from None
+            time.sleep(POLL)
+            continue
+        # The file may have been unlinked (env removed) between open and flock.
+        try:
+            same = os.fstat(fd).st_ino == os.stat(path).st_ino
+        except FileNotFoundError:
+            same = False
+        if not same:
+            os.close(fd)
+            path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            continue
+        if record:
+            info = {"pid": os.getpid(), "command": command or " ".join(sys.argv),
+                    "since": time.time()}
+            data = json.dumps(info).encode()
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, data, 0)
+        return Lock(path, fd)
+
+
+def env_lock(name: str, state_dir: str | None = None, *, timeout: float = 0.0,
+             command: str | None = None) -> Lock:
+    """The per-environment lock (``envs/<name>/lock``)."""
+    from vbdecl.engine import paths
+
+    return acquire(paths.lock_file(name, state_dir), timeout=timeout,
+                   what=f"environment {name!r}", command=command)
+
+
+@contextlib.contextmanager
+def global_lock(state_dir: str | os.PathLike[str] | None = None,
+                timeout: float = 30.0) -> Iterator[Lock]:
+    """A short host-wide lock around shared allocations (addresses, bridges).
+
+    Hold it only for the allocation itself; every environment waits on it.
+    """
+    from vbdecl.engine import paths
+
+    lock = acquire(paths.state_root(state_dir) / "global.lock", timeout=timeout,
+                   what="global allocation lock")
+    try:
+        yield lock
+    finally:
+        lock.release()

@@ -1,0 +1,154 @@
+"""The state store: ``state.json`` and the stored revisions of an environment.
+
+``state.json`` is the last *committed* state; it is only replaced (atomically)
+when a transaction commits or a recovery finishes. Revisions are immutable
+``revisions/<N>.json`` files, one per apply that changed something.
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+import secrets
+import shutil
+import subprocess
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from vbdecl.engine import atomic, paths
+from vbdecl.errors import StateError
+
+FORMAT = 1
+State = dict[str, Any]
+
+
+def new_instance_id() -> str:
+    return "vb-" + secrets.token_hex(4)
+
+
+def new_state(name: str, state_dir: str | None = None) -> State:
+    taken = {s.get("instance") for s in (load(n, state_dir) for n in list_envs(state_dir)) if s}
+    instance = new_instance_id()
+    while instance in taken:
+        instance = new_instance_id()
+    return {"format": FORMAT, "name": name, "instance": instance, "lineage": str(uuid.uuid4()),
+            "serial": 0, "plan": None, "revision": 0, "resources": {}}
+
+
+def load(name: str, state_dir: str | None = None) -> State | None:
+    """The committed state of ``name``, or None if it has none."""
+    path = paths.state_file(name, state_dir)
+    try:
+        state = atomic.read_json(path)
+    except FileNotFoundError:
+        return None
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        raise StateError(f"{path}: unknown state format {state.get('format') if isinstance(state, dict) else '?'}",
+                         hint="this state was written by another vbdecl version")
+    return state
+
+
+def save(name: str, state: State, state_dir: str | None = None) -> None:
+    d = paths.ensure_dir(paths.env_dir(name, state_dir))
+    atomic.write_json(d / "state.json", state)
+
+
+def remove_state(name: str, state_dir: str | None = None) -> None:
+    path = paths.state_file(name, state_dir)
+    try:
+        path.unlink()
+    except FileNotFoundError:
+        return
+    atomic.fsync_dir(path.parent)
+
+
+def remove_env_dir(name: str, state_dir: str | None = None) -> None:
+    """Forget an environment entirely (only when it never committed anything)."""
+    d = paths.env_dir(name, state_dir)
+    shutil.rmtree(d, ignore_errors=True)
+    try:
+        atomic.fsync_dir(d.parent)
+    except OSError:
+        pass
+
+
+def list_envs(state_dir: str | None = None) -> list[str]:
+    """Names of environments that have a state directory."""
+    try:
+        names = os.listdir(paths.envs_dir(state_dir))
+    except FileNotFoundError:
+        return []
+    return sorted(n for n in names if paths.NAME_RE.match(n))
+
+
+# --- revisions ---------------------------------------------------------------
+
+def git_info(source: str | None) -> dict[str, Any] | None:
+    """Commit and dirty flag when ``source`` lives in a git work tree."""
+    if not source or not shutil.which("git"):
+        return None
+    directory = os.path.dirname(source) or "."
+    try:
+        head = subprocess.run(["git", "-C", directory, "rev-parse", "--show-toplevel", "HEAD"],
+                              capture_output=True, text=True, timeout=10)
+        if head.returncode != 0:
+            return None
+        top, commit = head.stdout.split()[:2]
+        status = subprocess.run(["git", "-C", directory, "status", "--porcelain", "--", source],
+                                capture_output=True, text=True, timeout=10)
+    except (OSError, ValueError, subprocess.SubprocessError):
+        return None
+    return {"commit": commit, "dirty": bool(status.stdout.strip()), "toplevel": top}
+
+
+def _user() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return str(os.getuid())
+
+
+def save_revision(name: str, number: int, plan: dict[str, Any], state_dir: str | None = None,
+                  *, note: str | None = None) -> dict[str, Any]:
+    source = (plan.get("source") or {}).get("path")
+    rev = {"revision": number, "time": time.time(), "manifest_hash": plan.get("manifest_hash"),
+           "source": source, "git": git_info(source), "user": _user(), "note": note, "plan": plan}
+    d = paths.ensure_dir(paths.revisions_dir(name, state_dir))
+    atomic.write_json(d / f"{number}.json", rev)
+    return rev
+
+
+def revision_numbers(name: str, state_dir: str | None = None) -> list[int]:
+    try:
+        names = os.listdir(paths.revisions_dir(name, state_dir))
+    except FileNotFoundError:
+        return []
+    return sorted(int(n[:-5]) for n in names if n.endswith(".json") and n[:-5].isdigit())
+
+
+def load_revision(name: str, number: int, state_dir: str | None = None) -> dict[str, Any]:
+    """Revision ``number`` of ``name`` (with its plan); StateError if missing."""
+    path = paths.revisions_dir(name, state_dir) / f"{number}.json"
+    try:
+        rev: dict[str, Any] = atomic.read_json(path)
+    except FileNotFoundError:
+        have = revision_numbers(name, state_dir)
+        raise StateError(f"environment {name!r} has no revision {number}",
+                         hint=f"revisions: {', '.join(map(str, have)) or 'none'} (see vbdecl history {name})") from None
+    return rev
+
+
+def history(name: str, state_dir: str | None = None) -> list[dict[str, Any]]:
+    """Every revision of ``name`` without its plan, oldest first."""
+    out = []
+    for n in revision_numbers(name, state_dir):
+        rev = load_revision(name, n, state_dir)
+        rev.pop("plan", None)
+        out.append(rev)
+    return out
+
+
+def env_path(name: str, state_dir: str | None = None) -> Path:
+    return paths.env_dir(name, state_dir)

@@ -1,0 +1,303 @@
+"""Changes: what it takes to go from the recorded state to a desired plan.
+
+``changes(desired, state, live)`` compares the desired plan's actions with
+the recorded state's resources (``state.json``: ``resources: {id: {kind,
+params, record}}``) and, when given, live probe results ``{id: record |
+None}`` (drift). Symbols: ``+`` create, ``~`` update in place, ``-``
+destroy, ``-/+`` replace. Whether a params change updates in place,
+replaces the action, or replaces the whole environment is decided per
+attribute by :func:`effect` (the table in docs/plan-format.md).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from vbdecl.plan import fmt
+
+Action = dict[str, Any]
+Attr = tuple[str, Any, Any]
+
+UPDATE, REPLACE, REPLACE_ENV = 1, 2, 3
+
+#: kinds whose params change in place, whatever the attribute
+UPDATE_KINDS = frozenset({"cgroup.limit", "cgroup.group", "fs.net-files"})
+#: kinds whose any change replaces the environment
+ENV_KINDS = frozenset({"fs.rootfs"})
+#: attributes of ``env.namespaces`` that change in place (sethostname in its uts namespace)
+ENV_UPDATE_ATTRS = frozenset({"hostname"})
+
+
+def effect(kind: str, attr: str) -> int:
+    """UPDATE, REPLACE (this action only) or REPLACE_ENV for a changed attribute."""
+    if kind in ENV_KINDS:
+        return REPLACE_ENV
+    if kind == "env.namespaces":
+        return UPDATE if attr.split(".", 1)[0] in ENV_UPDATE_ATTRS else REPLACE_ENV
+    if kind in UPDATE_KINDS:
+        return UPDATE
+    return REPLACE
+
+
+@dataclass
+class Change:
+    """One line of a plan: ``<symbol> <id>  # <reason>``."""
+
+    symbol: str                      # "+", "~", "-", "-/+", "" (no change)
+    id: str
+    kind: str
+    reason: str = ""
+    action: Action | None = None     # the desired action (None for "-")
+    old: dict[str, Any] | None = None  # the recorded resource (None for "+")
+    drift: bool = False              # True: an observation of live state, not a change to make
+    attrs: list[Attr] = field(default_factory=list)
+    replaces_env: bool = False
+
+    def line(self) -> str:
+        text = f"{self.symbol} {self.id}" if self.symbol else f"  {self.id}"
+        return f"{text}  # {self.reason}" if self.reason else text
+
+    @property
+    def action_name(self) -> str:
+        if self.drift:
+            return {"-": "deleted", "~": "changed"}.get(self.symbol, "drift")
+        return {"+": "create", "~": "update", "-": "delete", "-/+": "replace"}.get(
+            self.symbol, "no-op")
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id, "symbol": self.symbol, "action": self.action_name, "kind": self.kind,
+            "reason": self.reason, "drift": self.drift, "replaces_environment": self.replaces_env,
+            "attributes": [{"path": p, "before": b, "after": a} for p, b, a in self.attrs],
+        }
+
+
+# --- attribute diffs --------------------------------------------------------
+
+
+def _flatten(before: Any, after: Any, path: str, out: list[Attr]) -> None:
+    if isinstance(before, dict) and isinstance(after, dict):
+        for key in sorted(set(before) | set(after), key=str):
+            if before.get(key) != after.get(key):
+                _flatten(before.get(key), after.get(key), f"{path}.{key}" if path else str(key), out)
+        return
+    if before != after:
+        out.append((path, before, after))
+
+
+def attr_diff(kind: str, before: dict[str, Any], after: dict[str, Any]) -> list[Attr]:
+    """Changed attributes as (path, before, after), paths as in the params."""
+    out: list[Attr] = []
+    _flatten(before, after, "", out)
+    return out
+
+
+_NET_PREFIX = ("net.", "nat.masquerade")
+
+
+def _shown_path(kind: str, path: str, params: dict[str, Any]) -> str:
+    if kind == "cgroup.limit":
+        return f"limits.{params.get('limit')}" if path == "value" else f"limits.{path}"
+    if kind == "cgroup.group":
+        return f"limits.{path}"
+    if kind == "proc.main":
+        return "limits." + path if path.startswith("rlimits") else path
+    if kind == "fs.net-files":
+        return path if path.startswith("hostname") else f"network.{path}"
+    if kind.startswith(_NET_PREFIX) and kind != "net.loopback":
+        return f"network.{path}"
+    return path
+
+
+def _shown_value(kind: str, path: str, value: Any, params: dict[str, Any]) -> str:
+    leaf = path.rsplit(".", 1)[-1]
+    if isinstance(value, int) and not isinstance(value, bool):
+        if leaf == "mode":
+            return fmt.mode(value)
+        if leaf == "size" or (kind == "cgroup.limit" and leaf == "value"
+                              and params.get("limit") in ("memory", "memory_swap")):
+            return fmt.size(value)
+    if leaf == "command" and isinstance(value, list):
+        return fmt.value(fmt.command(value))
+    return fmt.value(value)
+
+
+def reason_of(kind: str, attrs: list[Attr], params: dict[str, Any]) -> str:
+    parts = []
+    for path, before, after in attrs:
+        shown = _shown_path(kind, path, params)
+        parts.append(f"{shown} {_shown_value(kind, path, before, params)} -> "
+                     f"{_shown_value(kind, path, after, params)}")
+    return ", ".join(parts)
+
+
+# --- changes ----------------------------------------------------------------
+
+
+def _old_order(state: dict[str, Any]) -> list[str]:
+    resources: dict[str, Any] = state.get("resources") or {}
+    plan = state.get("plan") or {}
+    ids = [a["id"] for a in plan.get("actions") or [] if a.get("id") in resources]
+    seen = set(ids)
+    ids += sorted(i for i in resources if i not in seen)
+    return ids
+
+
+def _old_describe(state: dict[str, Any], rid: str) -> str | None:
+    for a in (state.get("plan") or {}).get("actions") or []:
+        if a.get("id") == rid:
+            d = a.get("describe")
+            return str(d) if d else None
+    return None
+
+
+def changes(desired: dict[str, Any] | None, state: dict[str, Any] | None,
+            live: dict[str, Any] | None = None, *, verbose: bool = False) -> list[Change]:
+    """Drift entries first (``drift=True``), then the changes in plan order,
+    then destroys in teardown order. No-ops (symbol ``""``) only with ``verbose``.
+    """
+    resources: dict[str, Any] = (state or {}).get("resources") or {}
+    actions: list[Action] = (desired or {}).get("actions") or []
+    wanted = {a["id"]: a for a in actions}
+    live = live or {}
+
+    drift: list[Change] = []
+    symbol: dict[str, str] = {}
+    reason: dict[str, str] = {}
+    attrs: dict[str, list[Attr]] = {}
+    env_reason: str | None = None
+
+    # drift first: what changed outside vbdecl since the last apply
+    for rid in _old_order(state or {}):
+        if rid not in live:
+            continue
+        res = resources[rid]
+        now = live[rid]
+        kind = str(res.get("kind", "?"))
+        if now is None:
+            drift.append(Change("-", rid, kind, "deleted outside vbdecl", old=res, drift=True))
+        elif now != res.get("record"):
+            found = attr_diff(kind, res.get("record") or {}, now)
+            drift.append(Change("~", rid, kind, "changed outside vbdecl: " + reason_of("", found, {}),
+                                old=res, drift=True, attrs=found))
+    drifted = {c.id: c for c in drift}
+
+    for a in actions:
+        rid, kind = a["id"], a["kind"]
+        old = resources.get(rid)
+        if old is None:
+            symbol[rid], reason[rid] = "+", a.get("describe", "")
+            continue
+        level = 0
+        why = ""
+        if old.get("kind") != kind:
+            level = REPLACE_ENV if a.get("replace") else REPLACE
+            why = f"kind {old.get('kind')} -> {kind}"
+        else:
+            found = attr_diff(kind, old.get("params") or {}, a.get("params") or {})
+            if found:
+                attrs[rid] = found
+                level = max(effect(kind, p) for p, _, _ in found)
+                why = reason_of(kind, found, a.get("params") or {})
+        d = drifted.get(rid)
+        if d is not None:
+            if d.symbol == "-":
+                symbol[rid] = "+"
+                reason[rid] = "recreate: deleted outside vbdecl" + (f"; {why}" if why else "")
+                if a.get("replace"):
+                    env_reason = f"{rid} was deleted outside vbdecl"
+                continue
+            repair = REPLACE_ENV if a.get("replace") else max(effect(kind, p) for p, _, _ in d.attrs or [("", 0, 0)])
+            if level == 0:
+                why = "repair: " + d.reason
+            level = max(level, repair)
+        if level == UPDATE:
+            symbol[rid], reason[rid] = "~", why
+        elif level == REPLACE:
+            symbol[rid], reason[rid] = "-/+", why
+        elif level == REPLACE_ENV:
+            symbol[rid], reason[rid] = "-/+", why + " (forces replacement of the environment)"
+            env_reason = env_reason or f"{rid}: {why}"
+
+    if env_reason is not None:
+        for a in actions:
+            rid = a["id"]
+            if rid in resources and symbol.get(rid) not in ("-/+", "+"):
+                symbol[rid], reason[rid] = "-/+", f"replaced with the environment ({env_reason})"
+    else:
+        # replacing (or recreating) an action replaces what depends on it,
+        # except the process, which keeps running in the live environment
+        dependents: dict[str, list[str]] = {}
+        for a in actions:
+            for dep in a["deps"]:
+                dependents.setdefault(dep, []).append(a["id"])
+        queue = [rid for rid, s in symbol.items() if s == "-/+" or (s == "+" and rid in resources)]
+        while queue:
+            cur = queue.pop(0)
+            for nxt in dependents.get(cur, ()):
+                if nxt == "process" or nxt not in resources or symbol.get(nxt) in ("-/+", "+"):
+                    continue
+                symbol[nxt] = "-/+"
+                prev = reason.get(nxt)
+                reason[nxt] = f"replaced with {cur}" + (f"; {prev}" if prev else "")
+                queue.append(nxt)
+
+    out: list[Change] = list(drift)
+    for a in actions:
+        rid = a["id"]
+        s = symbol.get(rid)
+        if s is None:
+            if verbose:
+                out.append(Change("", rid, a["kind"], "unchanged", action=a, old=resources.get(rid)))
+            continue
+        out.append(Change(s, rid, a["kind"], reason.get(rid, ""), action=a, old=resources.get(rid),
+                          attrs=attrs.get(rid, []),
+                          replaces_env=env_reason is not None and rid in resources))
+    for rid in reversed(_old_order(state or {})):
+        if rid in wanted:
+            continue
+        res = resources[rid]
+        gone = rid in live and live[rid] is None
+        why = "no longer in the manifest" if desired is not None else "destroy"
+        desc = _old_describe(state or {}, rid)
+        if desc:
+            why += f": {desc}"
+        if gone:
+            why += " (already gone)"
+        out.append(Change("-", rid, str(res.get("kind", "?")), why, old=res))
+    return out
+
+
+def summary(changes: list[Change]) -> dict[str, int]:
+    """``{"add", "change", "destroy", "drift"}``; a replace counts as add and destroy."""
+    out = {"add": 0, "change": 0, "destroy": 0, "drift": 0}
+    for c in changes:
+        if c.drift:
+            out["drift"] += 1
+        elif c.symbol == "+":
+            out["add"] += 1
+        elif c.symbol == "~":
+            out["change"] += 1
+        elif c.symbol == "-":
+            out["destroy"] += 1
+        elif c.symbol == "-/+":
+            out["add"] += 1
+            out["destroy"] += 1
+    return out
+
+
+def has_changes(changes: list[Change]) -> bool:
+    return any(c.symbol and not c.drift for c in changes)
+
+
+def state_of(plan: dict[str, Any], records: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The state an apply of ``plan`` would record (records default to ``{}``):
+    for tests and for ``vbdecl diff A B``."""
+    return {
+        "format": 1, "name": plan["name"], "instance": None, "lineage": None, "serial": 0,
+        "plan": plan, "revision": 0,
+        "resources": {a["id"]: {"kind": a["kind"], "params": a["params"],
+                                "record": (records or {}).get(a["id"], {})}
+                      for a in plan["actions"]},
+    }

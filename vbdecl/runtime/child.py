@@ -1,0 +1,437 @@
+"""What runs in the forked children: the namespace holder, pid 1 and the process.
+
+Process tree of a run (host pids)::
+
+    vbdecl (parent)                      sync pipes, host actions, events, wait
+     └─ holder  (unshare; new ns)       waits for "go", then forks pid 1
+         └─ init  (pid 1 in a new pid ns) builds the root, forks the process, reaps, forwards
+             └─ process                   setsid, chdir, ids, rlimits, fds, security, exec
+
+Without a new pid namespace the holder builds the root and execs the
+process itself; with ``process.init: false`` pid 1 execs the process.
+
+Sync protocol (one-byte messages, checked; both pipes are close-on-exec):
+
+* child -> parent: ``U`` namespaces exist (the parent writes id maps, runs
+  host actions, then answers ``G``); ``P`` + 4 bytes: host pid of pid 1;
+  ``E`` + 4-byte length + JSON ``{"code", "message", "hint"}``: setup
+  failed; ``W`` + length + JSON ``{"message"}``: a warning. End of file
+  means every copy of the pipe is closed: the process was exec'd.
+* parent -> child: ``G`` go on. Anything else (or end of file) aborts.
+
+Nothing here imports more than the standard library after fork.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import signal
+import struct
+from typing import Any, NoReturn
+
+from vbdecl.sys import ns as sysns
+from vbdecl.sys import proc as sysproc
+
+MSG_UNSHARED = b"U"
+MSG_GO = b"G"
+MSG_PID = b"P"
+MSG_ERROR = b"E"
+MSG_WARNING = b"W"
+
+FORWARDED = (
+    signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1,
+    signal.SIGUSR2, signal.SIGWINCH, signal.SIGCONT, signal.SIGALRM, signal.SIGPWR,
+    signal.SIGURG, signal.SIGTSTP, signal.SIGTTIN, signal.SIGTTOU, signal.SIGVTALRM,
+    signal.SIGPROF, signal.SIGXCPU, signal.SIGXFSZ,
+)
+SI_KERNEL = 0x80
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+class ChildConfig:
+    """Everything the children need, prepared by the parent before fork."""
+
+    __slots__ = (
+        "argv",
+        "c2p",
+        "die_with_parent",
+        "instance",
+        "joins",
+        "keep_fds",
+        "mount_new",
+        "needs_root",
+        "net_new",
+        "new_flags",
+        "p2c",
+        "pid_join",
+        "pid_new",
+        "runtime_dir",
+        "spec",
+        "user_new",
+    )
+
+    def __init__(self) -> None:
+        self.c2p = -1
+        self.p2c = -1
+        self.spec: dict[str, Any] = {}
+        self.argv: list[str] | None = None
+        self.instance = ""
+        self.runtime_dir = ""
+        self.new_flags = 0            # unshare flags except cgroup
+        self.user_new = False
+        self.mount_new = False
+        self.pid_new = False
+        self.net_new = False
+        self.pid_join: str | None = None
+        self.joins: list[tuple[str, str]] = []   # (spec key, path), in setns order
+        self.die_with_parent = False
+        self.needs_root = False       # spec.rootfs or spec.filesystem: call setup_root
+        self.keep_fds: list[int] = []  # fds the process inherits (inherit_fds)
+
+
+class SetupFailure(Exception):
+    def __init__(self, code: int, message: str, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.hint = hint
+
+
+# --- messages -----------------------------------------------------------------
+
+def send(fd: int, tag: bytes, payload: bytes = b"") -> None:
+    data = tag + (struct.pack("=I", len(payload)) + payload if tag in (MSG_ERROR, MSG_WARNING) else payload)
+    os.write(fd, data)
+
+
+def fail(fd: int, code: int, message: str, hint: str | None = None) -> NoReturn:
+    try:
+        send(fd, MSG_ERROR, json.dumps({"code": code, "message": message, "hint": hint}).encode())
+    except OSError:
+        pass
+    os._exit(code)
+
+
+def _report(cfg: ChildConfig, exc: BaseException) -> NoReturn:
+    if isinstance(exc, SetupFailure):
+        fail(cfg.c2p, exc.code, exc.message, exc.hint)
+    hint = getattr(exc, "hint", None)
+    message = getattr(exc, "message", None) or f"{type(exc).__name__}: {exc}"
+    where = getattr(exc, "where", None)
+    fail(cfg.c2p, 125, f"{where}: {message}" if where else message, hint)
+
+
+def _wait_go(fd: int) -> None:
+    try:
+        byte = os.read(fd, 1)
+    except OSError:
+        byte = b""
+    if byte != MSG_GO:
+        os._exit(125)   # the parent gave up (and says why); nothing to add
+
+
+def status_code(status: int) -> int:
+    if os.WIFSIGNALED(status):
+        return 128 + os.WTERMSIG(status)
+    return os.WEXITSTATUS(status)
+
+
+# --- holder: first child, unshares ----------------------------------------------
+
+def holder_main(cfg: ChildConfig, parent: int) -> NoReturn:
+    """Body of the first child. Never returns."""
+    try:
+        if cfg.die_with_parent:
+            sysproc.set_pdeathsig(signal.SIGKILL, parent)
+        _enter_namespaces(cfg)
+        send(cfg.c2p, MSG_UNSHARED)
+        _wait_go(cfg.p2c)
+        os.close(cfg.p2c)
+        _after_go(cfg)
+        if cfg.pid_new or cfg.pid_join:
+            me = os.getpid()
+            pid = os.fork()
+            if pid == 0:
+                init_main(cfg, me)
+            send(cfg.c2p, MSG_PID, struct.pack("=i", pid))
+            os.close(cfg.c2p)
+            while True:
+                try:
+                    _, status = os.waitpid(pid, 0)
+                except ChildProcessError:
+                    os._exit(125)
+                if os.WIFEXITED(status) or os.WIFSIGNALED(status):
+                    os._exit(status_code(status))
+        else:
+            _setup_root(cfg)
+            exec_process(cfg)
+    except BaseException as exc:
+        _report(cfg, exc)
+
+
+def _enter_namespaces(cfg: ChildConfig) -> None:
+    joins = list(cfg.joins)
+    # A user namespace we join comes first; a new one after the other joins
+    # (joining a host-owned namespace needs the host privileges we still have).
+    if joins and joins[0][0] == "user":
+        _join(*joins.pop(0))
+    for key, path in joins:
+        _join(key, path)
+    sysns.unshare(cfg.new_flags)
+    if cfg.mount_new:
+        sysns.make_mounts_private()
+
+
+def _join(key: str, path: str) -> None:
+    flag = sysns.NAMESPACES[key][0]
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError as exc:
+        raise SetupFailure(125, f"cannot open namespace {key} to join: {path}: {exc.strerror}",
+                           "namespaces.<ns>.join must name /proc/PID/ns/<ns> or a pinned namespace file"
+                           ) from None
+    try:
+        sysns.setns(fd, flag, what=f"{key} namespace {path}")
+    finally:
+        os.close(fd)
+
+
+def _after_go(cfg: ChildConfig) -> None:
+    spec = cfg.spec
+    if cfg.user_new:
+        # Maps are written: become root of the new user namespace if 0 is mapped.
+        try:
+            os.setresgid(0, 0, 0)
+            os.setresuid(0, 0, 0)
+        except OSError:
+            pass
+    if spec["namespaces"].get("cgroup") is True:
+        sysns.unshare(sysns.CLONE_NEWCGROUP)
+    hostname = spec.get("hostname")
+    if hostname:
+        import socket
+
+        socket.sethostname(hostname)
+    if cfg.net_new:
+        _loopback_up()
+
+
+def _loopback_up() -> None:
+    import fcntl
+    import socket
+
+    SIOCGIFFLAGS, SIOCSIFFLAGS, IFF_UP = 0x8913, 0x8914, 0x1
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as s:
+        req = struct.pack("16sh22x", b"lo", 0)
+        flags = struct.unpack("16sh22x", fcntl.ioctl(s.fileno(), SIOCGIFFLAGS, req))[1]
+        fcntl.ioctl(s.fileno(), SIOCSIFFLAGS, struct.pack("16sh22x", b"lo", flags | IFF_UP))
+
+
+def _setup_root(cfg: ChildConfig) -> None:
+    if not cfg.needs_root:
+        return
+    from vbdecl.runtime.rootfs import setup_root
+
+    setup_root(cfg.spec, instance=cfg.instance, runtime_dir=cfg.runtime_dir)
+
+
+# --- pid 1 --------------------------------------------------------------------------
+
+def init_main(cfg: ChildConfig, holder: int) -> NoReturn:
+    """pid 1 of the new pid namespace (or first process of a joined one). Never returns."""
+    try:
+        if cfg.die_with_parent:
+            sysproc.set_pdeathsig(signal.SIGKILL, holder)
+        _setup_root(cfg)
+        if not cfg.pid_new or not cfg.spec["process"].get("init", True):
+            exec_process(cfg)
+        blocked = {*FORWARDED, signal.SIGCHLD}
+        signal.pthread_sigmask(signal.SIG_BLOCK, blocked)
+        pid = os.fork()
+        if pid == 0:
+            exec_process(cfg)
+        os.close(cfg.c2p)
+        sysproc.set_name("vbdecl-init")
+    except BaseException as exc:
+        _report(cfg, exc)
+    init_loop(pid, forward_tty_signals=bool(cfg.spec["process"].get("new_session")))
+
+
+def init_loop(main_pid: int, *, forward_tty_signals: bool) -> NoReturn:
+    """Reap every child, forward signals to the main process, exit with its status.
+
+    Signals are blocked and taken with sigwaitinfo, so nothing is lost
+    between a reap and the wait. A signal the terminal sent (SI_KERNEL) also
+    reached the main process directly when it shares our process group; it
+    is forwarded only when the main process has its own session.
+    Never hangs on ECHILD: no children left means we are done.
+    """
+    waitset = {*FORWARDED, signal.SIGCHLD}
+    main_status: int | None = None
+    while True:
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                pid = -1
+            except InterruptedError:
+                continue
+            if pid <= 0:
+                break
+            if pid == main_pid:
+                main_status = status
+        if main_status is not None:
+            os._exit(status_code(main_status))
+        if pid == -1:       # no child at all and the main one never reported: cannot happen
+            os._exit(125)
+        info = signal.sigwaitinfo(waitset)
+        sig = info.si_signo
+        if sig == signal.SIGCHLD:
+            continue
+        if info.si_code == SI_KERNEL and not forward_tty_signals:
+            continue
+        try:
+            os.kill(main_pid, sig)
+        except ProcessLookupError:
+            pass
+
+
+# --- the process ----------------------------------------------------------------------
+
+def exec_process(cfg: ChildConfig) -> NoReturn:
+    """Prepare and exec the declared process. Never returns; failures report and exit."""
+    try:
+        _exec_process(cfg)
+    except BaseException as exc:
+        _report(cfg, exc)
+    os._exit(125)
+
+
+def _exec_process(cfg: ChildConfig) -> None:
+    spec = cfg.spec
+    proc = spec["process"]
+    c2p = cfg.c2p
+    # Signals: the process starts with an empty mask and default dispositions.
+    signal.pthread_sigmask(signal.SIG_SETMASK, ())
+    for sig in (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGINT, *FORWARDED):
+        try:
+            signal.signal(sig, signal.SIG_DFL)
+        except (OSError, ValueError):
+            pass
+    if proc.get("new_session"):
+        os.setsid()
+    if cfg.die_with_parent:
+        sysproc.set_pdeathsig(signal.SIGKILL, os.getppid())
+    cwd = proc.get("cwd") or "/"
+    try:
+        os.chdir(cwd)
+    except OSError as exc:
+        raise SetupFailure(125, f"cannot change to process.cwd {cwd}: {exc.strerror}",
+                           "create it with a dir entry in filesystem, or fix process.cwd") from None
+    env = build_env(proc)
+    argv = list(cfg.argv or proc.get("command") or [])
+    default_shell = not argv
+    if default_shell:
+        argv = ["/bin/sh"]
+        if not os.path.exists("/bin/sh"):
+            raise SetupFailure(127, "no process.command given and /bin/sh does not exist in the environment's root",
+                               "set process.command, pass a command after --, or bind /bin/sh into the root")
+    rl = (spec.get("limits") or {}).get("rlimits") or {}
+    if rl:
+        _apply_rlimits(rl)
+    _set_ids(proc)
+    keep = [fd for fd in proc.get("inherit_fds") or [] if fd > 2]
+    for fd in keep:
+        try:
+            os.set_inheritable(fd, True)
+        except OSError as exc:
+            raise SetupFailure(125, f"process.inherit_fds: fd {fd} is not open: {exc.strerror}",
+                               "pass only fds that vbdecl inherits from its caller") from None
+    sysproc.close_fds_except([*keep, c2p])
+    _apply_security(spec)
+    file = argv[0]
+    if proc.get("argv0"):
+        argv[0] = proc["argv0"]
+    _execvpe(file, argv, env)
+
+
+def build_env(proc: dict[str, Any]) -> dict[str, str]:
+    env: dict[str, str] = {} if proc.get("clear_env") else dict(os.environ)
+    for key in proc.get("unset_env") or []:
+        env.pop(key, None)
+    env.update(proc.get("env") or {})
+    return env
+
+
+def _apply_rlimits(rlimits: dict[str, Any]) -> None:
+    try:
+        from vbdecl.sys.rlimit import apply_rlimits
+    except ImportError:
+        apply_rlimits = _stdlib_rlimits
+    apply_rlimits(rlimits)
+
+
+def _stdlib_rlimits(rlimits: dict[str, Any]) -> None:
+    import resource
+
+    for name, value in rlimits.items():
+        soft, hard = (value, value) if isinstance(value, int) else value
+        what = getattr(resource, f"RLIMIT_{name.upper()}", None)
+        if what is None:
+            raise SetupFailure(125, f"limits.rlimits: unknown resource {name}")
+        try:
+            resource.setrlimit(what, (soft, hard))
+        except (OSError, ValueError) as exc:
+            raise SetupFailure(125, f"limits.rlimits.{name}: cannot set {soft}/{hard}: {exc}",
+                               "raising a hard limit needs root") from None
+
+
+def _set_ids(proc: dict[str, Any]) -> None:
+    uid, gid = int(proc.get("user", 0)), int(proc.get("group", 0))
+    try:
+        os.setgroups([])
+    except OSError:
+        pass   # setgroups is denied in an unprivileged user namespace
+    try:
+        os.setresgid(gid, gid, gid)
+        os.setresuid(uid, uid, uid)
+    except OSError as exc:
+        raise SetupFailure(125, f"cannot switch to process.user {uid} / process.group {gid}: {exc.strerror}",
+                           "the ids must be mapped in the user namespace (idmap)") from None
+
+
+def _apply_security(spec: dict[str, Any]) -> None:
+    import importlib
+
+    try:
+        sec = importlib.import_module("vbdecl.ops.sec")
+    except ImportError:
+        return
+    apply_in_child = getattr(sec, "apply_in_child", None)
+    if apply_in_child is not None:
+        apply_in_child(spec)
+
+
+def _execvpe(file: str, argv: list[str], env: dict[str, str]) -> NoReturn:
+    if "/" in file:
+        candidates = [file]
+    else:
+        path = env.get("PATH", DEFAULT_PATH)
+        candidates = [os.path.join(d or ".", file) for d in path.split(":")]
+    not_exec: OSError | None = None
+    for cand in candidates:
+        try:
+            os.execve(cand, argv, env)
+        except OSError as exc:
+            if exc.errno in (errno.ENOENT, errno.ENOTDIR, errno.ELOOP, errno.ENAMETOOLONG):
+                continue
+            not_exec = not_exec or exc
+            not_exec.filename = cand
+    if not_exec is not None:
+        raise SetupFailure(126, f"cannot execute {not_exec.filename}: {not_exec.strerror}",
+                           "check the file's mode (x bit), its interpreter line, and noexec mounts")
+    where = "" if "/" in file else f" in PATH={env.get('PATH', DEFAULT_PATH)}"
+    raise SetupFailure(127, f"command not found: {file}{where} (inside the environment's root)",
+                       "bind the program into the root (for example ro-bind /usr) or fix process.command")

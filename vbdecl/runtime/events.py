@@ -1,0 +1,58 @@
+"""Lifecycle events: ``runtime_init_warnings``, ``spawned``, ``setup_finished``, ``exited``.
+
+Each event is a dict ``{"event": kind, "ts": unix time, ...}`` delivered,
+in the true order of the lifecycle, to every sink: the Python callback, the
+``status.events`` file (JSON lines, appended) and any extra fds (JSON lines).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable
+from typing import Any
+
+Event = dict[str, Any]
+Callback = Callable[[Event], None]
+
+
+class EventSink:
+    def __init__(self, *, path: str | None = None, fds: list[int] | None = None,
+                 callback: Callback | None = None) -> None:
+        self.callback = callback
+        self.fds: list[int] = list(fds or [])
+        self._own: list[int] = []
+        self.history: list[Event] = []
+        if path:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644)
+            self._own.append(fd)
+            self.fds.append(fd)
+
+    def emit(self, kind: str, **fields: Any) -> Event:
+        event: Event = {"event": kind, "ts": time.time(), **fields}
+        self.history.append(event)
+        line = (json.dumps(event, separators=(",", ":")) + "\n").encode()
+        for fd in self.fds:
+            _write_all(fd, line)
+        if self.callback is not None:
+            self.callback(event)
+        return event
+
+    def close(self) -> None:
+        for fd in self._own:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        self._own.clear()
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        try:
+            n = os.write(fd, view)
+        except BrokenPipeError:
+            return
+        view = view[n:]

@@ -1,0 +1,347 @@
+"""The parent side of a sandbox run: fork, sync, host actions, events, wait, teardown.
+
+:func:`run_plan` runs a compiled plan ephemerally (``vbdecl run``);
+:func:`run_spec` runs a normalized spec with an explicit list of host
+actions (``vb`` and the Python API use it). See :mod:`vbdecl.runtime.child`
+for the process tree and the sync protocol.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import signal
+import struct
+from typing import Any
+
+from vbdecl.errors import RuntimeSetupError, VbdeclError
+from vbdecl.runtime import child as C
+from vbdecl.runtime.events import Callback, EventSink
+from vbdecl.sys import ns as sysns
+
+# Signals the parent forwards; job control stays with the terminal.
+PARENT_FORWARDED = tuple(s for s in C.FORWARDED
+                         if s not in (signal.SIGTSTP, signal.SIGTTIN, signal.SIGTTOU))
+
+
+class RunResult:
+    """What a run ended with. ``error`` is set when vbdecl failed before the process ran."""
+
+    __slots__ = ("code", "error", "events", "instance", "pid")
+
+    def __init__(self, instance: str) -> None:
+        self.instance = instance
+        self.code = 0
+        self.error: VbdeclError | None = None
+        self.events: list[dict[str, Any]] = []
+        self.pid: int | None = None
+
+    def __repr__(self) -> str:
+        return f"RunResult(code={self.code}, instance={self.instance!r}, error={self.error!r})"
+
+
+def new_instance() -> str:
+    return "vb-" + os.urandom(4).hex()
+
+
+def resolve_namespaces(spec: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any] | None, list[str]]:
+    """Namespaces to use, the id map, and warnings. A user namespace is implied unprivileged."""
+    nsd = dict(spec["namespaces"])
+    warnings: list[str] = []
+    if os.geteuid() != 0 and nsd.get("user") is False and any(
+            v is True for k, v in nsd.items() if k != "user"):
+        nsd["user"] = True
+    idmap = spec.get("idmap")
+    if nsd.get("user") is True and not idmap:
+        idmap = {"uid": [{"inside": 0, "outside": os.geteuid(), "count": 1}],
+                 "gid": [{"inside": 0, "outside": os.getegid(), "count": 1}]}
+    return nsd, idmap, warnings
+
+
+def _config(spec: dict[str, Any], nsd: dict[str, Any], instance: str, runtime_dir: str,
+            argv: list[str] | None) -> C.ChildConfig:
+    cfg = C.ChildConfig()
+    cfg.spec = spec
+    cfg.argv = argv
+    cfg.instance = instance
+    cfg.runtime_dir = runtime_dir
+    for key in sysns.JOIN_ORDER:
+        value = nsd.get(key)
+        if value is True and key != "cgroup":
+            cfg.new_flags |= sysns.NAMESPACES[key][0]
+        elif isinstance(value, dict) and value.get("join"):
+            cfg.joins.append((key, str(value["join"])))
+    cfg.user_new = nsd.get("user") is True
+    cfg.mount_new = nsd.get("mount") is True
+    cfg.pid_new = nsd.get("pid") is True
+    cfg.net_new = nsd.get("net") is True
+    cfg.pid_join = nsd["pid"]["join"] if isinstance(nsd.get("pid"), dict) else None
+    proc = spec["process"]
+    cfg.die_with_parent = bool(proc.get("die_with_parent", True))
+    cfg.needs_root = bool(spec.get("rootfs") or spec.get("filesystem"))
+    cfg.keep_fds = [int(fd) for fd in proc.get("inherit_fds") or []]
+    if cfg.needs_root and not (cfg.mount_new or isinstance(nsd.get("mount"), dict)):
+        raise RuntimeSetupError("spec.rootfs and spec.filesystem need a new mount namespace",
+                                hint="set namespaces.mount: true")
+    return cfg
+
+
+def _read_exact(fd: int, n: int) -> bytes | None:
+    data = b""
+    while len(data) < n:
+        chunk = os.read(fd, n - len(data))
+        if not chunk:
+            return None
+        data += chunk
+    return data
+
+
+def _read_msg(fd: int) -> tuple[bytes, bytes] | None:
+    tag = _read_exact(fd, 1)
+    if tag is None:
+        return None
+    if tag == C.MSG_PID:
+        return tag, _read_exact(fd, 4) or b""
+    if tag in (C.MSG_ERROR, C.MSG_WARNING):
+        head = _read_exact(fd, 4)
+        if head is None:
+            return tag, b"{}"
+        return tag, _read_exact(fd, struct.unpack("=I", head)[0]) or b"{}"
+    if tag in (C.MSG_UNSHARED,):
+        return tag, b""
+    raise RuntimeSetupError(f"sandbox sync protocol violation: unexpected byte {tag!r}")
+
+
+def _child_error(payload: bytes) -> RuntimeSetupError:
+    try:
+        data = json.loads(payload)
+    except ValueError:
+        data = {}
+    err = RuntimeSetupError(str(data.get("message") or "sandbox setup failed"), hint=data.get("hint"))
+    err.exit_code = int(data.get("code") or 125)
+    return err
+
+
+def _above(fd: int, floor: int) -> int:
+    if fd > floor:
+        return fd
+    new = fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, floor + 1)
+    os.close(fd)
+    return new
+
+
+def run_plan(plan: dict[str, Any], **kwargs: Any) -> RunResult:
+    """Run a compiled plan (docs/plan-format.md) ephemerally."""
+    from vbdecl.runtime.hostactions import host_actions
+
+    return run_spec(plan["spec"], name=plan.get("name") or "sandbox",
+                    actions=host_actions(plan), **kwargs)
+
+
+def run_spec(spec: dict[str, Any], *, name: str = "sandbox", actions: list[dict[str, Any]] | None = None,
+             argv: list[str] | None = None, on_event: Callback | None = None,
+             event_fds: list[int] | None = None, forward_signals: bool = False,
+             state_dir: str | None = None, instance: str | None = None) -> RunResult:
+    """Run ``spec`` in a sandbox until its process exits; tear everything down.
+
+    ``argv`` replaces ``process.command``. Never raises for a failure of the
+    sandbox setup: the result carries the error and the exit code (125, 126,
+    127); errors of the caller's arguments raise.
+    """
+    instance = instance or new_instance()
+    result = RunResult(instance)
+    nsd, idmap, warnings = resolve_namespaces(spec)
+    status = spec.get("status") or {}
+    lock_fd = -1
+    sink: EventSink | None = None
+    runtime_dir = ""
+    txs: list[Any] = []
+    try:
+        if status.get("lock_file"):
+            from vbdecl.runtime.lock import acquire
+
+            lock_fd = acquire(status["lock_file"])
+        sink = EventSink(path=status.get("events"), fds=event_fds, callback=on_event)
+        result.events = sink.history
+        if _security_missing(spec):
+            warnings.append("vbdecl.ops.sec is not available: capabilities, no_new_privs, "
+                            "Landlock and seccomp are not applied")
+        sink.emit("runtime_init_warnings", warning_count=len(warnings), warnings=warnings)
+        if spec.get("rootfs") or spec.get("filesystem"):
+            from vbdecl.engine.paths import runtime_root
+
+            runtime_dir = os.path.join(str(runtime_root(state_dir)), instance)
+            os.makedirs(runtime_dir, mode=0o700, exist_ok=False)
+        cfg = _config(spec, nsd, instance, runtime_dir, argv)
+        _spawn_and_wait(cfg, nsd, idmap, spec, name, actions or [], sink, result,
+                        forward_signals, state_dir, txs.append)
+    except VbdeclError as err:
+        result.error = err
+        result.code = err.exit_code if err.exit_code >= 125 else 125
+    finally:
+        for tx in txs:
+            errors = tx.revert()
+            if errors and result.error is None:
+                result.error = errors[0]
+                result.code = result.code or 125
+        if runtime_dir:
+            _remove_tree(runtime_dir)
+        if sink is not None:
+            sink.close()
+        if lock_fd >= 0:
+            os.close(lock_fd)
+    return result
+
+
+def _security_missing(spec: dict[str, Any]) -> bool:
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec("vbdecl.ops.sec") is None
+    except (ImportError, ValueError):
+        return True
+
+
+def _spawn_and_wait(cfg: C.ChildConfig, nsd: dict[str, Any], idmap: dict[str, Any] | None,
+                    spec: dict[str, Any], name: str, actions: list[dict[str, Any]],
+                    sink: EventSink, result: RunResult, forward_signals: bool,
+                    state_dir: str | None, set_tx: Any) -> None:
+    floor = max([2, *cfg.keep_fds])
+    c2p_r, c2p_w = os.pipe2(os.O_CLOEXEC)
+    p2c_r, p2c_w = os.pipe2(os.O_CLOEXEC)
+    c2p_r, c2p_w, p2c_r, p2c_w = (_above(fd, floor) for fd in (c2p_r, c2p_w, p2c_r, p2c_w))
+    cfg.c2p, cfg.p2c = c2p_w, p2c_r
+    old_mask: set[Any] | None = None
+    if forward_signals:
+        old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, {*PARENT_FORWARDED, signal.SIGCHLD})
+    parent = os.getpid()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.close(c2p_r)
+            os.close(p2c_w)
+            signal.pthread_sigmask(signal.SIG_BLOCK, C.FORWARDED)
+        except BaseException:
+            os._exit(125)
+        C.holder_main(cfg, parent)
+    os.close(c2p_w)
+    os.close(p2c_r)
+    holder_status: int | None = None
+    try:
+        error: VbdeclError | None = None
+        msg = _read_msg(c2p_r)
+        if msg is None or msg[0] != C.MSG_UNSHARED:
+            error = _child_error(msg[1]) if msg else RuntimeSetupError("the sandbox exited during setup")
+        else:
+            try:
+                if cfg.user_new and idmap:
+                    sysns.write_id_maps(pid, idmap["uid"], idmap["gid"])
+                if actions:
+                    from vbdecl.ops.base import Context
+                    from vbdecl.runtime.hostactions import HostTransaction
+
+                    ctx = Context(name=name, instance=cfg.instance, state_dir=state_dir or "",
+                                  runtime_dir=cfg.runtime_dir, spec=spec, env_pid=pid)
+                    tx = HostTransaction(ctx)
+                    set_tx(tx)
+                    tx.apply(actions)
+                os.write(p2c_w, C.MSG_GO)
+            except VbdeclError as err:
+                error = err
+            except OSError as err:
+                error = RuntimeSetupError(f"sandbox setup failed: {err}")
+        os.close(p2c_w)
+        p2c_w = -1
+        target = pid
+        if error is None and (cfg.pid_new or cfg.pid_join):
+            msg = _read_msg(c2p_r)
+            if msg is not None and msg[0] == C.MSG_PID and len(msg[1]) == 4:
+                target = struct.unpack("=i", msg[1])[0]
+            elif msg is not None and msg[0] == C.MSG_ERROR:
+                error = _child_error(msg[1])
+            else:
+                error = RuntimeSetupError("the sandbox exited during setup")
+        inodes: dict[str, int | None] = {}
+        if error is None:
+            result.pid = target
+            inodes = sysns.ns_inodes(target)
+            sink.emit("spawned", pid=target, ns=inodes)
+            while True:
+                msg = _read_msg(c2p_r)
+                if msg is None:
+                    break
+                if msg[0] == C.MSG_ERROR:
+                    error = _child_error(msg[1])
+                    break
+        if error is None:
+            sink.emit("setup_finished", pid=target, ns=inodes)
+        holder_status = _wait(pid, target, forward_signals, bool(spec["process"].get("new_session")))
+        code = C.status_code(holder_status)
+        if error is not None:
+            result.error = error
+            result.code = code if code in (125, 126, 127) else error.exit_code
+        else:
+            result.code = code
+            sink.emit("exited", pid=target, exit_code=code, ns=inodes)
+    finally:
+        os.close(c2p_r)
+        if p2c_w >= 0:
+            os.close(p2c_w)
+        if holder_status is None:
+            _kill_and_reap(pid)
+        if old_mask is not None:
+            _drain_pending()
+            signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
+
+
+def _wait(pid: int, target: int, forward: bool, new_session: bool) -> int:
+    if not forward:
+        while True:
+            try:
+                _, status = os.waitpid(pid, 0)
+                return status
+            except InterruptedError:
+                continue
+    waitset = {*PARENT_FORWARDED, signal.SIGCHLD}
+    while True:
+        wpid, status = os.waitpid(pid, os.WNOHANG)
+        if wpid == pid:
+            return status
+        info = signal.sigwaitinfo(waitset)
+        if info.si_signo == signal.SIGCHLD:
+            continue
+        if info.si_code == C.SI_KERNEL and not new_session:
+            continue   # the terminal signalled our whole process group, the sandbox included
+        try:
+            os.kill(target, info.si_signo)
+        except ProcessLookupError:
+            pass
+
+
+def _drain_pending() -> None:
+    pending = signal.sigpending() & {signal.SIGCHLD}
+    if pending:
+        signal.sigtimedwait(pending, 0)
+
+
+def _kill_and_reap(pid: int) -> None:
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    try:
+        os.waitpid(pid, 0)
+    except ChildProcessError:
+        pass
+
+
+def _remove_tree(path: str) -> None:
+    try:
+        os.rmdir(path)
+    except FileNotFoundError:
+        return
+    except OSError:
+        import shutil
+
+        shutil.rmtree(path, ignore_errors=True)

@@ -1,0 +1,181 @@
+"""Namespaces: unshare, setns, id maps, namespace inodes and pins.
+
+Only stdlib and ctypes (through :mod:`vbdecl.sys.libc`); the run path
+imports this module, so nothing heavy belongs here.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import os
+
+from vbdecl.sys.libc import check, libc, raise_errno, syscall
+
+CLONE_NEWNS = 0x00020000
+CLONE_NEWCGROUP = 0x02000000
+CLONE_NEWUTS = 0x04000000
+CLONE_NEWIPC = 0x08000000
+CLONE_NEWUSER = 0x10000000
+CLONE_NEWPID = 0x20000000
+CLONE_NEWNET = 0x40000000
+
+# spec key -> (clone flag, /proc/PID/ns file name)
+NAMESPACES: dict[str, tuple[int, str]] = {
+    "user": (CLONE_NEWUSER, "user"),
+    "mount": (CLONE_NEWNS, "mnt"),
+    "pid": (CLONE_NEWPID, "pid"),
+    "net": (CLONE_NEWNET, "net"),
+    "uts": (CLONE_NEWUTS, "uts"),
+    "ipc": (CLONE_NEWIPC, "ipc"),
+    "cgroup": (CLONE_NEWCGROUP, "cgroup"),
+}
+# setns order: the user namespace first (it owns the others), pid and cgroup last.
+JOIN_ORDER = ("user", "mount", "net", "uts", "ipc", "cgroup", "pid")
+
+MS_REC = 0x4000
+MS_PRIVATE = 1 << 18
+MS_BIND = 4096
+MNT_DETACH = 2
+
+_ROOT_HINT = ("creating namespaces needs root, or an unprivileged user namespace "
+              "(namespaces.user: true); check /proc/sys/kernel/unprivileged_userns_clone "
+              "and /proc/sys/user/max_user_namespaces")
+
+
+def unshare(flags: int) -> None:
+    if flags:
+        check(libc.unshare(ctypes.c_int(flags)), f"unshare({flags:#x})", hint=_ROOT_HINT)
+
+
+def setns(fd: int, nstype: int = 0, *, what: str = "") -> None:
+    check(syscall("setns", ctypes.c_int(fd), ctypes.c_int(nstype)),
+          f"setns({what or fd})",
+          hint="joining a namespace needs CAP_SYS_ADMIN over it (root, or the owner of its user namespace)")
+
+
+def make_mounts_private() -> None:
+    """Stop mount events propagating back to the host (after unshare(CLONE_NEWNS))."""
+    check(libc.mount(None, b"/", None, ctypes.c_ulong(MS_REC | MS_PRIVATE), None),
+          "mount(/, MS_REC|MS_PRIVATE)")
+
+
+def ns_inode(pid: int | str, name: str) -> int | None:
+    """The inode number of /proc/PID/ns/NAME (None when unreadable)."""
+    try:
+        return os.stat(f"/proc/{pid}/ns/{name}").st_ino
+    except OSError:
+        return None
+
+
+def ns_inodes(pid: int | str) -> dict[str, int | None]:
+    """Namespace inodes of a process, keyed like the spec (``mount`` for mnt)."""
+    out: dict[str, int | None] = {}
+    for key, (_, fname) in NAMESPACES.items():
+        out[key] = ns_inode(pid, fname)
+    # A process that unshared CLONE_NEWPID lives in the old one; its children in the new.
+    if out.get("pid") is not None:
+        child = ns_inode(pid, "pid_for_children")
+        if child is not None:
+            out["pid"] = child
+    return out
+
+
+# --- user namespace id maps --------------------------------------------------
+
+def _map_text(entries: list[dict[str, int]]) -> str:
+    return "".join(f"{e['inside']} {e['outside']} {e['count']}\n" for e in entries)
+
+
+def _write_proc(path: str, text: str) -> None:
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+    except OSError as exc:
+        raise_errno(f"open({path})", exc.errno or errno.EIO)
+    try:
+        os.write(fd, text.encode())
+    except OSError as exc:
+        raise_errno(f"write({path}, {text.strip()!r})", exc.errno or errno.EIO,
+                    hint="the id map must only name ids the caller owns, unless run as root "
+                         "(ranges need newuidmap/newgidmap and /etc/subuid, /etc/subgid entries)")
+    finally:
+        os.close(fd)
+
+
+def _is_own_single(entries: list[dict[str, int]], own: int) -> bool:
+    return len(entries) == 1 and entries[0]["count"] == 1 and entries[0]["outside"] == own
+
+
+def write_id_maps(pid: int, uid_map: list[dict[str, int]], gid_map: list[dict[str, int]]) -> None:
+    """Write the uid/gid maps of ``pid``'s user namespace.
+
+    As root the maps are written directly. Unprivileged, a single map of the
+    caller's own id is written directly (after ``setgroups deny``, as the
+    kernel requires); anything else goes through newuidmap/newgidmap.
+    """
+    privileged = os.geteuid() == 0
+    if privileged or _is_own_single(uid_map, os.geteuid()):
+        _write_proc(f"/proc/{pid}/uid_map", _map_text(uid_map))
+    else:
+        _helper("newuidmap", pid, uid_map)
+    if privileged:
+        _write_proc(f"/proc/{pid}/gid_map", _map_text(gid_map))
+    elif _is_own_single(gid_map, os.getegid()):
+        _write_proc(f"/proc/{pid}/setgroups", "deny")
+        _write_proc(f"/proc/{pid}/gid_map", _map_text(gid_map))
+    else:
+        _helper("newgidmap", pid, gid_map)
+
+
+def _helper(tool: str, pid: int, entries: list[dict[str, int]]) -> None:
+    import shutil
+    import subprocess
+
+    from vbdecl.errors import RuntimeSetupError
+
+    path = shutil.which(tool)
+    if path is None:
+        raise RuntimeSetupError(
+            f"{tool} is needed to map id ranges as an unprivileged user and was not found",
+            hint="install the uidmap package, or map only your own id (the default)")
+    args = [path, str(pid)]
+    for e in entries:
+        args += [str(e["inside"]), str(e["outside"]), str(e["count"])]
+    res = subprocess.run(args, capture_output=True, text=True)
+    if res.returncode != 0:
+        raise RuntimeSetupError(
+            f"{tool} failed: {res.stderr.strip() or res.returncode}",
+            hint="the outside ids must be allowed for you in /etc/subuid and /etc/subgid")
+
+
+# --- pinning ------------------------------------------------------------------
+
+def pin(pid: int, name: str, target: str) -> None:
+    """Keep /proc/PID/ns/NAME alive by bind-mounting it onto the file ``target``."""
+    fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    os.close(fd)
+    src = f"/proc/{pid}/ns/{name}".encode()
+    check(libc.mount(src, target.encode(), None, ctypes.c_ulong(MS_BIND), None),
+          f"mount --bind /proc/{pid}/ns/{name} {target}")
+
+
+def unpin(target: str) -> None:
+    """Detach a pinned namespace file (idempotent) and remove the file."""
+    if libc.umount2(target.encode(), ctypes.c_int(MNT_DETACH)) != 0:
+        err = ctypes.get_errno()
+        if err not in (errno.EINVAL, errno.ENOENT):
+            raise_errno(f"umount2({target})", err)
+    try:
+        os.unlink(target)
+    except FileNotFoundError:
+        pass
+
+
+def is_pinned(target: str) -> bool:
+    """True when ``target`` is a mounted namespace file (an nsfs inode)."""
+    try:
+        st = os.stat(target)
+        parent = os.stat(os.path.dirname(target))
+    except OSError:
+        return False
+    return st.st_dev != parent.st_dev

@@ -1,0 +1,174 @@
+"""Process helpers: prctl, close_range, pidfds, controlling tty, start times, cgroups of a pid.
+
+Stdlib and ctypes only: these run between fork and exec on the run path.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import os
+import signal
+
+from vbdecl.sys.libc import check, libc, raise_errno, syscall
+
+PR_SET_PDEATHSIG = 1
+PR_SET_NAME = 15
+PR_SET_CHILD_SUBREAPER = 36
+TIOCSCTTY = 0x540E
+CLOSE_RANGE_MAX = 0xFFFFFFFF
+
+
+def set_pdeathsig(sig: int, expected_parent: int) -> None:
+    """Die with ``sig`` when the parent dies; closes the race with a parent already gone."""
+    check(libc.prctl(PR_SET_PDEATHSIG, ctypes.c_ulong(sig), 0, 0, 0), "prctl(PR_SET_PDEATHSIG)")
+    ppid = os.getppid()
+    # pid 1 of a new pid namespace sees its parent as 0; the host's /proc
+    # (still mounted at this point) tells whether that parent lives.
+    if ppid == 0 and expected_parent > 0:
+        if not alive(expected_parent, None):
+            os.kill(os.getpid(), sig)
+            os._exit(128 + sig)
+        return
+    if ppid != expected_parent:
+        os.kill(os.getpid(), sig)
+        os._exit(128 + sig)
+
+
+def set_child_subreaper() -> None:
+    check(libc.prctl(PR_SET_CHILD_SUBREAPER, ctypes.c_ulong(1), 0, 0, 0),
+          "prctl(PR_SET_CHILD_SUBREAPER)")
+
+
+def set_name(name: str) -> None:
+    libc.prctl(PR_SET_NAME, ctypes.c_char_p(name.encode()[:15]), 0, 0, 0)
+
+
+def close_fds_except(keep: list[int] | set[int], first: int = 3) -> None:
+    """Close every fd >= ``first`` except those in ``keep`` (close_range, else a loop)."""
+    lo = first
+    for fd in sorted(k for k in set(keep) if k >= first):
+        if fd > lo:
+            _close_range(lo, fd - 1)
+        lo = fd + 1
+    _close_range(lo, CLOSE_RANGE_MAX)
+
+
+def _close_range(lo: int, hi: int) -> None:
+    if syscall("close_range", ctypes.c_uint(lo), ctypes.c_uint(hi), ctypes.c_uint(0)) == 0:
+        return
+    # Kernels before 5.9: close what is open.
+    for name in os.listdir("/proc/self/fd"):
+        fd = int(name)
+        if lo <= fd <= hi:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+
+def set_controlling_tty(fd: int) -> None:
+    """Make the tty on ``fd`` the controlling terminal of this (new) session."""
+    import fcntl
+
+    try:
+        fcntl.ioctl(fd, TIOCSCTTY, 0)
+    except OSError as exc:
+        raise_errno(f"ioctl(fd {fd}, TIOCSCTTY)", exc.errno or errno.EIO)
+
+
+def pidfd_open(pid: int) -> int:
+    return check(syscall("pidfd_open", ctypes.c_int(pid), ctypes.c_uint(0)), f"pidfd_open({pid})")
+
+
+def start_time(pid: int) -> int | None:
+    """Field 22 of /proc/PID/stat (clock ticks since boot); None when the process is gone."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            data = f.read()
+    except OSError:
+        return None
+    fields = data.rsplit(b")", 1)[1].split()
+    return int(fields[19])
+
+
+def alive(pid: int, started: int | None) -> bool:
+    """True when ``pid`` still names the process that started at ``started``."""
+    now = start_time(pid)
+    if now is None:
+        return False
+    if started is not None and now != started:
+        return False
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            state = f.read().rsplit(b")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != b"Z"
+
+
+def kill_verified(pid: int, started: int | None, sig: int = signal.SIGKILL) -> bool:
+    """Signal ``pid`` only if it is still the process recorded (pid + start time)."""
+    if not alive(pid, started):
+        return False
+    try:
+        fd = pidfd_open(pid)
+    except OSError:
+        return False
+    try:
+        if start_time(pid) != started and started is not None:
+            return False
+        syscall("pidfd_send_signal", ctypes.c_int(fd), ctypes.c_int(sig), None, ctypes.c_uint(0))
+        return True
+    finally:
+        os.close(fd)
+
+
+def cgroup_paths(pid: int) -> list[str]:
+    """The cgroup directories ``pid`` is in, as host paths (v1 and v2)."""
+    out: list[str] = []
+    try:
+        with open(f"/proc/{pid}/cgroup") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return out
+    mounts = _cgroup_mounts()
+    for line in lines:
+        _, ctrls, path = line.split(":", 2)
+        if path == "/":
+            continue
+        key = ctrls if ctrls else ""
+        base = mounts.get(key)
+        if base is None and ctrls.startswith("name="):
+            base = mounts.get(ctrls)
+        if base is not None:
+            out.append(base + path)
+    return out
+
+
+def _cgroup_mounts() -> dict[str, str]:
+    found: dict[str, str] = {}
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            parts = line.split()
+            sep = parts.index("-")
+            fstype, opts = parts[sep + 1], parts[sep + 3]
+            if parts[3] != "/":
+                continue
+            if fstype == "cgroup2":
+                found.setdefault("", parts[4])
+            elif fstype == "cgroup":
+                ctrls = [o for o in opts.split(",") if o not in ("rw", "ro") and not o.startswith("release_agent")]
+                known = [o for o in ctrls if o not in ("nosuid", "nodev", "noexec", "relatime", "xattr", "clone_children")]
+                found.setdefault(",".join(known), parts[4])
+    return found
+
+
+def join_cgroups(paths: list[str], pid: int = 0) -> None:
+    """Move ``pid`` (0: the caller) into each cgroup directory of ``paths``."""
+    for d in paths:
+        try:
+            with open(os.path.join(d, "cgroup.procs"), "w") as f:
+                f.write(str(pid or os.getpid()))
+        except OSError as exc:
+            raise_errno(f"join cgroup {d}", exc.errno or errno.EIO)

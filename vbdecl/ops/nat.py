@@ -1,0 +1,351 @@
+"""NAT ops: masquerade and published ports, in ONE nftables table vbdecl owns.
+
+Layout of ``table inet vbdecl`` (created with its first user, deleted with
+its last; the users are listed in the shared network state)::
+
+    map masq4 { type ipv4_addr : verdict }          # env address -> jump <inst>-masq
+    map masq6 { type ipv6_addr : verdict }
+    map ports { type inet_proto . inet_service : verdict }   # tcp . 8080 -> jump <inst>-tcp-8080
+    chain postrouting { nat hook postrouting; ip saddr vmap @masq4; ip6 saddr vmap @masq6 }
+    chain prerouting  { nat hook prerouting;  fib daddr type local meta l4proto . th dport vmap @ports }
+    chain output      { nat hook output;      fib daddr type local meta l4proto . th dport vmap @ports }
+    chain <inst>-masq      { oifname "<egress>" masquerade comment "<inst>" }
+    chain <inst>-tcp-8080  { [ip daddr HOST_IP] tcp dport 8080 dnat ip to ADDR:80 comment "<inst>" }
+
+An environment owns only its chains and the map elements that point at them
+(all commented with its instance id), so one transaction adds them and one
+removes exactly them; no rule handles are needed. A host port already
+published by another environment is a conflict (``create element``).
+
+IP forwarding is switched on when the first NAT user needs it and back off
+when the last goes, only if vbdecl was the one to switch it on.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from vbdecl.errors import ConflictError, SysError, VbdeclError
+from vbdecl.net import shared
+from vbdecl.ops import register
+from vbdecl.ops.base import Context, Params, Record
+
+FAMILY = "inet"
+TABLE = "vbdecl"
+
+register("nat.masquerade", "vbdecl.ops.nat:Masquerade")
+register("nat.port", "vbdecl.ops.nat:Port")
+
+Cmd = dict[str, Any]
+
+
+# --- pure: the JSON commands ----------------------------------------------------
+
+def _t(**kw: Any) -> dict[str, Any]:
+    return {"family": FAMILY, "table": TABLE, **kw}
+
+
+def _ports_rule() -> list[dict[str, Any]]:
+    return [
+        {"match": {"op": "==", "left": {"fib": {"result": "type", "flags": ["daddr"]}}, "right": "local"}},
+        {"vmap": {"key": {"concat": [{"meta": {"key": "l4proto"}},
+                                     {"payload": {"protocol": "th", "field": "dport"}}]},
+                  "data": "@ports"}},
+    ]
+
+
+def base_commands() -> list[Cmd]:
+    """(Re)create the table with its maps and hooked chains, empty."""
+    cmds: list[Cmd] = [
+        {"add": {"table": {"family": FAMILY, "name": TABLE}}},
+        {"delete": {"table": {"family": FAMILY, "name": TABLE}}},
+        {"add": {"table": {"family": FAMILY, "name": TABLE}}},
+        {"add": {"map": _t(name="masq4", type="ipv4_addr", map="verdict")}},
+        {"add": {"map": _t(name="masq6", type="ipv6_addr", map="verdict")}},
+        {"add": {"map": _t(name="ports", type=["inet_proto", "inet_service"], map="verdict")}},
+    ]
+    for name, hook, prio in (("postrouting", "postrouting", 100), ("prerouting", "prerouting", -100),
+                             ("output", "output", -100)):
+        cmds.append({"add": {"chain": _t(name=name, type="nat", hook=hook, prio=prio, policy="accept")}})
+    cmds += [
+        {"add": {"rule": _t(chain="postrouting", expr=[
+            {"vmap": {"key": {"payload": {"protocol": "ip", "field": "saddr"}}, "data": "@masq4"}}])}},
+        {"add": {"rule": _t(chain="postrouting", expr=[
+            {"vmap": {"key": {"payload": {"protocol": "ip6", "field": "saddr"}}, "data": "@masq6"}}])}},
+        {"add": {"rule": _t(chain="prerouting", expr=_ports_rule())}},
+        {"add": {"rule": _t(chain="output", expr=_ports_rule())}},
+    ]
+    return cmds
+
+
+def delete_table_commands() -> list[Cmd]:
+    return [{"add": {"table": {"family": FAMILY, "name": TABLE}}},
+            {"delete": {"table": {"family": FAMILY, "name": TABLE}}}]
+
+
+def masq_chain(instance: str) -> str:
+    return f"{instance}-masq"
+
+
+def port_chain(instance: str, protocol: str, host_port: int) -> str:
+    return f"{instance}-{protocol}-{host_port}"
+
+
+def _elem(key: Any, instance: str, chain: str) -> list[Any]:
+    return [{"elem": {"val": key, "comment": instance}}, {"jump": {"target": chain}}]
+
+
+def masquerade_add(instance: str, egress: str, addrs4: list[str], addrs6: list[str]) -> list[Cmd]:
+    chain = masq_chain(instance)
+    cmds: list[Cmd] = [
+        {"add": {"chain": _t(name=chain)}},
+        {"add": {"rule": _t(chain=chain, comment=instance, expr=[
+            {"match": {"op": "==", "left": {"meta": {"key": "oifname"}}, "right": egress}},
+            {"masquerade": None}])}},
+    ]
+    for name, addrs in (("masq4", addrs4), ("masq6", addrs6)):
+        if addrs:
+            cmds.append({"create": {"element": _t(name=name, elem=[_elem(a, instance, chain) for a in addrs])}})
+    return cmds
+
+
+def masquerade_delete(instance: str, addrs4: list[str], addrs6: list[str]) -> list[Cmd]:
+    chain = masq_chain(instance)
+    cmds: list[Cmd] = []
+    for name, addrs in (("masq4", addrs4), ("masq6", addrs6)):
+        if addrs:
+            cmds.append({"delete": {"element": _t(name=name, elem=addrs)}})
+    cmds += [{"flush": {"chain": _t(name=chain)}}, {"delete": {"chain": _t(name=chain)}}]
+    return cmds
+
+
+def port_add(instance: str, port: dict[str, Any], addr4: str | None, addr6: str | None) -> list[Cmd]:
+    proto = port.get("protocol") or "tcp"
+    host_port = int(port["host"])
+    container = int(port["container"])
+    host_ip = port.get("host_ip")
+    chain = port_chain(instance, proto, host_port)
+    cmds: list[Cmd] = [{"add": {"chain": _t(name=chain)}}]
+    dport = {"match": {"op": "==", "left": {"payload": {"protocol": proto, "field": "dport"}}, "right": host_port}}
+    for fam, addr in (("ip", addr4), ("ip6", addr6)):
+        if addr is None:
+            continue
+        expr: list[dict[str, Any]] = []
+        if host_ip:
+            if (":" in host_ip) != (fam == "ip6"):
+                continue
+            expr.append({"match": {"op": "==", "left": {"payload": {"protocol": fam, "field": "daddr"}},
+                                   "right": host_ip}})
+        else:
+            expr.append({"match": {"op": "==", "left": {"meta": {"key": "nfproto"}},
+                                   "right": "ipv4" if fam == "ip" else "ipv6"}})
+        expr += [dport, {"dnat": {"family": fam, "addr": addr, "port": container}}]
+        cmds.append({"add": {"rule": _t(chain=chain, comment=instance, expr=expr)}})
+    cmds.append({"create": {"element": _t(name="ports", elem=[
+        _elem({"concat": [proto, host_port]}, instance, chain)])}})
+    return cmds
+
+
+def port_delete(instance: str, protocol: str, host_port: int) -> list[Cmd]:
+    chain = port_chain(instance, protocol, host_port)
+    return [{"delete": {"element": _t(name="ports", elem=[{"concat": [protocol, host_port]}])}},
+            {"flush": {"chain": _t(name=chain)}}, {"delete": {"chain": _t(name=chain)}}]
+
+
+# --- shared bookkeeping ---------------------------------------------------------
+
+def _nft(ctx: Context) -> Any:
+    from vbdecl.sys import nft
+
+    return nft.session(ctx.extra)
+
+
+def _run_with_table(ctx: Context, st: dict[str, Any], key: str, cmds: list[Cmd], what: str) -> None:
+    """Run ``cmds``, creating the table first when it has no users yet (or vanished)."""
+    nft = _nft(ctx)
+    users: list[str] = st["nft"].setdefault("users", [])
+    if not users:
+        nft.run(base_commands() + cmds, what=what)
+    else:
+        ok, err = nft.try_run(cmds)
+        if not ok:
+            if "No such file or directory" in err and nft.list_table(FAMILY, TABLE) is None:
+                nft.run(base_commands() + cmds, what=what)  # the table was removed behind our back
+            else:
+                from vbdecl.sys.nft import translate
+
+                raise translate(err, what)
+    shared.add_user(users, key)
+
+
+def _release_table(ctx: Context, st: dict[str, Any], key: str, cmds: list[Cmd], what: str) -> None:
+    """Run the delete ``cmds``; tolerate objects already gone; drop the table with its last user."""
+    nft = _nft(ctx)
+    users: list[str] = st["nft"].setdefault("users", [])
+    shared.remove_user(users, key)
+    if not users:
+        nft.run(delete_table_commands(), what=what)
+        return
+    ok, err = nft.try_run(cmds)
+    if ok:
+        return
+    if "No such file or directory" not in err:
+        from vbdecl.sys.nft import translate
+
+        raise translate(err, what)
+    for cmd in cmds:  # partly gone already: remove what is left, one by one
+        nft.try_run([cmd])
+
+
+def _forward_acquire(st: dict[str, Any], key: str, families: list[str]) -> None:
+    from vbdecl.sys import netlink
+
+    for fam in families:
+        entry = st["forward"].setdefault(fam, {"saved": None, "users": []})
+        if not entry["users"]:
+            current = netlink.sysctl_get(netlink.FORWARD[fam])
+            entry["saved"] = current
+            if current != "1":
+                netlink.sysctl_set(netlink.FORWARD[fam], "1")
+        shared.add_user(entry["users"], key)
+
+
+def _forward_release(st: dict[str, Any], key: str) -> None:
+    from vbdecl.sys import netlink
+
+    for fam in list(st["forward"]):
+        entry = st["forward"][fam]
+        if key not in entry["users"]:
+            continue
+        shared.remove_user(entry["users"], key)
+        if entry["users"]:
+            continue
+        if entry.get("saved") not in (None, "1") and netlink.sysctl_get(netlink.FORWARD[fam]) == "1":
+            netlink.sysctl_set(netlink.FORWARD[fam], entry["saved"])
+        del st["forward"][fam]
+
+
+def _env_addresses(ctx: Context) -> tuple[str | None, str | None]:
+    a4 = (ctx.records.get("net.address") or {}).get("address")
+    a6 = (ctx.records.get("net.address6") or {}).get("address")
+    if a4 is None and a6 is None:
+        raise VbdeclError("NAT needs the environment's address, but net.address has not landed",
+                          hint="NAT depends on net.address in the plan; apply again")
+    return a4, a6
+
+
+# --- nat.masquerade -------------------------------------------------------------
+
+class Masquerade:
+    def describe(self, params: Params) -> str:
+        return f"masquerade {params.get('subnet')} out of {params.get('egress') or 'auto'}"
+
+    def probe(self, ctx: Context, params: Params, record: Record | None) -> Record | None:
+        if record is None:
+            return None
+        items = _nft(ctx).list_table(FAMILY, TABLE) or []
+        names = {i["chain"]["name"] for i in items if "chain" in i}
+        return dict(record) if record["chain"] in names else None
+
+    def _egress(self, ctx: Context, params: Params) -> str:
+        from vbdecl.sys import netlink
+
+        ipr = netlink.session(ctx.extra).host
+        egress = params.get("egress") or "auto"
+        if egress == "auto":
+            found = netlink.default_route_interface(ipr)
+            if found is None:
+                raise VbdeclError("network.egress is auto, but the host has no default route",
+                                  hint="set network.egress to the host interface to masquerade out of")
+            return str(found)
+        if netlink.index_of(ipr, egress) is None:
+            raise VbdeclError(f"egress interface {egress} does not exist on the host",
+                              hint="set network.egress to an existing interface, or auto")
+        return str(egress)
+
+    def apply(self, ctx: Context, params: Params) -> Record:
+        a4, a6 = _env_addresses(ctx)
+        egress = self._egress(ctx, params)
+        addrs4 = [a4] if a4 else []
+        addrs6 = [a6] if a6 else []
+        key = f"{ctx.instance}/masq"
+        fams = (["4"] if addrs4 else []) + (["6"] if addrs6 else [])
+        with shared.locked(ctx.state_dir) as st:
+            try:
+                _run_with_table(ctx, st, key, masquerade_add(ctx.instance, egress, addrs4, addrs6),
+                                "adding the masquerade rule")
+            except ConflictError as err:
+                raise ConflictError(f"address {a4 or a6} is already masqueraded by another environment",
+                                    hint="two environments share an address; destroy the stale one") from err
+            try:
+                _forward_acquire(st, key, fams)
+            except BaseException:
+                _release_table(ctx, st, key, masquerade_delete(ctx.instance, addrs4, addrs6), "undoing")
+                raise
+        return {"chain": masq_chain(ctx.instance), "egress": egress, "addresses4": addrs4,
+                "addresses6": addrs6, "key": key}
+
+    def revert(self, ctx: Context, record: Record) -> None:
+        with shared.locked(ctx.state_dir) as st:
+            _release_table(ctx, st, record["key"],
+                           masquerade_delete(ctx.instance, record["addresses4"], record["addresses6"]),
+                           "removing the masquerade rule")
+            _forward_release(st, record["key"])
+
+    def update(self, ctx: Context, params: Params, record: Record) -> Record:
+        self.revert(ctx, record)
+        return self.apply(ctx, params)
+
+
+# --- nat.port -------------------------------------------------------------------
+
+class Port:
+    def describe(self, params: Params) -> str:
+        where = f"{params['host_ip']}:" if params.get("host_ip") else ""
+        return f"publish {where}{params['host']}/{params.get('protocol') or 'tcp'} -> {params['container']}"
+
+    def probe(self, ctx: Context, params: Params, record: Record | None) -> Record | None:
+        if record is None:
+            return None
+        items = _nft(ctx).list_table(FAMILY, TABLE) or []
+        names = {i["chain"]["name"] for i in items if "chain" in i}
+        return dict(record) if record["chain"] in names else None
+
+    def apply(self, ctx: Context, params: Params) -> Record:
+        proto = params.get("protocol") or "tcp"
+        if proto not in ("tcp", "udp"):
+            raise VbdeclError(f"port protocol {proto!r} is not tcp or udp")
+        host_port = int(params["host"])
+        if not (1 <= host_port <= 65535 and 1 <= int(params["container"]) <= 65535):
+            raise VbdeclError(f"port {host_port}:{params['container']} is out of range 1..65535")
+        a4, a6 = _env_addresses(ctx)
+        key = f"{ctx.instance}/{proto}/{host_port}"
+        fams = (["4"] if a4 else []) + (["6"] if a6 else [])
+        with shared.locked(ctx.state_dir) as st:
+            try:
+                _run_with_table(ctx, st, key, port_add(ctx.instance, params, a4, a6),
+                                f"publishing port {host_port}/{proto}")
+            except ConflictError as err:
+                raise ConflictError(f"host port {host_port}/{proto} is already published by another environment",
+                                    hint="choose another host port; `vbdecl ls` shows the environments") from err
+            except SysError:
+                raise
+            try:
+                _forward_acquire(st, key, fams)
+            except BaseException:
+                _release_table(ctx, st, key, port_delete(ctx.instance, proto, host_port), "undoing")
+                raise
+        return {"chain": port_chain(ctx.instance, proto, host_port), "protocol": proto,
+                "host": host_port, "container": int(params["container"]),
+                "host_ip": params.get("host_ip"), "key": key}
+
+    def revert(self, ctx: Context, record: Record) -> None:
+        with shared.locked(ctx.state_dir) as st:
+            _release_table(ctx, st, record["key"],
+                           port_delete(ctx.instance, record["protocol"], record["host"]),
+                           f"removing published port {record['host']}/{record['protocol']}")
+            _forward_release(st, record["key"])
+
+    def update(self, ctx: Context, params: Params, record: Record) -> Record:
+        self.revert(ctx, record)
+        return self.apply(ctx, params)

@@ -1,0 +1,345 @@
+"""Network ops: bridge, veth, addresses, default routes, loopback.
+
+Kinds: ``net.bridge``, ``net.veth``, ``net.address``, ``net.route``,
+``net.loopback`` (docs/plan-format.md). They run on the host, in the
+vbdecl process; the environment's side is reached through a netlink socket
+opened inside its network namespace (``ctx.env_pid``). Shared allocations
+(bridge users, address leases) live in ``<state_root>/net.json`` under the
+global lock (:mod:`vbdecl.net.shared`).
+
+Ownership: the bridge carries the alias ``vbdecl``; the veth's host end is
+named from the instance id; leases name their instance. A revert removes
+only what its record names, checks live state first, and tolerates objects
+that went away with the environment's namespace.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from vbdecl.errors import ConflictError, RuntimeSetupError, VbdeclError
+from vbdecl.net import ipam, shared
+from vbdecl.ops import register
+from vbdecl.ops.base import Context, Params, Record
+
+BRIDGE_ALIAS = "vbdecl"
+INNER = "eth0"
+
+for _kind, _cls in (("net.bridge", "Bridge"), ("net.veth", "Veth"), ("net.address", "Address"),
+                    ("net.route", "Route"), ("net.loopback", "Loopback")):
+    register(_kind, f"vbdecl.ops.net:{_cls}")
+
+
+def _nl() -> Any:
+    from vbdecl.sys import netlink
+
+    return netlink
+
+
+def _env_pid(ctx: Context, what: str) -> int:
+    if ctx.env_pid is None:
+        raise RuntimeSetupError(f"{what} needs the environment's network namespace, but it has no live process",
+                                hint="the environment must be started before its network is configured")
+    return ctx.env_pid
+
+
+def _alive(ctx: Context, record: Record) -> bool:
+    """Is the environment namespace the record was made in still there?"""
+    ns = record.get("netns")
+    return ns is not None and _nl().netns_id(ctx.env_pid) == ns
+
+
+def _inner_index(ctx: Context, ipr: Any, pid: int) -> int:
+    key = ("eth0", _nl().netns_id(pid))
+    cache = ctx.extra.setdefault("net.index", {})
+    idx = cache.get(key)
+    if idx is None:
+        idx = _nl().index_of(ipr, INNER)
+        if idx is None:
+            raise VbdeclError(f"the environment has no {INNER}: net.veth did not land",
+                              hint="apply the environment again; `vbdecl plan` shows drift")
+        # the peer of a veth is created down (its flags cannot ride along): up it once
+        _nl().link_up(ipr, idx, INNER)
+        cache[key] = idx
+    return int(idx)
+
+
+# --- net.bridge -----------------------------------------------------------------
+
+class Bridge:
+    def describe(self, params: Params) -> str:
+        nets = ", ".join(n for n in (params.get("subnet"), params.get("subnet6")) if n)
+        return f"bridge {params['bridge']} ({nets}), created if missing"
+
+    def probe(self, ctx: Context, params: Params, record: Record | None) -> Record | None:
+        nl = _nl()
+        found = nl.link(nl.session(ctx.extra).host, params["bridge"])
+        if found is None or found["kind"] != "bridge":
+            return None
+        return dict(record or {}, bridge=params["bridge"], index=found["index"])
+
+    def apply(self, ctx: Context, params: Params) -> Record:
+        nl = _nl()
+        name = ipam.check_ifname(params["bridge"], "bridge")
+        nets = [ipam.parse_subnet(s) for s in (params.get("subnet"), params.get("subnet6")) if s]
+        ipr = nl.session(ctx.extra).host
+        with shared.locked(ctx.state_dir) as st:
+            entry = st["bridges"].get(name)
+            if entry is not None:
+                for key, net in (("subnet", params.get("subnet")), ("subnet6", params.get("subnet6"))):
+                    if net and entry.get(key) and entry[key] != net:
+                        raise ConflictError(
+                            f"bridge {name} serves {entry[key]}, but this environment asks for {net}",
+                            hint=f"use subnet {entry[key]} on bridge {name}, or another bridge name")
+            found = nl.link(ipr, name)
+            if found is not None and found["kind"] != "bridge":
+                raise ConflictError(f"interface {name} exists and is not a bridge (it is a {found['kind'] or 'device'})",
+                                    hint="choose another network.bridge name")
+            first_user = entry is None or not entry.get("users")
+            if first_user:
+                for net in nets:
+                    self._check_overlap(nl, ipr, net, name)
+            created = False
+            if found is None:
+                index = nl.bridge_create(ipr, name, mtu=params.get("mtu"), alias=BRIDGE_ALIAS)
+                created = True
+                entry = {"created": True, "users": [], "added": []}
+            else:
+                index = found["index"]
+                if entry is None:
+                    # a bridge vbdecl did not make (or a stale one it did): never delete it
+                    entry = {"created": False, "users": [], "added": []}
+            have = {(a, p) for a, p, _ in nl.addresses(ipr, index=index)}
+            try:
+                for net in nets:
+                    gw = str(ipam.gateway(net))
+                    if (gw, net.prefixlen) in have:
+                        continue
+                    bcast = ipam.broadcast4(gw, net.prefixlen) if net.version == 4 else None
+                    nl.address_add(ipr, index, gw, net.prefixlen, ifname=name, broadcast=bcast)
+                    if not created:
+                        entry["added"].append(f"{gw}/{net.prefixlen}")
+            except BaseException:
+                if created:
+                    nl.link_delete(ipr, index, name)
+                raise
+            entry["subnet"] = entry.get("subnet") or params.get("subnet")
+            entry["subnet6"] = entry.get("subnet6") or params.get("subnet6")
+            shared.add_user(entry["users"], ctx.instance)
+            st["bridges"][name] = entry
+        return {"bridge": name, "instance": ctx.instance, "created": created}
+
+    @staticmethod
+    def _check_overlap(nl: Any, ipr: Any, net: ipam.Network, name: str) -> None:
+        family = nl.AF_INET if net.version == 4 else nl.AF_INET6
+        hit = ipam.overlapping_route(net, nl.routes(ipr, family), name)
+        if hit is not None:
+            raise ConflictError(f"subnet {net} overlaps the host route {hit[0]} on {hit[1]}",
+                                hint="choose a subnet no host interface uses (network.subnet)")
+
+    def revert(self, ctx: Context, record: Record) -> None:
+        nl = _nl()
+        name = record["bridge"]
+        ipr = nl.session(ctx.extra).host
+        with shared.locked(ctx.state_dir) as st:
+            entry = st["bridges"].get(name)
+            if entry is None:
+                return
+            shared.remove_user(entry["users"], ctx.instance)
+            if entry["users"]:
+                return
+            found = nl.link(ipr, name)
+            if found is not None and found["kind"] == "bridge":
+                if entry.get("created") and found.get("alias") == BRIDGE_ALIAS:
+                    nl.link_delete(ipr, found["index"], name)
+                else:
+                    for cidr in entry.get("added", []):
+                        addr, _, plen = cidr.partition("/")
+                        nl.address_delete(ipr, found["index"], addr, int(plen))
+            del st["bridges"][name]
+
+    def update(self, ctx: Context, params: Params, record: Record) -> Record:
+        self.revert(ctx, record)
+        return self.apply(ctx, params)
+
+
+# --- net.veth -------------------------------------------------------------------
+
+class Veth:
+    def describe(self, params: Params) -> str:
+        return f"veth pair: host end on bridge {params['bridge']}, {INNER} inside"
+
+    def probe(self, ctx: Context, params: Params, record: Record | None) -> Record | None:
+        nl = _nl()
+        found = nl.link(nl.session(ctx.extra).host, ipam.veth_name(ctx.instance))
+        if found is None or found["kind"] != "veth":
+            return None
+        return dict(record or {}, host=found["name"], index=found["index"])
+
+    def apply(self, ctx: Context, params: Params) -> Record:
+        nl = _nl()
+        host = ipam.veth_name(ctx.instance)
+        pid = _env_pid(ctx, "net.veth")
+        sess = nl.session(ctx.extra)
+        ipr = sess.host
+        master = nl.index_of(ipr, params["bridge"])
+        if master is None:
+            raise VbdeclError(f"bridge {params['bridge']} does not exist",
+                              hint="net.bridge must land first; apply again")
+        fd = nl.open_netns(pid)
+        try:
+            ns = os.fstat(fd).st_ino
+            index = nl.veth_create(ipr, host, INNER, netns_fd=fd, master=master, mtu=params.get("mtu"))
+        finally:
+            os.close(fd)
+        return {"host": host, "index": index, "peer": INNER, "bridge": params["bridge"], "netns": ns}
+
+    def revert(self, ctx: Context, record: Record) -> None:
+        nl = _nl()
+        ipr = nl.session(ctx.extra).host
+        found = nl.link(ipr, record["host"])
+        if found is None:
+            return  # gone with the environment's namespace
+        if found["kind"] != "veth" or found["index"] != record.get("index", found["index"]):
+            raise ConflictError(f"interface {record['host']} exists and is not owned by vbdecl",
+                                hint="it changed since vbdecl made it; inspect it with `ip -d link show`")
+        nl.link_delete(ipr, found["index"], record["host"])
+
+    def update(self, ctx: Context, params: Params, record: Record) -> Record:
+        nl = _nl()
+        ipr = nl.session(ctx.extra).host
+        if params.get("mtu"):
+            nl.link_up(ipr, record["index"], record["host"], mtu=params["mtu"])
+        return dict(record)
+
+
+# --- net.address ----------------------------------------------------------------
+
+class Address:
+    def describe(self, params: Params) -> str:
+        addr = params.get("address") or "auto"
+        return f"address {addr} in {params['subnet']} on {INNER}"
+
+    def probe(self, ctx: Context, params: Params, record: Record | None) -> Record | None:
+        if record is None or not _alive(ctx, record):
+            return None
+        nl = _nl()
+        ipr = nl.session(ctx.extra).env(_env_pid(ctx, "net.address"))
+        have = {(a, p) for a, p, _ in nl.addresses(ipr)}
+        return dict(record) if (record["address"], record["prefixlen"]) in have else None
+
+    def apply(self, ctx: Context, params: Params) -> Record:
+        nl = _nl()
+        net = ipam.parse_subnet(params["subnet"])
+        pid = _env_pid(ctx, "net.address")
+        sess = nl.session(ctx.extra)
+        family = nl.AF_INET if net.version == 4 else nl.AF_INET6
+        with shared.locked(ctx.state_dir) as st:
+            leases: dict[str, str] = st["leases"].setdefault(str(net), {})
+            taken = dict(leases)
+            for a, _p, _i in nl.addresses(sess.host, family=family):
+                taken.setdefault(a, "an address on the host")
+            wanted = params.get("address") or "auto"
+            if wanted == "auto":
+                mine = [a for a, who in leases.items() if who == ctx.instance]
+                addr = mine[0] if mine else str(ipam.allocate(net, ctx.instance, taken))
+            else:
+                addr = str(ipam.check_explicit(net, wanted, taken, ctx.instance))
+            ipr = sess.env(pid)
+            index = _inner_index(ctx, ipr, pid)
+            bcast = ipam.broadcast4(addr, net.prefixlen) if net.version == 4 else None
+            nl.address_add(ipr, index, addr, net.prefixlen, ifname=INNER, broadcast=bcast)
+            leases[addr] = ctx.instance
+        return {"address": addr, "prefixlen": net.prefixlen, "subnet": str(net), "ifname": INNER,
+                "family": net.version, "netns": nl.netns_id(pid)}
+
+    def revert(self, ctx: Context, record: Record) -> None:
+        nl = _nl()
+        with shared.locked(ctx.state_dir) as st:
+            leases = st["leases"].get(record["subnet"], {})
+            if leases.get(record["address"]) == ctx.instance:
+                del leases[record["address"]]
+            if not leases:
+                st["leases"].pop(record["subnet"], None)
+        if _alive(ctx, record) and not ctx.extra.get("teardown"):
+            pid = _env_pid(ctx, "net.address")
+            ipr = nl.session(ctx.extra).env(pid)
+            index = nl.index_of(ipr, record["ifname"])
+            if index is not None:
+                nl.address_delete(ipr, index, record["address"], record["prefixlen"])
+
+    def update(self, ctx: Context, params: Params, record: Record) -> Record:
+        self.revert(ctx, record)
+        return self.apply(ctx, params)
+
+
+# --- net.route ------------------------------------------------------------------
+
+def _gateway(params: Params) -> str:
+    if params.get("gateway"):
+        return str(params["gateway"])
+    subnet = params.get("subnet") or params.get("subnet6")
+    if not subnet:
+        raise VbdeclError("net.route needs a subnet or a gateway in its params")
+    return str(ipam.gateway(ipam.parse_subnet(subnet)))
+
+
+class Route:
+    def describe(self, params: Params) -> str:
+        return f"default route via {_gateway(params)} on {INNER}"
+
+    def probe(self, ctx: Context, params: Params, record: Record | None) -> Record | None:
+        if record is None or not _alive(ctx, record):
+            return None
+        return dict(record)
+
+    def apply(self, ctx: Context, params: Params) -> Record:
+        nl = _nl()
+        gw = _gateway(params)
+        pid = _env_pid(ctx, "net.route")
+        ipr = nl.session(ctx.extra).env(pid)
+        index = _inner_index(ctx, ipr, pid)
+        nl.default_route_add(ipr, gw, index, ifname=INNER)
+        return {"gateway": gw, "ifname": INNER, "netns": nl.netns_id(pid)}
+
+    def revert(self, ctx: Context, record: Record) -> None:
+        if not _alive(ctx, record) or ctx.extra.get("teardown"):
+            return  # the route lives in the namespace, and goes with it
+        nl = _nl()
+        ipr = nl.session(ctx.extra).env(_env_pid(ctx, "net.route"))
+        index = nl.index_of(ipr, record["ifname"])
+        if index is not None:
+            nl.default_route_delete(ipr, record["gateway"], index)
+
+    def update(self, ctx: Context, params: Params, record: Record) -> Record:
+        self.revert(ctx, record)
+        return self.apply(ctx, params)
+
+
+# --- net.loopback ---------------------------------------------------------------
+
+class Loopback:
+    def describe(self, params: Params) -> str:
+        return "loopback up inside"
+
+    def probe(self, ctx: Context, params: Params, record: Record | None) -> Record | None:
+        if record is None or not _alive(ctx, record):
+            return None
+        return dict(record)
+
+    def apply(self, ctx: Context, params: Params) -> Record:
+        nl = _nl()
+        pid = _env_pid(ctx, "net.loopback")
+        ipr = nl.session(ctx.extra).env(pid)
+        nl.link_up(ipr, 1, "lo")  # lo is always index 1 in a network namespace
+        return {"netns": nl.netns_id(pid)}
+
+    def revert(self, ctx: Context, record: Record) -> None:
+        if not _alive(ctx, record) or ctx.extra.get("teardown"):
+            return
+        nl = _nl()
+        nl.link_down(nl.session(ctx.extra).env(_env_pid(ctx, "net.loopback")), 1, "lo")
+
+    def update(self, ctx: Context, params: Params, record: Record) -> Record:
+        return self.apply(ctx, params)

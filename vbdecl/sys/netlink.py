@@ -1,0 +1,415 @@
+"""rtnetlink through pyroute2, with errors people can act on.
+
+pyroute2 is imported here, lazily, on first use: a plan without networking
+never pays for it. A :class:`Session` holds one netlink socket in the host's
+network namespace and one per environment namespace; the environment's
+socket is created by entering its namespace with ``setns`` on this thread,
+opening the socket (a netlink socket stays bound to the namespace it was
+created in) and returning at once. No helper process, no ``ip`` command.
+
+Every pyroute2 ``NetlinkError`` is translated into a
+:class:`~vbdecl.errors.SysError` (or a :class:`~vbdecl.errors.ConflictError`
+when an object is in the way) that names the object and says what to do.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import weakref
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any, TypeVar
+
+from vbdecl.errors import ConflictError, SysError
+
+CLONE_NEWNET = 0x40000000
+AF_INET = 2
+AF_INET6 = 10
+RT_TABLE_MAIN = 254
+
+T = TypeVar("T")
+
+_ROOT_HINT = "run vbdecl as root (sudo), or use network.mode isolated or host"
+
+
+def _iproute_class() -> Any:
+    try:
+        from pyroute2 import IPRoute
+    except ImportError as err:  # pragma: no cover - a dependency of the package
+        raise SysError("networking needs the Python package pyroute2, which is not importable",
+                       hint="pip install pyroute2 (it is a dependency of vbdecl)") from err
+    return IPRoute
+
+
+def _netlink_error() -> type[Exception]:
+    from pyroute2.netlink.exceptions import NetlinkError
+
+    cls: type[Exception] = NetlinkError
+    return cls
+
+
+def translate(err: Exception, what: str, *, name: str | None = None) -> Exception:
+    """A people-facing error for a failed netlink request ``what``."""
+    code = getattr(err, "code", None) or getattr(err, "errno", None) or 0
+    if code in (errno.EPERM, errno.EACCES):
+        return SysError(f"{what}: needs CAP_NET_ADMIN: run as root", errno=code, hint=_ROOT_HINT)
+    if code == errno.EEXIST and name:
+        return ConflictError(f"interface {name} exists and is not owned by vbdecl",
+                             hint=f"it was not made by this environment; remove it if it is stale "
+                                  f"(ip link del {name}) or choose another name")
+    if code == errno.ENODEV and name:
+        return SysError(f"{what}: interface {name} does not exist", errno=code,
+                        hint="it may have been removed behind vbdecl's back; `vbdecl plan` shows drift")
+    text = os.strerror(code) if code else str(err)
+    return SysError(f"{what}: {text} ({errno.errorcode.get(code, code)})", errno=code)
+
+
+def _call(what: str, fn: Callable[[], T], *, name: str | None = None) -> T:
+    try:
+        return fn()
+    except _netlink_error() as err:
+        raise translate(err, what, name=name) from None
+    except PermissionError as err:
+        raise translate(err, what, name=name) from None
+
+
+# --- namespaces ---------------------------------------------------------------
+
+def open_netns(pid: int) -> int:
+    """An fd on the network namespace of ``pid`` (close it yourself)."""
+    try:
+        return os.open(f"/proc/{pid}/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        raise SysError(f"the environment's process {pid} is gone: its network namespace cannot be entered",
+                       errno=errno.ESRCH, hint="apply the environment again") from None
+    except PermissionError as err:
+        raise SysError(f"opening /proc/{pid}/ns/net: needs CAP_SYS_ADMIN: run as root",
+                       errno=err.errno or 0, hint=_ROOT_HINT) from None
+
+
+def netns_id(pid: int | None) -> int | None:
+    """The inode of the network namespace of ``pid``; None if it is gone."""
+    if pid is None:
+        return None
+    try:
+        return os.stat(f"/proc/{pid}/ns/net").st_ino
+    except OSError:
+        return None
+
+
+def _setns(fd: int) -> None:
+    from vbdecl.sys.libc import check, libc
+
+    check(libc.setns(fd, CLONE_NEWNET), "setns(CLONE_NEWNET)")
+
+
+@contextmanager
+def entered(ns_fd: int) -> Iterator[None]:
+    """Run the body with this thread inside the namespace ``ns_fd``."""
+    home = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        _setns(ns_fd)
+        try:
+            yield
+        finally:
+            _setns(home)
+    finally:
+        os.close(home)
+
+
+# --- sessions -------------------------------------------------------------------
+
+class Session:
+    """Netlink sockets for one vbdecl command: the host's, and per namespace."""
+
+    def __init__(self) -> None:
+        self._host: Any = None
+        self._envs: dict[int, Any] = {}       # netns inode -> IPRoute
+        self._all: list[Any] = []
+        self._finalizer = weakref.finalize(self, _close_all, self._all)
+
+    @property
+    def host(self) -> Any:
+        if self._host is None:
+            self._host = _call("opening a netlink socket", _iproute_class())
+            self._all.append(self._host)
+        return self._host
+
+    def env(self, pid: int) -> Any:
+        """A socket inside the network namespace of ``pid``."""
+        ino = netns_id(pid)
+        if ino is not None and ino in self._envs:
+            return self._envs[ino]
+        fd = open_netns(pid)
+        try:
+            ino = os.fstat(fd).st_ino
+            with entered(fd):
+                ipr = _call("opening a netlink socket in the environment", _iproute_class())
+        finally:
+            os.close(fd)
+        self._envs[ino] = ipr
+        self._all.append(ipr)
+        return ipr
+
+    def forget_env(self, pid: int | None) -> None:
+        ino = netns_id(pid)
+        ipr = self._envs.pop(ino, None) if ino is not None else None
+        if ipr is not None:
+            self._all.remove(ipr)
+            ipr.close()
+
+    def close(self) -> None:
+        self._finalizer()
+
+
+def _close_all(socks: list[Any]) -> None:
+    while socks:
+        try:
+            socks.pop().close()
+        except Exception:
+            pass
+
+
+def session(extra: dict[str, Any]) -> Session:
+    """The session cached in a Context's ``extra`` (closed when it goes)."""
+    sess = extra.get("netlink")
+    if not isinstance(sess, Session):
+        sess = Session()
+        extra["netlink"] = sess
+    return sess
+
+
+def close_session(extra: dict[str, Any]) -> None:
+    sess = extra.pop("netlink", None)
+    if isinstance(sess, Session):
+        sess.close()
+
+
+# --- links ----------------------------------------------------------------------
+
+def _attr(msg: Any, name: str) -> Any:
+    return msg.get_attr(name)
+
+
+def _link_dict(msg: Any) -> dict[str, Any]:
+    info = _attr(msg, "IFLA_LINKINFO")
+    kind = info.get_attr("IFLA_INFO_KIND") if info is not None else None
+    return {
+        "index": msg["index"],
+        "name": _attr(msg, "IFLA_IFNAME"),
+        "kind": kind,
+        "master": _attr(msg, "IFLA_MASTER"),
+        "alias": _attr(msg, "IFLA_IFALIAS"),
+        "mtu": _attr(msg, "IFLA_MTU"),
+        "up": bool(msg["flags"] & 1),
+    }
+
+
+def link(ipr: Any, name: str) -> dict[str, Any] | None:
+    """The link called ``name`` (index, kind, master, alias, mtu, up), or None."""
+    try:
+        msgs = ipr.link("get", ifname=name)
+    except _netlink_error() as err:
+        if getattr(err, "code", 0) in (errno.ENODEV, errno.ENOENT):
+            return None
+        raise translate(err, f"looking up interface {name}") from None
+    return _link_dict(msgs[0]) if msgs else None
+
+
+def link_by_index(ipr: Any, index: int) -> dict[str, Any] | None:
+    try:
+        msgs = ipr.link("get", index=index)
+    except _netlink_error() as err:
+        if getattr(err, "code", 0) in (errno.ENODEV, errno.ENOENT):
+            return None
+        raise translate(err, f"looking up interface #{index}") from None
+    return _link_dict(msgs[0]) if msgs else None
+
+
+def links(ipr: Any) -> list[dict[str, Any]]:
+    return [_link_dict(m) for m in _call("listing interfaces", lambda: ipr.get_links())]
+
+
+def bridge_create(ipr: Any, name: str, *, mtu: int | None, alias: str) -> int:
+    """Create bridge ``name`` (up, tagged with ``alias``); its index."""
+    kw: dict[str, Any] = {"ifname": name, "kind": "bridge", "state": "up"}
+    if mtu:
+        kw["mtu"] = mtu
+    _call(f"creating bridge {name}", lambda: ipr.link("add", **kw), name=name)
+    found = link(ipr, name)
+    if found is None:  # pragma: no cover - the kernel just made it
+        raise SysError(f"bridge {name} vanished right after it was created")
+    _call(f"tagging bridge {name}", lambda: ipr.link("set", index=found["index"], ifalias=alias))
+    return int(found["index"])
+
+
+def veth_create(ipr: Any, name: str, peer: str, *, netns_fd: int, master: int | None,
+                mtu: int | None) -> int:
+    """A veth pair: ``name`` here (up, enslaved to ``master``), ``peer`` created
+    directly in the namespace ``netns_fd`` (up). Returns the host end's index."""
+    peer_spec: dict[str, Any] = {"ifname": peer, "net_ns_fd": netns_fd, "state": "up"}
+    kw: dict[str, Any] = {"ifname": name, "kind": "veth", "peer": peer_spec, "state": "up"}
+    if mtu:
+        kw["mtu"] = mtu
+        peer_spec["mtu"] = mtu
+    if master is not None:
+        kw["master"] = master
+    _call(f"creating veth {name}", lambda: ipr.link("add", **kw), name=name)
+    found = link(ipr, name)
+    if found is None:  # pragma: no cover
+        raise SysError(f"veth {name} vanished right after it was created")
+    return int(found["index"])
+
+
+def link_delete(ipr: Any, index: int, name: str) -> bool:
+    """Delete link ``index``; False if it was already gone."""
+    try:
+        ipr.link("del", index=index)
+    except _netlink_error() as err:
+        if getattr(err, "code", 0) in (errno.ENODEV, errno.ENOENT):
+            return False
+        raise translate(err, f"deleting interface {name}") from None
+    return True
+
+
+def link_up(ipr: Any, index: int, name: str, *, mtu: int | None = None) -> None:
+    kw: dict[str, Any] = {"index": index, "state": "up"}
+    if mtu:
+        kw["mtu"] = mtu
+    _call(f"bringing {name} up", lambda: ipr.link("set", **kw), name=name)
+
+
+def link_down(ipr: Any, index: int, name: str) -> None:
+    try:
+        ipr.link("set", index=index, state="down")
+    except _netlink_error() as err:
+        if getattr(err, "code", 0) not in (errno.ENODEV, errno.ENOENT):
+            raise translate(err, f"bringing {name} down") from None
+
+
+def index_of(ipr: Any, name: str) -> int | None:
+    found = _call(f"looking up {name}", lambda: ipr.link_lookup(ifname=name))
+    return int(found[0]) if found else None
+
+
+# --- addresses ------------------------------------------------------------------
+
+def addresses(ipr: Any, *, index: int | None = None, family: int | None = None) -> list[tuple[str, int, int]]:
+    """``(address, prefixlen, ifindex)`` of every address (filtered)."""
+    kw: dict[str, Any] = {}
+    if family is not None:
+        kw["family"] = family
+    out = []
+    for msg in _call("listing addresses", lambda: ipr.get_addr(**kw)):
+        if index is not None and msg["index"] != index:
+            continue
+        addr = msg.get_attr("IFA_LOCAL") or msg.get_attr("IFA_ADDRESS")
+        if addr:
+            out.append((str(addr), int(msg["prefixlen"]), int(msg["index"])))
+    return out
+
+
+def address_add(ipr: Any, index: int, address: str, prefixlen: int, *, ifname: str,
+                broadcast: str | None = None) -> None:
+    kw: dict[str, Any] = {"index": index, "address": address, "prefixlen": prefixlen}
+    if broadcast:
+        kw["broadcast"] = broadcast
+    if ":" in address:
+        kw["flags"] = 0x80 | 0x02  # IFA_F_PERMANENT | IFA_F_NODAD: usable at once
+    try:
+        ipr.addr("add", **kw)
+    except _netlink_error() as err:
+        if getattr(err, "code", 0) == errno.EEXIST:
+            raise ConflictError(f"address {address}/{prefixlen} is already on {ifname}",
+                                hint="another environment or the host uses it; pick another address") from None
+        raise translate(err, f"adding {address}/{prefixlen} to {ifname}") from None
+
+
+def address_delete(ipr: Any, index: int, address: str, prefixlen: int) -> bool:
+    try:
+        ipr.addr("del", index=index, address=address, prefixlen=prefixlen)
+    except _netlink_error() as err:
+        if getattr(err, "code", 0) in (errno.EADDRNOTAVAIL, errno.ENODEV, errno.ENOENT):
+            return False
+        raise translate(err, f"removing {address}/{prefixlen}") from None
+    return True
+
+
+# --- routes ---------------------------------------------------------------------
+
+def routes(ipr: Any, family: int = AF_INET) -> list[tuple[str, str]]:
+    """``(prefix, interface)`` of the main table's routes (default included as /0)."""
+    names = {ln["index"]: ln["name"] for ln in links(ipr)}
+    out = []
+    for msg in _call("listing routes", lambda: ipr.get_routes(family=family, table=RT_TABLE_MAIN)):
+        dst = msg.get_attr("RTA_DST") or ("0.0.0.0" if family == AF_INET else "::")
+        oif = msg.get_attr("RTA_OIF")
+        out.append((f"{dst}/{msg['dst_len']}", str(names.get(oif, oif))))
+    return out
+
+
+def default_route_interface(ipr: Any, family: int = AF_INET) -> str | None:
+    """The interface of the main table's default route, or None."""
+    names: dict[int, str] | None = None
+    for msg in _call("listing routes", lambda: ipr.get_routes(family=family, table=RT_TABLE_MAIN)):
+        if msg["dst_len"] != 0:
+            continue
+        oif = msg.get_attr("RTA_OIF")
+        if oif is None:
+            mp = msg.get_attr("RTA_MULTIPATH")
+            oif = mp[0]["oif"] if mp else None
+        if oif is None:
+            continue
+        if names is None:
+            names = {ln["index"]: ln["name"] for ln in links(ipr)}
+        return names.get(oif)
+    return None
+
+
+def default_route_add(ipr: Any, gateway: str, index: int, *, ifname: str) -> None:
+    family = AF_INET6 if ":" in gateway else AF_INET
+    dst = "::/0" if family == AF_INET6 else "0.0.0.0/0"
+    try:
+        ipr.route("add", dst=dst, gateway=gateway, oif=index, family=family)
+    except _netlink_error() as err:
+        if getattr(err, "code", 0) == errno.EEXIST:
+            raise ConflictError(f"a default route already exists in the environment ({ifname})",
+                                hint="the environment's network namespace was not fresh") from None
+        raise translate(err, f"adding the default route via {gateway} on {ifname}") from None
+
+
+def default_route_delete(ipr: Any, gateway: str, index: int) -> bool:
+    family = AF_INET6 if ":" in gateway else AF_INET
+    dst = "::/0" if family == AF_INET6 else "0.0.0.0/0"
+    try:
+        ipr.route("del", dst=dst, gateway=gateway, oif=index, family=family)
+    except _netlink_error() as err:
+        if getattr(err, "code", 0) in (errno.ESRCH, errno.ENODEV, errno.ENOENT):
+            return False
+        raise translate(err, f"removing the default route via {gateway}") from None
+    return True
+
+
+# --- sysctls --------------------------------------------------------------------
+
+FORWARD = {"4": "/proc/sys/net/ipv4/ip_forward", "6": "/proc/sys/net/ipv6/conf/all/forwarding"}
+
+
+def sysctl_get(path: str) -> str:
+    try:
+        with open(path) as f:
+            return f.read().strip()
+    except OSError as err:
+        raise SysError(f"reading {path}: {err.strerror}", errno=err.errno or 0) from None
+
+
+def sysctl_set(path: str, value: str) -> None:
+    try:
+        with open(path, "w") as f:
+            f.write(value)
+    except PermissionError as err:
+        raise SysError(f"writing {path}: needs CAP_NET_ADMIN: run as root",
+                       errno=err.errno or 0, hint=_ROOT_HINT) from None
+    except OSError as err:
+        raise SysError(f"writing {path}: {err.strerror}", errno=err.errno or 0) from None

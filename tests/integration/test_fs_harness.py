@@ -1,0 +1,103 @@
+"""Helpers for the filesystem tests: build a root in a forked child's own mount namespace.
+
+``in_sandbox(spec, probe)`` forks; the child unshares a mount namespace (and
+optionally a pid namespace), runs :func:`vbdecl.runtime.rootfs.setup_root`,
+then calls ``probe()`` inside the new root and sends its JSON result back.
+The host is never touched; the child's namespace dies with it.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import os
+import traceback
+from collections.abc import Callable
+from typing import Any
+
+CLONE_NEWNS = 0x00020000
+CLONE_NEWPID = 0x20000000
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def unshare(flags: int) -> None:
+    if _libc.unshare(flags) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err))
+
+
+def base_spec(filesystem: list[dict[str, Any]], **kw: Any) -> dict[str, Any]:
+    spec: dict[str, Any] = {"rootfs": None, "hostname": None, "filesystem": filesystem,
+                            "network": {"mode": "isolated", "dns": None, "hosts": {}}}
+    spec.update(kw)
+    return spec
+
+
+def in_sandbox(spec: dict[str, Any], probe: Callable[[], Any], *, pidns: bool = False,
+               before: Callable[[], None] | None = None, timeout: float = 20.0) -> Any:
+    """Run setup_root(spec) then probe() in a child; return probe's result.
+
+    Raises RuntimeError with the child's error text if setup or probe failed.
+    """
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # child
+        code = 0
+        try:
+            os.close(r)
+            unshare(CLONE_NEWNS | (CLONE_NEWPID if pidns else 0))
+            if pidns:
+                inner = os.fork()
+                if inner:
+                    _, st = os.waitpid(inner, 0)
+                    os._exit(os.waitstatus_to_exitcode(st))
+            if before is not None:
+                before()
+            from vbdecl.runtime.rootfs import setup_root
+
+            setup_root(spec, instance="vb-00000000", runtime_dir="/nonexistent")
+            out = {"ok": probe()}
+        except BaseException as exc:  # report everything to the parent
+            out = {"error": f"{type(exc).__name__}: {exc}",
+                   "where": getattr(exc, "where", None), "tb": traceback.format_exc()}
+            code = 1
+        try:
+            data = json.dumps(out).encode()
+            while data:
+                data = data[os.write(w, data):]
+        finally:
+            os._exit(code)
+    os.close(w)
+    chunks = []
+    while True:
+        b = os.read(r, 65536)
+        if not b:
+            break
+        chunks.append(b)
+    os.close(r)
+    os.waitpid(pid, 0)
+    res = json.loads(b"".join(chunks) or b'{"error": "child died without a word"}')
+    if "error" in res:
+        raise SandboxError(res["error"], res.get("where"), res.get("tb", ""))
+    return res["ok"]
+
+
+class SandboxError(RuntimeError):
+    def __init__(self, message: str, where: str | None, tb: str) -> None:
+        super().__init__(f"{message} (where={where})\n{tb}")
+        self.message = message
+        self.where = where
+
+
+def mountinfo() -> dict[str, dict[str, Any]]:
+    """Mount point -> {fstype, opts (set), super (set), source} of the topmost mount."""
+    out: dict[str, dict[str, Any]] = {}
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            parts = line.split()
+            sep = parts.index("-")
+            out[parts[4].replace("\\040", " ")] = {
+                "root": parts[3], "opts": sorted(parts[5].split(",")), "fstype": parts[sep + 1],
+                "source": parts[sep + 2], "super": sorted(parts[sep + 3].split(",")),
+            }
+    return out

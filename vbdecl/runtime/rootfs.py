@@ -1,0 +1,785 @@
+"""Build the environment's root filesystem, inside its own mount namespace.
+
+:func:`setup_root` is called by the sandbox child once it is in its own
+mount namespace (and user namespace, ids mapped, full capabilities there).
+It works like bubblewrap, but on file descriptors:
+
+1. ``/`` is made a recursive slave, so nothing done here reaches the host.
+2. A tmpfs (the *staging* area) is mounted over an existing directory
+   (``/tmp``; ``/run``, ``/var/tmp``, ``/mnt`` if it is missing) and we
+   ``pivot_root`` into it: the host tree is now ``/oldroot``, and the new
+   root is built at ``/newroot`` (a fresh tmpfs, or ``spec.rootfs`` bound
+   there). Nothing is ever created in the host's directories.
+3. Every ``spec.filesystem`` entry is applied in manifest order. Targets are
+   resolved with ``openat2(RESOLVE_IN_ROOT)`` from an fd on the new root
+   (symlinks and ``..`` stay inside it; a path created here is created one
+   component at a time with ``O_NOFOLLOW``), and mounts are attached with
+   ``move_mount`` onto that fd: a symlink swapped in during setup can never
+   redirect a mount or a write outside the root. Sources are host paths,
+   resolved through an fd on the host root.
+4. Network files (``/etc/resolv.conf``, ``/etc/hosts``) are written into the
+   staging tmpfs and bound read-only over the targets: no host file is ever
+   written.
+5. The host tree is detached, ``/newroot`` becomes ``/`` (``pivot_root``; if
+   the process root is not a mount point: ``MS_MOVE`` + ``chroot``), the
+   staging tmpfs is detached (files bound from it stay alive, unreachable
+   by path) and the cwd is ``/``.
+
+Defaults (bubblewrap's where ``vb`` needs them): tmpfs mode 0755, dir mode
+0755 (parents too), file mode 0644 (bwrap: 0666 minus the usual umask 022),
+bind-data mode 0600 (bwrap's mkstemp). Binds are recursive and
+``nosuid`` (+ ``nodev`` except dev-bind); ro-bind is read-only recursively
+(mount_setattr AT_RECURSIVE). ``remount-ro`` is not recursive (bwrap); a
+target that is not a mount point is first bound onto itself. Overlay
+``lower`` lists are top first (overlayfs and bwrap ``--overlay-src`` order).
+An existing ``dir`` gets the declared mode (declarative; bwrap leaves it).
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+from typing import Any
+
+from vbdecl.errors import RuntimeSetupError, SysError
+from vbdecl.sys import mount as m
+
+STAGING_BASES = ("/tmp", "/run", "/var/tmp", "/mnt")
+
+DEFAULT_MODES = {"tmpfs": 0o755, "dir": 0o755, "file": 0o644, "bind-data": 0o600}
+_DEV_NODES = ("null", "zero", "full", "random", "urandom", "tty")
+_DEV_LINKS = (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"), ("stdout", "/proc/self/fd/1"),
+              ("stderr", "/proc/self/fd/2"), ("core", "/proc/kcore"), ("ptmx", "pts/ptmx"))
+_RESOLVE = m.RESOLVE_IN_ROOT | m.RESOLVE_NO_MAGICLINKS
+_MAX_LINKS = 40
+
+
+# --- safe path resolution inside a root -------------------------------------
+
+def _close(fd: int | None) -> None:
+    if fd is not None and fd >= 0:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+
+
+def _split(path: str) -> list[str]:
+    return [c for c in path.split("/") if c and c != "."]
+
+
+def resolve(root_fd: int, path: str, flags: int = os.O_PATH, *, follow: bool = True,
+            mode: int = 0) -> int:
+    """Open ``path`` relative to ``root_fd`` as if ``root_fd`` were ``/``.
+
+    Symlinks (absolute or relative) and ``..`` never leave the root. With
+    ``follow=False`` the last component is not followed (O_NOFOLLOW).
+    """
+    if not follow:
+        flags |= os.O_NOFOLLOW
+    if m.openat2_supported():
+        return m.openat2(root_fd, path or "/", flags, mode, _RESOLVE)
+    return _walk(root_fd, path, flags, follow, mode)
+
+
+def _walk(root_fd: int, path: str, flags: int, follow: bool, mode: int) -> int:
+    """openat2(RESOLVE_IN_ROOT) for kernels without it: one component at a time."""
+    todo = _split(path)
+    stack = [os.dup(root_fd)]  # fds of the directories from the root down to the current one
+    links = 0
+    try:
+        while todo:
+            comp = todo.pop(0)
+            if comp == "..":
+                if len(stack) > 1:
+                    _close(stack.pop())
+                continue
+            last = not todo
+            try:
+                fd = os.open(comp, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=stack[-1])
+            except OSError as exc_:
+                if exc_.errno != errno.ENOENT:
+                    raise
+                if last and flags & os.O_CREAT:
+                    fd = os.open(comp, flags | os.O_NOFOLLOW | os.O_CLOEXEC, mode, dir_fd=stack[-1])
+                    return fd
+                raise
+            if stat.S_ISLNK(os.fstat(fd).st_mode) and (follow or not last):
+                target = os.readlink(comp, dir_fd=stack[-1])
+                _close(fd)
+                links += 1
+                if links > _MAX_LINKS:
+                    raise OSError(errno.ELOOP, "too many symlinks", path)
+                if target.startswith("/"):
+                    while len(stack) > 1:
+                        _close(stack.pop())
+                todo = _split(target) + todo
+                continue
+            if last:
+                if flags & ~(os.O_PATH | os.O_NOFOLLOW | os.O_DIRECTORY) or not flags & os.O_PATH:
+                    _close(fd)
+                    return os.open(comp, flags | os.O_NOFOLLOW | os.O_CLOEXEC, mode, dir_fd=stack[-1])
+                if flags & os.O_DIRECTORY and not stat.S_ISDIR(os.fstat(fd).st_mode):
+                    _close(fd)
+                    raise NotADirectoryError(errno.ENOTDIR, "not a directory", path)
+                return fd
+            stack.append(fd)
+        return os.open(".", flags | os.O_CLOEXEC, dir_fd=stack[-1])
+    finally:
+        for fd in stack:
+            _close(fd)
+
+
+def ensure_dir(root_fd: int, path: str, mode: int = 0o755, created: list[str] | None = None) -> int:
+    """An O_PATH fd on directory ``path`` inside the root, creating what is missing.
+
+    Missing components are created one at a time with ``mode`` (parents
+    always 0755) and opened with O_NOFOLLOW, so a symlink swapped in between
+    can never redirect the walk. ``created`` collects the paths created.
+    """
+    try:
+        return resolve(root_fd, path, os.O_PATH | os.O_DIRECTORY)
+    except OSError as exc_:
+        if exc_.errno != errno.ENOENT:
+            raise
+        pass
+    comps = _split(path)
+    fd = os.dup(root_fd)
+    done = ""
+    try:
+        for i, comp in enumerate(comps):
+            done += "/" + comp
+            try:
+                nxt = resolve(root_fd, done, os.O_PATH | os.O_DIRECTORY)
+            except OSError as exc_:
+                if exc_.errno != errno.ENOENT:
+                    raise
+                try:
+                    os.mkdir(comp, mode if i == len(comps) - 1 else 0o755, dir_fd=fd)
+                    if created is not None:
+                        created.append(done)
+                except FileExistsError:
+                    pass
+                nxt = os.open(comp, os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC,
+                              dir_fd=fd)
+            _close(fd)
+            fd = nxt
+        return fd
+    except BaseException:
+        _close(fd)
+        raise
+
+
+def ensure_parent(root_fd: int, path: str) -> tuple[int, str]:
+    """(fd of the parent directory, last component) of ``path``; parents are created."""
+    parent, _, name = path.rstrip("/").rpartition("/")
+    if not name or name in (".", ".."):
+        raise OSError(errno.EINVAL, f"{path!r} has no last component")
+    return ensure_dir(root_fd, parent or "/"), name
+
+
+def ensure_mountpoint(root_fd: int, path: str, is_dir: bool) -> int:
+    """An O_PATH fd on ``path``, created as a directory or an empty file if missing."""
+    try:
+        return resolve(root_fd, path, os.O_PATH)
+    except OSError as exc_:
+        if exc_.errno != errno.ENOENT:
+            raise
+        pass
+    if is_dir:
+        return ensure_dir(root_fd, path)
+    parent, name = ensure_parent(root_fd, path)
+    try:
+        try:
+            _close(os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                           0o644, dir_fd=parent))
+        except FileExistsError:
+            pass
+        return os.open(name, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=parent)
+    finally:
+        _close(parent)
+
+
+def _read_fd(fd: int) -> bytes:
+    chunks = []
+    try:
+        while True:
+            b = os.read(fd, 1 << 16)
+            if not b:
+                break
+            chunks.append(b)
+    finally:
+        _close(fd)
+    return b"".join(chunks)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        n = os.write(fd, view)
+        view = view[n:]
+
+
+# --- the builder ----------------------------------------------------------------
+
+class Builder:
+    """Applies filesystem entries into a new root; holds the fds it needs.
+
+    ``host_fd``: the host root (sources); ``root_path``: where the new root is
+    mounted in our current view; ``staging_fd``: a private tmpfs directory for
+    temporary files (bind-data, tmp-overlay upper/work).
+    """
+
+    def __init__(self, host_fd: int, root_path: str, staging_fd: int, host_prefix: str) -> None:
+        self.host_fd = host_fd
+        self.root_path = root_path
+        self.staging_fd = staging_fd
+        self.host_prefix = host_prefix  # the host's "/" as a path in our current view
+        self.root_fd = os.open(root_path, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        self.counter = 0
+        self.host_created: list[str] = []   # host dirs created (overlay upper/work), for rollback
+        self.userns = _in_userns()
+
+    def close(self) -> None:
+        _close(self.root_fd)
+        self.root_fd = -1
+
+    def refresh_root(self) -> None:
+        """Re-open the new root (after something was mounted on its "/")."""
+        _close(self.root_fd)
+        self.root_fd = os.open(self.root_path, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+
+    def _attach(self, mnt_fd: int, target: str, is_dir: bool) -> None:
+        tfd = ensure_mountpoint(self.root_fd, target, is_dir)
+        try:
+            m.attach(mnt_fd, tfd)
+        finally:
+            _close(tfd)
+            _close(mnt_fd)
+        if not _split(target):
+            self.refresh_root()
+
+    def _host(self, path: str, flags: int = os.O_PATH) -> int:
+        return resolve(self.host_fd, path, flags)
+
+    # One method per entry type; ``e`` is the FSENTRY of docs/plan-format.md.
+
+    def apply(self, e: dict[str, Any]) -> None:
+        kind = e["type"]
+        getattr(self, "do_" + kind.replace("-", "_"))(e)
+
+    def _bind(self, e: dict[str, Any], attrs: int) -> None:
+        fd = e.get("fd")
+        if fd is not None:
+            src = self._fd_source(int(fd))
+        else:
+            try:
+                src = self._host(e["source"])
+            except OSError as exc_:
+                if exc_.errno != errno.ENOENT:
+                    raise
+                if e.get("optional"):
+                    return
+                raise
+        try:
+            is_dir = stat.S_ISDIR(os.fstat(src).st_mode)
+            clone = m.clone_tree(src, recursive=True)
+        finally:
+            _close(src)
+        try:
+            m.set_attrs(clone, attrs, recursive=True)
+        except BaseException:
+            _close(clone)
+            raise
+        self._attach(clone, e["target"], is_dir)
+
+    def _fd_source(self, fd: int) -> int:
+        """An O_PATH fd for a bind source given as an fd (vb's --bind-fd)."""
+        try:
+            return os.open(".", os.O_PATH | os.O_CLOEXEC, dir_fd=fd) if _isdir_fd(fd) else \
+                os.dup(fd)
+        finally:
+            pass
+
+    def do_bind(self, e: dict[str, Any]) -> None:
+        self._bind(e, m.MOUNT_ATTR_NOSUID | m.MOUNT_ATTR_NODEV)
+
+    def do_ro_bind(self, e: dict[str, Any]) -> None:
+        self._bind(e, m.MOUNT_ATTR_NOSUID | m.MOUNT_ATTR_NODEV | m.MOUNT_ATTR_RDONLY)
+
+    def do_dev_bind(self, e: dict[str, Any]) -> None:
+        self._bind(e, m.MOUNT_ATTR_NOSUID)
+
+    def do_proc(self, e: dict[str, Any]) -> None:
+        mnt = m.new_mount("proc", [], m.MOUNT_ATTR_NOSUID | m.MOUNT_ATTR_NODEV | m.MOUNT_ATTR_NOEXEC)
+        self._attach(mnt, e["target"], True)
+
+    def do_mqueue(self, e: dict[str, Any]) -> None:
+        mnt = m.new_mount("mqueue", [], m.MOUNT_ATTR_NOSUID | m.MOUNT_ATTR_NODEV | m.MOUNT_ATTR_NOEXEC)
+        self._attach(mnt, e["target"], True)
+
+    def do_tmpfs(self, e: dict[str, Any]) -> None:
+        mode = e.get("mode")
+        opts: list[tuple[str, str | int | None]] = [
+            ("mode", f"{DEFAULT_MODES['tmpfs'] if mode is None else mode:04o}")]
+        if e.get("size"):
+            opts.append(("size", str(int(e["size"]))))
+        mnt = m.new_mount("tmpfs", opts, m.MOUNT_ATTR_NOSUID | m.MOUNT_ATTR_NODEV, source="tmpfs")
+        self._attach(mnt, e["target"], True)
+
+    def do_dev(self, e: dict[str, Any]) -> None:
+        target = e["target"]
+        mnt = m.new_mount("tmpfs", [("mode", "0755")], m.MOUNT_ATTR_NOSUID | m.MOUNT_ATTR_NODEV,
+                          source="tmpfs")
+        self._attach(mnt, target, True)
+        dev = resolve(self.root_fd, target, os.O_PATH | os.O_DIRECTORY)
+        try:
+            self._fill_dev(dev)
+        finally:
+            _close(dev)
+
+    def _fill_dev(self, dev: int) -> None:
+        for name in _DEV_NODES:
+            try:
+                src = self._host("/dev/" + name)
+            except OSError as exc_:
+                if exc_.errno != errno.ENOENT:
+                    raise
+                continue
+            self._bind_node(src, dev, name)
+        for name, points_to in _DEV_LINKS:
+            os.symlink(points_to, name, dir_fd=dev)
+        os.mkdir("shm", 0o1777, dir_fd=dev)
+        os.mkdir("pts", 0o755, dir_fd=dev)
+        shm = m.new_mount("tmpfs", [("mode", "1777")], m.MOUNT_ATTR_NOSUID | m.MOUNT_ATTR_NODEV,
+                          source="tmpfs")
+        self._attach_at(shm, dev, "shm")
+        pts = m.new_mount("devpts", [("newinstance", None), ("ptmxmode", "0666"), ("mode", "620")],
+                          m.MOUNT_ATTR_NOSUID | m.MOUNT_ATTR_NOEXEC, source="devpts")
+        self._attach_at(pts, dev, "pts")
+        if os.isatty(0):
+            try:
+                tty = os.ttyname(0)
+                src = self._host(tty)
+            except OSError:
+                return
+            self._bind_node(src, dev, "console")
+
+    def _attach_at(self, mnt: int, dir_fd: int, name: str) -> None:
+        tfd = os.open(name, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
+        try:
+            m.attach(mnt, tfd)
+        finally:
+            _close(tfd)
+            _close(mnt)
+
+    def _bind_node(self, src: int, dir_fd: int, name: str) -> None:
+        try:
+            clone = m.clone_tree(src, recursive=False)
+        finally:
+            _close(src)
+        try:
+            m.set_attrs(clone, m.MOUNT_ATTR_NOSUID, recursive=False)
+            _close(os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                           0o666, dir_fd=dir_fd))
+        except BaseException:
+            _close(clone)
+            raise
+        self._attach_at(clone, dir_fd, name)
+
+    def do_dir(self, e: dict[str, Any]) -> None:
+        mode = e.get("mode")
+        created: list[str] = []
+        fd = ensure_dir(self.root_fd, e["target"], DEFAULT_MODES["dir"] if mode is None else mode,
+                        created)
+        try:
+            if mode is not None and not created:
+                m.fchmod_path_fd(fd, mode)
+        finally:
+            _close(fd)
+
+    def _content(self, e: dict[str, Any]) -> bytes:
+        if e.get("fd") is not None:
+            return _read_fd(int(e["fd"]))
+        if e.get("content") is not None:
+            c = e["content"]
+            return c.encode() if isinstance(c, str) else bytes(c)
+        if e.get("source") is not None:
+            return _read_fd(self._host(e["source"], os.O_RDONLY))
+        return b""
+
+    def do_file(self, e: dict[str, Any]) -> None:
+        data = self._content(e)
+        mode = DEFAULT_MODES["file"] if e.get("mode") is None else e["mode"]
+        parent, _name = ensure_parent(self.root_fd, e["target"])
+        _close(parent)
+        fd = resolve(self.root_fd, e["target"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode=mode)
+        try:
+            _write_all(fd, data)
+            os.fchmod(fd, mode)
+        finally:
+            _close(fd)
+
+    def _staging_file(self, data: bytes, mode: int) -> tuple[str, int]:
+        self.counter += 1
+        name = f"data-{self.counter}"
+        fd = os.open(name, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, mode,
+                     dir_fd=self.staging_fd)
+        try:
+            _write_all(fd, data)
+            os.fchmod(fd, mode)
+        except BaseException:
+            _close(fd)
+            os.unlink(name, dir_fd=self.staging_fd)
+            raise
+        return name, fd
+
+    def _bind_data(self, target: str, data: bytes, mode: int, readonly: bool) -> None:
+        name, fd = self._staging_file(data, mode)
+        try:
+            clone = m.clone_tree(fd, recursive=False)
+            attrs = m.MOUNT_ATTR_NOSUID | m.MOUNT_ATTR_NODEV | (m.MOUNT_ATTR_RDONLY if readonly else 0)
+            try:
+                m.set_attrs(clone, attrs, recursive=False)
+            except BaseException:
+                _close(clone)
+                raise
+            self._attach(clone, target, False)
+        finally:
+            _close(fd)
+            os.unlink(name, dir_fd=self.staging_fd)
+
+    def do_bind_data(self, e: dict[str, Any]) -> None:
+        mode = DEFAULT_MODES["bind-data"] if e.get("mode") is None else e["mode"]
+        self._bind_data(e["target"], self._content(e), mode, bool(e.get("readonly")))
+
+    def do_symlink(self, e: dict[str, Any]) -> None:
+        points_to = e["points_to"]
+        parent, name = ensure_parent(self.root_fd, e["target"])
+        try:
+            try:
+                os.symlink(points_to, name, dir_fd=parent)
+            except FileExistsError:
+                try:
+                    existing = os.readlink(name, dir_fd=parent)
+                except OSError:
+                    existing = None
+                if existing != points_to:
+                    raise OSError(errno.EEXIST, f"{e['target']} already exists and is not a symlink "
+                                  f"to {points_to!r}") from None
+        finally:
+            _close(parent)
+
+    def do_chmod(self, e: dict[str, Any]) -> None:
+        fd = resolve(self.root_fd, e["target"], os.O_PATH)
+        try:
+            m.fchmod_path_fd(fd, e["mode"])
+        finally:
+            _close(fd)
+
+    def do_remount_ro(self, e: dict[str, Any]) -> None:
+        fd = resolve(self.root_fd, e["target"], os.O_PATH)
+        try:
+            if not m.is_mount_root(fd):
+                clone = m.clone_tree(fd, recursive=True)
+                is_dir = _isdir_fd(fd)
+                _close(fd)
+                fd = -1
+                self._attach(clone, e["target"], is_dir)
+                fd = resolve(self.root_fd, e["target"], os.O_PATH)
+            m.set_attrs(fd, m.MOUNT_ATTR_RDONLY, recursive=False)
+        finally:
+            _close(fd)
+
+    # overlays
+
+    def _overlay(self, target: str, lowers: list[str], upper: int | None, work: int | None,
+                 attrs: int, upper_path: str | None = None, work_path: str | None = None) -> None:
+        lower_fds: list[int] = []
+        try:
+            for p in lowers:
+                lower_fds.append(self._host(p, os.O_PATH | os.O_DIRECTORY))
+            extra: list[tuple[str, str | int | None]] = []
+            if upper is not None and self.userns:
+                extra.append(("userxattr", None))
+            try:
+                opts: list[tuple[str, str | int | None]] = [("lowerdir+", fd) for fd in lower_fds]
+                if upper is not None and work is not None:
+                    opts += [("upperdir", upper), ("workdir", work)]
+                mnt = m.new_mount("overlay", opts + extra, attrs, source="overlay")
+            except SysError as exc:
+                if exc.errno != errno.EINVAL:
+                    raise
+                # Kernels before 6.13 take layers only as paths.
+                sopts: list[tuple[str, str | int | None]] = [
+                    ("lowerdir+", self._path_of(fd)) for fd in lower_fds]
+                if upper is not None and work is not None:
+                    sopts += [("upperdir", self._path_of(upper)), ("workdir", self._path_of(work))]
+                mnt = m.new_mount("overlay", sopts + extra, attrs, source="overlay")
+        finally:
+            for fd in lower_fds:
+                _close(fd)
+        self._attach(mnt, target, True)
+
+    def _path_of(self, fd: int) -> str:
+        return os.readlink(f"{self.host_prefix.rstrip('/')}/proc/self/fd/{fd}")
+
+    def do_overlay(self, e: dict[str, Any]) -> None:
+        upper = work = -1
+        try:
+            upper = ensure_dir(self.host_fd, e["upper"], 0o755, self.host_created)
+            work = ensure_dir(self.host_fd, e["work"], 0o755, self.host_created)
+            self._overlay(e["target"], list(e["lower"]), upper, work,
+                          m.MOUNT_ATTR_NOSUID | m.MOUNT_ATTR_NODEV)
+        finally:
+            _close(upper)
+            _close(work)
+
+    def do_tmp_overlay(self, e: dict[str, Any]) -> None:
+        self.counter += 1
+        base = f"overlay-{self.counter}"
+        os.mkdir(base, 0o755, dir_fd=self.staging_fd)
+        upper = work = -1
+        try:
+            upper = ensure_dir(self.staging_fd, f"{base}/upper")
+            work = ensure_dir(self.staging_fd, f"{base}/work")
+            self._overlay(e["target"], list(e["lower"]), upper, work,
+                          m.MOUNT_ATTR_NOSUID | m.MOUNT_ATTR_NODEV)
+        finally:
+            _close(upper)
+            _close(work)
+
+    def do_ro_overlay(self, e: dict[str, Any]) -> None:
+        lowers = list(e["lower"])
+        attrs = m.MOUNT_ATTR_NOSUID | m.MOUNT_ATTR_NODEV | m.MOUNT_ATTR_RDONLY
+        if len(lowers) == 1:
+            # overlayfs needs an upper or two lowers: one lower is a read-only bind.
+            self._bind({"source": lowers[0], "target": e["target"]}, attrs)
+        else:
+            self._overlay(e["target"], lowers, None, None, attrs)
+
+    # network files
+
+    def net_files(self, dns: list[str] | None, hosts: dict[str, str] | None,
+                  hostname: str | None, mode: str | None) -> None:
+        """/etc/resolv.conf and /etc/hosts, bound read-only from the staging area."""
+        if dns:
+            text = "".join(f"nameserver {a}\n" for a in dns)
+            self._bind_data("/etc/resolv.conf", text.encode(), 0o644, True)
+        elif mode not in (None, "isolated"):
+            try:
+                src = self._host("/etc/resolv.conf")
+            except OSError as exc_:
+                if exc_.errno != errno.ENOENT:
+                    raise
+                src = -1
+            if src >= 0:
+                try:
+                    clone = m.clone_tree(src, recursive=False)
+                finally:
+                    _close(src)
+                m.set_attrs(clone, m.MOUNT_ATTR_RDONLY | m.MOUNT_ATTR_NOSUID | m.MOUNT_ATTR_NODEV,
+                            recursive=False)
+                self._attach(clone, "/etc/resolv.conf", False)
+        if hosts:
+            try:
+                base = _read_fd(resolve(self.root_fd, "/etc/hosts", os.O_RDONLY)).decode()
+            except OSError:
+                base = "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
+            if base and not base.endswith("\n"):
+                base += "\n"
+            if hostname:
+                base += f"127.0.1.1\t{hostname}\n"
+            base += "".join(f"{addr}\t{name}\n" for name, addr in hosts.items())
+            self._bind_data("/etc/hosts", base.encode(), 0o644, True)
+
+    def rollback_host(self) -> None:
+        """Remove the host directories this setup created (overlay upper/work), if empty."""
+        for path in reversed(self.host_created):
+            parent, _, name = path.rpartition("/")
+            try:
+                pfd = resolve(self.host_fd, parent or "/", os.O_PATH | os.O_DIRECTORY)
+            except OSError:
+                continue
+            try:
+                os.rmdir(name, dir_fd=pfd)
+            except OSError:
+                pass
+            finally:
+                _close(pfd)
+        self.host_created.clear()
+
+
+def _isdir_fd(fd: int) -> bool:
+    return stat.S_ISDIR(os.fstat(fd).st_mode)
+
+
+def _in_userns() -> bool:
+    try:
+        with open("/proc/self/uid_map") as f:
+            return f.read().split() != ["0", "0", "4294967295"]
+    except OSError:
+        return False
+
+
+# --- action ids (docs/plan-format.md) -------------------------------------------
+
+_ID_PREFIX = {"dir": "dir", "file": "file", "symlink": "symlink", "chmod": "chmod",
+              "remount-ro": "remount-ro"}
+
+
+def action_ids(entries: list[dict[str, Any]]) -> list[str]:
+    """The action id of each filesystem entry, in order (repeats get #2, #3, ...)."""
+    seen: dict[str, int] = {}
+    out = []
+    for e in entries:
+        base = f"{_ID_PREFIX.get(e['type'], 'mount')}[{e['target']}]"
+        n = seen.get(base, 0) + 1
+        seen[base] = n
+        out.append(base if n == 1 else f"{base}#{n}")
+    return out
+
+
+# --- the entry point ------------------------------------------------------------------
+
+def _describe(e: dict[str, Any]) -> str:
+    src = e.get("source")
+    if e.get("fd") is not None:
+        src = f"fd {e['fd']}"
+    return f"{e['type']} {src} -> {e['target']}" if src else f"{e['type']} {e['target']}"
+
+
+def _hint(exc: BaseException, e: dict[str, Any]) -> str | None:
+    code = getattr(exc, "errno", None)
+    if code == errno.ENOENT and e.get("source"):
+        return f"the source {e['source']} does not exist on the host; create it or set optional: true"
+    if code == errno.ENOENT and e["type"] in ("overlay", "tmp-overlay", "ro-overlay"):
+        return "every overlay lower directory must exist on the host"
+    if code == errno.EROFS:
+        return "the target's parent is read-only: create the mount point earlier, or mount a tmpfs first"
+    if code in (errno.ENOTDIR, errno.EISDIR):
+        return "the target exists with another type (file vs directory) than the source"
+    if code == errno.EPERM:
+        return "the kernel refused: this needs CAP_SYS_ADMIN in the environment's user namespace"
+    return getattr(exc, "hint", None)
+
+
+def _pick_base() -> str:
+    for base in STAGING_BASES:
+        if os.path.isdir(base) and not os.path.islink(base):
+            return base
+    raise RuntimeSetupError("no directory to stage the new root in",
+                            hint=f"one of {', '.join(STAGING_BASES)} must exist in the host root")
+
+
+def setup_root(spec: dict[str, Any], *, instance: str, runtime_dir: str) -> None:
+    """Build the environment's root from ``spec`` and make it ``/`` (see the module doc).
+
+    Raises :class:`RuntimeSetupError` (``where`` = the action id) on failure;
+    the mount namespace is then unusable and the caller should exit.
+    """
+    old_umask = os.umask(0)
+    try:
+        _setup_root(spec)
+    finally:
+        os.umask(old_umask)
+
+
+def _setup_root(spec: dict[str, Any]) -> None:
+    try:
+        m.mount(None, "/", None, m.MS_REC | m.MS_SLAVE)
+        rootfs = spec.get("rootfs")
+        rootfs_clone = -1
+        if rootfs is not None:
+            # Cloned before the staging tmpfs may cover it (a rootfs under /tmp).
+            src = os.open(rootfs, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+            try:
+                rootfs_clone = m.clone_tree(src, recursive=True)
+            finally:
+                _close(src)
+        base = _pick_base()
+        m.mount("tmpfs", base, "tmpfs", m.MS_NOSUID | m.MS_NODEV, "mode=0700")
+        os.chdir(base)
+        os.mkdir("newroot", 0o755)
+        os.mkdir("oldroot", 0o755)
+        os.mkdir("stage", 0o700)
+        if rootfs is None:
+            m.mount("tmpfs", "newroot", "tmpfs", m.MS_NOSUID | m.MS_NODEV, "mode=0755")
+        else:
+            tfd = os.open("newroot", os.O_PATH | os.O_CLOEXEC)
+            try:
+                m.attach(rootfs_clone, tfd)
+            finally:
+                _close(tfd)
+                _close(rootfs_clone)
+        try:
+            m.pivot_root(".", "oldroot")
+            pivoted = True
+            os.chdir("/")
+            host_fd = os.open("/oldroot", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+            root_path, stage_path, prefix = "/newroot", "/stage", "/oldroot"
+        except SysError as exc:
+            if exc.errno != errno.EINVAL:
+                raise
+            # The process root is not a mount point (e.g. chrooted): build in place.
+            pivoted = False
+            host_fd = os.open("/", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+            root_path, stage_path, prefix = f"{base}/newroot", f"{base}/stage", "/"
+    except OSError as exc:
+        raise RuntimeSetupError(f"cannot prepare the new root: {exc}", where="rootfs",
+                                hint=getattr(exc, "hint", None) or
+                                "the sandbox child must be in its own mount namespace with "
+                                "CAP_SYS_ADMIN") from exc
+    staging_fd = os.open(stage_path, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    b = Builder(host_fd, root_path, staging_fd, prefix)
+    ok = False
+    try:
+        entries = list(spec.get("filesystem") or [])
+        for aid, e in zip(action_ids(entries), entries, strict=True):
+            try:
+                b.apply(e)
+            except OSError as exc:
+                raise RuntimeSetupError(f"{_describe(e)}: {exc}", where=aid,
+                                        hint=_hint(exc, e)) from exc
+        net = spec.get("network") or {}
+        try:
+            b.net_files(net.get("dns"), net.get("hosts"), spec.get("hostname"), net.get("mode"))
+        except OSError as exc:
+            raise RuntimeSetupError(f"network files: {exc}", where="net.dns",
+                                    hint=getattr(exc, "hint", None)) from exc
+        ok = True
+    finally:
+        if not ok:
+            b.rollback_host()
+        b.close()
+        _close(staging_fd)
+        _close(host_fd)
+    try:
+        _enter(pivoted, base, root_path)
+    except OSError as exc:
+        raise RuntimeSetupError(f"cannot switch to the new root: {exc}", where="rootfs",
+                                hint=getattr(exc, "hint", None)) from exc
+
+
+def _enter(pivoted: bool, base: str, root_path: str) -> None:
+    if pivoted:
+        # The host tree must be private before it is detached, or the unmount
+        # would propagate; then /newroot becomes / and the staging tmpfs goes.
+        m.mount("oldroot", "/oldroot", None, m.MS_REC | m.MS_PRIVATE)
+        m.umount2("/oldroot", m.MNT_DETACH)
+        stage_root = os.open("/", os.O_DIRECTORY | os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            os.chdir("/newroot")
+            m.pivot_root(".", ".")
+            os.fchdir(stage_root)
+        finally:
+            _close(stage_root)
+        m.umount2(".", m.MNT_DETACH)
+        os.chdir("/")
+    else:
+        os.chdir(root_path)
+        m.mount(root_path, "/", None, m.MS_MOVE)
+        m.umount2(base, m.MNT_DETACH)
+        os.chroot(".")
+        os.chdir("/")

@@ -1,0 +1,428 @@
+"""Security of the sandboxed process: ids, capabilities, no_new_privs, Landlock, seccomp.
+
+Entry points for the runtime (all take the normalized spec, docs/plan-format.md):
+
+- :func:`load_host_files(spec) <load_host_files>`: optional, call it where host
+  paths are visible (in the parent, or in the child before pivot_root). It
+  reads a seccomp profile file (``security.seccomp.profile``, a host path) into
+  the spec so that the child does not need to see the host file. Returns a
+  new spec; the input is not modified.
+- :func:`prepare_in_child(spec) <prepare_in_child>`: optional, call it in the
+  child inside its namespaces but before pivot_root when the environment may
+  lack ``/proc``. It applies ``disable_userns`` (which writes
+  ``/proc/sys/user/max_user_namespaces``). Idempotent.
+- :func:`apply_in_child(spec) <apply_in_child>`: required, in the child after
+  the root filesystem is set up, as late as possible before ``execve``.
+  Everything is computed and validated first; the kernel state is changed
+  only afterwards, in the order documented in docs/security.md:
+
+  1. compute capability sets, build the seccomp filter, read raw BPF
+     programs (``spec["vb"]["seccomp_fds"]``), open Landlock rule paths;
+  2. ``disable_userns`` (unless done by :func:`prepare_in_child`) and
+     ``vb.assert_userns_disabled``;
+  3. PR_SET_KEEPCAPS, setgroups([]), setresgid, setresuid, keepcaps off;
+  4. bounding set drops;
+  5. no_new_privs;
+  6. permitted/effective/inheritable (capset), ambient raises;
+  7. Landlock restrict_self;
+  8. seccomp (the libseccomp filter, then raw programs) - last.
+
+  When no_new_privs is off, loading Landlock and seccomp needs CAP_SYS_ADMIN:
+  it is then held in effective/permitted across steps 7-8 and dropped by one
+  final capset right after the filters (the only call after seccomp).
+
+Failures raise :class:`~vbdecl.errors.RuntimeSetupError` (exit 125) or
+:class:`~vbdecl.errors.SysError` naming the call; the caller reports them.
+Best-effort warnings (``landlock.optional``) go to stderr and to
+:data:`WARNINGS`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from vbdecl.errors import RuntimeSetupError
+
+DEFAULT_PROFILE_PATH = Path(__file__).resolve().parent.parent / "data" / "seccomp-default.json"
+
+# Calls an allow list always permits: the filter is loaded before execve.
+ALLOWLIST_REQUIRED = ("execve", "exit", "exit_group")
+
+WARNINGS: list[str] = []
+_userns_done = False
+
+
+def _warn(text: str) -> None:
+    WARNINGS.append(text)
+    try:
+        os.write(2, f"vbdecl: warning: {text}\n".encode())
+    except OSError:
+        pass
+
+
+# --- capabilities -----------------------------------------------------------
+
+def _cap_tables() -> tuple[dict[str, int], tuple[str, ...]]:
+    from vbdecl.model.names import CAPABILITIES, DEFAULT_CAPABILITIES
+
+    return CAPABILITIES, DEFAULT_CAPABILITIES
+
+
+def cap_name(name: str) -> str:
+    """``cap_net_raw`` / ``CAP_NET_RAW`` / ``net_raw`` -> ``NET_RAW``; ``all`` -> ``ALL``."""
+    n = name.strip().upper()
+    return n[4:] if n.startswith("CAP_") else n
+
+
+def cap_mask(names: list[str] | tuple[str, ...] | set[str], last: int) -> int:
+    table, _ = _cap_tables()
+    mask = 0
+    for raw in names:
+        name = cap_name(raw)
+        if name == "ALL":
+            mask |= (1 << (last + 1)) - 1
+            continue
+        num = table.get(name)
+        if num is None:
+            raise RuntimeSetupError(f"unknown capability {raw!r}",
+                                    hint="use names such as NET_BIND_SERVICE (see capabilities(7))")
+        if num > last:
+            raise RuntimeSetupError(f"capability {name} is not known to the running kernel "
+                                    f"(its last capability is {last})")
+        mask |= 1 << num
+    return mask
+
+
+def mask_names(mask: int) -> set[str]:
+    table, _ = _cap_tables()
+    return {n for n, v in table.items() if mask >> v & 1}
+
+
+def capability_sets(caps: dict[str, Any] | None, uid: int, last: int,
+                    *, disable_userns: bool = False) -> tuple[int, int]:
+    """(bounding, kept) masks for ``security.capabilities`` and the payload's uid.
+
+    - absent: bounding = the default set; kept = the default set for uid 0,
+      nothing for another uid;
+    - ``{drop, add}``: start from the default set (empty when ``drop`` holds
+      ``ALL``), remove ``drop``, add ``add`` (``ALL`` = every capability).
+      uid 0 keeps the result; another uid keeps only what ``add`` names
+      (made ambient so it survives exec); the bounding set is the result.
+    - disable_userns removes SYS_RESOURCE (it could raise the limit again).
+    """
+    _, default = _cap_tables()
+    base = cap_mask(default, last)
+    if caps is None:
+        bounding = base
+        kept = base if uid == 0 else 0
+    else:
+        drop = [cap_name(n) for n in caps.get("drop") or []]
+        add = [cap_name(n) for n in caps.get("add") or []]
+        bounding = 0 if "ALL" in drop else base & ~cap_mask(drop, last)
+        add_mask = cap_mask(add, last)
+        bounding |= add_mask
+        kept = bounding if uid == 0 else add_mask
+    if disable_userns:
+        table, _ = _cap_tables()
+        res = 1 << table["SYS_RESOURCE"]
+        if caps is not None and cap_mask([cap_name(n) for n in caps.get("add") or []
+                                          if cap_name(n) != "ALL"], last) & res:
+            raise RuntimeSetupError(
+                "security.disable_userns cannot be kept with capability SYS_RESOURCE",
+                hint="SYS_RESOURCE can raise user.max_user_namespaces again: remove it from "
+                     "security.capabilities.add")
+        bounding &= ~res
+        kept &= ~res
+    return bounding, kept
+
+
+# --- seccomp ----------------------------------------------------------------
+
+def default_profile() -> dict[str, Any]:
+    with open(DEFAULT_PROFILE_PATH) as f:
+        profile: dict[str, Any] = json.load(f)
+    return profile
+
+
+def _expand(names: list[str]) -> list[str]:
+    if not any(n.startswith("@") for n in names):
+        return list(dict.fromkeys(names))
+    from vbdecl.model.names import SYSCALL_GROUPS, expand_syscalls
+
+    for n in names:
+        if n.startswith("@") and n not in SYSCALL_GROUPS:
+            raise RuntimeSetupError(f"unknown system call group {n!r}",
+                                    hint="known groups: " + ", ".join(sorted(SYSCALL_GROUPS)))
+    return expand_syscalls(names)
+
+
+def _read_profile(path: str) -> dict[str, Any]:
+    try:
+        with open(path) as f:
+            data = json.load(f)
+    except OSError as e:
+        raise RuntimeSetupError(f"cannot read the seccomp profile {path}: {e.strerror}",
+                                hint="check security.seccomp.profile; the path is on the host") from None
+    except json.JSONDecodeError as e:
+        raise RuntimeSetupError(f"{path}:{e.lineno}:{e.colno}: the seccomp profile is not valid JSON: {e.msg}") from None
+    if not isinstance(data, dict):
+        raise RuntimeSetupError(f"{path}: a seccomp profile is a JSON object with defaultAction and syscalls")
+    return data
+
+
+def seccomp_profile(setting: Any, *, extra_allow: tuple[str, ...] = ()) -> tuple[dict[str, Any] | None, bool]:
+    """(profile in OCI format or None, strict names) for ``security.seccomp``.
+
+    - ``"off"``/None: no filter; ``"default"``: the default profile;
+    - ``{"profile": path}`` (``profile_data``: the parsed file, if pre-read);
+    - ``{"allow": [...], "errno": E}``: only these calls (groups expanded),
+      everything else fails with E (EPERM);
+    - ``{"deny": [...], "errno": E}``: the default profile plus these calls,
+      which fail with E (EPERM).
+    """
+    from vbdecl.sys.seccomp import errno_number
+
+    if setting in (None, "off", False):
+        return None, False
+    if setting in ("default", True):
+        return default_profile(), False
+    if not isinstance(setting, dict):
+        raise RuntimeSetupError(f"security.seccomp: unsupported value {setting!r}",
+                                hint="use off, default, {profile: FILE}, {allow: [...]} or {deny: [...]}")
+    err = errno_number(setting.get("errno") or "EPERM")
+    if setting.get("profile_data") is not None:
+        return dict(setting["profile_data"]), False
+    if setting.get("profile"):
+        return _read_profile(str(setting["profile"])), False
+    base = default_profile()
+    if setting.get("allow") is not None:
+        names = _expand(list(setting["allow"])) + [n for n in (*ALLOWLIST_REQUIRED, *extra_allow)]
+        return {"defaultAction": "SCMP_ACT_ERRNO", "defaultErrnoRet": err,
+                "archMap": base.get("archMap"),
+                "syscalls": [{"names": list(dict.fromkeys(names)), "action": "SCMP_ACT_ALLOW"}]}, True
+    if setting.get("deny") is not None:
+        deny = _expand(list(setting["deny"]))
+        gone = set(deny)
+        syscalls = [{"names": deny, "action": "SCMP_ACT_ERRNO", "errnoRet": err}]
+        for rule in base.get("syscalls") or []:
+            syscalls.append({**rule, "names": [n for n in rule["names"] if n not in gone]})
+        base["syscalls"] = syscalls
+        return base, True
+    return base, False
+
+
+def load_host_files(spec: dict[str, Any]) -> dict[str, Any]:
+    """A copy of ``spec`` with the seccomp profile file read in (``profile_data``)."""
+    sec = spec.get("security") or {}
+    setting = sec.get("seccomp")
+    if not (isinstance(setting, dict) and setting.get("profile") and setting.get("profile_data") is None):
+        return spec
+    data = _read_profile(str(setting["profile"]))
+    return {**spec, "security": {**sec, "seccomp": {**setting, "profile_data": data}}}
+
+
+# --- Landlock ---------------------------------------------------------------
+
+def landlock_ruleset(cfg: dict[str, Any] | None) -> int | None:
+    """Create and fill the ruleset (paths resolved in the current root); fd or None."""
+    if not cfg:
+        return None
+    from vbdecl.sys import landlock as ll
+
+    optional = bool(cfg.get("optional"))
+    abi = ll.abi_version()
+    if abi < 1:
+        if optional:
+            _warn("Landlock is not available in this kernel; security.landlock is skipped "
+                  "(optional: true)")
+            return None
+        raise RuntimeSetupError("Landlock is not available in this kernel",
+                                hint="use Linux >= 5.13 with Landlock enabled (lsm=...,landlock), or "
+                                     "set security.landlock.optional: true for best effort")
+    ports = cfg.get("ports") or {}
+    handled_net = ll.net_rights(abi)
+    if not handled_net and (ports.get("bind") or ports.get("connect")):
+        if not optional:
+            raise RuntimeSetupError(f"Landlock port rules need ABI 4 (Linux 6.7); this kernel has ABI {abi}",
+                                    hint="remove security.landlock.ports, or set optional: true")
+        _warn(f"Landlock ABI {abi} has no port rules; security.landlock.ports is skipped")
+    fs_all = ll.fs_rights(abi)
+    read = ll.READ_FILE | ll.READ_DIR
+    write = (ll.WRITE_FILE | ll.REMOVE_DIR | ll.REMOVE_FILE | ll.MAKE_CHAR | ll.MAKE_DIR
+             | ll.MAKE_REG | ll.MAKE_SOCK | ll.MAKE_FIFO | ll.MAKE_BLOCK | ll.MAKE_SYM
+             | ll.REFER | ll.TRUNCATE | ll.IOCTL_DEV)
+    execute = ll.EXECUTE | ll.READ_FILE
+    rules: list[tuple[str, int]] = []
+    for key, mask in (("read", read), ("write", write), ("read_write", read | write),
+                      ("execute", execute)):
+        for path in cfg.get(key) or []:
+            rules.append((str(path), mask & fs_all))
+    fd = ll.create_ruleset(fs_all, handled_net, ll.scopes(abi))
+    try:
+        for path, mask in rules:
+            ll.add_path_rule(fd, path, mask)
+        if handled_net:
+            for port in ports.get("bind") or []:
+                ll.add_port_rule(fd, int(port), ll.BIND_TCP)
+            for port in ports.get("connect") or []:
+                ll.add_port_rule(fd, int(port), ll.CONNECT_TCP)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+# --- user namespaces ----------------------------------------------------------
+
+def prepare_in_child(spec: dict[str, Any]) -> None:
+    """Apply ``security.disable_userns`` (needs /proc; idempotent)."""
+    global _userns_done
+    sec = spec.get("security") or {}
+    if not sec.get("disable_userns") or _userns_done:
+        return
+    from vbdecl.sys import caps as sc
+
+    ns = (spec.get("namespaces") or {}).get("user")
+    if not ns:
+        raise RuntimeSetupError("security.disable_userns needs namespaces.user",
+                                hint="set namespaces.user: true (the limit is set in the environment's "
+                                     "own user namespace, never on the host)")
+    if sc.in_initial_user_ns():
+        raise RuntimeSetupError(
+            "security.disable_userns: refusing to change user.max_user_namespaces: this process is "
+            "not in a user namespace of its own (or /proc is not mounted)",
+            hint="call it inside the environment's user namespace, with /proc visible")
+    sc.set_max_user_namespaces(0)
+    _userns_done = True
+
+
+# --- the whole sequence -------------------------------------------------------
+
+def apply_in_child(spec: dict[str, Any]) -> None:
+    """Drop to the payload's ids and privileges; seccomp last. See the module docstring."""
+    from vbdecl.sys import caps as sc
+
+    sec = spec.get("security") or {}
+    proc = spec.get("process") or {}
+    vb = spec.get("vb") or {}
+    uid = int(proc.get("user") or 0)
+    gid = int(proc.get("group") or 0)
+    nnp = bool(sec.get("no_new_privs", True))
+    disable_userns = bool(sec.get("disable_userns"))
+
+    # 1. compute and prepare everything before changing anything.
+    last = sc.last_cap()
+    bounding, kept = capability_sets(sec.get("capabilities"), uid, last,
+                                     disable_userns=disable_userns)
+    sys_admin = 1 << 21
+    setting = sec.get("seccomp", "default")
+    raw_fds = list(vb.get("seccomp_fds") or [])
+    ll_cfg = sec.get("landlock")
+    needs_nnp_or_admin = bool(ll_cfg) or bool(raw_fds) or setting not in (None, "off", False)
+    hold = sys_admin if (not nnp and needs_nnp_or_admin and not kept & sys_admin) else 0
+    profile, strict = seccomp_profile(setting, extra_allow=("capset",) if hold else ())
+    filt = None
+    if profile is not None:
+        from vbdecl.sys import seccomp as ssc
+
+        filt = ssc.build_filter(profile, caps=mask_names(kept), strict_names=strict,
+                                where="security.seccomp")
+    raw = []
+    if raw_fds:
+        from vbdecl.sys import seccomp as ssc
+
+        raw = [ssc.read_bpf_fd(fd) for fd in raw_fds]
+    ruleset = landlock_ruleset(ll_cfg)
+    try:
+        _apply(spec, sc, uid, gid, nnp, bounding, kept, hold, last, vb, ruleset, filt, raw)
+    finally:
+        if ruleset is not None:
+            os.close(ruleset)
+
+
+def _apply(spec: dict[str, Any], sc: Any, uid: int, gid: int, nnp: bool, bounding: int,
+           kept: int, hold: int, last: int, vb: dict[str, Any], ruleset: int | None,
+           filt: Any, raw: list[bytes]) -> None:
+    # 2. user namespaces
+    prepare_in_child(spec)
+    if vb.get("assert_userns_disabled") and not sc.userns_creation_blocked():
+        raise RuntimeSetupError("creating a user namespace is still possible",
+                                hint="--assert-userns-disabled: use --disable-userns, or run where "
+                                     "user namespaces are disabled")
+
+    # 3. ids, keeping the permitted set across the change
+    _eff, prm, inh = sc.capget()
+    if hold and not prm & hold:
+        raise RuntimeSetupError(
+            "no_new_privs is off but the process lacks CAP_SYS_ADMIN, which loading seccomp or "
+            "Landlock then needs", hint="set security.no_new_privs: true")
+    sc.set_keepcaps(True)
+    if sc.setgroups_allowed():
+        sc.setgroups([])
+    sc.setresgid(gid)
+    sc.setresuid(uid)
+    sc.set_keepcaps(False)
+    _eff, prm, inh = sc.capget()
+    sc.capset(prm, prm, inh)  # a change away from uid 0 cleared the effective set
+
+    # 4. bounding set (needs CAP_SETPCAP, still effective here)
+    for cap in range(last + 1):
+        if not bounding >> cap & 1 and sc.bounding_has(cap):
+            sc.bounding_drop(cap)
+
+    # 5. no_new_privs
+    if nnp:
+        sc.set_no_new_privs()
+
+    # 6. permitted / effective / inheritable, then ambient (needs permitted & inheritable)
+    inheritable = kept if uid != 0 else 0
+    sc.capset(kept | hold, kept | hold, inheritable)
+    sc.ambient_clear()
+    if uid != 0:
+        for cap in range(last + 1):
+            if kept >> cap & 1:
+                sc.ambient_raise(cap)
+
+    # 7. Landlock
+    if ruleset is not None:
+        from vbdecl.sys import landlock as ll
+
+        ll.restrict_self(ruleset)
+
+    # 8. seccomp, last
+    if filt is not None:
+        from vbdecl.sys import seccomp as ssc
+
+        ssc.load_filter(filt)
+    if raw:
+        from vbdecl.sys import seccomp as ssc
+
+        for prog in raw:
+            ssc.install_bpf(prog)
+    if hold:
+        sc.capset(kept, kept, inheritable)
+
+
+def describe(spec: dict[str, Any]) -> dict[str, Any]:
+    """What apply_in_child would do, as plain data (for plan output and doctor)."""
+    from vbdecl.sys import caps as sc
+
+    sec = spec.get("security") or {}
+    uid = int((spec.get("process") or {}).get("user") or 0)
+    last = sc.last_cap()
+    bounding, kept = capability_sets(sec.get("capabilities"), uid, last,
+                                     disable_userns=bool(sec.get("disable_userns")))
+    return {"uid": uid, "bounding": sorted(mask_names(bounding)), "kept": sorted(mask_names(kept)),
+            "ambient": sorted(mask_names(kept)) if uid != 0 else [],
+            "no_new_privs": bool(sec.get("no_new_privs", True)),
+            "seccomp": sec.get("seccomp", "default"), "landlock": sec.get("landlock"),
+            "disable_userns": bool(sec.get("disable_userns"))}
+
+
+if __name__ == "__main__":  # pragma: no cover - debugging aid
+    json.dump(describe({"security": {}, "process": {"user": int(sys.argv[1]) if len(sys.argv) > 1 else 0}}),
+              sys.stdout, indent=2)

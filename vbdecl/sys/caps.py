@@ -1,0 +1,263 @@
+"""Capabilities, securebits, no_new_privs and credential changes (ctypes).
+
+Thin, errno-faithful helpers: each raises :class:`~vbdecl.errors.SysError`
+naming the call on failure. Capability sets are Python ints used as bit
+masks (bit N = capability number N). The policy (which capabilities to keep,
+in which order to call these) lives in :mod:`vbdecl.ops.sec`.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import os
+
+from vbdecl.sys.libc import check, libc, raise_errno
+
+PR_GET_KEEPCAPS = 7
+PR_SET_KEEPCAPS = 8
+PR_CAPBSET_READ = 23
+PR_CAPBSET_DROP = 24
+PR_GET_SECUREBITS = 27
+PR_SET_SECUREBITS = 28
+PR_SET_NO_NEW_PRIVS = 38
+PR_GET_NO_NEW_PRIVS = 39
+PR_CAP_AMBIENT = 47
+PR_CAP_AMBIENT_IS_SET = 1
+PR_CAP_AMBIENT_RAISE = 2
+PR_CAP_AMBIENT_LOWER = 3
+PR_CAP_AMBIENT_CLEAR_ALL = 4
+
+# securebits (linux/securebits.h)
+SECBIT_NOROOT = 1 << 0
+SECBIT_NOROOT_LOCKED = 1 << 1
+SECBIT_NO_SETUID_FIXUP = 1 << 2
+SECBIT_NO_SETUID_FIXUP_LOCKED = 1 << 3
+SECBIT_KEEP_CAPS = 1 << 4
+SECBIT_KEEP_CAPS_LOCKED = 1 << 5
+SECBIT_NO_CAP_AMBIENT_RAISE = 1 << 6
+SECBIT_NO_CAP_AMBIENT_RAISE_LOCKED = 1 << 7
+
+_LINUX_CAPABILITY_VERSION_3 = 0x20080522
+
+_ulong = ctypes.c_ulong
+
+
+def _raw_prctl(option: int, a2: int = 0, a3: int = 0, a4: int = 0, a5: int = 0) -> int:
+    # Explicit argument types, without touching the shared libc.prctl prototype.
+    ret: int = libc.prctl(ctypes.c_int(option), _ulong(a2), _ulong(a3), _ulong(a4), _ulong(a5))
+    return ret
+
+
+class _CapHeader(ctypes.Structure):
+    _fields_ = (("version", ctypes.c_uint32), ("pid", ctypes.c_int))
+
+
+class _CapData(ctypes.Structure):
+    _fields_ = (("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32),
+                ("inheritable", ctypes.c_uint32))
+
+
+_CapData2 = _CapData * 2
+
+
+def _prctl(option: int, a2: int = 0, a3: int = 0, a4: int = 0, a5: int = 0, *, what: str) -> int:
+    return check(_raw_prctl(option, a2, a3, a4, a5), what)
+
+
+def last_cap() -> int:
+    """The highest capability number the running kernel knows."""
+    try:
+        with open("/proc/sys/kernel/cap_last_cap") as f:
+            return int(f.read())
+    except OSError:
+        # /proc may not be mounted inside a fresh root: probe the bounding set.
+        n = 0
+        while _raw_prctl(PR_CAPBSET_READ, n + 1) >= 0:
+            n += 1
+        return n
+
+
+def all_caps_mask() -> int:
+    return (1 << (last_cap() + 1)) - 1
+
+
+def capget() -> tuple[int, int, int]:
+    """(effective, permitted, inheritable) of the calling thread."""
+    hdr = _CapHeader(_LINUX_CAPABILITY_VERSION_3, 0)
+    data = _CapData2()
+    check(libc.capget(ctypes.byref(hdr), data), "capget")
+    eff = data[0].effective | (data[1].effective << 32)
+    prm = data[0].permitted | (data[1].permitted << 32)
+    inh = data[0].inheritable | (data[1].inheritable << 32)
+    return eff, prm, inh
+
+
+def capset(effective: int, permitted: int, inheritable: int) -> None:
+    """Set the calling thread's effective, permitted and inheritable sets."""
+    hdr = _CapHeader(_LINUX_CAPABILITY_VERSION_3, 0)
+    data = _CapData2()
+    m = 0xFFFFFFFF
+    data[0].effective, data[1].effective = effective & m, (effective >> 32) & m
+    data[0].permitted, data[1].permitted = permitted & m, (permitted >> 32) & m
+    data[0].inheritable, data[1].inheritable = inheritable & m, (inheritable >> 32) & m
+    check(libc.capset(ctypes.byref(hdr), data),
+          f"capset(effective={effective:#x}, permitted={permitted:#x}, inheritable={inheritable:#x})",
+          hint="a capability can only be kept if the process holds it (permitted set); "
+               "run as root or in a user namespace")
+
+
+def bounding_has(cap: int) -> bool:
+    ret = _raw_prctl(PR_CAPBSET_READ, cap)
+    if ret < 0:
+        if ctypes.get_errno() == errno.EINVAL:
+            return False
+        raise_errno(f"prctl(PR_CAPBSET_READ, {cap})")
+    return bool(ret)
+
+
+def bounding_set() -> int:
+    mask = 0
+    for cap in range(last_cap() + 1):
+        if bounding_has(cap):
+            mask |= 1 << cap
+    return mask
+
+
+def bounding_drop(cap: int) -> None:
+    _prctl(PR_CAPBSET_DROP, cap, what=f"prctl(PR_CAPBSET_DROP, {cap})")
+
+
+def ambient_clear() -> None:
+    _prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, what="prctl(PR_CAP_AMBIENT_CLEAR_ALL)")
+
+
+def ambient_raise(cap: int) -> None:
+    _prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, cap,
+           what=f"prctl(PR_CAP_AMBIENT_RAISE, {cap})")
+
+
+def ambient_is_set(cap: int) -> bool:
+    return bool(_prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_IS_SET, cap,
+                       what=f"prctl(PR_CAP_AMBIENT_IS_SET, {cap})"))
+
+
+def set_keepcaps(on: bool) -> None:
+    _prctl(PR_SET_KEEPCAPS, int(on), what=f"prctl(PR_SET_KEEPCAPS, {int(on)})")
+
+
+def get_securebits() -> int:
+    return _prctl(PR_GET_SECUREBITS, what="prctl(PR_GET_SECUREBITS)")
+
+
+def set_securebits(bits: int) -> None:
+    _prctl(PR_SET_SECUREBITS, bits, what=f"prctl(PR_SET_SECUREBITS, {bits:#x})")
+
+
+def set_no_new_privs() -> None:
+    _prctl(PR_SET_NO_NEW_PRIVS, 1, what="prctl(PR_SET_NO_NEW_PRIVS, 1)")
+
+
+def get_no_new_privs() -> bool:
+    return bool(_prctl(PR_GET_NO_NEW_PRIVS, what="prctl(PR_GET_NO_NEW_PRIVS)"))
+
+
+def _os_call(what: str, fn: object, *args: object, hint: str | None = None) -> None:
+    try:
+        fn(*args)  # type: ignore[operator]
+    except OSError as e:
+        raise_errno(what, e.errno or 0, hint=hint)
+
+
+_MAP_HINT = ("the id is not mapped in this user namespace: add it to spec.idmap "
+             "(or use the id the caller is mapped to)")
+
+
+def setgroups(groups: list[int]) -> None:
+    _os_call(f"setgroups({groups})", os.setgroups, groups)
+
+
+def setresgid(gid: int) -> None:
+    _os_call(f"setresgid({gid}, {gid}, {gid})", os.setresgid, gid, gid, gid,
+             hint=_MAP_HINT if _in_user_ns() else None)
+
+
+def setresuid(uid: int) -> None:
+    _os_call(f"setresuid({uid}, {uid}, {uid})", os.setresuid, uid, uid, uid,
+             hint=_MAP_HINT if _in_user_ns() else None)
+
+
+def setgroups_allowed() -> bool:
+    """False when this user namespace has ``setgroups`` denied (unprivileged maps)."""
+    try:
+        with open("/proc/self/setgroups") as f:
+            return f.read().strip() != "deny"
+    except OSError:
+        return True
+
+
+def _in_user_ns() -> bool:
+    return not in_initial_user_ns()
+
+
+def in_initial_user_ns() -> bool:
+    """True when the caller is in the host's (initial) user namespace.
+
+    The initial namespace maps the whole id range onto itself; any other
+    namespace shows a narrower map. Without /proc, assume the initial one
+    (callers use this to refuse host-wide changes, so erring this way is safe).
+    """
+    try:
+        with open("/proc/self/uid_map") as f:
+            fields = f.read().split()
+    except OSError:
+        return True
+    return fields == ["0", "0", "4294967295"]
+
+
+def caps_of_status(text: str) -> dict[str, int]:
+    """Parse the Cap* lines of a /proc/PID/status text into masks (for tests and doctor)."""
+    out: dict[str, int] = {}
+    for line in text.splitlines():
+        if line.startswith("Cap"):
+            key, _, value = line.partition(":")
+            out[key] = int(value.strip(), 16)
+    return out
+
+
+MAX_USER_NAMESPACES = "/proc/sys/user/max_user_namespaces"
+CLONE_NEWUSER = 0x10000000
+
+
+def set_max_user_namespaces(limit: int) -> None:
+    """Write user.max_user_namespaces of the caller's user namespace.
+
+    The sysctl is per user namespace (the one of the writing process), and a
+    limit counts every namespace created below it; so 0 here refuses nested
+    user namespaces for everything inside, and cannot be raised again without
+    CAP_SYS_RESOURCE in this namespace.
+    """
+    try:
+        fd = os.open(MAX_USER_NAMESPACES, os.O_WRONLY | os.O_CLOEXEC)
+    except OSError as e:
+        raise_errno(f"open({MAX_USER_NAMESPACES})", e.errno or errno.ENOENT,
+                    hint="mount /proc in the environment (a `proc` filesystem entry), or let the "
+                         "runtime call vbdecl.ops.sec.prepare_in_child before pivot_root")
+        return
+    try:
+        os.write(fd, f"{limit}\n".encode())
+    except OSError as e:
+        raise_errno(f"write({MAX_USER_NAMESPACES}, {limit})", e.errno or errno.EPERM,
+                    hint="needs CAP_SYS_RESOURCE in the environment's user namespace")
+    finally:
+        os.close(fd)
+
+
+def userns_creation_blocked() -> bool:
+    """True when a child of the caller cannot create a user namespace."""
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - child
+        code = 0 if libc.unshare(CLONE_NEWUSER) == -1 else 1
+        os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(status) == 0

@@ -1,0 +1,168 @@
+"""Landlock (ctypes): ABI detection, rulesets, path and port rules, restrict_self.
+
+The access-right constants follow linux/landlock.h. :func:`fs_rights` and
+:func:`net_rights` give every right the running ABI knows, so a ruleset that
+handles them all denies whatever no rule grants.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import os
+
+from vbdecl.sys.libc import check, libc, raise_errno, syscall_number
+
+LANDLOCK_CREATE_RULESET_VERSION = 1 << 0
+
+LANDLOCK_RULE_PATH_BENEATH = 1
+LANDLOCK_RULE_NET_PORT = 2
+
+# Filesystem rights (ABI in which they appeared).
+EXECUTE = 1 << 0
+WRITE_FILE = 1 << 1
+READ_FILE = 1 << 2
+READ_DIR = 1 << 3
+REMOVE_DIR = 1 << 4
+REMOVE_FILE = 1 << 5
+MAKE_CHAR = 1 << 6
+MAKE_DIR = 1 << 7
+MAKE_REG = 1 << 8
+MAKE_SOCK = 1 << 9
+MAKE_FIFO = 1 << 10
+MAKE_BLOCK = 1 << 11
+MAKE_SYM = 1 << 12
+REFER = 1 << 13        # ABI 2
+TRUNCATE = 1 << 14     # ABI 3
+IOCTL_DEV = 1 << 15    # ABI 5
+
+# Network rights (ABI 4).
+BIND_TCP = 1 << 0
+CONNECT_TCP = 1 << 1
+
+# Scopes (ABI 6).
+SCOPE_ABSTRACT_UNIX_SOCKET = 1 << 0
+SCOPE_SIGNAL = 1 << 1
+
+# Rights that apply to a non-directory (the kernel refuses the others on files).
+FILE_RIGHTS = EXECUTE | WRITE_FILE | READ_FILE | TRUNCATE | IOCTL_DEV
+
+FS_NAMES: dict[str, int] = {
+    "execute": EXECUTE, "write_file": WRITE_FILE, "read_file": READ_FILE,
+    "read_dir": READ_DIR, "remove_dir": REMOVE_DIR, "remove_file": REMOVE_FILE,
+    "make_char": MAKE_CHAR, "make_dir": MAKE_DIR, "make_reg": MAKE_REG,
+    "make_sock": MAKE_SOCK, "make_fifo": MAKE_FIFO, "make_block": MAKE_BLOCK,
+    "make_sym": MAKE_SYM, "refer": REFER, "truncate": TRUNCATE, "ioctl_dev": IOCTL_DEV,
+}
+
+
+class _RulesetAttr(ctypes.Structure):
+    _fields_ = (("handled_access_fs", ctypes.c_uint64),
+                ("handled_access_net", ctypes.c_uint64),
+                ("scoped", ctypes.c_uint64))
+
+
+class _PathBeneathAttr(ctypes.Structure):
+    _pack_ = 1
+    _fields_ = (("allowed_access", ctypes.c_uint64), ("parent_fd", ctypes.c_int32))
+
+
+class _NetPortAttr(ctypes.Structure):
+    _fields_ = (("allowed_access", ctypes.c_uint64), ("port", ctypes.c_uint64))
+
+
+def _sys(name: str, *args: object) -> int:
+    result: int = libc.syscall(ctypes.c_long(syscall_number(name)), *args)
+    return result
+
+
+_abi: int | None = None
+
+
+def abi_version() -> int:
+    """The Landlock ABI of the running kernel; 0 when Landlock is unavailable."""
+    global _abi
+    if _abi is None:
+        try:
+            ret = _sys("landlock_create_ruleset", None, ctypes.c_size_t(0),
+                       ctypes.c_uint32(LANDLOCK_CREATE_RULESET_VERSION))
+        except OSError:  # unknown architecture
+            ret = -1
+        _abi = ret if ret > 0 else 0
+    return _abi
+
+
+def fs_rights(abi: int) -> int:
+    """Every filesystem right ABI ``abi`` knows."""
+    if abi < 1:
+        return 0
+    mask = (1 << 13) - 1
+    if abi >= 2:
+        mask |= REFER
+    if abi >= 3:
+        mask |= TRUNCATE
+    if abi >= 5:
+        mask |= IOCTL_DEV
+    return mask
+
+
+def net_rights(abi: int) -> int:
+    return BIND_TCP | CONNECT_TCP if abi >= 4 else 0
+
+
+def scopes(abi: int) -> int:
+    return SCOPE_ABSTRACT_UNIX_SOCKET | SCOPE_SIGNAL if abi >= 6 else 0
+
+
+def create_ruleset(handled_fs: int, handled_net: int = 0, scoped: int = 0) -> int:
+    """A new ruleset fd (close-on-exec) handling the given rights."""
+    attr = _RulesetAttr(handled_fs, handled_net, scoped)
+    return check(
+        _sys("landlock_create_ruleset", ctypes.byref(attr), ctypes.c_size_t(ctypes.sizeof(attr)),
+             ctypes.c_uint32(0)),
+        f"landlock_create_ruleset(fs={handled_fs:#x}, net={handled_net:#x}, scoped={scoped:#x})",
+        hint="the kernel lacks Landlock (or this ABI's rights); set security.landlock.optional: "
+             "true for best effort")
+
+
+def add_path_rule(ruleset_fd: int, path: str, access: int) -> int:
+    """Grant ``access`` beneath ``path``; on a non-directory only the file rights apply.
+
+    Returns the access actually granted (masked for files).
+    """
+    try:
+        fd = os.open(path, os.O_PATH | os.O_CLOEXEC)
+    except OSError as e:
+        raise_errno(f"landlock rule: open({path!r})", e.errno or errno.ENOENT,
+                    hint="the path must exist inside the environment: create it with a "
+                         "filesystem entry, or remove it from security.landlock")
+        raise  # unreachable
+    try:
+        import stat
+
+        if not stat.S_ISDIR(os.fstat(fd).st_mode):
+            access &= FILE_RIGHTS
+        if access:
+            attr = _PathBeneathAttr(access, fd)
+            check(_sys("landlock_add_rule", ctypes.c_int(ruleset_fd),
+                       ctypes.c_int(LANDLOCK_RULE_PATH_BENEATH), ctypes.byref(attr),
+                       ctypes.c_uint32(0)),
+                  f"landlock_add_rule({path!r}, access={access:#x})")
+    finally:
+        os.close(fd)
+    return access
+
+
+def add_port_rule(ruleset_fd: int, port: int, access: int) -> None:
+    attr = _NetPortAttr(access, port)
+    check(_sys("landlock_add_rule", ctypes.c_int(ruleset_fd), ctypes.c_int(LANDLOCK_RULE_NET_PORT),
+               ctypes.byref(attr), ctypes.c_uint32(0)),
+          f"landlock_add_rule(port={port}, access={access:#x})",
+          hint="port rules need Landlock ABI 4 (Linux 6.7)")
+
+
+def restrict_self(ruleset_fd: int) -> None:
+    """Enforce the ruleset on the calling thread (needs no_new_privs or CAP_SYS_ADMIN)."""
+    check(_sys("landlock_restrict_self", ctypes.c_int(ruleset_fd), ctypes.c_uint32(0)),
+          "landlock_restrict_self",
+          hint="Landlock needs no_new_privs (security.no_new_privs: true) or CAP_SYS_ADMIN")

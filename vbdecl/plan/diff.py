@@ -269,6 +269,20 @@ def changes(desired: dict[str, Any] | None, state: dict[str, Any] | None,
     return out
 
 
+def with_unchanged(desired: dict[str, Any], found: list[Change]) -> list[Change]:
+    """``found`` plus a no-op entry for each desired action it does not mention."""
+    mentioned = {c.id for c in found if not c.drift}
+    by_id = {c.id: c for c in found if not c.drift}
+    out = [c for c in found if c.drift]
+    for a in desired.get("actions") or []:
+        if a["id"] in mentioned:
+            out.append(by_id[a["id"]])
+        else:
+            out.append(Change("", a["id"], a["kind"], "unchanged", action=a))
+    out += [c for c in found if not c.drift and c.id not in {a["id"] for a in desired.get("actions") or []}]
+    return out
+
+
 def summary(changes: list[Change]) -> dict[str, int]:
     """``{"add", "change", "destroy", "drift"}``; a replace counts as add and destroy."""
     out = {"add": 0, "change": 0, "destroy": 0, "drift": 0}

@@ -1,0 +1,128 @@
+"""Saved plans (``vbdecl plan FILE -o PLAN``) and their staleness check.
+
+A saved plan is the compiled plan of one environment (so it can be applied
+as it is) plus ``state``: the lineage and serial of the state it was made
+against (``null`` and 0 for an environment never applied), ``summary``,
+and ``saved``: the tool version, the manifest file and the hash of its
+bytes, and the changes shown. ``vbdecl apply PLAN`` refuses it when any of
+those no longer match (:func:`check_fresh`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from typing import Any
+
+from vbdecl import __version__
+from vbdecl.errors import StalePlanError, UsageError
+
+KIND = "vbdecl.saved-plan"
+
+
+def file_hash(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def build(plan: dict[str, Any], state: dict[str, Any], summary: dict[str, int],
+          changes: list[dict[str, Any]], source_path: str | None,
+          source_bytes: bytes | None) -> dict[str, Any]:
+    """The saved plan of one environment: the compiled plan itself (so the
+    engine can apply it as is) plus ``state`` (``{"lineage", "serial"}``),
+    ``summary`` and ``saved`` (what makes it checkable)."""
+    return {
+        **plan,
+        "state": state,
+        "summary": summary,
+        "saved": {
+            "kind": KIND,
+            "tool_version": __version__,
+            "file": None if source_path is None else os.path.abspath(source_path),
+            "file_hash": None if source_bytes is None else file_hash(source_bytes),
+            "changes": changes,
+        },
+    }
+
+
+def save(path: str, saved: dict[str, Any]) -> None:
+    """Write atomically (temporary file in the same directory, fsync, rename)."""
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".vbdecl-plan-")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(saved, f, indent=1, sort_keys=True, ensure_ascii=False)
+            f.write("\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def is_saved_plan(path: str) -> bool:
+    """Does ``path`` hold a saved plan (rather than a manifest)?"""
+    try:
+        with open(path, "rb") as f:
+            if f.read(1) != b"{":
+                return False
+            data = json.loads(b"{" + f.read())
+    except (OSError, ValueError):
+        return False
+    return isinstance(data, dict) and "actions" in data and "format" in data
+
+
+def load(path: str) -> dict[str, Any]:
+    try:
+        with open(path, encoding="utf-8") as f:
+            saved = json.load(f)
+    except (OSError, ValueError) as exc:
+        raise UsageError(f"cannot read the saved plan {path}: {exc}",
+                         hint="make one with `vbdecl plan FILE -o PLAN`") from None
+    if not isinstance(saved, dict) or saved.get("format") != 1 or "actions" not in saved:
+        raise UsageError(f"{path} is not a saved vbdecl plan",
+                         hint="make one with `vbdecl plan FILE -o PLAN`")
+    return saved
+
+
+def plan_of(saved: dict[str, Any]) -> dict[str, Any]:
+    """The compiled plan inside a saved plan."""
+    return {k: v for k, v in saved.items() if k not in ("state", "summary", "saved")}
+
+
+def stale_reason(saved: dict[str, Any], state: dict[str, Any] | None) -> str | None:
+    """Why a saved plan can no longer be applied to ``state``, or None."""
+    meta = saved.get("saved") or {}
+    made_by = meta.get("tool_version") or saved.get("tool_version")
+    if made_by != __version__:
+        return f"it was made by vbdecl {made_by}, this is {__version__}"
+    if meta.get("file") and meta.get("file_hash"):
+        try:
+            with open(meta["file"], "rb") as f:
+                now: str | None = file_hash(f.read())
+        except OSError:
+            now = None
+        if now is not None and now != meta["file_hash"]:
+            return f"the manifest {meta['file']} changed since the plan was made"
+    want = saved.get("state") or {}
+    lineage = state.get("lineage") if state else None
+    serial = int(state.get("serial") or 0) if state else 0
+    if want.get("lineage") != lineage or int(want.get("serial") or 0) != serial:
+        return (f"the state of {saved.get('name')} changed since the plan was made "
+                f"(plan made at lineage {want.get('lineage')} serial {want.get('serial') or 0}, "
+                f"now lineage {lineage} serial {serial})")
+    return None
+
+
+def check_fresh(saved: dict[str, Any], state: dict[str, Any] | None) -> None:
+    """Raise :class:`StalePlanError` when the saved plan is stale."""
+    why = stale_reason(saved, state)
+    if why:
+        raise StalePlanError(f"the saved plan is stale: {why}", where=saved.get("name"),
+                             hint="run `vbdecl plan` again (with -o to save it) and apply that")

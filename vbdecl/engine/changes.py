@@ -43,22 +43,35 @@ class Change:
 
 @dataclass
 class ChangeSet:
-    changes: list[Change] = field(default_factory=list)
+    """Changes (ours or the planner's ``vbdecl.plan.diff.Change``; same fields).
+
+    Entries with ``drift=True`` are observations shown first; they are not steps.
+    """
+
+    changes: list[Any] = field(default_factory=list)
     unchanged: list[str] = field(default_factory=list)
 
+    @property
+    def todo(self) -> list[Any]:
+        return [c for c in self.changes if c.symbol and not c.drift]
+
+    @property
+    def drift(self) -> list[Any]:
+        return [c for c in self.changes if c.drift]
+
     def __bool__(self) -> bool:
-        return bool(self.changes)
+        return bool(self.todo)
 
     def counts(self) -> dict[str, int]:
         out = {"+": 0, "~": 0, "-": 0, "-/+": 0}
-        for c in self.changes:
+        for c in self.todo:
             out[c.symbol] += 1
         return out
 
     def summary(self) -> str:
         c = self.counts()
-        return (f"{c['+']} to add, {c['~']} to change, {c['-']} to destroy, "
-                f"{c['-/+']} to replace")
+        return (f"Plan: {c['+'] + c['-/+']} to add, {c['~']} to change, "
+                f"{c['-'] + c['-/+']} to destroy.")
 
 
 # A probe result per resource id: "gone", "drifted: <why>" or None (as recorded).

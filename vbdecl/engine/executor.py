@@ -40,6 +40,7 @@ from vbdecl.ops.base import Context
 Event = dict[str, Any]
 EventCallback = Callable[[Event], None]
 Resource = dict[str, Any]
+JOURNAL_ROTATE_BYTES = 8 << 20
 
 
 @dataclass
@@ -111,7 +112,16 @@ class Engine:
             self.on_event({"event": event, "time": _now(), **data})
 
     @contextlib.contextmanager
-    def session(self, name: str, *, recover: bool = True) -> Iterator[Session]:
+    def session(self, name: str, *, recover: bool = True,
+                create: bool = True) -> Iterator[Session]:
+        """Lock ``name`` for the block; recover an open transaction first.
+
+        ``create=False``: an environment without a state directory is an error
+        (and nothing is created for it).
+        """
+        if not create and not paths.env_dir(name, self.state_dir).is_dir():
+            raise StateError(f"environment {name!r} does not exist",
+                             hint="vbdecl ls lists the environments")
         lock = lock_mod.env_lock(name, self.state_dir, timeout=self.lock_timeout,
                                  command=self.command)
         s = Session(self, name, lock)
@@ -128,11 +138,13 @@ class Engine:
             return s.apply(plan)
 
     def destroy(self, name: str) -> Result:
-        with self.session(name) as s:
+        with self.session(name, create=False) as s:
             return s.destroy()
 
     def recover(self, name: str) -> bool:
-        with self.session(name, recover=False) as s:
+        if not paths.env_dir(name, self.state_dir).is_dir():
+            return False
+        with self.session(name, recover=False, create=False) as s:
             return s.recover()
 
     def changes(self, plan: dict[str, Any], *, probe: bool = True) -> ChangeSet:
@@ -165,10 +177,26 @@ class Session:
             self.journal.close()
             self.journal = None
         if self.lock is not None:
+            self._rotate_journal()
             self.lock.release()
             self.lock = None
 
     # --- plumbing -------------------------------------------------------------
+
+    def _rotate_journal(self) -> None:
+        """Keep the journal bounded: once closed and large, it becomes journal.jsonl.1."""
+        path = paths.journal_file(self.name, self.sd)
+        try:
+            if path.stat().st_size < JOURNAL_ROTATE_BYTES:
+                return
+        except OSError:
+            return
+        if journal_mod.open_transaction(journal_mod.read(path)) is not None:
+            return
+        os.replace(path, path.with_name(path.name + ".1"))
+        from vbdecl.engine.atomic import fsync_dir
+
+        fsync_dir(path.parent)
 
     def _journal(self) -> journal_mod.Journal:
         if self.journal is None:
@@ -202,14 +230,33 @@ class Session:
     # --- plan ----------------------------------------------------------------
 
     def changes(self, plan: dict[str, Any], *, probe: bool = True) -> ChangeSet:
+        """What an apply of ``plan`` would do, with drift from live probes."""
         state = self.state
         resources: dict[str, Resource] = (state or {}).get("resources") or {}
         self.instance = (state or {}).get("instance") or ""
         self.res = copy.deepcopy(resources)
         self._load_context((state or {}).get("plan") or plan)
+        try:
+            from vbdecl.plan import diff as planner_diff
+        except ImportError:  # the planner's diff is optional for the engine
+            planner_diff = None  # type: ignore[assignment]
+        if planner_diff is not None:
+            live = self.live() if (probe and resources) else None
+            return ChangeSet(list(planner_diff.changes(plan, state, live)))
         prober = self._probe_one if (probe and resources) else None
         return changes_mod.compute(resources, (state or {}).get("plan"), plan,
                                    can_update=_can_update, probe=prober)
+
+    def live(self) -> dict[str, Any]:
+        """``{id: live record or None}`` for every resource whose probe worked."""
+        out: dict[str, Any] = {}
+        for rid, res in self.res.items():
+            try:
+                out[rid] = _op(res["kind"]).probe(self._ctx(), res.get("params") or {},
+                                                  res.get("record"))
+            except Exception as exc:
+                self.engine.emit("probe.failed", id=rid, error=str(exc))
+        return out
 
     def _probe_one(self, rid: str, res: Resource) -> str | None:
         try:
@@ -228,9 +275,12 @@ class Session:
 
     def check_fresh(self, saved: dict[str, Any]) -> None:
         """Refuse a saved plan made against another state (lineage/serial)."""
-        based = saved.get("based_on") or {}
+        if "based_on" not in saved and "state" not in saved:
+            return  # a bare compiled plan: nothing recorded to compare with
+        based = saved.get("based_on") or saved.get("state") or {}
         state = self.state or {}
-        if based.get("lineage") != state.get("lineage") or based.get("serial") != state.get("serial"):
+        if (based.get("lineage") != state.get("lineage")
+                or int(based.get("serial") or 0) != int(state.get("serial") or 0)):
             raise StalePlanError(
                 f"the saved plan for {self.name!r} is stale: it was made at serial "
                 f"{based.get('serial')} of lineage {based.get('lineage')}, the state is now at serial "
@@ -252,24 +302,7 @@ class Session:
         if not changes:
             self.engine.emit("apply.nothing", name=self.name)
             return Result(self.name, self.instance, state.get("revision"), state.get("serial"))
-        # Steps: destroys in reverse old order, then creates/updates in plan order.
-        destroys = [c for c in changes.changes if c.symbol == "-"]
-        replaced = {c.id for c in changes.changes if c.symbol == "-/+" and c.old is not None}
-        old_order = [a["id"] for a in ((old_state or {}).get("plan") or {}).get("actions", [])]
-        old_order += [i for i in self.res if i not in old_order]
-        steps: list[tuple[str, str, str, dict[str, Any], Resource | None]] = []
-        for rid in reversed(old_order):
-            if rid in replaced or any(c.id == rid for c in destroys):
-                cur = self.res[rid]
-                steps.append(("destroy", rid, cur["kind"], cur.get("params") or {}, cur))
-        for c in changes.changes:
-            if c.action is None:
-                continue
-            if c.symbol in ("+", "-/+"):
-                steps.append(("create", c.id, c.kind, c.action.get("params") or {}, None))
-            elif c.symbol == "~":
-                steps.append(("update", c.id, c.kind, c.action.get("params") or {}, c.old))
-
+        steps = self._steps(changes, old_state)
         base_rev = max([state.get("revision") or 0, *store.revision_numbers(self.name, self.sd)])
         self.txn = uuid.uuid4().hex
         # Dependencies of both plans, for the rollback's "keep what a failure needs" rule.
@@ -314,6 +347,34 @@ class Session:
                          serial=state["serial"], steps=len(steps))
         return Result(self.name, self.instance, revision, state["serial"], changes.changes,
                       steps=len(steps))
+
+    def _steps(self, changes: ChangeSet, old_state: dict[str, Any] | None) -> list[Any]:
+        """Destroys in reverse old order, then creates/updates in plan order."""
+        todo = changes.todo
+        gone: set[str] = set()
+        for c in todo:
+            if c.old is None or c.id not in self.res:
+                continue
+            # "-", "-/+", a "+" over a stale record (recreate after drift), and a
+            # "~" the op cannot do in place all start by reverting the old record.
+            if c.symbol in ("-", "-/+", "+") or (c.symbol == "~" and not _can_update(c.kind)):
+                gone.add(c.id)
+        old_order = [a["id"] for a in ((old_state or {}).get("plan") or {}).get("actions", [])]
+        old_order += [i for i in self.res if i not in old_order]
+        steps: list[tuple[str, str, str, dict[str, Any], Resource | None]] = []
+        for rid in reversed(old_order):
+            if rid in gone:
+                cur = self.res[rid]
+                steps.append(("destroy", rid, cur["kind"], cur.get("params") or {}, cur))
+        for c in todo:
+            if c.action is None:
+                continue
+            params = c.action.get("params") or {}
+            if c.symbol in ("+", "-/+") or c.id in gone:
+                steps.append(("create", c.id, c.kind, params, None))
+            elif c.symbol == "~":
+                steps.append(("update", c.id, c.kind, params, c.old))
+        return steps
 
     def _ordered(self, plan: dict[str, Any]) -> dict[str, Resource]:
         order = [a["id"] for a in plan.get("actions", [])]

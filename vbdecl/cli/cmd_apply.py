@@ -1,0 +1,89 @@
+"""vbdecl apply FILE|PLAN|DIR: plan, show, confirm, then apply transactionally."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from typing import Any
+
+HELP = "create or update environments from a manifest, a saved plan, or a directory"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    from vbdecl.cli.progress import add_engine_options
+
+    p.add_argument("target", metavar="FILE|PLAN|DIR")
+    add_engine_options(p)
+    p.add_argument("--prune", action="store_true",
+                   help="with a DIR: destroy environments that came from it and are no longer in it")
+
+
+def run(args: argparse.Namespace) -> int:
+    from vbdecl.cli.progress import Renderer, command_line, confirm, emit_json, plan_lines
+    from vbdecl.engine import sources, store
+    from vbdecl.engine.executor import Engine
+    from vbdecl.errors import UsageError
+
+    sources_ = sources.load(args.target)
+    names = [s.plan["name"] for s in sources_]
+    dupes = {n for n in names if names.count(n) > 1}
+    if dupes:
+        raise UsageError(f"{args.target}: environment names used twice: {', '.join(sorted(dupes))}")
+    if args.prune and not os.path.isdir(args.target):
+        raise UsageError("--prune needs a directory", hint="vbdecl apply DIR --prune")
+    renderer = Renderer(args.json)
+    engine = Engine(args.state_dir, on_event=renderer, lock_timeout=args.lock_timeout,
+                    command=command_line())
+    results: list[dict[str, Any]] = []
+    try:
+        for src in sources_:
+            name = src.plan["name"]
+            with engine.session(name) as s:
+                if src.saved is not None:
+                    s.check_fresh(src.saved)
+                    sources.check_manifest_unchanged(src.saved)
+                changes = s.changes(src.plan)
+                if args.json:
+                    emit_json({"event": "plan", "name": name,
+                               "changes": [c.to_json() for c in changes.changes]})
+                else:
+                    print("\n".join(plan_lines(name, changes)))
+                if not changes:
+                    results.append({"name": name, "changed": False})
+                    continue
+                if not confirm(f"Apply these changes to {name}?", args.yes):
+                    print(f"{name}: not applied")
+                    results.append({"name": name, "changed": False, "declined": True})
+                    continue
+                result = s.apply(src.plan, changes)
+                results.append({"name": name, "changed": True, **result.to_json()})
+                if not args.json:
+                    print(f"{name}: applied revision {result.revision} "
+                          f"({result.steps} steps, instance {result.instance})")
+        if args.prune:
+            directory = os.path.realpath(args.target)
+            for name in store.list_envs(engine.state_dir):
+                if name in names:
+                    continue
+                state = store.load(name, engine.state_dir)
+                src_path = ((state or {}).get("plan") or {}).get("source") or {}
+                if not state or not src_path.get("path"):
+                    continue
+                if os.path.dirname(os.path.realpath(src_path["path"])) != directory:
+                    continue
+                if not args.json:
+                    print(f"{name}: no longer in {args.target}: destroy")
+                if not confirm(f"Destroy {name}?", args.yes):
+                    continue
+                with engine.session(name) as s:
+                    if s.state is None:
+                        continue
+                    s.destroy()
+                results.append({"name": name, "pruned": True})
+                if not args.json:
+                    print(f"{name}: destroyed")
+    finally:
+        renderer.close()
+    if args.json:
+        emit_json({"event": "result", "environments": results})
+    return 0

@@ -1,0 +1,56 @@
+"""vbdecl destroy NAME|FILE: revert everything the environment owns."""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+HELP = "destroy an environment (by name, or every environment of a manifest)"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    from vbdecl.cli.progress import add_engine_options
+
+    p.add_argument("target", metavar="NAME|FILE")
+    add_engine_options(p)
+
+
+def names_of(target: str) -> list[str]:
+    from vbdecl.engine import paths, sources
+
+    if os.sep in target or os.path.isfile(target):
+        return [s.plan["name"] for s in sources.load(target)]
+    paths.check_name(target)
+    return [target]
+
+
+def run(args: argparse.Namespace) -> int:
+    from vbdecl.cli.progress import Renderer, command_line, confirm, emit_json
+    from vbdecl.engine.executor import Engine
+    from vbdecl.errors import StateError
+
+    renderer = Renderer(args.json)
+    engine = Engine(args.state_dir, on_event=renderer, lock_timeout=args.lock_timeout,
+                    command=command_line())
+    done = []
+    try:
+        for name in names_of(args.target):
+            with engine.session(name, create=False) as s:
+                if s.state is None:
+                    raise StateError(f"environment {name!r} does not exist",
+                                     hint="vbdecl ls lists the environments")
+                n = len(s.state.get("resources") or {})
+                if not args.json:
+                    print(f"{name}: {n} resources to destroy (instance {s.state['instance']})")
+                if not confirm(f"Destroy {name}?", args.yes):
+                    print(f"{name}: not destroyed")
+                    continue
+                result = s.destroy()
+                done.append(result.to_json())
+                if not args.json:
+                    print(f"{name}: destroyed")
+    finally:
+        renderer.close()
+    if args.json:
+        emit_json({"event": "result", "destroyed": done})
+    return 0

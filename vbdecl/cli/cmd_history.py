@@ -1,0 +1,42 @@
+"""vbdecl history NAME: the stored revisions of an environment."""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+HELP = "list an environment's revisions (time, manifest hash, source, git commit, user)"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("name", metavar="NAME")
+
+
+def run(args: argparse.Namespace) -> int:
+    from vbdecl.cli.progress import emit_json
+    from vbdecl.engine import paths, store
+    from vbdecl.errors import StateError
+
+    state_dir = str(paths.state_root(args.state_dir))
+    revs = store.history(args.name, state_dir)
+    if not revs:
+        raise StateError(f"environment {args.name!r} has no history", hint="vbdecl ls lists the environments")
+    state = store.load(args.name, state_dir)
+    current = (state or {}).get("revision")
+    if args.json:
+        for r in revs:
+            r["current"] = r["revision"] == current
+        emit_json(revs)
+        return 0
+    rows = [("REV", "TIME", "MANIFEST", "SOURCE", "GIT", "USER", "NOTE")]
+    for r in revs:
+        git = r.get("git") or {}
+        git_text = (git.get("commit", "")[:10] + ("+dirty" if git.get("dirty") else "")) if git else "-"
+        rows.append((("*" if r["revision"] == current else " ") + str(r["revision"]),
+                     time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r["time"])),
+                     str(r.get("manifest_hash") or "-")[:19], r.get("source") or "-", git_text,
+                     r.get("user") or "-", r.get("note") or ""))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+    return 0

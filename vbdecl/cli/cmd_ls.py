@@ -1,0 +1,92 @@
+"""vbdecl ls: environments with status, revision and drift."""
+
+from __future__ import annotations
+
+import argparse
+import time
+from typing import Any
+
+HELP = "list environments: status, revision, drift"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--no-probe", action="store_true", help="do not probe live state for drift")
+    p.add_argument("-a", "--all", action="store_true", help="also destroyed environments (with history)")
+
+
+def describe(name: str, state_dir: str, probe: bool) -> dict[str, Any] | None:
+    from vbdecl.engine import journal, lock, paths, store
+    from vbdecl.engine.executor import Engine
+
+    state = store.load(name, state_dir)
+    open_txn = journal.open_transaction(journal.read(paths.journal_file(name, state_dir)))
+    holder = lock.holder(paths.lock_file(name, state_dir))
+    revs = store.revision_numbers(name, state_dir)
+    row: dict[str, Any] = {
+        "name": name, "instance": (state or {}).get("instance"),
+        "revision": (state or {}).get("revision"), "serial": (state or {}).get("serial"),
+        "resources": len((state or {}).get("resources") or {}),
+        "revisions": len(revs), "drift": None, "locked_by": holder,
+        "source": (((state or {}).get("plan") or {}).get("source") or {}).get("path"),
+    }
+    if holder:
+        row["status"] = "busy"
+    elif open_txn:
+        row["status"] = "needs recovery"
+    elif state is None:
+        row["status"] = "destroyed"
+    else:
+        row["status"] = "applied"
+    if state is not None and probe and not holder and not open_txn:
+        try:
+            changes = Engine(state_dir).changes(state["plan"])
+            drift = [c.id for c in changes.changes if c.drift]
+            if not drift:  # our own diff has no drift entries: drifted ids are in todo
+                drift = [c.id for c in changes.todo]
+            row["drift"] = drift
+            if drift:
+                row["status"] = "drifted"
+        except Exception as exc:
+            row["drift"] = None
+            row["probe_error"] = str(exc)
+    if state is None and not revs and not open_txn:
+        return None
+    row["updated"] = _mtime(paths.state_file(name, state_dir))
+    return row
+
+
+def _mtime(path: Any) -> float | None:
+    try:
+        return float(path.stat().st_mtime)
+    except OSError:
+        return None
+
+
+def run(args: argparse.Namespace) -> int:
+    from vbdecl.cli.progress import emit_json
+    from vbdecl.engine import paths, store
+
+    state_dir = str(paths.state_root(args.state_dir))
+    rows = []
+    for name in store.list_envs(state_dir):
+        row = describe(name, state_dir, not args.no_probe)
+        if row is None or (row["status"] == "destroyed" and not args.all):
+            continue
+        rows.append(row)
+    if args.json:
+        emit_json(rows)
+        return 0
+    if not rows:
+        print("no environments")
+        return 0
+    header: tuple[str, ...] = ("NAME", "STATUS", "REVISION", "INSTANCE", "RESOURCES", "DRIFT", "UPDATED")
+    table = [header]
+    for r in rows:
+        drift = "-" if r["drift"] is None else (", ".join(r["drift"][:3]) + (" ..." if len(r["drift"]) > 3 else "") or "none")
+        updated = time.strftime("%Y-%m-%d %H:%M", time.localtime(r["updated"])) if r["updated"] else "-"
+        table.append((r["name"], r["status"], str(r["revision"] or "-"), r["instance"] or "-",
+                      str(r["resources"]), drift, updated))
+    widths = [max(len(t[i]) for t in table) for i in range(len(header))]
+    for line in table:
+        print("  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)).rstrip())
+    return 0

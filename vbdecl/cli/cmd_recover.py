@@ -1,0 +1,45 @@
+"""vbdecl recover [NAME]: finish transactions an interrupted command left open."""
+
+from __future__ import annotations
+
+import argparse
+
+HELP = "finish (roll back or forward) transactions left open by an interrupted command"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    from vbdecl.cli.progress import add_engine_options
+
+    p.add_argument("name", nargs="?", metavar="NAME", help="default: every environment")
+    add_engine_options(p, yes=False)
+
+
+def run(args: argparse.Namespace) -> int:
+    from vbdecl.cli.progress import Renderer, command_line, emit_json
+    from vbdecl.engine import store
+    from vbdecl.engine.executor import Engine
+    from vbdecl.errors import VbdeclError
+
+    renderer = Renderer(args.json)
+    engine = Engine(args.state_dir, on_event=renderer, lock_timeout=args.lock_timeout,
+                    command=command_line())
+    names = [args.name] if args.name else store.list_envs(engine.state_dir)
+    recovered, failed = [], []
+    first_error: VbdeclError | None = None
+    for name in names:
+        try:
+            if engine.recover(name):
+                recovered.append(name)
+        except VbdeclError as err:
+            failed.append({"name": name, "error": str(err)})
+            first_error = first_error or err
+            if not args.json and len(names) > 1:
+                print(f"error: {err}")
+    renderer.close()
+    if args.json:
+        emit_json({"event": "result", "recovered": recovered, "failed": failed})
+    elif not recovered and not failed:
+        print("nothing to recover" + (f" for {args.name}" if args.name else ""))
+    if first_error is not None and (len(names) == 1 or args.json):
+        raise first_error
+    return 1 if failed else 0

@@ -1,0 +1,71 @@
+"""vbdecl status NAME: the environment's resources with their live state."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+HELP = "show an environment's resources and their live state"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("name", metavar="NAME")
+
+
+def run(args: argparse.Namespace) -> int:
+    from vbdecl.cli.progress import emit_json
+    from vbdecl.engine import journal, lock, paths, store
+    from vbdecl.engine.executor import Engine, Session
+    from vbdecl.errors import StateError
+
+    state_dir = str(paths.state_root(args.state_dir))
+    name = args.name
+    state = store.load(name, state_dir)
+    if state is None:
+        raise StateError(f"environment {name!r} does not exist", hint="vbdecl ls lists the environments")
+    open_txn = journal.open_transaction(journal.read(paths.journal_file(name, state_dir)))
+    holder = lock.holder(paths.lock_file(name, state_dir))
+    s = Session(Engine(state_dir), name, None)
+    s.state = state
+    s.instance = state["instance"]
+    s.res = dict(state.get("resources") or {})
+    live = s.live()
+    resources: list[dict[str, Any]] = []
+    for rid, res in (state.get("resources") or {}).items():
+        if rid not in live:
+            status = "unknown (probe failed)"
+        elif live[rid] is None:
+            status = "gone"
+        elif live[rid] != res.get("record"):
+            status = "changed"
+        else:
+            status = "ok"
+        entry: dict[str, Any] = {"id": rid, "kind": res.get("kind"), "status": status,
+                                 "record": res.get("record")}
+        if res.get("kind") == "cgroup.group" and res.get("record"):
+            try:
+                from vbdecl.ops import cgroup
+
+                entry["usage"] = cgroup.usage(res["record"])
+            except Exception as exc:
+                entry["usage_error"] = str(exc)
+        resources.append(entry)
+    out = {"name": name, "instance": state["instance"], "revision": state.get("revision"),
+           "serial": state.get("serial"), "lineage": state.get("lineage"),
+           "open_transaction": bool(open_txn), "locked_by": holder, "resources": resources}
+    if args.json:
+        emit_json(out)
+        return 0
+    print(f"{name}  instance {state['instance']}  revision {state.get('revision')}  "
+          f"serial {state.get('serial')}")
+    if open_txn:
+        print(f"  an interrupted command left an open transaction: run vbdecl recover {name}")
+    if holder:
+        print(f"  locked by pid {holder.get('pid')} ({holder.get('command')})")
+    width = max((len(r["id"]) for r in resources), default=2)
+    for r in resources:
+        line = f"  {r['id'].ljust(width)}  {str(r['kind']).ljust(16)}  {r['status']}"
+        if "usage" in r:
+            line += "  " + " ".join(f"{k}={v}" for k, v in r["usage"].items())
+        print(line)
+    return 0

@@ -1,0 +1,150 @@
+"""Rendering of engine events and plans for the apply-family commands.
+
+``--json``: every event is one JSON line on stdout. Otherwise people get
+short lines on stderr (failures, reverts, recovery) and, on a terminal for
+applies of more than a few actions, a rich progress bar (rich is imported
+only then).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any, TextIO
+
+PROGRESS_MIN_STEPS = 8
+
+
+class Renderer:
+    def __init__(self, json_mode: bool = False, stream: TextIO | None = None) -> None:
+        self.json = json_mode
+        self.stream = stream or sys.stderr
+        self.progress: Any = None
+        self.task: Any = None
+
+    def __call__(self, event: dict[str, Any]) -> None:
+        if self.json:
+            sys.stdout.write(json.dumps(event, default=str) + "\n")
+            sys.stdout.flush()
+            return
+        kind = event["event"]
+        handler = getattr(self, "on_" + kind.replace(".", "_"), None)
+        if handler is not None:
+            handler(event)
+
+    def say(self, text: str) -> None:
+        if self.progress is not None:
+            self.progress.console.print(text, markup=False, highlight=False)
+        else:
+            print(text, file=self.stream, flush=True)
+
+    # --- events ---------------------------------------------------------------
+
+    def on_apply_started(self, ev: dict[str, Any]) -> None:
+        self._start(f"applying {ev['name']}", ev.get("steps", 0))
+
+    def on_destroy_started(self, ev: dict[str, Any]) -> None:
+        self._start(f"destroying {ev['name']}", ev.get("steps", 0))
+
+    def _start(self, title: str, steps: int) -> None:
+        if steps >= PROGRESS_MIN_STEPS and self.stream.isatty():
+            from rich.console import Console
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+            self.progress = Progress(TextColumn("{task.description}"), BarColumn(),
+                                     MofNCompleteColumn(), TextColumn("{task.fields[current]}"),
+                                     console=Console(file=self.stream), transient=True)
+            self.progress.start()
+            self.task = self.progress.add_task(title, total=steps, current="")
+
+    def on_action_started(self, ev: dict[str, Any]) -> None:
+        if self.progress is not None:
+            self.progress.update(self.task, current=ev["id"])
+
+    def on_action_applied(self, ev: dict[str, Any]) -> None:
+        if self.progress is not None:
+            self.progress.advance(self.task)
+
+    on_action_destroyed = on_action_applied
+
+    def on_action_failed(self, ev: dict[str, Any]) -> None:
+        self.stop()
+        self.say(f"failed: {ev['id']}: {ev['error']}; rolling back")
+
+    def on_action_reverted(self, ev: dict[str, Any]) -> None:
+        verb = "restored" if ev.get("step") == "destroy" else "reverted"
+        self.say(f"  {verb} {ev['id']}")
+
+    def on_revert_failed(self, ev: dict[str, Any]) -> None:
+        self.say(f"  revert FAILED {ev['id']}: {ev['error']}")
+
+    def on_recovery_started(self, ev: dict[str, Any]) -> None:
+        self.say(f"recovering {ev['name']}: an interrupted {ev.get('op')} "
+                 f"(pid {ev.get('pid')}) left an open transaction")
+
+    def on_recovery_finished(self, ev: dict[str, Any]) -> None:
+        self.say(f"recovered {ev['name']}: {ev.get('outcome')}")
+
+    def on_apply_committed(self, ev: dict[str, Any]) -> None:
+        self.stop()
+
+    on_destroy_finished = on_apply_committed
+    on_apply_aborted = on_apply_committed
+
+    def stop(self) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+            self.progress = None
+
+    def close(self) -> None:
+        self.stop()
+
+
+def plan_lines(name: str, changes: Any) -> list[str]:
+    """The planner's plan text when it is there, else ours (same line shapes)."""
+    try:
+        from vbdecl.plan import text
+    except ImportError:
+        text = None  # type: ignore[assignment]
+    if text is not None:
+        try:
+            return list(text.render_plan(name, list(changes.changes)))
+        except (AttributeError, TypeError, KeyError):
+            pass
+    lines = [f"Environment {name}:", ""]
+    for c in changes.drift:
+        lines.append("  " + c.line())
+    if not changes:
+        lines.append(f"No changes: {name} matches its manifest.")
+        return lines
+    lines += [c.line() for c in changes.todo]
+    lines += ["", changes.summary()]
+    return lines
+
+
+def confirm(question: str, assume_yes: bool) -> bool:
+    """Ask on a terminal unless -y; without a terminal, go on (the contract)."""
+    if assume_yes or not sys.stdin.isatty():
+        return True
+    try:
+        answer = input(f"{question} [y/N] ")
+    except EOFError:
+        return False
+    return answer.strip().lower() in ("y", "yes")
+
+
+def emit_json(obj: Any) -> None:
+    sys.stdout.write(json.dumps(obj, default=str) + "\n")
+    sys.stdout.flush()
+
+
+def add_engine_options(parser: Any, *, lock: bool = True, yes: bool = True) -> None:
+    if yes:
+        parser.add_argument("-y", "--yes", action="store_true", help="do not ask for confirmation")
+    if lock:
+        parser.add_argument("--lock-timeout", type=float, default=0.0, metavar="S",
+                            help="wait up to S seconds for the environment's lock (default: fail at once)")
+
+
+def command_line() -> str:
+    return " ".join(["vbdecl", *sys.argv[1:]])

@@ -60,6 +60,7 @@ class ChildConfig:
         "instance",
         "joins",
         "keep_fds",
+        "live",
         "mount_new",
         "needs_root",
         "net_new",
@@ -89,6 +90,7 @@ class ChildConfig:
         self.die_with_parent = False
         self.needs_root = False       # spec.rootfs or spec.filesystem: call setup_root
         self.keep_fds: list[int] = []  # fds the process inherits (inherit_fds)
+        self.live = False             # a live environment: init holds the namespaces, no process
 
 
 class SetupFailure(Exception):
@@ -143,7 +145,9 @@ def status_code(status: int) -> int:
 def holder_main(cfg: ChildConfig, parent: int) -> NoReturn:
     """Body of the first child. Never returns."""
     try:
-        if cfg.die_with_parent:
+        if cfg.live:
+            _detach(cfg)
+        elif cfg.die_with_parent:
             sysproc.set_pdeathsig(signal.SIGKILL, parent)
         _enter_namespaces(cfg)
         send(cfg.c2p, MSG_UNSHARED)
@@ -157,6 +161,8 @@ def holder_main(cfg: ChildConfig, parent: int) -> NoReturn:
                 init_main(cfg, me)
             send(cfg.c2p, MSG_PID, struct.pack("=i", pid))
             os.close(cfg.c2p)
+            if cfg.live:
+                os._exit(0)
             while True:
                 try:
                     _, status = os.waitpid(pid, 0)
@@ -164,11 +170,27 @@ def holder_main(cfg: ChildConfig, parent: int) -> NoReturn:
                     os._exit(125)
                 if os.WIFEXITED(status) or os.WIFSIGNALED(status):
                     os._exit(status_code(status))
+        elif cfg.live:
+            send(cfg.c2p, MSG_PID, struct.pack("=i", os.getpid()))
+            os.close(cfg.c2p)
         else:
             _setup_root(cfg)
             exec_process(cfg)
     except BaseException as exc:
         _report(cfg, exc)
+    sysproc.set_name("vbdecl-init")
+    init_loop(None, forward_tty_signals=False)
+
+
+def _detach(cfg: ChildConfig) -> None:
+    """A live environment outlives vbdecl: own session, stdio on /dev/null, no other fds."""
+    os.setsid()
+    null = os.open("/dev/null", os.O_RDWR)
+    for fd in (0, 1, 2):
+        os.dup2(null, fd)
+    if null > 2:
+        os.close(null)
+    sysproc.close_fds_except([cfg.c2p, cfg.p2c, *cfg.keep_fds])
 
 
 def _enter_namespaces(cfg: ChildConfig) -> None:
@@ -244,6 +266,10 @@ def init_main(cfg: ChildConfig, holder: int) -> NoReturn:
     try:
         if cfg.die_with_parent:
             sysproc.set_pdeathsig(signal.SIGKILL, holder)
+        if cfg.live:
+            os.close(cfg.c2p)
+            sysproc.set_name("vbdecl-init")
+            init_loop(None, forward_tty_signals=False)
         _setup_root(cfg)
         if not cfg.pid_new or not cfg.spec["process"].get("init", True):
             exec_process(cfg)
@@ -259,8 +285,11 @@ def init_main(cfg: ChildConfig, holder: int) -> NoReturn:
     init_loop(pid, forward_tty_signals=bool(cfg.spec["process"].get("new_session")))
 
 
-def init_loop(main_pid: int, *, forward_tty_signals: bool) -> NoReturn:
+def init_loop(main_pid: int | None, *, forward_tty_signals: bool) -> NoReturn:
     """Reap every child, forward signals to the main process, exit with its status.
+
+    Without a main process (a live environment's init) it reaps until
+    SIGTERM, SIGINT or SIGHUP, then exits (the kernel ends the pid namespace).
 
     Signals are blocked and taken with sigwaitinfo, so nothing is lost
     between a reap and the wait. A signal the terminal sent (SI_KERNEL) also
@@ -269,6 +298,7 @@ def init_loop(main_pid: int, *, forward_tty_signals: bool) -> NoReturn:
     Never hangs on ECHILD: no children left means we are done.
     """
     waitset = {*FORWARDED, signal.SIGCHLD}
+    signal.pthread_sigmask(signal.SIG_BLOCK, waitset)   # before the first reap: no lost SIGCHLD
     main_status: int | None = None
     while True:
         while True:
@@ -284,11 +314,15 @@ def init_loop(main_pid: int, *, forward_tty_signals: bool) -> NoReturn:
                 main_status = status
         if main_status is not None:
             os._exit(status_code(main_status))
-        if pid == -1:       # no child at all and the main one never reported: cannot happen
+        if pid == -1 and main_pid is not None:   # no child, no status: cannot happen
             os._exit(125)
         info = signal.sigwaitinfo(waitset)
         sig = info.si_signo
         if sig == signal.SIGCHLD:
+            continue
+        if main_pid is None:
+            if sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+                os._exit(128 + sig)
             continue
         if info.si_code == SI_KERNEL and not forward_tty_signals:
             continue

@@ -272,7 +272,7 @@ class Builder:
     def _bind(self, e: dict[str, Any], attrs: int) -> None:
         fd = e.get("fd")
         if fd is not None:
-            src = self._fd_source(int(fd))
+            src = os.dup(int(fd))
         else:
             try:
                 src = self._host(e["source"])
@@ -284,7 +284,12 @@ class Builder:
                 raise
         try:
             is_dir = stat.S_ISDIR(os.fstat(src).st_mode)
-            clone = m.clone_tree(src, recursive=True)
+            try:
+                clone = m.clone_tree(src, recursive=True)
+            except OSError as exc:
+                if fd is None or exc.errno != errno.EINVAL:
+                    raise
+                clone = self._clone_foreign(src)
         finally:
             _close(src)
         try:
@@ -294,13 +299,23 @@ class Builder:
             raise
         self._attach(clone, e["target"], is_dir)
 
-    def _fd_source(self, fd: int) -> int:
-        """An O_PATH fd for a bind source given as an fd (vb's --bind-fd)."""
+    def _clone_foreign(self, fd: int) -> int:
+        """Clone the tree an fd opened in another mount namespace refers to.
+
+        open_tree refuses mounts of another namespace: find the same object
+        by its path in our copy of the host tree and check it is the same
+        inode before binding it (vb's --bind-fd from a caller's fd).
+        """
+        path = os.readlink(f"{self.host_prefix.rstrip('/')}/proc/self/fd/{fd}")
+        want = os.fstat(fd)
+        same = self._host(path)
         try:
-            return os.open(".", os.O_PATH | os.O_CLOEXEC, dir_fd=fd) if _isdir_fd(fd) else \
-                os.dup(fd)
+            got = os.fstat(same)
+            if (got.st_dev, got.st_ino) != (want.st_dev, want.st_ino):
+                raise OSError(errno.ESTALE, f"fd {fd} ({path}) is not reachable in the host tree")
+            return m.clone_tree(same, recursive=True)
         finally:
-            pass
+            _close(same)
 
     def do_bind(self, e: dict[str, Any]) -> None:
         self._bind(e, m.MOUNT_ATTR_NOSUID | m.MOUNT_ATTR_NODEV)

@@ -1,0 +1,20 @@
+"""``vbdecl logs NAME [-f]``: the output of a live environment's process."""
+
+from __future__ import annotations
+
+import argparse
+
+HELP = "show the output of a live environment's process (-f follows it)"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("name", metavar="NAME", help="the environment (metadata.name)")
+    parser.add_argument("-f", "--follow", action="store_true",
+                        help="keep printing new output until the environment stops")
+    parser.add_argument("-n", "--tail", type=int, metavar="N", help="only the last N lines first")
+
+
+def run(args: argparse.Namespace) -> int:
+    from vbdecl.runtime.live import logs
+
+    return logs(args.name, state_dir=args.state_dir, follow=args.follow, tail=args.tail)

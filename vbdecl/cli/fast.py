@@ -1,0 +1,133 @@
+"""The fast path: ``vbdecl run`` and ``vbdecl exec`` without argparse, rich or pydantic.
+
+``vbdecl/entry.py`` sends these two commands here before importing any CLI
+framework. The grammar (``--help`` goes to the argparse definitions in
+``cmd_run``/``cmd_exec``)::
+
+    vbdecl [GLOBAL...] run  [--name NAME] [--events-fd FD] [--no-cache] FILE [-- CMD...]
+    vbdecl [GLOBAL...] exec [--cwd DIR] NAME [-- CMD...]
+
+GLOBAL: ``--state-dir DIR``, ``--debug``, ``--json``. Exit status: the
+process's; 125 when vbdecl failed before the process started; 126/127 when
+the command cannot be executed / is not found.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from vbdecl.errors import UsageError, VbdeclError
+
+_FLAGS = ("--debug", "--json", "--no-cache")
+_VALUES = ("--state-dir", "--name", "--events-fd", "--cwd")
+
+
+def parse(argv: list[str]) -> tuple[str, dict[str, object], list[str], list[str] | None]:
+    """Split argv into (command, options, positionals, command after --)."""
+    opts: dict[str, object] = {}
+    pos: list[str] = []
+    cmd: str | None = None
+    rest: list[str] | None = None
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg == "--":
+            rest = argv[i + 1:]
+            break
+        if cmd is not None and len(pos) == 1 and not arg.startswith("-"):
+            # run FILE CMD... / exec NAME CMD...: the command may follow without --
+            rest = argv[i:]
+            break
+        name, eq, value = arg.partition("=")
+        if name in _VALUES:
+            if not eq:
+                if i + 1 >= len(argv):
+                    raise UsageError(f"option {name} needs a value")
+                i += 1
+                value = argv[i]
+            opts[name[2:].replace("-", "_")] = value
+        elif arg in _FLAGS:
+            opts[arg[2:].replace("-", "_")] = True
+        elif arg.startswith("-"):
+            raise UsageError(f"unknown option {arg}", hint="see vbdecl run --help / vbdecl exec --help")
+        elif cmd is None:
+            cmd = arg
+        else:
+            pos.append(arg)
+        i += 1
+    if cmd not in ("run", "exec"):
+        raise UsageError(f"not a fast-path command: {cmd}")
+    return cmd, opts, pos, rest
+
+
+def main(argv: list[str]) -> int:
+    debug = "--debug" in argv
+    try:
+        cmd, opts, pos, rest = parse(argv)
+        if len(pos) != 1:
+            what = "a manifest FILE" if cmd == "run" else "an environment NAME"
+            raise UsageError(f"vbdecl {cmd} takes {what}",
+                             hint=f"vbdecl {cmd} {'FILE' if cmd == 'run' else 'NAME'} [-- CMD...]")
+        state_dir = str(opts.get("state_dir") or os.environ.get("VBDECL_STATE_DIR") or "") or None
+        if cmd == "run":
+            return run_file(pos[0], command=rest, name=opts.get("name"), state_dir=state_dir,
+                            events_fd=opts.get("events_fd"), use_cache=not opts.get("no_cache"),
+                            debug=debug)
+        from vbdecl.runtime.live import exec_in
+
+        return exec_in(pos[0], rest or None, state_dir=state_dir,
+                       cwd=str(opts["cwd"]) if opts.get("cwd") else None)
+    except VbdeclError as err:
+        return _report(err, debug, 125)
+    except KeyboardInterrupt:
+        return 130
+    except Exception as err:
+        from vbdecl.cli.main import report_error
+
+        report_error(err, debug)
+        return 125
+
+
+def _report(err: VbdeclError, debug: bool, floor: int) -> int:
+    if debug:
+        import traceback
+
+        traceback.print_exception(err)
+    print(f"error: {err}", file=sys.stderr)
+    code = err.exit_code
+    return code if code >= 125 else floor
+
+
+def run_file(path: str, *, command: list[str] | None, name: object, state_dir: str | None,
+             events_fd: object, use_cache: bool, debug: bool) -> int:
+    plan = load_plan(path, name=str(name) if name else None, use_cache=use_cache)
+    from vbdecl.runtime.spawn import run_plan
+
+    fds = [int(str(events_fd))] if events_fd is not None else None
+    result = run_plan(plan, argv=command or None, event_fds=fds, forward_signals=True,
+                      state_dir=state_dir)
+    if result.error is not None:
+        _report(result.error, debug, 125)
+    return result.code
+
+
+def load_plan(path: str, *, name: str | None = None, use_cache: bool = True) -> dict[str, object]:
+    try:
+        from vbdecl.plan.cache import plans_for_file
+    except ImportError as exc:
+        raise VbdeclError(f"the planner is not available: {exc}") from None
+    try:
+        plans = plans_for_file(path, use_cache=use_cache)
+    except OSError as exc:
+        raise UsageError(f"cannot read {path}: {exc.strerror}") from None
+    if name:
+        chosen = [p for p in plans if p.get("name") == name]
+        if not chosen:
+            raise UsageError(f"{path} has no environment named {name}",
+                             hint="environments: " + ", ".join(str(p.get("name")) for p in plans))
+        return chosen[0]
+    if len(plans) != 1:
+        raise UsageError(f"{path} holds {len(plans)} environments; choose one with --name",
+                         hint="environments: " + ", ".join(str(p.get("name")) for p in plans))
+    return plans[0]

@@ -1,0 +1,67 @@
+"""Op ``env.namespaces`` (action id ``env``): a live environment's namespaces.
+
+apply: starts vbdecl's init holding new namespaces (pid 1 of the new pid
+namespace), writes the id maps, pins each namespace as a bind mount of
+``/proc/PID/ns/*`` under ``<runtime>/<instance>/ns/`` and returns a record
+``{"pid", "start_time", "pins", "ns", "runtime_dir", ...}``. The executor
+should set ``ctx.env_pid`` from ``record["pid"]`` for the actions after it.
+revert: kills the init (and with it everything in its pid namespace),
+unpins, removes the runtime directory. Idempotent.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from vbdecl.errors import ActionError, VbdeclError
+from vbdecl.ops import register
+from vbdecl.ops.base import Context, Params, Record
+
+register("env.namespaces", "vbdecl.ops.env:Namespaces")
+
+
+def _spec_for(ctx: Context, params: Params) -> dict[str, Any]:
+    spec = dict(ctx.spec)
+    spec["namespaces"] = params.get("namespaces", spec.get("namespaces"))
+    spec["idmap"] = params.get("idmap", spec.get("idmap"))
+    spec["hostname"] = params.get("hostname", spec.get("hostname"))
+    spec.setdefault("process", {})
+    spec.setdefault("status", {})
+    return spec
+
+
+class Namespaces:
+    def describe(self, params: Params) -> str:
+        nsd = params.get("namespaces") or {}
+        new = [k for k, v in nsd.items() if v is True]
+        joined = [k for k, v in nsd.items() if isinstance(v, dict)]
+        text = "namespaces: " + (", ".join(new) or "none")
+        if joined:
+            text += "; join " + ", ".join(joined)
+        return text
+
+    def probe(self, ctx: Context, params: Params, record: Record | None) -> Record | None:
+        from vbdecl.runtime.live import env_alive
+
+        return record if record and env_alive(record) else None
+
+    def apply(self, ctx: Context, params: Params) -> Record:
+        from vbdecl.runtime.live import start_env
+
+        try:
+            record = start_env(spec=_spec_for(ctx, params), instance=ctx.instance,
+                               runtime_dir=ctx.runtime_dir)
+        except VbdeclError as err:
+            raise ActionError(err.message, action="env", hint=err.hint) from err
+        ctx.env_pid = int(record["pid"])
+        return record
+
+    def revert(self, ctx: Context, record: Record) -> None:
+        from vbdecl.runtime.live import stop_env
+
+        stop_env(record)
+        ctx.env_pid = None
+
+    def update(self, ctx: Context, params: Params, record: Record) -> Record:
+        raise ActionError("namespaces cannot change in place", action="env",
+                          hint="the environment is replaced (destroy, then apply)")

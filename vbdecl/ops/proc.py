@@ -1,0 +1,69 @@
+"""Op ``proc.main`` (action id ``process``): a live environment's declared process.
+
+apply: enters the environment's namespaces and cgroup (through the ``env``
+record in ``ctx.records``) and starts ``process.command`` (default
+``/bin/sh``) with ids, rlimits and security applied, its output appended to
+``<state>/envs/<name>/logs/process.log`` (``ctx.state_dir/logs``). The
+environment's init reaps it. Record: ``{"pid", "start_time", "log"}``.
+revert: SIGTERM, then SIGKILL after 5 s; only the recorded process.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from vbdecl.errors import ActionError, VbdeclError
+from vbdecl.ops import register
+from vbdecl.ops.base import Context, Params, Record
+
+register("proc.main", "vbdecl.ops.proc:Main")
+
+
+def _spec_for(ctx: Context, params: Params) -> dict[str, Any]:
+    spec = dict(ctx.spec)
+    if "process" in params:
+        spec["process"] = params["process"]
+    if "security" in params:
+        spec["security"] = params["security"]
+    limits = dict(spec.get("limits") or {})
+    rl = params.get("limits.rlimits", params.get("rlimits"))
+    if rl is not None:
+        limits["rlimits"] = rl
+    spec["limits"] = limits
+    return spec
+
+
+class Main:
+    def describe(self, params: Params) -> str:
+        cmd = (params.get("process") or {}).get("command") or ["/bin/sh"]
+        return "process: " + " ".join(cmd)
+
+    def probe(self, ctx: Context, params: Params, record: Record | None) -> Record | None:
+        from vbdecl.sys.proc import alive
+
+        if record and alive(int(record.get("pid") or 0), record.get("start_time")):
+            return record
+        return None
+
+    def apply(self, ctx: Context, params: Params) -> Record:
+        from vbdecl.runtime.live import start_process
+
+        env = ctx.records.get("env")
+        if not env:
+            raise ActionError("the environment's namespaces are not there", action="process",
+                              hint="the env action must be applied first")
+        try:
+            return start_process(env_record=env, spec=_spec_for(ctx, params),
+                                 log_path=os.path.join(ctx.state_dir, "logs", "process.log"))
+        except VbdeclError as err:
+            raise ActionError(err.message, action="process", hint=err.hint) from err
+
+    def revert(self, ctx: Context, record: Record) -> None:
+        from vbdecl.runtime.live import stop_process
+
+        stop_process(record)
+
+    def update(self, ctx: Context, params: Params, record: Record) -> Record:
+        self.revert(ctx, record)
+        return self.apply(ctx, params)

@@ -1,0 +1,382 @@
+"""Live environments: the namespace-holding init, the declared process, exec and logs.
+
+* :func:`start_env` (op ``env.namespaces``): forks a detached init that
+  creates and holds the namespaces (pid 1 of the new pid namespace, reaper
+  of every orphan), pins them as bind mounts of ``/proc/PID/ns/*`` under
+  ``<runtime>/<instance>/ns/`` and returns a record (pid + start time,
+  pins). :func:`stop_env` kills the init tree and unpins.
+* :func:`start_process` (op ``proc.main``): a helper enters the
+  environment's namespaces and cgroup and starts the declared process with
+  its output in ``<state>/envs/<name>/logs/process.log``; the process is
+  reparented to the environment's init, which reaps it.
+* :func:`exec_in` (``vbdecl exec``): enters the namespaces the same way and
+  runs a command in the foreground.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import struct
+import time
+from typing import Any
+
+from vbdecl.errors import RuntimeSetupError, StateError, VbdeclError
+from vbdecl.runtime import child as C
+from vbdecl.sys import ns as sysns
+from vbdecl.sys import proc as sysproc
+
+STOP_TIMEOUT = 5.0
+
+
+# --- env.namespaces ----------------------------------------------------------------
+
+def start_env(*, spec: dict[str, Any], instance: str, runtime_dir: str) -> dict[str, Any]:
+    from vbdecl.runtime.spawn import _above, _child_error, _config, _read_msg, resolve_namespaces
+
+    nsd, idmap, _ = resolve_namespaces(spec)
+    cfg = _config(spec, nsd, instance, runtime_dir, None)
+    cfg.live = True
+    cfg.die_with_parent = False
+    cfg.needs_root = False
+    lock_fd = -1
+    status = spec.get("status") or {}
+    if status.get("lock_file"):
+        from vbdecl.runtime.lock import acquire
+
+        lock_fd = acquire(status["lock_file"])
+        cfg.keep_fds = [lock_fd]
+    os.makedirs(os.path.join(runtime_dir, "ns"), mode=0o700, exist_ok=True)
+    c2p_r, c2p_w = os.pipe2(os.O_CLOEXEC)
+    p2c_r, p2c_w = os.pipe2(os.O_CLOEXEC)
+    c2p_r, c2p_w, p2c_r, p2c_w = (_above(fd, max(2, lock_fd)) for fd in (c2p_r, c2p_w, p2c_r, p2c_w))
+    cfg.c2p, cfg.p2c = c2p_w, p2c_r
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.close(c2p_r)
+            os.close(p2c_w)
+            signal.pthread_sigmask(signal.SIG_BLOCK, C.FORWARDED)
+        except BaseException:
+            os._exit(125)
+        C.holder_main(cfg, os.getppid())
+    os.close(c2p_w)
+    os.close(p2c_r)
+    init_pid = -1
+    record: dict[str, Any] = {}
+    try:
+        msg = _read_msg(c2p_r)
+        if msg is None or msg[0] != C.MSG_UNSHARED:
+            raise _child_error(msg[1]) if msg else RuntimeSetupError("the environment's init exited during setup")
+        if cfg.user_new and idmap:
+            sysns.write_id_maps(pid, idmap["uid"], idmap["gid"])
+        os.write(p2c_w, C.MSG_GO)
+        msg = _read_msg(c2p_r)
+        if msg is None or msg[0] != C.MSG_PID:
+            raise _child_error(msg[1]) if msg else RuntimeSetupError("the environment's init exited during setup")
+        init_pid = struct.unpack("=i", msg[1])[0]
+        msg = _read_msg(c2p_r)
+        if msg is not None:
+            raise _child_error(msg[1]) if msg[0] == C.MSG_ERROR else RuntimeSetupError("sync protocol violation")
+        record = {"instance": instance, "pid": init_pid, "start_time": sysproc.start_time(init_pid),
+                  "runtime_dir": runtime_dir, "pins": {}, "ns": sysns.ns_inodes(init_pid),
+                  "namespaces": nsd, "lock_file": status.get("lock_file")}
+        for key, value in nsd.items():
+            if value is True:
+                fname = sysns.NAMESPACES[key][1]
+                target = os.path.join(runtime_dir, "ns", fname)
+                sysns.pin(init_pid, fname, target)
+                record["pins"][key] = target
+    except BaseException:
+        if init_pid > 0:
+            stop_env(record or {"pid": init_pid, "start_time": sysproc.start_time(init_pid),
+                                "runtime_dir": runtime_dir, "pins": {}})
+        else:
+            _remove_runtime(runtime_dir)
+        raise
+    finally:
+        os.close(c2p_r)
+        os.close(p2c_w)
+        if cfg.pid_new:   # the holder exits once pid 1 exists
+            _reap(pid)
+        elif init_pid < 0:
+            sysproc.kill_verified(pid, None)
+            _reap(pid)
+        if lock_fd >= 0:
+            os.close(lock_fd)   # the init holds the same open file (and so the lock)
+    return record
+
+
+def _reap(pid: int) -> None:
+    try:
+        os.waitpid(pid, 0)
+    except ChildProcessError:
+        pass
+
+
+def stop_env(record: dict[str, Any]) -> None:
+    """Kill the init (and so its pid namespace), unpin, remove the runtime dir. Idempotent."""
+    pid, started = int(record.get("pid") or 0), record.get("start_time")
+    if pid > 0 and sysproc.kill_verified(pid, started, signal.SIGKILL):
+        _wait_gone(pid, started)
+    for target in (record.get("pins") or {}).values():
+        sysns.unpin(target)
+    if record.get("runtime_dir"):
+        _remove_runtime(record["runtime_dir"])
+
+
+def env_alive(record: dict[str, Any] | None) -> bool:
+    return bool(record) and sysproc.alive(int(record.get("pid") or 0), record.get("start_time"))  # type: ignore[union-attr]
+
+
+def _wait_gone(pid: int, started: int | None, timeout: float = STOP_TIMEOUT) -> bool:
+    deadline = time.monotonic() + timeout
+    delay = 0.001
+    while sysproc.alive(pid, started):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(delay)
+        delay = min(delay * 2, 0.05)
+    # A child of ours (the holder without a pid namespace) must be reaped.
+    try:
+        os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        pass
+    return True
+
+
+def _remove_runtime(runtime_dir: str) -> None:
+    ns_dir = os.path.join(runtime_dir, "ns")
+    if os.path.isdir(ns_dir):
+        for name in os.listdir(ns_dir):
+            sysns.unpin(os.path.join(ns_dir, name))
+        try:
+            os.rmdir(ns_dir)
+        except OSError:
+            pass
+    try:
+        os.rmdir(runtime_dir)
+    except OSError:
+        pass
+
+
+# --- entering a live environment -------------------------------------------------------
+
+def _ns_paths(record: dict[str, Any]) -> list[tuple[str, str]]:
+    """(key, path) of each namespace to enter, in setns order; pins first, /proc as fallback."""
+    pins = record.get("pins") or {}
+    pid = int(record["pid"])
+    out = []
+    for key in sysns.JOIN_ORDER:
+        fname = sysns.NAMESPACES[key][1]
+        path = pins.get(key)
+        if not path or not sysns.is_pinned(path):
+            path = f"/proc/{pid}/ns/{fname}"
+        mine = sysns.ns_inode("self", fname)
+        try:
+            theirs = os.stat(path).st_ino
+        except OSError:
+            continue
+        if theirs != mine:
+            out.append((key, path))
+    return out
+
+
+def enter(record: dict[str, Any]) -> None:
+    """Move the calling process into the environment's cgroup and namespaces.
+
+    Namespace fds are opened before any setns (the mount namespace changes
+    what paths mean); pid namespace membership applies to children.
+    """
+    if not env_alive(record):
+        raise RuntimeSetupError("the environment is not running (its init is gone)",
+                                hint="vbdecl apply FILE starts it again")
+    sysproc.join_cgroups(sysproc.cgroup_paths(int(record["pid"])))
+    fds: list[tuple[str, int]] = []
+    try:
+        for key, path in _ns_paths(record):
+            fds.append((key, os.open(path, os.O_RDONLY | os.O_CLOEXEC)))
+        for key, fd in fds:
+            sysns.setns(fd, sysns.NAMESPACES[key][0], what=f"{key} namespace of the environment")
+    finally:
+        for _, fd in fds:
+            os.close(fd)
+
+
+def _process_cfg(spec: dict[str, Any], argv: list[str] | None, c2p: int) -> C.ChildConfig:
+    cfg = C.ChildConfig()
+    cfg.spec = spec
+    cfg.argv = argv
+    cfg.c2p = c2p
+    cfg.die_with_parent = bool(spec["process"].get("die_with_parent", True))
+    return cfg
+
+
+# --- proc.main ------------------------------------------------------------------
+
+def start_process(*, env_record: dict[str, Any], spec: dict[str, Any], log_path: str) -> dict[str, Any]:
+    """Start the declared process inside the live environment; output to ``log_path``."""
+    from vbdecl.runtime.spawn import _child_error, _read_msg
+
+    os.makedirs(os.path.dirname(log_path), mode=0o700, exist_ok=True)
+    log_fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
+    c2p_r, c2p_w = os.pipe2(os.O_CLOEXEC)
+    helper = os.fork()
+    if helper == 0:
+        try:
+            os.close(c2p_r)
+            enter(env_record)
+            pid = os.fork()
+            if pid == 0:
+                os.setsid()
+                null = os.open("/dev/null", os.O_RDONLY)
+                os.dup2(null, 0)
+                os.dup2(log_fd, 1)
+                os.dup2(log_fd, 2)
+                cfg = _process_cfg(spec, None, c2p_w)
+                cfg.die_with_parent = False
+                s = dict(spec)
+                s["process"] = dict(spec["process"], new_session=False)
+                cfg.spec = s
+                C.exec_process(cfg)
+            C.send(c2p_w, C.MSG_PID, struct.pack("=i", pid))
+        except BaseException as exc:
+            C.fail(c2p_w, 125, getattr(exc, "message", None) or str(exc), getattr(exc, "hint", None))
+        os._exit(0)
+    os.close(c2p_w)
+    os.close(log_fd)
+    try:
+        msg = _read_msg(c2p_r)
+        if msg is None or msg[0] != C.MSG_PID:
+            raise _child_error(msg[1]) if msg else RuntimeSetupError("the process helper exited")
+        pid = struct.unpack("=i", msg[1])[0]
+        started = sysproc.start_time(pid)
+        msg = _read_msg(c2p_r)
+        if msg is not None:
+            err = _child_error(msg[1])
+            raise err
+    finally:
+        os.close(c2p_r)
+        _reap(helper)
+    return {"pid": pid, "start_time": started, "log": log_path}
+
+
+def stop_process(record: dict[str, Any]) -> None:
+    pid, started = int(record.get("pid") or 0), record.get("start_time")
+    if pid <= 0 or not sysproc.alive(pid, started):
+        return
+    sysproc.kill_verified(pid, started, signal.SIGTERM)
+    if not _wait_gone(pid, started, STOP_TIMEOUT):
+        sysproc.kill_verified(pid, started, signal.SIGKILL)
+        _wait_gone(pid, started)
+
+
+# --- vbdecl exec / logs -------------------------------------------------------------
+
+def load_state(name: str, state_dir: str | None) -> dict[str, Any]:
+    from vbdecl.engine.paths import state_file
+
+    path = state_file(name, state_dir)
+    try:
+        with open(path) as f:
+            data: dict[str, Any] = json.load(f)
+    except FileNotFoundError:
+        raise StateError(f"no environment named {name}", where=str(path),
+                         hint="vbdecl ls lists environments; vbdecl apply FILE creates one") from None
+    except (OSError, ValueError) as exc:
+        raise StateError(f"cannot read the state of {name}: {exc}", where=str(path)) from None
+    return data
+
+
+def env_record(state: dict[str, Any]) -> dict[str, Any]:
+    res = (state.get("resources") or {}).get("env") or {}
+    record = res.get("record")
+    if not record:
+        raise StateError(f"environment {state.get('name')} has no live namespaces",
+                         hint="vbdecl apply FILE starts it")
+    return dict(record)
+
+
+def exec_in(name: str, argv: list[str] | None, *, state_dir: str | None = None,
+            cwd: str | None = None, forward_signals: bool = True) -> int:
+    """``vbdecl exec``: run ``argv`` in the live environment ``name``; return its exit status."""
+    state = load_state(name, state_dir)
+    spec = dict(state["plan"]["spec"])
+    record = env_record(state)
+    proc = dict(spec["process"])
+    if cwd:
+        proc["cwd"] = cwd
+    spec["process"] = proc
+    enter(record)
+    c2p_r, c2p_w = os.pipe2(os.O_CLOEXEC)
+    old_mask: Any = None
+    if forward_signals:
+        from vbdecl.runtime.spawn import PARENT_FORWARDED
+
+        old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, {*PARENT_FORWARDED, signal.SIGCHLD})
+    pid = os.fork()
+    if pid == 0:
+        os.close(c2p_r)
+        C.exec_process(_process_cfg(spec, argv, c2p_w))
+    os.close(c2p_w)
+    from vbdecl.runtime.spawn import _child_error, _drain_pending, _read_msg, _wait
+
+    error: VbdeclError | None = None
+    try:
+        msg = _read_msg(c2p_r)
+        if msg is not None and msg[0] == C.MSG_ERROR:
+            error = _child_error(msg[1])
+        status = _wait(pid, pid, forward_signals, bool(proc.get("new_session")))
+    finally:
+        os.close(c2p_r)
+        if old_mask is not None:
+            _drain_pending()
+            signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
+    code = C.status_code(status)
+    if error is not None:
+        import sys
+
+        print(f"error: {error}", file=sys.stderr)
+    return code
+
+
+def logs(name: str, *, state_dir: str | None = None, follow: bool = False, tail: int | None = None) -> int:
+    import sys
+
+    from vbdecl.engine.paths import env_dir
+
+    path = os.path.join(str(env_dir(name, state_dir)), "logs", "process.log")
+    try:
+        f = open(path, "rb")  # noqa: SIM115 (closed by the with below)
+    except FileNotFoundError:
+        load_state(name, state_dir)   # says "no environment" when there is none
+        print(f"error: {name} has no process log yet ({path})", file=sys.stderr)
+        return 1
+    out = sys.stdout.buffer
+    with f:
+        data = f.read()
+        if tail is not None:
+            data = b"".join(data.splitlines(keepends=True)[-tail:]) if tail > 0 else b""
+        out.write(data)
+        out.flush()
+        if not follow:
+            return 0
+        try:
+            while True:
+                chunk = f.read()
+                if chunk:
+                    out.write(chunk)
+                    out.flush()
+                    continue
+                try:
+                    record = env_record(load_state(name, state_dir))
+                except VbdeclError:
+                    return 0
+                if not env_alive(record):
+                    out.write(f.read())
+                    out.flush()
+                    return 0
+                time.sleep(0.2)
+        except KeyboardInterrupt:
+            return 0

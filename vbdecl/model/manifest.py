@@ -573,7 +573,13 @@ class PortSpec(_Model):
 
 PortEntry = Annotated[PortSpec, BeforeValidator(_port_before),
                       WithJsonSchema({"anyOf": [{"type": "string", "description": "host:container[/proto]"},
-                                                {"$ref": "#/$defs/PortSpec"}]})]
+                                                {"type": "object", "additionalProperties": False,
+                                                 "required": ["host", "container"],
+                                                 "properties": {
+                                                     "host": {"type": "integer", "minimum": 1, "maximum": 65535},
+                                                     "container": {"type": "integer", "minimum": 1, "maximum": 65535},
+                                                     "protocol": {"enum": ["tcp", "udp"], "default": "tcp"},
+                                                     "host_ip": {"anyOf": [{"type": "string"}, {"type": "null"}]}}}]})]
 
 
 def _auto_or(check: Any) -> Any:

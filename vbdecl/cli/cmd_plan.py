@@ -42,42 +42,31 @@ def run(args: argparse.Namespace) -> int:
     from vbdecl.errors import UsageError
     from vbdecl.plan import saved as saved_mod
     from vbdecl.plan.cache import plans_for_file
-    from vbdecl.plan.diff import has_changes, summary
+    from vbdecl.plan.diff import summary
     from vbdecl.plan.state import read_state
-    from vbdecl.plan.text import plan_json, render_plan, state_ref
+    from vbdecl.plan.text import render_all, state_ref
 
     plans = plans_for_file(args.file, use_cache=not args.no_cache)
-    lines: list[str] = []
-    out_json: list[dict[str, Any]] = []
-    saved: list[dict[str, Any]] = []
-    changed = False
-    for i, plan in enumerate(plans):
+    results = []
+    for plan in plans:
         state = read_state(plan["name"], args.state_dir)
         found = plan_changes(plan, state, args.state_dir, refresh=not args.no_refresh,
                              verbose=args.verbose)
-        changed = changed or has_changes(found)
-        if i:
-            lines.append("")
-        lines += render_plan(plan["name"], found)
-        out_json.append(plan_json(plan, found, state))
-        saved.append(saved_mod.build(plan, state_ref(state), summary(found),
-                                     [c.to_json() for c in found if c.symbol], None, None))
+        results.append((plan, state, found))
+    lines, doc = render_all(results)
     if args.out:
-        if len(saved) != 1:
-            raise UsageError(f"{args.file} holds {len(saved)} environments; -o saves the plan of one",
+        if len(results) != 1:
+            raise UsageError(f"{args.file} holds {len(results)} environments; -o saves the plan of one",
                              hint="put each environment in its own file to save its plan")
+        plan, state, found = results[0]
         with open(args.file, "rb") as f:
             data = f.read()
-        meta = saved_mod.build(plans[0], saved[0]["state"], saved[0]["summary"],
-                               saved[0]["saved"]["changes"], args.file, data)
-        saved_mod.save(args.out, meta)
-        if not args.json:
-            lines += ["", f"Saved the plan to {args.out}; apply it with `vbdecl apply {args.out}`."]
+        saved_mod.save(args.out, saved_mod.build(
+            plan, state_ref(state), summary(found), [c.to_json() for c in found if c.symbol],
+            args.file, data))
+        lines += ["", f"Saved the plan to {args.out}; apply it with `vbdecl apply {args.out}`."]
     if args.json:
-        print(json.dumps({"format": 1, "changed": changed, "plans": out_json}, indent=2,
-                         ensure_ascii=False))
+        print(json.dumps(doc, indent=2, ensure_ascii=False))
     else:
         print_lines(lines)
-    if args.detailed_exitcode and changed:
-        return 2
-    return 0
+    return 2 if args.detailed_exitcode and doc["changed"] else 0

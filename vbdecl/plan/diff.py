@@ -224,7 +224,7 @@ def changes(desired: dict[str, Any] | None, state: dict[str, Any] | None,
         for a in actions:
             rid = a["id"]
             if rid in resources and symbol.get(rid) not in ("-/+", "+"):
-                symbol[rid], reason[rid] = "-/+", f"replaced with the environment ({env_reason})"
+                symbol[rid], reason[rid] = "-/+", "replaced with the environment"
     else:
         # replacing (or recreating) an action replaces what depends on it,
         # except the process, which keeps running in the live environment

@@ -26,7 +26,7 @@ def render_plan(name: str, changes: list[Change], *, header: bool = True) -> lis
         lines.append(f"Environment {name}:")
     drift = [c for c in changes if c.drift]
     todo = [c for c in changes if not c.drift]
-    used = {c.symbol for c in changes if c.symbol}
+    used = {c.symbol for c in todo if c.symbol}
     if drift:
         lines.append("")
         lines.append("Note: objects changed outside vbdecl since the last apply:")
@@ -60,6 +60,23 @@ def plan_json(plan: dict[str, Any], changes: list[Change], state: dict[str, Any]
         "unchanged": [c.id for c in changes if not c.drift and not c.symbol],
         "summary": summary(changes),
     }
+
+
+def render_all(results: list[tuple[dict[str, Any], dict[str, Any] | None, list[Change]]]
+               ) -> tuple[list[str], dict[str, Any]]:
+    """Text lines and the ``--json`` document for the plans of one file:
+    ``results`` holds (plan, recorded state, changes) per environment."""
+    from vbdecl.plan.diff import has_changes
+
+    lines: list[str] = []
+    docs = []
+    for i, (plan, state, found) in enumerate(results):
+        if i:
+            lines.append("")
+        lines += render_plan(plan["name"], found)
+        docs.append(plan_json(plan, found, state))
+    changed = any(has_changes(found) for _, _, found in results)
+    return lines, {"format": 1, "changed": changed, "plans": docs}
 
 
 def state_ref(state: dict[str, Any] | None) -> dict[str, Any]:

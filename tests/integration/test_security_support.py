@@ -114,8 +114,9 @@ def run(tmp: Path, the_spec: dict[str, Any], argv: list[str], *, userns: bool = 
 PYTHON = "/usr/bin/python3" if os.path.exists("/usr/bin/python3") else sys.executable
 
 
-def python(tmp: Path, the_spec: dict[str, Any], code: str, **kw: Any) -> Result:
-    return run(tmp, the_spec, [PYTHON, "-S", "-I", "-c", code], **kw)
+def python(tmp: Path, the_spec: dict[str, Any], code: str, *, extra_args: list[str] | None = None,
+           **kw: Any) -> Result:
+    return run(tmp, the_spec, [PYTHON, "-S", "-I", "-c", code, *(extra_args or [])], **kw)
 
 
 STATUS_PAYLOAD = """

@@ -78,13 +78,15 @@ def cap_name(name: str) -> str:
     return n[4:] if n.startswith("CAP_") else n
 
 
-def cap_mask(names: list[str] | tuple[str, ...] | set[str], last: int) -> int:
+def cap_mask(names: list[str] | tuple[str, ...] | set[str], last: int,
+             all_mask: int | None = None) -> int:
+    """Mask of capability names; ``ALL`` is ``all_mask`` (default: every capability)."""
     table, _ = _cap_tables()
     mask = 0
     for raw in names:
         name = cap_name(raw)
         if name == "ALL":
-            mask |= (1 << (last + 1)) - 1
+            mask |= (1 << (last + 1)) - 1 if all_mask is None else all_mask
             continue
         num = table.get(name)
         if num is None:
@@ -103,7 +105,7 @@ def mask_names(mask: int) -> set[str]:
 
 
 def capability_sets(caps: dict[str, Any] | None, uid: int, last: int,
-                    *, disable_userns: bool = False) -> tuple[int, int]:
+                    *, disable_userns: bool = False, available: int | None = None) -> tuple[int, int]:
     """(bounding, kept) masks for ``security.capabilities`` and the payload's uid.
 
     - absent: bounding = the default set; kept = the default set for uid 0,
@@ -112,10 +114,13 @@ def capability_sets(caps: dict[str, Any] | None, uid: int, last: int,
       ``ALL``), remove ``drop``, add ``add`` (``ALL`` = every capability).
       uid 0 keeps the result; another uid keeps only what ``add`` names
       (made ambient so it survives exec); the bounding set is the result.
+    - ``available`` (the caller's permitted set): ``ALL`` and the default set
+      mean what is available; a capability named in ``add`` must be available.
     - disable_userns removes SYS_RESOURCE (it could raise the limit again).
     """
     _, default = _cap_tables()
-    base = cap_mask(default, last)
+    avail = (1 << (last + 1)) - 1 if available is None else available
+    base = cap_mask(default, last) & avail
     if caps is None:
         bounding = base
         kept = base if uid == 0 else 0
@@ -123,7 +128,12 @@ def capability_sets(caps: dict[str, Any] | None, uid: int, last: int,
         drop = [cap_name(n) for n in caps.get("drop") or []]
         add = [cap_name(n) for n in caps.get("add") or []]
         bounding = 0 if "ALL" in drop else base & ~cap_mask(drop, last)
-        add_mask = cap_mask(add, last)
+        add_mask = cap_mask(add, last, avail)
+        missing = add_mask & ~avail
+        if missing:
+            raise RuntimeSetupError(
+                "security.capabilities.add: this process does not hold " + ", ".join(sorted(mask_names(missing))),
+                hint="vbdecl can only keep capabilities it has: run as root, or in a user namespace")
         bounding |= add_mask
         kept = bounding if uid == 0 else add_mask
     if disable_userns:
@@ -149,15 +159,31 @@ def default_profile() -> dict[str, Any]:
 
 
 def _expand(names: list[str]) -> list[str]:
-    if not any(n.startswith("@") for n in names):
-        return list(dict.fromkeys(names))
-    from vbdecl.model.names import SYSCALL_GROUPS, expand_syscalls
+    """Expand ``@groups``; check every name a person wrote.
 
+    A name unknown to Linux (names.SYSCALLS) is an error; a real call the
+    installed libseccomp cannot resolve is skipped with a warning (it is newer
+    than libseccomp); so are group members unknown on this architecture.
+    """
+    from vbdecl.model.names import SYSCALL_GROUPS, SYSCALLS
+    from vbdecl.sys.seccomp import known_syscall
+
+    out: list[str] = []
     for n in names:
-        if n.startswith("@") and n not in SYSCALL_GROUPS:
-            raise RuntimeSetupError(f"unknown system call group {n!r}",
-                                    hint="known groups: " + ", ".join(sorted(SYSCALL_GROUPS)))
-    return expand_syscalls(names)
+        if n.startswith("@"):
+            if n not in SYSCALL_GROUPS:
+                raise RuntimeSetupError(f"unknown system call group {n!r}",
+                                        hint="known groups: " + ", ".join(sorted(SYSCALL_GROUPS)))
+            out += [m for m in SYSCALL_GROUPS[n] if known_syscall(m)]
+            continue
+        if not known_syscall(n):
+            if n not in SYSCALLS:
+                raise RuntimeSetupError(f"unknown system call {n!r}", hint="check the spelling")
+            _warn(f"security.seccomp: libseccomp does not know {n!r} (newer than the installed "
+                  "libseccomp); it is not filtered")
+            continue
+        out.append(n)
+    return list(dict.fromkeys(out))
 
 
 def _read_profile(path: str) -> dict[str, Any]:
@@ -203,7 +229,7 @@ def seccomp_profile(setting: Any, *, extra_allow: tuple[str, ...] = ()) -> tuple
         names = _expand(list(setting["allow"])) + [n for n in (*ALLOWLIST_REQUIRED, *extra_allow)]
         return {"defaultAction": "SCMP_ACT_ERRNO", "defaultErrnoRet": err,
                 "archMap": base.get("archMap"),
-                "syscalls": [{"names": list(dict.fromkeys(names)), "action": "SCMP_ACT_ALLOW"}]}, True
+                "syscalls": [{"names": list(dict.fromkeys(names)), "action": "SCMP_ACT_ALLOW"}]}, False
     if setting.get("deny") is not None:
         deny = _expand(list(setting["deny"]))
         gone = set(deny)
@@ -211,7 +237,7 @@ def seccomp_profile(setting: Any, *, extra_allow: tuple[str, ...] = ()) -> tuple
         for rule in base.get("syscalls") or []:
             syscalls.append({**rule, "names": [n for n in rule["names"] if n not in gone]})
         base["syscalls"] = syscalls
-        return base, True
+        return base, False
     return base, False
 
 
@@ -317,7 +343,7 @@ def apply_in_child(spec: dict[str, Any]) -> None:
     # 1. compute and prepare everything before changing anything.
     last = sc.last_cap()
     bounding, kept = capability_sets(sec.get("capabilities"), uid, last,
-                                     disable_userns=disable_userns)
+                                     disable_userns=disable_userns, available=sc.capget()[1])
     sys_admin = 1 << 21
     setting = sec.get("seccomp", "default")
     raw_fds = list(vb.get("seccomp_fds") or [])

@@ -55,6 +55,9 @@ def in_sandbox(spec: dict[str, Any], probe: Callable[[], Any], *, pidns: bool = 
                 before()
             from vbdecl.runtime.rootfs import setup_root
 
+            global _proc_fd
+            _proc_fd = os.open("/proc", os.O_PATH | os.O_DIRECTORY)
+
             setup_root(spec, instance="vb-00000000", runtime_dir="/nonexistent")
             out = {"ok": probe()}
         except BaseException as exc:  # report everything to the parent
@@ -82,6 +85,9 @@ def in_sandbox(spec: dict[str, Any], probe: Callable[[], Any], *, pidns: bool = 
     return res["ok"]
 
 
+_proc_fd = -1  # the host's /proc, kept by the child so probes need no /proc inside
+
+
 class SandboxError(RuntimeError):
     def __init__(self, message: str, where: str | None, tb: str) -> None:
         super().__init__(f"{message} (where={where})\n{tb}")
@@ -92,7 +98,9 @@ class SandboxError(RuntimeError):
 def mountinfo() -> dict[str, dict[str, Any]]:
     """Mount point -> {fstype, opts (set), super (set), source} of the topmost mount."""
     out: dict[str, dict[str, Any]] = {}
-    with open("/proc/self/mountinfo") as f:
+    fd = os.open("self/mountinfo", os.O_RDONLY, dir_fd=_proc_fd) if _proc_fd >= 0 else \
+        os.open("/proc/self/mountinfo", os.O_RDONLY)
+    with open(fd) as f:
         for line in f:
             parts = line.split()
             sep = parts.index("-")

@@ -250,7 +250,12 @@ class Masquerade:
     def _egress(self, ctx: Context, params: Params) -> str:
         from vbdecl.sys import netlink
 
-        ipr = netlink.session(ctx.extra).host
+        with netlink.Session() as sess:
+            return self._egress_in(sess.host, params)
+
+    def _egress_in(self, ipr: Any, params: Params) -> str:
+        from vbdecl.sys import netlink
+
         egress = params.get("egress") or "auto"
         if egress == "auto":
             found = netlink.default_route_interface(ipr)

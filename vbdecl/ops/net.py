@@ -16,7 +16,8 @@ that went away with the environment's namespace.
 from __future__ import annotations
 
 import os
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar, cast
 
 from vbdecl.errors import ConflictError, RuntimeSetupError, VbdeclError
 from vbdecl.net import ipam, shared
@@ -37,6 +38,34 @@ def _nl() -> Any:
     return netlink
 
 
+def _sess(ctx: Context) -> Any:
+    """The netlink session of the op call in progress (see :func:`_session`)."""
+    sess = ctx.extra.get("net.session")
+    if sess is None:
+        raise RuntimeError("net op called outside _session()")
+    return sess
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _session(fn: F) -> F:
+    """Give an op method a netlink session for the length of the call, closed after."""
+    import functools
+
+    @functools.wraps(fn)
+    def wrapper(self: Any, ctx: Context, *args: Any) -> Any:
+        if ctx.extra.get("net.session") is not None:
+            return fn(self, ctx, *args)
+        with _nl().Session() as sess:
+            ctx.extra["net.session"] = sess
+            try:
+                return fn(self, ctx, *args)
+            finally:
+                ctx.extra.pop("net.session", None)
+    return cast(F, wrapper)
+
+
 def _env_pid(ctx: Context, what: str) -> int:
     if ctx.env_pid is None:
         raise RuntimeSetupError(f"{what} needs the environment's network namespace, but it has no live process",
@@ -51,7 +80,7 @@ def _alive(ctx: Context, record: Record) -> bool:
 
 
 def _inner_index(ctx: Context, ipr: Any, pid: int) -> int:
-    key = ("eth0", _nl().netns_id(pid))
+    key = (pid, _nl().netns_id(pid))
     cache = ctx.extra.setdefault("net.index", {})
     idx = cache.get(key)
     if idx is None:
@@ -72,18 +101,20 @@ class Bridge:
         nets = ", ".join(n for n in (params.get("subnet"), params.get("subnet6")) if n)
         return f"bridge {params['bridge']} ({nets}), created if missing"
 
+    @_session
     def probe(self, ctx: Context, params: Params, record: Record | None) -> Record | None:
         nl = _nl()
-        found = nl.link(nl.session(ctx.extra).host, params["bridge"])
+        found = nl.link(_sess(ctx).host, params["bridge"])
         if found is None or found["kind"] != "bridge":
             return None
         return dict(record or {}, bridge=params["bridge"], index=found["index"])
 
+    @_session
     def apply(self, ctx: Context, params: Params) -> Record:
         nl = _nl()
         name = ipam.check_ifname(params["bridge"], "bridge")
         nets = [ipam.parse_subnet(s) for s in (params.get("subnet"), params.get("subnet6")) if s]
-        ipr = nl.session(ctx.extra).host
+        ipr = _sess(ctx).host
         with shared.locked(ctx.state_dir) as st:
             entry = st["bridges"].get(name)
             if entry is not None:
@@ -138,10 +169,11 @@ class Bridge:
             raise ConflictError(f"subnet {net} overlaps the host route {hit[0]} on {hit[1]}",
                                 hint="choose a subnet no host interface uses (network.subnet)")
 
+    @_session
     def revert(self, ctx: Context, record: Record) -> None:
         nl = _nl()
         name = record["bridge"]
-        ipr = nl.session(ctx.extra).host
+        ipr = _sess(ctx).host
         with shared.locked(ctx.state_dir) as st:
             entry = st["bridges"].get(name)
             if entry is None:
@@ -159,6 +191,7 @@ class Bridge:
                         nl.address_delete(ipr, found["index"], addr, int(plen))
             del st["bridges"][name]
 
+    @_session
     def update(self, ctx: Context, params: Params, record: Record) -> Record:
         self.revert(ctx, record)
         return self.apply(ctx, params)
@@ -170,18 +203,20 @@ class Veth:
     def describe(self, params: Params) -> str:
         return f"veth pair: host end on bridge {params['bridge']}, {INNER} inside"
 
+    @_session
     def probe(self, ctx: Context, params: Params, record: Record | None) -> Record | None:
         nl = _nl()
-        found = nl.link(nl.session(ctx.extra).host, ipam.veth_name(ctx.instance))
+        found = nl.link(_sess(ctx).host, ipam.veth_name(ctx.instance))
         if found is None or found["kind"] != "veth":
             return None
         return dict(record or {}, host=found["name"], index=found["index"])
 
+    @_session
     def apply(self, ctx: Context, params: Params) -> Record:
         nl = _nl()
         host = ipam.veth_name(ctx.instance)
         pid = _env_pid(ctx, "net.veth")
-        sess = nl.session(ctx.extra)
+        sess = _sess(ctx)
         ipr = sess.host
         master = nl.index_of(ipr, params["bridge"])
         if master is None:
@@ -195,9 +230,10 @@ class Veth:
             os.close(fd)
         return {"host": host, "index": index, "peer": INNER, "bridge": params["bridge"], "netns": ns}
 
+    @_session
     def revert(self, ctx: Context, record: Record) -> None:
         nl = _nl()
-        ipr = nl.session(ctx.extra).host
+        ipr = _sess(ctx).host
         found = nl.link(ipr, record["host"])
         if found is None:
             return  # gone with the environment's namespace
@@ -206,9 +242,10 @@ class Veth:
                                 hint="it changed since vbdecl made it; inspect it with `ip -d link show`")
         nl.link_delete(ipr, found["index"], record["host"])
 
+    @_session
     def update(self, ctx: Context, params: Params, record: Record) -> Record:
         nl = _nl()
-        ipr = nl.session(ctx.extra).host
+        ipr = _sess(ctx).host
         if params.get("mtu"):
             nl.link_up(ipr, record["index"], record["host"], mtu=params["mtu"])
         return dict(record)
@@ -221,19 +258,21 @@ class Address:
         addr = params.get("address") or "auto"
         return f"address {addr} in {params['subnet']} on {INNER}"
 
+    @_session
     def probe(self, ctx: Context, params: Params, record: Record | None) -> Record | None:
         if record is None or not _alive(ctx, record):
             return None
         nl = _nl()
-        ipr = nl.session(ctx.extra).env(_env_pid(ctx, "net.address"))
+        ipr = _sess(ctx).env(_env_pid(ctx, "net.address"))
         have = {(a, p) for a, p, _ in nl.addresses(ipr)}
         return dict(record) if (record["address"], record["prefixlen"]) in have else None
 
+    @_session
     def apply(self, ctx: Context, params: Params) -> Record:
         nl = _nl()
         net = ipam.parse_subnet(params["subnet"])
         pid = _env_pid(ctx, "net.address")
-        sess = nl.session(ctx.extra)
+        sess = _sess(ctx)
         family = nl.AF_INET if net.version == 4 else nl.AF_INET6
         with shared.locked(ctx.state_dir) as st:
             leases: dict[str, str] = st["leases"].setdefault(str(net), {})
@@ -254,6 +293,7 @@ class Address:
         return {"address": addr, "prefixlen": net.prefixlen, "subnet": str(net), "ifname": INNER,
                 "family": net.version, "netns": nl.netns_id(pid)}
 
+    @_session
     def revert(self, ctx: Context, record: Record) -> None:
         nl = _nl()
         with shared.locked(ctx.state_dir) as st:
@@ -264,11 +304,12 @@ class Address:
                 st["leases"].pop(record["subnet"], None)
         if _alive(ctx, record) and not ctx.extra.get("teardown"):
             pid = _env_pid(ctx, "net.address")
-            ipr = nl.session(ctx.extra).env(pid)
+            ipr = _sess(ctx).env(pid)
             index = nl.index_of(ipr, record["ifname"])
             if index is not None:
                 nl.address_delete(ipr, index, record["address"], record["prefixlen"])
 
+    @_session
     def update(self, ctx: Context, params: Params, record: Record) -> Record:
         self.revert(ctx, record)
         return self.apply(ctx, params)
@@ -289,29 +330,33 @@ class Route:
     def describe(self, params: Params) -> str:
         return f"default route via {_gateway(params)} on {INNER}"
 
+    @_session
     def probe(self, ctx: Context, params: Params, record: Record | None) -> Record | None:
         if record is None or not _alive(ctx, record):
             return None
         return dict(record)
 
+    @_session
     def apply(self, ctx: Context, params: Params) -> Record:
         nl = _nl()
         gw = _gateway(params)
         pid = _env_pid(ctx, "net.route")
-        ipr = nl.session(ctx.extra).env(pid)
+        ipr = _sess(ctx).env(pid)
         index = _inner_index(ctx, ipr, pid)
         nl.default_route_add(ipr, gw, index, ifname=INNER)
         return {"gateway": gw, "ifname": INNER, "netns": nl.netns_id(pid)}
 
+    @_session
     def revert(self, ctx: Context, record: Record) -> None:
         if not _alive(ctx, record) or ctx.extra.get("teardown"):
             return  # the route lives in the namespace, and goes with it
         nl = _nl()
-        ipr = nl.session(ctx.extra).env(_env_pid(ctx, "net.route"))
+        ipr = _sess(ctx).env(_env_pid(ctx, "net.route"))
         index = nl.index_of(ipr, record["ifname"])
         if index is not None:
             nl.default_route_delete(ipr, record["gateway"], index)
 
+    @_session
     def update(self, ctx: Context, params: Params, record: Record) -> Record:
         self.revert(ctx, record)
         return self.apply(ctx, params)
@@ -323,23 +368,27 @@ class Loopback:
     def describe(self, params: Params) -> str:
         return "loopback up inside"
 
+    @_session
     def probe(self, ctx: Context, params: Params, record: Record | None) -> Record | None:
         if record is None or not _alive(ctx, record):
             return None
         return dict(record)
 
+    @_session
     def apply(self, ctx: Context, params: Params) -> Record:
         nl = _nl()
         pid = _env_pid(ctx, "net.loopback")
-        ipr = nl.session(ctx.extra).env(pid)
+        ipr = _sess(ctx).env(pid)
         nl.link_up(ipr, 1, "lo")  # lo is always index 1 in a network namespace
         return {"netns": nl.netns_id(pid)}
 
+    @_session
     def revert(self, ctx: Context, record: Record) -> None:
         if not _alive(ctx, record) or ctx.extra.get("teardown"):
             return
         nl = _nl()
-        nl.link_down(nl.session(ctx.extra).env(_env_pid(ctx, "net.loopback")), 1, "lo")
+        nl.link_down(_sess(ctx).env(_env_pid(ctx, "net.loopback")), 1, "lo")
 
+    @_session
     def update(self, ctx: Context, params: Params, record: Record) -> Record:
         return self.apply(ctx, params)

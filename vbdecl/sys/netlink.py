@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import errno
 import os
-import weakref
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, TypeVar
@@ -121,16 +121,28 @@ def entered(ns_fd: int) -> Iterator[None]:
 # --- sessions -------------------------------------------------------------------
 
 class Session:
-    """Netlink sockets for one vbdecl command: the host's, and per namespace."""
+    """Netlink sockets for one op call: the host's, and per environment namespace.
+
+    Use it as a context manager, in ONE thread: pyroute2's synchronous API
+    keeps a socket and an event loop per thread, and a socket lazily made in
+    another thread would be bound to *that* thread's namespace (for an
+    environment socket: the host's). So a session never outlives the op call
+    that opened it, and is never shared between threads.
+    """
 
     def __init__(self) -> None:
         self._host: Any = None
         self._envs: dict[int, Any] = {}       # netns inode -> IPRoute
         self._all: list[Any] = []
-        self._finalizer = weakref.finalize(self, _close_all, self._all)
+        self._tid = threading.get_ident()
+
+    def _check_thread(self) -> None:
+        if threading.get_ident() != self._tid:  # pragma: no cover - a programming error
+            raise RuntimeError("a netlink Session is used from a thread other than its own")
 
     @property
     def host(self) -> Any:
+        self._check_thread()
         if self._host is None:
             self._host = _call("opening a netlink socket", _iproute_class())
             self._all.append(self._host)
@@ -138,52 +150,34 @@ class Session:
 
     def env(self, pid: int) -> Any:
         """A socket inside the network namespace of ``pid``."""
-        ino = netns_id(pid)
-        if ino is not None and ino in self._envs:
-            return self._envs[ino]
+        self._check_thread()
         fd = open_netns(pid)
         try:
             ino = os.fstat(fd).st_ino
-            with entered(fd):
-                ipr = _call("opening a netlink socket in the environment", _iproute_class())
+            ipr = self._envs.get(ino)
+            if ipr is None:
+                with entered(fd):
+                    ipr = _call("opening a netlink socket in the environment", _iproute_class())
+                self._envs[ino] = ipr
+                self._all.append(ipr)
         finally:
             os.close(fd)
-        self._envs[ino] = ipr
-        self._all.append(ipr)
         return ipr
 
-    def forget_env(self, pid: int | None) -> None:
-        ino = netns_id(pid)
-        ipr = self._envs.pop(ino, None) if ino is not None else None
-        if ipr is not None:
-            self._all.remove(ipr)
-            ipr.close()
-
     def close(self) -> None:
-        self._finalizer()
+        while self._all:
+            try:
+                self._all.pop().close()
+            except Exception:
+                pass
+        self._host = None
+        self._envs.clear()
 
+    def __enter__(self) -> Session:
+        return self
 
-def _close_all(socks: list[Any]) -> None:
-    while socks:
-        try:
-            socks.pop().close()
-        except Exception:
-            pass
-
-
-def session(extra: dict[str, Any]) -> Session:
-    """The session cached in a Context's ``extra`` (closed when it goes)."""
-    sess = extra.get("netlink")
-    if not isinstance(sess, Session):
-        sess = Session()
-        extra["netlink"] = sess
-    return sess
-
-
-def close_session(extra: dict[str, Any]) -> None:
-    sess = extra.pop("netlink", None)
-    if isinstance(sess, Session):
-        sess.close()
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 # --- links ----------------------------------------------------------------------

@@ -1,0 +1,518 @@
+"""Networking against the real kernel: bridge, veth, addresses, routes, NAT, ports.
+
+Each environment's network namespace is made here: a forked child that
+unshares CLONE_NEWNET and waits; its pid is ``ctx.env_pid``. Bridges,
+subnets and instance ids are unique per test. Traffic flows only between
+namespaces and bridges the test created (bounded TCP echoes, never any
+other address). The leak guard compares links, addresses, routes and the
+nftables ruleset before and after.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import json
+import os
+import random
+import secrets
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from vbdecl.errors import ConflictError, VbdeclError
+from vbdecl.net import shared
+from vbdecl.ops import op_for
+from vbdecl.ops.base import Context
+
+CLONE_NEWNET = 0x40000000
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+# --- namespaces and traffic -------------------------------------------------------
+
+def _netns_proc() -> tuple[int, int]:
+    """A child in a fresh network namespace, waiting until the pipe closes."""
+    r, w = os.pipe()
+    ready_r, ready_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - child
+        try:
+            os.close(w)
+            os.close(ready_r)
+            if _libc.unshare(CLONE_NEWNET) != 0:
+                os._exit(3)
+            os.write(ready_w, b"1")
+            os.read(r, 1)
+        finally:
+            os._exit(0)
+    os.close(r)
+    os.close(ready_w)
+    assert os.read(ready_r, 1) == b"1"
+    os.close(ready_r)
+    return pid, w
+
+
+def _stop(pid: int, w: int) -> None:
+    os.close(w)
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, 9)
+    os.waitpid(pid, 0)
+
+
+def in_netns(pid: int | None, fn: Callable[..., Any], *args: Any) -> tuple[int, int]:
+    """Fork a child that runs ``fn(*args)`` inside the netns of ``pid`` (host if None)."""
+    r, w = os.pipe()
+    child = os.fork()
+    if child == 0:  # pragma: no cover - child
+        code = 1
+        try:
+            os.close(r)
+            if pid is not None:
+                fd = os.open(f"/proc/{pid}/ns/net", os.O_RDONLY)
+                if _libc.setns(fd, CLONE_NEWNET) != 0:
+                    raise OSError(ctypes.get_errno(), "setns")
+            out = fn(*args)
+            os.write(w, json.dumps({"ok": out}).encode())
+            code = 0
+        except BaseException as err:
+            with contextlib.suppress(Exception):
+                os.write(w, json.dumps({"error": repr(err)}).encode())
+        finally:
+            os._exit(code)
+    os.close(w)
+    return child, r
+
+
+def result(child: tuple[int, int]) -> Any:
+    pid, r = child
+    chunks = []
+    while True:
+        b = os.read(r, 65536)
+        if not b:
+            break
+        chunks.append(b)
+    os.close(r)
+    os.waitpid(pid, 0)
+    data = json.loads(b"".join(chunks) or b"{}")
+    if "ok" not in data:
+        raise AssertionError(f"child failed: {data.get('error')}")
+    return data["ok"]
+
+
+def echo_server(addr: str, port: int, count: int = 1) -> list[str]:
+    fam = socket.AF_INET6 if ":" in addr else socket.AF_INET
+    peers = []
+    with socket.socket(fam, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if fam == socket.AF_INET6:
+            s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        s.bind((addr, port))
+        s.listen(64)
+        s.settimeout(10)
+        for _ in range(count):
+            conn, peer = s.accept()
+            with conn:
+                conn.settimeout(5)
+                conn.sendall(conn.recv(64))
+            peers.append(peer[0])
+    return peers
+
+
+def echo_client(addr: str, port: int, msg: str = "hello") -> str:
+    fam = socket.AF_INET6 if ":" in addr else socket.AF_INET
+    last: Exception | None = None
+    for _ in range(100):  # bounded: the server may not be listening yet
+        with socket.socket(fam, socket.SOCK_STREAM) as s:
+            s.settimeout(2)
+            try:
+                s.connect((addr, port))
+            except OSError as err:
+                last = err
+                time.sleep(0.03)
+                continue
+            s.sendall(msg.encode())
+            return s.recv(64).decode()
+    raise AssertionError(f"could not connect to {addr}:{port}: {last}")
+
+
+# --- environments -------------------------------------------------------------------
+
+def uniq() -> str:
+    return secrets.token_hex(4)
+
+
+def rand_subnet() -> tuple[str, str, str]:
+    """A random 10.x.y.0/24 (env), 10.x.y+1.0/30 (upstream link), fdxx::/64."""
+    a, b = random.randint(100, 250), random.randrange(0, 250, 2)
+    return f"10.{a}.{b}.0/24", f"10.{a}.{b + 1}", f"fd{a:02x}:{b:x}::/64"
+
+
+
+
+class Env:
+    """One environment: its namespace process, its context, its landed actions."""
+
+    def __init__(self, state: Path, *, instance: str | None = None) -> None:
+        self.instance = instance or f"vb-{uniq()}"
+        self.pid, self._w = _netns_proc()
+        self.ctx = Context(name=self.instance, instance=self.instance,
+                           state_dir=str(state / "envs" / self.instance), runtime_dir="/nonexistent",
+                           env_pid=self.pid)
+        self.landed: list[tuple[str, str]] = []
+        self.alive = True
+
+    def apply(self, actions: list[tuple[str, str, dict[str, Any]]]) -> None:
+        """Apply in order; on failure revert what landed (like the engine) and re-raise."""
+        for aid, kind, params in actions:
+            try:
+                self.ctx.records[aid] = op_for(kind).apply(self.ctx, params)
+            except BaseException:
+                self.revert()
+                raise
+            self.landed.append((aid, kind))
+
+    def revert_one(self, aid: str) -> None:
+        for i, (a, kind) in enumerate(self.landed):
+            if a == aid:
+                op_for(kind).revert(self.ctx, self.ctx.records.pop(aid))
+                del self.landed[i]
+                return
+        raise KeyError(aid)
+
+    def revert(self) -> None:
+        while self.landed:
+            aid, kind = self.landed.pop()
+            op_for(kind).revert(self.ctx, self.ctx.records.pop(aid))
+
+    def close(self) -> None:
+        try:
+            self.revert()
+        finally:
+            from vbdecl.sys import nft
+
+            nft.close_session(self.ctx.extra)
+            if self.alive:
+                _stop(self.pid, self._w)
+                self.alive = False
+
+    @property
+    def address(self) -> str:
+        return str(self.ctx.records["net.address"]["address"])
+
+    @property
+    def address6(self) -> str:
+        return str(self.ctx.records["net.address6"]["address"])
+
+
+def bridge_actions(bridge: str, subnet: str, *, subnet6: str | None = None, address: str = "auto",
+                   mtu: int | None = None) -> list[tuple[str, str, dict[str, Any]]]:
+    acts: list[tuple[str, str, dict[str, Any]]] = [
+        (f"net.bridge[{bridge}]", "net.bridge", {"bridge": bridge, "subnet": subnet, "subnet6": subnet6, "mtu": mtu}),
+        ("net.veth", "net.veth", {"bridge": bridge, "mtu": mtu}),
+        ("net.loopback", "net.loopback", {}),
+        ("net.address", "net.address", {"subnet": subnet, "address": address}),
+    ]
+    if subnet6:
+        acts.append(("net.address6", "net.address", {"subnet": subnet6, "address": "auto"}))
+    acts.append(("net.route", "net.route", {"subnet": subnet}))
+    if subnet6:
+        acts.append(("net.route6", "net.route", {"subnet": subnet6}))
+    return acts
+
+
+@pytest.fixture
+def envs(state_dir: Path) -> Iterator[Callable[..., Env]]:
+    made: list[Env] = []
+
+    def make(**kw: Any) -> Env:
+        env = Env(state_dir, **kw)
+        made.append(env)
+        return env
+
+    try:
+        yield make
+    finally:
+        for env in reversed(made):
+            env.close()
+
+
+def links() -> set[str]:
+    return set(os.listdir("/sys/class/net"))
+
+
+def nft_table() -> str:
+    return subprocess.run(["nft", "list", "table", "inet", "vbdecl"], capture_output=True, text=True).stdout
+
+
+def ns_run(pid: int, *cmd: str) -> str:
+    return subprocess.run(["nsenter", "-t", str(pid), "-n", *cmd], capture_output=True, text=True,
+                          check=True).stdout
+
+
+@contextlib.contextmanager
+def upstream(prefix: str) -> Iterator[tuple[int, str, str, str]]:
+    """An "upstream" namespace joined to the host by a veth: (pid, host_if, host_ip, upstream_ip)."""
+    pid, w = _netns_proc()
+    host_if = f"vbt{uniq()}u"
+    try:
+        subprocess.run(["ip", "link", "add", host_if, "type", "veth", "peer", "name", "up0", "netns", str(pid)],
+                       check=True)
+        subprocess.run(["ip", "addr", "add", f"{prefix}.1/30", "dev", host_if], check=True)
+        subprocess.run(["ip", "link", "set", host_if, "up"], check=True)
+        ns_run(pid, "ip", "addr", "add", f"{prefix}.2/30", "dev", "up0")
+        ns_run(pid, "ip", "link", "set", "up0", "up")
+        ns_run(pid, "ip", "link", "set", "lo", "up")
+        yield pid, host_if, f"{prefix}.1", f"{prefix}.2"
+    finally:
+        subprocess.run(["ip", "link", "del", host_if], capture_output=True)
+        _stop(pid, w)
+
+
+# --- tests ----------------------------------------------------------------------------
+
+def test_two_envs_on_one_bridge_reach_each_other(envs: Callable[..., Env], state_dir: Path) -> None:
+    bridge = f"vbt{uniq()}"
+    subnet, _, _ = rand_subnet()
+    a, b = envs(), envs()
+    a.apply(bridge_actions(bridge, subnet, mtu=1400))
+    b.apply(bridge_actions(bridge, subnet, mtu=1400))
+
+    # what the kernel shows: the bridge with the gateway, two veths enslaved, eth0 inside
+    assert bridge in links()
+    gw = subnet.replace(".0/24", ".1")
+    assert f"{gw}/24" in subprocess.run(["ip", "-o", "addr", "show", "dev", bridge], capture_output=True,
+                                          text=True).stdout
+    for env in (a, b):
+        host_end = env.instance.replace("-", "") + "h"
+        detail = subprocess.run(["ip", "-d", "link", "show", host_end], capture_output=True, text=True).stdout
+        assert f"master {bridge}" in detail and "mtu 1400" in detail and "veth" in detail
+        inner = ns_run(env.pid, "ip", "-o", "addr", "show", "dev", "eth0")
+        assert f"inet {env.address}/24 brd {subnet.replace('.0/24', '.255')}" in inner
+        assert f"default via {gw} dev eth0" in ns_run(env.pid, "ip", "route")
+        assert "UP" in ns_run(env.pid, "ip", "-o", "link", "show", "lo")
+    assert a.address != b.address
+    st = shared.read(a.ctx.state_dir)
+    assert sorted(st["bridges"][bridge]["users"]) == sorted([a.instance, b.instance])
+
+    server = in_netns(a.pid, echo_server, a.address, 7000)
+    assert result(in_netns(b.pid, echo_client, a.address, 7000, "ping")) == "ping"
+    assert result(server) == [b.address]
+
+    # the bridge stays while one user is left, and goes with the last
+    b.revert()
+    assert bridge in links()
+    assert b.instance.replace("-", "") + "h" not in links()
+    a.revert()
+    assert bridge not in links()
+    st = shared.read(a.ctx.state_dir)
+    assert st["bridges"] == {} and st["leases"] == {}
+
+
+def test_ipv6_between_two_envs(envs: Callable[..., Env]) -> None:
+    bridge = f"vbt{uniq()}"
+    subnet, _, subnet6 = rand_subnet()
+    a, b = envs(), envs()
+    a.apply(bridge_actions(bridge, subnet, subnet6=subnet6))
+    b.apply(bridge_actions(bridge, subnet, subnet6=subnet6))
+    assert ":" in a.address6 and a.address6 != b.address6
+    assert "default via" in ns_run(a.pid, "ip", "-6", "route")
+    server = in_netns(a.pid, echo_server, a.address6, 7001)
+    assert result(in_netns(b.pid, echo_client, a.address6, 7001, "six")) == "six"
+    assert result(server) == [b.address6]
+
+
+def test_nat_to_upstream_sees_host_side(envs: Callable[..., Env]) -> None:
+    bridge = f"vbt{uniq()}"
+    subnet, link_prefix, _ = rand_subnet()
+    forward_before = Path("/proc/sys/net/ipv4/ip_forward").read_text()
+    with upstream(link_prefix) as (up_pid, host_if, host_ip, up_ip):
+        env = envs()
+        env.apply([*bridge_actions(bridge, subnet),
+                   ("nat.masquerade", "nat.masquerade", {"subnet": subnet, "egress": host_if})])
+        table = nft_table()
+        assert f'oifname "{host_if}" masquerade comment "{env.instance}"' in table
+        assert Path("/proc/sys/net/ipv4/ip_forward").read_text().strip() == "1"
+        server = in_netns(up_pid, echo_server, up_ip, 7002)
+        assert result(in_netns(env.pid, echo_client, up_ip, 7002, "nat")) == "nat"
+        assert result(server) == [host_ip]       # masqueraded: the upstream sees the host side
+        env.revert()
+        assert nft_table() == ""                 # the table went with its last user
+    assert Path("/proc/sys/net/ipv4/ip_forward").read_text() == forward_before
+
+
+def test_published_port_from_another_namespace_and_in_place_update(envs: Callable[..., Env]) -> None:
+    bridge = f"vbt{uniq()}"
+    subnet, link_prefix, _ = rand_subnet()
+    hp = random.randint(20000, 40000)
+    with upstream(link_prefix) as (up_pid, _host_if, host_ip, up_ip):
+        env = envs()
+        env.apply([*bridge_actions(bridge, subnet),
+                   (f"nat.port[{hp}/tcp]", "nat.port", {"host": hp, "container": 80, "protocol": "tcp",
+                                                         "host_ip": None})])
+        assert f"tcp dport {hp} dnat ip to {env.address}:80" in nft_table()
+        server = in_netns(env.pid, echo_server, env.address, 80, 2)
+        # from another namespace (routed through the host: prerouting)
+        assert result(in_netns(up_pid, echo_client, host_ip, hp, "port")) == "port"
+        # from the host itself (locally generated: output)
+        assert result(in_netns(None, echo_client, host_ip, hp, "local")) == "local"
+        peers = result(server)
+        assert peers[0] == up_ip
+
+        # in-place update: publish a second port in the live environment, then drop the first
+        hp2 = hp + 1
+        env.apply([(f"nat.port[{hp2}/udp]", "nat.port", {"host": hp2, "container": 53, "protocol": "udp",
+                                                          "host_ip": host_ip})])
+        table = nft_table()
+        assert f"ip daddr {host_ip} udp dport {hp2} dnat ip to {env.address}:53" in table
+        env.revert_one(f"nat.port[{hp}/tcp]")
+        table = nft_table()
+        assert f"tcp dport {hp} " not in table and f"udp dport {hp2}" in table
+        env.revert()
+        assert nft_table() == ""
+
+
+def test_twenty_envs_in_parallel(envs: Callable[..., Env]) -> None:
+    bridge = f"vbt{uniq()}"
+    subnet, _, _ = rand_subnet()
+    gw = subnet.replace(".0/24", ".1")
+    many = [envs() for _ in range(20)]
+    errors: list[BaseException] = []
+
+    def go(env: Env) -> None:
+        try:
+            env.apply(bridge_actions(bridge, subnet))
+        except BaseException as err:
+            errors.append(err)
+
+    threads = [threading.Thread(target=go, args=(e,)) for e in many]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not errors, errors
+    addrs = [e.address for e in many]
+    assert len(set(addrs)) == 20
+    # the kernel agrees: each namespace holds exactly its own address
+    for e in many:
+        assert f"inet {e.address}/24" in ns_run(e.pid, "ip", "-o", "-4", "addr", "show", "dev", "eth0")
+    # every environment reaches the gateway (a TCP echo on the host's bridge address)
+    port = random.randint(40001, 50000)
+    box: dict[str, list[str]] = {}
+    srv = threading.Thread(target=lambda: box.update(peers=echo_server(gw, port, 20)))
+    srv.start()
+    clients = [in_netns(e.pid, echo_client, gw, port, "gw") for e in many]
+    assert [result(c) for c in clients] == ["gw"] * 20
+    srv.join(30)
+    assert sorted(box["peers"]) == sorted(addrs)
+    for e in many:
+        e.revert()
+    assert bridge not in links()
+
+
+def test_destroy_removes_everything_even_after_the_namespace_died(envs: Callable[..., Env]) -> None:
+    bridge = f"vbt{uniq()}"
+    subnet, link_prefix, subnet6 = rand_subnet()
+    before = links()
+    with upstream(link_prefix) as (_p, host_if, _h, _u):
+        env = envs()
+        env.apply([*bridge_actions(bridge, subnet, subnet6=subnet6),
+                   ("nat.masquerade", "nat.masquerade", {"subnet": subnet, "egress": host_if}),
+                   ("nat.port[8080/tcp]", "nat.port", {"host": 8080, "container": 80, "protocol": "tcp",
+                                                       "host_ip": None})])
+        assert env.instance in nft_table()
+        # the environment dies first (as on a crash): its namespace, and the veth, go with it
+        _stop(env.pid, env._w)
+        env.alive = False
+        env.revert()   # tolerates what vanished, removes what is left
+        for _ in range(100):
+            if links() - before == {host_if}:
+                break
+            time.sleep(0.02)
+        assert links() - before == {host_if}
+        assert nft_table() == ""
+        st = shared.read(env.ctx.state_dir)
+        assert st["bridges"] == {} and st["leases"] == {} and st["nft"]["users"] == []
+        env.revert()   # idempotent
+
+
+def test_hostile_inputs(envs: Callable[..., Env]) -> None:
+    bridge = f"vbt{uniq()}"
+    subnet, _, _ = rand_subnet()
+    a, b = envs(), envs()
+    fixed = subnet.replace(".0/24", ".20")
+    a.apply(bridge_actions(bridge, subnet, address=fixed))
+    assert a.address == fixed
+    before = links()
+    # a duplicate explicit address
+    with pytest.raises(ConflictError, match=f"address {fixed} is already in use by {a.instance}"):
+        b.apply(bridge_actions(bridge, subnet, address=fixed))
+    assert links() == before and b.landed == []
+    # an overlapping subnet on another bridge
+    wide = subnet.rsplit(".", 2)[0] + ".0.0/16"
+    with pytest.raises(ConflictError, match=f"overlaps the host route {subnet} on {bridge}"):
+        b.apply(bridge_actions(f"vbt{uniq()}", wide))
+    # a different subnet on the same bridge
+    other, _, _ = rand_subnet()
+    if other != subnet:
+        with pytest.raises(ConflictError, match=f"bridge {bridge} serves {subnet}"):
+            b.apply(bridge_actions(bridge, other))
+    # names over 15 characters
+    with pytest.raises(VbdeclError, match="1 to 15"):
+        b.apply(bridge_actions("vbdecl-bridge-name", subnet))
+    with pytest.raises(VbdeclError, match="1 to 15"):
+        envs(instance="vb-0123456789abcd").apply(bridge_actions(bridge, subnet))
+    # an address outside the subnet, or the gateway
+    with pytest.raises(VbdeclError, match="not in subnet"):
+        b.apply(bridge_actions(bridge, subnet, address="192.0.2.77"))
+    with pytest.raises(VbdeclError, match="gateway"):
+        b.apply(bridge_actions(bridge, subnet, address=subnet.replace(".0/24", ".1")))
+    assert links() == before
+
+
+def test_foreign_objects_are_conflicts_and_never_deleted(envs: Callable[..., Env]) -> None:
+    bridge = f"vbt{uniq()}"
+    subnet, _, _ = rand_subnet()
+    env = envs()
+    squatter = env.instance.replace("-", "") + "h"
+    subprocess.run(["ip", "link", "add", squatter, "type", "veth", "peer", "name", f"vbt{uniq()}p"], check=True)
+    try:
+        with pytest.raises(ConflictError, match=f"interface {squatter} exists and is not owned by vbdecl"):
+            env.apply(bridge_actions(bridge, subnet))
+        assert squatter in links()          # never deleted
+        assert bridge not in links()        # the bridge this apply made was reverted
+    finally:
+        subprocess.run(["ip", "link", "del", squatter], check=True)
+
+    # a bridge vbdecl did not make is used, never deleted; only the gateway it added goes
+    subprocess.run(["ip", "link", "add", bridge, "type", "bridge"], check=True)
+    try:
+        subprocess.run(["ip", "link", "set", bridge, "up"], check=True)
+        env.apply(bridge_actions(bridge, subnet))
+        gw = subnet.replace(".0/24", ".1")
+        assert f"{gw}/24" in subprocess.run(["ip", "-o", "addr", "show", "dev", bridge],
+                                              capture_output=True, text=True).stdout
+        env.revert()
+        assert bridge in links()
+        assert f"{gw}/24" not in subprocess.run(["ip", "-o", "addr", "show", "dev", bridge],
+                                                  capture_output=True, text=True).stdout
+    finally:
+        subprocess.run(["ip", "link", "del", bridge], check=True)
+
+
+def test_port_conflict_between_envs(envs: Callable[..., Env]) -> None:
+    bridge = f"vbt{uniq()}"
+    subnet, _, _ = rand_subnet()
+    a, b = envs(), envs()
+    hp = random.randint(20000, 40000)
+    port = {"host": hp, "container": 80, "protocol": "tcp", "host_ip": None}
+    a.apply([*bridge_actions(bridge, subnet), (f"nat.port[{hp}/tcp]", "nat.port", port)])
+    with pytest.raises(ConflictError, match=f"host port {hp}/tcp is already published"):
+        b.apply([*bridge_actions(bridge, subnet), (f"nat.port[{hp}/tcp]", "nat.port", port)])
+    assert a.instance in nft_table() and b.instance not in nft_table()

@@ -1,0 +1,131 @@
+"""The plan, diff and graph commands, the plan cache and saved plans."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from vbdecl.cli.main import main
+from vbdecl.errors import StalePlanError
+from vbdecl.plan import saved
+from vbdecl.plan.cache import plans_for_file
+from vbdecl.plan.diff import state_of
+
+CASES = Path(__file__).resolve().parents[1] / "plans"
+
+
+@pytest.fixture
+def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("VBDECL_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("VBDECL_STATE_DIR", str(tmp_path / "state"))
+    monkeypatch.setenv("NO_COLOR", "1")
+    shutil.copy(CASES / "network-bridge" / "manifest.yaml", tmp_path / "web.yaml")
+    return tmp_path
+
+
+def _record_state(tmp: Path, manifest: Path, serial: int = 1) -> dict:
+    (plan,) = plans_for_file(str(manifest))
+    state = state_of(plan)
+    state.update(lineage="lin-1", serial=serial, instance="vb-00000001")
+    d = tmp / "state" / "envs" / plan["name"]
+    d.mkdir(parents=True, exist_ok=True)
+    (d / "state.json").write_text(json.dumps(state))
+    return state
+
+
+def test_plan_text_and_exit_codes(env: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["plan", str(env / "web.yaml")]) == 0
+    out = capsys.readouterr().out
+    assert "+ net.veth  # veth pair" in out
+    assert "  + create" in out and "  ~ update" not in out
+    assert out.rstrip().endswith("Plan: 19 to add, 0 to change, 0 to destroy.")
+    assert main(["plan", "--detailed-exitcode", str(env / "web.yaml")]) == 2
+
+
+def test_no_changes_against_own_state(env: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    _record_state(env, env / "web.yaml")
+    assert main(["plan", "--no-refresh", "--detailed-exitcode", str(env / "web.yaml")]) == 0
+    assert "No changes: web matches its manifest." in capsys.readouterr().out
+    assert main(["plan", "--no-refresh", "-v", str(env / "web.yaml")]) == 0
+    assert "  mount[/usr]  # unchanged" in capsys.readouterr().out
+
+
+def test_update_in_place_json(env: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    _record_state(env, env / "web.yaml")
+    text = (env / "web.yaml").read_text().replace("memory: 256Mi", "memory: 1Gi")
+    (env / "web.yaml").write_text(text)
+    assert main(["plan", "--no-refresh", "--json", "--detailed-exitcode", str(env / "web.yaml")]) == 2
+    doc = json.loads(capsys.readouterr().out)
+    (plan,) = doc["plans"]
+    assert plan["state"] == {"lineage": "lin-1", "serial": 1}
+    assert plan["summary"] == {"add": 0, "change": 1, "destroy": 0, "drift": 0}
+    (change,) = plan["changes"]
+    assert change["id"] == "cgroup.memory" and change["symbol"] == "~"
+    assert change["reason"] == "limits.memory 256Mi -> 1Gi"
+
+
+def test_saved_plan_records_state_and_goes_stale(env: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = env / "web.plan"
+    assert main(["plan", "-o", str(out), str(env / "web.yaml")]) == 0
+    data = json.loads(out.read_text())
+    assert data["state"] == {"lineage": None, "serial": 0}
+    assert data["summary"]["add"] == 19
+    assert data["saved"]["tool_version"] and data["saved"]["file_hash"].startswith("sha256:")
+    assert saved.is_saved_plan(str(out)) and not saved.is_saved_plan(str(env / "web.yaml"))
+    saved.check_fresh(saved.load(str(out)), None)
+    assert saved.plan_of(data)["actions"] == plans_for_file(str(env / "web.yaml"))[0]["actions"]
+    # the state moved on
+    state = _record_state(env, env / "web.yaml", serial=4)
+    with pytest.raises(StalePlanError, match="serial 4"):
+        saved.check_fresh(data, state)
+    # the manifest changed
+    (env / "web.yaml").write_text((env / "web.yaml").read_text() + "\n# edited\n")
+    with pytest.raises(StalePlanError, match=r"manifest .* changed"):
+        saved.check_fresh(data, None)
+
+
+def test_diff_and_graph_commands(env: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    b = env / "b.yaml"
+    b.write_text((env / "web.yaml").read_text().replace('"8080:80/tcp"', '"9090:80/tcp"'))
+    assert main(["diff", "--raw", str(env / "web.yaml"), str(b)]) == 0
+    out = capsys.readouterr().out
+    assert '+    ports: ["9090:80/tcp"]' in out
+    assert "+ nat.port[9090/tcp]" in out and "- nat.port[8080/tcp]" in out
+    assert "Plan: 1 to add, 0 to change, 1 to destroy." in out
+    assert main(["graph", str(env / "web.yaml")]) == 0
+    out = capsys.readouterr().out
+    assert "│   └── dir[/data/x]  [fs.dir]" in out
+    assert main(["graph", "--dot", str(env / "web.yaml")]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith('digraph "web" {') and '"net.veth" -> "net.address";' in out
+
+
+def test_cache_hit_needs_no_model(env: Path) -> None:
+    manifest = str(env / "web.yaml")
+    first = plans_for_file(manifest)
+    assert any((env / "cache").rglob("*.json"))
+    code = ("import sys; from vbdecl.plan.cache import plans_for_file; "
+            f"p = plans_for_file({manifest!r}); "
+            "print(p[0]['name'], [m for m in ('pydantic', 'ruamel', 'rich', 'vbdecl.model.load') if m in sys.modules])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env=dict(os.environ)).stdout
+    assert out.strip() == "web []"
+    # a changed file is a miss and compiles again
+    Path(manifest).write_text(Path(manifest).read_text().replace("pids: 64", "pids: 65"))
+    second = plans_for_file(manifest)
+    assert second != first
+    assert next(a for a in second[0]["actions"] if a["id"] == "cgroup.pids")["params"]["value"] == 65
+
+
+def test_corrupt_cache_entry_is_a_miss(env: Path) -> None:
+    manifest = str(env / "web.yaml")
+    plans_for_file(manifest)
+    for entry in (env / "cache").rglob("*.json"):
+        entry.write_text("{not json")
+    assert plans_for_file(manifest)[0]["name"] == "web"

@@ -1,0 +1,120 @@
+"""``vbdecl diff A.yaml B.yaml``: the plan that takes A to B.
+
+``vbdecl diff NAME --from N [--to M]`` compares two stored revisions of an
+environment (``--to`` defaults to the current one).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+HELP = "show the plan that takes manifest A to manifest B (or revision N to M of NAME)"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("a", metavar="A", help="the manifest to start from, or an environment name")
+    parser.add_argument("b", metavar="B", nargs="?", help="the manifest to go to")
+    parser.add_argument("--from", dest="rev_from", type=int, metavar="N",
+                        help="with NAME: the revision to start from")
+    parser.add_argument("--to", dest="rev_to", type=int, metavar="M",
+                        help="with NAME: the revision to go to (default: the current one)")
+    parser.add_argument("--raw", action="store_true", help="also show a unified diff of the manifests")
+    parser.add_argument("-v", "--verbose", action="store_true", help="also list unchanged actions")
+
+
+def _revision(name: str, number: int, state_dir: str | None) -> dict[str, Any]:
+    from vbdecl.engine import paths
+    from vbdecl.errors import UsageError
+
+    path = paths.revisions_dir(name, state_dir) / f"{number}.json"
+    try:
+        with open(path, encoding="utf-8") as f:
+            rev: dict[str, Any] = json.load(f)
+    except FileNotFoundError:
+        raise UsageError(f"{name} has no revision {number}",
+                         hint=f"see `vbdecl history {name}`") from None
+    except (OSError, ValueError) as exc:
+        raise UsageError(f"cannot read revision {number} of {name}: {exc}") from None
+    plan: dict[str, Any] = rev["plan"]
+    return plan
+
+
+def _sides(args: argparse.Namespace) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[str]]:
+    """(plans of A, plans of B, raw diff lines)."""
+    from vbdecl.errors import UsageError
+    from vbdecl.plan.cache import plans_for_file
+
+    if args.b is not None:
+        if args.rev_from is not None or args.rev_to is not None:
+            raise UsageError("--from/--to compare revisions of one environment, not two files",
+                             hint="vbdecl diff NAME --from N --to M, or vbdecl diff A.yaml B.yaml")
+        a, b = plans_for_file(args.a), plans_for_file(args.b)
+        raw: list[str] = []
+        if args.raw:
+            raw = _unified(_read(args.a), _read(args.b), args.a, args.b)
+        return a, b, raw
+    if args.rev_from is None:
+        raise UsageError("give two manifests, or an environment name with --from N",
+                         hint="vbdecl diff A.yaml B.yaml, or vbdecl diff NAME --from N --to M")
+    name = args.a
+    to = args.rev_to
+    if to is None:
+        from vbdecl.plan.state import read_state
+
+        state = read_state(name, args.state_dir)
+        if not state:
+            raise UsageError(f"{name} was never applied", hint="see `vbdecl ls`")
+        to = int(state.get("revision") or 0)
+    pa = _revision(name, args.rev_from, args.state_dir)
+    pb = _revision(name, to, args.state_dir)
+    raw = []
+    if args.raw:
+        raw = _unified(_spec_text(pa), _spec_text(pb), f"{name}@{args.rev_from}", f"{name}@{to}")
+    return [pa], [pb], raw
+
+
+def _read(path: str) -> str:
+    with open(path, encoding="utf-8", errors="replace") as f:
+        return f.read()
+
+
+def _spec_text(plan: dict[str, Any]) -> str:
+    return json.dumps({"name": plan.get("name"), "labels": plan.get("labels"), "spec": plan.get("spec")},
+                      indent=2, sort_keys=True) + "\n"
+
+
+def _unified(a: str, b: str, name_a: str, name_b: str) -> list[str]:
+    import difflib
+
+    return [line.rstrip("\n") for line in difflib.unified_diff(
+        a.splitlines(keepends=True), b.splitlines(keepends=True), fromfile=name_a, tofile=name_b)]
+
+
+def run(args: argparse.Namespace) -> int:
+    from vbdecl.cli.render_plan import print_lines
+    from vbdecl.plan.diff import changes, state_of
+    from vbdecl.plan.text import render_all
+
+    plans_a, plans_b, raw = _sides(args)
+    before = {p["name"]: p for p in plans_a}
+    results = []
+    for plan in plans_b:
+        old = before.pop(plan["name"], None)
+        state = state_of(old) if old else None
+        results.append((plan, state, changes(plan, state, None, verbose=args.verbose)))
+    for old in before.values():
+        # an environment only in A: going to B destroys it
+        results.append(({**old, "actions": []}, state_of(old), changes(None, state_of(old))))
+    lines, doc = render_all(results)
+    if args.json:
+        doc["raw"] = raw if args.raw else None
+        print(json.dumps(doc, indent=2, ensure_ascii=False))
+        return 0
+    if args.raw:
+        lines = [*(raw or ["(no difference in the manifests)"]), "", *lines]
+    print_lines(lines)
+    return 0
+
+

@@ -281,3 +281,52 @@ def main(argv: list[str]) -> int:
 
 if __name__ == "__main__":
     sys.exit(main(sys.argv[1:]))
+
+
+# --- snapshots for "exactly as before" ------------------------------------------
+
+def host_tree(root: Path) -> dict[str, str]:
+    """Every path under ``root`` with its content ("<dir>" for directories) and the
+    mounts under it (fstype and source), as the kernel shows them."""
+    out: dict[str, str] = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        for d in dirnames:
+            out[os.path.relpath(os.path.join(dirpath, d), root)] = "<dir>"
+        for f in filenames:
+            p = os.path.join(dirpath, f)
+            with open(p) as fh:
+                out[os.path.relpath(p, root)] = fh.read()
+    prefix = str(root).rstrip("/") + "/"
+    for line in Path("/proc/self/mountinfo").read_text().splitlines():
+        parts = line.split()
+        sep = parts.index("-")
+        if parts[4].startswith(prefix):
+            key = "mount:" + os.path.relpath(parts[4], root)
+            opts = ",".join(o for o in parts[sep + 3].split(",") if o.startswith("size="))
+            out[key] = out.get(key, "") + f"{parts[sep + 1]} {parts[sep + 2]} {opts};"
+    return out
+
+
+def state_tree(state_dir: Path) -> dict[str, str]:
+    """Files of a state directory with their content, except the append-only
+    journal (checked separately: no open transaction) and the lock file's holder."""
+    out: dict[str, str] = {}
+    for dirpath, dirnames, filenames in os.walk(state_dir):
+        for d in dirnames:
+            out[os.path.relpath(os.path.join(dirpath, d), state_dir)] = "<dir>"
+        for f in filenames:
+            p = os.path.join(dirpath, f)
+            rel = os.path.relpath(p, state_dir)
+            if f.startswith("journal.jsonl") or f == "lock" or f == "global.lock":
+                out[rel] = "<present>"
+            else:
+                with open(p) as fh:
+                    out[rel] = fh.read()
+    return out
+
+
+def journal_open(state_dir: Path, name: str) -> bool:
+    from vbdecl.engine import journal
+
+    path = state_dir / "envs" / name / "journal.jsonl"
+    return journal.open_transaction(journal.read(path)) is not None

@@ -1,0 +1,130 @@
+"""SIGKILL at 30 points of an apply and of a destroy (the process kills itself
+right after its k-th durable journal entry: VBDECL_TEST_CRASH_AFTER=k). The
+next command on the environment recovers first, and nothing is left behind:
+the host is as before the command (or as after it, when the kill came after
+the commit), and a final destroy leaves nothing."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import testops
+
+from vbdecl.engine import journal, paths, store
+from vbdecl.engine.executor import Engine
+
+testops.register()
+
+
+def _cli(sd: Path, *args: str, crash: int | None = None) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ)
+    env.pop("VBDECL_FAULT", None)
+    if crash is not None:
+        env["VBDECL_TEST_CRASH_AFTER"] = str(crash)
+    return subprocess.run([sys.executable, testops.__file__, "--state-dir", str(sd), *args],
+                          env=env, capture_output=True, text=True, timeout=60)
+
+
+def _points(total: int, n: int = 30) -> list[int]:
+    pts = sorted({max(1, round(1 + i * (total - 1) / (n - 1))) for i in range(n)})
+    return pts
+
+
+def _apply_crashes(tmp: Path) -> None:
+    root, sd = tmp / "root", tmp / "state"
+    root.mkdir()
+    v1 = testops.make_plan("web", root)
+    v2 = testops.make_plan("web", root, content="v2", size="2m", files=12)
+    p2 = testops.write_plan(tmp / "v2.json", v2)
+    Engine(sd).apply(v1)
+    host1 = testops.host_tree(root)
+    # how many journal entries a full apply of v2 writes (then undo it)
+    jpath = paths.journal_file("web", sd)
+    before = len(journal.read(jpath))
+    Engine(sd).apply(v2)
+    host2 = testops.host_tree(root)
+    total = len(journal.read(jpath)) - before
+    Engine(sd).apply(v1)
+    host1 = testops.host_tree(root)
+    assert total >= 40
+    points = _points(total)
+    assert len(points) == 30
+    for i, k in enumerate(points):
+        out = _cli(sd, "apply", str(p2), "-y", crash=k)
+        assert out.returncode == -signal.SIGKILL, (k, out.stderr)
+        committed = store.load("web", sd)["plan"]["manifest_hash"] == v2["manifest_hash"]
+        if k < total:
+            assert testops.journal_open(sd, "web"), k
+        if i % 2 == 0:
+            # explicit recovery: back to v1 (or v2 when the kill came after the commit)
+            Engine(sd).recover("web")
+            assert testops.host_tree(root) == (host2 if committed else host1), k
+            assert not testops.journal_open(sd, "web")
+            assert Engine(sd).recover("web") is False
+        else:
+            # the next command recovers first, then does its own work
+            out = _cli(sd, "apply", str(p2), "-y")
+            assert out.returncode == 0, (k, out.stderr)
+            assert "recover" in out.stderr or committed or k == total
+            assert testops.host_tree(root) == host2, k
+        Engine(sd).apply(v1)
+        assert testops.host_tree(root) == host1
+    Engine(sd).destroy("web")
+    assert testops.host_tree(root) == {}
+
+
+def _destroy_crashes(tmp: Path) -> None:
+    root, sd = tmp / "root", tmp / "state"
+    root.mkdir()
+    plan = testops.make_plan("web", root, files=12)
+    jpath = paths.journal_file("web", sd)
+    Engine(sd).apply(plan)
+    before = len(journal.read(jpath))
+    Engine(sd).destroy("web")
+    total = len(journal.read(jpath)) - before
+    assert total >= 40
+    points = _points(total)
+    assert len(points) == 30
+    for i, k in enumerate(points):
+        Engine(sd).apply(plan)
+        assert testops.host_tree(root) != {}
+        out = _cli(sd, "destroy", "web", "-y", crash=k)
+        assert out.returncode == -signal.SIGKILL, (k, out.stderr)
+        if i % 2 == 0:
+            Engine(sd).recover("web")      # a destroy is rolled forward
+        else:
+            out = _cli(sd, "recover")      # every environment
+            assert out.returncode == 0, (k, out.stderr)
+        assert testops.host_tree(root) == {}, k
+        assert store.load("web", sd) is None
+        assert not testops.journal_open(sd, "web")
+
+
+def test_sigkill_at_30_points_of_apply(tmp_path: Path) -> None:
+    testops.in_private_mount_ns(_apply_crashes, tmp_path)
+
+
+def test_sigkill_at_30_points_of_destroy(tmp_path: Path) -> None:
+    testops.in_private_mount_ns(_destroy_crashes, tmp_path)
+
+
+def test_torn_journal_tail_is_repaired(tmp_path: Path) -> None:
+    def body(tmp: Path) -> None:
+        root, sd = tmp / "root", tmp / "state"
+        root.mkdir()
+        plan = testops.make_plan("web", root, files=2, mounts=1)
+        out = _cli(sd, "apply", str(testops.write_plan(tmp / "p.json", plan)), "-y", crash=5)
+        assert out.returncode == -signal.SIGKILL
+        jpath = paths.journal_file("web", sd)
+        with open(jpath, "ab") as f:
+            f.write(b'{"t":"done","txn":"x"')          # a write cut by power loss
+        assert Engine(sd).recover("web") is True
+        assert testops.host_tree(root) == {}
+        assert jpath.exists() is False or jpath.read_bytes().endswith(b"\n")
+
+    testops.in_private_mount_ns(body, tmp_path)

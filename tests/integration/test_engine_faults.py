@@ -1,0 +1,130 @@
+"""Fault injection (VBDECL_FAULT) at every action of a 20-action plan of three
+kinds (dirs, tmpfs mounts, files): the apply fails naming the action, and the
+host (files, mounts) and the state directory are exactly as before. With a
+failing revert both errors are reported and ``recover`` cleans up."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import testops
+
+from vbdecl.engine.executor import Engine
+from vbdecl.engine.faults import Faults
+from vbdecl.errors import ActionError
+
+testops.register()
+
+
+def _fresh(tmp: Path) -> None:
+    root, sd = tmp / "root", tmp / "state"
+    root.mkdir()
+    (sd / "envs").mkdir(parents=True)
+    plan = testops.make_plan("web", root)
+    assert len(plan["actions"]) == 20
+    host0, state0 = testops.host_tree(root), testops.state_tree(sd)
+    for action in plan["actions"]:
+        aid = action["id"]
+        try:
+            Engine(sd, faults=Faults(aid)).apply(plan)
+        except ActionError as err:
+            assert err.action == aid, (aid, str(err))
+            assert "injected fault" in str(err)
+            assert not err.revert_errors
+        else:
+            raise AssertionError(f"apply with a fault at {aid} succeeded")
+        assert testops.host_tree(root) == host0, aid
+        assert testops.state_tree(sd) == state0, aid
+
+
+def _update(tmp: Path) -> None:
+    root, sd = tmp / "root", tmp / "state"
+    root.mkdir()
+    v1 = testops.make_plan("web", root)
+    v2 = testops.make_plan("web", root, content="v2", size="2m", files=11)
+    Engine(sd).apply(v1)
+    host1, state1 = testops.host_tree(root), testops.state_tree(sd)
+    assert any(k.startswith("mount:") for k in host1)
+    todo = [c.id for c in Engine(sd).changes(v2).todo]
+    assert len(todo) >= 15
+    for aid in todo:
+        with pytest.raises(ActionError) as info:
+            Engine(sd, faults=Faults(aid)).apply(v2)
+        assert info.value.action == aid
+        assert testops.host_tree(root) == host1, aid
+        assert testops.state_tree(sd) == state1, aid
+        assert not testops.journal_open(sd, "web")
+    # the destroy steps of the update fail through their revert
+    with pytest.raises(ActionError) as info:
+        Engine(sd, faults=Faults("mount[/m1]:revert")).apply(v2)
+    assert info.value.action == "mount[/m1]"
+    assert testops.host_tree(root) == host1
+    Engine(sd).apply(v2)
+    assert (root / "web" / "f10").exists()
+    Engine(sd).destroy("web")
+    assert testops.host_tree(root) == {}
+
+
+def _failing_revert(tmp: Path) -> None:
+    root, sd = tmp / "root", tmp / "state"
+    root.mkdir()
+    (sd / "envs").mkdir(parents=True)
+    plan = testops.make_plan("web", root)
+    ids = [a["id"] for a in plan["actions"]]
+    host0, state0 = testops.host_tree(root), testops.state_tree(sd)
+    for k in range(1, len(ids)):
+        fault, broken = ids[k], ids[k - 1]
+        with pytest.raises(ActionError) as info:
+            Engine(sd, faults=Faults(f"{fault},{broken}:revert")).apply(plan)
+        err = info.value
+        assert err.action == fault                       # the original error first
+        assert [e.action for e in err.revert_errors] == [broken]
+        text = str(err)
+        assert text.startswith(f"{fault}: ") and f"revert also failed: {broken}" in text
+        assert "vbdecl recover web" in text
+        assert testops.journal_open(sd, "web")
+        assert testops.host_tree(root) != host0          # the broken revert left something
+        # a failing recovery keeps the transaction open
+        with pytest.raises(ActionError):
+            Engine(sd, faults=Faults(f"{broken}:revert")).recover("web")
+        assert testops.journal_open(sd, "web")
+        assert Engine(sd).recover("web") is True
+        assert Engine(sd).recover("web") is False         # recovering twice is safe
+        assert testops.host_tree(root) == host0, fault
+        assert testops.state_tree(sd) == state0, fault
+
+
+def test_fault_at_every_action_of_a_fresh_apply(tmp_path: Path) -> None:
+    testops.in_private_mount_ns(_fresh, tmp_path)
+
+
+def test_fault_at_every_action_of_an_update(tmp_path: Path) -> None:
+    testops.in_private_mount_ns(_update, tmp_path)
+
+
+def test_failing_revert_reports_both_and_recover_cleans_up(tmp_path: Path) -> None:
+    testops.in_private_mount_ns(_failing_revert, tmp_path)
+
+
+def test_fault_env_var_reaches_the_cli(tmp_path: Path) -> None:
+    import os
+    import subprocess
+
+    def body(tmp: Path) -> None:
+        root, sd = tmp / "root", tmp / "state"
+        root.mkdir()
+        plan = testops.write_plan(tmp / "p.json", testops.make_plan("web", root))
+        env = dict(os.environ, VBDECL_FAULT="mount[/m1]")
+        out = subprocess.run([sys.executable, testops.__file__, "--state-dir", str(sd), "apply",
+                              str(plan), "-y"], env=env, capture_output=True, text=True)
+        assert out.returncode == 1, out
+        assert "error: mount[/m1]: injected fault (VBDECL_FAULT)" in out.stderr
+        assert "Traceback" not in out.stderr
+        assert testops.host_tree(root) == {}
+        assert not (sd / "envs" / "web").exists()
+
+    testops.in_private_mount_ns(body, tmp_path)

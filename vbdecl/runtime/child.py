@@ -252,6 +252,9 @@ def _loopback_up() -> None:
 
 
 def _setup_root(cfg: ChildConfig) -> None:
+    sec = _security()
+    if sec is not None:
+        sec.prepare_in_child(cfg.spec)    # disable_userns: needs the host /proc, before pivot
     if not cfg.needs_root:
         return
     from vbdecl.runtime.rootfs import setup_root
@@ -375,7 +378,9 @@ def _exec_process(cfg: ChildConfig) -> None:
     rl = (spec.get("limits") or {}).get("rlimits") or {}
     if rl:
         _apply_rlimits(rl)
-    _set_ids(proc)
+    sec = _security()
+    if sec is None:
+        _set_ids(proc)
     keep = [fd for fd in proc.get("inherit_fds") or [] if fd > 2]
     for fd in keep:
         try:
@@ -384,7 +389,9 @@ def _exec_process(cfg: ChildConfig) -> None:
             raise SetupFailure(125, f"process.inherit_fds: fd {fd} is not open: {exc.strerror}",
                                "pass only fds that vbdecl inherits from its caller") from None
     sysproc.close_fds_except([*keep, c2p])
-    _apply_security(spec)
+    if sec is not None:
+        # ids, capabilities, no_new_privs, Landlock, seccomp (last)
+        sec.apply_in_child(spec)
     file = argv[0]
     if proc.get("argv0"):
         argv[0] = proc["argv0"]
@@ -436,16 +443,14 @@ def _set_ids(proc: dict[str, Any]) -> None:
                            "the ids must be mapped in the user namespace (idmap)") from None
 
 
-def _apply_security(spec: dict[str, Any]) -> None:
+def _security() -> Any:
+    """vbdecl.ops.sec, or None when it is not installed."""
     import importlib
 
     try:
-        sec = importlib.import_module("vbdecl.ops.sec")
+        return importlib.import_module("vbdecl.ops.sec")
     except ImportError:
-        return
-    apply_in_child = getattr(sec, "apply_in_child", None)
-    if apply_in_child is not None:
-        apply_in_child(spec)
+        return None
 
 
 def _execvpe(file: str, argv: list[str], env: dict[str, str]) -> NoReturn:

@@ -164,18 +164,20 @@ def run_spec(spec: dict[str, Any], *, name: str = "sandbox", actions: list[dict[
             lock_fd = acquire(status["lock_file"])
         sink = EventSink(path=status.get("events"), fds=event_fds, callback=on_event)
         result.events = sink.history
-        if _security_missing(spec):
+        sec = C._security()
+        if sec is None:
             warnings.append("vbdecl.ops.sec is not available: capabilities, no_new_privs, "
                             "Landlock and seccomp are not applied")
-        sink.emit("runtime_init_warnings", warning_count=len(warnings), warnings=warnings)
+        else:
+            spec = sec.load_host_files(spec)
         if spec.get("rootfs") or spec.get("filesystem"):
+            # setup_root stages in a tmpfs inside the sandbox: nothing is created here.
             from vbdecl.engine.paths import runtime_root
 
             runtime_dir = os.path.join(str(runtime_root(state_dir)), instance)
-            os.makedirs(runtime_dir, mode=0o700, exist_ok=False)
         cfg = _config(spec, nsd, instance, runtime_dir, argv)
         _spawn_and_wait(cfg, nsd, idmap, spec, name, actions or [], sink, result,
-                        forward_signals, state_dir, txs.append)
+                        forward_signals, state_dir, txs.append, warnings)
     except VbdeclError as err:
         result.error = err
         result.code = err.exit_code if err.exit_code >= 125 else 125
@@ -185,8 +187,6 @@ def run_spec(spec: dict[str, Any], *, name: str = "sandbox", actions: list[dict[
             if errors and result.error is None:
                 result.error = errors[0]
                 result.code = result.code or 125
-        if runtime_dir:
-            _remove_tree(runtime_dir)
         if sink is not None:
             sink.close()
         if lock_fd >= 0:
@@ -194,19 +194,10 @@ def run_spec(spec: dict[str, Any], *, name: str = "sandbox", actions: list[dict[
     return result
 
 
-def _security_missing(spec: dict[str, Any]) -> bool:
-    import importlib.util
-
-    try:
-        return importlib.util.find_spec("vbdecl.ops.sec") is None
-    except (ImportError, ValueError):
-        return True
-
-
 def _spawn_and_wait(cfg: C.ChildConfig, nsd: dict[str, Any], idmap: dict[str, Any] | None,
                     spec: dict[str, Any], name: str, actions: list[dict[str, Any]],
                     sink: EventSink, result: RunResult, forward_signals: bool,
-                    state_dir: str | None, set_tx: Any) -> None:
+                    state_dir: str | None, set_tx: Any, warnings: list[str]) -> None:
     floor = max([2, *cfg.keep_fds])
     c2p_r, c2p_w = os.pipe2(os.O_CLOEXEC)
     p2c_r, p2c_w = os.pipe2(os.O_CLOEXEC)
@@ -246,6 +237,8 @@ def _spawn_and_wait(cfg: C.ChildConfig, nsd: dict[str, Any], idmap: dict[str, An
                     tx = HostTransaction(ctx)
                     set_tx(tx)
                     tx.apply(actions)
+                    for record in ctx.records.values():
+                        warnings.extend(record.get("warnings") or [] if isinstance(record, dict) else [])
                 os.write(p2c_w, C.MSG_GO)
             except VbdeclError as err:
                 error = err
@@ -263,6 +256,7 @@ def _spawn_and_wait(cfg: C.ChildConfig, nsd: dict[str, Any], idmap: dict[str, An
             else:
                 error = RuntimeSetupError("the sandbox exited during setup")
         inodes: dict[str, int | None] = {}
+        sink.emit("runtime_init_warnings", warning_count=len(warnings), warnings=warnings)
         if error is None:
             result.pid = target
             inodes = sysns.ns_inodes(target)
@@ -334,14 +328,3 @@ def _kill_and_reap(pid: int) -> None:
         os.waitpid(pid, 0)
     except ChildProcessError:
         pass
-
-
-def _remove_tree(path: str) -> None:
-    try:
-        os.rmdir(path)
-    except FileNotFoundError:
-        return
-    except OSError:
-        import shutil
-
-        shutil.rmtree(path, ignore_errors=True)

@@ -68,6 +68,8 @@ def _article(word: str) -> str:
 
 
 def _show(value: Any) -> str:
+    if value is None:
+        return "null"
     if isinstance(value, dict | list):
         return _article(_typename(value))
     text = repr(value) if isinstance(value, str) else ("null" if value is None else str(value).lower()
@@ -319,6 +321,8 @@ def _check_document(doc: Document, file: str) -> tuple[m.Environment | None, lis
         return None, [Problem(f"{file}:{doc.line}:1",
                               f"document {doc.index + 1} is a {_typename(data)}, not a mapping",
                               "a manifest starts with apiVersion: vbdecl/v1, kind: Environment, metadata, spec")]
+    if "spec" in data and data["spec"] is None:  # `spec:` with nothing under it
+        data = {**data, "spec": {}}
     try:
         env = m.Environment.model_validate(data)
     except ValidationError as err:

@@ -713,8 +713,8 @@ class SeccompDeny(_Model):
 def _seccomp_precheck(value: Any) -> Any:
     if isinstance(value, str) and value not in ("off", "default"):
         raise fail(f"unknown seccomp mode {value!r}",
-                   (did_you_mean(value, ["off", "default"]) or "")
-                   + " seccomp is off, default, {profile: FILE}, {allow: [...]} or {deny: [...], errno: EPERM}")
+                   ((did_you_mean(value, ["off", "default"]) or "")
+                    + " seccomp is off, default, {profile: FILE}, {allow: [...]} or {deny: [...], errno: EPERM}").strip())
     if isinstance(value, bool):
         raise fail(f"seccomp: {str(value).lower()} is not a mode", "use default or off")
     if isinstance(value, dict) and not any(k in value for k in ("profile", "allow", "deny")):

@@ -24,7 +24,7 @@ from typing import Any
 from vbdecl.errors import Problem
 
 MAX_BYTES = 8 * 1024 * 1024
-MAX_NODES = 250_000
+MAX_NODES = 100_000
 MAX_DEPTH = 64
 
 Path = tuple[str | int, ...]
@@ -266,7 +266,10 @@ _SYNTAX_HINTS = (
 )
 
 
-def _syntax_hint(text: str) -> str:
+def _syntax_hint(text: str, source: str = "", line: int = 0) -> str:
+    lines = source.split("\n", line + 1)[: line + 1] if source else []
+    if lines and "\t" in lines[-1] and ("token" in text or "\\t" in text):
+        return "YAML does not allow tabs for indentation: use spaces"
     for needle, hint in _SYNTAX_HINTS:
         if needle in text:
             return hint
@@ -294,7 +297,8 @@ def _libyaml_nodes(text: str) -> Iterator[tuple[Any, Callable[[str], str]]]:
         mark = err.problem_mark or err.context_mark
         msg = " ".join(s for s in (err.context, err.problem) if s)
         raise YamlProblem(mark.line + 1 if mark else 1, mark.column + 1 if mark else 1,
-                          f"YAML syntax error: {msg}", _syntax_hint(msg)) from None
+                          f"YAML syntax error: {msg}",
+                          _syntax_hint(msg, text, mark.line if mark else 0)) from None
     except yaml.YAMLError as err:
         raise YamlProblem(1, 1, f"YAML error: {err}", None) from None
     finally:
@@ -322,7 +326,8 @@ def _ruamel_nodes(text: str) -> Iterator[tuple[Any, Callable[[str], str]]]:
         mark = err.problem_mark or err.context_mark
         msg = " ".join(s for s in (err.context, err.problem) if s)
         raise YamlProblem(mark.line + 1 if mark else 1, mark.column + 1 if mark else 1,
-                          f"YAML syntax error: {msg}", _syntax_hint(msg)) from None
+                          f"YAML syntax error: {msg}",
+                          _syntax_hint(msg, text, mark.line if mark else 0)) from None
     except YAMLError as err:
         raise YamlProblem(1, 1, f"YAML error: {err}", None) from None
     finally:

@@ -1,0 +1,44 @@
+"""vbdecl doctor: every check is reported, with a hint when something is missing."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from vbdecl.cli.main import main
+
+
+def test_doctor_json(capsys: pytest.CaptureFixture[str]) -> None:
+    rc = main(["doctor", "--json"])
+    out = json.loads(capsys.readouterr().out)
+    checks = out["checks"]
+    for name in ("kernel", "namespace.user", "namespace.pid", "namespace.mount", "namespace.uts",
+                 "namespace.ipc", "namespace.net", "namespace.cgroup", "namespace.user-unprivileged",
+                 "cgroups", "overlayfs", "nftables", "seccomp", "landlock"):
+        assert name in checks
+        assert isinstance(checks[name]["ok"], bool) and checks[name]["detail"]
+        if not checks[name]["ok"]:
+            assert checks[name]["hint"], name
+    assert checks["cgroups"]["layout"] in ("v1", "v2", "hybrid", "none")
+    assert isinstance(checks["landlock"]["abi"], int)
+    assert rc == (0 if out["ok"] else 1)
+
+
+def test_doctor_text(capsys: pytest.CaptureFixture[str]) -> None:
+    rc = main(["doctor"])
+    out = capsys.readouterr().out
+    assert "namespace.user-unprivileged" in out and "landlock" in out
+    assert out.strip().splitlines()[-1].startswith("vbdecl can" if rc == 0 else "vbdecl cannot")
+
+
+def test_probes_agree_with_the_kernel() -> None:
+    import os
+
+    from vbdecl.sys import probe
+
+    assert probe.kernel()["detail"].split()[1] == os.uname().release
+    with open("/proc/filesystems") as f:
+        assert probe.overlayfs()["ok"] == ("overlay" in f.read() or probe.overlayfs()["ok"])
+    with open("/proc/self/status") as f:
+        assert probe.seccomp()["ok"] == ("Seccomp:" in f.read())

@@ -1,0 +1,195 @@
+"""The manifest model: units, names, defaults, normalization, schema."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from vbdecl.model import load_normalized, names
+from vbdecl.model.load import load_text
+from vbdecl.model.normalize import normalize
+from vbdecl.model.units import UnitError, format_size, parse_mode, parse_port, parse_size
+
+ROOT = Path(__file__).resolve().parent.parent.parent
+HEAD = "apiVersion: vbdecl/v1\nkind: Environment\nmetadata: {name: t}\n"
+
+
+@pytest.mark.parametrize(("text", "size"), [
+    (0, 0), (512, 512), ("512", 512), ("1k", 1000), ("1K", 1000), ("1Ki", 1024), ("64Mi", 64 << 20),
+    ("64MiB", 64 << 20), ("1G", 10**9), ("2Gi", 2 << 30), ("1Ti", 1 << 40), ("1.5Gi", 3 << 29),
+    (" 8 Mi ", 8 << 20), ("1M", 10**6), ("1T", 10**12),
+])
+def test_parse_size(text: str | int, size: int) -> None:
+    assert parse_size(text) == size
+
+
+@pytest.mark.parametrize("text", ["", "Mi", "1Xi", "-1", -1, "1.5", "ten", True, 1.5, "1e3"])
+def test_parse_size_errors(text: object) -> None:
+    with pytest.raises(UnitError) as err:
+        parse_size(text)  # type: ignore[arg-type]
+    assert err.value.hint
+
+
+def test_format_size() -> None:
+    assert [format_size(n) for n in (64 << 20, 1000, 3 << 30, 1024)] == ["64Mi", "1000", "3Gi", "1Ki"]
+
+
+@pytest.mark.parametrize(("text", "mode"), [("755", 0o755), ("0755", 0o755), ("1777", 0o1777),
+                                            ("0o700", 0o700), ("0", 0), ("4755", 0o4755)])
+def test_parse_mode(text: str, mode: int) -> None:
+    assert parse_mode(text) == mode
+
+
+def test_parse_mode_refuses_bare_int_with_a_quoting_hint() -> None:
+    with pytest.raises(UnitError) as err:
+        parse_mode(755)  # type: ignore[arg-type]
+    assert err.value.hint is not None and 'mode: "0755"' in err.value.hint
+    for bad in ("0788", "17777", "u+x", "", "0x1ff"):
+        with pytest.raises(UnitError):
+            parse_mode(bad)
+
+
+@pytest.mark.parametrize(("text", "want"), [
+    ("8080:80", {"host": 8080, "container": 80, "protocol": "tcp", "host_ip": None}),
+    ("8080:80/udp", {"host": 8080, "container": 80, "protocol": "udp", "host_ip": None}),
+    ("53", {"host": 53, "container": 53, "protocol": "tcp", "host_ip": None}),
+    ("127.0.0.1:8080:80/tcp", {"host": 8080, "container": 80, "protocol": "tcp", "host_ip": "127.0.0.1"}),
+    ("[::1]:8080:80", {"host": 8080, "container": 80, "protocol": "tcp", "host_ip": "::1"}),
+])
+def test_parse_port(text: str, want: dict[str, object]) -> None:
+    assert parse_port(text) == want
+
+
+@pytest.mark.parametrize("text", ["0:80", "80:70000", "a:b", "1:2:3:4", "80/sctp", "x.y:1:2", "[::1]80:1"])
+def test_parse_port_errors(text: str) -> None:
+    with pytest.raises(UnitError):
+        parse_port(text)
+
+
+def test_names() -> None:
+    assert names.CAPABILITIES["CHOWN"] == 0 and names.CAPABILITIES["CHECKPOINT_RESTORE"] == 40
+    assert sorted(names.CAPABILITIES.values()) == list(range(41))
+    for s in ("read", "openat2", "mount", "clone3", "landlock_create_ruleset", "open", "mseal"):
+        assert s in names.SYSCALLS
+    assert "not_a_syscall" not in names.SYSCALLS and len(names.SYSCALLS) > 380
+    assert set(names.DEFAULT_DENY_GROUPS) <= set(names.SYSCALL_GROUPS)
+    assert names.expand_syscalls(["@swap", "swapon", "read"]) == ["swapoff", "swapon", "read"]
+
+
+def test_light_modules_do_not_import_pydantic() -> None:
+    code = ("import sys, vbdecl.model, vbdecl.model.units, vbdecl.model.names; "
+            "bad = [m for m in ('pydantic', 'yaml', 'ruamel', 'rich', 'pyroute2') if m in sys.modules]; "
+            "print(bad); sys.exit(1 if bad else 0)")
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert p.returncode == 0, p.stdout + p.stderr
+
+
+def _spec(body: str, base_dir: str = "/base") -> dict[str, object]:
+    env = load_text(HEAD + body)[0]
+    return normalize(env, base_dir=base_dir)["spec"]  # type: ignore[no-any-return]
+
+
+def test_defaults_are_locked_down() -> None:
+    spec = _spec("")
+    assert spec["namespaces"] == {"user": False, "pid": True, "mount": True, "uts": True, "ipc": True,
+                                  "net": True, "cgroup": False}
+    assert spec["network"]["mode"] == "isolated"  # type: ignore[index]
+    assert spec["security"] == {"no_new_privs": True, "capabilities": None, "seccomp": "default",
+                                "landlock": None, "disable_userns": False}
+    assert spec["process"]["init"] is True and spec["process"]["command"] is None  # type: ignore[index]
+    assert spec["status"] == {"lock_file": None, "events": None}
+    assert spec["idmap"] is None and spec["rootfs"] is None and spec["filesystem"] == []
+
+
+def test_normalized_shape_matches_plan_format() -> None:
+    spec = _spec(
+        "spec:\n"
+        "  rootfs: ./root\n"
+        "  hostname: web\n"
+        "  namespaces: {user: true, mount: false, net: {join: /proc/1/ns/net}}\n"
+        "  idmap: {uid: [{inside: 0, outside: 1000}]}\n"
+        "  filesystem:\n"
+        "    - {type: bind, source: ./data, target: /data//x/}\n"
+        "    - {type: tmpfs, target: /tmp, size: 64Mi, mode: '1777'}\n"
+        "    - {type: file, target: /etc/motd, content: hi}\n"
+        "    - {type: overlay, target: /srv, lower: [lo], upper: /u/up, work: /u/wk}\n"
+        "    - {type: symlink, target: /bin, points_to: usr/bin}\n"
+        "  limits: {memory: 1Gi, cpu: 2, rlimits: {nofile: 1024, core: [0, unlimited]}}\n"
+        "  process: {command: [sh], tty: false}\n"
+        "  security:\n"
+        "    capabilities: {drop: [all], add: [cap_net_bind_service, Sys_Admin]}\n"
+        "    seccomp: {deny: ['@mount', ptrace], errno: 1}\n"
+        "    landlock: {read: [/usr]}\n"
+        "    disable_userns: true\n"
+        "  status: {lock_file: run/lock}\n",
+        base_dir="/m/dir")
+    assert spec["rootfs"] == "/m/dir/root"
+    ns = spec["namespaces"]
+    assert ns["mount"] is True and ns["net"] == {"join": "/proc/1/ns/net"} and ns["uts"] is True  # type: ignore[index]
+    assert spec["idmap"] == {"uid": [{"inside": 0, "outside": 1000, "count": 1}], "gid": []}
+    fs = spec["filesystem"]
+    assert fs == [  # type: ignore[comparison-overlap]
+        {"type": "bind", "target": "/data/x", "source": "/m/dir/data", "optional": False},
+        {"type": "tmpfs", "target": "/tmp", "size": 64 << 20, "mode": 0o1777},
+        {"type": "file", "target": "/etc/motd", "content": "hi", "source": None, "mode": None},
+        {"type": "overlay", "target": "/srv", "lower": ["/m/dir/lo"], "upper": "/u/up", "work": "/u/wk"},
+        {"type": "symlink", "target": "/bin", "points_to": "usr/bin"},
+    ]
+    lim = spec["limits"]
+    assert lim["memory"] == 1 << 30 and lim["cpu"] == 2.0  # type: ignore[index]
+    assert lim["rlimits"] == {"nofile": [1024, 1024], "core": [0, -1]}  # type: ignore[index]
+    sec = spec["security"]
+    assert sec["capabilities"] == {"drop": ["ALL"], "add": ["NET_BIND_SERVICE", "SYS_ADMIN"]}  # type: ignore[index]
+    assert sec["seccomp"] == {"deny": ["@mount", "ptrace"], "errno": "EPERM"}  # type: ignore[index]
+    assert sec["landlock"] == {"read": ["/usr"], "write": [], "read_write": [], "execute": [],  # type: ignore[index]
+                               "ports": {"bind": [], "connect": []}, "optional": False}
+    assert spec["status"] == {"lock_file": "/m/dir/run/lock", "events": None}
+    json.dumps(spec)  # plain data
+
+
+def test_network_defaults_by_mode() -> None:
+    bridge = _spec("spec:\n  network: {mode: bridge, subnet6: 'fd00:1::/64', ports: ['8080:80']}\n")["network"]
+    assert bridge == {"mode": "bridge", "bridge": "vbdecl0", "subnet": "10.88.0.0/24",
+                      "subnet6": "fd00:1::/64", "address": "auto", "address6": "auto", "nat": True,
+                      "egress": "auto", "ports": [{"host": 8080, "container": 80, "protocol": "tcp",
+                                                   "host_ip": None}],
+                      "dns": None, "hosts": {}, "mtu": None}
+    host = _spec("spec:\n  network: {mode: host}\n")
+    assert host["namespaces"]["net"] is False  # type: ignore[index]
+    assert host["network"]["bridge"] is None  # type: ignore[index]
+
+
+def test_models_are_frozen() -> None:
+    env = load_text(HEAD)[0]
+    with pytest.raises(Exception, match="frozen"):
+        env.spec.process.cwd = "/x"  # type: ignore[misc]
+
+
+def test_load_normalized_of_the_shipped_manifests() -> None:
+    for name in ("hello", "devshell", "service", "build"):
+        path = ROOT / "manifests" / f"{name}.yaml"
+        (doc,) = load_normalized(path)
+        assert doc["name"] == name
+        assert doc["source"] == {"path": str(path), "document": 0}
+        assert (ROOT / "manifests" / f"{name}.yaml").read_text().startswith(
+            "# yaml-language-server: $schema=../schema/vbdecl.schema.json")
+    (hello,) = load_normalized(ROOT / "manifests" / "hello.yaml")
+    assert hello["spec"]["process"]["command"][0] == "echo"
+    (dev,) = load_normalized(ROOT / "manifests" / "devshell.yaml")
+    assert {"type": "bind", "target": "/work", "source": str(ROOT), "optional": False} in dev["spec"]["filesystem"]
+
+
+def test_schema_file_is_in_sync() -> None:
+    from vbdecl.cli.cmd_schema import render
+
+    on_disk = (ROOT / "schema" / "vbdecl.schema.json").read_text()
+    assert on_disk == render(), "schema/vbdecl.schema.json is stale: run `make schema`"
+    schema = json.loads(on_disk)
+    assert schema["additionalProperties"] is False
+    assert set(schema["$defs"]["Spec"]["properties"]) == {
+        "rootfs", "hostname", "namespaces", "idmap", "filesystem", "limits", "network", "process",
+        "security", "status"}

@@ -1,0 +1,118 @@
+"""Locks: two applies of one environment (exactly one wins, the other fails
+within a second naming the holder, or waits with --lock-timeout), ten
+environments applied in parallel with no shared name colliding."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import testops
+
+from vbdecl.engine import lock, paths, store
+from vbdecl.engine.executor import Engine
+
+testops.register()
+
+
+def _spawn(sd: Path, *args: str) -> subprocess.Popen[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("VBDECL_")}
+    return subprocess.Popen([sys.executable, testops.__file__, "--state-dir", str(sd), *args],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _slow_plan(name: str, root: Path, seconds: float) -> dict[str, object]:
+    slow = testops.action("slow", "test.slow", {"path": str(root / name / "slow"), "content": "z",
+                                                "seconds": seconds}, ["dir[/]"])
+    return testops.make_plan(name, root, files=3, mounts=0, extra=[slow])
+
+
+def _wait_for_holder(sd: Path, name: str, proc: subprocess.Popen[str]) -> dict[str, object]:
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, proc.communicate()
+        h = lock.holder(paths.lock_file(name, sd))
+        if h:
+            return h
+        time.sleep(0.02)
+    raise AssertionError("the first apply never took the lock")
+
+
+def test_second_apply_fails_fast_naming_the_holder(tmp_path: Path) -> None:
+    root, sd = tmp_path / "root", tmp_path / "state"
+    root.mkdir()
+    p = testops.write_plan(tmp_path / "p.json", _slow_plan("web", root, 3.0))
+    first = _spawn(sd, "apply", str(p), "-y")
+    try:
+        holder = _wait_for_holder(sd, "web", first)
+        assert holder["pid"] == first.pid
+        start = time.monotonic()
+        second = _spawn(sd, "apply", str(p), "-y")
+        _, err = second.communicate(timeout=30)
+        elapsed = time.monotonic() - start
+        assert second.returncode == 1
+        assert elapsed < 1.5, elapsed          # includes Python start-up
+        assert f"locked by pid {first.pid}" in err and "apply" in err and "since" in err, err
+        assert "--lock-timeout" in err
+    finally:
+        _out, err = first.communicate(timeout=60)
+    assert first.returncode == 0, err
+    assert store.load("web", sd)["revision"] == 1
+    Engine(sd).destroy("web")
+    assert testops.host_tree(root) == {}
+
+
+def test_lock_timeout_waits_for_the_holder(tmp_path: Path) -> None:
+    root, sd = tmp_path / "root", tmp_path / "state"
+    root.mkdir()
+    p = testops.write_plan(tmp_path / "p.json", _slow_plan("web", root, 1.0))
+    first = _spawn(sd, "apply", str(p), "-y")
+    try:
+        _wait_for_holder(sd, "web", first)
+        second = _spawn(sd, "destroy", "web", "-y", "--lock-timeout", "30")
+        _, err = second.communicate(timeout=60)
+        assert second.returncode == 0, err
+    finally:
+        first.communicate(timeout=60)
+    assert first.returncode == 0
+    assert testops.host_tree(root) == {}
+    assert store.load("web", sd) is None
+
+
+def test_ten_environments_in_parallel(tmp_path: Path) -> None:
+    root, sd = tmp_path / "root", tmp_path / "state"
+    root.mkdir()
+    names = [f"env{i}" for i in range(10)]
+    procs = []
+    for n in names:
+        p = testops.write_plan(tmp_path / f"{n}.json", testops.make_plan(n, root, files=5, mounts=0))
+        procs.append(_spawn(sd, "--json", "apply", str(p), "-y"))
+    results = []
+    for proc in procs:
+        out, err = proc.communicate(timeout=60)
+        assert proc.returncode == 0, err
+        results.append(json.loads(out.splitlines()[-1]))
+    instances = {store.load(n, sd)["instance"] for n in names}
+    assert len(instances) == 10
+    for n in names:
+        assert store.load(n, sd)["revision"] == 1
+    for proc in [_spawn(sd, "destroy", n, "-y") for n in names]:
+        _, err = proc.communicate(timeout=60)
+        assert proc.returncode == 0, err
+    assert testops.host_tree(root) == {}
+
+
+def test_global_lock_serialises(tmp_path: Path) -> None:
+    with lock.global_lock(tmp_path):
+        code = ("import sys; from vbdecl.engine.lock import global_lock\n"
+                "from vbdecl.errors import LockedError\n"
+                "try:\n    global_lock(sys.argv[1], timeout=0.2).__enter__()\n"
+                "except LockedError as e:\n    print(e); sys.exit(3)\n")
+        out = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True)
+        assert out.returncode == 3, out
+        assert "global allocation lock is locked by pid" in out.stdout

@@ -225,6 +225,14 @@ def test_raw_bpf_programs_from_fds(tmp_path: Path) -> None:
     finally:
         os.close(fd)
     assert r.out.strip() == "18", r
+    # The runtime path: the parent reads the fd (load_host_files); the child gets bytes.
+    fd = os.memfd_create("bpf")
+    os.write(fd, prog)
+    os.lseek(fd, 0, 0)
+    loaded = sec.load_host_files(spec({"seccomp": "off"}, vb={"seccomp_fds": [fd]}))
+    assert loaded["vb"]["seccomp_fds"] == [] and len(loaded["vb"]["seccomp_programs"]) == 1
+    r = python(tmp_path, loaded, MKDIR, extra_args=[str(tmp_path / "y")])
+    assert r.out.strip() == "18", r
     bad_r, bad_w = os.pipe()
     os.write(bad_w, b"\x00" * 12)
     os.close(bad_w)

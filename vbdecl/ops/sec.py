@@ -2,11 +2,11 @@
 
 Entry points for the runtime (all take the normalized spec, docs/plan-format.md):
 
-- :func:`load_host_files(spec) <load_host_files>`: optional, call it where host
-  paths are visible (in the parent, or in the child before pivot_root). It
-  reads a seccomp profile file (``security.seccomp.profile``, a host path) into
-  the spec so that the child does not need to see the host file. Returns a
-  new spec; the input is not modified.
+- :func:`load_host_files(spec) <load_host_files>`: call it in the parent
+  (where host paths and the caller's fds are valid). It reads a seccomp
+  profile file (``security.seccomp.profile``, a host path) and the raw BPF
+  programs of ``vb.seccomp_fds`` into the spec, so that the child needs
+  neither the host file nor those fds. Returns a new spec.
 - :func:`prepare_in_child(spec) <prepare_in_child>`: optional, call it in the
   child inside its namespaces but before pivot_root when the environment may
   lack ``/proc``. It applies ``disable_userns`` (which writes
@@ -16,8 +16,9 @@ Entry points for the runtime (all take the normalized spec, docs/plan-format.md)
   Everything is computed and validated first; the kernel state is changed
   only afterwards, in the order documented in docs/security.md:
 
-  1. compute capability sets, build the seccomp filter, read raw BPF
-     programs (``spec["vb"]["seccomp_fds"]``), open Landlock rule paths;
+  1. compute capability sets, build the seccomp filter, take the raw BPF
+     programs (``vb.seccomp_programs``, or ``vb.seccomp_fds`` still open),
+     open the Landlock rule paths and fill the ruleset;
   2. ``disable_userns`` (unless done by :func:`prepare_in_child`) and
      ``vb.assert_userns_disabled``;
   3. PR_SET_KEEPCAPS, setgroups([]), setresgid, setresuid, keepcaps off;
@@ -242,13 +243,26 @@ def seccomp_profile(setting: Any, *, extra_allow: tuple[str, ...] = ()) -> tuple
 
 
 def load_host_files(spec: dict[str, Any]) -> dict[str, Any]:
-    """A copy of ``spec`` with the seccomp profile file read in (``profile_data``)."""
+    """A copy of ``spec`` with host-side inputs read in, for the child.
+
+    - ``security.seccomp.profile`` (a host path) -> ``profile_data``;
+    - ``vb.seccomp_fds`` (fds of the caller) -> ``vb.seccomp_programs``
+      (hex strings; the fds are read to EOF and closed), so that the child
+      does not depend on fds that are closed before exec.
+    """
     sec = spec.get("security") or {}
     setting = sec.get("seccomp")
-    if not (isinstance(setting, dict) and setting.get("profile") and setting.get("profile_data") is None):
-        return spec
-    data = _read_profile(str(setting["profile"]))
-    return {**spec, "security": {**sec, "seccomp": {**setting, "profile_data": data}}}
+    if isinstance(setting, dict) and setting.get("profile") and setting.get("profile_data") is None:
+        data = _read_profile(str(setting["profile"]))
+        spec = {**spec, "security": {**sec, "seccomp": {**setting, "profile_data": data}}}
+    vb = spec.get("vb") or {}
+    if vb.get("seccomp_fds"):
+        from vbdecl.sys.seccomp import read_bpf_fd
+
+        programs = list(vb.get("seccomp_programs") or [])
+        programs += [read_bpf_fd(fd).hex() for fd in vb["seccomp_fds"]]
+        spec = {**spec, "vb": {**vb, "seccomp_fds": [], "seccomp_programs": programs}}
+    return spec
 
 
 # --- Landlock ---------------------------------------------------------------
@@ -348,7 +362,8 @@ def apply_in_child(spec: dict[str, Any]) -> None:
     setting = sec.get("seccomp", "default")
     raw_fds = list(vb.get("seccomp_fds") or [])
     ll_cfg = sec.get("landlock")
-    needs_nnp_or_admin = bool(ll_cfg) or bool(raw_fds) or setting not in (None, "off", False)
+    needs_nnp_or_admin = (bool(ll_cfg) or bool(raw_fds) or bool(vb.get("seccomp_programs"))
+                          or setting not in (None, "off", False))
     hold = sys_admin if (not nnp and needs_nnp_or_admin and not kept & sys_admin) else 0
     profile, strict = seccomp_profile(setting, extra_allow=("capset",) if hold else ())
     filt = None
@@ -357,11 +372,11 @@ def apply_in_child(spec: dict[str, Any]) -> None:
 
         filt = ssc.build_filter(profile, caps=mask_names(kept), strict_names=strict,
                                 where="security.seccomp")
-    raw = []
+    raw = [bytes.fromhex(p) for p in vb.get("seccomp_programs") or []]
     if raw_fds:
         from vbdecl.sys import seccomp as ssc
 
-        raw = [ssc.read_bpf_fd(fd) for fd in raw_fds]
+        raw += [ssc.read_bpf_fd(fd) for fd in raw_fds]
     ruleset = landlock_ruleset(ll_cfg)
     try:
         _apply(spec, sc, uid, gid, nnp, bounding, kept, hold, last, vb, ruleset, filt, raw)

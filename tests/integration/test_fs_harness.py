@@ -11,6 +11,7 @@ from __future__ import annotations
 import ctypes
 import json
 import os
+import time
 import traceback
 from collections.abc import Callable
 from typing import Any
@@ -34,7 +35,8 @@ def base_spec(filesystem: list[dict[str, Any]], **kw: Any) -> dict[str, Any]:
 
 
 def in_sandbox(spec: dict[str, Any], probe: Callable[[], Any], *, pidns: bool = False,
-               before: Callable[[], None] | None = None, timeout: float = 20.0) -> Any:
+               before: Callable[[], None] | None = None, stats: dict[str, Any] | None = None,
+               ) -> Any:
     """Run setup_root(spec) then probe() in a child; return probe's result.
 
     Raises RuntimeError with the child's error text if setup or probe failed.
@@ -51,15 +53,17 @@ def in_sandbox(spec: dict[str, Any], probe: Callable[[], Any], *, pidns: bool = 
                 if inner:
                     _, st = os.waitpid(inner, 0)
                     os._exit(os.waitstatus_to_exitcode(st))
-            if before is not None:
-                before()
-            from vbdecl.runtime.rootfs import setup_root
-
             global _proc_fd
             _proc_fd = os.open("/proc", os.O_PATH | os.O_DIRECTORY)
+            from vbdecl.runtime.rootfs import setup_root
 
+            if before is not None:
+                before()
+
+            t0 = time.perf_counter()
             setup_root(spec, instance="vb-00000000", runtime_dir="/nonexistent")
-            out = {"ok": probe()}
+            t1 = time.perf_counter()
+            out = {"ok": probe(), "setup_s": t1 - t0}
         except BaseException as exc:  # report everything to the parent
             out = {"error": f"{type(exc).__name__}: {exc}",
                    "where": getattr(exc, "where", None), "tb": traceback.format_exc()}
@@ -82,6 +86,8 @@ def in_sandbox(spec: dict[str, Any], probe: Callable[[], Any], *, pidns: bool = 
     res = json.loads(b"".join(chunks) or b'{"error": "child died without a word"}')
     if "error" in res:
         raise SandboxError(res["error"], res.get("where"), res.get("tb", ""))
+    if stats is not None:
+        stats["setup_s"] = res["setup_s"]
     return res["ok"]
 
 

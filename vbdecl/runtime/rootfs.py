@@ -618,12 +618,24 @@ class Builder:
             except OSError:
                 continue
             try:
-                os.rmdir(name, dir_fd=pfd)
+                _rmdir_empty_tree(pfd, name)
             except OSError:
                 pass
             finally:
                 _close(pfd)
         self.host_created.clear()
+
+
+def _rmdir_empty_tree(parent_fd: int, name: str) -> None:
+    """Remove directory ``name`` and its subdirectories; never a file (then it stays)."""
+    fd = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=parent_fd)
+    try:
+        for entry in os.scandir(fd):
+            if entry.is_dir(follow_symlinks=False):
+                _rmdir_empty_tree(fd, entry.name)
+    finally:
+        _close(fd)
+    os.rmdir(name, dir_fd=parent_fd)
 
 
 def _isdir_fd(fd: int) -> bool:
@@ -665,6 +677,11 @@ def _describe(e: dict[str, Any]) -> str:
     return f"{e['type']} {src} -> {e['target']}" if src else f"{e['type']} {e['target']}"
 
 
+def _msg(exc: BaseException) -> str:
+    msg = getattr(exc, "message", None)
+    return msg if isinstance(msg, str) else str(exc)
+
+
 def _hint(exc: BaseException, e: dict[str, Any]) -> str | None:
     code = getattr(exc, "errno", None)
     if code == errno.ENOENT and e.get("source"):
@@ -673,7 +690,10 @@ def _hint(exc: BaseException, e: dict[str, Any]) -> str | None:
         return "every overlay lower directory must exist on the host"
     if code == errno.EROFS:
         return "the target's parent is read-only: create the mount point earlier, or mount a tmpfs first"
-    if code in (errno.ENOTDIR, errno.EISDIR):
+    if code == errno.ENOTDIR:
+        return ("a component of the target is not a directory, or a symlink that does not resolve "
+                "to one inside the root")
+    if code == errno.EISDIR:
         return "the target exists with another type (file vs directory) than the source"
     if code == errno.EPERM:
         return "the kernel refused: this needs CAP_SYS_ADMIN in the environment's user namespace"
@@ -703,7 +723,13 @@ def setup_root(spec: dict[str, Any], *, instance: str, runtime_dir: str) -> None
 
 def _setup_root(spec: dict[str, Any]) -> None:
     try:
-        m.mount(None, "/", None, m.MS_REC | m.MS_SLAVE)
+        try:
+            m.mount(None, "/", None, m.MS_REC | m.MS_SLAVE)
+        except SysError as exc:
+            # EINVAL: the process root is not a mount point (chrooted); the
+            # fallback below copes, and nothing we mount is shared anyway.
+            if exc.errno != errno.EINVAL:
+                raise
         rootfs = spec.get("rootfs")
         rootfs_clone = -1
         if rootfs is not None:
@@ -742,7 +768,7 @@ def _setup_root(spec: dict[str, Any]) -> None:
             host_fd = os.open("/", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
             root_path, stage_path, prefix = f"{base}/newroot", f"{base}/stage", "/"
     except OSError as exc:
-        raise RuntimeSetupError(f"cannot prepare the new root: {exc}", where="rootfs",
+        raise RuntimeSetupError(f"cannot prepare the new root: {_msg(exc)}", where="rootfs",
                                 hint=getattr(exc, "hint", None) or
                                 "the sandbox child must be in its own mount namespace with "
                                 "CAP_SYS_ADMIN") from exc
@@ -755,25 +781,31 @@ def _setup_root(spec: dict[str, Any]) -> None:
             try:
                 b.apply(e)
             except OSError as exc:
-                raise RuntimeSetupError(f"{_describe(e)}: {exc}", where=aid,
+                raise RuntimeSetupError(f"{_describe(e)}: {_msg(exc)}", where=aid,
                                         hint=_hint(exc, e)) from exc
         net = spec.get("network") or {}
         try:
             b.net_files(net.get("dns"), net.get("hosts"), spec.get("hostname"), net.get("mode"))
         except OSError as exc:
-            raise RuntimeSetupError(f"network files: {exc}", where="net.dns",
+            raise RuntimeSetupError(f"network files: {_msg(exc)}", where="net.dns",
                                     hint=getattr(exc, "hint", None)) from exc
         ok = True
     finally:
-        if not ok:
-            b.rollback_host()
         b.close()
         _close(staging_fd)
+        if not ok:
+            # Detach what was built (it holds overlay work dirs), then remove the
+            # host directories this setup created.
+            try:
+                m.umount2(root_path, m.MNT_DETACH)
+            except OSError:
+                pass
+            b.rollback_host()
         _close(host_fd)
     try:
         _enter(pivoted, base, root_path)
     except OSError as exc:
-        raise RuntimeSetupError(f"cannot switch to the new root: {exc}", where="rootfs",
+        raise RuntimeSetupError(f"cannot switch to the new root: {_msg(exc)}", where="rootfs",
                                 hint=getattr(exc, "hint", None)) from exc
 
 

@@ -1,0 +1,141 @@
+"""The root as a whole: pivot, staging invisible, nothing left on the host, fallbacks, speed."""
+
+from __future__ import annotations
+
+import os
+import statistics
+from pathlib import Path
+
+import pytest
+from test_fs_harness import SandboxError, base_spec, in_sandbox, mountinfo
+
+from vbdecl.runtime.rootfs import action_ids
+from vbdecl.sys import mount as m
+
+HELLO = [
+    {"type": "ro-bind", "source": "/usr", "target": "/usr", "optional": False},
+    {"type": "symlink", "target": "/bin", "points_to": "usr/bin"},
+    {"type": "symlink", "target": "/lib", "points_to": "usr/lib"},
+    {"type": "symlink", "target": "/lib64", "points_to": "usr/lib64"},
+    {"type": "proc", "target": "/proc"},
+    {"type": "dev", "target": "/dev"},
+    {"type": "tmpfs", "target": "/tmp", "size": None, "mode": None},
+]
+
+
+def _probe_root():
+    mi = mountinfo()
+    return {"mounts": sorted(mi), "ls": sorted(os.listdir("/")), "cwd": os.getcwd(),
+            "root": mi["/"], "sh": os.access("/bin/sh", os.X_OK)}
+
+
+def test_hello_root_is_clean_and_setup_is_fast(capsys: pytest.CaptureFixture[str]) -> None:
+    times = []
+    r = None
+    for _ in range(7):
+        stats: dict = {}
+        r = in_sandbox(base_spec(HELLO), _probe_root, pidns=True, stats=stats)
+        times.append(stats["setup_s"])
+    assert r is not None
+    assert r["ls"] == ["bin", "dev", "lib", "lib64", "proc", "tmp", "usr"]
+    assert r["cwd"] == "/" and r["sh"]
+    assert r["root"]["fstype"] == "tmpfs" and "shared" not in " ".join(r["root"]["opts"])
+    for mp in r["mounts"]:
+        assert not any(w in mp for w in ("oldroot", "newroot", "stage")), mp
+    assert r["mounts"][:2] == ["/", "/dev"]
+    med = statistics.median(times)
+    with capsys.disabled():
+        print(f"\nsetup_root(hello): median {med * 1000:.2f} ms over {len(times)} runs")
+    assert med < 0.1
+
+
+def test_nothing_left_on_host(tmp_path: Path) -> None:
+    before = sorted(os.listdir("/tmp"))
+    rundir = tmp_path / "run"
+    spec = base_spec([*HELLO,
+                      {"type": "bind-data", "target": "/etc/x", "content": "x", "readonly": True,
+                       "mode": None},
+                      {"type": "tmp-overlay", "target": "/opt", "lower": ["/usr/share"]}],
+                     network={"mode": "bridge", "dns": ["192.0.2.1"], "hosts": {"a": "10.0.0.1"}})
+    in_sandbox(spec, lambda: None)
+    with pytest.raises(SandboxError):  # a failure half way through
+        in_sandbox(base_spec([*HELLO, {"type": "bind", "source": str(tmp_path / "missing"),
+                                       "target": "/m", "optional": False}]), lambda: None)
+    assert sorted(os.listdir("/tmp")) == before
+    assert not rundir.exists()
+
+
+def test_failure_removes_overlay_dirs_it_created(tmp_path: Path) -> None:
+    lower = tmp_path / "lower"
+    lower.mkdir()
+    state = tmp_path / "state"
+    spec = base_spec([
+        {"type": "overlay", "target": "/srv", "lower": [str(lower)],
+         "upper": str(state / "up"), "work": str(state / "work")},
+        {"type": "bind", "source": str(tmp_path / "missing"), "target": "/m", "optional": False},
+    ])
+    with pytest.raises(SandboxError) as ei:
+        in_sandbox(spec, lambda: None)
+    assert ei.value.where == "mount[/m]"
+    assert not state.exists()
+
+
+def test_host_directory_as_rootfs(tmp_path: Path) -> None:
+    root = tmp_path / "rootfs"
+    (root / "etc").mkdir(parents=True)
+    (root / "etc" / "os-release").write_text("ID=tiny\n")
+    spec = base_spec([{"type": "ro-bind", "source": "/usr", "target": "/usr", "optional": False},
+                      {"type": "file", "target": "/etc/motd", "content": "hi\n", "source": None,
+                       "mode": None}], rootfs=str(root))
+
+    def probe():
+        return {"rel": Path("/etc/os-release").read_text(), "ls": sorted(os.listdir("/")),
+                "root": mountinfo()["/"]["root"]}
+
+    r = in_sandbox(spec, probe)
+    assert r["rel"] == "ID=tiny\n" and r["ls"] == ["etc", "usr"]
+    assert r["root"].endswith("/rootfs")
+    assert (root / "etc" / "motd").read_text() == "hi\n"  # files land in the given root
+    assert (root / "usr").is_dir() and not os.listdir(root / "usr")
+
+
+def test_bind_onto_root_then_more_entries(tmp_path: Path) -> None:
+    src = tmp_path / "asroot"
+    src.mkdir()
+    spec = base_spec([{"type": "bind", "source": str(src), "target": "/", "optional": False},
+                      {"type": "dir", "target": "/made", "mode": None},
+                      {"type": "tmpfs", "target": "/t", "size": None, "mode": None}])
+    r = in_sandbox(spec, lambda: sorted(os.listdir("/")))
+    assert r == ["made", "t"]
+    assert sorted(os.listdir(src)) == ["made", "t"]
+
+
+def test_fallback_when_root_is_not_a_mount_point(tmp_path: Path) -> None:
+    box = tmp_path / "box"
+    box.mkdir()
+
+    def before() -> None:
+        m.mount("tmpfs", str(box), "tmpfs", 0, "mode=0755")
+        (box / "jail" / "tmp").mkdir(parents=True)
+        os.chroot(str(box / "jail"))  # the process root is now not a mount point
+        os.chdir("/")
+
+    spec = base_spec([{"type": "file", "target": "/hello", "content": "hi", "source": None,
+                       "mode": None},
+                      {"type": "tmpfs", "target": "/t", "size": None, "mode": None}])
+
+    def probe():
+        mi = mountinfo()
+        return {"hello": Path("/hello").read_text(), "ls": sorted(os.listdir("/")),
+                "mounts": sorted(mi), "root": mi["/"]["fstype"]}
+
+    r = in_sandbox(spec, probe, before=before)
+    assert r["hello"] == "hi" and r["ls"] == ["hello", "t"]
+    assert r["mounts"] == ["/", "/t"] and r["root"] == "tmpfs"
+
+
+def test_action_ids_follow_the_plan_format() -> None:
+    ids = action_ids([{"type": "bind", "target": "/a"}, {"type": "dir", "target": "/a"},
+                      {"type": "tmpfs", "target": "/a"}, {"type": "bind-data", "target": "/b"},
+                      {"type": "remount-ro", "target": "/a"}])
+    assert ids == ["mount[/a]", "dir[/a]", "mount[/a]#2", "mount[/b]", "remount-ro[/a]"]

@@ -29,6 +29,7 @@ import json
 import os
 import signal
 import struct
+import sys
 from typing import Any, NoReturn
 
 from vbdecl.sys import ns as sysns
@@ -257,9 +258,37 @@ def _setup_root(cfg: ChildConfig) -> None:
         sec.prepare_in_child(cfg.spec)    # disable_userns: needs the host /proc, before pivot
     if not cfg.needs_root:
         return
+    preload(cfg.spec, sec)
     from vbdecl.runtime.rootfs import setup_root
 
     setup_root(cfg.spec, instance=cfg.instance, runtime_dir=cfg.runtime_dir)
+
+
+def preload(spec: dict[str, Any], sec: Any) -> None:
+    """Import (and read) now everything the process setup needs after pivot_root.
+
+    After pivot_root vbdecl's own files are usually not in the new root, so
+    a lazy import or a data file read there would fail.
+    """
+    import importlib
+
+    if sec is not None and hasattr(sec, "preload"):
+        sec.preload(spec)
+    else:
+        for name in ("vbdecl.sys.caps", "vbdecl.sys.landlock", "vbdecl.sys.seccomp",
+                     "vbdecl.model.names", "vbdecl.sys.rlimit"):
+            try:
+                importlib.import_module(name)
+            except ImportError:
+                pass
+        if sec is not None:
+            setting = (spec.get("security") or {}).get("seccomp")
+            if setting not in (None, "off", False):
+                profile = sec.default_profile()
+                sec.default_profile = lambda: json.loads(json.dumps(profile))
+                seccomp = sys.modules.get("vbdecl.sys.seccomp")
+                if seccomp is not None:
+                    seccomp.binding()
 
 
 # --- pid 1 --------------------------------------------------------------------------

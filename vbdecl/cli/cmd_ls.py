@@ -40,9 +40,7 @@ def describe(name: str, state_dir: str, probe: bool) -> dict[str, Any] | None:
     if state is not None and probe and not holder and not open_txn:
         try:
             changes = Engine(state_dir).changes(state["plan"])
-            drift = [c.id for c in changes.changes if c.drift]
-            if not drift:  # our own diff has no drift entries: drifted ids are in todo
-                drift = [c.id for c in changes.todo]
+            drift = [c.id for c in changes.drift]
             row["drift"] = drift
             if drift:
                 row["status"] = "drifted"

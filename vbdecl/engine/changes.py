@@ -141,6 +141,13 @@ def compute(resources: dict[str, Resource], old_plan: dict[str, Any] | None,
                 queue.append(dep)
 
     out = ChangeSet()
+    for a in actions:  # drift first, as observations (not steps)
+        if a["id"] in drift:
+            gone = reason[a["id"]].startswith("drift: gone")
+            out.changes.append(Change("-" if gone else "~", a["id"], a["kind"],
+                                      "deleted outside vbdecl" if gone else
+                                      "changed outside vbdecl: " + reason[a["id"]][7:],
+                                      old=resources.get(a["id"]), drift=True))
     old_order = [a["id"] for a in (old_plan or {}).get("actions", [])] if old_plan else []
     old_order += [i for i in resources if i not in old_order]
     for rid in reversed(old_order):
@@ -154,5 +161,5 @@ def compute(resources: dict[str, Resource], old_plan: dict[str, Any] | None,
             out.unchanged.append(a["id"])
             continue
         out.changes.append(Change(s, a["id"], a["kind"], reason.get(a["id"], ""), action=a,
-                                  old=resources.get(a["id"]), drift=a["id"] in drift))
+                                  old=resources.get(a["id"])))
     return out

@@ -1,0 +1,143 @@
+"""Journal, atomic writes, paths, faults, locks: pure logic and plain files, no root."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from vbdecl.engine import atomic, journal, lock, paths
+from vbdecl.engine.faults import Faults
+from vbdecl.errors import ActionError, LockedError, StateError, UsageError
+
+
+def test_append_is_line_per_entry_and_read_back(tmp_path: Path) -> None:
+    p = tmp_path / "j.jsonl"
+    with journal.Journal(p) as j:
+        j.append({"t": "begin", "txn": "a"})
+        j.append({"t": "intent", "txn": "a", "seq": 1})
+    assert [e["t"] for e in journal.read(p)] == ["begin", "intent"]
+    assert p.read_bytes().count(b"\n") == 2
+
+
+def test_torn_tail_is_ignored_and_cut_before_the_next_append(tmp_path: Path) -> None:
+    p = tmp_path / "j.jsonl"
+    p.write_bytes(b'{"t":"begin","txn":"a"}\n{"t":"inte')
+    assert [e["t"] for e in journal.read(p)] == ["begin"]
+    with journal.Journal(p) as j:
+        j.append({"t": "abort", "txn": "a"})
+    assert p.read_bytes() == b'{"t":"begin","txn":"a"}\n{"t":"abort","txn":"a"}\n'
+    p.write_bytes(b'{"t":"beg')
+    journal.Journal(p).close()
+    assert p.read_bytes() == b""
+
+
+def test_open_transaction_is_the_last_one_without_a_marker() -> None:
+    entries = [{"t": "begin", "txn": "a"}, {"t": "commit", "txn": "a"},
+               {"t": "begin", "txn": "b"}, {"t": "intent", "txn": "b", "seq": 1}]
+    tail = journal.open_transaction(entries)
+    assert tail is not None and [e["t"] for e in tail] == ["begin", "intent"]
+    assert journal.open_transaction([*entries, {"t": "abort", "txn": "b"}]) is None
+    assert journal.open_transaction([]) is None
+
+
+def test_crash_hook_kills_after_the_nth_entry(tmp_path: Path) -> None:
+    p = tmp_path / "j.jsonl"
+    code = ("import sys; from pathlib import Path; from vbdecl.engine.journal import Journal\n"
+            "j = Journal(Path(sys.argv[1]))\n"
+            "for i in range(10): j.append({'i': i})\n")
+    env = dict(os.environ, VBDECL_TEST_CRASH_AFTER="3")
+    out = subprocess.run([sys.executable, "-c", code, str(p)], env=env)
+    assert out.returncode == -9
+    assert [e["i"] for e in journal.read(p)] == [0, 1, 2]
+
+
+def test_atomic_write_replaces_and_leaves_no_temp(tmp_path: Path) -> None:
+    p = tmp_path / "state.json"
+    atomic.write_json(p, {"a": 1})
+    atomic.write_json(p, {"a": 2})
+    assert json.loads(p.read_text()) == {"a": 2}
+    assert os.listdir(tmp_path) == ["state.json"]
+    assert (p.stat().st_mode & 0o777) == 0o600
+
+
+def test_corrupt_state_is_a_state_error_naming_the_file(tmp_path: Path) -> None:
+    p = tmp_path / "state.json"
+    p.write_text("{nope")
+    with pytest.raises(StateError) as info:
+        atomic.read_json(p)
+    assert str(p) in str(info.value) and "hint" in str(info.value)
+
+
+def test_paths_follow_the_override_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("VBDECL_STATE_DIR", raising=False)
+    assert paths.state_root(tmp_path) == tmp_path
+    assert paths.runtime_root(tmp_path) == tmp_path / "run"
+    monkeypatch.setenv("VBDECL_STATE_DIR", str(tmp_path / "env"))
+    assert paths.state_root() == tmp_path / "env"
+    assert paths.runtime_root() == tmp_path / "env" / "run"
+    assert paths.state_root(tmp_path / "flag") == tmp_path / "flag"
+    monkeypatch.delenv("VBDECL_STATE_DIR")
+    if os.geteuid() == 0:
+        assert paths.state_root() == Path("/var/lib/vbdecl")
+        assert paths.runtime_root() == Path("/run/vbdecl")
+    assert paths.env_dir("web", tmp_path) == tmp_path / "envs" / "web"
+    assert paths.instance_runtime_dir("vb-12345678", tmp_path) == tmp_path / "run" / "vb-12345678"
+
+
+@pytest.mark.parametrize("bad", ["../x", "a/b", "", "Web", "-x", "x" * 64])
+def test_env_names_cannot_escape(bad: str, tmp_path: Path) -> None:
+    with pytest.raises(UsageError):
+        paths.env_dir(bad, tmp_path)
+
+
+def test_fault_spec_parsing() -> None:
+    f = Faults("mount[/a], net.veth:revert ,cgroup.memory")
+    assert f.apply == {"mount[/a]", "cgroup.memory"} and f.revert == {"net.veth"}
+    assert not Faults("")
+    with pytest.raises(ActionError) as info:
+        f.check_apply("mount[/a]")
+    assert info.value.action == "mount[/a]"
+    f.check_apply("net.veth")  # only its revert fails
+    with pytest.raises(ActionError):
+        f.check_revert("net.veth")
+
+
+def test_fault_is_inert_unless_set(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("VBDECL_FAULT", raising=False)
+    assert not Faults()
+    monkeypatch.setenv("VBDECL_FAULT", "x:revert")
+    assert Faults().revert == {"x"}
+
+
+def test_lock_names_its_holder_and_times_out(tmp_path: Path) -> None:
+    p = tmp_path / "lock"
+    held = lock.acquire(p, command="vbdecl apply web.yaml")
+    try:
+        info = lock.holder(p)
+        assert info is not None and info["pid"] == os.getpid() and info["command"] == "vbdecl apply web.yaml"
+        code = ("import sys; from pathlib import Path; from vbdecl.engine import lock\n"
+                "lock.acquire(Path(sys.argv[1]), timeout=float(sys.argv[2]))\n")
+        for timeout in ("0", "0.3"):
+            out = subprocess.run([sys.executable, "-c", code, str(p), timeout],
+                                 capture_output=True, text=True)
+            assert out.returncode == 1
+            assert "LockedError" in out.stderr and f"pid {os.getpid()}" in out.stderr
+    finally:
+        held.release()
+    assert lock.holder(p) is None
+    with lock.acquire(p, timeout=0):
+        pass
+
+
+def test_lock_error_in_process(tmp_path: Path) -> None:
+    p = tmp_path / "lock"
+    with lock.acquire(p):
+        # flock locks are per open file description: a second open conflicts too
+        with pytest.raises(LockedError) as info:
+            lock.acquire(p, what="environment 'web'")
+        assert "environment 'web' is locked by pid" in str(info.value)

@@ -16,7 +16,7 @@ from normalized import FS_DEFAULTS, doc, fs
 
 from vbdecl.plan.compile import canonical_json, compile_doc
 from vbdecl.plan.diff import changes, has_changes, state_of, summary
-from vbdecl.plan.graph import check_order, teardown
+from vbdecl.plan.graph import check_order, order, sorted_with_graphlib, teardown
 
 PARTS = ["a", "b", "c"]
 paths = st.lists(st.sampled_from(PARTS), min_size=0, max_size=3).map(lambda p: "/" + "/".join(p))
@@ -147,3 +147,15 @@ def test_diff_adds_new_and_destroys_old(a: dict[str, Any], b: dict[str, Any]) ->
         if rid in found:
             assert found[rid].symbol in ("~", "-/+")
     assert not has_changes(changes(pb, state_of(pb)))
+
+
+@SETTINGS
+@given(docs(), st.randoms(use_true_random=False))
+def test_fast_order_equals_graphlib_and_shuffles_sort_back(d: dict[str, Any], rnd: Any) -> None:
+    actions = compile_doc(d)["actions"]
+    assert [a["id"] for a in sorted_with_graphlib(actions)] == [a["id"] for a in actions]
+    shuffled = list(actions)
+    rnd.shuffle(shuffled)
+    again = order(shuffled)
+    assert check_order(again) == []
+    assert sorted(a["id"] for a in again) == sorted(a["id"] for a in actions)

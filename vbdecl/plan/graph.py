@@ -23,11 +23,26 @@ def order(actions: list[Action]) -> list[Action]:
     the graph (unsatisfiable) or when the dependencies form a cycle.
     """
     index: dict[str, int] = {}
+    backward = True
     for i, action in enumerate(actions):
         if action["id"] in index:
             raise PlanError(f"two actions have the id {action['id']!r}",
                             hint="this is a bug in the compiler; report it with the manifest")
+        for dep in action["deps"]:
+            if index.get(dep, i) >= i:
+                backward = False
         index[action["id"]] = i
+    if backward:
+        # every dependency was emitted before its dependent: the emission
+        # order is already the stable topological order the sorter would give
+        return list(actions)
+    return sorted_with_graphlib(actions, index)
+
+
+def sorted_with_graphlib(actions: list[Action], index: dict[str, int] | None = None) -> list[Action]:
+    """Kahn's algorithm through graphlib, ties broken by emission order."""
+    if index is None:
+        index = {a["id"]: i for i, a in enumerate(actions)}
     sorter: graphlib.TopologicalSorter[int] = graphlib.TopologicalSorter()
     for i, action in enumerate(actions):
         deps = []

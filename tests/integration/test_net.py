@@ -195,9 +195,9 @@ class Env:
         try:
             self.revert()
         finally:
-            from vbdecl.sys import nft
+            from vbdecl.ops import net
 
-            nft.close_session(self.ctx.extra)
+            net.release(self.ctx)
             if self.alive:
                 _stop(self.pid, self._w)
                 self.alive = False

@@ -1,6 +1,6 @@
 """Network state shared by every environment of one state root.
 
-``<state_root>/net.json`` holds what no single environment owns:
+``<state_root>/net.{0,1}.json`` hold what no single environment owns:
 
 - ``bridges``: name -> ``{"created": bool, "users": [instance...],
   "subnet": str|None, "subnet6": str|None, "added": [cidr...]}``; a bridge
@@ -21,13 +21,12 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-
-FILE = "net.json"
 
 
 def state_root_of(state_dir: str) -> Path:
@@ -37,69 +36,94 @@ def state_root_of(state_dir: str) -> Path:
 
 @contextlib.contextmanager
 def _global_lock(root: Path) -> Iterator[None]:
+    """``<state_root>/global.lock``: the same flock as vbdecl.engine.lock.global_lock
+    (so the two exclude each other), without its holder bookkeeping, which
+    costs more than the allocations it would guard here."""
+    fd = os.open(root / "global.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     try:
-        from vbdecl.engine.lock import global_lock
-    except ImportError:  # the engine's lock not there: the same flock, inline
-        root.mkdir(parents=True, exist_ok=True, mode=0o700)
-        fd = os.open(root / "global.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            yield
-        finally:
-            os.close(fd)
-        return
-    with global_lock(root):
+        fcntl.flock(fd, fcntl.LOCK_EX)
         yield
+    finally:
+        os.close(fd)
 
 
 def _empty() -> dict[str, Any]:
     return {"format": 1, "bridges": {}, "leases": {}, "forward": {}, "nft": {"users": []}}
 
 
-def _read(path: Path) -> dict[str, Any]:
+# Two slots written in turn (``net.0.json``, ``net.1.json``), each holding a
+# generation and a checksum: a write overwrites the older slot in place, so a
+# torn write (crash) leaves the other slot intact, and no rename or fsync is
+# needed (on ext4 a rename-over or truncate-to-zero forces a data flush, which
+# costs more than the whole network setup). The reader takes the valid slot
+# with the higher generation. The data is derived anyway: every environment's
+# records name its bridge, lease and nftables keys.
+SLOTS = ("net.0.json", "net.1.json")
+
+
+def _load_slot(path: Path) -> tuple[int, dict[str, Any]] | None:
     try:
-        data: dict[str, Any] = json.loads(path.read_text())
+        raw = path.read_bytes()
     except FileNotFoundError:
-        return _empty()
-    except (OSError, ValueError) as err:
+        return None
+    except OSError as err:
         from vbdecl.errors import StateError
 
-        raise StateError(f"cannot read the shared network state {path}: {err}",
-                         hint="move the file aside; `vbdecl recover` rebuilds leases from live environments") from err
-    base = _empty()
-    base.update(data)
-    return base
-
-
-def _write(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    payload = (json.dumps(data, sort_keys=True, indent=1) + "\n").encode()
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        raise StateError(f"cannot read the shared network state {path}: {err.strerror}") from err
     try:
-        os.write(fd, payload)
-        os.fsync(fd)
+        doc = json.loads(raw)
+        body = json.dumps(doc["data"], sort_keys=True)
+        if hashlib.sha256(body.encode()).hexdigest() != doc["sha256"]:
+            return None
+        return int(doc["gen"]), dict(doc["data"])
+    except (ValueError, KeyError, TypeError):
+        return None   # torn or foreign: the other slot holds the last good state
+
+
+def _read_slots(root: Path) -> tuple[int, int, dict[str, Any]]:
+    """(generation, slot to write next, data)."""
+    best: tuple[int, int, dict[str, Any]] = (0, 0, _empty())
+    for i, name in enumerate(SLOTS):
+        got = _load_slot(root / name)
+        if got is not None and got[0] > best[0]:
+            best = (got[0], 1 - i, got[1])
+    base = _empty()
+    base.update(best[2])
+    return best[0], best[1], base
+
+
+def _write_slot(path: Path, gen: int, data: dict[str, Any]) -> None:
+    body = json.dumps(data, sort_keys=True)
+    doc = {"gen": gen, "sha256": hashlib.sha256(body.encode()).hexdigest(), "data": data}
+    payload = (json.dumps(doc, sort_keys=True) + "\n").encode()
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        view = memoryview(payload)
+        off = 0
+        while off < len(payload):
+            off += os.pwrite(fd, view[off:], off)
+        os.ftruncate(fd, len(payload))
     finally:
         os.close(fd)
-    os.rename(tmp, path)
 
 
 @contextlib.contextmanager
 def locked(state_dir: str) -> Iterator[dict[str, Any]]:
     """The shared state, under the global lock; written back if changed."""
     root = state_root_of(state_dir)
-    root.mkdir(parents=True, exist_ok=True, mode=0o700)
-    path = root / FILE
+    if not root.is_dir():
+        root.mkdir(parents=True, exist_ok=True, mode=0o700)
     with _global_lock(root):
-        data = _read(path)
+        gen, slot, data = _read_slots(root)
         before = json.dumps(data, sort_keys=True)
         yield data
         if json.dumps(data, sort_keys=True) != before:
-            _write(path, data)
+            _write_slot(root / SLOTS[slot], gen + 1, data)
 
 
 def read(state_dir: str) -> dict[str, Any]:
     """A snapshot of the shared state (no lock: for status and tests)."""
-    return _read(state_root_of(state_dir) / FILE)
+    return _read_slots(state_root_of(state_dir))[2]
 
 
 def add_user(users: list[str], instance: str) -> None:

@@ -29,6 +29,7 @@ from vbdecl.errors import ConflictError, SysError, VbdeclError
 from vbdecl.net import shared
 from vbdecl.ops import register
 from vbdecl.ops.base import Context, Params, Record
+from vbdecl.ops.net import _session
 
 FAMILY = "inet"
 TABLE = "vbdecl"
@@ -248,14 +249,10 @@ class Masquerade:
         return dict(record) if record["chain"] in names else None
 
     def _egress(self, ctx: Context, params: Params) -> str:
+        from vbdecl.ops.net import _sess
         from vbdecl.sys import netlink
 
-        with netlink.Session() as sess:
-            return self._egress_in(sess.host, params)
-
-    def _egress_in(self, ipr: Any, params: Params) -> str:
-        from vbdecl.sys import netlink
-
+        ipr = _sess(ctx).host
         egress = params.get("egress") or "auto"
         if egress == "auto":
             found = netlink.default_route_interface(ipr)
@@ -268,6 +265,7 @@ class Masquerade:
                               hint="set network.egress to an existing interface, or auto")
         return str(egress)
 
+    @_session
     def apply(self, ctx: Context, params: Params) -> Record:
         a4, a6 = _env_addresses(ctx)
         egress = self._egress(ctx, params)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import errno
 import os
 import threading
+import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, TypeVar
@@ -123,11 +124,11 @@ def entered(ns_fd: int) -> Iterator[None]:
 class Session:
     """Netlink sockets for one op call: the host's, and per environment namespace.
 
-    Use it as a context manager, in ONE thread: pyroute2's synchronous API
-    keeps a socket and an event loop per thread, and a socket lazily made in
-    another thread would be bound to *that* thread's namespace (for an
-    environment socket: the host's). So a session never outlives the op call
-    that opened it, and is never shared between threads.
+    Use it in ONE thread: pyroute2's synchronous API keeps a socket and an
+    event loop per thread, and a socket lazily made in another thread would
+    be bound to *that* thread's namespace (for an environment socket: the
+    host's). A session refuses to be used from another thread; close it (or
+    use it as a context manager) when done; garbage collection closes it too.
     """
 
     def __init__(self) -> None:
@@ -135,6 +136,7 @@ class Session:
         self._envs: dict[int, Any] = {}       # netns inode -> IPRoute
         self._all: list[Any] = []
         self._tid = threading.get_ident()
+        self._finalizer = weakref.finalize(self, _close_all, self._all)
 
     def _check_thread(self) -> None:
         if threading.get_ident() != self._tid:  # pragma: no cover - a programming error
@@ -165,11 +167,7 @@ class Session:
         return ipr
 
     def close(self) -> None:
-        while self._all:
-            try:
-                self._all.pop().close()
-            except Exception:
-                pass
+        self._finalizer()
         self._host = None
         self._envs.clear()
 
@@ -178,6 +176,14 @@ class Session:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _close_all(socks: list[Any]) -> None:
+    while socks:
+        try:
+            socks.pop().close()
+        except Exception:
+            pass
 
 
 # --- links ----------------------------------------------------------------------
@@ -345,7 +351,6 @@ def routes(ipr: Any, family: int = AF_INET) -> list[tuple[str, str]]:
 
 def default_route_interface(ipr: Any, family: int = AF_INET) -> str | None:
     """The interface of the main table's default route, or None."""
-    names: dict[int, str] | None = None
     for msg in _call("listing routes", lambda: ipr.get_routes(family=family, table=RT_TABLE_MAIN)):
         if msg["dst_len"] != 0:
             continue
@@ -355,9 +360,8 @@ def default_route_interface(ipr: Any, family: int = AF_INET) -> str | None:
             oif = mp[0]["oif"] if mp else None
         if oif is None:
             continue
-        if names is None:
-            names = {ln["index"]: ln["name"] for ln in links(ipr)}
-        return names.get(oif)
+        found = link_by_index(ipr, int(oif))
+        return str(found["name"]) if found else None
     return None
 
 

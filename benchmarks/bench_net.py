@@ -1,0 +1,175 @@
+"""Per-environment network setup/teardown and NAT add/remove, vbdecl vs the `ip` recipe.
+
+Runs as root inside a private network namespace of its own (nothing on the
+host is touched). The bridge exists already (a first environment made it);
+each round makes a fresh environment namespace, then:
+
+- vbdecl: net.bridge (join), net.veth, net.loopback, net.address (auto),
+  net.route through the ops, then their reverts;
+- ip: the equivalent `ip link add ... netns`, `ip -n ... addr add`, route,
+  lo up, then `ip link del`.
+
+Also NAT add+remove (nat.masquerade + one nat.port) against the `nft`
+command doing the same. Prints medians and ratios measured in this run.
+
+    .venv/bin/python benchmarks/bench_net.py [ROUNDS]
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+CLONE_NEWNET = 0x40000000
+libc = ctypes.CDLL(None, use_errno=True)
+
+
+def netns_child() -> tuple[int, int]:
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(w)
+        libc.unshare(CLONE_NEWNET)
+        os.read(r, 1)
+        os._exit(0)
+    os.close(r)
+    # wait until the child is in its own namespace
+    me = os.stat("/proc/self/ns/net").st_ino
+    while os.stat(f"/proc/{pid}/ns/net").st_ino == me:
+        time.sleep(0.0005)
+    return pid, w
+
+
+def stop(pid: int, w: int) -> None:
+    os.close(w)
+    os.waitpid(pid, 0)
+
+
+def main() -> None:
+    rounds = int(sys.argv[1]) if len(sys.argv) > 1 else 30
+    if os.geteuid() != 0:
+        sys.exit("bench_net needs root")
+    if libc.unshare(CLONE_NEWNET) != 0:
+        sys.exit("unshare(CLONE_NEWNET) failed")
+    subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
+    subprocess.run(["ip", "link", "add", "up0", "type", "veth", "peer", "name", "up1"], check=True)
+    subprocess.run(["ip", "addr", "add", "192.168.250.1/24", "dev", "up0"], check=True)
+    subprocess.run(["ip", "link", "set", "up0", "up"], check=True)
+    subprocess.run(["ip", "route", "add", "default", "via", "192.168.250.254"], check=True)
+
+    t0 = time.perf_counter()
+    from vbdecl.ops import op_for
+    from vbdecl.ops.base import Context
+    imports = time.perf_counter() - t0
+    state = tempfile.mkdtemp(prefix="vbdecl-bench-")
+    subnet = "10.123.0.0/16"
+    acts = [("net.bridge[vbbench0]", "net.bridge", {"bridge": "vbbench0", "subnet": subnet, "subnet6": None, "mtu": None}),
+            ("net.veth", "net.veth", {"bridge": "vbbench0", "mtu": None}),
+            ("net.loopback", "net.loopback", {}),
+            ("net.address", "net.address", {"subnet": subnet, "address": "auto"}),
+            ("net.route", "net.route", {"subnet": subnet})]
+    nat = [("nat.masquerade", "nat.masquerade", {"subnet": subnet, "egress": "auto"}),
+           ("nat.port[8080/tcp]", "nat.port", {"host": 8080, "container": 80, "protocol": "tcp", "host_ip": None})]
+
+    def ctx_for(i: int, pid: int) -> Context:
+        inst = f"vb-{i:08x}"
+        return Context(name=inst, instance=inst, state_dir=f"{state}/envs/{inst}", runtime_dir="/nonexistent",
+                       env_pid=pid)
+
+    # the first environment creates the bridge and pays the pyroute2 import
+    pid, w = netns_child()
+    keeper = ctx_for(0xFFFFFF, pid)
+    t0 = time.perf_counter()
+    for aid, kind, params in acts:
+        keeper.records[aid] = op_for(kind).apply(keeper, params)
+    first = time.perf_counter() - t0
+
+    setup, teardown, nat_add, nat_del, teardown_ns = [], [], [], [], []
+    for i in range(rounds):
+        cpid, cw = netns_child()
+        ctx = ctx_for(i, cpid)
+        t0 = time.perf_counter()
+        for aid, kind, params in acts:
+            ctx.records[aid] = op_for(kind).apply(ctx, params)
+        t1 = time.perf_counter()
+        for aid, kind, params in nat:
+            ctx.records[aid] = op_for(kind).apply(ctx, params)
+        t2 = time.perf_counter()
+        for aid, kind, _ in reversed(nat):
+            op_for(kind).revert(ctx, ctx.records.pop(aid))
+        t3 = time.perf_counter()
+        if i % 2:
+            # teardown as destroy does it: the namespace goes with the environment
+            ctx.extra["teardown"] = True
+            for aid, kind, _ in reversed(acts):
+                op_for(kind).revert(ctx, ctx.records.pop(aid))
+            t4 = time.perf_counter()
+            teardown_ns.append(t4 - t3)
+        else:
+            for aid, kind, _ in reversed(acts):
+                op_for(kind).revert(ctx, ctx.records.pop(aid))
+            t4 = time.perf_counter()
+            teardown.append(t4 - t3)
+        stop(cpid, cw)
+        setup.append(t1 - t0)
+        nat_add.append(t2 - t1)
+        nat_del.append(t3 - t2)
+
+    ip_setup, ip_teardown, nft_cmd = [], [], []
+    ip = shutil.which("ip") or "ip"
+    nft = shutil.which("nft") or "nft"
+    for i in range(rounds):
+        cpid, cw = netns_child()
+        name = f"vbip{i}h"
+        a = f"10.123.200.{i + 2}"
+        t0 = time.perf_counter()
+        subprocess.run([ip, "link", "add", name, "master", "vbbench0", "up", "type", "veth", "peer", "name", "eth0",
+                        "netns", str(cpid)], check=True)
+        n = ["nsenter", "-t", str(cpid), "-n", ip]
+        subprocess.run([*n, "link", "set", "eth0", "up"], check=True)
+        subprocess.run([*n, "link", "set", "lo", "up"], check=True)
+        subprocess.run([*n, "addr", "add", f"{a}/16", "dev", "eth0"], check=True)
+        subprocess.run([*n, "route", "add", "default", "via", "10.123.0.1"], check=True)
+        t1 = time.perf_counter()
+        subprocess.run([ip, "link", "del", name], check=True)
+        t2 = time.perf_counter()
+        subprocess.run([nft, f"add table ip vbbenchip; add chain ip vbbenchip post {{ type nat hook postrouting priority 100; }}; "
+                        f"add rule ip vbbenchip post ip saddr {a} oifname up0 masquerade; "
+                        f"add chain ip vbbenchip pre {{ type nat hook prerouting priority -100; }}; "
+                        f"add rule ip vbbenchip pre tcp dport 8080 dnat to {a}:80"], check=True)
+        subprocess.run([nft, "delete table ip vbbenchip"], check=True)
+        t3 = time.perf_counter()
+        stop(cpid, cw)
+        ip_setup.append(t1 - t0)
+        ip_teardown.append(t2 - t1)
+        nft_cmd.append(t3 - t2)
+
+    for aid, kind, _ in reversed(acts):
+        op_for(kind).revert(keeper, keeper.records.pop(aid))
+    stop(pid, w)
+    shutil.rmtree(state, ignore_errors=True)
+
+    def ms(xs: list[float]) -> float:
+        return statistics.median(xs) * 1000
+
+    print(f"rounds: {rounds}; imports of vbdecl.ops: {imports * 1000:.1f} ms; "
+          f"first environment (creates the bridge, imports pyroute2): {first * 1000:.1f} ms")
+    print(f"{'':34}{'vbdecl':>10}{'ip/nft':>10}{'ratio':>8}")
+    rows = [("setup per environment", ms(setup), ms(ip_setup)),
+            ("teardown (delete veth)", ms(teardown), ms(ip_teardown)),
+            ("teardown (namespace goes)", ms(teardown_ns), float("nan")),
+            ("NAT add + remove", ms(nat_add) + ms(nat_del), ms(nft_cmd))]
+    for label, v, ref in rows:
+        ratio = ref / v if ref == ref else float("nan")
+        print(f"{label:34}{v:9.2f}ms{ref:9.2f}ms{ratio:7.1f}x")
+    print(f"  NAT add {ms(nat_add):.2f} ms, remove {ms(nat_del):.2f} ms; targets: setup < 10, teardown < 5, NAT < 5 ms")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,45 @@
+"""The shared network state file: two checksummed slots, torn writes survive."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from vbdecl.net import shared
+
+
+def test_roundtrip_and_idempotent_users(tmp_path: Path) -> None:
+    env = str(tmp_path / "envs" / "a")
+    with shared.locked(env) as st:
+        st["bridges"]["br0"] = {"users": []}
+        shared.add_user(st["bridges"]["br0"]["users"], "vb-1")
+        shared.add_user(st["bridges"]["br0"]["users"], "vb-1")
+    assert shared.read(env)["bridges"]["br0"]["users"] == ["vb-1"]
+    with shared.locked(env) as st:
+        shared.remove_user(st["bridges"]["br0"]["users"], "vb-1")
+        shared.remove_user(st["bridges"]["br0"]["users"], "vb-1")
+    assert shared.read(env)["bridges"]["br0"]["users"] == []
+
+
+def test_torn_write_falls_back_to_the_other_slot(tmp_path: Path) -> None:
+    env = str(tmp_path / "envs" / "a")
+    with shared.locked(env) as st:
+        st["leases"]["10.0.0.0/24"] = {"10.0.0.2": "vb-1"}
+    with shared.locked(env) as st:
+        st["leases"]["10.0.0.0/24"]["10.0.0.3"] = "vb-2"
+    assert len(shared.read(env)["leases"]["10.0.0.0/24"]) == 2
+    # tear the newest slot: the previous state comes back, never garbage
+    newest = max((tmp_path / n for n in shared.SLOTS), key=lambda p: json.loads(p.read_bytes())["gen"])
+    newest.write_bytes(newest.read_bytes()[:40])
+    assert shared.read(env)["leases"]["10.0.0.0/24"] == {"10.0.0.2": "vb-1"}
+    # and the next write goes on from there
+    with shared.locked(env) as st:
+        st["leases"]["10.0.0.0/24"]["10.0.0.4"] = "vb-3"
+    assert set(shared.read(env)["leases"]["10.0.0.0/24"]) == {"10.0.0.2", "10.0.0.4"}
+
+
+def test_unchanged_state_is_not_written(tmp_path: Path) -> None:
+    env = str(tmp_path / "envs" / "a")
+    with shared.locked(env):
+        pass
+    assert not any((tmp_path / n).exists() for n in shared.SLOTS)

@@ -90,3 +90,35 @@ def test_big_manifest_is_fast() -> None:
     elapsed = time.perf_counter() - t0
     assert len(env.spec.filesystem) == 1000
     assert elapsed < 2.0  # the benchmark holds the real target (0.5 s end to end)
+
+
+# --- fuzz: no input makes the loader raise or crash ----------------------------------------
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+VALID = (HEAD % "fuzz" + "spec:\n  hostname: fuzz\n  filesystem:\n"
+         "    - {type: tmpfs, target: /tmp, size: 64Mi, mode: '1777'}\n"
+         "    - {type: bind, source: ./d, target: /d}\n"
+         "  network: {mode: bridge, ports: ['8080:80/tcp']}\n"
+         "  security: {seccomp: {deny: [ptrace]}, capabilities: {drop: [ALL]}}\n").encode()
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.binary(max_size=400))
+def test_random_bytes_never_raise(data: bytes) -> None:
+    r = load_path("<fuzz>", data)
+    assert all(p.where.startswith("<fuzz>") and p.message for p in r.problems)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.integers(0, len(VALID) - 1), st.integers(0, 8), st.binary(min_size=0, max_size=6))
+def test_mutated_manifest_never_raises(pos: int, cut: int, insert: bytes) -> None:
+    data = VALID[:pos] + insert + VALID[pos + cut:]
+    r = load_path("<fuzz>", data)
+    if r.problems:
+        for p in r.problems:
+            line, col = p.where.split(":")[1:3]
+            assert int(line) >= 1 and int(col) >= 1, str(p)
+    else:
+        assert r.environments

@@ -289,6 +289,8 @@ def _error_to_problem(err: Any, doc: Document, file: str) -> Problem:
         bound = ctx.get("ge", ctx.get("gt", ctx.get("le", ctx.get("lt"))))
         op = {"greater_than_equal": ">=", "greater_than": ">", "less_than_equal": "<=", "less_than": "<"}[etype]
         message = f"{field}: {value} is out of range: it must be {op} {bound}"
+    elif etype == "too_short" and isinstance(value, str):
+        message = f"{field}: cannot be empty"
     elif etype == "too_short":
         message = f"{field}: needs at least {ctx.get('min_length')} item(s), got {ctx.get('actual_length')}"
         if field.endswith("lower") and ctx.get("min_length") == 2:

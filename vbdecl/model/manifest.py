@@ -386,6 +386,14 @@ class TmpfsEntry(_Entry):
     size: Size | None = None
     mode: Mode | None = None
 
+    @model_validator(mode="after")
+    def _size(self) -> TmpfsEntry:
+        if self.size == 0:
+            raise fail("tmpfs size 0 would mean no limit at all",
+                       "give a size such as 64Mi, or leave size out for the kernel default (half of RAM)",
+                       at=("size",))
+        return self
+
 
 class DirEntry(_Entry):
     type: Literal["dir"]
@@ -539,8 +547,14 @@ RlimitName = Literal["as", "core", "cpu", "data", "fsize", "locks", "memlock", "
                      "nofile", "nproc", "rss", "rtprio", "rttime", "sigpending", "stack"]
 
 
+def _nonzero_size(value: int | None) -> int | None:
+    if value == 0:
+        raise fail("limits.memory 0 leaves no memory at all", "give a size such as 512Mi, or leave it out")
+    return value
+
+
 class Limits(_Model):
-    memory: Size | None = None
+    memory: Annotated[Size | None, AfterValidator(_nonzero_size)] = None
     memory_swap: Size | None = None
     cpu: Annotated[float, Field(gt=0, le=4096)] | None = Field(default=None, description="cores")
     cpu_weight: Annotated[int, Field(ge=1, le=10000)] | None = None
@@ -650,6 +664,9 @@ def _command_before(value: Any) -> Any:
     if isinstance(value, str):
         raise fail("command is a string; it must be a list of arguments",
                    f'write command: ["/bin/sh", "-c", {value!r}] or split it into words')
+    if isinstance(value, list) and value and value[0] == "":
+        raise fail("the program (the command's first item) is empty", "write the program's path or name first",
+                   at=(0,))
     return value
 
 
@@ -671,7 +688,7 @@ class Process(_Model):
     env: dict[EnvName, SafeStr] = Field(default_factory=dict)
     clear_env: bool = False
     unset_env: list[EnvName] = Field(default_factory=list)
-    argv0: SafeStr | None = None
+    argv0: Annotated[SafeStr, Field(min_length=1)] | None = None
     user: Annotated[int, Field(ge=0, le=2**32 - 2)] = 0
     group: Annotated[int, Field(ge=0, le=2**32 - 2)] = 0
     init: bool = True
@@ -702,11 +719,11 @@ class SeccompProfile(_Model):
 
 
 class SeccompAllow(_Model):
-    allow: list[SyscallName]
+    allow: Annotated[list[SyscallName], Field(min_length=1)]
 
 
 class SeccompDeny(_Model):
-    deny: list[SyscallName]
+    deny: Annotated[list[SyscallName], Field(min_length=1)]
     errno: Errno = "EPERM"
 
 

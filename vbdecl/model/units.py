@@ -96,7 +96,7 @@ def parse_mode(value: str) -> int:
         if isinstance(value, int) and not isinstance(value, bool):
             raise UnitError(
                 f"mode {value} is a number, not a quoted octal string",
-                f'quote it: mode: "{value:04d}" (YAML reads a bare 0755 as the decimal number 755)'
+                f'quote it: mode: "{value:04d}" (YAML reads a bare {value:04d} as the decimal number {value})'
                 if 0 <= value <= 7777 else MODE_HINT,
             )
         raise UnitError(f"expected a mode, got {type(value).__name__} {value!r}", MODE_HINT)

@@ -70,7 +70,8 @@ def driver(tmp_path: Path, spec: dict[str, Any], name: str = "spec") -> list[str
     path = tmp_path / f"{name}.json"
     path.write_text(json.dumps(spec))
     drv = tmp_path / "driver.py"
-    drv.write_text(DRIVER)
+    if not drv.exists():    # never rewrite it while another driver may be starting
+        drv.write_text(DRIVER)
     return [sys.executable, str(drv), str(path)]
 
 

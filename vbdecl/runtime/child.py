@@ -234,22 +234,9 @@ def _after_go(cfg: ChildConfig) -> None:
         sysns.unshare(sysns.CLONE_NEWCGROUP)
     hostname = spec.get("hostname")
     if hostname:
-        import socket
-
-        socket.sethostname(hostname)
+        sysns.sethostname(hostname)
     if cfg.net_new:
-        _loopback_up()
-
-
-def _loopback_up() -> None:
-    import fcntl
-    import socket
-
-    SIOCGIFFLAGS, SIOCSIFFLAGS, IFF_UP = 0x8913, 0x8914, 0x1
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as s:
-        req = struct.pack("16sh22x", b"lo", 0)
-        flags = struct.unpack("16sh22x", fcntl.ioctl(s.fileno(), SIOCGIFFLAGS, req))[1]
-        fcntl.ioctl(s.fileno(), SIOCSIFFLAGS, struct.pack("16sh22x", b"lo", flags | IFF_UP))
+        sysns.loopback_up()
 
 
 def _setup_root(cfg: ChildConfig) -> None:

@@ -19,13 +19,6 @@ from typing import Any
 from vbdecl.errors import ActionError, VbdeclError
 from vbdecl.ops.base import Context
 
-SKIP_KINDS = ("env.namespaces", "proc.main", "net.loopback")
-
-
-def host_actions(plan: dict[str, Any]) -> list[dict[str, Any]]:
-    return [a for a in plan.get("actions") or []
-            if a.get("scope") == "host" and a.get("kind") not in SKIP_KINDS]
-
 
 class HostTransaction:
     def __init__(self, ctx: Context) -> None:

@@ -131,10 +131,18 @@ def _above(fd: int, floor: int) -> int:
     return new
 
 
+# Run by the runtime itself, not through the op registry (see vbdecl.runtime.hostactions).
+SKIP_KINDS = ("env.namespaces", "proc.main", "net.loopback")
+
+
+def host_actions(plan: dict[str, Any]) -> list[dict[str, Any]]:
+    """The plan's host-scope actions an ephemeral run executes in the parent."""
+    return [a for a in plan.get("actions") or []
+            if a.get("scope") == "host" and a.get("kind") not in SKIP_KINDS]
+
+
 def run_plan(plan: dict[str, Any], **kwargs: Any) -> RunResult:
     """Run a compiled plan (docs/plan-format.md) ephemerally."""
-    from vbdecl.runtime.hostactions import host_actions
-
     return run_spec(plan["spec"], name=plan.get("name") or "sandbox",
                     actions=host_actions(plan), **kwargs)
 

@@ -81,6 +81,28 @@ def ns_inodes(pid: int | str) -> dict[str, int | None]:
     return out
 
 
+def sethostname(name: str) -> None:
+    data = name.encode()
+    check(libc.sethostname(data, ctypes.c_size_t(len(data))), f"sethostname({name})")
+
+
+def loopback_up() -> None:
+    """Bring ``lo`` up in the current network namespace (ioctl, no netlink library)."""
+    import fcntl
+    import struct
+
+    siocgifflags, siocsifflags, iff_up = 0x8913, 0x8914, 0x1
+    fd = check(libc.socket(2, 2 | 0o2000000, 0), "socket(AF_INET, SOCK_DGRAM)")  # SOCK_CLOEXEC
+    try:
+        req = struct.pack("16sh22x", b"lo", 0)
+        flags = struct.unpack("16sh22x", fcntl.ioctl(fd, siocgifflags, req))[1]
+        fcntl.ioctl(fd, siocsifflags, struct.pack("16sh22x", b"lo", flags | iff_up))
+    except OSError as exc:
+        raise_errno("ioctl(lo, SIOCSIFFLAGS)", exc.errno or errno.EIO)
+    finally:
+        os.close(fd)
+
+
 # --- user namespace id maps --------------------------------------------------
 
 def _map_text(entries: list[dict[str, int]]) -> str:

@@ -129,3 +129,35 @@ def test_corrupt_cache_entry_is_a_miss(env: Path) -> None:
     for entry in (env / "cache").rglob("*.json"):
         entry.write_text("{not json")
     assert plans_for_file(manifest)[0]["name"] == "web"
+
+
+def test_diff_between_revisions(env: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (p1,) = plans_for_file(str(env / "web.yaml"))
+    (env / "web.yaml").write_text((env / "web.yaml").read_text().replace("pids: 64", "pids: 128"))
+    (p2,) = plans_for_file(str(env / "web.yaml"))
+    revs = env / "state" / "envs" / "web" / "revisions"
+    revs.mkdir(parents=True)
+    for n, plan in ((1, p1), (2, p2)):
+        (revs / f"{n}.json").write_text(json.dumps({"revision": n, "plan": plan}))
+    state = state_of(p2)
+    state.update(revision=2, lineage="l", serial=2)
+    (revs.parent / "state.json").write_text(json.dumps(state))
+    assert main(["diff", "web", "--from", "1", "--raw"]) == 0
+    out = capsys.readouterr().out
+    assert "~ cgroup.pids  # limits.pids 64 -> 128" in out
+    assert '-      "pids": 64,' in out and '+      "pids": 128,' in out
+    assert main(["diff", "web", "--from", "2", "--to", "1", "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["plans"][0]["changes"][0]["reason"] == "limits.pids 128 -> 64"
+    assert main(["diff", "web", "--from", "7"]) == 1
+    assert "web has no revision 7" in capsys.readouterr().err
+
+
+def test_graph_json_and_multi_environment_files(env: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["graph", "--json", str(CASES / "multi-doc" / "manifest.yaml")]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert [g["name"] for g in doc["graphs"]] == ["one", "two"]
+    assert doc["graphs"][0]["actions"][0] == {"id": "env", "kind": "env.namespaces", "scope": "host",
+                                              "deps": [], "describe": "new namespaces: pid mount uts ipc net"}
+    assert main(["plan", "-o", str(env / "x.plan"), str(CASES / "multi-doc" / "manifest.yaml")]) == 1
+    assert "holds 2 environments" in capsys.readouterr().err

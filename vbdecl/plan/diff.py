@@ -11,6 +11,7 @@ attribute by :func:`effect` (the table in docs/plan-format.md).
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -144,12 +145,9 @@ def _old_order(state: dict[str, Any]) -> list[str]:
     return ids
 
 
-def _old_describe(state: dict[str, Any], rid: str) -> str | None:
-    for a in (state.get("plan") or {}).get("actions") or []:
-        if a.get("id") == rid:
-            d = a.get("describe")
-            return str(d) if d else None
-    return None
+def _old_describes(state: dict[str, Any]) -> dict[str, str]:
+    return {str(a.get("id")): str(a["describe"])
+            for a in (state.get("plan") or {}).get("actions") or [] if a.get("describe")}
 
 
 def changes(desired: dict[str, Any] | None, state: dict[str, Any] | None,
@@ -232,9 +230,9 @@ def changes(desired: dict[str, Any] | None, state: dict[str, Any] | None,
         for a in actions:
             for dep in a["deps"]:
                 dependents.setdefault(dep, []).append(a["id"])
-        queue = [rid for rid, s in symbol.items() if s == "-/+" or (s == "+" and rid in resources)]
+        queue = deque(rid for rid, s in symbol.items() if s == "-/+" or (s == "+" and rid in resources))
         while queue:
-            cur = queue.pop(0)
+            cur = queue.popleft()
             for nxt in dependents.get(cur, ()):
                 if nxt == "process" or nxt not in resources or symbol.get(nxt) in ("-/+", "+"):
                     continue
@@ -254,13 +252,14 @@ def changes(desired: dict[str, Any] | None, state: dict[str, Any] | None,
         out.append(Change(s, rid, a["kind"], reason.get(rid, ""), action=a, old=resources.get(rid),
                           attrs=attrs.get(rid, []),
                           replaces_env=env_reason is not None and rid in resources))
+    describes = _old_describes(state or {})
     for rid in reversed(_old_order(state or {})):
         if rid in wanted:
             continue
         res = resources[rid]
         gone = rid in live and live[rid] is None
         why = "no longer in the manifest" if desired is not None else "destroy"
-        desc = _old_describe(state or {}, rid)
+        desc = describes.get(rid)
         if desc:
             why += f": {desc}"
         if gone:
@@ -271,15 +270,13 @@ def changes(desired: dict[str, Any] | None, state: dict[str, Any] | None,
 
 def with_unchanged(desired: dict[str, Any], found: list[Change]) -> list[Change]:
     """``found`` plus a no-op entry for each desired action it does not mention."""
-    mentioned = {c.id for c in found if not c.drift}
     by_id = {c.id: c for c in found if not c.drift}
+    actions: list[Action] = desired.get("actions") or []
+    wanted = {a["id"] for a in actions}
     out = [c for c in found if c.drift]
-    for a in desired.get("actions") or []:
-        if a["id"] in mentioned:
-            out.append(by_id[a["id"]])
-        else:
-            out.append(Change("", a["id"], a["kind"], "unchanged", action=a))
-    out += [c for c in found if not c.drift and c.id not in {a["id"] for a in desired.get("actions") or []}]
+    for a in actions:
+        out.append(by_id.get(a["id"]) or Change("", a["id"], a["kind"], "unchanged", action=a))
+    out += [c for c in found if not c.drift and c.id not in wanted]
     return out
 
 

@@ -63,12 +63,12 @@ def compile_doc(doc: Doc) -> dict[str, Any]:
     spec: dict[str, Any] = doc["spec"]
     # compiling allocates many small objects and creates no reference
     # cycles: pausing the cycle collector keeps large plans linear
-    paused = gc.isenabled()
+    collecting = gc.isenabled()
     gc.disable()
     try:
         actions = order(_Builder(spec).build())
     finally:
-        if paused:
+        if collecting:
             gc.enable()
     return {
         "format": FORMAT,
@@ -283,7 +283,7 @@ class _Builder:
     def __init__(self, spec: dict[str, Any]) -> None:
         self.spec = spec
         self.actions: list[Action] = []
-        self.ids: set[str] = set()
+        self.fs_tree = _FsOrder()
 
     def add(self, id_: str, kind: str, scope: str, deps: list[str], params: dict[str, Any],
             describe: str, replace: bool = False) -> Action:
@@ -292,16 +292,13 @@ class _Builder:
             "describe": describe, "replace": replace,
         }
         self.actions.append(action)
-        self.ids.add(id_)
         return action
 
     def build(self) -> list[Action]:
         spec = self.spec
         ns: dict[str, Any] = spec["namespaces"]
-        self.add("env", "env.namespaces", "host", [],
-                 {"namespaces": ns, "idmap": spec.get("idmap"), "hostname": spec.get("hostname")},
-                 "", replace=True)
-        self.actions[0]["describe"] = _describe_env(self.actions[0]["params"])
+        env = {"namespaces": ns, "idmap": spec.get("idmap"), "hostname": spec.get("hostname")}
+        self.add("env", "env.namespaces", "host", [], env, _describe_env(env), replace=True)
         filesystem: list[dict[str, Any]] = spec.get("filesystem") or []
         base = "env"
         if _is_new(ns.get("mount")):
@@ -325,7 +322,7 @@ class _Builder:
         return self.actions
 
     def filesystem(self, entries: list[dict[str, Any]], base: str) -> list[str]:
-        tree = _FsOrder()
+        tree = self.fs_tree
         ids: list[str] = []
         seen: dict[str, int] = {}
         for j, entry in enumerate(entries):
@@ -337,15 +334,12 @@ class _Builder:
                 id_ = f"{id_}#{n}"
             ids.append(id_)
             deps_idx = tree.add(j, target)
-            extra: list[int] = []
-            for lower in entry.get("lower") or []:
-                k = tree.latest_covering(lower)
-                if k >= 0 and k != j and k not in deps_idx:
-                    extra.append(k)
+            # an overlay also waits for the entries that provide its lower dirs
+            lowers = {tree.latest_covering(lower) for lower in entry.get("lower") or []}
+            lowers -= {-1, j, *deps_idx}
             deps = [ids[k] for k in sorted(deps_idx)] or [base]
-            deps += [ids[k] for k in sorted(set(extra))]
+            deps += [ids[k] for k in sorted(lowers)]
             self.add(id_, f"fs.{entry['type']}", "env", deps, entry, _describe_fs(entry))
-        self._fs_tree = tree
         return ids
 
     def dns(self, base: str, fs_ids: list[str]) -> None:
@@ -354,7 +348,7 @@ class _Builder:
             return
         if not (net.get("mode") == "bridge" or net.get("dns") is not None or net.get("hosts")):
             return
-        tree = self._fs_tree
+        tree = self.fs_tree
         idx: set[int] = set()
         for path in ("/etc/resolv.conf", "/etc/hosts"):
             idx.update(tree.needs(path))

@@ -823,6 +823,14 @@ class Spec(_Model):
         if self.idmap is not None and not user_on:
             raise fail("idmap needs namespaces.user: true",
                        "id maps belong to a new user namespace: set namespaces: {user: true}", at=("idmap",))
+        if self.idmap is not None:
+            for what, ident, ranges in (("user", self.process.user, self.idmap.uid),
+                                        ("group", self.process.group, self.idmap.gid)):
+                if ranges and not any(e.inside <= ident < e.inside + e.count for e in ranges):
+                    key = "uid" if what == "user" else "gid"
+                    raise fail(f"process.{what} {ident} is not mapped by idmap.{key}",
+                               f"add a range that covers {ident} inside, e.g. "
+                               f"{{inside: {ident}, outside: ..., count: 1}}", at=("process", what))
         if self.security.disable_userns and not user_on:
             raise fail("security.disable_userns needs namespaces.user: true",
                        "the limit is set inside the environment's own user namespace, never on the host",

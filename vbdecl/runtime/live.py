@@ -192,7 +192,8 @@ def enter(record: dict[str, Any]) -> None:
     if not env_alive(record):
         raise RuntimeSetupError("the environment is not running (its init is gone)",
                                 hint="vbdecl apply FILE starts it again")
-    sysproc.join_cgroups(sysproc.cgroup_paths(int(record["pid"])))
+    mine = set(sysproc.cgroup_paths(os.getpid()))
+    sysproc.join_cgroups([p for p in sysproc.cgroup_paths(int(record["pid"])) if p not in mine])
     fds: list[tuple[str, int]] = []
     try:
         for key, path in _ns_paths(record):
@@ -226,6 +227,7 @@ def start_process(*, env_record: dict[str, Any], spec: dict[str, Any], log_path:
     if helper == 0:
         try:
             os.close(c2p_r)
+            C.preload(spec, C._security())
             enter(env_record)
             pid = os.fork()
             if pid == 0:
@@ -301,6 +303,15 @@ def env_record(state: dict[str, Any]) -> dict[str, Any]:
 def exec_in(name: str, argv: list[str] | None, *, state_dir: str | None = None,
             cwd: str | None = None, forward_signals: bool = True) -> int:
     """``vbdecl exec``: run ``argv`` in the live environment ``name``; return its exit status."""
+    # Everything is imported before entering: the environment's root may not hold vbdecl.
+    from vbdecl.runtime.spawn import (
+        PARENT_FORWARDED,
+        _child_error,
+        _drain_pending,
+        _read_msg,
+        _wait,
+    )
+
     state = load_state(name, state_dir)
     spec = dict(state["plan"]["spec"])
     record = env_record(state)
@@ -308,20 +319,17 @@ def exec_in(name: str, argv: list[str] | None, *, state_dir: str | None = None,
     if cwd:
         proc["cwd"] = cwd
     spec["process"] = proc
+    C.preload(spec, C._security())
     enter(record)
     c2p_r, c2p_w = os.pipe2(os.O_CLOEXEC)
     old_mask: Any = None
     if forward_signals:
-        from vbdecl.runtime.spawn import PARENT_FORWARDED
-
         old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, {*PARENT_FORWARDED, signal.SIGCHLD})
     pid = os.fork()
     if pid == 0:
         os.close(c2p_r)
         C.exec_process(_process_cfg(spec, argv, c2p_w))
     os.close(c2p_w)
-    from vbdecl.runtime.spawn import _child_error, _drain_pending, _read_msg, _wait
-
     error: VbdeclError | None = None
     try:
         msg = _read_msg(c2p_r)
@@ -335,9 +343,7 @@ def exec_in(name: str, argv: list[str] | None, *, state_dir: str | None = None,
             signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
     code = C.status_code(status)
     if error is not None:
-        import sys
-
-        print(f"error: {error}", file=sys.stderr)
+        os.write(2, f"error: {error}\n".encode())
     return code
 
 

@@ -171,15 +171,16 @@ def ensure_dir(root_fd: int, path: str, mode: int = 0o755, created: list[str] | 
         raise
 
 
-def ensure_parent(root_fd: int, path: str) -> tuple[int, str]:
+def ensure_parent(root_fd: int, path: str, created: list[str] | None = None) -> tuple[int, str]:
     """(fd of the parent directory, last component) of ``path``; parents are created."""
     parent, _, name = path.rstrip("/").rpartition("/")
     if not name or name in (".", ".."):
         raise OSError(errno.EINVAL, f"{path!r} has no last component")
-    return ensure_dir(root_fd, parent or "/"), name
+    return ensure_dir(root_fd, parent or "/", 0o755, created), name
 
 
-def ensure_mountpoint(root_fd: int, path: str, is_dir: bool) -> int:
+def ensure_mountpoint(root_fd: int, path: str, is_dir: bool,
+                      created: list[str] | None = None) -> int:
     """An O_PATH fd on ``path``, created as a directory or an empty file if missing."""
     try:
         return resolve(root_fd, path, os.O_PATH)
@@ -188,12 +189,14 @@ def ensure_mountpoint(root_fd: int, path: str, is_dir: bool) -> int:
             raise
         pass
     if is_dir:
-        return ensure_dir(root_fd, path)
-    parent, name = ensure_parent(root_fd, path)
+        return ensure_dir(root_fd, path, 0o755, created)
+    parent, name = ensure_parent(root_fd, path, created)
     try:
         try:
             _close(os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
                            0o644, dir_fd=parent))
+            if created is not None:
+                created.append(path)
         except FileExistsError:
             pass
         return os.open(name, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=parent)
@@ -223,53 +226,115 @@ def _write_all(fd: int, data: bytes) -> None:
 
 # --- the builder ----------------------------------------------------------------
 
-class Builder:
-    """Applies filesystem entries into a new root; holds the fds it needs.
+class Made:
+    """What the host phase of one entry produced: detached mounts and data.
 
-    ``host_fd``: the host root (sources); ``root_path``: where the new root is
-    mounted in our current view; ``staging_fd``: a private tmpfs directory for
-    temporary files (bind-data, tmp-overlay upper/work).
+    ``mounts``: (path below the target, mount fd, is_dir), attached in order.
     """
 
-    def __init__(self, host_fd: int, root_path: str, staging_fd: int, host_prefix: str) -> None:
+    __slots__ = ("data", "mounts", "skip")
+
+    def __init__(self) -> None:
+        self.mounts: list[tuple[str, int, bool]] = []
+        self.data: bytes | None = None
+        self.skip = False
+
+    def close(self) -> None:
+        for _, fd, _ in self.mounts:
+            _close(fd)
+        self.mounts.clear()
+
+
+class Builder:
+    """Applies filesystem entries into a root, in two phases per entry.
+
+    :meth:`make` runs where host paths mean the host (it resolves sources
+    through ``host_fd``, clones bind sources, creates tmpfs, overlay and
+    data mounts as detached mounts); :meth:`place` runs where the root is
+    (it creates mount points inside the root and attaches, and does dir,
+    file, symlink, chmod, proc and mqueue). A run does both in the sandbox
+    child; a live environment does ``make`` in a helper in the host's
+    namespaces and ``place`` after it joined the environment's.
+
+    ``host_fd``: the host root; ``root_path``: where the new root is in our
+    current view; ``staging_fd``: a private tmpfs directory for temporary
+    files (bind-data, tmp-overlay upper/work); ``host_prefix``: the host's
+    ``/`` as a path in our view (for /proc/self/fd).
+    """
+
+    def __init__(self, host_fd: int, root_path: str | None, staging_fd: int,
+                 host_prefix: str) -> None:
         self.host_fd = host_fd
         self.root_path = root_path
         self.staging_fd = staging_fd
-        self.host_prefix = host_prefix  # the host's "/" as a path in our current view
-        self.root_fd = os.open(root_path, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        self.host_prefix = host_prefix
+        self.root_fd = -1
+        if root_path is not None:
+            self.set_root(root_path)
         self.counter = 0
         self.host_created: list[str] = []   # host dirs created (overlay upper/work), for rollback
+        self.created: list[str] = []        # paths created inside the root (mount points, dirs)
         self.userns = _in_userns()
+
+    def set_root(self, root_path: str) -> None:
+        _close(self.root_fd)
+        self.root_path = root_path
+        self.root_fd = os.open(root_path, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
 
     def close(self) -> None:
         _close(self.root_fd)
         self.root_fd = -1
 
-    def refresh_root(self) -> None:
-        """Re-open the new root (after something was mounted on its "/")."""
-        _close(self.root_fd)
-        self.root_fd = os.open(self.root_path, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    def _host(self, path: str, flags: int = os.O_PATH) -> int:
+        return resolve(self.host_fd, path, flags)
+
+    def apply(self, e: dict[str, Any]) -> None:
+        made = self.make(e)
+        try:
+            self.place(e, made)
+        finally:
+            made.close()
+
+    def make(self, e: dict[str, Any]) -> Made:
+        made = Made()
+        fn = getattr(self, "make_" + e["type"].replace("-", "_"), None)
+        try:
+            if fn is not None:
+                fn(e, made)
+        except BaseException:
+            made.close()
+            raise
+        return made
+
+    def place(self, e: dict[str, Any], made: Made) -> None:
+        if made.skip:
+            return
+        fn = getattr(self, "place_" + e["type"].replace("-", "_"), None)
+        if fn is not None:
+            fn(e, made)
+        else:
+            self._attach_made(e["target"], made)
+
+    def _attach_made(self, target: str, made: Made) -> None:
+        while made.mounts:
+            sub, fd, is_dir = made.mounts.pop(0)
+            try:
+                self._attach(fd, target.rstrip("/") + sub if sub else target, is_dir)
+            finally:
+                _close(fd)
 
     def _attach(self, mnt_fd: int, target: str, is_dir: bool) -> None:
-        tfd = ensure_mountpoint(self.root_fd, target, is_dir)
+        tfd = ensure_mountpoint(self.root_fd, target, is_dir, self.created)
         try:
             m.attach(mnt_fd, tfd)
         finally:
             _close(tfd)
-            _close(mnt_fd)
-        if not _split(target):
-            self.refresh_root()
+        if not _split(target) and self.root_path is not None:
+            self.set_root(self.root_path)   # something now covers the root: look at the top
 
-    def _host(self, path: str, flags: int = os.O_PATH) -> int:
-        return resolve(self.host_fd, path, flags)
+    # --- binds
 
-    # One method per entry type; ``e`` is the FSENTRY of docs/plan-format.md.
-
-    def apply(self, e: dict[str, Any]) -> None:
-        kind = e["type"]
-        getattr(self, "do_" + kind.replace("-", "_"))(e)
-
-    def _bind(self, e: dict[str, Any], attrs: int) -> None:
+    def _clone_source(self, e: dict[str, Any], attrs: int, made: Made) -> None:
         fd = e.get("fd")
         if fd is not None:
             src = os.dup(int(fd))
@@ -277,9 +342,8 @@ class Builder:
             try:
                 src = self._host(e["source"])
             except OSError as exc_:
-                if exc_.errno != errno.ENOENT:
-                    raise
-                if e.get("optional"):
+                if exc_.errno == errno.ENOENT and e.get("optional"):
+                    made.skip = True
                     return
                 raise
         try:
@@ -292,12 +356,8 @@ class Builder:
                 clone = self._clone_foreign(src)
         finally:
             _close(src)
-        try:
-            m.set_attrs(clone, attrs, recursive=True)
-        except BaseException:
-            _close(clone)
-            raise
-        self._attach(clone, e["target"], is_dir)
+        made.mounts.append(("", clone, is_dir))
+        m.set_attrs(clone, attrs, recursive=True)
 
     def _clone_foreign(self, fd: int) -> int:
         """Clone the tree an fd opened in another mount namespace refers to.
@@ -317,97 +377,106 @@ class Builder:
         finally:
             _close(same)
 
-    def do_bind(self, e: dict[str, Any]) -> None:
-        self._bind(e, m.MOUNT_ATTR_NOSUID | m.MOUNT_ATTR_NODEV)
+    def make_bind(self, e: dict[str, Any], made: Made) -> None:
+        self._clone_source(e, m.MOUNT_ATTR_NOSUID | m.MOUNT_ATTR_NODEV, made)
 
-    def do_ro_bind(self, e: dict[str, Any]) -> None:
-        self._bind(e, m.MOUNT_ATTR_NOSUID | m.MOUNT_ATTR_NODEV | m.MOUNT_ATTR_RDONLY)
+    def make_ro_bind(self, e: dict[str, Any], made: Made) -> None:
+        self._clone_source(e, m.MOUNT_ATTR_NOSUID | m.MOUNT_ATTR_NODEV | m.MOUNT_ATTR_RDONLY, made)
 
-    def do_dev_bind(self, e: dict[str, Any]) -> None:
-        self._bind(e, m.MOUNT_ATTR_NOSUID)
+    def make_dev_bind(self, e: dict[str, Any], made: Made) -> None:
+        self._clone_source(e, m.MOUNT_ATTR_NOSUID, made)
 
-    def do_proc(self, e: dict[str, Any]) -> None:
+    # --- kernel filesystems
+
+    def place_proc(self, e: dict[str, Any], made: Made) -> None:
+        # Made here: a proc instance belongs to the pid namespace of its creator.
         mnt = m.new_mount("proc", [], m.MOUNT_ATTR_NOSUID | m.MOUNT_ATTR_NODEV | m.MOUNT_ATTR_NOEXEC)
-        self._attach(mnt, e["target"], True)
+        made.mounts.append(("", mnt, True))
+        self._attach_made(e["target"], made)
 
-    def do_mqueue(self, e: dict[str, Any]) -> None:
+    def place_mqueue(self, e: dict[str, Any], made: Made) -> None:
+        # Made here: an mqueue instance belongs to the ipc namespace of its creator.
         mnt = m.new_mount("mqueue", [], m.MOUNT_ATTR_NOSUID | m.MOUNT_ATTR_NODEV | m.MOUNT_ATTR_NOEXEC)
-        self._attach(mnt, e["target"], True)
+        made.mounts.append(("", mnt, True))
+        self._attach_made(e["target"], made)
 
-    def do_tmpfs(self, e: dict[str, Any]) -> None:
+    def make_tmpfs(self, e: dict[str, Any], made: Made) -> None:
         mode = e.get("mode")
         opts: list[tuple[str, str | int | None]] = [
             ("mode", f"{DEFAULT_MODES['tmpfs'] if mode is None else mode:04o}")]
         if e.get("size"):
             opts.append(("size", str(int(e["size"]))))
-        mnt = m.new_mount("tmpfs", opts, m.MOUNT_ATTR_NOSUID | m.MOUNT_ATTR_NODEV, source="tmpfs")
-        self._attach(mnt, e["target"], True)
+        made.mounts.append(("", m.new_mount("tmpfs", opts, m.MOUNT_ATTR_NOSUID | m.MOUNT_ATTR_NODEV,
+                                            source="tmpfs"), True))
 
-    def do_dev(self, e: dict[str, Any]) -> None:
+    def make_dev(self, e: dict[str, Any], made: Made) -> None:
+        made.mounts.append(("", m.new_mount("tmpfs", [("mode", "0755")],
+                                            m.MOUNT_ATTR_NOSUID | m.MOUNT_ATTR_NODEV,
+                                            source="tmpfs"), True))
+        nodes = [(n, "/dev/" + n) for n in _DEV_NODES]
+        if os.isatty(0):
+            try:
+                nodes.append(("console", os.ttyname(0)))
+            except OSError:
+                pass
+        for name, path in nodes:
+            try:
+                src = self._host(path)
+            except OSError as exc_:
+                if exc_.errno in (errno.ENOENT, errno.ENXIO):
+                    continue
+                raise
+            try:
+                clone = m.clone_tree(src, recursive=False)
+            finally:
+                _close(src)
+            made.mounts.append(("/" + name, clone, False))
+            m.set_attrs(clone, m.MOUNT_ATTR_NOSUID, recursive=False)
+        made.mounts.append(("/shm", m.new_mount("tmpfs", [("mode", "1777")],
+                                                m.MOUNT_ATTR_NOSUID | m.MOUNT_ATTR_NODEV,
+                                                source="tmpfs"), True))
+        made.mounts.append(("/pts", m.new_mount(
+            "devpts", [("newinstance", None), ("ptmxmode", "0666"), ("mode", "620")],
+            m.MOUNT_ATTR_NOSUID | m.MOUNT_ATTR_NOEXEC, source="devpts"), True))
+
+    def place_dev(self, e: dict[str, Any], made: Made) -> None:
         target = e["target"]
-        mnt = m.new_mount("tmpfs", [("mode", "0755")], m.MOUNT_ATTR_NOSUID | m.MOUNT_ATTR_NODEV,
-                          source="tmpfs")
-        self._attach(mnt, target, True)
+        sub, fd, _ = made.mounts.pop(0)
+        try:
+            self._attach(fd, target, True)
+        finally:
+            _close(fd)
         dev = resolve(self.root_fd, target, os.O_PATH | os.O_DIRECTORY)
         try:
-            self._fill_dev(dev)
+            for name, points_to in _DEV_LINKS:
+                os.symlink(points_to, name, dir_fd=dev)
+            os.mkdir("shm", 0o1777, dir_fd=dev)
+            os.mkdir("pts", 0o755, dir_fd=dev)
+            while made.mounts:
+                sub, fd, is_dir = made.mounts.pop(0)
+                name = sub.lstrip("/")
+                try:
+                    if not is_dir:
+                        _close(os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW |
+                                       os.O_CLOEXEC, 0o666, dir_fd=dev))
+                    tfd = os.open(name, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dev)
+                    try:
+                        m.attach(fd, tfd)
+                    finally:
+                        _close(tfd)
+                finally:
+                    _close(fd)
         finally:
             _close(dev)
 
-    def _fill_dev(self, dev: int) -> None:
-        for name in _DEV_NODES:
-            try:
-                src = self._host("/dev/" + name)
-            except OSError as exc_:
-                if exc_.errno != errno.ENOENT:
-                    raise
-                continue
-            self._bind_node(src, dev, name)
-        for name, points_to in _DEV_LINKS:
-            os.symlink(points_to, name, dir_fd=dev)
-        os.mkdir("shm", 0o1777, dir_fd=dev)
-        os.mkdir("pts", 0o755, dir_fd=dev)
-        shm = m.new_mount("tmpfs", [("mode", "1777")], m.MOUNT_ATTR_NOSUID | m.MOUNT_ATTR_NODEV,
-                          source="tmpfs")
-        self._attach_at(shm, dev, "shm")
-        pts = m.new_mount("devpts", [("newinstance", None), ("ptmxmode", "0666"), ("mode", "620")],
-                          m.MOUNT_ATTR_NOSUID | m.MOUNT_ATTR_NOEXEC, source="devpts")
-        self._attach_at(pts, dev, "pts")
-        if os.isatty(0):
-            try:
-                tty = os.ttyname(0)
-                src = self._host(tty)
-            except OSError:
-                return
-            self._bind_node(src, dev, "console")
+    # --- plain files and directories
 
-    def _attach_at(self, mnt: int, dir_fd: int, name: str) -> None:
-        tfd = os.open(name, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
-        try:
-            m.attach(mnt, tfd)
-        finally:
-            _close(tfd)
-            _close(mnt)
-
-    def _bind_node(self, src: int, dir_fd: int, name: str) -> None:
-        try:
-            clone = m.clone_tree(src, recursive=False)
-        finally:
-            _close(src)
-        try:
-            m.set_attrs(clone, m.MOUNT_ATTR_NOSUID, recursive=False)
-            _close(os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
-                           0o666, dir_fd=dir_fd))
-        except BaseException:
-            _close(clone)
-            raise
-        self._attach_at(clone, dir_fd, name)
-
-    def do_dir(self, e: dict[str, Any]) -> None:
+    def place_dir(self, e: dict[str, Any], made: Made) -> None:
         mode = e.get("mode")
         created: list[str] = []
         fd = ensure_dir(self.root_fd, e["target"], DEFAULT_MODES["dir"] if mode is None else mode,
                         created)
+        self.created += created
         try:
             if mode is not None and not created:
                 m.fchmod_path_fd(fd, mode)
@@ -424,57 +493,59 @@ class Builder:
             return _read_fd(self._host(e["source"], os.O_RDONLY))
         return b""
 
-    def do_file(self, e: dict[str, Any]) -> None:
-        data = self._content(e)
+    def make_file(self, e: dict[str, Any], made: Made) -> None:
+        made.data = self._content(e)
+
+    def place_file(self, e: dict[str, Any], made: Made) -> None:
         mode = DEFAULT_MODES["file"] if e.get("mode") is None else e["mode"]
-        parent, _name = ensure_parent(self.root_fd, e["target"])
-        _close(parent)
+        parent, name = ensure_parent(self.root_fd, e["target"], self.created)
+        try:
+            try:
+                os.stat(name, dir_fd=parent, follow_symlinks=False)
+            except FileNotFoundError:
+                self.created.append(e["target"])
+        finally:
+            _close(parent)
         fd = resolve(self.root_fd, e["target"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode=mode)
         try:
-            _write_all(fd, data)
+            _write_all(fd, made.data or b"")
             os.fchmod(fd, mode)
         finally:
             _close(fd)
 
-    def _staging_file(self, data: bytes, mode: int) -> tuple[str, int]:
+    def _staged_clone(self, data: bytes, mode: int, readonly: bool) -> int:
+        """A detached read-only (or not) bind of a new file holding ``data`` (staging area)."""
         self.counter += 1
-        name = f"data-{self.counter}"
+        name = f"data-{os.getpid()}-{self.counter}"
         fd = os.open(name, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, mode,
                      dir_fd=self.staging_fd)
         try:
             _write_all(fd, data)
             os.fchmod(fd, mode)
-        except BaseException:
-            _close(fd)
-            os.unlink(name, dir_fd=self.staging_fd)
-            raise
-        return name, fd
-
-    def _bind_data(self, target: str, data: bytes, mode: int, readonly: bool) -> None:
-        name, fd = self._staging_file(data, mode)
-        try:
             clone = m.clone_tree(fd, recursive=False)
-            attrs = m.MOUNT_ATTR_NOSUID | m.MOUNT_ATTR_NODEV | (m.MOUNT_ATTR_RDONLY if readonly else 0)
-            try:
-                m.set_attrs(clone, attrs, recursive=False)
-            except BaseException:
-                _close(clone)
-                raise
-            self._attach(clone, target, False)
         finally:
             _close(fd)
-            os.unlink(name, dir_fd=self.staging_fd)
+            os.unlink(name, dir_fd=self.staging_fd)   # the bind keeps the inode
+        try:
+            attrs = m.MOUNT_ATTR_NOSUID | m.MOUNT_ATTR_NODEV | (m.MOUNT_ATTR_RDONLY if readonly else 0)
+            m.set_attrs(clone, attrs, recursive=False)
+        except BaseException:
+            _close(clone)
+            raise
+        return clone
 
-    def do_bind_data(self, e: dict[str, Any]) -> None:
+    def make_bind_data(self, e: dict[str, Any], made: Made) -> None:
         mode = DEFAULT_MODES["bind-data"] if e.get("mode") is None else e["mode"]
-        self._bind_data(e["target"], self._content(e), mode, bool(e.get("readonly")))
+        made.mounts.append(("", self._staged_clone(self._content(e), mode, bool(e.get("readonly"))),
+                            False))
 
-    def do_symlink(self, e: dict[str, Any]) -> None:
+    def place_symlink(self, e: dict[str, Any], made: Made) -> None:
         points_to = e["points_to"]
-        parent, name = ensure_parent(self.root_fd, e["target"])
+        parent, name = ensure_parent(self.root_fd, e["target"], self.created)
         try:
             try:
                 os.symlink(points_to, name, dir_fd=parent)
+                self.created.append(e["target"])
             except FileExistsError:
                 try:
                     existing = os.readlink(name, dir_fd=parent)
@@ -486,14 +557,14 @@ class Builder:
         finally:
             _close(parent)
 
-    def do_chmod(self, e: dict[str, Any]) -> None:
+    def place_chmod(self, e: dict[str, Any], made: Made) -> None:
         fd = resolve(self.root_fd, e["target"], os.O_PATH)
         try:
             m.fchmod_path_fd(fd, e["mode"])
         finally:
             _close(fd)
 
-    def do_remount_ro(self, e: dict[str, Any]) -> None:
+    def place_remount_ro(self, e: dict[str, Any], made: Made) -> None:
         fd = resolve(self.root_fd, e["target"], os.O_PATH)
         try:
             if not m.is_mount_root(fd):
@@ -501,16 +572,20 @@ class Builder:
                 is_dir = _isdir_fd(fd)
                 _close(fd)
                 fd = -1
-                self._attach(clone, e["target"], is_dir)
+                try:
+                    self._attach(clone, e["target"], is_dir)
+                finally:
+                    _close(clone)
                 fd = resolve(self.root_fd, e["target"], os.O_PATH)
             m.set_attrs(fd, m.MOUNT_ATTR_RDONLY, recursive=False)
         finally:
             _close(fd)
 
-    # overlays
+    # --- overlays (made whole on the host side: overlayfs wants its layers in
+    # the creator's mount namespace)
 
-    def _overlay(self, target: str, lowers: list[str], upper: int | None, work: int | None,
-                 attrs: int, upper_path: str | None = None, work_path: str | None = None) -> None:
+    def _overlay(self, lowers: list[str], upper: int | None, work: int | None,
+                 attrs: int) -> int:
         lower_fds: list[int] = []
         try:
             for p in lowers:
@@ -522,7 +597,7 @@ class Builder:
                 opts: list[tuple[str, str | int | None]] = [("lowerdir+", fd) for fd in lower_fds]
                 if upper is not None and work is not None:
                     opts += [("upperdir", upper), ("workdir", work)]
-                mnt = m.new_mount("overlay", opts + extra, attrs, source="overlay")
+                return m.new_mount("overlay", opts + extra, attrs, source="overlay")
             except SysError as exc:
                 if exc.errno != errno.EINVAL:
                     raise
@@ -531,83 +606,90 @@ class Builder:
                     ("lowerdir+", self._path_of(fd)) for fd in lower_fds]
                 if upper is not None and work is not None:
                     sopts += [("upperdir", self._path_of(upper)), ("workdir", self._path_of(work))]
-                mnt = m.new_mount("overlay", sopts + extra, attrs, source="overlay")
+                return m.new_mount("overlay", sopts + extra, attrs, source="overlay")
         finally:
             for fd in lower_fds:
                 _close(fd)
-        self._attach(mnt, target, True)
 
     def _path_of(self, fd: int) -> str:
         return os.readlink(f"{self.host_prefix.rstrip('/')}/proc/self/fd/{fd}")
 
-    def do_overlay(self, e: dict[str, Any]) -> None:
+    def make_overlay(self, e: dict[str, Any], made: Made) -> None:
         upper = work = -1
         try:
             upper = ensure_dir(self.host_fd, e["upper"], 0o755, self.host_created)
             work = ensure_dir(self.host_fd, e["work"], 0o755, self.host_created)
-            self._overlay(e["target"], list(e["lower"]), upper, work,
-                          m.MOUNT_ATTR_NOSUID | m.MOUNT_ATTR_NODEV)
+            made.mounts.append(("", self._overlay(list(e["lower"]), upper, work,
+                                                  m.MOUNT_ATTR_NOSUID | m.MOUNT_ATTR_NODEV), True))
         finally:
             _close(upper)
             _close(work)
 
-    def do_tmp_overlay(self, e: dict[str, Any]) -> None:
+    def make_tmp_overlay(self, e: dict[str, Any], made: Made) -> None:
         self.counter += 1
-        base = f"overlay-{self.counter}"
+        base = f"overlay-{os.getpid()}-{self.counter}"
         os.mkdir(base, 0o755, dir_fd=self.staging_fd)
         upper = work = -1
         try:
             upper = ensure_dir(self.staging_fd, f"{base}/upper")
             work = ensure_dir(self.staging_fd, f"{base}/work")
-            self._overlay(e["target"], list(e["lower"]), upper, work,
-                          m.MOUNT_ATTR_NOSUID | m.MOUNT_ATTR_NODEV)
+            made.mounts.append(("", self._overlay(list(e["lower"]), upper, work,
+                                                  m.MOUNT_ATTR_NOSUID | m.MOUNT_ATTR_NODEV), True))
         finally:
             _close(upper)
             _close(work)
 
-    def do_ro_overlay(self, e: dict[str, Any]) -> None:
+    def make_ro_overlay(self, e: dict[str, Any], made: Made) -> None:
         lowers = list(e["lower"])
         attrs = m.MOUNT_ATTR_NOSUID | m.MOUNT_ATTR_NODEV | m.MOUNT_ATTR_RDONLY
         if len(lowers) == 1:
             # overlayfs needs an upper or two lowers: one lower is a read-only bind.
-            self._bind({"source": lowers[0], "target": e["target"]}, attrs)
+            self._clone_source({"source": lowers[0], "target": e["target"]}, attrs, made)
         else:
-            self._overlay(e["target"], lowers, None, None, attrs)
+            made.mounts.append(("", self._overlay(lowers, None, None, attrs), True))
 
-    # network files
+    # --- network files
 
-    def net_files(self, dns: list[str] | None, hosts: dict[str, str] | None,
-                  hostname: str | None, mode: str | None) -> None:
-        """/etc/resolv.conf and /etc/hosts, bound read-only from the staging area."""
+    def make_net_files(self, p: dict[str, Any], made: Made, hosts_base: str | None = None) -> None:
+        """/etc/resolv.conf and /etc/hosts as read-only binds of staged files.
+
+        ``p``: ``dns``, ``hosts``, ``hostname``, ``mode`` (the network mode).
+        ``hosts_base``: the root's own /etc/hosts, if any (else localhost lines).
+        """
+        dns, hosts, hostname, mode = p.get("dns"), p.get("hosts"), p.get("hostname"), p.get("mode")
+        ro = m.MOUNT_ATTR_RDONLY | m.MOUNT_ATTR_NOSUID | m.MOUNT_ATTR_NODEV
         if dns:
             text = "".join(f"nameserver {a}\n" for a in dns)
-            self._bind_data("/etc/resolv.conf", text.encode(), 0o644, True)
+            made.mounts.append(("/etc/resolv.conf", self._staged_clone(text.encode(), 0o644, True),
+                                False))
         elif mode not in (None, "isolated"):
-            try:
-                src = self._host("/etc/resolv.conf")
-            except OSError as exc_:
-                if exc_.errno != errno.ENOENT:
-                    raise
-                src = -1
-            if src >= 0:
-                try:
-                    clone = m.clone_tree(src, recursive=False)
-                finally:
-                    _close(src)
-                m.set_attrs(clone, m.MOUNT_ATTR_RDONLY | m.MOUNT_ATTR_NOSUID | m.MOUNT_ATTR_NODEV,
-                            recursive=False)
-                self._attach(clone, "/etc/resolv.conf", False)
+            sub = Made()
+            self._clone_source({"source": "/etc/resolv.conf", "target": "/etc/resolv.conf",
+                                "optional": True}, ro, sub)
+            made.mounts += [("/etc/resolv.conf", fd, False) for _, fd, _ in sub.mounts]
         if hosts:
-            try:
-                base = _read_fd(resolve(self.root_fd, "/etc/hosts", os.O_RDONLY)).decode()
-            except OSError:
-                base = "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
+            base = hosts_base if hosts_base is not None else \
+                "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
             if base and not base.endswith("\n"):
                 base += "\n"
             if hostname:
                 base += f"127.0.1.1\t{hostname}\n"
             base += "".join(f"{addr}\t{name}\n" for name, addr in hosts.items())
-            self._bind_data("/etc/hosts", base.encode(), 0o644, True)
+            made.mounts.append(("/etc/hosts", self._staged_clone(base.encode(), 0o644, True), False))
+
+    def root_hosts(self) -> str | None:
+        try:
+            return _read_fd(resolve(self.root_fd, "/etc/hosts", os.O_RDONLY)).decode()
+        except OSError:
+            return None
+
+    def net_files(self, p: dict[str, Any]) -> None:
+        made = Made()
+        try:
+            self.make_net_files(p, made, self.root_hosts())
+            self._attach_made("", made)
+        finally:
+            made.close()
 
     def rollback_host(self) -> None:
         """Remove the host directories this setup created (overlay upper/work), if empty."""
@@ -785,7 +867,8 @@ def _setup_root(spec: dict[str, Any]) -> None:
                                         hint=_hint(exc, e)) from exc
         net = spec.get("network") or {}
         try:
-            b.net_files(net.get("dns"), net.get("hosts"), spec.get("hostname"), net.get("mode"))
+            b.net_files({"dns": net.get("dns"), "hosts": net.get("hosts"),
+                         "hostname": spec.get("hostname"), "mode": net.get("mode")})
         except OSError as exc:
             raise RuntimeSetupError(f"network files: {_msg(exc)}", where="net.dns",
                                     hint=getattr(exc, "hint", None)) from exc

@@ -20,7 +20,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from typing import Any
 
 from vbdecl import __version__
@@ -87,6 +86,8 @@ def lookup(key: str) -> list[dict[str, Any]] | None:
 
 
 def store(key: str, plans: list[dict[str, Any]]) -> None:
+    import tempfile  # only on a miss: a hit should not pay for it
+
     target = _entry_path(key)
     directory = os.path.dirname(target)
     try:

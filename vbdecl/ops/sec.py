@@ -252,6 +252,16 @@ def load_host_files(spec: dict[str, Any]) -> dict[str, Any]:
     """
     sec = spec.get("security") or {}
     setting = sec.get("seccomp")
+    # Import here, before the fork, what the child will need (saves ~8 ms per child).
+    from vbdecl.sys import caps as _caps  # noqa: F401
+
+    _cap_tables()
+    if setting not in (None, "off", False) or (spec.get("vb") or {}).get("seccomp_fds"):
+        from vbdecl.sys.seccomp import binding
+
+        binding()
+    if sec.get("landlock"):
+        from vbdecl.sys import landlock as _ll  # noqa: F401
     if isinstance(setting, dict) and setting.get("profile") and setting.get("profile_data") is None:
         data = _read_profile(str(setting["profile"]))
         spec = {**spec, "security": {**sec, "seccomp": {**setting, "profile_data": data}}}

@@ -18,6 +18,7 @@ import random
 import secrets
 import socket
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -516,3 +517,33 @@ def test_port_conflict_between_envs(envs: Callable[..., Env]) -> None:
     with pytest.raises(ConflictError, match=f"host port {hp}/tcp is already published"):
         b.apply([*bridge_actions(bridge, subnet), (f"nat.port[{hp}/tcp]", "nat.port", port)])
     assert a.instance in nft_table() and b.instance not in nft_table()
+
+
+def test_loopback_without_pyroute2(state_dir: Path) -> None:
+    """Isolated mode: lo comes up in the environment, and pyroute2 is never imported."""
+    code = f"""
+import os, sys, ctypes
+libc = ctypes.CDLL(None, use_errno=True)
+r, w = os.pipe()
+pid = os.fork()
+if pid == 0:
+    os.close(w); libc.unshare(0x40000000); os.read(r, 1); os._exit(0)
+os.close(r)
+me = os.stat('/proc/self/ns/net').st_ino
+while os.stat(f'/proc/{{pid}}/ns/net').st_ino == me:
+    pass
+from vbdecl.ops import op_for
+from vbdecl.ops.base import Context
+ctx = Context(name='x', instance='vb-00000001', state_dir={str(state_dir)!r}, runtime_dir='/x', env_pid=pid)
+rec = op_for('net.loopback').apply(ctx, {{}})
+import subprocess
+import sys
+out = subprocess.run(['nsenter', '-t', str(pid), '-n', 'ip', '-o', 'link', 'show', 'lo'],
+                     capture_output=True, text=True).stdout
+os.close(w); os.waitpid(pid, 0)
+assert 'pyroute2' not in sys.modules, 'pyroute2 imported'
+assert ',UP' in out, out
+print('ok')
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30)
+    assert out.stdout.strip() == "ok", out.stderr

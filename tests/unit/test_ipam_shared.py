@@ -43,3 +43,15 @@ def test_unchanged_state_is_not_written(tmp_path: Path) -> None:
     with shared.locked(env):
         pass
     assert not any((tmp_path / n).exists() for n in shared.SLOTS)
+
+
+def test_state_root_of(tmp_path: Path) -> None:
+    assert shared.state_root_of(str(tmp_path / "envs" / "web")) == tmp_path
+    assert shared.state_root_of(str(tmp_path)) == tmp_path       # a run passes the root itself
+    import os
+
+    os.environ["VBDECL_STATE_DIR"] = str(tmp_path / "x")
+    try:
+        assert shared.state_root_of("") == tmp_path / "x"
+    finally:
+        del os.environ["VBDECL_STATE_DIR"]

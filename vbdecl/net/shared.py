@@ -30,8 +30,17 @@ from typing import Any
 
 
 def state_root_of(state_dir: str) -> Path:
-    """``<state>/envs/<name>`` -> ``<state>``."""
-    return Path(state_dir).absolute().parent.parent
+    """The state root for a Context's ``state_dir``: ``<state>/envs/<name>``
+    -> ``<state>``; an ephemeral run may pass the root itself, or "" for the
+    default root (``--state-dir``, ``VBDECL_STATE_DIR``, /var/lib/vbdecl)."""
+    if not state_dir:
+        from vbdecl.engine.paths import state_root
+
+        return state_root(None)
+    path = Path(state_dir).absolute()
+    if path.parent.name == "envs":
+        return path.parent.parent
+    return path
 
 
 @contextlib.contextmanager

@@ -404,12 +404,10 @@ class Loopback:
             return None
         return dict(record)
 
-    @_session
     def apply(self, ctx: Context, params: Params) -> Record:
         nl = _nl()
         pid = _env_pid(ctx, "net.loopback")
-        ipr = _sess(ctx).env(pid)
-        nl.link_up(ipr, 1, "lo")  # lo is always index 1 in a network namespace
+        nl.loopback_up(pid)   # an ioctl: isolated environments never import pyroute2
         return {"netns": nl.netns_id(pid)}
 
     @_session

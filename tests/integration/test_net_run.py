@@ -1,0 +1,58 @@
+"""End to end: `vbdecl run` of a bridge-mode manifest (the runtime's host actions)."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import random
+import secrets
+import subprocess
+import sys
+from pathlib import Path
+
+from vbdecl.net import shared
+
+MANIFEST = """\
+apiVersion: vbdecl/v1
+kind: Environment
+metadata:
+  name: nete2e
+spec:
+  filesystem:
+    - {{type: ro-bind, source: /usr, target: /usr}}
+    - {{type: symlink, target: /bin, points_to: usr/bin}}
+    - {{type: symlink, target: /lib, points_to: usr/lib}}
+    - {{type: symlink, target: /lib64, points_to: usr/lib64}}
+    - {{type: proc, target: /proc}}
+    - {{type: dev, target: /dev}}
+  network:
+    mode: bridge
+    bridge: {bridge}
+    subnet: {subnet}
+    nat: false
+    mtu: 1400
+  process:
+    command: ["/bin/sh", "-c", "ip -o -4 addr show dev eth0; ip -o link show dev eth0; ip route"]
+"""
+
+
+def test_vbdecl_run_bridge_mode(tmp_path: Path, state_dir: Path) -> None:
+    bridge = f"vbt{secrets.token_hex(4)}"
+    subnet = f"10.{random.randint(100, 250)}.{random.randrange(0, 250, 2)}.0/24"
+    gw = subnet.replace(".0/24", ".1")
+    path = tmp_path / "env.yaml"
+    path.write_text(MANIFEST.format(bridge=bridge, subnet=subnet))
+    before = set(os.listdir("/sys/class/net"))
+    out = subprocess.run([sys.executable, "-m", "vbdecl", "run", "--state-dir", str(state_dir), str(path)],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    # inside: eth0 with an address of the subnet, the MTU, a default route via the gateway
+    addr_line = next(line for line in out.stdout.splitlines() if " inet " in line)
+    addr = addr_line.split(" inet ")[1].split("/")[0]
+    assert ipaddress.ip_address(addr) in ipaddress.ip_network(subnet) and addr != gw
+    assert "mtu 1400" in out.stdout
+    assert f"default via {gw} dev eth0" in out.stdout
+    # after the run: the bridge (vbdecl made it) and the veth are gone, the shared state is empty
+    assert set(os.listdir("/sys/class/net")) - before == set()
+    st = shared.read(str(state_dir))
+    assert st["bridges"] == {} and st["leases"] == {}

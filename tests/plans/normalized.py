@@ -63,7 +63,7 @@ def _merge(base: dict[str, Any], over: dict[str, Any]) -> None:
 
 def spec(**over: Any) -> dict[str, Any]:
     out = copy.deepcopy(DEFAULT_SPEC)
-    _merge(out, over)
+    _merge(out, copy.deepcopy(over))
     net = out["network"]
     if net["mode"] == "bridge" and net["subnet"] is None:
         net["subnet"] = "10.88.0.0/24"

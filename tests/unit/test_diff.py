@@ -1,0 +1,106 @@
+"""vbdecl.plan.diff: symbols, cascade, drift and the summary."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "plans"))
+
+from normalized import doc, fs
+
+from vbdecl.plan.compile import compile_doc
+from vbdecl.plan.diff import (
+    REPLACE,
+    REPLACE_ENV,
+    UPDATE,
+    changes,
+    effect,
+    has_changes,
+    state_of,
+    summary,
+    with_unchanged,
+)
+
+BASE = dict(filesystem=[fs("bind", "/data", source="/a"), fs("dir", "/data/x"), fs("tmpfs", "/tmp")],
+            limits={"memory": 256 << 20})
+
+
+def _by_id(found):
+    return {c.id: c for c in found if not c.drift}
+
+
+def test_destroy_everything_in_teardown_order():
+    plan = compile_doc(doc(**BASE))
+    found = changes(None, state_of(plan))
+    assert [c.id for c in found] == [a["id"] for a in reversed(plan["actions"])]
+    assert {c.symbol for c in found} == {"-"}
+    assert found[0].reason.startswith("destroy: run /bin/sh")
+    assert summary(found) == {"add": 0, "change": 0, "destroy": len(plan["actions"]), "drift": 0}
+
+
+def test_create_everything_without_state():
+    plan = compile_doc(doc(**BASE))
+    found = changes(plan, None)
+    assert [c.symbol for c in found] == ["+"] * len(plan["actions"])
+    assert has_changes(found)
+
+
+def test_replaced_mount_cascades_but_not_to_the_process():
+    old = compile_doc(doc(**BASE))
+    new_doc = doc(**BASE)
+    new_doc["spec"]["filesystem"][0]["source"] = "/b"
+    found = _by_id(changes(compile_doc(new_doc), state_of(old)))
+    assert found["mount[/data]"].symbol == "-/+"
+    assert found["mount[/data]"].attrs == [("source", "/a", "/b")]
+    assert found["dir[/data/x]"].symbol == "-/+"
+    assert found["dir[/data/x]"].reason == "replaced with mount[/data]"
+    assert "mount[/tmp]" not in found and "process" not in found
+    assert summary(list(found.values())) == {"add": 2, "change": 0, "destroy": 2, "drift": 0}
+
+
+def test_namespace_change_replaces_everything():
+    old = compile_doc(doc(**BASE))
+    new = compile_doc(doc(**BASE, namespaces={"ipc": False}))
+    found = changes(new, state_of(old))
+    assert all(c.symbol == "-/+" and c.replaces_env for c in found)
+    assert found[0].reason == "namespaces.ipc true -> false (forces replacement of the environment)"
+
+
+def test_effect_table():
+    assert effect("cgroup.limit", "value") == UPDATE
+    assert effect("env.namespaces", "hostname") == UPDATE
+    assert effect("env.namespaces", "namespaces.net") == REPLACE_ENV
+    assert effect("fs.rootfs", "rootfs") == REPLACE_ENV
+    assert effect("fs.bind", "source") == REPLACE
+    assert effect("nat.port", "container") == REPLACE
+    assert effect("proc.main", "process.command") == REPLACE
+
+
+def test_drift_of_a_removed_resource_and_verbose_listing():
+    old = compile_doc(doc(**BASE))
+    new = compile_doc(doc(**{**BASE, "limits": {}}))
+    state = state_of(old, {"cgroup.memory": {"value": 1}})
+    found = changes(new, state, {"cgroup.memory": None, "mount[/tmp]": {"other": 2}})
+    drift = [c for c in found if c.drift]
+    assert [(c.symbol, c.id) for c in drift] == [("~", "mount[/tmp]"), ("-", "cgroup.memory")]
+    assert drift[0].reason == "changed outside vbdecl: other none -> 2"
+    by_id = _by_id(found)
+    assert by_id["mount[/tmp]"].symbol == "-/+"
+    assert by_id["cgroup.memory"].reason.endswith("(already gone)")
+    assert summary(found)["drift"] == 2
+    listed = with_unchanged(new, found)
+    assert [c.id for c in listed if not c.drift][:2] == ["env", "rootfs"]
+    assert listed[-1].id == "cgroup"
+
+
+def test_change_json_shape():
+    old = compile_doc(doc(**BASE))
+    new = compile_doc(doc(**{**BASE, "limits": {"memory": 512 << 20}}))
+    (c,) = changes(new, state_of(old))
+    assert c.line() == "~ cgroup.memory  # limits.memory 256Mi -> 512Mi"
+    assert c.to_json() == {
+        "id": "cgroup.memory", "symbol": "~", "action": "update", "kind": "cgroup.limit",
+        "reason": "limits.memory 256Mi -> 512Mi", "drift": False, "replaces_environment": False,
+        "attributes": [{"path": "value", "before": 256 << 20, "after": 512 << 20}],
+    }

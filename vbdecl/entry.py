@@ -33,7 +33,8 @@ def main(argv: list[str] | None = None) -> int:
     if _command_of(args) in FAST_COMMANDS and "--help" not in args and "-h" not in args:
         from vbdecl.cli.fast import main as fast_main
 
-        return int(fast_main(args))
+        # From the console (argv None) the fast path exits at once, skipping finalization.
+        return int(fast_main(args, exit_now=argv is None))
     from vbdecl.cli.main import main as cli_main
 
     return int(cli_main(args))

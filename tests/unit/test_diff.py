@@ -69,7 +69,8 @@ def test_namespace_change_replaces_everything():
 
 def test_effect_table():
     assert effect("cgroup.limit", "value") == UPDATE
-    assert effect("env.namespaces", "hostname") == UPDATE
+    assert effect("env.namespaces", "hostname") == REPLACE_ENV
+    assert effect("fs.net-files", "hostname") == UPDATE
     assert effect("env.namespaces", "namespaces.net") == REPLACE_ENV
     assert effect("fs.rootfs", "rootfs") == REPLACE_ENV
     assert effect("fs.bind", "source") == REPLACE

@@ -24,18 +24,15 @@ UPDATE, REPLACE, REPLACE_ENV = 1, 2, 3
 
 #: kinds whose params change in place, whatever the attribute
 UPDATE_KINDS = frozenset({"cgroup.limit", "cgroup.group", "fs.net-files"})
-#: kinds whose any change replaces the environment
-ENV_KINDS = frozenset({"fs.rootfs"})
-#: attributes of ``env.namespaces`` that change in place (sethostname in its uts namespace)
-ENV_UPDATE_ATTRS = frozenset({"hostname"})
+#: kinds whose any change replaces the environment (namespaces, idmap and
+#: hostname belong to the holder; the env op cannot update them in place)
+ENV_KINDS = frozenset({"env.namespaces", "fs.rootfs"})
 
 
 def effect(kind: str, attr: str) -> int:
     """UPDATE, REPLACE (this action only) or REPLACE_ENV for a changed attribute."""
     if kind in ENV_KINDS:
         return REPLACE_ENV
-    if kind == "env.namespaces":
-        return UPDATE if attr.split(".", 1)[0] in ENV_UPDATE_ATTRS else REPLACE_ENV
     if kind in UPDATE_KINDS:
         return UPDATE
     return REPLACE

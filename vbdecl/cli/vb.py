@@ -1,0 +1,149 @@
+"""``vb``: bubblewrap's command line, run through vbdecl's runtime.
+
+Invoked as ``bwrap`` (for example through a symlink) its messages start
+with ``bwrap: ``, otherwise with ``vb: ``. Its own errors exit with status 1,
+as bubblewrap's do; otherwise the exit status is the sandboxed command's.
+Standard library only until the sandbox runs.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from vbdecl import __version__
+
+BWRAP_COMPAT = "0.11.0"
+
+USAGE_BODY = """\
+    --help                       Print this help
+    --version                    Print version
+    --args FD                    Parse NUL-separated args from FD
+    --argv0 VALUE                Set argv[0] to the value VALUE before running the program
+    --level-prefix               Prepend e.g. <3> to diagnostic messages
+    --unshare-all                Unshare every namespace we support by default
+    --share-net                  Retain the network namespace (can only combine with --unshare-all)
+    --unshare-user               Create new user namespace (may be automatically implied if not setuid)
+    --unshare-user-try           Create new user namespace if possible else continue by skipping it
+    --unshare-ipc                Create new ipc namespace
+    --unshare-pid                Create new pid namespace
+    --unshare-net                Create new network namespace
+    --unshare-uts                Create new uts namespace
+    --unshare-cgroup             Create new cgroup namespace
+    --unshare-cgroup-try         Create new cgroup namespace if possible else continue by skipping it
+    --userns FD                  Use this user namespace (cannot combine with --unshare-user)
+    --userns2 FD                 After setup switch to this user namespace, only useful with --userns
+    --disable-userns             Disable further use of user namespaces inside sandbox
+    --assert-userns-disabled     Fail unless further use of user namespace inside sandbox is disabled
+    --pidns FD                   Use this pid namespace (as parent namespace if using --unshare-pid)
+    --uid UID                    Custom uid in the sandbox (requires --unshare-user or --userns)
+    --gid GID                    Custom gid in the sandbox (requires --unshare-user or --userns)
+    --hostname NAME              Custom hostname in the sandbox (requires --unshare-uts)
+    --chdir DIR                  Change directory to DIR
+    --clearenv                   Unset all environment variables
+    --setenv VAR VALUE           Set an environment variable
+    --unsetenv VAR               Unset an environment variable
+    --lock-file DEST             Take a lock on DEST while sandbox is running
+    --sync-fd FD                 Keep this fd open while sandbox is running
+    --bind SRC DEST              Bind mount the host path SRC on DEST
+    --bind-try SRC DEST          Equal to --bind but ignores non-existent SRC
+    --dev-bind SRC DEST          Bind mount the host path SRC on DEST, allowing device access
+    --dev-bind-try SRC DEST      Equal to --dev-bind but ignores non-existent SRC
+    --ro-bind SRC DEST           Bind mount the host path SRC readonly on DEST
+    --ro-bind-try SRC DEST       Equal to --ro-bind but ignores non-existent SRC
+    --bind-fd FD DEST            Bind open directory or path fd on DEST
+    --ro-bind-fd FD DEST         Bind open directory or path fd read-only on DEST
+    --remount-ro DEST            Remount DEST as readonly; does not recursively remount
+    --overlay-src SRC            Read files from SRC in the following overlay
+    --overlay RWSRC WORKDIR DEST Mount overlayfs on DEST, with RWSRC as the host path for writes and
+                                 WORKDIR an empty directory on the same filesystem as RWSRC
+    --tmp-overlay DEST           Mount overlayfs on DEST, with writes going to an invisible tmpfs
+    --ro-overlay DEST            Mount overlayfs read-only on DEST
+    --exec-label LABEL           Exec label for the sandbox (not supported by vb)
+    --file-label LABEL           File label for temporary sandbox content (not supported by vb)
+    --proc DEST                  Mount new procfs on DEST
+    --dev DEST                   Mount new dev on DEST
+    --tmpfs DEST                 Mount new tmpfs on DEST
+    --mqueue DEST                Mount new mqueue on DEST
+    --dir DEST                   Create dir at DEST
+    --file FD DEST               Copy from FD to destination DEST
+    --bind-data FD DEST          Copy from FD to file which is bind-mounted on DEST
+    --ro-bind-data FD DEST       Copy from FD to file which is readonly bind-mounted on DEST
+    --symlink SRC DEST           Create symlink at DEST with target SRC
+    --seccomp FD                 Load and use seccomp rules from FD (not repeatable)
+    --add-seccomp-fd FD          Load and use seccomp rules from FD (repeatable)
+    --block-fd FD                Block on FD until some data to read is available
+    --userns-block-fd FD         Block on FD until the user namespace is ready
+    --info-fd FD                 Write information about the running container to FD
+    --json-status-fd FD          Write container status to FD as multiple JSON documents
+    --new-session                Create a new terminal session
+    --die-with-parent            Kills with SIGKILL child process (COMMAND) when vb or vb's parent dies.
+    --as-pid-1                   Do not install a reaper process with PID=1
+    --cap-add CAP                Add cap CAP when running as privileged user
+    --cap-drop CAP               Drop cap CAP when running as privileged user
+    --perms OCTAL                Set permissions of next argument (--bind-data, --file, etc.)
+    --size BYTES                 Set size of next argument (only for --tmpfs)
+    --chmod OCTAL PATH           Change permissions of PATH (must already exist)
+
+vb extras (vbdecl manifest keys):
+    --landlock-read PATH         Landlock: allow reading PATH (security.landlock.read)
+    --landlock-write PATH        Landlock: allow writing PATH (security.landlock.write)
+    --landlock-rw PATH           Landlock: allow reading and writing PATH
+    --landlock-exec PATH         Landlock: allow executing from PATH
+    --landlock-read-try PATH     Likewise, skipped when PATH does not exist (also -write-try,
+                                 -rw-try, -exec-try)
+    --pivot-root                 Enter the new root with pivot_root (the default)
+    --chroot, --no-pivot-root    Enter the new root with chroot instead
+    --limit-memory SIZE          Memory limit, e.g. 512Mi (limits.memory)
+    --limit-cpu CORES            CPU limit in cores, e.g. 1.5 (limits.cpu)
+    --limit-pids N               Maximum number of processes (limits.pids)
+    --net-bridge NAME            Bridge networking on NAME with NAT (network.mode: bridge)
+    --print-manifest             Print the equivalent vbdecl manifest and exit
+"""
+
+
+def program_name(argv0: str) -> str:
+    return "bwrap" if os.path.basename(argv0) == "bwrap" else "vb"
+
+
+def usage(prog: str, stream: object) -> None:
+    print(f"usage: {prog} [OPTIONS...] [--] COMMAND [ARGS...]\n\n{USAGE_BODY}", end="",
+          file=stream)  # type: ignore[call-overload]
+
+
+def die(prog: str, message: str, level_prefix: bool) -> int:
+    prefix = "<3>" if level_prefix else ""
+    print(f"{prefix}{prog}: {message}", file=sys.stderr)
+    return 1
+
+
+def main(argv: list[str]) -> int:
+    from vbdecl.vb.parse import HelpRequested, VbUsageError, VersionRequested, parse, to_document
+
+    prog = program_name(argv[0] if argv else "vb")
+    args = argv[1:]
+    level_prefix = "--level-prefix" in args
+    if not args:
+        usage(prog, sys.stderr)
+        return 1
+    try:
+        opts = parse(args)
+        doc = to_document(opts)
+    except HelpRequested:
+        usage(prog, sys.stdout)
+        return 0
+    except VersionRequested:
+        print(f"{prog} (vbdecl {__version__}, bubblewrap {BWRAP_COMPAT} command line)")
+        return 0
+    except VbUsageError as err:
+        return die(prog, str(err), level_prefix)
+
+    if opts.print_manifest:
+        from vbdecl.vb.manifest import document_to_manifest, dump_yaml
+
+        print(dump_yaml(document_to_manifest(doc, read_fds=True)), end="")
+        return 0
+
+    from vbdecl.vb.launch import launch
+
+    return int(launch(doc, prog=prog, level_prefix=level_prefix))

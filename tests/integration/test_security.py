@@ -65,3 +65,15 @@ def test_caps_in_a_user_namespace_default_and_drop_all(tmp_path: Path) -> None:
     r = python(tmp_path, spec({"capabilities": {"drop": ["ALL"]}}, userns=True),
                "import os; os.setuid(5); print('setuid worked')", userns=True)
     assert r.code != 0 and "Operation not permitted" in r.err, r
+
+
+def test_without_no_new_privs_filters_still_load_and_sys_admin_is_gone(tmp_path: Path) -> None:
+    s = spec({"no_new_privs": False, "seccomp": {"deny": ["@swap"]},
+              "landlock": {"read": ["/"], "execute": ["/usr"]},
+              "capabilities": {"add": ["NET_BIND_SERVICE"]}}, user=1000, group=1000)
+    st = status(tmp_path, s)
+    assert (st["NoNewPrivs"], st["Seccomp"]) == ("0", "2")
+    assert st["CapEff"] == st["CapPrm"] == st["CapAmb"] == 1 << 10
+    assert not st["CapBnd"] & (1 << 21)
+    r = python(tmp_path, s, "open('/tmp/vbdecl-sec-never', 'w')")
+    assert r.code != 0 and "Permission denied" in r.err, r      # Landlock is on

@@ -80,6 +80,9 @@ def _check_host_path(value: Any) -> Any:
         raise fail("a host path cannot be empty")
     if "\0" in value:
         raise fail("host path contains a NUL byte")
+    if value.startswith("~"):
+        raise fail(f"host path {value!r} starts with '~', which vbdecl does not expand",
+                   "write the absolute path, or a path relative to the manifest's directory")
     return value
 
 

@@ -39,7 +39,8 @@ def write_bytes(path: Path, data: bytes, mode: int = 0o600) -> None:
 
 
 def write_json(path: Path, obj: Any, mode: int = 0o600) -> None:
-    write_bytes(path, (json.dumps(obj, indent=1, sort_keys=True) + "\n").encode(), mode)
+    # compact: the C encoder (indent would force the slow pure-Python one)
+    write_bytes(path, (json.dumps(obj, sort_keys=True, separators=(",", ":")) + "\n").encode(), mode)
 
 
 def read_json(path: Path) -> Any:

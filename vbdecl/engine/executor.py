@@ -165,6 +165,9 @@ class Session:
         self.sd = engine.state_dir
         self.state: dict[str, Any] | None = store.load(name, self.sd) if lock else None
         self.res: dict[str, Resource] = {}
+        self.records: dict[str, Any] = {}
+        self._env_id: str | None = None
+        self._context: Context | None = None
         self.journal: journal_mod.Journal | None = None
         self.txn: str | None = None
         self.spec: dict[str, Any] = {}
@@ -205,23 +208,48 @@ class Session:
         return self.journal
 
     def _log(self, t: str, **data: Any) -> None:
-        self._journal().append({"t": t, "txn": self.txn, **data})
+        # "done"/"undone" need not be durable at once: the next entry's fdatasync
+        # covers them, and an action whose "done" was lost is found by recovery
+        # as in flight and probed. Everything else is durable before we go on.
+        self._journal().append({"t": t, "txn": self.txn, **data},
+                               sync=t not in ("done", "undone"))
+
+    # The working copy of the resources; every change goes through these three,
+    # which keep the records the ops see (ctx.records) in step, in O(1).
+    def _reset(self, resources: dict[str, Resource]) -> None:
+        self.res = resources
+        self.records = {k: v.get("record") or {} for k, v in resources.items()}
+        self._env_id = next((k for k, v in resources.items()
+                             if v.get("kind") == "env.namespaces"), None)
+
+    def _set(self, rid: str, res: Resource) -> None:
+        self.res[rid] = res
+        self.records[rid] = res.get("record") or {}
+        if res.get("kind") == "env.namespaces":
+            self._env_id = rid
+
+    def _drop(self, rid: str) -> None:
+        self.res.pop(rid, None)
+        self.records.pop(rid, None)
 
     def _env_pid(self) -> int | None:
-        for res in self.res.values():
-            if res.get("kind") == "env.namespaces":
-                pid = (res.get("record") or {}).get("pid")
-                return int(pid) if pid else None
-        return None
+        """The environment's init pid, from the landed ``env.namespaces`` record."""
+        res = self.res.get(self._env_id) if self._env_id else None
+        pid = ((res or {}).get("record") or {}).get("pid")
+        return int(pid) if pid else None
 
     def _ctx(self) -> Context:
-        return Context(
-            name=self.name, instance=self.instance,
-            state_dir=str(paths.env_dir(self.name, self.sd)),
-            runtime_dir=str(paths.instance_runtime_dir(self.instance, self.sd)),
-            spec=self.spec, records={k: v.get("record") or {} for k, v in self.res.items()},
-            env_pid=self._env_pid(),
-        )
+        """The Context for the next op call (one object per session, kept current)."""
+        ctx = self._context
+        if ctx is None or ctx.instance != self.instance or ctx.records is not self.records:
+            ctx = self._context = Context(
+                name=self.name, instance=self.instance,
+                state_dir=str(paths.env_dir(self.name, self.sd)),
+                runtime_dir=str(paths.instance_runtime_dir(self.instance, self.sd)),
+                spec=self.spec, records=self.records)
+        ctx.spec = self.spec
+        ctx.env_pid = self._env_pid()
+        return ctx
 
     def _load_context(self, plan: dict[str, Any] | None) -> None:
         self.spec = (plan or {}).get("spec") or {}
@@ -234,7 +262,7 @@ class Session:
         state = self.state
         resources: dict[str, Resource] = (state or {}).get("resources") or {}
         self.instance = (state or {}).get("instance") or ""
-        self.res = copy.deepcopy(resources)
+        self._reset(copy.deepcopy(resources))
         self._load_context((state or {}).get("plan") or plan)
         try:
             from vbdecl.plan import diff as planner_diff
@@ -298,7 +326,7 @@ class Session:
         old_state = self.state
         state = copy.deepcopy(old_state) if old_state else store.new_state(self.name, self.sd)
         self.instance = state["instance"]
-        self.res = copy.deepcopy(state["resources"])
+        self._reset(copy.deepcopy(state["resources"]))
         if not changes:
             self.engine.emit("apply.nothing", name=self.name)
             return Result(self.name, self.instance, state.get("revision"), state.get("serial"))
@@ -413,9 +441,9 @@ class Session:
         self._log("done", seq=seq, id=rid, record=record)
         self.steps += 1
         if step == "destroy":
-            self.res.pop(rid, None)
+            self._drop(rid)
         else:
-            self.res[rid] = {"kind": kind, "params": params, "record": record}
+            self._set(rid, {"kind": kind, "params": params, "record": record})
         self.engine.emit("action.applied" if step != "destroy" else "action.destroyed",
                          id=rid, step=step, seconds=round(time.monotonic() - start, 6))
 
@@ -433,10 +461,10 @@ class Session:
                 done.add(e["seq"])
                 i = intents[e["seq"]]
                 if i["step"] == "destroy":
-                    self.res.pop(i["id"], None)
+                    self._drop(i["id"])
                 else:
-                    self.res[i["id"]] = {"kind": i["kind"], "params": i["params"],
-                                         "record": e.get("record")}
+                    self._set(i["id"], {"kind": i["kind"], "params": i["params"],
+                                        "record": e.get("record")})
             elif t == "undone":
                 i = intents[e["seq"]]
                 self._apply_undo_effect(i, e.get("record"))
@@ -445,11 +473,11 @@ class Session:
     def _apply_undo_effect(self, intent: Any, record: Any) -> None:
         rid = intent["id"]
         if intent["step"] == "create":
-            self.res.pop(rid, None)
+            self._drop(rid)
         else:
             old = intent["old"]
-            self.res[rid] = {"kind": old["kind"], "params": old.get("params"),
-                             "record": record if record is not None else old.get("record")}
+            self._set(rid, {"kind": old["kind"], "params": old.get("params"),
+                            "record": record if record is not None else old.get("record")})
 
     def _rollback(self, entries: list[journal_mod.Entry], *, fresh: bool,
                   base_revision: int) -> list[ActionError]:
@@ -458,7 +486,7 @@ class Session:
         Returns the undo failures; with none the transaction is closed (abort).
         """
         base = copy.deepcopy((self.state or {}).get("resources") or {})
-        self.res = base
+        self._reset(base)
         intents, done = self._replay(entries)
         undone = {e["seq"] for e in entries if e.get("t") == "undone"}
         errors: list[ActionError] = []
@@ -584,7 +612,7 @@ class Session:
             return True
         if op == "destroy":
             self._load_context((state or {}).get("plan"))
-            self.res = copy.deepcopy((state or {}).get("resources") or {})
+            self._reset(copy.deepcopy((state or {}).get("resources") or {}))
             self._replay(txn_entries)
             errors = self._destroy_forward(start_seq=max(
                 [e.get("seq", 0) for e in txn_entries] + [0]))
@@ -620,7 +648,7 @@ class Session:
                              hint="vbdecl ls lists the environments")
         self.instance = state["instance"]
         self._load_context(state.get("plan"))
-        self.res = copy.deepcopy(state.get("resources") or {})
+        self._reset(copy.deepcopy(state.get("resources") or {}))
         self.txn = uuid.uuid4().hex
         self._log("begin", op="destroy", pid=os.getpid(), time=_now(), lineage=state["lineage"],
                   base_serial=state["serial"], instance=self.instance)

@@ -67,14 +67,14 @@ class Journal:
             os.ftruncate(self.fd, 0)
         os.fsync(self.fd)
 
-    def append(self, entry: Entry) -> None:
+    def append(self, entry: Entry, *, sync: bool = True) -> None:
         global _written
         data = (json.dumps(entry, separators=(",", ":"), sort_keys=True) + "\n").encode()
         view = memoryview(data)
         while view:
             n = os.write(self.fd, view)
             view = view[n:]
-        if self.sync:
+        if self.sync and sync:
             os.fdatasync(self.fd)
         _written += 1
         if self._crash_after is not None and _written >= self._crash_after:

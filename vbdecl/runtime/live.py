@@ -225,24 +225,42 @@ def start_process(*, env_record: dict[str, Any], spec: dict[str, Any], log_path:
     c2p_r, c2p_w = os.pipe2(os.O_CLOEXEC)
     helper = os.fork()
     if helper == 0:
+        # helper (host pid ns) -> bridge (in the environment's pid ns) -> process. The bridge
+        # exits at once, so the process is reparented to the environment's init (the reaper
+        # of the namespace the bridge dies in), which reaps it.
         try:
             os.close(c2p_r)
             C.preload(spec, C._security())
             enter(env_record)
-            pid = os.fork()
-            if pid == 0:
-                os.setsid()
-                null = os.open("/dev/null", os.O_RDONLY)
-                os.dup2(null, 0)
-                os.dup2(log_fd, 1)
-                os.dup2(log_fd, 2)
-                cfg = _process_cfg(spec, None, c2p_w)
-                cfg.die_with_parent = False
-                s = dict(spec)
-                s["process"] = dict(spec["process"], new_session=False)
-                cfg.spec = s
-                C.exec_process(cfg)
+            ready_r, ready_w = os.pipe2(os.O_CLOEXEC)
+            done_r, done_w = os.pipe2(os.O_CLOEXEC)
+            bridge = os.fork()
+            if bridge == 0:
+                os.close(ready_r)
+                os.close(done_w)
+                if os.fork() == 0:
+                    os.setsid()
+                    null = os.open("/dev/null", os.O_RDONLY)
+                    os.dup2(null, 0)
+                    os.dup2(log_fd, 1)
+                    os.dup2(log_fd, 2)
+                    s = dict(spec)
+                    s["process"] = dict(spec["process"], new_session=False)
+                    cfg = _process_cfg(s, None, c2p_w)
+                    cfg.die_with_parent = False
+                    C.exec_process(cfg)
+                os.write(ready_w, b"F")
+                os.read(done_r, 1)
+                os._exit(0)
+            os.close(ready_w)
+            os.close(done_r)
+            if os.read(ready_r, 1) != b"F":
+                raise RuntimeSetupError("the process could not be started")
+            with open(f"/proc/{bridge}/task/{bridge}/children") as f:
+                pid = int(f.read().split()[0])
             C.send(c2p_w, C.MSG_PID, struct.pack("=i", pid))
+            os.close(done_w)
+            os.waitpid(bridge, 0)
         except BaseException as exc:
             C.fail(c2p_w, 125, getattr(exc, "message", None) or str(exc), getattr(exc, "hint", None))
         os._exit(0)

@@ -1,0 +1,182 @@
+"""Live environments: env.namespaces + proc.main ops, vbdecl exec, vbdecl logs, teardown.
+
+The ops are driven directly (Context + op registry) and the state file the
+engine would write is written by hand, so these tests do not depend on the
+engine; ``vbdecl exec`` and ``vbdecl logs`` run as the real CLI.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from vbdecl.ops import op_for
+from vbdecl.ops.base import Context
+
+VBDECL = str(Path(sys.executable).parent / "vbdecl")
+
+SPEC: dict[str, Any] = {
+    "rootfs": None, "hostname": "livebox",
+    "namespaces": {"user": False, "pid": True, "mount": True, "uts": True, "ipc": True,
+                   "net": True, "cgroup": False},
+    "idmap": None, "filesystem": [], "limits": {"rlimits": {}}, "network": {"mode": "isolated"},
+    "process": {"command": ["/bin/sh", "-c", "echo started; echo err >&2; exec sleep 600"], "cwd": "/",
+                "env": {"LIVE_VAR": "yes"}, "clear_env": False, "unset_env": [], "argv0": None,
+                "user": 0, "group": 0, "init": True, "die_with_parent": True, "new_session": False,
+                "inherit_fds": [], "tty": "auto"},
+    "security": {"no_new_privs": True, "capabilities": None, "seccomp": "default", "landlock": None,
+                 "disable_userns": False},
+    "status": {"lock_file": None, "events": None},
+}
+
+
+class Live:
+    def __init__(self, state: Path, spec: dict[str, Any]) -> None:
+        self.state = state
+        self.name = "live-" + os.urandom(3).hex()
+        self.env_dir = state / "envs" / self.name
+        self.env_dir.mkdir(parents=True)
+        self.instance = "vb-" + os.urandom(4).hex()
+        self.ctx = Context(name=self.name, instance=self.instance, state_dir=str(self.env_dir),
+                           runtime_dir=str(state / "run" / self.instance), spec=spec)
+        self.spec = spec
+        self.env: dict[str, Any] | None = None
+        self.proc: dict[str, Any] | None = None
+
+    def up(self) -> None:
+        self.env = op_for("env.namespaces").apply(
+            self.ctx, {k: self.spec[k] for k in ("namespaces", "idmap", "hostname")})
+        self.ctx.records["env"] = self.env
+        self.proc = op_for("proc.main").apply(self.ctx, {
+            "process": self.spec["process"], "security": self.spec["security"],
+            "limits.rlimits": {}, "status": self.spec["status"]})
+        (self.env_dir / "state.json").write_text(json.dumps({
+            "format": 1, "name": self.name, "instance": self.instance, "plan": {"spec": self.spec},
+            "resources": {"env": {"kind": "env.namespaces", "record": self.env},
+                          "process": {"kind": "proc.main", "record": self.proc}}}))
+
+    def down(self) -> None:
+        if self.proc is not None:
+            op_for("proc.main").revert(self.ctx, self.proc)
+            self.proc = None
+        if self.env is not None:
+            op_for("env.namespaces").revert(self.ctx, self.env)
+            self.env = None
+
+    def vbdecl(self, *args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([VBDECL, "--state-dir", str(self.state), *args],
+                              capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture
+def live(tmp_path: Path) -> Iterator[Live]:
+    env = Live(tmp_path / "state", copy.deepcopy(SPEC))
+    try:
+        env.up()
+        yield env
+    finally:
+        env.down()
+
+
+def wait_log(path: Path, text: str, timeout: float = 5.0) -> str:
+    deadline = time.monotonic() + timeout
+    while True:
+        data = path.read_text() if path.exists() else ""
+        if text in data or time.monotonic() > deadline:
+            return data
+        time.sleep(0.01)
+
+
+def test_live_environment_holds_pins_and_logs(live: Live) -> None:
+    assert live.env is not None and live.proc is not None
+    pid = live.env["pid"]
+    assert Path(f"/proc/{pid}/comm").read_text().strip() == "vbdecl-init"
+    mountinfo = Path("/proc/self/mountinfo").read_text()
+    for key, path in live.env["pins"].items():
+        assert f" {path} " in mountinfo
+        fname = {"mount": "mnt"}.get(key, key)
+        assert os.stat(path).st_ino == os.stat(f"/proc/{pid}/ns/{fname}").st_ino
+    log = live.env_dir / "logs" / "process.log"
+    assert "started" in wait_log(log, "err") and "err" in log.read_text()
+    # the process lives in the environment's pid namespace, as a child of its init
+    ppid = Path(f"/proc/{live.proc['pid']}/stat").read_text().rsplit(")", 1)[1].split()[1]
+    assert int(ppid) == pid
+    out = live.vbdecl("logs", live.name)
+    assert out.returncode == 0 and out.stdout.splitlines() == ["started", "err"]
+
+
+def test_exec_sees_the_same_namespaces_mounts_env_and_cwd(live: Live) -> None:
+    assert live.env is not None
+    pid = live.env["pid"]
+    script = ("for n in mnt pid net uts ipc; do stat -L -c %i /proc/self/ns/$n; done; "
+              "hostname; echo $LIVE_VAR; pwd; echo $$; cat /proc/self/mountinfo | wc -l")
+    out = live.vbdecl("exec", live.name, "--", "/bin/sh", "-c", script)
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.split()
+    want = [os.stat(f"/proc/{pid}/ns/{n}").st_ino for n in ("mnt", "pid", "net", "uts", "ipc")]
+    assert [int(x) for x in lines[:5]] == want
+    assert lines[5:8] == ["livebox", "yes", "/"]
+    assert int(lines[8]) > 2          # a pid inside the environment's pid namespace
+    with open(f"/proc/{pid}/mountinfo") as f:
+        assert int(lines[9]) == len(f.read().splitlines())
+
+
+def test_exec_exit_codes_and_cwd(live: Live) -> None:
+    assert live.vbdecl("exec", live.name, "--", "/bin/sh", "-c", "exit 42").returncode == 42
+    r = live.vbdecl("exec", live.name, "--", "no-such-cmd-vbdecl")
+    assert r.returncode == 127 and "command not found" in r.stderr
+    r = live.vbdecl("exec", "--cwd", "/usr", live.name, "--", "/bin/pwd")
+    assert r.returncode == 0 and r.stdout.strip() == "/usr"
+    r = live.vbdecl("exec", "no-such-env", "--", "true")
+    assert r.returncode == 125 and "no environment named no-such-env" in r.stderr
+
+
+def test_destroy_stops_everything(tmp_path: Path) -> None:
+    env = Live(tmp_path / "state", copy.deepcopy(SPEC))
+    env.up()
+    assert env.env is not None and env.proc is not None
+    init_pid, proc_pid, pins = env.env["pid"], env.proc["pid"], list(env.env["pins"].values())
+    env.down()
+    for pid in (init_pid, proc_pid):
+        assert not Path(f"/proc/{pid}").exists() or "Z" in Path(f"/proc/{pid}/stat").read_text().split()[2]
+    mountinfo = Path("/proc/self/mountinfo").read_text()
+    assert not any(p in mountinfo for p in pins)
+    assert not (tmp_path / "state" / "run" / env.instance).exists()
+    # idempotent
+    op_for("env.namespaces").revert(env.ctx, {"pid": init_pid, "start_time": 1, "pins": {},
+                                              "runtime_dir": str(tmp_path / "nothing")})
+    r = env.vbdecl("exec", env.name, "--", "true")
+    assert r.returncode == 125 and "not running" in r.stderr
+
+
+def test_live_lock_file_held_by_the_init(tmp_path: Path) -> None:
+    import fcntl
+
+    spec = copy.deepcopy(SPEC)
+    lock = tmp_path / "live.lock"
+    spec["status"]["lock_file"] = str(lock)
+    env = Live(tmp_path / "state", spec)
+    env.up()
+    try:
+        fd = os.open(lock, os.O_RDWR | os.O_CLOEXEC)
+        try:
+            with pytest.raises(BlockingIOError):
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        finally:
+            os.close(fd)
+    finally:
+        env.down()
+    fd = os.open(lock, os.O_RDWR | os.O_CLOEXEC)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    finally:
+        os.close(fd)

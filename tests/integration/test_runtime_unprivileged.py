@@ -1,0 +1,111 @@
+"""An unprivileged user runs a sandbox through a user namespace (caller -> 0), as bubblewrap does.
+
+The test creates a throw-away user with useradd and removes it afterwards;
+the sandbox runs under the system Python (the venv lives under /root) with
+vbdecl on PYTHONPATH: the run path needs only the standard library.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+SYSTEM_PYTHON = "/usr/bin/python3"
+
+SPEC = {
+    "rootfs": None, "hostname": "unpriv",
+    "namespaces": {"user": False, "pid": True, "mount": True, "uts": True, "ipc": True,
+                   "net": True, "cgroup": False},
+    "idmap": None,
+    "filesystem": [
+        {"type": "ro-bind", "source": "/usr", "target": "/usr", "optional": False},
+        {"type": "symlink", "target": "/bin", "points_to": "usr/bin"},
+        {"type": "symlink", "target": "/lib", "points_to": "usr/lib"},
+        {"type": "symlink", "target": "/lib64", "points_to": "usr/lib64"},
+        {"type": "proc", "target": "/proc"},
+        {"type": "dev", "target": "/dev"},
+        {"type": "tmpfs", "target": "/tmp", "size": None, "mode": 0o1777},
+    ],
+    "limits": {"rlimits": {}}, "network": {"mode": "isolated"},
+    "process": {"command": ["/bin/sh", "-c",
+                            "id -u; id -g; cat /proc/self/uid_map; echo $$; hostname; ls /"],
+                "cwd": "/", "env": {}, "clear_env": False, "unset_env": [], "argv0": None,
+                "user": 0, "group": 0, "init": True, "die_with_parent": True,
+                "new_session": False, "inherit_fds": [], "tty": "auto"},
+    "security": {"no_new_privs": True, "capabilities": None, "seccomp": "default", "landlock": None,
+                 "disable_userns": False},
+    "status": {"lock_file": None, "events": None},
+}
+
+DRIVER = """
+import json, sys
+from vbdecl.runtime.spawn import run_spec
+r = run_spec(json.load(open(sys.argv[1])))
+if r.error is not None:
+    print(f"error: {r.error}", file=sys.stderr)
+sys.exit(r.code)
+"""
+
+
+@pytest.fixture
+def user() -> Iterator[tuple[str, int, int]]:
+    if not shutil.which("useradd") or not os.path.exists(SYSTEM_PYTHON):
+        pytest.skip("needs useradd and the system python3")
+    name = "vbt" + os.urandom(3).hex()
+    subprocess.run(["useradd", "--no-create-home", "--shell", "/usr/sbin/nologin", name], check=True)
+    try:
+        out = subprocess.run(["id", "-u", name], capture_output=True, text=True, check=True).stdout
+        gid = subprocess.run(["id", "-g", name], capture_output=True, text=True, check=True).stdout
+        yield name, int(out), int(gid)
+    finally:
+        subprocess.run(["userdel", name], check=False)
+
+
+@pytest.fixture
+def shared_dir() -> Iterator[Path]:
+    d = Path(tempfile.mkdtemp(prefix="unpriv-", dir="/var/tmp"))
+    d.chmod(0o755)
+    try:
+        yield d
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+def run_as(user: tuple[str, int, int], d: Path, spec: dict[str, object]) -> subprocess.CompletedProcess[str]:
+    (d / "spec.json").write_text(json.dumps(spec))
+    (d / "driver.py").write_text(DRIVER)
+    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(REPO), "PYTHONDONTWRITEBYTECODE": "1",
+           "HOME": str(d)}
+    _, uid, gid = user
+    return subprocess.run(["setpriv", f"--reuid={uid}", f"--regid={gid}", "--clear-groups",
+                           SYSTEM_PYTHON, str(d / "driver.py"), str(d / "spec.json")],
+                          capture_output=True, text=True, env=env, timeout=60)
+
+
+def test_unprivileged_user_runs_a_sandbox(user: tuple[str, int, int], shared_dir: Path) -> None:
+    r = run_as(user, shared_dir, SPEC)
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.split("\n")
+    assert lines[0] == "0" and lines[1] == "0"                    # root inside
+    assert lines[2].split() == ["0", str(user[1]), "1"]          # caller -> 0
+    assert lines[3] == "2"                                       # pid 2 under vbdecl's init
+    assert lines[4] == "unpriv"
+    assert set(lines[5:]) >= {"bin", "dev", "proc", "tmp", "usr"}
+
+
+def test_unprivileged_features_needing_root_fail_clearly(user: tuple[str, int, int],
+                                                        shared_dir: Path) -> None:
+    spec = json.loads(json.dumps(SPEC))
+    spec["idmap"] = {"uid": [{"inside": 0, "outside": 0, "count": 1}],
+                     "gid": [{"inside": 0, "outside": 0, "count": 1}]}
+    r = run_as(user, shared_dir, spec)
+    assert r.returncode == 125
+    assert "newuidmap" in r.stderr     # mapping someone else's id needs the setuid helper

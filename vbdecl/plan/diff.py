@@ -84,7 +84,7 @@ def _flatten(before: Any, after: Any, path: str, out: list[Attr]) -> None:
         out.append((path, before, after))
 
 
-def attr_diff(kind: str, before: dict[str, Any], after: dict[str, Any]) -> list[Attr]:
+def attr_diff(before: dict[str, Any], after: dict[str, Any]) -> list[Attr]:
     """Changed attributes as (path, before, after), paths as in the params."""
     out: list[Attr] = []
     _flatten(before, after, "", out)
@@ -161,7 +161,7 @@ def changes(desired: dict[str, Any] | None, state: dict[str, Any] | None,
     symbol: dict[str, str] = {}
     reason: dict[str, str] = {}
     attrs: dict[str, list[Attr]] = {}
-    env_reason: str | None = None
+    replace_env = False  # something forces replacing the whole environment
 
     # drift first: what changed outside vbdecl since the last apply
     for rid in _old_order(state or {}):
@@ -173,7 +173,7 @@ def changes(desired: dict[str, Any] | None, state: dict[str, Any] | None,
         if now is None:
             drift.append(Change("-", rid, kind, "deleted outside vbdecl", old=res, drift=True))
         elif now != res.get("record"):
-            found = attr_diff(kind, res.get("record") or {}, now)
+            found = attr_diff(res.get("record") or {}, now)
             drift.append(Change("~", rid, kind, "changed outside vbdecl: " + reason_of("", found, {}),
                                 old=res, drift=True, attrs=found))
     drifted = {c.id: c for c in drift}
@@ -190,7 +190,7 @@ def changes(desired: dict[str, Any] | None, state: dict[str, Any] | None,
             level = REPLACE_ENV if a.get("replace") else REPLACE
             why = f"kind {old.get('kind')} -> {kind}"
         else:
-            found = attr_diff(kind, old.get("params") or {}, a.get("params") or {})
+            found = attr_diff(old.get("params") or {}, a.get("params") or {})
             if found:
                 attrs[rid] = found
                 level = max(effect(kind, p) for p, _, _ in found)
@@ -200,10 +200,11 @@ def changes(desired: dict[str, Any] | None, state: dict[str, Any] | None,
             if d.symbol == "-":
                 symbol[rid] = "+"
                 reason[rid] = "recreate: deleted outside vbdecl" + (f"; {why}" if why else "")
-                if a.get("replace"):
-                    env_reason = f"{rid} was deleted outside vbdecl"
+                replace_env = replace_env or bool(a.get("replace"))
                 continue
-            repair = REPLACE_ENV if a.get("replace") else max(effect(kind, p) for p, _, _ in d.attrs or [("", 0, 0)])
+            repair = max((effect(kind, p) for p, _, _ in d.attrs), default=effect(kind, ""))
+            if a.get("replace"):
+                repair = REPLACE_ENV
             if level == 0:
                 why = "repair: " + d.reason
             level = max(level, repair)
@@ -213,9 +214,9 @@ def changes(desired: dict[str, Any] | None, state: dict[str, Any] | None,
             symbol[rid], reason[rid] = "-/+", why
         elif level == REPLACE_ENV:
             symbol[rid], reason[rid] = "-/+", why + " (forces replacement of the environment)"
-            env_reason = env_reason or f"{rid}: {why}"
+            replace_env = True
 
-    if env_reason is not None:
+    if replace_env:
         for a in actions:
             rid = a["id"]
             if rid in resources and symbol.get(rid) not in ("-/+", "+"):
@@ -248,7 +249,7 @@ def changes(desired: dict[str, Any] | None, state: dict[str, Any] | None,
             continue
         out.append(Change(s, rid, a["kind"], reason.get(rid, ""), action=a, old=resources.get(rid),
                           attrs=attrs.get(rid, []),
-                          replaces_env=env_reason is not None and rid in resources))
+                          replaces_env=replace_env and rid in resources))
     describes = _old_describes(state or {})
     for rid in reversed(_old_order(state or {})):
         if rid in wanted:

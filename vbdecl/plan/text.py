@@ -19,11 +19,9 @@ def summary_line(changes: list[Change]) -> str:
     return f"Plan: {s['add']} to add, {s['change']} to change, {s['destroy']} to destroy."
 
 
-def render_plan(name: str, changes: list[Change], *, header: bool = True) -> list[str]:
+def render_plan(name: str, changes: list[Change]) -> list[str]:
     """The lines for one environment's plan."""
-    lines: list[str] = []
-    if header:
-        lines.append(f"Environment {name}:")
+    lines = [f"Environment {name}:"]
     drift = [c for c in changes if c.drift]
     todo = [c for c in changes if not c.drift]
     used = {c.symbol for c in todo if c.symbol}

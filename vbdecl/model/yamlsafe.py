@@ -177,8 +177,14 @@ class Builder:
                 merges.append(vnode)
                 continue
             k = self._node(knode, (*path, "<key>"), active, depth + 1)
-            if isinstance(k, float | list | dict):
-                self.problems.append((km.line + 1, km.column + 1, f"a mapping key must be a string, got {k!r}", None))
+            if not isinstance(k, str):
+                desc = ("null" if k is None else "a boolean" if isinstance(k, bool)
+                        else "an integer" if isinstance(k, int) else "a number" if isinstance(k, float)
+                        else "a " + type(k).__name__)
+                self.problems.append((km.line + 1, km.column + 1,
+                                      f"mapping key {knode.value!r} is read as {desc}; keys must be strings",
+                                      f'quote it: "{knode.value}"' if isinstance(knode.value, str) and knode.value
+                                      else "give the key a name"))
                 continue
             p = (*path, k)
             if k in out:

@@ -259,23 +259,27 @@ def preload(spec: dict[str, Any], sec: Any) -> None:
     """
     import importlib
 
+    if (spec.get("limits") or {}).get("rlimits"):
+        try:
+            importlib.import_module("vbdecl.sys.rlimit")
+        except ImportError:
+            import resource  # noqa: F401  (the stdlib fallback in _stdlib_rlimits)
     if sec is not None and hasattr(sec, "preload"):
         sec.preload(spec)
-    else:
+    elif sec is not None:
         for name in ("vbdecl.sys.caps", "vbdecl.sys.landlock", "vbdecl.sys.seccomp",
-                     "vbdecl.model.names", "vbdecl.sys.rlimit"):
+                     "vbdecl.model.names"):
             try:
                 importlib.import_module(name)
             except ImportError:
                 pass
-        if sec is not None:
-            setting = (spec.get("security") or {}).get("seccomp")
-            if setting not in (None, "off", False):
-                profile = sec.default_profile()
-                sec.default_profile = lambda: json.loads(json.dumps(profile))
-                seccomp = sys.modules.get("vbdecl.sys.seccomp")
-                if seccomp is not None:
-                    seccomp.binding()
+        setting = (spec.get("security") or {}).get("seccomp")
+        if setting not in (None, "off", False):
+            profile = sec.default_profile()
+            sec.default_profile = lambda: json.loads(json.dumps(profile))
+            seccomp = sys.modules.get("vbdecl.sys.seccomp")
+            if seccomp is not None:
+                seccomp.binding()
 
 
 # --- pid 1 --------------------------------------------------------------------------

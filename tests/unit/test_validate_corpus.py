@@ -157,3 +157,12 @@ def test_manifests_directory_validates() -> None:
     out = p.stdout.decode()
     for name in ("hello", "devshell", "service", "build"):
         assert f"manifests/{name}.yaml: ok ({name})" in out
+
+
+@pytest.mark.parametrize("command", ["validate", "schema", "doctor"])
+def test_help(command: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main([command, "--help"])
+    assert exc.value.code == 0
+    out = capsys.readouterr().out
+    assert "Exit code" in out and "--json" in out

@@ -84,6 +84,11 @@ def report_error(err: BaseException, debug: bool) -> int:
     if isinstance(err, KeyboardInterrupt):
         print("interrupted", file=sys.stderr)
         return 130
+    if isinstance(err, BrokenPipeError):
+        # The reader went away (`vbdecl plan | head`): not an error of ours.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 1
     if debug:
         traceback.print_exception(err)
         return 1

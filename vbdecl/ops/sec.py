@@ -2,6 +2,9 @@
 
 Entry points for the runtime (all take the normalized spec, docs/plan-format.md):
 
+- :func:`preload(spec) <preload>`: imports the modules and reads the data
+  files apply_in_child will need (nothing can be imported after pivot_root);
+  :func:`load_host_files` calls it.
 - :func:`load_host_files(spec) <load_host_files>`: call it in the parent
   (where host paths and the caller's fds are valid). It reads a seccomp
   profile file (``security.seccomp.profile``, a host path) and the raw BPF
@@ -153,9 +156,16 @@ def capability_sets(caps: dict[str, Any] | None, uid: int, last: int,
 
 # --- seccomp ----------------------------------------------------------------
 
+_default_profile_text: str | None = None
+
+
 def default_profile() -> dict[str, Any]:
-    with open(DEFAULT_PROFILE_PATH) as f:
-        profile: dict[str, Any] = json.load(f)
+    """A fresh copy of the default profile (the file is read once, see :func:`preload`)."""
+    global _default_profile_text
+    if _default_profile_text is None:
+        with open(DEFAULT_PROFILE_PATH) as f:
+            _default_profile_text = f.read()
+    profile: dict[str, Any] = json.loads(_default_profile_text)
     return profile
 
 
@@ -242,6 +252,32 @@ def seccomp_profile(setting: Any, *, extra_allow: tuple[str, ...] = ()) -> tuple
     return base, False
 
 
+def preload(spec: dict[str, Any]) -> None:
+    """Import and read now everything apply_in_child needs for ``spec``.
+
+    After pivot_root vbdecl's own files (and the interpreter's stdlib) are
+    usually not in the new root, so nothing may be imported or read lazily
+    there. Called by :func:`load_host_files` (in the parent, so forked
+    children inherit it) and safe to call again (cheap when done).
+    """
+    from vbdecl.sys import caps as _caps  # noqa: F401
+
+    _cap_tables()
+    sec = spec.get("security") or {}
+    setting = sec.get("seccomp")
+    if setting not in (None, "off", False) or (spec.get("vb") or {}).get("seccomp_fds") \
+            or (spec.get("vb") or {}).get("seccomp_programs"):
+        from vbdecl.model import names as _names  # noqa: F401
+        from vbdecl.sys import seccomp as _ssc
+
+        _ssc.binding()
+        default_profile()
+    if sec.get("landlock"):
+        from vbdecl.sys import landlock as _ll
+
+        _ll.abi_version()
+
+
 def load_host_files(spec: dict[str, Any]) -> dict[str, Any]:
     """A copy of ``spec`` with host-side inputs read in, for the child.
 
@@ -250,18 +286,9 @@ def load_host_files(spec: dict[str, Any]) -> dict[str, Any]:
       (hex strings; the fds are read to EOF and closed), so that the child
       does not depend on fds that are closed before exec.
     """
+    preload(spec)
     sec = spec.get("security") or {}
     setting = sec.get("seccomp")
-    # Import here, before the fork, what the child will need (saves ~8 ms per child).
-    from vbdecl.sys import caps as _caps  # noqa: F401
-
-    _cap_tables()
-    if setting not in (None, "off", False) or (spec.get("vb") or {}).get("seccomp_fds"):
-        from vbdecl.sys.seccomp import binding
-
-        binding()
-    if sec.get("landlock"):
-        from vbdecl.sys import landlock as _ll  # noqa: F401
     if isinstance(setting, dict) and setting.get("profile") and setting.get("profile_data") is None:
         data = _read_profile(str(setting["profile"]))
         spec = {**spec, "security": {**sec, "seccomp": {**setting, "profile_data": data}}}

@@ -10,6 +10,7 @@ from __future__ import annotations
 import ctypes
 import errno
 import os
+import stat
 
 from vbdecl.sys.libc import check, libc, raise_errno, syscall_number
 
@@ -138,8 +139,6 @@ def add_path_rule(ruleset_fd: int, path: str, access: int) -> int:
                          "filesystem entry, or remove it from security.landlock")
         raise  # unreachable
     try:
-        import stat
-
         if not stat.S_ISDIR(os.fstat(fd).st_mode):
             access &= FILE_RIGHTS
         if access:

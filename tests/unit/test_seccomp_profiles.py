@@ -159,3 +159,29 @@ def test_binding_is_found_outside_the_venv() -> None:
     s = ssc.binding()
     assert hasattr(s, "SyscallFilter")
     assert ssc.errno_number("EPERM") == 1 and ssc.errno_number(38) == 38
+
+
+def test_preload_leaves_nothing_to_import_or_read_after_pivot() -> None:
+    import subprocess
+    import sys
+
+    code = """
+import builtins, sys
+from vbdecl.ops import sec
+from vbdecl.sys import seccomp as ssc
+spec = {"security": {"seccomp": {"deny": ["@swap", "mkdir"], "errno": "EROFS"},
+                     "landlock": {"read": ["/usr"]}}, "process": {"user": 1000}}
+sec.preload(spec)
+sys.path[:] = []
+sys.path_importer_cache.clear()
+def no_open(*a, **k):
+    raise AssertionError(f"open{a} after preload")
+builtins.open = no_open
+for setting in ("default", spec["security"]["seccomp"], {"allow": ["@swap", "read"]}):
+    profile, _ = sec.seccomp_profile(setting)
+    ssc.build_filter(profile, caps={"NET_BIND_SERVICE"})
+print(sec.capability_sets({"drop": ["ALL"], "add": ["net_bind_service"]}, 1000, 40))
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "(1024, 1024)"

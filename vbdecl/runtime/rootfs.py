@@ -274,6 +274,7 @@ class Builder:
         self.counter = 0
         self.host_created: list[str] = []   # host dirs created (overlay upper/work), for rollback
         self.created: list[str] = []        # paths created inside the root (mount points, dirs)
+        self.staged: list[str] = []         # data files in the staging area, unlinked once bound
         self.userns = _in_userns()
 
     def set_root(self, root_path: str) -> None:
@@ -294,6 +295,15 @@ class Builder:
             self.place(e, made)
         finally:
             made.close()
+            self.unlink_staged()
+
+    def unlink_staged(self) -> None:
+        """Remove staged data files (once bound, the mounts keep their inodes)."""
+        while self.staged:
+            try:
+                os.unlink(self.staged.pop(), dir_fd=self.staging_fd)
+            except OSError:
+                pass
 
     def make(self, e: dict[str, Any]) -> Made:
         made = Made()
@@ -519,13 +529,13 @@ class Builder:
         name = f"data-{os.getpid()}-{self.counter}"
         fd = os.open(name, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, mode,
                      dir_fd=self.staging_fd)
+        self.staged.append(name)
         try:
             _write_all(fd, data)
             os.fchmod(fd, mode)
             clone = m.clone_tree(fd, recursive=False)
         finally:
             _close(fd)
-            os.unlink(name, dir_fd=self.staging_fd)   # the bind keeps the inode
         try:
             attrs = m.MOUNT_ATTR_NOSUID | m.MOUNT_ATTR_NODEV | (m.MOUNT_ATTR_RDONLY if readonly else 0)
             m.set_attrs(clone, attrs, recursive=False)
@@ -690,6 +700,7 @@ class Builder:
             self._attach_made("", made)
         finally:
             made.close()
+            self.unlink_staged()
 
     def rollback_host(self) -> None:
         """Remove the host directories this setup created (overlay upper/work), if empty."""

@@ -91,15 +91,20 @@ def main() -> None:
     first = time.perf_counter() - t0
 
     setup, teardown, nat_add, nat_del, teardown_ns = [], [], [], [], []
+    per_op: dict[str, list[float]] = {aid: [] for aid, _, _ in acts + nat}
     for i in range(rounds):
         cpid, cw = netns_child()
         ctx = ctx_for(i, cpid)
         t0 = time.perf_counter()
         for aid, kind, params in acts:
+            ta = time.perf_counter()
             ctx.records[aid] = op_for(kind).apply(ctx, params)
+            per_op[aid].append(time.perf_counter() - ta)
         t1 = time.perf_counter()
         for aid, kind, params in nat:
+            ta = time.perf_counter()
             ctx.records[aid] = op_for(kind).apply(ctx, params)
+            per_op[aid].append(time.perf_counter() - ta)
         t2 = time.perf_counter()
         for aid, kind, _ in reversed(nat):
             op_for(kind).revert(ctx, ctx.records.pop(aid))
@@ -169,6 +174,8 @@ def main() -> None:
         ratio = ref / v if ref == ref else float("nan")
         print(f"{label:34}{v:9.2f}ms{ref:9.2f}ms{ratio:7.1f}x")
     print(f"  NAT add {ms(nat_add):.2f} ms, remove {ms(nat_del):.2f} ms; targets: setup < 10, teardown < 5, NAT < 5 ms")
+    print("  apply per action (median): " + ", ".join(f"{aid} {ms(v):.2f}" for aid, v in per_op.items()))
+    print(f"  load average at the end: {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs (other work inflates all figures)")
 
 
 if __name__ == "__main__":

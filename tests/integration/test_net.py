@@ -439,7 +439,7 @@ def test_destroy_removes_everything_even_after_the_namespace_died(envs: Callable
         assert links() - before == {host_if}
         assert nft_table() == ""
         st = shared.read(env.ctx.state_dir)
-        assert st["bridges"] == {} and st["leases"] == {} and st["nft"]["users"] == []
+        assert st["bridges"] == {} and st["leases"] == {}
         env.revert()   # idempotent
 
 
@@ -547,3 +547,33 @@ print('ok')
 """
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30)
     assert out.stdout.strip() == "ok", out.stderr
+
+
+def test_two_state_roots_share_bridge_and_table(tmp_path: Path) -> None:
+    """Host objects are host-wide: one state root's last environment must not
+    take away the bridge or the nftables table another root's environment uses."""
+    bridge = f"vbt{uniq()}"
+    subnet, _, _ = rand_subnet()
+    roots = [tmp_path / "root1", tmp_path / "root2"]
+    a, b = Env(roots[0]), Env(roots[1])
+    try:
+        hp = random.randint(20000, 40000)
+        a.apply([*bridge_actions(bridge, subnet, address=subnet.replace(".0/24", ".10")),
+                 (f"nat.port[{hp}/tcp]", "nat.port", {"host": hp, "container": 80, "protocol": "tcp",
+                                                       "host_ip": None})])
+        b.apply([*bridge_actions(bridge, subnet, address=subnet.replace(".0/24", ".11")),
+                 (f"nat.port[{hp + 1}/tcp]", "nat.port", {"host": hp + 1, "container": 80, "protocol": "tcp",
+                                                           "host_ip": None})])
+        a.revert()
+        assert bridge in links()                      # b's veth is still on it
+        table = nft_table()
+        assert b.instance in table and a.instance not in table
+        server = in_netns(b.pid, echo_server, b.address, 80)
+        assert result(in_netns(None, echo_client, subnet.replace(".0/24", ".1"), hp + 1, "x")) == "x"
+        result(server)
+        b.revert()
+        assert nft_table() == ""
+        assert bridge not in links()                  # vbdecl-made and unused: the last root removes it
+    finally:
+        a.close()
+        b.close()

@@ -6,11 +6,10 @@
   "subnet": str|None, "subnet6": str|None, "added": [cidr...]}``; a bridge
   vbdecl created is removed when its last user goes, a bridge it found is
   only given back the gateway addresses vbdecl added to it;
-- ``leases``: subnet -> ``{address: instance}``;
-- ``forward``: ``{"4"|"6": {"saved": "0"|"1", "users": [instance...]}}``:
-  who needs ip forwarding and what the sysctl was before vbdecl set it;
-- ``nft``: ``{"users": [instance...]}``: environments with rules in the
-  ``inet vbdecl`` table (the table goes with its last user).
+- ``leases``: subnet -> ``{address: instance}``.
+
+(The nftables table and the forwarding sysctls are host-wide and handled
+under a host-wide lock by :mod:`vbdecl.ops.nat`.)
 
 Users are lists of instance ids, not counters, so that every change is
 idempotent (a revert that runs twice releases once). Every read-modify-write
@@ -57,7 +56,7 @@ def _global_lock(root: Path) -> Iterator[None]:
 
 
 def _empty() -> dict[str, Any]:
-    return {"format": 1, "bridges": {}, "leases": {}, "forward": {}, "nft": {"users": []}}
+    return {"format": 1, "bridges": {}, "leases": {}}
 
 
 # Two slots written in turn (``net.0.json``, ``net.1.json``), each holding a

@@ -1,7 +1,7 @@
 """NAT ops: masquerade and published ports, in ONE nftables table vbdecl owns.
 
-Layout of ``table inet vbdecl`` (created with its first user, deleted with
-its last; the users are listed in the shared network state)::
+Layout of ``table inet vbdecl`` (created when absent, deleted when no
+environment chain is left in it, under a host-wide lock)::
 
     map masq4 { type ipv4_addr : verdict }          # env address -> jump <inst>-masq
     map masq6 { type ipv6_addr : verdict }
@@ -23,10 +23,14 @@ when the last goes, only if vbdecl was the one to switch it on.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import json
+import os
+from collections.abc import Iterator
 from typing import Any
 
 from vbdecl.errors import ConflictError, SysError, VbdeclError
-from vbdecl.net import shared
 from vbdecl.ops import register
 from vbdecl.ops.base import Context, Params, Record
 from vbdecl.ops.net import _session
@@ -153,7 +157,19 @@ def port_delete(instance: str, protocol: str, host_port: int) -> list[Cmd]:
             {"flush": {"chain": _t(name=chain)}}, {"delete": {"chain": _t(name=chain)}}]
 
 
-# --- shared bookkeeping ---------------------------------------------------------
+# --- host-wide bookkeeping -------------------------------------------------------
+#
+# The table and the forwarding sysctls are host-wide objects: environments of
+# every state root share them. So their lifecycle is decided under a HOST-wide
+# lock (like iptables' /run/xtables.lock) from the live table itself: the
+# table is created when absent, and deleted when no environment chain is left
+# in it. What forwarding was before vbdecl turned it on is kept in a small file
+# beside the lock, on tmpfs: after a reboot the table and the sysctls are back
+# to the host's defaults, and so is that file.
+
+LOCK_DIRS = ("/run/lock", "/run", "/var/lock")
+BASE_CHAINS = {"postrouting", "prerouting", "output"}
+
 
 def _nft(ctx: Context) -> Any:
     from vbdecl.sys import nft
@@ -161,69 +177,112 @@ def _nft(ctx: Context) -> Any:
     return nft.session(ctx.extra)
 
 
-def _run_with_table(ctx: Context, st: dict[str, Any], key: str, cmds: list[Cmd], what: str) -> None:
-    """Run ``cmds``, creating the table first when it has no users yet (or vanished)."""
+def _host_dir() -> str:
+    for d in LOCK_DIRS:
+        if os.path.isdir(d) and os.access(d, os.W_OK):
+            return d
+    raise SysError("no writable /run/lock for vbdecl's NAT lock", hint="run as root")
+
+
+@contextlib.contextmanager
+def _host_lock() -> Iterator[dict[str, Any]]:
+    """The host-wide NAT lock, and the saved forwarding state (written back)."""
+    base = _host_dir()
+    fd = os.open(os.path.join(base, "vbdecl-nat.lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    path = os.path.join(base, "vbdecl-nat.json")
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            with open(path) as f:
+                data: dict[str, Any] = json.load(f)
+        except (OSError, ValueError):
+            data = {}
+        data.setdefault("forward", {})
+        before = json.dumps(data, sort_keys=True)
+        yield data
+        if json.dumps(data, sort_keys=True) != before:
+            tmp = f"{path}.{os.getpid()}.tmp"
+            with open(tmp, "w") as f:
+                json.dump(data, f, sort_keys=True)
+            os.replace(tmp, path)
+    finally:
+        os.close(fd)
+
+
+def _add(ctx: Context, cmds: list[Cmd], families: list[str], what: str) -> None:
+    """Run ``cmds`` in one transaction (creating the table when it is absent)
+    and make sure forwarding is on for ``families``; all under the host lock."""
+    from vbdecl.sys.nft import translate
+
     nft = _nft(ctx)
-    users: list[str] = st["nft"].setdefault("users", [])
-    if not users:
-        nft.run(base_commands() + cmds, what=what)
-    else:
+    with _host_lock() as host:
         ok, err = nft.try_run(cmds)
         if not ok:
             if "No such file or directory" in err and nft.list_table(FAMILY, TABLE) is None:
-                nft.run(base_commands() + cmds, what=what)  # the table was removed behind our back
+                nft.run(base_commands()[2:] + cmds, what=what)   # create, never reset
             else:
-                from vbdecl.sys.nft import translate
-
                 raise translate(err, what)
-    shared.add_user(users, key)
+        try:
+            _forward_on(host, families)
+        except BaseException:
+            nft.try_run(_undo_of(cmds))
+            raise
 
 
-def _release_table(ctx: Context, st: dict[str, Any], key: str, cmds: list[Cmd], what: str) -> None:
-    """Run the delete ``cmds``; tolerate objects already gone; drop the table with its last user."""
+def _undo_of(cmds: list[Cmd]) -> list[Cmd]:
+    """The delete commands matching the add commands of one environment object."""
+    out: list[Cmd] = []
+    for cmd in cmds:
+        for verb in ("create", "add"):
+            body = cmd.get(verb, {})
+            if "element" in body:
+                el = body["element"]
+                keys = [e[0]["elem"]["val"] if isinstance(e, list) else e for e in el["elem"]]
+                out.insert(0, {"delete": {"element": dict(el, elem=keys)}})
+            elif "chain" in body:
+                out += [{"flush": {"chain": body["chain"]}}, {"delete": {"chain": body["chain"]}}]
+    return out
+
+
+def _remove(ctx: Context, cmds: list[Cmd], what: str) -> None:
+    """Run the delete ``cmds`` (tolerating objects already gone); delete the
+    table when no environment is left in it, and give forwarding back."""
+    from vbdecl.sys.nft import translate
+
     nft = _nft(ctx)
-    users: list[str] = st["nft"].setdefault("users", [])
-    shared.remove_user(users, key)
-    if not users:
-        nft.run(delete_table_commands(), what=what)
-        return
-    ok, err = nft.try_run(cmds)
-    if ok:
-        return
-    if "No such file or directory" not in err:
-        from vbdecl.sys.nft import translate
+    with _host_lock() as host:
+        ok, err = nft.try_run(cmds)
+        if not ok:
+            if "No such file or directory" not in err:
+                raise translate(err, what)
+            for cmd in cmds:  # partly gone already: remove what is left, one by one
+                nft.try_run([cmd])
+        items = nft.list_table(FAMILY, TABLE)
+        if items is not None:
+            chains = {i["chain"]["name"] for i in items if "chain" in i}
+            if chains - BASE_CHAINS:
+                return           # other environments (of any state root) still use it
+            nft.run(delete_table_commands(), what=what)
+        _forward_restore(host)
 
-        raise translate(err, what)
-    for cmd in cmds:  # partly gone already: remove what is left, one by one
-        nft.try_run([cmd])
 
-
-def _forward_acquire(st: dict[str, Any], key: str, families: list[str]) -> None:
+def _forward_on(host: dict[str, Any], families: list[str]) -> None:
     from vbdecl.sys import netlink
 
     for fam in families:
-        entry = st["forward"].setdefault(fam, {"saved": None, "users": []})
-        if not entry["users"]:
-            current = netlink.sysctl_get(netlink.FORWARD[fam])
-            entry["saved"] = current
-            if current != "1":
-                netlink.sysctl_set(netlink.FORWARD[fam], "1")
-        shared.add_user(entry["users"], key)
+        current = netlink.sysctl_get(netlink.FORWARD[fam])
+        if current != "1":
+            netlink.sysctl_set(netlink.FORWARD[fam], "1")
+            host["forward"].setdefault(fam, current)   # what it was before vbdecl
 
 
-def _forward_release(st: dict[str, Any], key: str) -> None:
+def _forward_restore(host: dict[str, Any]) -> None:
     from vbdecl.sys import netlink
 
-    for fam in list(st["forward"]):
-        entry = st["forward"][fam]
-        if key not in entry["users"]:
-            continue
-        shared.remove_user(entry["users"], key)
-        if entry["users"]:
-            continue
-        if entry.get("saved") not in (None, "1") and netlink.sysctl_get(netlink.FORWARD[fam]) == "1":
-            netlink.sysctl_set(netlink.FORWARD[fam], entry["saved"])
-        del st["forward"][fam]
+    for fam, saved in list(host["forward"].items()):
+        if saved != "1" and netlink.sysctl_get(netlink.FORWARD[fam]) == "1":
+            netlink.sysctl_set(netlink.FORWARD[fam], str(saved))
+        del host["forward"][fam]
 
 
 def _env_addresses(ctx: Context) -> tuple[str | None, str | None]:
@@ -271,29 +330,18 @@ class Masquerade:
         egress = self._egress(ctx, params)
         addrs4 = [a4] if a4 else []
         addrs6 = [a6] if a6 else []
-        key = f"{ctx.instance}/masq"
         fams = (["4"] if addrs4 else []) + (["6"] if addrs6 else [])
-        with shared.locked(ctx.state_dir) as st:
-            try:
-                _run_with_table(ctx, st, key, masquerade_add(ctx.instance, egress, addrs4, addrs6),
-                                "adding the masquerade rule")
-            except ConflictError as err:
-                raise ConflictError(f"address {a4 or a6} is already masqueraded by another environment",
-                                    hint="two environments share an address; destroy the stale one") from err
-            try:
-                _forward_acquire(st, key, fams)
-            except BaseException:
-                _release_table(ctx, st, key, masquerade_delete(ctx.instance, addrs4, addrs6), "undoing")
-                raise
+        try:
+            _add(ctx, masquerade_add(ctx.instance, egress, addrs4, addrs6), fams, "adding the masquerade rule")
+        except ConflictError as err:
+            raise ConflictError(f"address {a4 or a6} is already masqueraded by another environment",
+                                hint="two environments share an address; destroy the stale one") from err
         return {"chain": masq_chain(ctx.instance), "egress": egress, "addresses4": addrs4,
-                "addresses6": addrs6, "key": key}
+                "addresses6": addrs6}
 
     def revert(self, ctx: Context, record: Record) -> None:
-        with shared.locked(ctx.state_dir) as st:
-            _release_table(ctx, st, record["key"],
-                           masquerade_delete(ctx.instance, record["addresses4"], record["addresses6"]),
-                           "removing the masquerade rule")
-            _forward_release(st, record["key"])
+        _remove(ctx, masquerade_delete(ctx.instance, record["addresses4"], record["addresses6"]),
+                "removing the masquerade rule")
 
     def update(self, ctx: Context, params: Params, record: Record) -> Record:
         self.revert(ctx, record)
@@ -322,32 +370,19 @@ class Port:
         if not (1 <= host_port <= 65535 and 1 <= int(params["container"]) <= 65535):
             raise VbdeclError(f"port {host_port}:{params['container']} is out of range 1..65535")
         a4, a6 = _env_addresses(ctx)
-        key = f"{ctx.instance}/{proto}/{host_port}"
         fams = (["4"] if a4 else []) + (["6"] if a6 else [])
-        with shared.locked(ctx.state_dir) as st:
-            try:
-                _run_with_table(ctx, st, key, port_add(ctx.instance, params, a4, a6),
-                                f"publishing port {host_port}/{proto}")
-            except ConflictError as err:
-                raise ConflictError(f"host port {host_port}/{proto} is already published by another environment",
-                                    hint="choose another host port; `vbdecl ls` shows the environments") from err
-            except SysError:
-                raise
-            try:
-                _forward_acquire(st, key, fams)
-            except BaseException:
-                _release_table(ctx, st, key, port_delete(ctx.instance, proto, host_port), "undoing")
-                raise
+        try:
+            _add(ctx, port_add(ctx.instance, params, a4, a6), fams, f"publishing port {host_port}/{proto}")
+        except ConflictError as err:
+            raise ConflictError(f"host port {host_port}/{proto} is already published by another environment",
+                                hint="choose another host port; `vbdecl ls` shows the environments") from err
         return {"chain": port_chain(ctx.instance, proto, host_port), "protocol": proto,
                 "host": host_port, "container": int(params["container"]),
-                "host_ip": params.get("host_ip"), "key": key}
+                "host_ip": params.get("host_ip")}
 
     def revert(self, ctx: Context, record: Record) -> None:
-        with shared.locked(ctx.state_dir) as st:
-            _release_table(ctx, st, record["key"],
-                           port_delete(ctx.instance, record["protocol"], record["host"]),
-                           f"removing published port {record['host']}/{record['protocol']}")
-            _forward_release(st, record["key"])
+        _remove(ctx, port_delete(ctx.instance, record["protocol"], record["host"]),
+                f"removing published port {record['host']}/{record['protocol']}")
 
     def update(self, ctx: Context, params: Params, record: Record) -> Record:
         self.revert(ctx, record)

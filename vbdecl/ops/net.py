@@ -161,7 +161,8 @@ class Bridge:
             if found is None:
                 index = nl.bridge_create(ipr, name, mtu=params.get("mtu"), alias=BRIDGE_ALIAS)
                 created = True
-                entry = {"created": True, "users": [], "added": []}
+                # (an entry whose bridge vanished keeps its users: they re-join)
+                entry = {"users": [], **(entry or {}), "created": True, "added": []}
             else:
                 index = found["index"]
                 if entry is None:
@@ -209,7 +210,15 @@ class Bridge:
                 return
             found = nl.link(ipr, name)
             if found is not None and found["kind"] == "bridge":
-                if entry.get("created") and found.get("alias") == BRIDGE_ALIAS:
+                mine = ipam.veth_name(ctx.instance)
+                others = [ln["name"] for ln in nl.links(ipr)
+                          if ln["master"] == found["index"] and ln["name"] != mine]
+                if others:
+                    # still in use by something this state root does not know
+                    # (another state root's environment, or a port someone added)
+                    pass
+                elif found.get("alias") == BRIDGE_ALIAS:
+                    # made by vbdecl (by this state root or another): unused now, so it goes
                     nl.link_delete(ipr, found["index"], name)
                 else:
                     for cidr in entry.get("added", []):

@@ -282,7 +282,9 @@ def _spawn_and_wait(cfg: C.ChildConfig, nsd: dict[str, Any], idmap: dict[str, An
         code = C.status_code(holder_status)
         if error is not None:
             result.error = error
-            result.code = code if code in (125, 126, 127) else error.exit_code
+            # vbdecl failed before the process started: 125, or the child's 126/127
+            result.code = code if code in (126, 127) and error.exit_code == code else (
+                error.exit_code if error.exit_code in (126, 127) else 125)
         else:
             result.code = code
             sink.emit("exited", pid=target, exit_code=code, ns=inodes)

@@ -1,0 +1,131 @@
+"""``vbdecl run FILE [-- CMD...]`` end to end: manifest -> cached plan -> sandbox -> exit status.
+
+Every test uses a private plan cache (VBDECL_CACHE_DIR) and state dir.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+VBDECL = str(Path(sys.executable).parent / "vbdecl")
+HELLO = str(REPO / "manifests" / "hello.yaml")
+
+MINIMAL = """\
+apiVersion: vbdecl/v1
+kind: Environment
+metadata:
+  name: {name}
+spec:
+  filesystem:
+    - {{type: ro-bind, source: /usr, target: /usr}}
+    - {{type: symlink, target: /bin, points_to: usr/bin}}
+    - {{type: symlink, target: /lib, points_to: usr/lib}}
+    - {{type: symlink, target: /lib64, points_to: usr/lib64}}
+    - {{type: proc, target: /proc}}
+    - {{type: dev, target: /dev}}
+{extra}
+"""
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> dict[str, str]:
+    return dict(os.environ, VBDECL_CACHE_DIR=str(tmp_path / "cache"),
+                VBDECL_STATE_DIR=str(tmp_path / "state"))
+
+
+def vbdecl(env: dict[str, str], *args: str, **kw: object) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([VBDECL, *args], capture_output=True, text=True, env=env, timeout=60,
+                          **kw)  # type: ignore[call-overload]
+
+
+def manifest(tmp_path: Path, extra: str = "", name: str = "clitest") -> str:
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(MINIMAL.format(name=name, extra=extra))
+    return str(path)
+
+
+def test_make_run_hello(env: dict[str, str]) -> None:
+    r = vbdecl(env, "run", HELLO)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == "Hello from a vbdecl sandbox!\n"
+
+
+def test_run_command_override_and_exit_codes(env: dict[str, str], tmp_path: Path) -> None:
+    m = manifest(tmp_path)
+    r = vbdecl(env, "run", m, "--", "/bin/sh", "-c", "echo $$; exit 7")
+    assert (r.returncode, r.stdout) == (7, "2\n")
+    r = vbdecl(env, "run", m, "--", "/bin/sh", "-c", "kill -USR1 $$")
+    assert r.returncode == 128 + 10
+    r = vbdecl(env, "run", m, "--", "nonexistent-tool")
+    assert r.returncode == 127
+    assert "command not found: nonexistent-tool" in r.stderr and "hint:" in r.stderr
+    r = vbdecl(env, "run", m, "--", "/proc/self/status")
+    assert r.returncode == 126 and "cannot execute" in r.stderr
+    r = vbdecl(env, "run", str(tmp_path / "missing.yaml"))
+    assert r.returncode == 125 and "missing.yaml" in r.stderr
+
+
+def test_default_shell_must_exist(env: dict[str, str], tmp_path: Path) -> None:
+    # A root with no /bin/sh and no process.command: 127 with a clear message.
+    path = tmp_path / "empty.yaml"
+    path.write_text("apiVersion: vbdecl/v1\nkind: Environment\nmetadata: {name: empty}\n"
+                    "spec:\n  filesystem:\n    - {type: tmpfs, target: /tmp}\n")
+    r = vbdecl(env, "run", str(path))
+    assert r.returncode == 127
+    assert "/bin/sh does not exist" in r.stderr
+
+
+def test_events_fd_and_cached_run_imports(env: dict[str, str], tmp_path: Path) -> None:
+    m = manifest(tmp_path)
+    assert vbdecl(env, "run", m, "--", "/bin/true").returncode == 0   # compiles, fills the cache
+    code = ("import json, os, sys\n"
+            "r, w = os.pipe()\n"
+            "from vbdecl.cli.fast import main\n"
+            f"rc = main(['run', '--events-fd', str(w), {m!r}, '--', '/bin/true'])\n"
+            "os.close(w)\n"
+            "events = os.read(r, 65536).decode()\n"
+            "print(json.dumps({'rc': rc, 'events': events, 'modules': sorted(sys.modules)}))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
+                         check=True).stdout
+    data = json.loads(out.splitlines()[-1])
+    assert data["rc"] == 0
+    assert [json.loads(x)["event"] for x in data["events"].splitlines()] == [
+        "runtime_init_warnings", "spawned", "setup_finished", "exited"]
+    heavy = [m for m in data["modules"]
+             if m.split(".")[0] in ("pydantic", "ruamel", "rich", "pyroute2", "typer", "click")]
+    assert heavy == []
+    assert "argparse" not in data["modules"] and "vbdecl.model.manifest" not in data["modules"]
+
+
+def _cgroup_dirs() -> set[str]:
+    found = set()
+    for top in Path("/sys/fs/cgroup").iterdir():
+        d = top / "vbdecl"
+        if d.is_dir():
+            found |= {str(p) for p in d.iterdir() if p.is_dir()}
+    return found
+
+
+def test_run_executes_host_actions_and_reverts_them(env: dict[str, str], tmp_path: Path) -> None:
+    m = manifest(tmp_path, "  limits: {pids: 32}")
+    r = vbdecl(env, "run", m, "--", "/bin/sh", "-c", "grep pids /proc/self/cgroup")
+    assert r.returncode == 0, r.stderr
+    assert "/vbdecl/vb-" in r.stdout
+    instance = r.stdout.strip().rsplit("/", 1)[1]
+    assert not any(instance in d for d in _cgroup_dirs())     # removed after the run
+
+
+def test_host_action_failure_is_rolled_back(env: dict[str, str], tmp_path: Path) -> None:
+    m = manifest(tmp_path, "  limits: {pids: 32, memory: 64Mi}")
+    before = _cgroup_dirs()
+    r = vbdecl(dict(env, VBDECL_FAULT="cgroup.pids"), "run", m, "--", "/bin/echo", "never")
+    assert r.returncode == 125
+    assert "cgroup.pids" in r.stderr and "never" not in r.stdout
+    assert _cgroup_dirs() == before

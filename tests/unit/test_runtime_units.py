@@ -1,0 +1,147 @@
+"""Pure parts of the runtime: fast-path argv, env building, status codes, sync framing, events, lock."""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+from pathlib import Path
+
+import pytest
+
+from vbdecl.cli import fast
+from vbdecl.errors import LockedError, RuntimeSetupError, UsageError
+from vbdecl.runtime import child as C
+from vbdecl.runtime import spawn
+from vbdecl.runtime.events import EventSink
+from vbdecl.runtime.lock import acquire
+from vbdecl.sys import ns as sysns
+
+
+def test_fast_parse_run_and_exec() -> None:
+    assert fast.parse(["run", "f.yaml"]) == ("run", {}, ["f.yaml"], None)
+    assert fast.parse(["--state-dir", "/s", "run", "--name", "x", "f.yaml", "--", "a", "-b"]) == (
+        "run", {"state_dir": "/s", "name": "x"}, ["f.yaml"], ["a", "-b"])
+    assert fast.parse(["exec", "env1", "ls", "-l"]) == ("exec", {}, ["env1"], ["ls", "-l"])
+    assert fast.parse(["exec", "--cwd=/tmp", "env1"]) == ("exec", {"cwd": "/tmp"}, ["env1"], None)
+    with pytest.raises(UsageError, match="unknown option --bogus"):
+        fast.parse(["run", "--bogus", "f"])
+    with pytest.raises(UsageError, match="needs a value"):
+        fast.parse(["run", "--name"])
+
+
+def test_fast_main_reports_usage_errors_with_125(capsys: pytest.CaptureFixture[str]) -> None:
+    assert fast.main(["run"]) == 125
+    assert "vbdecl run takes a manifest FILE" in capsys.readouterr().err
+
+
+def test_build_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("KEEP", "1")
+    monkeypatch.setenv("DROP", "2")
+    env = C.build_env({"env": {"NEW": "3"}, "unset_env": ["DROP"], "clear_env": False})
+    assert env["KEEP"] == "1" and "DROP" not in env and env["NEW"] == "3"
+    assert C.build_env({"env": {"A": "b"}, "clear_env": True, "unset_env": []}) == {"A": "b"}
+
+
+def test_status_codes() -> None:
+    assert C.status_code(7 << 8) == 7
+    assert C.status_code(9) == 137        # killed by SIGKILL
+    assert C.status_code(15) == 143
+
+
+def test_sync_message_framing() -> None:
+    r, w = os.pipe()
+    try:
+        C.send(w, C.MSG_UNSHARED)
+        C.send(w, C.MSG_PID, struct.pack("=i", 4242))
+        C.send(w, C.MSG_ERROR, json.dumps({"code": 127, "message": "nope", "hint": "h"}).encode())
+        os.close(w)
+        w = -1
+        assert spawn._read_msg(r) == (C.MSG_UNSHARED, b"")
+        tag, payload = spawn._read_msg(r) or (b"", b"")
+        assert tag == C.MSG_PID and struct.unpack("=i", payload)[0] == 4242
+        tag, payload = spawn._read_msg(r) or (b"", b"")
+        err = spawn._child_error(payload)
+        assert tag == C.MSG_ERROR and err.exit_code == 127 and err.message == "nope" and err.hint == "h"
+        assert spawn._read_msg(r) is None
+    finally:
+        os.close(r)
+        if w >= 0:
+            os.close(w)
+
+
+def test_sync_protocol_violation_is_an_error() -> None:
+    r, w = os.pipe()
+    try:
+        os.write(w, b"?")
+        with pytest.raises(RuntimeSetupError, match="protocol violation"):
+            spawn._read_msg(r)
+    finally:
+        os.close(r)
+        os.close(w)
+
+
+def test_event_sink_writes_json_lines_in_order(tmp_path: Path) -> None:
+    path = tmp_path / "events"
+    seen: list[dict[str, object]] = []
+    r, w = os.pipe()
+    sink = EventSink(path=str(path), fds=[w], callback=seen.append)
+    try:
+        sink.emit("spawned", pid=1)
+        sink.emit("exited", pid=1, exit_code=0)
+    finally:
+        sink.close()
+        os.close(w)
+    lines = [json.loads(x) for x in path.read_text().splitlines()]
+    assert [e["event"] for e in lines] == ["spawned", "exited"] and lines == seen
+    assert os.read(r, 4096).decode().count("\n") == 2
+    os.close(r)
+
+
+def test_lock_is_exclusive(tmp_path: Path) -> None:
+    path = str(tmp_path / "lock")
+    fd = acquire(path)
+    try:
+        with pytest.raises(LockedError, match="is held by another environment") as info:
+            acquire(path)
+        assert info.value.exit_code == 125
+        assert str(os.getpid()) in info.value.message
+    finally:
+        os.close(fd)
+    os.close(acquire(path))
+
+
+def test_host_actions_filter() -> None:
+    plan = {"actions": [
+        {"id": "env", "kind": "env.namespaces", "scope": "host"},
+        {"id": "rootfs", "kind": "fs.rootfs", "scope": "env"},
+        {"id": "cgroup", "kind": "cgroup.group", "scope": "host"},
+        {"id": "net.loopback", "kind": "net.loopback", "scope": "host"},
+        {"id": "process", "kind": "proc.main", "scope": "host"},
+    ]}
+    assert [a["id"] for a in spawn.host_actions(plan)] == ["cgroup"]
+
+
+def test_user_namespace_implied_unprivileged(monkeypatch: pytest.MonkeyPatch) -> None:
+    spec = {"namespaces": {"user": False, "pid": True, "mount": True}, "idmap": None}
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    monkeypatch.setattr(os, "getegid", lambda: 1001)
+    nsd, idmap, _ = spawn.resolve_namespaces(spec)
+    assert nsd["user"] is True
+    assert idmap == {"uid": [{"inside": 0, "outside": 1000, "count": 1}],
+                     "gid": [{"inside": 0, "outside": 1001, "count": 1}]}
+    monkeypatch.setattr(os, "geteuid", lambda: 0)
+    nsd, idmap, _ = spawn.resolve_namespaces(spec)
+    assert nsd["user"] is False and idmap is None
+
+
+def test_config_needs_a_mount_namespace_for_a_root() -> None:
+    spec = {"process": {}, "filesystem": [{"type": "tmpfs", "target": "/tmp"}], "rootfs": None}
+    with pytest.raises(RuntimeSetupError, match="new mount namespace"):
+        spawn._config(spec, {"mount": False, "pid": True}, "vb-00000000", "", None)
+
+
+def test_id_map_text() -> None:
+    assert sysns._map_text([{"inside": 0, "outside": 1000, "count": 1},
+                            {"inside": 1, "outside": 100000, "count": 65536}]) == \
+        "0 1000 1\n1 100000 65536\n"

@@ -354,3 +354,13 @@ def test_run_path_imports_nothing_heavy(tmp_path: Path) -> None:
     heavy = {m for m in mods if m.split(".")[0] in ("pydantic", "ruamel", "rich", "pyroute2", "typer", "click")}
     assert not heavy
     assert "argparse" not in mods and "vbdecl.cli.main" not in mods
+
+
+def test_tty_true_needs_a_terminal_and_tty_false_detaches(tmp_path: Path) -> None:
+    spec = make_spec(["/bin/true"], tty=True)
+    proc = subprocess.run(driver(tmp_path, spec, "tty"), stdin=subprocess.DEVNULL,
+                          capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 125 and "not a terminal" in proc.stderr
+    check = "import os; assert os.getsid(0) == os.getpid()"
+    assert run_spec(make_spec([sys.executable, "-c", check], tty=False)).code == 0
+    assert run_spec(make_spec([sys.executable, "-c", check], tty="auto")).code != 0

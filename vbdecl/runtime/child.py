@@ -305,7 +305,7 @@ def init_main(cfg: ChildConfig, holder: int) -> NoReturn:
         sysproc.set_name("vbdecl-init")
     except BaseException as exc:
         _report(cfg, exc)
-    init_loop(pid, forward_tty_signals=bool(cfg.spec["process"].get("new_session")))
+    init_loop(pid, forward_tty_signals=own_session(cfg.spec["process"]))
 
 
 def init_loop(main_pid: int | None, *, forward_tty_signals: bool) -> NoReturn:
@@ -377,8 +377,12 @@ def _exec_process(cfg: ChildConfig) -> None:
             signal.signal(sig, signal.SIG_DFL)
         except (OSError, ValueError):
             pass
-    if proc.get("new_session"):
-        os.setsid()
+    tty = proc.get("tty", "auto")
+    if tty is True and not os.isatty(0):
+        raise SetupFailure(125, "process.tty is true but vbdecl's stdin is not a terminal",
+                           "run it from a terminal, or set process.tty: auto")
+    if own_session(proc):
+        os.setsid()     # new_session, or tty: false: no controlling terminal
     if cfg.die_with_parent:
         sysproc.set_pdeathsig(signal.SIGKILL, os.getppid())
     cwd = proc.get("cwd") or "/"
@@ -416,6 +420,11 @@ def _exec_process(cfg: ChildConfig) -> None:
     if proc.get("argv0"):
         argv[0] = proc["argv0"]
     _execvpe(file, argv, env)
+
+
+def own_session(proc: dict[str, Any]) -> bool:
+    """The process gets a session of its own (and so no controlling terminal)."""
+    return bool(proc.get("new_session")) or proc.get("tty") is False
 
 
 def build_env(proc: dict[str, Any]) -> dict[str, str]:

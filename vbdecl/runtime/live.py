@@ -245,7 +245,7 @@ def start_process(*, env_record: dict[str, Any], spec: dict[str, Any], log_path:
                     os.dup2(log_fd, 1)
                     os.dup2(log_fd, 2)
                     s = dict(spec)
-                    s["process"] = dict(spec["process"], new_session=False)
+                    s["process"] = dict(spec["process"], new_session=False, tty="auto")  # setsid done
                     cfg = _process_cfg(s, None, c2p_w)
                     cfg.die_with_parent = False
                     C.exec_process(cfg)
@@ -353,7 +353,7 @@ def exec_in(name: str, argv: list[str] | None, *, state_dir: str | None = None,
         msg = _read_msg(c2p_r)
         if msg is not None and msg[0] == C.MSG_ERROR:
             error = _child_error(msg[1])
-        status = _wait(pid, pid, forward_signals, bool(proc.get("new_session")))
+        status = _wait(pid, pid, forward_signals, C.own_session(proc))
     finally:
         os.close(c2p_r)
         if old_mask is not None:

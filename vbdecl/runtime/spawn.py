@@ -278,7 +278,7 @@ def _spawn_and_wait(cfg: C.ChildConfig, nsd: dict[str, Any], idmap: dict[str, An
                     break
         if error is None:
             sink.emit("setup_finished", pid=target, ns=inodes)
-        holder_status = _wait(pid, target, forward_signals, bool(spec["process"].get("new_session")))
+        holder_status = _wait(pid, target, forward_signals, C.own_session(spec["process"]))
         code = C.status_code(holder_status)
         if error is not None:
             result.error = error

@@ -71,11 +71,26 @@ class _StatusWriter:
             self.json_fd = None
 
 
+def undo_locale_coercion() -> None:
+    """Python (PEP 538) may have set LC_CTYPE in its own environment at start-up;
+    the sandboxed program must see the caller's environment, not ours."""
+    if "LC_CTYPE" not in os.environ:
+        return
+    try:
+        with open("/proc/self/environ", "rb") as f:
+            original = f.read().split(b"\0")
+    except OSError:
+        return
+    if not any(item.startswith(b"LC_CTYPE=") for item in original):
+        del os.environ["LC_CTYPE"]
+
+
 def launch(doc: dict[str, Any], *, prog: str, level_prefix: bool) -> int:
     from vbdecl.errors import VbdeclError
     from vbdecl.plan.compile import compile_doc
     from vbdecl.runtime.spawn import run_plan
 
+    undo_locale_coercion()
     spec = doc["spec"]
     vb = spec.get("vb") or {}
     prefix = "<3>" if level_prefix else ""

@@ -1,0 +1,94 @@
+"""Differential tests: the same bubblewrap flags through Debian's bwrap and through vb.
+
+The payload prints what a sandboxed program can see (ids, cwd, modes of
+paths, the mount table with fs types and flags, capability sets,
+no_new_privs, seccomp mode, environment) and the exit status; both outputs
+must be identical. Needs Debian's bubblewrap (`make test` installs it).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+VB = str(Path(sys.executable).with_name("vb"))
+BWRAP = shutil.which("bwrap")
+pytestmark = pytest.mark.skipif(BWRAP is None, reason="needs Debian's bubblewrap")
+
+PROBE = r"""
+echo "ids $(id -u) $(id -g)"
+echo "cwd $(pwd)"
+for p in "$@"; do echo "stat $p $(stat -c '%a %F' "$p" 2>&1)"; done
+awk '{ split($0, a, " - "); split(a[2], b, " "); print "mnt", $5, b[1], $6 }' /proc/self/mountinfo \
+  | sed -E 's/,(relatime|noatime|nosymfollow)//g' | sort
+grep -E '^(CapEff|CapBnd|CapPrm|CapAmb|NoNewPrivs|Seccomp):' /proc/self/status
+env | grep -vE '^(_|SHLVL|PWD|OLDPWD)=' | sort | sed 's/^/env /'
+exit "${PROBE_EXIT:-0}"
+"""
+
+BASE = ["--ro-bind", "/usr", "/usr", "--symlink", "usr/lib", "/lib", "--symlink", "usr/lib64", "/lib64",
+        "--symlink", "usr/bin", "/bin", "--ro-bind", "/etc", "/etc", "--proc", "/proc"]
+
+CASES = {
+    "minimal": [],
+    "pid-dev": ["--unshare-pid", "--dev", "/dev"],
+    "tmpfs-perms-size": ["--perms", "0700", "--size", "1048576", "--tmpfs", "/t", "--tmpfs", "/u"],
+    "dirs-and-chdir": ["--dir", "/a/b/c", "--perms", "0750", "--dir", "/d", "--chdir", "/a/b"],
+    "env": ["--setenv", "FOO", "bar", "--unsetenv", "HOME", "--setenv", "X", "1"],
+    "clearenv": ["--clearenv", "--setenv", "ONLY", "me"],
+    "ro-bind-file": ["--ro-bind", "/etc/hostname", "/hostname", "--bind", "/tmp", "/hosttmp"],
+    "remount-ro": ["--tmpfs", "/w", "--remount-ro", "/w"],
+    "symlinks-chmod": ["--tmpfs", "/s", "--symlink", "../usr", "/s/l", "--dir", "/s/x",
+                       "--chmod", "0700", "/s/x"],
+    "unshare-all": ["--unshare-all"],
+    "caps-drop": ["--cap-drop", "ALL", "--cap-add", "CAP_NET_RAW"],
+    "mqueue": ["--unshare-ipc", "--mqueue", "/dev/mqueue"],
+    "exit-code": ["--setenv", "PROBE_EXIT", "7"],
+    "uts-hostname": ["--unshare-uts", "--hostname", "sandbox"],
+}
+
+PATHS = ["/", "/t", "/u", "/a", "/a/b", "/a/b/c", "/d", "/s/x", "/w", "/hostname"]
+
+
+def run(tool: str, args: list[str], tmp: Path) -> str:
+    probe = tmp / "probe.sh"
+    probe.write_text(PROBE)
+    argv = [tool, *BASE, "--ro-bind", str(probe), "/probe.sh", *args, "sh", "/probe.sh", *PATHS]
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=30, cwd="/",
+                          env={"PATH": "/usr/bin:/bin", "HOME": "/root", "LANG": "C"})
+    return f"{proc.stdout}{proc.stderr}exit {proc.returncode}\n"
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_payload_sees_the_same_sandbox(case: str, tmp_path: Path) -> None:
+    expected = run(BWRAP, CASES[case], tmp_path)  # type: ignore[arg-type]
+    got = run(VB, CASES[case], tmp_path)
+    assert got == expected
+
+
+def test_json_status_fd_reports_child_pid_and_exit_code(tmp_path: Path) -> None:
+    outputs = {}
+    for tool in (BWRAP, VB):
+        r, w = os.pipe()
+        proc = subprocess.run([tool, *BASE, "--unshare-pid", "--json-status-fd", str(w), "sh", "-c", "exit 5"],
+                              pass_fds=(w,), timeout=30)
+        os.close(w)
+        with os.fdopen(r) as f:
+            lines = [json.loads(line) for line in f.read().splitlines()]
+        outputs[tool] = (proc.returncode, [sorted(line) for line in lines], lines[-1])
+    assert outputs[VB] == outputs[BWRAP]
+
+
+def test_usage_errors_exit_1_with_the_program_name(tmp_path: Path) -> None:
+    link = tmp_path / "bwrap"
+    link.symlink_to(VB)
+    for args in (["--bogus"], ["--uid", "3", "true"], ["--perms", "0700", "--bind", "/a", "/b", "true"]):
+        ours = subprocess.run([str(link), *args], capture_output=True, text=True, timeout=30)
+        theirs = subprocess.run([BWRAP, *args], capture_output=True, text=True, timeout=30)  # type: ignore[list-item]
+        assert (ours.returncode, ours.stderr) == (theirs.returncode, theirs.stderr)

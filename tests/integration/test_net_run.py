@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import json
 import os
 import random
 import secrets
@@ -56,3 +57,74 @@ def test_vbdecl_run_bridge_mode(tmp_path: Path, state_dir: Path) -> None:
     assert set(os.listdir("/sys/class/net")) - before == set()
     st = shared.read(str(state_dir))
     assert st["bridges"] == {} and st["leases"] == {}
+
+
+SERVICE = """\
+apiVersion: vbdecl/v1
+kind: Environment
+metadata:
+  name: nete2enat
+spec:
+  filesystem:
+    - {{type: ro-bind, source: /usr, target: /usr}}
+    - {{type: symlink, target: /bin, points_to: usr/bin}}
+    - {{type: symlink, target: /lib, points_to: usr/lib}}
+    - {{type: symlink, target: /lib64, points_to: usr/lib64}}
+    - {{type: proc, target: /proc}}
+    - {{type: dev, target: /dev}}
+  network:
+    mode: bridge
+    bridge: {bridge}
+    subnet: {subnet}
+    nat: true
+    egress: {egress}
+    ports: ["{port}:8000/tcp"]
+  process:
+    command: ["/usr/bin/python3", "-c", {code}]
+"""
+
+INSIDE = """
+import socket
+c = socket.create_connection(("{up_ip}", 7003), timeout=10)
+c.sendall(b"out")
+print("upstream said", c.recv(64).decode())
+c.close()
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("0.0.0.0", 8000))
+s.listen()
+s.settimeout(20)
+c, p = s.accept()
+c.sendall(c.recv(64))
+print("peer", p[0])
+"""
+
+
+def test_vbdecl_run_nat_and_published_port(tmp_path: Path, state_dir: Path) -> None:
+    from test_net import echo_client, echo_server, in_netns, nft_table, result, upstream
+
+    bridge = f"vbt{secrets.token_hex(4)}"
+    a, b = random.randint(100, 250), random.randrange(0, 250, 2)
+    subnet = f"10.{a}.{b}.0/24"
+    hp = random.randint(20000, 40000)
+    with upstream(f"10.{a}.{b + 1}") as (up_pid, host_if, host_ip, up_ip):
+        path = tmp_path / "svc.yaml"
+        code = INSIDE.format(up_ip=up_ip)
+        path.write_text(SERVICE.format(bridge=bridge, subnet=subnet, egress=host_if, port=hp,
+                                        code=json.dumps(code)))
+        upstream_server = in_netns(up_pid, echo_server, up_ip, 7003)
+        run = subprocess.Popen([sys.executable, "-m", "vbdecl", "run", "--state-dir", str(state_dir), str(path)],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            assert result(upstream_server) == [host_ip]          # masqueraded out of the egress
+            # the published port, from the upstream namespace through the host
+            assert result(in_netns(up_pid, echo_client, host_ip, hp, "in")) == "in"
+            out, err = run.communicate(timeout=30)
+        finally:
+            if run.poll() is None:
+                run.kill()
+                run.communicate()
+        assert run.returncode == 0, err
+        assert "upstream said out" in out
+        assert f"peer {up_ip}" in out
+        assert nft_table() == ""

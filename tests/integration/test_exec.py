@@ -180,3 +180,28 @@ def test_live_lock_file_held_by_the_init(tmp_path: Path) -> None:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     finally:
         os.close(fd)
+
+
+def test_logs_follow_until_the_environment_stops(tmp_path: Path) -> None:
+    import threading
+
+    spec = copy.deepcopy(SPEC)
+    spec["process"]["command"] = ["/bin/sh", "-c", "i=0; while :; do echo line$i; i=$((i+1)); sleep 0.05; done"]
+    env = Live(tmp_path / "state", spec)
+    env.up()
+    lines: list[str] = []
+    follower = subprocess.Popen([VBDECL, "--state-dir", str(env.state), "logs", "-f", env.name],
+                                stdout=subprocess.PIPE, text=True)
+    reader = threading.Thread(target=lambda: lines.extend(follower.stdout or []))
+    reader.start()
+    try:
+        deadline = time.monotonic() + 10
+        while len(lines) < 5 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert len(lines) >= 5 and lines[0] == "line0\n"
+    finally:
+        env.down()
+    assert follower.wait(timeout=10) == 0
+    reader.join()
+    numbers = [int(x[4:]) for x in lines]
+    assert numbers == list(range(len(numbers)))     # in order, nothing lost or repeated

@@ -1,0 +1,162 @@
+"""fs.* ops on a LIVE environment: build its root by actions, add and remove a bind in place.
+
+A stand-in for the runtime's init: a child that unshares mount, pid and ipc
+namespaces and waits, as pid 1 of its pid namespace. The ops run helpers
+that join it; everything is checked from the host through
+/proc/PID/mountinfo and /proc/PID/root, which show the environment's view.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from test_fs_harness import unshare
+
+from vbdecl.ops import op_for
+from vbdecl.ops.base import Context
+from vbdecl.ops.fs import mountinfo_of
+
+CLONE_NEWNS, CLONE_NEWPID, CLONE_NEWIPC = 0x20000, 0x20000000, 0x08000000
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> Iterator[Context]:
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        code = 0
+        try:
+            os.close(r)
+            unshare(CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWIPC)
+            from vbdecl.sys.ns import make_mounts_private
+
+            make_mounts_private()
+            init = os.fork()
+            if init == 0:
+                os.close(w)
+                signal.pause()
+                os._exit(0)
+            os.write(w, str(init).encode())
+            os.close(w)
+            os.waitpid(init, 0)
+        except BaseException:
+            code = 1
+        os._exit(code)
+    os.close(w)
+    init_pid = int(os.read(r, 32))
+    os.close(r)
+    ctx = Context(name="t", instance="vb-0000abcd", state_dir=str(tmp_path / "state"),
+                  runtime_dir=str(tmp_path / "run"), env_pid=init_pid,
+                  spec={"network": {"mode": "isolated"}})
+    try:
+        yield ctx
+    finally:
+        os.kill(init_pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+
+
+def act(ctx: Context, kind: str, **params) -> dict:
+    return op_for(kind).apply(ctx, params)
+
+
+def mounts(ctx: Context) -> dict[str, dict]:
+    return {mi["target"]: mi for mi in mountinfo_of(ctx) or []}
+
+
+def test_live_root_built_by_actions(env: Context, tmp_path: Path) -> None:
+    lower = tmp_path / "lower"
+    lower.mkdir()
+    (lower / "f").write_text("lower")
+    upper, work = tmp_path / "upper", tmp_path / "work"
+    root = f"/proc/{env.env_pid}/root"
+    act(env, "fs.rootfs", rootfs=None)
+    act(env, "fs.ro-bind", target="/usr", source="/usr", optional=False)
+    act(env, "fs.symlink", target="/bin", points_to="usr/bin")
+    act(env, "fs.proc", target="/proc")
+    act(env, "fs.dev", target="/dev")
+    act(env, "fs.mqueue", target="/dev/mqueue")
+    act(env, "fs.tmpfs", target="/tmp", size=1 << 20, mode=0o1777)
+    act(env, "fs.dir", target="/run/app", mode=0o700)
+    act(env, "fs.file", target="/etc/motd", content="hi\n", source=None, mode=None)
+    act(env, "fs.bind-data", target="/etc/token", content="tok", readonly=True, mode=None)
+    act(env, "fs.overlay", target="/srv", lower=[str(lower)], upper=str(upper), work=str(work))
+    act(env, "fs.net-files", dns=["192.0.2.53"], hosts={"db": "10.0.0.2"}, hostname="web")
+    mi = mounts(env)
+    assert mi["/"]["fstype"] == "tmpfs"
+    assert {"ro", "nosuid", "nodev"} <= set(mi["/usr"]["opts"])
+    assert mi["/proc"]["fstype"] == "proc" and mi["/dev/pts"]["fstype"] == "devpts"
+    assert mi["/dev/mqueue"]["fstype"] == "mqueue" and mi["/srv"]["fstype"] == "overlay"
+    assert "ro" in mi["/etc/token"]["opts"] and "ro" in mi["/etc/resolv.conf"]["opts"]
+    assert sorted(os.listdir(root)) == ["bin", "dev", "etc", "proc", "run", "srv", "tmp", "usr"]
+    assert os.readlink(f"{root}/bin") == "usr/bin"
+    assert os.path.exists(f"{root}/bin/sh")
+    assert Path(f"{root}/etc/motd").read_text() == "hi\n"
+    assert Path(f"{root}/etc/token").read_text() == "tok"
+    assert Path(f"{root}/etc/resolv.conf").read_text() == "nameserver 192.0.2.53\n"
+    assert "10.0.0.2\tdb" in Path(f"{root}/etc/hosts").read_text()
+    assert oct(os.stat(f"{root}/run/app").st_mode & 0o7777) == "0o700"
+    # the proc instance belongs to the environment's pid namespace: its init is 1 there
+    assert Path(f"{root}/proc/1/stat").exists()
+    assert os.readlink(f"{root}/proc/1/ns/mnt") == os.readlink(f"/proc/{env.env_pid}/ns/mnt")
+    # the overlay's upper is the host's
+    Path(f"{root}/srv/new").write_text("x")
+    assert (upper / "new").read_text() == "x"
+
+
+def test_live_bind_add_probe_and_revert(env: Context, tmp_path: Path) -> None:
+    src = tmp_path / "data"
+    src.mkdir()
+    (src / "a").write_text("A")
+    root = f"/proc/{env.env_pid}/root"
+    act(env, "fs.rootfs", rootfs=None)
+    op = op_for("fs.bind")
+    params = {"target": "/mnt/data", "source": str(src), "optional": False}
+    assert op.probe(env, params, None) is None
+    record = op.apply(env, params)
+    assert Path(f"{root}/mnt/data/a").read_text() == "A"
+    assert {"nosuid", "nodev"} <= set(mounts(env)["/mnt/data"]["opts"])
+    assert op.probe(env, params, record) == record
+    assert op.probe(env, params, None) is not None
+    op.revert(env, record)
+    assert "/mnt/data" not in mounts(env)
+    assert not os.path.exists(f"{root}/mnt")       # the mount points it created are gone
+    assert op.probe(env, params, record) is None
+    op.revert(env, record)                          # idempotent
+    assert (src / "a").read_text() == "A"           # the host source is untouched
+
+
+def test_live_file_bind_chmod_remount_and_reverts(env: Context, tmp_path: Path) -> None:
+    host_file = tmp_path / "conf"
+    host_file.write_text("conf")
+    root = f"/proc/{env.env_pid}/root"
+    act(env, "fs.rootfs", rootfs=None)
+    rec_bind = act(env, "fs.ro-bind", target="/etc/conf", source=str(host_file), optional=False)
+    assert Path(f"{root}/etc/conf").read_text() == "conf"
+    rec_dir = act(env, "fs.dir", target="/data/x", mode=None)
+    rec_chmod = act(env, "fs.chmod", target="/data", mode=0o700)
+    assert oct(os.stat(f"{root}/data").st_mode & 0o7777) == "0o700"
+    rec_ro = act(env, "fs.remount-ro", target="/data")
+    assert "ro" in mounts(env)["/data"]["opts"]
+    op_for("fs.remount-ro").revert(env, rec_ro)
+    assert "/data" not in mounts(env)
+    op_for("fs.chmod").revert(env, rec_chmod)
+    assert oct(os.stat(f"{root}/data").st_mode & 0o7777) == "0o755"
+    op_for("fs.dir").revert(env, rec_dir)
+    assert not os.path.exists(f"{root}/data")
+    op_for("fs.ro-bind").revert(env, rec_bind)
+    assert not os.path.exists(f"{root}/etc")
+
+
+def test_ops_without_a_live_environment_fail_clearly(tmp_path: Path) -> None:
+    from vbdecl.errors import RuntimeSetupError
+
+    ctx = Context(name="t", instance="vb-0000abcd", state_dir=str(tmp_path),
+                  runtime_dir=str(tmp_path / "run"))
+    with pytest.raises(RuntimeSetupError) as ei:
+        act(ctx, "fs.tmpfs", target="/tmp", size=None, mode=None)
+    assert "no live environment" in ei.value.message
+    assert op_for("fs.tmpfs").probe(ctx, {"target": "/tmp"}, None) is None

@@ -1,0 +1,728 @@
+"""Ops ``fs.*``: the filesystem actions of a LIVE environment (``vbdecl apply``).
+
+An ephemeral run does not use these: the sandbox child calls
+:func:`vbdecl.runtime.rootfs.setup_root` with the whole spec. A live
+environment's namespaces are held by its init (op ``env.namespaces``); the
+engine then applies each filesystem action through these ops, in plan order,
+and can add or remove one later (an in-place update).
+
+Every apply/revert runs in a short-lived forked helper, so the vbdecl
+process never changes its own namespaces:
+
+1. host phase, in the host's namespaces: resolve sources, clone bind
+   sources (``open_tree(OPEN_TREE_CLONE)``), make tmpfs, devpts, overlay and
+   data mounts as *detached* mounts (:meth:`Builder.make`);
+2. ``setns`` into the environment's mount namespace (and its user namespace
+   when not root, its ipc namespace for mqueue, its pid namespace for proc,
+   then fork so the proc instance belongs to it), found as the pinned file
+   ``<runtime_dir>/ns/<name>`` or ``/proc/<env_pid>/ns/<name>`` (``ctx.extra
+   ["ns"]`` may map ``mnt``/``pid``/... to other paths);
+3. root phase: create the mount point inside the environment's root and
+   ``move_mount`` the detached mount onto it (:meth:`Builder.place`).
+
+``fs.rootfs`` builds the new root there and ``pivot_root``s the environment
+into it (its init follows). Revert of a mount is ``umount2(MNT_DETACH)`` of
+the target inside the environment plus removal of the mount points this
+action created (if still empty). ``probe`` reads ``/proc/<env_pid>/mountinfo``
+(or stats through ``/proc/<env_pid>/root``) without forking. Records carry the
+environment's mount-namespace inode; a revert against another namespace (the
+environment was replaced or is gone) does nothing.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import stat
+from typing import Any
+
+from vbdecl.errors import RuntimeSetupError
+from vbdecl.ops import register
+from vbdecl.ops.base import Context, Params, Record
+
+KINDS = {
+    "fs.rootfs": "Rootfs", "fs.bind": "Bind", "fs.ro-bind": "RoBind", "fs.dev-bind": "DevBind",
+    "fs.proc": "Proc", "fs.dev": "Dev", "fs.mqueue": "Mqueue", "fs.tmpfs": "Tmpfs",
+    "fs.overlay": "Overlay", "fs.tmp-overlay": "TmpOverlay", "fs.ro-overlay": "RoOverlay",
+    "fs.bind-data": "BindData", "fs.dir": "Dir", "fs.file": "File", "fs.symlink": "Symlink",
+    "fs.chmod": "Chmod", "fs.remount-ro": "RemountRo", "fs.net-files": "NetFiles",
+}
+for _kind, _cls in KINDS.items():
+    register(_kind, f"vbdecl.ops.fs:{_cls}")
+
+UMOUNT_NOFOLLOW = 0x8
+_NS_FLAGS = {"user": 0x10000000, "mnt": 0x00020000, "ipc": 0x08000000, "pid": 0x20000000}
+_JOIN = ("user", "mnt", "ipc", "pid")
+
+
+# --- where the environment is ----------------------------------------------------------
+
+def _ns_path(ctx: Context, name: str) -> str | None:
+    override = (ctx.extra.get("ns") or {}).get(name)
+    if override:
+        return str(override)
+    pinned = os.path.join(ctx.runtime_dir, "ns", name)
+    from vbdecl.sys.ns import is_pinned
+
+    if is_pinned(pinned):
+        return pinned
+    if ctx.env_pid:
+        return f"/proc/{ctx.env_pid}/ns/{name}"
+    return None
+
+
+def _ns_inode(ctx: Context, name: str = "mnt") -> int | None:
+    path = _ns_path(ctx, name)
+    if path is None:
+        return None
+    try:
+        return os.stat(path).st_ino
+    except OSError:
+        return None
+
+
+def _require_env(ctx: Context) -> int:
+    ino = _ns_inode(ctx)
+    if ino is None:
+        raise RuntimeSetupError(
+            "there is no live environment to change (its mount namespace is not pinned and "
+            "no init pid is known)",
+            hint="filesystem actions of a run are applied by the sandbox itself; for a live "
+                 "environment apply env.namespaces first")
+    if ino == os.stat("/proc/self/ns/mnt").st_ino:
+        raise RuntimeSetupError("the environment shares vbdecl's own mount namespace",
+                                hint="filesystem actions need namespaces.mount: true")
+    return ino
+
+
+def _same_env(ctx: Context, record: Record) -> bool:
+    ino = _ns_inode(ctx)
+    return ino is not None and ino == record.get("mnt_ns")
+
+
+def _unescape(field: str) -> str:
+    out, i = [], 0
+    while i < len(field):
+        if field[i] == "\\" and i + 3 < len(field) and field[i + 1:i + 4].isdigit():
+            out.append(chr(int(field[i + 1:i + 4], 8)))
+            i += 4
+        else:
+            out.append(field[i])
+            i += 1
+    return "".join(out)
+
+
+def mountinfo_of(ctx: Context) -> list[dict[str, Any]] | None:
+    """The environment's mounts (paths as seen from its root), or None if it is gone."""
+    if not ctx.env_pid:
+        return None
+    try:
+        with open(f"/proc/{ctx.env_pid}/mountinfo") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return None
+    out = []
+    for line in lines:
+        parts = line.split()
+        sep = parts.index("-")
+        out.append({"target": _unescape(parts[4]), "opts": parts[5].split(","),
+                    "fstype": parts[sep + 1], "root": _unescape(parts[3])})
+    return out
+
+
+def _mounted(ctx: Context, target: str) -> dict[str, Any] | None:
+    mounts = mountinfo_of(ctx)
+    if mounts is None:
+        return None
+    found = [mi for mi in mounts if mi["target"] == target]
+    return found[-1] if found else None
+
+
+def _env_root_fd(ctx: Context) -> int | None:
+    if not ctx.env_pid:
+        return None
+    try:
+        return os.open(f"/proc/{ctx.env_pid}/root", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError:
+        return None
+
+
+# --- the helper ---------------------------------------------------------------------
+
+class _Job:
+    """What a helper does: a host phase, then a root phase inside the environment."""
+
+    pid_ns = False     # the root phase must run in the environment's pid namespace
+    ipc_ns = False
+
+    def host(self, b: Any) -> None:
+        """Host phase (host namespaces); ``b`` is a rootfs.Builder without a root."""
+
+    def root(self, b: Any) -> Any:
+        """Root phase (inside the environment); returns the JSON result."""
+        return None
+
+
+def _in_env(ctx: Context, job: _Job) -> Any:
+    """Run ``job`` in a forked helper; return its result or raise its error."""
+    _require_env(ctx)
+    paths = {}
+    for name in _JOIN:
+        if name == "user" and os.geteuid() == 0:
+            continue   # root acts on any namespace from the host's user namespace
+        if (name == "pid" and not job.pid_ns) or (name == "ipc" and not job.ipc_ns):
+            continue
+        path = _ns_path(ctx, name)
+        if path is None:
+            continue
+        try:
+            if os.stat(path).st_ino == os.stat(f"/proc/self/ns/{name}").st_ino:
+                continue
+        except OSError:
+            continue
+        paths[name] = path
+    r, w = os.pipe2(os.O_CLOEXEC)
+    pid = os.fork()
+    if pid == 0:  # helper
+        try:
+            os.close(r)
+            _helper_main(job, paths, w)
+        finally:
+            os._exit(0)
+    os.close(w)
+    chunks = []
+    try:
+        while True:
+            b = os.read(r, 65536)
+            if not b:
+                break
+            chunks.append(b)
+    finally:
+        os.close(r)
+        os.waitpid(pid, 0)
+    try:
+        res = json.loads(b"".join(chunks))
+    except ValueError:
+        raise RuntimeSetupError("the filesystem helper died without an answer") from None
+    if "error" in res:
+        err = RuntimeSetupError(res["error"], hint=res.get("hint"))
+        err.errno = res.get("errno")  # type: ignore[attr-defined]
+        raise err
+    return res["ok"]
+
+
+def _send(w: int, payload: dict[str, Any]) -> None:
+    data = json.dumps(payload).encode()
+    while data:
+        data = data[os.write(w, data):]
+
+
+def _helper_main(job: _Job, paths: dict[str, str], w: int) -> None:
+    from vbdecl.runtime.rootfs import Builder, _close
+    from vbdecl.sys import mount as m
+    from vbdecl.sys.ns import setns
+
+    b = None
+    host_fd = staging = -1
+    try:
+        ns_fds = {name: os.open(path, os.O_RDONLY | os.O_CLOEXEC) for name, path in paths.items()}
+        host_fd = os.open("/", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        staging = m.new_mount("tmpfs", [("mode", "0700")], m.MOUNT_ATTR_NOSUID | m.MOUNT_ATTR_NODEV)
+        b = Builder(host_fd, None, staging, "/")
+        job.host(b)
+        for name in _JOIN:
+            if name in ns_fds:
+                setns(ns_fds[name], _NS_FLAGS[name], what=f"{name} namespace of the environment")
+                if name == "user":
+                    try:
+                        os.setgid(0)
+                        os.setuid(0)
+                    except OSError:
+                        pass
+        for fd in ns_fds.values():
+            os.close(fd)
+        if "pid" in ns_fds:
+            inner = os.fork()   # a pid namespace applies to children
+            if inner:
+                os.waitpid(inner, 0)
+                return
+        b.set_root("/")
+        result = job.root(b)
+        b.unlink_staged()
+        _send(w, {"ok": result})
+    except BaseException as exc:
+        msg = getattr(exc, "message", None) or str(exc) or type(exc).__name__
+        _send(w, {"error": msg, "hint": getattr(exc, "hint", None),
+                  "errno": getattr(exc, "errno", None)})
+    finally:
+        if b is not None:
+            b.close()
+        _close(staging)
+        _close(host_fd)
+
+
+# --- ops -----------------------------------------------------------------------------
+
+def _describe(kind: str, p: Params) -> str:
+    t = p.get("target", "/")
+    if kind in ("bind", "ro-bind", "dev-bind"):
+        src = p.get("source") if p.get("fd") is None else f"fd {p['fd']}"
+        extra = {"ro-bind": " (read-only)", "dev-bind": " (devices)"}.get(kind, "")
+        return f"{kind} {src} -> {t}{extra}" + (" (optional)" if p.get("optional") else "")
+    if kind in ("overlay", "tmp-overlay", "ro-overlay"):
+        text = f"{kind} {':'.join(p.get('lower') or [])} -> {t}"
+        return text + (f" (upper {p['upper']})" if p.get("upper") else "")
+    if kind == "tmpfs":
+        bits = [f"size={p['size']}" if p.get("size") else "", f"mode={p['mode']:o}" if p.get("mode")
+                is not None else ""]
+        return f"tmpfs {t}" + (f" ({', '.join(b for b in bits if b)})" if any(bits) else "")
+    if kind in ("dir", "chmod") and p.get("mode") is not None:
+        return f"{kind} {t} mode {p['mode']:o}"
+    if kind == "symlink":
+        return f"symlink {t} -> {p.get('points_to')}"
+    if kind == "file":
+        return f"file {t}" + (f" from {p['source']}" if p.get("source") else "")
+    return f"{kind} {t}"
+
+
+class _MountJob(_Job):
+    def __init__(self, entry: dict[str, Any]) -> None:
+        self.entry = entry
+        self.made: Any = None
+        self.pid_ns = entry["type"] == "proc"
+        self.ipc_ns = entry["type"] == "mqueue"
+
+    def host(self, b: Any) -> None:
+        self.made = b.make(self.entry)
+
+    def root(self, b: Any) -> Any:
+        try:
+            b.place(self.entry, self.made)
+        finally:
+            self.made.close()
+        return {"created": b.created, "skipped": bool(self.made.skip)}
+
+
+class _UndoJob(_Job):
+    """Unmount ``targets`` (top mount each, in order) and remove ``created`` paths if empty."""
+
+    def __init__(self, targets: list[str], created: list[str]) -> None:
+        self.targets = targets
+        self.created = created
+
+    def root(self, b: Any) -> Any:
+        from vbdecl.sys import mount as m
+
+        for target in self.targets:
+            try:
+                m.umount2(target, m.MNT_DETACH | UMOUNT_NOFOLLOW)
+            except OSError as exc:
+                if exc.errno not in (errno.EINVAL, errno.ENOENT):
+                    raise
+        _remove_created(b.root_fd, self.created)
+        return None
+
+
+def _remove_created(root_fd: int, created: list[str]) -> None:
+    """Remove what an action created, newest first: empty dirs, empty files, symlinks."""
+    from vbdecl.runtime.rootfs import _close, resolve
+
+    for path in reversed(created):
+        parent, _, name = path.rstrip("/").rpartition("/")
+        try:
+            pfd = resolve(root_fd, parent or "/", os.O_PATH | os.O_DIRECTORY)
+        except OSError:
+            continue
+        try:
+            st = os.stat(name, dir_fd=pfd, follow_symlinks=False)
+            if stat.S_ISDIR(st.st_mode):
+                os.rmdir(name, dir_fd=pfd)
+            elif stat.S_ISLNK(st.st_mode) or (stat.S_ISREG(st.st_mode) and st.st_size == 0):
+                os.unlink(name, dir_fd=pfd)
+        except OSError:
+            pass
+        finally:
+            _close(pfd)
+
+
+class _FsOp:
+    kind = ""
+
+    def describe(self, params: Params) -> str:
+        return _describe(self.kind, params)
+
+    def _entry(self, params: Params) -> dict[str, Any]:
+        return {"type": self.kind, **params}
+
+
+class _Mount(_FsOp):
+    """A mount at ``target`` (binds, kernel filesystems, tmpfs, overlays, bind-data)."""
+
+    def apply(self, ctx: Context, params: Params) -> Record:
+        ino = _require_env(ctx)
+        res = _in_env(ctx, _MountJob(self._entry(params)))
+        return {"target": params["target"], "mnt_ns": ino, "created": res["created"],
+                "skipped": res["skipped"]}
+
+    def revert(self, ctx: Context, record: Record) -> None:
+        if record.get("skipped") or not _same_env(ctx, record):
+            return
+        _in_env(ctx, _UndoJob([record["target"]], list(record.get("created") or [])))
+
+    def probe(self, ctx: Context, params: Params, record: Record | None) -> Record | None:
+        ino = _ns_inode(ctx)
+        if ino is None or (record is not None and record.get("mnt_ns") != ino):
+            return None
+        if record is not None and record.get("skipped"):
+            return record
+        if _mounted(ctx, params["target"]) is None:
+            return None
+        return record or {"target": params["target"], "mnt_ns": ino, "created": []}
+
+
+class Bind(_Mount):
+    kind = "bind"
+
+
+class RoBind(_Mount):
+    kind = "ro-bind"
+
+
+class DevBind(_Mount):
+    kind = "dev-bind"
+
+
+class Proc(_Mount):
+    kind = "proc"
+
+
+class Dev(_Mount):
+    kind = "dev"
+
+
+class Mqueue(_Mount):
+    kind = "mqueue"
+
+
+class Tmpfs(_Mount):
+    kind = "tmpfs"
+
+
+class Overlay(_Mount):
+    kind = "overlay"
+
+
+class TmpOverlay(_Mount):
+    kind = "tmp-overlay"
+
+
+class RoOverlay(_Mount):
+    kind = "ro-overlay"
+
+
+class BindData(_Mount):
+    kind = "bind-data"
+
+
+class _PathOp(_FsOp):
+    """dir, file, symlink: something created at ``target`` inside the root."""
+
+    def apply(self, ctx: Context, params: Params) -> Record:
+        ino = _require_env(ctx)
+        res = _in_env(ctx, _MountJob(self._entry(params)))
+        return {"target": params["target"], "mnt_ns": ino, "created": res["created"]}
+
+    def revert(self, ctx: Context, record: Record) -> None:
+        if not _same_env(ctx, record) or not record.get("created"):
+            return
+        _in_env(ctx, _UndoJob([], list(record["created"])))
+
+    def probe(self, ctx: Context, params: Params, record: Record | None) -> Record | None:
+        from vbdecl.runtime.rootfs import _close, resolve
+
+        ino = _ns_inode(ctx)
+        root = _env_root_fd(ctx)
+        if ino is None or root is None or (record is not None and record.get("mnt_ns") != ino):
+            _close(root)
+            return None
+        try:
+            fd = resolve(root, params["target"], os.O_PATH, follow=False)
+        except OSError:
+            return None
+        finally:
+            _close(root)
+        try:
+            st = os.fstat(fd)
+            if not self._matches(params, st, fd):
+                return None
+        finally:
+            _close(fd)
+        return record or {"target": params["target"], "mnt_ns": ino, "created": []}
+
+    def _matches(self, params: Params, st: os.stat_result, fd: int) -> bool:
+        return True
+
+
+class Dir(_PathOp):
+    kind = "dir"
+
+    def _matches(self, params: Params, st: os.stat_result, fd: int) -> bool:
+        mode = params.get("mode")
+        return stat.S_ISDIR(st.st_mode) and (mode is None or stat.S_IMODE(st.st_mode) == mode)
+
+
+class File(_PathOp):
+    kind = "file"
+
+    def _matches(self, params: Params, st: os.stat_result, fd: int) -> bool:
+        return stat.S_ISREG(st.st_mode)
+
+
+class Symlink(_PathOp):
+    kind = "symlink"
+
+    def _matches(self, params: Params, st: os.stat_result, fd: int) -> bool:
+        if not stat.S_ISLNK(st.st_mode):
+            return False
+        try:
+            return os.readlink("", dir_fd=fd) == params.get("points_to")
+        except OSError:
+            return True
+
+
+class _ChmodJob(_Job):
+    def __init__(self, target: str, mode: int) -> None:
+        self.target, self.mode = target, mode
+
+    def root(self, b: Any) -> Any:
+        from vbdecl.runtime.rootfs import _close, resolve
+        from vbdecl.sys import mount as m
+
+        fd = resolve(b.root_fd, self.target, os.O_PATH)
+        try:
+            old = stat.S_IMODE(os.fstat(fd).st_mode)
+            m.fchmod_path_fd(fd, self.mode)
+        finally:
+            _close(fd)
+        return old
+
+
+class Chmod(_FsOp):
+    kind = "chmod"
+
+    def apply(self, ctx: Context, params: Params) -> Record:
+        ino = _require_env(ctx)
+        old = _in_env(ctx, _ChmodJob(params["target"], int(params["mode"])))
+        return {"target": params["target"], "mnt_ns": ino, "old_mode": old}
+
+    def revert(self, ctx: Context, record: Record) -> None:
+        if _same_env(ctx, record) and record.get("old_mode") is not None:
+            _in_env(ctx, _ChmodJob(record["target"], int(record["old_mode"])))
+
+    def probe(self, ctx: Context, params: Params, record: Record | None) -> Record | None:
+        root = _env_root_fd(ctx)
+        if root is None:
+            return None
+        try:
+            st = os.stat(params["target"].lstrip("/") or ".", dir_fd=root)
+        except OSError:
+            return None
+        finally:
+            os.close(root)
+        if stat.S_IMODE(st.st_mode) != params["mode"]:
+            return None
+        return record or {"target": params["target"], "mnt_ns": _ns_inode(ctx), "old_mode": None}
+
+
+class _RemountJob(_Job):
+    def __init__(self, target: str, undo: dict[str, Any] | None = None) -> None:
+        self.target, self.undo = target, undo
+
+    def root(self, b: Any) -> Any:
+        from vbdecl.runtime.rootfs import _close, resolve
+        from vbdecl.sys import mount as m
+
+        if self.undo is not None:
+            if self.undo.get("self_bound"):
+                m.umount2(self.target, m.MNT_DETACH | UMOUNT_NOFOLLOW)
+                return None
+            fd = resolve(b.root_fd, self.target, os.O_PATH)
+            try:
+                m.set_attrs(fd, 0, m.MOUNT_ATTR_RDONLY, recursive=False)
+            finally:
+                _close(fd)
+            return None
+        fd = resolve(b.root_fd, self.target, os.O_PATH)
+        try:
+            self_bound = not m.is_mount_root(fd)
+        finally:
+            _close(fd)
+        b.place({"type": "remount-ro", "target": self.target}, b.make({"type": "remount-ro"}))
+        return {"self_bound": self_bound}
+
+
+class RemountRo(_FsOp):
+    kind = "remount-ro"
+
+    def apply(self, ctx: Context, params: Params) -> Record:
+        ino = _require_env(ctx)
+        res = _in_env(ctx, _RemountJob(params["target"]))
+        return {"target": params["target"], "mnt_ns": ino, **res}
+
+    def revert(self, ctx: Context, record: Record) -> None:
+        if _same_env(ctx, record):
+            _in_env(ctx, _RemountJob(record["target"], undo=record))
+
+    def probe(self, ctx: Context, params: Params, record: Record | None) -> Record | None:
+        mi = _mounted(ctx, params["target"])
+        if mi is None or "ro" not in mi["opts"]:
+            return None
+        return record or {"target": params["target"], "mnt_ns": _ns_inode(ctx), "self_bound": False}
+
+
+class _NetFilesJob(_Job):
+    def __init__(self, params: Params, hosts_base: str | None) -> None:
+        self.params, self.hosts_base = params, hosts_base
+        self.made: Any = None
+
+    def host(self, b: Any) -> None:
+        from vbdecl.runtime.rootfs import Made
+
+        self.made = Made()
+        b.make_net_files(self.params, self.made, self.hosts_base)
+
+    def root(self, b: Any) -> Any:
+        targets = [sub for sub, _, _ in self.made.mounts]
+        try:
+            b._attach_made("", self.made)
+        finally:
+            self.made.close()
+        return {"mounts": targets, "created": b.created}
+
+
+class NetFiles(_FsOp):
+    """/etc/resolv.conf and /etc/hosts (read-only binds of staged files; never a host file)."""
+
+    kind = "net-files"
+
+    def describe(self, params: Params) -> str:
+        parts = []
+        if params.get("dns"):
+            parts.append("resolv.conf: " + ", ".join(params["dns"]))
+        if params.get("hosts"):
+            parts.append("hosts: " + ", ".join(params["hosts"]))
+        return "network files" + (f" ({'; '.join(parts)})" if parts else "")
+
+    def _params(self, ctx: Context, params: Params) -> Params:
+        p = dict(params)
+        p.setdefault("mode", ((ctx.spec or {}).get("network") or {}).get("mode"))
+        p.setdefault("hostname", (ctx.spec or {}).get("hostname"))
+        return p
+
+    def apply(self, ctx: Context, params: Params) -> Record:
+        ino = _require_env(ctx)
+        res = _in_env(ctx, _NetFilesJob(self._params(ctx, params), self._hosts_base(ctx)))
+        return {"mnt_ns": ino, **res}
+
+    def _hosts_base(self, ctx: Context) -> str | None:
+        from vbdecl.runtime.rootfs import _close, _read_fd, resolve
+
+        root = _env_root_fd(ctx)
+        if root is None:
+            return None
+        try:
+            if _mounted(ctx, "/etc/hosts") is not None:
+                return None   # ours (an earlier apply): start from the default again
+            return _read_fd(resolve(root, "/etc/hosts", os.O_RDONLY)).decode()
+        except OSError:
+            return None
+        finally:
+            _close(root)
+
+    def revert(self, ctx: Context, record: Record) -> None:
+        if _same_env(ctx, record):
+            _in_env(ctx, _UndoJob(list(reversed(record.get("mounts") or [])),
+                                  list(record.get("created") or [])))
+
+    def update(self, ctx: Context, params: Params, record: Record) -> Record:
+        self.revert(ctx, record)
+        return self.apply(ctx, params)
+
+    def probe(self, ctx: Context, params: Params, record: Record | None) -> Record | None:
+        ino = _ns_inode(ctx)
+        if ino is None or (record is not None and record.get("mnt_ns") != ino):
+            return None
+        mounts = (record or {}).get("mounts")
+        if mounts is None:
+            mounts = [t for t in ("/etc/resolv.conf", "/etc/hosts") if _mounted(ctx, t)]
+            return {"mnt_ns": ino, "mounts": mounts, "created": []} if mounts else None
+        return record if all(_mounted(ctx, t) for t in mounts) else None
+
+
+class _RootfsJob(_Job):
+    def __init__(self, rootfs: str | None) -> None:
+        self.rootfs = rootfs
+        self.mnt = -1
+
+    def host(self, b: Any) -> None:
+        from vbdecl.runtime.rootfs import _close
+        from vbdecl.sys import mount as m
+
+        if self.rootfs is None:
+            self.mnt = m.new_mount("tmpfs", [("mode", "0755")],
+                                   m.MOUNT_ATTR_NOSUID | m.MOUNT_ATTR_NODEV, source="tmpfs")
+        else:
+            src = os.open(self.rootfs, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+            try:
+                self.mnt = m.clone_tree(src, recursive=True)
+            finally:
+                _close(src)
+
+    def root(self, b: Any) -> Any:
+        from vbdecl.runtime.rootfs import _close, _pick_base
+        from vbdecl.sys import mount as m
+
+        try:
+            m.mount(None, "/", None, m.MS_REC | m.MS_SLAVE)
+        except OSError:
+            pass
+        base = _pick_base()
+        # The staging tmpfs is in the environment's namespace (never the host's)
+        # and goes away with the old root.
+        m.mount("tmpfs", base, "tmpfs", m.MS_NOSUID | m.MS_NODEV, "mode=0700")
+        os.mkdir(f"{base}/newroot", 0o755)
+        tfd = os.open(f"{base}/newroot", os.O_PATH | os.O_CLOEXEC)
+        try:
+            m.attach(self.mnt, tfd)
+        finally:
+            _close(tfd)
+            _close(self.mnt)
+        b.close()
+        os.chdir(f"{base}/newroot")
+        m.pivot_root(".", ".")        # every process whose root was the old one follows
+        m.umount2(".", m.MNT_DETACH)
+        os.chdir("/")
+        return None
+
+
+class Rootfs(_FsOp):
+    kind = "rootfs"
+
+    def describe(self, params: Params) -> str:
+        root = params.get("rootfs")
+        return f"root: {root}" if root else "root: a fresh tmpfs"
+
+    def apply(self, ctx: Context, params: Params) -> Record:
+        ino = _require_env(ctx)
+        _in_env(ctx, _RootfsJob(params.get("rootfs")))
+        return {"mnt_ns": ino, "rootfs": params.get("rootfs")}
+
+    def revert(self, ctx: Context, record: Record) -> None:
+        """Nothing to undo: the root lives and dies with the environment's mount namespace."""
+
+    def probe(self, ctx: Context, params: Params, record: Record | None) -> Record | None:
+        ino = _ns_inode(ctx)
+        if ino is None or record is None or record.get("mnt_ns") != ino:
+            return None
+        return record if _mounted(ctx, "/") is not None else None

@@ -231,6 +231,9 @@ def start_process(*, env_record: dict[str, Any], spec: dict[str, Any], log_path:
         try:
             os.close(c2p_r)
             C.preload(spec, C._security())
+            # the host's /proc, opened before entering: inside, /proc (if any) shows the
+            # environment's pid namespace, where the bridge's host pid means nothing
+            host_proc = os.open("/proc", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
             enter(env_record)
             ready_r, ready_w = os.pipe2(os.O_CLOEXEC)
             done_r, done_w = os.pipe2(os.O_CLOEXEC)
@@ -256,7 +259,8 @@ def start_process(*, env_record: dict[str, Any], spec: dict[str, Any], log_path:
             os.close(done_r)
             if os.read(ready_r, 1) != b"F":
                 raise RuntimeSetupError("the process could not be started")
-            with open(f"/proc/{bridge}/task/{bridge}/children") as f:
+            with open(f"{bridge}/task/{bridge}/children",
+                      opener=lambda p, fl: os.open(p, fl, dir_fd=host_proc)) as f:
                 pid = int(f.read().split()[0])
             C.send(c2p_w, C.MSG_PID, struct.pack("=i", pid))
             os.close(done_w)

@@ -328,7 +328,16 @@ def test_sequential_runs_leave_nothing_behind(tmp_path: Path) -> None:
     state = tmp_path / "state"
     state.mkdir()
     spec = sh("true")
-    spec["filesystem"] = []
+    spec["filesystem"] = [   # a built root: staging, pivot and detach on every run
+        {"type": "ro-bind", "source": "/usr", "target": "/usr", "optional": False},
+        {"type": "symlink", "target": "/bin", "points_to": "usr/bin"},
+        {"type": "symlink", "target": "/lib", "points_to": "usr/lib"},
+        {"type": "symlink", "target": "/lib64", "points_to": "usr/lib64"},
+        {"type": "proc", "target": "/proc"},
+        {"type": "dev", "target": "/dev"},
+        {"type": "tmpfs", "target": "/tmp", "size": None, "mode": 0o1777},
+    ]
+    tmp_before = set(os.listdir("/tmp"))
     fds = _count("/proc/self/fd")
     mounts = Path("/proc/self/mountinfo").read_text()
     for i in range(runs):
@@ -337,6 +346,8 @@ def test_sequential_runs_leave_nothing_behind(tmp_path: Path) -> None:
     assert _count("/proc/self/fd") == fds
     assert Path("/proc/self/mountinfo").read_text() == mounts
     assert not (state / "run").exists() or not os.listdir(state / "run")
+    ours = {n for n in set(os.listdir("/tmp")) - tmp_before if "vb" in n or "stag" in n}
+    assert ours == set()     # (other engineers' files may appear meanwhile)
 
 
 def test_run_path_imports_nothing_heavy(tmp_path: Path) -> None:

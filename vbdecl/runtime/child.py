@@ -266,6 +266,8 @@ def preload(spec: dict[str, Any], sec: Any) -> None:
             import resource  # noqa: F401  (the stdlib fallback in _stdlib_rlimits)
     if sec is not None and hasattr(sec, "preload"):
         sec.preload(spec)
+        # apply_in_child imports the seccomp module even for seccomp: off
+        importlib.import_module("vbdecl.sys.seccomp")
     elif sec is not None:
         for name in ("vbdecl.sys.caps", "vbdecl.sys.landlock", "vbdecl.sys.seccomp",
                      "vbdecl.model.names"):

@@ -18,6 +18,8 @@ from typing import Any
 
 CLONE_NEWNS = 0x00020000
 CLONE_NEWPID = 0x20000000
+CLONE_NEWIPC = 0x08000000
+CLONE_NEWUSER = 0x10000000
 _libc = ctypes.CDLL(None, use_errno=True)
 
 
@@ -34,7 +36,16 @@ def base_spec(filesystem: list[dict[str, Any]], **kw: Any) -> dict[str, Any]:
     return spec
 
 
+def enter_userns() -> None:
+    """A new user namespace mapping only root to root (what a rootless run looks like)."""
+    unshare(CLONE_NEWUSER)
+    for name, text in (("setgroups", "deny"), ("uid_map", "0 0 1"), ("gid_map", "0 0 1")):
+        with open(f"/proc/self/{name}", "w") as f:
+            f.write(text)
+
+
 def in_sandbox(spec: dict[str, Any], probe: Callable[[], Any], *, pidns: bool = False,
+               userns: bool = False,
                before: Callable[[], None] | None = None, stats: dict[str, Any] | None = None,
                ) -> Any:
     """Run setup_root(spec) then probe() in a child; return probe's result.
@@ -47,7 +58,9 @@ def in_sandbox(spec: dict[str, Any], probe: Callable[[], Any], *, pidns: bool = 
         code = 0
         try:
             os.close(r)
-            unshare(CLONE_NEWNS | (CLONE_NEWPID if pidns else 0))
+            if userns:
+                enter_userns()
+            unshare(CLONE_NEWNS | (CLONE_NEWPID | CLONE_NEWIPC if pidns else 0))
             if pidns:
                 inner = os.fork()
                 if inner:

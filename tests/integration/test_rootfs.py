@@ -139,3 +139,37 @@ def test_action_ids_follow_the_plan_format() -> None:
                       {"type": "tmpfs", "target": "/a"}, {"type": "bind-data", "target": "/b"},
                       {"type": "remount-ro", "target": "/a"}])
     assert ids == ["mount[/a]", "dir[/a]", "mount[/a]#2", "mount[/b]", "remount-ro[/a]"]
+
+
+def test_every_kind_in_a_user_namespace(tmp_path: Path) -> None:
+    """Rootless: inherited mounts are locked; binds, overlays (userxattr), proc, dev all work."""
+    for d in ("l1", "l2"):
+        (tmp_path / d).mkdir()
+    (tmp_path / "l1" / "a").write_text("a")
+    spec = base_spec([*HELLO,
+                      {"type": "bind-data", "target": "/etc/x", "content": "x", "readonly": True,
+                       "mode": None},
+                      {"type": "tmp-overlay", "target": "/ov", "lower": [str(tmp_path / "l1")]},
+                      {"type": "ro-overlay", "target": "/rov",
+                       "lower": [str(tmp_path / "l1"), str(tmp_path / "l2")]},
+                      {"type": "overlay", "target": "/pov", "lower": [str(tmp_path / "l1")],
+                       "upper": str(tmp_path / "u"), "work": str(tmp_path / "w")},
+                      {"type": "mqueue", "target": "/dev/mqueue"},
+                      {"type": "remount-ro", "target": "/tmp"},
+                      {"type": "file", "target": "/etc/f", "content": "f", "source": None,
+                       "mode": None}],
+                     network={"mode": "host", "dns": None, "hosts": {"a": "192.0.2.4"}})
+
+    def probe():
+        Path("/ov/b").write_text("b")
+        Path("/pov/c").write_text("c")
+        return {"mounts": sorted(mountinfo()), "ov": sorted(os.listdir("/ov")),
+                "uid_map": Path("/proc/self/uid_map").read_text().split(),
+                "hosts": Path("/etc/hosts").read_text()}
+
+    r = in_sandbox(spec, probe, pidns=True, userns=True)
+    assert r["uid_map"] == ["0", "0", "1"]
+    assert {"/", "/usr", "/proc", "/dev/pts", "/dev/mqueue", "/ov", "/rov", "/pov", "/etc/x",
+            "/etc/hosts", "/tmp"} <= set(r["mounts"])
+    assert r["ov"] == ["a", "b"] and "192.0.2.4\ta" in r["hosts"]
+    assert os.listdir(tmp_path / "u") == ["c"]

@@ -788,6 +788,11 @@ def _hint(exc: BaseException, e: dict[str, Any]) -> str | None:
                 "to one inside the root")
     if code == errno.EISDIR:
         return "the target exists with another type (file vs directory) than the source"
+    if code == errno.EPERM and e["type"] == "proc":
+        return ("mounting proc needs the environment's own pid namespace (namespaces.pid: true), "
+                "and no fully covered /proc on the host when in a user namespace")
+    if code == errno.EPERM and e["type"] == "mqueue":
+        return "mounting mqueue needs the environment's own ipc namespace (namespaces.ipc: true)"
     if code == errno.EPERM:
         return "the kernel refused: this needs CAP_SYS_ADMIN in the environment's user namespace"
     return getattr(exc, "hint", None)

@@ -73,10 +73,12 @@ def in_sandbox(spec: dict[str, Any], probe: Callable[[], Any], *, pidns: bool = 
             if before is not None:
                 before()
 
+            fds0 = open_fds()
             t0 = time.perf_counter()
             setup_root(spec, instance="vb-00000000", runtime_dir="/nonexistent")
             t1 = time.perf_counter()
-            out = {"ok": probe(), "setup_s": t1 - t0}
+            leaked = sorted(open_fds() - fds0)
+            out = {"ok": probe(), "setup_s": t1 - t0, "leaked_fds": leaked}
         except BaseException as exc:  # report everything to the parent
             out = {"error": f"{type(exc).__name__}: {exc}",
                    "where": getattr(exc, "where", None), "tb": traceback.format_exc()}
@@ -101,10 +103,20 @@ def in_sandbox(spec: dict[str, Any], probe: Callable[[], Any], *, pidns: bool = 
         raise SandboxError(res["error"], res.get("where"), res.get("tb", ""))
     if stats is not None:
         stats["setup_s"] = res["setup_s"]
+        stats["leaked_fds"] = res["leaked_fds"]
     return res["ok"]
 
 
 _proc_fd = -1  # the host's /proc, kept by the child so probes need no /proc inside
+
+
+def open_fds() -> set[int]:
+    """The child's open fds (through the host's /proc, which needs no /proc inside)."""
+    fd = os.open("self/fd", os.O_RDONLY | os.O_DIRECTORY, dir_fd=_proc_fd)
+    try:
+        return {int(n) for n in os.listdir(fd)} - {fd}
+    finally:
+        os.close(fd)
 
 
 class SandboxError(RuntimeError):

@@ -36,6 +36,7 @@ def test_hello_root_is_clean_and_setup_is_fast(capsys: pytest.CaptureFixture[str
         stats: dict = {}
         r = in_sandbox(base_spec(HELLO), _probe_root, pidns=True, stats=stats)
         times.append(stats["setup_s"])
+        assert stats["leaked_fds"] == []
     assert r is not None
     assert r["ls"] == ["bin", "dev", "lib", "lib64", "proc", "tmp", "usr"]
     assert r["cwd"] == "/" and r["sh"]
@@ -57,7 +58,9 @@ def test_nothing_left_on_host(tmp_path: Path) -> None:
                        "mode": None},
                       {"type": "tmp-overlay", "target": "/opt", "lower": ["/usr/share"]}],
                      network={"mode": "bridge", "dns": ["192.0.2.1"], "hosts": {"a": "10.0.0.1"}})
-    in_sandbox(spec, lambda: None)
+    stats: dict = {}
+    in_sandbox(spec, lambda: None, stats=stats)
+    assert stats["leaked_fds"] == []
     with pytest.raises(SandboxError):  # a failure half way through
         in_sandbox(base_spec([*HELLO, {"type": "bind", "source": str(tmp_path / "missing"),
                                        "target": "/m", "optional": False}]), lambda: None)

@@ -102,6 +102,9 @@ def _inner_index(ctx: Context, ipr: Any, pid: int) -> int:
     key = (pid, _nl().netns_id(pid))
     cache = ctx.extra.setdefault("net.index", {})
     idx = cache.get(key)
+    veth = ctx.records.get("net.veth") or {}
+    if idx is None and veth.get("peer_index") and veth.get("netns") == key[1]:
+        idx = cache[key] = veth["peer_index"]     # net.veth brought it up already
     if idx is None:
         idx = _nl().index_of(ipr, INNER)
         if idx is None:
@@ -260,10 +263,23 @@ class Veth:
         fd = nl.open_netns(pid)
         try:
             ns = os.fstat(fd).st_ino
-            index = nl.veth_create(ipr, host, INNER, netns_fd=fd, master=master, mtu=params.get("mtu"))
+            nl.veth_create(ipr, host, INNER, netns_fd=fd, master=master, mtu=params.get("mtu"))
+            try:
+                # the peer's flags cannot ride along with the creation: up it here
+                peer_index, _ = nl.up_in(fd, INNER)
+            except BaseException:
+                self._delete(ipr, host)
+                raise
         finally:
             os.close(fd)
-        return {"host": host, "index": index, "peer": INNER, "bridge": params["bridge"], "netns": ns}
+        return {"host": host, "peer": INNER, "peer_index": peer_index, "bridge": params["bridge"], "netns": ns}
+
+    @staticmethod
+    def _delete(ipr: Any, host: str) -> None:
+        nl = _nl()
+        found = nl.link(ipr, host)
+        if found is not None:
+            nl.link_delete(ipr, found["index"], host)
 
     @_session
     def revert(self, ctx: Context, record: Record) -> None:
@@ -276,7 +292,7 @@ class Veth:
         found = nl.link(ipr, record["host"])
         if found is None:
             return  # gone with the environment's namespace
-        if found["kind"] != "veth" or found["index"] != record.get("index", found["index"]):
+        if found["kind"] != "veth":
             raise ConflictError(f"interface {record['host']} exists and is not owned by vbdecl",
                                 hint="it changed since vbdecl made it; inspect it with `ip -d link show`")
         nl.link_delete(ipr, found["index"], record["host"])
@@ -285,8 +301,11 @@ class Veth:
     def update(self, ctx: Context, params: Params, record: Record) -> Record:
         nl = _nl()
         ipr = _sess(ctx).host
+        found = nl.link(ipr, record["host"])
+        if found is None:
+            raise VbdeclError(f"veth {record['host']} is gone", hint="apply again to recreate the environment")
         if params.get("mtu"):
-            nl.link_up(ipr, record["index"], record["host"], mtu=params["mtu"])
+            nl.link_up(ipr, found["index"], record["host"], mtu=params["mtu"])
         return dict(record)
 
 

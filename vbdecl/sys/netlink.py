@@ -119,29 +119,42 @@ def entered(ns_fd: int) -> Iterator[None]:
         os.close(home)
 
 
-def loopback_up(pid: int) -> bool:
-    """Bring ``lo`` up in the network namespace of ``pid`` with one ioctl, no
-    pyroute2 (isolated environments need nothing else). True if it was down."""
+def up_in(ns_fd: int, name: str) -> tuple[int, bool]:
+    """Bring link ``name`` up inside the namespace ``ns_fd`` with ioctls (no
+    pyroute2, no netlink round trip); its ifindex, and whether it was down."""
     import fcntl
     import socket
     import struct
 
+    with entered(ns_fd):
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
+    with sock:
+        ifname = name.encode()
+        try:
+            index = struct.unpack("16si20x", fcntl.ioctl(sock, 0x8933, struct.pack("16si20x", ifname, 0)))[1]
+            flags = struct.unpack("16sH22x", fcntl.ioctl(sock, 0x8913, struct.pack("16sH22x", ifname, 0)))[1]
+        except OSError as err:
+            if err.errno == errno.ENODEV:
+                raise SysError(f"interface {name} does not exist in the environment", errno=err.errno,
+                               hint="net.veth did not land; apply the environment again") from None
+            raise translate(err, f"looking up {name} in the environment") from None
+        if flags & 1:
+            return index, False
+        try:   # SIOCSIFFLAGS
+            fcntl.ioctl(sock, 0x8914, struct.pack("16sH22x", ifname, flags | 1))
+        except OSError as err:
+            raise translate(err, f"bringing {name} up in the environment") from None
+        return index, True
+
+
+def loopback_up(pid: int) -> bool:
+    """Bring ``lo`` up in the network namespace of ``pid`` (isolated
+    environments need nothing else, and never import pyroute2)."""
     fd = open_netns(pid)
     try:
-        with entered(fd):
-            sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
+        return up_in(fd, "lo")[1]
     finally:
         os.close(fd)
-    with sock:
-        req = struct.pack("16sH14x", b"lo", 0)
-        flags = struct.unpack("16sH14x", fcntl.ioctl(sock, 0x8913, req))[1]  # SIOCGIFFLAGS
-        if flags & 1:
-            return False
-        try:
-            fcntl.ioctl(sock, 0x8914, struct.pack("16sH14x", b"lo", flags | 1))  # SIOCSIFFLAGS
-        except PermissionError as err:
-            raise translate(err, "bringing lo up in the environment") from None
-        return True
 
 
 # --- sessions -------------------------------------------------------------------
@@ -270,9 +283,9 @@ def bridge_create(ipr: Any, name: str, *, mtu: int | None, alias: str) -> int:
 
 
 def veth_create(ipr: Any, name: str, peer: str, *, netns_fd: int, master: int | None,
-                mtu: int | None) -> int:
+                mtu: int | None) -> None:
     """A veth pair: ``name`` here (up, enslaved to ``master``), ``peer`` created
-    directly in the namespace ``netns_fd`` (up). Returns the host end's index."""
+    directly in the namespace ``netns_fd`` (down: bring it up with :func:`up_in`)."""
     peer_spec: dict[str, Any] = {"ifname": peer, "net_ns_fd": netns_fd, "state": "up"}
     kw: dict[str, Any] = {"ifname": name, "kind": "veth", "peer": peer_spec, "state": "up"}
     if mtu:
@@ -281,10 +294,6 @@ def veth_create(ipr: Any, name: str, peer: str, *, netns_fd: int, master: int | 
     if master is not None:
         kw["master"] = master
     _call(f"creating veth {name}", lambda: ipr.link("add", **kw), name=name)
-    found = link(ipr, name)
-    if found is None:  # pragma: no cover
-        raise SysError(f"veth {name} vanished right after it was created")
-    return int(found["index"])
 
 
 def link_delete(ipr: Any, index: int, name: str) -> bool:

@@ -205,7 +205,12 @@ def test_v2_fake_tree_group_limits_update_usage_revert(fake_v2: cg.Layout) -> No
     assert (cgdir / "pids.max").read_text() == "8"
     assert (cgdir / "io.weight").read_text() == "default 300"
     # probe reads the live values back in manifest units
-    assert Limit().probe(ctx, {"limit": "cpu", "value": 0.2}, recs["cpu"]) == {"limit": "cpu", "value": 0.2}
+    assert Limit().probe(ctx, {"limit": "cpu", "value": 0.2}, recs["cpu"]) == recs["cpu"]
+    # probe works from the limit's own record (no group record at hand) and shows drift
+    bare = Context(name="t", instance="vb-0000fa2e", state_dir="", runtime_dir="")
+    (cgdir / "cpu.max").write_text("50000 100000")
+    assert Limit().probe(bare, {}, recs["cpu"]) == {**recs["cpu"], "value": 0.5}
+    (cgdir / "cpu.max").write_text("20000 100000")
     # in-place update
     Limit().update(ctx, {"limit": "pids", "value": 32}, recs["pids"])
     assert (cgdir / "pids.max").read_text() == "32"

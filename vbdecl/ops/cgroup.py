@@ -69,6 +69,25 @@ def _size(n: int) -> str:
     return str(n)
 
 
+def _report_oom(ctx: Context, record: Record) -> None:
+    """Say so when the OOM killer struck: the exit status alone (137) does not tell it
+    from a plain SIGKILL. Also left in ``ctx.extra["cgroup_oom_kills"]`` for the caller."""
+    try:
+        n = cgroupfs.oom_kills(record)
+    except (SysError, ValueError):
+        return
+    if not n:
+        return
+    ctx.extra["cgroup_oom_kills"] = n
+    limit = (ctx.spec.get("limits") or {}).get("memory") if ctx.spec else None
+    what = f"limits.memory {_size(int(limit))}" if limit else "limits.memory"
+    import sys
+
+    sys.stderr.write(f"vbdecl: {ctx.name}: out of memory: the kernel's OOM killer killed "
+                     f"{n} process{'es' if n > 1 else ''} of this environment ({what})\n")
+    sys.stderr.flush()
+
+
 class Group:
     """``cgroup.group``: the environment's cgroup directories."""
 
@@ -107,6 +126,7 @@ class Group:
         return record
 
     def revert(self, ctx: Context, record: Record) -> None:
+        _report_oom(ctx, record)
         try:
             cgroupfs.remove_group(record)
         except SysError as exc:
@@ -158,35 +178,65 @@ class Limit:
     def revert(self, ctx: Context, record: Record) -> None:
         if record.get("skipped"):
             return
-        limit = record["limit"]
-        group = ctx.records.get(GROUP_ID)
-        if not group:
-            return
         import os
 
-        if not os.path.isdir(record.get("dir", "")):
-            return
+        if not os.path.isdir(record.get("dir") or ""):
+            return  # the group is gone: nothing to reset
+        limit = record["limit"]
         limits = _limits(ctx)
         limits[limit] = None
         try:
-            cgroupfs.set_limit(group, limit, None, limits)
+            cgroupfs.set_limit(_group_of(ctx, record), limit, None, limits)
         except SysError as exc:
             if exc.errno == 2:  # the group went away meanwhile
                 return
             raise _action_error(exc, f"cgroup.{limit}") from exc
 
     def probe(self, ctx: Context, params: Params, record: Record | None) -> Record | None:
-        limit = params["limit"]
-        group = ctx.records.get(GROUP_ID)
-        if not group:
+        """The record with the live value, or None when the cgroup is gone."""
+        if not record:
             return None
-        if record and record.get("skipped"):
+        if record.get("skipped"):
             return record
+        import os
+
+        if not os.path.isdir(record.get("dir") or ""):
+            return None
         try:
-            value = cgroupfs.probe_limit(group, limit)
+            value = cgroupfs.read_limit(int(record["version"]), record["limit"], record["dir"])
         except SysError:
             return None
-        return {"limit": limit, "value": value}
+        if value is not None and record.get("value") is not None and \
+                _same(record["limit"], record["value"], value):
+            value = record["value"]
+        return {**record, "value": value}
+
+
+def _same(limit: str, recorded: Any, live: Any) -> bool:
+    """Whether a live value is what the kernel keeps for the recorded one (rounding)."""
+    if limit in ("memory", "memory_swap"):
+        page = cgroupfs.PAGE_SIZE
+        return int(live) == int(recorded) // page * page
+    if limit == "cpu":
+        return cgroupfs.cpu_quota(float(recorded)) == round(float(live) * cgroupfs.CPU_PERIOD_US)
+    if limit == "cpu_weight":
+        return bool(live == recorded or live == cgroupfs.shares_to_weight(
+            cgroupfs.weight_to_shares(int(recorded))))
+    if limit == "io_weight":
+        w = int(recorded)
+        return live in (w, max(2, min(200, w)), max(1, min(1000, w)))
+    return bool(live == recorded)
+
+
+def _group_of(ctx: Context, record: Record) -> Record:
+    """The group record, or one made from the limit's own record (probe/revert may run
+    without the group's record at hand)."""
+    group = ctx.records.get(GROUP_ID)
+    if group:
+        return group
+    ctrl = cgroupfs.LIMIT_CONTROLLER[record["limit"]]
+    return {"controllers": {ctrl: record["dir"]},
+            "dirs": [{"path": record["dir"], "version": record["version"], "controllers": [ctrl]}]}
 
 
 # --- helpers for the runtime and the CLI -------------------------------------------

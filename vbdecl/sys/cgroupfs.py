@@ -889,6 +889,14 @@ def _oom_kills(version: int, cgdir: str) -> int | None:
         return None
 
 
+def oom_kills(record: dict[str, Any]) -> int:
+    """How many processes of this group the OOM killer killed (0 if unknown)."""
+    mem = _dir_of(record, "memory")
+    if mem is None or not os.path.isdir(mem[1]):
+        return 0
+    return _oom_kills(*mem) or 0
+
+
 def oom_killed(record: dict[str, Any]) -> bool:
     """Whether the kernel's OOM killer killed a process of this group (call before revert)."""
     mem = _dir_of(record, "memory")

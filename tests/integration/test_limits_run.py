@@ -1,0 +1,147 @@
+"""Limits end to end through the CLI on this machine's real cgroups (hybrid: v1
+controllers + cgroup2 tracking dir): ``vbdecl run`` with memory/pids/rlimits,
+and a live environment (``apply``, in-place update, ``status --json``, ``destroy``)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from vbdecl.sys import cgroupfs as cg
+
+VBDECL = str(Path(sys.executable).parent / "vbdecl")
+PY3 = "/usr/bin/python3"
+
+MANIFEST = """\
+apiVersion: vbdecl/v1
+kind: Environment
+metadata:
+  name: {name}
+spec:
+  filesystem:
+    - {{type: ro-bind, source: /usr, target: /usr}}
+    - {{type: symlink, target: /bin, points_to: usr/bin}}
+    - {{type: symlink, target: /lib, points_to: usr/lib}}
+    - {{type: symlink, target: /lib64, points_to: usr/lib64}}
+    - {{type: proc, target: /proc}}
+    - {{type: dev, target: /dev}}
+  limits:
+{limits}
+{extra}
+"""
+
+pytestmark = pytest.mark.skipif(cg.current_layout().mode == "none", reason="no cgroups")
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> dict[str, str]:
+    return dict(os.environ, VBDECL_CACHE_DIR=str(tmp_path / "cache"),
+                VBDECL_STATE_DIR=str(tmp_path / "state"))
+
+
+def vbdecl(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([VBDECL, *args], capture_output=True, text=True, env=env, timeout=60)
+
+
+def manifest(tmp_path: Path, limits: str, extra: str = "", name: str = "limits") -> str:
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(MANIFEST.format(name=name, limits=limits, extra=extra))
+    return str(path)
+
+
+def _ours() -> set[str]:
+    out = set()
+    for top in Path("/sys/fs/cgroup").iterdir():
+        if (top / "vbdecl").is_dir():
+            out |= {str(p) for p in (top / "vbdecl").iterdir() if p.is_dir()}
+    return out
+
+
+@pytest.mark.skipif(not os.path.exists(PY3), reason="needs /usr/bin/python3")
+def test_run_oom_is_reported_as_oom(env: dict[str, str], tmp_path: Path) -> None:
+    m = manifest(tmp_path, "    memory: 32Mi\n    memory_swap: 0")
+    before = _ours()
+    r = vbdecl(env, "run", m, "--", PY3, "-c", "b = b'x' * (256 << 20); print('survived')")
+    assert r.returncode == 137, r.stderr
+    assert "survived" not in r.stdout
+    assert "out of memory" in r.stderr and "OOM killer" in r.stderr and "32Mi" in r.stderr
+    assert _ours() == before
+
+
+def test_run_plain_sigkill_is_not_called_oom(env: dict[str, str], tmp_path: Path) -> None:
+    m = manifest(tmp_path, "    memory: 32Mi")
+    r = vbdecl(env, "run", m, "--", "/bin/sh", "-c", "kill -9 $$")
+    assert r.returncode == 137
+    assert "out of memory" not in r.stderr
+
+
+@pytest.mark.skipif(not os.path.exists(PY3), reason="needs /usr/bin/python3")
+def test_run_fork_loop_stops_at_pids(env: dict[str, str], tmp_path: Path) -> None:
+    m = manifest(tmp_path, "    pids: 8")
+    script = ("import os, time\nn = 0\nerr = None\nfor _ in range(100):\n"
+              "    try:\n        pid = os.fork()\n    except OSError as e:\n"
+              "        err = e.errno\n        break\n"
+              "    if pid == 0:\n        os.close(1)\n        time.sleep(20)\n        os._exit(0)\n"
+              "    n += 1\nprint(n, err, open('/sys/fs/cgroup/pids.max').read().strip() "
+              "if os.path.exists('/sys/fs/cgroup/pids.max') else '-', flush=True)\n")
+    r = vbdecl(env, "run", m, "--", PY3, "-c", script)
+    assert r.returncode == 0, r.stderr
+    n, err, _ = r.stdout.split()
+    assert err == "11" and 0 < int(n) < 8      # EAGAIN; vbdecl's init counts too
+
+
+def test_run_rlimits_nofile_enforced(env: dict[str, str], tmp_path: Path) -> None:
+    m = manifest(tmp_path, "    pids: 32\n    rlimits: {nofile: [64, 128], core: 0}")
+    r = vbdecl(env, "run", m, "--", "/bin/sh", "-c",
+               "ulimit -Sn; ulimit -Hn; ulimit -c; exec 3</dev/null; ulimit -n 200 || echo refused")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == ["64", "128", "0", "refused"]
+
+
+def test_live_update_in_place_and_status_usage(env: dict[str, str], tmp_path: Path) -> None:
+    limits = "    memory: 64Mi\n    pids: 16\n    cpu: 0.5\n    cpu_weight: 100"
+    extra = '  process:\n    command: ["/bin/sleep", "120"]'
+    m = manifest(tmp_path, limits, extra, name="h6live")
+    before = _ours()
+    r = vbdecl(env, "apply", m)
+    assert r.returncode == 0, r.stdout + r.stderr
+    try:
+        st = json.loads(vbdecl(env, "status", "h6live", "--json").stdout)
+        group = next(x for x in st["resources"] if x["id"] == "cgroup")
+        instance = st["instance"]
+        assert group["status"] == "ok"
+        usage = group["usage"]
+        assert usage["memory"]["limit"] == 64 << 20 and usage["memory"]["current"] > 0
+        assert usage["pids"] == {"current": usage["pids"]["current"], "peak": usage["pids"]["peak"],
+                                 "limit": 16}
+        assert usage["pids"]["current"] >= 2 and usage["cpu"]["limit"] == 0.5
+        assert all(x["status"] == "ok" for x in st["resources"] if x["kind"] == "cgroup.limit")
+        pids_dir = group["record"]["controllers"]["pids"]
+        procs = Path(pids_dir, "cgroup.procs").read_text()
+        # no drift right after apply
+        p = vbdecl(env, "plan", m, "--detailed-exitcode")
+        assert p.returncode == 0, p.stdout
+
+        Path(m).write_text(Path(m).read_text().replace("memory: 64Mi", "memory: 128Mi")
+                           .replace("pids: 16", "pids: 48"))
+        p = vbdecl(env, "plan", m)
+        assert "~ cgroup.memory" in p.stdout and "~ cgroup.pids" in p.stdout, p.stdout
+        assert "-/+" not in p.stdout
+        r = vbdecl(env, "apply", m)
+        assert r.returncode == 0, r.stdout + r.stderr
+        # in place: same instance, same cgroup, same processes; the kernel shows the new limits
+        st = json.loads(vbdecl(env, "status", "h6live", "--json").stdout)
+        assert st["instance"] == instance
+        assert Path(pids_dir, "pids.max").read_text().strip() == "48"
+        assert Path(pids_dir, "cgroup.procs").read_text() == procs
+        group = next(x for x in st["resources"] if x["id"] == "cgroup")
+        assert group["usage"]["memory"]["limit"] == 128 << 20
+    finally:
+        d = vbdecl(env, "destroy", "h6live")
+    assert d.returncode == 0, d.stdout + d.stderr
+    assert _ours() == before

@@ -2,18 +2,23 @@
 
 Every test under tests/integration runs inside the leak guard: host mounts,
 links, addresses, routes, nftables ruleset, cgroup directories, vbdecl's
-default state/runtime directories, /tmp entries named like ours, the test
-process's open fds and its children (zombies included) are snapshotted
-before and compared after. Any difference fails the test with a diff.
+default state/runtime directories, temp entries named like ours (/tmp, /run,
+/var/tmp, /mnt, /dev/shm), forwarding sysctls, the test process's open fds,
+its children (zombies included) and every live process started during the
+test (wherever it was reparented) are snapshotted before and compared after.
+Any difference fails the test with a readable diff (docs/reliability.md).
 """
 
 from __future__ import annotations
 
 import fcntl
+import json
 import os
+import re
 import shutil
 import subprocess
 import time
+import uuid
 from pathlib import Path
 
 import pytest
@@ -33,14 +38,25 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 # --- leak guard -------------------------------------------------------------
 
 _OURS = ("vbdecl", "vb-")
+# where vbdecl stages or writes temporary things (runtime/rootfs.py STAGING_BASES, cli crash logs)
+_TMP_BASES = ("/tmp", "/run", "/var/tmp", "/mnt", "/dev/shm")
+_TMP_PREFIXES = (".vbdecl", "vbdecl-stage", "vbdecl-crash-", "vb-")
+# vbdecl's default state and runtime roots (tests use --state-dir; nothing may land here)
+_STATE_ROOTS = ("/run/vbdecl", "/var/lib/vbdecl")
+# processes started during a test carry this variable (fork and exec inherit it), so a
+# daemon that outlived its test is found even after it was reparented away from us
+_TOKEN_VAR = "LEAKGUARD_TOKEN"
 
 
 def _mounts() -> set[str]:
-    out = set()
+    """Mount point + fs type + source; a mount stacked twice on one point counts twice."""
+    seen: dict[str, int] = {}
     for line in Path("/proc/self/mountinfo").read_text().splitlines():
         parts = line.split()
-        out.add(f"{parts[4]} {parts[parts.index('-') + 1]}")
-    return out
+        sep = parts.index("-")
+        key = f"{parts[4]} {parts[sep + 1]} {parts[sep + 2]}"
+        seen[key] = seen.get(key, 0) + 1
+    return {k if n == 1 else f"{k} (x{n})" for k, n in seen.items()}
 
 
 def _sysfs_names(path: str) -> set[str]:
@@ -56,33 +72,54 @@ def _ip(*args: str) -> str:
     return subprocess.run(["ip", *args], capture_output=True, text=True).stdout
 
 
+_COUNTER = re.compile(r"\s*counter packets \d+ bytes \d+")
+
+
 def _nft() -> str:
+    """The whole ruleset (tables, chains, rules, set elements), counters dropped."""
     if not shutil.which("nft"):
         return ""
-    out = subprocess.run(["nft", "list", "tables"], capture_output=True, text=True).stdout
-    return "\n".join(sorted(out.splitlines()))
+    out = subprocess.run(["nft", "list", "ruleset"], capture_output=True, text=True).stdout
+    return "\n".join(_COUNTER.sub("", line) for line in out.splitlines())
+
+
+def _sysctls() -> set[str]:
+    out = set()
+    for name in ("net/ipv4/ip_forward", "net/ipv6/conf/all/forwarding",
+                 "net/ipv4/conf/all/route_localnet"):
+        try:
+            out.add(f"{name}={Path('/proc/sys', name).read_text().strip()}")
+        except OSError:
+            pass
+    return out
 
 
 def _cgroups() -> set[str]:
+    """Our cgroup directories: named like ours at the top of a hierarchy, or anything
+    below a hierarchy's vbdecl/ directory (recursively)."""
     found = set()
     base = Path("/sys/fs/cgroup")
-    for top in [base, *[p for p in base.iterdir() if p.is_dir()]] if base.is_dir() else []:
-        for sub in ("", "vbdecl"):
-            d = top / sub if sub else top
-            try:
-                for entry in os.scandir(d):
-                    if entry.is_dir() and any(o in entry.name for o in _OURS):
-                        found.add(str(Path(d) / entry.name))
-            except OSError:
-                pass
+    tops = [base, *[p for p in base.iterdir() if p.is_dir()]] if base.is_dir() else []
+    for top in tops:
+        try:
+            for entry in os.scandir(top):
+                if entry.is_dir() and any(o in entry.name for o in _OURS):
+                    found.add(entry.path)
+        except OSError:
+            pass
+        for dirpath, dirnames, _ in os.walk(top / "vbdecl"):
+            found |= {f"{dirpath}/{d}" for d in dirnames}
     return found
 
 
 def _tmp_entries() -> set[str]:
-    try:
-        return {n for n in os.listdir("/tmp") if n.startswith((".vbdecl", "vbdecl-stage", "vb-"))}
-    except OSError:
-        return set()
+    out = set()
+    for base in _TMP_BASES:
+        try:
+            out |= {f"{base}/{n}" for n in os.listdir(base) if n.startswith(_TMP_PREFIXES)}
+        except OSError:
+            pass
+    return out
 
 
 def _fds() -> set[str]:
@@ -95,28 +132,79 @@ def _fds() -> set[str]:
     return out
 
 
+def _stat(pid: str) -> tuple[str, list[str]] | None:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat.split("(", 1)[1].rsplit(")", 1)[0], stat.rsplit(")", 1)[1].split()
+
+
 def _children() -> set[str]:
+    """Direct children of the test process, zombies included (state=Z: never waited for)."""
     me = str(os.getpid())
     out = set()
     for pid in os.listdir("/proc"):
-        if not pid.isdigit():
+        if not pid.isdigit() or (st := _stat(pid)) is None:
+            continue
+        comm, fields = st
+        if fields[1] == me:
+            out.add(f"{pid} {comm} state={fields[0]}")
+    return out
+
+
+def _descendants() -> set[str]:
+    """Every live process started during the current test (it carries the test's token),
+    wherever it was reparented to: a leaked environment init, a daemonized helper."""
+    token = os.environ.get(_TOKEN_VAR)
+    if not token:
+        return set()
+    needle = f"{_TOKEN_VAR}={token}".encode()
+    me = str(os.getpid())
+    out = set()
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit() or pid == me:
             continue
         try:
-            stat = Path(f"/proc/{pid}/stat").read_text()
+            with open(f"/proc/{pid}/environ", "rb") as f:
+                env = f.read()
         except OSError:
             continue
-        fields = stat.rsplit(")", 1)[1].split()
-        if fields[1] == me:
-            out.add(f"{pid} {stat.split('(')[1].split(')')[0]} state={fields[0]}")
+        if needle in env and (st := _stat(pid)) is not None:
+            out.add(f"{pid} {st[0]} ppid={st[1][1]} state={st[1][0]}")
     return out
+
+
+# host-wide files that stay once made: the global lock and the two slots of the shared
+# network database (vbdecl/net/shared.py); their content is checked by _shared_net()
+_STATE_FIXTURES = {"global.lock", "net.0.json", "net.1.json"}
 
 
 def _state_dirs() -> set[str]:
+    """Everything (3 levels deep) under vbdecl's default state and runtime roots."""
     out = set()
-    for d in ("/run/vbdecl", "/var/lib/vbdecl"):
-        if os.path.isdir(d):
-            out |= {f"{d}/{n}" for n in os.listdir(d)}
+    for root in _STATE_ROOTS:
+        for dirpath, dirnames, filenames in os.walk(root):
+            depth = dirpath[len(root):].count("/")
+            out |= {f"{dirpath}/{n}" for n in [*dirnames, *filenames]
+                    if depth or n not in _STATE_FIXTURES}
+            if depth >= 2:
+                dirnames.clear()
     return out
+
+
+def _shared_net() -> str:
+    """Bridges and leases in the default root's shared network database (newest slot)."""
+    best: tuple[int, object] = (-1, None)
+    for slot in ("net.0.json", "net.1.json"):
+        try:
+            doc = json.loads(Path("/var/lib/vbdecl", slot).read_text())
+        except (OSError, ValueError):
+            continue
+        if isinstance(doc, dict) and int(doc.get("gen", 0)) > best[0]:
+            best = (int(doc.get("gen", 0)), doc.get("data"))
+    data = best[1] if isinstance(best[1], dict) else {}
+    return json.dumps({k: data.get(k) or {} for k in ("bridges", "leases")}, indent=1, sort_keys=True)
 
 
 def snapshot() -> dict[str, object]:
@@ -124,31 +212,39 @@ def snapshot() -> dict[str, object]:
         "mounts": _mounts(),
         "links": _sysfs_names("/sys/class/net"),
         "addresses": _ip("-o", "addr", "show"),
-        "routes": _ip("route", "show", "table", "all"),
+        "routes": _ip("route", "show", "table", "all") + _ip("-6", "route", "show", "table", "all"),
         "nftables": _nft(),
+        "sysctls": _sysctls(),
         "cgroups": _cgroups(),
         "tmp": _tmp_entries(),
         "fds": _fds(),
         "children": _children(),
+        "processes": _descendants(),
         "state": _state_dirs(),
+        "shared network state": _shared_net(),
     }
 
 
 def diff_snapshots(before: dict[str, object], after: dict[str, object]) -> list[str]:
+    """One readable block per kind of object that changed: ``+`` left behind, ``-`` gone."""
+    import difflib
+
     problems = []
     for key, old in before.items():
         new = after[key]
         if old == new:
             continue
         if isinstance(old, set) and isinstance(new, set):
-            added, removed = sorted(new - old), sorted(old - new)
-            problems.append(f"{key}: left behind {added}; gone {removed}")
+            lines = [f"  + {x}" for x in sorted(new - old)] + [f"  - {x}" for x in sorted(old - new)]
+            problems.append(f"{key} (+ left behind, - gone):\n" + "\n".join(lines))
         else:
-            import difflib
-
-            d = "\n".join(difflib.unified_diff(str(old).splitlines(), str(new).splitlines(), lineterm=""))
-            problems.append(f"{key} changed:\n{d}")
+            d = difflib.unified_diff(str(old).splitlines(), str(new).splitlines(), "before", "after",
+                                     lineterm="", n=1)
+            problems.append(f"{key} changed:\n" + "\n".join(f"  {x}" for x in d))
     return problems
+
+
+LOCK_PATH = "/tmp/vbdecl-leakguard.lock"
 
 
 @pytest.fixture(autouse=True)
@@ -158,12 +254,14 @@ def leak_guard(request: pytest.FixtureRequest):
         return
     # Root tests change host-wide objects, so the guard holds a machine-wide lock:
     # a snapshot is only meaningful while no other guarded test runs.
-    lock = os.open("/tmp/vbdecl-leakguard.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    lock = os.open(LOCK_PATH, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     fcntl.flock(lock, fcntl.LOCK_EX)
+    os.environ[_TOKEN_VAR] = uuid.uuid4().hex
     before = snapshot()
     try:
         yield
     except BaseException:
+        os.environ.pop(_TOKEN_VAR, None)
         os.close(lock)
         raise
     # Teardown of sandboxes is synchronous, but give exiting children a moment to be reaped.
@@ -174,9 +272,11 @@ def leak_guard(request: pytest.FixtureRequest):
         if not problems or time.monotonic() > deadline:
             break
         time.sleep(0.05)
+    os.environ.pop(_TOKEN_VAR, None)
     os.close(lock)
     if problems:
-        pytest.fail("leak guard: the test left objects behind:\n" + "\n".join(problems), pytrace=False)
+        pytest.fail(f"leak guard: {request.node.nodeid} left objects behind:\n" + "\n".join(problems),
+                    pytrace=False)
 
 
 @pytest.fixture

@@ -577,3 +577,31 @@ def test_two_state_roots_share_bridge_and_table(tmp_path: Path) -> None:
     finally:
         a.close()
         b.close()
+
+
+def test_probes_see_drift(envs: Callable[..., Env]) -> None:
+    bridge = f"vbt{uniq()}"
+    subnet, link_prefix, _ = rand_subnet()
+    with upstream(link_prefix) as (_p, host_if, _h, _u):
+        env = envs()
+        acts = [*bridge_actions(bridge, subnet),
+                ("nat.masquerade", "nat.masquerade", {"subnet": subnet, "egress": host_if})]
+        env.apply(acts)
+        params = {aid: p for aid, _k, p in acts}
+
+        def probe(aid: str, kind: str) -> Any:
+            return op_for(kind).probe(env.ctx, params[aid], env.ctx.records[aid])
+
+        for aid, kind, _ in acts:
+            assert probe(aid, kind) is not None, aid
+        # drift made behind vbdecl's back, seen by the probes
+        ns_run(env.pid, "ip", "route", "del", "default")
+        assert probe("net.route", "net.route") is None
+        ns_run(env.pid, "ip", "addr", "del", f"{env.address}/24", "dev", "eth0")
+        assert probe("net.address", "net.address") is None
+        subprocess.run(["nft", "delete", "element", "inet", "vbdecl", "masq4", f"{{ {env.address} }}"], check=True)
+        subprocess.run(["nft", "flush", "chain", "inet", "vbdecl", f"{env.instance}-masq"], check=True)
+        subprocess.run(["nft", "delete", "chain", "inet", "vbdecl", f"{env.instance}-masq"], check=True)
+        assert probe("nat.masquerade", "nat.masquerade") is None
+        env.revert()      # tolerates all of it
+        assert bridge not in links() and nft_table() == ""

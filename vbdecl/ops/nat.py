@@ -305,7 +305,19 @@ class Masquerade:
             return None
         items = _nft(ctx).list_table(FAMILY, TABLE) or []
         names = {i["chain"]["name"] for i in items if "chain" in i}
-        return dict(record) if record["chain"] in names else None
+        if record["chain"] not in names:
+            return None
+        live = dict(record)
+        if (params.get("egress") or "auto") == "auto":
+            try:   # the default route moved: drift, shown as "egress 'eth0' -> 'wlan0'"
+                live["egress"] = self._probe_egress(ctx, params)
+            except VbdeclError:
+                live["egress"] = None
+        return live
+
+    @_session
+    def _probe_egress(self, ctx: Context, params: Params) -> str:
+        return self._egress(ctx, params)
 
     def _egress(self, ctx: Context, params: Params) -> str:
         from vbdecl.ops.net import _sess

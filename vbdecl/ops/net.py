@@ -392,6 +392,11 @@ class Route:
     def probe(self, ctx: Context, params: Params, record: Record | None) -> Record | None:
         if record is None or not _alive(ctx, record):
             return None
+        nl = _nl()
+        ipr = _sess(ctx).env(_env_pid(ctx, "net.route"))
+        family = nl.AF_INET6 if ":" in record["gateway"] else nl.AF_INET
+        if nl.default_route_interface(ipr, family) != record["ifname"]:
+            return None
         return dict(record)
 
     @_session

@@ -15,7 +15,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from vbdecl.cli.progress import emit_json
     from vbdecl.engine import journal, lock, paths, store
-    from vbdecl.engine.executor import Engine, Session
+    from vbdecl.engine.executor import Engine
     from vbdecl.errors import StateError
 
     state_dir = str(paths.state_root(args.state_dir))
@@ -25,10 +25,7 @@ def run(args: argparse.Namespace) -> int:
         raise StateError(f"environment {name!r} does not exist", hint="vbdecl ls lists the environments")
     open_txn = journal.open_transaction(journal.read(paths.journal_file(name, state_dir)))
     holder = lock.holder(paths.lock_file(name, state_dir))
-    s = Session(Engine(state_dir), name, None)
-    s.state = state
-    s.instance = state["instance"]
-    s.res = dict(state.get("resources") or {})
+    s = Engine(state_dir).reader(name)
     live = s.live()
     resources: list[dict[str, Any]] = []
     for rid, res in (state.get("resources") or {}).items():

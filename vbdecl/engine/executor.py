@@ -149,10 +149,13 @@ class Engine:
 
     def changes(self, plan: dict[str, Any], *, probe: bool = True) -> ChangeSet:
         """Changes without the lock (for ``plan``); the state may move after."""
-        state = store.load(plan["name"], self.state_dir)
-        s = Session(self, plan["name"], None)
-        s.state = state
-        return s.changes(plan, probe=probe)
+        return self.reader(plan["name"]).changes(plan, probe=probe)
+
+    def reader(self, name: str) -> Session:
+        """A Session without the lock, for read-only probes (``plan``, ``status``, ``ls``)."""
+        s = Session(self, name, None)
+        s.attach(store.load(name, self.state_dir))
+        return s
 
 
 class Session:
@@ -175,12 +178,20 @@ class Session:
         self.deps: dict[str, list[str]] = {}
         self.steps = 0
 
+    def attach(self, state: dict[str, Any] | None) -> None:
+        """Work on ``state`` (its instance, resources and plan context)."""
+        self.state = state
+        self.instance = (state or {}).get("instance") or ""
+        self._reset(copy.deepcopy((state or {}).get("resources") or {}))
+        self._load_context((state or {}).get("plan"))
+
     def close(self) -> None:
         if self.journal is not None:
             self.journal.close()
             self.journal = None
         if self.lock is not None:
             self._rotate_journal()
+            self._forget_if_empty()
             self.lock.release()
             self.lock = None
 
@@ -331,6 +342,7 @@ class Session:
             self.engine.emit("apply.nothing", name=self.name)
             return Result(self.name, self.instance, state.get("revision"), state.get("serial"))
         steps = self._steps(changes, old_state)
+        self._preflight(steps)
         base_rev = max([state.get("revision") or 0, *store.revision_numbers(self.name, self.sd)])
         self.txn = uuid.uuid4().hex
         # Dependencies of both plans, for the rollback's "keep what a failure needs" rule.
@@ -375,6 +387,26 @@ class Session:
                          serial=state["serial"], steps=len(steps))
         return Result(self.name, self.instance, revision, state["serial"], changes.changes,
                       steps=len(steps))
+
+    def _preflight(self, steps: list[Any]) -> None:
+        """Every op must exist before anything changes."""
+        missing: dict[str, list[str]] = {}
+        for _step, rid, kind, _params, _old in steps:
+            try:
+                op = _op(kind)
+            except StateError:
+                missing.setdefault(kind, []).append(rid)
+                continue
+            if _step == "update" and not callable(getattr(op, "update", None)):
+                missing.setdefault(f"{kind} (update)", []).append(rid)
+        if missing:
+            first = next(iter(missing.values()))[0]
+            kinds = "; ".join(f"{k}: {', '.join(v[:3])}{' ...' if len(v) > 3 else ''}"
+                              for k, v in missing.items())
+            raise ActionError(f"this vbdecl cannot execute these actions ({kinds})",
+                              action=first,
+                              hint="nothing was changed; that resource family is not "
+                                   "implemented in this version")
 
     def _steps(self, changes: ChangeSet, old_state: dict[str, Any] | None) -> list[Any]:
         """Destroys in reverse old order, then creates/updates in plan order."""
@@ -535,6 +567,11 @@ class Session:
 
     def _undo(self, intent: Any, *, landed: bool) -> Any:
         rid, kind, step = intent["id"], intent["kind"], intent["step"]
+        if not landed and step == "create":
+            try:
+                _op(kind)
+            except StateError:
+                return None  # no op, so it cannot have done anything
         op = _op(kind)
         ctx = self._ctx()
         self.engine.faults.check_revert(rid)
@@ -572,6 +609,24 @@ class Session:
             # The environment never existed: leave the state directory as it was.
             self._forget_env()
 
+    def _forget_if_empty(self) -> None:
+        """An environment that never committed anything leaves no trace (also when
+        a command was killed between its abort marker and its cleanup)."""
+        d = paths.env_dir(self.name, self.sd)
+        try:
+            names = set(os.listdir(d))
+        except OSError:
+            return
+        if not names <= {"lock", "journal.jsonl"}:
+            return
+        if "journal.jsonl" in names and journal_mod.open_transaction(
+                journal_mod.read(d / "journal.jsonl")) is not None:
+            return
+        if "journal.jsonl" in names and any(e.get("t") == "commit" for e in
+                                            journal_mod.read(d / "journal.jsonl")):
+            return  # it had a life (a destroyed env without revisions): keep its journal
+        store.remove_env_dir(self.name, self.sd)
+
     def _forget_env(self) -> None:
         if self.journal is not None:
             self.journal.close()
@@ -583,11 +638,13 @@ class Session:
         if not self.instance:
             return
         d = paths.instance_runtime_dir(self.instance, self.sd)
-        for path in (d, d.parent):
+        for path in (d, d.parent):  # the parent only when empty (and ours: <state>/run)
+            if path == d.parent and path != paths.state_root(self.sd) / "run":
+                break
             try:
                 path.rmdir()
             except OSError:
-                break
+                pass
 
     def recover(self) -> bool:
         """Finish an open transaction (roll back an apply, roll forward a destroy).

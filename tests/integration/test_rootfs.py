@@ -166,7 +166,8 @@ def test_every_kind_in_a_user_namespace(tmp_path: Path) -> None:
     def probe():
         Path("/ov/b").write_text("b")
         Path("/pov/c").write_text("c")
-        return {"mounts": sorted(mountinfo()), "ov": sorted(os.listdir("/ov")),
+        mi = mountinfo()
+        return {"mounts": sorted(mi), "ov": sorted(os.listdir("/ov")), "pov": mi["/pov"]["super"],
                 "uid_map": Path("/proc/self/uid_map").read_text().split(),
                 "hosts": Path("/etc/hosts").read_text()}
 
@@ -176,3 +177,24 @@ def test_every_kind_in_a_user_namespace(tmp_path: Path) -> None:
             "/etc/hosts", "/tmp"} <= set(r["mounts"])
     assert r["ov"] == ["a", "b"] and "192.0.2.4\ta" in r["hosts"]
     assert os.listdir(tmp_path / "u") == ["c"]
+    assert "userxattr" in r["pov"]
+
+
+def test_dev_console_when_stdin_is_a_tty() -> None:
+    import pty
+
+    def before() -> None:
+        _master, slave = pty.openpty()
+        os.dup2(slave, 0)
+        os.close(slave)
+
+    def probe():
+        mi = mountinfo()
+        return {"console": "/dev/console" in mi, "chr": os.path.exists("/dev/console")
+                and (os.stat("/dev/console").st_mode & 0o170000) == 0o020000}
+
+    r = in_sandbox(base_spec([{"type": "dev", "target": "/dev"}]), probe, before=before)
+    assert r == {"console": True, "chr": True}
+    r = in_sandbox(base_spec([{"type": "dev", "target": "/dev"}]), probe,
+                   before=lambda: os.dup2(os.open("/dev/null", os.O_RDONLY), 0))
+    assert r == {"console": False, "chr": False}

@@ -263,7 +263,7 @@ class Builder:
     """
 
     def __init__(self, host_fd: int, root_path: str | None, staging_fd: int,
-                 host_prefix: str) -> None:
+                 host_prefix: str, userns: bool | None = None, tty: str | None = None) -> None:
         self.host_fd = host_fd
         self.root_path = root_path
         self.staging_fd = staging_fd
@@ -275,7 +275,8 @@ class Builder:
         self.host_created: list[str] = []   # host dirs created (overlay upper/work), for rollback
         self.created: list[str] = []        # paths created inside the root (mount points, dirs)
         self.staged: list[str] = []         # data files in the staging area, unlinked once bound
-        self.userns = _in_userns()
+        self.userns = _in_userns() if userns is None else userns  # overlays need userxattr
+        self.tty = tty      # the host path of the terminal on stdin: bound as /dev/console
 
     def set_root(self, root_path: str) -> None:
         _close(self.root_fd)
@@ -398,11 +399,41 @@ class Builder:
 
     # --- kernel filesystems
 
+    def make_proc(self, e: dict[str, Any], made: Made) -> None:
+        if e.get("host"):   # vb without a pid namespace: bubblewrap binds the host's /proc
+            self._clone_source({"source": "/proc", "target": e["target"]},
+                               m.MOUNT_ATTR_NOSUID | m.MOUNT_ATTR_NODEV, made)
+
     def place_proc(self, e: dict[str, Any], made: Made) -> None:
-        # Made here: a proc instance belongs to the pid namespace of its creator.
-        mnt = m.new_mount("proc", [], m.MOUNT_ATTR_NOSUID | m.MOUNT_ATTR_NODEV | m.MOUNT_ATTR_NOEXEC)
-        made.mounts.append(("", mnt, True))
+        if not e.get("host"):
+            # Made here: a proc instance belongs to the pid namespace of its creator.
+            mnt = m.new_mount("proc", [], m.MOUNT_ATTR_NOSUID | m.MOUNT_ATTR_NODEV | m.MOUNT_ATTR_NOEXEC)
+            made.mounts.append(("", mnt, True))
         self._attach_made(e["target"], made)
+        if e.get("cover"):
+            self._cover_ro(e["target"], list(e["cover"]))
+
+    def _cover_ro(self, target: str, names: list[str]) -> None:
+        """vb: bind the writable ones of NAMES under TARGET read-only onto themselves
+        (bubblewrap does this for /proc/sys, sysrq-trigger, irq and bus)."""
+        dfd = resolve(self.root_fd, target, os.O_PATH | os.O_DIRECTORY)
+        try:
+            for name in names:
+                if not os.access(name, os.W_OK, dir_fd=dfd):
+                    continue    # already read-only, or absent
+                src = os.open(name, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dfd)
+                try:
+                    clone = m.clone_tree(src, recursive=False)
+                    try:
+                        m.set_attrs(clone, m.MOUNT_ATTR_RDONLY | m.MOUNT_ATTR_NOSUID | m.MOUNT_ATTR_NODEV,
+                                    recursive=False)
+                        m.attach(clone, src)
+                    finally:
+                        _close(clone)
+                finally:
+                    _close(src)
+        finally:
+            _close(dfd)
 
     def place_mqueue(self, e: dict[str, Any], made: Made) -> None:
         # Made here: an mqueue instance belongs to the ipc namespace of its creator.
@@ -424,11 +455,8 @@ class Builder:
                                             m.MOUNT_ATTR_NOSUID | m.MOUNT_ATTR_NODEV,
                                             source="tmpfs"), True))
         nodes = [(n, "/dev/" + n) for n in _DEV_NODES]
-        if os.isatty(0):
-            try:
-                nodes.append(("console", os.ttyname(0)))
-            except OSError:
-                pass
+        if self.tty:
+            nodes.append(("console", self.tty))
         for name, path in nodes:
             try:
                 src = self._host(path)
@@ -442,9 +470,10 @@ class Builder:
                 _close(src)
             made.mounts.append(("/" + name, clone, False))
             m.set_attrs(clone, m.MOUNT_ATTR_NOSUID, recursive=False)
-        made.mounts.append(("/shm", m.new_mount("tmpfs", [("mode", "1777")],
-                                                m.MOUNT_ATTR_NOSUID | m.MOUNT_ATTR_NODEV,
-                                                source="tmpfs"), True))
+        if e.get("shm") != "dir":   # vb: bubblewrap's /dev/shm is a plain directory
+            made.mounts.append(("/shm", m.new_mount("tmpfs", [("mode", "1777")],
+                                                    m.MOUNT_ATTR_NOSUID | m.MOUNT_ATTR_NODEV,
+                                                    source="tmpfs"), True))
         made.mounts.append(("/pts", m.new_mount(
             "devpts", [("newinstance", None), ("ptmxmode", "0666"), ("mode", "620")],
             m.MOUNT_ATTR_NOSUID | m.MOUNT_ATTR_NOEXEC, source="devpts"), True))
@@ -460,7 +489,7 @@ class Builder:
         try:
             for name, points_to in _DEV_LINKS:
                 os.symlink(points_to, name, dir_fd=dev)
-            os.mkdir("shm", 0o1777, dir_fd=dev)
+            os.mkdir("shm", 0o755 if e.get("shm") == "dir" else 0o1777, dir_fd=dev)
             os.mkdir("pts", 0o755, dir_fd=dev)
             while made.mounts:
                 sub, fd, is_dir = made.mounts.pop(0)
@@ -735,6 +764,13 @@ def _isdir_fd(fd: int) -> bool:
     return stat.S_ISDIR(os.fstat(fd).st_mode)
 
 
+def _stdin_tty() -> str | None:
+    try:
+        return os.ttyname(0) if os.isatty(0) else None
+    except OSError:
+        return None
+
+
 def _in_userns() -> bool:
     try:
         with open("/proc/self/uid_map") as f:
@@ -828,6 +864,8 @@ def _setup_root(spec: dict[str, Any]) -> None:
             # fallback below copes, and nothing we mount is shared anyway.
             if exc.errno != errno.EINVAL:
                 raise
+        userns = _in_userns()   # while /proc is still where it was
+        tty = _stdin_tty()
         rootfs = spec.get("rootfs")
         rootfs_clone = -1
         if rootfs is not None:
@@ -871,7 +909,7 @@ def _setup_root(spec: dict[str, Any]) -> None:
                                 "the sandbox child must be in its own mount namespace with "
                                 "CAP_SYS_ADMIN") from exc
     staging_fd = os.open(stage_path, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
-    b = Builder(host_fd, root_path, staging_fd, prefix)
+    b = Builder(host_fd, root_path, staging_fd, prefix, userns, tty)
     ok = False
     try:
         entries = list(spec.get("filesystem") or [])
@@ -883,8 +921,9 @@ def _setup_root(spec: dict[str, Any]) -> None:
                                         hint=_hint(exc, e)) from exc
         net = spec.get("network") or {}
         try:
-            b.net_files({"dns": net.get("dns"), "hosts": net.get("hosts"),
-                         "hostname": spec.get("hostname"), "mode": net.get("mode")})
+            if (spec.get("vb") or {}).get("net_files", True) is not False:
+                b.net_files({"dns": net.get("dns"), "hosts": net.get("hosts"),
+                             "hostname": spec.get("hostname"), "mode": net.get("mode")})
         except OSError as exc:
             raise RuntimeSetupError(f"network files: {_msg(exc)}", where="net.dns",
                                     hint=getattr(exc, "hint", None)) from exc

@@ -375,3 +375,37 @@ def test_tty_true_needs_a_terminal_and_tty_false_detaches(tmp_path: Path) -> Non
     check = "import os; assert os.getsid(0) == os.getpid()"
     assert run_spec(make_spec([sys.executable, "-c", check], tty=False)).code == 0
     assert run_spec(make_spec([sys.executable, "-c", check], tty="auto")).code != 0
+
+
+def _fd_targets(pid: int) -> set[str]:
+    out = set()
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            out.add(os.readlink(f"/proc/{pid}/fd/{fd}"))
+        except OSError:
+            pass
+    return out
+
+
+def test_sandbox_processes_do_not_hold_the_callers_fds() -> None:
+    r, w = os.pipe()          # e.g. vb's --info-fd / --sync-fd: must close when vbdecl closes it
+    pipe = os.readlink(f"/proc/self/fd/{w}")
+    seen: dict[str, set[str]] = {}
+
+    def on_event(event: dict[str, Any]) -> None:
+        if event["event"] != "setup_finished":
+            return
+        init = event["pid"]
+        holder = int(Path(f"/proc/{init}/stat").read_text().rsplit(")", 1)[1].split()[1])
+        deadline = time.monotonic() + 2
+        while pipe in _fd_targets(init) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        seen["init"] = _fd_targets(init)
+        seen["holder"] = _fd_targets(holder)
+
+    try:
+        assert run_spec(sh("sleep 0.5; ls -l /proc/$$/fd"), on_event=on_event).code == 0
+    finally:
+        os.close(r)
+        os.close(w)
+    assert seen and pipe not in seen["init"] and pipe not in seen["holder"]

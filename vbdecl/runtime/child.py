@@ -62,6 +62,7 @@ class ChildConfig:
         "joins",
         "keep_fds",
         "live",
+        "lock_fd",
         "mount_new",
         "needs_root",
         "net_new",
@@ -92,6 +93,7 @@ class ChildConfig:
         self.needs_root = False       # spec.rootfs or spec.filesystem: call setup_root
         self.keep_fds: list[int] = []  # fds the process inherits (inherit_fds)
         self.live = False             # a live environment: init holds the namespaces, no process
+        self.lock_fd = -1             # status.lock_file, held by every process but the payload
 
 
 class SetupFailure(Exception):
@@ -146,6 +148,8 @@ def status_code(status: int) -> int:
 def holder_main(cfg: ChildConfig, parent: int) -> NoReturn:
     """Body of the first child. Never returns."""
     try:
+        # Nothing of the caller's stays open in the sandbox's processes but what it needs.
+        sysproc.close_fds_except([cfg.c2p, cfg.p2c, cfg.lock_fd, *cfg.keep_fds])
         if cfg.live:
             _detach(cfg)
         elif cfg.die_with_parent:
@@ -191,7 +195,7 @@ def _detach(cfg: ChildConfig) -> None:
         os.dup2(null, fd)
     if null > 2:
         os.close(null)
-    sysproc.close_fds_except([cfg.c2p, cfg.p2c, *cfg.keep_fds])
+    sysproc.close_fds_except([cfg.c2p, cfg.p2c, cfg.lock_fd, *cfg.keep_fds])
 
 
 def _enter_namespaces(cfg: ChildConfig) -> None:
@@ -304,6 +308,7 @@ def init_main(cfg: ChildConfig, holder: int) -> NoReturn:
         if pid == 0:
             exec_process(cfg)
         os.close(cfg.c2p)
+        sysproc.close_fds_except([cfg.lock_fd])   # pid 1 keeps stdio and the lock only
         sysproc.set_name("vbdecl-init")
     except BaseException as exc:
         _report(cfg, exc)
@@ -387,13 +392,17 @@ def _exec_process(cfg: ChildConfig) -> None:
         os.setsid()     # new_session, or tty: false: no controlling terminal
     if cfg.die_with_parent:
         sysproc.set_pdeathsig(signal.SIGKILL, os.getppid())
+    env = build_env(proc)
     cwd = proc.get("cwd") or "/"
+    if proc.get("cwd") is None and "vb" in spec:
+        cwd = _vb_cwd(spec, env)    # bubblewrap: the caller's cwd, else $HOME, else /
     try:
         os.chdir(cwd)
     except OSError as exc:
         raise SetupFailure(125, f"cannot change to process.cwd {cwd}: {exc.strerror}",
                            "create it with a dir entry in filesystem, or fix process.cwd") from None
-    env = build_env(proc)
+    if "vb" in spec:
+        env["PWD"] = cwd            # bubblewrap sets PWD after its chdir
     argv = list(cfg.argv or proc.get("command") or [])
     default_shell = not argv
     if default_shell:
@@ -414,7 +423,11 @@ def _exec_process(cfg: ChildConfig) -> None:
         except OSError as exc:
             raise SetupFailure(125, f"process.inherit_fds: fd {fd} is not open: {exc.strerror}",
                                "pass only fds that vbdecl inherits from its caller") from None
-    sysproc.close_fds_except([*keep, c2p])
+    sysproc.close_fds_except([*keep, c2p])   # the lock too: only vbdecl's processes hold it
+    userns2 = (spec.get("vb") or {}).get("userns2_fd")
+    if isinstance(userns2, int):      # vb --userns2: switch user namespace after setup
+        sysns.setns(userns2, sysns.CLONE_NEWUSER, what=f"--userns2 fd {userns2}")
+        os.close(userns2)
     if sec is not None:
         # ids, capabilities, no_new_privs, Landlock, seccomp (last)
         sec.apply_in_child(spec)
@@ -427,6 +440,18 @@ def _exec_process(cfg: ChildConfig) -> None:
 def own_session(proc: dict[str, Any]) -> bool:
     """The process gets a session of its own (and so no controlling terminal)."""
     return bool(proc.get("new_session")) or proc.get("tty") is False
+
+
+def _vb_cwd(spec: dict[str, Any], env: dict[str, str]) -> str:
+    """vb without --chdir: the caller's cwd if it exists in the sandbox, else $HOME, else /."""
+    for cand in ((spec.get("vb") or {}).get("cwd_fallback"), env.get("HOME")):
+        if cand:
+            try:
+                os.chdir(cand)
+                return cand
+            except OSError:
+                pass
+    return "/"
 
 
 def build_env(proc: dict[str, Any]) -> dict[str, str]:

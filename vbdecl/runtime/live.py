@@ -46,7 +46,8 @@ def start_env(*, spec: dict[str, Any], instance: str, runtime_dir: str) -> dict[
         from vbdecl.runtime.lock import acquire
 
         lock_fd = acquire(status["lock_file"])
-        cfg.keep_fds = [lock_fd]
+        cfg.lock_fd = lock_fd
+    cfg.keep_fds = []
     os.makedirs(os.path.join(runtime_dir, "ns"), mode=0o700, exist_ok=True)
     c2p_r, c2p_w = os.pipe2(os.O_CLOEXEC)
     p2c_r, p2c_w = os.pipe2(os.O_CLOEXEC)

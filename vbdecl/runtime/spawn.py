@@ -80,11 +80,28 @@ def _config(spec: dict[str, Any], nsd: dict[str, Any], instance: str, runtime_di
     proc = spec["process"]
     cfg.die_with_parent = bool(proc.get("die_with_parent", True))
     cfg.needs_root = bool(spec.get("rootfs") or spec.get("filesystem"))
-    cfg.keep_fds = [int(fd) for fd in proc.get("inherit_fds") or []]
+    cfg.keep_fds = sandbox_fds(spec)
     if cfg.needs_root and not (cfg.mount_new or isinstance(nsd.get("mount"), dict)):
         raise RuntimeSetupError("spec.rootfs and spec.filesystem need a new mount namespace",
                                 hint="set namespaces.mount: true")
     return cfg
+
+
+def sandbox_fds(spec: dict[str, Any]) -> list[int]:
+    """The caller's fds the sandbox needs: inherit_fds, fds of filesystem entries and of
+    namespaces joined through /proc/self/fd/N, vb's userns2. Every other fd of the
+    caller is closed in the sandbox's processes right after fork."""
+    fds = [int(fd) for fd in spec["process"].get("inherit_fds") or []]
+    for entry in spec.get("filesystem") or []:
+        if isinstance(entry.get("fd"), int):
+            fds.append(entry["fd"])
+    for value in (spec.get("namespaces") or {}).values():
+        if isinstance(value, dict) and str(value.get("join", "")).startswith("/proc/self/fd/"):
+            fds.append(int(str(value["join"]).rsplit("/", 1)[1]))
+    vb = spec.get("vb") or {}
+    if isinstance(vb.get("userns2_fd"), int):
+        fds.append(vb["userns2_fd"])
+    return fds
 
 
 def _read_exact(fd: int, n: int) -> bytes | None:
@@ -184,6 +201,7 @@ def run_spec(spec: dict[str, Any], *, name: str = "sandbox", actions: list[dict[
 
             runtime_dir = os.path.join(str(runtime_root(state_dir)), instance)
         cfg = _config(spec, nsd, instance, runtime_dir, argv)
+        cfg.lock_fd = lock_fd
         _spawn_and_wait(cfg, nsd, idmap, spec, name, actions or [], sink, result,
                         forward_signals, state_dir, txs.append, warnings)
     except VbdeclError as err:
@@ -206,7 +224,7 @@ def _spawn_and_wait(cfg: C.ChildConfig, nsd: dict[str, Any], idmap: dict[str, An
                     spec: dict[str, Any], name: str, actions: list[dict[str, Any]],
                     sink: EventSink, result: RunResult, forward_signals: bool,
                     state_dir: str | None, set_tx: Any, warnings: list[str]) -> None:
-    floor = max([2, *cfg.keep_fds])
+    floor = max([2, cfg.lock_fd, *cfg.keep_fds])
     c2p_r, c2p_w = os.pipe2(os.O_CLOEXEC)
     p2c_r, p2c_w = os.pipe2(os.O_CLOEXEC)
     c2p_r, c2p_w, p2c_r, p2c_w = (_above(fd, floor) for fd in (c2p_r, c2p_w, p2c_r, p2c_w))

@@ -287,3 +287,40 @@ def test_v2_fake_tree_parent_kept_when_not_ours(fake_v2: cg.Layout) -> None:
     for p in parent.iterdir():
         p.unlink()
     parent.rmdir()
+
+
+def test_fake_hybrid_tracking_dir_is_optional(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """FAKE hybrid tree: an unwritable cgroup2 mount only loses the tracking dir
+    (cpu time then comes from cpuacct); a v1 controller failure is an error."""
+    mem, acct, uni = tmp_path / "memory", tmp_path / "cpuacct", tmp_path / "unified"
+    for d in (mem, acct, uni):
+        d.mkdir()
+
+    def mkdir(path: str) -> bool:
+        if path.startswith(str(uni)):
+            raise PermissionError(13, "Permission denied")
+        try:
+            os.mkdir(path)
+        except FileExistsError:
+            return False
+        Path(path, "cgroup.procs").write_text("")
+        return True
+
+    def rmdir(path: str) -> None:
+        for p in Path(path).iterdir():
+            if p.is_file():
+                p.unlink()
+        os.rmdir(path)
+
+    monkeypatch.setattr(cg, "_mkdir", mkdir)
+    monkeypatch.setattr(cg, "_rmdir", rmdir)
+    layout = cg.Layout(unified=str(uni), v1={"memory": str(mem), "cpuacct": str(acct)})
+    rec = cg.create_group(layout, "vb-0000fa40", ["memory"])
+    assert rec["unified"] is None and "Permission denied" in rec["tracking_skipped"]
+    assert rec["created"] == [str(mem / "vbdecl/vb-0000fa40"), str(acct / "vbdecl/vb-0000fa40")]
+    cg.remove_group(rec)
+    assert not (mem / "vbdecl").exists() and not (acct / "vbdecl").exists()
+    # the v1 memory hierarchy refusing is an error, and nothing is left behind
+    layout = cg.Layout(unified=None, v1={"memory": str(uni)})
+    with pytest.raises(SysError, match=r"cannot create .*unified/vbdecl"):
+        cg.create_group(layout, "vb-0000fa41", ["memory"])

@@ -529,7 +529,8 @@ def group_plan(layout: Layout, controllers: list[str]) -> list[dict[str, Any]]:
             d["controllers"].append(ctrl)
     if layout.unified is not None and layout.unified not in dirs:
         # A tracking cgroup: every process, cgroup.kill, cpu.stat; no controllers needed.
-        dirs[layout.unified] = {"hierarchy": layout.unified, "version": 2, "controllers": []}
+        dirs[layout.unified] = {"hierarchy": layout.unified, "version": 2, "controllers": [],
+                                "tracking": layout.mode == "hybrid"}
     elif layout.unified is None and "cpuacct" not in controllers:
         acct = layout.place("cpuacct")
         if acct is not None and acct[1] not in dirs:
@@ -569,42 +570,19 @@ def create_group(layout: Layout, instance: str, controllers: list[str]) -> dict[
     }
     try:
         for d in group_plan(layout, controllers):
-            mount, version, ctrls = d["hierarchy"], d["version"], d["controllers"]
-            parent = os.path.join(mount, PARENT)
-            path = os.path.join(parent, instance)
-            for _attempt in range(5):
-                if version == 2:
-                    _enable_v2(mount, ctrls)
-                try:
-                    if _mkdir(parent):
-                        record["parents_created"].append(parent)
-                except OSError as exc:
-                    raise _fail(f"cannot create {parent}", exc) from None
-                if version == 2:
-                    _enable_v2(parent, ctrls)
-                try:
-                    made = _mkdir(path)
-                except FileNotFoundError:
-                    continue  # another environment removed the empty parent just now: retry
-                except OSError as exc:
-                    raise _fail(f"cannot create {path}", exc) from None
-                break
-            else:
-                raise SysError(f"cannot create {path}: its parent keeps disappearing",
-                               errno=_errno.ENOENT, hint="retry; another vbdecl is tearing down")
-            if not made and read(os.path.join(path, "cgroup.procs")):
-                raise SysError(f"{path} already exists and has processes",
-                               errno=_errno.EEXIST,
-                               hint="an earlier run of this instance is still alive: "
-                                    "`vbdecl destroy` or `vbdecl recover` it first")
-            record["created"].append(path)
-            record["dirs"].append({"path": path, "version": version, "controllers": ctrls})
-            if version == 2:
-                record["unified"] = path
-            for c in ctrls:
-                record["controllers"][c] = path
-            if version == 2 and "cpu" in ctrls:
-                record["controllers"]["cpuacct"] = path
+            try:
+                _create_one(record, instance, d)
+            except SysError as exc:
+                if d.get("tracking") and exc.errno in (_errno.EACCES, _errno.EPERM, _errno.EROFS):
+                    # hybrid: the cgroup2 tracking dir is an extra (cgroup.kill, cpu time);
+                    # without it teardown kills by signal and cpu time comes from cpuacct.
+                    record["tracking_skipped"] = exc.message
+                    acct = layout.place("cpuacct")
+                    if acct is not None and "cpuacct" not in record["controllers"]:
+                        _create_one(record, instance, {"hierarchy": acct[1], "version": acct[0],
+                                                       "controllers": ["cpuacct"]})
+                    continue
+                raise
     except BaseException:
         try:
             remove_group(record)
@@ -612,6 +590,44 @@ def create_group(layout: Layout, instance: str, controllers: list[str]) -> dict[
             pass
         raise
     return record
+
+
+def _create_one(record: dict[str, Any], instance: str, d: dict[str, Any]) -> None:
+    mount, version, ctrls = d["hierarchy"], d["version"], d["controllers"]
+    parent = os.path.join(mount, PARENT)
+    path = os.path.join(parent, instance)
+    for _attempt in range(5):
+        if version == 2:
+            _enable_v2(mount, ctrls)
+        try:
+            if _mkdir(parent) and parent not in record["parents_created"]:
+                record["parents_created"].append(parent)
+        except OSError as exc:
+            raise _fail(f"cannot create {parent}", exc) from None
+        if version == 2:
+            _enable_v2(parent, ctrls)
+        try:
+            made = _mkdir(path)
+        except FileNotFoundError:
+            continue  # another environment removed the empty parent just now: retry
+        except OSError as exc:
+            raise _fail(f"cannot create {path}", exc) from None
+        break
+    else:
+        raise SysError(f"cannot create {path}: its parent keeps disappearing",
+                       errno=_errno.ENOENT, hint="retry; another vbdecl is tearing down")
+    if not made and read(os.path.join(path, "cgroup.procs")):
+        raise SysError(f"{path} already exists and has processes", errno=_errno.EEXIST,
+                       hint="an earlier run of this instance is still alive: "
+                            "`vbdecl destroy` or `vbdecl recover` it first")
+    record["created"].append(path)
+    record["dirs"].append({"path": path, "version": version, "controllers": ctrls})
+    if version == 2:
+        record["unified"] = path
+    for c in ctrls:
+        record["controllers"][c] = path
+    if version == 2 and "cpu" in ctrls:
+        record["controllers"]["cpuacct"] = path
 
 
 def _dir_of(record: dict[str, Any], ctrl: str) -> tuple[int, str] | None:

@@ -390,3 +390,23 @@ def test_net_files_host_resolv_conf_read_only_and_host_untouched() -> None:
 
 def test_helpers_smoke() -> None:
     assert CLONE_NEWNS == 0x20000
+
+
+def test_vb_proc_host_bind_and_cover_and_dev_shm_dir() -> None:
+    """Keys the vb front end adds: proc.host (bind the host's /proc), proc.cover, dev.shm=dir."""
+    host_init = Path("/proc/1/stat").read_text().split()[1]
+
+    def probe():
+        mi = mountinfo()
+        return {"init": Path("/proc/1/stat").read_text().split()[1],
+                "irq": mi.get("/proc/irq", {}).get("opts", []),
+                "shm_mounted": "/dev/shm" in mi,
+                "shm_mode": oct(os.stat("/dev/shm").st_mode & 0o7777)}
+
+    r = in_sandbox(base_spec([
+        {"type": "proc", "target": "/proc", "host": True, "cover": ["sys", "irq", "bus"]},
+        {"type": "dev", "target": "/dev", "shm": "dir"},
+    ]), probe)
+    assert r["init"] == host_init          # the host's /proc, bound
+    assert "ro" in r["irq"]
+    assert r["shm_mounted"] is False and r["shm_mode"] == "0o755"

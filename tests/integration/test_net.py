@@ -605,3 +605,54 @@ def test_probes_see_drift(envs: Callable[..., Env]) -> None:
         assert probe("nat.masquerade", "nat.masquerade") is None
         env.revert()      # tolerates all of it
         assert bridge not in links() and nft_table() == ""
+
+
+def test_host_address_collision_and_exhaustion(envs: Callable[..., Env]) -> None:
+    bridge = f"vbt{uniq()}"
+    subnet, _, _ = rand_subnet()
+    a = envs()
+    a.apply(bridge_actions(bridge, subnet, address=subnet.replace(".0/24", ".9")))
+    squat = subnet.replace(".0/24", ".50")
+    subprocess.run(["ip", "addr", "add", f"{squat}/32", "dev", bridge], check=True)
+    try:
+        with pytest.raises(ConflictError, match=f"address {squat} is already in use by an address on the host"):
+            envs().apply(bridge_actions(bridge, subnet, address=squat))
+    finally:
+        subprocess.run(["ip", "addr", "del", f"{squat}/32", "dev", bridge], check=True)
+    a.revert()
+    # a /30 holds the gateway and one environment
+    tiny = subnet.replace(".0/24", ".0/30")
+    b, c = envs(), envs()
+    b.apply(bridge_actions(bridge, tiny))
+    assert b.address == tiny.replace(".0/30", ".2")
+    with pytest.raises(ConflictError, match="exhausted"):
+        c.apply(bridge_actions(bridge, tiny))
+    assert c.landed == []
+
+
+def test_unprivileged_gets_run_as_root() -> None:
+    import shutil
+    import tempfile
+
+    import pyroute2  # noqa: F401  (imported as root: the venv may be closed to nobody)
+
+    state = Path(tempfile.mkdtemp(prefix="vbtnet-"))   # pytest's tmp dirs are closed to nobody
+    os.chmod(state, 0o777)
+
+    def attempt() -> str:
+        os.setgid(65534)
+        os.setuid(65534)
+        ctx = Context(name="x", instance="vb-00000002", state_dir=str(state / "envs" / "x"),
+                      runtime_dir="/nonexistent", env_pid=None)
+        try:
+            op_for("net.bridge").apply(ctx, {"bridge": f"vbt{uniq()}", "subnet": "10.254.254.0/24",
+                                             "subnet6": None, "mtu": None})
+        except VbdeclError as err:
+            return str(err)
+        return "no error"
+
+    try:
+        msg = result(in_netns(None, attempt))
+    finally:
+        shutil.rmtree(state)
+    assert "needs CAP_NET_ADMIN: run as root" in msg, msg

@@ -38,7 +38,7 @@ def _iproute_class() -> Any:
     try:
         from pyroute2 import IPRoute
     except ImportError as err:  # pragma: no cover - a dependency of the package
-        raise SysError("networking needs the Python package pyroute2, which is not importable",
+        raise SysError(f"networking needs the Python package pyroute2, which is not importable: {err}",
                        hint="pip install pyroute2 (it is a dependency of vbdecl)") from err
     return IPRoute
 

@@ -251,6 +251,11 @@ def in_private_mount_ns(fn: Any, *args: Any) -> None:
         code = 0
         try:
             os.close(r)
+            # Kernel 6.18 hands out mount-namespace ids from per-CPU batches, and binding
+            # /proc/PID/ns/mnt (the runtime pins namespaces) is refused with EINVAL when that
+            # namespace's id is below the caller's. Keep this namespace and every one made
+            # under it on one CPU, so ids made later are larger.
+            os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
             _check(_libc.unshare(CLONE_NEWNS), "unshare(CLONE_NEWNS)")
             _check(_libc.mount(None, b"/", None, MS_REC | MS_PRIVATE, None), "make / private")
             fn(*args)

@@ -28,7 +28,11 @@ def run(args: argparse.Namespace) -> int:
     s = Engine(state_dir).reader(name)
     live = s.live()
     resources: list[dict[str, Any]] = []
-    for rid, res in (state.get("resources") or {}).items():
+    all_res = state.get("resources") or {}
+    order = [a["id"] for a in (state.get("plan") or {}).get("actions", []) if a["id"] in all_res]
+    order += [i for i in all_res if i not in order]
+    for rid in order:
+        res = all_res[rid]
         if rid not in live:
             status = "unknown (probe failed)"
         elif live[rid] is None:

@@ -313,9 +313,20 @@ class Session:
         return None
 
     def check_fresh(self, saved: dict[str, Any]) -> None:
-        """Refuse a saved plan made against another state (lineage/serial)."""
+        """Refuse a saved plan made against another state (lineage/serial), by
+        another vbdecl, or from a manifest that changed since (called under the lock)."""
         if "based_on" not in saved and "state" not in saved:
             return  # a bare compiled plan: nothing recorded to compare with
+        try:
+            from vbdecl.plan.saved import stale_reason
+        except ImportError:
+            stale_reason = None  # type: ignore[assignment]
+        if stale_reason is not None and "saved" in saved:
+            why = stale_reason(saved, self.state)
+            if why:
+                raise StalePlanError(f"the saved plan for {self.name!r} is stale: {why}",
+                                     hint="run vbdecl plan again and apply the new plan")
+            return
         based = saved.get("based_on") or saved.get("state") or {}
         state = self.state or {}
         if (based.get("lineage") != state.get("lineage")

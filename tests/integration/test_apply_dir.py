@@ -1,0 +1,101 @@
+"""GitOps: ``apply DIR`` applies every manifest of a directory, records the git
+commit and dirty flag of each revision, and ``--prune`` destroys environments
+that came from the directory and are no longer in it (and nothing else)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import testops
+
+pytest.importorskip("vbdecl.ops.fs", reason="the filesystem family has not landed yet")
+
+MANIFEST = """\
+apiVersion: vbdecl/v1
+kind: Environment
+metadata:
+  name: {name}
+spec:
+  filesystem:
+    - {{type: ro-bind, source: /usr, target: /usr}}
+    - {{type: symlink, target: /bin, points_to: usr/bin}}
+    - {{type: symlink, target: /lib, points_to: usr/lib}}
+    - {{type: symlink, target: /lib64, points_to: usr/lib64}}
+    - {{type: dev, target: /dev}}
+    - {{type: file, target: /etc/motd, content: "{motd}"}}
+  process:
+    command: ["/bin/sleep", "300"]
+"""
+
+
+def _git(repo: Path, *args: str) -> str:
+    return subprocess.run(["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@t",
+                           *args], check=True, capture_output=True, text=True).stdout.strip()
+
+
+def _body(tmp: Path) -> None:
+    repo, sd = tmp / "repo", tmp / "state"
+    envs = repo / "envs"
+    envs.mkdir(parents=True)
+    other = tmp / "elsewhere.yaml"
+    other.write_text(MANIFEST.format(name="keep", motd="k"))
+    for n in ("alpha", "beta"):
+        (envs / f"{n}.yaml").write_text(MANIFEST.format(name=n, motd=n))
+    _git(repo, "init", "-q")
+    _git(repo, "add", ".")
+    _git(repo, "commit", "-q", "-m", "one")
+    head = _git(repo, "rev-parse", "HEAD")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("VBDECL_")}
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "vbdecl", "--state-dir", str(sd), *args],
+                              env=env, capture_output=True, text=True, timeout=120)
+
+    out = cli("apply", str(other), "-y")
+    assert out.returncode == 0, out.stderr
+    out = cli("apply", str(envs), "-y")
+    assert out.returncode == 0, out.stderr
+    assert "alpha: applied revision 1" in out.stdout and "beta: applied revision 1" in out.stdout
+    hist: list[dict[str, Any]] = json.loads(cli("--json", "history", "alpha").stdout)
+    assert hist[0]["git"]["commit"] == head and hist[0]["git"]["dirty"] is False
+    assert hist[0]["source"] == str(envs / "alpha.yaml")
+
+    # an uncommitted edit is recorded as dirty
+    (envs / "alpha.yaml").write_text(MANIFEST.format(name="alpha", motd="edited"))
+    out = cli("apply", str(envs), "-y")
+    assert out.returncode == 0, out.stderr
+    hist = json.loads(cli("--json", "history", "alpha").stdout)
+    assert [h["revision"] for h in hist] == [1, 2] and hist[1]["git"]["dirty"] is True
+    state = json.loads((sd / "envs" / "alpha" / "state.json").read_text())
+    pid = state["resources"]["env"]["record"]["pid"]
+    assert Path(f"/proc/{pid}/root/etc/motd").read_text() == "edited"
+
+    # beta leaves the directory: --prune destroys it, and only it
+    (envs / "beta.yaml").unlink()
+    out = cli("apply", str(envs), "-y", "--prune")
+    assert out.returncode == 0, out.stderr
+    assert "beta: destroyed" in out.stdout
+    names = {r["name"] for r in json.loads(cli("--json", "ls", "--no-probe").stdout)}
+    assert names == {"alpha", "keep"}
+    for n in ("alpha", "keep"):
+        out = cli("destroy", n, "-y")
+        assert out.returncode == 0, out.stderr
+    assert json.loads(cli("--json", "ls").stdout) == []
+    assert [line for line in Path("/proc/self/mountinfo").read_text().splitlines() if str(sd) in line] == []
+
+
+def test_apply_dir_git_history_and_prune(tmp_path: Path) -> None:
+    try:
+        testops.in_private_mount_ns(_body, tmp_path)
+    except AssertionError as err:
+        if "mount --bind /proc/" in str(err) and "EINVAL" in str(err):
+            pytest.skip("runtime: namespace pin raced (EINVAL); see the runtime issue")
+        raise

@@ -4,7 +4,7 @@ Kinds: ``net.bridge``, ``net.veth``, ``net.address``, ``net.route``,
 ``net.loopback`` (docs/plan-format.md). They run on the host, in the
 vbdecl process; the environment's side is reached through a netlink socket
 opened inside its network namespace (``ctx.env_pid``). Shared allocations
-(bridge users, address leases) live in ``<state_root>/net.json`` under the
+(bridge users, address leases) live in ``<state_root>/net.{0,1}.json`` under the
 global lock (:mod:`vbdecl.net.shared`).
 
 Ownership: the bridge carries the alias ``vbdecl``; the veth's host end is
@@ -169,7 +169,8 @@ class Bridge:
             else:
                 index = found["index"]
                 if entry is None:
-                    # a bridge vbdecl did not make (or a stale one it did): never delete it
+                    # found, not known to this state root: at the end it is deleted only
+                    # if vbdecl made it (alias) and no other port is on it
                     entry = {"created": False, "users": [], "added": []}
             have = {(a, p) for a, p, _ in nl.addresses(ipr, index=index)}
             try:

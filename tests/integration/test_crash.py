@@ -128,3 +128,27 @@ def test_torn_journal_tail_is_repaired(tmp_path: Path) -> None:
         assert jpath.exists() is False or jpath.read_bytes().endswith(b"\n")
 
     testops.in_private_mount_ns(body, tmp_path)
+
+
+def test_sigterm_rolls_back(tmp_path: Path) -> None:
+    root, sd = tmp_path / "root", tmp_path / "state"
+    root.mkdir()
+    slow = testops.action("slow", "test.slow", {"path": str(root / "web" / "slow"), "content": "z",
+                                                "seconds": 30}, ["dir[/]"])
+    plan = testops.make_plan("web", root, files=4, mounts=0, extra=[slow])
+    p = testops.write_plan(tmp_path / "p.json", plan)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("VBDECL_")}
+    proc = subprocess.Popen([sys.executable, testops.__file__, "--state-dir", str(sd), "--json",
+                             "apply", str(p), "-y"], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    for line in proc.stdout:  # wait until the slow action runs
+        if '"action.started"' in line and '"slow"' in line:
+            break
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 1, err
+    assert "slow: apply failed: interrupted" in err
+    assert '"action.reverted"' in out
+    assert testops.host_tree(root) == {}
+    assert not (sd / "envs" / "web").exists()

@@ -19,7 +19,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from vbdecl.cli.progress import Renderer, command_line, confirm, emit_json, plan_lines
+    from vbdecl.cli.progress import (
+        Renderer,
+        command_line,
+        confirm,
+        emit_json,
+        plan_lines,
+        sigterm_rolls_back,
+    )
     from vbdecl.engine import sources, store
     from vbdecl.engine.executor import Engine
     from vbdecl.errors import UsageError
@@ -31,6 +38,7 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"{args.target}: environment names used twice: {', '.join(sorted(dupes))}")
     if args.prune and not os.path.isdir(args.target):
         raise UsageError("--prune needs a directory", hint="vbdecl apply DIR --prune")
+    sigterm_rolls_back()
     renderer = Renderer(args.json)
     engine = Engine(args.state_dir, on_event=renderer, lock_timeout=args.lock_timeout,
                     command=command_line())

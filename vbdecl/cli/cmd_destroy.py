@@ -25,10 +25,11 @@ def names_of(target: str) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from vbdecl.cli.progress import Renderer, command_line, confirm, emit_json
+    from vbdecl.cli.progress import Renderer, command_line, confirm, emit_json, sigterm_rolls_back
     from vbdecl.engine.executor import Engine
     from vbdecl.errors import StateError
 
+    sigterm_rolls_back()
     renderer = Renderer(args.json)
     engine = Engine(args.state_dir, on_event=renderer, lock_timeout=args.lock_timeout,
                     command=command_line())

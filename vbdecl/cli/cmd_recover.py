@@ -15,11 +15,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from vbdecl.cli.progress import Renderer, command_line, emit_json
+    from vbdecl.cli.progress import Renderer, command_line, emit_json, sigterm_rolls_back
     from vbdecl.engine import store
     from vbdecl.engine.executor import Engine
     from vbdecl.errors import VbdeclError
 
+    sigterm_rolls_back()
     renderer = Renderer(args.json)
     engine = Engine(args.state_dir, on_event=renderer, lock_timeout=args.lock_timeout,
                     command=command_line())

@@ -16,10 +16,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from vbdecl.cli.progress import Renderer, command_line, confirm, emit_json, plan_lines
+    from vbdecl.cli.progress import (
+        Renderer,
+        command_line,
+        confirm,
+        emit_json,
+        plan_lines,
+        sigterm_rolls_back,
+    )
     from vbdecl.engine import store
     from vbdecl.engine.executor import Engine
 
+    sigterm_rolls_back()
     renderer = Renderer(args.json)
     engine = Engine(args.state_dir, on_event=renderer, lock_timeout=args.lock_timeout,
                     command=command_line())

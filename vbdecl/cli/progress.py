@@ -148,3 +148,14 @@ def add_engine_options(parser: Any, *, lock: bool = True, yes: bool = True) -> N
 
 def command_line() -> str:
     return " ".join(["vbdecl", *sys.argv[1:]])
+
+
+def sigterm_rolls_back() -> None:
+    """SIGTERM interrupts like Ctrl-C, so an apply in progress is rolled back
+    (a SIGKILL leaves an open transaction that the next command recovers)."""
+    import signal
+
+    def handler(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, handler)

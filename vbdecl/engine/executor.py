@@ -86,6 +86,8 @@ def _wrap(exc: BaseException, action: str, what: str) -> ActionError:
         return exc
     hint = exc.hint if isinstance(exc, VbdeclError) else None
     msg = exc.message if isinstance(exc, VbdeclError) else (str(exc) or type(exc).__name__)
+    if isinstance(exc, KeyboardInterrupt):
+        msg = "interrupted (SIGINT or SIGTERM)"
     if isinstance(exc, VbdeclError) and exc.where and exc.where != action:
         msg = f"{exc.where}: {msg}"
     err = ActionError(f"{what} failed: {msg}", action=action, hint=hint)

@@ -281,11 +281,11 @@ def _spawn_and_wait(cfg: C.ChildConfig, nsd: dict[str, Any], idmap: dict[str, An
                 error = _child_error(msg[1])
             else:
                 error = RuntimeSetupError("the sandbox exited during setup")
-        inodes: dict[str, int | None] = {}
+        inodes: dict[str, int] = {}
         sink.emit("runtime_init_warnings", warning_count=len(warnings), warnings=warnings)
         if error is None:
             result.pid = target
-            inodes = sysns.ns_inodes(target)
+            inodes = sysns.own_ns_inodes(target)   # the sandbox's own (as bubblewrap reports)
             sink.emit("spawned", pid=target, ns=inodes)
             while True:
                 msg = _read_msg(c2p_r)

@@ -103,6 +103,14 @@ def loopback_up() -> None:
         os.close(fd)
 
 
+def own_ns_inodes(pid: int | str) -> dict[str, int]:
+    """Inodes of the namespaces of ``pid`` that differ from the caller's (created or joined)."""
+    theirs = ns_inodes(pid)
+    mine = ns_inodes("self")
+    mine["pid"] = ns_inode("self", "pid")
+    return {k: v for k, v in theirs.items() if v is not None and v != mine.get(k)}
+
+
 # --- user namespace id maps --------------------------------------------------
 
 def _map_text(entries: list[dict[str, int]]) -> str:

@@ -344,7 +344,7 @@ class _Builder:
 
     def dns(self, base: str, fs_ids: list[str]) -> None:
         net = self.spec["network"]
-        if base != "rootfs":
+        if base != "rootfs" or (self.spec.get("vb") or {}).get("net_files") is False:
             return
         if not (net.get("mode") == "bridge" or net.get("dns") is not None or net.get("hosts")):
             return

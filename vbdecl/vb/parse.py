@@ -463,7 +463,7 @@ def _capabilities(o: VbOptions, privileged: bool) -> dict[str, list[str]]:
     user namespace) and none otherwise; --cap-add/--cap-drop apply in order."""
     from vbdecl.model.names import CAPABILITIES
 
-    keep: set[str] = set(CAPABILITIES) if privileged else set()
+    keep: set[str] = _caller_caps(CAPABILITIES) if privileged else set()
     for op, name in o.cap_ops:
         names = set(CAPABILITIES) if name == "ALL" else {name}
         if op == "add":
@@ -473,6 +473,18 @@ def _capabilities(o: VbOptions, privileged: bool) -> dict[str, list[str]]:
     if keep == set(CAPABILITIES):
         return {"drop": [], "add": ["ALL"]}
     return {"drop": ["ALL"], "add": sorted(keep, key=lambda n: CAPABILITIES[n])}
+
+
+def _caller_caps(known: dict[str, int]) -> set[str]:
+    """The capabilities vb itself holds (bubblewrap run by root keeps the caller's
+    permitted set, also in a new user namespace)."""
+    try:
+        with open("/proc/self/status") as f:
+            line = next(x for x in f if x.startswith("CapPrm:"))
+        mask = int(line.split()[1], 16)
+    except (OSError, StopIteration, ValueError, IndexError):
+        return set(known)
+    return {name for name, bit in known.items() if mask >> bit & 1}
 
 
 def to_document(o: VbOptions, *, uid: int | None = None, gid: int | None = None,
@@ -527,6 +539,14 @@ def to_document(o: VbOptions, *, uid: int | None = None, gid: int | None = None,
     for entry in o.filesystem:
         e = dict(entry)
         e["target"] = _abs_target(e["target"])
+        if e["type"] == "proc":
+            # bubblewrap binds the host's /proc unless there is a pid namespace of the
+            # sandbox's own, and covers these writable corners read-only.
+            if not o.unshare["pid"] and o.pidns_fd is None:
+                e["host"] = True
+            e["cover"] = ["sys", "sysrq-trigger", "irq", "bus"]
+        elif e["type"] == "dev":
+            e["shm"] = "dir"    # bubblewrap's /dev/shm is a plain directory (0755)
         filesystem.append(e)
 
     spec: dict[str, Any] = {
@@ -562,6 +582,7 @@ def to_document(o: VbOptions, *, uid: int | None = None, gid: int | None = None,
             "lock_files": list(o.lock_files), "user_try": o.user_try and not o.unshare["user"],
             "cgroup_try": o.cgroup_try and not o.unshare["cgroup"],
             "cwd_fallback": cwd if cwd is not None else _getcwd(),
+            "net_files": False,     # bubblewrap never binds /etc/resolv.conf
         },
     }
     return {"name": "vb", "labels": {}, "annotations": {}, "source": None, "spec": spec}

@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import signal
@@ -22,7 +23,7 @@ import struct
 import time
 from typing import Any
 
-from vbdecl.errors import RuntimeSetupError, StateError, VbdeclError
+from vbdecl.errors import RuntimeSetupError, StateError, SysError, VbdeclError
 from vbdecl.runtime import child as C
 from vbdecl.sys import ns as sysns
 from vbdecl.sys import proc as sysproc
@@ -87,7 +88,18 @@ def start_env(*, spec: dict[str, Any], instance: str, runtime_dir: str) -> dict[
             if value is True:
                 fname = sysns.NAMESPACES[key][1]
                 target = os.path.join(runtime_dir, "ns", fname)
-                sysns.pin(init_pid, fname, target)
+                try:
+                    sysns.pin(init_pid, fname, target)
+                except SysError as err:
+                    # Linux refuses to bind a mount namespace whose id is below the
+                    # caller's (mnt_ns_loop); 6.18 hands ids out in per-CPU batches, so
+                    # from a non-initial mount namespace this can happen. The init holds
+                    # the namespace anyway; exec then enters it through /proc/PID/ns/mnt.
+                    if key != "mount" or err.errno != errno.EINVAL:
+                        raise
+                    sysns.unpin(target)
+                    record.setdefault("unpinned", []).append(key)
+                    continue
                 record["pins"][key] = target
     except BaseException:
         if init_pid > 0:

@@ -118,10 +118,19 @@ def kill_verified(pid: int, started: int | None, sig: int = signal.SIGKILL) -> b
     try:
         if start_time(pid) != started and started is not None:
             return False
-        syscall("pidfd_send_signal", ctypes.c_int(fd), ctypes.c_int(sig), None, ctypes.c_uint(0))
-        return True
+        if syscall("pidfd_send_signal", ctypes.c_int(fd), ctypes.c_int(sig), None, ctypes.c_uint(0)) == 0:
+            return True
+        return ctypes.get_errno() != errno.ESRCH and alive(pid, started) and _kill(pid, sig)
     finally:
         os.close(fd)
+
+
+def _kill(pid: int, sig: int) -> bool:
+    try:
+        os.kill(pid, sig)
+    except ProcessLookupError:
+        return False
+    return True
 
 
 def cgroup_paths(pid: int) -> list[str]:

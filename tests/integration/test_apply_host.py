@@ -76,6 +76,26 @@ def _body(tmp: Path) -> None:
     assert Path(f"/sys/class/net/{bridge}").is_dir()
     assert Path(f"/sys/class/net/{veth}").is_dir()
     assert _host() != before
+    pid = state["resources"]["env"]["record"]["pid"]
+    limit = Path(f"/sys/fs/cgroup/memory/vbdecl/{inst}/memory.limit_in_bytes")
+    if limit.exists():
+        assert int(limit.read_text()) == 64 << 20
+    # an in-place update: the limit changes, the environment stays
+    m.write_text(MANIFEST.format(bridge=bridge, subnet=subnet).replace("64Mi", "128Mi"))
+    plan2 = sources.compile_manifest(m)[0]
+    todo = Engine(sd).changes(plan2).todo
+    assert [(c.symbol, c.id) for c in todo] == [("~", "cgroup.memory")], [c.line() for c in Engine(sd).changes(plan2).changes]
+    Engine(sd).apply(plan2)
+    assert store.load("hostops", sd)["resources"]["env"]["record"]["pid"] == pid
+    if limit.exists():
+        assert int(limit.read_text()) == 128 << 20
+        # drift: changed by hand, shown, then repaired by apply
+        limit.write_text(str(96 << 20))
+        cs = Engine(sd).changes(plan2)
+        assert [c.id for c in cs.drift] == ["cgroup.memory"], [c.line() for c in cs.changes]
+        Engine(sd).apply(plan2)
+        assert int(limit.read_text()) == 128 << 20
+    assert not Engine(sd).changes(plan2)
     Engine(sd).destroy("hostops")
     assert _host() == before
 

@@ -49,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
             with engine.session(name) as s:
                 if src.saved is not None:
                     s.check_fresh(src.saved)
-                    if "saved" not in src.saved:  # not the planner's format: check ourselves
+                    if "based_on" in src.saved:  # our own saved format: check the manifest too
                         sources.check_manifest_unchanged(src.saved)
                 changes = s.changes(src.plan)
                 if args.json:

@@ -289,14 +289,24 @@ class Session:
                                    can_update=_can_update, probe=prober)
 
     def live(self) -> dict[str, Any]:
-        """``{id: live record or None}`` for every resource whose probe worked."""
+        """``{id: live record or None}`` for every resource whose probe worked.
+
+        Keys a probe reports beyond the stored record (an interface index, a
+        usage figure) are information, not drift: only the recorded keys are
+        kept, so drift means "gone" or "a recorded value changed".
+        """
         out: dict[str, Any] = {}
         for rid, res in self.res.items():
             try:
-                out[rid] = _op(res["kind"]).probe(self._ctx(), res.get("params") or {},
-                                                  res.get("record"))
+                found = _op(res["kind"]).probe(self._ctx(), res.get("params") or {},
+                                               res.get("record"))
             except Exception as exc:
                 self.engine.emit("probe.failed", id=rid, error=str(exc))
+                continue
+            record = res.get("record")
+            if isinstance(found, dict) and isinstance(record, dict):
+                found = {k: found.get(k) for k in record}
+            out[rid] = found
         return out
 
     def _probe_one(self, rid: str, res: Resource) -> str | None:

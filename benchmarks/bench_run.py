@@ -14,7 +14,7 @@ then medians and ratios:
 - ``vbdecl exec`` of /bin/true into a live environment vs
   ``python -c pass`` with the same interpreter.
 
-Also: peak RSS of ``vbdecl run`` (max over rounds, from wait4), and the
+Also: peak RSS of each contender (max of 3 runs under GNU time), and the
 modules a cached run imports (none of pydantic, ruamel, rich, pyroute2,
 typer, click may appear). Targets (issue 5): run <= 5x bwrap, exec <= 2.5x
 python -c pass, peak RSS < 15 MiB. Needs root (live environments, bwrap
@@ -70,13 +70,25 @@ UNSHARE = ["unshare", "-mpf", "--mount-proc", "/bin/true"]
 HEAVY = ("pydantic", "ruamel", "rich", "pyroute2", "typer", "click")
 
 
-def timed(argv: list[str], env: dict[str, str]) -> tuple[float, int, int]:
-    """(wall seconds, exit status, peak RSS in KiB) of one run."""
+def timed(argv: list[str], env: dict[str, str]) -> tuple[float, int]:
+    """(wall seconds, exit status) of one run."""
     t0 = time.perf_counter()
     pid = os.posix_spawn(argv[0] if os.path.isabs(argv[0]) else shutil.which(argv[0]) or argv[0],
                          argv, env, file_actions=[(os.POSIX_SPAWN_OPEN, 1, "/dev/null", os.O_WRONLY, 0)])
-    _, status, usage = os.wait4(pid, 0)
-    return time.perf_counter() - t0, os.waitstatus_to_exitcode(status), usage.ru_maxrss
+    _, status = os.waitpid(pid, 0)
+    return time.perf_counter() - t0, os.waitstatus_to_exitcode(status)
+
+
+def peak_rss(argv: list[str], env: dict[str, str]) -> int:
+    """Peak RSS (KiB) of the command and its children, through GNU time: a child forked
+    from this (large) Python process would report our RSS as its own high-water mark."""
+    if not os.path.exists("/usr/bin/time"):
+        return 0
+    out = subprocess.run(["/usr/bin/time", "-f", "%M", *argv], env=env, capture_output=True, text=True)
+    try:
+        return int(out.stderr.strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        return 0
 
 
 def start_live(tmp: str, env: dict[str, str]) -> tuple[str, dict[str, object]]:
@@ -145,17 +157,16 @@ def main() -> int:
         contenders["python -c pass"] = [PYTHON, "-c", "pass"]
 
         times: dict[str, list[float]] = {k: [] for k in contenders}
-        rss: dict[str, int] = dict.fromkeys(contenders, 0)
+        rss = {k: max(peak_rss(v, env) for _ in range(3)) for k, v in contenders.items()}
         for _ in range(args.rounds):
             order = list(contenders)
             random.shuffle(order)
             for label in order:
-                wall, code, peak = timed(contenders[label], env)
+                wall, code = timed(contenders[label], env)
                 if code != 0:
                     print(f"{label}: exit {code}", file=sys.stderr)
                     return 1
                 times[label].append(wall)
-                rss[label] = max(rss[label], peak)
 
         med = {k: statistics.median(v) * 1000 for k, v in times.items()}
         ratios = {}

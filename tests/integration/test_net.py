@@ -656,3 +656,24 @@ def test_unprivileged_gets_run_as_root() -> None:
     finally:
         shutil.rmtree(state)
     assert "needs CAP_NET_ADMIN: run as root" in msg, msg
+
+
+def test_port_published_on_loopback(envs: Callable[..., Env]) -> None:
+    bridge = f"vbt{uniq()}"
+    subnet, _, _ = rand_subnet()
+    hp = random.randint(20000, 40000)
+    env = envs()
+    env.apply([*bridge_actions(bridge, subnet),
+               (f"nat.port[127.0.0.1:{hp}/tcp]", "nat.port", {"host": hp, "container": 80, "protocol": "tcp",
+                                                               "host_ip": "127.0.0.1"})])
+    localnet = Path(f"/proc/sys/net/ipv4/conf/{bridge}/route_localnet")
+    assert localnet.read_text().strip() == "1"
+    server = in_netns(env.pid, echo_server, env.address, 80)
+    assert result(in_netns(None, echo_client, "127.0.0.1", hp, "lo")) == "lo"
+    assert result(server) == [subnet.replace(".0/24", ".1")]   # masqueraded to the gateway
+    env.revert_one(f"nat.port[127.0.0.1:{hp}/tcp]")
+    assert localnet.read_text().strip() == "0"
+    # ::1 cannot be NATed to another host: a clear error
+    with pytest.raises(VbdeclError, match="IPv6 loopback"):
+        env.apply([("nat.port[::1:1/tcp]", "nat.port", {"host": 1, "container": 2, "protocol": "tcp",
+                                                        "host_ip": "::1"})])

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import ipaddress
 import json
 import os
 from collections.abc import Iterator
@@ -79,6 +80,22 @@ def base_commands() -> list[Cmd]:
             {"vmap": {"key": {"payload": {"protocol": "ip6", "field": "saddr"}}, "data": "@masq6"}}])}},
         {"add": {"rule": _t(chain="prerouting", expr=_ports_rule())}},
         {"add": {"rule": _t(chain="output", expr=_ports_rule())}},
+        # Ports published on 127.0.0.1 (or on every address): the host's own
+        # loopback connections are DNATed out of the bridge, which needs
+        # route_localnet there; masquerade them so the environment can answer,
+        # and drop anything else addressed to 127/8 that arrives off lo (what
+        # route_localnet would otherwise let an environment reach).
+        {"add": {"rule": _t(chain="postrouting", expr=[
+            {"match": {"op": "==", "left": {"payload": {"protocol": "ip", "field": "saddr"}},
+                       "right": {"prefix": {"addr": "127.0.0.0", "len": 8}}}},
+            {"match": {"op": "in", "left": {"ct": {"key": "status"}}, "right": "dnat"}},
+            {"masquerade": None}])}},
+        {"add": {"chain": _t(name="guard", type="filter", hook="prerouting", prio=-300, policy="accept")}},
+        {"add": {"rule": _t(chain="guard", expr=[
+            {"match": {"op": "!=", "left": {"meta": {"key": "iifname"}}, "right": "lo"}},
+            {"match": {"op": "==", "left": {"payload": {"protocol": "ip", "field": "daddr"}},
+                       "right": {"prefix": {"addr": "127.0.0.0", "len": 8}}}},
+            {"drop": None}])}},
     ]
     return cmds
 
@@ -168,7 +185,7 @@ def port_delete(instance: str, protocol: str, host_port: int) -> list[Cmd]:
 # to the host's defaults, and so is that file.
 
 LOCK_DIRS = ("/run/lock", "/run", "/var/lock")
-BASE_CHAINS = {"postrouting", "prerouting", "output"}
+BASE_CHAINS = {"postrouting", "prerouting", "output", "guard"}
 
 
 def _nft(ctx: Context) -> Any:
@@ -209,9 +226,11 @@ def _host_lock() -> Iterator[dict[str, Any]]:
         os.close(fd)
 
 
-def _add(ctx: Context, cmds: list[Cmd], families: list[str], what: str) -> None:
+def _add(ctx: Context, cmds: list[Cmd], families: list[str], what: str, *,
+         localnet: tuple[str, str] | None = None) -> None:
     """Run ``cmds`` in one transaction (creating the table when it is absent)
-    and make sure forwarding is on for ``families``; all under the host lock."""
+    and make sure forwarding is on for ``families`` (and route_localnet on
+    ``localnet = (bridge, user key)``); all under the host lock."""
     from vbdecl.sys.nft import translate
 
     nft = _nft(ctx)
@@ -224,6 +243,8 @@ def _add(ctx: Context, cmds: list[Cmd], families: list[str], what: str) -> None:
                 raise translate(err, what)
         try:
             _forward_on(host, families)
+            if localnet is not None:
+                _localnet_on(host, *localnet)
         except BaseException:
             nft.try_run(_undo_of(cmds))
             raise
@@ -244,13 +265,15 @@ def _undo_of(cmds: list[Cmd]) -> list[Cmd]:
     return out
 
 
-def _remove(ctx: Context, cmds: list[Cmd], what: str) -> None:
+def _remove(ctx: Context, cmds: list[Cmd], what: str, *, localnet_key: str | None = None) -> None:
     """Run the delete ``cmds`` (tolerating objects already gone); delete the
     table when no environment is left in it, and give forwarding back."""
     from vbdecl.sys.nft import translate
 
     nft = _nft(ctx)
     with _host_lock() as host:
+        if localnet_key is not None:
+            _localnet_off(host, localnet_key)
         ok, err = nft.try_run(cmds)
         if not ok:
             if "No such file or directory" not in err:
@@ -274,6 +297,37 @@ def _forward_on(host: dict[str, Any], families: list[str]) -> None:
         if current != "1":
             netlink.sysctl_set(netlink.FORWARD[fam], "1")
             host["forward"].setdefault(fam, current)   # what it was before vbdecl
+
+
+def _localnet_path(bridge: str) -> str:
+    return f"/proc/sys/net/ipv4/conf/{bridge}/route_localnet"
+
+
+def _localnet_on(host: dict[str, Any], bridge: str, key: str) -> None:
+    from vbdecl.sys import netlink
+
+    entry = host.setdefault("localnet", {}).get(bridge)
+    if entry is None:
+        current = netlink.sysctl_get(_localnet_path(bridge))
+        if current != "1":
+            netlink.sysctl_set(_localnet_path(bridge), "1")
+        entry = host["localnet"][bridge] = {"saved": current, "users": []}
+    if key not in entry["users"]:
+        entry["users"].append(key)
+
+
+def _localnet_off(host: dict[str, Any], key: str) -> None:
+    from vbdecl.sys import netlink
+
+    for bridge, entry in list(host.get("localnet", {}).items()):
+        if key not in entry["users"]:
+            continue
+        entry["users"].remove(key)
+        if entry["users"]:
+            continue
+        if entry.get("saved") not in (None, "1") and os.path.exists(_localnet_path(bridge)):
+            netlink.sysctl_set(_localnet_path(bridge), str(entry["saved"]))
+        del host["localnet"][bridge]
 
 
 def _forward_restore(host: dict[str, Any]) -> None:
@@ -381,20 +435,31 @@ class Port:
         host_port = int(params["host"])
         if not (1 <= host_port <= 65535 and 1 <= int(params["container"]) <= 65535):
             raise VbdeclError(f"port {host_port}:{params['container']} is out of range 1..65535")
+        host_ip = params.get("host_ip")
+        if host_ip is not None and ":" in host_ip and ipaddress.ip_address(host_ip).is_loopback:
+            raise VbdeclError(f"publishing on {host_ip} is not possible: Linux cannot NAT IPv6 loopback "
+                              f"traffic to another host", hint="use host_ip 127.0.0.1, or an address of the host")
         a4, a6 = _env_addresses(ctx)
         fams = (["4"] if a4 else []) + (["6"] if a6 else [])
+        key = f"{ctx.instance}/{proto}/{host_port}"
+        bridge = (ctx.records.get("net.veth") or {}).get("bridge")
+        loopback = a4 is not None and (host_ip is None or ipaddress.ip_address(host_ip).is_loopback)
+        localnet = (str(bridge), key) if loopback and bridge else None
         try:
-            _add(ctx, port_add(ctx.instance, params, a4, a6), fams, f"publishing port {host_port}/{proto}")
+            _add(ctx, port_add(ctx.instance, params, a4, a6), fams, f"publishing port {host_port}/{proto}",
+                 localnet=localnet)
         except ConflictError as err:
             raise ConflictError(f"host port {host_port}/{proto} is already published by another environment",
                                 hint="choose another host port; `vbdecl ls` shows the environments") from err
         return {"chain": port_chain(ctx.instance, proto, host_port), "protocol": proto,
                 "host": host_port, "container": int(params["container"]),
-                "host_ip": params.get("host_ip")}
+                "host_ip": params.get("host_ip"), "localnet": localnet[0] if localnet else None}
 
     def revert(self, ctx: Context, record: Record) -> None:
+        key = f"{ctx.instance}/{record['protocol']}/{record['host']}"
         _remove(ctx, port_delete(ctx.instance, record["protocol"], record["host"]),
-                f"removing published port {record['host']}/{record['protocol']}")
+                f"removing published port {record['host']}/{record['protocol']}",
+                localnet_key=key if record.get("localnet") else None)
 
     def update(self, ctx: Context, params: Params, record: Record) -> Record:
         self.revert(ctx, record)

@@ -148,7 +148,7 @@ def test_sigterm_rolls_back(tmp_path: Path) -> None:
     proc.send_signal(signal.SIGTERM)
     out, err = proc.communicate(timeout=30)
     assert proc.returncode == 1, err
-    assert "slow: apply failed: interrupted" in err
+    assert "error: slow: apply failed: interrupted" in err
     assert '"action.reverted"' in out
     assert testops.host_tree(root) == {}
     assert not (sd / "envs" / "web").exists()

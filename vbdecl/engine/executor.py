@@ -41,6 +41,7 @@ Event = dict[str, Any]
 EventCallback = Callable[[Event], None]
 Resource = dict[str, Any]
 JOURNAL_ROTATE_BYTES = 8 << 20
+_VERB = {"create": "apply", "update": "update", "destroy": "revert"}
 
 
 @dataclass
@@ -384,7 +385,7 @@ class Session:
                 seq += 1
                 self._forward(seq, step, rid, kind, params, prev)
         except BaseException as exc:
-            err = exc if isinstance(exc, ActionError) else _wrap(exc, rid, step)
+            err = exc if isinstance(exc, ActionError) else _wrap(exc, rid, _VERB[step])
             self.engine.emit("action.failed", id=rid, step=step, error=err.message)
             revert_errors = self._rollback(self._txn_entries(), fresh=old_state is None,
                                            base_revision=base_rev)
@@ -491,8 +492,7 @@ class Session:
                     assert old is not None
                     record = op.update(ctx, params, old.get("record") or {})
         except BaseException as exc:
-            raise _wrap(exc, rid, {"create": "apply", "update": "update",
-                                   "destroy": "revert"}[step]) from exc
+            raise _wrap(exc, rid, _VERB[step]) from exc
         self._log("done", seq=seq, id=rid, record=record)
         self.steps += 1
         if step == "destroy":

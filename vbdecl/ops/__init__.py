@@ -8,9 +8,10 @@ without networking never imports the network ops (or pyroute2).
 from __future__ import annotations
 
 import importlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from vbdecl.ops.base import Op
+if TYPE_CHECKING:   # base imports dataclasses (and inspect): ~7 ms the run path does not need
+    from vbdecl.ops.base import Op
 
 REGISTRY: dict[str, str] = {
     # filled in by the families as they land; kind -> "vbdecl.ops.<module>:<Class>"

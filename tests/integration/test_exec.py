@@ -205,3 +205,9 @@ def test_logs_follow_until_the_environment_stops(tmp_path: Path) -> None:
     reader.join()
     numbers = [int(x[4:]) for x in lines]
     assert numbers == list(range(len(numbers)))     # in order, nothing lost or repeated
+
+
+def test_exec_without_command_runs_a_shell(live: Live) -> None:
+    r = subprocess.run([VBDECL, "--state-dir", str(live.state), "exec", live.name],
+                       input="echo shell $$; exit 5\n", capture_output=True, text=True, timeout=30)
+    assert r.returncode == 5 and r.stdout.startswith("shell ")

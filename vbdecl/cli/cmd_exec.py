@@ -11,7 +11,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("name", metavar="NAME", help="the environment (metadata.name)")
     parser.add_argument("--cwd", help="working directory inside (default: process.cwd)")
     parser.add_argument("command", nargs=argparse.REMAINDER, metavar="-- CMD...",
-                        help="the command (default: process.command, else /bin/sh)")
+                        help="the command (default: /bin/sh)")
     parser.epilog = ("Exit status: the command's; 128+N when killed by signal N; 125 vbdecl failed "
                      "before the command started; 126 not executable; 127 not found.")
 

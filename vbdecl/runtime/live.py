@@ -351,6 +351,7 @@ def exec_in(name: str, argv: list[str] | None, *, state_dir: str | None = None,
     spec = dict(state["plan"]["spec"])
     record = env_record(state)
     proc = dict(spec["process"])
+    proc["command"] = None        # without CMD: /bin/sh, not a second copy of the process
     if cwd:
         proc["cwd"] = cwd
     spec["process"] = proc

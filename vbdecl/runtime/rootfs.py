@@ -194,7 +194,7 @@ def ensure_mountpoint(root_fd: int, path: str, is_dir: bool,
     try:
         try:
             _close(os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
-                           0o644, dir_fd=parent))
+                           0o444, dir_fd=parent))   # bubblewrap's mode for file mount points
             if created is not None:
                 created.append(path)
         except FileExistsError:

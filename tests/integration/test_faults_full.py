@@ -1,0 +1,109 @@
+"""Fault injection through the real CLI at every action of a manifest that uses
+every resource kind (test_reliability_support.FULL_MANIFEST: fresh root, binds,
+proc/dev/tmpfs, dir/file/bind-data/symlinks, the three overlays, net files,
+cgroup limits, bridge + veth + address + route, NAT, a published port, the
+process).
+
+- ``VBDECL_FAULT=<id>``: apply fails with an error naming the action; the
+  rollback leaves the host as before; ``recover`` has nothing left to do; the
+  state says the environment does not exist; the next apply succeeds and the
+  destroy after it leaves nothing.
+- ``VBDECL_FAULT=process,<id>:revert``: the rollback's revert of <id> fails too:
+  both are reported, the transaction stays open, ``recover`` finishes it and
+  nothing is left.
+- ``VBDECL_FAULT=<id>:revert`` on destroy: destroy fails naming the action,
+  ``recover`` rolls the destroy forward and nothing is left.
+
+The destroy-revert family runs on every action with VBDECL_FULL=1, and on
+one action of each kind otherwise (CI time).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from test_reliability_support import FULL, FULL_IDS, FullEnv, assert_clean, check, host
+
+
+def _env(tmp_path: Path) -> FullEnv:
+    return FullEnv(tmp_path)
+
+
+def test_the_manifest_has_these_actions(tmp_path: Path) -> None:
+    env = _env(tmp_path)
+    out = env.cli("plan", str(env.path), "--json")
+    check(out, 0, "plan")
+    import json
+
+    ids = [c["id"] for c in json.loads(out.stdout)["plans"][0]["changes"]]
+    assert ids == env.ids()
+    kinds = {c["kind"] for c in json.loads(out.stdout)["plans"][0]["changes"]}
+    assert {"fs.overlay", "fs.tmp-overlay", "fs.ro-overlay", "fs.bind", "fs.bind-data", "cgroup.limit",
+            "net.bridge", "nat.masquerade", "nat.port", "proc.main"} <= kinds
+
+
+@pytest.mark.parametrize("aid", FULL_IDS)
+def test_apply_fault(tmp_path: Path, aid: str) -> None:
+    env = _env(tmp_path)
+    aid = env.real_id(aid)
+    before = host()
+    out = env.apply(fault=aid)
+    check(out, 1, f"apply with a fault at {aid}")
+    assert f"error: {aid}: injected fault" in out.stderr, out.stderr
+    assert "Traceback" not in out.stderr
+    assert_clean(before, f"after the rollback of a fault at {aid}")
+    assert env.state_json() is None and not env.journal_open()
+    check(env.recover(), 0, "recover")
+    assert_clean(before, f"after recover ({aid})")
+    # the next apply succeeds and lands every action
+    check(env.apply(), 0, f"apply after a fault at {aid}")
+    state = env.state_json()
+    assert state is not None and sorted(state["resources"]) == sorted(env.ids())
+    check(env.destroy(), 0, "destroy")
+    assert_clean(before, f"after destroy ({aid})")
+
+
+@pytest.mark.parametrize("aid", [i for i in FULL_IDS if i != "process"])
+def test_rollback_revert_fault(tmp_path: Path, aid: str) -> None:
+    env = _env(tmp_path)
+    aid = env.real_id(aid)
+    before = host()
+    out = env.apply(fault=f"process,{aid}:revert")
+    check(out, 1, f"apply with a failing revert of {aid}")
+    assert "process: injected fault" in out.stderr, out.stderr
+    assert aid in out.stderr and "injected revert fault" in out.stderr, out.stderr
+    assert "vbdecl recover" in out.stderr, out.stderr        # what to do next
+    assert "Traceback" not in out.stderr
+    assert env.journal_open(), "a failed rollback leaves the transaction open for recover"
+    out = env.recover()
+    check(out, 0, f"recover after a failing revert of {aid}")
+    assert_clean(before, f"after recover ({aid}:revert)")
+    assert env.state_json() is None and not env.journal_open()
+    check(env.recover(), 0, "a second recover")
+
+
+def _one_per_kind() -> list[str]:
+    seen: set[str] = set()
+    out = []
+    for aid in FULL_IDS:
+        kind = aid.split("[")[0].split(".")[0] if aid.startswith(("cgroup.", "symlink")) else aid.split("[")[0]
+        if kind not in seen:
+            seen.add(kind)
+            out.append(aid)
+    return out
+
+
+@pytest.mark.parametrize("aid", FULL_IDS if FULL else _one_per_kind())
+def test_destroy_revert_fault(tmp_path: Path, aid: str) -> None:
+    env = _env(tmp_path)
+    aid = env.real_id(aid)
+    before = host()
+    check(env.apply(), 0, "apply")
+    out = env.destroy(fault=f"{aid}:revert")
+    check(out, 1, f"destroy with a failing revert of {aid}")
+    assert aid in out.stderr and "injected revert fault" in out.stderr, out.stderr
+    assert "Traceback" not in out.stderr
+    check(env.recover(), 0, f"recover after a failed destroy at {aid}")
+    assert_clean(before, f"after recover of a destroy ({aid}:revert)")
+    assert env.state_json() is None and not env.journal_open()

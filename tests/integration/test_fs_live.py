@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from test_fs_harness import unshare
+from test_fs_harness import enter_userns, unshare
 
 from vbdecl.ops import op_for
 from vbdecl.ops.base import Context
@@ -25,12 +25,23 @@ CLONE_NEWNS, CLONE_NEWPID, CLONE_NEWIPC = 0x20000, 0x20000000, 0x08000000
 
 @pytest.fixture
 def env(tmp_path: Path) -> Iterator[Context]:
+    yield from _env(tmp_path, userns=False)
+
+
+@pytest.fixture
+def userns_env(tmp_path: Path) -> Iterator[Context]:
+    yield from _env(tmp_path, userns=True)
+
+
+def _env(tmp_path: Path, userns: bool) -> Iterator[Context]:
     r, w = os.pipe()
     pid = os.fork()
     if pid == 0:
         code = 0
         try:
             os.close(r)
+            if userns:
+                enter_userns()
             unshare(CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWIPC)
             from vbdecl.sys.ns import make_mounts_private
 
@@ -105,6 +116,21 @@ def test_live_root_built_by_actions(env: Context, tmp_path: Path) -> None:
     # the overlay's upper is the host's
     Path(f"{root}/srv/new").write_text("x")
     assert (upper / "new").read_text() == "x"
+
+
+def test_live_environment_with_a_user_namespace(userns_env: Context, tmp_path: Path) -> None:
+    env = userns_env
+    root = f"/proc/{env.env_pid}/root"
+    act(env, "fs.rootfs", rootfs=None)
+    act(env, "fs.ro-bind", target="/usr", source="/usr", optional=False)
+    act(env, "fs.proc", target="/proc")
+    act(env, "fs.dev", target="/dev")
+    act(env, "fs.tmp-overlay", target="/opt", lower=["/usr/share"])
+    act(env, "fs.file", target="/etc/motd", content="hi\n", source=None, mode=None)
+    mi = mounts(env)
+    assert {"/", "/usr", "/proc", "/dev", "/dev/pts", "/opt"} <= set(mi)
+    assert Path(f"{root}/etc/motd").read_text() == "hi\n"
+    assert Path(f"{root}/proc/1/uid_map").read_text().split() == ["0", "0", "1"]
 
 
 def test_live_bind_add_probe_and_revert(env: Context, tmp_path: Path) -> None:

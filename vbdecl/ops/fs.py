@@ -230,8 +230,19 @@ def _helper_main(job: _Job, paths: dict[str, str], w: int) -> None:
         host_fd = os.open("/", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
         staging = m.new_mount("tmpfs", [("mode", "0700")], m.MOUNT_ATTR_NOSUID | m.MOUNT_ATTR_NODEV)
         b = Builder(host_fd, None, staging, "/")
+        # ipc and pid first: mqueue and proc instances belong to their creator's
+        # namespaces, and are made (host phase) while still in the host's mount
+        # namespace, where a fully visible proc exists.
+        for name in ("ipc", "pid"):
+            if name in ns_fds:
+                setns(ns_fds[name], _NS_FLAGS[name], what=f"{name} namespace of the environment")
+        if "pid" in ns_fds:
+            inner = os.fork()   # a pid namespace applies to children
+            if inner:
+                os.waitpid(inner, 0)
+                return
         job.host(b)
-        for name in _JOIN:
+        for name in ("user", "mnt"):
             if name in ns_fds:
                 setns(ns_fds[name], _NS_FLAGS[name], what=f"{name} namespace of the environment")
                 if name == "user":
@@ -242,11 +253,6 @@ def _helper_main(job: _Job, paths: dict[str, str], w: int) -> None:
                         pass
         for fd in ns_fds.values():
             os.close(fd)
-        if "pid" in ns_fds:
-            inner = os.fork()   # a pid namespace applies to children
-            if inner:
-                os.waitpid(inner, 0)
-                return
         b.set_root("/")
         result = job.root(b)
         b.unlink_staged()

@@ -403,12 +403,14 @@ class Builder:
         if e.get("host"):   # vb without a pid namespace: bubblewrap binds the host's /proc
             self._clone_source({"source": "/proc", "target": e["target"]},
                                m.MOUNT_ATTR_NOSUID | m.MOUNT_ATTR_NODEV, made)
+            return
+        # A proc instance belongs to the pid namespace of its creator; it is made
+        # while a fully visible proc is still in our mount namespace (in a user
+        # namespace the kernel refuses a new proc otherwise).
+        made.mounts.append(("", m.new_mount("proc", [], m.MOUNT_ATTR_NOSUID | m.MOUNT_ATTR_NODEV |
+                                            m.MOUNT_ATTR_NOEXEC), True))
 
     def place_proc(self, e: dict[str, Any], made: Made) -> None:
-        if not e.get("host"):
-            # Made here: a proc instance belongs to the pid namespace of its creator.
-            mnt = m.new_mount("proc", [], m.MOUNT_ATTR_NOSUID | m.MOUNT_ATTR_NODEV | m.MOUNT_ATTR_NOEXEC)
-            made.mounts.append(("", mnt, True))
         self._attach_made(e["target"], made)
         if e.get("cover"):
             self._cover_ro(e["target"], list(e["cover"]))
@@ -435,11 +437,10 @@ class Builder:
         finally:
             _close(dfd)
 
-    def place_mqueue(self, e: dict[str, Any], made: Made) -> None:
-        # Made here: an mqueue instance belongs to the ipc namespace of its creator.
-        mnt = m.new_mount("mqueue", [], m.MOUNT_ATTR_NOSUID | m.MOUNT_ATTR_NODEV | m.MOUNT_ATTR_NOEXEC)
-        made.mounts.append(("", mnt, True))
-        self._attach_made(e["target"], made)
+    def make_mqueue(self, e: dict[str, Any], made: Made) -> None:
+        # An mqueue instance belongs to the ipc namespace of its creator.
+        made.mounts.append(("", m.new_mount("mqueue", [], m.MOUNT_ATTR_NOSUID | m.MOUNT_ATTR_NODEV |
+                                            m.MOUNT_ATTR_NOEXEC), True))
 
     def make_tmpfs(self, e: dict[str, Any], made: Made) -> None:
         mode = e.get("mode")

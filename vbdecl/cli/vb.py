@@ -124,13 +124,13 @@ def main(argv: list[str]) -> int:
     args = argv[1:]
     level_prefix = "--level-prefix" in args
     if not args:
-        usage(prog, sys.stderr)
+        usage(argv[0] if argv else prog, sys.stderr)
         return 1
     try:
         opts = parse(args)
         doc = to_document(opts)
     except HelpRequested:
-        usage(prog, sys.stdout)
+        usage(argv[0] if argv else prog, sys.stdout)   # bubblewrap prints its argv[0]
         return 0
     except VersionRequested:
         print(f"{prog} (vbdecl {__version__}, bubblewrap {BWRAP_COMPAT} command line)")

@@ -457,10 +457,13 @@ def _apply(spec: dict[str, Any], sc: Any, uid: int, gid: int, nnp: bool, boundin
         sc.set_no_new_privs()
 
     # 6. permitted / effective / inheritable, then ambient (needs permitted & inheritable)
-    inheritable = kept if uid != 0 else 0
+    # vb's "cap_ambient" (root with --cap-add/--cap-drop): as bubblewrap, kept caps are also
+    # inheritable and ambient for uid 0
+    ambient = uid != 0 or bool(vb.get("cap_ambient"))
+    inheritable = kept if ambient else 0
     sc.capset(kept | hold, kept | hold, inheritable)
     sc.ambient_clear()
-    if uid != 0:
+    if ambient:
         for cap in range(last + 1):
             if kept >> cap & 1:
                 sc.ambient_raise(cap)

@@ -21,8 +21,17 @@ _NS_KEYS = {"cgroup": "cgroup-namespace", "ipc": "ipc-namespace", "mnt": "mnt-na
             "uts": "uts-namespace", "user": "user-namespace"}
 
 
-def _write(fd: int, obj: dict[str, Any]) -> None:
-    data = (json.dumps(obj, indent=None) + "\n").encode()
+def _format(obj: dict[str, Any], pretty: bool) -> str:
+    """bubblewrap's layouts: --info-fd one key per line, --json-status-fd one line
+    with spaces inside the braces."""
+    items = [f"{json.dumps(k)}: {json.dumps(v)}" for k, v in obj.items()]
+    if pretty:
+        return "{\n" + ",\n".join(f"    {i}" for i in items) + "\n}\n"
+    return "{ " + ", ".join(items) + " }\n"
+
+
+def _write(fd: int, obj: dict[str, Any], pretty: bool = False) -> None:
+    data = _format(obj, pretty).encode()
     try:
         while data:
             data = data[os.write(fd, data):]
@@ -60,7 +69,7 @@ class _StatusWriter:
                 if name and value is not None:
                     info[name] = value
             if self.info_fd is not None:
-                _write(self.info_fd, info)
+                _write(self.info_fd, info, pretty=True)
                 _close(self.info_fd)
                 self.info_fd = None
             if self.json_fd is not None:
@@ -85,6 +94,31 @@ def undo_locale_coercion() -> None:
         del os.environ["LC_CTYPE"]
 
 
+def _posix_read_lock(path: str) -> int:
+    import fcntl
+    import struct
+
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        fcntl.fcntl(fd, fcntl.F_SETLK, struct.pack("hhqqhh", fcntl.F_RDLCK, 0, 0, 0, 0, 0))
+    except OSError as exc:
+        os.close(fd)
+        raise OSError(exc.errno, exc.strerror) from None
+    return fd
+
+
+def _missing_source(spec: dict[str, Any]) -> str | None:
+    """bubblewrap's message for a bind source that does not exist (checked up front)."""
+    for e in spec.get("filesystem") or []:
+        if e["type"] in ("bind", "ro-bind", "dev-bind") and e.get("fd") is None \
+                and not e.get("optional"):
+            try:
+                os.stat(e["source"])
+            except OSError as exc:
+                return f"Can't find source path {e['source']}: {exc.strerror}"
+    return None
+
+
 def launch(doc: dict[str, Any], *, prog: str, level_prefix: bool) -> int:
     from vbdecl.errors import VbdeclError
     from vbdecl.plan.compile import compile_doc
@@ -97,15 +131,24 @@ def launch(doc: dict[str, Any], *, prog: str, level_prefix: bool) -> int:
     for key in ("block_fd", "userns_block_fd"):
         if vb.get(key) is not None:
             _block(int(vb[key]))
-    for extra in vb.get("lock_files", [])[1:]:
-        # The runtime holds status.lock_file; further --lock-file paths are held here.
-        from vbdecl.runtime.lock import acquire
+    if spec["process"].get("die_with_parent"):
+        # bubblewrap itself dies with its parent too (and the sandbox with it)
+        from vbdecl.sys.proc import set_pdeathsig
 
+        set_pdeathsig(9, os.getppid())
+    locks = []
+    for path in vb.get("lock_files", []):
+        # bubblewrap: a shared POSIX (fcntl) read lock, held while the sandbox runs
         try:
-            acquire(extra)
-        except VbdeclError as err:
-            print(f"{prefix}{prog}: {err.message}", file=sys.stderr)
+            locks.append(_posix_read_lock(path))
+        except OSError as exc:
+            what = "open" if exc.filename else "lock"
+            print(f"{prefix}{prog}: Unable to {what} lock file {path}: {exc.strerror}", file=sys.stderr)
             return 1
+    missing = _missing_source(spec)
+    if missing is not None:
+        print(f"{prefix}{prog}: {missing}", file=sys.stderr)
+        return 1
     writer = _StatusWriter(vb.get("info_fd"), vb.get("json_status_fd"))
     try:
         plan = compile_doc(doc)

@@ -153,8 +153,13 @@ def document_to_manifest(doc: dict[str, Any], *, read_fds: bool = False) -> dict
     manifest_spec["network"] = out_net
     manifest_spec["process"] = out_process
     manifest_spec["security"] = out_security
+    locks = list((spec.get("vb") or {}).get("lock_files") or [])
     if spec["status"].get("lock_file"):
-        manifest_spec["status"] = {"lock_file": spec["status"]["lock_file"]}
+        locks.insert(0, spec["status"]["lock_file"])
+    if locks:
+        manifest_spec["status"] = {"lock_file": locks[0]}
+        _note("--lock-file becomes status.lock_file, an exclusive lock (bubblewrap's is shared)"
+              + (f"; {', '.join(locks[1:])} dropped" if len(locks) > 1 else ""))
     return {
         "apiVersion": "vbdecl/v1",
         "kind": "Environment",

@@ -572,7 +572,8 @@ def to_document(o: VbOptions, *, uid: int | None = None, gid: int | None = None,
             "landlock": landlock,
             "disable_userns": o.disable_userns,
         },
-        "status": {"lock_file": o.lock_files[0] if o.lock_files else None, "events": None},
+        # --lock-file is bubblewrap's shared fcntl lock, taken by vb's launcher (vb.lock_files)
+        "status": {"lock_file": None, "events": None},
         "vb": {
             "info_fd": o.info_fd, "json_status_fd": o.json_status_fd, "sync_fd": o.sync_fd,
             "block_fd": o.block_fd, "userns_block_fd": o.userns_block_fd,
@@ -583,6 +584,7 @@ def to_document(o: VbOptions, *, uid: int | None = None, gid: int | None = None,
             "cgroup_try": o.cgroup_try and not o.unshare["cgroup"],
             "cwd_fallback": cwd if cwd is not None else _getcwd(),
             "net_files": False,     # bubblewrap never binds /etc/resolv.conf
+            "cap_ambient": bool(o.cap_ops) and sandbox_uid == 0,
         },
     }
     return {"name": "vb", "labels": {}, "annotations": {}, "source": None, "spec": spec}

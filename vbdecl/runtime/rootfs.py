@@ -518,8 +518,8 @@ class Builder:
                         created)
         self.created += created
         try:
-            if mode is not None and not created:
-                m.fchmod_path_fd(fd, mode)
+            if mode is not None and not created and not e.get("keep_mode"):   # vb: bubblewrap's
+                m.fchmod_path_fd(fd, mode)                                     # --perms: new dirs only
         finally:
             _close(fd)
 

@@ -1,0 +1,141 @@
+"""The executor on plain files (no root): state and revision shapes, events,
+rollback order, journal rotation, the Python API for embedders."""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import testops
+
+from vbdecl.engine import executor, journal, paths, store
+from vbdecl.engine.executor import Engine
+from vbdecl.engine.faults import Faults
+from vbdecl.errors import ActionError, StateError
+
+testops.register()
+
+
+def _plan(root: Path, name: str = "web", **kw: Any) -> dict[str, Any]:
+    return testops.make_plan(name, root, mounts=0, **kw)
+
+
+def test_state_and_revision_shapes(tmp_path: Path) -> None:
+    root, sd = tmp_path / "root", tmp_path / "state"
+    root.mkdir()
+    plan = _plan(root, files=3)
+    res = Engine(sd).apply(plan)
+    st = json.loads((sd / "envs" / "web" / "state.json").read_text())
+    assert set(st) == {"format", "name", "instance", "lineage", "serial", "plan", "revision", "resources"}
+    assert re.fullmatch(r"vb-[0-9a-f]{8}", st["instance"]) and st["instance"] == res.instance
+    assert st["serial"] == 1 and st["revision"] == 1 and st["plan"] == plan
+    assert st["resources"]["file[/f0]"] == {"kind": "test.file", "params": plan["actions"][1]["params"],
+                                            "record": {"path": str(root / "web" / "f0"),
+                                                       "owner": st["instance"], "content": "v1-0"}}
+    rev = store.load_revision("web", 1, str(sd))
+    assert {"revision", "time", "manifest_hash", "source", "git", "user", "plan"} <= set(rev)
+    assert rev["plan"] == plan
+    assert (sd / "envs" / "web" / "state.json").stat().st_mode & 0o777 == 0o600
+    with pytest.raises(StateError) as info:
+        store.load_revision("web", 7, str(sd))
+    assert "revisions: 1" in str(info.value)
+
+
+def test_events_and_rollback_order(tmp_path: Path) -> None:
+    root, sd = tmp_path / "root", tmp_path / "state"
+    root.mkdir()
+    events: list[dict[str, Any]] = []
+    plan = _plan(root, files=3)
+    with pytest.raises(ActionError):
+        Engine(sd, on_event=events.append, faults=Faults("file[/f2]")).apply(plan)
+    seq = [(e["event"], e.get("id")) for e in events if e["event"].startswith(("action", "apply"))]
+    assert seq == [("apply.started", None),
+                   ("action.started", "dir[/]"), ("action.applied", "dir[/]"),
+                   ("action.started", "file[/f0]"), ("action.applied", "file[/f0]"),
+                   ("action.started", "file[/f1]"), ("action.applied", "file[/f1]"),
+                   ("action.started", "file[/f2]"), ("action.failed", "file[/f2]"),
+                   ("action.reverting", "file[/f2]"), ("action.reverted", "file[/f2]"),
+                   ("action.reverting", "file[/f1]"), ("action.reverted", "file[/f1]"),
+                   ("action.reverting", "file[/f0]"), ("action.reverted", "file[/f0]"),
+                   ("action.reverting", "dir[/]"), ("action.reverted", "dir[/]"),
+                   ("apply.aborted", None)]
+    assert all(isinstance(e["time"], float) for e in events)
+    assert not (sd / "envs" / "web").exists()
+
+
+def test_journal_has_intent_before_and_record_after(tmp_path: Path) -> None:
+    root, sd = tmp_path / "root", tmp_path / "state"
+    root.mkdir()
+    Engine(sd).apply(_plan(root, files=1))
+    entries = journal.read(paths.journal_file("web", str(sd)))
+    assert [(e["t"], e.get("id")) for e in entries] == [
+        ("begin", None), ("intent", "dir[/]"), ("done", "dir[/]"),
+        ("intent", "file[/f0]"), ("done", "file[/f0]"), ("commit", None)]
+    assert len({e["txn"] for e in entries}) == 1
+
+
+def test_nothing_to_do_changes_nothing(tmp_path: Path) -> None:
+    root, sd = tmp_path / "root", tmp_path / "state"
+    root.mkdir()
+    plan = _plan(root, files=2)
+    Engine(sd).apply(plan)
+    before = (sd / "envs" / "web" / "state.json").read_bytes()
+    res = Engine(sd).apply(plan)
+    assert res.steps == 0 and res.revision == 1
+    assert (sd / "envs" / "web" / "state.json").read_bytes() == before
+
+
+def test_failed_apply_of_an_existing_env_keeps_its_state(tmp_path: Path) -> None:
+    root, sd = tmp_path / "root", tmp_path / "state"
+    root.mkdir()
+    Engine(sd).apply(_plan(root, files=2))
+    before = testops.state_tree(sd), testops.host_tree(root)
+    with pytest.raises(ActionError):
+        Engine(sd, faults=Faults("file[/f3]")).apply(_plan(root, files=5, content="v2"))
+    assert (testops.state_tree(sd), testops.host_tree(root)) == before
+
+
+def test_unknown_kind_is_refused_before_anything_changes(tmp_path: Path) -> None:
+    root, sd = tmp_path / "root", tmp_path / "state"
+    root.mkdir()
+    plan = _plan(root, files=1, extra=[testops.action("x", "nosuch.kind", {})])
+    with pytest.raises(ActionError) as info:
+        Engine(sd).apply(plan)
+    assert "nosuch.kind" in str(info.value) and "nothing was changed" in str(info.value)
+    assert testops.host_tree(root) == {} and not (sd / "envs" / "web").exists()
+
+
+def test_destroy_unknown_env_creates_nothing(tmp_path: Path) -> None:
+    sd = tmp_path / "state"
+    with pytest.raises(StateError):
+        Engine(sd).destroy("ghost")
+    assert Engine(sd).recover("ghost") is False
+    assert not (sd / "envs" / "ghost").exists()
+
+
+def test_journal_rotates_when_large(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    root, sd = tmp_path / "root", tmp_path / "state"
+    root.mkdir()
+    monkeypatch.setattr(executor, "JOURNAL_ROTATE_BYTES", 2000)
+    Engine(sd).apply(_plan(root, files=5))
+    jdir = sd / "envs" / "web"
+    assert (jdir / "journal.jsonl.1").exists() and not (jdir / "journal.jsonl").exists()
+    Engine(sd).destroy("web")
+    assert testops.host_tree(root) == {}
+
+
+def test_instance_ids_are_unique_per_state_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    root, sd = tmp_path / "root", tmp_path / "state"
+    root.mkdir()
+    ids = iter(["vb-00000001", "vb-00000001", "vb-00000002"])
+    monkeypatch.setattr(store, "new_instance_id", lambda: next(ids))
+    Engine(sd).apply(_plan(root, "a", files=1))
+    Engine(sd).apply(_plan(root, "b", files=1))
+    assert store.load("a", str(sd))["instance"] == "vb-00000001"
+    assert store.load("b", str(sd))["instance"] == "vb-00000002"

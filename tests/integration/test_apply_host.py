@@ -5,6 +5,7 @@ with nothing left behind."""
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import signal
@@ -77,6 +78,13 @@ def _body(tmp: Path) -> None:
     assert Path(f"/sys/class/net/{veth}").is_dir()
     assert _host() != before
     pid = state["resources"]["env"]["record"]["pid"]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("VBDECL_")}
+    out = subprocess.run([sys.executable, "-m", "vbdecl", "--state-dir", str(sd), "--json", "status",
+                          "hostops"], env=env, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    st = {r["id"]: r for r in json.loads(out.stdout)["resources"]}
+    assert {r["status"] for r in st.values()} == {"ok"}, st
+    assert "usage" in st["cgroup"], st["cgroup"]
     limit = Path(f"/sys/fs/cgroup/memory/vbdecl/{inst}/memory.limit_in_bytes")
     if limit.exists():
         assert int(limit.read_text()) == 64 << 20
@@ -115,7 +123,6 @@ def _body(tmp: Path) -> None:
     assert _host() == before
 
     # SIGKILL in the middle of the host actions; the next command recovers
-    env = {k: v for k, v in os.environ.items() if not k.startswith("VBDECL_")}
     p = testops.write_plan(tmp / "p.json", plan)
     jpath = paths.journal_file("hostops", sd)
     for k in (4, 9, 14, 19):

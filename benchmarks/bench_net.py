@@ -170,6 +170,7 @@ def main() -> None:
 
     for aid, kind, _ in [nat[0], *reversed(acts)]:
         op_for(kind).revert(keeper, keeper.records.pop(aid))
+    release(keeper)
     stop(pid, w)
     shutil.rmtree(state, ignore_errors=True)
 

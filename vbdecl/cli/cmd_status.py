@@ -67,6 +67,41 @@ def run(args: argparse.Namespace) -> int:
     for r in resources:
         line = f"  {r['id'].ljust(width)}  {str(r['kind']).ljust(16)}  {r['status']}"
         if "usage" in r:
-            line += "  " + " ".join(f"{k}={v}" for k, v in r["usage"].items())
+            line += "  " + usage_text(r["usage"])
         print(line)
     return 0
+
+
+def _size(n: Any) -> str:
+    if not isinstance(n, int):
+        return "-" if n is None else str(n)
+    value = float(n)
+    for unit in ("", "Ki", "Mi", "Gi", "Ti"):
+        if abs(value) < 1024 or unit == "Ti":
+            return str(n) if unit == "" else f"{value:.1f}{unit}".replace(".0" + unit, unit)
+        value /= 1024
+    return str(n)
+
+
+def usage_text(usage: dict[str, Any]) -> str:
+    """``memory 284Ki/64Mi (peak 5.5Mi)  cpu 14.8ms  pids 2/32`` from cgroup usage."""
+    parts = []
+    for key, val in usage.items():
+        if not isinstance(val, dict):
+            parts.append(f"{key} {val}")
+        elif key == "memory":
+            text = f"memory {_size(val.get('current'))}/{_size(val.get('limit')) if val.get('limit') else 'max'}"
+            if val.get("peak"):
+                text += f" (peak {_size(val['peak'])})"
+            if val.get("oom_kills"):
+                text += f" oom_kills={val['oom_kills']}"
+            parts.append(text)
+        elif key == "cpu":
+            usec = val.get("usage_usec")
+            parts.append("cpu " + (f"{usec / 1000:.1f}ms" if isinstance(usec, int) else "-")
+                         + (f" (limit {val['limit']} cores)" if val.get("limit") else ""))
+        elif key == "pids":
+            parts.append(f"pids {val.get('current')}/{val.get('limit') or 'max'}")
+        else:
+            parts.append(f"{key} " + " ".join(f"{k}={v}" for k, v in val.items()))
+    return "  ".join(parts)

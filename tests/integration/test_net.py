@@ -677,3 +677,26 @@ def test_port_published_on_loopback(envs: Callable[..., Env]) -> None:
     with pytest.raises(VbdeclError, match="IPv6 loopback"):
         env.apply([("nat.port[::1:1/tcp]", "nat.port", {"host": 1, "container": 2, "protocol": "tcp",
                                                         "host_ip": "::1"})])
+
+
+def test_teardown_hint_leaves_the_veth_to_the_namespace(envs: Callable[..., Env]) -> None:
+    bridge = f"vbt{uniq()}"
+    subnet, _, _ = rand_subnet()
+    keep, env = envs(), envs()
+    keep.apply(bridge_actions(bridge, subnet))
+    env.apply(bridge_actions(bridge, subnet))
+    host_end = env.instance.replace("-", "") + "h"
+    env.ctx.extra["teardown"] = True
+    t0 = time.perf_counter()
+    env.revert()
+    took = time.perf_counter() - t0
+    assert host_end in links()                 # left to the namespace ...
+    _stop(env.pid, env._w)
+    env.alive = False
+    for _ in range(200):                       # ... which takes it when it dies
+        if host_end not in links():
+            break
+        time.sleep(0.01)
+    assert host_end not in links()
+    assert took < 0.5, took
+    assert shared.read(env.ctx.state_dir)["bridges"][bridge]["users"] == [keep.instance]

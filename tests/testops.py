@@ -168,6 +168,18 @@ class SlowOp(FileOp):
         return super().apply(ctx, params)
 
 
+class BadRecordOp(FileOp):
+    """Creates a file but returns a record that is not plain data (an op bug)."""
+
+    def apply(self, ctx: Any, params: dict[str, Any]) -> dict[str, Any]:
+        rec = super().apply(ctx, params)
+        rec["oops"] = {1, 2}
+        return rec
+
+    def revert(self, ctx: Any, record: dict[str, Any]) -> None:
+        super().revert(ctx, {k: v for k, v in record.items() if k != "oops"})
+
+
 class NullOp:
     """Does nothing: for measuring the engine's own overhead."""
 
@@ -197,6 +209,7 @@ def register() -> None:
     reg("test.mount", "testops:MountOp")
     reg("test.slow", "testops:SlowOp")
     reg("test.null", "testops:NullOp")
+    reg("test.badrecord", "testops:BadRecordOp")
 
 
 # --- plans --------------------------------------------------------------------

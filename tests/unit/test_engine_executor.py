@@ -139,3 +139,14 @@ def test_instance_ids_are_unique_per_state_dir(tmp_path: Path, monkeypatch: pyte
     Engine(sd).apply(_plan(root, "b", files=1))
     assert store.load("a", str(sd))["instance"] == "vb-00000001"
     assert store.load("b", str(sd))["instance"] == "vb-00000002"
+
+
+def test_a_record_that_is_not_plain_data_is_undone(tmp_path: Path) -> None:
+    root, sd = tmp_path / "root", tmp_path / "state"
+    root.mkdir()
+    bad = testops.action("bad", "test.badrecord", {"path": str(root / "web" / "bad"), "content": "x"},
+                         ["dir[/]"])
+    with pytest.raises(ActionError) as info:
+        Engine(sd).apply(_plan(root, files=1, extra=[bad]))
+    assert info.value.action == "bad" and "not plain data" in str(info.value)
+    assert testops.host_tree(root) == {}

@@ -493,7 +493,19 @@ class Session:
                     record = op.update(ctx, params, old.get("record") or {})
         except BaseException as exc:
             raise _wrap(exc, rid, _VERB[step]) from exc
-        self._log("done", seq=seq, id=rid, record=record)
+        try:
+            self._log("done", seq=seq, id=rid, record=record)
+        except (TypeError, ValueError) as exc:
+            # A record that cannot be journaled is an op bug; undo with the record
+            # we still hold in memory, so nothing is left behind.
+            if step == "create" and record is not None:
+                try:
+                    _op(kind).revert(ctx, record)
+                except Exception:
+                    pass
+            raise ActionError(f"the record of {kind} is not plain data ({exc})", action=rid,
+                              hint="this is a bug in the op: records must be JSON-serialisable"
+                              ) from exc
         self.steps += 1
         if step == "destroy":
             self._drop(rid)

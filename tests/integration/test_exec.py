@@ -211,3 +211,27 @@ def test_exec_without_command_runs_a_shell(live: Live) -> None:
     r = subprocess.run([VBDECL, "--state-dir", str(live.state), "exec", live.name],
                        input="echo shell $$; exit 5\n", capture_output=True, text=True, timeout=30)
     assert r.returncode == 5 and r.stdout.startswith("shell ")
+
+
+def test_live_process_events(tmp_path: Path) -> None:
+    spec = copy.deepcopy(SPEC)
+    events = tmp_path / "events.jsonl"
+    spec["status"]["events"] = str(events)
+    spec["process"]["command"] = ["/bin/sh", "-c",
+                                  "trap 'exit 7' TERM; echo ready; while :; do sleep 0.05; done"]
+    env = Live(tmp_path / "state", spec)
+    env.up()
+    try:
+        assert "ready" in wait_log(env.env_dir / "logs" / "process.log", "ready")
+        assert env.proc is not None and env.env is not None
+        proc_pid, init_pid = env.proc["pid"], env.env["pid"]
+        first = [json.loads(x) for x in events.read_text().splitlines()]
+        assert [e["event"] for e in first] == ["runtime_init_warnings", "spawned", "setup_finished"]
+        assert first[1]["pid"] == proc_pid
+        assert first[1]["ns"]["pid"] == os.stat(f"/proc/{init_pid}/ns/pid").st_ino
+    finally:
+        env.down()        # SIGTERM to the process: it exits 7
+    evs = [json.loads(x) for x in events.read_text().splitlines()]
+    assert [e["event"] for e in evs] == ["runtime_init_warnings", "spawned", "setup_finished", "exited"]
+    assert evs[3]["pid"] == proc_pid and evs[3]["exit_code"] == 7
+    assert evs[3]["ns"] == evs[1]["ns"]

@@ -230,31 +230,43 @@ def _process_cfg(spec: dict[str, Any], argv: list[str] | None, c2p: int) -> C.Ch
 # --- proc.main ------------------------------------------------------------------
 
 def start_process(*, env_record: dict[str, Any], spec: dict[str, Any], log_path: str) -> dict[str, Any]:
-    """Start the declared process inside the live environment; output to ``log_path``."""
+    """Start the declared process inside the live environment; output to ``log_path``.
+
+    Tree: helper (host pid ns, enters the environment) -> bridge (in the
+    environment's pid ns) -> process. Without ``status.events`` the bridge
+    exits at once, so the process is reparented to the environment's init
+    (the reaper of the namespace the bridge dies in), which reaps it. With
+    ``status.events`` the bridge stays as a tiny supervisor: it reaps the
+    process and appends the ``exited`` event; ``runtime_init_warnings``,
+    ``spawned`` and ``setup_finished`` are appended here.
+    """
+    from vbdecl.runtime.events import EventSink
     from vbdecl.runtime.spawn import _child_error, _read_msg
 
     os.makedirs(os.path.dirname(log_path), mode=0o700, exist_ok=True)
+    events_path = (spec.get("status") or {}).get("events")
+    sink = EventSink(path=events_path) if events_path else None
     log_fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
     c2p_r, c2p_w = os.pipe2(os.O_CLOEXEC)
     helper = os.fork()
     if helper == 0:
-        # helper (host pid ns) -> bridge (in the environment's pid ns) -> process. The bridge
-        # exits at once, so the process is reparented to the environment's init (the reaper
-        # of the namespace the bridge dies in), which reaps it.
         try:
             os.close(c2p_r)
             C.preload(spec, C._security())
             # the host's /proc, opened before entering: inside, /proc (if any) shows the
             # environment's pid namespace, where the bridge's host pid means nothing
             host_proc = os.open("/proc", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+            host_ns = _inodes_at(host_proc)
             enter(env_record)
+            env_ns = {k: v for k, v in _inodes_at(host_proc).items() if v != host_ns.get(k)}
             ready_r, ready_w = os.pipe2(os.O_CLOEXEC)
             done_r, done_w = os.pipe2(os.O_CLOEXEC)
             bridge = os.fork()
             if bridge == 0:
                 os.close(ready_r)
                 os.close(done_w)
-                if os.fork() == 0:
+                child = os.fork()
+                if child == 0:
                     os.setsid()
                     null = os.open("/dev/null", os.O_RDONLY)
                     os.dup2(null, 0)
@@ -266,8 +278,10 @@ def start_process(*, env_record: dict[str, Any], spec: dict[str, Any], log_path:
                     cfg.die_with_parent = False
                     C.exec_process(cfg)
                 os.write(ready_w, b"F")
-                os.read(done_r, 1)
-                os._exit(0)
+                data = os.read(done_r, 4)
+                if sink is None or len(data) != 4:
+                    os._exit(0)
+                _supervise(child, struct.unpack("=i", data)[0], sink, env_ns)
             os.close(ready_w)
             os.close(done_r)
             if os.read(ready_r, 1) != b"F":
@@ -276,8 +290,10 @@ def start_process(*, env_record: dict[str, Any], spec: dict[str, Any], log_path:
                       opener=lambda p, fl: os.open(p, fl, dir_fd=host_proc)) as f:
                 pid = int(f.read().split()[0])
             C.send(c2p_w, C.MSG_PID, struct.pack("=i", pid))
+            os.write(done_w, struct.pack("=i", pid))
             os.close(done_w)
-            os.waitpid(bridge, 0)
+            if sink is None:
+                os.waitpid(bridge, 0)
         except BaseException as exc:
             C.fail(c2p_w, 125, getattr(exc, "message", None) or str(exc), getattr(exc, "hint", None))
         os._exit(0)
@@ -289,14 +305,50 @@ def start_process(*, env_record: dict[str, Any], spec: dict[str, Any], log_path:
             raise _child_error(msg[1]) if msg else RuntimeSetupError("the process helper exited")
         pid = struct.unpack("=i", msg[1])[0]
         started = sysproc.start_time(pid)
+        inodes = sysns.own_ns_inodes(pid)
+        if sink is not None:
+            sink.emit("runtime_init_warnings", warning_count=0, warnings=[])
+            sink.emit("spawned", pid=pid, ns=inodes)
         msg = _read_msg(c2p_r)
         if msg is not None:
             err = _child_error(msg[1])
             raise err
+        if sink is not None:
+            sink.emit("setup_finished", pid=pid, ns=inodes)
     finally:
         os.close(c2p_r)
         _reap(helper)
+        if sink is not None:
+            sink.close()
     return {"pid": pid, "start_time": started, "log": log_path}
+
+
+def _inodes_at(proc_fd: int) -> dict[str, int]:
+    """Our namespace inodes, read through an fd on the host's /proc (pid: for children)."""
+    out = {}
+    for key, (_, fname) in sysns.NAMESPACES.items():
+        name = "pid_for_children" if key == "pid" else fname
+        try:
+            out[key] = os.stat(f"self/ns/{name}", dir_fd=proc_fd).st_ino
+        except OSError:
+            pass
+    return out
+
+
+def _supervise(child: int, host_pid: int, sink: Any, inodes: dict[str, int]) -> None:
+    """The bridge as the process's supervisor: reap it, append ``exited``. Never returns."""
+    try:
+        sysproc.close_fds_except(sink.fds)
+        sysproc.set_name("vbdecl-supervise")
+        while True:
+            try:
+                _, status = os.waitpid(child, 0)
+                break
+            except InterruptedError:
+                continue
+        sink.emit("exited", pid=host_pid, exit_code=C.status_code(status), ns=inodes)
+    finally:
+        os._exit(0)
 
 
 def stop_process(record: dict[str, Any]) -> None:

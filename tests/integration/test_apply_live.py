@@ -85,6 +85,18 @@ def _live(tmp: Path) -> None:
     assert Path(f"/proc/{env['pid']}/ns/uts").exists()
     assert _our_mounts(sd), "namespaces are pinned under the runtime dir"
     assert not Engine(sd).changes(plan)                      # probes: no drift
+    # the environment's init dies (as after a reboot): drift, and apply recreates it
+    os.kill(env["pid"], signal.SIGKILL)
+    assert _gone(env)
+    cs = Engine(sd).changes(plan)
+    assert "env" in [c.id for c in cs.drift], [c.line() for c in cs.changes]
+    assert {c.id for c in cs.todo} >= {"env", "net.loopback"}
+    Engine(sd).apply(plan)
+    state = store.load("live", sd)
+    env2 = state["resources"]["env"]["record"]
+    assert env2["pid"] != env["pid"] and _alive(env2)
+    assert not Engine(sd).changes(plan)
+    env = env2
     Engine(sd).destroy("live")
     assert _gone(env)
     assert _our_mounts(sd) == []
@@ -100,7 +112,7 @@ def _live(tmp: Path) -> None:
     assert started
     assert _our_mounts(sd) == []
     assert store.load("live", sd) is None
-    assert store.revision_numbers("live", sd) == [1]        # the history of the destroyed env stays
+    assert store.revision_numbers("live", sd) == [1, 2]     # the history of the destroyed env stays
     assert not list((sd / "run").glob("vb-*"))
 
 

@@ -131,7 +131,8 @@ def _walk(root_fd: int, path: str, flags: int, follow: bool, mode: int) -> int:
             _close(fd)
 
 
-def ensure_dir(root_fd: int, path: str, mode: int = 0o755, created: list[str] | None = None) -> int:
+def ensure_dir(root_fd: int, path: str, mode: int = 0o755, created: list[str] | None = None,
+               *, parent_mode: int = 0o755) -> int:
     """An O_PATH fd on directory ``path`` inside the root, creating what is missing.
 
     Missing components are created one at a time with ``mode`` (parents
@@ -156,7 +157,7 @@ def ensure_dir(root_fd: int, path: str, mode: int = 0o755, created: list[str] | 
                 if exc_.errno != errno.ENOENT:
                     raise
                 try:
-                    os.mkdir(comp, mode if i == len(comps) - 1 else 0o755, dir_fd=fd)
+                    os.mkdir(comp, mode if i == len(comps) - 1 else parent_mode, dir_fd=fd)
                     if created is not None:
                         created.append(done)
                 except FileExistsError:
@@ -171,16 +172,17 @@ def ensure_dir(root_fd: int, path: str, mode: int = 0o755, created: list[str] | 
         raise
 
 
-def ensure_parent(root_fd: int, path: str, created: list[str] | None = None) -> tuple[int, str]:
+def ensure_parent(root_fd: int, path: str, created: list[str] | None = None,
+                  parent_mode: int = 0o755) -> tuple[int, str]:
     """(fd of the parent directory, last component) of ``path``; parents are created."""
     parent, _, name = path.rstrip("/").rpartition("/")
     if not name or name in (".", ".."):
         raise OSError(errno.EINVAL, f"{path!r} has no last component")
-    return ensure_dir(root_fd, parent or "/", 0o755, created), name
+    return ensure_dir(root_fd, parent or "/", parent_mode, created, parent_mode=parent_mode), name
 
 
 def ensure_mountpoint(root_fd: int, path: str, is_dir: bool,
-                      created: list[str] | None = None) -> int:
+                      created: list[str] | None = None, parent_mode: int = 0o755) -> int:
     """An O_PATH fd on ``path``, created as a directory or an empty file if missing."""
     try:
         return resolve(root_fd, path, os.O_PATH)
@@ -189,8 +191,8 @@ def ensure_mountpoint(root_fd: int, path: str, is_dir: bool,
             raise
         pass
     if is_dir:
-        return ensure_dir(root_fd, path, 0o755, created)
-    parent, name = ensure_parent(root_fd, path, created)
+        return ensure_dir(root_fd, path, 0o755, created, parent_mode=parent_mode)
+    parent, name = ensure_parent(root_fd, path, created, parent_mode)
     try:
         try:
             _close(os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
@@ -291,6 +293,8 @@ class Builder:
         return resolve(self.host_fd, path, flags)
 
     def apply(self, e: dict[str, Any]) -> None:
+        # vb: parents created for this entry get bubblewrap's mode (from --perms)
+        self.parent_mode = int(e.get("parent_mode", 0o755))
         made = self.make(e)
         try:
             self.place(e, made)
@@ -335,7 +339,8 @@ class Builder:
                 _close(fd)
 
     def _attach(self, mnt_fd: int, target: str, is_dir: bool) -> None:
-        tfd = ensure_mountpoint(self.root_fd, target, is_dir, self.created)
+        tfd = ensure_mountpoint(self.root_fd, target, is_dir, self.created,
+                                getattr(self, "parent_mode", 0o755))
         try:
             m.attach(mnt_fd, tfd)
         finally:
@@ -438,9 +443,9 @@ class Builder:
             _close(dfd)
 
     def make_mqueue(self, e: dict[str, Any], made: Made) -> None:
-        # An mqueue instance belongs to the ipc namespace of its creator. No mount
-        # flags, as bubblewrap (mqueue holds neither devices nor executables).
-        made.mounts.append(("", m.new_mount("mqueue", []), True))
+        # An mqueue instance belongs to the ipc namespace of its creator.
+        made.mounts.append(("", m.new_mount("mqueue", [], m.MOUNT_ATTR_NOSUID | m.MOUNT_ATTR_NODEV |
+                                            m.MOUNT_ATTR_NOEXEC), True))
 
     def make_tmpfs(self, e: dict[str, Any], made: Made) -> None:
         mode = e.get("mode")
@@ -515,7 +520,7 @@ class Builder:
         mode = e.get("mode")
         created: list[str] = []
         fd = ensure_dir(self.root_fd, e["target"], DEFAULT_MODES["dir"] if mode is None else mode,
-                        created)
+                        created, parent_mode=getattr(self, "parent_mode", 0o755))
         self.created += created
         try:
             if mode is not None and not created and not e.get("keep_mode"):   # vb: bubblewrap's
@@ -538,7 +543,8 @@ class Builder:
 
     def place_file(self, e: dict[str, Any], made: Made) -> None:
         mode = DEFAULT_MODES["file"] if e.get("mode") is None else e["mode"]
-        parent, name = ensure_parent(self.root_fd, e["target"], self.created)
+        parent, name = ensure_parent(self.root_fd, e["target"], self.created,
+                                     getattr(self, "parent_mode", 0o755))
         try:
             try:
                 os.stat(name, dir_fd=parent, follow_symlinks=False)
@@ -581,7 +587,8 @@ class Builder:
 
     def place_symlink(self, e: dict[str, Any], made: Made) -> None:
         points_to = e["points_to"]
-        parent, name = ensure_parent(self.root_fd, e["target"], self.created)
+        parent, name = ensure_parent(self.root_fd, e["target"], self.created,
+                                     getattr(self, "parent_mode", 0o755))
         try:
             try:
                 os.symlink(points_to, name, dir_fd=parent)

@@ -73,7 +73,20 @@ def _session(fn: F) -> F:
         finally:
             ctx.extra.pop(key, None)
             sess.close()
-    return cast(F, wrapper)
+
+    if fn.__name__ != "revert":
+        return cast(F, wrapper)
+
+    @functools.wraps(fn)
+    def reverting(self: Any, ctx: Context, *args: Any) -> Any:
+        try:
+            return wrapper(self, ctx, *args)
+        finally:
+            # a socket pins its namespace: never keep the dying environment's alive
+            sess = ctx.extra.get(f"net.session.{threading.get_ident()}")
+            if sess is not None:
+                sess.drop_envs()
+    return cast(F, reverting)
 
 
 def release(ctx: Context) -> None:

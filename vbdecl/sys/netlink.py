@@ -204,6 +204,17 @@ class Session:
             os.close(fd)
         return ipr
 
+    def drop_envs(self) -> None:
+        """Close the sockets inside environment namespaces: a socket holds its
+        namespace alive, so a namespace that should die must not keep one."""
+        for ipr in self._envs.values():
+            self._all.remove(ipr)
+            try:
+                ipr.close()
+            except Exception:
+                pass
+        self._envs.clear()
+
     def close(self) -> None:
         self._finalizer()
         self._host = None

@@ -186,3 +186,15 @@ def test_ops_without_a_live_environment_fail_clearly(tmp_path: Path) -> None:
         act(ctx, "fs.tmpfs", target="/tmp", size=None, mode=None)
     assert "no live environment" in ei.value.message
     assert op_for("fs.tmpfs").probe(ctx, {"target": "/tmp"}, None) is None
+
+
+def test_live_failure_removes_host_dirs_it_created(env: Context, tmp_path: Path) -> None:
+    from vbdecl.errors import RuntimeSetupError
+
+    act(env, "fs.rootfs", rootfs=None)
+    state = tmp_path / "state-ov"
+    with pytest.raises(RuntimeSetupError):
+        act(env, "fs.overlay", target="/srv", lower=[str(tmp_path / "missing-lower")],
+            upper=str(state / "up"), work=str(state / "work"))
+    assert not state.exists()
+    assert "/srv" not in mounts(env)

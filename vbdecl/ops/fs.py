@@ -258,6 +258,8 @@ def _helper_main(job: _Job, paths: dict[str, str], w: int) -> None:
         b.unlink_staged()
         _send(w, {"ok": result})
     except BaseException as exc:
+        if b is not None:
+            b.rollback_host()   # overlay upper/work directories this job created on the host
         msg = getattr(exc, "message", None) or str(exc) or type(exc).__name__
         _send(w, {"error": msg, "hint": getattr(exc, "hint", None),
                   "errno": getattr(exc, "errno", None)})

@@ -1,0 +1,978 @@
+"""Build the environment's root filesystem, inside its own mount namespace.
+
+:func:`setup_root` is called by the sandbox child once it is in its own
+mount namespace (and user namespace, ids mapped, full capabilities there).
+It works like bubblewrap, but on file descriptors:
+
+1. ``/`` is made a recursive slave, so nothing done here reaches the host.
+2. A tmpfs (the *staging* area) is mounted over an existing directory
+   (``/tmp``; ``/run``, ``/var/tmp``, ``/mnt`` if it is missing) and we
+   ``pivot_root`` into it: the host tree is now ``/oldroot``, and the new
+   root is built at ``/newroot`` (a fresh tmpfs, or ``spec.rootfs`` bound
+   there). Nothing is ever created in the host's directories.
+3. Every ``spec.filesystem`` entry is applied in manifest order. Targets are
+   resolved with ``openat2(RESOLVE_IN_ROOT)`` from an fd on the new root
+   (symlinks and ``..`` stay inside it; a path created here is created one
+   component at a time with ``O_NOFOLLOW``), and mounts are attached with
+   ``move_mount`` onto that fd: a symlink swapped in during setup can never
+   redirect a mount or a write outside the root. Sources are host paths,
+   resolved through an fd on the host root.
+4. Network files (``/etc/resolv.conf``, ``/etc/hosts``) are written into the
+   staging tmpfs and bound read-only over the targets: no host file is ever
+   written.
+5. The host tree is detached, ``/newroot`` becomes ``/`` (``pivot_root``; if
+   the process root is not a mount point: ``MS_MOVE`` + ``chroot``), the
+   staging tmpfs is detached (files bound from it stay alive, unreachable
+   by path) and the cwd is ``/``.
+
+Defaults (bubblewrap's where ``vb`` needs them): tmpfs mode 0755, dir mode
+0755 (parents too), file mode 0644 (bwrap: 0666 minus the usual umask 022),
+bind-data mode 0600 (bwrap's mkstemp). Binds are recursive and
+``nosuid`` (+ ``nodev`` except dev-bind); ro-bind is read-only recursively
+(mount_setattr AT_RECURSIVE). ``remount-ro`` is not recursive (bwrap); a
+target that is not a mount point is first bound onto itself. Overlay
+``lower`` lists are top first (overlayfs and bwrap ``--overlay-src`` order).
+An existing ``dir`` gets the declared mode (declarative; bwrap leaves it).
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+from typing import Any
+
+from vbdecl.errors import RuntimeSetupError, SysError
+from vbdecl.sys import mount as m
+
+STAGING_BASES = ("/tmp", "/run", "/var/tmp", "/mnt")
+
+DEFAULT_MODES = {"tmpfs": 0o755, "dir": 0o755, "file": 0o644, "bind-data": 0o600}
+_DEV_NODES = ("null", "zero", "full", "random", "urandom", "tty")
+_DEV_LINKS = (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"), ("stdout", "/proc/self/fd/1"),
+              ("stderr", "/proc/self/fd/2"), ("core", "/proc/kcore"), ("ptmx", "pts/ptmx"))
+_RESOLVE = m.RESOLVE_IN_ROOT | m.RESOLVE_NO_MAGICLINKS
+_MAX_LINKS = 40
+
+
+# --- safe path resolution inside a root -------------------------------------
+
+def _close(fd: int | None) -> None:
+    if fd is not None and fd >= 0:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+
+
+def _split(path: str) -> list[str]:
+    return [c for c in path.split("/") if c and c != "."]
+
+
+def resolve(root_fd: int, path: str, flags: int = os.O_PATH, *, follow: bool = True,
+            mode: int = 0) -> int:
+    """Open ``path`` relative to ``root_fd`` as if ``root_fd`` were ``/``.
+
+    Symlinks (absolute or relative) and ``..`` never leave the root. With
+    ``follow=False`` the last component is not followed (O_NOFOLLOW).
+    """
+    if not follow:
+        flags |= os.O_NOFOLLOW
+    if m.openat2_supported():
+        return m.openat2(root_fd, path or "/", flags, mode, _RESOLVE)
+    return _walk(root_fd, path, flags, follow, mode)
+
+
+def _walk(root_fd: int, path: str, flags: int, follow: bool, mode: int) -> int:
+    """openat2(RESOLVE_IN_ROOT) for kernels without it: one component at a time."""
+    todo = _split(path)
+    stack = [os.dup(root_fd)]  # fds of the directories from the root down to the current one
+    links = 0
+    try:
+        while todo:
+            comp = todo.pop(0)
+            if comp == "..":
+                if len(stack) > 1:
+                    _close(stack.pop())
+                continue
+            last = not todo
+            try:
+                fd = os.open(comp, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=stack[-1])
+            except OSError as exc_:
+                if exc_.errno != errno.ENOENT:
+                    raise
+                if last and flags & os.O_CREAT:
+                    fd = os.open(comp, flags | os.O_NOFOLLOW | os.O_CLOEXEC, mode, dir_fd=stack[-1])
+                    return fd
+                raise
+            if stat.S_ISLNK(os.fstat(fd).st_mode) and (follow or not last):
+                target = os.readlink(comp, dir_fd=stack[-1])
+                _close(fd)
+                links += 1
+                if links > _MAX_LINKS:
+                    raise OSError(errno.ELOOP, "too many symlinks", path)
+                if target.startswith("/"):
+                    while len(stack) > 1:
+                        _close(stack.pop())
+                todo = _split(target) + todo
+                continue
+            if last:
+                if flags & ~(os.O_PATH | os.O_NOFOLLOW | os.O_DIRECTORY) or not flags & os.O_PATH:
+                    _close(fd)
+                    return os.open(comp, flags | os.O_NOFOLLOW | os.O_CLOEXEC, mode, dir_fd=stack[-1])
+                if flags & os.O_DIRECTORY and not stat.S_ISDIR(os.fstat(fd).st_mode):
+                    _close(fd)
+                    raise NotADirectoryError(errno.ENOTDIR, "not a directory", path)
+                return fd
+            stack.append(fd)
+        return os.open(".", flags | os.O_CLOEXEC, dir_fd=stack[-1])
+    finally:
+        for fd in stack:
+            _close(fd)
+
+
+def ensure_dir(root_fd: int, path: str, mode: int = 0o755, created: list[str] | None = None,
+               *, parent_mode: int = 0o755) -> int:
+    """An O_PATH fd on directory ``path`` inside the root, creating what is missing.
+
+    Missing components are created one at a time with ``mode`` (parents
+    always 0755) and opened with O_NOFOLLOW, so a symlink swapped in between
+    can never redirect the walk. ``created`` collects the paths created.
+    """
+    try:
+        return resolve(root_fd, path, os.O_PATH | os.O_DIRECTORY)
+    except OSError as exc_:
+        if exc_.errno != errno.ENOENT:
+            raise
+        pass
+    comps = _split(path)
+    fd = os.dup(root_fd)
+    done = ""
+    try:
+        for i, comp in enumerate(comps):
+            done += "/" + comp
+            try:
+                nxt = resolve(root_fd, done, os.O_PATH | os.O_DIRECTORY)
+            except OSError as exc_:
+                if exc_.errno != errno.ENOENT:
+                    raise
+                try:
+                    os.mkdir(comp, mode if i == len(comps) - 1 else parent_mode, dir_fd=fd)
+                    if created is not None:
+                        created.append(done)
+                except FileExistsError:
+                    pass
+                nxt = os.open(comp, os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC,
+                              dir_fd=fd)
+            _close(fd)
+            fd = nxt
+        return fd
+    except BaseException:
+        _close(fd)
+        raise
+
+
+def ensure_parent(root_fd: int, path: str, created: list[str] | None = None,
+                  parent_mode: int = 0o755) -> tuple[int, str]:
+    """(fd of the parent directory, last component) of ``path``; parents are created."""
+    parent, _, name = path.rstrip("/").rpartition("/")
+    if not name or name in (".", ".."):
+        raise OSError(errno.EINVAL, f"{path!r} has no last component")
+    return ensure_dir(root_fd, parent or "/", parent_mode, created, parent_mode=parent_mode), name
+
+
+def ensure_mountpoint(root_fd: int, path: str, is_dir: bool,
+                      created: list[str] | None = None, parent_mode: int = 0o755) -> int:
+    """An O_PATH fd on ``path``, created as a directory or an empty file if missing."""
+    try:
+        return resolve(root_fd, path, os.O_PATH)
+    except OSError as exc_:
+        if exc_.errno != errno.ENOENT:
+            raise
+        pass
+    if is_dir:
+        return ensure_dir(root_fd, path, 0o755, created, parent_mode=parent_mode)
+    parent, name = ensure_parent(root_fd, path, created, parent_mode)
+    try:
+        try:
+            _close(os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                           0o444, dir_fd=parent))   # bubblewrap's mode for file mount points
+            if created is not None:
+                created.append(path)
+        except FileExistsError:
+            pass
+        return os.open(name, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=parent)
+    finally:
+        _close(parent)
+
+
+def _read_fd(fd: int) -> bytes:
+    chunks = []
+    try:
+        while True:
+            b = os.read(fd, 1 << 16)
+            if not b:
+                break
+            chunks.append(b)
+    finally:
+        _close(fd)
+    return b"".join(chunks)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        n = os.write(fd, view)
+        view = view[n:]
+
+
+# --- the builder ----------------------------------------------------------------
+
+class Made:
+    """What the host phase of one entry produced: detached mounts and data.
+
+    ``mounts``: (path below the target, mount fd, is_dir), attached in order.
+    """
+
+    __slots__ = ("data", "mounts", "skip")
+
+    def __init__(self) -> None:
+        self.mounts: list[tuple[str, int, bool]] = []
+        self.data: bytes | None = None
+        self.skip = False
+
+    def close(self) -> None:
+        for _, fd, _ in self.mounts:
+            _close(fd)
+        self.mounts.clear()
+
+
+class Builder:
+    """Applies filesystem entries into a root, in two phases per entry.
+
+    :meth:`make` runs where host paths mean the host (it resolves sources
+    through ``host_fd``, clones bind sources, creates tmpfs, overlay and
+    data mounts as detached mounts); :meth:`place` runs where the root is
+    (it creates mount points inside the root and attaches, and does dir,
+    file, symlink, chmod, proc and mqueue). A run does both in the sandbox
+    child; a live environment does ``make`` in a helper in the host's
+    namespaces and ``place`` after it joined the environment's.
+
+    ``host_fd``: the host root; ``root_path``: where the new root is in our
+    current view; ``staging_fd``: a private tmpfs directory for temporary
+    files (bind-data, tmp-overlay upper/work); ``host_prefix``: the host's
+    ``/`` as a path in our view (for /proc/self/fd).
+    """
+
+    def __init__(self, host_fd: int, root_path: str | None, staging_fd: int,
+                 host_prefix: str, userns: bool | None = None, tty: str | None = None) -> None:
+        self.host_fd = host_fd
+        self.root_path = root_path
+        self.staging_fd = staging_fd
+        self.host_prefix = host_prefix
+        self.root_fd = -1
+        if root_path is not None:
+            self.set_root(root_path)
+        self.counter = 0
+        self.host_created: list[str] = []   # host dirs created (overlay upper/work), for rollback
+        self.created: list[str] = []        # paths created inside the root (mount points, dirs)
+        self.staged: list[str] = []         # data files in the staging area, unlinked once bound
+        self.userns = _in_userns() if userns is None else userns  # overlays need userxattr
+        self.tty = tty      # the host path of the terminal on stdin: bound as /dev/console
+
+    def set_root(self, root_path: str) -> None:
+        _close(self.root_fd)
+        self.root_path = root_path
+        self.root_fd = os.open(root_path, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+
+    def close(self) -> None:
+        _close(self.root_fd)
+        self.root_fd = -1
+
+    def _host(self, path: str, flags: int = os.O_PATH) -> int:
+        return resolve(self.host_fd, path, flags)
+
+    def apply(self, e: dict[str, Any]) -> None:
+        # vb: parents created for this entry get bubblewrap's mode (from --perms)
+        self.parent_mode = int(e.get("parent_mode", 0o755))
+        made = self.make(e)
+        try:
+            self.place(e, made)
+        finally:
+            made.close()
+            self.unlink_staged()
+
+    def unlink_staged(self) -> None:
+        """Remove staged data files (once bound, the mounts keep their inodes)."""
+        while self.staged:
+            try:
+                os.unlink(self.staged.pop(), dir_fd=self.staging_fd)
+            except OSError:
+                pass
+
+    def make(self, e: dict[str, Any]) -> Made:
+        made = Made()
+        fn = getattr(self, "make_" + e["type"].replace("-", "_"), None)
+        try:
+            if fn is not None:
+                fn(e, made)
+        except BaseException:
+            made.close()
+            raise
+        return made
+
+    def place(self, e: dict[str, Any], made: Made) -> None:
+        if made.skip:
+            return
+        fn = getattr(self, "place_" + e["type"].replace("-", "_"), None)
+        if fn is not None:
+            fn(e, made)
+        else:
+            self._attach_made(e["target"], made)
+
+    def _attach_made(self, target: str, made: Made) -> None:
+        while made.mounts:
+            sub, fd, is_dir = made.mounts.pop(0)
+            try:
+                self._attach(fd, target.rstrip("/") + sub if sub else target, is_dir)
+            finally:
+                _close(fd)
+
+    def _attach(self, mnt_fd: int, target: str, is_dir: bool) -> None:
+        tfd = ensure_mountpoint(self.root_fd, target, is_dir, self.created,
+                                getattr(self, "parent_mode", 0o755))
+        try:
+            m.attach(mnt_fd, tfd)
+        finally:
+            _close(tfd)
+        if not _split(target) and self.root_path is not None:
+            self.set_root(self.root_path)   # something now covers the root: look at the top
+
+    # --- binds
+
+    def _clone_source(self, e: dict[str, Any], attrs: int, made: Made) -> None:
+        fd = e.get("fd")
+        if fd is not None:
+            src = os.dup(int(fd))
+        else:
+            try:
+                src = self._host(e["source"])
+            except OSError as exc_:
+                if exc_.errno == errno.ENOENT and e.get("optional"):
+                    made.skip = True
+                    return
+                raise
+        try:
+            is_dir = stat.S_ISDIR(os.fstat(src).st_mode)
+            try:
+                clone = m.clone_tree(src, recursive=True)
+            except OSError as exc:
+                if fd is None or exc.errno != errno.EINVAL:
+                    raise
+                clone = self._clone_foreign(src)
+        finally:
+            _close(src)
+        made.mounts.append(("", clone, is_dir))
+        m.set_attrs(clone, attrs, recursive=True)
+
+    def _clone_foreign(self, fd: int) -> int:
+        """Clone the tree an fd opened in another mount namespace refers to.
+
+        open_tree refuses mounts of another namespace: find the same object
+        by its path in our copy of the host tree and check it is the same
+        inode before binding it (vb's --bind-fd from a caller's fd).
+        """
+        path = os.readlink(f"{self.host_prefix.rstrip('/')}/proc/self/fd/{fd}")
+        want = os.fstat(fd)
+        same = self._host(path)
+        try:
+            got = os.fstat(same)
+            if (got.st_dev, got.st_ino) != (want.st_dev, want.st_ino):
+                raise OSError(errno.ESTALE, f"fd {fd} ({path}) is not reachable in the host tree")
+            return m.clone_tree(same, recursive=True)
+        finally:
+            _close(same)
+
+    def make_bind(self, e: dict[str, Any], made: Made) -> None:
+        self._clone_source(e, m.MOUNT_ATTR_NOSUID | m.MOUNT_ATTR_NODEV, made)
+
+    def make_ro_bind(self, e: dict[str, Any], made: Made) -> None:
+        self._clone_source(e, m.MOUNT_ATTR_NOSUID | m.MOUNT_ATTR_NODEV | m.MOUNT_ATTR_RDONLY, made)
+
+    def make_dev_bind(self, e: dict[str, Any], made: Made) -> None:
+        self._clone_source(e, m.MOUNT_ATTR_NOSUID, made)
+
+    # --- kernel filesystems
+
+    def make_proc(self, e: dict[str, Any], made: Made) -> None:
+        if e.get("host"):   # vb without a pid namespace: bubblewrap binds the host's /proc
+            self._clone_source({"source": "/proc", "target": e["target"]},
+                               m.MOUNT_ATTR_NOSUID | m.MOUNT_ATTR_NODEV, made)
+            return
+        # A proc instance belongs to the pid namespace of its creator; it is made
+        # while a fully visible proc is still in our mount namespace (in a user
+        # namespace the kernel refuses a new proc otherwise).
+        made.mounts.append(("", m.new_mount("proc", [], m.MOUNT_ATTR_NOSUID | m.MOUNT_ATTR_NODEV |
+                                            m.MOUNT_ATTR_NOEXEC), True))
+
+    def place_proc(self, e: dict[str, Any], made: Made) -> None:
+        self._attach_made(e["target"], made)
+        if e.get("cover"):
+            self._cover_ro(e["target"], list(e["cover"]))
+
+    def _cover_ro(self, target: str, names: list[str]) -> None:
+        """vb: bind the writable ones of NAMES under TARGET read-only onto themselves
+        (bubblewrap does this for /proc/sys, sysrq-trigger, irq and bus)."""
+        dfd = resolve(self.root_fd, target, os.O_PATH | os.O_DIRECTORY)
+        try:
+            for name in names:
+                if not os.access(name, os.W_OK, dir_fd=dfd):
+                    continue    # already read-only, or absent
+                src = os.open(name, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dfd)
+                try:
+                    clone = m.clone_tree(src, recursive=False)
+                    try:
+                        m.set_attrs(clone, m.MOUNT_ATTR_RDONLY | m.MOUNT_ATTR_NOSUID | m.MOUNT_ATTR_NODEV,
+                                    recursive=False)
+                        m.attach(clone, src)
+                    finally:
+                        _close(clone)
+                finally:
+                    _close(src)
+        finally:
+            _close(dfd)
+
+    def make_mqueue(self, e: dict[str, Any], made: Made) -> None:
+        # An mqueue instance belongs to the ipc namespace of its creator.
+        made.mounts.append(("", m.new_mount("mqueue", [], m.MOUNT_ATTR_NOSUID | m.MOUNT_ATTR_NODEV |
+                                            m.MOUNT_ATTR_NOEXEC), True))
+
+    def make_tmpfs(self, e: dict[str, Any], made: Made) -> None:
+        mode = e.get("mode")
+        opts: list[tuple[str, str | int | None]] = [
+            ("mode", f"{DEFAULT_MODES['tmpfs'] if mode is None else mode:04o}")]
+        if e.get("size"):
+            opts.append(("size", str(int(e["size"]))))
+        made.mounts.append(("", m.new_mount("tmpfs", opts, m.MOUNT_ATTR_NOSUID | m.MOUNT_ATTR_NODEV,
+                                            source="tmpfs"), True))
+
+    def make_dev(self, e: dict[str, Any], made: Made) -> None:
+        made.mounts.append(("", m.new_mount("tmpfs", [("mode", "0755")],
+                                            m.MOUNT_ATTR_NOSUID | m.MOUNT_ATTR_NODEV,
+                                            source="tmpfs"), True))
+        nodes = [(n, "/dev/" + n) for n in _DEV_NODES]
+        if self.tty:
+            nodes.append(("console", self.tty))
+        for name, path in nodes:
+            try:
+                src = self._host(path)
+            except OSError as exc_:
+                if exc_.errno in (errno.ENOENT, errno.ENXIO):
+                    continue
+                raise
+            try:
+                clone = m.clone_tree(src, recursive=False)
+            finally:
+                _close(src)
+            made.mounts.append(("/" + name, clone, False))
+            m.set_attrs(clone, m.MOUNT_ATTR_NOSUID, recursive=False)
+        if e.get("shm") != "dir":   # vb: bubblewrap's /dev/shm is a plain directory
+            made.mounts.append(("/shm", m.new_mount("tmpfs", [("mode", "1777")],
+                                                    m.MOUNT_ATTR_NOSUID | m.MOUNT_ATTR_NODEV,
+                                                    source="tmpfs"), True))
+        made.mounts.append(("/pts", m.new_mount(
+            "devpts", [("newinstance", None), ("ptmxmode", "0666"), ("mode", "620")],
+            m.MOUNT_ATTR_NOSUID | m.MOUNT_ATTR_NOEXEC, source="devpts"), True))
+
+    def place_dev(self, e: dict[str, Any], made: Made) -> None:
+        target = e["target"]
+        sub, fd, _ = made.mounts.pop(0)
+        try:
+            self._attach(fd, target, True)
+        finally:
+            _close(fd)
+        dev = resolve(self.root_fd, target, os.O_PATH | os.O_DIRECTORY)
+        try:
+            for name, points_to in _DEV_LINKS:
+                os.symlink(points_to, name, dir_fd=dev)
+            os.mkdir("shm", 0o755 if e.get("shm") == "dir" else 0o1777, dir_fd=dev)
+            os.mkdir("pts", 0o755, dir_fd=dev)
+            while made.mounts:
+                sub, fd, is_dir = made.mounts.pop(0)
+                name = sub.lstrip("/")
+                try:
+                    if not is_dir:
+                        _close(os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW |
+                                       os.O_CLOEXEC, 0o666, dir_fd=dev))
+                    tfd = os.open(name, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dev)
+                    try:
+                        m.attach(fd, tfd)
+                    finally:
+                        _close(tfd)
+                finally:
+                    _close(fd)
+        finally:
+            _close(dev)
+
+    # --- plain files and directories
+
+    def place_dir(self, e: dict[str, Any], made: Made) -> None:
+        mode = e.get("mode")
+        created: list[str] = []
+        fd = ensure_dir(self.root_fd, e["target"], DEFAULT_MODES["dir"] if mode is None else mode,
+                        created, parent_mode=getattr(self, "parent_mode", 0o755))
+        self.created += created
+        try:
+            if mode is not None and not created and not e.get("keep_mode"):   # vb: bubblewrap's
+                m.fchmod_path_fd(fd, mode)                                     # --perms: new dirs only
+        finally:
+            _close(fd)
+
+    def _content(self, e: dict[str, Any]) -> bytes:
+        if e.get("fd") is not None:
+            return _read_fd(int(e["fd"]))
+        if e.get("content") is not None:
+            c = e["content"]
+            return c.encode() if isinstance(c, str) else bytes(c)
+        if e.get("source") is not None:
+            return _read_fd(self._host(e["source"], os.O_RDONLY))
+        return b""
+
+    def make_file(self, e: dict[str, Any], made: Made) -> None:
+        made.data = self._content(e)
+
+    def place_file(self, e: dict[str, Any], made: Made) -> None:
+        mode = DEFAULT_MODES["file"] if e.get("mode") is None else e["mode"]
+        parent, name = ensure_parent(self.root_fd, e["target"], self.created,
+                                     getattr(self, "parent_mode", 0o755))
+        try:
+            try:
+                os.stat(name, dir_fd=parent, follow_symlinks=False)
+            except FileNotFoundError:
+                self.created.append(e["target"])
+        finally:
+            _close(parent)
+        fd = resolve(self.root_fd, e["target"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode=mode)
+        try:
+            _write_all(fd, made.data or b"")
+            os.fchmod(fd, mode)
+        finally:
+            _close(fd)
+
+    def _staged_clone(self, data: bytes, mode: int, readonly: bool) -> int:
+        """A detached read-only (or not) bind of a new file holding ``data`` (staging area)."""
+        self.counter += 1
+        name = f"data-{os.getpid()}-{self.counter}"
+        fd = os.open(name, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, mode,
+                     dir_fd=self.staging_fd)
+        self.staged.append(name)
+        try:
+            _write_all(fd, data)
+            os.fchmod(fd, mode)
+            clone = m.clone_tree(fd, recursive=False)
+        finally:
+            _close(fd)
+        try:
+            attrs = m.MOUNT_ATTR_NOSUID | m.MOUNT_ATTR_NODEV | (m.MOUNT_ATTR_RDONLY if readonly else 0)
+            m.set_attrs(clone, attrs, recursive=False)
+        except BaseException:
+            _close(clone)
+            raise
+        return clone
+
+    def make_bind_data(self, e: dict[str, Any], made: Made) -> None:
+        mode = DEFAULT_MODES["bind-data"] if e.get("mode") is None else e["mode"]
+        made.mounts.append(("", self._staged_clone(self._content(e), mode, bool(e.get("readonly"))),
+                            False))
+
+    def place_symlink(self, e: dict[str, Any], made: Made) -> None:
+        points_to = e["points_to"]
+        parent, name = ensure_parent(self.root_fd, e["target"], self.created,
+                                     getattr(self, "parent_mode", 0o755))
+        try:
+            try:
+                os.symlink(points_to, name, dir_fd=parent)
+                self.created.append(e["target"])
+            except FileExistsError:
+                try:
+                    existing = os.readlink(name, dir_fd=parent)
+                except OSError:
+                    existing = None
+                if existing != points_to:
+                    raise OSError(errno.EEXIST, f"{e['target']} already exists and is not a symlink "
+                                  f"to {points_to!r}") from None
+        finally:
+            _close(parent)
+
+    def place_chmod(self, e: dict[str, Any], made: Made) -> None:
+        fd = resolve(self.root_fd, e["target"], os.O_PATH)
+        try:
+            m.fchmod_path_fd(fd, e["mode"])
+        finally:
+            _close(fd)
+
+    def place_remount_ro(self, e: dict[str, Any], made: Made) -> None:
+        fd = resolve(self.root_fd, e["target"], os.O_PATH)
+        try:
+            if not m.is_mount_root(fd):
+                clone = m.clone_tree(fd, recursive=True)
+                is_dir = _isdir_fd(fd)
+                _close(fd)
+                fd = -1
+                try:
+                    self._attach(clone, e["target"], is_dir)
+                finally:
+                    _close(clone)
+                fd = resolve(self.root_fd, e["target"], os.O_PATH)
+            m.set_attrs(fd, m.MOUNT_ATTR_RDONLY, recursive=False)
+        finally:
+            _close(fd)
+
+    # --- overlays (made whole on the host side: overlayfs wants its layers in
+    # the creator's mount namespace)
+
+    def _overlay(self, lowers: list[str], upper: int | None, work: int | None,
+                 attrs: int) -> int:
+        lower_fds: list[int] = []
+        try:
+            for p in lowers:
+                lower_fds.append(self._host(p, os.O_PATH | os.O_DIRECTORY))
+            extra: list[tuple[str, str | int | None]] = []
+            if upper is not None and self.userns:
+                extra.append(("userxattr", None))
+            try:
+                opts: list[tuple[str, str | int | None]] = [("lowerdir+", fd) for fd in lower_fds]
+                if upper is not None and work is not None:
+                    opts += [("upperdir", upper), ("workdir", work)]
+                return m.new_mount("overlay", opts + extra, attrs, source="overlay")
+            except SysError as exc:
+                if exc.errno != errno.EINVAL:
+                    raise
+                # Kernels before 6.13 take layers only as paths.
+                sopts: list[tuple[str, str | int | None]] = [
+                    ("lowerdir+", self._path_of(fd)) for fd in lower_fds]
+                if upper is not None and work is not None:
+                    sopts += [("upperdir", self._path_of(upper)), ("workdir", self._path_of(work))]
+                return m.new_mount("overlay", sopts + extra, attrs, source="overlay")
+        finally:
+            for fd in lower_fds:
+                _close(fd)
+
+    def _path_of(self, fd: int) -> str:
+        return os.readlink(f"{self.host_prefix.rstrip('/')}/proc/self/fd/{fd}")
+
+    def make_overlay(self, e: dict[str, Any], made: Made) -> None:
+        upper = work = -1
+        try:
+            upper = ensure_dir(self.host_fd, e["upper"], 0o755, self.host_created)
+            work = ensure_dir(self.host_fd, e["work"], 0o755, self.host_created)
+            made.mounts.append(("", self._overlay(list(e["lower"]), upper, work,
+                                                  m.MOUNT_ATTR_NOSUID | m.MOUNT_ATTR_NODEV), True))
+        finally:
+            _close(upper)
+            _close(work)
+
+    def make_tmp_overlay(self, e: dict[str, Any], made: Made) -> None:
+        self.counter += 1
+        base = f"overlay-{os.getpid()}-{self.counter}"
+        os.mkdir(base, 0o755, dir_fd=self.staging_fd)
+        upper = work = -1
+        try:
+            upper = ensure_dir(self.staging_fd, f"{base}/upper")
+            work = ensure_dir(self.staging_fd, f"{base}/work")
+            made.mounts.append(("", self._overlay(list(e["lower"]), upper, work,
+                                                  m.MOUNT_ATTR_NOSUID | m.MOUNT_ATTR_NODEV), True))
+        finally:
+            _close(upper)
+            _close(work)
+
+    def make_ro_overlay(self, e: dict[str, Any], made: Made) -> None:
+        lowers = list(e["lower"])
+        attrs = m.MOUNT_ATTR_NOSUID | m.MOUNT_ATTR_NODEV | m.MOUNT_ATTR_RDONLY
+        if len(lowers) == 1:
+            # overlayfs needs an upper or two lowers: one lower is a read-only bind.
+            self._clone_source({"source": lowers[0], "target": e["target"]}, attrs, made)
+        else:
+            made.mounts.append(("", self._overlay(lowers, None, None, attrs), True))
+
+    # --- network files
+
+    def make_net_files(self, p: dict[str, Any], made: Made, hosts_base: str | None = None) -> None:
+        """/etc/resolv.conf and /etc/hosts as read-only binds of staged files.
+
+        ``p``: ``dns``, ``hosts``, ``hostname``, ``mode`` (the network mode).
+        ``hosts_base``: the root's own /etc/hosts, if any (else localhost lines).
+        """
+        dns, hosts, hostname, mode = p.get("dns"), p.get("hosts"), p.get("hostname"), p.get("mode")
+        ro = m.MOUNT_ATTR_RDONLY | m.MOUNT_ATTR_NOSUID | m.MOUNT_ATTR_NODEV
+        if dns:
+            text = "".join(f"nameserver {a}\n" for a in dns)
+            made.mounts.append(("/etc/resolv.conf", self._staged_clone(text.encode(), 0o644, True),
+                                False))
+        elif mode not in (None, "isolated"):
+            sub = Made()
+            self._clone_source({"source": "/etc/resolv.conf", "target": "/etc/resolv.conf",
+                                "optional": True}, ro, sub)
+            made.mounts += [("/etc/resolv.conf", fd, False) for _, fd, _ in sub.mounts]
+        if hosts:
+            base = hosts_base if hosts_base is not None else \
+                "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
+            if base and not base.endswith("\n"):
+                base += "\n"
+            if hostname:
+                base += f"127.0.1.1\t{hostname}\n"
+            base += "".join(f"{addr}\t{name}\n" for name, addr in hosts.items())
+            made.mounts.append(("/etc/hosts", self._staged_clone(base.encode(), 0o644, True), False))
+
+    def root_hosts(self) -> str | None:
+        try:
+            return _read_fd(resolve(self.root_fd, "/etc/hosts", os.O_RDONLY)).decode()
+        except OSError:
+            return None
+
+    def net_files(self, p: dict[str, Any]) -> None:
+        made = Made()
+        try:
+            self.make_net_files(p, made, self.root_hosts())
+            self._attach_made("", made)
+        finally:
+            made.close()
+            self.unlink_staged()
+
+    def rollback_host(self) -> None:
+        """Remove the host directories this setup created (overlay upper/work), if empty."""
+        for path in reversed(self.host_created):
+            parent, _, name = path.rpartition("/")
+            try:
+                pfd = resolve(self.host_fd, parent or "/", os.O_PATH | os.O_DIRECTORY)
+            except OSError:
+                continue
+            try:
+                _rmdir_empty_tree(pfd, name)
+            except OSError:
+                pass
+            finally:
+                _close(pfd)
+        self.host_created.clear()
+
+
+def _rmdir_empty_tree(parent_fd: int, name: str) -> None:
+    """Remove directory ``name`` and its subdirectories; never a file (then it stays)."""
+    fd = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=parent_fd)
+    try:
+        for entry in os.scandir(fd):
+            if entry.is_dir(follow_symlinks=False):
+                _rmdir_empty_tree(fd, entry.name)
+    finally:
+        _close(fd)
+    os.rmdir(name, dir_fd=parent_fd)
+
+
+def _isdir_fd(fd: int) -> bool:
+    return stat.S_ISDIR(os.fstat(fd).st_mode)
+
+
+def _stdin_tty() -> str | None:
+    try:
+        return os.ttyname(0) if os.isatty(0) else None
+    except OSError:
+        return None
+
+
+def _in_userns() -> bool:
+    try:
+        with open("/proc/self/uid_map") as f:
+            return f.read().split() != ["0", "0", "4294967295"]
+    except OSError:
+        return False
+
+
+# --- action ids (docs/plan-format.md) -------------------------------------------
+
+_ID_PREFIX = {"dir": "dir", "file": "file", "symlink": "symlink", "chmod": "chmod",
+              "remount-ro": "remount-ro"}
+
+
+def action_ids(entries: list[dict[str, Any]]) -> list[str]:
+    """The action id of each filesystem entry, in order (repeats get #2, #3, ...)."""
+    seen: dict[str, int] = {}
+    out = []
+    for e in entries:
+        base = f"{_ID_PREFIX.get(e['type'], 'mount')}[{e['target']}]"
+        n = seen.get(base, 0) + 1
+        seen[base] = n
+        out.append(base if n == 1 else f"{base}#{n}")
+    return out
+
+
+# --- the entry point ------------------------------------------------------------------
+
+def _describe(e: dict[str, Any]) -> str:
+    src = e.get("source")
+    if e.get("fd") is not None:
+        src = f"fd {e['fd']}"
+    return f"{e['type']} {src} -> {e['target']}" if src else f"{e['type']} {e['target']}"
+
+
+def _msg(exc: BaseException) -> str:
+    msg = getattr(exc, "message", None)
+    return msg if isinstance(msg, str) else str(exc)
+
+
+def _hint(exc: BaseException, e: dict[str, Any]) -> str | None:
+    code = getattr(exc, "errno", None)
+    if code == errno.ENOENT and e.get("source"):
+        return f"the source {e['source']} does not exist on the host; create it or set optional: true"
+    if code == errno.ENOENT and e["type"] in ("overlay", "tmp-overlay", "ro-overlay"):
+        return "every overlay lower directory must exist on the host"
+    if code == errno.EROFS:
+        return "the target's parent is read-only: create the mount point earlier, or mount a tmpfs first"
+    if code == errno.ENOTDIR:
+        return ("a component of the target is not a directory, or a symlink that does not resolve "
+                "to one inside the root")
+    if code == errno.EISDIR:
+        return "the target exists with another type (file vs directory) than the source"
+    if code == errno.EPERM and e["type"] == "proc":
+        return ("mounting proc needs the environment's own pid namespace (namespaces.pid: true), "
+                "and no fully covered /proc on the host when in a user namespace")
+    if code == errno.EPERM and e["type"] == "mqueue":
+        return "mounting mqueue needs the environment's own ipc namespace (namespaces.ipc: true)"
+    if code == errno.EPERM:
+        return "the kernel refused: this needs CAP_SYS_ADMIN in the environment's user namespace"
+    return getattr(exc, "hint", None)
+
+
+def _pick_base() -> str:
+    for base in STAGING_BASES:
+        if os.path.isdir(base) and not os.path.islink(base):
+            return base
+    raise RuntimeSetupError("no directory to stage the new root in",
+                            hint=f"one of {', '.join(STAGING_BASES)} must exist in the host root")
+
+
+def setup_root(spec: dict[str, Any], *, instance: str, runtime_dir: str) -> None:
+    """Build the environment's root from ``spec`` and make it ``/`` (see the module doc).
+
+    Raises :class:`RuntimeSetupError` (``where`` = the action id) on failure;
+    the mount namespace is then unusable and the caller should exit.
+    """
+    old_umask = os.umask(0)
+    try:
+        _setup_root(spec)
+    finally:
+        os.umask(old_umask)
+
+
+def _setup_root(spec: dict[str, Any]) -> None:
+    try:
+        try:
+            m.mount(None, "/", None, m.MS_REC | m.MS_SLAVE)
+        except SysError as exc:
+            # EINVAL: the process root is not a mount point (chrooted); the
+            # fallback below copes, and nothing we mount is shared anyway.
+            if exc.errno != errno.EINVAL:
+                raise
+        userns = _in_userns()   # while /proc is still where it was
+        tty = _stdin_tty()
+        rootfs = spec.get("rootfs")
+        rootfs_clone = -1
+        if rootfs is not None:
+            # Cloned before the staging tmpfs may cover it (a rootfs under /tmp).
+            src = os.open(rootfs, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+            try:
+                rootfs_clone = m.clone_tree(src, recursive=True)
+            finally:
+                _close(src)
+        base = _pick_base()
+        m.mount("tmpfs", base, "tmpfs", m.MS_NOSUID | m.MS_NODEV, "mode=0700")
+        os.chdir(base)
+        os.mkdir("newroot", 0o755)
+        os.mkdir("oldroot", 0o755)
+        os.mkdir("stage", 0o700)
+        if rootfs is None:
+            m.mount("tmpfs", "newroot", "tmpfs", m.MS_NOSUID | m.MS_NODEV, "mode=0755")
+        else:
+            tfd = os.open("newroot", os.O_PATH | os.O_CLOEXEC)
+            try:
+                m.attach(rootfs_clone, tfd)
+            finally:
+                _close(tfd)
+                _close(rootfs_clone)
+        try:
+            m.pivot_root(".", "oldroot")
+            pivoted = True
+            os.chdir("/")
+            host_fd = os.open("/oldroot", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+            root_path, stage_path, prefix = "/newroot", "/stage", "/oldroot"
+        except SysError as exc:
+            if exc.errno != errno.EINVAL:
+                raise
+            # The process root is not a mount point (e.g. chrooted): build in place.
+            pivoted = False
+            host_fd = os.open("/", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+            root_path, stage_path, prefix = f"{base}/newroot", f"{base}/stage", "/"
+    except OSError as exc:
+        raise RuntimeSetupError(f"cannot prepare the new root: {_msg(exc)}", where="rootfs",
+                                hint=getattr(exc, "hint", None) or
+                                "the sandbox child must be in its own mount namespace with "
+                                "CAP_SYS_ADMIN") from exc
+    staging_fd = os.open(stage_path, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    b = Builder(host_fd, root_path, staging_fd, prefix, userns, tty)
+    ok = False
+    try:
+        entries = list(spec.get("filesystem") or [])
+        for aid, e in zip(action_ids(entries), entries, strict=True):
+            try:
+                b.apply(e)
+            except OSError as exc:
+                raise RuntimeSetupError(f"{_describe(e)}: {_msg(exc)}", where=aid,
+                                        hint=_hint(exc, e)) from exc
+        net = spec.get("network") or {}
+        try:
+            if (spec.get("vb") or {}).get("net_files", True) is not False:
+                b.net_files({"dns": net.get("dns"), "hosts": net.get("hosts"),
+                             "hostname": spec.get("hostname"), "mode": net.get("mode")})
+        except OSError as exc:
+            raise RuntimeSetupError(f"network files: {_msg(exc)}", where="net.dns",
+                                    hint=getattr(exc, "hint", None)) from exc
+        ok = True
+    finally:
+        b.close()
+        _close(staging_fd)
+        if not ok:
+            # Detach what was built (it holds overlay work dirs), then remove the
+            # host directories this setup created.
+            try:
+                m.umount2(root_path, m.MNT_DETACH)
+            except OSError:
+                pass
+            b.rollback_host()
+        _close(host_fd)
+    try:
+        _enter(pivoted, base, root_path)
+    except OSError as exc:
+        raise RuntimeSetupError(f"cannot switch to the new root: {_msg(exc)}", where="rootfs",
+                                hint=getattr(exc, "hint", None)) from exc
+
+
+def _enter(pivoted: bool, base: str, root_path: str) -> None:
+    if pivoted:
+        # The host tree must be private before it is detached, or the unmount
+        # would propagate; then /newroot becomes / and the staging tmpfs goes.
+        m.mount("oldroot", "/oldroot", None, m.MS_REC | m.MS_PRIVATE)
+        m.umount2("/oldroot", m.MNT_DETACH)
+        stage_root = os.open("/", os.O_DIRECTORY | os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            os.chdir("/newroot")
+            m.pivot_root(".", ".")
+            os.fchdir(stage_root)
+        finally:
+            _close(stage_root)
+        m.umount2(".", m.MNT_DETACH)
+        os.chdir("/")
+    else:
+        os.chdir(root_path)
+        m.mount(root_path, "/", None, m.MS_MOVE)
+        m.umount2(base, m.MNT_DETACH)
+        os.chroot(".")
+        os.chdir("/")

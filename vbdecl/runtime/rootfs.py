@@ -443,9 +443,9 @@ class Builder:
             _close(dfd)
 
     def make_mqueue(self, e: dict[str, Any], made: Made) -> None:
-        # An mqueue instance belongs to the ipc namespace of its creator.
-        made.mounts.append(("", m.new_mount("mqueue", [], m.MOUNT_ATTR_NOSUID | m.MOUNT_ATTR_NODEV |
-                                            m.MOUNT_ATTR_NOEXEC), True))
+        # An mqueue instance belongs to the ipc namespace of its creator. No mount
+        # flags, as bubblewrap (mqueue holds neither devices nor executables).
+        made.mounts.append(("", m.new_mount("mqueue", []), True))
 
     def make_tmpfs(self, e: dict[str, Any], made: Made) -> None:
         mode = e.get("mode")

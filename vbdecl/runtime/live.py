@@ -257,6 +257,8 @@ def start_process(*, env_record: dict[str, Any], spec: dict[str, Any], log_path:
             # environment's pid namespace, where the bridge's host pid means nothing
             host_proc = os.open("/proc", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
             host_ns = _inodes_at(host_proc)
+            # stdin of the process: opened here, since the environment may have no /dev
+            null = os.open("/dev/null", os.O_RDONLY | os.O_CLOEXEC)
             enter(env_record)
             env_ns = {k: v for k, v in _inodes_at(host_proc).items() if v != host_ns.get(k)}
             ready_r, ready_w = os.pipe2(os.O_CLOEXEC)
@@ -268,7 +270,6 @@ def start_process(*, env_record: dict[str, Any], spec: dict[str, Any], log_path:
                 child = os.fork()
                 if child == 0:
                     os.setsid()
-                    null = os.open("/dev/null", os.O_RDONLY)
                     os.dup2(null, 0)
                     os.dup2(log_fd, 1)
                     os.dup2(log_fd, 2)

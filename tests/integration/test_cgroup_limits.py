@@ -378,3 +378,44 @@ def test_v2real_limits_on_real_cgroup2(make_env: Any) -> None:
     env = make_env(layout, **limits)
     for k, v in limits.items():
         assert cg.probe_limit(env.group, k) == v
+
+
+@pytest.mark.parametrize("name", sorted(LAYOUTS))
+def test_concurrent_environments_share_the_parent_safely(name: str) -> None:
+    """Two threads create and remove environments at once: the shared ``vbdecl`` parent
+    may vanish under one of them (retried), and no instance dir is ever left behind."""
+    import threading
+
+    layout = LAYOUTS[name]
+    parents = [os.path.join(m, cg.PARENT) for m in {*layout.v1.values(), layout.unified} if m]
+    existed = {p for p in parents if os.path.isdir(p)}
+    errors: list[BaseException] = []
+    made: list[dict[str, Any]] = []
+
+    def worker() -> None:
+        try:
+            for _ in range(25):
+                rec = cg.create_group(layout, _instance(), ["memory", "pids"])
+                made.append(rec)
+                cg.set_limit(rec, "pids", 8, {"pids": 8})
+                cg.remove_group(rec)
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    try:
+        assert not errors, errors
+        assert len(made) == 50
+        for rec in made:
+            assert not any(os.path.exists(p) for p in rec["created"])
+    finally:
+        # A parent made by an environment that finished before the other one is kept by
+        # design (only its creator removes it); it must be empty.
+        for p in parents:
+            if p not in existed and os.path.isdir(p):
+                assert not [e for e in os.scandir(p) if e.is_dir()], f"{p} not empty"
+                os.rmdir(p)

@@ -419,3 +419,24 @@ def test_concurrent_environments_share_the_parent_safely(name: str) -> None:
             if p not in existed and os.path.isdir(p):
                 assert not [e for e in os.scandir(p) if e.is_dir()], f"{p} not empty"
                 os.rmdir(p)
+
+
+@pytest.mark.parametrize("name", sorted(LAYOUTS))
+def test_limit_added_to_a_live_group_brings_its_controller_in(make_env: Any, name: str) -> None:
+    env = make_env(LAYOUTS[name], memory=64 << 20)
+    assert "pids" not in env.group["controllers"]
+    pid, out = env.spawn(["/bin/sleep", "60"])
+    os.close(out)
+    env.ctx.spec["limits"]["pids"] = 8
+    rec = Limit().apply(env.ctx, {"limit": "pids", "value": 8})
+    env.limits["pids"] = rec
+    assert Path(rec["dir"], "pids.max").read_text().strip() == "8"
+    assert _in_procs(rec["dir"], pid)
+    rec = Limit().update(env.ctx, {"limit": "pids", "value": 9}, rec)
+    env.limits["pids"] = rec
+    assert Path(rec["dir"], "pids.max").read_text().strip() == "9"
+    if rec["extension"]["created"]:
+        Limit().revert(env.ctx, rec)
+        del env.limits["pids"]
+        assert not os.path.exists(rec["dir"])
+        assert Path(f"/proc/{pid}").exists()  # moved out, not killed

@@ -161,19 +161,42 @@ class Limit:
         return group
 
     def apply(self, ctx: Context, params: Params) -> Record:
+        return self._set(ctx, params, None)
+
+    def _set(self, ctx: Context, params: Params, old: Record | None) -> Record:
         limit, value = params["limit"], params.get("value")
         action = f"cgroup.{limit}"
         group = self._group(ctx, action)
         if limit in group.get("skipped", []):
             msg = f"limits.{limit} not enforced (limits.optional)"
             return {"limit": limit, "value": value, "skipped": msg, "writes": []}
+        ext = (old or {}).get("extension")
+        ctrl = cgroupfs.LIMIT_CONTROLLER[limit]
+        made_ext = False
         try:
-            return cgroupfs.set_limit(group, limit, value, _limits(ctx))
+            if ext is None and ctrl not in group.get("controllers", {}):
+                # A limit added to a live environment: bring the controller in, in place.
+                ext = cgroupfs.extend_group(_layout(ctx), group, ctrl)
+                made_ext = True
+            rec = cgroupfs.set_limit(cgroupfs.with_extension(group, ext), limit, value,
+                                     _limits(ctx))
         except SysError as exc:
+            if made_ext and ext:
+                try:
+                    cgroupfs.retract_group(ext)
+                except SysError:
+                    pass
+            if exc.errno == 2 and params.get("optional", _limits(ctx).get("optional")) \
+                    and ctrl not in group.get("controllers", {}):
+                return {"limit": limit, "value": value, "writes": [],
+                        "skipped": f"limits.{limit} not enforced: {exc.message}"}
             raise _action_error(exc, action) from exc
+        if ext:
+            rec["extension"] = ext
+        return rec
 
     def update(self, ctx: Context, params: Params, record: Record) -> Record:
-        return self.apply(ctx, params)
+        return self._set(ctx, params, record)
 
     def revert(self, ctx: Context, record: Record) -> None:
         if record.get("skipped"):
@@ -186,7 +209,10 @@ class Limit:
         limits = _limits(ctx)
         limits[limit] = None
         try:
-            cgroupfs.set_limit(_group_of(ctx, record), limit, None, limits)
+            group = cgroupfs.with_extension(_group_of(ctx, record), record.get("extension"))
+            cgroupfs.set_limit(group, limit, None, limits)
+            if record.get("extension"):
+                cgroupfs.retract_group(record["extension"])
         except SysError as exc:
             if exc.errno == 2:  # the group went away meanwhile
                 return

@@ -774,6 +774,73 @@ def _v1_memory_pair(cgdir: str, mem: int | None, memsw: int | None) -> list[tupl
     return order
 
 
+def extend_group(layout: Layout, record: dict[str, Any], ctrl: str) -> dict[str, Any]:
+    """Add a controller to a live group (a limit added to a live environment).
+
+    v2: enable the controller for the group's cgroup2 dir. v1: create the dir in
+    that controller's hierarchy and move every process of the group into it.
+    Returns the extension (kept in the limit's record, undone by
+    :func:`retract_group`)."""
+    where = layout.place(ctrl)
+    if where is None:
+        raise SysError(f"the {ctrl} controller is not available here (layout {layout.mode})",
+                       errno=_errno.ENOENT, hint="see `vbdecl doctor`")
+    version, mount = where
+    instance = record["instance"]
+    unified = record.get("unified")
+    if version == 2:
+        if not unified or os.path.dirname(os.path.dirname(unified)) != mount.rstrip("/"):
+            raise SysError(f"the group has no dir in {mount}", errno=_errno.ENOENT,
+                           hint="destroy and re-apply the environment")
+        _enable_v2(mount, [ctrl])
+        _enable_v2(os.path.dirname(unified), [ctrl])
+        return {"ctrl": ctrl, "path": unified, "version": 2, "created": False,
+                "parent_created": False}
+    part: dict[str, Any] = {"instance": instance, "layout": layout.mode, "dirs": [], "created": [],
+                            "parents_created": [], "unified": None, "controllers": {}}
+    _create_one(part, instance, {"hierarchy": mount, "version": 1, "controllers": [ctrl]})
+    path = part["created"][0]
+    source = unified or (record["dirs"][0]["path"] if record.get("dirs") else None)
+    for pid in _procs(source) if source else []:
+        try:
+            write(os.path.join(path, "cgroup.procs"), str(pid))
+        except SysError as exc:
+            if exc.errno != _errno.ESRCH:
+                remove_group(part)
+                raise
+    return {"ctrl": ctrl, "path": path, "version": 1, "created": True,
+            "parent_created": bool(part["parents_created"])}
+
+
+def with_extension(record: dict[str, Any], ext: dict[str, Any] | None) -> dict[str, Any]:
+    """A view of the group record that includes an extension."""
+    if not ext:
+        return record
+    view = {**record, "controllers": {**record.get("controllers", {}), ext["ctrl"]: ext["path"]}}
+    if not any(d["path"] == ext["path"] for d in record.get("dirs", [])):
+        view["dirs"] = [*record.get("dirs", []),
+                        {"path": ext["path"], "version": ext["version"], "controllers": [ext["ctrl"]]}]
+    return view
+
+
+def retract_group(ext: dict[str, Any]) -> None:
+    """Undo :func:`extend_group`: move the processes back to the hierarchy root and remove
+    the dir (v1); the v2 controller stays enabled (other environments may use it)."""
+    if not ext.get("created"):
+        return
+    path = ext["path"]
+    parent = os.path.dirname(path)
+    root = os.path.dirname(parent)
+    for pid in _procs(path):
+        try:
+            write(os.path.join(root, "cgroup.procs"), str(pid))
+        except SysError as exc:
+            if exc.errno != _errno.ESRCH:
+                raise
+    remove_group({"dirs": [], "created": [path], "unified": None,
+                  "parents_created": [parent] if ext.get("parent_created") else []})
+
+
 def set_limit(record: dict[str, Any], limit: str, value: Any,
               limits: dict[str, Any]) -> dict[str, Any]:
     """Set one limit on the group; returns the limit's record."""

@@ -40,8 +40,8 @@ def test_unshare_all_and_share_net():
 
 def test_perms_and_size_apply_to_the_next_operation_only():
     fs = doc("--perms", "0700", "--size", "1024", "--tmpfs", "/a", "--tmpfs", "/b", "true")["spec"]["filesystem"]
-    assert fs[0] == {"type": "tmpfs", "target": "/a", "size": 1024, "mode": 0o700}
-    assert fs[1] == {"type": "tmpfs", "target": "/b", "size": None, "mode": 0o755}
+    assert fs[0] == {"type": "tmpfs", "target": "/a", "size": 1024, "mode": 0o700, "parent_mode": 0o700}
+    assert fs[1] == {"type": "tmpfs", "target": "/b", "size": None, "mode": 0o755, "parent_mode": 0o755}
 
 
 def test_default_modes_of_created_files_match_bubblewrap():
@@ -59,7 +59,15 @@ def test_default_modes_of_created_files_match_bubblewrap():
     (["--overlay", "a", "b"], "--overlay takes three arguments"),
     (["--uid", "5", "true"], "Specifying --uid requires --unshare-user or --userns"),
     (["--hostname", "h", "true"], "Specifying --hostname requires --unshare-uts"),
-    (["--seccomp", "3", "--add-seccomp-fd", "4", "true"], "--seccomp cannot be combined with --add-seccomp-fd"),
+    (["--seccomp", "3", "--add-seccomp-fd", "4", "true"], "--add-seccomp-fd cannot be combined with --seccomp"),
+    (["--add-seccomp-fd", "3", "--seccomp", "4", "true"], "--seccomp cannot be combined with --add-seccomp-fd"),
+    (["--perms", "0700", "--perms", "0700", "--dir", "/x", "true"], "--perms given twice for the same action"),
+    (["--size", "1", "--size", "1", "--tmpfs", "/x", "true"], "--size given twice for the same action"),
+    (["--size", "0", "--tmpfs", "/x", "true"], "--size takes a non-zero number of bytes"),
+    (["--size", "12x", "--tmpfs", "/x", "true"], "--size takes a non-zero number of bytes"),
+    (["--size", " 1", "--tmpfs", "/x", "true"], "--size takes a non-zero number of bytes"),
+    (["--size", "18446744073709551616", "--tmpfs", "/x", "true"], "--size takes a non-zero number of bytes"),
+    (["--size", "9223372036854775809", "--tmpfs", "/x", "true"], "--size (for tmpfs) is limited to"),
     (["--tmp-overlay", "/x", "true"], "--tmp-overlay requires at least one --overlay-src"),
     (["--overlay-src", "/a", "true"], "--overlay-src must be followed by"),
     (["--cap-add", "CAP_BOGUS", "true"], "CAP_BOGUS is not a valid capability"),
@@ -80,7 +88,16 @@ def test_help_is_requested():
 
 def test_overlay_sources_stack_bottom_first_and_become_kernel_order():
     fs = doc("--overlay-src", "/bottom", "--overlay-src", "/top", "--tmp-overlay", "/x", "true")["spec"]["filesystem"]
-    assert fs == [{"type": "tmp-overlay", "lower": ["/top", "/bottom"], "target": "/x"}]
+    assert fs == [{"type": "tmp-overlay", "lower": ["/top", "/bottom"], "target": "/x", "parent_mode": 0o700}]
+
+
+def test_size_reads_like_strtoull_and_parents_get_bubblewraps_modes():
+    fs = doc("--size", "0x10", "--tmpfs", "/a", "--size", "010", "--tmpfs", "/b",
+             "--perms", "0750", "--dir", "/c/d", "--perms", "0604", "--dir", "/e/f",
+             "--bind", "/", "/g/h", "--file", "5", "/i/j", "true")["spec"]["filesystem"]
+    assert [e.get("size") for e in fs[:2]] == [16, 8]
+    assert [e["parent_mode"] for e in fs] == [0o755, 0o755, 0o750, 0o705, 0o700, 0o755]
+    assert fs[2]["keep_mode"] is True
 
 
 def test_env_operations_apply_in_order():

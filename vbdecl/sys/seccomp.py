@@ -25,7 +25,7 @@ import platform
 from typing import Any
 
 from vbdecl.errors import RuntimeSetupError
-from vbdecl.sys.libc import check, libc, syscall_number
+from vbdecl.sys.libc import check, libc
 
 DIST_PACKAGES = "/usr/lib/python3/dist-packages"
 SECCOMP_SET_MODE_FILTER = 1
@@ -288,12 +288,13 @@ class _SockFprog(ctypes.Structure):
 
 
 def install_bpf(prog: bytes) -> None:
-    """Install a raw program with seccomp(SECCOMP_SET_MODE_FILTER)."""
+    """Install a raw program with prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER), as bubblewrap
+    does: a caller's earlier program that allows prctl but not seccomp(2) still lets
+    the next one be added (bubblewrap's test-seccomp.py relies on it)."""
     buf = ctypes.create_string_buffer(prog, len(prog))
     fprog = _SockFprog(len(prog) // 8, ctypes.cast(buf, ctypes.c_void_p))
-    check(libc.syscall(ctypes.c_long(syscall_number("seccomp")), ctypes.c_uint(SECCOMP_SET_MODE_FILTER),
-                       ctypes.c_uint(0), ctypes.byref(fprog)),
-          "seccomp(SECCOMP_SET_MODE_FILTER)",
+    check(libc.prctl(ctypes.c_int(22), ctypes.c_ulong(2), ctypes.byref(fprog), 0, 0),  # PR_SET_SECCOMP
+          "prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER)",
           hint="seccomp needs no_new_privs or CAP_SYS_ADMIN; EINVAL means an invalid program")
 
 

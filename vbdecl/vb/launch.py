@@ -94,6 +94,21 @@ def undo_locale_coercion() -> None:
         del os.environ["LC_CTYPE"]
 
 
+def _read_all(fd: int) -> bytes:
+    chunks: list[bytes] = []
+    try:
+        while True:
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                return b"".join(chunks)
+            chunks.append(chunk)
+    finally:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+
+
 def _posix_read_lock(path: str) -> int:
     import fcntl
     import struct
@@ -145,6 +160,28 @@ def launch(doc: dict[str, Any], *, prog: str, level_prefix: bool) -> int:
             what = "open" if exc.filename else "lock"
             print(f"{prefix}{prog}: Unable to {what} lock file {path}: {exc.strerror}", file=sys.stderr)
             return 1
+    if vb.get("seccomp_fds"):
+        # bubblewrap reads (and closes) every program before anything else, with its messages
+        programs = []
+        datas = []
+        for fd in vb["seccomp_fds"]:
+            try:
+                datas.append(_read_all(int(fd)))
+            except OSError as exc:
+                print(f"{prefix}{prog}: Can't read seccomp data: {exc.strerror}", file=sys.stderr)
+                return 1
+        if any(len(data) % 8 for data in datas):
+            print(f"{prefix}{prog}: Invalid seccomp data, must be multiple of 8", file=sys.stderr)
+            return 1
+        for data in datas:
+            if not data:
+                print(f"{prefix}{prog}: Unable to set up system call filtering as requested: "
+                      "prctl(PR_SET_SECCOMP) reported EINVAL.", file=sys.stderr)
+                return 1
+            programs.append(data.hex())
+        vb = {**vb, "seccomp_fds": [], "seccomp_programs": programs}
+        spec = {**spec, "vb": vb}
+        doc = {**doc, "spec": spec}
     missing = _missing_source(spec)
     if missing is not None:
         print(f"{prefix}{prog}: {missing}", file=sys.stderr)

@@ -228,9 +228,9 @@ def parse(argv: list[str]) -> VbOptions:
         a = args[i + 1:i + 1 + n]
         i += 1 + n
 
-        if pending_perms is not None and opt not in _PERMS_CONSUMERS and opt != "--size":
+        if pending_perms is not None and opt not in _PERMS_CONSUMERS and opt not in ("--size", "--perms"):
             raise VbUsageError("--perms must be followed by an option that creates a file")
-        if pending_size is not None and opt not in _SIZE_CONSUMERS and opt != "--perms":
+        if pending_size is not None and opt not in _SIZE_CONSUMERS and opt not in ("--perms", "--size"):
             raise VbUsageError("--size must be followed by --tmpfs")
         if overlay_srcs and opt not in _OVERLAY_CONSUMERS and opt != "--overlay-src":
             raise VbUsageError("--overlay-src must be followed by another --overlay-src or one of --overlay, --tmp-overlay, or --ro-overlay")
@@ -296,9 +296,13 @@ def parse(argv: list[str]) -> VbOptions:
         elif opt == "--json-status-fd":
             o.json_status_fd = _fd(opt, a[0])
         elif opt == "--seccomp":
+            if o.used_add_seccomp:
+                raise VbUsageError("--seccomp cannot be combined with --add-seccomp-fd")
             o.used_seccomp = True
             o.seccomp_fds = [_fd(opt, a[0])]
         elif opt == "--add-seccomp-fd":
+            if o.used_seccomp:
+                raise VbUsageError("--add-seccomp-fd cannot be combined with --seccomp")
             o.used_add_seccomp = True
             o.seccomp_fds.append(_fd(opt, a[0]))
         elif opt == "--exec-label":
@@ -318,15 +322,14 @@ def parse(argv: list[str]) -> VbOptions:
         elif opt in ("--cap-add", "--cap-drop"):
             o.cap_ops.append((opt[len("--cap-"):], _cap_name(a[0])))
         elif opt == "--perms":
+            if pending_perms is not None:
+                raise VbUsageError("--perms given twice for the same action")
             pending_perms = _octal(opt, a[0])
             continue
         elif opt == "--size":
-            try:
-                pending_size = int(a[0], 10)
-            except ValueError:
-                raise VbUsageError(f"Invalid size: {a[0]}") from None
-            if pending_size <= 0:
-                raise VbUsageError(f"Invalid size: {a[0]}")
+            if pending_size is not None:
+                raise VbUsageError("--size given twice for the same action")
+            pending_size = _size(a[0])
             continue
         elif opt in ("--bind", "--bind-try", "--dev-bind", "--dev-bind-try", "--ro-bind", "--ro-bind-try"):
             kind = opt[2:].removesuffix("-try")
@@ -539,6 +542,7 @@ def to_document(o: VbOptions, *, uid: int | None = None, gid: int | None = None,
     for entry in o.filesystem:
         e = dict(entry)
         e["target"] = _abs_target(e["target"])
+        e["parent_mode"] = _parent_mode(e)
         if e["type"] == "proc":
             # bubblewrap binds the host's /proc unless there is a pid namespace of the
             # sandbox's own, and covers these writable corners read-only.
@@ -547,6 +551,8 @@ def to_document(o: VbOptions, *, uid: int | None = None, gid: int | None = None,
             e["cover"] = ["sys", "sysrq-trigger", "irq", "bus"]
         elif e["type"] == "dev":
             e["shm"] = "dir"    # bubblewrap's /dev/shm is a plain directory (0755)
+        elif e["type"] == "dir":
+            e["keep_mode"] = True   # --perms applies to a directory --dir creates, not to one that exists
         filesystem.append(e)
 
     spec: dict[str, Any] = {
@@ -588,6 +594,48 @@ def to_document(o: VbOptions, *, uid: int | None = None, gid: int | None = None,
         },
     }
     return {"name": "vb", "labels": {}, "annotations": {}, "source": None, "spec": spec}
+
+
+_MAX_TMPFS_BYTES = (1 << 63) - 1     # bubblewrap: SIZE_MAX / 2
+
+
+def _size(text: str) -> int:
+    """--size as bubblewrap reads it: strtoull (base 0: 0x.., 0..), digits first, non-zero."""
+    bad = VbUsageError("--size takes a non-zero number of bytes")
+    if not text[:1].isdigit():
+        raise bad
+    try:
+        if text[:2].lower() == "0x":
+            value = int(text[2:], 16)
+        elif text.startswith("0") and len(text) > 1:
+            value = int(text[1:], 8)
+        else:
+            value = int(text, 10)
+    except ValueError:
+        raise bad from None
+    if value == 0 or value >= 1 << 64 or not text.isalnum():
+        raise bad
+    if value > _MAX_TMPFS_BYTES:
+        raise VbUsageError(f"--size (for tmpfs) is limited to {_MAX_TMPFS_BYTES}")
+    return value
+
+
+# bubblewrap's default --perms per option; options that take no --perms count as 0.
+_DEFAULT_PERMS = {"dir": 0o755, "tmpfs": 0o755, "file": 0o666, "bind-data": 0o600}
+
+
+def _parent_mode(e: dict[str, Any]) -> int:
+    """bubblewrap's mode for the parents it creates: 0755 without the group bits when
+    the entry's mode has none, and without the other bits likewise."""
+    perms = e.get("mode")
+    if perms is None:
+        perms = _DEFAULT_PERMS.get(e["type"], 0)
+    mode = 0o755
+    if not perms & 0o070:
+        mode &= ~0o050
+    if not perms & 0o007:
+        mode &= ~0o005
+    return mode
 
 
 def _abs_target(target: str) -> str:

@@ -149,3 +149,34 @@ def test_live_update_in_place_and_status_usage(env: dict[str, str], tmp_path: Pa
         d = vbdecl(env, "destroy", "h6live")
     assert d.returncode == 0, d.stdout + d.stderr
     assert _ours() == before
+
+
+def _layout_without(ctrl: str) -> str:
+    real = cg.current_layout()
+    sub = cg.V1_SUBSYS[ctrl]
+    return json.dumps({"unified": real.unified,
+                       "v1": {k: v for k, v in real.v1.items() if k != sub},
+                       "v2_controllers": sorted(real.v2_controllers - {ctrl})})
+
+
+def test_run_missing_controller_error_or_optional_warning_event(env: dict[str, str],
+                                                                tmp_path: Path) -> None:
+    """This machine's layout with the pids controller hidden (VBDECL_CGROUP_LAYOUT)."""
+    hidden = dict(env, VBDECL_CGROUP_LAYOUT=_layout_without("pids"))
+    before = _ours()
+    m = manifest(tmp_path, "    memory: 64Mi\n    pids: 8")
+    r = vbdecl(hidden, "run", m, "--", "/bin/echo", "ran")
+    assert r.returncode == 125 and "ran" not in r.stdout
+    assert "cgroup" in r.stderr and "pids controller" in r.stderr and "hint:" in r.stderr
+    assert _ours() == before
+    events = tmp_path / "events.jsonl"
+    m = manifest(tmp_path, "    memory: 64Mi\n    pids: 8\n    optional: true",
+                 f"  status: {{events: {events}}}", name="optional")
+    r = vbdecl(hidden, "run", m, "--", "/bin/sh", "-c", "cat /proc/self/cgroup")
+    assert r.returncode == 0, r.stderr
+    assert "memory:/vbdecl/vb-" in r.stdout and "pids:/\n" in r.stdout   # memory yes, pids not
+    lines = [json.loads(line) for line in events.read_text().splitlines()]
+    assert lines[0]["event"] == "runtime_init_warnings"
+    warnings = lines[0]
+    assert any("limits.pids not enforced" in w for w in warnings["warnings"]), warnings
+    assert _ours() == before

@@ -335,3 +335,23 @@ def test_format_usage_for_people() -> None:
     assert format_usage(u) == ("memory 1.2Mi/64Mi (peak 2.0Mi) OOM-killed 1x  "
                                "cpu 8.6ms (limit 0.5 cores)  pids 2/16")
     assert format_usage({"memory": None, "cpu": {"usage_usec": None}, "pids": None}) == ""
+
+
+def test_v2_fake_tree_no_swap_accounting_error_or_warning(fake_v2: cg.Layout) -> None:
+    from vbdecl.ops.cgroup import Group, Limit
+
+    limits: dict[str, Any] = {"memory": 1 << 24, "memory_swap": 0, "optional": False}
+    ctx = Context(name="t", instance="vb-0000fa50", state_dir="", runtime_dir="",
+                  spec={"limits": limits}, extra={"cgroup_layout": fake_v2})
+    rec = Group().apply(ctx, {"layout_hint": None})
+    ctx.records["cgroup"] = rec
+    try:
+        Path(rec["unified"], "memory.swap.max").unlink()   # a kernel without swap accounting
+        with pytest.raises(ActionError) as err:
+            Limit().apply(ctx, {"limit": "memory_swap", "value": 0})
+        assert err.value.where == "cgroup.memory_swap" and "swap accounting" in err.value.message
+        limits["optional"] = True
+        lrec = Limit().apply(ctx, {"limit": "memory_swap", "value": 0, "optional": True})
+        assert lrec["skipped"] and "swap accounting" in lrec["warnings"][0]
+    finally:
+        Group().revert(ctx, rec)

@@ -186,10 +186,11 @@ class Limit:
                     cgroupfs.retract_group(ext)
                 except SysError:
                     pass
-            if exc.errno == 2 and params.get("optional", _limits(ctx).get("optional")) \
-                    and ctrl not in group.get("controllers", {}):
-                return {"limit": limit, "value": value, "writes": [],
-                        "skipped": f"limits.{limit} not enforced: {exc.message}"}
+            if exc.errno == 2 and params.get("optional", _limits(ctx).get("optional")):
+                # e.g. no swap accounting: known only once the cgroup exists
+                msg = f"limits.{limit} not enforced: {exc.message}"
+                return {"limit": limit, "value": value, "writes": [], "skipped": msg,
+                        "warnings": [msg]}
             raise _action_error(exc, action) from exc
         if ext:
             rec["extension"] = ext

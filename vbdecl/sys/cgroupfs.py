@@ -176,9 +176,35 @@ def current_layout() -> Layout:
     if _override is not None:
         return _override
     if _cached is None:
-        with open("/proc/self/mountinfo", encoding="utf-8", errors="surrogateescape") as f:
-            _cached = layout_from_mountinfo(f.read())
+        forced = os.environ.get("VBDECL_CGROUP_LAYOUT")
+        if forced:
+            _cached = layout_from_json(forced)
+        else:
+            with open("/proc/self/mountinfo", encoding="utf-8", errors="surrogateescape") as f:
+                _cached = layout_from_mountinfo(f.read())
     return _cached
+
+
+def layout_from_json(text: str) -> Layout:
+    """A layout from ``{"unified": path|null, "v1": {subsys: path}, "v2_controllers": [...]}``
+    (``VBDECL_CGROUP_LAYOUT``, a test hook like VBDECL_FAULT: the hierarchy roots are
+    injectable, e.g. to hide a controller; inert unless set). ``v2_controllers``
+    defaults to what the cgroup2 root offers."""
+    import json
+
+    from vbdecl.errors import UsageError
+
+    try:
+        data = json.loads(text)
+        unified = data.get("unified")
+        ctrls = data.get("v2_controllers")
+        return Layout(unified=unified, v1=dict(data.get("v1") or {}),
+                      v2_controllers=frozenset(ctrls) if ctrls is not None
+                      else read_controllers(unified) if unified else frozenset())
+    except (ValueError, AttributeError, TypeError) as exc:
+        raise UsageError(f"VBDECL_CGROUP_LAYOUT is not a layout: {exc}",
+                         hint='e.g. {"unified": null, "v1": {"memory": "/sys/fs/cgroup/memory"}}'
+                         ) from None
 
 
 # --- file access ----------------------------------------------------------------

@@ -38,6 +38,9 @@ spec:
     - {{type: symlink, target: /lib, points_to: usr/lib}}
     - {{type: symlink, target: /lib64, points_to: usr/lib64}}
     - {{type: dev, target: /dev}}
+    - {{type: tmpfs, target: /tmp, size: 8Mi}}
+    - {{type: dir, target: /run/app, mode: "0750"}}
+    - {{type: file, target: /etc/motd, content: "hi\\n"}}
   limits:
     memory: 64Mi
     pids: 32
@@ -67,6 +70,7 @@ def _body(tmp: Path) -> None:
     m.write_text(MANIFEST.format(bridge=bridge, subnet=subnet))
     plan = sources.compile_manifest(m)[0]
     ids = [a["id"] for a in plan["actions"]]
+    assert len(ids) >= 20 and len({a["kind"].split(".")[0] for a in plan["actions"]}) >= 5, ids
     assert {"cgroup", "cgroup.memory", f"net.bridge[{bridge}]", "net.veth", "net.address"} <= set(ids), ids
     before = _host()
 

@@ -129,3 +129,48 @@ def test_host_action_failure_is_rolled_back(env: dict[str, str], tmp_path: Path)
     assert r.returncode == 125
     assert "cgroup.pids" in r.stderr and "never" not in r.stdout
     assert _cgroup_dirs() == before
+
+
+def _wait_until(cond: object, timeout: float = 10.0) -> bool:
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cond():  # type: ignore[operator]
+            return True
+        time.sleep(0.05)
+    return False
+
+
+@pytest.mark.parametrize("die_with_parent", [True, False])
+def test_sigkilled_run_leaks_no_host_objects(env: dict[str, str], tmp_path: Path,
+                                             die_with_parent: bool) -> None:
+    import signal
+    import time
+
+    ready = tmp_path / "ready"
+    stop = tmp_path / "stop"
+    extra = (f"    - {{type: bind, source: {tmp_path}, target: {tmp_path}}}\n"
+             f"  limits: {{pids: 32}}\n"
+             f"  process:\n    die_with_parent: {str(die_with_parent).lower()}")
+    m = manifest(tmp_path, extra)
+    before = _cgroup_dirs()
+    proc = subprocess.Popen([VBDECL, "run", m, "--", "/bin/sh", "-c",
+                             f"touch {ready}; while [ ! -e {stop} ]; do sleep 0.05; done"],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        assert _wait_until(ready.exists)
+        mine = _cgroup_dirs() - before
+        assert len({Path(d).name for d in mine}) == 1     # one instance (in each hierarchy used)
+        proc.send_signal(signal.SIGKILL)     # no cleanup code of vbdecl runs
+        proc.wait()
+        if not die_with_parent:
+            time.sleep(0.5)
+            assert _cgroup_dirs() - before == mine   # the sandbox still runs in its cgroup
+            stop.touch()
+        assert _wait_until(lambda: not (_cgroup_dirs() & mine))
+    finally:
+        stop.touch()
+        proc.kill()
+        proc.wait()
+        _wait_until(lambda: not (_cgroup_dirs() - before))

@@ -7,6 +7,13 @@ order and the original error is raised; at the end of the run everything
 is reverted. The full executor with journal and state (vbdecl.engine) is
 for ``apply``; an ephemeral run has no state to journal.
 
+A crash of vbdecl (SIGKILL) must not leak host objects either: before the
+first action, :class:`HostTransaction` forks a *janitor* that learns every
+landed action (and its record) over a pipe. When the pipe ends without a
+final "done" (vbdecl died), the janitor waits until the sandbox is gone
+(it may outlive vbdecl with ``die_with_parent: false``), then reverts what
+landed, newest first.
+
 Not run here: ``env`` and ``process`` (they are the run itself) and
 ``net.loopback`` (the sandbox brings ``lo`` up itself, without pyroute2).
 Env-scope actions are executed by ``setup_root`` inside the sandbox.
@@ -14,6 +21,10 @@ Env-scope actions are executed by ``setup_root`` inside the sandbox.
 
 from __future__ import annotations
 
+import json
+import os
+import signal
+import time
 from typing import Any
 
 from vbdecl.errors import ActionError, VbdeclError
@@ -21,10 +32,62 @@ from vbdecl.ops.base import Context
 
 
 class HostTransaction:
-    def __init__(self, ctx: Context) -> None:
+    def __init__(self, ctx: Context, *, sandbox_pid: int | None = None) -> None:
         self.ctx = ctx
         self.landed: list[tuple[dict[str, Any], dict[str, Any]]] = []
         self._faults: Any = None
+        self._janitor_fd = -1
+        self._janitor_pid = 0
+        self.sandbox_pid = sandbox_pid
+
+    # --- janitor ------------------------------------------------------------------
+
+    def _tell(self, msg: dict[str, Any]) -> None:
+        if self._janitor_fd < 0:
+            self._start_janitor()
+        try:
+            os.write(self._janitor_fd, (json.dumps(msg) + "\n").encode())
+        except OSError:
+            pass
+
+    def _start_janitor(self) -> None:
+        from vbdecl.sys import proc as sysproc
+
+        r, w = os.pipe2(os.O_CLOEXEC)
+        started = sysproc.start_time(self.sandbox_pid) if self.sandbox_pid else None
+        pid = os.fork()
+        if pid == 0:
+            try:
+                os.close(w)
+                os.setsid()
+                for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT):
+                    signal.signal(sig, signal.SIG_IGN)
+                signal.pthread_sigmask(signal.SIG_SETMASK, ())
+                null = os.open("/dev/null", os.O_RDWR)
+                os.dup2(null, 0)
+                os.dup2(null, 1)
+                sysproc.close_fds_except([r])
+                sysproc.set_name("vbdecl-janitor")
+                _janitor(self.ctx, r, self.sandbox_pid, started)
+            finally:
+                os._exit(0)
+        os.close(r)
+        self._janitor_fd, self._janitor_pid = w, pid
+
+    def close(self) -> None:
+        """The run is over and everything is reverted: dismiss the janitor."""
+        if self._janitor_fd < 0:
+            return
+        try:
+            os.write(self._janitor_fd, b'{"op": "done"}\n')
+        except OSError:
+            pass
+        os.close(self._janitor_fd)
+        self._janitor_fd = -1
+        try:
+            os.waitpid(self._janitor_pid, 0)
+        except ChildProcessError:
+            pass
 
     def _fault(self) -> Any:
         if self._faults is None:
@@ -36,6 +99,8 @@ class HostTransaction:
     def apply(self, actions: list[dict[str, Any]]) -> None:
         from vbdecl.ops import op_for
 
+        if actions and self._janitor_fd < 0:
+            self._start_janitor()       # before anything lands
         for action in actions:
             aid = action["id"]
             try:
@@ -51,6 +116,7 @@ class HostTransaction:
                 raise ActionError(message, action=aid, hint=hint, revert_errors=errors) from exc
             self.landed.append((action, record))
             self.ctx.records[aid] = record
+            self._tell({"op": "landed", "action": action, "record": record})
 
     def revert(self) -> list[ActionError]:
         """Revert every landed action, newest first; return the revert failures."""
@@ -67,4 +133,38 @@ class HostTransaction:
                 errors.append(exc if isinstance(exc, ActionError)
                               else ActionError(str(exc), action=aid))
             self.ctx.records.pop(aid, None)
+            self._tell({"op": "reverted", "id": aid})
         return errors
+
+
+def _janitor(ctx: Context, fd: int, sandbox_pid: int | None, started: int | None) -> None:
+    """Follow the transaction; if vbdecl dies before "done", revert what landed."""
+    from vbdecl.ops import op_for
+    from vbdecl.sys import proc as sysproc
+
+    landed: list[tuple[dict[str, Any], dict[str, Any]]] = []
+    buf = b""
+    while True:
+        chunk = os.read(fd, 65536)
+        if not chunk:
+            break
+        buf += chunk
+        *lines, buf = buf.split(b"\n")
+        for line in lines:
+            msg = json.loads(line)
+            if msg["op"] == "landed":
+                landed.append((msg["action"], msg["record"]))
+            elif msg["op"] == "reverted":
+                landed = [x for x in landed if x[0]["id"] != msg["id"]]
+            elif msg["op"] == "done":
+                return
+    # vbdecl is gone. The sandbox may live on (die_with_parent: false): wait for it.
+    while sandbox_pid and sysproc.alive(sandbox_pid, started):
+        time.sleep(0.1)
+    for action, record in reversed(landed):
+        ctx.records[action["id"]] = record
+    for action, record in reversed(landed):
+        try:
+            op_for(action["kind"]).revert(ctx, record)
+        except BaseException:
+            pass

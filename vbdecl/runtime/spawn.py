@@ -210,6 +210,7 @@ def run_spec(spec: dict[str, Any], *, name: str = "sandbox", actions: list[dict[
     finally:
         for tx in txs:
             errors = tx.revert()
+            tx.close()
             if errors and result.error is None:
                 result.error = errors[0]
                 result.code = result.code or 125
@@ -260,7 +261,7 @@ def _spawn_and_wait(cfg: C.ChildConfig, nsd: dict[str, Any], idmap: dict[str, An
 
                     ctx = Context(name=name, instance=cfg.instance, state_dir=state_dir or "",
                                   runtime_dir=cfg.runtime_dir, spec=spec, env_pid=pid)
-                    tx = HostTransaction(ctx)
+                    tx = HostTransaction(ctx, sandbox_pid=pid)
                     set_tx(tx)
                     tx.apply(actions)
                     for record in ctx.records.values():

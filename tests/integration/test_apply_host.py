@@ -129,7 +129,8 @@ def _body(tmp: Path) -> None:
     # SIGKILL in the middle of the host actions; the next command recovers
     p = testops.write_plan(tmp / "p.json", plan)
     jpath = paths.journal_file("hostops", sd)
-    for k in (4, 9, 14, 19):
+    total = 2 * len(ids) + 2           # begin, intent+done per action, commit
+    for k in range(2, total, 4):
         n0 = len(journal.read(jpath))
         out = subprocess.run([sys.executable, "-m", "vbdecl", "--state-dir", str(sd), "apply",
                               str(p), "-y"], env=dict(env, VBDECL_TEST_CRASH_AFTER=str(k)),
@@ -138,6 +139,19 @@ def _body(tmp: Path) -> None:
         assert len(journal.read(jpath)) - n0 == k
         assert Engine(sd).recover("hostops") is True
         assert _host() == before, k
+
+    # SIGKILL in the middle of a destroy: the next command finishes it
+    for k in range(2, total, 4):
+        Engine(sd).apply(plan)
+        out = subprocess.run([sys.executable, "-m", "vbdecl", "--state-dir", str(sd), "destroy",
+                              "hostops", "-y"], env=dict(env, VBDECL_TEST_CRASH_AFTER=str(k)),
+                             capture_output=True, text=True, timeout=120)
+        assert out.returncode == -signal.SIGKILL, out.stderr
+        out = subprocess.run([sys.executable, "-m", "vbdecl", "--state-dir", str(sd), "recover"],
+                             env=env, capture_output=True, text=True, timeout=120)
+        assert out.returncode == 0, out.stderr
+        assert _host() == before, k
+        assert store.load("hostops", sd) is None
 
 
 def test_host_ops_faults_and_crashes(tmp_path: Path) -> None:

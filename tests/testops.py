@@ -348,3 +348,31 @@ def journal_open(state_dir: Path, name: str) -> bool:
 
     path = state_dir / "envs" / name / "journal.jsonl"
     return journal.open_transaction(journal.read(path)) is not None
+
+
+def cleanup_envs(state_dir: Path) -> None:
+    """Best effort, for a test that failed half way: finish open transactions and
+    destroy every environment of ``state_dir`` (real host objects must not leak)."""
+    from vbdecl.engine import store
+    from vbdecl.engine.executor import Engine
+    from vbdecl.engine.faults import Faults
+
+    if not Path(state_dir).exists():
+        return
+    for name in store.list_envs(str(state_dir)):
+        eng = Engine(state_dir, faults=Faults(""), lock_timeout=30)
+        for step in (eng.recover, eng.destroy):
+            try:
+                step(name)
+            except Exception:
+                pass
+
+
+def with_cleanup(body: Any, state_dir_of: Any = lambda tmp: tmp / "state") -> Any:
+    """Wrap a test body ``body(tmp)`` so that it always ends with :func:`cleanup_envs`."""
+    def wrapped(tmp: Path) -> None:
+        try:
+            body(tmp)
+        finally:
+            cleanup_envs(state_dir_of(tmp))
+    return wrapped

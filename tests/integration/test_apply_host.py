@@ -155,4 +155,4 @@ def _body(tmp: Path) -> None:
 
 
 def test_host_ops_faults_and_crashes(tmp_path: Path) -> None:
-    testops.in_private_mount_ns(_body, tmp_path)
+    testops.in_private_mount_ns(testops.with_cleanup(_body), tmp_path)

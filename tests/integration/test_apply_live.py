@@ -149,7 +149,7 @@ def _live_crash(tmp: Path) -> None:
 
 def _run(body: Any, tmp: Path) -> None:
     try:
-        testops.in_private_mount_ns(body, tmp)
+        testops.in_private_mount_ns(testops.with_cleanup(body), tmp)
     except AssertionError as err:
         # Known runtime race (reported): pinning /proc/PID/ns/mnt sometimes fails with
         # EINVAL. It is the env op's failure, not the engine's; the engine still rolled back.

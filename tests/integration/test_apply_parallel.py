@@ -78,4 +78,4 @@ def _body(tmp: Path) -> None:
 
 
 def test_ten_live_environments_in_parallel(tmp_path: Path) -> None:
-    testops.in_private_mount_ns(_body, tmp_path)
+    testops.in_private_mount_ns(testops.with_cleanup(_body), tmp_path)

@@ -4,7 +4,7 @@
 VENV     ?= .venv
 PYTHON   ?= python3
 PY       := $(VENV)/bin/python
-SYSPKGS  := bubblewrap nftables python3-nftables iproute2 uidmap python3-seccomp libseccomp2 crun
+SYSPKGS  := bubblewrap nftables python3-nftables iproute2 uidmap python3-seccomp libseccomp2 crun dpkg-dev gcc libcap2-bin
 PYTEST_ARGS ?=
 
 .PHONY: run test lint typecheck unit integration sysdeps bench schema clean

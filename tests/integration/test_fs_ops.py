@@ -410,3 +410,40 @@ def test_vb_proc_host_bind_and_cover_and_dev_shm_dir() -> None:
     assert r["init"] == host_init          # the host's /proc, bound
     assert "ro" in r["irq"]
     assert r["shm_mounted"] is False and r["shm_mode"] == "0o755"
+
+
+@pytest.mark.parametrize("refuse", ["fd", "fd+lowerdir+"])
+def test_overlay_fallbacks_for_older_kernels(tmp_path: Path, refuse: str) -> None:
+    """Without layer fds (< 6.13) and without lowerdir+ (< 6.8): paths, escaped."""
+    lowers = []
+    for name in ("a:1", "b,2"):
+        d = tmp_path / name
+        d.mkdir()
+        (d / name[0]).write_text(name)
+        lowers.append(str(d))
+
+    def before() -> None:
+        from vbdecl.errors import SysError
+
+        real = m.new_mount
+
+        def old_kernel(fstype, options, attr_flags=0, source=None):
+            if fstype == "overlay":
+                for key, value in options:
+                    if key == "lowerdir+" and (isinstance(value, int) or refuse == "fd+lowerdir+"):
+                        raise SysError("fsconfig: Invalid argument (EINVAL)", errno=errno.EINVAL)
+            return real(fstype, options, attr_flags, source)
+
+        m.new_mount = old_kernel
+
+    def probe():
+        Path("/rw/new").write_text("n")
+        return {"ro": sorted(os.listdir("/ro")), "rw": sorted(os.listdir("/rw"))}
+
+    r = in_sandbox(base_spec([
+        {"type": "ro-overlay", "target": "/ro", "lower": lowers},
+        {"type": "overlay", "target": "/rw", "lower": lowers[:1], "upper": str(tmp_path / "u"),
+         "work": str(tmp_path / "w")},
+    ]), probe, before=before)
+    assert r == {"ro": ["a", "b"], "rw": ["a", "new"]}
+    assert os.listdir(tmp_path / "u") == ["new"]

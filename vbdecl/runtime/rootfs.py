@@ -648,12 +648,21 @@ class Builder:
             except SysError as exc:
                 if exc.errno != errno.EINVAL:
                     raise
-                # Kernels before 6.13 take layers only as paths.
-                sopts: list[tuple[str, str | int | None]] = [
-                    ("lowerdir+", self._path_of(fd)) for fd in lower_fds]
+                # Kernels before 6.13 take layers only as paths (before 6.8 only as
+                # one colon-separated "lowerdir", with ':' ',' '\\' escaped).
+                layers: list[tuple[str, str | int | None]] = []
                 if upper is not None and work is not None:
-                    sopts += [("upperdir", self._path_of(upper)), ("workdir", self._path_of(work))]
-                return m.new_mount("overlay", sopts + extra, attrs, source="overlay")
+                    layers = [("upperdir", self._path_of(upper)), ("workdir", self._path_of(work))]
+                paths = [self._path_of(fd) for fd in lower_fds]
+                try:
+                    return m.new_mount("overlay", [("lowerdir+", p) for p in paths] + layers + extra,
+                                       attrs, source="overlay")
+                except SysError as exc2:
+                    if exc2.errno != errno.EINVAL:
+                        raise
+                joined = ":".join(_ovl_escape(p) for p in paths)
+                return m.new_mount("overlay", [("lowerdir", joined), *layers, *extra], attrs,
+                                   source="overlay")
         finally:
             for fd in lower_fds:
                 _close(fd)
@@ -766,6 +775,10 @@ def _rmdir_empty_tree(parent_fd: int, name: str) -> None:
     finally:
         _close(fd)
     os.rmdir(name, dir_fd=parent_fd)
+
+
+def _ovl_escape(path: str) -> str:
+    return path.replace("\\", "\\\\").replace(":", "\\:").replace(",", "\\,")
 
 
 def _isdir_fd(fd: int) -> bool:

@@ -196,7 +196,13 @@ def launch(doc: dict[str, Any], *, prog: str, level_prefix: bool) -> int:
     _close(writer.info_fd)
     _close(writer.json_fd)
     if result.error is not None:
-        message = getattr(result.error, "message", str(result.error))
+        message = str(getattr(result.error, "message", result.error))
+        code = getattr(result.error, "exit_code", None)
+        command = (spec["process"].get("command") or ["/bin/sh"])[0]
+        if code == 127 or (code == 126 and message.startswith("cannot execute")):
+            # bubblewrap's words for an exec failure
+            reason = "No such file or directory" if code == 127 else message.rpartition(": ")[2]
+            message = f"execvp {command}: {reason}"
         print(f"{prefix}{prog}: {message}", file=sys.stderr)
         return 1
     return int(result.code)

@@ -181,6 +181,15 @@ def dump_yaml(data: dict[str, Any]) -> str:
     return buf.getvalue()
 
 
+def _keeps_all_held(caps: dict[str, Any]) -> bool:
+    from vbdecl.model.names import CAPABILITIES
+    from vbdecl.vb.parse import _caller_caps
+
+    if caps.get("add") == ["ALL"] and not caps.get("drop"):
+        return True
+    return caps.get("drop") == ["ALL"] and set(caps.get("add") or []) >= _caller_caps(CAPABILITIES)
+
+
 def manifest_to_bwrap(spec: dict[str, Any]) -> list[str]:
     """bubblewrap arguments for a normalized spec; NotExpressible when it cannot."""
     args: list[str] = []
@@ -257,6 +266,8 @@ def manifest_to_bwrap(spec: dict[str, Any]) -> list[str]:
     if sec.get("landlock"):
         raise NotExpressible("security.landlock: bubblewrap has no Landlock options")
     caps = sec.get("capabilities")
+    if caps and spec["process"]["user"] == 0 and _keeps_all_held(caps):
+        caps = None     # bubblewrap's default for root keeps what the caller holds: no --cap options
     if caps:
         args += ["--cap-drop", "ALL"]
         for name in caps.get("add", []):

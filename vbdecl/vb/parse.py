@@ -591,6 +591,7 @@ def to_document(o: VbOptions, *, uid: int | None = None, gid: int | None = None,
             "cwd_fallback": cwd if cwd is not None else _getcwd(),
             "net_files": False,     # bubblewrap never binds /etc/resolv.conf
             "cap_ambient": bool(o.cap_ops) and sandbox_uid == 0,
+            "cap_ops": bool(o.cap_ops),
         },
     }
     return {"name": "vb", "labels": {}, "annotations": {}, "source": None, "spec": spec}

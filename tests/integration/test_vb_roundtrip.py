@@ -1,0 +1,100 @@
+"""Round trips: bubblewrap argv -> manifest -> argv' runs the same sandbox.
+
+``vb --print-manifest ARGS`` must give a manifest ``vbdecl validate``
+accepts, equal to ``vbdecl convert --from-bwrap -- ARGS``;
+``vbdecl convert --to-bwrap`` of that manifest gives ARGS', and the
+payload sees the same sandbox through ``vb ARGS``, ``vb ARGS'`` and
+Debian's ``bwrap ARGS'``.
+"""
+
+from __future__ import annotations
+
+import shlex
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BIN = Path(sys.executable).parent
+VB = str(BIN / "vb")
+VBDECL = str(BIN / "vbdecl")
+BWRAP = shutil.which("bwrap")
+
+PROBE = r"""
+echo "ids $(id -u) $(id -g) cwd $(pwd) pid $([ $$ -lt 10 ] && echo $$ || echo host)"
+for p in / /t /d /d/e /s; do echo "stat $p $(stat -c '%a %F' "$p" 2>&1)"; done
+awk '{ split($0, a, " - "); split(a[2], b, " "); print "mnt", $5, b[1], $6 }' /proc/self/mountinfo \
+  | sed -E 's/,(relatime|noatime|nosymfollow)//g' | sort
+grep -E '^(CapEff|CapPrm|CapInh|NoNewPrivs):' /proc/self/status
+env | grep -vE '^(_|SHLVL|OLDPWD)=' | sort | sed 's/^/env /'
+"""
+
+BASE = ["--ro-bind", "/usr", "/usr", "--symlink", "usr/lib", "/lib", "--symlink", "usr/lib64", "/lib64",
+        "--symlink", "usr/bin", "/bin", "--proc", "/proc"]
+
+CASES = {
+    "plain": [],
+    "namespaces": ["--unshare-pid", "--unshare-uts", "--hostname", "box", "--unshare-ipc", "--dev", "/dev"],
+    "fs": ["--perms", "0700", "--tmpfs", "/t", "--perms", "0750", "--dir", "/d/e", "--tmpfs", "/s",
+           "--symlink", "../usr", "/s/u", "--chmod", "0711", "/s", "--remount-ro", "/s"],
+    "env-chdir": ["--clearenv", "--setenv", "A", "1", "--chdir", "/usr"],
+    "user": ["--unshare-user", "--uid", "5", "--gid", "6", "--unshare-net"],
+}
+
+
+def _payload(tool: str, args: list[str], probe: Path) -> str:
+    r = subprocess.run([tool, *args], capture_output=True, text=True, timeout=30, cwd="/",
+                       env={"PATH": "/usr/bin:/bin", "HOME": "/root", "LANG": "C"})
+    return f"{r.stdout}{r.stderr}exit {r.returncode}\n"
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_argv_manifest_argv_runs_the_same(case: str, tmp_path: Path) -> None:
+    probe = tmp_path / "probe.sh"
+    probe.write_text(PROBE)
+    argv = [*BASE, "--ro-bind", str(probe), "/probe.sh", *CASES[case], "sh", "/probe.sh"]
+
+    printed = subprocess.run([VB, "--print-manifest", *argv], capture_output=True, text=True, timeout=30)
+    assert printed.returncode == 0, printed.stderr
+    converted = subprocess.run([VBDECL, "convert", "--from-bwrap", "--", *argv], capture_output=True,
+                               text=True, timeout=30)
+    assert converted.returncode == 0, converted.stderr
+    assert converted.stdout == printed.stdout
+
+    manifest = tmp_path / "env.yaml"
+    manifest.write_text(printed.stdout)
+    valid = subprocess.run([VBDECL, "validate", str(manifest)], capture_output=True, text=True, timeout=30)
+    assert valid.returncode == 0, valid.stdout + valid.stderr
+
+    back = subprocess.run([VBDECL, "convert", "--to-bwrap", str(manifest)], capture_output=True, text=True,
+                          timeout=30)
+    assert back.returncode == 0, back.stderr
+    words = shlex.split(back.stdout)
+    assert words[0] == "bwrap"
+    argv2 = words[1:]
+
+    first = _payload(VB, argv, probe)
+    assert "exit 0" in first
+    assert _payload(VB, argv2, probe) == first
+    if BWRAP is not None:
+        assert _payload(BWRAP, argv2, probe) == _payload(BWRAP, argv, probe)
+
+
+def test_to_bwrap_refuses_what_bubblewrap_cannot_say(tmp_path: Path) -> None:
+    manifest = tmp_path / "env.yaml"
+    manifest.write_text("apiVersion: vbdecl/v1\nkind: Environment\nmetadata: {name: web}\nspec:\n"
+                        "  network: {mode: bridge}\n  process: {command: [\"true\"]}\n")
+    r = subprocess.run([VBDECL, "convert", "--to-bwrap", str(manifest)], capture_output=True, text=True,
+                       timeout=30)
+    assert r.returncode != 0
+    assert "bridge" in r.stderr and "vbdecl run" in r.stderr
+
+
+def test_print_manifest_runs_nothing(tmp_path: Path) -> None:
+    marker = tmp_path / "ran"
+    r = subprocess.run([VB, "--print-manifest", "--bind", "/", "/", "touch", str(marker)],
+                       capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0 and "kind: Environment" in r.stdout
+    assert not marker.exists()

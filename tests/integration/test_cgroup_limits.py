@@ -440,3 +440,24 @@ def test_limit_added_to_a_live_group_brings_its_controller_in(make_env: Any, nam
         del env.limits["pids"]
         assert not os.path.exists(rec["dir"])
         assert Path(f"/proc/{pid}").exists()  # moved out, not killed
+
+
+@pytest.mark.parametrize("name", sorted(LAYOUTS))
+def test_revert_from_inside_the_group_does_not_kill_the_caller(name: str) -> None:
+    """A helper that joined the group and then tears it down survives (it steps out first)."""
+    layout = LAYOUTS[name]
+    rec = cg.create_group(layout, _instance(), ["pids"])
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            cg.join(rec, 0)
+            cg.remove_group(rec)
+            code = 0 if not any(os.path.exists(p) for p in rec["created"]) else 2
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    try:
+        assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0, status
+    finally:
+        cg.remove_group(rec)

@@ -701,6 +701,7 @@ def _populated(path: str) -> bool:
 def kill_all(record: dict[str, Any], timeout: float = _KILL_WAIT_S) -> None:
     """Kill every process in the group and wait (bounded) until it is empty."""
     deadline = time.monotonic() + timeout
+    _step_out(record)
     unified = record.get("unified")
     if unified and os.path.isdir(unified):
         kill_file = os.path.join(unified, "cgroup.kill")
@@ -740,6 +741,16 @@ def kill_all(record: dict[str, Any], timeout: float = _KILL_WAIT_S) -> None:
             delay = min(delay * 2, 0.02)
     if unified and os.path.isdir(unified) and not os.path.exists(os.path.join(unified, "cgroup.kill")):
         _freeze(unified, False)
+
+
+def _step_out(record: dict[str, Any]) -> None:
+    """If the calling process is inside the group (a helper that joined it), move it to
+    the hierarchy's root first, so that the kill never hits vbdecl itself."""
+    me = os.getpid()
+    for d in record.get("dirs", []):
+        if me in _procs(d["path"]):
+            root = os.path.dirname(os.path.dirname(d["path"]))
+            write(os.path.join(root, "cgroup.procs"), str(me))
 
 
 def _freeze(path: str, on: bool) -> None:

@@ -43,7 +43,8 @@ def main(argv: list[str] | None = None) -> int:
 def vb_main(argv: list[str] | None = None) -> int:
     from vbdecl.cli.vb import main as vb
 
-    return int(vb(sys.argv if argv is None else argv))
+    # From the console (argv None) vb exits at once when done, skipping finalization.
+    return int(vb(sys.argv if argv is None else argv, exit_now=argv is None))
 
 
 def console_main() -> None:

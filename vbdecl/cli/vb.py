@@ -117,7 +117,7 @@ def die(prog: str, message: str, level_prefix: bool) -> int:
     return 1
 
 
-def main(argv: list[str]) -> int:
+def main(argv: list[str], exit_now: bool = False) -> int:
     from vbdecl.vb.parse import HelpRequested, VbUsageError, VersionRequested, parse, to_document
 
     prog = program_name(argv[0] if argv else "vb")
@@ -146,4 +146,12 @@ def main(argv: list[str]) -> int:
 
     from vbdecl.vb.launch import launch
 
-    return int(launch(doc, prog=prog, level_prefix=level_prefix))
+    code = int(launch(doc, prog=prog, level_prefix=level_prefix))
+    if exit_now:
+        try:
+            sys.stdout.flush()
+            sys.stderr.flush()
+        except (OSError, ValueError):
+            pass
+        os._exit(code)
+    return code

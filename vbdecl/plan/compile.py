@@ -21,7 +21,6 @@ Teardown is the reverse of the order.
 from __future__ import annotations
 
 import gc
-import hashlib
 import ipaddress
 import json
 from typing import Any
@@ -55,6 +54,8 @@ def canonical_json(value: Any) -> str:
 
 def manifest_hash(doc: Doc) -> str:
     body = {k: doc.get(k) for k in ("name", "labels", "annotations", "spec")}
+    import hashlib  # here: loading OpenSSL costs vb's start-up a few ms
+
     return "sha256:" + hashlib.sha256(canonical_json(body).encode()).hexdigest()
 
 

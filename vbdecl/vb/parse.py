@@ -14,7 +14,6 @@ Standard library only: this runs on the ``vb`` fast path.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
 from typing import Any
 
 MAX_ARGS_DEPTH = 8
@@ -73,12 +72,10 @@ _ARITY: dict[str, int] = {
 _ARITY_WORDS = {1: "an argument", 2: "two arguments", 3: "three arguments"}
 
 
-@dataclass
 class VbOptions:
     """Everything bubblewrap's command line says, before it becomes a spec."""
 
-    unshare: dict[str, bool] = field(default_factory=lambda: {
-        "user": False, "ipc": False, "pid": False, "net": False, "uts": False, "cgroup": False})
+    unshare: dict[str, bool]
     user_try: bool = False
     cgroup_try: bool = False
     userns_fd: int | None = None
@@ -91,17 +88,17 @@ class VbOptions:
     hostname: str | None = None
     chdir: str | None = None
     argv0: str | None = None
-    env_ops: list[tuple[str, str | None]] = field(default_factory=list)  # ("set"/"unset"/"clear", ...)
-    env_sets: dict[str, str] = field(default_factory=dict)
-    env_unsets: list[str] = field(default_factory=list)
+    env_ops: list[tuple[str, str | None]]  # ("set"/"unset"/"clear", ...)
+    env_sets: dict[str, str]
+    env_unsets: list[str]
     clear_env: bool = False
-    lock_files: list[str] = field(default_factory=list)
+    lock_files: list[str]
     sync_fd: int | None = None
     block_fd: int | None = None
     userns_block_fd: int | None = None
     info_fd: int | None = None
     json_status_fd: int | None = None
-    seccomp_fds: list[int] = field(default_factory=list)
+    seccomp_fds: list[int]
     used_seccomp: bool = False
     used_add_seccomp: bool = False
     exec_label: str | None = None
@@ -112,14 +109,29 @@ class VbOptions:
     pivot: bool = True
     level_prefix: bool = False
     print_manifest: bool = False
-    cap_ops: list[tuple[str, str]] = field(default_factory=list)  # ("add"/"drop", NAME|ALL)
-    filesystem: list[dict[str, Any]] = field(default_factory=list)
-    landlock: dict[str, list[str]] = field(default_factory=lambda: {
-        "read": [], "write": [], "read_write": [], "execute": []})
-    landlock_try: list[str] = field(default_factory=list)
-    limits: dict[str, Any] = field(default_factory=dict)
+    cap_ops: list[tuple[str, str]]  # ("add"/"drop", NAME|ALL)
+    filesystem: list[dict[str, Any]]
+    landlock: dict[str, list[str]]
+    landlock_try: list[str]
+    limits: dict[str, Any]
     net_bridge: str | None = None
-    command: list[str] = field(default_factory=list)
+    command: list[str]
+
+    def __init__(self) -> None:
+        self.unshare: dict[str, bool] = {
+            "user": False, "ipc": False, "pid": False, "net": False, "uts": False, "cgroup": False}
+        self.env_ops: list[tuple[str, str | None]] = []
+        self.env_sets: dict[str, str] = {}
+        self.env_unsets: list[str] = []
+        self.lock_files: list[str] = []
+        self.seccomp_fds: list[int] = []
+        self.cap_ops: list[tuple[str, str]] = []
+        self.filesystem: list[dict[str, Any]] = []
+        self.landlock: dict[str, list[str]] = {
+            "read": [], "write": [], "read_write": [], "execute": []}
+        self.landlock_try: list[str] = []
+        self.limits: dict[str, Any] = {}
+        self.command: list[str] = []
 
 
 def _fd(opt: str, value: str) -> int:

@@ -1,0 +1,77 @@
+"""vb against Debian's bwrap with identical flags running /usr/bin/true.
+
+Runs both alternately (so drift in the machine's load hits both alike),
+prints the median and quartiles of the wall time of each and the ratio of
+the medians (target: vb at most 5 times bwrap's). Needs root (or user
+namespaces) and /usr/bin/bwrap.
+
+    .venv/bin/python benchmarks/bench_vb.py [-n RUNS]
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+FLAGS = {
+    "minimal": ["--ro-bind", "/usr", "/usr", "--symlink", "usr/lib", "/lib", "--symlink", "usr/lib64", "/lib64",
+                "--symlink", "usr/bin", "/bin"],
+    "typical": ["--ro-bind", "/usr", "/usr", "--symlink", "usr/lib", "/lib", "--symlink", "usr/lib64", "/lib64",
+                "--symlink", "usr/bin", "/bin", "--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp",
+                "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--die-with-parent"],
+}
+
+
+def wall(argv: list[str]) -> float:
+    t0 = time.perf_counter()
+    r = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    took = time.perf_counter() - t0
+    if r.returncode != 0:
+        sys.exit(f"{argv[0]} failed ({r.returncode}): {r.stderr.decode().strip()}")
+    return took
+
+
+def q(values: list[float]) -> str:
+    qs = statistics.quantiles(values, n=4)
+    return f"median {statistics.median(values) * 1000:7.1f} ms  (q1 {qs[0] * 1000:.1f}, q3 {qs[2] * 1000:.1f})"
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("-n", "--runs", type=int, default=30)
+    args = ap.parse_args()
+    bwrap = shutil.which("bwrap") or "/usr/bin/bwrap"
+    vb = str(Path(sys.executable).with_name("vb"))
+    # The same vb without site-packages processing (-I -S): what an installed vb costs
+    # without the development venv's editable-install import hook.
+    repo = str(Path(__file__).resolve().parents[1])
+    bare = [sys.executable, "-I", "-S", "-c",
+            f"import sys; sys.path.insert(0, {repo!r}); sys.argv[0] = 'vb'; "
+            "from vbdecl.entry import console_vb; console_vb()"]
+    worst = 0.0
+    for name, flags in FLAGS.items():
+        tools = {"bwrap": [bwrap], "vb": [vb], "vb -I -S": bare}
+        times: dict[str, list[float]] = {k: [] for k in tools}
+        for argv in tools.values():     # warm the page cache
+            wall([*argv, *flags, "/usr/bin/true"])
+        for _ in range(args.runs):
+            for key, argv in tools.items():
+                times[key].append(wall([*argv, *flags, "/usr/bin/true"]))
+        base = statistics.median(times["bwrap"])
+        print(f"{name} ({len(flags)} flags, {args.runs} runs each)")
+        for key in tools:
+            ratio = statistics.median(times[key]) / base
+            if key == "vb":
+                worst = ratio
+            print(f"  {key:9} {q(times[key])}   {ratio:5.2f}x bwrap")
+    print("target: vb at most 5x bwrap's median")
+    return 0 if worst <= 5 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

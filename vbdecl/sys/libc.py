@@ -11,11 +11,10 @@ from __future__ import annotations
 import ctypes
 import errno as _errno
 import os
-import platform
 
 libc = ctypes.CDLL(None, use_errno=True)
 
-ARCH = platform.machine()
+ARCH = os.uname().machine   # = platform.machine(), without importing platform (its regexes)
 
 # Syscall numbers for calls glibc 2.36 has no wrapper for, by architecture.
 _SYSCALLS: dict[str, dict[str, int]] = {

@@ -59,6 +59,9 @@ def translate(err: Exception, what: str, *, name: str | None = None) -> Exceptio
         return ConflictError(f"interface {name} exists and is not owned by vbdecl",
                              hint=f"it was not made by this environment; remove it if it is stale "
                                   f"(ip link del {name}) or choose another name")
+    if code == errno.ERANGE and name:
+        return SysError(f"{what}: the interface name {name!r} is {len(name)} characters; Linux allows 1 to 15",
+                        errno=code, hint="choose a shorter name")
     if code == errno.ENODEV and name:
         return SysError(f"{what}: interface {name} does not exist", errno=code,
                         hint="it may have been removed behind vbdecl's back; `vbdecl plan` shows drift")
@@ -71,8 +74,22 @@ def _call(what: str, fn: Callable[[], T], *, name: str | None = None) -> T:
         return fn()
     except _netlink_error() as err:
         raise translate(err, what, name=name) from None
-    except PermissionError as err:
+    except OSError as err:
         raise translate(err, what, name=name) from None
+    except (ValueError, TypeError, struct_error()) as err:   # pyroute2 could not encode a value
+        raise SysError(f"{what}: invalid value: {err}", errno=errno.EINVAL) from None
+
+
+def struct_error() -> type[Exception]:
+    import struct
+
+    return struct.error
+
+
+def _check_name(what: str, name: str) -> None:
+    if not name or len(name) > 15:
+        raise SysError(f"{what}: the interface name is {len(name)} characters; Linux allows 1 to 15",
+                       errno=errno.ERANGE, hint="choose a shorter name")
 
 
 # --- namespaces ---------------------------------------------------------------
@@ -282,10 +299,13 @@ def links(ipr: Any) -> list[dict[str, Any]]:
 
 def bridge_create(ipr: Any, name: str, *, mtu: int | None, alias: str) -> int:
     """Create bridge ``name`` (up, tagged with ``alias``); its index."""
+    _check_name(f"creating bridge {name}", name)
     kw: dict[str, Any] = {"ifname": name, "kind": "bridge", "state": "up"}
+    what = f"creating bridge {name}"
     if mtu:
         kw["mtu"] = mtu
-    _call(f"creating bridge {name}", lambda: ipr.link("add", **kw), name=name)
+        what += f" with mtu {mtu}"
+    _call(what, lambda: ipr.link("add", **kw), name=name)
     found = link(ipr, name)
     if found is None:  # pragma: no cover - the kernel just made it
         raise SysError(f"bridge {name} vanished right after it was created")
@@ -297,14 +317,18 @@ def veth_create(ipr: Any, name: str, peer: str, *, netns_fd: int, master: int | 
                 mtu: int | None) -> None:
     """A veth pair: ``name`` here (up, enslaved to ``master``), ``peer`` created
     directly in the namespace ``netns_fd`` (down: bring it up with :func:`up_in`)."""
+    _check_name(f"creating veth {name}", name)
+    _check_name(f"creating veth {name} (peer)", peer)
     peer_spec: dict[str, Any] = {"ifname": peer, "net_ns_fd": netns_fd, "state": "up"}
     kw: dict[str, Any] = {"ifname": name, "kind": "veth", "peer": peer_spec, "state": "up"}
+    what = f"creating veth {name}"
     if mtu:
         kw["mtu"] = mtu
         peer_spec["mtu"] = mtu
+        what += f" with mtu {mtu}"
     if master is not None:
         kw["master"] = master
-    _call(f"creating veth {name}", lambda: ipr.link("add", **kw), name=name)
+    _call(what, lambda: ipr.link("add", **kw), name=name)
 
 
 def link_delete(ipr: Any, index: int, name: str) -> bool:
@@ -320,9 +344,11 @@ def link_delete(ipr: Any, index: int, name: str) -> bool:
 
 def link_up(ipr: Any, index: int, name: str, *, mtu: int | None = None) -> None:
     kw: dict[str, Any] = {"index": index, "state": "up"}
+    what = f"bringing {name} up"
     if mtu:
         kw["mtu"] = mtu
-    _call(f"bringing {name} up", lambda: ipr.link("set", **kw), name=name)
+        what += f" with mtu {mtu}"
+    _call(what, lambda: ipr.link("set", **kw), name=name)
 
 
 def link_down(ipr: Any, index: int, name: str) -> None:
@@ -362,13 +388,16 @@ def address_add(ipr: Any, index: int, address: str, prefixlen: int, *, ifname: s
         kw["broadcast"] = broadcast
     if ":" in address:
         kw["flags"] = 0x80 | 0x02  # IFA_F_PERMANENT | IFA_F_NODAD: usable at once
+    what = f"adding {address}/{prefixlen} to {ifname}"
     try:
         ipr.addr("add", **kw)
     except _netlink_error() as err:
         if getattr(err, "code", 0) == errno.EEXIST:
             raise ConflictError(f"address {address}/{prefixlen} is already on {ifname}",
                                 hint="another environment or the host uses it; pick another address") from None
-        raise translate(err, f"adding {address}/{prefixlen} to {ifname}") from None
+        raise translate(err, what) from None
+    except (OSError, ValueError, TypeError, struct_error()) as err:
+        raise SysError(f"{what}: not a valid address ({err})", errno=errno.EINVAL) from None
 
 
 def address_delete(ipr: Any, index: int, address: str, prefixlen: int) -> bool:

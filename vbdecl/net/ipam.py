@@ -10,7 +10,6 @@ every time.
 
 from __future__ import annotations
 
-import hashlib
 import ipaddress
 from collections.abc import Iterable
 
@@ -87,6 +86,8 @@ def usable(net: Network) -> tuple[int, int]:
 
 
 def _start(instance: str, size: int) -> int:
+    import hashlib  # lazily: OpenSSL's initialisation costs milliseconds on the run path
+
     digest = hashlib.sha256(instance.encode()).digest()
     return int.from_bytes(digest[:8], "big") % size
 

@@ -20,9 +20,9 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import hashlib
 import json
 import os
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -81,7 +81,7 @@ def _load_slot(path: Path) -> tuple[int, dict[str, Any]] | None:
     try:
         doc = json.loads(raw)
         body = json.dumps(doc["data"], sort_keys=True)
-        if hashlib.sha256(body.encode()).hexdigest() != doc["sha256"]:
+        if zlib.crc32(body.encode()) != doc["crc32"]:
             return None
         return int(doc["gen"]), dict(doc["data"])
     except (ValueError, KeyError, TypeError):
@@ -102,7 +102,7 @@ def _read_slots(root: Path) -> tuple[int, int, dict[str, Any]]:
 
 def _write_slot(path: Path, gen: int, data: dict[str, Any]) -> None:
     body = json.dumps(data, sort_keys=True)
-    doc = {"gen": gen, "sha256": hashlib.sha256(body.encode()).hexdigest(), "data": data}
+    doc = {"gen": gen, "crc32": zlib.crc32(body.encode()), "data": data}
     payload = (json.dumps(doc, sort_keys=True) + "\n").encode()
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600)
     try:

@@ -399,3 +399,11 @@ def good_manifests(draw: st.DrawFn) -> dict[str, Any]:
 @given(good_manifests())
 def test_nearly_valid_manifests_raise_only_manifest_or_plan_errors(tmp_path: Path, doc: Any) -> None:
     _library(tmp_path / "m.yaml", _text(doc))
+
+
+def test_bad_corpus_has_at_least_150_cases() -> None:
+    bad = Path(__file__).resolve().parent.parent / "bad"
+    cases = [line for line in (bad / "EXPECTED.tsv").read_text().splitlines()
+             if line and not line.startswith("#")]
+    assert len(cases) >= 150, len(cases)
+    assert len(list(bad.glob("*.yaml"))) == len(cases)

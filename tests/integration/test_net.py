@@ -700,3 +700,23 @@ def test_teardown_hint_leaves_the_veth_to_the_namespace(envs: Callable[..., Env]
     assert host_end not in links()
     assert took < 0.5, took
     assert shared.read(env.ctx.state_dir)["bridges"][bridge]["users"] == [keep.instance]
+
+
+def test_egress_auto_is_the_default_route_interface(envs: Callable[..., Env]) -> None:
+    out = subprocess.run(["ip", "-4", "route", "show", "default"], capture_output=True, text=True).stdout.split()
+    if "dev" not in out:
+        pytest.skip("the host has no IPv4 default route")
+    dev = out[out.index("dev") + 1]
+    bridge = f"vbt{uniq()}"
+    subnet, _, _ = rand_subnet()
+    env = envs()
+    env.apply([*bridge_actions(bridge, subnet),
+               ("nat.masquerade", "nat.masquerade", {"subnet": subnet, "egress": "auto"})])
+    assert env.ctx.records["nat.masquerade"]["egress"] == dev
+    assert f'oifname "{dev}" masquerade comment "{env.instance}"' in nft_table()
+    # an egress that does not exist is a clear error, and nothing is left
+    other = envs()
+    with pytest.raises(VbdeclError, match="egress interface nosuch0 does not exist"):
+        other.apply([*bridge_actions(bridge, subnet),
+                     ("nat.masquerade", "nat.masquerade", {"subnet": subnet, "egress": "nosuch0"})])
+    assert other.instance not in nft_table()

@@ -81,3 +81,13 @@ def test_base_commands_reset_the_table() -> None:
     assert cmds[1] == {"delete": {"table": {"family": "inet", "name": "vbdecl"}}}
     hooks = {c["add"]["chain"]["hook"] for c in cmds if "chain" in c.get("add", {})}
     assert hooks == {"postrouting", "prerouting", "output"}
+
+
+def test_undo_of_add_commands() -> None:
+    add = nat.masquerade_add("vb-1", "eth0", ["10.0.0.2"], ["fd00::2"])
+    undo = nat._undo_of(add)
+    kinds = [(next(iter(c)), next(iter(next(iter(c.values()))))) for c in undo]
+    # elements first (they jump to the chain), then flush and delete the chain
+    assert kinds[:2] == [("delete", "element"), ("delete", "element")]
+    assert kinds[2:] == [("flush", "chain"), ("delete", "chain")]
+    assert undo[0]["delete"]["element"]["elem"] in (["10.0.0.2"], ["fd00::2"])

@@ -440,7 +440,13 @@ def _apply(spec: dict[str, Any], sc: Any, uid: int, gid: int, nnp: bool, boundin
             "Landlock then needs", hint="set security.no_new_privs: true")
     sc.set_keepcaps(True)
     if sc.setgroups_allowed():
-        sc.setgroups([])
+        try:
+            sc.setgroups([])
+        except OSError as exc:
+            # No /proc in the root (vb without --proc): "deny" could not be read; an
+            # unprivileged user namespace refuses setgroups, as bubblewrap expects.
+            if exc.errno != 1 or os.path.exists("/proc/self/setgroups"):   # EPERM
+                raise
     sc.setresgid(gid)
     sc.setresuid(uid)
     sc.set_keepcaps(False)

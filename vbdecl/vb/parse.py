@@ -446,7 +446,7 @@ def _check(o: VbOptions) -> None:
     if o.hostname is not None and not o.unshare["uts"]:
         raise VbUsageError("Specifying --hostname requires --unshare-uts")
     if o.exec_label or o.file_label:
-        raise VbUsageError("SELinux labels (--exec-label, --file-label) are not supported by vb")
+        raise VbUsageError("labeling not supported on this system")  # bubblewrap without SELinux
     if not o.command:
         raise VbUsageError("No command specified")
 

@@ -1,0 +1,53 @@
+"""The Python API: vbdecl.run with a manifest, a plan or a spec, and event callbacks."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+import vbdecl
+import vbdecl.api
+from vbdecl.errors import RuntimeSetupError
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(autouse=True)
+def private_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("VBDECL_CACHE_DIR", str(tmp_path / "cache"))
+
+
+def test_run_manifest_with_callback_and_command_override(tmp_path: Path) -> None:
+    events: list[dict[str, object]] = []
+    r, w = os.pipe()
+    try:
+        plan = vbdecl.compile_plan(REPO / "manifests" / "hello.yaml")
+        plan["spec"]["process"]["inherit_fds"] = [w]
+        result = vbdecl.run(plan, command=["/bin/bash", "-c", f"echo api $$ >&{w}; exit 4"],
+                            on_event=events.append)
+        os.close(w)
+        w = -1
+        out = os.read(r, 100)
+    finally:
+        os.close(r)
+        if w >= 0:
+            os.close(w)
+    assert result.code == 4 and result.error is None
+    assert out == b"api 2\n"
+    assert [e["event"] for e in events] == ["runtime_init_warnings", "spawned", "setup_finished",
+                                            "exited"]
+    assert events[-1]["exit_code"] == 4
+    assert len(vbdecl.load(REPO / "manifests" / "hello.yaml")) == 1
+
+
+def test_run_reports_setup_failures_without_raising() -> None:
+    result = vbdecl.run(REPO / "manifests" / "hello.yaml", command=["no-such-program-api"])
+    assert result.code == 127 and result.error is not None
+    assert "command not found" in result.error.message
+
+
+def test_exec_in_unknown_environment_raises(tmp_path: Path) -> None:
+    with pytest.raises(RuntimeSetupError, match="no environment named nothing-here"):
+        vbdecl.api.exec_in("nothing-here", ["true"], state_dir=str(tmp_path / "state"))

@@ -101,7 +101,7 @@ print("peer", p[0])
 
 
 def test_vbdecl_run_nat_and_published_port(tmp_path: Path, state_dir: Path) -> None:
-    from test_net import echo_client, echo_server, in_netns, nft_table, result, upstream
+    from test_net import assert_nat_gone, echo_client, echo_server, in_netns, result, upstream
 
     bridge = f"vbt{secrets.token_hex(4)}"
     a, b = random.randint(100, 250), random.randrange(0, 250, 2)
@@ -127,4 +127,4 @@ def test_vbdecl_run_nat_and_published_port(tmp_path: Path, state_dir: Path) -> N
         assert run.returncode == 0, err
         assert "upstream said out" in out
         assert f"peer {up_ip}" in out
-        assert nft_table() == ""
+        assert_nat_gone()

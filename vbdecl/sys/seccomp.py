@@ -21,7 +21,6 @@ import errno as _errno
 import importlib.machinery
 import importlib.util
 import os
-import platform
 from typing import Any
 
 from vbdecl.errors import RuntimeSetupError
@@ -78,7 +77,7 @@ def binding() -> Any:
 
 
 def native_arch() -> str:
-    return platform.machine()
+    return os.uname().machine
 
 
 def _action(s: Any, name: str, errno_ret: int | None, default_errno: int) -> Any:
@@ -138,7 +137,7 @@ def _kernel_at_least(version: str) -> bool:
             out.append(int(digits or 0))
         return tuple(out)
 
-    return parts(platform.release()) >= parts(version)
+    return parts(os.uname().release) >= parts(version)
 
 
 def rule_applies(rule: dict[str, Any], caps: set[str], arch: str) -> bool:

@@ -227,9 +227,7 @@ class Bridge:
                 return
             found = nl.link(ipr, name)
             if found is not None and found["kind"] == "bridge":
-                mine = ipam.veth_name(ctx.instance)
-                others = [ln["name"] for ln in nl.links(ipr)
-                          if ln["master"] == found["index"] and ln["name"] != mine]
+                others = self._other_ports(nl, ipr, found["index"], ipam.veth_name(ctx.instance))
                 if others:
                     # still in use by something this state root does not know
                     # (another state root's environment, or a port someone added)
@@ -242,6 +240,23 @@ class Bridge:
                         addr, _, plen = cidr.partition("/")
                         nl.address_delete(ipr, found["index"], addr, int(plen))
             del st["bridges"][name]
+
+    @staticmethod
+    def _other_ports(nl: Any, ipr: Any, index: int, mine: str) -> list[str]:
+        """Ports on the bridge other than this environment's veth. A vbdecl veth
+        of an environment whose namespace is being dismantled lingers for a few
+        milliseconds: wait for those (bounded) before calling the bridge in use."""
+        import re
+        import time
+
+        deadline = time.monotonic() + 0.3
+        while True:
+            others = [ln["name"] for ln in nl.links(ipr) if ln["master"] == index and ln["name"] != mine]
+            if not others or not all(re.fullmatch(r"vb[0-9a-f]{8}h", n) for n in others):
+                return others
+            if time.monotonic() > deadline:
+                return others
+            time.sleep(0.02)
 
     @_session
     def update(self, ctx: Context, params: Params, record: Record) -> Record:

@@ -17,7 +17,6 @@ This module must stay cheap to import: stdlib only, nothing heavy.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from typing import Any
@@ -58,15 +57,29 @@ def _code_fingerprint() -> str:
     return _fingerprint
 
 
+def _sha256() -> Any:
+    """SHA-256 from CPython's built-in module when it has one: ``hashlib`` loads
+    OpenSSL, which costs the run path ~4 MiB of memory and a few ms."""
+    try:
+        from _sha2 import sha256  # Python >= 3.12
+    except ImportError:
+        try:
+            from _sha256 import sha256  # Python 3.11
+        except ImportError:
+            from hashlib import sha256
+    return sha256()
+
+
 def cache_key(path: str, data: bytes) -> str:
-    h = hashlib.sha256()
+    h = _sha256()
     absolute = os.path.abspath(path)
     for part in ("vbdecl-plan-cache", str(FORMAT), __version__, _code_fingerprint(),
                  absolute, os.path.realpath(absolute)):
         h.update(part.encode("utf-8", "surrogateescape"))
         h.update(b"\0")
     h.update(data)
-    return h.hexdigest()
+    digest: str = h.hexdigest()
+    return digest
 
 
 def _entry_path(key: str) -> str:

@@ -5,6 +5,9 @@ VENV     ?= .venv
 PYTHON   ?= python3
 PY       := $(VENV)/bin/python
 SYSPKGS  := bubblewrap nftables python3-nftables iproute2 uidmap python3-seccomp libseccomp2 crun dpkg-dev gcc libcap2-bin
+# A plain .pth entry instead of the import-hook finder: interpreter start-up
+# is ~10 ms faster, which the run path (vbdecl run, exec, vb) pays every time.
+EDITABLE := --config-settings editable_mode=compat
 PYTEST_ARGS ?=
 
 .PHONY: run test lint typecheck unit integration sysdeps bench schema clean
@@ -34,12 +37,12 @@ sysdeps:
 
 $(VENV)/.installed: pyproject.toml
 	@[ -x $(PY) ] || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --disable-pip-version-check -e .
+	$(PY) -m pip install -q --disable-pip-version-check -e . $(EDITABLE)
 	@touch $@
 
 $(VENV)/.installed-dev: pyproject.toml
 	@[ -x $(PY) ] || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --disable-pip-version-check -e '.[dev]'
+	$(PY) -m pip install -q --disable-pip-version-check -e '.[dev]' $(EDITABLE)
 	@touch $@ $(VENV)/.installed
 
 schema: $(VENV)/.installed

@@ -740,3 +740,32 @@ def test_egress_auto_is_the_default_route_interface(envs: Callable[..., Env]) ->
         other.apply([*bridge_actions(bridge, subnet),
                      ("nat.masquerade", "nat.masquerade", {"subnet": subnet, "egress": "nosuch0"})])
     assert other.instance not in nft_table()
+
+
+def test_allocations_of_a_crashed_environment_are_collected(envs: Callable[..., Env]) -> None:
+    """An environment killed without teardown (SIGKILL of `vbdecl run`) leaves its
+    lease and bridge membership; the next environment releases them, so the
+    bridge still goes with its last live user."""
+    bridge = f"vbt{uniq()}"
+    subnet, _, _ = rand_subnet()
+    crashed, live = envs(), envs()
+    fixed = subnet.replace(".0/24", ".33")
+    crashed.apply(bridge_actions(bridge, subnet, address=fixed))
+    crashed.ctx.extra["teardown"] = True          # (only for this test's own cleanup)
+    _stop(crashed.pid, crashed._w)                # killed: no revert runs
+    crashed.alive = False
+    from vbdecl.ops import net
+
+    net.release(crashed.ctx)
+    crashed.landed.clear()
+    st = shared.read(crashed.ctx.state_dir)
+    assert crashed.instance in st["bridges"][bridge]["users"]
+    # the address the dead environment held is free again, and it is no user any more
+    live.apply(bridge_actions(bridge, subnet, address=fixed))
+    st = shared.read(live.ctx.state_dir)
+    assert st["bridges"][bridge]["users"] == [live.instance]
+    assert st["leases"][subnet] == {fixed: live.instance}
+    assert crashed.instance not in st["instances"]
+    live.revert()
+    assert bridge not in links()
+    assert shared.read(live.ctx.state_dir)["instances"] == {}

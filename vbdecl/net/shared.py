@@ -6,7 +6,11 @@
   "subnet": str|None, "subnet6": str|None, "added": [cidr...]}``; a bridge
   vbdecl created is removed when its last user goes, a bridge it found is
   only given back the gateway addresses vbdecl added to it;
-- ``leases``: subnet -> ``{address: instance}``.
+- ``leases``: subnet -> ``{address: instance}``;
+- ``instances``: instance -> ``{"pid", "netns"}``: the environment's process
+  and the inode of its network namespace, so that the allocations of an
+  environment that died without a teardown (SIGKILL of ``vbdecl run``) are
+  found and released (:func:`collect`).
 
 (The nftables table and the forwarding sysctls are host-wide and handled
 under a host-wide lock by :mod:`vbdecl.ops.nat`.)
@@ -56,7 +60,7 @@ def _global_lock(root: Path) -> Iterator[None]:
 
 
 def _empty() -> dict[str, Any]:
-    return {"format": 1, "bridges": {}, "leases": {}}
+    return {"format": 1, "bridges": {}, "leases": {}, "instances": {}}
 
 
 # Two slots written in turn (``net.0.json``, ``net.1.json``), each holding a
@@ -142,3 +146,30 @@ def add_user(users: list[str], instance: str) -> None:
 def remove_user(users: list[str], instance: str) -> None:
     while instance in users:
         users.remove(instance)
+
+
+def register(st: dict[str, Any], instance: str, pid: int | None, netns: int | None) -> None:
+    if pid is not None and netns is not None:
+        st.setdefault("instances", {})[instance] = {"pid": pid, "netns": netns}
+
+
+def forget(st: dict[str, Any], instance: str) -> None:
+    st.setdefault("instances", {}).pop(instance, None)
+
+
+def collect(st: dict[str, Any], alive: Any) -> list[str]:
+    """Release the bridge memberships and leases of registered instances
+    whose namespace is gone (``alive(pid, netns)`` is false); their names."""
+    dead = [inst for inst, info in st.setdefault("instances", {}).items()
+            if not alive(info.get("pid"), info.get("netns"))]
+    for inst in dead:
+        for entry in st["bridges"].values():
+            remove_user(entry.setdefault("users", []), inst)
+        for subnet in list(st["leases"]):
+            leases = st["leases"][subnet]
+            for addr in [a for a, who in leases.items() if who == inst]:
+                del leases[addr]
+            if not leases:
+                del st["leases"][subnet]
+        del st["instances"][inst]
+    return dead

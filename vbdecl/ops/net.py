@@ -111,6 +111,11 @@ def _alive(ctx: Context, record: Record) -> bool:
     return ns is not None and _nl().netns_id(ctx.env_pid) == ns
 
 
+def _ns_alive(pid: Any, netns: Any) -> bool:
+    """Is the namespace an instance registered (pid, inode) still there?"""
+    return isinstance(pid, int) and _nl().netns_id(pid) == netns
+
+
 def _inner_index(ctx: Context, ipr: Any, pid: int) -> int:
     key = (pid, _nl().netns_id(pid))
     cache = ctx.extra.setdefault("net.index", {})
@@ -151,6 +156,8 @@ class Bridge:
         nets = [ipam.parse_subnet(s) for s in (params.get("subnet"), params.get("subnet6")) if s]
         ipr = _sess(ctx).host
         with shared.locked(ctx.state_dir) as st:
+            shared.collect(st, _ns_alive)
+            shared.register(st, ctx.instance, ctx.env_pid, nl.netns_id(ctx.env_pid))
             entry = st["bridges"].get(name)
             if entry is not None and entry.get("users") and all(
                     entry.get(k) == params.get(k) for k in ("subnet", "subnet6")):
@@ -219,6 +226,7 @@ class Bridge:
         name = record["bridge"]
         ipr = _sess(ctx).host
         with shared.locked(ctx.state_dir) as st:
+            shared.forget(st, ctx.instance)
             entry = st["bridges"].get(name)
             if entry is None:
                 return
@@ -362,6 +370,7 @@ class Address:
         sess = _sess(ctx)
         family = nl.AF_INET if net.version == 4 else nl.AF_INET6
         with shared.locked(ctx.state_dir) as st:
+            shared.collect(st, _ns_alive)
             leases: dict[str, str] = st["leases"].setdefault(str(net), {})
             taken = dict(leases)
             for a, _p, _i in nl.addresses(sess.host, family=family):

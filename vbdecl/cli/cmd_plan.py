@@ -37,6 +37,30 @@ def plan_changes(plan: dict[str, Any], state: dict[str, Any] | None, state_dir: 
     return changes(plan, state, None, verbose=verbose)
 
 
+def check_limits(plan: dict[str, Any], path: str) -> None:
+    """Limits this machine cannot enforce are a plan-time error (a warning under
+    ``limits.optional: true``), not a failure half-way through apply."""
+    import sys
+
+    from vbdecl.errors import PlanError
+
+    limits = plan["spec"].get("limits") or {}
+    if all(limits.get(k) is None for k in ("memory", "memory_swap", "cpu", "cpu_weight", "pids", "io_weight")):
+        return
+    from vbdecl.ops.cgroup import preflight
+
+    problems = preflight(limits)
+    errors = [p for p in problems if p["level"] == "error"]
+    for p in problems:
+        if p["level"] != "error":
+            print(f"warning: {path}: {plan['name']}: {p['where']}: {p['message']}", file=sys.stderr)
+    if errors:
+        first = errors[0]
+        more = "".join(f"\n  also {p['where']}: {p['message']}" for p in errors[1:])
+        raise PlanError(f"{plan['name']}: {first['message']}{more}",
+                        where=path, hint=first.get("hint"))
+
+
 def run(args: argparse.Namespace) -> int:
     from vbdecl.cli.render_plan import print_lines
     from vbdecl.errors import UsageError
@@ -49,6 +73,7 @@ def run(args: argparse.Namespace) -> int:
     plans = plans_for_file(args.file, use_cache=not args.no_cache)
     results = []
     for plan in plans:
+        check_limits(plan, args.file)
         state = read_state(plan["name"], args.state_dir)
         found = plan_changes(plan, state, args.state_dir, refresh=not args.no_refresh,
                              verbose=args.verbose)

@@ -769,3 +769,29 @@ def test_allocations_of_a_crashed_environment_are_collected(envs: Callable[..., 
     live.revert()
     assert bridge not in links()
     assert shared.read(live.ctx.state_dir)["instances"] == {}
+
+
+def test_nat_of_a_crashed_environment_is_collected(envs: Callable[..., Env]) -> None:
+    bridge = f"vbt{uniq()}"
+    subnet, link_prefix, _ = rand_subnet()
+    hp = random.randint(20000, 40000)
+    port = {"host": hp, "container": 80, "protocol": "tcp", "host_ip": None}
+    with upstream(link_prefix) as (_p, host_if, _h, _u):
+        crashed, live = envs(), envs()
+        nat_acts = [("nat.masquerade", "nat.masquerade", {"subnet": subnet, "egress": host_if}),
+                    (f"nat.port[{hp}/tcp]", "nat.port", port)]
+        crashed.apply([*bridge_actions(bridge, subnet), *nat_acts])
+        assert crashed.instance in nft_table()
+        from vbdecl.ops import net
+
+        net.release(crashed.ctx)
+        _stop(crashed.pid, crashed._w)            # killed: no revert runs
+        crashed.alive = False
+        crashed.landed.clear()
+        # the host port the dead environment held can be published again
+        live.apply([*bridge_actions(bridge, subnet), *nat_acts])
+        table = nft_table()
+        assert crashed.instance not in table and live.instance in table
+        live.revert()
+        assert_nat_gone(crashed.instance, live.instance)
+        assert bridge not in links()

@@ -235,6 +235,8 @@ def _add(ctx: Context, cmds: list[Cmd], families: list[str], what: str, *,
 
     nft = _nft(ctx)
     with _host_lock() as host:
+        _collect(nft, host)
+        _register(host, ctx)
         ok, err = nft.try_run(cmds)
         if not ok:
             if "No such file or directory" in err and nft.list_table(FAMILY, TABLE) is None:
@@ -248,6 +250,58 @@ def _add(ctx: Context, cmds: list[Cmd], families: list[str], what: str, *,
         except BaseException:
             nft.try_run(_undo_of(cmds))
             raise
+
+
+def _register(host: dict[str, Any], ctx: Context) -> None:
+    """Remember which process's namespace this instance's NAT objects serve."""
+    from vbdecl.sys import netlink
+
+    ino = netlink.netns_id(ctx.env_pid)
+    if ctx.env_pid is not None and ino is not None:
+        host.setdefault("instances", {})[ctx.instance] = {"pid": ctx.env_pid, "netns": ino}
+
+
+def _collect(nft: Any, host: dict[str, Any]) -> list[str]:
+    """Remove the chains and map elements of registered instances whose
+    namespace is gone (an environment killed without teardown): otherwise
+    their published ports would stay taken forever. Their names."""
+    from vbdecl.sys import netlink
+
+    dead = [inst for inst, info in host.setdefault("instances", {}).items()
+            if not isinstance(info.get("pid"), int) or netlink.netns_id(info["pid"]) != info.get("netns")]
+    if not dead:
+        return []
+    items = nft.list_table(FAMILY, TABLE) or []
+    cmds: list[Cmd] = []
+    chains: list[str] = []
+    for item in items:
+        if "map" in item:
+            m = item["map"]
+            keys = []
+            for pair in m.get("elem") or []:
+                if not isinstance(pair, list) or len(pair) != 2:
+                    continue
+                key, verdict = pair
+                target = (verdict.get("jump") or verdict.get("goto") or {}).get("target", "") \
+                    if isinstance(verdict, dict) else ""
+                if any(target.startswith(f"{inst}-") for inst in dead):
+                    keys.append(key["elem"]["val"] if isinstance(key, dict) and "elem" in key else key)
+            if keys:
+                cmds.append({"delete": {"element": _t(name=m["name"], elem=keys)}})
+        elif "chain" in item and any(item["chain"]["name"].startswith(f"{inst}-") for inst in dead):
+            chains.append(item["chain"]["name"])
+    for name in chains:
+        cmds += [{"flush": {"chain": _t(name=name)}}, {"delete": {"chain": _t(name=name)}}]
+    if cmds:
+        ok, _err = nft.try_run(cmds)
+        if not ok:
+            for cmd in cmds:
+                nft.try_run([cmd])
+    for inst in dead:
+        for key in [k for e in host.get("localnet", {}).values() for k in e["users"] if k.startswith(f"{inst}/")]:
+            _localnet_off(host, key)
+        del host["instances"][inst]
+    return dead
 
 
 def _undo_of(cmds: list[Cmd]) -> list[Cmd]:
@@ -283,9 +337,12 @@ def _remove(ctx: Context, cmds: list[Cmd], what: str, *, localnet_key: str | Non
         items = nft.list_table(FAMILY, TABLE)
         if items is not None:
             chains = {i["chain"]["name"] for i in items if "chain" in i}
+            if not any(c.startswith(f"{ctx.instance}-") for c in chains):
+                host.setdefault("instances", {}).pop(ctx.instance, None)
             if chains - BASE_CHAINS:
                 return           # other environments (of any state root) still use it
             nft.run(delete_table_commands(), what=what)
+        host.setdefault("instances", {}).pop(ctx.instance, None)
         _forward_restore(host)
 
 

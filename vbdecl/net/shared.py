@@ -148,9 +148,17 @@ def remove_user(users: list[str], instance: str) -> None:
         users.remove(instance)
 
 
+def pidns() -> int | None:
+    """Our pid namespace: pids registered from another one mean nothing here."""
+    try:
+        return os.stat("/proc/self/ns/pid").st_ino
+    except OSError:
+        return None
+
+
 def register(st: dict[str, Any], instance: str, pid: int | None, netns: int | None) -> None:
     if pid is not None and netns is not None:
-        st.setdefault("instances", {})[instance] = {"pid": pid, "netns": netns}
+        st.setdefault("instances", {})[instance] = {"pid": pid, "netns": netns, "pidns": pidns()}
 
 
 def forget(st: dict[str, Any], instance: str) -> None:
@@ -160,8 +168,9 @@ def forget(st: dict[str, Any], instance: str) -> None:
 def collect(st: dict[str, Any], alive: Any) -> list[str]:
     """Release the bridge memberships and leases of registered instances
     whose namespace is gone (``alive(pid, netns)`` is false); their names."""
+    mine = pidns()
     dead = [inst for inst, info in st.setdefault("instances", {}).items()
-            if not alive(info.get("pid"), info.get("netns"))]
+            if info.get("pidns") == mine and not alive(info.get("pid"), info.get("netns"))]
     for inst in dead:
         for entry in st["bridges"].values():
             remove_user(entry.setdefault("users", []), inst)

@@ -32,6 +32,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from vbdecl.errors import ConflictError, SysError, VbdeclError
+from vbdecl.net import shared
 from vbdecl.ops import register
 from vbdecl.ops.base import Context, Params, Record
 from vbdecl.ops.net import _session
@@ -258,7 +259,8 @@ def _register(host: dict[str, Any], ctx: Context) -> None:
 
     ino = netlink.netns_id(ctx.env_pid)
     if ctx.env_pid is not None and ino is not None:
-        host.setdefault("instances", {})[ctx.instance] = {"pid": ctx.env_pid, "netns": ino}
+        host.setdefault("instances", {})[ctx.instance] = {"pid": ctx.env_pid, "netns": ino,
+                                                          "pidns": shared.pidns()}
 
 
 def _collect(nft: Any, host: dict[str, Any]) -> list[str]:
@@ -267,8 +269,10 @@ def _collect(nft: Any, host: dict[str, Any]) -> list[str]:
     their published ports would stay taken forever. Their names."""
     from vbdecl.sys import netlink
 
+    mine = shared.pidns()
     dead = [inst for inst, info in host.setdefault("instances", {}).items()
-            if not isinstance(info.get("pid"), int) or netlink.netns_id(info["pid"]) != info.get("netns")]
+            if info.get("pidns") == mine
+            and (not isinstance(info.get("pid"), int) or netlink.netns_id(info["pid"]) != info.get("netns"))]
     if not dead:
         return []
     items = nft.list_table(FAMILY, TABLE) or []

@@ -453,7 +453,10 @@ def _apply(spec: dict[str, Any], sc: Any, uid: int, gid: int, nnp: bool, boundin
     _eff, prm, inh = sc.capget()
     sc.capset(prm, prm, inh)  # a change away from uid 0 cleared the effective set
 
-    # 4. bounding set (needs CAP_SETPCAP, still effective here)
+    # 4. bounding set (needs CAP_SETPCAP, still effective here); vb run by root: the
+    #    caller's permitted set, as bubblewrap (no_new_privs stops exec regaining the rest)
+    if vb.get("bounding") is not None:
+        bounding = cap_mask(list(vb["bounding"]), last) | kept
     for cap in range(last + 1):
         if not bounding >> cap & 1 and sc.bounding_has(cap):
             sc.bounding_drop(cap)

@@ -502,6 +502,12 @@ def _caller_caps(known: dict[str, int]) -> set[str]:
     return {name for name, bit in known.items() if mask >> bit & 1}
 
 
+def _root_bounding() -> list[str]:
+    from vbdecl.model.names import CAPABILITIES
+
+    return sorted(_caller_caps(CAPABILITIES))
+
+
 def to_document(o: VbOptions, *, uid: int | None = None, gid: int | None = None,
                 cwd: str | None = None) -> dict[str, Any]:
     """The normalized document (docs/plan-format.md) for these options."""
@@ -604,6 +610,8 @@ def to_document(o: VbOptions, *, uid: int | None = None, gid: int | None = None,
             "net_files": False,     # bubblewrap never binds /etc/resolv.conf
             "cap_ambient": bool(o.cap_ops) and sandbox_uid == 0,
             "cap_ops": bool(o.cap_ops),
+            # bubblewrap run by root leaves the bounding set at what the caller holds
+            "bounding": _root_bounding() if real_uid == 0 else None,
         },
     }
     return {"name": "vb", "labels": {}, "annotations": {}, "source": None, "spec": spec}

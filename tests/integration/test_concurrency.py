@@ -28,9 +28,11 @@ from test_reliability_support import (
     REPO,
     assert_clean,
     check,
+    cleanup_envs,  # noqa: F401  (autouse fixture)
     cli,
     host,
     rand_subnet,
+    track,
     uniq,
 )
 
@@ -84,6 +86,8 @@ def test_parallel_bridged_environments(tmp_path: Path) -> None:
     base_port = random.randint(20000, 50000)
     names = [f"c{i:02d}" for i in range(N_ENVS)]
     files = [_manifest(tmp_path, n, bridge, subnet, base_port + i) for i, n in enumerate(names)]
+    for n in names:
+        track(sd, n)
     before = host()
     timings = []
     with ThreadPoolExecutor(max_workers=N_ENVS) as pool:
@@ -122,6 +126,7 @@ def test_parallel_bridged_environments(tmp_path: Path) -> None:
 def test_applies_of_one_environment_race(tmp_path: Path) -> None:
     sd = tmp_path / "state"
     f = _manifest(tmp_path, "race", f"vbc{uniq()}", rand_subnet(), random.randint(20000, 50000))
+    track(sd, "race")
     before = host()
     with ThreadPoolExecutor(max_workers=6) as pool:
         outs = list(pool.map(lambda _: cli(sd, "apply", str(f), "-y"), range(6)))
@@ -153,6 +158,7 @@ def test_run_and_exec_race_destroy(tmp_path: Path) -> None:
     bridge, subnet = f"vbc{uniq()}", rand_subnet()
     port = random.randint(20000, 50000)
     f = _manifest(tmp_path, "racer", bridge, subnet, port)
+    track(sd, "racer")
     # the same environment name and bridge without the published port, in another file
     quiet = tmp_path / "quiet"
     quiet.mkdir()

@@ -23,7 +23,15 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from test_reliability_support import FULL, FULL_IDS, FullEnv, assert_clean, check, host
+from test_reliability_support import (
+    FULL,
+    FULL_IDS,
+    FullEnv,
+    assert_clean,
+    check,
+    cleanup_envs,  # noqa: F401  (autouse fixture)
+    host,
+)
 
 
 def _env(tmp_path: Path) -> FullEnv:

@@ -19,7 +19,15 @@ import signal
 from pathlib import Path
 
 import pytest
-from test_reliability_support import FULL, FULL_IDS, FullEnv, assert_clean, check, host
+from test_reliability_support import (
+    FULL,
+    FULL_IDS,
+    FullEnv,
+    assert_clean,
+    check,
+    cleanup_envs,  # noqa: F401  (autouse fixture)
+    host,
+)
 
 # a full apply (or destroy) journals: begin, intent+done per action, commit
 TOTAL = 2 + 2 * len(FULL_IDS)

@@ -12,10 +12,12 @@ import secrets
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import conftest
+import pytest
 
 FULL = os.environ.get("VBDECL_FULL") == "1"
 REPO = Path(__file__).resolve().parents[2]
@@ -70,6 +72,29 @@ FULL_IDS = [
 ]
 
 
+# (state dir, environment name) of every environment a test may have left live
+_TRACKED: list[tuple[Path, str]] = []
+
+
+def track(state: Path, name: str) -> None:
+    _TRACKED.append((state, name))
+
+
+@pytest.fixture(autouse=True)
+def cleanup_envs() -> Iterator[None]:
+    """After each test (before the leak guard looks), recover and destroy whatever a
+    failed test left applied, so one failure never leaks live environments into the
+    next tests (pytest renames old temp dirs, and leftover mounts would move with them)."""
+    yield
+    while _TRACKED:
+        state, name = _TRACKED.pop()
+        if not (state / "envs" / name).exists():
+            continue
+        cli(state, "recover", name, timeout=120)
+        if (state / "envs" / name / "state.json").exists():
+            cli(state, "destroy", name, "-y", timeout=120)
+
+
 def uniq() -> str:
     return secrets.token_hex(4)
 
@@ -108,6 +133,7 @@ class FullEnv:
         (base / "lower" / "base.txt").write_text("base\n")
         (base / "lower2" / "l2.txt").write_text("l2\n")
         self.path = base / f"{name}.yaml"
+        track(self.state, name)
         self.path.write_text(FULL_MANIFEST.format(
             name=name, bridge=self.bridge, subnet=self.subnet, port=self.port,
             command=json.dumps(command or ["/bin/sleep", "3600"])))

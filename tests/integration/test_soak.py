@@ -17,7 +17,13 @@ import time
 from pathlib import Path
 
 import conftest
-from test_reliability_support import FULL, REPO, assert_clean, host
+from test_reliability_support import (
+    FULL,
+    REPO,
+    assert_clean,
+    cleanup_envs,  # noqa: F401  (autouse fixture)
+    host,
+)
 
 CYCLES = int(os.environ.get("VBDECL_SOAK_CYCLES", "1000" if FULL else "100"))
 

@@ -227,7 +227,7 @@ def _host_lock() -> Iterator[dict[str, Any]]:
         os.close(fd)
 
 
-def _add(ctx: Context, cmds: list[Cmd], families: list[str], what: str, *,
+def _add(ctx: Context, key: str, cmds: list[Cmd], families: list[str], what: str, *,
          localnet: tuple[str, str] | None = None) -> None:
     """Run ``cmds`` in one transaction (creating the table when it is absent)
     and make sure forwarding is on for ``families`` (and route_localnet on
@@ -237,7 +237,7 @@ def _add(ctx: Context, cmds: list[Cmd], families: list[str], what: str, *,
     nft = _nft(ctx)
     with _host_lock() as host:
         _collect(nft, host)
-        _register(host, ctx)
+        _register(host, ctx, key)
         ok, err = nft.try_run(cmds)
         if not ok:
             if "No such file or directory" in err and nft.list_table(FAMILY, TABLE) is None:
@@ -253,14 +253,17 @@ def _add(ctx: Context, cmds: list[Cmd], families: list[str], what: str, *,
             raise
 
 
-def _register(host: dict[str, Any], ctx: Context) -> None:
-    """Remember which process's namespace this instance's NAT objects serve."""
+def _register(host: dict[str, Any], ctx: Context, key: str) -> None:
+    """Remember which process's namespace this instance's NAT objects serve,
+    and which objects (``key``) it has."""
     from vbdecl.sys import netlink
 
     ino = netlink.netns_id(ctx.env_pid)
     if ctx.env_pid is not None and ino is not None:
-        host.setdefault("instances", {})[ctx.instance] = {"pid": ctx.env_pid, "netns": ino,
-                                                          "pidns": shared.pidns()}
+        entry = host.setdefault("instances", {}).setdefault(ctx.instance, {"keys": []})
+        entry.update({"pid": ctx.env_pid, "netns": ino, "pidns": shared.pidns()})
+        if key not in entry.setdefault("keys", []):
+            entry["keys"].append(key)
 
 
 def _collect(nft: Any, host: dict[str, Any]) -> list[str]:
@@ -323,7 +326,7 @@ def _undo_of(cmds: list[Cmd]) -> list[Cmd]:
     return out
 
 
-def _remove(ctx: Context, cmds: list[Cmd], what: str, *, localnet_key: str | None = None) -> None:
+def _remove(ctx: Context, key: str, cmds: list[Cmd], what: str, *, localnet_key: str | None = None) -> None:
     """Run the delete ``cmds`` (tolerating objects already gone); delete the
     table when no environment is left in it, and give forwarding back."""
     from vbdecl.sys.nft import translate
@@ -333,20 +336,27 @@ def _remove(ctx: Context, cmds: list[Cmd], what: str, *, localnet_key: str | Non
         if localnet_key is not None:
             _localnet_off(host, localnet_key)
         ok, err = nft.try_run(cmds)
+        _collect(nft, host)
         if not ok:
             if "No such file or directory" not in err:
                 raise translate(err, what)
             for cmd in cmds:  # partly gone already: remove what is left, one by one
                 nft.try_run([cmd])
+        registry = host.setdefault("instances", {})
+        own = registry.get(ctx.instance)
+        if own is not None and key in own.get("keys", []):
+            own["keys"].remove(key)
+        if own is not None and not own.get("keys"):
+            registry.pop(ctx.instance, None)
+        if any(info.get("keys") for inst, info in registry.items() if inst != ctx.instance):
+            return               # a registered environment still has objects: no need to look
         items = nft.list_table(FAMILY, TABLE)
         if items is not None:
             chains = {i["chain"]["name"] for i in items if "chain" in i}
-            if not any(c.startswith(f"{ctx.instance}-") for c in chains):
-                host.setdefault("instances", {}).pop(ctx.instance, None)
             if chains - BASE_CHAINS:
                 return           # other environments (of any state root) still use it
             nft.run(delete_table_commands(), what=what)
-        host.setdefault("instances", {}).pop(ctx.instance, None)
+        registry.pop(ctx.instance, None)
         _forward_restore(host)
 
 
@@ -459,7 +469,8 @@ class Masquerade:
         addrs6 = [a6] if a6 else []
         fams = (["4"] if addrs4 else []) + (["6"] if addrs6 else [])
         try:
-            _add(ctx, masquerade_add(ctx.instance, egress, addrs4, addrs6), fams, "adding the masquerade rule")
+            _add(ctx, f"{ctx.instance}/masq", masquerade_add(ctx.instance, egress, addrs4, addrs6), fams,
+                 "adding the masquerade rule")
         except ConflictError as err:
             raise ConflictError(f"address {a4 or a6} is already masqueraded by another environment",
                                 hint="two environments share an address; destroy the stale one") from err
@@ -467,7 +478,8 @@ class Masquerade:
                 "addresses6": addrs6}
 
     def revert(self, ctx: Context, record: Record) -> None:
-        _remove(ctx, masquerade_delete(ctx.instance, record["addresses4"], record["addresses6"]),
+        _remove(ctx, f"{ctx.instance}/masq",
+                masquerade_delete(ctx.instance, record["addresses4"], record["addresses6"]),
                 "removing the masquerade rule")
 
     def update(self, ctx: Context, params: Params, record: Record) -> Record:
@@ -507,7 +519,7 @@ class Port:
         loopback = a4 is not None and (host_ip is None or ipaddress.ip_address(host_ip).is_loopback)
         localnet = (str(bridge), key) if loopback and bridge else None
         try:
-            _add(ctx, port_add(ctx.instance, params, a4, a6), fams, f"publishing port {host_port}/{proto}",
+            _add(ctx, key, port_add(ctx.instance, params, a4, a6), fams, f"publishing port {host_port}/{proto}",
                  localnet=localnet)
         except ConflictError as err:
             raise ConflictError(f"host port {host_port}/{proto} is already published by another environment",
@@ -518,7 +530,7 @@ class Port:
 
     def revert(self, ctx: Context, record: Record) -> None:
         key = f"{ctx.instance}/{record['protocol']}/{record['host']}"
-        _remove(ctx, port_delete(ctx.instance, record["protocol"], record["host"]),
+        _remove(ctx, key, port_delete(ctx.instance, record["protocol"], record["host"]),
                 f"removing published port {record['host']}/{record['protocol']}",
                 localnet_key=key if record.get("localnet") else None)
 

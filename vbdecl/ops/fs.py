@@ -315,9 +315,10 @@ class _MountJob(_Job):
 class _UndoJob(_Job):
     """Unmount ``targets`` (top mount each, in order) and remove ``created`` paths if empty."""
 
-    def __init__(self, targets: list[str], created: list[str]) -> None:
+    def __init__(self, targets: list[str], created: list[str], *, own_file: str | None = None) -> None:
         self.targets = targets
         self.created = created
+        self.own_file = own_file
 
     def root(self, b: Any) -> Any:
         from vbdecl.sys import mount as m
@@ -328,12 +329,13 @@ class _UndoJob(_Job):
             except OSError as exc:
                 if exc.errno not in (errno.EINVAL, errno.ENOENT):
                     raise
-        _remove_created(b.root_fd, self.created)
+        _remove_created(b.root_fd, self.created, own_file=self.own_file)
         return None
 
 
-def _remove_created(root_fd: int, created: list[str]) -> None:
-    """Remove what an action created, newest first: empty dirs, empty files, symlinks."""
+def _remove_created(root_fd: int, created: list[str], *, own_file: str | None = None) -> None:
+    """Remove what an action created, newest first: empty dirs, empty files, symlinks,
+    and ``own_file`` (the regular file a ``file`` action wrote) whatever its size."""
     from vbdecl.runtime.rootfs import _close, resolve
 
     for path in reversed(created):
@@ -346,7 +348,8 @@ def _remove_created(root_fd: int, created: list[str]) -> None:
             st = os.stat(name, dir_fd=pfd, follow_symlinks=False)
             if stat.S_ISDIR(st.st_mode):
                 os.rmdir(name, dir_fd=pfd)
-            elif stat.S_ISLNK(st.st_mode) or (stat.S_ISREG(st.st_mode) and st.st_size == 0):
+            elif stat.S_ISLNK(st.st_mode) or (stat.S_ISREG(st.st_mode)
+                                              and (st.st_size == 0 or path == own_file)):
                 os.unlink(name, dir_fd=pfd)
         except OSError:
             pass
@@ -444,7 +447,8 @@ class _PathOp(_FsOp):
     def revert(self, ctx: Context, record: Record) -> None:
         if not _same_env(ctx, record) or not record.get("created"):
             return
-        _in_env(ctx, _UndoJob([], list(record["created"])))
+        own = record.get("target") if self.kind == "file" else None
+        _in_env(ctx, _UndoJob([], list(record["created"]), own_file=own))
 
     def probe(self, ctx: Context, params: Params, record: Record | None) -> Record | None:
         from vbdecl.runtime.rootfs import _close, resolve

@@ -155,9 +155,6 @@ def test_update_fault_keeps_the_previous_revision(tmp_path: Path, which: int) ->
     assert_clean(before, "after destroy")
 
 
-@pytest.mark.xfail(reason="fs.file revert keeps a file with content (ops/fs.py _remove_created removes only "
-                          "empty files), so removing a file entry in place leaves it in the live environment, "
-                          "and an update's rollback re-creates over it with the record created=[]", strict=False)
 def test_removing_a_file_entry_in_place_removes_the_file(tmp_path: Path) -> None:
     env = _env(tmp_path)
     before = host()

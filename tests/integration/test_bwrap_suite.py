@@ -150,6 +150,7 @@ def _run_suite(work: Path, bwrap: str, who: str, as_user: tuple[int, int] | None
     jobs = [(s, ["bash", f"{s}.vb" if vb and s == "test-run.sh" else s]) for s in SCRIPTS]
     if os.path.exists(work / "try-syscall"):
         jobs.append(("test-seccomp.py", [SYSTEM_PYTHON, "test-seccomp.py"]))
+    before = set(Path("/tmp").glob("bwrap-test-*"))
     for name, cmd in jobs:
         proc = subprocess.Popen([*prefix, *cmd], cwd=work, env=env, stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, text=True, start_new_session=True)
@@ -173,6 +174,8 @@ def _run_suite(work: Path, bwrap: str, who: str, as_user: tuple[int, int] | None
         if proc.returncode != 0:
             tail = [line for line in err.splitlines() if not line.startswith("#")][-6:]
             result["failed"].add(f"{name}: after {len(passed) + len(skipped)} cases: {' | '.join(tail)}")
+    for leftover in set(Path("/tmp").glob("bwrap-test-*")) - before:
+        leftover.unlink(missing_ok=True)    # test-run.sh's mktemp files, never removed by it
     print(f"{who} {'vb' if vb else 'bwrap'}: passed {len(result['passed'])}, skipped "
           f"{len(result['skipped'])}, failed {len(result['failed'])}")
     return result

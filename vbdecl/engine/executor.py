@@ -28,7 +28,6 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from vbdecl.engine import changes as changes_mod
 from vbdecl.engine import journal as journal_mod
 from vbdecl.engine import lock as lock_mod
 from vbdecl.engine import paths, store
@@ -278,16 +277,10 @@ class Session:
         self.instance = (state or {}).get("instance") or ""
         self._reset(copy.deepcopy(resources))
         self._load_context((state or {}).get("plan") or plan)
-        try:
-            from vbdecl.plan import diff as planner_diff
-        except ImportError:  # the planner's diff is optional for the engine
-            planner_diff = None  # type: ignore[assignment]
-        if planner_diff is not None:
-            live = self.live() if (probe and resources) else None
-            return ChangeSet(list(planner_diff.changes(plan, state, live)))
-        prober = self._probe_one if (probe and resources) else None
-        return changes_mod.compute(resources, (state or {}).get("plan"), plan,
-                                   can_update=_can_update, probe=prober)
+        from vbdecl.plan.diff import changes
+
+        live = self.live() if (probe and resources) else None
+        return ChangeSet(list(changes(plan, state, live)))
 
     def live(self) -> dict[str, Any]:
         """``{id: live record or None}`` for every resource whose probe worked.
@@ -309,21 +302,6 @@ class Session:
                 found = {k: found.get(k) for k in record}
             out[rid] = found
         return out
-
-    def _probe_one(self, rid: str, res: Resource) -> str | None:
-        try:
-            op = _op(res["kind"])
-            live = op.probe(self._ctx(), res.get("params") or {}, res.get("record"))
-        except Exception as exc:
-            self.engine.emit("probe.failed", id=rid, error=str(exc))
-            return None
-        if live is None:
-            return "gone"
-        record = res.get("record") or {}
-        diff = sorted(k for k in live if k in record and live[k] != record[k])
-        if diff:
-            return ", ".join(f"{k} {record[k]!r} -> {live[k]!r}" for k in diff)
-        return None
 
     def check_fresh(self, saved: dict[str, Any]) -> None:
         """Refuse a saved plan made against another state (lineage/serial), by

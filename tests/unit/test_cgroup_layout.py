@@ -4,6 +4,7 @@ availability checks, and the whole v2 code path on a FAKE cgroup2 tree
 
 from __future__ import annotations
 
+import errno
 import os
 from pathlib import Path
 from typing import Any
@@ -277,16 +278,32 @@ def test_v2_fake_tree_missing_controller_error_or_warning(fake_v2: cg.Layout) ->
         Group().revert(ctx, rec)
 
 
-def test_v2_fake_tree_parent_kept_when_not_ours(fake_v2: cg.Layout) -> None:
+def test_v2_fake_tree_parent_goes_with_its_last_environment(
+        fake_v2: cg.Layout, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The shared parent is removed by whichever environment leaves it empty,
+    also when another one created it, and kept while another environment is inside."""
     parent = Path(fake_v2.unified or "", "vbdecl")
     cg._mkdir(str(parent))
     a = cg.create_group(fake_v2, "vb-0000fa31", ["memory"])
-    assert a["parents_created"] == []
+    b = cg.create_group(fake_v2, "vb-0000fa32", ["memory"])
+    assert a["parents_created"] == [] and b["parents_created"] == []
+    real_rmdir = cg._rmdir
+
+    def rmdir(path: str) -> None:
+        # A fake tree holds plain files where cgroupfs has none: drop them as the kernel would.
+        if os.path.basename(path) == "vbdecl" and any(
+                p.is_dir() for p in Path(path).iterdir()):
+            raise OSError(errno.EBUSY, "busy")
+        for p in Path(path).iterdir():
+            if p.is_file():
+                p.unlink()
+        real_rmdir(path)
+
+    monkeypatch.setattr(cg, "_rmdir", rmdir)
     cg.remove_group(a)
-    assert parent.is_dir()
-    for p in parent.iterdir():
-        p.unlink()
-    parent.rmdir()
+    assert parent.is_dir()       # b is still inside
+    cg.remove_group(b)
+    assert not parent.exists()   # the last one out removes it
 
 
 def test_fake_hybrid_tracking_dir_is_optional(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

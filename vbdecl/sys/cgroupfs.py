@@ -764,7 +764,7 @@ def _freeze(path: str, on: bool) -> None:
 
 def remove_group(record: dict[str, Any], timeout: float = _KILL_WAIT_S) -> None:
     """Kill what is left inside, remove the directories the record created, and the
-    ``vbdecl`` parents it created if they are empty. Idempotent."""
+    ``vbdecl`` parents if they are empty. Idempotent."""
     kill_all(record, timeout)
     deadline = time.monotonic() + timeout
     for path in reversed(record.get("created", [])):
@@ -784,7 +784,13 @@ def remove_group(record: dict[str, Any], timeout: float = _KILL_WAIT_S) -> None:
                             "a process or a child cgroup is still inside; retry "
                             "`vbdecl destroy`") from None
             break
-    for parent in record.get("parents_created", []):
+    # The shared ``vbdecl`` parents go with their last environment, whoever created
+    # them: rmdir only succeeds on an empty cgroup, and a concurrent create_group
+    # that loses its parent this way retries.
+    parents = dict.fromkeys([*record.get("parents_created", []),
+                             *(os.path.dirname(p) for p in record.get("created", [])
+                               if os.path.basename(os.path.dirname(p)) == PARENT)])
+    for parent in parents:
         try:
             _rmdir(parent)
         except OSError as exc:

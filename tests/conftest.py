@@ -175,20 +175,13 @@ def _descendants() -> set[str]:
     return out
 
 
-# host-wide files that stay once made: the global lock and the two slots of the shared
-# network database (vbdecl/net/shared.py); their content is checked by _shared_net()
-_STATE_FIXTURES = {"global.lock", "net.0.json", "net.1.json"}
-
-
 def _state_dirs() -> set[str]:
     """Everything (3 levels deep) under vbdecl's default state and runtime roots."""
     out = set()
     for root in _STATE_ROOTS:
         for dirpath, dirnames, filenames in os.walk(root):
-            depth = dirpath[len(root):].count("/")
-            out |= {f"{dirpath}/{n}" for n in [*dirnames, *filenames]
-                    if depth or n not in _STATE_FIXTURES}
-            if depth >= 2:
+            out |= {f"{dirpath}/{n}" for n in [*dirnames, *filenames]}
+            if dirpath[len(root):].count("/") >= 2:
                 dirnames.clear()
     return out
 

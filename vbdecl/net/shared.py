@@ -17,7 +17,9 @@ under a host-wide lock by :mod:`vbdecl.ops.nat`.)
 
 Users are lists of instance ids, not counters, so that every change is
 idempotent (a revert that runs twice releases once). Every read-modify-write
-happens under the short global lock (``<state_root>/global.lock``).
+happens under the short global lock (``<state_root>/global.lock``). When
+nothing shared is left, the files (the lock included) are removed: a host
+without environments keeps nothing of vbdecl's.
 """
 
 from __future__ import annotations
@@ -51,9 +53,18 @@ def _global_lock(root: Path) -> Iterator[None]:
     """``<state_root>/global.lock``: the same flock as vbdecl.engine.lock.global_lock
     (so the two exclude each other), without its holder bookkeeping, which
     costs more than the allocations it would guard here."""
-    fd = os.open(root / "global.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-    try:
+    path = root / "global.lock"
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            if os.stat(path).st_ino == os.fstat(fd).st_ino:
+                break
+        except FileNotFoundError:
+            pass
+        # The last user removed the lock file while we waited: lock the new one.
+        os.close(fd)
+    try:
         yield
     finally:
         os.close(fd)
@@ -129,7 +140,12 @@ def locked(state_dir: str) -> Iterator[dict[str, Any]]:
         gen, slot, data = _read_slots(root)
         before = json.dumps(data, sort_keys=True)
         yield data
-        if json.dumps(data, sort_keys=True) != before:
+        if not any(data[k] for k in ("bridges", "leases", "instances")):
+            # Nothing shared is left: leave no files behind on the host.
+            for name in (*SLOTS, "global.lock"):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(root / name)
+        elif json.dumps(data, sort_keys=True) != before:
             _write_slot(root / SLOTS[slot], gen + 1, data)
 
 

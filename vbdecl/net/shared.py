@@ -25,7 +25,6 @@ without environments keeps nothing of vbdecl's.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import os
 import zlib
@@ -53,17 +52,9 @@ def _global_lock(root: Path) -> Iterator[None]:
     """``<state_root>/global.lock``: the same flock as vbdecl.engine.lock.global_lock
     (so the two exclude each other), without its holder bookkeeping, which
     costs more than the allocations it would guard here."""
-    path = root / "global.lock"
-    while True:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        try:
-            if os.stat(path).st_ino == os.fstat(fd).st_ino:
-                break
-        except FileNotFoundError:
-            pass
-        # The last user removed the lock file while we waited: lock the new one.
-        os.close(fd)
+    from vbdecl.sys.flock import lock
+
+    fd = lock(root / "global.lock")
     try:
         yield
     finally:

@@ -24,7 +24,6 @@ when the last goes, only if vbdecl was the one to switch it on.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import ipaddress
 import json
 import os
@@ -205,11 +204,13 @@ def _host_dir() -> str:
 @contextlib.contextmanager
 def _host_lock() -> Iterator[dict[str, Any]]:
     """The host-wide NAT lock, and the saved forwarding state (written back)."""
+    from vbdecl.sys.flock import lock
+
     base = _host_dir()
-    fd = os.open(os.path.join(base, "vbdecl-nat.lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    lock_path = os.path.join(base, "vbdecl-nat.lock")
     path = os.path.join(base, "vbdecl-nat.json")
+    fd = lock(lock_path)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
         try:
             with open(path) as f:
                 data: dict[str, Any] = json.load(f)
@@ -218,7 +219,12 @@ def _host_lock() -> Iterator[dict[str, Any]]:
         data.setdefault("forward", {})
         before = json.dumps(data, sort_keys=True)
         yield data
-        if json.dumps(data, sort_keys=True) != before:
+        if not any(data.values()):
+            # Nothing saved and no environment registered: leave no files behind.
+            for name in (path, lock_path):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(name)
+        elif json.dumps(data, sort_keys=True) != before:
             tmp = f"{path}.{os.getpid()}.tmp"
             with open(tmp, "w") as f:
                 json.dump(data, f, sort_keys=True)

@@ -34,7 +34,13 @@ STOP_TIMEOUT = 5.0
 # --- env.namespaces ----------------------------------------------------------------
 
 def start_env(*, spec: dict[str, Any], instance: str, runtime_dir: str) -> dict[str, Any]:
-    from vbdecl.runtime.spawn import _above, _child_error, _config, _read_msg, resolve_namespaces
+    from vbdecl.runtime.spawn import (
+        _child_error,
+        _config,
+        _read_msg,
+        fork_holder,
+        resolve_namespaces,
+    )
 
     nsd, idmap, _ = resolve_namespaces(spec)
     cfg = _config(spec, nsd, instance, runtime_dir, None)
@@ -50,21 +56,7 @@ def start_env(*, spec: dict[str, Any], instance: str, runtime_dir: str) -> dict[
         cfg.lock_fd = lock_fd
     cfg.keep_fds = []
     os.makedirs(os.path.join(runtime_dir, "ns"), mode=0o700, exist_ok=True)
-    c2p_r, c2p_w = os.pipe2(os.O_CLOEXEC)
-    p2c_r, p2c_w = os.pipe2(os.O_CLOEXEC)
-    c2p_r, c2p_w, p2c_r, p2c_w = (_above(fd, max(2, lock_fd)) for fd in (c2p_r, c2p_w, p2c_r, p2c_w))
-    cfg.c2p, cfg.p2c = c2p_w, p2c_r
-    pid = os.fork()
-    if pid == 0:
-        try:
-            os.close(c2p_r)
-            os.close(p2c_w)
-            signal.pthread_sigmask(signal.SIG_BLOCK, C.FORWARDED)
-        except BaseException:
-            os._exit(125)
-        C.holder_main(cfg, os.getppid())
-    os.close(c2p_w)
-    os.close(p2c_r)
+    pid, c2p_r, p2c_w = fork_holder(cfg, max(2, lock_fd))
     init_pid = -1
     record: dict[str, Any] = {}
     try:

@@ -140,6 +140,28 @@ def _child_error(payload: bytes) -> RuntimeSetupError:
     return err
 
 
+def fork_holder(cfg: C.ChildConfig, floor: int) -> tuple[int, int, int]:
+    """Fork the holder (which creates the namespaces) with its two checked
+    CLOEXEC pipes, kept above ``floor``; returns (pid, read end, write end)."""
+    c2p_r, c2p_w = os.pipe2(os.O_CLOEXEC)
+    p2c_r, p2c_w = os.pipe2(os.O_CLOEXEC)
+    c2p_r, c2p_w, p2c_r, p2c_w = (_above(fd, floor) for fd in (c2p_r, c2p_w, p2c_r, p2c_w))
+    cfg.c2p, cfg.p2c = c2p_w, p2c_r
+    parent = os.getpid()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.close(c2p_r)
+            os.close(p2c_w)
+            signal.pthread_sigmask(signal.SIG_BLOCK, C.FORWARDED)
+        except BaseException:
+            os._exit(125)
+        C.holder_main(cfg, parent)
+    os.close(c2p_w)
+    os.close(p2c_r)
+    return pid, c2p_r, p2c_w
+
+
 def _above(fd: int, floor: int) -> int:
     if fd > floor:
         return fd
@@ -225,26 +247,10 @@ def _spawn_and_wait(cfg: C.ChildConfig, nsd: dict[str, Any], idmap: dict[str, An
                     spec: dict[str, Any], name: str, actions: list[dict[str, Any]],
                     sink: EventSink, result: RunResult, forward_signals: bool,
                     state_dir: str | None, set_tx: Any, warnings: list[str]) -> None:
-    floor = max([2, cfg.lock_fd, *cfg.keep_fds])
-    c2p_r, c2p_w = os.pipe2(os.O_CLOEXEC)
-    p2c_r, p2c_w = os.pipe2(os.O_CLOEXEC)
-    c2p_r, c2p_w, p2c_r, p2c_w = (_above(fd, floor) for fd in (c2p_r, c2p_w, p2c_r, p2c_w))
-    cfg.c2p, cfg.p2c = c2p_w, p2c_r
     old_mask: set[Any] | None = None
     if forward_signals:
         old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, {*PARENT_FORWARDED, signal.SIGCHLD})
-    parent = os.getpid()
-    pid = os.fork()
-    if pid == 0:
-        try:
-            os.close(c2p_r)
-            os.close(p2c_w)
-            signal.pthread_sigmask(signal.SIG_BLOCK, C.FORWARDED)
-        except BaseException:
-            os._exit(125)
-        C.holder_main(cfg, parent)
-    os.close(c2p_w)
-    os.close(p2c_r)
+    pid, c2p_r, p2c_w = fork_holder(cfg, max([2, cfg.lock_fd, *cfg.keep_fds]))
     holder_status: int | None = None
     try:
         error: VbdeclError | None = None

@@ -41,9 +41,12 @@ class Namespaces:
         return text
 
     def probe(self, ctx: Context, params: Params, record: Record | None) -> Record | None:
-        from vbdecl.runtime.live import env_alive
+        from vbdecl.runtime.live import env_alive, find_env
 
-        return record if record and env_alive(record) else None
+        if record is None:
+            # Recovery of an apply killed before its record was journaled.
+            return find_env(ctx.instance, ctx.runtime_dir)
+        return record if env_alive(record) else None
 
     def apply(self, ctx: Context, params: Params) -> Record:
         from vbdecl.runtime.live import start_env

@@ -70,6 +70,7 @@ def start_env(*, spec: dict[str, Any], instance: str, runtime_dir: str) -> dict[
         if msg is None or msg[0] != C.MSG_PID:
             raise _child_error(msg[1]) if msg else RuntimeSetupError("the environment's init exited during setup")
         init_pid = struct.unpack("=i", msg[1])[0]
+        _write_init_file(runtime_dir, init_pid)
         msg = _read_msg(c2p_r)
         if msg is not None:
             raise _child_error(msg[1]) if msg[0] == C.MSG_ERROR else RuntimeSetupError("sync protocol violation")
@@ -113,6 +114,34 @@ def start_env(*, spec: dict[str, Any], instance: str, runtime_dir: str) -> dict[
     return record
 
 
+INIT_FILE = "init.json"
+
+
+def _write_init_file(runtime_dir: str, pid: int) -> None:
+    """Name the init in the runtime dir before anything else, so that recovery of an
+    apply killed before it journaled the env record still finds it (find_env)."""
+    data = json.dumps({"pid": pid, "start_time": sysproc.start_time(pid)}).encode()
+    tmp = os.path.join(runtime_dir, f".{INIT_FILE}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    try:
+        os.write(fd, data)
+    finally:
+        os.close(fd)
+    os.replace(tmp, os.path.join(runtime_dir, INIT_FILE))
+
+
+def find_env(instance: str, runtime_dir: str) -> dict[str, Any] | None:
+    """The record of a live init of ``instance`` known only from its runtime dir."""
+    try:
+        with open(os.path.join(runtime_dir, INIT_FILE), "rb") as f:
+            found = json.loads(f.read())
+        record = {"instance": instance, "pid": int(found["pid"]),
+                  "start_time": found.get("start_time"), "runtime_dir": runtime_dir, "pins": {}}
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return record if env_alive(record) else None
+
+
 def _reap(pid: int) -> None:
     try:
         os.waitpid(pid, 0)
@@ -152,6 +181,11 @@ def _wait_gone(pid: int, started: int | None, timeout: float = STOP_TIMEOUT) -> 
 
 
 def _remove_runtime(runtime_dir: str) -> None:
+    for name in (INIT_FILE, f".{INIT_FILE}.tmp"):
+        try:
+            os.unlink(os.path.join(runtime_dir, name))
+        except OSError:
+            pass
     ns_dir = os.path.join(runtime_dir, "ns")
     if os.path.isdir(ns_dir):
         for name in os.listdir(ns_dir):

@@ -39,8 +39,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 _OURS = ("vbdecl", "vb-")
 # where vbdecl stages or writes temporary things (runtime/rootfs.py STAGING_BASES, cli crash logs)
-_TMP_BASES = ("/tmp", "/run", "/run/lock", "/var/tmp", "/mnt", "/dev/shm")
-_TMP_PREFIXES = (".vbdecl", "vbdecl-stage", "vbdecl-crash-", "vbdecl-nat", "vb-")
+_TMP_BASES = ("/tmp", "/run", "/var/tmp", "/mnt", "/dev/shm")
+_TMP_PREFIXES = (".vbdecl", "vbdecl-stage", "vbdecl-crash-", "vb-")
 # vbdecl's default state and runtime roots (tests use --state-dir; nothing may land here)
 _STATE_ROOTS = ("/run/vbdecl", "/var/lib/vbdecl")
 # processes started during a test carry this variable (fork and exec inherit it), so a

@@ -184,7 +184,9 @@ def port_delete(instance: str, protocol: str, host_port: int) -> list[Cmd]:
 # beside the lock, on tmpfs: after a reboot the table and the sysctls are back
 # to the host's defaults, and so is that file.
 
-LOCK_DIRS = ("/run/lock", "/run", "/var/lock")
+# Root-owned and private: never a world-writable directory such as /run/lock, where
+# another user could plant a symlink for root to write through, or forge the state.
+HOST_DIR = "/run/vbdecl"
 BASE_CHAINS = {"postrouting", "prerouting", "output", "guard"}
 
 
@@ -195,10 +197,20 @@ def _nft(ctx: Context) -> Any:
 
 
 def _host_dir() -> str:
-    for d in LOCK_DIRS:
-        if os.path.isdir(d) and os.access(d, os.W_OK):
-            return d
-    raise SysError("no writable /run/lock for vbdecl's NAT lock", hint="run as root")
+    """HOST_DIR, created 0700; refused unless it is a real directory of ours
+    that nobody else can write to."""
+    import stat
+
+    try:
+        os.makedirs(HOST_DIR, mode=0o700, exist_ok=True)
+        st = os.lstat(HOST_DIR)
+    except OSError as exc:
+        raise SysError(f"cannot create {HOST_DIR} for vbdecl's NAT bookkeeping: {exc.strerror}",
+                       errno=exc.errno or 0, hint="NAT needs root: run as root") from None
+    if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.geteuid() or st.st_mode & 0o022:
+        raise SysError(f"{HOST_DIR} is not a private directory owned by uid {os.geteuid()}",
+                       hint="remove it (it should be created by vbdecl, mode 0700) and retry")
+    return HOST_DIR
 
 
 @contextlib.contextmanager
@@ -207,12 +219,13 @@ def _host_lock() -> Iterator[dict[str, Any]]:
     from vbdecl.sys.flock import lock
 
     base = _host_dir()
-    lock_path = os.path.join(base, "vbdecl-nat.lock")
-    path = os.path.join(base, "vbdecl-nat.json")
+    lock_path = os.path.join(base, "nat.lock")
+    path = os.path.join(base, "nat.json")
     fd = lock(lock_path)
     try:
         try:
-            with open(path) as f:
+            fd_json = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            with os.fdopen(fd_json) as f:
                 data: dict[str, Any] = json.load(f)
         except (OSError, ValueError):
             data = {}
@@ -225,8 +238,10 @@ def _host_lock() -> Iterator[dict[str, Any]]:
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(name)
         elif json.dumps(data, sort_keys=True) != before:
-            tmp = f"{path}.{os.getpid()}.tmp"
-            with open(tmp, "w") as f:
+            import tempfile
+
+            tmp_fd, tmp = tempfile.mkstemp(dir=base, prefix=".nat-", suffix=".tmp")
+            with os.fdopen(tmp_fd, "w") as f:
                 json.dump(data, f, sort_keys=True)
             os.replace(tmp, path)
     finally:

@@ -126,7 +126,11 @@ class Engine:
                              hint="vbdecl ls lists the environments")
         lock = lock_mod.env_lock(name, self.state_dir, timeout=self.lock_timeout,
                                  command=self.command)
-        s = Session(self, name, lock)
+        try:
+            s = Session(self, name, lock)
+        except BaseException:
+            lock.release()   # e.g. an unreadable state.json: never keep the lock past the error
+            raise
         try:
             if recover:
                 s.recover()
@@ -192,10 +196,12 @@ class Session:
             self.journal.close()
             self.journal = None
         if self.lock is not None:
-            self._rotate_journal()
-            self._forget_if_empty()
-            self.lock.release()
-            self.lock = None
+            try:
+                self._rotate_journal()
+                self._forget_if_empty()
+            finally:
+                self.lock.release()
+                self.lock = None
 
     # --- plumbing -------------------------------------------------------------
 
@@ -365,8 +371,11 @@ class Session:
         except BaseException as exc:
             err = exc if isinstance(exc, ActionError) else _wrap(exc, rid, _VERB[step])
             self.engine.emit("action.failed", id=rid, step=step, error=err.message)
-            revert_errors = self._rollback(self._txn_entries(), fresh=old_state is None,
-                                           base_revision=base_rev)
+            try:
+                revert_errors = self._rollback(self._txn_entries(), fresh=old_state is None,
+                                               base_revision=base_rev)
+            except BaseException as rb:   # the rollback itself broke: never hide the original
+                revert_errors = [_wrap(rb, rid, "rollback")]
             if revert_errors:
                 err.revert_errors.extend(revert_errors)
                 err.hint = (f"the rollback did not finish; fix the cause, then run "

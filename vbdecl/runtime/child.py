@@ -29,7 +29,6 @@ import json
 import os
 import signal
 import struct
-import sys
 from typing import Any, NoReturn
 
 from vbdecl.sys import ns as sysns
@@ -245,8 +244,7 @@ def _after_go(cfg: ChildConfig) -> None:
 
 def _setup_root(cfg: ChildConfig) -> None:
     sec = _security()
-    if sec is not None:
-        sec.prepare_in_child(cfg.spec)    # disable_userns: needs the host /proc, before pivot
+    sec.prepare_in_child(cfg.spec)    # disable_userns: needs the host /proc, before pivot
     if not cfg.needs_root:
         return
     preload(cfg.spec, sec)
@@ -264,28 +262,10 @@ def preload(spec: dict[str, Any], sec: Any) -> None:
     import importlib
 
     if (spec.get("limits") or {}).get("rlimits"):
-        try:
-            importlib.import_module("vbdecl.sys.rlimit")
-        except ImportError:
-            import resource  # noqa: F401  (the stdlib fallback in _stdlib_rlimits)
-    if sec is not None and hasattr(sec, "preload"):
-        sec.preload(spec)
-        # apply_in_child imports the seccomp module even for seccomp: off
-        importlib.import_module("vbdecl.sys.seccomp")
-    elif sec is not None:
-        for name in ("vbdecl.sys.caps", "vbdecl.sys.landlock", "vbdecl.sys.seccomp",
-                     "vbdecl.model.names"):
-            try:
-                importlib.import_module(name)
-            except ImportError:
-                pass
-        setting = (spec.get("security") or {}).get("seccomp")
-        if setting not in (None, "off", False):
-            profile = sec.default_profile()
-            sec.default_profile = lambda: json.loads(json.dumps(profile))
-            seccomp = sys.modules.get("vbdecl.sys.seccomp")
-            if seccomp is not None:
-                seccomp.binding()
+        importlib.import_module("vbdecl.sys.rlimit")
+    sec.preload(spec)
+    # apply_in_child imports the seccomp module even for seccomp: off
+    importlib.import_module("vbdecl.sys.seccomp")
 
 
 # --- pid 1 --------------------------------------------------------------------------
@@ -414,8 +394,6 @@ def _exec_process(cfg: ChildConfig) -> None:
     if rl:
         _apply_rlimits(rl)
     sec = _security()
-    if sec is None:
-        _set_ids(proc)
     keep = [fd for fd in proc.get("inherit_fds") or [] if fd > 2]
     for fd in keep:
         try:
@@ -428,9 +406,8 @@ def _exec_process(cfg: ChildConfig) -> None:
     if isinstance(userns2, int):      # vb --userns2: switch user namespace after setup
         sysns.setns(userns2, sysns.CLONE_NEWUSER, what=f"--userns2 fd {userns2}")
         os.close(userns2)
-    if sec is not None:
-        # ids, capabilities, no_new_privs, Landlock, seccomp (last)
-        sec.apply_in_child(spec)
+    # ids, capabilities, no_new_privs, Landlock, seccomp (last)
+    sec.apply_in_child(spec)
     file = argv[0]
     if proc.get("argv0"):
         argv[0] = proc["argv0"]
@@ -463,50 +440,17 @@ def build_env(proc: dict[str, Any]) -> dict[str, str]:
 
 
 def _apply_rlimits(rlimits: dict[str, Any]) -> None:
-    try:
-        from vbdecl.sys.rlimit import apply_rlimits
-    except ImportError:
-        apply_rlimits = _stdlib_rlimits
+    from vbdecl.sys.rlimit import apply_rlimits
+
     apply_rlimits(rlimits)
 
 
-def _stdlib_rlimits(rlimits: dict[str, Any]) -> None:
-    import resource
-
-    for name, value in rlimits.items():
-        soft, hard = (value, value) if isinstance(value, int) else value
-        what = getattr(resource, f"RLIMIT_{name.upper()}", None)
-        if what is None:
-            raise SetupFailure(125, f"limits.rlimits: unknown resource {name}")
-        try:
-            resource.setrlimit(what, (soft, hard))
-        except (OSError, ValueError) as exc:
-            raise SetupFailure(125, f"limits.rlimits.{name}: cannot set {soft}/{hard}: {exc}",
-                               "raising a hard limit needs root") from None
-
-
-def _set_ids(proc: dict[str, Any]) -> None:
-    uid, gid = int(proc.get("user", 0)), int(proc.get("group", 0))
-    try:
-        os.setgroups([])
-    except OSError:
-        pass   # setgroups is denied in an unprivileged user namespace
-    try:
-        os.setresgid(gid, gid, gid)
-        os.setresuid(uid, uid, uid)
-    except OSError as exc:
-        raise SetupFailure(125, f"cannot switch to process.user {uid} / process.group {gid}: {exc.strerror}",
-                           "the ids must be mapped in the user namespace (idmap)") from None
-
-
 def _security() -> Any:
-    """vbdecl.ops.sec, or None when it is not installed."""
+    """vbdecl.ops.sec, imported at the point of use. It is part of vbdecl: a sandbox
+    never runs without its security layer (an import error is a setup failure)."""
     import importlib
 
-    try:
-        return importlib.import_module("vbdecl.ops.sec")
-    except ImportError:
-        return None
+    return importlib.import_module("vbdecl.ops.sec")
 
 
 def _execvpe(file: str, argv: list[str], env: dict[str, str]) -> NoReturn:

@@ -211,12 +211,7 @@ def run_spec(spec: dict[str, Any], *, name: str = "sandbox", actions: list[dict[
             lock_fd = acquire(status["lock_file"])
         sink = EventSink(path=status.get("events"), fds=event_fds, callback=on_event)
         result.events = sink.history
-        sec = C._security()
-        if sec is None:
-            warnings.append("vbdecl.ops.sec is not available: capabilities, no_new_privs, "
-                            "Landlock and seccomp are not applied")
-        else:
-            spec = sec.load_host_files(spec)
+        spec = C._security().load_host_files(spec)
         if spec.get("rootfs") or spec.get("filesystem"):
             # setup_root stages in a tmpfs inside the sandbox: nothing is created here.
             from vbdecl.engine.paths import runtime_root

@@ -30,7 +30,8 @@ def _command_of(argv: list[str]) -> str | None:
 
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
-    if _command_of(args) in FAST_COMMANDS and "--help" not in args and "-h" not in args:
+    ours = args[:args.index("--")] if "--" in args else args   # the rest is the sandbox's command
+    if _command_of(args) in FAST_COMMANDS and "--help" not in ours and "-h" not in ours:
         from vbdecl.cli.fast import main as fast_main
 
         # From the console (argv None) the fast path exits at once, skipping finalization.

@@ -24,3 +24,13 @@ def test_fast_commands_are_found_after_global_options():
     assert _command_of(["--debug", "exec", "web"]) == "exec"
     assert _command_of(["plan", "x.yaml"]) == "plan"
     assert _command_of([]) is None
+
+
+def test_help_flags_of_the_sandboxed_command_keep_run_on_the_fast_path(monkeypatch):
+    import vbdecl.cli.fast
+    from vbdecl import entry
+
+    seen = []
+    monkeypatch.setattr(vbdecl.cli.fast, "main", lambda argv, **kw: seen.append(argv) or 0)
+    assert entry.main(["run", "env.yaml", "--", "ls", "-h"]) == 0
+    assert seen == [["run", "env.yaml", "--", "ls", "-h"]]

@@ -206,6 +206,9 @@ def _read_profile(path: str) -> dict[str, Any]:
                                 hint="check security.seccomp.profile; the path is on the host") from None
     except json.JSONDecodeError as e:
         raise RuntimeSetupError(f"{path}:{e.lineno}:{e.colno}: the seccomp profile is not valid JSON: {e.msg}") from None
+    except UnicodeDecodeError as e:
+        raise RuntimeSetupError(f"{path}: the seccomp profile is not UTF-8 text (byte {e.start})",
+                                hint="a profile is JSON in the OCI/Docker format") from None
     if not isinstance(data, dict):
         raise RuntimeSetupError(f"{path}: a seccomp profile is a JSON object with defaultAction and syscalls")
     return data

@@ -116,7 +116,7 @@ def store(key: str, plans: list[dict[str, Any]]) -> None:
             except OSError:
                 pass
             raise
-    except OSError:
+    except (OSError, ValueError):   # unwritable, or a path JSON cannot carry: just no cache
         return
     _prune(os.path.dirname(directory))
 

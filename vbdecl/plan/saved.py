@@ -105,10 +105,10 @@ def stale_reason(saved: dict[str, Any], state: dict[str, Any] | None) -> str | N
     if meta.get("file") and meta.get("file_hash"):
         try:
             with open(meta["file"], "rb") as f:
-                now: str | None = file_hash(f.read())
-        except OSError:
-            now = None
-        if now is not None and now != meta["file_hash"]:
+                now = file_hash(f.read())
+        except OSError as err:
+            return f"the manifest {meta['file']} can no longer be read ({err.strerror})"
+        if now != meta["file_hash"]:
             return f"the manifest {meta['file']} changed since the plan was made"
     want = saved.get("state") or {}
     lineage = state.get("lineage") if state else None

@@ -735,7 +735,9 @@ class Builder:
 
     def root_hosts(self) -> str | None:
         try:
-            return _read_fd(resolve(self.root_fd, "/etc/hosts", os.O_RDONLY)).decode()
+            # The rootfs's own /etc/hosts is kept byte for byte, whatever its encoding.
+            return _read_fd(resolve(self.root_fd, "/etc/hosts", os.O_RDONLY)).decode(
+                "utf-8", "surrogateescape")
         except OSError:
             return None
 

@@ -8,11 +8,13 @@ is reverted. The full executor with journal and state (vbdecl.engine) is
 for ``apply``; an ephemeral run has no state to journal.
 
 A crash of vbdecl (SIGKILL) must not leak host objects either: before the
-first action, :class:`HostTransaction` forks a *janitor* that learns every
-landed action (and its record) over a pipe. When the pipe ends without a
-final "done" (vbdecl died), the janitor waits until the sandbox is gone
-(it may outlive vbdecl with ``die_with_parent: false``), then reverts what
-landed, newest first.
+first action, :class:`HostTransaction` forks a *janitor* that learns, over a
+pipe, every action before its apply starts and every landed action with its
+record. When the pipe ends without a final "done" (vbdecl died), the janitor
+waits until the sandbox is gone (it may outlive vbdecl with
+``die_with_parent: false``), then reverts newest first: what the probe of an
+action caught in flight finds (probes report only objects of the instance),
+then what landed.
 
 Not run here: ``env`` and ``process`` (they are the run itself) and
 ``net.loopback`` (the sandbox brings ``lo`` up itself, without pyroute2).
@@ -103,6 +105,7 @@ class HostTransaction:
             self._start_janitor()       # before anything lands
         for action in actions:
             aid = action["id"]
+            self._tell({"op": "intent", "action": action})
             try:
                 self._fault().check_apply(aid)
                 record = op_for(action["kind"]).apply(self.ctx, action["params"])
@@ -143,6 +146,7 @@ def _janitor(ctx: Context, fd: int, sandbox_pid: int | None, started: int | None
     from vbdecl.sys import proc as sysproc
 
     landed: list[tuple[dict[str, Any], dict[str, Any]]] = []
+    in_flight: dict[str, Any] | None = None   # an action whose apply had started
     buf = b""
     while True:
         chunk = os.read(fd, 65536)
@@ -152,8 +156,11 @@ def _janitor(ctx: Context, fd: int, sandbox_pid: int | None, started: int | None
         *lines, buf = buf.split(b"\n")
         for line in lines:
             msg = json.loads(line)
-            if msg["op"] == "landed":
+            if msg["op"] == "intent":
+                in_flight = msg["action"]
+            elif msg["op"] == "landed":
                 landed.append((msg["action"], msg["record"]))
+                in_flight = None
             elif msg["op"] == "reverted":
                 landed = [x for x in landed if x[0]["id"] != msg["id"]]
             elif msg["op"] == "done":
@@ -163,6 +170,15 @@ def _janitor(ctx: Context, fd: int, sandbox_pid: int | None, started: int | None
         time.sleep(0.1)
     for action, record in reversed(landed):
         ctx.records[action["id"]] = record
+    if in_flight is not None:
+        # vbdecl died inside that apply: whatever of it landed is found by its probe
+        # (which reports only objects of ctx.instance) and goes first.
+        try:
+            found = op_for(in_flight["kind"]).probe(ctx, in_flight["params"], None)
+            if found is not None:
+                landed.append((in_flight, found))
+        except BaseException:
+            pass
     for action, record in reversed(landed):
         try:
             op_for(action["kind"]).revert(ctx, record)

@@ -304,18 +304,27 @@ def start_process(*, env_record: dict[str, Any], spec: dict[str, Any], log_path:
                     cfg = _process_cfg(s, None, c2p_w)
                     cfg.die_with_parent = False
                     C.exec_process(cfg)
-                os.write(ready_w, b"F")
+                try:
+                    # The child's host pid, read through the host's /proc (inside, pids
+                    # are the environment's): our own host pid, then our only child.
+                    me = int(os.readlink("self", dir_fd=host_proc))
+                    with open(f"{me}/task/{me}/children",
+                              opener=lambda p, fl: os.open(p, fl, dir_fd=host_proc)) as f:
+                        host_pid = int(f.read().split()[0])
+                except BaseException:
+                    os.kill(child, signal.SIGKILL)   # never leave a process nobody tracks
+                    os._exit(1)
+                os.write(ready_w, struct.pack("=i", host_pid))
                 data = os.read(done_r, 4)
                 if sink is None or len(data) != 4:
                     os._exit(0)
                 _supervise(child, struct.unpack("=i", data)[0], sink, env_ns)
             os.close(ready_w)
             os.close(done_r)
-            if os.read(ready_r, 1) != b"F":
+            data = os.read(ready_r, 4)
+            if len(data) != 4:
                 raise RuntimeSetupError("the process could not be started")
-            with open(f"{bridge}/task/{bridge}/children",
-                      opener=lambda p, fl: os.open(p, fl, dir_fd=host_proc)) as f:
-                pid = int(f.read().split()[0])
+            pid = struct.unpack("=i", data)[0]
             C.send(c2p_w, C.MSG_PID, struct.pack("=i", pid))
             os.write(done_w, struct.pack("=i", pid))
             os.close(done_w)

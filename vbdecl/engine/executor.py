@@ -776,15 +776,3 @@ class Session:
         self._remove_runtime_dir()
         return []
 
-
-def save_plan_file(path: str, plan: dict[str, Any], state_dir: str | None = None) -> None:
-    """Write a saved plan that ``apply PLAN`` can check for staleness."""
-    from pathlib import Path
-
-    from vbdecl.engine import atomic
-
-    state = store.load(plan["name"], state_dir)
-    saved = dict(plan)
-    saved["based_on"] = {"lineage": (state or {}).get("lineage"),
-                         "serial": (state or {}).get("serial")}
-    atomic.write_json(Path(path), saved, mode=0o644)

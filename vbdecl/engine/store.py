@@ -14,7 +14,6 @@ import shutil
 import subprocess
 import time
 import uuid
-from pathlib import Path
 from typing import Any
 
 from vbdecl.engine import atomic, paths
@@ -149,6 +148,3 @@ def history(name: str, state_dir: str | None = None) -> list[dict[str, Any]]:
         out.append(rev)
     return out
 
-
-def env_path(name: str, state_dir: str | None = None) -> Path:
-    return paths.env_dir(name, state_dir)

@@ -78,10 +78,6 @@ def last_cap() -> int:
         return n
 
 
-def all_caps_mask() -> int:
-    return (1 << (last_cap() + 1)) - 1
-
-
 def capget() -> tuple[int, int, int]:
     """(effective, permitted, inheritable) of the calling thread."""
     hdr = _CapHeader(_LINUX_CAPABILITY_VERSION_3, 0)
@@ -116,14 +112,6 @@ def bounding_has(cap: int) -> bool:
     return bool(ret)
 
 
-def bounding_set() -> int:
-    mask = 0
-    for cap in range(last_cap() + 1):
-        if bounding_has(cap):
-            mask |= 1 << cap
-    return mask
-
-
 def bounding_drop(cap: int) -> None:
     _prctl(PR_CAPBSET_DROP, cap, what=f"prctl(PR_CAPBSET_DROP, {cap})")
 
@@ -137,29 +125,12 @@ def ambient_raise(cap: int) -> None:
            what=f"prctl(PR_CAP_AMBIENT_RAISE, {cap})")
 
 
-def ambient_is_set(cap: int) -> bool:
-    return bool(_prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_IS_SET, cap,
-                       what=f"prctl(PR_CAP_AMBIENT_IS_SET, {cap})"))
-
-
 def set_keepcaps(on: bool) -> None:
     _prctl(PR_SET_KEEPCAPS, int(on), what=f"prctl(PR_SET_KEEPCAPS, {int(on)})")
 
 
-def get_securebits() -> int:
-    return _prctl(PR_GET_SECUREBITS, what="prctl(PR_GET_SECUREBITS)")
-
-
-def set_securebits(bits: int) -> None:
-    _prctl(PR_SET_SECUREBITS, bits, what=f"prctl(PR_SET_SECUREBITS, {bits:#x})")
-
-
 def set_no_new_privs() -> None:
     _prctl(PR_SET_NO_NEW_PRIVS, 1, what="prctl(PR_SET_NO_NEW_PRIVS, 1)")
-
-
-def get_no_new_privs() -> bool:
-    return bool(_prctl(PR_GET_NO_NEW_PRIVS, what="prctl(PR_GET_NO_NEW_PRIVS)"))
 
 
 def _os_call(what: str, fn: object, *args: object, hint: str | None = None) -> None:

@@ -674,11 +674,6 @@ def join(record: dict[str, Any], pid: int = 0) -> None:
                    "no child cgroups with controllers)")
 
 
-def procs_files(record: dict[str, Any]) -> list[str]:
-    """The cgroup.procs files a runtime writes to (open before fork, write "0" in the child)."""
-    return [os.path.join(d["path"], "cgroup.procs") for d in record.get("dirs", [])]
-
-
 def _procs(path: str) -> list[int]:
     try:
         text = read(os.path.join(path, "cgroup.procs"))

@@ -111,8 +111,3 @@ def session(extra: dict[str, Any]) -> Nft:
         extra["nft"] = nft
     return nft
 
-
-def close_session(extra: dict[str, Any]) -> None:
-    nft = extra.pop("nft", None)
-    if isinstance(nft, Nft):
-        nft.close()

@@ -35,11 +35,6 @@ def set_pdeathsig(sig: int, expected_parent: int) -> None:
         os._exit(128 + sig)
 
 
-def set_child_subreaper() -> None:
-    check(libc.prctl(PR_SET_CHILD_SUBREAPER, ctypes.c_ulong(1), 0, 0, 0),
-          "prctl(PR_SET_CHILD_SUBREAPER)")
-
-
 def set_name(name: str) -> None:
     libc.prctl(PR_SET_NAME, ctypes.c_char_p(name.encode()[:15]), 0, 0, 0)
 
@@ -65,16 +60,6 @@ def _close_range(lo: int, hi: int) -> None:
                 os.close(fd)
             except OSError:
                 pass
-
-
-def set_controlling_tty(fd: int) -> None:
-    """Make the tty on ``fd`` the controlling terminal of this (new) session."""
-    import fcntl
-
-    try:
-        fcntl.ioctl(fd, TIOCSCTTY, 0)
-    except OSError as exc:
-        raise_errno(f"ioctl(fd {fd}, TIOCSCTTY)", exc.errno or errno.EIO)
 
 
 def pidfd_open(pid: int) -> int:

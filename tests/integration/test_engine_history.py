@@ -12,6 +12,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import testops
 
+from vbdecl import __version__
 from vbdecl.engine import store
 
 testops.register()
@@ -79,13 +80,14 @@ def test_stale_saved_plan_is_refused(tmp_path: Path) -> None:
     root, sd = tmp_path / "root", tmp_path / "state"
     root.mkdir()
     plan = testops.make_plan("web", root, mounts=0, files=2)
+    plan["tool_version"] = __version__   # as `vbdecl plan -o` writes it
     saved = dict(plan, state={"lineage": None, "serial": 0})
     p = testops.write_plan(tmp_path / "saved.json", saved)
     out = _cli(sd, "apply", str(p), "-y")
     assert out.returncode == 0, out.stderr
     out = _cli(sd, "apply", str(p), "-y")       # made against the empty state: stale now
     assert out.returncode == 1
-    assert "stale" in out.stderr and "vbdecl plan again" in out.stderr
+    assert "stale" in out.stderr and "`vbdecl plan` again" in out.stderr
     state = store.load("web", sd)
     fresh = dict(plan, state={"lineage": state["lineage"], "serial": state["serial"]})
     out = _cli(sd, "apply", str(testops.write_plan(tmp_path / "fresh.json", fresh)), "-y")

@@ -33,7 +33,7 @@ from vbdecl.engine import lock as lock_mod
 from vbdecl.engine import paths, store
 from vbdecl.engine.changes import Change, ChangeSet
 from vbdecl.engine.faults import Faults
-from vbdecl.errors import ActionError, StalePlanError, StateError, VbdeclError
+from vbdecl.errors import ActionError, StateError, VbdeclError
 from vbdecl.ops.base import Context
 
 Event = dict[str, Any]
@@ -312,27 +312,11 @@ class Session:
     def check_fresh(self, saved: dict[str, Any]) -> None:
         """Refuse a saved plan made against another state (lineage/serial), by
         another vbdecl, or from a manifest that changed since (called under the lock)."""
-        if "based_on" not in saved and "state" not in saved:
+        if "state" not in saved:
             return  # a bare compiled plan: nothing recorded to compare with
-        try:
-            from vbdecl.plan.saved import stale_reason
-        except ImportError:
-            stale_reason = None  # type: ignore[assignment]
-        if stale_reason is not None and "saved" in saved:
-            why = stale_reason(saved, self.state)
-            if why:
-                raise StalePlanError(f"the saved plan for {self.name!r} is stale: {why}",
-                                     hint="run vbdecl plan again and apply the new plan")
-            return
-        based = saved.get("based_on") or saved.get("state") or {}
-        state = self.state or {}
-        if (based.get("lineage") != state.get("lineage")
-                or int(based.get("serial") or 0) != int(state.get("serial") or 0)):
-            raise StalePlanError(
-                f"the saved plan for {self.name!r} is stale: it was made at serial "
-                f"{based.get('serial')} of lineage {based.get('lineage')}, the state is now at serial "
-                f"{state.get('serial')} of lineage {state.get('lineage')}",
-                hint="run vbdecl plan again and apply the new plan")
+        from vbdecl.plan.saved import check_fresh
+
+        check_fresh(saved, self.state)
 
     # --- apply ---------------------------------------------------------------
 

@@ -1,9 +1,9 @@
 """What ``apply``/``destroy`` were pointed at: a manifest, a saved plan, a directory.
 
-A *saved plan* is a JSON file holding a compiled plan (``"format"`` and
-``"actions"``) plus the state it was made against (``"state"`` or
-``"based_on"``: ``{"lineage", "serial"}``). Manifests are compiled through
-the planner (imported lazily).
+A *saved plan* is what ``vbdecl plan -o`` writes (``vbdecl.plan.saved``): a
+compiled plan (``"format"`` and ``"actions"``) plus the state it was made
+against (``"state"``: ``{"lineage", "serial"}``) and where it came from
+(``"saved"``). Manifests are compiled through the planner (imported lazily).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from vbdecl.errors import StalePlanError, UsageError
+from vbdecl.errors import UsageError
 
 MANIFEST_SUFFIXES = (".yaml", ".yml")
 
@@ -81,23 +81,7 @@ def load(target: str) -> list[Source]:
         return out
     saved = is_saved_plan(path)
     if saved is not None:
-        plan = {k: v for k, v in saved.items() if k not in ("based_on", "state", "summary", "saved")}
+        plan = {k: v for k, v in saved.items() if k not in ("state", "summary", "saved")}
         return [Source(plan, saved, str(path))]
     return [Source(plan, None, str(path)) for plan in compile_manifest(path)]
 
-
-def check_manifest_unchanged(saved: dict[str, Any]) -> None:
-    """A saved plan is stale when its manifest changed since it was made."""
-    src = (saved.get("source") or {}).get("path")
-    if not src or not os.path.exists(src):
-        return
-    try:
-        plans = compile_manifest(Path(src))
-    except UsageError:
-        return
-    doc = (saved.get("source") or {}).get("document", 0) or 0
-    mine = [p for p in plans if p.get("name") == saved.get("name")]
-    current = mine[0] if mine else (plans[doc] if doc < len(plans) else None)
-    if current is not None and current.get("manifest_hash") != saved.get("manifest_hash"):
-        raise StalePlanError(f"the saved plan is stale: {src} changed since the plan was made",
-                             hint="run vbdecl plan again and apply the new plan")

@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "plans"))
 
 from normalized import doc, fs
 
-from vbdecl.plan.cache import plans_for_file
+from vbdecl.engine.plancache import plans_for_file
 from vbdecl.plan.compile import compile_doc
 from vbdecl.plan.diff import changes, state_of
 

@@ -33,7 +33,7 @@ __all__ = ["apply", "compile_plan", "destroy", "exec_in", "load", "run"]
 
 def load(path: str | os.PathLike[str], *, use_cache: bool = True) -> list[dict[str, Any]]:
     """The compiled plans (docs/plan-format.md) of every environment in a manifest file."""
-    from vbdecl.plan.cache import plans_for_file
+    from vbdecl.engine.plancache import plans_for_file
 
     return plans_for_file(os.fspath(path), use_cache=use_cache)
 

@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 
 from vbdecl.cli.main import main
+from vbdecl.engine.plancache import plans_for_file
 from vbdecl.errors import StalePlanError
 from vbdecl.plan import saved
-from vbdecl.plan.cache import plans_for_file
 from vbdecl.plan.diff import state_of
 
 CASES = Path(__file__).resolve().parents[1] / "plans"
@@ -110,7 +110,7 @@ def test_cache_hit_needs_no_model(env: Path) -> None:
     manifest = str(env / "web.yaml")
     first = plans_for_file(manifest)
     assert any((env / "cache").rglob("*.json"))
-    code = ("import sys; from vbdecl.plan.cache import plans_for_file; "
+    code = ("import sys; from vbdecl.engine.plancache import plans_for_file; "
             f"p = plans_for_file({manifest!r}); "
             "print(p[0]['name'], [m for m in ('pydantic', 'ruamel', 'rich', 'vbdecl.model.load') if m in sys.modules])")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,

@@ -43,8 +43,8 @@ def _revision(name: str, number: int, state_dir: str | None) -> dict[str, Any]:
 
 def _sides(args: argparse.Namespace) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[str]]:
     """(plans of A, plans of B, raw diff lines)."""
+    from vbdecl.engine.plancache import plans_for_file
     from vbdecl.errors import UsageError
-    from vbdecl.plan.cache import plans_for_file
 
     if args.b is not None:
         if args.rev_from is not None or args.rev_to is not None:
@@ -61,7 +61,7 @@ def _sides(args: argparse.Namespace) -> tuple[list[dict[str, Any]], list[dict[st
     name = args.a
     to = args.rev_to
     if to is None:
-        from vbdecl.plan.state import read_state
+        from vbdecl.engine.store import load as read_state
 
         state = read_state(name, args.state_dir)
         if not state:

@@ -15,7 +15,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from vbdecl.cli.render_plan import print_lines
-    from vbdecl.plan.cache import plans_for_file
+    from vbdecl.engine.plancache import plans_for_file
     from vbdecl.plan.text import render_dot, render_tree
 
     plans = plans_for_file(args.file)

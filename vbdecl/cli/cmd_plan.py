@@ -63,11 +63,11 @@ def check_limits(plan: dict[str, Any], path: str) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from vbdecl.cli.render_plan import print_lines
+    from vbdecl.engine.plancache import plans_for_file
+    from vbdecl.engine.store import load as read_state
     from vbdecl.errors import UsageError
     from vbdecl.plan import saved as saved_mod
-    from vbdecl.plan.cache import plans_for_file
     from vbdecl.plan.diff import summary
-    from vbdecl.plan.state import read_state
     from vbdecl.plan.text import render_all, state_ref
 
     plans = plans_for_file(args.file, use_cache=not args.no_cache)

@@ -128,7 +128,7 @@ def run_file(path: str, *, command: list[str] | None, name: object, state_dir: s
 
 def load_plan(path: str, *, name: str | None = None, use_cache: bool = True) -> dict[str, object]:
     try:
-        from vbdecl.plan.cache import plans_for_file
+        from vbdecl.engine.plancache import plans_for_file
     except ImportError as exc:
         raise VbdeclError(f"the planner is not available: {exc}") from None
     try:

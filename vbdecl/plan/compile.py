@@ -85,7 +85,7 @@ def compile_doc(doc: Doc) -> dict[str, Any]:
 
 def compile_file(path: str) -> list[dict[str, Any]]:
     """Load, validate and compile every environment of a manifest file
-    (no cache; see :func:`vbdecl.plan.cache.plans_for_file`)."""
+    (no cache; see :func:`vbdecl.engine.plancache.plans_for_file`)."""
     from vbdecl.model import load_normalized  # heavy: pydantic, ruamel
 
     return [compile_doc(doc) for doc in load_normalized(path)]

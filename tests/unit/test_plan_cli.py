@@ -13,6 +13,7 @@ import pytest
 
 from vbdecl.cli.main import main
 from vbdecl.engine.plancache import plans_for_file
+from vbdecl.engine.sources import is_saved_plan
 from vbdecl.errors import StalePlanError
 from vbdecl.plan import saved
 from vbdecl.plan.diff import state_of
@@ -77,8 +78,8 @@ def test_saved_plan_records_state_and_goes_stale(env: Path, capsys: pytest.Captu
     assert data["state"] == {"lineage": None, "serial": 0}
     assert data["summary"]["add"] == 19
     assert data["saved"]["tool_version"] and data["saved"]["file_hash"].startswith("sha256:")
-    assert saved.is_saved_plan(str(out)) and not saved.is_saved_plan(str(env / "web.yaml"))
-    saved.check_fresh(saved.load(str(out)), None)
+    assert is_saved_plan(out) and not is_saved_plan(env / "web.yaml")
+    saved.check_fresh(data, None)
     assert saved.plan_of(data)["actions"] == plans_for_file(str(env / "web.yaml"))[0]["actions"]
     # the state moved on
     state = _record_state(env, env / "web.yaml", serial=4)

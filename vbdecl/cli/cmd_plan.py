@@ -62,7 +62,10 @@ def check_limits(plan: dict[str, Any], path: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
     from vbdecl.cli.render_plan import print_lines
+    from vbdecl.engine import atomic
     from vbdecl.engine.plancache import plans_for_file
     from vbdecl.engine.store import load as read_state
     from vbdecl.errors import UsageError
@@ -86,9 +89,9 @@ def run(args: argparse.Namespace) -> int:
         plan, state, found = results[0]
         with open(args.file, "rb") as f:
             data = f.read()
-        saved_mod.save(args.out, saved_mod.build(
+        atomic.write_json(Path(args.out), saved_mod.build(
             plan, state_ref(state), summary(found), [c.to_json() for c in found if c.symbol],
-            args.file, data))
+            args.file, data), mode=0o644)
         lines += ["", f"Saved the plan to {args.out}; apply it with `vbdecl apply {args.out}`."]
     if args.json:
         print(json.dumps(doc, indent=2, ensure_ascii=False))

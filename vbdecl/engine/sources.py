@@ -81,7 +81,9 @@ def load(target: str) -> list[Source]:
         return out
     saved = is_saved_plan(path)
     if saved is not None:
-        plan = {k: v for k, v in saved.items() if k not in ("state", "summary", "saved")}
+        from vbdecl.plan.saved import plan_of
+
+        plan = plan_of(saved)
         return [Source(plan, saved, str(path))]
     return [Source(plan, None, str(path)) for plan in compile_manifest(path)]
 

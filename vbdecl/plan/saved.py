@@ -11,13 +11,11 @@ those no longer match (:func:`check_fresh`).
 from __future__ import annotations
 
 import hashlib
-import json
 import os
-import tempfile
 from typing import Any
 
 from vbdecl import __version__
-from vbdecl.errors import StalePlanError, UsageError
+from vbdecl.errors import StalePlanError
 
 KIND = "vbdecl.saved-plan"
 
@@ -44,51 +42,6 @@ def build(plan: dict[str, Any], state: dict[str, Any], summary: dict[str, int],
             "changes": changes,
         },
     }
-
-
-def save(path: str, saved: dict[str, Any]) -> None:
-    """Write atomically (temporary file in the same directory, fsync, rename)."""
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".vbdecl-plan-")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(saved, f, indent=1, sort_keys=True, ensure_ascii=False)
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-
-
-def is_saved_plan(path: str) -> bool:
-    """Does ``path`` hold a saved plan (rather than a manifest)?"""
-    try:
-        with open(path, "rb") as f:
-            if f.read(1) != b"{":
-                return False
-            data = json.loads(b"{" + f.read())
-    except (OSError, ValueError):
-        return False
-    return isinstance(data, dict) and "actions" in data and "format" in data
-
-
-def load(path: str) -> dict[str, Any]:
-    try:
-        with open(path, encoding="utf-8") as f:
-            saved = json.load(f)
-    except (OSError, ValueError) as exc:
-        raise UsageError(f"cannot read the saved plan {path}: {exc}",
-                         hint="make one with `vbdecl plan FILE -o PLAN`") from None
-    if not isinstance(saved, dict) or saved.get("format") != 1 or "actions" not in saved:
-        raise UsageError(f"{path} is not a saved vbdecl plan",
-                         hint="make one with `vbdecl plan FILE -o PLAN`")
-    return saved
 
 
 def plan_of(saved: dict[str, Any]) -> dict[str, Any]:

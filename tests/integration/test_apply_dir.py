@@ -11,12 +11,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import testops
-
-pytest.importorskip("vbdecl.ops.fs", reason="the filesystem family has not landed yet")
 
 MANIFEST = """\
 apiVersion: vbdecl/v1

@@ -19,8 +19,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import testops
 from conftest import snapshot
 
-pytest.importorskip("vbdecl.ops.fs", reason="the filesystem family has not landed yet")
-
 from vbdecl.engine import journal, paths, sources, store
 from vbdecl.engine.executor import Engine
 from vbdecl.engine.faults import Faults

@@ -162,7 +162,6 @@ def test_live_environment_sigkill_then_recover(tmp_path: Path) -> None:
 
 
 def test_manifest_end_to_end_through_the_cli(tmp_path: Path) -> None:
-    pytest.importorskip("vbdecl.ops.fs", reason="the filesystem family has not landed yet")
 
     def body(tmp: Path) -> None:
         sd = tmp / "state"

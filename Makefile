@@ -4,7 +4,11 @@
 VENV     ?= .venv
 PYTHON   ?= python3
 PY       := $(VENV)/bin/python
-SYSPKGS  := bubblewrap nftables python3-nftables iproute2 uidmap python3-seccomp libseccomp2 crun dpkg-dev gcc libcap2-bin
+# What vbdecl itself needs at run time (seccomp and nftables through their
+# official bindings, uidmap for id ranges), then what only the tests need
+# (bubblewrap and crun to compare against, dpkg-dev for bubblewrap's test suite).
+RUNPKGS  := python3-seccomp libseccomp2 nftables python3-nftables iproute2 uidmap
+SYSPKGS  := $(RUNPKGS) bubblewrap crun dpkg-dev gcc libcap2-bin
 # A plain .pth entry instead of the import-hook finder: interpreter start-up
 # is ~10 ms faster, which the run path (vbdecl run, exec, vb) pays every time.
 EDITABLE := --config-settings editable_mode=compat
@@ -13,6 +17,7 @@ PYTEST_ARGS ?=
 .PHONY: run test lint typecheck unit integration sysdeps bench schema clean
 
 run: $(VENV)/.installed
+	@$(MAKE) --no-print-directory sysdeps SYSPKGS="$(RUNPKGS)"
 	$(VENV)/bin/vbdecl run manifests/hello.yaml
 
 test: sysdeps $(VENV)/.installed-dev lint typecheck

@@ -13,18 +13,9 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import testops
+from testmanifests import head
 
-MANIFEST = """\
-apiVersion: vbdecl/v1
-kind: Environment
-metadata:
-  name: {name}
-spec:
-  filesystem:
-    - {{type: ro-bind, source: /usr, target: /usr}}
-    - {{type: symlink, target: /bin, points_to: usr/bin}}
-    - {{type: symlink, target: /lib, points_to: usr/lib}}
-    - {{type: symlink, target: /lib64, points_to: usr/lib64}}
+MANIFEST = head('{name}') + """\
     - {{type: dev, target: /dev}}
     - {{type: file, target: /etc/motd, content: "{motd}"}}
   process:

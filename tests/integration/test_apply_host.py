@@ -18,23 +18,14 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import testops
 from conftest import snapshot
+from testmanifests import head
 
 from vbdecl.engine import journal, paths, sources, store
 from vbdecl.engine.executor import Engine
 from vbdecl.engine.faults import Faults
 from vbdecl.errors import ActionError
 
-MANIFEST = """\
-apiVersion: vbdecl/v1
-kind: Environment
-metadata:
-  name: hostops
-spec:
-  filesystem:
-    - {{type: ro-bind, source: /usr, target: /usr}}
-    - {{type: symlink, target: /bin, points_to: usr/bin}}
-    - {{type: symlink, target: /lib, points_to: usr/lib}}
-    - {{type: symlink, target: /lib64, points_to: usr/lib64}}
+MANIFEST = head('hostops') + """\
     - {{type: dev, target: /dev}}
     - {{type: tmpfs, target: /tmp, size: 8Mi}}
     - {{type: dir, target: /run/app, mode: "0750"}}

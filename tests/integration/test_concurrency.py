@@ -35,22 +35,12 @@ from test_reliability_support import (
     track,
     uniq,
 )
+from testmanifests import head
 
 N_ENVS = int(os.environ.get("VBDECL_CONCURRENCY_ENVS", "20" if FULL else "8"))
 ROUNDS = 3 if FULL else 2
 
-BRIDGED = """\
-apiVersion: vbdecl/v1
-kind: Environment
-metadata:
-  name: {name}
-spec:
-  hostname: {name}
-  filesystem:
-    - {{type: ro-bind, source: /usr, target: /usr}}
-    - {{type: symlink, target: /bin, points_to: usr/bin}}
-    - {{type: symlink, target: /lib, points_to: usr/lib}}
-    - {{type: symlink, target: /lib64, points_to: usr/lib64}}
+BRIDGED = head('{name}', hostname='{name}') + """\
     - {{type: proc, target: /proc}}
     - {{type: tmpfs, target: /tmp}}
   limits:

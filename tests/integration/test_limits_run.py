@@ -11,23 +11,14 @@ import sys
 from pathlib import Path
 
 import pytest
+from testmanifests import head
 
 from vbdecl.sys import cgroupfs as cg
 
 VBDECL = str(Path(sys.executable).parent / "vbdecl")
 PY3 = "/usr/bin/python3"
 
-MANIFEST = """\
-apiVersion: vbdecl/v1
-kind: Environment
-metadata:
-  name: {name}
-spec:
-  filesystem:
-    - {{type: ro-bind, source: /usr, target: /usr}}
-    - {{type: symlink, target: /bin, points_to: usr/bin}}
-    - {{type: symlink, target: /lib, points_to: usr/lib}}
-    - {{type: symlink, target: /lib64, points_to: usr/lib64}}
+MANIFEST = head('{name}') + """\
     - {{type: proc, target: /proc}}
     - {{type: dev, target: /dev}}
   limits:

@@ -11,19 +11,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+from testmanifests import head
+
 from vbdecl.net import shared
 
-MANIFEST = """\
-apiVersion: vbdecl/v1
-kind: Environment
-metadata:
-  name: nete2e
-spec:
-  filesystem:
-    - {{type: ro-bind, source: /usr, target: /usr}}
-    - {{type: symlink, target: /bin, points_to: usr/bin}}
-    - {{type: symlink, target: /lib, points_to: usr/lib}}
-    - {{type: symlink, target: /lib64, points_to: usr/lib64}}
+MANIFEST = head('nete2e') + """\
     - {{type: proc, target: /proc}}
     - {{type: dev, target: /dev}}
   network:
@@ -59,17 +51,7 @@ def test_vbdecl_run_bridge_mode(tmp_path: Path, state_dir: Path) -> None:
     assert st["bridges"] == {} and st["leases"] == {}
 
 
-SERVICE = """\
-apiVersion: vbdecl/v1
-kind: Environment
-metadata:
-  name: nete2enat
-spec:
-  filesystem:
-    - {{type: ro-bind, source: /usr, target: /usr}}
-    - {{type: symlink, target: /bin, points_to: usr/bin}}
-    - {{type: symlink, target: /lib, points_to: usr/lib}}
-    - {{type: symlink, target: /lib64, points_to: usr/lib64}}
+SERVICE = head('nete2enat') + """\
     - {{type: proc, target: /proc}}
     - {{type: dev, target: /dev}}
   network:

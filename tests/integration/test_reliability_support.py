@@ -18,6 +18,7 @@ from typing import Any
 
 import conftest
 import pytest
+from testmanifests import head
 
 FULL = os.environ.get("VBDECL_FULL") == "1"
 REPO = Path(__file__).resolve().parents[2]
@@ -25,18 +26,7 @@ REPO = Path(__file__).resolve().parents[2]
 # every resource kind: fresh root, binds (ro, rw data), proc, dev, tmpfs, dir, file,
 # bind-data, symlinks, the three overlays, net files, cgroup + limits, loopback,
 # bridge + veth + address + route, NAT and a published port, the process
-FULL_MANIFEST = """\
-apiVersion: vbdecl/v1
-kind: Environment
-metadata:
-  name: {name}
-spec:
-  hostname: {name}
-  filesystem:
-    - {{type: ro-bind, source: /usr, target: /usr}}
-    - {{type: symlink, target: /bin, points_to: usr/bin}}
-    - {{type: symlink, target: /lib, points_to: usr/lib}}
-    - {{type: symlink, target: /lib64, points_to: usr/lib64}}
+FULL_MANIFEST = head('{name}', hostname='{name}') + """\
     - {{type: proc, target: /proc}}
     - {{type: dev, target: /dev}}
     - {{type: tmpfs, target: /tmp, size: 16Mi, mode: "1777"}}

@@ -12,22 +12,13 @@ import sys
 from pathlib import Path
 
 import pytest
+from testmanifests import head
 
 REPO = Path(__file__).resolve().parents[2]
 VBDECL = str(Path(sys.executable).parent / "vbdecl")
 HELLO = str(REPO / "manifests" / "hello.yaml")
 
-MINIMAL = """\
-apiVersion: vbdecl/v1
-kind: Environment
-metadata:
-  name: {name}
-spec:
-  filesystem:
-    - {{type: ro-bind, source: /usr, target: /usr}}
-    - {{type: symlink, target: /bin, points_to: usr/bin}}
-    - {{type: symlink, target: /lib, points_to: usr/lib}}
-    - {{type: symlink, target: /lib64, points_to: usr/lib64}}
+MINIMAL = head('{name}') + """\
     - {{type: proc, target: /proc}}
     - {{type: dev, target: /dev}}
 {extra}

@@ -6,18 +6,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+from testmanifests import head
+
 from vbdecl.model.names import CAPABILITIES, DEFAULT_CAPABILITIES
 
-BASE = """apiVersion: vbdecl/v1
-kind: Environment
-metadata:
-  name: {name}
-spec:
-  filesystem:
-    - {{type: ro-bind, source: /usr, target: /usr}}
-    - {{type: symlink, target: /bin, points_to: usr/bin}}
-    - {{type: symlink, target: /lib, points_to: usr/lib}}
-    - {{type: symlink, target: /lib64, points_to: usr/lib64}}
+BASE = head('{name}') + """\
     - {{type: proc, target: /proc}}
     - {{type: dev, target: /dev}}
     - {{type: tmpfs, target: /tmp, mode: "1777"}}

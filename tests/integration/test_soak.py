@@ -24,21 +24,11 @@ from test_reliability_support import (
     cleanup_envs,  # noqa: F401  (autouse fixture)
     host,
 )
+from testmanifests import head
 
 CYCLES = int(os.environ.get("VBDECL_SOAK_CYCLES", "1000" if FULL else "100"))
 
-MANIFEST = """\
-apiVersion: vbdecl/v1
-kind: Environment
-metadata:
-  name: soak
-spec:
-  hostname: soak
-  filesystem:
-    - {type: ro-bind, source: /usr, target: /usr}
-    - {type: symlink, target: /bin, points_to: usr/bin}
-    - {type: symlink, target: /lib, points_to: usr/lib}
-    - {type: symlink, target: /lib64, points_to: usr/lib64}
+MANIFEST = head('soak', hostname='soak', template=False) + """\
     - {type: proc, target: /proc}
     - {type: dev, target: /dev}
     - {type: tmpfs, target: /tmp, size: 8Mi}

@@ -18,6 +18,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from test_runtime import DRIVER
+
 from vbdecl.runtime.spawn import run_spec
 
 BASE: dict[str, Any] = {
@@ -33,14 +35,6 @@ BASE: dict[str, Any] = {
     "status": {"lock_file": None, "events": None},
 }
 
-DRIVER = """
-import json, sys
-from vbdecl.runtime.spawn import run_spec
-r = run_spec(json.load(open(sys.argv[1])), forward_signals=True)
-if r.error is not None:
-    print(f"error: {r.error}", file=sys.stderr)
-sys.exit(r.code)
-"""
 
 
 def spec_for(script: str, **process: Any) -> dict[str, Any]:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from test_fs_harness import SandboxError, base_spec, in_sandbox, mountinfo
 
-from vbdecl.runtime.rootfs import action_ids
+from vbdecl.plan.ids import fs_action_ids as action_ids
 from vbdecl.sys import mount as m
 
 HELLO = [

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from vbdecl.ops.fs import _describe, _unescape
+from vbdecl.plan.ids import fs_action_ids
 from vbdecl.runtime import rootfs
 from vbdecl.sys import mount as m
 
@@ -133,7 +134,7 @@ def test_ensure_mountpoint_file_or_dir(tree, walk_mode) -> None:
 
 
 def test_action_ids_and_describe() -> None:
-    ids = rootfs.action_ids([{"type": "tmpfs", "target": "/t"}, {"type": "symlink", "target": "/t"},
+    ids = fs_action_ids([{"type": "tmpfs", "target": "/t"}, {"type": "symlink", "target": "/t"},
                              {"type": "tmpfs", "target": "/t"}])
     assert ids == ["mount[/t]", "symlink[/t]", "mount[/t]#2"]
     assert _describe("ro-bind", {"source": "/usr", "target": "/usr"}) == \

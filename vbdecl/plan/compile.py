@@ -29,20 +29,12 @@ from vbdecl import __version__
 from vbdecl.errors import PlanError
 from vbdecl.plan import fmt
 from vbdecl.plan.graph import order
+from vbdecl.plan.ids import fs_action_ids, numbered
 
 FORMAT = 1
 Action = dict[str, Any]
 Doc = dict[str, Any]
 
-#: filesystem entry type -> action id prefix (kind is always ``fs.<type>``)
-FS_ID_PREFIX: dict[str, str] = {
-    "bind": "mount", "ro-bind": "mount", "dev-bind": "mount",
-    "proc": "mount", "dev": "mount", "mqueue": "mount", "tmpfs": "mount",
-    "overlay": "mount", "tmp-overlay": "mount", "ro-overlay": "mount",
-    "bind-data": "mount",
-    "dir": "dir", "file": "file", "symlink": "symlink", "chmod": "chmod",
-    "remount-ro": "remount-ro",
-}
 LIMITS = ("memory", "memory_swap", "cpu", "cpu_weight", "pids", "io_weight")
 NAMESPACES = ("user", "pid", "mount", "uts", "ipc", "net", "cgroup")
 
@@ -324,16 +316,9 @@ class _Builder:
 
     def filesystem(self, entries: list[dict[str, Any]], base: str) -> list[str]:
         tree = self.fs_tree
-        ids: list[str] = []
-        seen: dict[str, int] = {}
-        for j, entry in enumerate(entries):
+        ids = fs_action_ids(entries)
+        for j, (entry, id_) in enumerate(zip(entries, ids, strict=True)):
             target = entry["target"]
-            id_ = f"{FS_ID_PREFIX.get(entry['type'], entry['type'])}[{target}]"
-            n = seen.get(id_, 0) + 1
-            seen[id_] = n
-            if n > 1:
-                id_ = f"{id_}#{n}"
-            ids.append(id_)
             deps_idx = tree.add(j, target)
             # an overlay also waits for the entries that provide its lower dirs
             lowers = {tree.latest_covering(lower) for lower in entry.get("lower") or []}
@@ -421,14 +406,9 @@ class _Builder:
                      {"subnet": subnet, "subnet6": subnet6, "egress": egress},
                      f"masquerade {', '.join(s for s in (subnet, subnet6) if s)} out of "
                      + ("the default route's interface" if egress == "auto" else egress))
-        seen: dict[str, int] = {}
-        for port in ports:
-            where = f"{port['host_ip']}:" if port.get("host_ip") else ""
-            id_ = f"nat.port[{where}{port['host']}/{port['protocol']}]"
-            n = seen.get(id_, 0) + 1
-            seen[id_] = n
-            if n > 1:
-                id_ = f"{id_}#{n}"
+        wheres = [f"{p['host_ip']}:" if p.get("host_ip") else "" for p in ports]
+        port_ids = numbered(f"nat.port[{w}{p['host']}/{p['protocol']}]" for w, p in zip(wheres, ports, strict=True))
+        for port, where, id_ in zip(ports, wheres, port_ids, strict=True):
             self.add(id_, "nat.port", "host", list(addrs), dict(port),
                      f"publish {where}{port['host']}/{port['protocol']} -> container port {port['container']}")
 

@@ -43,6 +43,7 @@ import stat
 from typing import Any
 
 from vbdecl.errors import RuntimeSetupError, SysError
+from vbdecl.plan.ids import fs_action_ids
 from vbdecl.sys import mount as m
 
 STAGING_BASES = ("/tmp", "/run", "/var/tmp", "/mnt")
@@ -802,24 +803,6 @@ def _in_userns() -> bool:
         return False
 
 
-# --- action ids (docs/plan-format.md) -------------------------------------------
-
-_ID_PREFIX = {"dir": "dir", "file": "file", "symlink": "symlink", "chmod": "chmod",
-              "remount-ro": "remount-ro"}
-
-
-def action_ids(entries: list[dict[str, Any]]) -> list[str]:
-    """The action id of each filesystem entry, in order (repeats get #2, #3, ...)."""
-    seen: dict[str, int] = {}
-    out = []
-    for e in entries:
-        base = f"{_ID_PREFIX.get(e['type'], 'mount')}[{e['target']}]"
-        n = seen.get(base, 0) + 1
-        seen[base] = n
-        out.append(base if n == 1 else f"{base}#{n}")
-    return out
-
-
 # --- the entry point ------------------------------------------------------------------
 
 def _describe(e: dict[str, Any]) -> str:
@@ -936,7 +919,7 @@ def _setup_root(spec: dict[str, Any]) -> None:
     ok = False
     try:
         entries = list(spec.get("filesystem") or [])
-        for aid, e in zip(action_ids(entries), entries, strict=True):
+        for aid, e in zip(fs_action_ids(entries), entries, strict=True):
             try:
                 b.apply(e)
             except OSError as exc:

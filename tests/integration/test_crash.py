@@ -120,7 +120,7 @@ def test_torn_journal_tail_is_repaired(tmp_path: Path) -> None:
         plan = testops.make_plan("web", root, files=2, mounts=1)
         out = _cli(sd, "apply", str(testops.write_plan(tmp / "p.json", plan)), "-y", crash=5)
         assert out.returncode == -signal.SIGKILL
-        jpath = paths.journal_file("web", sd)
+        jpath = Path(paths.journal_file("web", sd))
         with open(jpath, "ab") as f:
             f.write(b'{"t":"done","txn":"x"')          # a write cut by power loss
         assert Engine(sd).recover("web") is True

@@ -75,21 +75,21 @@ def test_corrupt_state_is_a_state_error_naming_the_file(tmp_path: Path) -> None:
 
 def test_paths_follow_the_override_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("VBDECL_STATE_DIR", raising=False)
-    assert paths.state_root(tmp_path) == tmp_path
-    assert paths.runtime_root(tmp_path) == tmp_path / "run"
+    assert paths.state_root(tmp_path) == str(tmp_path)
+    assert paths.runtime_root(tmp_path) == str(tmp_path / "run")
     monkeypatch.setenv("VBDECL_STATE_DIR", str(tmp_path / "env"))
-    assert paths.state_root() == tmp_path / "env"
-    assert paths.runtime_root() == tmp_path / "env" / "run"
-    assert paths.state_root(tmp_path / "flag") == tmp_path / "flag"
+    assert paths.state_root() == str(tmp_path / "env")
+    assert paths.runtime_root() == str(tmp_path / "env" / "run")
+    assert paths.state_root(tmp_path / "flag") == str(tmp_path / "flag")
     monkeypatch.delenv("VBDECL_STATE_DIR")
     if os.geteuid() == 0:
-        assert paths.state_root() == Path("/var/lib/vbdecl")
-        assert paths.runtime_root() == Path("/run/vbdecl")
-    assert paths.env_dir("web", tmp_path) == tmp_path / "envs" / "web"
-    assert paths.instance_runtime_dir("vb-12345678", tmp_path) == tmp_path / "run" / "vb-12345678"
+        assert paths.state_root() == "/var/lib/vbdecl"
+        assert paths.runtime_root() == "/run/vbdecl"
+    assert paths.env_dir("web", tmp_path) == str(tmp_path / "envs" / "web")
+    assert paths.instance_runtime_dir("vb-12345678", tmp_path) == str(tmp_path / "run" / "vb-12345678")
 
 
-@pytest.mark.parametrize("bad", ["../x", "a/b", "", "Web", "-x", "x" * 64])
+@pytest.mark.parametrize("bad", ["../x", "a/b", "", "Web", "-x", "x-", "x" * 64, "a b", "\u00e9"])
 def test_env_names_cannot_escape(bad: str, tmp_path: Path) -> None:
     with pytest.raises(UsageError):
         paths.env_dir(bad, tmp_path)
@@ -141,3 +141,9 @@ def test_lock_error_in_process(tmp_path: Path) -> None:
         with pytest.raises(LockedError) as info:
             lock.acquire(p, what="environment 'web'")
         assert "environment 'web' is locked by pid" in str(info.value)
+
+
+@pytest.mark.parametrize("good", ["a", "web", "web-1", "0", "a" * 63, "a-b-c"])
+def test_valid_names(good: str, tmp_path: Path) -> None:
+    assert paths.valid_name(good)
+    assert paths.env_dir(good, tmp_path).endswith("/" + good)

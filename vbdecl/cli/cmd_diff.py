@@ -28,7 +28,7 @@ def _revision(name: str, number: int, state_dir: str | None) -> dict[str, Any]:
     from vbdecl.engine import paths
     from vbdecl.errors import UsageError
 
-    path = paths.revisions_dir(name, state_dir) / f"{number}.json"
+    path = paths.revision_file(name, number, state_dir)
     try:
         with open(path, encoding="utf-8") as f:
             rev: dict[str, Any] = json.load(f)

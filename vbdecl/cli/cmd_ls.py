@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import time
 from typing import Any
 
@@ -53,9 +54,9 @@ def describe(name: str, state_dir: str, probe: bool) -> dict[str, Any] | None:
     return row
 
 
-def _mtime(path: Any) -> float | None:
+def _mtime(path: str) -> float | None:
     try:
-        return float(path.stat().st_mtime)
+        return float(os.stat(path).st_mtime)
     except OSError:
         return None
 

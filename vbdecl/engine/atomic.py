@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import json
 import os
-from pathlib import Path
 from typing import Any
 
 
-def fsync_dir(path: Path) -> None:
+def fsync_dir(path: str | os.PathLike[str]) -> None:
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
         os.fsync(fd)
@@ -16,9 +15,10 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def write_bytes(path: Path, data: bytes, mode: int = 0o600) -> None:
+def write_bytes(path: str | os.PathLike[str], data: bytes, mode: int = 0o600) -> None:
     """Replace ``path`` with ``data`` atomically and durably."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    directory, name = os.path.split(os.fspath(path))
+    tmp = os.path.join(directory, f".{name}.{os.getpid()}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, mode)
     try:
         view = memoryview(data)
@@ -35,18 +35,19 @@ def write_bytes(path: Path, data: bytes, mode: int = 0o600) -> None:
         raise
     os.close(fd)
     os.rename(tmp, path)
-    fsync_dir(path.parent)
+    fsync_dir(directory or ".")
 
 
-def write_json(path: Path, obj: Any, mode: int = 0o600) -> None:
+def write_json(path: str | os.PathLike[str], obj: Any, mode: int = 0o600) -> None:
     # compact: the C encoder (indent would force the slow pure-Python one)
     write_bytes(path, (json.dumps(obj, sort_keys=True, separators=(",", ":")) + "\n").encode(), mode)
 
 
-def read_json(path: Path) -> Any:
+def read_json(path: str | os.PathLike[str]) -> Any:
     """Read JSON, raising StateError that names the file when it is corrupt."""
     try:
-        text = path.read_text()
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
     except FileNotFoundError:
         raise
     except OSError as exc:

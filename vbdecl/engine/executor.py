@@ -121,7 +121,7 @@ class Engine:
         ``create=False``: an environment without a state directory is an error
         (and nothing is created for it).
         """
-        if not create and not paths.env_dir(name, self.state_dir).is_dir():
+        if not create and not os.path.isdir(paths.env_dir(name, self.state_dir)):
             raise StateError(f"environment {name!r} does not exist",
                              hint="vbdecl ls lists the environments")
         lock = lock_mod.env_lock(name, self.state_dir, timeout=self.lock_timeout,
@@ -148,7 +148,7 @@ class Engine:
             return s.destroy()
 
     def recover(self, name: str) -> bool:
-        if not paths.env_dir(name, self.state_dir).is_dir():
+        if not os.path.isdir(paths.env_dir(name, self.state_dir)):
             return False
         with self.session(name, recover=False, create=False) as s:
             return s.recover()
@@ -209,16 +209,16 @@ class Session:
         """Keep the journal bounded: once closed and large, it becomes journal.jsonl.1."""
         path = paths.journal_file(self.name, self.sd)
         try:
-            if path.stat().st_size < JOURNAL_ROTATE_BYTES:
+            if os.stat(path).st_size < JOURNAL_ROTATE_BYTES:
                 return
         except OSError:
             return
         if journal_mod.open_transaction(journal_mod.read(path)) is not None:
             return
-        os.replace(path, path.with_name(path.name + ".1"))
+        os.replace(path, path + ".1")
         from vbdecl.engine.atomic import fsync_dir
 
-        fsync_dir(path.parent)
+        fsync_dir(os.path.dirname(path))
 
     def _journal(self) -> journal_mod.Journal:
         if self.journal is None:
@@ -608,7 +608,10 @@ class Session:
             store.save(self.name, self.state, self.sd)
         for n in store.revision_numbers(self.name, self.sd):
             if n > base_revision:
-                (paths.revisions_dir(self.name, self.sd) / f"{n}.json").unlink(missing_ok=True)
+                try:
+                    os.unlink(paths.revision_file(self.name, n, self.sd))
+                except FileNotFoundError:
+                    pass
         self._log("abort")
         self.engine.emit("apply.aborted", name=self.name)
         if fresh and self.state is None and not store.revision_numbers(self.name, self.sd):
@@ -626,10 +629,10 @@ class Session:
         if not names <= {"lock", "journal.jsonl"}:
             return
         if "journal.jsonl" in names and journal_mod.open_transaction(
-                journal_mod.read(d / "journal.jsonl")) is not None:
+                journal_mod.read(os.path.join(d, "journal.jsonl"))) is not None:
             return
         if "journal.jsonl" in names and any(e.get("t") == "commit" for e in
-                                            journal_mod.read(d / "journal.jsonl")):
+                                            journal_mod.read(os.path.join(d, "journal.jsonl"))):
             return  # it had a life (a destroyed env without revisions): keep its journal
         store.remove_env_dir(self.name, self.sd)
 
@@ -644,11 +647,12 @@ class Session:
         if not self.instance:
             return
         d = paths.instance_runtime_dir(self.instance, self.sd)
-        for path in (d, d.parent):  # the parent only when empty (and ours: <state>/run)
-            if path == d.parent and path != paths.state_root(self.sd) / "run":
+        parent = os.path.dirname(d)
+        for path in (d, parent):  # the parent only when empty (and ours: <state>/run)
+            if path == parent and path != os.path.join(paths.state_root(self.sd), "run"):
                 break
             try:
-                path.rmdir()
+                os.rmdir(path)
             except OSError:
                 pass
 

@@ -37,7 +37,8 @@ def _crash_point() -> int | None:
 class Journal:
     """An open journal file; :meth:`append` is durable when it returns."""
 
-    def __init__(self, path: Path, *, sync: bool = True) -> None:
+    def __init__(self, path: str | os.PathLike[str], *, sync: bool = True) -> None:
+        path = Path(path)
         self.path = path
         self.sync = sync
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -92,10 +93,10 @@ class Journal:
         self.close()
 
 
-def read(path: Path) -> list[Entry]:
+def read(path: str | os.PathLike[str]) -> list[Entry]:
     """Every complete entry; a torn last line is ignored."""
     try:
-        data = path.read_bytes()
+        data = Path(path).read_bytes()
     except FileNotFoundError:
         return []
     out: list[Entry] = []

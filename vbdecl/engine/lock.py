@@ -37,7 +37,8 @@ def _holder_text(path: Path) -> str:
     return f"pid {info.get('pid')} ({info.get('command', '?')}) since {when}"
 
 
-def holder(path: Path) -> dict[str, Any] | None:
+def holder(path: str | os.PathLike[str]) -> dict[str, Any] | None:
+    path = Path(path)
     """The recorded holder of a lock file, or None when it is free."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
@@ -78,13 +79,14 @@ class Lock:
         self.release()
 
 
-def acquire(path: Path, *, timeout: float = 0.0, what: str = "environment",
+def acquire(path: str | os.PathLike[str], *, timeout: float = 0.0, what: str = "environment",
             command: str | None = None, record: bool = True) -> Lock:
     """Take an exclusive flock on ``path`` (created if missing).
 
     ``timeout`` 0 fails at once; a positive value polls until then; a
     negative value waits forever. Raises LockedError naming the holder.
     """
+    path = Path(path)
     deadline = time.monotonic() + timeout
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     while True:
@@ -138,7 +140,7 @@ def global_lock(state_dir: str | os.PathLike[str] | None = None,
     """
     from vbdecl.engine import paths
 
-    lock = acquire(paths.state_root(state_dir) / "global.lock", timeout=timeout,
+    lock = acquire(os.path.join(paths.state_root(state_dir), "global.lock"), timeout=timeout,
                    what="global allocation lock")
     try:
         yield lock

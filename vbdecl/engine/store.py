@@ -51,16 +51,16 @@ def load(name: str, state_dir: str | None = None) -> State | None:
 
 def save(name: str, state: State, state_dir: str | None = None) -> None:
     d = paths.ensure_dir(paths.env_dir(name, state_dir))
-    atomic.write_json(d / "state.json", state)
+    atomic.write_json(os.path.join(d, "state.json"), state)
 
 
 def remove_state(name: str, state_dir: str | None = None) -> None:
     path = paths.state_file(name, state_dir)
     try:
-        path.unlink()
+        os.unlink(path)
     except FileNotFoundError:
         return
-    atomic.fsync_dir(path.parent)
+    atomic.fsync_dir(os.path.dirname(path))
 
 
 def remove_env_dir(name: str, state_dir: str | None = None) -> None:
@@ -68,7 +68,7 @@ def remove_env_dir(name: str, state_dir: str | None = None) -> None:
     d = paths.env_dir(name, state_dir)
     shutil.rmtree(d, ignore_errors=True)
     try:
-        atomic.fsync_dir(d.parent)
+        atomic.fsync_dir(os.path.dirname(d))
     except OSError:
         pass
 
@@ -79,7 +79,7 @@ def list_envs(state_dir: str | None = None) -> list[str]:
         names = os.listdir(paths.envs_dir(state_dir))
     except FileNotFoundError:
         return []
-    return sorted(n for n in names if paths.NAME_RE.match(n))
+    return sorted(n for n in names if paths.valid_name(n))
 
 
 # --- revisions ---------------------------------------------------------------
@@ -114,8 +114,8 @@ def save_revision(name: str, number: int, plan: dict[str, Any], state_dir: str |
     source = (plan.get("source") or {}).get("path")
     rev = {"revision": number, "time": time.time(), "manifest_hash": plan.get("manifest_hash"),
            "source": source, "git": git_info(source), "user": _user(), "note": note, "plan": plan}
-    d = paths.ensure_dir(paths.revisions_dir(name, state_dir))
-    atomic.write_json(d / f"{number}.json", rev)
+    paths.ensure_dir(paths.revisions_dir(name, state_dir))
+    atomic.write_json(paths.revision_file(name, number, state_dir), rev)
     return rev
 
 
@@ -129,7 +129,7 @@ def revision_numbers(name: str, state_dir: str | None = None) -> list[int]:
 
 def load_revision(name: str, number: int, state_dir: str | None = None) -> dict[str, Any]:
     """Revision ``number`` of ``name`` (with its plan); StateError if missing."""
-    path = paths.revisions_dir(name, state_dir) / f"{number}.json"
+    path = paths.revision_file(name, number, state_dir)
     try:
         rev: dict[str, Any] = atomic.read_json(path)
     except FileNotFoundError:

@@ -40,7 +40,7 @@ def state_root_of(state_dir: str) -> Path:
     if not state_dir:
         from vbdecl.engine.paths import state_root
 
-        return state_root(None)
+        return Path(state_root(None))
     path = Path(state_dir).absolute()
     if path.parent.name == "envs":
         return path.parent.parent

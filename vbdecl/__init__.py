@@ -6,7 +6,10 @@ re-exported here lazily so that ``import vbdecl`` stays cheap.
 
 from __future__ import annotations
 
-from typing import Any
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
 
 __version__ = "0.1.0"
 

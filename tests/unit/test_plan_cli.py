@@ -110,7 +110,7 @@ def test_diff_and_graph_commands(env: Path, capsys: pytest.CaptureFixture[str]) 
 def test_cache_hit_needs_no_model(env: Path) -> None:
     manifest = str(env / "web.yaml")
     first = plans_for_file(manifest)
-    assert any((env / "cache").rglob("*.json"))
+    assert any((env / "cache").rglob("*.marshal"))
     code = ("import sys; from vbdecl.engine.plancache import plans_for_file; "
             f"p = plans_for_file({manifest!r}); "
             "print(p[0]['name'], [m for m in ('pydantic', 'ruamel', 'rich', 'vbdecl.model.load') if m in sys.modules])")
@@ -127,9 +127,12 @@ def test_cache_hit_needs_no_model(env: Path) -> None:
 def test_corrupt_cache_entry_is_a_miss(env: Path) -> None:
     manifest = str(env / "web.yaml")
     plans_for_file(manifest)
-    for entry in (env / "cache").rglob("*.json"):
-        entry.write_text("{not json")
-    assert plans_for_file(manifest)[0]["name"] == "web"
+    entries = list((env / "cache").rglob("*.marshal"))
+    assert entries
+    for corrupt in (b"{not marshal", b"", b"\xe9\x01"):
+        for entry in entries:
+            entry.write_bytes(corrupt)
+        assert plans_for_file(manifest)[0]["name"] == "web"
 
 
 def test_diff_between_revisions(env: Path, capsys: pytest.CaptureFixture[str]) -> None:

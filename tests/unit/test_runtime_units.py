@@ -54,7 +54,7 @@ def test_sync_message_framing() -> None:
     try:
         C.send(w, C.MSG_UNSHARED)
         C.send(w, C.MSG_PID, struct.pack("=i", 4242))
-        C.send(w, C.MSG_ERROR, json.dumps({"code": 127, "message": "nope", "hint": "h"}).encode())
+        C.send(w, C.MSG_ERROR, C.encode_error(127, "nope: caf\u00e9 \udcff", "h"))
         os.close(w)
         w = -1
         assert spawn._read_msg(r) == (C.MSG_UNSHARED, b"")
@@ -62,8 +62,11 @@ def test_sync_message_framing() -> None:
         assert tag == C.MSG_PID and struct.unpack("=i", payload)[0] == 4242
         tag, payload = spawn._read_msg(r) or (b"", b"")
         err = spawn._child_error(payload)
-        assert tag == C.MSG_ERROR and err.exit_code == 127 and err.message == "nope" and err.hint == "h"
+        assert tag == C.MSG_ERROR and err.exit_code == 127 and err.hint == "h"
+        assert err.message == "nope: caf\u00e9 \ufffd"   # a path's undecodable byte is replaced
         assert spawn._read_msg(r) is None
+        assert C.decode_error(C.encode_error(126, "m", None)) == (126, "m", None)
+        assert C.decode_error(b"garbage")[0] == 125
     finally:
         os.close(r)
         if w >= 0:

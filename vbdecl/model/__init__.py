@@ -8,7 +8,10 @@ imported only by :mod:`manifest`, :mod:`load` and :mod:`normalize`.
 from __future__ import annotations
 
 import os
-from typing import Any
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 
 def load_normalized(path: str | os.PathLike[str]) -> list[dict[str, Any]]:

@@ -8,9 +8,11 @@ without networking never imports the network ops (or pyroute2).
 from __future__ import annotations
 
 import importlib
-from typing import TYPE_CHECKING, Any
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:   # base imports dataclasses (and inspect): ~7 ms the run path does not need
+    from typing import Any
+
     from vbdecl.ops.base import Op
 
 REGISTRY: dict[str, str] = {

@@ -43,15 +43,18 @@ Best-effort warnings (``landlock.optional``) go to stderr and to
 
 from __future__ import annotations
 
-import json
 import os
 import sys
-from pathlib import Path
-from typing import Any
 
 from vbdecl.errors import RuntimeSetupError
 
-DEFAULT_PROFILE_PATH = Path(__file__).resolve().parent.parent / "data" / "seccomp-default.json"
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
+
+DEFAULT_PROFILE_PATH = os.path.join(os.path.dirname(os.path.dirname(os.path.realpath(__file__))),
+                                    "data", "seccomp-default.json")
 
 # Calls an allow list always permits: the filter is loaded before execve.
 ALLOWLIST_REQUIRED = ("execve", "exit", "exit_group")
@@ -161,6 +164,8 @@ _default_profile_text: str | None = None
 
 def default_profile() -> dict[str, Any]:
     """A fresh copy of the default profile (the file is read once, see :func:`preload`)."""
+    import json  # here: json costs a run without seccomp ~2 ms of start-up
+
     global _default_profile_text
     if _default_profile_text is None:
         with open(DEFAULT_PROFILE_PATH) as f:
@@ -198,6 +203,8 @@ def _expand(names: list[str]) -> list[str]:
 
 
 def _read_profile(path: str) -> dict[str, Any]:
+    import json
+
     try:
         with open(path) as f:
             data = json.load(f)
@@ -517,5 +524,7 @@ def describe(spec: dict[str, Any]) -> dict[str, Any]:
 
 
 if __name__ == "__main__":  # pragma: no cover - debugging aid
+    import json
+
     json.dump(describe({"security": {}, "process": {"user": int(sys.argv[1]) if len(sys.argv) > 1 else 0}}),
               sys.stdout, indent=2)

@@ -21,19 +21,23 @@ Teardown is the reverse of the order.
 from __future__ import annotations
 
 import gc
-import ipaddress
-import json
-from typing import Any
 
 from vbdecl import __version__
 from vbdecl.errors import PlanError
+from vbdecl.hashing import sha256
 from vbdecl.plan import fmt
 from vbdecl.plan.graph import order
 from vbdecl.plan.ids import fs_action_ids, numbered
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
+    Action = dict[str, Any]
+    Doc = dict[str, Any]
+
+
 FORMAT = 1
-Action = dict[str, Any]
-Doc = dict[str, Any]
 
 LIMITS = ("memory", "memory_swap", "cpu", "cpu_weight", "pids", "io_weight")
 NAMESPACES = ("user", "pid", "mount", "uts", "ipc", "net", "cgroup")
@@ -41,14 +45,15 @@ NAMESPACES = ("user", "pid", "mount", "uts", "ipc", "net", "cgroup")
 
 def canonical_json(value: Any) -> str:
     """The canonical JSON used for hashes and byte-for-byte comparisons."""
+    import json  # here: vb's start-up does without it until a plan is compiled
+
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
 def manifest_hash(doc: Doc) -> str:
     body = {k: doc.get(k) for k in ("name", "labels", "annotations", "spec")}
-    import hashlib  # here: loading OpenSSL costs vb's start-up a few ms
-
-    return "sha256:" + hashlib.sha256(canonical_json(body).encode()).hexdigest()
+    digest: str = sha256(canonical_json(body).encode()).hexdigest()
+    return "sha256:" + digest
 
 
 def compile_doc(doc: Doc) -> dict[str, Any]:
@@ -93,6 +98,8 @@ def _is_new(ns: Any) -> bool:
 def _gateway(subnet: str | None) -> str | None:
     if not subnet:
         return None
+    import ipaddress  # only for networking: vb's start-up does without it
+
     net = ipaddress.ip_network(subnet, strict=False)
     return str(net.network_address + 1)
 

@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import graphlib
 import heapq
-from typing import Any
 
 from vbdecl.errors import PlanError
 
-Action = dict[str, Any]
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
+    Action = dict[str, Any]
 
 
 def order(actions: list[Action]) -> list[Action]:

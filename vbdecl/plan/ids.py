@@ -3,8 +3,11 @@ runtime's error messages. Standard library only: the run path imports it."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from typing import Any
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+    from typing import Any
+
 
 #: filesystem entry type -> action id prefix (kind is always ``fs.<type>``)
 FS_ID_PREFIX: dict[str, str] = {

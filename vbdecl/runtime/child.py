@@ -14,8 +14,8 @@ Sync protocol (one-byte messages, checked; both pipes are close-on-exec):
 
 * child -> parent: ``U`` namespaces exist (the parent writes id maps, runs
   host actions, then answers ``G``); ``P`` + 4 bytes: host pid of pid 1;
-  ``E`` + 4-byte length + JSON ``{"code", "message", "hint"}``: setup
-  failed; ``W`` + length + JSON ``{"message"}``: a warning. End of file
+  ``E`` + 4-byte length + ``code NUL message NUL hint`` (UTF-8): setup
+  failed; ``W`` + length + a message: a warning. End of file
   means every copy of the pipe is closed: the process was exec'd.
 * parent -> child: ``G`` go on. Anything else (or end of file) aborts.
 
@@ -25,14 +25,17 @@ Nothing here imports more than the standard library after fork.
 from __future__ import annotations
 
 import errno
-import json
 import os
 import signal
 import struct
-from typing import Any, NoReturn
 
 from vbdecl.sys import ns as sysns
 from vbdecl.sys import proc as sysproc
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, NoReturn
+
 
 MSG_UNSHARED = b"U"
 MSG_GO = b"G"
@@ -112,10 +115,21 @@ def send(fd: int, tag: bytes, payload: bytes = b"") -> None:
 
 def fail(fd: int, code: int, message: str, hint: str | None = None) -> NoReturn:
     try:
-        send(fd, MSG_ERROR, json.dumps({"code": code, "message": message, "hint": hint}).encode())
+        send(fd, MSG_ERROR, encode_error(code, message, hint))
     except OSError:
         pass
     os._exit(code)
+
+
+def encode_error(code: int, message: str, hint: str | None) -> bytes:
+    """``code NUL message NUL hint``: no JSON, which a child could not import after pivot_root."""
+    return f"{code}\0{message}\0{hint or ''}".encode("utf-8", "surrogateescape")
+
+
+def decode_error(payload: bytes) -> tuple[int, str, str | None]:
+    code, _, rest = payload.decode("utf-8", "replace").partition("\0")
+    message, _, hint = rest.partition("\0")
+    return (int(code) if code.isdigit() else 125), message, hint or None
 
 
 def _report(cfg: ChildConfig, exc: BaseException) -> NoReturn:
@@ -448,9 +462,9 @@ def _apply_rlimits(rlimits: dict[str, Any]) -> None:
 def _security() -> Any:
     """vbdecl.ops.sec, imported at the point of use. It is part of vbdecl: a sandbox
     never runs without its security layer (an import error is a setup failure)."""
-    import importlib
+    from vbdecl.ops import sec
 
-    return importlib.import_module("vbdecl.ops.sec")
+    return sec
 
 
 def _execvpe(file: str, argv: list[str], env: dict[str, str]) -> NoReturn:

@@ -7,14 +7,16 @@ in the true order of the lifecycle, to every sink: the Python callback, the
 
 from __future__ import annotations
 
-import json
 import os
 import time
-from collections.abc import Callable
-from typing import Any
 
-Event = dict[str, Any]
-Callback = Callable[[Event], None]
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import Any
+
+    Event = dict[str, Any]
+    Callback = Callable[[Event], None]
 
 
 class EventSink:
@@ -32,9 +34,12 @@ class EventSink:
     def emit(self, kind: str, **fields: Any) -> Event:
         event: Event = {"event": kind, "ts": time.time(), **fields}
         self.history.append(event)
-        line = (json.dumps(event, separators=(",", ":")) + "\n").encode()
-        for fd in self.fds:
-            _write_all(fd, line)
+        if self.fds:
+            import json  # only for a sink that takes JSON lines: the hot path has none
+
+            line = (json.dumps(event, separators=(",", ":")) + "\n").encode()
+            for fd in self.fds:
+                _write_all(fd, line)
         if self.callback is not None:
             self.callback(event)
         return event

@@ -21,12 +21,16 @@ import os
 import signal
 import struct
 import time
-from typing import Any
 
 from vbdecl.errors import RuntimeSetupError, StateError, SysError, VbdeclError
 from vbdecl.runtime import child as C
 from vbdecl.sys import ns as sysns
 from vbdecl.sys import proc as sysproc
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
 
 STOP_TIMEOUT = 5.0
 
@@ -476,7 +480,7 @@ def logs(name: str, *, state_dir: str | None = None, follow: bool = False, tail:
 
     from vbdecl.engine.paths import env_dir
 
-    path = os.path.join(str(env_dir(name, state_dir)), "logs", "process.log")
+    path = os.path.join(env_dir(name, state_dir), "logs", "process.log")
     try:
         f = open(path, "rb")  # noqa: SIM115 (closed by the with below)
     except FileNotFoundError:

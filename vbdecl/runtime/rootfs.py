@@ -40,11 +40,15 @@ from __future__ import annotations
 import errno
 import os
 import stat
-from typing import Any
 
 from vbdecl.errors import RuntimeSetupError, SysError
 from vbdecl.plan.ids import fs_action_ids
 from vbdecl.sys import mount as m
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
 
 STAGING_BASES = ("/tmp", "/run", "/var/tmp", "/mnt")
 

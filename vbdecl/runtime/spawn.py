@@ -9,16 +9,21 @@ for the process tree and the sync protocol.
 from __future__ import annotations
 
 import fcntl
-import json
 import os
 import signal
 import struct
-from typing import Any
 
 from vbdecl.errors import RuntimeSetupError, VbdeclError
 from vbdecl.runtime import child as C
-from vbdecl.runtime.events import Callback, EventSink
+from vbdecl.runtime.events import EventSink
 from vbdecl.sys import ns as sysns
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
+    from vbdecl.runtime.events import Callback
+
 
 # Signals the parent forwards; job control stays with the terminal.
 PARENT_FORWARDED = tuple(s for s in C.FORWARDED
@@ -131,12 +136,9 @@ def _read_msg(fd: int) -> tuple[bytes, bytes] | None:
 
 
 def _child_error(payload: bytes) -> RuntimeSetupError:
-    try:
-        data = json.loads(payload)
-    except ValueError:
-        data = {}
-    err = RuntimeSetupError(str(data.get("message") or "sandbox setup failed"), hint=data.get("hint"))
-    err.exit_code = int(data.get("code") or 125)
+    code, message, hint = C.decode_error(payload)
+    err = RuntimeSetupError(message or "sandbox setup failed", hint=hint)
+    err.exit_code = code or 125
     return err
 
 
@@ -216,7 +218,7 @@ def run_spec(spec: dict[str, Any], *, name: str = "sandbox", actions: list[dict[
             # setup_root stages in a tmpfs inside the sandbox: nothing is created here.
             from vbdecl.engine.paths import runtime_root
 
-            runtime_dir = os.path.join(str(runtime_root(state_dir)), instance)
+            runtime_dir = os.path.join(runtime_root(state_dir), instance)
         cfg = _config(spec, nsd, instance, runtime_dir, argv)
         cfg.lock_fd = lock_fd
         _spawn_and_wait(cfg, nsd, idmap, spec, name, actions or [], sink, result,

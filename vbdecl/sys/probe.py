@@ -10,9 +10,13 @@ from __future__ import annotations
 import ctypes
 import os
 import shutil
-from typing import Any
 
 from vbdecl.sys.libc import libc, syscall
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
 
 CLONE_FLAGS = {
     "user": 0x10000000, "pid": 0x20000000, "mount": 0x00020000, "uts": 0x04000000,

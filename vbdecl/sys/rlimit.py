@@ -10,9 +10,13 @@ from __future__ import annotations
 
 import errno as _errno
 import resource
-from typing import Any
 
 from vbdecl.errors import SysError
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
 
 NAMES: dict[str, int] = {
     name[len("RLIMIT_"):].lower(): getattr(resource, name)

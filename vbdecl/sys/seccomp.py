@@ -18,13 +18,15 @@ from __future__ import annotations
 
 import ctypes
 import errno as _errno
-import importlib.machinery
-import importlib.util
 import os
-from typing import Any
 
 from vbdecl.errors import RuntimeSetupError
 from vbdecl.sys.libc import check, libc
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
 
 DIST_PACKAGES = "/usr/lib/python3/dist-packages"
 SECCOMP_SET_MODE_FILTER = 1
@@ -53,15 +55,16 @@ def binding() -> Any:
         return _binding
     except ImportError:
         pass
-    for suffix in importlib.machinery.EXTENSION_SUFFIXES:
+    # importlib.machinery, not importlib.util: that one costs the run path contextlib
+    from importlib.machinery import EXTENSION_SUFFIXES, ExtensionFileLoader, ModuleSpec
+
+    for suffix in EXTENSION_SUFFIXES:
         path = os.path.join(DIST_PACKAGES, "seccomp" + suffix)
         if os.path.exists(path):
-            spec = importlib.util.spec_from_file_location("seccomp", path)
-            if spec is None or spec.loader is None:
-                continue
-            module = importlib.util.module_from_spec(spec)
+            loader = ExtensionFileLoader("seccomp", path)
             try:
-                spec.loader.exec_module(module)
+                module = loader.create_module(ModuleSpec("seccomp", loader, origin=path))
+                loader.exec_module(module)
             except ImportError as e:
                 raise RuntimeSetupError(
                     f"cannot load libseccomp's Python binding from {path}: {e}",

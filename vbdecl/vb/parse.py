@@ -14,7 +14,11 @@ Standard library only: this runs on the ``vb`` fast path.
 from __future__ import annotations
 
 import os
-from typing import Any
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
 
 MAX_ARGS_DEPTH = 8
 ARGS_FD_LIMIT = 1 << 20  # bytes read from one --args fd

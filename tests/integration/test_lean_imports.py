@@ -1,0 +1,97 @@
+"""The hot paths import only what they use: ``vbdecl run`` (plan cached), ``vbdecl exec``
+and ``vb``, in the parent and in every forked child.
+
+Start-up time is most of a sandbox run (issue 5's benchmark), and each of these
+standard-library modules costs milliseconds on its own: none of them may come
+back on a hot path. ``-X importtime`` reports the imports of the forked children
+too, which ``sys.modules`` of the parent would miss.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from testmanifests import head
+
+VBDECL = str(Path(sys.executable).parent / "vbdecl")
+# Heavy third-party modules, and standard-library ones the hot paths can do without
+# (enum, functools and collections come with signal, which they cannot).
+FORBIDDEN = ("pydantic", "pydantic_core", "ruamel", "yaml", "rich", "pyroute2", "typer", "click",
+             "argparse", "typing", "json", "pathlib", "re", "ipaddress", "urllib", "dataclasses",
+             "tempfile", "hashlib", "contextlib", "inspect")
+
+MANIFEST = head("{name}") + """\
+    - {{type: proc, target: /proc}}
+    - {{type: dev, target: /dev}}
+    - {{type: tmpfs, target: /tmp}}
+  namespaces: {{pid: true, mount: true}}
+  process:
+    command: [/bin/sleep, "600"]
+"""
+
+
+def imported(args: list[str], env: dict[str, str], entry: str = "main") -> set[str]:
+    """The modules a ``vbdecl.entry`` call imports (parent and children)."""
+    code = (f"import sys\nfrom vbdecl.entry import {entry}\nrc = {entry}({args!r})\n"
+            "print('MODULES', *sys.modules, file=sys.stderr)\nsys.exit(rc)\n")
+    r = subprocess.run([sys.executable, "-X", "importtime", "-c", code], capture_output=True,
+                       text=True, env=env, timeout=60)
+    assert r.returncode == 0, r.stderr[-2000:]
+    names = set()
+    for line in r.stderr.splitlines():
+        if line.startswith("MODULES "):          # also what importlib.import_module loaded
+            names.update(line.split()[1:])
+        if line.startswith("import time:") and "|" in line:
+            name = line.rsplit("|", 1)[1].strip()
+            if name != "imported package":
+                names.add(name)
+    return names
+
+
+def bad(names: set[str], allowed: tuple[str, ...] = ()) -> list[str]:
+    return sorted(n for n in names if n.split(".")[0] in FORBIDDEN and n.split(".")[0] not in allowed)
+
+
+# json (and the re it imports): the default seccomp profile is JSON; exec reads the
+# environment's state, which is JSON; vb compiles a whole plan (a manifest hash over
+# canonical JSON, action descriptions with shell quoting).
+JSON = ("json", "re")
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> dict[str, str]:
+    return dict(os.environ, VBDECL_CACHE_DIR=str(tmp_path / "cache"),
+                VBDECL_STATE_DIR=str(tmp_path / "state"))
+
+
+def test_cached_run_and_exec_import_nothing_they_do_not_use(env: dict[str, str], tmp_path: Path) -> None:
+    name = "lean-" + os.urandom(3).hex()
+    path = tmp_path / "lean.yaml"
+    path.write_text(MANIFEST.format(name=name))
+    first = subprocess.run([VBDECL, "run", str(path), "--", "/bin/true"], env=env,
+                           capture_output=True, text=True, timeout=60)
+    assert first.returncode == 0, first.stderr         # compiles the plan and caches it
+    run = imported(["run", str(path), "--", "/bin/true"], env)
+    assert bad(run, JSON) == []
+    assert "vbdecl.model.manifest" not in run and "vbdecl.plan.compile" not in run
+
+    applied = subprocess.run([VBDECL, "apply", "--yes", str(path)], env=env,
+                             capture_output=True, text=True, timeout=60)
+    assert applied.returncode == 0, applied.stderr
+    try:
+        assert bad(imported(["exec", name, "--", "/bin/true"], env), JSON) == []
+    finally:
+        done = subprocess.run([VBDECL, "destroy", "--yes", name], env=env,
+                              capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, done.stderr
+
+
+def test_vb_imports_nothing_it_does_not_use(env: dict[str, str]) -> None:
+    args = ["vb", "--ro-bind", "/usr", "/usr", "--symlink", "usr/lib", "/lib", "--symlink",
+            "usr/lib64", "/lib64", "--symlink", "usr/bin", "/bin", "--proc", "/proc", "--dev", "/dev",
+            "--unshare-pid", "--tmpfs", "/tmp", "--setenv", "A", "b", "--chdir", "/tmp", "/usr/bin/true"]
+    assert bad(imported(args, env, entry="vb_main"), JSON) == []

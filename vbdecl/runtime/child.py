@@ -26,11 +26,11 @@ from __future__ import annotations
 
 import errno
 import os
-import signal
 import struct
 
 from vbdecl.sys import ns as sysns
 from vbdecl.sys import proc as sysproc
+from vbdecl.sys import signals
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -44,10 +44,10 @@ MSG_ERROR = b"E"
 MSG_WARNING = b"W"
 
 FORWARDED = (
-    signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1,
-    signal.SIGUSR2, signal.SIGWINCH, signal.SIGCONT, signal.SIGALRM, signal.SIGPWR,
-    signal.SIGURG, signal.SIGTSTP, signal.SIGTTIN, signal.SIGTTOU, signal.SIGVTALRM,
-    signal.SIGPROF, signal.SIGXCPU, signal.SIGXFSZ,
+    signals.SIGTERM, signals.SIGINT, signals.SIGHUP, signals.SIGQUIT, signals.SIGUSR1,
+    signals.SIGUSR2, signals.SIGWINCH, signals.SIGCONT, signals.SIGALRM, signals.SIGPWR,
+    signals.SIGURG, signals.SIGTSTP, signals.SIGTTIN, signals.SIGTTOU, signals.SIGVTALRM,
+    signals.SIGPROF, signals.SIGXCPU, signals.SIGXFSZ,
 )
 SI_KERNEL = 0x80
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -166,7 +166,7 @@ def holder_main(cfg: ChildConfig, parent: int) -> NoReturn:
         if cfg.live:
             _detach(cfg)
         elif cfg.die_with_parent:
-            sysproc.set_pdeathsig(signal.SIGKILL, parent)
+            sysproc.set_pdeathsig(signals.SIGKILL, parent)
         _enter_namespaces(cfg)
         send(cfg.c2p, MSG_UNSHARED)
         _wait_go(cfg.p2c)
@@ -288,7 +288,7 @@ def init_main(cfg: ChildConfig, holder: int) -> NoReturn:
     """pid 1 of the new pid namespace (or first process of a joined one). Never returns."""
     try:
         if cfg.die_with_parent:
-            sysproc.set_pdeathsig(signal.SIGKILL, holder)
+            sysproc.set_pdeathsig(signals.SIGKILL, holder)
         if cfg.live:
             os.close(cfg.c2p)
             sysproc.set_name("vbdecl-init")
@@ -296,8 +296,8 @@ def init_main(cfg: ChildConfig, holder: int) -> NoReturn:
         _setup_root(cfg)
         if not cfg.pid_new or not cfg.spec["process"].get("init", True):
             exec_process(cfg)
-        blocked = {*FORWARDED, signal.SIGCHLD}
-        signal.pthread_sigmask(signal.SIG_BLOCK, blocked)
+        blocked = {*FORWARDED, signals.SIGCHLD}
+        signals.pthread_sigmask(signals.SIG_BLOCK, blocked)
         pid = os.fork()
         if pid == 0:
             exec_process(cfg)
@@ -321,8 +321,8 @@ def init_loop(main_pid: int | None, *, forward_tty_signals: bool) -> NoReturn:
     is forwarded only when the main process has its own session.
     Never hangs on ECHILD: no children left means we are done.
     """
-    waitset = {*FORWARDED, signal.SIGCHLD}
-    signal.pthread_sigmask(signal.SIG_BLOCK, waitset)   # before the first reap: no lost SIGCHLD
+    waitset = {*FORWARDED, signals.SIGCHLD}
+    signals.pthread_sigmask(signals.SIG_BLOCK, waitset)   # before the first reap: no lost SIGCHLD
     main_status: int | None = None
     while True:
         while True:
@@ -340,12 +340,12 @@ def init_loop(main_pid: int | None, *, forward_tty_signals: bool) -> NoReturn:
             os._exit(status_code(main_status))
         if pid == -1 and main_pid is not None:   # no child, no status: cannot happen
             os._exit(125)
-        info = signal.sigwaitinfo(waitset)
+        info = signals.sigwaitinfo(waitset)
         sig = info.si_signo
-        if sig == signal.SIGCHLD:
+        if sig == signals.SIGCHLD:
             continue
         if main_pid is None:
-            if sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            if sig in (signals.SIGTERM, signals.SIGINT, signals.SIGHUP):
                 os._exit(128 + sig)
             continue
         if info.si_code == SI_KERNEL and not forward_tty_signals:
@@ -372,10 +372,10 @@ def _exec_process(cfg: ChildConfig) -> None:
     proc = spec["process"]
     c2p = cfg.c2p
     # Signals: the process starts with an empty mask and default dispositions.
-    signal.pthread_sigmask(signal.SIG_SETMASK, ())
-    for sig in (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGINT, *FORWARDED):
+    signals.pthread_sigmask(signals.SIG_SETMASK, ())
+    for sig in (signals.SIGPIPE, signals.SIGXFSZ, signals.SIGINT, *FORWARDED):
         try:
-            signal.signal(sig, signal.SIG_DFL)
+            signals.signal(sig, signals.SIG_DFL)
         except (OSError, ValueError):
             pass
     tty = proc.get("tty", "auto")
@@ -385,7 +385,7 @@ def _exec_process(cfg: ChildConfig) -> None:
     if own_session(proc):
         os.setsid()     # new_session, or tty: false: no controlling terminal
     if cfg.die_with_parent:
-        sysproc.set_pdeathsig(signal.SIGKILL, os.getppid())
+        sysproc.set_pdeathsig(signals.SIGKILL, os.getppid())
     env = build_env(proc)
     cwd = proc.get("cwd") or "/"
     if proc.get("cwd") is None and "vb" in spec:

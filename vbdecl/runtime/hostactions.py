@@ -25,12 +25,12 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import time
 from typing import Any
 
 from vbdecl.errors import ActionError, VbdeclError
 from vbdecl.ops.base import Context
+from vbdecl.sys import signals
 
 
 class HostTransaction:
@@ -62,9 +62,9 @@ class HostTransaction:
             try:
                 os.close(w)
                 os.setsid()
-                for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT):
-                    signal.signal(sig, signal.SIG_IGN)
-                signal.pthread_sigmask(signal.SIG_SETMASK, ())
+                for sig in (signals.SIGINT, signals.SIGTERM, signals.SIGHUP, signals.SIGQUIT):
+                    signals.signal(sig, signals.SIG_IGN)
+                signals.pthread_sigmask(signals.SIG_SETMASK, ())
                 null = os.open("/dev/null", os.O_RDWR)
                 os.dup2(null, 0)
                 os.dup2(null, 1)

@@ -18,7 +18,6 @@ from __future__ import annotations
 import errno
 import json
 import os
-import signal
 import struct
 import time
 
@@ -26,6 +25,7 @@ from vbdecl.errors import RuntimeSetupError, StateError, SysError, VbdeclError
 from vbdecl.runtime import child as C
 from vbdecl.sys import ns as sysns
 from vbdecl.sys import proc as sysproc
+from vbdecl.sys import signals
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -156,7 +156,7 @@ def _reap(pid: int) -> None:
 def stop_env(record: dict[str, Any]) -> None:
     """Kill the init (and so its pid namespace), unpin, remove the runtime dir. Idempotent."""
     pid, started = int(record.get("pid") or 0), record.get("start_time")
-    if pid > 0 and sysproc.kill_verified(pid, started, signal.SIGKILL):
+    if pid > 0 and sysproc.kill_verified(pid, started, signals.SIGKILL):
         _wait_gone(pid, started)
     for target in (record.get("pins") or {}).values():
         sysns.unpin(target)
@@ -316,7 +316,7 @@ def start_process(*, env_record: dict[str, Any], spec: dict[str, Any], log_path:
                               opener=lambda p, fl: os.open(p, fl, dir_fd=host_proc)) as f:
                         host_pid = int(f.read().split()[0])
                 except BaseException:
-                    os.kill(child, signal.SIGKILL)   # never leave a process nobody tracks
+                    os.kill(child, signals.SIGKILL)   # never leave a process nobody tracks
                     os._exit(1)
                 os.write(ready_w, struct.pack("=i", host_pid))
                 data = os.read(done_r, 4)
@@ -395,9 +395,9 @@ def stop_process(record: dict[str, Any]) -> None:
     pid, started = int(record.get("pid") or 0), record.get("start_time")
     if pid <= 0 or not sysproc.alive(pid, started):
         return
-    sysproc.kill_verified(pid, started, signal.SIGTERM)
+    sysproc.kill_verified(pid, started, signals.SIGTERM)
     if not _wait_gone(pid, started, STOP_TIMEOUT):
-        sysproc.kill_verified(pid, started, signal.SIGKILL)
+        sysproc.kill_verified(pid, started, signals.SIGKILL)
         _wait_gone(pid, started)
 
 
@@ -452,7 +452,7 @@ def exec_in(name: str, argv: list[str] | None, *, state_dir: str | None = None,
     c2p_r, c2p_w = os.pipe2(os.O_CLOEXEC)
     old_mask: Any = None
     if forward_signals:
-        old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, {*PARENT_FORWARDED, signal.SIGCHLD})
+        old_mask = signals.pthread_sigmask(signals.SIG_BLOCK, {*PARENT_FORWARDED, signals.SIGCHLD})
     pid = os.fork()
     if pid == 0:
         os.close(c2p_r)
@@ -468,7 +468,7 @@ def exec_in(name: str, argv: list[str] | None, *, state_dir: str | None = None,
         os.close(c2p_r)
         if old_mask is not None:
             _drain_pending()
-            signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
+            signals.pthread_sigmask(signals.SIG_SETMASK, old_mask)
     code = C.status_code(status)
     if error is not None:
         os.write(2, f"error: {error}\n".encode())

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import fcntl
 import os
-import signal
 import struct
 
 from vbdecl.errors import RuntimeSetupError, VbdeclError
 from vbdecl.runtime import child as C
 from vbdecl.runtime.events import EventSink
 from vbdecl.sys import ns as sysns
+from vbdecl.sys import signals
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 
 # Signals the parent forwards; job control stays with the terminal.
 PARENT_FORWARDED = tuple(s for s in C.FORWARDED
-                         if s not in (signal.SIGTSTP, signal.SIGTTIN, signal.SIGTTOU))
+                         if s not in (signals.SIGTSTP, signals.SIGTTIN, signals.SIGTTOU))
 
 
 class RunResult:
@@ -155,7 +155,7 @@ def fork_holder(cfg: C.ChildConfig, floor: int) -> tuple[int, int, int]:
         try:
             os.close(c2p_r)
             os.close(p2c_w)
-            signal.pthread_sigmask(signal.SIG_BLOCK, C.FORWARDED)
+            signals.pthread_sigmask(signals.SIG_BLOCK, C.FORWARDED)
         except BaseException:
             os._exit(125)
         C.holder_main(cfg, parent)
@@ -246,7 +246,7 @@ def _spawn_and_wait(cfg: C.ChildConfig, nsd: dict[str, Any], idmap: dict[str, An
                     state_dir: str | None, set_tx: Any, warnings: list[str]) -> None:
     old_mask: set[Any] | None = None
     if forward_signals:
-        old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, {*PARENT_FORWARDED, signal.SIGCHLD})
+        old_mask = signals.pthread_sigmask(signals.SIG_BLOCK, {*PARENT_FORWARDED, signals.SIGCHLD})
     pid, c2p_r, p2c_w = fork_holder(cfg, max([2, cfg.lock_fd, *cfg.keep_fds]))
     holder_status: int | None = None
     try:
@@ -318,7 +318,7 @@ def _spawn_and_wait(cfg: C.ChildConfig, nsd: dict[str, Any], idmap: dict[str, An
             _kill_and_reap(pid)
         if old_mask is not None:
             _drain_pending()
-            signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
+            signals.pthread_sigmask(signals.SIG_SETMASK, old_mask)
 
 
 def _wait(pid: int, target: int, forward: bool, new_session: bool) -> int:
@@ -329,13 +329,13 @@ def _wait(pid: int, target: int, forward: bool, new_session: bool) -> int:
                 return status
             except InterruptedError:
                 continue
-    waitset = {*PARENT_FORWARDED, signal.SIGCHLD}
+    waitset = {*PARENT_FORWARDED, signals.SIGCHLD}
     while True:
         wpid, status = os.waitpid(pid, os.WNOHANG)
         if wpid == pid:
             return status
-        info = signal.sigwaitinfo(waitset)
-        if info.si_signo == signal.SIGCHLD:
+        info = signals.sigwaitinfo(waitset)
+        if info.si_signo == signals.SIGCHLD:
             continue
         if info.si_code == C.SI_KERNEL and not new_session:
             continue   # the terminal signalled our whole process group, the sandbox included
@@ -346,14 +346,14 @@ def _wait(pid: int, target: int, forward: bool, new_session: bool) -> int:
 
 
 def _drain_pending() -> None:
-    pending = signal.sigpending() & {signal.SIGCHLD}
+    pending = signals.sigpending() & {signals.SIGCHLD}
     if pending:
-        signal.sigtimedwait(pending, 0)
+        signals.sigtimedwait(pending, 0)
 
 
 def _kill_and_reap(pid: int) -> None:
     try:
-        os.kill(pid, signal.SIGKILL)
+        os.kill(pid, signals.SIGKILL)
     except ProcessLookupError:
         pass
     try:

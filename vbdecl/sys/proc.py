@@ -8,8 +8,8 @@ from __future__ import annotations
 import ctypes
 import errno
 import os
-import signal
 
+from vbdecl.sys import signals
 from vbdecl.sys.libc import check, libc, raise_errno, syscall
 
 PR_SET_PDEATHSIG = 1
@@ -92,7 +92,7 @@ def alive(pid: int, started: int | None) -> bool:
     return state != b"Z"
 
 
-def kill_verified(pid: int, started: int | None, sig: int = signal.SIGKILL) -> bool:
+def kill_verified(pid: int, started: int | None, sig: int = signals.SIGKILL) -> bool:
     """Signal ``pid`` only if it is still the process recorded (pid + start time)."""
     if not alive(pid, started):
         return False

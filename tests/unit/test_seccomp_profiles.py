@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -161,7 +162,8 @@ def test_binding_is_found_outside_the_venv() -> None:
     assert ssc.errno_number("EPERM") == 1 and ssc.errno_number(38) == 38
 
 
-def test_preload_leaves_nothing_to_import_or_read_after_pivot() -> None:
+def test_preload_leaves_nothing_to_import_or_read_after_pivot(tmp_path: Path) -> None:
+    import os
     import subprocess
     import sys
 
@@ -169,19 +171,47 @@ def test_preload_leaves_nothing_to_import_or_read_after_pivot() -> None:
 import builtins, sys
 from vbdecl.ops import sec
 from vbdecl.sys import seccomp as ssc
-spec = {"security": {"seccomp": {"deny": ["@swap", "mkdir"], "errno": "EROFS"},
-                     "landlock": {"read": ["/usr"]}}, "process": {"user": 1000}}
-sec.preload(spec)
+settings = ["default", {"deny": ["@swap", "mkdir"], "errno": "EROFS"}, {"allow": ["@swap", "read"]}]
+specs = [{"security": {"seccomp": s, "landlock": {"read": ["/usr"]}}, "process": {"user": u}}
+         for s in settings for u in (0, 1000)]
+for spec in specs:
+    sec.preload(spec)
 sys.path[:] = []
 sys.path_importer_cache.clear()
 def no_open(*a, **k):
     raise AssertionError(f"open{a} after preload")
 builtins.open = no_open
-for setting in ("default", spec["security"]["seccomp"], {"allow": ["@swap", "read"]}):
-    profile, _ = sec.seccomp_profile(setting)
-    ssc.build_filter(profile, caps={"NET_BIND_SERVICE"})
+for spec in specs:
+    _, _, kept, hold = sec.privileges(spec)
+    filt, raw = sec.seccomp_filters(spec, kept, hold)
+    assert filt is None and len(raw) == 1 and len(raw[0]) % 8 == 0, spec
 print(sec.capability_sets({"drop": ["ALL"], "add": ["net_bind_service"]}, 1000, 40))
 """
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-    assert out.returncode == 0, out.stderr
-    assert out.stdout.strip() == "(1024, 1024)"
+    env = dict(os.environ, VBDECL_CACHE_DIR=str(tmp_path / "cache"))
+    for attempt in ("builds and caches the programs", "reads them from the cache"):
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+        assert out.returncode == 0, (attempt, out.stderr)
+        assert out.stdout.strip() == "(1024, 1024)"
+    assert len(list((tmp_path / "cache" / "seccomp").glob("*.marshal"))) == 6
+
+
+def test_cached_program_is_the_program_libseccomp_builds(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("VBDECL_CACHE_DIR", str(tmp_path))
+    spec: dict[str, Any] = {"security": {"seccomp": {"deny": ["mkdir"]}}, "process": {"user": 0}}
+    sec._programs.clear()
+    sec.prepare_programs(spec)
+    _, _, kept, hold = sec.privileges(spec)
+    _, (program,) = sec.seccomp_filters(spec, kept, hold)
+    profile, _ = sec.seccomp_profile(spec["security"]["seccomp"])
+    assert program == ssc.export_bpf(ssc.build_filter(profile, caps=sec.mask_names(kept)))
+    (entry,) = (tmp_path / "seccomp").glob("*.marshal")
+    sec._programs.clear()
+    entry.write_bytes(b"garbage")                  # a corrupt entry is rebuilt, not used
+    sec.prepare_programs(spec)
+    assert sec.seccomp_filters(spec, kept, hold)[1] == [program]
+    assert ssc.library_unchanged(ssc.library_identity())
+    assert not ssc.library_unchanged([["/nonexistent", 1, 2, 3]]) and not ssc.library_unchanged(None)
+    changed = ssc.library_identity()
+    changed[0][3] = int(str(changed[0][3])) + 1           # another build of the binding
+    assert not ssc.library_unchanged(changed)
+    sec._programs.clear()

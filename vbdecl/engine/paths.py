@@ -12,6 +12,8 @@ Runtime objects (pinned namespaces, sockets) live in the *runtime root*:
 ``/run``), ``/run/vbdecl`` for root, ``$XDG_RUNTIME_DIR/vbdecl`` otherwise
 (``<state>/run`` when that is unset).
 
+Caches (compiled plans, seccomp programs) live in :func:`cache_dir`.
+
 Nothing here creates directories; :func:`ensure_dir` does, on demand.
 """
 
@@ -101,6 +103,18 @@ def check_name(name: str) -> None:
         from vbdecl.errors import UsageError
 
         raise UsageError(f"invalid environment name {name!r}", hint=f"names match {NAME_PATTERN}")
+
+
+def cache_dir() -> str:
+    """Compiled plans and seccomp programs: ``$VBDECL_CACHE_DIR``, else
+    ``/var/cache/vbdecl`` for root, else ``$XDG_CACHE_HOME/vbdecl`` (``~/.cache/vbdecl``)."""
+    env = os.environ.get("VBDECL_CACHE_DIR")
+    if env:
+        return env
+    if os.geteuid() == 0:
+        return "/var/cache/vbdecl"
+    xdg = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(xdg, "vbdecl")
 
 
 def ensure_dir(path: str, mode: int = 0o700) -> str:

@@ -28,6 +28,7 @@ import os
 import sys
 
 from vbdecl import __version__
+from vbdecl.engine.paths import cache_dir
 from vbdecl.hashing import sha256
 
 TYPE_CHECKING = False
@@ -39,16 +40,6 @@ FORMAT = 2
 MAX_ENTRIES = 512
 _PKG = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _fingerprint: str | None = None
-
-
-def cache_dir() -> str:
-    env = os.environ.get("VBDECL_CACHE_DIR")
-    if env:
-        return env
-    if os.geteuid() == 0:
-        return "/var/cache/vbdecl"
-    xdg = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return os.path.join(xdg, "vbdecl")
 
 
 def _code_fingerprint() -> str:

@@ -3,8 +3,9 @@
 Entry points for the runtime (all take the normalized spec, docs/plan-format.md):
 
 - :func:`preload(spec) <preload>`: imports the modules and reads the data
-  files apply_in_child will need (nothing can be imported after pivot_root);
-  :func:`load_host_files` calls it.
+  files apply_in_child will need (nothing can be imported after pivot_root),
+  and prepares the seccomp program, from the cache or built now
+  (:func:`prepare_programs`); :func:`load_host_files` calls it.
 - :func:`load_host_files(spec) <load_host_files>`: call it in the parent
   (where host paths and the caller's fds are valid). It reads a seccomp
   profile file (``security.seccomp.profile``, a host path) and the raw BPF
@@ -19,7 +20,8 @@ Entry points for the runtime (all take the normalized spec, docs/plan-format.md)
   Everything is computed and validated first; the kernel state is changed
   only afterwards, in the order documented in docs/security.md:
 
-  1. compute capability sets, build the seccomp filter, take the raw BPF
+  1. compute capability sets, take the prepared seccomp program (or build
+     the filter, for a profile named by path), take the raw BPF
      programs (``vb.seccomp_programs``, or ``vb.seccomp_fds`` still open),
      open the Landlock rule paths and fill the ruleset;
   2. ``disable_userns`` (unless done by :func:`prepare_in_child`) and
@@ -274,14 +276,10 @@ def preload(spec: dict[str, Any]) -> None:
 
     _cap_tables()
     sec = spec.get("security") or {}
-    setting = sec.get("seccomp")
-    if setting not in (None, "off", False) or (spec.get("vb") or {}).get("seccomp_fds") \
-            or (spec.get("vb") or {}).get("seccomp_programs"):
-        from vbdecl.model import names as _names  # noqa: F401
-        from vbdecl.sys import seccomp as _ssc
-
-        _ssc.binding()
-        default_profile()
+    if sec.get("seccomp", "default") not in (None, "off", False):
+        prepare_programs(spec)
+    if (spec.get("vb") or {}).get("seccomp_fds") or (spec.get("vb") or {}).get("seccomp_programs"):
+        from vbdecl.sys import seccomp as _ssc  # noqa: F401
     if sec.get("landlock"):
         from vbdecl.sys import landlock as _ll
 
@@ -363,6 +361,199 @@ def landlock_ruleset(cfg: dict[str, Any] | None) -> int | None:
     return fd
 
 
+# --- privileges and compiled seccomp programs -----------------------------------
+
+def privileges(spec: dict[str, Any], available: int | None = None) -> tuple[int, int, int, int]:
+    """(last capability, bounding, kept, hold) for the payload of ``spec``.
+
+    ``available``: the permitted set the payload starts from (default: this
+    process's). ``hold`` is CAP_SYS_ADMIN when it must stay effective until
+    the filters are loaded (no_new_privs off), else 0.
+    """
+    from vbdecl.sys import caps as sc
+
+    sec = spec.get("security") or {}
+    vb = spec.get("vb") or {}
+    uid = int((spec.get("process") or {}).get("user") or 0)
+    last = sc.last_cap()
+    bounding, kept = capability_sets(sec.get("capabilities"), uid, last,
+                                     disable_userns=bool(sec.get("disable_userns")),
+                                     available=sc.capget()[1] if available is None else available)
+    needs_nnp_or_admin = (bool(sec.get("landlock")) or bool(vb.get("seccomp_fds"))
+                          or bool(vb.get("seccomp_programs"))
+                          or sec.get("seccomp", "default") not in (None, "off", False))
+    sys_admin = 1 << 21
+    nnp = bool(sec.get("no_new_privs", True))
+    hold = sys_admin if (not nnp and needs_nnp_or_admin and not kept & sys_admin) else 0
+    return last, bounding, kept, hold
+
+
+# Building a seccomp filter means parsing the JSON profile and having libseccomp
+# generate the program: ~10 ms of every start-up. The program is a function of
+# what _program_key covers, so it is built once per machine, kept in the cache
+# directory, and a run installs the bytes (prctl, as for vb's raw programs).
+_programs: dict[str, bytes] = {}    # key -> program; filled by preload, before pivot_root
+
+
+def seccomp_filters(spec: dict[str, Any], kept: int, hold: int) -> tuple[Any, list[bytes]]:
+    """(a libseccomp filter to load, or None; raw programs to install after it):
+    the profile's program prepared by :func:`prepare_programs` when there is one,
+    then vb's programs."""
+    sec = spec.get("security") or {}
+    vb = spec.get("vb") or {}
+    setting = sec.get("seccomp", "default")
+    program = _programs.get(_program_key(setting, kept, hold) or "")
+    filt = None
+    if program is None:
+        profile, strict = seccomp_profile(setting, extra_allow=("capset",) if hold else ())
+        if profile is not None:
+            from vbdecl.sys import seccomp as ssc
+
+            filt = ssc.build_filter(profile, caps=mask_names(kept), strict_names=strict,
+                                    where="security.seccomp")
+    raw = [program] if program else []
+    raw += [bytes.fromhex(p) for p in vb.get("seccomp_programs") or []]
+    if vb.get("seccomp_fds"):
+        from vbdecl.sys import seccomp as ssc
+
+        raw += [ssc.read_bpf_fd(fd) for fd in vb["seccomp_fds"]]
+    return filt, raw
+
+
+_inputs: str | None = None
+
+
+def _machine_inputs() -> str | None:
+    """What a program depends on besides the spec: vbdecl, the default profile file
+    (allow and deny lists build on it too), the architecture and the kernel.
+    Read once, before pivot_root."""
+    global _inputs
+    if _inputs is None:
+        from vbdecl import __version__
+
+        try:
+            st = os.stat(DEFAULT_PROFILE_PATH)
+        except OSError:
+            return None
+        kernel = os.uname()
+        _inputs = "\0".join((__version__, f"{st.st_size}:{st.st_mtime_ns}", kernel.machine,
+                              kernel.release))
+    return _inputs
+
+
+def _program_key(setting: Any, kept: int, hold: int) -> str | None:
+    """The cache key of the seccomp program for these inputs, or None when it is
+    not cached (no filter; a profile file read in the child, which may change)."""
+    if setting in (None, "off", False):
+        return None
+    if isinstance(setting, dict):
+        if setting.get("profile") and setting.get("profile_data") is None:
+            return None
+        import json
+
+        what = json.dumps(setting, sort_keys=True, separators=(",", ":"))
+    elif setting in ("default", True):
+        what = "default"
+    else:
+        return None
+    from vbdecl.hashing import sha256
+
+    machine = _machine_inputs()
+    if machine is None:
+        return None
+    parts = ("vbdecl-seccomp", machine, what, str(kept), str(hold))
+    key: str = sha256("\0".join(parts).encode("utf-8", "surrogateescape")).hexdigest()
+    return key
+
+
+def _program_path(key: str) -> str:
+    from vbdecl.engine.paths import cache_dir
+
+    return os.path.join(cache_dir(), "seccomp", key + ".marshal")
+
+
+def prepare_programs(spec: dict[str, Any]) -> None:
+    """Have the seccomp program apply_in_child will install ready in memory: from
+    the cache, else built now (and cached). Call it before pivot_root.
+
+    The payload's permitted set is this process's, or every capability when it
+    enters a user namespace on the way (exec into an environment that has one):
+    both programs are prepared. A setting that is not cached gets its inputs
+    loaded instead, and apply_in_child builds the filter as before.
+    """
+    from vbdecl.sys import caps as sc
+
+    sec = spec.get("security") or {}
+    setting = sec.get("seccomp", "default")
+    full = (1 << (sc.last_cap() + 1)) - 1
+    for available in dict.fromkeys((sc.capget()[1], full)):
+        try:
+            _, _, kept, hold = privileges(spec, available)
+        except RuntimeSetupError:
+            continue      # not what the payload will have; apply_in_child says why if it is
+        key = _program_key(setting, kept, hold)
+        if key is None:
+            from vbdecl.model import names as _names  # noqa: F401
+            from vbdecl.sys import seccomp as ssc
+
+            ssc.binding()
+            default_profile()
+            return
+        if key not in _programs:
+            _programs[key] = _cached_program(key) or _build_program(setting, kept, hold, key)
+
+
+def _cached_program(key: str) -> bytes | None:
+    import marshal
+
+    from vbdecl.sys import seccomp as ssc
+
+    try:
+        with open(_program_path(key), "rb") as f:
+            entry = marshal.loads(f.read())
+    except (OSError, ValueError, EOFError, TypeError):
+        return None
+    if not isinstance(entry, dict) or entry.get("key") != key:
+        return None
+    program = entry.get("program")
+    if not isinstance(program, bytes) or not program or len(program) % 8 \
+            or not ssc.library_unchanged(entry.get("lib")):
+        return None
+    for text in entry.get("warnings") or []:
+        _warn(str(text))
+    return program
+
+
+def _build_program(setting: Any, kept: int, hold: int, key: str) -> bytes:
+    import marshal
+    import tempfile
+
+    from vbdecl.sys import seccomp as ssc
+
+    first_warning = len(WARNINGS)
+    profile, strict = seccomp_profile(setting, extra_allow=("capset",) if hold else ())
+    assert profile is not None
+    filt = ssc.build_filter(profile, caps=mask_names(kept), strict_names=strict,
+                            where="security.seccomp")
+    program = ssc.export_bpf(filt)
+    entry = {"key": key, "program": program, "lib": ssc.library_identity(),
+             "warnings": WARNINGS[first_warning:]}
+    path = _program_path(key)
+    try:      # atomic; an unwritable cache is no error, only slower
+        os.makedirs(os.path.dirname(path), mode=0o755, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".tmp-")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(marshal.dumps(entry))
+            os.replace(tmp, path)
+        except BaseException:
+            os.unlink(tmp)
+            raise
+    except OSError:
+        pass
+    return program
+
+
 # --- user namespaces ----------------------------------------------------------
 
 def prepare_in_child(spec: dict[str, Any]) -> None:
@@ -399,32 +590,11 @@ def apply_in_child(spec: dict[str, Any]) -> None:
     uid = int(proc.get("user") or 0)
     gid = int(proc.get("group") or 0)
     nnp = bool(sec.get("no_new_privs", True))
-    disable_userns = bool(sec.get("disable_userns"))
 
     # 1. compute and prepare everything before changing anything.
-    last = sc.last_cap()
-    bounding, kept = capability_sets(sec.get("capabilities"), uid, last,
-                                     disable_userns=disable_userns, available=sc.capget()[1])
-    sys_admin = 1 << 21
-    setting = sec.get("seccomp", "default")
-    raw_fds = list(vb.get("seccomp_fds") or [])
-    ll_cfg = sec.get("landlock")
-    needs_nnp_or_admin = (bool(ll_cfg) or bool(raw_fds) or bool(vb.get("seccomp_programs"))
-                          or setting not in (None, "off", False))
-    hold = sys_admin if (not nnp and needs_nnp_or_admin and not kept & sys_admin) else 0
-    profile, strict = seccomp_profile(setting, extra_allow=("capset",) if hold else ())
-    filt = None
-    if profile is not None:
-        from vbdecl.sys import seccomp as ssc
-
-        filt = ssc.build_filter(profile, caps=mask_names(kept), strict_names=strict,
-                                where="security.seccomp")
-    raw = [bytes.fromhex(p) for p in vb.get("seccomp_programs") or []]
-    if raw_fds:
-        from vbdecl.sys import seccomp as ssc
-
-        raw += [ssc.read_bpf_fd(fd) for fd in raw_fds]
-    ruleset = landlock_ruleset(ll_cfg)
+    last, bounding, kept, hold = privileges(spec)
+    filt, raw = seccomp_filters(spec, kept, hold)
+    ruleset = landlock_ruleset(sec.get("landlock"))
     try:
         _apply(spec, sc, uid, gid, nnp, bounding, kept, hold, last, vb, ruleset, filt, raw)
     finally:
@@ -493,7 +663,7 @@ def _apply(spec: dict[str, Any], sc: Any, uid: int, gid: int, nnp: bool, boundin
 
         ll.restrict_self(ruleset)
 
-    # 8. seccomp, last
+    # 8. seccomp, last (the profile's program, unless built just now, then vb's programs)
     if filt is not None:
         from vbdecl.sys import seccomp as ssc
 

@@ -65,17 +65,23 @@ def _prctl(option: int, a2: int = 0, a3: int = 0, a4: int = 0, a5: int = 0, *, w
     return check(_raw_prctl(option, a2, a3, a4, a5), what)
 
 
+_last_cap: int | None = None
+
+
 def last_cap() -> int:
-    """The highest capability number the running kernel knows."""
-    try:
-        with open("/proc/sys/kernel/cap_last_cap") as f:
-            return int(f.read())
-    except OSError:
-        # /proc may not be mounted inside a fresh root: probe the bounding set.
-        n = 0
-        while _raw_prctl(PR_CAPBSET_READ, n + 1) >= 0:
-            n += 1
-        return n
+    """The highest capability number the running kernel knows (read once)."""
+    global _last_cap
+    if _last_cap is None:
+        try:
+            with open("/proc/sys/kernel/cap_last_cap") as f:
+                _last_cap = int(f.read())
+        except OSError:
+            # /proc may not be mounted inside a fresh root: probe the bounding set.
+            n = 0
+            while _raw_prctl(PR_CAPBSET_READ, n + 1) >= 0:
+                n += 1
+            _last_cap = n
+    return _last_cap
 
 
 def capget() -> tuple[int, int, int]:

@@ -248,12 +248,46 @@ def load_filter(filt: Any) -> None:
 
 def export_bpf(filt: Any) -> bytes:
     """The classic-BPF program of a filter, as bytes (``struct sock_filter[]``)."""
-    import tempfile
-
-    with tempfile.TemporaryFile() as f:
+    with os.fdopen(os.memfd_create("vbdecl-seccomp", os.MFD_CLOEXEC), "w+b") as f:
         filt.export_bpf(f)
         f.seek(0)
         return f.read()
+
+
+def library_identity() -> list[list[object]]:
+    """``[path, inode, size, mtime_ns]`` of the binding module and of any libseccomp
+    it loaded (Debian's binding links it statically): a program built by one
+    libseccomp is not reused with another."""
+    files = [str(getattr(binding(), "__file__", "") or "")]
+    try:
+        with open("/proc/self/maps") as f:
+            for line in f:
+                fields = line.split(None, 5)
+                if len(fields) == 6 and os.path.basename(fields[5].strip()).startswith("libseccomp."):
+                    files.append(fields[5].strip())
+    except OSError:
+        pass
+    identity: list[list[object]] = []
+    for path in dict.fromkeys(p for p in files if p):
+        st = os.stat(path)
+        identity.append([path, st.st_ino, st.st_size, st.st_mtime_ns])
+    return identity
+
+
+def library_unchanged(identity: object) -> bool:
+    """The files recorded by :func:`library_identity` are still there, unchanged."""
+    if not isinstance(identity, list) or not identity:
+        return False
+    for item in identity:
+        if not isinstance(item, list) or len(item) != 4:
+            return False
+        try:
+            st = os.stat(str(item[0]))
+        except OSError:
+            return False
+        if [st.st_ino, st.st_size, st.st_mtime_ns] != item[1:]:
+            return False
+    return True
 
 
 def read_bpf_fd(fd: int) -> bytes:

@@ -7,11 +7,8 @@ covers the modification times of the model and plan modules, so a changed
 compiler never serves a stale plan. Only on a miss is the model imported
 (pydantic, ruamel), the file validated and compiled.
 
-Entries are in :mod:`marshal` format, which is built into the interpreter:
-decoding JSON would cost a hit ~3 ms of imports (json pulls in re and
-enum). marshal's format is the interpreter's own, so the key includes the
-interpreter's cache tag. Whoever can write the cache can change what runs
-either way, so the cache directory is trusted as the plans are.
+Entries are marshal files (:mod:`vbdecl.engine.cachefile`); the key includes
+the interpreter's cache tag, since marshal's format is the interpreter's own.
 
 Location: ``$VBDECL_CACHE_DIR``, else ``/var/cache/vbdecl`` for root, else
 ``$XDG_CACHE_HOME/vbdecl`` (``~/.cache/vbdecl``). Writes are atomic
@@ -23,11 +20,11 @@ This module must stay cheap to import: stdlib only, nothing heavy.
 
 from __future__ import annotations
 
-import marshal
 import os
 import sys
 
 from vbdecl import __version__
+from vbdecl.engine import cachefile
 from vbdecl.engine.paths import cache_dir
 from vbdecl.hashing import sha256
 
@@ -77,38 +74,15 @@ def _entry_path(key: str) -> str:
 
 
 def lookup(key: str) -> list[dict[str, Any]] | None:
-    try:
-        with open(_entry_path(key), "rb") as f:
-            entry = marshal.loads(f.read())
-    except (OSError, ValueError, EOFError, TypeError):
-        return None
-    if not isinstance(entry, dict) or entry.get("key") != key:
-        return None
-    plans = entry.get("plans")
+    entry = cachefile.read(_entry_path(key), key)
+    plans = entry.get("plans") if entry else None
     return plans if isinstance(plans, list) else None
 
 
 def store(key: str, plans: list[dict[str, Any]]) -> None:
-    import tempfile  # only on a miss: a hit should not pay for it
-
     target = _entry_path(key)
-    directory = os.path.dirname(target)
-    try:
-        os.makedirs(directory, mode=0o755, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".marshal")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(marshal.dumps({"key": key, "plans": plans}))
-            os.replace(tmp, target)
-        except BaseException:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
-            raise
-    except (OSError, ValueError):   # unwritable, or a value marshal cannot carry: just no cache
-        return
-    _prune(os.path.dirname(directory))
+    if cachefile.write(target, {"key": key, "plans": plans}):
+        _prune(os.path.dirname(os.path.dirname(target)))
 
 
 def _prune(root: str) -> None:

@@ -504,16 +504,11 @@ def prepare_programs(spec: dict[str, Any]) -> None:
 
 
 def _cached_program(key: str) -> bytes | None:
-    import marshal
-
+    from vbdecl.engine import cachefile
     from vbdecl.sys import seccomp as ssc
 
-    try:
-        with open(_program_path(key), "rb") as f:
-            entry = marshal.loads(f.read())
-    except (OSError, ValueError, EOFError, TypeError):
-        return None
-    if not isinstance(entry, dict) or entry.get("key") != key:
+    entry = cachefile.read(_program_path(key), key)
+    if entry is None:
         return None
     program = entry.get("program")
     if not isinstance(program, bytes) or not program or len(program) % 8 \
@@ -525,9 +520,7 @@ def _cached_program(key: str) -> bytes | None:
 
 
 def _build_program(setting: Any, kept: int, hold: int, key: str) -> bytes:
-    import marshal
-    import tempfile
-
+    from vbdecl.engine import cachefile
     from vbdecl.sys import seccomp as ssc
 
     first_warning = len(WARNINGS)
@@ -536,21 +529,9 @@ def _build_program(setting: Any, kept: int, hold: int, key: str) -> bytes:
     filt = ssc.build_filter(profile, caps=mask_names(kept), strict_names=strict,
                             where="security.seccomp")
     program = ssc.export_bpf(filt)
-    entry = {"key": key, "program": program, "lib": ssc.library_identity(),
-             "warnings": WARNINGS[first_warning:]}
-    path = _program_path(key)
-    try:      # atomic; an unwritable cache is no error, only slower
-        os.makedirs(os.path.dirname(path), mode=0o755, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".tmp-")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(marshal.dumps(entry))
-            os.replace(tmp, path)
-        except BaseException:
-            os.unlink(tmp)
-            raise
-    except OSError:
-        pass
+    cachefile.write(_program_path(key), {"key": key, "program": program,
+                                          "lib": ssc.library_identity(),
+                                          "warnings": WARNINGS[first_warning:]})
     return program
 
 

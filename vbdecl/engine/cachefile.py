@@ -1,0 +1,53 @@
+"""Cache entries: one marshal file per key (compiled plans, seccomp programs).
+
+marshal is built into the interpreter, so reading an entry imports nothing
+(json would cost a start-up ~3 ms); its format is the interpreter's own, so
+keys must cover the interpreter where that matters. An entry is a dict that
+carries its own key: a corrupt, foreign or truncated file is a miss, never
+an error, and so is a cache directory that cannot be written. Whoever can
+write the cache can change what runs, so it is trusted as the plans are.
+"""
+
+from __future__ import annotations
+
+import marshal
+import os
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
+
+def read(path: str, key: str) -> dict[str, Any] | None:
+    """The entry at ``path`` if it is one and carries ``key``, else None."""
+    try:
+        with open(path, "rb") as f:
+            entry = marshal.loads(f.read())
+    except (OSError, ValueError, EOFError, TypeError):
+        return None
+    if not isinstance(entry, dict) or entry.get("key") != key:
+        return None
+    return entry
+
+
+def write(path: str, entry: dict[str, Any]) -> bool:
+    """Store ``entry`` (with its ``key``) at ``path`` atomically; False if it could not be."""
+    import tempfile  # only on a miss: a hit should not pay for it
+
+    directory = os.path.dirname(path)
+    try:
+        os.makedirs(directory, mode=0o755, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(marshal.dumps(entry))
+            os.replace(tmp, path)
+        except BaseException:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+            raise
+    except (OSError, ValueError):   # unwritable, or a value marshal cannot carry
+        return False
+    return True

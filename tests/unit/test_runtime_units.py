@@ -148,3 +148,29 @@ def test_id_map_text() -> None:
     assert sysns._map_text([{"inside": 0, "outside": 1000, "count": 1},
                             {"inside": 1, "outside": 100000, "count": 65536}]) == \
         "0 1000 1\n1 100000 65536\n"
+
+
+def test_state_is_read_through_a_copy_that_follows_state_json(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from vbdecl.errors import StateError
+    from vbdecl.runtime.live import load_state
+
+    monkeypatch.setenv("VBDECL_CACHE_DIR", str(tmp_path / "cache"))
+    env_dir = tmp_path / "state" / "envs" / "web"
+    env_dir.mkdir(parents=True)
+    state = env_dir / "state.json"
+    with pytest.raises(StateError, match="no environment named web"):
+        load_state("web", str(tmp_path / "state"))
+    state.write_text(json.dumps({"name": "web", "serial": 1}))
+    assert load_state("web", str(tmp_path / "state"))["serial"] == 1
+    (copy,) = (tmp_path / "cache" / "state").iterdir()
+    assert load_state("web", str(tmp_path / "state"))["serial"] == 1        # from the copy
+    tmp = env_dir / ".state.json.tmp"                  # the engine's atomic replace
+    tmp.write_text(json.dumps({"name": "web", "serial": 2}))
+    os.replace(tmp, state)
+    assert load_state("web", str(tmp_path / "state"))["serial"] == 2
+    copy.write_bytes(b"\x00garbage")                   # a broken copy is only a miss
+    assert load_state("web", str(tmp_path / "state"))["serial"] == 2
+    state.write_text("{ not json")
+    with pytest.raises(StateError, match="cannot read the state of web"):
+        load_state("web", str(tmp_path / "state"))

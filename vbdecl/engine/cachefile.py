@@ -32,12 +32,11 @@ def read(path: str, key: str) -> dict[str, Any] | None:
 
 def write(path: str, entry: dict[str, Any]) -> bool:
     """Store ``entry`` (with its ``key``) at ``path`` atomically; False if it could not be."""
-    import tempfile  # only on a miss: a hit should not pay for it
-
-    directory = os.path.dirname(path)
+    directory, name = os.path.split(path)
+    tmp = os.path.join(directory, f".{name}.{os.getpid()}.tmp")
     try:
         os.makedirs(directory, mode=0o755, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
         try:
             with os.fdopen(fd, "wb") as f:
                 f.write(marshal.dumps(entry))
@@ -51,3 +50,21 @@ def write(path: str, entry: dict[str, Any]) -> bool:
     except (OSError, ValueError):   # unwritable, or a value marshal cannot carry
         return False
     return True
+
+
+def prune(root: str, keep: int) -> None:
+    """Keep at most ``keep`` entries under ``root``: beyond that, drop the oldest half."""
+    try:
+        files = []
+        for directory, _, names in os.walk(root):
+            for name in names:
+                if name.endswith((".marshal", ".json")):   # .json: the plan cache's first format
+                    path = os.path.join(directory, name)
+                    files.append((os.stat(path).st_mtime_ns, path))
+        if len(files) <= keep:
+            return
+        files.sort()
+        for _, path in files[: len(files) - keep // 2]:
+            os.unlink(path)
+    except OSError:
+        return

@@ -82,24 +82,7 @@ def lookup(key: str) -> list[dict[str, Any]] | None:
 def store(key: str, plans: list[dict[str, Any]]) -> None:
     target = _entry_path(key)
     if cachefile.write(target, {"key": key, "plans": plans}):
-        _prune(os.path.dirname(os.path.dirname(target)))
-
-
-def _prune(root: str) -> None:
-    """Keep at most MAX_ENTRIES entries: drop the oldest half beyond that."""
-    try:
-        files = []
-        for sub in os.scandir(root):
-            if sub.is_dir():
-                files += [(e.stat().st_mtime_ns, e.path) for e in os.scandir(sub.path)
-                          if e.name.endswith((".marshal", ".json"))]
-        if len(files) <= MAX_ENTRIES:
-            return
-        files.sort()
-        for _, p in files[: len(files) - MAX_ENTRIES // 2]:
-            os.unlink(p)
-    except OSError:
-        return
+        cachefile.prune(os.path.dirname(os.path.dirname(target)), MAX_ENTRIES)
 
 
 def plans_for_file(path: str, *, use_cache: bool = True) -> list[dict[str, Any]]:

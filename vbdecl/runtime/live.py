@@ -407,6 +407,9 @@ def stop_process(record: dict[str, Any]) -> None:
 
 # --- vbdecl exec / logs -------------------------------------------------------------
 
+STATE_COPIES = 256   # copies kept in the cache (of destroyed environments too, until pruned)
+
+
 def load_state(name: str, state_dir: str | None) -> dict[str, Any]:
     """The committed state of ``name``, through a marshal copy in the cache dir:
     exec would otherwise pay ~4 ms to import json (and re, enum) on every start.
@@ -440,7 +443,8 @@ def load_state(name: str, state_dir: str | None) -> dict[str, Any]:
                          hint="vbdecl ls lists environments; vbdecl apply FILE creates one") from None
     except (OSError, ValueError) as exc:
         raise StateError(f"cannot read the state of {name}: {exc}", where=path) from None
-    cachefile.write(copy, {"key": key, "state": data})
+    if cachefile.write(copy, {"key": key, "state": data}):
+        cachefile.prune(os.path.dirname(copy), STATE_COPIES)
     return data
 
 

@@ -1,0 +1,42 @@
+"""Cache entries: written atomically, read back only with their key, pruned oldest first."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from vbdecl.engine import cachefile
+
+
+def test_an_entry_is_read_back_only_with_its_key(tmp_path: Path) -> None:
+    path = str(tmp_path / "a" / "b" / "k1.marshal")
+    assert cachefile.write(path, {"key": "k1", "data": [1, "x", None, b"\x00"]})
+    assert cachefile.read(path, "k1") == {"key": "k1", "data": [1, "x", None, b"\x00"]}
+    assert cachefile.read(path, "k2") is None                  # another key: a miss
+    assert os.listdir(tmp_path / "a" / "b") == ["k1.marshal"]   # no temporary left
+    for broken in (b"", b"garbage", b"\xe9\x01"):
+        Path(path).write_bytes(broken)
+        assert cachefile.read(path, "k1") is None
+    assert cachefile.read(str(tmp_path / "missing"), "k1") is None
+
+
+def test_an_unwritable_cache_is_not_an_error(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("")
+    assert cachefile.write(str(tmp_path / "file" / "k.marshal"), {"key": "k"}) is False
+    assert cachefile.write(str(tmp_path / "k.marshal"), {"key": "k", "v": object()}) is False
+    assert not (tmp_path / "k.marshal").exists()
+
+
+def test_prune_keeps_the_newest_half_once_over_the_limit(tmp_path: Path) -> None:
+    for i in range(10):
+        sub = tmp_path / f"{i % 3:02d}"
+        sub.mkdir(exist_ok=True)
+        entry = sub / f"{i}.marshal"
+        entry.write_bytes(b"")
+        os.utime(entry, ns=(i * 10**9, i * 10**9))
+    (tmp_path / "notes.txt").write_text("not an entry")
+    cachefile.prune(str(tmp_path), 10)
+    assert len(list(tmp_path.rglob("*.marshal"))) == 10       # at the limit: nothing goes
+    cachefile.prune(str(tmp_path), 8)
+    assert sorted(int(p.stem) for p in tmp_path.rglob("*.marshal")) == [6, 7, 8, 9]
+    assert (tmp_path / "notes.txt").exists()

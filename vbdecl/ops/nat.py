@@ -238,9 +238,10 @@ def _host_lock() -> Iterator[dict[str, Any]]:
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(name)
         elif json.dumps(data, sort_keys=True) != before:
-            import tempfile
-
-            tmp_fd, tmp = tempfile.mkstemp(dir=base, prefix=".nat-", suffix=".tmp")
+            # A fixed temporary name: the lock is held (and tempfile costs each change)
+            tmp = os.path.join(base, ".nat.json.tmp")
+            tmp_fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC,
+                             0o600)
             with os.fdopen(tmp_fd, "w") as f:
                 json.dump(data, f, sort_keys=True)
             os.replace(tmp, path)
@@ -472,7 +473,10 @@ class Masquerade:
         ipr = _sess(ctx).host
         egress = params.get("egress") or "auto"
         if egress == "auto":
-            found = netlink.default_route_interface(ipr)
+            try:
+                found = netlink.own_default_route_interface()   # ipr is this process's namespace
+            except OSError:
+                found = netlink.default_route_interface(ipr)
             if found is None:
                 raise VbdeclError("network.egress is auto, but the host has no default route",
                                   hint="set network.egress to the host interface to masquerade out of")

@@ -424,7 +424,7 @@ def routes(ipr: Any, family: int = AF_INET) -> list[tuple[str, str]]:
 
 
 def default_route_interface(ipr: Any, family: int = AF_INET) -> str | None:
-    """The interface of the main table's default route, or None."""
+    """The interface of the main table's default route in ``ipr``'s namespace, or None."""
     for msg in _call("listing routes", lambda: ipr.get_routes(family=family, table=RT_TABLE_MAIN)):
         if msg["dst_len"] != 0:
             continue
@@ -437,6 +437,26 @@ def default_route_interface(ipr: Any, family: int = AF_INET) -> str | None:
         found = link_by_index(ipr, int(oif))
         return str(found["name"]) if found else None
     return None
+
+
+def own_default_route_interface(path: str = "/proc/thread-self/net/route") -> str | None:
+    """The interface of the IPv4 default route in the calling thread's network
+    namespace (main table; the lowest metric wins, as in the kernel), from its
+    /proc/net/route: a file read, where a netlink route dump through pyroute2
+    costs ~1.5 ms more. OSError when /proc is not there."""
+    best: tuple[int, str] | None = None
+    with open(path) as f:
+        next(f, None)                                   # the header
+        for line in f:
+            fields = line.split()
+            if len(fields) < 8 or fields[1] != "00000000" or fields[7] != "00000000":
+                continue
+            if not int(fields[3], 16) & 0x1:            # RTF_UP
+                continue
+            metric = int(fields[6])
+            if best is None or metric < best[0]:
+                best = (metric, fields[0])
+    return best[1] if best else None
 
 
 def default_route_add(ipr: Any, gateway: str, index: int, *, ifname: str) -> None:

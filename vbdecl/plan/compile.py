@@ -56,8 +56,10 @@ def manifest_hash(doc: Doc) -> str:
     return "sha256:" + digest
 
 
-def compile_doc(doc: Doc) -> dict[str, Any]:
-    """The PLAN of docs/plan-format.md for one normalized document."""
+def compile_doc(doc: Doc, *, with_hash: bool = True) -> dict[str, Any]:
+    """The PLAN of docs/plan-format.md for one normalized document. ``with_hash``
+    False leaves ``manifest_hash`` None: vb runs a plan it never stores, and the
+    canonical JSON of the hash would cost its start-up ~4 ms of imports."""
     spec: dict[str, Any] = doc["spec"]
     # compiling allocates many small objects and creates no reference
     # cycles: pausing the cycle collector keeps large plans linear
@@ -73,7 +75,7 @@ def compile_doc(doc: Doc) -> dict[str, Any]:
         "tool_version": __version__,
         "name": doc["name"],
         "labels": dict(doc.get("labels") or {}),
-        "manifest_hash": manifest_hash(doc),
+        "manifest_hash": manifest_hash(doc) if with_hash else None,
         "source": doc.get("source"),
         "spec": spec,
         "actions": actions,

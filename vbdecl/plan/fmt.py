@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import shlex
-
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
@@ -27,8 +24,18 @@ def mode(m: int | None) -> str:
     return "default" if m is None else f"{m:04o}"
 
 
+# What shlex.quote leaves as it is ([^\w@%+=:,./-] with re.ASCII needs quoting).
+_PLAIN = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_@%+=:,./-")
+
+
 def command(argv: list[str] | None) -> str:
-    return "/bin/sh" if not argv else " ".join(shlex.quote(a) for a in argv)
+    if not argv:
+        return "/bin/sh"
+    if all(a and _PLAIN.issuperset(a) for a in argv):
+        return " ".join(argv)       # the common case, without importing shlex (and re) for vb
+    import shlex
+
+    return " ".join(shlex.quote(a) for a in argv)
 
 
 def value(v: Any, limit: int = 48) -> str:
@@ -37,6 +44,8 @@ def value(v: Any, limit: int = 48) -> str:
         return "none"
     if isinstance(v, bool):
         return "true" if v else "false"
+    import json
+
     if isinstance(v, str):
         text = json.dumps(v, ensure_ascii=False)
         if text == f'"{v}"' and v and " " not in v and "#" not in v:

@@ -10,7 +10,6 @@ itself exit with status 1, as bubblewrap's do.
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 
@@ -28,6 +27,8 @@ _NS_KEYS = {"cgroup": "cgroup-namespace", "ipc": "ipc-namespace", "mnt": "mnt-na
 def _format(obj: dict[str, Any], pretty: bool) -> str:
     """bubblewrap's layouts: --info-fd one key per line, --json-status-fd one line
     with spaces inside the braces."""
+    import json  # only with --info-fd or --json-status-fd: vb's start-up does without it
+
     items = [f"{json.dumps(k)}: {json.dumps(v)}" for k, v in obj.items()]
     if pretty:
         return "{\n" + ",\n".join(f"    {i}" for i in items) + "\n}\n"
@@ -192,7 +193,7 @@ def launch(doc: dict[str, Any], *, prog: str, level_prefix: bool) -> int:
         return 1
     writer = _StatusWriter(vb.get("info_fd"), vb.get("json_status_fd"))
     try:
-        plan = compile_doc(doc)
+        plan = compile_doc(doc, with_hash=False)
     except VbdeclError as err:
         print(f"{prefix}{prog}: {err.message}", file=sys.stderr)
         return 1

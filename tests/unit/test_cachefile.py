@@ -40,3 +40,11 @@ def test_prune_keeps_the_newest_half_once_over_the_limit(tmp_path: Path) -> None
     cachefile.prune(str(tmp_path), 8)
     assert sorted(int(p.stem) for p in tmp_path.rglob("*.marshal")) == [6, 7, 8, 9]
     assert (tmp_path / "notes.txt").exists()
+
+
+def test_code_fingerprint_follows_the_modules() -> None:
+    one = cachefile.code_fingerprint("ops/sec.py", "plan")
+    assert "ops/sec.py:" in one
+    assert "plan/compile.py:" in one
+    assert cachefile.code_fingerprint("no/such.py") == "no/such.py:?"
+    assert cachefile.code_fingerprint("ops/sec.py", "plan") == one

@@ -215,3 +215,17 @@ def test_cached_program_is_the_program_libseccomp_builds(tmp_path: Path, monkeyp
     changed[0][3] = int(str(changed[0][3])) + 1           # another build of the binding
     assert not ssc.library_unchanged(changed)
     sec._programs.clear()
+
+
+def test_program_key_covers_the_code_that_builds_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    from vbdecl.engine import cachefile
+
+    monkeypatch.setattr(sec, "_inputs", None)
+    before = sec._program_key("default", 0, 0)
+    monkeypatch.setattr(sec, "_inputs", None)
+    monkeypatch.setattr(cachefile, "code_fingerprint", lambda *parts: "a newer vbdecl")
+    assert sec._program_key("default", 0, 0) != before
+    assert sec._program_key("default", 0, 0) != sec._program_key("default", 1 << 21, 0)
+    assert sec._program_key("off", 0, 0) is None
+    assert sec._program_key({"profile": "/x.json"}, 0, 0) is None       # read in the child
+    monkeypatch.setattr(sec, "_inputs", None)

@@ -18,12 +18,33 @@ if TYPE_CHECKING:
     from typing import Any
 
 
+_PKG = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def code_fingerprint(*parts: str) -> str:
+    """Modification times of vbdecl's modules ``parts`` (package-relative files, or
+    directories for every module in them): keys include it, so changed code never
+    serves an entry that older code made."""
+    found = []
+    for part in parts:
+        path = os.path.join(_PKG, part)
+        try:
+            if part.endswith(".py"):
+                found.append(f"{part}:{os.stat(path).st_mtime_ns}")
+                continue
+            with os.scandir(path) as it:
+                found += [f"{part}/{e.name}:{e.stat().st_mtime_ns}" for e in it if e.name.endswith(".py")]
+        except OSError:
+            found.append(f"{part}:?")
+    return ";".join(sorted(found))
+
+
 def read(path: str, key: str) -> dict[str, Any] | None:
     """The entry at ``path`` if it is one and carries ``key``, else None."""
     try:
         with open(path, "rb") as f:
             entry = marshal.loads(f.read())
-    except (OSError, ValueError, EOFError, TypeError):
+    except Exception:    # unreadable or corrupt (marshal may raise more than ValueError): a miss
         return None
     if not isinstance(entry, dict) or entry.get("key") != key:
         return None
@@ -33,10 +54,11 @@ def read(path: str, key: str) -> dict[str, Any] | None:
 def write(path: str, entry: dict[str, Any]) -> bool:
     """Store ``entry`` (with its ``key``) at ``path`` atomically; False if it could not be."""
     directory, name = os.path.split(path)
-    tmp = os.path.join(directory, f".{name}.{os.getpid()}.tmp")
+    # not the pid alone: every sandbox's pid 1 is pid 1
+    tmp = os.path.join(directory, f".{name}.{os.getpid()}-{os.urandom(4).hex()}.tmp")
     try:
         os.makedirs(directory, mode=0o755, exist_ok=True)
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
         try:
             with os.fdopen(fd, "wb") as f:
                 f.write(marshal.dumps(entry))

@@ -35,25 +35,14 @@ if TYPE_CHECKING:
 
 FORMAT = 2
 MAX_ENTRIES = 512
-_PKG = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _fingerprint: str | None = None
 
 
 def _code_fingerprint() -> str:
-    """Modification times of the modules that shape a plan."""
+    """The modules that shape a plan."""
     global _fingerprint
     if _fingerprint is None:
-        parts = []
-        for sub in ("model", "plan"):
-            base = os.path.join(_PKG, sub)
-            try:
-                with os.scandir(base) as it:
-                    for entry in it:
-                        if entry.name.endswith(".py"):
-                            parts.append(f"{sub}/{entry.name}:{entry.stat().st_mtime_ns}")
-            except OSError:
-                continue
-        _fingerprint = ";".join(sorted(parts))
+        _fingerprint = cachefile.code_fingerprint("model", "plan")
     return _fingerprint
 
 

@@ -66,6 +66,8 @@ _userns_done = False
 
 
 def _warn(text: str) -> None:
+    if text in WARNINGS:
+        return          # once per process (two capability sets may be prepared)
     WARNINGS.append(text)
     try:
         os.write(2, f"vbdecl: warning: {text}\n".encode())
@@ -294,12 +296,12 @@ def load_host_files(spec: dict[str, Any]) -> dict[str, Any]:
       (hex strings; the fds are read to EOF and closed), so that the child
       does not depend on fds that are closed before exec.
     """
-    preload(spec)
     sec = spec.get("security") or {}
     setting = sec.get("seccomp")
     if isinstance(setting, dict) and setting.get("profile") and setting.get("profile_data") is None:
         data = _read_profile(str(setting["profile"]))
         spec = {**spec, "security": {**sec, "seccomp": {**setting, "profile_data": data}}}
+    preload(spec)   # with the profile read: its program is prepared here, not in the sandbox
     vb = spec.get("vb") or {}
     if vb.get("seccomp_fds"):
         from vbdecl.sys.seccomp import read_bpf_fd
@@ -402,15 +404,25 @@ def seccomp_filters(spec: dict[str, Any], kept: int, hold: int) -> tuple[Any, li
     sec = spec.get("security") or {}
     vb = spec.get("vb") or {}
     setting = sec.get("seccomp", "default")
-    program = _programs.get(_program_key(setting, kept, hold) or "")
+    key = _program_key(setting, kept, hold)
+    program = _programs.get(key or "")
     filt = None
     if program is None:
-        profile, strict = seccomp_profile(setting, extra_allow=("capset",) if hold else ())
-        if profile is not None:
-            from vbdecl.sys import seccomp as ssc
+        try:
+            profile, strict = seccomp_profile(setting, extra_allow=("capset",) if hold else ())
+            if profile is not None:
+                from vbdecl.sys import seccomp as ssc
 
-            filt = ssc.build_filter(profile, caps=mask_names(kept), strict_names=strict,
-                                    where="security.seccomp")
+                filt = ssc.build_filter(profile, caps=mask_names(kept), strict_names=strict,
+                                        where="security.seccomp")
+        except (ImportError, OSError) as exc:
+            if key is None:
+                raise
+            # after pivot_root nothing can be loaded: preload must have prepared it
+            raise RuntimeSetupError(
+                f"security.seccomp: the program for this capability set was not prepared "
+                f"before the root changed ({exc})",
+                hint="this is a bug in vbdecl; set security.seccomp: off to run meanwhile") from None
     raw = [program] if program else []
     raw += [bytes.fromhex(p) for p in vb.get("seccomp_programs") or []]
     if vb.get("seccomp_fds"):
@@ -424,19 +436,21 @@ _inputs: str | None = None
 
 
 def _machine_inputs() -> str | None:
-    """What a program depends on besides the spec: vbdecl, the default profile file
-    (allow and deny lists build on it too), the architecture and the kernel.
-    Read once, before pivot_root."""
+    """What a program depends on besides the spec: vbdecl's code that builds it and
+    its tables, the default profile file (allow and deny lists build on it too),
+    the architecture and the kernel. Read once, before pivot_root."""
     global _inputs
     if _inputs is None:
         from vbdecl import __version__
+        from vbdecl.engine.cachefile import code_fingerprint
 
         try:
             st = os.stat(DEFAULT_PROFILE_PATH)
         except OSError:
             return None
         kernel = os.uname()
-        _inputs = "\0".join((__version__, f"{st.st_size}:{st.st_mtime_ns}", kernel.machine,
+        code = code_fingerprint("ops/sec.py", "sys/seccomp.py", "model/names.py")
+        _inputs = "\0".join((__version__, code, f"{st.st_size}:{st.st_mtime_ns}", kernel.machine,
                               kernel.release))
     return _inputs
 
@@ -529,6 +543,9 @@ def _build_program(setting: Any, kept: int, hold: int, key: str) -> bytes:
     filt = ssc.build_filter(profile, caps=mask_names(kept), strict_names=strict,
                             where="security.seccomp")
     program = ssc.export_bpf(filt)
+    if not program or len(program) % 8:
+        raise RuntimeSetupError(f"security.seccomp: libseccomp exported a {len(program)}-byte "
+                                "program, not whole instructions")
     cachefile.write(_program_path(key), {"key": key, "program": program,
                                           "lib": ssc.library_identity(),
                                           "warnings": WARNINGS[first_warning:]})

@@ -63,10 +63,12 @@ def test_sync_message_framing() -> None:
         tag, payload = spawn._read_msg(r) or (b"", b"")
         err = spawn._child_error(payload)
         assert tag == C.MSG_ERROR and err.exit_code == 127 and err.hint == "h"
-        assert err.message == "nope: caf\u00e9 \ufffd"   # a path's undecodable byte is replaced
+        assert err.message == "nope: caf\u00e9 \\udcff"   # a path's undecodable byte, escaped
         assert spawn._read_msg(r) is None
         assert C.decode_error(C.encode_error(126, "m", None)) == (126, "m", None)
         assert C.decode_error(b"garbage")[0] == 125
+        assert C.decode_error(C.encode_error(125, "lone \ud800", "h\udfff")) == (
+            125, "lone \\ud800", "h\\udfff")                  # never raises
     finally:
         os.close(r)
         if w >= 0:
@@ -174,3 +176,17 @@ def test_state_is_read_through_a_copy_that_follows_state_json(
     state.write_text("{ not json")
     with pytest.raises(StateError, match="cannot read the state of web"):
         load_state("web", str(tmp_path / "state"))
+
+
+def test_a_failing_child_exits_even_when_its_report_cannot_be_sent() -> None:
+    r, w = os.pipe()
+    os.close(r)                                   # the parent is gone: EPIPE on send
+    pid = os.fork()
+    if pid == 0:
+        try:
+            C.fail(w, 126, "cannot execute \ud800", None)
+        finally:
+            os._exit(99)                          # fail() returned: the bug this test guards
+    os.close(w)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 126

@@ -118,12 +118,14 @@ def fail(fd: int, code: int, message: str, hint: str | None = None) -> NoReturn:
         send(fd, MSG_ERROR, encode_error(code, message, hint))
     except OSError:
         pass
-    os._exit(code)
+    finally:    # whatever happens, a forked child never returns into its parent's code
+        os._exit(code)
 
 
 def encode_error(code: int, message: str, hint: str | None) -> bytes:
-    """``code NUL message NUL hint``: no JSON, which a child could not import after pivot_root."""
-    return f"{code}\0{message}\0{hint or ''}".encode("utf-8", "surrogateescape")
+    """``code NUL message NUL hint``: no JSON, which a child could not import after
+    pivot_root. Never raises (a lone surrogate in a path is escaped)."""
+    return f"{code}\0{message}\0{hint or ''}".encode("utf-8", "backslashreplace")
 
 
 def decode_error(payload: bytes) -> tuple[int, str, str | None]:

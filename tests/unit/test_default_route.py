@@ -19,8 +19,13 @@ def route(iface: str, dest: str, mask: str, flags: str = "0003", metric: int = 0
     ([route("eth0", "00000000", "00000000"), route("eth0", "000200C0", "00FFFFFF", "0001")], "eth0"),
     ([route("wlan0", "00000000", "00000000", metric=600), route("eth1", "00000000", "00000000", metric=100)],
      "eth1"),                                                    # the lowest metric wins
-    ([route("eth0", "00000000", "00000000", flags="0002"), route("eth2", "00000000", "00000000", metric=5)],
-     "eth2"),                                                    # a route that is not up is no route
+    ([route("*", "00000000", "00000000", flags="0201"), route("eth2", "00000000", "00000000", metric=5)],
+     "eth2"),                                                    # unreachable/prohibit: no way out
+    ([route("*", "00000000", "00000000", flags="0201")], None),
+    ([route("eth0", "00000000", "00000000", flags="0203", metric=1)], None),   # RTF_REJECT
+    ([route("eth0", "00000000", "00000000", metric=-16769024), route("eth1", "00000000", "00000000",
+                                                                         metric=100)],
+     "eth1"),                                                    # 4278198272 printed signed
     ([route("eth0", "000200C0", "00FFFFFF", "0001"), route("eth0", "00000000", "000000FF")], None),
     ([], None),
 ])

@@ -451,9 +451,9 @@ def own_default_route_interface(path: str = "/proc/thread-self/net/route") -> st
             fields = line.split()
             if len(fields) < 8 or fields[1] != "00000000" or fields[7] != "00000000":
                 continue
-            if not int(fields[3], 16) & 0x1:            # RTF_UP
-                continue
-            metric = int(fields[6])
+            if fields[0] == "*" or int(fields[3], 16) & 0x0200:   # no device; RTF_REJECT
+                continue                # unreachable, prohibit, blackhole: no way out
+            metric = int(fields[6]) & 0xFFFFFFFF       # printed signed, kept unsigned
             if best is None or metric < best[0]:
                 best = (metric, fields[0])
     return best[1] if best else None

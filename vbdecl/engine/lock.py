@@ -38,8 +38,8 @@ def _holder_text(path: Path) -> str:
 
 
 def holder(path: str | os.PathLike[str]) -> dict[str, Any] | None:
-    path = Path(path)
     """The recorded holder of a lock file, or None when it is free."""
+    path = Path(path)
     try:
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     except FileNotFoundError:

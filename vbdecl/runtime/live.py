@@ -420,29 +420,27 @@ def load_state(name: str, state_dir: str | None) -> dict[str, Any]:
 
     path = state_file(name, state_dir)
     try:
-        st = os.stat(path)
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     except FileNotFoundError:
         raise StateError(f"no environment named {name}", where=path,
                          hint="vbdecl ls lists environments; vbdecl apply FILE creates one") from None
     except OSError as exc:
         raise StateError(f"cannot read the state of {name}: {exc.strerror}", where=path) from None
-    key = f"{path}\0{st.st_ino}\0{st.st_size}\0{st.st_mtime_ns}\0{sys.implementation.cache_tag}"
-    copy = os.path.join(cache_dir(), "state", sha256(path.encode("utf-8", "surrogateescape")).hexdigest()
-                        + ".marshal")
-    entry = cachefile.read(copy, key)
-    if entry is not None and isinstance(entry.get("state"), dict):
-        state: dict[str, Any] = entry["state"]
-        return state
-    import json
+    with open(fd, "rb") as f:
+        st = os.fstat(fd)
+        key = f"{path}\0{st.st_ino}\0{st.st_size}\0{st.st_mtime_ns}\0{sys.implementation.cache_tag}"
+        copy = os.path.join(cache_dir(), "state",
+                            sha256(path.encode("utf-8", "surrogateescape")).hexdigest() + ".marshal")
+        entry = cachefile.read(copy, key)
+        if entry is not None and isinstance(entry.get("state"), dict):
+            state: dict[str, Any] = entry["state"]
+            return state
+        import json
 
-    try:
-        with open(path) as f:
-            data: dict[str, Any] = json.load(f)
-    except FileNotFoundError:
-        raise StateError(f"no environment named {name}", where=path,
-                         hint="vbdecl ls lists environments; vbdecl apply FILE creates one") from None
-    except (OSError, ValueError) as exc:
-        raise StateError(f"cannot read the state of {name}: {exc}", where=path) from None
+        try:
+            data: dict[str, Any] = json.loads(f.read())
+        except (OSError, ValueError) as exc:
+            raise StateError(f"cannot read the state of {name}: {exc}", where=path) from None
     if cachefile.write(copy, {"key": key, "state": data}):
         cachefile.prune(os.path.dirname(copy), STATE_COPIES)
     return data

@@ -35,9 +35,13 @@ def test_prune_keeps_the_newest_half_once_over_the_limit(tmp_path: Path) -> None
         entry.write_bytes(b"")
         os.utime(entry, ns=(i * 10**9, i * 10**9))
     (tmp_path / "notes.txt").write_text("not an entry")
-    cachefile.prune(str(tmp_path), 10)
-    assert len(list(tmp_path.rglob("*.marshal"))) == 10       # at the limit: nothing goes
+    left = tmp_path / ".k.123-abcd.tmp"              # a killed writer's temporary, oldest of all
+    left.write_bytes(b"")
+    os.utime(left, ns=(0, 0))
+    cachefile.prune(str(tmp_path), 11)
+    assert len(list(tmp_path.rglob("*.marshal"))) == 10 and left.exists()   # at the limit
     cachefile.prune(str(tmp_path), 8)
+    assert not left.exists()
     assert sorted(int(p.stem) for p in tmp_path.rglob("*.marshal")) == [6, 7, 8, 9]
     assert (tmp_path / "notes.txt").exists()
 

@@ -75,12 +75,13 @@ def write(path: str, entry: dict[str, Any]) -> bool:
 
 
 def prune(root: str, keep: int) -> None:
-    """Keep at most ``keep`` entries under ``root``: beyond that, drop the oldest half."""
+    """Keep at most ``keep`` entries under ``root``: beyond that, drop the oldest half
+    (temporaries a killed writer left count as entries, so they go too)."""
     try:
         files = []
         for directory, _, names in os.walk(root):
             for name in names:
-                if name.endswith((".marshal", ".json")):   # .json: the plan cache's first format
+                if name.endswith((".marshal", ".json", ".tmp")):   # .json: the plans' first format
                     path = os.path.join(directory, name)
                     files.append((os.stat(path).st_mtime_ns, path))
         if len(files) <= keep:

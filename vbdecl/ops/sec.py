@@ -395,6 +395,7 @@ def privileges(spec: dict[str, Any], available: int | None = None) -> tuple[int,
 # what _program_key covers, so it is built once per machine, kept in the cache
 # directory, and a run installs the bytes (prctl, as for vb's raw programs).
 _programs: dict[str, bytes] = {}    # key -> program; filled by preload, before pivot_root
+PROGRAMS_KEPT = 128                 # cache entries (settings x capability sets x versions)
 
 
 def seccomp_filters(spec: dict[str, Any], kept: int, hold: int) -> tuple[Any, list[bytes]]:
@@ -546,9 +547,10 @@ def _build_program(setting: Any, kept: int, hold: int, key: str) -> bytes:
     if not program or len(program) % 8:
         raise RuntimeSetupError(f"security.seccomp: libseccomp exported a {len(program)}-byte "
                                 "program, not whole instructions")
-    cachefile.write(_program_path(key), {"key": key, "program": program,
-                                          "lib": ssc.library_identity(),
-                                          "warnings": WARNINGS[first_warning:]})
+    path = _program_path(key)
+    if cachefile.write(path, {"key": key, "program": program, "lib": ssc.library_identity(),
+                              "warnings": WARNINGS[first_warning:]}):
+        cachefile.prune(os.path.dirname(path), PROGRAMS_KEPT)
     return program
 
 

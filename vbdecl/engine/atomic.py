@@ -15,32 +15,40 @@ def fsync_dir(path: str | os.PathLike[str]) -> None:
         os.close(fd)
 
 
-def write_bytes(path: str | os.PathLike[str], data: bytes, mode: int = 0o600) -> None:
-    """Replace ``path`` with ``data`` atomically and durably."""
+def write_bytes(path: str | os.PathLike[str], data: bytes, mode: int = 0o600, *,
+                durable: bool = True) -> None:
+    """Replace ``path`` with ``data`` atomically (readers see the old or the new
+    file, whole) and, with ``durable``, so that it survives a crash."""
     directory, name = os.path.split(os.fspath(path))
-    tmp = os.path.join(directory, f".{name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, mode)
+    # a fresh name each time (every sandbox's pid 1 is pid 1), never followed if planted
+    tmp = os.path.join(directory, f".{name}.{os.getpid()}-{os.urandom(4).hex()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
     try:
-        view = memoryview(data)
-        while view:
-            n = os.write(fd, view)
-            view = view[n:]
-        os.fsync(fd)
+        try:
+            view = memoryview(data)
+            while view:
+                n = os.write(fd, view)
+                view = view[n:]
+            if durable:
+                os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.rename(tmp, path)
     except BaseException:
-        os.close(fd)
         try:
             os.unlink(tmp)
         except OSError:
             pass
         raise
-    os.close(fd)
-    os.rename(tmp, path)
-    fsync_dir(directory or ".")
+    if durable:
+        fsync_dir(directory or ".")
 
 
-def write_json(path: str | os.PathLike[str], obj: Any, mode: int = 0o600) -> None:
+def write_json(path: str | os.PathLike[str], obj: Any, mode: int = 0o600, *,
+               durable: bool = True) -> None:
     # compact: the C encoder (indent would force the slow pure-Python one)
-    write_bytes(path, (json.dumps(obj, sort_keys=True, separators=(",", ":")) + "\n").encode(), mode)
+    write_bytes(path, (json.dumps(obj, sort_keys=True, separators=(",", ":")) + "\n").encode(), mode,
+                durable=durable)
 
 
 def read_json(path: str | os.PathLike[str]) -> Any:

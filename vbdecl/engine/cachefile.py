@@ -53,22 +53,11 @@ def read(path: str, key: str) -> dict[str, Any] | None:
 
 def write(path: str, entry: dict[str, Any]) -> bool:
     """Store ``entry`` (with its ``key``) at ``path`` atomically; False if it could not be."""
-    directory, name = os.path.split(path)
-    # not the pid alone: every sandbox's pid 1 is pid 1
-    tmp = os.path.join(directory, f".{name}.{os.getpid()}-{os.urandom(4).hex()}.tmp")
+    from vbdecl.engine import atomic  # only on a miss: a hit should not pay for it
+
     try:
-        os.makedirs(directory, mode=0o755, exist_ok=True)
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(marshal.dumps(entry))
-            os.replace(tmp, path)
-        except BaseException:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
-            raise
+        os.makedirs(os.path.dirname(path), mode=0o755, exist_ok=True)
+        atomic.write_bytes(path, marshal.dumps(entry), durable=False)   # a lost entry is a miss
     except (OSError, ValueError):   # unwritable, or a value marshal cannot carry
         return False
     return True

@@ -50,8 +50,8 @@ def load(name: str, state_dir: str | None = None) -> State | None:
 
 
 def save(name: str, state: State, state_dir: str | None = None) -> None:
-    d = paths.ensure_dir(paths.env_dir(name, state_dir))
-    atomic.write_json(os.path.join(d, "state.json"), state)
+    paths.ensure_dir(paths.env_dir(name, state_dir))
+    atomic.write_json(paths.state_file(name, state_dir), state)
 
 
 def remove_state(name: str, state_dir: str | None = None) -> None:

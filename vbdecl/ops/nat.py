@@ -238,13 +238,9 @@ def _host_lock() -> Iterator[dict[str, Any]]:
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(name)
         elif json.dumps(data, sort_keys=True) != before:
-            # A fixed temporary name: the lock is held (and tempfile costs each change)
-            tmp = os.path.join(base, ".nat.json.tmp")
-            tmp_fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC,
-                             0o600)
-            with os.fdopen(tmp_fd, "w") as f:
-                json.dump(data, f, sort_keys=True)
-            os.replace(tmp, path)
+            from vbdecl.engine.atomic import write_json
+
+            write_json(path, data, durable=False)    # on tmpfs: gone with a reboot anyway
     finally:
         os.close(fd)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import marshal
 import os
 import struct
 from pathlib import Path
@@ -166,7 +167,9 @@ def test_state_is_read_through_a_copy_that_follows_state_json(
     state.write_text(json.dumps({"name": "web", "serial": 1}))
     assert load_state("web", str(tmp_path / "state"))["serial"] == 1
     (copy,) = (tmp_path / "cache" / "state").iterdir()
-    assert load_state("web", str(tmp_path / "state"))["serial"] == 1        # from the copy
+    entry = marshal.loads(copy.read_bytes())
+    copy.write_bytes(marshal.dumps({**entry, "state": {**entry["state"], "marker": "copy"}}))
+    assert load_state("web", str(tmp_path / "state"))["marker"] == "copy"   # read from the copy
     tmp = env_dir / ".state.json.tmp"                  # the engine's atomic replace
     tmp.write_text(json.dumps({"name": "web", "serial": 2}))
     os.replace(tmp, state)

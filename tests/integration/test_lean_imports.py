@@ -23,7 +23,8 @@ VBDECL = str(Path(sys.executable).parent / "vbdecl")
 # exec a copy of the environment's state, as marshal; vb compiles a plan it never stores.
 FORBIDDEN = ("pydantic", "pydantic_core", "ruamel", "yaml", "rich", "pyroute2", "typer", "click",
              "argparse", "typing", "json", "pathlib", "re", "ipaddress", "urllib", "dataclasses",
-             "tempfile", "hashlib", "contextlib", "inspect", "enum", "functools", "collections")
+             "tempfile", "hashlib", "contextlib", "inspect", "enum", "functools", "collections",
+             "importlib", "warnings")
 
 MANIFEST = head("{name}") + """\
     - {{type: proc, target: /proc}}

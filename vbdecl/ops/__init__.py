@@ -7,8 +7,6 @@ without networking never imports the network ops (or pyroute2).
 
 from __future__ import annotations
 
-import importlib
-
 TYPE_CHECKING = False
 if TYPE_CHECKING:   # base imports dataclasses (and inspect): ~7 ms the run path does not need
     from typing import Any
@@ -31,6 +29,8 @@ def op_for(kind: str) -> Op:
     """The op that executes actions of ``kind``."""
     op = _cache.get(kind)
     if op is None:
+        import importlib  # here: the run path imports this package but never looks up an op
+
         target = REGISTRY.get(kind)
         if target is None:
             # Families register themselves on import; try the family module by prefix.

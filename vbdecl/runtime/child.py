@@ -275,13 +275,11 @@ def preload(spec: dict[str, Any], sec: Any) -> None:
     After pivot_root vbdecl's own files are usually not in the new root, so
     a lazy import or a data file read there would fail.
     """
-    import importlib
-
     if (spec.get("limits") or {}).get("rlimits"):
-        importlib.import_module("vbdecl.sys.rlimit")
+        from vbdecl.sys import rlimit as _rlimit  # noqa: F401
     sec.preload(spec)
     # apply_in_child imports the seccomp module even for seccomp: off
-    importlib.import_module("vbdecl.sys.seccomp")
+    from vbdecl.sys import seccomp as _seccomp  # noqa: F401
 
 
 # --- pid 1 --------------------------------------------------------------------------

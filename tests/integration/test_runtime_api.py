@@ -51,3 +51,41 @@ def test_run_reports_setup_failures_without_raising() -> None:
 def test_exec_in_unknown_environment_raises(tmp_path: Path) -> None:
     with pytest.raises(RuntimeSetupError, match="no environment named nothing-here"):
         vbdecl.api.exec_in("nothing-here", ["true"], state_dir=str(tmp_path / "state"))
+
+
+def _ppid(pid: int) -> int:
+    with open(f"/proc/{pid}/stat") as f:
+        return int(f.read().rsplit(")", 1)[1].split()[1])
+
+
+def _pid_ns_for_children_is_own() -> bool:
+    return os.stat("/proc/self/ns/pid_for_children").st_ino == os.stat("/proc/self/ns/pid").st_ino
+
+
+def test_root_run_forks_pid1_directly_and_keeps_our_pid_namespace() -> None:
+    # As root without a user namespace there is no holder: pid 1 is our own child.
+    parents: list[int] = []
+
+    def on_event(event: dict[str, object]) -> None:
+        if event["event"] == "spawned":
+            parents.append(_ppid(int(str(event["pid"]))))
+
+    result = vbdecl.run(REPO / "manifests" / "hello.yaml",
+                        command=["/bin/sh", "-c", "[ $$ = 2 ] && exit 3"], on_event=on_event)
+    assert result.code == 3 and result.error is None
+    assert parents == [os.getpid()]
+    # The pid namespace was unshared for our children for that one fork only.
+    assert _pid_ns_for_children_is_own()
+
+
+def test_direct_init_fork_failure_reports_and_restores(monkeypatch: pytest.MonkeyPatch) -> None:
+    import vbdecl.runtime.spawn as spawn
+
+    def no_fork() -> int:
+        raise BlockingIOError(11, "Resource temporarily unavailable")
+
+    monkeypatch.setattr(spawn.os, "fork", no_fork)
+    result = vbdecl.run(REPO / "manifests" / "hello.yaml", command=["/bin/true"])
+    assert result.code == 125 and result.error is not None
+    assert "fork: Resource temporarily unavailable" in result.error.message
+    assert _pid_ns_for_children_is_own()

@@ -10,6 +10,13 @@ Process tree of a run (host pids)::
 Without a new pid namespace the holder builds the root and execs the
 process itself; with ``process.init: false`` pid 1 execs the process.
 
+A direct init (``ChildConfig.direct_init``: an ephemeral run as root that
+creates a pid namespace but no user namespace and joins none) needs no
+holder: the parent unshares the pid namespace for its children only for
+the one fork, so its child is pid 1 at once and does the holder's part
+(unshare, "U", "go") itself. One Python fork and exit less per run; the
+parent knows pid 1's host pid, so no ``P`` is sent.
+
 Sync protocol (one-byte messages, checked; both pipes are close-on-exec):
 
 * child -> parent: ``U`` namespaces exist (the parent writes id maps, runs
@@ -60,6 +67,7 @@ class ChildConfig:
         "argv",
         "c2p",
         "die_with_parent",
+        "direct_init",
         "instance",
         "joins",
         "keep_fds",
@@ -92,6 +100,7 @@ class ChildConfig:
         self.pid_join: str | None = None
         self.joins: list[tuple[str, str]] = []   # (spec key, path), in setns order
         self.die_with_parent = False
+        self.direct_init = False      # we are pid 1 already: no holder (see the module doc)
         self.needs_root = False       # spec.rootfs or spec.filesystem: call setup_root
         self.keep_fds: list[int] = []  # fds the process inherits (inherit_fds)
         self.live = False             # a live environment: init holds the namespaces, no process
@@ -174,6 +183,8 @@ def holder_main(cfg: ChildConfig, parent: int) -> NoReturn:
         _wait_go(cfg.p2c)
         os.close(cfg.p2c)
         _after_go(cfg)
+        if cfg.direct_init:
+            init_main(cfg, None)
         if cfg.pid_new or cfg.pid_join:
             me = os.getpid()
             pid = os.fork()
@@ -221,7 +232,8 @@ def _enter_namespaces(cfg: ChildConfig) -> None:
         _join(*joins.pop(0))
     for key, path in joins:
         _join(key, path)
-    sysns.unshare(cfg.new_flags)
+    # A direct init is in its new pid namespace already (the parent unshared it).
+    sysns.unshare(cfg.new_flags & ~sysns.CLONE_NEWPID if cfg.direct_init else cfg.new_flags)
     if cfg.mount_new:
         sysns.make_mounts_private()
 
@@ -284,10 +296,11 @@ def preload(spec: dict[str, Any], sec: Any) -> None:
 
 # --- pid 1 --------------------------------------------------------------------------
 
-def init_main(cfg: ChildConfig, holder: int) -> NoReturn:
-    """pid 1 of the new pid namespace (or first process of a joined one). Never returns."""
+def init_main(cfg: ChildConfig, holder: int | None) -> NoReturn:
+    """pid 1 of the new pid namespace (or first process of a joined one), forked by
+    ``holder`` (None: a direct init, whose death signal is set already). Never returns."""
     try:
-        if cfg.die_with_parent:
+        if cfg.die_with_parent and holder is not None:
             sysproc.set_pdeathsig(signals.SIGKILL, holder)
         if cfg.live:
             os.close(cfg.c2p)

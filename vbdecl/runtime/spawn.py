@@ -150,7 +150,18 @@ def fork_holder(cfg: C.ChildConfig, floor: int) -> tuple[int, int, int]:
     c2p_r, c2p_w, p2c_r, p2c_w = (_above(fd, floor) for fd in (c2p_r, c2p_w, p2c_r, p2c_w))
     cfg.c2p, cfg.p2c = c2p_w, p2c_r
     parent = os.getpid()
-    pid = os.fork()
+    cfg.direct_init = direct_init(cfg)
+    try:
+        pid = _fork_in_new_pid_ns() if cfg.direct_init else os.fork()
+    except BaseException as exc:
+        for fd in (c2p_r, c2p_w, p2c_r, p2c_w):
+            os.close(fd)
+        if isinstance(exc, OSError) and not isinstance(exc, VbdeclError):
+            raise RuntimeSetupError(f"cannot start the sandbox: fork: {exc.strerror}",
+                                    hint="the host is out of processes or memory: check "
+                                         "`ulimit -u`, the pids limit of vbdecl's cgroup and free memory"
+                                    ) from None
+        raise
     if pid == 0:
         try:
             os.close(c2p_r)
@@ -162,6 +173,43 @@ def fork_holder(cfg: C.ChildConfig, floor: int) -> tuple[int, int, int]:
     os.close(c2p_w)
     os.close(p2c_r)
     return pid, c2p_r, p2c_w
+
+
+def direct_init(cfg: C.ChildConfig) -> bool:
+    """Whether the first child can be pid 1 itself (no holder; see vbdecl.runtime.child).
+
+    Only as root without a user namespace (the parent must be able to unshare
+    the pid namespace, and no id maps stand between fork and pid 1) and
+    without joins (the holder's join order stays as it is).
+    """
+    return (cfg.pid_new and not cfg.live and not cfg.user_new and not cfg.joins
+            and os.geteuid() == 0)
+
+
+def _fork_in_new_pid_ns() -> int:
+    """Fork a child that is pid 1 of a new pid namespace. This process stays where it
+    is, and so do its later children (host actions' helpers): its namespace for
+    children is set back to its own right after the fork."""
+    try:
+        own = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
+    except OSError as exc:
+        raise RuntimeSetupError(f"cannot open /proc/self/ns/pid: {exc.strerror}",
+                                hint="vbdecl needs the host's /proc mounted") from None
+    pid = -1
+    try:
+        sysns.unshare(sysns.CLONE_NEWPID)
+        try:
+            pid = os.fork()
+        finally:
+            if pid != 0:
+                sysns.setns(own, sysns.CLONE_NEWPID, what="back to vbdecl's own pid namespace")
+    except BaseException:
+        if pid > 0:
+            _kill_and_reap(pid)
+        raise
+    finally:
+        os.close(own)
+    return pid
 
 
 def _above(fd: int, floor: int) -> int:
@@ -277,7 +325,7 @@ def _spawn_and_wait(cfg: C.ChildConfig, nsd: dict[str, Any], idmap: dict[str, An
         os.close(p2c_w)
         p2c_w = -1
         target = pid
-        if error is None and (cfg.pid_new or cfg.pid_join):
+        if error is None and (cfg.pid_new or cfg.pid_join) and not cfg.direct_init:
             msg = _read_msg(c2p_r)
             if msg is not None and msg[0] == C.MSG_PID and len(msg[1]) == 4:
                 target = struct.unpack("=i", msg[1])[0]

@@ -47,9 +47,12 @@ sysdeps:
 	fi
 
 # A venv from SYSTEM_PYTHON (>= 3.11, with venv and ensurepip), else from PYTHON.
+# Without setuptools: pip builds vbdecl in an isolated environment anyway, and the
+# .pth file setuptools puts in a venv is read by every start of the interpreter.
 define make_venv
 	@[ -x $(PY) ] || { $(SYSTEM_PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null \
-		&& $(SYSTEM_PYTHON) -m venv $(VENV) 2>/dev/null; } || { rm -rf $(VENV); $(PYTHON) -m venv $(VENV); }
+		&& $(SYSTEM_PYTHON) -m venv $(VENV) 2>/dev/null; } || { rm -rf $(VENV) && $(PYTHON) -m venv $(VENV); }
+	@$(PY) -m pip uninstall -q -y setuptools >/dev/null 2>&1 || true
 endef
 
 $(VENV)/.installed: pyproject.toml

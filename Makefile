@@ -46,23 +46,32 @@ sysdeps:
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
 	fi
 
-# A venv from SYSTEM_PYTHON (>= 3.11, with venv and ensurepip), else from PYTHON.
-# Without setuptools: pip builds vbdecl in an isolated environment anyway, and the
-# .pth file setuptools puts in a venv is read by every start of the interpreter.
+# A venv from SYSTEM_PYTHON (>= 3.11, with venv and ensurepip), else from PYTHON;
+# one without pip (a half-made one) is made again. A directory that exists but
+# is no venv is left alone.
 define make_venv
-	@[ -x $(PY) ] || { $(SYSTEM_PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null \
-		&& $(SYSTEM_PYTHON) -m venv $(VENV) 2>/dev/null; } || { rm -rf $(VENV) && $(PYTHON) -m venv $(VENV); }
+	@[ -x $(PY) ] && [ -x $(VENV)/bin/pip ] || { \
+		[ ! -e $(VENV) ] || [ -f $(VENV)/pyvenv.cfg ] || { echo "$(VENV) exists and is not a venv: remove it or set VENV" >&2; exit 1; }; \
+		{ $(SYSTEM_PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null \
+			&& $(SYSTEM_PYTHON) -m venv --clear $(VENV) 2>/dev/null; } || $(PYTHON) -m venv --clear $(VENV); }
+endef
+# After the install, so that nothing brings it back: pip builds vbdecl in an
+# isolated environment, and the .pth file setuptools puts in a venv is read by
+# every start of the interpreter.
+define drop_setuptools
 	@$(PY) -m pip uninstall -q -y setuptools >/dev/null 2>&1 || true
 endef
 
 $(VENV)/.installed: pyproject.toml
 	$(make_venv)
 	$(PY) -m pip install -q --disable-pip-version-check -e . $(EDITABLE)
+	$(drop_setuptools)
 	@touch $@
 
 $(VENV)/.installed-dev: pyproject.toml
 	$(make_venv)
 	$(PY) -m pip install -q --disable-pip-version-check -e '.[dev]' $(EDITABLE)
+	$(drop_setuptools)
 	@touch $@ $(VENV)/.installed
 
 schema: $(VENV)/.installed

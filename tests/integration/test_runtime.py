@@ -194,6 +194,34 @@ def test_new_namespaces_differ_from_host(tmp_path: Path) -> None:
     assert spawned["ns"]["cgroup"] != os.stat("/proc/self/ns/cgroup").st_ino
 
 
+def test_spawned_reports_every_new_namespace_every_time() -> None:
+    # The cgroup namespace is made after "go": the parent must not read the
+    # namespaces before pid 1 says it is past that (a race it lost now and then).
+    host = os.stat("/proc/self/ns/cgroup").st_ino
+    for _ in range(25):
+        r = run_spec(sh("true", ns={"cgroup": True}))
+        assert r.code == 0, r.error
+        spawned = next(e for e in r.events if e["event"] == "spawned")
+        assert spawned["ns"].get("cgroup") not in (None, host)
+
+
+def test_root_outside_the_initial_user_namespace_falls_back_to_a_holder(tmp_path: Path) -> None:
+    # euid 0 of `unshare -r` may unshare a pid namespace but not setns() back into
+    # its own, which the init user namespace owns: the run must take the holder path.
+    code = (
+        "import os, sys\n"
+        "from vbdecl.runtime.spawn import run_spec\n"
+        f"spec = {make_spec(['/bin/sh', '-c', 'exit 3'], ns={'uts': False, 'ipc': False, 'net': False})!r}\n"
+        "r = run_spec(spec)\n"
+        "own = os.stat('/proc/self/ns/pid_for_children').st_ino == os.stat('/proc/self/ns/pid').st_ino\n"
+        "print(r.code, r.error, own)\n"
+    )
+    out = subprocess.run(["unshare", "-r", sys.executable, "-c", code], capture_output=True,
+                         text=True, timeout=60, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["3", "None", "True"], out.stdout + out.stderr
+
+
 def test_join_namespace_by_path(tmp_path: Path) -> None:
     out = tmp_path / "out"
     holder = subprocess.Popen(["unshare", "--net", "--uts", "sleep", "30"])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 from pathlib import Path
 
 import pytest
@@ -85,7 +86,10 @@ def test_direct_init_fork_failure_reports_and_restores(monkeypatch: pytest.Monke
         raise BlockingIOError(11, "Resource temporarily unavailable")
 
     monkeypatch.setattr(spawn.os, "fork", no_fork)
-    result = vbdecl.run(REPO / "manifests" / "hello.yaml", command=["/bin/true"])
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, [])
+    result = vbdecl.run(REPO / "manifests" / "hello.yaml", command=["/bin/true"],
+                        forward_signals=True)
     assert result.code == 125 and result.error is not None
     assert "fork: Resource temporarily unavailable" in result.error.message
     assert _pid_ns_for_children_is_own()
+    assert signal.pthread_sigmask(signal.SIG_BLOCK, []) == mask   # forwarding undone

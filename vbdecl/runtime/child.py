@@ -14,13 +14,13 @@ A direct init (``ChildConfig.direct_init``: an ephemeral run as root that
 creates a pid namespace but no user namespace and joins none) needs no
 holder: the parent unshares the pid namespace for its children only for
 the one fork, so its child is pid 1 at once and does the holder's part
-(unshare, "U", "go") itself. One Python fork and exit less per run; the
-parent knows pid 1's host pid, so no ``P`` is sent.
+(unshare, "U", "go", "P") itself. One Python fork and exit less per run.
 
 Sync protocol (one-byte messages, checked; both pipes are close-on-exec):
 
 * child -> parent: ``U`` namespaces exist (the parent writes id maps, runs
-  host actions, then answers ``G``); ``P`` + 4 bytes: host pid of pid 1;
+  host actions, then answers ``G``); ``P`` + 4 bytes: host pid of pid 1
+  (0: pid 1 is the parent's own child), sent once every namespace exists;
   ``E`` + 4-byte length + ``code NUL message NUL hint`` (UTF-8): setup
   failed; ``W`` + length + a message: a warning. End of file
   means every copy of the pipe is closed: the process was exec'd.
@@ -184,6 +184,9 @@ def holder_main(cfg: ChildConfig, parent: int) -> NoReturn:
         os.close(cfg.p2c)
         _after_go(cfg)
         if cfg.direct_init:
+            # The parent waits for this before it reports the sandbox's namespaces
+            # (the cgroup one is only made in _after_go); 0: "I am the child you forked".
+            send(cfg.c2p, MSG_PID, struct.pack("=i", 0))
             init_main(cfg, None)
         if cfg.pid_new or cfg.pid_join:
             me = os.getpid()

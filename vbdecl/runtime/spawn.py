@@ -150,10 +150,13 @@ def fork_holder(cfg: C.ChildConfig, floor: int) -> tuple[int, int, int]:
     c2p_r, c2p_w, p2c_r, p2c_w = (_above(fd, floor) for fd in (c2p_r, c2p_w, p2c_r, p2c_w))
     cfg.c2p, cfg.p2c = c2p_w, p2c_r
     parent = os.getpid()
-    cfg.direct_init = direct_init(cfg)
+    own_pid_ns = _own_pid_ns() if direct_init(cfg) else -1
+    cfg.direct_init = own_pid_ns >= 0
     try:
-        pid = _fork_in_new_pid_ns() if cfg.direct_init else os.fork()
+        pid = _fork_in_new_pid_ns(own_pid_ns) if cfg.direct_init else os.fork()
     except BaseException as exc:
+        if os.getpid() != parent:
+            os._exit(125)      # a forked child never returns into its parent's code
         for fd in (c2p_r, c2p_w, p2c_r, p2c_w):
             os.close(fd)
         if isinstance(exc, OSError) and not isinstance(exc, VbdeclError):
@@ -186,29 +189,43 @@ def direct_init(cfg: C.ChildConfig) -> bool:
             and os.geteuid() == 0)
 
 
-def _fork_in_new_pid_ns() -> int:
-    """Fork a child that is pid 1 of a new pid namespace. This process stays where it
-    is, and so do its later children (host actions' helpers): its namespace for
-    children is set back to its own right after the fork."""
+def _own_pid_ns() -> int:
+    """An fd of our own pid namespace that this thread may setns() back to, else -1
+    (then a holder is used). Outside the initial user namespace euid 0 need not
+    own its pid namespace (``unshare -r``, a rootless container): the setns back
+    would fail, so it is tried first; into our own namespace it changes nothing."""
     try:
-        own = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
-    except OSError as exc:
-        raise RuntimeSetupError(f"cannot open /proc/self/ns/pid: {exc.strerror}",
-                                hint="vbdecl needs the host's /proc mounted") from None
+        fd = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return -1
+    try:
+        sysns.setns(fd, sysns.CLONE_NEWPID, what="own pid namespace")
+    except OSError:
+        os.close(fd)
+        return -1
+    return fd
+
+
+def _fork_in_new_pid_ns(own: int) -> int:
+    """Fork a child that is pid 1 of a new pid namespace. This process stays where it
+    is, and so do its later children (host actions' helpers): the namespace for its
+    children is set back to ``own`` right after the fork (closed here). Only the
+    parent's os.register_at_fork hooks run inside that window (vbdecl has none)."""
     pid = -1
     try:
         sysns.unshare(sysns.CLONE_NEWPID)
-        try:
-            pid = os.fork()
-        finally:
-            if pid != 0:
-                sysns.setns(own, sysns.CLONE_NEWPID, what="back to vbdecl's own pid namespace")
-    except BaseException:
-        if pid > 0:
-            _kill_and_reap(pid)
-        raise
+        pid = os.fork()
     finally:
-        os.close(own)
+        if pid != 0:
+            # Also after a failed unshare or an interrupt: a no-op _own_pid_ns tried.
+            try:
+                sysns.setns(own, sysns.CLONE_NEWPID, what="back to vbdecl's own pid namespace")
+            except BaseException:
+                if pid > 0:
+                    _kill_and_reap(pid)
+                raise
+            finally:
+                os.close(own)
     return pid
 
 
@@ -295,7 +312,12 @@ def _spawn_and_wait(cfg: C.ChildConfig, nsd: dict[str, Any], idmap: dict[str, An
     old_mask: set[Any] | None = None
     if forward_signals:
         old_mask = signals.pthread_sigmask(signals.SIG_BLOCK, {*PARENT_FORWARDED, signals.SIGCHLD})
-    pid, c2p_r, p2c_w = fork_holder(cfg, max([2, cfg.lock_fd, *cfg.keep_fds]))
+    try:
+        pid, c2p_r, p2c_w = fork_holder(cfg, max([2, cfg.lock_fd, *cfg.keep_fds]))
+    except BaseException:
+        if old_mask is not None:
+            signals.pthread_sigmask(signals.SIG_SETMASK, old_mask)
+        raise
     holder_status: int | None = None
     try:
         error: VbdeclError | None = None
@@ -325,10 +347,11 @@ def _spawn_and_wait(cfg: C.ChildConfig, nsd: dict[str, Any], idmap: dict[str, An
         os.close(p2c_w)
         p2c_w = -1
         target = pid
-        if error is None and (cfg.pid_new or cfg.pid_join) and not cfg.direct_init:
+        if error is None and (cfg.pid_new or cfg.pid_join):
             msg = _read_msg(c2p_r)
             if msg is not None and msg[0] == C.MSG_PID and len(msg[1]) == 4:
-                target = struct.unpack("=i", msg[1])[0]
+                # 0: a direct init, which is the child we forked
+                target = struct.unpack("=i", msg[1])[0] or pid
             elif msg is not None and msg[0] == C.MSG_ERROR:
                 error = _child_error(msg[1])
             else:

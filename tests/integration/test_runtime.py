@@ -375,6 +375,8 @@ def test_sequential_runs_leave_nothing_behind(tmp_path: Path) -> None:
         assert r.code == 0, (i, r.error)
     assert _count("/proc/self/fd") == fds
     assert Path("/proc/self/mountinfo").read_text() == mounts
+    # each run unshared a pid namespace for our children (direct init) and went back
+    assert os.stat("/proc/self/ns/pid_for_children").st_ino == os.stat("/proc/self/ns/pid").st_ino
     assert not (state / "run").exists() or not os.listdir(state / "run")
     ours = {n for n in set(os.listdir("/tmp")) - tmp_before if "vb" in n or "stag" in n}
     assert ours == set()     # (other engineers' files may appear meanwhile)

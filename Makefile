@@ -51,7 +51,8 @@ sysdeps:
 # is no venv is left alone.
 define make_venv
 	@[ -x $(PY) ] && [ -x $(VENV)/bin/pip ] || { \
-		[ ! -e $(VENV) ] || [ -f $(VENV)/pyvenv.cfg ] || { echo "$(VENV) exists and is not a venv: remove it or set VENV" >&2; exit 1; }; \
+		[ ! -e $(VENV) ] || [ -f $(VENV)/pyvenv.cfg ] || [ -z "$$(ls -A $(VENV))" ] \
+			|| { echo "$(VENV) exists and is not a venv: remove it or set VENV" >&2; exit 1; }; \
 		{ $(SYSTEM_PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null \
 			&& $(SYSTEM_PYTHON) -m venv --clear $(VENV) 2>/dev/null; } || $(PYTHON) -m venv --clear $(VENV); }
 endef

@@ -14,13 +14,15 @@ A direct init (``ChildConfig.direct_init``: an ephemeral run as root that
 creates a pid namespace but no user namespace and joins none) needs no
 holder: the parent unshares the pid namespace for its children only for
 the one fork, so its child is pid 1 at once and does the holder's part
-(unshare, "U", "go", "P") itself. One Python fork and exit less per run.
+(unshare, "U", "go", "P", "go") itself. One Python fork and exit less per run.
 
 Sync protocol (one-byte messages, checked; both pipes are close-on-exec):
 
 * child -> parent: ``U`` namespaces exist (the parent writes id maps, runs
   host actions, then answers ``G``); ``P`` + 4 bytes: host pid of pid 1
-  (0: pid 1 is the parent's own child), sent once every namespace exists;
+  (0: the first child is pid 1, or there is no pid namespace), sent once
+  every namespace exists; an ephemeral run's first child then waits for a
+  second ``G``, which the parent sends once it has read the namespaces;
   ``E`` + 4-byte length + ``code NUL message NUL hint`` (UTF-8): setup
   failed; ``W`` + length + a message: a warning. End of file
   means every copy of the pipe is closed: the process was exec'd.
@@ -181,22 +183,26 @@ def holder_main(cfg: ChildConfig, parent: int) -> NoReturn:
         _enter_namespaces(cfg)
         send(cfg.c2p, MSG_UNSHARED)
         _wait_go(cfg.p2c)
-        os.close(cfg.p2c)
         _after_go(cfg)
-        if cfg.direct_init:
-            # The parent waits for this before it reports the sandbox's namespaces
-            # (the cgroup one is only made in _after_go); 0: "I am the child you forked".
-            send(cfg.c2p, MSG_PID, struct.pack("=i", 0))
-            init_main(cfg, None)
-        if cfg.pid_new or cfg.pid_join:
+        if cfg.live:
+            os.close(cfg.p2c)
+            _live_holder(cfg)
+        # Every namespace exists now. Tell the parent, and stay until it has read
+        # them from us (the second "go"): a sandbox that exits at once takes its
+        # namespaces with it, and the parent reports them in its events.
+        pid = 0               # 0: pid 1 is us (direct init), or there is no pid 1
+        if (cfg.pid_new or cfg.pid_join) and not cfg.direct_init:
             me = os.getpid()
             pid = os.fork()
             if pid == 0:
                 init_main(cfg, me)
-            send(cfg.c2p, MSG_PID, struct.pack("=i", pid))
+        send(cfg.c2p, MSG_PID, struct.pack("=i", pid))
+        _wait_go(cfg.p2c)
+        os.close(cfg.p2c)
+        if cfg.direct_init:
+            init_main(cfg, None)
+        if pid:
             os.close(cfg.c2p)
-            if cfg.live:
-                os._exit(0)
             while True:
                 try:
                     _, status = os.waitpid(pid, 0)
@@ -204,14 +210,24 @@ def holder_main(cfg: ChildConfig, parent: int) -> NoReturn:
                     os._exit(125)
                 if os.WIFEXITED(status) or os.WIFSIGNALED(status):
                     os._exit(status_code(status))
-        elif cfg.live:
-            send(cfg.c2p, MSG_PID, struct.pack("=i", os.getpid()))
-            os.close(cfg.c2p)
-        else:
-            _setup_root(cfg)
-            exec_process(cfg)
+        _setup_root(cfg)
+        exec_process(cfg)
     except BaseException as exc:
         _report(cfg, exc)
+
+
+def _live_holder(cfg: ChildConfig) -> NoReturn:
+    """A live environment's first child: fork its init (a new or joined pid
+    namespace) and leave, or be its init. The parent learns the init's pid."""
+    if cfg.pid_new or cfg.pid_join:
+        me = os.getpid()
+        pid = os.fork()
+        if pid == 0:
+            init_main(cfg, me)
+        send(cfg.c2p, MSG_PID, struct.pack("=i", pid))
+        os._exit(0)
+    send(cfg.c2p, MSG_PID, struct.pack("=i", os.getpid()))
+    os.close(cfg.c2p)
     sysproc.set_name("vbdecl-init")
     init_loop(None, forward_tty_signals=False)
 

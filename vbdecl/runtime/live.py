@@ -74,6 +74,8 @@ def start_env(*, spec: dict[str, Any], instance: str, runtime_dir: str) -> dict[
         if msg is None or msg[0] != C.MSG_PID:
             raise _child_error(msg[1]) if msg else RuntimeSetupError("the environment's init exited during setup")
         init_pid = struct.unpack("=i", msg[1])[0]
+        if init_pid <= 0:
+            raise RuntimeSetupError(f"sandbox sync protocol violation: init pid {init_pid}")
         _write_init_file(runtime_dir, init_pid)
         msg = _read_msg(c2p_r)
         if msg is not None:

@@ -150,9 +150,9 @@ def fork_holder(cfg: C.ChildConfig, floor: int) -> tuple[int, int, int]:
     c2p_r, c2p_w, p2c_r, p2c_w = (_above(fd, floor) for fd in (c2p_r, c2p_w, p2c_r, p2c_w))
     cfg.c2p, cfg.p2c = c2p_w, p2c_r
     parent = os.getpid()
-    own_pid_ns = _own_pid_ns() if direct_init(cfg) else -1
-    cfg.direct_init = own_pid_ns >= 0
     try:
+        own_pid_ns = _own_pid_ns() if direct_init(cfg) else -1
+        cfg.direct_init = own_pid_ns >= 0
         pid = _fork_in_new_pid_ns(own_pid_ns) if cfg.direct_init else os.fork()
     except BaseException as exc:
         if os.getpid() != parent:
@@ -193,16 +193,23 @@ def _own_pid_ns() -> int:
     """An fd of our own pid namespace that this thread may setns() back to, else -1
     (then a holder is used). Outside the initial user namespace euid 0 need not
     own its pid namespace (``unshare -r``, a rootless container): the setns back
-    would fail, so it is tried first; into our own namespace it changes nothing."""
+    would fail, so it is tried first. That changes nothing: it is only tried when
+    this thread's namespace for children is our own already (a caller that set
+    another one keeps it, through the holder)."""
     try:
         fd = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
     except OSError:
         return -1
     try:
+        if os.stat("/proc/thread-self/ns/pid_for_children").st_ino != os.fstat(fd).st_ino:
+            os.close(fd)
+            return -1
         sysns.setns(fd, sysns.CLONE_NEWPID, what="own pid namespace")
-    except OSError:
+    except BaseException as exc:
         os.close(fd)
-        return -1
+        if isinstance(exc, OSError):
+            return -1
+        raise
     return fd
 
 
@@ -216,7 +223,9 @@ def _fork_in_new_pid_ns(own: int) -> int:
         sysns.unshare(sysns.CLONE_NEWPID)
         pid = os.fork()
     finally:
-        if pid != 0:
+        if pid == 0:
+            os.close(own)   # before close_fds_except: it could take a number inherit_fds keeps
+        else:
             # Also after a failed unshare or an interrupt: a no-op _own_pid_ns tried.
             try:
                 sysns.setns(own, sysns.CLONE_NEWPID, what="back to vbdecl's own pid namespace")
@@ -316,6 +325,7 @@ def _spawn_and_wait(cfg: C.ChildConfig, nsd: dict[str, Any], idmap: dict[str, An
         pid, c2p_r, p2c_w = fork_holder(cfg, max([2, cfg.lock_fd, *cfg.keep_fds]))
     except BaseException:
         if old_mask is not None:
+            _drain_pending()   # a SIGCHLD of a child killed on the way
             signals.pthread_sigmask(signals.SIG_SETMASK, old_mask)
         raise
     holder_status: int | None = None
@@ -344,23 +354,30 @@ def _spawn_and_wait(cfg: C.ChildConfig, nsd: dict[str, Any], idmap: dict[str, An
                 error = err
             except OSError as err:
                 error = RuntimeSetupError(f"sandbox setup failed: {err}")
-        os.close(p2c_w)
-        p2c_w = -1
         target = pid
-        if error is None and (cfg.pid_new or cfg.pid_join):
+        if error is None:
             msg = _read_msg(c2p_r)
             if msg is not None and msg[0] == C.MSG_PID and len(msg[1]) == 4:
-                # 0: a direct init, which is the child we forked
+                # 0: the child we forked is pid 1 (direct init), or there is no pid namespace
                 target = struct.unpack("=i", msg[1])[0] or pid
             elif msg is not None and msg[0] == C.MSG_ERROR:
                 error = _child_error(msg[1])
             else:
                 error = RuntimeSetupError("the sandbox exited during setup")
         inodes: dict[str, int] = {}
+        if error is None:
+            # From the first child, which waits for the second go: the sandbox's own
+            # namespaces (as bubblewrap reports them), before anything there can exit.
+            inodes = sysns.own_ns_inodes(pid)
+            try:
+                os.write(p2c_w, C.MSG_GO)
+            except OSError:
+                pass          # it is gone: the loop below reports how
+        os.close(p2c_w)
+        p2c_w = -1
         sink.emit("runtime_init_warnings", warning_count=len(warnings), warnings=warnings)
         if error is None:
             result.pid = target
-            inodes = sysns.own_ns_inodes(target)   # the sandbox's own (as bubblewrap reports)
             sink.emit("spawned", pid=target, ns=inodes)
             while True:
                 msg = _read_msg(c2p_r)

@@ -79,7 +79,7 @@ def test_root_run_forks_pid1_directly_and_keeps_our_pid_namespace() -> None:
     assert _pid_ns_for_children_is_own()
 
 
-def test_direct_init_fork_failure_reports_and_restores(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_fork_failure_reports_and_restores(monkeypatch: pytest.MonkeyPatch) -> None:
     import vbdecl.runtime.spawn as spawn
 
     def no_fork() -> int:

@@ -410,12 +410,7 @@ def seccomp_filters(spec: dict[str, Any], kept: int, hold: int) -> tuple[Any, li
     filt = None
     if program is None:
         try:
-            profile, strict = seccomp_profile(setting, extra_allow=("capset",) if hold else ())
-            if profile is not None:
-                from vbdecl.sys import seccomp as ssc
-
-                filt = ssc.build_filter(profile, caps=mask_names(kept), strict_names=strict,
-                                        where="security.seccomp")
+            filt = _build_filter(setting, kept, hold)
         except (ImportError, OSError) as exc:
             if key is None:
                 raise
@@ -534,15 +529,24 @@ def _cached_program(key: str) -> bytes | None:
     return program
 
 
+def _build_filter(setting: Any, kept: int, hold: int) -> Any:
+    """The libseccomp filter of ``setting`` for the kept capabilities, or None (no filter)."""
+    profile, strict = seccomp_profile(setting, extra_allow=("capset",) if hold else ())
+    if profile is None:
+        return None
+    from vbdecl.sys import seccomp as ssc
+
+    return ssc.build_filter(profile, caps=mask_names(kept), strict_names=strict,
+                            where="security.seccomp")
+
+
 def _build_program(setting: Any, kept: int, hold: int, key: str) -> bytes:
     from vbdecl.engine import cachefile
     from vbdecl.sys import seccomp as ssc
 
     first_warning = len(WARNINGS)
-    profile, strict = seccomp_profile(setting, extra_allow=("capset",) if hold else ())
-    assert profile is not None
-    filt = ssc.build_filter(profile, caps=mask_names(kept), strict_names=strict,
-                            where="security.seccomp")
+    filt = _build_filter(setting, kept, hold)
+    assert filt is not None
     program = ssc.export_bpf(filt)
     if not program or len(program) % 8:
         raise RuntimeSetupError(f"security.seccomp: libseccomp exported a {len(program)}-byte "

@@ -99,7 +99,7 @@ def test_live_update_in_place_and_status_usage(env: dict[str, str], tmp_path: Pa
     extra = '  process:\n    command: ["/bin/sleep", "120"]'
     m = manifest(tmp_path, limits, extra, name="h6live")
     before = _ours()
-    r = vbdecl(env, "apply", m)
+    r = vbdecl(env, "apply", m, "-y")
     assert r.returncode == 0, r.stdout + r.stderr
     try:
         st = json.loads(vbdecl(env, "status", "h6live", "--json").stdout)
@@ -123,7 +123,7 @@ def test_live_update_in_place_and_status_usage(env: dict[str, str], tmp_path: Pa
         p = vbdecl(env, "plan", m)
         assert "~ cgroup.memory" in p.stdout and "+ cgroup.pids" in p.stdout, p.stdout
         assert "-/+" not in p.stdout
-        r = vbdecl(env, "apply", m)
+        r = vbdecl(env, "apply", m, "-y")
         assert r.returncode == 0, r.stdout + r.stderr
         # in place: same instance, same cgroup, same processes; the kernel shows the new limits
         st = json.loads(vbdecl(env, "status", "h6live", "--json").stdout)
@@ -137,7 +137,7 @@ def test_live_update_in_place_and_status_usage(env: dict[str, str], tmp_path: Pa
         group = next(x for x in st["resources"] if x["id"] == "cgroup")
         assert group["usage"]["memory"]["limit"] == 128 << 20
     finally:
-        d = vbdecl(env, "destroy", "h6live")
+        d = vbdecl(env, "destroy", "h6live", "-y")
     assert d.returncode == 0, d.stdout + d.stderr
     assert _ours() == before
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from typing import Any
 
 HELP = "create or update environments from a manifest, a saved plan, or a directory"
@@ -59,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
                     results.append({"name": name, "changed": False})
                     continue
                 if not confirm(f"Apply these changes to {name}?", args.yes):
-                    print(f"{name}: not applied")
+                    print(f"{name}: not applied", file=sys.stderr)
                     results.append({"name": name, "changed": False, "declined": True})
                     continue
                 result = s.apply(src.plan, changes)
@@ -81,6 +82,8 @@ def run(args: argparse.Namespace) -> int:
                 if not args.json:
                     print(f"{name}: no longer in {args.target}: destroy")
                 if not confirm(f"Destroy {name}?", args.yes):
+                    print(f"{name}: not destroyed", file=sys.stderr)
+                    results.append({"name": name, "pruned": False, "declined": True})
                     continue
                 with engine.session(name) as s:
                     if s.state is None:
@@ -93,4 +96,5 @@ def run(args: argparse.Namespace) -> int:
         renderer.close()
     if args.json:
         emit_json({"event": "result", "environments": results})
-    return 0
+    # Declining is not a success: `vbdecl apply F && deploy` must not go on.
+    return 1 if any(r.get("declined") for r in results) else 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 
 HELP = "destroy an environment (by name, or every environment of a manifest)"
 
@@ -34,6 +35,7 @@ def run(args: argparse.Namespace) -> int:
     engine = Engine(args.state_dir, on_event=renderer, lock_timeout=args.lock_timeout,
                     command=command_line())
     done = []
+    declined = False
     try:
         for name in names_of(args.target):
             with engine.session(name, create=False) as s:
@@ -44,7 +46,8 @@ def run(args: argparse.Namespace) -> int:
                 if not args.json:
                     print(f"{name}: {n} resources to destroy (instance {s.state['instance']})")
                 if not confirm(f"Destroy {name}?", args.yes):
-                    print(f"{name}: not destroyed")
+                    print(f"{name}: not destroyed", file=sys.stderr)
+                    declined = True
                     continue
                 result = s.destroy()
                 done.append(result.to_json())
@@ -54,4 +57,4 @@ def run(args: argparse.Namespace) -> int:
         renderer.close()
     if args.json:
         emit_json({"event": "result", "destroyed": done})
-    return 0
+    return 1 if declined else 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 HELP = "roll an environment back to an earlier revision (recorded as a new revision)"
 
@@ -44,8 +45,8 @@ def run(args: argparse.Namespace) -> int:
             if not changes:
                 return 0
             if not confirm(f"Roll {args.name} back to revision {args.to}?", args.yes):
-                print(f"{args.name}: not rolled back")
-                return 0
+                print(f"{args.name}: not rolled back", file=sys.stderr)
+                return 1
             result = s.apply(plan, changes, note=f"rollback to {args.to}")
     finally:
         renderer.close()

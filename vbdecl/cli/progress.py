@@ -123,14 +123,25 @@ def plan_lines(name: str, changes: Any) -> list[str]:
 
 
 def confirm(question: str, assume_yes: bool) -> bool:
-    """Ask on a terminal unless -y; without a terminal, go on (the contract)."""
-    if assume_yes or not sys.stdin.isatty():
+    """Ask unless -y, and go on only on y/yes.
+
+    The question goes to stderr (stdout may be redirected to a file); the answer
+    is read from stdin, a terminal or not (``echo y | vbdecl apply``). No answer
+    (end of input, as from /dev/null or a closed pipe) is no: a script that did
+    not pass -y never changes anything by accident.
+    """
+    if assume_yes:
         return True
+    sys.stderr.write(f"{question} [y/N] ")
+    sys.stderr.flush()
     try:
-        answer = input(f"{question} [y/N] ")
-    except EOFError:
+        line = sys.stdin.readline()
+    except (OSError, ValueError):
+        line = ""
+    if not line:
+        sys.stderr.write("\nno answer on stdin: pass -y (--yes) to go on without asking\n")
         return False
-    return answer.strip().lower() in ("y", "yes")
+    return line.strip().lower() in ("y", "yes")
 
 
 def emit_json(obj: Any) -> None:

@@ -1,4 +1,5 @@
-"""GitOps: ``apply DIR`` applies every manifest of a directory, records the git
+"""GitOps: ``apply DIR`` applies every manifest of a directory and the ones below
+it (as ``plan DIR`` and ``validate DIR`` find them), records the git
 commit and dirty flag of each revision, and ``--prune`` destroys environments
 that came from the directory and are no longer in it (and nothing else)."""
 
@@ -34,8 +35,11 @@ def _body(tmp: Path) -> None:
     envs.mkdir(parents=True)
     other = tmp / "elsewhere.yaml"
     other.write_text(MANIFEST.format(name="keep", motd="k"))
-    for n in ("alpha", "beta"):
-        (envs / f"{n}.yaml").write_text(MANIFEST.format(name=n, motd=n))
+    (envs / "team").mkdir()
+    for n, where in (("alpha", envs), ("beta", envs / "team")):
+        (where / f"{n}.yaml").write_text(MANIFEST.format(name=n, motd=n))
+    (envs / ".draft.yaml").write_text(MANIFEST.format(name="draft", motd="d"))   # hidden: skipped
+    (tmp / "empty").mkdir()
     _git(repo, "init", "-q")
     _git(repo, "add", ".")
     _git(repo, "commit", "-q", "-m", "one")
@@ -48,9 +52,17 @@ def _body(tmp: Path) -> None:
 
     out = cli("apply", str(other), "-y")
     assert out.returncode == 0, out.stderr
+    out = cli("plan", str(envs))
+    assert out.returncode == 0, out.stderr
+    assert "Environment alpha:" in out.stdout and "Environment beta:" in out.stdout
+    assert "draft" not in out.stdout
+    for cmd in ("plan", "apply"):
+        out = cli(cmd, str(tmp / "empty"), "-y") if cmd == "apply" else cli(cmd, str(tmp / "empty"))
+        assert out.returncode == 1 and "no manifest files" in out.stderr, out
     out = cli("apply", str(envs), "-y")
     assert out.returncode == 0, out.stderr
     assert "alpha: applied revision 1" in out.stdout and "beta: applied revision 1" in out.stdout
+    assert "draft" not in out.stdout
     hist: list[dict[str, Any]] = json.loads(cli("--json", "history", "alpha").stdout)
     assert hist[0]["git"]["commit"] == head and hist[0]["git"]["dirty"] is False
     assert hist[0]["source"] == str(envs / "alpha.yaml")
@@ -66,7 +78,7 @@ def _body(tmp: Path) -> None:
     assert Path(f"/proc/{pid}/root/etc/motd").read_text() == "edited"
 
     # beta leaves the directory: --prune destroys it, and only it
-    (envs / "beta.yaml").unlink()
+    (envs / "team" / "beta.yaml").unlink()
     out = cli("apply", str(envs), "-y", "--prune")
     assert out.returncode == 0, out.stderr
     assert "beta: destroyed" in out.stdout

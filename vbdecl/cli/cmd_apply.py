@@ -32,7 +32,7 @@ def run(args: argparse.Namespace) -> int:
     from vbdecl.engine.executor import Engine
     from vbdecl.errors import UsageError
 
-    sources_ = sources.load(args.target)
+    sources_ = sources.load(args.target, allow_empty=args.prune)
     names = [s.plan["name"] for s in sources_]
     dupes = {n for n in names if names.count(n) > 1}
     if dupes:
@@ -77,8 +77,8 @@ def run(args: argparse.Namespace) -> int:
                 src_path = ((state or {}).get("plan") or {}).get("source") or {}
                 if not state or not src_path.get("path"):
                     continue
-                if os.path.dirname(os.path.realpath(src_path["path"])) != directory:
-                    continue
+                if os.path.commonpath([os.path.realpath(src_path["path"]), directory]) != directory:
+                    continue      # not from this directory (or one below it)
                 if not args.json:
                     print(f"{name}: no longer in {args.target}: destroy")
                 if not confirm(f"Destroy {name}?", args.yes):

@@ -1,4 +1,4 @@
-"""``vbdecl plan FILE``: what an apply would change, Terraform style."""
+"""``vbdecl plan FILE|DIR``: what an apply would change, Terraform style."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ HELP = "show what `apply` would change (drift first, then one line per change)"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("file", metavar="FILE", help="the manifest")
+    parser.add_argument("file", metavar="FILE|DIR",
+                        help="the manifest, or a directory of manifests (searched like apply DIR)")
     parser.add_argument("-v", "--verbose", action="store_true",
                         help="also list the actions that do not change")
     parser.add_argument("--detailed-exitcode", action="store_true",
@@ -67,16 +68,22 @@ def run(args: argparse.Namespace) -> int:
     from vbdecl.cli.render_plan import print_lines
     from vbdecl.engine import atomic
     from vbdecl.engine.plancache import plans_for_file
+    from vbdecl.engine.sources import manifest_files, no_manifests
     from vbdecl.engine.store import load as read_state
     from vbdecl.errors import UsageError
     from vbdecl.plan import saved as saved_mod
     from vbdecl.plan.diff import summary
     from vbdecl.plan.text import render_all, state_ref
 
-    plans = plans_for_file(args.file, use_cache=not args.no_cache)
+    files = manifest_files([args.file])
+    if not files:
+        raise no_manifests(args.file)
+    if args.out and files != [args.file]:
+        raise UsageError("-o saves the plan of one manifest FILE, not of a directory",
+                         hint="vbdecl plan DIR/ENV.yaml -o PLANFILE")
     results = []
-    for plan in plans:
-        check_limits(plan, args.file)
+    for path, plan in [(f, p) for f in files for p in plans_for_file(f, use_cache=not args.no_cache)]:
+        check_limits(plan, path)
         state = read_state(plan["name"], args.state_dir)
         found = plan_changes(plan, state, args.state_dir, refresh=not args.no_refresh,
                              verbose=args.verbose)

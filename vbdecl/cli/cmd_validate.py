@@ -16,7 +16,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from vbdecl.model.load import LoadResult, load_path, manifest_files
+    from vbdecl.engine.sources import manifest_files
+    from vbdecl.model.load import LoadResult, load_path
 
     results: list[LoadResult] = []
     for path in manifest_files(list(args.paths)):

@@ -63,21 +63,41 @@ def compile_manifest(path: Path) -> list[dict[str, Any]]:
     return plans
 
 
-def manifests_in(directory: Path) -> list[Path]:
-    return sorted(p for p in directory.iterdir()
-                  if p.is_file() and p.suffix in MANIFEST_SUFFIXES and not p.name.startswith("."))
+def manifest_files(paths: list[str]) -> list[str]:
+    """Files as given; directories searched recursively for *.yaml / *.yml, in
+    sorted order, skipping hidden files and directories. The one walk behind
+    validate, plan and apply of a DIR."""
+    out: list[str] = []
+    for p in paths:
+        if os.path.isdir(p):
+            for root, dirs, files in os.walk(p):
+                dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+                out.extend(os.path.join(root, f) for f in sorted(files)
+                           if f.endswith(MANIFEST_SUFFIXES) and not f.startswith("."))
+        else:
+            out.append(p)
+    return out
 
 
-def load(target: str) -> list[Source]:
-    """Plans for a FILE, PLAN or DIR argument."""
+def no_manifests(target: str) -> UsageError:
+    return UsageError(f"{target}: no manifest files (*.yaml, *.yml) in this directory or below",
+                      hint="point at a manifest, or at a directory that holds manifests")
+
+
+def load(target: str, *, allow_empty: bool = False) -> list[Source]:
+    """Plans for a FILE, PLAN or DIR argument (a DIR without manifests is an
+    error unless ``allow_empty``: apply --prune of an emptied directory)."""
     path = Path(target)
     if not path.exists():
         raise UsageError(f"{target}: no such file or directory",
                          hint="give a manifest, a saved plan, or a directory of manifests")
     if path.is_dir():
+        files = manifest_files([target])
+        if not files and not allow_empty:
+            raise no_manifests(target)
         out = []
-        for p in manifests_in(path):
-            out += [Source(plan, None, str(p)) for plan in compile_manifest(p)]
+        for f in files:
+            out += [Source(plan, None, f) for plan in compile_manifest(Path(f))]
         return out
     saved = is_saved_plan(path)
     if saved is not None:

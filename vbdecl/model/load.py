@@ -21,7 +21,6 @@ from vbdecl.model.yamlsafe import Document, Path, Positions, read_documents
 
 __all__ = ["LoadResult", "load_file", "load_path", "load_text"]
 
-_EXTENSIONS = (".yaml", ".yml")
 
 
 class LoadResult:
@@ -385,16 +384,3 @@ def load_file(path: str | os.PathLike[str]) -> list[m.Environment]:
     result = load_path(os.fspath(path))
     result.raise_for_problems()
     return [env for _i, env in result.environments]
-
-
-def manifest_files(paths: list[str]) -> list[str]:
-    """Files to validate: files as given, directories searched for *.yaml / *.yml (sorted)."""
-    out: list[str] = []
-    for p in paths:
-        if os.path.isdir(p):
-            for root, dirs, files in os.walk(p):
-                dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-                out.extend(os.path.join(root, f) for f in sorted(files) if f.endswith(_EXTENSIONS))
-        else:
-            out.append(p)
-    return out

@@ -63,6 +63,19 @@ def test_run_command_override_and_exit_codes(env: dict[str, str], tmp_path: Path
     assert r.returncode == 125 and "missing.yaml" in r.stderr
 
 
+def test_pwd_is_the_process_cwd_not_the_callers(env: dict[str, str], tmp_path: Path) -> None:
+    show = ["--", "/usr/bin/printenv", "PWD"]     # not a shell: it would fix PWD itself
+    m = manifest(tmp_path)
+    r = vbdecl(env, "run", m, *show, cwd=tmp_path)
+    assert (r.returncode, r.stdout) == (0, "/\n"), r.stderr
+    m = manifest(tmp_path, "    - {type: dir, target: /work}\n  process: {cwd: /work}", name="pwd2")
+    r = vbdecl(env, "run", m, *show, cwd=tmp_path)
+    assert (r.returncode, r.stdout) == (0, "/work\n"), r.stderr
+    m = manifest(tmp_path, "  process: {env: {PWD: /declared}}", name="pwd3")
+    r = vbdecl(env, "run", m, *show, cwd=tmp_path)
+    assert (r.returncode, r.stdout) == (0, "/declared\n"), r.stderr
+
+
 def test_default_shell_must_exist(env: dict[str, str], tmp_path: Path) -> None:
     # A root with no /bin/sh and no process.command: 127 with a clear message.
     path = tmp_path / "empty.yaml"

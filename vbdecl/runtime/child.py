@@ -427,8 +427,10 @@ def _exec_process(cfg: ChildConfig) -> None:
     except OSError as exc:
         raise SetupFailure(125, f"cannot change to process.cwd {cwd}: {exc.strerror}",
                            "create it with a dir entry in filesystem, or fix process.cwd") from None
-    if "vb" in spec:
-        env["PWD"] = cwd            # bubblewrap sets PWD after its chdir
+    if "vb" in spec or "PWD" not in (proc.get("env") or {}):
+        # The process's cwd, not the caller's inherited one; bubblewrap sets it the
+        # same way (vb always: a --setenv PWD is overridden there too).
+        env["PWD"] = cwd
     argv = list(cfg.argv or proc.get("command") or [])
     default_shell = not argv
     if default_shell:

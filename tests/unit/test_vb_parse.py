@@ -143,3 +143,26 @@ def test_roundtrip_to_bwrap_arguments_parses_back_to_the_same_spec():
     again = doc(*manifest_to_bwrap(first))["spec"]
     first.pop("vb"), again.pop("vb")
     assert again == first
+
+
+@pytest.mark.parametrize(("security", "user", "kept"), [
+    ("{seccomp: 'off'}", 0, "default"),                                     # absent: the default set
+    ("{seccomp: 'off', capabilities: {drop: [CHOWN]}}", 0, "default-CHOWN"),
+    ("{seccomp: 'off', capabilities: {drop: [ALL], add: [NET_ADMIN]}}", 0, "NET_ADMIN"),
+    ("{seccomp: 'off'}", 1000, ""),                                         # bubblewrap's default too
+])
+def test_to_bwrap_keeps_exactly_the_manifests_capabilities(tmp_path, security, user, kept):
+    from vbdecl.model import load_normalized
+    from vbdecl.model.names import DEFAULT_CAPABILITIES
+
+    path = tmp_path / "m.yaml"
+    path.write_text("apiVersion: vbdecl/v1\nkind: Environment\nmetadata: {name: caps}\nspec:\n"
+                    f"  process: {{command: [/bin/true], user: {user}}}\n  security: {security}\n")
+    argv = manifest_to_bwrap(load_normalized(str(path))[0]["spec"])
+    added = {argv[i + 1] for i, a in enumerate(argv) if a == "--cap-add"}
+    if kept.startswith("default"):
+        want = {f"CAP_{n}" for n in DEFAULT_CAPABILITIES} - {f"CAP_{n}" for n in kept.split("-")[1:]}
+    else:
+        want = {f"CAP_{n}" for n in kept.split()}
+    assert added == want
+    assert ("--cap-drop" in argv) == bool(want)

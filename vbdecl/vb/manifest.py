@@ -181,13 +181,23 @@ def dump_yaml(data: dict[str, Any]) -> str:
     return buf.getvalue()
 
 
-def _keeps_all_held(caps: dict[str, Any]) -> bool:
-    from vbdecl.model.names import CAPABILITIES
+def _cap_args(caps: dict[str, Any] | None, uid: int, disable_userns: bool) -> list[str]:
+    """--cap-drop/--cap-add for the capabilities the manifest keeps: vbdecl's default
+    set when ``security.capabilities`` is absent (bubblewrap's default would keep
+    every capability of a root caller). None when bubblewrap's default is the same:
+    root keeping everything the caller holds, or another uid keeping nothing."""
+    from vbdecl.model.names import CAP_LAST, CAPABILITIES
+    from vbdecl.ops.sec import capability_sets, mask_names
     from vbdecl.vb.parse import _caller_caps
 
-    if caps.get("add") == ["ALL"] and not caps.get("drop"):
-        return True
-    return caps.get("drop") == ["ALL"] and set(caps.get("add") or []) >= _caller_caps(CAPABILITIES)
+    _bounding, kept = capability_sets(caps, uid, CAP_LAST, disable_userns=disable_userns)
+    names = mask_names(kept)
+    if (uid == 0 and names >= _caller_caps(CAPABILITIES)) or (uid != 0 and not names):
+        return []
+    args = ["--cap-drop", "ALL"]
+    for name in sorted(names, key=CAPABILITIES.__getitem__):
+        args += ["--cap-add", f"CAP_{name}"]
+    return args
 
 
 def manifest_to_bwrap(spec: dict[str, Any]) -> list[str]:
@@ -265,13 +275,7 @@ def manifest_to_bwrap(spec: dict[str, Any]) -> list[str]:
                              "set seccomp: off or keep the manifest")
     if sec.get("landlock"):
         raise NotExpressible("security.landlock: bubblewrap has no Landlock options")
-    caps = sec.get("capabilities")
-    if caps and spec["process"]["user"] == 0 and _keeps_all_held(caps):
-        caps = None     # bubblewrap's default for root keeps what the caller holds: no --cap options
-    if caps:
-        args += ["--cap-drop", "ALL"]
-        for name in caps.get("add", []):
-            args += ["--cap-add", f"CAP_{name}"]
+    args += _cap_args(sec.get("capabilities"), int(proc.get("user") or 0), bool(sec["disable_userns"]))
     if sec["disable_userns"]:
         args.append("--disable-userns")
     if spec["status"].get("lock_file"):

@@ -109,3 +109,44 @@ def test_unprivileged_features_needing_root_fail_clearly(user: tuple[str, int, i
     r = run_as(user, shared_dir, spec)
     assert r.returncode == 125
     assert "newuidmap" in r.stderr     # mapping someone else's id needs the setuid helper
+
+
+PLAN_DRIVER = """
+import json, sys
+from vbdecl.runtime.spawn import run_plan
+r = run_plan(json.load(open(sys.argv[1])))
+if r.error is not None:
+    print(f"error: {r.error}", file=sys.stderr)
+for e in r.events:
+    if e["event"] == "runtime_init_warnings":
+        print(json.dumps(e["warnings"]), file=sys.stderr)
+sys.exit(r.code)
+"""
+
+
+@pytest.mark.parametrize("optional", [True, False])
+def test_unprivileged_limits_optional_runs_without_a_cgroup(user: tuple[str, int, int],
+                                                            shared_dir: Path, optional: bool) -> None:
+    """cgroups are not delegated to a plain user: limits.optional turns that into
+    warnings and the sandbox runs; without it the run fails before it starts."""
+    from testmanifests import head
+
+    from vbdecl.plan.compile import compile_file
+
+    manifest = shared_dir / "m.yaml"
+    manifest.write_text(head("optlim", template=False)
+                        + f"  limits: {{pids: 64, optional: {str(optional).lower()}}}\n"
+                        + "  process: {command: [/bin/echo, hi]}\n")
+    (shared_dir / "plan.json").write_text(json.dumps(compile_file(str(manifest))[0]))
+    (shared_dir / "driver.py").write_text(PLAN_DRIVER)
+    _, uid, gid = user
+    r = subprocess.run(["setpriv", f"--reuid={uid}", f"--regid={gid}", "--clear-groups", SYSTEM_PYTHON,
+                        str(shared_dir / "driver.py"), str(shared_dir / "plan.json")],
+                       capture_output=True, text=True, timeout=60,
+                       env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(REPO),
+                            "PYTHONDONTWRITEBYTECODE": "1", "HOME": str(shared_dir)})
+    if optional:
+        assert (r.returncode, r.stdout) == (0, "hi\n"), r.stderr
+        assert "not enforced" in r.stderr
+    else:
+        assert r.returncode == 125 and "error: " in r.stderr and "hi" not in r.stdout, r.stderr

@@ -193,3 +193,11 @@ def test_a_failing_child_exits_even_when_its_report_cannot_be_sent() -> None:
     os.close(w)
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 126
+
+
+def test_run_prints_setup_warnings_on_stderr(capsys: pytest.CaptureFixture[str]) -> None:
+    from vbdecl.cli.fast import _print_warnings
+
+    _print_warnings({"event": "runtime_init_warnings", "warnings": ["limits.pids not enforced: x"]})
+    _print_warnings({"event": "spawned", "pid": 2})
+    assert capsys.readouterr() == ("", "vbdecl: warning: limits.pids not enforced: x\n")

@@ -120,10 +120,17 @@ def run_file(path: str, *, command: list[str] | None, name: object, state_dir: s
 
     fds = [int(str(events_fd))] if events_fd is not None else None
     result = run_plan(plan, argv=command or None, event_fds=fds, forward_signals=True,
-                      state_dir=state_dir)
+                      state_dir=state_dir, on_event=_print_warnings)
     if result.error is not None:
         _report(result.error, debug, 125)
     return result.code
+
+
+def _print_warnings(event: dict[str, object]) -> None:
+    """Setup warnings (a limit not enforced under limits.optional, ...) on stderr."""
+    warnings = event.get("warnings") if event.get("event") == "runtime_init_warnings" else None
+    for text in warnings if isinstance(warnings, list) else []:
+        print(f"vbdecl: warning: {text}", file=sys.stderr)
 
 
 def load_plan(path: str, *, name: str | None = None, use_cache: bool = True) -> dict[str, object]:

@@ -19,12 +19,16 @@ Module-level helpers for the runtime and the CLI: :func:`join`,
 
 from __future__ import annotations
 
+import errno
 from typing import Any
 
 from vbdecl.errors import ActionError, SysError
 from vbdecl.ops import register
 from vbdecl.ops.base import Context, Params, Record
 from vbdecl.sys import cgroupfs
+
+# errnos of a cgroup hierarchy this user may not write: not delegated to it
+_NOT_DELEGATED = (errno.EACCES, errno.EPERM, errno.EROFS)
 
 register("cgroup.group", "vbdecl.ops.cgroup:Group")
 register("cgroup.limit", "vbdecl.ops.cgroup:Limit")
@@ -111,7 +115,13 @@ class Group:
         try:
             record = cgroupfs.create_group(layout, ctx.instance, controllers)
         except SysError as exc:
-            raise _action_error(exc, GROUP_ID) from exc
+            if not (limits.get("optional") and exc.errno in _NOT_DELEGATED):
+                raise _action_error(exc, GROUP_ID) from exc
+            # No cgroup this user may create (not delegated to it): under
+            # limits.optional the environment runs without one, with a warning.
+            record = cgroupfs.empty_record(layout, ctx.instance)
+            warnings.append(f"limits not enforced: {exc.message}")
+            skip |= {k for k in cgroupfs.LIMIT_CONTROLLER if limits.get(k) is not None}
         record["warnings"] = warnings
         record["skipped"] = sorted(skip)
         if ctx.env_pid:
@@ -137,6 +147,8 @@ class Group:
             return None
         import os
 
+        if not record.get("dirs"):
+            return record        # none was made (limits.optional): nothing can drift
         alive = [d for d in record.get("dirs", []) if os.path.isdir(d["path"])]
         if not alive:
             return None

@@ -584,16 +584,19 @@ def _enable_v2(cgdir: str, controllers: list[str]) -> list[str]:
     return want
 
 
+def empty_record(layout: Layout, instance: str) -> dict[str, Any]:
+    """A group record that holds no directory (yet)."""
+    return {"instance": instance, "layout": layout.mode, "dirs": [], "created": [],
+            "parents_created": [], "unified": None, "controllers": {}, "warnings": []}
+
+
 def create_group(layout: Layout, instance: str, controllers: list[str]) -> dict[str, Any]:
     """Create ``<hierarchy>/vbdecl/<instance>`` in every hierarchy needed.
 
     Returns the record: exactly the directories created, and which ``vbdecl``
     parents we created. On failure everything created so far is removed.
     """
-    record: dict[str, Any] = {
-        "instance": instance, "layout": layout.mode, "dirs": [], "created": [],
-        "parents_created": [], "unified": None, "controllers": {}, "warnings": [],
-    }
+    record = empty_record(layout, instance)
     try:
         for d in group_plan(layout, controllers):
             try:

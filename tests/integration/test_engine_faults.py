@@ -5,6 +5,7 @@ failing revert both errors are reported and ``recover`` cleans up."""
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -128,3 +129,28 @@ def test_fault_env_var_reaches_the_cli(tmp_path: Path) -> None:
         assert not (sd / "envs" / "web").exists()
 
     testops.in_private_mount_ns(body, tmp_path)
+
+
+def test_status_and_ls_show_an_open_transaction_of_a_first_apply(tmp_path: Path) -> None:
+    import subprocess
+
+    root, sd = tmp_path / "root", tmp_path / "state"
+    root.mkdir()
+    plan = testops.write_plan(tmp_path / "p.json", testops.make_plan("rec", root, files=2, mounts=0))
+
+    def cli(*args: str, fault: str = "") -> subprocess.CompletedProcess[str]:
+        env = {k: v for k, v in os.environ.items() if k != "VBDECL_FAULT"}
+        if fault:
+            env["VBDECL_FAULT"] = fault
+        return subprocess.run([sys.executable, testops.__file__, "--state-dir", str(sd), *args],
+                              env=env, capture_output=True, text=True, timeout=60)
+
+    out = cli("apply", str(plan), "-y", fault="file[/f1],dir[/]:revert")
+    assert out.returncode == 1 and "vbdecl recover rec" in out.stderr, out
+    assert "needs recovery" in cli("ls").stdout
+    out = cli("status", "rec")
+    assert out.returncode == 1 and "needs recovery" in out.stderr and "vbdecl recover rec" in out.stderr
+    assert cli("recover", "rec").returncode == 0
+    out = cli("status", "rec")
+    assert out.returncode == 1 and "does not exist" in out.stderr
+    assert testops.host_tree(root) == {}

@@ -21,9 +21,13 @@ def run(args: argparse.Namespace) -> int:
     state_dir = str(paths.state_root(args.state_dir))
     name = args.name
     state = store.load(name, state_dir)
+    open_txn = journal.open_transaction(journal.read(paths.journal_file(name, state_dir)))
+    if state is None and open_txn:
+        # A first apply whose rollback did not finish: objects may be on the host.
+        raise StateError(f"environment {name!r} needs recovery: an interrupted or failed command "
+                         "left a transaction open", hint=f"run `vbdecl recover {name}`")
     if state is None:
         raise StateError(f"environment {name!r} does not exist", hint="vbdecl ls lists the environments")
-    open_txn = journal.open_transaction(journal.read(paths.journal_file(name, state_dir)))
     holder = lock.holder(paths.lock_file(name, state_dir))
     s = Engine(state_dir).reader(name)
     live = s.live()

@@ -310,6 +310,16 @@ def _doc_problems(doc: Document, file: str) -> list[Problem]:
     return [Problem(f"{file}:{line}:{col}", msg, hint) for line, col, msg, hint in doc.problems]
 
 
+def _expanded(errors: list[Any]) -> list[Any]:
+    """Errors with the extra problems of a :func:`~vbdecl.model.manifest.fail_all` each on its own."""
+    out = []
+    for e in errors:
+        ctx = e.get("ctx") or {}
+        out.append(e)
+        out += [{**e, "ctx": more} for more in ctx.get("more") or []]
+    return out
+
+
 def _check_document(doc: Document, file: str) -> tuple[m.Environment | None, list[Problem]]:
     problems = _doc_problems(doc, file)
     data = doc.data
@@ -327,7 +337,7 @@ def _check_document(doc: Document, file: str) -> tuple[m.Environment | None, lis
     try:
         env = m.Environment.model_validate(data)
     except ValidationError as err:
-        out = [_error_to_problem(e, doc, file) for e in err.errors(include_url=False)]
+        out = [_error_to_problem(e, doc, file) for e in _expanded(err.errors(include_url=False))]
         return None, out
     return env, []
 

@@ -47,6 +47,17 @@ def fail(message: str, hint: str | None = None, *, at: tuple[str | int, ...] = (
     return PydanticCustomError("vbdecl", "{message}", {"message": message, "hint": hint, "at": at})
 
 
+def fail_all(errors: list[PydanticCustomError]) -> PydanticCustomError:
+    """One error carrying several of :func:`fail`'s (raise it when ``errors`` is not
+    empty): a model validator reports every rule it finds broken, not the first
+    only. The loader turns each into its own problem (``more`` in the context)."""
+    first, rest = errors[0], errors[1:]
+    ctx = dict(first.context or {})
+    if rest:
+        ctx["more"] = [dict(e.context or {}) for e in rest]
+    return PydanticCustomError("vbdecl", "{message}", ctx)
+
+
 def did_you_mean(word: str, choices: list[str] | tuple[str, ...] | frozenset[str]) -> str | None:
     close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
     return f"did you mean {close[0]!r}?" if close else None
@@ -823,39 +834,44 @@ class Spec(_Model):
     def _rules(self) -> Spec:
         ns = self.namespaces
         user_on = ns.user is True
+        errors: list[PydanticCustomError] = []
         if self.idmap is not None and not user_on:
-            raise fail("idmap needs namespaces.user: true",
-                       "id maps belong to a new user namespace: set namespaces: {user: true}", at=("idmap",))
+            errors.append(fail("idmap needs namespaces.user: true",
+                               "id maps belong to a new user namespace: set namespaces: {user: true}",
+                               at=("idmap",)))
         if self.idmap is not None:
             for what, ident, ranges in (("user", self.process.user, self.idmap.uid),
                                         ("group", self.process.group, self.idmap.gid)):
                 if ranges and not any(e.inside <= ident < e.inside + e.count for e in ranges):
                     key = "uid" if what == "user" else "gid"
-                    raise fail(f"process.{what} {ident} is not mapped by idmap.{key}",
-                               f"add a range that covers {ident} inside, e.g. "
-                               f"{{inside: {ident}, outside: ..., count: 1}}", at=("process", what))
+                    errors.append(fail(f"process.{what} {ident} is not mapped by idmap.{key}",
+                                       f"add a range that covers {ident} inside, e.g. "
+                                       f"{{inside: {ident}, outside: ..., count: 1}}", at=("process", what)))
         if self.security.disable_userns and not user_on:
-            raise fail("security.disable_userns needs namespaces.user: true",
-                       "the limit is set inside the environment's own user namespace, never on the host",
-                       at=("security", "disable_userns"))
+            errors.append(fail("security.disable_userns needs namespaces.user: true",
+                               "the limit is set inside the environment's own user namespace, never on the host",
+                               at=("security", "disable_userns")))
         if self.hostname is not None and ns.uts is not True:
-            raise fail("hostname needs the uts namespace, but namespaces.uts is off",
-                       "remove namespaces.uts: false (it is on by default), or remove hostname", at=("hostname",))
+            errors.append(fail("hostname needs the uts namespace, but namespaces.uts is off",
+                               "remove namespaces.uts: false (it is on by default), or remove hostname",
+                               at=("hostname",)))
         mode = self.network.mode
         net_set = "net" in ns.model_fields_set
         if mode == "bridge" and ns.net is not True:
-            raise fail("network.mode bridge needs a new net namespace (namespaces.net: true)",
-                       "remove namespaces.net, or use network.mode: host", at=("network", "mode"))
+            errors.append(fail("network.mode bridge needs a new net namespace (namespaces.net: true)",
+                               "remove namespaces.net, or use network.mode: host", at=("network", "mode")))
         if mode == "host" and net_set and ns.net is not False:
-            raise fail("network.mode host shares the host network, but namespaces.net asks for another",
-                       "remove namespaces.net (host mode turns it off)", at=("namespaces", "net"))
+            errors.append(fail("network.mode host shares the host network, but namespaces.net asks for another",
+                               "remove namespaces.net (host mode turns it off)", at=("namespaces", "net")))
         if mode == "isolated" and ns.net is False:
-            raise fail("namespaces.net: false shares the host network, but network.mode is isolated",
-                       "set network.mode: host to share the host network, or remove namespaces.net",
-                       at=("namespaces", "net"))
+            errors.append(fail("namespaces.net: false shares the host network, but network.mode is isolated",
+                               "set network.mode: host to share the host network, or remove namespaces.net",
+                               at=("namespaces", "net")))
         if self.network.ports and mode != "bridge":
-            raise fail("network.ports need network.mode: bridge", "set network.mode: bridge",
-                       at=("network", "ports"))
+            errors.append(fail("network.ports need network.mode: bridge", "set network.mode: bridge",
+                               at=("network", "ports")))
+        if errors:
+            raise fail_all(errors)
         return self
 
 

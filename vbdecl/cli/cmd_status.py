@@ -40,7 +40,9 @@ def run(args: argparse.Namespace) -> int:
         if rid not in live:
             status = "unknown (probe failed)"
         elif live[rid] is None:
-            status = "gone"
+            from vbdecl.plan.diff import ENDS_ON_ITS_OWN
+
+            status = "exited" if res.get("kind") in ENDS_ON_ITS_OWN else "gone"
         elif live[rid] != res.get("record"):
             status = "changed"
         else:

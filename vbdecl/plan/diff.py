@@ -29,6 +29,16 @@ UPDATE_KINDS = frozenset({"cgroup.limit", "cgroup.group", "fs.net-files"})
 ENV_KINDS = frozenset({"env.namespaces", "fs.rootfs"})
 
 
+
+# Kinds whose objects end on their own: an environment's process that exited
+# is not something "deleted outside vbdecl", and apply starts it again.
+ENDS_ON_ITS_OWN = ("proc.main",)
+
+
+def gone_reason(kind: str) -> str:
+    """Why a recorded object's probe found nothing."""
+    return "exited" if kind in ENDS_ON_ITS_OWN else "deleted outside vbdecl"
+
 def effect(kind: str, attr: str) -> int:
     """UPDATE, REPLACE (this action only) or REPLACE_ENV for a changed attribute."""
     if kind in ENV_KINDS:
@@ -171,7 +181,7 @@ def changes(desired: dict[str, Any] | None, state: dict[str, Any] | None,
         now = live[rid]
         kind = str(res.get("kind", "?"))
         if now is None:
-            drift.append(Change("-", rid, kind, "deleted outside vbdecl", old=res, drift=True))
+            drift.append(Change("-", rid, kind, gone_reason(kind), old=res, drift=True))
         elif now != res.get("record"):
             found = attr_diff(res.get("record") or {}, now)
             drift.append(Change("~", rid, kind, "changed outside vbdecl: " + reason_of("", found, {}),
@@ -199,7 +209,8 @@ def changes(desired: dict[str, Any] | None, state: dict[str, Any] | None,
         if d is not None:
             if d.symbol == "-":
                 symbol[rid] = "+"
-                reason[rid] = "recreate: deleted outside vbdecl" + (f"; {why}" if why else "")
+                reason[rid] = ("start again: " if kind in ENDS_ON_ITS_OWN else "recreate: ") \
+                    + gone_reason(kind) + (f"; {why}" if why else "")
                 replace_env = replace_env or bool(a.get("replace"))
                 continue
             repair = max((effect(kind, p) for p, _, _ in d.attrs), default=effect(kind, ""))

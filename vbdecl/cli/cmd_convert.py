@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import shlex
 
 from vbdecl.errors import UsageError
@@ -30,7 +31,8 @@ def run(args: argparse.Namespace) -> int:
             doc = to_document(parse(argv))
         except VbUsageError as err:
             raise UsageError(f"bubblewrap arguments: {err}") from None
-        print(dump_yaml(document_to_manifest(doc, read_fds=True)), end="")
+        manifest = document_to_manifest(doc, read_fds=True)
+        print(json.dumps(manifest, indent=2) if args.json else dump_yaml(manifest), end="\n" if args.json else "")
         return 0
 
     from vbdecl.model import load_normalized
@@ -42,5 +44,8 @@ def run(args: argparse.Namespace) -> int:
         except NotExpressible as err:
             raise UsageError(f"{args.to_bwrap}: environment {doc['name']}: {err}",
                              hint="run it with `vbdecl run` instead") from None
-        print(shlex.join(["bwrap", *argv]))
+        if args.json:
+            print(json.dumps({"name": doc["name"], "argv": ["bwrap", *argv]}))
+        else:
+            print(shlex.join(["bwrap", *argv]))
     return 0

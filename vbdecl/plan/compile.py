@@ -25,6 +25,7 @@ import gc
 from vbdecl import __version__
 from vbdecl.errors import PlanError
 from vbdecl.hashing import sha256
+from vbdecl.model.names import RLIM_INFINITY
 from vbdecl.plan import fmt
 from vbdecl.plan.graph import order
 from vbdecl.plan.ids import fs_action_ids, numbered
@@ -431,7 +432,10 @@ class _Builder:
         limits = spec.get("limits") or {}
         who = f"{proc.get('user', 0)}:{proc.get('group', 0)}"
         how = " under vbdecl's init" if proc.get("init", True) else ""
+        rlimits = dict(limits.get("rlimits") or {})
+        with_rl = "; rlimits " + ", ".join(f"{k}={fmt.rlimit(v, RLIM_INFINITY)}"
+                                           for k, v in sorted(rlimits.items())) if rlimits else ""
         self.add("process", "proc.main", "host", deps,
                  {"process": proc, "security": spec["security"],
-                  "rlimits": dict(limits.get("rlimits") or {}), "status": spec.get("status")},
-                 f"run {fmt.command(proc.get('command'))} as {who}{how}")
+                  "rlimits": rlimits, "status": spec.get("status")},
+                 f"run {fmt.command(proc.get('command'))} as {who}{how}{with_rl}")

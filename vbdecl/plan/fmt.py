@@ -38,6 +38,12 @@ def command(argv: list[str] | None) -> str:
     return " ".join(shlex.quote(a) for a in argv)
 
 
+def rlimit(pair: list[int], infinity: int) -> str:
+    """``[1024, 1024]`` -> ``1024``; ``[1024, 4096]`` -> ``1024:4096`` (soft:hard)."""
+    soft, hard = ("unlimited" if x == infinity else str(x) for x in pair)
+    return soft if soft == hard else f"{soft}:{hard}"
+
+
 def value(v: Any, limit: int = 48) -> str:
     """A short, stable rendering of any plain value for a reason line."""
     if v is None:

@@ -526,7 +526,7 @@ def test_port_conflict_between_envs(envs: Callable[..., Env]) -> None:
     hp = random.randint(20000, 40000)
     port = {"host": hp, "container": 80, "protocol": "tcp", "host_ip": None}
     a.apply([*bridge_actions(bridge, subnet), (f"nat.port[{hp}/tcp]", "nat.port", port)])
-    with pytest.raises(ConflictError, match=f"host port {hp}/tcp is already published"):
+    with pytest.raises(ConflictError, match=f"host port {hp}/tcp is already published by instance {a.instance} "):
         b.apply([*bridge_actions(bridge, subnet), (f"nat.port[{hp}/tcp]", "nat.port", port)])
     assert a.instance in nft_table() and b.instance not in nft_table()
 

@@ -261,7 +261,10 @@ def _add(ctx: Context, key: str, cmds: list[Cmd], families: list[str], what: str
             if "No such file or directory" in err and nft.list_table(FAMILY, TABLE) is None:
                 nft.run(base_commands()[2:] + cmds, what=what)   # create, never reset
             else:
-                raise translate(err, what)
+                error = translate(err, what)
+                if isinstance(error, ConflictError):
+                    error.where = _holder(host, key, ctx.instance)
+                raise error
         try:
             _forward_on(host, families)
             if localnet is not None:
@@ -269,6 +272,18 @@ def _add(ctx: Context, key: str, cmds: list[Cmd], families: list[str], what: str
         except BaseException:
             nft.try_run(_undo_of(cmds))
             raise
+
+
+def _holder(host: dict[str, Any], key: str, instance: str) -> str | None:
+    """Which other instance published the same port (key ``instance/proto/port``);
+    None for other keys (``instance/masq`` does not say which address)."""
+    if key.count("/") != 2:
+        return None
+    suffix = key.split("/", 1)[1]
+    for other, info in (host.get("instances") or {}).items():
+        if other != instance and f"{other}/{suffix}" in (info.get("keys") or []):
+            return f"instance {other} (pid {info.get('pid')})"
+    return None
 
 
 def _register(host: dict[str, Any], ctx: Context, key: str) -> None:
@@ -543,8 +558,10 @@ class Port:
             _add(ctx, key, port_add(ctx.instance, params, a4, a6), fams, f"publishing port {host_port}/{proto}",
                  localnet=localnet)
         except ConflictError as err:
-            raise ConflictError(f"host port {host_port}/{proto} is already published by another environment",
-                                hint="choose another host port; `vbdecl ls` shows the environments") from err
+            raise ConflictError(f"host port {host_port}/{proto} is already published by "
+                                f"{err.where or 'another environment'}",
+                                hint="choose another host port; `vbdecl ls` shows the environments, "
+                                     "and a `vbdecl run` holds its ports until it exits") from err
         return {"chain": port_chain(ctx.instance, proto, host_port), "protocol": proto,
                 "host": host_port, "container": int(params["container"]),
                 "host_ip": params.get("host_ip"), "localnet": localnet[0] if localnet else None}

@@ -32,7 +32,10 @@ def run(args: argparse.Namespace) -> int:
         except VbUsageError as err:
             raise UsageError(f"bubblewrap arguments: {err}") from None
         manifest = document_to_manifest(doc, read_fds=True)
-        print(json.dumps(manifest, indent=2) if args.json else dump_yaml(manifest), end="\n" if args.json else "")
+        if args.json:
+            print(json.dumps(manifest, indent=2))
+        else:
+            print(dump_yaml(manifest), end="")
         return 0
 
     from vbdecl.model import load_normalized

@@ -22,7 +22,6 @@ from vbdecl.model.yamlsafe import Document, Path, Positions, read_documents
 __all__ = ["LoadResult", "load_file", "load_path", "load_text"]
 
 
-
 class LoadResult:
     """Everything learnt from one file: the environments that validated, and all problems."""
 

@@ -106,6 +106,8 @@ class ActionError(VbdeclError):
 class ConflictError(VbdeclError):
     """A host object is in the way and is not owned by this environment."""
 
+    holder: str | None = None   # who holds the object, when that is known
+
 
 class StateError(VbdeclError):
     """The state directory is unreadable, corrupt or from an unknown format."""

@@ -263,7 +263,7 @@ def _add(ctx: Context, key: str, cmds: list[Cmd], families: list[str], what: str
             else:
                 error = translate(err, what)
                 if isinstance(error, ConflictError):
-                    error.where = _holder(host, key, ctx.instance)
+                    error.holder = _holder(host, key, ctx.instance)
                 raise error
         try:
             _forward_on(host, families)
@@ -559,7 +559,7 @@ class Port:
                  localnet=localnet)
         except ConflictError as err:
             raise ConflictError(f"host port {host_port}/{proto} is already published by "
-                                f"{err.where or 'another environment'}",
+                                f"{err.holder or 'another environment'}",
                                 hint="choose another host port; `vbdecl ls` shows the environments, "
                                      "and a `vbdecl run` holds its ports until it exits") from err
         return {"chain": port_chain(ctx.instance, proto, host_port), "protocol": proto,

@@ -28,8 +28,6 @@ UPDATE_KINDS = frozenset({"cgroup.limit", "cgroup.group", "fs.net-files"})
 #: hostname belong to the holder; the env op cannot update them in place)
 ENV_KINDS = frozenset({"env.namespaces", "fs.rootfs"})
 
-
-
 # Kinds whose objects end on their own: an environment's process that exited
 # is not something "deleted outside vbdecl", and apply starts it again.
 ENDS_ON_ITS_OWN = ("proc.main",)
@@ -38,6 +36,7 @@ ENDS_ON_ITS_OWN = ("proc.main",)
 def gone_reason(kind: str) -> str:
     """Why a recorded object's probe found nothing."""
     return "exited" if kind in ENDS_ON_ITS_OWN else "deleted outside vbdecl"
+
 
 def effect(kind: str, attr: str) -> int:
     """UPDATE, REPLACE (this action only) or REPLACE_ENV for a changed attribute."""

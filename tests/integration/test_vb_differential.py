@@ -13,6 +13,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -127,3 +128,51 @@ def test_usage_errors_exit_1_with_the_program_name(tmp_path: Path) -> None:
         ours = subprocess.run([str(link), *args], capture_output=True, text=True, timeout=30)
         theirs = subprocess.run([BWRAP, *args], capture_output=True, text=True, timeout=30)  # type: ignore[list-item]
         assert (ours.returncode, ours.stderr) == (theirs.returncode, theirs.stderr)
+
+
+@pytest.fixture
+def pid_namespace():  # type: ignore[no-untyped-def]
+    """An fd of a pid namespace one level below ours, held by a sleeper (ended after)."""
+    holder = subprocess.Popen(["unshare", "--pid", "--fork", "--kill-child", "sleep", "60"])
+    try:
+        for _ in range(200):
+            kids = Path(f"/proc/{holder.pid}/task/{holder.pid}/children").read_text().split()
+            if kids:
+                break
+            time.sleep(0.01)
+        else:
+            pytest.fail("unshare --pid --fork did not start its child")
+        fd = os.open(f"/proc/{kids[0]}/ns/pid", os.O_RDONLY)
+        try:
+            yield fd
+        finally:
+            os.close(fd)
+    finally:
+        holder.kill()       # --kill-child: the sleeper, pid 1 there, goes with it
+        holder.wait()
+
+
+def test_pidns_with_unshare_pid_nests_the_sandbox_in_the_given_namespace(
+        pid_namespace: int, tmp_path: Path) -> None:
+    # NSpid through the host's /proc: one level per pid namespace (host, the given one,
+    # the sandbox's own), and the payload's pid in the innermost one.
+    script = "awk '/^NSpid/ {print NF - 1, $NF}' /proc/self/status; exit 3"
+    outputs = {}
+    for tool in (BWRAP, VB):
+        r = subprocess.run([tool, *BASE[:-2], "--bind", "/proc", "/proc", "--unshare-pid",  # type: ignore[list-item]
+                            "--pidns", str(pid_namespace), "sh", "-c", script],
+                           capture_output=True, text=True, timeout=30, pass_fds=(pid_namespace,))
+        outputs[tool] = (r.returncode, r.stdout, r.stderr)
+    assert outputs[VB] == outputs[BWRAP] == (3, "3 3\n", "")
+
+
+def test_pidns_bad_fd_fails_like_bubblewrap(tmp_path: Path) -> None:
+    link = tmp_path / "bwrap"
+    link.symlink_to(VB)
+    for args in (["--unshare-pid", "--pidns", "9"], ["--pidns", "9"]):
+        argv = [*BASE[:-2], *args, "true"]
+        ours = subprocess.run([str(link), *argv], capture_output=True, text=True, timeout=30)
+        theirs = subprocess.run([BWRAP, *argv], capture_output=True, text=True, timeout=30)  # type: ignore[list-item]
+        assert ours.returncode == theirs.returncode == 1
+        assert ours.stderr.splitlines()[0] == theirs.stderr.splitlines()[0] == \
+            "bwrap: Setting pidns failed: Bad file descriptor"

@@ -166,3 +166,41 @@ def test_to_bwrap_keeps_exactly_the_manifests_capabilities(tmp_path, security, u
         want = {f"CAP_{n}" for n in kept.split()}
     assert added == want
     assert ("--cap-drop" in argv) == bool(want)
+
+
+def test_pidns_with_unshare_pid_is_the_parent_of_a_nested_pid_namespace():
+    assert doc("--pidns", "5", "true")["spec"]["namespaces"]["pid"] == {"join": "/proc/self/fd/5"}
+    spec = doc("--unshare-pid", "--pidns", "5", "--proc", "/proc", "true")["spec"]
+    assert spec["namespaces"]["pid"] == {"join": "/proc/self/fd/5", "nested": True}
+    assert "host" not in spec["filesystem"][0]     # a fresh proc of the nested namespace
+
+    from vbdecl.runtime import spawn
+
+    cfg = spawn._config(spec, dict(spec["namespaces"]), "vb-00000000", "", None)
+    assert (cfg.pid_new, cfg.pid_nested, cfg.pid_join) == (True, True, "/proc/self/fd/5")
+    assert ("pid", "/proc/self/fd/5") in cfg.joins
+    assert not cfg.new_flags & 0x20000000          # CLONE_NEWPID: unshared after the join, not before
+    assert spawn.direct_init(cfg) is False          # never the direct-init path
+
+
+def test_nested_pid_namespace_in_the_manifest_model(tmp_path):
+    from vbdecl.model import load_normalized
+    from vbdecl.vb.manifest import document_to_manifest, dump_yaml
+
+    manifest = document_to_manifest(doc("--unshare-pid", "--pidns", "5", "true"))
+    assert manifest["spec"]["namespaces"]["pid"] == {"join": "/proc/self/fd/5", "nested": True}
+    text = dump_yaml(manifest)
+    path = tmp_path / "m.yaml"
+
+    def load(text: str) -> dict:
+        path.write_text(text)
+        [normalized] = load_normalized(path)
+        return normalized["spec"]["namespaces"]
+
+    assert load(text)["pid"] == {"join": "/proc/self/fd/5", "nested": True}
+    plain = text.replace("      nested: true\n", "")
+    assert plain != text
+    assert load(plain)["pid"] == {"join": "/proc/self/fd/5"}     # plain joins normalize as before
+    bad = text.replace("    pid:", "    net:", 1).replace("    net: false\n", "    pid: true\n", 1)
+    with pytest.raises(Exception, match="only a pid namespace can be nested"):
+        load(bad)

@@ -300,6 +300,9 @@ class Metadata(_Model):
 class NamespaceJoin(_Model):
     join: Annotated[str, AfterValidator(_check_host_path),
                     WithJsonSchema({"type": "string", "description": "/proc/PID/ns/TYPE or a pinned namespace file"})]
+    nested: bool = Field(default=False, description=(
+        "pid only: a new pid namespace whose parent is the joined one (bubblewrap's "
+        "--pidns FD with --unshare-pid)"))
 
 
 def _ns_tag(value: Any) -> str | None:
@@ -851,6 +854,12 @@ class Spec(_Model):
             errors.append(fail("security.disable_userns needs namespaces.user: true",
                                "the limit is set inside the environment's own user namespace, never on the host",
                                at=("security", "disable_userns")))
+        for key in ("user", "mount", "uts", "ipc", "net", "cgroup"):
+            value = getattr(ns, key)
+            if isinstance(value, NamespaceJoin) and value.nested:
+                errors.append(fail(f"namespaces.{key}.nested: only a pid namespace can be nested in a joined one",
+                                   f"remove nested, or use namespaces.{key}: true for a new {key} namespace",
+                                   at=("namespaces", key, "nested")))
         if self.hostname is not None and ns.uts is not True:
             errors.append(fail("hostname needs the uts namespace, but namespaces.uts is off",
                                "remove namespaces.uts: false (it is on by default), or remove hostname",

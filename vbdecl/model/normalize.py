@@ -18,9 +18,12 @@ def _host(path: str, base_dir: str) -> str:
     return posixpath.normpath(posixpath.join(base_dir, path))
 
 
-def _ns(value: bool | m.NamespaceJoin, base_dir: str) -> bool | dict[str, str]:
+def _ns(value: bool | m.NamespaceJoin, base_dir: str) -> bool | dict[str, Any]:
     if isinstance(value, m.NamespaceJoin):
-        return {"join": _host(value.join, base_dir)}
+        out: dict[str, Any] = {"join": _host(value.join, base_dir)}
+        if value.nested:
+            out["nested"] = True    # only when set: plans of plain joins stay as they were
+        return out
     return value
 
 

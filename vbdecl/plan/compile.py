@@ -258,7 +258,8 @@ def _describe_fs(e: dict[str, Any]) -> str:
 
 def _describe_env(p: dict[str, Any]) -> str:
     new = [n for n in NAMESPACES if _is_new(p["namespaces"].get(n))]
-    joined = [n for n in NAMESPACES if isinstance(p["namespaces"].get(n), dict)]
+    joined = [n + (" (a new pid namespace nested in it)" if p["namespaces"][n].get("nested") else "")
+              for n in NAMESPACES if isinstance(p["namespaces"].get(n), dict)]
     parts = ["new namespaces: " + (" ".join(new) if new else "none")]
     if joined:
         parts.append("joins: " + " ".join(joined))

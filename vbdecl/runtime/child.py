@@ -81,6 +81,7 @@ class ChildConfig:
         "new_flags",
         "p2c",
         "pid_join",
+        "pid_nested",
         "pid_new",
         "runtime_dir",
         "spec",
@@ -100,6 +101,7 @@ class ChildConfig:
         self.pid_new = False
         self.net_new = False
         self.pid_join: str | None = None
+        self.pid_nested = False       # pid_new inside pid_join (see _fork_nested_init)
         self.joins: list[tuple[str, str]] = []   # (spec key, path), in setns order
         self.die_with_parent = False
         self.direct_init = False      # we are pid 1 already: no holder (see the module doc)
@@ -191,34 +193,130 @@ def holder_main(cfg: ChildConfig, parent: int) -> NoReturn:
         # them from us (the second "go"): a sandbox that exits at once takes its
         # namespaces with it, and the parent reports them in its events.
         pid = 0               # 0: pid 1 is us (direct init), or there is no pid 1
+        child = 0             # our child that pid 1's status comes from (pid 1 itself, or
+        nested = None         # the intermediate process of a nested pid namespace)
         if (cfg.pid_new or cfg.pid_join) and not cfg.direct_init:
-            me = os.getpid()
-            pid = os.fork()
-            if pid == 0:
-                init_main(cfg, me)
+            if cfg.pid_nested:
+                child, pid, nested = _fork_nested_init(cfg, os.getpid())
+            else:
+                me = os.getpid()
+                child = pid = os.fork()
+                if pid == 0:
+                    init_main(cfg, me)
         send(cfg.c2p, MSG_PID, struct.pack("=i", pid))
         _wait_go(cfg.p2c)
         os.close(cfg.p2c)
+        if nested is not None:
+            nested.sendall(MSG_GO)      # the parent has read the namespaces: pid 1 goes on
+            nested.close()
         if cfg.direct_init:
             init_main(cfg, None)
-        if pid:
+        if child:
             os.close(cfg.c2p)
-            while True:
-                try:
-                    _, status = os.waitpid(pid, 0)
-                except ChildProcessError:
-                    os._exit(125)
-                if os.WIFEXITED(status) or os.WIFSIGNALED(status):
-                    os._exit(status_code(status))
+            _exit_with(child)
         _setup_root(cfg)
         exec_process(cfg)
     except BaseException as exc:
         _report(cfg, exc)
 
 
+def _exit_with(child: int) -> NoReturn:
+    """Wait for ``child`` and exit with its status (128+N when killed by signal N)."""
+    while True:
+        try:
+            _, status = os.waitpid(child, 0)
+        except ChildProcessError:
+            os._exit(125)
+        except InterruptedError:
+            continue
+        if os.WIFEXITED(status) or os.WIFSIGNALED(status):
+            os._exit(status_code(status))
+
+
+def _fork_nested_init(cfg: ChildConfig, holder: int) -> tuple[int, int, Any]:
+    """Fork pid 1 of a new pid namespace nested in the joined one (``pid_join``).
+
+    setns() into a pid namespace only changes where our children go, and the
+    kernel refuses unshare(CLONE_NEWPID) until the caller lives in the
+    namespace its children go to. So, as bubblewrap does, an intermediate
+    process (forked into the joined namespace) unshares and forks pid 1.
+    pid 1 sends its credentials over a socket: the kernel translates its pid
+    into ours, which the parent needs (signals, events). pid 1 then waits on
+    that socket until this holder relays the parent's second "go" (so the
+    namespaces can be read before anything there can exit); end of file
+    there means the holder is gone, and pid 1 leaves.
+
+    Returns (the intermediate's pid, pid 1's pid here, our end of the socket,
+    None for a live environment, where nobody waits).
+    """
+    import socket
+
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    ours.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
+    mid = os.fork()
+    if mid == 0:
+        pid = -1
+        try:
+            ours.close()
+            if cfg.die_with_parent and not cfg.live:
+                sysproc.set_pdeathsig(signals.SIGKILL, holder)
+            sysns.unshare(sysns.CLONE_NEWPID)
+            pid = os.fork()
+            if pid == 0:
+                _nested_init(cfg, theirs)
+            theirs.close()
+            os.close(cfg.p2c)
+            os.close(cfg.c2p)
+        except BaseException as exc:
+            if pid == 0:
+                os._exit(125)
+            _report(cfg, exc)
+        if cfg.live:
+            os._exit(0)   # pid 1 outlives us, as it outlives the holder
+        _exit_with(pid)
+    theirs.close()
+    try:
+        _, ancdata, _, _ = ours.recvmsg(1, socket.CMSG_SPACE(12))
+        creds = [data for level, kind, data in ancdata
+                 if level == socket.SOL_SOCKET and kind == socket.SCM_CREDENTIALS]
+    except OSError:
+        creds = []
+    if not creds or len(creds[0]) < 12:
+        # The intermediate failed (it said why on the sync pipe) or pid 1 died.
+        os._exit(125)
+    pid1 = struct.unpack("=iII", creds[0][:12])[0]
+    if cfg.live:
+        ours.close()
+        return mid, pid1, None
+    return mid, pid1, ours
+
+
+def _nested_init(cfg: ChildConfig, sock: Any) -> NoReturn:
+    """pid 1 of a nested pid namespace: report our pid (see _fork_nested_init), wait."""
+    import socket
+
+    try:
+        if cfg.die_with_parent and not cfg.live:
+            # Our parent lives outside our pid namespace; the holder's end of the
+            # socket tells whether the run still goes on (end of file: it is gone).
+            sysproc.set_pdeathsig(signals.SIGKILL, 0)
+        creds = struct.pack("=iII", os.getpid(), os.getuid(), os.getgid())
+        sock.sendmsg([MSG_PID], [(socket.SOL_SOCKET, socket.SCM_CREDENTIALS, creds)])
+        if not cfg.live and sock.recv(1) != MSG_GO:
+            os._exit(125)
+        sock.close()
+    except BaseException as exc:
+        _report(cfg, exc)
+    init_main(cfg, None)
+
+
 def _live_holder(cfg: ChildConfig) -> NoReturn:
     """A live environment's first child: fork its init (a new or joined pid
     namespace) and leave, or be its init. The parent learns the init's pid."""
+    if cfg.pid_nested:
+        _, pid, _ = _fork_nested_init(cfg, os.getpid())
+        send(cfg.c2p, MSG_PID, struct.pack("=i", pid))
+        os._exit(0)
     if cfg.pid_new or cfg.pid_join:
         me = os.getpid()
         pid = os.fork()
@@ -317,7 +415,8 @@ def preload(spec: dict[str, Any], sec: Any) -> None:
 
 def init_main(cfg: ChildConfig, holder: int | None) -> NoReturn:
     """pid 1 of the new pid namespace (or first process of a joined one), forked by
-    ``holder`` (None: a direct init, whose death signal is set already). Never returns."""
+    ``holder`` (None: a direct init or a nested pid namespace's pid 1, whose death
+    signal is set already). Never returns."""
     try:
         if cfg.die_with_parent and holder is not None:
             sysproc.set_pdeathsig(signals.SIGKILL, holder)

@@ -79,9 +79,11 @@ def _config(spec: dict[str, Any], nsd: dict[str, Any], instance: str, runtime_di
             cfg.joins.append((key, str(value["join"])))
     cfg.user_new = nsd.get("user") is True
     cfg.mount_new = nsd.get("mount") is True
-    cfg.pid_new = nsd.get("pid") is True
     cfg.net_new = nsd.get("net") is True
     cfg.pid_join = nsd["pid"]["join"] if isinstance(nsd.get("pid"), dict) else None
+    # {join: PATH, nested: true}: a new pid namespace whose parent is the joined one
+    cfg.pid_nested = cfg.pid_join is not None and bool(nsd["pid"].get("nested"))
+    cfg.pid_new = nsd.get("pid") is True or cfg.pid_nested
     proc = spec["process"]
     cfg.die_with_parent = bool(proc.get("die_with_parent", True))
     cfg.needs_root = bool(spec.get("rootfs") or spec.get("filesystem"))
@@ -185,8 +187,8 @@ def direct_init(cfg: C.ChildConfig) -> bool:
     the pid namespace, and no id maps stand between fork and pid 1) and
     without joins (the holder's join order stays as it is).
     """
-    return (cfg.pid_new and not cfg.live and not cfg.user_new and not cfg.joins
-            and os.geteuid() == 0)
+    return (cfg.pid_new and not cfg.pid_nested and not cfg.live and not cfg.user_new
+            and not cfg.joins and os.geteuid() == 0)
 
 
 def _own_pid_ns() -> int:
@@ -369,6 +371,12 @@ def _spawn_and_wait(cfg: C.ChildConfig, nsd: dict[str, Any], idmap: dict[str, An
             # From the first child, which waits for the second go: the sandbox's own
             # namespaces (as bubblewrap reports them), before anything there can exit.
             inodes = sysns.own_ns_inodes(pid)
+            if cfg.pid_nested and target != pid:
+                # the first child's namespace for children is the joined one; pid 1
+                # (waiting for the same "go", see child._fork_nested_init) is in the new one
+                nested = sysns.ns_inode(target, "pid")
+                if nested is not None:
+                    inodes["pid"] = nested
             try:
                 os.write(p2c_w, C.MSG_GO)
             except OSError:

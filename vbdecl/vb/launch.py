@@ -187,6 +187,12 @@ def launch(doc: dict[str, Any], *, prog: str, level_prefix: bool) -> int:
         vb = {**vb, "seccomp_fds": [], "seccomp_programs": programs}
         spec = {**spec, "vb": vb}
         doc = {**doc, "spec": spec}
+    if vb.get("pidns_fd") is not None:
+        try:
+            os.fstat(int(vb["pidns_fd"]))
+        except OSError as exc:
+            print(f"{prefix}{prog}: Setting pidns failed: {exc.strerror}", file=sys.stderr)
+            return 1
     missing = _missing_source(spec)
     if missing is not None:
         print(f"{prefix}{prog}: {missing}", file=sys.stderr)

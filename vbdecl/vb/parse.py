@@ -533,8 +533,11 @@ def to_document(o: VbOptions, *, uid: int | None = None, gid: int | None = None,
         "net": o.unshare["net"] or o.net_bridge is not None,
         "cgroup": o.unshare["cgroup"] or o.cgroup_try,
     }
-    if o.pidns_fd is not None and not o.unshare["pid"]:
+    if o.pidns_fd is not None:
+        # bubblewrap: --pidns FD is joined; with --unshare-pid it is the parent of the new one
         namespaces["pid"] = {"join": f"/proc/self/fd/{o.pidns_fd}"}
+        if o.unshare["pid"]:
+            namespaces["pid"]["nested"] = True
     network: dict[str, Any] = {
         "mode": "bridge" if o.net_bridge else ("isolated" if namespaces["net"] else "host"),
         "bridge": o.net_bridge or "vbdecl0", "subnet": "10.88.0.0/24" if o.net_bridge else None,

@@ -124,7 +124,8 @@ def test_usage_errors_exit_1_with_the_program_name(tmp_path: Path) -> None:
     for args in (["--bogus"], ["--uid", "3", "true"], ["--perms", "0700", "--bind", "/a", "/b", "true"],
                  ["--bind", "/nonexistent-src", "/x", "true"], ["--ro-bind", "/usr", "/usr", "nonexistent-cmd"],
                  ["--size", "0x", "--tmpfs", "/t", "true"], ["--perms", "1", "--perms", "1", "--dir", "/d", "true"],
-                 ["--seccomp", "9", "--add-seccomp-fd", "9", "true"]):
+                 ["--seccomp", "9", "--add-seccomp-fd", "9", "true"],
+                 [*BASE, "--as-pid-1", "true"], [*BASE, "--uid", "0", "--gid", "0", "true"]):
         ours = subprocess.run([str(link), *args], capture_output=True, text=True, timeout=30)
         theirs = subprocess.run([BWRAP, *args], capture_output=True, text=True, timeout=30)  # type: ignore[list-item]
         assert (ours.returncode, ours.stderr) == (theirs.returncode, theirs.stderr)

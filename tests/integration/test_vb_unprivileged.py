@@ -41,6 +41,7 @@ CASES = {
     "uid-gid": ["--unshare-user", "--uid", "0", "--gid", "0", "--proc", "/proc"],
     "all": ["--unshare-all", "--proc", "/proc", "--dev", "/dev", "--hostname", "x"],
     "fs": ["--proc", "/proc", "--perms", "0700", "--tmpfs", "/t", "--dir", "/d/e", "--chdir", "/d"],
+    "implied-userns-uid-gid": ["--uid", "5", "--gid", "6", "--proc", "/proc"],
     "caps": ["--unshare-user", "--uid", "0", "--cap-drop", "ALL", "--cap-add", "CAP_CHOWN", "--proc", "/proc"],
 }
 

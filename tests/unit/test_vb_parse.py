@@ -11,7 +11,7 @@ from vbdecl.vb.parse import HelpRequested, VbUsageError, expand_args, parse, to_
 
 
 def doc(*args: str, uid: int = 0) -> dict:
-    return to_document(parse(list(args)), uid=uid, gid=uid, cwd="/")
+    return to_document(parse(list(args), uid=uid, gid=uid), uid=uid, gid=uid, cwd="/")
 
 
 def test_defaults_follow_bubblewrap_only_mount_namespace_and_host_network():
@@ -77,7 +77,7 @@ def test_default_modes_of_created_files_match_bubblewrap():
 ])
 def test_bubblewrap_usage_errors(args, message):
     with pytest.raises(VbUsageError, match=None) as info:
-        parse(args)
+        parse(args, uid=0, gid=0)
     assert message in str(info.value)
 
 
@@ -204,3 +204,40 @@ def test_nested_pid_namespace_in_the_manifest_model(tmp_path):
     bad = text.replace("    pid:", "    net:", 1).replace("    net: false\n", "    pid: true\n", 1)
     with pytest.raises(Exception, match="only a pid namespace can be nested"):
         load(bad)
+
+
+def test_a_non_root_caller_implies_unshare_user_before_the_id_rules():
+    # bubblewrap (not setuid) run by a non-root user: --unshare-user is implied, so
+    # --uid/--gid need nothing more; the rules about user namespace options come first.
+    for opt in ("--uid", "--gid"):
+        o = parse([opt, "5", "id"], uid=1000, gid=1000)
+        assert o.unshare["user"] is True
+    spec = doc("--uid", "5", "--gid", "6", "id", uid=1000)["spec"]
+    assert spec["namespaces"]["user"] is True
+    assert spec["idmap"]["uid"] == [{"inside": 5, "outside": 1000, "count": 1}]
+    assert spec["process"]["user"] == 5 and spec["process"]["group"] == 6
+    with pytest.raises(VbUsageError, match="--disable-userns requires --unshare-user"):
+        parse(["--disable-userns", "true"], uid=1000, gid=1000)
+    with pytest.raises(VbUsageError, match="--uid requires --unshare-user or --userns"):
+        parse(["--uid", "5", "id"], uid=0, gid=0)
+    # only a different id needs a user namespace
+    assert parse(["--uid", "0", "--gid", "0", "id"], uid=0, gid=0).uid == 0
+    # with --userns nothing is implied
+    assert parse(["--userns", "3", "--uid", "5", "id"], uid=1000, gid=1000).unshare["user"] is False
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--as-pid-1", "true"], "Specifying --as-pid-1 requires --unshare-pid"),
+    (["--pidns", "3", "--as-pid-1", "true"], "Specifying --as-pid-1 requires --unshare-pid"),
+    (["--unshare-pid", "--as-pid-1", "--lock-file", "/x", "true"],
+     "Specifying --as-pid-1 and --lock-file is not permitted"),
+    (["--userns", "3", "--unshare-user-try", "true"], "--userns not compatible --unshare-user-try"),
+    (["--unshare-all", "--disable-userns", "true"], "--disable-userns requires --unshare-user"),
+    (["--userns-block-fd", "3", "true"], "--userns-block-fd requires --unshare-user"),
+    (["--unshare-user", "--userns-block-fd", "3", "true"], "--userns-block-fd requires --info-fd"),
+])
+def test_more_bubblewrap_rules(args, message):
+    with pytest.raises(VbUsageError) as info:
+        parse(args, uid=0, gid=0)
+    assert str(info.value) == message
+    assert doc("--unshare-pid", "--as-pid-1", "true")["spec"]["process"]["init"] is False

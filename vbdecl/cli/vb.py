@@ -118,7 +118,14 @@ def die(prog: str, message: str, level_prefix: bool) -> int:
 
 
 def main(argv: list[str], exit_now: bool = False) -> int:
-    from vbdecl.vb.parse import HelpRequested, VbUsageError, VersionRequested, parse, to_document
+    from vbdecl.vb.parse import (
+        HelpRequested,
+        UsageRequested,
+        VbUsageError,
+        VersionRequested,
+        parse,
+        to_document,
+    )
 
     prog = program_name(argv[0] if argv else "vb")
     args = argv[1:]
@@ -132,6 +139,9 @@ def main(argv: list[str], exit_now: bool = False) -> int:
     except HelpRequested:
         usage(argv[0] if argv else prog, sys.stdout)   # bubblewrap prints its argv[0]
         return 0
+    except UsageRequested:
+        usage(argv[0] if argv else prog, sys.stderr)   # bubblewrap: no command
+        return 1
     except VersionRequested:
         print(f"{prog} (vbdecl {__version__}, bubblewrap {BWRAP_COMPAT} command line)")
         return 0

@@ -43,6 +43,13 @@ class HelpRequested(Exception):
     pass
 
 
+class UsageRequested(VbUsageError):
+    """No command: bubblewrap prints its usage on stderr and exits with status 1."""
+
+    def __init__(self) -> None:
+        super().__init__("No command specified")
+
+
 class VersionRequested(Exception):
     pass
 
@@ -220,8 +227,9 @@ def expand_args(argv: list[str], depth: int = 0) -> list[str]:
     return out
 
 
-def parse(argv: list[str]) -> VbOptions:
-    """Parse the arguments after the program name."""
+def parse(argv: list[str], *, uid: int | None = None, gid: int | None = None) -> VbOptions:
+    """Parse the arguments after the program name. ``uid``/``gid``: the caller's real
+    ids (default: ours), which bubblewrap's rules depend on."""
     args = expand_args(argv)
     o = VbOptions()
     pending_perms: int | None = None
@@ -415,7 +423,7 @@ def parse(argv: list[str]) -> VbOptions:
         raise VbUsageError("--size must be followed by --tmpfs")
     if overlay_srcs:
         raise VbUsageError("--overlay-src must be followed by another --overlay-src or one of --overlay, --tmp-overlay, or --ro-overlay")
-    _check(o)
+    _check(o, os.getuid() if uid is None else uid, os.getgid() if gid is None else gid)
     return o
 
 
@@ -428,31 +436,47 @@ def _cap_name(value: str) -> str:
     return name
 
 
-def _check(o: VbOptions) -> None:
-    """bubblewrap's cross-option rules, with its messages."""
+def _check(o: VbOptions, real_uid: int, real_gid: int) -> None:
+    """bubblewrap's cross-option rules, in its order, with its messages (bubblewrap.c,
+    main() after parse_args). A non-setuid bubblewrap run by a non-root user implies
+    --unshare-user (without --userns) after the rules about user namespace options
+    and before those about ids; vb does the same."""
+    if o.exec_label or o.file_label:
+        raise VbUsageError("labeling not supported on this system")  # bubblewrap without SELinux
     if o.used_seccomp and o.used_add_seccomp:
         raise VbUsageError("--seccomp cannot be combined with --add-seccomp-fd")
+    if o.userns_block_fd is not None and not o.unshare["user"]:
+        raise VbUsageError("--userns-block-fd requires --unshare-user")
+    if o.userns_block_fd is not None and o.info_fd is None:
+        raise VbUsageError("--userns-block-fd requires --info-fd")
     if o.userns_fd is not None and o.unshare["user"]:
         raise VbUsageError("--userns not compatible --unshare-user")
+    if o.userns_fd is not None and o.user_try:
+        raise VbUsageError("--userns not compatible --unshare-user-try")
+    if o.disable_userns and not o.unshare["user"]:
+        raise VbUsageError("--disable-userns requires --unshare-user")
+    if o.disable_userns and o.userns_block_fd is not None:
+        raise VbUsageError("--disable-userns is not compatible with  --userns-block-fd")
+    # vb's own rules (bubblewrap would fail later, or not at all)
     if o.userns2_fd is not None and o.userns_fd is None:
         raise VbUsageError("--userns2 requires --userns")
-    if o.disable_userns and not (o.unshare["user"] or o.user_try):
-        raise VbUsageError("--disable-userns requires --unshare-user")
-    if o.disable_userns and o.userns_fd is not None:
-        raise VbUsageError("--disable-userns is not compatible with --userns")
     if o.assert_userns_disabled and (o.unshare["user"]):
         raise VbUsageError("--assert-userns-disabled is not compatible with --unshare-user")
+    if real_uid != 0 and o.userns_fd is None:
+        o.unshare["user"] = True      # not setuid: a user namespace is the only way
+    if not o.command:
+        raise UsageRequested
     wants_user = o.unshare["user"] or o.user_try or o.userns_fd is not None
-    if o.uid is not None and not wants_user:
+    if o.uid is not None and o.uid != real_uid and not wants_user:
         raise VbUsageError("Specifying --uid requires --unshare-user or --userns")
-    if o.gid is not None and not wants_user:
+    if o.gid is not None and o.gid != real_gid and not wants_user:
         raise VbUsageError("Specifying --gid requires --unshare-user or --userns")
     if o.hostname is not None and not o.unshare["uts"]:
         raise VbUsageError("Specifying --hostname requires --unshare-uts")
-    if o.exec_label or o.file_label:
-        raise VbUsageError("labeling not supported on this system")  # bubblewrap without SELinux
-    if not o.command:
-        raise VbUsageError("No command specified")
+    if o.as_pid_1 and not o.unshare["pid"]:
+        raise VbUsageError("Specifying --as-pid-1 requires --unshare-pid")
+    if o.as_pid_1 and o.lock_files:
+        raise VbUsageError("Specifying --as-pid-1 and --lock-file is not permitted")
 
 
 def _env(o: VbOptions) -> tuple[bool, dict[str, str], list[str]]:

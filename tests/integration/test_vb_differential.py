@@ -177,3 +177,25 @@ def test_pidns_bad_fd_fails_like_bubblewrap(tmp_path: Path) -> None:
         assert ours.returncode == theirs.returncode == 1
         assert ours.stderr.splitlines()[0] == theirs.stderr.splitlines()[0] == \
             "bwrap: Setting pidns failed: Bad file descriptor"
+
+
+@pytest.mark.parametrize("args", [[], ["--unshare-net", "--unshare-pid"],
+                                  ["--unshare-all", "--unshare-user"], ["--unshare-user", "--unshare-uts"]])
+def test_info_and_json_status_fd_have_bubblewraps_keys_order_and_layout(args: list[str]) -> None:
+    """child-pid, then the ids of the namespaces bubblewrap unshares (mnt always, never
+    user) in its order: cgroup, ipc, mnt, net, pid, uts. Numbers differ, the rest not."""
+    import re
+
+    outputs = {}
+    for tool in (BWRAP, VB):
+        info_r, info_w = os.pipe()
+        json_r, json_w = os.pipe()
+        proc = subprocess.run([tool, *BASE, *args, "--info-fd", str(info_w),  # type: ignore[list-item]
+                               "--json-status-fd", str(json_w), "true"], pass_fds=(info_w, json_w), timeout=30)
+        os.close(info_w)
+        os.close(json_w)
+        with os.fdopen(info_r) as f_info, os.fdopen(json_r) as f_json:
+            text = f_info.read() + f_json.read()
+        outputs[tool] = (proc.returncode, re.sub(r"\d+", "N", text))
+    assert outputs[VB] == outputs[BWRAP]
+    assert '"child-pid": N' in outputs[VB][1] and "user-namespace" not in outputs[VB][1]

@@ -18,10 +18,20 @@ if TYPE_CHECKING:
     from typing import Any
 
 
-# bubblewrap's names for the namespace ids it reports.
-_NS_KEYS = {"cgroup": "cgroup-namespace", "ipc": "ipc-namespace", "mnt": "mnt-namespace",
-            "mount": "mnt-namespace", "net": "net-namespace", "pid": "pid-namespace",
-            "uts": "uts-namespace", "user": "user-namespace"}
+# The namespace ids bubblewrap reports, in its order (bubblewrap.c ns_infos): only those
+# it unshares (the mount namespace always), never the user namespace.
+_NS_KEYS = (("cgroup", "cgroup-namespace"), ("ipc", "ipc-namespace"), ("mount", "mnt-namespace"),
+            ("net", "net-namespace"), ("pid", "pid-namespace"), ("uts", "uts-namespace"))
+
+
+def reported_namespaces(spec: dict[str, Any]) -> set[str]:
+    """The spec's namespaces bubblewrap would report: the ones it unshares. A pid
+    namespace nested in --pidns counts (--unshare-pid); a joined one does not."""
+    out = {"mount"}
+    for key, value in (spec.get("namespaces") or {}).items():
+        if value is True or (isinstance(value, dict) and value.get("nested")):
+            out.add(key)
+    return out
 
 
 def _format(obj: dict[str, Any], pretty: bool) -> str:
@@ -61,18 +71,19 @@ def _block(fd: int) -> None:
 
 
 class _StatusWriter:
-    def __init__(self, info_fd: int | None, json_fd: int | None) -> None:
+    def __init__(self, info_fd: int | None, json_fd: int | None, reported: set[str]) -> None:
         self.info_fd = info_fd
         self.json_fd = json_fd
+        self.reported = reported
 
     def __call__(self, event: dict[str, Any]) -> None:
         kind = event.get("event")
         if kind == "spawned":
             info: dict[str, Any] = {"child-pid": event.get("pid")}
-            for key, value in (event.get("ns") or {}).items():
-                name = _NS_KEYS.get(key)
-                if name and value is not None:
-                    info[name] = value
+            ids = event.get("ns") or {}
+            for key, name in _NS_KEYS:
+                if key in self.reported and ids.get(key) is not None:
+                    info[name] = ids[key]
             if self.info_fd is not None:
                 _write(self.info_fd, info, pretty=True)
                 _close(self.info_fd)
@@ -197,7 +208,7 @@ def launch(doc: dict[str, Any], *, prog: str, level_prefix: bool) -> int:
     if missing is not None:
         print(f"{prefix}{prog}: {missing}", file=sys.stderr)
         return 1
-    writer = _StatusWriter(vb.get("info_fd"), vb.get("json_status_fd"))
+    writer = _StatusWriter(vb.get("info_fd"), vb.get("json_status_fd"), reported_namespaces(spec))
     try:
         plan = compile_doc(doc, with_hash=False)
     except VbdeclError as err:

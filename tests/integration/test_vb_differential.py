@@ -27,7 +27,7 @@ echo "ids $(id -u) $(id -g) groups $(id -G)"
 echo "cwd $(pwd) pid $([ $$ -lt 10 ] && echo $$ || echo host)"
 [ "$(awk 'NR>2' /proc/net/dev | wc -l)" -le 2 ] && awk 'NR>2 {print "if", $1}' /proc/net/dev | sort
 for p in "$@"; do echo "stat $p $(stat -c '%a %F' "$p" 2>&1)"; done
-awk '{ split($0, a, " - "); split(a[2], b, " "); print "mnt", $5, b[1], $6 }' /proc/self/mountinfo \
+awk '{ split($0, a, " - "); split(a[2], b, " "); print "mnt", $5, b[1], b[2], $6 }' /proc/self/mountinfo \
   | sed -E 's/,(relatime|noatime|nosymfollow)//g' | sort
 grep -E '^(CapEff|CapBnd|CapPrm|CapAmb|NoNewPrivs|Seccomp):' /proc/self/status
 env | grep -vE '^(_|SHLVL|OLDPWD)=' | sort | sed 's/^/env /'

@@ -418,7 +418,7 @@ class Builder:
         # while a fully visible proc is still in our mount namespace (in a user
         # namespace the kernel refuses a new proc otherwise).
         made.mounts.append(("", m.new_mount("proc", [], m.MOUNT_ATTR_NOSUID | m.MOUNT_ATTR_NODEV |
-                                            m.MOUNT_ATTR_NOEXEC), True))
+                                            m.MOUNT_ATTR_NOEXEC, source="proc"), True))
 
     def place_proc(self, e: dict[str, Any], made: Made) -> None:
         self._attach_made(e["target"], made)
@@ -450,7 +450,7 @@ class Builder:
     def make_mqueue(self, e: dict[str, Any], made: Made) -> None:
         # An mqueue instance belongs to the ipc namespace of its creator. No mount
         # flags, as bubblewrap (mqueue holds neither devices nor executables).
-        made.mounts.append(("", m.new_mount("mqueue", []), True))
+        made.mounts.append(("", m.new_mount("mqueue", [], source="mqueue"), True))
 
     def make_tmpfs(self, e: dict[str, Any], made: Made) -> None:
         mode = e.get("mode")

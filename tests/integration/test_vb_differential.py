@@ -29,7 +29,7 @@ echo "cwd $(pwd) pid $([ $$ -lt 10 ] && echo $$ || echo host)"
 for p in "$@"; do echo "stat $p $(stat -c '%a %F' "$p" 2>&1)"; done
 awk '{ split($0, a, " - "); split(a[2], b, " "); print "mnt", $5, b[1], b[2], $6 }' /proc/self/mountinfo \
   | sed -E 's/,(relatime|noatime|nosymfollow)//g' | sort
-grep -E '^(CapEff|CapBnd|CapPrm|CapAmb|NoNewPrivs|Seccomp):' /proc/self/status
+grep -E '^(CapInh|CapEff|CapBnd|CapPrm|CapAmb|NoNewPrivs|Seccomp):' /proc/self/status
 env | grep -vE '^(_|SHLVL|OLDPWD)=' | sort | sed 's/^/env /'
 exit "${PROBE_EXIT:-0}"
 """
@@ -50,6 +50,8 @@ CASES = {
                        "--chmod", "0700", "/s/x"],
     "unshare-all": ["--unshare-all"],
     "caps-drop": ["--cap-drop", "ALL", "--cap-add", "CAP_NET_RAW"],
+    "caps-add-all": ["--cap-add", "ALL"],
+    "caps-add-all-user": ["--unshare-user", "--cap-add", "ALL"],
     "mqueue": ["--unshare-ipc", "--mqueue", "/dev/mqueue"],
     "exit-code": ["--setenv", "PROBE_EXIT", "7"],
     "uts-hostname": ["--unshare-uts", "--hostname", "sandbox"],

@@ -241,3 +241,23 @@ def test_more_bubblewrap_rules(args, message):
         parse(args, uid=0, gid=0)
     assert str(info.value) == message
     assert doc("--unshare-pid", "--as-pid-1", "true")["spec"]["process"]["init"] is False
+
+
+def test_root_asking_for_more_caps_than_held_gets_no_inheritable_or_ambient_caps():
+    from vbdecl.model.names import CAPABILITIES
+    from vbdecl.vb.parse import _capabilities
+
+    held = set(CAPABILITIES) - {"SYS_RESOURCE"}
+    # bubblewrap's capset() of ALL fails (EPERM, ignored): the held set stays, not ambient
+    caps, ambient = _capabilities(parse(["--cap-add", "ALL", "true"], uid=0, gid=0), True, held=held)
+    assert ambient is False and set(caps["add"]) == held and caps["drop"] == ["ALL"]
+    # the drops asked for still hold (stricter than bubblewrap, which would keep them)
+    caps, ambient = _capabilities(parse(["--cap-drop", "NET_RAW", "--cap-add", "ALL", "--cap-drop", "CHOWN",
+                                         "true"], uid=0, gid=0), True, held=held)
+    assert ambient is False and "CHOWN" not in caps["add"] and "SYS_RESOURCE" not in caps["add"]
+    # a set within what is held: capset works, kept caps become inheritable and ambient
+    caps, ambient = _capabilities(parse(["--cap-drop", "ALL", "--cap-add", "NET_RAW", "true"], uid=0, gid=0),
+                                  True, held=held)
+    assert ambient is True and caps == {"drop": ["ALL"], "add": ["NET_RAW"]}
+    caps, ambient = _capabilities(parse(["--cap-add", "ALL", "true"], uid=0, gid=0), True, held=set(CAPABILITIES))
+    assert ambient is True and caps == {"drop": [], "add": ["ALL"]}

@@ -501,9 +501,19 @@ def _env(o: VbOptions) -> tuple[bool, dict[str, str], list[str]]:
     return clear, env, unset
 
 
-def _capabilities(o: VbOptions, privileged: bool) -> dict[str, list[str]]:
+def _capabilities(o: VbOptions, privileged: bool, *, held: set[str] | None = None
+                  ) -> tuple[dict[str, list[str]], bool]:
     """bubblewrap keeps every capability for a privileged caller (or uid 0 in a new
-    user namespace) and none otherwise; --cap-add/--cap-drop apply in order."""
+    user namespace) and none otherwise; --cap-add/--cap-drop apply in order.
+
+    ``held``: the caller's permitted set when the sandbox stays in the caller's user
+    namespace (root without one), else None. There bubblewrap capset()s the requested
+    set as permitted, effective and inheritable, and ignores the EPERM when it asks
+    for more than the caller holds (e.g. --cap-add ALL where a capability is missing
+    from the caller's set): nothing changes then, so the inheritable set stays empty
+    and no capability can be raised to ambient. The second value says whether kept
+    capabilities become inheritable and ambient. vb keeps what is held, with the
+    drops asked for (bubblewrap would keep even those: stricter, not looser)."""
     from vbdecl.model.names import CAPABILITIES
 
     keep: set[str] = _caller_caps(CAPABILITIES) if privileged else set()
@@ -513,6 +523,16 @@ def _capabilities(o: VbOptions, privileged: bool) -> dict[str, list[str]]:
             keep |= names
         else:
             keep -= names
+    ambient = bool(o.cap_ops)
+    if held is not None and keep - held:
+        keep &= held
+        ambient = False
+    return _cap_lists(keep), ambient
+
+
+def _cap_lists(keep: set[str]) -> dict[str, list[str]]:
+    from vbdecl.model.names import CAPABILITIES
+
     if keep == set(CAPABILITIES):
         return {"drop": [], "add": ["ALL"]}
     return {"drop": ["ALL"], "add": sorted(keep, key=lambda n: CAPABILITIES[n])}
@@ -547,6 +567,12 @@ def to_document(o: VbOptions, *, uid: int | None = None, gid: int | None = None,
     sandbox_gid = o.gid if o.gid is not None else real_gid
     privileged = real_uid == 0 if not user else sandbox_uid == 0
     clear, env, unset = _env(o)
+    held = None
+    if real_uid == 0 and not user and o.userns_fd is None and o.cap_ops:
+        from vbdecl.model.names import CAPABILITIES
+
+        held = _caller_caps(CAPABILITIES)
+    caps, cap_ambient = _capabilities(o, privileged, held=held)
 
     namespaces: dict[str, Any] = {
         "user": {"join": f"/proc/self/fd/{o.userns_fd}"} if o.userns_fd is not None else user,
@@ -622,7 +648,7 @@ def to_document(o: VbOptions, *, uid: int | None = None, gid: int | None = None,
         },
         "security": {
             "no_new_privs": True,
-            "capabilities": _capabilities(o, privileged),
+            "capabilities": caps,
             "seccomp": "off",
             "landlock": landlock,
             "disable_userns": o.disable_userns,
@@ -639,7 +665,7 @@ def to_document(o: VbOptions, *, uid: int | None = None, gid: int | None = None,
             "cgroup_try": o.cgroup_try and not o.unshare["cgroup"],
             "cwd_fallback": cwd if cwd is not None else _getcwd(),
             "net_files": False,     # bubblewrap never binds /etc/resolv.conf
-            "cap_ambient": bool(o.cap_ops) and sandbox_uid == 0,
+            "cap_ambient": cap_ambient and sandbox_uid == 0,
             "cap_ops": bool(o.cap_ops),
             # bubblewrap run by root leaves the bounding set at what the caller holds
             "bounding": _root_bounding() if real_uid == 0 else None,

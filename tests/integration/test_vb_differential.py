@@ -127,10 +127,24 @@ def test_usage_errors_exit_1_with_the_program_name(tmp_path: Path) -> None:
                  ["--bind", "/nonexistent-src", "/x", "true"], ["--ro-bind", "/usr", "/usr", "nonexistent-cmd"],
                  ["--size", "0x", "--tmpfs", "/t", "true"], ["--perms", "1", "--perms", "1", "--dir", "/d", "true"],
                  ["--seccomp", "9", "--add-seccomp-fd", "9", "true"],
-                 [*BASE, "--as-pid-1", "true"], [*BASE, "--uid", "0", "--gid", "0", "true"]):
+                 [*BASE, "--as-pid-1", "true"], [*BASE, "--uid", "0", "--gid", "0", "true"],
+                 # bubblewrap's words for its own setup failures
+                 [*BASE, "--perms", "999", "--dir", "/d", "true"], [*BASE, "--chdir", "/nonexist", "true"],
+                 [*BASE, "--file", "9", "/x", "true"], [*BASE, "--bind-data", "9", "/x", "true"],
+                 [*BASE, "--chmod", "0700", "/usr", "true"], [*BASE, "--chmod", "0700", "/nonexist", "true"],
+                 [*BASE, "--file", "0", "/usr/x", "true"]):
         ours = subprocess.run([str(link), *args], capture_output=True, text=True, timeout=30)
         theirs = subprocess.run([BWRAP, *args], capture_output=True, text=True, timeout=30)  # type: ignore[list-item]
         assert (ours.returncode, ours.stderr) == (theirs.returncode, theirs.stderr)
+
+
+def test_no_command_prints_the_usage_on_stderr_and_fails(tmp_path: Path) -> None:
+    link = tmp_path / "bwrap"
+    link.symlink_to(VB)
+    for tool in (str(link), BWRAP):
+        r = subprocess.run([tool, *BASE], capture_output=True, text=True, timeout=30)  # type: ignore[list-item]
+        assert r.returncode == 1 and r.stdout == ""
+        assert r.stderr.startswith(f"usage: {tool} [OPTIONS...] [--] COMMAND [ARGS...]\n")
 
 
 @pytest.fixture

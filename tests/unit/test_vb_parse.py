@@ -71,7 +71,12 @@ def test_default_modes_of_created_files_match_bubblewrap():
     (["--tmp-overlay", "/x", "true"], "--tmp-overlay requires at least one --overlay-src"),
     (["--overlay-src", "/a", "true"], "--overlay-src must be followed by"),
     (["--cap-add", "CAP_BOGUS", "true"], "CAP_BOGUS is not a valid capability"),
-    (["--chmod", "999", "/x", "true"], "--chmod takes a permission argument"),
+    (["--chmod", "999", "/x", "true"], "--chmod takes an octal argument <= 07777"),
+    (["--perms", "999", "--dir", "/x", "true"], "--perms takes an octal argument <= 07777"),
+    (["--perms", "0o7", "--dir", "/x", "true"], "--perms takes an octal argument <= 07777"),
+    (["--perms", "-1", "--dir", "/x", "true"], "--perms takes an octal argument <= 07777"),
+    (["--perms", "", "--dir", "/x", "true"], "--perms takes an octal argument <= 07777"),
+    (["--chmod", "1_0", "/x", "true"], "--chmod takes an octal argument <= 07777"),
     (["--ro-bind", "/", "/"], "No command specified"),
     (["--userns2", "3", "true"], "--userns2 requires --userns"),
 ])
@@ -261,3 +266,9 @@ def test_root_asking_for_more_caps_than_held_gets_no_inheritable_or_ambient_caps
     assert ambient is True and caps == {"drop": ["ALL"], "add": ["NET_RAW"]}
     caps, ambient = _capabilities(parse(["--cap-add", "ALL", "true"], uid=0, gid=0), True, held=set(CAPABILITIES))
     assert ambient is True and caps == {"drop": [], "add": ["ALL"]}
+
+
+def test_perms_read_like_strtoul_base_8():
+    fs = doc("--perms", " +0755", "--dir", "/a", "--perms", "-0", "--dir", "/b", "--chmod", "07777", "/a",
+             "true")["spec"]["filesystem"]
+    assert [e["mode"] for e in fs] == [0o755, 0, 0o7777]

@@ -524,6 +524,8 @@ def _exec_process(cfg: ChildConfig) -> None:
     try:
         os.chdir(cwd)
     except OSError as exc:
+        if "vb" in spec:    # bubblewrap's words
+            raise SetupFailure(125, f"Can't chdir to {cwd}: {exc.strerror}") from None
         raise SetupFailure(125, f"cannot change to process.cwd {cwd}: {exc.strerror}",
                            "create it with a dir entry in filesystem, or fix process.cwd") from None
     if "vb" in spec or "PWD" not in (proc.get("env") or {}):

@@ -211,6 +211,10 @@ def ensure_mountpoint(root_fd: int, path: str, is_dir: bool,
         _close(parent)
 
 
+class DataReadError(OSError):
+    """Reading the data of a file or bind-data entry from its fd failed."""
+
+
 def _read_fd(fd: int) -> bytes:
     chunks = []
     try:
@@ -535,7 +539,10 @@ class Builder:
 
     def _content(self, e: dict[str, Any]) -> bytes:
         if e.get("fd") is not None:
-            return _read_fd(int(e["fd"]))
+            try:
+                return _read_fd(int(e["fd"]))
+            except OSError as exc:
+                raise DataReadError(exc.errno, exc.strerror) from exc
         if e.get("content") is not None:
             c = e["content"]
             return c.encode() if isinstance(c, str) else bytes(c)
@@ -821,6 +828,23 @@ def _msg(exc: BaseException) -> str:
     return msg if isinstance(msg, str) else str(exc)
 
 
+def _bwrap_message(e: dict[str, Any], exc: BaseException) -> str | None:
+    """bubblewrap's words for a failed entry of ``vb`` (spec["vb"]), where it has its
+    own; None: vbdecl's message stands. Manifests keep vbdecl's messages."""
+    code = getattr(exc, "errno", None)
+    if not isinstance(code, int):
+        return None
+    reason = os.strerror(code)
+    kind = e["type"]
+    if kind in ("file", "bind-data") and isinstance(exc, DataReadError):
+        return f"Can't write data to file {e['target']}: {reason}"
+    if kind == "file":
+        return f"Can't create file {e['target']}: {reason}"
+    if kind == "chmod":
+        return f"Can't chmod 0{int(e['mode']):o} {e['target']}: {reason}"
+    return None
+
+
 def _hint(exc: BaseException, e: dict[str, Any]) -> str | None:
     code = getattr(exc, "errno", None)
     if code == errno.ENOENT and e.get("source"):
@@ -927,6 +951,9 @@ def _setup_root(spec: dict[str, Any]) -> None:
             try:
                 b.apply(e)
             except OSError as exc:
+                bwrap = _bwrap_message(e, exc) if "vb" in spec else None
+                if bwrap is not None:
+                    raise RuntimeSetupError(bwrap, hint=_hint(exc, e)) from exc
                 raise RuntimeSetupError(f"{_describe(e)}: {_msg(exc)}", where=aid,
                                         hint=_hint(exc, e)) from exc
         net = spec.get("network") or {}

@@ -156,12 +156,19 @@ def _fd(opt: str, value: str) -> int:
 
 
 def _octal(opt: str, value: str) -> int:
-    try:
-        mode = int(value, 8)
-    except ValueError:
-        raise VbUsageError(f"--{opt.lstrip('-')} takes a permission argument like 0755, not {value!r}") from None
-    if not 0 <= mode <= 0o7777:
-        raise VbUsageError(f"Permissions {value} out of range")
+    """--perms/--chmod as bubblewrap reads them: strtoul(value, 8), all of it, <= 07777."""
+    bad = VbUsageError(f"{opt} takes an octal argument <= 07777")
+    text = value.lstrip(" \t\n\v\f\r")
+    negative = text[:1] == "-"
+    if text[:1] in ("+", "-"):
+        text = text[1:]
+    if not text or text.strip("01234567"):
+        raise bad
+    mode = int(text, 8)
+    if negative and mode:
+        raise bad       # strtoul wraps a negative number around: far above 07777
+    if mode > 0o7777:
+        raise bad
     return mode
 
 

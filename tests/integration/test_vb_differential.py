@@ -132,7 +132,8 @@ def test_usage_errors_exit_1_with_the_program_name(tmp_path: Path) -> None:
                  [*BASE, "--perms", "999", "--dir", "/d", "true"], [*BASE, "--chdir", "/nonexist", "true"],
                  [*BASE, "--file", "9", "/x", "true"], [*BASE, "--bind-data", "9", "/x", "true"],
                  [*BASE, "--chmod", "0700", "/usr", "true"], [*BASE, "--chmod", "0700", "/nonexist", "true"],
-                 [*BASE, "--file", "0", "/usr/x", "true"]):
+                 [*BASE, "--file", "0", "/usr/x", "true"], [*BASE, "--userns", "9", "true"],
+                 [*BASE, "--ro-bind-fd", "9", "/x", "true"]):
         ours = subprocess.run([str(link), *args], capture_output=True, text=True, timeout=30)
         theirs = subprocess.run([BWRAP, *args], capture_output=True, text=True, timeout=30)  # type: ignore[list-item]
         assert (ours.returncode, ours.stderr) == (theirs.returncode, theirs.stderr)

@@ -141,8 +141,8 @@ def _posix_read_lock(path: str) -> int:
 def _missing_source(spec: dict[str, Any]) -> str | None:
     """bubblewrap's message for a bind source that does not exist (checked up front)."""
     for e in spec.get("filesystem") or []:
-        if e["type"] in ("bind", "ro-bind", "dev-bind") and e.get("fd") is None \
-                and not e.get("optional"):
+        # --bind-fd FD: bubblewrap resolves /proc/self/fd/FD the same way
+        if e["type"] in ("bind", "ro-bind", "dev-bind") and not e.get("optional"):
             try:
                 os.stat(e["source"])
             except OSError as exc:
@@ -198,12 +198,14 @@ def launch(doc: dict[str, Any], *, prog: str, level_prefix: bool) -> int:
         vb = {**vb, "seccomp_fds": [], "seccomp_programs": programs}
         spec = {**spec, "vb": vb}
         doc = {**doc, "spec": spec}
-    if vb.get("pidns_fd") is not None:
-        try:
-            os.fstat(int(vb["pidns_fd"]))
-        except OSError as exc:
-            print(f"{prefix}{prog}: Setting pidns failed: {exc.strerror}", file=sys.stderr)
-            return 1
+    for key, what in (("userns_fd", "Joining specified user namespace failed"),
+                      ("pidns_fd", "Setting pidns failed")):
+        if vb.get(key) is not None:     # bubblewrap's words for a namespace fd that is not open
+            try:
+                os.fstat(int(vb[key]))
+            except OSError as exc:
+                print(f"{prefix}{prog}: {what}: {exc.strerror}", file=sys.stderr)
+                return 1
     missing = _missing_source(spec)
     if missing is not None:
         print(f"{prefix}{prog}: {missing}", file=sys.stderr)

@@ -98,3 +98,57 @@ def test_print_manifest_runs_nothing(tmp_path: Path) -> None:
                        capture_output=True, text=True, timeout=30)
     assert r.returncode == 0 and "kind: Environment" in r.stdout
     assert not marker.exists()
+
+
+RUN_PROBE = r"""
+awk '{ split($0, a, " - "); split(a[2], b, " "); print "mnt", $5, b[1], b[2], $6 }' /proc/self/mountinfo \
+  | sed -E 's/,(relatime|noatime|nosymfollow)//g' | sort
+for p in / /t /d /dev/shm; do echo "stat $p $(stat -c '%a %F' "$p" 2>&1)"; done
+grep -E '^(Cap|NoNewPrivs|Seccomp)' /proc/self/status
+echo "cwd $(pwd) pid $([ $$ -lt 10 ] && echo $$ || echo host) ids $(id -u) $(id -g)"
+env | grep -vE '^(_|SHLVL|OLDPWD)=' | sort | sed 's/^/env /'
+"""
+
+# Flag sets whose printed manifest carries no "vb does more" comment: vbdecl run of it
+# must show the payload exactly what vb shows.
+EXPRESSIBLE = {
+    "pid-proc": ["--unshare-pid", "--unshare-net", "--proc", "/proc", "--chdir", "/"],
+    "fs": ["--unshare-pid", "--unshare-net", "--unshare-ipc", "--proc", "/proc", "--perms", "0700",
+           "--tmpfs", "/t", "--mqueue", "/mq", "--chdir", "/usr", "--setenv", "A", "1"],
+    "uts-user": ["--unshare-net", "--unshare-uts", "--hostname", "h", "--unshare-user", "--uid", "0",
+                 "--chdir", "/"],
+}
+
+
+def _run_manifest(manifest: Path, state: Path) -> str:
+    r = subprocess.run([VBDECL, "--state-dir", str(state), "run", str(manifest)], capture_output=True,
+                       text=True, timeout=30, cwd="/", env={"PATH": "/usr/bin:/bin", "HOME": "/root", "LANG": "C"})
+    return f"{r.stdout}{r.stderr}exit {r.returncode}\n"
+
+
+@pytest.mark.parametrize("case", sorted(EXPRESSIBLE))
+def test_vbdecl_run_of_the_printed_manifest_is_vbs_sandbox(case: str, tmp_path: Path) -> None:
+    probe = tmp_path / "probe.sh"
+    probe.write_text(RUN_PROBE)
+    argv = [*BASE[:-2], "--ro-bind", "/etc", "/etc", "--ro-bind", str(probe), "/probe.sh",
+            *EXPRESSIBLE[case], "sh", "/probe.sh"]
+    printed = subprocess.run([VB, "--print-manifest", *argv], capture_output=True, text=True, timeout=30)
+    assert printed.returncode == 0, printed.stderr
+    assert not printed.stdout.startswith("#"), printed.stdout    # nothing vb-only left
+    manifest = tmp_path / "env.yaml"
+    manifest.write_text(printed.stdout)
+    first = _payload(VB, argv, probe)
+    assert "exit 0" in first
+    assert _run_manifest(manifest, tmp_path / "state") == first
+
+
+def test_print_manifest_says_what_it_cannot_express(tmp_path: Path) -> None:
+    argv = [*BASE, "--ro-bind", "/etc", "/etc", "--dev", "/dev", "--perms", "0700", "--dir", "/a/b",
+            "--cap-drop", "CAP_CHOWN", "true"]
+    printed = subprocess.run([VB, "--print-manifest", *argv], capture_output=True, text=True, timeout=30)
+    assert printed.returncode == 0, printed.stderr
+    head = [line for line in printed.stdout.splitlines() if line.startswith("#")]
+    text = "\n".join(head)
+    for words in ("/dev/shm is a plain 0755 directory", "/etc/resolv.conf", "vb creates for /a/b",
+                  "--dir /a/b", "no --chdir", "bounding set", "--proc without a pid namespace"):
+        assert words in text, words

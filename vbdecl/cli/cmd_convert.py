@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import shlex
+import sys
 
 from vbdecl.errors import UsageError
 
@@ -23,7 +24,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     if args.from_bwrap:
-        from vbdecl.vb.manifest import document_to_manifest, dump_yaml
+        from vbdecl.vb.manifest import document_to_manifest, render, vb_only
         from vbdecl.vb.parse import VbUsageError, parse, to_document
 
         argv = args.args[1:] if args.args[:1] == ["--"] else args.args
@@ -31,11 +32,14 @@ def run(args: argparse.Namespace) -> int:
             doc = to_document(parse(argv))
         except VbUsageError as err:
             raise UsageError(f"bubblewrap arguments: {err}") from None
-        manifest = document_to_manifest(doc, read_fds=True)
         if args.json:
-            print(json.dumps(manifest, indent=2))
+            # JSON has no comments: what the manifest cannot say goes to stderr
+            for note in vb_only(doc):
+                print(f"warning: `vbdecl run` of this manifest differs from vb here: {note}",
+                      file=sys.stderr)
+            print(json.dumps(document_to_manifest(doc, read_fds=True), indent=2))
         else:
-            print(dump_yaml(manifest), end="")
+            print(render(doc, read_fds=True), end="")
         return 0
 
     from vbdecl.model import load_normalized

@@ -149,9 +149,9 @@ def main(argv: list[str], exit_now: bool = False) -> int:
         return die(prog, str(err), level_prefix)
 
     if opts.print_manifest:
-        from vbdecl.vb.manifest import document_to_manifest, dump_yaml
+        from vbdecl.vb.manifest import render
 
-        print(dump_yaml(document_to_manifest(doc, read_fds=True)), end="")
+        print(render(doc, read_fds=True), end="")
         return 0
 
     from vbdecl.vb.launch import launch

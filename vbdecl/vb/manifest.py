@@ -105,8 +105,11 @@ def document_to_manifest(doc: dict[str, Any], *, read_fds: bool = False) -> dict
     out_process: dict[str, Any] = {"command": list(process["command"] or [])}
     if process.get("cwd"):
         out_process["cwd"] = process["cwd"]
-    if process["env"]:
-        out_process["env"] = dict(process["env"])
+    env = dict(process["env"])
+    if process.get("cwd") and spec.get("vb") is not None:
+        env["PWD"] = process["cwd"]     # vb (bubblewrap) sets PWD after its chdir
+    if env:
+        out_process["env"] = env
     if process["clear_env"]:
         out_process["clear_env"] = True
     if process["unset_env"]:
@@ -146,7 +149,17 @@ def document_to_manifest(doc: dict[str, Any], *, read_fds: bool = False) -> dict
     manifest_spec["namespaces"] = namespaces
     if spec["idmap"] is not None:
         manifest_spec["idmap"] = {k: [dict(m) for m in v] for k, v in spec["idmap"].items()}
-    manifest_spec["filesystem"] = [_fs_entry(e, read_fds) for e in spec["filesystem"]]
+    manifest_spec["filesystem"] = []
+    for e in spec["filesystem"]:
+        manifest_spec["filesystem"].append(_fs_entry(e, read_fds))
+        if e["type"] == "proc" and not e.get("host") and spec["namespaces"]["user"] is False:
+            # vb covers the writable ones of these read-only (bubblewrap); as root, outside
+            # a user namespace, that is /proc/irq and /proc/bus (a manifest's proc covers
+            # /proc/sys and /proc/sysrq-trigger itself)
+            for name in ("irq", "bus"):
+                if name in (e.get("cover") or []):
+                    manifest_spec["filesystem"].append(
+                        {"type": "remount-ro", "target": e["target"].rstrip("/") + "/" + name})
     limits = {k: v for k, v in spec["limits"].items() if v not in (None, {}, False)}
     if limits:
         manifest_spec["limits"] = limits
@@ -166,6 +179,73 @@ def document_to_manifest(doc: dict[str, Any], *, read_fds: bool = False) -> dict
         "metadata": {"name": doc.get("name") or "vb"},
         "spec": manifest_spec,
     }
+
+
+def vb_only(doc: dict[str, Any]) -> list[str]:
+    """What ``vb`` does for this document that its manifest cannot say (so ``vbdecl run``
+    of the manifest differs there), one line each; only what applies to it."""
+    spec = doc["spec"]
+    vb = spec.get("vb") or {}
+    fs = spec.get("filesystem") or []
+    out: list[str] = []
+    if any(e["type"] == "proc" and e.get("host") for e in fs):
+        out.append("--proc without a pid namespace: vb binds the host's /proc (bubblewrap); "
+                   "the manifest mounts a new proc")
+    if any(e["type"] == "dev" and e.get("shm") == "dir" for e in fs):
+        out.append("--dev: vb's /dev/shm is a plain 0755 directory (bubblewrap); the manifest "
+                   "mounts a tmpfs there")
+    if vb.get("net_files") is False and spec["network"]["mode"] != "isolated":
+        out.append("vb binds no /etc/resolv.conf or /etc/hosts; the manifest's run binds the "
+                   "host's resolv.conf where /etc exists (host network) or writes them (bridge)")
+    parents = sorted({e["target"] for e in fs if e.get("parent_mode", 0o755) != 0o755
+                      and e["target"].count("/") > 1})
+    if parents:
+        out.append("parent directories vb creates for " + ", ".join(parents) + " get bubblewrap's "
+                   "mode (from --perms); the manifest creates them 0755")
+    dirs = [e["target"] for e in fs if e["type"] == "dir" and e.get("keep_mode")]
+    if dirs:
+        out.append("--dir " + ", ".join(dirs) + ": vb sets the mode only on a directory it "
+                   "creates; the manifest's dir entry also sets it on one that exists")
+    if spec["process"].get("cwd") is None:
+        out.append("no --chdir: vb starts in the caller's cwd if it exists in the sandbox, else "
+                   "$HOME, else /, and sets PWD; the manifest starts in / (set process.cwd)")
+    caps = spec["security"].get("capabilities") or {}
+    if vb.get("bounding") is not None and set(vb["bounding"]) - _kept(caps):
+        out.append("vb run by root leaves the bounding set at the caller's capabilities "
+                   "(bubblewrap); the manifest's bounding set is the kept capabilities")
+    if vb.get("cap_ambient"):
+        out.append("--cap-add/--cap-drop as uid 0: vb makes the kept capabilities inheritable and "
+                   "ambient (bubblewrap); the manifest does not")
+    if vb.get("user_try"):
+        out.append("--unshare-user-try: vb goes on without a user namespace when the kernel "
+                   "refuses one; the manifest does not ask for one")
+    if vb.get("cgroup_try"):
+        out.append("--unshare-cgroup-try: vb goes on without a cgroup namespace when the kernel "
+                   "has none; the manifest requires it")
+    if vb.get("userns2_fd") is not None:
+        out.append("--userns2: vb switches user namespace before exec; the manifest cannot")
+    if vb.get("assert_userns_disabled"):
+        out.append("--assert-userns-disabled: vb checks that user namespaces are disabled; the "
+                   "manifest cannot")
+    return out
+
+
+def _kept(caps: dict[str, Any]) -> set[str]:
+    from vbdecl.model.names import CAPABILITIES
+
+    add = set(caps.get("add") or [])
+    return set(CAPABILITIES) if "ALL" in add else add
+
+
+def render(doc: dict[str, Any], *, read_fds: bool = False) -> str:
+    """The manifest of ``doc`` as YAML, headed by a comment listing :func:`vb_only`."""
+    text = dump_yaml(document_to_manifest(doc, read_fds=read_fds))
+    notes = vb_only(doc)
+    if not notes:
+        return text
+    head = ["# vb does more than this manifest can say; `vbdecl run` of it differs here:"]
+    head += [f"#  - {note}" for note in notes]
+    return "\n".join(head) + "\n" + text
 
 
 def dump_yaml(data: dict[str, Any]) -> str:

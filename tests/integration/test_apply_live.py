@@ -194,3 +194,52 @@ def test_manifest_end_to_end_through_the_cli(tmp_path: Path) -> None:
         assert _our_mounts(sd) == []
 
     _run(body, tmp_path)
+
+
+NESTED = """\
+apiVersion: vbdecl/v1
+kind: Environment
+metadata:
+  name: {name}
+spec:
+  namespaces: {{pid: {{join: /proc/{outer}/ns/pid, nested: true}}}}
+  process:
+    command: ["/bin/sleep", "300"]
+"""
+
+
+def _nested_live(tmp: Path) -> None:
+    """A live environment whose pid namespace is nested in a joined one: its init is
+    pid 1 one level below the joined namespace; destroy stops it (vb's --pidns with
+    --unshare-pid, as a live environment)."""
+    sd = tmp / "state"
+    holder = subprocess.Popen(["unshare", "--pid", "--fork", "--kill-child", "sleep", "120"])
+    try:
+        deadline = time.monotonic() + 5
+        outer = 0
+        while not outer and time.monotonic() < deadline:
+            children = Path(f"/proc/{holder.pid}/task/{holder.pid}/children").read_text().split()
+            outer = int(children[0]) if children else 0
+        path = tmp / "nested.yaml"
+        path.write_text(NESTED.format(name="nested", outer=outer))
+        plan = sources.compile_manifest(path)[0]
+        plan["actions"] = [a for a in plan["actions"] if not a["kind"].startswith("fs.")]
+        for a in plan["actions"]:
+            a["deps"] = [d for d in a["deps"] if d != "rootfs"]
+        Engine(sd).apply(plan)
+        env = store.load("nested", sd)["resources"]["env"]["record"]
+        nspid = next(line.split()[1:] for line in Path(f"/proc/{env['pid']}/status").read_text().splitlines()
+                     if line.startswith("NSpid:"))
+        outer_levels = next(line.split()[1:] for line in Path(f"/proc/{outer}/status").read_text().splitlines()
+                            if line.startswith("NSpid:"))
+        assert len(nspid) == len(outer_levels) + 1 and nspid[-1] == "1", (nspid, outer_levels)
+        assert not Engine(sd).changes(plan)
+        Engine(sd).destroy("nested")
+        assert _gone(env)
+    finally:
+        holder.kill()       # --kill-child: its sleep (the joined namespace's pid 1) goes too
+        holder.wait()
+
+
+def test_live_environment_with_a_nested_pid_namespace(tmp_path: Path) -> None:
+    _run(_nested_live, tmp_path)

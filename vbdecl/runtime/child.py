@@ -188,6 +188,7 @@ def holder_main(cfg: ChildConfig, parent: int) -> NoReturn:
         _after_go(cfg)
         if cfg.live:
             os.close(cfg.p2c)
+            cfg.p2c = -1
             _live_holder(cfg)
         # Every namespace exists now. Tell the parent, and stay until it has read
         # them from us (the second "go"): a sandbox that exits at once takes its
@@ -207,8 +208,7 @@ def holder_main(cfg: ChildConfig, parent: int) -> NoReturn:
         _wait_go(cfg.p2c)
         os.close(cfg.p2c)
         if nested is not None:
-            nested.sendall(MSG_GO)      # the parent has read the namespaces: pid 1 goes on
-            nested.close()
+            _relay_go(nested)           # the parent has read the namespaces: pid 1 goes on
         if cfg.direct_init:
             init_main(cfg, None)
         if child:
@@ -243,11 +243,11 @@ def _fork_nested_init(cfg: ChildConfig, holder: int) -> tuple[int, int, Any]:
     pid 1 sends its credentials over a socket: the kernel translates its pid
     into ours, which the parent needs (signals, events). pid 1 then waits on
     that socket until this holder relays the parent's second "go" (so the
-    namespaces can be read before anything there can exit); end of file
-    there means the holder is gone, and pid 1 leaves.
+    namespaces can be read before anything there can exit), or, for a live
+    environment, until the holder has sent pid 1's pid to the parent; end of
+    file there means the holder failed or is gone, and pid 1 leaves.
 
-    Returns (the intermediate's pid, pid 1's pid here, our end of the socket,
-    None for a live environment, where nobody waits).
+    Returns (the intermediate's pid, pid 1's pid here, our end of the socket).
     """
     import socket
 
@@ -265,7 +265,8 @@ def _fork_nested_init(cfg: ChildConfig, holder: int) -> tuple[int, int, Any]:
             if pid == 0:
                 _nested_init(cfg, theirs)
             theirs.close()
-            os.close(cfg.p2c)
+            if cfg.p2c >= 0:            # a live holder closed it already
+                os.close(cfg.p2c)
             os.close(cfg.c2p)
         except BaseException as exc:
             if pid == 0:
@@ -285,10 +286,18 @@ def _fork_nested_init(cfg: ChildConfig, holder: int) -> tuple[int, int, Any]:
         # The intermediate failed (it said why on the sync pipe) or pid 1 died.
         os._exit(125)
     pid1 = struct.unpack("=iII", creds[0][:12])[0]
-    if cfg.live:
-        ours.close()
-        return mid, pid1, None
     return mid, pid1, ours
+
+
+def _relay_go(sock: Any) -> None:
+    """Tell a nested pid 1 to go on. If it died already, its status says why
+    (the holder passes it on), so a closed socket is no error here."""
+    try:
+        sock.sendall(MSG_GO)
+    except OSError:
+        pass
+    finally:
+        sock.close()
 
 
 def _nested_init(cfg: ChildConfig, sock: Any) -> NoReturn:
@@ -302,8 +311,8 @@ def _nested_init(cfg: ChildConfig, sock: Any) -> NoReturn:
             sysproc.set_pdeathsig(signals.SIGKILL, 0)
         creds = struct.pack("=iII", os.getpid(), os.getuid(), os.getgid())
         sock.sendmsg([MSG_PID], [(socket.SOL_SOCKET, socket.SCM_CREDENTIALS, creds)])
-        if not cfg.live and sock.recv(1) != MSG_GO:
-            os._exit(125)
+        if sock.recv(1) != MSG_GO:
+            os._exit(125)     # the run (or the live apply) failed before the parent had our pid
         sock.close()
     except BaseException as exc:
         _report(cfg, exc)
@@ -314,8 +323,9 @@ def _live_holder(cfg: ChildConfig) -> NoReturn:
     """A live environment's first child: fork its init (a new or joined pid
     namespace) and leave, or be its init. The parent learns the init's pid."""
     if cfg.pid_nested:
-        _, pid, _ = _fork_nested_init(cfg, os.getpid())
+        _, pid, nested = _fork_nested_init(cfg, os.getpid())
         send(cfg.c2p, MSG_PID, struct.pack("=i", pid))
+        _relay_go(nested)   # only now: had anything failed first, pid 1 would have left
         os._exit(0)
     if cfg.pid_new or cfg.pid_join:
         me = os.getpid()

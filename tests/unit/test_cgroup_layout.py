@@ -372,3 +372,34 @@ def test_v2_fake_tree_no_swap_accounting_error_or_warning(fake_v2: cg.Layout) ->
         assert lrec["skipped"] and "swap accounting" in lrec["warnings"][0]
     finally:
         Group().revert(ctx, rec)
+
+
+def test_optional_limits_without_a_delegated_cgroup(fake_v2: cg.Layout,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """No cgroup may be made (not delegated): under limits.optional the group is an
+    empty record, every limit is skipped (also one added later, never enforced in a
+    cgroup without the environment's processes) and nothing drifts; with optional
+    off, the group fails, and so does a limit of the empty group."""
+    from vbdecl.ops.cgroup import Group, Limit, warnings
+
+    def refuse(path: str) -> bool:
+        raise OSError(errno.EACCES, "Permission denied")
+
+    monkeypatch.setattr(cg, "_mkdir", refuse)
+    limits: dict[str, Any] = {"pids": 8, "optional": True}
+    ctx = Context(name="t", instance="vb-0000fa60", state_dir="", runtime_dir="",
+                  spec={"limits": limits}, extra={"cgroup_layout": fake_v2})
+    rec = Group().apply(ctx, {"layout_hint": None})
+    assert rec["dirs"] == [] and "pids" in rec["skipped"]
+    assert any("limits not enforced" in w for w in warnings(rec))
+    assert Group().probe(ctx, {}, rec) == rec
+    ctx.records["cgroup"] = rec
+    assert Limit().apply(ctx, {"limit": "pids", "value": 8})["skipped"]
+    assert Limit().apply(ctx, {"limit": "memory", "value": 1 << 24})["skipped"]   # added later
+    Group().revert(ctx, rec)
+    limits["optional"] = False
+    with pytest.raises(ActionError, match="not enforced|Permission denied"):
+        Group().apply(ctx, {"layout_hint": None})
+    with pytest.raises(ActionError, match="cannot be enforced") as err:
+        Limit().apply(ctx, {"limit": "memory", "value": 1 << 24})
+    assert err.value.where == "cgroup.memory"

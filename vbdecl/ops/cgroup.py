@@ -179,7 +179,16 @@ class Limit:
         limit, value = params["limit"], params.get("value")
         action = f"cgroup.{limit}"
         group = self._group(ctx, action)
-        if limit in group.get("skipped", []):
+        optional = params.get("optional", _limits(ctx).get("optional"))
+        if limit in group.get("skipped", []) or not group.get("dirs"):
+            # Not enforced when the group was made (limits.optional), or no cgroup
+            # could be made at all: never enforced now behind the user's back, and
+            # never silently skipped once optional is off.
+            if not optional:
+                raise ActionError(f"limits.{limit} cannot be enforced: the environment was "
+                                  "applied without it under limits.optional", action=action,
+                                  hint="keep limits.optional: true, or destroy the environment and "
+                                       "apply it again where the controller is available")
             msg = f"limits.{limit} not enforced (limits.optional)"
             return {"limit": limit, "value": value, "skipped": msg, "writes": []}
         ext = (old or {}).get("extension")
@@ -198,7 +207,7 @@ class Limit:
                     cgroupfs.retract_group(ext)
                 except SysError:
                     pass
-            if exc.errno == 2 and params.get("optional", _limits(ctx).get("optional")):
+            if exc.errno == 2 and optional:
                 # e.g. no swap accounting: known only once the cgroup exists
                 msg = f"limits.{limit} not enforced: {exc.message}"
                 return {"limit": limit, "value": value, "writes": [], "skipped": msg,

@@ -52,6 +52,10 @@ def _body(tmp: Path) -> None:
 
     out = cli("apply", str(other), "-y")
     assert out.returncode == 0, out.stderr
+    (envs / ".drafts").mkdir()
+    (envs / ".drafts" / "wip.yaml").write_text(MANIFEST.format(name="wip", motd="w"))
+    out = cli("apply", str(envs / ".drafts" / "wip.yaml"), "-y")   # applied by hand: not DIR's
+    assert out.returncode == 0, out.stderr
     out = cli("plan", str(envs))
     assert out.returncode == 0, out.stderr
     assert "Environment alpha:" in out.stdout and "Environment beta:" in out.stdout
@@ -83,8 +87,8 @@ def _body(tmp: Path) -> None:
     assert out.returncode == 0, out.stderr
     assert "beta: destroyed" in out.stdout
     names = {r["name"] for r in json.loads(cli("--json", "ls", "--no-probe").stdout)}
-    assert names == {"alpha", "keep"}
-    for n in ("alpha", "keep"):
+    assert names == {"alpha", "keep", "wip"}
+    for n in ("alpha", "keep", "wip"):
         out = cli("destroy", n, "-y")
         assert out.returncode == 0, out.stderr
     assert json.loads(cli("--json", "ls").stdout) == []

@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import testops
 
 
@@ -36,7 +37,17 @@ def test_apply_and_destroy_go_on_only_on_yes(tmp_path: Path) -> None:
 
     out = cli("destroy", "ask", answer="")
     assert out.returncode == 1 and "ask: not destroyed" in out.stderr, out
+    out = cli("--json", "destroy", "ask", answer="n\n")
+    assert out.returncode == 1 and '"declined": ["ask"]' in out.stdout, out
     assert testops.host_tree(root) == applied
     out = cli("destroy", "ask", answer="YES\n")
     assert out.returncode == 0 and "ask: destroyed" in out.stdout, out
     assert testops.host_tree(root) == {}
+
+
+def test_no_stdin_at_all_is_no(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    from vbdecl.cli.progress import confirm
+
+    monkeypatch.setattr(sys, "stdin", None)      # what Python makes of a closed fd 0
+    assert confirm("Apply?", False) is False
+    assert "pass -y" in capsys.readouterr().err

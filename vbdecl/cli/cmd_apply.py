@@ -77,8 +77,10 @@ def run(args: argparse.Namespace) -> int:
                 src_path = ((state or {}).get("plan") or {}).get("source") or {}
                 if not state or not src_path.get("path"):
                     continue
-                if os.path.commonpath([os.path.realpath(src_path["path"]), directory]) != directory:
-                    continue      # not from this directory (or one below it)
+                source = os.path.realpath(src_path["path"])
+                if os.path.commonpath([source, directory]) != directory or any(
+                        part.startswith(".") for part in os.path.relpath(source, directory).split(os.sep)):
+                    continue      # not from this directory or one below it (hidden ones are not read)
                 if not args.json:
                     print(f"{name}: no longer in {args.target}: destroy")
                 if not confirm(f"Destroy {name}?", args.yes):

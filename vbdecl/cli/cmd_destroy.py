@@ -35,7 +35,7 @@ def run(args: argparse.Namespace) -> int:
     engine = Engine(args.state_dir, on_event=renderer, lock_timeout=args.lock_timeout,
                     command=command_line())
     done = []
-    declined = False
+    declined: list[str] = []
     try:
         for name in names_of(args.target):
             with engine.session(name, create=False) as s:
@@ -47,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
                     print(f"{name}: {n} resources to destroy (instance {s.state['instance']})")
                 if not confirm(f"Destroy {name}?", args.yes):
                     print(f"{name}: not destroyed", file=sys.stderr)
-                    declined = True
+                    declined.append(name)
                     continue
                 result = s.destroy()
                 done.append(result.to_json())
@@ -56,5 +56,5 @@ def run(args: argparse.Namespace) -> int:
     finally:
         renderer.close()
     if args.json:
-        emit_json({"event": "result", "destroyed": done})
+        emit_json({"event": "result", "destroyed": done, "declined": declined})
     return 1 if declined else 0

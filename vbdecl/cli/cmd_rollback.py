@@ -46,6 +46,8 @@ def run(args: argparse.Namespace) -> int:
                 return 0
             if not confirm(f"Roll {args.name} back to revision {args.to}?", args.yes):
                 print(f"{args.name}: not rolled back", file=sys.stderr)
+                if args.json:
+                    emit_json({"event": "result", "name": args.name, "declined": True})
                 return 1
             result = s.apply(plan, changes, note=f"rollback to {args.to}")
     finally:

@@ -135,7 +135,7 @@ def confirm(question: str, assume_yes: bool) -> bool:
     sys.stderr.write(f"{question} [y/N] ")
     sys.stderr.flush()
     try:
-        line = sys.stdin.readline()
+        line = sys.stdin.readline() if sys.stdin is not None else ""   # None: fd 0 closed
     except (OSError, ValueError):
         line = ""
     if not line:

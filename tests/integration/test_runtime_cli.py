@@ -74,6 +74,20 @@ def test_pwd_is_the_process_cwd_not_the_callers(env: dict[str, str], tmp_path: P
     m = manifest(tmp_path, "  process: {env: {PWD: /declared}}", name="pwd3")
     r = vbdecl(env, "run", m, *show, cwd=tmp_path)
     assert (r.returncode, r.stdout) == (0, "/declared\n"), r.stderr
+    m = manifest(tmp_path, "  process: {unset_env: [PWD]}", name="pwd4")
+    r = vbdecl(env, "run", m, *show, cwd=tmp_path)
+    assert (r.returncode, r.stdout) == (1, ""), r.stderr          # unset, as asked
+
+
+def test_the_callers_locale_reaches_the_process_as_given(env: dict[str, str], tmp_path: Path) -> None:
+    """Python coerces a C locale to C.UTF-8 in its own environment (PEP 538); the
+    process sees what the caller had: LC_CTYPE=C, or no LC_CTYPE at all."""
+    m = manifest(tmp_path)
+    base = {k: v for k, v in env.items() if not k.startswith("LC_") and k not in ("LANG", "LANGUAGE")}
+    r = vbdecl(dict(base, LC_CTYPE="C"), "run", m, "--", "/usr/bin/printenv", "LC_CTYPE")
+    assert (r.returncode, r.stdout) == (0, "C\n"), r.stderr
+    r = vbdecl(dict(base, LANG="C"), "run", m, "--", "/usr/bin/printenv", "LC_CTYPE")
+    assert (r.returncode, r.stdout) == (1, ""), r.stderr
 
 
 def test_default_shell_must_exist(env: dict[str, str], tmp_path: Path) -> None:

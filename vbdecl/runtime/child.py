@@ -538,9 +538,9 @@ def _exec_process(cfg: ChildConfig) -> None:
             raise SetupFailure(125, f"Can't chdir to {cwd}: {exc.strerror}") from None
         raise SetupFailure(125, f"cannot change to process.cwd {cwd}: {exc.strerror}",
                            "create it with a dir entry in filesystem, or fix process.cwd") from None
-    if "vb" in spec or "PWD" not in (proc.get("env") or {}):
-        # The process's cwd, not the caller's inherited one; bubblewrap sets it the
-        # same way (vb always: a --setenv PWD is overridden there too).
+    if "vb" in spec or not ("PWD" in (proc.get("env") or {}) or "PWD" in (proc.get("unset_env") or [])):
+        # The process's cwd, not the caller's inherited one (unless the manifest sets
+        # or unsets it); bubblewrap sets it the same way (vb: always).
         env["PWD"] = cwd
     argv = list(cfg.argv or proc.get("command") or [])
     default_shell = not argv

@@ -106,8 +106,11 @@ def undo_locale_coercion() -> None:
             original = f.read().split(b"\0")
     except OSError:
         return
-    if not any(item.startswith(b"LC_CTYPE=") for item in original):
+    given = [item[9:] for item in original if item.startswith(b"LC_CTYPE=")]
+    if not given:
         del os.environ["LC_CTYPE"]
+    else:     # the caller's own value (Python may have coerced LC_CTYPE=C too)
+        os.environb[b"LC_CTYPE"] = given[0]
 
 
 def _read_all(fd: int) -> bytes:

@@ -272,3 +272,19 @@ def test_perms_read_like_strtoul_base_8():
     fs = doc("--perms", " +0755", "--dir", "/a", "--perms", "-0", "--dir", "/b", "--chmod", "07777", "/a",
              "true")["spec"]["filesystem"]
     assert [e["mode"] for e in fs] == [0o755, 0, 0o7777]
+
+
+def test_to_bwrap_by_a_non_root_caller_keeps_the_default_set_explicitly(tmp_path, monkeypatch):
+    """bubblewrap run by a plain user keeps no capabilities for uid 0 without --cap-add."""
+    import vbdecl.vb.manifest as vbm
+    from vbdecl.model import load_normalized
+
+    path = tmp_path / "m.yaml"
+    path.write_text("apiVersion: vbdecl/v1\nkind: Environment\nmetadata: {name: caps}\nspec:\n"
+                    "  process: {command: [/bin/true]}\n  security: {seccomp: 'off'}\n")
+    spec = load_normalized(str(path))[0]["spec"]
+    assert "--cap-drop" in manifest_to_bwrap(spec)
+    monkeypatch.setattr(vbm.os, "geteuid", lambda: 1000)
+    monkeypatch.setattr("vbdecl.vb.parse._caller_caps", lambda known: set())
+    argv = manifest_to_bwrap(spec)
+    assert "--cap-drop" in argv and "CAP_CHOWN" in argv

@@ -272,7 +272,10 @@ def _cap_args(caps: dict[str, Any] | None, uid: int, disable_userns: bool) -> li
 
     _bounding, kept = capability_sets(caps, uid, CAP_LAST, disable_userns=disable_userns)
     names = mask_names(kept)
-    if (uid == 0 and names >= _caller_caps(CAPABILITIES)) or (uid != 0 and not names):
+    # bubblewrap run by root keeps what the caller holds for uid 0; run by anyone
+    # else (through a user namespace) it keeps nothing without --cap-add
+    if (uid == 0 and os.geteuid() == 0 and names >= _caller_caps(CAPABILITIES)) \
+            or (uid != 0 and not names):
         return []
     args = ["--cap-drop", "ALL"]
     for name in sorted(names, key=CAPABILITIES.__getitem__):

@@ -398,7 +398,7 @@ def test_optional_limits_without_a_delegated_cgroup(fake_v2: cg.Layout,
     assert Limit().apply(ctx, {"limit": "memory", "value": 1 << 24})["skipped"]   # added later
     Group().revert(ctx, rec)
     limits["optional"] = False
-    with pytest.raises(ActionError, match="not enforced|Permission denied"):
+    with pytest.raises(ActionError, match=r"not enforced|Permission denied"):
         Group().apply(ctx, {"layout_hint": None})
     with pytest.raises(ActionError, match="cannot be enforced") as err:
         Limit().apply(ctx, {"limit": "memory", "value": 1 << 24})

@@ -58,11 +58,34 @@ def _no_cycle_collection() -> None:
     gc.disable()
 
 
+def _undo_locale_coercion() -> None:
+    """Python (PEP 538) may have set LC_CTYPE in its own environment at start-up.
+    Every process a console command starts (run, exec, apply's live process, vb)
+    is built from os.environ and must see the caller's environment, not ours.
+    Embedders of the Python API keep their os.environ as they made it."""
+    import os
+
+    if "LC_CTYPE" not in os.environ:
+        return
+    try:
+        with open("/proc/self/environ", "rb") as f:
+            original = f.read().split(b"\0")
+    except OSError:
+        return
+    given = [item[9:] for item in original if item.startswith(b"LC_CTYPE=")]
+    if not given:
+        del os.environ["LC_CTYPE"]
+    else:     # the caller's own value (Python may have coerced LC_CTYPE=C too)
+        os.environb[b"LC_CTYPE"] = given[0]
+
+
 def console_main() -> None:
     _no_cycle_collection()
+    _undo_locale_coercion()
     sys.exit(main())
 
 
 def console_vb() -> None:
     _no_cycle_collection()
+    _undo_locale_coercion()
     sys.exit(vb_main())

@@ -96,23 +96,6 @@ class _StatusWriter:
             self.json_fd = None
 
 
-def undo_locale_coercion() -> None:
-    """Python (PEP 538) may have set LC_CTYPE in its own environment at start-up;
-    the sandboxed program must see the caller's environment, not ours."""
-    if "LC_CTYPE" not in os.environ:
-        return
-    try:
-        with open("/proc/self/environ", "rb") as f:
-            original = f.read().split(b"\0")
-    except OSError:
-        return
-    given = [item[9:] for item in original if item.startswith(b"LC_CTYPE=")]
-    if not given:
-        del os.environ["LC_CTYPE"]
-    else:     # the caller's own value (Python may have coerced LC_CTYPE=C too)
-        os.environb[b"LC_CTYPE"] = given[0]
-
-
 def _read_all(fd: int) -> bytes:
     chunks: list[bytes] = []
     try:
@@ -158,7 +141,6 @@ def launch(doc: dict[str, Any], *, prog: str, level_prefix: bool) -> int:
     from vbdecl.plan.compile import compile_doc
     from vbdecl.runtime.spawn import run_plan
 
-    undo_locale_coercion()
     spec = doc["spec"]
     vb = spec.get("vb") or {}
     prefix = "<3>" if level_prefix else ""

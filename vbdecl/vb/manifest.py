@@ -209,8 +209,9 @@ def vb_only(doc: dict[str, Any]) -> list[str]:
     if spec["process"].get("cwd") is None:
         out.append("no --chdir: vb starts in the caller's cwd if it exists in the sandbox, else "
                    "$HOME, else /, and sets PWD; the manifest starts in / (set process.cwd)")
-    caps = spec["security"].get("capabilities") or {}
-    if vb.get("bounding") is not None and set(vb["bounding"]) - _kept(caps):
+    bounding, _kept = _cap_sets(spec["security"].get("capabilities"), int(spec["process"].get("user") or 0),
+                                bool(spec["security"].get("disable_userns")))
+    if vb.get("bounding") is not None and set(vb["bounding"]) - bounding:
         out.append("vb run by root leaves the bounding set at the caller's capabilities "
                    "(bubblewrap); the manifest's bounding set is the kept capabilities")
     if vb.get("cap_ambient"):
@@ -230,11 +231,13 @@ def vb_only(doc: dict[str, Any]) -> list[str]:
     return out
 
 
-def _kept(caps: dict[str, Any]) -> set[str]:
-    from vbdecl.model.names import CAPABILITIES
+def _cap_sets(caps: dict[str, Any] | None, uid: int, disable_userns: bool) -> tuple[set[str], set[str]]:
+    """(bounding, kept) capability names of a spec, as the runtime computes them."""
+    from vbdecl.model.names import CAP_LAST
+    from vbdecl.ops.sec import capability_sets, mask_names
 
-    add = set(caps.get("add") or [])
-    return set(CAPABILITIES) if "ALL" in add else add
+    bounding, kept = capability_sets(caps, uid, CAP_LAST, disable_userns=disable_userns)
+    return mask_names(bounding), mask_names(kept)
 
 
 def render(doc: dict[str, Any], *, read_fds: bool = False) -> str:
@@ -266,12 +269,10 @@ def _cap_args(caps: dict[str, Any] | None, uid: int, disable_userns: bool) -> li
     set when ``security.capabilities`` is absent (bubblewrap's default would keep
     every capability of a root caller). None when bubblewrap's default is the same:
     root keeping everything the caller holds, or another uid keeping nothing."""
-    from vbdecl.model.names import CAP_LAST, CAPABILITIES
-    from vbdecl.ops.sec import capability_sets, mask_names
+    from vbdecl.model.names import CAPABILITIES
     from vbdecl.vb.parse import _caller_caps
 
-    _bounding, kept = capability_sets(caps, uid, CAP_LAST, disable_userns=disable_userns)
-    names = mask_names(kept)
+    _bounding, names = _cap_sets(caps, uid, disable_userns)
     # bubblewrap run by root keeps what the caller holds for uid 0; run by anyone
     # else (through a user namespace) it keeps nothing without --cap-add
     if (uid == 0 and os.geteuid() == 0 and names >= _caller_caps(CAPABILITIES)) \

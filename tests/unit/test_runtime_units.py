@@ -7,6 +7,7 @@ import marshal
 import os
 import struct
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -195,9 +196,16 @@ def test_a_failing_child_exits_even_when_its_report_cannot_be_sent() -> None:
     assert os.waitstatus_to_exitcode(status) == 126
 
 
-def test_run_prints_setup_warnings_on_stderr(capsys: pytest.CaptureFixture[str]) -> None:
-    from vbdecl.cli.fast import _print_warnings
+def test_run_prints_setup_warnings_on_stderr(monkeypatch: pytest.MonkeyPatch,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    """vbdecl run hands the runtime a callback that prints runtime_init_warnings."""
+    def fake_run_plan(plan: dict[str, Any], *, on_event: Any, **kw: Any) -> spawn.RunResult:
+        on_event({"event": "runtime_init_warnings", "warnings": ["limits.pids not enforced: x"]})
+        on_event({"event": "spawned", "pid": 2})
+        return spawn.RunResult("vb-00000000")
 
-    _print_warnings({"event": "runtime_init_warnings", "warnings": ["limits.pids not enforced: x"]})
-    _print_warnings({"event": "spawned", "pid": 2})
+    monkeypatch.setattr(spawn, "run_plan", fake_run_plan)
+    monkeypatch.setattr(fast, "load_plan", lambda *a, **k: {})
+    assert fast.run_file("m.yaml", command=None, name=None, state_dir=None, events_fd=None,
+                         use_cache=True, debug=False) == 0
     assert capsys.readouterr() == ("", "vbdecl: warning: limits.pids not enforced: x\n")

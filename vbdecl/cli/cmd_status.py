@@ -17,6 +17,7 @@ def run(args: argparse.Namespace) -> int:
     from vbdecl.engine import journal, lock, paths, store
     from vbdecl.engine.executor import Engine
     from vbdecl.errors import StateError
+    from vbdecl.plan.diff import ENDS_ON_ITS_OWN
 
     state_dir = str(paths.state_root(args.state_dir))
     name = args.name
@@ -40,8 +41,6 @@ def run(args: argparse.Namespace) -> int:
         if rid not in live:
             status = "unknown (probe failed)"
         elif live[rid] is None:
-            from vbdecl.plan.diff import ENDS_ON_ITS_OWN
-
             status = "exited" if res.get("kind") in ENDS_ON_ITS_OWN else "gone"
         elif live[rid] != res.get("record"):
             status = "changed"

@@ -13,6 +13,9 @@ PY       := $(VENV)/bin/python
 # What vbdecl itself needs at run time (seccomp and nftables through their
 # official bindings, uidmap for id ranges), then what only the tests need
 # (bubblewrap and crun to compare against, dpkg-dev for bubblewrap's test suite).
+# Building vbdecl's C extension (vbdecl/sys/_linux.c, raw syscalls) needs a C
+# compiler and the Python headers.
+BUILDPKGS := gcc libc6-dev python3-dev
 RUNPKGS  := python3-seccomp libseccomp2 nftables python3-nftables iproute2 uidmap
 SYSPKGS  := $(RUNPKGS) bubblewrap crun dpkg-dev gcc libcap2-bin
 # A plain .pth entry instead of the import-hook finder: interpreter start-up
@@ -63,13 +66,15 @@ define drop_setuptools
 	@$(PY) -m pip uninstall -q -y setuptools >/dev/null 2>&1 || true
 endef
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml vbdecl/sys/_linux.c
+	@$(MAKE) --no-print-directory sysdeps SYSPKGS="$(BUILDPKGS)"
 	$(make_venv)
 	$(PY) -m pip install -q --disable-pip-version-check -e . $(EDITABLE)
 	$(drop_setuptools)
 	@touch $@
 
-$(VENV)/.installed-dev: pyproject.toml
+$(VENV)/.installed-dev: pyproject.toml vbdecl/sys/_linux.c
+	@$(MAKE) --no-print-directory sysdeps SYSPKGS="$(BUILDPKGS)"
 	$(make_venv)
 	$(PY) -m pip install -q --disable-pip-version-check -e '.[dev]' $(EDITABLE)
 	$(drop_setuptools)
@@ -82,4 +87,4 @@ bench: $(VENV)/.installed-dev sysdeps
 	$(PY) benchmarks/run.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache vbdecl/sys/_linux.*.so

@@ -21,8 +21,9 @@ VBDECL = str(Path(sys.executable).parent / "vbdecl")
 # Heavy third-party modules, and standard-library ones the hot paths can do without.
 # json (with re and enum) among them: a cached run reads its plan and seccomp program,
 # exec a copy of the environment's state, as marshal; vb compiles a plan it never stores.
+# ctypes: syscalls go through vbdecl's own C extension (ctypes' import is ~2 ms).
 FORBIDDEN = ("pydantic", "pydantic_core", "ruamel", "yaml", "rich", "pyroute2", "typer", "click",
-             "argparse", "typing", "json", "pathlib", "re", "ipaddress", "urllib", "dataclasses",
+             "ctypes", "argparse", "typing", "json", "pathlib", "re", "ipaddress", "urllib", "dataclasses",
              "tempfile", "hashlib", "contextlib", "inspect", "enum", "functools", "collections",
              "importlib", "warnings")
 

@@ -1,4 +1,4 @@
-"""Capabilities, securebits, no_new_privs and credential changes (ctypes).
+"""Capabilities, securebits, no_new_privs and credential changes.
 
 Thin, errno-faithful helpers: each raises :class:`~vbdecl.errors.SysError`
 naming the call on failure. Capability sets are Python ints used as bit
@@ -8,11 +8,11 @@ in which order to call these) lives in :mod:`vbdecl.ops.sec`.
 
 from __future__ import annotations
 
-import ctypes
 import errno
 import os
+import struct
 
-from vbdecl.sys.libc import check, libc, raise_errno
+from vbdecl.sys.raw import check, raise_errno, syscall
 
 PR_GET_KEEPCAPS = 7
 PR_SET_KEEPCAPS = 8
@@ -40,25 +40,17 @@ SECBIT_NO_CAP_AMBIENT_RAISE_LOCKED = 1 << 7
 
 _LINUX_CAPABILITY_VERSION_3 = 0x20080522
 
-_ulong = ctypes.c_ulong
 
 
 def _raw_prctl(option: int, a2: int = 0, a3: int = 0, a4: int = 0, a5: int = 0) -> int:
-    # Explicit argument types, without touching the shared libc.prctl prototype.
-    ret: int = libc.prctl(ctypes.c_int(option), _ulong(a2), _ulong(a3), _ulong(a4), _ulong(a5))
-    return ret
+    return syscall("prctl", option, a2, a3, a4, a5)
 
 
-class _CapHeader(ctypes.Structure):
-    _fields_ = (("version", ctypes.c_uint32), ("pid", ctypes.c_int))
-
-
-class _CapData(ctypes.Structure):
-    _fields_ = (("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32),
-                ("inheritable", ctypes.c_uint32))
-
-
-_CapData2 = _CapData * 2
+# struct __user_cap_header_struct (version 3, this thread), then two
+# struct __user_cap_data_struct {effective, permitted, inheritable}: the low
+# and the high 32 capabilities.
+_CAP_HEADER = struct.pack("=Ii", _LINUX_CAPABILITY_VERSION_3, 0)
+_CAP_DATA = struct.Struct("=IIIIII")
 
 
 def _prctl(option: int, a2: int = 0, a3: int = 0, a4: int = 0, a5: int = 0, *, what: str) -> int:
@@ -86,24 +78,18 @@ def last_cap() -> int:
 
 def capget() -> tuple[int, int, int]:
     """(effective, permitted, inheritable) of the calling thread."""
-    hdr = _CapHeader(_LINUX_CAPABILITY_VERSION_3, 0)
-    data = _CapData2()
-    check(libc.capget(ctypes.byref(hdr), data), "capget")
-    eff = data[0].effective | (data[1].effective << 32)
-    prm = data[0].permitted | (data[1].permitted << 32)
-    inh = data[0].inheritable | (data[1].inheritable << 32)
-    return eff, prm, inh
+    data = bytearray(_CAP_DATA.size)
+    check(syscall("capget", bytearray(_CAP_HEADER), data), "capget")
+    eff, prm, inh, eff_hi, prm_hi, inh_hi = _CAP_DATA.unpack(data)
+    return eff | eff_hi << 32, prm | prm_hi << 32, inh | inh_hi << 32
 
 
 def capset(effective: int, permitted: int, inheritable: int) -> None:
     """Set the calling thread's effective, permitted and inheritable sets."""
-    hdr = _CapHeader(_LINUX_CAPABILITY_VERSION_3, 0)
-    data = _CapData2()
     m = 0xFFFFFFFF
-    data[0].effective, data[1].effective = effective & m, (effective >> 32) & m
-    data[0].permitted, data[1].permitted = permitted & m, (permitted >> 32) & m
-    data[0].inheritable, data[1].inheritable = inheritable & m, (inheritable >> 32) & m
-    check(libc.capset(ctypes.byref(hdr), data),
+    data = _CAP_DATA.pack(effective & m, permitted & m, inheritable & m,
+                          (effective >> 32) & m, (permitted >> 32) & m, (inheritable >> 32) & m)
+    check(syscall("capset", bytearray(_CAP_HEADER), data),
           f"capset(effective={effective:#x}, permitted={permitted:#x}, inheritable={inheritable:#x})",
           hint="a capability can only be kept if the process holds it (permitted set); "
                "run as root or in a user namespace")
@@ -112,9 +98,9 @@ def capset(effective: int, permitted: int, inheritable: int) -> None:
 def bounding_has(cap: int) -> bool:
     ret = _raw_prctl(PR_CAPBSET_READ, cap)
     if ret < 0:
-        if ctypes.get_errno() == errno.EINVAL:
+        if ret == -errno.EINVAL:
             return False
-        raise_errno(f"prctl(PR_CAPBSET_READ, {cap})")
+        raise_errno(f"prctl(PR_CAPBSET_READ, {cap})", -ret)
     return bool(ret)
 
 
@@ -234,7 +220,7 @@ def userns_creation_blocked() -> bool:
     """True when a child of the caller cannot create a user namespace."""
     pid = os.fork()
     if pid == 0:  # pragma: no cover - child
-        code = 0 if libc.unshare(CLONE_NEWUSER) == -1 else 1
+        code = 0 if syscall("unshare", CLONE_NEWUSER) < 0 else 1
         os._exit(code)
     _, status = os.waitpid(pid, 0)
     return os.waitstatus_to_exitcode(status) == 0

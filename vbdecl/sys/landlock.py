@@ -1,4 +1,4 @@
-"""Landlock (ctypes): ABI detection, rulesets, path and port rules, restrict_self.
+"""Landlock: ABI detection, rulesets, path and port rules, restrict_self.
 
 The access-right constants follow linux/landlock.h. :func:`fs_rights` and
 :func:`net_rights` give every right the running ABI knows, so a ruleset that
@@ -7,12 +7,12 @@ handles them all denies whatever no rule grants.
 
 from __future__ import annotations
 
-import ctypes
 import errno
 import os
 import stat
+import struct
 
-from vbdecl.sys.libc import check, libc, raise_errno, syscall_number
+from vbdecl.sys.raw import check, raise_errno, syscall
 
 LANDLOCK_CREATE_RULESET_VERSION = 1 << 0
 
@@ -57,24 +57,12 @@ FS_NAMES: dict[str, int] = {
 }
 
 
-class _RulesetAttr(ctypes.Structure):
-    _fields_ = (("handled_access_fs", ctypes.c_uint64),
-                ("handled_access_net", ctypes.c_uint64),
-                ("scoped", ctypes.c_uint64))
-
-
-class _PathBeneathAttr(ctypes.Structure):
-    _pack_ = 1
-    _fields_ = (("allowed_access", ctypes.c_uint64), ("parent_fd", ctypes.c_int32))
-
-
-class _NetPortAttr(ctypes.Structure):
-    _fields_ = (("allowed_access", ctypes.c_uint64), ("port", ctypes.c_uint64))
-
-
-def _sys(name: str, *args: object) -> int:
-    result: int = libc.syscall(ctypes.c_long(syscall_number(name)), *args)
-    return result
+# struct landlock_ruleset_attr {handled_access_fs, handled_access_net, scoped}
+_RULESET_ATTR = struct.Struct("=QQQ")
+# struct landlock_path_beneath_attr {allowed_access, parent_fd} (packed)
+_PATH_BENEATH_ATTR = struct.Struct("=Qi")
+# struct landlock_net_port_attr {allowed_access, port}
+_NET_PORT_ATTR = struct.Struct("=QQ")
 
 
 _abi: int | None = None
@@ -84,11 +72,7 @@ def abi_version() -> int:
     """The Landlock ABI of the running kernel; 0 when Landlock is unavailable."""
     global _abi
     if _abi is None:
-        try:
-            ret = _sys("landlock_create_ruleset", None, ctypes.c_size_t(0),
-                       ctypes.c_uint32(LANDLOCK_CREATE_RULESET_VERSION))
-        except OSError:  # unknown architecture
-            ret = -1
+        ret = syscall("landlock_create_ruleset", None, 0, LANDLOCK_CREATE_RULESET_VERSION)
         _abi = ret if ret > 0 else 0
     return _abi
 
@@ -117,10 +101,9 @@ def scopes(abi: int) -> int:
 
 def create_ruleset(handled_fs: int, handled_net: int = 0, scoped: int = 0) -> int:
     """A new ruleset fd (close-on-exec) handling the given rights."""
-    attr = _RulesetAttr(handled_fs, handled_net, scoped)
+    attr = _RULESET_ATTR.pack(handled_fs, handled_net, scoped)
     return check(
-        _sys("landlock_create_ruleset", ctypes.byref(attr), ctypes.c_size_t(ctypes.sizeof(attr)),
-             ctypes.c_uint32(0)),
+        syscall("landlock_create_ruleset", attr, len(attr), 0),
         f"landlock_create_ruleset(fs={handled_fs:#x}, net={handled_net:#x}, scoped={scoped:#x})",
         hint="the kernel lacks Landlock (or this ABI's rights); set security.landlock.optional: "
              "true for best effort")
@@ -142,10 +125,8 @@ def add_path_rule(ruleset_fd: int, path: str, access: int) -> int:
         if not stat.S_ISDIR(os.fstat(fd).st_mode):
             access &= FILE_RIGHTS
         if access:
-            attr = _PathBeneathAttr(access, fd)
-            check(_sys("landlock_add_rule", ctypes.c_int(ruleset_fd),
-                       ctypes.c_int(LANDLOCK_RULE_PATH_BENEATH), ctypes.byref(attr),
-                       ctypes.c_uint32(0)),
+            attr = _PATH_BENEATH_ATTR.pack(access, fd)
+            check(syscall("landlock_add_rule", ruleset_fd, LANDLOCK_RULE_PATH_BENEATH, attr, 0),
                   f"landlock_add_rule({path!r}, access={access:#x})")
     finally:
         os.close(fd)
@@ -153,15 +134,14 @@ def add_path_rule(ruleset_fd: int, path: str, access: int) -> int:
 
 
 def add_port_rule(ruleset_fd: int, port: int, access: int) -> None:
-    attr = _NetPortAttr(access, port)
-    check(_sys("landlock_add_rule", ctypes.c_int(ruleset_fd), ctypes.c_int(LANDLOCK_RULE_NET_PORT),
-               ctypes.byref(attr), ctypes.c_uint32(0)),
+    attr = _NET_PORT_ATTR.pack(access, port)
+    check(syscall("landlock_add_rule", ruleset_fd, LANDLOCK_RULE_NET_PORT, attr, 0),
           f"landlock_add_rule(port={port}, access={access:#x})",
           hint="port rules need Landlock ABI 4 (Linux 6.7)")
 
 
 def restrict_self(ruleset_fd: int) -> None:
     """Enforce the ruleset on the calling thread (needs no_new_privs or CAP_SYS_ADMIN)."""
-    check(_sys("landlock_restrict_self", ctypes.c_int(ruleset_fd), ctypes.c_uint32(0)),
+    check(syscall("landlock_restrict_self", ruleset_fd, 0),
           "landlock_restrict_self",
           hint="Landlock needs no_new_privs (security.no_new_privs: true) or CAP_SYS_ADMIN")

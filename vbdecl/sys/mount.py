@@ -6,16 +6,16 @@ Everything that takes a path also takes a directory fd, so callers can work
 on fds (``openat2`` with ``RESOLVE_IN_ROOT``, then ``move_mount`` /
 ``mount_setattr`` on the fd) and never resolve a path twice.
 
-This module only imports ctypes and os: it is on the run path.
+This module only imports the stdlib's os, errno and struct: it is on the run path.
 """
 
 from __future__ import annotations
 
-import ctypes
 import errno
 import os
+import struct
 
-from vbdecl.sys.libc import check, libc, raise_errno, syscall_number
+from vbdecl.sys.raw import raise_errno, syscall
 
 # mount(2) flags
 MS_RDONLY = 0x1
@@ -71,17 +71,6 @@ RESOLVE_IN_ROOT = 0x10
 STATX_MNT_ID = 0x1000
 STATX_ATTR_MOUNT_ROOT = 0x2000
 
-_c_long = ctypes.c_long
-_c_ulong = ctypes.c_ulong
-
-
-# Syscalls newer than libc's table (same number on x86_64 and aarch64).
-_EXTRA_SYSCALLS = {"fchmodat2": 452}
-
-
-def _nr(name: str) -> int:
-    return _EXTRA_SYSCALLS.get(name) or syscall_number(name)
-
 
 def _b(path: str | None) -> bytes | None:
     return None if path is None else os.fsencode(path)
@@ -97,54 +86,38 @@ def _hint_for(err: int) -> str | None:
     return None
 
 
-def _sys(name: str, what: str, *args: object) -> int:
-    ret: int = libc.syscall(_c_long(syscall_number(name)), *args)
-    if ret == -1:
-        err = ctypes.get_errno()
-        raise_errno(what, err, hint=_hint_for(err))
+def _sys(name: str, what: str, *args: int | bytes | bytearray | None) -> int:
+    ret = syscall(name, *args)
+    if ret < 0:
+        raise_errno(what, -ret, hint=_hint_for(-ret))
     return ret
 
 
 # --- mount(2) family ----------------------------------------------------------
 
-libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, _c_ulong, ctypes.c_char_p]
-libc.umount2.argtypes = [ctypes.c_char_p, ctypes.c_int]
-
-
 def mount(source: str | None, target: str, fstype: str | None = None, flags: int = 0,
           data: str | None = None) -> None:
-    ret = libc.mount(_b(source), _b(target), _b(fstype), _c_ulong(flags), _b(data))
-    if ret == -1:
-        err = ctypes.get_errno()
-        raise_errno(f"mount({source!r}, {target!r}, {fstype!r}, {flags:#x}, {data!r})", err,
-                    hint=_hint_for(err))
+    _sys("mount", f"mount({source!r}, {target!r}, {fstype!r}, {flags:#x}, {data!r})",
+         _b(source), _b(target), _b(fstype), flags, _b(data))
 
 
 def umount2(target: str, flags: int = 0) -> None:
-    check(libc.umount2(_b(target), flags), f"umount2({target!r}, {flags:#x})")
+    _sys("umount2", f"umount2({target!r}, {flags:#x})", _b(target), flags)
 
 
 def pivot_root(new_root: str, put_old: str) -> None:
-    _sys("pivot_root", f"pivot_root({new_root!r}, {put_old!r})",
-         ctypes.c_char_p(_b(new_root)), ctypes.c_char_p(_b(put_old)))
+    _sys("pivot_root", f"pivot_root({new_root!r}, {put_old!r})", _b(new_root), _b(put_old))
 
 
 # --- the new mount API --------------------------------------------------------
 
-class MountAttr(ctypes.Structure):
-    _fields_ = [("attr_set", ctypes.c_uint64), ("attr_clr", ctypes.c_uint64),
-                ("propagation", ctypes.c_uint64), ("userns_fd", ctypes.c_uint64)]
-
-
-class OpenHow(ctypes.Structure):
-    _fields_ = [("flags", ctypes.c_uint64), ("mode", ctypes.c_uint64),
-                ("resolve", ctypes.c_uint64)]
+_MOUNT_ATTR = struct.Struct("=QQQQ")     # struct mount_attr
+_OPEN_HOW = struct.Struct("=QQQ")        # struct open_how
 
 
 def open_tree(dirfd: int, path: str, flags: int) -> int:
     """A new fd on the mount at path (OPEN_TREE_CLONE: a detached copy)."""
-    return _sys("open_tree", f"open_tree({dirfd}, {path!r}, {flags:#x})",
-                ctypes.c_int(dirfd), ctypes.c_char_p(_b(path)), ctypes.c_uint(flags))
+    return _sys("open_tree", f"open_tree({dirfd}, {path!r}, {flags:#x})", dirfd, _b(path), flags)
 
 
 def clone_tree(fd: int, *, recursive: bool = True) -> int:
@@ -157,8 +130,7 @@ def clone_tree(fd: int, *, recursive: bool = True) -> int:
 
 def move_mount(from_fd: int, from_path: str, to_fd: int, to_path: str, flags: int) -> None:
     _sys("move_mount", f"move_mount({from_fd}, {from_path!r}, {to_fd}, {to_path!r}, {flags:#x})",
-         ctypes.c_int(from_fd), ctypes.c_char_p(_b(from_path)), ctypes.c_int(to_fd),
-         ctypes.c_char_p(_b(to_path)), ctypes.c_uint(flags))
+         from_fd, _b(from_path), to_fd, _b(to_path), flags)
 
 
 def attach(mnt_fd: int, target_fd: int) -> None:
@@ -168,11 +140,10 @@ def attach(mnt_fd: int, target_fd: int) -> None:
 
 def mount_setattr(fd: int, path: str, flags: int, attr_set: int = 0, attr_clr: int = 0,
                   propagation: int = 0) -> None:
-    attr = MountAttr(attr_set, attr_clr, propagation, 0)
+    attr = _MOUNT_ATTR.pack(attr_set, attr_clr, propagation, 0)
     _sys("mount_setattr",
          f"mount_setattr({fd}, {path!r}, {flags:#x}, set={attr_set:#x}, clr={attr_clr:#x})",
-         ctypes.c_int(fd), ctypes.c_char_p(_b(path)), ctypes.c_uint(flags),
-         ctypes.byref(attr), ctypes.c_size_t(ctypes.sizeof(attr)))
+         fd, _b(path), flags, attr, len(attr))
 
 
 def set_attrs(fd: int, attr_set: int, attr_clr: int = 0, *, recursive: bool = True) -> None:
@@ -181,8 +152,7 @@ def set_attrs(fd: int, attr_set: int, attr_clr: int = 0, *, recursive: bool = Tr
 
 
 def fsopen(fstype: str) -> int:
-    return _sys("fsopen", f"fsopen({fstype!r})", ctypes.c_char_p(_b(fstype)),
-                ctypes.c_uint(FSOPEN_CLOEXEC))
+    return _sys("fsopen", f"fsopen({fstype!r})", _b(fstype), FSOPEN_CLOEXEC)
 
 
 def _fs_log(fsfd: int) -> str:
@@ -202,11 +172,9 @@ def _fs_log(fsfd: int) -> str:
 def fsconfig(fsfd: int, cmd: int, key: str | None = None, value: str | bytes | None = None,
              aux: int = 0) -> None:
     val = os.fsencode(value) if isinstance(value, str) else value
-    ret = libc.syscall(_c_long(syscall_number("fsconfig")), ctypes.c_int(fsfd),
-                       ctypes.c_uint(cmd), ctypes.c_char_p(_b(key)), ctypes.c_char_p(val),
-                       ctypes.c_int(aux))
-    if ret == -1:
-        err = ctypes.get_errno()
+    ret = syscall("fsconfig", fsfd, cmd, _b(key), val, aux)
+    if ret < 0:
+        err = -ret
         log = _fs_log(fsfd)
         shown = value if cmd != FSCONFIG_SET_FD else f"fd {aux}"
         raise_errno(f"fsconfig({key!r}={shown!r})" + (f" [{log}]" if log else ""), err,
@@ -214,8 +182,7 @@ def fsconfig(fsfd: int, cmd: int, key: str | None = None, value: str | bytes | N
 
 
 def fsmount(fsfd: int, attr_flags: int = 0) -> int:
-    return _sys("fsmount", f"fsmount({fsfd}, {attr_flags:#x})", ctypes.c_int(fsfd),
-                ctypes.c_uint(FSMOUNT_CLOEXEC), ctypes.c_uint(attr_flags))
+    return _sys("fsmount", f"fsmount({fsfd}, {attr_flags:#x})", fsfd, FSMOUNT_CLOEXEC, attr_flags)
 
 
 def new_mount(fstype: str, options: list[tuple[str, str | int | None]], attr_flags: int = 0,
@@ -251,9 +218,9 @@ def new_mount(fstype: str, options: list[tuple[str, str | int | None]], attr_fla
 # --- path resolution ----------------------------------------------------------
 
 def openat2(dirfd: int, path: str, flags: int, mode: int = 0, resolve: int = 0) -> int:
-    how = OpenHow(flags | os.O_CLOEXEC, mode if flags & (os.O_CREAT | os.O_TMPFILE) else 0, resolve)
-    return _sys("openat2", f"openat2({path!r})", ctypes.c_int(dirfd),
-                ctypes.c_char_p(_b(path)), ctypes.byref(how), ctypes.c_size_t(ctypes.sizeof(how)))
+    how = _OPEN_HOW.pack(flags | os.O_CLOEXEC,
+                         mode if flags & (os.O_CREAT | os.O_TMPFILE) else 0, resolve)
+    return _sys("openat2", f"openat2({path!r})", dirfd, _b(path), how, len(how))
 
 
 _openat2_ok: bool | None = None
@@ -270,49 +237,40 @@ def openat2_supported() -> bool:
     return _openat2_ok
 
 
-class Statx(ctypes.Structure):
-    _fields_ = [("mask", ctypes.c_uint32), ("blksize", ctypes.c_uint32),
-                ("attributes", ctypes.c_uint64), ("nlink", ctypes.c_uint32),
-                ("uid", ctypes.c_uint32), ("gid", ctypes.c_uint32), ("mode", ctypes.c_uint16),
-                ("_pad1", ctypes.c_uint16), ("ino", ctypes.c_uint64), ("size", ctypes.c_uint64),
-                ("blocks", ctypes.c_uint64), ("attributes_mask", ctypes.c_uint64),
-                ("_times", ctypes.c_uint8 * 64), ("rdev_major", ctypes.c_uint32),
-                ("rdev_minor", ctypes.c_uint32), ("dev_major", ctypes.c_uint32),
-                ("dev_minor", ctypes.c_uint32), ("mnt_id", ctypes.c_uint64),
-                ("_spare", ctypes.c_uint8 * 112)]
+# struct statx: the fields vbdecl reads, by offset, in a 256-byte buffer.
+_STATX_SIZE = 256
+_STATX_ATTRIBUTES = struct.Struct("=Q")          # at offset 8
+_STATX_ATTRIBUTES_MASK = struct.Struct("=Q")     # at offset 56
+_STATX_MNT_ID = struct.Struct("=Q")              # at offset 144
 
 
-libc.statx.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_uint,
-                       ctypes.POINTER(Statx)]
-
-
-def statx_fd(fd: int) -> Statx:
-    buf = Statx()
-    check(libc.statx(fd, b"", AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW, STATX_MNT_ID, ctypes.byref(buf)),
-          f"statx(fd {fd})")
-    return buf
+def statx_fd(fd: int) -> tuple[int, int, int]:
+    """(attributes, attributes_mask, mnt_id) of the object ``fd`` refers to."""
+    buf = bytearray(_STATX_SIZE)
+    _sys("statx", f"statx(fd {fd})", fd, b"", AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW, STATX_MNT_ID, buf)
+    return (_STATX_ATTRIBUTES.unpack_from(buf, 8)[0], _STATX_ATTRIBUTES_MASK.unpack_from(buf, 56)[0],
+            _STATX_MNT_ID.unpack_from(buf, 144)[0])
 
 
 def is_mount_root(fd: int) -> bool:
     """True when ``fd`` refers to the root of a mount (a mount point)."""
-    st = statx_fd(fd)
-    if st.attributes_mask & STATX_ATTR_MOUNT_ROOT:
-        return bool(st.attributes & STATX_ATTR_MOUNT_ROOT)
+    attributes, mask, mnt_id = statx_fd(fd)
+    if mask & STATX_ATTR_MOUNT_ROOT:
+        return bool(attributes & STATX_ATTR_MOUNT_ROOT)
     # Old kernel: compare the mount id with the parent's.
     parent = os.open("..", os.O_PATH | os.O_CLOEXEC, dir_fd=fd)
     try:
-        return bool(statx_fd(parent).mnt_id != st.mnt_id)
+        return statx_fd(parent)[2] != mnt_id
     finally:
         os.close(parent)
 
 
 def fchmod_path_fd(fd: int, mode: int) -> None:
     """chmod the object an O_PATH fd refers to (never follows a symlink)."""
-    ret = libc.syscall(_c_long(_nr("fchmodat2")), ctypes.c_int(fd), ctypes.c_char_p(b""),
-                       ctypes.c_uint(mode), ctypes.c_int(AT_EMPTY_PATH))
+    ret = syscall("fchmodat2", fd, b"", mode, AT_EMPTY_PATH)
     if ret == 0:
         return
-    err = ctypes.get_errno()
+    err = -ret
     if err not in (errno.ENOSYS, errno.EINVAL, errno.EBADF):
         raise_errno(f"fchmodat2(fd {fd}, {mode:#o})", err)
     # Older kernels: go through a real fd.

@@ -117,9 +117,9 @@ def netns_id(pid: int | None) -> int | None:
 
 
 def _setns(fd: int) -> None:
-    from vbdecl.sys.libc import check, libc
+    from vbdecl.sys.raw import check, syscall
 
-    check(libc.setns(fd, CLONE_NEWNET), "setns(CLONE_NEWNET)")
+    check(syscall("setns", fd, CLONE_NEWNET), "setns(CLONE_NEWNET)")
 
 
 @contextmanager

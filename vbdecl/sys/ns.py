@@ -1,16 +1,15 @@
 """Namespaces: unshare, setns, id maps, namespace inodes and pins.
 
-Only stdlib and ctypes (through :mod:`vbdecl.sys.libc`); the run path
-imports this module, so nothing heavy belongs here.
+Only the stdlib and :mod:`vbdecl.sys.raw`; the run path imports this
+module, so nothing heavy belongs here.
 """
 
 from __future__ import annotations
 
-import ctypes
 import errno
 import os
 
-from vbdecl.sys.libc import check, libc, raise_errno, syscall
+from vbdecl.sys.raw import check, raise_errno, syscall
 
 CLONE_NEWNS = 0x00020000
 CLONE_NEWCGROUP = 0x02000000
@@ -45,18 +44,18 @@ _ROOT_HINT = ("creating namespaces needs root, or an unprivileged user namespace
 
 def unshare(flags: int) -> None:
     if flags:
-        check(libc.unshare(ctypes.c_int(flags)), f"unshare({flags:#x})", hint=_ROOT_HINT)
+        check(syscall("unshare", flags), f"unshare({flags:#x})", hint=_ROOT_HINT)
 
 
 def setns(fd: int, nstype: int = 0, *, what: str = "") -> None:
-    check(syscall("setns", ctypes.c_int(fd), ctypes.c_int(nstype)),
+    check(syscall("setns", fd, nstype),
           f"setns({what or fd})",
           hint="joining a namespace needs CAP_SYS_ADMIN over it (root, or the owner of its user namespace)")
 
 
 def make_mounts_private() -> None:
     """Stop mount events propagating back to the host (after unshare(CLONE_NEWNS))."""
-    check(libc.mount(None, b"/", None, ctypes.c_ulong(MS_REC | MS_PRIVATE), None),
+    check(syscall("mount", None, b"/", None, MS_REC | MS_PRIVATE, None),
           "mount(/, MS_REC|MS_PRIVATE)")
 
 
@@ -83,7 +82,7 @@ def ns_inodes(pid: int | str) -> dict[str, int | None]:
 
 def sethostname(name: str) -> None:
     data = name.encode()
-    check(libc.sethostname(data, ctypes.c_size_t(len(data))), f"sethostname({name})")
+    check(syscall("sethostname", data, len(data)), f"sethostname({name})")
 
 
 def loopback_up() -> None:
@@ -92,7 +91,7 @@ def loopback_up() -> None:
     import struct
 
     siocgifflags, siocsifflags, iff_up = 0x8913, 0x8914, 0x1
-    fd = check(libc.socket(2, 2 | 0o2000000, 0), "socket(AF_INET, SOCK_DGRAM)")  # SOCK_CLOEXEC
+    fd = check(syscall("socket", 2, 2 | 0o2000000, 0), "socket(AF_INET, SOCK_DGRAM)")  # SOCK_CLOEXEC
     try:
         req = struct.pack("16sh22x", b"lo", 0)
         flags = struct.unpack("16sh22x", fcntl.ioctl(fd, siocgifflags, req))[1]
@@ -185,14 +184,15 @@ def pin(pid: int, name: str, target: str) -> None:
     fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600)
     os.close(fd)
     src = f"/proc/{pid}/ns/{name}".encode()
-    check(libc.mount(src, target.encode(), None, ctypes.c_ulong(MS_BIND), None),
+    check(syscall("mount", src, target.encode(), None, MS_BIND, None),
           f"mount --bind /proc/{pid}/ns/{name} {target}")
 
 
 def unpin(target: str) -> None:
     """Detach a pinned namespace file (idempotent) and remove the file."""
-    if libc.umount2(target.encode(), ctypes.c_int(MNT_DETACH)) != 0:
-        err = ctypes.get_errno()
+    ret = syscall("umount2", target.encode(), MNT_DETACH)
+    if ret < 0:
+        err = -ret
         if err not in (errno.EINVAL, errno.ENOENT):
             raise_errno(f"umount2({target})", err)
     try:

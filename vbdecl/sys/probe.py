@@ -7,11 +7,10 @@ something is missing, a ``hint``. Probes that change process state
 
 from __future__ import annotations
 
-import ctypes
 import os
 import shutil
 
-from vbdecl.sys.libc import libc, syscall
+from vbdecl.sys.raw import syscall
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -50,9 +49,7 @@ def _in_child(fn: Any) -> int:
 
 
 def _unshare(flags: int) -> int:
-    if libc.unshare(ctypes.c_int(flags)) == 0:
-        return 0
-    return ctypes.get_errno() or 1
+    return -syscall("unshare", flags)
 
 
 def kernel() -> dict[str, Any]:
@@ -189,7 +186,7 @@ def landlock() -> dict[str, Any]:
 
         abi = int(abi_version())
     except ImportError:
-        ret = syscall("landlock_create_ruleset", None, ctypes.c_size_t(0), ctypes.c_uint32(1))
+        ret = syscall("landlock_create_ruleset", None, 0, 1)
         abi = ret if ret > 0 else 0
     if abi > 0:
         return {"ok": True, "abi": abi, "detail": f"ABI {abi}"}

@@ -1,16 +1,15 @@
 """Process helpers: prctl, close_range, pidfds, controlling tty, start times, cgroups of a pid.
 
-Stdlib and ctypes only: these run between fork and exec on the run path.
+Stdlib and :mod:`vbdecl.sys.raw` only: these run between fork and exec on the run path.
 """
 
 from __future__ import annotations
 
-import ctypes
 import errno
 import os
 
 from vbdecl.sys import signals
-from vbdecl.sys.libc import check, libc, raise_errno, syscall
+from vbdecl.sys.raw import check, raise_errno, syscall
 
 PR_SET_PDEATHSIG = 1
 PR_SET_NAME = 15
@@ -21,7 +20,7 @@ CLOSE_RANGE_MAX = 0xFFFFFFFF
 
 def set_pdeathsig(sig: int, expected_parent: int) -> None:
     """Die with ``sig`` when the parent dies; closes the race with a parent already gone."""
-    check(libc.prctl(PR_SET_PDEATHSIG, ctypes.c_ulong(sig), 0, 0, 0), "prctl(PR_SET_PDEATHSIG)")
+    check(syscall("prctl", PR_SET_PDEATHSIG, sig, 0, 0, 0), "prctl(PR_SET_PDEATHSIG)")
     ppid = os.getppid()
     # pid 1 of a new pid namespace sees its parent as 0; the host's /proc
     # (still mounted at this point) tells whether that parent lives.
@@ -36,7 +35,7 @@ def set_pdeathsig(sig: int, expected_parent: int) -> None:
 
 
 def set_name(name: str) -> None:
-    libc.prctl(PR_SET_NAME, ctypes.c_char_p(name.encode()[:15]), 0, 0, 0)
+    syscall("prctl", PR_SET_NAME, name.encode()[:15], 0, 0, 0)
 
 
 def close_fds_except(keep: list[int] | set[int], first: int = 3) -> None:
@@ -50,7 +49,7 @@ def close_fds_except(keep: list[int] | set[int], first: int = 3) -> None:
 
 
 def _close_range(lo: int, hi: int) -> None:
-    if syscall("close_range", ctypes.c_uint(lo), ctypes.c_uint(hi), ctypes.c_uint(0)) == 0:
+    if syscall("close_range", lo, hi, 0) == 0:
         return
     # Kernels before 5.9: close what is open.
     for name in os.listdir("/proc/self/fd"):
@@ -63,7 +62,7 @@ def _close_range(lo: int, hi: int) -> None:
 
 
 def pidfd_open(pid: int) -> int:
-    return check(syscall("pidfd_open", ctypes.c_int(pid), ctypes.c_uint(0)), f"pidfd_open({pid})")
+    return check(syscall("pidfd_open", pid, 0), f"pidfd_open({pid})")
 
 
 def start_time(pid: int) -> int | None:
@@ -103,9 +102,10 @@ def kill_verified(pid: int, started: int | None, sig: int = signals.SIGKILL) -> 
     try:
         if start_time(pid) != started and started is not None:
             return False
-        if syscall("pidfd_send_signal", ctypes.c_int(fd), ctypes.c_int(sig), None, ctypes.c_uint(0)) == 0:
+        ret = syscall("pidfd_send_signal", fd, sig, None, 0)
+        if ret == 0:
             return True
-        return ctypes.get_errno() != errno.ESRCH and alive(pid, started) and _kill(pid, sig)
+        return ret != -errno.ESRCH and alive(pid, started) and _kill(pid, sig)
     finally:
         os.close(fd)
 

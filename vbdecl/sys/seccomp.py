@@ -16,12 +16,12 @@ read with :func:`read_bpf_fd` and installed with :func:`install_bpf`.
 
 from __future__ import annotations
 
-import ctypes
 import errno as _errno
 import os
 
 from vbdecl.errors import RuntimeSetupError
-from vbdecl.sys.libc import check, libc
+from vbdecl.sys import raw
+from vbdecl.sys.raw import check
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -319,18 +319,11 @@ def read_bpf_fd(fd: int) -> bytes:
     return prog
 
 
-class _SockFprog(ctypes.Structure):
-    _fields_ = (("len", ctypes.c_ushort), ("filter", ctypes.c_void_p))
-
-
 def install_bpf(prog: bytes) -> None:
     """Install a raw program with prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER), as bubblewrap
     does: a caller's earlier program that allows prctl but not seccomp(2) still lets
     the next one be added (bubblewrap's test-seccomp.py relies on it)."""
-    buf = ctypes.create_string_buffer(prog, len(prog))
-    fprog = _SockFprog(len(prog) // 8, ctypes.cast(buf, ctypes.c_void_p))
-    check(libc.prctl(ctypes.c_int(22), ctypes.c_ulong(2), ctypes.byref(fprog), 0, 0),  # PR_SET_SECCOMP
-          "prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER)",
+    check(raw.set_seccomp_filter(prog), "prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER)",
           hint="seccomp needs no_new_privs or CAP_SYS_ADMIN; EINVAL means an invalid program")
 
 

@@ -54,6 +54,8 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
+    # prepare_process: (last capability, bounding, kept, hold, seccomp filter, raw programs)
+    Prepared = tuple[int, int, int, int, Any, list[bytes]]
 
 DEFAULT_PROFILE_PATH = os.path.join(os.path.dirname(os.path.dirname(os.path.realpath(__file__))),
                                     "data", "seccomp-default.json")
@@ -584,7 +586,17 @@ def prepare_in_child(spec: dict[str, Any]) -> None:
 
 # --- the whole sequence -------------------------------------------------------
 
-def apply_in_child(spec: dict[str, Any]) -> None:
+def prepare_process(spec: dict[str, Any]) -> Prepared:
+    """What :func:`apply_in_child` computes before it changes anything: (last
+    capability, bounding, kept, hold, seccomp filter, raw programs). It needs
+    neither the new root nor the final user namespace, so the process may do it
+    while pid 1 still builds the root."""
+    last, bounding, kept, hold = privileges(spec)
+    filt, raw = seccomp_filters(spec, kept, hold)
+    return last, bounding, kept, hold, filt, raw
+
+
+def apply_in_child(spec: dict[str, Any], prepared: Prepared | None = None) -> None:
     """Drop to the payload's ids and privileges; seccomp last. See the module docstring."""
     from vbdecl.sys import caps as sc
 
@@ -596,8 +608,7 @@ def apply_in_child(spec: dict[str, Any]) -> None:
     nnp = bool(sec.get("no_new_privs", True))
 
     # 1. compute and prepare everything before changing anything.
-    last, bounding, kept, hold = privileges(spec)
-    filt, raw = seccomp_filters(spec, kept, hold)
+    last, bounding, kept, hold, filt, raw = prepared or prepare_process(spec)
     ruleset = landlock_ruleset(sec.get("landlock"))
     try:
         _apply(spec, sc, uid, gid, nnp, bounding, kept, hold, last, vb, ruleset, filt, raw)

@@ -357,6 +357,48 @@ def _count(path: str) -> int:
     return len(os.listdir(path))
 
 
+def _run_in_jail(tmp_path: Path, argv: list[str], *, self_bind: bool) -> subprocess.CompletedProcess[str]:
+    """Run ``argv`` chrooted into a jail holding what the driver needs, in a mount
+    namespace of its own; ``self_bind``: the jail is bind-mounted onto itself first
+    (a mount point then), else it is a plain directory of a tmpfs."""
+    import vbdecl
+
+    jail = tmp_path / "box" / "jail"
+    code = Path(vbdecl.__file__).resolve().parents[1]
+    binds = ["/usr", "/proc", "/dev", str(code), sys.prefix, str(tmp_path)]
+    script = ["set -e", f"mount -t tmpfs none {tmp_path / 'box'}", f"mkdir -p {jail}"]
+    if self_bind:
+        script.append(f"mount --bind {jail} {jail}")
+    for src in binds:
+        script += [f"mkdir -p {jail}{src}", f"mount --rbind {src} {jail}{src}"]
+    script += [f"ln -s usr/{d} {jail}/{d}" for d in ("bin", "lib", "lib64")]
+    script += ["exec chroot " + str(jail) + " " + " ".join(argv)]
+    (tmp_path / "box").mkdir(exist_ok=True)
+    return subprocess.run(["unshare", "--mount", "--propagation", "private", "sh", "-c",
+                           "\n".join(script)], capture_output=True, text=True, timeout=60)
+
+
+def test_runs_from_a_chroot_need_a_root_that_is_a_mount_point(tmp_path: Path) -> None:
+    """From a chroot whose root is a plain directory, a new mount namespace cannot be
+    made private (bubblewrap refuses too): a clear error, not a sandbox whose mounts
+    could propagate. Bound onto itself, the same jail runs the sandbox (pid 1 forks
+    the process before it builds the root, and pivot_root takes it along)."""
+    spec = make_spec(["/bin/cat", "/hello"], filesystem=[
+        {"type": "ro-bind", "source": "/usr", "target": "/usr", "optional": False},
+        {"type": "symlink", "target": "/bin", "points_to": "usr/bin"},
+        {"type": "symlink", "target": "/lib", "points_to": "usr/lib"},
+        {"type": "symlink", "target": "/lib64", "points_to": "usr/lib64"},
+        {"type": "file", "target": "/hello", "content": "hi from the new root\n", "source": None,
+         "mode": None},
+    ])
+    argv = driver(tmp_path, spec)
+    r = _run_in_jail(tmp_path, argv, self_bind=False)
+    assert r.returncode == 125 and r.stdout == "", r.stderr
+    assert "root is not a mount point" in r.stderr and "chroot" in r.stderr
+    r = _run_in_jail(tmp_path, argv, self_bind=True)
+    assert (r.returncode, r.stdout, r.stderr) == (0, "hi from the new root\n", ""), r.stderr
+
+
 @pytest.mark.slow
 def test_sequential_runs_leave_nothing_behind(tmp_path: Path) -> None:
     """VBDECL_SOAK_RUNS=500 for the full count; CI runs 60 (the leak guard checks the rest)."""

@@ -55,8 +55,16 @@ def setns(fd: int, nstype: int = 0, *, what: str = "") -> None:
 
 def make_mounts_private() -> None:
     """Stop mount events propagating back to the host (after unshare(CLONE_NEWNS))."""
-    check(syscall("mount", None, b"/", None, MS_REC | MS_PRIVATE, None),
-          "mount(/, MS_REC|MS_PRIVATE)")
+    ret = syscall("mount", None, b"/", None, MS_REC | MS_PRIVATE, None)
+    if ret == -errno.EINVAL:
+        # Our root is a plain directory (a chroot): the mount holding it cannot be
+        # named from here, so what the sandbox mounts could reach the host's mounts.
+        raise_errno("mount(/, MS_REC|MS_PRIVATE)", errno.EINVAL,
+                    hint="vbdecl's root is not a mount point (is it running in a chroot?), so "
+                         "a new mount namespace cannot be made private; run it where / is a "
+                         "mount point, as bubblewrap requires too (in a chroot: bind-mount the "
+                         "directory onto itself before chroot)")
+    check(ret, "mount(/, MS_REC|MS_PRIVATE)")
 
 
 def ns_inode(pid: int | str, name: str) -> int | None:

@@ -337,7 +337,7 @@ def landlock_ruleset(cfg: dict[str, Any] | None) -> int | None:
     if not handled_net and (ports.get("bind") or ports.get("connect")):
         if not optional:
             raise RuntimeSetupError(f"Landlock port rules need ABI 4 (Linux 6.7); this kernel has ABI {abi}",
-                                    hint="remove security.landlock.ports, or set optional: true")
+                                    hint="remove security.landlock.ports, or set security.landlock.optional: true")
         _warn(f"Landlock ABI {abi} has no port rules; security.landlock.ports is skipped")
     fs_all = ll.fs_rights(abi)
     read = ll.READ_FILE | ll.READ_DIR

@@ -845,10 +845,10 @@ def _bwrap_message(e: dict[str, Any], exc: BaseException) -> str | None:
     return None
 
 
-def _hint(exc: BaseException, e: dict[str, Any]) -> str | None:
+def _hint(exc: BaseException, e: dict[str, Any], *, vb: bool = False) -> str | None:
     code = getattr(exc, "errno", None)
     if code == errno.ENOENT and e.get("source"):
-        return f"the source {e['source']} does not exist on the host; create it or set optional: true"
+        return _missing_source_hint(e, vb)
     if code == errno.ENOENT and e["type"] in ("overlay", "tmp-overlay", "ro-overlay"):
         return "every overlay lower directory must exist on the host"
     if code == errno.EROFS:
@@ -866,6 +866,19 @@ def _hint(exc: BaseException, e: dict[str, Any]) -> str | None:
     if code == errno.EPERM:
         return "the kernel refused: this needs CAP_SYS_ADMIN in the environment's user namespace"
     return getattr(exc, "hint", None)
+
+
+def _missing_source_hint(e: dict[str, Any], vb: bool) -> str:
+    """What to do about a missing host source: only keys (or vb options) the
+    entry's type accepts (``optional`` exists on the bind types only)."""
+    text = f"the source {e['source']} does not exist on the host; create it"
+    kind = e["type"]
+    if kind in ("bind", "ro-bind", "dev-bind"):
+        return text + (f", or use --{kind}-try to skip it when missing" if vb
+                       else ", or set optional: true to skip it when missing")
+    if kind == "file" and not vb:
+        return text + ", or give the file's text inline with content: instead of source:"
+    return text
 
 
 def _pick_base() -> str:
@@ -953,9 +966,9 @@ def _setup_root(spec: dict[str, Any]) -> None:
             except OSError as exc:
                 bwrap = _bwrap_message(e, exc) if "vb" in spec else None
                 if bwrap is not None:
-                    raise RuntimeSetupError(bwrap, hint=_hint(exc, e)) from exc
+                    raise RuntimeSetupError(bwrap, hint=_hint(exc, e, vb=True)) from exc
                 raise RuntimeSetupError(f"{_describe(e)}: {_msg(exc)}", where=aid,
-                                        hint=_hint(exc, e)) from exc
+                                        hint=_hint(exc, e, vb="vb" in spec)) from exc
         net = spec.get("network") or {}
         try:
             if (spec.get("vb") or {}).get("net_files", True) is not False:

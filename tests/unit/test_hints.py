@@ -1,0 +1,60 @@
+"""Hints suggest only keys the entry they are about accepts.
+
+A hint that names a key the loader then rejects ("set optional: true" on a
+``file`` entry: "allowed keys: target, content, source, mode") sends the
+user in a circle. Every ``key: value`` a setup hint suggests for a
+filesystem entry must load on an entry of that type.
+"""
+
+from __future__ import annotations
+
+import errno
+import re
+
+import pytest
+
+from vbdecl.model.load import load_text
+from vbdecl.runtime.rootfs import _hint
+
+HEAD = "apiVersion: vbdecl/v1\nkind: Environment\nmetadata: {name: hint}\nspec:\n  filesystem:\n"
+
+# the types whose entries name a host source (docs/plan-format.md, FSENTRY)
+WITH_SOURCE = {
+    "bind": {"type": "bind", "source": "/nonexistent/x", "target": "/x", "optional": False},
+    "ro-bind": {"type": "ro-bind", "source": "/nonexistent/x", "target": "/x", "optional": False},
+    "dev-bind": {"type": "dev-bind", "source": "/nonexistent/x", "target": "/x", "optional": False},
+    "file": {"type": "file", "source": "/nonexistent/x", "target": "/x", "content": None, "mode": None},
+}
+
+
+def _suggested_keys(hint: str) -> list[tuple[str, str]]:
+    """``key: value`` pairs a hint suggests (``set optional: true``, ``content:``)."""
+    return re.findall(r"\b([a-z_]+): ?([a-z]*)", hint)
+
+
+@pytest.mark.parametrize("kind", sorted(WITH_SOURCE))
+def test_missing_source_hint_suggests_only_accepted_keys(kind: str) -> None:
+    entry = WITH_SOURCE[kind]
+    hint = _hint(FileNotFoundError(errno.ENOENT, "No such file or directory"), entry)
+    assert hint and entry["source"] in hint
+    suggested = _suggested_keys(hint)
+    assert suggested, hint      # it says what to do, in the manifest's words
+    for key, value in suggested:
+        item = {"type": kind, "target": "/x", "source": "/nonexistent/x"}
+        if key == "content":
+            item.pop("source")
+            item["content"] = "text"
+        elif key != "source":
+            item[key] = value or "x"
+        text = HEAD + "    - {" + ", ".join(f"{k}: {v}" for k, v in item.items()) + "}\n"
+        load_text(text)   # raises ManifestError when the hint names a key the entry rejects
+
+
+def test_missing_source_hints_per_type() -> None:
+    enoent = FileNotFoundError(errno.ENOENT, "No such file or directory")
+    assert "optional: true" in (_hint(enoent, WITH_SOURCE["bind"]) or "")
+    assert "optional" not in (_hint(enoent, WITH_SOURCE["file"]) or "")
+    assert "content:" in (_hint(enoent, WITH_SOURCE["file"]) or "")
+    # vb speaks bubblewrap's options, not manifest keys
+    vb_hint = _hint(enoent, WITH_SOURCE["ro-bind"], vb=True) or ""
+    assert "--ro-bind-try" in vb_hint and "optional" not in vb_hint

@@ -193,3 +193,22 @@ def test_schema_file_is_in_sync() -> None:
     assert set(schema["$defs"]["Spec"]["properties"]) == {
         "rootfs", "hostname", "namespaces", "idmap", "filesystem", "limits", "network", "process",
         "security", "status"}
+
+
+def test_every_duplicate_published_port_is_reported() -> None:
+    from vbdecl.errors import ManifestError
+
+    text = HEAD + ("spec:\n  network:\n    mode: bridge\n    ports:\n"
+                   "      - '8080:80'\n      - '8080:81'\n      - {host: 8080, container: 82}\n"
+                   "      - '9090:53/udp'\n      - {host: 9090, container: 53, protocol: udp, host_ip: 127.0.0.1}\n"
+                   "      - '9090:80/tcp'\n")
+    with pytest.raises(ManifestError) as err:
+        load_text(text, "ports.yaml")
+    problems = [(p.where, p.message) for p in err.value.problems]
+    # one problem on each repeated item, each naming every item that publishes the port;
+    # the same port on one host_ip and on all addresses is one map key on the host too
+    assert problems == [
+        ("ports.yaml:9:9", "port 8080/tcp is published 3 times (items 1, 2 and 3)"),
+        ("ports.yaml:10:9", "port 8080/tcp is published 3 times (items 1, 2 and 3)"),
+        ("ports.yaml:12:9", "port 9090/udp is published twice (items 4 and 5)"),
+    ]

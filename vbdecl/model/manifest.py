@@ -664,13 +664,25 @@ class Network(_Model):
             if addr6 in (net6.network_address, net6.network_address + 1):
                 raise fail(f"address6 {self.address6} is the network or gateway address of {net6}",
                            "pick another host address", at=("address6",))
-        seen: dict[tuple[int, str, str | None], int] = {}
+        # A host port is published once per protocol: the host's nftables map is keyed
+        # by protocol and port (on one host_ip, or on every address without one).
+        items: dict[tuple[int, str], list[int]] = {}
         for i, p in enumerate(self.ports):
-            pkey = (p.host, p.protocol, p.host_ip)
-            if pkey in seen:
-                raise fail(f"port {p.host}/{p.protocol} is published twice (items {seen[pkey] + 1} and {i + 1})",
-                           "each host port may be published once per protocol and address", at=("ports", i))
-            seen[pkey] = i
+            items.setdefault((p.host, p.protocol), []).append(i)
+        errors = []
+        for (host, proto), where in items.items():
+            if len(where) < 2:
+                continue
+            numbers = [str(i + 1) for i in where]
+            listed = ", ".join(numbers[:-1]) + " and " + numbers[-1]
+            times = "twice" if len(where) == 2 else f"{len(where)} times"
+            for i in where[1:]:
+                errors.append(fail(f"port {host}/{proto} is published {times} (items {listed})",
+                                   "each host port may be published once per protocol: on one "
+                                   "host_ip, or on every address of the host without host_ip",
+                                   at=("ports", i)))
+        if errors:
+            raise fail_all(errors)
         return self
 
 

@@ -23,3 +23,18 @@ def head(name: str, *, hostname: str | None = None, template: bool = True) -> st
     lines.append("  filesystem:")
     lines += [f"    - {o}{entry}{c}" for entry in BASE_ENTRIES]
     return "\n".join(lines) + "\n"
+
+
+def bridged(name: str, network: str = "", *, nat: bool = False) -> str:
+    """A ``str.format`` template: :func:`head` for ``name``, /proc and /dev, and
+    bridge networking on ``{bridge}`` and ``{subnet}`` with ``nat``; ``network``
+    holds more lines of the network mapping (indented by 4). The spec goes on
+    with ``  process:`` and the like."""
+    return head(name) + (
+        "    - {{type: proc, target: /proc}}\n"
+        "    - {{type: dev, target: /dev}}\n"
+        "  network:\n"
+        "    mode: bridge\n"
+        "    bridge: {bridge}\n"
+        "    subnet: {subnet}\n"
+        f"    nat: {'true' if nat else 'false'}\n") + network

@@ -620,6 +620,66 @@ def test_probes_see_drift(envs: Callable[..., Env]) -> None:
         assert_nat_gone(env.instance)
 
 
+def _refused(addr: str, port: int) -> bool:
+    """One connection attempt: True when nothing answers on addr:port (refused)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.settimeout(2)
+        try:
+            s.connect((addr, port))
+        except ConnectionRefusedError:
+            return True
+    return False
+
+
+def test_probes_check_the_map_elements_that_make_nat_work(envs: Callable[..., Env]) -> None:
+    """A port's chain without its ``ports`` element publishes nothing (and a masquerade
+    chain without its ``masq4`` element masquerades nothing): the probes say so."""
+    bridge = f"vbt{uniq()}"
+    subnet, link_prefix, _ = rand_subnet()
+    hp = random.randint(20000, 32000)
+    gw = subnet.replace(".0/24", ".1")
+    with upstream(link_prefix) as (_p, host_if, _h, _u):
+        env = envs()
+        port = {"host": hp, "container": 80, "protocol": "tcp", "host_ip": None}
+        acts = [*bridge_actions(bridge, subnet),
+                ("nat.masquerade", "nat.masquerade", {"subnet": subnet, "egress": host_if}),
+                (f"nat.port[{hp}/tcp]", "nat.port", port)]
+        env.apply(acts)
+        params = {aid: p for aid, _k, p in acts}
+
+        def probe(aid: str, kind: str) -> Any:
+            return op_for(kind).probe(env.ctx, params[aid], env.ctx.records[aid])
+
+        assert probe(f"nat.port[{hp}/tcp]", "nat.port") == env.ctx.records[f"nat.port[{hp}/tcp]"]
+        assert probe("nat.masquerade", "nat.masquerade") is not None
+        server = in_netns(env.pid, echo_server, env.address, 80)
+        assert result(in_netns(None, echo_client, gw, hp, "before")) == "before"
+        result(server)
+
+        # the element goes (the chain stays): the port is dead, and the probe sees it
+        subprocess.run(["nft", "delete", "element", "inet", "vbdecl", "ports", f"{{ tcp . {hp} }}"], check=True)
+        assert f"{env.instance}-tcp-{hp}" in nft_table()
+        assert _refused(gw, hp)
+        assert probe(f"nat.port[{hp}/tcp]", "nat.port") is None
+        # the repair the engine makes of a "+" over a stale record: revert, then apply
+        env.revert_one(f"nat.port[{hp}/tcp]")
+        env.apply([(f"nat.port[{hp}/tcp]", "nat.port", port)])
+        assert probe(f"nat.port[{hp}/tcp]", "nat.port") == env.ctx.records[f"nat.port[{hp}/tcp]"]
+        server = in_netns(env.pid, echo_server, env.address, 80)
+        assert result(in_netns(None, echo_client, gw, hp, "after")) == "after"
+        result(server)
+
+        # the chain emptied by hand: no DNAT rule, no port
+        subprocess.run(["nft", "flush", "chain", "inet", "vbdecl", f"{env.instance}-tcp-{hp}"], check=True)
+        assert probe(f"nat.port[{hp}/tcp]", "nat.port") is None
+
+        subprocess.run(["nft", "delete", "element", "inet", "vbdecl", "masq4", f"{{ {env.address} }}"], check=True)
+        assert probe("nat.masquerade", "nat.masquerade") is None
+        env.revert()      # tolerates all of it
+        assert bridge not in links()
+        assert_nat_gone(env.instance)
+
+
 def test_host_address_collision_and_exhaustion(envs: Callable[..., Env]) -> None:
     bridge = f"vbt{uniq()}"
     subnet, _, _ = rand_subnet()

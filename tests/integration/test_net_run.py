@@ -11,19 +11,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-from testmanifests import head
+from testmanifests import bridged
 
 from vbdecl.net import shared
 
-MANIFEST = head('nete2e') + """\
-    - {{type: proc, target: /proc}}
-    - {{type: dev, target: /dev}}
-  network:
-    mode: bridge
-    bridge: {bridge}
-    subnet: {subnet}
-    nat: false
-    mtu: 1400
+MANIFEST = bridged('nete2e', "    mtu: 1400\n") + """\
   process:
     command: ["/bin/sh", "-c", "ip -o -4 addr show dev eth0; ip -o link show dev eth0; ip route"]
 """
@@ -51,16 +43,7 @@ def test_vbdecl_run_bridge_mode(tmp_path: Path, state_dir: Path) -> None:
     assert st["bridges"] == {} and st["leases"] == {}
 
 
-SERVICE = head('nete2enat') + """\
-    - {{type: proc, target: /proc}}
-    - {{type: dev, target: /dev}}
-  network:
-    mode: bridge
-    bridge: {bridge}
-    subnet: {subnet}
-    nat: true
-    egress: {egress}
-    ports: ["{port}:8000/tcp"]
+SERVICE = bridged('nete2enat', '    egress: {egress}\n    ports: ["{port}:8000/tcp"]\n', nat=True) + """\
   process:
     command: ["/usr/bin/python3", "-c", {code}]
 """

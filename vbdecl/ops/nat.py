@@ -325,7 +325,7 @@ def _collect(nft: Any, host: dict[str, Any]) -> list[str]:
                 target = (verdict.get("jump") or verdict.get("goto") or {}).get("target", "") \
                     if isinstance(verdict, dict) else ""
                 if any(target.startswith(f"{inst}-") for inst in dead):
-                    keys.append(key["elem"]["val"] if isinstance(key, dict) and "elem" in key else key)
+                    keys.append(_elem_key(key))
             if keys:
                 cmds.append({"delete": {"element": _t(name=m["name"], elem=keys)}})
         elif "chain" in item and any(item["chain"]["name"].startswith(f"{inst}-") for inst in dead):
@@ -443,6 +443,34 @@ def _forward_restore(host: dict[str, Any]) -> None:
         del host["forward"][fam]
 
 
+def _elem_key(entry: Any) -> Any:
+    """The key of a map element as listed (``{"elem": {"val": KEY, "comment": ...}}`` or KEY)."""
+    return entry["elem"]["val"] if isinstance(entry, dict) and "elem" in entry else entry
+
+
+def _map_target(items: list[dict[str, Any]], name: str, key: Any) -> str | None:
+    """The chain the element ``key`` of map ``name`` jumps to, None without such an element."""
+    for item in items:
+        m = item.get("map")
+        if not m or m.get("name") != name:
+            continue
+        for pair in m.get("elem") or []:
+            if isinstance(pair, list) and len(pair) == 2 and _elem_key(pair[0]) == key:
+                verdict = pair[1] if isinstance(pair[1], dict) else {}
+                target = (verdict.get("jump") or verdict.get("goto") or {}).get("target")
+                return str(target) if target else None
+    return None
+
+
+def _dnat_port(rule: dict[str, Any]) -> int | None:
+    """The port a rule DNATs to (None when it is not a DNAT rule)."""
+    for expr in rule.get("expr") or []:
+        if isinstance(expr, dict) and isinstance(expr.get("dnat"), dict):
+            port = expr["dnat"].get("port")
+            return int(port) if isinstance(port, int) else None
+    return None
+
+
 def _env_addresses(ctx: Context) -> tuple[str | None, str | None]:
     a4 = (ctx.records.get("net.address") or {}).get("address")
     a6 = (ctx.records.get("net.address6") or {}).get("address")
@@ -462,8 +490,14 @@ class Masquerade:
         if record is None:
             return None
         items = _nft(ctx).list_table(FAMILY, TABLE) or []
-        names = {i["chain"]["name"] for i in items if "chain" in i}
-        if record["chain"] not in names:
+        chain = record["chain"]
+        # what makes it work: each address's masq4/masq6 element jumping to the chain,
+        # and the chain's masquerade rule
+        for name, key in (("masq4", "addresses4"), ("masq6", "addresses6")):
+            if any(_map_target(items, name, addr) != chain for addr in record.get(key) or []):
+                return None
+        if not any(any(isinstance(e, dict) and "masquerade" in e for e in i["rule"].get("expr") or [])
+                   for i in items if "rule" in i and i["rule"].get("chain") == chain):
             return None
         live = dict(record)
         if (params.get("egress") or "auto") == "auto":
@@ -531,11 +565,20 @@ class Port:
         return f"publish {where}{params['host']}/{params.get('protocol') or 'tcp'} -> {params['container']}"
 
     def probe(self, ctx: Context, params: Params, record: Record | None) -> Record | None:
+        """The port works when its chain DNATs to the container port AND the ``ports``
+        map element for protocol . host port jumps to that chain: without the
+        element (deleted by hand, or by someone's ``nft flush``) no packet reaches
+        the chain, so a chain alone is not a published port."""
         if record is None:
             return None
         items = _nft(ctx).list_table(FAMILY, TABLE) or []
-        names = {i["chain"]["name"] for i in items if "chain" in i}
-        return dict(record) if record["chain"] in names else None
+        chain = record["chain"]
+        if _map_target(items, "ports", {"concat": [record["protocol"], record["host"]]}) != chain:
+            return None
+        if not any(_dnat_port(i["rule"]) == record["container"]
+                   for i in items if "rule" in i and i["rule"].get("chain") == chain):
+            return None
+        return dict(record)
 
     def apply(self, ctx: Context, params: Params) -> Record:
         proto = params.get("protocol") or "tcp"

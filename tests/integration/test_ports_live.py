@@ -1,0 +1,105 @@
+"""Published ports of live environments end to end, through the CLI: drift of
+the nftables objects that make a port work, and ports the host already uses.
+
+Traffic goes only from the host to the environments these tests make (their
+bridge's gateway address, DNATed into them), in bounded loops.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import secrets
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from testmanifests import bridged
+
+VBDECL = str(Path(sys.executable).with_name("vbdecl"))
+
+SERVER = """
+import socket
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("0.0.0.0", 80))
+s.listen(8)
+while True:
+    c, _ = s.accept()
+    c.sendall(b"pong")
+    c.close()
+"""
+
+MANIFEST = bridged("{name}", "    dns: []\n    ports: [{ports}]\n") + """\
+  process:
+    command: ["/usr/bin/python3", "-c", {code}]
+"""
+
+
+def uniq() -> str:
+    return secrets.token_hex(4)
+
+
+def rand_subnet() -> str:
+    return f"10.{random.randint(100, 250)}.{random.randrange(0, 250, 2)}.0/24"
+
+
+def cli(state: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("VBDECL_")}
+    env["VBDECL_CACHE_DIR"] = str(state.parent / "cache")
+    out = subprocess.run([VBDECL, "--state-dir", str(state), *args], capture_output=True, text=True,
+                         env=env, timeout=120)
+    if check:
+        assert out.returncode == 0, out.stdout + out.stderr
+    return out
+
+
+def write(tmp: Path, name: str, bridge: str, subnet: str, ports: str) -> Path:
+    path = tmp / f"{name}.yaml"
+    path.write_text(MANIFEST.format(name=name, bridge=bridge, subnet=subnet, ports=ports,
+                                    code=json.dumps(SERVER)))
+    return path
+
+
+def ask(addr: str, port: int, tries: int = 100) -> str:
+    """What the published port answers (bounded: the server may not listen yet)."""
+    last: Exception | None = None
+    for _ in range(tries):
+        try:
+            with socket.create_connection((addr, port), timeout=2) as c:
+                data = c.recv(16).decode()
+                if data:
+                    return data
+        except OSError as err:
+            last = err
+        time.sleep(0.05)
+    raise AssertionError(f"no answer from {addr}:{port}: {last}")
+
+
+def test_a_deleted_port_element_is_drift_that_apply_repairs(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    bridge, subnet = f"vbt{uniq()}", rand_subnet()
+    gw = subnet.replace(".0/24", ".1")
+    hp = random.randint(20000, 32000)
+    name = f"pd{uniq()}"
+    m = write(tmp_path, name, bridge, subnet, f'"{hp}:80/tcp"')
+    cli(state, "apply", "-y", str(m))
+    try:
+        assert ask(gw, hp) == "pong"
+        subprocess.run(["nft", "delete", "element", "inet", "vbdecl", "ports", f"{{ tcp . {hp} }}"],
+                       check=True)
+        plan = cli(state, "plan", "--detailed-exitcode", str(m), check=False)
+        assert plan.returncode == 2, plan.stdout + plan.stderr
+        assert f"  - nat.port[{hp}/tcp]  # deleted outside vbdecl" in plan.stdout
+        assert f"+ nat.port[{hp}/tcp]  # recreate: deleted outside vbdecl" in plan.stdout
+        status = json.loads(cli(state, "--json", "status", name).stdout)
+        port = next(r for r in status["resources"] if r["id"] == f"nat.port[{hp}/tcp]")
+        assert port["status"] == "gone"
+        cli(state, "apply", "-y", str(m))
+        assert "No changes" in cli(state, "plan", str(m)).stdout
+        assert ask(gw, hp) == "pong"
+    finally:
+        cli(state, "destroy", "-y", name, check=False)

@@ -680,6 +680,74 @@ def test_probes_check_the_map_elements_that_make_nat_work(envs: Callable[..., En
         assert_nat_gone(env.instance)
 
 
+LISTENER = """
+import socket, sys
+addr, port = sys.argv[1], int(sys.argv[2])
+t = socket.socket()
+t.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+t.bind((addr, port))
+t.listen()
+u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+u.bind((addr, port))
+print("ready", flush=True)
+sys.stdin.read()
+"""
+
+
+@contextlib.contextmanager
+def host_listener(addr: str, port: int) -> Iterator[subprocess.Popen[str]]:
+    """A host program listening on addr:port (TCP) and bound to it (UDP) until the block ends."""
+    proc = subprocess.Popen([sys.executable, "-c", LISTENER, addr, str(port)], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None and proc.stdout.readline() == "ready\n"
+        yield proc
+    finally:
+        proc.kill()
+        proc.communicate()
+
+
+def test_a_port_a_host_program_uses_is_refused(envs: Callable[..., Env]) -> None:
+    """Publishing a port a host program receives on would take its traffic away
+    (docker/podman: "address already in use"): a conflict naming the program."""
+    bridge = f"vbt{uniq()}"
+    subnet, link_prefix, _ = rand_subnet()
+    gw = subnet.replace(".0/24", ".1")
+    hp = random.randint(20000, 32000)
+
+    def port(proto: str, host_ip: str | None, number: int = hp) -> tuple[str, str, dict[str, Any]]:
+        where = f"{host_ip}:" if host_ip else ""
+        return (f"nat.port[{where}{number}/{proto}]", "nat.port",
+                {"host": number, "container": 80, "protocol": proto, "host_ip": host_ip})
+
+    with upstream(link_prefix) as (_p, _host_if, host_ip, _u), host_listener(host_ip, hp) as listener:
+        comm = Path(f"/proc/{listener.pid}/comm").read_text().strip()
+        for proto, verb in (("tcp", "listening on"), ("udp", "bound to")):
+            for published_on in (None, host_ip):
+                env = envs()
+                with pytest.raises(ConflictError) as err:
+                    env.apply([*bridge_actions(bridge, subnet), port(proto, published_on)])
+                assert err.value.holder == f"pid {listener.pid} ({comm})"
+                assert str(err.value).startswith(
+                    f"host port {hp}/{proto} is already in use: pid {listener.pid} ({comm}) is {verb} "
+                    f"{host_ip}:{hp}"), str(err.value)
+                assert "hint: stop that program" in str(err.value)
+                assert env.landed == [] and env.instance not in nft_table()
+        # another address of the host is free: the bridge's gateway
+        env = envs()
+        env.apply([*bridge_actions(bridge, subnet), port("tcp", gw)])
+        assert f"ip daddr {gw} tcp dport {hp} dnat ip to {env.address}:80" in nft_table()
+        env.revert()
+        # an address this host does not have (TEST-NET-2; nothing is sent to it)
+        with pytest.raises(VbdeclError, match=r"198\.51\.100\.7, which is not an address of this host"):
+            envs().apply([*bridge_actions(bridge, subnet), port("tcp", "198.51.100.7")])
+        # an IPv6 address when the environment has no IPv6
+        with pytest.raises(VbdeclError, match="no IPv6 address to forward it to"):
+            envs().apply([*bridge_actions(bridge, subnet), port("tcp", "fd00:1::1")])
+        assert listener.poll() is None
+    assert_nat_gone()
+
+
 def test_host_address_collision_and_exhaustion(envs: Callable[..., Env]) -> None:
     bridge = f"vbt{uniq()}"
     subnet, _, _ = rand_subnet()

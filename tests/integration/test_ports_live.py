@@ -103,3 +103,30 @@ def test_a_deleted_port_element_is_drift_that_apply_repairs(tmp_path: Path) -> N
         assert ask(gw, hp) == "pong"
     finally:
         cli(state, "destroy", "-y", name, check=False)
+
+
+
+def test_run_refuses_a_port_in_use_and_an_address_the_host_lacks(tmp_path: Path) -> None:
+    """The trial's repro: a host program on an address of a veth, then `vbdecl run`
+    publishing the same port. Exit 125 naming the port and the program; the program
+    keeps its traffic. A host_ip the host does not have is an error too."""
+    from test_net import host_listener, upstream
+    from test_net import rand_subnet as subnet_and_link
+
+    state = tmp_path / "state"
+    bridge = f"vbt{uniq()}"
+    subnet, link_prefix, _ = subnet_and_link()
+    hp = random.randint(20000, 32000)
+    name = f"pu{uniq()}"
+    with upstream(link_prefix) as (_p, _if, host_ip, _u), host_listener(host_ip, hp) as listener:
+        m = write(tmp_path, name, bridge, subnet, f"{{host: {hp}, container: 9000}}")
+        out = cli(state, "run", str(m), "--", "/bin/true", check=False)
+        assert out.returncode == 125, out.stdout + out.stderr
+        assert f"nat.port[{hp}/tcp]: host port {hp}/tcp is already in use: pid {listener.pid} " in out.stderr
+        assert f"listening on {host_ip}:{hp}" in out.stderr and "hint:" in out.stderr
+        with socket.create_connection((host_ip, hp), timeout=5):
+            pass                                    # still the host program's
+        m = write(tmp_path, name, bridge, subnet, f"{{host: {hp}, container: 80, host_ip: 198.51.100.7}}")
+        out = cli(state, "run", str(m), "--", "/bin/true", check=False)
+        assert out.returncode == 125, out.stdout + out.stderr
+        assert "198.51.100.7, which is not an address of this host" in out.stderr

@@ -559,6 +559,51 @@ class Masquerade:
 
 # --- nat.port -------------------------------------------------------------------
 
+def catches(sock: dict[str, Any], host_ip: str | None, fams: list[str]) -> bool:
+    """Would a port published on ``host_ip`` (None: every address of the host) for
+    the families ``fams`` ("4", "6") take the traffic the host socket ``sock``
+    (:func:`vbdecl.sys.sockets.receivers`) receives? A socket on ``::`` receives
+    IPv4 too unless it is IPV6_V6ONLY (unknown counts as not)."""
+    addr = ipaddress.ip_address(str(sock["address"]))
+    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
+        addr = addr.ipv4_mapped
+    dual = addr.version == 6 and addr.is_unspecified and sock.get("v6only") is not True
+    if host_ip is None:
+        if addr.version == 4:
+            return "4" in fams
+        return "6" in fams or (dual and "4" in fams)
+    want = ipaddress.ip_address(host_ip)
+    if want.version == 4:
+        return (addr.version == 4 and (addr.is_unspecified or addr == want)) or dual
+    return addr.version == 6 and (addr.is_unspecified or addr == want)
+
+
+def _check_free(proto: str, port: int, host_ip: str | None, fams: list[str]) -> None:
+    """Refuse to publish a port a host program already receives on (as docker and
+    podman refuse with "address already in use"): the DNAT would silently take its
+    traffic away. Names the holder when /proc shows it."""
+    from vbdecl.sys import sockets
+
+    hits = [s for s in sockets.receivers(proto, port) if catches(s, host_ip, fams)]
+    if not hits:
+        return
+    owners = sockets.holders({int(str(s["inode"])) for s in hits})
+    who: list[str] = []
+    for s in hits:
+        for pid, comm in owners.get(int(str(s["inode"])), []):
+            if f"pid {pid} ({comm})" not in who:
+                who.append(f"pid {pid} ({comm})")
+    holder = ", ".join(who) if who else f"a socket of uid {hits[0]['uid']} (no process of this host shows it)"
+    where = ", ".join(sorted({f"[{s['address']}]:{port}" if s["family"] == 6 else f"{s['address']}:{port}"
+                              for s in hits}))
+    verb = "listening on" if proto == "tcp" else "bound to"
+    err = ConflictError(f"host port {port}/{proto} is already in use: {holder} is {verb} {where}",
+                        hint="stop that program or move it to another port, or publish another host port "
+                             "(network.ports); publishing this one would take its traffic away")
+    err.holder = holder
+    raise err
+
+
 class Port:
     def describe(self, params: Params) -> str:
         where = f"{params['host_ip']}:" if params.get("host_ip") else ""
@@ -593,6 +638,9 @@ class Port:
                               f"traffic to another host", hint="use host_ip 127.0.0.1, or an address of the host")
         a4, a6 = _env_addresses(ctx)
         fams = (["4"] if a4 else []) + (["6"] if a6 else [])
+        if host_ip is not None:
+            self._check_host_ip(ctx, host_ip, host_port, proto, fams)
+        _check_free(proto, host_port, host_ip, fams)
         key = f"{ctx.instance}/{proto}/{host_port}"
         bridge = (ctx.records.get("net.veth") or {}).get("bridge")
         loopback = a4 is not None and (host_ip is None or ipaddress.ip_address(host_ip).is_loopback)
@@ -608,6 +656,27 @@ class Port:
         return {"chain": port_chain(ctx.instance, proto, host_port), "protocol": proto,
                 "host": host_port, "container": int(params["container"]),
                 "host_ip": params.get("host_ip"), "localnet": localnet[0] if localnet else None}
+
+    @_session
+    def _check_host_ip(self, ctx: Context, host_ip: str, port: int, proto: str, fams: list[str]) -> None:
+        """A port published on an address the environment cannot answer for, or that
+        the host does not have, would receive nothing: an error, never a silent no-op."""
+        from vbdecl.ops.net import _sess
+        from vbdecl.sys import netlink
+
+        fam = "6" if ":" in host_ip else "4"
+        if fam not in fams:
+            raise VbdeclError(f"port {port}/{proto} is published on the IPv{fam} address {host_ip}, but the "
+                              f"environment has no IPv{fam} address to forward it to",
+                              hint="set network.subnet6 to give the environment an IPv6 address, or "
+                                   "publish on an IPv4 host_ip" if fam == "6" else
+                                   "publish on an IPv6 host_ip")
+        if not netlink.is_local(_sess(ctx).host, host_ip):
+            raise VbdeclError(f"port {port}/{proto} is published on {host_ip}, which is not an address of "
+                              f"this host: it would receive nothing",
+                              hint="use an address the host has (`ip -brief address` lists them), or leave "
+                                   "host_ip out to publish on every address; an address added later needs "
+                                   "an apply after it exists")
 
     def revert(self, ctx: Context, record: Record) -> None:
         key = f"{ctx.instance}/{record['protocol']}/{record['host']}"

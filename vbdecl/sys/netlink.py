@@ -28,6 +28,8 @@ CLONE_NEWNET = 0x40000000
 AF_INET = 2
 AF_INET6 = 10
 RT_TABLE_MAIN = 254
+RT_TABLE_LOCAL = 255
+RTN_LOCAL = 2
 
 T = TypeVar("T")
 
@@ -421,6 +423,23 @@ def routes(ipr: Any, family: int = AF_INET) -> list[tuple[str, str]]:
         oif = msg.get_attr("RTA_OIF")
         out.append((f"{dst}/{msg['dst_len']}", str(names.get(oif, oif))))
     return out
+
+
+def is_local(ipr: Any, address: str) -> bool:
+    """Whether packets to ``address`` are delivered to this host (``ipr``'s namespace):
+    a ``local`` route of the local table covers it, as nftables' ``fib daddr type
+    local`` decides (127.0.0.0/8 is local as a whole, not only 127.0.0.1)."""
+    import ipaddress
+
+    addr = ipaddress.ip_address(address)
+    family = AF_INET6 if addr.version == 6 else AF_INET
+    for msg in _call("listing local routes", lambda: ipr.get_routes(family=family, table=RT_TABLE_LOCAL)):
+        if msg["type"] != RTN_LOCAL:
+            continue
+        dst = msg.get_attr("RTA_DST")
+        if dst is not None and addr in ipaddress.ip_network(f"{dst}/{msg['dst_len']}", strict=False):
+            return True
+    return False
 
 
 def default_route_interface(ipr: Any, family: int = AF_INET) -> str | None:

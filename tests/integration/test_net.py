@@ -15,6 +15,7 @@ import ctypes
 import json
 import os
 import random
+import re
 import secrets
 import socket
 import subprocess
@@ -160,11 +161,12 @@ def rand_subnet() -> tuple[str, str, str]:
 class Env:
     """One environment: its namespace process, its context, its landed actions."""
 
-    def __init__(self, state: Path, *, instance: str | None = None) -> None:
+    def __init__(self, state: Path, *, instance: str | None = None, name: str | None = None) -> None:
         self.instance = instance or f"vb-{uniq()}"
         self.pid, self._w = _netns_proc()
-        self.ctx = Context(name=self.instance, instance=self.instance,
-                           state_dir=str(state / "envs" / self.instance), runtime_dir="/nonexistent",
+        name = name or self.instance
+        self.ctx = Context(name=name, instance=self.instance,
+                           state_dir=str(state / "envs" / name), runtime_dir="/nonexistent",
                            env_pid=self.pid)
         self.landed: list[tuple[str, str]] = []
         self.alive = True
@@ -464,7 +466,8 @@ def test_hostile_inputs(envs: Callable[..., Env]) -> None:
     assert a.address == fixed
     before = links()
     # a duplicate explicit address
-    with pytest.raises(ConflictError, match=f"address {fixed} is already in use by {a.instance}"):
+    with pytest.raises(ConflictError, match=re.escape(
+            f"address {fixed} is already in use by environment {a.ctx.name} (instance {a.instance}, pid {a.pid})")):
         b.apply(bridge_actions(bridge, subnet, address=fixed))
     assert links() == before and b.landed == []
     # an overlapping subnet on another bridge
@@ -522,13 +525,29 @@ def test_foreign_objects_are_conflicts_and_never_deleted(envs: Callable[..., Env
 def test_port_conflict_between_envs(envs: Callable[..., Env]) -> None:
     bridge = f"vbt{uniq()}"
     subnet, _, _ = rand_subnet()
-    a, b = envs(), envs()
+    a, b = envs(name=f"web-{uniq()}"), envs()
     hp = random.randint(20000, 40000)
     port = {"host": hp, "container": 80, "protocol": "tcp", "host_ip": None}
     a.apply([*bridge_actions(bridge, subnet), (f"nat.port[{hp}/tcp]", "nat.port", port)])
-    with pytest.raises(ConflictError, match=f"host port {hp}/tcp is already published by instance {a.instance} "):
+    # the holder by the name people gave it, with its instance and pid
+    holder = f"environment {a.ctx.name} (instance {a.instance}, pid {a.pid})"
+    with pytest.raises(ConflictError) as err:
         b.apply([*bridge_actions(bridge, subnet), (f"nat.port[{hp}/tcp]", "nat.port", port)])
+    assert err.value.message == f"host port {hp}/tcp is already published by {holder}"
+    assert err.value.holder == holder
     assert a.instance in nft_table() and b.instance not in nft_table()
+    # an address another environment holds, likewise
+    with pytest.raises(ConflictError) as err:
+        envs().apply(bridge_actions(bridge, subnet, address=a.address))
+    assert err.value.message == f"address {a.address} is already in use by {holder}"
+    # an ephemeral run (its state_dir is a state root) is not an environment
+    c = envs()
+    c.ctx.name, c.ctx.state_dir = "tr5-web", str(Path(c.ctx.state_dir).parent.parent)
+    c.apply([*bridge_actions(bridge, subnet), (f"nat.port[{hp + 1}/tcp]", "nat.port", dict(port, host=hp + 1))])
+    with pytest.raises(ConflictError, match=re.escape(
+            f"already published by a `vbdecl run` of tr5-web (instance {c.instance}, pid {c.pid})")):
+        envs().apply([*bridge_actions(bridge, subnet), (f"nat.port[{hp + 1}/tcp]", "nat.port",
+                                                         dict(port, host=hp + 1))])
 
 
 def test_loopback_without_pyroute2(state_dir: Path) -> None:

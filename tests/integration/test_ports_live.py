@@ -130,3 +130,21 @@ def test_run_refuses_a_port_in_use_and_an_address_the_host_lacks(tmp_path: Path)
         out = cli(state, "run", str(m), "--", "/bin/true", check=False)
         assert out.returncode == 125, out.stdout + out.stderr
         assert "198.51.100.7, which is not an address of this host" in out.stderr
+
+
+def test_a_port_conflict_names_the_environment(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    bridge, subnet = f"vbt{uniq()}", rand_subnet()
+    hp = random.randint(20000, 32000)
+    first, second = f"pa{uniq()}", f"pb{uniq()}"
+    cli(state, "apply", "-y", str(write(tmp_path, first, bridge, subnet, f'"{hp}:80/tcp"')))
+    try:
+        st = json.loads(cli(state, "--json", "status", first).stdout)
+        env = next(r for r in st["resources"] if r["id"] == "env")
+        out = cli(state, "run", str(write(tmp_path, second, bridge, subnet, f'"{hp}:80/tcp"')), "--",
+                  "/bin/true", check=False)
+        assert out.returncode == 125, out.stdout + out.stderr
+        assert (f"host port {hp}/tcp is already published by environment {first} "
+                f"(instance {st['instance']}, pid {env['record']['pid']})") in out.stderr
+    finally:
+        cli(state, "destroy", "-y", first, check=False)

@@ -7,10 +7,11 @@
   vbdecl created is removed when its last user goes, a bridge it found is
   only given back the gateway addresses vbdecl added to it;
 - ``leases``: subnet -> ``{address: instance}``;
-- ``instances``: instance -> ``{"pid", "netns"}``: the environment's process
-  and the inode of its network namespace, so that the allocations of an
-  environment that died without a teardown (SIGKILL of ``vbdecl run``) are
-  found and released (:func:`collect`).
+- ``instances``: instance -> ``{"pid", "netns", "name", "run"}``: the
+  environment's process and the inode of its network namespace, so that the
+  allocations of an environment that died without a teardown (SIGKILL of
+  ``vbdecl run``) are found and released (:func:`collect`); its name and
+  whether it is a ``vbdecl run``, so that a conflict names it (:func:`describe`).
 
 (The nftables table and the forwarding sysctls are host-wide and handled
 under a host-wide lock by :mod:`vbdecl.ops.nat`.)
@@ -163,9 +164,32 @@ def pidns() -> int | None:
         return None
 
 
-def register(st: dict[str, Any], instance: str, pid: int | None, netns: int | None) -> None:
+def register(st: dict[str, Any], instance: str, pid: int | None, netns: int | None,
+             owner: dict[str, Any] | None = None) -> None:
+    """Remember ``instance``'s process and namespace; ``owner`` (:func:`owner`) says
+    whose it is, for the messages of a conflict with it."""
     if pid is not None and netns is not None:
-        st.setdefault("instances", {})[instance] = {"pid": pid, "netns": netns, "pidns": pidns()}
+        st.setdefault("instances", {})[instance] = {"pid": pid, "netns": netns, "pidns": pidns(),
+                                                    **(owner or {})}
+
+
+def owner(name: str, state_dir: str) -> dict[str, Any]:
+    """Who an instance belongs to: ``{"name": metadata.name, "run": bool}``; ``run``
+    is true for an ephemeral ``vbdecl run`` (its state_dir is a state root, not
+    ``<state>/envs/<name>`` as for an applied environment)."""
+    return {"name": name, "run": not state_dir or Path(state_dir).absolute().parent.name != "envs"}
+
+
+def describe(instance: str, info: dict[str, Any] | None) -> str:
+    """``environment web (instance vb-1a2b3c4d, pid 812)``, ``a `vbdecl run` of web
+    (...)``, or ``instance vb-1a2b3c4d (pid 812)`` when nothing more is known."""
+    info = info or {}
+    pid = f", pid {info['pid']}" if isinstance(info.get("pid"), int) else ""
+    name = info.get("name")
+    if not isinstance(name, str) or not name:
+        return f"instance {instance}" + (f" ({pid[2:]})" if pid else "")
+    what = f"a `vbdecl run` of {name}" if info.get("run") else f"environment {name}"
+    return f"{what} (instance {instance}{pid})"
 
 
 def forget(st: dict[str, Any], instance: str) -> None:

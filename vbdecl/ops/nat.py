@@ -263,7 +263,7 @@ def _add(ctx: Context, key: str, cmds: list[Cmd], families: list[str], what: str
             else:
                 error = translate(err, what)
                 if isinstance(error, ConflictError):
-                    error.holder = _holder(host, key, ctx.instance)
+                    error.holder = _holder(nft, host, cmds, ctx.instance)
                 raise error
         try:
             _forward_on(host, families)
@@ -274,15 +274,24 @@ def _add(ctx: Context, key: str, cmds: list[Cmd], families: list[str], what: str
             raise
 
 
-def _holder(host: dict[str, Any], key: str, instance: str) -> str | None:
-    """Which other instance published the same port (key ``instance/proto/port``);
-    None for other keys (``instance/masq`` does not say which address)."""
-    if key.count("/") != 2:
-        return None
-    suffix = key.split("/", 1)[1]
-    for other, info in (host.get("instances") or {}).items():
-        if other != instance and f"{other}/{suffix}" in (info.get("keys") or []):
-            return f"instance {other} (pid {info.get('pid')})"
+def _holder(nft: Any, host: dict[str, Any], cmds: list[Cmd], instance: str) -> str | None:
+    """Who holds the map element that ``cmds`` could not create (another environment's
+    port, or address to masquerade): the instance its comment names, described from
+    the host-wide registry (environment name, pid) when it is there."""
+    wanted = [(body["element"]["name"], _elem_key(e[0]))
+              for cmd in cmds for body in [cmd.get("create") or {}] if "element" in body
+              for e in body["element"]["elem"]]
+    for item in nft.list_table(FAMILY, TABLE) or []:
+        m = item.get("map")
+        if not m:
+            continue
+        for pair in m.get("elem") or []:
+            head = pair[0] if isinstance(pair, list) and pair else None
+            if not isinstance(head, dict) or "elem" not in head:
+                continue
+            other = head["elem"].get("comment")
+            if (m.get("name"), _elem_key(head)) in wanted and isinstance(other, str) and other != instance:
+                return shared.describe(other, (host.get("instances") or {}).get(other))
     return None
 
 
@@ -294,7 +303,8 @@ def _register(host: dict[str, Any], ctx: Context, key: str) -> None:
     ino = netlink.netns_id(ctx.env_pid)
     if ctx.env_pid is not None and ino is not None:
         entry = host.setdefault("instances", {}).setdefault(ctx.instance, {"keys": []})
-        entry.update({"pid": ctx.env_pid, "netns": ino, "pidns": shared.pidns()})
+        entry.update({"pid": ctx.env_pid, "netns": ino, "pidns": shared.pidns(),
+                      **shared.owner(ctx.name, ctx.state_dir)})
         if key not in entry.setdefault("keys", []):
             entry["keys"].append(key)
 
@@ -542,8 +552,11 @@ class Masquerade:
             _add(ctx, f"{ctx.instance}/masq", masquerade_add(ctx.instance, egress, addrs4, addrs6), fams,
                  "adding the masquerade rule")
         except ConflictError as err:
-            raise ConflictError(f"address {a4 or a6} is already masqueraded by another environment",
-                                hint="two environments share an address; destroy the stale one") from err
+            conflict = ConflictError(f"address {a4 or a6} is already masqueraded by "
+                                     f"{err.holder or 'another environment'}",
+                                     hint="two environments share an address; destroy the stale one")
+            conflict.holder = err.holder
+            raise conflict from err
         return {"chain": masq_chain(ctx.instance), "egress": egress, "addresses4": addrs4,
                 "addresses6": addrs6}
 
@@ -649,10 +662,12 @@ class Port:
             _add(ctx, key, port_add(ctx.instance, params, a4, a6), fams, f"publishing port {host_port}/{proto}",
                  localnet=localnet)
         except ConflictError as err:
-            raise ConflictError(f"host port {host_port}/{proto} is already published by "
-                                f"{err.holder or 'another environment'}",
-                                hint="choose another host port; `vbdecl ls` shows the environments, "
-                                     "and a `vbdecl run` holds its ports until it exits") from err
+            conflict = ConflictError(f"host port {host_port}/{proto} is already published by "
+                                     f"{err.holder or 'another environment'}",
+                                     hint="choose another host port; `vbdecl ls` shows the environments, "
+                                          "and a `vbdecl run` holds its ports until it exits")
+            conflict.holder = err.holder
+            raise conflict from err
         return {"chain": port_chain(ctx.instance, proto, host_port), "protocol": proto,
                 "host": host_port, "container": int(params["container"]),
                 "host_ip": params.get("host_ip"), "localnet": localnet[0] if localnet else None}

@@ -157,7 +157,8 @@ class Bridge:
         ipr = _sess(ctx).host
         with shared.locked(ctx.state_dir) as st:
             shared.collect(st, _ns_alive)
-            shared.register(st, ctx.instance, ctx.env_pid, nl.netns_id(ctx.env_pid))
+            shared.register(st, ctx.instance, ctx.env_pid, nl.netns_id(ctx.env_pid),
+                            shared.owner(ctx.name, ctx.state_dir))
             entry = st["bridges"].get(name)
             if entry is not None and entry.get("users") and all(
                     entry.get(k) == params.get(k) for k in ("subnet", "subnet6")):
@@ -372,7 +373,9 @@ class Address:
         with shared.locked(ctx.state_dir) as st:
             shared.collect(st, _ns_alive)
             leases: dict[str, str] = st["leases"].setdefault(str(net), {})
-            taken = dict(leases)
+            # who holds each address, in words for a conflict (our own lease stays our id)
+            taken = {a: who if who == ctx.instance else shared.describe(who, st["instances"].get(who))
+                     for a, who in leases.items()}
             for a, _p, _i in nl.addresses(sess.host, family=family):
                 taken.setdefault(a, "an address on the host")
             wanted = params.get("address") or "auto"

@@ -18,6 +18,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import testops
+from testmanifests import BASE_ENTRIES
 
 from vbdecl.engine import sources, store
 from vbdecl.engine.executor import Engine
@@ -243,3 +244,39 @@ def _nested_live(tmp: Path) -> None:
 
 def test_live_environment_with_a_nested_pid_namespace(tmp_path: Path) -> None:
     _run(_nested_live, tmp_path)
+
+
+def _exits(tmp: Path) -> None:
+    """The process of an applied environment with limits: in the environment's cgroup, its
+    supervisor not (limits are for the process); `logs -f` ends when it exits, `status`
+    shows its exit code."""
+    sd = tmp / "state"
+    m = tmp / "ends.yaml"
+    m.write_text(MANIFEST.format(name="ends").replace(
+        '["/bin/sleep", "300"]', '["/bin/sh", "-c", "echo hello; sleep 3; echo bye; exit 3"]')
+        + "  limits: {pids: 16, memory: 64Mi, optional: true}\n  filesystem:\n"
+        + "".join(f"    - {{{e}}}\n" for e in BASE_ENTRIES))
+    vb = [sys.executable, "-m", "vbdecl", "--state-dir", str(sd)]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("VBDECL_")}
+    # stdout and stderr are pipes here: the apply must not wait for the process (nor
+    # its supervisor) to close them
+    out = subprocess.run([*vb, "apply", str(m), "-y"], env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    try:
+        proc = store.load("ends", sd)["resources"]["process"]["record"]
+        sup = int(Path(f"/proc/{proc['pid']}/stat").read_text().rsplit(")", 1)[1].split()[1])
+        inst = store.load("ends", sd)["instance"]
+        assert f"/vbdecl/{inst}" in Path(f"/proc/{proc['pid']}/cgroup").read_text()
+        assert f"/vbdecl/{inst}" not in Path(f"/proc/{sup}/cgroup").read_text()
+        follow = subprocess.run([*vb, "logs", "-f", "ends"], env=env, capture_output=True, text=True, timeout=30)
+        assert (follow.returncode, follow.stdout) == (0, "hello\nbye\n"), follow.stderr
+        out = subprocess.run([*vb, "--json", "status", "ends"], env=env, capture_output=True, text=True)
+        st = {r["id"]: r for r in json.loads(out.stdout)["resources"]}
+        assert (st["process"]["status"], st["process"]["exit_code"]) == ("exited", 3), st["process"]
+    finally:
+        out = subprocess.run([*vb, "destroy", "ends", "-y"], env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+
+
+def test_logs_follow_and_status_of_a_process_that_exits(tmp_path: Path) -> None:
+    _run(_exits, tmp_path)

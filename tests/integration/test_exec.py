@@ -107,11 +107,51 @@ def test_live_environment_holds_pins_and_logs(live: Live) -> None:
         assert os.stat(path).st_ino == os.stat(f"/proc/{pid}/ns/{fname}").st_ino
     log = live.env_dir / "logs" / "process.log"
     assert "started" in wait_log(log, "err") and "err" in log.read_text()
-    # the process lives in the environment's pid namespace, as a child of its init
-    ppid = Path(f"/proc/{live.proc['pid']}/stat").read_text().rsplit(")", 1)[1].split()[1]
-    assert int(ppid) == pid
+    # the process lives in the environment's pid namespace, under its supervisor, a child
+    # of its init, which is back in our own cgroups (the environment's limits are for the process)
+    sup = _ppid(live.proc["pid"])
+    assert Path(f"/proc/{sup}/comm").read_text().strip() == "vbdecl-supervis"   # (15 characters)
+    assert _ppid(sup) == pid
+    assert Path(f"/proc/{sup}/cgroup").read_text() == Path("/proc/self/cgroup").read_text()
     out = live.vbdecl("logs", live.name)
     assert out.returncode == 0 and out.stdout.splitlines() == ["started", "err"]
+
+
+def _ppid(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+
+
+def test_logs_follow_ends_when_the_process_exits_and_status_shows_its_code(tmp_path: Path) -> None:
+    """`logs -f` ends (exit 0) once the process has exited and its output is printed,
+    as `docker logs -f` does, while the environment stays; `status` says how it ended."""
+    spec = copy.deepcopy(SPEC)
+    spec["process"]["command"] = ["/bin/sh", "-c", "echo one; sleep 0.5; echo two; exit 3"]
+    env = Live(tmp_path / "state", spec)
+    env.up()
+    try:
+        assert env.proc is not None
+        before = time.time()
+        follow = subprocess.run([VBDECL, "--state-dir", str(env.state), "logs", "-f", env.name],
+                                capture_output=True, text=True, timeout=20)
+        assert (follow.returncode, follow.stdout) == (0, "one\ntwo\n"), follow.stderr
+        assert env.env is not None and Path(f"/proc/{env.env['pid']}").exists()   # still up
+        out = env.vbdecl("--json", "status", env.name)
+        assert out.returncode == 0, out.stderr
+        proc = next(r for r in json.loads(out.stdout)["resources"] if r["id"] == "process")
+        assert (proc["status"], proc["exit_code"]) == ("exited", 3)
+        assert before - 1 < proc["exited_at"] <= time.time()
+        text = env.vbdecl("status", env.name).stdout
+        assert "exited with code 3 at " in text, text
+        # killed by a signal: 128 + N, and the signal
+        env.down()
+        spec["process"]["command"] = ["/bin/sh", "-c", "kill -KILL $$"]
+        env = Live(tmp_path / "state2", spec)
+        env.up()
+        assert env.vbdecl("logs", "-f", env.name).returncode == 0
+        text = env.vbdecl("status", env.name).stdout
+        assert "exited with code 137 (signal 9) at " in text, text
+    finally:
+        env.down()
 
 
 def test_exec_sees_the_same_namespaces_mounts_env_and_cwd(live: Live) -> None:

@@ -10,7 +10,8 @@ HELP = "show the output of a live environment's process (-f follows it)"
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("name", metavar="NAME", help="the environment (metadata.name)")
     parser.add_argument("-f", "--follow", action="store_true",
-                        help="keep printing new output until the environment stops")
+                        help="keep printing new output until the process exits (or the environment "
+                             "is destroyed), then exit 0")
     parser.add_argument("-n", "--tail", type=int, metavar="N", help="only the last N lines first")
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import time
 from typing import Any
 
 HELP = "show an environment's resources and their live state"
@@ -18,6 +19,7 @@ def run(args: argparse.Namespace) -> int:
     from vbdecl.engine.executor import Engine
     from vbdecl.errors import StateError
     from vbdecl.plan.diff import ENDS_ON_ITS_OWN
+    from vbdecl.runtime.live import read_exit
 
     state_dir = str(paths.state_root(args.state_dir))
     name = args.name
@@ -48,6 +50,11 @@ def run(args: argparse.Namespace) -> int:
             status = "ok"
         entry: dict[str, Any] = {"id": rid, "kind": res.get("kind"), "status": status,
                                  "record": res.get("record")}
+        if status == "exited" and res.get("kind") == "proc.main":
+            ended = read_exit(res.get("record"))
+            if ended is not None:
+                entry["exit_code"] = ended.get("exit_code")
+                entry["exited_at"] = ended.get("time")        # unix time, as in history
         if res.get("kind") == "cgroup.group" and res.get("record"):
             try:
                 from vbdecl.ops import cgroup
@@ -71,6 +78,11 @@ def run(args: argparse.Namespace) -> int:
     width = max((len(r["id"]) for r in resources), default=2)
     for r in resources:
         line = f"  {r['id'].ljust(width)}  {str(r['kind']).ljust(16)}  {r['status']}"
+        if "exit_code" in r:
+            code = r["exit_code"]
+            line += f" with code {code}" + (f" (signal {code - 128})" if isinstance(code, int) and code > 128 else "")
+            if isinstance(r.get("exited_at"), (int, float)):
+                line += " at " + time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r["exited_at"]))
         if "usage" in r:
             line += "  " + usage_text(r["usage"])
         print(line)

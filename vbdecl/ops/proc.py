@@ -3,8 +3,9 @@
 apply: enters the environment's namespaces and cgroup (through the ``env``
 record in ``ctx.records``) and starts ``process.command`` (default
 ``/bin/sh``) with ids, rlimits and security applied, its output appended to
-``<state>/envs/<name>/logs/process.log`` (``ctx.state_dir/logs``). The
-environment's init reaps it. Record: ``{"pid", "start_time", "log"}``.
+``<state>/envs/<name>/logs/process.log`` (``ctx.state_dir/logs``). A small
+supervisor reaps it and writes how it ended to ``logs/process.exit``
+(:func:`vbdecl.runtime.live.read_exit`). Record: ``{"pid", "start_time", "log"}``.
 revert: SIGTERM, then SIGKILL after 5 s; only the recorded process.
 """
 

@@ -7,8 +7,8 @@
   pins). :func:`stop_env` kills the init tree and unpins.
 * :func:`start_process` (op ``proc.main``): a helper enters the
   environment's namespaces and cgroup and starts the declared process with
-  its output in ``<state>/envs/<name>/logs/process.log``; the process is
-  reparented to the environment's init, which reaps it.
+  its output in ``<state>/envs/<name>/logs/process.log``; a supervisor under
+  the environment's init reaps it and records its exit (``logs/process.exit``).
 * :func:`exec_in` (``vbdecl exec``): enters the namespaces the same way and
   runs a command in the foreground.
 """
@@ -269,12 +269,14 @@ def start_process(*, env_record: dict[str, Any], spec: dict[str, Any], log_path:
     """Start the declared process inside the live environment; output to ``log_path``.
 
     Tree: helper (host pid ns, enters the environment) -> bridge (in the
-    environment's pid ns) -> process. Without ``status.events`` the bridge
-    exits at once, so the process is reparented to the environment's init
-    (the reaper of the namespace the bridge dies in), which reaps it. With
-    ``status.events`` the bridge stays as a tiny supervisor: it reaps the
-    process and appends the ``exited`` event; ``runtime_init_warnings``,
-    ``spawned`` and ``setup_finished`` are appended here.
+    environment's pid ns, a child of its init) -> process. The bridge stays as a tiny supervisor
+    (``vbdecl-supervise``, moved back to vbdecl's own cgroups so that it does not
+    count against the environment's limits): it reaps the process, writes its
+    exit status to :func:`exit_file` (``{"pid", "start_time", "exit_code",
+    "time"}``, read by ``status`` and ``logs -f``) and, with ``status.events``,
+    appends the ``exited`` event (``runtime_init_warnings``, ``spawned`` and
+    ``setup_finished`` are appended here). If the supervisor dies first, the
+    process is reparented to the environment's init, which reaps it.
     """
     from vbdecl.runtime.events import EventSink
     from vbdecl.runtime.spawn import _child_error, _read_msg
@@ -283,6 +285,8 @@ def start_process(*, env_record: dict[str, Any], spec: dict[str, Any], log_path:
     events_path = (spec.get("status") or {}).get("events")
     sink = EventSink(path=events_path) if events_path else None
     log_fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
+    # emptied now: what it says is about this process, once it exits
+    exit_fd = os.open(exit_file(log_path), os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
     c2p_r, c2p_w = os.pipe2(os.O_CLOEXEC)
     helper = os.fork()
     if helper == 0:
@@ -294,13 +298,19 @@ def start_process(*, env_record: dict[str, Any], spec: dict[str, Any], log_path:
             host_proc = os.open("/proc", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
             host_ns = _inodes_at(host_proc)
             # stdin of the process: opened here, since the environment may have no /dev
-            null = os.open("/dev/null", os.O_RDONLY | os.O_CLOEXEC)
+            null = os.open("/dev/null", os.O_RDWR | os.O_CLOEXEC)
+            home = _own_cgroup_procs()
             enter(env_record)
             env_ns = {k: v for k, v in _inodes_at(host_proc).items() if v != host_ns.get(k)}
             ready_r, ready_w = os.pipe2(os.O_CLOEXEC)
             done_r, done_w = os.pipe2(os.O_CLOEXEC)
             bridge = os.fork()
             if bridge == 0:
+                # Once more, so that the bridge's parent (in the environment's pid namespace)
+                # exits at once and it becomes a child of the environment's init: orphans are
+                # reparented within their dying parent's namespace, and ours is the host's.
+                if os.fork() != 0:
+                    os._exit(0)
                 os.close(ready_r)
                 os.close(done_w)
                 child = os.fork()
@@ -324,13 +334,20 @@ def start_process(*, env_record: dict[str, Any], spec: dict[str, Any], log_path:
                 except BaseException:
                     os.kill(child, signals.SIGKILL)   # never leave a process nobody tracks
                     os._exit(1)
+                started = _start_time_at(host_proc, host_pid)
+                for fd in home:     # out of the environment's cgroups (best effort)
+                    try:
+                        os.write(fd, b"0")
+                    except OSError:
+                        pass
                 os.write(ready_w, struct.pack("=i", host_pid))
                 data = os.read(done_r, 4)
-                if sink is None or len(data) != 4:
+                if len(data) != 4:
                     os._exit(0)
-                _supervise(child, struct.unpack("=i", data)[0], sink, env_ns)
+                _supervise(child, host_pid, started, sink, env_ns, exit_fd, null)
             os.close(ready_w)
             os.close(done_r)
+            os.waitpid(bridge, 0)
             data = os.read(ready_r, 4)
             if len(data) != 4:
                 raise RuntimeSetupError("the process could not be started")
@@ -338,13 +355,12 @@ def start_process(*, env_record: dict[str, Any], spec: dict[str, Any], log_path:
             C.send(c2p_w, C.MSG_PID, struct.pack("=i", pid))
             os.write(done_w, struct.pack("=i", pid))
             os.close(done_w)
-            if sink is None:
-                os.waitpid(bridge, 0)
         except BaseException as exc:
             C.fail(c2p_w, 125, getattr(exc, "message", None) or str(exc), getattr(exc, "hint", None))
         os._exit(0)
     os.close(c2p_w)
     os.close(log_fd)
+    os.close(exit_fd)
     try:
         msg = _read_msg(c2p_r)
         if msg is None or msg[0] != C.MSG_PID:
@@ -381,10 +397,62 @@ def _inodes_at(proc_fd: int) -> dict[str, int]:
     return out
 
 
-def _supervise(child: int, host_pid: int, sink: Any, inodes: dict[str, int]) -> None:
-    """The bridge as the process's supervisor: reap it, append ``exited``. Never returns."""
+def _own_cgroup_procs() -> list[int]:
+    """Write fds on the ``cgroup.procs`` of the caller's cgroups (host paths, every
+    hierarchy, the root included): a process that entered the environment's
+    cgroups can go back by writing "0" to them."""
+    fds = []
+    for path in sysproc.cgroup_paths(os.getpid(), include_root=True):
+        try:
+            fds.append(os.open(os.path.join(path, "cgroup.procs"), os.O_WRONLY | os.O_CLOEXEC))
+        except OSError:
+            pass
+    return fds
+
+
+def _start_time_at(proc_fd: int, pid: int) -> int | None:
+    """sysproc.start_time through an fd on the host's /proc."""
     try:
-        sysproc.close_fds_except(sink.fds)
+        with open(f"{pid}/stat", "rb", opener=lambda p, fl: os.open(p, fl, dir_fd=proc_fd)) as f:
+            return int(f.read().rsplit(b")", 1)[1].split()[19])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def exit_file(log_path: str) -> str:
+    """Where the supervisor of the process logging to ``log_path`` writes its exit."""
+    return os.path.join(os.path.dirname(log_path), "process.exit")
+
+
+def read_exit(record: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The exit the supervisor recorded for the process of ``record`` (a proc.main
+    record): ``{"pid", "start_time", "exit_code", "time"}``, or None (still running,
+    or no exit recorded for this very process)."""
+    if not record or not record.get("log"):
+        return None
+    import json
+
+    try:
+        with open(exit_file(str(record["log"])), "rb") as f:
+            found = json.loads(f.read() or b"null")
+    except (OSError, ValueError):
+        return None
+    if not isinstance(found, dict) or found.get("pid") != record.get("pid"):
+        return None
+    if record.get("start_time") is not None and found.get("start_time") != record.get("start_time"):
+        return None
+    return found
+
+
+def _supervise(child: int, host_pid: int, started: int | None, sink: Any, inodes: dict[str, int],
+               exit_fd: int, null: int) -> None:
+    """The bridge as the process's supervisor: reap it, record its exit (and append
+    ``exited`` with ``status.events``). Never returns. It keeps none of vbdecl's
+    fds, stdio included: ``vbdecl apply | cat`` must not wait for the process."""
+    try:
+        for fd in (0, 1, 2):
+            os.dup2(null, fd)
+        sysproc.close_fds_except([*(sink.fds if sink is not None else []), exit_fd])
         sysproc.set_name("vbdecl-supervise")
         while True:
             try:
@@ -392,7 +460,15 @@ def _supervise(child: int, host_pid: int, sink: Any, inodes: dict[str, int]) -> 
                 break
             except InterruptedError:
                 continue
-        sink.emit("exited", pid=host_pid, exit_code=C.status_code(status), ns=inodes)
+        code = C.status_code(status)
+        record = (f'{{"pid": {host_pid}, "start_time": {"null" if started is None else started}, '
+                  f'"exit_code": {code}, "time": {time.time():.3f}}}\n').encode()
+        try:
+            os.pwrite(exit_fd, record, 0)
+        except OSError:
+            pass
+        if sink is not None:
+            sink.emit("exited", pid=host_pid, exit_code=code, ns=inodes)
     finally:
         os._exit(0)
 
@@ -532,10 +608,15 @@ def logs(name: str, *, state_dir: str | None = None, follow: bool = False, tail:
                     out.flush()
                     continue
                 try:
-                    record = env_record(load_state(name, state_dir))
+                    state = load_state(name, state_dir)
+                    record = env_record(state)
                 except VbdeclError:
                     return 0
-                if not env_alive(record):
+                # done when the environment is gone, or its process exited (what it
+                # wrote is in the file by then: read to the end, then stop)
+                proc = ((state.get("resources") or {}).get("process") or {}).get("record")
+                if not env_alive(record) or (proc and not sysproc.alive(int(proc.get("pid") or 0),
+                                                                        proc.get("start_time"))):
                     out.write(f.read())
                     out.flush()
                     return 0

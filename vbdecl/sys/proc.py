@@ -118,8 +118,9 @@ def _kill(pid: int, sig: int) -> bool:
     return True
 
 
-def cgroup_paths(pid: int) -> list[str]:
-    """The cgroup directories ``pid`` is in, as host paths (v1 and v2)."""
+def cgroup_paths(pid: int, *, include_root: bool = False) -> list[str]:
+    """The cgroup directories ``pid`` is in, as host paths (v1 and v2); a hierarchy's
+    root cgroup only with ``include_root``."""
     out: list[str] = []
     try:
         with open(f"/proc/{pid}/cgroup") as f:
@@ -129,14 +130,14 @@ def cgroup_paths(pid: int) -> list[str]:
     mounts = _cgroup_mounts()
     for line in lines:
         _, ctrls, path = line.split(":", 2)
-        if path == "/":
+        if path == "/" and not include_root:
             continue
         key = ctrls if ctrls else ""
         base = mounts.get(key)
         if base is None and ctrls.startswith("name="):
             base = mounts.get(ctrls)
         if base is not None:
-            out.append(base + path)
+            out.append(base + path if path != "/" else base)
     return out
 
 

@@ -69,6 +69,13 @@ def test_update_in_place_json(env: Path, capsys: pytest.CaptureFixture[str]) -> 
     (change,) = plan["changes"]
     assert change["id"] == "cgroup.memory" and change["symbol"] == "~"
     assert change["reason"] == "limits.memory 256Mi -> 1Gi"
+    # docs/plan-format.md: "unchanged" lists the ids of the actions that do not change,
+    # without -v too (-v adds them to the text)
+    (compiled,) = plans_for_file(str(env / "web.yaml"))
+    ids = [a["id"] for a in compiled["actions"]]
+    assert plan["unchanged"] == [i for i in ids if i != "cgroup.memory"]
+    assert main(["plan", "--no-refresh", "--json", "-v", str(env / "web.yaml")]) == 0
+    assert json.loads(capsys.readouterr().out)["plans"][0]["unchanged"] == plan["unchanged"]
 
 
 def test_saved_plan_records_state_and_goes_stale(env: Path, capsys: pytest.CaptureFixture[str]) -> None:

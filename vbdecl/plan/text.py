@@ -47,7 +47,10 @@ def render_plan(name: str, changes: list[Change]) -> list[str]:
 
 
 def plan_json(plan: dict[str, Any], changes: list[Change], state: dict[str, Any] | None) -> dict[str, Any]:
-    """The documented JSON of one environment's plan (``vbdecl plan --json``)."""
+    """The documented JSON of one environment's plan (``vbdecl plan --json``):
+    ``unchanged`` lists the plan's actions no change touches, with or without -v
+    (which only adds them to the text)."""
+    touched = {c.id for c in changes if not c.drift and c.symbol}
     return {
         "name": plan["name"],
         "manifest_hash": plan["manifest_hash"],
@@ -55,7 +58,7 @@ def plan_json(plan: dict[str, Any], changes: list[Change], state: dict[str, Any]
         "state": state_ref(state),
         "drift": [c.to_json() for c in changes if c.drift],
         "changes": [c.to_json() for c in changes if not c.drift and c.symbol],
-        "unchanged": [c.id for c in changes if not c.drift and not c.symbol],
+        "unchanged": [a["id"] for a in plan.get("actions") or [] if a["id"] not in touched],
         "summary": summary(changes),
     }
 

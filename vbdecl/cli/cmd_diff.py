@@ -20,7 +20,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="with NAME: the revision to start from")
     parser.add_argument("--to", dest="rev_to", type=int, metavar="M",
                         help="with NAME: the revision to go to (default: the current one)")
-    parser.add_argument("--raw", action="store_true", help="also show a unified diff of the manifests")
+    parser.add_argument("--raw", action="store_true",
+                        help="also show a unified diff of the manifest files (of revisions: of their "
+                             "normalized specs, as JSON)")
     parser.add_argument("-v", "--verbose", action="store_true", help="also list unchanged actions")
 
 

@@ -1,0 +1,30 @@
+"""The user documentation says what the code does, where users trip over it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _row(text: str, start: str) -> str:
+    return next(line for line in text.splitlines() if line.startswith(start))
+
+
+def test_diff_raw_is_described_as_it_behaves() -> None:
+    # two files: their YAML; revisions: the stored normalized spec, as JSON
+    # (tests/unit/test_plan_cli.py checks both outputs)
+    row = _row((ROOT / "README.md").read_text(), "| `vbdecl diff")
+    assert "manifest files" in row and "normalized spec" in row and "JSON" in row
+    assert "adds the YAML diff" not in row
+
+
+def test_published_ports_turn_on_host_forwarding_and_do_not_hairpin() -> None:
+    security = " ".join((ROOT / "docs" / "security.md").read_text().split())
+    assert "Publishing a port (`network.ports`, with or without `nat`) or `nat: true` turns on " \
+           "`net.ipv4.ip_forward`" in security
+    assert "restores it when the last environment that needed forwarding is destroyed" in security
+    assert "Hairpin: an environment cannot reach its own published port" in security
+    manifest = " ".join((ROOT / "docs" / "manifest.md").read_text().split())
+    assert "Publishing a port (even with `nat: false`) turns on the host-wide `ip_forward`" in manifest
+    assert "cannot reach its own published port" in manifest

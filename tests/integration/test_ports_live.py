@@ -33,7 +33,7 @@ while True:
     c.close()
 """
 
-MANIFEST = bridged("{name}", "    dns: []\n    ports: [{ports}]\n") + """\
+MANIFEST = bridged("{name}", "    ports: [{ports}]\n") + """\
   process:
     command: ["/usr/bin/python3", "-c", {code}]
 """

@@ -172,3 +172,19 @@ def test_graph_json_and_multi_environment_files(env: Path, capsys: pytest.Captur
                                               "deps": [], "describe": "new namespaces: pid mount uts ipc net"}
     assert main(["plan", "-o", str(env / "x.plan"), str(CASES / "multi-doc" / "manifest.yaml")]) == 1
     assert "holds 2 environments" in capsys.readouterr().err
+
+
+def test_plan_warns_of_bridge_without_nat_or_dns(env: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """nat: false and no dns: the host's resolv.conf names servers the environment
+    cannot reach, so lookups hang; plan says so (a warning: the plan still stands)."""
+    base = "apiVersion: vbdecl/v1\nkind: Environment\nmetadata: {name: quiet}\nspec:\n" \
+           "  filesystem: [{type: tmpfs, target: /tmp}]\n  network: {mode: bridge, nat: NAT DNS}\n"
+    cases = {("false", ""): True, ("false", ", dns: []"): True, ("false", ", dns: [10.88.0.1]"): False,
+             ("true", ""): False}
+    for (nat, dns), warned in cases.items():
+        f = env / "quiet.yaml"
+        f.write_text(base.replace("NAT", nat).replace(" DNS", dns))
+        assert main(["plan", "--no-refresh", str(f)]) == 0
+        err = capsys.readouterr().err
+        assert ("warning:" in err and "quiet: network: nat is false and dns is not set" in err
+                and "name lookups hang" in err and "hint: set network.dns" in err) is warned, (nat, dns, err)

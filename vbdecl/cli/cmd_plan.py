@@ -62,6 +62,28 @@ def check_limits(plan: dict[str, Any], path: str) -> None:
                         where=path, hint=first.get("hint"))
 
 
+def network_warnings(plan: dict[str, Any]) -> list[dict[str, str]]:
+    """What the network settings will do that the manifest's author may not expect."""
+    net = plan["spec"].get("network") or {}
+    # (an empty dns list binds the host's resolv.conf too, as an absent one does)
+    if net.get("mode") == "bridge" and net.get("nat") is False and not net.get("dns"):
+        return [{"where": "network",
+                 "message": "nat is false and dns is not set: the environment gets the host's resolv.conf, "
+                            "whose servers it cannot reach without NAT, so name lookups hang until they "
+                            "time out",
+                 "hint": "set network.dns to a resolver the environment can reach (one listening on "
+                         "the bridge's gateway address, say), or nat: true"}]
+    return []
+
+
+def check_network(plan: dict[str, Any], path: str) -> None:
+    import sys
+
+    for w in network_warnings(plan):
+        print(f"warning: {path}: {plan['name']}: {w['where']}: {w['message']}\n  hint: {w['hint']}",
+              file=sys.stderr)
+
+
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
@@ -84,6 +106,7 @@ def run(args: argparse.Namespace) -> int:
     results = []
     for path, plan in [(f, p) for f in files for p in plans_for_file(f, use_cache=not args.no_cache)]:
         check_limits(plan, path)
+        check_network(plan, path)
         state = read_state(plan["name"], args.state_dir)
         found = plan_changes(plan, state, args.state_dir, refresh=not args.no_refresh,
                              verbose=args.verbose)

@@ -59,6 +59,27 @@ def test_replaced_mount_cascades_but_not_to_the_process():
     assert summary(list(found.values())) == {"add": 2, "change": 0, "destroy": 2, "drift": 0}
 
 
+def test_a_mount_replaced_or_removed_under_a_running_process_says_it_keeps_the_old_one():
+    keeps = "the running process keeps the old mount until it restarts"
+    old = compile_doc(doc(**BASE))
+    new_doc = doc(**BASE)
+    new_doc["spec"]["filesystem"][0]["source"] = "/b"          # bind /data: replaced
+    del new_doc["spec"]["filesystem"][2]                       # tmpfs /tmp: removed
+    found = _by_id(changes(compile_doc(new_doc), state_of(old)))
+    assert found["mount[/data]"].reason == f"source /a -> /b; {keeps}"
+    assert found["mount[/tmp]"].symbol == "-" and found["mount[/tmp]"].reason.endswith(f"; {keeps}")
+    assert keeps not in found["dir[/data/x]"].reason           # not a mount
+    # the process restarts too: nothing keeps the old mount
+    new_doc["spec"]["process"]["command"] = ["/bin/true"]
+    found = _by_id(changes(compile_doc(new_doc), state_of(old)))
+    assert found["process"].symbol == "-/+"
+    assert all(keeps not in c.reason for c in found.values())
+    # and a mount that is gone already has nothing left to keep
+    found = _by_id(changes(compile_doc(doc(filesystem=BASE["filesystem"][:2], limits=BASE["limits"])),
+                           state_of(old), {"mount[/tmp]": None}))
+    assert found["mount[/tmp]"].reason.endswith("(already gone)")
+
+
 def test_namespace_change_replaces_everything():
     old = compile_doc(doc(**BASE))
     new = compile_doc(doc(**BASE, namespaces={"ipc": False}))

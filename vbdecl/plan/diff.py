@@ -32,6 +32,12 @@ ENV_KINDS = frozenset({"env.namespaces", "fs.rootfs"})
 # is not something "deleted outside vbdecl", and apply starts it again.
 ENDS_ON_ITS_OWN = ("proc.main",)
 
+#: kinds that are mounts in the environment: a revert detaches the mount, but a
+#: running process keeps what it holds of it (its cwd, open files and directories)
+MOUNT_KINDS = frozenset({"fs.bind", "fs.ro-bind", "fs.dev-bind", "fs.proc", "fs.dev", "fs.mqueue",
+                         "fs.tmpfs", "fs.overlay", "fs.tmp-overlay", "fs.ro-overlay", "fs.bind-data"})
+KEEPS_OLD_MOUNT = "the running process keeps the old mount until it restarts"
+
 
 def gone_reason(kind: str) -> str:
     """Why a recorded object's probe found nothing."""
@@ -249,6 +255,16 @@ def changes(desired: dict[str, Any] | None, state: dict[str, Any] | None,
                 reason[nxt] = f"replaced with {cur}" + (f"; {prev}" if prev else "")
                 queue.append(nxt)
 
+    # A mount replaced or removed under a process that keeps running: the process
+    # still holds the old mount through its cwd and open files (a bind it may no
+    # longer be granted), so the plan line says so.
+    keeps = (not replace_env and "process" in resources and "process" in wanted
+             and symbol.get("process") not in ("+", "-/+"))
+    if keeps:
+        for rid, sym in symbol.items():
+            if sym == "-/+" and rid in resources and resources[rid].get("kind") in MOUNT_KINDS:
+                reason[rid] = f"{reason[rid]}; {KEEPS_OLD_MOUNT}" if reason.get(rid) else KEEPS_OLD_MOUNT
+
     out: list[Change] = list(drift)
     for a in actions:
         rid = a["id"]
@@ -272,6 +288,8 @@ def changes(desired: dict[str, Any] | None, state: dict[str, Any] | None,
             why += f": {desc}"
         if gone:
             why += " (already gone)"
+        elif keeps and res.get("kind") in MOUNT_KINDS:
+            why += f"; {KEEPS_OLD_MOUNT}"
         out.append(Change("-", rid, str(res.get("kind", "?")), why, old=res))
     return out
 

@@ -461,3 +461,78 @@ def test_revert_from_inside_the_group_does_not_kill_the_caller(name: str) -> Non
         assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0, status
     finally:
         cg.remove_group(rec)
+
+
+@pytest.mark.parametrize("name", sorted(LAYOUTS))
+def test_probe_without_a_record_finds_the_group_by_instance(name: str) -> None:
+    """Recovery of an apply killed inside the ``cgroup`` step (no record journaled):
+    probe(params, None) reports this instance's directories, and only them, in every
+    hierarchy; revert removes them and the ``vbdecl`` parents."""
+    layout = LAYOUTS[name]
+    limits = {"memory": 64 << 20, "cpu": 0.25, "pids": 32, "rlimits": {}, "optional": False}
+    ctx = Context(name="t", instance=_instance(), state_dir="", runtime_dir="",
+                  spec={"limits": limits}, extra={"cgroup_layout": layout})
+    other = Context(name="u", instance=_instance(), state_dir="", runtime_dir="",
+                    spec={"limits": limits}, extra={"cgroup_layout": layout})
+    landed = Group().apply(ctx, {"layout_hint": None})      # ... and vbdecl dies here
+    theirs = Group().apply(other, {"layout_hint": None})
+    pid = 0
+    try:
+        ready_r, ready_w = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            try:
+                os.close(ready_r)
+                cg.join(landed, 0)
+                os.close(ready_w)                            # joined: the parent goes on
+                os.execv("/bin/sleep", ["/bin/sleep", "60"])
+            finally:
+                os._exit(125)
+        os.close(ready_w)
+        os.read(ready_r, 1)
+        os.close(ready_r)
+        assert any(str(pid) in Path(p, "cgroup.procs").read_text().split() for p in landed["created"])
+        found = Group().probe(Context(name="t", instance=ctx.instance, state_dir="", runtime_dir="",
+                                      extra={"cgroup_layout": layout}), {"layout_hint": None}, None)
+        assert found is not None
+        assert sorted(found["created"]) == sorted(landed["created"])
+        assert found["unified"] == landed["unified"]
+        assert {c: p for c, p in found["controllers"].items() if c != "cpuacct"} == \
+            {c: p for c, p in landed["controllers"].items() if c != "cpuacct"}
+        Group().revert(ctx, found)
+        os.waitpid(pid, 0)                                   # killed by the revert
+        pid = 0
+        assert not any(os.path.exists(p) for p in landed["created"])
+        assert all(os.path.exists(p) for p in theirs["created"])   # never another instance's
+        assert Group().probe(ctx, {"layout_hint": None}, None) is None
+    finally:
+        cg.remove_group(theirs)
+        cg.remove_group(landed)
+        if pid:
+            os.waitpid(pid, 0)
+
+
+@pytest.mark.parametrize("name", sorted(LAYOUTS))
+def test_limit_probe_without_a_record_finds_what_the_step_wrote(make_env: Any, name: str) -> None:
+    """A limit added to a live group whose apply died before its record was journaled:
+    probe(params, None) finds the value (and on v1 the directory made for the controller);
+    revert sets it back and removes that directory, leaving the process alive."""
+    env = make_env(LAYOUTS[name], memory=64 << 20)
+    pid, out = env.spawn(["/bin/sleep", "60"])
+    os.close(out)
+    env.ctx.spec["limits"]["pids"] = 8
+    landed = Limit().apply(env.ctx, {"limit": "pids", "value": 8})   # ... and vbdecl dies here
+    env.limits["pids"] = landed      # the fixture's teardown reverts it again (idempotent)
+    found = Limit().probe(env.ctx, {"limit": "pids", "value": 8}, None)
+    assert found is not None and found["dir"] == landed["dir"] and found["value"] == 8
+    assert bool(found.get("extension")) == bool(landed.get("extension"))
+    Limit().revert(env.ctx, found)
+    if landed["extension"]["created"]:
+        assert not os.path.exists(landed["dir"])
+        assert Limit().probe(env.ctx, {"limit": "pids", "value": 8}, None) is None
+    else:
+        assert cg.read_limit(landed["version"], "pids", landed["dir"]) is None
+    assert Path(f"/proc/{pid}").exists()
+    # a limit on a controller the group already has: the value goes back to unlimited
+    found = Limit().probe(env.ctx, {"limit": "memory", "value": 64 << 20}, None)
+    assert found is not None and found["value"] == 64 << 20

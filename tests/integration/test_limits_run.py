@@ -171,3 +171,22 @@ def test_run_missing_controller_error_or_optional_warning_event(env: dict[str, s
     warnings = lines[0]
     assert any("limits.pids not enforced" in w for w in warnings["warnings"]), warnings
     assert _ours() == before
+
+
+def test_run_killed_inside_the_cgroup_action_leaks_no_cgroup(env: dict[str, str], tmp_path: Path) -> None:
+    """`vbdecl run` killed after the cgroup was made but before the janitor heard of its
+    record (VBDECL_TEST_CRASH_BEFORE_DONE): the janitor's probe(params, None) finds the
+    directories by the instance id, and removes them."""
+    import time
+
+    m = manifest(tmp_path, "    memory: 64Mi\n    cpu: 0.25\n    pids: 32")
+    before = _ours()
+    r = vbdecl(dict(env, VBDECL_TEST_CRASH_BEFORE_DONE="cgroup"), "run", m, "--", "/bin/true")
+    assert r.returncode == -9, r.stderr
+    deadline = time.monotonic() + 10
+    while _ours() != before and time.monotonic() < deadline:
+        time.sleep(0.05)
+    left = _ours() - before
+    for path in sorted(left, reverse=True):      # never leak into the next tests
+        os.rmdir(path)
+    assert not left

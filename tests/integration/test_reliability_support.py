@@ -135,8 +135,8 @@ class FullEnv:
         return aid.replace("BRIDGE", self.bridge).replace("PORT", str(self.port))
 
     def cli(self, *args: str, fault: str | None = None, crash: int | None = None,
-            timeout: float = 120) -> subprocess.CompletedProcess[str]:
-        return cli(self.state, *args, fault=fault, crash=crash, timeout=timeout)
+            timeout: float = 120, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+        return cli(self.state, *args, fault=fault, crash=crash, timeout=timeout, env=env)
 
     def apply(self, **kw: Any) -> subprocess.CompletedProcess[str]:
         return self.cli("apply", str(self.path), "-y", **kw)

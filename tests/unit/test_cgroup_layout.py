@@ -306,6 +306,29 @@ def test_v2_fake_tree_parent_goes_with_its_last_environment(
     assert not parent.exists()   # the last one out removes it
 
 
+def test_v2_fake_tree_probe_without_a_record_finds_the_group(fake_v2: cg.Layout) -> None:
+    """Recovery of an apply killed inside the ``cgroup`` step: probe(params, None) gives
+    the record create_group gave (found by the instance id), never another instance's."""
+    from vbdecl.ops.cgroup import Group
+
+    limits = {"memory": 64 << 20, "pids": 8, "rlimits": {}, "optional": False}
+    ctx = Context(name="t", instance="vb-0000fa50", state_dir="", runtime_dir="",
+                  spec={"limits": limits}, extra={"cgroup_layout": fake_v2})
+    landed = Group().apply(ctx, {"layout_hint": None})
+    other = cg.create_group(fake_v2, "vb-0000fa51", ["pids"])
+    found = Group().probe(ctx, {"layout_hint": None}, None)
+    assert found is not None
+    for key in ("instance", "dirs", "created", "unified", "controllers"):
+        assert found[key] == landed[key], key
+    assert cg.find_group(fake_v2, "vb-0000fa52") is None
+    assert cg.find_group(fake_v2, "..") is None
+    Group().revert(ctx, found)
+    assert not Path(landed["unified"]).exists() and Path(other["unified"]).exists()
+    assert Group().probe(ctx, {"layout_hint": None}, None) is None
+    cg.remove_group(other)
+    assert not Path(fake_v2.unified or "", "vbdecl").exists()
+
+
 def test_fake_hybrid_tracking_dir_is_optional(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """FAKE hybrid tree: an unwritable cgroup2 mount only loses the tracking dir
     (cpu time then comes from cpuacct); a v1 controller failure is an error."""

@@ -464,6 +464,7 @@ class Session:
                     record = op.update(ctx, params, old.get("record") or {})
         except BaseException as exc:
             raise _wrap(exc, rid, _VERB[step]) from exc
+        self.engine.faults.check_crash_before_done(rid, revert=step == "destroy")
         try:
             self._log("done", seq=seq, id=rid, record=record)
         except (TypeError, ValueError) as exc:

@@ -3,6 +3,14 @@
 ``VBDECL_FAULT=<id>`` makes that action fail when it is applied;
 ``<id>:revert`` makes its revert fail; a comma-separated list combines them.
 Inert unless set. The executor consults it for every step, so every op gets it.
+
+``VBDECL_TEST_CRASH_BEFORE_DONE=<id>`` makes the process SIGKILL itself once
+the apply (or update) of that action has run, before its ``done`` entry is
+journaled; ``<id>:revert`` does the same after its revert; a comma-separated
+list combines them. That is the window in which a crash leaves an intent
+without a record, which recovery must close with ``probe(params, None)``
+(``VBDECL_TEST_CRASH_AFTER`` in vbdecl/engine/journal.py only kills right after
+a journal entry). Inert unless set.
 """
 
 from __future__ import annotations
@@ -15,18 +23,11 @@ from vbdecl.errors import ActionError
 class Faults:
     def __init__(self, spec: str | None = None) -> None:
         spec = os.environ.get("VBDECL_FAULT", "") if spec is None else spec
-        self.apply: set[str] = set()
-        self.revert: set[str] = set()
-        for item in (s.strip() for s in spec.split(",")):
-            if not item:
-                continue
-            if item.endswith(":revert"):
-                self.revert.add(item[: -len(":revert")])
-            else:
-                self.apply.add(item)
+        self.apply, self.revert = _parse(spec)
+        self.crash_apply, self.crash_revert = _parse(os.environ.get("VBDECL_TEST_CRASH_BEFORE_DONE", ""))
 
     def __bool__(self) -> bool:
-        return bool(self.apply or self.revert)
+        return bool(self.apply or self.revert or self.crash_apply or self.crash_revert)
 
     def check_apply(self, action_id: str) -> None:
         if action_id in self.apply:
@@ -37,3 +38,25 @@ class Faults:
         if action_id in self.revert:
             raise ActionError("injected revert fault (VBDECL_FAULT)", action=action_id,
                               hint="unset VBDECL_FAULT, then run vbdecl recover")
+
+    def check_crash_before_done(self, action_id: str, *, revert: bool = False) -> None:
+        """A step of ``action_id`` (its revert with ``revert``) has run: die here,
+        before its ``done`` is journaled (VBDECL_TEST_CRASH_BEFORE_DONE)."""
+        if action_id in (self.crash_revert if revert else self.crash_apply):
+            import signal
+
+            os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _parse(spec: str) -> tuple[set[str], set[str]]:
+    """``<id>[:revert],...`` -> (ids, ids of reverts)."""
+    apply: set[str] = set()
+    revert: set[str] = set()
+    for item in (s.strip() for s in spec.split(",")):
+        if not item:
+            continue
+        if item.endswith(":revert"):
+            revert.add(item[: -len(":revert")])
+        else:
+            apply.add(item)
+    return apply, revert

@@ -143,6 +143,10 @@ class Group:
             raise _action_error(exc, GROUP_ID) from exc
 
     def probe(self, ctx: Context, params: Params, record: Record | None) -> Record | None:
+        if record is None:
+            # Recovery of an apply that died in this step (no record journaled): the
+            # directories are found by the instance id in their name, and only those.
+            return cgroupfs.find_group(_layout(ctx), ctx.instance)
         if not record:
             return None
         import os
@@ -220,6 +224,40 @@ class Limit:
     def update(self, ctx: Context, params: Params, record: Record) -> Record:
         return self._set(ctx, params, record)
 
+    def _in_flight(self, ctx: Context, params: Params) -> Record | None:
+        """What an apply of this limit that died before its record was journaled may
+        have left: the value written into the environment's cgroup, and (a limit
+        added to a live environment on v1) the directory made for its controller.
+        Revert then sets the limit back to unlimited and removes that directory."""
+        import os
+
+        group = ctx.records.get(GROUP_ID)
+        limit = params["limit"]
+        if not group or not group.get("dirs") or limit in group.get("skipped", []):
+            return None     # the group is not there: the limit cannot have been written
+        ctrl = cgroupfs.LIMIT_CONTROLLER[limit]
+        ext: Record | None = None
+        if ctrl not in group.get("controllers", {}):
+            where = _layout(ctx).place(ctrl)
+            path = os.path.join(where[1], cgroupfs.PARENT, ctx.instance) if where else ""
+            if not where or where[0] != 1 or not os.path.isdir(path):
+                return None
+            ext = {"ctrl": ctrl, "path": path, "version": 1, "created": True,
+                   "parent_created": False}
+        view = cgroupfs.with_extension(group, ext)
+        found = cgroupfs.limit_dir(view, limit)
+        if found is None:
+            return None
+        try:
+            value = cgroupfs.read_limit(found[0], limit, found[1])
+        except SysError:
+            return None
+        rec: Record = {"limit": limit, "value": value, "version": found[0], "dir": found[1],
+                       "writes": []}
+        if ext:
+            rec["extension"] = ext
+        return rec
+
     def revert(self, ctx: Context, record: Record) -> None:
         if record.get("skipped"):
             return
@@ -242,6 +280,8 @@ class Limit:
 
     def probe(self, ctx: Context, params: Params, record: Record | None) -> Record | None:
         """The record with the live value, or None when the cgroup is gone."""
+        if record is None:
+            return self._in_flight(ctx, params)
         if not record:
             return None
         if record.get("skipped"):

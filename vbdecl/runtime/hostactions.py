@@ -117,6 +117,7 @@ class HostTransaction:
                 hint = exc.hint if isinstance(exc, VbdeclError) else None
                 message = exc.message if isinstance(exc, VbdeclError) else f"{type(exc).__name__}: {exc}"
                 raise ActionError(message, action=aid, hint=hint, revert_errors=errors) from exc
+            self._fault().check_crash_before_done(aid)   # test hook: die in flight
             self.landed.append((action, record))
             self.ctx.records[aid] = record
             self._tell({"op": "landed", "action": action, "record": record})

@@ -621,6 +621,43 @@ def create_group(layout: Layout, instance: str, controllers: list[str]) -> dict[
     return record
 
 
+def find_group(layout: Layout, instance: str) -> dict[str, Any] | None:
+    """The record of the ``<hierarchy>/vbdecl/<instance>`` directories that exist now,
+    in every hierarchy of ``layout``; None when there is none.
+
+    For recovery: a :func:`create_group` whose record was lost (vbdecl killed
+    before it was journaled) left directories that only their name ties to the
+    instance. The record has the shape :func:`create_group` returns, so
+    :func:`remove_group` removes them (and the ``vbdecl`` parents when empty)."""
+    if not instance or os.sep in instance or instance in (".", ".."):
+        return None
+    record = empty_record(layout, instance)
+    hierarchies: dict[str, int] = {}
+    if layout.unified is not None:
+        hierarchies[layout.unified] = 2
+    for mount in layout.v1.values():
+        hierarchies.setdefault(mount, 1)
+    for mount, version in hierarchies.items():
+        path = os.path.join(mount, PARENT, instance)
+        if not os.path.isdir(path):
+            continue
+        ctrls = [c for c in ("memory", "cpu", "cpuacct", "pids", "io")
+                 if layout.place(c) == (version, mount)]
+        if version == 2:
+            try:   # what the parent enabled for it: create_group's controllers
+                enabled = set(read(os.path.join(path, "cgroup.controllers")).split())
+            except SysError:
+                enabled = set()
+            ctrls = [c for c in ctrls if c in enabled or (c == "cpuacct" and "cpu" in enabled)]
+            record["unified"] = path
+        record["created"].append(path)
+        record["dirs"].append({"path": path, "version": version,
+                               "controllers": [c for c in ctrls if not (version == 2 and c == "cpuacct")]})
+        for c in ctrls:
+            record["controllers"][c] = path
+    return record if record["dirs"] else None
+
+
 def _create_one(record: dict[str, Any], instance: str, d: dict[str, Any]) -> None:
     mount, version, ctrls = d["hierarchy"], d["version"], d["controllers"]
     parent = os.path.join(mount, PARENT)
@@ -667,6 +704,11 @@ def _dir_of(record: dict[str, Any], ctrl: str) -> tuple[int, str] | None:
         if d["path"] == path:
             return int(d["version"]), path
     return None
+
+
+def limit_dir(record: dict[str, Any], limit: str) -> tuple[int, str] | None:
+    """(version, directory) of the group's cgroup that holds ``limit``, or None."""
+    return _dir_of(record, LIMIT_CONTROLLER[limit])
 
 
 def join(record: dict[str, Any], pid: int = 0) -> None:

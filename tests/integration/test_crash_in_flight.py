@@ -1,0 +1,117 @@
+"""Crash recovery inside a step: SIGKILL after an action's side effect, before its
+``done`` entry is journaled (``VBDECL_TEST_CRASH_BEFORE_DONE=<id>``, or
+``<id>:revert`` for its revert; vbdecl/engine/faults.py). The journal then holds an intent without a record,
+and recovery must find what the step made through ``probe(params, None)``
+(docs/plan-format.md, "Records"): nothing may be left behind.
+
+test_reliability_crash.py kills right after journal entries only, so it never
+sees this window: that is how a ``kill -9`` in the middle of the ``cgroup``
+action leaked ``<hierarchy>/vbdecl/<instance>`` directories for good.
+
+CI runs every host-scope action and a few environment-scope ones; all 29 with
+VBDECL_FULL=1.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+from pathlib import Path
+
+import pytest
+from test_reliability_support import (
+    FULL,
+    FULL_IDS,
+    FullEnv,
+    assert_clean,
+    check,
+    cleanup_envs,  # noqa: F401  (autouse fixture)
+    host,
+)
+
+HOST_SCOPE = ["env", "cgroup", "cgroup.memory", "cgroup.cpu", "cgroup.pids", "net.loopback",
+              "net.bridge[BRIDGE]", "net.veth", "net.route", "process"]
+APPLY_IDS = [i for i in FULL_IDS if i not in ("net.address", "nat.masquerade", "nat.port[PORT/tcp]")] \
+    if FULL else [*HOST_SCOPE, "rootfs", "mount[/usr]", "mount[/srv]", "net.dns"]
+DESTROY_IDS = FULL_IDS if FULL else ["process", "nat.port[PORT/tcp]", "nat.masquerade",
+                                     "net.address", "net.bridge[BRIDGE]", "cgroup", "env"]
+# Steps whose probe(params, None) has nothing to find: lo is up only inside the
+# environment's network namespace and the rootfs mount lives in its mount namespace;
+# both die with the environment, which is always new with them.
+NOTHING_TO_FIND = {"net.loopback", "rootfs", "net.route", "process"}
+
+
+def _entries(env: FullEnv) -> list[dict[str, object]]:
+    p = env.state / "envs" / env.name / "journal.jsonl"
+    return [json.loads(x) for x in p.read_text().splitlines()] if p.exists() else []
+
+
+def _in_flight(env: FullEnv) -> list[str]:
+    """Ids with an intent and no done in the open transaction."""
+    entries = _entries(env)
+    start = max(i for i, e in enumerate(entries) if e["t"] == "begin")
+    intents = {e["seq"]: e["id"] for e in entries[start:] if e["t"] == "intent"}
+    done = {e["seq"] for e in entries[start:] if e["t"] == "done"}
+    return [rid for seq, rid in intents.items() if seq not in done]
+
+
+def _probe_in_flight(env: FullEnv, rid: str) -> object:
+    """What recovery's probe(params, None) reports for the in-flight step ``rid``: the
+    session replays the open transaction (as recovery does) and asks the op."""
+    from vbdecl.engine import journal, paths
+    from vbdecl.engine.executor import Engine, _op
+    from vbdecl.ops.net import release
+
+    engine = Engine(env.state)
+    with engine.session(env.name, recover=False, create=False) as s:
+        entries = journal.open_transaction(journal.read(paths.journal_file(env.name, engine.state_dir)))
+        assert entries is not None
+        s.instance = entries[0]["instance"]
+        s._load_context(entries[0]["plan"])
+        s._replay(entries)
+        intent = next(e for e in entries if e["t"] == "intent" and e["id"] == rid)
+        ctx = s._ctx()
+        try:
+            return _op(intent["kind"]).probe(ctx, intent["params"], None)
+        finally:
+            release(ctx)
+
+
+def _shared_net_files(env: FullEnv) -> list[str]:
+    """The state root's shared network files: gone once no lease or bridge user is left."""
+    return sorted(p.name for p in env.state.glob("net.*.json"))
+
+
+@pytest.mark.parametrize("aid", APPLY_IDS)
+def test_sigkill_in_flight_during_apply(tmp_path: Path, aid: str) -> None:
+    env = FullEnv(tmp_path)
+    rid = env.real_id(aid)
+    before = host()
+    out = env.apply(env={"VBDECL_TEST_CRASH_BEFORE_DONE": rid})
+    assert out.returncode == -signal.SIGKILL, (rid, out.returncode, out.stderr)
+    assert env.journal_open()
+    assert _in_flight(env) == [rid]          # the hook fired inside that step
+    found = _probe_in_flight(env, rid)      # what recovery's probe(params, None) sees
+    assert (found is None) == (aid in NOTHING_TO_FIND), (rid, found)
+    check(env.recover(), 0, f"recover after a kill inside {rid}")
+    assert not env.journal_open()
+    assert env.state_json() is None
+    assert _shared_net_files(env) == []
+    assert_clean(before, f"recover after a kill inside {rid} of apply")
+
+
+@pytest.mark.parametrize("aid", DESTROY_IDS)
+def test_sigkill_in_flight_during_destroy(tmp_path: Path, aid: str) -> None:
+    env = FullEnv(tmp_path)
+    rid = env.real_id(aid)
+    before = host()
+    check(env.apply(), 0, "apply")
+    out = env.destroy(env={"VBDECL_TEST_CRASH_BEFORE_DONE": f"{rid}:revert"})
+    assert out.returncode == -signal.SIGKILL, (rid, out.returncode, out.stderr)
+    assert _in_flight(env) == [rid]
+    check(env.recover(), 0, f"recover after a kill inside the revert of {rid}")
+    assert not env.journal_open()
+    assert env.state_json() is None
+    assert _shared_net_files(env) == []
+    assert_clean(before, f"recover after a kill inside {rid} of destroy")
+

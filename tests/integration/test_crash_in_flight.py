@@ -30,9 +30,9 @@ from test_reliability_support import (
 )
 
 HOST_SCOPE = ["env", "cgroup", "cgroup.memory", "cgroup.cpu", "cgroup.pids", "net.loopback",
-              "net.bridge[BRIDGE]", "net.veth", "net.route", "process"]
-APPLY_IDS = [i for i in FULL_IDS if i not in ("net.address", "nat.masquerade", "nat.port[PORT/tcp]")] \
-    if FULL else [*HOST_SCOPE, "rootfs", "mount[/usr]", "mount[/srv]", "net.dns"]
+              "net.bridge[BRIDGE]", "net.veth", "net.route", "nat.masquerade",
+              "nat.port[PORT/tcp]", "process"]
+APPLY_IDS = [i for i in FULL_IDS if i != "net.address"] if FULL else [*HOST_SCOPE, "rootfs", "mount[/usr]", "mount[/srv]", "net.dns"]
 DESTROY_IDS = FULL_IDS if FULL else ["process", "nat.port[PORT/tcp]", "nat.masquerade",
                                      "net.address", "net.bridge[BRIDGE]", "cgroup", "env"]
 # Steps whose probe(params, None) has nothing to find: lo is up only inside the

@@ -354,6 +354,22 @@ def _collect(nft: Any, host: dict[str, Any]) -> list[str]:
     return dead
 
 
+def _jumps_to(items: list[dict[str, Any]], map_name: str, chain: str) -> list[Any]:
+    """The keys of map ``map_name`` whose verdict jumps to ``chain``."""
+    keys = []
+    for item in items:
+        m = item.get("map")
+        if not m or m.get("name") != map_name:
+            continue
+        for pair in m.get("elem") or []:
+            if not isinstance(pair, list) or len(pair) != 2 or not isinstance(pair[1], dict):
+                continue
+            key, verdict = pair
+            if (verdict.get("jump") or verdict.get("goto") or {}).get("target") == chain:
+                keys.append(key["elem"]["val"] if isinstance(key, dict) and "elem" in key else key)
+    return keys
+
+
 def _undo_of(cmds: list[Cmd]) -> list[Cmd]:
     """The delete commands matching the add commands of one environment object."""
     out: list[Cmd] = []
@@ -497,9 +513,17 @@ class Masquerade:
         return f"masquerade {params.get('subnet')} out of {params.get('egress') or 'auto'}"
 
     def probe(self, ctx: Context, params: Params, record: Record | None) -> Record | None:
-        if record is None:
-            return None
         items = _nft(ctx).list_table(FAMILY, TABLE) or []
+        if record is None:
+            # Recovery of an apply that died in this step (no record journaled): the
+            # chain named after the instance, and the map elements that jump to it.
+            names = {i["chain"]["name"] for i in items if "chain" in i}
+            chain = masq_chain(ctx.instance)
+            if chain not in names:
+                return None
+            return {"chain": chain, "egress": params.get("egress"),
+                    "addresses4": _jumps_to(items, "masq4", chain),
+                    "addresses6": _jumps_to(items, "masq6", chain)}
         chain = record["chain"]
         # what makes it work: each address's masq4/masq6 element jumping to the chain,
         # and the chain's masquerade rule
@@ -627,9 +651,21 @@ class Port:
         map element for protocol . host port jumps to that chain: without the
         element (deleted by hand, or by someone's ``nft flush``) no packet reaches
         the chain, so a chain alone is not a published port."""
-        if record is None:
-            return None
         items = _nft(ctx).list_table(FAMILY, TABLE) or []
+        if record is None:
+            # Recovery of an apply that died in this step: the chain named after the
+            # instance and this port (its map element goes with it on revert).
+            names = {i["chain"]["name"] for i in items if "chain" in i}
+            proto = params.get("protocol") or "tcp"
+            chain = port_chain(ctx.instance, proto, int(params["host"]))
+            if chain not in names:
+                return None
+            host_ip = params.get("host_ip")
+            bridge = (ctx.records.get("net.veth") or {}).get("bridge")
+            loopback = host_ip is None or ipaddress.ip_address(host_ip).is_loopback
+            return {"chain": chain, "protocol": proto, "host": int(params["host"]),
+                    "container": int(params["container"]), "host_ip": host_ip,
+                    "localnet": bridge if loopback and bridge else None}
         chain = record["chain"]
         if _map_target(items, "ports", {"concat": [record["protocol"], record["host"]]}) != chain:
             return None

@@ -30,15 +30,15 @@ from test_reliability_support import (
 )
 
 HOST_SCOPE = ["env", "cgroup", "cgroup.memory", "cgroup.cpu", "cgroup.pids", "net.loopback",
-              "net.bridge[BRIDGE]", "net.veth", "net.route", "nat.masquerade",
+              "net.bridge[BRIDGE]", "net.veth", "net.address", "net.route", "nat.masquerade",
               "nat.port[PORT/tcp]", "process"]
-APPLY_IDS = [i for i in FULL_IDS if i != "net.address"] if FULL else [*HOST_SCOPE, "rootfs", "mount[/usr]", "mount[/srv]", "net.dns"]
+APPLY_IDS = FULL_IDS if FULL else [*HOST_SCOPE, "rootfs", "mount[/usr]", "mount[/srv]", "net.dns"]
 DESTROY_IDS = FULL_IDS if FULL else ["process", "nat.port[PORT/tcp]", "nat.masquerade",
                                      "net.address", "net.bridge[BRIDGE]", "cgroup", "env"]
 # Steps whose probe(params, None) has nothing to find: lo is up only inside the
 # environment's network namespace and the rootfs mount lives in its mount namespace;
 # both die with the environment, which is always new with them.
-NOTHING_TO_FIND = {"net.loopback", "rootfs", "net.route", "process"}
+NOTHING_TO_FIND = {"net.loopback", "rootfs", "process"}
 
 
 def _entries(env: FullEnv) -> list[dict[str, object]]:
@@ -115,3 +115,28 @@ def test_sigkill_in_flight_during_destroy(tmp_path: Path, aid: str) -> None:
     assert _shared_net_files(env) == []
     assert_clean(before, f"recover after a kill inside {rid} of destroy")
 
+
+
+def test_probe_without_a_record_reports_only_this_instance(tmp_path: Path) -> None:
+    """probe(params, None) reports only objects of ctx.instance: beside a live environment
+    (same state root, bridge, subnet and params), another instance's probes find nothing."""
+    from vbdecl.engine.executor import _op
+    from vbdecl.ops.base import Context
+    from vbdecl.ops.net import release
+
+    env = FullEnv(tmp_path)
+    before = host()
+    check(env.apply(), 0, "apply")
+    state = env.state_json()
+    assert state is not None
+    stranger = "vb-00000000"
+    ctx = Context(name="stranger", instance=stranger, state_dir=str(env.state / "envs" / "stranger"),
+                  runtime_dir=str(env.state / "run" / stranger), spec=state["plan"]["spec"])
+    try:
+        found = {rid: _op(res["kind"]).probe(ctx, res["params"], None)
+                 for rid, res in state["resources"].items()}
+    finally:
+        release(ctx)
+    assert {rid: rec for rid, rec in found.items() if rec is not None} == {}
+    check(env.destroy(), 0, "destroy")
+    assert_clean(before, "apply + destroy")

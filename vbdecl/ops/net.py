@@ -147,7 +147,16 @@ class Bridge:
         found = nl.link(_sess(ctx).host, params["bridge"])
         if found is None or found["kind"] != "bridge":
             return None
-        return dict(record or {}, bridge=params["bridge"], index=found["index"])
+        if record is None:
+            # Recovery of an apply that died in this step: the bridge is shared, and
+            # this instance owns only its membership (then revert drops it, and the
+            # bridge with its last user). A bridge it does not use is none of its own.
+            entry = (shared.read(ctx.state_dir).get("bridges") or {}).get(params["bridge"]) or {}
+            if ctx.instance not in (entry.get("users") or []):
+                return None
+            return {"bridge": params["bridge"], "instance": ctx.instance,
+                    "created": bool(entry.get("created")), "index": found["index"]}
+        return dict(record, bridge=params["bridge"], index=found["index"])
 
     @_session
     def apply(self, ctx: Context, params: Params) -> Record:
@@ -356,12 +365,27 @@ class Address:
 
     @_session
     def probe(self, ctx: Context, params: Params, record: Record | None) -> Record | None:
-        if record is None or not _alive(ctx, record):
+        if record is None:
+            return self._in_flight(ctx, params)
+        if not _alive(ctx, record):
             return None
         nl = _nl()
         ipr = _sess(ctx).env(_env_pid(ctx, "net.address"))
         have = {(a, p) for a, p, _ in nl.addresses(ipr)}
         return dict(record) if (record["address"], record["prefixlen"]) in have else None
+
+    @staticmethod
+    def _in_flight(ctx: Context, params: Params) -> Record | None:
+        """Recovery of an apply that died in this step (no record journaled): the
+        lease that names this instance in the shared state, with the environment's
+        namespace, so that revert releases the lease and removes the address."""
+        net = ipam.parse_subnet(params["subnet"])
+        leases = (shared.read(ctx.state_dir).get("leases") or {}).get(str(net)) or {}
+        mine = [a for a, who in leases.items() if who == ctx.instance]
+        if not mine:
+            return None
+        return {"address": mine[0], "prefixlen": net.prefixlen, "subnet": str(net), "ifname": INNER,
+                "family": net.version, "netns": _nl().netns_id(ctx.env_pid)}
 
     @_session
     def apply(self, ctx: Context, params: Params) -> Record:
@@ -431,7 +455,14 @@ class Route:
 
     @_session
     def probe(self, ctx: Context, params: Params, record: Record | None) -> Record | None:
-        if record is None or not _alive(ctx, record):
+        if record is None:
+            # Recovery of an apply that died in this step: the default route on the
+            # environment's own interface, in its namespace (while it lives).
+            if ctx.env_pid is None or _nl().netns_id(ctx.env_pid) is None:
+                return None
+            record = {"gateway": _gateway(params), "ifname": INNER,
+                      "netns": _nl().netns_id(ctx.env_pid)}
+        if not _alive(ctx, record):
             return None
         nl = _nl()
         ipr = _sess(ctx).env(_env_pid(ctx, "net.route"))
@@ -474,6 +505,9 @@ class Loopback:
 
     @_session
     def probe(self, ctx: Context, params: Params, record: Record | None) -> Record | None:
+        # Without a record (recovery of an apply that died here) there is nothing to
+        # undo: lo lives and dies with the environment's network namespace, which is
+        # always new with the environment (a change of it replaces the environment).
         if record is None or not _alive(ctx, record):
             return None
         return dict(record)

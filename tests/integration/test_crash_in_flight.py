@@ -38,7 +38,7 @@ DESTROY_IDS = FULL_IDS if FULL else ["process", "nat.port[PORT/tcp]", "nat.masqu
 # Steps whose probe(params, None) has nothing to find: lo is up only inside the
 # environment's network namespace and the rootfs mount lives in its mount namespace;
 # both die with the environment, which is always new with them.
-NOTHING_TO_FIND = {"net.loopback", "rootfs", "process"}
+NOTHING_TO_FIND = {"net.loopback", "rootfs"}
 
 
 def _entries(env: FullEnv) -> list[dict[str, object]]:
@@ -140,3 +140,38 @@ def test_probe_without_a_record_reports_only_this_instance(tmp_path: Path) -> No
     assert {rid: rec for rid, rec in found.items() if rec is not None} == {}
     check(env.destroy(), 0, "destroy")
     assert_clean(before, "apply + destroy")
+
+
+def _env_commands(env: FullEnv) -> list[str]:
+    """Command lines of the processes in the live environment's cgroup (its init's too)."""
+    state = env.state_json()
+    assert state is not None
+    procs = Path(state["resources"]["cgroup"]["record"]["dirs"][0]["path"], "cgroup.procs")
+    out = []
+    for pid in procs.read_text().split():
+        try:
+            out.append(Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode().strip())
+        except OSError:
+            pass
+    return sorted(out)
+
+
+def test_sigkill_in_flight_during_process_restart(tmp_path: Path) -> None:
+    """A changed command restarts the process in the live environment (-/+ process); a
+    kill after the new process started but before its record was journaled must not
+    leave it running beside the old one that the rollback starts again."""
+    env = FullEnv(tmp_path, command=["/bin/sleep", "3600"])
+    before = host()
+    check(env.apply(), 0, "apply")
+    running = _env_commands(env)
+    assert "/bin/sleep 3600" in running
+    env.path.write_text(env.path.read_text().replace('"3600"', '"3601"'))
+    out = env.apply(env={"VBDECL_TEST_CRASH_BEFORE_DONE": "process"})
+    assert out.returncode == -signal.SIGKILL, out.stderr
+    assert "/bin/sleep 3601" in _env_commands(env)
+    check(env.recover(), 0, "recover after a kill inside the restart of process")
+    after = _env_commands(env)
+    assert "/bin/sleep 3601" not in after, after
+    assert after.count("/bin/sleep 3600") == 1, after
+    check(env.destroy(), 0, "destroy")
+    assert_clean(before, "destroy after a kill inside the restart of process")

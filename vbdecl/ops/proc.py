@@ -35,6 +35,11 @@ def _spec_for(ctx: Context, params: Params) -> dict[str, Any]:
     return spec
 
 
+def _runtime_dir(ctx: Context) -> str:
+    """The environment's runtime dir: the one its init was started with."""
+    return str((ctx.records.get("env") or {}).get("runtime_dir") or ctx.runtime_dir)
+
+
 class Main:
     def describe(self, params: Params) -> str:
         cmd = (params.get("process") or {}).get("command") or ["/bin/sh"]
@@ -43,6 +48,12 @@ class Main:
     def probe(self, ctx: Context, params: Params, record: Record | None) -> Record | None:
         from vbdecl.sys.proc import alive
 
+        if record is None:
+            # Recovery of an apply that died in this step: the process named in the
+            # environment's runtime dir (written as soon as it started).
+            from vbdecl.runtime.live import find_process
+
+            return find_process(_runtime_dir(ctx))
         if record and alive(int(record.get("pid") or 0), record.get("start_time")):
             return record
         return None
@@ -61,9 +72,10 @@ class Main:
             raise ActionError(err.message, action="process", hint=err.hint) from err
 
     def revert(self, ctx: Context, record: Record) -> None:
-        from vbdecl.runtime.live import stop_process
+        from vbdecl.runtime.live import forget_process, stop_process
 
         stop_process(record)
+        forget_process(_runtime_dir(ctx), record)
 
     def update(self, ctx: Context, params: Params, record: Record) -> Record:
         self.revert(ctx, record)

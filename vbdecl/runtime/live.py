@@ -121,35 +121,67 @@ def start_env(*, spec: dict[str, Any], instance: str, runtime_dir: str) -> dict[
 
 
 INIT_FILE = "init.json"
+PROCESS_FILE = "process.json"
+
+
+def _write_pid_file(runtime_dir: str, name: str, data: dict[str, Any]) -> None:
+    import json
+
+    tmp = os.path.join(runtime_dir, f".{name}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    try:
+        os.write(fd, json.dumps(data).encode())
+    finally:
+        os.close(fd)
+    os.replace(tmp, os.path.join(runtime_dir, name))
+
+
+def _read_pid_file(runtime_dir: str, name: str) -> dict[str, Any] | None:
+    import json
+
+    try:
+        with open(os.path.join(runtime_dir, name), "rb") as f:
+            found = json.loads(f.read())
+        return {"pid": int(found["pid"]), "start_time": found.get("start_time"),
+                **{k: v for k, v in found.items() if k not in ("pid", "start_time")}}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
 
 
 def _write_init_file(runtime_dir: str, pid: int) -> None:
     """Name the init in the runtime dir before anything else, so that recovery of an
     apply killed before it journaled the env record still finds it (find_env)."""
-    import json
-
-    data = json.dumps({"pid": pid, "start_time": sysproc.start_time(pid)}).encode()
-    tmp = os.path.join(runtime_dir, f".{INIT_FILE}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-    try:
-        os.write(fd, data)
-    finally:
-        os.close(fd)
-    os.replace(tmp, os.path.join(runtime_dir, INIT_FILE))
+    _write_pid_file(runtime_dir, INIT_FILE, {"pid": pid, "start_time": sysproc.start_time(pid)})
 
 
 def find_env(instance: str, runtime_dir: str) -> dict[str, Any] | None:
     """The record of a live init of ``instance`` known only from its runtime dir."""
-    import json
-
-    try:
-        with open(os.path.join(runtime_dir, INIT_FILE), "rb") as f:
-            found = json.loads(f.read())
-        record = {"instance": instance, "pid": int(found["pid"]),
-                  "start_time": found.get("start_time"), "runtime_dir": runtime_dir, "pins": {}}
-    except (OSError, ValueError, KeyError, TypeError):
+    found = _read_pid_file(runtime_dir, INIT_FILE)
+    if found is None:
         return None
+    record = {"instance": instance, "pid": found["pid"], "start_time": found["start_time"],
+              "runtime_dir": runtime_dir, "pins": {}}
     return record if env_alive(record) else None
+
+
+def find_process(runtime_dir: str) -> dict[str, Any] | None:
+    """The record of the live declared process named in the runtime dir (recovery of an
+    apply killed before it journaled the process record), or None."""
+    found = _read_pid_file(runtime_dir, PROCESS_FILE)
+    if found is None or not sysproc.alive(found["pid"], found["start_time"]):
+        return None
+    return found
+
+
+def forget_process(runtime_dir: str, record: dict[str, Any]) -> None:
+    """Remove the runtime dir's note of the process ``record`` (and only of that one)."""
+    found = _read_pid_file(runtime_dir, PROCESS_FILE)
+    if found is not None and found["pid"] == record.get("pid") \
+            and found["start_time"] == record.get("start_time"):
+        try:
+            os.unlink(os.path.join(runtime_dir, PROCESS_FILE))
+        except FileNotFoundError:
+            pass
 
 
 def _reap(pid: int) -> None:
@@ -191,7 +223,7 @@ def _wait_gone(pid: int, started: int | None, timeout: float = STOP_TIMEOUT) -> 
 
 
 def _remove_runtime(runtime_dir: str) -> None:
-    for name in (INIT_FILE, f".{INIT_FILE}.tmp"):
+    for name in (INIT_FILE, f".{INIT_FILE}.tmp", PROCESS_FILE, f".{PROCESS_FILE}.tmp"):
         try:
             os.unlink(os.path.join(runtime_dir, name))
         except OSError:
@@ -367,6 +399,11 @@ def start_process(*, env_record: dict[str, Any], spec: dict[str, Any], log_path:
             raise _child_error(msg[1]) if msg else RuntimeSetupError("the process helper exited")
         pid = struct.unpack("=i", msg[1])[0]
         started = sysproc.start_time(pid)
+        if env_record.get("runtime_dir"):
+            # named before anything else, so that recovery of an apply killed before it
+            # journaled this record still finds the process (find_process)
+            _write_pid_file(env_record["runtime_dir"], PROCESS_FILE,
+                            {"pid": pid, "start_time": started, "log": log_path})
         inodes = sysns.own_ns_inodes(pid)
         if sink is not None:
             sink.emit("runtime_init_warnings", warning_count=0, warnings=[])

@@ -6,6 +6,7 @@ the commit), and a final destroy leaves nothing."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -152,3 +153,33 @@ def test_sigterm_rolls_back(tmp_path: Path) -> None:
     assert '"action.reverted"' in out
     assert testops.host_tree(root) == {}
     assert not (sd / "envs" / "web").exists()
+
+
+def test_destroy_after_an_interrupted_destroy_succeeds(tmp_path: Path) -> None:
+    """`destroy` after a killed `destroy` finishes it (recovery rolls it forward) and that
+    is the destroy asked for: exit 0 and one line saying so, never "does not exist"."""
+    def body(tmp: Path) -> None:
+        root, sd = tmp / "root", tmp / "state"
+        root.mkdir()
+        plan = testops.make_plan("web", root, files=4)
+        for args in ((), ("--json",)):
+            Engine(sd).apply(plan)
+            out = _cli(sd, "destroy", "web", "-y", crash=6)     # begin, intent, done, ...
+            assert out.returncode == -signal.SIGKILL, out.stderr
+            assert testops.journal_open(sd, "web") and testops.host_tree(root) != {}
+            out = _cli(sd, *args, "destroy", "web", "-y")
+            assert out.returncode == 0, out.stderr
+            assert "error" not in out.stderr and "does not exist" not in out.stderr, out.stderr
+            if args:
+                result = [json.loads(x) for x in out.stdout.splitlines()][-1]
+                assert [(d["name"], d["recovered"]) for d in result["destroyed"]] == [("web", True)]
+            else:
+                assert out.stdout == "web: destroyed (finished the interrupted destroy)\n"
+                assert out.stderr == ""
+            assert testops.host_tree(root) == {}
+            assert store.load("web", sd) is None and not testops.journal_open(sd, "web")
+        # with nothing left to finish, a second destroy is an error as before
+        out = _cli(sd, "destroy", "web", "-y")
+        assert out.returncode == 1 and "does not exist" in out.stderr
+
+    testops.in_private_mount_ns(body, tmp_path)

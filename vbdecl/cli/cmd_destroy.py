@@ -32,6 +32,7 @@ def run(args: argparse.Namespace) -> int:
 
     sigterm_rolls_back()
     renderer = Renderer(args.json)
+    renderer.destroying = True     # a recovered destroy is reported as this command's result
     engine = Engine(args.state_dir, on_event=renderer, lock_timeout=args.lock_timeout,
                     command=command_line())
     done = []
@@ -39,20 +40,24 @@ def run(args: argparse.Namespace) -> int:
     try:
         for name in names_of(args.target):
             with engine.session(name, create=False) as s:
-                if s.state is None:
+                # (the session recovered first: an interrupted destroy of ``name`` left
+                # open is finished now, and that is what this command asked for)
+                if s.state is None and s.recovered != "destroyed":
                     raise StateError(f"environment {name!r} does not exist",
                                      hint="vbdecl ls lists the environments")
-                n = len(s.state.get("resources") or {})
-                if not args.json:
-                    print(f"{name}: {n} resources to destroy (instance {s.state['instance']})")
-                if not confirm(f"Destroy {name}?", args.yes):
-                    print(f"{name}: not destroyed", file=sys.stderr)
-                    declined.append(name)
-                    continue
+                if s.state is not None:
+                    n = len(s.state.get("resources") or {})
+                    if not args.json:
+                        print(f"{name}: {n} resources to destroy (instance {s.state['instance']})")
+                    if not confirm(f"Destroy {name}?", args.yes):
+                        print(f"{name}: not destroyed", file=sys.stderr)
+                        declined.append(name)
+                        continue
                 result = s.destroy()
                 done.append(result.to_json())
                 if not args.json:
-                    print(f"{name}: destroyed")
+                    print(f"{name}: destroyed" + (" (finished the interrupted destroy)"
+                                                  if result.recovered else ""))
     finally:
         renderer.close()
     if args.json:

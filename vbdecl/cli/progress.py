@@ -21,6 +21,8 @@ class Renderer:
         self.stream = stream or sys.stderr
         self.progress: Any = None
         self.task: Any = None
+        # `destroy` reports an interrupted destroy that recovery finishes as its own result
+        self.destroying = False
 
     def __call__(self, event: dict[str, Any]) -> None:
         if self.json:
@@ -79,10 +81,14 @@ class Renderer:
         self.say(f"  revert FAILED {ev['id']}: {ev['error']}")
 
     def on_recovery_started(self, ev: dict[str, Any]) -> None:
+        if self.destroying and ev.get("op") == "destroy":
+            return
         self.say(f"recovering {ev['name']}: an interrupted {ev.get('op')} "
                  f"(pid {ev.get('pid')}) left an open transaction")
 
     def on_recovery_finished(self, ev: dict[str, Any]) -> None:
+        if self.destroying and ev.get("outcome") == "destroyed":
+            return
         self.say(f"recovered {ev['name']}: {ev.get('outcome')}")
 
     def on_apply_committed(self, ev: dict[str, Any]) -> None:

@@ -183,6 +183,9 @@ class Session:
         self.instance = ""
         self.deps: dict[str, list[str]] = {}
         self.steps = 0
+        # what recover() did at the start of this session: "committed", "rolled back",
+        # "destroyed" (an interrupted destroy finished), or None
+        self.recovered: str | None = None
 
     def attach(self, state: dict[str, Any] | None) -> None:
         """Work on ``state`` (its instance, resources and plan context)."""
@@ -676,7 +679,7 @@ class Session:
         if op == "apply" and state is not None and state.get("lineage") == begin.get("lineage") \
                 and state.get("serial") == begin.get("target_serial"):
             self._log("commit", serial=state["serial"], recovered=True)  # state had landed
-            self.engine.emit("recovery.finished", name=self.name, outcome="committed")
+            self._recovered("committed")
             return True
         if op == "destroy":
             self._load_context((state or {}).get("plan"))
@@ -686,7 +689,7 @@ class Session:
                 [e.get("seq", 0) for e in txn_entries] + [0]))
             if errors:
                 raise self._recovery_error(errors)
-            self.engine.emit("recovery.finished", name=self.name, outcome="destroyed")
+            self._recovered("destroyed")
             return True
         plan = begin.get("plan")
         self._load_context(plan)
@@ -698,8 +701,12 @@ class Session:
                                 base_revision=int(begin.get("base_revision") or 0))
         if errors:
             raise self._recovery_error(errors)
-        self.engine.emit("recovery.finished", name=self.name, outcome="rolled back")
+        self._recovered("rolled back")
         return True
+
+    def _recovered(self, outcome: str) -> None:
+        self.recovered = outcome
+        self.engine.emit("recovery.finished", name=self.name, outcome=outcome)
 
     def _recovery_error(self, errors: list[ActionError]) -> ActionError:
         first = errors[0]
@@ -711,6 +718,9 @@ class Session:
 
     def destroy(self) -> Result:
         state = self.state
+        if state is None and self.recovered == "destroyed":
+            # This session's recovery finished an interrupted destroy: what was asked is done.
+            return Result(self.name, self.instance or None, None, None, recovered=True)
         if state is None:
             raise StateError(f"environment {self.name!r} has no state: nothing to destroy",
                              hint="vbdecl ls lists the environments")

@@ -4,6 +4,7 @@ rollback order, journal rotation, the Python API for embedders."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import sys
 from pathlib import Path
@@ -150,3 +151,103 @@ def test_a_record_that_is_not_plain_data_is_undone(tmp_path: Path) -> None:
         Engine(sd).apply(_plan(root, files=1, extra=[bad]))
     assert info.value.action == "bad" and "not plain data" in str(info.value)
     assert testops.host_tree(root) == {}
+
+
+class _RuntimeDirOp:
+    """Records the runtime directory each call of it was given (ctx.runtime_dir)."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[str, str]] = []
+
+    def describe(self, params: dict[str, Any]) -> str:
+        return "runtime dir probe"
+
+    def probe(self, ctx: Any, params: dict[str, Any], record: Any) -> Any:
+        self.seen.append(("probe", ctx.runtime_dir))
+        if record is None:    # as ops.env: what the runtime dir shows
+            return {"runtime_dir": ctx.runtime_dir} if os.path.isdir(ctx.runtime_dir) else None
+        return record
+
+    def apply(self, ctx: Any, params: dict[str, Any]) -> dict[str, Any]:
+        self.seen.append(("apply", ctx.runtime_dir))
+        os.makedirs(ctx.runtime_dir, exist_ok=True)
+        return {"runtime_dir": ctx.runtime_dir, "pid": None}
+
+    def revert(self, ctx: Any, record: dict[str, Any]) -> None:
+        self.seen.append(("revert", ctx.runtime_dir))
+        os.rmdir(record["runtime_dir"])
+
+
+def _env_plan(name: str) -> dict[str, Any]:
+    return {"format": 1, "tool_version": "0", "name": name, "labels": {}, "manifest_hash": None,
+            "source": None, "spec": {},
+            "actions": [{"id": "env", "kind": "env.namespaces", "scope": "host", "deps": [],
+                         "params": {}, "describe": "env", "replace": True}]}
+
+
+@pytest.fixture
+def fake_env_op(monkeypatch: pytest.MonkeyPatch) -> _RuntimeDirOp:
+    """``env.namespaces`` replaced by an op that only makes its runtime dir."""
+    from vbdecl import ops
+
+    op = _RuntimeDirOp()
+    monkeypatch.setitem(ops._cache, "env.namespaces", op)
+    return op
+
+
+def test_runtime_dir_is_the_runtime_root_unless_a_state_dir_is_chosen(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fake_env_op: _RuntimeDirOp) -> None:
+    """Without --state-dir the runtime dir is the runtime root of paths.py (/run/vbdecl
+    for root; $XDG_RUNTIME_DIR/vbdecl here), never <state>/run; with one, <state>/run."""
+    monkeypatch.delenv("VBDECL_STATE_DIR", raising=False)
+    monkeypatch.setattr(os, "geteuid", lambda: 4242)      # the XDG defaults, in tmp_path
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "xdg-state"))
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path / "xdg-run"))
+    res = Engine().apply(_env_plan("web"))
+    want = str(tmp_path / "xdg-run" / "vbdecl" / str(res.instance))
+    assert fake_env_op.seen == [("apply", want)]
+    begin = journal.read(paths.journal_file("web"))[0]
+    assert begin["t"] == "begin" and begin["runtime_dir"] == want
+    assert not (tmp_path / "xdg-state" / "vbdecl" / "run").exists()
+    Engine().destroy("web")
+    assert fake_env_op.seen[-1] == ("revert", want) and not os.path.exists(want)
+    # a chosen state dir keeps its runtime dir beneath it
+    sd = tmp_path / "chosen"
+    res = Engine(sd).apply(_env_plan("web"))
+    assert fake_env_op.seen[-1] == ("apply", str(sd / "run" / str(res.instance)))
+    Engine(sd).destroy("web")
+    assert not (sd / "run").exists()
+
+
+def test_recorded_runtime_dir_is_honoured(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                         fake_env_op: _RuntimeDirOp) -> None:
+    """An environment started before /run/vbdecl was the default keeps <state>/run/<instance>:
+    its env record (and its journal, for recovery) says so, and destroy cleans it there."""
+    monkeypatch.delenv("VBDECL_STATE_DIR", raising=False)
+    monkeypatch.setattr(os, "geteuid", lambda: 4242)
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "xdg-state"))
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path / "xdg-run"))
+    root = tmp_path / "xdg-state" / "vbdecl"
+    old = Engine()
+    old.runtime_root = str(root / "run")          # what vbdecl did before
+    res = old.apply(_env_plan("web"))
+    legacy = str(root / "run" / str(res.instance))
+    assert fake_env_op.seen == [("apply", legacy)] and os.path.isdir(legacy)
+    Engine().destroy("web")
+    assert fake_env_op.seen[-1] == ("revert", legacy)
+    assert not (root / "run").exists()            # and its parent, now empty
+    # an apply killed in flight by the old vbdecl (its journal names no runtime dir):
+    # recovery looks in the old place
+    instance = "vb-0123abcd"
+    legacy = str(root / "run" / instance)
+    os.makedirs(legacy)                           # what its env step made before the kill
+    with journal.Journal(paths.journal_file("web2")) as j:
+        j.append({"t": "begin", "txn": "t1", "op": "apply", "pid": 1, "time": 0.0,
+                  "lineage": "l", "base_serial": None, "target_serial": 1, "base_revision": 0,
+                  "instance": instance, "fresh": True, "plan": _env_plan("web2")})
+        j.append({"t": "intent", "txn": "t1", "seq": 1, "step": "create", "id": "env",
+                  "kind": "env.namespaces", "params": {}, "old": None})
+    fake_env_op.seen.clear()
+    assert Engine().recover("web2") is True
+    assert fake_env_op.seen == [("probe", legacy), ("revert", legacy)]
+    assert not os.path.exists(legacy)

@@ -103,6 +103,9 @@ class Engine:
                  command: str | None = None, sync: bool = True,
                  faults: Faults | None = None) -> None:
         self.state_dir = str(paths.state_root(state_dir))
+        # From the caller's choice, not from state_dir (absolute, so it would always
+        # look like an override): /run/vbdecl for root unless a state dir was chosen.
+        self.runtime_root = str(paths.runtime_root(state_dir))
         self.on_event = on_event
         self.lock_timeout = lock_timeout
         self.command = command
@@ -186,6 +189,7 @@ class Session:
         # what recover() did at the start of this session: "committed", "rolled back",
         # "destroyed" (an interrupted destroy finished), or None
         self.recovered: str | None = None
+        self._txn_runtime_dir: str | None = None   # the runtime dir the transaction journaled
 
     def attach(self, state: dict[str, Any] | None) -> None:
         """Work on ``state`` (its instance, resources and plan context)."""
@@ -260,6 +264,27 @@ class Session:
         pid = ((res or {}).get("record") or {}).get("pid")
         return int(pid) if pid else None
 
+    def _recorded_runtime_dir(self) -> str | None:
+        res = self.res.get(self._env_id) if self._env_id else None
+        recorded = ((res or {}).get("record") or {}).get("runtime_dir")
+        return str(recorded) if recorded else None
+
+    def _runtime_dir(self) -> str:
+        """The environment's runtime directory: the one its ``env`` record names (an
+        environment keeps the directory it was started with, also one made before
+        vbdecl used /run/vbdecl by default), else the one its transaction journaled,
+        else ``<runtime root>/<instance>``."""
+        recorded = self._recorded_runtime_dir() or self._txn_runtime_dir
+        if recorded:
+            return recorded
+        d = os.path.join(self.engine.runtime_root, self.instance)
+        # A transaction journaled without its runtime dir (by an older vbdecl) used
+        # <state>/run/<instance>, also with the default state root.
+        legacy = os.path.join(self.sd, "run", self.instance)
+        if legacy != d and not os.path.isdir(d) and os.path.isdir(legacy):
+            return legacy
+        return d
+
     def _ctx(self) -> Context:
         """The Context for the next op call (one object per session, kept current)."""
         ctx = self._context
@@ -267,8 +292,11 @@ class Session:
             ctx = self._context = Context(
                 name=self.name, instance=self.instance,
                 state_dir=str(paths.env_dir(self.name, self.sd)),
-                runtime_dir=str(paths.instance_runtime_dir(self.instance, self.sd)),
-                spec=self.spec, records=self.records)
+                runtime_dir=self._runtime_dir(), spec=self.spec, records=self.records)
+        else:
+            recorded = self._recorded_runtime_dir()
+            if recorded:
+                ctx.runtime_dir = recorded
         ctx.spec = self.spec
         ctx.env_pid = self._env_pid()
         return ctx
@@ -344,10 +372,12 @@ class Session:
         self._load_context(plan)
         for a in ((old_state or {}).get("plan") or {}).get("actions", []):
             self.deps.setdefault(a["id"], list(a.get("deps", ())))
+        self._txn_runtime_dir = None            # (not a recovered transaction's)
+        self._txn_runtime_dir = self._runtime_dir()
         self._log("begin", op="apply", pid=os.getpid(), time=_now(), lineage=state["lineage"],
                   base_serial=(old_state or {}).get("serial"), target_serial=state["serial"] + 1,
                   base_revision=base_rev, instance=self.instance, fresh=old_state is None,
-                  plan=plan)
+                  runtime_dir=self._txn_runtime_dir, plan=plan)
         self.engine.emit("apply.started", name=self.name, instance=self.instance,
                          steps=len(steps), summary=changes.summary())
         seq = 0
@@ -650,7 +680,9 @@ class Session:
     def _remove_runtime_dir(self) -> None:
         if not self.instance:
             return
-        d = paths.instance_runtime_dir(self.instance, self.sd)
+        ctx = self._context
+        d = ctx.runtime_dir if ctx is not None and ctx.instance == self.instance \
+            else self._runtime_dir()
         parent = os.path.dirname(d)
         for path in (d, parent):  # the parent only when empty (and ours: <state>/run)
             if path == parent and path != os.path.join(paths.state_root(self.sd), "run"):
@@ -672,6 +704,7 @@ class Session:
         begin = txn_entries[0]
         self.txn = begin["txn"]
         self.instance = begin.get("instance") or (self.state or {}).get("instance") or ""
+        self._txn_runtime_dir = begin.get("runtime_dir") or None
         op = begin.get("op")
         self.engine.emit("recovery.started", name=self.name, op=op, txn=self.txn,
                          pid=begin.get("pid"))
@@ -728,8 +761,11 @@ class Session:
         self._load_context(state.get("plan"))
         self._reset(copy.deepcopy(state.get("resources") or {}))
         self.txn = uuid.uuid4().hex
+        self._txn_runtime_dir = None            # (not a recovered transaction's)
+        self._txn_runtime_dir = self._runtime_dir()
         self._log("begin", op="destroy", pid=os.getpid(), time=_now(), lineage=state["lineage"],
-                  base_serial=state["serial"], instance=self.instance)
+                  base_serial=state["serial"], instance=self.instance,
+                  runtime_dir=self._txn_runtime_dir)
         self.engine.emit("destroy.started", name=self.name, instance=self.instance,
                          steps=len(self.res))
         changes = [Change("-", rid, r.get("kind", "?"), "destroy", old=r)

@@ -2,7 +2,7 @@
 
 One JSON object per line, each fsync'ed before the step it announces runs:
 
-``begin``   {txn, op: apply|destroy, base_serial, time, pid}
+``begin``   {txn, op: apply|destroy, base_serial, time, pid, instance, runtime_dir}
 ``intent``  {txn, seq, step: create|update|destroy, id, kind, params}
 ``done``    {txn, seq, id, record}                      (the step landed)
 ``undo``    {txn, seq, id}                              (about to undo step seq)

@@ -190,3 +190,30 @@ def test_run_killed_inside_the_cgroup_action_leaks_no_cgroup(env: dict[str, str]
     for path in sorted(left, reverse=True):      # never leak into the next tests
         os.rmdir(path)
     assert not left
+
+
+@pytest.mark.skipif(not os.path.exists(PY3), reason="needs /usr/bin/python3")
+def test_oom_is_told_by_the_command_it_happened_under(env: dict[str, str], tmp_path: Path) -> None:
+    """An `exec` whose command the OOM killer took says so (its exit status, 137, cannot);
+    later commands on the environment (another exec, destroy) do not report that old kill
+    as if it were theirs: destroy used to print it, minutes later."""
+    extra = '  process:\n    command: ["/bin/sleep", "120"]'
+    m = manifest(tmp_path, "    memory: 32Mi\n    memory_swap: 0", extra, name="oomlive")
+    before = _ours()
+    r = vbdecl(env, "apply", m, "-y")
+    assert r.returncode == 0, r.stdout + r.stderr
+    try:
+        hog = vbdecl(env, "exec", "oomlive", "--", PY3, "-c", "b = b'x' * (256 << 20); print('survived')")
+        later = vbdecl(env, "exec", "oomlive", "--", "/bin/true")
+        st = json.loads(vbdecl(env, "status", "oomlive", "--json").stdout)
+    finally:
+        d = vbdecl(env, "destroy", "oomlive", "-y")
+    assert d.returncode == 0, d.stdout + d.stderr
+    assert "out of memory" not in d.stdout + d.stderr, d.stderr
+    assert _ours() == before
+    assert hog.returncode == 137 and "survived" not in hog.stdout, hog.stderr
+    assert "vbdecl: oomlive: out of memory: the kernel's OOM killer killed 1 process of this " \
+           "environment while the command ran (limits.memory 32Mi)" in hog.stderr, hog.stderr
+    assert later.returncode == 0 and "out of memory" not in later.stderr, later.stderr
+    group = next(x for x in st["resources"] if x["id"] == "cgroup")
+    assert group["usage"]["memory"]["oom_kills"] == 1      # still known, where asked for

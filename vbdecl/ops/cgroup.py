@@ -25,6 +25,7 @@ from typing import Any
 from vbdecl.errors import ActionError, SysError
 from vbdecl.ops import register
 from vbdecl.ops.base import Context, Params, Record
+from vbdecl.runtime.oom import size as _size
 from vbdecl.sys import cgroupfs
 
 # errnos of a cgroup hierarchy this user may not write: not delegated to it
@@ -66,30 +67,16 @@ def describe_limit(limit: str, value: Any) -> str:
     return f"{limit} {value}"
 
 
-def _size(n: int) -> str:
-    for unit, shift in (("Gi", 30), ("Mi", 20), ("Ki", 10)):
-        if n and n % (1 << shift) == 0:
-            return f"{n >> shift}{unit}"
-    return str(n)
-
-
-def _report_oom(ctx: Context, record: Record) -> None:
-    """Say so when the OOM killer struck: the exit status alone (137) does not tell it
-    from a plain SIGKILL. Also left in ``ctx.extra["cgroup_oom_kills"]`` for the caller."""
+def _count_oom(ctx: Context, record: Record) -> None:
+    """Leave the group's OOM kill count in ``ctx.extra["cgroup_oom_kills"]`` (read before
+    the group goes). Whether to tell of them is the caller's: only a command whose own
+    process ran in the group knows the kills are its (vbdecl.runtime.oom)."""
     try:
         n = cgroupfs.oom_kills(record)
     except (SysError, ValueError):
         return
-    if not n:
-        return
-    ctx.extra["cgroup_oom_kills"] = n
-    limit = (ctx.spec.get("limits") or {}).get("memory") if ctx.spec else None
-    what = f"limits.memory {_size(int(limit))}" if limit else "limits.memory"
-    import sys
-
-    sys.stderr.write(f"vbdecl: {ctx.name}: out of memory: the kernel's OOM killer killed "
-                     f"{n} process{'es' if n > 1 else ''} of this environment ({what})\n")
-    sys.stderr.flush()
+    if n:
+        ctx.extra["cgroup_oom_kills"] = n
 
 
 class Group:
@@ -136,7 +123,7 @@ class Group:
         return record
 
     def revert(self, ctx: Context, record: Record) -> None:
-        _report_oom(ctx, record)
+        _count_oom(ctx, record)
         try:
             cgroupfs.remove_group(record)
         except SysError as exc:

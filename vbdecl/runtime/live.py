@@ -574,6 +574,7 @@ def exec_in(name: str, argv: list[str] | None, *, state_dir: str | None = None,
             cwd: str | None = None, forward_signals: bool = True) -> int:
     """``vbdecl exec``: run ``argv`` in the live environment ``name``; return its exit status."""
     # Everything is imported before entering: the environment's root may not hold vbdecl.
+    from vbdecl.runtime import oom
     from vbdecl.runtime.spawn import (
         PARENT_FORWARDED,
         _child_error,
@@ -585,13 +586,21 @@ def exec_in(name: str, argv: list[str] | None, *, state_dir: str | None = None,
     state = load_state(name, state_dir)
     spec = dict(state["plan"]["spec"])
     record = env_record(state)
+    # OOM kills while the command runs are its news (opened here: inside, /sys may differ)
+    oom_fd = oom.open_counter(((state.get("resources") or {}).get("cgroup") or {}).get("record"))
+    oom_before = oom.read_counter(oom_fd)
     proc = dict(spec["process"])
     proc["command"] = None        # without CMD: /bin/sh, not a second copy of the process
     if cwd:
         proc["cwd"] = cwd
     spec["process"] = proc
-    C.preload(spec, C._security())
-    enter(record)
+    try:
+        C.preload(spec, C._security())
+        enter(record)
+    except BaseException:
+        if oom_fd >= 0:
+            os.close(oom_fd)
+        raise
     c2p_r, c2p_w = os.pipe2(os.O_CLOEXEC)
     old_mask: Any = None
     if forward_signals:
@@ -615,6 +624,12 @@ def exec_in(name: str, argv: list[str] | None, *, state_dir: str | None = None,
     code = C.status_code(status)
     if error is not None:
         os.write(2, f"error: {error}\n".encode())
+    oom_after = oom.read_counter(oom_fd)
+    if oom_fd >= 0:
+        os.close(oom_fd)
+    if oom_before is not None and oom_after is not None and oom_after > oom_before:
+        oom.report(name, oom_after - oom_before, (spec.get("limits") or {}).get("memory"),
+                   " while the command ran")
     return code
 
 

@@ -306,6 +306,12 @@ def run_spec(spec: dict[str, Any], *, name: str = "sandbox", actions: list[dict[
         for tx in txs:
             errors = tx.revert()
             tx.close()
+            oom = tx.ctx.extra.get("cgroup_oom_kills")
+            if oom:
+                # the run's own cgroup: every kill in it happened during this run
+                from vbdecl.runtime.oom import report
+
+                report(name, oom, (spec.get("limits") or {}).get("memory"))
             if errors and result.error is None:
                 result.error = errors[0]
                 result.code = result.code or 125

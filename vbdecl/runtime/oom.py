@@ -1,0 +1,74 @@
+"""OOM kills in an environment's memory cgroup, and how vbdecl tells of them.
+
+A process the kernel's OOM killer took exits as from a plain SIGKILL (137),
+so the command that ran it says so: ``vbdecl run`` and ``vb`` when the
+sandbox's cgroup is torn down (it lived exactly as long as the command), and
+``vbdecl exec`` for the kills that happened while its command ran (the count
+is read before and after). A command that only tears an environment down
+(``destroy``, a rollback) reports none: those kills happened earlier, under
+some other command, and ``vbdecl status`` shows a live environment's count.
+
+Imports only ``os``: ``vbdecl exec`` is a hot path.
+"""
+
+from __future__ import annotations
+
+import os
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
+
+def open_counter(group: dict[str, Any] | None) -> int:
+    """An fd on the file that counts the OOM kills of a ``cgroup`` record's memory cgroup
+    (``memory.events`` on cgroup2, ``memory.oom_control`` on v1), or -1 without one.
+    Opened before entering an environment, it still reads the host's cgroupfs after."""
+    path = ((group or {}).get("controllers") or {}).get("memory")
+    if not path:
+        return -1
+    for name in ("memory.events", "memory.oom_control"):
+        try:
+            return os.open(os.path.join(path, name), os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            continue
+    return -1
+
+
+def read_counter(fd: int) -> int | None:
+    """The OOM kills counted so far (None: unreadable, or not counted by this kernel)."""
+    if fd < 0:
+        return None
+    try:
+        data = os.pread(fd, 4096, 0)
+    except OSError:
+        return None
+    for line in data.split(b"\n"):
+        key, _, value = line.partition(b" ")
+        if key == b"oom_kill":
+            try:
+                return int(value)
+            except ValueError:
+                return None
+    return None
+
+
+def size(n: int) -> str:
+    """``268435456`` -> ``256Mi`` (exact units only)."""
+    for unit, shift in (("Gi", 30), ("Mi", 20), ("Ki", 10)):
+        if n and n % (1 << shift) == 0:
+            return f"{n >> shift}{unit}"
+    return str(n)
+
+
+def message(name: str, n: int, memory_limit: int | None, when: str = "") -> str:
+    limit = f"limits.memory {size(int(memory_limit))}" if memory_limit else "limits.memory"
+    return (f"vbdecl: {name}: out of memory: the kernel's OOM killer killed {n} "
+            f"process{'es' if n > 1 else ''} of this environment{when} ({limit})\n")
+
+
+def report(name: str, n: int, memory_limit: int | None, when: str = "") -> None:
+    """Say on stderr that the OOM killer killed ``n`` processes (``when``: e.g.
+    `` while the command ran``)."""
+    if n > 0:
+        os.write(2, message(name, n, memory_limit, when).encode())

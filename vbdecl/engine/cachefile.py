@@ -41,14 +41,20 @@ def code_fingerprint(*parts: str) -> str:
 
 def read(path: str, key: str) -> dict[str, Any] | None:
     """The entry at ``path`` if it is one and carries ``key``, else None."""
+    entry = read_any(path)
+    if entry is None or entry.get("key") != key:
+        return None
+    return entry
+
+
+def read_any(path: str) -> dict[str, Any] | None:
+    """The entry at ``path`` whatever its key, or None if it is not one."""
     try:
         with open(path, "rb") as f:
             entry = marshal.loads(f.read())
     except Exception:    # unreadable or corrupt (marshal may raise more than ValueError): a miss
         return None
-    if not isinstance(entry, dict) or entry.get("key") != key:
-        return None
-    return entry
+    return entry if isinstance(entry, dict) else None
 
 
 def write(path: str, entry: dict[str, Any]) -> bool:

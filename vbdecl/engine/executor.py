@@ -809,5 +809,9 @@ class Session:
         self._log("commit", serial=None)
         self.state = None
         self._remove_runtime_dir()
+        # exec's marshal copy of the state (process.env values and all) goes with it
+        from vbdecl.engine import statecache
+
+        statecache.forget(paths.state_file(self.name, self.sd))
         return []
 

@@ -522,16 +522,13 @@ def stop_process(record: dict[str, Any]) -> None:
 
 # --- vbdecl exec / logs -------------------------------------------------------------
 
-STATE_COPIES = 256   # copies kept in the cache (of destroyed environments too, until pruned)
-
-
 def load_state(name: str, state_dir: str | None) -> dict[str, Any]:
     """The committed state of ``name``, through a marshal copy in the cache dir:
     exec would otherwise pay ~4 ms to import json (and re, enum) on every start.
-    state.json stays the only truth; the copy is keyed by its inode, size and mtime."""
-    from vbdecl.engine import cachefile
-    from vbdecl.engine.paths import cache_dir, state_file
-    from vbdecl.hashing import sha256
+    state.json stays the only truth; the copy is keyed by its inode, size and mtime,
+    and removed when the environment is destroyed (vbdecl.engine.statecache)."""
+    from vbdecl.engine import cachefile, statecache
+    from vbdecl.engine.paths import state_file
 
     path = state_file(name, state_dir)
     try:
@@ -544,8 +541,7 @@ def load_state(name: str, state_dir: str | None) -> dict[str, Any]:
     with open(fd, "rb") as f:
         st = os.fstat(fd)
         key = f"{path}\0{st.st_ino}\0{st.st_size}\0{st.st_mtime_ns}\0{sys.implementation.cache_tag}"
-        copy = os.path.join(cache_dir(), "state",
-                            sha256(path.encode("utf-8", "surrogateescape")).hexdigest() + ".marshal")
+        copy = statecache.copy_path(path)
         entry = cachefile.read(copy, key)
         if entry is not None and isinstance(entry.get("state"), dict):
             state: dict[str, Any] = entry["state"]
@@ -557,7 +553,7 @@ def load_state(name: str, state_dir: str | None) -> dict[str, Any]:
         except (OSError, ValueError) as exc:
             raise StateError(f"cannot read the state of {name}: {exc}", where=path) from None
     if cachefile.write(copy, {"key": key, "state": data}):
-        cachefile.prune(os.path.dirname(copy), STATE_COPIES)
+        cachefile.prune(os.path.dirname(copy), statecache.COPIES)
     return data
 
 

@@ -408,15 +408,17 @@ def _load_setup_code(cfg: ChildConfig) -> None:
         import vbdecl.runtime.rootfs  # noqa: F401
 
 
-def _setup_root(cfg: ChildConfig) -> None:
+def _setup_root(cfg: ChildConfig) -> bool:
+    """Build the root (if the spec has one); whether pivot_root moved every process
+    of the mount namespace that shared our root into it (see rootfs.setup_root)."""
     sec = _security()
     sec.prepare_in_child(cfg.spec)    # disable_userns: needs the host /proc, before pivot
     if not cfg.needs_root:
-        return
+        return False
     preload(cfg.spec, sec)
     from vbdecl.runtime.rootfs import setup_root
 
-    setup_root(cfg.spec, instance=cfg.instance, runtime_dir=cfg.runtime_dir)
+    return setup_root(cfg.spec, instance=cfg.instance, runtime_dir=cfg.runtime_dir)
 
 
 def preload(spec: dict[str, Any], sec: Any) -> None:
@@ -454,7 +456,10 @@ def init_main(cfg: ChildConfig, holder: int | None) -> NoReturn:
         # it along: its first steps then run on the other CPU while we mount.
         early = cfg.needs_root and _root_is_a_mount()
         ready_r, ready_w = os.pipe2(os.O_CLOEXEC) if early else (-1, -1)
-        if not early:
+        if early:
+            # disable_userns reads the host's /proc: done once, here, for both of us
+            _security().prepare_in_child(cfg.spec)
+        else:
             _setup_root(cfg)
         pid = os.fork()
         if pid == 0:
@@ -463,11 +468,20 @@ def init_main(cfg: ChildConfig, holder: int | None) -> NoReturn:
             exec_process(cfg, ready_r)
         if early:
             os.close(ready_r)
-            _setup_root(cfg)     # a failure exits: the process dies with the pid namespace
-            try:
-                os.write(ready_w, MSG_GO)
-            except OSError:
-                pass            # it failed first (and reported): init_loop takes its status
+            # a failure exits: the process dies with the pid namespace
+            if _setup_root(cfg):
+                root = os.stat("/")
+                try:
+                    os.write(ready_w, MSG_GO + struct.pack("=QQ", root.st_dev, root.st_ino))
+                except OSError:
+                    pass        # it failed first (and reported): init_loop takes its status
+            else:
+                # chroot fallback after all (pivot_root refused): only we are in the new
+                # root. The process must not go on where it is: start it again, from here.
+                _kill_early(pid)
+                pid = os.fork()
+                if pid == 0:
+                    exec_process(cfg)
             os.close(ready_w)
         os.close(cfg.c2p)
         sysproc.close_fds_except([cfg.lock_fd])   # pid 1 keeps stdio and the lock only
@@ -526,6 +540,35 @@ def init_loop(main_pid: int | None, *, forward_tty_signals: bool) -> NoReturn:
 
 # --- the process ----------------------------------------------------------------------
 
+def _kill_early(pid: int) -> None:
+    try:
+        os.kill(pid, signals.SIGKILL)
+        os.waitpid(pid, 0)
+    except OSError:
+        pass
+
+
+def _wait_root(fd: int) -> None:
+    """Wait for pid 1's "go" and the device and inode of the root it built, and check
+    that pivot_root took us there too (else exit: nothing runs in the old root)."""
+    msg = b""
+    while len(msg) < 17:
+        try:
+            chunk = os.read(fd, 17 - len(msg))
+        except OSError:
+            chunk = b""
+        if not chunk:
+            os._exit(125)     # pid 1 failed (and reported why), or restarts us
+        msg += chunk
+    os.close(fd)
+    dev, ino = struct.unpack("=QQ", msg[1:])
+    root = os.stat("/")
+    if msg[:1] != MSG_GO or (root.st_dev, root.st_ino) != (dev, ino):
+        raise SetupFailure(125, "the process did not enter the environment's new root",
+                           "this is a bug in vbdecl; please report it")
+    os.chdir("/")   # our cwd may still be the caller's, in the old root
+
+
 def _root_is_a_mount() -> bool:
     """Whether our root is a mount point, so the root builder will pivot_root (which
     moves every process of the mount namespace that shares our root), not chroot."""
@@ -579,8 +622,7 @@ def _exec_process(cfg: ChildConfig, root_ready: int) -> None:
     # (after vb's --userns2 switch the capabilities differ: computed then)
     prepared = sec.prepare_process(spec) if not isinstance(userns2, int) else None
     if root_ready >= 0:
-        _wait_go(root_ready)
-        os.close(root_ready)
+        _wait_root(root_ready)
     cwd = proc.get("cwd") or "/"
     if proc.get("cwd") is None and "vb" in spec:
         cwd = _vb_cwd(spec, env)    # bubblewrap: the caller's cwd, else $HOME, else /

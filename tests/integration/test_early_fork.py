@@ -1,0 +1,63 @@
+"""pid 1 forks the process before it builds the root (child.init_main): what the
+process does before pid 1's "go" must not depend on the root, and it must never
+go on outside the new root."""
+
+from __future__ import annotations
+
+import errno
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from test_runtime import make_spec
+
+from vbdecl.errors import SysError
+from vbdecl.runtime.spawn import run_spec
+from vbdecl.sys import mount as m
+
+VB = str(Path(sys.executable).parent / "vb")
+USR = ["--ro-bind", "/usr", "/usr", "--symlink", "usr/bin", "/bin", "--symlink", "usr/lib", "/lib",
+       "--symlink", "usr/lib64", "/lib64"]
+
+
+def test_a_relative_chdir_is_resolved_in_the_new_root_not_the_callers_cwd(tmp_path: Path) -> None:
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "marker").write_text("host file\n")
+    r = subprocess.run([VB, "--unshare-pid", *USR, "--chdir", "sub", "--", "cat", "marker"],
+                       cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert r.stdout == "" and r.returncode == 1, r.stdout
+    assert "Can't chdir to sub" in r.stderr
+
+
+def test_disable_userns_without_proc_in_the_sandbox() -> None:
+    r = subprocess.run([VB, "--unshare-user", "--unshare-pid", "--disable-userns", *USR,
+                        "--dev", "/dev", "--", "echo", "hello"],
+                       capture_output=True, text=True, timeout=60)
+    assert (r.returncode, r.stdout) == (0, "hello\n"), r.stderr
+
+
+def test_the_chroot_fallback_starts_the_process_again_in_the_new_root(
+        monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]) -> None:
+    """The root is a mount point, so pid 1 forks early; then pivot_root refuses (as
+    it does on an initramfs) and the root builder chroots: the early process would
+    still see the host's root, so pid 1 replaces it."""
+    real = m.pivot_root
+
+    def refusing(new_root: str, put_old: str) -> None:
+        if put_old == "oldroot":
+            raise SysError("pivot_root: Invalid argument (EINVAL)", errno=errno.EINVAL)
+        real(new_root, put_old)
+
+    monkeypatch.setattr(m, "pivot_root", refusing)   # the forked children inherit it
+    spec: dict[str, Any] = make_spec(["/bin/sh", "-c", "ls /; pwd"], ns={"net": False}, filesystem=[
+        {"type": "ro-bind", "source": "/usr", "target": "/usr", "optional": False},
+        {"type": "symlink", "target": "/bin", "points_to": "usr/bin"},
+        {"type": "symlink", "target": "/lib", "points_to": "usr/lib"},
+        {"type": "symlink", "target": "/lib64", "points_to": "usr/lib64"},
+    ])
+    capfd.readouterr()
+    result = run_spec(spec)
+    assert (result.code, result.error) == (0, None), str(result.error)
+    assert capfd.readouterr().out.split() == ["bin", "lib", "lib64", "usr", "/"]

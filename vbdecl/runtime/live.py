@@ -317,7 +317,12 @@ def start_process(*, env_record: dict[str, Any], spec: dict[str, Any], log_path:
     events_path = (spec.get("status") or {}).get("events")
     sink = EventSink(path=events_path) if events_path else None
     log_fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
-    # emptied now: what it says is about this process, once it exits
+    # a new, empty file: what it says is about this process, once it exits (the
+    # supervisor of a process this one replaces may still write to the old one)
+    try:
+        os.unlink(exit_file(log_path))
+    except FileNotFoundError:
+        pass
     exit_fd = os.open(exit_file(log_path), os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
     c2p_r, c2p_w = os.pipe2(os.O_CLOEXEC)
     helper = os.fork()
@@ -502,6 +507,7 @@ def _supervise(child: int, host_pid: int, started: int | None, sink: Any, inodes
                   f'"exit_code": {code}, "time": {time.time():.3f}}}\n').encode()
         try:
             os.pwrite(exit_fd, record, 0)
+            os.ftruncate(exit_fd, len(record))
         except OSError:
             pass
         if sink is not None:

@@ -4,8 +4,14 @@ Process tree of a run (host pids)::
 
     vbdecl (parent)                      sync pipes, host actions, events, wait
      └─ holder  (unshare; new ns)       waits for "go", then forks pid 1
-         └─ init  (pid 1 in a new pid ns) builds the root, forks the process, reaps, forwards
-             └─ process                   setsid, chdir, ids, rlimits, fds, security, exec
+         └─ init  (pid 1 in a new pid ns) forks the process, builds the root, reaps, forwards
+             └─ process                   setsid, env, capability sets; waits for pid 1's
+                                          "go"; chdir, ids, rlimits, fds, security, exec
+
+pid 1 forks the process before it builds the root when pivot_root will take
+the process along (our root is a mount point); if pivot_root refuses after all
+(the chroot fallback), it kills it and forks it again in the new root; the
+process checks that its root is the one pid 1 built before it goes on.
 
 Without a new pid namespace the holder builds the root and execs the
 process itself; with ``process.init: false`` pid 1 execs the process.

@@ -181,13 +181,9 @@ def seccomp() -> dict[str, Any]:
 
 
 def landlock() -> dict[str, Any]:
-    try:
-        from vbdecl.sys.landlock import abi_version
+    from vbdecl.sys.landlock import abi_version
 
-        abi = int(abi_version())
-    except ImportError:
-        ret = syscall("landlock_create_ruleset", None, 0, 1)
-        abi = ret if ret > 0 else 0
+    abi = abi_version()
     if abi > 0:
         return {"ok": True, "abi": abi, "detail": f"ABI {abi}"}
     lsm = _read("/sys/kernel/security/lsm") or "?"

@@ -143,6 +143,27 @@ def test_lock_error_in_process(tmp_path: Path) -> None:
         assert "environment 'web' is locked by pid" in str(info.value)
 
 
+def test_a_holder_that_has_not_written_its_record_yet_is_still_named(tmp_path: Path) -> None:
+    """The holder writes its pid right after it takes the lock; a contender that looks
+    in between waits a moment for it instead of saying "another vbdecl process"."""
+    import fcntl
+    import threading
+
+    p = tmp_path / "lock"
+    fd = os.open(p, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    fcntl.flock(fd, fcntl.LOCK_EX)      # taken, record not written yet
+    record = b'{"pid": 4242, "command": "vbdecl apply web.yaml", "since": 0}'
+    writer = threading.Timer(0.03, lambda: os.pwrite(fd, record, 0))
+    writer.start()
+    try:
+        with pytest.raises(LockedError) as info:
+            lock.acquire(p, what="environment 'web'")
+        assert "environment 'web' is locked by pid 4242 (vbdecl apply web.yaml)" in str(info.value)
+    finally:
+        writer.join()
+        os.close(fd)
+
+
 @pytest.mark.parametrize("good", ["a", "web", "web-1", "0", "a" * 63, "a-b-c"])
 def test_valid_names(good: str, tmp_path: Path) -> None:
     assert paths.valid_name(good)

@@ -25,11 +25,22 @@ from vbdecl.errors import LockedError
 POLL = 0.05
 
 
+def _read_holder(path: Path) -> dict[str, Any]:
+    """The holder's record. It writes it right after it takes the lock: an empty
+    or half-written file is read again for up to ~0.1 s before giving up."""
+    for _ in range(20):
+        try:
+            info = json.loads(path.read_text() or "{}")
+        except (OSError, ValueError):
+            info = {}
+        if isinstance(info, dict) and info:
+            return info
+        time.sleep(0.005)
+    return {}
+
+
 def _holder_text(path: Path) -> str:
-    try:
-        info = json.loads(path.read_text() or "{}")
-    except (OSError, ValueError):
-        info = {}
+    info = _read_holder(path)
     if not info:
         return "another vbdecl process"
     since = info.get("since")
@@ -117,8 +128,8 @@ def acquire(path: str | os.PathLike[str], *, timeout: float = 0.0, what: str = "
             info = {"pid": os.getpid(), "command": command or " ".join(sys.argv),
                     "since": time.time()}
             data = json.dumps(info).encode()
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, data, 0)
+            os.pwrite(fd, data, 0)      # then cut what a longer old record left: never empty
+            os.ftruncate(fd, len(data))
         return Lock(path, fd)
 
 

@@ -246,10 +246,21 @@ def test_live_environment_with_a_nested_pid_namespace(tmp_path: Path) -> None:
     _run(_nested_live, tmp_path)
 
 
+def _caller_cgroup(tmp: Path) -> Path | None:
+    """A cgroup to run `vbdecl apply` in, as a systemd unit or a CI job would."""
+    for hierarchy in ("/sys/fs/cgroup/pids", "/sys/fs/cgroup/unified", "/sys/fs/cgroup"):
+        if os.path.exists(os.path.join(hierarchy, "cgroup.procs")):
+            path = Path(hierarchy) / f"vbdecl-test-caller-{tmp.name[-12:]}-{os.getpid()}"
+            path.mkdir()
+            return path
+    return None
+
+
 def _exits(tmp: Path) -> None:
     """The process of an applied environment with limits: in the environment's cgroup, its
-    supervisor not (limits are for the process); `logs -f` ends when it exits, `status`
-    shows its exit code."""
+    supervisor not (limits are for the process), nor in the cgroup of the `vbdecl apply`
+    that started it (a systemd unit or a CI job would kill it, or never empty); `logs -f`
+    ends when it exits, `status` shows its exit code."""
     sd = tmp / "state"
     m = tmp / "ends.yaml"
     m.write_text(MANIFEST.format(name="ends").replace(
@@ -260,9 +271,15 @@ def _exits(tmp: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("VBDECL_")}
     # stdout and stderr are pipes here: the apply must not wait for the process (nor
     # its supervisor) to close them
-    out = subprocess.run([*vb, "apply", str(m), "-y"], env=env, capture_output=True, text=True, timeout=120)
+    caller = _caller_cgroup(tmp)
+    enter = [] if caller is None else [
+        "sh", "-c", f'echo $$ > {caller}/cgroup.procs && exec "$@"', "sh"]
+    out = subprocess.run([*enter, *vb, "apply", str(m), "-y"], env=env, capture_output=True,
+                         text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     try:
+        if caller is not None:
+            assert (caller / "cgroup.procs").read_text() == ""    # the supervisor left it
         proc = store.load("ends", sd)["resources"]["process"]["record"]
         sup = int(Path(f"/proc/{proc['pid']}/stat").read_text().rsplit(")", 1)[1].split()[1])
         inst = store.load("ends", sd)["instance"]
@@ -275,6 +292,8 @@ def _exits(tmp: Path) -> None:
         assert (st["process"]["status"], st["process"]["exit_code"]) == ("exited", 3), st["process"]
     finally:
         out = subprocess.run([*vb, "destroy", "ends", "-y"], env=env, capture_output=True, text=True, timeout=120)
+        if caller is not None:
+            caller.rmdir()
     assert out.returncode == 0, out.stderr
 
 

@@ -336,7 +336,7 @@ def start_process(*, env_record: dict[str, Any], spec: dict[str, Any], log_path:
             host_ns = _inodes_at(host_proc)
             # stdin of the process: opened here, since the environment may have no /dev
             null = os.open("/dev/null", os.O_RDWR | os.O_CLOEXEC)
-            home = _own_cgroup_procs()
+            home = _root_cgroup_procs()
             enter(env_record)
             env_ns = {k: v for k, v in _inodes_at(host_proc).items() if v != host_ns.get(k)}
             ready_r, ready_w = os.pipe2(os.O_CLOEXEC)
@@ -439,12 +439,14 @@ def _inodes_at(proc_fd: int) -> dict[str, int]:
     return out
 
 
-def _own_cgroup_procs() -> list[int]:
-    """Write fds on the ``cgroup.procs`` of the caller's cgroups (host paths, every
-    hierarchy, the root included): a process that entered the environment's
-    cgroups can go back by writing "0" to them."""
+def _root_cgroup_procs() -> list[int]:
+    """Write fds on the ``cgroup.procs`` of the root cgroup of every hierarchy we are
+    in: a supervisor that entered the environment's cgroups leaves them by writing
+    "0" to these. Not the caller's cgroups: those are often a systemd unit or a CI
+    job, which would kill the supervisor when it stops, or never empty while the
+    environment lives."""
     fds = []
-    for path in sysproc.cgroup_paths(os.getpid(), include_root=True):
+    for path in sysproc.cgroup_roots(os.getpid()):
         try:
             fds.append(os.open(os.path.join(path, "cgroup.procs"), os.O_WRONLY | os.O_CLOEXEC))
         except OSError:

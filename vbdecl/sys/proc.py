@@ -121,23 +121,29 @@ def _kill(pid: int, sig: int) -> bool:
 def cgroup_paths(pid: int, *, include_root: bool = False) -> list[str]:
     """The cgroup directories ``pid`` is in, as host paths (v1 and v2); a hierarchy's
     root cgroup only with ``include_root``."""
-    out: list[str] = []
+    return [base + path if path != "/" else base for base, path in _hierarchies(pid)
+            if path != "/" or include_root]
+
+
+def cgroup_roots(pid: int) -> list[str]:
+    """The root directories (mount points) of the cgroup hierarchies ``pid`` is in."""
+    return [base for base, _ in _hierarchies(pid)]
+
+
+def _hierarchies(pid: int) -> list[tuple[str, str]]:
+    """(mount point, path of ``pid``'s cgroup in it) of each mounted hierarchy it is in."""
     try:
         with open(f"/proc/{pid}/cgroup") as f:
             lines = f.read().splitlines()
     except OSError:
-        return out
+        return []
     mounts = _cgroup_mounts()
+    out = []
     for line in lines:
         _, ctrls, path = line.split(":", 2)
-        if path == "/" and not include_root:
-            continue
-        key = ctrls if ctrls else ""
-        base = mounts.get(key)
-        if base is None and ctrls.startswith("name="):
-            base = mounts.get(ctrls)
+        base = mounts.get(ctrls)     # "" for cgroup2, "name=systemd" for a named one
         if base is not None:
-            out.append(base + path if path != "/" else base)
+            out.append((base, path))
     return out
 
 

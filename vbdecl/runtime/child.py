@@ -162,6 +162,29 @@ def _report(cfg: ChildConfig, exc: BaseException) -> NoReturn:
     fail(cfg.c2p, 125, f"{where}: {message}" if where else message, hint)
 
 
+def read_exact(fd: int, n: int) -> bytes | None:
+    """``n`` bytes from ``fd``; None at end of file before them."""
+    data = b""
+    while len(data) < n:
+        chunk = os.read(fd, n - len(data))
+        if not chunk:
+            return None
+        data += chunk
+    return data
+
+
+def kill_and_reap(pid: int) -> None:
+    """SIGKILL our child ``pid`` and wait for it (gone already: nothing to do)."""
+    try:
+        os.kill(pid, signals.SIGKILL)
+    except ProcessLookupError:
+        pass
+    try:
+        os.waitpid(pid, 0)
+    except ChildProcessError:
+        pass
+
+
 def _wait_go(fd: int) -> None:
     try:
         byte = os.read(fd, 1)
@@ -484,7 +507,7 @@ def init_main(cfg: ChildConfig, holder: int | None) -> NoReturn:
             else:
                 # chroot fallback after all (pivot_root refused): only we are in the new
                 # root. The process must not go on where it is: start it again, from here.
-                _kill_early(pid)
+                kill_and_reap(pid)
                 pid = os.fork()
                 if pid == 0:
                     exec_process(cfg)
@@ -546,26 +569,15 @@ def init_loop(main_pid: int | None, *, forward_tty_signals: bool) -> NoReturn:
 
 # --- the process ----------------------------------------------------------------------
 
-def _kill_early(pid: int) -> None:
-    try:
-        os.kill(pid, signals.SIGKILL)
-        os.waitpid(pid, 0)
-    except OSError:
-        pass
-
-
 def _wait_root(fd: int) -> None:
     """Wait for pid 1's "go" and the device and inode of the root it built, and check
     that pivot_root took us there too (else exit: nothing runs in the old root)."""
-    msg = b""
-    while len(msg) < 17:
-        try:
-            chunk = os.read(fd, 17 - len(msg))
-        except OSError:
-            chunk = b""
-        if not chunk:
-            os._exit(125)     # pid 1 failed (and reported why), or restarts us
-        msg += chunk
+    try:
+        msg = read_exact(fd, 17)
+    except OSError:
+        msg = None
+    if msg is None:
+        os._exit(125)     # pid 1 failed (and reported why), or restarts us
     os.close(fd)
     dev, ino = struct.unpack("=QQ", msg[1:])
     root = os.stat("/")

@@ -111,27 +111,17 @@ def sandbox_fds(spec: dict[str, Any]) -> list[int]:
     return fds
 
 
-def _read_exact(fd: int, n: int) -> bytes | None:
-    data = b""
-    while len(data) < n:
-        chunk = os.read(fd, n - len(data))
-        if not chunk:
-            return None
-        data += chunk
-    return data
-
-
 def _read_msg(fd: int) -> tuple[bytes, bytes] | None:
-    tag = _read_exact(fd, 1)
+    tag = C.read_exact(fd, 1)
     if tag is None:
         return None
     if tag == C.MSG_PID:
-        return tag, _read_exact(fd, 4) or b""
+        return tag, C.read_exact(fd, 4) or b""
     if tag in (C.MSG_ERROR, C.MSG_WARNING):
-        head = _read_exact(fd, 4)
+        head = C.read_exact(fd, 4)
         if head is None:
             return tag, b"{}"
-        return tag, _read_exact(fd, struct.unpack("=I", head)[0]) or b"{}"
+        return tag, C.read_exact(fd, struct.unpack("=I", head)[0]) or b"{}"
     if tag in (C.MSG_UNSHARED,):
         return tag, b""
     raise RuntimeSetupError(f"sandbox sync protocol violation: unexpected byte {tag!r}")
@@ -233,7 +223,7 @@ def _fork_in_new_pid_ns(own: int) -> int:
                 sysns.setns(own, sysns.CLONE_NEWPID, what="back to vbdecl's own pid namespace")
             except BaseException:
                 if pid > 0:
-                    _kill_and_reap(pid)
+                    C.kill_and_reap(pid)
                 raise
             finally:
                 os.close(own)
@@ -417,7 +407,7 @@ def _spawn_and_wait(cfg: C.ChildConfig, nsd: dict[str, Any], idmap: dict[str, An
         if p2c_w >= 0:
             os.close(p2c_w)
         if holder_status is None:
-            _kill_and_reap(pid)
+            C.kill_and_reap(pid)
         if old_mask is not None:
             _drain_pending()
             signals.pthread_sigmask(signals.SIG_SETMASK, old_mask)
@@ -452,13 +442,3 @@ def _drain_pending() -> None:
     if pending:
         signals.sigtimedwait(pending, 0)
 
-
-def _kill_and_reap(pid: int) -> None:
-    try:
-        os.kill(pid, signals.SIGKILL)
-    except ProcessLookupError:
-        pass
-    try:
-        os.waitpid(pid, 0)
-    except ChildProcessError:
-        pass

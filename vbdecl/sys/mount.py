@@ -237,19 +237,18 @@ def openat2_supported() -> bool:
     return _openat2_ok
 
 
-# struct statx: the fields vbdecl reads, by offset, in a 256-byte buffer.
+# struct statx: the u64 fields vbdecl reads, by offset, in a 256-byte buffer.
 _STATX_SIZE = 256
-_STATX_ATTRIBUTES = struct.Struct("=Q")          # at offset 8
-_STATX_ATTRIBUTES_MASK = struct.Struct("=Q")     # at offset 56
-_STATX_MNT_ID = struct.Struct("=Q")              # at offset 144
+_U64 = struct.Struct("=Q")
+_STATX_ATTRIBUTES, _STATX_ATTRIBUTES_MASK, _STATX_MNT_ID = 8, 56, 144
 
 
 def statx_fd(fd: int) -> tuple[int, int, int]:
     """(attributes, attributes_mask, mnt_id) of the object ``fd`` refers to."""
     buf = bytearray(_STATX_SIZE)
     _sys("statx", f"statx(fd {fd})", fd, b"", AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW, STATX_MNT_ID, buf)
-    return (_STATX_ATTRIBUTES.unpack_from(buf, 8)[0], _STATX_ATTRIBUTES_MASK.unpack_from(buf, 56)[0],
-            _STATX_MNT_ID.unpack_from(buf, 144)[0])
+    return (_U64.unpack_from(buf, _STATX_ATTRIBUTES)[0],
+            _U64.unpack_from(buf, _STATX_ATTRIBUTES_MASK)[0], _U64.unpack_from(buf, _STATX_MNT_ID)[0])
 
 
 def is_mount_root(fd: int) -> bool:

@@ -28,7 +28,9 @@ Sync protocol (one-byte messages, checked; both pipes are close-on-exec):
   host actions, then answers ``G``); ``P`` + 4 bytes: host pid of pid 1
   (0: the first child is pid 1, or there is no pid namespace), sent once
   every namespace exists; an ephemeral run's first child then waits for a
-  second ``G``, which the parent sends once it has read the namespaces;
+  second ``G``, which the parent sends once it has read the namespaces (a
+  direct init builds the root meanwhile, and waits before its process may
+  run or it may exit);
   ``E`` + 4-byte length + ``code NUL message NUL hint`` (UTF-8): setup
   failed; ``W`` + length + a message: a warning. End of file
   means every copy of the pipe is closed: the process was exec'd.
@@ -213,7 +215,7 @@ def holder_main(cfg: ChildConfig, parent: int) -> NoReturn:
             sysproc.set_pdeathsig(signals.SIGKILL, parent)
         _enter_namespaces(cfg)
         send(cfg.c2p, MSG_UNSHARED)
-        _load_setup_code(cfg)   # while the parent writes id maps and runs host actions
+        load_setup_code(cfg)   # while the parent writes id maps and runs host actions
         _wait_go(cfg.p2c)
         _after_go(cfg)
         if cfg.live:
@@ -235,12 +237,12 @@ def holder_main(cfg: ChildConfig, parent: int) -> NoReturn:
                 if pid == 0:
                     init_main(cfg, me)
         send(cfg.c2p, MSG_PID, struct.pack("=i", pid))
+        if cfg.direct_init:
+            init_main(cfg, None)        # waits for the second go itself (_second_go)
         _wait_go(cfg.p2c)
         os.close(cfg.p2c)
         if nested is not None:
             _relay_go(nested)           # the parent has read the namespaces: pid 1 goes on
-        if cfg.direct_init:
-            init_main(cfg, None)
         if child:
             os.close(cfg.c2p)
             _exit_with(child)
@@ -427,11 +429,16 @@ def _after_go(cfg: ChildConfig) -> None:
         sysns.loopback_up()
 
 
-def _load_setup_code(cfg: ChildConfig) -> None:
+def load_setup_code(cfg: ChildConfig) -> None:
     """Import (and read) the root builder and what the process needs after
-    pivot_root now, while the parent works (between "U" and "go"): pid 1 and the
-    process inherit it; otherwise it costs ~1.5 ms of the run's critical path.
-    Importing changes nothing outside this process."""
+    pivot_root, before the root is built: pid 1 and the process inherit it.
+
+    The holder does it between "U" and "go", while the parent writes id maps and
+    runs host actions. A parent with nothing to do there does it itself before
+    the fork (spawn._spawn_and_wait), which is cheaper than in the child: a forked
+    child takes a copy-on-write fault on every page it touches, and an import
+    touches many. Importing changes nothing outside this process; the second
+    call costs next to nothing."""
     if cfg.needs_root and not cfg.live:
         preload(cfg.spec, _security())
         import vbdecl.runtime.rootfs  # noqa: F401
@@ -465,6 +472,21 @@ def preload(spec: dict[str, Any], sec: Any) -> None:
 
 # --- pid 1 --------------------------------------------------------------------------
 
+def _second_go(cfg: ChildConfig) -> None:
+    """A direct init builds the root while the parent reads the namespaces; it waits
+    for the parent's second "go" only before the process may run (and exit), or before
+    it reports a failure (and exits). Others have nothing to wait for here."""
+    if cfg.direct_init and cfg.p2c >= 0:
+        fd, cfg.p2c = cfg.p2c, -1
+        try:
+            byte = os.read(fd, 1)
+        except OSError:
+            byte = b""
+        os.close(fd)
+        if byte != MSG_GO:
+            os._exit(125)   # the parent gave up (and says why)
+
+
 def init_main(cfg: ChildConfig, holder: int | None) -> NoReturn:
     """pid 1 of the new pid namespace (or first process of a joined one), forked by
     ``holder`` (None: a direct init or a nested pid namespace's pid 1, whose death
@@ -478,6 +500,7 @@ def init_main(cfg: ChildConfig, holder: int | None) -> NoReturn:
             init_loop(None, forward_tty_signals=False)
         if not cfg.pid_new or not cfg.spec["process"].get("init", True):
             _setup_root(cfg)
+            _second_go(cfg)
             exec_process(cfg)
         blocked = {*FORWARDED, signals.SIGCHLD}
         signals.pthread_sigmask(signals.SIG_BLOCK, blocked)
@@ -490,6 +513,7 @@ def init_main(cfg: ChildConfig, holder: int | None) -> NoReturn:
             _security().prepare_in_child(cfg.spec)
         else:
             _setup_root(cfg)
+            _second_go(cfg)
         pid = os.fork()
         if pid == 0:
             if early:
@@ -498,7 +522,9 @@ def init_main(cfg: ChildConfig, holder: int | None) -> NoReturn:
         if early:
             os.close(ready_r)
             # a failure exits: the process dies with the pid namespace
-            if _setup_root(cfg):
+            pivoted = _setup_root(cfg)
+            _second_go(cfg)
+            if pivoted:
                 root = os.stat("/")
                 try:
                     os.write(ready_w, MSG_GO + struct.pack("=QQ", root.st_dev, root.st_ino))
@@ -516,6 +542,7 @@ def init_main(cfg: ChildConfig, holder: int | None) -> NoReturn:
         sysproc.close_fds_except([cfg.lock_fd])   # pid 1 keeps stdio and the lock only
         sysproc.set_name("vbdecl-init")
     except BaseException as exc:
+        _second_go(cfg)     # the parent reads our namespaces before we may exit
         _report(cfg, exc)
     init_loop(pid, forward_tty_signals=own_session(cfg.spec["process"]))
 

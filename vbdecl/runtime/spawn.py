@@ -316,6 +316,8 @@ def _spawn_and_wait(cfg: C.ChildConfig, nsd: dict[str, Any], idmap: dict[str, An
                     spec: dict[str, Any], name: str, actions: list[dict[str, Any]],
                     sink: EventSink, result: RunResult, forward_signals: bool,
                     state_dir: str | None, set_tx: Any, warnings: list[str]) -> None:
+    if not actions and not (cfg.user_new and idmap):
+        C.load_setup_code(cfg)   # we would wait for "U" with nothing to do (see there)
     old_mask: set[Any] | None = None
     if forward_signals:
         old_mask = signals.pthread_sigmask(signals.SIG_BLOCK, {*PARENT_FORWARDED, signals.SIGCHLD})

@@ -54,8 +54,6 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
-    # prepare_process: (last capability, bounding, kept, hold, seccomp filter, raw programs)
-    Prepared = tuple[int, int, int, int, Any, list[bytes]]
 
 DEFAULT_PROFILE_PATH = os.path.join(os.path.dirname(os.path.dirname(os.path.realpath(__file__))),
                                     "data", "seccomp-default.json")
@@ -586,14 +584,37 @@ def prepare_in_child(spec: dict[str, Any]) -> None:
 
 # --- the whole sequence -------------------------------------------------------
 
+class Prepared:
+    """What :func:`apply_in_child` works out before it changes anything."""
+
+    __slots__ = ("drop", "filt", "hold", "kept", "last", "raw")
+
+    def __init__(self, last: int, kept: int, hold: int, filt: Any, raw: list[bytes],
+                 drop: list[int]) -> None:
+        self.last = last            # the highest capability the kernel knows
+        self.kept = kept            # the payload's capabilities
+        self.hold = hold            # CAP_SYS_ADMIN until the filters are loaded, or 0
+        self.filt = filt            # a libseccomp filter to load, or None
+        self.raw = raw              # seccomp programs to install after it
+        self.drop = drop            # capabilities to drop from the bounding set
+
+
 def prepare_process(spec: dict[str, Any]) -> Prepared:
-    """What :func:`apply_in_child` computes before it changes anything: (last
-    capability, bounding, kept, hold, seccomp filter, raw programs). It needs
-    neither the new root nor the final user namespace, so the process may do it
-    while pid 1 still builds the root."""
+    """What :func:`apply_in_child` computes before it changes anything. It needs
+    neither the new root nor the final user namespace, so the process does it
+    while pid 1 still builds the root. It reads no files: the process's root may
+    change under it meanwhile (pid 1's pivot_root takes it along)."""
+    from vbdecl.sys import caps as sc
+
     last, bounding, kept, hold = privileges(spec)
+    vb = spec.get("vb") or {}
+    if vb.get("bounding") is not None:
+        # vb run by root: the caller's permitted set, as bubblewrap (no_new_privs stops
+        # exec regaining the rest)
+        bounding = cap_mask(list(vb["bounding"]), last) | kept
     filt, raw = seccomp_filters(spec, kept, hold)
-    return last, bounding, kept, hold, filt, raw
+    drop = [cap for cap in range(last + 1) if not bounding >> cap & 1 and sc.bounding_has(cap)]
+    return Prepared(last, kept, hold, filt, raw, drop)
 
 
 def apply_in_child(spec: dict[str, Any], prepared: Prepared | None = None) -> None:
@@ -608,18 +629,18 @@ def apply_in_child(spec: dict[str, Any], prepared: Prepared | None = None) -> No
     nnp = bool(sec.get("no_new_privs", True))
 
     # 1. compute and prepare everything before changing anything.
-    last, bounding, kept, hold, filt, raw = prepared or prepare_process(spec)
+    p = prepared or prepare_process(spec)
     ruleset = landlock_ruleset(sec.get("landlock"))
     try:
-        _apply(spec, sc, uid, gid, nnp, bounding, kept, hold, last, vb, ruleset, filt, raw)
+        _apply(spec, sc, uid, gid, nnp, vb, ruleset, p)
     finally:
         if ruleset is not None:
             os.close(ruleset)
 
 
-def _apply(spec: dict[str, Any], sc: Any, uid: int, gid: int, nnp: bool, bounding: int,
-           kept: int, hold: int, last: int, vb: dict[str, Any], ruleset: int | None,
-           filt: Any, raw: list[bytes]) -> None:
+def _apply(spec: dict[str, Any], sc: Any, uid: int, gid: int, nnp: bool, vb: dict[str, Any],
+           ruleset: int | None, p: Prepared) -> None:
+    kept, hold = p.kept, p.hold
     # 2. user namespaces
     prepare_in_child(spec)
     if vb.get("assert_userns_disabled") and not sc.userns_creation_blocked():
@@ -648,13 +669,9 @@ def _apply(spec: dict[str, Any], sc: Any, uid: int, gid: int, nnp: bool, boundin
     _eff, prm, inh = sc.capget()
     sc.capset(prm, prm, inh)  # a change away from uid 0 cleared the effective set
 
-    # 4. bounding set (needs CAP_SETPCAP, still effective here); vb run by root: the
-    #    caller's permitted set, as bubblewrap (no_new_privs stops exec regaining the rest)
-    if vb.get("bounding") is not None:
-        bounding = cap_mask(list(vb["bounding"]), last) | kept
-    for cap in range(last + 1):
-        if not bounding >> cap & 1 and sc.bounding_has(cap):
-            sc.bounding_drop(cap)
+    # 4. bounding set (needs CAP_SETPCAP, still effective here)
+    for cap in p.drop:
+        sc.bounding_drop(cap)
 
     # 5. no_new_privs
     if nnp:
@@ -668,7 +685,7 @@ def _apply(spec: dict[str, Any], sc: Any, uid: int, gid: int, nnp: bool, boundin
     sc.capset(kept | hold, kept | hold, inheritable)
     sc.ambient_clear()
     if ambient:
-        for cap in range(last + 1):
+        for cap in range(p.last + 1):
             if kept >> cap & 1:
                 sc.ambient_raise(cap)
 
@@ -679,14 +696,14 @@ def _apply(spec: dict[str, Any], sc: Any, uid: int, gid: int, nnp: bool, boundin
         ll.restrict_self(ruleset)
 
     # 8. seccomp, last (the profile's program, unless built just now, then vb's programs)
-    if filt is not None:
+    if p.filt is not None:
         from vbdecl.sys import seccomp as ssc
 
-        ssc.load_filter(filt)
-    if raw:
+        ssc.load_filter(p.filt)
+    if p.raw:
         from vbdecl.sys import seccomp as ssc
 
-        for prog in raw:
+        for prog in p.raw:
             ssc.install_bpf(prog)
     if hold:
         sc.capset(kept, kept, inheritable)

@@ -125,29 +125,32 @@ def set_no_new_privs() -> None:
     _prctl(PR_SET_NO_NEW_PRIVS, 1, what="prctl(PR_SET_NO_NEW_PRIVS, 1)")
 
 
-def _os_call(what: str, fn: object, *args: object, hint: str | None = None) -> None:
-    try:
-        fn(*args)  # type: ignore[operator]
-    except OSError as e:
-        raise_errno(what, e.errno or 0, hint=hint)
-
-
-_MAP_HINT = ("the id is not mapped in this user namespace: add it to spec.idmap "
-             "(or use the id the caller is mapped to)")
+def _map_hint() -> str | None:
+    if not _in_user_ns():
+        return None
+    return ("the id is not mapped in this user namespace: add it to spec.idmap "
+            "(or use the id the caller is mapped to)")
 
 
 def setgroups(groups: list[int]) -> None:
-    _os_call(f"setgroups({groups})", os.setgroups, groups)
+    try:
+        os.setgroups(groups)
+    except OSError as e:
+        raise_errno(f"setgroups({groups})", e.errno or 0)
 
 
 def setresgid(gid: int) -> None:
-    _os_call(f"setresgid({gid}, {gid}, {gid})", os.setresgid, gid, gid, gid,
-             hint=_MAP_HINT if _in_user_ns() else None)
+    try:
+        os.setresgid(gid, gid, gid)
+    except OSError as e:
+        raise_errno(f"setresgid({gid}, {gid}, {gid})", e.errno or 0, hint=_map_hint())
 
 
 def setresuid(uid: int) -> None:
-    _os_call(f"setresuid({uid}, {uid}, {uid})", os.setresuid, uid, uid, uid,
-             hint=_MAP_HINT if _in_user_ns() else None)
+    try:
+        os.setresuid(uid, uid, uid)
+    except OSError as e:
+        raise_errno(f"setresuid({uid}, {uid}, {uid})", e.errno or 0, hint=_map_hint())
 
 
 def setgroups_allowed() -> bool:

@@ -65,30 +65,28 @@ def pidfd_open(pid: int) -> int:
     return check(syscall("pidfd_open", pid, 0), f"pidfd_open({pid})")
 
 
-def start_time(pid: int) -> int | None:
-    """Field 22 of /proc/PID/stat (clock ticks since boot); None when the process is gone."""
+def _stat_fields(pid: int) -> list[bytes] | None:
+    """The fields of /proc/PID/stat after the command name (field 3 on); None when gone."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as f:
             data = f.read()
     except OSError:
         return None
-    fields = data.rsplit(b")", 1)[1].split()
-    return int(fields[19])
+    return data.rsplit(b")", 1)[1].split()
+
+
+def start_time(pid: int) -> int | None:
+    """Field 22 of /proc/PID/stat (clock ticks since boot); None when the process is gone."""
+    fields = _stat_fields(pid)
+    return None if fields is None else int(fields[19])
 
 
 def alive(pid: int, started: int | None) -> bool:
-    """True when ``pid`` still names the process that started at ``started``."""
-    now = start_time(pid)
-    if now is None:
+    """True when ``pid`` still names the process that started at ``started``, not a zombie."""
+    fields = _stat_fields(pid)
+    if fields is None or fields[0] == b"Z":
         return False
-    if started is not None and now != started:
-        return False
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            state = f.read().rsplit(b")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != b"Z"
+    return started is None or int(fields[19]) == started
 
 
 def kill_verified(pid: int, started: int | None, sig: int = signals.SIGKILL) -> bool:

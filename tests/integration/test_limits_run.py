@@ -217,3 +217,71 @@ def test_oom_is_told_by_the_command_it_happened_under(env: dict[str, str], tmp_p
     assert later.returncode == 0 and "out of memory" not in later.stderr, later.stderr
     group = next(x for x in st["resources"] if x["id"] == "cgroup")
     assert group["usage"]["memory"]["oom_kills"] == 1      # still known, where asked for
+
+
+def _process_ids(env: dict[str, str], name: str) -> list[tuple[int, int]]:
+    """(pid, start time) of the environment's init and of its declared process."""
+    st = json.loads(vbdecl(env, "status", name, "--json").stdout)
+    recs = {x["id"]: x["record"] for x in st["resources"]}
+    return [(int(recs[i]["pid"]), int(recs[i]["start_time"])) for i in ("env", "process")]
+
+
+def _running(pid: int, started: int) -> bool:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return False
+    return fields[0] != "Z" and int(fields[19]) == started
+
+
+def _in_vbdecl_cgroup(pid: int) -> bool:
+    return "/vbdecl/" in Path(f"/proc/{pid}/cgroup").read_text()
+
+
+def test_live_environment_outlives_its_limits(env: dict[str, str], tmp_path: Path) -> None:
+    """Removing the last limit, or a failed or killed update that added limits, takes the
+    cgroup away and leaves the environment running (it was killed with its cgroup before)."""
+    extra = '  process:\n    command: ["/bin/sleep", "120"]'
+    m = manifest(tmp_path, "    pids: 64", extra, name="outlive")
+    unlimited = Path(m).read_text().replace("  limits:\n    pids: 64\n", "")
+    assert "limits" not in unlimited
+    Path(m).write_text(unlimited)
+    before = _ours()
+    r = vbdecl(env, "apply", m, "-y")
+    assert r.returncode == 0, r.stdout + r.stderr
+    try:
+        ids = _process_ids(env, "outlive")
+        limited = manifest(tmp_path, "    pids: 64", extra, name="outlive")
+        # an update adding limits whose last step fails: rolled back, the environment stays
+        r = vbdecl(dict(env, VBDECL_FAULT="cgroup.pids"), "apply", limited, "-y")
+        assert r.returncode != 0 and "injected fault" in r.stderr, r.stdout + r.stderr
+        assert all(_running(*i) for i in ids)
+        assert not any(_in_vbdecl_cgroup(pid) for pid, _ in ids)
+        assert _ours() == before
+        # killed inside the cgroup step (processes moved in, nothing journaled): recovery
+        # undoes it, the environment stays
+        r = vbdecl(dict(env, VBDECL_TEST_CRASH_BEFORE_DONE="cgroup"), "apply", limited, "-y")
+        assert r.returncode == -9, r.stdout + r.stderr
+        assert _ours() != before
+        r = vbdecl(env, "recover", "outlive")
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert all(_running(*i) for i in ids)
+        assert not any(_in_vbdecl_cgroup(pid) for pid, _ in ids)
+        assert _ours() == before
+        # the limits land: the same processes move in
+        r = vbdecl(env, "apply", limited, "-y")
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert _process_ids(env, "outlive") == ids
+        assert all(_in_vbdecl_cgroup(pid) for pid, _ in ids)
+        # the last limit removed: the cgroup goes, the processes stay
+        Path(m).write_text(unlimited)
+        r = vbdecl(env, "apply", m, "-y")
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert all(_running(*i) for i in ids)
+        assert not any(_in_vbdecl_cgroup(pid) for pid, _ in ids)
+        assert _ours() == before
+    finally:
+        d = vbdecl(env, "destroy", "outlive", "-y")
+    assert d.returncode == 0, d.stdout + d.stderr
+    assert not any(_running(*i) for i in ids)
+    assert _ours() == before

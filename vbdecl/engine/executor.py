@@ -190,6 +190,7 @@ class Session:
         # "destroyed" (an interrupted destroy finished), or None
         self.recovered: str | None = None
         self._txn_runtime_dir: str | None = None   # the runtime dir the transaction journaled
+        self._env_stays = False     # see Context.env_stays; set for one transaction
 
     def attach(self, state: dict[str, Any] | None) -> None:
         """Work on ``state`` (its instance, resources and plan context)."""
@@ -299,7 +300,13 @@ class Session:
                 ctx.runtime_dir = recorded
         ctx.spec = self.spec
         ctx.env_pid = self._env_pid()
+        ctx.env_stays = self._env_stays
         return ctx
+
+    def _stays(self, touched: set[str], *, fresh: bool) -> bool:
+        """Whether the live environment outlives a transaction whose steps touch the
+        actions ``touched``: it existed before, and no step replaces or removes it."""
+        return not fresh and self._env_id is not None and self._env_id not in touched
 
     def _load_context(self, plan: dict[str, Any] | None) -> None:
         self.spec = (plan or {}).get("spec") or {}
@@ -381,6 +388,7 @@ class Session:
         self.engine.emit("apply.started", name=self.name, instance=self.instance,
                          steps=len(steps), summary=changes.summary())
         seq = 0
+        self._env_stays = self._stays({s[1] for s in steps}, fresh=old_state is None)
         try:
             for step, rid, kind, params, prev in steps:
                 seq += 1
@@ -403,6 +411,8 @@ class Session:
             if err is exc:
                 raise
             raise err from exc
+        finally:
+            self._env_stays = False
         # Commit: revision file, then state.json, then the marker.
         revision = base_rev + 1
         store.save_revision(self.name, revision, plan, self.sd, note=note)
@@ -730,8 +740,14 @@ class Session:
             self.deps.setdefault(a["id"], list(a.get("deps", ())))
         if state is not None:
             self.spec = (state.get("plan") or {}).get("spec") or self.spec
-        errors = self._rollback(txn_entries, fresh=bool(begin.get("fresh")),
-                                base_revision=int(begin.get("base_revision") or 0))
+        self._reset(copy.deepcopy((state or {}).get("resources") or {}))   # (_env_id)
+        self._env_stays = self._stays({e["id"] for e in txn_entries if e.get("t") == "intent"},
+                                      fresh=bool(begin.get("fresh")))
+        try:
+            errors = self._rollback(txn_entries, fresh=bool(begin.get("fresh")),
+                                    base_revision=int(begin.get("base_revision") or 0))
+        finally:
+            self._env_stays = False
         if errors:
             raise self._recovery_error(errors)
         self._recovered("rolled back")

@@ -26,6 +26,9 @@ class Context:
     spec: dict[str, Any] = field(default_factory=dict)      # the normalized spec
     records: dict[str, Record] = field(default_factory=dict)  # records of landed actions, by id
     env_pid: int | None = None     # pid of the environment's init (host pid namespace), if live
+    # The live environment outlives this transaction (an update, or the rollback of one):
+    # reverting what it runs in (its cgroup) must not end it.
+    env_stays: bool = False
     extra: dict[str, Any] = field(default_factory=dict)     # per-family scratch (sockets, caches)
 
 

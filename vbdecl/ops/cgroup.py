@@ -2,8 +2,10 @@
 
 - ``cgroup.group`` (action id ``cgroup``): creates ``<hierarchy>/vbdecl/<instance>``
   in every hierarchy the limits need (see :mod:`vbdecl.sys.cgroupfs`), moves
-  the environment's init in when it exists, and on revert kills whatever is
-  left inside and removes the directories.
+  the environment's init in when it exists, and on revert removes the
+  directories: it kills whatever is left inside, unless the environment lives
+  on (``Context.env_stays``: its last limit removed, or an update that added
+  limits rolled back), whose processes it moves out of the group alive.
 - ``cgroup.limit`` (ids ``cgroup.memory``, ``cgroup.memory_swap``,
   ``cgroup.cpu``, ``cgroup.cpu_weight``, ``cgroup.pids``, ``cgroup.io_weight``):
   writes one limit, read back; ``update`` changes it in place.
@@ -112,8 +114,12 @@ class Group:
         record["warnings"] = warnings
         record["skipped"] = sorted(skip)
         if ctx.env_pid:
+            from vbdecl.sys.proc import env_processes
+
+            init = ctx.env_pid
             try:
-                cgroupfs.join(record, ctx.env_pid)
+                # A running environment given limits: every process of it, not only init.
+                cgroupfs.join_all(record, init, lambda: env_processes(init))
             except SysError as exc:
                 try:
                     cgroupfs.remove_group(record)
@@ -125,6 +131,8 @@ class Group:
     def revert(self, ctx: Context, record: Record) -> None:
         _count_oom(ctx, record)
         try:
+            if ctx.env_stays:
+                cgroupfs.release_group(record)
             cgroupfs.remove_group(record)
         except SysError as exc:
             raise _action_error(exc, GROUP_ID) from exc

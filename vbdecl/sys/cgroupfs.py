@@ -33,6 +33,7 @@ import errno as _errno
 import os
 import signal
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -719,6 +720,32 @@ def join(record: dict[str, Any], pid: int = 0) -> None:
                    "no child cgroups with controllers)")
 
 
+def join_all(record: dict[str, Any], first: int, pids: Callable[[], list[int]],
+             timeout: float = _KILL_WAIT_S) -> None:
+    """Move ``first`` into the group, then every process ``pids()`` lists (an environment
+    given limits while it runs), pass after pass until one finds none left outside: a
+    child forked before its parent moved is caught by the next pass, one forked after
+    is inside already."""
+    join(record, first)
+    dirs = [d["path"] for d in record.get("dirs", [])]
+    deadline = time.monotonic() + timeout
+    while dirs:
+        inside = set(_procs(dirs[0]))
+        outside = [pid for pid in pids() if pid not in inside]
+        if not outside:
+            return
+        if time.monotonic() > deadline:
+            raise SysError(f"processes {outside[:8]} keep appearing outside {dirs[0]}",
+                           errno=_errno.EBUSY, hint="a process inside forks faster than it "
+                                                    "can be moved; retry")
+        for pid in outside:
+            try:
+                join(record, pid)
+            except SysError as exc:
+                if exc.errno != _errno.ESRCH:
+                    raise
+
+
 def _procs(path: str) -> list[int]:
     try:
         text = read(os.path.join(path, "cgroup.procs"))
@@ -907,21 +934,46 @@ def with_extension(record: dict[str, Any], ext: dict[str, Any] | None) -> dict[s
 
 
 def retract_group(ext: dict[str, Any]) -> None:
-    """Undo :func:`extend_group`: move the processes back to the hierarchy root and remove
+    """Undo :func:`extend_group`: move the processes out (:func:`_move_out`) and remove
     the dir (v1); the v2 controller stays enabled (other environments may use it)."""
     if not ext.get("created"):
         return
     path = ext["path"]
     parent = os.path.dirname(path)
-    root = os.path.dirname(parent)
-    for pid in _procs(path):
-        try:
-            write(os.path.join(root, "cgroup.procs"), str(pid))
-        except SysError as exc:
-            if exc.errno != _errno.ESRCH:
-                raise
+    _move_out(path)
     remove_group({"dirs": [], "created": [path], "unified": None,
                   "parents_created": [parent] if ext.get("parent_created") else []})
+
+
+def release_group(record: dict[str, Any], timeout: float = _KILL_WAIT_S) -> None:
+    """Move every process of the group out of it, alive (:func:`_move_out`): an
+    environment that lives on without its limits. :func:`remove_group` then finds
+    nothing to kill."""
+    for d in record.get("dirs", []):
+        _move_out(d["path"], timeout)
+
+
+def _move_out(path: str, timeout: float = _KILL_WAIT_S) -> None:
+    """Move the processes of ``<above>/vbdecl/<instance>`` to ``<above>``: the cgroup
+    the group was made in (a hierarchy's root, or the subtree delegated to us). A
+    process that forks meanwhile may leave a child behind: moved on the next pass."""
+    above = os.path.dirname(os.path.dirname(path))
+    deadline = time.monotonic() + timeout
+    while True:
+        pids = _procs(path)
+        if not pids:
+            return
+        if time.monotonic() > deadline:
+            raise SysError(f"processes {pids[:8]} keep appearing in {path}", errno=_errno.EBUSY,
+                           hint="a process inside forks faster than it can be moved; retry")
+        for pid in pids:
+            try:
+                write(os.path.join(above, "cgroup.procs"), str(pid),
+                      hint=f"{above} must be able to hold processes (cgroup v2: no controllers "
+                           "enabled for its children unless it is the root)")
+            except SysError as exc:
+                if exc.errno != _errno.ESRCH:
+                    raise
 
 
 def set_limit(record: dict[str, Any], limit: str, value: Any,

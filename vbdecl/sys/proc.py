@@ -116,6 +116,47 @@ def _kill(pid: int, sig: int) -> bool:
     return True
 
 
+def env_processes(init: int) -> list[int]:
+    """``init`` and every process of its environment: all those in its pid namespace
+    when it is pid 1 there (commands ``vbdecl exec`` started included), else its
+    descendants. Empty when ``init`` is gone."""
+    try:
+        with open(f"/proc/{init}/status") as f:
+            nspid = next((line.split()[1:] for line in f if line.startswith("NSpid:")), [])
+        ns = os.stat(f"/proc/{init}/ns/pid").st_ino
+    except OSError:
+        return []
+    if nspid[-1:] != ["1"]:
+        return _descendants(init)
+    out = []
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            try:
+                if os.stat(f"/proc/{name}/ns/pid").st_ino == ns:
+                    out.append(int(name))
+            except OSError:
+                pass    # gone meanwhile
+    return out
+
+
+def _descendants(pid: int) -> list[int]:
+    out, todo = [], [pid]
+    while todo:
+        cur = todo.pop()
+        out.append(cur)
+        try:
+            tasks = os.listdir(f"/proc/{cur}/task")
+        except OSError:
+            continue
+        for tid in tasks:
+            try:
+                with open(f"/proc/{cur}/task/{tid}/children") as f:
+                    todo.extend(int(c) for c in f.read().split())
+            except OSError:
+                pass
+    return out
+
+
 def cgroup_paths(pid: int, *, include_root: bool = False) -> list[str]:
     """The cgroup directories ``pid`` is in, as host paths (v1 and v2); a hierarchy's
     root cgroup only with ``include_root``."""

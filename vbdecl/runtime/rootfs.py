@@ -75,17 +75,23 @@ def _split(path: str) -> list[str]:
 
 
 def resolve(root_fd: int, path: str, flags: int = os.O_PATH, *, follow: bool = True,
-            mode: int = 0) -> int:
+            mode: int = 0, missing_ok: bool = False) -> int:
     """Open ``path`` relative to ``root_fd`` as if ``root_fd`` were ``/``.
 
     Symlinks (absolute or relative) and ``..`` never leave the root. With
-    ``follow=False`` the last component is not followed (O_NOFOLLOW).
+    ``follow=False`` the last component is not followed (O_NOFOLLOW). With
+    ``missing_ok`` a missing path (or component) returns -1.
     """
     if not follow:
         flags |= os.O_NOFOLLOW
     if m.openat2_supported():
-        return m.openat2(root_fd, path or "/", flags, mode, _RESOLVE)
-    return _walk(root_fd, path, flags, follow, mode)
+        return m.openat2(root_fd, path or "/", flags, mode, _RESOLVE, missing_ok=missing_ok)
+    try:
+        return _walk(root_fd, path, flags, follow, mode)
+    except FileNotFoundError:
+        if missing_ok:
+            return -1
+        raise
 
 
 def _walk(root_fd: int, path: str, flags: int, follow: bool, mode: int) -> int:
@@ -144,23 +150,17 @@ def ensure_dir(root_fd: int, path: str, mode: int = 0o755, created: list[str] | 
     always 0755) and opened with O_NOFOLLOW, so a symlink swapped in between
     can never redirect the walk. ``created`` collects the paths created.
     """
-    try:
-        return resolve(root_fd, path, os.O_PATH | os.O_DIRECTORY)
-    except OSError as exc_:
-        if exc_.errno != errno.ENOENT:
-            raise
-        pass
+    fd = resolve(root_fd, path, os.O_PATH | os.O_DIRECTORY, missing_ok=True)
+    if fd >= 0:
+        return fd
     comps = _split(path)
     fd = os.dup(root_fd)
     done = ""
     try:
         for i, comp in enumerate(comps):
             done += "/" + comp
-            try:
-                nxt = resolve(root_fd, done, os.O_PATH | os.O_DIRECTORY)
-            except OSError as exc_:
-                if exc_.errno != errno.ENOENT:
-                    raise
+            nxt = resolve(root_fd, done, os.O_PATH | os.O_DIRECTORY, missing_ok=True)
+            if nxt < 0:
                 try:
                     os.mkdir(comp, mode if i == len(comps) - 1 else parent_mode, dir_fd=fd)
                     if created is not None:
@@ -189,12 +189,9 @@ def ensure_parent(root_fd: int, path: str, created: list[str] | None = None,
 def ensure_mountpoint(root_fd: int, path: str, is_dir: bool,
                       created: list[str] | None = None, parent_mode: int = 0o755) -> int:
     """An O_PATH fd on ``path``, created as a directory or an empty file if missing."""
-    try:
-        return resolve(root_fd, path, os.O_PATH)
-    except OSError as exc_:
-        if exc_.errno != errno.ENOENT:
-            raise
-        pass
+    fd = resolve(root_fd, path, os.O_PATH, missing_ok=True)
+    if fd >= 0:
+        return fd
     if is_dir:
         return ensure_dir(root_fd, path, 0o755, created, parent_mode=parent_mode)
     parent, name = ensure_parent(root_fd, path, created, parent_mode)

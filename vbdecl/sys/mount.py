@@ -217,10 +217,18 @@ def new_mount(fstype: str, options: list[tuple[str, str | int | None]], attr_fla
 
 # --- path resolution ----------------------------------------------------------
 
-def openat2(dirfd: int, path: str, flags: int, mode: int = 0, resolve: int = 0) -> int:
+def openat2(dirfd: int, path: str, flags: int, mode: int = 0, resolve: int = 0, *,
+            missing_ok: bool = False) -> int:
+    """openat2(2), close-on-exec. With ``missing_ok`` a missing path is -1, not an
+    error: callers that look before they create skip the exception's cost."""
     how = _OPEN_HOW.pack(flags | os.O_CLOEXEC,
                          mode if flags & (os.O_CREAT | os.O_TMPFILE) else 0, resolve)
-    return _sys("openat2", f"openat2({path!r})", dirfd, _b(path), how, len(how))
+    ret = syscall("openat2", dirfd, _b(path), how, len(how))
+    if ret < 0:
+        if missing_ok and ret == -errno.ENOENT:
+            return -1
+        raise_errno(f"openat2({path!r})", -ret, hint=_hint_for(-ret))
+    return ret
 
 
 _openat2_ok: bool | None = None

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_runtime import make_spec
+from test_runtime import driver, make_spec
 
 from vbdecl.errors import SysError
 from vbdecl.runtime.spawn import run_spec
@@ -61,3 +61,20 @@ def test_the_chroot_fallback_starts_the_process_again_in_the_new_root(
     result = run_spec(spec)
     assert (result.code, result.error) == (0, None), str(result.error)
     assert capfd.readouterr().out.split() == ["bin", "lib", "lib64", "usr", "/"]
+
+
+def test_when_both_fail_pid_1s_error_is_the_one_reported(tmp_path: Path) -> None:
+    """The early process fails at once (tty: true without a terminal) while pid 1 is
+    still building the root, which then fails too (a missing bind source): the root
+    comes first in the manifest, so its error is the one the user sees, every time."""
+    spec: dict[str, Any] = make_spec(["/bin/true"], tty=True, filesystem=[
+        {"type": "ro-bind", "source": "/usr", "target": "/usr", "optional": False},
+        {"type": "symlink", "target": "/bin", "points_to": "usr/bin"},
+        {"type": "tmpfs", "target": "/tmp"},
+        {"type": "bind", "source": str(tmp_path / "missing"), "target": "/data", "optional": False},
+    ])
+    for _ in range(5):
+        r = subprocess.run(driver(tmp_path, spec), stdin=subprocess.DEVNULL, capture_output=True,
+                           text=True, timeout=60)
+        assert r.returncode == 125
+        assert "missing" in r.stderr and "tty" not in r.stderr, r.stderr

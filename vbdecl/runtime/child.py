@@ -643,9 +643,26 @@ def exec_process(cfg: ChildConfig, root_ready: int = -1) -> NoReturn:
 
 
 def _exec_process(cfg: ChildConfig, root_ready: int) -> None:
+    try:
+        env, prepared, userns2 = _before_root(cfg)
+    except BaseException:
+        if root_ready >= 0:
+            # A failure of pid 1 (building the root) is the one to report: its steps come
+            # first. It reported, and we leave quietly (end of file); after its "go",
+            # ours is the error.
+            _wait_root(root_ready)
+        raise
+    if root_ready >= 0:
+        _wait_root(root_ready)
+    _after_root(cfg, env, prepared, userns2)
+
+
+def _before_root(cfg: ChildConfig) -> tuple[dict[str, str], Any, Any]:
+    """The process's steps that need neither the new root nor pid 1: signals, terminal,
+    session, death signal, environment, and its privileges worked out (see
+    sec.prepare_process). Returns (environment, prepared privileges, vb's userns2 fd)."""
     spec = cfg.spec
     proc = spec["process"]
-    c2p = cfg.c2p
     # Signals: the process starts with an empty mask and default dispositions.
     signals.pthread_sigmask(signals.SIG_SETMASK, ())
     for sig in (signals.SIGPIPE, signals.SIGXFSZ, signals.SIGINT, *FORWARDED):
@@ -661,13 +678,17 @@ def _exec_process(cfg: ChildConfig, root_ready: int) -> None:
         os.setsid()     # new_session, or tty: false: no controlling terminal
     if cfg.die_with_parent:
         sysproc.set_pdeathsig(signals.SIGKILL, os.getppid())
-    env = build_env(proc)
-    sec = _security()
     userns2 = (spec.get("vb") or {}).get("userns2_fd")
     # (after vb's --userns2 switch the capabilities differ: computed then)
-    prepared = sec.prepare_process(spec) if not isinstance(userns2, int) else None
-    if root_ready >= 0:
-        _wait_root(root_ready)
+    prepared = _security().prepare_process(spec) if not isinstance(userns2, int) else None
+    return build_env(proc), prepared, userns2
+
+
+def _after_root(cfg: ChildConfig, env: dict[str, str], prepared: Any, userns2: Any) -> NoReturn:
+    """The process's steps in the environment's root: cwd, rlimits, fds, ids and
+    privileges, exec."""
+    spec = cfg.spec
+    proc = spec["process"]
     cwd = proc.get("cwd") or "/"
     if proc.get("cwd") is None and "vb" in spec:
         cwd = _vb_cwd(spec, env)    # bubblewrap: the caller's cwd, else $HOME, else /
@@ -699,12 +720,12 @@ def _exec_process(cfg: ChildConfig, root_ready: int) -> None:
         except OSError as exc:
             raise SetupFailure(125, f"process.inherit_fds: fd {fd} is not open: {exc.strerror}",
                                "pass only fds that vbdecl inherits from its caller") from None
-    sysproc.close_fds_except([*keep, c2p])   # the lock too: only vbdecl's processes hold it
+    sysproc.close_fds_except([*keep, cfg.c2p])   # the lock too: only vbdecl's processes hold it
     if isinstance(userns2, int):      # vb --userns2: switch user namespace after setup
         sysns.setns(userns2, sysns.CLONE_NEWUSER, what=f"--userns2 fd {userns2}")
         os.close(userns2)
     # ids, capabilities, no_new_privs, Landlock, seccomp (last)
-    sec.apply_in_child(spec, prepared)
+    _security().apply_in_child(spec, prepared)
     file = argv[0]
     if proc.get("argv0"):
         argv[0] = proc["argv0"]

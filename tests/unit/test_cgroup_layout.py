@@ -366,17 +366,6 @@ def test_fake_hybrid_tracking_dir_is_optional(tmp_path: Path, monkeypatch: pytes
         cg.create_group(layout, "vb-0000fa41", ["memory"])
 
 
-def test_format_usage_for_people() -> None:
-    from vbdecl.ops.cgroup import format_usage
-
-    u = {"memory": {"current": 1_258_291, "peak": 2 << 20, "limit": 64 << 20, "oom_kills": 1},
-         "cpu": {"usage_usec": 8637, "limit": 0.5, "weight": 100},
-         "pids": {"current": 2, "peak": 4, "limit": 16}}
-    assert format_usage(u) == ("memory 1.2Mi/64Mi (peak 2.0Mi) OOM-killed 1x  "
-                               "cpu 8.6ms (limit 0.5 cores)  pids 2/16")
-    assert format_usage({"memory": None, "cpu": {"usage_usec": None}, "pids": None}) == ""
-
-
 def test_v2_fake_tree_no_swap_accounting_error_or_warning(fake_v2: cg.Layout) -> None:
     from vbdecl.ops.cgroup import Group, Limit
 

@@ -27,7 +27,6 @@ from typing import Any
 from vbdecl.errors import ActionError, SysError
 from vbdecl.ops import register
 from vbdecl.ops.base import Context, Params, Record
-from vbdecl.runtime.oom import size as _size
 from vbdecl.sys import cgroupfs
 
 # errnos of a cgroup hierarchy this user may not write: not delegated to it
@@ -63,7 +62,9 @@ def describe_limit(limit: str, value: Any) -> str:
     if value is None:
         return f"{limit}: unlimited"
     if limit in ("memory", "memory_swap"):
-        return f"{limit} {_size(int(value))}"
+        from vbdecl.model.units import format_size
+
+        return f"{limit} {format_size(int(value))}"
     if limit == "cpu":
         return f"cpu {value} cores"
     return f"{limit} {value}"
@@ -356,39 +357,3 @@ def preflight(limits: dict[str, Any]) -> list[dict[str, str]]:
     level = "warning" if limits.get("optional") else "error"
     return [{"where": f"limits.{name}", "message": msg, "hint": hint, "level": level}
             for name, msg, hint in cgroupfs.missing(cgroupfs.current_layout(), limits)]
-
-
-def format_usage(u: dict[str, Any]) -> str:
-    """One line for people: ``memory 1.2Mi/64Mi (peak 2Mi)  cpu 8.6ms (limit 0.5 cores)  pids 2/16``."""
-
-    def size(n: int | None) -> str:
-        if n is None:
-            return "?"
-        for unit, shift in (("Gi", 30), ("Mi", 20), ("Ki", 10)):
-            if n >= 1 << shift:
-                v = n / (1 << shift)
-                return f"{v:.1f}{unit}" if v < 10 else f"{v:.0f}{unit}"
-        return f"{n}B"
-
-    parts = []
-    mem = u.get("memory")
-    if mem:
-        lim = size(mem["limit"]) if mem.get("limit") is not None else "unlimited"
-        text = f"memory {size(mem.get('current'))}/{lim}"
-        if mem.get("peak") is not None:
-            text += f" (peak {size(mem['peak'])})"
-        if mem.get("oom_kills"):
-            text += f" OOM-killed {mem['oom_kills']}x"
-        parts.append(text)
-    cpu = u.get("cpu")
-    if cpu and cpu.get("usage_usec") is not None:
-        t = cpu["usage_usec"] / 1e6
-        text = f"cpu {t:.3f}s" if t >= 1 else f"cpu {t * 1000:.1f}ms"
-        if cpu.get("limit") is not None:
-            text += f" (limit {cpu['limit']:g} cores)"
-        parts.append(text)
-    pids = u.get("pids")
-    if pids:
-        lim = str(pids["limit"]) if pids.get("limit") is not None else "unlimited"
-        parts.append(f"pids {pids.get('current')}/{lim}")
-    return "  ".join(parts)

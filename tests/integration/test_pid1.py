@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from test_runtime import DRIVER
+from test_runtime import DRIVER, HOST_ROOT
 
 from vbdecl.runtime.spawn import run_spec
 
@@ -26,7 +26,7 @@ BASE: dict[str, Any] = {
     "rootfs": None, "hostname": None,
     "namespaces": {"user": False, "pid": True, "mount": True, "uts": False, "ipc": False,
                    "net": False, "cgroup": False},
-    "idmap": None, "filesystem": [], "limits": {"rlimits": {}}, "network": {"mode": "host"},
+    "idmap": None, "filesystem": HOST_ROOT, "limits": {"rlimits": {}}, "network": {"mode": "host"},
     "process": {"command": ["/bin/true"], "cwd": "/", "env": {}, "clear_env": False, "unset_env": [],
                 "argv0": None, "user": 0, "group": 0, "init": True, "die_with_parent": True,
                 "new_session": False, "inherit_fds": [], "tty": "auto"},

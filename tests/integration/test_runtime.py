@@ -22,11 +22,15 @@ import pytest
 from vbdecl.runtime.spawn import run_spec
 from vbdecl.sys import ns as sysns
 
+# The host's filesystem, bound into the new root: these tests run host programs and
+# look at the host's files (a new mount namespace gets an empty root otherwise).
+HOST_ROOT: list[dict[str, Any]] = [{"type": "dev-bind", "source": "/", "target": "/"}]
+
 BASE: dict[str, Any] = {
     "rootfs": None, "hostname": None,
     "namespaces": {"user": False, "pid": True, "mount": True, "uts": True, "ipc": True,
                    "net": True, "cgroup": False},
-    "idmap": None, "filesystem": [],
+    "idmap": None, "filesystem": HOST_ROOT,
     "limits": {"memory": None, "memory_swap": None, "cpu": None, "cpu_weight": None, "pids": None,
                "io_weight": None, "rlimits": {}, "optional": False},
     "network": {"mode": "isolated"},
@@ -493,3 +497,16 @@ def test_sandbox_processes_do_not_hold_the_callers_fds(user: bool) -> None:
         os.close(r)
         os.close(w)
     assert seen and pipe not in seen["init"] and pipe not in seen["holder"]
+
+
+def test_a_new_mount_namespace_without_entries_gets_an_empty_root(tmp_path: Path) -> None:
+    """rootfs null and no filesystem entries: a fresh empty root (MANIFEST.md), never the
+    host's: the host's /bin/sh is not there, and nothing of the host can be written."""
+    marker = tmp_path / "written"
+    spec = make_spec(["/bin/sh", "-c", f"touch {marker}"], filesystem=[])
+    result = run_spec(spec)
+    assert result.code == 127 and "command not found: /bin/sh" in str(result.error), str(result.error)
+    assert not marker.exists()
+    # without a mount namespace there is no root of its own: the host's, as asked
+    spec = make_spec(["/bin/sh", "-c", f"touch {marker}"], filesystem=[], ns={"mount": False})
+    assert run_spec(spec).code == 0 and marker.exists()

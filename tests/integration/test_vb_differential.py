@@ -139,6 +139,19 @@ def test_usage_errors_exit_1_with_the_program_name(tmp_path: Path) -> None:
         assert (ours.returncode, ours.stderr) == (theirs.returncode, theirs.stderr)
 
 
+def test_without_filesystem_options_the_root_is_empty(tmp_path: Path) -> None:
+    """No filesystem option: a fresh empty root, as bubblewrap, never the host's."""
+    link = tmp_path / "bwrap"
+    link.symlink_to(VB)
+    marker = tmp_path / "written"
+    for args in (["/bin/ls", "/"], ["--unshare-all", "sh", "-c", f"touch {marker}"]):
+        ours = subprocess.run([str(link), *args], capture_output=True, text=True, timeout=30)
+        theirs = subprocess.run([BWRAP, *args], capture_output=True, text=True, timeout=30)  # type: ignore[list-item]
+        assert (ours.returncode, ours.stdout, ours.stderr) == (theirs.returncode, theirs.stdout, theirs.stderr)
+        assert ours.returncode == 1 and "execvp" in ours.stderr
+    assert not marker.exists()
+
+
 def test_no_command_prints_the_usage_on_stderr_and_fails(tmp_path: Path) -> None:
     link = tmp_path / "bwrap"
     link.symlink_to(VB)

@@ -113,7 +113,7 @@ class ChildConfig:
         self.joins: list[tuple[str, str]] = []   # (spec key, path), in setns order
         self.die_with_parent = False
         self.direct_init = False      # we are pid 1 already: no holder (see the module doc)
-        self.needs_root = False       # spec.rootfs or spec.filesystem: call setup_root
+        self.needs_root = False       # a new mount namespace (or a root asked for): setup_root
         self.keep_fds: list[int] = []  # fds the process inherits (inherit_fds)
         self.live = False             # a live environment: init holds the namespaces, no process
         self.lock_fd = -1             # status.lock_file, held by every process but the payload

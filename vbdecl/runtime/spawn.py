@@ -86,7 +86,10 @@ def _config(spec: dict[str, Any], nsd: dict[str, Any], instance: str, runtime_di
     cfg.pid_new = nsd.get("pid") is True or cfg.pid_nested
     proc = spec["process"]
     cfg.die_with_parent = bool(proc.get("die_with_parent", True))
-    cfg.needs_root = bool(spec.get("rootfs") or spec.get("filesystem"))
+    # A new mount namespace gets the environment's own root: spec.rootfs, or a fresh empty
+    # one built from spec.filesystem, however few its entries (none: an empty root, as
+    # bubblewrap). Only a joined mount namespace, or none, keeps the root it has.
+    cfg.needs_root = cfg.mount_new or bool(spec.get("rootfs") or spec.get("filesystem"))
     cfg.keep_fds = sandbox_fds(spec)
     if cfg.needs_root and not (cfg.mount_new or isinstance(nsd.get("mount"), dict)):
         raise RuntimeSetupError("spec.rootfs and spec.filesystem need a new mount namespace",

@@ -14,6 +14,7 @@ apiVersion: vbdecl/v1
 kind: Environment
 metadata: {name: preflight}
 spec:
+  filesystem: [{type: tmpfs, target: /tmp}]
   limits: {memory: 64Mi, pids: 16, optional: OPTIONAL}
   process: {command: [/bin/true]}
 """

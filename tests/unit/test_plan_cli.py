@@ -188,3 +188,18 @@ def test_plan_warns_of_bridge_without_nat_or_dns(env: Path, capsys: pytest.Captu
         err = capsys.readouterr().err
         assert ("warning:" in err and "quiet: network: nat is false and dns is not set" in err
                 and "name lookups hang" in err and "hint: set network.dns" in err) is warned, (nat, dns, err)
+
+
+def test_plan_warns_of_an_empty_root(env: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """No filesystem entries and no rootfs: a new mount namespace starts in an empty root
+    (as with bubblewrap), so nothing runs there; plan says so before apply finds out."""
+    base = "apiVersion: vbdecl/v1\nkind: Environment\nmetadata: {name: bare}\nspec:\n"
+    cases = {"": True, "  filesystem: []\n": True, "  filesystem: [{type: tmpfs, target: /tmp}]\n": False,
+             "  namespaces: {mount: false}\n  network: {mode: host}\n": False}
+    for extra, warned in cases.items():
+        f = env / "bare.yaml"
+        f.write_text(base + extra)
+        assert main(["plan", "--no-refresh", str(f)]) == 0
+        err = capsys.readouterr().err
+        assert ("bare: filesystem: no filesystem entries and no rootfs: the environment starts in an "
+                "empty root" in err and "hint: bind what the process needs" in err) is warned, (extra, err)

@@ -76,10 +76,23 @@ def network_warnings(plan: dict[str, Any]) -> list[dict[str, str]]:
     return []
 
 
-def check_network(plan: dict[str, Any], path: str) -> None:
+def root_warnings(plan: dict[str, Any]) -> list[dict[str, str]]:
+    """An environment that will start in an empty root, which its author may not expect."""
+    spec = plan["spec"]
+    if spec.get("rootfs") is None and not spec.get("filesystem") and \
+            (spec.get("namespaces") or {}).get("mount") is True:
+        return [{"where": "filesystem",
+                 "message": "no filesystem entries and no rootfs: the environment starts in an "
+                            "empty root, without /bin/sh or any other program",
+                 "hint": "bind what the process needs (ro-bind /usr and the /bin, /lib, /lib64 "
+                         "symlinks, as manifests/hello.yaml does), or set rootfs"}]
+    return []
+
+
+def check_warnings(plan: dict[str, Any], path: str) -> None:
     import sys
 
-    for w in network_warnings(plan):
+    for w in [*root_warnings(plan), *network_warnings(plan)]:
         print(f"warning: {path}: {plan['name']}: {w['where']}: {w['message']}\n  hint: {w['hint']}",
               file=sys.stderr)
 
@@ -106,7 +119,7 @@ def run(args: argparse.Namespace) -> int:
     results = []
     for path, plan in [(f, p) for f in files for p in plans_for_file(f, use_cache=not args.no_cache)]:
         check_limits(plan, path)
-        check_network(plan, path)
+        check_warnings(plan, path)
         state = read_state(plan["name"], args.state_dir)
         found = plan_changes(plan, state, args.state_dir, refresh=not args.no_refresh,
                              verbose=args.verbose)

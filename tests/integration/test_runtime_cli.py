@@ -9,6 +9,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -192,3 +193,64 @@ def test_sigkilled_run_leaks_no_host_objects(env: dict[str, str], tmp_path: Path
         proc.kill()
         proc.wait()
         _wait_until(lambda: not (_cgroup_dirs() - before))
+
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def _tree(pid: int) -> set[int]:
+    """``pid`` and its descendants."""
+    out, todo = {pid}, [pid]
+    while todo:
+        cur = todo.pop()
+        try:
+            for task in os.listdir(f"/proc/{cur}/task"):
+                kids = {int(k) for k in Path(f"/proc/{cur}/task/{task}/children").read_text().split()}
+                todo += list(kids - out)
+                out |= kids
+        except OSError:
+            pass
+    return out
+
+
+def test_die_with_parent_when_the_caller_of_vbdecl_dies(env: dict[str, str], tmp_path: Path) -> None:
+    """die_with_parent (the default): when the program that started `vbdecl run` dies, the
+    sandbox dies with it and vbdecl tears down what it set up (here its cgroup) and exits.
+    vbdecl used to go on running, orphaned, with the sandbox."""
+    out = tmp_path / "out"
+    out.mkdir()
+    m = manifest(tmp_path, f"""    - {{type: bind, source: {out}, target: /out}}
+  limits: {{pids: 64}}
+  process:
+    command: [/bin/sh, -c, "sleep 60 & touch /out/ready; wait"]""")
+    caller = subprocess.Popen(["/bin/sh", "-c", f"{VBDECL} run {m} >/dev/null 2>&1 & echo $!; wait"],
+                              stdout=subprocess.PIPE, text=True, env=env)
+    try:
+        assert caller.stdout is not None
+        vbdecl_pid = int(caller.stdout.readline())
+        deadline = time.monotonic() + 10
+        while not (out / "ready").exists():
+            assert time.monotonic() < deadline, "the sandbox never started"
+            time.sleep(0.01)
+        tree = _tree(vbdecl_pid)
+        assert len(tree) >= 4       # vbdecl, its init, sh, sleep
+        groups = [line for line in Path(f"/proc/{max(tree)}/cgroup").read_text().splitlines()
+                  if "/vbdecl/" in line]
+        assert groups
+    finally:
+        caller.kill()
+        caller.wait()
+    deadline = time.monotonic() + 10
+    while any(_alive(p) for p in tree) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert not [p for p in tree if _alive(p)]
+    # torn down, not just killed: the run's cgroup is gone
+    for line in groups:
+        rel = line.split(":", 2)[2]
+        assert not any(Path(base + rel).exists() for base in
+                       [str(p) for p in Path("/sys/fs/cgroup").iterdir()]), rel

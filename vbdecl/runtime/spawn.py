@@ -16,6 +16,7 @@ from vbdecl.errors import RuntimeSetupError, VbdeclError
 from vbdecl.runtime import child as C
 from vbdecl.runtime.events import EventSink
 from vbdecl.sys import ns as sysns
+from vbdecl.sys import proc as sysproc
 from vbdecl.sys import signals
 
 TYPE_CHECKING = False
@@ -28,6 +29,10 @@ if TYPE_CHECKING:
 # Signals the parent forwards; job control stays with the terminal.
 PARENT_FORWARDED = tuple(s for s in C.FORWARDED
                          if s not in (signals.SIGTSTP, signals.SIGTTIN, signals.SIGTTOU))
+# die_with_parent, vbdecl's own part: the kernel sends us this when our caller dies
+# (PR_SET_PDEATHSIG); the sandbox is then killed and torn down as after any exit. A
+# real-time signal: nothing else sends it, and it is never forwarded.
+PARENT_DIED = signals.SIGRTMIN
 
 
 class RunResult:
@@ -322,11 +327,17 @@ def _spawn_and_wait(cfg: C.ChildConfig, nsd: dict[str, Any], idmap: dict[str, An
     if not actions and not (cfg.user_new and idmap):
         C.load_setup_code(cfg)   # we would wait for "U" with nothing to do (see there)
     old_mask: set[Any] | None = None
+    watching = forward_signals and cfg.die_with_parent
     if forward_signals:
-        old_mask = signals.pthread_sigmask(signals.SIG_BLOCK, {*PARENT_FORWARDED, signals.SIGCHLD})
+        old_mask = signals.pthread_sigmask(signals.SIG_BLOCK,
+                                           {*PARENT_FORWARDED, signals.SIGCHLD, PARENT_DIED})
+    if watching:
+        sysproc.watch_parent(PARENT_DIED)
     try:
         pid, c2p_r, p2c_w = fork_holder(cfg, max([2, cfg.lock_fd, *cfg.keep_fds]))
     except BaseException:
+        if watching:
+            sysproc.watch_parent(0)
         if old_mask is not None:
             _drain_pending()   # a SIGCHLD of a child killed on the way
             signals.pthread_sigmask(signals.SIG_SETMASK, old_mask)
@@ -413,6 +424,8 @@ def _spawn_and_wait(cfg: C.ChildConfig, nsd: dict[str, Any], idmap: dict[str, An
             os.close(p2c_w)
         if holder_status is None:
             C.kill_and_reap(pid)
+        if watching:
+            sysproc.watch_parent(0)
         if old_mask is not None:
             _drain_pending()
             signals.pthread_sigmask(signals.SIG_SETMASK, old_mask)
@@ -426,13 +439,22 @@ def _wait(pid: int, target: int, forward: bool, new_session: bool) -> int:
                 return status
             except InterruptedError:
                 continue
-    waitset = {*PARENT_FORWARDED, signals.SIGCHLD}
+    waitset = {*PARENT_FORWARDED, signals.SIGCHLD, PARENT_DIED}
     while True:
         wpid, status = os.waitpid(pid, os.WNOHANG)
         if wpid == pid:
             return status
         info = signals.sigwaitinfo(waitset)
         if info.si_signo == signals.SIGCHLD:
+            continue
+        if info.si_signo == PARENT_DIED:
+            # Our caller is gone (die_with_parent): the sandbox dies with it; pid 1 first,
+            # so that nothing in the pid namespace outlives it.
+            for victim in dict.fromkeys((target, pid)):
+                try:
+                    os.kill(victim, signals.SIGKILL)
+                except ProcessLookupError:
+                    pass
             continue
         if info.si_code == C.SI_KERNEL and not new_session:
             continue   # the terminal signalled our whole process group, the sandbox included
@@ -443,7 +465,7 @@ def _wait(pid: int, target: int, forward: bool, new_session: bool) -> int:
 
 
 def _drain_pending() -> None:
-    pending = signals.sigpending() & {signals.SIGCHLD}
+    pending = signals.sigpending() & {signals.SIGCHLD, PARENT_DIED}
     if pending:
         signals.sigtimedwait(pending, 0)
 

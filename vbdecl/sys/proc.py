@@ -34,6 +34,15 @@ def set_pdeathsig(sig: int, expected_parent: int) -> None:
         os._exit(128 + sig)
 
 
+def watch_parent(sig: int) -> None:
+    """Have the kernel send us ``sig`` when our parent dies (0: stop). A parent that
+    dies while this is set up is told too: ``sig`` is sent at once."""
+    parent = os.getppid()
+    check(syscall("prctl", PR_SET_PDEATHSIG, sig, 0, 0, 0), "prctl(PR_SET_PDEATHSIG)")
+    if sig and os.getppid() != parent:
+        os.kill(os.getpid(), sig)
+
+
 def set_name(name: str) -> None:
     syscall("prctl", PR_SET_NAME, name.encode()[:15], 0, 0, 0)
 

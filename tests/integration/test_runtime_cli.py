@@ -254,3 +254,24 @@ def test_die_with_parent_when_the_caller_of_vbdecl_dies(env: dict[str, str], tmp
         rel = line.split(":", 2)[2]
         assert not any(Path(base + rel).exists() for base in
                        [str(p) for p in Path("/sys/fs/cgroup").iterdir()]), rel
+
+
+def test_a_program_whose_interpreter_is_missing_is_126_and_says_why(env: dict[str, str],
+                                                                    tmp_path: Path) -> None:
+    """execve says ENOENT for a file that exists when its #! interpreter (or an ELF file's
+    dynamic loader) is not in the root: not "command not found" (127), but 126 with the
+    interpreter named; vb keeps bubblewrap's words."""
+    progs = tmp_path / "progs"
+    progs.mkdir()
+    (progs / "script").write_text("#!/no/such/interp\necho hi\n")
+    (progs / "script").chmod(0o755)
+    m = tmp_path / "m.yaml"
+    m.write_text(head("interp", template=False) + f"    - {{type: ro-bind, source: {progs}, target: /p}}\n")
+    r = vbdecl(env, "run", str(m), "--", "/p/script")
+    assert r.returncode == 126, r.stderr
+    assert "cannot execute /p/script: No such file or directory" in r.stderr
+    assert "its interpreter /no/such/interp (the #! line) is not in the environment's root" in r.stderr
+    vb = subprocess.run([str(Path(VBDECL).with_name("vb")), "--ro-bind", str(progs), "/p", "/p/script"],
+                        capture_output=True, text=True, timeout=60)
+    assert (vb.returncode, vb.stderr) == (1, "vb: execvp /p/script: No such file or directory\n")
+

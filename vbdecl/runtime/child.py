@@ -778,17 +778,44 @@ def _execvpe(file: str, argv: list[str], env: dict[str, str]) -> NoReturn:
         path = env.get("PATH", DEFAULT_PATH)
         candidates = [os.path.join(d or ".", file) for d in path.split(":")]
     not_exec: OSError | None = None
+    no_interpreter: str | None = None
     for cand in candidates:
         try:
             os.execve(cand, argv, env)
         except OSError as exc:
             if exc.errno in (errno.ENOENT, errno.ENOTDIR, errno.ELOOP, errno.ENAMETOOLONG):
+                if exc.errno == errno.ENOENT and no_interpreter is None and os.path.isfile(cand):
+                    no_interpreter = cand   # there, but what runs it is not
                 continue
             not_exec = not_exec or exc
             not_exec.filename = cand
     if not_exec is not None:
         raise SetupFailure(126, f"cannot execute {not_exec.filename}: {not_exec.strerror}",
                            "check the file's mode (x bit), its interpreter line, and noexec mounts")
+    if no_interpreter is not None:
+        # (the message keeps execve's words: vb turns it into bubblewrap's)
+        raise SetupFailure(126, f"cannot execute {no_interpreter}: {os.strerror(errno.ENOENT)}",
+                           f"{_missing_interpreter(no_interpreter)}: bind it into the root "
+                           "(ro-bind /usr with the /bin, /lib, /lib64 symlinks, say), or fix the #! line")
     where = "" if "/" in file else f" in PATH={env.get('PATH', DEFAULT_PATH)}"
     raise SetupFailure(127, f"command not found: {file}{where} (inside the environment's root)",
                        "bind the program into the root (for example ro-bind /usr) or fix process.command")
+
+
+def _missing_interpreter(path: str) -> str:
+    """Why execve said ENOENT for a file that exists: what its #! line names, or the
+    dynamic loader an ELF file asks for, is not in the environment's root."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(256)
+    except OSError:
+        head = b""
+    if head.startswith(b"#!"):
+        words = head[2:].split(b"\n", 1)[0].split()
+        if words:
+            name = words[0].decode("utf-8", "backslashreplace")
+            return f"it exists, but its interpreter {name} (the #! line) is not in the environment's root"
+    if head.startswith(b"\x7fELF"):
+        return ("it exists, but its dynamic loader (such as /lib64/ld-linux-x86-64.so.2) is not in "
+                "the environment's root")
+    return "it exists, but what runs it (a #! line or dynamic loader) is not in the environment's root"

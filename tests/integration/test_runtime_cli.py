@@ -275,3 +275,12 @@ def test_a_program_whose_interpreter_is_missing_is_126_and_says_why(env: dict[st
                         capture_output=True, text=True, timeout=60)
     assert (vb.returncode, vb.stderr) == (1, "vb: execvp /p/script: No such file or directory\n")
 
+
+
+def test_a_failed_entry_says_why_in_words_not_pythons(env: dict[str, str], tmp_path: Path) -> None:
+    m = tmp_path / "m.yaml"
+    m.write_text(head("rofs", template=False) + "    - {type: tmpfs, target: /usr/no-such-dir}\n")
+    r = vbdecl(env, "run", str(m), "--", "/bin/true")
+    assert r.returncode == 125
+    assert "mount[/usr/no-such-dir]: tmpfs /usr/no-such-dir: Read-only file system (EROFS)" in r.stderr
+    assert "[Errno" not in r.stderr and "hint: the target's parent is read-only" in r.stderr

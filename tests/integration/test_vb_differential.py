@@ -133,7 +133,12 @@ def test_usage_errors_exit_1_with_the_program_name(tmp_path: Path) -> None:
                  [*BASE, "--file", "9", "/x", "true"], [*BASE, "--bind-data", "9", "/x", "true"],
                  [*BASE, "--chmod", "0700", "/usr", "true"], [*BASE, "--chmod", "0700", "/nonexist", "true"],
                  [*BASE, "--file", "0", "/usr/x", "true"], [*BASE, "--userns", "9", "true"],
-                 [*BASE, "--ro-bind-fd", "9", "/x", "true"]):
+                 [*BASE, "--ro-bind-fd", "9", "/x", "true"],
+                 # making a mount point, dir or symlink in a read-only root
+                 ["--ro-bind", "/", "/", "--tmpfs", "/no-such-dir-vbt", "true"],
+                 ["--ro-bind", "/", "/", "--dir", "/no-such-dir-vbt", "true"],
+                 ["--ro-bind", "/", "/", "--symlink", "x", "/no-such-link-vbt", "true"],
+                 ["--ro-bind", "/", "/", "--bind", "/etc/hostname", "/no-such-file-vbt", "true"]):
         ours = subprocess.run([str(link), *args], capture_output=True, text=True, timeout=30)
         theirs = subprocess.run([BWRAP, *args], capture_output=True, text=True, timeout=30)  # type: ignore[list-item]
         assert (ours.returncode, ours.stderr) == (theirs.returncode, theirs.stderr)

@@ -203,6 +203,9 @@ def ensure_mountpoint(root_fd: int, path: str, is_dir: bool,
                 created.append(path)
         except FileExistsError:
             pass
+        except OSError as exc:
+            exc.making_file = True    # type: ignore[attr-defined]  # (vb's words: _bwrap_message)
+            raise
         return os.open(name, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=parent)
     finally:
         _close(parent)
@@ -821,8 +824,14 @@ def _describe(e: dict[str, Any]) -> str:
 
 
 def _msg(exc: BaseException) -> str:
+    """vbdecl's own errors say what failed; a bare OSError (mkdir, symlink, open of one
+    path component) says why, not Python's "[Errno 30] ...: 'component'"."""
     msg = getattr(exc, "message", None)
-    return msg if isinstance(msg, str) else str(exc)
+    if isinstance(msg, str):
+        return msg
+    if isinstance(exc, OSError) and exc.errno and exc.strerror:
+        return f"{exc.strerror} ({errno.errorcode.get(exc.errno, exc.errno)})"
+    return str(exc)
 
 
 def _bwrap_message(e: dict[str, Any], exc: BaseException) -> str | None:
@@ -839,6 +848,14 @@ def _bwrap_message(e: dict[str, Any], exc: BaseException) -> str | None:
         return f"Can't create file {e['target']}: {reason}"
     if kind == "chmod":
         return f"Can't chmod 0{int(e['mode']):o} {e['target']}: {reason}"
+    if isinstance(exc, SysError):
+        return None         # a mount call: vbdecl's words name it
+    if kind == "symlink":
+        return f"Can't make symlink at {e['target']}: {reason}"
+    if getattr(exc, "making_file", False):
+        return f"Can't create file at {e['target']}: {reason}"    # a file mount point
+    if code in (errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOSPC):
+        return f"Can't mkdir {e['target']}: {reason}"    # a directory mount point, or dir
     return None
 
 

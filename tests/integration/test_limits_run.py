@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -238,10 +239,22 @@ def _in_vbdecl_cgroup(pid: int) -> bool:
     return "/vbdecl/" in Path(f"/proc/{pid}/cgroup").read_text()
 
 
+def _cgroups(pid: int) -> str:
+    return Path(f"/proc/{pid}/cgroup").read_text()
+
+
+def _zombie_child(pid: int) -> bool:
+    for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split():
+        if Path(f"/proc/{child}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z":
+            return True
+    return False
+
+
 def test_live_environment_outlives_its_limits(env: dict[str, str], tmp_path: Path) -> None:
     """Removing the last limit, or a failed or killed update that added limits, takes the
     cgroup away and leaves the environment running (it was killed with its cgroup before)."""
-    extra = '  process:\n    command: ["/bin/sleep", "120"]'
+    # the process leaves a zombie behind (its shell execs sleep, which never reaps it)
+    extra = '  process:\n    command: ["/bin/sh", "-c", "/bin/true & exec /bin/sleep 120"]'
     m = manifest(tmp_path, "    pids: 64", extra, name="outlive")
     unlimited = Path(m).read_text().replace("  limits:\n    pids: 64\n", "")
     assert "limits" not in unlimited
@@ -251,12 +264,17 @@ def test_live_environment_outlives_its_limits(env: dict[str, str], tmp_path: Pat
     assert r.returncode == 0, r.stdout + r.stderr
     try:
         ids = _process_ids(env, "outlive")
+        home = {pid: _cgroups(pid) for pid, _ in ids}
+        deadline = time.monotonic() + 5
+        while not _zombie_child(ids[1][0]):
+            assert time.monotonic() < deadline, "no zombie"
+            time.sleep(0.01)
         limited = manifest(tmp_path, "    pids: 64", extra, name="outlive")
         # an update adding limits whose last step fails: rolled back, the environment stays
         r = vbdecl(dict(env, VBDECL_FAULT="cgroup.pids"), "apply", limited, "-y")
         assert r.returncode != 0 and "injected fault" in r.stderr, r.stdout + r.stderr
         assert all(_running(*i) for i in ids)
-        assert not any(_in_vbdecl_cgroup(pid) for pid, _ in ids)
+        assert {pid: _cgroups(pid) for pid, _ in ids} == home   # back where they were
         assert _ours() == before
         # killed inside the cgroup step (processes moved in, nothing journaled): recovery
         # undoes it, the environment stays
@@ -266,7 +284,7 @@ def test_live_environment_outlives_its_limits(env: dict[str, str], tmp_path: Pat
         r = vbdecl(env, "recover", "outlive")
         assert r.returncode == 0, r.stdout + r.stderr
         assert all(_running(*i) for i in ids)
-        assert not any(_in_vbdecl_cgroup(pid) for pid, _ in ids)
+        assert {pid: _cgroups(pid) for pid, _ in ids} == home   # back where they were
         assert _ours() == before
         # the limits land: the same processes move in
         r = vbdecl(env, "apply", limited, "-y")
@@ -278,7 +296,7 @@ def test_live_environment_outlives_its_limits(env: dict[str, str], tmp_path: Pat
         r = vbdecl(env, "apply", m, "-y")
         assert r.returncode == 0, r.stdout + r.stderr
         assert all(_running(*i) for i in ids)
-        assert not any(_in_vbdecl_cgroup(pid) for pid, _ in ids)
+        assert {pid: _cgroups(pid) for pid, _ in ids} == home   # back where they were
         assert _ours() == before
     finally:
         d = vbdecl(env, "destroy", "outlive", "-y")

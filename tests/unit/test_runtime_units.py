@@ -209,3 +209,40 @@ def test_run_prints_setup_warnings_on_stderr(monkeypatch: pytest.MonkeyPatch,
     assert fast.run_file("m.yaml", command=None, name=None, state_dir=None, events_fd=None,
                          use_cache=True, debug=False) == 0
     assert capsys.readouterr() == ("", "vbdecl: warning: limits.pids not enforced: x\n")
+
+
+def test_env_processes_are_the_live_tree_without_zombies() -> None:
+    """Without a pid namespace of its own, an environment is its init's descendants; a
+    zombie (no cgroup lists one) is left out, so moving the processes into a cgroup ends."""
+    import subprocess
+    import time
+
+    from vbdecl.sys.proc import env_processes
+
+    # sh forks a short-lived child and a subshell with a sleep, then execs sleep, which
+    # never reaps: the short-lived child stays a zombie
+    init = subprocess.Popen(["/bin/sh", "-c", "/bin/true & (/bin/sleep 30 & wait) & exec /bin/sleep 30"])
+    try:
+        deadline = time.monotonic() + 5
+        while True:
+            kids = [int(k) for k in Path(f"/proc/{init.pid}/task/{init.pid}/children").read_text().split()]
+            states = {k: Path(f"/proc/{k}/stat").read_text().rsplit(")", 1)[1].split()[0] for k in kids}
+            grandkids = [int(g) for k in kids if states[k] != "Z"
+                         for g in Path(f"/proc/{k}/task/{k}/children").read_text().split()]
+            if "Z" in states.values() and grandkids:
+                break
+            assert time.monotonic() < deadline, states
+            time.sleep(0.01)
+        zombie = next(k for k, st in states.items() if st == "Z")
+        found = env_processes(init.pid)
+        assert init.pid in found and set(grandkids) <= set(found)
+        assert zombie not in found
+        assert env_processes(2 ** 22 + 7) == []       # no such process
+    finally:
+        for pid in [init.pid, *[k for k in kids if states.get(k) != "Z"], *grandkids]:
+            try:
+                os.kill(pid, 9)
+            except ProcessLookupError:
+                pass
+        init.wait()
+

@@ -82,6 +82,26 @@ def _count_oom(ctx: Context, record: Record) -> None:
         ctx.extra["cgroup_oom_kills"] = n
 
 
+def _take_in(ctx: Context, record: Record, init: int) -> None:
+    """Move the environment's processes into its new group.
+
+    A run's pid 1 (or holder), forked just now, is alone: only it. A live
+    environment's init is checked against its recorded start time (a pid
+    recorded before a reboot may name another process now: nothing is moved
+    then); every process of the environment goes in, and the cgroups they
+    came from are noted, where a revert that keeps the environment returns them."""
+    from vbdecl.sys import proc as sysproc
+
+    env = ctx.records.get("env") or {}
+    if "start_time" not in env:
+        cgroupfs.join(record, init)
+        return
+    if not sysproc.alive(init, int(env["start_time"])):
+        return
+    cgroupfs.note_origins(record, sysproc.cgroup_paths(init, include_root=True))
+    cgroupfs.join_all(record, init, lambda: sysproc.env_processes(init))
+
+
 class Group:
     """``cgroup.group``: the environment's cgroup directories."""
 
@@ -115,12 +135,8 @@ class Group:
         record["warnings"] = warnings
         record["skipped"] = sorted(skip)
         if ctx.env_pid:
-            from vbdecl.sys.proc import env_processes
-
-            init = ctx.env_pid
             try:
-                # A running environment given limits: every process of it, not only init.
-                cgroupfs.join_all(record, init, lambda: env_processes(init))
+                _take_in(ctx, record, ctx.env_pid)
             except SysError as exc:
                 try:
                     cgroupfs.remove_group(record)

@@ -725,12 +725,13 @@ def join_all(record: dict[str, Any], first: int, pids: Callable[[], list[int]],
     """Move ``first`` into the group, then every process ``pids()`` lists (an environment
     given limits while it runs), pass after pass until one finds none left outside: a
     child forked before its parent moved is caught by the next pass, one forked after
-    is inside already."""
+    is inside already. Inside means in every directory of the group."""
     join(record, first)
     dirs = [d["path"] for d in record.get("dirs", [])]
     deadline = time.monotonic() + timeout
+    delay = 0.0005
     while dirs:
-        inside = set(_procs(dirs[0]))
+        inside = set.intersection(*(set(_procs(d)) for d in dirs))
         outside = [pid for pid in pids() if pid not in inside]
         if not outside:
             return
@@ -744,6 +745,20 @@ def join_all(record: dict[str, Any], first: int, pids: Callable[[], list[int]],
             except SysError as exc:
                 if exc.errno != _errno.ESRCH:
                     raise
+        time.sleep(delay)
+        delay = min(delay * 2, 0.02)
+
+
+def note_origins(record: dict[str, Any], paths: list[str]) -> None:
+    """Remember, per directory of the group, the cgroup of that hierarchy among ``paths``
+    (a process's cgroups, as host paths) that the environment came from:
+    :func:`release_group` moves its processes back there."""
+    for d in record.get("dirs", []):
+        top = os.path.dirname(os.path.dirname(d["path"]))
+        for path in paths:
+            if path == top or path.startswith(top + "/"):
+                d["origin"] = path
+                break
 
 
 def _procs(path: str) -> list[int]:
@@ -950,15 +965,18 @@ def release_group(record: dict[str, Any], timeout: float = _KILL_WAIT_S) -> None
     environment that lives on without its limits. :func:`remove_group` then finds
     nothing to kill."""
     for d in record.get("dirs", []):
-        _move_out(d["path"], timeout)
+        _move_out(d["path"], d.get("origin"), timeout)
 
 
-def _move_out(path: str, timeout: float = _KILL_WAIT_S) -> None:
-    """Move the processes of ``<above>/vbdecl/<instance>`` to ``<above>``: the cgroup
-    the group was made in (a hierarchy's root, or the subtree delegated to us). A
-    process that forks meanwhile may leave a child behind: moved on the next pass."""
+def _move_out(path: str, origin: str | None = None, timeout: float = _KILL_WAIT_S) -> None:
+    """Move the processes of ``<above>/vbdecl/<instance>`` back to ``origin``, the cgroup
+    they came from (:func:`note_origins`), else (it is gone, or refuses them) to
+    ``<above>``, the cgroup the group was made in. A process that forks meanwhile may
+    leave a child behind: moved on the next pass."""
     above = os.path.dirname(os.path.dirname(path))
+    targets = [t for t in (origin, above) if t and os.path.isdir(t)]
     deadline = time.monotonic() + timeout
+    delay = 0.0005
     while True:
         pids = _procs(path)
         if not pids:
@@ -967,13 +985,24 @@ def _move_out(path: str, timeout: float = _KILL_WAIT_S) -> None:
             raise SysError(f"processes {pids[:8]} keep appearing in {path}", errno=_errno.EBUSY,
                            hint="a process inside forks faster than it can be moved; retry")
         for pid in pids:
-            try:
-                write(os.path.join(above, "cgroup.procs"), str(pid),
-                      hint=f"{above} must be able to hold processes (cgroup v2: no controllers "
-                           "enabled for its children unless it is the root)")
-            except SysError as exc:
-                if exc.errno != _errno.ESRCH:
-                    raise
+            _move(pid, targets)
+        time.sleep(delay)
+        delay = min(delay * 2, 0.02)
+
+
+def _move(pid: int, targets: list[str]) -> None:
+    """Write ``pid`` into the first of ``targets`` that takes it (gone already: done)."""
+    for i, target in enumerate(targets):
+        try:
+            write(os.path.join(target, "cgroup.procs"), str(pid),
+                  hint=f"{target} must be able to hold processes (cgroup v2: no controllers "
+                       "enabled for its children unless it is the root)")
+            return
+        except SysError as exc:
+            if exc.errno == _errno.ESRCH:
+                return
+            if i == len(targets) - 1:
+                raise
 
 
 def set_limit(record: dict[str, Any], limit: str, value: Any,

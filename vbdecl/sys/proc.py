@@ -126,29 +126,34 @@ def _kill(pid: int, sig: int) -> bool:
 
 
 def env_processes(init: int) -> list[int]:
-    """``init`` and every process of its environment: all those in its pid namespace
-    when it is pid 1 there (commands ``vbdecl exec`` started included), else its
-    descendants. Empty when ``init`` is gone."""
+    """``init`` and every live process of its environment: those in its pid namespace
+    when it is pid 1 there (commands ``vbdecl exec`` started included), and all their
+    descendants (a payload's own nested pid namespaces too); else ``init``'s
+    descendants. Zombies are left out (no cgroup lists them). Empty when ``init`` is gone."""
     try:
         with open(f"/proc/{init}/status") as f:
             nspid = next((line.split()[1:] for line in f if line.startswith("NSpid:")), [])
         ns = os.stat(f"/proc/{init}/ns/pid").st_ino
     except OSError:
         return []
-    if nspid[-1:] != ["1"]:
-        return _descendants(init)
-    out = []
-    for name in os.listdir("/proc"):
-        if name.isdigit():
-            try:
-                if os.stat(f"/proc/{name}/ns/pid").st_ino == ns:
-                    out.append(int(name))
-            except OSError:
-                pass    # gone meanwhile
-    return out
+    members = [init]
+    if nspid[-1:] == ["1"]:
+        for name in os.listdir("/proc"):
+            if name.isdigit():
+                try:
+                    if os.stat(f"/proc/{name}/ns/pid").st_ino == ns:
+                        members.append(int(name))
+                except OSError:
+                    pass    # gone meanwhile
+    found: dict[int, None] = {}
+    for pid in members:
+        if pid not in found:
+            found.update(dict.fromkeys(_descendants(pid)))
+    return [pid for pid in found if (_stat_fields(pid) or [b"Z"])[0] != b"Z"]
 
 
 def _descendants(pid: int) -> list[int]:
+    """``pid`` and its descendants (/proc/PID/task/TID/children)."""
     out, todo = [], [pid]
     while todo:
         cur = todo.pop()

@@ -10,6 +10,9 @@ from __future__ import annotations
 import sys
 
 FAST_COMMANDS = ("run", "exec")
+# The program that started this console command (set first thing by console_main and
+# console_vb): `run` and vb tie a sandbox with die_with_parent to its life.
+CALLER: int | None = None
 # Global options that take a value and may stand before the command.
 _VALUE_OPTIONS = ("--state-dir",)
 
@@ -79,13 +82,22 @@ def _undo_locale_coercion() -> None:
         os.environb[b"LC_CTYPE"] = given[0]
 
 
+def _note_caller() -> None:
+    global CALLER
+    import os
+
+    CALLER = os.getppid()
+
+
 def console_main() -> None:
+    _note_caller()
     _no_cycle_collection()
     _undo_locale_coercion()
     sys.exit(main())
 
 
 def console_vb() -> None:
+    _note_caller()
     _no_cycle_collection()
     _undo_locale_coercion()
     sys.exit(vb_main())

@@ -510,3 +510,21 @@ def test_a_new_mount_namespace_without_entries_gets_an_empty_root(tmp_path: Path
     # without a mount namespace there is no root of its own: the host's, as asked
     spec = make_spec(["/bin/sh", "-c", f"touch {marker}"], filesystem=[], ns={"mount": False})
     assert run_spec(spec).code == 0 and marker.exists()
+
+
+def test_watching_the_caller_restores_the_death_signal_and_the_mask() -> None:
+    """run_spec(caller=...) arms PR_SET_PDEATHSIG for the run only: the death signal and the
+    signal mask the caller had come back, and nothing is left pending."""
+    from vbdecl.sys import proc as sysproc
+    from vbdecl.sys import signals
+
+    before_mask = signals.pthread_sigmask(signals.SIG_BLOCK, set())
+    sysproc.set_death_signal(signals.SIGUSR2)
+    try:
+        result = run_spec(make_spec(["/bin/true"]), forward_signals=True, caller=os.getppid())
+        assert (result.code, result.error) == (0, None)
+        assert sysproc.death_signal() == signals.SIGUSR2
+        assert signals.pthread_sigmask(signals.SIG_BLOCK, set()) == before_mask
+        assert not signals.sigpending()
+    finally:
+        sysproc.set_death_signal(0)

@@ -119,8 +119,10 @@ def run_file(path: str, *, command: list[str] | None, name: object, state_dir: s
     from vbdecl.runtime.spawn import run_plan
 
     fds = [int(str(events_fd))] if events_fd is not None else None
+    from vbdecl.entry import CALLER
+
     result = run_plan(plan, argv=command or None, event_fds=fds, forward_signals=True,
-                      state_dir=state_dir, on_event=_print_warnings)
+                      state_dir=state_dir, on_event=_print_warnings, caller=CALLER)
     if result.error is not None:
         _report(result.error, debug, 125)
     return result.code

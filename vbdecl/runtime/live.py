@@ -579,13 +579,7 @@ def exec_in(name: str, argv: list[str] | None, *, state_dir: str | None = None,
     """``vbdecl exec``: run ``argv`` in the live environment ``name``; return its exit status."""
     # Everything is imported before entering: the environment's root may not hold vbdecl.
     from vbdecl.runtime import oom
-    from vbdecl.runtime.spawn import (
-        PARENT_FORWARDED,
-        _child_error,
-        _drain_pending,
-        _read_msg,
-        _wait,
-    )
+    from vbdecl.runtime.spawn import SignalGuard, _child_error, _read_msg, _wait
 
     state = load_state(name, state_dir)
     spec = dict(state["plan"]["spec"])
@@ -606,25 +600,20 @@ def exec_in(name: str, argv: list[str] | None, *, state_dir: str | None = None,
             os.close(oom_fd)
         raise
     c2p_r, c2p_w = os.pipe2(os.O_CLOEXEC)
-    old_mask: Any = None
-    if forward_signals:
-        old_mask = signals.pthread_sigmask(signals.SIG_BLOCK, {*PARENT_FORWARDED, signals.SIGCHLD})
-    pid = os.fork()
-    if pid == 0:
-        os.close(c2p_r)
-        C.exec_process(_process_cfg(spec, argv, c2p_w))
-    os.close(c2p_w)
     error: VbdeclError | None = None
-    try:
-        msg = _read_msg(c2p_r)
-        if msg is not None and msg[0] == C.MSG_ERROR:
-            error = _child_error(msg[1])
-        status = _wait(pid, pid, forward_signals, C.own_session(proc))
-    finally:
-        os.close(c2p_r)
-        if old_mask is not None:
-            _drain_pending()
-            signals.pthread_sigmask(signals.SIG_SETMASK, old_mask)
+    with SignalGuard(forward_signals) as guard:
+        pid = os.fork()
+        if pid == 0:
+            os.close(c2p_r)
+            C.exec_process(_process_cfg(spec, argv, c2p_w))
+        os.close(c2p_w)
+        try:
+            msg = _read_msg(c2p_r)
+            if msg is not None and msg[0] == C.MSG_ERROR:
+                error = _child_error(msg[1])
+            status = _wait(pid, pid, guard, C.own_session(proc))
+        finally:
+            os.close(c2p_r)
     code = C.status_code(status)
     if error is not None:
         os.write(2, f"error: {error}\n".encode())

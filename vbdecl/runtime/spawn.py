@@ -265,10 +265,15 @@ def run_plan(plan: dict[str, Any], **kwargs: Any) -> RunResult:
 def run_spec(spec: dict[str, Any], *, name: str = "sandbox", actions: list[dict[str, Any]] | None = None,
              argv: list[str] | None = None, on_event: Callback | None = None,
              event_fds: list[int] | None = None, forward_signals: bool = False,
-             state_dir: str | None = None, instance: str | None = None) -> RunResult:
+             state_dir: str | None = None, instance: str | None = None,
+             caller: int | None = None) -> RunResult:
     """Run ``spec`` in a sandbox until its process exits; tear everything down.
 
-    ``argv`` replaces ``process.command``. Never raises for a failure of the
+    ``argv`` replaces ``process.command``. ``forward_signals``: the signals this
+    thread receives go to the sandbox's process (console commands). ``caller``
+    (console commands, with ``forward_signals``): the pid of the program that
+    started vbdecl; with ``process.die_with_parent`` its death ends the sandbox,
+    which is then torn down as after any exit. Never raises for a failure of the
     sandbox setup: the result carries the error and the exit code (125, 126,
     127); errors of the caller's arguments raise.
     """
@@ -295,8 +300,9 @@ def run_spec(spec: dict[str, Any], *, name: str = "sandbox", actions: list[dict[
             runtime_dir = os.path.join(runtime_root(state_dir), instance)
         cfg = _config(spec, nsd, instance, runtime_dir, argv)
         cfg.lock_fd = lock_fd
+        guard = SignalGuard(forward_signals, caller if cfg.die_with_parent else None)
         _spawn_and_wait(cfg, nsd, idmap, spec, name, actions or [], sink, result,
-                        forward_signals, state_dir, txs.append, warnings)
+                        guard, state_dir, txs.append, warnings)
     except VbdeclError as err:
         result.error = err
         result.code = err.exit_code if err.exit_code >= 125 else 125
@@ -322,26 +328,21 @@ def run_spec(spec: dict[str, Any], *, name: str = "sandbox", actions: list[dict[
 
 def _spawn_and_wait(cfg: C.ChildConfig, nsd: dict[str, Any], idmap: dict[str, Any] | None,
                     spec: dict[str, Any], name: str, actions: list[dict[str, Any]],
-                    sink: EventSink, result: RunResult, forward_signals: bool,
+                    sink: EventSink, result: RunResult, guard: SignalGuard,
                     state_dir: str | None, set_tx: Any, warnings: list[str]) -> None:
     if not actions and not (cfg.user_new and idmap):
         C.load_setup_code(cfg)   # we would wait for "U" with nothing to do (see there)
-    old_mask: set[Any] | None = None
-    watching = forward_signals and cfg.die_with_parent
-    if forward_signals:
-        old_mask = signals.pthread_sigmask(signals.SIG_BLOCK,
-                                           {*PARENT_FORWARDED, signals.SIGCHLD, PARENT_DIED})
-    if watching:
-        sysproc.watch_parent(PARENT_DIED)
-    try:
+    with guard:
         pid, c2p_r, p2c_w = fork_holder(cfg, max([2, cfg.lock_fd, *cfg.keep_fds]))
-    except BaseException:
-        if watching:
-            sysproc.watch_parent(0)
-        if old_mask is not None:
-            _drain_pending()   # a SIGCHLD of a child killed on the way
-            signals.pthread_sigmask(signals.SIG_SETMASK, old_mask)
-        raise
+        _run_holder(cfg, pid, c2p_r, p2c_w, nsd, idmap, spec, name, actions, sink, result,
+                    guard, state_dir, set_tx, warnings)
+
+
+def _run_holder(cfg: C.ChildConfig, pid: int, c2p_r: int, p2c_w: int, nsd: dict[str, Any],
+                idmap: dict[str, Any] | None, spec: dict[str, Any], name: str,
+                actions: list[dict[str, Any]], sink: EventSink, result: RunResult,
+                guard: SignalGuard, state_dir: str | None, set_tx: Any,
+                warnings: list[str]) -> None:
     holder_status: int | None = None
     try:
         error: VbdeclError | None = None
@@ -408,7 +409,7 @@ def _spawn_and_wait(cfg: C.ChildConfig, nsd: dict[str, Any], idmap: dict[str, An
                     break
         if error is None:
             sink.emit("setup_finished", pid=target, ns=inodes)
-        holder_status = _wait(pid, target, forward_signals, C.own_session(spec["process"]))
+        holder_status = _wait(pid, target, guard, C.own_session(spec["process"]))
         code = C.status_code(holder_status)
         if error is not None:
             result.error = error
@@ -424,27 +425,58 @@ def _spawn_and_wait(cfg: C.ChildConfig, nsd: dict[str, Any], idmap: dict[str, An
             os.close(p2c_w)
         if holder_status is None:
             C.kill_and_reap(pid)
-        if watching:
-            sysproc.watch_parent(0)
-        if old_mask is not None:
-            _drain_pending()
-            signals.pthread_sigmask(signals.SIG_SETMASK, old_mask)
 
 
-def _wait(pid: int, target: int, forward: bool, new_session: bool) -> int:
-    if not forward:
+class SignalGuard:
+    """The signals :func:`_wait` takes with sigwaitinfo, blocked from before the fork until
+    the run is over, so that none arriving in between is lost or acts on its own. With
+    ``caller`` the caller's death is one of them (PARENT_DIED, set up with
+    PR_SET_PDEATHSIG; the death signal this process had before comes back after).
+    A no-op without ``forward``: the embedder's signals stay its own."""
+
+    def __init__(self, forward: bool, caller: int | None = None) -> None:
+        self.forward = forward
+        self.watching = forward and caller is not None
+        self.caller = caller or 0
+        self.waitset: set[Any] = {*PARENT_FORWARDED, signals.SIGCHLD}
+        if self.watching:
+            self.waitset.add(PARENT_DIED)
+        self._old_mask: set[Any] | None = None
+        self._old_death = 0
+
+    def __enter__(self) -> SignalGuard:
+        if self.forward:
+            self._old_mask = signals.pthread_sigmask(signals.SIG_BLOCK, self.waitset)
+        if self.watching:
+            try:
+                self._old_death = sysproc.watch_parent(PARENT_DIED, self.caller)
+            except BaseException:
+                self.__exit__()
+                raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.watching:
+            sysproc.set_death_signal(self._old_death)
+        if self._old_mask is not None:
+            _drain_pending(self.waitset)   # e.g. a SIGCHLD of a child killed on the way
+            signals.pthread_sigmask(signals.SIG_SETMASK, self._old_mask)
+            self._old_mask = None
+
+
+def _wait(pid: int, target: int, guard: SignalGuard, new_session: bool) -> int:
+    if not guard.forward:
         while True:
             try:
                 _, status = os.waitpid(pid, 0)
                 return status
             except InterruptedError:
                 continue
-    waitset = {*PARENT_FORWARDED, signals.SIGCHLD, PARENT_DIED}
     while True:
         wpid, status = os.waitpid(pid, os.WNOHANG)
         if wpid == pid:
             return status
-        info = signals.sigwaitinfo(waitset)
+        info = signals.sigwaitinfo(guard.waitset)
         if info.si_signo == signals.SIGCHLD:
             continue
         if info.si_signo == PARENT_DIED:
@@ -464,8 +496,11 @@ def _wait(pid: int, target: int, forward: bool, new_session: bool) -> int:
             pass
 
 
-def _drain_pending() -> None:
-    pending = signals.sigpending() & {signals.SIGCHLD, PARENT_DIED}
-    if pending:
+def _drain_pending(waitset: set[Any]) -> None:
+    """Take every signal of ``waitset`` still pending (sigtimedwait returns one at a time)."""
+    while True:
+        pending = signals.sigpending() & waitset
+        if not pending:
+            return
         signals.sigtimedwait(pending, 0)
 

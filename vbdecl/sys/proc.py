@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import errno
 import os
+import sys
 
 from vbdecl.sys import signals
 from vbdecl.sys.raw import check, raise_errno, syscall
 
 PR_SET_PDEATHSIG = 1
+PR_GET_PDEATHSIG = 2
 PR_SET_NAME = 15
 PR_SET_CHILD_SUBREAPER = 36
 TIOCSCTTY = 0x540E
@@ -20,7 +22,7 @@ CLOSE_RANGE_MAX = 0xFFFFFFFF
 
 def set_pdeathsig(sig: int, expected_parent: int) -> None:
     """Die with ``sig`` when the parent dies; closes the race with a parent already gone."""
-    check(syscall("prctl", PR_SET_PDEATHSIG, sig, 0, 0, 0), "prctl(PR_SET_PDEATHSIG)")
+    set_death_signal(sig)
     ppid = os.getppid()
     # pid 1 of a new pid namespace sees its parent as 0; the host's /proc
     # (still mounted at this point) tells whether that parent lives.
@@ -34,13 +36,27 @@ def set_pdeathsig(sig: int, expected_parent: int) -> None:
         os._exit(128 + sig)
 
 
-def watch_parent(sig: int) -> None:
-    """Have the kernel send us ``sig`` when our parent dies (0: stop). A parent that
-    dies while this is set up is told too: ``sig`` is sent at once."""
-    parent = os.getppid()
-    check(syscall("prctl", PR_SET_PDEATHSIG, sig, 0, 0, 0), "prctl(PR_SET_PDEATHSIG)")
-    if sig and os.getppid() != parent:
+def watch_parent(sig: int, parent: int) -> int:
+    """Have the kernel send us ``sig`` when ``parent``, our parent, dies; one gone
+    already (we were reparented) is told at once: ``sig`` is sent now. Returns the
+    death signal set before (see :func:`set_death_signal`). Note the kernel's rule:
+    the death of the parent *thread* that forked us counts."""
+    previous = death_signal()
+    set_death_signal(sig)
+    if os.getppid() != parent:
         os.kill(os.getpid(), sig)
+    return previous
+
+
+def death_signal() -> int:
+    """The signal we get when our parent dies (0: none)."""
+    buf = bytearray(4)
+    check(syscall("prctl", PR_GET_PDEATHSIG, buf, 0, 0, 0), "prctl(PR_GET_PDEATHSIG)")
+    return int.from_bytes(buf, sys.byteorder)
+
+
+def set_death_signal(sig: int) -> None:
+    check(syscall("prctl", PR_SET_PDEATHSIG, sig, 0, 0, 0), "prctl(PR_SET_PDEATHSIG)")
 
 
 def set_name(name: str) -> None:

@@ -148,7 +148,9 @@ def launch(doc: dict[str, Any], *, prog: str, level_prefix: bool) -> int:
         if vb.get(key) is not None:
             _block(int(vb[key]))
     if spec["process"].get("die_with_parent"):
-        # bubblewrap itself dies with its parent too (and the sandbox with it)
+        # bubblewrap itself dies with its parent too (and the sandbox with it): until the
+        # sandbox exists (--block-fd may wait long) there is nothing to tear down, then
+        # the run watches the caller itself (spawn.SignalGuard) and restores this after
         from vbdecl.sys.proc import set_pdeathsig
 
         set_pdeathsig(9, os.getppid())
@@ -201,7 +203,9 @@ def launch(doc: dict[str, Any], *, prog: str, level_prefix: bool) -> int:
     except VbdeclError as err:
         print(f"{prefix}{prog}: {err.message}", file=sys.stderr)
         return 1
-    result = run_plan(plan, on_event=writer, forward_signals=True)
+    from vbdecl.entry import CALLER
+
+    result = run_plan(plan, on_event=writer, forward_signals=True, caller=CALLER)
     _close(writer.info_fd)
     _close(writer.json_fd)
     if result.error is not None:

@@ -388,7 +388,7 @@ class Session:
         self.engine.emit("apply.started", name=self.name, instance=self.instance,
                          steps=len(steps), summary=changes.summary())
         seq = 0
-        self._env_stays = self._stays({s[1] for s in steps}, fresh=old_state is None)
+        self._env_stays = self._stays({rid for _step, rid, *_ in steps}, fresh=old_state is None)
         try:
             for step, rid, kind, params, prev in steps:
                 seq += 1
@@ -740,7 +740,8 @@ class Session:
             self.deps.setdefault(a["id"], list(a.get("deps", ())))
         if state is not None:
             self.spec = (state.get("plan") or {}).get("spec") or self.spec
-        self._reset(copy.deepcopy((state or {}).get("resources") or {}))   # (_env_id)
+        # the committed resources tell whether there is a live environment (_stays)
+        self._reset(copy.deepcopy((state or {}).get("resources") or {}))
         self._env_stays = self._stays({e["id"] for e in txn_entries if e.get("t") == "intent"},
                                       fresh=bool(begin.get("fresh")))
         try:

@@ -54,7 +54,6 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
-
 DEFAULT_PROFILE_PATH = os.path.join(os.path.dirname(os.path.dirname(os.path.realpath(__file__))),
                                     "data", "seccomp-default.json")
 

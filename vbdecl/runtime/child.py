@@ -516,6 +516,7 @@ def init_main(cfg: ChildConfig, holder: int | None) -> NoReturn:
             _second_go(cfg)
         pid = os.fork()
         if pid == 0:
+            cfg.p2c = -1        # pid 1's (see _second_go); closed with the others
             if early:
                 os.close(ready_w)
             exec_process(cfg, ready_r)

@@ -54,9 +54,9 @@ def read_counter(fd: int) -> int | None:
 
 
 def size(n: int) -> str:
-    """``268435456`` -> ``256Mi`` (exact units only). model.units.format_size's rule, here
-    again because ``vbdecl exec`` reports from inside the environment's root, where
-    vbdecl's other modules may not be importable."""
+    """``268435456`` -> ``256Mi`` (exact units only). model.units.format_size's rule (up to
+    Gi), here again because ``vbdecl exec`` reports from inside the environment's root,
+    where vbdecl's other modules may not be importable."""
     for unit, shift in (("Gi", 30), ("Mi", 20), ("Ki", 10)):
         if n and n % (1 << shift) == 0:
             return f"{n >> shift}{unit}"

@@ -107,6 +107,39 @@ def test_payload_sees_the_same_sandbox(case: str, tmp_path: Path) -> None:
     assert got == expected
 
 
+# Capabilities: every combination of cap options and user namespace options, as root
+# (the throw-away user's are in test_vb_unprivileged.py). bubblewrap's rules differ
+# with and without a user namespace, with and without --cap-add/--cap-drop, and by the
+# uid the command runs as (ambient capabilities are what a non-root uid keeps).
+CAP_OPTIONS = {
+    "none": [],
+    "drop-all-add-raw": ["--cap-drop", "ALL", "--cap-add", "CAP_NET_RAW"],
+    "add-raw": ["--cap-add", "CAP_NET_RAW"],
+    "add-all": ["--cap-add", "ALL"],
+    "drop-chown": ["--cap-drop", "CAP_CHOWN"],
+    "drop-all": ["--cap-drop", "ALL"],
+    "add-unheld": ["--cap-drop", "ALL", "--cap-add", "CAP_SYS_RESOURCE", "--cap-add", "CAP_CHOWN"],
+}
+USERNS_OPTIONS = {
+    "no-userns": [],
+    "userns": ["--unshare-user"],
+    "userns-uid": ["--unshare-user", "--uid", "1000"],
+    "unshare-all": ["--unshare-all", "--uid", "1000"],
+}
+
+
+@pytest.mark.parametrize("ns", sorted(USERNS_OPTIONS))
+@pytest.mark.parametrize("caps", sorted(CAP_OPTIONS))
+def test_capability_sets_are_bubblewraps(ns: str, caps: str) -> None:
+    script = "grep -E '^(CapInh|CapPrm|CapEff|CapBnd|CapAmb|NoNewPrivs):' /proc/self/status; id -u"
+    outputs = {}
+    for tool in (BWRAP, VB):
+        r = subprocess.run([tool, "--ro-bind", "/", "/", *USERNS_OPTIONS[ns], *CAP_OPTIONS[caps],  # type: ignore[list-item]
+                            "sh", "-c", script], capture_output=True, text=True, timeout=30, cwd="/")
+        outputs[tool] = f"{r.stdout}{r.stderr}exit {r.returncode}\n"
+    assert outputs[VB] == outputs[BWRAP]
+
+
 def test_json_status_fd_reports_child_pid_and_exit_code(tmp_path: Path) -> None:
     outputs = {}
     for tool in (BWRAP, VB):

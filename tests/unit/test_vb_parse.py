@@ -248,24 +248,48 @@ def test_more_bubblewrap_rules(args, message):
     assert doc("--unshare-pid", "--as-pid-1", "true")["spec"]["process"]["init"] is False
 
 
-def test_root_asking_for_more_caps_than_held_gets_no_inheritable_or_ambient_caps():
-    from vbdecl.model.names import CAPABILITIES
-    from vbdecl.vb.parse import _capabilities
+FULL = (1 << 41) - 1
+NET_RAW, CHOWN, SYS_RESOURCE = 1 << 13, 1 << 0, 1 << 24
+ROOT = {"CapPrm": FULL & ~SYS_RESOURCE, "CapEff": FULL & ~SYS_RESOURCE, "CapBnd": FULL & ~SYS_RESOURCE,
+        "CapInh": 0, "CapAmb": 0}
 
-    held = set(CAPABILITIES) - {"SYS_RESOURCE"}
-    # bubblewrap's capset() of ALL fails (EPERM, ignored): the held set stays, not ambient
-    caps, ambient = _capabilities(parse(["--cap-add", "ALL", "true"], uid=0, gid=0), True, held=held)
-    assert ambient is False and set(caps["add"]) == held and caps["drop"] == ["ALL"]
-    # the drops asked for still hold (stricter than bubblewrap, which would keep them)
-    caps, ambient = _capabilities(parse(["--cap-drop", "NET_RAW", "--cap-add", "ALL", "--cap-drop", "CHOWN",
-                                         "true"], uid=0, gid=0), True, held=held)
-    assert ambient is False and "CHOWN" not in caps["add"] and "SYS_RESOURCE" not in caps["add"]
-    # a set within what is held: capset works, kept caps become inheritable and ambient
-    caps, ambient = _capabilities(parse(["--cap-drop", "ALL", "--cap-add", "NET_RAW", "true"], uid=0, gid=0),
-                                  True, held=held)
-    assert ambient is True and caps == {"drop": ["ALL"], "add": ["NET_RAW"]}
-    caps, ambient = _capabilities(parse(["--cap-add", "ALL", "true"], uid=0, gid=0), True, held=set(CAPABILITIES))
-    assert ambient is True and caps == {"drop": [], "add": ["ALL"]}
+
+@pytest.mark.parametrize(("args", "userns", "expected"), [
+    # root without a user namespace: no capset without cap options, the bounding set stays
+    ([], False, (ROOT["CapBnd"], ROOT["CapPrm"], 0, 0)),
+    (["--cap-drop", "ALL", "--cap-add", "NET_RAW"], False, (ROOT["CapBnd"], NET_RAW, NET_RAW, NET_RAW)),
+    # asking for one not held: capset fails (ignored), nothing changes, nothing ambient
+    (["--cap-drop", "ALL", "--cap-add", "SYS_RESOURCE", "--cap-add", "CHOWN"], False,
+     (ROOT["CapBnd"], ROOT["CapPrm"], 0, 0)),
+    # in a user namespace: every capability, the bounding set cut to the requested ones
+    ([], True, (ROOT["CapEff"], FULL, 0, 0)),
+    (["--cap-drop", "ALL", "--cap-add", "NET_RAW"], True, (NET_RAW, NET_RAW, NET_RAW, NET_RAW)),
+    (["--cap-add", "NET_RAW"], True, (ROOT["CapEff"],) * 4),
+    (["--cap-add", "ALL"], True, (FULL,) * 4),
+    (["--cap-drop", "CHOWN"], True, (ROOT["CapEff"] & ~CHOWN,) * 4),
+])
+def test_bubblewraps_capability_sets_for_root(args, userns, expected):
+    from vbdecl.vb.parse import _requested_caps, bwrap_capabilities
+
+    o = parse([*args, "true"], uid=0, gid=0)
+    sets = bwrap_capabilities(_requested_caps(o, 0, ROOT, FULL), bool(o.cap_ops), userns, ROOT, FULL)
+    assert (sets["bounding"], sets["permitted"], sets["inheritable"], sets["ambient"]) == expected
+
+
+def test_bubblewraps_capability_sets_for_a_plain_user_and_what_the_command_holds():
+    from vbdecl.vb.parse import _requested_caps, bwrap_capabilities, payload_capabilities
+
+    user = {"CapPrm": 0, "CapEff": 0, "CapBnd": FULL, "CapInh": 0, "CapAmb": 0}
+    o = parse(["--cap-add", "NET_RAW", "true"], uid=1000, gid=1000)
+    sets = bwrap_capabilities(_requested_caps(o, 1000, user, FULL), True, True, user, FULL)
+    assert sets == {"bounding": NET_RAW, "permitted": NET_RAW, "inheritable": NET_RAW, "ambient": NET_RAW}
+    assert payload_capabilities(sets, root=False) == payload_capabilities(sets, root=True) == NET_RAW
+    o = parse(["true"], uid=1000, gid=1000)
+    assert set(bwrap_capabilities(_requested_caps(o, 1000, user, FULL), True, True, user, FULL).values()) == {0}
+    # root in a user namespace as uid 1000 without cap options: nothing ambient, so nothing kept
+    root_userns = {"bounding": ROOT["CapEff"], "permitted": FULL, "inheritable": 0, "ambient": 0}
+    assert payload_capabilities(root_userns, root=False) == 0
+    assert payload_capabilities(root_userns, root=True) == ROOT["CapEff"]
 
 
 def test_perms_read_like_strtoul_base_8():

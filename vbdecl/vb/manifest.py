@@ -209,14 +209,7 @@ def vb_only(doc: dict[str, Any]) -> list[str]:
     if spec["process"].get("cwd") is None:
         out.append("no --chdir: vb starts in the caller's cwd if it exists in the sandbox, else "
                    "$HOME, else /, and sets PWD; the manifest starts in / (set process.cwd)")
-    bounding, _kept = _cap_sets(spec["security"].get("capabilities"), int(spec["process"].get("user") or 0),
-                                bool(spec["security"].get("disable_userns")))
-    if vb.get("bounding") is not None and set(vb["bounding"]) - bounding:
-        out.append("vb run by root leaves the bounding set at the caller's capabilities "
-                   "(bubblewrap); the manifest's bounding set is the kept capabilities")
-    if vb.get("cap_ambient"):
-        out.append("--cap-add/--cap-drop as uid 0: vb makes the kept capabilities inheritable and "
-                   "ambient (bubblewrap); the manifest does not")
+    out += _cap_notes(spec)
     if vb.get("user_try"):
         out.append("--unshare-user-try: vb goes on without a user namespace when the kernel "
                    "refuses one; the manifest does not ask for one")
@@ -229,6 +222,44 @@ def vb_only(doc: dict[str, Any]) -> list[str]:
         out.append("--assert-userns-disabled: vb checks that user namespaces are disabled; the "
                    "manifest cannot")
     return out
+
+
+def _cap_notes(spec: dict[str, Any]) -> list[str]:
+    """How vb's capability sets (bubblewrap's) differ from those the manifest gives:
+    the manifest keeps the command's capabilities, bounds them by the same set, and
+    makes them inheritable and ambient only for a uid other than 0."""
+    exact = (spec.get("vb") or {}).get("capabilities")
+    if exact is None:
+        return []
+    uid = int(spec["process"].get("user") or 0)
+    bounding, kept = _cap_sets(spec["security"].get("capabilities"), uid,
+                               bool(spec["security"].get("disable_userns")))
+    out = []
+    if set(exact["bounding"]) != bounding:
+        out.append(f"vb's bounding set is bubblewrap's ({_caps_text(exact['bounding'])}); the "
+                   f"manifest's is the kept capabilities ({_caps_text(bounding)})")
+    carried = kept if uid != 0 else set()
+    inheritable, ambient = set(exact["inheritable"]), set(exact["ambient"])
+    if inheritable != carried or ambient != carried:
+        ours = (f"vb makes {_caps_text(ambient)} inheritable and ambient" if inheritable == ambient
+                else f"vb's inheritable capabilities are {_caps_text(inheritable)} and its ambient ones "
+                     f"{_caps_text(ambient)}")
+        theirs = "none (uid 0)" if uid == 0 else f"the kept ones ({_caps_text(carried)})"
+        out.append(f"{ours} (bubblewrap); the manifest makes {theirs} inheritable and ambient")
+    return out
+
+
+def _caps_text(names: Any) -> str:
+    """Capability names in short: none, all, all but a few, or the list."""
+    from vbdecl.model.names import CAPABILITIES
+
+    have = set(names)
+    if not have:
+        return "none"
+    missing = set(CAPABILITIES) - have
+    if len(missing) < len(have):
+        return "all" if not missing else "all but " + ", ".join(sorted(missing, key=CAPABILITIES.__getitem__))
+    return ", ".join(sorted(have, key=CAPABILITIES.__getitem__))
 
 
 def _cap_sets(caps: dict[str, Any] | None, uid: int, disable_userns: bool) -> tuple[set[str], set[str]]:

@@ -508,33 +508,57 @@ def _env(o: VbOptions) -> tuple[bool, dict[str, str], list[str]]:
     return clear, env, unset
 
 
-def _capabilities(o: VbOptions, privileged: bool, *, held: set[str] | None = None
-                  ) -> tuple[dict[str, list[str]], bool]:
-    """bubblewrap keeps every capability for a privileged caller (or uid 0 in a new
-    user namespace) and none otherwise; --cap-add/--cap-drop apply in order.
-
-    ``held``: the caller's permitted set when the sandbox stays in the caller's user
-    namespace (root without one), else None. There bubblewrap capset()s the requested
-    set as permitted, effective and inheritable, and ignores the EPERM when it asks
-    for more than the caller holds (e.g. --cap-add ALL where a capability is missing
-    from the caller's set): nothing changes then, so the inheritable set stays empty
-    and no capability can be raised to ambient. The second value says whether kept
-    capabilities become inheritable and ambient. vb keeps what is held, with the
-    drops asked for (bubblewrap would keep even those: stricter, not looser)."""
+def _requested_caps(o: VbOptions, real_uid: int, caller: dict[str, int], full: int) -> int:
+    """bubblewrap's requested_caps: the caller's effective set for root, else none;
+    then --cap-add/--cap-drop in order (ALL: every capability)."""
     from vbdecl.model.names import CAPABILITIES
 
-    keep: set[str] = _caller_caps(CAPABILITIES) if privileged else set()
+    requested = caller["CapEff"] if real_uid == 0 else 0
     for op, name in o.cap_ops:
-        names = set(CAPABILITIES) if name == "ALL" else {name}
-        if op == "add":
-            keep |= names
-        else:
-            keep -= names
-    ambient = bool(o.cap_ops)
-    if held is not None and keep - held:
-        keep &= held
-        ambient = False
-    return _cap_lists(keep), ambient
+        bits = full if name == "ALL" else 1 << CAPABILITIES[name]
+        requested = requested | bits if op == "add" else requested & ~bits
+    return requested & full
+
+
+def bwrap_capabilities(requested: int, capset: bool, userns: bool, caller: dict[str, int],
+                       full: int) -> dict[str, int]:
+    """The capability sets bubblewrap (not setuid) leaves its command just before
+    execve, as masks: ``bounding``, ``permitted``, ``inheritable``, ``ambient``.
+
+    - ``requested``: requested_caps (:func:`_requested_caps`);
+    - ``capset``: whether bubblewrap capset()s them (drop_all_caps): always for a
+      non-root caller, for root only after --cap-add/--cap-drop;
+    - ``userns``: the command runs in a user namespace bubblewrap created or joined:
+      it starts there with every capability and an empty inheritable set, and
+      bubblewrap drops from the bounding set what was not requested; otherwise the
+      caller's sets (``caller``: the CapPrm/CapInh/CapBnd/CapAmb masks) stay as they are.
+
+    capset() fails when it asks for a capability that is not permitted (or, as
+    inheritable, neither inheritable nor in the bounding set); bubblewrap ignores
+    that failure for root and nothing changes. Then it raises each requested
+    capability to ambient, which works only for those permitted and inheritable.
+    """
+    if userns:
+        bounding, permitted, inheritable, ambient = requested & full, full, 0, 0
+    else:
+        bounding, permitted = caller["CapBnd"], caller["CapPrm"]
+        inheritable, ambient = caller["CapInh"], caller["CapAmb"]
+    if capset and not requested & ~permitted and not requested & ~(inheritable | bounding):
+        permitted = inheritable = requested
+        ambient &= requested
+    ambient |= requested & permitted & inheritable
+    return {"bounding": bounding, "permitted": permitted, "inheritable": inheritable,
+            "ambient": ambient}
+
+
+def payload_capabilities(sets: dict[str, int], root: bool) -> int:
+    """The permitted (and effective) set of the command bubblewrap execs with ``sets``
+    (no_new_privs on, a program without file capabilities): for uid 0 what the
+    bounding and inheritable sets allow of the permitted set, plus the ambient set;
+    for another uid the ambient set."""
+    if not root:
+        return sets["ambient"]
+    return (sets["bounding"] | sets["inheritable"]) & sets["permitted"] | sets["ambient"]
 
 
 def _cap_lists(keep: set[str]) -> dict[str, list[str]]:
@@ -545,22 +569,48 @@ def _cap_lists(keep: set[str]) -> dict[str, list[str]]:
     return {"drop": ["ALL"], "add": sorted(keep, key=lambda n: CAPABILITIES[n])}
 
 
-def _caller_caps(known: dict[str, int]) -> set[str]:
-    """The capabilities vb itself holds (bubblewrap run by root keeps the caller's
-    permitted set, also in a new user namespace)."""
-    try:
-        with open("/proc/self/status") as f:
-            line = next(x for x in f if x.startswith("CapPrm:"))
-        mask = int(line.split()[1], 16)
-    except (OSError, StopIteration, ValueError, IndexError):
-        return set(known)
-    return {name for name, bit in known.items() if mask >> bit & 1}
-
-
-def _root_bounding() -> list[str]:
+def _mask_names(mask: int) -> list[str]:
     from vbdecl.model.names import CAPABILITIES
 
-    return sorted(_caller_caps(CAPABILITIES))
+    return [name for name, bit in sorted(CAPABILITIES.items(), key=lambda kv: kv[1]) if mask >> bit & 1]
+
+
+def caller_cap_masks() -> dict[str, int]:
+    """This process's CapInh/CapPrm/CapEff/CapBnd/CapAmb masks (/proc/self/status):
+    the caller's, as bubblewrap sees them when it starts."""
+    masks: dict[str, int] = {}
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Cap"):
+                    key, _, value = line.partition(":")
+                    masks[key] = int(value.strip(), 16)
+    except (OSError, ValueError):
+        pass
+    full = _full_mask()
+    for key in ("CapPrm", "CapEff", "CapBnd"):
+        masks.setdefault(key, full)
+    for key in ("CapInh", "CapAmb"):
+        masks.setdefault(key, 0)
+    return masks
+
+
+def _full_mask() -> int:
+    """Every capability the running kernel knows (and vbdecl names)."""
+    from vbdecl.model.names import CAP_LAST
+
+    try:
+        with open("/proc/sys/kernel/cap_last_cap") as f:
+            last = min(int(f.read()), CAP_LAST)
+    except (OSError, ValueError):
+        last = CAP_LAST
+    return (1 << (last + 1)) - 1
+
+
+def _caller_caps(known: dict[str, int]) -> set[str]:
+    """The capabilities vb itself holds (its permitted set)."""
+    mask = caller_cap_masks()["CapPrm"]
+    return {name for name, bit in known.items() if mask >> bit & 1}
 
 
 def to_document(o: VbOptions, *, uid: int | None = None, gid: int | None = None,
@@ -572,14 +622,20 @@ def to_document(o: VbOptions, *, uid: int | None = None, gid: int | None = None,
     user = o.unshare["user"] or o.user_try or (real_uid != 0 and o.userns_fd is None)
     sandbox_uid = o.uid if o.uid is not None else real_uid
     sandbox_gid = o.gid if o.gid is not None else real_gid
-    privileged = real_uid == 0 if not user else sandbox_uid == 0
     clear, env, unset = _env(o)
-    held = None
-    if real_uid == 0 and not user and o.userns_fd is None and o.cap_ops:
+    caller = caller_cap_masks()
+    full = _full_mask()
+    sets = bwrap_capabilities(_requested_caps(o, real_uid, caller, full), bool(o.cap_ops) or real_uid != 0,
+                              user or o.userns_fd is not None, caller, full)
+    if o.disable_userns:
+        # vb limits user namespaces in the sandbox's own user namespace (bubblewrap: in one
+        # it nests below it): CAP_SYS_RESOURCE there could raise the limit again
         from vbdecl.model.names import CAPABILITIES
 
-        held = _caller_caps(CAPABILITIES)
-    caps, cap_ambient = _capabilities(o, privileged, held=held)
+        keep = ~(1 << CAPABILITIES["SYS_RESOURCE"])
+        sets = {key: mask & keep for key, mask in sets.items()}
+    # the manifest's security.capabilities: what the command holds (it cannot say more)
+    caps = _cap_lists(set(_mask_names(payload_capabilities(sets, sandbox_uid == 0))))
 
     namespaces: dict[str, Any] = {
         "user": {"join": f"/proc/self/fd/{o.userns_fd}"} if o.userns_fd is not None else user,
@@ -672,10 +728,8 @@ def to_document(o: VbOptions, *, uid: int | None = None, gid: int | None = None,
             "cgroup_try": o.cgroup_try and not o.unshare["cgroup"],
             "cwd_fallback": cwd if cwd is not None else _getcwd(),
             "net_files": False,     # bubblewrap never binds /etc/resolv.conf
-            "cap_ambient": cap_ambient and sandbox_uid == 0,
-            "cap_ops": bool(o.cap_ops),
-            # bubblewrap run by root leaves the bounding set at what the caller holds
-            "bounding": _root_bounding() if real_uid == 0 else None,
+            # bubblewrap's capability sets before exec, which the runtime sets exactly
+            "capabilities": {key: _mask_names(mask) for key, mask in sets.items()},
         },
     }
     return {"name": "vb", "labels": {}, "annotations": {}, "source": None, "spec": spec}

@@ -140,6 +140,40 @@ def test_capability_sets_are_bubblewraps(ns: str, caps: str) -> None:
     assert outputs[VB] == outputs[BWRAP]
 
 
+# Texts of bubblewrap's parser and setup that Debian's 0.8 shares with 0.11 (the 0.11-only
+# ones are in tests/unit/test_vb_parse.py): warnings, errors, and the exit status.
+TEXT_CASES = [
+    ["--chdir", "/tmp", "--chdir", "/", "true"],
+    ["--unshare-uts", "--hostname", "a", "--hostname", "b", "true"],
+    ["--sync-fd", "1", "--sync-fd", "2", "--uid", "0", "--uid", "0", "--gid", "0", "--gid", "0", "true"],
+    ["--block-fd", "0", "--block-fd", "0", "--chdir", "/", "--chdir", "/", "--bogus"],
+    ["--seccomp", "8", "--seccomp", "9", "true"],
+    ["--chdir"], ["--remount-ro"], ["--ro-bind-fd", "3"],
+    ["--cap-add", "CAP_BOGUS", "true"], ["--cap-drop", "64", "true"],
+    ["--args", "99", "true"], ["--uid", "0_0", "true"], ["--perms", "0700", "--uid", "x", "true"],
+    ["--exec-label", "x", "--bogus"],
+    ["--unshare-user", "--assert-userns-disabled", "true"],
+]
+# seccomp programs on stdin: empty, not whole instructions, refused by the kernel
+TEXT_CASES += [[option, "0", "true", data] for option in ("--seccomp", "--add-seccomp-fd")
+               for data in ("", "1234567", "\6\0\0\0\0\0\0\0\6\0\0\0\0\0\0\0")]
+
+
+@pytest.mark.parametrize("args", TEXT_CASES, ids=lambda a: " ".join(a).replace("\0", "."))
+def test_texts_are_bubblewraps(args: list[str], tmp_path: Path) -> None:
+    stdin = b""
+    if args[0] in ("--seccomp", "--add-seccomp-fd") and len(args) == 4:
+        args, stdin = args[:-1], args[-1].encode()
+    link = tmp_path / "bwrap"
+    link.symlink_to(VB)
+    outputs = {}
+    for tool in (BWRAP, str(link)):
+        r = subprocess.run([tool, "--ro-bind", "/", "/", *args], input=stdin,  # type: ignore[list-item]
+                           capture_output=True, timeout=30, cwd="/")
+        outputs[tool] = (r.returncode, r.stdout, r.stderr.decode())
+    assert outputs[str(link)] == outputs[BWRAP]
+
+
 def test_json_status_fd_reports_child_pid_and_exit_code(tmp_path: Path) -> None:
     outputs = {}
     for tool in (BWRAP, VB):

@@ -7,7 +7,7 @@ import os
 import pytest
 
 from vbdecl.vb.manifest import manifest_to_bwrap
-from vbdecl.vb.parse import HelpRequested, VbUsageError, expand_args, parse, to_document
+from vbdecl.vb.parse import HelpRequested, VbUsageError, parse, to_document
 
 
 def doc(*args: str, uid: int = 0) -> dict:
@@ -70,7 +70,7 @@ def test_default_modes_of_created_files_match_bubblewrap():
     (["--size", "9223372036854775809", "--tmpfs", "/x", "true"], "--size (for tmpfs) is limited to"),
     (["--tmp-overlay", "/x", "true"], "--tmp-overlay requires at least one --overlay-src"),
     (["--overlay-src", "/a", "true"], "--overlay-src must be followed by"),
-    (["--cap-add", "CAP_BOGUS", "true"], "CAP_BOGUS is not a valid capability"),
+    (["--cap-add", "CAP_BOGUS", "true"], "unknown cap: CAP_BOGUS"),
     (["--chmod", "999", "/x", "true"], "--chmod takes an octal argument <= 07777"),
     (["--perms", "999", "--dir", "/x", "true"], "--perms takes an octal argument <= 07777"),
     (["--perms", "0o7", "--dir", "/x", "true"], "--perms takes an octal argument <= 07777"),
@@ -127,11 +127,90 @@ def test_capabilities_for_root_keep_all_then_apply_drops_in_order():
     assert "SYS_ADMIN" not in caps["add"] and "CHOWN" in caps["add"]
 
 
-def test_args_fd_is_spliced_in_place():
-    r, w = os.pipe()
-    os.write(w, b"--unshare-pid\0--dir\0/x\0")
-    os.close(w)
-    assert expand_args(["--args", str(r), "--", "true"]) == ["--unshare-pid", "--dir", "/x", "--", "true"]
+def _args_fd(data: bytes) -> str:
+    fd = os.memfd_create("args")        # parse reads it to the end and closes it
+    os.write(fd, data)
+    os.lseek(fd, 0, os.SEEK_SET)
+    return str(fd)
+
+
+def test_args_fd_is_read_in_place():
+    o = parse(["--dir", "/a", "--args", _args_fd(b"--unshare-pid\0--dir\0/x\0"), "--", "true"], uid=0, gid=0)
+    assert o.unshare["pid"] is True and [e["target"] for e in o.filesystem] == ["/a", "/x"]
+    assert o.command == ["true"]
+    # as bubblewrap: what follows the options in the data is not the command
+    o = parse(["--args", _args_fd(b"--unshare-ipc\0ignored\0"), "true"], uid=0, gid=0)
+    assert o.unshare["ipc"] is True and o.command == ["true"]
+    # --perms at the end of the data: bubblewrap checks it after the --args option
+    with pytest.raises(VbUsageError, match=r"^--perms must be followed by an option that creates a file$"):
+        parse(["--args", _args_fd(b"--perms\0" b"0700\0"), "--dir", "/d", "true"], uid=0, gid=0)
+
+
+# bubblewrap 0.11's words (bubblewrap.c), where they differ from the usual ones
+@pytest.mark.parametrize("args, message", [
+    (["--argv0", "a", "--argv0", "b", "true"], "--argv0 used multiple times"),
+    (["--argv0"], "--argv0 takes one argument"),
+    (["--chdir"], "--chdir takes one argument"),
+    (["--remount-ro"], "--remount-ro takes one argument"),
+    (["--ro-bind-fd", "3"], "--bind-fd takes two arguments"),
+    (["--bind-fd", "3"], "--bind-fd takes two arguments"),
+    (["--overlay-src"], "--overlay-src must be followed by another --overlay-src or one of --overlay, "
+                        "--tmp-overlay, or --ro-overlay"),
+    (["--overlay-src", "/a", "--ro-overlay", "/x", "true"], "--ro-overlay requires at least two --overlay-src"),
+    (["--ro-overlay", "/x", "true"], "--ro-overlay requires at least two --overlay-src"),
+    (["--overlay", "/u", "/w", "/x", "true"], "--overlay requires at least one --overlay-src"),
+    (["--cap-add", "CAP_NET_RAWX", "true"], "unknown cap: CAP_NET_RAWX"),
+    (["--cap-drop", "64", "true"], "unknown cap: 64"),
+    (["--cap-drop", " 1", "true"], "unknown cap:  1"),
+    (["--args", "99", "true"], "Can't read --args data: Bad file descriptor"),
+    (["--args", "3x", "true"], "Invalid fd: 3x"),
+    (["--uid", "1_0", "true"], "Invalid uid: 1_0"),
+    (["--uid", "1 ", "true"], "Invalid uid: 1 "),
+    (["--exec-label", "x", "--bogus"], "labeling not supported on this system"),
+    (["--perms", "0700", "--uid", "x", "true"], "Invalid uid: x"),     # the option's own check first
+    (["--dir"] * 9001, "Exceeded maximum number of arguments 9000"),
+])
+def test_bubblewrap_0_11_texts(args, message):
+    with pytest.raises(VbUsageError) as info:
+        parse(args, uid=0, gid=0)
+    assert str(info.value) == message
+
+
+def test_args_in_an_arguments_file_and_too_many_arguments():
+    with pytest.raises(VbUsageError, match=r"^--args not supported in arguments file$"):
+        parse(["--args", _args_fd(b"--args\0" b"5\0"), "true"], uid=0, gid=0)
+    with pytest.raises(VbUsageError, match=r"^Exceeded maximum number of arguments 9000$"):
+        parse(["--args", _args_fd(b"--unshare-pid\0" * 8998), "true"], uid=0, gid=0)
+
+
+def test_options_given_again_warn_that_only_the_last_takes_effect():
+    again = ["--chdir", "/a", "--hostname", "h", "--sync-fd", "3", "--block-fd", "3", "--info-fd", "3",
+             "--json-status-fd", "3", "--seccomp", "3", "--userns", "3", "--userns2", "3", "--pidns", "3",
+             "--uid", "0", "--gid", "0", "--userns-block-fd", "3"]
+    with pytest.raises(VbUsageError, match="--userns-block-fd requires --unshare-user") as info:
+        parse([*again, *again, "--unshare-uts", "true"], uid=0, gid=0)
+    opts = again[::2]
+    assert info.value.warnings == [  # type: ignore[attr-defined]
+        f"Only the last {opt} option will take effect" for opt in opts]
+    o = parse(["--chdir", "/a", "--chdir", "/b", "true"], uid=0, gid=0)
+    assert o.chdir == "/b" and o.warnings == ["Only the last --chdir option will take effect"]
+    assert parse(["--argv0", "a", "--hostname", "h", "--unshare-uts", "true"], uid=0, gid=0).warnings == []
+    # those before an error are kept for it
+    with pytest.raises(VbUsageError) as info:
+        parse(["--chdir", "/a", "--chdir", "/b", "--bogus"], uid=0, gid=0)
+    assert info.value.warnings == ["Only the last --chdir option will take effect"]  # type: ignore[attr-defined]
+
+
+def test_capability_arguments_as_libcap_reads_them():
+    from vbdecl.vb.parse import ALL_CAPS
+
+    def bits(value: str) -> int:
+        return parse(["--cap-add", value, "true"], uid=0, gid=0).cap_ops[0][1]
+
+    assert bits("cap_net_raw") == bits("CAP_NET_RAW") == bits("Cap_Net_Raw") == bits("13") == 1 << 13
+    assert bits("NET_RAW") == 1 << 13       # vb also takes the name without CAP_
+    assert bits("0x1") == bits("01") == 1 << 1 and bits("013") == 1 << 11 and bits("13x") == 1 << 13
+    assert bits("63") == 1 << 63 and bits("all") == bits("ALL") == ALL_CAPS
 
 
 def test_command_starts_at_first_non_option():

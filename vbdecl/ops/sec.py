@@ -62,6 +62,11 @@ DEFAULT_PROFILE_PATH = os.path.join(os.path.dirname(os.path.dirname(os.path.real
 ALLOWLIST_REQUIRED = ("execve", "exit", "exit_group")
 
 WARNINGS: list[str] = []
+
+# bubblewrap's message when the kernel refuses a --seccomp/--add-seccomp-fd program
+BWRAP_SECCOMP_EINVAL = ("Unable to set up system call filtering as requested: prctl(PR_SET_SECCOMP) "
+                        "reported EINVAL. (Hint: this requires a kernel configured with "
+                        "CONFIG_SECCOMP and CONFIG_SECCOMP_FILTER.)")
 _userns_done = False
 
 
@@ -654,7 +659,8 @@ def _apply(spec: dict[str, Any], sc: Any, uid: int, gid: int, nnp: bool, vb: dic
     # 2. user namespaces
     prepare_in_child(spec)
     if vb.get("assert_userns_disabled") and not sc.userns_creation_blocked():
-        raise RuntimeSetupError("creating a user namespace is still possible",
+        # bubblewrap's words (vb prints the message only)
+        raise RuntimeSetupError("creation of new user namespaces was not disabled as requested",
                                 hint="--assert-userns-disabled: use --disable-userns, or run where "
                                      "user namespaces are disabled")
 
@@ -707,10 +713,16 @@ def _apply(spec: dict[str, Any], sc: Any, uid: int, gid: int, nnp: bool, vb: dic
 
         ssc.load_filter(p.filt)
     if p.raw:
+        from vbdecl.errors import SysError
         from vbdecl.sys import seccomp as ssc
 
         for prog in p.raw:
-            ssc.install_bpf(prog)
+            try:
+                ssc.install_bpf(prog)
+            except SysError as exc:
+                if exc.errno != 22 or "vb" not in spec:
+                    raise
+                raise RuntimeSetupError(BWRAP_SECCOMP_EINVAL) from None    # EINVAL: bubblewrap's words
     if hold:
         sc.capset(kept, kept, inheritable)
 

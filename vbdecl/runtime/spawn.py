@@ -257,10 +257,12 @@ def run_plan(plan: dict[str, Any], **kwargs: Any) -> RunResult:
 def run_spec(spec: dict[str, Any], *, name: str = "sandbox", actions: list[dict[str, Any]] | None = None,
              argv: list[str] | None = None, on_event: Callback | None = None,
              event_fds: list[int] | None = None, forward_signals: bool = False,
-             state_dir: str | None = None, instance: str | None = None) -> RunResult:
+             state_dir: str | None = None, instance: str | None = None,
+             speaker: tuple[str, str] | None = None) -> RunResult:
     """Run ``spec`` in a sandbox until its process exits; tear everything down.
 
-    ``argv`` replaces ``process.command``. Never raises for a failure of the
+    ``argv`` replaces ``process.command``. ``speaker``: who tells of OOM kills and
+    the name of the memory limit (vb: its program name and ``--limit-memory``). Never raises for a failure of the
     sandbox setup: the result carries the error and the exit code (125, 126,
     127); errors of the caller's arguments raise.
     """
@@ -301,7 +303,7 @@ def run_spec(spec: dict[str, Any], *, name: str = "sandbox", actions: list[dict[
                 # the run's own cgroup: every kill in it happened during this run
                 from vbdecl.runtime.oom import report
 
-                report(name, oom, (spec.get("limits") or {}).get("memory"))
+                report(name, oom, (spec.get("limits") or {}).get("memory"), speaker=speaker)
             if errors and result.error is None:
                 result.error = errors[0]
                 result.code = result.code or 125

@@ -202,7 +202,8 @@ def launch(doc: dict[str, Any], *, prog: str, level_prefix: bool) -> int:
     except VbdeclError as err:
         print(f"{prefix}{prog}: {err.message}", file=sys.stderr)
         return 1
-    result = run_plan(plan, on_event=writer, forward_signals=True)
+    result = run_plan(plan, on_event=writer, forward_signals=True,
+                      speaker=(f"{prefix}{prog}", "--limit-memory"))
     _close(writer.info_fd)
     _close(writer.json_fd)
     if result.error is not None:

@@ -391,3 +391,15 @@ def test_to_bwrap_by_a_non_root_caller_keeps_the_default_set_explicitly(tmp_path
     monkeypatch.setattr("vbdecl.vb.parse._caller_caps", lambda known: set())
     argv = manifest_to_bwrap(spec)
     assert "--cap-drop" in argv and "CAP_CHOWN" in argv
+
+
+def test_version_as_bwrap_is_bubblewraps_line_and_as_vb_names_vbdecl(capsys):
+    """Scripts read field 2 of `bwrap --version` (bubblewrap prints PACKAGE_STRING)."""
+    from vbdecl import __version__
+    from vbdecl.cli.vb import BWRAP_COMPAT, main
+
+    for args in (["--version"], ["--ro-bind", "/", "/", "--version", "true"]):
+        assert main(["/usr/local/bin/bwrap", *args]) == 0
+        assert capsys.readouterr().out == f"bubblewrap {BWRAP_COMPAT}\n"
+    assert main(["vb", "--version"]) == 0
+    assert capsys.readouterr().out == f"vb (vbdecl {__version__}, bubblewrap {BWRAP_COMPAT} command line)\n"

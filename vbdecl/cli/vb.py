@@ -135,7 +135,10 @@ def _refusal(exc: Exception, argv: list[str], prog: str, level_prefix: bool) -> 
         usage(argv[0] if argv else prog, sys.stderr)   # bubblewrap: no command
         return 1
     if isinstance(exc, VersionRequested):
-        print(f"{prog} (vbdecl {__version__}, bubblewrap {BWRAP_COMPAT} command line)")
+        if prog == "bwrap":     # bubblewrap's own line: scripts read its version in field 2
+            print(f"bubblewrap {BWRAP_COMPAT}")
+        else:
+            print(f"{prog} (vbdecl {__version__}, bubblewrap {BWRAP_COMPAT} command line)")
         return 0
     return die(prog, str(exc), level_prefix)
 

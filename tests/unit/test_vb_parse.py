@@ -403,3 +403,14 @@ def test_version_as_bwrap_is_bubblewraps_line_and_as_vb_names_vbdecl(capsys):
         assert capsys.readouterr().out == f"bubblewrap {BWRAP_COMPAT}\n"
     assert main(["vb", "--version"]) == 0
     assert capsys.readouterr().out == f"vb (vbdecl {__version__}, bubblewrap {BWRAP_COMPAT} command line)\n"
+
+
+@pytest.mark.parametrize("option", ["--seccomp", "--add-seccomp-fd"])
+def test_print_manifest_cannot_hide_that_it_drops_the_seccomp_filter(option, capsys):
+    from vbdecl.vb.manifest import render
+
+    text = render(doc(option, "5", "true"))
+    head = "\n".join(line for line in text.splitlines() if line.startswith("#"))
+    assert f"{option} 5" in head and "WITHOUT" in head and "seccomp: off" in text
+    err = capsys.readouterr().err
+    assert err.startswith("vb: warning: ") and "WITHOUT" in err and f"{option} 5" in err

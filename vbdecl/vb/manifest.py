@@ -95,8 +95,7 @@ def document_to_manifest(doc: dict[str, Any], *, read_fds: bool = False) -> dict
         if vb.get(key) is not None:
             _note(f"{flag} has no manifest equivalent (use status.events); left out")
     if vb.get("seccomp_fds"):
-        _note("--seccomp/--add-seccomp-fd programs have no manifest equivalent; left out "
-              "(use security.seccomp with a profile file)")
+        print(f"vb: warning: {_seccomp_left_out(vb)}", file=sys.stderr)
 
     namespaces = {}
     for name, value in spec["namespaces"].items():
@@ -181,6 +180,14 @@ def document_to_manifest(doc: dict[str, Any], *, read_fds: bool = False) -> dict
     }
 
 
+def _seccomp_left_out(vb: dict[str, Any]) -> str:
+    """What a manifest of --seccomp/--add-seccomp-fd programs leaves out: all of them."""
+    given = " ".join(f"{vb.get('seccomp_option') or '--seccomp'} {fd}" for fd in vb["seccomp_fds"])
+    return (f"{given}: this manifest runs WITHOUT that seccomp filter (security.seccomp: off): a "
+            "BPF program from an fd has no manifest equivalent; give the manifest a seccomp "
+            "profile (security.seccomp) before relying on it")
+
+
 def vb_only(doc: dict[str, Any]) -> list[str]:
     """What ``vb`` does for this document that its manifest cannot say (so ``vbdecl run``
     of the manifest differs there), one line each; only what applies to it."""
@@ -188,6 +195,8 @@ def vb_only(doc: dict[str, Any]) -> list[str]:
     vb = spec.get("vb") or {}
     fs = spec.get("filesystem") or []
     out: list[str] = []
+    if vb.get("seccomp_fds"):
+        out.append(_seccomp_left_out(vb))
     if any(e["type"] == "proc" and e.get("host") for e in fs):
         out.append("--proc without a pid namespace: vb binds the host's /proc (bubblewrap); "
                    "the manifest mounts a new proc")

@@ -19,7 +19,12 @@ _NS_FLAGS = {"user": "--unshare-user", "pid": "--unshare-pid", "uts": "--unshare
 
 
 class NotExpressible(ValueError):
-    """A manifest feature bubblewrap's command line has no way to say."""
+    """Manifest features bubblewrap's command line has no way to say: ``problems``,
+    one line each, all that were found."""
+
+    def __init__(self, problems: str | list[str]) -> None:
+        self.problems = [problems] if isinstance(problems, str) else list(problems)
+        super().__init__("\n".join(self.problems))
 
 
 def _mode(mode: int | None) -> str | None:
@@ -325,25 +330,28 @@ def _cap_args(caps: dict[str, Any] | None, uid: int, disable_userns: bool) -> li
 
 
 def manifest_to_bwrap(spec: dict[str, Any]) -> list[str]:
-    """bubblewrap arguments for a normalized spec; NotExpressible when it cannot."""
+    """bubblewrap arguments for a normalized spec; NotExpressible, naming every part
+    it cannot say, when there is any."""
     args: list[str] = []
+    problems: list[str] = []
     if spec.get("rootfs"):
-        raise NotExpressible("spec.rootfs: bubblewrap always builds a fresh root; "
+        problems.append("spec.rootfs: bubblewrap always builds a fresh root; "
                              "bind the directory's contents instead")
     for name, flag in _NS_FLAGS.items():
         value = spec["namespaces"][name]
         if isinstance(value, dict):
-            raise NotExpressible(f"namespaces.{name}.join: bubblewrap joins namespaces only by fd")
-        if value:
+            problems.append(f"namespaces.{name}.join: bubblewrap joins namespaces only by fd")
+        elif value:
             args.append(flag)
     if spec["network"]["mode"] == "bridge":
-        raise NotExpressible("network.mode bridge: bubblewrap has no networking beyond a new namespace")
+        problems.append("network.mode bridge: bubblewrap has no networking beyond a new namespace")
     if spec["idmap"]:
         uid = spec["idmap"]["uid"]
         gid = spec["idmap"]["gid"]
         if len(uid) != 1 or len(gid) != 1 or uid[0]["count"] != 1 or gid[0]["count"] != 1:
-            raise NotExpressible("idmap ranges: bubblewrap maps exactly one uid and gid")
-        args += ["--uid", str(uid[0]["inside"]), "--gid", str(gid[0]["inside"])]
+            problems.append("idmap ranges: bubblewrap maps exactly one uid and gid")
+        else:
+            args += ["--uid", str(uid[0]["inside"]), "--gid", str(gid[0]["inside"])]
     if spec.get("hostname"):
         args += ["--hostname", spec["hostname"]]
     for e in spec["filesystem"]:
@@ -374,7 +382,7 @@ def manifest_to_bwrap(spec: dict[str, Any]) -> list[str]:
             else:
                 args += [f"--{kind}", e["target"]]
         else:  # file, bind-data: bubblewrap reads them from fds only
-            raise NotExpressible(f"filesystem {kind} {e['target']}: bubblewrap reads file "
+            problems.append(f"filesystem {kind} {e['target']}: bubblewrap reads file "
                                  "contents from fds only")
     proc = spec["process"]
     if proc.get("cwd"):
@@ -395,10 +403,10 @@ def manifest_to_bwrap(spec: dict[str, Any]) -> list[str]:
         args.append("--as-pid-1")
     sec = spec["security"]
     if sec["seccomp"] != "off":
-        raise NotExpressible("security.seccomp: bubblewrap takes compiled BPF programs from fds; "
+        problems.append("security.seccomp: bubblewrap takes compiled BPF programs from fds; "
                              "set seccomp: off or keep the manifest")
     if sec.get("landlock"):
-        raise NotExpressible("security.landlock: bubblewrap has no Landlock options")
+        problems.append("security.landlock: bubblewrap has no Landlock options")
     args += _cap_args(sec.get("capabilities"), int(proc.get("user") or 0), bool(sec["disable_userns"]))
     if sec["disable_userns"]:
         args.append("--disable-userns")
@@ -406,7 +414,9 @@ def manifest_to_bwrap(spec: dict[str, Any]) -> list[str]:
         args += ["--lock-file", spec["status"]["lock_file"]]
     limits = spec["limits"]
     if any(limits.get(k) is not None for k in ("memory", "memory_swap", "cpu", "cpu_weight", "pids", "io_weight")):
-        raise NotExpressible("limits: bubblewrap has no resource limits (use `vb --limit-*` or the manifest)")
+        problems.append("limits: bubblewrap has no resource limits (use `vb --limit-*` or the manifest)")
+    if problems:
+        raise NotExpressible(problems)
     args.append("--")
     args += list(proc["command"] or ["/bin/sh"])
     return args

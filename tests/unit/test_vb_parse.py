@@ -414,3 +414,27 @@ def test_print_manifest_cannot_hide_that_it_drops_the_seccomp_filter(option, cap
     assert f"{option} 5" in head and "WITHOUT" in head and "seccomp: off" in text
     err = capsys.readouterr().err
     assert err.startswith("vb: warning: ") and "WITHOUT" in err and f"{option} 5" in err
+
+
+def test_try_options_are_decided_as_bubblewrap_decides_and_the_comments_say_so(monkeypatch):
+    """--unshare-user-try/--unshare-cgroup-try: bubblewrap looks before it creates the
+    namespaces; the manifest states the outcome, and its comment tells it truly."""
+    import vbdecl.vb.parse as vbp
+    from vbdecl.vb.manifest import document_to_manifest, vb_only
+
+    monkeypatch.setattr(vbp, "_userns_disabled", lambda: False)
+    d = doc("--unshare-all", "--uid", "1000", "true")
+    assert document_to_manifest(d)["spec"]["namespaces"]["user"] is True
+    notes = "\n".join(vb_only(d))
+    assert "namespaces.user: true" in notes and "does not ask" not in notes
+
+    monkeypatch.setattr(vbp, "_userns_disabled", lambda: True)
+    with pytest.raises(VbUsageError, match=r"^Specifying --uid requires --unshare-user or --userns$"):
+        parse(["--unshare-all", "--uid", "1000", "true"], uid=0, gid=0)
+    d = doc("--unshare-all", "true")
+    assert d["spec"]["namespaces"]["user"] is False
+    notes = "\n".join(vb_only(d))
+    assert "namespaces.user: false" in notes and "goes on without one" in notes
+    # --unshare-user itself is never a try
+    assert doc("--unshare-user", "--unshare-user-try", "true")["spec"]["namespaces"]["user"] is True
+    assert not any("try" in n for n in vb_only(doc("--unshare-user", "--unshare-user-try", "true")))

@@ -224,12 +224,18 @@ def vb_only(doc: dict[str, Any]) -> list[str]:
         out.append("no --chdir: vb starts in the caller's cwd if it exists in the sandbox, else "
                    "$HOME, else /, and sets PWD; the manifest starts in / (set process.cwd)")
     out += _cap_notes(spec)
-    if vb.get("user_try"):
-        out.append("--unshare-user-try: vb goes on without a user namespace when the kernel "
-                   "refuses one; the manifest does not ask for one")
-    if vb.get("cgroup_try"):
-        out.append("--unshare-cgroup-try: vb goes on without a cgroup namespace when the kernel "
-                   "has none; the manifest requires it")
+    for key, option, what in (("user_try", "--unshare-user-try", "user"),
+                              ("cgroup_try", "--unshare-cgroup-try", "cgroup")):
+        if not vb.get(key):
+            continue
+        if spec["namespaces"][what] is True:
+            out.append(f"{option}: {what} namespaces are available here, so vb (as bubblewrap) creates "
+                       f"one, and the manifest asks for one (namespaces.{what}: true); where they are "
+                       "not available vb goes on without one, and `vbdecl run` of the manifest fails")
+        else:
+            out.append(f"{option}: {what} namespaces are not available here, so vb (as bubblewrap) goes "
+                       f"on without one, and the manifest asks for none (namespaces.{what}: false); "
+                       f"elsewhere vb creates one")
     if vb.get("userns2_fd") is not None:
         out.append("--userns2: vb switches user namespace before exec; the manifest cannot")
     if vb.get("assert_userns_disabled"):

@@ -506,9 +506,12 @@ def _check(o: VbOptions, real_uid: int, real_gid: int) -> None:
         raise VbUsageError("--userns2 requires --userns")
     if real_uid != 0 and o.userns_fd is None:
         o.unshare["user"] = True      # not setuid: a user namespace is the only way
+    o.user_try = o.user_try and not o.unshare["user"]
+    if o.user_try and not _userns_disabled():
+        o.unshare["user"] = True      # bubblewrap looks before it creates the namespaces
     if not o.command:
         raise UsageRequested
-    wants_user = o.unshare["user"] or o.user_try or o.userns_fd is not None
+    wants_user = o.unshare["user"] or o.userns_fd is not None
     if o.uid is not None and o.uid != real_uid and not wants_user:
         raise VbUsageError("Specifying --uid requires --unshare-user or --userns")
     if o.gid is not None and o.gid != real_gid and not wants_user:
@@ -519,6 +522,24 @@ def _check(o: VbOptions, real_uid: int, real_gid: int) -> None:
         raise VbUsageError("Specifying --as-pid-1 requires --unshare-pid")
     if o.as_pid_1 and o.lock_files:
         raise VbUsageError("Specifying --as-pid-1 and --lock-file is not permitted")
+
+
+def _userns_disabled() -> bool:
+    """--unshare-user-try as bubblewrap decides it: user namespaces are off when the
+    kernel has none, its user_namespace module is not enabled, or
+    user.max_user_namespaces is 0."""
+    if not os.path.exists("/proc/self/ns/user"):
+        return True
+    for path, off in (("/sys/module/user_namespace/parameters/enable", "N"),
+                      ("/proc/sys/user/max_user_namespaces", "0\n")):
+        try:
+            with open(path) as f:
+                value = f.read()
+        except OSError:
+            continue
+        if value == off or (off == "N" and value.startswith("N")):
+            return True
+    return False
 
 
 def _env(o: VbOptions) -> tuple[bool, dict[str, str], list[str]]:
@@ -651,7 +672,7 @@ def to_document(o: VbOptions, *, uid: int | None = None, gid: int | None = None,
     real_uid = os.getuid() if uid is None else uid
     real_gid = os.getgid() if gid is None else gid
     # Not setuid: an unprivileged caller always gets a user namespace, as bubblewrap does.
-    user = o.unshare["user"] or o.user_try or (real_uid != 0 and o.userns_fd is None)
+    user = o.unshare["user"] or (real_uid != 0 and o.userns_fd is None)
     sandbox_uid = o.uid if o.uid is not None else real_uid
     sandbox_gid = o.gid if o.gid is not None else real_gid
     clear, env, unset = _env(o)
@@ -676,7 +697,8 @@ def to_document(o: VbOptions, *, uid: int | None = None, gid: int | None = None,
         "uts": o.unshare["uts"],
         "ipc": o.unshare["ipc"],
         "net": o.unshare["net"] or o.net_bridge is not None,
-        "cgroup": o.unshare["cgroup"] or o.cgroup_try,
+        # bubblewrap: with --unshare-cgroup-try, a cgroup namespace when the kernel has them
+        "cgroup": o.unshare["cgroup"] or (o.cgroup_try and os.path.exists("/proc/self/ns/cgroup")),
     }
     if o.pidns_fd is not None:
         # bubblewrap: --pidns FD is joined; with --unshare-pid it is the parent of the new one
@@ -758,7 +780,7 @@ def to_document(o: VbOptions, *, uid: int | None = None, gid: int | None = None,
             "as_pid_1": o.as_pid_1, "pivot": o.pivot,
             "level_prefix": o.level_prefix, "userns_fd": o.userns_fd, "userns2_fd": o.userns2_fd,
             "pidns_fd": o.pidns_fd, "assert_userns_disabled": o.assert_userns_disabled,
-            "lock_files": list(o.lock_files), "user_try": o.user_try and not o.unshare["user"],
+            "lock_files": list(o.lock_files), "user_try": o.user_try,
             "cgroup_try": o.cgroup_try and not o.unshare["cgroup"],
             "cwd_fallback": cwd if cwd is not None else _getcwd(),
             "net_files": False,     # bubblewrap never binds /etc/resolv.conf

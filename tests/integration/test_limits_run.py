@@ -65,6 +65,21 @@ def test_run_oom_is_reported_as_oom(env: dict[str, str], tmp_path: Path) -> None
     assert _ours() == before
 
 
+@pytest.mark.skipif(not os.path.exists(PY3), reason="needs /usr/bin/python3")
+def test_vb_tells_of_oom_in_the_name_it_was_called_by(env: dict[str, str], tmp_path: Path) -> None:
+    """Through a link named bwrap vb speaks as "bwrap: ", as for its other messages."""
+    vb = Path(VBDECL).with_name("vb")
+    link = tmp_path / "bwrap"
+    link.symlink_to(vb)
+    hog = [PY3, "-c", "b = b'x' * (256 << 20); print('survived')"]
+    for tool, prefix in ((link, "bwrap: "), (vb, "vb: ")):
+        r = subprocess.run([tool, "--ro-bind", "/", "/", "--limit-memory", "32Mi", *hog],
+                           capture_output=True, text=True, env=env, timeout=60)
+        assert r.returncode == 137, r.stderr
+        assert r.stderr.startswith(f"{prefix}out of memory: the kernel's OOM killer killed 1 process "), r.stderr
+        assert "--limit-memory 32Mi" in r.stderr and "vbdecl" not in r.stderr
+
+
 def test_run_plain_sigkill_is_not_called_oom(env: dict[str, str], tmp_path: Path) -> None:
     m = manifest(tmp_path, "    memory: 32Mi")
     r = vbdecl(env, "run", m, "--", "/bin/sh", "-c", "kill -9 $$")

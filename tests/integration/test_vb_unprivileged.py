@@ -26,7 +26,7 @@ echo "ids $(id -u) $(id -g) cwd $(pwd) pid $([ $$ -lt 10 ] && echo $$ || echo ho
 for p in / /t /d /d/e /dev/shm; do echo "stat $p $(stat -c '%a %U %F' "$p" 2>&1)"; done
 awk '{ split($0, a, " - "); split(a[2], b, " "); print "mnt", $5, b[1], $6 }' /proc/self/mountinfo \
   | sed -E 's/,(relatime|noatime|nosymfollow)//g' | sort
-grep -E '^(CapEff|CapPrm|CapBnd|NoNewPrivs):' /proc/self/status
+grep -E '^(CapInh|CapEff|CapPrm|CapBnd|CapAmb|NoNewPrivs):' /proc/self/status
 cat /proc/self/uid_map /proc/self/gid_map | tr -s ' '
 [ "$(awk 'NR>2' /proc/net/dev | wc -l)" -le 2 ] && awk 'NR>2 {print "if", $1}' /proc/net/dev | sort
 env | grep -vE '^(_|SHLVL|OLDPWD)=' | sort | sed 's/^/env /'
@@ -43,6 +43,9 @@ CASES = {
     "fs": ["--proc", "/proc", "--perms", "0700", "--tmpfs", "/t", "--dir", "/d/e", "--chdir", "/d"],
     "implied-userns-uid-gid": ["--uid", "5", "--gid", "6", "--proc", "/proc"],
     "caps": ["--unshare-user", "--uid", "0", "--cap-drop", "ALL", "--cap-add", "CAP_CHOWN", "--proc", "/proc"],
+    "caps-add": ["--cap-add", "CAP_NET_RAW", "--proc", "/proc"],
+    "caps-add-all-uid0": ["--uid", "0", "--cap-add", "ALL", "--cap-drop", "CAP_SYS_ADMIN", "--proc", "/proc"],
+    "caps-drop-all": ["--cap-add", "ALL", "--cap-drop", "ALL", "--proc", "/proc"],
 }
 
 pytestmark = pytest.mark.skipif(BWRAP is None or not os.path.exists(SYSTEM_PYTHON)

@@ -30,3 +30,21 @@ def test_json_convert_from_and_to_bwrap(tmp_path: Path, capsys: pytest.CaptureFi
         assert doc["argv"] == shlex.split(line) and doc["name"] == "vb"
         outs.append(doc["argv"])
     assert outs[0] == outs[1]
+
+
+def test_to_bwrap_reports_everything_bubblewrap_cannot_express_at_once(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "env.yaml"
+    path.write_text("apiVersion: vbdecl/v1\nkind: Environment\nmetadata: {name: web}\nspec:\n"
+                    "  rootfs: /srv/root\n  network: {mode: bridge}\n  limits: {memory: 64Mi}\n"
+                    "  filesystem:\n    - {type: file, target: /etc/motd, content: hi}\n"
+                    "  security: {landlock: {read: [/usr]}}\n  process: {command: [\"true\"]}\n"
+                    "---\napiVersion: vbdecl/v1\nkind: Environment\nmetadata: {name: db}\nspec:\n"
+                    "  security: {seccomp: 'off'}\n  process: {command: [\"true\"]}\n")
+    assert main(["convert", "--to-bwrap", str(path)]) == 1
+    out, err = capsys.readouterr()
+    for words in ("spec.rootfs", "network.mode bridge", "limits", "filesystem file /etc/motd",
+                  "security.seccomp", "security.landlock"):
+        assert f"{path}: environment web: {words}" in err, words
+    assert "6 things bubblewrap cannot express" in err and "vbdecl run" in err
+    assert "environment db" not in err and out == ""    # nothing half done

@@ -7,7 +7,7 @@ import os
 import pytest
 
 from vbdecl.vb.manifest import manifest_to_bwrap
-from vbdecl.vb.parse import HelpRequested, VbUsageError, expand_args, parse, to_document
+from vbdecl.vb.parse import HelpRequested, VbUsageError, parse, to_document
 
 
 def doc(*args: str, uid: int = 0) -> dict:
@@ -70,7 +70,7 @@ def test_default_modes_of_created_files_match_bubblewrap():
     (["--size", "9223372036854775809", "--tmpfs", "/x", "true"], "--size (for tmpfs) is limited to"),
     (["--tmp-overlay", "/x", "true"], "--tmp-overlay requires at least one --overlay-src"),
     (["--overlay-src", "/a", "true"], "--overlay-src must be followed by"),
-    (["--cap-add", "CAP_BOGUS", "true"], "CAP_BOGUS is not a valid capability"),
+    (["--cap-add", "CAP_BOGUS", "true"], "unknown cap: CAP_BOGUS"),
     (["--chmod", "999", "/x", "true"], "--chmod takes an octal argument <= 07777"),
     (["--perms", "999", "--dir", "/x", "true"], "--perms takes an octal argument <= 07777"),
     (["--perms", "0o7", "--dir", "/x", "true"], "--perms takes an octal argument <= 07777"),
@@ -127,11 +127,90 @@ def test_capabilities_for_root_keep_all_then_apply_drops_in_order():
     assert "SYS_ADMIN" not in caps["add"] and "CHOWN" in caps["add"]
 
 
-def test_args_fd_is_spliced_in_place():
-    r, w = os.pipe()
-    os.write(w, b"--unshare-pid\0--dir\0/x\0")
-    os.close(w)
-    assert expand_args(["--args", str(r), "--", "true"]) == ["--unshare-pid", "--dir", "/x", "--", "true"]
+def _args_fd(data: bytes) -> str:
+    fd = os.memfd_create("args")        # parse reads it to the end and closes it
+    os.write(fd, data)
+    os.lseek(fd, 0, os.SEEK_SET)
+    return str(fd)
+
+
+def test_args_fd_is_read_in_place():
+    o = parse(["--dir", "/a", "--args", _args_fd(b"--unshare-pid\0--dir\0/x\0"), "--", "true"], uid=0, gid=0)
+    assert o.unshare["pid"] is True and [e["target"] for e in o.filesystem] == ["/a", "/x"]
+    assert o.command == ["true"]
+    # as bubblewrap: what follows the options in the data is not the command
+    o = parse(["--args", _args_fd(b"--unshare-ipc\0ignored\0"), "true"], uid=0, gid=0)
+    assert o.unshare["ipc"] is True and o.command == ["true"]
+    # --perms at the end of the data: bubblewrap checks it after the --args option
+    with pytest.raises(VbUsageError, match=r"^--perms must be followed by an option that creates a file$"):
+        parse(["--args", _args_fd(b"--perms\0" b"0700\0"), "--dir", "/d", "true"], uid=0, gid=0)
+
+
+# bubblewrap 0.11's words (bubblewrap.c), where they differ from the usual ones
+@pytest.mark.parametrize("args, message", [
+    (["--argv0", "a", "--argv0", "b", "true"], "--argv0 used multiple times"),
+    (["--argv0"], "--argv0 takes one argument"),
+    (["--chdir"], "--chdir takes one argument"),
+    (["--remount-ro"], "--remount-ro takes one argument"),
+    (["--ro-bind-fd", "3"], "--bind-fd takes two arguments"),
+    (["--bind-fd", "3"], "--bind-fd takes two arguments"),
+    (["--overlay-src"], "--overlay-src must be followed by another --overlay-src or one of --overlay, "
+                        "--tmp-overlay, or --ro-overlay"),
+    (["--overlay-src", "/a", "--ro-overlay", "/x", "true"], "--ro-overlay requires at least two --overlay-src"),
+    (["--ro-overlay", "/x", "true"], "--ro-overlay requires at least two --overlay-src"),
+    (["--overlay", "/u", "/w", "/x", "true"], "--overlay requires at least one --overlay-src"),
+    (["--cap-add", "CAP_NET_RAWX", "true"], "unknown cap: CAP_NET_RAWX"),
+    (["--cap-drop", "64", "true"], "unknown cap: 64"),
+    (["--cap-drop", " 1", "true"], "unknown cap:  1"),
+    (["--args", "99", "true"], "Can't read --args data: Bad file descriptor"),
+    (["--args", "3x", "true"], "Invalid fd: 3x"),
+    (["--uid", "1_0", "true"], "Invalid uid: 1_0"),
+    (["--uid", "1 ", "true"], "Invalid uid: 1 "),
+    (["--exec-label", "x", "--bogus"], "labeling not supported on this system"),
+    (["--perms", "0700", "--uid", "x", "true"], "Invalid uid: x"),     # the option's own check first
+    (["--dir"] * 9001, "Exceeded maximum number of arguments 9000"),
+])
+def test_bubblewrap_0_11_texts(args, message):
+    with pytest.raises(VbUsageError) as info:
+        parse(args, uid=0, gid=0)
+    assert str(info.value) == message
+
+
+def test_args_in_an_arguments_file_and_too_many_arguments():
+    with pytest.raises(VbUsageError, match=r"^--args not supported in arguments file$"):
+        parse(["--args", _args_fd(b"--args\0" b"5\0"), "true"], uid=0, gid=0)
+    with pytest.raises(VbUsageError, match=r"^Exceeded maximum number of arguments 9000$"):
+        parse(["--args", _args_fd(b"--unshare-pid\0" * 8998), "true"], uid=0, gid=0)
+
+
+def test_options_given_again_warn_that_only_the_last_takes_effect():
+    again = ["--chdir", "/a", "--hostname", "h", "--sync-fd", "3", "--block-fd", "3", "--info-fd", "3",
+             "--json-status-fd", "3", "--seccomp", "3", "--userns", "3", "--userns2", "3", "--pidns", "3",
+             "--uid", "0", "--gid", "0", "--userns-block-fd", "3"]
+    with pytest.raises(VbUsageError, match="--userns-block-fd requires --unshare-user") as info:
+        parse([*again, *again, "--unshare-uts", "true"], uid=0, gid=0)
+    opts = again[::2]
+    assert info.value.warnings == [  # type: ignore[attr-defined]
+        f"Only the last {opt} option will take effect" for opt in opts]
+    o = parse(["--chdir", "/a", "--chdir", "/b", "true"], uid=0, gid=0)
+    assert o.chdir == "/b" and o.warnings == ["Only the last --chdir option will take effect"]
+    assert parse(["--argv0", "a", "--hostname", "h", "--unshare-uts", "true"], uid=0, gid=0).warnings == []
+    # those before an error are kept for it
+    with pytest.raises(VbUsageError) as info:
+        parse(["--chdir", "/a", "--chdir", "/b", "--bogus"], uid=0, gid=0)
+    assert info.value.warnings == ["Only the last --chdir option will take effect"]  # type: ignore[attr-defined]
+
+
+def test_capability_arguments_as_libcap_reads_them():
+    from vbdecl.vb.parse import ALL_CAPS
+
+    def bits(value: str) -> int:
+        return parse(["--cap-add", value, "true"], uid=0, gid=0).cap_ops[0][1]
+
+    assert bits("cap_net_raw") == bits("CAP_NET_RAW") == bits("Cap_Net_Raw") == bits("13") == 1 << 13
+    assert bits("NET_RAW") == 1 << 13       # vb also takes the name without CAP_
+    assert bits("0x1") == bits("01") == 1 << 1 and bits("013") == 1 << 11 and bits("13x") == 1 << 13
+    assert bits("63") == 1 << 63 and bits("all") == bits("ALL") == ALL_CAPS
 
 
 def test_command_starts_at_first_non_option():
@@ -248,24 +327,48 @@ def test_more_bubblewrap_rules(args, message):
     assert doc("--unshare-pid", "--as-pid-1", "true")["spec"]["process"]["init"] is False
 
 
-def test_root_asking_for_more_caps_than_held_gets_no_inheritable_or_ambient_caps():
-    from vbdecl.model.names import CAPABILITIES
-    from vbdecl.vb.parse import _capabilities
+FULL = (1 << 41) - 1
+NET_RAW, CHOWN, SYS_RESOURCE = 1 << 13, 1 << 0, 1 << 24
+ROOT = {"CapPrm": FULL & ~SYS_RESOURCE, "CapEff": FULL & ~SYS_RESOURCE, "CapBnd": FULL & ~SYS_RESOURCE,
+        "CapInh": 0, "CapAmb": 0}
 
-    held = set(CAPABILITIES) - {"SYS_RESOURCE"}
-    # bubblewrap's capset() of ALL fails (EPERM, ignored): the held set stays, not ambient
-    caps, ambient = _capabilities(parse(["--cap-add", "ALL", "true"], uid=0, gid=0), True, held=held)
-    assert ambient is False and set(caps["add"]) == held and caps["drop"] == ["ALL"]
-    # the drops asked for still hold (stricter than bubblewrap, which would keep them)
-    caps, ambient = _capabilities(parse(["--cap-drop", "NET_RAW", "--cap-add", "ALL", "--cap-drop", "CHOWN",
-                                         "true"], uid=0, gid=0), True, held=held)
-    assert ambient is False and "CHOWN" not in caps["add"] and "SYS_RESOURCE" not in caps["add"]
-    # a set within what is held: capset works, kept caps become inheritable and ambient
-    caps, ambient = _capabilities(parse(["--cap-drop", "ALL", "--cap-add", "NET_RAW", "true"], uid=0, gid=0),
-                                  True, held=held)
-    assert ambient is True and caps == {"drop": ["ALL"], "add": ["NET_RAW"]}
-    caps, ambient = _capabilities(parse(["--cap-add", "ALL", "true"], uid=0, gid=0), True, held=set(CAPABILITIES))
-    assert ambient is True and caps == {"drop": [], "add": ["ALL"]}
+
+@pytest.mark.parametrize(("args", "userns", "expected"), [
+    # root without a user namespace: no capset without cap options, the bounding set stays
+    ([], False, (ROOT["CapBnd"], ROOT["CapPrm"], 0, 0)),
+    (["--cap-drop", "ALL", "--cap-add", "NET_RAW"], False, (ROOT["CapBnd"], NET_RAW, NET_RAW, NET_RAW)),
+    # asking for one not held: capset fails (ignored), nothing changes, nothing ambient
+    (["--cap-drop", "ALL", "--cap-add", "SYS_RESOURCE", "--cap-add", "CHOWN"], False,
+     (ROOT["CapBnd"], ROOT["CapPrm"], 0, 0)),
+    # in a user namespace: every capability, the bounding set cut to the requested ones
+    ([], True, (ROOT["CapEff"], FULL, 0, 0)),
+    (["--cap-drop", "ALL", "--cap-add", "NET_RAW"], True, (NET_RAW, NET_RAW, NET_RAW, NET_RAW)),
+    (["--cap-add", "NET_RAW"], True, (ROOT["CapEff"],) * 4),
+    (["--cap-add", "ALL"], True, (FULL,) * 4),
+    (["--cap-drop", "CHOWN"], True, (ROOT["CapEff"] & ~CHOWN,) * 4),
+])
+def test_bubblewraps_capability_sets_for_root(args, userns, expected):
+    from vbdecl.vb.parse import _requested_caps, bwrap_capabilities
+
+    o = parse([*args, "true"], uid=0, gid=0)
+    sets = bwrap_capabilities(_requested_caps(o, 0, ROOT, FULL), bool(o.cap_ops), userns, ROOT, FULL)
+    assert (sets["bounding"], sets["permitted"], sets["inheritable"], sets["ambient"]) == expected
+
+
+def test_bubblewraps_capability_sets_for_a_plain_user_and_what_the_command_holds():
+    from vbdecl.vb.parse import _requested_caps, bwrap_capabilities, payload_capabilities
+
+    user = {"CapPrm": 0, "CapEff": 0, "CapBnd": FULL, "CapInh": 0, "CapAmb": 0}
+    o = parse(["--cap-add", "NET_RAW", "true"], uid=1000, gid=1000)
+    sets = bwrap_capabilities(_requested_caps(o, 1000, user, FULL), True, True, user, FULL)
+    assert sets == {"bounding": NET_RAW, "permitted": NET_RAW, "inheritable": NET_RAW, "ambient": NET_RAW}
+    assert payload_capabilities(sets, root=False) == payload_capabilities(sets, root=True) == NET_RAW
+    o = parse(["true"], uid=1000, gid=1000)
+    assert set(bwrap_capabilities(_requested_caps(o, 1000, user, FULL), True, True, user, FULL).values()) == {0}
+    # root in a user namespace as uid 1000 without cap options: nothing ambient, so nothing kept
+    root_userns = {"bounding": ROOT["CapEff"], "permitted": FULL, "inheritable": 0, "ambient": 0}
+    assert payload_capabilities(root_userns, root=False) == 0
+    assert payload_capabilities(root_userns, root=True) == ROOT["CapEff"]
 
 
 def test_perms_read_like_strtoul_base_8():
@@ -288,3 +391,50 @@ def test_to_bwrap_by_a_non_root_caller_keeps_the_default_set_explicitly(tmp_path
     monkeypatch.setattr("vbdecl.vb.parse._caller_caps", lambda known: set())
     argv = manifest_to_bwrap(spec)
     assert "--cap-drop" in argv and "CAP_CHOWN" in argv
+
+
+def test_version_as_bwrap_is_bubblewraps_line_and_as_vb_names_vbdecl(capsys):
+    """Scripts read field 2 of `bwrap --version` (bubblewrap prints PACKAGE_STRING)."""
+    from vbdecl import __version__
+    from vbdecl.cli.vb import BWRAP_COMPAT, main
+
+    for args in (["--version"], ["--ro-bind", "/", "/", "--version", "true"]):
+        assert main(["/usr/local/bin/bwrap", *args]) == 0
+        assert capsys.readouterr().out == f"bubblewrap {BWRAP_COMPAT}\n"
+    assert main(["vb", "--version"]) == 0
+    assert capsys.readouterr().out == f"vb (vbdecl {__version__}, bubblewrap {BWRAP_COMPAT} command line)\n"
+
+
+@pytest.mark.parametrize("option", ["--seccomp", "--add-seccomp-fd"])
+def test_print_manifest_cannot_hide_that_it_drops_the_seccomp_filter(option, capsys):
+    from vbdecl.vb.manifest import render
+
+    text = render(doc(option, "5", "true"))
+    head = "\n".join(line for line in text.splitlines() if line.startswith("#"))
+    assert f"{option} 5" in head and "WITHOUT" in head and "seccomp: off" in text
+    err = capsys.readouterr().err
+    assert err.startswith("vb: warning: ") and "WITHOUT" in err and f"{option} 5" in err
+
+
+def test_try_options_are_decided_as_bubblewrap_decides_and_the_comments_say_so(monkeypatch):
+    """--unshare-user-try/--unshare-cgroup-try: bubblewrap looks before it creates the
+    namespaces; the manifest states the outcome, and its comment tells it truly."""
+    import vbdecl.vb.parse as vbp
+    from vbdecl.vb.manifest import document_to_manifest, vb_only
+
+    monkeypatch.setattr(vbp, "_userns_disabled", lambda: False)
+    d = doc("--unshare-all", "--uid", "1000", "true")
+    assert document_to_manifest(d)["spec"]["namespaces"]["user"] is True
+    notes = "\n".join(vb_only(d))
+    assert "namespaces.user: true" in notes and "does not ask" not in notes
+
+    monkeypatch.setattr(vbp, "_userns_disabled", lambda: True)
+    with pytest.raises(VbUsageError, match=r"^Specifying --uid requires --unshare-user or --userns$"):
+        parse(["--unshare-all", "--uid", "1000", "true"], uid=0, gid=0)
+    d = doc("--unshare-all", "true")
+    assert d["spec"]["namespaces"]["user"] is False
+    notes = "\n".join(vb_only(d))
+    assert "namespaces.user: false" in notes and "goes on without one" in notes
+    # --unshare-user itself is never a try
+    assert doc("--unshare-user", "--unshare-user-try", "true")["spec"]["namespaces"]["user"] is True
+    assert not any("try" in n for n in vb_only(doc("--unshare-user", "--unshare-user-try", "true")))

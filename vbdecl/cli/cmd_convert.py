@@ -45,14 +45,25 @@ def run(args: argparse.Namespace) -> int:
     from vbdecl.model import load_normalized
     from vbdecl.vb.manifest import NotExpressible, manifest_to_bwrap
 
+    # every environment first, and all that bubblewrap cannot say at once (as validate)
+    lines: list[str] = []
+    problems: list[str] = []
     for doc in load_normalized(args.to_bwrap):
         try:
             argv = manifest_to_bwrap(doc["spec"])
         except NotExpressible as err:
-            raise UsageError(f"{args.to_bwrap}: environment {doc['name']}: {err}",
-                             hint="run it with `vbdecl run` instead") from None
+            problems += [f"{args.to_bwrap}: environment {doc['name']}: {p}" for p in err.problems]
+            continue
         if args.json:
-            print(json.dumps({"name": doc["name"], "argv": ["bwrap", *argv]}))
+            lines.append(json.dumps({"name": doc["name"], "argv": ["bwrap", *argv]}))
         else:
-            print(shlex.join(["bwrap", *argv]))
+            lines.append(shlex.join(["bwrap", *argv]))
+    if problems:
+        for problem in problems:
+            print(problem, file=sys.stderr)
+        count = len(problems)
+        raise UsageError(f"{count} thing{'s' if count != 1 else ''} bubblewrap cannot express in "
+                         f"{args.to_bwrap}", hint="run it with `vbdecl run` instead")
+    for line in lines:
+        print(line)
     return 0

@@ -117,6 +117,32 @@ def die(prog: str, message: str, level_prefix: bool) -> int:
     return 1
 
 
+def warn(prog: str, warnings: list[str], level_prefix: bool) -> None:
+    """bubblewrap's warnings (LOG_WARNING: ``<4>`` with --level-prefix)."""
+    prefix = "<4>" if level_prefix else ""
+    for message in warnings:
+        print(f"{prefix}{prog}: {message}", file=sys.stderr)
+
+
+def _refusal(exc: Exception, argv: list[str], prog: str, level_prefix: bool) -> int:
+    """What vb prints and returns when parsing ends without a sandbox to run."""
+    from vbdecl.vb.parse import HelpRequested, UsageRequested, VersionRequested
+
+    if isinstance(exc, HelpRequested):
+        usage(argv[0] if argv else prog, sys.stdout)   # bubblewrap prints its argv[0]
+        return 0
+    if isinstance(exc, UsageRequested):
+        usage(argv[0] if argv else prog, sys.stderr)   # bubblewrap: no command
+        return 1
+    if isinstance(exc, VersionRequested):
+        if prog == "bwrap":     # bubblewrap's own line: scripts read its version in field 2
+            print(f"bubblewrap {BWRAP_COMPAT}")
+        else:
+            print(f"{prog} (vbdecl {__version__}, bubblewrap {BWRAP_COMPAT} command line)")
+        return 0
+    return die(prog, str(exc), level_prefix)
+
+
 def main(argv: list[str], exit_now: bool = False) -> int:
     from vbdecl.vb.parse import (
         HelpRequested,
@@ -135,18 +161,11 @@ def main(argv: list[str], exit_now: bool = False) -> int:
         return 1
     try:
         opts = parse(args)
+        warn(prog, opts.warnings, level_prefix)
         doc = to_document(opts)
-    except HelpRequested:
-        usage(argv[0] if argv else prog, sys.stdout)   # bubblewrap prints its argv[0]
-        return 0
-    except UsageRequested:
-        usage(argv[0] if argv else prog, sys.stderr)   # bubblewrap: no command
-        return 1
-    except VersionRequested:
-        print(f"{prog} (vbdecl {__version__}, bubblewrap {BWRAP_COMPAT} command line)")
-        return 0
-    except VbUsageError as err:
-        return die(prog, str(err), level_prefix)
+    except (HelpRequested, UsageRequested, VersionRequested, VbUsageError) as exc:
+        warn(prog, getattr(exc, "warnings", None) or [], level_prefix)
+        return _refusal(exc, argv, prog, level_prefix)
 
     if opts.print_manifest:
         from vbdecl.vb.manifest import render

@@ -61,6 +61,11 @@ DEFAULT_PROFILE_PATH = os.path.join(os.path.dirname(os.path.dirname(os.path.real
 ALLOWLIST_REQUIRED = ("execve", "exit", "exit_group")
 
 WARNINGS: list[str] = []
+
+# bubblewrap's message when the kernel refuses a --seccomp/--add-seccomp-fd program
+BWRAP_SECCOMP_EINVAL = ("Unable to set up system call filtering as requested: prctl(PR_SET_SECCOMP) "
+                        "reported EINVAL. (Hint: this requires a kernel configured with "
+                        "CONFIG_SECCOMP and CONFIG_SECCOMP_FILTER.)")
 _userns_done = False
 
 
@@ -377,9 +382,14 @@ def privileges(spec: dict[str, Any], available: int | None = None) -> tuple[int,
     vb = spec.get("vb") or {}
     uid = int((spec.get("process") or {}).get("user") or 0)
     last = sc.last_cap()
-    bounding, kept = capability_sets(sec.get("capabilities"), uid, last,
-                                     disable_userns=bool(sec.get("disable_userns")),
-                                     available=sc.capget()[1] if available is None else available)
+    exact = vb.get("capabilities")
+    if exact is not None:
+        # vb: the sets bubblewrap would leave (worked out by vbdecl.vb.parse), as they are
+        bounding, kept = cap_mask(exact["bounding"], last), cap_mask(exact["permitted"], last)
+    else:
+        bounding, kept = capability_sets(sec.get("capabilities"), uid, last,
+                                         disable_userns=bool(sec.get("disable_userns")),
+                                         available=sc.capget()[1] if available is None else available)
     needs_nnp_or_admin = (bool(sec.get("landlock")) or bool(vb.get("seccomp_fds"))
                           or bool(vb.get("seccomp_programs"))
                           or sec.get("seccomp", "default") not in (None, "off", False))
@@ -586,12 +596,14 @@ def prepare_in_child(spec: dict[str, Any]) -> None:
 class Prepared:
     """What :func:`apply_in_child` works out before it changes anything."""
 
-    __slots__ = ("drop", "filt", "hold", "kept", "last", "raw")
+    __slots__ = ("ambient", "drop", "filt", "hold", "inheritable", "kept", "last", "raw")
 
     def __init__(self, last: int, kept: int, hold: int, filt: Any, raw: list[bytes],
-                 drop: list[int]) -> None:
+                 drop: list[int], inheritable: int, ambient: int) -> None:
         self.last = last            # the highest capability the kernel knows
-        self.kept = kept            # the payload's capabilities
+        self.kept = kept            # the payload's capabilities (permitted and effective)
+        self.inheritable = inheritable
+        self.ambient = ambient      # to raise (each must be kept and inheritable)
         self.hold = hold            # CAP_SYS_ADMIN until the filters are loaded, or 0
         self.filt = filt            # a libseccomp filter to load, or None
         self.raw = raw              # seccomp programs to install after it
@@ -606,14 +618,17 @@ def prepare_process(spec: dict[str, Any]) -> Prepared:
     from vbdecl.sys import caps as sc
 
     last, bounding, kept, hold = privileges(spec)
-    vb = spec.get("vb") or {}
-    if vb.get("bounding") is not None:
-        # vb run by root: the caller's permitted set, as bubblewrap (no_new_privs stops
-        # exec regaining the rest)
-        bounding = cap_mask(list(vb["bounding"]), last) | kept
+    exact = (spec.get("vb") or {}).get("capabilities")
+    if exact is not None:
+        # vb: bubblewrap's inheritable and ambient sets (its capset and ambient raises)
+        inheritable, ambient = cap_mask(exact["inheritable"], last), cap_mask(exact["ambient"], last)
+    else:
+        # a uid other than 0 keeps its capabilities across exec only as ambient ones
+        uid = int((spec.get("process") or {}).get("user") or 0)
+        inheritable = ambient = kept if uid != 0 else 0
     filt, raw = seccomp_filters(spec, kept, hold)
     drop = [cap for cap in range(last + 1) if not bounding >> cap & 1 and sc.bounding_has(cap)]
-    return Prepared(last, kept, hold, filt, raw, drop)
+    return Prepared(last, kept, hold, filt, raw, drop, inheritable, ambient)
 
 
 def apply_in_child(spec: dict[str, Any], prepared: Prepared | None = None) -> None:
@@ -643,7 +658,8 @@ def _apply(spec: dict[str, Any], sc: Any, uid: int, gid: int, nnp: bool, vb: dic
     # 2. user namespaces
     prepare_in_child(spec)
     if vb.get("assert_userns_disabled") and not sc.userns_creation_blocked():
-        raise RuntimeSetupError("creating a user namespace is still possible",
+        # bubblewrap's words (vb prints the message only)
+        raise RuntimeSetupError("creation of new user namespaces was not disabled as requested",
                                 hint="--assert-userns-disabled: use --disable-userns, or run where "
                                      "user namespaces are disabled")
 
@@ -677,16 +693,12 @@ def _apply(spec: dict[str, Any], sc: Any, uid: int, gid: int, nnp: bool, vb: dic
         sc.set_no_new_privs()
 
     # 6. permitted / effective / inheritable, then ambient (needs permitted & inheritable)
-    # vb's "cap_ambient" (root with --cap-add/--cap-drop): as bubblewrap, kept caps are also
-    # inheritable and ambient for uid 0
-    ambient = uid != 0 or bool(vb.get("cap_ambient"))
-    inheritable = kept if ambient else 0
+    inheritable = p.inheritable
     sc.capset(kept | hold, kept | hold, inheritable)
     sc.ambient_clear()
-    if ambient:
-        for cap in range(p.last + 1):
-            if kept >> cap & 1:
-                sc.ambient_raise(cap)
+    for cap in range(p.last + 1):
+        if p.ambient >> cap & 1:
+            sc.ambient_raise(cap)
 
     # 7. Landlock
     if ruleset is not None:
@@ -700,10 +712,16 @@ def _apply(spec: dict[str, Any], sc: Any, uid: int, gid: int, nnp: bool, vb: dic
 
         ssc.load_filter(p.filt)
     if p.raw:
+        from vbdecl.errors import SysError
         from vbdecl.sys import seccomp as ssc
 
         for prog in p.raw:
-            ssc.install_bpf(prog)
+            try:
+                ssc.install_bpf(prog)
+            except SysError as exc:
+                if exc.errno != 22 or "vb" not in spec:
+                    raise
+                raise RuntimeSetupError(BWRAP_SECCOMP_EINVAL) from None    # EINVAL: bubblewrap's words
     if hold:
         sc.capset(kept, kept, inheritable)
 

@@ -63,14 +63,19 @@ def size(n: int) -> str:
     return str(n)
 
 
-def message(name: str, n: int, memory_limit: int | None, when: str = "") -> str:
-    limit = f"limits.memory {size(int(memory_limit))}" if memory_limit else "limits.memory"
-    return (f"vbdecl: {name}: out of memory: the kernel's OOM killer killed {n} "
+def message(name: str, n: int, memory_limit: int | None, when: str = "", *,
+            speaker: tuple[str, str] | None = None) -> str:
+    """``speaker``: who tells it and the setting of the limit, for a front end that
+    speaks otherwise (vb: ``("bwrap", "--limit-memory")``); default vbdecl's words."""
+    who, setting = speaker or (f"vbdecl: {name}", "limits.memory")
+    limit = f"{setting} {size(int(memory_limit))}" if memory_limit else setting
+    return (f"{who}: out of memory: the kernel's OOM killer killed {n} "
             f"process{'es' if n > 1 else ''} of this environment{when} ({limit})\n")
 
 
-def report(name: str, n: int, memory_limit: int | None, when: str = "") -> None:
+def report(name: str, n: int, memory_limit: int | None, when: str = "", *,
+           speaker: tuple[str, str] | None = None) -> None:
     """Say on stderr that the OOM killer killed ``n`` processes (``when``: e.g.
     `` while the command ran``)."""
     if n > 0:
-        os.write(2, message(name, n, memory_limit, when).encode())
+        os.write(2, message(name, n, memory_limit, when, speaker=speaker).encode())

@@ -266,16 +266,18 @@ def run_spec(spec: dict[str, Any], *, name: str = "sandbox", actions: list[dict[
              argv: list[str] | None = None, on_event: Callback | None = None,
              event_fds: list[int] | None = None, forward_signals: bool = False,
              state_dir: str | None = None, instance: str | None = None,
-             caller: int | None = None) -> RunResult:
+             caller: int | None = None,
+             speaker: tuple[str, str] | None = None) -> RunResult:
     """Run ``spec`` in a sandbox until its process exits; tear everything down.
 
     ``argv`` replaces ``process.command``. ``forward_signals``: the signals this
     thread receives go to the sandbox's process (console commands). ``caller``
     (console commands, with ``forward_signals``): the pid of the program that
     started vbdecl; with ``process.die_with_parent`` its death ends the sandbox,
-    which is then torn down as after any exit. Never raises for a failure of the
-    sandbox setup: the result carries the error and the exit code (125, 126,
-    127); errors of the caller's arguments raise.
+    which is then torn down as after any exit. ``speaker``: who tells of OOM kills
+    and the name of the memory limit (vb: its program name and ``--limit-memory``).
+    Never raises for a failure of the sandbox setup: the result carries the error
+    and the exit code (125, 126, 127); errors of the caller's arguments raise.
     """
     instance = instance or new_instance()
     result = RunResult(instance)
@@ -315,7 +317,7 @@ def run_spec(spec: dict[str, Any], *, name: str = "sandbox", actions: list[dict[
                 # the run's own cgroup: every kill in it happened during this run
                 from vbdecl.runtime.oom import report
 
-                report(name, oom, (spec.get("limits") or {}).get("memory"))
+                report(name, oom, (spec.get("limits") or {}).get("memory"), speaker=speaker)
             if errors and result.error is None:
                 result.error = errors[0]
                 result.code = result.code or 125

@@ -178,8 +178,9 @@ def launch(doc: dict[str, Any], *, prog: str, level_prefix: bool) -> int:
             return 1
         for data in datas:
             if not data:
-                print(f"{prefix}{prog}: Unable to set up system call filtering as requested: "
-                      "prctl(PR_SET_SECCOMP) reported EINVAL.", file=sys.stderr)
+                from vbdecl.ops.sec import BWRAP_SECCOMP_EINVAL
+
+                print(f"{prefix}{prog}: {BWRAP_SECCOMP_EINVAL}", file=sys.stderr)
                 return 1
             programs.append(data.hex())
         vb = {**vb, "seccomp_fds": [], "seccomp_programs": programs}
@@ -205,7 +206,8 @@ def launch(doc: dict[str, Any], *, prog: str, level_prefix: bool) -> int:
         return 1
     from vbdecl.entry import CALLER
 
-    result = run_plan(plan, on_event=writer, forward_signals=True, caller=CALLER)
+    result = run_plan(plan, on_event=writer, forward_signals=True, caller=CALLER,
+                      speaker=(f"{prefix}{prog}", "--limit-memory"))
     _close(writer.info_fd)
     _close(writer.json_fd)
     if result.error is not None:

@@ -19,7 +19,12 @@ _NS_FLAGS = {"user": "--unshare-user", "pid": "--unshare-pid", "uts": "--unshare
 
 
 class NotExpressible(ValueError):
-    """A manifest feature bubblewrap's command line has no way to say."""
+    """Manifest features bubblewrap's command line has no way to say: ``problems``,
+    one line each, all that were found."""
+
+    def __init__(self, problems: str | list[str]) -> None:
+        self.problems = [problems] if isinstance(problems, str) else list(problems)
+        super().__init__("\n".join(self.problems))
 
 
 def _mode(mode: int | None) -> str | None:
@@ -95,8 +100,7 @@ def document_to_manifest(doc: dict[str, Any], *, read_fds: bool = False) -> dict
         if vb.get(key) is not None:
             _note(f"{flag} has no manifest equivalent (use status.events); left out")
     if vb.get("seccomp_fds"):
-        _note("--seccomp/--add-seccomp-fd programs have no manifest equivalent; left out "
-              "(use security.seccomp with a profile file)")
+        print(f"vb: warning: {_seccomp_left_out(vb)}", file=sys.stderr)
 
     namespaces = {}
     for name, value in spec["namespaces"].items():
@@ -181,6 +185,14 @@ def document_to_manifest(doc: dict[str, Any], *, read_fds: bool = False) -> dict
     }
 
 
+def _seccomp_left_out(vb: dict[str, Any]) -> str:
+    """What a manifest of --seccomp/--add-seccomp-fd programs leaves out: all of them."""
+    given = " ".join(f"{vb.get('seccomp_option') or '--seccomp'} {fd}" for fd in vb["seccomp_fds"])
+    return (f"{given}: this manifest runs WITHOUT that seccomp filter (security.seccomp: off): a "
+            "BPF program from an fd has no manifest equivalent; give the manifest a seccomp "
+            "profile (security.seccomp) before relying on it")
+
+
 def vb_only(doc: dict[str, Any]) -> list[str]:
     """What ``vb`` does for this document that its manifest cannot say (so ``vbdecl run``
     of the manifest differs there), one line each; only what applies to it."""
@@ -188,6 +200,8 @@ def vb_only(doc: dict[str, Any]) -> list[str]:
     vb = spec.get("vb") or {}
     fs = spec.get("filesystem") or []
     out: list[str] = []
+    if vb.get("seccomp_fds"):
+        out.append(_seccomp_left_out(vb))
     if any(e["type"] == "proc" and e.get("host") for e in fs):
         out.append("--proc without a pid namespace: vb binds the host's /proc (bubblewrap); "
                    "the manifest mounts a new proc")
@@ -209,26 +223,63 @@ def vb_only(doc: dict[str, Any]) -> list[str]:
     if spec["process"].get("cwd") is None:
         out.append("no --chdir: vb starts in the caller's cwd if it exists in the sandbox, else "
                    "$HOME, else /, and sets PWD; the manifest starts in / (set process.cwd)")
-    bounding, _kept = _cap_sets(spec["security"].get("capabilities"), int(spec["process"].get("user") or 0),
-                                bool(spec["security"].get("disable_userns")))
-    if vb.get("bounding") is not None and set(vb["bounding"]) - bounding:
-        out.append("vb run by root leaves the bounding set at the caller's capabilities "
-                   "(bubblewrap); the manifest's bounding set is the kept capabilities")
-    if vb.get("cap_ambient"):
-        out.append("--cap-add/--cap-drop as uid 0: vb makes the kept capabilities inheritable and "
-                   "ambient (bubblewrap); the manifest does not")
-    if vb.get("user_try"):
-        out.append("--unshare-user-try: vb goes on without a user namespace when the kernel "
-                   "refuses one; the manifest does not ask for one")
-    if vb.get("cgroup_try"):
-        out.append("--unshare-cgroup-try: vb goes on without a cgroup namespace when the kernel "
-                   "has none; the manifest requires it")
+    out += _cap_notes(spec)
+    for key, option, what in (("user_try", "--unshare-user-try", "user"),
+                              ("cgroup_try", "--unshare-cgroup-try", "cgroup")):
+        if not vb.get(key):
+            continue
+        if spec["namespaces"][what] is True:
+            out.append(f"{option}: {what} namespaces are available here, so vb (as bubblewrap) creates "
+                       f"one, and the manifest asks for one (namespaces.{what}: true); where they are "
+                       "not available vb goes on without one, and `vbdecl run` of the manifest fails")
+        else:
+            out.append(f"{option}: {what} namespaces are not available here, so vb (as bubblewrap) goes "
+                       f"on without one, and the manifest asks for none (namespaces.{what}: false); "
+                       f"elsewhere vb creates one")
     if vb.get("userns2_fd") is not None:
         out.append("--userns2: vb switches user namespace before exec; the manifest cannot")
     if vb.get("assert_userns_disabled"):
         out.append("--assert-userns-disabled: vb checks that user namespaces are disabled; the "
                    "manifest cannot")
     return out
+
+
+def _cap_notes(spec: dict[str, Any]) -> list[str]:
+    """How vb's capability sets (bubblewrap's) differ from those the manifest gives:
+    the manifest keeps the command's capabilities, bounds them by the same set, and
+    makes them inheritable and ambient only for a uid other than 0."""
+    exact = (spec.get("vb") or {}).get("capabilities")
+    if exact is None:
+        return []
+    uid = int(spec["process"].get("user") or 0)
+    bounding, kept = _cap_sets(spec["security"].get("capabilities"), uid,
+                               bool(spec["security"].get("disable_userns")))
+    out = []
+    if set(exact["bounding"]) != bounding:
+        out.append(f"vb's bounding set is bubblewrap's ({_caps_text(exact['bounding'])}); the "
+                   f"manifest's is the kept capabilities ({_caps_text(bounding)})")
+    carried = kept if uid != 0 else set()
+    inheritable, ambient = set(exact["inheritable"]), set(exact["ambient"])
+    if inheritable != carried or ambient != carried:
+        ours = (f"vb makes {_caps_text(ambient)} inheritable and ambient" if inheritable == ambient
+                else f"vb's inheritable capabilities are {_caps_text(inheritable)} and its ambient ones "
+                     f"{_caps_text(ambient)}")
+        theirs = "none (uid 0)" if uid == 0 else f"the kept ones ({_caps_text(carried)})"
+        out.append(f"{ours} (bubblewrap); the manifest makes {theirs} inheritable and ambient")
+    return out
+
+
+def _caps_text(names: Any) -> str:
+    """Capability names in short: none, all, all but a few, or the list."""
+    from vbdecl.model.names import CAPABILITIES
+
+    have = set(names)
+    if not have:
+        return "none"
+    missing = set(CAPABILITIES) - have
+    if len(missing) < len(have):
+        return "all" if not missing else "all but " + ", ".join(sorted(missing, key=CAPABILITIES.__getitem__))
+    return ", ".join(sorted(have, key=CAPABILITIES.__getitem__))
 
 
 def _cap_sets(caps: dict[str, Any] | None, uid: int, disable_userns: bool) -> tuple[set[str], set[str]]:
@@ -285,25 +336,28 @@ def _cap_args(caps: dict[str, Any] | None, uid: int, disable_userns: bool) -> li
 
 
 def manifest_to_bwrap(spec: dict[str, Any]) -> list[str]:
-    """bubblewrap arguments for a normalized spec; NotExpressible when it cannot."""
+    """bubblewrap arguments for a normalized spec; NotExpressible, naming every part
+    it cannot say, when there is any."""
     args: list[str] = []
+    problems: list[str] = []
     if spec.get("rootfs"):
-        raise NotExpressible("spec.rootfs: bubblewrap always builds a fresh root; "
+        problems.append("spec.rootfs: bubblewrap always builds a fresh root; "
                              "bind the directory's contents instead")
     for name, flag in _NS_FLAGS.items():
         value = spec["namespaces"][name]
         if isinstance(value, dict):
-            raise NotExpressible(f"namespaces.{name}.join: bubblewrap joins namespaces only by fd")
-        if value:
+            problems.append(f"namespaces.{name}.join: bubblewrap joins namespaces only by fd")
+        elif value:
             args.append(flag)
     if spec["network"]["mode"] == "bridge":
-        raise NotExpressible("network.mode bridge: bubblewrap has no networking beyond a new namespace")
+        problems.append("network.mode bridge: bubblewrap has no networking beyond a new namespace")
     if spec["idmap"]:
         uid = spec["idmap"]["uid"]
         gid = spec["idmap"]["gid"]
         if len(uid) != 1 or len(gid) != 1 or uid[0]["count"] != 1 or gid[0]["count"] != 1:
-            raise NotExpressible("idmap ranges: bubblewrap maps exactly one uid and gid")
-        args += ["--uid", str(uid[0]["inside"]), "--gid", str(gid[0]["inside"])]
+            problems.append("idmap ranges: bubblewrap maps exactly one uid and gid")
+        else:
+            args += ["--uid", str(uid[0]["inside"]), "--gid", str(gid[0]["inside"])]
     if spec.get("hostname"):
         args += ["--hostname", spec["hostname"]]
     for e in spec["filesystem"]:
@@ -334,7 +388,7 @@ def manifest_to_bwrap(spec: dict[str, Any]) -> list[str]:
             else:
                 args += [f"--{kind}", e["target"]]
         else:  # file, bind-data: bubblewrap reads them from fds only
-            raise NotExpressible(f"filesystem {kind} {e['target']}: bubblewrap reads file "
+            problems.append(f"filesystem {kind} {e['target']}: bubblewrap reads file "
                                  "contents from fds only")
     proc = spec["process"]
     if proc.get("cwd"):
@@ -355,10 +409,10 @@ def manifest_to_bwrap(spec: dict[str, Any]) -> list[str]:
         args.append("--as-pid-1")
     sec = spec["security"]
     if sec["seccomp"] != "off":
-        raise NotExpressible("security.seccomp: bubblewrap takes compiled BPF programs from fds; "
+        problems.append("security.seccomp: bubblewrap takes compiled BPF programs from fds; "
                              "set seccomp: off or keep the manifest")
     if sec.get("landlock"):
-        raise NotExpressible("security.landlock: bubblewrap has no Landlock options")
+        problems.append("security.landlock: bubblewrap has no Landlock options")
     args += _cap_args(sec.get("capabilities"), int(proc.get("user") or 0), bool(sec["disable_userns"]))
     if sec["disable_userns"]:
         args.append("--disable-userns")
@@ -366,7 +420,9 @@ def manifest_to_bwrap(spec: dict[str, Any]) -> list[str]:
         args += ["--lock-file", spec["status"]["lock_file"]]
     limits = spec["limits"]
     if any(limits.get(k) is not None for k in ("memory", "memory_swap", "cpu", "cpu_weight", "pids", "io_weight")):
-        raise NotExpressible("limits: bubblewrap has no resource limits (use `vb --limit-*` or the manifest)")
+        problems.append("limits: bubblewrap has no resource limits (use `vb --limit-*` or the manifest)")
+    if problems:
+        raise NotExpressible(problems)
     args.append("--")
     args += list(proc["command"] or ["/bin/sh"])
     return args

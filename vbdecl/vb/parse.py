@@ -20,8 +20,7 @@ if TYPE_CHECKING:
     from typing import Any
 
 
-MAX_ARGS_DEPTH = 8
-ARGS_FD_LIMIT = 1 << 20  # bytes read from one --args fd
+MAX_ARGS = 9000     # bubblewrap's limit on arguments, those read with --args included
 
 # Modes bubblewrap gives what it creates when no --perms precedes it.
 DEFAULT_TMPFS_MODE = 0o755
@@ -81,6 +80,24 @@ _ARITY: dict[str, int] = {
 }
 
 _ARITY_WORDS = {1: "an argument", 2: "two arguments", 3: "three arguments"}
+# where bubblewrap words it otherwise ("--ro-bind-fd" shares "--bind-fd"'s message)
+_ARITY_TEXT = {"--argv0": "--argv0 takes one argument", "--chdir": "--chdir takes one argument",
+               "--remount-ro": "--remount-ro takes one argument",
+               "--ro-bind-fd": "--bind-fd takes two arguments",
+               "--overlay-src": "--overlay-src must be followed by another --overlay-src or one of "
+                                "--overlay, --tmp-overlay, or --ro-overlay"}
+_OVERLAY_SRC_ALONE = _ARITY_TEXT["--overlay-src"]
+
+# Options bubblewrap warns about when given again: the last one wins.
+_LAST_WINS = {"--chdir", "--sync-fd", "--block-fd", "--userns-block-fd", "--info-fd", "--json-status-fd",
+              "--seccomp", "--userns", "--userns2", "--pidns", "--uid", "--gid", "--hostname"}
+
+# Options that take one fd, and the VbOptions attribute that holds it.
+_FD_OPTIONS = {"--userns": "userns_fd", "--userns2": "userns2_fd", "--pidns": "pidns_fd",
+               "--sync-fd": "sync_fd", "--block-fd": "block_fd", "--userns-block-fd": "userns_block_fd",
+               "--info-fd": "info_fd", "--json-status-fd": "json_status_fd"}
+
+ALL_CAPS = (1 << 64) - 1    # --cap-add/--cap-drop ALL (bubblewrap: both words all ones)
 
 
 class VbOptions:
@@ -112,15 +129,15 @@ class VbOptions:
     seccomp_fds: list[int]
     used_seccomp: bool = False
     used_add_seccomp: bool = False
-    exec_label: str | None = None
-    file_label: str | None = None
     new_session: bool = False
     die_with_parent: bool = False
     as_pid_1: bool = False
     pivot: bool = True
     level_prefix: bool = False
     print_manifest: bool = False
-    cap_ops: list[tuple[str, str]]  # ("add"/"drop", NAME|ALL)
+    cap_ops: list[tuple[str, int]]  # ("add"/"drop", capability bits)
+    warnings: list[str]     # bubblewrap's warnings, in order ("Only the last ...")
+    given: set[str]         # the options of _LAST_WINS met so far
     filesystem: list[dict[str, Any]]
     landlock: dict[str, list[str]]
     landlock_try: list[str]
@@ -136,7 +153,9 @@ class VbOptions:
         self.env_unsets: list[str] = []
         self.lock_files: list[str] = []
         self.seccomp_fds: list[int] = []
-        self.cap_ops: list[tuple[str, str]] = []
+        self.cap_ops: list[tuple[str, int]] = []
+        self.warnings: list[str] = []
+        self.given: set[str] = set()
         self.filesystem: list[dict[str, Any]] = []
         self.landlock: dict[str, list[str]] = {
             "read": [], "write": [], "read_write": [], "execute": []}
@@ -145,12 +164,19 @@ class VbOptions:
         self.command: list[str] = []
 
 
+def _strtol(value: str) -> int | None:
+    """``value`` as bubblewrap reads an fd or id: strtol base 10, the whole string, an int."""
+    text = value.lstrip(" \t\n\v\f\r")
+    digits = text[1:] if text[:1] in ("+", "-") else text
+    if not digits or not digits.isascii() or not digits.isdigit():
+        return None
+    n = int(text, 10)
+    return n if -(1 << 31) <= n < 1 << 31 else None
+
+
 def _fd(opt: str, value: str) -> int:
-    try:
-        fd = int(value, 10)
-    except ValueError:
-        raise VbUsageError(f"Invalid fd: {value}") from None
-    if fd < 0:
+    fd = _strtol(value)
+    if fd is None or fd < 0:
         raise VbUsageError(f"Invalid fd: {value}")
     return fd
 
@@ -173,274 +199,287 @@ def _octal(opt: str, value: str) -> int:
 
 
 def _id(opt: str, value: str) -> int:
-    try:
-        n = int(value, 10)
-    except ValueError:
-        raise VbUsageError(f"Invalid {opt.lstrip('-')}: {value}") from None
-    if n < 0:
+    n = _strtol(value)
+    if n is None or n < 0:
         raise VbUsageError(f"Invalid {opt.lstrip('-')}: {value}")
     return n
 
 
 def _read_args_fd(fd: int) -> list[str]:
+    """The NUL-separated arguments of an --args fd (read to its end, then closed)."""
     chunks = []
-    total = 0
     while True:
         try:
             chunk = os.read(fd, 65536)
         except OSError as exc:
-            raise VbUsageError(f"Failed to read --args fd {fd}: {exc.strerror}") from None
+            raise VbUsageError(f"Can't read --args data: {exc.strerror}") from None
         if not chunk:
             break
-        total += len(chunk)
-        if total > ARGS_FD_LIMIT:
-            raise VbUsageError(f"--args fd {fd} holds more than {ARGS_FD_LIMIT} bytes")
         chunks.append(chunk)
     try:
         os.close(fd)
     except OSError:
         pass
-    data = b"".join(chunks)
     # bubblewrap splits on NUL; a trailing NUL ends the last argument.
-    parts = data.split(b"\0")
+    parts = b"".join(chunks).split(b"\0")
     if parts and parts[-1] == b"":
         parts.pop()
     return [os.fsdecode(p) for p in parts]
 
 
-def expand_args(argv: list[str], depth: int = 0) -> list[str]:
-    """Splice every ``--args FD`` (before the command) into the argument list."""
-    out: list[str] = []
-    i = 0
-    while i < len(argv):
-        arg = argv[i]
-        if arg == "--":
-            out.extend(argv[i:])
-            break
-        if arg == "--args":
-            if i + 1 >= len(argv):
-                raise VbUsageError("--args takes an argument")
-            if depth >= MAX_ARGS_DEPTH:
-                raise VbUsageError("--args nested too deeply")
-            out.extend(expand_args(_read_args_fd(_fd(arg, argv[i + 1])), depth + 1))
-            i += 2
-            continue
-        if not arg.startswith("-"):
-            out.extend(argv[i:])
-            break
-        arity = _ARITY.get(arg, 0)
-        out.extend(argv[i:i + 1 + arity])
-        i += 1 + arity
-    return out
+class _Pending:
+    """What modifies the next option (bubblewrap's next_perms, next_size_arg and its
+    overlay sources), and the number of arguments parsed, shared across --args."""
+
+    def __init__(self, total: int) -> None:
+        self.perms: int | None = None
+        self.size: int | None = None
+        self.overlay_srcs: list[str] = []
+        self.total = total
+
+    def take_perms(self, default: int) -> int:
+        """The mode --perms gave the option that creates a file (consumed), else ``default``."""
+        perms, self.perms = self.perms, None
+        return default if perms is None else perms
 
 
 def parse(argv: list[str], *, uid: int | None = None, gid: int | None = None) -> VbOptions:
     """Parse the arguments after the program name. ``uid``/``gid``: the caller's real
-    ids (default: ours), which bubblewrap's rules depend on."""
-    args = expand_args(argv)
+    ids (default: ours), which bubblewrap's rules depend on. The warnings given on
+    the way are in ``warnings``, of the options or of the exception raised."""
     o = VbOptions()
-    pending_perms: int | None = None
-    pending_size: int | None = None
-    overlay_srcs: list[str] = []
+    try:
+        if len(argv) > MAX_ARGS:
+            raise VbUsageError(f"Exceeded maximum number of arguments {MAX_ARGS}")
+        st = _Pending(len(argv))
+        o.command = _parse_list(o, st, list(argv), in_file=False)
+        if st.overlay_srcs:
+            raise VbUsageError(_OVERLAY_SRC_ALONE)
+        _check(o, os.getuid() if uid is None else uid, os.getgid() if gid is None else gid)
+    except (VbUsageError, HelpRequested, VersionRequested) as err:
+        err.warnings = o.warnings   # type: ignore[union-attr]
+        raise
+    return o
+
+
+def _parse_list(o: VbOptions, st: _Pending, args: list[str], *, in_file: bool) -> list[str]:
+    """bubblewrap's parse_args_recurse: the options of ``args`` in order, each checked
+    when it is met; returns what follows them (the command, at the top level)."""
     i = 0
     while i < len(args):
         opt = args[i]
         if opt == "--":
-            o.command = args[i + 1:]
-            break
+            return args[i + 1:]
         if not opt.startswith("-"):
-            o.command = args[i:]
-            break
+            return args[i:]
         if opt not in _ARITY:
             raise VbUsageError(f"Unknown option {opt}")
         n = _ARITY[opt]
         if i + n >= len(args):
-            raise VbUsageError(f"{opt} takes {_ARITY_WORDS[n]}")
+            raise VbUsageError(_ARITY_TEXT.get(opt) or f"{opt} takes {_ARITY_WORDS[n]}")
         a = args[i + 1:i + 1 + n]
         i += 1 + n
-
-        if pending_perms is not None and opt not in _PERMS_CONSUMERS and opt not in ("--size", "--perms"):
-            raise VbUsageError("--perms must be followed by an option that creates a file")
-        if pending_size is not None and opt not in _SIZE_CONSUMERS and opt not in ("--perms", "--size"):
-            raise VbUsageError("--size must be followed by --tmpfs")
-        if overlay_srcs and opt not in _OVERLAY_CONSUMERS and opt != "--overlay-src":
-            raise VbUsageError("--overlay-src must be followed by another --overlay-src or one of --overlay, --tmp-overlay, or --ro-overlay")
-
-        if opt == "--help":
-            raise HelpRequested
-        if opt == "--version":
-            raise VersionRequested
-        if opt == "--level-prefix":
-            o.level_prefix = True
-        elif opt == "--print-manifest":
-            o.print_manifest = True
-        elif opt == "--unshare-all":
-            o.unshare.update(ipc=True, pid=True, net=True, uts=True)
-            o.user_try = True
-            o.cgroup_try = True
-        elif opt == "--share-net":
-            o.unshare["net"] = False
-        elif opt == "--unshare-user":
-            o.unshare["user"] = True
-        elif opt == "--unshare-user-try":
-            o.user_try = True
-        elif opt == "--unshare-cgroup-try":
-            o.cgroup_try = True
-        elif opt.startswith("--unshare-"):
-            o.unshare[opt[len("--unshare-"):]] = True
-        elif opt == "--userns":
-            o.userns_fd = _fd(opt, a[0])
-        elif opt == "--userns2":
-            o.userns2_fd = _fd(opt, a[0])
-        elif opt == "--pidns":
-            o.pidns_fd = _fd(opt, a[0])
-        elif opt == "--disable-userns":
-            o.disable_userns = True
-        elif opt == "--assert-userns-disabled":
-            o.assert_userns_disabled = True
-        elif opt == "--uid":
-            o.uid = _id(opt, a[0])
-        elif opt == "--gid":
-            o.gid = _id(opt, a[0])
-        elif opt == "--hostname":
-            o.hostname = a[0]
-        elif opt == "--chdir":
-            o.chdir = a[0]
-        elif opt == "--argv0":
-            o.argv0 = a[0]
-        elif opt == "--setenv":
-            o.env_ops.append(("set", f"{a[0]}={a[1]}"))
-        elif opt == "--unsetenv":
-            o.env_ops.append(("unset", a[0]))
-        elif opt == "--clearenv":
-            o.env_ops.append(("clear", None))
-        elif opt == "--lock-file":
-            o.lock_files.append(a[0])
-        elif opt == "--sync-fd":
-            o.sync_fd = _fd(opt, a[0])
-        elif opt == "--block-fd":
-            o.block_fd = _fd(opt, a[0])
-        elif opt == "--userns-block-fd":
-            o.userns_block_fd = _fd(opt, a[0])
-        elif opt == "--info-fd":
-            o.info_fd = _fd(opt, a[0])
-        elif opt == "--json-status-fd":
-            o.json_status_fd = _fd(opt, a[0])
-        elif opt == "--seccomp":
-            if o.used_add_seccomp:
-                raise VbUsageError("--seccomp cannot be combined with --add-seccomp-fd")
-            o.used_seccomp = True
-            o.seccomp_fds = [_fd(opt, a[0])]
-        elif opt == "--add-seccomp-fd":
-            if o.used_seccomp:
-                raise VbUsageError("--add-seccomp-fd cannot be combined with --seccomp")
-            o.used_add_seccomp = True
-            o.seccomp_fds.append(_fd(opt, a[0]))
-        elif opt == "--exec-label":
-            o.exec_label = a[0]
-        elif opt == "--file-label":
-            o.file_label = a[0]
-        elif opt == "--new-session":
-            o.new_session = True
-        elif opt == "--die-with-parent":
-            o.die_with_parent = True
-        elif opt == "--as-pid-1":
-            o.as_pid_1 = True
-        elif opt == "--pivot-root":
-            o.pivot = True
-        elif opt in ("--chroot", "--no-pivot-root"):
-            o.pivot = False
-        elif opt in ("--cap-add", "--cap-drop"):
-            o.cap_ops.append((opt[len("--cap-"):], _cap_name(a[0])))
-        elif opt == "--perms":
-            if pending_perms is not None:
-                raise VbUsageError("--perms given twice for the same action")
-            pending_perms = _octal(opt, a[0])
-            continue
-        elif opt == "--size":
-            if pending_size is not None:
-                raise VbUsageError("--size given twice for the same action")
-            pending_size = _size(a[0])
-            continue
-        elif opt in ("--bind", "--bind-try", "--dev-bind", "--dev-bind-try", "--ro-bind", "--ro-bind-try"):
-            kind = opt[2:].removesuffix("-try")
-            o.filesystem.append({"type": kind, "source": a[0], "target": a[1],
-                                 "optional": opt.endswith("-try")})
-        elif opt in ("--bind-fd", "--ro-bind-fd"):
-            kind = "ro-bind" if opt == "--ro-bind-fd" else "bind"
-            fd = _fd(opt, a[0])
-            o.filesystem.append({"type": kind, "source": f"/proc/self/fd/{fd}", "fd": fd,
-                                 "target": a[1], "optional": False})
-        elif opt == "--remount-ro":
-            o.filesystem.append({"type": "remount-ro", "target": a[0]})
-        elif opt in ("--proc", "--dev", "--mqueue"):
-            o.filesystem.append({"type": opt[2:], "target": a[0]})
-        elif opt == "--tmpfs":
-            o.filesystem.append({"type": "tmpfs", "target": a[0], "size": pending_size,
-                                 "mode": DEFAULT_TMPFS_MODE if pending_perms is None else pending_perms})
-        elif opt == "--dir":
-            o.filesystem.append({"type": "dir", "target": a[0],
-                                 "mode": DEFAULT_DIR_MODE if pending_perms is None else pending_perms})
-        elif opt == "--file":
-            o.filesystem.append({"type": "file", "target": a[1], "fd": _fd(opt, a[0]),
-                                 "content": None, "source": None,
-                                 "mode": DEFAULT_FILE_MODE if pending_perms is None else pending_perms})
-        elif opt in ("--bind-data", "--ro-bind-data"):
-            o.filesystem.append({"type": "bind-data", "target": a[1], "fd": _fd(opt, a[0]),
-                                 "content": None, "readonly": opt == "--ro-bind-data",
-                                 "mode": DEFAULT_BIND_DATA_MODE if pending_perms is None else pending_perms})
-        elif opt == "--symlink":
-            o.filesystem.append({"type": "symlink", "points_to": a[0], "target": a[1]})
-        elif opt == "--chmod":
-            o.filesystem.append({"type": "chmod", "mode": _octal(opt, a[0]), "target": a[1]})
-        elif opt == "--overlay-src":
-            overlay_srcs.append(a[0])
-            continue
-        elif opt in _OVERLAY_CONSUMERS:
-            if not overlay_srcs:
-                raise VbUsageError(f"{opt} requires at least one --overlay-src")
-            # bubblewrap stacks sources bottom-first; the spec uses the kernel's top-first order.
-            lower = list(reversed(overlay_srcs))
-            overlay_srcs = []
-            if opt == "--overlay":
-                o.filesystem.append({"type": "overlay", "lower": lower, "upper": a[0],
-                                     "work": a[1], "target": a[2]})
-            else:
-                o.filesystem.append({"type": opt[2:], "lower": lower, "target": a[0]})
-        elif opt.startswith("--landlock-"):
-            access = {"read": "read", "write": "write", "rw": "read_write", "exec": "execute"}[
-                opt[len("--landlock-"):].removesuffix("-try")]
-            o.landlock[access].append(a[0])
-            if opt.endswith("-try"):
-                o.landlock_try.append(a[0])
-        elif opt == "--limit-memory":
-            o.limits["memory"] = a[0]
-        elif opt == "--limit-cpu":
-            o.limits["cpu"] = a[0]
-        elif opt == "--limit-pids":
-            o.limits["pids"] = a[0]
-        elif opt == "--net-bridge":
-            o.net_bridge = a[0]
-        pending_perms = None
-        pending_size = None
-
-    if pending_perms is not None:
-        raise VbUsageError("--perms must be followed by an option that creates a file")
-    if pending_size is not None:
-        raise VbUsageError("--size must be followed by --tmpfs")
-    if overlay_srcs:
-        raise VbUsageError("--overlay-src must be followed by another --overlay-src or one of --overlay, --tmp-overlay, or --ro-overlay")
-    _check(o, os.getuid() if uid is None else uid, os.getgid() if gid is None else gid)
-    return o
+        if opt == "--args":
+            if in_file:
+                raise VbUsageError("--args not supported in arguments file")
+            data = _read_args_fd(_fd(opt, a[0]))
+            st.total += len(data)
+            if st.total > MAX_ARGS:
+                raise VbUsageError(f"Exceeded maximum number of arguments {MAX_ARGS}")
+            _parse_list(o, st, data, in_file=True)     # what follows options there is ignored
+        else:
+            if opt in _LAST_WINS:
+                if opt in o.given:
+                    o.warnings.append(f"Only the last {opt} option will take effect")
+                o.given.add(opt)
+            _option(o, st, opt, a)
+        # what --perms, --size and --overlay-src modify must come next
+        if opt not in ("--perms", "--size"):
+            if st.perms is not None:
+                raise VbUsageError("--perms must be followed by an option that creates a file")
+            if st.size is not None:
+                raise VbUsageError("--size must be followed by --tmpfs")
+        if opt != "--overlay-src" and st.overlay_srcs:
+            raise VbUsageError(_OVERLAY_SRC_ALONE)
+    return []
 
 
-def _cap_name(value: str) -> str:
+def _option(o: VbOptions, st: _Pending, opt: str, a: list[str]) -> None:
+    """One option with its arguments ``a``."""
+    if opt == "--help":
+        raise HelpRequested
+    if opt == "--version":
+        raise VersionRequested
+    if opt == "--level-prefix":
+        o.level_prefix = True
+    elif opt == "--print-manifest":
+        o.print_manifest = True
+    elif opt == "--unshare-all":
+        o.unshare.update(ipc=True, pid=True, net=True, uts=True)
+        o.user_try = True
+        o.cgroup_try = True
+    elif opt == "--share-net":
+        o.unshare["net"] = False
+    elif opt == "--unshare-user":
+        o.unshare["user"] = True
+    elif opt == "--unshare-user-try":
+        o.user_try = True
+    elif opt == "--unshare-cgroup-try":
+        o.cgroup_try = True
+    elif opt.startswith("--unshare-"):
+        o.unshare[opt[len("--unshare-"):]] = True
+    elif opt in _FD_OPTIONS:
+        setattr(o, _FD_OPTIONS[opt], _fd(opt, a[0]))
+    elif opt == "--disable-userns":
+        o.disable_userns = True
+    elif opt == "--assert-userns-disabled":
+        o.assert_userns_disabled = True
+    elif opt == "--uid":
+        o.uid = _id(opt, a[0])
+    elif opt == "--gid":
+        o.gid = _id(opt, a[0])
+    elif opt == "--hostname":
+        o.hostname = a[0]
+    elif opt == "--chdir":
+        o.chdir = a[0]
+    elif opt == "--argv0":
+        if o.argv0 is not None:
+            raise VbUsageError("--argv0 used multiple times")
+        o.argv0 = a[0]
+    elif opt == "--setenv":
+        o.env_ops.append(("set", f"{a[0]}={a[1]}"))
+    elif opt == "--unsetenv":
+        o.env_ops.append(("unset", a[0]))
+    elif opt == "--clearenv":
+        o.env_ops.append(("clear", None))
+    elif opt == "--lock-file":
+        o.lock_files.append(a[0])
+    elif opt == "--seccomp":
+        if o.used_add_seccomp:
+            raise VbUsageError("--seccomp cannot be combined with --add-seccomp-fd")
+        o.used_seccomp = True
+        o.seccomp_fds = [_fd(opt, a[0])]
+    elif opt == "--add-seccomp-fd":
+        if o.used_seccomp:
+            raise VbUsageError("--add-seccomp-fd cannot be combined with --seccomp")
+        o.used_add_seccomp = True
+        o.seccomp_fds.append(_fd(opt, a[0]))
+    elif opt in ("--exec-label", "--file-label"):
+        raise VbUsageError("labeling not supported on this system")   # bubblewrap without SELinux
+    elif opt == "--new-session":
+        o.new_session = True
+    elif opt == "--die-with-parent":
+        o.die_with_parent = True
+    elif opt == "--as-pid-1":
+        o.as_pid_1 = True
+    elif opt == "--pivot-root":
+        o.pivot = True
+    elif opt in ("--chroot", "--no-pivot-root"):
+        o.pivot = False
+    elif opt in ("--cap-add", "--cap-drop"):
+        o.cap_ops.append((opt[len("--cap-"):], _cap_bits(a[0])))
+    elif opt == "--perms":
+        if st.perms is not None:
+            raise VbUsageError("--perms given twice for the same action")
+        st.perms = _octal(opt, a[0])
+    elif opt == "--size":
+        if st.size is not None:
+            raise VbUsageError("--size given twice for the same action")
+        st.size = _size(a[0])
+    elif opt in ("--bind", "--bind-try", "--dev-bind", "--dev-bind-try", "--ro-bind", "--ro-bind-try"):
+        kind = opt[2:].removesuffix("-try")
+        o.filesystem.append({"type": kind, "source": a[0], "target": a[1],
+                             "optional": opt.endswith("-try")})
+    elif opt in ("--bind-fd", "--ro-bind-fd"):
+        kind = "ro-bind" if opt == "--ro-bind-fd" else "bind"
+        fd = _fd(opt, a[0])
+        o.filesystem.append({"type": kind, "source": f"/proc/self/fd/{fd}", "fd": fd,
+                             "target": a[1], "optional": False})
+    elif opt == "--remount-ro":
+        o.filesystem.append({"type": "remount-ro", "target": a[0]})
+    elif opt in ("--proc", "--dev", "--mqueue"):
+        o.filesystem.append({"type": opt[2:], "target": a[0]})
+    elif opt == "--tmpfs":
+        o.filesystem.append({"type": "tmpfs", "target": a[0], "size": st.size,
+                             "mode": st.take_perms(DEFAULT_TMPFS_MODE)})
+        st.size = None
+    elif opt == "--dir":
+        o.filesystem.append({"type": "dir", "target": a[0],
+                             "mode": st.take_perms(DEFAULT_DIR_MODE)})
+    elif opt == "--file":
+        o.filesystem.append({"type": "file", "target": a[1], "fd": _fd(opt, a[0]),
+                             "content": None, "source": None,
+                             "mode": st.take_perms(DEFAULT_FILE_MODE)})
+    elif opt in ("--bind-data", "--ro-bind-data"):
+        o.filesystem.append({"type": "bind-data", "target": a[1], "fd": _fd(opt, a[0]),
+                             "content": None, "readonly": opt == "--ro-bind-data",
+                             "mode": st.take_perms(DEFAULT_BIND_DATA_MODE)})
+    elif opt == "--symlink":
+        o.filesystem.append({"type": "symlink", "points_to": a[0], "target": a[1]})
+    elif opt == "--chmod":
+        o.filesystem.append({"type": "chmod", "mode": _octal(opt, a[0]), "target": a[1]})
+    elif opt == "--overlay-src":
+        st.overlay_srcs.append(a[0])
+    elif opt in _OVERLAY_CONSUMERS:
+        if len(st.overlay_srcs) < (2 if opt == "--ro-overlay" else 1):
+            raise VbUsageError(f"{opt} requires at least {'two' if opt == '--ro-overlay' else 'one'} "
+                               "--overlay-src")
+        # bubblewrap stacks sources bottom-first; the spec uses the kernel's top-first order.
+        lower = list(reversed(st.overlay_srcs))
+        st.overlay_srcs = []
+        if opt == "--overlay":
+            o.filesystem.append({"type": "overlay", "lower": lower, "upper": a[0],
+                                 "work": a[1], "target": a[2]})
+        else:
+            o.filesystem.append({"type": opt[2:], "lower": lower, "target": a[0]})
+    elif opt.startswith("--landlock-"):
+        access = {"read": "read", "write": "write", "rw": "read_write", "exec": "execute"}[
+            opt[len("--landlock-"):].removesuffix("-try")]
+        o.landlock[access].append(a[0])
+        if opt.endswith("-try"):
+            o.landlock_try.append(a[0])
+    elif opt == "--limit-memory":
+        o.limits["memory"] = a[0]
+    elif opt == "--limit-cpu":
+        o.limits["cpu"] = a[0]
+    elif opt == "--limit-pids":
+        o.limits["pids"] = a[0]
+    elif opt == "--net-bridge":
+        o.net_bridge = a[0]
+
+
+def _cap_bits(value: str) -> int:
+    """A --cap-add/--cap-drop argument as bubblewrap reads it: ALL (any case), a name
+    as libcap's cap_from_name reads it (CAP_NET_RAW in any case; vb also takes
+    NET_RAW), or a number below 64 (strtoul base 0, what follows the digits ignored)."""
     from vbdecl.model.names import CAPABILITIES
 
-    name = value.upper().removeprefix("CAP_")
-    if name != "ALL" and name not in CAPABILITIES:
-        raise VbUsageError(f"{value} is not a valid capability")
-    return name
+    if value.upper() == "ALL":
+        return ALL_CAPS
+    if value[:1].isdigit():
+        number = _strtoul_prefix(value)
+        if number < 64:
+            return 1 << number
+    else:
+        bit = CAPABILITIES.get(value.upper().removeprefix("CAP_"))
+        if bit is not None:
+            return 1 << bit
+    raise VbUsageError(f"unknown cap: {value}")
+
+
+def _strtoul_prefix(text: str) -> int:
+    """strtoul(text, NULL, 0) of a string that starts with a digit: the leading number."""
+    if text[:2].lower() == "0x" and text[2:3] and text[2:3] in "0123456789abcdefABCDEF":
+        base, digits = 16, "0123456789abcdefABCDEF"
+        text = text[2:]
+    elif text.startswith("0"):
+        base, digits = 8, "01234567"
+    else:
+        base, digits = 10, "0123456789"
+    end = 0
+    while end < len(text) and text[end] in digits:
+        end += 1
+    return int(text[:end], base)
 
 
 def _check(o: VbOptions, real_uid: int, real_gid: int) -> None:
@@ -448,8 +487,6 @@ def _check(o: VbOptions, real_uid: int, real_gid: int) -> None:
     main() after parse_args). A non-setuid bubblewrap run by a non-root user implies
     --unshare-user (without --userns) after the rules about user namespace options
     and before those about ids; vb does the same."""
-    if o.exec_label or o.file_label:
-        raise VbUsageError("labeling not supported on this system")  # bubblewrap without SELinux
     if o.used_seccomp and o.used_add_seccomp:
         raise VbUsageError("--seccomp cannot be combined with --add-seccomp-fd")
     if o.userns_block_fd is not None and not o.unshare["user"]:
@@ -467,13 +504,14 @@ def _check(o: VbOptions, real_uid: int, real_gid: int) -> None:
     # vb's own rules (bubblewrap would fail later, or not at all)
     if o.userns2_fd is not None and o.userns_fd is None:
         raise VbUsageError("--userns2 requires --userns")
-    if o.assert_userns_disabled and (o.unshare["user"]):
-        raise VbUsageError("--assert-userns-disabled is not compatible with --unshare-user")
     if real_uid != 0 and o.userns_fd is None:
         o.unshare["user"] = True      # not setuid: a user namespace is the only way
+    o.user_try = o.user_try and not o.unshare["user"]
+    if o.user_try and not _userns_disabled():
+        o.unshare["user"] = True      # bubblewrap looks before it creates the namespaces
     if not o.command:
         raise UsageRequested
-    wants_user = o.unshare["user"] or o.user_try or o.userns_fd is not None
+    wants_user = o.unshare["user"] or o.userns_fd is not None
     if o.uid is not None and o.uid != real_uid and not wants_user:
         raise VbUsageError("Specifying --uid requires --unshare-user or --userns")
     if o.gid is not None and o.gid != real_gid and not wants_user:
@@ -484,6 +522,24 @@ def _check(o: VbOptions, real_uid: int, real_gid: int) -> None:
         raise VbUsageError("Specifying --as-pid-1 requires --unshare-pid")
     if o.as_pid_1 and o.lock_files:
         raise VbUsageError("Specifying --as-pid-1 and --lock-file is not permitted")
+
+
+def _userns_disabled() -> bool:
+    """--unshare-user-try as bubblewrap decides it: user namespaces are off when the
+    kernel has none, its user_namespace module is not enabled, or
+    user.max_user_namespaces is 0."""
+    if not os.path.exists("/proc/self/ns/user"):
+        return True
+    for path, off in (("/sys/module/user_namespace/parameters/enable", "N"),
+                      ("/proc/sys/user/max_user_namespaces", "0\n")):
+        try:
+            with open(path) as f:
+                value = f.read()
+        except OSError:
+            continue
+        if value == off or (off == "N" and value.startswith("N")):
+            return True
+    return False
 
 
 def _env(o: VbOptions) -> tuple[bool, dict[str, str], list[str]]:
@@ -508,33 +564,54 @@ def _env(o: VbOptions) -> tuple[bool, dict[str, str], list[str]]:
     return clear, env, unset
 
 
-def _capabilities(o: VbOptions, privileged: bool, *, held: set[str] | None = None
-                  ) -> tuple[dict[str, list[str]], bool]:
-    """bubblewrap keeps every capability for a privileged caller (or uid 0 in a new
-    user namespace) and none otherwise; --cap-add/--cap-drop apply in order.
+def _requested_caps(o: VbOptions, real_uid: int, caller: dict[str, int], full: int) -> int:
+    """bubblewrap's requested_caps: the caller's effective set for root, else none;
+    then --cap-add/--cap-drop in order (ALL: every capability)."""
+    requested = caller["CapEff"] if real_uid == 0 else 0
+    for op, bits in o.cap_ops:
+        requested = requested | bits if op == "add" else requested & ~bits
+    return requested & full
 
-    ``held``: the caller's permitted set when the sandbox stays in the caller's user
-    namespace (root without one), else None. There bubblewrap capset()s the requested
-    set as permitted, effective and inheritable, and ignores the EPERM when it asks
-    for more than the caller holds (e.g. --cap-add ALL where a capability is missing
-    from the caller's set): nothing changes then, so the inheritable set stays empty
-    and no capability can be raised to ambient. The second value says whether kept
-    capabilities become inheritable and ambient. vb keeps what is held, with the
-    drops asked for (bubblewrap would keep even those: stricter, not looser)."""
-    from vbdecl.model.names import CAPABILITIES
 
-    keep: set[str] = _caller_caps(CAPABILITIES) if privileged else set()
-    for op, name in o.cap_ops:
-        names = set(CAPABILITIES) if name == "ALL" else {name}
-        if op == "add":
-            keep |= names
-        else:
-            keep -= names
-    ambient = bool(o.cap_ops)
-    if held is not None and keep - held:
-        keep &= held
-        ambient = False
-    return _cap_lists(keep), ambient
+def bwrap_capabilities(requested: int, capset: bool, userns: bool, caller: dict[str, int],
+                       full: int) -> dict[str, int]:
+    """The capability sets bubblewrap (not setuid) leaves its command just before
+    execve, as masks: ``bounding``, ``permitted``, ``inheritable``, ``ambient``.
+
+    - ``requested``: requested_caps (:func:`_requested_caps`);
+    - ``capset``: whether bubblewrap capset()s them (drop_all_caps): always for a
+      non-root caller, for root only after --cap-add/--cap-drop;
+    - ``userns``: the command runs in a user namespace bubblewrap created or joined:
+      it starts there with every capability and an empty inheritable set, and
+      bubblewrap drops from the bounding set what was not requested; otherwise the
+      caller's sets (``caller``: the CapPrm/CapInh/CapBnd/CapAmb masks) stay as they are.
+
+    capset() fails when it asks for a capability that is not permitted (or, as
+    inheritable, neither inheritable nor in the bounding set); bubblewrap ignores
+    that failure for root and nothing changes. Then it raises each requested
+    capability to ambient, which works only for those permitted and inheritable.
+    """
+    if userns:
+        bounding, permitted, inheritable, ambient = requested & full, full, 0, 0
+    else:
+        bounding, permitted = caller["CapBnd"], caller["CapPrm"]
+        inheritable, ambient = caller["CapInh"], caller["CapAmb"]
+    if capset and not requested & ~permitted and not requested & ~(inheritable | bounding):
+        permitted = inheritable = requested
+        ambient &= requested
+    ambient |= requested & permitted & inheritable
+    return {"bounding": bounding, "permitted": permitted, "inheritable": inheritable,
+            "ambient": ambient}
+
+
+def payload_capabilities(sets: dict[str, int], root: bool) -> int:
+    """The permitted (and effective) set of the command bubblewrap execs with ``sets``
+    (no_new_privs on, a program without file capabilities): for uid 0 what the
+    bounding and inheritable sets allow of the permitted set, plus the ambient set;
+    for another uid the ambient set."""
+    if not root:
+        return sets["ambient"]
+    return (sets["bounding"] | sets["inheritable"]) & sets["permitted"] | sets["ambient"]
 
 
 def _cap_lists(keep: set[str]) -> dict[str, list[str]]:
@@ -545,22 +622,48 @@ def _cap_lists(keep: set[str]) -> dict[str, list[str]]:
     return {"drop": ["ALL"], "add": sorted(keep, key=lambda n: CAPABILITIES[n])}
 
 
-def _caller_caps(known: dict[str, int]) -> set[str]:
-    """The capabilities vb itself holds (bubblewrap run by root keeps the caller's
-    permitted set, also in a new user namespace)."""
-    try:
-        with open("/proc/self/status") as f:
-            line = next(x for x in f if x.startswith("CapPrm:"))
-        mask = int(line.split()[1], 16)
-    except (OSError, StopIteration, ValueError, IndexError):
-        return set(known)
-    return {name for name, bit in known.items() if mask >> bit & 1}
-
-
-def _root_bounding() -> list[str]:
+def _mask_names(mask: int) -> list[str]:
     from vbdecl.model.names import CAPABILITIES
 
-    return sorted(_caller_caps(CAPABILITIES))
+    return [name for name, bit in sorted(CAPABILITIES.items(), key=lambda kv: kv[1]) if mask >> bit & 1]
+
+
+def caller_cap_masks() -> dict[str, int]:
+    """This process's CapInh/CapPrm/CapEff/CapBnd/CapAmb masks (/proc/self/status):
+    the caller's, as bubblewrap sees them when it starts."""
+    masks: dict[str, int] = {}
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Cap"):
+                    key, _, value = line.partition(":")
+                    masks[key] = int(value.strip(), 16)
+    except (OSError, ValueError):
+        pass
+    full = _full_mask()
+    for key in ("CapPrm", "CapEff", "CapBnd"):
+        masks.setdefault(key, full)
+    for key in ("CapInh", "CapAmb"):
+        masks.setdefault(key, 0)
+    return masks
+
+
+def _full_mask() -> int:
+    """Every capability the running kernel knows (and vbdecl names)."""
+    from vbdecl.model.names import CAP_LAST
+
+    try:
+        with open("/proc/sys/kernel/cap_last_cap") as f:
+            last = min(int(f.read()), CAP_LAST)
+    except (OSError, ValueError):
+        last = CAP_LAST
+    return (1 << (last + 1)) - 1
+
+
+def _caller_caps(known: dict[str, int]) -> set[str]:
+    """The capabilities vb itself holds (its permitted set)."""
+    mask = caller_cap_masks()["CapPrm"]
+    return {name for name, bit in known.items() if mask >> bit & 1}
 
 
 def to_document(o: VbOptions, *, uid: int | None = None, gid: int | None = None,
@@ -569,17 +672,23 @@ def to_document(o: VbOptions, *, uid: int | None = None, gid: int | None = None,
     real_uid = os.getuid() if uid is None else uid
     real_gid = os.getgid() if gid is None else gid
     # Not setuid: an unprivileged caller always gets a user namespace, as bubblewrap does.
-    user = o.unshare["user"] or o.user_try or (real_uid != 0 and o.userns_fd is None)
+    user = o.unshare["user"] or (real_uid != 0 and o.userns_fd is None)
     sandbox_uid = o.uid if o.uid is not None else real_uid
     sandbox_gid = o.gid if o.gid is not None else real_gid
-    privileged = real_uid == 0 if not user else sandbox_uid == 0
     clear, env, unset = _env(o)
-    held = None
-    if real_uid == 0 and not user and o.userns_fd is None and o.cap_ops:
+    caller = caller_cap_masks()
+    full = _full_mask()
+    sets = bwrap_capabilities(_requested_caps(o, real_uid, caller, full), bool(o.cap_ops) or real_uid != 0,
+                              user or o.userns_fd is not None, caller, full)
+    if o.disable_userns:
+        # vb limits user namespaces in the sandbox's own user namespace (bubblewrap: in one
+        # it nests below it): CAP_SYS_RESOURCE there could raise the limit again
         from vbdecl.model.names import CAPABILITIES
 
-        held = _caller_caps(CAPABILITIES)
-    caps, cap_ambient = _capabilities(o, privileged, held=held)
+        keep = ~(1 << CAPABILITIES["SYS_RESOURCE"])
+        sets = {key: mask & keep for key, mask in sets.items()}
+    # the manifest's security.capabilities: what the command holds (it cannot say more)
+    caps = _cap_lists(set(_mask_names(payload_capabilities(sets, sandbox_uid == 0))))
 
     namespaces: dict[str, Any] = {
         "user": {"join": f"/proc/self/fd/{o.userns_fd}"} if o.userns_fd is not None else user,
@@ -588,7 +697,8 @@ def to_document(o: VbOptions, *, uid: int | None = None, gid: int | None = None,
         "uts": o.unshare["uts"],
         "ipc": o.unshare["ipc"],
         "net": o.unshare["net"] or o.net_bridge is not None,
-        "cgroup": o.unshare["cgroup"] or o.cgroup_try,
+        # bubblewrap: with --unshare-cgroup-try, a cgroup namespace when the kernel has them
+        "cgroup": o.unshare["cgroup"] or (o.cgroup_try and os.path.exists("/proc/self/ns/cgroup")),
     }
     if o.pidns_fd is not None:
         # bubblewrap: --pidns FD is joined; with --unshare-pid it is the parent of the new one
@@ -665,17 +775,17 @@ def to_document(o: VbOptions, *, uid: int | None = None, gid: int | None = None,
         "vb": {
             "info_fd": o.info_fd, "json_status_fd": o.json_status_fd, "sync_fd": o.sync_fd,
             "block_fd": o.block_fd, "userns_block_fd": o.userns_block_fd,
-            "seccomp_fds": list(o.seccomp_fds), "as_pid_1": o.as_pid_1, "pivot": o.pivot,
+            "seccomp_fds": list(o.seccomp_fds),
+            "seccomp_option": "--add-seccomp-fd" if o.used_add_seccomp else "--seccomp",
+            "as_pid_1": o.as_pid_1, "pivot": o.pivot,
             "level_prefix": o.level_prefix, "userns_fd": o.userns_fd, "userns2_fd": o.userns2_fd,
             "pidns_fd": o.pidns_fd, "assert_userns_disabled": o.assert_userns_disabled,
-            "lock_files": list(o.lock_files), "user_try": o.user_try and not o.unshare["user"],
+            "lock_files": list(o.lock_files), "user_try": o.user_try,
             "cgroup_try": o.cgroup_try and not o.unshare["cgroup"],
             "cwd_fallback": cwd if cwd is not None else _getcwd(),
             "net_files": False,     # bubblewrap never binds /etc/resolv.conf
-            "cap_ambient": cap_ambient and sandbox_uid == 0,
-            "cap_ops": bool(o.cap_ops),
-            # bubblewrap run by root leaves the bounding set at what the caller holds
-            "bounding": _root_bounding() if real_uid == 0 else None,
+            # bubblewrap's capability sets before exec, which the runtime sets exactly
+            "capabilities": {key: _mask_names(mask) for key, mask in sets.items()},
         },
     }
     return {"name": "vb", "labels": {}, "annotations": {}, "source": None, "spec": spec}

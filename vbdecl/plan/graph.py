@@ -7,9 +7,6 @@ manifest), so the same graph always gives the same order.
 
 from __future__ import annotations
 
-import graphlib
-import heapq
-
 from vbdecl.errors import PlanError
 
 TYPE_CHECKING = False
@@ -44,6 +41,11 @@ def order(actions: list[Action]) -> list[Action]:
 
 def sorted_with_graphlib(actions: list[Action], index: dict[str, int] | None = None) -> list[Action]:
     """Kahn's algorithm through graphlib, ties broken by emission order."""
+    # Imported here: the compiler emits dependencies first, so order() rarely gets
+    # here, and vb compiles a plan on every start (graphlib and heapq: ~0.5 ms).
+    import graphlib
+    import heapq
+
     if index is None:
         index = {a["id"]: i for i, a in enumerate(actions)}
     sorter: graphlib.TopologicalSorter[int] = graphlib.TopologicalSorter()

@@ -2,7 +2,7 @@
 
 - ``cgroup.group`` (action id ``cgroup``): creates ``<hierarchy>/vbdecl/<instance>``
   in every hierarchy the limits need (see :mod:`vbdecl.sys.cgroupfs`), moves
-  the environment's init in when it exists, and on revert removes the
+  the environment's processes in when it runs (``_take_in``), and on revert removes the
   directories: it kills whatever is left inside, unless the environment lives
   on (``Context.env_stays``: its last limit removed, or an update that added
   limits rolled back), whose processes it moves out of the group alive.

@@ -78,3 +78,25 @@ def test_when_both_fail_pid_1s_error_is_the_one_reported(tmp_path: Path) -> None
                            text=True, timeout=60)
         assert r.returncode == 125
         assert "missing" in r.stderr and "tty" not in r.stderr, r.stderr
+
+
+def test_the_parent_giving_up_after_pid_1_started_ends_the_run(
+        monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]) -> None:
+    """A direct init builds the root while the parent reads the namespaces: when the parent
+    fails there, pid 1 (waiting for the second "go") and its early process go, and the
+    run ends with the parent's error, without hanging (the leak guard checks the rest)."""
+    from vbdecl.errors import RuntimeSetupError
+    from vbdecl.runtime import spawn
+
+    def broken(pid: int) -> dict[str, int]:
+        raise RuntimeSetupError("cannot read the namespaces (test)")
+
+    monkeypatch.setattr(spawn.sysns, "own_ns_inodes", broken)
+    spec: dict[str, Any] = make_spec(["/bin/sh", "-c", "echo ran"], filesystem=[
+        {"type": "ro-bind", "source": "/usr", "target": "/usr", "optional": False},
+        {"type": "symlink", "target": "/bin", "points_to": "usr/bin"},
+    ])
+    capfd.readouterr()
+    result = run_spec(spec)
+    assert result.code == 125 and "cannot read the namespaces (test)" in str(result.error)
+    assert "ran" not in capfd.readouterr().out      # the process never got its "go"

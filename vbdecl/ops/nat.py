@@ -327,15 +327,8 @@ def _collect(nft: Any, host: dict[str, Any]) -> list[str]:
     for item in items:
         if "map" in item:
             m = item["map"]
-            keys = []
-            for pair in m.get("elem") or []:
-                if not isinstance(pair, list) or len(pair) != 2:
-                    continue
-                key, verdict = pair
-                target = (verdict.get("jump") or verdict.get("goto") or {}).get("target", "") \
-                    if isinstance(verdict, dict) else ""
-                if any(target.startswith(f"{inst}-") for inst in dead):
-                    keys.append(_elem_key(key))
+            keys = [key for key, target in _elements(m)
+                    if any(target.startswith(f"{inst}-") for inst in dead)]
             if keys:
                 cmds.append({"delete": {"element": _t(name=m["name"], elem=keys)}})
         elif "chain" in item and any(item["chain"]["name"].startswith(f"{inst}-") for inst in dead):
@@ -356,18 +349,7 @@ def _collect(nft: Any, host: dict[str, Any]) -> list[str]:
 
 def _jumps_to(items: list[dict[str, Any]], map_name: str, chain: str) -> list[Any]:
     """The keys of map ``map_name`` whose verdict jumps to ``chain``."""
-    keys = []
-    for item in items:
-        m = item.get("map")
-        if not m or m.get("name") != map_name:
-            continue
-        for pair in m.get("elem") or []:
-            if not isinstance(pair, list) or len(pair) != 2 or not isinstance(pair[1], dict):
-                continue
-            key, verdict = pair
-            if (verdict.get("jump") or verdict.get("goto") or {}).get("target") == chain:
-                keys.append(key["elem"]["val"] if isinstance(key, dict) and "elem" in key else key)
-    return keys
+    return [key for m in _maps(items, map_name) for key, target in _elements(m) if target == chain]
 
 
 def _undo_of(cmds: list[Cmd]) -> list[Cmd]:
@@ -476,16 +458,24 @@ def _elem_key(entry: Any) -> Any:
 
 def _map_target(items: list[dict[str, Any]], name: str, key: Any) -> str | None:
     """The chain the element ``key`` of map ``name`` jumps to, None without such an element."""
+    return next((target or None for m in _maps(items, name) for k, target in _elements(m) if k == key),
+                None)
+
+
+def _maps(items: list[dict[str, Any]], name: str) -> Iterator[dict[str, Any]]:
+    """The maps called ``name`` in a table listing."""
     for item in items:
         m = item.get("map")
-        if not m or m.get("name") != name:
-            continue
-        for pair in m.get("elem") or []:
-            if isinstance(pair, list) and len(pair) == 2 and _elem_key(pair[0]) == key:
-                verdict = pair[1] if isinstance(pair[1], dict) else {}
-                target = (verdict.get("jump") or verdict.get("goto") or {}).get("target")
-                return str(target) if target else None
-    return None
+        if m and m.get("name") == name:
+            yield m
+
+
+def _elements(m: dict[str, Any]) -> Iterator[tuple[Any, str]]:
+    """(key, the chain its verdict jumps to or "") of each element of a listed map."""
+    for pair in m.get("elem") or []:
+        if isinstance(pair, list) and len(pair) == 2:
+            verdict = pair[1] if isinstance(pair[1], dict) else {}
+            yield _elem_key(pair[0]), str((verdict.get("jump") or verdict.get("goto") or {}).get("target") or "")
 
 
 def _dnat_port(rule: dict[str, Any]) -> int | None:

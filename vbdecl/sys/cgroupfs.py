@@ -33,7 +33,7 @@ import errno as _errno
 import os
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -728,14 +728,12 @@ def join_all(record: dict[str, Any], first: int, pids: Callable[[], list[int]],
     is inside already. Inside means in every directory of the group."""
     join(record, first)
     dirs = [d["path"] for d in record.get("dirs", [])]
-    deadline = time.monotonic() + timeout
-    delay = 0.0005
-    while dirs:
+    for late in _passes(timeout) if dirs else ():
         inside = set.intersection(*(set(_procs(d)) for d in dirs))
         outside = [pid for pid in pids() if pid not in inside]
         if not outside:
             return
-        if time.monotonic() > deadline:
+        if late:
             raise SysError(f"processes {outside[:8]} keep appearing outside {dirs[0]}",
                            errno=_errno.EBUSY, hint="a process inside forks faster than it "
                                                     "can be moved; retry")
@@ -745,6 +743,15 @@ def join_all(record: dict[str, Any], first: int, pids: Callable[[], list[int]],
             except SysError as exc:
                 if exc.errno != _errno.ESRCH:
                     raise
+
+
+def _passes(timeout: float) -> Iterator[bool]:
+    """Passes of a loop that waits for processes to settle, with growing sleeps in
+    between (0.5 ms up to 20 ms); each says whether ``timeout`` has run out."""
+    deadline = time.monotonic() + timeout
+    delay = 0.0005
+    while True:
+        yield time.monotonic() > deadline
         time.sleep(delay)
         delay = min(delay * 2, 0.02)
 
@@ -975,19 +982,15 @@ def _move_out(path: str, origin: str | None = None, timeout: float = _KILL_WAIT_
     leave a child behind: moved on the next pass."""
     above = os.path.dirname(os.path.dirname(path))
     targets = [t for t in (origin, above) if t and os.path.isdir(t)]
-    deadline = time.monotonic() + timeout
-    delay = 0.0005
-    while True:
+    for late in _passes(timeout):
         pids = _procs(path)
         if not pids:
             return
-        if time.monotonic() > deadline:
+        if late:
             raise SysError(f"processes {pids[:8]} keep appearing in {path}", errno=_errno.EBUSY,
                            hint="a process inside forks faster than it can be moved; retry")
         for pid in pids:
             _move(pid, targets)
-        time.sleep(delay)
-        delay = min(delay * 2, 0.02)
 
 
 def _move(pid: int, targets: list[str]) -> None:

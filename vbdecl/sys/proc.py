@@ -165,7 +165,7 @@ def env_processes(init: int) -> list[int]:
     for pid in members:
         if pid not in found:
             found.update(dict.fromkeys(_descendants(pid)))
-    return [pid for pid in found if (_stat_fields(pid) or [b"Z"])[0] != b"Z"]
+    return [pid for pid in found if alive(pid, None)]
 
 
 def _descendants(pid: int) -> list[int]:

@@ -66,14 +66,14 @@ define drop_setuptools
 	@$(PY) -m pip uninstall -q -y setuptools >/dev/null 2>&1 || true
 endef
 
-$(VENV)/.installed: pyproject.toml vbdecl/sys/_linux.c
+$(VENV)/.installed: pyproject.toml vbdecl/sys/_linux.c vbdecl/sys/_laststep.c
 	@$(MAKE) --no-print-directory sysdeps SYSPKGS="$(BUILDPKGS)"
 	$(make_venv)
 	$(PY) -m pip install -q --disable-pip-version-check -e . $(EDITABLE)
 	$(drop_setuptools)
 	@touch $@
 
-$(VENV)/.installed-dev: pyproject.toml vbdecl/sys/_linux.c
+$(VENV)/.installed-dev: pyproject.toml vbdecl/sys/_linux.c vbdecl/sys/_laststep.c
 	@$(MAKE) --no-print-directory sysdeps SYSPKGS="$(BUILDPKGS)"
 	$(make_venv)
 	$(PY) -m pip install -q --disable-pip-version-check -e '.[dev]' $(EDITABLE)

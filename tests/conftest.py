@@ -27,13 +27,14 @@ ROOT = os.geteuid() == 0
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:
-    """The syscall extension is built in place (pip install -e, make); tests of a
-    _linux.c edited since would run the old code without a word."""
-    src = Path(__file__).resolve().parent.parent / "vbdecl" / "sys" / "_linux.c"
-    built = sorted(src.parent.glob("_linux.*.so"))
-    if src.exists() and built and all(b.stat().st_mtime < src.stat().st_mtime for b in built):
-        pytest.exit(f"{src} is newer than the built extension {built[-1].name}: "
-                    "rebuild it with `make` (or `pip install -e .`)", returncode=4)
+    """The C extension is built in place (pip install -e, make); tests of a C
+    source edited since would run the old code without a word."""
+    sysdir = Path(__file__).resolve().parent.parent / "vbdecl" / "sys"
+    built = sorted(sysdir.glob("_linux.*.so"))
+    for src in sorted(sysdir.glob("*.c")):
+        if built and all(b.stat().st_mtime < src.stat().st_mtime for b in built):
+            pytest.exit(f"{src} is newer than the built extension {built[-1].name}: "
+                        "rebuild it with `make` (or `pip install -e .`)", returncode=4)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -32,7 +32,8 @@ from vbdecl.errors import ActionError
 from vbdecl.ops.base import Context
 from vbdecl.ops.cgroup import Group, Limit, oom_killed, usage, warnings
 from vbdecl.sys import cgroupfs as cg
-from vbdecl.sys.rlimit import apply_rlimits
+from vbdecl.sys import laststep
+from vbdecl.sys.rlimit import resolve
 
 LAYOUT = cg.current_layout() if os.path.exists("/proc/self/mountinfo") else cg.Layout()
 PY = sys.executable
@@ -85,7 +86,9 @@ class Env:
                 os.dup2(out_w, 1)
                 cg.join(self.group, 0)
                 if rlimits:
-                    apply_rlimits(rlimits)
+                    plan = laststep.LastStep()
+                    plan.rlimits = [(n, soft, hard) for _, n, soft, hard in resolve(rlimits)]
+                    assert laststep.exec_in_place(plan) is None
                 os.write(ready_w, b"1")
                 os.close(ready_w)
                 os.execv(argv[0], argv)

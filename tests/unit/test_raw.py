@@ -45,9 +45,3 @@ def test_check_names_the_call_and_the_errno() -> None:
         raw.check(raw.syscall("setns", -1, 0), "setns(-1)")
     assert caught.value.errno == errno.EBADF
     assert "setns(-1): Bad file descriptor (EBADF)" in str(caught.value)
-
-
-@pytest.mark.parametrize("prog", [b"", b"1234567", b"\0" * 8 * 4097])
-def test_a_seccomp_program_of_the_wrong_size_is_refused_before_prctl(prog: bytes) -> None:
-    with pytest.raises(ValueError):
-        raw.set_seccomp_filter(prog)

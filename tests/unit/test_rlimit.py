@@ -1,5 +1,5 @@
 """rlimits: name mapping, value normalization, and setrlimit in a forked child
-(lowering limits needs no root)."""
+through the process's last steps (vbdecl.sys.laststep; lowering limits needs no root)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ import resource
 import pytest
 
 from vbdecl.errors import SysError
-from vbdecl.sys.rlimit import NAMES, apply_rlimits, normalize
+from vbdecl.sys import laststep
+from vbdecl.sys.rlimit import NAMES, failed, normalize, resolve
 
 INF = resource.RLIM_INFINITY
 
@@ -38,6 +39,18 @@ def test_normalize() -> None:
 def test_normalize_rejects(value: dict[str, object], match: str) -> None:
     with pytest.raises(ValueError, match=match):
         normalize(value)
+
+
+def apply_rlimits(rlimits: dict[str, object]) -> None:
+    """setrlimit each entry here, as the process's last steps do."""
+    limits = resolve(rlimits)
+    plan = laststep.LastStep()
+    plan.rlimits = [(number, soft, hard) for _, number, soft, hard in limits]
+    failure = laststep.exec_in_place(plan)
+    if failure is not None:
+        assert failure.step == laststep.RLIMIT
+        name, _, soft, hard = limits[failure.index]
+        raise failed(name, soft, hard, failure.errno)
 
 
 def _in_child(fn: object) -> int:

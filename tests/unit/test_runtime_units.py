@@ -41,8 +41,8 @@ def test_build_env(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("KEEP", "1")
     monkeypatch.setenv("DROP", "2")
     env = C.build_env({"env": {"NEW": "3"}, "unset_env": ["DROP"], "clear_env": False})
-    assert env["KEEP"] == "1" and "DROP" not in env and env["NEW"] == "3"
-    assert C.build_env({"env": {"A": "b"}, "clear_env": True, "unset_env": []}) == {"A": "b"}
+    assert env[b"KEEP"] == b"1" and b"DROP" not in env and env[b"NEW"] == b"3"
+    assert C.build_env({"env": {"A": "b"}, "clear_env": True, "unset_env": []}) == {b"A": b"b"}
 
 
 def test_status_codes() -> None:

@@ -3,7 +3,7 @@
 Entry points for the runtime (all take the normalized spec, docs/plan-format.md):
 
 - :func:`preload(spec) <preload>`: imports the modules and reads the data
-  files apply_in_child will need (nothing can be imported after pivot_root),
+  files fill_last_step will need (nothing can be imported after pivot_root),
   and prepares the seccomp program, from the cache or built now
   (:func:`prepare_programs`); :func:`load_host_files` calls it.
 - :func:`load_host_files(spec) <load_host_files>`: call it in the parent
@@ -15,29 +15,32 @@ Entry points for the runtime (all take the normalized spec, docs/plan-format.md)
   child inside its namespaces but before pivot_root when the environment may
   lack ``/proc``. It applies ``disable_userns`` (which writes
   ``/proc/sys/user/max_user_namespaces``). Idempotent.
-- :func:`apply_in_child(spec) <apply_in_child>`: required, in the child after
-  the root filesystem is set up, as late as possible before ``execve``.
-  Everything is computed and validated first; the kernel state is changed
-  only afterwards, in the order documented in docs/security.md:
+- :func:`fill_last_step(plan, spec) <fill_last_step>`: required, after the
+  root filesystem is set up. Everything is computed and validated first (1);
+  the process's last steps (:mod:`vbdecl.sys.laststep`, compiled) change the
+  kernel state afterwards, right before ``execve``, in the order documented
+  in docs/security.md; :func:`failure` says what a failed step means.
+  :func:`apply_in_child` does the same here and now, without the exec.
 
-  1. compute capability sets, take the prepared seccomp program (or build
-     the filter, for a profile named by path), take the raw BPF
+  1. compute capability sets, take the prepared seccomp program (or export
+     the filter built now, for a profile named by path), take the raw BPF
      programs (``vb.seccomp_programs``, or ``vb.seccomp_fds`` still open),
-     open the Landlock rule paths and fill the ruleset;
-  2. ``disable_userns`` (unless done by :func:`prepare_in_child`) and
-     ``vb.assert_userns_disabled``;
+     open the Landlock rule paths and fill the ruleset; ``disable_userns``
+     (unless done by :func:`prepare_in_child`);
+  2. ``vb.assert_userns_disabled``;
   3. PR_SET_KEEPCAPS, setgroups([]), setresgid, setresuid, keepcaps off;
   4. bounding set drops;
   5. no_new_privs;
   6. permitted/effective/inheritable (capset), ambient raises;
   7. Landlock restrict_self;
-  8. seccomp (the libseccomp filter, then raw programs) - last.
+  8. seccomp (the profile's program, then raw programs) - last.
 
   When no_new_privs is off, loading Landlock and seccomp needs CAP_SYS_ADMIN:
   it is then held in effective/permitted across steps 7-8 and dropped by one
   final capset right after the filters (the only call after seccomp).
 
-Failures raise :class:`~vbdecl.errors.RuntimeSetupError` (exit 125) or
+Failures raise (or, for a failed step, :func:`failure` returns)
+:class:`~vbdecl.errors.RuntimeSetupError` (exit 125) or
 :class:`~vbdecl.errors.SysError` naming the call; the caller reports them.
 Best-effort warnings (``landlock.optional``) go to stderr and to
 :data:`WARNINGS`.
@@ -45,6 +48,7 @@ Best-effort warnings (``landlock.optional``) go to stderr and to
 
 from __future__ import annotations
 
+import errno
 import os
 import sys
 
@@ -53,6 +57,8 @@ from vbdecl.errors import RuntimeSetupError
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
+
+    from vbdecl.sys.laststep import Failure, LastStep
 
 DEFAULT_PROFILE_PATH = os.path.join(os.path.dirname(os.path.dirname(os.path.realpath(__file__))),
                                     "data", "seccomp-default.json")
@@ -239,8 +245,6 @@ def seccomp_profile(setting: Any, *, extra_allow: tuple[str, ...] = ()) -> tuple
     - ``{"deny": [...], "errno": E}``: the default profile plus these calls,
       which fail with E (EPERM).
     """
-    from vbdecl.sys.seccomp import errno_number
-
     if setting in (None, "off", False):
         return None, False
     if setting in ("default", True):
@@ -248,6 +252,8 @@ def seccomp_profile(setting: Any, *, extra_allow: tuple[str, ...] = ()) -> tuple
     if not isinstance(setting, dict):
         raise RuntimeSetupError(f"security.seccomp: unsupported value {setting!r}",
                                 hint="use off, default, {profile: FILE}, {allow: [...]} or {deny: [...]}")
+    from vbdecl.sys.seccomp import errno_number
+
     err = errno_number(setting.get("errno") or "EPERM")
     if setting.get("profile_data") is not None:
         return dict(setting["profile_data"]), False
@@ -271,7 +277,7 @@ def seccomp_profile(setting: Any, *, extra_allow: tuple[str, ...] = ()) -> tuple
 
 
 def preload(spec: dict[str, Any]) -> None:
-    """Import and read now everything apply_in_child needs for ``spec``.
+    """Import and read now everything fill_last_step needs for ``spec``.
 
     After pivot_root vbdecl's own files (and the interpreter's stdlib) are
     usually not in the new root, so nothing may be imported or read lazily
@@ -492,13 +498,13 @@ def _program_path(key: str) -> str:
 
 
 def prepare_programs(spec: dict[str, Any]) -> None:
-    """Have the seccomp program apply_in_child will install ready in memory: from
+    """Have the seccomp program the process will install ready in memory: from
     the cache, else built now (and cached). Call it before pivot_root.
 
     The payload's permitted set is this process's, or every capability when it
     enters a user namespace on the way (exec into an environment that has one):
     both programs are prepared. A setting that is not cached gets its inputs
-    loaded instead, and apply_in_child builds the filter as before.
+    loaded instead, and fill_last_step builds the filter then.
     """
     from vbdecl.sys import caps as sc
 
@@ -509,7 +515,7 @@ def prepare_programs(spec: dict[str, Any]) -> None:
         try:
             _, _, kept, hold = privileges(spec, available)
         except RuntimeSetupError:
-            continue      # not what the payload will have; apply_in_child says why if it is
+            continue      # not what the payload will have; fill_last_step says why if it is
         key = _program_key(setting, kept, hold)
         if key is None:
             from vbdecl.model import names as _names  # noqa: F401
@@ -594,7 +600,7 @@ def prepare_in_child(spec: dict[str, Any]) -> None:
 # --- the whole sequence -------------------------------------------------------
 
 class Prepared:
-    """What :func:`apply_in_child` works out before it changes anything."""
+    """What :func:`fill_last_step` works out before it changes anything."""
 
     __slots__ = ("ambient", "drop", "filt", "hold", "inheritable", "kept", "last", "raw")
 
@@ -607,17 +613,23 @@ class Prepared:
         self.hold = hold            # CAP_SYS_ADMIN until the filters are loaded, or 0
         self.filt = filt            # a libseccomp filter to load, or None
         self.raw = raw              # seccomp programs to install after it
-        self.drop = drop            # capabilities to drop from the bounding set
+        self.drop = drop            # capabilities to drop from the bounding set (if there)
 
 
-def prepare_process(spec: dict[str, Any]) -> Prepared:
-    """What :func:`apply_in_child` computes before it changes anything. It needs
-    neither the new root nor the final user namespace, so the process does it
-    while pid 1 still builds the root. It reads no files: the process's root may
-    change under it meanwhile (pid 1's pivot_root takes it along)."""
+def prepare_process(spec: dict[str, Any], *, userns_switch: bool = False) -> Prepared:
+    """What :func:`fill_last_step` computes before it changes anything. It needs
+    neither the new root nor the final user namespace. It reads no files.
+
+    ``userns_switch``: the process will join another user namespace first (vb's
+    --userns2), where the kernel gives it every capability and a full bounding set.
+    """
     from vbdecl.sys import caps as sc
 
-    last, bounding, kept, hold = privileges(spec)
+    if userns_switch:
+        full = (1 << (sc.last_cap() + 1)) - 1
+        last, bounding, kept, hold = privileges(spec, available=full)
+    else:
+        last, bounding, kept, hold = privileges(spec)
     exact = (spec.get("vb") or {}).get("capabilities")
     if exact is not None:
         # vb: bubblewrap's inheritable and ambient sets (its capset and ambient raises)
@@ -627,107 +639,97 @@ def prepare_process(spec: dict[str, Any]) -> Prepared:
         uid = int((spec.get("process") or {}).get("user") or 0)
         inheritable = ambient = kept if uid != 0 else 0
     filt, raw = seccomp_filters(spec, kept, hold)
-    drop = [cap for cap in range(last + 1) if not bounding >> cap & 1 and sc.bounding_has(cap)]
+    drop = [cap for cap in range(last + 1) if not bounding >> cap & 1]   # those it has, that is
     return Prepared(last, kept, hold, filt, raw, drop, inheritable, ambient)
 
 
-def apply_in_child(spec: dict[str, Any], prepared: Prepared | None = None) -> None:
-    """Drop to the payload's ids and privileges; seccomp last. See the module docstring."""
-    from vbdecl.sys import caps as sc
-
+def fill_last_step(plan: LastStep, spec: dict[str, Any], prepared: Prepared | None = None, *,
+                   userns_switch: bool = False) -> None:
+    """Step 1 of the module docstring (compute, take the programs, fill the Landlock
+    ruleset) and ``disable_userns``; the others go into ``plan``, for
+    vbdecl.sys.laststep to make. ``plan.landlock`` is a new fd (the caller closes
+    its copy after a spawn)."""
     sec = spec.get("security") or {}
     proc = spec.get("process") or {}
-    vb = spec.get("vb") or {}
-    uid = int(proc.get("user") or 0)
-    gid = int(proc.get("group") or 0)
-    nnp = bool(sec.get("no_new_privs", True))
-
-    # 1. compute and prepare everything before changing anything.
-    p = prepared or prepare_process(spec)
-    ruleset = landlock_ruleset(sec.get("landlock"))
-    try:
-        _apply(spec, sc, uid, gid, nnp, vb, ruleset, p)
-    finally:
-        if ruleset is not None:
-            os.close(ruleset)
-
-
-def _apply(spec: dict[str, Any], sc: Any, uid: int, gid: int, nnp: bool, vb: dict[str, Any],
-           ruleset: int | None, p: Prepared) -> None:
-    kept, hold = p.kept, p.hold
-    # 2. user namespaces
     prepare_in_child(spec)
-    if vb.get("assert_userns_disabled") and not sc.userns_creation_blocked():
-        # bubblewrap's words (vb prints the message only)
-        raise RuntimeSetupError("creation of new user namespaces was not disabled as requested",
-                                hint="--assert-userns-disabled: use --disable-userns, or run where "
-                                     "user namespaces are disabled")
-
-    # 3. ids, keeping the permitted set across the change
-    _eff, prm, inh = sc.capget()
-    if hold and not prm & hold:
-        raise RuntimeSetupError(
-            "no_new_privs is off but the process lacks CAP_SYS_ADMIN, which loading seccomp or "
-            "Landlock then needs", hint="set security.no_new_privs: true")
-    sc.set_keepcaps(True)
-    if sc.setgroups_allowed():
-        try:
-            sc.setgroups([])
-        except OSError as exc:
-            # No /proc in the root (vb without --proc): "deny" could not be read; an
-            # unprivileged user namespace refuses setgroups, as bubblewrap expects.
-            if exc.errno != 1 or os.path.exists("/proc/self/setgroups"):   # EPERM
-                raise
-    sc.setresgid(gid)
-    sc.setresuid(uid)
-    sc.set_keepcaps(False)
-    _eff, prm, inh = sc.capget()
-    sc.capset(prm, prm, inh)  # a change away from uid 0 cleared the effective set
-
-    # 4. bounding set (needs CAP_SETPCAP, still effective here)
-    for cap in p.drop:
-        sc.bounding_drop(cap)
-
-    # 5. no_new_privs
-    if nnp:
-        sc.set_no_new_privs()
-
-    # 6. permitted / effective / inheritable, then ambient (needs permitted & inheritable)
-    inheritable = p.inheritable
-    sc.capset(kept | hold, kept | hold, inheritable)
-    sc.ambient_clear()
-    for cap in range(p.last + 1):
-        if p.ambient >> cap & 1:
-            sc.ambient_raise(cap)
-
-    # 7. Landlock
-    if ruleset is not None:
-        from vbdecl.sys import landlock as ll
-
-        ll.restrict_self(ruleset)
-
-    # 8. seccomp, last (the profile's program, unless built just now, then vb's programs)
+    p = prepared or prepare_process(spec, userns_switch=userns_switch)
+    programs = list(p.raw)
     if p.filt is not None:
         from vbdecl.sys import seccomp as ssc
 
-        ssc.load_filter(p.filt)
-    if p.raw:
-        from vbdecl.errors import SysError
-        from vbdecl.sys import seccomp as ssc
+        programs.insert(0, ssc.export_bpf(p.filt))
+    ruleset = landlock_ruleset(sec.get("landlock"))
+    plan.security = True
+    plan.assert_userns_disabled = bool((spec.get("vb") or {}).get("assert_userns_disabled"))
+    plan.uid = int(proc.get("user") or 0)
+    plan.gid = int(proc.get("group") or 0)
+    plan.no_new_privs = bool(sec.get("no_new_privs", True))
+    plan.kept, plan.hold, plan.inheritable, plan.ambient = p.kept, p.hold, p.inheritable, p.ambient
+    plan.drop = list(p.drop)
+    plan.landlock = -1 if ruleset is None else ruleset
+    plan.seccomp = programs
 
-        for prog in p.raw:
-            try:
-                ssc.install_bpf(prog)
-            except SysError as exc:
-                if exc.errno != 22 or "vb" not in spec:
-                    raise
-                raise RuntimeSetupError(BWRAP_SECCOMP_EINVAL) from None    # EINVAL: bubblewrap's words
-    if hold:
-        sc.capset(kept, kept, inheritable)
+
+def failure(spec: dict[str, Any], plan: LastStep, failed: Failure) -> Exception | None:
+    """The error a failed security step of ``plan`` means (None: not a security step)."""
+    from vbdecl.sys import caps as sc
+    from vbdecl.sys import laststep as ls
+    from vbdecl.sys.raw import sys_error
+
+    step, index, err = failed.step, failed.index, failed.errno
+    if step == ls.ASSERT_USERNS:
+        # bubblewrap's words (vb prints the message only)
+        return RuntimeSetupError("creation of new user namespaces was not disabled as requested",
+                                 hint="--assert-userns-disabled: use --disable-userns, or run where "
+                                      "user namespaces are disabled")
+    if step == ls.HOLD:
+        return RuntimeSetupError(
+            "no_new_privs is off but the process lacks CAP_SYS_ADMIN, which loading seccomp or "
+            "Landlock then needs", hint="set security.no_new_privs: true")
+    if step == ls.SECCOMP:
+        if err == errno.EINVAL and "vb" in spec:
+            return RuntimeSetupError(BWRAP_SECCOMP_EINVAL)    # bubblewrap's words
+        return sys_error("prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER)", err,
+                         hint="seccomp needs no_new_privs or CAP_SYS_ADMIN; EINVAL means an invalid program")
+    if step == ls.CAPSET:
+        eff = prm = plan.kept | (plan.hold if index == 1 else 0)
+        what = ("capset(the permitted set after the id change)" if index == 0 else
+                f"capset(effective={eff:#x}, permitted={prm:#x}, inheritable={plan.inheritable:#x})")
+        return sys_error(what, err, hint="a capability can only be kept if the process holds it "
+                                         "(permitted set); run as root or in a user namespace")
+    if step == ls.LANDLOCK:
+        return sys_error("landlock_restrict_self", err, hint="Landlock needs no_new_privs "
+                         "(security.no_new_privs: true) or CAP_SYS_ADMIN")
+    calls = {
+        ls.CAPGET: "capget",
+        ls.KEEPCAPS: f"prctl(PR_SET_KEEPCAPS, {index})",
+        ls.SETGROUPS: "setgroups([])",
+        ls.SETRESGID: f"setresgid({index}, {index}, {index})",
+        ls.SETRESUID: f"setresuid({index}, {index}, {index})",
+        ls.BOUNDING: f"prctl(PR_CAPBSET_DROP, {index})",
+        ls.NO_NEW_PRIVS: "prctl(PR_SET_NO_NEW_PRIVS, 1)",
+        ls.AMBIENT: ("prctl(PR_CAP_AMBIENT_CLEAR_ALL)" if index < 0
+                     else f"prctl(PR_CAP_AMBIENT_RAISE, {index})"),
+    }
+    if step not in calls:
+        return None
+    hint = sc.map_hint() if step in (ls.SETRESGID, ls.SETRESUID) else None
+    return sys_error(calls[step], err, hint=hint)
+
+
+def apply_in_child(spec: dict[str, Any], prepared: Prepared | None = None) -> None:
+    """Drop to the payload's ids and privileges here, seccomp last; raises on failure."""
+    from vbdecl.sys import laststep as ls
+
+    plan = ls.LastStep()
+    fill_last_step(plan, spec, prepared)
+    failed = ls.exec_in_place(plan)
+    if failed is not None:
+        raise failure(spec, plan, failed) or RuntimeSetupError(f"security step failed: {failed}")
 
 
 def describe(spec: dict[str, Any]) -> dict[str, Any]:
-    """What apply_in_child would do, as plain data (for plan output and doctor)."""
+    """What the security steps would do, as plain data (for plan output and doctor)."""
     from vbdecl.sys import caps as sc
 
     sec = spec.get("security") or {}

@@ -4,17 +4,18 @@ Process tree of a run (host pids)::
 
     vbdecl (parent)                      sync pipes, host actions, events, wait
      └─ holder  (unshare; new ns)       waits for "go", then forks pid 1
-         └─ init  (pid 1 in a new pid ns) forks the process, builds the root, reaps, forwards
-             └─ process                   setsid, env, capability sets; waits for pid 1's
-                                          "go"; chdir, ids, rlimits, fds, security, exec
+         └─ init  (pid 1 in a new pid ns) builds the root, spawns the process, reaps, forwards
+             └─ process                   setsid, chdir, rlimits, fds, ids, security, exec
 
-pid 1 forks the process before it builds the root when pivot_root will take
-the process along (our root is a mount point); if pivot_root refuses after all
-(the chroot fallback), it kills it and forks it again in the new root; the
-process checks that its root is the one pid 1 built before it goes on.
+pid 1 works out the process's last steps (signals, session, cwd, environment,
+rlimits, fds, ids, capabilities, Landlock, seccomp) and spawns it with vfork:
+compiled code (vbdecl.sys.laststep) makes the calls and execs, and pid 1 waits
+until it has, or has failed (pid 1 then reports why). Nothing of pid 1's
+memory is copied and no Python runs in the process.
 
 Without a new pid namespace the holder builds the root and execs the
-process itself; with ``process.init: false`` pid 1 execs the process.
+process itself (the same steps, in place); with ``process.init: false`` pid 1
+does.
 
 A direct init (``ChildConfig.direct_init``: an ephemeral run as root that
 creates a pid namespace but no user namespace and joins none) needs no
@@ -444,17 +445,16 @@ def load_setup_code(cfg: ChildConfig) -> None:
         import vbdecl.runtime.rootfs  # noqa: F401
 
 
-def _setup_root(cfg: ChildConfig) -> bool:
-    """Build the root (if the spec has one); whether pivot_root moved every process
-    of the mount namespace that shared our root into it (see rootfs.setup_root)."""
+def _setup_root(cfg: ChildConfig) -> None:
+    """Build the root, if the spec has one."""
     sec = _security()
     sec.prepare_in_child(cfg.spec)    # disable_userns: needs the host /proc, before pivot
     if not cfg.needs_root:
-        return False
+        return
     preload(cfg.spec, sec)
     from vbdecl.runtime.rootfs import setup_root
 
-    return setup_root(cfg.spec, instance=cfg.instance, runtime_dir=cfg.runtime_dir)
+    setup_root(cfg.spec, instance=cfg.instance, runtime_dir=cfg.runtime_dir)
 
 
 def preload(spec: dict[str, Any], sec: Any) -> None:
@@ -466,8 +466,7 @@ def preload(spec: dict[str, Any], sec: Any) -> None:
     if (spec.get("limits") or {}).get("rlimits"):
         from vbdecl.sys import rlimit as _rlimit  # noqa: F401
     sec.preload(spec)
-    # apply_in_child imports the seccomp module even for seccomp: off
-    from vbdecl.sys import seccomp as _seccomp  # noqa: F401
+    from vbdecl.sys import laststep as _laststep  # noqa: F401
 
 
 # --- pid 1 --------------------------------------------------------------------------
@@ -498,47 +497,14 @@ def init_main(cfg: ChildConfig, holder: int | None) -> NoReturn:
             os.close(cfg.c2p)
             sysproc.set_name("vbdecl-init")
             init_loop(None, forward_tty_signals=False)
+        _setup_root(cfg)
+        _second_go(cfg)
         if not cfg.pid_new or not cfg.spec["process"].get("init", True):
-            _setup_root(cfg)
-            _second_go(cfg)
             exec_process(cfg)
-        blocked = {*FORWARDED, signals.SIGCHLD}
-        signals.pthread_sigmask(signals.SIG_BLOCK, blocked)
-        # The process is forked before the root is built, when pivot_root will take
-        # it along: its first steps then run on the other CPU while we mount.
-        early = cfg.needs_root and _root_is_a_mount()
-        ready_r, ready_w = os.pipe2(os.O_CLOEXEC) if early else (-1, -1)
-        if early:
-            # disable_userns reads the host's /proc: done once, here, for both of us
-            _security().prepare_in_child(cfg.spec)
-        else:
-            _setup_root(cfg)
-            _second_go(cfg)
-        pid = os.fork()
-        if pid == 0:
-            cfg.p2c = -1        # pid 1's (see _second_go); closed with the others
-            if early:
-                os.close(ready_w)
-            exec_process(cfg, ready_r)
-        if early:
-            os.close(ready_r)
-            # a failure exits: the process dies with the pid namespace
-            pivoted = _setup_root(cfg)
-            _second_go(cfg)
-            if pivoted:
-                root = os.stat("/")
-                try:
-                    os.write(ready_w, MSG_GO + struct.pack("=QQ", root.st_dev, root.st_ino))
-                except OSError:
-                    pass        # it failed first (and reported): init_loop takes its status
-            else:
-                # chroot fallback after all (pivot_root refused): only we are in the new
-                # root. The process must not go on where it is: start it again, from here.
-                kill_and_reap(pid)
-                pid = os.fork()
-                if pid == 0:
-                    exec_process(cfg)
-            os.close(ready_w)
+        # Blocked before the spawn: the process may exit (SIGCHLD) or be signalled
+        # (forwarded) at once; init_loop takes them all.
+        signals.pthread_sigmask(signals.SIG_BLOCK, {*FORWARDED, signals.SIGCHLD})
+        pid = spawn_process(cfg)
         os.close(cfg.c2p)
         sysproc.close_fds_except([cfg.lock_fd])   # pid 1 keeps stdio and the lock only
         sysproc.set_name("vbdecl-init")
@@ -596,141 +562,181 @@ def init_loop(main_pid: int | None, *, forward_tty_signals: bool) -> NoReturn:
 
 
 # --- the process ----------------------------------------------------------------------
+#
+# Python works out every step (LastStep); vbdecl.sys.laststep makes the calls, in
+# compiled code, in the order its docstring gives: pid 1 spawns the process with
+# vfork (no copy of our memory, none of our code runs there), others exec in place.
 
-def _wait_root(fd: int) -> None:
-    """Wait for pid 1's "go" and the device and inode of the root it built, and check
-    that pivot_root took us there too (else exit: nothing runs in the old root)."""
+class _Process:
+    """A LastStep and the words a failure of it needs."""
+
+    __slots__ = ("cwds", "default_shell", "file", "limits", "path", "paths", "plan")
+
+    def __init__(self, plan: Any) -> None:
+        self.plan = plan
+        self.cwds: list[str] = []
+        self.limits: list[tuple[str, int, int]] = []   # (name, soft, hard)
+        self.file = ""              # the command, as given
+        self.path = ""              # the PATH searched ("" for a path)
+        self.paths: list[str] = []  # what execve is tried on
+        self.default_shell = False
+
+
+def spawn_process(cfg: ChildConfig) -> int:
+    """Start the process (pid 1's child); its pid once it exec'd. Raises its failure."""
+    from vbdecl.sys import laststep
+
+    proc = _prepare(cfg, os.getpid())
     try:
-        msg = read_exact(fd, 17)
-    except OSError:
-        msg = None
-    if msg is None:
-        os._exit(125)     # pid 1 failed (and reported why), or restarts us
-    os.close(fd)
-    dev, ino = struct.unpack("=QQ", msg[1:])
-    root = os.stat("/")
-    if msg[:1] != MSG_GO or (root.st_dev, root.st_ino) != (dev, ino):
-        raise SetupFailure(125, "the process did not enter the environment's new root",
-                           "this is a bug in vbdecl; please report it")
-    os.chdir("/")   # our cwd may still be the caller's, in the old root
-
-
-def _root_is_a_mount() -> bool:
-    """Whether our root is a mount point, so the root builder will pivot_root (which
-    moves every process of the mount namespace that shares our root), not chroot."""
-    from vbdecl.sys.mount import is_mount_root
-
-    fd = os.open("/", os.O_PATH | os.O_CLOEXEC)
-    try:
-        return is_mount_root(fd)
-    except OSError:
-        return False
+        pid, failed = laststep.spawn(proc.plan)
     finally:
-        os.close(fd)
+        if proc.plan.landlock >= 0:
+            os.close(proc.plan.landlock)    # the child's copy is its own
+    if failed is not None:
+        os.waitpid(pid, 0)
+        raise _failure(cfg, proc, failed)
+    return pid
 
 
-def exec_process(cfg: ChildConfig, root_ready: int = -1) -> NoReturn:
-    """Prepare and exec the declared process. Never returns; failures report and exit.
+def exec_process(cfg: ChildConfig) -> NoReturn:
+    """Become the declared process. Never returns; failures report and exit."""
+    from vbdecl.sys import laststep
 
-    ``root_ready``: pid 1 is still building the root; the steps that do not
-    depend on it run first, then we wait for its "go" on this pipe (end of
-    file: it failed, and reported why).
-    """
     try:
-        _exec_process(cfg, root_ready)
+        proc = _prepare(cfg, None)
+        failed = laststep.exec_in_place(proc.plan)
+        assert failed is not None       # a LastStep with paths returns only when one failed
+        raise _failure(cfg, proc, failed)
     except BaseException as exc:
         _report(cfg, exc)
-    os._exit(125)
 
 
-def _exec_process(cfg: ChildConfig, root_ready: int) -> None:
-    try:
-        env, prepared, userns2 = _before_root(cfg)
-    except BaseException:
-        if root_ready >= 0:
-            # A failure of pid 1 (building the root) is the one to report: its steps come
-            # first. It reported, and we leave quietly (end of file); after its "go",
-            # ours is the error.
-            _wait_root(root_ready)
-        raise
-    if root_ready >= 0:
-        _wait_root(root_ready)
-    _after_root(cfg, env, prepared, userns2)
+def _prepare(cfg: ChildConfig, parent: int | None) -> _Process:
+    """The process's last steps. ``parent``: pid 1 spawning it; None: it is us."""
+    from vbdecl.sys import laststep
 
-
-def _before_root(cfg: ChildConfig) -> tuple[dict[str, str], Any, Any]:
-    """The process's steps that need neither the new root nor pid 1: signals, terminal,
-    session, death signal, environment, and its privileges worked out (see
-    sec.prepare_process). Returns (environment, prepared privileges, vb's userns2 fd)."""
     spec = cfg.spec
     proc = spec["process"]
-    # Signals: the process starts with an empty mask and default dispositions.
-    signals.pthread_sigmask(signals.SIG_SETMASK, ())
-    for sig in (signals.SIGPIPE, signals.SIGXFSZ, signals.SIGINT, *FORWARDED):
-        try:
-            signals.signal(sig, signals.SIG_DFL)
-        except (OSError, ValueError):
-            pass
     tty = proc.get("tty", "auto")
     if tty is True and not os.isatty(0):
         raise SetupFailure(125, "process.tty is true but vbdecl's stdin is not a terminal",
                            "run it from a terminal, or set process.tty: auto")
-    if own_session(proc):
-        os.setsid()     # new_session, or tty: false: no controlling terminal
+    out = _Process(laststep.LastStep())
+    plan = out.plan
+    plan.reset_signals = [signals.SIGPIPE, signals.SIGXFSZ, signals.SIGINT, *FORWARDED]
+    plan.new_session = own_session(proc)
     if cfg.die_with_parent:
-        sysproc.set_pdeathsig(signals.SIGKILL, os.getppid())
-    userns2 = (spec.get("vb") or {}).get("userns2_fd")
-    # (after vb's --userns2 switch the capabilities differ: computed then)
-    prepared = _security().prepare_process(spec) if not isinstance(userns2, int) else None
-    return build_env(proc), prepared, userns2
-
-
-def _after_root(cfg: ChildConfig, env: dict[str, str], prepared: Any, userns2: Any) -> NoReturn:
-    """The process's steps in the environment's root: cwd, rlimits, fds, ids and
-    privileges, exec."""
-    spec = cfg.spec
-    proc = spec["process"]
-    cwd = proc.get("cwd") or "/"
-    if proc.get("cwd") is None and "vb" in spec:
-        cwd = _vb_cwd(spec, env)    # bubblewrap: the caller's cwd, else $HOME, else /
-    try:
-        os.chdir(cwd)
-    except OSError as exc:
-        if "vb" in spec:    # bubblewrap's words
-            raise SetupFailure(125, f"Can't chdir to {cwd}: {exc.strerror}") from None
-        raise SetupFailure(125, f"cannot change to process.cwd {cwd}: {exc.strerror}",
-                           "create it with a dir entry in filesystem, or fix process.cwd") from None
-    if "vb" in spec or not ("PWD" in (proc.get("env") or {}) or "PWD" in (proc.get("unset_env") or [])):
+        plan.death_parent = parent if parent is not None else os.getppid()
+    env = build_env(proc)
+    vb = spec.get("vb")
+    cwd = proc.get("cwd")
+    if cwd is None and vb is not None:
+        # bubblewrap: the caller's cwd if it exists in the sandbox, else $HOME, else /
+        home = os.fsdecode(env.get(b"HOME", b""))
+        out.cwds = [c for c in (vb.get("cwd_fallback"), home) if c] + ["/"]
+    else:
+        out.cwds = [cwd or "/"]
+    if vb is not None or not ("PWD" in (proc.get("env") or {}) or "PWD" in (proc.get("unset_env") or [])):
         # The process's cwd, not the caller's inherited one (unless the manifest sets
         # or unsets it); bubblewrap sets it the same way (vb: always).
-        env["PWD"] = cwd
-    argv = list(cfg.argv or proc.get("command") or [])
-    default_shell = not argv
-    if default_shell:
-        argv = ["/bin/sh"]
-        if not os.path.exists("/bin/sh"):
-            raise SetupFailure(127, "no process.command given and /bin/sh does not exist in the environment's root",
-                               "set process.command, pass a command after --, or bind /bin/sh into the root")
-    rl = (spec.get("limits") or {}).get("rlimits") or {}
-    if rl:
-        _apply_rlimits(rl)
-    keep = [fd for fd in proc.get("inherit_fds") or [] if fd > 2]
-    for fd in keep:
-        try:
-            os.set_inheritable(fd, True)
-        except OSError as exc:
-            raise SetupFailure(125, f"process.inherit_fds: fd {fd} is not open: {exc.strerror}",
-                               "pass only fds that vbdecl inherits from its caller") from None
-    sysproc.close_fds_except([*keep, cfg.c2p])   # the lock too: only vbdecl's processes hold it
+        env[b"PWD"] = b""
+        plan.pwd_slot = list(env).index(b"PWD")
+    plan.cwds = [_c_string(c, "process.cwd") for c in out.cwds]
+    plan.envp = [k + b"=" + v for k, v in env.items()]
+    _command(cfg, os.fsdecode(env.get(b"PATH", DEFAULT_PATH.encode())), out)
+    rlimits = (spec.get("limits") or {}).get("rlimits") or {}
+    if rlimits:
+        from vbdecl.sys.rlimit import resolve
+
+        for name, resource, soft, hard in resolve(rlimits):
+            out.limits.append((name, soft, hard))
+            plan.rlimits.append((resource, soft, hard))
+    plan.inherit = [fd for fd in proc.get("inherit_fds") or [] if fd > 2]
+    userns2 = (vb or {}).get("userns2_fd")
     if isinstance(userns2, int):      # vb --userns2: switch user namespace after setup
-        sysns.setns(userns2, sysns.CLONE_NEWUSER, what=f"--userns2 fd {userns2}")
-        os.close(userns2)
+        plan.userns2 = userns2
     # ids, capabilities, no_new_privs, Landlock, seccomp (last)
-    _security().apply_in_child(spec, prepared)
-    file = argv[0]
+    _security().fill_last_step(plan, spec, userns_switch=isinstance(userns2, int))
+    # the lock too: only vbdecl's processes hold it; our pipe for a failure to report
+    keep = {*plan.inherit, plan.landlock, plan.userns2, cfg.c2p if parent is None else -1}
+    plan.keep = sorted(fd for fd in keep if fd >= 0)
+    return out
+
+
+def _command(cfg: ChildConfig, path: str, out: _Process) -> None:
+    """argv and the paths execve tries (a search of ``path``, the process's PATH,
+    in the environment's root)."""
+    proc = cfg.spec["process"]
+    argv = list(cfg.argv or proc.get("command") or [])
+    if not argv:
+        argv = ["/bin/sh"]
+        out.default_shell = True
+    out.file = argv[0]
+    if "/" in out.file:
+        out.paths = [out.file]
+    else:
+        out.path = path
+        out.paths = [os.path.join(d or ".", out.file) for d in out.path.split(":")]
     if proc.get("argv0"):
         argv[0] = proc["argv0"]
-    _execvpe(file, argv, env)
+    out.plan.argv = [_c_string(a, "process.command") for a in argv]
+    out.plan.paths = [_c_string(p, "process.command") for p in out.paths]
+
+
+def _c_string(text: str, where: str) -> bytes:
+    data = os.fsencode(text)
+    if b"\0" in data:
+        raise SetupFailure(125, f"{where}: {text!r} contains a NUL character",
+                           "the kernel takes paths, arguments and variables as C strings")
+    return data
+
+
+def _failure(cfg: ChildConfig, proc: _Process, failed: Any) -> BaseException:
+    """What the failed step means, in the words the user reads."""
+    from vbdecl.sys import laststep as ls
+    from vbdecl.sys.raw import sys_error
+
+    spec, step, index, err = cfg.spec, failed.step, failed.index, failed.errno
+    if step == ls.CHDIR:
+        cwd = proc.cwds[index]
+        if "vb" in spec:    # bubblewrap's words
+            return SetupFailure(125, f"Can't chdir to {cwd}: {os.strerror(err)}")
+        return SetupFailure(125, f"cannot change to process.cwd {cwd}: {os.strerror(err)}",
+                            "create it with a dir entry in filesystem, or fix process.cwd")
+    if step == ls.RLIMIT:
+        from vbdecl.sys import rlimit
+
+        name, soft, hard = proc.limits[index]
+        return rlimit.failed(name, soft, hard, err)
+    if step == ls.INHERIT:
+        return SetupFailure(125, f"process.inherit_fds: fd {index} is not open: {os.strerror(err)}",
+                            "pass only fds that vbdecl inherits from its caller")
+    if step == ls.EXEC_DENIED:
+        return SetupFailure(126, f"cannot execute {proc.paths[index]}: {os.strerror(err)}",
+                            "check the file's mode (x bit), its interpreter line, and noexec mounts")
+    if step == ls.EXEC_NO_INTERPRETER:
+        # (the message keeps execve's words: vb turns it into bubblewrap's)
+        path = proc.paths[index]
+        return SetupFailure(126, f"cannot execute {path}: {os.strerror(errno.ENOENT)}",
+                            f"{_missing_interpreter(path)}: bind it into the root "
+                            "(ro-bind /usr with the /bin, /lib, /lib64 symlinks, say), or fix the #! line")
+    if step == ls.EXEC_NOT_FOUND:
+        if proc.default_shell:
+            return SetupFailure(127, "no process.command given and /bin/sh does not exist in the "
+                                     "environment's root",
+                                "set process.command, pass a command after --, or bind /bin/sh into the root")
+        where = f" in PATH={proc.path}" if proc.path else ""
+        return SetupFailure(127, f"command not found: {proc.file}{where} (inside the environment's root)",
+                            "bind the program into the root (for example ro-bind /usr) or fix process.command")
+    if step == ls.USERNS2:
+        return sys_error(f"setns(--userns2 fd {index})", err, hint="joining a namespace needs "
+                         "CAP_SYS_ADMIN over it (root, or the owner of its user namespace)")
+    if step == ls.SETSID:
+        return sys_error("setsid", err)
+    if step == ls.DEATH_SIGNAL:
+        return sys_error("prctl(PR_SET_PDEATHSIG, SIGKILL)", err)
+    return _security().failure(spec, proc.plan, failed) or SetupFailure(
+        125, f"the process's setup failed at step {step} ({os.strerror(err)})")
 
 
 def own_session(proc: dict[str, Any]) -> bool:
@@ -738,30 +744,14 @@ def own_session(proc: dict[str, Any]) -> bool:
     return bool(proc.get("new_session")) or proc.get("tty") is False
 
 
-def _vb_cwd(spec: dict[str, Any], env: dict[str, str]) -> str:
-    """vb without --chdir: the caller's cwd if it exists in the sandbox, else $HOME, else /."""
-    for cand in ((spec.get("vb") or {}).get("cwd_fallback"), env.get("HOME")):
-        if cand:
-            try:
-                os.chdir(cand)
-                return cand
-            except OSError:
-                pass
-    return "/"
-
-
-def build_env(proc: dict[str, Any]) -> dict[str, str]:
-    env: dict[str, str] = {} if proc.get("clear_env") else dict(os.environ)
+def build_env(proc: dict[str, Any]) -> dict[bytes, bytes]:
+    """The process's environment, as the kernel takes it (no round trip through str)."""
+    env: dict[bytes, bytes] = {} if proc.get("clear_env") else dict(os.environb)
     for key in proc.get("unset_env") or []:
-        env.pop(key, None)
-    env.update(proc.get("env") or {})
+        env.pop(os.fsencode(key), None)
+    for key, value in (proc.get("env") or {}).items():
+        env[_c_string(key, "process.env")] = _c_string(value, f"process.env.{key}")
     return env
-
-
-def _apply_rlimits(rlimits: dict[str, Any]) -> None:
-    from vbdecl.sys.rlimit import apply_rlimits
-
-    apply_rlimits(rlimits)
 
 
 def _security() -> Any:
@@ -770,37 +760,6 @@ def _security() -> Any:
     from vbdecl.ops import sec
 
     return sec
-
-
-def _execvpe(file: str, argv: list[str], env: dict[str, str]) -> NoReturn:
-    if "/" in file:
-        candidates = [file]
-    else:
-        path = env.get("PATH", DEFAULT_PATH)
-        candidates = [os.path.join(d or ".", file) for d in path.split(":")]
-    not_exec: OSError | None = None
-    no_interpreter: str | None = None
-    for cand in candidates:
-        try:
-            os.execve(cand, argv, env)
-        except OSError as exc:
-            if exc.errno in (errno.ENOENT, errno.ENOTDIR, errno.ELOOP, errno.ENAMETOOLONG):
-                if exc.errno == errno.ENOENT and no_interpreter is None and os.path.isfile(cand):
-                    no_interpreter = cand   # there, but what runs it is not
-                continue
-            not_exec = not_exec or exc
-            not_exec.filename = cand
-    if not_exec is not None:
-        raise SetupFailure(126, f"cannot execute {not_exec.filename}: {not_exec.strerror}",
-                           "check the file's mode (x bit), its interpreter line, and noexec mounts")
-    if no_interpreter is not None:
-        # (the message keeps execve's words: vb turns it into bubblewrap's)
-        raise SetupFailure(126, f"cannot execute {no_interpreter}: {os.strerror(errno.ENOENT)}",
-                           f"{_missing_interpreter(no_interpreter)}: bind it into the root "
-                           "(ro-bind /usr with the /bin, /lib, /lib64 symlinks, say), or fix the #! line")
-    where = "" if "/" in file else f" in PATH={env.get('PATH', DEFAULT_PATH)}"
-    raise SetupFailure(127, f"command not found: {file}{where} (inside the environment's root)",
-                       "bind the program into the root (for example ro-bind /usr) or fix process.command")
 
 
 def _missing_interpreter(path: str) -> str:

@@ -903,22 +903,20 @@ def _pick_base() -> str:
                             hint=f"one of {', '.join(STAGING_BASES)} must exist in the host root")
 
 
-def setup_root(spec: dict[str, Any], *, instance: str, runtime_dir: str) -> bool:
+def setup_root(spec: dict[str, Any], *, instance: str, runtime_dir: str) -> None:
     """Build the environment's root from ``spec`` and make it ``/`` (see the module doc).
 
-    Returns whether it got there by pivot_root (which moved every process of
-    the mount namespace that shared our root), not by chroot (ours alone).
     Raises :class:`RuntimeSetupError` (``where`` = the action id) on failure;
     the mount namespace is then unusable and the caller should exit.
     """
     old_umask = os.umask(0)
     try:
-        return _setup_root(spec)
+        _setup_root(spec)
     finally:
         os.umask(old_umask)
 
 
-def _setup_root(spec: dict[str, Any]) -> bool:
+def _setup_root(spec: dict[str, Any]) -> None:
     try:
         try:
             m.mount(None, "/", None, m.MS_REC | m.MS_SLAVE)
@@ -1011,7 +1009,6 @@ def _setup_root(spec: dict[str, Any]) -> bool:
     except OSError as exc:
         raise RuntimeSetupError(f"cannot switch to the new root: {_msg(exc)}", where="rootfs",
                                 hint=getattr(exc, "hint", None)) from exc
-    return pivoted
 
 
 def _enter(pivoted: bool, base: str, root_path: str) -> None:

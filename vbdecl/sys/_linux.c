@@ -3,8 +3,8 @@
  *
  * One generic entry point, syscall(nr, *args), the syscall numbers of the
  * calls vbdecl makes (NR), taken from the kernel headers at build time, and
- * set_seccomp_filter(prog), whose struct holds a pointer Python cannot take. It
- * replaces ctypes, whose import alone costs every `vbdecl run` and `vb` ~2 ms;
+ * last_step(spawn, plan), the process's last steps before execve (in
+ * _laststep.c). It replaces ctypes, whose import alone costs every `vbdecl run` and `vb` ~2 ms;
  * this module loads in ~0.1 ms. The typed helpers, argument checks and error
  * messages stay in Python (the modules of vbdecl/sys).
  *
@@ -19,9 +19,6 @@
 #include <Python.h>
 
 #include <errno.h>
-#include <linux/filter.h>
-#include <linux/seccomp.h>
-#include <sys/prctl.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -106,36 +103,14 @@ done:
     return result;
 }
 
-/* prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, prog), as bubblewrap installs a
- * program: a caller's earlier filter that allows prctl but not seccomp(2)
- * still lets the next one be added. */
-static PyObject *
-linux_set_seccomp_filter(PyObject *module, PyObject *arg)
-{
-    (void)module;
-    if (!PyBytes_Check(arg)) {
-        PyErr_SetString(PyExc_TypeError, "set_seccomp_filter() takes the program as bytes");
-        return NULL;
-    }
-    Py_ssize_t size = PyBytes_GET_SIZE(arg);
-    if (size == 0 || size % (Py_ssize_t)sizeof(struct sock_filter) != 0 ||
-        size / (Py_ssize_t)sizeof(struct sock_filter) > BPF_MAXINSNS) {
-        PyErr_SetString(PyExc_ValueError, "a seccomp program is 1 to 4096 instructions of 8 bytes");
-        return NULL;
-    }
-    struct sock_fprog fprog = {
-        .len = (unsigned short)(size / (Py_ssize_t)sizeof(struct sock_filter)),
-        .filter = (struct sock_filter *)PyBytes_AS_STRING(arg),
-    };
-    int ret = prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &fprog, 0, 0);
-    return PyLong_FromLong(ret == -1 ? -errno : ret);
-}
+/* vbdecl/sys/_laststep.c */
+PyObject *linux_last_step(PyObject *module, PyObject *args);
 
 static PyMethodDef linux_methods[] = {
     {"syscall", (PyCFunction)(void (*)(void))linux_syscall, METH_FASTCALL,
      "syscall(nr, *args) -> result, or -errno when the call failed"},
-    {"set_seccomp_filter", linux_set_seccomp_filter, METH_O,
-     "set_seccomp_filter(prog) -> 0, or -errno when prctl(PR_SET_SECCOMP) failed"},
+    {"last_step", linux_last_step, METH_VARARGS,
+     "last_step(spawn, plan) -> (pid, step, index, errno): the process's last steps (see _laststep.c)"},
     {NULL, NULL, 0, NULL},
 };
 

@@ -1,4 +1,5 @@
-"""Landlock: ABI detection, rulesets, path and port rules, restrict_self.
+"""Landlock: ABI detection, rulesets, path and port rules (the process enforces
+its ruleset with landlock_restrict_self in vbdecl.sys.laststep).
 
 The access-right constants follow linux/landlock.h. :func:`fs_rights` and
 :func:`net_rights` give every right the running ABI knows, so a ruleset that
@@ -138,10 +139,3 @@ def add_port_rule(ruleset_fd: int, port: int, access: int) -> None:
     check(syscall("landlock_add_rule", ruleset_fd, LANDLOCK_RULE_NET_PORT, attr, 0),
           f"landlock_add_rule(port={port}, access={access:#x})",
           hint="port rules need Landlock ABI 4 (Linux 6.7)")
-
-
-def restrict_self(ruleset_fd: int) -> None:
-    """Enforce the ruleset on the calling thread (needs no_new_privs or CAP_SYS_ADMIN)."""
-    check(syscall("landlock_restrict_self", ruleset_fd, 0),
-          "landlock_restrict_self",
-          hint="Landlock needs no_new_privs (security.no_new_privs: true) or CAP_SYS_ADMIN")

@@ -21,6 +21,8 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import NoReturn
 
+    from vbdecl.errors import SysError
+
 try:
     from vbdecl.sys import _linux
 except ImportError as exc:     # a source tree whose extension was never built
@@ -34,11 +36,6 @@ NR: dict[str, int] = _linux.NR
 def syscall(name: str, *args: int | bytes | bytearray | None) -> int:
     """The raw syscall ``name``: its result, or -errno when it failed."""
     return _linux.syscall(NR[name], *args)
-
-
-def set_seccomp_filter(prog: bytes) -> int:
-    """Install a classic-BPF program (struct sock_filter[]): 0, or -errno."""
-    return _linux.set_seccomp_filter(prog)
 
 
 _HINTS = {
@@ -56,7 +53,12 @@ def check(ret: int, what: str, *, hint: str | None = None) -> int:
 
 
 def raise_errno(what: str, err: int, *, hint: str | None = None) -> NoReturn:
+    raise sys_error(what, err, hint=hint)
+
+
+def sys_error(what: str, err: int, *, hint: str | None = None) -> SysError:
+    """The error of a call ``what`` that failed with ``err`` (errno)."""
     from vbdecl.errors import SysError
 
-    raise SysError(f"{what}: {os.strerror(err)} ({_errno.errorcode.get(err, err)})",
-                   errno=err, hint=hint or _HINTS.get(err))
+    return SysError(f"{what}: {os.strerror(err)} ({_errno.errorcode.get(err, err)})",
+                    errno=err, hint=hint or _HINTS.get(err))

@@ -1,4 +1,5 @@
-"""Resource limits of the process (setrlimit), set in the sandbox child before exec.
+"""Resource limits of the process (setrlimit), set in the sandbox child before exec
+(by vbdecl.sys.laststep).
 
 Names are the manifest's (``limits.rlimits``): the lower-case RLIMIT_* names
 without the prefix. Values are ``[soft, hard]`` (the normalized spec turns a
@@ -9,6 +10,7 @@ scalar N into ``[N, N]``); ``None``, ``-1``, ``"unlimited"`` or
 from __future__ import annotations
 
 import errno as _errno
+import os
 import resource
 
 from vbdecl.errors import SysError
@@ -62,26 +64,27 @@ def normalize(rlimits: dict[str, Any]) -> dict[str, tuple[int, int]]:
     return out
 
 
-def apply_rlimits(rlimits: dict[str, Any]) -> None:
-    """setrlimit for each entry in the calling process. Errors name the limit."""
+def resolve(rlimits: dict[str, Any]) -> list[tuple[str, int, int, int]]:
+    """(name, RLIMIT_* number, soft, hard) of each entry, for setrlimit in the
+    process (vbdecl.sys.laststep); bad values raise SysError naming the entry."""
     try:
         limits = normalize(rlimits)
     except ValueError as exc:
         raise SysError(str(exc), errno=_errno.EINVAL) from None
-    for name, (soft, hard) in limits.items():
-        try:
-            resource.setrlimit(NAMES[name], (soft, hard))
-        except (OSError, ValueError) as exc:
-            code = getattr(exc, "errno", None) or _errno.EINVAL
-            cur = resource.getrlimit(NAMES[name])
-            hint = None
-            if code == _errno.EPERM:
-                hint = (f"raising the hard limit (now {_show(cur[1])}) needs CAP_SYS_RESOURCE; "
-                        "lower the value or run as root")
-            elif name == "nofile":
-                hint = "nofile cannot exceed /proc/sys/fs/nr_open"
-            raise SysError(f"setrlimit {name} to [{_show(soft)}, {_show(hard)}]: {exc}",
-                           errno=code, hint=hint) from None
+    return [(name, NAMES[name], soft, hard) for name, (soft, hard) in limits.items()]
+
+
+def failed(name: str, soft: int, hard: int, code: int) -> SysError:
+    """The error of setrlimit ``name`` to (soft, hard) failing with errno ``code``."""
+    hint = None
+    if code == _errno.EPERM:
+        cur = resource.getrlimit(NAMES[name])
+        hint = (f"raising the hard limit (now {_show(cur[1])}) needs CAP_SYS_RESOURCE; "
+                "lower the value or run as root")
+    elif name == "nofile":
+        hint = "nofile cannot exceed /proc/sys/fs/nr_open"
+    return SysError(f"setrlimit {name} to [{_show(soft)}, {_show(hard)}]: {os.strerror(code)}",
+                    errno=code, hint=hint)
 
 
 def _show(v: int) -> str:

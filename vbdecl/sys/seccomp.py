@@ -9,9 +9,10 @@ a sandbox with a seccomp profile pays for it.
 :func:`build_filter` turns a profile in the OCI/Docker JSON format
 (``defaultAction``, ``defaultErrnoRet``, ``architectures`` or ``archMap``,
 ``syscalls[{names, action, errnoRet, args, includes, excludes}]``) into a
-filter object; ``filter.load()`` installs it. Raw programs (``struct
+filter object, :func:`export_bpf` its program. Raw programs (``struct
 sock_filter[]`` as bytes, for the ``vb`` front end's ``--seccomp FD``) are
-read with :func:`read_bpf_fd` and installed with :func:`install_bpf`.
+read with :func:`read_bpf_fd`. The process installs them all last
+(vbdecl.sys.laststep).
 """
 
 from __future__ import annotations
@@ -20,8 +21,6 @@ import errno as _errno
 import os
 
 from vbdecl.errors import RuntimeSetupError
-from vbdecl.sys import raw
-from vbdecl.sys.raw import check
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -238,14 +237,6 @@ def build_filter(profile: dict[str, Any], *, caps: set[str] | None = None,
     return filt
 
 
-def load_filter(filt: Any) -> None:
-    try:
-        filt.load()
-    except (RuntimeError, OSError) as e:
-        raise RuntimeSetupError(f"seccomp: loading the filter failed: {e}",
-                                hint="seccomp needs no_new_privs or CAP_SYS_ADMIN") from None
-
-
 def export_bpf(filt: Any) -> bytes:
     """The classic-BPF program of a filter, as bytes (``struct sock_filter[]``)."""
     with os.fdopen(os.memfd_create("vbdecl-seccomp", os.MFD_CLOEXEC), "w+b") as f:
@@ -317,14 +308,6 @@ def read_bpf_fd(fd: int) -> bytes:
             f"the seccomp program on fd {fd} is {len(prog)} bytes, not a non-empty multiple of 8",
             hint="pass a compiled classic-BPF program (struct sock_filter[])")
     return prog
-
-
-def install_bpf(prog: bytes) -> None:
-    """Install a raw program with prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER), as bubblewrap
-    does: a caller's earlier program that allows prctl but not seccomp(2) still lets
-    the next one be added (bubblewrap's test-seccomp.py relies on it)."""
-    check(raw.set_seccomp_filter(prog), "prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER)",
-          hint="seccomp needs no_new_privs or CAP_SYS_ADMIN; EINVAL means an invalid program")
 
 
 def errno_number(value: str | int) -> int:

@@ -26,7 +26,8 @@ the one fork, so its child is pid 1 at once and does the holder's part
 Sync protocol (one-byte messages, checked; both pipes are close-on-exec):
 
 * child -> parent: ``U`` namespaces exist (the parent writes id maps, runs
-  host actions, then answers ``G``); ``P`` + 4 bytes: host pid of pid 1
+  host actions, then answers ``G``; with nothing to do there it sends no
+  ``G``, and the child does not wait: ``ChildConfig.await_go``); ``P`` + 4 bytes: host pid of pid 1
   (0: the first child is pid 1, or there is no pid namespace), sent once
   every namespace exists; an ephemeral run's first child then waits for a
   second ``G``, which the parent sends once it has read the namespaces (a
@@ -76,6 +77,7 @@ class ChildConfig:
 
     __slots__ = (
         "argv",
+        "await_go",
         "c2p",
         "die_with_parent",
         "direct_init",
@@ -92,6 +94,7 @@ class ChildConfig:
         "pid_join",
         "pid_nested",
         "pid_new",
+        "preloaded",
         "runtime_dir",
         "spec",
         "user_new",
@@ -118,6 +121,8 @@ class ChildConfig:
         self.keep_fds: list[int] = []  # fds the process inherits (inherit_fds)
         self.live = False             # a live environment: init holds the namespaces, no process
         self.lock_fd = -1             # status.lock_file, held by every process but the payload
+        self.await_go = True          # the parent has work between "U" and "go" (else no "go")
+        self.preloaded = False        # load_setup_code ran (in this process or before its fork)
 
 
 class SetupFailure(Exception):
@@ -216,8 +221,9 @@ def holder_main(cfg: ChildConfig, parent: int) -> NoReturn:
             sysproc.set_pdeathsig(signals.SIGKILL, parent)
         _enter_namespaces(cfg)
         send(cfg.c2p, MSG_UNSHARED)
-        load_setup_code(cfg)   # while the parent writes id maps and runs host actions
-        _wait_go(cfg.p2c)
+        if cfg.await_go:
+            load_setup_code(cfg)   # while the parent writes id maps and runs host actions
+            _wait_go(cfg.p2c)
         _after_go(cfg)
         if cfg.live:
             os.close(cfg.p2c)
@@ -439,10 +445,11 @@ def load_setup_code(cfg: ChildConfig) -> None:
     the fork (spawn._spawn_and_wait), which is cheaper than in the child: a forked
     child takes a copy-on-write fault on every page it touches, and an import
     touches many. Importing changes nothing outside this process; the second
-    call costs next to nothing."""
-    if cfg.needs_root and not cfg.live:
+    call does nothing (nor does it in the children of a process that did it)."""
+    if cfg.needs_root and not cfg.live and not cfg.preloaded:
         preload(cfg.spec, _security())
         import vbdecl.runtime.rootfs  # noqa: F401
+        cfg.preloaded = True
 
 
 def _setup_root(cfg: ChildConfig) -> None:
@@ -451,7 +458,9 @@ def _setup_root(cfg: ChildConfig) -> None:
     sec.prepare_in_child(cfg.spec)    # disable_userns: needs the host /proc, before pivot
     if not cfg.needs_root:
         return
-    preload(cfg.spec, sec)
+    if not cfg.preloaded:
+        preload(cfg.spec, sec)
+        cfg.preloaded = True
     from vbdecl.runtime.rootfs import setup_root
 
     setup_root(cfg.spec, instance=cfg.instance, runtime_dir=cfg.runtime_dir)

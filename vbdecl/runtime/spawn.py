@@ -333,7 +333,8 @@ def _spawn_and_wait(cfg: C.ChildConfig, nsd: dict[str, Any], idmap: dict[str, An
                     sink: EventSink, result: RunResult, guard: SignalGuard,
                     state_dir: str | None, set_tx: Any, warnings: list[str]) -> None:
     if not actions and not (cfg.user_new and idmap):
-        C.load_setup_code(cfg)   # we would wait for "U" with nothing to do (see there)
+        cfg.await_go = False     # nothing to do between "U" and "go": no first "go"
+        C.load_setup_code(cfg)   # and nothing to do while the child would (see there)
     with guard:
         pid, c2p_r, p2c_w = fork_holder(cfg, max([2, cfg.lock_fd, *cfg.keep_fds]))
         _run_holder(cfg, pid, c2p_r, p2c_w, nsd, idmap, spec, name, actions, sink, result,
@@ -366,7 +367,8 @@ def _run_holder(cfg: C.ChildConfig, pid: int, c2p_r: int, p2c_w: int, nsd: dict[
                     tx.apply(actions)
                     for record in ctx.records.values():
                         warnings.extend(record.get("warnings") or [] if isinstance(record, dict) else [])
-                os.write(p2c_w, C.MSG_GO)
+                if cfg.await_go:
+                    os.write(p2c_w, C.MSG_GO)
             except VbdeclError as err:
                 error = err
             except OSError as err:

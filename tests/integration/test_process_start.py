@@ -1,6 +1,7 @@
-"""pid 1 forks the process before it builds the root (child.init_main): what the
-process does before pid 1's "go" must not depend on the root, and it must never
-go on outside the new root."""
+"""pid 1 builds the root, then spawns the process (child.init_main, vbdecl.sys.laststep):
+the process's steps happen in the new root, never outside it, and pid 1's errors come
+first. (pid 1 used to fork the process before it built the root; these tests guarded
+that order and still hold.)"""
 
 from __future__ import annotations
 
@@ -40,9 +41,8 @@ def test_disable_userns_without_proc_in_the_sandbox() -> None:
 
 def test_the_chroot_fallback_starts_the_process_again_in_the_new_root(
         monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]) -> None:
-    """The root is a mount point, so pid 1 forks early; then pivot_root refuses (as
-    it does on an initramfs) and the root builder chroots: the early process would
-    still see the host's root, so pid 1 replaces it."""
+    """pivot_root refuses (as it does on an initramfs) and the root builder chroots:
+    the process still starts in the new root."""
     real = m.pivot_root
 
     def refusing(new_root: str, put_old: str) -> None:
@@ -64,9 +64,9 @@ def test_the_chroot_fallback_starts_the_process_again_in_the_new_root(
 
 
 def test_when_both_fail_pid_1s_error_is_the_one_reported(tmp_path: Path) -> None:
-    """The early process fails at once (tty: true without a terminal) while pid 1 is
-    still building the root, which then fails too (a missing bind source): the root
-    comes first in the manifest, so its error is the one the user sees, every time."""
+    """The process would fail (tty: true without a terminal) and the root fails too
+    (a missing bind source): the root comes first, so its error is the one the user
+    sees, every time."""
     spec: dict[str, Any] = make_spec(["/bin/true"], tty=True, filesystem=[
         {"type": "ro-bind", "source": "/usr", "target": "/usr", "optional": False},
         {"type": "symlink", "target": "/bin", "points_to": "usr/bin"},
@@ -83,8 +83,8 @@ def test_when_both_fail_pid_1s_error_is_the_one_reported(tmp_path: Path) -> None
 def test_the_parent_giving_up_after_pid_1_started_ends_the_run(
         monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]) -> None:
     """A direct init builds the root while the parent reads the namespaces: when the parent
-    fails there, pid 1 (waiting for the second "go") and its early process go, and the
-    run ends with the parent's error, without hanging (the leak guard checks the rest)."""
+    fails there, pid 1 (waiting for the second "go") goes without starting the process, and
+    the run ends with the parent's error, without hanging (the leak guard checks the rest)."""
     from vbdecl.errors import RuntimeSetupError
     from vbdecl.runtime import spawn
 

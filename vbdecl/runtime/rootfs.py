@@ -20,10 +20,10 @@ It works like bubblewrap, but on file descriptors:
 4. Network files (``/etc/resolv.conf``, ``/etc/hosts``) are written into the
    staging tmpfs and bound read-only over the targets: no host file is ever
    written.
-5. The host tree is detached, ``/newroot`` becomes ``/`` (``pivot_root``; if
-   the process root is not a mount point: ``MS_MOVE`` + ``chroot``), the
-   staging tmpfs is detached (files bound from it stay alive, unreachable
-   by path) and the cwd is ``/``.
+5. ``/newroot`` becomes ``/`` (``pivot_root``; if the process root is not a
+   mount point: ``MS_MOVE`` + ``chroot``), the staging tmpfs is detached with
+   the host tree under it (files bound from it stay alive, unreachable by
+   path) and the cwd is ``/``.
 
 Defaults (bubblewrap's where ``vb`` needs them): tmpfs mode 0755, dir mode
 0755 (parents too), file mode 0644 (bwrap: 0666 minus the usual umask 022),
@@ -1014,9 +1014,10 @@ def _setup_root(spec: dict[str, Any]) -> None:
 def _enter(pivoted: bool, base: str, root_path: str) -> None:
     if pivoted:
         # The host tree must be private before it is detached, or the unmount
-        # would propagate; then /newroot becomes / and the staging tmpfs goes.
+        # would propagate; then /newroot becomes / and the staging tmpfs goes,
+        # the host tree under it with it: one detach, where a detach of each
+        # would wait for two RCU grace periods.
         m.mount("oldroot", "/oldroot", None, m.MS_REC | m.MS_PRIVATE)
-        m.umount2("/oldroot", m.MNT_DETACH)
         stage_root = os.open("/", os.O_DIRECTORY | os.O_RDONLY | os.O_CLOEXEC)
         try:
             os.chdir("/newroot")

@@ -45,6 +45,30 @@ def test_build_env(monkeypatch: pytest.MonkeyPatch) -> None:
     assert C.build_env({"env": {"A": "b"}, "clear_env": True, "unset_env": []}) == {b"A": b"b"}
 
 
+def test_the_steps_a_parent_works_out_reach_pid_1_as_they_were() -> None:
+    """A direct init gets the process's last steps with its second "go" (encode_steps):
+    what it decodes is what pid 1 would have worked out itself, field for field."""
+    cfg = C.ChildConfig()
+    cfg.die_with_parent = True
+    cfg.spec = {"process": {"command": ["ls", "-l"], "env": {"A": "b"}, "clear_env": True,
+                            "cwd": "/work", "argv0": "lister", "inherit_fds": [5]},
+                "limits": {"rlimits": {"nofile": [64, 128]}},
+                "security": {"seccomp": "off", "capabilities": {"drop": ["ALL"]}}}
+    message = C.encode_steps(cfg)
+    assert message[:1] == C.MSG_STEPS
+    (length,) = struct.unpack("=I", message[1:5])
+    got = C._decode_steps(message[5:])
+    assert length == len(message) - 5
+    want = C._prepare(cfg, 1)
+    for key in type(want.plan).__slots__:
+        assert getattr(got.plan, key) == getattr(want.plan, key), key
+    for key in C._Process.__slots__:
+        if key != "plan":
+            assert getattr(got, key) == getattr(want, key), key
+    assert got.plan.death_parent == 1 and got.plan.argv[0] == b"lister"
+    assert got.plan.cwds == [b"/work"] and got.plan.inherit == [5]
+
+
 def test_status_codes() -> None:
     assert C.status_code(7 << 8) == 7
     assert C.status_code(9) == 137        # killed by SIGKILL

@@ -15,8 +15,11 @@ Entry points for the runtime (all take the normalized spec, docs/plan-format.md)
   child inside its namespaces but before pivot_root when the environment may
   lack ``/proc``. It applies ``disable_userns`` (which writes
   ``/proc/sys/user/max_user_namespaces``). Idempotent.
-- :func:`fill_last_step(plan, spec) <fill_last_step>`: required, after the
-  root filesystem is set up. Everything is computed and validated first (1);
+- :func:`fill_last_step(plan, spec) <fill_last_step>` (in the child, or for
+  a direct init in the parent: it changes nothing) and
+  :func:`fill_child_steps(plan, spec) <fill_child_steps>` (in the child,
+  after the root filesystem is set up): everything is computed and validated
+  first (1);
   the process's last steps (:mod:`vbdecl.sys.laststep`, compiled) change the
   kernel state afterwards, right before ``execve``, in the order documented
   in docs/security.md; :func:`failure` says what a failed step means.
@@ -645,20 +648,17 @@ def prepare_process(spec: dict[str, Any], *, userns_switch: bool = False) -> Pre
 
 def fill_last_step(plan: LastStep, spec: dict[str, Any], prepared: Prepared | None = None, *,
                    userns_switch: bool = False) -> None:
-    """Step 1 of the module docstring (compute, take the programs, fill the Landlock
-    ruleset) and ``disable_userns``; the others go into ``plan``, for
-    vbdecl.sys.laststep to make. ``plan.landlock`` is a new fd (the caller closes
-    its copy after a spawn)."""
+    """Step 1 of the module docstring but what needs the new root (compute, take the
+    programs); the others go into ``plan``, for vbdecl.sys.laststep to make. Changes
+    nothing: the parent may call it for its pid 1 (same ids and capabilities)."""
     sec = spec.get("security") or {}
     proc = spec.get("process") or {}
-    prepare_in_child(spec)
     p = prepared or prepare_process(spec, userns_switch=userns_switch)
     programs = list(p.raw)
     if p.filt is not None:
         from vbdecl.sys import seccomp as ssc
 
         programs.insert(0, ssc.export_bpf(p.filt))
-    ruleset = landlock_ruleset(sec.get("landlock"))
     plan.security = True
     plan.assert_userns_disabled = bool((spec.get("vb") or {}).get("assert_userns_disabled"))
     plan.uid = int(proc.get("user") or 0)
@@ -666,8 +666,17 @@ def fill_last_step(plan: LastStep, spec: dict[str, Any], prepared: Prepared | No
     plan.no_new_privs = bool(sec.get("no_new_privs", True))
     plan.kept, plan.hold, plan.inheritable, plan.ambient = p.kept, p.hold, p.inheritable, p.ambient
     plan.drop = list(p.drop)
-    plan.landlock = -1 if ruleset is None else ruleset
     plan.seccomp = programs
+
+
+def fill_child_steps(plan: LastStep, spec: dict[str, Any]) -> None:
+    """The rest of step 1, in the process that spawns or becomes the payload, in the
+    new root: ``disable_userns`` (unless done) and the Landlock ruleset, whose rule
+    paths are opened there. ``plan.landlock`` is a new fd (the caller closes its
+    copy after a spawn)."""
+    prepare_in_child(spec)
+    ruleset = landlock_ruleset((spec.get("security") or {}).get("landlock"))
+    plan.landlock = -1 if ruleset is None else ruleset
 
 
 def failure(spec: dict[str, Any], plan: LastStep, failed: Failure) -> Exception | None:
@@ -723,6 +732,7 @@ def apply_in_child(spec: dict[str, Any], prepared: Prepared | None = None) -> No
 
     plan = ls.LastStep()
     fill_last_step(plan, spec, prepared)
+    fill_child_steps(plan, spec)
     failed = ls.exec_in_place(plan)
     if failed is not None:
         raise failure(spec, plan, failed) or RuntimeSetupError(f"security step failed: {failed}")

@@ -36,7 +36,10 @@ Sync protocol (one-byte messages, checked; both pipes are close-on-exec):
   ``E`` + 4-byte length + ``code NUL message NUL hint`` (UTF-8): setup
   failed; ``W`` + length + a message: a warning. End of file
   means every copy of the pipe is closed: the process was exec'd.
-* parent -> child: ``G`` go on. Anything else (or end of file) aborts.
+* parent -> child: ``G`` go on; ``S`` + 4-byte length + the process's last
+  steps (marshal; see :func:`encode_steps`): the second "go" to a direct init
+  that spawns the process: the parent works them out while pid 1 builds the
+  root. Anything else (or end of file) aborts.
 
 Nothing here imports more than the standard library after fork.
 """
@@ -44,6 +47,7 @@ Nothing here imports more than the standard library after fork.
 from __future__ import annotations
 
 import errno
+import marshal
 import os
 import struct
 
@@ -58,6 +62,7 @@ if TYPE_CHECKING:
 
 MSG_UNSHARED = b"U"
 MSG_GO = b"G"
+MSG_STEPS = b"S"
 MSG_PID = b"P"
 MSG_ERROR = b"E"
 MSG_WARNING = b"W"
@@ -97,6 +102,7 @@ class ChildConfig:
         "preloaded",
         "runtime_dir",
         "spec",
+        "steps",
         "user_new",
     )
 
@@ -123,6 +129,7 @@ class ChildConfig:
         self.lock_fd = -1             # status.lock_file, held by every process but the payload
         self.await_go = True          # the parent has work between "U" and "go" (else no "go")
         self.preloaded = False        # load_setup_code ran (in this process or before its fork)
+        self.steps: Any = None        # the process's last steps, from the parent (see _second_go)
 
 
 class SetupFailure(Exception):
@@ -488,6 +495,12 @@ def _second_go(cfg: ChildConfig) -> None:
         fd, cfg.p2c = cfg.p2c, -1
         try:
             byte = os.read(fd, 1)
+            if byte == MSG_STEPS:
+                head = read_exact(fd, 4)
+                data = read_exact(fd, struct.unpack("=I", head)[0]) if head else None
+                if data is not None:
+                    cfg.steps = _decode_steps(data)
+                    byte = MSG_GO
         except OSError:
             byte = b""
         os.close(fd)
@@ -595,7 +608,8 @@ def spawn_process(cfg: ChildConfig) -> int:
     """Start the process (pid 1's child); its pid once it exec'd. Raises its failure."""
     from vbdecl.sys import laststep
 
-    proc = _prepare(cfg, os.getpid())
+    proc = cfg.steps or _prepare(cfg, os.getpid())
+    _ready(cfg, proc, in_place=False)
     try:
         pid, failed = laststep.spawn(proc.plan)
     finally:
@@ -613,6 +627,7 @@ def exec_process(cfg: ChildConfig) -> NoReturn:
 
     try:
         proc = _prepare(cfg, None)
+        _ready(cfg, proc, in_place=True)
         failed = laststep.exec_in_place(proc.plan)
         assert failed is not None       # a LastStep with paths returns only when one failed
         raise _failure(cfg, proc, failed)
@@ -620,8 +635,34 @@ def exec_process(cfg: ChildConfig) -> NoReturn:
         _report(cfg, exc)
 
 
+def encode_steps(cfg: ChildConfig) -> bytes:
+    """The second "go" to a direct init that spawns the process, with the process's
+    last steps: the parent works them out (it sees what pid 1 sees: the same ids,
+    capabilities, environment and stdin) while pid 1 builds the root, where they
+    would cost pid 1 a copy-on-write fault for every page they touch."""
+    from vbdecl.sys.laststep import LastStep
+
+    proc = _prepare(cfg, 1)     # pid 1 of its own pid namespace spawns it
+    data = marshal.dumps(([getattr(proc.plan, k) for k in LastStep.__slots__],
+                          [getattr(proc, k) for k in _Process.__slots__ if k != "plan"]))
+    return MSG_STEPS + struct.pack("=I", len(data)) + data
+
+
+def _decode_steps(data: bytes) -> _Process:
+    from vbdecl.sys.laststep import LastStep
+
+    plan_values, values = marshal.loads(data)
+    proc = _Process(LastStep())
+    for key, value in zip(LastStep.__slots__, plan_values, strict=True):
+        setattr(proc.plan, key, value)
+    for key, value in zip([k for k in _Process.__slots__ if k != "plan"], values, strict=True):
+        setattr(proc, key, value)
+    return proc
+
+
 def _prepare(cfg: ChildConfig, parent: int | None) -> _Process:
-    """The process's last steps. ``parent``: pid 1 spawning it; None: it is us."""
+    """The process's last steps but those that need the new root (see _ready).
+    ``parent``: the pid of pid 1, which spawns it; None: it is us."""
     from vbdecl.sys import laststep
 
     spec = cfg.spec
@@ -664,12 +705,19 @@ def _prepare(cfg: ChildConfig, parent: int | None) -> _Process:
     userns2 = (vb or {}).get("userns2_fd")
     if isinstance(userns2, int):      # vb --userns2: switch user namespace after setup
         plan.userns2 = userns2
-    # ids, capabilities, no_new_privs, Landlock, seccomp (last)
+    # ids, capabilities, no_new_privs, seccomp (last)
     _security().fill_last_step(plan, spec, userns_switch=isinstance(userns2, int))
-    # the lock too: only vbdecl's processes hold it; our pipe for a failure to report
-    keep = {*plan.inherit, plan.landlock, plan.userns2, cfg.c2p if parent is None else -1}
-    plan.keep = sorted(fd for fd in keep if fd >= 0)
     return out
+
+
+def _ready(cfg: ChildConfig, proc: _Process, *, in_place: bool) -> None:
+    """The steps that need the new root (disable_userns if not done, the Landlock
+    ruleset), and the fds the process keeps."""
+    plan = proc.plan
+    _security().fill_child_steps(plan, cfg.spec)
+    # the lock too: only vbdecl's processes hold it; our pipe for a failure to report
+    keep = {*plan.inherit, plan.landlock, plan.userns2, cfg.c2p if in_place else -1}
+    plan.keep = sorted(fd for fd in keep if fd >= 0)
 
 
 def _command(cfg: ChildConfig, path: str, out: _Process) -> None:

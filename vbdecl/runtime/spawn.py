@@ -189,6 +189,12 @@ def direct_init(cfg: C.ChildConfig) -> bool:
             and not cfg.joins and os.geteuid() == 0)
 
 
+def _spawns(cfg: C.ChildConfig) -> bool:
+    """A direct init that spawns the process: the parent works out its last steps
+    (child.encode_steps)."""
+    return cfg.direct_init and cfg.spec["process"].get("init", True) is not False
+
+
 def _own_pid_ns() -> int:
     """An fd of our own pid namespace that this thread may setns() back to, else -1
     (then a holder is used). Outside the initial user namespace euid 0 need not
@@ -395,7 +401,12 @@ def _run_holder(cfg: C.ChildConfig, pid: int, c2p_r: int, p2c_w: int, nsd: dict[
                 if nested is not None:
                     inodes["pid"] = nested
             try:
-                os.write(p2c_w, C.MSG_GO)
+                go = C.encode_steps(cfg) if _spawns(cfg) else C.MSG_GO
+            except Exception:   # pid 1 works them out again, and says why after its root
+                go = C.MSG_GO
+            try:
+                while go:
+                    go = go[os.write(p2c_w, go):]
             except OSError:
                 pass          # it is gone: the loop below reports how
         os.close(p2c_w)

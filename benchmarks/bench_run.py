@@ -9,7 +9,10 @@ then medians and ratios:
   read-only with /bin /lib /lib64 symlinks, proc, dev, tmpfs /tmp) running
   /bin/true, with the plan cached; once with the default security
   (capabilities, no_new_privs, seccomp) and once with ``seccomp: off``;
-- ``bwrap`` with the equivalent flags (bubblewrap applies no seccomp filter);
+- ``bwrap`` with the equivalent flags (bubblewrap applies no seccomp filter): the
+  same sandbox, so with a tmpfs on /dev/shm and the host's /etc/resolv.conf
+  bound read-only, as the manifest's ``dev`` and host network give; and, for
+  comparison, with the 15 base flags that leave those two out;
 - ``unshare -mpf --mount-proc /bin/true``;
 - ``vbdecl exec`` of /bin/true into a live environment vs
   ``python -c pass`` with the same interpreter.
@@ -62,9 +65,15 @@ spec:
     seccomp: {seccomp}
 """
 
-BWRAP = ["bwrap", "--unshare-pid", "--ro-bind", "/usr", "/usr", "--symlink", "usr/bin", "/bin",
-         "--symlink", "usr/lib", "/lib", "--symlink", "usr/lib64", "/lib64", "--proc", "/proc",
-         "--dev", "/dev", "--tmpfs", "/tmp", "/bin/true"]
+BWRAP_BASE = ["bwrap", "--unshare-pid", "--ro-bind", "/usr", "/usr", "--symlink", "usr/bin", "/bin",
+              "--symlink", "usr/lib", "/lib", "--symlink", "usr/lib64", "/lib64", "--proc", "/proc",
+              "--dev", "/dev", "--tmpfs", "/tmp", "/bin/true"]
+# The same sandbox as the manifest's: vbdecl's dev has a tmpfs on /dev/shm (bwrap's a
+# plain directory), and a host-network environment gets the host's /etc/resolv.conf,
+# read-only (network.dns omitted, docs/manifest.md).
+BWRAP = [*BWRAP_BASE[:-1], "--tmpfs", "/dev/shm",
+         *(["--ro-bind", "/etc/resolv.conf", "/etc/resolv.conf"] if os.path.exists("/etc/resolv.conf") else []),
+         "/bin/true"]
 UNSHARE = ["unshare", "-mpf", "--mount-proc", "/bin/true"]
 
 HEAVY = ("pydantic", "ruamel", "rich", "pyroute2", "typer", "click")
@@ -150,6 +159,7 @@ def main() -> int:
             contenders[label] = [VBDECL, "run", path]
         if shutil.which("bwrap"):
             contenders["bwrap"] = BWRAP
+            contenders["bwrap (base flags)"] = BWRAP_BASE
         if shutil.which("unshare"):
             contenders["unshare -mpf"] = UNSHARE
         state, record = start_live(tmp, env)
@@ -173,6 +183,7 @@ def main() -> int:
         if "bwrap" in med:
             ratios["vbdecl run / bwrap"] = med["vbdecl run"] / med["bwrap"]
             ratios["vbdecl run (seccomp off) / bwrap"] = med["vbdecl run (seccomp off)"] / med["bwrap"]
+            ratios["vbdecl run / bwrap (base flags)"] = med["vbdecl run"] / med["bwrap (base flags)"]
         if "unshare -mpf" in med:
             ratios["vbdecl run / unshare -mpf"] = med["vbdecl run"] / med["unshare -mpf"]
         ratios["vbdecl exec / python -c pass"] = med["vbdecl exec"] / med["python -c pass"]

@@ -80,6 +80,21 @@ def test_when_both_fail_pid_1s_error_is_the_one_reported(tmp_path: Path) -> None
         assert "missing" in r.stderr and "tty" not in r.stderr, r.stderr
 
 
+@pytest.mark.parametrize("pid", [True, False])
+def test_a_root_that_fails_while_the_parent_reads_the_namespaces_is_reported(
+        tmp_path: Path, pid: bool) -> None:
+    """The child builds the root while the parent reads its namespaces (and works out
+    the process's steps): a root that fails at once is still reported as such, with
+    a pid namespace (pid 1 does it) and without (the first child becomes the process)."""
+    spec: dict[str, Any] = make_spec(["/bin/true"], ns={"pid": pid}, filesystem=[
+        {"type": "bind", "source": str(tmp_path / "missing"), "target": "/data", "optional": False},
+    ])
+    for _ in range(5):
+        r = subprocess.run(driver(tmp_path, spec), stdin=subprocess.DEVNULL, capture_output=True,
+                           text=True, timeout=60)
+        assert r.returncode == 125 and "missing" in r.stderr, r.stderr
+
+
 def test_the_parent_giving_up_after_pid_1_started_ends_the_run(
         monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]) -> None:
     """A direct init builds the root while the parent reads the namespaces: when the parent

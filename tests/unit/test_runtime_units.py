@@ -54,7 +54,7 @@ def test_the_steps_a_parent_works_out_reach_pid_1_as_they_were() -> None:
                             "cwd": "/work", "argv0": "lister", "inherit_fds": [5]},
                 "limits": {"rlimits": {"nofile": [64, 128]}},
                 "security": {"seccomp": "off", "capabilities": {"drop": ["ALL"]}}}
-    message = C.encode_steps(cfg)
+    message = C.encode_steps(cfg, 1)
     assert message[:1] == C.MSG_STEPS
     (length,) = struct.unpack("=I", message[1:5])
     got = C._decode_steps(message[5:])

@@ -37,9 +37,9 @@ Sync protocol (one-byte messages, checked; both pipes are close-on-exec):
   failed; ``W`` + length + a message: a warning. End of file
   means every copy of the pipe is closed: the process was exec'd.
 * parent -> child: ``G`` go on; ``S`` + 4-byte length + the process's last
-  steps (marshal; see :func:`encode_steps`): the second "go" to a direct init
-  that spawns the process: the parent works them out while pid 1 builds the
-  root. Anything else (or end of file) aborts.
+  steps (marshal; see :func:`encode_steps`): the second "go", where the parent
+  can work them out for the child (spawn._steps_parent), while the child
+  builds the root. Anything else (or end of file) aborts.
 
 Nothing here imports more than the standard library after fork.
 """
@@ -200,13 +200,22 @@ def kill_and_reap(pid: int) -> None:
         pass
 
 
-def _wait_go(fd: int) -> None:
+def _wait_go(fd: int, cfg: ChildConfig) -> None:
+    """Wait for a "go": ``G``, or ``S`` with the process's last steps (into
+    ``cfg.steps``; see encode_steps). Anything else: the parent gave up (and says
+    why), so we leave."""
     try:
         byte = os.read(fd, 1)
+        if byte == MSG_STEPS:
+            head = read_exact(fd, 4)
+            data = read_exact(fd, struct.unpack("=I", head)[0]) if head else None
+            if data is not None:
+                cfg.steps = _decode_steps(data)
+                byte = MSG_GO
     except OSError:
         byte = b""
     if byte != MSG_GO:
-        os._exit(125)   # the parent gave up (and says why); nothing to add
+        os._exit(125)   # nothing to add
 
 
 def status_code(status: int) -> int:
@@ -230,7 +239,7 @@ def holder_main(cfg: ChildConfig, parent: int) -> NoReturn:
         send(cfg.c2p, MSG_UNSHARED)
         if cfg.await_go:
             load_setup_code(cfg)   # while the parent writes id maps and runs host actions
-            _wait_go(cfg.p2c)
+            _wait_go(cfg.p2c, cfg)
         _after_go(cfg)
         if cfg.live:
             os.close(cfg.p2c)
@@ -253,14 +262,21 @@ def holder_main(cfg: ChildConfig, parent: int) -> NoReturn:
         send(cfg.c2p, MSG_PID, struct.pack("=i", pid))
         if cfg.direct_init:
             init_main(cfg, None)        # waits for the second go itself (_second_go)
-        _wait_go(cfg.p2c)
+        if not child:
+            # We become the process: the root is built while the parent reads the
+            # namespaces (and works out the process's last steps, see encode_steps).
+            try:
+                _setup_root(cfg)
+            except BaseException:
+                _wait_go(cfg.p2c, cfg)  # the parent reads our namespaces before we may exit
+                raise
+        _wait_go(cfg.p2c, cfg)
         os.close(cfg.p2c)
         if nested is not None:
             _relay_go(nested)           # the parent has read the namespaces: pid 1 goes on
         if child:
             os.close(cfg.c2p)
             _exit_with(child)
-        _setup_root(cfg)
         exec_process(cfg)
     except BaseException as exc:
         _report(cfg, exc)
@@ -493,19 +509,8 @@ def _second_go(cfg: ChildConfig) -> None:
     it reports a failure (and exits). Others have nothing to wait for here."""
     if cfg.direct_init and cfg.p2c >= 0:
         fd, cfg.p2c = cfg.p2c, -1
-        try:
-            byte = os.read(fd, 1)
-            if byte == MSG_STEPS:
-                head = read_exact(fd, 4)
-                data = read_exact(fd, struct.unpack("=I", head)[0]) if head else None
-                if data is not None:
-                    cfg.steps = _decode_steps(data)
-                    byte = MSG_GO
-        except OSError:
-            byte = b""
+        _wait_go(fd, cfg)
         os.close(fd)
-        if byte != MSG_GO:
-            os._exit(125)   # the parent gave up (and says why)
 
 
 def init_main(cfg: ChildConfig, holder: int | None) -> NoReturn:
@@ -626,7 +631,7 @@ def exec_process(cfg: ChildConfig) -> NoReturn:
     from vbdecl.sys import laststep
 
     try:
-        proc = _prepare(cfg, None)
+        proc = cfg.steps or _prepare(cfg, None)
         _ready(cfg, proc, in_place=True)
         failed = laststep.exec_in_place(proc.plan)
         assert failed is not None       # a LastStep with paths returns only when one failed
@@ -635,14 +640,15 @@ def exec_process(cfg: ChildConfig) -> NoReturn:
         _report(cfg, exc)
 
 
-def encode_steps(cfg: ChildConfig) -> bytes:
-    """The second "go" to a direct init that spawns the process, with the process's
-    last steps: the parent works them out (it sees what pid 1 sees: the same ids,
-    capabilities, environment and stdin) while pid 1 builds the root, where they
-    would cost pid 1 a copy-on-write fault for every page they touch."""
+def encode_steps(cfg: ChildConfig, parent: int) -> bytes:
+    """The second "go", with the process's last steps: the parent works them out
+    (where it sees what the child sees: the same ids, capabilities, environment and
+    stdin) while the child builds the root, where they would cost it a copy-on-write
+    fault for every page they touch. ``parent``: the process's parent, as the process
+    will see it (see spawn._steps_parent)."""
     from vbdecl.sys.laststep import LastStep
 
-    proc = _prepare(cfg, 1)     # pid 1 of its own pid namespace spawns it
+    proc = _prepare(cfg, parent)
     data = marshal.dumps(([getattr(proc.plan, k) for k in LastStep.__slots__],
                           [getattr(proc, k) for k in _Process.__slots__ if k != "plan"]))
     return MSG_STEPS + struct.pack("=I", len(data)) + data

@@ -189,10 +189,17 @@ def direct_init(cfg: C.ChildConfig) -> bool:
             and not cfg.joins and os.geteuid() == 0)
 
 
-def _spawns(cfg: C.ChildConfig) -> bool:
-    """A direct init that spawns the process: the parent works out its last steps
-    (child.encode_steps)."""
-    return cfg.direct_init and cfg.spec["process"].get("init", True) is not False
+def _steps_parent(cfg: C.ChildConfig) -> int | None:
+    """The pid of the process's parent as the process will see it, when this process can
+    work out the process's last steps (child.encode_steps) because it sees what the
+    child that starts the process sees: the same ids and capabilities (no user
+    namespace, nothing joined). None when it cannot."""
+    if cfg.direct_init:
+        # pid 1 of a new pid namespace spawns it, or is it (its parent is outside: 0)
+        return 1 if cfg.spec["process"].get("init", True) is not False else 0
+    if not (cfg.pid_new or cfg.pid_join or cfg.live or cfg.user_new or cfg.joins):
+        return os.getpid()      # the holder becomes the process
+    return None
 
 
 def _own_pid_ns() -> int:
@@ -400,9 +407,10 @@ def _run_holder(cfg: C.ChildConfig, pid: int, c2p_r: int, p2c_w: int, nsd: dict[
                 nested = sysns.ns_inode(target, "pid")
                 if nested is not None:
                     inodes["pid"] = nested
+            parent = _steps_parent(cfg)
             try:
-                go = C.encode_steps(cfg) if _spawns(cfg) else C.MSG_GO
-            except Exception:   # pid 1 works them out again, and says why after its root
+                go = C.MSG_GO if parent is None else C.encode_steps(cfg, parent)
+            except Exception:   # the child works them out again, and says why after its root
                 go = C.MSG_GO
             try:
                 while go:

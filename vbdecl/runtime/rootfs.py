@@ -44,6 +44,7 @@ import stat
 from vbdecl.errors import RuntimeSetupError, SysError
 from vbdecl.plan.ids import fs_action_ids
 from vbdecl.sys import mount as m
+from vbdecl.sys.caps import in_initial_user_ns
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -286,7 +287,7 @@ class Builder:
         self.host_created: list[str] = []   # host dirs created (overlay upper/work), for rollback
         self.created: list[str] = []        # paths created inside the root (mount points, dirs)
         self.staged: list[str] = []         # data files in the staging area, unlinked once bound
-        self.userns = _in_userns() if userns is None else userns  # overlays need userxattr
+        self.userns = not in_initial_user_ns() if userns is None else userns  # overlays need userxattr
         self.tty = tty      # the host path of the terminal on stdin: bound as /dev/console
 
     def set_root(self, root_path: str) -> None:
@@ -806,14 +807,6 @@ def _stdin_tty() -> str | None:
         return None
 
 
-def _in_userns() -> bool:
-    try:
-        with open("/proc/self/uid_map") as f:
-            return f.read().split() != ["0", "0", "4294967295"]
-    except OSError:
-        return False
-
-
 # --- the entry point ------------------------------------------------------------------
 
 def _describe(e: dict[str, Any]) -> str:
@@ -925,7 +918,7 @@ def _setup_root(spec: dict[str, Any]) -> None:
             # fallback below copes, and nothing we mount is shared anyway.
             if exc.errno != errno.EINVAL:
                 raise
-        userns = _in_userns()   # while /proc is still where it was
+        userns = not in_initial_user_ns()   # while /proc is still where it was
         tty = _stdin_tty()
         rootfs = spec.get("rootfs")
         rootfs_clone = -1

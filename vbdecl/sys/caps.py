@@ -60,14 +60,10 @@ def capget() -> tuple[int, int, int]:
 
 def map_hint() -> str | None:
     """Why a uid or gid change can fail in a user namespace, as a hint (None elsewhere)."""
-    if not _in_user_ns():
+    if in_initial_user_ns():
         return None
     return ("the id is not mapped in this user namespace: add it to spec.idmap "
             "(or use the id the caller is mapped to)")
-
-
-def _in_user_ns() -> bool:
-    return not in_initial_user_ns()
 
 
 def in_initial_user_ns() -> bool:
@@ -76,13 +72,20 @@ def in_initial_user_ns() -> bool:
     The initial namespace maps the whole id range onto itself; any other
     namespace shows a narrower map. Without /proc, assume the initial one
     (callers use this to refuse host-wide changes, so erring this way is safe).
+    Read with os.read: the root builder asks in a forked child, where a text
+    file object's machinery would cost copy-on-write faults.
     """
     try:
-        with open("/proc/self/uid_map") as f:
-            fields = f.read().split()
+        fd = os.open("/proc/self/uid_map", os.O_RDONLY | os.O_CLOEXEC)
     except OSError:
         return True
-    return fields == ["0", "0", "4294967295"]
+    try:
+        fields = os.read(fd, 4096).split()
+    except OSError:
+        return True
+    finally:
+        os.close(fd)
+    return fields == [b"0", b"0", b"4294967295"]
 
 
 def caps_of_status(text: str) -> dict[str, int]:

@@ -41,7 +41,7 @@ def in_child(make: Callable[[], ls.LastStep]) -> tuple[str, ls.Failure | None, i
             os.set_inheritable(err_w, False)
             failed = ls.exec_in_place(make())
             if failed is not None:
-                os.write(err_w, f"{failed.step} {failed.index} {failed.errno}".encode())
+                os.write(err_w, f"{failed.step} {failed.index} {failed.errno} {failed.cwd}".encode())
         finally:
             os._exit(99)
     os.close(out_w)
@@ -160,3 +160,31 @@ def test_a_seccomp_program_of_the_wrong_size_is_refused_before_any_step(prog: by
 def test_plan_fields_must_be_bytes() -> None:
     with pytest.raises(TypeError, match="bytes"):
         ls.exec_in_place(plan(argv=["text"]))
+
+
+def test_spawn_without_the_signal_step_keeps_the_callers_mask() -> None:
+    """All signals are blocked around vfork; a child that skips the signal step gets
+    the caller's mask back, not that one."""
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.close(r)
+            signal.pthread_sigmask(signal.SIG_SETMASK, {signal.SIGUSR1})
+            os.dup2(w, 1)
+            grep = [b"/bin/grep", b"SigBlk", b"/proc/self/status"]     # (a shell would unblock)
+            child, _ = ls.spawn(plan(argv=grep, paths=grep[:1]))
+            os.waitpid(child, 0)
+        finally:
+            os._exit(0)
+    os.close(w)
+    with os.fdopen(r) as f:
+        out = f.read()
+    os.waitpid(pid, 0)
+    assert int(out.split()[1], 16) == 1 << (signal.SIGUSR1 - 1)
+
+
+def test_a_failure_says_which_cwd_the_process_took(tmp_path: Path) -> None:
+    _, failed, _ = in_child(lambda: plan(argv=[b"x"], paths=[b"./x"],
+                                         cwds=[b"/nonexistent", str(tmp_path).encode()]))
+    assert failed is not None and (failed.step, failed.cwd) == (ls.EXEC_NOT_FOUND, 1)

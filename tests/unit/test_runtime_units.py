@@ -69,6 +69,37 @@ def test_the_steps_a_parent_works_out_reach_pid_1_as_they_were() -> None:
     assert got.plan.cwds == [b"/work"] and got.plan.inherit == [5]
 
 
+def test_a_bad_steps_message_leaves_the_child_to_work_them_out() -> None:
+    cfg = C.ChildConfig()
+    r, w = os.pipe()
+    os.write(w, C.MSG_STEPS + struct.pack("=I", 3) + b"xyz")
+    os.close(w)
+    C._wait_go(r, cfg)          # a "go" all the same (else it would exit)
+    os.close(r)
+    assert cfg.steps is None
+
+
+def test_parent_and_pid_1_agree_on_whether_pid_1_spawns_the_process() -> None:
+    cfg = C.ChildConfig()
+    cfg.direct_init = True
+    for init, parent in ((True, 1), (None, 0), (0, 0), (False, 0)):
+        cfg.spec = {"process": {"init": init}}
+        assert spawn._steps_parent(cfg) == parent, init
+
+
+def test_the_missing_interpreter_of_a_relative_path_is_read_from_the_process_cwd(
+        tmp_path: Path) -> None:
+    from vbdecl.sys import laststep
+
+    (tmp_path / "tool").write_text("#!/nonexistent/interpreter\n")
+    cfg = C.ChildConfig()
+    cfg.spec = {"process": {}}
+    proc = C._Process(laststep.LastStep())
+    proc.cwds, proc.paths = ["/", str(tmp_path)], ["./tool"]
+    exc = C._failure(cfg, proc, laststep.Failure(laststep.EXEC_NO_INTERPRETER, 0, 2, 1))
+    assert isinstance(exc, C.SetupFailure) and "/nonexistent/interpreter" in (exc.hint or "")
+
+
 def test_status_codes() -> None:
     assert C.status_code(7 << 8) == 7
     assert C.status_code(9) == 137        # killed by SIGKILL

@@ -733,7 +733,11 @@ def apply_in_child(spec: dict[str, Any], prepared: Prepared | None = None) -> No
     plan = ls.LastStep()
     fill_last_step(plan, spec, prepared)
     fill_child_steps(plan, spec)
-    failed = ls.exec_in_place(plan)
+    try:
+        failed = ls.exec_in_place(plan)
+    finally:
+        if plan.landlock >= 0:
+            os.close(plan.landlock)     # (enforced on us already, or never)
     if failed is not None:
         raise failure(spec, plan, failed) or RuntimeSetupError(f"security step failed: {failed}")
 

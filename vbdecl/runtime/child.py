@@ -210,8 +210,11 @@ def _wait_go(fd: int, cfg: ChildConfig) -> None:
             head = read_exact(fd, 4)
             data = read_exact(fd, struct.unpack("=I", head)[0]) if head else None
             if data is not None:
-                cfg.steps = _decode_steps(data)
                 byte = MSG_GO
+                try:
+                    cfg.steps = _decode_steps(data)
+                except Exception:   # we work them out ourselves (and say what fails)
+                    cfg.steps = None
     except OSError:
         byte = b""
     if byte != MSG_GO:
@@ -780,8 +783,10 @@ def _failure(cfg: ChildConfig, proc: _Process, failed: Any) -> BaseException:
     if step == ls.EXEC_NO_INTERPRETER:
         # (the message keeps execve's words: vb turns it into bubblewrap's)
         path = proc.paths[index]
+        # (a relative path is the process's, from its cwd; pid 1 reads it from its own)
+        where = os.path.join(proc.cwds[failed.cwd], path) if failed.cwd >= 0 else path
         return SetupFailure(126, f"cannot execute {path}: {os.strerror(errno.ENOENT)}",
-                            f"{_missing_interpreter(path)}: bind it into the root "
+                            f"{_missing_interpreter(where)}: bind it into the root "
                             "(ro-bind /usr with the /bin, /lib, /lib64 symlinks, say), or fix the #! line")
     if step == ls.EXEC_NOT_FOUND:
         if proc.default_shell:

@@ -195,8 +195,9 @@ def _steps_parent(cfg: C.ChildConfig) -> int | None:
     child that starts the process sees: the same ids and capabilities (no user
     namespace, nothing joined). None when it cannot."""
     if cfg.direct_init:
-        # pid 1 of a new pid namespace spawns it, or is it (its parent is outside: 0)
-        return 1 if cfg.spec["process"].get("init", True) is not False else 0
+        # pid 1 of a new pid namespace spawns it, or is it (its parent is outside: 0);
+        # the same test as child.init_main's
+        return 1 if cfg.spec["process"].get("init", True) else 0
     if not (cfg.pid_new or cfg.pid_join or cfg.live or cfg.user_new or cfg.joins):
         return os.getpid()      # the holder becomes the process
     return None

@@ -127,6 +127,7 @@ struct failure {
     int step;
     long index;
     int err;
+    long cwd;                    /* the index in cwds of the cwd taken, or -1 */
 };
 
 /* --- reading the plan (before anything changes; may allocate) --------------- */
@@ -234,6 +235,8 @@ get_strings(PyObject *obj, const char *name, char ***out, Py_ssize_t *n, PyObjec
         PyObject *item = PySequence_Fast_GET_ITEM(seq, i);
         if (!PyBytes_Check(item)) {
             PyErr_Format(PyExc_TypeError, "LastStep.%s must hold bytes", name);
+            PyMem_Free(*out);
+            *out = NULL;
             return -1;
         }
         (*out)[i] = PyBytes_AS_STRING(item);
@@ -374,6 +377,13 @@ free_plan(struct plan *p)
     } while (0)
 
 static void
+close_all(int lo, int hi)
+{
+    for (int fd = lo; fd <= hi; fd++)
+        close(fd);
+}
+
+static void
 reset_signals(const struct plan *p)
 {
     struct sigaction dfl, cur;
@@ -394,14 +404,18 @@ reset_signals(const struct plan *p)
     sigprocmask(SIG_SETMASK, &none, NULL);
 }
 
+/* Kernels before 5.9 have no close_range (and a seccomp profile may refuse it):
+ * close what /proc lists; without /proc (a root that has none, no fd left to
+ * open it with), every number up to the caller's own hard limit on open files. */
 static void
-close_from_proc(int lo, int hi)
+close_from_proc(int lo, int hi, int limit)
 {
-    /* Kernels before 5.9 have no close_range: close what /proc lists. */
     char buf[4096];
     int dir = open("/proc/self/fd", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (dir < 0)
+    if (dir < 0) {
+        close_all(lo, hi < limit ? hi : limit - 1);
         return;
+    }
     for (;;) {
         long n = syscall(SYS_getdents64, dir, buf, sizeof buf);
         if (n <= 0)
@@ -422,26 +436,36 @@ close_from_proc(int lo, int hi)
 }
 
 static void
-close_range_of(int lo, int hi)
+close_range_of(int lo, int hi, int limit)
 {
     if (lo > hi)
         return;
     if (syscall(SYS_close_range, (unsigned int)lo, (unsigned int)hi, 0) != 0)
-        close_from_proc(lo, hi);
+        close_from_proc(lo, hi, limit);
 }
 
+/* ``limit``: one above the highest fd the caller could have opened */
 static void
-close_others(const struct plan *p)
+close_others(const struct plan *p, int limit)
 {
     int lo = 3;
     for (Py_ssize_t i = 0; i < p->n_keep; i++) {
         int fd = p->keep[i];
         if (fd < lo)
             continue;
-        close_range_of(lo, fd - 1);
+        close_range_of(lo, fd - 1, limit);
         lo = fd + 1;
     }
-    close_range_of(lo, INT32_MAX);
+    close_range_of(lo, INT32_MAX, limit);
+}
+
+static int
+fd_limit(void)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_max == RLIM_INFINITY || rl.rlim_max > INT32_MAX)
+        return 1 << 20;     /* the kernel's default nr_open */
+    return (int)rl.rlim_max;
 }
 
 static int
@@ -485,8 +509,12 @@ static int
 security(const struct plan *p, struct failure *f)
 {
     uint64_t eff, prm, inh;
-    if (p->assert_userns_disabled && syscall(SYS_unshare, CLONE_NEWUSER) == 0)
-        FAIL(f, STEP_ASSERT_USERNS, 0, 0);     /* bubblewrap's test: we exit anyway */
+    if (p->assert_userns_disabled) {
+        /* bubblewrap's test (we exit either way). Only a refusal counts as disabled:
+         * EINVAL, say (a threaded caller), proves nothing. */
+        if (syscall(SYS_unshare, CLONE_NEWUSER) == 0 || (errno != EPERM && errno != ENOSPC && errno != EUSERS))
+            FAIL(f, STEP_ASSERT_USERNS, 0, 0);
+    }
     if (caps_get(&eff, &prm, &inh) != 0)
         FAIL(f, STEP_CAPGET, 0, errno);
     if (p->hold && !(prm & p->hold))
@@ -524,11 +552,9 @@ security(const struct plan *p, struct failure *f)
         if (p->ambient >> cap & 1 && prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, cap, 0, 0) != 0)
             FAIL(f, STEP_AMBIENT, cap, errno);
     }
-    if (p->landlock >= 0) {
-        if (syscall(SYS_landlock_restrict_self, p->landlock, 0) != 0)
-            FAIL(f, STEP_LANDLOCK, 0, errno);
-        close(p->landlock);
-    }
+    /* (the ruleset fd is close-on-exec; the caller closes its own copy) */
+    if (p->landlock >= 0 && syscall(SYS_landlock_restrict_self, p->landlock, 0) != 0)
+        FAIL(f, STEP_LANDLOCK, 0, errno);
     for (Py_ssize_t i = 0; i < p->n_seccomp; i++) {
         if (prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &p->seccomp[i], 0, 0) != 0)
             FAIL(f, STEP_SECCOMP, i, errno);
@@ -565,24 +591,32 @@ exec_paths(const struct plan *p, struct failure *f)
     FAIL(f, STEP_EXEC_NOT_FOUND, 0, ENOENT);
 }
 
-/* Every step; returns only on failure (or, without paths, after the last). */
+/* Every step; returns only on failure (or, without paths, after the last).
+ * ``mask``: the signal mask to restore when the signal step is skipped. */
 static int
-run_steps(struct plan *p, struct failure *f)
+run_steps(struct plan *p, struct failure *f, const sigset_t *mask)
 {
+    int limit = fd_limit();     /* before the rlimits step may lower it */
     if (p->n_reset_signals >= 0)
         reset_signals(p);
+    else if (mask != NULL)
+        sigprocmask(SIG_SETMASK, mask, NULL);
     if (p->new_session && setsid() < 0)
         FAIL(f, STEP_SETSID, 0, errno);
     if (p->death_parent >= 0) {
         if (prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) != 0)
             FAIL(f, STEP_DEATH_SIGNAL, 0, errno);
-        if (getppid() != p->death_parent)    /* it died before we asked */
+        if (getppid() != p->death_parent) {    /* it died before we asked */
             kill(getpid(), SIGKILL);
+            _exit(128 + SIGKILL);               /* (pid 1 of a namespace ignores its own kill) */
+        }
     }
     Py_ssize_t c;
     for (c = 0; c < p->n_cwds; c++) {
-        if (chdir(p->cwds[c]) == 0)
+        if (chdir(p->cwds[c]) == 0) {
+            f->cwd = c;
             break;
+        }
         if (c == p->n_cwds - 1)
             FAIL(f, STEP_CHDIR, c, errno);
     }
@@ -601,7 +635,7 @@ run_steps(struct plan *p, struct failure *f)
             FAIL(f, STEP_INHERIT, p->inherit[i], errno);
     }
     if (p->n_keep >= 0)
-        close_others(p);
+        close_others(p, limit);
     if (p->userns2 >= 0) {
         if (syscall(SYS_setns, p->userns2, CLONE_NEWUSER) != 0)
             FAIL(f, STEP_USERNS2, p->userns2, errno);
@@ -614,7 +648,7 @@ run_steps(struct plan *p, struct failure *f)
     return exec_paths(p, f);
 }
 
-/* last_step(spawn, plan) -> (pid, step, index, errno) */
+/* last_step(spawn, plan) -> (pid, step, index, errno, cwd index) */
 PyObject *
 linux_last_step(PyObject *module, PyObject *args)
 {
@@ -632,30 +666,37 @@ linux_last_step(PyObject *module, PyObject *args)
     if (read_plan(obj, &p, alive) < 0)
         goto done;
 
-    volatile struct failure shared = {0, 0, 0};
+    volatile struct failure shared = {0, 0, 0, -1};
     pid_t pid = 0;
     if (!spawn) {
-        struct failure f = {0, 0, 0};
-        run_steps(&p, &f);
+        struct failure f = {0, 0, 0, -1};
+        run_steps(&p, &f, NULL);
         shared.step = f.step;
         shared.index = f.index;
         shared.err = f.err;
+        shared.cwd = f.cwd;
     } else {
         sigset_t all, old;
         sigfillset(&all);
         /* No handler of ours may run in the child, which shares our memory. */
         pthread_sigmask(SIG_SETMASK, &all, &old);
+        /* The child's id changes reset the dumpable flag of the memory it shares with
+         * us (commit_creds): ours, which we set back once it has exec'd. */
+        int dumpable = prctl(PR_GET_DUMPABLE, 0, 0, 0, 0);
         pid = vfork();
         if (pid == 0) {
-            struct failure f = {0, 0, 0};
-            if (run_steps(&p, &f) == 0)
+            struct failure f = {0, 0, 0, -1};
+            if (run_steps(&p, &f, &old) == 0)
                 f.step = STEP_EXEC_NOT_FOUND;   /* spawning needs a program */
             shared.step = f.step;
             shared.index = f.index;
             shared.err = f.err;
+            shared.cwd = f.cwd;
             _exit(125);
         }
         int err = errno;
+        if (dumpable >= 0 && prctl(PR_GET_DUMPABLE, 0, 0, 0, 0) != dumpable)
+            prctl(PR_SET_DUMPABLE, dumpable, 0, 0, 0);
         pthread_sigmask(SIG_SETMASK, &old, NULL);
         if (pid < 0) {
             errno = err;
@@ -663,7 +704,7 @@ linux_last_step(PyObject *module, PyObject *args)
             goto done;
         }
     }
-    result = Py_BuildValue("(iili)", (int)pid, shared.step, shared.index, shared.err);
+    result = Py_BuildValue("(iilil)", (int)pid, shared.step, shared.index, shared.err, shared.cwd);
 done:
     free_plan(&p);
     Py_DECREF(alive);

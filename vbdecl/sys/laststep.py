@@ -26,17 +26,19 @@ from vbdecl.sys import _linux
 
 
 class Failure:
-    """Which step failed, on what (``index``), and errno."""
+    """Which step failed, on what (``index``), and errno; ``cwd``: the index in
+    ``cwds`` of the directory the process changed to (-1: none yet)."""
 
-    __slots__ = ("errno", "index", "step")
+    __slots__ = ("cwd", "errno", "index", "step")
 
-    def __init__(self, step: int, index: int, errno: int) -> None:
+    def __init__(self, step: int, index: int, errno: int, cwd: int = -1) -> None:
         self.step = step
         self.index = index
         self.errno = errno
+        self.cwd = cwd
 
     def __repr__(self) -> str:
-        return f"Failure(step={self.step}, index={self.index}, errno={self.errno})"
+        return f"Failure(step={self.step}, index={self.index}, errno={self.errno}, cwd={self.cwd})"
 
 
 class LastStep:
@@ -72,7 +74,7 @@ class LastStep:
         self.gid = 0
         self.drop: list[int] = []       # bounding-set drops (of the capabilities it has)
         self.no_new_privs = True
-        self.landlock = -1              # a ruleset fd, closed after restrict_self
+        self.landlock = -1              # a ruleset fd (close-on-exec; the caller closes it)
         self.seccomp: list[bytes] = []  # programs, installed in order
         self.argv: list[bytes] = []
         self.paths: list[bytes] = []    # execve each in turn (a PATH search)
@@ -80,12 +82,13 @@ class LastStep:
 
 def spawn(plan: LastStep) -> tuple[int, Failure | None]:
     """(pid of the child, None once it exec'd; or its Failure: it has exited, reap it)."""
-    pid, step, index, err = _linux.last_step(True, plan)
-    return pid, (Failure(step, index, err) if step else None)
+    pid, step, index, err, cwd = _linux.last_step(True, plan)
+    return pid, (Failure(step, index, err, cwd) if step else None)
 
 
 def exec_in_place(plan: LastStep) -> Failure | None:
     """Run the steps here. Returns only when one failed (its Failure), or with None
-    after the last when ``paths`` is empty."""
-    _, step, index, err = _linux.last_step(False, plan)
-    return Failure(step, index, err) if step else None
+    after the last when ``paths`` is empty. The caller must be single-threaded (a
+    forked child): ids and capabilities change for the calling thread only."""
+    _, step, index, err, cwd = _linux.last_step(False, plan)
+    return Failure(step, index, err, cwd) if step else None

@@ -15,8 +15,9 @@ Entry points for the runtime (all take the normalized spec, docs/plan-format.md)
   child inside its namespaces but before pivot_root when the environment may
   lack ``/proc``. It applies ``disable_userns`` (which writes
   ``/proc/sys/user/max_user_namespaces``). Idempotent.
-- :func:`fill_last_step(plan, spec) <fill_last_step>` (in the child, or for
-  a direct init in the parent: it changes nothing) and
+- :func:`fill_last_step(plan, spec) <fill_last_step>` (in the child, or in
+  the parent where it has the child's ids and capabilities: it changes
+  nothing) and
   :func:`fill_child_steps(plan, spec) <fill_child_steps>` (in the child,
   after the root filesystem is set up): everything is computed and validated
   first (1);

@@ -123,7 +123,7 @@ def test_capabilities_for_root_keep_all_then_apply_drops_in_order():
     expected = {"drop": [], "add": ["ALL"]} if mine == set(CAPABILITIES) else \
         {"drop": ["ALL"], "add": sorted(mine, key=lambda n: CAPABILITIES[n])}
     assert doc("true")["spec"]["security"]["capabilities"] == expected
-    caps = doc("--cap-drop", "SYS_ADMIN", "true")["spec"]["security"]["capabilities"]
+    caps = doc("--cap-drop", "CAP_SYS_ADMIN", "true")["spec"]["security"]["capabilities"]
     assert "SYS_ADMIN" not in caps["add"] and "CHOWN" in caps["add"]
 
 
@@ -160,6 +160,8 @@ def test_args_fd_is_read_in_place():
     (["--ro-overlay", "/x", "true"], "--ro-overlay requires at least two --overlay-src"),
     (["--overlay", "/u", "/w", "/x", "true"], "--overlay requires at least one --overlay-src"),
     (["--cap-add", "CAP_NET_RAWX", "true"], "unknown cap: CAP_NET_RAWX"),
+    (["--cap-add", "NET_RAW", "true"], "unknown cap: NET_RAW"),      # libcap wants the prefix
+    (["--cap-drop", "net_raw", "true"], "unknown cap: net_raw"),
     (["--cap-drop", "64", "true"], "unknown cap: 64"),
     (["--cap-drop", " 1", "true"], "unknown cap:  1"),
     (["--args", "99", "true"], "Can't read --args data: Bad file descriptor"),
@@ -208,7 +210,8 @@ def test_capability_arguments_as_libcap_reads_them():
         return parse(["--cap-add", value, "true"], uid=0, gid=0).cap_ops[0][1]
 
     assert bits("cap_net_raw") == bits("CAP_NET_RAW") == bits("Cap_Net_Raw") == bits("13") == 1 << 13
-    assert bits("NET_RAW") == 1 << 13       # vb also takes the name without CAP_
+    with pytest.raises(VbUsageError, match="unknown cap: NET_RAW"):
+        bits("NET_RAW")                     # libcap wants the prefix, and so does bwrap
     assert bits("0x1") == bits("01") == 1 << 1 and bits("013") == 1 << 11 and bits("13x") == 1 << 13
     assert bits("63") == 1 << 63 and bits("all") == bits("ALL") == ALL_CAPS
 
@@ -336,16 +339,16 @@ ROOT = {"CapPrm": FULL & ~SYS_RESOURCE, "CapEff": FULL & ~SYS_RESOURCE, "CapBnd"
 @pytest.mark.parametrize(("args", "userns", "expected"), [
     # root without a user namespace: no capset without cap options, the bounding set stays
     ([], False, (ROOT["CapBnd"], ROOT["CapPrm"], 0, 0)),
-    (["--cap-drop", "ALL", "--cap-add", "NET_RAW"], False, (ROOT["CapBnd"], NET_RAW, NET_RAW, NET_RAW)),
+    (["--cap-drop", "ALL", "--cap-add", "CAP_NET_RAW"], False, (ROOT["CapBnd"], NET_RAW, NET_RAW, NET_RAW)),
     # asking for one not held: capset fails (ignored), nothing changes, nothing ambient
-    (["--cap-drop", "ALL", "--cap-add", "SYS_RESOURCE", "--cap-add", "CHOWN"], False,
+    (["--cap-drop", "ALL", "--cap-add", "CAP_SYS_RESOURCE", "--cap-add", "CAP_CHOWN"], False,
      (ROOT["CapBnd"], ROOT["CapPrm"], 0, 0)),
     # in a user namespace: every capability, the bounding set cut to the requested ones
     ([], True, (ROOT["CapEff"], FULL, 0, 0)),
-    (["--cap-drop", "ALL", "--cap-add", "NET_RAW"], True, (NET_RAW, NET_RAW, NET_RAW, NET_RAW)),
-    (["--cap-add", "NET_RAW"], True, (ROOT["CapEff"],) * 4),
+    (["--cap-drop", "ALL", "--cap-add", "CAP_NET_RAW"], True, (NET_RAW, NET_RAW, NET_RAW, NET_RAW)),
+    (["--cap-add", "CAP_NET_RAW"], True, (ROOT["CapEff"],) * 4),
     (["--cap-add", "ALL"], True, (FULL,) * 4),
-    (["--cap-drop", "CHOWN"], True, (ROOT["CapEff"] & ~CHOWN,) * 4),
+    (["--cap-drop", "CAP_CHOWN"], True, (ROOT["CapEff"] & ~CHOWN,) * 4),
 ])
 def test_bubblewraps_capability_sets_for_root(args, userns, expected):
     from vbdecl.vb.parse import _requested_caps, bwrap_capabilities
@@ -359,7 +362,7 @@ def test_bubblewraps_capability_sets_for_a_plain_user_and_what_the_command_holds
     from vbdecl.vb.parse import _requested_caps, bwrap_capabilities, payload_capabilities
 
     user = {"CapPrm": 0, "CapEff": 0, "CapBnd": FULL, "CapInh": 0, "CapAmb": 0}
-    o = parse(["--cap-add", "NET_RAW", "true"], uid=1000, gid=1000)
+    o = parse(["--cap-add", "CAP_NET_RAW", "true"], uid=1000, gid=1000)
     sets = bwrap_capabilities(_requested_caps(o, 1000, user, FULL), True, True, user, FULL)
     assert sets == {"bounding": NET_RAW, "permitted": NET_RAW, "inheritable": NET_RAW, "ambient": NET_RAW}
     assert payload_capabilities(sets, root=False) == payload_capabilities(sets, root=True) == NET_RAW

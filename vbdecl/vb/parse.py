@@ -450,8 +450,9 @@ def _option(o: VbOptions, st: _Pending, opt: str, a: list[str]) -> None:
 
 def _cap_bits(value: str) -> int:
     """A --cap-add/--cap-drop argument as bubblewrap reads it: ALL (any case), a name
-    as libcap's cap_from_name reads it (CAP_NET_RAW in any case; vb also takes
-    NET_RAW), or a number below 64 (strtoul base 0, what follows the digits ignored)."""
+    as libcap's cap_from_name reads it (CAP_NET_RAW in any case, the prefix
+    required: bwrap refuses NET_RAW), or a number below 64 (strtoul base 0, what
+    follows the digits ignored)."""
     from vbdecl.model.names import CAPABILITIES
 
     if value.upper() == "ALL":
@@ -460,8 +461,8 @@ def _cap_bits(value: str) -> int:
         number = _strtoul_prefix(value)
         if number < 64:
             return 1 << number
-    else:
-        bit = CAPABILITIES.get(value.upper().removeprefix("CAP_"))
+    elif value.upper().startswith("CAP_"):
+        bit = CAPABILITIES.get(value[4:].upper())
         if bit is not None:
             return 1 << bit
     raise VbUsageError(f"unknown cap: {value}")

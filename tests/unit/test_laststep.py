@@ -55,6 +55,14 @@ def in_child(make: Callable[[], ls.LastStep]) -> tuple[str, ls.Failure | None, i
     return out, failure, os.waitstatus_to_exitcode(status)
 
 
+def test_the_step_numbers_are_the_compiled_codes() -> None:
+    from vbdecl.sys import _linux
+
+    assert len(_linux.LAST_STEPS) == ls.EXEC_NOT_FOUND
+    for number, name in enumerate(_linux.LAST_STEPS, 1):
+        assert getattr(ls, name) == number, name
+
+
 def test_the_program_runs_with_the_given_argv_and_environment() -> None:
     script = b'echo "$0 $1 $FOO"; exit 7'
     out, failed, code = in_child(lambda: plan(argv=[SH, b"-c", script, b"zero", b"one"], paths=[SH],

@@ -59,32 +59,19 @@
 #define PR_CAP_AMBIENT_CLEAR_ALL 4
 #endif
 
-/* Step numbers: vbdecl/sys/laststep.py has the same list. */
-enum {
-    STEP_OK = 0,
-    STEP_SETSID,
-    STEP_DEATH_SIGNAL,
-    STEP_CHDIR,
-    STEP_RLIMIT,
-    STEP_INHERIT,
-    STEP_USERNS2,
-    STEP_ASSERT_USERNS,
-    STEP_HOLD,
-    STEP_KEEPCAPS,
-    STEP_SETGROUPS,
-    STEP_SETRESGID,
-    STEP_SETRESUID,
-    STEP_CAPGET,
-    STEP_CAPSET,
-    STEP_BOUNDING,
-    STEP_NO_NEW_PRIVS,
-    STEP_AMBIENT,
-    STEP_LANDLOCK,
-    STEP_SECCOMP,
-    STEP_EXEC_DENIED,
-    STEP_EXEC_NO_INTERPRETER,
-    STEP_EXEC_NOT_FOUND,
-};
+/* The steps, numbered from 1 in this order. vbdecl/sys/laststep.py names the same
+ * numbers; _linux.LAST_STEPS (these names, in order) lets a test hold them equal. */
+#define LAST_STEPS(X) \
+    X(SETSID) X(DEATH_SIGNAL) X(CHDIR) X(RLIMIT) X(INHERIT) X(USERNS2) X(ASSERT_USERNS) \
+    X(HOLD) X(KEEPCAPS) X(SETGROUPS) X(SETRESGID) X(SETRESUID) X(CAPGET) X(CAPSET) \
+    X(BOUNDING) X(NO_NEW_PRIVS) X(AMBIENT) X(LANDLOCK) X(SECCOMP) X(EXEC_DENIED) \
+    X(EXEC_NO_INTERPRETER) X(EXEC_NOT_FOUND)
+
+#define STEP_ENUM(name) STEP_##name,
+enum { STEP_OK = 0, LAST_STEPS(STEP_ENUM) };
+
+#define STEP_NAME(name) #name,
+const char *const last_step_names[] = {LAST_STEPS(STEP_NAME) NULL};
 
 struct limit {
     int resource;

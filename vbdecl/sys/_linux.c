@@ -105,6 +105,7 @@ done:
 
 /* vbdecl/sys/_laststep.c */
 PyObject *linux_last_step(PyObject *module, PyObject *args);
+extern const char *const last_step_names[];
 
 static PyMethodDef linux_methods[] = {
     {"syscall", (PyCFunction)(void (*)(void))linux_syscall, METH_FASTCALL,
@@ -217,6 +218,24 @@ linux_exec(PyObject *module)
     }
     if (PyModule_AddObject(module, "NR", numbers) < 0) {
         Py_DECREF(numbers);
+        return -1;
+    }
+    PyObject *steps = PyList_New(0);
+    if (steps == NULL)
+        return -1;
+    for (size_t i = 0; last_step_names[i] != NULL; i++) {
+        PyObject *name = PyUnicode_FromString(last_step_names[i]);
+        if (name == NULL || PyList_Append(steps, name) < 0) {
+            Py_XDECREF(name);
+            Py_DECREF(steps);
+            return -1;
+        }
+        Py_DECREF(name);
+    }
+    PyObject *names = PyList_AsTuple(steps);
+    Py_DECREF(steps);
+    if (names == NULL || PyModule_AddObject(module, "LAST_STEPS", names) < 0) {
+        Py_XDECREF(names);
         return -1;
     }
     return 0;

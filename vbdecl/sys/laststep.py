@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from vbdecl.sys import _linux
 
-# The steps, as _laststep.c numbers them.
+# The steps, as _laststep.c numbers them (its LAST_STEPS; a test holds them equal).
 (SETSID, DEATH_SIGNAL, CHDIR, RLIMIT, INHERIT, USERNS2, ASSERT_USERNS, HOLD, KEEPCAPS, SETGROUPS,
  SETRESGID, SETRESUID, CAPGET, CAPSET, BOUNDING, NO_NEW_PRIVS, AMBIENT, LANDLOCK, SECCOMP,
  EXEC_DENIED, EXEC_NO_INTERPRETER, EXEC_NOT_FOUND) = range(1, 23)

@@ -95,6 +95,36 @@ def test_a_root_that_fails_while_the_parent_reads_the_namespaces_is_reported(
         assert r.returncode == 125 and "missing" in r.stderr, r.stderr
 
 
+@pytest.mark.parametrize("pid", [True, False])
+def test_the_child_gets_the_process_steps_from_the_parent(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, pid: bool) -> None:
+    """As root without a user namespace the parent works out the process's last steps
+    (spawn._steps_parent): the child that starts the process never does (should it,
+    its pid lands in the record, or the record cannot be opened in the new root and
+    the run fails)."""
+    import os
+
+    from vbdecl.runtime import child
+
+    record = tmp_path / "prepared-by"
+    real = child._prepare
+
+    def recording(cfg: Any, parent: Any) -> Any:
+        fd = os.open(record, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        os.close(fd)
+        return real(cfg, parent)
+
+    monkeypatch.setattr(child, "_prepare", recording)
+    spec: dict[str, Any] = make_spec(["/bin/true"], ns={"pid": pid}, filesystem=[
+        {"type": "ro-bind", "source": "/usr", "target": "/usr", "optional": False},
+        *({"type": "symlink", "target": f"/{d}", "points_to": f"usr/{d}"} for d in ("bin", "lib", "lib64")),
+    ])
+    result = run_spec(spec)
+    assert (result.code, result.error) == (0, None), str(result.error)
+    assert record.read_text().split() == [str(os.getpid())]
+
+
 def test_the_parent_giving_up_after_pid_1_started_ends_the_run(
         monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]) -> None:
     """A direct init builds the root while the parent reads the namespaces: when the parent

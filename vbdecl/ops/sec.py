@@ -647,14 +647,13 @@ def prepare_process(spec: dict[str, Any], *, userns_switch: bool = False) -> Pre
     return Prepared(last, kept, hold, filt, raw, drop, inheritable, ambient)
 
 
-def fill_last_step(plan: LastStep, spec: dict[str, Any], prepared: Prepared | None = None, *,
-                   userns_switch: bool = False) -> None:
+def fill_last_step(plan: LastStep, spec: dict[str, Any], *, userns_switch: bool = False) -> None:
     """Step 1 of the module docstring but what needs the new root (compute, take the
     programs); the others go into ``plan``, for vbdecl.sys.laststep to make. Changes
     nothing: the parent may call it for its pid 1 (same ids and capabilities)."""
     sec = spec.get("security") or {}
     proc = spec.get("process") or {}
-    p = prepared or prepare_process(spec, userns_switch=userns_switch)
+    p = prepare_process(spec, userns_switch=userns_switch)
     programs = list(p.raw)
     if p.filt is not None:
         from vbdecl.sys import seccomp as ssc
@@ -727,12 +726,12 @@ def failure(spec: dict[str, Any], plan: LastStep, failed: Failure) -> Exception 
     return sys_error(calls[step], err, hint=hint)
 
 
-def apply_in_child(spec: dict[str, Any], prepared: Prepared | None = None) -> None:
+def apply_in_child(spec: dict[str, Any]) -> None:
     """Drop to the payload's ids and privileges here, seccomp last; raises on failure."""
     from vbdecl.sys import laststep as ls
 
     plan = ls.LastStep()
-    fill_last_step(plan, spec, prepared)
+    fill_last_step(plan, spec)
     fill_child_steps(plan, spec)
     try:
         failed = ls.exec_in_place(plan)

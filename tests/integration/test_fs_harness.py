@@ -75,7 +75,7 @@ def in_sandbox(spec: dict[str, Any], probe: Callable[[], Any], *, pidns: bool = 
 
             fds0 = open_fds()
             t0 = time.perf_counter()
-            setup_root(spec, instance="vb-00000000", runtime_dir="/nonexistent")
+            setup_root(spec)
             t1 = time.perf_counter()
             leaked = sorted(open_fds() - fds0)
             out = {"ok": probe(), "setup_s": t1 - t0, "leaked_fds": leaked}

@@ -200,7 +200,7 @@ def test_user_namespace_implied_unprivileged(monkeypatch: pytest.MonkeyPatch) ->
 def test_config_needs_a_mount_namespace_for_a_root() -> None:
     spec = {"process": {}, "filesystem": [{"type": "tmpfs", "target": "/tmp"}], "rootfs": None}
     with pytest.raises(RuntimeSetupError, match="new mount namespace"):
-        spawn._config(spec, {"mount": False, "pid": True}, "vb-00000000", "", None)
+        spawn._config(spec, {"mount": False, "pid": True}, "vb-00000000", None)
 
 
 def test_id_map_text() -> None:

@@ -263,7 +263,7 @@ def test_pidns_with_unshare_pid_is_the_parent_of_a_nested_pid_namespace():
 
     from vbdecl.runtime import spawn
 
-    cfg = spawn._config(spec, dict(spec["namespaces"]), "vb-00000000", "", None)
+    cfg = spawn._config(spec, dict(spec["namespaces"]), "vb-00000000", None)
     assert (cfg.pid_new, cfg.pid_nested, cfg.pid_join) == (True, True, "/proc/self/fd/5")
     assert ("pid", "/proc/self/fd/5") in cfg.joins
     assert not cfg.new_flags & 0x20000000          # CLONE_NEWPID: unshared after the join, not before

@@ -122,7 +122,8 @@ def run_file(path: str, *, command: list[str] | None, name: object, state_dir: s
     from vbdecl.entry import CALLER
 
     result = run_plan(plan, argv=command or None, event_fds=fds, forward_signals=True,
-                      state_dir=state_dir, on_event=_print_warnings, caller=CALLER)
+                      state_dir=state_dir, on_event=_print_warnings, caller=CALLER,
+                      ns_ids=False)   # only --events-fd and status.events show them
     if result.error is not None:
         _report(result.error, debug, 125)
     return result.code

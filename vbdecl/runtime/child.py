@@ -100,7 +100,6 @@ class ChildConfig:
         "pid_nested",
         "pid_new",
         "preloaded",
-        "runtime_dir",
         "spec",
         "steps",
         "user_new",
@@ -112,7 +111,6 @@ class ChildConfig:
         self.spec: dict[str, Any] = {}
         self.argv: list[str] | None = None
         self.instance = ""
-        self.runtime_dir = ""
         self.new_flags = 0            # unshare flags except cgroup
         self.user_new = False
         self.mount_new = False
@@ -489,7 +487,7 @@ def _setup_root(cfg: ChildConfig) -> None:
         cfg.preloaded = True
     from vbdecl.runtime.rootfs import setup_root
 
-    setup_root(cfg.spec, instance=cfg.instance, runtime_dir=cfg.runtime_dir)
+    setup_root(cfg.spec)
 
 
 def preload(spec: dict[str, Any], sec: Any) -> None:

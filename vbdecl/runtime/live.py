@@ -47,7 +47,7 @@ def start_env(*, spec: dict[str, Any], instance: str, runtime_dir: str) -> dict[
     )
 
     nsd, idmap, _ = resolve_namespaces(spec)
-    cfg = _config(spec, nsd, instance, runtime_dir, None)
+    cfg = _config(spec, nsd, instance, None)
     cfg.live = True
     cfg.die_with_parent = False
     cfg.needs_root = False

@@ -896,7 +896,7 @@ def _pick_base() -> str:
                             hint=f"one of {', '.join(STAGING_BASES)} must exist in the host root")
 
 
-def setup_root(spec: dict[str, Any], *, instance: str, runtime_dir: str) -> None:
+def setup_root(spec: dict[str, Any]) -> None:
     """Build the environment's root from ``spec`` and make it ``/`` (see the module doc).
 
     Raises :class:`RuntimeSetupError` (``where`` = the action id) on failure;

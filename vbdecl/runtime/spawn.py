@@ -69,13 +69,12 @@ def resolve_namespaces(spec: dict[str, Any]) -> tuple[dict[str, Any], dict[str, 
     return nsd, idmap, warnings
 
 
-def _config(spec: dict[str, Any], nsd: dict[str, Any], instance: str, runtime_dir: str,
+def _config(spec: dict[str, Any], nsd: dict[str, Any], instance: str,
             argv: list[str] | None) -> C.ChildConfig:
     cfg = C.ChildConfig()
     cfg.spec = spec
     cfg.argv = argv
     cfg.instance = instance
-    cfg.runtime_dir = runtime_dir
     for key in sysns.JOIN_ORDER:
         value = nsd.get(key)
         if value is True and key != "cgroup":
@@ -203,6 +202,18 @@ def _steps_parent(cfg: C.ChildConfig) -> int | None:
     return None
 
 
+def _steps_message(cfg: C.ChildConfig) -> bytes:
+    """The second "go": with the process's last steps where this process can work them
+    out, else plain (the child works them out again, and says why after its root)."""
+    parent = _steps_parent(cfg)
+    if parent is None:
+        return C.MSG_GO
+    try:
+        return C.encode_steps(cfg, parent)
+    except Exception:
+        return C.MSG_GO
+
+
 def _own_pid_ns() -> int:
     """An fd of our own pid namespace that this thread may setns() back to, else -1
     (then a holder is used). Outside the initial user namespace euid 0 need not
@@ -281,7 +292,7 @@ def run_spec(spec: dict[str, Any], *, name: str = "sandbox", actions: list[dict[
              event_fds: list[int] | None = None, forward_signals: bool = False,
              state_dir: str | None = None, instance: str | None = None,
              caller: int | None = None,
-             speaker: tuple[str, str] | None = None) -> RunResult:
+             speaker: tuple[str, str] | None = None, ns_ids: bool = True) -> RunResult:
     """Run ``spec`` in a sandbox until its process exits; tear everything down.
 
     ``argv`` replaces ``process.command``. ``forward_signals``: the signals this
@@ -290,6 +301,7 @@ def run_spec(spec: dict[str, Any], *, name: str = "sandbox", actions: list[dict[
     started vbdecl; with ``process.die_with_parent`` its death ends the sandbox,
     which is then torn down as after any exit. ``speaker``: who tells of OOM kills
     and the name of the memory limit (vb: its program name and ``--limit-memory``).
+    ``ns_ids`` false: the events' ``ns`` stays empty unless they go out as JSON lines.
     Never raises for a failure of the sandbox setup: the result carries the error
     and the exit code (125, 126, 127); errors of the caller's arguments raise.
     """
@@ -299,22 +311,16 @@ def run_spec(spec: dict[str, Any], *, name: str = "sandbox", actions: list[dict[
     status = spec.get("status") or {}
     lock_fd = -1
     sink: EventSink | None = None
-    runtime_dir = ""
     txs: list[Any] = []
     try:
         if status.get("lock_file"):
             from vbdecl.runtime.lock import acquire
 
             lock_fd = acquire(status["lock_file"])
-        sink = EventSink(path=status.get("events"), fds=event_fds, callback=on_event)
+        sink = EventSink(path=status.get("events"), fds=event_fds, callback=on_event, ns_ids=ns_ids)
         result.events = sink.history
         spec = C._security().load_host_files(spec)
-        if spec.get("rootfs") or spec.get("filesystem"):
-            # setup_root stages in a tmpfs inside the sandbox: nothing is created here.
-            from vbdecl.engine.paths import runtime_root
-
-            runtime_dir = os.path.join(runtime_root(state_dir), instance)
-        cfg = _config(spec, nsd, instance, runtime_dir, argv)
+        cfg = _config(spec, nsd, instance, argv)
         cfg.lock_fd = lock_fd
         guard = SignalGuard(forward_signals, caller if cfg.die_with_parent else None)
         _spawn_and_wait(cfg, nsd, idmap, spec, name, actions or [], sink, result,
@@ -371,11 +377,13 @@ def _run_holder(cfg: C.ChildConfig, pid: int, c2p_r: int, p2c_w: int, nsd: dict[
                 if cfg.user_new and idmap:
                     sysns.write_id_maps(pid, idmap["uid"], idmap["gid"])
                 if actions:
+                    from vbdecl.engine.paths import runtime_root
                     from vbdecl.ops.base import Context
                     from vbdecl.runtime.hostactions import HostTransaction
 
                     ctx = Context(name=name, instance=cfg.instance, state_dir=state_dir or "",
-                                  runtime_dir=cfg.runtime_dir, spec=spec, env_pid=pid)
+                                  runtime_dir=os.path.join(runtime_root(state_dir), cfg.instance),
+                                  spec=spec, env_pid=pid)
                     tx = HostTransaction(ctx, sandbox_pid=pid)
                     set_tx(tx)
                     tx.apply(actions)
@@ -398,7 +406,7 @@ def _run_holder(cfg: C.ChildConfig, pid: int, c2p_r: int, p2c_w: int, nsd: dict[
             else:
                 error = RuntimeSetupError("the sandbox exited during setup")
         inodes: dict[str, int] = {}
-        if error is None:
+        if error is None and sink.ns_ids:
             # From the first child, which waits for the second go: the sandbox's own
             # namespaces (as bubblewrap reports them), before anything there can exit.
             inodes = sysns.own_ns_inodes(pid)
@@ -408,11 +416,9 @@ def _run_holder(cfg: C.ChildConfig, pid: int, c2p_r: int, p2c_w: int, nsd: dict[
                 nested = sysns.ns_inode(target, "pid")
                 if nested is not None:
                     inodes["pid"] = nested
-            parent = _steps_parent(cfg)
-            try:
-                go = C.MSG_GO if parent is None else C.encode_steps(cfg, parent)
-            except Exception:   # the child works them out again, and says why after its root
-                go = C.MSG_GO
+        if error is None:
+            # (not before the "U": a child forked onto this CPU would wait for it)
+            go = _steps_message(cfg)
             try:
                 while go:
                     go = go[os.write(p2c_w, go):]

@@ -45,21 +45,18 @@ def test_build_env(monkeypatch: pytest.MonkeyPatch) -> None:
     assert C.build_env({"env": {"A": "b"}, "clear_env": True, "unset_env": []}) == {b"A": b"b"}
 
 
-def test_the_steps_a_parent_works_out_reach_pid_1_as_they_were() -> None:
-    """A direct init gets the process's last steps with its second "go" (encode_steps):
-    what it decodes is what pid 1 would have worked out itself, field for field."""
+def test_the_parent_works_out_the_steps_pid_1_would() -> None:
+    """A direct init inherits the process's last steps, worked out before the fork
+    (steps_before_fork): they are what pid 1 would have worked out itself."""
     cfg = C.ChildConfig()
     cfg.die_with_parent = True
     cfg.spec = {"process": {"command": ["ls", "-l"], "env": {"A": "b"}, "clear_env": True,
                             "cwd": "/work", "argv0": "lister", "inherit_fds": [5]},
                 "limits": {"rlimits": {"nofile": [64, 128]}},
                 "security": {"seccomp": "off", "capabilities": {"drop": ["ALL"]}}}
-    message = C.encode_steps(cfg, 1)
-    assert message[:1] == C.MSG_STEPS
-    (length,) = struct.unpack("=I", message[1:5])
-    got = C._decode_steps(message[5:])
-    assert length == len(message) - 5
+    got = C.steps_before_fork(cfg, 1)
     want = C._prepare(cfg, 1)
+    assert got is not None
     for key in type(want.plan).__slots__:
         assert getattr(got.plan, key) == getattr(want.plan, key), key
     for key in C._Process.__slots__:
@@ -69,14 +66,15 @@ def test_the_steps_a_parent_works_out_reach_pid_1_as_they_were() -> None:
     assert got.plan.cwds == [b"/work"] and got.plan.inherit == [5]
 
 
-def test_a_bad_steps_message_leaves_the_child_to_work_them_out() -> None:
+def test_steps_that_fail_before_the_fork_are_left_to_the_child(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The parent does not report them: the child works them out again and says what
+    fails after its root, as it does for every setup error."""
+    monkeypatch.setattr(C.os, "isatty", lambda fd: False)
     cfg = C.ChildConfig()
-    r, w = os.pipe()
-    os.write(w, C.MSG_STEPS + struct.pack("=I", 3) + b"xyz")
-    os.close(w)
-    C._wait_go(r, cfg)          # a "go" all the same (else it would exit)
-    os.close(r)
-    assert cfg.steps is None
+    cfg.spec = {"process": {"command": ["true"], "tty": True}}
+    assert C.steps_before_fork(cfg, 1) is None
+    with pytest.raises(C.SetupFailure, match="not a terminal"):
+        C._prepare(cfg, 1)
 
 
 def test_parent_and_pid_1_agree_on_whether_pid_1_spawns_the_process() -> None:

@@ -36,10 +36,12 @@ Sync protocol (one-byte messages, checked; both pipes are close-on-exec):
   ``E`` + 4-byte length + ``code NUL message NUL hint`` (UTF-8): setup
   failed; ``W`` + length + a message: a warning. End of file
   means every copy of the pipe is closed: the process was exec'd.
-* parent -> child: ``G`` go on; ``S`` + 4-byte length + the process's last
-  steps (marshal; see :func:`encode_steps`): the second "go", where the parent
-  can work them out for the child (spawn._steps_parent), while the child
-  builds the root. Anything else (or end of file) aborts.
+* parent -> child: ``G`` go on. Anything else (or end of file) aborts.
+
+Where the parent sees what the child that starts the process sees, it works out
+the process's last steps before the fork (``ChildConfig.steps``, see
+spawn._steps_parent): the child inherits them. Worked out after the fork, in
+either process, every page the work writes would cost a copy-on-write fault.
 
 Nothing here imports more than the standard library after fork.
 """
@@ -47,7 +49,6 @@ Nothing here imports more than the standard library after fork.
 from __future__ import annotations
 
 import errno
-import marshal
 import os
 import struct
 
@@ -62,7 +63,6 @@ if TYPE_CHECKING:
 
 MSG_UNSHARED = b"U"
 MSG_GO = b"G"
-MSG_STEPS = b"S"
 MSG_PID = b"P"
 MSG_ERROR = b"E"
 MSG_WARNING = b"W"
@@ -127,7 +127,7 @@ class ChildConfig:
         self.lock_fd = -1             # status.lock_file, held by every process but the payload
         self.await_go = True          # the parent has work between "U" and "go" (else no "go")
         self.preloaded = False        # load_setup_code ran (in this process or before its fork)
-        self.steps: Any = None        # the process's last steps, from the parent (see _second_go)
+        self.steps: Any = None        # the process's last steps, worked out before the fork
 
 
 class SetupFailure(Exception):
@@ -198,21 +198,10 @@ def kill_and_reap(pid: int) -> None:
         pass
 
 
-def _wait_go(fd: int, cfg: ChildConfig) -> None:
-    """Wait for a "go": ``G``, or ``S`` with the process's last steps (into
-    ``cfg.steps``; see encode_steps). Anything else: the parent gave up (and says
-    why), so we leave."""
+def _wait_go(fd: int) -> None:
+    """Wait for a "go". Anything else: the parent gave up (and says why), so we leave."""
     try:
         byte = os.read(fd, 1)
-        if byte == MSG_STEPS:
-            head = read_exact(fd, 4)
-            data = read_exact(fd, struct.unpack("=I", head)[0]) if head else None
-            if data is not None:
-                byte = MSG_GO
-                try:
-                    cfg.steps = _decode_steps(data)
-                except Exception:   # we work them out ourselves (and say what fails)
-                    cfg.steps = None
     except OSError:
         byte = b""
     if byte != MSG_GO:
@@ -240,7 +229,7 @@ def holder_main(cfg: ChildConfig, parent: int) -> NoReturn:
         send(cfg.c2p, MSG_UNSHARED)
         if cfg.await_go:
             load_setup_code(cfg)   # while the parent writes id maps and runs host actions
-            _wait_go(cfg.p2c, cfg)
+            _wait_go(cfg.p2c)
         _after_go(cfg)
         if cfg.live:
             os.close(cfg.p2c)
@@ -265,13 +254,13 @@ def holder_main(cfg: ChildConfig, parent: int) -> NoReturn:
             init_main(cfg, None)        # waits for the second go itself (_second_go)
         if not child:
             # We become the process: the root is built while the parent reads the
-            # namespaces (and works out the process's last steps, see encode_steps).
+            # namespaces.
             try:
                 _setup_root(cfg)
             except BaseException:
-                _wait_go(cfg.p2c, cfg)  # the parent reads our namespaces before we may exit
+                _wait_go(cfg.p2c)  # the parent reads our namespaces before we may exit
                 raise
-        _wait_go(cfg.p2c, cfg)
+        _wait_go(cfg.p2c)
         os.close(cfg.p2c)
         if nested is not None:
             _relay_go(nested)           # the parent has read the namespaces: pid 1 goes on
@@ -510,7 +499,7 @@ def _second_go(cfg: ChildConfig) -> None:
     it reports a failure (and exits). Others have nothing to wait for here."""
     if cfg.direct_init and cfg.p2c >= 0:
         fd, cfg.p2c = cfg.p2c, -1
-        _wait_go(fd, cfg)
+        _wait_go(fd)
         os.close(fd)
 
 
@@ -641,30 +630,14 @@ def exec_process(cfg: ChildConfig) -> NoReturn:
         _report(cfg, exc)
 
 
-def encode_steps(cfg: ChildConfig, parent: int) -> bytes:
-    """The second "go", with the process's last steps: the parent works them out
-    (where it sees what the child sees: the same ids, capabilities, environment and
-    stdin) while the child builds the root, where they would cost it a copy-on-write
-    fault for every page they touch. ``parent``: the process's parent, as the process
-    will see it (see spawn._steps_parent)."""
-    from vbdecl.sys.laststep import LastStep
-
-    proc = _prepare(cfg, parent)
-    data = marshal.dumps(([getattr(proc.plan, k) for k in LastStep.__slots__],
-                          [getattr(proc, k) for k in _Process.__slots__ if k != "plan"]))
-    return MSG_STEPS + struct.pack("=I", len(data)) + data
-
-
-def _decode_steps(data: bytes) -> _Process:
-    from vbdecl.sys.laststep import LastStep
-
-    plan_values, values = marshal.loads(data)
-    proc = _Process(LastStep())
-    for key, value in zip(LastStep.__slots__, plan_values, strict=True):
-        setattr(proc.plan, key, value)
-    for key, value in zip([k for k in _Process.__slots__ if k != "plan"], values, strict=True):
-        setattr(proc, key, value)
-    return proc
+def steps_before_fork(cfg: ChildConfig, parent: int) -> _Process | None:
+    """The process's last steps, worked out by the parent before the fork (see the
+    module doc); ``parent``: the process's parent as the process will see it. None
+    when they fail: the child works them out again, and says why after its root."""
+    try:
+        return _prepare(cfg, parent)
+    except Exception:
+        return None
 
 
 def _prepare(cfg: ChildConfig, parent: int | None) -> _Process:

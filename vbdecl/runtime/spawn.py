@@ -152,6 +152,13 @@ def fork_holder(cfg: C.ChildConfig, floor: int) -> tuple[int, int, int]:
     try:
         own_pid_ns = _own_pid_ns() if direct_init(cfg) else -1
         cfg.direct_init = own_pid_ns >= 0
+        try:
+            parent_pid = _steps_parent(cfg)
+            cfg.steps = None if parent_pid is None else C.steps_before_fork(cfg, parent_pid)
+        except BaseException:
+            if own_pid_ns >= 0:
+                os.close(own_pid_ns)
+            raise
         pid = _fork_in_new_pid_ns(own_pid_ns) if cfg.direct_init else os.fork()
     except BaseException as exc:
         if os.getpid() != parent:
@@ -190,8 +197,8 @@ def direct_init(cfg: C.ChildConfig) -> bool:
 
 def _steps_parent(cfg: C.ChildConfig) -> int | None:
     """The pid of the process's parent as the process will see it, when this process can
-    work out the process's last steps (child.encode_steps) because it sees what the
-    child that starts the process sees: the same ids and capabilities (no user
+    work out the process's last steps (child.steps_before_fork) because it sees what
+    the child that starts the process sees: the same ids and capabilities (no user
     namespace, nothing joined). None when it cannot."""
     if cfg.direct_init:
         # pid 1 of a new pid namespace spawns it, or is it (its parent is outside: 0);
@@ -200,18 +207,6 @@ def _steps_parent(cfg: C.ChildConfig) -> int | None:
     if not (cfg.pid_new or cfg.pid_join or cfg.live or cfg.user_new or cfg.joins):
         return os.getpid()      # the holder becomes the process
     return None
-
-
-def _steps_message(cfg: C.ChildConfig) -> bytes:
-    """The second "go": with the process's last steps where this process can work them
-    out, else plain (the child works them out again, and says why after its root)."""
-    parent = _steps_parent(cfg)
-    if parent is None:
-        return C.MSG_GO
-    try:
-        return C.encode_steps(cfg, parent)
-    except Exception:
-        return C.MSG_GO
 
 
 def _own_pid_ns() -> int:
@@ -417,11 +412,8 @@ def _run_holder(cfg: C.ChildConfig, pid: int, c2p_r: int, p2c_w: int, nsd: dict[
                 if nested is not None:
                     inodes["pid"] = nested
         if error is None:
-            # (not before the "U": a child forked onto this CPU would wait for it)
-            go = _steps_message(cfg)
             try:
-                while go:
-                    go = go[os.write(p2c_w, go):]
+                os.write(p2c_w, C.MSG_GO)
             except OSError:
                 pass          # it is gone: the loop below reports how
         os.close(p2c_w)

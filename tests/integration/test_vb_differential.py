@@ -301,3 +301,47 @@ def test_info_and_json_status_fd_have_bubblewraps_keys_order_and_layout(args: li
         outputs[tool] = (proc.returncode, re.sub(r"\d+", "N", text))
     assert outputs[VB] == outputs[BWRAP]
     assert '"child-pid": N' in outputs[VB][1] and "user-namespace" not in outputs[VB][1]
+
+
+# A private mount namespace of its own (unshare) where a test tmpfs is a shared mount:
+# the sandbox binds it, then a tmpfs is mounted below it from outside. Nothing of it is
+# ever visible on the host.
+PROPAGATION = r"""
+import subprocess, sys
+shared, tool = sys.argv[1], sys.argv[2:]
+subprocess.run(["mount", "-t", "tmpfs", "vbdecl-test-shared", shared], check=True)
+subprocess.run(["mount", "--make-shared", shared], check=True)
+subprocess.run(["mkdir", shared + "/sub"], check=True)
+script = ('echo ready; read go; [ -e /shared/sub/marker ] && echo seen || echo unseen; '
+          'awk \'$5 == "/shared" { print ($7 ~ /^master:/) ? "slave" : $7 }\' /proc/self/mountinfo')
+proc = subprocess.Popen([*tool, "--bind", shared, "/shared", "sh", "-c", script],
+                        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+try:
+    assert proc.stdout.readline() == "ready\n"
+    subprocess.run(["mount", "-t", "tmpfs", "vbdecl-test-late", shared + "/sub"], check=True)
+    open(shared + "/sub/marker", "w").close()
+    out = proc.communicate("go\n", timeout=30)[0]
+finally:
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait()
+print(out, end="")
+sys.exit(proc.returncode)
+"""
+
+
+def test_host_mounts_reach_a_bound_shared_mount(tmp_path: Path) -> None:
+    """bubblewrap makes the sandbox's mounts slaves of the host's: what the host mounts
+    later below a shared mount the sandbox binds (/run/netns and `ip netns add`) shows
+    up inside, and nothing mounted inside reaches the host. vb (and every vbdecl run)
+    does the same."""
+    outputs = {}
+    for tool in (BWRAP, VB):
+        shared = tmp_path / f"shared-{Path(str(tool)).name}"
+        shared.mkdir()
+        r = subprocess.run(["unshare", "--mount", "--propagation", "private", sys.executable, "-c",
+                            PROPAGATION, str(shared), str(tool), *BASE],
+                           capture_output=True, text=True, timeout=60)
+        outputs[tool] = f"{r.stdout}{r.stderr}exit {r.returncode}\n"
+    assert outputs[BWRAP] == "seen\nslave\nexit 0\n"
+    assert outputs[VB] == outputs[BWRAP]

@@ -414,7 +414,7 @@ def _enter_namespaces(cfg: ChildConfig) -> None:
     # A direct init is in its new pid namespace already (the parent unshared it).
     sysns.unshare(cfg.new_flags & ~sysns.CLONE_NEWPID if cfg.direct_init else cfg.new_flags)
     if cfg.mount_new:
-        sysns.make_mounts_private()
+        sysns.make_mounts_slave()
 
 
 def _join(key: str, path: str) -> None:

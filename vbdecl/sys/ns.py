@@ -33,7 +33,7 @@ NAMESPACES: dict[str, tuple[int, str]] = {
 JOIN_ORDER = ("user", "mount", "net", "uts", "ipc", "cgroup", "pid")
 
 MS_REC = 0x4000
-MS_PRIVATE = 1 << 18
+MS_SLAVE = 1 << 19
 MS_BIND = 4096
 MNT_DETACH = 2
 
@@ -53,18 +53,21 @@ def setns(fd: int, nstype: int = 0, *, what: str = "") -> None:
           hint="joining a namespace needs CAP_SYS_ADMIN over it (root, or the owner of its user namespace)")
 
 
-def make_mounts_private() -> None:
-    """Stop mount events propagating back to the host (after unshare(CLONE_NEWNS))."""
-    ret = syscall("mount", None, b"/", None, MS_REC | MS_PRIVATE, None)
+def make_mounts_slave() -> None:
+    """After unshare(CLONE_NEWNS): nothing mounted here reaches the host any more, and
+    what the host mounts later still reaches our copies of its shared mounts (a bind of
+    /run/netns sees `ip netns add`), as in bubblewrap's and systemd's private mount
+    namespaces."""
+    ret = syscall("mount", None, b"/", None, MS_REC | MS_SLAVE, None)
     if ret == -errno.EINVAL:
         # Our root is a plain directory (a chroot): the mount holding it cannot be
         # named from here, so what the sandbox mounts could reach the host's mounts.
-        raise_errno("mount(/, MS_REC|MS_PRIVATE)", errno.EINVAL,
+        raise_errno("mount(/, MS_REC|MS_SLAVE)", errno.EINVAL,
                     hint="vbdecl's root is not a mount point (is it running in a chroot?), so "
-                         "a new mount namespace cannot be made private; run it where / is a "
+                         "the sandbox's mounts cannot be kept from the host's; run it where / is a "
                          "mount point, as bubblewrap requires too (in a chroot: bind-mount the "
                          "directory onto itself before chroot)")
-    check(ret, "mount(/, MS_REC|MS_PRIVATE)")
+    check(ret, "mount(/, MS_REC|MS_SLAVE)")
 
 
 def ns_inode(pid: int | str, name: str) -> int | None:

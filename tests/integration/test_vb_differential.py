@@ -345,3 +345,43 @@ def test_host_mounts_reach_a_bound_shared_mount(tmp_path: Path) -> None:
         outputs[tool] = f"{r.stdout}{r.stderr}exit {r.returncode}\n"
     assert outputs[BWRAP] == "seen\nslave\nexit 0\n"
     assert outputs[VB] == outputs[BWRAP]
+
+
+def _in_new_user_namespace() -> subprocess.Popen[bytes]:
+    """A process of our own in a new user namespace (root there, mapped 0 to 0)."""
+    proc = subprocess.Popen(["unshare", "--user", "--map-root-user", "sleep", "60"])
+    own = os.readlink("/proc/self/ns/user")
+    for _ in range(500):
+        try:
+            if (os.readlink(f"/proc/{proc.pid}/ns/user") != own
+                    and os.readlink(f"/proc/{proc.pid}/exe").endswith("sleep")):
+                return proc
+        except OSError:
+            pass
+        time.sleep(0.01)
+    proc.kill()
+    proc.wait()
+    pytest.fail("unshare did not start")
+
+
+def test_joining_a_user_namespace_gives_bubblewraps_caps_and_ids() -> None:
+    """--userns FD as root: the process runs in the joined namespace (root there, mapped
+    0 to 0) with the capability sets bubblewrap gives it."""
+    holder = _in_new_user_namespace()
+    try:
+        script = ("grep -E '^(CapInh|CapPrm|CapEff|CapBnd|CapAmb|NoNewPrivs):' /proc/self/status; "
+                  "id -u; cat /proc/self/uid_map | tr -s ' '")
+        outputs = {}
+        for tool in (BWRAP, VB):
+            fd = os.open(f"/proc/{holder.pid}/ns/user", os.O_RDONLY)
+            try:
+                r = subprocess.run([tool, "--userns", str(fd), "--ro-bind", "/", "/", "sh", "-c", script],  # type: ignore[list-item]
+                                   pass_fds=(fd,), capture_output=True, text=True, timeout=30, cwd="/")
+            finally:
+                os.close(fd)
+            outputs[tool] = f"{r.stdout}{r.stderr}exit {r.returncode}\n"
+    finally:
+        holder.kill()
+        holder.wait()
+    assert outputs[BWRAP].endswith("0\n 0 0 1\nexit 0\n")
+    assert outputs[VB] == outputs[BWRAP]

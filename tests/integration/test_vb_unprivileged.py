@@ -13,6 +13,7 @@ import pwd
 import shutil
 import subprocess
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -96,3 +97,43 @@ def test_unprivileged_vb_sees_what_bwrap_sees(case: str, setup: tuple[int, int, 
     got = _run(vb, CASES[case], uid, gid, probe)
     assert "exit 0" in got and f"{uid}" in got     # it ran, mapped to the user outside
     assert got == expected
+
+
+@pytest.mark.parametrize("option", ["--userns", "--pidns"])
+def test_joining_a_namespace_the_user_may_not_join_fails_in_bubblewraps_words(
+        option: str, setup: tuple[int, int, str, str]) -> None:
+    """A namespace of root's (a process of ours in new user and pid namespaces): the
+    throw-away user may not join it. bubblewrap's first line (its parent may add one
+    when its child dies) and exit status."""
+    uid, gid, vb, _ = setup
+    kind = "user" if option == "--userns" else "pid"
+    holder = subprocess.Popen(["unshare", "--user", "--pid", "--fork", "--kill-child", "sleep", "60"])
+    try:
+        own = os.readlink(f"/proc/self/ns/{kind}")
+        target = holder.pid
+        for _ in range(500):    # the namespaces (and, for pid, the forked sleep) exist
+            children = Path(f"/proc/{holder.pid}/task/{holder.pid}/children").read_text().split()
+            target = int(children[0]) if kind == "pid" and children else holder.pid
+            try:
+                if os.readlink(f"/proc/{target}/ns/{kind}") != own:
+                    break
+            except OSError:
+                pass
+            time.sleep(0.01)
+        args = [option] if kind == "user" else ["--unshare-user", option]
+        outputs = {}
+        for tool in (BWRAP, vb):
+            fd = os.open(f"/proc/{target}/ns/{kind}", os.O_RDONLY)
+            try:
+                r = subprocess.run(["setpriv", f"--reuid={uid}", f"--regid={gid}", "--clear-groups", tool,
+                                    *args, str(fd), *BASE, "true"], pass_fds=(fd,), capture_output=True,
+                                   text=True, timeout=30, cwd="/", env={"PATH": "/usr/bin:/bin", "LANG": "C"})
+            finally:
+                os.close(fd)
+            first = r.stderr.splitlines()[0] if r.stderr else ""
+            outputs[tool] = (r.returncode, first.split(": ", 1)[-1])
+    finally:
+        holder.kill()
+        holder.wait()
+    assert outputs[BWRAP][0] == 1 and "Operation not permitted" in outputs[BWRAP][1]
+    assert outputs[vb] == outputs[BWRAP]

@@ -318,3 +318,13 @@ def test_drain_pending_takes_every_signal_left_pending() -> None:
         assert not both & signals.sigpending()
     finally:
         signals.pthread_sigmask(signals.SIG_SETMASK, old)
+
+
+def test_a_failed_userns2_switch_is_told_in_bubblewraps_words() -> None:
+    from vbdecl.sys import laststep
+
+    cfg = C.ChildConfig()
+    cfg.spec = {"process": {}, "vb": {"userns2_fd": 5}}
+    exc = C._failure(cfg, C._Process(laststep.LastStep()), laststep.Failure(laststep.USERNS2, 5, 1, -1))
+    assert isinstance(exc, C.SetupFailure) and exc.code == 125
+    assert exc.message == "Setting userns2 failed: Operation not permitted"

@@ -407,17 +407,22 @@ def _enter_namespaces(cfg: ChildConfig) -> None:
     joins = list(cfg.joins)
     # A user namespace we join comes first; a new one after the other joins
     # (joining a host-owned namespace needs the host privileges we still have).
+    vb = "vb" in cfg.spec
     if joins and joins[0][0] == "user":
-        _join(*joins.pop(0))
+        _join(*joins.pop(0), vb=vb)
     for key, path in joins:
-        _join(key, path)
+        _join(key, path, vb=vb)
     # A direct init is in its new pid namespace already (the parent unshared it).
     sysns.unshare(cfg.new_flags & ~sysns.CLONE_NEWPID if cfg.direct_init else cfg.new_flags)
     if cfg.mount_new:
         sysns.make_mounts_slave()
 
 
-def _join(key: str, path: str) -> None:
+# bubblewrap's words when joining its --userns or --pidns fails (vb)
+_BWRAP_JOIN = {"user": "Joining specified user namespace failed", "pid": "Setting pidns failed"}
+
+
+def _join(key: str, path: str, *, vb: bool = False) -> None:
     flag = sysns.NAMESPACES[key][0]
     try:
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
@@ -427,6 +432,13 @@ def _join(key: str, path: str) -> None:
                            ) from None
     try:
         sysns.setns(fd, flag, what=f"{key} namespace {path}")
+    except OSError as exc:
+        if not vb or key not in _BWRAP_JOIN:
+            raise
+        if key == "user" and exc.errno == errno.EINVAL:
+            raise SetupFailure(125, "Joining the specified user namespace failed, it might not be "
+                                    "a descendant of the current user namespace.") from None
+        raise SetupFailure(125, f"{_BWRAP_JOIN[key]}: {os.strerror(exc.errno or errno.EIO)}") from None
     finally:
         os.close(fd)
 
@@ -767,9 +779,8 @@ def _failure(cfg: ChildConfig, proc: _Process, failed: Any) -> BaseException:
         where = f" in PATH={proc.path}" if proc.path else ""
         return SetupFailure(127, f"command not found: {proc.file}{where} (inside the environment's root)",
                             "bind the program into the root (for example ro-bind /usr) or fix process.command")
-    if step == ls.USERNS2:
-        return sys_error(f"setns(--userns2 fd {index})", err, hint="joining a namespace needs "
-                         "CAP_SYS_ADMIN over it (root, or the owner of its user namespace)")
+    if step == ls.USERNS2:     # only vb has it: bubblewrap's words
+        return SetupFailure(125, f"Setting userns2 failed: {os.strerror(err)}")
     if step == ls.SETSID:
         return sys_error("setsid", err)
     if step == ls.DEATH_SIGNAL:

@@ -41,8 +41,8 @@ def wall(argv: list[str]) -> tuple[float, int]:
     took = time.perf_counter() - t0
     proc.returncode = os.waitstatus_to_exitcode(status)   # reaped here: Popen must not wait
     proc.stderr.close()
-    if status != 0:
-        sys.exit(f"{argv[0]} failed ({status}): {err.decode().strip()}")
+    if proc.returncode != 0:
+        sys.exit(f"{argv[0]} failed ({proc.returncode}): {err.decode().strip()}")
     return took, usage.ru_minflt
 
 

@@ -43,9 +43,9 @@ def _env(tmp_path: Path, userns: bool) -> Iterator[Context]:
             if userns:
                 enter_userns()
             unshare(CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWIPC)
-            from vbdecl.sys.ns import make_mounts_slave
+            from vbdecl.sys.ns import contain_mounts
 
-            make_mounts_slave()
+            contain_mounts()
             init = os.fork()
             if init == 0:
                 os.close(w)

@@ -304,18 +304,15 @@ def test_info_and_json_status_fd_have_bubblewraps_keys_order_and_layout(args: li
 
 
 # A private mount namespace of its own (unshare) where a test tmpfs is a shared mount:
-# the sandbox binds it, then a tmpfs is mounted below it from outside. Nothing of it is
-# ever visible on the host.
+# a sandbox binds it at /shared, then a tmpfs is mounted below it from outside. Nothing
+# of it is ever visible on the host.
 PROPAGATION = r"""
 import subprocess, sys
-shared, tool = sys.argv[1], sys.argv[2:]
+shared, argv = sys.argv[1], sys.argv[2:]
 subprocess.run(["mount", "-t", "tmpfs", "vbdecl-test-shared", shared], check=True)
 subprocess.run(["mount", "--make-shared", shared], check=True)
 subprocess.run(["mkdir", shared + "/sub"], check=True)
-script = ('echo ready; read go; [ -e /shared/sub/marker ] && echo seen || echo unseen; '
-          'awk \'$5 == "/shared" { print ($7 ~ /^master:/) ? "slave" : $7 }\' /proc/self/mountinfo')
-proc = subprocess.Popen([*tool, "--bind", shared, "/shared", "sh", "-c", script],
-                        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
 try:
     assert proc.stdout.readline() == "ready\n"
     subprocess.run(["mount", "-t", "tmpfs", "vbdecl-test-late", shared + "/sub"], check=True)
@@ -328,23 +325,47 @@ finally:
 print(out, end="")
 sys.exit(proc.returncode)
 """
+SEES = ('echo ready; read go; [ -e /shared/sub/marker ] && echo seen || echo unseen; '
+        'awk \'$5 == "/shared" { print ($7 ~ /^master:/) ? "slave" : $7 }\' /proc/self/mountinfo')
+
+
+def _propagation(shared: Path, argv: list[str]) -> str:
+    shared.mkdir()
+    r = subprocess.run(["unshare", "--mount", "--propagation", "private", sys.executable, "-c",
+                        PROPAGATION, str(shared), *argv], capture_output=True, text=True, timeout=60)
+    return f"{r.stdout}{r.stderr}exit {r.returncode}\n"
 
 
 def test_host_mounts_reach_a_bound_shared_mount(tmp_path: Path) -> None:
     """bubblewrap makes the sandbox's mounts slaves of the host's: what the host mounts
     later below a shared mount the sandbox binds (/run/netns and `ip netns add`) shows
-    up inside, and nothing mounted inside reaches the host. vb (and every vbdecl run)
-    does the same."""
+    up inside, and nothing mounted inside reaches the host. vb does the same."""
     outputs = {}
     for tool in (BWRAP, VB):
         shared = tmp_path / f"shared-{Path(str(tool)).name}"
-        shared.mkdir()
-        r = subprocess.run(["unshare", "--mount", "--propagation", "private", sys.executable, "-c",
-                            PROPAGATION, str(shared), str(tool), *BASE],
-                           capture_output=True, text=True, timeout=60)
-        outputs[tool] = f"{r.stdout}{r.stderr}exit {r.returncode}\n"
+        outputs[tool] = _propagation(shared, [str(tool), *BASE, "--bind", str(shared), "/shared",
+                                              "sh", "-c", SEES])
     assert outputs[BWRAP] == "seen\nslave\nexit 0\n"
     assert outputs[VB] == outputs[BWRAP]
+
+
+def test_a_manifests_binds_stay_as_they_were(tmp_path: Path) -> None:
+    """A manifest's environment keeps private mounts: a later host mount below a bind
+    does not show up (it would come without the bind's read-only and nosuid flags)."""
+    shared = tmp_path / "shared"
+    manifest = tmp_path / "m.yaml"
+    manifest.write_text(json.dumps({
+        "apiVersion": "vbdecl/v1", "kind": "Environment", "metadata": {"name": "propagation"},
+        "spec": {"filesystem": [
+            {"type": "ro-bind", "source": "/usr", "target": "/usr"},
+            *({"type": "symlink", "target": f"/{d}", "points_to": f"usr/{d}"} for d in ("bin", "lib", "lib64")),
+            {"type": "ro-bind", "source": "/etc", "target": "/etc"},   # /etc/alternatives/awk
+            {"type": "proc", "target": "/proc"},
+            {"type": "ro-bind", "source": str(shared), "target": "/shared"}],
+            "process": {"command": ["sh", "-c", SEES]}}}))
+    vbdecl = str(Path(sys.executable).with_name("vbdecl"))
+    got = _propagation(shared, [vbdecl, "--state-dir", str(tmp_path / "state"), "run", str(manifest)])
+    assert got == "unseen\n-\nexit 0\n"
 
 
 def _in_new_user_namespace() -> subprocess.Popen[bytes]:

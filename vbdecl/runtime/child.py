@@ -415,7 +415,7 @@ def _enter_namespaces(cfg: ChildConfig) -> None:
     # A direct init is in its new pid namespace already (the parent unshared it).
     sysns.unshare(cfg.new_flags & ~sysns.CLONE_NEWPID if cfg.direct_init else cfg.new_flags)
     if cfg.mount_new:
-        sysns.make_mounts_slave()
+        sysns.contain_mounts(follow_host="vb" in cfg.spec)   # bubblewrap's slaves for vb
 
 
 # bubblewrap's words when joining its --userns or --pidns fails (vb)

@@ -33,6 +33,7 @@ NAMESPACES: dict[str, tuple[int, str]] = {
 JOIN_ORDER = ("user", "mount", "net", "uts", "ipc", "cgroup", "pid")
 
 MS_REC = 0x4000
+MS_PRIVATE = 1 << 18
 MS_SLAVE = 1 << 19
 MS_BIND = 4096
 MNT_DETACH = 2
@@ -53,21 +54,27 @@ def setns(fd: int, nstype: int = 0, *, what: str = "") -> None:
           hint="joining a namespace needs CAP_SYS_ADMIN over it (root, or the owner of its user namespace)")
 
 
-def make_mounts_slave() -> None:
-    """After unshare(CLONE_NEWNS): nothing mounted here reaches the host any more, and
-    what the host mounts later still reaches our copies of its shared mounts (a bind of
-    /run/netns sees `ip netns add`), as in bubblewrap's and systemd's private mount
-    namespaces."""
-    ret = syscall("mount", None, b"/", None, MS_REC | MS_SLAVE, None)
+def contain_mounts(*, follow_host: bool = False) -> None:
+    """After unshare(CLONE_NEWNS): nothing mounted here reaches the host any more.
+
+    ``follow_host`` (vb: bubblewrap's slave mounts): what the host mounts later below
+    one of its shared mounts still shows up in our copies of it (a bind of /run/netns
+    sees `ip netns add`), without the flags of our binds (read-only, nosuid, nodev).
+    Otherwise (manifests, live environments) our mounts are private: a bind shows the
+    host's directory as it was, read-only all through, and a live environment's
+    mount namespace can be pinned under a shared /run."""
+    flag = MS_SLAVE if follow_host else MS_PRIVATE
+    ret = syscall("mount", None, b"/", None, MS_REC | flag, None)
+    what = f"mount(/, MS_REC|{'MS_SLAVE' if follow_host else 'MS_PRIVATE'})"
     if ret == -errno.EINVAL:
         # Our root is a plain directory (a chroot): the mount holding it cannot be
         # named from here, so what the sandbox mounts could reach the host's mounts.
-        raise_errno("mount(/, MS_REC|MS_SLAVE)", errno.EINVAL,
+        raise_errno(what, errno.EINVAL,
                     hint="vbdecl's root is not a mount point (is it running in a chroot?), so "
                          "the sandbox's mounts cannot be kept from the host's; run it where / is a "
                          "mount point, as bubblewrap requires too (in a chroot: bind-mount the "
                          "directory onto itself before chroot)")
-    check(ret, "mount(/, MS_REC|MS_SLAVE)")
+    check(ret, what)
 
 
 def ns_inode(pid: int | str, name: str) -> int | None:

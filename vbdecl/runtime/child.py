@@ -40,8 +40,7 @@ Sync protocol (one-byte messages, checked; both pipes are close-on-exec):
 
 Where the parent sees what the child that starts the process sees, it works out
 the process's last steps before the fork (``ChildConfig.steps``, see
-spawn._steps_parent): the child inherits them. Worked out after the fork, in
-either process, every page the work writes would cost a copy-on-write fault.
+spawn._steps_parent): the child inherits them, with nothing to send or decode.
 
 Nothing here imports more than the standard library after fork.
 """
@@ -415,7 +414,7 @@ def _enter_namespaces(cfg: ChildConfig) -> None:
     # A direct init is in its new pid namespace already (the parent unshared it).
     sysns.unshare(cfg.new_flags & ~sysns.CLONE_NEWPID if cfg.direct_init else cfg.new_flags)
     if cfg.mount_new:
-        sysns.contain_mounts(follow_host="vb" in cfg.spec)   # bubblewrap's slaves for vb
+        sysns.contain_mounts(follow_host=vb)   # bubblewrap's slave mounts for vb
 
 
 # bubblewrap's words when joining its --userns or --pidns fails (vb)

@@ -63,9 +63,9 @@ def contain_mounts(*, follow_host: bool = False) -> None:
     Otherwise (manifests, live environments) our mounts are private: a bind shows the
     host's directory as it was, read-only all through, and a live environment's
     mount namespace can be pinned under a shared /run."""
-    flag = MS_SLAVE if follow_host else MS_PRIVATE
+    name, flag = ("MS_SLAVE", MS_SLAVE) if follow_host else ("MS_PRIVATE", MS_PRIVATE)
     ret = syscall("mount", None, b"/", None, MS_REC | flag, None)
-    what = f"mount(/, MS_REC|{'MS_SLAVE' if follow_host else 'MS_PRIVATE'})"
+    what = f"mount(/, MS_REC|{name})"
     if ret == -errno.EINVAL:
         # Our root is a plain directory (a chroot): the mount holding it cannot be
         # named from here, so what the sandbox mounts could reach the host's mounts.

@@ -487,7 +487,7 @@ def _setup_root(cfg: ChildConfig) -> None:
         cfg.preloaded = True
     from vbdecl.runtime.rootfs import setup_root
 
-    setup_root(cfg.spec)
+    setup_root(cfg.spec, contained=cfg.mount_new)   # (_enter_namespaces)
 
 
 def preload(spec: dict[str, Any], sec: Any) -> None:

@@ -4,7 +4,9 @@
 mount namespace (and user namespace, ids mapped, full capabilities there).
 It works like bubblewrap, but on file descriptors:
 
-1. ``/`` is made a recursive slave, so nothing done here reaches the host.
+1. Nothing done here reaches the host: the child made the mounts of the
+   namespace it created private (vb: slaves, as bubblewrap's), and a joined
+   namespace's are made slaves here.
 2. A tmpfs (the *staging* area) is mounted over an existing directory
    (``/tmp``; ``/run``, ``/var/tmp``, ``/mnt`` if it is missing) and we
    ``pivot_root`` into it: the host tree is now ``/oldroot``, and the new
@@ -896,23 +898,28 @@ def _pick_base() -> str:
                             hint=f"one of {', '.join(STAGING_BASES)} must exist in the host root")
 
 
-def setup_root(spec: dict[str, Any]) -> None:
+def setup_root(spec: dict[str, Any], *, contained: bool = False) -> None:
     """Build the environment's root from ``spec`` and make it ``/`` (see the module doc).
+
+    ``contained``: the caller made this mount namespace's mounts private or slaves
+    already (sysns.contain_mounts, in a namespace it created); else (a joined one)
+    they are made slaves here, so that nothing mounted reaches where they came from.
 
     Raises :class:`RuntimeSetupError` (``where`` = the action id) on failure;
     the mount namespace is then unusable and the caller should exit.
     """
     old_umask = os.umask(0)
     try:
-        _setup_root(spec)
+        _setup_root(spec, contained)
     finally:
         os.umask(old_umask)
 
 
-def _setup_root(spec: dict[str, Any]) -> None:
+def _setup_root(spec: dict[str, Any], contained: bool) -> None:
     try:
         try:
-            m.mount(None, "/", None, m.MS_REC | m.MS_SLAVE)
+            if not contained:
+                m.mount(None, "/", None, m.MS_REC | m.MS_SLAVE)
         except SysError as exc:
             # EINVAL: the process root is not a mount point (chrooted); the
             # fallback below copes, and nothing we mount is shared anyway.

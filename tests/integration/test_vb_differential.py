@@ -58,6 +58,8 @@ CASES = {
     "unshare-net": ["--unshare-net"],
     "user-ids": ["--unshare-user", "--uid", "1234", "--gid", "4321"],
     "user-pid-proc": ["--unshare-user", "--unshare-pid", "--dev", "/dev"],
+    # bubblewrap sets up as uid 0 of its user namespace (for devpts): /proc/irq, /proc/bus covered
+    "user-uid-dev": ["--unshare-user", "--uid", "1234", "--unshare-pid", "--dev", "/dev"],
     "as-pid-1": ["--unshare-pid", "--as-pid-1"],
     "new-session-die": ["--new-session", "--die-with-parent"],
     "dev-bind-try": ["--dev-bind", "/dev/null", "/null", "--ro-bind-try", "/nonexistent", "/x",

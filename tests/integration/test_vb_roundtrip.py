@@ -41,6 +41,7 @@ CASES = {
            "--symlink", "../usr", "/s/u", "--chmod", "0711", "/s", "--remount-ro", "/s"],
     "env-chdir": ["--clearenv", "--setenv", "A", "1", "--chdir", "/usr"],
     "user": ["--unshare-user", "--uid", "5", "--gid", "6", "--unshare-net"],
+    "user-dev": ["--unshare-user", "--uid", "5", "--unshare-pid", "--dev", "/dev"],
 }
 
 

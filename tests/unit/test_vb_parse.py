@@ -441,3 +441,23 @@ def test_try_options_are_decided_as_bubblewrap_decides_and_the_comments_say_so(m
     # --unshare-user itself is never a try
     assert doc("--unshare-user", "--unshare-user-try", "true")["spec"]["namespaces"]["user"] is True
     assert not any("try" in n for n in vb_only(doc("--unshare-user", "--unshare-user-try", "true")))
+
+
+@pytest.mark.parametrize(("args", "uid", "covered", "as_root"), [
+    (["--unshare-pid", "--proc", "/proc"], 0, True, False),
+    (["--unshare-user", "--unshare-pid", "--proc", "/proc"], 0, True, False),
+    (["--unshare-user", "--uid", "5", "--unshare-pid", "--proc", "/proc"], 0, False, False),
+    (["--unshare-user", "--uid", "5", "--unshare-pid", "--dev", "/dev", "--proc", "/proc"], 0, True, True),
+    (["--unshare-pid", "--dev", "/dev", "--proc", "/proc"], 1000, False, True),
+])
+def test_the_manifest_covers_proc_irq_and_bus_where_vb_does(args, uid, covered, as_root):
+    """vb covers /proc/irq and /proc/bus when its setup may write them: a root caller
+    setting up as root. bubblewrap sets up as uid 0 of a user namespace it creates when
+    there is a --dev (cover_as_root), as the sandbox's uid otherwise."""
+    from vbdecl.vb.manifest import document_to_manifest
+
+    d = doc(*args, "true", uid=uid)
+    targets = [e["target"] for e in document_to_manifest(d)["spec"]["filesystem"] if e["type"] == "remount-ro"]
+    assert (targets == ["/proc/irq", "/proc/bus"]) is covered, targets
+    proc = next(e for e in d["spec"]["filesystem"] if e["type"] == "proc")
+    assert bool(proc.get("cover_as_root")) is as_root

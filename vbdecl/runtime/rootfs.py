@@ -430,15 +430,17 @@ class Builder:
     def place_proc(self, e: dict[str, Any], made: Made) -> None:
         self._attach_made(e["target"], made)
         if e.get("cover"):
-            self._cover_ro(e["target"], list(e["cover"]))
+            self._cover_ro(e["target"], list(e["cover"]), as_root=bool(e.get("cover_as_root")))
 
-    def _cover_ro(self, target: str, names: list[str]) -> None:
+    def _cover_ro(self, target: str, names: list[str], *, as_root: bool = False) -> None:
         """vb: bind the writable ones of NAMES under TARGET read-only onto themselves
-        (bubblewrap does this for /proc/sys, sysrq-trigger, irq and bus)."""
+        (bubblewrap does this for /proc/sys, sysrq-trigger, irq and bus). Writable: for
+        our real uid (access(2)), or ``as_root`` with our effective capabilities (as uid
+        0 of our user namespace, where bubblewrap sets up, checks it)."""
         dfd = resolve(self.root_fd, target, os.O_PATH | os.O_DIRECTORY)
         try:
             for name in names:
-                if not os.access(name, os.W_OK, dir_fd=dfd):
+                if not os.access(name, os.W_OK, dir_fd=dfd, effective_ids=as_root):
                     continue    # already read-only, or absent
                 src = os.open(name, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dfd)
                 try:

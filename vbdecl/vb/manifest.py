@@ -156,14 +156,10 @@ def document_to_manifest(doc: dict[str, Any], *, read_fds: bool = False) -> dict
     manifest_spec["filesystem"] = []
     for e in spec["filesystem"]:
         manifest_spec["filesystem"].append(_fs_entry(e, read_fds))
-        if e["type"] == "proc" and not e.get("host") and spec["namespaces"]["user"] is False:
-            # vb covers the writable ones of these read-only (bubblewrap); as root, outside
-            # a user namespace, that is /proc/irq and /proc/bus (a manifest's proc covers
-            # /proc/sys and /proc/sysrq-trigger itself)
+        if _covers_irq_and_bus(spec, e):
             for name in ("irq", "bus"):
-                if name in (e.get("cover") or []):
-                    manifest_spec["filesystem"].append(
-                        {"type": "remount-ro", "target": e["target"].rstrip("/") + "/" + name})
+                manifest_spec["filesystem"].append(
+                    {"type": "remount-ro", "target": e["target"].rstrip("/") + "/" + name})
     limits = {k: v for k, v in spec["limits"].items() if v not in (None, {}, False)}
     if limits:
         manifest_spec["limits"] = limits
@@ -183,6 +179,22 @@ def document_to_manifest(doc: dict[str, Any], *, read_fds: bool = False) -> dict
         "metadata": {"name": doc.get("name") or "vb"},
         "spec": manifest_spec,
     }
+
+
+def _covers_irq_and_bus(spec: dict[str, Any], e: dict[str, Any]) -> bool:
+    """Whether vb (as bubblewrap) binds /proc/irq and /proc/bus of this proc entry
+    read-only (a manifest's proc covers /proc/sys and /proc/sysrq-trigger itself).
+    It covers what its setup may write, and only a root caller setting up as root
+    (outside a user namespace, as uid 0 of one, or with ``cover_as_root``) may."""
+    if e["type"] != "proc" or e.get("host") or not {"irq", "bus"} <= set(e.get("cover") or []):
+        return False
+    user = spec["namespaces"]["user"]
+    if user is False:
+        return True     # vb runs unprivileged only in a user namespace: this is root
+    if user is not True or spec["idmap"] is None:
+        return False    # a joined user namespace: what its map allows is not known here
+    uid = spec["idmap"]["uid"][0]
+    return bool(uid["outside"] == 0 and (uid["inside"] == 0 or e.get("cover_as_root")))
 
 
 def _seccomp_left_out(vb: dict[str, Any]) -> str:

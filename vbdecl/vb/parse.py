@@ -731,6 +731,12 @@ def to_document(o: VbOptions, *, uid: int | None = None, gid: int | None = None,
         except ValueError as exc:
             raise VbUsageError(f"invalid limit: {exc}") from None
 
+    # bubblewrap (not setuid) sets up as uid 0 of a user namespace it creates when it
+    # mounts a devpts (--dev), else as the sandbox's uid (vb: always the latter). Its
+    # /proc covers depend on what that uid may write, and access(2) checks a uid other
+    # than 0 without capabilities: there vb checks with its effective ids instead.
+    setup_as_root = user and o.userns_fd is None and any(
+        entry["type"] == "dev" for entry in o.filesystem)
     filesystem = []
     for entry in o.filesystem:
         e = dict(entry)
@@ -742,6 +748,8 @@ def to_document(o: VbOptions, *, uid: int | None = None, gid: int | None = None,
             if not o.unshare["pid"] and o.pidns_fd is None:
                 e["host"] = True
             e["cover"] = ["sys", "sysrq-trigger", "irq", "bus"]
+            if setup_as_root:
+                e["cover_as_root"] = True
         elif e["type"] == "dev":
             e["shm"] = "dir"    # bubblewrap's /dev/shm is a plain directory (0755)
         elif e["type"] == "dir":

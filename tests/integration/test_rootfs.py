@@ -83,6 +83,16 @@ def test_failure_removes_overlay_dirs_it_created(tmp_path: Path) -> None:
     assert not state.exists()
 
 
+def test_a_file_bound_onto_a_directory_says_so() -> None:
+    """Not move_mount's EINVAL: the target exists as a directory, the source is a file."""
+    spec = base_spec([{"type": "dir", "target": "/a"},
+                      {"type": "ro-bind", "source": "/etc/hostname", "target": "/a", "optional": False}])
+    with pytest.raises(SandboxError) as ei:
+        in_sandbox(spec, lambda: None)
+    assert ei.value.where == "mount[/a]"
+    assert "ro-bind /etc/hostname -> /a: Is a directory (EISDIR)" in ei.value.message
+
+
 def test_host_directory_as_rootfs(tmp_path: Path) -> None:
     root = tmp_path / "rootfs"
     (root / "etc").mkdir(parents=True)

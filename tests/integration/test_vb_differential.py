@@ -219,6 +219,8 @@ def test_usage_errors_exit_1_with_the_program_name(tmp_path: Path) -> None:
                  [*BASE, "--chmod", "0700", "/usr", "true"], [*BASE, "--chmod", "0700", "/nonexist", "true"],
                  [*BASE, "--file", "0", "/usr/x", "true"], [*BASE, "--userns", "9", "true"],
                  [*BASE, "--ro-bind-fd", "9", "/x", "true"],
+                 [*BASE, "--remount-ro", "/nonexist-vbt", "true"],
+                 [*BASE, "--dir", "/vbt", "--ro-bind", "/etc/hostname", "/vbt", "true"],
                  # making a mount point, dir or symlink in a read-only root
                  ["--ro-bind", "/", "/", "--tmpfs", "/no-such-dir-vbt", "true"],
                  ["--ro-bind", "/", "/", "--dir", "/no-such-dir-vbt", "true"],

@@ -194,6 +194,12 @@ def ensure_mountpoint(root_fd: int, path: str, is_dir: bool,
     """An O_PATH fd on ``path``, created as a directory or an empty file if missing."""
     fd = resolve(root_fd, path, os.O_PATH, missing_ok=True)
     if fd >= 0:
+        if not is_dir and _isdir_fd(fd):
+            # a file mount cannot go onto a directory (move_mount would say EINVAL)
+            _close(fd)
+            exc = IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), path)
+            exc.making_file = True    # type: ignore[attr-defined]  # (vb's words: _bwrap_message)
+            raise exc
         return fd
     if is_dir:
         return ensure_dir(root_fd, path, 0o755, created, parent_mode=parent_mode)
@@ -845,6 +851,8 @@ def _bwrap_message(e: dict[str, Any], exc: BaseException) -> str | None:
         return f"Can't create file {e['target']}: {reason}"
     if kind == "chmod":
         return f"Can't chmod 0{int(e['mode']):o} {e['target']}: {reason}"
+    if kind == "remount-ro" and code == errno.ENOENT:
+        return f"Can't remount readonly on /newroot{e['target']}: realpath(destination): {reason}"
     if isinstance(exc, SysError):
         return None         # a mount call: vbdecl's words name it
     if kind == "symlink":

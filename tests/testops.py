@@ -12,12 +12,15 @@ Run as a script it is ``vbdecl`` with these ops registered:
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import hashlib
 import json
 import os
+import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -250,6 +253,30 @@ def write_plan(path: Path, plan: dict[str, Any]) -> Path:
 
 
 # --- private mount namespace for a test body ------------------------------------
+
+@contextlib.contextmanager
+def namespace_fds(*unshare: str, kinds: tuple[str, ...]) -> Iterator[dict[str, int]]:
+    """fds of ``kinds`` (/proc/PID/ns names) of a sleeper of ours in new namespaces
+    (``unshare ARGS --fork --kill-child sleep``), ended with the block."""
+    holder = subprocess.Popen(["unshare", *unshare, "--fork", "--kill-child", "sleep", "60"])
+    fds: dict[str, int] = {}
+    try:
+        for _ in range(500):    # unshare forks the sleeper once the namespaces exist
+            kids = Path(f"/proc/{holder.pid}/task/{holder.pid}/children").read_text().split()
+            if kids:
+                break
+            time.sleep(0.01)
+        else:
+            raise RuntimeError("unshare did not start its child")
+        for kind in kinds:
+            fds[kind] = os.open(f"/proc/{kids[0]}/ns/{kind}", os.O_RDONLY | os.O_CLOEXEC)
+        yield fds
+    finally:
+        for fd in fds.values():
+            os.close(fd)
+        holder.kill()       # --kill-child: the sleeper goes with it
+        holder.wait()
+
 
 def in_private_mount_ns(fn: Any, *args: Any) -> None:
     """Run ``fn(*args)`` in a forked child with its own private mount namespace.

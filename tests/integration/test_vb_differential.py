@@ -14,10 +14,10 @@ import random
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
+import testops
 
 VB = str(Path(sys.executable).with_name("vb"))
 BWRAP = shutil.which("bwrap")
@@ -256,23 +256,8 @@ def test_no_command_prints_the_usage_on_stderr_and_fails(tmp_path: Path) -> None
 @pytest.fixture
 def pid_namespace():  # type: ignore[no-untyped-def]
     """An fd of a pid namespace one level below ours, held by a sleeper (ended after)."""
-    holder = subprocess.Popen(["unshare", "--pid", "--fork", "--kill-child", "sleep", "60"])
-    try:
-        for _ in range(200):
-            kids = Path(f"/proc/{holder.pid}/task/{holder.pid}/children").read_text().split()
-            if kids:
-                break
-            time.sleep(0.01)
-        else:
-            pytest.fail("unshare --pid --fork did not start its child")
-        fd = os.open(f"/proc/{kids[0]}/ns/pid", os.O_RDONLY)
-        try:
-            yield fd
-        finally:
-            os.close(fd)
-    finally:
-        holder.kill()       # --kill-child: the sleeper, pid 1 there, goes with it
-        holder.wait()
+    with testops.namespace_fds("--pid", kinds=("pid",)) as fds:
+        yield fds["pid"]
 
 
 def test_pidns_with_unshare_pid_nests_the_sandbox_in_the_given_namespace(
@@ -388,41 +373,16 @@ def test_a_manifests_binds_stay_as_they_were(tmp_path: Path) -> None:
     assert got == "unseen\n-\nexit 0\n"
 
 
-def _in_new_user_namespace() -> subprocess.Popen[bytes]:
-    """A process of our own in a new user namespace (root there, mapped 0 to 0)."""
-    proc = subprocess.Popen(["unshare", "--user", "--map-root-user", "sleep", "60"])
-    own = os.readlink("/proc/self/ns/user")
-    for _ in range(500):
-        try:
-            if (os.readlink(f"/proc/{proc.pid}/ns/user") != own
-                    and os.readlink(f"/proc/{proc.pid}/exe").endswith("sleep")):
-                return proc
-        except OSError:
-            pass
-        time.sleep(0.01)
-    proc.kill()
-    proc.wait()
-    pytest.fail("unshare did not start")
-
-
 def test_joining_a_user_namespace_gives_bubblewraps_caps_and_ids() -> None:
     """--userns FD as root: the process runs in the joined namespace (root there, mapped
     0 to 0) with the capability sets bubblewrap gives it."""
-    holder = _in_new_user_namespace()
-    try:
-        script = ("grep -E '^(CapInh|CapPrm|CapEff|CapBnd|CapAmb|NoNewPrivs):' /proc/self/status; "
-                  "id -u; cat /proc/self/uid_map | tr -s ' '")
-        outputs = {}
+    script = ("grep -E '^(CapInh|CapPrm|CapEff|CapBnd|CapAmb|NoNewPrivs):' /proc/self/status; "
+              "id -u; cat /proc/self/uid_map | tr -s ' '")
+    outputs = {}
+    with testops.namespace_fds("--user", "--map-root-user", kinds=("user",)) as fds:
         for tool in (BWRAP, VB):
-            fd = os.open(f"/proc/{holder.pid}/ns/user", os.O_RDONLY)
-            try:
-                r = subprocess.run([tool, "--userns", str(fd), "--ro-bind", "/", "/", "sh", "-c", script],  # type: ignore[list-item]
-                                   pass_fds=(fd,), capture_output=True, text=True, timeout=30, cwd="/")
-            finally:
-                os.close(fd)
+            r = subprocess.run([tool, "--userns", str(fds["user"]), "--ro-bind", "/", "/", "sh", "-c", script],  # type: ignore[list-item]
+                               pass_fds=(fds["user"],), capture_output=True, text=True, timeout=30, cwd="/")
             outputs[tool] = f"{r.stdout}{r.stderr}exit {r.returncode}\n"
-    finally:
-        holder.kill()
-        holder.wait()
     assert outputs[BWRAP].endswith("0\n 0 0 1\nexit 0\n")
     assert outputs[VB] == outputs[BWRAP]

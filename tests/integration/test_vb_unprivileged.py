@@ -15,10 +15,10 @@ import re
 import shutil
 import subprocess
 import tempfile
-import time
 from pathlib import Path
 
 import pytest
+import testops
 
 REPO = Path(__file__).resolve().parents[2]
 SYSTEM_PYTHON = "/usr/bin/python3"
@@ -136,33 +136,15 @@ def test_joining_a_namespace_the_user_may_not_join_fails_in_bubblewraps_words(
     when its child dies) and exit status."""
     uid, gid, vb, _ = setup
     kind = "user" if option == "--userns" else "pid"
-    holder = subprocess.Popen(["unshare", "--user", "--pid", "--fork", "--kill-child", "sleep", "60"])
-    try:
-        own = os.readlink(f"/proc/self/ns/{kind}")
-        target = holder.pid
-        for _ in range(500):    # the namespaces (and, for pid, the forked sleep) exist
-            children = Path(f"/proc/{holder.pid}/task/{holder.pid}/children").read_text().split()
-            target = int(children[0]) if kind == "pid" and children else holder.pid
-            try:
-                if os.readlink(f"/proc/{target}/ns/{kind}") != own:
-                    break
-            except OSError:
-                pass
-            time.sleep(0.01)
-        args = [option] if kind == "user" else ["--unshare-user", option]
-        outputs = {}
+    args = [option] if kind == "user" else ["--unshare-user", option]
+    outputs = {}
+    with testops.namespace_fds("--user", "--pid", kinds=(kind,)) as fds:
         for tool in (BWRAP, vb):
-            fd = os.open(f"/proc/{target}/ns/{kind}", os.O_RDONLY)
-            try:
-                r = subprocess.run(["setpriv", f"--reuid={uid}", f"--regid={gid}", "--clear-groups", tool,
-                                    *args, str(fd), *BASE, "true"], pass_fds=(fd,), capture_output=True,
-                                   text=True, timeout=30, cwd="/", env={"PATH": "/usr/bin:/bin", "LANG": "C"})
-            finally:
-                os.close(fd)
+            r = subprocess.run(["setpriv", f"--reuid={uid}", f"--regid={gid}", "--clear-groups", tool,
+                                *args, str(fds[kind]), *BASE, "true"], pass_fds=(fds[kind],),
+                               capture_output=True, text=True, timeout=30, cwd="/",
+                               env={"PATH": "/usr/bin:/bin", "LANG": "C"})
             first = r.stderr.splitlines()[0] if r.stderr else ""
             outputs[tool] = (r.returncode, first.split(": ", 1)[-1])
-    finally:
-        holder.kill()
-        holder.wait()
     assert outputs[BWRAP][0] == 1 and "Operation not permitted" in outputs[BWRAP][1]
     assert outputs[vb] == outputs[BWRAP]

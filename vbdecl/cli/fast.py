@@ -123,7 +123,8 @@ def run_file(path: str, *, command: list[str] | None, name: object, state_dir: s
 
     result = run_plan(plan, argv=command or None, event_fds=fds, forward_signals=True,
                       state_dir=state_dir, on_event=_print_warnings, caller=CALLER,
-                      ns_ids=False)   # only --events-fd and status.events show them
+                      ns_ids=False,   # only --events-fd and status.events show them
+                      share_memory=True)
     if result.error is not None:
         _report(result.error, debug, 125)
     return result.code

@@ -23,6 +23,14 @@ holder: the parent unshares the pid namespace for its children only for
 the one fork, so its child is pid 1 at once and does the holder's part
 (unshare, "U", "go", "P", "go") itself. One Python fork and exit less per run.
 
+A shared first child (:class:`SharedSetup`, ``vb`` and ``vbdecl run`` where
+the parent has nothing to do before the process starts, see
+spawn.shares_memory) is made with clone(CLONE_VM): it runs in the parent's
+memory while the parent waits, so none of it is copied. It takes the holder's
+and pid 1's steps but returns instead of exiting, and compiled code
+(vbdecl/sys/_sharedchild.c) then execs the process in place or, as pid 1,
+runs the init loop, which every pid 1 runs (compiled, :func:`init_loop`).
+
 Sync protocol (one-byte messages, checked; both pipes are close-on-exec):
 
 * child -> parent: ``U`` namespaces exist (the parent writes id maps, runs
@@ -51,9 +59,9 @@ import errno
 import os
 import struct
 
+from vbdecl.sys import _linux, signals
 from vbdecl.sys import ns as sysns
 from vbdecl.sys import proc as sysproc
-from vbdecl.sys import signals
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -73,6 +81,7 @@ FORWARDED = (
     signals.SIGPROF, signals.SIGXCPU, signals.SIGXFSZ,
 )
 SI_KERNEL = 0x80
+INIT_SIGNALS = (*FORWARDED, signals.SIGCHLD)     # what pid 1's loop waits for
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
@@ -144,11 +153,19 @@ def send(fd: int, tag: bytes, payload: bytes = b"") -> None:
     os.write(fd, data)
 
 
-def fail(fd: int, code: int, message: str, hint: str | None = None) -> NoReturn:
+def tell(fd: int, code: int, message: str, hint: str | None = None) -> int:
+    """Report a failure to the parent; the status to exit with."""
     try:
         send(fd, MSG_ERROR, encode_error(code, message, hint))
     except OSError:
         pass
+    return code
+
+
+def fail(fd: int, code: int, message: str, hint: str | None = None) -> NoReturn:
+    """Report a failure and exit (a forked child)."""
+    try:
+        tell(fd, code, message, hint)
     finally:    # whatever happens, a forked child never returns into its parent's code
         os._exit(code)
 
@@ -166,12 +183,17 @@ def decode_error(payload: bytes) -> tuple[int, str, str | None]:
 
 
 def _report(cfg: ChildConfig, exc: BaseException) -> NoReturn:
+    fail(cfg.c2p, *_words(exc))
+
+
+def _words(exc: BaseException) -> tuple[int, str, str | None]:
+    """(exit status, message, hint) that report ``exc`` to the parent."""
     if isinstance(exc, SetupFailure):
-        fail(cfg.c2p, exc.code, exc.message, exc.hint)
+        return exc.code, exc.message, exc.hint
     hint = getattr(exc, "hint", None)
     message = getattr(exc, "message", None) or f"{type(exc).__name__}: {exc}"
     where = getattr(exc, "where", None)
-    fail(cfg.c2p, 125, f"{where}: {message}" if where else message, hint)
+    return 125, f"{where}: {message}" if where else message, hint
 
 
 def read_exact(fd: int, n: int) -> bytes | None:
@@ -269,6 +291,52 @@ def holder_main(cfg: ChildConfig, parent: int) -> NoReturn:
         exec_process(cfg)
     except BaseException as exc:
         _report(cfg, exc)
+
+
+class SharedSetup:
+    """The first child's part when it shares the parent's memory (spawn.shares_memory,
+    _sharedchild.c): holder_main's and init_main's steps for a run in which the
+    parent has nothing to do before the process starts (no "go" to wait for), in
+    the same order. It returns where they exit, exec or loop: the C code does
+    that once no frame of ours is left. Calling it returns an exit status (a
+    failure, reported), (pid, forward_tty, signals) when it is pid 1 and spawned
+    the process (then it runs init_loop), or the LastStep to exec in place;
+    ``failed`` is called when a step of that fails, for the status to exit with.
+    Nothing of the parent's may change here but through the kernel: ``cfg`` and
+    every other object are the parent's own, not copies."""
+
+    def __init__(self, cfg: ChildConfig, parent: int) -> None:
+        self.cfg = cfg
+        self.parent = parent
+        self.proc: _Process | None = None
+
+    def __call__(self) -> int | tuple[int, bool, tuple[int, ...]] | Any:
+        cfg = self.cfg
+        try:
+            sysproc.close_fds_except([cfg.c2p, cfg.p2c, cfg.lock_fd, *cfg.keep_fds])
+            if cfg.die_with_parent:
+                sysproc.set_pdeathsig(signals.SIGKILL, self.parent)
+            _enter_namespaces(cfg)
+            send(cfg.c2p, MSG_UNSHARED)
+            _after_go(cfg)
+            send(cfg.c2p, MSG_PID, struct.pack("=i", 0))
+            _setup_root(cfg)
+            if cfg.direct_init and cfg.spec["process"].get("init", True):
+                pid = spawn_process(cfg)
+                sysproc.close_fds_except([cfg.lock_fd])   # pid 1 keeps stdio and the lock only
+                sysproc.set_name("vbdecl-init")
+                return pid, own_session(cfg.spec["process"]), INIT_SIGNALS
+            self.proc = cfg.steps or _prepare(cfg, None)
+            _ready(cfg, self.proc, in_place=True)
+            return self.proc.plan
+        except BaseException as exc:
+            return tell(cfg.c2p, *_words(exc))
+
+    def failed(self, step: int, index: int, err: int, cwd: int) -> int:
+        from vbdecl.sys.laststep import Failure
+
+        assert self.proc is not None
+        return tell(self.cfg.c2p, *_words(_failure(self.cfg, self.proc, Failure(step, index, err, cwd))))
 
 
 def _exit_with(child: int) -> NoReturn:
@@ -531,7 +599,7 @@ def init_main(cfg: ChildConfig, holder: int | None) -> NoReturn:
             exec_process(cfg)
         # Blocked before the spawn: the process may exit (SIGCHLD) or be signalled
         # (forwarded) at once; init_loop takes them all.
-        signals.pthread_sigmask(signals.SIG_BLOCK, {*FORWARDED, signals.SIGCHLD})
+        signals.pthread_sigmask(signals.SIG_BLOCK, INIT_SIGNALS)
         pid = spawn_process(cfg)
         os.close(cfg.c2p)
         sysproc.close_fds_except([cfg.lock_fd])   # pid 1 keeps stdio and the lock only
@@ -553,40 +621,11 @@ def init_loop(main_pid: int | None, *, forward_tty_signals: bool) -> NoReturn:
     reached the main process directly when it shares our process group; it
     is forwarded only when the main process has its own session.
     Never hangs on ECHILD: no children left means we are done.
+    The loop is compiled (_sharedchild.c): a pid 1 that shares vbdecl's
+    memory runs it too, where no Python may run.
     """
-    waitset = {*FORWARDED, signals.SIGCHLD}
-    signals.pthread_sigmask(signals.SIG_BLOCK, waitset)   # before the first reap: no lost SIGCHLD
-    main_status: int | None = None
-    while True:
-        while True:
-            try:
-                pid, status = os.waitpid(-1, os.WNOHANG)
-            except ChildProcessError:
-                pid = -1
-            except InterruptedError:
-                continue
-            if pid <= 0:
-                break
-            if pid == main_pid:
-                main_status = status
-        if main_status is not None:
-            os._exit(status_code(main_status))
-        if pid == -1 and main_pid is not None:   # no child, no status: cannot happen
-            os._exit(125)
-        info = signals.sigwaitinfo(waitset)
-        sig = info.si_signo
-        if sig == signals.SIGCHLD:
-            continue
-        if main_pid is None:
-            if sig in (signals.SIGTERM, signals.SIGINT, signals.SIGHUP):
-                os._exit(128 + sig)
-            continue
-        if info.si_code == SI_KERNEL and not forward_tty_signals:
-            continue
-        try:
-            os.kill(main_pid, sig)
-        except ProcessLookupError:
-            pass
+    signals.pthread_sigmask(signals.SIG_BLOCK, INIT_SIGNALS)   # before the first reap: no lost SIGCHLD
+    _linux.init_loop(main_pid or 0, forward_tty_signals, INIT_SIGNALS)
 
 
 # --- the process ----------------------------------------------------------------------

@@ -60,7 +60,7 @@ def start_env(*, spec: dict[str, Any], instance: str, runtime_dir: str) -> dict[
         cfg.lock_fd = lock_fd
     cfg.keep_fds = []
     os.makedirs(os.path.join(runtime_dir, "ns"), mode=0o700, exist_ok=True)
-    pid, c2p_r, p2c_w = fork_holder(cfg, max(2, lock_fd))
+    pid, c2p_r, p2c_w, _ = fork_holder(cfg, max(2, lock_fd))
     init_pid = -1
     record: dict[str, Any] = {}
     try:

@@ -11,13 +11,14 @@ from __future__ import annotations
 import fcntl
 import os
 import struct
+import sys
 
 from vbdecl.errors import RuntimeSetupError, VbdeclError
 from vbdecl.runtime import child as C
 from vbdecl.runtime.events import EventSink
+from vbdecl.sys import _linux, signals
 from vbdecl.sys import ns as sysns
 from vbdecl.sys import proc as sysproc
-from vbdecl.sys import signals
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -141,17 +142,22 @@ def _child_error(payload: bytes) -> RuntimeSetupError:
     return err
 
 
-def fork_holder(cfg: C.ChildConfig, floor: int) -> tuple[int, int, int]:
-    """Fork the holder (which creates the namespaces) with its two checked
-    CLOEXEC pipes, kept above ``floor``; returns (pid, read end, write end)."""
+def fork_holder(cfg: C.ChildConfig, floor: int, *, shared: bool = False) -> tuple[int, int, int, int]:
+    """Start the holder (which creates the namespaces) with its two checked
+    CLOEXEC pipes, kept above ``floor``; returns (pid, read end, write end, handle).
+    ``shared`` (see shares_memory): the child runs in our memory, and this returns
+    once it has left our Python (C.SharedSetup). ``handle``: nonzero when that
+    child is pid 1 and runs its loop on a stack of ours, which release_child frees
+    once it has been reaped."""
     c2p_r, c2p_w = os.pipe2(os.O_CLOEXEC)
     p2c_r, p2c_w = os.pipe2(os.O_CLOEXEC)
     c2p_r, c2p_w, p2c_r, p2c_w = (_above(fd, floor) for fd in (c2p_r, c2p_w, p2c_r, p2c_w))
     cfg.c2p, cfg.p2c = c2p_w, p2c_r
     parent = os.getpid()
+    handle = 0
     try:
-        own_pid_ns = _own_pid_ns() if direct_init(cfg) else -1
-        cfg.direct_init = own_pid_ns >= 0
+        own_pid_ns = _own_pid_ns() if direct_init(cfg) and not shared else -1
+        cfg.direct_init = cfg.pid_new if shared else own_pid_ns >= 0
         try:
             parent_pid = _steps_parent(cfg)
             cfg.steps = None if parent_pid is None else C.steps_before_fork(cfg, parent_pid)
@@ -159,14 +165,26 @@ def fork_holder(cfg: C.ChildConfig, floor: int) -> tuple[int, int, int]:
             if own_pid_ns >= 0:
                 os.close(own_pid_ns)
             raise
-        pid = _fork_in_new_pid_ns(own_pid_ns) if cfg.direct_init else os.fork()
+        pid = -1
+        if shared:
+            setup = C.SharedSetup(cfg, parent)
+            try:
+                pid, handle = _linux.shared_child(sysns.CLONE_NEWPID if cfg.pid_new else 0, setup, setup.failed)
+            except PermissionError:
+                if not cfg.pid_new:
+                    raise
+                # No right to a pid namespace here: the holder tries again, and says why.
+                shared = False
+                cfg.direct_init, cfg.steps = False, None
+        if pid < 0:
+            pid = _fork_in_new_pid_ns(own_pid_ns) if cfg.direct_init else os.fork()
     except BaseException as exc:
         if os.getpid() != parent:
             os._exit(125)      # a forked child never returns into its parent's code
         for fd in (c2p_r, c2p_w, p2c_r, p2c_w):
             os.close(fd)
         if isinstance(exc, OSError) and not isinstance(exc, VbdeclError):
-            raise RuntimeSetupError(f"cannot start the sandbox: fork: {exc.strerror}",
+            raise RuntimeSetupError(f"cannot start the sandbox: {'clone' if shared else 'fork'}: {exc.strerror}",
                                     hint="the host is out of processes or memory: check "
                                          "`ulimit -u`, the pids limit of vbdecl's cgroup and free memory"
                                     ) from None
@@ -181,7 +199,30 @@ def fork_holder(cfg: C.ChildConfig, floor: int) -> tuple[int, int, int]:
         C.holder_main(cfg, parent)
     os.close(c2p_w)
     os.close(p2c_r)
-    return pid, c2p_r, p2c_w
+    if shared:
+        os.close(p2c_w)    # a shared child waits for no "go": it is past that already
+        p2c_w = -1
+    return pid, c2p_r, p2c_w, handle
+
+
+def shares_memory(cfg: C.ChildConfig, ns_ids: bool) -> bool:
+    """Whether the first child can run in our memory (_sharedchild.c): no page of
+    ours is copied for it, which saves the ~400 copy-on-write faults a forked one
+    takes (about a tenth of a `vb` run). The child must not need us before the
+    process starts, since we wait: no id maps, no host actions ("go"), no second
+    "go" (nobody reads the namespaces). As root it creates the pid namespace with
+    clone itself and is pid 1 (a direct init); it joins nothing (setns into a user
+    namespace refuses shared memory, and joins keep the holder's order). No other
+    thread may run (one of them could take the GIL while the child has it)."""
+    vb = cfg.spec.get("vb") or {}
+    # Python 3.14 checks the C stack's bounds, which a clone's own stack is outside of;
+    # a free-threaded build has no GIL to hold for the child.
+    return bool(_linux.SHARED_CHILD and sys.version_info < (3, 14)
+                and (sys.version_info < (3, 13) or sys._is_gil_enabled())
+                and not cfg.await_go and not ns_ids and not cfg.live and not cfg.user_new
+                and not cfg.joins and not cfg.pid_join and not isinstance(vb.get("userns2_fd"), int)
+                and (not cfg.pid_new or os.geteuid() == 0)
+                and len(os.listdir("/proc/self/task")) == 1)
 
 
 def direct_init(cfg: C.ChildConfig) -> bool:
@@ -287,7 +328,8 @@ def run_spec(spec: dict[str, Any], *, name: str = "sandbox", actions: list[dict[
              event_fds: list[int] | None = None, forward_signals: bool = False,
              state_dir: str | None = None, instance: str | None = None,
              caller: int | None = None,
-             speaker: tuple[str, str] | None = None, ns_ids: bool = True) -> RunResult:
+             speaker: tuple[str, str] | None = None, ns_ids: bool = True,
+             share_memory: bool = False) -> RunResult:
     """Run ``spec`` in a sandbox until its process exits; tear everything down.
 
     ``argv`` replaces ``process.command``. ``forward_signals``: the signals this
@@ -297,6 +339,9 @@ def run_spec(spec: dict[str, Any], *, name: str = "sandbox", actions: list[dict[
     which is then torn down as after any exit. ``speaker``: who tells of OOM kills
     and the name of the memory limit (vb: its program name and ``--limit-memory``).
     ``ns_ids`` false: the events' ``ns`` stays empty unless they go out as JSON lines.
+    ``share_memory`` (console commands, single-threaded): the first child may run
+    in this process's memory (see shares_memory); a child killed there while it
+    runs Python makes this process exit 125 (_sharedchild.c says why).
     Never raises for a failure of the sandbox setup: the result carries the error
     and the exit code (125, 126, 127); errors of the caller's arguments raise.
     """
@@ -319,7 +364,7 @@ def run_spec(spec: dict[str, Any], *, name: str = "sandbox", actions: list[dict[
         cfg.lock_fd = lock_fd
         guard = SignalGuard(forward_signals, caller if cfg.die_with_parent else None)
         _spawn_and_wait(cfg, nsd, idmap, spec, name, actions or [], sink, result,
-                        guard, state_dir, txs.append, warnings)
+                        guard, state_dir, txs.append, warnings, share_memory)
     except VbdeclError as err:
         result.error = err
         result.code = err.exit_code if err.exit_code >= 125 else 125
@@ -346,14 +391,30 @@ def run_spec(spec: dict[str, Any], *, name: str = "sandbox", actions: list[dict[
 def _spawn_and_wait(cfg: C.ChildConfig, nsd: dict[str, Any], idmap: dict[str, Any] | None,
                     spec: dict[str, Any], name: str, actions: list[dict[str, Any]],
                     sink: EventSink, result: RunResult, guard: SignalGuard,
-                    state_dir: str | None, set_tx: Any, warnings: list[str]) -> None:
+                    state_dir: str | None, set_tx: Any, warnings: list[str], share_memory: bool) -> None:
     if not actions and not (cfg.user_new and idmap):
         cfg.await_go = False     # nothing to do between "U" and "go": no first "go"
         C.load_setup_code(cfg)   # and nothing to do while the child would (see there)
+    shared = share_memory and shares_memory(cfg, sink.ns_ids)
     with guard:
-        pid, c2p_r, p2c_w = fork_holder(cfg, max([2, cfg.lock_fd, *cfg.keep_fds]))
-        _run_holder(cfg, pid, c2p_r, p2c_w, nsd, idmap, spec, name, actions, sink, result,
-                    guard, state_dir, set_tx, warnings)
+        pid, c2p_r, p2c_w, handle = fork_holder(cfg, max([2, cfg.lock_fd, *cfg.keep_fds]), shared=shared)
+        try:
+            _run_holder(cfg, pid, c2p_r, p2c_w, nsd, idmap, spec, name, actions, sink, result,
+                        guard, state_dir, set_tx, warnings)
+        finally:
+            if handle:
+                _release(pid, handle)
+
+
+def _release(pid: int, handle: int) -> None:
+    """Free a shared pid 1's stack once it has been reaped (if it has not, keep it:
+    a leak, where freeing would crash it)."""
+    try:
+        done, _ = os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        done = pid
+    if done == pid:
+        _linux.release_child(handle)
 
 
 def _run_holder(cfg: C.ChildConfig, pid: int, c2p_r: int, p2c_w: int, nsd: dict[str, Any],
@@ -411,13 +472,14 @@ def _run_holder(cfg: C.ChildConfig, pid: int, c2p_r: int, p2c_w: int, nsd: dict[
                 nested = sysns.ns_inode(target, "pid")
                 if nested is not None:
                     inodes["pid"] = nested
-        if error is None:
+        if error is None and p2c_w >= 0:
             try:
                 os.write(p2c_w, C.MSG_GO)
             except OSError:
                 pass          # it is gone: the loop below reports how
-        os.close(p2c_w)
-        p2c_w = -1
+        if p2c_w >= 0:
+            os.close(p2c_w)
+            p2c_w = -1
         sink.emit("runtime_init_warnings", warning_count=len(warnings), warnings=warnings)
         if error is None:
             result.pid = target

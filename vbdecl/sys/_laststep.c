@@ -37,6 +37,8 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include "_laststep.h"
+
 #ifndef SYS_close_range
 #define SYS_close_range 436
 #endif
@@ -59,63 +61,8 @@
 #define PR_CAP_AMBIENT_CLEAR_ALL 4
 #endif
 
-/* The steps, numbered from 1 in this order. vbdecl/sys/laststep.py names the same
- * numbers; _linux.LAST_STEPS (these names, in order) lets a test hold them equal. */
-#define LAST_STEPS(X) \
-    X(SETSID) X(DEATH_SIGNAL) X(CHDIR) X(RLIMIT) X(INHERIT) X(USERNS2) X(ASSERT_USERNS) \
-    X(HOLD) X(KEEPCAPS) X(SETGROUPS) X(SETRESGID) X(SETRESUID) X(CAPGET) X(CAPSET) \
-    X(BOUNDING) X(NO_NEW_PRIVS) X(AMBIENT) X(LANDLOCK) X(SECCOMP) X(EXEC_DENIED) \
-    X(EXEC_NO_INTERPRETER) X(EXEC_NOT_FOUND)
-
-#define STEP_ENUM(name) STEP_##name,
-enum { STEP_OK = 0, LAST_STEPS(STEP_ENUM) };
-
 #define STEP_NAME(name) #name,
 const char *const last_step_names[] = {LAST_STEPS(STEP_NAME) NULL};
-
-struct limit {
-    int resource;
-    struct rlimit value;
-};
-
-struct plan {
-    int *reset_signals;          /* set to SIG_DFL, with every caught signal */
-    Py_ssize_t n_reset_signals;  /* -1: leave the signal state alone */
-    int new_session;
-    long death_parent;           /* -1: none */
-    char **cwds;
-    Py_ssize_t n_cwds;
-    char **envp;                 /* NULL-terminated */
-    long pwd_slot;               /* -1: none; else envp[pwd_slot] becomes "PWD=<cwd>" */
-    char *pwd;                   /* room for "PWD=" and the longest cwd */
-    struct limit *rlimits;
-    Py_ssize_t n_rlimits;
-    int *inherit;
-    Py_ssize_t n_inherit;
-    int *keep;                   /* sorted: every other fd from 3 up is closed */
-    Py_ssize_t n_keep;           /* -1: close nothing */
-    int userns2;                 /* -1: none */
-    int security;
-    int assert_userns_disabled;
-    uint64_t hold, kept, inheritable, ambient;
-    long uid, gid;
-    int *drop;
-    Py_ssize_t n_drop;
-    int no_new_privs;
-    int landlock;                /* ruleset fd, or -1 */
-    struct sock_fprog *seccomp;
-    Py_ssize_t n_seccomp;
-    char **argv;                 /* NULL-terminated */
-    char **paths;
-    Py_ssize_t n_paths;          /* 0: stop before execve (and report success) */
-};
-
-struct failure {
-    int step;
-    long index;
-    int err;
-    long cwd;                    /* the index in cwds of the cwd taken, or -1 */
-};
 
 /* --- reading the plan (before anything changes; may allocate) --------------- */
 
@@ -291,8 +238,8 @@ get_seccomp(PyObject *obj, struct plan *p, PyObject *alive)
     return 0;
 }
 
-static int
-read_plan(PyObject *obj, struct plan *p, PyObject *alive)
+int
+last_step_read(PyObject *obj, struct plan *p, PyObject *alive)
 {
     Py_ssize_t n_envp, n_argv, longest = 0;
     if (get_ints(obj, "reset_signals", &p->reset_signals, &p->n_reset_signals) < 0 ||
@@ -337,8 +284,8 @@ read_plan(PyObject *obj, struct plan *p, PyObject *alive)
     return 0;
 }
 
-static void
-free_plan(struct plan *p)
+void
+last_step_free(struct plan *p)
 {
     PyMem_Free(p->reset_signals);
     PyMem_Free(p->cwds);
@@ -580,8 +527,8 @@ exec_paths(const struct plan *p, struct failure *f)
 
 /* Every step; returns only on failure (or, without paths, after the last).
  * ``mask``: the signal mask to restore when the signal step is skipped. */
-static int
-run_steps(struct plan *p, struct failure *f, const sigset_t *mask)
+int
+last_step_run(struct plan *p, struct failure *f, const sigset_t *mask)
 {
     int limit = fd_limit();     /* before the rlimits step may lower it */
     if (p->n_reset_signals >= 0)
@@ -650,14 +597,14 @@ linux_last_step(PyObject *module, PyObject *args)
     struct plan p;
     memset(&p, 0, sizeof p);
     PyObject *result = NULL;
-    if (read_plan(obj, &p, alive) < 0)
+    if (last_step_read(obj, &p, alive) < 0)
         goto done;
 
     volatile struct failure shared = {0, 0, 0, -1};
     pid_t pid = 0;
     if (!spawn) {
         struct failure f = {0, 0, 0, -1};
-        run_steps(&p, &f, NULL);
+        last_step_run(&p, &f, NULL);
         shared.step = f.step;
         shared.index = f.index;
         shared.err = f.err;
@@ -673,7 +620,7 @@ linux_last_step(PyObject *module, PyObject *args)
         pid = vfork();
         if (pid == 0) {
             struct failure f = {0, 0, 0, -1};
-            if (run_steps(&p, &f, &old) == 0)
+            if (last_step_run(&p, &f, &old) == 0)
                 f.step = STEP_EXEC_NOT_FOUND;   /* spawning needs a program */
             shared.step = f.step;
             shared.index = f.index;
@@ -693,7 +640,7 @@ linux_last_step(PyObject *module, PyObject *args)
     }
     result = Py_BuildValue("(iilil)", (int)pid, shared.step, shared.index, shared.err, shared.cwd);
 done:
-    free_plan(&p);
+    last_step_free(&p);
     Py_DECREF(alive);
     return result;
 }

@@ -4,7 +4,8 @@
  * One generic entry point, syscall(nr, *args), the syscall numbers of the
  * calls vbdecl makes (NR), taken from the kernel headers at build time, and
  * last_step(spawn, plan), the process's last steps before execve (in
- * _laststep.c). It replaces ctypes, whose import alone costs every `vbdecl run` and `vb` ~2 ms;
+ * _laststep.c), and shared_child/release_child/init_loop, the sandbox's first
+ * child in our memory and pid 1's loop (in _sharedchild.c). It replaces ctypes, whose import alone costs every `vbdecl run` and `vb` ~2 ms;
  * this module loads in ~0.1 ms. The typed helpers, argument checks and error
  * messages stay in Python (the modules of vbdecl/sys).
  *
@@ -106,12 +107,22 @@ done:
 /* vbdecl/sys/_laststep.c */
 PyObject *linux_last_step(PyObject *module, PyObject *args);
 extern const char *const last_step_names[];
+PyObject *linux_shared_child(PyObject *module, PyObject *args);
+PyObject *linux_release_child(PyObject *module, PyObject *arg);
+PyObject *linux_init_loop(PyObject *module, PyObject *args);
+extern const int shared_child_supported;
 
 static PyMethodDef linux_methods[] = {
     {"syscall", (PyCFunction)(void (*)(void))linux_syscall, METH_FASTCALL,
      "syscall(nr, *args) -> result, or -errno when the call failed"},
     {"last_step", linux_last_step, METH_VARARGS,
      "last_step(spawn, plan) -> (pid, step, index, errno): the process's last steps (see _laststep.c)"},
+    {"shared_child", linux_shared_child, METH_VARARGS,
+     "shared_child(flags, setup, failed) -> (pid, handle): the first child, in our memory (see _sharedchild.c)"},
+    {"release_child", linux_release_child, METH_O,
+     "release_child(handle): free the stack of a reaped shared pid 1"},
+    {"init_loop", linux_init_loop, METH_VARARGS,
+     "init_loop(main_pid, forward_tty, signals): pid 1's loop; never returns"},
     {NULL, NULL, 0, NULL},
 };
 
@@ -215,6 +226,10 @@ linux_exec(PyObject *module)
             return -1;
         }
         Py_DECREF(nr);
+    }
+    if (PyModule_AddIntConstant(module, "SHARED_CHILD", shared_child_supported) < 0) {
+        Py_DECREF(numbers);
+        return -1;
     }
     if (PyModule_AddObject(module, "NR", numbers) < 0) {
         Py_DECREF(numbers);

@@ -208,7 +208,8 @@ def launch(doc: dict[str, Any], *, prog: str, level_prefix: bool) -> int:
 
     result = run_plan(plan, on_event=writer, forward_signals=True, caller=CALLER,
                       speaker=(f"{prefix}{prog}", "--limit-memory"),
-                      ns_ids=writer.info_fd is not None or writer.json_fd is not None)
+                      ns_ids=writer.info_fd is not None or writer.json_fd is not None,
+                      share_memory=True)
     _close(writer.info_fd)
     _close(writer.json_fd)
     if result.error is not None:

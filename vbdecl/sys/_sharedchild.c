@@ -1,0 +1,401 @@
+/*
+ * The sandbox's first child, run in vbdecl's own memory, and pid 1's loop.
+ *
+ * fork() copies the page tables, and every page either process writes
+ * afterwards is copied on that first write: a page fault (~4 us on the
+ * development VM) for each page the child's Python touches, ~400 of them
+ * between fork and the process's execve, and more in the parent. clone with
+ * CLONE_VM shares the memory instead, as vfork does for _posixsubprocess,
+ * and lets the child run Python: the parent waits in shared_child(), holding
+ * the GIL, while the child runs setup() as if it were the parent's thread.
+ * Only one of them runs Python at any time, so the interpreter stays
+ * consistent, on conditions this file and its caller keep:
+ *
+ *  - the child leaves Python only by returning from setup() or failed()
+ *    (never os._exit, exec or fork inside them), so every frame it pushed
+ *    is popped and every reference it took is dropped or handed back;
+ *  - the parent waits, every signal blocked, until the child has left
+ *    Python for good: it exec'd or exited (CLONE_CHILD_CLEARTID wakes us),
+ *    or it runs init_loop(), which touches only its own stack and makes raw
+ *    system calls (not even errno, which is the parent thread's);
+ *  - a child killed inside Python (SIGKILL, the OOM killer) leaves the
+ *    interpreter's state unknown: the parent then never returns into
+ *    Python; it says so on stderr and exits 125;
+ *  - no other thread runs (vbdecl.runtime.spawn checks), and the parent has
+ *    nothing to do while the child sets up (no id maps, no host actions).
+ *
+ * setup() returns what the child does next: an int (it reported a failure:
+ * exit with that status), (pid, forward_tty, signals) (it is pid 1 and
+ * spawned the process: run init_loop), or a LastStep (exec it in place; a
+ * failed step calls failed(step, index, errno, cwd) for the status to exit
+ * with). init_loop() is also what a forked pid 1 runs (one loop for both).
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+#include <errno.h>
+#include <linux/futex.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdint.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/prctl.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "_laststep.h"
+
+/* Raw system calls: the result, or -errno. Nothing else is touched, so pid 1
+ * may make them while the parent runs (glibc's syscall() sets errno). */
+#if defined(__x86_64__)
+#define SHARED_CHILD 1
+static inline long
+raw_call(long nr, long a, long b, long c, long d)
+{
+    register long r10 __asm__("r10") = d;
+    long ret;
+    __asm__ volatile("syscall"
+                     : "=a"(ret)
+                     : "a"(nr), "D"(a), "S"(b), "d"(c), "r"(r10)
+                     : "rcx", "r11", "memory");
+    return ret;
+}
+#elif defined(__aarch64__)
+#define SHARED_CHILD 1
+static inline long
+raw_call(long nr, long a, long b, long c, long d)
+{
+    register long x8 __asm__("x8") = nr;
+    register long x0 __asm__("x0") = a;
+    register long x1 __asm__("x1") = b;
+    register long x2 __asm__("x2") = c;
+    register long x3 __asm__("x3") = d;
+    __asm__ volatile("svc 0" : "+r"(x0) : "r"(x8), "r"(x1), "r"(x2), "r"(x3) : "memory", "cc");
+    return x0;
+}
+#else
+/* Elsewhere only a forked pid 1 runs init_loop (its errno is its own). */
+#define SHARED_CHILD 0
+static inline long
+raw_call(long nr, long a, long b, long c, long d)
+{
+    long ret = syscall(nr, a, b, c, d);
+    return ret < 0 ? -errno : ret;
+}
+#endif
+
+#define STACK_SIZE (8L << 20)   /* what a thread gets; only the pages used are faulted */
+
+enum { RUNNING = 1, IN_INIT_LOOP = 2 };   /* 0: gone from our memory (exit or exec) */
+
+struct control {
+    volatile int32_t word;      /* RUNNING, IN_INIT_LOOP, or 0 (CLONE_CHILD_CLEARTID) */
+    volatile int in_python;     /* the child may be inside Python (see the file's comment) */
+    PyObject *setup, *failed;
+    /* an exec in place: the plan stays alive until the parent frees it */
+    PyObject *result, *alive;
+    struct plan plan;
+    int have_plan;
+    /* the init loop's arguments, read before the child leaves Python */
+    long main_pid;
+    int forward_tty;
+    uint64_t waitset;           /* the kernel's sigset (64 signals on both architectures) */
+    char *region;               /* [guard page][stack ... ][this struct] */
+    size_t region_size;
+};
+
+static void
+raw_exit(int code)
+{
+    for (;;)
+        raw_call(SYS_exit, code, 0, 0, 0);
+}
+
+static int
+status_code(int status)
+{
+    if (WIFSIGNALED(status))
+        return 128 + WTERMSIG(status);
+    return WEXITSTATUS(status);
+}
+
+/* Reap every child; forward the signals in ``waitset`` but SIGCHLD to ``main``;
+ * exit with main's status. ``main`` 0 (a live environment's init): reap until
+ * SIGTERM, SIGINT or SIGHUP, then exit 128 + it. A signal the terminal sent
+ * (SI_KERNEL) also reached the main process, which shares our process group,
+ * unless it has a session of its own (``forward_tty``). The waitset stays
+ * blocked, so nothing is lost between a reap and the wait. */
+static void __attribute__((noreturn))
+run_init_loop(long main, int forward_tty, uint64_t waitset)
+{
+    for (;;) {
+        long pid;
+        for (;;) {
+            int status = 0;
+            pid = raw_call(SYS_wait4, -1, (long)&status, WNOHANG, 0);
+            if (pid == -EINTR)
+                continue;
+            if (pid <= 0)
+                break;
+            if (main > 0 && pid == main)
+                raw_exit(status_code(status));
+        }
+        if (pid == -ECHILD && main > 0)     /* no child, no status: cannot happen */
+            raw_exit(125);
+        siginfo_t info;
+        memset(&info, 0, sizeof info);
+        long sig = raw_call(SYS_rt_sigtimedwait, (long)&waitset, (long)&info, 0, sizeof waitset);
+        if (sig <= 0 || sig == SIGCHLD)
+            continue;
+        if (main <= 0) {
+            if (sig == SIGTERM || sig == SIGINT || sig == SIGHUP)
+                raw_exit(128 + (int)sig);
+            continue;
+        }
+        if (info.si_code == SI_KERNEL && !forward_tty)
+            continue;
+        raw_call(SYS_kill, main, sig, 0, 0);
+    }
+}
+
+static int
+signal_set(PyObject *signals, uint64_t *set)
+{
+    PyObject *seq = PySequence_Fast(signals, "init_loop: signals must be a sequence");
+    if (seq == NULL)
+        return -1;
+    *set = 0;
+    for (Py_ssize_t i = 0; i < PySequence_Fast_GET_SIZE(seq); i++) {
+        long sig = PyLong_AsLong(PySequence_Fast_GET_ITEM(seq, i));
+        if (sig == -1 && PyErr_Occurred()) {
+            Py_DECREF(seq);
+            return -1;
+        }
+        if (sig < 1 || sig > 64) {
+            Py_DECREF(seq);
+            PyErr_Format(PyExc_ValueError, "init_loop: no signal %ld", sig);
+            return -1;
+        }
+        *set |= (uint64_t)1 << (sig - 1);
+    }
+    Py_DECREF(seq);
+    return 0;
+}
+
+/* init_loop(main_pid, forward_tty, signals): pid 1's loop; never returns.
+ * The caller has blocked ``signals`` (SIGCHLD among them). */
+PyObject *
+linux_init_loop(PyObject *module, PyObject *args)
+{
+    (void)module;
+    long main;
+    int forward_tty;
+    PyObject *signals;
+    uint64_t set;
+    if (!PyArg_ParseTuple(args, "lpO:init_loop", &main, &forward_tty, &signals) ||
+        signal_set(signals, &set) < 0)
+        return NULL;
+    run_init_loop(main, forward_tty, set);
+}
+
+#if SHARED_CHILD
+
+/* Python's answer, read while the child still runs Python: 0 and what to do next
+ * in ``c``, or the status to exit with. */
+static int
+take_result(struct control *c, PyObject *result)
+{
+    if (result == NULL) {       /* setup() and failed() catch everything: a bug */
+        PyErr_Print();
+        return 125;
+    }
+    if (PyLong_Check(result)) {
+        long code = PyLong_AsLong(result);
+        Py_DECREF(result);
+        if (code == -1 && PyErr_Occurred()) {
+            PyErr_Clear();
+            code = 125;
+        }
+        return (int)code;
+    }
+    if (PyTuple_Check(result)) {
+        PyObject *signals;
+        if (!PyArg_ParseTuple(result, "lpO", &c->main_pid, &c->forward_tty, &signals) ||
+            signal_set(signals, &c->waitset) < 0) {
+            PyErr_Print();
+            Py_DECREF(result);
+            return 125;
+        }
+        Py_DECREF(result);
+        return 0;
+    }
+    c->alive = PyList_New(0);
+    if (c->alive == NULL || last_step_read(result, &c->plan, c->alive) < 0) {
+        PyErr_Print();
+        c->result = result;     /* the parent frees it all */
+        return 125;
+    }
+    c->result = result;
+    c->have_plan = 1;
+    return 0;
+}
+
+static int
+child_main(void *arg)
+{
+    struct control *c = arg;     /* in_python is set: from the clone on */
+    int code = take_result(c, PyObject_CallNoArgs(c->setup));
+    c->in_python = 0;
+    if (code != 0)
+        raw_exit(code);
+    if (!c->have_plan) {
+        /* pid 1: the parent may run again once we are out of its way */
+        c->word = IN_INIT_LOOP;
+        raw_call(SYS_futex, (long)&c->word, FUTEX_WAKE, 1, 0);
+        run_init_loop(c->main_pid, c->forward_tty, c->waitset);
+    }
+    struct failure f = {0, 0, 0, -1};
+    if (last_step_run(&c->plan, &f, NULL) == 0)
+        f.step = STEP_EXEC_NOT_FOUND;           /* a plan to exec names a program */
+    c->in_python = 1;
+    code = take_result(c, PyObject_CallFunction(c->failed, "iiii", f.step, (int)f.index, f.err,
+                                                (int)f.cwd));
+    c->in_python = 0;
+    raw_exit(code ? code : 125);
+    return 125;
+}
+
+static void
+free_region(struct control *c)
+{
+    munmap(c->region, c->region_size);
+}
+
+/* What the child left for us to free (an exec in place), once it is gone. */
+static void
+collect(struct control *c)
+{
+    if (c->have_plan)
+        last_step_free(&c->plan);
+    Py_CLEAR(c->alive);
+    Py_CLEAR(c->result);
+    Py_CLEAR(c->setup);
+    Py_CLEAR(c->failed);
+}
+
+/* shared_child(flags, setup, failed) -> (pid, handle): see the file's comment.
+ * ``flags``: more clone flags (CLONE_NEWPID). ``handle``: 0 when the child has
+ * exec'd or exited; else pid 1 runs init_loop on a stack of ours, which
+ * release_child(handle) frees once pid 1 has been reaped. */
+PyObject *
+linux_shared_child(PyObject *module, PyObject *args)
+{
+    (void)module;
+    unsigned long flags;
+    PyObject *setup, *failed;
+    if (!PyArg_ParseTuple(args, "kOO:shared_child", &flags, &setup, &failed))
+        return NULL;
+    long page = sysconf(_SC_PAGESIZE);
+    size_t size = (size_t)(STACK_SIZE + page);
+    char *region = mmap(NULL, size, PROT_READ | PROT_WRITE,
+                        MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_STACK, -1, 0);
+    if (region == MAP_FAILED)
+        return PyErr_SetFromErrno(PyExc_OSError);
+    if (mprotect(region, (size_t)page, PROT_NONE) != 0) {   /* a stack overflow faults */
+        PyErr_SetFromErrno(PyExc_OSError);
+        munmap(region, size);
+        return NULL;
+    }
+    struct control *c = (struct control *)(region + size - sizeof(struct control));
+    c = (struct control *)((uintptr_t)c & ~(uintptr_t)63);
+    memset(c, 0, sizeof *c);
+    c->word = RUNNING;
+    c->in_python = 1;
+    c->region = region;
+    c->region_size = size;
+    c->setup = Py_NewRef(setup);
+    c->failed = Py_NewRef(failed);
+    char *stack_top = (char *)((uintptr_t)c & ~(uintptr_t)15);
+
+    /* No collection in the child: a finalizer there would act on its fds and its
+     * mounts for objects of ours (a file object would close the child's copy). */
+    int gc_was = PyGC_Disable();
+    sigset_t all, old;
+    sigfillset(&all);
+    /* none of our handlers may run in the child, and none of our signals here */
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    /* the child's id changes (an exec in place) reset the dumpable flag of the
+     * memory it shares with us (commit_creds): ours, which we set back */
+    int dumpable = prctl(PR_GET_DUMPABLE, 0, 0, 0, 0);
+    pid_t pid = clone(child_main, stack_top, (int)(CLONE_VM | CLONE_CHILD_CLEARTID | SIGCHLD | flags),
+                      c, NULL, NULL, &c->word);
+    int err = errno;
+    if (pid > 0) {
+        int32_t w;
+        while ((w = c->word) == RUNNING)
+            syscall(SYS_futex, &c->word, FUTEX_WAIT, RUNNING, NULL);
+        if (c->in_python) {
+            static const char msg[] =
+                "vbdecl: the sandbox's setup process was killed while it ran in vbdecl's memory; "
+                "vbdecl cannot go on safely and exits (nothing of the sandbox remains)\n";
+            ssize_t n = write(2, msg, sizeof msg - 1);
+            (void)n;
+            _exit(125);
+        }
+    }
+    if (dumpable >= 0 && prctl(PR_GET_DUMPABLE, 0, 0, 0, 0) != dumpable)
+        prctl(PR_SET_DUMPABLE, dumpable, 0, 0, 0);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    if (gc_was)
+        PyGC_Enable();
+    if (pid < 0) {
+        collect(c);
+        free_region(c);
+        errno = err;
+        return PyErr_SetFromErrno(PyExc_OSError);
+    }
+    collect(c);
+    if (c->word != IN_INIT_LOOP) {
+        free_region(c);
+        return Py_BuildValue("(ik)", (int)pid, 0UL);
+    }
+    return Py_BuildValue("(ik)", (int)pid, (unsigned long)(uintptr_t)c);
+}
+
+/* release_child(handle): free pid 1's stack; only once pid 1 has been reaped. */
+PyObject *
+linux_release_child(PyObject *module, PyObject *arg)
+{
+    (void)module;
+    unsigned long handle = PyLong_AsUnsignedLong(arg);
+    if (handle == (unsigned long)-1 && PyErr_Occurred())
+        return NULL;
+    if (handle != 0)
+        free_region((struct control *)(uintptr_t)handle);
+    Py_RETURN_NONE;
+}
+
+#else
+
+PyObject *
+linux_shared_child(PyObject *module, PyObject *args)
+{
+    (void)module;
+    (void)args;
+    PyErr_SetString(PyExc_NotImplementedError, "shared_child: not on this architecture");
+    return NULL;
+}
+
+PyObject *
+linux_release_child(PyObject *module, PyObject *arg)
+{
+    (void)module;
+    (void)arg;
+    Py_RETURN_NONE;
+}
+
+#endif
+
+const int shared_child_supported = SHARED_CHILD;

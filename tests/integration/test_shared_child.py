@@ -121,19 +121,27 @@ print(json.dumps({"before": before, "after": after, "codes": codes}, default=str
             assert code == 125 and "/proc/vbdecl-no-such-dir" in error, (i, error)
 
 
-@pytest.mark.parametrize("flags, shared", [
-    (["--unshare-pid"], True),         # (without a pid namespace it becomes the process: exec)
-    (["--unshare-pid", "--info-fd", "1"], False),    # the namespaces are read: a forked child
-    (["--unshare-pid", "--unshare-user"], False),    # id maps: the parent writes them
+# vb from the work tree on the system python3, for a user who cannot read /root's venv
+AS_NOBODY = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "/usr/bin/python3", "-I", "-B", "-c",
+             f"import sys; sys.path.insert(0, {str(Path(__file__).resolve().parents[2])!r}); "
+             "sys.argv[0] = 'vb'; from vbdecl.entry import console_vb; console_vb()"]
+
+
+@pytest.mark.parametrize("user, flags, shared", [
+    ("root", ["--unshare-pid"], True),  # (without a pid namespace it becomes the process: exec)
+    ("root", ["--unshare-pid", "--info-fd", "1"], False),   # the namespaces are read: a forked child
+    ("root", ["--unshare-pid", "--unshare-user"], False),   # root's maps: the parent writes them
+    ("nobody", ["--unshare-pid"], True),                    # its own ids: the child maps them
+    ("nobody", ["--unshare-pid", "--uid", "0", "--gid", "0"], True),
 ])
 def test_vb_runs_its_first_child_in_its_memory_only_where_it_may(
-        tmp_path: Path, flags: list[str], shared: bool) -> None:
-    ready = tmp_path / "ready"
-    proc = subprocess.Popen([VB, *ROOT, "--bind", str(tmp_path), str(tmp_path), *flags,
-                             "--die-with-parent", "/bin/sh", "-c", f"touch {ready}; exec sleep 30"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        user: str, flags: list[str], shared: bool) -> None:
+    vb = [VB] if user == "root" else AS_NOBODY
+    proc = subprocess.Popen([*vb, *ROOT, *flags, "--die-with-parent", "/bin/sh", "-c", "echo ready; exec sleep 30"],
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
     try:
-        wait_for(ready)
+        assert proc.stdout is not None
+        assert proc.stdout.readline() == b"ready\n"
         first = children(proc.pid)
         assert len(first) == 1
         assert shares_memory_with(proc.pid, first[0]) is shared
@@ -142,6 +150,8 @@ def test_vb_runs_its_first_child_in_its_memory_only_where_it_may(
     finally:
         proc.kill()
         proc.wait()
+        assert proc.stdout is not None
+        proc.stdout.close()
 
 
 def test_shared_pid_1_reaps_orphans_and_forwards_signals(tmp_path: Path) -> None:

@@ -92,6 +92,7 @@ class ChildConfig:
         "argv",
         "await_go",
         "c2p",
+        "created",
         "die_with_parent",
         "direct_init",
         "instance",
@@ -103,6 +104,7 @@ class ChildConfig:
         "needs_root",
         "net_new",
         "new_flags",
+        "own_maps",
         "p2c",
         "pid_join",
         "pid_nested",
@@ -129,6 +131,8 @@ class ChildConfig:
         self.joins: list[tuple[str, str]] = []   # (spec key, path), in setns order
         self.die_with_parent = False
         self.direct_init = False      # we are pid 1 already: no holder (see the module doc)
+        self.created = 0              # new_flags the fork (clone) made already: CLONE_NEWPID, CLONE_NEWUSER
+        self.own_maps: dict[str, Any] | None = None   # the idmap the child writes itself (shared)
         self.needs_root = False       # a new mount namespace (or a root asked for): setup_root
         self.keep_fds: list[int] = []  # fds the process inherits (inherit_fds)
         self.live = False             # a live environment: init holds the namespaces, no process
@@ -479,8 +483,11 @@ def _enter_namespaces(cfg: ChildConfig) -> None:
         _join(*joins.pop(0), vb=vb)
     for key, path in joins:
         _join(key, path, vb=vb)
-    # A direct init is in its new pid namespace already (the parent unshared it).
-    sysns.unshare(cfg.new_flags & ~sysns.CLONE_NEWPID if cfg.direct_init else cfg.new_flags)
+    if cfg.own_maps is not None:     # (a shared child, made in its new user namespace)
+        sysns.write_own_maps(cfg.own_maps["uid"], cfg.own_maps["gid"])
+    # A direct init is in its new pid namespace already (the parent unshared it, or
+    # cloned it there), and a shared child in its new user namespace.
+    sysns.unshare(cfg.new_flags & ~cfg.created)
     if cfg.mount_new:
         sysns.contain_mounts(follow_host=vb)   # bubblewrap's slave mounts for vb
 

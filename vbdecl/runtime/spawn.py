@@ -158,6 +158,8 @@ def fork_holder(cfg: C.ChildConfig, floor: int, *, shared: bool = False) -> tupl
     try:
         own_pid_ns = _own_pid_ns() if direct_init(cfg) and not shared else -1
         cfg.direct_init = cfg.pid_new if shared else own_pid_ns >= 0
+        cfg.created = ((sysns.CLONE_NEWUSER if shared and cfg.user_new else 0)
+                       | (sysns.CLONE_NEWPID if cfg.direct_init else 0))
         try:
             parent_pid = _steps_parent(cfg)
             cfg.steps = None if parent_pid is None else C.steps_before_fork(cfg, parent_pid)
@@ -169,13 +171,16 @@ def fork_holder(cfg: C.ChildConfig, floor: int, *, shared: bool = False) -> tupl
         if shared:
             setup = C.SharedSetup(cfg, parent)
             try:
-                pid, handle = _linux.shared_child(sysns.CLONE_NEWPID if cfg.pid_new else 0, setup, setup.failed)
+                pid, handle = _linux.shared_child(cfg.created, setup, setup.failed)
             except PermissionError:
-                if not cfg.pid_new:
+                if not cfg.created:
                     raise
-                # No right to a pid namespace here: the holder tries again, and says why.
+                # No right to a user or pid namespace here: the holder tries again
+                # (the parent writing the maps), and says why.
                 shared = False
-                cfg.direct_init, cfg.steps = False, None
+                cfg.direct_init, cfg.steps, cfg.created = False, None, 0
+                if cfg.own_maps is not None:
+                    cfg.own_maps, cfg.await_go = None, True
         if pid < 0:
             pid = _fork_in_new_pid_ns(own_pid_ns) if cfg.direct_init else os.fork()
     except BaseException as exc:
@@ -205,23 +210,29 @@ def fork_holder(cfg: C.ChildConfig, floor: int, *, shared: bool = False) -> tupl
     return pid, c2p_r, p2c_w, handle
 
 
-def shares_memory(cfg: C.ChildConfig, ns_ids: bool) -> bool:
+def shares_memory(cfg: C.ChildConfig, ns_ids: bool, idmap: dict[str, Any] | None,
+                  actions: list[dict[str, Any]]) -> bool:
     """Whether the first child can run in our memory (_sharedchild.c): no page of
     ours is copied for it, which saves the ~400 copy-on-write faults a forked one
     takes (about a tenth of a `vb` run). The child must not need us before the
-    process starts, since we wait: no id maps, no host actions ("go"), no second
-    "go" (nobody reads the namespaces). As root it creates the pid namespace with
-    clone itself and is pid 1 (a direct init); it joins nothing (setns into a user
-    namespace refuses shared memory, and joins keep the holder's order). No other
-    thread may run (one of them could take the GIL while the child has it)."""
+    process starts, since we wait: no host actions, no second "go" (nobody reads
+    the namespaces), and id maps only of our own ids, which it writes itself
+    from inside its new user namespace, as bubblewrap does (as root the maps are
+    ours to write, with setgroups allowed). clone makes the user and pid
+    namespaces, and the child is pid 1 (a direct init); it joins nothing (setns
+    into a user namespace refuses shared memory, and joins keep the holder's
+    order). No other thread may run (one could take the GIL while the child
+    has it)."""
     vb = cfg.spec.get("vb") or {}
     # Python 3.14 checks the C stack's bounds, which a clone's own stack is outside of;
     # a free-threaded build has no GIL to hold for the child.
     return bool(_linux.SHARED_CHILD and sys.version_info < (3, 14)
                 and (sys.version_info < (3, 13) or sys._is_gil_enabled())
-                and not cfg.await_go and not ns_ids and not cfg.live and not cfg.user_new
+                and not actions and not ns_ids and not cfg.live
                 and not cfg.joins and not cfg.pid_join and not isinstance(vb.get("userns2_fd"), int)
-                and (not cfg.pid_new or os.geteuid() == 0)
+                and (not cfg.user_new or (os.geteuid() != 0 and idmap is not None
+                                          and sysns.maps_own_ids(idmap["uid"], idmap["gid"])))
+                and (not cfg.pid_new or cfg.user_new or os.geteuid() == 0)
                 and len(os.listdir("/proc/self/task")) == 1)
 
 
@@ -392,10 +403,12 @@ def _spawn_and_wait(cfg: C.ChildConfig, nsd: dict[str, Any], idmap: dict[str, An
                     spec: dict[str, Any], name: str, actions: list[dict[str, Any]],
                     sink: EventSink, result: RunResult, guard: SignalGuard,
                     state_dir: str | None, set_tx: Any, warnings: list[str], share_memory: bool) -> None:
-    if not actions and not (cfg.user_new and idmap):
+    shared = share_memory and shares_memory(cfg, sink.ns_ids, idmap, actions)
+    if shared and cfg.user_new:
+        cfg.own_maps = idmap     # the child writes them
+    if not actions and not (cfg.user_new and idmap and cfg.own_maps is None):
         cfg.await_go = False     # nothing to do between "U" and "go": no first "go"
         C.load_setup_code(cfg)   # and nothing to do while the child would (see there)
-    shared = share_memory and shares_memory(cfg, sink.ns_ids)
     with guard:
         pid, c2p_r, p2c_w, handle = fork_holder(cfg, max([2, cfg.lock_fd, *cfg.keep_fds]), shared=shared)
         try:
@@ -430,7 +443,7 @@ def _run_holder(cfg: C.ChildConfig, pid: int, c2p_r: int, p2c_w: int, nsd: dict[
             error = _child_error(msg[1]) if msg else RuntimeSetupError("the sandbox exited during setup")
         else:
             try:
-                if cfg.user_new and idmap:
+                if cfg.user_new and idmap and cfg.own_maps is None:
                     sysns.write_id_maps(pid, idmap["uid"], idmap["gid"])
                 if actions:
                     from vbdecl.engine.paths import runtime_root

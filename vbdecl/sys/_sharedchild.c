@@ -21,8 +21,9 @@
  *  - a child killed inside Python (SIGKILL, the OOM killer) leaves the
  *    interpreter's state unknown: the parent then never returns into
  *    Python; it says so on stderr and exits 125;
- *  - no other thread runs (vbdecl.runtime.spawn checks), and the parent has
- *    nothing to do while the child sets up (no id maps, no host actions).
+ *  - no other thread runs, and the parent has nothing to do while the child
+ *    sets up: it writes no id maps (the child maps its own ids, if any) and
+ *    runs no host actions (vbdecl.runtime.spawn.shares_memory checks).
  *
  * setup() returns what the child does next: an int (it reported a failure:
  * exit with that status), (pid, forward_tty, signals) (it is pid 1 and

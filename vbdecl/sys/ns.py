@@ -153,6 +153,22 @@ def _is_own_single(entries: list[dict[str, int]], own: int) -> bool:
     return len(entries) == 1 and entries[0]["count"] == 1 and entries[0]["outside"] == own
 
 
+def maps_own_ids(uid_map: list[dict[str, int]], gid_map: list[dict[str, int]]) -> bool:
+    """Whether the maps are one line each, of our own uid and gid: what a process
+    may write for a user namespace it created, from inside, without privileges."""
+    return _is_own_single(uid_map, os.geteuid()) and _is_own_single(gid_map, os.getegid())
+
+
+def write_own_maps(uid_map: list[dict[str, int]], gid_map: list[dict[str, int]]) -> None:
+    """Write the maps of the user namespace we created, from inside it, as
+    :func:`write_id_maps` does unprivileged (``setgroups deny`` before the gid
+    map). Only for maps of our own ids (:func:`maps_own_ids`, asked before: inside,
+    our ids read as the overflow id until mapped)."""
+    _write_proc("/proc/self/uid_map", _map_text(uid_map))
+    _write_proc("/proc/self/setgroups", "deny")
+    _write_proc("/proc/self/gid_map", _map_text(gid_map))
+
+
 def write_id_maps(pid: int, uid_map: list[dict[str, int]], gid_map: list[dict[str, int]]) -> None:
     """Write the uid/gid maps of ``pid``'s user namespace.
 

@@ -13,8 +13,8 @@ Entry points for the runtime (all take the normalized spec, docs/plan-format.md)
   neither the host file nor those fds. Returns a new spec.
 - :func:`prepare_in_child(spec) <prepare_in_child>`: optional, call it in the
   child inside its namespaces but before pivot_root when the environment may
-  lack ``/proc``. It applies ``disable_userns`` (which writes
-  ``/proc/sys/user/max_user_namespaces``). Idempotent.
+  lack ``/proc``, and tell :func:`fill_child_steps` so. It applies
+  ``disable_userns`` (which writes ``/proc/sys/user/max_user_namespaces``).
 - :func:`fill_last_step(plan, spec) <fill_last_step>` (in the child, or in
   the parent where it has the child's ids and capabilities: it changes
   nothing) and
@@ -76,7 +76,6 @@ WARNINGS: list[str] = []
 BWRAP_SECCOMP_EINVAL = ("Unable to set up system call filtering as requested: prctl(PR_SET_SECCOMP) "
                         "reported EINVAL. (Hint: this requires a kernel configured with "
                         "CONFIG_SECCOMP and CONFIG_SECCOMP_FILTER.)")
-_userns_done = False
 
 
 def _warn(text: str) -> None:
@@ -579,11 +578,26 @@ def _build_program(setting: Any, kept: int, hold: int, key: str) -> bytes:
 
 # --- user namespaces ----------------------------------------------------------
 
+def could_trace_into_pid1(spec: dict[str, Any]) -> bool:
+    """Whether the process of ``spec``, run without a user namespace of its own,
+    could get more than it has through its pid 1: CAP_SYS_PTRACE lets it into pid
+    1 and into what pid 1 shares memory with (a shared child: vbdecl, outside
+    every namespace). Not when it holds CAP_SYS_ADMIN of this user namespace
+    anyway: that mounts a devtmpfs, and the host's disks from it. A capability
+    counts when kept, or in the bounding set without no_new_privs (a root or
+    file-capability exec could gain it)."""
+    sys_ptrace, sys_admin = 1 << 19, 1 << 21
+    _, bounding, kept, _ = privileges(spec)
+    nnp = bool((spec.get("security") or {}).get("no_new_privs", True))
+    return bool((kept if nnp else bounding | kept) & sys_ptrace) and not kept & sys_admin
+
+
 def prepare_in_child(spec: dict[str, Any]) -> None:
-    """Apply ``security.disable_userns`` (needs /proc; idempotent)."""
-    global _userns_done
+    """Apply ``security.disable_userns`` (needs /proc; idempotent: the limit is 0
+    after the first time). No state of ours says it was done: the module may be
+    a parent's that runs many sandboxes (a shared child, see vbdecl.runtime.spawn)."""
     sec = spec.get("security") or {}
-    if not sec.get("disable_userns") or _userns_done:
+    if not sec.get("disable_userns"):
         return
     from vbdecl.sys import caps as sc
 
@@ -598,7 +612,6 @@ def prepare_in_child(spec: dict[str, Any]) -> None:
             "not in a user namespace of its own (or /proc is not mounted)",
             hint="call it inside the environment's user namespace, with /proc visible")
     sc.set_max_user_namespaces(0)
-    _userns_done = True
 
 
 # --- the whole sequence -------------------------------------------------------
@@ -669,12 +682,14 @@ def fill_last_step(plan: LastStep, spec: dict[str, Any], *, userns_switch: bool 
     plan.seccomp = programs
 
 
-def fill_child_steps(plan: LastStep, spec: dict[str, Any]) -> None:
+def fill_child_steps(plan: LastStep, spec: dict[str, Any], *, userns_done: bool = False) -> None:
     """The rest of step 1, in the process that spawns or becomes the payload, in the
-    new root: ``disable_userns`` (unless done) and the Landlock ruleset, whose rule
-    paths are opened there. ``plan.landlock`` is a new fd (the caller closes its
-    copy after a spawn)."""
-    prepare_in_child(spec)
+    new root: ``disable_userns`` (unless ``userns_done``: the caller ran
+    :func:`prepare_in_child`) and the Landlock ruleset, whose rule paths are
+    opened there. ``plan.landlock`` is a new fd (the caller closes its copy after
+    a spawn)."""
+    if not userns_done:
+        prepare_in_child(spec)
     ruleset = landlock_ruleset((spec.get("security") or {}).get("landlock"))
     plan.landlock = -1 if ruleset is None else ruleset
 

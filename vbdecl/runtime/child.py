@@ -81,6 +81,7 @@ FORWARDED = (
     signals.SIGPROF, signals.SIGXCPU, signals.SIGXFSZ,
 )
 SI_KERNEL = 0x80
+CAP_KILL = 5
 INIT_SIGNALS = (*FORWARDED, signals.SIGCHLD)     # what pid 1's loop waits for
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
@@ -113,6 +114,7 @@ class ChildConfig:
         "spec",
         "steps",
         "user_new",
+        "userns_disabled",
     )
 
     def __init__(self) -> None:
@@ -140,6 +142,7 @@ class ChildConfig:
         self.await_go = True          # the parent has work between "U" and "go" (else no "go")
         self.preloaded = False        # load_setup_code ran (in this process or before its fork)
         self.steps: Any = None        # the process's last steps, worked out before the fork
+        self.userns_disabled = False  # _setup_root applied security.disable_userns
 
 
 class SetupFailure(Exception):
@@ -174,10 +177,24 @@ def fail(fd: int, code: int, message: str, hint: str | None = None) -> NoReturn:
         os._exit(code)
 
 
+# The most bytes of a report's message, and of its hint: a shared child writes its
+# report while its parent waits, so the report must fit the pipe's smallest size
+# (2 pages, for a user over fs.pipe-user-pages-soft); a longer text is cut.
+REPORT_MAX = 3500
+
+
 def encode_error(code: int, message: str, hint: str | None) -> bytes:
     """``code NUL message NUL hint``: no JSON, which a child could not import after
     pivot_root. Never raises (a lone surrogate in a path is escaped)."""
-    return f"{code}\0{message}\0{hint or ''}".encode("utf-8", "backslashreplace")
+    return f"{code}".encode() + b"\0" + _cut(message) + b"\0" + _cut(hint or "")
+
+
+def _cut(text: str) -> bytes:
+    data = text.encode("utf-8", "backslashreplace")
+    if len(data) <= REPORT_MAX:
+        return data
+    kept = data[:REPORT_MAX].decode("utf-8", "ignore").encode()
+    return kept + f" ... ({len(data) - len(kept)} more bytes)".encode()
 
 
 def decode_error(payload: bytes) -> tuple[int, str, str | None]:
@@ -326,9 +343,11 @@ class SharedSetup:
             send(cfg.c2p, MSG_PID, struct.pack("=i", 0))
             _setup_root(cfg)
             if cfg.direct_init and cfg.spec["process"].get("init", True):
+                # We keep sharing vbdecl's memory while the sandbox runs: not dumpable
+                # from here on (_sharedchild.c; our own /proc files are done with).
+                sysproc.set_dumpable(False)
                 pid = spawn_process(cfg)
-                sysproc.close_fds_except([cfg.lock_fd])   # pid 1 keeps stdio and the lock only
-                sysproc.set_name("vbdecl-init")
+                _become_init(cfg)
                 return pid, own_session(cfg.spec["process"]), INIT_SIGNALS
             self.proc = cfg.steps or _prepare(cfg, None)
             _ready(cfg, self.proc, in_place=True)
@@ -337,10 +356,14 @@ class SharedSetup:
             return tell(cfg.c2p, *_words(exc))
 
     def failed(self, step: int, index: int, err: int, cwd: int) -> int:
-        from vbdecl.sys.laststep import Failure
+        try:
+            from vbdecl.sys.laststep import Failure
 
-        assert self.proc is not None
-        return tell(self.cfg.c2p, *_words(_failure(self.cfg, self.proc, Failure(step, index, err, cwd))))
+            assert self.proc is not None
+            exc = _failure(self.cfg, self.proc, Failure(step, index, err, cwd))
+        except BaseException as bug:
+            exc = bug
+        return tell(self.cfg.c2p, *_words(exc))
 
 
 def _exit_with(child: int) -> NoReturn:
@@ -555,6 +578,7 @@ def _setup_root(cfg: ChildConfig) -> None:
     """Build the root, if the spec has one."""
     sec = _security()
     sec.prepare_in_child(cfg.spec)    # disable_userns: needs the host /proc, before pivot
+    cfg.userns_disabled = True
     if not cfg.needs_root:
         return
     if not cfg.preloaded:
@@ -608,13 +632,25 @@ def init_main(cfg: ChildConfig, holder: int | None) -> NoReturn:
         # (forwarded) at once; init_loop takes them all.
         signals.pthread_sigmask(signals.SIG_BLOCK, INIT_SIGNALS)
         pid = spawn_process(cfg)
-        os.close(cfg.c2p)
-        sysproc.close_fds_except([cfg.lock_fd])   # pid 1 keeps stdio and the lock only
-        sysproc.set_name("vbdecl-init")
+        _become_init(cfg)
     except BaseException as exc:
         _second_go(cfg)     # the parent reads our namespaces before we may exit
         _report(cfg, exc)
     init_loop(pid, forward_tty_signals=own_session(cfg.spec["process"]))
+
+
+def _become_init(cfg: ChildConfig) -> None:
+    """What pid 1 keeps once the process runs: stdio and the lock, and of its
+    capabilities only CAP_KILL, to forward signals to a process of another uid.
+    A process that gets into pid 1 (ptrace) gains nothing more; bubblewrap's pid
+    1 drops every capability too (it forwards no signals)."""
+    from vbdecl.sys import caps
+
+    sysproc.close_fds_except([cfg.lock_fd])     # our pipe to the parent too
+    sysproc.set_name("vbdecl-init")
+    _, permitted, _ = caps.capget()
+    kill = permitted & 1 << CAP_KILL
+    caps.capset(kill, kill, 0)
 
 
 def init_loop(main_pid: int | None, *, forward_tty_signals: bool) -> NoReturn:
@@ -751,7 +787,7 @@ def _ready(cfg: ChildConfig, proc: _Process, *, in_place: bool) -> None:
     """The steps that need the new root (disable_userns if not done, the Landlock
     ruleset), and the fds the process keeps."""
     plan = proc.plan
-    _security().fill_child_steps(plan, cfg.spec)
+    _security().fill_child_steps(plan, cfg.spec, userns_done=cfg.userns_disabled)
     # the lock too: only vbdecl's processes hold it; our pipe for a failure to report
     keep = {*plan.inherit, plan.landlock, plan.userns2, cfg.c2p if in_place else -1}
     plan.keep = sorted(fd for fd in keep if fd >= 0)

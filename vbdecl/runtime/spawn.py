@@ -172,11 +172,11 @@ def fork_holder(cfg: C.ChildConfig, floor: int, *, shared: bool = False) -> tupl
             setup = C.SharedSetup(cfg, parent)
             try:
                 pid, handle = _linux.shared_child(cfg.created, setup, setup.failed)
-            except PermissionError:
+            except OSError:
                 if not cfg.created:
                     raise
-                # No right to a user or pid namespace here: the holder tries again
-                # (the parent writing the maps), and says why.
+                # No user or pid namespace to be had here (no right, a limit): the
+                # holder tries again (the parent writing the maps), and says why.
                 shared = False
                 cfg.direct_init, cfg.steps, cfg.created = False, None, 0
                 if cfg.own_maps is not None:
@@ -222,7 +222,11 @@ def shares_memory(cfg: C.ChildConfig, ns_ids: bool, idmap: dict[str, Any] | None
     namespaces, and the child is pid 1 (a direct init); it joins nothing (setns
     into a user namespace refuses shared memory, and joins keep the holder's
     order). No other thread may run (one could take the GIL while the child
-    has it)."""
+    has it). A shared pid 1 keeps our memory for the whole run, and only
+    CAP_SYS_PTRACE in our user namespace would let the sandbox into it (our
+    memory is not dumpable meanwhile): a run without a user namespace whose
+    process could use that to get more than it has forks its pid 1 (see
+    sec.could_trace_into_pid1)."""
     vb = cfg.spec.get("vb") or {}
     # Python 3.14 checks the C stack's bounds, which a clone's own stack is outside of;
     # a free-threaded build has no GIL to hold for the child.
@@ -233,6 +237,8 @@ def shares_memory(cfg: C.ChildConfig, ns_ids: bool, idmap: dict[str, Any] | None
                 and (not cfg.user_new or (os.geteuid() != 0 and idmap is not None
                                           and sysns.maps_own_ids(idmap["uid"], idmap["gid"])))
                 and (not cfg.pid_new or cfg.user_new or os.geteuid() == 0)
+                and not (cfg.pid_new and not cfg.user_new and cfg.spec["process"].get("init", True)
+                         and C._security().could_trace_into_pid1(cfg.spec))
                 and len(os.listdir("/proc/self/task")) == 1)
 
 
@@ -252,11 +258,13 @@ def _steps_parent(cfg: C.ChildConfig) -> int | None:
     work out the process's last steps (child.steps_before_fork) because it sees what
     the child that starts the process sees: the same ids and capabilities (no user
     namespace, nothing joined). None when it cannot."""
+    if cfg.user_new:
+        return None         # (a shared child is in its new user namespace at once)
     if cfg.direct_init:
         # pid 1 of a new pid namespace spawns it, or is it (its parent is outside: 0);
         # the same test as child.init_main's
         return 1 if cfg.spec["process"].get("init", True) else 0
-    if not (cfg.pid_new or cfg.pid_join or cfg.live or cfg.user_new or cfg.joins):
+    if not (cfg.pid_new or cfg.pid_join or cfg.live or cfg.joins):
         return os.getpid()      # the holder becomes the process
     return None
 

@@ -21,6 +21,10 @@
  *  - a child killed inside Python (SIGKILL, the OOM killer) leaves the
  *    interpreter's state unknown: the parent then never returns into
  *    Python; it says so on stderr and exits 125;
+ *  - our memory is not dumpable while the child shares it (a pid 1 for the
+ *    whole run): no process of the sandbox may ptrace its way into it
+ *    (CAP_SYS_PTRACE of our own user namespace would pass that check:
+ *    spawn.shares_memory forks pid 1 where the sandbox could gain by it);
  *  - no other thread runs, and the parent has nothing to do while the child
  *    sets up: it writes no id maps (the child maps its own ids, if any) and
  *    runs no host actions (vbdecl.runtime.spawn.shares_memory checks).
@@ -92,8 +96,9 @@ raw_call(long nr, long a, long b, long c, long d)
 enum { RUNNING = 1, IN_INIT_LOOP = 2 };   /* 0: gone from our memory (exit or exec) */
 
 struct control {
-    volatile int32_t word;      /* RUNNING, IN_INIT_LOOP, or 0 (CLONE_CHILD_CLEARTID) */
-    volatile int in_python;     /* the child may be inside Python (see the file's comment) */
+    int32_t word;               /* RUNNING, IN_INIT_LOOP, or 0 (CLONE_CHILD_CLEARTID) */
+    int in_python;              /* the child may be inside Python (see the file's comment) */
+    int dumpable;               /* ours before the child, given back once it is gone */
     PyObject *setup, *failed;
     /* an exec in place: the plan stays alive until the parent frees it */
     PyObject *result, *alive;
@@ -106,6 +111,9 @@ struct control {
     char *region;               /* [guard page][stack ... ][this struct] */
     size_t region_size;
 };
+
+#define LOAD(x) __atomic_load_n(&(x), __ATOMIC_ACQUIRE)
+#define STORE(x, v) __atomic_store_n(&(x), (v), __ATOMIC_RELEASE)
 
 static void
 raw_exit(int code)
@@ -131,6 +139,20 @@ status_code(int status)
 static void __attribute__((noreturn))
 run_init_loop(long main, int forward_tty, uint64_t waitset)
 {
+    /* Only the waitset blocked, and the caught signals back to their defaults: the
+     * handlers are the Python parent's (whose state they would change). */
+    struct { unsigned long handler, flags, restorer; uint64_t mask; } act, old;
+    for (long sig = 1; sig <= 64; sig++) {
+        if (sig == SIGKILL || sig == SIGSTOP ||
+            raw_call(SYS_rt_sigaction, sig, 0, (long)&old, sizeof(uint64_t)) != 0 ||
+            old.handler == (unsigned long)SIG_DFL || old.handler == (unsigned long)SIG_IGN)
+            continue;
+        act.handler = (unsigned long)SIG_DFL;
+        act.flags = act.restorer = 0;
+        act.mask = 0;
+        raw_call(SYS_rt_sigaction, sig, (long)&act, 0, sizeof(uint64_t));
+    }
+    raw_call(SYS_rt_sigprocmask, SIG_SETMASK, (long)&waitset, 0, sizeof waitset);
     for (;;) {
         long pid;
         for (;;) {
@@ -203,8 +225,16 @@ linux_init_loop(PyObject *module, PyObject *args)
 
 #if SHARED_CHILD
 
-/* Python's answer, read while the child still runs Python: 0 and what to do next
- * in ``c``, or the status to exit with. */
+/* Python's answer, read while the child still runs Python: PROCEED with what to
+ * do next in ``c``, or the status to exit with (never 0: the child failed). */
+#define PROCEED (-1)
+
+static int
+exit_status(long code)
+{
+    return code > 0 && code < 256 ? (int)code : 125;
+}
+
 static int
 take_result(struct control *c, PyObject *result)
 {
@@ -215,32 +245,29 @@ take_result(struct control *c, PyObject *result)
     if (PyLong_Check(result)) {
         long code = PyLong_AsLong(result);
         Py_DECREF(result);
-        if (code == -1 && PyErr_Occurred()) {
-            PyErr_Clear();
-            code = 125;
-        }
-        return (int)code;
+        PyErr_Clear();
+        return exit_status(code);
     }
     if (PyTuple_Check(result)) {
         PyObject *signals;
-        if (!PyArg_ParseTuple(result, "lpO", &c->main_pid, &c->forward_tty, &signals) ||
-            signal_set(signals, &c->waitset) < 0) {
-            PyErr_Print();
-            Py_DECREF(result);
+        int ok = PyArg_ParseTuple(result, "lpO", &c->main_pid, &c->forward_tty, &signals) &&
+                 signal_set(signals, &c->waitset) == 0 && c->main_pid > 0;
+        Py_DECREF(result);
+        if (!ok) {
+            if (PyErr_Occurred())
+                PyErr_Print();
             return 125;
         }
-        Py_DECREF(result);
-        return 0;
+        return PROCEED;
     }
+    c->result = result;         /* the parent frees it, the plan and ``alive`` */
     c->alive = PyList_New(0);
     if (c->alive == NULL || last_step_read(result, &c->plan, c->alive) < 0) {
         PyErr_Print();
-        c->result = result;     /* the parent frees it all */
         return 125;
     }
-    c->result = result;
     c->have_plan = 1;
-    return 0;
+    return PROCEED;
 }
 
 static int
@@ -248,48 +275,50 @@ child_main(void *arg)
 {
     struct control *c = arg;     /* in_python is set: from the clone on */
     int code = take_result(c, PyObject_CallNoArgs(c->setup));
-    c->in_python = 0;
-    if (code != 0)
+    STORE(c->in_python, 0);
+    if (code != PROCEED)
         raw_exit(code);
     if (!c->have_plan) {
         /* pid 1: the parent may run again once we are out of its way */
-        c->word = IN_INIT_LOOP;
+        STORE(c->word, IN_INIT_LOOP);
         raw_call(SYS_futex, (long)&c->word, FUTEX_WAKE, 1, 0);
         run_init_loop(c->main_pid, c->forward_tty, c->waitset);
     }
     struct failure f = {0, 0, 0, -1};
     if (last_step_run(&c->plan, &f, NULL) == 0)
         f.step = STEP_EXEC_NOT_FOUND;           /* a plan to exec names a program */
-    c->in_python = 1;
+    STORE(c->in_python, 1);
     code = take_result(c, PyObject_CallFunction(c->failed, "iiii", f.step, (int)f.index, f.err,
                                                 (int)f.cwd));
-    c->in_python = 0;
-    raw_exit(code ? code : 125);
+    STORE(c->in_python, 0);
+    raw_exit(code == PROCEED ? 125 : code);
     return 125;
 }
 
-static void
-free_region(struct control *c)
-{
-    munmap(c->region, c->region_size);
-}
-
-/* What the child left for us to free (an exec in place), once it is gone. */
+/* Once the child is gone from our memory: what it left for us to free (an exec in
+ * place), our dumpable flag back, the region. */
 static void
 collect(struct control *c)
 {
-    if (c->have_plan)
-        last_step_free(&c->plan);
+    last_step_free(&c->plan);   /* (zeroed, or partly read: both free) */
     Py_CLEAR(c->alive);
     Py_CLEAR(c->result);
     Py_CLEAR(c->setup);
     Py_CLEAR(c->failed);
 }
 
+static void
+give_back(struct control *c)
+{
+    if (c->dumpable >= 0 && prctl(PR_GET_DUMPABLE, 0, 0, 0, 0) != c->dumpable)
+        prctl(PR_SET_DUMPABLE, c->dumpable, 0, 0, 0);
+    munmap(c->region, c->region_size);
+}
+
 /* shared_child(flags, setup, failed) -> (pid, handle): see the file's comment.
- * ``flags``: more clone flags (CLONE_NEWPID). ``handle``: 0 when the child has
- * exec'd or exited; else pid 1 runs init_loop on a stack of ours, which
- * release_child(handle) frees once pid 1 has been reaped. */
+ * ``flags``: more clone flags (CLONE_NEWUSER, CLONE_NEWPID). ``handle``: 0 when
+ * the child has exec'd or exited; else pid 1 runs init_loop on a stack of ours,
+ * which release_child(handle) frees once pid 1 has been reaped. */
 PyObject *
 linux_shared_child(PyObject *module, PyObject *args)
 {
@@ -327,17 +356,23 @@ linux_shared_child(PyObject *module, PyObject *args)
     sigfillset(&all);
     /* none of our handlers may run in the child, and none of our signals here */
     pthread_sigmask(SIG_SETMASK, &all, &old);
-    /* the child's id changes (an exec in place) reset the dumpable flag of the
-     * memory it shares with us (commit_creds): ours, which we set back */
-    int dumpable = prctl(PR_GET_DUMPABLE, 0, 0, 0, 0);
+    /* A pid 1 shares our memory for the whole run, and the sandbox's processes
+     * could ptrace it (with the capabilities of their user namespace) and so write
+     * into ours, outside every namespace: it makes our memory not dumpable before
+     * it spawns the first of them (child.SharedSetup; not before: a new user
+     * namespace's maps are written through /proc/self, which root owns then).
+     * Non-dumpable memory needs CAP_SYS_PTRACE in our own user namespace. We get
+     * our flag back once the child is gone (an exec in place changes ids, which
+     * resets it too: commit_creds). */
+    c->dumpable = prctl(PR_GET_DUMPABLE, 0, 0, 0, 0);
     pid_t pid = clone(child_main, stack_top, (int)(CLONE_VM | CLONE_CHILD_CLEARTID | SIGCHLD | flags),
                       c, NULL, NULL, &c->word);
     int err = errno;
+    int32_t w = 0;
     if (pid > 0) {
-        int32_t w;
-        while ((w = c->word) == RUNNING)
+        while ((w = LOAD(c->word)) == RUNNING)
             syscall(SYS_futex, &c->word, FUTEX_WAIT, RUNNING, NULL);
-        if (c->in_python) {
+        if (LOAD(c->in_python)) {
             static const char msg[] =
                 "vbdecl: the sandbox's setup process was killed while it ran in vbdecl's memory; "
                 "vbdecl cannot go on safely and exits (nothing of the sandbox remains)\n";
@@ -346,26 +381,24 @@ linux_shared_child(PyObject *module, PyObject *args)
             _exit(125);
         }
     }
-    if (dumpable >= 0 && prctl(PR_GET_DUMPABLE, 0, 0, 0, 0) != dumpable)
-        prctl(PR_SET_DUMPABLE, dumpable, 0, 0, 0);
     pthread_sigmask(SIG_SETMASK, &old, NULL);
     if (gc_was)
         PyGC_Enable();
+    collect(c);
     if (pid < 0) {
-        collect(c);
-        free_region(c);
+        give_back(c);
         errno = err;
         return PyErr_SetFromErrno(PyExc_OSError);
     }
-    collect(c);
-    if (c->word != IN_INIT_LOOP) {
-        free_region(c);
+    if (w != IN_INIT_LOOP) {
+        give_back(c);
         return Py_BuildValue("(ik)", (int)pid, 0UL);
     }
     return Py_BuildValue("(ik)", (int)pid, (unsigned long)(uintptr_t)c);
 }
 
-/* release_child(handle): free pid 1's stack; only once pid 1 has been reaped. */
+/* release_child(handle): once pid 1 has been reaped, free its stack and make us
+ * dumpable again (if we were). */
 PyObject *
 linux_release_child(PyObject *module, PyObject *arg)
 {
@@ -374,7 +407,7 @@ linux_release_child(PyObject *module, PyObject *arg)
     if (handle == (unsigned long)-1 && PyErr_Occurred())
         return NULL;
     if (handle != 0)
-        free_region((struct control *)(uintptr_t)handle);
+        give_back((struct control *)(uintptr_t)handle);
     Py_RETURN_NONE;
 }
 

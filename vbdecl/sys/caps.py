@@ -58,6 +58,13 @@ def capget() -> tuple[int, int, int]:
     return eff | eff_hi << 32, prm | prm_hi << 32, inh | inh_hi << 32
 
 
+def capset(effective: int, permitted: int, inheritable: int) -> None:
+    """Set the calling thread's capability sets (each within the permitted one)."""
+    data = _CAP_DATA.pack(effective & 0xFFFFFFFF, permitted & 0xFFFFFFFF, inheritable & 0xFFFFFFFF,
+                          effective >> 32, permitted >> 32, inheritable >> 32)
+    check(syscall("capset", bytearray(_CAP_HEADER), data), "capset")
+
+
 def map_hint() -> str | None:
     """Why a uid or gid change can fail in a user namespace, as a hint (None elsewhere)."""
     if in_initial_user_ns():

@@ -14,6 +14,7 @@ from vbdecl.sys.raw import check, raise_errno, syscall
 
 PR_SET_PDEATHSIG = 1
 PR_GET_PDEATHSIG = 2
+PR_SET_DUMPABLE = 4
 PR_SET_NAME = 15
 PR_SET_CHILD_SUBREAPER = 36
 TIOCSCTTY = 0x540E
@@ -57,6 +58,12 @@ def death_signal() -> int:
 
 def set_death_signal(sig: int) -> None:
     check(syscall("prctl", PR_SET_PDEATHSIG, sig, 0, 0, 0), "prctl(PR_SET_PDEATHSIG)")
+
+
+def set_dumpable(on: bool) -> None:
+    """PR_SET_DUMPABLE: off, only CAP_SYS_PTRACE of our memory's user namespace may
+    ptrace us or read our /proc files (which root owns then)."""
+    check(syscall("prctl", PR_SET_DUMPABLE, int(on), 0, 0, 0), "prctl(PR_SET_DUMPABLE)")
 
 
 def set_name(name: str) -> None:

@@ -2,7 +2,7 @@
  * The sandbox's first child, run in vbdecl's own memory, and pid 1's loop.
  *
  * fork() copies the page tables, and every page either process writes
- * afterwards is copied on that first write: a page fault (~4 us on the
+ * afterwards is copied on that first write: a page fault (1.5-4 us on the
  * development VM) for each page the child's Python touches, ~400 of them
  * between fork and the process's execve, and more in the parent. clone with
  * CLONE_VM shares the memory instead, as vfork does for _posixsubprocess,

@@ -86,6 +86,22 @@ def _ip(*args: str) -> str:
 _COUNTER = re.compile(r"\s*counter packets \d+ bytes \d+")
 
 
+# IPv6 duplicate address detection runs for a second or two after a link comes
+# up: the address is "tentative" until then, and then the kernel adds a local
+# route for it. Neither is an object of ours; the address and its link are.
+_TENTATIVE = re.compile(r" tentative\b")
+_LINK_LOCAL_ROUTE = re.compile(r"^local fe80::\S+ dev \S+ table local proto kernel ")
+
+
+def _addresses() -> str:
+    return "\n".join(_TENTATIVE.sub("", line) for line in _ip("-o", "addr", "show").splitlines())
+
+
+def _routes() -> str:
+    out = _ip("route", "show", "table", "all") + _ip("-6", "route", "show", "table", "all")
+    return "\n".join(line for line in out.splitlines() if not _LINK_LOCAL_ROUTE.match(line))
+
+
 def _nft() -> str:
     """The whole ruleset (tables, chains, rules, set elements), counters dropped."""
     if not shutil.which("nft"):
@@ -215,8 +231,8 @@ def snapshot() -> dict[str, object]:
     return {
         "mounts": _mounts(),
         "links": _sysfs_names("/sys/class/net"),
-        "addresses": _ip("-o", "addr", "show"),
-        "routes": _ip("route", "show", "table", "all") + _ip("-6", "route", "show", "table", "all"),
+        "addresses": _addresses(),
+        "routes": _routes(),
         "nftables": _nft(),
         "sysctls": _sysctls(),
         "cgroups": _cgroups(),

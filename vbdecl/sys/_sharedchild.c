@@ -295,8 +295,8 @@ child_main(void *arg)
     return 125;
 }
 
-/* Once the child is gone from our memory: what it left for us to free (an exec in
- * place), our dumpable flag back, the region. */
+/* Once the child has left Python: what it left for us to free (an exec in place)
+ * and our references. */
 static void
 collect(struct control *c)
 {
@@ -307,6 +307,7 @@ collect(struct control *c)
     Py_CLEAR(c->failed);
 }
 
+/* Once the child is gone from our memory: our dumpable flag back, the region. */
 static void
 give_back(struct control *c)
 {

@@ -58,7 +58,8 @@ def children(pid: int) -> list[int]:
 
 
 def line_of(stream: IO[bytes], timeout: float = 10.0) -> bytes:
-    """The next line of ``stream``, or b"" after ``timeout`` seconds without one."""
+    """The next line of ``stream`` (unbuffered: Popen(bufsize=0), else select cannot
+    see what a buffer holds already), or b"" after ``timeout`` seconds without one."""
     ready, _, _ = select.select([stream], [], [], timeout)
     return stream.readline() if ready else b""
 
@@ -376,7 +377,8 @@ def test_pid_1_keeps_only_cap_kill_and_forwards_to_another_uid(tmp_path: Path, s
         f"  process:\n    user: 1000\n    group: 1000\n    die_with_parent: true\n"
         f"    command: [/bin/sh, -c, {json.dumps(script)}]\n")
     vbdecl = str(Path(sys.executable).with_name("vbdecl"))
-    proc = subprocess.Popen([vbdecl, "run", str(manifest)], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = subprocess.Popen([vbdecl, "run", str(manifest)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            bufsize=0)
     try:
         assert proc.stdout is not None
         caps = line_of(proc.stdout)

@@ -100,6 +100,9 @@ def test_live_environment_holds_pins_and_logs(live: Live) -> None:
     assert live.env is not None and live.proc is not None
     pid = live.env["pid"]
     assert Path(f"/proc/{pid}/comm").read_text().strip() == "vbdecl-init"
+    # it only reaps: a process of the environment that gets into it (ptrace) gains nothing
+    status = dict(line.split(":\t", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines())
+    assert int(status["CapPrm"], 16) == int(status["CapEff"], 16) == int(status["CapInh"], 16) == 0
     mountinfo = Path("/proc/self/mountinfo").read_text()
     for key, path in live.env["pins"].items():
         assert f" {path} " in mountinfo

@@ -623,6 +623,7 @@ def init_main(cfg: ChildConfig, holder: int | None) -> NoReturn:
         if cfg.live:
             os.close(cfg.c2p)
             sysproc.set_name("vbdecl-init")
+            _keep_capabilities(0)   # it only reaps: processes enter from the host
             init_loop(None, forward_tty_signals=False)
         _setup_root(cfg)
         _second_go(cfg)
@@ -644,13 +645,17 @@ def _become_init(cfg: ChildConfig) -> None:
     capabilities only CAP_KILL, to forward signals to a process of another uid.
     A process that gets into pid 1 (ptrace) gains nothing more; bubblewrap's pid
     1 drops every capability too (it forwards no signals)."""
-    from vbdecl.sys import caps
-
     sysproc.close_fds_except([cfg.lock_fd])     # our pipe to the parent too
     sysproc.set_name("vbdecl-init")
+    _keep_capabilities(1 << CAP_KILL)
+
+
+def _keep_capabilities(mask: int) -> None:
+    """Keep only the permitted capabilities in ``mask``, effective; none inheritable."""
+    from vbdecl.sys import caps
+
     _, permitted, _ = caps.capget()
-    kill = permitted & 1 << CAP_KILL
-    caps.capset(kill, kill, 0)
+    caps.capset(permitted & mask, permitted & mask, 0)
 
 
 def init_loop(main_pid: int | None, *, forward_tty_signals: bool) -> NoReturn:

@@ -83,14 +83,19 @@ def test_argv_manifest_argv_runs_the_same(case: str, tmp_path: Path) -> None:
         assert _payload(BWRAP, argv2, probe) == _payload(BWRAP, argv, probe)
 
 
-def test_to_bwrap_refuses_what_bubblewrap_cannot_say(tmp_path: Path) -> None:
+@pytest.mark.parametrize(("spec", "named"), [
+    ("  network: {mode: bridge}\n  process: {command: [\"true\"]}\n", "bridge"),
+    # as root without a user namespace vbdecl switches to these ids; bubblewrap cannot
+    ("  process: {command: [id], user: 1000, group: 100}\n", "process.user/group"),
+])
+def test_to_bwrap_refuses_what_bubblewrap_cannot_say(tmp_path: Path, spec: str, named: str) -> None:
     manifest = tmp_path / "env.yaml"
     manifest.write_text("apiVersion: vbdecl/v1\nkind: Environment\nmetadata: {name: web}\nspec:\n"
-                        "  network: {mode: bridge}\n  process: {command: [\"true\"]}\n")
+                        f"{spec}  security: {{seccomp: 'off'}}\n")
     r = subprocess.run([VBDECL, "convert", "--to-bwrap", str(manifest)], capture_output=True, text=True,
                        timeout=30)
     assert r.returncode != 0
-    assert "bridge" in r.stderr and "vbdecl run" in r.stderr
+    assert named in r.stderr and "vbdecl run" in r.stderr
 
 
 def test_print_manifest_runs_nothing(tmp_path: Path) -> None:

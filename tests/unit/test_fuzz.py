@@ -2,7 +2,8 @@
 ``validate`` and ``plan`` raise only ManifestError / PlanError (in the library)
 and exit 0 or 1 with a located message (through the CLI), never another
 exception; the vb argument parser raises only VbUsageError, HelpRequested or
-VersionRequested.
+VersionRequested; and a generated bubblewrap command line converted to a
+manifest and back gives vb the same spec.
 
 The manifests are built from the manifest's own keys with values that are
 often valid, often nearly valid (wrong type, out of range, bad paths) and
@@ -408,3 +409,84 @@ def test_bad_corpus_has_at_least_150_cases() -> None:
     assert len(cases) >= 150, len(cases)
     # a file may have several expected problems (one row each)
     assert len(list(bad.glob("*.yaml"))) == len({line.split("\t")[0] for line in cases})
+
+
+# --- vb: argv -> manifest -> argv' --------------------------------------------------------------
+
+_HOST = ["/usr", "/etc", "/tmp"]
+_DESTS = ["/a", "/usr", "/x/y", "/tmp/z", "/usr/lib", "/opt/b c"]
+_PERMS = st.sampled_from(["0755", "0700", "1777", "0640"])
+_NAMES = st.sampled_from(["A", "PATH", "X_1", "LANG"])
+
+
+def _with_perms(ops: st.SearchStrategy[list[str]]) -> st.SearchStrategy[list[str]]:
+    return st.tuples(st.one_of(st.just([]), _PERMS.map(lambda m: ["--perms", m])), ops).map(
+        lambda t: t[0] + t[1])
+
+
+_dest = st.sampled_from(_DESTS)
+_fs_ops = st.one_of(
+    st.tuples(st.sampled_from(["--bind", "--ro-bind", "--dev-bind"]), st.sampled_from(_HOST), _dest).map(list),
+    st.tuples(st.sampled_from(["--bind-try", "--ro-bind-try", "--dev-bind-try"]),
+              st.sampled_from([*_HOST, "/nonexistent-vbdecl"]), _dest).map(list),
+    _with_perms(st.tuples(st.one_of(st.just([]), st.just(["--size", "1048576"])), _dest).map(
+        lambda t: [*t[0], "--tmpfs", t[1]])),
+    _with_perms(_dest.map(lambda d: ["--dir", d])),
+    st.tuples(st.sampled_from(["usr/lib", "/usr/bin", "../x", "a b"]), _dest).map(lambda t: ["--symlink", *t]),
+    st.sampled_from([["--proc", "/proc"], ["--dev", "/dev"], ["--mqueue", "/dev/mqueue"]]),
+    _dest.map(lambda d: ["--remount-ro", d]),
+    st.tuples(_PERMS, _dest).map(lambda t: ["--chmod", *t]),
+    _dest.map(lambda d: ["--overlay-src", "/usr", "--tmp-overlay", d]),
+    _dest.map(lambda d: ["--overlay-src", "/usr", "--overlay-src", "/etc", "--ro-overlay", d]),
+    _dest.map(lambda d: ["--overlay-src", "/etc", "--overlay", "/tmp/up", "/tmp/work", d]),
+)
+_process_ops = st.one_of(
+    st.tuples(_NAMES, st.sampled_from(["1", "", "a=b", "x y"])).map(lambda t: ["--setenv", *t]),
+    _NAMES.map(lambda n: ["--unsetenv", n]),
+    st.sampled_from([["--clearenv"], ["--chdir", "/tmp"], ["--new-session"], ["--die-with-parent"],
+                     ["--argv0", "sh"], ["--cap-drop", "ALL"], ["--cap-drop", "CAP_CHOWN"],
+                     ["--cap-add", "CAP_NET_ADMIN"]]),
+)
+_ns_ops = st.sampled_from([["--unshare-pid"], ["--unshare-pid", "--as-pid-1"], ["--unshare-ipc"],
+                           ["--unshare-net"], ["--unshare-uts", "--hostname", "box"], ["--unshare-cgroup"],
+                           ["--unshare-user", "--uid", "0", "--gid", "0"],
+                           ["--unshare-user", "--uid", "1000", "--gid", "100", "--disable-userns"],
+                           ["--unshare-all"], ["--unshare-all", "--share-net"]])
+bwrap_argvs = st.tuples(st.lists(st.one_of(_fs_ops, _process_ops, _ns_ops), max_size=12),
+                        st.sampled_from([["/bin/true"], ["sh", "-c", "echo hi"]])).map(
+    lambda t: [a for op in t[0] for a in op] + ["--", *t[1]])
+
+
+def _spec_of(argv: list[str]) -> dict[str, Any]:
+    opts = vbparse.parse(argv, uid=0, gid=0)
+    return vbparse.to_document(opts, uid=0, gid=0, cwd="/")
+
+
+@SETTINGS
+@given(bwrap_argvs)
+def test_vb_argv_to_manifest_to_argv_gives_the_same_sandbox(tmp_path: Path, argv: list[str]) -> None:
+    """What `vbdecl convert --from-bwrap` writes, read back and converted with
+    `--to-bwrap`, is a command line vb turns into the very same spec."""
+    from hypothesis import assume
+
+    from vbdecl.model import load_normalized
+    from vbdecl.vb.manifest import document_to_manifest, dump_yaml, manifest_to_bwrap
+
+    try:
+        first = _spec_of(argv)
+    except vbparse.VbUsageError:
+        assume(False)
+        raise
+    path = tmp_path / "m.yaml"
+    path.write_text(dump_yaml(document_to_manifest(first)))
+    loaded = load_normalized(path)[0]["spec"]
+    again = _spec_of(manifest_to_bwrap(loaded))["spec"]
+    want = dict(first["spec"])
+    want.pop("vb"), again.pop("vb")
+    if want["process"]["cwd"] is None:  # vb_only() notes it: the manifest starts in /
+        want["process"] = {**want["process"], "cwd": "/"}
+    for spec in (want, again):  # vb, as bubblewrap, sets PWD after its chdir whatever came before
+        proc = spec["process"] = dict(spec["process"])
+        proc["env"] = {k: v for k, v in proc["env"].items() if k != "PWD"}
+        proc["unset_env"] = [k for k in proc["unset_env"] if k != "PWD"]
+    assert again == want, (argv, manifest_to_bwrap(loaded))

@@ -243,8 +243,11 @@ def test_to_bwrap_keeps_exactly_the_manifests_capabilities(tmp_path, security, u
     from vbdecl.model.names import DEFAULT_CAPABILITIES
 
     path = tmp_path / "m.yaml"
+    # bubblewrap runs a command as another uid only in a user namespace
+    userns = ("  namespaces: {user: true}\n  idmap: {uid: [{inside: 1000, outside: 1000, count: 1}], "
+              "gid: [{inside: 0, outside: 0, count: 1}]}\n") if user else ""
     path.write_text("apiVersion: vbdecl/v1\nkind: Environment\nmetadata: {name: caps}\nspec:\n"
-                    f"  process: {{command: [/bin/true], user: {user}}}\n  security: {security}\n")
+                    f"{userns}  process: {{command: [/bin/true], user: {user}}}\n  security: {security}\n")
     argv = manifest_to_bwrap(load_normalized(str(path))[0]["spec"])
     added = {argv[i + 1] for i, a in enumerate(argv) if a == "--cap-add"}
     if kept.startswith("default"):

@@ -370,14 +370,25 @@ def manifest_to_bwrap(spec: dict[str, Any]) -> list[str]:
             problems.append("idmap ranges: bubblewrap maps exactly one uid and gid")
         else:
             args += ["--uid", str(uid[0]["inside"]), "--gid", str(gid[0]["inside"])]
+    elif spec["process"].get("user") or spec["process"].get("group"):
+        problems.append("process.user/group without a user namespace: bubblewrap runs the command "
+                        "with the caller's ids; map them in a user namespace (idmap)")
     if spec.get("hostname"):
         args += ["--hostname", spec["hostname"]]
+    covered: set[str] = set()  # what bubblewrap's last --proc covers read-only already
     for e in spec["filesystem"]:
         kind = e["type"]
+        if kind == "remount-ro" and e["target"] in covered:
+            covered.discard(e["target"])    # document_to_manifest wrote it for vb's --proc
+            continue
+        covered = set()
         if kind in ("bind", "ro-bind", "dev-bind"):
             args += [f"--{kind}{'-try' if e.get('optional') else ''}", e["source"], e["target"]]
         elif kind in ("proc", "dev", "mqueue", "remount-ro"):
             args += [f"--{kind}", e["target"]]
+            as_vb = {**e, "cover": ["irq", "bus"], "host": not spec["namespaces"]["pid"]}
+            if kind == "proc" and _covers_irq_and_bus(spec, as_vb):
+                covered = {e["target"].rstrip("/") + "/" + name for name in ("irq", "bus")}
         elif kind == "tmpfs":
             if e.get("mode") is not None:
                 args += ["--perms", f"{e['mode']:04o}"]

@@ -192,6 +192,33 @@ def test_texts_are_bubblewraps(args: list[str], tmp_path: Path) -> None:
     assert outputs[str(link)] == outputs[BWRAP]
 
 
+# Setup failures: bubblewrap makes the parents of a target first ("Can't mkdir parents
+# for"), then the target ("Can't mkdir", "Can't create file at", "Can't make symlink at").
+# Only read-only binds: nothing here may write to the host.
+SETUP_TEXT_CASES = [
+    ["--ro-bind", "/usr", "/usr", *case] for case in (
+        ["--dir", "/usr/lib/vbt/x"], ["--dir", "/usr/lib/vbt"], ["--symlink", "a", "/usr/lib/vbt/x"],
+        ["--tmpfs", "/usr/lib/vbt/x"], ["--ro-bind", "/etc/hostname", "/usr/lib/vbt/f"],
+        ["--ro-bind", "/etc/hostname", "/usr/lib/vbt"])
+] + [
+    ["--ro-bind", "/etc/hostname", "/f", *case] for case in (
+        ["--dir", "/f/x"], ["--dir", "/f"], ["--tmpfs", "/f"], ["--ro-bind", "/usr", "/f"],
+        ["--remount-ro", "/f/x"], ["--symlink", "x", "/f/x"], ["--proc", "/f/p"])
+]
+
+
+@pytest.mark.parametrize("args", SETUP_TEXT_CASES, ids=" ".join)
+def test_setup_failure_texts_are_bubblewraps(args: list[str], tmp_path: Path) -> None:
+    link = tmp_path / "bwrap"
+    link.symlink_to(VB)
+    outputs = {}
+    for tool in (BWRAP, str(link)):
+        r = subprocess.run([tool, *args, "true"], capture_output=True, text=True, timeout=30, cwd="/")
+        outputs[tool] = (r.returncode, r.stdout, r.stderr)
+    assert outputs[str(link)] == outputs[BWRAP]
+    assert outputs[BWRAP][0] == 1 and outputs[BWRAP][2].startswith("bwrap: Can't ")
+
+
 def test_json_status_fd_reports_child_pid_and_exit_code(tmp_path: Path) -> None:
     outputs = {}
     for tool in (BWRAP, VB):

@@ -194,9 +194,11 @@ def ensure_mountpoint(root_fd: int, path: str, is_dir: bool,
     """An O_PATH fd on ``path``, created as a directory or an empty file if missing."""
     fd = resolve(root_fd, path, os.O_PATH, missing_ok=True)
     if fd >= 0:
-        if not is_dir and _isdir_fd(fd):
-            # a file mount cannot go onto a directory (move_mount would say EINVAL)
+        if is_dir != _isdir_fd(fd):
+            # a mount cannot go onto a target of the other type (move_mount would say EINVAL)
             _close(fd)
+            if is_dir:
+                raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), path)
             exc = IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), path)
             exc.making_file = True    # type: ignore[attr-defined]  # (vb's words: _bwrap_message)
             raise exc
@@ -837,9 +839,25 @@ def _msg(exc: BaseException) -> str:
     return str(exc)
 
 
-def _bwrap_message(e: dict[str, Any], exc: BaseException) -> str | None:
+def _parent_is_dir(root_fd: int, target: str) -> bool:
+    """Whether the parent of ``target`` is a directory in the root (True if there is no root)."""
+    if root_fd < 0:
+        return True
+    try:
+        fd = resolve(root_fd, target.rstrip("/").rpartition("/")[0] or "/",
+                     os.O_PATH | os.O_DIRECTORY, missing_ok=True)
+    except OSError:
+        return False
+    _close(fd)
+    return fd >= 0
+
+
+def _bwrap_message(e: dict[str, Any], exc: BaseException, root_fd: int = -1) -> str | None:
     """bubblewrap's words for a failed entry of ``vb`` (spec["vb"]), where it has its
-    own; None: vbdecl's message stands. Manifests keep vbdecl's messages."""
+    own; None: vbdecl's message stands. Manifests keep vbdecl's messages.
+
+    bubblewrap makes the parents of every target but --chmod's first, and names
+    that step when it fails: so does vb, when the parent is not a directory now."""
     code = getattr(exc, "errno", None)
     if not isinstance(code, int):
         return None
@@ -847,12 +865,17 @@ def _bwrap_message(e: dict[str, Any], exc: BaseException) -> str | None:
     kind = e["type"]
     if kind in ("file", "bind-data") and isinstance(exc, DataReadError):
         return f"Can't write data to file {e['target']}: {reason}"
-    if kind == "file":
-        return f"Can't create file {e['target']}: {reason}"
     if kind == "chmod":
         return f"Can't chmod 0{int(e['mode']):o} {e['target']}: {reason}"
-    if kind == "remount-ro" and code == errno.ENOENT:
+    if kind == "remount-ro" and code == errno.ENOENT:   # vb makes no parents for it
         return f"Can't remount readonly on /newroot{e['target']}: realpath(destination): {reason}"
+    if not _parent_is_dir(root_fd, e["target"]):
+        return f"Can't mkdir parents for {e['target']}: {reason}"
+    if kind == "file":
+        return f"Can't create file {e['target']}: {reason}"
+    if code == errno.ENOTDIR and kind not in ("symlink", "remount-ro") and not getattr(
+            exc, "making_file", False):
+        return f"Can't mkdir {e['target']}: {reason}"   # a directory mount point, or dir
     if isinstance(exc, SysError):
         return None         # a mount call: vbdecl's words name it
     if kind == "symlink":
@@ -873,8 +896,8 @@ def _hint(exc: BaseException, e: dict[str, Any], *, vb: bool = False) -> str | N
     if code == errno.EROFS:
         return "the target's parent is read-only: create the mount point earlier, or mount a tmpfs first"
     if code == errno.ENOTDIR:
-        return ("a component of the target is not a directory, or a symlink that does not resolve "
-                "to one inside the root")
+        return ("the target (for a directory mount) or a component of its path is not a directory, "
+                "or is a symlink that does not resolve to one inside the root")
     if code == errno.EISDIR:
         return "the target exists with another type (file vs directory) than the source"
     if code == errno.EPERM and e["type"] == "proc":
@@ -988,7 +1011,7 @@ def _setup_root(spec: dict[str, Any], contained: bool) -> None:
             try:
                 b.apply(e)
             except OSError as exc:
-                bwrap = _bwrap_message(e, exc) if "vb" in spec else None
+                bwrap = _bwrap_message(e, exc, b.root_fd) if "vb" in spec else None
                 if bwrap is not None:
                     raise RuntimeSetupError(bwrap, hint=_hint(exc, e, vb=True)) from exc
                 raise RuntimeSetupError(f"{_describe(e)}: {_msg(exc)}", where=aid,

@@ -318,6 +318,9 @@ class Builder:
         made = self.make(e)
         try:
             self.place(e, made)
+        except OSError as exc:
+            exc.placing = True    # type: ignore[attr-defined]  # (vb's words: _bwrap_message)
+            raise
         finally:
             made.close()
             self.unlink_staged()
@@ -857,7 +860,8 @@ def _bwrap_message(e: dict[str, Any], exc: BaseException, root_fd: int = -1) -> 
     own; None: vbdecl's message stands. Manifests keep vbdecl's messages.
 
     bubblewrap makes the parents of every target but --chmod's first, and names
-    that step when it fails: so does vb, when the parent is not a directory now."""
+    that step when it fails: so does vb, when placing the entry in the root failed
+    and the parent is not a directory now."""
     code = getattr(exc, "errno", None)
     if not isinstance(code, int):
         return None
@@ -869,11 +873,12 @@ def _bwrap_message(e: dict[str, Any], exc: BaseException, root_fd: int = -1) -> 
         return f"Can't chmod 0{int(e['mode']):o} {e['target']}: {reason}"
     if kind == "remount-ro" and code == errno.ENOENT:   # vb makes no parents for it
         return f"Can't remount readonly on /newroot{e['target']}: realpath(destination): {reason}"
-    if not _parent_is_dir(root_fd, e["target"]):
+    placing = getattr(exc, "placing", False)
+    if placing and not _parent_is_dir(root_fd, e["target"]):
         return f"Can't mkdir parents for {e['target']}: {reason}"
     if kind == "file":
         return f"Can't create file {e['target']}: {reason}"
-    if code == errno.ENOTDIR and kind not in ("symlink", "remount-ro") and not getattr(
+    if placing and code == errno.ENOTDIR and kind not in ("symlink", "remount-ro") and not getattr(
             exc, "making_file", False):
         return f"Can't mkdir {e['target']}: {reason}"   # a directory mount point, or dir
     if isinstance(exc, SysError):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import select
 import signal
 import subprocess
 import sys
@@ -18,6 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
 from test_runtime import DRIVER, HOST_ROOT
 
 from vbdecl.runtime.spawn import run_spec
@@ -173,6 +175,44 @@ def test_die_with_parent_reaches_through_pid1(tmp_path: Path) -> None:
     finally:
         proc.kill()
         proc.wait()
+
+
+@pytest.mark.parametrize(("case", "changes"), [
+    # the holder and pid 1 become root of a user namespace whose 0 is uid 100000 outside
+    ("userns-100000", {"namespaces": {"user": True}, "idmap": {
+        "uid": [{"inside": 0, "outside": 100000, "count": 65536}],
+        "gid": [{"inside": 0, "outside": 100000, "count": 65536}]}}),
+    ("no-init-uid-1000", {"process": {"init": False, "user": 1000}}),
+    ("no-pid-ns-gid-1000", {"namespaces": {"pid": False}, "process": {"group": 1000}}),
+])
+def test_die_with_parent_outlives_a_change_of_ids(tmp_path: Path, case: str,
+                                                  changes: dict[str, Any]) -> None:
+    """The kernel clears a process's death signal when its uid or gid changes: vbdecl
+    sets it again after every change (a sweep found the sandbox outliving a killed
+    vbdecl in these cases)."""
+    spec = spec_for("echo ready; exec sleep 60")     # (the ids may not reach tmp_path)
+    for key, value in changes.items():
+        spec[key] = {**spec[key], **value} if isinstance(spec[key], dict) else value
+    proc = start(tmp_path, spec, stdout=subprocess.PIPE)
+    tree: set[int] = set()
+    try:
+        assert proc.stdout is not None
+        assert select.select([proc.stdout], [], [], 10)[0], f"{case}: the command never started"
+        assert proc.stdout.readline() == b"ready\n"
+        tree = descendants(proc.pid)
+        assert tree, case
+        proc.kill()                                   # vbdecl dies without any cleanup
+        proc.wait()
+        deadline = time.monotonic() + 5
+        while any(alive(p) for p in tree) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert not [p for p in tree if alive(p)], case
+    finally:
+        proc.kill()
+        proc.wait()
+        for p in tree:      # (only after a failure)
+            if alive(p):
+                os.kill(p, signal.SIGKILL)
 
 
 def test_without_die_with_parent_the_tree_survives(tmp_path: Path) -> None:

@@ -272,7 +272,7 @@ def holder_main(cfg: ChildConfig, parent: int) -> NoReturn:
         if cfg.await_go:
             load_setup_code(cfg)   # while the parent writes id maps and runs host actions
             _wait_go(cfg.p2c)
-        _after_go(cfg)
+        _after_go(cfg, parent)
         if cfg.live:
             os.close(cfg.p2c)
             cfg.p2c = -1
@@ -339,7 +339,7 @@ class SharedSetup:
                 sysproc.set_pdeathsig(signals.SIGKILL, self.parent)
             _enter_namespaces(cfg)
             send(cfg.c2p, MSG_UNSHARED)
-            _after_go(cfg)
+            _after_go(cfg, self.parent)
             send(cfg.c2p, MSG_PID, struct.pack("=i", 0))
             _setup_root(cfg)
             if cfg.direct_init and cfg.spec["process"].get("init", True):
@@ -540,7 +540,7 @@ def _join(key: str, path: str, *, vb: bool = False) -> None:
         os.close(fd)
 
 
-def _after_go(cfg: ChildConfig) -> None:
+def _after_go(cfg: ChildConfig, parent: int) -> None:
     spec = cfg.spec
     if cfg.user_new:
         # Maps are written: become root of the new user namespace if 0 is mapped.
@@ -549,6 +549,10 @@ def _after_go(cfg: ChildConfig) -> None:
             os.setresuid(0, 0, 0)
         except OSError:
             pass
+        if cfg.die_with_parent and not cfg.live:
+            # The kernel clears the death signal when our uid or gid changes (root
+            # of the host becomes the map's outside id, say): ask again.
+            sysproc.set_pdeathsig(signals.SIGKILL, parent)
     if spec["namespaces"].get("cgroup") is True:
         sysns.unshare(sysns.CLONE_NEWCGROUP)
     hostname = spec.get("hostname")

@@ -439,6 +439,23 @@ setgroups_denied(void)
     return n >= 4 && memcmp(buf, "deny", 4) == 0;
 }
 
+/* PR_SET_PDEATHSIG(SIGKILL) for the plan's expected parent; one gone already (we
+ * were reparented) means we die now. The kernel clears the setting whenever our
+ * uid or gid changes, so security() asks again after setresuid. */
+static int
+death_signal(const struct plan *p, struct failure *f)
+{
+    if (p->death_parent < 0)
+        return 0;
+    if (prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) != 0)
+        FAIL(f, STEP_DEATH_SIGNAL, 0, errno);
+    if (getppid() != p->death_parent) {    /* it died before we asked */
+        kill(getpid(), SIGKILL);
+        _exit(128 + SIGKILL);               /* (pid 1 of a namespace ignores its own kill) */
+    }
+    return 0;
+}
+
 static int
 security(const struct plan *p, struct failure *f)
 {
@@ -465,6 +482,8 @@ security(const struct plan *p, struct failure *f)
         FAIL(f, STEP_SETRESGID, p->gid, errno);
     if (syscall(NR_SETRESUID, p->uid, p->uid, p->uid) != 0)
         FAIL(f, STEP_SETRESUID, p->uid, errno);
+    if (death_signal(p, f) < 0)
+        return -1;
     if (prctl(PR_SET_KEEPCAPS, 0, 0, 0, 0) != 0)
         FAIL(f, STEP_KEEPCAPS, 0, errno);
     if (caps_get(&eff, &prm, &inh) != 0)
@@ -537,14 +556,8 @@ last_step_run(struct plan *p, struct failure *f, const sigset_t *mask)
         sigprocmask(SIG_SETMASK, mask, NULL);
     if (p->new_session && setsid() < 0)
         FAIL(f, STEP_SETSID, 0, errno);
-    if (p->death_parent >= 0) {
-        if (prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) != 0)
-            FAIL(f, STEP_DEATH_SIGNAL, 0, errno);
-        if (getppid() != p->death_parent) {    /* it died before we asked */
-            kill(getpid(), SIGKILL);
-            _exit(128 + SIGKILL);               /* (pid 1 of a namespace ignores its own kill) */
-        }
-    }
+    if (death_signal(p, f) < 0)
+        return -1;
     Py_ssize_t c;
     for (c = 0; c < p->n_cwds; c++) {
         if (chdir(p->cwds[c]) == 0) {

@@ -58,3 +58,12 @@ def test_missing_source_hints_per_type() -> None:
     # vb speaks bubblewrap's options, not manifest keys
     vb_hint = _hint(enoent, WITH_SOURCE["ro-bind"], vb=True) or ""
     assert "--ro-bind-try" in vb_hint and "optional" not in vb_hint
+
+
+@pytest.mark.parametrize(("err", "fragment"), [
+    (errno.EROFS, "on a read-only mount"),      # not "the target's parent": the target itself
+    (errno.EPERM, "owner must be mapped"),      # not "needs CAP_SYS_ADMIN": chmod needs ownership
+])
+def test_chmod_hints_name_what_chmod_needs(err: int, fragment: str) -> None:
+    hint = _hint(OSError(err, "x"), {"type": "chmod", "target": "/h", "mode": 0o700}) or ""
+    assert fragment in hint, hint

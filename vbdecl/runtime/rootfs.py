@@ -898,6 +898,12 @@ def _hint(exc: BaseException, e: dict[str, Any], *, vb: bool = False) -> str | N
         return _missing_source_hint(e, vb)
     if code == errno.ENOENT and e["type"] in ("overlay", "tmp-overlay", "ro-overlay"):
         return "every overlay lower directory must exist on the host"
+    if e["type"] == "chmod" and code == errno.EROFS:
+        return ("the target is on a read-only mount (ro-bind, ro-overlay, remount-ro): change its "
+                "mode before that entry, or in its source")
+    if e["type"] == "chmod" and code == errno.EPERM:
+        return ("only the file's owner may change its mode (or CAP_FOWNER over it): in a user "
+                "namespace, that owner must be mapped (idmap)")
     if code == errno.EROFS:
         return "the target's parent is read-only: create the mount point earlier, or mount a tmpfs first"
     if code == errno.ENOTDIR:

@@ -106,6 +106,24 @@ def test_read_rules_alone_still_deny_writes(tmp_path: Path) -> None:
         assert got[k] == 13, (k, got)
 
 
+def test_without_no_new_privs_landlock_is_loaded_with_cap_sys_admin_held(tmp_path: Path) -> None:
+    # The kernel takes a Landlock domain from a process with no_new_privs or CAP_SYS_ADMIN:
+    # vbdecl holds the latter only until the filters are loaded (docs/security.md).
+    base = tree(tmp_path)
+    cfg = {"read": ["/usr", f"{base}/ro", "/proc"], "read_write": [f"{base}/rw"], "execute": ["/usr"]}
+    status = "t('status', lambda: print(open('/proc/self/status').read(), file=sys.stderr))\n"
+    probe = PROBE.replace("print(json.dumps(out))", status + "print(json.dumps(out))")
+    r = python(tmp_path, spec({"landlock": cfg, "no_new_privs": False,
+                               "capabilities": {"drop": ["ALL"], "add": []}}),
+               probe, extra_args=[str(base)])
+    assert r.code == 0, r
+    got = json.loads(r.out)
+    assert (got["read ro"], got["write rw"], got["write ro"], got["write none"]) == ("ok", "ok", 13, 13)
+    fields = dict(line.split(":", 1) for line in r.err.splitlines() if ":" in line)
+    assert fields["NoNewPrivs"].strip() == "0"
+    assert int(fields["CapEff"], 16) == int(fields["CapPrm"], 16) == 0
+
+
 PORTS = r"""
 import json, socket, sys
 ok_bind, ok_conn, other = map(int, sys.argv[1:4])

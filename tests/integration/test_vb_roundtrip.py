@@ -123,6 +123,8 @@ EXPRESSIBLE = {
            "--tmpfs", "/t", "--mqueue", "/mq", "--chdir", "/usr", "--setenv", "A", "1"],
     "uts-user": ["--unshare-net", "--unshare-uts", "--hostname", "h", "--unshare-user", "--uid", "0",
                  "--chdir", "/"],
+    # no pid namespace of its own: bubblewrap's --proc binds the host's /proc, a bind in the manifest
+    "user-host-proc": ["--unshare-net", "--unshare-user", "--uid", "0", "--proc", "/proc", "--chdir", "/"],
 }
 
 

@@ -433,7 +433,8 @@ _fs_ops = st.one_of(
         lambda t: [*t[0], "--tmpfs", t[1]])),
     _with_perms(_dest.map(lambda d: ["--dir", d])),
     st.tuples(st.sampled_from(["usr/lib", "/usr/bin", "../x", "a b"]), _dest).map(lambda t: ["--symlink", *t]),
-    st.sampled_from([["--proc", "/proc"], ["--dev", "/dev"], ["--mqueue", "/dev/mqueue"]]),
+    # (mqueue with its own ipc namespace: in a user namespace it could not be mounted otherwise)
+    st.sampled_from([["--proc", "/proc"], ["--dev", "/dev"], ["--unshare-ipc", "--mqueue", "/dev/mqueue"]]),
     _dest.map(lambda d: ["--remount-ro", d]),
     st.tuples(_PERMS, _dest).map(lambda t: ["--chmod", *t]),
     _dest.map(lambda d: ["--overlay-src", "/usr", "--tmp-overlay", d]),

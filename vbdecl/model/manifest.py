@@ -817,13 +817,6 @@ class Security(_Model):
     landlock: Landlock | None = None
     disable_userns: bool = False
 
-    @model_validator(mode="after")
-    def _rules(self) -> Security:
-        if self.landlock is not None and not self.no_new_privs:
-            raise fail("security.landlock needs no_new_privs: true",
-                       "Landlock can only be enforced on a process with no_new_privs set", at=("landlock",))
-        return self
-
 
 class Status(_Model):
     lock_file: HostPath | None = None
@@ -872,6 +865,14 @@ class Spec(_Model):
                 errors.append(fail(f"namespaces.{key}.nested: only a pid namespace can be nested in a joined one",
                                    f"remove nested, or use namespaces.{key}: true for a new {key} namespace",
                                    at=("namespaces", key, "nested")))
+        for i, entry in enumerate(self.filesystem):
+            # The kernel lets a user namespace mount these only for a namespace it owns.
+            owner = {"proc": "pid", "mqueue": "ipc"}.get(entry.type)
+            if owner is not None and user_on and getattr(ns, owner) is False:
+                errors.append(fail(
+                    f"{entry.type} in a new user namespace needs namespaces.{owner}: true",
+                    f"a user namespace may mount {entry.type} only in {owner} namespaces it owns: "
+                    f"remove namespaces.{owner}: false, or this entry", at=("filesystem", i, "type")))
         if self.hostname is not None and ns.uts is not True:
             errors.append(fail("hostname needs the uts namespace, but namespaces.uts is off",
                                "remove namespaces.uts: false (it is on by default), or remove hostname",

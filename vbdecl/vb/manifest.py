@@ -155,7 +155,11 @@ def document_to_manifest(doc: dict[str, Any], *, read_fds: bool = False) -> dict
         manifest_spec["idmap"] = {k: [dict(m) for m in v] for k, v in spec["idmap"].items()}
     manifest_spec["filesystem"] = []
     for e in spec["filesystem"]:
-        manifest_spec["filesystem"].append(_fs_entry(e, read_fds))
+        if _binds_host_proc(spec, e):
+            manifest_spec["filesystem"].append({"type": "bind", "source": "/proc", "target": e["target"]})
+            e = {**e, "host": False}    # its covers as for a proc of its own
+        else:
+            manifest_spec["filesystem"].append(_fs_entry(e, read_fds))
         if _covers_irq_and_bus(spec, e):
             for name in ("irq", "bus"):
                 manifest_spec["filesystem"].append(
@@ -179,6 +183,14 @@ def document_to_manifest(doc: dict[str, Any], *, read_fds: bool = False) -> dict
         "metadata": {"name": doc.get("name") or "vb"},
         "spec": manifest_spec,
     }
+
+
+def _binds_host_proc(spec: dict[str, Any], e: dict[str, Any]) -> bool:
+    """Whether vb's (bubblewrap's) --proc entry ``e`` binds the host's /proc where a
+    manifest's proc could not be mounted: in a new user namespace without a pid
+    namespace of its own (which owns none). The bind is the same: nothing there that
+    bubblewrap would cover read-only is writable from such a user namespace."""
+    return bool(e["type"] == "proc" and e.get("host") and spec["namespaces"]["user"] is True)
 
 
 def _covers_irq_and_bus(spec: dict[str, Any], e: dict[str, Any]) -> bool:
@@ -214,7 +226,7 @@ def vb_only(doc: dict[str, Any]) -> list[str]:
     out: list[str] = []
     if vb.get("seccomp_fds"):
         out.append(_seccomp_left_out(vb))
-    if any(e["type"] == "proc" and e.get("host") for e in fs):
+    if any(e["type"] == "proc" and e.get("host") and not _binds_host_proc(spec, e) for e in fs):
         out.append("--proc without a pid namespace: vb binds the host's /proc (bubblewrap); "
                    "the manifest mounts a new proc")
     if any(e["type"] == "dev" and e.get("shm") == "dir" for e in fs):
@@ -382,7 +394,12 @@ def manifest_to_bwrap(spec: dict[str, Any]) -> list[str]:
             covered.discard(e["target"])    # document_to_manifest wrote it for vb's --proc
             continue
         covered = set()
-        if kind in ("bind", "ro-bind", "dev-bind"):
+        if kind == "bind" and e["source"] == "/proc" and not e.get("optional") and \
+                spec["namespaces"]["user"] is True and spec["namespaces"]["pid"] is False:
+            args += ["--proc", e["target"]]     # what bubblewrap's --proc does there
+            if _covers_irq_and_bus(spec, {"type": "proc", "cover": ["irq", "bus"]}):
+                covered = {e["target"].rstrip("/") + "/" + name for name in ("irq", "bus")}
+        elif kind in ("bind", "ro-bind", "dev-bind"):
             args += [f"--{kind}{'-try' if e.get('optional') else ''}", e["source"], e["target"]]
         elif kind in ("proc", "dev", "mqueue", "remount-ro"):
             args += [f"--{kind}", e["target"]]

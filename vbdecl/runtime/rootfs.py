@@ -56,6 +56,8 @@ if TYPE_CHECKING:
 STAGING_BASES = ("/tmp", "/run", "/var/tmp", "/mnt")
 
 DEFAULT_MODES = {"tmpfs": 0o755, "dir": 0o755, "file": 0o644, "bind-data": 0o600}
+# What of a new proc is bound read-only onto itself where the setup could write it (bubblewrap's)
+PROC_COVERS = ("sys", "sysrq-trigger", "irq", "bus")
 _DEV_NODES = ("null", "zero", "full", "random", "urandom", "tty")
 _DEV_LINKS = (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"), ("stdout", "/proc/self/fd/1"),
               ("stderr", "/proc/self/fd/2"), ("core", "/proc/kcore"), ("ptmx", "pts/ptmx"))
@@ -440,20 +442,30 @@ class Builder:
 
     def place_proc(self, e: dict[str, Any], made: Made) -> None:
         self._attach_made(e["target"], made)
-        if e.get("cover"):
+        if "cover" in e:    # vb: what bubblewrap covers, where its setup could write
             self._cover_ro(e["target"], list(e["cover"]), as_root=bool(e.get("cover_as_root")))
+        else:
+            # A manifest's proc: the host's sysctls (kernel.modprobe, core_pattern), sysrq,
+            # irq affinities and bus devices are never writable from the sandbox. (bubblewrap
+            # asks access(2), which says no for the directory /proc/sys even to root.)
+            self._cover_ro(e["target"], list(PROC_COVERS), writable_only=False)
 
-    def _cover_ro(self, target: str, names: list[str], *, as_root: bool = False) -> None:
-        """vb: bind the writable ones of NAMES under TARGET read-only onto themselves
-        (bubblewrap does this for /proc/sys, sysrq-trigger, irq and bus). Writable: for
-        our real uid (access(2)), or ``as_root`` with our effective capabilities (as uid
-        0 of our user namespace, where bubblewrap sets up, checks it)."""
+    def _cover_ro(self, target: str, names: list[str], *, as_root: bool = False,
+                  writable_only: bool = True) -> None:
+        """Bind NAMES under TARGET read-only onto themselves, those that exist; with
+        ``writable_only`` (vb: bubblewrap's rule for /proc/sys, sysrq-trigger, irq and
+        bus) only the writable ones. Writable: for our real uid (access(2)), or
+        ``as_root`` with our effective capabilities (as uid 0 of our user namespace,
+        where bubblewrap sets up, checks it)."""
         dfd = resolve(self.root_fd, target, os.O_PATH | os.O_DIRECTORY)
         try:
             for name in names:
-                if not os.access(name, os.W_OK, dir_fd=dfd, effective_ids=as_root):
+                if writable_only and not os.access(name, os.W_OK, dir_fd=dfd, effective_ids=as_root):
                     continue    # already read-only, or absent
-                src = os.open(name, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dfd)
+                try:
+                    src = os.open(name, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dfd)
+                except FileNotFoundError:
+                    continue
                 try:
                     clone = m.clone_tree(src, recursive=False)
                     try:

@@ -188,14 +188,15 @@ def document_to_manifest(doc: dict[str, Any], *, read_fds: bool = False) -> dict
 def _binds_host_proc(spec: dict[str, Any], e: dict[str, Any]) -> bool:
     """Whether vb's (bubblewrap's) --proc entry ``e`` binds the host's /proc where a
     manifest's proc could not be mounted: in a new user namespace without a pid
-    namespace of its own (which owns none). The bind is the same: nothing there that
-    bubblewrap would cover read-only is writable from such a user namespace."""
+    namespace of its own (which owns none). The manifest binds it too, with the
+    covers vb makes (:func:`_covers_irq_and_bus`)."""
     return bool(e["type"] == "proc" and e.get("host") and spec["namespaces"]["user"] is True)
 
 
 def _covers_irq_and_bus(spec: dict[str, Any], e: dict[str, Any]) -> bool:
     """Whether vb (as bubblewrap) binds /proc/irq and /proc/bus of this proc entry
-    read-only (a manifest's proc covers /proc/sys and /proc/sysrq-trigger itself).
+    read-only: the manifest says so for a bind of the host's /proc (a manifest's
+    proc covers them itself; older manifests say it too, which is harmless).
     It covers what its setup may write, and only a root caller setting up as root
     (outside a user namespace, as uid 0 of one, or with ``cover_as_root``) may."""
     if e["type"] != "proc" or e.get("host") or not {"irq", "bus"} <= set(e.get("cover") or []):

@@ -101,8 +101,7 @@ def test_live_environment_holds_pins_and_logs(live: Live) -> None:
     pid = live.env["pid"]
     assert Path(f"/proc/{pid}/comm").read_text().strip() == "vbdecl-init"
     # it only reaps: a process of the environment that gets into it (ptrace) gains nothing
-    status = dict(line.split(":\t", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines())
-    assert int(status["CapPrm"], 16) == int(status["CapEff"], 16) == int(status["CapInh"], 16) == 0
+    assert _capabilities(pid) == (0, 0, 0)
     mountinfo = Path("/proc/self/mountinfo").read_text()
     for key, path in live.env["pins"].items():
         assert f" {path} " in mountinfo
@@ -119,6 +118,33 @@ def test_live_environment_holds_pins_and_logs(live: Live) -> None:
     assert all(line.endswith(":/") for line in Path(f"/proc/{sup}/cgroup").read_text().splitlines())
     out = live.vbdecl("logs", live.name)
     assert out.returncode == 0 and out.stdout.splitlines() == ["started", "err"]
+
+
+def _capabilities(pid: int) -> tuple[int, int, int]:
+    """CapPrm, CapEff, CapInh of a live init, once it has dropped them: an init forked
+    into a pid namespace does so right after the apply learnt its pid."""
+    deadline = time.monotonic() + 5
+    while True:
+        status = dict(line.split(":\t", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines())
+        caps = int(status["CapPrm"], 16), int(status["CapEff"], 16), int(status["CapInh"], 16)
+        if caps == (0, 0, 0) or time.monotonic() > deadline:
+            return caps
+        time.sleep(0.01)
+
+
+def test_a_live_init_without_a_pid_namespace_keeps_no_capabilities(tmp_path: Path) -> None:
+    """There the first child itself is the init (no fork into a pid namespace)."""
+    spec = copy.deepcopy(SPEC)
+    spec["namespaces"]["pid"] = False
+    env = Live(tmp_path / "state", spec)
+    try:
+        env.env = op_for("env.namespaces").apply(
+            env.ctx, {k: spec[k] for k in ("namespaces", "idmap", "hostname")})
+        pid = env.env["pid"]
+        assert Path(f"/proc/{pid}/comm").read_text().strip() == "vbdecl-init"
+        assert _capabilities(pid) == (0, 0, 0)
+    finally:
+        env.down()
 
 
 def _ppid(pid: int) -> int:

@@ -480,9 +480,10 @@ def _live_holder(cfg: ChildConfig) -> NoReturn:
             init_main(cfg, me)
         send(cfg.c2p, MSG_PID, struct.pack("=i", pid))
         os._exit(0)
+    sysproc.set_name("vbdecl-init")
+    _keep_capabilities(0)   # as init_main's: it only reaps
     send(cfg.c2p, MSG_PID, struct.pack("=i", os.getpid()))
     os.close(cfg.c2p)
-    sysproc.set_name("vbdecl-init")
     init_loop(None, forward_tty_signals=False)
 
 

@@ -184,12 +184,24 @@ def test_die_with_parent_reaches_through_pid1(tmp_path: Path) -> None:
         "gid": [{"inside": 0, "outside": 100000, "count": 65536}]}}),
     ("no-init-uid-1000", {"process": {"init": False, "user": 1000}}),
     ("no-pid-ns-gid-1000", {"namespaces": {"pid": False}, "process": {"group": 1000}}),
+    # joining a user namespace of another owner (nobody's, made below) clears it too
+    ("join-userns-of-nobody", {"namespaces": {"user": {"join": "@USERNS"}, "mount": False},
+                               "filesystem": []}),
 ])
 def test_die_with_parent_outlives_a_change_of_ids(tmp_path: Path, case: str,
                                                   changes: dict[str, Any]) -> None:
-    """The kernel clears a process's death signal when its uid or gid changes: vbdecl
-    sets it again after every change (a sweep found the sandbox outliving a killed
-    vbdecl in these cases)."""
+    """The kernel clears a process's death signal when its uid or gid changes, or it
+    joins a user namespace it does not own: vbdecl sets it again after each (a sweep
+    and a review found the sandbox outliving a killed vbdecl in these cases)."""
+    owner = None
+    if case.startswith("join-"):
+        owner = subprocess.Popen(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+                                  "unshare", "-U", "-r", "sleep", "60"])
+        changes = json.loads(json.dumps(changes).replace("@USERNS", f"/proc/{owner.pid}/ns/user"))
+        deadline = time.monotonic() + 5
+        while os.stat(f"/proc/{owner.pid}/ns/user").st_ino == os.stat("/proc/self/ns/user").st_ino:
+            assert time.monotonic() < deadline, "unshare -U never ran"
+            time.sleep(0.01)
     spec = spec_for("echo ready; exec sleep 60")     # (the ids may not reach tmp_path)
     for key, value in changes.items():
         spec[key] = {**spec[key], **value} if isinstance(spec[key], dict) else value
@@ -213,6 +225,9 @@ def test_die_with_parent_outlives_a_change_of_ids(tmp_path: Path, case: str,
         for p in tree:      # (only after a failure)
             if alive(p):
                 os.kill(p, signal.SIGKILL)
+        if owner is not None:
+            owner.kill()
+            owner.wait()
 
 
 def test_without_die_with_parent_the_tree_survives(tmp_path: Path) -> None:

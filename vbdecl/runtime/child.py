@@ -550,10 +550,11 @@ def _after_go(cfg: ChildConfig, parent: int) -> None:
             os.setresuid(0, 0, 0)
         except OSError:
             pass
-        if cfg.die_with_parent and not cfg.live:
-            # The kernel clears the death signal when our uid or gid changes (root
-            # of the host becomes the map's outside id, say): ask again.
-            sysproc.set_pdeathsig(signals.SIGKILL, parent)
+    if (cfg.user_new or any(key == "user" for key, _ in cfg.joins)) and cfg.die_with_parent \
+            and not cfg.live:
+        # The kernel clears the death signal when our ids change (host root becomes the
+        # map's outside id) and when we join a user namespace of another owner: ask again.
+        sysproc.set_pdeathsig(signals.SIGKILL, parent)
     if spec["namespaces"].get("cgroup") is True:
         sysns.unshare(sysns.CLONE_NEWCGROUP)
     hostname = spec.get("hostname")

@@ -389,6 +389,8 @@ def manifest_to_bwrap(spec: dict[str, Any]) -> list[str]:
     if spec.get("hostname"):
         args += ["--hostname", spec["hostname"]]
     covered: set[str] = set()  # what bubblewrap's last --proc covers read-only already
+    # (bubblewrap sets up as uid 0 of a new user namespace when it mounts a devpts: parse.py)
+    as_root = spec["namespaces"]["user"] is True and any(e["type"] == "dev" for e in spec["filesystem"])
     for e in spec["filesystem"]:
         kind = e["type"]
         if kind == "remount-ro" and e["target"] in covered:
@@ -398,13 +400,14 @@ def manifest_to_bwrap(spec: dict[str, Any]) -> list[str]:
         if kind == "bind" and e["source"] == "/proc" and not e.get("optional") and \
                 spec["namespaces"]["user"] is True and spec["namespaces"]["pid"] is False:
             args += ["--proc", e["target"]]     # what bubblewrap's --proc does there
-            if _covers_irq_and_bus(spec, {"type": "proc", "cover": ["irq", "bus"]}):
+            if _covers_irq_and_bus(spec, {"type": "proc", "cover": ["irq", "bus"], "cover_as_root": as_root}):
                 covered = {e["target"].rstrip("/") + "/" + name for name in ("irq", "bus")}
         elif kind in ("bind", "ro-bind", "dev-bind"):
             args += [f"--{kind}{'-try' if e.get('optional') else ''}", e["source"], e["target"]]
         elif kind in ("proc", "dev", "mqueue", "remount-ro"):
             args += [f"--{kind}", e["target"]]
-            as_vb = {**e, "cover": ["irq", "bus"], "host": not spec["namespaces"]["pid"]}
+            as_vb = {**e, "cover": ["irq", "bus"], "host": not spec["namespaces"]["pid"],
+                     "cover_as_root": as_root}
             if kind == "proc" and _covers_irq_and_bus(spec, as_vb):
                 covered = {e["target"].rstrip("/") + "/" + name for name in ("irq", "bus")}
         elif kind == "tmpfs":

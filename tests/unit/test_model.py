@@ -212,3 +212,18 @@ def test_every_duplicate_published_port_is_reported() -> None:
         ("ports.yaml:10:9", "port 8080/tcp is published 3 times (items 1, 2 and 3)"),
         ("ports.yaml:12:9", "port 9090/udp is published twice (items 4 and 5)"),
     ]
+
+
+def test_landlock_without_no_new_privs_is_valid() -> None:
+    # The runtime holds CAP_SYS_ADMIN until the filters are loaded (docs/security.md);
+    # tests/integration/test_landlock.py runs it.
+    spec = _spec("spec:\n  security: {no_new_privs: false, landlock: {read: [/usr]}}\n")
+    assert spec["security"]["no_new_privs"] is False  # type: ignore[index]
+    assert spec["security"]["landlock"]["read"] == ["/usr"]  # type: ignore[index]
+
+
+@pytest.mark.parametrize("pid", ["true", "{join: /proc/1/ns/pid, nested: true}"])
+def test_proc_in_a_new_user_namespace_with_a_pid_namespace_it_owns_is_valid(pid: str) -> None:
+    spec = _spec(f"spec:\n  namespaces: {{user: true, pid: {pid}}}\n  filesystem:\n"
+                 "    - {type: proc, target: /proc}\n")
+    assert spec["filesystem"][0]["type"] == "proc"  # type: ignore[index]

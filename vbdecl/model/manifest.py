@@ -868,11 +868,14 @@ class Spec(_Model):
         for i, entry in enumerate(self.filesystem):
             # The kernel lets a user namespace mount these only for a namespace it owns.
             owner = {"proc": "pid", "mqueue": "ipc"}.get(entry.type)
-            if owner is not None and user_on and getattr(ns, owner) is False:
+            value = getattr(ns, owner) if owner is not None else None
+            owned = value is True or (isinstance(value, NamespaceJoin) and value.nested)
+            if owner is not None and user_on and not owned:
                 errors.append(fail(
                     f"{entry.type} in a new user namespace needs namespaces.{owner}: true",
-                    f"a user namespace may mount {entry.type} only in {owner} namespaces it owns: "
-                    f"remove namespaces.{owner}: false, or this entry", at=("filesystem", i, "type")))
+                    f"a user namespace may mount {entry.type} only in {owner} namespaces it owns "
+                    f"(not the host's, not a joined one): set namespaces.{owner}: true, or remove "
+                    f"this entry", at=("filesystem", i, "type")))
         if self.hostname is not None and ns.uts is not True:
             errors.append(fail("hostname needs the uts namespace, but namespaces.uts is off",
                                "remove namespaces.uts: false (it is on by default), or remove hostname",

@@ -915,7 +915,8 @@ def _hint(exc: BaseException, e: dict[str, Any], *, vb: bool = False) -> str | N
                 "mode before that entry, or in its source")
     if e["type"] == "chmod" and code == errno.EPERM:
         return ("only the file's owner may change its mode (or CAP_FOWNER over it): in a user "
-                "namespace, that owner must be mapped (idmap)")
+                "namespace, that owner must be mapped (" + ("--unshare-user maps only the caller"
+                                                          if vb else "idmap") + ")")
     if code == errno.EROFS:
         return "the target's parent is read-only: create the mount point earlier, or mount a tmpfs first"
     if code == errno.ENOTDIR:

@@ -383,6 +383,9 @@ def manifest_to_bwrap(spec: dict[str, Any]) -> list[str]:
             problems.append("idmap ranges: bubblewrap maps exactly one uid and gid")
         else:
             args += ["--uid", str(uid[0]["inside"]), "--gid", str(gid[0]["inside"])]
+    elif (spec["process"].get("user") or spec["process"].get("group")) and spec["namespaces"]["user"] is True:
+        problems.append("process.user/group other than 0 without an idmap: the default map has only 0; "
+                        "add an idmap that maps them")
     elif spec["process"].get("user") or spec["process"].get("group"):
         problems.append("process.user/group without a user namespace: bubblewrap runs the command "
                         "with the caller's ids; map them in a user namespace (idmap)")

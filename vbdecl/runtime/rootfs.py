@@ -56,7 +56,7 @@ if TYPE_CHECKING:
 STAGING_BASES = ("/tmp", "/run", "/var/tmp", "/mnt")
 
 DEFAULT_MODES = {"tmpfs": 0o755, "dir": 0o755, "file": 0o644, "bind-data": 0o600}
-# What of a new proc is bound read-only onto itself where the setup could write it (bubblewrap's)
+# What of a manifest's proc is bound read-only onto itself (bubblewrap's four: place_proc)
 PROC_COVERS = ("sys", "sysrq-trigger", "irq", "bus")
 _DEV_NODES = ("null", "zero", "full", "random", "urandom", "tty")
 _DEV_LINKS = (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"), ("stdout", "/proc/self/fd/1"),

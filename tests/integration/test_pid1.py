@@ -155,6 +155,16 @@ def test_vbdecl_forwards_signals_it_receives(tmp_path: Path) -> None:
     assert got.read_text().split() == ["HUP", "USR1"]
 
 
+def survivors_of_killing(proc: subprocess.Popen[bytes], tree: set[int]) -> list[int]:
+    """Kill vbdecl (SIGKILL: no cleanup at all); what of ``tree`` is alive 5 s later."""
+    proc.kill()
+    proc.wait()
+    deadline = time.monotonic() + 5
+    while any(alive(p) for p in tree) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return [p for p in tree if alive(p)]
+
+
 def test_die_with_parent_reaches_through_pid1(tmp_path: Path) -> None:
     ready = tmp_path / "ready"
     events = tmp_path / "events"
@@ -166,12 +176,7 @@ def test_die_with_parent_reaches_through_pid1(tmp_path: Path) -> None:
         init_pid = json.loads(events.read_text().splitlines()[1])["pid"]
         tree = descendants(proc.pid)
         assert init_pid in tree and len(tree) >= 5   # init, sh, 3 sleeps (as root, no holder)
-        proc.kill()                                   # vbdecl dies without any cleanup
-        proc.wait()
-        deadline = time.monotonic() + 5
-        while any(alive(p) for p in tree) and time.monotonic() < deadline:
-            time.sleep(0.01)
-        assert not [p for p in tree if alive(p)]
+        assert not survivors_of_killing(proc, tree)
     finally:
         proc.kill()
         proc.wait()
@@ -213,12 +218,7 @@ def test_die_with_parent_outlives_a_change_of_ids(tmp_path: Path, case: str,
         assert proc.stdout.readline() == b"ready\n"
         tree = descendants(proc.pid)
         assert tree, case
-        proc.kill()                                   # vbdecl dies without any cleanup
-        proc.wait()
-        deadline = time.monotonic() + 5
-        while any(alive(p) for p in tree) and time.monotonic() < deadline:
-            time.sleep(0.01)
-        assert not [p for p in tree if alive(p)], case
+        assert not survivors_of_killing(proc, tree), case
     finally:
         proc.kill()
         proc.wait()

@@ -229,14 +229,20 @@ def test_texts_are_bubblewraps(args: list[str], tmp_path: Path) -> None:
     stdin = b""
     if args[0] in ("--seccomp", "--add-seccomp-fd") and len(args) == 4:
         args, stdin = args[:-1], args[-1].encode()
-    link = tmp_path / "bwrap"
+    theirs, ours = as_bwrap(["--ro-bind", "/", "/", *args], tmp_path, stdin)
+    assert ours == theirs
+
+
+def as_bwrap(args: list[str], tmp: Path, stdin: bytes = b"") -> tuple[tuple[int, bytes, str], ...]:
+    """(status, stdout, stderr) of Debian's bwrap, then of vb through a link named bwrap."""
+    link = tmp / "bwrap"
     link.symlink_to(VB)
-    outputs = {}
+    outputs = []
     for tool in (BWRAP, str(link)):
-        r = subprocess.run([tool, "--ro-bind", "/", "/", *args], input=stdin,  # type: ignore[list-item]
+        r = subprocess.run([tool, *args], input=stdin,  # type: ignore[list-item]
                            capture_output=True, timeout=30, cwd="/")
-        outputs[tool] = (r.returncode, r.stdout, r.stderr.decode())
-    assert outputs[str(link)] == outputs[BWRAP]
+        outputs.append((r.returncode, r.stdout, r.stderr.decode()))
+    return tuple(outputs)
 
 
 # Setup failures: bubblewrap makes the parents of a target first ("Can't mkdir parents
@@ -256,14 +262,9 @@ SETUP_TEXT_CASES = [
 
 @pytest.mark.parametrize("args", SETUP_TEXT_CASES, ids=" ".join)
 def test_setup_failure_texts_are_bubblewraps(args: list[str], tmp_path: Path) -> None:
-    link = tmp_path / "bwrap"
-    link.symlink_to(VB)
-    outputs = {}
-    for tool in (BWRAP, str(link)):
-        r = subprocess.run([tool, *args, "true"], capture_output=True, text=True, timeout=30, cwd="/")
-        outputs[tool] = (r.returncode, r.stdout, r.stderr)
-    assert outputs[str(link)] == outputs[BWRAP]
-    assert outputs[BWRAP][0] == 1 and outputs[BWRAP][2].startswith("bwrap: Can't ")
+    theirs, ours = as_bwrap([*args, "true"], tmp_path)
+    assert ours == theirs
+    assert theirs[0] == 1 and theirs[2].startswith("bwrap: Can't ")
 
 
 def test_json_status_fd_reports_child_pid_and_exit_code(tmp_path: Path) -> None:

@@ -161,9 +161,7 @@ def document_to_manifest(doc: dict[str, Any], *, read_fds: bool = False) -> dict
         else:
             manifest_spec["filesystem"].append(_fs_entry(e, read_fds))
         if _covers_irq_and_bus(spec, e):
-            for name in ("irq", "bus"):
-                manifest_spec["filesystem"].append(
-                    {"type": "remount-ro", "target": e["target"].rstrip("/") + "/" + name})
+            manifest_spec["filesystem"] += [{"type": "remount-ro", "target": t} for t in _irq_and_bus(e["target"])]
     limits = {k: v for k, v in spec["limits"].items() if v not in (None, {}, False)}
     if limits:
         manifest_spec["limits"] = limits
@@ -191,6 +189,10 @@ def _binds_host_proc(spec: dict[str, Any], e: dict[str, Any]) -> bool:
     namespace of its own (which owns none). The manifest binds it too, with the
     covers vb makes (:func:`_covers_irq_and_bus`)."""
     return bool(e["type"] == "proc" and e.get("host") and spec["namespaces"]["user"] is True)
+
+
+def _irq_and_bus(proc_target: str) -> list[str]:
+    return [proc_target.rstrip("/") + "/" + name for name in ("irq", "bus")]
 
 
 def _covers_irq_and_bus(spec: dict[str, Any], e: dict[str, Any]) -> bool:
@@ -383,17 +385,22 @@ def manifest_to_bwrap(spec: dict[str, Any]) -> list[str]:
             problems.append("idmap ranges: bubblewrap maps exactly one uid and gid")
         else:
             args += ["--uid", str(uid[0]["inside"]), "--gid", str(gid[0]["inside"])]
-    elif (spec["process"].get("user") or spec["process"].get("group")) and spec["namespaces"]["user"] is True:
-        problems.append("process.user/group other than 0 without an idmap: the default map has only 0; "
-                        "add an idmap that maps them")
     elif spec["process"].get("user") or spec["process"].get("group"):
-        problems.append("process.user/group without a user namespace: bubblewrap runs the command "
+        problems.append("process.user/group other than 0 without an idmap: the default map has only 0; "
+                        "add an idmap that maps them" if spec["namespaces"]["user"] is True else
+                        "process.user/group without a user namespace: bubblewrap runs the command "
                         "with the caller's ids; map them in a user namespace (idmap)")
     if spec.get("hostname"):
         args += ["--hostname", spec["hostname"]]
-    covered: set[str] = set()  # what bubblewrap's last --proc covers read-only already
     # (bubblewrap sets up as uid 0 of a new user namespace when it mounts a devpts: parse.py)
     as_root = spec["namespaces"]["user"] is True and any(e["type"] == "dev" for e in spec["filesystem"])
+
+    def proc_covers(target: str, host: bool) -> set[str]:
+        """What bubblewrap's --proc on ``target`` covers read-only of what the manifest says."""
+        as_vb = {"type": "proc", "cover": ["irq", "bus"], "host": host, "cover_as_root": as_root}
+        return set(_irq_and_bus(target)) if _covers_irq_and_bus(spec, as_vb) else set()
+
+    covered: set[str] = set()  # what bubblewrap's last --proc covers read-only already
     for e in spec["filesystem"]:
         kind = e["type"]
         if kind == "remount-ro" and e["target"] in covered:
@@ -403,16 +410,13 @@ def manifest_to_bwrap(spec: dict[str, Any]) -> list[str]:
         if kind == "bind" and e["source"] == "/proc" and not e.get("optional") and \
                 spec["namespaces"]["user"] is True and spec["namespaces"]["pid"] is False:
             args += ["--proc", e["target"]]     # what bubblewrap's --proc does there
-            if _covers_irq_and_bus(spec, {"type": "proc", "cover": ["irq", "bus"], "cover_as_root": as_root}):
-                covered = {e["target"].rstrip("/") + "/" + name for name in ("irq", "bus")}
+            covered = proc_covers(e["target"], host=False)
         elif kind in ("bind", "ro-bind", "dev-bind"):
             args += [f"--{kind}{'-try' if e.get('optional') else ''}", e["source"], e["target"]]
         elif kind in ("proc", "dev", "mqueue", "remount-ro"):
             args += [f"--{kind}", e["target"]]
-            as_vb = {**e, "cover": ["irq", "bus"], "host": not spec["namespaces"]["pid"],
-                     "cover_as_root": as_root}
-            if kind == "proc" and _covers_irq_and_bus(spec, as_vb):
-                covered = {e["target"].rstrip("/") + "/" + name for name in ("irq", "bus")}
+            if kind == "proc":
+                covered = proc_covers(e["target"], host=not spec["namespaces"]["pid"])
         elif kind == "tmpfs":
             if e.get("mode") is not None:
                 args += ["--perms", f"{e['mode']:04o}"]

@@ -9,6 +9,8 @@ import os
 import struct
 from pathlib import Path
 
+import pytest
+
 from vbdecl.ops import sec
 from vbdecl.sys import laststep
 
@@ -19,6 +21,7 @@ PR_GET_DUMPABLE = 3
 PR_SET_DUMPABLE = 4
 SECCOMP_MODE_FILTER = 2
 CLONE_NEWNS = 0x00020000
+CLONE_NEWPID = 0x20000000
 NR_CLOSE_RANGE = 436     # x86_64 and every architecture since the unified table
 
 
@@ -86,3 +89,44 @@ def test_spawning_with_other_ids_leaves_the_spawner_dumpable() -> None:
         report = f.read()
     os.waitpid(pid, 0)
     assert report == "True 1"
+
+
+@pytest.mark.parametrize("reader_alive", [True, False])
+def test_pid1_runs_nothing_once_the_watched_reader_is_gone(reader_alive: bool) -> None:
+    """pid 1 of a new pid namespace sees its parent as 0, so the death-signal step
+    cannot tell by getppid() that vbdecl died (for instance while the ids changed,
+    which clears the death signal): the pipe only vbdecl reads tells instead. Here
+    the middle process plays vbdecl: it forks pid 1 and holds (or closes) the read
+    end; pid 1's last steps must exec only while it is held."""
+    pid = os.fork()
+    if pid == 0:
+        code = 99
+        try:
+            r, w = os.pipe2(os.O_CLOEXEC)
+            go_r, go_w = os.pipe2(os.O_CLOEXEC)
+            assert _libc.unshare(CLONE_NEWPID) == 0
+            child = os.fork()
+            if child == 0:
+                try:
+                    os.close(r)
+                    os.close(go_w)
+                    assert os.getpid() == 1 and os.getppid() == 0
+                    assert os.read(go_r, 1) == b"g"      # the middle process has chosen
+                    plan = laststep.LastStep()
+                    plan.death_parent = 0
+                    plan.death_watch = w
+                    plan.argv = plan.paths = [b"/bin/true"]
+                    plan.keep = [w]
+                    laststep.exec_in_place(plan)
+                finally:
+                    os._exit(98)
+            os.close(w)
+            if not reader_alive:
+                os.close(r)
+            os.write(go_w, b"g")
+            _, status = os.waitpid(child, 0)
+            code = os.waitstatus_to_exitcode(status)
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == (0 if reader_alive else 128 + 9)

@@ -66,6 +66,20 @@ def test_the_parent_works_out_the_steps_pid_1_would() -> None:
     assert got.plan.cwds == [b"/work"] and got.plan.inherit == [5]
 
 
+@pytest.mark.parametrize(("parent", "in_place", "watch"), [(0, True, 7), (0, False, -1), (1, True, -1)])
+def test_pid1_of_a_new_pid_namespace_watches_vbdecls_pipe(parent: int, in_place: bool, watch: int) -> None:
+    """Its parent is 0 to it, so getppid() cannot tell the last steps that vbdecl
+    died: the pipe to vbdecl (kept open until exec) tells them instead."""
+    cfg = C.ChildConfig()
+    cfg.die_with_parent = True
+    cfg.c2p = 7
+    cfg.spec = {"process": {"command": ["true"]}, "security": {"seccomp": "off"}}
+    proc = C._prepare(cfg, parent)
+    C._ready(cfg, proc, in_place=in_place)
+    assert proc.plan.death_parent == parent and proc.plan.death_watch == watch
+    assert (7 in (proc.plan.keep or [])) == in_place
+
+
 def test_steps_that_fail_before_the_fork_are_left_to_the_child(monkeypatch: pytest.MonkeyPatch) -> None:
     """The parent does not report them: the child works them out again and says what
     fails after its root, as it does for every setup error."""

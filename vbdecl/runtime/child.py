@@ -802,6 +802,10 @@ def _ready(cfg: ChildConfig, proc: _Process, *, in_place: bool) -> None:
     # the lock too: only vbdecl's processes hold it; our pipe for a failure to report
     keep = {*plan.inherit, plan.landlock, plan.userns2, cfg.c2p if in_place else -1}
     plan.keep = sorted(fd for fd in keep if fd >= 0)
+    if in_place and plan.death_parent == 0:
+        # pid 1 of a new pid namespace: getppid() is 0, so only our pipe, which vbdecl
+        # alone reads, tells the last steps whether vbdecl died while ids changed
+        plan.death_watch = cfg.c2p
 
 
 def _command(cfg: ChildConfig, path: str, out: _Process) -> None:

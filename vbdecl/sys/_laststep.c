@@ -28,6 +28,7 @@
 #include <linux/filter.h>
 #include <linux/seccomp.h>
 #include <sched.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdint.h>
 #include <string.h>
@@ -245,6 +246,7 @@ last_step_read(PyObject *obj, struct plan *p, PyObject *alive)
     if (get_ints(obj, "reset_signals", &p->reset_signals, &p->n_reset_signals) < 0 ||
         get_int(obj, "new_session", &p->new_session) < 0 ||
         get_long(obj, "death_parent", &p->death_parent) < 0 ||
+        get_int(obj, "death_watch", &p->death_watch) < 0 ||
         get_strings(obj, "cwds", &p->cwds, &p->n_cwds, alive) < 0 ||
         get_strings(obj, "envp", &p->envp, &n_envp, alive) < 0 ||
         get_long(obj, "pwd_slot", &p->pwd_slot) < 0 ||
@@ -439,9 +441,19 @@ setgroups_denied(void)
     return n >= 4 && memcmp(buf, "deny", 4) == 0;
 }
 
+/* Whether vbdecl, the only reader of the pipe death_watch writes to, is gone: a
+ * pipe's write end polls POLLERR once it has no reader left. */
+static int
+watched_parent_gone(const struct plan *p)
+{
+    struct pollfd pfd = {.fd = p->death_watch, .events = 0, .revents = 0};
+    return p->death_watch >= 0 && poll(&pfd, 1, 0) == 1 && (pfd.revents & POLLERR);
+}
+
 /* PR_SET_PDEATHSIG(SIGKILL) for the plan's expected parent; one gone already (we
  * were reparented) means we die now. The kernel clears the setting whenever our
- * uid or gid changes, so security() asks again after setresuid. */
+ * uid or gid changes, so security() asks again after setresuid. pid 1 of a new
+ * pid namespace sees its parent as 0 either way: death_watch tells for it. */
 static int
 death_signal(const struct plan *p, struct failure *f)
 {
@@ -449,7 +461,7 @@ death_signal(const struct plan *p, struct failure *f)
         return 0;
     if (prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) != 0)
         FAIL(f, STEP_DEATH_SIGNAL, 0, errno);
-    if (getppid() != p->death_parent) {    /* it died before we asked */
+    if (getppid() != p->death_parent || watched_parent_gone(p)) {    /* it died before we asked */
         kill(getpid(), SIGKILL);
         _exit(128 + SIGKILL);               /* (pid 1 of a namespace ignores its own kill) */
     }

@@ -33,6 +33,7 @@ struct plan {
     Py_ssize_t n_reset_signals;  /* -1: leave the signal state alone */
     int new_session;
     long death_parent;           /* -1: none */
+    int death_watch;             /* a pipe's write end read by vbdecl alone; -1: none */
     char **cwds;
     Py_ssize_t n_cwds;
     char **envp;                 /* NULL-terminated */

@@ -48,8 +48,8 @@ class LastStep:
     false skips the security steps; no ``paths`` stops before execve.
     """
 
-    __slots__ = ("ambient", "argv", "assert_userns_disabled", "cwds", "death_parent", "drop",
-                 "envp", "gid", "hold", "inherit", "inheritable", "keep", "kept", "landlock",
+    __slots__ = ("ambient", "argv", "assert_userns_disabled", "cwds", "death_parent", "death_watch",
+                 "drop", "envp", "gid", "hold", "inherit", "inheritable", "keep", "kept", "landlock",
                  "new_session", "no_new_privs", "paths", "pwd_slot", "reset_signals", "rlimits",
                  "seccomp", "security", "uid", "userns2")
 
@@ -57,6 +57,9 @@ class LastStep:
         self.reset_signals: list[int] | None = None
         self.new_session = False
         self.death_parent = -1          # expected parent for PR_SET_PDEATHSIG(SIGKILL); -1: none
+        # A pipe's write end whose only reader is vbdecl (-1: none): POLLERR there says
+        # vbdecl is gone where getppid() cannot (pid 1 of a new pid namespace sees 0).
+        self.death_watch = -1
         self.cwds: list[bytes] = []
         self.envp: list[bytes] = []
         self.pwd_slot = -1              # envp[pwd_slot] becomes PWD=<the cwd>; -1: none

@@ -21,6 +21,8 @@ SYSPKGS  := $(RUNPKGS) bubblewrap crun dpkg-dev gcc libcap2-bin
 # A plain .pth entry instead of the import-hook finder: interpreter start-up
 # is ~10 ms faster, which the run path (vbdecl run, exec, vb) pays every time.
 EDITABLE := --config-settings editable_mode=compat
+# The C extension's sources: a change to any of them builds it again.
+CSOURCES := $(wildcard vbdecl/sys/*.c vbdecl/sys/*.h)
 PYTEST_ARGS ?=
 
 .PHONY: run test lint typecheck unit integration sysdeps bench schema clean
@@ -66,14 +68,14 @@ define drop_setuptools
 	@$(PY) -m pip uninstall -q -y setuptools >/dev/null 2>&1 || true
 endef
 
-$(VENV)/.installed: pyproject.toml vbdecl/sys/_linux.c vbdecl/sys/_laststep.c
+$(VENV)/.installed: pyproject.toml $(CSOURCES)
 	@$(MAKE) --no-print-directory sysdeps SYSPKGS="$(BUILDPKGS)"
 	$(make_venv)
 	$(PY) -m pip install -q --disable-pip-version-check -e . $(EDITABLE)
 	$(drop_setuptools)
 	@touch $@
 
-$(VENV)/.installed-dev: pyproject.toml vbdecl/sys/_linux.c vbdecl/sys/_laststep.c
+$(VENV)/.installed-dev: pyproject.toml $(CSOURCES)
 	@$(MAKE) --no-print-directory sysdeps SYSPKGS="$(BUILDPKGS)"
 	$(make_venv)
 	$(PY) -m pip install -q --disable-pip-version-check -e '.[dev]' $(EDITABLE)

@@ -30,8 +30,11 @@ from test_reliability_support import (
     assert_clean,
     check,
     cleanup_envs,  # noqa: F401  (autouse fixture)
+    cli,
     host,
+    track,
 )
+from testmanifests import head
 
 
 def _env(tmp_path: Path) -> FullEnv:
@@ -172,3 +175,51 @@ def test_removing_a_file_entry_in_place_removes_the_file(tmp_path: Path) -> None
         env.path.write_text(v1)
         check(env.destroy(), 0, "destroy")
         assert_clean(before, "after destroy")
+
+
+def test_a_replacement_that_cannot_roll_back_can_be_destroyed(tmp_path: Path) -> None:
+    """A new hostname replaces the environment: its old resources are destroyed first,
+    the cgroup's destroy killing the old init. A failure after that (here the revert
+    of /usr) leaves undos into a dead environment, which cannot land: recover says
+    so, and destroy, which wants nothing left anyway, tears down everything (a sweep
+    found such environments stuck: recover, apply and destroy all failing)."""
+    env = _env(tmp_path)
+    before = host()
+    check(env.apply(), 0, "apply")
+    env.path.write_text(env.path.read_text().replace("hostname: full", "hostname: other"))
+    out = env.apply(fault="mount[/usr]:revert")
+    check(out, 1, "a replacement whose revert of /usr fails")
+    assert env.journal_open(), out.stderr
+    out = env.recover()
+    check(out, 1, "recover of a replacement whose environment died")
+    assert "vbdecl destroy full" in out.stderr, out.stderr          # the way out
+    out = env.destroy()
+    check(out, 0, "destroy after a rollback that cannot finish")
+    assert "cannot be rolled back" in out.stderr and "Traceback" not in out.stderr, out.stderr
+    assert_clean(before, "after destroying what the replacement left")
+    assert env.state_json() is None and not env.journal_open()
+
+
+def test_undoing_the_destroy_of_the_root_keeps_the_live_one(tmp_path: Path) -> None:
+    """rootfs's destroy leaves the root to the environment's mount namespace; when
+    the replacement fails before the environment goes, the rollback keeps the root
+    that is still there instead of building one over it (which failed: "no
+    directory to stage the new root in", and the environment stayed stuck)."""
+    state = tmp_path / "state"
+    manifest = tmp_path / "r.yaml"
+    text = head("rootundo", hostname="h1", template=False) + (
+        "    - {type: proc, target: /proc}\n"
+        "  process: {command: [/bin/sleep, '3600']}\n")
+    track(state, "rootundo")
+    before = host()
+    manifest.write_text(text)
+    check(cli(state, "apply", str(manifest), "-y"), 0, "apply")
+    manifest.write_text(text.replace("hostname: h1", "hostname: h2"))
+    out = cli(state, "apply", str(manifest), "-y", fault="env:revert")
+    check(out, 1, "a replacement whose revert of env fails")
+    assert "restored rootfs" in out.stderr and "Traceback" not in out.stderr, out.stderr
+    out = cli(state, "exec", "rootundo", "--", "/bin/hostname")
+    check(out, 0, "exec into the rolled-back environment")
+    assert out.stdout.strip() == "h1"
+    check(cli(state, "destroy", "rootundo", "-y"), 0, "destroy")
+    assert_clean(before, "after destroy")

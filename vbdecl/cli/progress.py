@@ -91,6 +91,10 @@ class Renderer:
             return
         self.say(f"recovered {ev['name']}: {ev.get('outcome')}")
 
+    def on_recovery_abandoned(self, ev: dict[str, Any]) -> None:
+        self.say(f"{ev['name']}: the interrupted apply cannot be rolled back ({ev['error']}); "
+                 "destroying everything it left")
+
     def on_apply_committed(self, ev: dict[str, Any]) -> None:
         self.stop()
 

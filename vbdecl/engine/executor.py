@@ -147,7 +147,8 @@ class Engine:
             return s.apply(plan)
 
     def destroy(self, name: str) -> Result:
-        with self.session(name, create=False) as s:
+        with self.session(name, create=False, recover=False) as s:
+            s.recover_for_destroy()
             return s.destroy()
 
     def recover(self, name: str) -> bool:
@@ -187,7 +188,8 @@ class Session:
         self.deps: dict[str, list[str]] = {}
         self.steps = 0
         # what recover() did at the start of this session: "committed", "rolled back",
-        # "destroyed" (an interrupted destroy finished), or None
+        # "destroyed" (an interrupted destroy finished), "abandoned" (recover_for_destroy),
+        # or None
         self.recovered: str | None = None
         self._txn_runtime_dir: str | None = None   # the runtime dir the transaction journaled
         self._env_stays = False     # see Context.env_stays; set for one transaction
@@ -638,11 +640,12 @@ class Session:
         if step == "update":
             current = (self.res.get(rid) or {}).get("record") or old.get("record") or {}
             return op.update(ctx, old.get("params") or {}, current)
-        # Undo a destroy: recreate what was there, unless it is still there.
-        if not landed:
-            live = op.probe(ctx, old.get("params") or {}, old.get("record"))
-            if live is not None:
-                return old.get("record")
+        # Undo a destroy: recreate what was there, unless it is still there (in flight
+        # when it failed, or a revert that leaves the object to another: rootfs's root
+        # goes only with the environment's mount namespace).
+        live = op.probe(ctx, old.get("params") or {}, old.get("record"))
+        if live is not None:
+            return old.get("record")
         return op.apply(ctx, old.get("params") or {})
 
     def _close_aborted(self, *, fresh: bool, base_revision: int) -> None:
@@ -754,6 +757,53 @@ class Session:
         self._recovered("rolled back")
         return True
 
+    def recover_for_destroy(self) -> None:
+        """recover(), before a destroy: an open apply whose rollback cannot finish
+        (undos into an environment that died half-way, say) is abandoned instead,
+        since the destroy wants nothing of it left (see _abandon_apply)."""
+        try:
+            self.recover()
+        except ActionError as err:
+            if not self._abandon_apply():
+                raise
+            self.recovered = "abandoned"
+            self.engine.emit("recovery.abandoned", name=self.name, error=err.message)
+
+    def _abandon_apply(self) -> bool:
+        """Close an open apply without rolling it back: everything it left (the
+        committed resources, what landed, what its rollback restored, and what exists
+        of a create in flight) becomes the committed state, for destroy() to tear
+        down. False when no apply is open."""
+        txn_entries = journal_mod.open_transaction(journal_mod.read(paths.journal_file(self.name, self.sd)))
+        if txn_entries is None or txn_entries[0].get("op") != "apply":
+            return False
+        begin = txn_entries[0]
+        self.txn = begin["txn"]
+        self.instance = begin.get("instance") or (self.state or {}).get("instance") or ""
+        self._txn_runtime_dir = begin.get("runtime_dir") or None
+        state = copy.deepcopy(self.state) if self.state is not None else {
+            **store.new_state(self.name, self.sd), "instance": self.instance,
+            "lineage": begin.get("lineage"), "plan": begin.get("plan")}
+        self._load_context(state.get("plan"))
+        self._reset(copy.deepcopy(state.get("resources") or {}))
+        intents, done = self._replay(txn_entries)
+        undone = {e["seq"] for e in txn_entries if e.get("t") == "undone"}
+        for seq, intent in sorted(intents.items()):
+            if seq in done or seq in undone or intent["step"] != "create":
+                continue
+            try:
+                record = _op(intent["kind"]).probe(self._ctx(), intent["params"], None)
+            except Exception:
+                continue    # (its op's probe failed: nothing to go on)
+            if record is not None:
+                self._set(intent["id"], {"kind": intent["kind"], "params": intent["params"],
+                                         "record": record})
+        state["resources"] = self.res
+        store.save(self.name, state, self.sd)
+        self._log("abort", abandoned=True)
+        self.state = state
+        return True
+
     def _recovered(self, outcome: str) -> None:
         self.recovered = outcome
         self.engine.emit("recovery.finished", name=self.name, outcome=outcome)
@@ -762,7 +812,8 @@ class Session:
         first = errors[0]
         return ActionError(f"recovery of {self.name!r} did not finish: {first.message}",
                            action=first.action, revert_errors=errors[1:],
-                           hint=f"fix the cause, then run vbdecl recover {self.name}")
+                           hint=f"fix the cause, then run vbdecl recover {self.name}; or "
+                                f"vbdecl destroy {self.name} tears down everything it left")
 
     # --- destroy -------------------------------------------------------------
 

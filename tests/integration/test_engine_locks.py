@@ -116,3 +116,24 @@ def test_global_lock_serialises(tmp_path: Path) -> None:
         out = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True)
         assert out.returncode == 3, out
         assert "global allocation lock is locked by pid" in out.stdout
+
+
+def test_recover_of_every_environment_skips_a_busy_one(tmp_path: Path) -> None:
+    """Another command at work on one environment finishes its own transaction:
+    `recover` without a name goes on with the others and succeeds, and says so on
+    stderr (a sweep found it failing, with the error on stdout)."""
+    root, sd = tmp_path / "root", tmp_path / "state"
+    root.mkdir()
+    for name in ("web", "db"):
+        Engine(sd).apply(testops.make_plan(name, root, files=1, mounts=0))
+    held = lock.env_lock("db", str(sd), timeout=0, command="test")
+    try:
+        out = _spawn(sd, "recover")
+        stdout, stderr = out.communicate(timeout=60)
+    finally:
+        held.release()
+    assert out.returncode == 0, (stdout, stderr)
+    assert "db: skipped, the environment" in stderr and "locked by pid" in stderr, stderr
+    assert "locked" not in stdout and "nothing to recover" not in stdout, stdout
+    for name in ("web", "db"):
+        Engine(sd).destroy(name)

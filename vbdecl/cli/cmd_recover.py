@@ -15,31 +15,40 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import sys
+
     from vbdecl.cli.progress import Renderer, command_line, emit_json, sigterm_rolls_back
     from vbdecl.engine import store
     from vbdecl.engine.executor import Engine
-    from vbdecl.errors import VbdeclError
+    from vbdecl.errors import LockedError, VbdeclError
 
     sigterm_rolls_back()
     renderer = Renderer(args.json)
     engine = Engine(args.state_dir, on_event=renderer, lock_timeout=args.lock_timeout,
                     command=command_line())
     names = [args.name] if args.name else store.list_envs(engine.state_dir)
-    recovered, failed = [], []
+    recovered, failed, busy = [], [], []
     first_error: VbdeclError | None = None
     for name in names:
         try:
             if engine.recover(name):
                 recovered.append(name)
+        except LockedError as err:
+            if len(names) == 1:
+                raise
+            # another command is at work there: it finishes its own transaction
+            busy.append(name)
+            if not args.json:
+                print(f"{name}: skipped, {err.message}", file=sys.stderr)
         except VbdeclError as err:
             failed.append({"name": name, "error": str(err)})
             first_error = first_error or err
             if not args.json and len(names) > 1:
-                print(f"error: {err}")
+                print(f"error: {err}", file=sys.stderr)
     renderer.close()
     if args.json:
-        emit_json({"event": "result", "recovered": recovered, "failed": failed})
-    elif not recovered and not failed:
+        emit_json({"event": "result", "recovered": recovered, "failed": failed, "busy": busy})
+    elif not recovered and not failed and not busy:
         print("nothing to recover" + (f" for {args.name}" if args.name else ""))
     if first_error is not None and (len(names) == 1 or args.json):
         raise first_error

@@ -20,6 +20,7 @@ one action of each kind otherwise (CI time).
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -222,4 +223,35 @@ def test_undoing_the_destroy_of_the_root_keeps_the_live_one(tmp_path: Path) -> N
     check(out, 0, "exec into the rolled-back environment")
     assert out.stdout.strip() == "h1"
     check(cli(state, "destroy", "rootundo", "-y"), 0, "destroy")
+    assert_clean(before, "after destroy")
+
+
+def test_a_cgroup_directory_removed_behind_vbdecls_back_is_made_again(tmp_path: Path) -> None:
+    """Drift in part of the group (its memory directory removed, the processes moved
+    out first): apply's repair of the group makes the directory again with the
+    processes in it, and the memory limit lands there (a sweep found the repair
+    doing nothing, the limit failing with ENOENT and the environment stuck)."""
+    env = _env(tmp_path)
+    before = host()
+    check(env.apply(), 0, "apply")
+    state = env.state_json()
+    assert state is not None
+    group = state["resources"]["cgroup"]["record"]
+    memory = next(d for d in group["dirs"] if "memory" in d["controllers"])["path"]
+    procs = set(Path(memory, "cgroup.procs").read_text().split())
+    assert procs
+    top = os.path.dirname(os.path.dirname(memory))
+    for pid in procs:
+        Path(top, "cgroup.procs").write_text(pid)
+    os.rmdir(memory)
+    out = env.cli("plan", str(env.path))
+    assert "~ cgroup" in out.stdout and "repair" in out.stdout, out.stdout
+    check(env.apply(), 0, "the apply that repairs the group")
+    limit = Path(memory, "memory.limit_in_bytes")
+    if not limit.exists():
+        limit = Path(memory, "memory.max")      # cgroup2
+    assert limit.read_text().strip() == str(64 << 20)
+    assert procs <= set(Path(memory, "cgroup.procs").read_text().split())
+    check(env.cli("plan", "--detailed-exitcode", str(env.path)), 0, "no drift left")
+    check(env.destroy(), 0, "destroy")
     assert_clean(before, "after destroy")

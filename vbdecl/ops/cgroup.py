@@ -171,7 +171,23 @@ class Group:
         return {**record, "dirs": alive}
 
     def update(self, ctx: Context, params: Params, record: Record) -> Record:
-        # Nothing of the group itself changes in place; limits are their own actions.
+        """Limits are their own actions; this repairs the group: directories removed
+        behind vbdecl's back (drift) are made again, the environment's processes in."""
+        import os
+
+        from vbdecl.sys import proc as sysproc
+
+        missing = [d for d in record.get("dirs", []) if not os.path.isdir(d["path"])]
+        if not missing:
+            return record
+        init = ctx.env_pid
+        env = ctx.records.get("env") or {}
+        try:
+            cgroupfs.remake_dirs(record, missing)
+            if init and "start_time" in env and sysproc.alive(init, int(env["start_time"])):
+                cgroupfs.join_all({"dirs": missing}, init, lambda: sysproc.env_processes(init))
+        except SysError as exc:
+            raise _action_error(exc, GROUP_ID) from exc
         return record
 
 

@@ -622,6 +622,23 @@ def create_group(layout: Layout, instance: str, controllers: list[str]) -> dict[
     return record
 
 
+def remake_dirs(record: dict[str, Any], dirs: list[dict[str, Any]]) -> None:
+    """Make ``dirs`` of the group ``record`` again (removed behind vbdecl's back):
+    the same paths with the same controllers, empty; the caller moves processes in."""
+    for d in dirs:
+        parent = os.path.dirname(d["path"])
+        try:
+            if d["version"] == 2:
+                _enable_v2(os.path.dirname(parent), d["controllers"])
+            if _mkdir(parent) and parent not in record["parents_created"]:
+                record["parents_created"].append(parent)
+            if d["version"] == 2:
+                _enable_v2(parent, d["controllers"])
+            _mkdir(d["path"])
+        except OSError as exc:
+            raise _fail(f"cannot create {d['path']}", exc) from None
+
+
 def find_group(layout: Layout, instance: str) -> dict[str, Any] | None:
     """The record of the ``<hierarchy>/vbdecl/<instance>`` directories that exist now,
     in every hierarchy of ``layout``; None when there is none.

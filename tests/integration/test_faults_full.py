@@ -255,3 +255,30 @@ def test_a_cgroup_directory_removed_behind_vbdecls_back_is_made_again(tmp_path: 
     check(env.cli("plan", "--detailed-exitcode", str(env.path)), 0, "no drift left")
     check(env.destroy(), 0, "destroy")
     assert_clean(before, "after destroy")
+
+
+def test_a_file_written_over_in_place_stays_vbdecls_across_a_crash(tmp_path: Path) -> None:
+    """New content is written over the file in place (`~`): killed before the write
+    was journaled, recover writes the old content back and the file stays vbdecl's,
+    so removing its entry later removes it (a sweep found it left behind: the
+    destroy and create it was before lost what vbdecl had created)."""
+    env = _env(tmp_path)
+    before = host()
+    check(env.apply(), 0, "apply")
+    v1 = env.path.read_text()
+    env.path.write_text(v1.replace('content: "hello\\n"', 'content: "bye\\n"'))
+    out = env.cli("plan", str(env.path))
+    assert "~ file[/etc/motd]" in out.stdout, out.stdout
+    out = env.apply(env={"VBDECL_TEST_CRASH_BEFORE_DONE": "file[/etc/motd]"})
+    assert out.returncode in (-9, 137), (out.returncode, out.stderr)
+    check(env.recover(), 0, "recover")
+    out = env.cli("exec", "full", "--", "/bin/cat", "/etc/motd")
+    check(out, 0, "exec cat")
+    assert out.stdout == "hello\n"
+    env.path.write_text("".join(line for line in v1.splitlines(keepends=True)
+                                if "target: /etc/motd" not in line))
+    check(env.apply(), 0, "apply without the file entry")
+    out = env.cli("exec", "full", "--", "/bin/cat", "/etc/motd")
+    assert out.returncode != 0 and "No such file" in out.stderr, (out.stdout, out.stderr)
+    check(env.destroy(), 0, "destroy")
+    assert_clean(before, "after destroy")

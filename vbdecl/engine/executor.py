@@ -640,12 +640,13 @@ class Session:
         if step == "update":
             current = (self.res.get(rid) or {}).get("record") or old.get("record") or {}
             return op.update(ctx, old.get("params") or {}, current)
-        # Undo a destroy: recreate what was there, unless it is still there (in flight
-        # when it failed, or a revert that leaves the object to another: rootfs's root
-        # goes only with the environment's mount namespace).
-        live = op.probe(ctx, old.get("params") or {}, old.get("record"))
-        if live is not None:
-            return old.get("record")
+        # Undo a destroy: recreate what was there, unless it is still there: in flight
+        # when it failed, or left by a revert that leaves its object to another (see
+        # Op.revert_leaves: rootfs's root goes only with the mount namespace).
+        if not landed or getattr(op, "revert_leaves", False):
+            live = op.probe(ctx, old.get("params") or {}, old.get("record"))
+            if live is not None:
+                return old.get("record")
         return op.apply(ctx, old.get("params") or {})
 
     def _close_aborted(self, *, fresh: bool, base_revision: int) -> None:

@@ -33,6 +33,10 @@ class Context:
 
 
 class Op(Protocol):
+    """An action kind's operations. Optional class attribute ``revert_leaves``: its
+    revert leaves the object to another (rootfs's root goes with the mount
+    namespace), so undoing a destroy that landed probes before making it again."""
+
     def describe(self, params: Params) -> str: ...
 
     def probe(self, ctx: Context, params: Params, record: Record | None) -> Record | None:

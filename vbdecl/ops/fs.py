@@ -487,6 +487,13 @@ class Dir(_PathOp):
 class File(_PathOp):
     kind = "file"
 
+    def update(self, ctx: Context, params: Params, record: Record) -> Record:
+        """New content or mode, written over the file in place: what vbdecl created
+        stays its own (a destroy and create lost that when interrupted between them:
+        the file was then left behind once its entry went)."""
+        new = self.apply(ctx, params)
+        return {**new, "created": list(dict.fromkeys([*record.get("created", []), *new["created"]]))}
+
     def _matches(self, params: Params, st: os.stat_result, fd: int) -> bool:
         return stat.S_ISREG(st.st_mode)
 
@@ -720,6 +727,9 @@ class _RootfsJob(_Job):
 
 class Rootfs(_FsOp):
     kind = "rootfs"
+    # Its revert leaves the root to the environment's mount namespace: undoing a
+    # destroy keeps the root still there rather than building one over it.
+    revert_leaves = True
 
     def describe(self, params: Params) -> str:
         root = params.get("rootfs")

@@ -127,6 +127,15 @@ class FileOp:
         path.unlink()
 
 
+class HalfRevertOp(FileOp):
+    """A file whose revert resets its content, then fails before removing it (a
+    revert interrupted half-way, as a limit reset whose directory is still there)."""
+
+    def revert(self, ctx: Any, record: dict[str, Any]) -> None:
+        Path(record["path"]).write_text(_owner_tag(record["owner"]) + "\nreset")
+        raise OSError(5, "failed half-way")
+
+
 def mounts_at(path: str) -> list[tuple[str, str]]:
     """(fstype, source) of every mount at ``path`` in this mount namespace."""
     out = []
@@ -213,6 +222,7 @@ def register() -> None:
     reg("test.slow", "testops:SlowOp")
     reg("test.null", "testops:NullOp")
     reg("test.badrecord", "testops:BadRecordOp")
+    reg("test.halfrevert", "testops:HalfRevertOp")
 
 
 # --- plans --------------------------------------------------------------------

@@ -154,3 +154,23 @@ def test_status_and_ls_show_an_open_transaction_of_a_first_apply(tmp_path: Path)
     out = cli("status", "rec")
     assert out.returncode == 1 and "does not exist" in out.stderr
     assert testops.host_tree(root) == {}
+
+
+def test_a_half_done_revert_is_set_back(tmp_path: Path) -> None:
+    """A destroy whose revert changed the object and then failed (the object still
+    there): the rollback sets the recorded value back rather than keeping the
+    half-reverted one (a sweep found a pids limit left at "max" after a recover
+    that said it restored it)."""
+    root, sd = tmp_path / "root", tmp_path / "state"
+    root.mkdir()
+    half = testops.action("half", "test.halfrevert", {"path": str(root / "web" / "half"),
+                                                      "content": "v1"}, ["dir[/]"])
+    v1 = testops.make_plan("web", root, files=1, mounts=0, extra=[half])
+    Engine(sd).apply(v1)
+    state1 = testops.state_tree(sd)
+    with pytest.raises(ActionError) as info:
+        Engine(sd).apply(testops.make_plan("web", root, files=1, mounts=0))
+    assert info.value.action == "half" and not info.value.revert_errors
+    assert (root / "web" / "half").read_text().endswith("\nv1")
+    assert testops.state_tree(sd) == state1
+    (root / "web" / "half").unlink()     # (its revert always fails)

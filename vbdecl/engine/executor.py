@@ -81,6 +81,12 @@ def _can_update(kind: str) -> bool:
     return callable(getattr(op, "update", None)) and not getattr(op, "no_update", False)
 
 
+def _changed(recorded: Any, live: Any) -> bool:
+    """Whether a live record differs from the recorded one in a recorded key (as drift)."""
+    return isinstance(recorded, dict) and isinstance(live, dict) and \
+        any(live.get(k) != v for k, v in recorded.items())
+
+
 def _wrap(exc: BaseException, action: str, what: str) -> ActionError:
     if isinstance(exc, ActionError) and exc.action == action:
         return exc
@@ -646,6 +652,9 @@ class Session:
         if not landed or getattr(op, "revert_leaves", False):
             live = op.probe(ctx, old.get("params") or {}, old.get("record"))
             if live is not None:
+                if _changed(old.get("record"), live) and _can_update(kind):
+                    # half reverted (a limit reset, its directory still there): set it back
+                    return op.update(ctx, old.get("params") or {}, live)
                 return old.get("record")
         return op.apply(ctx, old.get("params") or {})
 

@@ -639,6 +639,33 @@ def test_probes_see_drift(envs: Callable[..., Env]) -> None:
         assert_nat_gone(env.instance)
 
 
+def test_the_veth_probe_sees_it_cut_off_its_bridge(envs: Callable[..., Env]) -> None:
+    """Detached from its bridge, or down, the host end still exists but the
+    environment is cut off: the probe says so, in the recorded keys (a sweep found
+    neither reported, and a bridge deleted and made again leaving others cut off)."""
+    bridge = f"vbt{uniq()}"
+    subnet, _, _ = rand_subnet()
+    env = envs()
+    acts = bridge_actions(bridge, subnet)
+    env.apply(acts)
+    params = {aid: p for aid, _k, p in acts}
+    record = env.ctx.records["net.veth"]
+
+    def probe() -> Any:
+        return op_for("net.veth").probe(env.ctx, params["net.veth"], record)
+
+    assert {k: probe()[k] for k in record} == record
+    host = record["host"]
+    subprocess.run(["ip", "link", "set", host, "nomaster"], check=True)
+    assert probe()["bridge"] is None
+    subprocess.run(["ip", "link", "set", host, "master", bridge], check=True)
+    assert probe()["bridge"] == bridge
+    subprocess.run(["ip", "link", "set", host, "down"], check=True)
+    assert probe()["up"] is False
+    env.revert()
+    assert bridge not in links()
+
+
 def _refused(addr: str, port: int) -> bool:
     """One connection attempt: True when nothing answers on addr:port (refused)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:

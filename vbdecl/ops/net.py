@@ -291,10 +291,16 @@ class Veth:
     @_session
     def probe(self, ctx: Context, params: Params, record: Record | None) -> Record | None:
         nl = _nl()
-        found = nl.link(_sess(ctx).host, ipam.veth_name(ctx.instance))
+        ipr = _sess(ctx).host
+        found = nl.link(ipr, ipam.veth_name(ctx.instance))
         if found is None or found["kind"] != "veth":
             return None
-        return dict(record or {}, host=found["name"], index=found["index"])
+        # Detached from its bridge or down (by hand, or a bridge deleted and made
+        # again), the environment is cut off: drift in "bridge" or "up".
+        bridge = (record or {}).get("bridge") or params.get("bridge")
+        attached = bridge is not None and found["master"] == nl.index_of(ipr, bridge)
+        return dict(record or {}, host=found["name"], index=found["index"],
+                    bridge=bridge if attached else None, up=found["up"])
 
     @_session
     def apply(self, ctx: Context, params: Params) -> Record:
@@ -319,7 +325,8 @@ class Veth:
                 raise
         finally:
             os.close(fd)
-        return {"host": host, "peer": INNER, "peer_index": peer_index, "bridge": params["bridge"], "netns": ns}
+        return {"host": host, "peer": INNER, "peer_index": peer_index, "bridge": params["bridge"], "netns": ns,
+                "up": True}
 
     @staticmethod
     def _delete(ipr: Any, host: str) -> None:

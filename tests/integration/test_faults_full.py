@@ -178,6 +178,25 @@ def test_removing_a_file_entry_in_place_removes_the_file(tmp_path: Path) -> None
         assert_clean(before, "after destroy")
 
 
+def test_an_apply_goes_on_from_a_replacement_that_cannot_roll_back(tmp_path: Path) -> None:
+    """The same stuck replacement: the next apply abandons the rollback and converges
+    what it left to the manifest (a new environment with the new hostname)."""
+    env = _env(tmp_path)
+    before = host()
+    check(env.apply(), 0, "apply")
+    env.path.write_text(env.path.read_text().replace("hostname: full", "hostname: other"))
+    check(env.apply(fault="mount[/usr]:revert"), 1, "a replacement whose revert of /usr fails")
+    out = env.apply()
+    check(out, 0, "the apply after it")
+    assert "going on from what it left" in out.stderr and "Traceback" not in out.stderr, out.stderr
+    out = env.cli("exec", "full", "--", "/bin/hostname")
+    check(out, 0, "exec")
+    assert out.stdout.strip() == "other"
+    check(env.cli("plan", "--detailed-exitcode", str(env.path)), 0, "no drift left")
+    check(env.destroy(), 0, "destroy")
+    assert_clean(before, "after destroy")
+
+
 def test_a_replacement_that_cannot_roll_back_can_be_destroyed(tmp_path: Path) -> None:
     """A new hostname replaces the environment: its old resources are destroyed first,
     the cgroup's destroy killing the old init. A failure after that (here the revert
@@ -193,7 +212,7 @@ def test_a_replacement_that_cannot_roll_back_can_be_destroyed(tmp_path: Path) ->
     assert env.journal_open(), out.stderr
     out = env.recover()
     check(out, 1, "recover of a replacement whose environment died")
-    assert "vbdecl destroy full" in out.stderr, out.stderr          # the way out
+    assert "vbdecl destroy full" in out.stderr, out.stderr          # the ways out
     out = env.destroy()
     check(out, 0, "destroy after a rollback that cannot finish")
     assert "cannot be rolled back" in out.stderr and "Traceback" not in out.stderr, out.stderr

@@ -47,7 +47,9 @@ def run(args: argparse.Namespace) -> int:
     try:
         for src in sources_:
             name = src.plan["name"]
-            with engine.session(name) as s:
+            with engine.session(name, recover=False) as s:
+                # an earlier apply whose rollback cannot finish: go on from what it left
+                s.recover_or_abandon()
                 if src.saved is not None:
                     s.check_fresh(src.saved)
                 changes = s.changes(src.plan)
@@ -87,7 +89,8 @@ def run(args: argparse.Namespace) -> int:
                     print(f"{name}: not destroyed", file=sys.stderr)
                     results.append({"name": name, "pruned": False, "declined": True})
                     continue
-                with engine.session(name) as s:
+                with engine.session(name, recover=False) as s:
+                    s.recover_or_abandon()
                     if s.state is None:
                         continue
                     s.destroy()

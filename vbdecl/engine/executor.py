@@ -149,12 +149,13 @@ class Engine:
 
     # Convenience wrappers, one command each.
     def apply(self, plan: dict[str, Any]) -> Result:
-        with self.session(plan["name"]) as s:
+        with self.session(plan["name"], recover=False) as s:
+            s.recover_or_abandon()
             return s.apply(plan)
 
     def destroy(self, name: str) -> Result:
         with self.session(name, create=False, recover=False) as s:
-            s.recover_for_destroy()
+            s.recover_or_abandon()
             return s.destroy()
 
     def recover(self, name: str) -> bool:
@@ -194,7 +195,7 @@ class Session:
         self.deps: dict[str, list[str]] = {}
         self.steps = 0
         # what recover() did at the start of this session: "committed", "rolled back",
-        # "destroyed" (an interrupted destroy finished), "abandoned" (recover_for_destroy),
+        # "destroyed" (an interrupted destroy finished), "abandoned" (recover_or_abandon),
         # or None
         self.recovered: str | None = None
         self._txn_runtime_dir: str | None = None   # the runtime dir the transaction journaled
@@ -767,10 +768,11 @@ class Session:
         self._recovered("rolled back")
         return True
 
-    def recover_for_destroy(self) -> None:
-        """recover(), before a destroy: an open apply whose rollback cannot finish
-        (undos into an environment that died half-way, say) is abandoned instead,
-        since the destroy wants nothing of it left (see _abandon_apply)."""
+    def recover_or_abandon(self) -> None:
+        """recover(), before an apply or a destroy: an open apply whose rollback cannot
+        finish (undos into an environment that died half-way, say) is abandoned
+        instead (see _abandon_apply). What it left is then the state the command
+        starts from: apply converges it to the manifest, destroy tears it down."""
         try:
             self.recover()
         except ActionError as err:
@@ -783,7 +785,7 @@ class Session:
         """Close an open apply without rolling it back: everything it left (the
         committed resources, what landed, what its rollback restored, and what exists
         of a create in flight) becomes the committed state, for destroy() to tear
-        down. False when no apply is open."""
+        down, or apply to converge from. False when no apply is open."""
         txn_entries = journal_mod.open_transaction(journal_mod.read(paths.journal_file(self.name, self.sd)))
         if txn_entries is None or txn_entries[0].get("op") != "apply":
             return False
@@ -822,8 +824,8 @@ class Session:
         first = errors[0]
         return ActionError(f"recovery of {self.name!r} did not finish: {first.message}",
                            action=first.action, revert_errors=errors[1:],
-                           hint=f"fix the cause, then run vbdecl recover {self.name}; or "
-                                f"vbdecl destroy {self.name} tears down everything it left")
+                           hint=f"fix the cause, then run vbdecl recover {self.name}; or go on "
+                                f"from what it left: vbdecl apply FILE, or vbdecl destroy {self.name}")
 
     # --- destroy -------------------------------------------------------------
 

@@ -131,6 +131,8 @@ class HalfRevertOp(FileOp):
     """A file whose revert resets its content, then fails before removing it (a
     revert interrupted half-way, as a limit reset whose directory is still there)."""
 
+    undo_by_update = True
+
     def revert(self, ctx: Any, record: dict[str, Any]) -> None:
         Path(record["path"]).write_text(_owner_tag(record["owner"]) + "\nreset")
         raise OSError(5, "failed half-way")

@@ -8,12 +8,14 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import testops
 
+from vbdecl.engine import store
 from vbdecl.engine.executor import Engine
 from vbdecl.engine.faults import Faults
 from vbdecl.errors import ActionError
@@ -174,3 +176,93 @@ def test_a_half_done_revert_is_set_back(tmp_path: Path) -> None:
     assert (root / "web" / "half").read_text().endswith("\nv1")
     assert testops.state_tree(sd) == state1
     (root / "web" / "half").unlink()     # (its revert always fails)
+
+
+def _stuck(tmp: Path, *, fresh: bool = False) -> tuple[Path, Path, dict[str, Any], dict[str, Any]]:
+    """An apply of v2 (two new files) failing at its second file, with the first
+    one's undo failing too: the rollback cannot finish, the transaction stays open.
+    ``fresh``: v2 is the environment's first apply."""
+    root, sd = tmp / "root", tmp / "state"
+    root.mkdir()
+    v1 = testops.make_plan("web", root, files=1, mounts=0)
+    extra = [testops.action(f"file[/n{i}]", "test.file", {"path": str(root / "web" / f"n{i}"),
+                                                          "content": "new"}, ["dir[/]"]) for i in (1, 2)]
+    v2 = testops.make_plan("web", root, files=1, mounts=0, extra=extra)
+    if not fresh:
+        Engine(sd).apply(v1)
+    with pytest.raises(ActionError) as info:
+        Engine(sd, faults=Faults("file[/n2],file[/n1]:revert")).apply(v2)
+    assert info.value.revert_errors
+    return root, sd, v1, v2
+
+
+def _journal_open(sd: Path) -> bool:
+    from vbdecl.engine import journal, paths
+
+    return journal.open_transaction(journal.read(paths.journal_file("web", str(sd)))) is not None
+
+
+def test_an_apply_that_goes_ahead_abandons_a_stuck_rollback(tmp_path: Path) -> None:
+    """The rollback still fails (the undo's fault stays): apply abandons it, the state
+    is what was left (n1 there), and the apply creates only what is missing."""
+    root, sd, _v1, v2 = _stuck(tmp_path)
+    result = Engine(sd, faults=Faults("file[/n1]:revert")).apply(v2)
+    assert result.steps == 1 and (root / "web" / "n1").exists() and (root / "web" / "n2").exists()
+    assert not _journal_open(sd)
+    state = store.load("web", str(sd))
+    assert state is not None and "abandoned" not in state
+    assert store.revision_numbers("web", str(sd)) == [1, 2]
+    Engine(sd).destroy("web")
+    assert testops.host_tree(root) == {}
+
+
+def test_nothing_is_written_until_the_command_goes_ahead(tmp_path: Path) -> None:
+    """recover_or_abandon only works out what was left: a command that stops there
+    (declined, a stale saved plan) leaves the transaction open for recover."""
+    _root, sd, _v1, _v2 = _stuck(tmp_path)
+    before = testops.state_tree(sd)
+    with Engine(sd, faults=Faults("file[/n1]:revert")).session("web", recover=False) as s:
+        s.recover_or_abandon("apply")
+        assert s.recovered == "abandoned" and s.state is not None and "file[/n1]" in s.state["resources"]
+    assert testops.state_tree(sd) == before and _journal_open(sd)
+    assert Engine(sd).recover("web")      # without the fault it finishes
+    assert not _journal_open(sd)
+
+
+def test_a_failing_probe_keeps_the_rollback(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """What a create in flight made cannot be known when its probe fails: nothing is
+    abandoned, the error stays and so does the open transaction."""
+    _root, sd, _v1, _v2 = _stuck(tmp_path)
+    from vbdecl.engine import journal, paths
+
+    entries = journal.read(paths.journal_file("web", str(sd)))
+    txn = journal.open_transaction(entries)
+    assert txn is not None
+    with journal.Journal(paths.journal_file("web", str(sd))) as j:
+        j.append({"t": "intent", "txn": txn[0]["txn"], "seq": 99, "step": "create", "id": "file[/n3]",
+                  "kind": "test.file", "params": {"path": "/nonexistent/n3", "content": "x"}, "old": None})
+
+    def broken(self: Any, ctx: Any, params: Any, record: Any) -> Any:
+        raise OSError(16, "busy")
+
+    monkeypatch.setattr(testops.FileOp, "probe", broken)
+    with Engine(sd).session("web", recover=False) as s, pytest.raises(ActionError):
+        s.recover_or_abandon("destroy")
+    assert _journal_open(sd)
+    monkeypatch.undo()
+    Engine(sd).recover("web")
+
+
+def test_a_first_apply_abandoned_then_killed_leaves_no_environment(tmp_path: Path) -> None:
+    """Killed between saving the abandoned state and closing the transaction, a
+    first apply's environment is not left as a ghost: recover rolls back over the
+    abandoned state and forgets it (it was never committed)."""
+    root, sd, _v1, _v2 = _stuck(tmp_path, fresh=True)
+    with Engine(sd, faults=Faults("file[/n1]:revert")).session("web", recover=False) as s:
+        s.recover_or_abandon("apply")
+        assert s.state is not None
+        store.save("web", s.state, str(sd))      # the first half of _persist_abandon
+    assert _journal_open(sd)
+    assert Engine(sd).recover("web")
+    assert store.load("web", str(sd)) is None and "web" not in store.list_envs(str(sd))
+    assert testops.host_tree(root) == {}

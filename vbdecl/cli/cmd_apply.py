@@ -49,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
             name = src.plan["name"]
             with engine.session(name, recover=False) as s:
                 # an earlier apply whose rollback cannot finish: go on from what it left
-                s.recover_or_abandon()
+                s.recover_or_abandon("apply")
                 if src.saved is not None:
                     s.check_fresh(src.saved)
                 changes = s.changes(src.plan)
@@ -90,7 +90,7 @@ def run(args: argparse.Namespace) -> int:
                     results.append({"name": name, "pruned": False, "declined": True})
                     continue
                 with engine.session(name, recover=False) as s:
-                    s.recover_or_abandon()
+                    s.recover_or_abandon("destroy")
                     if s.state is None:
                         continue
                     s.destroy()

@@ -43,7 +43,7 @@ def run(args: argparse.Namespace) -> int:
                 # An interrupted destroy of ``name`` left open is finished now, and that
                 # is what this command asked for; an apply that cannot roll back is
                 # abandoned to this destroy.
-                s.recover_or_abandon()
+                s.recover_or_abandon("destroy")
                 if s.state is None and s.recovered != "destroyed":
                     raise StateError(f"environment {name!r} does not exist",
                                      hint="vbdecl ls lists the environments")

@@ -34,7 +34,7 @@ def run(args: argparse.Namespace) -> int:
             if engine.recover(name):
                 recovered.append(name)
         except LockedError as err:
-            if len(names) == 1:
+            if args.name:
                 raise
             # another command is at work there: it finishes its own transaction
             busy.append(name)

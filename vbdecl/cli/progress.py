@@ -92,7 +92,7 @@ class Renderer:
         self.say(f"recovered {ev['name']}: {ev.get('outcome')}")
 
     def on_recovery_abandoned(self, ev: dict[str, Any]) -> None:
-        what = "destroying everything it left" if self.destroying else "going on from what it left"
+        what = "destroying everything it left" if ev.get("then") == "destroy" else "going on from what it left"
         self.say(f"{ev['name']}: the interrupted apply cannot be rolled back ({ev['error']}); {what}")
 
     def on_apply_committed(self, ev: dict[str, Any]) -> None:

@@ -150,12 +150,12 @@ class Engine:
     # Convenience wrappers, one command each.
     def apply(self, plan: dict[str, Any]) -> Result:
         with self.session(plan["name"], recover=False) as s:
-            s.recover_or_abandon()
+            s.recover_or_abandon("apply")
             return s.apply(plan)
 
     def destroy(self, name: str) -> Result:
         with self.session(name, create=False, recover=False) as s:
-            s.recover_or_abandon()
+            s.recover_or_abandon("destroy")
             return s.destroy()
 
     def recover(self, name: str) -> bool:
@@ -200,6 +200,7 @@ class Session:
         self.recovered: str | None = None
         self._txn_runtime_dir: str | None = None   # the runtime dir the transaction journaled
         self._env_stays = False     # see Context.env_stays; set for one transaction
+        self._abandoned: dict[str, Any] | None = None   # the begin of an apply recover_or_abandon gave up
 
     def attach(self, state: dict[str, Any] | None) -> None:
         """Work on ``state`` (its instance, resources and plan context)."""
@@ -375,19 +376,21 @@ class Session:
             changes = self.changes(plan)
         old_state = self.state
         state = copy.deepcopy(old_state) if old_state else store.new_state(self.name, self.sd)
+        state.pop("abandoned", None)
         self.instance = state["instance"]
         self._reset(copy.deepcopy(state["resources"]))
         if not changes:
+            self._persist_abandon()    # what was left is what the manifest asks for
             self.engine.emit("apply.nothing", name=self.name)
             return Result(self.name, self.instance, state.get("revision"), state.get("serial"))
         steps = self._steps(changes, old_state)
         self._preflight(steps)
+        self._persist_abandon()
         base_rev = max([state.get("revision") or 0, *store.revision_numbers(self.name, self.sd)])
         self.txn = uuid.uuid4().hex
         # Dependencies of both plans, for the rollback's "keep what a failure needs" rule.
         self._load_context(plan)
-        for a in ((old_state or {}).get("plan") or {}).get("actions", []):
-            self.deps.setdefault(a["id"], list(a.get("deps", ())))
+        self._merge_deps((old_state or {}).get("plan"))
         self._txn_runtime_dir = None            # (not a recovered transaction's)
         self._txn_runtime_dir = self._runtime_dir()
         self._log("begin", op="apply", pid=os.getpid(), time=_now(), lineage=state["lineage"],
@@ -653,28 +656,37 @@ class Session:
         if not landed or getattr(op, "revert_leaves", False):
             live = op.probe(ctx, old.get("params") or {}, old.get("record"))
             if live is not None:
-                if _changed(old.get("record"), live) and _can_update(kind):
+                if getattr(op, "undo_by_update", False) and _changed(old.get("record"), live):
                     # half reverted (a limit reset, its directory still there): set it back
-                    return op.update(ctx, old.get("params") or {}, live)
+                    return op.update(ctx, old.get("params") or {}, old.get("record") or {})
                 return old.get("record")
         return op.apply(ctx, old.get("params") or {})
 
     def _close_aborted(self, *, fresh: bool, base_revision: int) -> None:
+        # A state abandoned to this transaction's rollback (killed before its abort
+        # entry) was never a committed one: a fresh environment never existed.
+        never = fresh and (self.state is None or self.state.get("abandoned") == self.txn)
+        if never:
+            store.remove_state(self.name, self.sd)
+            self.state = None
         # Records of re-created objects may differ from the committed ones.
         if self.state is not None and self.res != self.state.get("resources"):
             self.state["resources"] = self.res
             store.save(self.name, self.state, self.sd)
+        self._drop_revisions_above(base_revision)
+        self._log("abort")
+        self.engine.emit("apply.aborted", name=self.name)
+        if never and not store.revision_numbers(self.name, self.sd):
+            # The environment never existed: leave the state directory as it was.
+            self._forget_env()
+
+    def _drop_revisions_above(self, base_revision: int) -> None:
         for n in store.revision_numbers(self.name, self.sd):
             if n > base_revision:
                 try:
                     os.unlink(paths.revision_file(self.name, n, self.sd))
                 except FileNotFoundError:
                     pass
-        self._log("abort")
-        self.engine.emit("apply.aborted", name=self.name)
-        if fresh and self.state is None and not store.revision_numbers(self.name, self.sd):
-            # The environment never existed: leave the state directory as it was.
-            self._forget_env()
 
     def _forget_if_empty(self) -> None:
         """An environment that never committed anything leaves no trace (also when
@@ -745,13 +757,12 @@ class Session:
             errors = self._destroy_forward(start_seq=max(
                 [e.get("seq", 0) for e in txn_entries] + [0]))
             if errors:
-                raise self._recovery_error(errors)
+                raise self._recovery_error(errors, ways_on=False)
             self._recovered("destroyed")
             return True
         plan = begin.get("plan")
         self._load_context(plan)
-        for a in ((state or {}).get("plan") or {}).get("actions", []):
-            self.deps.setdefault(a["id"], list(a.get("deps", ())))
+        self._merge_deps((state or {}).get("plan"))
         if state is not None:
             self.spec = (state.get("plan") or {}).get("spec") or self.spec
         # the committed resources tell whether there is a live environment (_stays)
@@ -768,24 +779,25 @@ class Session:
         self._recovered("rolled back")
         return True
 
-    def recover_or_abandon(self) -> None:
-        """recover(), before an apply or a destroy: an open apply whose rollback cannot
-        finish (undos into an environment that died half-way, say) is abandoned
-        instead (see _abandon_apply). What it left is then the state the command
-        starts from: apply converges it to the manifest, destroy tears it down."""
+    def recover_or_abandon(self, then: str) -> None:
+        """recover(), before an apply or a destroy (``then``): an open apply whose
+        rollback cannot finish (undos into an environment that died half-way, say)
+        is abandoned instead: what it left becomes the state the command starts from
+        (apply converges it to the manifest, destroy tears it down). Nothing of that
+        is written until the command goes ahead (_persist_abandon)."""
         try:
             self.recover()
         except ActionError as err:
             if not self._abandon_apply():
                 raise
             self.recovered = "abandoned"
-            self.engine.emit("recovery.abandoned", name=self.name, error=err.message)
+            self.engine.emit("recovery.abandoned", name=self.name, error=err.message, then=then)
 
     def _abandon_apply(self) -> bool:
-        """Close an open apply without rolling it back: everything it left (the
-        committed resources, what landed, what its rollback restored, and what exists
-        of a create in flight) becomes the committed state, for destroy() to tear
-        down, or apply to converge from. False when no apply is open."""
+        """Work out, in memory, what an open apply left: the committed resources,
+        what landed, what its rollback restored, and what exists of a create in
+        flight or of a destroy whose undo began. False when no apply is open, or
+        when a probe fails (then nothing can be said of what is there)."""
         txn_entries = journal_mod.open_transaction(journal_mod.read(paths.journal_file(self.name, self.sd)))
         if txn_entries is None or txn_entries[0].get("op") != "apply":
             return False
@@ -797,35 +809,61 @@ class Session:
             **store.new_state(self.name, self.sd), "instance": self.instance,
             "lineage": begin.get("lineage"), "plan": begin.get("plan")}
         self._load_context(state.get("plan"))
+        self._merge_deps(begin.get("plan"))
         self._reset(copy.deepcopy(state.get("resources") or {}))
         intents, done = self._replay(txn_entries)
         undone = {e["seq"] for e in txn_entries if e.get("t") == "undone"}
+        undoing = {e["seq"] for e in txn_entries if e.get("t") == "undo"} - undone
         for seq, intent in sorted(intents.items()):
-            if seq in done or seq in undone or intent["step"] != "create":
+            if seq in undone:
                 continue
+            if intent["step"] == "create" and seq not in done:
+                params, record = intent["params"], None
+            elif intent["step"] == "destroy" and seq in done and seq in undoing:
+                params, record = intent["old"].get("params") or {}, intent["old"].get("record")
+            else:
+                continue    # its record is in self.res already, or it is gone
             try:
-                record = _op(intent["kind"]).probe(self._ctx(), intent["params"], None)
+                found = _op(intent["kind"]).probe(self._ctx(), params, record)
             except Exception:
-                continue    # (its op's probe failed: nothing to go on)
-            if record is not None:
-                self._set(intent["id"], {"kind": intent["kind"], "params": intent["params"],
-                                         "record": record})
-        state["resources"] = self.res
-        store.save(self.name, state, self.sd)
-        self._log("abort", abandoned=True)
+                return False
+            if found is not None:
+                self._set(intent["id"], {"kind": intent["kind"], "params": params, "record": found})
+        state.update(resources=self.res, serial=int(begin.get("target_serial") or 0) + 1,
+                     abandoned=self.txn)
         self.state = state
+        self._abandoned = begin
         return True
+
+    def _persist_abandon(self) -> None:
+        """The command goes ahead: the abandoned state is committed and the open apply
+        closed, before the command's own transaction begins. ``abandoned`` marks the
+        state until then (a kill in between: see _close_aborted)."""
+        begin = self._abandoned
+        if begin is None or self.state is None:
+            return
+        self._drop_revisions_above(int(begin.get("base_revision") or 0))
+        store.save(self.name, self.state, self.sd)
+        self.txn = begin["txn"]
+        self._log("abort", abandoned=True)
+        self._abandoned = None
+
+    def _merge_deps(self, plan: dict[str, Any] | None) -> None:
+        for a in (plan or {}).get("actions", []):
+            self.deps.setdefault(a["id"], list(a.get("deps", ())))
 
     def _recovered(self, outcome: str) -> None:
         self.recovered = outcome
         self.engine.emit("recovery.finished", name=self.name, outcome=outcome)
 
-    def _recovery_error(self, errors: list[ActionError]) -> ActionError:
+    def _recovery_error(self, errors: list[ActionError], *, ways_on: bool = True) -> ActionError:
+        """``ways_on``: an apply's rollback, which apply and destroy can abandon."""
         first = errors[0]
+        hint = f"fix the cause, then run vbdecl recover {self.name}"
+        if ways_on:
+            hint += f"; or go on from what it left: vbdecl apply FILE, or vbdecl destroy {self.name}"
         return ActionError(f"recovery of {self.name!r} did not finish: {first.message}",
-                           action=first.action, revert_errors=errors[1:],
-                           hint=f"fix the cause, then run vbdecl recover {self.name}; or go on "
-                                f"from what it left: vbdecl apply FILE, or vbdecl destroy {self.name}")
+                           action=first.action, revert_errors=errors[1:], hint=hint)
 
     # --- destroy -------------------------------------------------------------
 
@@ -837,8 +875,11 @@ class Session:
         if state is None:
             raise StateError(f"environment {self.name!r} has no state: nothing to destroy",
                              hint="vbdecl ls lists the environments")
+        abandoned = self._abandoned
+        self._persist_abandon()
         self.instance = state["instance"]
         self._load_context(state.get("plan"))
+        self._merge_deps((abandoned or {}).get("plan"))     # what only the abandoned apply made
         self._reset(copy.deepcopy(state.get("resources") or {}))
         self.txn = uuid.uuid4().hex
         self._txn_runtime_dir = None            # (not a recovered transaction's)

@@ -8,6 +8,8 @@ One JSON object per line, each fsync'ed before the step it announces runs:
 ``undo``    {txn, seq, id}                              (about to undo step seq)
 ``undone``  {txn, seq, id, record}                      (undone; record of a re-create)
 ``commit``  {txn, serial}   ``abort`` {txn, error}
+``abort``   {txn, abandoned: true}   (an apply whose rollback could not finish, given
+            up by the next apply or destroy: what it left was committed as the state)
 
 A transaction without ``commit`` or ``abort`` is *open*: the command died
 (or could not finish its rollback) and the next command recovers it.

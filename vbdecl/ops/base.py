@@ -33,9 +33,11 @@ class Context:
 
 
 class Op(Protocol):
-    """An action kind's operations. Optional class attribute ``revert_leaves``: its
-    revert leaves the object to another (rootfs's root goes with the mount
-    namespace), so undoing a destroy that landed probes before making it again."""
+    """An action kind's operations. Optional class attributes: ``revert_leaves``,
+    its revert leaves the object to another (rootfs's root goes with the mount
+    namespace), so undoing a destroy that landed probes before making it again;
+    ``undo_by_update``, a revert cut short can leave the object there but changed
+    (a limit reset, its directory kept), which the undo sets back with update()."""
 
     def describe(self, params: Params) -> str: ...
 

@@ -172,20 +172,24 @@ class Group:
 
     def update(self, ctx: Context, params: Params, record: Record) -> Record:
         """Limits are their own actions; this repairs the group: directories removed
-        behind vbdecl's back (drift) are made again, the environment's processes in."""
+        behind vbdecl's back (drift) are made again, and the environment's processes
+        put back in every directory (also those a cut-short revert moved out)."""
+        import copy
         import os
 
         from vbdecl.sys import proc as sysproc
 
         missing = [d for d in record.get("dirs", []) if not os.path.isdir(d["path"])]
-        if not missing:
-            return record
         init = ctx.env_pid
         env = ctx.records.get("env") or {}
+        live = bool(init and "start_time" in env and sysproc.alive(init, int(env["start_time"])))
+        if not missing and not live:
+            return record
+        record = copy.deepcopy(record)     # (the recorded one is the state's)
         try:
             cgroupfs.remake_dirs(record, missing)
-            if init and "start_time" in env and sysproc.alive(init, int(env["start_time"])):
-                cgroupfs.join_all({"dirs": missing}, init, lambda: sysproc.env_processes(init))
+            if init and live:
+                cgroupfs.join_all(record, init, lambda: sysproc.env_processes(init))
         except SysError as exc:
             raise _action_error(exc, GROUP_ID) from exc
         return record
@@ -193,6 +197,9 @@ class Group:
 
 class Limit:
     """``cgroup.limit``: one limit written into the environment's cgroup."""
+
+    # its revert resets the value before it removes an extension directory
+    undo_by_update = True
 
     def describe(self, params: Params) -> str:
         return describe_limit(params["limit"], params.get("value"))

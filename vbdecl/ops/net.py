@@ -296,11 +296,12 @@ class Veth:
         if found is None or found["kind"] != "veth":
             return None
         # Detached from its bridge or down (by hand, or a bridge deleted and made
-        # again), the environment is cut off: drift in "bridge" or "up".
+        # again), it is there but the environment is cut off: not working, as gone.
         bridge = (record or {}).get("bridge") or params.get("bridge")
-        attached = bridge is not None and found["master"] == nl.index_of(ipr, bridge)
-        return dict(record or {}, host=found["name"], index=found["index"],
-                    bridge=bridge if attached else None, up=found["up"])
+        master = nl.index_of(ipr, bridge) if bridge else None
+        if master is None or found["master"] != master or not found["up"]:
+            return None
+        return dict(record or {}, host=found["name"], index=found["index"])
 
     @_session
     def apply(self, ctx: Context, params: Params) -> Record:
@@ -325,8 +326,7 @@ class Veth:
                 raise
         finally:
             os.close(fd)
-        return {"host": host, "peer": INNER, "peer_index": peer_index, "bridge": params["bridge"], "netns": ns,
-                "up": True}
+        return {"host": host, "peer": INNER, "peer_index": peer_index, "bridge": params["bridge"], "netns": ns}
 
     @staticmethod
     def _delete(ipr: Any, host: str) -> None:

@@ -626,17 +626,8 @@ def remake_dirs(record: dict[str, Any], dirs: list[dict[str, Any]]) -> None:
     """Make ``dirs`` of the group ``record`` again (removed behind vbdecl's back):
     the same paths with the same controllers, empty; the caller moves processes in."""
     for d in dirs:
-        parent = os.path.dirname(d["path"])
-        try:
-            if d["version"] == 2:
-                _enable_v2(os.path.dirname(parent), d["controllers"])
-            if _mkdir(parent) and parent not in record["parents_created"]:
-                record["parents_created"].append(parent)
-            if d["version"] == 2:
-                _enable_v2(parent, d["controllers"])
-            _mkdir(d["path"])
-        except OSError as exc:
-            raise _fail(f"cannot create {d['path']}", exc) from None
+        mount = os.path.dirname(os.path.dirname(d["path"]))
+        _make_dir(record, mount, int(d["version"]), d["controllers"], d["path"])
 
 
 def find_group(layout: Layout, instance: str) -> dict[str, Any] | None:
@@ -676,10 +667,11 @@ def find_group(layout: Layout, instance: str) -> dict[str, Any] | None:
     return record if record["dirs"] else None
 
 
-def _create_one(record: dict[str, Any], instance: str, d: dict[str, Any]) -> None:
-    mount, version, ctrls = d["hierarchy"], d["version"], d["controllers"]
-    parent = os.path.join(mount, PARENT)
-    path = os.path.join(parent, instance)
+def _make_dir(record: dict[str, Any], mount: str, version: int, ctrls: list[str], path: str) -> bool:
+    """mkdir ``path`` (``<mount>/vbdecl/<instance>``) and its parent (noted in the
+    record when made), with ``ctrls`` enabled down to it on cgroup2. False when it
+    existed already."""
+    parent = os.path.dirname(path)
     for _attempt in range(5):
         if version == 2:
             _enable_v2(mount, ctrls)
@@ -691,15 +683,19 @@ def _create_one(record: dict[str, Any], instance: str, d: dict[str, Any]) -> Non
         if version == 2:
             _enable_v2(parent, ctrls)
         try:
-            made = _mkdir(path)
+            return _mkdir(path)
         except FileNotFoundError:
             continue  # another environment removed the empty parent just now: retry
         except OSError as exc:
             raise _fail(f"cannot create {path}", exc) from None
-        break
-    else:
-        raise SysError(f"cannot create {path}: its parent keeps disappearing",
-                       errno=_errno.ENOENT, hint="retry; another vbdecl is tearing down")
+    raise SysError(f"cannot create {path}: its parent keeps disappearing",
+                   errno=_errno.ENOENT, hint="retry; another vbdecl is tearing down")
+
+
+def _create_one(record: dict[str, Any], instance: str, d: dict[str, Any]) -> None:
+    mount, version, ctrls = d["hierarchy"], d["version"], d["controllers"]
+    path = os.path.join(mount, PARENT, instance)
+    made = _make_dir(record, mount, version, ctrls, path)
     if not made and read(os.path.join(path, "cgroup.procs")):
         raise SysError(f"{path} already exists and has processes", errno=_errno.EEXIST,
                        hint="an earlier run of this instance is still alive: "

@@ -59,6 +59,7 @@ def run(args: argparse.Namespace) -> int:
                 else:
                     print("\n".join(plan_lines(name, changes)))
                 if not changes:
+                    s.apply(src.plan, changes)     # (commits what a stuck apply left, if so)
                     results.append({"name": name, "changed": False})
                     continue
                 if not confirm(f"Apply these changes to {name}?", args.yes):

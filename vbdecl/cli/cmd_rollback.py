@@ -44,6 +44,7 @@ def run(args: argparse.Namespace) -> int:
             else:
                 print("\n".join(plan_lines(args.name, changes)))
             if not changes:
+                s.apply(plan, changes)     # (commits what a stuck apply left, if so)
                 return 0
             if not confirm(f"Roll {args.name} back to revision {args.to}?", args.yes):
                 print(f"{args.name}: not rolled back", file=sys.stderr)

@@ -47,9 +47,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         for src in sources_:
             name = src.plan["name"]
-            with engine.session(name, recover=False) as s:
-                # an earlier apply whose rollback cannot finish: go on from what it left
-                s.recover_or_abandon("apply")
+            # (an earlier apply whose rollback cannot finish: go on from what it left)
+            with engine.session(name, then="apply") as s:
                 if src.saved is not None:
                     s.check_fresh(src.saved)
                 changes = s.changes(src.plan)
@@ -90,8 +89,7 @@ def run(args: argparse.Namespace) -> int:
                     print(f"{name}: not destroyed", file=sys.stderr)
                     results.append({"name": name, "pruned": False, "declined": True})
                     continue
-                with engine.session(name, recover=False) as s:
-                    s.recover_or_abandon("destroy")
+                with engine.session(name, then="destroy") as s:
                     if s.state is None:
                         continue
                     s.destroy()

@@ -39,11 +39,10 @@ def run(args: argparse.Namespace) -> int:
     declined: list[str] = []
     try:
         for name in names_of(args.target):
-            with engine.session(name, create=False, recover=False) as s:
-                # An interrupted destroy of ``name`` left open is finished now, and that
-                # is what this command asked for; an apply that cannot roll back is
-                # abandoned to this destroy.
-                s.recover_or_abandon("destroy")
+            # An interrupted destroy of ``name`` left open is finished now, and that is
+            # what this command asked for; an apply that cannot roll back is abandoned
+            # to this destroy.
+            with engine.session(name, create=False, then="destroy") as s:
                 if s.state is None and s.recovered != "destroyed":
                     raise StateError(f"environment {name!r} does not exist",
                                      hint="vbdecl ls lists the environments")

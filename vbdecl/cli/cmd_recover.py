@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 HELP = "finish (roll back or forward) transactions left open by an interrupted command"
 
@@ -15,8 +16,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import sys
-
     from vbdecl.cli.progress import Renderer, command_line, emit_json, sigterm_rolls_back
     from vbdecl.engine import store
     from vbdecl.engine.executor import Engine

@@ -35,8 +35,8 @@ def run(args: argparse.Namespace) -> int:
     rev = store.load_revision(args.name, args.to, engine.state_dir)
     plan = rev["plan"]
     try:
-        with engine.session(args.name, create=False, recover=False) as s:
-            s.recover_or_abandon("apply")     # (as apply: go on from what a stuck one left)
+        # (as apply: go on from what a stuck one left)
+        with engine.session(args.name, create=False, then="apply") as s:
             changes = s.changes(plan)
             if args.json:
                 emit_json({"event": "plan", "name": args.name,

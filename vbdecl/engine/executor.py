@@ -123,12 +123,14 @@ class Engine:
             self.on_event({"event": event, "time": _now(), **data})
 
     @contextlib.contextmanager
-    def session(self, name: str, *, recover: bool = True,
-                create: bool = True) -> Iterator[Session]:
+    def session(self, name: str, *, recover: bool = True, create: bool = True,
+                then: str | None = None) -> Iterator[Session]:
         """Lock ``name`` for the block; recover an open transaction first.
 
         ``create=False``: an environment without a state directory is an error
-        (and nothing is created for it).
+        (and nothing is created for it). ``then``: the command the block runs,
+        "apply" or "destroy", to which an apply whose rollback cannot finish is
+        abandoned (Session.recover_or_abandon).
         """
         if not create and not os.path.isdir(paths.env_dir(name, self.state_dir)):
             raise StateError(f"environment {name!r} does not exist",
@@ -141,7 +143,9 @@ class Engine:
             lock.release()   # e.g. an unreadable state.json: never keep the lock past the error
             raise
         try:
-            if recover:
+            if then is not None:
+                s.recover_or_abandon(then)
+            elif recover:
                 s.recover()
             yield s
         finally:
@@ -149,13 +153,11 @@ class Engine:
 
     # Convenience wrappers, one command each.
     def apply(self, plan: dict[str, Any]) -> Result:
-        with self.session(plan["name"], recover=False) as s:
-            s.recover_or_abandon("apply")
+        with self.session(plan["name"], then="apply") as s:
             return s.apply(plan)
 
     def destroy(self, name: str) -> Result:
-        with self.session(name, create=False, recover=False) as s:
-            s.recover_or_abandon("destroy")
+        with self.session(name, create=False, then="destroy") as s:
             return s.destroy()
 
     def recover(self, name: str) -> bool:

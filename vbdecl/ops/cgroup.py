@@ -82,24 +82,39 @@ def _count_oom(ctx: Context, record: Record) -> None:
         ctx.extra["cgroup_oom_kills"] = n
 
 
+def _live_init(ctx: Context) -> int | None:
+    """A live environment's init, checked against its recorded start time (a pid
+    recorded before a reboot may name another process now); None otherwise."""
+    from vbdecl.sys import proc as sysproc
+
+    init, env = ctx.env_pid, ctx.records.get("env") or {}
+    if init and "start_time" in env and sysproc.alive(init, int(env["start_time"])):
+        return init
+    return None
+
+
+def _join_env(record: Record, init: int) -> None:
+    from vbdecl.sys import proc as sysproc
+
+    cgroupfs.join_all(record, init, lambda: sysproc.env_processes(init))
+
+
 def _take_in(ctx: Context, record: Record, init: int) -> None:
     """Move the environment's processes into its new group.
 
-    A run's pid 1 (or holder), forked just now, is alone: only it. A live
-    environment's init is checked against its recorded start time (a pid
-    recorded before a reboot may name another process now: nothing is moved
-    then); every process of the environment goes in, and the cgroups they
-    came from are noted, where a revert that keeps the environment returns them."""
+    A run's pid 1 (or holder), forked just now, is alone: only it. Of a live
+    environment (see _live_init; none: nothing is moved) every process goes in,
+    and the cgroups they came from are noted, where a revert that keeps the
+    environment returns them."""
     from vbdecl.sys import proc as sysproc
 
-    env = ctx.records.get("env") or {}
-    if "start_time" not in env:
+    if "start_time" not in (ctx.records.get("env") or {}):
         cgroupfs.join(record, init)
         return
-    if not sysproc.alive(init, int(env["start_time"])):
+    if _live_init(ctx) is None:
         return
     cgroupfs.note_origins(record, sysproc.cgroup_paths(init, include_root=True))
-    cgroupfs.join_all(record, init, lambda: sysproc.env_processes(init))
+    _join_env(record, init)
 
 
 class Group:
@@ -177,19 +192,15 @@ class Group:
         import copy
         import os
 
-        from vbdecl.sys import proc as sysproc
-
         missing = [d for d in record.get("dirs", []) if not os.path.isdir(d["path"])]
-        init = ctx.env_pid
-        env = ctx.records.get("env") or {}
-        live = bool(init and "start_time" in env and sysproc.alive(init, int(env["start_time"])))
-        if not missing and not live:
+        init = _live_init(ctx)
+        if not missing and init is None:
             return record
         record = copy.deepcopy(record)     # (the recorded one is the state's)
         try:
             cgroupfs.remake_dirs(record, missing)
-            if init and live:
-                cgroupfs.join_all(record, init, lambda: sysproc.env_processes(init))
+            if init is not None:
+                _join_env(record, init)
         except SysError as exc:
             raise _action_error(exc, GROUP_ID) from exc
         return record

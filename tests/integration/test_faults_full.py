@@ -276,28 +276,79 @@ def test_a_cgroup_directory_removed_behind_vbdecls_back_is_made_again(tmp_path: 
     assert_clean(before, "after destroy")
 
 
-def test_a_file_written_over_in_place_stays_vbdecls_across_a_crash(tmp_path: Path) -> None:
-    """New content is written over the file in place (`~`): killed before the write
-    was journaled, recover writes the old content back and the file stays vbdecl's,
-    so removing its entry later removes it (a sweep found it left behind: the
-    destroy and create it was before lost what vbdecl had created)."""
+# entry id -> (its manifest line's text before, after, a command that shows it, what it shows
+# before); symlink[/run/cur] is added to the manifest for this test
+IN_PLACE = {
+    "file[/etc/motd]": ('content: "hello\\n"', 'content: "bye\\n"', ["/bin/cat", "/etc/motd"], "hello\n"),
+    "dir[/run/app]": ('target: /run/app, mode: "0755"', 'target: /run/app, mode: "0700"',
+                      ["/usr/bin/stat", "-c", "%a", "/run/app"], "755\n"),
+    "symlink[/run/cur]": ("points_to: v1", "points_to: v2", ["/usr/bin/readlink", "/run/cur"], "v1\n"),
+}
+
+
+def _with_symlink(env: FullEnv) -> str:
+    text = env.path.read_text().replace(
+        '    - {type: dir, target: /run/app', '    - {type: symlink, target: /run/cur, points_to: v1}\n'
+        '    - {type: dir, target: /run/app')
+    env.path.write_text(text)
+    return text
+
+
+@pytest.mark.parametrize(("aid", "change", "why"), [
+    ("dir[/run/app]", ["/bin/chmod", "700", "/run/app"], "mode 0755 -> 0700"),
+    ("symlink[/run/cur]", ["/bin/ln", "-sfn", "elsewhere", "/run/cur"], "points_to v1 -> elsewhere"),
+])
+def test_an_entry_changed_outside_is_set_back_in_place(tmp_path: Path, aid: str, change: list[str],
+                                                       why: str) -> None:
+    """A mode or link target changed outside vbdecl is drift on that attribute (it was
+    "deleted outside vbdecl" and recreated), set back in place, still vbdecl's."""
     env = _env(tmp_path)
+    _with_symlink(env)
     before = host()
     check(env.apply(), 0, "apply")
-    v1 = env.path.read_text()
-    env.path.write_text(v1.replace('content: "hello\\n"', 'content: "bye\\n"'))
+    check(env.cli("exec", "full", "--", *change), 0, " ".join(change))
     out = env.cli("plan", str(env.path))
-    assert "~ file[/etc/motd]" in out.stdout, out.stdout
-    out = env.apply(env={"VBDECL_TEST_CRASH_BEFORE_DONE": "file[/etc/motd]"})
+    assert f"~ {aid}  # changed outside vbdecl: {why}" in out.stdout, out.stdout
+    assert f"~ {aid}  # repair: changed outside vbdecl: {why}" in out.stdout, out.stdout
+    check(env.apply(), 0, "the apply that repairs it")
+    check(env.cli("plan", "--detailed-exitcode", str(env.path)), 0, "no drift left")
+    state = env.state_json()
+    assert state is not None
+    target = aid[aid.index("[") + 1:-1]
+    assert target in state["resources"][aid]["record"]["created"]
+    check(env.destroy(), 0, "destroy")
+    assert_clean(before, "after destroy")
+
+
+@pytest.mark.parametrize("aid", sorted(IN_PLACE))
+def test_an_entry_changed_in_place_stays_vbdecls_across_a_crash(tmp_path: Path, aid: str) -> None:
+    """New content, mode or link target is set in place (`~`): killed before the change
+    was journaled, recover sets the old one back and the object stays vbdecl's, so
+    removing its entry later removes it (a sweep found files left behind: the destroy
+    and create such a change was before lost what vbdecl had created)."""
+    before_text, after_text, show, shown = IN_PLACE[aid]
+    target = aid[aid.index("[") + 1:-1]
+    env = _env(tmp_path)
+    v1 = _with_symlink(env)
+    assert before_text in v1
+    before = host()
+    check(env.apply(), 0, "apply")
+    env.path.write_text(v1.replace(before_text, after_text))
+    out = env.cli("plan", str(env.path))
+    assert f"~ {aid}" in out.stdout, out.stdout
+    out = env.apply(env={"VBDECL_TEST_CRASH_BEFORE_DONE": aid})
     assert out.returncode in (-9, 137), (out.returncode, out.stderr)
     check(env.recover(), 0, "recover")
-    out = env.cli("exec", "full", "--", "/bin/cat", "/etc/motd")
-    check(out, 0, "exec cat")
-    assert out.stdout == "hello\n"
+    out = env.cli("exec", "full", "--", *show)
+    check(out, 0, " ".join(show))
+    assert out.stdout == shown
+    check(env.apply(), 0, "apply the change")
+    out = env.cli("exec", "full", "--", *show)
+    assert out.stdout != shown, out.stdout
     env.path.write_text("".join(line for line in v1.splitlines(keepends=True)
-                                if "target: /etc/motd" not in line))
-    check(env.apply(), 0, "apply without the file entry")
-    out = env.cli("exec", "full", "--", "/bin/cat", "/etc/motd")
+                                if f"target: {target}," not in line))
+    check(env.apply(), 0, "apply without the entry")
+    out = env.cli("exec", "full", "--", "/bin/ls", "-d", target)
     assert out.returncode != 0 and "No such file" in out.stderr, (out.stdout, out.stderr)
     check(env.destroy(), 0, "destroy")
     assert_clean(before, "after destroy")

@@ -177,6 +177,56 @@ def test_live_file_bind_chmod_remount_and_reverts(env: Context, tmp_path: Path) 
     assert not os.path.exists(f"{root}/etc")
 
 
+def test_live_dir_symlink_chmod_change_in_place(env: Context) -> None:
+    """A new mode or link target is set in place; what vbdecl created stays its own, so
+    the reverts still remove it, and a chmod's revert restores the mode from before."""
+    from vbdecl.errors import RuntimeSetupError
+
+    root = f"/proc/{env.env_pid}/root"
+    act(env, "fs.rootfs", rootfs=None)
+    d, ln, ch = op_for("fs.dir"), op_for("fs.symlink"), op_for("fs.chmod")
+    rec_dir = act(env, "fs.dir", target="/data/x", mode=0o700)
+    Path(f"{root}/data/x/kept").write_text("the process's file")
+    rec_dir = d.update(env, {"target": "/data/x", "mode": 0o750}, rec_dir)
+    assert os.stat(f"{root}/data/x").st_mode & 0o7777 == 0o750
+    assert Path(f"{root}/data/x/kept").exists()
+    rec_dir = d.update(env, {"target": "/data/x", "mode": None}, rec_dir)
+    assert os.stat(f"{root}/data/x").st_mode & 0o7777 == 0o755     # what a new one gets
+    assert rec_dir["created"] == ["/data", "/data/x"]
+
+    rec_ln = act(env, "fs.symlink", target="/etc/app/current", points_to="v1")
+    rec_ln = ln.update(env, {"target": "/etc/app/current", "points_to": "v2"}, rec_ln)
+    assert os.readlink(f"{root}/etc/app/current") == "v2"
+    assert sorted(os.listdir(f"{root}/etc/app")) == ["current"]     # no temporary name left
+    assert ln.probe(env, {"target": "/etc/app/current", "points_to": "v2"}, rec_ln) == rec_ln
+    os.symlink("theirs", f"{root}/etc/app/other")
+    theirs = act(env, "fs.symlink", target="/etc/app/other", points_to="theirs")
+    assert theirs["created"] == []
+    with pytest.raises(RuntimeSetupError, match="not a symlink to 'mine'"):
+        ln.update(env, {"target": "/etc/app/other", "points_to": "mine"}, theirs)
+    assert os.readlink(f"{root}/etc/app/other") == "theirs"
+    os.unlink(f"{root}/etc/app/current")
+    os.mkdir(f"{root}/etc/app/current")
+    with pytest.raises(RuntimeSetupError, match="not a symlink"):
+        ln.update(env, {"target": "/etc/app/current", "points_to": "v3"}, rec_ln)
+    os.rmdir(f"{root}/etc/app/current")
+    rec_ln = ln.update(env, {"target": "/etc/app/current", "points_to": "v3"}, rec_ln)
+    assert os.readlink(f"{root}/etc/app/current") == "v3"
+
+    rec_ch = act(env, "fs.chmod", target="/data", mode=0o700)
+    rec_ch = ch.update(env, {"target": "/data", "mode": 0o711}, rec_ch)
+    assert os.stat(f"{root}/data").st_mode & 0o7777 == 0o711
+    ch.revert(env, rec_ch)
+    assert os.stat(f"{root}/data").st_mode & 0o7777 == 0o755
+
+    os.unlink(f"{root}/etc/app/other")
+    ln.revert(env, rec_ln)
+    assert not os.path.exists(f"{root}/etc/app")
+    os.unlink(f"{root}/data/x/kept")
+    d.revert(env, rec_dir)
+    assert not os.path.exists(f"{root}/data")
+
+
 def test_ops_without_a_live_environment_fail_clearly(tmp_path: Path) -> None:
     from vbdecl.errors import RuntimeSetupError
 

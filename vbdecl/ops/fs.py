@@ -439,10 +439,18 @@ class BindData(_Mount):
 class _PathOp(_FsOp):
     """dir, file, symlink: something created at ``target`` inside the root."""
 
+    #: params the record keeps and the probe reads back: one changed outside vbdecl
+    #: is drift on that attribute (repaired in place), not an object gone
+    observed: tuple[str, ...] = ()
+
     def apply(self, ctx: Context, params: Params) -> Record:
         ino = _require_env(ctx)
         res = _in_env(ctx, _MountJob(self._entry(params)))
-        return {"target": params["target"], "mnt_ns": ino, "created": res["created"]}
+        return self._record(params, ino, res["created"])
+
+    def _record(self, params: Params, ino: int | None, created: list[str]) -> Record:
+        return {"target": params["target"], "mnt_ns": ino, "created": created,
+                **{k: params.get(k) for k in self.observed}}
 
     def revert(self, ctx: Context, record: Record) -> None:
         if not _same_env(ctx, record) or not record.get("created"):
@@ -466,48 +474,119 @@ class _PathOp(_FsOp):
             _close(root)
         try:
             st = os.fstat(fd)
-            if not self._matches(params, st, fd):
+            if not self._is_kind(st):
                 return None
+            seen = self._seen(st, fd)
         finally:
             _close(fd)
-        return record or {"target": params["target"], "mnt_ns": ino, "created": []}
+        differs = {k: v for k, v in seen.items() if params.get(k) is not None and v != params[k]}
+        if differs and (record is None or not all(k in record for k in differs)):
+            return None     # not this entry's object, or a record from before it kept these
+        return {**(record or self._record(params, ino, [])), **differs}
 
-    def _matches(self, params: Params, st: os.stat_result, fd: int) -> bool:
-        return True
+    def _is_kind(self, st: os.stat_result) -> bool:
+        raise NotImplementedError
 
+    def _seen(self, st: os.stat_result, fd: int) -> dict[str, Any]:
+        """The ``observed`` params as they are now (those that can be read)."""
+        return {}
+
+    def _reapply(self, ctx: Context, params: Params, record: Record) -> Record:
+        """Apply ``params`` over what is there, keeping what vbdecl created its own."""
+        new = self.apply(ctx, params)
+        return {**new, "created": _merge_created(record.get("created", []), new["created"])}
+
+
+def _merge_created(old: list[str], new: list[str]) -> list[str]:
+    """Paths an action created, parents first (they are removed in reverse): what it
+    created before and what an update made again (say, a parent deleted meanwhile)."""
+    return sorted(dict.fromkeys([*old, *new]), key=lambda p: p.rstrip("/").count("/"))
+
+
+# dir, file, symlink and chmod change in place: as a destroy and a create, an
+# interruption between the two lost what vbdecl had created (the object then
+# stayed behind once its entry went) or left it with neither mode.
 
 class Dir(_PathOp):
     kind = "dir"
+    observed = ("mode",)
 
-    def _matches(self, params: Params, st: os.stat_result, fd: int) -> bool:
-        mode = params.get("mode")
-        return stat.S_ISDIR(st.st_mode) and (mode is None or stat.S_IMODE(st.st_mode) == mode)
+    def update(self, ctx: Context, params: Params, record: Record) -> Record:
+        """A new mode, set in place. Without one, a directory vbdecl made gets the
+        default mode back, as a new one would."""
+        from vbdecl.runtime.rootfs import DEFAULT_MODES
+
+        if params.get("mode") is None and params["target"] in record.get("created", []):
+            params = {**params, "mode": DEFAULT_MODES["dir"]}
+        return self._reapply(ctx, params, record)
+
+    def _is_kind(self, st: os.stat_result) -> bool:
+        return stat.S_ISDIR(st.st_mode)
+
+    def _seen(self, st: os.stat_result, fd: int) -> dict[str, Any]:
+        return {"mode": stat.S_IMODE(st.st_mode)}
 
 
 class File(_PathOp):
     kind = "file"
 
     def update(self, ctx: Context, params: Params, record: Record) -> Record:
-        """New content or mode, written over the file in place: what vbdecl created
-        stays its own (a destroy and create lost that when interrupted between them:
-        the file was then left behind once its entry went)."""
-        new = self.apply(ctx, params)
-        return {**new, "created": list(dict.fromkeys([*record.get("created", []), *new["created"]]))}
+        """New content or mode, written over the file in place."""
+        return self._reapply(ctx, params, record)
 
-    def _matches(self, params: Params, st: os.stat_result, fd: int) -> bool:
+    def _is_kind(self, st: os.stat_result) -> bool:
         return stat.S_ISREG(st.st_mode)
 
 
 class Symlink(_PathOp):
     kind = "symlink"
+    observed = ("points_to",)
 
-    def _matches(self, params: Params, st: os.stat_result, fd: int) -> bool:
-        if not stat.S_ISLNK(st.st_mode):
-            return False
+    def update(self, ctx: Context, params: Params, record: Record) -> Record:
+        """A link vbdecl made now points elsewhere: a new link renamed over it, so
+        the path always holds one of the two. Someone else's link is left to apply
+        (which refuses to change it)."""
+        if params["target"] not in record.get("created", []):
+            return self._reapply(ctx, params, record)
+        ino = _require_env(ctx)
+        made = _in_env(ctx, _RelinkJob(params["target"], params["points_to"]))
+        return {**record, "mnt_ns": ino, "points_to": params["points_to"],
+                "created": _merge_created(record.get("created", []), made)}
+
+    def _is_kind(self, st: os.stat_result) -> bool:
+        return stat.S_ISLNK(st.st_mode)
+
+    def _seen(self, st: os.stat_result, fd: int) -> dict[str, Any]:
         try:
-            return os.readlink("", dir_fd=fd) == params.get("points_to")
+            return {"points_to": os.readlink("", dir_fd=fd)}
         except OSError:
-            return True
+            return {}
+
+
+class _RelinkJob(_Job):
+    def __init__(self, target: str, points_to: str) -> None:
+        self.target, self.points_to = target, points_to
+
+    def root(self, b: Any) -> Any:
+        from vbdecl.runtime.rootfs import _close, ensure_parent
+
+        parent, name = ensure_parent(b.root_fd, self.target, b.created, 0o755)
+        try:
+            try:
+                if not stat.S_ISLNK(os.stat(name, dir_fd=parent, follow_symlinks=False).st_mode):
+                    raise OSError(errno.EEXIST, f"{self.target} already exists and is not a symlink")
+            except FileNotFoundError:
+                pass
+            tmp = f".{name}.vbdecl-{os.getpid()}"
+            os.symlink(self.points_to, tmp, dir_fd=parent)
+            try:
+                os.rename(tmp, name, src_dir_fd=parent, dst_dir_fd=parent)
+            except BaseException:
+                os.unlink(tmp, dir_fd=parent)
+                raise
+        finally:
+            _close(parent)
+        return b.created
 
 
 class _ChmodJob(_Job):
@@ -533,7 +612,12 @@ class Chmod(_FsOp):
     def apply(self, ctx: Context, params: Params) -> Record:
         ino = _require_env(ctx)
         old = _in_env(ctx, _ChmodJob(params["target"], int(params["mode"])))
-        return {"target": params["target"], "mnt_ns": ino, "old_mode": old}
+        return {"target": params["target"], "mnt_ns": ino, "old_mode": old, "mode": params["mode"]}
+
+    def update(self, ctx: Context, params: Params, record: Record) -> Record:
+        """A new mode, set in place; a revert still restores the mode from before."""
+        new = self.apply(ctx, params)
+        return {**new, "old_mode": record["old_mode"] if "old_mode" in record else new["old_mode"]}
 
     def revert(self, ctx: Context, record: Record) -> None:
         if _same_env(ctx, record) and record.get("old_mode") is not None:
@@ -549,9 +633,12 @@ class Chmod(_FsOp):
             return None
         finally:
             os.close(root)
-        if stat.S_IMODE(st.st_mode) != params["mode"]:
-            return None
-        return record or {"target": params["target"], "mnt_ns": _ns_inode(ctx), "old_mode": None}
+        mode = stat.S_IMODE(st.st_mode)
+        if mode != params["mode"]:
+            # changed outside vbdecl (drift, set back in place), or not this entry's
+            return {**record, "mode": mode} if record is not None and "mode" in record else None
+        return record or {"target": params["target"], "mnt_ns": _ns_inode(ctx), "old_mode": None,
+                          "mode": mode}
 
 
 class _RemountJob(_Job):

@@ -23,7 +23,8 @@ Attr = tuple[str, Any, Any]
 UPDATE, REPLACE, REPLACE_ENV = 1, 2, 3
 
 #: kinds whose params change in place, whatever the attribute
-UPDATE_KINDS = frozenset({"cgroup.limit", "cgroup.group", "fs.net-files", "fs.file"})
+UPDATE_KINDS = frozenset({"cgroup.limit", "cgroup.group", "fs.net-files", "fs.file", "fs.dir",
+                          "fs.symlink", "fs.chmod"})
 #: kinds whose any change replaces the environment (namespaces, idmap and
 #: hostname belong to the holder; the env op cannot update them in place)
 ENV_KINDS = frozenset({"env.namespaces", "fs.rootfs"})

@@ -235,6 +235,53 @@ def test_oom_is_told_by_the_command_it_happened_under(env: dict[str, str], tmp_p
     assert group["usage"]["memory"]["oom_kills"] == 1      # still known, where asked for
 
 
+def _cgroups_by_controller(pid: int) -> dict[str, str]:
+    """{controllers: path} of a process (v1 hierarchies and the cgroup2 line)."""
+    lines = Path(f"/proc/{pid}/cgroup").read_text().splitlines()
+    return {line.split(":")[1]: line.split(":", 2)[2] for line in lines}
+
+
+def test_exec_puts_only_the_command_in_the_cgroup(env: dict[str, str], tmp_path: Path) -> None:
+    """`vbdecl exec` waits from outside the environment's cgroups (it counted against
+    pids and memory) while its command runs inside; a destroy that kills the command
+    is told, not a bare 137."""
+    extra = '  process:\n    command: ["/bin/sleep", "120"]'
+    m = manifest(tmp_path, "    memory: 64Mi\n    pids: 16", extra, name="execcg")
+    before = _ours()
+    r = vbdecl(env, "apply", m, "-y")
+    assert r.returncode == 0, r.stdout + r.stderr
+    ex = None
+    try:
+        init = _process_ids(env, "execcg")[0][0]
+        ex = subprocess.Popen([VBDECL, "exec", "execcg", "--", "/bin/sleep", "60"], env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        children = Path(f"/proc/{ex.pid}/task/{ex.pid}/children")
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            kids = children.read_text().split()
+            if kids and Path(f"/proc/{kids[0]}/cmdline").read_bytes().startswith(b"/bin/sleep"):
+                break
+            time.sleep(0.02)
+        command = int(kids[0])
+        env_groups = _cgroups_by_controller(init)
+        limited = [k for k in env_groups if "memory" in k.split(",") or "pids" in k.split(",")]
+        assert limited
+        for k in limited:
+            assert _cgroups_by_controller(command)[k] == env_groups[k], k
+            assert _cgroups_by_controller(ex.pid)[k] != env_groups[k], k
+    finally:
+        d = vbdecl(env, "destroy", "execcg", "-y")
+        if ex is not None:
+            try:
+                err = ex.communicate(timeout=30)[1]
+            finally:
+                ex.kill()   # by its pid (a no-op once reaped)
+    assert d.returncode == 0, d.stdout + d.stderr
+    assert ex.returncode == 137, (ex.returncode, err)
+    assert "error: execcg stopped while the command ran, which was killed with it" in err, err
+    assert _ours() == before
+
+
 def _process_ids(env: dict[str, str], name: str) -> list[tuple[int, int]]:
     """(pid, start time) of the environment's init and of its declared process."""
     st = json.loads(vbdecl(env, "status", name, "--json").stdout)

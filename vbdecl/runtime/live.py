@@ -265,16 +265,41 @@ def _ns_paths(record: dict[str, Any]) -> list[tuple[str, str]]:
 
 
 def enter(record: dict[str, Any]) -> None:
-    """Move the calling process into the environment's cgroup and namespaces.
+    """Move the calling process into the environment's cgroup and namespaces."""
+    if not env_alive(record):
+        raise RuntimeSetupError("the environment is not running (its init is gone)",
+                                hint="vbdecl apply FILE starts it again")
+    sysproc.join_cgroups(_env_cgroups(record))
+    enter_namespaces(record)
+
+
+def _env_cgroups(record: dict[str, Any]) -> list[str]:
+    mine = set(sysproc.cgroup_paths(os.getpid()))
+    return [p for p in sysproc.cgroup_paths(int(record["pid"])) if p not in mine]
+
+
+def _cgroup_procs_fds(record: dict[str, Any]) -> list[int]:
+    """Write fds on the ``cgroup.procs`` of the environment's cgroups (those the caller
+    is not in): a child joins them by writing "0", after it entered the mount
+    namespace, where the host's cgroup paths may not exist."""
+    fds: list[int] = []
+    try:
+        for path in _env_cgroups(record):
+            fds.append(os.open(os.path.join(path, "cgroup.procs"), os.O_WRONLY | os.O_CLOEXEC))
+    except OSError as exc:
+        for fd in fds:
+            os.close(fd)
+        raise RuntimeSetupError(f"cannot open the environment's cgroup {path}: {exc.strerror}",
+                                hint="is it being destroyed? vbdecl status NAME shows it") from None
+    return fds
+
+
+def enter_namespaces(record: dict[str, Any]) -> None:
+    """setns into the environment's namespaces.
 
     Namespace fds are opened before any setns (the mount namespace changes
     what paths mean); pid namespace membership applies to children.
     """
-    if not env_alive(record):
-        raise RuntimeSetupError("the environment is not running (its init is gone)",
-                                hint="vbdecl apply FILE starts it again")
-    mine = set(sysproc.cgroup_paths(os.getpid()))
-    sysproc.join_cgroups([p for p in sysproc.cgroup_paths(int(record["pid"])) if p not in mine])
     fds: list[tuple[str, int]] = []
     try:
         for key, path in _ns_paths(record):
@@ -592,12 +617,21 @@ def exec_in(name: str, argv: list[str] | None, *, state_dir: str | None = None,
     if cwd:
         proc["cwd"] = cwd
     spec["process"] = proc
+    # Only the command joins the environment's cgroups: vbdecl waiting for it stays
+    # out of them (it would count against pids and memory, and be killed without a
+    # word by a destroy that empties them).
+    cgroup_fds: list[int] = []
     try:
         C.preload(spec, C._security())
-        enter(record)
+        if not env_alive(record):
+            raise RuntimeSetupError("the environment is not running (its init is gone)",
+                                    hint="vbdecl apply FILE starts it again")
+        cgroup_fds = _cgroup_procs_fds(record)
+        enter_namespaces(record)
     except BaseException:
-        if oom_fd >= 0:
-            os.close(oom_fd)
+        for fd in [*cgroup_fds, oom_fd]:
+            if fd >= 0:
+                os.close(fd)
         raise
     c2p_r, c2p_w = os.pipe2(os.O_CLOEXEC)
     error: VbdeclError | None = None
@@ -605,7 +639,15 @@ def exec_in(name: str, argv: list[str] | None, *, state_dir: str | None = None,
         pid = os.fork()
         if pid == 0:
             os.close(c2p_r)
+            for fd in cgroup_fds:
+                try:
+                    os.write(fd, b"0")
+                except OSError as exc:
+                    C.fail(c2p_w, 125, f"cannot join the environment's cgroup: {exc.strerror}",
+                           "is it being destroyed? vbdecl status NAME shows it")
             C.exec_process(_process_cfg(spec, argv, c2p_w))
+        for fd in cgroup_fds:
+            os.close(fd)
         os.close(c2p_w)
         try:
             msg = _read_msg(c2p_r)
@@ -617,6 +659,9 @@ def exec_in(name: str, argv: list[str] | None, *, state_dir: str | None = None,
     code = C.status_code(status)
     if error is not None:
         os.write(2, f"error: {error}\n".encode())
+    elif os.WIFSIGNALED(status) and os.WTERMSIG(status) == signals.SIGKILL and not env_alive(record):
+        os.write(2, f"error: {name} stopped while the command ran, which was killed with it "
+                    "(vbdecl destroy, or an apply that replaced the environment)\n".encode())
     oom_after = oom.read_counter(oom_fd)
     if oom_fd >= 0:
         os.close(oom_fd)

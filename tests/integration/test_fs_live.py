@@ -227,6 +227,37 @@ def test_live_dir_symlink_chmod_change_in_place(env: Context) -> None:
     assert not os.path.exists(f"{root}/data")
 
 
+def test_live_mounts_stacked_at_one_target_are_told_apart(env: Context, tmp_path: Path) -> None:
+    """Two entries mounted at one target: removing the lower one must not unmount the
+    upper one (it unmounted whatever was on top), and a mount put there from inside
+    in place of vbdecl's is drift (anything mounted at the target passed)."""
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "a").write_text("A")
+    root = f"/proc/{env.env_pid}/root"
+    act(env, "fs.rootfs", rootfs=None)
+    tmpfs, bind = op_for("fs.tmpfs"), op_for("fs.bind")
+    p_tmpfs = {"target": "/data", "size": None, "mode": None}
+    p_bind = {"target": "/data", "source": str(src), "optional": False}
+    rec_tmpfs = tmpfs.apply(env, p_tmpfs)
+    rec_bind = bind.apply(env, p_bind)
+    assert rec_tmpfs["mount"] != rec_bind["mount"]
+    assert tmpfs.probe(env, p_tmpfs, rec_tmpfs) == rec_tmpfs      # under the bind, still there
+    tmpfs.revert(env, rec_tmpfs)
+    assert Path(f"{root}/data/a").read_text() == "A"               # the bind stays on top
+    assert bind.probe(env, p_bind, rec_bind) == rec_bind
+    # from inside: vbdecl's bind unmounted, another tmpfs mounted there
+    bind.revert(env, rec_bind)
+    assert mounts(env)["/data"]["fstype"] == "tmpfs"
+    assert bind.probe(env, p_bind, rec_bind) is None
+    old_record = {k: v for k, v in rec_bind.items() if k != "mount"}     # a state from before
+    assert bind.probe(env, p_bind, old_record) == old_record
+    tmpfs.revert(env, {**rec_tmpfs, "mount": None})         # not the top one: left alone
+    assert mounts(env)["/data"]["fstype"] == "tmpfs"
+    tmpfs.revert(env, rec_tmpfs)
+    assert "/data" not in mounts(env)
+
+
 def test_ops_without_a_live_environment_fail_clearly(tmp_path: Path) -> None:
     from vbdecl.errors import RuntimeSetupError
 

@@ -126,9 +126,16 @@ def mountinfo_of(ctx: Context) -> list[dict[str, Any]] | None:
     for line in lines:
         parts = line.split()
         sep = parts.index("-")
-        out.append({"target": _unescape(parts[4]), "opts": parts[5].split(","),
+        out.append({"id": int(parts[0]), "target": _unescape(parts[4]), "opts": parts[5].split(","),
                     "fstype": parts[sep + 1], "root": _unescape(parts[3])})
     return out
+
+
+def _identity(mi: dict[str, Any]) -> dict[str, Any]:
+    """What tells a mount from another at the same target: its id (the kernel reuses
+    freed ids, so the filesystem type and root too). A bound host file replaced by a
+    rename shows its root with " (deleted)" appended: still the same mount."""
+    return {"id": mi["id"], "fstype": mi["fstype"], "root": mi["root"].removesuffix("//deleted")}
 
 
 def _mounted(ctx: Context, target: str) -> dict[str, Any] | None:
@@ -370,16 +377,26 @@ class _FsOp:
 class _Mount(_FsOp):
     """A mount at ``target`` (binds, kernel filesystems, tmpfs, overlays, bind-data)."""
 
+    # Records keep the mount's identity: another mount at the same target (entries
+    # stacked there, or one made from inside) is not this one, and the revert of
+    # an entry whose mount is no longer the top one must not unmount another's.
+
     def apply(self, ctx: Context, params: Params) -> Record:
         ino = _require_env(ctx)
         res = _in_env(ctx, _MountJob(self._entry(params)))
-        return {"target": params["target"], "mnt_ns": ino, "created": res["created"],
-                "skipped": res["skipped"]}
+        record = {"target": params["target"], "mnt_ns": ino, "created": res["created"],
+                  "skipped": res["skipped"]}
+        top = None if res["skipped"] else _mounted(ctx, params["target"])
+        if top is not None:
+            record["mount"] = _identity(top)
+        return record
 
     def revert(self, ctx: Context, record: Record) -> None:
         if record.get("skipped") or not _same_env(ctx, record):
             return
-        _in_env(ctx, _UndoJob([record["target"]], list(record.get("created") or [])))
+        top = _mounted(ctx, record["target"])
+        ours = "mount" not in record or (top is not None and _identity(top) == record["mount"])
+        _in_env(ctx, _UndoJob([record["target"]] if ours else [], list(record.get("created") or [])))
 
     def probe(self, ctx: Context, params: Params, record: Record | None) -> Record | None:
         ino = _ns_inode(ctx)
@@ -387,9 +404,13 @@ class _Mount(_FsOp):
             return None
         if record is not None and record.get("skipped"):
             return record
-        if _mounted(ctx, params["target"]) is None:
+        at = [mi for mi in mountinfo_of(ctx) or [] if mi["target"] == params["target"]]
+        if record is not None and "mount" in record:
+            at = [mi for mi in at if _identity(mi) == record["mount"]]
+        if not at:
             return None
-        return record or {"target": params["target"], "mnt_ns": ino, "created": []}
+        return record or {"target": params["target"], "mnt_ns": ino, "created": [],
+                          "mount": _identity(at[-1])}
 
 
 class Bind(_Mount):

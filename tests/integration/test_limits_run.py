@@ -244,7 +244,7 @@ def _cgroups_by_controller(pid: int) -> dict[str, str]:
 def test_exec_puts_only_the_command_in_the_cgroup(env: dict[str, str], tmp_path: Path) -> None:
     """`vbdecl exec` waits from outside the environment's cgroups (it counted against
     pids and memory) while its command runs inside; a destroy that kills the command
-    is told, not a bare 137."""
+    is told, not a bare 137 (and a command killed otherwise is not)."""
     extra = '  process:\n    command: ["/bin/sleep", "120"]'
     m = manifest(tmp_path, "    memory: 64Mi\n    pids: 16", extra, name="execcg")
     before = _ours()
@@ -252,6 +252,9 @@ def test_exec_puts_only_the_command_in_the_cgroup(env: dict[str, str], tmp_path:
     assert r.returncode == 0, r.stdout + r.stderr
     ex = None
     try:
+        # killed while the environment lives (its own /proc inside): no such news
+        k = vbdecl(env, "exec", "execcg", "--", "/bin/sh", "-c", "kill -KILL $$")
+        assert k.returncode == 137 and "stopped" not in k.stderr, k.stderr
         init = _process_ids(env, "execcg")[0][0]
         ex = subprocess.Popen([VBDECL, "exec", "execcg", "--", "/bin/sleep", "60"], env=env,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

@@ -290,25 +290,41 @@ def _cgroup_procs_fds(record: dict[str, Any]) -> list[int]:
         for fd in fds:
             os.close(fd)
         raise RuntimeSetupError(f"cannot open the environment's cgroup {path}: {exc.strerror}",
-                                hint="is it being destroyed? vbdecl status NAME shows it") from None
+                                hint=_cgroup_hint(exc.errno)) from None
     return fds
 
 
-def enter_namespaces(record: dict[str, Any]) -> None:
-    """setns into the environment's namespaces.
+def _cgroup_hint(code: int | None) -> str:
+    if code in (errno.ENOENT, errno.ENODEV):
+        return "is the environment being destroyed? vbdecl status NAME shows it"
+    return "joining needs write access to the cgroup's cgroup.procs (run as its owner or root)"
+
+
+def enter_namespaces(record: dict[str, Any], *, leave: tuple[str, ...] = ()) -> dict[str, int]:
+    """setns into the environment's namespaces, but for those in ``leave``: open fds on
+    those are returned, for the caller to enter (and close).
 
     Namespace fds are opened before any setns (the mount namespace changes
     what paths mean); pid namespace membership applies to children.
     """
     fds: list[tuple[str, int]] = []
+    kept: dict[str, int] = {}
     try:
         for key, path in _ns_paths(record):
             fds.append((key, os.open(path, os.O_RDONLY | os.O_CLOEXEC)))
         for key, fd in fds:
-            sysns.setns(fd, sysns.NAMESPACES[key][0], what=f"{key} namespace of the environment")
+            if key in leave:
+                kept[key] = fd
+            else:
+                sysns.setns(fd, sysns.NAMESPACES[key][0], what=f"{key} namespace of the environment")
+    except BaseException:
+        kept.clear()
+        raise
     finally:
         for _, fd in fds:
-            os.close(fd)
+            if fd not in kept.values():
+                os.close(fd)
+    return kept
 
 
 def _process_cfg(spec: dict[str, Any], argv: list[str] | None, c2p: int) -> C.ChildConfig:
@@ -619,17 +635,22 @@ def exec_in(name: str, argv: list[str] | None, *, state_dir: str | None = None,
     spec["process"] = proc
     # Only the command joins the environment's cgroups: vbdecl waiting for it stays
     # out of them (it would count against pids and memory, and be killed without a
-    # word by a destroy that empties them).
+    # word by a destroy that empties them). It joins them before their namespace,
+    # which older kernels check the writer's place against.
+    init_dir: int | None = None
     cgroup_fds: list[int] = []
+    later: dict[str, int] = {}
     try:
         C.preload(spec, C._security())
-        if not env_alive(record):
+        # the init, watched through the host's /proc (inside, /proc is the environment's)
+        init_dir = sysproc.open_proc_dir(int(record["pid"]), record.get("start_time"))
+        if init_dir is None:
             raise RuntimeSetupError("the environment is not running (its init is gone)",
                                     hint="vbdecl apply FILE starts it again")
         cgroup_fds = _cgroup_procs_fds(record)
-        enter_namespaces(record)
+        later = enter_namespaces(record, leave=("cgroup",))
     except BaseException:
-        for fd in [*cgroup_fds, oom_fd]:
+        for fd in [*cgroup_fds, *later.values(), oom_fd, -1 if init_dir is None else init_dir]:
             if fd >= 0:
                 os.close(fd)
         raise
@@ -644,9 +665,17 @@ def exec_in(name: str, argv: list[str] | None, *, state_dir: str | None = None,
                     os.write(fd, b"0")
                 except OSError as exc:
                     C.fail(c2p_w, 125, f"cannot join the environment's cgroup: {exc.strerror}",
-                           "is it being destroyed? vbdecl status NAME shows it")
+                           _cgroup_hint(exc.errno))
+                os.close(fd)     # never handed on (process.inherit_fds names fds by number)
+            try:
+                for key, fd in later.items():
+                    sysns.setns(fd, sysns.NAMESPACES[key][0], what=f"{key} namespace of the environment")
+                    os.close(fd)
+            except VbdeclError as exc:
+                C.fail(c2p_w, 125, exc.message, exc.hint)
+            os.close(init_dir)
             C.exec_process(_process_cfg(spec, argv, c2p_w))
-        for fd in cgroup_fds:
+        for fd in [*cgroup_fds, *later.values()]:
             os.close(fd)
         os.close(c2p_w)
         try:
@@ -659,9 +688,11 @@ def exec_in(name: str, argv: list[str] | None, *, state_dir: str | None = None,
     code = C.status_code(status)
     if error is not None:
         os.write(2, f"error: {error}\n".encode())
-    elif os.WIFSIGNALED(status) and os.WTERMSIG(status) == signals.SIGKILL and not env_alive(record):
+    elif os.WIFSIGNALED(status) and os.WTERMSIG(status) == signals.SIGKILL and \
+            not sysproc.alive(0, record.get("start_time"), proc_dir=init_dir):
         os.write(2, f"error: {name} stopped while the command ran, which was killed with it "
                     "(vbdecl destroy, or an apply that replaced the environment)\n".encode())
+    os.close(init_dir)
     oom_after = oom.read_counter(oom_fd)
     if oom_fd >= 0:
         os.close(oom_fd)

@@ -97,11 +97,16 @@ def pidfd_open(pid: int) -> int:
     return check(syscall("pidfd_open", pid, 0), f"pidfd_open({pid})")
 
 
-def _stat_fields(pid: int) -> list[bytes] | None:
-    """The fields of /proc/PID/stat after the command name (field 3 on); None when gone."""
+def _stat_fields(pid: int, proc_dir: int | None = None) -> list[bytes] | None:
+    """The fields of /proc/PID/stat (or of ``proc_dir``'s stat) after the command name
+    (field 3 on); None when gone."""
     try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            data = f.read()
+        fd = os.open("stat" if proc_dir is not None else f"/proc/{pid}/stat",
+                     os.O_RDONLY | os.O_CLOEXEC, dir_fd=proc_dir)
+        try:
+            data = os.read(fd, 4096)
+        finally:
+            os.close(fd)
     except OSError:
         return None
     return data.rsplit(b")", 1)[1].split()
@@ -113,12 +118,26 @@ def start_time(pid: int) -> int | None:
     return None if fields is None else int(fields[19])
 
 
-def alive(pid: int, started: int | None) -> bool:
-    """True when ``pid`` still names the process that started at ``started``, not a zombie."""
-    fields = _stat_fields(pid)
+def alive(pid: int, started: int | None, *, proc_dir: int | None = None) -> bool:
+    """True when ``pid`` still names the process that started at ``started``, not a zombie
+    (through ``proc_dir`` when given: see :func:`open_proc_dir`)."""
+    fields = _stat_fields(pid, proc_dir)
     if fields is None or fields[0] == b"Z":
         return False
     return started is None or int(fields[19]) == started
+
+
+def open_proc_dir(pid: int, started: int | None) -> int | None:
+    """An fd on /proc/PID while it names that process, or None: ``alive(..., proc_dir=fd)``
+    answers through it later, from any mount namespace and whoever gets the pid next."""
+    try:
+        fd = os.open(f"/proc/{pid}", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError:
+        return None
+    if not alive(pid, started, proc_dir=fd):
+        os.close(fd)
+        return None
+    return fd
 
 
 def kill_verified(pid: int, started: int | None, sig: int = signals.SIGKILL) -> bool:

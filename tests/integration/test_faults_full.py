@@ -320,6 +320,64 @@ def test_an_entry_changed_outside_is_set_back_in_place(tmp_path: Path, aid: str,
     assert_clean(before, "after destroy")
 
 
+def test_a_link_pointed_elsewhere_moves_the_entries_below_it(tmp_path: Path) -> None:
+    """A file and a tmpfs placed through a link go from the old place and are made at
+    the new one when the link points elsewhere (in place, they stayed behind)."""
+    env = _env(tmp_path)
+    v1 = _with_symlink(env).replace(
+        '    - {type: symlink, target: /run/cur, points_to: v1}\n',
+        '    - {type: dir, target: /run/v1}\n    - {type: dir, target: /run/v2}\n'
+        '    - {type: symlink, target: /run/cur, points_to: v1}\n'
+        '    - {type: file, target: /run/cur/conf, content: "c"}\n'
+        '    - {type: tmpfs, target: /run/cur/data}\n')
+    env.path.write_text(v1)
+    before = host()
+    check(env.apply(), 0, "apply")
+    env.path.write_text(v1.replace("points_to: v1", "points_to: v2"))
+    out = env.cli("plan", str(env.path))
+    assert "~ symlink[/run/cur]" in out.stdout and "-/+ file[/run/cur/conf]" in out.stdout, out.stdout
+    check(env.apply(), 0, "apply the new link")
+    out = env.cli("exec", "full", "--", "/bin/sh", "-c",
+                  "ls -A /run/v1; echo -; cat /run/v2/conf; echo; grep -c ' /run/v2/data ' /proc/self/mountinfo;"
+                  " grep -c ' /run/v1/data ' /proc/self/mountinfo")
+    assert out.stdout.split("\n")[:4] == ["-", "c", "1", "0"], (out.stdout, out.stderr)
+    check(env.cli("plan", "--detailed-exitcode", str(env.path)), 0, "nothing left to do")
+    check(env.destroy(), 0, "destroy")
+    assert_clean(before, "after destroy")
+
+
+@pytest.mark.parametrize("entry", ["chmod", "dir"])
+def test_a_mode_entry_removed_by_a_killed_apply_is_set_back(tmp_path: Path, entry: str) -> None:
+    """An apply that removes a chmod (or a dir entry on a directory vbdecl did not
+    make), killed once the mode from before is back but before that was journaled:
+    the recover sets the entry's mode again (it kept the record as if nothing had
+    happened, and the state said 0700 over a 0755 directory)."""
+    env = _env(tmp_path)
+    line = ('    - {type: chmod, target: /run, mode: "0700"}\n' if entry == "chmod"
+            else '    - {type: dir, target: /run, mode: "0700"}\n')
+    base = env.path.read_text()
+    app = '    - {type: dir, target: /run/app, mode: "0755"}\n'
+    assert app in base
+    v1 = base.replace(app, app + line)      # after /run/app, which makes /run
+    env.path.write_text(v1)
+    before = host()
+    check(env.apply(), 0, "apply")
+    show = ["/usr/bin/stat", "-c", "%a", "/run"]
+    assert env.cli("exec", "full", "--", *show).stdout == "700\n"
+    env.path.write_text(base)
+    out = env.apply(env={"VBDECL_TEST_CRASH_BEFORE_DONE": f"{entry}[/run]:revert"})
+    assert out.returncode in (-9, 137), (out.returncode, out.stderr)
+    check(env.recover(), 0, "recover")
+    assert env.cli("exec", "full", "--", *show).stdout == "700\n"
+    env.path.write_text(v1)
+    check(env.cli("plan", "--detailed-exitcode", str(env.path)), 0, "the state says what is there")
+    env.path.write_text(base)
+    check(env.apply(), 0, "apply without the entry")
+    assert env.cli("exec", "full", "--", *show).stdout == "755\n"
+    check(env.destroy(), 0, "destroy")
+    assert_clean(before, "after destroy")
+
+
 @pytest.mark.parametrize("aid", sorted(IN_PLACE))
 def test_an_entry_changed_in_place_stays_vbdecls_across_a_crash(tmp_path: Path, aid: str) -> None:
     """New content, mode or link target is set in place (`~`): killed before the change

@@ -227,6 +227,46 @@ def test_live_dir_symlink_chmod_change_in_place(env: Context) -> None:
     assert not os.path.exists(f"{root}/data")
 
 
+def test_live_dir_and_chmod_modes_from_before_and_inside(env: Context) -> None:
+    """Modes are set as given (not cut by vbdecl's umask); a dir entry on a directory
+    that was there gives its mode back when the mode goes or the entry goes; a mount
+    over a directory is not drift on its mode; chmod resolves links inside the root
+    and its revert finds nothing to restore once the target is gone."""
+    root = f"/proc/{env.env_pid}/root"
+    act(env, "fs.rootfs", rootfs=None)
+    d, ch = op_for("fs.dir"), op_for("fs.chmod")
+    old_umask = os.umask(0o077)
+    try:
+        sticky = act(env, "fs.dir", target="/shared", mode=0o1777)
+    finally:
+        os.umask(old_umask)
+    assert os.stat(f"{root}/shared").st_mode & 0o7777 == 0o1777
+    assert d.probe(env, {"target": "/shared", "mode": 0o1777}, sticky) == sticky
+
+    os.mkdir(f"{root}/etc2", 0o751)
+    os.chmod(f"{root}/etc2", 0o751)
+    params = {"target": "/etc2", "mode": 0o700}
+    rec = d.apply(env, params)
+    assert (rec["created"], rec["old_mode"]) == ([], 0o751)
+    rec = d.update(env, {"target": "/etc2", "mode": 0o710}, rec)
+    assert os.stat(f"{root}/etc2").st_mode & 0o7777 == 0o710 and rec["old_mode"] == 0o751
+    d.revert(env, rec)
+    assert os.stat(f"{root}/etc2").st_mode & 0o7777 == 0o751       # there before: kept, mode back
+    rec = d.apply(env, params)
+    rec = d.update(env, {"target": "/etc2", "mode": None}, rec)
+    assert os.stat(f"{root}/etc2").st_mode & 0o7777 == 0o751 and "old_mode" not in rec
+
+    rec = d.apply(env, {"target": "/mnt/covered", "mode": 0o700})
+    act(env, "fs.tmpfs", target="/mnt/covered", size=None, mode=0o755)
+    assert d.probe(env, {"target": "/mnt/covered", "mode": 0o700}, rec) == rec
+
+    os.symlink("/etc2", f"{root}/link")         # absolute: inside the root, not the host's /etc2
+    rec_ch = ch.apply(env, {"target": "/link", "mode": 0o705})
+    assert ch.probe(env, {"target": "/link", "mode": 0o705}, rec_ch) == rec_ch
+    os.rmdir(f"{root}/etc2")
+    ch.revert(env, rec_ch)                      # nothing to restore: no error
+
+
 def test_live_mounts_stacked_at_one_target_are_told_apart(env: Context, tmp_path: Path) -> None:
     """Two entries mounted at one target: removing the lower one must not unmount the
     upper one (it unmounted whatever was on top), and a mount put there from inside

@@ -30,6 +30,20 @@ def _by_id(found):
     return {c.id: c for c in found if not c.drift}
 
 
+def test_a_link_pointed_elsewhere_moves_what_was_placed_through_it():
+    entries = [fs("dir", "/opt/v1"), fs("dir", "/opt/v2"), fs("symlink", "/opt/cur", points_to="v1"),
+               fs("file", "/opt/cur/config", content="x"), fs("tmpfs", "/opt/cur/data"),
+               fs("dir", "/srv")]
+    old = compile_doc(doc(filesystem=entries))
+    entries[2] = fs("symlink", "/opt/cur", points_to="v2")
+    found = _by_id(changes(compile_doc(doc(filesystem=entries)), state_of(old)))
+    assert found["symlink[/opt/cur]"].symbol == "~"
+    assert found["file[/opt/cur/config]"].symbol == "-/+"
+    assert found["file[/opt/cur/config]"].reason == "replaced with symlink[/opt/cur]"
+    assert found["mount[/opt/cur/data]"].symbol == "-/+"
+    assert "dir[/srv]" not in found and "dir[/opt/v1]" not in found
+
+
 def test_destroy_everything_in_teardown_order():
     plan = compile_doc(doc(**BASE))
     found = changes(None, state_of(plan))

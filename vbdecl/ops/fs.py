@@ -146,6 +146,37 @@ def _mounted(ctx: Context, target: str) -> dict[str, Any] | None:
     return found[-1] if found else None
 
 
+def _mounts_at(ctx: Context, target: str) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
+    """(the top mount at ``target``, every mount stacked at that place), with links in
+    the path followed as the kernel did when mounting there (mountinfo shows where they
+    led); (None, []) when nothing is mounted there or the environment is gone."""
+    from vbdecl.runtime.rootfs import _close, resolve
+    from vbdecl.sys import mount as m
+
+    root = _env_root_fd(ctx)
+    if root is None:
+        return None, []
+    try:
+        fd = resolve(root, target, os.O_PATH)
+    except OSError:
+        return None, []
+    finally:
+        _close(root)
+    try:
+        if not m.is_mount_root(fd):
+            return None, []
+        mnt_id = m.statx_fd(fd)[2]
+    except OSError:
+        return None, []
+    finally:
+        _close(fd)
+    mounts = mountinfo_of(ctx) or []
+    top = next((mi for mi in mounts if mi["id"] == mnt_id), None)
+    if top is None:
+        return None, []
+    return top, [mi for mi in mounts if mi["target"] == top["target"]]
+
+
 def _env_root_fd(ctx: Context) -> int | None:
     if not ctx.env_pid:
         return None
@@ -232,6 +263,7 @@ def _helper_main(job: _Job, paths: dict[str, str], w: int) -> None:
 
     b = None
     host_fd = staging = -1
+    os.umask(0)     # modes as given, as setup_root makes them for a run (not cut by ours)
     try:
         ns_fds = {name: os.open(path, os.O_RDONLY | os.O_CLOEXEC) for name, path in paths.items()}
         host_fd = os.open("/", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
@@ -386,7 +418,7 @@ class _Mount(_FsOp):
         res = _in_env(ctx, _MountJob(self._entry(params)))
         record = {"target": params["target"], "mnt_ns": ino, "created": res["created"],
                   "skipped": res["skipped"]}
-        top = None if res["skipped"] else _mounted(ctx, params["target"])
+        top = None if res["skipped"] else _mounts_at(ctx, params["target"])[0]
         if top is not None:
             record["mount"] = _identity(top)
         return record
@@ -394,7 +426,7 @@ class _Mount(_FsOp):
     def revert(self, ctx: Context, record: Record) -> None:
         if record.get("skipped") or not _same_env(ctx, record):
             return
-        top = _mounted(ctx, record["target"])
+        top = _mounts_at(ctx, record["target"])[0]
         ours = "mount" not in record or (top is not None and _identity(top) == record["mount"])
         _in_env(ctx, _UndoJob([record["target"]] if ours else [], list(record.get("created") or [])))
 
@@ -404,13 +436,13 @@ class _Mount(_FsOp):
             return None
         if record is not None and record.get("skipped"):
             return record
-        at = [mi for mi in mountinfo_of(ctx) or [] if mi["target"] == params["target"]]
-        if record is not None and "mount" in record:
-            at = [mi for mi in at if _identity(mi) == record["mount"]]
-        if not at:
+        top, stack = _mounts_at(ctx, params["target"])
+        if top is None:
             return None
+        if record is not None and "mount" in record:
+            return record if any(_identity(mi) == record["mount"] for mi in stack) else None
         return record or {"target": params["target"], "mnt_ns": ino, "created": [],
-                          "mount": _identity(at[-1])}
+                          "mount": _identity(top)}
 
 
 class Bind(_Mount):
@@ -531,21 +563,50 @@ def _merge_created(old: list[str], new: list[str]) -> list[str]:
 class Dir(_PathOp):
     kind = "dir"
     observed = ("mode",)
+    undo_by_update = True   # as Chmod: a revert cut short may have set the old mode back
+
+    def apply(self, ctx: Context, params: Params) -> Record:
+        """Records ``old_mode`` when it chmods a directory that was there before
+        vbdecl: a revert sets that back, as a chmod entry's does."""
+        before = _mode_in_env(ctx, params["target"], None, dir_only=True)
+        record = super().apply(ctx, params)
+        mode = params.get("mode")
+        if (params["target"] not in record["created"] and before is not None and mode is not None
+                and before != mode and not params.get("keep_mode")):
+            record["old_mode"] = before
+        return record
 
     def update(self, ctx: Context, params: Params, record: Record) -> Record:
-        """A new mode, set in place. Without one, a directory vbdecl made gets the
-        default mode back, as a new one would."""
+        """A new mode, set in place. Without one, the directory gets the mode it had
+        before vbdecl back, or the default mode when vbdecl made it."""
         from vbdecl.runtime.rootfs import DEFAULT_MODES
 
-        if params.get("mode") is None and params["target"] in record.get("created", []):
-            params = {**params, "mode": DEFAULT_MODES["dir"]}
-        return self._reapply(ctx, params, record)
+        target, mode, old = params["target"], params.get("mode"), record.get("old_mode")
+        ours = target in record.get("created", [])
+        if mode is None:
+            mode = DEFAULT_MODES["dir"] if ours else old
+        new = self._reapply(ctx, {**params, "mode": mode}, record)
+        first = old if old is not None else new.get("old_mode")
+        new.pop("old_mode", None)
+        new["mode"] = params.get("mode")
+        if params.get("mode") is not None and first is not None and not ours:
+            new["old_mode"] = first
+        return new
+
+    def revert(self, ctx: Context, record: Record) -> None:
+        if (_same_env(ctx, record) and record.get("old_mode") is not None
+                and record.get("target") not in record.get("created", [])):
+            _in_env(ctx, _ChmodJob(record["target"], int(record["old_mode"]), missing_ok=True))
+        super().revert(ctx, record)
 
     def _is_kind(self, st: os.stat_result) -> bool:
         return stat.S_ISDIR(st.st_mode)
 
     def _seen(self, st: os.stat_result, fd: int) -> dict[str, Any]:
-        return {"mode": stat.S_IMODE(st.st_mode)}
+        from vbdecl.sys import mount as m
+
+        # something mounted over the directory shows its own mode, not the directory's
+        return {} if m.is_mount_root(fd) else {"mode": stat.S_IMODE(st.st_mode)}
 
 
 class File(_PathOp):
@@ -598,7 +659,12 @@ class _RelinkJob(_Job):
                     raise OSError(errno.EEXIST, f"{self.target} already exists and is not a symlink")
             except FileNotFoundError:
                 pass
-            tmp = f".{name}.vbdecl-{os.getpid()}"
+            tmp = ".vbdecl-relink"      # short: any link name fits; one left by a kill goes
+            try:
+                if stat.S_ISLNK(os.stat(tmp, dir_fd=parent, follow_symlinks=False).st_mode):
+                    os.unlink(tmp, dir_fd=parent)
+            except FileNotFoundError:
+                pass
             os.symlink(self.points_to, tmp, dir_fd=parent)
             try:
                 os.rename(tmp, name, src_dir_fd=parent, dst_dir_fd=parent)
@@ -611,14 +677,19 @@ class _RelinkJob(_Job):
 
 
 class _ChmodJob(_Job):
-    def __init__(self, target: str, mode: int) -> None:
-        self.target, self.mode = target, mode
+    """chmod ``target``; returns the mode before. A revert's (``missing_ok``) finds
+    nothing to restore when the target is gone."""
+
+    def __init__(self, target: str, mode: int, *, missing_ok: bool = False) -> None:
+        self.target, self.mode, self.missing_ok = target, mode, missing_ok
 
     def root(self, b: Any) -> Any:
         from vbdecl.runtime.rootfs import _close, resolve
         from vbdecl.sys import mount as m
 
-        fd = resolve(b.root_fd, self.target, os.O_PATH)
+        fd = resolve(b.root_fd, self.target, os.O_PATH, missing_ok=self.missing_ok)
+        if fd < 0:
+            return None
         try:
             old = stat.S_IMODE(os.fstat(fd).st_mode)
             m.fchmod_path_fd(fd, self.mode)
@@ -629,6 +700,9 @@ class _ChmodJob(_Job):
 
 class Chmod(_FsOp):
     kind = "chmod"
+    # a revert cut short (the mode from before set back, "done" not written) is undone
+    # by setting the mode again, not by keeping the record as it was
+    undo_by_update = True
 
     def apply(self, ctx: Context, params: Params) -> Record:
         ino = _require_env(ctx)
@@ -642,24 +716,44 @@ class Chmod(_FsOp):
 
     def revert(self, ctx: Context, record: Record) -> None:
         if _same_env(ctx, record) and record.get("old_mode") is not None:
-            _in_env(ctx, _ChmodJob(record["target"], int(record["old_mode"])))
+            _in_env(ctx, _ChmodJob(record["target"], int(record["old_mode"]), missing_ok=True))
 
     def probe(self, ctx: Context, params: Params, record: Record | None) -> Record | None:
-        root = _env_root_fd(ctx)
-        if root is None:
+        mode = _mode_in_env(ctx, params["target"], record)
+        if mode is None:
             return None
-        try:
-            st = os.stat(params["target"].lstrip("/") or ".", dir_fd=root)
-        except OSError:
-            return None
-        finally:
-            os.close(root)
-        mode = stat.S_IMODE(st.st_mode)
         if mode != params["mode"]:
             # changed outside vbdecl (drift, set back in place), or not this entry's
             return {**record, "mode": mode} if record is not None and "mode" in record else None
         return record or {"target": params["target"], "mnt_ns": _ns_inode(ctx), "old_mode": None,
                           "mode": mode}
+
+
+def _mode_in_env(ctx: Context, target: str, record: Record | None, *,
+                 dir_only: bool = False) -> int | None:
+    """The mode of ``target`` in the environment (resolved inside its root, as a chmod
+    does), or None: gone, not a directory when ``dir_only``, or another environment
+    than ``record``'s."""
+    from vbdecl.runtime.rootfs import _close, resolve
+
+    ino = _ns_inode(ctx)
+    root = _env_root_fd(ctx)
+    if ino is None or root is None or (record is not None and record.get("mnt_ns") != ino):
+        _close(root)
+        return None
+    try:
+        fd = resolve(root, target, os.O_PATH)
+    except OSError:
+        return None
+    finally:
+        _close(root)
+    try:
+        st = os.fstat(fd)
+    finally:
+        _close(fd)
+    if dir_only and not stat.S_ISDIR(st.st_mode):
+        return None
+    return stat.S_IMODE(st.st_mode)
 
 
 class _RemountJob(_Job):

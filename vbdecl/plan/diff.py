@@ -245,7 +245,12 @@ def changes(desired: dict[str, Any] | None, state: dict[str, Any] | None,
         for a in actions:
             for dep in a["deps"]:
                 dependents.setdefault(dep, []).append(a["id"])
-        queue = deque(rid for rid, s in symbol.items() if s == "-/+" or (s == "+" and rid in resources))
+        # A link pointed elsewhere (in place) moves what was placed through it: those
+        # entries are made again at the new place, after going from the old one.
+        relinked = {rid for rid, s in symbol.items() if s == "~" and wanted[rid]["kind"] == "fs.symlink"
+                    and any(p == "points_to" for p, _, _ in attrs.get(rid, ()))}
+        queue = deque(rid for rid, s in symbol.items()
+                      if s == "-/+" or (s == "+" and rid in resources) or rid in relinked)
         while queue:
             cur = queue.popleft()
             for nxt in dependents.get(cur, ()):

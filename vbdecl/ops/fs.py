@@ -150,18 +150,13 @@ def _mounts_at(ctx: Context, target: str) -> tuple[dict[str, Any] | None, list[d
     """(the top mount at ``target``, every mount stacked at that place), with links in
     the path followed as the kernel did when mounting there (mountinfo shows where they
     led); (None, []) when nothing is mounted there or the environment is gone."""
-    from vbdecl.runtime.rootfs import _close, resolve
+    from vbdecl.runtime.rootfs import _close
     from vbdecl.sys import mount as m
 
-    root = _env_root_fd(ctx)
-    if root is None:
+    found = _open_in_env(ctx, target, None)
+    if found is None:
         return None, []
-    try:
-        fd = resolve(root, target, os.O_PATH)
-    except OSError:
-        return None, []
-    finally:
-        _close(root)
+    fd = found[0]
     try:
         if not m.is_mount_root(fd):
             return None, []
@@ -175,6 +170,25 @@ def _mounts_at(ctx: Context, target: str) -> tuple[dict[str, Any] | None, list[d
     if top is None:
         return None, []
     return top, [mi for mi in mounts if mi["target"] == top["target"]]
+
+
+def _open_in_env(ctx: Context, target: str, record: Record | None, *,
+                 follow: bool = True) -> tuple[int, int] | None:
+    """(an O_PATH fd on ``target``, resolved inside the environment's root, and the
+    environment's mount namespace inode), or None: gone, or not ``record``'s."""
+    from vbdecl.runtime.rootfs import _close, resolve
+
+    ino = _ns_inode(ctx)
+    root = _env_root_fd(ctx)
+    if ino is None or root is None or (record is not None and record.get("mnt_ns") != ino):
+        _close(root)
+        return None
+    try:
+        return resolve(root, target, os.O_PATH, follow=follow), ino
+    except OSError:
+        return None
+    finally:
+        _close(root)
 
 
 def _env_root_fd(ctx: Context) -> int | None:
@@ -512,19 +526,12 @@ class _PathOp(_FsOp):
         _in_env(ctx, _UndoJob([], list(record["created"]), own_file=own))
 
     def probe(self, ctx: Context, params: Params, record: Record | None) -> Record | None:
-        from vbdecl.runtime.rootfs import _close, resolve
+        from vbdecl.runtime.rootfs import _close
 
-        ino = _ns_inode(ctx)
-        root = _env_root_fd(ctx)
-        if ino is None or root is None or (record is not None and record.get("mnt_ns") != ino):
-            _close(root)
+        found = _open_in_env(ctx, params["target"], record, follow=False)
+        if found is None:
             return None
-        try:
-            fd = resolve(root, params["target"], os.O_PATH, follow=False)
-        except OSError:
-            return None
-        finally:
-            _close(root)
+        fd, ino = found
         try:
             st = os.fstat(fd)
             if not self._is_kind(st):
@@ -734,23 +741,15 @@ def _mode_in_env(ctx: Context, target: str, record: Record | None, *,
     """The mode of ``target`` in the environment (resolved inside its root, as a chmod
     does), or None: gone, not a directory when ``dir_only``, or another environment
     than ``record``'s."""
-    from vbdecl.runtime.rootfs import _close, resolve
+    from vbdecl.runtime.rootfs import _close
 
-    ino = _ns_inode(ctx)
-    root = _env_root_fd(ctx)
-    if ino is None or root is None or (record is not None and record.get("mnt_ns") != ino):
-        _close(root)
+    found = _open_in_env(ctx, target, record)
+    if found is None:
         return None
     try:
-        fd = resolve(root, target, os.O_PATH)
-    except OSError:
-        return None
+        st = os.fstat(found[0])
     finally:
-        _close(root)
-    try:
-        st = os.fstat(fd)
-    finally:
-        _close(fd)
+        _close(found[0])
     if dir_only and not stat.S_ISDIR(st.st_mode):
         return None
     return stat.S_IMODE(st.st_mode)

@@ -638,6 +638,7 @@ def exec_in(name: str, argv: list[str] | None, *, state_dir: str | None = None,
     # word by a destroy that empties them). It joins them before their namespace,
     # which older kernels check the writer's place against.
     init_dir: int | None = None
+    lock_fd = -1
     cgroup_fds: list[int] = []
     later: dict[str, int] = {}
     try:
@@ -647,10 +648,16 @@ def exec_in(name: str, argv: list[str] | None, *, state_dir: str | None = None,
         if init_dir is None:
             raise RuntimeSetupError("the environment is not running (its init is gone)",
                                     hint="vbdecl apply FILE starts it again")
+        from vbdecl.engine.paths import lock_file
+
+        try:
+            lock_fd = os.open(lock_file(name, state_dir), os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            lock_fd = -1
         cgroup_fds = _cgroup_procs_fds(record)
         later = enter_namespaces(record, leave=("cgroup",))
     except BaseException:
-        for fd in [*cgroup_fds, *later.values(), oom_fd, -1 if init_dir is None else init_dir]:
+        for fd in [*cgroup_fds, *later.values(), oom_fd, lock_fd, -1 if init_dir is None else init_dir]:
             if fd >= 0:
                 os.close(fd)
         raise
@@ -674,6 +681,8 @@ def exec_in(name: str, argv: list[str] | None, *, state_dir: str | None = None,
             except VbdeclError as exc:
                 C.fail(c2p_w, 125, exc.message, exc.hint)
             os.close(init_dir)
+            if lock_fd >= 0:
+                os.close(lock_fd)
             C.exec_process(_process_cfg(spec, argv, c2p_w))
         for fd in [*cgroup_fds, *later.values()]:
             os.close(fd)
@@ -689,10 +698,12 @@ def exec_in(name: str, argv: list[str] | None, *, state_dir: str | None = None,
     if error is not None:
         os.write(2, f"error: {error}\n".encode())
     elif os.WIFSIGNALED(status) and os.WTERMSIG(status) == signals.SIGKILL and \
-            not sysproc.alive(0, record.get("start_time"), proc_dir=init_dir):
+            _stopped(init_dir, record.get("start_time"), lock_fd):
         os.write(2, f"error: {name} stopped while the command ran, which was killed with it "
                     "(vbdecl destroy, or an apply that replaced the environment)\n".encode())
     os.close(init_dir)
+    if lock_fd >= 0:
+        os.close(lock_fd)
     oom_after = oom.read_counter(oom_fd)
     if oom_fd >= 0:
         os.close(oom_fd)
@@ -700,6 +711,29 @@ def exec_in(name: str, argv: list[str] | None, *, state_dir: str | None = None,
         oom.report(name, oom_after - oom_before, (spec.get("limits") or {}).get("memory"),
                    " while the command ran")
     return code
+
+
+def _stopped(init_dir: int, started: int | None, lock_fd: int, wait: float = 10.0) -> bool:
+    """Whether the environment's init is gone, after its command was SIGKILLed. A
+    destroy kills the command (with the cgroup) before the init, so while another
+    vbdecl command holds the environment's lock this waits (up to ``wait`` seconds)
+    for the init to go or the lock to be let go."""
+    import fcntl
+
+    deadline = time.monotonic() + wait
+    while sysproc.alive(0, started, proc_dir=init_dir):
+        if lock_fd < 0:
+            return False
+        try:
+            fcntl.flock(lock_fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except OSError:     # held: a destroy or an apply is under way
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.02)
+            continue
+        fcntl.flock(lock_fd, fcntl.LOCK_UN)
+        return not sysproc.alive(0, started, proc_dir=init_dir)
+    return True
 
 
 def logs(name: str, *, state_dir: str | None = None, follow: bool = False, tail: int | None = None) -> int:

@@ -378,6 +378,28 @@ def test_a_mode_entry_removed_by_a_killed_apply_is_set_back(tmp_path: Path, entr
     assert_clean(before, "after destroy")
 
 
+def test_dir_modes_settle_with_setgid_and_a_chmod_on_the_same_path(tmp_path: Path) -> None:
+    """mkdir leaves setgid out and a setgid parent adds it: the mode is set after it
+    (plan showed drift right after apply); a chmod entry on a dir entry's path has
+    the last word (the two flipped the mode on every apply)."""
+    env = _env(tmp_path)
+    app = '    - {type: dir, target: /run/app, mode: "0755"}\n'
+    base = env.path.read_text()
+    assert app in base
+    env.path.write_text(base.replace(app, app + '    - {type: chmod, target: /run/app, mode: "0710"}\n'
+                                     '    - {type: dir, target: /run/g, mode: "2755"}\n'
+                                     '    - {type: dir, target: /run/g/d, mode: "0700"}\n'))
+    before = host()
+    check(env.apply(), 0, "apply")
+    check(env.cli("plan", "--detailed-exitcode", str(env.path)), 0, "no drift right after")
+    out = env.cli("exec", "full", "--", "/usr/bin/stat", "-c", "%a", "/run/app", "/run/g", "/run/g/d")
+    assert out.stdout.split() == ["710", "2755", "700"], out.stdout + out.stderr
+    check(env.apply(), 0, "apply again")
+    check(env.cli("plan", "--detailed-exitcode", str(env.path)), 0, "still none")
+    check(env.destroy(), 0, "destroy")
+    assert_clean(before, "after destroy")
+
+
 @pytest.mark.parametrize("aid", sorted(IN_PLACE))
 def test_an_entry_changed_in_place_stays_vbdecls_across_a_crash(tmp_path: Path, aid: str) -> None:
     """New content, mode or link target is set in place (`~`): killed before the change

@@ -18,7 +18,7 @@ from test_fs_harness import enter_userns, unshare
 
 from vbdecl.ops import op_for
 from vbdecl.ops.base import Context
-from vbdecl.ops.fs import mountinfo_of
+from vbdecl.ops.fs import _in_env, _UndoJob, mountinfo_of
 
 CLONE_NEWNS, CLONE_NEWPID, CLONE_NEWIPC = 0x20000, 0x20000000, 0x08000000
 
@@ -267,10 +267,11 @@ def test_live_dir_and_chmod_modes_from_before_and_inside(env: Context) -> None:
     ch.revert(env, rec_ch)                      # nothing to restore: no error
 
 
-def test_live_mounts_stacked_at_one_target_are_told_apart(env: Context, tmp_path: Path) -> None:
-    """Two entries mounted at one target: removing the lower one must not unmount the
-    upper one (it unmounted whatever was on top), and a mount put there from inside
-    in place of vbdecl's is drift (anything mounted at the target passed)."""
+def test_live_mounts_are_told_apart_and_found_where_they_are(env: Context, tmp_path: Path) -> None:
+    """A mount put from inside in place of vbdecl's is drift (anything mounted at the
+    target passed); a revert takes what was mounted over vbdecl's mount with it (it
+    skipped or unmounted only the top one, and stacks grew); a mount is found where it
+    was made, whatever a link in its target says later (it was "deleted" and made twice)."""
     src = tmp_path / "src"
     src.mkdir()
     (src / "a").write_text("A")
@@ -284,18 +285,33 @@ def test_live_mounts_stacked_at_one_target_are_told_apart(env: Context, tmp_path
     assert rec_tmpfs["mount"] != rec_bind["mount"]
     assert tmpfs.probe(env, p_tmpfs, rec_tmpfs) == rec_tmpfs      # under the bind, still there
     tmpfs.revert(env, rec_tmpfs)
-    assert Path(f"{root}/data/a").read_text() == "A"               # the bind stays on top
+    assert "/data" not in mounts(env)                              # with what was over it
+    # from inside: vbdecl's bind unmounted, a tmpfs mounted there
+    rec_bind = bind.apply(env, p_bind)
+    tmpfs.apply(env, p_tmpfs)               # from inside, over it
     assert bind.probe(env, p_bind, rec_bind) == rec_bind
-    # from inside: vbdecl's bind unmounted, another tmpfs mounted there
-    bind.revert(env, rec_bind)
-    assert mounts(env)["/data"]["fstype"] == "tmpfs"
+    _in_env(env, _UndoJob(["/data"], []))
+    _in_env(env, _UndoJob(["/data"], []))
+    tmpfs.apply(env, p_tmpfs)
     assert bind.probe(env, p_bind, rec_bind) is None
     old_record = {k: v for k, v in rec_bind.items() if k != "mount"}     # a state from before
     assert bind.probe(env, p_bind, old_record) == old_record
-    tmpfs.revert(env, {**rec_tmpfs, "mount": None})         # not the top one: left alone
+    bind.revert(env, rec_bind)                  # not there: the other tmpfs is left alone
     assert mounts(env)["/data"]["fstype"] == "tmpfs"
-    tmpfs.revert(env, rec_tmpfs)
-    assert "/data" not in mounts(env)
+    _in_env(env, _UndoJob(["/data"], []))
+    # through a link: made at /srv/v1/t; found there after the link points elsewhere
+    os.makedirs(f"{root}/srv/v1")
+    os.makedirs(f"{root}/srv/v2")
+    os.symlink("srv/v1", f"{root}/cur")
+    p_t = {"target": "/cur/t", "size": None, "mode": None}
+    rec_t = tmpfs.apply(env, p_t)
+    assert rec_t["mount"]["at"] == "/srv/v1/t"
+    assert tmpfs.probe(env, p_t, rec_t) == rec_t
+    os.unlink(f"{root}/cur")
+    os.symlink("srv/v2", f"{root}/cur")
+    assert tmpfs.probe(env, p_t, rec_t) == rec_t
+    tmpfs.revert(env, rec_t)
+    assert "/srv/v1/t" not in mounts(env)
 
 
 def test_ops_without_a_live_environment_fail_clearly(tmp_path: Path) -> None:

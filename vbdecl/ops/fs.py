@@ -132,10 +132,19 @@ def mountinfo_of(ctx: Context) -> list[dict[str, Any]] | None:
 
 
 def _identity(mi: dict[str, Any]) -> dict[str, Any]:
-    """What tells a mount from another at the same target: its id (the kernel reuses
-    freed ids, so the filesystem type and root too). A bound host file replaced by a
-    rename shows its root with " (deleted)" appended: still the same mount."""
-    return {"id": mi["id"], "fstype": mi["fstype"], "root": mi["root"].removesuffix("//deleted")}
+    """What tells a mount from another: its id (the kernel reuses freed ids, so the
+    filesystem type and root too), and where it is (``at``: links in the entry's
+    target resolved; a link changed later does not move the mount). A bound host
+    file replaced by a rename shows its root with "//deleted" appended: still the
+    same mount."""
+    return {"id": mi["id"], "fstype": mi["fstype"], "root": mi["root"].removesuffix("//deleted"),
+            "at": mi["target"]}
+
+
+def _is(mi: dict[str, Any], identity: dict[str, Any]) -> bool:
+    """Whether ``mi`` is the mount of ``identity`` (one recorded without ``at``: anywhere)."""
+    mine = _identity(mi)
+    return all(mine.get(k) == v for k, v in identity.items())
 
 
 def _mounted(ctx: Context, target: str) -> dict[str, Any] | None:
@@ -146,30 +155,26 @@ def _mounted(ctx: Context, target: str) -> dict[str, Any] | None:
     return found[-1] if found else None
 
 
-def _mounts_at(ctx: Context, target: str) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
-    """(the top mount at ``target``, every mount stacked at that place), with links in
-    the path followed as the kernel did when mounting there (mountinfo shows where they
-    led); (None, []) when nothing is mounted there or the environment is gone."""
+def _top_mount_at(ctx: Context, target: str) -> dict[str, Any] | None:
+    """The top mount at ``target``, with links in the path followed as the kernel did
+    when mounting there (mountinfo shows where they led); None when nothing is mounted
+    there or the environment is gone."""
     from vbdecl.runtime.rootfs import _close
     from vbdecl.sys import mount as m
 
     found = _open_in_env(ctx, target, None)
     if found is None:
-        return None, []
+        return None
     fd = found[0]
     try:
         if not m.is_mount_root(fd):
-            return None, []
+            return None
         mnt_id = m.statx_fd(fd)[2]
     except OSError:
-        return None, []
+        return None
     finally:
         _close(fd)
-    mounts = mountinfo_of(ctx) or []
-    top = next((mi for mi in mounts if mi["id"] == mnt_id), None)
-    if top is None:
-        return None, []
-    return top, [mi for mi in mounts if mi["target"] == top["target"]]
+    return next((mi for mi in mountinfo_of(ctx) or [] if mi["id"] == mnt_id), None)
 
 
 def _open_in_env(ctx: Context, target: str, record: Record | None, *,
@@ -423,16 +428,15 @@ class _FsOp:
 class _Mount(_FsOp):
     """A mount at ``target`` (binds, kernel filesystems, tmpfs, overlays, bind-data)."""
 
-    # Records keep the mount's identity: another mount at the same target (entries
-    # stacked there, or one made from inside) is not this one, and the revert of
-    # an entry whose mount is no longer the top one must not unmount another's.
+    # Records keep the mount's identity: another mount at the same target (one made
+    # from inside in place of vbdecl's) is not this one.
 
     def apply(self, ctx: Context, params: Params) -> Record:
         ino = _require_env(ctx)
         res = _in_env(ctx, _MountJob(self._entry(params)))
         record = {"target": params["target"], "mnt_ns": ino, "created": res["created"],
                   "skipped": res["skipped"]}
-        top = None if res["skipped"] else _mounts_at(ctx, params["target"])[0]
+        top = None if res["skipped"] else _top_mount_at(ctx, params["target"])
         if top is not None:
             record["mount"] = _identity(top)
         return record
@@ -440,9 +444,19 @@ class _Mount(_FsOp):
     def revert(self, ctx: Context, record: Record) -> None:
         if record.get("skipped") or not _same_env(ctx, record):
             return
-        top = _mounts_at(ctx, record["target"])[0]
-        ours = "mount" not in record or (top is not None and _identity(top) == record["mount"])
-        _in_env(ctx, _UndoJob([record["target"]] if ours else [], list(record.get("created") or [])))
+        created = list(record.get("created") or [])
+        ident = record.get("mount")
+        if not ident or "at" not in ident:      # a record from before identities
+            top = _top_mount_at(ctx, record["target"])
+            ours = ident is None or (top is not None and _is(top, ident))
+            _in_env(ctx, _UndoJob([record["target"]] if ours else [], created))
+            return
+        # Where the mount is, whatever links in the target say now; what the process
+        # mounted over it goes with it (as what is mounted below it does).
+        at = ident["at"]
+        stack = [mi for mi in mountinfo_of(ctx) or [] if mi["target"] == at]
+        mine = [i for i, mi in enumerate(stack) if _is(mi, ident)]
+        _in_env(ctx, _UndoJob([at] * (len(stack) - mine[-1]) if mine else [], created))
 
     def probe(self, ctx: Context, params: Params, record: Record | None) -> Record | None:
         ino = _ns_inode(ctx)
@@ -450,11 +464,12 @@ class _Mount(_FsOp):
             return None
         if record is not None and record.get("skipped"):
             return record
-        top, stack = _mounts_at(ctx, params["target"])
+        if record is not None and record.get("mount"):
+            found = any(_is(mi, record["mount"]) for mi in mountinfo_of(ctx) or [])
+            return record if found else None
+        top = _top_mount_at(ctx, params["target"])
         if top is None:
             return None
-        if record is not None and "mount" in record:
-            return record if any(_identity(mi) == record["mount"] for mi in stack) else None
         return record or {"target": params["target"], "mnt_ns": ino, "created": [],
                           "mount": _identity(top)}
 
@@ -605,6 +620,12 @@ class Dir(_PathOp):
                 and record.get("target") not in record.get("created", [])):
             _in_env(ctx, _ChmodJob(record["target"], int(record["old_mode"]), missing_ok=True))
         super().revert(ctx, record)
+
+    def probe(self, ctx: Context, params: Params, record: Record | None) -> Record | None:
+        if any(e.get("type") == "chmod" and e.get("target") == params["target"]
+               for e in (ctx.spec.get("filesystem") or [])):
+            params = {**params, "mode": None}    # a chmod entry has the last word on the mode
+        return super().probe(ctx, params, record)
 
     def _is_kind(self, st: os.stat_result) -> bool:
         return stat.S_ISDIR(st.st_mode)

@@ -560,8 +560,11 @@ class Builder:
                         created, parent_mode=getattr(self, "parent_mode", 0o755))
         self.created += created
         try:
-            if mode is not None and not created and not e.get("keep_mode"):   # vb: bubblewrap's
-                m.fchmod_path_fd(fd, mode)                                     # --perms: new dirs only
+            # mkdir leaves out setgid (and a setgid parent adds it): set the mode after it,
+            # unless the mode only applies to a new directory as made (vb: bubblewrap's --perms)
+            if mode is not None and not e.get("keep_mode") and (
+                    not created or stat.S_IMODE(os.fstat(fd).st_mode) != mode):
+                m.fchmod_path_fd(fd, mode)
         finally:
             _close(fd)
 

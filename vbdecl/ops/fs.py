@@ -141,10 +141,10 @@ def _identity(mi: dict[str, Any]) -> dict[str, Any]:
             "at": mi["target"]}
 
 
-def _is(mi: dict[str, Any], identity: dict[str, Any]) -> bool:
-    """Whether ``mi`` is the mount of ``identity`` (one recorded without ``at``: anywhere)."""
-    mine = _identity(mi)
-    return all(mine.get(k) == v for k, v in identity.items())
+def _recorded_identity(record: Record | None) -> dict[str, Any] | None:
+    """The mount identity a record keeps; None for records from before identities."""
+    ident = (record or {}).get("mount")
+    return ident if isinstance(ident, dict) and "at" in ident else None
 
 
 def _mounted(ctx: Context, target: str) -> dict[str, Any] | None:
@@ -445,18 +445,16 @@ class _Mount(_FsOp):
         if record.get("skipped") or not _same_env(ctx, record):
             return
         created = list(record.get("created") or [])
-        ident = record.get("mount")
-        if not ident or "at" not in ident:      # a record from before identities
-            top = _top_mount_at(ctx, record["target"])
-            ours = ident is None or (top is not None and _is(top, ident))
-            _in_env(ctx, _UndoJob([record["target"]] if ours else [], created))
+        ident = _recorded_identity(record)
+        if ident is None:       # a record from before identities: the top mount there
+            _in_env(ctx, _UndoJob([record["target"]], created))
             return
         # Where the mount is, whatever links in the target say now; what the process
         # mounted over it goes with it (as what is mounted below it does).
         at = ident["at"]
-        stack = [mi for mi in mountinfo_of(ctx) or [] if mi["target"] == at]
-        mine = [i for i, mi in enumerate(stack) if _is(mi, ident)]
-        _in_env(ctx, _UndoJob([at] * (len(stack) - mine[-1]) if mine else [], created))
+        stack = [_identity(mi) for mi in mountinfo_of(ctx) or [] if mi["target"] == at]
+        above = len(stack) - stack.index(ident) if ident in stack else 0
+        _in_env(ctx, _UndoJob([at] * above, created))
 
     def probe(self, ctx: Context, params: Params, record: Record | None) -> Record | None:
         ino = _ns_inode(ctx)
@@ -464,8 +462,9 @@ class _Mount(_FsOp):
             return None
         if record is not None and record.get("skipped"):
             return record
-        if record is not None and record.get("mount"):
-            found = any(_is(mi, record["mount"]) for mi in mountinfo_of(ctx) or [])
+        ident = _recorded_identity(record)
+        if record is not None and ident is not None:
+            found = any(_identity(mi) == ident for mi in mountinfo_of(ctx) or [])
             return record if found else None
         top = _top_mount_at(ctx, params["target"])
         if top is None:

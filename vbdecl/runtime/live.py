@@ -637,17 +637,17 @@ def exec_in(name: str, argv: list[str] | None, *, state_dir: str | None = None,
     # out of them (it would count against pids and memory, and be killed without a
     # word by a destroy that empties them). It joins them before their namespace,
     # which older kernels check the writer's place against.
-    init_dir: int | None = None
-    lock_fd = -1
+    init_dir = lock_fd = -1
     cgroup_fds: list[int] = []
     later: dict[str, int] = {}
     try:
         C.preload(spec, C._security())
         # the init, watched through the host's /proc (inside, /proc is the environment's)
-        init_dir = sysproc.open_proc_dir(int(record["pid"]), record.get("start_time"))
-        if init_dir is None:
+        found = sysproc.open_proc_dir(int(record["pid"]), record.get("start_time"))
+        if found is None:
             raise RuntimeSetupError("the environment is not running (its init is gone)",
                                     hint="vbdecl apply FILE starts it again")
+        init_dir = found
         from vbdecl.engine.paths import lock_file
 
         try:
@@ -657,7 +657,7 @@ def exec_in(name: str, argv: list[str] | None, *, state_dir: str | None = None,
         cgroup_fds = _cgroup_procs_fds(record)
         later = enter_namespaces(record, leave=("cgroup",))
     except BaseException:
-        for fd in [*cgroup_fds, *later.values(), oom_fd, lock_fd, -1 if init_dir is None else init_dir]:
+        for fd in [*cgroup_fds, *later.values(), oom_fd, lock_fd, init_dir]:
             if fd >= 0:
                 os.close(fd)
         raise

@@ -286,6 +286,14 @@ IN_PLACE = {
 }
 
 
+def _killed_in_then_recovered(env: FullEnv, hook: str) -> None:
+    """An apply SIGKILLed once ``hook`` (an action id, ``:revert`` for its revert) ran,
+    before its record was journaled; then ``vbdecl recover``."""
+    out = env.apply(env={"VBDECL_TEST_CRASH_BEFORE_DONE": hook})
+    assert out.returncode in (-9, 137), (out.returncode, out.stderr)
+    check(env.recover(), 0, "recover")
+
+
 def _with_symlink(env: FullEnv) -> str:
     text = env.path.read_text().replace(
         '    - {type: dir, target: /run/app', '    - {type: symlink, target: /run/cur, points_to: v1}\n'
@@ -365,9 +373,7 @@ def test_a_mode_entry_removed_by_a_killed_apply_is_set_back(tmp_path: Path, entr
     show = ["/usr/bin/stat", "-c", "%a", "/run"]
     assert env.cli("exec", "full", "--", *show).stdout == "700\n"
     env.path.write_text(base)
-    out = env.apply(env={"VBDECL_TEST_CRASH_BEFORE_DONE": f"{entry}[/run]:revert"})
-    assert out.returncode in (-9, 137), (out.returncode, out.stderr)
-    check(env.recover(), 0, "recover")
+    _killed_in_then_recovered(env, f"{entry}[/run]:revert")
     assert env.cli("exec", "full", "--", *show).stdout == "700\n"
     env.path.write_text(v1)
     check(env.cli("plan", "--detailed-exitcode", str(env.path)), 0, "the state says what is there")
@@ -416,9 +422,7 @@ def test_an_entry_changed_in_place_stays_vbdecls_across_a_crash(tmp_path: Path, 
     env.path.write_text(v1.replace(before_text, after_text))
     out = env.cli("plan", str(env.path))
     assert f"~ {aid}" in out.stdout, out.stdout
-    out = env.apply(env={"VBDECL_TEST_CRASH_BEFORE_DONE": aid})
-    assert out.returncode in (-9, 137), (out.returncode, out.stderr)
-    check(env.recover(), 0, "recover")
+    _killed_in_then_recovered(env, aid)
     out = env.cli("exec", "full", "--", *show)
     check(out, 0, " ".join(show))
     assert out.stdout == shown
@@ -430,5 +434,84 @@ def test_an_entry_changed_in_place_stays_vbdecls_across_a_crash(tmp_path: Path, 
     check(env.apply(), 0, "apply without the entry")
     out = env.cli("exec", "full", "--", "/bin/ls", "-d", target)
     assert out.returncode != 0 and "No such file" in out.stderr, (out.stdout, out.stderr)
+    check(env.destroy(), 0, "destroy")
+    assert_clean(before, "after destroy")
+
+
+NEW_ENTRIES = {
+    "dir[/run/n1/n2/d]": "    - {type: dir, target: /run/n1/n2/d}\n",
+    "file[/run/n1/n2/f]": '    - {type: file, target: /run/n1/n2/f, content: "x"}\n',
+    "symlink[/run/n1/n2/l]": "    - {type: symlink, target: /run/n1/n2/l, points_to: /nowhere}\n",
+    "mount[/run/n1/n2/m]": "    - {type: tmpfs, target: /run/n1/n2/m}\n",
+}
+
+
+@pytest.mark.parametrize("aid", sorted(NEW_ENTRIES))
+def test_an_entry_added_by_a_killed_apply_leaves_nothing(tmp_path: Path, aid: str) -> None:
+    """An entry added to a live environment, the apply killed once it made its object
+    (and the directories on the way) but before that was journaled: the recover
+    removes all of it (what was there before the apply is journaled with its intent;
+    without that the object was taken for one that had been there, and stayed)."""
+    env = _env(tmp_path)
+    base = env.path.read_text()
+    app = '    - {type: dir, target: /run/app, mode: "0755"}\n'
+    before = host()
+    check(env.apply(), 0, "apply")
+    env.path.write_text(base.replace(app, app + NEW_ENTRIES[aid]))
+    _killed_in_then_recovered(env, aid)
+    out = env.cli("exec", "full", "--", "/bin/ls", "-A", "/run")
+    assert out.stdout.split() == ["app"], (out.stdout, out.stderr)
+    env.path.write_text(base)
+    check(env.cli("plan", "--detailed-exitcode", str(env.path)), 0, "the state says what is there")
+    check(env.destroy(), 0, "destroy")
+    assert_clean(before, "after destroy")
+
+
+@pytest.mark.parametrize("entry", ["chmod", "dir"])
+def test_a_mode_entry_added_by_a_killed_apply_is_undone(tmp_path: Path, entry: str) -> None:
+    """A chmod (or a dir entry on a directory vbdecl did not make) added by an apply
+    killed after the chmod but before it was journaled: the recover sets the mode
+    from before back (it kept 0700, with no record of 0755)."""
+    env = _env(tmp_path)
+    base = env.path.read_text()
+    app = '    - {type: dir, target: /run/app, mode: "0755"}\n'
+    line = f'    - {{type: {entry}, target: /run, mode: "0700"}}\n'
+    before = host()
+    check(env.apply(), 0, "apply")
+    show = ["/usr/bin/stat", "-c", "%a", "/run"]
+    assert env.cli("exec", "full", "--", *show).stdout == "755\n"
+    env.path.write_text(base.replace(app, app + line))
+    _killed_in_then_recovered(env, f"{entry}[/run]")
+    assert env.cli("exec", "full", "--", *show).stdout == "755\n"
+    env.path.write_text(base)
+    check(env.cli("plan", "--detailed-exitcode", str(env.path)), 0, "the state says what is there")
+    check(env.destroy(), 0, "destroy")
+    assert_clean(before, "after destroy")
+
+
+def test_a_directory_another_entry_declares_stays_when_the_first_goes(tmp_path: Path) -> None:
+    """A file entry made /run/p/q on its way; a dir entry for /run/p/q came later. The
+    file entry's removal leaves the declared directory (it took it for its own and
+    removed it once empty), and the dir entry's removal then takes what vbdecl made."""
+    env = _env(tmp_path)
+    base = env.path.read_text()
+    app = '    - {type: dir, target: /run/app, mode: "0755"}\n'
+    file_line = '    - {type: file, target: /run/p/q/f, content: "x"}\n'
+    dir_line = "    - {type: dir, target: /run/p/q}\n"
+    before = host()
+    env.path.write_text(base.replace(app, app + file_line))
+    check(env.apply(), 0, "apply with the file")
+    env.path.write_text(base.replace(app, app + file_line + dir_line))
+    check(env.apply(), 0, "apply with the dir too")
+    env.path.write_text(base.replace(app, app + dir_line))
+    check(env.apply(), 0, "apply without the file")
+    out = env.cli("exec", "full", "--", "/bin/ls", "-A", "/run/p/q")
+    check(out, 0, "the declared directory is there")
+    assert out.stdout == "", out.stdout
+    check(env.cli("plan", "--detailed-exitcode", str(env.path)), 0, "no drift")
+    env.path.write_text(base)
+    check(env.apply(), 0, "apply without either")
+    out = env.cli("exec", "full", "--", "/bin/ls", "-A", "/run")
+    assert out.stdout.split() == ["app"], (out.stdout, out.stderr)
     check(env.destroy(), 0, "destroy")
     assert_clean(before, "after destroy")

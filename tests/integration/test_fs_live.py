@@ -335,3 +335,88 @@ def test_live_failure_removes_host_dirs_it_created(env: Context, tmp_path: Path)
             upper=str(state / "up"), work=str(state / "work"))
     assert not state.exists()
     assert "/srv" not in mounts(env)
+
+
+def test_live_interrupted_applies_are_judged_by_what_was_there(env: Context) -> None:
+    """What an apply killed before its record was journaled made or changed, judged
+    against what observe() saw before it ran: the directories on the way, a mount
+    point without its mount, a directory made but not yet given its mode, a mode
+    changed; a mount that was at the target before is not the apply's."""
+    root = f"/proc/{env.env_pid}/root"
+    act(env, "fs.rootfs", rootfs=None)
+    d, tmpfs, ch = op_for("fs.dir"), op_for("fs.tmpfs"), op_for("fs.chmod")
+
+    p_dir = {"target": "/a/b/c", "mode": 0o700}
+    before = d.observe(env, p_dir)
+    assert before == {"missing": ["/a", "/a/b", "/a/b/c"], "mode": None}
+    assert d.recover(env, p_dir, before) is None                 # nothing made yet
+    os.makedirs(f"{root}/a/b")                                    # killed on the way
+    rec = d.recover(env, p_dir, before)
+    assert rec is not None and rec["created"] == ["/a", "/a/b"]
+    assert d.probe(env, p_dir, rec) is None                       # the entry's object is not there
+    os.mkdir(f"{root}/a/b/c", 0o755)                             # made, its mode not set yet
+    rec = d.recover(env, p_dir, before)
+    assert rec is not None and rec["created"] == ["/a", "/a/b", "/a/b/c"]
+    d.revert(env, rec)
+    assert not os.path.exists(f"{root}/a")
+
+    p_mnt = {"target": "/m/t", "size": None, "mode": None}
+    before = tmpfs.observe(env, p_mnt)
+    assert before == {"missing": ["/m", "/m/t"], "top": None}
+    os.makedirs(f"{root}/m/t")                                    # the mount point, no mount
+    rec = tmpfs.recover(env, p_mnt, before)
+    assert rec is not None and rec["mount"] is None and rec["created"] == ["/m", "/m/t"]
+    assert tmpfs.probe(env, p_mnt, rec) is None
+    first = tmpfs.apply(env, p_mnt)                               # (mounts there: its own record)
+    tmpfs.revert(env, rec)                                        # no mount of its own to take
+    assert "/m/t" in mounts(env)
+    tmpfs.revert(env, first)
+    assert "/m/t" not in mounts(env)
+
+    first = tmpfs.apply(env, p_mnt)
+    before = tmpfs.observe(env, p_mnt)
+    assert before == {"missing": [], "top": mounts(env)["/m/t"]["id"]}
+    assert tmpfs.recover(env, p_mnt, before) is None              # the mount there was there before
+    second = tmpfs.apply(env, p_mnt)
+    rec = tmpfs.recover(env, p_mnt, before)
+    assert rec is not None and rec["mount"] == second["mount"] != first["mount"]
+    tmpfs.revert(env, rec)
+    assert tmpfs.probe(env, p_mnt, first) == first
+    tmpfs.revert(env, first)
+
+    os.mkdir(f"{root}/etc3", 0o751)
+    os.chmod(f"{root}/etc3", 0o751)
+    p_ch = {"target": "/etc3", "mode": 0o700}
+    before = ch.observe(env, p_ch)
+    os.chmod(f"{root}/etc3", 0o700)                               # the chmod, not journaled
+    rec = ch.recover(env, p_ch, before)
+    assert rec is not None and rec["old_mode"] == 0o751
+    ch.revert(env, rec)
+    assert os.stat(f"{root}/etc3").st_mode & 0o7777 == 0o751
+    before = d.observe(env, p_ch)
+    os.chmod(f"{root}/etc3", 0o700)
+    rec = d.recover(env, p_ch, before)
+    assert rec is not None and (rec["created"], rec["old_mode"]) == ([], 0o751)
+    d.revert(env, rec)
+    assert os.stat(f"{root}/etc3").st_mode & 0o7777 == 0o751
+
+
+def test_live_directories_on_the_way_stay_while_another_entry_needs_them(env: Context) -> None:
+    """A directory one entry made on its way and another declares (or made too) stays
+    until the last of them goes; a dir entry takes the directories others made on the
+    way to it for its own, so it removes them when it goes last."""
+    root = f"/proc/{env.env_pid}/root"
+    act(env, "fs.rootfs", rootfs=None)
+    f, d = op_for("fs.file"), op_for("fs.dir")
+    rec_f = act(env, "fs.file", target="/x/y/f", content="1", mode=None)
+    assert rec_f["created"] == ["/x", "/x/y", "/x/y/f"]
+    env.records["file"] = rec_f
+    rec_d = act(env, "fs.dir", target="/x/y", mode=None)
+    assert (rec_d["created"], rec_d["adopted"]) == ([], ["/x", "/x/y"])    # the file entry made them
+    env.records["dir"] = rec_d
+    f.revert(env, rec_f)
+    del env.records["file"]
+    assert os.listdir(f"{root}/x/y") == []
+    d.revert(env, rec_d)
+    del env.records["dir"]
+    assert not os.path.exists(f"{root}/x")

@@ -500,10 +500,12 @@ class Session:
 
     def _forward(self, seq: int, step: str, rid: str, kind: str, params: dict[str, Any],
                  old: Resource | None) -> None:
-        self._log("intent", seq=seq, step=step, id=rid, kind=kind, params=params, old=old)
+        ctx = self._ctx()
+        before = self._observe(ctx, step, rid, kind, params)
+        self._log("intent", seq=seq, step=step, id=rid, kind=kind, params=params, old=old,
+                  **({"before": before} if before is not None else {}))
         self.engine.emit("action.started", id=rid, step=step, kind=kind, seq=seq)
         start = time.monotonic()
-        ctx = self._ctx()
         record: dict[str, Any] | None
         try:
             if step == "destroy":
@@ -542,6 +544,27 @@ class Session:
             self._set(rid, {"kind": kind, "params": params, "record": record})
         self.engine.emit("action.applied" if step != "destroy" else "action.destroyed",
                          id=rid, step=step, seconds=round(time.monotonic() - start, 6))
+
+    @staticmethod
+    def _observe(ctx: Context, step: str, rid: str, kind: str, params: dict[str, Any]) -> Any:
+        """What is at a create's place before it runs (Op.observe), for its intent."""
+        observe = getattr(_op(kind), "observe", None) if step == "create" else None
+        if observe is None:
+            return None
+        try:
+            return observe(ctx, params)
+        except BaseException as exc:
+            raise _wrap(exc, rid, _VERB[step]) from exc
+
+    def _unjournaled(self, intent: Any) -> Any:
+        """The record of a create that ran without its record journaled (failed or
+        killed in flight): judged against what was there before it when the intent
+        says (Op.recover), else what the probe finds (only objects this instance owns)."""
+        op, ctx = _op(intent["kind"]), self._ctx()
+        recover = getattr(op, "recover", None)
+        if recover is not None and intent.get("before") is not None:
+            return recover(ctx, intent["params"], intent["before"])
+        return op.probe(ctx, intent["params"], None)
 
     # --- rollback and recovery --------------------------------------------------
 
@@ -642,9 +665,7 @@ class Session:
         if step == "create":
             record = (self.res.get(rid) or {}).get("record") if landed else None
             if record is None and not landed:
-                # In flight when it failed or the process died: ask what exists now.
-                # An op's probe(params, None) reports only objects this instance owns.
-                record = op.probe(ctx, intent["params"], None)
+                record = self._unjournaled(intent)  # in flight when it failed or the process died
             if record is not None:
                 op.revert(ctx, record)
             return None
@@ -819,14 +840,17 @@ class Session:
         for seq, intent in sorted(intents.items()):
             if seq in undone:
                 continue
-            if intent["step"] == "create" and seq not in done:
-                params, record = intent["params"], None
-            elif intent["step"] == "destroy" and seq in done and seq in undoing:
-                params, record = intent["old"].get("params") or {}, intent["old"].get("record")
-            else:
-                continue    # its record is in self.res already, or it is gone
             try:
-                found = _op(intent["kind"]).probe(self._ctx(), params, record)
+                if intent["step"] == "create" and seq not in done:
+                    params = intent["params"]
+                    found = self._unjournaled(intent)
+                    if found is not None and _op(intent["kind"]).probe(self._ctx(), params, found) is None:
+                        found = None    # made only part of it (directories on the way): not kept
+                elif intent["step"] == "destroy" and seq in done and seq in undoing:
+                    params = intent["old"].get("params") or {}
+                    found = _op(intent["kind"]).probe(self._ctx(), params, intent["old"].get("record"))
+                else:
+                    continue    # its record is in self.res already, or it is gone
             except Exception:
                 return False
             if found is not None:

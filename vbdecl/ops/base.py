@@ -37,7 +37,13 @@ class Op(Protocol):
     its revert leaves the object to another (rootfs's root goes with the mount
     namespace), so undoing a destroy that landed probes before making it again;
     ``undo_by_update``, a revert cut short can leave the object there but changed
-    (a limit reset, its directory kept), which the undo sets back with update()."""
+    (a limit reset, its directory kept), which the undo sets back with update().
+
+    Optional methods: ``observe(ctx, params)`` says what is at the action's place
+    before it is created (plain data, journaled with the intent); an apply killed
+    before its record was journaled is then judged by ``recover(ctx, params,
+    before)``, the record of what it made or changed (None: nothing), where
+    ``probe(ctx, params, None)`` could not tell what it made from what was there."""
 
     def describe(self, params: Params) -> str: ...
 

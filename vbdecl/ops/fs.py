@@ -205,6 +205,88 @@ def _env_root_fd(ctx: Context) -> int | None:
         return None
 
 
+def _on_the_way(target: str, *, with_target: bool = True) -> list[str]:
+    """The paths from the root down to ``target``, as ensure_dir records those it makes."""
+    from vbdecl.runtime.rootfs import _split
+
+    comps = _split(target)
+    ways = ["/" + "/".join(comps[:i]) for i in range(1, len(comps) + 1)]
+    return ways if with_target else ways[:-1]
+
+
+def _existing(ctx: Context, paths: list[str]) -> list[str] | None:
+    """Which of ``paths`` exist in the environment (a path's last component not
+    followed; one that cannot be looked up counts as there); None when it is gone."""
+    from vbdecl.runtime.rootfs import _close, resolve
+
+    root = _env_root_fd(ctx)
+    if root is None:
+        return None
+    there = []
+    try:
+        for path in paths:
+            try:
+                fd = resolve(root, path, os.O_PATH, follow=False, missing_ok=True)
+            except OSError:
+                fd = -2
+            if fd != -1:
+                _close(fd)
+                there.append(path)
+        return there
+    finally:
+        _close(root)
+
+
+def _missing(ctx: Context, target: str) -> list[str] | None:
+    """What an apply at ``target`` would create on its way (the target included)."""
+    ways = _on_the_way(target)
+    there = _existing(ctx, ways)
+    if there is None:
+        return None
+    deepest = max((ways.index(p) for p in there), default=-1)
+    return ways[deepest + 1:]
+
+
+def _made(ctx: Context, before: dict[str, Any]) -> list[str]:
+    """What of ``before``'s missing paths an interrupted apply made."""
+    return _existing(ctx, list(before.get("missing") or [])) or []
+
+
+def _fs_records(ctx: Context, but: Record | None = None) -> list[Record]:
+    """The records of the other live filesystem actions (they hold ``mnt_ns``)."""
+    return [r for r in ctx.records.values() if "mnt_ns" in r and r != but]
+
+
+def _owned(record: Record) -> list[str]:
+    """The paths an action removes when it goes (if empty): what it made, and what
+    other actions made on the way to it that it took on (``adopted``)."""
+    made, adopted = record.get("created"), record.get("adopted")
+    made = made if isinstance(made, list) else []       # other families' records: not paths
+    return _merge_created(made, adopted) if isinstance(adopted, list) else made
+
+
+def _adopt(ctx: Context, record: Record, *, with_target: bool) -> Record:
+    """``record`` with ``adopted``: the directories on the way to its target (the
+    target too ``with_target``) that other live actions made. vbdecl made them, so
+    the last action to go removes them (see _unclaimed)."""
+    ways = set(_on_the_way(record["target"], with_target=with_target))
+    made = set(record.get("created") or ())
+    theirs = {p for r in _fs_records(ctx) for p in _owned(r) if p in ways and p not in made}
+    theirs.update(p for p in record.get("adopted") or () if p not in made)
+    if theirs:
+        record["adopted"] = _merge_created([], sorted(theirs))
+    return record
+
+
+def _unclaimed(ctx: Context, record: Record) -> list[str]:
+    """What ``record``'s action removes when it goes, less what another live action
+    declares or owns too: a directory made on the way to one entry that a later
+    entry declares stays until the last of them goes."""
+    others = _fs_records(ctx, but=record)
+    claimed = {r.get("target") for r in others} | {p for r in others for p in _owned(r)}
+    return [p for p in _owned(record) if p not in claimed]
+
+
 # --- the helper ---------------------------------------------------------------------
 
 class _Job:
@@ -439,15 +521,38 @@ class _Mount(_FsOp):
         top = None if res["skipped"] else _top_mount_at(ctx, params["target"])
         if top is not None:
             record["mount"] = _identity(top)
-        return record
+        return _adopt(ctx, record, with_target=True)
+
+    def observe(self, ctx: Context, params: Params) -> dict[str, Any] | None:
+        missing = _missing(ctx, params["target"])
+        if missing is None:
+            return None
+        top = None if missing else _top_mount_at(ctx, params["target"])
+        return {"missing": missing, "top": top["id"] if top is not None else None}
+
+    def recover(self, ctx: Context, params: Params, before: dict[str, Any]) -> Record | None:
+        ino = _ns_inode(ctx)
+        if ino is None:
+            return None
+        made = _made(ctx, before)
+        top = _top_mount_at(ctx, params["target"])
+        if top is not None and top["id"] == before.get("top"):
+            top = None      # mounted there before this apply
+        if top is None and not made:
+            return None
+        # "mount": None: the mount points it made, no mount (killed before it mounted)
+        return {"target": params["target"], "mnt_ns": ino, "created": made, "skipped": False,
+                "mount": _identity(top) if top is not None else None}
 
     def revert(self, ctx: Context, record: Record) -> None:
         if record.get("skipped") or not _same_env(ctx, record):
             return
-        created = list(record.get("created") or [])
+        created = _unclaimed(ctx, record)
         ident = _recorded_identity(record)
-        if ident is None:       # a record from before identities: the top mount there
-            _in_env(ctx, _UndoJob([record["target"]], created))
+        if ident is None:
+            # no mount made (see recover), or a record from before identities: the top
+            # mount there
+            _in_env(ctx, _UndoJob([] if "mount" in record else [record["target"]], created))
             return
         # Where the mount is, whatever links in the target say now; what the process
         # mounted over it goes with it (as what is mounted below it does).
@@ -462,6 +567,8 @@ class _Mount(_FsOp):
             return None
         if record is not None and record.get("skipped"):
             return record
+        if record is not None and "mount" in record and record["mount"] is None:
+            return None     # an interrupted apply's mount points: no mount of its own
         ident = _recorded_identity(record)
         if record is not None and ident is not None:
             found = any(_identity(mi) == ident for mi in mountinfo_of(ctx) or [])
@@ -524,20 +631,37 @@ class _PathOp(_FsOp):
     #: is drift on that attribute (repaired in place), not an object gone
     observed: tuple[str, ...] = ()
 
+    #: whether the target itself is a directory other actions may have made on their way
+    adopts_target = False
+
     def apply(self, ctx: Context, params: Params) -> Record:
         ino = _require_env(ctx)
         res = _in_env(ctx, _MountJob(self._entry(params)))
-        return self._record(params, ino, res["created"])
+        return _adopt(ctx, self._record(params, ino, res["created"]), with_target=self.adopts_target)
+
+    def observe(self, ctx: Context, params: Params) -> dict[str, Any] | None:
+        missing = _missing(ctx, params["target"])
+        return None if missing is None else {"missing": missing}
+
+    def recover(self, ctx: Context, params: Params, before: dict[str, Any]) -> Record | None:
+        made = _made(ctx, before)
+        found = self.probe(ctx, params, None)
+        if found is not None:
+            return {**found, "created": made}
+        ino = _ns_inode(ctx)
+        # what it made on the way (or made, then killed before it was as declared)
+        return self._record(params, ino, made) if made and ino is not None else None
 
     def _record(self, params: Params, ino: int | None, created: list[str]) -> Record:
         return {"target": params["target"], "mnt_ns": ino, "created": created,
                 **{k: params.get(k) for k in self.observed}}
 
     def revert(self, ctx: Context, record: Record) -> None:
-        if not _same_env(ctx, record) or not record.get("created"):
+        created = _unclaimed(ctx, record)
+        if not _same_env(ctx, record) or not created:
             return
         own = record.get("target") if self.kind == "file" else None
-        _in_env(ctx, _UndoJob([], list(record["created"]), own_file=own))
+        _in_env(ctx, _UndoJob([], created, own_file=own))
 
     def probe(self, ctx: Context, params: Params, record: Record | None) -> Record | None:
         from vbdecl.runtime.rootfs import _close
@@ -568,7 +692,11 @@ class _PathOp(_FsOp):
     def _reapply(self, ctx: Context, params: Params, record: Record) -> Record:
         """Apply ``params`` over what is there, keeping what vbdecl created its own."""
         new = self.apply(ctx, params)
-        return {**new, "created": _merge_created(record.get("created", []), new["created"])}
+        new["created"] = _merge_created(record.get("created", []), new["created"])
+        adopted = _merge_created(new.get("adopted", []), record.get("adopted", []))
+        adopted = [p for p in adopted if p not in new["created"]]
+        new.pop("adopted", None)
+        return {**new, "adopted": adopted} if adopted else new
 
 
 def _merge_created(old: list[str], new: list[str]) -> list[str]:
@@ -585,17 +713,30 @@ class Dir(_PathOp):
     kind = "dir"
     observed = ("mode",)
     undo_by_update = True   # as Chmod: a revert cut short may have set the old mode back
+    adopts_target = True
 
     def apply(self, ctx: Context, params: Params) -> Record:
         """Records ``old_mode`` when it chmods a directory that was there before
         vbdecl: a revert sets that back, as a chmod entry's does."""
         before = _mode_in_env(ctx, params["target"], None, dir_only=True)
-        record = super().apply(ctx, params)
+        return self._with_old_mode(params, super().apply(ctx, params), before)
+
+    def _with_old_mode(self, params: Params, record: Record, before: int | None) -> Record:
         mode = params.get("mode")
         if (params["target"] not in record["created"] and before is not None and mode is not None
                 and before != mode and not params.get("keep_mode")):
             record["old_mode"] = before
         return record
+
+    def observe(self, ctx: Context, params: Params) -> dict[str, Any] | None:
+        seen = super().observe(ctx, params)
+        if seen is not None:
+            seen["mode"] = _mode_in_env(ctx, params["target"], None, dir_only=True)
+        return seen
+
+    def recover(self, ctx: Context, params: Params, before: dict[str, Any]) -> Record | None:
+        record = super().recover(ctx, params, before)
+        return None if record is None else self._with_old_mode(params, record, before.get("mode"))
 
     def update(self, ctx: Context, params: Params, record: Record) -> Record:
         """A new mode, set in place. Without one, the directory gets the mode it had
@@ -744,6 +885,13 @@ class Chmod(_FsOp):
     def revert(self, ctx: Context, record: Record) -> None:
         if _same_env(ctx, record) and record.get("old_mode") is not None:
             _in_env(ctx, _ChmodJob(record["target"], int(record["old_mode"]), missing_ok=True))
+
+    def observe(self, ctx: Context, params: Params) -> dict[str, Any] | None:
+        return {"mode": _mode_in_env(ctx, params["target"], None)}
+
+    def recover(self, ctx: Context, params: Params, before: dict[str, Any]) -> Record | None:
+        found = self.probe(ctx, params, None)
+        return None if found is None else {**found, "old_mode": before.get("mode")}
 
     def probe(self, ctx: Context, params: Params, record: Record | None) -> Record | None:
         mode = _mode_in_env(ctx, params["target"], record)

@@ -515,3 +515,30 @@ def test_a_directory_another_entry_declares_stays_when_the_first_goes(tmp_path: 
     assert out.stdout.split() == ["app"], (out.stdout, out.stderr)
     check(env.destroy(), 0, "destroy")
     assert_clean(before, "after destroy")
+
+
+@pytest.mark.parametrize("removed", ["tmpfs", "symlink"])
+def test_entries_below_a_removed_mount_or_link_are_made_again(tmp_path: Path, removed: str) -> None:
+    """A tmpfs (or a link) removed while the file placed in it (through it) stays: the
+    file goes with it and is made again where its path now leads, in the same apply
+    (it stayed in the unmounted tmpfs, or at the link's old place, and the next plan
+    found it deleted)."""
+    env = _env(tmp_path)
+    base = env.path.read_text()
+    app = '    - {type: dir, target: /run/app, mode: "0755"}\n'
+    over = ("    - {type: tmpfs, target: /run/t}\n" if removed == "tmpfs"
+            else "    - {type: dir, target: /run/v1}\n    - {type: symlink, target: /run/t, points_to: v1}\n")
+    entry = '    - {type: file, target: /run/t/f, content: "x"}\n'
+    before = host()
+    env.path.write_text(base.replace(app, app + over + entry))
+    check(env.apply(), 0, "apply")
+    env.path.write_text(base.replace(app, app + entry))
+    out = env.cli("plan", str(env.path))
+    assert "-/+ file[/run/t/f]" in out.stdout, out.stdout
+    check(env.apply(), 0, "apply without it")
+    check(env.cli("plan", "--detailed-exitcode", str(env.path)), 0, "nothing left to do")
+    out = env.cli("exec", "full", "--", "/bin/sh", "-c", "cat /run/t/f; echo; ls -A /run; ls -A /run/v1 2>&1")
+    assert out.stdout.split() == ["x", "app", "t", "ls:", "cannot", "access", "'/run/v1':", "No", "such",
+                                  "file", "or", "directory"], (out.stdout, out.stderr)
+    check(env.destroy(), 0, "destroy")
+    assert_clean(before, "after destroy")

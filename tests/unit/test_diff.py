@@ -44,6 +44,47 @@ def test_a_link_pointed_elsewhere_moves_what_was_placed_through_it():
     assert "dir[/srv]" not in found and "dir[/opt/v1]" not in found
 
 
+def test_what_was_placed_in_a_removed_mount_or_through_a_removed_link_is_made_again():
+    entries = [fs("tmpfs", "/data"), fs("file", "/data/conf", content="x"), fs("dir", "/data/sub/d"),
+               fs("dir", "/opt/v1"), fs("symlink", "/opt/cur", points_to="v1"),
+               fs("file", "/opt/cur/config", content="x"), fs("dir", "/srv"), fs("dir", "/srv/a")]
+    old = compile_doc(doc(filesystem=entries))
+    kept = [e for e in entries if e["target"] not in ("/data", "/opt/cur")]
+    found = _by_id(changes(compile_doc(doc(filesystem=[*kept, fs("dir", "/opt/cur")])), state_of(old)))
+    assert found["mount[/data]"].symbol == found["symlink[/opt/cur]"].symbol == "-"
+    assert found["file[/data/conf]"].symbol == found["dir[/data/sub/d]"].symbol == "-/+"
+    assert found["file[/data/conf]"].reason == "made again without mount[/data]"
+    assert found["file[/opt/cur/config]"].symbol == "-/+"
+    assert found["dir[/opt/cur]"].symbol == "+"
+    assert not {"dir[/srv]", "dir[/srv/a]", "dir[/opt/v1]"} & set(found)
+    # a removed directory entry moves nothing: what is below it stays where it is
+    found = _by_id(changes(compile_doc(doc(filesystem=[e for e in entries if e["target"] != "/srv"])),
+                           state_of(old)))
+    assert set(found) == {"dir[/srv]"}
+
+
+def test_entries_placed_through_a_chain_of_links_move_with_any_of_them():
+    entries = [fs("dir", "/opt/d1"), fs("dir", "/opt/d2"), fs("dir", "/opt/v1"), fs("tmpfs", "/mnt/real"),
+               fs("symlink", "/opt/cur", points_to="v1"), fs("symlink", "/opt/v1/data", points_to="../d1"),
+               fs("symlink", "/m", points_to="/mnt/real"),
+               fs("file", "/opt/cur/data/conf", content="x"), fs("file", "/m/x", content="x")]
+    old = compile_doc(doc(filesystem=entries))
+    deps = {a["id"]: a["deps"] for a in old["actions"]}
+    assert set(deps["file[/opt/cur/data/conf]"]) == {"symlink[/opt/cur]", "symlink[/opt/v1/data]",
+                                                      "dir[/opt/d1]"}
+    assert set(deps["file[/m/x]"]) == {"symlink[/m]", "mount[/mnt/real]"}
+    entries[5] = fs("symlink", "/opt/v1/data", points_to="../d2")      # the inner link
+    found = _by_id(changes(compile_doc(doc(filesystem=entries)), state_of(old)))
+    assert found["file[/opt/cur/data/conf]"].symbol == "-/+"
+    assert "file[/m/x]" not in found
+    found = _by_id(changes(compile_doc(doc(filesystem=[e for e in entries if e["target"] != "/mnt/real"])),
+                           state_of(old)))
+    assert found["file[/m/x]"].symbol == "-/+"
+    looped = compile_doc(doc(filesystem=[fs("symlink", "/a", points_to="b"), fs("symlink", "/b", points_to="a"),
+                                         fs("file", "/a/f", content="x")]))
+    assert {a["id"]: a["deps"] for a in looped["actions"]}["file[/a/f]"] == ["symlink[/a]", "symlink[/b]"]
+
+
 def test_destroy_everything_in_teardown_order():
     plan = compile_doc(doc(**BASE))
     found = changes(None, state_of(plan))

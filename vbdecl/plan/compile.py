@@ -112,14 +112,51 @@ def _parts(path: str) -> list[str]:
     return [p for p in path.split("/") if p]
 
 
+def _through_links(target: str, links: dict[str, int], entries: list[dict[str, Any]]
+                   ) -> tuple[str, set[int]]:
+    """(where ``target``'s parent leads through the symlink entries ``links``, the
+    indexes of the links it went through), resolved as text: what the manifest
+    declares, not what else is on disk. Links going round give up after 40."""
+    parts = _parts(target)[:-1]
+    via: set[int] = set()
+    hops = 0
+    i = 0
+    prefix = ""
+    while i < len(parts) and hops < 40:
+        prefix += "/" + parts[i]
+        k = links.get(prefix)
+        if k is None:
+            i += 1
+            continue
+        hops += 1
+        via.add(k)
+        points_to = str(entries[k]["points_to"])
+        start = [] if points_to.startswith("/") else parts[:i]
+        parts = _normal([*start, *_parts(points_to), *parts[i + 1:]])
+        i, prefix = 0, ""
+    return "/" + "/".join(parts), via
+
+
+def _normal(parts: list[str]) -> list[str]:
+    out: list[str] = []
+    for p in parts:
+        if p == "..":
+            if out:
+                out.pop()
+        elif p != ".":
+            out.append(p)
+    return out
+
+
 class _Node:
     """A path component in the trie of filesystem targets."""
 
-    __slots__ = ("children", "frontier", "last")
+    __slots__ = ("children", "frontier", "last", "link")
 
     def __init__(self) -> None:
         self.children: dict[str, _Node] = {}
         self.last = -1  # index of the latest entry whose target is exactly this path
+        self.link = False   # a symlink entry has this target
         # entries in this subtree that no later entry of the subtree depends on
         # (insertion order = index order)
         self.frontier: dict[int, None] = {}
@@ -171,12 +208,17 @@ class _FsOrder:
             return after
         return [anc] if anc >= 0 else []
 
-    def add(self, j: int, path: str) -> list[int]:
+    def add(self, j: int, path: str, *, link: bool = False) -> tuple[list[int], bool]:
+        """(what entry ``j`` on ``path`` comes after, whether a symlink entry made
+        before it is on its way)."""
         nodes = self.chain(path)
-        anc, anc_depth = -1, -1
+        anc, anc_depth, through = -1, -1, False
         for depth, n in enumerate(nodes[:-1]):
             if n.last > anc:
                 anc, anc_depth = n.last, depth
+            through = through or n.link
+        if link:
+            nodes[-1].link = True
         here = nodes[-1]
         below = list(here.frontier)
         after = [f for f in below if f > anc]
@@ -197,7 +239,7 @@ class _FsOrder:
             front[j] = None
         here.frontier = {j: None}
         here.last = j
-        return deps
+        return deps, through
 
 
 # --- describe lines ---------------------------------------------------------
@@ -329,15 +371,24 @@ class _Builder:
     def filesystem(self, entries: list[dict[str, Any]], base: str) -> list[str]:
         tree = self.fs_tree
         ids = fs_action_ids(entries)
+        links: dict[str, int] = {}      # target of each symlink entry so far -> its index
         for j, (entry, id_) in enumerate(zip(entries, ids, strict=True)):
             target = entry["target"]
-            deps_idx = tree.add(j, target)
+            is_link = entry["type"] == "symlink"
+            deps_idx, through = tree.add(j, target, link=is_link)
             # an overlay also waits for the entries that provide its lower dirs
-            lowers = {tree.latest_covering(lower) for lower in entry.get("lower") or []}
-            lowers -= {-1, j, *deps_idx}
+            more = {tree.latest_covering(lower) for lower in entry.get("lower") or []}
+            if through:
+                # placed through links declared before it: on those, and on what
+                # covers the place they lead to
+                leads, via = _through_links(target, links, entries)
+                more |= {*via, tree.latest_covering(leads)}
+            more -= {-1, j, *deps_idx}
             deps = [ids[k] for k in sorted(deps_idx)] or [base]
-            deps += [ids[k] for k in sorted(lowers)]
+            deps += [ids[k] for k in sorted(more)]
             self.add(id_, f"fs.{entry['type']}", "env", deps, entry, _describe_fs(entry))
+            if is_link:
+                links["/" + "/".join(_parts(target))] = j
         return ids
 
     def dns(self, base: str, fs_ids: list[str]) -> None:

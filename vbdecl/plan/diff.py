@@ -163,6 +163,25 @@ def _old_describes(state: dict[str, Any]) -> dict[str, str]:
             for a in (state.get("plan") or {}).get("actions") or [] if a.get("describe")}
 
 
+def _removed_places(state: dict[str, Any], wanted: dict[str, Action],
+                    dependents: dict[str, list[str]]) -> list[str]:
+    """The recorded mounts and links the desired plan no longer has; what depended on
+    them in the recorded plan (and stays) is added to ``dependents``."""
+    resources: dict[str, Any] = state.get("resources") or {}
+    gone = {rid for rid, res in resources.items()
+            if rid not in wanted and (res.get("kind") in MOUNT_KINDS or res.get("kind") == "fs.symlink")}
+    found: list[str] = []
+    for a in (state.get("plan") or {}).get("actions") or []:
+        if a.get("id") not in wanted:
+            continue
+        for dep in a.get("deps") or ():
+            if dep in gone:
+                dependents.setdefault(dep, []).append(a["id"])
+                if dep not in found:
+                    found.append(dep)
+    return found
+
+
 def changes(desired: dict[str, Any] | None, state: dict[str, Any] | None,
             live: dict[str, Any] | None = None, *, verbose: bool = False) -> list[Change]:
     """Drift entries first (``drift=True``), then the changes in plan order,
@@ -249,8 +268,12 @@ def changes(desired: dict[str, Any] | None, state: dict[str, Any] | None,
         # entries are made again at the new place, after going from the old one.
         relinked = {rid for rid, s in symbol.items() if s == "~" and wanted[rid]["kind"] == "fs.symlink"
                     and any(p == "points_to" for p, _, _ in attrs.get(rid, ()))}
-        queue = deque(rid for rid, s in symbol.items()
-                      if s == "-/+" or (s == "+" and rid in resources) or rid in relinked)
+        # So does a mount or a link that goes: what was placed in (through) it is made
+        # again where its path leads now (the recorded plan says what was placed so).
+        unplaced = _removed_places(state or {}, wanted, dependents)
+        queue = deque([*(rid for rid, s in symbol.items()
+                         if s == "-/+" or (s == "+" and rid in resources) or rid in relinked),
+                       *unplaced])
         while queue:
             cur = queue.popleft()
             for nxt in dependents.get(cur, ()):
@@ -258,7 +281,8 @@ def changes(desired: dict[str, Any] | None, state: dict[str, Any] | None,
                     continue
                 symbol[nxt] = "-/+"
                 prev = reason.get(nxt)
-                reason[nxt] = f"replaced with {cur}" + (f"; {prev}" if prev else "")
+                why = f"made again without {cur}" if cur in unplaced else f"replaced with {cur}"
+                reason[nxt] = why + (f"; {prev}" if prev else "")
                 queue.append(nxt)
 
     # A mount replaced or removed under a process that keeps running: the process

@@ -420,3 +420,41 @@ def test_live_directories_on_the_way_stay_while_another_entry_needs_them(env: Co
     d.revert(env, rec_d)
     del env.records["dir"]
     assert not os.path.exists(f"{root}/x")
+
+
+def test_live_ownership_of_shared_directories_edge_cases(env: Context) -> None:
+    """A skipped optional bind owns and claims nothing (its directories stayed forever);
+    a chmod of a directory another entry made takes it on, so it goes with the last of
+    them (the chmod kept it forever); an interrupted create's record takes on what
+    others made too."""
+    root = f"/proc/{env.env_pid}/root"
+    act(env, "fs.rootfs", rootfs=None)
+    f, bind, ch, d = op_for("fs.file"), op_for("fs.bind"), op_for("fs.chmod"), op_for("fs.dir")
+    env.records["file"] = rec_f = act(env, "fs.file", target="/e/app/conf", content="c", mode=None)
+    env.records["bind"] = rec_b = act(env, "fs.bind", target="/e/app", source="/nonexistent-vbdecl",
+                                      optional=True)
+    assert rec_b["skipped"] and "adopted" not in rec_b
+    f.revert(env, rec_f)
+    del env.records["file"]
+    assert not os.path.exists(f"{root}/e")
+    bind.revert(env, rec_b)
+    del env.records["bind"]
+
+    env.records["dir"] = rec_d = act(env, "fs.dir", target="/a/b", mode=None)
+    env.records["chmod"] = rec_c = act(env, "fs.chmod", target="/a", mode=0o700)
+    assert rec_c["adopted"] == ["/a"]
+    d.revert(env, rec_d)
+    del env.records["dir"]
+    assert os.listdir(f"{root}/a") == [] and os.stat(f"{root}/a").st_mode & 0o7777 == 0o700
+    ch.revert(env, rec_c)
+    del env.records["chmod"]
+    assert not os.path.exists(f"{root}/a")
+
+    env.records["file"] = rec_f = act(env, "fs.file", target="/p/q/f", content="x", mode=None)
+    p_dir = {"target": "/p/q", "mode": None}
+    before = d.observe(env, p_dir)
+    rec = d.recover(env, p_dir, before)
+    assert rec is not None and (rec["created"], rec["adopted"]) == ([], ["/p", "/p/q"])
+    f.revert(env, rec_f)
+    del env.records["file"]
+    assert not os.path.exists(f"{root}/p")

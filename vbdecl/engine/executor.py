@@ -843,9 +843,9 @@ class Session:
             try:
                 if intent["step"] == "create" and seq not in done:
                     params = intent["params"]
+                    # (a record of only part of it, directories made on the way, is kept:
+                    # the probe finds it gone, and its recreate reverts it first)
                     found = self._unjournaled(intent)
-                    if found is not None and _op(intent["kind"]).probe(self._ctx(), params, found) is None:
-                        found = None    # made only part of it (directories on the way): not kept
                 elif intent["step"] == "destroy" and seq in done and seq in undoing:
                     params = intent["old"].get("params") or {}
                     found = _op(intent["kind"]).probe(self._ctx(), params, intent["old"].get("record"))

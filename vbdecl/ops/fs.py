@@ -252,11 +252,6 @@ def _made(ctx: Context, before: dict[str, Any]) -> list[str]:
     return _existing(ctx, list(before.get("missing") or [])) or []
 
 
-def _fs_records(ctx: Context, but: Record | None = None) -> list[Record]:
-    """The records of the other live filesystem actions (they hold ``mnt_ns``)."""
-    return [r for r in ctx.records.values() if "mnt_ns" in r and r != but]
-
-
 def _owned(record: Record) -> list[str]:
     """The paths an action removes when it goes (if empty): what it made, and what
     other actions made on the way to it that it took on (``adopted``)."""
@@ -265,13 +260,42 @@ def _owned(record: Record) -> list[str]:
     return _merge_created(made, adopted) if isinstance(adopted, list) else made
 
 
+def _owners(ctx: Context) -> dict[str, list[Record]]:
+    """Path -> the live filesystem records of this environment's mount namespace
+    that own it (made or adopted it) or, holding paths of their own, declare it.
+    A skipped optional mount owns nothing. Kept in ``ctx.extra`` while the records
+    stay the same objects (an apply of many entries asks once per action)."""
+    ino = _ns_inode(ctx)
+    records = list(ctx.records.values())
+    key = (ino, [id(r) for r in records])
+    cached = ctx.extra.get("fs_owners")
+    index: dict[str, list[Record]]
+    if cached is not None and cached[0] == key:
+        index = cached[2]               # (cached[1] holds the records: their ids stay theirs)
+        return index
+    index = {}
+    for r in records:
+        if r.get("mnt_ns") != ino or ino is None or r.get("skipped"):
+            continue
+        paths, target = _owned(r), r.get("target")
+        if isinstance(r.get("created"), list) and isinstance(target, str) and target not in paths:
+            paths = [*paths, target]
+        for p in paths:
+            index.setdefault(p, []).append(r)
+    ctx.extra["fs_owners"] = (key, records, index)
+    return index
+
+
 def _adopt(ctx: Context, record: Record, *, with_target: bool) -> Record:
     """``record`` with ``adopted``: the directories on the way to its target (the
-    target too ``with_target``) that other live actions made. vbdecl made them, so
-    the last action to go removes them (see _unclaimed)."""
-    ways = set(_on_the_way(record["target"], with_target=with_target))
+    target too ``with_target``) that other live actions made (links excepted: they
+    are their entries' own). vbdecl made them, so the last action to go removes
+    them (see _unclaimed)."""
+    owners = _owners(ctx)
     made = set(record.get("created") or ())
-    theirs = {p for r in _fs_records(ctx) for p in _owned(r) if p in ways and p not in made}
+    theirs = {p for p in _on_the_way(record["target"], with_target=with_target)
+              if p not in made and any(p in _owned(r) and "points_to" not in r
+                                       for r in owners.get(p, ()) if r is not record)}
     theirs.update(p for p in record.get("adopted") or () if p not in made)
     if theirs:
         record["adopted"] = _merge_created([], sorted(theirs))
@@ -282,9 +306,9 @@ def _unclaimed(ctx: Context, record: Record) -> list[str]:
     """What ``record``'s action removes when it goes, less what another live action
     declares or owns too: a directory made on the way to one entry that a later
     entry declares stays until the last of them goes."""
-    others = _fs_records(ctx, but=record)
-    claimed = {r.get("target") for r in others} | {p for r in others for p in _owned(r)}
-    return [p for p in _owned(record) if p not in claimed]
+    owners = _owners(ctx)
+    return [p for p in _owned(record)
+            if not any(r is not record and r != record for r in owners.get(p, ()))]
 
 
 # --- the helper ---------------------------------------------------------------------
@@ -518,7 +542,9 @@ class _Mount(_FsOp):
         res = _in_env(ctx, _MountJob(self._entry(params)))
         record = {"target": params["target"], "mnt_ns": ino, "created": res["created"],
                   "skipped": res["skipped"]}
-        top = None if res["skipped"] else _top_mount_at(ctx, params["target"])
+        if res["skipped"]:
+            return record
+        top = _top_mount_at(ctx, params["target"])
         if top is not None:
             record["mount"] = _identity(top)
         return _adopt(ctx, record, with_target=True)
@@ -541,8 +567,8 @@ class _Mount(_FsOp):
         if top is None and not made:
             return None
         # "mount": None: the mount points it made, no mount (killed before it mounted)
-        return {"target": params["target"], "mnt_ns": ino, "created": made, "skipped": False,
-                "mount": _identity(top) if top is not None else None}
+        return _adopt(ctx, {"target": params["target"], "mnt_ns": ino, "created": made, "skipped": False,
+                            "mount": _identity(top) if top is not None else None}, with_target=True)
 
     def revert(self, ctx: Context, record: Record) -> None:
         if record.get("skipped") or not _same_env(ctx, record):
@@ -552,7 +578,8 @@ class _Mount(_FsOp):
         if ident is None:
             # no mount made (see recover), or a record from before identities: the top
             # mount there
-            _in_env(ctx, _UndoJob([] if "mount" in record else [record["target"]], created))
+            made_none = "mount" in record and record["mount"] is None
+            _in_env(ctx, _UndoJob([] if made_none else [record["target"]], created))
             return
         # Where the mount is, whatever links in the target say now; what the process
         # mounted over it goes with it (as what is mounted below it does).
@@ -647,10 +674,12 @@ class _PathOp(_FsOp):
         made = _made(ctx, before)
         found = self.probe(ctx, params, None)
         if found is not None:
-            return {**found, "created": made}
+            return _adopt(ctx, {**found, "created": made}, with_target=self.adopts_target)
         ino = _ns_inode(ctx)
+        if not made or ino is None:
+            return None
         # what it made on the way (or made, then killed before it was as declared)
-        return self._record(params, ino, made) if made and ino is not None else None
+        return _adopt(ctx, self._record(params, ino, made), with_target=self.adopts_target)
 
     def _record(self, params: Params, ino: int | None, created: list[str]) -> Record:
         return {"target": params["target"], "mnt_ns": ino, "created": created,
@@ -872,26 +901,38 @@ class Chmod(_FsOp):
     # by setting the mode again, not by keeping the record as it was
     undo_by_update = True
 
+    # A chmod of a directory other entries made takes it on (``adopted``): it stays
+    # while the chmod does, and goes with the last of them.
+
     def apply(self, ctx: Context, params: Params) -> Record:
         ino = _require_env(ctx)
         old = _in_env(ctx, _ChmodJob(params["target"], int(params["mode"])))
-        return {"target": params["target"], "mnt_ns": ino, "old_mode": old, "mode": params["mode"]}
+        record = {"target": params["target"], "mnt_ns": ino, "old_mode": old, "mode": params["mode"]}
+        return _adopt(ctx, record, with_target=True)
 
     def update(self, ctx: Context, params: Params, record: Record) -> Record:
         """A new mode, set in place; a revert still restores the mode from before."""
         new = self.apply(ctx, params)
-        return {**new, "old_mode": record["old_mode"] if "old_mode" in record else new["old_mode"]}
+        new["old_mode"] = record["old_mode"] if "old_mode" in record else new["old_mode"]
+        adopted = _merge_created(new.get("adopted", []), record.get("adopted", []))
+        return {**new, "adopted": adopted} if adopted else new
 
     def revert(self, ctx: Context, record: Record) -> None:
-        if _same_env(ctx, record) and record.get("old_mode") is not None:
+        if not _same_env(ctx, record):
+            return
+        if record.get("old_mode") is not None:
             _in_env(ctx, _ChmodJob(record["target"], int(record["old_mode"]), missing_ok=True))
+        gone = _unclaimed(ctx, record)
+        if gone:
+            _in_env(ctx, _UndoJob([], gone))
 
     def observe(self, ctx: Context, params: Params) -> dict[str, Any] | None:
         return {"mode": _mode_in_env(ctx, params["target"], None)}
 
     def recover(self, ctx: Context, params: Params, before: dict[str, Any]) -> Record | None:
         found = self.probe(ctx, params, None)
-        return None if found is None else {**found, "old_mode": before.get("mode")}
+        return None if found is None else _adopt(ctx, {**found, "old_mode": before.get("mode")},
+                                                 with_target=True)
 
     def probe(self, ctx: Context, params: Params, record: Record | None) -> Record | None:
         mode = _mode_in_env(ctx, params["target"], record)

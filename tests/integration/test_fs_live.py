@@ -450,6 +450,14 @@ def test_live_ownership_of_shared_directories_edge_cases(env: Context) -> None:
     del env.records["chmod"]
     assert not os.path.exists(f"{root}/a")
 
+    os.mkdir(f"{root}/t")
+    env.records["link"] = rec_l = act(env, "fs.symlink", target="/s/l", points_to="/t")
+    rec_d = act(env, "fs.dir", target="/s", mode=None)
+    rec_f = act(env, "fs.file", target="/s/l/f", content="x", mode=None)
+    assert rec_d["adopted"] == rec_f["adopted"] == ["/s"]     # not the link: its entry's own
+    op_for("fs.symlink").revert(env, rec_l)
+    del env.records["link"]
+
     env.records["file"] = rec_f = act(env, "fs.file", target="/p/q/f", content="x", mode=None)
     p_dir = {"target": "/p/q", "mode": None}
     before = d.observe(env, p_dir)

@@ -294,12 +294,17 @@ def _adopt(ctx: Context, record: Record, *, with_target: bool) -> Record:
     owners = _owners(ctx)
     made = set(record.get("created") or ())
     theirs = {p for p in _on_the_way(record["target"], with_target=with_target)
-              if p not in made and any(p in _owned(r) and "points_to" not in r
+              if p not in made and any(p in _owned(r) and not _is_link_of(r, p)
                                        for r in owners.get(p, ()) if r is not record)}
     theirs.update(p for p in record.get("adopted") or () if p not in made)
     if theirs:
         record["adopted"] = _merge_created([], sorted(theirs))
     return record
+
+
+def _is_link_of(record: Record, path: str) -> bool:
+    """Whether ``path`` is the link a symlink entry's ``record`` made."""
+    return "points_to" in record and record.get("target") == path
 
 
 def _unclaimed(ctx: Context, record: Record) -> list[str]:

@@ -542,3 +542,25 @@ def test_entries_below_a_removed_mount_or_link_are_made_again(tmp_path: Path, re
                                   "file", "or", "directory"], (out.stdout, out.stderr)
     check(env.destroy(), 0, "destroy")
     assert_clean(before, "after destroy")
+
+
+def test_a_first_mode_given_by_a_killed_update_is_set_back(tmp_path: Path) -> None:
+    """A dir entry on a directory it did not make gets its first mode in place (`~`);
+    killed before that was journaled, the recover sets the mode the directory had
+    back (the record had no mode from before, and 0700 stayed with a state that said
+    no mode)."""
+    env = _env(tmp_path)
+    base = env.path.read_text()
+    app = '    - {type: dir, target: /run/app, mode: "0755"}\n'
+    v1 = base.replace(app, app + "    - {type: dir, target: /run}\n")    # /run: made for /run/app
+    env.path.write_text(v1)
+    before = host()
+    check(env.apply(), 0, "apply")
+    show = ["/usr/bin/stat", "-c", "%a", "/run"]
+    env.path.write_text(v1.replace("target: /run}", 'target: /run, mode: "0700"}'))
+    _killed_in_then_recovered(env, "dir[/run]")
+    assert env.cli("exec", "full", "--", *show).stdout == "755\n"
+    env.path.write_text(v1)
+    check(env.cli("plan", "--detailed-exitcode", str(env.path)), 0, "the state says what is there")
+    check(env.destroy(), 0, "destroy")
+    assert_clean(before, "after destroy")

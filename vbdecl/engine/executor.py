@@ -547,8 +547,9 @@ class Session:
 
     @staticmethod
     def _observe(ctx: Context, step: str, rid: str, kind: str, params: dict[str, Any]) -> Any:
-        """What is at a create's place before it runs (Op.observe), for its intent."""
-        observe = getattr(_op(kind), "observe", None) if step == "create" else None
+        """What is at a create's (or an update's) place before it runs (Op.observe),
+        for its intent."""
+        observe = getattr(_op(kind), "observe", None) if step in ("create", "update") else None
         if observe is None:
             return None
         try:
@@ -672,6 +673,9 @@ class Session:
         old = intent["old"]
         if step == "update":
             current = (self.res.get(rid) or {}).get("record") or old.get("record") or {}
+            undo_from = getattr(op, "undo_from", None)
+            if not landed and undo_from is not None and intent.get("before") is not None:
+                current = undo_from(current, intent["before"])
             return op.update(ctx, old.get("params") or {}, current)
         # Undo a destroy: recreate what was there, unless it is still there: in flight
         # when it failed, or left by a revert that leaves its object to another (see

@@ -43,7 +43,10 @@ class Op(Protocol):
     before it is created (plain data, journaled with the intent); an apply killed
     before its record was journaled is then judged by ``recover(ctx, params,
     before)``, the record of what it made or changed (None: nothing), where
-    ``probe(ctx, params, None)`` could not tell what it made from what was there."""
+    ``probe(ctx, params, None)`` could not tell what it made from what was there.
+    An update killed so is undone by update() back to the old params, from the
+    record ``undo_from(record, before)`` gives, when the op has it (what the
+    update changed that the record does not say how to set back)."""
 
     def describe(self, params: Params) -> str: ...
 

@@ -772,6 +772,14 @@ class Dir(_PathOp):
         record = super().recover(ctx, params, before)
         return None if record is None else self._with_old_mode(params, record, before.get("mode"))
 
+    def undo_from(self, record: Record, before: dict[str, Any]) -> Record:
+        """An interrupted update gave a directory vbdecl did not make its first mode:
+        the mode it had is the one to set back."""
+        if ("old_mode" in record or record.get("target") in record.get("created", [])
+                or before.get("mode") is None):
+            return record
+        return {**record, "old_mode": before["mode"]}
+
     def update(self, ctx: Context, params: Params, record: Record) -> Record:
         """A new mode, set in place. Without one, the directory gets the mode it had
         before vbdecl back, or the default mode when vbdecl made it."""

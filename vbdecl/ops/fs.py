@@ -228,8 +228,9 @@ def _existing(ctx: Context, paths: list[str]) -> list[str] | None:
             try:
                 fd = resolve(root, path, os.O_PATH, follow=False, missing_ok=True)
             except OSError:
-                fd = -2
-            if fd != -1:
+                there.append(path)
+                continue
+            if fd >= 0:
                 _close(fd)
                 there.append(path)
         return there
@@ -243,8 +244,7 @@ def _missing(ctx: Context, target: str) -> list[str] | None:
     there = _existing(ctx, ways)
     if there is None:
         return None
-    deepest = max((ways.index(p) for p in there), default=-1)
-    return ways[deepest + 1:]
+    return ways[ways.index(there[-1]) + 1:] if there else ways
 
 
 def _made(ctx: Context, before: dict[str, Any]) -> list[str]:
@@ -302,6 +302,13 @@ def _adopt(ctx: Context, record: Record, *, with_target: bool) -> Record:
     return record
 
 
+def _keeps_adopted(new: Record, old: Record) -> Record:
+    """``new`` (an update's record) with what ``old`` had taken on, less what it made."""
+    made = new.get("created") or ()
+    adopted = [p for p in _merge_created(new.pop("adopted", []), old.get("adopted", [])) if p not in made]
+    return {**new, "adopted": adopted} if adopted else new
+
+
 def _is_link_of(record: Record, path: str) -> bool:
     """Whether ``path`` is the link a symlink entry's ``record`` made."""
     return "points_to" in record and record.get("target") == path
@@ -312,8 +319,7 @@ def _unclaimed(ctx: Context, record: Record) -> list[str]:
     declares or owns too: a directory made on the way to one entry that a later
     entry declares stays until the last of them goes."""
     owners = _owners(ctx)
-    return [p for p in _owned(record)
-            if not any(r is not record and r != record for r in owners.get(p, ()))]
+    return [p for p in _owned(record) if not any(r != record for r in owners.get(p, ()))]
 
 
 # --- the helper ---------------------------------------------------------------------
@@ -727,10 +733,7 @@ class _PathOp(_FsOp):
         """Apply ``params`` over what is there, keeping what vbdecl created its own."""
         new = self.apply(ctx, params)
         new["created"] = _merge_created(record.get("created", []), new["created"])
-        adopted = _merge_created(new.get("adopted", []), record.get("adopted", []))
-        adopted = [p for p in adopted if p not in new["created"]]
-        new.pop("adopted", None)
-        return {**new, "adopted": adopted} if adopted else new
+        return _keeps_adopted(new, record)
 
 
 def _merge_created(old: list[str], new: list[str]) -> list[str]:
@@ -927,8 +930,7 @@ class Chmod(_FsOp):
         """A new mode, set in place; a revert still restores the mode from before."""
         new = self.apply(ctx, params)
         new["old_mode"] = record["old_mode"] if "old_mode" in record else new["old_mode"]
-        adopted = _merge_created(new.get("adopted", []), record.get("adopted", []))
-        return {**new, "adopted": adopted} if adopted else new
+        return _keeps_adopted(new, record)
 
     def revert(self, ctx: Context, record: Record) -> None:
         if not _same_env(ctx, record):

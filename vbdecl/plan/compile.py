@@ -21,6 +21,7 @@ Teardown is the reverse of the order.
 from __future__ import annotations
 
 import gc
+import posixpath
 
 from vbdecl import __version__
 from vbdecl.errors import PlanError
@@ -112,42 +113,6 @@ def _parts(path: str) -> list[str]:
     return [p for p in path.split("/") if p]
 
 
-def _through_links(target: str, links: dict[str, int], entries: list[dict[str, Any]]
-                   ) -> tuple[str, set[int]]:
-    """(where ``target``'s parent leads through the symlink entries ``links``, the
-    indexes of the links it went through), resolved as text: what the manifest
-    declares, not what else is on disk. Links going round give up after 40."""
-    parts = _parts(target)[:-1]
-    via: set[int] = set()
-    hops = 0
-    i = 0
-    prefix = ""
-    while i < len(parts) and hops < 40:
-        prefix += "/" + parts[i]
-        k = links.get(prefix)
-        if k is None:
-            i += 1
-            continue
-        hops += 1
-        via.add(k)
-        points_to = str(entries[k]["points_to"])
-        start = [] if points_to.startswith("/") else parts[:i]
-        parts = _normal([*start, *_parts(points_to), *parts[i + 1:]])
-        i, prefix = 0, ""
-    return "/" + "/".join(parts), via
-
-
-def _normal(parts: list[str]) -> list[str]:
-    out: list[str] = []
-    for p in parts:
-        if p == "..":
-            if out:
-                out.pop()
-        elif p != ".":
-            out.append(p)
-    return out
-
-
 class _Node:
     """A path component in the trie of filesystem targets."""
 
@@ -156,7 +121,7 @@ class _Node:
     def __init__(self) -> None:
         self.children: dict[str, _Node] = {}
         self.last = -1  # index of the latest entry whose target is exactly this path
-        self.link = False   # a symlink entry has this target
+        self.link: tuple[int, str] | None = None    # (index, points_to) of a symlink entry here
         # entries in this subtree that no later entry of the subtree depends on
         # (insertion order = index order)
         self.frontier: dict[int, None] = {}
@@ -208,17 +173,38 @@ class _FsOrder:
             return after
         return [anc] if anc >= 0 else []
 
-    def add(self, j: int, path: str, *, link: bool = False) -> tuple[list[int], bool]:
+    def through_links(self, path: str) -> tuple[str, set[int]]:
+        """(where ``path``'s parent leads through the symlink entries added so far,
+        the indexes of the links on the way), resolved as text: what the manifest
+        declares, not what else is on disk. Links going round give up after 40."""
+        parts = _parts(path)[:-1]
+        via: set[int] = set()
+        node: _Node | None = self.root
+        i = hops = 0
+        while node is not None and i < len(parts) and hops < 40:
+            node = node.children.get(parts[i])
+            if node is None or node.link is None:
+                i += 1
+                continue
+            k, points_to = node.link
+            via.add(k)
+            hops += 1
+            start = "" if points_to.startswith("/") else "/".join(parts[:i])
+            parts = _parts(posixpath.normpath("/".join(["", start, points_to, *parts[i + 1:]])))
+            node, i = self.root, 0
+        return "/" + "/".join(parts), via
+
+    def add(self, j: int, path: str, *, points_to: str | None = None) -> tuple[list[int], bool]:
         """(what entry ``j`` on ``path`` comes after, whether a symlink entry made
-        before it is on its way)."""
+        before it is on its way); ``points_to``: ``j`` is a symlink entry."""
         nodes = self.chain(path)
         anc, anc_depth, through = -1, -1, False
         for depth, n in enumerate(nodes[:-1]):
             if n.last > anc:
                 anc, anc_depth = n.last, depth
-            through = through or n.link
-        if link:
-            nodes[-1].link = True
+            through = through or n.link is not None
+        if points_to is not None:
+            nodes[-1].link = (j, points_to)
         here = nodes[-1]
         below = list(here.frontier)
         after = [f for f in below if f > anc]
@@ -371,24 +357,21 @@ class _Builder:
     def filesystem(self, entries: list[dict[str, Any]], base: str) -> list[str]:
         tree = self.fs_tree
         ids = fs_action_ids(entries)
-        links: dict[str, int] = {}      # target of each symlink entry so far -> its index
         for j, (entry, id_) in enumerate(zip(entries, ids, strict=True)):
             target = entry["target"]
-            is_link = entry["type"] == "symlink"
-            deps_idx, through = tree.add(j, target, link=is_link)
+            points_to = str(entry["points_to"]) if entry["type"] == "symlink" else None
+            deps_idx, through = tree.add(j, target, points_to=points_to)
             # an overlay also waits for the entries that provide its lower dirs
             more = {tree.latest_covering(lower) for lower in entry.get("lower") or []}
             if through:
                 # placed through links declared before it: on those, and on what
                 # covers the place they lead to
-                leads, via = _through_links(target, links, entries)
+                leads, via = tree.through_links(target)
                 more |= {*via, tree.latest_covering(leads)}
             more -= {-1, j, *deps_idx}
             deps = [ids[k] for k in sorted(deps_idx)] or [base]
             deps += [ids[k] for k in sorted(more)]
             self.add(id_, f"fs.{entry['type']}", "env", deps, entry, _describe_fs(entry))
-            if is_link:
-                links["/" + "/".join(_parts(target))] = j
         return ids
 
     def dns(self, base: str, fs_ids: list[str]) -> None:

@@ -466,3 +466,26 @@ def test_live_ownership_of_shared_directories_edge_cases(env: Context) -> None:
     f.revert(env, rec_f)
     del env.records["file"]
     assert not os.path.exists(f"{root}/p")
+
+
+def test_live_a_shared_directory_loses_the_mode_of_the_entry_that_went(env: Context) -> None:
+    """A dir entry's mode does not outlive the entry on a directory another entry
+    still needs: it gets the mode it has when made on the way, as a fresh apply
+    without the dir entry gives it; a chmod of it, still there, keeps its mode."""
+    root = f"/proc/{env.env_pid}/root"
+    act(env, "fs.rootfs", rootfs=None)
+    d = op_for("fs.dir")
+    env.records["dir"] = rec_d = act(env, "fs.dir", target="/a", mode=0o700)
+    env.records["file"] = act(env, "fs.file", target="/a/b/f", content="x", mode=None)
+    made_on_the_way = os.stat(f"{root}/a/b").st_mode & 0o7777
+    d.revert(env, rec_d)
+    del env.records["dir"]
+    assert os.stat(f"{root}/a").st_mode & 0o7777 == made_on_the_way == 0o755
+
+    env.records["file2"] = act(env, "fs.file", target="/c/f", content="x", mode=None)
+    env.records["dir2"] = rec_d = act(env, "fs.dir", target="/c", mode=0o750)
+    assert rec_d["adopted"] == ["/c"]
+    env.records["chmod"] = act(env, "fs.chmod", target="/c", mode=0o711)
+    d.revert(env, rec_d)
+    del env.records["dir2"]
+    assert os.stat(f"{root}/c").st_mode & 0o7777 == 0o711

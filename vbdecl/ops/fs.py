@@ -801,10 +801,24 @@ class Dir(_PathOp):
         return new
 
     def revert(self, ctx: Context, record: Record) -> None:
-        if (_same_env(ctx, record) and record.get("old_mode") is not None
-                and record.get("target") not in record.get("created", [])):
-            _in_env(ctx, _ChmodJob(record["target"], int(record["old_mode"]), missing_ok=True))
+        """The mode from before goes back (the default one on a directory vbdecl made
+        that another entry keeps), unless another live entry sets the mode."""
+        from vbdecl.runtime.rootfs import DEFAULT_MODES
+
+        target, old = record["target"], record.get("old_mode")
+        if target in record.get("created", []):     # made by vbdecl: it goes, or another keeps it
+            old = None if target in _unclaimed(ctx, record) else DEFAULT_MODES["dir"]
+        if (_same_env(ctx, record) and old is not None and record.get("mode") not in (None, old)
+                and not self._mode_set_by_another(ctx, record)):
+            _in_env(ctx, _ChmodJob(target, int(old), missing_ok=True))
         super().revert(ctx, record)
+
+    @staticmethod
+    def _mode_set_by_another(ctx: Context, record: Record) -> bool:
+        """Whether another live entry (a dir or chmod) sets the mode of the directory."""
+        target = record["target"]
+        return any(r != record and r.get("target") == target and r.get("mode") is not None
+                   for r in _owners(ctx).get(target, ()))
 
     def probe(self, ctx: Context, params: Params, record: Record | None) -> Record | None:
         if any(e.get("type") == "chmod" and e.get("target") == params["target"]

@@ -34,7 +34,12 @@ def _command_of(argv: list[str]) -> str | None:
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     ours = args[:args.index("--")] if "--" in args else args   # the rest is the sandbox's command
-    if _command_of(args) in FAST_COMMANDS and "--help" not in ours and "-h" not in ours:
+    command = _command_of(args)
+    if command == "vb":         # `vbdecl vb OPTIONS...`: the vb program's command line
+        from vbdecl.cli.vb import main as vb
+
+        return int(vb(args[args.index("vb"):], exit_now=argv is None))
+    if command in FAST_COMMANDS and "--help" not in ours and "-h" not in ours:
         from vbdecl.cli.fast import main as fast_main
 
         # From the console (argv None) the fast path exits at once, skipping finalization.

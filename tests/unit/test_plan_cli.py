@@ -49,6 +49,33 @@ def test_plan_text_and_exit_codes(env: Path, capsys: pytest.CaptureFixture[str])
     assert main(["plan", "--detailed-exitcode", str(env / "web.yaml")]) == 2
 
 
+def test_a_usage_error_exits_1_never_the_2_of_changes_found(env: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    for argv in (["plan", "--detailed-exitcode", "--no-refersh", str(env / "web.yaml")],
+                 ["plan", "--detailed-exitcode"], ["frobnicate"]):
+        with pytest.raises(SystemExit) as exc:
+            main(argv)
+        assert exc.value.code == 1, argv
+        assert "error:" in capsys.readouterr().err
+
+
+def test_plan_graph_and_diff_of_a_bad_path_say_what_is_wrong(env: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    missing = str(env / "missing.yaml")
+    for argv in (["plan", missing], ["plan", "--no-cache", missing], ["graph", str(env)],
+                 ["diff", str(env / "web.yaml"), missing]):
+        assert main(argv) == 1, argv
+        err = capsys.readouterr().err
+        assert ("cannot read the file" in err or "is a directory" in err) and "bug" not in err, err
+
+
+def test_vbdecl_vb_is_the_vb_command(capsys: pytest.CaptureFixture[str]) -> None:
+    from vbdecl.entry import main as entry_main
+
+    assert entry_main(["vb", "--version"]) == 0
+    assert capsys.readouterr().out.startswith("vb (vbdecl ")
+    assert entry_main(["vb", "--bogus"]) == 1
+    assert capsys.readouterr().err == "vb: Unknown option --bogus\n"
+
+
 def test_no_changes_against_own_state(env: Path, capsys: pytest.CaptureFixture[str]) -> None:
     _record_state(env, env / "web.yaml")
     assert main(["plan", "--no-refresh", "--detailed-exitcode", str(env / "web.yaml")]) == 0

@@ -69,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
                 results.append({"name": name, "changed": True, **result.to_json()})
                 if not args.json:
                     print(f"{name}: applied revision {result.revision} "
-                          f"({result.steps} steps, instance {result.instance})")
+                          f"({result.steps} step{'' if result.steps == 1 else 's'}, instance {result.instance})")
         if args.prune:
             directory = os.path.realpath(args.target)
             for name in store.list_envs(engine.state_dir):

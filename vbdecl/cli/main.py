@@ -14,6 +14,7 @@ import os
 import sys
 import traceback
 from types import ModuleType
+from typing import NoReturn
 
 from vbdecl import __version__
 from vbdecl.errors import VbdeclError
@@ -43,8 +44,17 @@ def add_common(parser: argparse.ArgumentParser) -> None:
                         help="show tracebacks and debug traces")
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse exits 2 on a usage error: vbdecl's 2 means "plan found changes"
+    (--detailed-exitcode), so a mistyped option must not look like it."""
+
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        self.exit(1, f"{self.prog}: error: {message}\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="vbdecl",
         description="Declarative Linux sandbox environments.",
         epilog="Exit codes: 0 success, 1 error, 2 plan --detailed-exitcode found changes; "
@@ -62,6 +72,8 @@ def build_parser() -> argparse.ArgumentParser:
         add_common(cmd)
         module.add_arguments(cmd)
         cmd.set_defaults(_run=module.run)
+    # dispatched before argparse (vbdecl.entry); listed here for --help
+    sub.add_parser("vb", help="bubblewrap's command line: vbdecl vb [bwrap options] CMD (as the vb program)")
     return parser
 
 

@@ -76,16 +76,20 @@ def store(key: str, plans: list[dict[str, Any]]) -> None:
 
 def plans_for_file(path: str, *, use_cache: bool = True) -> list[dict[str, Any]]:
     """The compiled plans of a manifest file, from the cache when possible."""
-    with open(path, "rb") as f:
-        data = f.read()
-    key = cache_key(path, data) if use_cache else ""
+    key = None
     if use_cache:
+        try:
+            with open(path, "rb") as f:
+                key = cache_key(path, f.read())
+        except OSError:
+            pass        # compile_file says what is wrong with the path, for people
+    if key is not None:
         hit = lookup(key)
         if hit is not None:
             return hit
     from vbdecl.plan.compile import compile_file
 
     plans = compile_file(path)
-    if use_cache:
+    if key is not None:
         store(key, plans)
     return plans

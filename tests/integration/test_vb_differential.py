@@ -461,3 +461,62 @@ def test_joining_a_user_namespace_gives_bubblewraps_caps_and_ids() -> None:
             outputs[tool] = f"{r.stdout}{r.stderr}exit {r.returncode}\n"
     assert outputs[BWRAP].endswith("0\n 0 0 1\nexit 0\n")
     assert outputs[VB] == outputs[BWRAP]
+
+
+def _both(args: list[str], cwd: str = "/", shell: str = "", pass_fds: tuple[int, ...] = (),
+          timeout: int = 30) -> dict[str | None, str]:
+    """What the payload prints and the exit status, through bwrap and vb, each run
+    by ``sh -c SHELL`` (redirections, traps) in ``cwd``."""
+    outputs: dict[str | None, str] = {}
+    for tool in (BWRAP, VB):
+        r = subprocess.run(["sh", "-c", f'{shell} "$@"', "sh", tool, *args], capture_output=True, text=True,
+                           timeout=timeout, cwd=cwd, pass_fds=pass_fds,
+                           env={"PATH": "/usr/bin:/bin", "HOME": "/root", "LANG": "C"})
+        outputs[tool] = f"{r.stdout}{r.stderr.replace('vb: ', 'bwrap: ')}exit {r.returncode}\n"
+    return outputs
+
+
+def test_relative_sources_are_found_from_the_current_directory(tmp_path: Path) -> None:
+    """bubblewrap resolves relative bind and overlay sources in the caller's cwd (vb
+    took them from the host's /: `--bind . /x` bound the host's root, writable)."""
+    (tmp_path / "work" / "etc").mkdir(parents=True)
+    (tmp_path / "work" / "etc" / "marker").write_text("m\n")
+    (tmp_path / "f").write_text("f\n")
+    script = "ls /x /y; cat /z; ls /w 2>&1"
+    args = [*BASE, "--bind", ".", "/x", "--ro-bind", "etc", "/y", "--ro-bind", "../f", "/z",
+            "--bind-try", "../missing", "/w", "sh", "-c", script]
+    outputs = _both(args, cwd=str(tmp_path / "work"))
+    assert "marker" in outputs[BWRAP] and "f\n" in outputs[BWRAP]
+    assert outputs[VB] == outputs[BWRAP]
+    missing = _both([*BASE, "--ro-bind", "../missing", "/w", "true"], cwd=str(tmp_path / "work"))
+    assert missing[BWRAP] == "bwrap: Can't find source path ../missing: No such file or directory\nexit 1\n"
+    assert missing[VB] == missing[BWRAP].replace("../missing", str(tmp_path / "missing"))
+    # the overlay options are newer than Debian's bwrap: vb alone
+    r = subprocess.run([VB, *BASE, "--overlay-src", "etc", "--tmp-overlay", "/o", "ls", "/o"],
+                       capture_output=True, text=True, timeout=30, cwd=tmp_path / "work")
+    assert (r.stdout, r.returncode) == ("marker\n", 0), r.stderr
+
+
+def test_the_command_inherits_the_callers_fds_and_ignored_signals(tmp_path: Path) -> None:
+    """As bubblewrap's: fds the caller passed (but those options consume), and the
+    signals it ignores (nohup, a shell's `trap '' INT`)."""
+    data = tmp_path / "data"
+    data.write_text("d\n")
+    script = "echo via5 >&5; ls /proc/self/fd | sort -n | tr '\\n' ' '; echo; grep SigIgn /proc/self/status"
+    for extra in ([], ["--unshare-pid"], ["--file", "7", "/f"]):
+        outputs = _both([*BASE, *extra, "sh", "-c", script], shell=f"trap '' INT HUP; exec 5>&1 7<{data};")
+        assert "via5" in outputs[BWRAP] and "SigIgn:\t0000000000000003" in outputs[BWRAP], outputs[BWRAP]
+        assert outputs[VB] == outputs[BWRAP], extra
+
+
+def test_root_in_a_new_user_namespace_may_not_setgroups() -> None:
+    outputs = _both([*BASE, "--unshare-user", "sh", "-c", "cat /proc/self/setgroups"])
+    assert outputs[VB] == outputs[BWRAP] == "deny\nexit 0\n"
+
+
+def test_a_seccomp_program_that_refuses_every_call_ends_the_command(tmp_path: Path) -> None:
+    """vb's child spun for ever when the filter refused its exit too."""
+    deny = tmp_path / "deny.bpf"
+    deny.write_bytes(bytes([6, 0, 0, 0, 1, 0, 5, 0]))      # ret ERRNO(EPERM)
+    outputs = _both([*BASE, "--seccomp", "3", "true"], shell=f"exec 3<{deny};", timeout=20)
+    assert outputs[VB] == outputs[BWRAP] == "exit 139\n"

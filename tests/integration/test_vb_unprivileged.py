@@ -148,3 +148,21 @@ def test_joining_a_namespace_the_user_may_not_join_fails_in_bubblewraps_words(
             outputs[tool] = (r.returncode, first.split(": ", 1)[-1])
     assert outputs[BWRAP][0] == 1 and "Operation not permitted" in outputs[BWRAP][1]
     assert outputs[vb] == outputs[BWRAP]
+
+
+def test_joining_a_user_namespace_of_ones_own_keeps_the_ids_it_maps_to(setup: tuple[int, int, str, str]) -> None:
+    """--userns FD without --uid/--gid: the ids the namespace maps the caller's to (vb
+    set the caller's own, unmapped there: EINVAL)."""
+    uid, gid, vb, _ = setup
+    script = ('unshare -U --map-root-user sleep 30 & n=0; '
+              'while [ "$(readlink /proc/$!/ns/user)" = "$(readlink /proc/self/ns/user)" ] && [ $n -lt 300 ]; '
+              'do sleep 0.01; n=$((n+1)); done; '
+              '"$0" --ro-bind / / --userns 3 id 3</proc/$!/ns/user; echo "exit $?"; kill $!')
+    outputs = {}
+    for tool in (BWRAP, vb):
+        r = subprocess.run(["setpriv", f"--reuid={uid}", f"--regid={gid}", "--clear-groups", "sh", "-c", script,
+                            tool], capture_output=True, text=True, timeout=30, cwd="/",  # type: ignore[list-item]
+                           env={"PATH": "/usr/bin:/bin", "HOME": "/nonexistent", "LANG": "C"})
+        outputs[tool] = r.stdout + r.stderr
+    assert outputs[BWRAP] == "uid=0(root) gid=0(root) groups=0(root)\nexit 0\n"
+    assert outputs[vb] == outputs[BWRAP]

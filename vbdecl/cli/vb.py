@@ -124,6 +124,23 @@ def warn(prog: str, warnings: list[str], level_prefix: bool) -> None:
         print(f"{prefix}{prog}: {message}", file=sys.stderr)
 
 
+def _open_fds() -> list[int]:
+    """The fds above 2 that vb's caller passed it (vb's own are close-on-exec)."""
+    try:
+        names = os.listdir("/proc/self/fd")
+    except OSError:
+        return []
+    fds = []
+    for name in names:
+        fd = int(name)
+        try:
+            if fd > 2 and os.get_inheritable(fd):   # (listdir's own fd is closed again)
+                fds.append(fd)
+        except OSError:
+            pass
+    return fds
+
+
 def _refusal(exc: Exception, argv: list[str], prog: str, level_prefix: bool) -> int:
     """What vb prints and returns when parsing ends without a sandbox to run."""
     from vbdecl.vb.parse import HelpRequested, UsageRequested, VersionRequested
@@ -162,7 +179,7 @@ def main(argv: list[str], exit_now: bool = False) -> int:
     try:
         opts = parse(args)
         warn(prog, opts.warnings, level_prefix)
-        doc = to_document(opts)
+        doc = to_document(opts, inherit_fds=_open_fds())
     except (HelpRequested, UsageRequested, VersionRequested, VbUsageError) as exc:
         warn(prog, getattr(exc, "warnings", None) or [], level_prefix)
         return _refusal(exc, argv, prog, level_prefix)

@@ -674,8 +674,9 @@ def fill_last_step(plan: LastStep, spec: dict[str, Any], *, userns_switch: bool 
         programs.insert(0, ssc.export_bpf(p.filt))
     plan.security = True
     plan.assert_userns_disabled = bool((spec.get("vb") or {}).get("assert_userns_disabled"))
-    plan.uid = int(proc.get("user") or 0)
-    plan.gid = int(proc.get("group") or 0)
+    # None (vb --userns without --uid/--gid): -1, which setresuid/setresgid leave as they are
+    plan.uid = -1 if proc.get("user") is None else int(proc["user"])
+    plan.gid = -1 if proc.get("group") is None else int(proc["group"])
     plan.no_new_privs = bool(sec.get("no_new_privs", True))
     plan.kept, plan.hold, plan.inheritable, plan.ambient = p.kept, p.hold, p.inheritable, p.ambient
     plan.drop = list(p.drop)

@@ -744,6 +744,16 @@ def steps_before_fork(cfg: ChildConfig, parent: int) -> _Process | None:
         return None
 
 
+def _reset_signals(spec: dict[str, Any]) -> list[int]:
+    """The signals the process starts with at their defaults: those Python ignores
+    itself, and those the sandbox forwards. vb: not those its caller ignored (nohup,
+    a shell's background job), as bubblewrap's command keeps them ignored."""
+    forwarded = [signals.SIGINT, *FORWARDED]
+    if "vb" in spec:
+        forwarded = [s for s in forwarded if signals.getsignal(s) != signals.SIG_IGN]
+    return [signals.SIGPIPE, signals.SIGXFSZ, *forwarded]
+
+
 def _prepare(cfg: ChildConfig, parent: int | None) -> _Process:
     """The process's last steps but those that need the new root (see _ready).
     ``parent``: the pid of pid 1, which spawns it; None: it is us."""
@@ -757,7 +767,7 @@ def _prepare(cfg: ChildConfig, parent: int | None) -> _Process:
                            "run it from a terminal, or set process.tty: auto")
     out = _Process(laststep.LastStep())
     plan = out.plan
-    plan.reset_signals = [signals.SIGPIPE, signals.SIGXFSZ, signals.SIGINT, *FORWARDED]
+    plan.reset_signals = _reset_signals(spec)
     plan.new_session = own_session(proc)
     if cfg.die_with_parent:
         plan.death_parent = parent if parent is not None else os.getppid()

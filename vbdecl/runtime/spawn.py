@@ -452,7 +452,8 @@ def _run_holder(cfg: C.ChildConfig, pid: int, c2p_r: int, p2c_w: int, nsd: dict[
         else:
             try:
                 if cfg.user_new and idmap and cfg.own_maps is None:
-                    sysns.write_id_maps(pid, idmap["uid"], idmap["gid"])
+                    # vb: bubblewrap denies setgroups in the namespace it makes, as root too
+                    sysns.write_id_maps(pid, idmap["uid"], idmap["gid"], deny_setgroups="vb" in cfg.spec)
                 if actions:
                     from vbdecl.engine.paths import runtime_root
                     from vbdecl.ops.base import Context

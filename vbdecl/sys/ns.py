@@ -169,12 +169,14 @@ def write_own_maps(uid_map: list[dict[str, int]], gid_map: list[dict[str, int]])
     _write_proc("/proc/self/gid_map", _map_text(gid_map))
 
 
-def write_id_maps(pid: int, uid_map: list[dict[str, int]], gid_map: list[dict[str, int]]) -> None:
+def write_id_maps(pid: int, uid_map: list[dict[str, int]], gid_map: list[dict[str, int]], *,
+                  deny_setgroups: bool = False) -> None:
     """Write the uid/gid maps of ``pid``'s user namespace.
 
-    As root the maps are written directly. Unprivileged, a single map of the
-    caller's own id is written directly (after ``setgroups deny``, as the
-    kernel requires); anything else goes through newuidmap/newgidmap.
+    As root the maps are written directly (``deny_setgroups``: after ``setgroups
+    deny``). Unprivileged, a single map of the caller's own id is written directly
+    (after ``setgroups deny``, as the kernel requires); anything else goes through
+    newuidmap/newgidmap.
     """
     privileged = os.geteuid() == 0
     if privileged or _is_own_single(uid_map, os.geteuid()):
@@ -182,6 +184,8 @@ def write_id_maps(pid: int, uid_map: list[dict[str, int]], gid_map: list[dict[st
     else:
         _helper("newuidmap", pid, uid_map)
     if privileged:
+        if deny_setgroups:
+            _write_proc(f"/proc/{pid}/setgroups", "deny")
         _write_proc(f"/proc/{pid}/gid_map", _map_text(gid_map))
     elif _is_own_single(gid_map, os.getegid()):
         _write_proc(f"/proc/{pid}/setgroups", "deny")

@@ -667,9 +667,19 @@ def _caller_caps(known: dict[str, int]) -> set[str]:
     return {name for name, bit in known.items() if mask >> bit & 1}
 
 
+def consumed_fds(o: VbOptions) -> set[int]:
+    """The caller's fds that options name: vb reads, joins, writes or holds them, and
+    the command does not inherit them."""
+    named = [o.userns_fd, o.userns2_fd, o.pidns_fd, o.sync_fd, o.block_fd, o.userns_block_fd,
+             o.info_fd, o.json_status_fd, *o.seccomp_fds, *(e.get("fd") for e in o.filesystem)]
+    return {fd for fd in named if isinstance(fd, int)}
+
+
 def to_document(o: VbOptions, *, uid: int | None = None, gid: int | None = None,
-                cwd: str | None = None) -> dict[str, Any]:
-    """The normalized document (docs/plan-format.md) for these options."""
+                cwd: str | None = None, inherit_fds: list[int] | None = None) -> dict[str, Any]:
+    """The normalized document (docs/plan-format.md) for these options. ``inherit_fds``:
+    the caller's open fds, which the command inherits (as bubblewrap's does) but for
+    those the options name."""
     real_uid = os.getuid() if uid is None else uid
     real_gid = os.getgid() if gid is None else gid
     # Not setuid: an unprivileged caller always gets a user namespace, as bubblewrap does.
@@ -738,8 +748,11 @@ def to_document(o: VbOptions, *, uid: int | None = None, gid: int | None = None,
     setup_as_root = user and o.userns_fd is None and any(
         entry["type"] == "dev" for entry in o.filesystem)
     filesystem = []
+    here = _getcwd() if cwd is None else cwd
     for entry in o.filesystem:
-        e = dict(entry)
+        e = _from_cwd(dict(entry), here)
+        if e is None:
+            continue        # a -try bind of a relative source with no current directory
         e["target"] = _abs_target(e["target"])
         e["parent_mode"] = _parent_mode(e)
         if e["type"] == "proc":
@@ -768,9 +781,13 @@ def to_document(o: VbOptions, *, uid: int | None = None, gid: int | None = None,
         "network": network,
         "process": {
             "command": list(o.command), "cwd": o.chdir, "env": env, "clear_env": clear,
-            "unset_env": unset, "argv0": o.argv0, "user": sandbox_uid, "group": sandbox_gid,
+            "unset_env": unset, "argv0": o.argv0,
+            # a joined user namespace without --uid/--gid: the ids the kernel maps ours to there
+            "user": None if o.userns_fd is not None and o.uid is None else sandbox_uid,
+            "group": None if o.userns_fd is not None and o.gid is None else sandbox_gid,
             "init": not o.as_pid_1, "die_with_parent": o.die_with_parent,
-            "new_session": o.new_session, "inherit_fds": [], "tty": "auto",
+            "new_session": o.new_session, "tty": "auto",
+            "inherit_fds": sorted(set(inherit_fds or ()) - consumed_fds(o)),
         },
         "security": {
             "no_new_privs": True,
@@ -791,7 +808,7 @@ def to_document(o: VbOptions, *, uid: int | None = None, gid: int | None = None,
             "pidns_fd": o.pidns_fd, "assert_userns_disabled": o.assert_userns_disabled,
             "lock_files": list(o.lock_files), "user_try": o.user_try,
             "cgroup_try": o.cgroup_try and not o.unshare["cgroup"],
-            "cwd_fallback": cwd if cwd is not None else _getcwd(),
+            "cwd_fallback": here,
             "net_files": False,     # bubblewrap never binds /etc/resolv.conf
             # bubblewrap's capability sets before exec, which the runtime sets exactly
             "capabilities": {key: _mask_names(mask) for key, mask in sets.items()},
@@ -840,6 +857,31 @@ def _parent_mode(e: dict[str, Any]) -> int:
     if not perms & 0o007:
         mode &= ~0o005
     return mode
+
+
+def _from_cwd(e: dict[str, Any], cwd: str | None) -> dict[str, Any] | None:
+    """``e`` with its relative host paths (bind sources, overlay layers) resolved in
+    the current directory, as bubblewrap's realpath(3) does (the runtime would take
+    them from the host's /). None: an optional bind, and no current directory."""
+    def host(path: str) -> str:
+        if path.startswith("/"):
+            return path
+        if cwd is None:
+            raise VbUsageError(f"Can't find source path {path}: No such file or directory")
+        return os.path.realpath(os.path.join(cwd, path))
+
+    try:
+        if "source" in e and isinstance(e["source"], str) and e["type"] != "symlink":
+            e["source"] = host(e["source"])
+        if e["type"] in ("overlay", "tmp-overlay", "ro-overlay"):
+            e["lower"] = [host(p) for p in e["lower"]]
+            if e["type"] == "overlay":
+                e["upper"], e["work"] = host(e["upper"]), host(e["work"])
+    except VbUsageError:
+        if e.get("optional"):
+            return None
+        raise
+    return e
 
 
 def _abs_target(target: str) -> str:

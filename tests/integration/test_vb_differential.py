@@ -520,3 +520,35 @@ def test_a_seccomp_program_that_refuses_every_call_ends_the_command(tmp_path: Pa
     deny.write_bytes(bytes([6, 0, 0, 0, 1, 0, 5, 0]))      # ret ERRNO(EPERM)
     outputs = _both([*BASE, "--seccomp", "3", "true"], shell=f"exec 3<{deny};", timeout=20)
     assert outputs[VB] == outputs[BWRAP] == "exit 139\n"
+
+
+@pytest.mark.parametrize("args", [
+    ["--chdir", "", "true"], ["--unshare-uts", "--hostname", "", "cat", "/proc/sys/kernel/hostname"],
+    ["--setenv", "A=B", "c", "true"], ["--setenv", "", "c", "true"], ["--unsetenv", "A=B", "true"], [""],
+    ["--unshare-pid", ""],
+], ids=lambda a: " ".join(a) or "empty")
+def test_empty_and_invalid_strings_are_used_as_bubblewrap_uses_them(args: list[str]) -> None:
+    """vb skipped an empty --chdir, --hostname (and --argv0), accepted names setenv(3)
+    refuses, and searched PATH for an empty command."""
+    outputs = _both([*BASE, *args])
+    assert outputs[VB] == outputs[BWRAP]
+
+
+@pytest.mark.parametrize(("args", "said"), [
+    ([*BASE, "--symlink", "usr/sbin", "/bin", "true"], "bwrap: Can't make symlink at /bin: existing destination is usr/bin"),
+    ([*BASE, "--symlink", "foo", "/usr", "true"], "bwrap: Can't make symlink at /usr: destination exists and is not a symlink"),
+    ([*BASE, "--symlink", "a", "/l", "--symlink", "b", "/l", "true"],
+     "bwrap: Can't make symlink at /l: existing destination is a"),
+    ([*BASE, "--bind", "/nonexistent", "/x", "--", "echo", "--level-prefix"],
+     "bwrap: Can't find source path /nonexistent: No such file or directory"),
+    (["--bogus", "--level-prefix"], "bwrap: Unknown option --bogus"),
+    (["--level-prefix", "--bogus"], "<3>bwrap: Unknown option --bogus"),
+], ids=["symlink-onto-link", "symlink-onto-dir", "symlink-twice", "level-prefix-in-command",
+        "level-prefix-after-error", "level-prefix-first"])
+def test_texts_of_bubblewrap_0_11(args: list[str], said: str, tmp_path: Path) -> None:
+    """Words Debian's 0.8 does not have, as bubblewrap.c of 0.11 says them (a symlink
+    onto an existing destination; --level-prefix only once given, as an option)."""
+    link = tmp_path / "bwrap"
+    link.symlink_to(VB)
+    r = subprocess.run([str(link), *args], capture_output=True, text=True, timeout=30, cwd="/")
+    assert (r.returncode, r.stderr) == (1, said + "\n")

@@ -172,15 +172,16 @@ def main(argv: list[str], exit_now: bool = False) -> int:
 
     prog = program_name(argv[0] if argv else "vb")
     args = argv[1:]
-    level_prefix = "--level-prefix" in args
     if not args:
         usage(argv[0] if argv else prog, sys.stderr)
         return 1
     try:
         opts = parse(args)
+        level_prefix = opts.level_prefix
         warn(prog, opts.warnings, level_prefix)
         doc = to_document(opts, inherit_fds=_open_fds())
     except (HelpRequested, UsageRequested, VersionRequested, VbUsageError) as exc:
+        level_prefix = bool(getattr(exc, "level_prefix", False))   # given before the error
         warn(prog, getattr(exc, "warnings", None) or [], level_prefix)
         return _refusal(exc, argv, prog, level_prefix)
 

@@ -558,7 +558,7 @@ def _after_go(cfg: ChildConfig, parent: int) -> None:
     if spec["namespaces"].get("cgroup") is True:
         sysns.unshare(sysns.CLONE_NEWCGROUP)
     hostname = spec.get("hostname")
-    if hostname:
+    if hostname is not None:     # (vb: --hostname "" sets an empty one)
         sysns.sethostname(hostname)
     if cfg.net_new:
         sysns.loopback_up()
@@ -779,7 +779,7 @@ def _prepare(cfg: ChildConfig, parent: int | None) -> _Process:
         home = os.fsdecode(env.get(b"HOME", b""))
         out.cwds = [c for c in (vb.get("cwd_fallback"), home) if c] + ["/"]
     else:
-        out.cwds = [cwd or "/"]
+        out.cwds = ["/" if cwd is None else cwd]     # (vb: --chdir "" fails, as chdir("") does)
     if vb is not None or not ("PWD" in (proc.get("env") or {}) or "PWD" in (proc.get("unset_env") or [])):
         # The process's cwd, not the caller's inherited one (unless the manifest sets
         # or unsets it); bubblewrap sets it the same way (vb: always).
@@ -827,12 +827,12 @@ def _command(cfg: ChildConfig, path: str, out: _Process) -> None:
         argv = ["/bin/sh"]
         out.default_shell = True
     out.file = argv[0]
-    if "/" in out.file:
+    if "/" in out.file or not out.file:     # (execvp of "" fails with ENOENT, no search)
         out.paths = [out.file]
     else:
         out.path = path
         out.paths = [os.path.join(d or ".", out.file) for d in out.path.split(":")]
-    if proc.get("argv0"):
+    if proc.get("argv0") is not None:
         argv[0] = proc["argv0"]
     out.plan.argv = [_c_string(a, "process.command") for a in argv]
     out.plan.paths = [_c_string(p, "process.command") for p in out.paths]

@@ -870,6 +870,23 @@ def _parent_is_dir(root_fd: int, target: str) -> bool:
     return fd >= 0
 
 
+def _existing_destination(root_fd: int, target: str) -> str:
+    """bubblewrap 0.11's words for a --symlink whose target exists (and differs)."""
+    parent, _, name = target.rstrip("/").rpartition("/")
+    try:
+        fd = resolve(root_fd, parent or "/", os.O_PATH | os.O_DIRECTORY) if root_fd >= 0 else -1
+    except OSError:
+        fd = -1
+    try:
+        return f"existing destination is {os.readlink(name, dir_fd=fd)}" if fd >= 0 else "File exists"
+    except OSError as err:
+        if err.errno == errno.EINVAL:
+            return "destination exists and is not a symlink"
+        return f"destination exists, and cannot read symlink target: {err.strerror}"
+    finally:
+        _close(fd)
+
+
 def _bwrap_message(e: dict[str, Any], exc: BaseException, root_fd: int = -1) -> str | None:
     """bubblewrap's words for a failed entry of ``vb`` (spec["vb"]), where it has its
     own; None: vbdecl's message stands. Manifests keep vbdecl's messages.
@@ -899,6 +916,8 @@ def _bwrap_message(e: dict[str, Any], exc: BaseException, root_fd: int = -1) -> 
     if isinstance(exc, SysError):
         return None         # a mount call: vbdecl's words name it
     if kind == "symlink":
+        if code == errno.EEXIST:
+            return f"Can't make symlink at {e['target']}: {_existing_destination(root_fd, e['target'])}"
         return f"Can't make symlink at {e['target']}: {reason}"
     if getattr(exc, "making_file", False):
         return f"Can't create file at {e['target']}: {reason}"    # a file mount point

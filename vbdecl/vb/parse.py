@@ -258,6 +258,7 @@ def parse(argv: list[str], *, uid: int | None = None, gid: int | None = None) ->
         _check(o, os.getuid() if uid is None else uid, os.getgid() if gid is None else gid)
     except (VbUsageError, HelpRequested, VersionRequested) as err:
         err.warnings = o.warnings   # type: ignore[union-attr]
+        err.level_prefix = o.level_prefix   # type: ignore[union-attr]  # (if given before the error)
         raise
     return o
 
@@ -347,8 +348,12 @@ def _option(o: VbOptions, st: _Pending, opt: str, a: list[str]) -> None:
             raise VbUsageError("--argv0 used multiple times")
         o.argv0 = a[0]
     elif opt == "--setenv":
+        if not a[0] or "=" in a[0]:     # setenv(3) refuses the name: EINVAL
+            raise VbUsageError("setenv failed")
         o.env_ops.append(("set", f"{a[0]}={a[1]}"))
     elif opt == "--unsetenv":
+        if not a[0] or "=" in a[0]:
+            raise VbUsageError("unsetenv failed")
         o.env_ops.append(("unset", a[0]))
     elif opt == "--clearenv":
         o.env_ops.append(("clear", None))

@@ -391,6 +391,38 @@ def test_published_port_from_another_namespace_and_in_place_update(envs: Callabl
         assert_nat_gone(env.instance)
 
 
+def test_a_veth_made_again_is_reached_at_once(envs: Callable[..., Env]) -> None:
+    """A veth made again (an update that replaces it) keeps the address but not the
+    MAC: the host's neighbour entry for the address, left with the old MAC while
+    another environment keeps the bridge up, sent the traffic nowhere for seconds."""
+    bridge = f"vbt{uniq()}"
+    subnet, _, _ = rand_subnet()
+    env, other = envs(), envs()
+    env.apply(bridge_actions(bridge, subnet))
+    other.apply(bridge_actions(bridge, subnet))   # keeps the bridge's carrier (its loss flushes the entries)
+    old_mac = _neighbour_mac(env.address)
+    env.revert_one("net.route")
+    env.revert_one("net.address")
+    env.revert_one("net.veth")
+    env.apply([a for a in bridge_actions(bridge, subnet) if a[0] in ("net.veth", "net.address", "net.route")])
+    assert old_mac not in subprocess.run(["ip", "neigh", "show", "to", env.address], capture_output=True,
+                                         text=True).stdout
+    assert _neighbour_mac(env.address) != old_mac
+
+
+def _neighbour_mac(address: str) -> str:
+    """The MAC the host learns for ``address`` (of an environment of the test's own)
+    once it sends it a datagram (bounded)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        for _ in range(100):
+            s.sendto(b"x", (address, 9))
+            seen = subprocess.run(["ip", "neigh", "show", "to", address], capture_output=True, text=True).stdout
+            if "lladdr" in seen:
+                return seen.split("lladdr")[1].split()[0]
+            time.sleep(0.02)
+    raise AssertionError(f"the host learnt no MAC for {address}")
+
+
 def test_twenty_envs_in_parallel(envs: Callable[..., Env]) -> None:
     bridge = f"vbt{uniq()}"
     subnet, _, _ = rand_subnet()

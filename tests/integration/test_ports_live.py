@@ -106,6 +106,46 @@ def test_a_deleted_port_element_is_drift_that_apply_repairs(tmp_path: Path) -> N
 
 
 
+def test_flushed_hook_chains_and_a_remade_bridge_are_drift_that_apply_repairs(tmp_path: Path) -> None:
+    """Two environments publishing ports on one bridge. The hooked chains that lead to
+    every environment's own (`nft flush chain`): apply said it repaired them but put
+    back only its own objects, and plan then said "No changes" with every port dead.
+    The bridge made again: route_localnet stayed 0 on the new one while another
+    environment still used the entry, and ports on 127.0.0.1 reached nothing."""
+    state = tmp_path / "state"
+    bridge, subnet = f"vbt{uniq()}", rand_subnet()
+    gw = subnet.replace(".0/24", ".1")
+    hps = random.sample(range(20000, 32000), 2)
+    names = [f"pd{uniq()}" for _ in hps]
+    ms = [write(tmp_path, n, bridge, subnet, f'"{hp}:80/tcp"') for n, hp in zip(names, hps, strict=True)]
+    try:
+        for m in ms:
+            cli(state, "apply", "-y", str(m))
+        assert [ask(gw, hp) for hp in hps] == ["pong", "pong"]
+        for chain in ("prerouting", "postrouting", "output", "guard"):
+            subprocess.run(["nft", "flush", "chain", "inet", "vbdecl", chain], check=True)
+        for m, hp in zip(ms, hps, strict=True):
+            plan = cli(state, "plan", "--detailed-exitcode", str(m), check=False)
+            assert plan.returncode == 2 and f"+ nat.port[{hp}/tcp]  # recreate" in plan.stdout, plan.stdout
+        cli(state, "apply", "-y", str(ms[0]))
+        assert "No changes" in cli(state, "plan", str(ms[1])).stdout    # the hooks are everyone's
+        assert [ask(gw, hp) for hp in hps] == ["pong", "pong"]
+        assert "iifname != \"lo\" ip daddr 127.0.0.0/8 drop" in subprocess.run(
+            ["nft", "list", "chain", "inet", "vbdecl", "guard"], capture_output=True, text=True).stdout
+
+        subprocess.run(["ip", "link", "del", bridge], check=True)
+        for m in ms:
+            cli(state, "apply", "-y", str(m))
+        for m in ms:
+            assert "No changes" in cli(state, "plan", str(m)).stdout
+        with open(f"/proc/sys/net/ipv4/conf/{bridge}/route_localnet") as f:
+            assert f.read().strip() == "1"
+        assert [ask("127.0.0.1", hp) for hp in hps] == ["pong", "pong"]
+    finally:
+        for n in names:
+            cli(state, "destroy", "-y", n, check=False)
+
+
 def test_run_refuses_a_port_in_use_and_an_address_the_host_lacks(tmp_path: Path) -> None:
     """The trial's repro: a host program on an address of a veth, then `vbdecl run`
     publishing the same port. Exit 125 naming the port and the program; the program

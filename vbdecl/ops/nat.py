@@ -100,6 +100,37 @@ def base_commands() -> list[Cmd]:
     return cmds
 
 
+def base_repair_commands(items: list[dict[str, Any]]) -> list[Cmd]:
+    """What puts back the table's maps, hooked chains and their rules where someone
+    flushed or deleted them (``nft flush table``): the chains are flushed and
+    filled again, the environments' own chains and elements are left as they are.
+    Empty when the base is whole."""
+    want = base_commands()[3:]
+    maps = {i["map"]["name"] for i in items if "map" in i}
+    chains = {i["chain"]["name"] for i in items if "chain" in i}
+    rules: dict[str, int] = {}
+    for i in items:
+        if "rule" in i:
+            rules[i["rule"]["chain"]] = rules.get(i["rule"]["chain"], 0) + 1
+    expected: dict[str, int] = {}
+    for cmd in want:
+        if "rule" in cmd["add"]:
+            expected[cmd["add"]["rule"]["chain"]] = expected.get(cmd["add"]["rule"]["chain"], 0) + 1
+    if (all(cmd["add"]["map"]["name"] in maps for cmd in want if "map" in cmd["add"])
+            and all(rules.get(chain, 0) == n and chain in chains for chain, n in expected.items())):
+        return []
+    out: list[Cmd] = []
+    for cmd in want:
+        body = cmd["add"]
+        if "map" in body and body["map"]["name"] in maps:
+            continue
+        if "chain" in body and body["chain"]["name"] in chains:
+            out.append({"flush": {"chain": _t(name=body["chain"]["name"])}})
+            continue
+        out.append(cmd)
+    return out
+
+
 def delete_table_commands() -> list[Cmd]:
     return [{"add": {"table": {"family": FAMILY, "name": TABLE}}},
             {"delete": {"table": {"family": FAMILY, "name": TABLE}}}]
@@ -256,7 +287,8 @@ def _add(ctx: Context, key: str, cmds: list[Cmd], families: list[str], what: str
     with _host_lock() as host:
         _collect(nft, host)
         _register(host, ctx, key)
-        ok, err = nft.try_run(cmds)
+        items = nft.list_table(FAMILY, TABLE)
+        ok, err = nft.try_run((base_repair_commands(items) if items is not None else []) + cmds)
         if not ok:
             if "No such file or directory" in err and nft.list_table(FAMILY, TABLE) is None:
                 nft.run(base_commands()[2:] + cmds, what=what)   # create, never reset
@@ -419,13 +451,21 @@ def _localnet_on(host: dict[str, Any], bridge: str, key: str) -> None:
     from vbdecl.sys import netlink
 
     entry = host.setdefault("localnet", {}).get(bridge)
+    current = netlink.sysctl_get(_localnet_path(bridge))
+    if current != "1":      # (also for a bridge made again since: a new one starts at 0)
+        netlink.sysctl_set(_localnet_path(bridge), "1")
     if entry is None:
-        current = netlink.sysctl_get(_localnet_path(bridge))
-        if current != "1":
-            netlink.sysctl_set(_localnet_path(bridge), "1")
         entry = host["localnet"][bridge] = {"saved": current, "users": []}
     if key not in entry["users"]:
         entry["users"].append(key)
+
+
+def _localnet_is_on(bridge: str) -> bool:
+    try:
+        with open(_localnet_path(bridge)) as f:
+            return f.read().strip() == "1"
+    except OSError:
+        return False
 
 
 def _localnet_off(host: dict[str, Any], key: str) -> None:
@@ -515,6 +555,8 @@ class Masquerade:
                     "addresses4": _jumps_to(items, "masq4", chain),
                     "addresses6": _jumps_to(items, "masq6", chain)}
         chain = record["chain"]
+        if base_repair_commands(items):
+            return None         # the hooked chains that lead to it are gone
         # what makes it work: each address's masq4/masq6 element jumping to the chain,
         # and the chain's masquerade rule
         for name, key in (("masq4", "addresses4"), ("masq6", "addresses6")):
@@ -657,8 +699,12 @@ class Port:
                     "container": int(params["container"]), "host_ip": host_ip,
                     "localnet": bridge if loopback and bridge else None}
         chain = record["chain"]
+        if base_repair_commands(items):
+            return None         # the hooked chains that lead to it are gone
         if _map_target(items, "ports", {"concat": [record["protocol"], record["host"]]}) != chain:
             return None
+        if record.get("localnet") and not _localnet_is_on(str(record["localnet"])):
+            return None         # the bridge was made again: its ports on 127.0.0.1 reach nothing
         if not any(_dnat_port(i["rule"]) == record["container"]
                    for i in items if "rule" in i and i["rule"].get("chain") == chain):
             return None

@@ -326,6 +326,7 @@ class Veth:
                 raise
         finally:
             os.close(fd)
+        ctx.extra.pop("net.index", None)      # a peer made again has a new index
         return {"host": host, "peer": INNER, "peer_index": peer_index, "bridge": params["bridge"], "netns": ns}
 
     @staticmethod
@@ -420,6 +421,7 @@ class Address:
             bcast = ipam.broadcast4(addr, net.prefixlen) if net.version == 4 else None
             nl.address_add(ipr, index, addr, net.prefixlen, ifname=INNER, broadcast=bcast)
             leases[addr] = ctx.instance
+        nl.neighbours_forget(sess.host, addr)
         return {"address": addr, "prefixlen": net.prefixlen, "subnet": str(net), "ifname": INNER,
                 "family": net.version, "netns": nl.netns_id(pid)}
 

@@ -402,6 +402,18 @@ def address_add(ipr: Any, index: int, address: str, prefixlen: int, *, ifname: s
         raise SysError(f"{what}: not a valid address ({err})", errno=errno.EINVAL) from None
 
 
+def neighbours_forget(ipr: Any, address: str) -> None:
+    """Remove ``ipr``'s neighbour entries for ``address``: one left from an interface
+    that had it before (a veth made again gets a new MAC) would send its traffic
+    to the old MAC until the entry goes stale, seconds later."""
+    family = AF_INET6 if ":" in address else AF_INET
+    try:
+        for msg in ipr.get_neighbours(family=family, dst=address):
+            ipr.neigh("del", family=family, dst=address, ifindex=msg["ifindex"])
+    except _netlink_error():
+        pass        # gone meanwhile, or none: nothing to forget
+
+
 def address_delete(ipr: Any, index: int, address: str, prefixlen: int) -> bool:
     try:
         ipr.addr("del", index=index, address=address, prefixlen=prefixlen)

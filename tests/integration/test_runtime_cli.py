@@ -289,3 +289,58 @@ def test_a_failed_entry_says_why_in_words_not_pythons(env: dict[str, str], tmp_p
     assert r.returncode == 125
     assert "mount[/usr/no-such-dir]: tmpfs /usr/no-such-dir: Read-only file system (EROFS)" in r.stderr
     assert "[Errno" not in r.stderr and "hint: the target's parent is read-only" in r.stderr
+
+
+def _listing(d: Path) -> list[tuple[str, str]]:
+    """What is under ``d``: paths with their kind and mode."""
+    return sorted((str(p.relative_to(d)), f"{p.lstat().st_mode:o}") for p in [d, *d.rglob("*")])
+
+
+THROUGH_A_BIND = """\
+    - {{type: bind, source: {data}, target: /data}}
+    - {{type: dir, target: /data/sub/deeper}}
+    - {{type: file, target: /data/f, content: "x"}}
+    - {{type: symlink, target: /data/l, points_to: /nowhere}}
+    - {{type: tmpfs, target: /data/t}}
+    - {{type: ro-bind, source: /etc/hostname, target: /data/a/h}}
+    - {{type: chmod, target: /data, mode: "0700"}}
+    - {{type: dir, target: /data/keep, mode: "0711"}}
+"""
+
+
+@pytest.mark.parametrize("fails", [False, True], ids=["ran", "failed-setup"])
+def test_a_run_leaves_the_host_as_it_found_it(env: dict[str, str], tmp_path: Path, fails: bool) -> None:
+    """What a run's root makes through a bind (directories, files, links, mount
+    points, modes) is the host's: `vbdecl run` left it all there (an apply's
+    destroy removes it). Now it is undone once the sandbox is gone, or when the
+    setup fails; what the process itself wrote stays. vb leaves it, as bubblewrap."""
+    data = tmp_path / "data"
+    (data / "keep").mkdir(parents=True)
+    data.chmod(0o755)
+    (data / "keep").chmod(0o755)
+    before = _listing(data)
+    extra = THROUGH_A_BIND.format(data=data)
+    if fails:
+        extra += "    - {type: bind, source: /nonexistent-vbdecl-test, target: /data/zz/nope}\n"
+    m = manifest(tmp_path, extra)
+    r = vbdecl(env, "run", m, "--", "/bin/sh", "-c", "ls /data/sub /data/t >/dev/null && echo out > /data/out")
+    assert r.returncode == (125 if fails else 0), r.stderr
+    after = [entry for entry in _listing(data) if entry[0] != "out"]
+    assert after == before
+    assert (data / "out").exists() != fails
+
+    r = subprocess.run([str(Path(VBDECL).with_name("vb")), "--ro-bind", "/usr", "/usr", "--symlink", "usr/lib64",
+                        "/lib64", "--symlink", "usr/lib", "/lib", "--bind", str(data), "/data",
+                        "--dir", "/data/vb-made", "/usr/bin/true"], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and (data / "vb-made").is_dir(), r.stderr
+
+
+def test_a_run_in_a_host_directory_as_root_removes_what_it_made_there(env: dict[str, str],
+                                                                      tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    root.mkdir()
+    m = tmp_path / "rootfs.yaml"
+    m.write_text(Path(manifest(tmp_path)).read_text().replace("spec:\n", f"spec:\n  rootfs: {root}\n", 1))
+    r = vbdecl(env, "run", str(m), "--", "/bin/sh", "-c", "ls / >/dev/null")
+    assert r.returncode == 0, r.stderr
+    assert list(root.iterdir()) == []

@@ -150,3 +150,25 @@ def test_unprivileged_limits_optional_runs_without_a_cgroup(user: tuple[str, int
         assert "not enforced" in r.stderr
     else:
         assert r.returncode == 125 and "error: " in r.stderr and "hi" not in r.stdout, r.stderr
+
+
+def test_unprivileged_run_leaves_a_bound_directory_as_it_found_it(user: tuple[str, int, int],
+                                                                 shared_dir: Path) -> None:
+    """What the root made through a bind is undone from inside the run's user and
+    mount namespaces, which the caller owns (runtime/undo.py)."""
+    data = shared_dir / "data"
+    data.mkdir()
+    os.chown(data, user[1], user[2])
+    spec = json.loads(json.dumps(SPEC))
+    spec["filesystem"] += [
+        {"type": "bind", "source": str(data), "target": "/data", "optional": False},
+        {"type": "dir", "target": "/data/sub/deeper", "mode": None},
+        {"type": "file", "target": "/data/f", "content": "x", "mode": None, "fd": None, "source": None},
+        {"type": "tmpfs", "target": "/data/t", "size": None, "mode": None},
+        {"type": "chmod", "target": "/data", "mode": 0o700},
+    ]
+    spec["process"]["command"] = ["/bin/sh", "-c", "ls /data/sub /data/t >/dev/null && echo out > /data/out"]
+    r = run_as(user, shared_dir, spec)
+    assert r.returncode == 0, r.stderr
+    assert sorted(p.name for p in data.iterdir()) == ["out"]
+    assert data.stat().st_mode & 0o7777 == 0o755

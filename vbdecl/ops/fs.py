@@ -51,7 +51,6 @@ KINDS = {
 for _kind, _cls in KINDS.items():
     register(_kind, f"vbdecl.ops.fs:{_cls}")
 
-UMOUNT_NOFOLLOW = 0x8
 _NS_FLAGS = {"user": 0x10000000, "mnt": 0x00020000, "ipc": 0x08000000, "pid": 0x20000000}
 _JOIN = ("user", "mnt", "ipc", "pid")
 
@@ -500,36 +499,14 @@ class _UndoJob(_Job):
 
         for target in self.targets:
             try:
-                m.umount2(target, m.MNT_DETACH | UMOUNT_NOFOLLOW)
+                m.umount2(target, m.MNT_DETACH | m.UMOUNT_NOFOLLOW)
             except OSError as exc:
                 if exc.errno not in (errno.EINVAL, errno.ENOENT):
                     raise
-        _remove_created(b.root_fd, self.created, own_file=self.own_file)
+        from vbdecl.runtime.rootfs import remove_created
+
+        remove_created(b.root_fd, self.created, own_files=[self.own_file] if self.own_file else [])
         return None
-
-
-def _remove_created(root_fd: int, created: list[str], *, own_file: str | None = None) -> None:
-    """Remove what an action created, newest first: empty dirs, empty files, symlinks,
-    and ``own_file`` (the regular file a ``file`` action wrote) whatever its size."""
-    from vbdecl.runtime.rootfs import _close, resolve
-
-    for path in reversed(created):
-        parent, _, name = path.rstrip("/").rpartition("/")
-        try:
-            pfd = resolve(root_fd, parent or "/", os.O_PATH | os.O_DIRECTORY)
-        except OSError:
-            continue
-        try:
-            st = os.stat(name, dir_fd=pfd, follow_symlinks=False)
-            if stat.S_ISDIR(st.st_mode):
-                os.rmdir(name, dir_fd=pfd)
-            elif stat.S_ISLNK(st.st_mode) or (stat.S_ISREG(st.st_mode)
-                                              and (st.st_size == 0 or path == own_file)):
-                os.unlink(name, dir_fd=pfd)
-        except OSError:
-            pass
-        finally:
-            _close(pfd)
 
 
 class _FsOp:
@@ -1003,7 +980,7 @@ class _RemountJob(_Job):
 
         if self.undo is not None:
             if self.undo.get("self_bound"):
-                m.umount2(self.target, m.MNT_DETACH | UMOUNT_NOFOLLOW)
+                m.umount2(self.target, m.MNT_DETACH | m.UMOUNT_NOFOLLOW)
                 return None
             fd = resolve(b.root_fd, self.target, os.O_PATH)
             try:

@@ -73,6 +73,8 @@ MSG_GO = b"G"
 MSG_PID = b"P"
 MSG_ERROR = b"E"
 MSG_WARNING = b"W"
+MSG_HOST_CHANGES = b"C"     # what building the root changed of the host (JSON), for a run to undo
+SIZED_MESSAGES = (MSG_ERROR, MSG_WARNING, MSG_HOST_CHANGES)     # followed by a length and a payload
 
 FORWARDED = (
     signals.SIGTERM, signals.SIGINT, signals.SIGHUP, signals.SIGQUIT, signals.SIGUSR1,
@@ -113,6 +115,7 @@ class ChildConfig:
         "preloaded",
         "spec",
         "steps",
+        "undo_host_changes",
         "user_new",
         "userns_disabled",
     )
@@ -142,6 +145,7 @@ class ChildConfig:
         self.await_go = True          # the parent has work between "U" and "go" (else no "go")
         self.preloaded = False        # load_setup_code ran (in this process or before its fork)
         self.steps: Any = None        # the process's last steps, worked out before the fork
+        self.undo_host_changes = False  # a run: report what the root's build changed of the host
         self.userns_disabled = False  # _setup_root applied security.disable_userns
 
 
@@ -156,7 +160,7 @@ class SetupFailure(Exception):
 # --- messages -----------------------------------------------------------------
 
 def send(fd: int, tag: bytes, payload: bytes = b"") -> None:
-    data = tag + (struct.pack("=I", len(payload)) + payload if tag in (MSG_ERROR, MSG_WARNING) else payload)
+    data = tag + (struct.pack("=I", len(payload)) + payload if tag in SIZED_MESSAGES else payload)
     os.write(fd, data)
 
 
@@ -564,6 +568,27 @@ def _after_go(cfg: ChildConfig, parent: int) -> None:
         sysns.loopback_up()
 
 
+def changes_host(spec: dict[str, Any]) -> bool:
+    """Whether building ``spec``'s root may change the host: a host directory is the
+    root, or an entry after a bind or a rw overlay has its target in one (or goes
+    through a declared symlink, which may lead into one). A remount-ro changes no
+    path or mode. Conservative: the build reports what it did change."""
+    if spec.get("rootfs") is not None:
+        return True
+    places: list[str] = []      # targets of the binds and rw overlays so far
+    links: list[str] = []       # of the symlinks so far
+    for e in spec.get("filesystem") or []:
+        target = str(e.get("target") or "/")
+        if places and e.get("type") != "remount-ro" and any(
+                target == p or target.startswith(p.rstrip("/") + "/") for p in [*places, *links]):
+            return True
+        if e.get("type") in ("bind", "dev-bind", "overlay"):
+            places.append(target)
+        elif e.get("type") == "symlink":
+            links.append(target)
+    return False
+
+
 def load_setup_code(cfg: ChildConfig) -> None:
     """Import (and read) the root builder and what the process needs after
     pivot_root, before the root is built: pid 1 and the process inherit it.
@@ -592,7 +617,14 @@ def _setup_root(cfg: ChildConfig) -> None:
         cfg.preloaded = True
     from vbdecl.runtime.rootfs import setup_root
 
-    setup_root(cfg.spec, contained=cfg.mount_new)   # (_enter_namespaces)
+    report = None
+    if cfg.undo_host_changes:
+        import json  # now: the host's files are out of reach once the root is being built
+
+        def report(changes: dict[str, Any]) -> None:
+            send(cfg.c2p, MSG_HOST_CHANGES, json.dumps(changes).encode())
+
+    setup_root(cfg.spec, contained=cfg.mount_new, report=report)   # (_enter_namespaces)
 
 
 def preload(spec: dict[str, Any], sec: Any) -> None:

@@ -50,12 +50,16 @@ from vbdecl.sys.caps import in_initial_user_ns
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from typing import Any
 
 
 STAGING_BASES = ("/tmp", "/run", "/var/tmp", "/mnt")
 
 DEFAULT_MODES = {"tmpfs": 0o755, "dir": 0o755, "file": 0o644, "bind-data": 0o600}
+# Entries whose mounts are filesystems made for the root: what is created in them is
+# nowhere else (bind-data: the file itself, mounted on its target)
+_FRESH_KINDS = ("tmpfs", "dev", "proc", "mqueue", "tmp-overlay", "bind-data")
 # What of a manifest's proc is bound read-only onto itself (bubblewrap's four: place_proc)
 PROC_COVERS = ("sys", "sysrq-trigger", "irq", "bus")
 _DEV_NODES = ("null", "zero", "full", "random", "urandom", "tty")
@@ -301,6 +305,11 @@ class Builder:
         self.staged: list[str] = []         # data files in the staging area, unlinked once bound
         self.userns = not in_initial_user_ns() if userns is None else userns  # overlays need userxattr
         self.tty = tty      # the host path of the terminal on stdin: bound as /dev/console
+        # What a run changes of the host through binds (see host_changes), when asked
+        self.track_host = False
+        self.own_files: list[str] = []      # files of file entries (removed whatever their size)
+        self.modes: list[tuple[str, int]] = []  # (path, mode before) of what chmod and dir changed
+        self.fresh_devs: set[int] = set()   # filesystems made for the root (nothing of the host's)
 
     def set_root(self, root_path: str) -> None:
         _close(self.root_fd)
@@ -341,10 +350,35 @@ class Builder:
         try:
             if fn is not None:
                 fn(e, made)
+            if self.track_host and e["type"] in _FRESH_KINDS:
+                self.fresh_devs.update(os.fstat(fd).st_dev for _, fd, _ in made.mounts)
         except BaseException:
             made.close()
             raise
         return made
+
+    def host_changes(self) -> dict[str, Any] | None:
+        """What of the root's changes landed on the host (through a bind, a rw overlay or
+        a host rootfs: anything but the filesystems made for the root), for a run to
+        undo once the sandbox is gone: the paths created, oldest first, the files of
+        file entries among them, and the modes from before of what it chmodded.
+        None when nothing did."""
+        def on_host(path: str, parent: bool) -> bool:
+            where = (path.rstrip("/").rpartition("/")[0] or "/") if parent else path
+            try:
+                fd = resolve(self.root_fd, where, os.O_PATH)
+            except OSError:
+                return False
+            try:
+                return os.fstat(fd).st_dev not in self.fresh_devs
+            finally:
+                _close(fd)
+
+        paths = [p for p in self.created if on_host(p, True)]
+        modes = [(p, mode) for p, mode in self.modes if on_host(p, False)]
+        if not paths and not modes:
+            return None
+        return {"paths": paths, "own_files": [p for p in self.own_files if p in paths], "modes": modes}
 
     def place(self, e: dict[str, Any], made: Made) -> None:
         if made.skip:
@@ -564,6 +598,8 @@ class Builder:
             # unless the mode only applies to a new directory as made (vb: bubblewrap's --perms)
             if mode is not None and not e.get("keep_mode") and (
                     not created or stat.S_IMODE(os.fstat(fd).st_mode) != mode):
+                if self.track_host and e["target"] not in created:
+                    self.modes.append((e["target"], stat.S_IMODE(os.fstat(fd).st_mode)))
                 m.fchmod_path_fd(fd, mode)
         finally:
             _close(fd)
@@ -593,6 +629,7 @@ class Builder:
                 os.stat(name, dir_fd=parent, follow_symlinks=False)
             except FileNotFoundError:
                 self.created.append(e["target"])
+                self.own_files.append(e["target"])
         finally:
             _close(parent)
         fd = resolve(self.root_fd, e["target"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode=mode)
@@ -650,6 +687,8 @@ class Builder:
     def place_chmod(self, e: dict[str, Any], made: Made) -> None:
         fd = resolve(self.root_fd, e["target"], os.O_PATH)
         try:
+            if self.track_host:
+                self.modes.append((e["target"], stat.S_IMODE(os.fstat(fd).st_mode)))
             m.fchmod_path_fd(fd, e["mode"])
         finally:
             _close(fd)
@@ -808,6 +847,70 @@ class Builder:
             finally:
                 _close(pfd)
         self.host_created.clear()
+
+
+def remove_created(root_fd: int, created: list[str], *, own_files: list[str],
+                   mounts_at: str | None = None) -> None:
+    """Remove what was created in the root, newest first: empty dirs, empty files,
+    symlinks, and ``own_files`` (regular files that file entries wrote) whatever
+    their size. What is gone or changed kind meanwhile is left. ``mounts_at``: the
+    root's path in our view, to detach first what is mounted on a path (the mount
+    points of a root that is done with)."""
+    for path in reversed(created):
+        parent, _, name = path.rstrip("/").rpartition("/")
+        try:
+            pfd = resolve(root_fd, parent or "/", os.O_PATH | os.O_DIRECTORY)
+        except OSError:
+            continue
+        try:
+            while mounts_at is not None and _detach_at(root_fd, path, mounts_at):
+                pass
+            st = os.stat(name, dir_fd=pfd, follow_symlinks=False)
+            if stat.S_ISDIR(st.st_mode):
+                os.rmdir(name, dir_fd=pfd)
+            elif stat.S_ISLNK(st.st_mode) or (stat.S_ISREG(st.st_mode)
+                                              and (st.st_size == 0 or path in own_files)):
+                os.unlink(name, dir_fd=pfd)
+        except OSError:
+            pass
+        finally:
+            _close(pfd)
+
+
+def _detach_at(root_fd: int, path: str, root_path: str) -> bool:
+    """Detach the top mount on ``path`` of the root (at ``root_path`` in our view);
+    False when there is none."""
+    try:
+        fd = resolve(root_fd, path, os.O_PATH, follow=False)
+    except OSError:
+        return False
+    try:
+        if not m.is_mount_root(fd):
+            return False
+        m.umount2(root_path.rstrip("/") + path, m.MNT_DETACH | m.UMOUNT_NOFOLLOW)
+        return True
+    except OSError:
+        return False
+    finally:
+        _close(fd)
+
+
+def undo_host_changes(root_fd: int, changes: dict[str, Any], root_path: str) -> None:
+    """Set back the modes and remove the paths of Builder.host_changes (best effort:
+    what is no longer as it was made is left), the root being at ``root_path``."""
+    for path, mode in reversed(changes.get("modes") or []):
+        try:
+            fd = resolve(root_fd, path, os.O_PATH)
+        except OSError:
+            continue
+        try:
+            m.fchmod_path_fd(fd, int(mode))
+        except OSError:
+            pass
+        finally:
+            _close(fd)
+    remove_created(root_fd, list(changes.get("paths") or []), own_files=list(changes.get("own_files") or []),
+                   mounts_at=root_path)
 
 
 def _rmdir_empty_tree(parent_fd: int, name: str) -> None:
@@ -977,24 +1080,28 @@ def _pick_base() -> str:
                             hint=f"one of {', '.join(STAGING_BASES)} must exist in the host root")
 
 
-def setup_root(spec: dict[str, Any], *, contained: bool = False) -> None:
+def setup_root(spec: dict[str, Any], *, contained: bool = False,
+               report: Callable[[dict[str, Any]], None] | None = None) -> None:
     """Build the environment's root from ``spec`` and make it ``/`` (see the module doc).
 
     ``contained``: the caller made this mount namespace's mounts private or slaves
     already (sysns.contain_mounts, in a namespace it created); else (a joined one)
     they are made slaves here, so that nothing mounted reaches where they came from.
+    ``report`` (a run): called with what the build changed of the host
+    (Builder.host_changes), when anything; a build that fails undoes it itself.
 
     Raises :class:`RuntimeSetupError` (``where`` = the action id) on failure;
     the mount namespace is then unusable and the caller should exit.
     """
     old_umask = os.umask(0)
     try:
-        _setup_root(spec, contained)
+        _setup_root(spec, contained, report)
     finally:
         os.umask(old_umask)
 
 
-def _setup_root(spec: dict[str, Any], contained: bool) -> None:
+def _setup_root(spec: dict[str, Any], contained: bool,
+                report: Callable[[dict[str, Any]], None] | None) -> None:
     try:
         try:
             if not contained:
@@ -1051,6 +1158,10 @@ def _setup_root(spec: dict[str, Any], contained: bool) -> None:
     staging_fd = os.open(stage_path, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
     b = Builder(host_fd, root_path, staging_fd, prefix, userns, tty)
     ok = False
+    if report is not None:
+        b.track_host = True
+        if rootfs is None:
+            b.fresh_devs.add(os.fstat(b.root_fd).st_dev)
     try:
         entries = list(spec.get("filesystem") or [])
         for aid, e in zip(fs_action_ids(entries), entries, strict=True):
@@ -1072,6 +1183,12 @@ def _setup_root(spec: dict[str, Any], contained: bool) -> None:
                                     hint=getattr(exc, "hint", None)) from exc
         ok = True
     finally:
+        if report is not None:
+            changes = b.host_changes()
+            if changes is not None and not ok:
+                undo_host_changes(b.root_fd, changes, root_path)    # a failed build undoes its own
+            elif changes is not None:
+                report(changes)     # the run undoes them once its sandbox is gone
         b.close()
         _close(staging_fd)
         if not ok:

@@ -95,6 +95,8 @@ def _config(spec: dict[str, Any], nsd: dict[str, Any], instance: str,
     # one built from spec.filesystem, however few its entries (none: an empty root, as
     # bubblewrap). Only a joined mount namespace, or none, keeps the root it has.
     cfg.needs_root = cfg.mount_new or bool(spec.get("rootfs") or spec.get("filesystem"))
+    # a run leaves the host as it found it (runtime/undo.py); vb, as bubblewrap, does not
+    cfg.undo_host_changes = cfg.needs_root and "vb" not in spec and C.changes_host(spec)
     cfg.keep_fds = sandbox_fds(spec)
     if cfg.needs_root and not (cfg.mount_new or isinstance(nsd.get("mount"), dict)):
         raise RuntimeSetupError("spec.rootfs and spec.filesystem need a new mount namespace",
@@ -125,7 +127,7 @@ def _read_msg(fd: int) -> tuple[bytes, bytes] | None:
         return None
     if tag == C.MSG_PID:
         return tag, C.read_exact(fd, 4) or b""
-    if tag in (C.MSG_ERROR, C.MSG_WARNING):
+    if tag in C.SIZED_MESSAGES:
         head = C.read_exact(fd, 4)
         if head is None:
             return tag, b"{}"
@@ -133,6 +135,13 @@ def _read_msg(fd: int) -> tuple[bytes, bytes] | None:
     if tag in (C.MSG_UNSHARED,):
         return tag, b""
     raise RuntimeSetupError(f"sandbox sync protocol violation: unexpected byte {tag!r}")
+
+
+def _decoded(payload: bytes) -> dict[str, Any]:
+    import json  # (only runs whose root changes the host send JSON: vb's start-up does without)
+
+    value = json.loads(payload)
+    return value if isinstance(value, dict) else {}
 
 
 def _child_error(payload: bytes) -> RuntimeSetupError:
@@ -411,7 +420,8 @@ def _spawn_and_wait(cfg: C.ChildConfig, nsd: dict[str, Any], idmap: dict[str, An
                     spec: dict[str, Any], name: str, actions: list[dict[str, Any]],
                     sink: EventSink, result: RunResult, guard: SignalGuard,
                     state_dir: str | None, set_tx: Any, warnings: list[str], share_memory: bool) -> None:
-    shared = share_memory and shares_memory(cfg, sink.ns_ids, idmap, actions)
+    # (undoing what the root changed on the host needs its namespaces, read before the "go")
+    shared = share_memory and not cfg.undo_host_changes and shares_memory(cfg, sink.ns_ids, idmap, actions)
     if shared and cfg.user_new:
         cfg.own_maps = idmap     # the child writes them
     if not actions and not (cfg.user_new and idmap and cfg.own_maps is None):
@@ -444,6 +454,8 @@ def _run_holder(cfg: C.ChildConfig, pid: int, c2p_r: int, p2c_w: int, nsd: dict[
                 guard: SignalGuard, state_dir: str | None, set_tx: Any,
                 warnings: list[str]) -> None:
     holder_status: int | None = None
+    host_changes: dict[str, Any] = {}
+    kept: dict[str, int] = {}
     try:
         error: VbdeclError | None = None
         msg = _read_msg(c2p_r)
@@ -476,6 +488,9 @@ def _run_holder(cfg: C.ChildConfig, pid: int, c2p_r: int, p2c_w: int, nsd: dict[
         target = pid
         if error is None:
             msg = _read_msg(c2p_r)
+            while msg is not None and msg[0] == C.MSG_HOST_CHANGES:     # (pid 1's, first)
+                host_changes = _decoded(msg[1])
+                msg = _read_msg(c2p_r)
             if msg is not None and msg[0] == C.MSG_PID and len(msg[1]) == 4:
                 # 0: the child we forked is pid 1 (direct init), or there is no pid namespace
                 target = struct.unpack("=i", msg[1])[0] or pid
@@ -494,6 +509,10 @@ def _run_holder(cfg: C.ChildConfig, pid: int, c2p_r: int, p2c_w: int, nsd: dict[
                 nested = sysns.ns_inode(target, "pid")
                 if nested is not None:
                     inodes["pid"] = nested
+        if cfg.undo_host_changes and p2c_w >= 0:
+            from vbdecl.runtime import undo
+
+            kept = undo.keep_namespaces(pid, cfg.user_new)  # while it waits for the "go"
         if error is None and p2c_w >= 0:
             try:
                 os.write(p2c_w, C.MSG_GO)
@@ -510,6 +529,8 @@ def _run_holder(cfg: C.ChildConfig, pid: int, c2p_r: int, p2c_w: int, nsd: dict[
                 msg = _read_msg(c2p_r)
                 if msg is None:
                     break
+                if msg[0] == C.MSG_HOST_CHANGES:
+                    host_changes = _decoded(msg[1])
                 if msg[0] == C.MSG_ERROR:
                     error = _child_error(msg[1])
                     break
@@ -531,6 +552,12 @@ def _run_holder(cfg: C.ChildConfig, pid: int, c2p_r: int, p2c_w: int, nsd: dict[
             os.close(p2c_w)
         if holder_status is None:
             C.kill_and_reap(pid)
+        if kept:
+            from vbdecl.runtime import undo
+
+            if host_changes:
+                undo.undo(kept, host_changes)
+            undo.close(kept)
 
 
 class SignalGuard:

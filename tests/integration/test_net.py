@@ -553,6 +553,27 @@ def test_foreign_objects_are_conflicts_and_never_deleted(envs: Callable[..., Env
     finally:
         subprocess.run(["ip", "link", "del", bridge], check=True)
 
+    # one found down is set up (it carried nothing, and the host routed the subnet
+    # elsewhere), set down by hand is drift, and it is given back down
+    subprocess.run(["ip", "link", "add", bridge, "type", "bridge"], check=True)
+    try:
+        env.apply(bridge_actions(bridge, subnet))
+        assert _is_up(bridge)
+        aid = f"net.bridge[{bridge}]"
+        assert op_for("net.bridge").probe(env.ctx, bridge_actions(bridge, subnet)[0][2], env.ctx.records[aid])
+        subprocess.run(["ip", "link", "set", bridge, "down"], check=True)
+        assert op_for("net.bridge").probe(env.ctx, bridge_actions(bridge, subnet)[0][2], env.ctx.records[aid]) is None
+        subprocess.run(["ip", "link", "set", bridge, "up"], check=True)
+        env.revert()
+        assert bridge in links() and not _is_up(bridge)
+    finally:
+        subprocess.run(["ip", "link", "del", bridge], check=True)
+
+
+def _is_up(name: str) -> bool:
+    return "UP" in subprocess.run(["ip", "-o", "link", "show", name], capture_output=True,
+                                  text=True).stdout.split("<", 1)[1].split(">", 1)[0].split(",")
+
 
 def test_port_conflict_between_envs(envs: Callable[..., Env]) -> None:
     bridge = f"vbt{uniq()}"

@@ -156,6 +156,8 @@ class Bridge:
                 return None
             return {"bridge": params["bridge"], "instance": ctx.instance,
                     "created": bool(entry.get("created")), "index": found["index"]}
+        if not found["up"]:
+            return None     # set down (by hand): it carries nothing
         return dict(record, bridge=params["bridge"], index=found["index"])
 
     @_session
@@ -174,6 +176,7 @@ class Bridge:
                 # fast path: a bridge in use, set up by its first user; just join it
                 found = nl.link(ipr, name)
                 if found is not None and found["kind"] == "bridge":
+                    self._up(nl, ipr, found, entry)
                     shared.add_user(entry["users"], ctx.instance)
                     return {"bridge": name, "instance": ctx.instance, "created": False}
             if entry is not None:
@@ -202,6 +205,7 @@ class Bridge:
                     # found, not known to this state root: at the end it is deleted only
                     # if vbdecl made it (alias) and no other port is on it
                     entry = {"created": False, "users": [], "added": []}
+                self._up(nl, ipr, found, entry)
             have = {(a, p) for a, p, _ in nl.addresses(ipr, index=index)}
             try:
                 for net in nets:
@@ -221,6 +225,15 @@ class Bridge:
             shared.add_user(entry["users"], ctx.instance)
             st["bridges"][name] = entry
         return {"bridge": name, "instance": ctx.instance, "created": created}
+
+    @staticmethod
+    def _up(nl: Any, ipr: Any, found: dict[str, Any], entry: dict[str, Any]) -> None:
+        """A bridge found down would carry nothing (nor route to its subnet): up it,
+        and remember to give it back down with its last user."""
+        if not found["up"]:
+            nl.link_up(ipr, found["index"], found["name"])
+            if not entry.get("created"):
+                entry["upped"] = True
 
     @staticmethod
     def _check_overlap(nl: Any, ipr: Any, net: ipam.Network, name: str) -> None:
@@ -257,6 +270,8 @@ class Bridge:
                     for cidr in entry.get("added", []):
                         addr, _, plen = cidr.partition("/")
                         nl.address_delete(ipr, found["index"], addr, int(plen))
+                    if entry.get("upped"):
+                        nl.link_down(ipr, found["index"], name)
             del st["bridges"][name]
 
     @staticmethod

@@ -227,3 +227,32 @@ def test_proc_in_a_new_user_namespace_with_a_pid_namespace_it_owns_is_valid(pid:
     spec = _spec(f"spec:\n  namespaces: {{user: true, pid: {pid}}}\n  filesystem:\n"
                  "    - {type: proc, target: /proc}\n")
     assert spec["filesystem"][0]["type"] == "proc"  # type: ignore[index]
+
+
+@pytest.mark.parametrize(("name", "values"), [
+    ("Size", ["1", "1ki", "1Ki", "1KiB", "1k", "1K", "1kB", "1KB", "1mi", "1Mi", "1MB", "1Mb", "1.5G", "1Tb",
+              " 2 Gi ", "1 b", "1x", "-1", "1e3", ""]),
+    ("Target", ["/a", "/a/..", "/a/../b", "/..", "/a..b", "/a/b..", "/.../x", "a", "/a\0b", "/"]),
+    ("Rlimit", ["unlimited", "Unlimited", "infinity", "INFINITY", "inf", "none"]),
+])
+def test_the_schemas_patterns_accept_what_the_validator_does(name: str, values: list[str]) -> None:
+    """Editors check manifests against the JSON Schema: its string patterns must say
+    yes and no where vbdecl does (the schema let "1ki" through and refused "infinity")."""
+    import re
+
+    from pydantic import TypeAdapter, ValidationError
+
+    from vbdecl.model import manifest
+
+    kind = getattr(manifest, name)
+    adapter = TypeAdapter(kind)
+    schema = adapter.json_schema()
+    patterns = [s["pattern"] for s in [schema, *schema.get("anyOf", [])] if "pattern" in s]
+    assert patterns
+    for value in values:
+        try:
+            adapter.validate_python(value)
+            valid = True
+        except ValidationError:
+            valid = False
+        assert any(re.search(p, value) for p in patterns) == valid, value

@@ -257,12 +257,15 @@ def _no_nul(value: Any) -> Any:
 
 
 Target = Annotated[str, AfterValidator(_check_target),
-                   WithJsonSchema({"type": "string", "pattern": "^/", "description": "absolute path inside the environment, no '..'"})]
+                   WithJsonSchema({"type": "string", "pattern": r"^/(?!(.*/)?\.\.(/|$))[^\x00]*$",
+                                   "description": "absolute path inside the environment, no '..'"})]
 HostPath = Annotated[str, AfterValidator(_check_host_path),
                      WithJsonSchema({"type": "string", "minLength": 1, "description": "host path; relative paths are relative to the manifest's directory"})]
 Size = Annotated[int, BeforeValidator(_check_size),
                  WithJsonSchema({"anyOf": [{"type": "integer", "minimum": 0},
-                                           {"type": "string", "pattern": r"^\s*[0-9]+(\.[0-9]+)?\s*([kKMGT]i?B?|B|b)?\s*$"}],
+                                           # the units of vbdecl.model.units._SIZE_UNITS
+                                           {"type": "string",
+                                            "pattern": r"^\s*[0-9]+(\.[0-9]+)?\s*(b|B|[kK]B?|[MGT]B?|[KMGT]iB?)?\s*$"}],
                                  "description": "bytes, or with a unit: Ki Mi Gi Ti (1024) / k M G T (1000)"})]
 Mode = Annotated[int, BeforeValidator(_check_mode),
                  WithJsonSchema({"type": "string", "pattern": "^(0o)?[0-7]{1,4}$", "description": "octal digits, quoted: \"0755\""})]
@@ -557,9 +560,14 @@ def _check_rlimit(value: Any) -> Any:
     return [n, n]
 
 
+_RLIMIT_VALUE = {"anyOf": [{"type": "integer", "minimum": 0},
+                           # unlimited or infinity, in any case (JSON Schema's regexes have no flags)
+                           {"type": "string", "pattern": "^([uU][nN][lL][iI][mM][iI][tT][eE][dD]|"
+                                                         "[iI][nN][fF][iI][nN][iI][tT][yY])$"}]}
 Rlimit = Annotated[list[int], BeforeValidator(_check_rlimit),
-                   WithJsonSchema({"anyOf": [{"type": "integer", "minimum": 0}, {"const": "unlimited"},
-                                             {"type": "array", "minItems": 2, "maxItems": 2}]})]
+                   WithJsonSchema({"anyOf": [*_RLIMIT_VALUE["anyOf"],
+                                             {"type": "array", "minItems": 2, "maxItems": 2,
+                                              "items": _RLIMIT_VALUE}]})]
 RlimitName = Literal["as", "core", "cpu", "data", "fsize", "locks", "memlock", "msgqueue", "nice",
                      "nofile", "nproc", "rss", "rtprio", "rttime", "sigpending", "stack"]
 
@@ -876,10 +884,14 @@ class Spec(_Model):
                     f"a user namespace may mount {entry.type} only in {owner} namespaces it owns "
                     f"(not the host's, not a joined one): set namespaces.{owner}: true, or remove "
                     f"this entry", at=("filesystem", i, "type")))
-        if self.hostname is not None and ns.uts is not True:
+        if self.hostname is not None and ns.uts is False:
             errors.append(fail("hostname needs the uts namespace, but namespaces.uts is off",
                                "remove namespaces.uts: false (it is on by default), or remove hostname",
                                at=("hostname",)))
+        elif self.hostname is not None and ns.uts is not True:
+            errors.append(fail("hostname needs a uts namespace of the environment's own, but "
+                               "namespaces.uts joins another (whose name it would change)",
+                               "set namespaces.uts: true, or remove hostname", at=("hostname",)))
         mode = self.network.mode
         net_set = "net" in ns.model_fields_set
         if mode == "bridge" and ns.net is not True:

@@ -17,7 +17,8 @@ CALLER: int | None = None
 _VALUE_OPTIONS = ("--state-dir",)
 
 
-def _command_of(argv: list[str]) -> str | None:
+def _command_index(argv: list[str]) -> int | None:
+    """Where the command name is in ``argv`` (after the global options)."""
     i = 0
     while i < len(argv):
         arg = argv[i]
@@ -27,18 +28,24 @@ def _command_of(argv: list[str]) -> str | None:
         if arg.startswith("-"):
             i += 1
             continue
-        return arg
+        return i
     return None
+
+
+def _command_of(argv: list[str]) -> str | None:
+    i = _command_index(argv)
+    return None if i is None else argv[i]
 
 
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     ours = args[:args.index("--")] if "--" in args else args   # the rest is the sandbox's command
-    command = _command_of(args)
-    if command == "vb":         # `vbdecl vb OPTIONS...`: the vb program's command line
+    at = _command_index(args)
+    command = None if at is None else args[at]
+    if at is not None and command == "vb":      # `vbdecl vb OPTIONS...`: the vb program's command line
         from vbdecl.cli.vb import main as vb
 
-        return int(vb(args[args.index("vb"):], exit_now=argv is None))
+        return int(vb(args[at:], exit_now=argv is None))
     if command in FAST_COMMANDS and "--help" not in ours and "-h" not in ours:
         from vbdecl.cli.fast import main as fast_main
 

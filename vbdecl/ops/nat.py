@@ -290,7 +290,7 @@ def _add(ctx: Context, key: str, cmds: list[Cmd], families: list[str], what: str
         items = nft.list_table(FAMILY, TABLE)
         ok, err = nft.try_run((base_repair_commands(items) if items is not None else []) + cmds)
         if not ok:
-            if "No such file or directory" in err and nft.list_table(FAMILY, TABLE) is None:
+            if "No such file or directory" in err and items is None:     # (the host lock is held)
                 nft.run(base_commands()[2:] + cmds, what=what)   # create, never reset
             else:
                 error = translate(err, what)

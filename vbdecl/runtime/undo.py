@@ -18,9 +18,6 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
-_FLAGS = {"user": 0x10000000, "mnt": 0x00020000}    # CLONE_NEWUSER, CLONE_NEWNS
-
-
 def keep_namespaces(pid: int, user: bool) -> dict[str, int]:
     """fds on ``pid``'s mount namespace (and user namespace, which owns it), which
     keep it, and so the root, after the sandbox's processes are gone. Empty when
@@ -58,11 +55,11 @@ def undo(fds: dict[str, int], changes: dict[str, Any]) -> None:
 
 def _undo_inside(fds: dict[str, int], changes: dict[str, Any]) -> None:
     from vbdecl.runtime.rootfs import undo_host_changes
-    from vbdecl.sys.ns import setns
+    from vbdecl.sys.ns import CLONE_NEWNS, CLONE_NEWUSER, setns
 
-    for name in ("user", "mnt"):
+    for name, flag in (("user", CLONE_NEWUSER), ("mnt", CLONE_NEWNS)):
         if name in fds:
-            setns(fds[name], _FLAGS[name], what=f"the run's {name} namespace")
+            setns(fds[name], flag, what=f"the run's {name} namespace")
             if name == "user":
                 try:        # root there, if mapped; the capabilities there do the rest
                     os.setgid(0)

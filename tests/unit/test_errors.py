@@ -34,3 +34,48 @@ def test_help_flags_of_the_sandboxed_command_keep_run_on_the_fast_path(monkeypat
     monkeypatch.setattr(vbdecl.cli.fast, "main", lambda argv, **kw: seen.append(argv) or 0)
     assert entry.main(["run", "env.yaml", "--", "ls", "-h"]) == 0
     assert seen == [["run", "env.yaml", "--", "ls", "-h"]]
+
+
+def _json_lines(text):
+    import json
+
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+def test_json_errors_are_json_on_stdout_and_words_on_stderr(tmp_path, monkeypatch, capsys):
+    from vbdecl.cli.main import main
+
+    monkeypatch.setenv("VBDECL_STATE_DIR", str(tmp_path / "state"))
+    assert main(["--json", "status", "nosuch"]) == 1
+    out, err = capsys.readouterr()
+    (line,) = _json_lines(out)
+    assert line["event"] == "error"
+    assert line["error"]["message"] == "environment 'nosuch' does not exist"
+    assert line["error"]["hint"] and line["error"]["exit_code"] == 1
+    assert err.startswith("error: environment 'nosuch' does not exist")
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("apiVersion: vbdecl/v1\nkind: Environment\nmetadata: {name: x}\nnmae: y\n")
+    assert main(["plan", "--json", str(bad)]) == 1
+    (line,) = _json_lines(capsys.readouterr().out)
+    (problem,) = line["error"]["problems"]
+    assert problem["where"].startswith(f"{bad}:4:") and "nmae" in problem["message"]
+
+
+def test_without_json_errors_stay_off_stdout(tmp_path, monkeypatch, capsys):
+    from vbdecl.cli.main import main
+
+    monkeypatch.setenv("VBDECL_STATE_DIR", str(tmp_path / "state"))
+    assert main(["status", "nosuch"]) == 1
+    assert capsys.readouterr().out == ""
+
+
+def test_json_error_of_a_failed_action_lists_its_failed_reverts(capsys):
+    from vbdecl.cli.main import report_error
+
+    err = ActionError("mkdir failed", action="dir[/x]",
+                      revert_errors=[ActionError("umount failed", action="mount[/usr]")])
+    assert report_error(err, False, True) == 1
+    (line,) = _json_lines(capsys.readouterr().out)
+    assert line["error"]["where"] == "dir[/x]"
+    assert line["error"]["revert_errors"] == [{"where": "mount[/usr]", "message": "umount failed"}]

@@ -86,33 +86,57 @@ def finish_args(args: argparse.Namespace) -> argparse.Namespace:
     return args
 
 
-def report_error(err: BaseException, debug: bool) -> int:
-    """Print an error for people; return the exit code."""
-    if isinstance(err, VbdeclError):
-        if debug:
-            traceback.print_exception(err)
-        print(f"error: {err}", file=sys.stderr)
-        return err.exit_code
-    if isinstance(err, KeyboardInterrupt):
-        print("interrupted", file=sys.stderr)
-        return 130
+def report_error(err: BaseException, debug: bool, json_out: bool = False) -> int:
+    """Print an error for people (stderr); return the exit code.
+
+    With ``--json`` the error is also one JSON line on stdout, where a program
+    reading the command's output looks: ``{"event": "error", "error": {...}}``
+    (``event`` so that it reads as the last line of apply's event stream).
+    """
     if isinstance(err, BrokenPipeError):
         # The reader went away (`vbdecl plan | head`): not an error of ours.
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         return 1
-    if debug:
+    if isinstance(err, VbdeclError):
+        if debug:
+            traceback.print_exception(err)
+        print(f"error: {err}", file=sys.stderr)
+        code, about = err.exit_code, _error_json(err)
+    elif isinstance(err, KeyboardInterrupt):
+        print("interrupted", file=sys.stderr)
+        code, about = 130, {"message": "interrupted"}
+    elif debug:
         traceback.print_exception(err)
-        return 1
-    import tempfile
+        code, about = 1, {"message": f"unexpected {type(err).__name__}: {err}"}
+    else:
+        import tempfile
 
-    fd, path = tempfile.mkstemp(prefix="vbdecl-crash-", suffix=".log")
-    with os.fdopen(fd, "w") as log:
-        traceback.print_exception(err, file=log)
-    print(f"error: unexpected {type(err).__name__}: {err}\n"
-          f"  this is a bug in vbdecl; the traceback is in {path} (or rerun with --debug)",
-          file=sys.stderr)
-    return 1
+        fd, path = tempfile.mkstemp(prefix="vbdecl-crash-", suffix=".log")
+        with os.fdopen(fd, "w") as log:
+            traceback.print_exception(err, file=log)
+        hint = f"this is a bug in vbdecl; the traceback is in {path} (or rerun with --debug)"
+        print(f"error: unexpected {type(err).__name__}: {err}\n  {hint}", file=sys.stderr)
+        code, about = 1, {"message": f"unexpected {type(err).__name__}: {err}", "hint": hint}
+    if json_out:
+        import json
+
+        try:
+            print(json.dumps({"event": "error", "error": {**about, "exit_code": code}}), flush=True)
+        except BrokenPipeError:
+            pass
+    return code
+
+
+def _error_json(err: VbdeclError) -> dict[str, object]:
+    about: dict[str, object] = {"message": err.message, "where": err.where, "hint": err.hint}
+    problems = getattr(err, "problems", None)
+    if problems:
+        about["problems"] = [p.to_json() for p in problems]
+    reverts = getattr(err, "revert_errors", None)
+    if reverts:
+        about["revert_errors"] = [{"where": e.where, "message": e.message} for e in reverts]
+    return about
 
 
 def main(argv: list[str]) -> int:
@@ -123,7 +147,5 @@ def main(argv: list[str]) -> int:
         return 1
     try:
         return int(args._run(args))
-    except (VbdeclError, KeyboardInterrupt) as err:
-        return report_error(err, args.debug)
-    except Exception as err:
-        return report_error(err, args.debug)
+    except (Exception, KeyboardInterrupt) as err:
+        return report_error(err, args.debug, args.json)

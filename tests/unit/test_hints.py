@@ -67,3 +67,30 @@ def test_missing_source_hints_per_type() -> None:
 def test_chmod_hints_name_what_chmod_needs(err: int, fragment: str) -> None:
     hint = _hint(OSError(err, "x"), {"type": "chmod", "target": "/h", "mode": 0o700}) or ""
     assert fragment in hint, hint
+
+
+def _required_keys() -> set[str]:
+    from pydantic import BaseModel
+
+    from vbdecl.model import manifest as m
+
+    return {name for cls in vars(m).values()
+            if isinstance(cls, type) and issubclass(cls, BaseModel) and cls.__module__ == m.__name__
+            for name, field in cls.model_fields.items() if field.is_required() and name != "type"}
+
+
+def test_every_required_key_has_a_hint_when_missing() -> None:
+    from vbdecl.model.load import _MISSING_HINTS
+
+    assert _required_keys() - set(_MISSING_HINTS) == set()
+
+
+def test_a_missing_key_names_the_entry_type_and_says_what_to_add() -> None:
+    from vbdecl.errors import ManifestError
+
+    with pytest.raises(ManifestError) as err:
+        load_text(HEAD + "    - {type: symlink, target: /bin}\n", "m.yaml")
+    (problem,) = err.value.problems
+    assert problem.where == "m.yaml:6:7"
+    assert problem.message == "missing required key 'points_to' in spec.filesystem[0] (a symlink entry)"
+    assert problem.hint and problem.hint.startswith("add points_to: ")

@@ -216,6 +216,34 @@ def _dotted(path: tuple[str | int, ...]) -> str:
     return out
 
 
+_MISSING_HINTS = {
+    "metadata": "add metadata: {name: my-env}",
+    "name": "add name: my-env (lower-case letters, digits and '-')",
+    "apiVersion": f"add apiVersion: {m.API_VERSION}",
+    "kind": f"add kind: {m.KIND}",
+    "target": "add target: /path (where it goes inside the environment, absolute)",
+    "source": "add source: /host/path (relative paths are to the manifest's directory)",
+    "content": 'add content: "text" (the file\'s whole content)',
+    "points_to": "add points_to: what the link points to, e.g. usr/bin",
+    "mode": 'add mode: "0755" (octal digits, quoted)',
+    "lower": "add lower: [/host/dir, ...] (the overlay's lower directories, top first)",
+    "host": 'add host: PORT, or write the port as "HOST:CONTAINER[/tcp|udp]"',
+    "container": 'add container: PORT, or write the port as "HOST:CONTAINER[/tcp|udp]"',
+    "join": "add join: /proc/PID/ns/KIND or a pinned namespace file, or write true or false",
+    "inside": "write an id map item as {inside: 0, outside: 1000, count: 1}",
+    "outside": "write an id map item as {inside: 0, outside: 1000, count: 1}",
+    "profile": "add profile: ./p.json (an OCI seccomp profile; relative to the manifest's directory)",
+    "allow": "add allow: [read, write, ...] (the calls allowed; every other fails)",
+    "deny": "add deny: [ptrace, ...] (the calls refused; every other is allowed)",
+}
+
+
+def _node(data: Any, path: Path) -> Any:
+    for elem in path:
+        data = data[elem]
+    return data
+
+
 def _error_to_problem(err: Any, doc: Document, file: str) -> Problem:
     etype: str = err["type"]
     loc: tuple[str | int, ...] = tuple(err["loc"])
@@ -239,11 +267,11 @@ def _error_to_problem(err: Any, doc: Document, file: str) -> Problem:
     elif etype == "missing":
         name = rest[-1] if rest else loc[-1]
         parent = _dotted(path) or "the document"
+        entry = _node(doc.data, path)
+        if isinstance(entry, dict) and isinstance(entry.get("type"), str):
+            parent += f" (a {entry['type']} entry)"
         message = f"missing required key {name!r} in {parent}"
-        hint = {"metadata": "add metadata: {name: my-env}",
-                "name": "add name: my-env (lower-case letters, digits and '-')",
-                "apiVersion": f"add apiVersion: {m.API_VERSION}",
-                "kind": f"add kind: {m.KIND}"}.get(str(name))
+        hint = _MISSING_HINTS.get(str(name))
     elif etype == "extra_forbidden":
         key = str(loc[-1])
         message = f"unknown key {key!r}" + (f" in {_dotted(path[:-1])}" if len(path) > 1 else "")

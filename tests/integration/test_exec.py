@@ -143,6 +143,8 @@ def test_a_live_init_without_a_pid_namespace_keeps_no_capabilities(tmp_path: Pat
         pid = env.env["pid"]
         assert Path(f"/proc/{pid}/comm").read_text().strip() == "vbdecl-init"
         assert _capabilities(pid) == (0, 0, 0)
+        status = Path(f"/proc/{pid}/status").read_text()
+        assert "NoNewPrivs:\t1\n" in status and "CapBnd:\t0000000000000000\n" in status
     finally:
         env.down()
 

@@ -16,6 +16,9 @@ import struct
 from vbdecl.sys.raw import check, raise_errno, syscall
 
 PR_CAPBSET_READ = 23
+PR_CAPBSET_DROP = 24
+PR_SET_NO_NEW_PRIVS = 38
+CAP_SETPCAP = 8
 
 _LINUX_CAPABILITY_VERSION_3 = 0x20080522
 
@@ -63,6 +66,21 @@ def capset(effective: int, permitted: int, inheritable: int) -> None:
     data = _CAP_DATA.pack(effective & 0xFFFFFFFF, permitted & 0xFFFFFFFF, inheritable & 0xFFFFFFFF,
                           effective >> 32, permitted >> 32, inheritable >> 32)
     check(syscall("capset", bytearray(_CAP_HEADER), data), "capset")
+
+
+def drop_bounding(keep: int) -> None:
+    """Drop every capability but those in ``keep`` from the bounding set (needs
+    CAP_SETPCAP effective)."""
+    n = 0
+    while (held := _raw_prctl(PR_CAPBSET_READ, n)) >= 0:
+        if held and not keep >> n & 1:
+            check(_raw_prctl(PR_CAPBSET_DROP, n), "prctl(PR_CAPBSET_DROP)")
+        n += 1
+
+
+def set_no_new_privs() -> None:
+    """PR_SET_NO_NEW_PRIVS: no execve of ours (or our children's) gains privileges."""
+    check(_raw_prctl(PR_SET_NO_NEW_PRIVS, 1), "prctl(PR_SET_NO_NEW_PRIVS)")
 
 
 def map_hint() -> str | None:

@@ -1,0 +1,78 @@
+"""A process that gets into its pid 1 gains nothing (a security review's finding).
+
+Without a user namespace, the process runs as root with the default capability
+set and pid 1 held only CAP_KILL: a subset of the process's, so the kernel let
+the process ptrace pid 1 as the same uid. It made pid 1 execve, which as root
+gave back the whole bounding set (no no_new_privs on pid 1), and with it the
+host. Now every init is not dumpable (ptrace needs CAP_SYS_PTRACE over it), has
+no_new_privs, and a bounding set of only what it keeps.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+VBDECL = str(Path(sys.executable).parent / "vbdecl")
+VB = str(Path(sys.executable).parent / "vb")
+
+# PTRACE_ATTACH to pid 1 (and PTRACE_DETACH at once should it work), then pid 1's status
+PAYLOAD = r"""
+import ctypes, json
+libc = ctypes.CDLL(None, use_errno=True)
+attached = libc.ptrace(16, 1, 0, 0)
+err = ctypes.get_errno()
+if attached == 0:
+    import os
+    os.waitpid(1, 0)
+    libc.ptrace(17, 1, 0, 0)
+status = dict(line.split(":\t", 1) for line in open("/proc/1/status").read().splitlines())
+print(json.dumps({"attached": attached == 0, "errno": err, "name": status["Name"].strip(),
+                  "nnp": status["NoNewPrivs"].strip(), "bnd": int(status["CapBnd"], 16),
+                  "prm": int(status["CapPrm"], 16)}))
+"""
+
+MANIFEST = """apiVersion: vbdecl/v1
+kind: Environment
+metadata: {{name: confined}}
+spec:
+  namespaces: {{user: false}}
+  filesystem:
+    - {{type: ro-bind, source: /usr, target: /usr}}
+    - {{type: symlink, target: /bin, points_to: usr/bin}}
+    - {{type: symlink, target: /lib, points_to: usr/lib}}
+    - {{type: symlink, target: /lib64, points_to: usr/lib64}}
+    - {{type: proc, target: /proc}}
+{extra}"""
+
+CAP_KILL = 1 << 5
+
+
+@pytest.mark.parametrize("extra", ["", "  limits: {pids: 64}\n"], ids=["shared-pid1", "forked-pid1"])
+def test_the_process_cannot_get_into_pid1_nor_gain_through_it(tmp_path: Path, extra: str) -> None:
+    manifest = tmp_path / "m.yaml"
+    manifest.write_text(MANIFEST.format(extra=extra))
+    out = subprocess.run([VBDECL, "--state-dir", str(tmp_path / "state"), "run", str(manifest), "--",
+                          "/usr/bin/python3", "-I", "-c", PAYLOAD],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    seen = json.loads(out.stdout)
+    assert seen["name"] == "vbdecl-init"
+    assert not seen["attached"] and seen["errno"] == 1     # EPERM
+    assert (seen["nnp"], seen["bnd"], seen["prm"]) == ("1", CAP_KILL, CAP_KILL)
+
+
+def test_vb_pid1_with_every_capability_of_the_process_gains_nothing_through_it() -> None:
+    """As root vb's process keeps bubblewrap's capabilities, CAP_SYS_PTRACE included:
+    it may get into pid 1, which then has nothing more to give."""
+    out = subprocess.run([VB, "--ro-bind", "/usr", "/usr", "--symlink", "usr/bin", "/bin",
+                          "--symlink", "usr/lib", "/lib", "--symlink", "usr/lib64", "/lib64",
+                          "--proc", "/proc", "--unshare-pid", "/usr/bin/python3", "-I", "-c", PAYLOAD],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    seen = json.loads(out.stdout)
+    assert (seen["nnp"], seen["bnd"], seen["prm"]) == ("1", CAP_KILL, CAP_KILL)

@@ -344,3 +344,71 @@ def test_a_run_in_a_host_directory_as_root_removes_what_it_made_there(env: dict[
     r = vbdecl(env, "run", str(m), "--", "/bin/sh", "-c", "ls / >/dev/null")
     assert r.returncode == 0, r.stderr
     assert list(root.iterdir()) == []
+
+
+def test_a_runs_undo_follows_no_link_its_process_swapped_in(env: dict[str, str], tmp_path: Path) -> None:
+    """A review's finding: the undo ran as root and followed what the process (here
+    uid 65534) put in place of what the root made, so it chmodded and deleted root's
+    files elsewhere. It now touches only the objects it made, through no link."""
+    shared, victim = tmp_path / "shared", tmp_path / "victim"
+    (shared / "sub").mkdir(parents=True)
+    victim.mkdir()
+    shared.chmod(0o777)
+    (shared / "sub").chmod(0o755)
+    (victim / "secret").write_text("s")
+    (victim / "secret").chmod(0o600)
+    (victim / "app.conf").write_text("root's")
+    m = manifest(tmp_path, f"""\
+    - {{type: bind, source: {shared}, target: /shared}}
+    - {{type: bind, source: {victim}, target: /victim}}
+    - {{type: chmod, target: /shared/sub, mode: "0700"}}
+    - {{type: dir, target: /shared/cfg}}
+    - {{type: file, target: /shared/cfg/app.conf, content: "x"}}
+  process: {{user: 65534, group: 65534}}""")
+    r = vbdecl(env, "run", m, "--", "/bin/sh", "-c",
+               "mv /shared/sub /shared/sub.old && ln -s /victim/secret /shared/sub && "
+               "mv /shared/cfg /shared/cfg.old && ln -s /victim /shared/cfg")
+    assert r.returncode == 0, r.stderr
+    assert (victim / "secret").stat().st_mode & 0o7777 == 0o600
+    assert (victim / "app.conf").read_text() == "root's"
+    assert (shared / "sub").is_symlink() and (shared / "cfg").is_symlink()    # the process's own
+
+
+def test_a_runs_undo_leaves_what_a_later_bind_put_over_its_entries(env: dict[str, str], tmp_path: Path) -> None:
+    """A review's finding: entries made on the root's tmpfs and then covered by a bind
+    were taken for the bound directory's, and the undo removed the host's files of
+    the same names (a notes.txt of any size among them) and set its mode."""
+    home = tmp_path / "home"
+    (home / ".cache").mkdir(parents=True)
+    (home / ".config").symlink_to("/nowhere")
+    (home / "notes.txt").write_text("precious")
+    home.chmod(0o700)
+    before = _listing(home)
+    m = manifest(tmp_path, f"""\
+    - {{type: dir, target: /home/u/.cache}}
+    - {{type: symlink, target: /home/u/.config, points_to: /elsewhere}}
+    - {{type: file, target: /home/u/notes.txt, content: "made"}}
+    - {{type: chmod, target: /home/u, mode: "0711"}}
+    - {{type: bind, source: {home}, target: /home/u}}
+    - {{type: dir, target: /home/u/work}}""")
+    r = vbdecl(env, "run", m, "--", "/bin/true")
+    assert r.returncode == 0, r.stderr
+    assert _listing(home) == before and (home / "notes.txt").read_text() == "precious"
+
+
+def test_a_runs_undo_counts_a_dev_entrys_device_nodes_as_the_hosts(env: dict[str, str], tmp_path: Path) -> None:
+    """A review's finding: the host's devtmpfs, whose nodes a dev entry binds, counted as
+    a filesystem made for the root, so what a run made in a bound /dev directory stayed."""
+    bound = Path(f"/dev/vbdecl-test-{os.getpid()}")
+    bound.mkdir()
+    try:
+        m = manifest(tmp_path, f"""\
+    - {{type: bind, source: {bound}, target: /x}}
+    - {{type: dir, target: /x/made}}""")
+        r = vbdecl(env, "run", m, "--", "/bin/true")
+        assert r.returncode == 0, r.stderr
+        assert list(bound.iterdir()) == []
+    finally:
+        for p in bound.iterdir():
+            p.rmdir()
+        bound.rmdir()

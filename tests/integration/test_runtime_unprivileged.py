@@ -158,6 +158,7 @@ def test_unprivileged_run_leaves_a_bound_directory_as_it_found_it(user: tuple[st
     mount namespaces, which the caller owns (runtime/undo.py)."""
     data = shared_dir / "data"
     data.mkdir()
+    data.chmod(0o751)
     os.chown(data, user[1], user[2])
     spec = json.loads(json.dumps(SPEC))
     spec["filesystem"] += [
@@ -171,4 +172,4 @@ def test_unprivileged_run_leaves_a_bound_directory_as_it_found_it(user: tuple[st
     r = run_as(user, shared_dir, spec)
     assert r.returncode == 0, r.stderr
     assert sorted(p.name for p in data.iterdir()) == ["out"]
-    assert data.stat().st_mode & 0o7777 == 0o755
+    assert data.stat().st_mode & 0o7777 == 0o751

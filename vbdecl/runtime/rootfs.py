@@ -84,26 +84,29 @@ def _split(path: str) -> list[str]:
 
 
 def resolve(root_fd: int, path: str, flags: int = os.O_PATH, *, follow: bool = True,
-            mode: int = 0, missing_ok: bool = False) -> int:
+            mode: int = 0, missing_ok: bool = False, symlinks: bool = True) -> int:
     """Open ``path`` relative to ``root_fd`` as if ``root_fd`` were ``/``.
 
     Symlinks (absolute or relative) and ``..`` never leave the root. With
     ``follow=False`` the last component is not followed (O_NOFOLLOW). With
-    ``missing_ok`` a missing path (or component) returns -1.
+    ``symlinks=False`` no symlink is followed at all (ELOOP; the last component
+    with O_PATH and follow=False is opened as the link). With ``missing_ok`` a
+    missing path (or component) returns -1.
     """
     if not follow:
         flags |= os.O_NOFOLLOW
     if m.openat2_supported():
-        return m.openat2(root_fd, path or "/", flags, mode, _RESOLVE, missing_ok=missing_ok)
+        how = _RESOLVE if symlinks else _RESOLVE | m.RESOLVE_NO_SYMLINKS
+        return m.openat2(root_fd, path or "/", flags, mode, how, missing_ok=missing_ok)
     try:
-        return _walk(root_fd, path, flags, follow, mode)
+        return _walk(root_fd, path, flags, follow, mode, symlinks)
     except FileNotFoundError:
         if missing_ok:
             return -1
         raise
 
 
-def _walk(root_fd: int, path: str, flags: int, follow: bool, mode: int) -> int:
+def _walk(root_fd: int, path: str, flags: int, follow: bool, mode: int, symlinks: bool = True) -> int:
     """openat2(RESOLVE_IN_ROOT) for kernels without it: one component at a time."""
     todo = _split(path)
     stack = [os.dup(root_fd)]  # fds of the directories from the root down to the current one
@@ -126,6 +129,9 @@ def _walk(root_fd: int, path: str, flags: int, follow: bool, mode: int) -> int:
                     return fd
                 raise
             if stat.S_ISLNK(os.fstat(fd).st_mode) and (follow or not last):
+                if not symlinks:
+                    _close(fd)
+                    raise OSError(errno.ELOOP, "a symlink on the way", path)
                 target = os.readlink(comp, dir_fd=stack[-1])
                 _close(fd)
                 links += 1
@@ -151,6 +157,32 @@ def _walk(root_fd: int, path: str, flags: int, follow: bool, mode: int) -> int:
             _close(fd)
 
 
+class Created(list[str]):
+    """Paths created inside a root, oldest first, and the (st_dev, st_ino) each had
+    when made: an undo removes only what is still that object (not a host file a
+    later bind put at the path, nor what a link the sandbox planted leads to)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ids: dict[str, tuple[int, int]] = {}
+
+    def note(self, path: str, st: os.stat_result) -> None:
+        self.append(path)
+        self.ids[path] = (st.st_dev, st.st_ino)
+
+    def merge(self, other: Created) -> None:
+        self.extend(other)
+        self.ids.update(other.ids)
+
+
+def _note(created: list[str] | None, path: str, dir_fd: int, name: str) -> None:
+    """Add ``path`` (``name`` in ``dir_fd``, just made) to ``created``."""
+    if isinstance(created, Created):
+        created.note(path, os.stat(name, dir_fd=dir_fd, follow_symlinks=False))
+    elif created is not None:
+        created.append(path)
+
+
 def ensure_dir(root_fd: int, path: str, mode: int = 0o755, created: list[str] | None = None,
                *, parent_mode: int = 0o755) -> int:
     """An O_PATH fd on directory ``path`` inside the root, creating what is missing.
@@ -172,8 +204,7 @@ def ensure_dir(root_fd: int, path: str, mode: int = 0o755, created: list[str] | 
             if nxt < 0:
                 try:
                     os.mkdir(comp, mode if i == len(comps) - 1 else parent_mode, dir_fd=fd)
-                    if created is not None:
-                        created.append(done)
+                    _note(created, done, fd, comp)
                 except FileExistsError:
                     pass
                 nxt = os.open(comp, os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC,
@@ -216,8 +247,7 @@ def ensure_mountpoint(root_fd: int, path: str, is_dir: bool,
         try:
             _close(os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
                            0o444, dir_fd=parent))   # bubblewrap's mode for file mount points
-            if created is not None:
-                created.append(path)
+            _note(created, path, parent, name)
         except FileExistsError:
             pass
         except OSError as exc:
@@ -301,14 +331,15 @@ class Builder:
             self.set_root(root_path)
         self.counter = 0
         self.host_created: list[str] = []   # host dirs created (overlay upper/work), for rollback
-        self.created: list[str] = []        # paths created inside the root (mount points, dirs)
+        self.created = Created()            # paths created inside the root (mount points, dirs)
         self.staged: list[str] = []         # data files in the staging area, unlinked once bound
         self.userns = not in_initial_user_ns() if userns is None else userns  # overlays need userxattr
         self.tty = tty      # the host path of the terminal on stdin: bound as /dev/console
         # What a run changes of the host through binds (see host_changes), when asked
         self.track_host = False
         self.own_files: list[str] = []      # files of file entries (removed whatever their size)
-        self.modes: list[tuple[str, int]] = []  # (path, mode before) of what chmod and dir changed
+        # (path, mode before, st_dev, st_ino) of what chmod and dir entries changed
+        self.modes: list[tuple[str, int, int, int]] = []
         self.fresh_devs: set[int] = set()   # filesystems made for the root (nothing of the host's)
 
     def set_root(self, root_path: str) -> None:
@@ -351,7 +382,9 @@ class Builder:
             if fn is not None:
                 fn(e, made)
             if self.track_host and e["type"] in _FRESH_KINDS:
-                self.fresh_devs.update(os.fstat(fd).st_dev for _, fd, _ in made.mounts)
+                # (not the host's device nodes a dev entry binds: they are the host's devtmpfs)
+                self.fresh_devs.update(os.fstat(fd).st_dev for sub, fd, _ in made.mounts
+                                       if sub.lstrip("/") not in (*_DEV_NODES, "console"))
         except BaseException:
             made.close()
             raise
@@ -360,25 +393,19 @@ class Builder:
     def host_changes(self) -> dict[str, Any] | None:
         """What of the root's changes landed on the host (through a bind, a rw overlay or
         a host rootfs: anything but the filesystems made for the root), for a run to
-        undo once the sandbox is gone: the paths created, oldest first, the files of
-        file entries among them, and the modes from before of what it chmodded.
+        undo once the sandbox is gone: the paths created, oldest first, with the
+        identity (st_dev, st_ino) each had when made, the files of file entries among
+        them, and the modes from before of what it chmodded. Whether a path is the
+        host's is decided by the filesystem it was made on, so that what was made on
+        the root's tmpfs and then covered by a bind is not taken for the bind's.
         None when nothing did."""
-        def on_host(path: str, parent: bool) -> bool:
-            where = (path.rstrip("/").rpartition("/")[0] or "/") if parent else path
-            try:
-                fd = resolve(self.root_fd, where, os.O_PATH)
-            except OSError:
-                return False
-            try:
-                return os.fstat(fd).st_dev not in self.fresh_devs
-            finally:
-                _close(fd)
-
-        paths = [p for p in self.created if on_host(p, True)]
-        modes = [(p, mode) for p, mode in self.modes if on_host(p, False)]
+        ids = self.created.ids
+        paths = [p for p in self.created if p in ids and ids[p][0] not in self.fresh_devs]
+        modes = [change for change in self.modes if change[2] not in self.fresh_devs]
         if not paths and not modes:
             return None
-        return {"paths": paths, "own_files": [p for p in self.own_files if p in paths], "modes": modes}
+        return {"paths": paths, "ids": {p: list(ids[p]) for p in paths},
+                "own_files": [p for p in self.own_files if p in paths], "modes": modes}
 
     def place(self, e: dict[str, Any], made: Made) -> None:
         if made.skip:
@@ -589,17 +616,17 @@ class Builder:
 
     def place_dir(self, e: dict[str, Any], made: Made) -> None:
         mode = e.get("mode")
-        created: list[str] = []
+        created = Created()
         fd = ensure_dir(self.root_fd, e["target"], DEFAULT_MODES["dir"] if mode is None else mode,
                         created, parent_mode=getattr(self, "parent_mode", 0o755))
-        self.created += created
+        self.created.merge(created)
         try:
             # mkdir leaves out setgid (and a setgid parent adds it): set the mode after it,
             # unless the mode only applies to a new directory as made (vb: bubblewrap's --perms)
             if mode is not None and not e.get("keep_mode") and (
                     not created or stat.S_IMODE(os.fstat(fd).st_mode) != mode):
                 if self.track_host and e["target"] not in created:
-                    self.modes.append((e["target"], stat.S_IMODE(os.fstat(fd).st_mode)))
+                    self._note_mode(e["target"], fd)
                 m.fchmod_path_fd(fd, mode)
         finally:
             _close(fd)
@@ -627,13 +654,16 @@ class Builder:
         try:
             try:
                 os.stat(name, dir_fd=parent, follow_symlinks=False)
+                new = False
             except FileNotFoundError:
-                self.created.append(e["target"])
-                self.own_files.append(e["target"])
+                new = True
         finally:
             _close(parent)
         fd = resolve(self.root_fd, e["target"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode=mode)
         try:
+            if new:
+                self.created.note(e["target"], os.fstat(fd))
+                self.own_files.append(e["target"])
             _write_all(fd, made.data or b"")
             os.fchmod(fd, mode)
         finally:
@@ -672,7 +702,7 @@ class Builder:
         try:
             try:
                 os.symlink(points_to, name, dir_fd=parent)
-                self.created.append(e["target"])
+                _note(self.created, e["target"], parent, name)
             except FileExistsError:
                 try:
                     existing = os.readlink(name, dir_fd=parent)
@@ -684,11 +714,15 @@ class Builder:
         finally:
             _close(parent)
 
+    def _note_mode(self, path: str, fd: int) -> None:
+        st = os.fstat(fd)
+        self.modes.append((path, stat.S_IMODE(st.st_mode), st.st_dev, st.st_ino))
+
     def place_chmod(self, e: dict[str, Any], made: Made) -> None:
         fd = resolve(self.root_fd, e["target"], os.O_PATH)
         try:
             if self.track_host:
-                self.modes.append((e["target"], stat.S_IMODE(os.fstat(fd).st_mode)))
+                self._note_mode(e["target"], fd)
             m.fchmod_path_fd(fd, e["mode"])
         finally:
             _close(fd)
@@ -850,22 +884,31 @@ class Builder:
 
 
 def remove_created(root_fd: int, created: list[str], *, own_files: list[str],
-                   mounts_at: str | None = None) -> None:
+                   mounts_at: str | None = None,
+                   ids: dict[str, tuple[int, int]] | None = None) -> None:
     """Remove what was created in the root, newest first: empty dirs, empty files,
     symlinks, and ``own_files`` (regular files that file entries wrote) whatever
     their size. What is gone or changed kind meanwhile is left. ``mounts_at``: the
     root's path in our view, to detach first what is mounted on a path (the mount
-    points of a root that is done with)."""
+    points of a root that is done with). With ``ids`` (a run's undo, where a
+    sandboxed process may have swapped links in) no symlink is followed on the way,
+    and a path is removed only while it is still the object made (st_dev, st_ino)."""
+    symlinks = ids is None
     for path in reversed(created):
         parent, _, name = path.rstrip("/").rpartition("/")
+        made = None if ids is None else ids.get(path)
+        if ids is not None and made is None:
+            continue
         try:
-            pfd = resolve(root_fd, parent or "/", os.O_PATH | os.O_DIRECTORY)
+            pfd = resolve(root_fd, parent or "/", os.O_PATH | os.O_DIRECTORY, symlinks=symlinks)
         except OSError:
             continue
         try:
-            while mounts_at is not None and _detach_at(root_fd, path, mounts_at):
+            while mounts_at is not None and _detach_at(root_fd, path, mounts_at, symlinks):
                 pass
             st = os.stat(name, dir_fd=pfd, follow_symlinks=False)
+            if made is not None and (st.st_dev, st.st_ino) != tuple(made):
+                continue
             if stat.S_ISDIR(st.st_mode):
                 os.rmdir(name, dir_fd=pfd)
             elif stat.S_ISLNK(st.st_mode) or (stat.S_ISREG(st.st_mode)
@@ -877,11 +920,11 @@ def remove_created(root_fd: int, created: list[str], *, own_files: list[str],
             _close(pfd)
 
 
-def _detach_at(root_fd: int, path: str, root_path: str) -> bool:
+def _detach_at(root_fd: int, path: str, root_path: str, symlinks: bool = True) -> bool:
     """Detach the top mount on ``path`` of the root (at ``root_path`` in our view);
     False when there is none."""
     try:
-        fd = resolve(root_fd, path, os.O_PATH, follow=False)
+        fd = resolve(root_fd, path, os.O_PATH, follow=False, symlinks=symlinks)
     except OSError:
         return False
     try:
@@ -895,22 +938,52 @@ def _detach_at(root_fd: int, path: str, root_path: str) -> bool:
         _close(fd)
 
 
-def undo_host_changes(root_fd: int, changes: dict[str, Any], root_path: str) -> None:
-    """Set back the modes and remove the paths of Builder.host_changes (best effort:
-    what is no longer as it was made is left), the root being at ``root_path``."""
-    for path, mode in reversed(changes.get("modes") or []):
-        try:
-            fd = resolve(root_fd, path, os.O_PATH)
-        except OSError:
-            continue
-        try:
-            m.fchmod_path_fd(fd, int(mode))
-        except OSError:
-            pass
-        finally:
-            _close(fd)
+def undo_host_changes(root_fd: int, changes: dict[str, Any], root_path: str) -> list[str]:
+    """Set back the modes and remove the paths of Builder.host_changes, the root being
+    at ``root_path``. No symlink is followed on the way, and only what is still the
+    object that was made or chmodded is touched: the sandbox's process may have
+    swapped links or other files in. Returns the paths whose mode could not be set
+    back (best effort otherwise: what is no longer as it was made is left)."""
+    failed = []
+    for path, mode, dev, ino in reversed(changes.get("modes") or []):
+        if not _chmod_back(root_fd, path, int(mode), (dev, ino)):
+            failed.append(path)
+    ids = {p: (int(i[0]), int(i[1])) for p, i in (changes.get("ids") or {}).items()}
     remove_created(root_fd, list(changes.get("paths") or []), own_files=list(changes.get("own_files") or []),
-                   mounts_at=root_path)
+                   mounts_at=root_path, ids=ids)
+    return failed
+
+
+def _chmod_back(root_fd: int, path: str, mode: int, made: tuple[int, int]) -> bool:
+    """chmod ``path`` to ``mode`` if it is still the object ``made`` (st_dev, st_ino);
+    True when done, or when it is no longer that object (then it is not ours)."""
+    try:
+        fd = resolve(root_fd, path, os.O_PATH, follow=False, symlinks=False)
+    except OSError as exc:
+        return exc.errno in (errno.ENOENT, errno.ELOOP)
+    try:
+        st = os.fstat(fd)
+        if (st.st_dev, st.st_ino) != made:
+            return True
+        if stat.S_ISDIR(st.st_mode) or stat.S_ISREG(st.st_mode):
+            # a real fd, not /proc/self/fd (the sandbox's /proc, or none, where an undo runs)
+            real = os.open(".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC, dir_fd=fd) \
+                if stat.S_ISDIR(st.st_mode) else \
+                resolve(root_fd, path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY, follow=False, symlinks=False)
+            try:
+                again = os.fstat(real)
+                if (again.st_dev, again.st_ino) != made:
+                    return True
+                os.fchmod(real, mode)
+            finally:
+                _close(real)
+        else:
+            m.fchmod_path_fd(fd, mode)
+        return True
+    except OSError:
+        return False
+    finally:
+        _close(fd)
 
 
 def _rmdir_empty_tree(parent_fd: int, name: str) -> None:

@@ -512,7 +512,7 @@ def _run_holder(cfg: C.ChildConfig, pid: int, c2p_r: int, p2c_w: int, nsd: dict[
         if cfg.undo_host_changes and p2c_w >= 0:
             from vbdecl.runtime import undo
 
-            kept = undo.keep_namespaces(pid, cfg.user_new)  # while it waits for the "go"
+            kept = undo.keep_namespaces(pid)  # while it waits for the "go"
         if error is None and p2c_w >= 0:
             try:
                 os.write(p2c_w, C.MSG_GO)

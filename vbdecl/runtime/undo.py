@@ -18,12 +18,13 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
-def keep_namespaces(pid: int, user: bool) -> dict[str, int]:
-    """fds on ``pid``'s mount namespace (and user namespace, which owns it), which
-    keep it, and so the root, after the sandbox's processes are gone. Empty when
-    ``pid`` is gone already."""
+def keep_namespaces(pid: int) -> dict[str, int]:
+    """fds on ``pid``'s mount namespace, and its user namespace when that is not
+    ours (new or joined: it owns the mount namespace), which keep them, and so the
+    root, after the sandbox's processes are gone. Empty when ``pid`` is gone already."""
     fds: dict[str, int] = {}
     try:
+        user = os.stat(f"/proc/{pid}/ns/user").st_ino != os.stat("/proc/self/ns/user").st_ino
         for name in ("user", "mnt") if user else ("mnt",):
             fds[name] = os.open(f"/proc/{pid}/ns/{name}", os.O_RDONLY | os.O_CLOEXEC)
     except OSError:
@@ -41,19 +42,36 @@ def close(fds: dict[str, int]) -> None:
 def undo(fds: dict[str, int], changes: dict[str, Any]) -> None:
     """Set back the modes and remove the paths of ``changes`` (newest first: what was
     created stays if it is not empty, or no longer what was made), in a helper that
-    enters the kept namespaces. Best effort: the run is over, whatever happens."""
+    enters the kept namespaces. The run is over whatever happens: what could not be
+    undone is a warning."""
     if "mnt" not in fds:
+        _warn("the sandbox was gone before its namespaces could be kept")
         return
     pid = os.fork()
     if pid == 0:
+        code = 1
         try:
-            _undo_inside(fds, changes)
+            failed = _undo_inside(fds, changes)
+            if failed:
+                _warn(f"could not set back the mode of {', '.join(failed)}")
+            else:
+                code = 0
+        except BaseException as exc:
+            _warn(f"{exc}")
         finally:
-            os._exit(0)
+            os._exit(code)
     os.waitpid(pid, 0)
 
 
-def _undo_inside(fds: dict[str, int], changes: dict[str, Any]) -> None:
+def _warn(why: str) -> None:
+    try:
+        os.write(2, f"vbdecl: warning: this run's changes to bound host directories were not all "
+                    f"undone: {why}\n".encode())
+    except OSError:
+        pass
+
+
+def _undo_inside(fds: dict[str, int], changes: dict[str, Any]) -> list[str]:
     from vbdecl.runtime.rootfs import undo_host_changes
     from vbdecl.sys.ns import CLONE_NEWNS, CLONE_NEWUSER, setns
 
@@ -67,4 +85,4 @@ def _undo_inside(fds: dict[str, int], changes: dict[str, Any]) -> None:
                 except OSError:
                     pass
     root = os.open("/", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)    # the run's root, after setns
-    undo_host_changes(root, changes, "/")
+    return undo_host_changes(root, changes, "/")

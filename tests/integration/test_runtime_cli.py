@@ -412,3 +412,32 @@ def test_a_runs_undo_counts_a_dev_entrys_device_nodes_as_the_hosts(env: dict[str
         for p in bound.iterdir():
             p.rmdir()
         bound.rmdir()
+
+
+@pytest.mark.parametrize("entry", ['{type: file, target: /work/etc/app.conf, content: "x=1"}',
+                                   '{type: chmod, target: /work/etc/app.conf, mode: "0644"}',
+                                   '{type: dir, target: /work/etc/app.conf, mode: "0755"}'],
+                         ids=["file", "chmod", "dir"])
+def test_an_entry_does_not_write_or_chmod_through_a_link_in_its_place(env: dict[str, str], tmp_path: Path,
+                                                                      entry: str) -> None:
+    """A review's finding: a process (uid 65534) that put a link where a file entry goes,
+    in a bound directory, got the next run's root to write and chmod the file the link
+    led to (root's, in another bound directory). The entry now fails and says why."""
+    work, state = tmp_path / "work", tmp_path / "state-dir"
+    (work / "etc").mkdir(parents=True)
+    state.mkdir()
+    (state / "important").write_text("root's")
+    (state / "important").chmod(0o600)
+    (state / "private").mkdir(mode=0o700)
+    to = "/state/private" if "dir" in entry else "/state/important"
+    (work / "etc" / "app.conf").symlink_to(to)
+    m = manifest(tmp_path, f"""\
+    - {{type: bind, source: {work}, target: /work}}
+    - {{type: bind, source: {state}, target: /state}}
+    - {entry}""")
+    r = vbdecl(env, "run", m, "--", "/bin/true")
+    assert r.returncode == 125
+    assert f"/work/etc/app.conf is a symlink (to {to})" in r.stderr, r.stderr
+    assert (state / "important").read_text() == "root's"
+    assert (state / "important").stat().st_mode & 0o7777 == 0o600
+    assert (state / "private").stat().st_mode & 0o7777 == 0o700

@@ -485,7 +485,7 @@ def _live_holder(cfg: ChildConfig) -> NoReturn:
         send(cfg.c2p, MSG_PID, struct.pack("=i", pid))
         os._exit(0)
     sysproc.set_name("vbdecl-init")
-    _confine_init(0)   # as init_main's: it only reaps
+    _confine_init(cfg, 0)   # as init_main's: it only reaps
     send(cfg.c2p, MSG_PID, struct.pack("=i", os.getpid()))
     os.close(cfg.c2p)
     init_loop(None, forward_tty_signals=False)
@@ -661,7 +661,7 @@ def init_main(cfg: ChildConfig, holder: int | None) -> NoReturn:
         if cfg.live:
             os.close(cfg.c2p)
             sysproc.set_name("vbdecl-init")
-            _confine_init(0)   # it only reaps: processes enter from the host
+            _confine_init(cfg, 0)   # it only reaps: processes enter from the host
             init_loop(None, forward_tty_signals=False)
         _setup_root(cfg)
         _second_go(cfg)
@@ -685,20 +685,23 @@ def _become_init(cfg: ChildConfig) -> None:
     no signals)."""
     sysproc.close_fds_except([cfg.lock_fd])     # our pipe to the parent too
     sysproc.set_name("vbdecl-init")
-    _confine_init(1 << CAP_KILL)
+    _confine_init(cfg, 1 << CAP_KILL)
 
 
-def _confine_init(mask: int) -> None:
+def _confine_init(cfg: ChildConfig, mask: int) -> None:
     """Keep only the capabilities in ``mask``, and make sure no one gains more
     through us: a process of the sandbox that got into an init (ptrace, as the
     same uid with no more capabilities than the init's) could make it execve,
-    which as root would give back the bounding set. So: not dumpable (ptrace
-    and our /proc files then need CAP_SYS_PTRACE over our user namespace),
-    no_new_privs (an execve gains nothing, root's included), the bounding set
-    down to ``mask``, and only ``mask`` permitted and effective."""
+    which as root would give back the bounding set. So: no_new_privs (an execve
+    gains nothing, root's included), the bounding set down to ``mask``, only
+    ``mask`` permitted and effective, and, outside a user namespace of the
+    sandbox's, not dumpable (ptrace and our /proc files then need CAP_SYS_PTRACE;
+    in one, the caller's own tools, bubblewrap's --pidns among them, read our
+    /proc/PID/ns, and we hold nothing the caller does not)."""
     from vbdecl.sys import caps
 
-    sysproc.set_dumpable(False)
+    if not (cfg.user_new or any(key == "user" for key, _ in cfg.joins)):
+        sysproc.set_dumpable(False)
     caps.set_no_new_privs()
     effective, permitted, _ = caps.capget()
     if effective >> caps.CAP_SETPCAP & 1:

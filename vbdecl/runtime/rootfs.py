@@ -35,6 +35,8 @@ bind-data mode 0600 (bwrap's mkstemp). Binds are recursive and
 target that is not a mount point is first bound onto itself. Overlay
 ``lower`` lists are top first (overlayfs and bwrap ``--overlay-src`` order).
 An existing ``dir`` gets the declared mode (declarative; bwrap leaves it).
+A ``file``, ``chmod`` or moded ``dir`` entry whose target is a symlink fails
+rather than write or chmod through it (vb follows it, as bubblewrap).
 """
 
 from __future__ import annotations
@@ -341,6 +343,8 @@ class Builder:
         # (path, mode before, st_dev, st_ino) of what chmod and dir entries changed
         self.modes: list[tuple[str, int, int, int]] = []
         self.fresh_devs: set[int] = set()   # filesystems made for the root (nothing of the host's)
+        # vb writes and chmods through a link at the target, as bubblewrap (see _final)
+        self.through_links = False
 
     def set_root(self, root_path: str) -> None:
         _close(self.root_fd)
@@ -620,6 +624,10 @@ class Builder:
         fd = ensure_dir(self.root_fd, e["target"], DEFAULT_MODES["dir"] if mode is None else mode,
                         created, parent_mode=getattr(self, "parent_mode", 0o755))
         self.created.merge(created)
+        if mode is not None and not self._final(e["target"]):
+            _close(fd)
+            fd = resolve(self.root_fd, e["target"], os.O_PATH, follow=False)
+            _refuse_link(fd, e["target"])
         try:
             # mkdir leaves out setgid (and a setgid parent adds it): set the mode after it,
             # unless the mode only applies to a new directory as made (vb: bubblewrap's --perms)
@@ -659,7 +667,15 @@ class Builder:
                 new = True
         finally:
             _close(parent)
-        fd = resolve(self.root_fd, e["target"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode=mode)
+        try:
+            fd = resolve(self.root_fd, e["target"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode=mode,
+                         follow=self._final(e["target"]))
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                link = resolve(self.root_fd, e["target"], os.O_PATH, follow=False)
+                _refuse_link(link, e["target"])
+                _close(link)
+            raise
         try:
             if new:
                 self.created.note(e["target"], os.fstat(fd))
@@ -718,8 +734,16 @@ class Builder:
         st = os.fstat(fd)
         self.modes.append((path, stat.S_IMODE(st.st_mode), st.st_dev, st.st_ino))
 
+    def _final(self, target: str) -> bool:
+        """Whether to follow a symlink at ``target`` to write or chmod what it leads to.
+        Not for a manifest's entries: the link may be one the sandbox's process planted
+        in a bound directory on an earlier run, leading to a file it may not change
+        itself (root would do it for it). ``_refuse_link`` says so."""
+        return self.through_links
+
     def place_chmod(self, e: dict[str, Any], made: Made) -> None:
-        fd = resolve(self.root_fd, e["target"], os.O_PATH)
+        fd = resolve(self.root_fd, e["target"], os.O_PATH, follow=self._final(e["target"]))
+        _refuse_link(fd, e["target"])
         try:
             if self.track_host:
                 self._note_mode(e["target"], fd)
@@ -986,6 +1010,22 @@ def _chmod_back(root_fd: int, path: str, mode: int, made: tuple[int, int]) -> bo
         _close(fd)
 
 
+def _refuse_link(fd: int, target: str) -> None:
+    """Close ``fd`` and fail if it is a symlink (Builder._final)."""
+    if not stat.S_ISLNK(os.fstat(fd).st_mode):
+        return
+    try:
+        points_to = os.readlink("", dir_fd=fd)
+    except OSError:
+        points_to = "?"
+    _close(fd)
+    exc = OSError(errno.ELOOP, f"{target} is a symlink (to {points_to}); the entry does not write or "
+                               "chmod through it")
+    exc.hint = ("point the entry at where the link leads, or remove the link: in a bound directory "   # type: ignore[attr-defined]
+                "the sandbox's process may have made it")
+    raise exc
+
+
 def _rmdir_empty_tree(parent_fd: int, name: str) -> None:
     """Remove directory ``name`` and its subdirectories; never a file (then it stays)."""
     fd = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=parent_fd)
@@ -1230,6 +1270,7 @@ def _setup_root(spec: dict[str, Any], contained: bool,
                                 "CAP_SYS_ADMIN") from exc
     staging_fd = os.open(stage_path, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
     b = Builder(host_fd, root_path, staging_fd, prefix, userns, tty)
+    b.through_links = "vb" in spec
     ok = False
     if report is not None:
         b.track_host = True

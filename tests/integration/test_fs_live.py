@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 from test_fs_harness import enter_userns, unshare
 
+from vbdecl.errors import RuntimeSetupError
 from vbdecl.ops import op_for
 from vbdecl.ops.base import Context
 from vbdecl.ops.fs import _in_env, _UndoJob, mountinfo_of
@@ -230,8 +231,9 @@ def test_live_dir_symlink_chmod_change_in_place(env: Context) -> None:
 def test_live_dir_and_chmod_modes_from_before_and_inside(env: Context) -> None:
     """Modes are set as given (not cut by vbdecl's umask); a dir entry on a directory
     that was there gives its mode back when the mode goes or the entry goes; a mount
-    over a directory is not drift on its mode; chmod resolves links inside the root
-    and its revert finds nothing to restore once the target is gone."""
+    over a directory is not drift on its mode; chmod does not go through a link at
+    its target, and its revert finds nothing to restore once the target is gone or
+    a link is in its place."""
     root = f"/proc/{env.env_pid}/root"
     act(env, "fs.rootfs", rootfs=None)
     d, ch = op_for("fs.dir"), op_for("fs.chmod")
@@ -260,10 +262,14 @@ def test_live_dir_and_chmod_modes_from_before_and_inside(env: Context) -> None:
     act(env, "fs.tmpfs", target="/mnt/covered", size=None, mode=0o755)
     assert d.probe(env, {"target": "/mnt/covered", "mode": 0o700}, rec) == rec
 
-    os.symlink("/etc2", f"{root}/link")         # absolute: inside the root, not the host's /etc2
-    rec_ch = ch.apply(env, {"target": "/link", "mode": 0o705})
-    assert ch.probe(env, {"target": "/link", "mode": 0o705}, rec_ch) == rec_ch
+    os.symlink("/etc2", f"{root}/link")         # not through a link (docs/security.md)
+    with pytest.raises(RuntimeSetupError, match=r"/link is a symlink \(to /etc2\); the entry does not"):
+        ch.apply(env, {"target": "/link", "mode": 0o705})
+    assert os.stat(f"{root}/etc2").st_mode & 0o7777 == 0o751
+    rec_ch = ch.apply(env, {"target": "/etc2", "mode": 0o705})
+    assert ch.probe(env, {"target": "/etc2", "mode": 0o705}, rec_ch) == rec_ch
     os.rmdir(f"{root}/etc2")
+    os.symlink("/link", f"{root}/etc2")         # a link in its place: not followed either
     ch.revert(env, rec_ch)                      # nothing to restore: no error
 
 

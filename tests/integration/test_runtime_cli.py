@@ -441,3 +441,39 @@ def test_an_entry_does_not_write_or_chmod_through_a_link_in_its_place(env: dict[
     assert (state / "important").read_text() == "root's"
     assert (state / "important").stat().st_mode & 0o7777 == 0o600
     assert (state / "private").stat().st_mode & 0o7777 == 0o700
+
+
+def test_a_destroy_follows_no_link_the_environments_process_swapped_in(env: dict[str, str],
+                                                                      tmp_path: Path) -> None:
+    """The same finding for a live environment: its process (uid 65534) swapped links in
+    for what the apply made in a bound directory, and the destroy, as root, chmodded
+    and deleted root's files the links led to."""
+    shared, victim = tmp_path / "shared", tmp_path / "victim"
+    (shared / "sub").mkdir(parents=True)
+    victim.mkdir()
+    shared.chmod(0o777)
+    (shared / "sub").chmod(0o755)
+    (victim / "secret").write_text("s")
+    (victim / "secret").chmod(0o600)
+    (victim / "app.conf").write_text("root's")
+    swap = ("mv /shared/sub /shared/sub.old && ln -s /victim/secret /shared/sub && "
+            "mv /shared/cfg /shared/cfg.old && ln -s /victim /shared/cfg && touch /shared/done && sleep 60")
+    m = manifest(tmp_path, f"""\
+    - {{type: bind, source: {shared}, target: /shared}}
+    - {{type: bind, source: {victim}, target: /victim}}
+    - {{type: chmod, target: /shared/sub, mode: "0700"}}
+    - {{type: dir, target: /shared/cfg}}
+    - {{type: file, target: /shared/cfg/app.conf, content: "x"}}
+  process: {{user: 65534, group: 65534, command: [/bin/sh, -c, "{swap}"]}}""", name="swapper")
+    r = vbdecl(env, "apply", "-y", m)
+    try:
+        assert r.returncode == 0, r.stderr
+        deadline = time.monotonic() + 20
+        while not (shared / "done").exists():
+            assert time.monotonic() < deadline, "the process never swapped the links in"
+            time.sleep(0.05)
+    finally:
+        r = vbdecl(env, "destroy", "-y", "swapper")
+    assert r.returncode == 0, r.stderr
+    assert (victim / "secret").stat().st_mode & 0o7777 == 0o600
+    assert (victim / "app.conf").read_text() == "root's"

@@ -483,16 +483,19 @@ class _MountJob(_Job):
             b.place(self.entry, self.made)
         finally:
             self.made.close()
-        return {"created": b.created, "skipped": bool(self.made.skip)}
+        return {"created": b.created, "ids": b.created.ids, "skipped": bool(self.made.skip)}
 
 
 class _UndoJob(_Job):
-    """Unmount ``targets`` (top mount each, in order) and remove ``created`` paths if empty."""
+    """Unmount ``targets`` (top mount each, in order) and remove ``created`` paths if empty;
+    ``own_file`` whatever its size, while it is the file made (``file_id``)."""
 
-    def __init__(self, targets: list[str], created: list[str], *, own_file: str | None = None) -> None:
+    def __init__(self, targets: list[str], created: list[str], *, own_file: str | None = None,
+                 file_id: list[int] | None = None) -> None:
         self.targets = targets
         self.created = created
         self.own_file = own_file
+        self.file_id = file_id
 
     def root(self, b: Any) -> Any:
         from vbdecl.sys import mount as m
@@ -505,7 +508,8 @@ class _UndoJob(_Job):
                     raise
         from vbdecl.runtime.rootfs import remove_created
 
-        remove_created(b.root_fd, self.created, own_files=[self.own_file] if self.own_file else [])
+        ids = {self.own_file: (self.file_id[0], self.file_id[1])} if self.own_file and self.file_id else None
+        remove_created(b.root_fd, self.created, own_files=[self.own_file] if self.own_file else [], ids=ids)
         return None
 
 
@@ -652,7 +656,11 @@ class _PathOp(_FsOp):
     def apply(self, ctx: Context, params: Params) -> Record:
         ino = _require_env(ctx)
         res = _in_env(ctx, _MountJob(self._entry(params)))
-        return _adopt(ctx, self._record(params, ino, res["created"]), with_target=self.adopts_target)
+        record = self._record(params, ino, res["created"])
+        made = (res.get("ids") or {}).get(params["target"])
+        if self.kind == "file" and made is not None:
+            record["file_id"] = made    # (st_dev, st_ino): a revert removes only this file
+        return _adopt(ctx, record, with_target=self.adopts_target)
 
     def observe(self, ctx: Context, params: Params) -> dict[str, Any] | None:
         missing = _missing(ctx, params["target"])
@@ -678,7 +686,7 @@ class _PathOp(_FsOp):
         if not _same_env(ctx, record) or not created:
             return
         own = record.get("target") if self.kind == "file" else None
-        _in_env(ctx, _UndoJob([], created, own_file=own))
+        _in_env(ctx, _UndoJob([], created, own_file=own, file_id=record.get("file_id")))
 
     def probe(self, ctx: Context, params: Params, record: Record | None) -> Record | None:
         from vbdecl.runtime.rootfs import _close
@@ -882,18 +890,24 @@ class _RelinkJob(_Job):
 
 class _ChmodJob(_Job):
     """chmod ``target``; returns the mode before. A revert's (``missing_ok``) finds
-    nothing to restore when the target is gone."""
+    nothing to restore when the target is gone, or is a symlink now. Never through a
+    link at the target: the environment's process may have put it there, leading to
+    a file it may not chmod itself (rootfs.Builder._final)."""
 
     def __init__(self, target: str, mode: int, *, missing_ok: bool = False) -> None:
         self.target, self.mode, self.missing_ok = target, mode, missing_ok
 
     def root(self, b: Any) -> Any:
-        from vbdecl.runtime.rootfs import _close, resolve
+        from vbdecl.runtime.rootfs import _close, _refuse_link, resolve
         from vbdecl.sys import mount as m
 
-        fd = resolve(b.root_fd, self.target, os.O_PATH, missing_ok=self.missing_ok)
+        fd = resolve(b.root_fd, self.target, os.O_PATH, follow=False, missing_ok=self.missing_ok)
         if fd < 0:
             return None
+        if self.missing_ok and stat.S_ISLNK(os.fstat(fd).st_mode):
+            _close(fd)
+            return None
+        _refuse_link(fd, self.target)
         try:
             old = stat.S_IMODE(os.fstat(fd).st_mode)
             m.fchmod_path_fd(fd, self.mode)

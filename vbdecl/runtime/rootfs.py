@@ -908,20 +908,21 @@ class Builder:
 
 
 def remove_created(root_fd: int, created: list[str], *, own_files: list[str],
-                   mounts_at: str | None = None,
-                   ids: dict[str, tuple[int, int]] | None = None) -> None:
+                   mounts_at: str | None = None, ids: dict[str, tuple[int, int]] | None = None,
+                   only_known: bool = False) -> None:
     """Remove what was created in the root, newest first: empty dirs, empty files,
     symlinks, and ``own_files`` (regular files that file entries wrote) whatever
     their size. What is gone or changed kind meanwhile is left. ``mounts_at``: the
     root's path in our view, to detach first what is mounted on a path (the mount
-    points of a root that is done with). With ``ids`` (a run's undo, where a
-    sandboxed process may have swapped links in) no symlink is followed on the way,
-    and a path is removed only while it is still the object made (st_dev, st_ino)."""
-    symlinks = ids is None
+    points of a root that is done with). A path in ``ids`` is removed only while it
+    is still the object made (st_dev, st_ino): a sandboxed process may have swapped
+    a link in on the way. ``only_known`` (a run's undo): only paths in ``ids``, and
+    no symlink followed on the way."""
+    symlinks = not only_known
     for path in reversed(created):
         parent, _, name = path.rstrip("/").rpartition("/")
         made = None if ids is None else ids.get(path)
-        if ids is not None and made is None:
+        if only_known and made is None:
             continue
         try:
             pfd = resolve(root_fd, parent or "/", os.O_PATH | os.O_DIRECTORY, symlinks=symlinks)
@@ -974,7 +975,7 @@ def undo_host_changes(root_fd: int, changes: dict[str, Any], root_path: str) -> 
             failed.append(path)
     ids = {p: (int(i[0]), int(i[1])) for p, i in (changes.get("ids") or {}).items()}
     remove_created(root_fd, list(changes.get("paths") or []), own_files=list(changes.get("own_files") or []),
-                   mounts_at=root_path, ids=ids)
+                   mounts_at=root_path, ids=ids, only_known=True)
     return failed
 
 

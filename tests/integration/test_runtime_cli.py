@@ -346,10 +346,8 @@ def test_a_run_in_a_host_directory_as_root_removes_what_it_made_there(env: dict[
     assert list(root.iterdir()) == []
 
 
-def test_a_runs_undo_follows_no_link_its_process_swapped_in(env: dict[str, str], tmp_path: Path) -> None:
-    """A review's finding: the undo ran as root and followed what the process (here
-    uid 65534) put in place of what the root made, so it chmodded and deleted root's
-    files elsewhere. It now touches only the objects it made, through no link."""
+def _shared_and_victim(tmp_path: Path) -> tuple[Path, Path]:
+    """A directory anyone may write, with a sub directory, and one of root's files."""
     shared, victim = tmp_path / "shared", tmp_path / "victim"
     (shared / "sub").mkdir(parents=True)
     victim.mkdir()
@@ -358,6 +356,14 @@ def test_a_runs_undo_follows_no_link_its_process_swapped_in(env: dict[str, str],
     (victim / "secret").write_text("s")
     (victim / "secret").chmod(0o600)
     (victim / "app.conf").write_text("root's")
+    return shared, victim
+
+
+def test_a_runs_undo_follows_no_link_its_process_swapped_in(env: dict[str, str], tmp_path: Path) -> None:
+    """A review's finding: the undo ran as root and followed what the process (here
+    uid 65534) put in place of what the root made, so it chmodded and deleted root's
+    files elsewhere. It now touches only the objects it made, through no link."""
+    shared, victim = _shared_and_victim(tmp_path)
     m = manifest(tmp_path, f"""\
     - {{type: bind, source: {shared}, target: /shared}}
     - {{type: bind, source: {victim}, target: /victim}}
@@ -448,14 +454,7 @@ def test_a_destroy_follows_no_link_the_environments_process_swapped_in(env: dict
     """The same finding for a live environment: its process (uid 65534) swapped links in
     for what the apply made in a bound directory, and the destroy, as root, chmodded
     and deleted root's files the links led to."""
-    shared, victim = tmp_path / "shared", tmp_path / "victim"
-    (shared / "sub").mkdir(parents=True)
-    victim.mkdir()
-    shared.chmod(0o777)
-    (shared / "sub").chmod(0o755)
-    (victim / "secret").write_text("s")
-    (victim / "secret").chmod(0o600)
-    (victim / "app.conf").write_text("root's")
+    shared, victim = _shared_and_victim(tmp_path)
     swap = ("mv /shared/sub /shared/sub.old && ln -s /victim/secret /shared/sub && "
             "mv /shared/cfg /shared/cfg.old && ln -s /victim /shared/cfg && touch /shared/done && sleep 60")
     m = manifest(tmp_path, f"""\

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from test_init_confined import may_lower_oom_score
 
 from vbdecl.ops import op_for
 from vbdecl.ops.base import Context
@@ -145,6 +146,8 @@ def test_a_live_init_without_a_pid_namespace_keeps_no_capabilities(tmp_path: Pat
         assert _capabilities(pid) == (0, 0, 0)
         status = Path(f"/proc/{pid}/status").read_text()
         assert "NoNewPrivs:\t1\n" in status and "CapBnd:\t0000000000000000\n" in status
+        spared = "-1000\n" if may_lower_oom_score() else "0\n"
+        assert Path(f"/proc/{pid}/oom_score_adj").read_text() == spared
     finally:
         env.down()
 

@@ -702,11 +702,30 @@ def _confine_init(cfg: ChildConfig, mask: int) -> None:
 
     if not (cfg.user_new or any(key == "user" for key, _ in cfg.joins)):
         sysproc.set_dumpable(False)
+    _spare_from_oom_killer()
     caps.set_no_new_privs()
     effective, permitted, _ = caps.capget()
     if effective >> caps.CAP_SETPCAP & 1:
         caps.drop_bounding(mask)
     caps.capset(permitted & mask, permitted & mask, 0)
+
+
+def _spare_from_oom_killer() -> None:
+    """An init is the biggest process of a small memory cgroup (a Python process's
+    memory, though not charged there), so the OOM killer took it, and the
+    environment with it, for its workload's excess. Only once the process is
+    spawned (it would inherit the setting); not where /proc or CAP_SYS_RESOURCE
+    is missing (then it stays as it was)."""
+    try:
+        fd = os.open("/proc/self/oom_score_adj", os.O_WRONLY | os.O_CLOEXEC)
+    except OSError:
+        return
+    try:
+        os.write(fd, b"-1000")
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def init_loop(main_pid: int | None, *, forward_tty_signals: bool) -> NoReturn:

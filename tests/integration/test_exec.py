@@ -211,6 +211,9 @@ def test_exec_exit_codes_and_cwd(live: Live) -> None:
     assert r.returncode == 127 and "command not found" in r.stderr
     r = live.vbdecl("exec", "--cwd", "/usr", live.name, "--", "/bin/pwd")
     assert r.returncode == 0 and r.stdout.strip() == "/usr"
+    r = live.vbdecl("exec", "--cwd", "/no-such-dir", live.name, "--", "/bin/pwd")
+    assert r.returncode == 125 and "cannot change to /no-such-dir (--cwd): No such file" in r.stderr, r.stderr
+    assert "give --cwd a directory" in r.stderr and "process.cwd" not in r.stderr
     r = live.vbdecl("exec", "no-such-env", "--", "true")
     assert r.returncode == 125 and "no environment named no-such-env" in r.stderr
 

@@ -368,3 +368,43 @@ def test_live_environment_outlives_its_limits(env: dict[str, str], tmp_path: Pat
     assert d.returncode == 0, d.stdout + d.stderr
     assert not any(_running(*i) for i in ids)
     assert _ours() == before
+
+
+@pytest.mark.skipif(not os.path.exists(PY3), reason="needs /usr/bin/python3")
+def test_a_limit_added_to_a_live_environment_shows_in_status_and_exec(env: dict[str, str],
+                                                                       tmp_path: Path) -> None:
+    """A limits review's finding: a memory limit (and cpu_weight) added to a live
+    environment lives in the limit's record, as an extension of the group; `status`
+    showed "memory None" and exec's OOM report was missing."""
+    extra = '  process:\n    command: ["/bin/sleep", "120"]'
+    m = manifest(tmp_path, "    pids: 40", extra, name="h6add")
+    before = _ours()
+    r = vbdecl(env, "apply", m, "-y")
+    assert r.returncode == 0, r.stdout + r.stderr
+    try:
+        text = vbdecl(env, "status", "h6add").stdout
+        assert "memory None" not in text and "cpu None" not in text, text
+        Path(m).write_text(Path(m).read_text().replace("pids: 40", "pids: 40\n    memory: 32Mi\n"
+                                                                   "    memory_swap: 0\n    cpu_weight: 50"))
+        r = vbdecl(env, "apply", m, "-y")
+        assert r.returncode == 0, r.stdout + r.stderr
+        st = json.loads(vbdecl(env, "status", "h6add", "--json").stdout)
+        usage = next(x for x in st["resources"] if x["id"] == "cgroup")["usage"]
+        assert usage["memory"]["limit"] == 32 << 20 and usage["cpu"]["weight"] == 50
+        text = vbdecl(env, "status", "h6add").stdout
+        assert "/32Mi" in text and "(weight 50)" in text, text
+        r = vbdecl(env, "exec", "h6add", "--", PY3, "-c", "b = b'x' * (256 << 20); print('survived')")
+        assert r.returncode == 137 and "survived" not in r.stdout, r.stderr
+        assert "out of memory" in r.stderr and "32Mi" in r.stderr, r.stderr
+        # memory and memory_swap share the memory controller brought in: one may go alone
+        Path(m).write_text(Path(m).read_text().replace("    memory_swap: 0\n", ""))
+        r = vbdecl(env, "apply", m, "-y")
+        assert r.returncode == 0 and "- cgroup.memory_swap" in r.stdout, r.stdout + r.stderr
+        st = json.loads(vbdecl(env, "status", "h6add", "--json").stdout)
+        usage = next(x for x in st["resources"] if x["id"] == "cgroup")["usage"]
+        assert usage["memory"]["limit"] == 32 << 20
+        assert vbdecl(env, "plan", m, "--detailed-exitcode").returncode == 0
+    finally:
+        d = vbdecl(env, "destroy", "h6add", "-y")
+    assert d.returncode == 0, d.stdout + d.stderr
+    assert _ours() == before

@@ -59,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
             try:
                 from vbdecl.ops import cgroup
 
-                entry["usage"] = cgroup.usage(res["record"])
+                entry["usage"] = cgroup.usage(res["record"], all_res)
             except Exception as exc:
                 entry["usage_error"] = str(exc)
         resources.append(entry)
@@ -104,6 +104,8 @@ def usage_text(usage: dict[str, Any]) -> str:
     """``memory 284Ki/64Mi (peak 5.5Mi)  cpu 14.8ms  pids 2/32`` from cgroup usage."""
     parts = []
     for key, val in usage.items():
+        if val is None:
+            continue        # no such controller for this environment
         if not isinstance(val, dict):
             parts.append(f"{key} {val}")
         elif key == "memory":
@@ -116,7 +118,8 @@ def usage_text(usage: dict[str, Any]) -> str:
         elif key == "cpu":
             usec = val.get("usage_usec")
             parts.append("cpu " + (f"{usec / 1000:.1f}ms" if isinstance(usec, int) else "-")
-                         + (f" (limit {val['limit']} cores)" if val.get("limit") else ""))
+                         + (f" (limit {val['limit']} cores)" if val.get("limit") else "")
+                         + (f" (weight {val['weight']})" if val.get("weight") not in (None, 100) else ""))
         elif key == "pids":
             parts.append(f"pids {val.get('current')}/{val.get('limit') or 'max'}")
         else:

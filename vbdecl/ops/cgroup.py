@@ -246,9 +246,12 @@ class Limit:
         made_ext = False
         try:
             if ext is None and ctrl not in group.get("controllers", {}):
-                # A limit added to a live environment: bring the controller in, in place.
-                ext = cgroupfs.extend_group(_layout(ctx), group, ctrl)
-                made_ext = True
+                # A limit added to a live environment: bring the controller in, in place,
+                # unless another limit of this apply did (memory and memory_swap).
+                ext = _extension_in_use(ctx, ctrl, action)
+                if ext is None:
+                    ext = cgroupfs.extend_group(_layout(ctx), group, ctrl)
+                    made_ext = True
             rec = cgroupfs.set_limit(cgroupfs.with_extension(group, ext), limit, value,
                                      _limits(ctx))
         except SysError as exc:
@@ -317,8 +320,9 @@ class Limit:
         try:
             group = cgroupfs.with_extension(_group_of(ctx, record), record.get("extension"))
             cgroupfs.set_limit(group, limit, None, limits)
-            if record.get("extension"):
-                cgroupfs.retract_group(record["extension"])
+            ext = record.get("extension")
+            if ext and _extension_in_use(ctx, ext["ctrl"], f"cgroup.{limit}") is None:
+                cgroupfs.retract_group(ext)     # the last limit that needs it
         except SysError as exc:
             if exc.errno == 2:  # the group went away meanwhile
                 return
@@ -362,6 +366,16 @@ def _same(limit: str, recorded: Any, live: Any) -> bool:
     return bool(live == recorded)
 
 
+def _extension_in_use(ctx: Context, ctrl: str, action: str) -> Record | None:
+    """The extension for ``ctrl`` another limit than ``action`` keeps in its record (a
+    controller brought into a live environment for two limits: memory and swap)."""
+    for aid, rec in ctx.records.items():
+        ext = rec.get("extension") if aid != action and aid.startswith("cgroup.") and isinstance(rec, dict) else None
+        if isinstance(ext, dict) and ext.get("ctrl") == ctrl:
+            return dict(ext)
+    return None
+
+
 def _group_of(ctx: Context, record: Record) -> Record:
     """The group record, or one made from the limit's own record (probe/revert may run
     without the group's record at hand)."""
@@ -381,8 +395,14 @@ def join(record: Record, pid: int = 0) -> None:
     cgroupfs.join(record, pid)
 
 
-def usage(record: Record) -> dict[str, Any]:
-    """Memory current/peak, cpu time and pids, each with its limit (for `vbdecl status`)."""
+def usage(record: Record, resources: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Memory current/peak, cpu time and pids, each with its limit (for `vbdecl status`),
+    of the group ``record``, with the controllers limits added to a live environment
+    (their records' extensions; ``resources``: the state's)."""
+    for res in (resources or {}).values():
+        ext = ((res or {}).get("record") or {}).get("extension") if isinstance(res, dict) else None
+        if isinstance(ext, dict):
+            record = cgroupfs.with_extension(record, ext)
     return cgroupfs.usage(record)
 
 

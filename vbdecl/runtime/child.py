@@ -920,6 +920,9 @@ def _failure(cfg: ChildConfig, proc: _Process, failed: Any) -> BaseException:
         cwd = proc.cwds[index]
         if "vb" in spec:    # bubblewrap's words
             return SetupFailure(125, f"Can't chdir to {cwd}: {os.strerror(err)}")
+        if spec["process"].get("cwd_option"):
+            return SetupFailure(125, f"cannot change to {cwd} (--cwd): {os.strerror(err)}",
+                                "give --cwd a directory that exists in the environment")
         return SetupFailure(125, f"cannot change to process.cwd {cwd}: {os.strerror(err)}",
                             "create it with a dir entry in filesystem, or fix process.cwd")
     if step == ls.RLIMIT:

@@ -626,12 +626,13 @@ def exec_in(name: str, argv: list[str] | None, *, state_dir: str | None = None,
     spec = dict(state["plan"]["spec"])
     record = env_record(state)
     # OOM kills while the command runs are its news (opened here: inside, /sys may differ)
-    oom_fd = oom.open_counter(((state.get("resources") or {}).get("cgroup") or {}).get("record"))
+    oom_fd = oom.open_counter(state.get("resources"))
     oom_before = oom.read_counter(oom_fd)
     proc = dict(spec["process"])
     proc["command"] = None        # without CMD: /bin/sh, not a second copy of the process
     if cwd:
         proc["cwd"] = cwd
+        proc["cwd_option"] = True       # (a failure names --cwd, not process.cwd)
     spec["process"] = proc
     # Only the command joins the environment's cgroups: vbdecl waiting for it stays
     # out of them (it would count against pids and memory, and be killed without a

@@ -20,11 +20,12 @@ if TYPE_CHECKING:
     from typing import Any
 
 
-def open_counter(group: dict[str, Any] | None) -> int:
-    """An fd on the file that counts the OOM kills of a ``cgroup`` record's memory cgroup
+def open_counter(resources: dict[str, Any] | None) -> int:
+    """An fd on the file that counts the OOM kills of an environment's memory cgroup
     (``memory.events`` on cgroup2, ``memory.oom_control`` on v1), or -1 without one.
-    Opened before entering an environment, it still reads the host's cgroupfs after."""
-    path = ((group or {}).get("controllers") or {}).get("memory")
+    ``resources``: the state's. Opened before entering an environment, it still reads
+    the host's cgroupfs after."""
+    path = memory_dir(resources)
     if not path:
         return -1
     for name in ("memory.events", "memory.oom_control"):
@@ -33,6 +34,21 @@ def open_counter(group: dict[str, Any] | None) -> int:
         except OSError:
             continue
     return -1
+
+
+def memory_dir(resources: dict[str, Any] | None) -> str | None:
+    """The environment's memory cgroup: the group's, or that of a memory limit added to
+    a live environment (kept in the limit's record as an extension of the group)."""
+    resources = resources or {}
+    group = (resources.get("cgroup") or {}).get("record") or {}
+    path = (group.get("controllers") or {}).get("memory")
+    if path:
+        return str(path)
+    for res in resources.values():
+        ext = ((res or {}).get("record") or {}).get("extension") if isinstance(res, dict) else None
+        if isinstance(ext, dict) and ext.get("ctrl") == "memory" and ext.get("path"):
+            return str(ext["path"])
+    return None
 
 
 def read_counter(fd: int) -> int | None:

@@ -46,6 +46,11 @@ def manifest(tmp_path: Path, limits: str, extra: str = "", name: str = "limits")
     return str(path)
 
 
+def _memory_cgroup(pid: int) -> str:
+    return next(line.split(":", 2)[2] for line in Path(f"/proc/{pid}/cgroup").read_text().splitlines()
+                if line.split(":", 2)[1] == "memory")
+
+
 def _ours() -> set[str]:
     out = set()
     for top in Path("/sys/fs/cgroup").iterdir():
@@ -404,6 +409,13 @@ def test_a_limit_added_to_a_live_environment_shows_in_status_and_exec(env: dict[
         usage = next(x for x in st["resources"] if x["id"] == "cgroup")["usage"]
         assert usage["memory"]["limit"] == 32 << 20
         assert vbdecl(env, "plan", m, "--detailed-exitcode").returncode == 0
+        # without the memory limit the processes go back to the memory cgroup they came
+        # from (ours), not the hierarchy's root (the review's finding)
+        init = next(x for x in st["resources"] if x["kind"] == "env.namespaces")["record"]["pid"]
+        Path(m).write_text(Path(m).read_text().replace("    memory: 32Mi\n", ""))
+        r = vbdecl(env, "apply", m, "-y")
+        assert r.returncode == 0 and "- cgroup.memory" in r.stdout, r.stdout + r.stderr
+        assert _memory_cgroup(init) == _memory_cgroup(os.getpid())
     finally:
         d = vbdecl(env, "destroy", "h6add", "-y")
     assert d.returncode == 0, d.stdout + d.stderr

@@ -946,7 +946,9 @@ def extend_group(layout: Layout, record: dict[str, Any], ctrl: str) -> dict[str,
     _create_one(part, instance, {"hierarchy": mount, "version": 1, "controllers": [ctrl]})
     path = part["created"][0]
     source = unified or (record["dirs"][0]["path"] if record.get("dirs") else None)
-    for pid in _procs(source) if source else []:
+    pids = _procs(source) if source else []
+    origin = _origin_in(mount, pids[0]) if pids else None
+    for pid in pids:
         try:
             write(os.path.join(path, "cgroup.procs"), str(pid))
         except SysError as exc:
@@ -954,7 +956,18 @@ def extend_group(layout: Layout, record: dict[str, Any], ctrl: str) -> dict[str,
                 remove_group(part)
                 raise
     return {"ctrl": ctrl, "path": path, "version": 1, "created": True,
-            "parent_created": bool(part["parents_created"])}
+            "parent_created": bool(part["parents_created"]), "origin": origin}
+
+
+def _origin_in(mount: str, pid: int) -> str | None:
+    """The cgroup of hierarchy ``mount`` that ``pid`` is in (where :func:`retract_group`
+    moves the processes back: the hierarchy's root would take them out of a cgroup
+    their caller limits them by, such as a systemd unit's)."""
+    from vbdecl.sys import proc as sysproc
+
+    top = mount.rstrip("/")
+    return next((p for p in sysproc.cgroup_paths(pid, include_root=True)
+                 if p == top or p.startswith(top + "/")), None)
 
 
 def with_extension(record: dict[str, Any], ext: dict[str, Any] | None) -> dict[str, Any]:
@@ -975,7 +988,7 @@ def retract_group(ext: dict[str, Any]) -> None:
         return
     path = ext["path"]
     parent = os.path.dirname(path)
-    _move_out(path)
+    _move_out(path, ext.get("origin"))
     remove_group({"dirs": [], "created": [path], "unified": None,
                   "parents_created": [parent] if ext.get("parent_created") else []})
 

@@ -420,3 +420,12 @@ def test_a_limit_added_to_a_live_environment_shows_in_status_and_exec(env: dict[
         d = vbdecl(env, "destroy", "h6add", "-y")
     assert d.returncode == 0, d.stdout + d.stderr
     assert _ours() == before
+
+
+def test_a_pids_limit_too_small_to_start_says_so(env: dict[str, str], tmp_path: Path) -> None:
+    """A limits review's finding: `pids: 1` failed a run with "BlockingIOError: [Errno 11]"
+    and no hint (an apply's process said "[Errno 11] Resource temporarily unavailable")."""
+    r = vbdecl(env, "run", manifest(tmp_path, "    pids: 1"), "--", "/bin/true")
+    assert r.returncode == 125
+    assert "fork failed (EAGAIN): its pids limit (limits.pids)" in r.stderr, r.stderr
+    assert "hint: limits.pids counts every process" in r.stderr and "Errno" not in r.stderr

@@ -215,10 +215,21 @@ def _words(exc: BaseException) -> tuple[int, str, str | None]:
     """(exit status, message, hint) that report ``exc`` to the parent."""
     if isinstance(exc, SetupFailure):
         return exc.code, exc.message, exc.hint
+    if isinstance(exc, BlockingIOError):
+        return 125, *no_more_processes()
     hint = getattr(exc, "hint", None)
     message = getattr(exc, "message", None) or f"{type(exc).__name__}: {exc}"
     where = getattr(exc, "where", None)
     return 125, f"{where}: {message}" if where else message, hint
+
+
+def no_more_processes() -> tuple[str, str]:
+    """The words for a fork that failed with EAGAIN (BlockingIOError) in the sandbox."""
+    return ("cannot start a process in the environment: fork failed (EAGAIN): its pids limit "
+            "(limits.pids), or the user's process limit, is reached",
+            "limits.pids counts every process of the environment, and vbdecl's own while they "
+            "are in it: pid 1 and the process of a run (2), and a live environment's process "
+            "starts with 3 helpers: raise it")
 
 
 def read_exact(fd: int, n: int) -> bytes | None:

@@ -434,6 +434,8 @@ def start_process(*, env_record: dict[str, Any], spec: dict[str, Any], log_path:
             os.write(done_w, struct.pack("=i", pid))
             os.close(done_w)
         except BaseException as exc:
+            if isinstance(exc, BlockingIOError):
+                C.fail(c2p_w, 125, *C.no_more_processes())
             C.fail(c2p_w, 125, getattr(exc, "message", None) or str(exc), getattr(exc, "hint", None))
         os._exit(0)
     os.close(c2p_w)

@@ -429,3 +429,20 @@ def test_a_pids_limit_too_small_to_start_says_so(env: dict[str, str], tmp_path: 
     assert r.returncode == 125
     assert "fork failed (EAGAIN): its pids limit (limits.pids)" in r.stderr, r.stderr
     assert "hint: limits.pids counts every process" in r.stderr and "Errno" not in r.stderr
+
+
+@pytest.mark.skipif(not os.path.exists(PY3), reason="needs /usr/bin/python3")
+def test_status_tells_a_process_the_oom_killer_took(env: dict[str, str], tmp_path: Path) -> None:
+    """A limits review's finding: status said only "exited with code 137 (signal 9)"."""
+    extra = f'  process:\n    command: ["{PY3}", "-c", "b = bytearray(256 << 20)"]'  # (memset: touched)
+    m = manifest(tmp_path, "    memory: 32Mi\n    memory_swap: 0", extra, name="h6oom")
+    r = vbdecl(env, "apply", m, "-y")
+    try:
+        assert r.returncode == 0, r.stdout + r.stderr
+        deadline = time.monotonic() + 20
+        while "exited with code" not in (text := vbdecl(env, "status", "h6oom").stdout):
+            assert time.monotonic() < deadline, text
+            time.sleep(0.1)
+        assert "exited with code 137 (signal 9), likely out of memory (1 OOM kill in its memory cgroup)" in text
+    finally:
+        assert vbdecl(env, "destroy", "h6oom", "-y").returncode == 0

@@ -76,11 +76,15 @@ def run(args: argparse.Namespace) -> int:
     if holder:
         print(f"  locked by pid {holder.get('pid')} ({holder.get('command')})")
     width = max((len(r["id"]) for r in resources), default=2)
+    oom_kills = next((((r["usage"].get("memory") or {}).get("oom_kills") or 0) for r in resources
+                      if isinstance(r.get("usage"), dict)), 0)
     for r in resources:
         line = f"  {r['id'].ljust(width)}  {str(r['kind']).ljust(16)}  {r['status']}"
         if "exit_code" in r:
             code = r["exit_code"]
             line += f" with code {code}" + (f" (signal {code - 128})" if isinstance(code, int) and code > 128 else "")
+            if code == 137 and oom_kills:
+                line += f", likely out of memory ({oom_kills} OOM kill{'s' if oom_kills > 1 else ''} in its memory cgroup)"
             if isinstance(r.get("exited_at"), (int, float)):
                 line += " at " + time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r["exited_at"]))
         if "usage" in r:

@@ -446,3 +446,30 @@ def test_status_tells_a_process_the_oom_killer_took(env: dict[str, str], tmp_pat
         assert "exited with code 137 (signal 9), likely out of memory (1 OOM kill in its memory cgroup)" in text
     finally:
         assert vbdecl(env, "destroy", "h6oom", "-y").returncode == 0
+
+
+def test_processes_moved_out_of_the_cgroup_by_hand_are_drift_apply_repairs(env: dict[str, str],
+                                                                           tmp_path: Path) -> None:
+    """A limits review's finding: the environment's processes moved out of its memory
+    cgroup by hand escaped the limit (exec's too, which joins the init's cgroups), and
+    plan and status saw nothing."""
+    extra = '  process:\n    command: ["/bin/sleep", "120"]'
+    m = manifest(tmp_path, "    memory: 64Mi\n    pids: 40", extra, name="h6moved")
+    r = vbdecl(env, "apply", m, "-y")
+    try:
+        assert r.returncode == 0, r.stdout + r.stderr
+        st = json.loads(vbdecl(env, "status", "h6moved", "--json").stdout)
+        mem_dir = next(x for x in st["resources"] if x["id"] == "cgroup")["record"]["controllers"]["memory"]
+        procs = Path(mem_dir, "cgroup.procs").read_text().split()
+        ours = Path("/sys/fs/cgroup/memory" + _memory_cgroup(os.getpid()), "cgroup.procs")
+        for pid in procs:
+            ours.write_text(pid)
+        assert Path(mem_dir, "cgroup.procs").read_text().split() == []
+        p = vbdecl(env, "plan", m, "--detailed-exitcode")
+        assert p.returncode == 2 and "~ cgroup" in p.stdout, p.stdout + p.stderr
+        r = vbdecl(env, "apply", m, "-y")
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert sorted(Path(mem_dir, "cgroup.procs").read_text().split()) == sorted(procs)
+        assert vbdecl(env, "plan", m, "--detailed-exitcode").returncode == 0
+    finally:
+        assert vbdecl(env, "destroy", "h6moved", "-y").returncode == 0

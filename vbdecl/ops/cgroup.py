@@ -93,10 +93,28 @@ def _live_init(ctx: Context) -> int | None:
     return None
 
 
-def _join_env(record: Record, init: int) -> None:
+def _join_env(ctx: Context, record: Record, init: int) -> None:
+    """Move the live environment's processes into ``record``'s group, but the declared
+    process's supervisor: vbdecl's, kept out of the environment's limits."""
     from vbdecl.sys import proc as sysproc
 
-    cgroupfs.join_all(record, init, lambda: sysproc.env_processes(init))
+    supervisor = _supervisor(ctx)
+    cgroupfs.join_all(record, init, lambda: [p for p in sysproc.env_processes(init) if p != supervisor])
+
+
+def _supervisor(ctx: Context) -> int | None:
+    """The parent of the declared process, when it is its supervisor (runtime.live)."""
+    from vbdecl.sys import proc as sysproc
+
+    pid = (ctx.records.get("process") or {}).get("pid")
+    fields = sysproc._stat_fields(int(pid)) if pid else None
+    parent = int(fields[1]) if fields else 0
+    try:
+        with open(f"/proc/{parent}/comm", "rb") as f:
+            # (comm keeps 15 bytes of the name set_name gave it)
+            return parent if parent and f.read().strip() == b"vbdecl-supervise"[:15] else None
+    except OSError:
+        return None
 
 
 def _take_in(ctx: Context, record: Record, init: int) -> None:
@@ -114,7 +132,7 @@ def _take_in(ctx: Context, record: Record, init: int) -> None:
     if _live_init(ctx) is None:
         return
     cgroupfs.note_origins(record, sysproc.cgroup_paths(init, include_root=True))
-    _join_env(record, init)
+    _join_env(ctx, record, init)
 
 
 class Group:
@@ -183,6 +201,15 @@ class Group:
         alive = [d for d in record.get("dirs", []) if os.path.isdir(d["path"])]
         if not alive:
             return None
+        init = _live_init(ctx)
+        if init is not None:
+            # A directory the live environment's init was moved out of (by hand) is not
+            # the environment's any more: its processes escape that limit, and exec's too
+            # (it joins the init's cgroups). Drift, which update repairs by putting them back.
+            from vbdecl.sys import proc as sysproc
+
+            inside = set(sysproc.cgroup_paths(init, include_root=True))
+            alive = [d for d in alive if d["path"] in inside]
         return {**record, "dirs": alive}
 
     def update(self, ctx: Context, params: Params, record: Record) -> Record:
@@ -200,7 +227,7 @@ class Group:
         try:
             cgroupfs.remake_dirs(record, missing)
             if init is not None:
-                _join_env(record, init)
+                _join_env(ctx, record, init)
         except SysError as exc:
             raise _action_error(exc, GROUP_ID) from exc
         return record

@@ -295,6 +295,10 @@ def _exits(tmp: Path) -> None:
         if caller is not None:
             caller.rmdir()
     assert out.returncode == 0, out.stderr
+    # the log outlives the environment, and says so (a review: it read as if it were live)
+    after = subprocess.run([*vb, "logs", "-f", "ends"], env=env, capture_output=True, text=True, timeout=30)
+    assert (after.returncode, after.stdout) == (0, "hello\nbye\n"), after.stderr
+    assert after.stderr.startswith("note: ends does not exist any more (destroyed)")
 
 
 def test_logs_follow_and_status_of_a_process_that_exits(tmp_path: Path) -> None:

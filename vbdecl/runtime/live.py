@@ -749,6 +749,13 @@ def logs(name: str, *, state_dir: str | None = None, follow: bool = False, tail:
         load_state(name, state_dir)   # says "no environment" when there is none
         print(f"error: {name} has no process log yet ({path})", file=sys.stderr)
         return 1
+    from vbdecl.engine.paths import state_file
+
+    if not os.path.exists(state_file(name, state_dir)):
+        # (the log outlives a destroy, as history does: say whose output this is)
+        print(f"note: {name} does not exist any more (destroyed): this is the output of its "
+              "last process", file=sys.stderr)
+        follow = False
     out = sys.stdout.buffer
     with f:
         data = f.read()

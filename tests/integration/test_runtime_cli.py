@@ -476,3 +476,43 @@ def test_a_destroy_follows_no_link_the_environments_process_swapped_in(env: dict
     assert r.returncode == 0, r.stderr
     assert (victim / "secret").stat().st_mode & 0o7777 == 0o600
     assert (victim / "app.conf").read_text() == "root's"
+
+
+def _sleeping(arg: str) -> list[int]:
+    """pids of the `sleep ARG` processes alive (ARG unique to one test)."""
+    out = []
+    for p in Path("/proc").iterdir():
+        try:
+            if p.name.isdigit() and (p / "cmdline").read_bytes() == b"sleep\0" + arg.encode() + b"\0":
+                out.append(int(p.name))
+        except OSError:
+            pass
+    return out
+
+
+def test_destroy_without_a_pid_namespace_ends_every_process_of_the_environment(env: dict[str, str],
+                                                                              tmp_path: Path) -> None:
+    """A limits review's finding: with namespaces.pid false and no limits (no cgroup), the
+    background processes of the process and of an exec outlived the destroy (reparented
+    outside, nothing tracked them). The destroy now ends every process in the
+    environment's mount namespace."""
+    arg = f"{7000 + os.getpid() % 1000}.{time.monotonic_ns() % 1000}"
+    m = manifest(tmp_path, f"""\
+  namespaces: {{pid: false}}
+  process: {{command: [/bin/sh, -c, "sleep {arg} & sleep {arg}"]}}""", name="nopidns")
+    r = vbdecl(env, "apply", "-y", m)
+    try:
+        assert r.returncode == 0, r.stderr
+        r = vbdecl(env, "exec", "nopidns", "--", "/bin/sh", "-c", f"sleep {arg} >/dev/null 2>&1 &")
+        assert r.returncode == 0, r.stderr
+        deadline = time.monotonic() + 10
+        while len(_sleeping(arg)) < 3:
+            assert time.monotonic() < deadline, _sleeping(arg)
+            time.sleep(0.05)
+    finally:
+        d = vbdecl(env, "destroy", "-y", "nopidns")
+    assert d.returncode == 0, d.stderr
+    deadline = time.monotonic() + 5
+    while _sleeping(arg):
+        assert time.monotonic() < deadline, f"left running: {_sleeping(arg)}"
+        time.sleep(0.05)

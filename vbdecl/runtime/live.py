@@ -194,12 +194,35 @@ def _reap(pid: int) -> None:
 def stop_env(record: dict[str, Any]) -> None:
     """Kill the init (and so its pid namespace), unpin, remove the runtime dir. Idempotent."""
     pid, started = int(record.get("pid") or 0), record.get("start_time")
+    if pid > 0 and sysproc.alive(pid, started):
+        _kill_the_rest(pid)
     if pid > 0 and sysproc.kill_verified(pid, started, signals.SIGKILL):
         _wait_gone(pid, started)
     for target in (record.get("pins") or {}).values():
         sysns.unpin(target)
     if record.get("runtime_dir"):
         _remove_runtime(record["runtime_dir"])
+
+
+def _kill_the_rest(init: int) -> None:
+    """Without a pid namespace of its own (namespaces.pid: false), the init's death
+    takes no other process with it, and what the process left running in the
+    background (or an exec's) was reparented outside, beyond any tree: every process
+    in the environment's mount namespace is killed (a pass more for those forked
+    meanwhile). Nothing to do for an init that is pid 1, or shares our mount namespace."""
+    try:
+        with open(f"/proc/{init}/status") as f:
+            if next((line.split()[-1] for line in f if line.startswith("NSpid:")), "") == "1":
+                return
+        mnt = os.stat(f"/proc/{init}/ns/mnt").st_ino
+        if mnt == os.stat("/proc/self/ns/mnt").st_ino:
+            return
+    except OSError:
+        return
+    for _ in range(20):
+        if not sysproc.kill_mount_namespace(mnt, init):
+            return
+        time.sleep(0.01)
 
 
 def env_alive(record: dict[str, Any] | None) -> bool:

@@ -194,6 +194,31 @@ def env_processes(init: int) -> list[int]:
     return [pid for pid in found if alive(pid, None)]
 
 
+def kill_mount_namespace(inode: int, spare: int) -> int:
+    """SIGKILL every live process (but ``spare``) whose mount namespace has ``inode``;
+    how many. Each is checked again through a pidfd, which keeps its pid from being
+    reused before the signal."""
+    killed = 0
+    for name in os.listdir("/proc"):
+        if not name.isdigit() or int(name) == spare:
+            continue
+        try:
+            if os.stat(f"/proc/{name}/ns/mnt").st_ino != inode or not alive(int(name), None):
+                continue
+            fd = pidfd_open(int(name))
+        except OSError:
+            continue    # gone meanwhile
+        try:
+            if os.stat(f"/proc/{name}/ns/mnt").st_ino == inode and \
+                    syscall("pidfd_send_signal", fd, signals.SIGKILL, None, 0) == 0:
+                killed += 1
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
+    return killed
+
+
 def _descendants(pid: int) -> list[int]:
     """``pid`` and its descendants (/proc/PID/task/TID/children)."""
     out, todo = [], [pid]

@@ -152,6 +152,9 @@ def test_effect_table():
     assert effect("fs.bind", "source") == REPLACE
     assert effect("nat.port", "container") == REPLACE
     assert effect("proc.main", "process.command") == REPLACE
+    # a bridge set down by hand is set up in place; any other change makes it anew
+    assert effect("net.bridge", "up") == UPDATE
+    assert effect("net.bridge", "subnet") == REPLACE
 
 
 def test_drift_of_a_removed_resource_and_verbose_listing():

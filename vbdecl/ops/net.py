@@ -157,7 +157,10 @@ class Bridge:
             return {"bridge": params["bridge"], "instance": ctx.instance,
                     "created": bool(entry.get("created")), "index": found["index"]}
         if not found["up"]:
-            return None     # set down (by hand): it carries nothing
+            # set down (by hand): it carries nothing. Drift on "up" (set up again in
+            # place, update); a record from before it kept "up": the bridge is gone
+            return dict(record, bridge=params["bridge"], index=found["index"], up=False) \
+                if "up" in record else None
         return dict(record, bridge=params["bridge"], index=found["index"])
 
     @_session
@@ -178,7 +181,7 @@ class Bridge:
                 if found is not None and found["kind"] == "bridge":
                     self._up(nl, ipr, found, entry)
                     shared.add_user(entry["users"], ctx.instance)
-                    return {"bridge": name, "instance": ctx.instance, "created": False}
+                    return {"bridge": name, "instance": ctx.instance, "created": False, "up": True}
             if entry is not None:
                 for key, net in (("subnet", params.get("subnet")), ("subnet6", params.get("subnet6"))):
                     if net and entry.get(key) and entry[key] != net:
@@ -224,7 +227,7 @@ class Bridge:
             entry["subnet6"] = entry.get("subnet6") or params.get("subnet6")
             shared.add_user(entry["users"], ctx.instance)
             st["bridges"][name] = entry
-        return {"bridge": name, "instance": ctx.instance, "created": created}
+        return {"bridge": name, "instance": ctx.instance, "created": created, "up": True}
 
     @staticmethod
     def _up(nl: Any, ipr: Any, found: dict[str, Any], entry: dict[str, Any]) -> None:
@@ -293,6 +296,17 @@ class Bridge:
 
     @_session
     def update(self, ctx: Context, params: Params, record: Record) -> Record:
+        """A bridge set down by hand is set up again, in place (its ports, addresses and
+        the environments on it stay); anything else is made anew."""
+        nl = _nl()
+        ipr = _sess(ctx).host
+        with shared.locked(ctx.state_dir) as st:
+            entry = st["bridges"].get(record["bridge"])
+            found = nl.link(ipr, record["bridge"])
+            if entry is not None and found is not None and found["kind"] == "bridge" and all(
+                    entry.get(k) == params.get(k) for k in ("subnet", "subnet6")):
+                self._up(nl, ipr, found, entry)
+                return dict(record, up=True)
         self.revert(ctx, record)
         return self.apply(ctx, params)
 

@@ -45,11 +45,15 @@ def gone_reason(kind: str) -> str:
     return "exited" if kind in ENDS_ON_ITS_OWN else "deleted outside vbdecl"
 
 
+#: attributes of other kinds that their op's update sets back in place (drift on them)
+UPDATE_ATTRS = frozenset({("net.bridge", "up")})
+
+
 def effect(kind: str, attr: str) -> int:
     """UPDATE, REPLACE (this action only) or REPLACE_ENV for a changed attribute."""
     if kind in ENV_KINDS:
         return REPLACE_ENV
-    if kind in UPDATE_KINDS:
+    if kind in UPDATE_KINDS or (kind, attr) in UPDATE_ATTRS:
         return UPDATE
     return REPLACE
 

@@ -473,3 +473,27 @@ def test_processes_moved_out_of_the_cgroup_by_hand_are_drift_apply_repairs(env: 
         assert vbdecl(env, "plan", m, "--detailed-exitcode").returncode == 0
     finally:
         assert vbdecl(env, "destroy", "h6moved", "-y").returncode == 0
+
+
+def test_a_live_environments_own_cgroup_namespace_is_rooted_at_its_cgroup(env: dict[str, str],
+                                                                         tmp_path: Path) -> None:
+    """A limits review's finding: with namespaces.cgroup and limits, the process and exec
+    of a live environment saw host paths (`4:memory:/../../vbdecl/vb-...`): the init made
+    the namespace before the cgroup action moved it in. A run's processes see `/`."""
+    extra = ('  namespaces: {cgroup: true}\n'
+             '  process:\n    command: ["/bin/sh", "-c", "cat /proc/self/cgroup; exec sleep 120"]')
+    m = manifest(tmp_path, "    memory: 64Mi\n    pids: 40", extra, name="h6cgns")
+    r = vbdecl(env, "apply", m, "-y")
+    try:
+        assert r.returncode == 0, r.stdout + r.stderr
+        ex = vbdecl(env, "exec", "h6cgns", "--", "/bin/cat", "/proc/self/cgroup")
+        assert ex.returncode == 0, ex.stderr
+        deadline = time.monotonic() + 10
+        while not (logged := vbdecl(env, "logs", "h6cgns").stdout):
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        for seen in (ex.stdout, logged):
+            paths = [line.split(":", 2)[2] for line in seen.splitlines()]
+            assert paths and all(p == "/" for p in paths), seen
+    finally:
+        assert vbdecl(env, "destroy", "h6cgns", "-y").returncode == 0

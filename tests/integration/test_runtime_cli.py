@@ -516,3 +516,29 @@ def test_destroy_without_a_pid_namespace_ends_every_process_of_the_environment(e
     while _sleeping(arg):
         assert time.monotonic() < deadline, f"left running: {_sleeping(arg)}"
         time.sleep(0.05)
+
+
+def test_destroy_without_a_pid_namespace_spares_a_joined_mount_namespace(env: dict[str, str],
+                                                                        tmp_path: Path) -> None:
+    """A review of the fix above: it killed every process in the init's mount namespace,
+    a joined one too (here, a sleeper of ours). Only one the environment made."""
+    arg = f"{8000 + os.getpid() % 1000}.{time.monotonic_ns() % 1000}"
+    sleeper = subprocess.Popen(["unshare", "-m", "sleep", arg])
+    try:
+        deadline = time.monotonic() + 10
+        while not _sleeping(arg):
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        (target,) = _sleeping(arg)
+        m = tmp_path / "joinedmnt.yaml"
+        m.write_text("apiVersion: vbdecl/v1\nkind: Environment\nmetadata: {name: joinedmnt}\nspec:\n"
+                     f"  namespaces: {{pid: false, mount: {{join: /proc/{target}/ns/mnt}}}}\n"
+                     '  process: {command: [/bin/sleep, "60"]}\n')
+        r = vbdecl(env, "apply", "-y", str(m))
+        assert r.returncode == 0, r.stderr
+        d = vbdecl(env, "destroy", "-y", "joinedmnt")
+        assert d.returncode == 0, d.stderr
+        assert sleeper.poll() is None and _sleeping(arg) == [target]
+    finally:
+        sleeper.kill()
+        sleeper.wait()

@@ -195,7 +195,7 @@ def stop_env(record: dict[str, Any]) -> None:
     """Kill the init (and so its pid namespace), unpin, remove the runtime dir. Idempotent."""
     pid, started = int(record.get("pid") or 0), record.get("start_time")
     if pid > 0 and sysproc.alive(pid, started):
-        _kill_the_rest(pid)
+        _kill_the_rest(record)
     if pid > 0 and sysproc.kill_verified(pid, started, signals.SIGKILL):
         _wait_gone(pid, started)
     for target in (record.get("pins") or {}).values():
@@ -204,18 +204,24 @@ def stop_env(record: dict[str, Any]) -> None:
         _remove_runtime(record["runtime_dir"])
 
 
-def _kill_the_rest(init: int) -> None:
+def _kill_the_rest(record: dict[str, Any]) -> None:
     """Without a pid namespace of its own (namespaces.pid: false), the init's death
     takes no other process with it, and what the process left running in the
     background (or an exec's) was reparented outside, beyond any tree: every process
     in the environment's mount namespace is killed (a pass more for those forked
-    meanwhile). Nothing to do for an init that is pid 1, or shares our mount namespace."""
+    meanwhile). Only a mount namespace the environment made (never a joined one, nor
+    the one it shares with the host), and only while the init is still in the one
+    recorded when it was made. Nothing to do for an init that is pid 1."""
+    init = int(record["pid"])
+    made = (record.get("ns") or {}).get("mount")
+    if (record.get("namespaces") or {}).get("mount") is not True or not made:
+        return
     try:
         with open(f"/proc/{init}/status") as f:
             if next((line.split()[-1] for line in f if line.startswith("NSpid:")), "") == "1":
                 return
         mnt = os.stat(f"/proc/{init}/ns/mnt").st_ino
-        if mnt == os.stat("/proc/self/ns/mnt").st_ino:
+        if mnt != made or mnt == os.stat("/proc/self/ns/mnt").st_ino:
             return
     except OSError:
         return
@@ -287,13 +293,36 @@ def _ns_paths(record: dict[str, Any]) -> list[tuple[str, str]]:
     return out
 
 
-def enter(record: dict[str, Any]) -> None:
+def enter(record: dict[str, Any], spec: dict[str, Any]) -> None:
     """Move the calling process into the environment's cgroup and namespaces."""
     if not env_alive(record):
         raise RuntimeSetupError("the environment is not running (its init is gone)",
                                 hint="vbdecl apply FILE starts it again")
-    sysproc.join_cgroups(_env_cgroups(record))
-    enter_namespaces(record)
+    joined = _env_cgroups(record)
+    sysproc.join_cgroups(joined)
+    enter_cgroup_namespace(enter_namespaces(record, leave=("cgroup",)), fresh=bool(joined) and _own_cgroupns(spec))
+
+
+def _own_cgroupns(spec: dict[str, Any]) -> bool:
+    return (spec.get("namespaces") or {}).get("cgroup") is True
+
+
+def enter_cgroup_namespace(later: dict[str, int], *, fresh: bool) -> None:
+    """Enter the environment's cgroup namespace (``later["cgroup"]``, closed here), once
+    in its cgroups. ``fresh``: a cgroup namespace of our own, rooted at the cgroups just
+    joined, instead. The init made the environment's before the cgroup action moved
+    it into its cgroups, so that one is rooted at the cgroups of whoever applied it:
+    its processes saw host paths (``/../../vbdecl/vb-...``) where a run's see ``/``."""
+    fd = later.pop("cgroup", None)
+    if fd is None:
+        return
+    try:
+        if fresh:
+            sysns.unshare(sysns.CLONE_NEWCGROUP)
+        else:
+            sysns.setns(fd, sysns.NAMESPACES["cgroup"][0], what="cgroup namespace of the environment")
+    finally:
+        os.close(fd)
 
 
 def _env_cgroups(record: dict[str, Any]) -> list[str]:
@@ -401,7 +430,7 @@ def start_process(*, env_record: dict[str, Any], spec: dict[str, Any], log_path:
             # stdin of the process: opened here, since the environment may have no /dev
             null = os.open("/dev/null", os.O_RDWR | os.O_CLOEXEC)
             home = _root_cgroup_procs()
-            enter(env_record)
+            enter(env_record, spec)
             env_ns = {k: v for k, v in _inodes_at(host_proc).items() if v != host_ns.get(k)}
             ready_r, ready_w = os.pipe2(os.O_CLOEXEC)
             done_r, done_w = os.pipe2(os.O_CLOEXEC)
@@ -701,9 +730,7 @@ def exec_in(name: str, argv: list[str] | None, *, state_dir: str | None = None,
                            _cgroup_hint(exc.errno))
                 os.close(fd)     # never handed on (process.inherit_fds names fds by number)
             try:
-                for key, fd in later.items():
-                    sysns.setns(fd, sysns.NAMESPACES[key][0], what=f"{key} namespace of the environment")
-                    os.close(fd)
+                enter_cgroup_namespace(later, fresh=bool(cgroup_fds) and _own_cgroupns(spec))
             except VbdeclError as exc:
                 C.fail(c2p_w, 125, exc.message, exc.hint)
             os.close(init_dir)

@@ -196,8 +196,8 @@ def env_processes(init: int) -> list[int]:
 
 def kill_mount_namespace(inode: int, spare: int) -> int:
     """SIGKILL every live process (but ``spare``) whose mount namespace has ``inode``;
-    how many. Each is checked again through a pidfd, which keeps its pid from being
-    reused before the signal."""
+    how many. Each is checked again once a pidfd names it: the signal goes to that
+    process, whatever its pid is by then."""
     killed = 0
     for name in os.listdir("/proc"):
         if not name.isdigit() or int(name) == spare:

@@ -362,7 +362,7 @@ class SharedSetup:
                 # from here on (_sharedchild.c; our own /proc files are done with).
                 sysproc.set_dumpable(False)
                 pid = spawn_process(cfg)
-                _become_init(cfg)
+                _become_init(cfg, shares_memory=True)
                 return pid, own_session(cfg.spec["process"]), INIT_SIGNALS
             self.proc = cfg.steps or _prepare(cfg, None)
             _ready(cfg, self.proc, in_place=True)
@@ -689,17 +689,17 @@ def init_main(cfg: ChildConfig, holder: int | None) -> NoReturn:
     init_loop(pid, forward_tty_signals=own_session(cfg.spec["process"]))
 
 
-def _become_init(cfg: ChildConfig) -> None:
+def _become_init(cfg: ChildConfig, *, shares_memory: bool = False) -> None:
     """What pid 1 keeps once the process runs: stdio and the lock, and of its
     capabilities only CAP_KILL, to forward signals to a process of another uid
     (see _confine_init). bubblewrap's pid 1 drops every capability (it forwards
     no signals)."""
     sysproc.close_fds_except([cfg.lock_fd])     # our pipe to the parent too
     sysproc.set_name("vbdecl-init")
-    _confine_init(cfg, 1 << CAP_KILL)
+    _confine_init(cfg, 1 << CAP_KILL, shares_memory=shares_memory)
 
 
-def _confine_init(cfg: ChildConfig, mask: int) -> None:
+def _confine_init(cfg: ChildConfig, mask: int, *, shares_memory: bool = False) -> None:
     """Keep only the capabilities in ``mask``, and make sure no one gains more
     through us: a process of the sandbox that got into an init (ptrace, as the
     same uid with no more capabilities than the init's) could make it execve,
@@ -713,7 +713,8 @@ def _confine_init(cfg: ChildConfig, mask: int) -> None:
 
     if not (cfg.user_new or any(key == "user" for key, _ in cfg.joins)):
         sysproc.set_dumpable(False)
-    _spare_from_oom_killer()
+    if not shares_memory:   # (the kernel would give vbdecl, which shares our memory, the same)
+        _spare_from_oom_killer()
     caps.set_no_new_privs()
     effective, permitted, _ = caps.capget()
     if effective >> caps.CAP_SETPCAP & 1:

@@ -11,6 +11,7 @@ no_new_privs, and a bounding set of only what it keeps.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -33,6 +34,7 @@ if attached == 0:
 status = dict(line.split(":\t", 1) for line in open("/proc/1/status").read().splitlines())
 print(json.dumps({"attached": attached == 0, "errno": err, "name": status["Name"].strip(),
                   "oom": open("/proc/1/oom_score_adj").read().strip(),
+                  "seccomp": status["Seccomp"].strip(),
                   "own_oom": open("/proc/self/oom_score_adj").read().strip(),
                   "nnp": status["NoNewPrivs"].strip(), "bnd": int(status["CapBnd"], 16),
                   "prm": int(status["CapPrm"], 16)}))
@@ -73,11 +75,56 @@ def test_the_process_cannot_get_into_pid1_nor_gain_through_it(tmp_path: Path, ex
     assert seen["name"] == "vbdecl-init"
     assert not seen["attached"] and seen["errno"] == 1     # EPERM
     assert (seen["nnp"], seen["bnd"], seen["prm"]) == ("1", CAP_KILL, CAP_KILL)
+    assert seen["seccomp"] == "2"        # its own filter: the calls of its loop
     # the OOM killer spares pid 1 (a limits review's finding), not the process; where
     # root may (CAP_SYS_RESOURCE: not on the development VM, whose root lacks it), and
     # not a pid 1 sharing vbdecl's memory (the kernel would spare vbdecl too)
     spared = may_lower_oom_score() and extra != ""
     assert (seen["oom"], seen["own_oom"]) == ("-1000" if spared else "0", "0")
+
+
+# what the process makes pid 1 call through ptrace: io_uring_setup, refused by the
+# process's default seccomp profile (a review injected it with gdb and got an fd)
+INJECT = r"""
+import ctypes, json, os, struct
+libc = ctypes.CDLL(None, use_errno=True)
+class Regs(ctypes.Structure):
+    _fields_ = [(n, ctypes.c_ulonglong) for n in (
+        "r15 r14 r13 r12 rbp rbx r11 r10 r9 r8 rax rcx rdx rsi rdi orig_rax rip cs eflags "
+        "rsp ss fs_base gs_base ds es fs gs").split()]
+if libc.ptrace(16, 1, 0, 0) != 0:
+    print(json.dumps({"attached": False, "errno": ctypes.get_errno()}))
+    raise SystemExit
+os.waitpid(1, 0)
+regs, saved = Regs(), Regs()
+libc.ptrace(12, 1, 0, ctypes.byref(regs))           # PTRACE_GETREGS
+ctypes.pointer(saved)[0] = regs
+# pid 1 waits in a system call: restart it as io_uring_setup(1, NULL) (425)
+regs.orig_rax, regs.rax, regs.rdi, regs.rsi, regs.rip = 425, 425, 1, 0, regs.rip - 2
+libc.ptrace(13, 1, 0, ctypes.byref(regs))           # PTRACE_SETREGS
+libc.ptrace(24, 1, 0, 0); os.waitpid(1, 0)          # PTRACE_SYSCALL: to the entry
+libc.ptrace(24, 1, 0, 0); os.waitpid(1, 0)          # to the exit
+libc.ptrace(12, 1, 0, ctypes.byref(regs))
+result = ctypes.c_longlong(regs.rax).value
+libc.ptrace(13, 1, 0, ctypes.byref(saved))
+libc.ptrace(17, 1, 0, 0)                            # PTRACE_DETACH
+print(json.dumps({"attached": True, "result": result}))
+"""
+
+
+@pytest.mark.skipif(os.uname().machine != "x86_64", reason="the injection is x86_64's")
+def test_pid1_in_a_user_namespace_refuses_what_the_process_may_not_call(tmp_path: Path) -> None:
+    """In a user namespace of the sandbox's pid 1 stays dumpable (docs/security.md), so
+    the process (root there, pid 1's capabilities a subset) may ptrace it: pid 1's own
+    filter refuses whatever its loop does not call."""
+    manifest = tmp_path / "m.yaml"
+    manifest.write_text(MANIFEST.format(extra="").replace("{user: false}", "{user: true}"))
+    out = subprocess.run([VBDECL, "--state-dir", str(tmp_path / "state"), "run", str(manifest), "--",
+                          "/usr/bin/python3", "-I", "-c", INJECT],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    seen = json.loads(out.stdout)
+    assert seen == {"attached": True, "result": -1}, seen     # -EPERM: not an io_uring fd
 
 
 def test_vb_pid1_with_every_capability_of_the_process_gains_nothing_through_it() -> None:

@@ -39,7 +39,11 @@
 #include <Python.h>
 
 #include <errno.h>
+#include <linux/audit.h>
+#include <linux/filter.h>
 #include <linux/futex.h>
+#include <linux/seccomp.h>
+#include <stddef.h>
 #include <sched.h>
 #include <signal.h>
 #include <stdint.h>
@@ -134,6 +138,38 @@ status_code(int status)
     return WEXITSTATUS(status);
 }
 
+#if defined(__x86_64__)
+#define INIT_ARCH AUDIT_ARCH_X86_64
+#elif defined(__aarch64__)
+#define INIT_ARCH AUDIT_ARCH_AARCH64
+#endif
+
+/* pid 1's own seccomp filter: the calls of its loop, nothing else (EPERM; another
+ * architecture's entry point kills it). pid 1 holds no filter of the process's, and
+ * in a user namespace of the sandbox's it stays dumpable (the caller's tools read its
+ * /proc/PID/ns), so a process of the same uid may ptrace it and make it call what
+ * the process's filter refuses (io_uring, keyctl, ...): a review did. Needs
+ * no_new_privs, which child._confine_init set; best effort without it. */
+static void
+confine_init_calls(void)
+{
+#ifdef INIT_ARCH
+#define ALLOW(nr) BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, (nr), 0, 1), BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW)
+    struct sock_filter code[] = {
+        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, arch)),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, INIT_ARCH, 1, 0),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_KILL_PROCESS),
+        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
+        ALLOW(SYS_wait4), ALLOW(SYS_rt_sigtimedwait), ALLOW(SYS_kill), ALLOW(SYS_exit),
+        ALLOW(SYS_exit_group), ALLOW(SYS_rt_sigreturn), ALLOW(SYS_restart_syscall),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | (EPERM & SECCOMP_RET_DATA)),
+    };
+#undef ALLOW
+    struct sock_fprog prog = {(unsigned short)(sizeof code / sizeof code[0]), code};
+    raw_call(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, (long)&prog, 0);
+#endif
+}
+
 /* Reap every child; forward the signals in ``waitset`` but SIGCHLD to ``main``;
  * exit with main's status. ``main`` 0 (a live environment's init): reap until
  * SIGTERM, SIGINT or SIGHUP, then exit 128 + it. A signal the terminal sent
@@ -157,6 +193,7 @@ run_init_loop(long main, int forward_tty, uint64_t waitset)
         raw_call(SYS_rt_sigaction, sig, (long)&act, 0, sizeof(uint64_t));
     }
     raw_call(SYS_rt_sigprocmask, SIG_SETMASK, (long)&waitset, 0, sizeof waitset);
+    confine_init_calls();
     for (;;) {
         long pid;
         for (;;) {

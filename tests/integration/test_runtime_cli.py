@@ -542,3 +542,53 @@ def test_destroy_without_a_pid_namespace_spares_a_joined_mount_namespace(env: di
     finally:
         sleeper.kill()
         sleeper.wait()
+
+
+def test_an_entry_does_not_go_through_a_link_the_process_put_on_its_way(env: dict[str, str],
+                                                                         tmp_path: Path) -> None:
+    """A review of the fix above: a link one directory up still led a later run's root
+    to overwrite and chmod root's files in another bound directory. As root, vbdecl now
+    follows only root's links inside the root."""
+    shared, victim = _shared_and_victim(tmp_path)
+    (victim / "app.conf").chmod(0o600)
+    m = manifest(tmp_path, f"""\
+    - {{type: bind, source: {shared}, target: /shared}}
+    - {{type: bind, source: {victim}, target: /victim}}
+    - {{type: file, target: /shared/etc/app.conf, content: "x"}}
+  process: {{user: 65534, group: 65534}}""")
+    r = vbdecl(env, "run", m, "--", "/bin/sh", "-c", "mv /shared/etc /shared/etc.old && ln -s /victim /shared/etc")
+    assert r.returncode == 0, r.stderr
+    r = vbdecl(env, "run", m, "--", "/bin/true")
+    assert r.returncode == 125
+    assert "the symlink 'etc' on the way belongs to uid 65534, and vbdecl, as root, follows only root's" \
+        in r.stderr, r.stderr
+    assert (victim / "app.conf").read_text() == "root's"
+    assert (victim / "app.conf").stat().st_mode & 0o7777 == 0o600
+
+
+def test_a_destroy_does_not_go_through_a_link_the_process_put_on_the_way(env: dict[str, str],
+                                                                        tmp_path: Path) -> None:
+    """The same review, for a live environment: its process swapped a directory the apply
+    made for a link to another bound directory, and the destroy removed root's link and
+    empty file of the same names there."""
+    shared, victim = _shared_and_victim(tmp_path)
+    (victim / "l").symlink_to("/nowhere")
+    (victim / "lockfile").touch()
+    swap = "mv /shared/d /shared/d.old && ln -s /victim /shared/d && touch /shared/done && sleep 60"
+    m = manifest(tmp_path, f"""\
+    - {{type: bind, source: {shared}, target: /shared}}
+    - {{type: bind, source: {victim}, target: /victim}}
+    - {{type: symlink, target: /shared/d/l, points_to: /nowhere}}
+    - {{type: ro-bind, source: /etc/hostname, target: /shared/d/lockfile}}
+  process: {{user: 65534, group: 65534, command: [/bin/sh, -c, "{swap}"]}}""", name="swapper2")
+    r = vbdecl(env, "apply", "-y", m)
+    try:
+        assert r.returncode == 0, r.stderr
+        deadline = time.monotonic() + 20
+        while not (shared / "done").exists():
+            assert time.monotonic() < deadline, "the process never swapped the link in"
+            time.sleep(0.05)
+    finally:
+        r = vbdecl(env, "destroy", "-y", "swapper2")
+    assert r.returncode == 0, r.stderr
+    assert (victim / "l").is_symlink() and (victim / "lockfile").exists()

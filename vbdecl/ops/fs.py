@@ -392,7 +392,7 @@ def _send(w: int, payload: dict[str, Any]) -> None:
 
 
 def _helper_main(job: _Job, paths: dict[str, str], w: int) -> None:
-    from vbdecl.runtime.rootfs import Builder, _close
+    from vbdecl.runtime.rootfs import Builder, _close, set_link_policy
     from vbdecl.sys import mount as m
     from vbdecl.sys.ns import setns
 
@@ -428,6 +428,8 @@ def _helper_main(job: _Job, paths: dict[str, str], w: int) -> None:
         for fd in ns_fds.values():
             os.close(fd)
         b.set_root("/")
+        # (as a run's build: the host's root follows only root's links in the root)
+        set_link_policy(os.geteuid() == 0 and "user" not in ns_fds)
         result = job.root(b)
         b.unlink_staged()
         _send(w, {"ok": result})

@@ -69,6 +69,20 @@ _DEV_LINKS = (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"), ("stdout", 
               ("stderr", "/proc/self/fd/2"), ("core", "/proc/kcore"), ("ptmx", "pts/ptmx"))
 _RESOLVE = m.RESOLVE_IN_ROOT | m.RESOLVE_NO_MAGICLINKS
 _MAX_LINKS = 40
+# The owners of the symlinks resolve() follows inside a root (None: any). vbdecl as the
+# host's root follows only root's: a link another user made (the sandbox's process in a
+# bound directory, on an earlier run or while a live environment runs) would get root to
+# write, chmod or remove where that user may not (a review did). Set by set_link_policy
+# for one build (or one helper); vb keeps bubblewrap's behaviour.
+_link_owners: frozenset[int] | None = None
+_ROOT_ONLY = frozenset({0})
+
+
+def set_link_policy(root_only: bool) -> None:
+    """Follow only root's symlinks inside a root from now on in this process (see
+    _link_owners), or any."""
+    global _link_owners
+    _link_owners = _ROOT_ONLY if root_only else None
 
 
 # --- safe path resolution inside a root -------------------------------------
@@ -97,19 +111,27 @@ def resolve(root_fd: int, path: str, flags: int = os.O_PATH, *, follow: bool = T
     """
     if not follow:
         flags |= os.O_NOFOLLOW
+    owners = _link_owners if symlinks else None
     if m.openat2_supported():
-        how = _RESOLVE if symlinks else _RESOLVE | m.RESOLVE_NO_SYMLINKS
-        return m.openat2(root_fd, path or "/", flags, mode, how, missing_ok=missing_ok)
+        how = _RESOLVE if symlinks and owners is None else _RESOLVE | m.RESOLVE_NO_SYMLINKS
+        try:
+            return m.openat2(root_fd, path or "/", flags, mode, how, missing_ok=missing_ok)
+        except OSError as exc:
+            if owners is None or exc.errno != errno.ELOOP:
+                raise
+            # a link on the way: walk, following those of the owners we trust
     try:
-        return _walk(root_fd, path, flags, follow, mode, symlinks)
+        return _walk(root_fd, path, flags, follow, mode, symlinks, owners)
     except FileNotFoundError:
         if missing_ok:
             return -1
         raise
 
 
-def _walk(root_fd: int, path: str, flags: int, follow: bool, mode: int, symlinks: bool = True) -> int:
-    """openat2(RESOLVE_IN_ROOT) for kernels without it: one component at a time."""
+def _walk(root_fd: int, path: str, flags: int, follow: bool, mode: int, symlinks: bool = True,
+          owners: frozenset[int] | None = None) -> int:
+    """openat2(RESOLVE_IN_ROOT) for kernels without it (and for following only the
+    symlinks of ``owners``): one component at a time."""
     todo = _split(path)
     stack = [os.dup(root_fd)]  # fds of the directories from the root down to the current one
     links = 0
@@ -130,10 +152,18 @@ def _walk(root_fd: int, path: str, flags: int, follow: bool, mode: int, symlinks
                     fd = os.open(comp, flags | os.O_NOFOLLOW | os.O_CLOEXEC, mode, dir_fd=stack[-1])
                     return fd
                 raise
-            if stat.S_ISLNK(os.fstat(fd).st_mode) and (follow or not last):
+            st = os.fstat(fd)
+            if stat.S_ISLNK(st.st_mode) and (follow or not last):
                 if not symlinks:
                     _close(fd)
                     raise OSError(errno.ELOOP, "a symlink on the way", path)
+                if owners is not None and st.st_uid not in owners:
+                    _close(fd)
+                    exc = OSError(errno.ELOOP, f"the symlink {comp!r} on the way belongs to uid {st.st_uid}, "
+                                               "and vbdecl, as root, follows only root's", path)
+                    exc.hint = ("a link in a bound directory may be the sandbox's: point the entry "   # type: ignore[attr-defined]
+                                "at where the link leads")
+                    raise exc
                 target = os.readlink(comp, dir_fd=stack[-1])
                 _close(fd)
                 links += 1
@@ -1272,6 +1302,8 @@ def _setup_root(spec: dict[str, Any], contained: bool,
     staging_fd = os.open(stage_path, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
     b = Builder(host_fd, root_path, staging_fd, prefix, userns, tty)
     b.through_links = "vb" in spec
+    # (the host's root only: in a user namespace we hold no more than the caller)
+    set_link_policy("vb" not in spec and os.geteuid() == 0 and not userns)
     ok = False
     if report is not None:
         b.track_host = True
@@ -1298,6 +1330,7 @@ def _setup_root(spec: dict[str, Any], contained: bool,
                                     hint=getattr(exc, "hint", None)) from exc
         ok = True
     finally:
+        set_link_policy(False)      # (a shared child's module is vbdecl's own)
         if report is not None:
             changes = b.host_changes()
             if changes is not None and not ok:

@@ -449,6 +449,21 @@ def test_an_entry_does_not_write_or_chmod_through_a_link_in_its_place(env: dict[
     assert (state / "private").stat().st_mode & 0o7777 == 0o700
 
 
+def _apply_swap_destroy(env: dict[str, str], m: str, name: str, shared: Path) -> None:
+    """Apply ``m``, wait until its process has swapped its links in (it touches
+    ``shared/done``), destroy it."""
+    r = vbdecl(env, "apply", "-y", m)
+    try:
+        assert r.returncode == 0, r.stderr
+        deadline = time.monotonic() + 20
+        while not (shared / "done").exists():
+            assert time.monotonic() < deadline, "the process never swapped its links in"
+            time.sleep(0.05)
+    finally:
+        r = vbdecl(env, "destroy", "-y", name)
+    assert r.returncode == 0, r.stderr
+
+
 def test_a_destroy_follows_no_link_the_environments_process_swapped_in(env: dict[str, str],
                                                                       tmp_path: Path) -> None:
     """The same finding for a live environment: its process (uid 65534) swapped links in
@@ -464,16 +479,7 @@ def test_a_destroy_follows_no_link_the_environments_process_swapped_in(env: dict
     - {{type: dir, target: /shared/cfg}}
     - {{type: file, target: /shared/cfg/app.conf, content: "x"}}
   process: {{user: 65534, group: 65534, command: [/bin/sh, -c, "{swap}"]}}""", name="swapper")
-    r = vbdecl(env, "apply", "-y", m)
-    try:
-        assert r.returncode == 0, r.stderr
-        deadline = time.monotonic() + 20
-        while not (shared / "done").exists():
-            assert time.monotonic() < deadline, "the process never swapped the links in"
-            time.sleep(0.05)
-    finally:
-        r = vbdecl(env, "destroy", "-y", "swapper")
-    assert r.returncode == 0, r.stderr
+    _apply_swap_destroy(env, m, "swapper", shared)
     assert (victim / "secret").stat().st_mode & 0o7777 == 0o600
     assert (victim / "app.conf").read_text() == "root's"
 
@@ -581,14 +587,5 @@ def test_a_destroy_does_not_go_through_a_link_the_process_put_on_the_way(env: di
     - {{type: symlink, target: /shared/d/l, points_to: /nowhere}}
     - {{type: ro-bind, source: /etc/hostname, target: /shared/d/lockfile}}
   process: {{user: 65534, group: 65534, command: [/bin/sh, -c, "{swap}"]}}""", name="swapper2")
-    r = vbdecl(env, "apply", "-y", m)
-    try:
-        assert r.returncode == 0, r.stderr
-        deadline = time.monotonic() + 20
-        while not (shared / "done").exists():
-            assert time.monotonic() < deadline, "the process never swapped the link in"
-            time.sleep(0.05)
-    finally:
-        r = vbdecl(env, "destroy", "-y", "swapper2")
-    assert r.returncode == 0, r.stderr
+    _apply_swap_destroy(env, m, "swapper2", shared)
     assert (victim / "l").is_symlink() and (victim / "lockfile").exists()

@@ -1032,8 +1032,8 @@ def _chmod_back(root_fd: int, path: str, mode: int, made: tuple[int, int]) -> bo
                 os.fchmod(real, mode)
             finally:
                 _close(real)
-        else:
-            m.fchmod_path_fd(fd, mode)
+        else:   # (not through /proc/self/fd: where an undo runs, /proc is the sandbox's)
+            m.fchmod_path_fd(fd, mode, through_proc=False)
         return True
     except OSError:
         return False

@@ -273,13 +273,15 @@ def is_mount_root(fd: int) -> bool:
         os.close(parent)
 
 
-def fchmod_path_fd(fd: int, mode: int) -> None:
-    """chmod the object an O_PATH fd refers to (never follows a symlink)."""
+def fchmod_path_fd(fd: int, mode: int, *, through_proc: bool = True) -> None:
+    """chmod the object an O_PATH fd refers to (never follows a symlink). Kernels
+    without fchmodat2 (before 6.6) go through /proc/self/fd, unless not ``through_proc``
+    (where /proc may be a sandbox's: then ENOSYS)."""
     ret = syscall("fchmodat2", fd, b"", mode, AT_EMPTY_PATH)
     if ret == 0:
         return
     err = -ret
-    if err not in (errno.ENOSYS, errno.EINVAL, errno.EBADF):
+    if err not in (errno.ENOSYS, errno.EINVAL, errno.EBADF) or not through_proc:
         raise_errno(f"fchmodat2(fd {fd}, {mode:#o})", err)
     # Older kernels: go through a real fd.
     flags = os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC

@@ -134,3 +134,61 @@ def test_symlink_swapped_in_during_setup(tmp_path: Path, dirs, resolver) -> None
     for rootfs in (None, str(root)):
         run_each(entries, rootfs, before)
     assert_untouched(outside)
+
+
+def test_a_link_swapped_in_while_the_owner_is_checked_is_not_followed(tmp_path: Path, resolver) -> None:
+    """A review: the walk checked a root-owned link's owner on one handle, then read the
+    link again by name, so a process swapping its own link in under that name
+    (renameat2 RENAME_EXCHANGE) got root to follow it. The link is now read through
+    the handle that was checked."""
+    import ctypes
+    import time
+
+    from vbdecl.runtime import rootfs
+
+    resolver()
+    root = tmp_path / "root"
+    data, sub, other = root / "data", root / "data" / "sub", root / "other"
+    sub.mkdir(parents=True)
+    other.mkdir()
+    (sub / "f").write_text("sub")
+    (other / "f").write_text("other")
+    os.symlink("sub", data / "lnk")                       # root's: followed
+    os.symlink("/other", data / "evil")
+    os.chown(data / "evil", 65534, 65534, follow_symlinks=False)
+    os.chown(data, 65534, 65534)
+    pid = os.fork()
+    if pid == 0:        # the sandbox's process: swaps its link in under the trusted name
+        try:
+            os.chdir(data)      # (tmp_path's parents are root's 0700)
+            os.setgid(65534)
+            os.setuid(65534)
+            libc = ctypes.CDLL(None, use_errno=True)
+            a, b = b"lnk", b"evil"
+            deadline = time.monotonic() + 1.5
+            while time.monotonic() < deadline:
+                libc.renameat2(-100, a, -100, b, 2)       # AT_FDCWD, RENAME_EXCHANGE
+        finally:
+            os._exit(0)
+    root_fd = os.open(root, os.O_PATH | os.O_DIRECTORY)
+    rootfs.set_link_policy(True)
+    seen: dict[str, int] = {}
+    try:
+        deadline = time.monotonic() + 1.2
+        while time.monotonic() < deadline:
+            try:
+                fd = rootfs.resolve(root_fd, "/data/lnk/f", os.O_RDONLY)
+            except OSError:
+                seen["refused"] = seen.get("refused", 0) + 1
+                continue
+            try:
+                what = os.read(fd, 16).decode()
+            finally:
+                os.close(fd)
+            seen[what] = seen.get(what, 0) + 1
+    finally:
+        rootfs.set_link_policy(False)
+        os.close(root_fd)
+        os.waitpid(pid, 0)
+    assert "other" not in seen, seen
+    assert seen.get("sub") and seen.get("refused"), seen    # the swapper did swap

@@ -161,11 +161,14 @@ def _walk(root_fd: int, path: str, flags: int, follow: bool, mode: int, symlinks
                     _close(fd)
                     exc = OSError(errno.ELOOP, f"the symlink {comp!r} on the way belongs to uid {st.st_uid}, "
                                                "and vbdecl, as root, follows only root's", path)
-                    exc.hint = ("a link in a bound directory may be the sandbox's: point the entry "   # type: ignore[attr-defined]
-                                "at where the link leads")
+                    exc.hint = ("point the entry (its target, or its source) at where the link leads: "   # type: ignore[attr-defined]
+                                "another user's link, such as one the sandbox made in a bound "
+                                "directory, could lead root anywhere")
                     raise exc
-                target = os.readlink(comp, dir_fd=stack[-1])
-                _close(fd)
+                try:    # the link checked, not whatever has its name by now
+                    target = os.readlink("", dir_fd=fd)
+                finally:
+                    _close(fd)
                 links += 1
                 if links > _MAX_LINKS:
                     raise OSError(errno.ELOOP, "too many symlinks", path)

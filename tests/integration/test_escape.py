@@ -136,7 +136,8 @@ def test_symlink_swapped_in_during_setup(tmp_path: Path, dirs, resolver) -> None
     assert_untouched(outside)
 
 
-def test_a_link_swapped_in_while_the_owner_is_checked_is_not_followed(tmp_path: Path, resolver) -> None:
+def test_a_link_swapped_in_while_the_owner_is_checked_is_not_followed(tmp_path: Path, resolver,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     """A review: the walk checked a root-owned link's owner on one handle, then read the
     link again by name, so a process swapping its own link in under that name
     (renameat2 RENAME_EXCHANGE) got root to follow it. The link is now read through
@@ -146,6 +147,7 @@ def test_a_link_swapped_in_while_the_owner_is_checked_is_not_followed(tmp_path: 
 
     from vbdecl.runtime import rootfs
 
+    monkeypatch.setattr(m, "_openat2_ok", m._openat2_ok)    # resolver() sets it for this process
     resolver()
     root = tmp_path / "root"
     data, sub, other = root / "data", root / "data" / "sub", root / "other"

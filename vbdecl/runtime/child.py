@@ -708,7 +708,8 @@ def _confine_init(cfg: ChildConfig, mask: int, *, shares_memory: bool = False) -
     ``mask`` permitted and effective, and, outside a user namespace of the
     sandbox's, not dumpable (ptrace and our /proc files then need CAP_SYS_PTRACE;
     in one, the caller's own tools, bubblewrap's --pidns among them, read our
-    /proc/PID/ns, and we hold nothing the caller does not)."""
+    /proc/PID/ns). What a process that gets in could make us call, the seccomp
+    filter init_loop installs refuses (_sharedchild.c, confine_init_calls)."""
     from vbdecl.sys import caps
 
     if not (cfg.user_new or any(key == "user" for key, _ in cfg.joins)):

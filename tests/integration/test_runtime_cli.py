@@ -589,3 +589,37 @@ def test_a_destroy_does_not_go_through_a_link_the_process_put_on_the_way(env: di
   process: {{user: 65534, group: 65534, command: [/bin/sh, -c, "{swap}"]}}""", name="swapper2")
     _apply_swap_destroy(env, m, "swapper2", shared)
     assert (victim / "l").is_symlink() and (victim / "lockfile").exists()
+
+
+def test_a_joined_mount_namespace_need_not_show_vbdecls_files(env: dict[str, str], tmp_path: Path) -> None:
+    """A review's side finding: a run, or a live environment's init, that joins a mount
+    namespace where vbdecl's own files are not (covered here by a tmpfs) imported what
+    it needed there: ImportError (a run said only that; an apply's init died)."""
+    import vbdecl as package_module
+
+    package = Path(package_module.__file__).parent
+    holder = subprocess.Popen(["unshare", "-m", "--propagation", "private", "sh", "-c",
+                               f"mount -t tmpfs none {package} && exec sleep 120"])
+    try:
+        ns = Path(f"/proc/{holder.pid}/ns/mnt")
+        deadline = time.monotonic() + 10
+        while ns.stat().st_ino == Path("/proc/self/ns/mnt").stat().st_ino or \
+                Path(f"/proc/{holder.pid}/comm").read_text().strip() != "sleep":
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        m = tmp_path / "joins.yaml"
+        m.write_text("apiVersion: vbdecl/v1\nkind: Environment\nmetadata: {name: joinsmnt}\nspec:\n"
+                     f"  namespaces: {{mount: {{join: {ns}}}}}\n"
+                     '  process: {command: [/bin/sleep, "60"]}\n')
+        r = vbdecl(env, "run", str(m), "--", "/bin/echo", "ran")
+        assert (r.returncode, r.stdout) == (0, "ran\n"), r.stderr
+        r = vbdecl(env, "apply", "-y", str(m))
+        try:
+            assert r.returncode == 0, r.stderr
+            r = vbdecl(env, "exec", "joinsmnt", "--", "/bin/echo", "in")
+            assert (r.returncode, r.stdout) == (0, "in\n"), r.stderr
+        finally:
+            assert vbdecl(env, "destroy", "-y", "joinsmnt").returncode == 0
+    finally:
+        holder.kill()
+        holder.wait()

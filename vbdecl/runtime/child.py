@@ -60,6 +60,7 @@ import os
 import struct
 
 from vbdecl.sys import _linux, signals
+from vbdecl.sys import caps as syscaps  # (an init confines itself where vbdecl's files may be gone)
 from vbdecl.sys import ns as sysns
 from vbdecl.sys import proc as sysproc
 
@@ -610,9 +611,12 @@ def load_setup_code(cfg: ChildConfig) -> None:
     child takes a copy-on-write fault on every page it touches, and an import
     touches many. Importing changes nothing outside this process; the second
     call does nothing (nor does it in the children of a process that did it)."""
-    if cfg.needs_root and not cfg.live and not cfg.preloaded:
+    # (a joined mount namespace need not show vbdecl's files either)
+    joins_mount = any(key == "mount" for key, _ in cfg.joins)
+    if (cfg.needs_root or joins_mount) and not cfg.live and not cfg.preloaded:
         preload(cfg.spec, _security())
-        import vbdecl.runtime.rootfs  # noqa: F401
+        if cfg.needs_root:
+            import vbdecl.runtime.rootfs  # noqa: F401
         cfg.preloaded = True
 
 
@@ -710,17 +714,15 @@ def _confine_init(cfg: ChildConfig, mask: int, *, shares_memory: bool = False) -
     in one, the caller's own tools, bubblewrap's --pidns among them, read our
     /proc/PID/ns). What a process that gets in could make us call, the seccomp
     filter init_loop installs refuses (_sharedchild.c, confine_init_calls)."""
-    from vbdecl.sys import caps
-
     if not (cfg.user_new or any(key == "user" for key, _ in cfg.joins)):
         sysproc.set_dumpable(False)
     if not shares_memory:   # (the kernel would give vbdecl, which shares our memory, the same)
         _spare_from_oom_killer()
-    caps.set_no_new_privs()
-    effective, permitted, _ = caps.capget()
-    if effective >> caps.CAP_SETPCAP & 1:
-        caps.drop_bounding(mask)
-    caps.capset(permitted & mask, permitted & mask, 0)
+    syscaps.set_no_new_privs()
+    effective, permitted, _ = syscaps.capget()
+    if effective >> syscaps.CAP_SETPCAP & 1:
+        syscaps.drop_bounding(mask)
+    syscaps.capset(permitted & mask, permitted & mask, 0)
 
 
 def _spare_from_oom_killer() -> None:

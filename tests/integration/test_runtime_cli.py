@@ -346,6 +346,18 @@ def test_a_run_in_a_host_directory_as_root_removes_what_it_made_there(env: dict[
     assert list(root.iterdir()) == []
 
 
+# what a manifest makes in a directory anyone may write (bound at /shared), and how
+# its process (uid 65534) swaps links in for it, to root's files in /victim
+SWAPPED_ENTRIES = """\
+    - {{type: bind, source: {shared}, target: /shared}}
+    - {{type: bind, source: {victim}, target: /victim}}
+    - {{type: chmod, target: /shared/sub, mode: "0700"}}
+    - {{type: dir, target: /shared/cfg}}
+    - {{type: file, target: /shared/cfg/app.conf, content: "x"}}"""
+SWAP = ("mv /shared/sub /shared/sub.old && ln -s /victim/secret /shared/sub && "
+        "mv /shared/cfg /shared/cfg.old && ln -s /victim /shared/cfg")
+
+
 def _shared_and_victim(tmp_path: Path) -> tuple[Path, Path]:
     """A directory anyone may write, with a sub directory, and one of root's files."""
     shared, victim = tmp_path / "shared", tmp_path / "victim"
@@ -364,16 +376,9 @@ def test_a_runs_undo_follows_no_link_its_process_swapped_in(env: dict[str, str],
     uid 65534) put in place of what the root made, so it chmodded and deleted root's
     files elsewhere. It now touches only the objects it made, through no link."""
     shared, victim = _shared_and_victim(tmp_path)
-    m = manifest(tmp_path, f"""\
-    - {{type: bind, source: {shared}, target: /shared}}
-    - {{type: bind, source: {victim}, target: /victim}}
-    - {{type: chmod, target: /shared/sub, mode: "0700"}}
-    - {{type: dir, target: /shared/cfg}}
-    - {{type: file, target: /shared/cfg/app.conf, content: "x"}}
-  process: {{user: 65534, group: 65534}}""")
-    r = vbdecl(env, "run", m, "--", "/bin/sh", "-c",
-               "mv /shared/sub /shared/sub.old && ln -s /victim/secret /shared/sub && "
-               "mv /shared/cfg /shared/cfg.old && ln -s /victim /shared/cfg")
+    m = manifest(tmp_path, SWAPPED_ENTRIES.format(shared=shared, victim=victim)
+                 + "\n  process: {user: 65534, group: 65534}")
+    r = vbdecl(env, "run", m, "--", "/bin/sh", "-c", SWAP)
     assert r.returncode == 0, r.stderr
     assert (victim / "secret").stat().st_mode & 0o7777 == 0o600
     assert (victim / "app.conf").read_text() == "root's"
@@ -470,15 +475,10 @@ def test_a_destroy_follows_no_link_the_environments_process_swapped_in(env: dict
     for what the apply made in a bound directory, and the destroy, as root, chmodded
     and deleted root's files the links led to."""
     shared, victim = _shared_and_victim(tmp_path)
-    swap = ("mv /shared/sub /shared/sub.old && ln -s /victim/secret /shared/sub && "
-            "mv /shared/cfg /shared/cfg.old && ln -s /victim /shared/cfg && touch /shared/done && sleep 60")
-    m = manifest(tmp_path, f"""\
-    - {{type: bind, source: {shared}, target: /shared}}
-    - {{type: bind, source: {victim}, target: /victim}}
-    - {{type: chmod, target: /shared/sub, mode: "0700"}}
-    - {{type: dir, target: /shared/cfg}}
-    - {{type: file, target: /shared/cfg/app.conf, content: "x"}}
-  process: {{user: 65534, group: 65534, command: [/bin/sh, -c, "{swap}"]}}""", name="swapper")
+    swap = f"{SWAP} && touch /shared/done && sleep 60"
+    m = manifest(tmp_path, SWAPPED_ENTRIES.format(shared=shared, victim=victim)
+                 + f'\n  process: {{user: 65534, group: 65534, command: [/bin/sh, -c, "{swap}"]}}',
+                 name="swapper")
     _apply_swap_destroy(env, m, "swapper", shared)
     assert (victim / "secret").stat().st_mode & 0o7777 == 0o600
     assert (victim / "app.conf").read_text() == "root's"

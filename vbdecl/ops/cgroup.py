@@ -107,8 +107,7 @@ def _supervisor(ctx: Context) -> int | None:
     from vbdecl.sys import proc as sysproc
 
     pid = (ctx.records.get("process") or {}).get("pid")
-    fields = sysproc._stat_fields(int(pid)) if pid else None
-    parent = int(fields[1]) if fields else 0
+    parent = (sysproc.parent(int(pid)) if pid else None) or 0
     try:
         with open(f"/proc/{parent}/comm", "rb") as f:
             # (comm keeps 15 bytes of the name set_name gave it)
@@ -426,10 +425,10 @@ def usage(record: Record, resources: dict[str, Any] | None = None) -> dict[str, 
     """Memory current/peak, cpu time and pids, each with its limit (for `vbdecl status`),
     of the group ``record``, with the controllers limits added to a live environment
     (their records' extensions; ``resources``: the state's)."""
-    for res in (resources or {}).values():
-        ext = ((res or {}).get("record") or {}).get("extension") if isinstance(res, dict) else None
-        if isinstance(ext, dict):
-            record = cgroupfs.with_extension(record, ext)
+    from vbdecl.runtime.oom import extensions
+
+    for ext in extensions(resources):
+        record = cgroupfs.with_extension(record, ext)
     return cgroupfs.usage(record)
 
 

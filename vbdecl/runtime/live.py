@@ -214,12 +214,9 @@ def _kill_the_rest(record: dict[str, Any]) -> None:
     recorded when it was made. Nothing to do for an init that is pid 1."""
     init = int(record["pid"])
     made = (record.get("ns") or {}).get("mount")
-    if (record.get("namespaces") or {}).get("mount") is not True or not made:
+    if (record.get("namespaces") or {}).get("mount") is not True or not made or sysproc.is_pid1(init):
         return
     try:
-        with open(f"/proc/{init}/status") as f:
-            if next((line.split()[-1] for line in f if line.startswith("NSpid:")), "") == "1":
-                return
         mnt = os.stat(f"/proc/{init}/ns/mnt").st_ino
         if mnt != made or mnt == os.stat("/proc/self/ns/mnt").st_ino:
             return

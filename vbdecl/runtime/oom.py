@@ -39,16 +39,23 @@ def open_counter(resources: dict[str, Any] | None) -> int:
 def memory_dir(resources: dict[str, Any] | None) -> str | None:
     """The environment's memory cgroup: the group's, or that of a memory limit added to
     a live environment (kept in the limit's record as an extension of the group)."""
-    resources = resources or {}
-    group = (resources.get("cgroup") or {}).get("record") or {}
+    group = ((resources or {}).get("cgroup") or {}).get("record") or {}
     path = (group.get("controllers") or {}).get("memory")
     if path:
         return str(path)
-    for res in resources.values():
+    return next((str(ext["path"]) for ext in extensions(resources)
+                 if ext.get("ctrl") == "memory" and ext.get("path")), None)
+
+
+def extensions(resources: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """The extensions of the environment's cgroup group that its limits' records keep
+    (controllers brought into a live environment, sys.cgroupfs.extend_group)."""
+    out = []
+    for res in (resources or {}).values():
         ext = ((res or {}).get("record") or {}).get("extension") if isinstance(res, dict) else None
-        if isinstance(ext, dict) and ext.get("ctrl") == "memory" and ext.get("path"):
-            return str(ext["path"])
-    return None
+        if isinstance(ext, dict):
+            out.append(ext)
+    return out
 
 
 def read_counter(fd: int) -> int | None:

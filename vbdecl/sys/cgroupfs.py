@@ -774,11 +774,15 @@ def note_origins(record: dict[str, Any], paths: list[str]) -> None:
     (a process's cgroups, as host paths) that the environment came from:
     :func:`release_group` moves its processes back there."""
     for d in record.get("dirs", []):
-        top = os.path.dirname(os.path.dirname(d["path"]))
-        for path in paths:
-            if path == top or path.startswith(top + "/"):
-                d["origin"] = path
-                break
+        origin = _under(os.path.dirname(os.path.dirname(d["path"])), paths)
+        if origin is not None:
+            d["origin"] = origin
+
+
+def _under(top: str, paths: list[str]) -> str | None:
+    """The first of ``paths`` (cgroups, as host paths) that is ``top`` or below it."""
+    top = top.rstrip("/")
+    return next((p for p in paths if p == top or p.startswith(top + "/")), None)
 
 
 def _procs(path: str) -> list[int]:
@@ -965,9 +969,7 @@ def _origin_in(mount: str, pid: int) -> str | None:
     their caller limits them by, such as a systemd unit's)."""
     from vbdecl.sys import proc as sysproc
 
-    top = mount.rstrip("/")
-    return next((p for p in sysproc.cgroup_paths(pid, include_root=True)
-                 if p == top or p.startswith(top + "/")), None)
+    return _under(mount, sysproc.cgroup_paths(pid, include_root=True))
 
 
 def with_extension(record: dict[str, Any], ext: dict[str, Any] | None) -> dict[str, Any]:

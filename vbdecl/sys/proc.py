@@ -167,19 +167,32 @@ def _kill(pid: int, sig: int) -> bool:
     return True
 
 
+def parent(pid: int) -> int | None:
+    """``pid``'s parent (None: gone)."""
+    fields = _stat_fields(pid)
+    return int(fields[1]) if fields else None
+
+
+def is_pid1(pid: int) -> bool:
+    """Whether ``pid`` is pid 1 of its pid namespace (False: not, or gone)."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            return next((line.split()[-1] for line in f if line.startswith("NSpid:")), "") == "1"
+    except OSError:
+        return False
+
+
 def env_processes(init: int) -> list[int]:
     """``init`` and every live process of its environment: those in its pid namespace
     when it is pid 1 there (commands ``vbdecl exec`` started included), and all their
     descendants (a payload's own nested pid namespaces too); else ``init``'s
     descendants. Zombies are left out (no cgroup lists them). Empty when ``init`` is gone."""
     try:
-        with open(f"/proc/{init}/status") as f:
-            nspid = next((line.split()[1:] for line in f if line.startswith("NSpid:")), [])
         ns = os.stat(f"/proc/{init}/ns/pid").st_ino
     except OSError:
         return []
     members = [init]
-    if nspid[-1:] == ["1"]:
+    if is_pid1(init):
         for name in os.listdir("/proc"):
             if name.isdigit():
                 try:

@@ -335,6 +335,42 @@ def test_a_run_leaves_the_host_as_it_found_it(env: dict[str, str], tmp_path: Pat
     assert r.returncode == 0 and (data / "vb-made").is_dir(), r.stderr
 
 
+@pytest.mark.parametrize("die_with_parent", [True, False])
+def test_a_sigkilled_run_still_leaves_the_host_as_it_found_it(env: dict[str, str], tmp_path: Path,
+                                                              die_with_parent: bool) -> None:
+    """The undo of what the root made in a bound directory is a janitor's: a SIGKILL
+    of vbdecl (no cleanup code of its own runs) left all of it. It waits for the
+    sandbox, which may outlive vbdecl."""
+    import signal
+
+    data = tmp_path / "data"
+    (data / "keep").mkdir(parents=True)
+    data.chmod(0o755)
+    (data / "keep").chmod(0o755)
+    before = _listing(data)
+    ready, stop = tmp_path / "ready", tmp_path / "stop"
+    extra = (THROUGH_A_BIND.format(data=data)
+             + f"    - {{type: bind, source: {tmp_path}, target: {tmp_path}}}\n"
+             + f"  process:\n    die_with_parent: {str(die_with_parent).lower()}")
+    proc = subprocess.Popen([VBDECL, "run", manifest(tmp_path, extra), "--", "/bin/sh", "-c",
+                             f"touch {ready}; while [ ! -e {stop} ]; do sleep 0.05; done"],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        assert _wait_until(ready.exists)
+        assert (data / "f").exists() and (data / "sub" / "deeper").is_dir()
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        if not die_with_parent:
+            time.sleep(0.5)
+            assert (data / "f").exists()      # the sandbox runs on, with its root
+            stop.touch()
+        assert _wait_until(lambda: _listing(data) == before), _listing(data)
+    finally:
+        stop.touch()
+        proc.kill()
+        proc.wait()
+
+
 def test_a_run_in_a_host_directory_as_root_removes_what_it_made_there(env: dict[str, str],
                                                                       tmp_path: Path) -> None:
     root = tmp_path / "root"

@@ -25,12 +25,11 @@ from __future__ import annotations
 
 import json
 import os
-import time
 from typing import Any
 
 from vbdecl.errors import ActionError, VbdeclError
 from vbdecl.ops.base import Context
-from vbdecl.sys import signals
+from vbdecl.runtime.janitor import dismiss, fork_janitor, read_lines, wait_gone
 
 
 class HostTransaction:
@@ -55,26 +54,9 @@ class HostTransaction:
     def _start_janitor(self) -> None:
         from vbdecl.sys import proc as sysproc
 
-        r, w = os.pipe2(os.O_CLOEXEC)
         started = sysproc.start_time(self.sandbox_pid) if self.sandbox_pid else None
-        pid = os.fork()
-        if pid == 0:
-            try:
-                os.close(w)
-                os.setsid()
-                for sig in (signals.SIGINT, signals.SIGTERM, signals.SIGHUP, signals.SIGQUIT):
-                    signals.signal(sig, signals.SIG_IGN)
-                signals.pthread_sigmask(signals.SIG_SETMASK, ())
-                null = os.open("/dev/null", os.O_RDWR)
-                os.dup2(null, 0)
-                os.dup2(null, 1)
-                sysproc.close_fds_except([r])
-                sysproc.set_name("vbdecl-janitor")
-                _janitor(self.ctx, r, self.sandbox_pid, started)
-            finally:
-                os._exit(0)
-        os.close(r)
-        self._janitor_fd, self._janitor_pid = w, pid
+        self._janitor_fd, self._janitor_pid = fork_janitor(
+            "vbdecl-janitor", [], lambda fd: _janitor(self.ctx, fd, self.sandbox_pid, started))
 
     def close(self) -> None:
         """The run is over and everything is reverted: dismiss the janitor."""
@@ -84,12 +66,8 @@ class HostTransaction:
             os.write(self._janitor_fd, b'{"op": "done"}\n')
         except OSError:
             pass
-        os.close(self._janitor_fd)
+        dismiss(self._janitor_fd, self._janitor_pid)
         self._janitor_fd = -1
-        try:
-            os.waitpid(self._janitor_pid, 0)
-        except ChildProcessError:
-            pass
 
     def _fault(self) -> Any:
         if self._faults is None:
@@ -144,31 +122,21 @@ class HostTransaction:
 def _janitor(ctx: Context, fd: int, sandbox_pid: int | None, started: int | None) -> None:
     """Follow the transaction; if vbdecl dies before "done", revert what landed."""
     from vbdecl.ops import op_for
-    from vbdecl.sys import proc as sysproc
 
     landed: list[tuple[dict[str, Any], dict[str, Any]]] = []
     in_flight: dict[str, Any] | None = None   # an action whose apply had started
-    buf = b""
-    while True:
-        chunk = os.read(fd, 65536)
-        if not chunk:
-            break
-        buf += chunk
-        *lines, buf = buf.split(b"\n")
-        for line in lines:
-            msg = json.loads(line)
-            if msg["op"] == "intent":
-                in_flight = msg["action"]
-            elif msg["op"] == "landed":
-                landed.append((msg["action"], msg["record"]))
-                in_flight = None
-            elif msg["op"] == "reverted":
-                landed = [x for x in landed if x[0]["id"] != msg["id"]]
-            elif msg["op"] == "done":
-                return
-    # vbdecl is gone. The sandbox may live on (die_with_parent: false): wait for it.
-    while sandbox_pid and sysproc.alive(sandbox_pid, started):
-        time.sleep(0.1)
+    for line in read_lines(fd):
+        msg = json.loads(line)
+        if msg["op"] == "intent":
+            in_flight = msg["action"]
+        elif msg["op"] == "landed":
+            landed.append((msg["action"], msg["record"]))
+            in_flight = None
+        elif msg["op"] == "reverted":
+            landed = [x for x in landed if x[0]["id"] != msg["id"]]
+        elif msg["op"] == "done":
+            return
+    wait_gone(sandbox_pid, started)     # vbdecl is gone; the sandbox may live on
     for action, record in reversed(landed):
         ctx.records[action["id"]] = record
     if in_flight is not None:

@@ -137,11 +137,14 @@ def _read_msg(fd: int) -> tuple[bytes, bytes] | None:
     raise RuntimeSetupError(f"sandbox sync protocol violation: unexpected byte {tag!r}")
 
 
-def _decoded(payload: bytes) -> dict[str, Any]:
-    import json  # (only runs whose root changes the host send JSON: vb's start-up does without)
+def _note_changes(undoer: tuple[int, int] | None, payload: bytes) -> bool:
+    """Hand what the root changed of the host (JSON, sent only when it changed
+    something) to the janitor that undoes it; True: there is something to undo."""
+    if undoer is not None:
+        from vbdecl.runtime import undo
 
-    value = json.loads(payload)
-    return value if isinstance(value, dict) else {}
+        undo.report(undoer, payload)
+    return True
 
 
 def _child_error(payload: bytes) -> RuntimeSetupError:
@@ -454,8 +457,8 @@ def _run_holder(cfg: C.ChildConfig, pid: int, c2p_r: int, p2c_w: int, nsd: dict[
                 guard: SignalGuard, state_dir: str | None, set_tx: Any,
                 warnings: list[str]) -> None:
     holder_status: int | None = None
-    host_changes: dict[str, Any] = {}
-    kept: dict[str, int] = {}
+    host_changes = False
+    undoer: tuple[int, int] | None = None     # the janitor of the root's host changes
     try:
         error: VbdeclError | None = None
         msg = _read_msg(c2p_r)
@@ -489,7 +492,7 @@ def _run_holder(cfg: C.ChildConfig, pid: int, c2p_r: int, p2c_w: int, nsd: dict[
         if error is None:
             msg = _read_msg(c2p_r)
             while msg is not None and msg[0] == C.MSG_HOST_CHANGES:     # (pid 1's, first)
-                host_changes = _decoded(msg[1])
+                host_changes = _note_changes(undoer, msg[1])
                 msg = _read_msg(c2p_r)
             if msg is not None and msg[0] == C.MSG_PID and len(msg[1]) == 4:
                 # 0: the child we forked is pid 1 (direct init), or there is no pid namespace
@@ -512,7 +515,7 @@ def _run_holder(cfg: C.ChildConfig, pid: int, c2p_r: int, p2c_w: int, nsd: dict[
         if cfg.undo_host_changes and p2c_w >= 0:
             from vbdecl.runtime import undo
 
-            kept = undo.keep_namespaces(pid)  # while it waits for the "go"
+            undoer = undo.follow(pid)  # while it waits for the "go"
         if error is None and p2c_w >= 0:
             try:
                 os.write(p2c_w, C.MSG_GO)
@@ -530,7 +533,7 @@ def _run_holder(cfg: C.ChildConfig, pid: int, c2p_r: int, p2c_w: int, nsd: dict[
                 if msg is None:
                     break
                 if msg[0] == C.MSG_HOST_CHANGES:
-                    host_changes = _decoded(msg[1])
+                    host_changes = _note_changes(undoer, msg[1])
                 if msg[0] == C.MSG_ERROR:
                     error = _child_error(msg[1])
                     break
@@ -552,12 +555,14 @@ def _run_holder(cfg: C.ChildConfig, pid: int, c2p_r: int, p2c_w: int, nsd: dict[
             os.close(p2c_w)
         if holder_status is None:
             C.kill_and_reap(pid)
-        if kept:
+        if undoer is not None:
             from vbdecl.runtime import undo
 
-            if host_changes:
-                undo.undo(kept, host_changes)
-            undo.close(kept)
+            undo.finish(undoer)
+        elif host_changes:
+            from vbdecl.runtime import undo
+
+            undo.warn("the sandbox was gone before its namespaces could be kept")
 
 
 class SignalGuard:

@@ -7,7 +7,9 @@ one, a chmod of a bound directory). ``vbdecl apply`` records those and its
 destroy removes them; a run reports them (rootfs.Builder.host_changes) and
 removes them the same way when its sandbox is gone, from inside the mount
 namespace it kept (the paths are the root's), so that a run leaves the host
-as it found it. vb does not: bubblewrap leaves them.
+as it found it. What keeps the namespaces and undoes the changes is a janitor
+(runtime/janitor.py): a SIGKILL of vbdecl does not stop it. vb does not undo
+them: bubblewrap leaves them.
 """
 
 from __future__ import annotations
@@ -18,52 +20,70 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
-def keep_namespaces(pid: int) -> dict[str, int]:
-    """fds on ``pid``'s mount namespace, and its user namespace when that is not
+
+def follow(pid: int) -> tuple[int, int] | None:
+    """Start the janitor that undoes the changes of ``pid``'s root (see :func:`report`)
+    once the sandbox is gone: when :func:`finish` ends its pipe, or when vbdecl dies.
+    It holds fds on ``pid``'s mount namespace, and its user namespace when that is not
     ours (new or joined: it owns the mount namespace), which keep them, and so the
-    root, after the sandbox's processes are gone. Empty when ``pid`` is gone already."""
+    root, after the sandbox's processes are gone. None when ``pid`` is gone already."""
+    from vbdecl.runtime.janitor import fork_janitor
+    from vbdecl.sys import proc as sysproc
+
+    started = sysproc.start_time(pid)
     fds: dict[str, int] = {}
     try:
         user = os.stat(f"/proc/{pid}/ns/user").st_ino != os.stat("/proc/self/ns/user").st_ino
         for name in ("user", "mnt") if user else ("mnt",):
             fds[name] = os.open(f"/proc/{pid}/ns/{name}", os.O_RDONLY | os.O_CLOEXEC)
+        if started is None:
+            return None
+        return fork_janitor("vbdecl-undo", list(fds.values()),
+                            lambda fd: _janitor(fd, fds, pid, started))
     except OSError:
-        close(fds)
-        return {}
-    return fds
+        return None
+    finally:
+        for fd in fds.values():
+            os.close(fd)
 
 
-def close(fds: dict[str, int]) -> None:
-    for fd in fds.values():
-        os.close(fd)
-    fds.clear()
+def report(janitor: tuple[int, int], changes: bytes) -> None:
+    """Tell the janitor what the root changed (JSON; the newest report counts)."""
+    try:
+        os.write(janitor[0], changes + b"\n")
+    except OSError:
+        pass        # it is gone: it could not undo anything anyway
 
 
-def undo(fds: dict[str, int], changes: dict[str, Any]) -> None:
-    """Set back the modes and remove the paths of ``changes`` (newest first: what was
-    created stays if it is not empty, or no longer what was made), in a helper that
-    enters the kept namespaces. The run is over whatever happens: what could not be
-    undone is a warning."""
-    if "mnt" not in fds:
-        _warn("the sandbox was gone before its namespaces could be kept")
+def finish(janitor: tuple[int, int]) -> None:
+    """The sandbox is gone: let the janitor undo the changes, and wait for it."""
+    from vbdecl.runtime.janitor import dismiss
+
+    dismiss(*janitor)
+
+
+def _janitor(fd: int, fds: dict[str, int], pid: int, started: int) -> None:
+    """Set back the modes and remove the paths of the last report (newest first: what
+    was created stays if it is not empty, or no longer what was made), from inside the
+    kept namespaces, once the sandbox is gone. The run is over whatever happens: what
+    could not be undone is a warning."""
+    import json
+
+    from vbdecl.runtime.janitor import read_lines, wait_gone
+
+    lines = read_lines(fd)
+    wait_gone(pid, started)
+    if not lines:
         return
-    pid = os.fork()
-    if pid == 0:
-        code = 1
-        try:
-            failed = _undo_inside(fds, changes)
-            if failed:
-                _warn(f"could not set back the mode of {', '.join(failed)}")
-            else:
-                code = 0
-        except BaseException as exc:
-            _warn(f"{exc}")
-        finally:
-            os._exit(code)
-    os.waitpid(pid, 0)
+    try:
+        failed = _undo_inside(fds, json.loads(lines[-1]))
+        if failed:
+            warn(f"could not set back the mode of {', '.join(failed)}")
+    except BaseException as exc:
+        warn(f"{exc}")
 
 
-def _warn(why: str) -> None:
+def warn(why: str) -> None:
     try:
         os.write(2, f"vbdecl: warning: this run's changes to bound host directories were not all "
                     f"undone: {why}\n".encode())

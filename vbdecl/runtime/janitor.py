@@ -1,0 +1,74 @@
+"""A process that cleans up after a run even when vbdecl is killed.
+
+A run's host objects (runtime/hostactions.py) and what its root changed in
+bound host directories (runtime/undo.py) must not outlive the run. Each is
+followed by a janitor forked before the first of them lands: it learns what
+landed over a pipe and, when the pipe ends (the run is over, or vbdecl
+died), cleans up what is still there once the sandbox is gone.
+"""
+
+from __future__ import annotations
+
+import os
+
+from vbdecl.sys import signals
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+
+def fork_janitor(name: str, keep: list[int], body: Callable[[int], None]) -> tuple[int, int]:
+    """Start ``body(read_fd)`` in a process of its own session that ignores the
+    terminal's signals and has only ``keep``, the read end of its pipe and stderr
+    open. Returns the write end of the pipe and the janitor's pid."""
+    from vbdecl.sys import proc as sysproc
+
+    r, w = os.pipe2(os.O_CLOEXEC)
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.close(w)
+            os.setsid()
+            for sig in (signals.SIGINT, signals.SIGTERM, signals.SIGHUP, signals.SIGQUIT):
+                signals.signal(sig, signals.SIG_IGN)
+            signals.pthread_sigmask(signals.SIG_SETMASK, ())
+            null = os.open("/dev/null", os.O_RDWR)
+            os.dup2(null, 0)
+            os.dup2(null, 1)
+            sysproc.close_fds_except([r, *keep])
+            sysproc.set_name(name)
+            body(r)
+        finally:
+            os._exit(0)
+    os.close(r)
+    return w, pid
+
+
+def read_lines(fd: int) -> list[bytes]:
+    """Every whole line written to ``fd`` until its write end is closed (vbdecl may
+    have been killed half-way through the last)."""
+    chunks = []
+    while chunk := os.read(fd, 65536):
+        chunks.append(chunk)
+    return b"".join(chunks).split(b"\n")[:-1]
+
+
+def wait_gone(pid: int | None, started: int | None) -> None:
+    """Return once the sandbox's first process is gone: after vbdecl's death it may
+    live on (``die_with_parent: false``)."""
+    import time
+
+    from vbdecl.sys import proc as sysproc
+
+    while pid and sysproc.alive(pid, started):
+        time.sleep(0.1)
+
+
+def dismiss(fd: int, pid: int) -> None:
+    """End the janitor's pipe and wait for it to finish its work."""
+    os.close(fd)
+    try:
+        os.waitpid(pid, 0)
+    except ChildProcessError:
+        pass

@@ -98,6 +98,57 @@ def test_to_bwrap_refuses_what_bubblewrap_cannot_say(tmp_path: Path, spec: str, 
     assert named in r.stderr and "vbdecl run" in r.stderr
 
 
+SECCOMP_PROBE = r"""import ctypes, sys
+libc = ctypes.CDLL(None, use_errno=True)
+for name, nr in (("keyctl", int(sys.argv[1])), ("getpid", int(sys.argv[2]))):
+    r = libc.syscall(ctypes.c_long(nr), ctypes.c_long(-1), ctypes.c_long(0), ctypes.c_long(0))
+    print(name, "errno", ctypes.get_errno() if r == -1 else 0)
+with open("/proc/self/status") as f:
+    print(*[" ".join(line.split()) for line in f if line.startswith(("Seccomp:", "NoNewPrivs:"))])
+"""
+
+
+@pytest.mark.skipif(BWRAP is None, reason="needs Debian's bubblewrap")
+def test_to_bwrap_with_seccomp_out_gives_bubblewrap_the_manifests_profile(tmp_path: Path) -> None:
+    """A manifest with the default profile (most manifests) was refused: bubblewrap
+    reads programs from fds only. --seccomp-out writes the program a run installs,
+    and the command line reads it from fd 3: the payload meets the same filter."""
+    from vbdecl.sys import seccomp as ssc
+
+    s = ssc.binding()
+    nums = [str(s.resolve_syscall(s.Arch.NATIVE, n)) for n in ("keyctl", "getpid")]
+    probe = tmp_path / "probe.py"
+    probe.write_text(SECCOMP_PROBE)
+    manifest = tmp_path / "env.yaml"
+    manifest.write_text(
+        "apiVersion: vbdecl/v1\nkind: Environment\nmetadata: {name: sc}\nspec:\n  filesystem:\n"
+        "    - {type: ro-bind, source: /usr, target: /usr}\n"
+        "    - {type: symlink, target: /lib, points_to: usr/lib}\n"
+        "    - {type: symlink, target: /lib64, points_to: usr/lib64}\n"
+        "    - {type: symlink, target: /bin, points_to: usr/bin}\n"
+        "    - {type: proc, target: /proc}\n"
+        f"    - {{type: ro-bind, source: {probe}, target: /probe.py}}\n"
+        f"  process: {{command: [python3, /probe.py, '{nums[0]}', '{nums[1]}']}}\n")
+    refused = subprocess.run([VBDECL, "convert", "--to-bwrap", str(manifest)], capture_output=True,
+                             text=True, timeout=30)
+    assert refused.returncode == 1 and "--seccomp-out" in refused.stderr
+    program = tmp_path / "env.bpf"
+    line = subprocess.run([VBDECL, "convert", "--to-bwrap", str(manifest), "--seccomp-out", str(program)],
+                          capture_output=True, text=True, timeout=30)
+    assert line.returncode == 0, line.stderr
+    assert line.stdout.startswith("bwrap ") and line.stdout.rstrip().endswith(f"3<{program}")
+    assert program.stat().st_size % 8 == 0 and "--seccomp 3" in line.stdout
+    through_bwrap = subprocess.run(["sh", "-c", line.stdout.replace("bwrap ", f"{BWRAP} ", 1)],
+                                   capture_output=True, text=True, timeout=30)
+    run = subprocess.run([VBDECL, "run", str(manifest)], capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout == "keyctl errno 1\ngetpid errno 0\nNoNewPrivs: 1 Seccomp: 2\n"
+    assert through_bwrap.stdout == run.stdout, through_bwrap.stderr
+    without = subprocess.run(["sh", "-c", line.stdout.replace("bwrap ", f"{BWRAP} ", 1)
+                              .replace("--seccomp 3 ", "")], capture_output=True, text=True, timeout=30)
+    assert "keyctl errno 1\n" not in without.stdout and "Seccomp: 0" in without.stdout, without
+
+
 def test_print_manifest_runs_nothing(tmp_path: Path) -> None:
     marker = tmp_path / "ran"
     r = subprocess.run([VB, "--print-manifest", "--bind", "/", "/", "touch", str(marker)],

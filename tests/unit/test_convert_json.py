@@ -48,3 +48,27 @@ def test_to_bwrap_reports_everything_bubblewrap_cannot_express_at_once(
         assert f"{path}: environment web: {words}" in err, words
     assert "6 things bubblewrap cannot express" in err and "vbdecl run" in err
     assert "environment db" not in err and out == ""    # nothing half done
+
+
+def test_seccomp_out_writes_a_program_for_each_environment_with_a_profile(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "envs.yaml"
+    path.write_text("apiVersion: vbdecl/v1\nkind: Environment\nmetadata: {name: web}\nspec:\n"
+                    "  process: {command: [\"true\"]}\n"
+                    "---\napiVersion: vbdecl/v1\nkind: Environment\nmetadata: {name: db}\nspec:\n"
+                    "  security: {seccomp: {deny: [keyctl], errno: EACCES}}\n  process: {command: [\"true\"]}\n"
+                    "---\napiVersion: vbdecl/v1\nkind: Environment\nmetadata: {name: off}\nspec:\n"
+                    "  security: {seccomp: 'off'}\n  process: {command: [\"true\"]}\n")
+    out = tmp_path / "p.bpf"
+    assert main(["--json", "convert", "--to-bwrap", str(path), "--seccomp-out", str(out)]) == 0
+    docs = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [d["name"] for d in docs] == ["web", "db", "off"]
+    for d in docs[:2]:
+        program = Path(d["fds"]["3"])
+        assert program == tmp_path / f"p.bpf.{d['name']}" and program.stat().st_size % 8 == 0
+        assert d["argv"][d["argv"].index("--seccomp") + 1] == "3"
+    assert docs[2]["fds"] == {} and "--seccomp" not in docs[2]["argv"]
+    assert (tmp_path / "p.bpf.web").read_bytes() != (tmp_path / "p.bpf.db").read_bytes()
+
+    assert main(["convert", "--from-bwrap", "--seccomp-out", str(out), "--", "true"]) == 1
+    assert "--seccomp-out goes with --to-bwrap" in capsys.readouterr().err

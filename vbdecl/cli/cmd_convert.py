@@ -6,10 +6,12 @@ import argparse
 import json
 import shlex
 import sys
+from typing import Any
 
 from vbdecl.errors import UsageError
 
 HELP = "convert a bubblewrap command line to a manifest (--from-bwrap) or back (--to-bwrap)"
+SECCOMP_FD = 3      # where the printed command line has bubblewrap read a seccomp program
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -18,11 +20,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                        help="read bubblewrap arguments after `--` and print the manifest")
     group.add_argument("--to-bwrap", metavar="FILE",
                        help="print a bubblewrap command line for the manifest FILE")
+    parser.add_argument("--seccomp-out", metavar="FILE",
+                        help="with --to-bwrap: write the seccomp profile's compiled program to FILE "
+                             f"(FILE.NAME for each of several environments) and have bubblewrap read it "
+                             f"from fd {SECCOMP_FD} (`--seccomp {SECCOMP_FD} ... {SECCOMP_FD}<FILE`)")
     parser.add_argument("args", nargs=argparse.REMAINDER,
                         help="with --from-bwrap: -- followed by bubblewrap's arguments")
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.seccomp_out and not args.to_bwrap:
+        raise UsageError("--seccomp-out goes with --to-bwrap")
     if args.from_bwrap:
         from vbdecl.vb.manifest import document_to_manifest, render, vb_only
         from vbdecl.vb.parse import VbUsageError, parse, to_document
@@ -45,25 +53,46 @@ def run(args: argparse.Namespace) -> int:
     from vbdecl.model import load_normalized
     from vbdecl.vb.manifest import NotExpressible, manifest_to_bwrap
 
+    docs = load_normalized(args.to_bwrap)
+    profiles = sum(d["spec"]["security"]["seccomp"] != "off" for d in docs)
     # every environment first, and all that bubblewrap cannot say at once (as validate)
-    lines: list[str] = []
+    commands: list[tuple[dict[str, Any], list[str], str | None]] = []    # (doc, argv, program file)
     problems: list[str] = []
-    for doc in load_normalized(args.to_bwrap):
+    for doc in docs:
+        program = None
+        if args.seccomp_out and doc["spec"]["security"]["seccomp"] != "off":
+            program = args.seccomp_out if profiles == 1 else f"{args.seccomp_out}.{doc['name']}"
         try:
-            argv = manifest_to_bwrap(doc["spec"])
+            argv = manifest_to_bwrap(doc["spec"], SECCOMP_FD if program else None)
         except NotExpressible as err:
             problems += [f"{args.to_bwrap}: environment {doc['name']}: {p}" for p in err.problems]
             continue
-        if args.json:
-            lines.append(json.dumps({"name": doc["name"], "argv": ["bwrap", *argv]}))
-        else:
-            lines.append(shlex.join(["bwrap", *argv]))
+        commands.append((doc, argv, program))
     if problems:
         for problem in problems:
             print(problem, file=sys.stderr)
         count = len(problems)
         raise UsageError(f"{count} thing{'s' if count != 1 else ''} bubblewrap cannot express in "
                          f"{args.to_bwrap}", hint="run it with `vbdecl run` instead")
-    for line in lines:
-        print(line)
+    for doc, argv, program in commands:
+        if program:
+            _write_program(program, doc["spec"])
+        if args.json:
+            fds = {str(SECCOMP_FD): program} if program else {}
+            print(json.dumps({"name": doc["name"], "argv": ["bwrap", *argv], "fds": fds}))
+        else:
+            redirect = f" {SECCOMP_FD}<{shlex.quote(program)}" if program else ""
+            print(shlex.join(["bwrap", *argv]) + redirect)
     return 0
+
+
+def _write_program(path: str, spec: dict[str, Any]) -> None:
+    from vbdecl.engine.atomic import write_bytes
+    from vbdecl.ops.sec import bwrap_program
+
+    program = bwrap_program(spec)
+    assert program is not None      # (only specs with a profile get a program file)
+    try:
+        write_bytes(path, program, 0o644)
+    except OSError as exc:
+        raise UsageError(f"--seccomp-out {path}: {exc.strerror}") from None

@@ -576,6 +576,17 @@ def _build_program(setting: Any, kept: int, hold: int, key: str) -> bytes:
     return program
 
 
+def bwrap_program(spec: dict[str, Any]) -> bytes | None:
+    """The program of ``spec``'s seccomp profile for bubblewrap's ``--seccomp`` (which
+    installs it right before the exec, with no_new_privs, as vbdecl does): the one a
+    run installs for the capabilities the process keeps. None with seccomp off."""
+    from vbdecl.sys import seccomp as ssc
+
+    _, _, kept, _ = privileges(spec)
+    filt = _build_filter((spec.get("security") or {}).get("seccomp", "default"), kept, 0)
+    return None if filt is None else bytes(ssc.export_bpf(filt))
+
+
 # --- user namespaces ----------------------------------------------------------
 
 def could_trace_into_pid1(spec: dict[str, Any]) -> bool:

@@ -362,9 +362,11 @@ def _cap_args(caps: dict[str, Any] | None, uid: int, disable_userns: bool) -> li
     return args
 
 
-def manifest_to_bwrap(spec: dict[str, Any]) -> list[str]:
+def manifest_to_bwrap(spec: dict[str, Any], seccomp_fd: int | None = None) -> list[str]:
     """bubblewrap arguments for a normalized spec; NotExpressible, naming every part
-    it cannot say, when there is any."""
+    it cannot say, when there is any. ``seccomp_fd``: where bubblewrap is to read the
+    program of the spec's seccomp profile (see ops.sec.bwrap_program); without it a
+    profile is something bubblewrap cannot say."""
     args: list[str] = []
     problems: list[str] = []
     if spec.get("rootfs"):
@@ -459,9 +461,12 @@ def manifest_to_bwrap(spec: dict[str, Any]) -> list[str]:
     if spec["namespaces"]["pid"] and not proc["init"]:
         args.append("--as-pid-1")
     sec = spec["security"]
-    if sec["seccomp"] != "off":
+    if sec["seccomp"] != "off" and seccomp_fd is None:
         problems.append("security.seccomp: bubblewrap takes compiled BPF programs from fds; "
-                             "set seccomp: off or keep the manifest")
+                        "give --seccomp-out FILE to write this profile's program, "
+                        "or set seccomp: off")
+    elif sec["seccomp"] != "off":
+        args += ["--seccomp", str(seccomp_fd)]
     if sec.get("landlock"):
         problems.append("security.landlock: bubblewrap has no Landlock options")
     args += _cap_args(sec.get("capabilities"), int(proc.get("user") or 0), bool(sec["disable_userns"]))

@@ -335,6 +335,21 @@ def test_a_run_leaves_the_host_as_it_found_it(env: dict[str, str], tmp_path: Pat
     assert r.returncode == 0 and (data / "vb-made").is_dir(), r.stderr
 
 
+def test_a_run_undoes_its_changes_under_a_bind_it_made_read_only(env: dict[str, str], tmp_path: Path) -> None:
+    """The undo works through the run's root, where a remount-ro after the entries
+    (as in MANIFEST.md's example) had made the bind read-only: the mode stayed
+    changed, with a warning, and the directories and files stayed without one."""
+    data = tmp_path / "data"
+    (data / "keep").mkdir(parents=True)
+    data.chmod(0o755)
+    (data / "keep").chmod(0o755)
+    before = _listing(data)
+    m = manifest(tmp_path, THROUGH_A_BIND.format(data=data) + "    - {type: remount-ro, target: /data}\n")
+    r = vbdecl(env, "run", m, "--", "/bin/sh", "-c", "ls /data/sub >/dev/null && ! touch /data/out 2>/dev/null")
+    assert r.returncode == 0 and "warning" not in r.stderr, r.stderr
+    assert _listing(data) == before
+
+
 @pytest.mark.parametrize("die_with_parent", [True, False])
 def test_a_sigkilled_run_still_leaves_the_host_as_it_found_it(env: dict[str, str], tmp_path: Path,
                                                               die_with_parent: bool) -> None:

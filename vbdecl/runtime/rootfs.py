@@ -942,7 +942,7 @@ class Builder:
 
 def remove_created(root_fd: int, created: list[str], *, own_files: list[str],
                    mounts_at: str | None = None, ids: dict[str, tuple[int, int]] | None = None,
-                   only_known: bool = False) -> None:
+                   only_known: bool = False) -> list[str]:
     """Remove what was created in the root, newest first: empty dirs, empty files,
     symlinks, and ``own_files`` (regular files that file entries wrote) whatever
     their size. What is gone or changed kind meanwhile is left. ``mounts_at``: the
@@ -950,8 +950,10 @@ def remove_created(root_fd: int, created: list[str], *, own_files: list[str],
     points of a root that is done with). A path in ``ids`` is removed only while it
     is still the object made (st_dev, st_ino): a sandboxed process may have swapped
     a link in on the way. ``only_known`` (a run's undo): only paths in ``ids``, and
-    no symlink followed on the way."""
+    no symlink followed on the way. Returns the paths that stayed for another reason
+    than that (or than a directory the process wrote into)."""
     symlinks = not only_known
+    failed = []
     for path in reversed(created):
         parent, _, name = path.rstrip("/").rpartition("/")
         made = None if ids is None else ids.get(path)
@@ -972,10 +974,12 @@ def remove_created(root_fd: int, created: list[str], *, own_files: list[str],
             elif stat.S_ISLNK(st.st_mode) or (stat.S_ISREG(st.st_mode)
                                               and (st.st_size == 0 or path in own_files)):
                 os.unlink(name, dir_fd=pfd)
-        except OSError:
-            pass
+        except OSError as exc:
+            if exc.errno not in (errno.ENOENT, errno.ENOTEMPTY, errno.EEXIST):
+                failed.append(path)
         finally:
             _close(pfd)
+    return failed
 
 
 def _detach_at(root_fd: int, path: str, root_path: str, symlinks: bool = True) -> bool:
@@ -998,18 +1002,45 @@ def _detach_at(root_fd: int, path: str, root_path: str, symlinks: bool = True) -
 
 def undo_host_changes(root_fd: int, changes: dict[str, Any], root_path: str) -> list[str]:
     """Set back the modes and remove the paths of Builder.host_changes, the root being
-    at ``root_path``. No symlink is followed on the way, and only what is still the
-    object that was made or chmodded is touched: the sandbox's process may have
-    swapped links or other files in. Returns the paths whose mode could not be set
-    back (best effort otherwise: what is no longer as it was made is left)."""
+    at ``root_path`` in a mount namespace that is done with (its read-only mounts on
+    the way are made writable: a remount-ro after the entries made them so). No
+    symlink is followed on the way, and only what is still the object that was made
+    or chmodded is touched: the sandbox's process may have swapped links or other
+    files in. Returns what could not be undone, in words (what is no longer as it
+    was made is left, and not counted)."""
+    modes = changes.get("modes") or []
+    paths = list(changes.get("paths") or [])
+    _writable_on_the_way(root_fd, [p for p, *_ in modes] + [p.rstrip("/").rpartition("/")[0] for p in paths])
     failed = []
-    for path, mode, dev, ino in reversed(changes.get("modes") or []):
+    for path, mode, dev, ino in reversed(modes):
         if not _chmod_back(root_fd, path, int(mode), (dev, ino)):
-            failed.append(path)
+            failed.append(f"set back the mode of {path}")
     ids = {p: (int(i[0]), int(i[1])) for p, i in (changes.get("ids") or {}).items()}
-    remove_created(root_fd, list(changes.get("paths") or []), own_files=list(changes.get("own_files") or []),
-                   mounts_at=root_path, ids=ids, only_known=True)
-    return failed
+    stayed = remove_created(root_fd, paths, own_files=list(changes.get("own_files") or []),
+                            mounts_at=root_path, ids=ids, only_known=True)
+    return failed + [f"remove {path}" for path in stayed]
+
+
+def _writable_on_the_way(root_fd: int, paths: list[str]) -> None:
+    """Clear the read-only flag of each mount from the root down to each of ``paths``
+    (no symlink followed). Mounts read-only in the filesystem itself, or locked so
+    by a more privileged namespace, stay as they are."""
+    places = {"/"}
+    for path in paths:
+        parts = [p for p in path.split("/") if p]
+        places.update("/" + "/".join(parts[:i]) for i in range(1, len(parts) + 1))
+    for place in sorted(places):
+        try:
+            fd = resolve(root_fd, place, os.O_PATH, follow=False, symlinks=False)
+        except OSError:
+            continue
+        try:
+            if os.fstatvfs(fd).f_flag & os.ST_RDONLY and m.is_mount_root(fd):
+                m.set_attrs(fd, 0, m.MOUNT_ATTR_RDONLY, recursive=False)
+        except OSError:
+            pass
+        finally:
+            _close(fd)
 
 
 def _chmod_back(root_fd: int, path: str, mode: int, made: tuple[int, int]) -> bool:

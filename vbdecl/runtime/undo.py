@@ -78,7 +78,7 @@ def _janitor(fd: int, fds: dict[str, int], pid: int, started: int) -> None:
     try:
         failed = _undo_inside(fds, json.loads(lines[-1]))
         if failed:
-            warn(f"could not set back the mode of {', '.join(failed)}")
+            warn(f"could not {'; '.join(failed)}")
     except BaseException as exc:
         warn(f"{exc}")
 
@@ -93,7 +93,7 @@ def warn(why: str) -> None:
 
 def _undo_inside(fds: dict[str, int], changes: dict[str, Any]) -> list[str]:
     from vbdecl.runtime.rootfs import undo_host_changes
-    from vbdecl.sys.ns import CLONE_NEWNS, CLONE_NEWUSER, setns
+    from vbdecl.sys.ns import CLONE_NEWNS, CLONE_NEWUSER, setns, unshare
 
     for name, flag in (("user", CLONE_NEWUSER), ("mnt", CLONE_NEWNS)):
         if name in fds:
@@ -104,5 +104,6 @@ def _undo_inside(fds: dict[str, int], changes: dict[str, Any]) -> list[str]:
                     os.setuid(0)
                 except OSError:
                     pass
+    unshare(CLONE_NEWNS)    # a copy of the run's mounts, ours alone to make writable for the undo
     root = os.open("/", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)    # the run's root, after setns
     return undo_host_changes(root, changes, "/")

@@ -39,6 +39,7 @@ class HostTransaction:
         self._faults: Any = None
         self._janitor_fd = -1
         self._janitor_pid = 0
+        self._reverted = False      # revert() went through to the end
         self.sandbox_pid = sandbox_pid
 
     # --- janitor ------------------------------------------------------------------
@@ -59,13 +60,15 @@ class HostTransaction:
             "vbdecl-janitor", [], lambda fd: _janitor(self.ctx, fd, self.sandbox_pid, started))
 
     def close(self) -> None:
-        """The run is over and everything is reverted: dismiss the janitor."""
+        """The run is over: dismiss the janitor, which reverts what is still landed
+        (a revert that was interrupted) once the sandbox is gone."""
         if self._janitor_fd < 0:
             return
-        try:
-            os.write(self._janitor_fd, b'{"op": "done"}\n')
-        except OSError:
-            pass
+        if not self.landed and self._reverted:
+            try:
+                os.write(self._janitor_fd, b'{"op": "done"}\n')
+            except OSError:
+                pass
         dismiss(self._janitor_fd, self._janitor_pid)
         self._janitor_fd = -1
 
@@ -101,21 +104,25 @@ class HostTransaction:
             self._tell({"op": "landed", "action": action, "record": record})
 
     def revert(self) -> list[ActionError]:
-        """Revert every landed action, newest first; return the revert failures."""
+        """Revert every landed action, newest first; return the revert failures. An
+        interrupt (KeyboardInterrupt, SystemExit) goes through: the janitor, not told
+        of that action or the ones after it, reverts them once :meth:`close` is called."""
         from vbdecl.ops import op_for
 
         errors: list[ActionError] = []
         while self.landed:
-            action, record = self.landed.pop()
+            action, record = self.landed[-1]
             aid = action["id"]
             try:
                 self._fault().check_revert(aid)
                 op_for(action["kind"]).revert(self.ctx, record)
-            except BaseException as exc:
+            except Exception as exc:
                 errors.append(exc if isinstance(exc, ActionError)
-                              else ActionError(str(exc), action=aid))
+                              else ActionError(f"{type(exc).__name__}: {exc}", action=aid))
+            self.landed.pop()
             self.ctx.records.pop(aid, None)
             self._tell({"op": "reverted", "id": aid})
+        self._reverted = True
         return errors
 
 

@@ -393,30 +393,43 @@ def run_spec(spec: dict[str, Any], *, name: str = "sandbox", actions: list[dict[
         spec = C._security().load_host_files(spec)
         cfg = _config(spec, nsd, instance, argv)
         cfg.lock_fd = lock_fd
-        guard = SignalGuard(forward_signals, caller if cfg.die_with_parent else None)
-        _spawn_and_wait(cfg, nsd, idmap, spec, name, actions or [], sink, result,
-                        guard, state_dir, txs.append, warnings, share_memory)
+        # Held until the host actions are reverted too: a ^C must not cut a revert short.
+        with SignalGuard(forward_signals, caller if cfg.die_with_parent else None) as guard:
+            try:
+                _spawn_and_wait(cfg, nsd, idmap, spec, name, actions or [], sink, result,
+                                guard, state_dir, txs.append, warnings, share_memory)
+            finally:
+                _revert(txs, result, name, spec, speaker)
     except VbdeclError as err:
         result.error = err
         result.code = err.exit_code if err.exit_code >= 125 else 125
     finally:
-        for tx in txs:
-            errors = tx.revert()
-            tx.close()
-            oom = tx.ctx.extra.get("cgroup_oom_kills")
-            if oom:
-                # the run's own cgroup: every kill in it happened during this run
-                from vbdecl.runtime.oom import report
-
-                report(name, oom, (spec.get("limits") or {}).get("memory"), speaker=speaker)
-            if errors and result.error is None:
-                result.error = errors[0]
-                result.code = result.code or 125
         if sink is not None:
             sink.close()
         if lock_fd >= 0:
             os.close(lock_fd)
     return result
+
+
+def _revert(txs: list[Any], result: RunResult, name: str, spec: dict[str, Any],
+            speaker: tuple[str, str] | None) -> None:
+    """Revert the run's host actions; the first failure becomes the run's error if
+    it has none."""
+    for tx in txs:
+        try:
+            errors = tx.revert()
+        finally:
+            tx.close()      # (interrupted, the janitor reverts what is left)
+        oom = tx.ctx.extra.get("cgroup_oom_kills")
+        if oom:
+            # the run's own cgroup: every kill in it happened during this run
+            from vbdecl.runtime.oom import report
+
+            report(name, oom, (spec.get("limits") or {}).get("memory"), speaker=speaker)
+        if errors and result.error is None:
+            result.error = errors[0]
+            result.code = result.code or 125
+    txs.clear()
 
 
 def _spawn_and_wait(cfg: C.ChildConfig, nsd: dict[str, Any], idmap: dict[str, Any] | None,
@@ -430,14 +443,13 @@ def _spawn_and_wait(cfg: C.ChildConfig, nsd: dict[str, Any], idmap: dict[str, An
     if not actions and not (cfg.user_new and idmap and cfg.own_maps is None):
         cfg.await_go = False     # nothing to do between "U" and "go": no first "go"
         C.load_setup_code(cfg)   # and nothing to do while the child would (see there)
-    with guard:
-        pid, c2p_r, p2c_w, handle = fork_holder(cfg, max([2, cfg.lock_fd, *cfg.keep_fds]), shared=shared)
-        try:
-            _run_holder(cfg, pid, c2p_r, p2c_w, nsd, idmap, spec, name, actions, sink, result,
-                        guard, state_dir, set_tx, warnings)
-        finally:
-            if handle:
-                _release(pid, handle)
+    pid, c2p_r, p2c_w, handle = fork_holder(cfg, max([2, cfg.lock_fd, *cfg.keep_fds]), shared=shared)
+    try:
+        _run_holder(cfg, pid, c2p_r, p2c_w, nsd, idmap, spec, name, actions, sink, result,
+                    guard, state_dir, set_tx, warnings)
+    finally:
+        if handle:
+            _release(pid, handle)
 
 
 def _release(pid: int, handle: int) -> None:

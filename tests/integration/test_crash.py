@@ -11,6 +11,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -131,12 +132,16 @@ def test_torn_journal_tail_is_repaired(tmp_path: Path) -> None:
     testops.in_private_mount_ns(body, tmp_path)
 
 
-def test_sigterm_rolls_back(tmp_path: Path) -> None:
+def _apply_interrupted(tmp_path: Path, seconds: float, signals: int) -> tuple[Path, Path, str, str]:
+    """Apply a plan with a slow action (then one after it), and send ``signals``
+    SIGTERMs, 0.2 s apart, once the slow one runs: (root, state dir, stdout, stderr)."""
     root, sd = tmp_path / "root", tmp_path / "state"
     root.mkdir()
     slow = testops.action("slow", "test.slow", {"path": str(root / "web" / "slow"), "content": "z",
-                                                "seconds": 30}, ["dir[/]"])
-    plan = testops.make_plan("web", root, files=4, mounts=0, extra=[slow])
+                                                "seconds": seconds}, ["dir[/]"])
+    after = testops.action("after", "test.file", {"path": str(root / "web" / "after"), "content": "a"},
+                           ["slow"])
+    plan = testops.make_plan("web", root, files=4, mounts=0, extra=[slow, after])
     p = testops.write_plan(tmp_path / "p.json", plan)
     env = {k: v for k, v in os.environ.items() if not k.startswith("VBDECL_")}
     proc = subprocess.Popen([sys.executable, testops.__file__, "--state-dir", str(sd), "--json",
@@ -146,11 +151,33 @@ def test_sigterm_rolls_back(tmp_path: Path) -> None:
     for line in proc.stdout:  # wait until the slow action runs
         if '"action.started"' in line and '"slow"' in line:
             break
-    proc.send_signal(signal.SIGTERM)
-    out, err = proc.communicate(timeout=30)
+    for _ in range(signals):
+        proc.send_signal(signal.SIGTERM)
+        time.sleep(0.2)
+    out, err = proc.communicate(timeout=60)
     assert proc.returncode == 1, err
+    return root, sd, out, err
+
+
+def test_a_second_interrupt_stops_the_step_under_way(tmp_path: Path) -> None:
+    root, sd, out, err = _apply_interrupted(tmp_path, 30, 2)
     assert "error: slow: apply failed: interrupted" in err
     assert '"action.reverted"' in out
+    assert testops.host_tree(root) == {}
+    assert not (sd / "envs" / "web").exists()
+
+
+def test_an_interrupt_lets_the_step_under_way_finish_then_rolls_back(tmp_path: Path) -> None:
+    """An interrupt raised inside an action can land in the first import of a module
+    (pyroute2's asyncio): the half-made module broke every revert after it. The first
+    interrupt now waits for the step under way, then the apply rolls back."""
+    root, sd, out, err = _apply_interrupted(tmp_path, 1.5, 1)
+    assert "finishing the step under way first" in err
+    assert "error: after: interrupted (SIGINT or SIGTERM) before this step began" in err
+    events = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+    assert {"event": "action.applied", "id": "slow"}.items() <= next(
+        e for e in events if e.get("id") == "slow" and e["event"] == "action.applied").items()
+    assert not any(e.get("id") == "after" and e["event"] == "action.started" for e in events)
     assert testops.host_tree(root) == {}
     assert not (sd / "envs" / "web").exists()
 

@@ -25,8 +25,8 @@ def run(args: argparse.Namespace) -> int:
         command_line,
         confirm,
         emit_json,
+        interrupts_roll_back,
         plan_lines,
-        sigterm_rolls_back,
     )
     from vbdecl.engine import sources, store
     from vbdecl.engine.executor import Engine
@@ -39,7 +39,7 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"{args.target}: environment names used twice: {', '.join(sorted(dupes))}")
     if args.prune and not os.path.isdir(args.target):
         raise UsageError("--prune needs a directory", hint="vbdecl apply DIR --prune")
-    sigterm_rolls_back()
+    interrupts_roll_back()
     renderer = Renderer(args.json)
     engine = Engine(args.state_dir, on_event=renderer, lock_timeout=args.lock_timeout,
                     command=command_line())

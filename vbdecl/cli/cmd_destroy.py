@@ -26,11 +26,11 @@ def names_of(target: str) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from vbdecl.cli.progress import Renderer, command_line, confirm, emit_json, sigterm_rolls_back
+    from vbdecl.cli.progress import Renderer, command_line, confirm, emit_json, interrupts_roll_back
     from vbdecl.engine.executor import Engine
     from vbdecl.errors import StateError
 
-    sigterm_rolls_back()
+    interrupts_roll_back()
     renderer = Renderer(args.json)
     renderer.destroying = True     # a recovered destroy is reported as this command's result
     engine = Engine(args.state_dir, on_event=renderer, lock_timeout=args.lock_timeout,

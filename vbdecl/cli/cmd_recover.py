@@ -16,12 +16,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from vbdecl.cli.progress import Renderer, command_line, emit_json, sigterm_rolls_back
+    from vbdecl.cli.progress import Renderer, command_line, emit_json, interrupts_roll_back
     from vbdecl.engine import store
     from vbdecl.engine.executor import Engine
     from vbdecl.errors import LockedError, VbdeclError
 
-    sigterm_rolls_back()
+    interrupts_roll_back()
     renderer = Renderer(args.json)
     engine = Engine(args.state_dir, on_event=renderer, lock_timeout=args.lock_timeout,
                     command=command_line())

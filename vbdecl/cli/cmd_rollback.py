@@ -22,13 +22,13 @@ def run(args: argparse.Namespace) -> int:
         command_line,
         confirm,
         emit_json,
+        interrupts_roll_back,
         plan_lines,
-        sigterm_rolls_back,
     )
     from vbdecl.engine import store
     from vbdecl.engine.executor import Engine
 
-    sigterm_rolls_back()
+    interrupts_roll_back()
     renderer = Renderer(args.json)
     engine = Engine(args.state_dir, on_event=renderer, lock_timeout=args.lock_timeout,
                     command=command_line())

@@ -171,12 +171,10 @@ def command_line() -> str:
     return " ".join(["vbdecl", *sys.argv[1:]])
 
 
-def sigterm_rolls_back() -> None:
+def interrupts_roll_back() -> None:
     """SIGTERM interrupts like Ctrl-C, so an apply in progress is rolled back
-    (a SIGKILL leaves an open transaction that the next command recovers)."""
-    import signal
+    (a SIGKILL leaves an open transaction that the next command recovers); the
+    step under way finishes first (engine/interrupts.py)."""
+    from vbdecl.engine import interrupts
 
-    def handler(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, handler)
+    interrupts.install()

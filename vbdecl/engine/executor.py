@@ -28,9 +28,9 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from vbdecl.engine import interrupts, paths, store
 from vbdecl.engine import journal as journal_mod
 from vbdecl.engine import lock as lock_mod
-from vbdecl.engine import paths, store
 from vbdecl.engine.changes import Change, ChangeSet
 from vbdecl.engine.faults import Faults
 from vbdecl.errors import ActionError, StateError, VbdeclError
@@ -406,9 +406,13 @@ class Session:
         try:
             for step, rid, kind, params, prev in steps:
                 seq += 1
+                interrupts.check()
                 self._forward(seq, step, rid, kind, params, prev)
         except BaseException as exc:
-            err = exc if isinstance(exc, ActionError) else _wrap(exc, rid, _VERB[step])
+            if isinstance(exc, interrupts.Interrupted):
+                err = ActionError("interrupted (SIGINT or SIGTERM) before this step began", action=rid)
+            else:
+                err = exc if isinstance(exc, ActionError) else _wrap(exc, rid, _VERB[step])
             self.engine.emit("action.failed", id=rid, step=step, error=err.message)
             try:
                 revert_errors = self._rollback(self._txn_entries(), fresh=old_state is None,
@@ -500,6 +504,11 @@ class Session:
 
     def _forward(self, seq: int, step: str, rid: str, kind: str, params: dict[str, Any],
                  old: Resource | None) -> None:
+        with interrupts.deferred():
+            self._step(seq, step, rid, kind, params, old)
+
+    def _step(self, seq: int, step: str, rid: str, kind: str, params: dict[str, Any],
+              old: Resource | None) -> None:
         ctx = self._ctx()
         before = self._observe(ctx, step, rid, kind, params)
         self._log("intent", seq=seq, step=step, id=rid, kind=kind, params=params, old=old,
@@ -601,10 +610,16 @@ class Session:
 
     def _rollback(self, entries: list[journal_mod.Entry], *, fresh: bool,
                   base_revision: int) -> list[ActionError]:
-        """Undo every step of an apply transaction that is not undone yet.
+        """Undo every step of an apply transaction that is not undone yet, to the end
+        whatever the first interrupt (see engine/interrupts.py).
 
         Returns the undo failures; with none the transaction is closed (abort).
         """
+        with interrupts.deferred():
+            return self._undo_all(entries, fresh=fresh, base_revision=base_revision)
+
+    def _undo_all(self, entries: list[journal_mod.Entry], *, fresh: bool,
+                  base_revision: int) -> list[ActionError]:
         base = copy.deepcopy((self.state or {}).get("resources") or {})
         self._reset(base)
         intents, done = self._replay(entries)
@@ -948,6 +963,7 @@ class Session:
                 failed.add(rid)
                 continue
             seq += 1
+            interrupts.check()      # (an interrupted destroy is finished by recover)
             try:
                 self._forward(seq, "destroy", rid, res["kind"], res.get("params") or {}, res)
             except ActionError as err:

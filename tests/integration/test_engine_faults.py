@@ -266,3 +266,30 @@ def test_a_first_apply_abandoned_then_killed_leaves_no_environment(tmp_path: Pat
     assert Engine(sd).recover("web")
     assert store.load("web", str(sd)) is None and "web" not in store.list_envs(str(sd))
     assert testops.host_tree(root) == {}
+
+
+class StartsThenFailsOp(testops.FileOp):
+    """As an env step stopped before its init existed: it made the runtime
+    directory's ns/ (live.start_env does that first), and then failed."""
+
+    def apply(self, ctx: Any, params: dict[str, Any]) -> dict[str, Any]:
+        os.makedirs(os.path.join(ctx.runtime_dir, "ns"), mode=0o700)
+        raise KeyboardInterrupt
+
+
+def test_a_first_apply_rolled_back_leaves_no_runtime_directory(tmp_path: Path) -> None:
+    """A crash review's finding: <state>/run/<instance>/ns stayed for good after an
+    interrupted env step was rolled back (the init, and its pid file, never existed)."""
+    from vbdecl.ops import register
+
+    register("test.startsthenfails", f"{__name__}:StartsThenFailsOp")
+    root, sd = tmp_path / "root", tmp_path / "state"
+    root.mkdir()
+    starts = testops.action("env", "test.startsthenfails", {"path": str(root / "web" / "e"), "content": "e"},
+                            ["dir[/]"])
+    plan = testops.make_plan("web", root, files=2, mounts=0, extra=[starts])
+    with pytest.raises(ActionError, match="interrupted"):
+        Engine(sd).apply(plan)
+    assert testops.host_tree(root) == {}
+    assert not (sd / "run").exists() or list((sd / "run").iterdir()) == []
+    assert not (sd / "envs" / "web").exists()

@@ -718,6 +718,9 @@ class Session:
         self._drop_revisions_above(base_revision)
         self._log("abort")
         self.engine.emit("apply.aborted", name=self.name)
+        if never:
+            # (an env step interrupted before its init existed left the directory)
+            self._remove_runtime_dir()
         if never and not store.revision_numbers(self.name, self.sd):
             # The environment never existed: leave the state directory as it was.
             self._forget_env()
@@ -762,7 +765,8 @@ class Session:
         d = ctx.runtime_dir if ctx is not None and ctx.instance == self.instance \
             else self._runtime_dir()
         parent = os.path.dirname(d)
-        for path in (d, parent):  # the parent only when empty (and ours: <state>/run)
+        for path in (os.path.join(d, "ns"), d, parent):  # each only when empty; the parent
+            # only when ours (<state>/run)
             if path == parent and path != os.path.join(paths.state_root(self.sd), "run"):
                 break
             try:

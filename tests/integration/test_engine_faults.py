@@ -293,3 +293,43 @@ def test_a_first_apply_rolled_back_leaves_no_runtime_directory(tmp_path: Path) -
     assert testops.host_tree(root) == {}
     assert not (sd / "run").exists() or list((sd / "run").iterdir()) == []
     assert not (sd / "envs" / "web").exists()
+
+
+@pytest.mark.parametrize("fails", ["save_revision", "save"])
+def test_a_full_disk_at_the_commit_rolls_the_apply_back(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                       fails: str) -> None:
+    """A crash review filled the state directory's disk: the commit's OSError was
+    reported as a bug of vbdecl, and everything the apply made stayed, with an
+    open transaction. Now it rolls back and says what to do."""
+    import errno
+
+    root, sd = tmp_path / "root", tmp_path / "state"
+    root.mkdir()
+    plan = testops.make_plan("web", root, files=3, mounts=0)
+
+    def full(*args: object, **kwargs: object) -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(sd / "envs" / "web" / "state.json"))
+
+    monkeypatch.setattr(store, fails, full)
+    with pytest.raises(ActionError) as caught:
+        Engine(sd).apply(plan)
+    assert caught.value.action == "commit" and "No space left on device" in caught.value.message
+    assert "nothing was changed" in (caught.value.hint or "") and not caught.value.revert_errors
+    assert testops.host_tree(root) == {}
+    assert not (sd / "envs" / "web").exists()
+    monkeypatch.undo()
+    Engine(sd).apply(plan)      # and the next apply lands
+    assert testops.host_tree(root) != {}
+    Engine(sd).destroy("web")
+
+
+def test_a_full_disk_is_not_reported_as_a_bug(capsys: pytest.CaptureFixture[str]) -> None:
+    import errno
+
+    from vbdecl.cli.main import report_error
+
+    err = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), "/var/lib/vbdecl/envs/web/journal.jsonl")
+    assert report_error(err, debug=False) == 1
+    out = capsys.readouterr().err
+    assert out.startswith("error: /var/lib/vbdecl/envs/web/journal.jsonl: No space left on device (ENOSPC)")
+    assert "bug" not in out and "hint: free space" in out

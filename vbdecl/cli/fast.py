@@ -99,7 +99,7 @@ def _main(argv: list[str]) -> int:
     except Exception as err:
         from vbdecl.cli.main import report_error
 
-        report_error(err, debug)
+        report_error(err, debug, state_dir=state_dir)
         return 125
 
 

@@ -86,7 +86,16 @@ def finish_args(args: argparse.Namespace) -> argparse.Namespace:
     return args
 
 
-def report_error(err: BaseException, debug: bool, json_out: bool = False) -> int:
+_MACHINE_ERRNOS = {
+    28: "free space there (and see `vbdecl recover` if a command was cut short)",       # ENOSPC
+    122: "free space there or raise the quota (and see `vbdecl recover`)",              # EDQUOT
+    30: "vbdecl's state directory must be writable (--state-dir or VBDECL_STATE_DIR)",  # EROFS
+    5: "the disk reported an I/O error; check it (dmesg)",                              # EIO
+}
+
+
+def report_error(err: BaseException, debug: bool, json_out: bool = False,
+                 state_dir: str | None = None) -> int:
     """Print an error for people (stderr); return the exit code.
 
     With ``--json`` the error is also one JSON line on stdout, where a program
@@ -106,6 +115,17 @@ def report_error(err: BaseException, debug: bool, json_out: bool = False) -> int
     elif isinstance(err, KeyboardInterrupt):
         print("interrupted", file=sys.stderr)
         code, about = 130, {"message": "interrupted"}
+    elif isinstance(err, OSError) and err.errno in _MACHINE_ERRNOS:
+        # the machine's state (a full disk, a read-only state directory), not a bug of ours
+        import errno
+
+        from vbdecl.engine.paths import state_root
+
+        where = err.filename or f"vbdecl's state ({state_root(state_dir)})"
+        message = f"{where}: {err.strerror} ({errno.errorcode[err.errno]})"
+        hint = _MACHINE_ERRNOS[err.errno]
+        print(f"error: {message}\n  hint: {hint}", file=sys.stderr)
+        code, about = 1, {"message": message, "hint": hint}
     elif debug:
         traceback.print_exception(err)
         code, about = 1, {"message": f"unexpected {type(err).__name__}: {err}"}
@@ -148,4 +168,4 @@ def main(argv: list[str]) -> int:
     try:
         return int(args._run(args))
     except (Exception, KeyboardInterrupt) as err:
-        return report_error(err, args.debug, args.json)
+        return report_error(err, args.debug, args.json, args.state_dir)

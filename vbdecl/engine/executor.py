@@ -433,10 +433,13 @@ class Session:
             self._env_stays = False
         # Commit: revision file, then state.json, then the marker.
         revision = base_rev + 1
-        store.save_revision(self.name, revision, plan, self.sd, note=note)
-        state.update(plan=plan, revision=revision, serial=state["serial"] + 1,
-                     resources=self._ordered(plan))
-        store.save(self.name, state, self.sd)
+        try:
+            store.save_revision(self.name, revision, plan, self.sd, note=note)
+            state.update(plan=plan, revision=revision, serial=state["serial"] + 1,
+                         resources=self._ordered(plan))
+            store.save(self.name, state, self.sd)
+        except OSError as exc:
+            self._commit_failed(exc, fresh=old_state is None, base_revision=base_rev)
         self._log("commit", serial=state["serial"], revision=revision)
         self.state = state
         self.engine.emit("apply.committed", name=self.name, revision=revision,
@@ -501,6 +504,25 @@ class Session:
     def _txn_entries(self) -> list[journal_mod.Entry]:
         entries = journal_mod.read(paths.journal_file(self.name, self.sd))
         return [e for e in entries if e.get("txn") == self.txn]
+
+    def _commit_failed(self, exc: OSError, *, fresh: bool, base_revision: int) -> None:
+        """Every action landed but the state could not be written (a full disk): roll
+        back, as after a failed action, and raise. The rollback journals too; when it
+        cannot, the transaction stays open for `recover`."""
+        what = f"{exc.filename}: " if exc.filename else ""
+        err = ActionError(f"could not write the environment's state: {what}{exc.strerror}",
+                          action="commit")
+        try:
+            revert_errors = self._rollback(self._txn_entries(), fresh=fresh, base_revision=base_revision)
+        except BaseException as rb:
+            revert_errors = [_wrap(rb, "commit", "rollback")]
+        if revert_errors:
+            err.revert_errors.extend(revert_errors)
+            err.hint = f"free space for vbdecl's state, then run vbdecl recover {self.name}"
+        else:
+            err.hint = ("free space for vbdecl's state and apply again; nothing was changed: "
+                        "every action that landed was reverted")
+        raise err from exc
 
     def _forward(self, seq: int, step: str, rid: str, kind: str, params: dict[str, Any],
                  old: Resource | None) -> None:

@@ -197,6 +197,47 @@ def test_manifest_end_to_end_through_the_cli(tmp_path: Path) -> None:
     _run(body, tmp_path)
 
 
+def test_a_deleted_bind_source_is_drift_and_stops_the_apply_before_anything_changes(tmp_path: Path) -> None:
+    """A crash review deleted a bound directory on the host: plan did not see it, the
+    apply re-made the entries below it and failed there, and its rollback and every
+    recover after failed too (the environment stuck in "needs recovery"). The mount
+    now shows as drift (its root deleted), and the bind's missing source stops the
+    apply before any step."""
+
+    def body(tmp: Path) -> None:
+        sd, data = tmp / "state", tmp / "data"
+        data.mkdir()
+        m = tmp / "web.yaml"
+        m.write_text(MANIFEST.format(name="web") + "  filesystem:\n"
+                     + "".join(f"    - {{{e}}}\n" for e in BASE_ENTRIES)
+                     + f"    - {{type: bind, source: {data}, target: /data}}\n"
+                     + "    - {type: dir, target: /data/sub}\n")
+        vb = [sys.executable, "-m", "vbdecl", "--state-dir", str(sd)]
+        env = {k: v for k, v in os.environ.items() if not k.startswith("VBDECL_")}
+
+        def cli(*args: str) -> subprocess.CompletedProcess[str]:
+            return subprocess.run([*vb, *args], env=env, capture_output=True, text=True, timeout=120)
+
+        assert cli("apply", str(m), "-y").returncode == 0
+        (data / "sub").rmdir()
+        data.rmdir()
+        plan = cli("plan", str(m))
+        line = next(x for x in plan.stdout.splitlines() if x.startswith("  ~ mount[/data]"))
+        assert "changed outside vbdecl: mount.root " in line and line.endswith(" -> (deleted on the host)"), line
+        out = cli("apply", str(m), "-y")
+        assert out.returncode == 1
+        assert f"error: mount[/data]: bind source {data} does not exist" in out.stderr
+        assert "nothing was changed" in out.stderr and "revert" not in out.stderr
+        assert json.loads(cli("--json", "ls").stdout)[0]["status"] == "drifted"
+        data.mkdir()
+        assert cli("apply", str(m), "-y").returncode == 0
+        assert (data / "sub").is_dir()
+        assert cli("destroy", "web", "-y").returncode == 0
+        assert list(data.iterdir()) == [] and _our_mounts(sd) == []
+
+    _run(body, tmp_path)
+
+
 NESTED = """\
 apiVersion: vbdecl/v1
 kind: Environment

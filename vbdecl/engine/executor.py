@@ -448,9 +448,11 @@ class Session:
                       steps=len(steps))
 
     def _preflight(self, steps: list[Any]) -> None:
-        """Every op must exist before anything changes."""
+        """Every op must exist, and every create must be possible as far as its op can
+        tell (Op.preflight), before anything changes."""
         missing: dict[str, list[str]] = {}
-        for _step, rid, kind, _params, _old in steps:
+        problems: list[tuple[str, str]] = []
+        for _step, rid, kind, params, _old in steps:
             try:
                 op = _op(kind)
             except StateError:
@@ -458,6 +460,15 @@ class Session:
                 continue
             if _step == "update" and not callable(getattr(op, "update", None)):
                 missing.setdefault(f"{kind} (update)", []).append(rid)
+            check = getattr(op, "preflight", None) if _step != "destroy" else None
+            problem = check(params) if check is not None else None
+            if problem:
+                problems.append((rid, problem))
+        if problems:
+            rid, first = problems[0]
+            more = "".join(f"\n  also {r}: {p}" for r, p in problems[1:])
+            raise ActionError(first, action=rid, hint=f"nothing was changed; create it, or change the "
+                                                      f"manifest (optional: true to bind it when it exists){more}")
         if missing:
             first = next(iter(missing.values()))[0]
             kinds = "; ".join(f"{k}: {', '.join(v[:3])}{' ...' if len(v) > 3 else ''}"

@@ -592,8 +592,10 @@ class _Mount(_FsOp):
             return None     # an interrupted apply's mount points: no mount of its own
         ident = _recorded_identity(record)
         if record is not None and ident is not None:
-            found = any(_identity(mi) == ident for mi in mountinfo_of(ctx) or [])
-            return record if found else None
+            mi = next((mi for mi in mountinfo_of(ctx) or [] if _identity(mi) == ident), None)
+            if mi is not None and self._source_deleted(params, mi):
+                return {**record, "mount": {**ident, "root": mi["root"]}}   # (...//deleted)
+            return record if mi is not None else None
         top = _top_mount_at(ctx, params["target"])
         if top is None:
             return None
@@ -601,15 +603,35 @@ class _Mount(_FsOp):
                           "mount": _identity(top)}
 
 
-class Bind(_Mount):
+    def _source_deleted(self, params: Params, mi: dict[str, Any]) -> bool:
+        """Whether the bound host object is gone: the mount shows a deleted root, and no
+        file is at the source now (a file replaced by a rename, /etc/resolv.conf say,
+        is still bound as it was: not drift). A bound directory that was deleted takes
+        no new entries, and binding the source again needs it back."""
+        return (isinstance(self, _BindMount) and mi["root"].endswith("//deleted")
+                and not os.path.isfile(str(params.get("source") or "")))
+
+
+class _BindMount(_Mount):
+    def preflight(self, params: Params) -> str | None:
+        """Why the bind cannot be made, checked before anything of an apply changes: a
+        replacement would otherwise have taken the old mount away first (its source
+        deleted on the host), and could not put it back either."""
+        source = str(params.get("source") or "")
+        if params.get("optional") or os.path.lexists(source):
+            return None
+        return f"bind source {source} does not exist"
+
+
+class Bind(_BindMount):
     kind = "bind"
 
 
-class RoBind(_Mount):
+class RoBind(_BindMount):
     kind = "ro-bind"
 
 
-class DevBind(_Mount):
+class DevBind(_BindMount):
     kind = "dev-bind"
 
 

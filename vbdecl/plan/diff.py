@@ -138,6 +138,8 @@ def _shown_value(kind: str, path: str, value: Any, params: dict[str, Any]) -> st
             return fmt.size(value)
     if leaf == "command" and isinstance(value, list):
         return fmt.value(fmt.command(value))
+    if leaf == "root" and isinstance(value, str) and value.endswith("//deleted"):
+        return "(deleted on the host)"     # a bound directory's source (ops.fs._source_deleted)
     return fmt.value(value)
 
 

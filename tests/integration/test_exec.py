@@ -119,6 +119,9 @@ def test_live_environment_holds_pins_and_logs(live: Live) -> None:
     assert all(line.endswith(":/") for line in Path(f"/proc/{sup}/cgroup").read_text().splitlines())
     out = live.vbdecl("logs", live.name)
     assert out.returncode == 0 and out.stdout.splitlines() == ["started", "err"]
+    out = live.vbdecl("--json", "logs", live.name)      # (--json: every command that reports)
+    assert [json.loads(line) for line in out.stdout.splitlines()] == [
+        {"event": "log", "line": "started"}, {"event": "log", "line": "err"}]
 
 
 def _capabilities(pid: int) -> tuple[int, int, int]:

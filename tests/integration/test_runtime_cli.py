@@ -282,6 +282,18 @@ def test_a_program_whose_interpreter_is_missing_is_126_and_says_why(env: dict[st
 
 
 
+def test_run_with_json_ends_a_failure_with_its_json_error_line(env: dict[str, str], tmp_path: Path) -> None:
+    """--json on every command that reports something: run and exec printed their
+    errors as text only (a contract review)."""
+    r = vbdecl(env, "--json", "run", manifest(tmp_path), "--", "/no/such/command")
+    assert r.returncode == 127 and "error: " in r.stderr
+    last = json.loads(r.stdout.splitlines()[-1])
+    assert last["event"] == "error" and last["error"]["exit_code"] == 127
+    assert "/no/such/command" in last["error"]["message"]
+    r = vbdecl(env, "--json", "exec", "no-such-env-vbt", "--", "true")
+    assert r.returncode == 125 and json.loads(r.stdout.splitlines()[-1])["event"] == "error"
+
+
 def test_a_failed_entry_says_why_in_words_not_pythons(env: dict[str, str], tmp_path: Path) -> None:
     m = tmp_path / "m.yaml"
     m.write_text(head("rofs", template=False) + "    - {type: tmpfs, target: /usr/no-such-dir}\n")

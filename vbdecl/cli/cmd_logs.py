@@ -18,4 +18,4 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from vbdecl.runtime.live import logs
 
-    return logs(args.name, state_dir=args.state_dir, follow=args.follow, tail=args.tail)
+    return logs(args.name, state_dir=args.state_dir, follow=args.follow, tail=args.tail, json_lines=args.json)

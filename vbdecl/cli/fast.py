@@ -77,8 +77,12 @@ def main(argv: list[str], *, exit_now: bool = False) -> int:
 
 def _main(argv: list[str]) -> int:
     debug = "--debug" in argv
+    ours = argv[:argv.index("--")] if "--" in argv else argv
+    json_out = "--json" in ours     # (until parsed: the command may follow without --)
+    state_dir: str | None = None
     try:
         cmd, opts, pos, rest = parse(argv)
+        json_out = bool(opts.get("json"))
         if len(pos) != 1:
             what = "a manifest FILE" if cmd == "run" else "an environment NAME"
             raise UsageError(f"vbdecl {cmd} takes {what}",
@@ -87,34 +91,38 @@ def _main(argv: list[str]) -> int:
         if cmd == "run":
             return run_file(pos[0], command=rest, name=opts.get("name"), state_dir=state_dir,
                             events_fd=opts.get("events_fd"), use_cache=not opts.get("no_cache"),
-                            debug=debug)
+                            debug=debug, json_out=json_out)
         from vbdecl.runtime.live import exec_in
 
         return exec_in(pos[0], rest or None, state_dir=state_dir,
                        cwd=str(opts["cwd"]) if opts.get("cwd") else None)
     except VbdeclError as err:
-        return _report(err, debug, 125)
+        return _report(err, debug, 125, json_out)
     except KeyboardInterrupt:
         return 130
     except Exception as err:
         from vbdecl.cli.main import report_error
 
-        report_error(err, debug, state_dir=state_dir)
+        report_error(err, debug, json_out, state_dir)
         return 125
 
 
-def _report(err: VbdeclError, debug: bool, floor: int) -> int:
+def _report(err: VbdeclError, debug: bool, floor: int, json_out: bool) -> int:
     if debug:
         import traceback
 
         traceback.print_exception(err)
     print(f"error: {err}", file=sys.stderr)
-    code = err.exit_code
-    return code if code >= 125 else floor
+    code = err.exit_code if err.exit_code >= 125 else floor
+    if json_out:    # (after whatever the process printed: its stdout is this one)
+        from vbdecl.cli.main import error_json, print_json_error
+
+        print_json_error(error_json(err), code)
+    return code
 
 
 def run_file(path: str, *, command: list[str] | None, name: object, state_dir: str | None,
-             events_fd: object, use_cache: bool, debug: bool) -> int:
+             events_fd: object, use_cache: bool, debug: bool, json_out: bool = False) -> int:
     plan = load_plan(path, name=str(name) if name else None, use_cache=use_cache)
     from vbdecl.runtime.spawn import run_plan
 
@@ -126,7 +134,7 @@ def run_file(path: str, *, command: list[str] | None, name: object, state_dir: s
                       ns_ids=False,   # only --events-fd and status.events show them
                       share_memory=True)
     if result.error is not None:
-        _report(result.error, debug, 125)
+        _report(result.error, debug, 125, json_out)
     return result.code
 
 

@@ -111,7 +111,7 @@ def report_error(err: BaseException, debug: bool, json_out: bool = False,
         if debug:
             traceback.print_exception(err)
         print(f"error: {err}", file=sys.stderr)
-        code, about = err.exit_code, _error_json(err)
+        code, about = err.exit_code, error_json(err)
     elif isinstance(err, KeyboardInterrupt):
         print("interrupted", file=sys.stderr)
         code, about = 130, {"message": "interrupted"}
@@ -139,16 +139,21 @@ def report_error(err: BaseException, debug: bool, json_out: bool = False,
         print(f"error: unexpected {type(err).__name__}: {err}\n  {hint}", file=sys.stderr)
         code, about = 1, {"message": f"unexpected {type(err).__name__}: {err}", "hint": hint}
     if json_out:
-        import json
-
-        try:
-            print(json.dumps({"event": "error", "error": {**about, "exit_code": code}}), flush=True)
-        except BrokenPipeError:
-            pass
+        print_json_error(about, code)
     return code
 
 
-def _error_json(err: VbdeclError) -> dict[str, object]:
+def print_json_error(about: dict[str, object], code: int) -> None:
+    """The error as the last JSON line of a command's output (stdout)."""
+    import json
+
+    try:
+        print(json.dumps({"event": "error", "error": {**about, "exit_code": code}}), flush=True)
+    except BrokenPipeError:
+        pass
+
+
+def error_json(err: VbdeclError) -> dict[str, object]:
     about: dict[str, object] = {"message": err.message, "where": err.where, "hint": err.hint}
     problems = getattr(err, "problems", None)
     if problems:

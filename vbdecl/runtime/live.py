@@ -268,6 +268,37 @@ def _remove_runtime(runtime_dir: str) -> None:
         pass
 
 
+class _LogWriter:
+    """The log's bytes to stdout as they are, or as JSON lines (whole lines only, the
+    last one at the end even without its newline)."""
+
+    def __init__(self, json_lines: bool) -> None:
+        self.json_lines = json_lines
+        self.partial = b""
+        self.out = sys.stdout.buffer
+
+    def write(self, data: bytes) -> None:
+        if not self.json_lines:
+            self.out.write(data)
+        else:
+            *lines, self.partial = (self.partial + data).split(b"\n")
+            for line in lines:
+                self._line(line)
+        self.out.flush()
+
+    def end(self) -> None:
+        if self.json_lines and self.partial:
+            self._line(self.partial)
+            self.partial = b""
+        self.out.flush()
+
+    def _line(self, line: bytes) -> None:
+        import json
+
+        text = line.decode("utf-8", "backslashreplace")
+        self.out.write((json.dumps({"event": "log", "line": text}) + "\n").encode())
+
+
 # --- entering a live environment -------------------------------------------------------
 
 def _ns_paths(record: dict[str, Any]) -> list[tuple[str, str]]:
@@ -786,7 +817,10 @@ def _stopped(init_dir: int, started: int | None, lock_fd: int, wait: float = 10.
     return True
 
 
-def logs(name: str, *, state_dir: str | None = None, follow: bool = False, tail: int | None = None) -> int:
+def logs(name: str, *, state_dir: str | None = None, follow: bool = False, tail: int | None = None,
+         json_lines: bool = False) -> int:
+    """Print the process's output (``json_lines``: one ``{"event": "log", "line": ...}``
+    object per line, as --json)."""
     from vbdecl.engine.paths import env_dir
 
     path = os.path.join(env_dir(name, state_dir), "logs", "process.log")
@@ -794,8 +828,8 @@ def logs(name: str, *, state_dir: str | None = None, follow: bool = False, tail:
         f = open(path, "rb")  # noqa: SIM115 (closed by the with below)
     except FileNotFoundError:
         load_state(name, state_dir)   # says "no environment" when there is none
-        print(f"error: {name} has no process log yet ({path})", file=sys.stderr)
-        return 1
+        raise StateError(f"{name} has no process log yet ({path})",
+                         hint="its process has not started, or wrote nothing yet") from None
     from vbdecl.engine.paths import state_file
 
     if not os.path.exists(state_file(name, state_dir)):
@@ -803,26 +837,26 @@ def logs(name: str, *, state_dir: str | None = None, follow: bool = False, tail:
         print(f"note: {name} does not exist any more (destroyed): this is the output of its "
               "last process", file=sys.stderr)
         follow = False
-    out = sys.stdout.buffer
+    out = _LogWriter(json_lines)
     with f:
         data = f.read()
         if tail is not None:
             data = b"".join(data.splitlines(keepends=True)[-tail:]) if tail > 0 else b""
         out.write(data)
-        out.flush()
         if not follow:
+            out.end()
             return 0
         try:
             while True:
                 chunk = f.read()
                 if chunk:
                     out.write(chunk)
-                    out.flush()
                     continue
                 try:
                     state = load_state(name, state_dir)
                     record = env_record(state)
                 except VbdeclError:
+                    out.end()
                     return 0
                 # done when the environment is gone, or its process exited (what it
                 # wrote is in the file by then: read to the end, then stop)
@@ -830,7 +864,7 @@ def logs(name: str, *, state_dir: str | None = None, follow: bool = False, tail:
                 if not env_alive(record) or (proc and not sysproc.alive(int(proc.get("pid") or 0),
                                                                         proc.get("start_time"))):
                     out.write(f.read())
-                    out.flush()
+                    out.end()
                     return 0
                 time.sleep(0.2)
         except KeyboardInterrupt:

@@ -175,3 +175,27 @@ def test_missing_rule_path_is_a_setup_error(tmp_path: Path) -> None:
     r = run(tmp_path, spec({"landlock": {"read": ["/usr", missing], "execute": ["/usr"]}}),
             ["/usr/bin/true"])
     assert r.code == 125 and missing in r.err and "must exist inside the environment" in r.err, r
+
+
+def test_an_exec_landlock_denies_names_landlock_in_the_hint(tmp_path: Path) -> None:
+    """The manifest format's example grants execute on /usr/bin only: its /bin/sh
+    failed with "Permission denied" and a hint about modes and noexec mounts (a
+    contract review); the dynamic loader needs execute too."""
+    import subprocess
+    import sys
+
+    from testmanifests import head
+
+    vbdecl = str(Path(sys.executable).with_name("vbdecl"))
+    codes = []
+    for execute in ("[/usr/bin]", "[/usr/bin, /usr/lib, /usr/lib64]"):
+        m = tmp_path / "env.yaml"
+        m.write_text(head("llhint", template=False)
+                     + f"  security: {{landlock: {{read: [/usr], execute: {execute}}}}}\n")
+        r = subprocess.run([vbdecl, "run", str(m), "--", "/usr/bin/true"], capture_output=True, text=True,
+                           timeout=60)
+        codes.append(r.returncode)
+        if r.returncode == 126:
+            assert "cannot execute /usr/bin/true: Permission denied" in r.stderr, r.stderr
+            assert "landlock.execute covers the file, its interpreter and the dynamic loader" in r.stderr
+    assert codes == [126, 0]

@@ -949,8 +949,12 @@ def _failure(cfg: ChildConfig, proc: _Process, failed: Any) -> BaseException:
         return SetupFailure(125, f"process.inherit_fds: fd {index} is not open: {os.strerror(err)}",
                             "pass only fds that vbdecl inherits from its caller")
     if step == ls.EXEC_DENIED:
-        return SetupFailure(126, f"cannot execute {proc.paths[index]}: {os.strerror(err)}",
-                            "check the file's mode (x bit), its interpreter line, and noexec mounts")
+        hint = "check the file's mode (x bit), its interpreter line, and noexec mounts"
+        if (spec.get("security") or {}).get("landlock"):
+            hint += ("; with security.landlock, also that landlock.execute covers the file, its "
+                     "interpreter and the dynamic loader (/usr/lib, /usr/lib64), and that "
+                     "landlock.read covers the libraries")
+        return SetupFailure(126, f"cannot execute {proc.paths[index]}: {os.strerror(err)}", hint)
     if step == ls.EXEC_NO_INTERPRETER:
         # (the message keeps execve's words: vb turns it into bubblewrap's)
         path = proc.paths[index]

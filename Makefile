@@ -68,14 +68,14 @@ define drop_setuptools
 	@$(PY) -m pip uninstall -q -y setuptools >/dev/null 2>&1 || true
 endef
 
-$(VENV)/.installed: pyproject.toml $(CSOURCES)
+$(VENV)/.installed: pyproject.toml $(CSOURCES) bin/vb bin/vbdecl
 	@$(MAKE) --no-print-directory sysdeps SYSPKGS="$(BUILDPKGS)"
 	$(make_venv)
 	$(PY) -m pip install -q --disable-pip-version-check -e . $(EDITABLE)
 	$(drop_setuptools)
 	@touch $@
 
-$(VENV)/.installed-dev: pyproject.toml $(CSOURCES)
+$(VENV)/.installed-dev: pyproject.toml $(CSOURCES) bin/vb bin/vbdecl
 	@$(MAKE) --no-print-directory sysdeps SYSPKGS="$(BUILDPKGS)"
 	$(make_venv)
 	$(PY) -m pip install -q --disable-pip-version-check -e '.[dev]' $(EDITABLE)

@@ -553,3 +553,31 @@ def test_texts_of_bubblewrap_0_11(args: list[str], said: str, tmp_path: Path) ->
     link.symlink_to(VB)
     r = subprocess.run([str(link), *args], capture_output=True, text=True, timeout=30, cwd="/")
     assert (r.returncode, r.stderr) == (1, said + "\n")
+
+
+def test_a_closed_stdout_or_stderr(tmp_path: Path) -> None:
+    """A compatibility review: vb ... >&- ran the payload, then failed on flushing a
+    stdout that Python had as None (a traceback, exit 1; silent with 2>&-)."""
+    assert BWRAP is not None
+    for closed in (">&-", "2>&-"):
+        codes = [subprocess.run(f"{tool} --ro-bind / / sh -c 'exit 3' {closed}", shell=True,
+                                capture_output=True, timeout=30).returncode for tool in (BWRAP, VB)]
+        assert codes == [3, 3], closed
+
+
+def test_the_callers_python_variables_are_the_payloads(tmp_path: Path) -> None:
+    """vb is Python, the payload's PYTHONPATH is not vb's: a module of the caller's
+    named like one of the standard library's (struct.py here) broke vb itself."""
+    assert BWRAP is not None
+    (tmp_path / "struct.py").write_text("raise SystemExit('the caller\\'s struct.py')\n")
+    (tmp_path / "json.py").write_text("raise SystemExit('the caller\\'s json.py')\n")
+    env = {**os.environ, "PYTHONPATH": str(tmp_path), "PYTHONWARNINGS": "error"}
+    info = os.open("/dev/null", os.O_WRONLY)     # (vb writes its JSON with json and struct)
+    try:
+        outs = [subprocess.run([tool, "--ro-bind", "/", "/", "--info-fd", str(info), "sh", "-c",
+                                "echo $PYTHONPATH $PYTHONWARNINGS"], env=env, capture_output=True,
+                               text=True, timeout=30, pass_fds=(info,)) for tool in (BWRAP, VB)]
+    finally:
+        os.close(info)
+    assert [o.returncode for o in outs] == [0, 0], outs[1].stderr
+    assert [o.stdout.splitlines()[-1] for o in outs] == [f"{tmp_path} error"] * 2

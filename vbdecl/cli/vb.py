@@ -195,10 +195,7 @@ def main(argv: list[str], exit_now: bool = False) -> int:
 
     code = int(launch(doc, prog=prog, level_prefix=level_prefix))
     if exit_now:
-        try:
-            sys.stdout.flush()
-            sys.stderr.flush()
-        except (OSError, ValueError):
-            pass
-        os._exit(code)
+        from vbdecl.cli.fast import flush_and_exit
+
+        flush_and_exit(code)
     return code

@@ -581,3 +581,44 @@ def test_the_callers_python_variables_are_the_payloads(tmp_path: Path) -> None:
         os.close(info)
     assert [o.returncode for o in outs] == [0, 0], outs[1].stderr
     assert [o.stdout.splitlines()[-1] for o in outs] == [f"{tmp_path} error"] * 2
+
+
+@pytest.mark.parametrize("flags", [[], ["--unshare-pid", "--unshare-net"]], ids=["plain", "pid-net"])
+def test_block_fd_waits_with_the_sandbox_built_and_info_written(tmp_path: Path, flags: list[str]) -> None:
+    """slirp4netns's protocol: read child-pid from --info-fd, set up the sandbox's
+    network, then write to --block-fd. vb read --block-fd before making the sandbox,
+    so that caller and vb waited for each other (a compatibility review)."""
+    assert BWRAP is not None
+    for tool in (BWRAP, VB):
+        marker = tmp_path / f"ran-{Path(tool).name}"
+        info_r, info_w = os.pipe()
+        block_r, block_w = os.pipe()
+        proc = subprocess.Popen([tool, "--ro-bind", "/", "/", "--bind", str(tmp_path), str(tmp_path), *flags,
+                                 "--info-fd", str(info_w), "--block-fd", str(block_r),
+                                 "touch", str(marker)], pass_fds=(info_w, block_r))
+        os.close(info_w)
+        os.close(block_r)
+        try:
+            with os.fdopen(info_r, "rb") as f:
+                info = json.loads(f.read())       # (the tool closes it once written)
+            assert os.path.exists(f"/proc/{info['child-pid']}/ns/net")
+            assert not marker.exists(), tool      # still blocked
+            os.write(block_w, b"x")
+            assert proc.wait(timeout=30) == 0
+            assert marker.exists(), tool
+        finally:
+            os.close(block_w)
+            proc.kill()
+            proc.wait()
+
+
+def test_a_file_without_a_shebang_runs_through_sh(tmp_path: Path) -> None:
+    """bubblewrap runs its command with execvp: a script without #! line (ENOEXEC)
+    goes to /bin/sh, with the path as $0 and the arguments after."""
+    assert BWRAP is not None
+    script = tmp_path / "s.sh"
+    script.write_text('echo noshebang "$0" "$@"\n')
+    script.chmod(0o755)
+    outs = [subprocess.run([tool, "--ro-bind", "/", "/", str(script), "a", "b c"], capture_output=True,
+                           text=True, timeout=30) for tool in (BWRAP, VB)]
+    assert [(o.returncode, o.stdout) for o in outs] == [(0, f"noshebang {script} a b c\n")] * 2, outs

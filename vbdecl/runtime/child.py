@@ -878,6 +878,11 @@ def _prepare(cfg: ChildConfig, parent: int | None) -> _Process:
     userns2 = (vb or {}).get("userns2_fd")
     if isinstance(userns2, int):      # vb --userns2: switch user namespace after setup
         plan.userns2 = userns2
+    if vb is not None:
+        # bubblewrap waits for --block-fd once the sandbox is built (and --info-fd
+        # written), and runs a file without #! line through /bin/sh (execvp)
+        plan.block = vb["block_fd"] if isinstance(vb.get("block_fd"), int) else -1
+        plan.shell_fallback = True
     # ids, capabilities, no_new_privs, seccomp (last)
     _security().fill_last_step(plan, spec, userns_switch=isinstance(userns2, int))
     return out
@@ -889,7 +894,7 @@ def _ready(cfg: ChildConfig, proc: _Process, *, in_place: bool) -> None:
     plan = proc.plan
     _security().fill_child_steps(plan, cfg.spec, userns_done=cfg.userns_disabled)
     # the lock too: only vbdecl's processes hold it; our pipe for a failure to report
-    keep = {*plan.inherit, plan.landlock, plan.userns2, cfg.c2p if in_place else -1}
+    keep = {*plan.inherit, plan.landlock, plan.userns2, plan.block, cfg.c2p if in_place else -1}
     plan.keep = sorted(fd for fd in keep if fd >= 0)
     if in_place and plan.death_parent == 0:
         # pid 1 of a new pid namespace: getppid() is 0, so only our pipe, which vbdecl

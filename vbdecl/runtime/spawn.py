@@ -106,7 +106,7 @@ def _config(spec: dict[str, Any], nsd: dict[str, Any], instance: str,
 
 def sandbox_fds(spec: dict[str, Any]) -> list[int]:
     """The caller's fds the sandbox needs: inherit_fds, fds of filesystem entries and of
-    namespaces joined through /proc/self/fd/N, vb's userns2. Every other fd of the
+    namespaces joined through /proc/self/fd/N, vb's userns2 and block fds. Every other fd of the
     caller is closed in the sandbox's processes right after fork."""
     fds = [int(fd) for fd in spec["process"].get("inherit_fds") or []]
     for entry in spec.get("filesystem") or []:
@@ -116,8 +116,9 @@ def sandbox_fds(spec: dict[str, Any]) -> list[int]:
         if isinstance(value, dict) and str(value.get("join", "")).startswith("/proc/self/fd/"):
             fds.append(int(str(value["join"]).rsplit("/", 1)[1]))
     vb = spec.get("vb") or {}
-    if isinstance(vb.get("userns2_fd"), int):
-        fds.append(vb["userns2_fd"])
+    for key in ("userns2_fd", "block_fd"):
+        if isinstance(vb.get(key), int):
+            fds.append(vb[key])
     return fds
 
 

@@ -254,6 +254,8 @@ last_step_read(PyObject *obj, struct plan *p, PyObject *alive)
         get_ints(obj, "inherit", &p->inherit, &p->n_inherit) < 0 ||
         get_ints(obj, "keep", &p->keep, &p->n_keep) < 0 ||
         get_int(obj, "userns2", &p->userns2) < 0 ||
+        get_int(obj, "block", &p->block) < 0 ||
+        get_int(obj, "shell_fallback", &p->shell_fallback) < 0 ||
         get_int(obj, "security", &p->security) < 0 ||
         get_int(obj, "assert_userns_disabled", &p->assert_userns_disabled) < 0 ||
         get_u64(obj, "hold", &p->hold) < 0 ||
@@ -283,6 +285,14 @@ last_step_read(PyObject *obj, struct plan *p, PyObject *alive)
         PyErr_NoMemory();
         return -1;
     }
+    if (p->shell_fallback && n_argv > 0) {
+        /* (filled when needed: after vfork nothing may allocate) */
+        p->sh_argv = PyMem_Calloc((size_t)n_argv + 2, sizeof(char *));
+        if (p->sh_argv == NULL) {
+            PyErr_NoMemory();
+            return -1;
+        }
+    }
     return 0;
 }
 
@@ -299,6 +309,7 @@ last_step_free(struct plan *p)
     PyMem_Free(p->drop);
     PyMem_Free(p->seccomp);
     PyMem_Free(p->argv);
+    PyMem_Free(p->sh_argv);
     PyMem_Free(p->paths);
 }
 
@@ -537,6 +548,19 @@ exec_paths(const struct plan *p, struct failure *f)
     for (Py_ssize_t i = 0; i < p->n_paths; i++) {
         execve(p->paths[i], p->argv, p->envp);
         int err = errno;
+        if (err == ENOEXEC && p->sh_argv != NULL) {
+            /* a file without #! line or ELF header: a shell script, as execvp has it */
+            Py_ssize_t n = 0;
+            p->sh_argv[0] = "/bin/sh";
+            p->sh_argv[1] = p->paths[i];
+            while (p->argv[n] != NULL && p->argv[n + 1] != NULL) {
+                p->sh_argv[n + 2] = p->argv[n + 1];
+                n++;
+            }
+            p->sh_argv[n + 2] = NULL;
+            execve("/bin/sh", p->sh_argv, p->envp);
+            err = ENOEXEC;
+        }
         if (err == ENOENT || err == ENOTDIR || err == ELOOP || err == ENAMETOOLONG) {
             struct stat st;
             /* there, but what runs it (#! line, ELF loader) is not */
@@ -570,6 +594,14 @@ last_step_run(struct plan *p, struct failure *f, const sigset_t *mask)
         FAIL(f, STEP_SETSID, 0, errno);
     if (death_signal(p, f) < 0)
         return -1;
+    if (p->block >= 0) {
+        /* vb --block-fd: the sandbox is built and the caller was told of it (--info-fd);
+         * it goes on when the caller writes a byte (or closes its end), as bubblewrap */
+        char b;
+        while (read(p->block, &b, 1) < 0 && errno == EINTR)
+            ;
+        close(p->block);
+    }
     Py_ssize_t c;
     for (c = 0; c < p->n_cwds; c++) {
         if (chdir(p->cwds[c]) == 0) {

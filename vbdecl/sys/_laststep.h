@@ -46,6 +46,9 @@ struct plan {
     int *keep;                   /* sorted: every other fd from 3 up is closed */
     Py_ssize_t n_keep;           /* -1: close nothing */
     int userns2;                 /* -1: none */
+    int block;                   /* vb --block-fd: read a byte from it, then close it; -1: none */
+    int shell_fallback;          /* an ENOEXEC file runs through /bin/sh (execvp's way) */
+    char **sh_argv;              /* room for that: "/bin/sh", the path, argv[1:], NULL */
     int security;
     int assert_userns_disabled;
     uint64_t hold, kept, inheritable, ambient;

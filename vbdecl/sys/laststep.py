@@ -5,7 +5,7 @@ vbdecl.runtime.child and vbdecl.ops.sec work out every step in Python (a
 only makes the system calls, in this order:
 
 signals (every caught one and ``reset_signals`` to their defaults, an empty
-mask) -> setsid -> death signal -> chdir (the first of ``cwds`` that works;
+mask) -> setsid -> death signal -> ``block`` (vb's --block-fd) -> chdir (the first of ``cwds`` that works;
 PWD set to it) -> rlimits -> inherited fds -> every other fd closed ->
 ``userns2`` -> security (see vbdecl.ops.sec) -> execve of each of ``paths``.
 
@@ -48,10 +48,10 @@ class LastStep:
     false skips the security steps; no ``paths`` stops before execve.
     """
 
-    __slots__ = ("ambient", "argv", "assert_userns_disabled", "cwds", "death_parent", "death_watch",
+    __slots__ = ("ambient", "argv", "assert_userns_disabled", "block", "cwds", "death_parent", "death_watch",
                  "drop", "envp", "gid", "hold", "inherit", "inheritable", "keep", "kept", "landlock",
-                 "new_session", "no_new_privs", "paths", "pwd_slot", "reset_signals", "rlimits",
-                 "seccomp", "security", "uid", "userns2")
+                 "new_session", "no_new_privs", "paths", "pwd_slot", "reset_signals", "rlimits", "seccomp",
+                 "security", "shell_fallback", "uid", "userns2")
 
     def __init__(self) -> None:
         self.reset_signals: list[int] | None = None
@@ -67,6 +67,8 @@ class LastStep:
         self.inherit: list[int] = []    # fds the payload inherits (close-on-exec cleared)
         self.keep: list[int] | None = None   # sorted fds left open; the others >= 3 are closed
         self.userns2 = -1               # a user namespace fd to switch to, closed after
+        self.block = -1                 # vb --block-fd: a byte read from it (then closed) first
+        self.shell_fallback = False     # vb: a file execve calls ENOEXEC runs through /bin/sh
         self.security = False
         self.assert_userns_disabled = False
         self.hold = 0                   # capability masks (bit N = capability N)

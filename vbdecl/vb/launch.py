@@ -144,9 +144,8 @@ def launch(doc: dict[str, Any], *, prog: str, level_prefix: bool) -> int:
     spec = doc["spec"]
     vb = spec.get("vb") or {}
     prefix = "<3>" if level_prefix else ""
-    for key in ("block_fd", "userns_block_fd"):
-        if vb.get(key) is not None:
-            _block(int(vb[key]))
+    if vb.get("userns_block_fd") is not None:    # (--block-fd: the process's last steps)
+        _block(int(vb["userns_block_fd"]))
     if spec["process"].get("die_with_parent"):
         # bubblewrap itself dies with its parent too (and the sandbox with it): until the
         # sandbox exists (--block-fd may wait long) there is nothing to tear down, then

@@ -93,3 +93,37 @@ def test_fork_failure_reports_and_restores(monkeypatch: pytest.MonkeyPatch) -> N
     assert "fork: Resource temporarily unavailable" in result.error.message
     assert _pid_ns_for_children_is_own()
     assert signal.pthread_sigmask(signal.SIG_BLOCK, []) == mask   # forwarding undone
+
+
+def test_changes_pid1_reports_before_its_pid_are_undone(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A review of the undo janitor: a pid 1 forked by the holder builds the root and
+    may report what it changed on the host before the holder sends pid 1's pid; that
+    report came before the janitor existed and was dropped: the changes stayed."""
+    import time
+
+    from vbdecl.runtime import child
+
+    data = tmp_path / "data"
+    data.mkdir()
+    data.chmod(0o755)
+    plan = vbdecl.compile_plan(REPO / "manifests" / "hello.yaml")
+    spec = plan["spec"]
+    spec["namespaces"]["user"] = True       # a holder, which forks pid 1
+    spec["idmap"] = {"uid": [{"inside": 0, "outside": 0, "count": 1}],
+                     "gid": [{"inside": 0, "outside": 0, "count": 1}]}
+    spec["filesystem"] += [
+        {"type": "bind", "source": str(data), "target": "/data", "optional": False},
+        {"type": "dir", "target": "/data/made/sub", "mode": None},
+        {"type": "chmod", "target": "/data", "mode": 0o700},
+    ]
+    real_send = child.send
+
+    def late_pid(fd: int, tag: bytes, payload: bytes = b"") -> None:
+        if tag == child.MSG_PID:
+            time.sleep(0.5)         # pid 1's report of its changes comes first
+        real_send(fd, tag, payload)
+
+    monkeypatch.setattr(child, "send", late_pid)
+    result = vbdecl.run(plan, command=["/bin/true"])
+    assert result.code == 0 and result.error is None, result.error
+    assert list(data.iterdir()) == [] and data.stat().st_mode & 0o777 == 0o755

@@ -138,14 +138,15 @@ def _read_msg(fd: int) -> tuple[bytes, bytes] | None:
     raise RuntimeSetupError(f"sandbox sync protocol violation: unexpected byte {tag!r}")
 
 
-def _note_changes(undoer: tuple[int, int] | None, payload: bytes) -> bool:
+def _note_changes(undoer: tuple[int, int] | None, payload: bytes) -> bytes:
     """Hand what the root changed of the host (JSON, sent only when it changed
-    something) to the janitor that undoes it; True: there is something to undo."""
+    something) to the janitor that undoes it, once there is one (a pid 1 that builds
+    the root may report before it starts: see its start); returns the payload."""
     if undoer is not None:
         from vbdecl.runtime import undo
 
         undo.report(undoer, payload)
-    return True
+    return payload
 
 
 def _child_error(payload: bytes) -> RuntimeSetupError:
@@ -470,7 +471,7 @@ def _run_holder(cfg: C.ChildConfig, pid: int, c2p_r: int, p2c_w: int, nsd: dict[
                 guard: SignalGuard, state_dir: str | None, set_tx: Any,
                 warnings: list[str]) -> None:
     holder_status: int | None = None
-    host_changes = False
+    host_changes: bytes | None = None         # the newest report of them
     undoer: tuple[int, int] | None = None     # the janitor of the root's host changes
     try:
         error: VbdeclError | None = None
@@ -529,6 +530,8 @@ def _run_holder(cfg: C.ChildConfig, pid: int, c2p_r: int, p2c_w: int, nsd: dict[
             from vbdecl.runtime import undo
 
             undoer = undo.follow(pid)  # while it waits for the "go"
+            if undoer is not None and host_changes is not None:
+                undo.report(undoer, host_changes)     # (pid 1's, before its pid came)
         if error is None and p2c_w >= 0:
             try:
                 os.write(p2c_w, C.MSG_GO)
@@ -572,7 +575,7 @@ def _run_holder(cfg: C.ChildConfig, pid: int, c2p_r: int, p2c_w: int, nsd: dict[
             from vbdecl.runtime import undo
 
             undo.finish(undoer)
-        elif host_changes:
+        elif host_changes is not None:
             from vbdecl.runtime import undo
 
             undo.warn("the sandbox was gone before its namespaces could be kept")

@@ -72,3 +72,18 @@ def test_seccomp_out_writes_a_program_for_each_environment_with_a_profile(
 
     assert main(["convert", "--from-bwrap", "--seccomp-out", str(out), "--", "true"]) == 1
     assert "--seccomp-out goes with --to-bwrap" in capsys.readouterr().err
+
+
+def test_seccomp_out_writes_through_a_link_as_any_output(tmp_path: Path,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    """A review: the program replaced whatever was at the path by a rename (a link,
+    a device: /dev/full became a regular file)."""
+    path = tmp_path / "env.yaml"
+    path.write_text("apiVersion: vbdecl/v1\nkind: Environment\nmetadata: {name: web}\nspec:\n"
+                    "  process: {command: [\"true\"]}\n")
+    target = tmp_path / "real.bpf"
+    target.write_bytes(b"")
+    link = tmp_path / "link.bpf"
+    link.symlink_to(target)
+    assert main(["convert", "--to-bwrap", str(path), "--seccomp-out", str(link)]) == 0
+    assert link.is_symlink() and target.stat().st_size > 0 and target.stat().st_size % 8 == 0

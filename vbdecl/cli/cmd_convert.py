@@ -87,12 +87,14 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _write_program(path: str, spec: dict[str, Any]) -> None:
-    from vbdecl.engine.atomic import write_bytes
+    """Write the program to ``path`` as any output file is written (through a link,
+    into a pipe or device), not replaced by a rename."""
     from vbdecl.ops.sec import bwrap_program
 
     program = bwrap_program(spec)
     assert program is not None      # (only specs with a profile get a program file)
     try:
-        write_bytes(path, program, 0o644)
+        with open(path, "wb") as f:
+            f.write(program)
     except OSError as exc:
         raise UsageError(f"--seccomp-out {path}: {exc.strerror}") from None

@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import pytest
 import testops
 
 from vbdecl.engine import journal, paths, store
@@ -132,16 +133,18 @@ def test_torn_journal_tail_is_repaired(tmp_path: Path) -> None:
     testops.in_private_mount_ns(body, tmp_path)
 
 
-def _apply_interrupted(tmp_path: Path, seconds: float, signals: int) -> tuple[Path, Path, str, str]:
-    """Apply a plan with a slow action (then one after it), and send ``signals``
-    SIGTERMs, 0.2 s apart, once the slow one runs: (root, state dir, stdout, stderr)."""
+def _apply_interrupted(tmp_path: Path, seconds: float, signals: int,
+                       last: bool = False) -> tuple[Path, Path, str, str]:
+    """Apply a plan with a slow action (then one after it, unless ``last``), and send
+    ``signals`` SIGTERMs, 0.2 s apart, once the slow one runs: (root, state dir,
+    stdout, stderr). The apply exits 130, as interrupted."""
     root, sd = tmp_path / "root", tmp_path / "state"
     root.mkdir()
     slow = testops.action("slow", "test.slow", {"path": str(root / "web" / "slow"), "content": "z",
                                                 "seconds": seconds}, ["dir[/]"])
     after = testops.action("after", "test.file", {"path": str(root / "web" / "after"), "content": "a"},
                            ["slow"])
-    plan = testops.make_plan("web", root, files=4, mounts=0, extra=[slow, after])
+    plan = testops.make_plan("web", root, files=4, mounts=0, extra=[slow] if last else [slow, after])
     p = testops.write_plan(tmp_path / "p.json", plan)
     env = {k: v for k, v in os.environ.items() if not k.startswith("VBDECL_")}
     proc = subprocess.Popen([sys.executable, testops.__file__, "--state-dir", str(sd), "--json",
@@ -155,7 +158,7 @@ def _apply_interrupted(tmp_path: Path, seconds: float, signals: int) -> tuple[Pa
         proc.send_signal(signal.SIGTERM)
         time.sleep(0.2)
     out, err = proc.communicate(timeout=60)
-    assert proc.returncode == 1, err
+    assert proc.returncode == 130, err
     return root, sd, out, err
 
 
@@ -180,6 +183,35 @@ def test_an_interrupt_lets_the_step_under_way_finish_then_rolls_back(tmp_path: P
     assert not any(e.get("id") == "after" and e["event"] == "action.started" for e in events)
     assert testops.host_tree(root) == {}
     assert not (sd / "envs" / "web").exists()
+
+
+def test_an_interrupt_during_the_last_step_still_rolls_back(tmp_path: Path) -> None:
+    """A review: the interrupt taken during the last step was only checked before the
+    next step, so the apply committed (exit 0) with the interrupt acknowledged."""
+    root, sd, out, err = _apply_interrupted(tmp_path, 1.5, 1, last=True)
+    assert "error: slow: interrupted (SIGINT or SIGTERM) after the last step, before the commit" in err
+    assert '"apply.committed"' not in out and testops.host_tree(root) == {}
+    assert not (sd / "envs" / "web").exists()
+
+
+def test_an_interrupt_during_the_rollback_after_an_interrupt_stops_at_once(tmp_path: Path) -> None:
+    """The first interrupt is a request; once it took effect, the next one is the
+    second and is not deferred (a review saw it taken for a first one again)."""
+    from vbdecl.engine import interrupts
+
+    interrupts.install()
+    try:
+        with interrupts.deferred():
+            os.kill(os.getpid(), signal.SIGINT)      # during a step: noted
+        with pytest.raises(interrupts.Interrupted):
+            interrupts.check()
+        with pytest.raises(KeyboardInterrupt), interrupts.deferred():   # the rollback
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(1)
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        interrupts._raised = False
 
 
 def test_destroy_after_an_interrupted_destroy_succeeds(tmp_path: Path) -> None:

@@ -100,6 +100,8 @@ def _wrap(exc: BaseException, action: str, what: str) -> ActionError:
     if isinstance(exc, VbdeclError) and exc.where and exc.where != action:
         msg = f"{exc.where}: {msg}"
     err = ActionError(f"{what} failed: {msg}", action=action, hint=hint)
+    if isinstance(exc, KeyboardInterrupt):
+        err.exit_code = 130     # (as a shell has it for SIGINT)
     err.__cause__ = exc
     return err
 
@@ -406,14 +408,20 @@ class Session:
                          steps=len(steps), summary=changes.summary())
         seq = 0
         self._env_stays = self._stays({rid for _step, rid, *_ in steps}, fresh=old_state is None)
+        landed = 0
         try:
             for step, rid, kind, params, prev in steps:
                 seq += 1
                 interrupts.check()
                 self._forward(seq, step, rid, kind, params, prev)
+                landed += 1
+            interrupts.check()      # (one during the last step: before the commit)
         except BaseException as exc:
             if isinstance(exc, interrupts.Interrupted):
-                err = ActionError("interrupted (SIGINT or SIGTERM) before this step began", action=rid)
+                when = "after the last step, before the commit" if landed == len(steps) else \
+                    "before this step began"
+                err = ActionError(f"interrupted (SIGINT or SIGTERM) {when}", action=rid)
+                err.exit_code = 130
             else:
                 err = exc if isinstance(exc, ActionError) else _wrap(exc, rid, _VERB[step])
             self.engine.emit("action.failed", id=rid, step=step, error=err.message)

@@ -22,6 +22,7 @@ import signal
 from collections.abc import Iterator
 
 _requested = False      # an interrupt arrived during a step; raised at the next check()
+_raised = False         # check() raised one: any interrupt after it stops at once
 _steps = 0              # depth of the deferred() blocks running
 
 
@@ -37,7 +38,7 @@ def install() -> None:
 
 def _handler(signum: int, frame: object) -> None:
     global _requested
-    if _steps and not _requested:
+    if _steps and not _requested and not _raised:
         _requested = True
         try:
             os.write(2, b"vbdecl: interrupted: finishing the step under way first "
@@ -60,8 +61,10 @@ def deferred() -> Iterator[None]:
 
 
 def check() -> None:
-    """Between two actions: raise the interrupt that came during a step."""
-    global _requested
+    """Between two actions: raise the interrupt that came during a step. The rollback
+    that follows goes on through a next interrupt no more: that one is the second."""
+    global _requested, _raised
     if _requested:
         _requested = False
+        _raised = True
         raise Interrupted

@@ -122,6 +122,9 @@ def test_live_environment_holds_pins_and_logs(live: Live) -> None:
     out = live.vbdecl("--json", "logs", live.name)      # (--json: every command that reports)
     assert [json.loads(line) for line in out.stdout.splitlines()] == [
         {"event": "log", "line": "started"}, {"event": "log", "line": "err"}]
+    out = live.vbdecl("--json", "exec", live.name, "--", "/no/such/command")
+    assert out.returncode == 127 and "error: " in out.stderr
+    assert json.loads(out.stdout.splitlines()[-1])["error"]["exit_code"] == 127
 
 
 def _capabilities(pid: int) -> tuple[int, int, int]:

@@ -197,6 +197,16 @@ def test_sigkilled_run_leaks_no_host_objects(env: dict[str, str], tmp_path: Path
 
 
 
+def test_a_failed_revert_of_a_run_is_tried_again_by_its_janitor(env: dict[str, str], tmp_path: Path) -> None:
+    """A review: a run's revert that failed was reported to the janitor as done, so
+    its cgroup stayed (and the hint said to run recover, which found nothing)."""
+    before = _cgroup_dirs()
+    r = vbdecl({**env, "VBDECL_FAULT": "cgroup:revert"}, "run", manifest(tmp_path, "  limits: {pids: 32}"),
+               "--", "/bin/true")
+    assert r.returncode == 125 and "error: cgroup: injected revert fault" in r.stderr, r.stderr
+    assert _cgroup_dirs() == before
+
+
 def _alive(pid: int) -> bool:
     try:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
@@ -292,6 +302,10 @@ def test_run_with_json_ends_a_failure_with_its_json_error_line(env: dict[str, st
     assert "/no/such/command" in last["error"]["message"]
     r = vbdecl(env, "--json", "exec", "no-such-env-vbt", "--", "true")
     assert r.returncode == 125 and json.loads(r.stdout.splitlines()[-1])["event"] == "error"
+    # a run whose process ran (exit 3) and whose teardown failed: the JSON says 3 too
+    r = vbdecl({**env, "VBDECL_FAULT": "cgroup.pids:revert"}, "--json", "run",
+               manifest(tmp_path, "  limits: {pids: 32}"), "--", "/bin/sh", "-c", "exit 3")
+    assert r.returncode == 3 and json.loads(r.stdout.splitlines()[-1])["error"]["exit_code"] == 3, r.stderr
 
 
 def test_a_failed_entry_says_why_in_words_not_pythons(env: dict[str, str], tmp_path: Path) -> None:

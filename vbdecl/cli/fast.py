@@ -106,7 +106,8 @@ def _main(argv: list[str]) -> int:
         from vbdecl.runtime.live import exec_in
 
         return exec_in(pos[0], rest or None, state_dir=state_dir,
-                       cwd=str(opts["cwd"]) if opts.get("cwd") else None)
+                       cwd=str(opts["cwd"]) if opts.get("cwd") else None,
+                       report=lambda err: _report(err, debug, 125, json_out, code=err.exit_code))
     except VbdeclError as err:
         return _report(err, debug, 125, json_out)
     except KeyboardInterrupt:
@@ -118,13 +119,16 @@ def _main(argv: list[str]) -> int:
         return 125
 
 
-def _report(err: VbdeclError, debug: bool, floor: int, json_out: bool) -> int:
+def _report(err: VbdeclError, debug: bool, floor: int, json_out: bool, code: int | None = None) -> int:
+    """Tell of ``err``; the exit status: ``code`` (what the command returns), else the
+    error's own (125 and up), else ``floor``."""
     if debug:
         import traceback
 
         traceback.print_exception(err)
     print(f"error: {err}", file=sys.stderr)
-    code = err.exit_code if err.exit_code >= 125 else floor
+    if code is None:
+        code = err.exit_code if err.exit_code >= 125 else floor
     if json_out:    # (after whatever the process printed: its stdout is this one)
         from vbdecl.cli.main import error_json, print_json_error
 
@@ -145,7 +149,7 @@ def run_file(path: str, *, command: list[str] | None, name: object, state_dir: s
                       ns_ids=False,   # only --events-fd and status.events show them
                       share_memory=True)
     if result.error is not None:
-        _report(result.error, debug, 125, json_out)
+        _report(result.error, debug, 125, json_out, code=result.code)
     return result.code
 
 

@@ -39,7 +39,8 @@ class HostTransaction:
         self._faults: Any = None
         self._janitor_fd = -1
         self._janitor_pid = 0
-        self._reverted = False      # revert() went through to the end
+        self._interrupted = False   # a revert() did not go through to the end
+        self._failed = False        # a revert failed: the janitor tries it again
         self.sandbox_pid = sandbox_pid
 
     # --- janitor ------------------------------------------------------------------
@@ -60,11 +61,11 @@ class HostTransaction:
             "vbdecl-janitor", [], lambda fd: _janitor(self.ctx, fd, self.sandbox_pid, started))
 
     def close(self) -> None:
-        """The run is over: dismiss the janitor, which reverts what is still landed
-        (a revert that was interrupted) once the sandbox is gone."""
+        """The run is over: dismiss the janitor, which reverts what it was not told is
+        reverted (a revert that failed or was interrupted) once the sandbox is gone."""
         if self._janitor_fd < 0:
             return
-        if not self.landed and self._reverted:
+        if not (self.landed or self._interrupted or self._failed):
             try:
                 os.write(self._janitor_fd, b'{"op": "done"}\n')
             except OSError:
@@ -104,25 +105,28 @@ class HostTransaction:
             self._tell({"op": "landed", "action": action, "record": record})
 
     def revert(self) -> list[ActionError]:
-        """Revert every landed action, newest first; return the revert failures. An
-        interrupt (KeyboardInterrupt, SystemExit) goes through: the janitor, not told
-        of that action or the ones after it, reverts them once :meth:`close` is called."""
+        """Revert every landed action, newest first; return the revert failures. The
+        janitor is not told of a failed revert, nor, after an interrupt
+        (KeyboardInterrupt, SystemExit, which goes through), of the actions left: once
+        :meth:`close` is called and the sandbox is gone it reverts them again."""
         from vbdecl.ops import op_for
 
         errors: list[ActionError] = []
+        self._interrupted = True
         while self.landed:
             action, record = self.landed[-1]
             aid = action["id"]
             try:
                 self._fault().check_revert(aid)
                 op_for(action["kind"]).revert(self.ctx, record)
+                self._tell({"op": "reverted", "id": aid})
             except Exception as exc:
                 errors.append(exc if isinstance(exc, ActionError)
                               else ActionError(f"{type(exc).__name__}: {exc}", action=aid))
             self.landed.pop()
             self.ctx.records.pop(aid, None)
-            self._tell({"op": "reverted", "id": aid})
-        self._reverted = True
+        self._interrupted = False
+        self._failed = self._failed or bool(errors)
         return errors
 
 

@@ -29,6 +29,7 @@ from vbdecl.sys import signals
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from typing import Any
 
 
@@ -698,8 +699,11 @@ def env_record(state: dict[str, Any]) -> dict[str, Any]:
 
 
 def exec_in(name: str, argv: list[str] | None, *, state_dir: str | None = None,
-            cwd: str | None = None, forward_signals: bool = True) -> int:
-    """``vbdecl exec``: run ``argv`` in the live environment ``name``; return its exit status."""
+            cwd: str | None = None, forward_signals: bool = True,
+            report: Callable[[VbdeclError], object] | None = None) -> int:
+    """``vbdecl exec``: run ``argv`` in the live environment ``name``; return its exit status.
+    What failed once the environment was entered (the command not found, the
+    environment stopped under it) goes to ``report``, else to stderr as text."""
     # Everything is imported before entering: the environment's root may not hold vbdecl.
     from vbdecl.runtime import oom
     from vbdecl.runtime.spawn import SignalGuard, _child_error, _read_msg, _wait
@@ -776,12 +780,16 @@ def exec_in(name: str, argv: list[str] | None, *, state_dir: str | None = None,
         finally:
             os.close(c2p_r)
     code = C.status_code(status)
-    if error is not None:
-        os.write(2, f"error: {error}\n".encode())
-    elif os.WIFSIGNALED(status) and os.WTERMSIG(status) == signals.SIGKILL and \
+    if error is None and os.WIFSIGNALED(status) and os.WTERMSIG(status) == signals.SIGKILL and \
             _stopped(init_dir, record.get("start_time"), lock_fd):
-        os.write(2, f"error: {name} stopped while the command ran, which was killed with it "
-                    "(vbdecl destroy, or an apply that replaced the environment)\n".encode())
+        error = RuntimeSetupError(f"{name} stopped while the command ran, which was killed with it "
+                                  "(vbdecl destroy, or an apply that replaced the environment)")
+        error.exit_code = code
+    if error is not None:
+        if report is not None:
+            report(error)
+        else:
+            os.write(2, f"error: {error}\n".encode())
     os.close(init_dir)
     if lock_fd >= 0:
         os.close(lock_fd)

@@ -229,6 +229,10 @@ def test_a_deleted_bind_source_is_drift_and_stops_the_apply_before_anything_chan
         assert f"error: mount[/data]: bind source {data} does not exist" in out.stderr
         assert "nothing was changed" in out.stderr and "revert" not in out.stderr
         assert json.loads(cli("--json", "ls").stdout)[0]["status"] == "drifted"
+        data.symlink_to(tmp / "nowhere")            # a dangling link is no source either
+        out = cli("apply", str(m), "-y")
+        assert f"error: mount[/data]: bind source {data} does not exist" in out.stderr, out.stderr
+        data.unlink()
         data.mkdir()
         assert cli("apply", str(m), "-y").returncode == 0
         assert (data / "sub").is_dir()

@@ -333,3 +333,30 @@ def test_a_full_disk_is_not_reported_as_a_bug(capsys: pytest.CaptureFixture[str]
     out = capsys.readouterr().err
     assert out.startswith("error: /var/lib/vbdecl/envs/web/journal.jsonl: No space left on device (ENOSPC)")
     assert "bug" not in out and "hint: free space" in out
+
+
+def test_a_commit_that_fails_after_its_state_landed_keeps_the_state_from_before(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A review: when state.json was replaced but the directory's fsync then failed,
+    the rolled-back update left the new state.json, naming a revision it removed."""
+    import errno
+
+    root, sd = tmp_path / "root", tmp_path / "state"
+    root.mkdir()
+    Engine(sd).apply(testops.make_plan("web", root, files=2, mounts=0))
+    before, tree_v1 = store.load("web", sd), testops.host_tree(root)
+    real_save = store.save
+
+    def saved_then_eio(name: str, state: dict[str, Any], state_dir: str | None = None) -> None:
+        real_save(name, state, state_dir)
+        raise OSError(errno.EIO, os.strerror(errno.EIO))
+
+    monkeypatch.setattr(store, "save", saved_then_eio)
+    with pytest.raises(ActionError, match="could not write the environment's state"):
+        Engine(sd).apply(testops.make_plan("web", root, files=3, mounts=0, content="v2"))
+    monkeypatch.undo()
+    after = store.load("web", sd)
+    assert after is not None and before is not None
+    assert (after["serial"], after["revision"]) == (before["serial"], before["revision"])
+    assert testops.host_tree(root) == tree_v1
+    Engine(sd).destroy("web")

@@ -121,7 +121,8 @@ def report_error(err: BaseException, debug: bool, json_out: bool = False,
 
         from vbdecl.engine.paths import state_root
 
-        where = err.filename or f"vbdecl's state ({state_root(state_dir)})"
+        # (no file name: a write to stdout, say, or vbdecl's state or journal)
+        where = err.filename or f"writing (the output, or vbdecl's state in {state_root(state_dir)})"
         message = f"{where}: {err.strerror} ({errno.errorcode[err.errno]})"
         hint = _MACHINE_ERRNOS[err.errno]
         print(f"error: {message}\n  hint: {hint}", file=sys.stderr)

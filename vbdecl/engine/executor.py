@@ -536,6 +536,10 @@ class Session:
                           action="commit")
         try:
             revert_errors = self._rollback(self._txn_entries(), fresh=fresh, base_revision=base_revision)
+            if not revert_errors and self.state is not None:
+                # the new state.json may have landed (its rename done, the directory's
+                # fsync failed): the state is the one from before again
+                store.save(self.name, self.state, self.sd)
         except BaseException as rb:
             revert_errors = [_wrap(rb, "commit", "rollback")]
         if revert_errors:

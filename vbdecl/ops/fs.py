@@ -618,7 +618,7 @@ class _BindMount(_Mount):
         replacement would otherwise have taken the old mount away first (its source
         deleted on the host), and could not put it back either."""
         source = str(params.get("source") or "")
-        if params.get("optional") or os.path.lexists(source):
+        if params.get("optional") or os.path.exists(source):     # (a dangling link: missing)
             return None
         return f"bind source {source} does not exist"
 

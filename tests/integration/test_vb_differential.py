@@ -622,3 +622,15 @@ def test_a_file_without_a_shebang_runs_through_sh(tmp_path: Path) -> None:
     outs = [subprocess.run([tool, "--ro-bind", "/", "/", str(script), "a", "b c"], capture_output=True,
                            text=True, timeout=30) for tool in (BWRAP, VB)]
     assert [(o.returncode, o.stdout) for o in outs] == [(0, f"noshebang {script} a b c\n")] * 2, outs
+
+
+def test_new_session_with_a_pid_namespace_is_pid_1s(tmp_path: Path) -> None:
+    """bubblewrap's pid 1 calls setsid and then forks the command, which can call
+    setsid itself; vb's command led the session and got EPERM (a compatibility
+    review: flatpak's flags, and daemons that setsid at start)."""
+    assert BWRAP is not None
+    probe = ("import os; print(os.getpid(), os.getpgrp(), os.getsid(0)); os.setsid(); "
+             "print('setsid', os.getsid(0) == os.getpid())")
+    outs = [subprocess.run([tool, *BASE, "--unshare-pid", "--new-session", "python3", "-c", probe],
+                           capture_output=True, text=True, timeout=30) for tool in (BWRAP, VB)]
+    assert [(o.returncode, o.stdout) for o in outs] == [(0, "2 1 1\nsetsid True\n")] * 2, outs

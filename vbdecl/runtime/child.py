@@ -787,6 +787,11 @@ def spawn_process(cfg: ChildConfig) -> int:
     from vbdecl.sys import laststep
 
     proc = cfg.steps or _prepare(cfg, os.getpid())
+    if "vb" in cfg.spec and proc.plan.new_session:
+        # bubblewrap's pid 1 calls setsid before it forks the command (--new-session), which
+        # is then in pid 1's session and process group, free to call setsid itself
+        os.setsid()
+        proc.plan.new_session = False
     _ready(cfg, proc, in_place=False)
     try:
         pid, failed = laststep.spawn(proc.plan)

@@ -9,6 +9,10 @@ from __future__ import annotations
 
 import sys
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import NoReturn
+
 FAST_COMMANDS = ("run", "exec")
 # The program that started this console command (set first thing by console_main and
 # console_vb): `run` and vb tie a sandbox with die_with_parent to its life.
@@ -63,6 +67,21 @@ def vb_main(argv: list[str] | None = None) -> int:
     return int(vb(sys.argv if argv is None else argv, exit_now=argv is None))
 
 
+def flush_and_exit(code: int) -> NoReturn:
+    """Flush what is buffered and leave at once: a console process has nothing to
+    finalize, and interpreter teardown costs ~10 ms. A stream the caller closed
+    (``vb ... >&-``) is None here: nothing to flush."""
+    import os
+
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            if stream is not None:
+                stream.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(code)
+
+
 def _no_cycle_collection() -> None:
     """A console process of vbdecl lives one command and makes no garbage cycles
     worth collecting; the collections its start-up would trigger (each one walks
@@ -94,6 +113,29 @@ def _undo_locale_coercion() -> None:
         os.environb[b"LC_CTYPE"] = given[0]
 
 
+# PYTHON* variables that change nothing of what vbdecl does (CI sets some of them)
+_HARMLESS = frozenset(("PYTHONDONTWRITEBYTECODE", "PYTHONUNBUFFERED", "PYTHONHASHSEED",
+                       "PYTHONIOENCODING", "PYTHONUTF8", "PYTHONCOERCECLOCALE", "PYTHONFAULTHANDLER"))
+
+
+def _isolate() -> None:
+    """The caller's PYTHONPATH, PYTHONWARNINGS and the like are for the sandbox's
+    process, not for the interpreter vbdecl runs on (a module of the caller's named
+    like one of the standard library's broke vb): start again isolated (-I; pip drops
+    a shebang's options), with the environment as it was given (Python may have added
+    LC_CTYPE to os.environ). Only this module and the package's were loaded so far."""
+    import os
+
+    if sys.flags.isolated or not any(k.startswith("PYTHON") and k not in _HARMLESS for k in os.environ):
+        return
+    try:
+        with open("/proc/self/environ", "rb") as given:
+            env = dict(item.split(b"=", 1) for item in given.read().split(b"\0") if b"=" in item)
+    except OSError:
+        env = dict(os.environb)
+    os.execve(sys.executable, [sys.executable, "-I", *sys.argv], env)
+
+
 def _note_caller() -> None:
     global CALLER
     import os
@@ -102,6 +144,7 @@ def _note_caller() -> None:
 
 
 def console_main() -> None:
+    _isolate()
     _note_caller()
     _no_cycle_collection()
     _undo_locale_coercion()
@@ -109,6 +152,7 @@ def console_main() -> None:
 
 
 def console_vb() -> None:
+    _isolate()
     _note_caller()
     _no_cycle_collection()
     _undo_locale_coercion()

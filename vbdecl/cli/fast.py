@@ -19,10 +19,6 @@ import sys
 
 from vbdecl.errors import UsageError, VbdeclError
 
-TYPE_CHECKING = False
-if TYPE_CHECKING:
-    from typing import NoReturn
-
 _FLAGS = ("--debug", "--json", "--no-cache")
 _VALUES = ("--state-dir", "--name", "--events-fd", "--cwd")
 
@@ -70,20 +66,12 @@ def main(argv: list[str], *, exit_now: bool = False) -> int:
     has nothing to finalize, and interpreter teardown costs ~10 ms)."""
     code = _main(argv)
     if exit_now:
+        from vbdecl.entry import flush_and_exit
+
         flush_and_exit(code)
     return code
 
 
-def flush_and_exit(code: int) -> NoReturn:
-    """Flush what is buffered and leave at once (no finalization). A stream the
-    caller closed (``vb ... >&-``) is None here: nothing to flush."""
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            if stream is not None:
-                stream.flush()
-        except (OSError, ValueError):
-            pass
-    os._exit(code)
 
 
 def _main(argv: list[str]) -> int:

@@ -195,7 +195,7 @@ def main(argv: list[str], exit_now: bool = False) -> int:
 
     code = int(launch(doc, prog=prog, level_prefix=level_prefix))
     if exit_now:
-        from vbdecl.cli.fast import flush_and_exit
+        from vbdecl.entry import flush_and_exit
 
         flush_and_exit(code)
     return code

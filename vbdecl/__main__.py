@@ -1,3 +1,3 @@
 from vbdecl.entry import console_main
 
-console_main()
+console_main(isolate=False)

@@ -143,8 +143,11 @@ def _note_caller() -> None:
     CALLER = os.getppid()
 
 
-def console_main() -> None:
-    _isolate()
+def console_main(*, isolate: bool = True) -> None:
+    """The vbdecl program. ``isolate`` false (``python -m vbdecl``, maybe from a
+    checkout on PYTHONPATH): no isolated restart, which would lose that path."""
+    if isolate:
+        _isolate()
     _note_caller()
     _no_cycle_collection()
     _undo_locale_coercion()

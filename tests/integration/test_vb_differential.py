@@ -14,6 +14,7 @@ import random
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -634,3 +635,80 @@ def test_new_session_with_a_pid_namespace_is_pid_1s(tmp_path: Path) -> None:
     outs = [subprocess.run([tool, *BASE, "--unshare-pid", "--new-session", "python3", "-c", probe],
                            capture_output=True, text=True, timeout=30) for tool in (BWRAP, VB)]
     assert [(o.returncode, o.stdout) for o in outs] == [(0, "2 1 1\nsetsid True\n")] * 2, outs
+
+
+@pytest.mark.parametrize("flags", [[], ["--unshare-pid"], ["--as-pid-1", "--unshare-pid"]],
+                         ids=["plain", "pid", "as-pid-1"])
+def test_a_signal_ends_vb_waiting_on_block_fd(tmp_path: Path, flags: list[str]) -> None:
+    """A review of the --block-fd change: while the sandbox's process waited for the
+    caller, vb held its signals blocked for the setup, so SIGTERM did nothing until
+    the byte came (and with --as-pid-1 was lost). It ends the sandbox now: the
+    process never started, and vb exits as if the signal had killed it."""
+    marker = tmp_path / "ran"
+    block_r, block_w = os.pipe()
+    proc = subprocess.Popen([VB, "--ro-bind", "/", "/", "--bind", str(tmp_path), str(tmp_path), *flags,
+                             "--block-fd", str(block_r), "touch", str(marker)], pass_fds=(block_r,))
+    os.close(block_r)
+    try:
+        deadline = time.monotonic() + 10
+        while not any("vbdecl-init" in _comm(k) or _comm(k) == "vb" for k in _kids(proc.pid)) \
+                and time.monotonic() < deadline:
+            time.sleep(0.05)      # (the sandbox exists)
+        time.sleep(0.3)
+        proc.send_signal(15)
+        assert proc.wait(timeout=10) == 143
+        assert not marker.exists() and _kids(proc.pid) == []
+    finally:
+        os.close(block_w)
+        proc.kill()
+        proc.wait()
+
+
+def _kids(pid: int) -> list[int]:
+    try:
+        return [int(k) for k in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
+
+
+def _comm(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip()
+    except OSError:
+        return ""
+
+
+def test_vb_dies_with_its_caller_while_waiting_on_block_fd(tmp_path: Path) -> None:
+    """--die-with-parent holds during the --block-fd wait: the caller's death ends vb
+    and the sandbox, whose process never starts (it did once the byte came)."""
+    marker, pidfile = tmp_path / "ran", tmp_path / "vb.pid"
+    block_r, block_w = os.pipe()
+    caller = subprocess.Popen(["/bin/sh", "-c", f'"$0" "$@" & echo $! > {pidfile}; wait', VB,
+                               "--ro-bind", "/", "/", "--bind", str(tmp_path), str(tmp_path), "--unshare-pid",
+                               "--die-with-parent", "--block-fd", str(block_r), "touch", str(marker)],
+                              pass_fds=(block_r,))
+    os.close(block_r)
+    try:
+        deadline = time.monotonic() + 10
+        while not pidfile.exists() or not pidfile.read_text().strip():
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        vb = int(pidfile.read_text())
+        time.sleep(0.5)                       # (the sandbox waits on the block fd)
+        caller.kill()
+        caller.wait()
+        deadline = time.monotonic() + 10
+        while Path(f"/proc/{vb}").exists() and _comm(vb) != "" and \
+                Path(f"/proc/{vb}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z":
+            assert time.monotonic() < deadline, "vb outlived its caller"
+            time.sleep(0.05)
+        try:
+            os.write(block_w, b"x")
+        except BrokenPipeError:
+            pass                              # (no reader left: the sandbox is gone)
+        time.sleep(0.5)
+        assert not marker.exists()
+    finally:
+        os.close(block_w)
+        caller.kill()
+        caller.wait()

@@ -182,18 +182,35 @@ def main(argv: list[str], exit_now: bool = False) -> int:
         doc = to_document(opts, inherit_fds=_open_fds())
     except (HelpRequested, UsageRequested, VersionRequested, VbUsageError) as exc:
         level_prefix = bool(getattr(exc, "level_prefix", False))   # given before the error
-        warn(prog, getattr(exc, "warnings", None) or [], level_prefix)
-        return _refusal(exc, argv, prog, level_prefix)
+        try:
+            warn(prog, getattr(exc, "warnings", None) or [], level_prefix)
+            code = _refusal(exc, argv, prog, level_prefix)
+        except OSError as err:      # (vb --help | head, vb --version > /dev/full)
+            code = _output_failed(err)
+        return _leave(code, exit_now)
 
     if opts.print_manifest:
         from vbdecl.vb.manifest import render
 
-        print(render(doc, read_fds=True), end="")
-        return 0
+        try:
+            print(render(doc, read_fds=True), end="")
+            code = 0
+        except OSError as err:
+            code = _output_failed(err)
+        return _leave(code, exit_now)
 
     from vbdecl.vb.launch import launch
 
-    code = int(launch(doc, prog=prog, level_prefix=level_prefix))
+    return _leave(int(launch(doc, prog=prog, level_prefix=level_prefix)), exit_now)
+
+
+def _output_failed(err: OSError) -> int:
+    """The status for output vb could not write: 141 when the reader went away, as a
+    program that SIGPIPE killed (bubblewrap is); else 1."""
+    return 141 if isinstance(err, BrokenPipeError) else 1
+
+
+def _leave(code: int, exit_now: bool) -> int:
     if exit_now:
         from vbdecl.entry import flush_and_exit
 

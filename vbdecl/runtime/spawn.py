@@ -240,14 +240,16 @@ def shares_memory(cfg: C.ChildConfig, ns_ids: bool, idmap: dict[str, Any] | None
     CAP_SYS_PTRACE in our user namespace would let the sandbox into it (our
     memory is not dumpable meanwhile): a run without a user namespace whose
     process could use that to get more than it has forks its pid 1 (see
-    sec.could_trace_into_pid1)."""
+    sec.could_trace_into_pid1). Nor when the process waits for vb's caller
+    (--block-fd), which may take long: we would not take our signals meanwhile."""
     vb = cfg.spec.get("vb") or {}
     # Python 3.14 checks the C stack's bounds, which a clone's own stack is outside of;
     # a free-threaded build has no GIL to hold for the child.
     return bool(_linux.SHARED_CHILD and sys.version_info < (3, 14)
                 and (sys.version_info < (3, 13) or sys._is_gil_enabled())
                 and not actions and not ns_ids and not cfg.live
-                and not cfg.joins and not cfg.pid_join and not isinstance(vb.get("userns2_fd"), int)
+                and not cfg.joins and not cfg.pid_join
+                and not isinstance(vb.get("userns2_fd"), int) and not isinstance(vb.get("block_fd"), int)
                 and (not cfg.user_new or (os.geteuid() != 0 and idmap is not None
                                           and sysns.maps_own_ids(idmap["uid"], idmap["gid"])))
                 and (not cfg.pid_new or cfg.user_new or os.geteuid() == 0)
@@ -446,6 +448,11 @@ def _spawn_and_wait(cfg: C.ChildConfig, nsd: dict[str, Any], idmap: dict[str, An
         cfg.await_go = False     # nothing to do between "U" and "go": no first "go"
         C.load_setup_code(cfg)   # and nothing to do while the child would (see there)
     pid, c2p_r, p2c_w, handle = fork_holder(cfg, max([2, cfg.lock_fd, *cfg.keep_fds]), shared=shared)
+    block = (spec.get("vb") or {}).get("block_fd")
+    if isinstance(block, int):
+        # the sandbox's process reads it; our copy would keep the caller's later writes
+        # from failing (EPIPE), as they do with bubblewrap
+        os.close(block)
     try:
         _run_holder(cfg, pid, c2p_r, p2c_w, nsd, idmap, spec, name, actions, sink, result,
                     guard, state_dir, set_tx, warnings)
@@ -541,10 +548,15 @@ def _run_holder(cfg: C.ChildConfig, pid: int, c2p_r: int, p2c_w: int, nsd: dict[
             os.close(p2c_w)
             p2c_w = -1
         sink.emit("runtime_init_warnings", warning_count=len(warnings), warnings=warnings)
+        stopped = 0      # the signal that ended the sandbox before its process started
         if error is None:
             result.pid = target
             sink.emit("spawned", pid=target, ns=inodes)
+            # vb --block-fd: the process waits for its caller right before its exec
+            block_wait = guard.forward and isinstance((spec.get("vb") or {}).get("block_fd"), int)
             while True:
+                if block_wait and not stopped:
+                    stopped = _wait_for_setup(c2p_r, guard, (target, pid), C.own_session(spec["process"]))
                 msg = _read_msg(c2p_r)
                 if msg is None:
                     break
@@ -553,10 +565,10 @@ def _run_holder(cfg: C.ChildConfig, pid: int, c2p_r: int, p2c_w: int, nsd: dict[
                 if msg[0] == C.MSG_ERROR:
                     error = _child_error(msg[1])
                     break
-        if error is None:
+        if error is None and not stopped:
             sink.emit("setup_finished", pid=target, ns=inodes)
         holder_status = _wait(pid, target, guard, C.own_session(spec["process"]))
-        code = C.status_code(holder_status)
+        code = 128 + stopped if stopped else C.status_code(holder_status)
         if error is not None:
             result.error = error
             # vbdecl failed before the process started: 125, or the child's 126/127
@@ -616,6 +628,31 @@ class SignalGuard:
             _drain_pending(self.waitset)   # e.g. a SIGCHLD of a child killed on the way
             signals.pthread_sigmask(signals.SIG_SETMASK, self._old_mask)
             self._old_mask = None
+
+
+def _wait_for_setup(fd: int, guard: SignalGuard, victims: tuple[int, int], new_session: bool) -> int:
+    """Wait until the child has more to say (or is gone), taking the guarded signals
+    meanwhile: with vb's --block-fd the process waits for its caller right before its
+    exec, as long as the caller likes, and vb is not deaf to its own signals (or its
+    caller's death) then. Such a signal ends the sandbox, whose process has not
+    started: returns it (SIGKILL for the caller's death), else 0."""
+    import select
+
+    poller = select.poll()
+    poller.register(fd, select.POLLIN)
+    while not poller.poll(100):
+        info = signals.sigtimedwait(guard.waitset, 0)
+        if info is None or info.si_signo == signals.SIGCHLD:
+            continue
+        if info.si_code == C.SI_KERNEL and not new_session and info.si_signo != PARENT_DIED:
+            continue   # the terminal signalled our whole process group, the sandbox included
+        for victim in dict.fromkeys(victims):
+            try:
+                os.kill(victim, signals.SIGKILL)
+            except ProcessLookupError:
+                pass
+        return signals.SIGKILL if info.si_signo == PARENT_DIED else int(info.si_signo)
+    return 0
 
 
 def _wait(pid: int, target: int, guard: SignalGuard, new_session: bool) -> int:

@@ -559,7 +559,7 @@ exec_paths(const struct plan *p, struct failure *f)
             }
             p->sh_argv[n + 2] = NULL;
             execve("/bin/sh", p->sh_argv, p->envp);
-            err = ENOEXEC;
+            err = errno;    /* the shell's failure is the one to tell, as execvp's */
         }
         if (err == ENOENT || err == ENOTDIR || err == ELOOP || err == ENAMETOOLONG) {
             struct stat st;

@@ -113,9 +113,14 @@ def _undo_locale_coercion() -> None:
         os.environb[b"LC_CTYPE"] = given[0]
 
 
-# PYTHON* variables that change nothing of what vbdecl does (CI sets some of them)
-_HARMLESS = frozenset(("PYTHONDONTWRITEBYTECODE", "PYTHONUNBUFFERED", "PYTHONHASHSEED",
-                       "PYTHONIOENCODING", "PYTHONUTF8", "PYTHONCOERCECLOCALE", "PYTHONFAULTHANDLER"))
+# The PYTHON* variables that change what the interpreter loads or prints, or how it
+# runs vbdecl's code; the others (PYTHONDONTWRITEBYTECODE, PYTHONPYCACHEPREFIX,
+# PYTHONUNBUFFERED, ... which CI and benchmarks set) cost no restart of ~8 ms.
+_INTRUSIVE = frozenset((
+    "PYTHONPATH", "PYTHONHOME", "PYTHONUSERBASE", "PYTHONPLATLIBDIR", "PYTHONEXECUTABLE",
+    "PYTHONWARNINGS", "PYTHONWARNDEFAULTENCODING", "PYTHONVERBOSE", "PYTHONDEBUG", "PYTHONINSPECT",
+    "PYTHONOPTIMIZE", "PYTHONDEVMODE", "PYTHONMALLOC", "PYTHONMALLOCSTATS", "PYTHONTRACEMALLOC",
+    "PYTHONPROFILEIMPORTTIME"))
 
 
 def _isolate() -> None:
@@ -126,7 +131,7 @@ def _isolate() -> None:
     LC_CTYPE to os.environ). Only this module and the package's were loaded so far."""
     import os
 
-    if sys.flags.isolated or not any(k.startswith("PYTHON") and k not in _HARMLESS for k in os.environ):
+    if sys.flags.isolated or _INTRUSIVE.isdisjoint(os.environ):
         return
     try:
         with open("/proc/self/environ", "rb") as given:

@@ -448,10 +448,12 @@ def _spawn_and_wait(cfg: C.ChildConfig, nsd: dict[str, Any], idmap: dict[str, An
         cfg.await_go = False     # nothing to do between "U" and "go": no first "go"
         C.load_setup_code(cfg)   # and nothing to do while the child would (see there)
     pid, c2p_r, p2c_w, handle = fork_holder(cfg, max([2, cfg.lock_fd, *cfg.keep_fds]), shared=shared)
-    block = (spec.get("vb") or {}).get("block_fd")
-    if isinstance(block, int):
+    vb = spec.get("vb") or {}
+    block = vb.get("block_fd")
+    if isinstance(block, int) and block not in [vb.get(key) for key in (
+            "info_fd", "json_status_fd", "sync_fd", "userns_fd", "userns2_fd", "pidns_fd")]:
         # the sandbox's process reads it; our copy would keep the caller's later writes
-        # from failing (EPIPE), as they do with bubblewrap
+        # from failing (EPIPE), as they do with bubblewrap (unless we need it as another)
         os.close(block)
     try:
         _run_holder(cfg, pid, c2p_r, p2c_w, nsd, idmap, spec, name, actions, sink, result,

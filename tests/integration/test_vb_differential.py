@@ -712,3 +712,13 @@ def test_vb_dies_with_its_caller_while_waiting_on_block_fd(tmp_path: Path) -> No
         os.close(block_w)
         caller.kill()
         caller.wait()
+
+
+@pytest.mark.parametrize("option", ["--info-fd", "--json-status-fd", "--sync-fd"])
+def test_a_stdio_fd_an_option_names_is_closed_in_the_command(option: str) -> None:
+    """bubblewrap closes the fd its option names, also stdout (--info-fd 1 while
+    debugging): the command's writes there fail. vb's command kept writing to it."""
+    assert BWRAP is not None
+    outs = [subprocess.run([tool, *BASE, option, "1", "sh", "-c", "echo out || echo failed >&2"],
+                           capture_output=True, text=True, timeout=30) for tool in (BWRAP, VB)]
+    assert ["failed" in o.stderr and "out\n" not in o.stdout for o in outs] == [True, True], outs

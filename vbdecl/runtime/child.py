@@ -888,6 +888,10 @@ def _prepare(cfg: ChildConfig, parent: int | None) -> _Process:
         # written), and runs a file without #! line through /bin/sh (execvp)
         plan.block = vb["block_fd"] if isinstance(vb.get("block_fd"), int) else -1
         plan.shell_fallback = True
+        # and closes the stdio fds its fd options name in the command (vb writes or
+        # holds them itself)
+        plan.close_std = sorted({fd for fd in (vb.get("info_fd"), vb.get("json_status_fd"),
+                                               vb.get("sync_fd")) if isinstance(fd, int) and 0 <= fd <= 2})
     # ids, capabilities, no_new_privs, seccomp (last)
     _security().fill_last_step(plan, spec, userns_switch=isinstance(userns2, int))
     return out

@@ -253,6 +253,7 @@ last_step_read(PyObject *obj, struct plan *p, PyObject *alive)
         get_rlimits(obj, p) < 0 ||
         get_ints(obj, "inherit", &p->inherit, &p->n_inherit) < 0 ||
         get_ints(obj, "keep", &p->keep, &p->n_keep) < 0 ||
+        get_ints(obj, "close_std", &p->close_std, &p->n_close_std) < 0 ||
         get_int(obj, "userns2", &p->userns2) < 0 ||
         get_int(obj, "block", &p->block) < 0 ||
         get_int(obj, "shell_fallback", &p->shell_fallback) < 0 ||
@@ -306,6 +307,7 @@ last_step_free(struct plan *p)
     PyMem_Free(p->rlimits);
     PyMem_Free(p->inherit);
     PyMem_Free(p->keep);
+    PyMem_Free(p->close_std);
     PyMem_Free(p->drop);
     PyMem_Free(p->seccomp);
     PyMem_Free(p->argv);
@@ -627,6 +629,8 @@ last_step_run(struct plan *p, struct failure *f, const sigset_t *mask)
     }
     if (p->n_keep >= 0)
         close_others(p, limit);
+    for (Py_ssize_t i = 0; i < p->n_close_std; i++)
+        close(p->close_std[i]);
     if (p->userns2 >= 0) {
         if (syscall(SYS_setns, p->userns2, CLONE_NEWUSER) != 0)
             FAIL(f, STEP_USERNS2, p->userns2, errno);

@@ -45,6 +45,8 @@ struct plan {
     Py_ssize_t n_inherit;
     int *keep;                   /* sorted: every other fd from 3 up is closed */
     Py_ssize_t n_keep;           /* -1: close nothing */
+    int *close_std;              /* stdio fds to close too (vb: named by --info-fd and the like) */
+    Py_ssize_t n_close_std;
     int userns2;                 /* -1: none */
     int block;                   /* vb --block-fd: read a byte from it, then close it; -1: none */
     int shell_fallback;          /* an ENOEXEC file runs through /bin/sh (execvp's way) */

@@ -48,10 +48,10 @@ class LastStep:
     false skips the security steps; no ``paths`` stops before execve.
     """
 
-    __slots__ = ("ambient", "argv", "assert_userns_disabled", "block", "cwds", "death_parent", "death_watch",
-                 "drop", "envp", "gid", "hold", "inherit", "inheritable", "keep", "kept", "landlock",
-                 "new_session", "no_new_privs", "paths", "pwd_slot", "reset_signals", "rlimits", "seccomp",
-                 "security", "shell_fallback", "uid", "userns2")
+    __slots__ = ("ambient", "argv", "assert_userns_disabled", "block", "close_std", "cwds", "death_parent",
+                 "death_watch", "drop", "envp", "gid", "hold", "inherit", "inheritable", "keep", "kept",
+                 "landlock", "new_session", "no_new_privs", "paths", "pwd_slot", "reset_signals", "rlimits",
+                 "seccomp", "security", "shell_fallback", "uid", "userns2")
 
     def __init__(self) -> None:
         self.reset_signals: list[int] | None = None
@@ -66,6 +66,7 @@ class LastStep:
         self.rlimits: list[tuple[int, int, int]] = []     # (resource, soft, hard)
         self.inherit: list[int] = []    # fds the payload inherits (close-on-exec cleared)
         self.keep: list[int] | None = None   # sorted fds left open; the others >= 3 are closed
+        self.close_std: list[int] = []  # stdio fds closed too (vb: named by --info-fd and the like)
         self.userns2 = -1               # a user namespace fd to switch to, closed after
         self.block = -1                 # vb --block-fd: a byte read from it (then closed) first
         self.shell_fallback = False     # vb: a file execve calls ENOEXEC runs through /bin/sh

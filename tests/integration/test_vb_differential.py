@@ -722,3 +722,47 @@ def test_a_stdio_fd_an_option_names_is_closed_in_the_command(option: str) -> Non
     outs = [subprocess.run([tool, *BASE, option, "1", "sh", "-c", "echo out || echo failed >&2"],
                            capture_output=True, text=True, timeout=30) for tool in (BWRAP, VB)]
     assert ["failed" in o.stderr and "out\n" not in o.stdout for o in outs] == [True, True], outs
+
+
+def test_a_terminals_interrupt_ends_a_block_fd_wait_of_a_pid_1_command(tmp_path: Path) -> None:
+    """A review: ^C from the terminal was left to reach the sandbox's process by
+    itself, but with --as-pid-1 that process is its namespace's init and ignores
+    it, so the command ran once the byte came. A window resize ends no wait."""
+    import pty
+
+    marker = tmp_path / "ran"
+    block_r, block_w = os.pipe()
+    pid, master = pty.fork()
+    if pid == 0:
+        try:
+            os.set_inheritable(block_r, True)
+            os.execv(VB, [VB, "--ro-bind", "/", "/", "--bind", str(tmp_path), str(tmp_path), "--unshare-pid",
+                          "--as-pid-1", "--block-fd", str(block_r), "touch", str(marker)])
+        finally:
+            os._exit(127)
+    os.close(block_r)
+    try:
+        time.sleep(1.0)                      # (the sandbox waits on the block fd)
+        os.kill(pid, 28)                     # SIGWINCH: nothing ends
+        time.sleep(0.3)
+        assert os.waitpid(pid, os.WNOHANG) == (0, 0)
+        os.write(master, b"\x03")            # ^C: the terminal signals the process group
+        deadline = time.monotonic() + 10
+        while (done := os.waitpid(pid, os.WNOHANG))[0] == 0:
+            assert time.monotonic() < deadline, "vb went on waiting after ^C"
+            time.sleep(0.05)
+        assert os.waitstatus_to_exitcode(done[1]) == 130
+        try:
+            os.write(block_w, b"x")
+        except BrokenPipeError:
+            pass
+        time.sleep(0.3)
+        assert not marker.exists()
+    finally:
+        os.close(block_w)
+        os.close(master)
+        try:
+            os.kill(pid, 9)
+            os.waitpid(pid, 0)
+        except (ProcessLookupError, ChildProcessError):
+            pass

@@ -453,8 +453,14 @@ def _spawn_and_wait(cfg: C.ChildConfig, nsd: dict[str, Any], idmap: dict[str, An
     if isinstance(block, int) and block not in [vb.get(key) for key in (
             "info_fd", "json_status_fd", "sync_fd", "userns_fd", "userns2_fd", "pidns_fd")]:
         # the sandbox's process reads it; our copy would keep the caller's later writes
-        # from failing (EPIPE), as they do with bubblewrap (unless we need it as another)
-        os.close(block)
+        # from failing (EPIPE), as they do with bubblewrap (unless we need it as another).
+        # A stdio fd gets /dev/null in its place: no file we open may take its number.
+        if block <= 2:
+            null = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
+            os.dup2(null, block, inheritable=False)
+            os.close(null)
+        else:
+            os.close(block)
     try:
         _run_holder(cfg, pid, c2p_r, p2c_w, nsd, idmap, spec, name, actions, sink, result,
                     guard, state_dir, set_tx, warnings)
@@ -558,7 +564,7 @@ def _run_holder(cfg: C.ChildConfig, pid: int, c2p_r: int, p2c_w: int, nsd: dict[
             block_wait = guard.forward and isinstance((spec.get("vb") or {}).get("block_fd"), int)
             while True:
                 if block_wait and not stopped:
-                    stopped = _wait_for_setup(c2p_r, guard, (target, pid), C.own_session(spec["process"]))
+                    stopped = _wait_for_setup(c2p_r, guard, (target, pid))
                 msg = _read_msg(c2p_r)
                 if msg is None:
                     break
@@ -632,7 +638,12 @@ class SignalGuard:
             self._old_mask = None
 
 
-def _wait_for_setup(fd: int, guard: SignalGuard, victims: tuple[int, int], new_session: bool) -> int:
+# the guarded signals whose default action is not to end a process: they end no wait
+_NOT_ENDING = frozenset((signals.SIGCHLD, signals.SIGWINCH, signals.SIGCONT, signals.SIGURG,
+                         signals.SIGTSTP, signals.SIGTTIN, signals.SIGTTOU))
+
+
+def _wait_for_setup(fd: int, guard: SignalGuard, victims: tuple[int, int]) -> int:
     """Wait until the child has more to say (or is gone), taking the guarded signals
     meanwhile: with vb's --block-fd the process waits for its caller right before its
     exec, as long as the caller likes, and vb is not deaf to its own signals (or its
@@ -644,10 +655,10 @@ def _wait_for_setup(fd: int, guard: SignalGuard, victims: tuple[int, int], new_s
     poller.register(fd, select.POLLIN)
     while not poller.poll(100):
         info = signals.sigtimedwait(guard.waitset, 0)
-        if info is None or info.si_signo == signals.SIGCHLD:
+        if info is None or info.si_signo in _NOT_ENDING:
             continue
-        if info.si_code == C.SI_KERNEL and not new_session and info.si_signo != PARENT_DIED:
-            continue   # the terminal signalled our whole process group, the sandbox included
+        # (also one the terminal sent our process group: a process that is pid 1 of its
+        # namespace, --as-pid-1, ignores it, and the sandbox's setup has it blocked)
         for victim in dict.fromkeys(victims):
             try:
                 os.kill(victim, signals.SIGKILL)

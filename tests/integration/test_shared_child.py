@@ -151,7 +151,7 @@ AS_NOBODY = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "/us
 
 @pytest.mark.parametrize("user, flags, shared", [
     ("root", ["--unshare-pid"], True),  # (without a pid namespace it becomes the process: exec)
-    ("root", ["--unshare-pid", "--info-fd", "1"], False),   # the namespaces are read: a forked child
+    ("root", ["--unshare-pid", "--info-fd", "INFO"], False),  # the namespaces are read: a forked child
     ("root", ["--unshare-pid", "--unshare-user"], False),   # root's maps: the parent writes them
     ("nobody", ["--unshare-pid"], True),                    # its own ids: the child maps them
     ("nobody", ["--unshare-pid", "--uid", "0", "--gid", "0"], True),
@@ -159,11 +159,14 @@ AS_NOBODY = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "/us
 def test_vb_runs_its_first_child_in_its_memory_only_where_it_may(
         user: str, flags: list[str], shared: bool) -> None:
     vb = [VB] if user == "root" else AS_NOBODY
+    info_r, info_w = os.pipe()      # (--info-fd on stdout would be closed in the command, as bwrap has it)
+    flags = [str(info_w) if flag == "INFO" else flag for flag in flags]
     proc = subprocess.Popen([*vb, *ROOT, *flags, "--die-with-parent", "/bin/sh", "-c", "echo ready; exec sleep 30"],
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, pass_fds=(info_w,))
+    os.close(info_w)
     try:
         assert proc.stdout is not None
-        lines = [proc.stdout.readline()]     # (--info-fd 1 writes its JSON first)
+        lines = [proc.stdout.readline()]
         while lines[-1] not in (b"ready\n", b"") and len(lines) < 50:
             lines.append(proc.stdout.readline())
         assert lines[-1] == b"ready\n", lines
@@ -173,6 +176,7 @@ def test_vb_runs_its_first_child_in_its_memory_only_where_it_may(
         proc.terminate()        # vb passes it on to the process, and returns
         assert proc.wait(timeout=10) == 128 + signal.SIGTERM
     finally:
+        os.close(info_r)
         proc.kill()
         proc.wait()
         assert proc.stdout is not None

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -63,6 +64,28 @@ def test_atomic_write_replaces_and_leaves_no_temp(tmp_path: Path) -> None:
     assert json.loads(p.read_text()) == {"a": 2}
     assert os.listdir(tmp_path) == ["state.json"]
     assert (p.stat().st_mode & 0o777) == 0o600
+
+
+def test_a_write_removes_the_temp_files_a_killed_writer_left(tmp_path: Path) -> None:
+    """A writer SIGKILLed between creating its temp file and renaming it left the file
+    for good (a crash review found .nat.json.PID-X.tmp in /run/vbdecl). The next write
+    of the same file removes old ones whose writer is gone; a fresh one (a write in
+    progress, maybe in another pid namespace), a live writer's, or another file's stays."""
+    pid = os.fork()
+    if pid == 0:
+        os._exit(0)
+    os.waitpid(pid, 0)                      # a pid no process has now
+    old = time.time() - 2 * atomic.STALE_SECONDS
+    stale = tmp_path / f".nat.json.{pid}-0a0b0c0d.tmp"
+    fresh = tmp_path / f".nat.json.{pid}-1a1b1c1d.tmp"
+    live = tmp_path / f".nat.json.{os.getpid()}-2a2b2c2d.tmp"
+    other = tmp_path / f".state.json.{pid}-3a3b3c3d.tmp"
+    for path in (stale, fresh, live, other):
+        path.write_text("")
+    for path in (stale, live, other):
+        os.utime(path, (old, old))
+    atomic.write_json(tmp_path / "nat.json", {"a": 1})
+    assert sorted(os.listdir(tmp_path)) == sorted(["nat.json", fresh.name, live.name, other.name])
 
 
 def test_corrupt_state_is_a_state_error_naming_the_file(tmp_path: Path) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from typing import Any
 
 
@@ -42,6 +43,42 @@ def write_bytes(path: str | os.PathLike[str], data: bytes, mode: int = 0o600, *,
         raise
     if durable:
         fsync_dir(directory or ".")
+    _sweep(directory or ".", name)
+
+
+# A temp file older than this is no write in progress (those take milliseconds)
+STALE_SECONDS = 60
+
+
+def _sweep(directory: str, name: str) -> None:
+    """Remove the temp files of ``name`` that a writer killed between creating and
+    renaming them left (a crash review's SIGKILLs left .nat.json.PID-X.tmp in
+    /run/vbdecl): old ones whose writer is gone. The pid in a name may be one of
+    another pid namespace's, so age decides too."""
+    prefix = f".{name}."
+    try:
+        names = [n for n in os.listdir(directory) if n.startswith(prefix) and n.endswith(".tmp")]
+    except OSError:
+        return
+    for tmp in names:
+        pid = tmp[len(prefix):].split("-", 1)[0]
+        path = os.path.join(directory, tmp)
+        try:
+            if time.time() - os.lstat(path).st_mtime < STALE_SECONDS or (pid.isdigit() and _alive(int(pid))):
+                continue
+            os.unlink(path)
+        except OSError:
+            pass
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True
+    return True
 
 
 def write_json(path: str | os.PathLike[str], obj: Any, mode: int = 0o600, *,

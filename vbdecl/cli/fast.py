@@ -72,8 +72,6 @@ def main(argv: list[str], *, exit_now: bool = False) -> int:
     return code
 
 
-
-
 def _main(argv: list[str]) -> int:
     debug = "--debug" in argv
     ours = argv[:argv.index("--")] if "--" in argv else argv

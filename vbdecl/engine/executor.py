@@ -478,8 +478,7 @@ class Session:
         if problems:
             rid, first = problems[0]
             more = "".join(f"\n  also {r}: {p}" for r, p in problems[1:])
-            raise ActionError(first, action=rid, hint=f"nothing was changed; create it, or change the "
-                                                      f"manifest (optional: true to bind it when it exists){more}")
+            raise ActionError(first, action=rid, hint=f"nothing was changed{more}")
         if missing:
             first = next(iter(missing.values()))[0]
             kinds = "; ".join(f"{k}: {', '.join(v[:3])}{' ...' if len(v) > 3 else ''}"

@@ -620,7 +620,8 @@ class _BindMount(_Mount):
         source = str(params.get("source") or "")
         if params.get("optional") or os.path.exists(source):     # (a dangling link: missing)
             return None
-        return f"bind source {source} does not exist"
+        return (f"bind source {source} does not exist: create it, or change the manifest "
+                "(optional: true binds it only when it exists)")
 
 
 class Bind(_BindMount):

@@ -39,7 +39,6 @@ class HostTransaction:
         self._faults: Any = None
         self._janitor_fd = -1
         self._janitor_pid = 0
-        self._interrupted = False   # a revert() did not go through to the end
         self._failed = False        # a revert failed: the janitor tries it again
         self.sandbox_pid = sandbox_pid
 
@@ -65,7 +64,7 @@ class HostTransaction:
         reverted (a revert that failed or was interrupted) once the sandbox is gone."""
         if self._janitor_fd < 0:
             return
-        if not (self.landed or self._interrupted or self._failed):
+        if not (self.landed or self._failed):     # (an interrupted revert left its action there)
             try:
                 os.write(self._janitor_fd, b'{"op": "done"}\n')
             except OSError:
@@ -112,7 +111,6 @@ class HostTransaction:
         from vbdecl.ops import op_for
 
         errors: list[ActionError] = []
-        self._interrupted = True
         while self.landed:
             action, record = self.landed[-1]
             aid = action["id"]
@@ -125,7 +123,6 @@ class HostTransaction:
                               else ActionError(f"{type(exc).__name__}: {exc}", action=aid))
             self.landed.pop()
             self.ctx.records.pop(aid, None)
-        self._interrupted = False
         self._failed = self._failed or bool(errors)
         return errors
 

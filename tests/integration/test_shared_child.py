@@ -368,7 +368,9 @@ def test_pid_1_keeps_only_cap_kill_and_forwards_to_another_uid(tmp_path: Path, s
     # pid 1 drops every capability but CAP_KILL once the process runs (a process that
     # gets into it gains nothing), and still forwards a signal to a process of uid 1000.
     events = "" if shared else f"  status: {{events: {tmp_path / 'events.jsonl'}}}\n"  # (read: forked)
-    script = ("grep CapEff /proc/1/status; trap 'echo TERM; exit 3' TERM; echo ready; "
+    # (a forked pid 1 drops them right after it spawned the process, which may look first)
+    script = ("for i in $(seq 200); do grep -q 'CapEff:.*0000000000000020' /proc/1/status && break; "
+              "sleep 0.01; done; grep CapEff /proc/1/status; trap 'echo TERM; exit 3' TERM; echo ready; "
               "while :; do sleep 0.05; done")
     manifest = tmp_path / "m.yaml"
     manifest.write_text(

@@ -384,6 +384,22 @@ def test_info_and_json_status_fd_have_bubblewraps_keys_order_and_layout(args: li
     assert '"child-pid": N' in outputs[VB][1] and "user-namespace" not in outputs[VB][1]
 
 
+@pytest.mark.parametrize("args", [[], ["--unshare-pid"]])
+def test_info_and_json_status_on_one_fd_fail_as_bubblewrap_does(args: list[str], tmp_path: Path) -> None:
+    """The info is written to the fd and the fd closed; then the status cannot be:
+    bubblewrap says so (bubblewrap.c, dump_info) and exits 1 before its command gets
+    on, but leaves its child waiting for ever, so it is not run here. vb's message and
+    status are the same, and it ends the sandbox (the command would leave a file)."""
+    argv = [VB, *BASE, *args, "--bind", str(tmp_path), "/w", "--info-fd", "3", "--json-status-fd", "3",
+            "sh", "-c", "sleep 0.5; touch /w/ran"]
+    proc = subprocess.run(["sh", "-c", 'exec "$@" 3>"$0/info"', tmp_path, *argv],
+                          capture_output=True, text=True, timeout=30)
+    assert (proc.returncode, proc.stderr) == (1, "vb: Write to info_fd: Bad file descriptor\n")
+    assert "child-pid" in json.loads((tmp_path / "info").read_text())
+    time.sleep(1)
+    assert not (tmp_path / "ran").exists()
+
+
 # A private mount namespace of its own (unshare) where a test tmpfs is a shared mount:
 # a sandbox binds it at /shared, then a tmpfs is mounted below it from outside. Nothing
 # of it is ever visible on the host.

@@ -47,11 +47,19 @@ def _format(obj: dict[str, Any], pretty: bool) -> str:
 
 def _write(fd: int, obj: dict[str, Any], pretty: bool = False) -> None:
     data = _format(obj, pretty).encode()
+    while data:
+        data = data[os.write(fd, data):]
+
+
+def _write_info(fd: int, obj: dict[str, Any], pretty: bool = False) -> None:
+    """bubblewrap gives up when it cannot write the child's information (the same fd
+    as --info-fd and --json-status-fd: closed after the first), in its words."""
     try:
-        while data:
-            data = data[os.write(fd, data):]
-    except OSError:
-        pass
+        _write(fd, obj, pretty)
+    except OSError as exc:
+        from vbdecl.errors import RuntimeSetupError
+
+        raise RuntimeSetupError(f"Write to info_fd: {exc.strerror}") from None
 
 
 def _close(fd: int | None) -> None:
@@ -85,13 +93,18 @@ class _StatusWriter:
                 if key in self.reported and ids.get(key) is not None:
                     info[name] = ids[key]
             if self.info_fd is not None:
-                _write(self.info_fd, info, pretty=True)
-                _close(self.info_fd)
-                self.info_fd = None
+                fd, self.info_fd = self.info_fd, None
+                try:
+                    _write_info(fd, info, pretty=True)
+                finally:
+                    _close(fd)
             if self.json_fd is not None:
-                _write(self.json_fd, info)
+                _write_info(self.json_fd, info)
         elif kind == "exited" and self.json_fd is not None:
-            _write(self.json_fd, {"exit-code": event.get("exit_code")})
+            try:       # (bubblewrap ignores a failure of this one)
+                _write(self.json_fd, {"exit-code": event.get("exit_code")})
+            except OSError:
+                pass
             _close(self.json_fd)
             self.json_fd = None
 

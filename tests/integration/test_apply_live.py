@@ -148,6 +148,51 @@ def _live_crash(tmp: Path) -> None:
         raise AssertionError("mount --bind /proc/ failed every time (EINVAL): runtime pin race")
 
 
+def _marked(mark: str) -> list[int]:
+    """The processes that still have VBDECL_TEST_MARK=``mark`` in the environment they
+    were started with (forked children of the command it was given to, which never exec)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                if f"VBDECL_TEST_MARK={mark}".encode() in Path(f"/proc/{entry}/environ").read_bytes():
+                    found.append(int(entry))
+            except OSError:
+                pass
+    return found
+
+
+@pytest.mark.parametrize("pid_ns", [True, False])
+def test_an_apply_killed_before_it_put_the_init_on_record_leaves_no_init(
+        tmp_path: Path, pid_ns: bool) -> None:
+    """SIGKILLed between learning the init's pid and writing init.json (the record
+    recovery reads), an apply left an init nobody could find, with its namespaces.
+    The init now stays only once it is on record."""
+
+    def body(tmp: Path) -> None:
+        sd = tmp / "state"
+        m = tmp / "lost.yaml"
+        m.write_text(MANIFEST.format(name="lost") + f"  namespaces: {{pid: {str(pid_ns).lower()}}}\n")
+        mark = f"{os.getpid()}-{time.monotonic_ns()}"
+        env = {k: v for k, v in os.environ.items() if not k.startswith("VBDECL_")}
+        env.update(VBDECL_TEST_CRASH_AT="init-pid", VBDECL_TEST_MARK=mark)
+        try:
+            out = subprocess.run([sys.executable, "-m", "vbdecl", "--state-dir", str(sd), "apply", str(m), "-y"],
+                                 env=env, capture_output=True, text=True, timeout=60)
+            assert out.returncode == -signal.SIGKILL, out.stderr
+            deadline = time.monotonic() + 3
+            while _marked(mark) and time.monotonic() < deadline:
+                time.sleep(0.02)
+            assert _marked(mark) == []
+            assert Engine(sd).recover("lost") is True
+            assert _our_mounts(sd) == [] and not list((sd / "run").glob("vb-*"))
+        finally:
+            for pid in _marked(mark):
+                os.kill(pid, signal.SIGKILL)
+
+    _run(body, tmp_path)
+
+
 def _run(body: Any, tmp: Path) -> None:
     # The runtime leaves a mount namespace it may not pin (EINVAL, see live.start_env)
     # unpinned; any other pin failure is a real failure of this test.

@@ -290,8 +290,6 @@ def holder_main(cfg: ChildConfig, parent: int) -> NoReturn:
             _wait_go(cfg.p2c)
         _after_go(cfg, parent)
         if cfg.live:
-            os.close(cfg.p2c)
-            cfg.p2c = -1
             _live_holder(cfg)
         # Every namespace exists now. Tell the parent, and stay until it has read
         # them from us (the second "go"): a sandbox that exits at once takes its
@@ -427,7 +425,7 @@ def _fork_nested_init(cfg: ChildConfig, holder: int) -> tuple[int, int, Any]:
             if pid == 0:
                 _nested_init(cfg, theirs)
             theirs.close()
-            if cfg.p2c >= 0:            # a live holder closed it already
+            if cfg.p2c >= 0:
                 os.close(cfg.p2c)
             os.close(cfg.c2p)
         except BaseException as exc:
@@ -483,7 +481,8 @@ def _nested_init(cfg: ChildConfig, sock: Any) -> NoReturn:
 
 def _live_holder(cfg: ChildConfig) -> NoReturn:
     """A live environment's first child: fork its init (a new or joined pid
-    namespace) and leave, or be its init. The parent learns the init's pid."""
+    namespace) and leave, or be its init. The parent learns the init's pid; the
+    init waits for the parent's last "go" (_live_init_go)."""
     if cfg.pid_nested:
         _, pid, nested = _fork_nested_init(cfg, os.getpid())
         send(cfg.c2p, MSG_PID, struct.pack("=i", pid))
@@ -499,8 +498,19 @@ def _live_holder(cfg: ChildConfig) -> NoReturn:
     sysproc.set_name("vbdecl-init")
     _confine_init(cfg, 0)   # as init_main's: it only reaps
     send(cfg.c2p, MSG_PID, struct.pack("=i", os.getpid()))
-    os.close(cfg.c2p)
+    _live_init_go(cfg)
     init_loop(None, forward_tty_signals=False)
+
+
+def _live_init_go(cfg: ChildConfig) -> None:
+    """A live init stays only once the parent has put its pid on record (the
+    runtime dir's init.json, which recovery reads): a parent killed before that
+    leaves end of file here, and the init leaves, taking its namespaces along."""
+    os.close(cfg.c2p)     # (the parent reads to its end after the "go")
+    cfg.c2p = -1
+    _wait_go(cfg.p2c)
+    os.close(cfg.p2c)
+    cfg.p2c = -1
 
 
 def _detach(cfg: ChildConfig) -> None:
@@ -674,9 +684,9 @@ def init_main(cfg: ChildConfig, holder: int | None) -> NoReturn:
         if cfg.die_with_parent and holder is not None:
             sysproc.set_pdeathsig(signals.SIGKILL, holder)
         if cfg.live:
-            os.close(cfg.c2p)
             sysproc.set_name("vbdecl-init")
             _confine_init(cfg, 0)   # it only reaps: processes enter from the host
+            _live_init_go(cfg)
             init_loop(None, forward_tty_signals=False)
         _setup_root(cfg)
         _second_go(cfg)

@@ -77,11 +77,19 @@ def start_env(*, spec: dict[str, Any], instance: str, runtime_dir: str) -> dict[
         init_pid = struct.unpack("=i", msg[1])[0]
         if init_pid <= 0:
             raise RuntimeSetupError(f"sandbox sync protocol violation: init pid {init_pid}")
+        _test_crash_point("init-pid")
         _write_init_file(runtime_dir, init_pid)
+        try:
+            os.write(p2c_w, C.MSG_GO)     # the init stays, now that it is on record
+        except OSError:
+            pass     # it is gone: it said why below, or the check after says so
         msg = _read_msg(c2p_r)
         if msg is not None:
             raise _child_error(msg[1]) if msg[0] == C.MSG_ERROR else RuntimeSetupError("sync protocol violation")
-        record = {"instance": instance, "pid": init_pid, "start_time": sysproc.start_time(init_pid),
+        started = sysproc.start_time(init_pid)
+        if not sysproc.alive(init_pid, started):
+            raise RuntimeSetupError("the environment's init exited during setup")
+        record = {"instance": instance, "pid": init_pid, "start_time": started,
                   "runtime_dir": runtime_dir, "pins": {}, "ns": sysns.ns_inodes(init_pid),
                   "namespaces": nsd, "lock_file": status.get("lock_file")}
         for key, value in nsd.items():
@@ -119,6 +127,13 @@ def start_env(*, spec: dict[str, Any], instance: str, runtime_dir: str) -> dict[
         if lock_fd >= 0:
             os.close(lock_fd)   # the init holds the same open file (and so the lock)
     return record
+
+
+def _test_crash_point(name: str) -> None:
+    """``VBDECL_TEST_CRASH_AT=<name>``: SIGKILL this process here (a test hook, inert
+    unless set)."""
+    if os.environ.get("VBDECL_TEST_CRASH_AT") == name:
+        os.kill(os.getpid(), signals.SIGKILL)
 
 
 INIT_FILE = "init.json"

@@ -412,6 +412,31 @@ def test_a_sigkilled_run_still_leaves_the_host_as_it_found_it(env: dict[str, str
         proc.wait()
 
 
+@pytest.mark.parametrize("after", ["dir", "chmod"])
+def test_a_run_killed_while_its_root_is_built_leaves_the_host_as_it_found_it(
+        env: dict[str, str], tmp_path: Path, after: str) -> None:
+    """The build told vbdecl what it changed once it was done, and vbdecl told the
+    janitor: a SIGKILL in between (vbdecl and the sandbox with it) left what the build
+    had made so far. pid 1 now tells the janitor itself, entry by entry. The test
+    hook kills the run's process group once the entry ``after`` is built."""
+    import signal
+
+    import vbdecl as api
+
+    data = tmp_path / "data"
+    (data / "keep").mkdir(parents=True)
+    data.chmod(0o755)
+    (data / "keep").chmod(0o755)
+    before = _listing(data)
+    m = manifest(tmp_path, THROUGH_A_BIND.format(data=data))
+    entries = api.compile_plan(m)["spec"]["filesystem"]
+    index = next(i for i, e in enumerate(entries) if e["type"] == after and e["target"].startswith("/data"))
+    r = subprocess.run([VBDECL, "run", m, "--", "/bin/true"], capture_output=True, text=True, timeout=60,
+                       env=dict(env, VBDECL_TEST_CRASH_AT=f"root-entry:{index}"), start_new_session=True)
+    assert r.returncode == -signal.SIGKILL, r.stderr
+    assert _wait_until(lambda: _listing_now(data) == before), (_listing(data), r.stderr, entries[index])
+
+
 def _listing_now(d: Path) -> list[tuple[str, str]] | None:
     """_listing, or None while something goes away under it (the janitor at work)."""
     try:

@@ -74,8 +74,7 @@ MSG_GO = b"G"
 MSG_PID = b"P"
 MSG_ERROR = b"E"
 MSG_WARNING = b"W"
-MSG_HOST_CHANGES = b"C"     # what building the root changed of the host (JSON), for a run to undo
-SIZED_MESSAGES = (MSG_ERROR, MSG_WARNING, MSG_HOST_CHANGES)     # followed by a length and a payload
+SIZED_MESSAGES = (MSG_ERROR, MSG_WARNING)     # followed by a length and a payload
 
 FORWARDED = (
     signals.SIGTERM, signals.SIGINT, signals.SIGHUP, signals.SIGQUIT, signals.SIGUSR1,
@@ -114,6 +113,7 @@ class ChildConfig:
         "pid_nested",
         "pid_new",
         "preloaded",
+        "report_fd",
         "spec",
         "steps",
         "undo_host_changes",
@@ -147,6 +147,7 @@ class ChildConfig:
         self.preloaded = False        # load_setup_code ran (in this process or before its fork)
         self.steps: Any = None        # the process's last steps, worked out before the fork
         self.undo_host_changes = False  # a run: report what the root's build changed of the host
+        self.report_fd = -1           # ... straight to the janitor that undoes it (runtime/undo.py)
         self.userns_disabled = False  # _setup_root applied security.disable_userns
 
 
@@ -278,7 +279,7 @@ def holder_main(cfg: ChildConfig, parent: int) -> NoReturn:
     """Body of the first child. Never returns."""
     try:
         # Nothing of the caller's stays open in the sandbox's processes but what it needs.
-        sysproc.close_fds_except([cfg.c2p, cfg.p2c, cfg.lock_fd, *cfg.keep_fds])
+        sysproc.close_fds_except([cfg.c2p, cfg.p2c, cfg.lock_fd, cfg.report_fd, *cfg.keep_fds])
         if cfg.live:
             _detach(cfg)
         elif cfg.die_with_parent:
@@ -643,13 +644,24 @@ def _setup_root(cfg: ChildConfig) -> None:
     from vbdecl.runtime.rootfs import setup_root
 
     report = None
-    if cfg.undo_host_changes:
+    if cfg.report_fd >= 0:
         import json  # now: the host's files are out of reach once the root is being built
 
         def report(changes: dict[str, Any]) -> None:
-            send(cfg.c2p, MSG_HOST_CHANGES, json.dumps(changes).encode())
+            """Straight to the janitor (JSON lines): vbdecl may be killed meanwhile."""
+            data = json.dumps(changes).encode() + b"\n"
+            try:
+                while data:
+                    data = data[os.write(cfg.report_fd, data):]
+            except OSError:
+                pass    # no janitor (it could not start): the run failed already
 
-    setup_root(cfg.spec, contained=cfg.mount_new, report=report)   # (_enter_namespaces)
+    try:
+        setup_root(cfg.spec, contained=cfg.mount_new, report=report)   # (_enter_namespaces)
+    finally:
+        if cfg.report_fd >= 0:
+            os.close(cfg.report_fd)     # the janitor's end of the build's reports
+            cfg.report_fd = -1
 
 
 def preload(spec: dict[str, Any], sec: Any) -> None:

@@ -1265,8 +1265,9 @@ def setup_root(spec: dict[str, Any], *, contained: bool = False,
     ``contained``: the caller made this mount namespace's mounts private or slaves
     already (sysns.contain_mounts, in a namespace it created); else (a joined one)
     they are made slaves here, so that nothing mounted reaches where they came from.
-    ``report`` (a run): called with what the build changed of the host
-    (Builder.host_changes), when anything; a build that fails undoes it itself.
+    ``report`` (a run): called with what the build changed of the host as it goes
+    (see _ChangeReports), so that what is made is undone even if the build is cut
+    short; a build that fails undoes it itself.
 
     Raises :class:`RuntimeSetupError` (``where`` = the action id) on failure;
     the mount namespace is then unusable and the caller should exit.
@@ -1339,15 +1340,20 @@ def _setup_root(spec: dict[str, Any], contained: bool,
     # (the host's root only: in a user namespace we hold no more than the caller)
     set_link_policy("vb" not in spec and os.geteuid() == 0 and not userns)
     ok = False
+    reports = None
     if report is not None:
         b.track_host = True
         if rootfs is None:
             b.fresh_devs.add(os.fstat(b.root_fd).st_dev)
+        reports = _ChangeReports(b, report, root_path)
     try:
         entries = list(spec.get("filesystem") or [])
-        for aid, e in zip(fs_action_ids(entries), entries, strict=True):
+        for index, (aid, e) in enumerate(zip(fs_action_ids(entries), entries, strict=True)):
             try:
                 b.apply(e)
+                if reports is not None:
+                    reports.send()
+                    _test_crash_point(index)
             except OSError as exc:
                 bwrap = _bwrap_message(e, exc, b.root_fd) if "vb" in spec else None
                 if bwrap is not None:
@@ -1365,12 +1371,13 @@ def _setup_root(spec: dict[str, Any], contained: bool,
         ok = True
     finally:
         set_link_policy(False)      # (a shared child's module is vbdecl's own)
-        if report is not None:
+        if reports is not None:
             changes = b.host_changes()
             if changes is not None and not ok:
                 undo_host_changes(b.root_fd, changes, root_path)    # a failed build undoes its own
-            elif changes is not None:
-                report(changes)     # the run undoes them once its sandbox is gone
+                reports.undone()
+            elif ok:
+                reports.send()      # (net_files)
         b.close()
         _close(staging_fd)
         if not ok:
@@ -1387,6 +1394,72 @@ def _setup_root(spec: dict[str, Any], contained: bool,
     except OSError as exc:
         raise RuntimeSetupError(f"cannot switch to the new root: {_msg(exc)}", where="rootfs",
                                 hint=getattr(exc, "hint", None)) from exc
+    if reports is not None:
+        reports.entered()
+
+
+class _ChangeReports:
+    """What the build changed of the host (Builder.host_changes), told after each entry
+    as far as it is new (the janitor adds the reports up), with where the root is
+    from the mount namespace's own root: a build cut short (vbdecl killed, and the
+    sandbox with it) leaves its root at root_path, one that got through at /."""
+
+    def __init__(self, builder: Builder, report: Callable[[dict[str, Any]], None], root_path: str) -> None:
+        self.builder = builder
+        self.report = report
+        self.root = root_path
+        self.paths: set[str] = set()
+        self.own_files: set[str] = set()
+        self.modes: set[tuple[str, int, int, int]] = set()
+
+    def send(self) -> None:
+        changes = self.builder.host_changes()
+        if changes is None:
+            return
+        paths = [p for p in changes["paths"] if p not in self.paths]
+        own = [p for p in changes["own_files"] if p not in self.own_files]
+        modes = [change for change in changes["modes"] if change not in self.modes]
+        if not paths and not own and not modes:
+            return
+        self.report({"root": self.root, "paths": paths, "own_files": own, "modes": modes,
+                     "ids": {p: changes["ids"][p] for p in paths}})
+        self.paths.update(paths)
+        self.own_files.update(own)
+        self.modes.update(modes)
+
+    def undone(self) -> None:
+        """The build failed and undid what it changed: nothing is left to undo."""
+        self.report({"undone": True})
+
+    def entered(self) -> None:
+        if self.paths or self.modes:
+            self.report({"root": "/"})
+
+
+def merge_change_reports(reports: list[dict[str, Any]]) -> tuple[str, dict[str, Any] | None]:
+    """The root and what to undo (undo_host_changes) from _ChangeReports' reports."""
+    root = "/"
+    total: dict[str, Any] = {"paths": [], "ids": {}, "own_files": [], "modes": []}
+    for report in reports:
+        if report.get("undone"):
+            total = {"paths": [], "ids": {}, "own_files": [], "modes": []}
+        root = str(report.get("root") or root)
+        total["paths"] += [p for p in report.get("paths") or [] if p not in total["ids"]]
+        total["ids"].update(report.get("ids") or {})
+        total["own_files"] += report.get("own_files") or []
+        total["modes"] += report.get("modes") or []
+    return root, total if total["paths"] or total["modes"] else None
+
+
+def _test_crash_point(index: int) -> None:
+    """``VBDECL_TEST_CRASH_AT=root-entry:N``: once entry N is built, SIGKILL every
+    process of the run's process group and leave, as if killed too (a pid 1 is
+    immune to its own signals): a test hook, inert unless set."""
+    if os.environ.get("VBDECL_TEST_CRASH_AT") == f"root-entry:{index}":
+        from vbdecl.sys.signals import SIGKILL
+
+        os.killpg(0, SIGKILL)
+        os._exit(128 + SIGKILL)
 
 
 def _enter(pivoted: bool, base: str, root_path: str) -> None:

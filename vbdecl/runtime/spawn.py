@@ -138,17 +138,6 @@ def _read_msg(fd: int) -> tuple[bytes, bytes] | None:
     raise RuntimeSetupError(f"sandbox sync protocol violation: unexpected byte {tag!r}")
 
 
-def _note_changes(undoer: tuple[int, int] | None, payload: bytes) -> bytes:
-    """Hand what the root changed of the host (JSON, sent only when it changed
-    something) to the janitor that undoes it, once there is one (a pid 1 that builds
-    the root may report before it starts: see its start); returns the payload."""
-    if undoer is not None:
-        from vbdecl.runtime import undo
-
-        undo.report(undoer, payload)
-    return payload
-
-
 def _child_error(payload: bytes) -> RuntimeSetupError:
     code, message, hint = C.decode_error(payload)
     err = RuntimeSetupError(message or "sandbox setup failed", hint=hint)
@@ -444,10 +433,26 @@ def _spawn_and_wait(cfg: C.ChildConfig, nsd: dict[str, Any], idmap: dict[str, An
     shared = share_memory and not cfg.undo_host_changes and shares_memory(cfg, sink.ns_ids, idmap, actions)
     if shared and cfg.user_new:
         cfg.own_maps = idmap     # the child writes them
-    if not actions and not (cfg.user_new and idmap and cfg.own_maps is None):
+    if not actions and not (cfg.user_new and idmap and cfg.own_maps is None) and not cfg.undo_host_changes:
         cfg.await_go = False     # nothing to do between "U" and "go": no first "go"
         C.load_setup_code(cfg)   # and nothing to do while the child would (see there)
-    pid, c2p_r, p2c_w, handle = fork_holder(cfg, max([2, cfg.lock_fd, *cfg.keep_fds]), shared=shared)
+    floor = max([2, cfg.lock_fd, *cfg.keep_fds])
+    reports = -1
+    if cfg.undo_host_changes:
+        # pid 1 tells the janitor (started before the "go") what its build changes of the
+        # host as it goes, straight: vbdecl may be killed meanwhile (runtime/undo.py)
+        r, w = os.pipe2(os.O_CLOEXEC)
+        reports, cfg.report_fd = _above(r, floor), _above(w, floor)
+    try:
+        pid, c2p_r, p2c_w, handle = fork_holder(cfg, floor, shared=shared)
+    except BaseException:
+        if reports >= 0:
+            os.close(reports)
+        raise
+    finally:
+        if cfg.report_fd >= 0:
+            os.close(cfg.report_fd)
+            cfg.report_fd = -1
     vb = spec.get("vb") or {}
     block = vb.get("block_fd")
     if isinstance(block, int) and block not in [vb.get(key) for key in (
@@ -462,7 +467,7 @@ def _spawn_and_wait(cfg: C.ChildConfig, nsd: dict[str, Any], idmap: dict[str, An
         else:
             os.close(block)
     try:
-        _run_holder(cfg, pid, c2p_r, p2c_w, nsd, idmap, spec, name, actions, sink, result,
+        _run_holder(cfg, pid, c2p_r, p2c_w, reports, nsd, idmap, spec, name, actions, sink, result,
                     guard, state_dir, set_tx, warnings)
     finally:
         if handle:
@@ -480,13 +485,12 @@ def _release(pid: int, handle: int) -> None:
         _linux.release_child(handle)
 
 
-def _run_holder(cfg: C.ChildConfig, pid: int, c2p_r: int, p2c_w: int, nsd: dict[str, Any],
+def _run_holder(cfg: C.ChildConfig, pid: int, c2p_r: int, p2c_w: int, reports: int, nsd: dict[str, Any],
                 idmap: dict[str, Any] | None, spec: dict[str, Any], name: str,
                 actions: list[dict[str, Any]], sink: EventSink, result: RunResult,
                 guard: SignalGuard, state_dir: str | None, set_tx: Any,
                 warnings: list[str]) -> None:
     holder_status: int | None = None
-    host_changes: bytes | None = None         # the newest report of them
     undoer: tuple[int, int] | None = None     # the janitor of the root's host changes
     try:
         error: VbdeclError | None = None
@@ -495,6 +499,14 @@ def _run_holder(cfg: C.ChildConfig, pid: int, c2p_r: int, p2c_w: int, nsd: dict[
             error = _child_error(msg[1]) if msg else RuntimeSetupError("the sandbox exited during setup")
         else:
             try:
+                if reports >= 0:
+                    from vbdecl.runtime import undo
+
+                    undoer = undo.follow(pid, reports)     # before the build: the "go"
+                    if undoer is None:
+                        raise RuntimeSetupError(
+                            "cannot keep the sandbox's namespaces to undo what its root changes "
+                            "in bound host directories", hint="the sandbox exited during setup")
                 if cfg.user_new and idmap and cfg.own_maps is None:
                     # vb: bubblewrap denies setgroups in the namespace it makes, as root too
                     sysns.write_id_maps(pid, idmap["uid"], idmap["gid"], deny_setgroups="vb" in cfg.spec)
@@ -517,12 +529,12 @@ def _run_holder(cfg: C.ChildConfig, pid: int, c2p_r: int, p2c_w: int, nsd: dict[
                 error = err
             except OSError as err:
                 error = RuntimeSetupError(f"sandbox setup failed: {err}")
+        if reports >= 0:
+            os.close(reports)      # the janitor has it
+            reports = -1
         target = pid
         if error is None:
             msg = _read_msg(c2p_r)
-            while msg is not None and msg[0] == C.MSG_HOST_CHANGES:     # (pid 1's, first)
-                host_changes = _note_changes(undoer, msg[1])
-                msg = _read_msg(c2p_r)
             if msg is not None and msg[0] == C.MSG_PID and len(msg[1]) == 4:
                 # 0: the child we forked is pid 1 (direct init), or there is no pid namespace
                 target = struct.unpack("=i", msg[1])[0] or pid
@@ -541,12 +553,6 @@ def _run_holder(cfg: C.ChildConfig, pid: int, c2p_r: int, p2c_w: int, nsd: dict[
                 nested = sysns.ns_inode(target, "pid")
                 if nested is not None:
                     inodes["pid"] = nested
-        if cfg.undo_host_changes and p2c_w >= 0:
-            from vbdecl.runtime import undo
-
-            undoer = undo.follow(pid)  # while it waits for the "go"
-            if undoer is not None and host_changes is not None:
-                undo.report(undoer, host_changes)     # (pid 1's, before its pid came)
         if error is None and p2c_w >= 0:
             try:
                 os.write(p2c_w, C.MSG_GO)
@@ -568,8 +574,6 @@ def _run_holder(cfg: C.ChildConfig, pid: int, c2p_r: int, p2c_w: int, nsd: dict[
                 msg = _read_msg(c2p_r)
                 if msg is None:
                     break
-                if msg[0] == C.MSG_HOST_CHANGES:
-                    host_changes = _note_changes(undoer, msg[1])
                 if msg[0] == C.MSG_ERROR:
                     error = _child_error(msg[1])
                     break
@@ -589,16 +593,14 @@ def _run_holder(cfg: C.ChildConfig, pid: int, c2p_r: int, p2c_w: int, nsd: dict[
         os.close(c2p_r)
         if p2c_w >= 0:
             os.close(p2c_w)
+        if reports >= 0:
+            os.close(reports)
         if holder_status is None:
             C.kill_and_reap(pid)
         if undoer is not None:
             from vbdecl.runtime import undo
 
             undo.finish(undoer)
-        elif host_changes is not None:
-            from vbdecl.runtime import undo
-
-            undo.warn("the sandbox was gone before its namespaces could be kept")
 
 
 class SignalGuard:

@@ -8,8 +8,10 @@ destroy removes them; a run reports them (rootfs.Builder.host_changes) and
 removes them the same way when its sandbox is gone, from inside the mount
 namespace it kept (the paths are the root's), so that a run leaves the host
 as it found it. What keeps the namespaces and undoes the changes is a janitor
-(runtime/janitor.py): a SIGKILL of vbdecl does not stop it. vb does not undo
-them: bubblewrap leaves them.
+(runtime/janitor.py), started before the build: the sandbox's pid 1 tells it
+what the build changes as it goes, over a pipe of their own, so that neither a
+SIGKILL of vbdecl nor one that cuts the build short leaves anything. vb does not
+undo them: bubblewrap leaves them.
 """
 
 from __future__ import annotations
@@ -21,12 +23,13 @@ if TYPE_CHECKING:
     from typing import Any
 
 
-def follow(pid: int) -> tuple[int, int] | None:
-    """Start the janitor that undoes the changes of ``pid``'s root (see :func:`report`)
-    once the sandbox is gone: when :func:`finish` ends its pipe, or when vbdecl dies.
-    It holds fds on ``pid``'s mount namespace, and its user namespace when that is not
-    ours (new or joined: it owns the mount namespace), which keep them, and so the
-    root, after the sandbox's processes are gone. None when ``pid`` is gone already."""
+def follow(pid: int, reports: int) -> tuple[int, int] | None:
+    """Start the janitor that undoes the changes of ``pid``'s root, which the build
+    reports on ``reports`` (rootfs._ChangeReports, JSON lines), once the sandbox is
+    gone: when :func:`finish` ends its pipe, or when vbdecl dies. It holds fds on
+    ``pid``'s mount namespace, and its user namespace when that is not ours (new or
+    joined: it owns the mount namespace), which keep them, and so the root, after the
+    sandbox's processes are gone. None when ``pid`` is gone already."""
     from vbdecl.runtime.janitor import fork_janitor
     from vbdecl.sys import proc as sysproc
 
@@ -38,21 +41,13 @@ def follow(pid: int) -> tuple[int, int] | None:
             fds[name] = os.open(f"/proc/{pid}/ns/{name}", os.O_RDONLY | os.O_CLOEXEC)
         if started is None:
             return None
-        return fork_janitor("vbdecl-undo", list(fds.values()),
-                            lambda fd: _janitor(fd, fds, pid, started))
+        return fork_janitor("vbdecl-undo", [*fds.values(), reports],
+                            lambda fd: _janitor(fd, fds, pid, started, reports))
     except OSError:
         return None
     finally:
         for fd in fds.values():
             os.close(fd)
-
-
-def report(janitor: tuple[int, int], changes: bytes) -> None:
-    """Tell the janitor what the root changed (JSON; the newest report counts)."""
-    try:
-        os.write(janitor[0], changes + b"\n")
-    except OSError:
-        pass        # it is gone: it could not undo anything anyway
 
 
 def finish(janitor: tuple[int, int]) -> None:
@@ -62,21 +57,26 @@ def finish(janitor: tuple[int, int]) -> None:
     dismiss(*janitor)
 
 
-def _janitor(fd: int, fds: dict[str, int], pid: int, started: int) -> None:
-    """Set back the modes and remove the paths of the last report (newest first: what
-    was created stays if it is not empty, or no longer what was made), from inside the
-    kept namespaces, once the sandbox is gone. The run is over whatever happens: what
-    could not be undone is a warning."""
+def _janitor(fd: int, fds: dict[str, int], pid: int, started: int, reports: int) -> None:
+    """Set back the modes and remove the paths of the build's reports (newest first:
+    what was created stays if it is not empty, or no longer what was made), from
+    inside the kept namespaces, once the sandbox is gone. The run is over whatever
+    happens: what could not be undone is a warning."""
     import json
 
     from vbdecl.runtime.janitor import read_lines, wait_gone
+    from vbdecl.runtime.rootfs import merge_change_reports
 
-    lines = read_lines(fd)
+    told = read_lines(reports)     # until the build is done (or pid 1 is gone)
+    read_lines(fd)                 # until the run is over (or vbdecl is gone)
     wait_gone(pid, started)
-    if not lines:
+    if not told:
         return
     try:
-        failed = _undo_inside(fds, json.loads(lines[-1]))
+        root, changes = merge_change_reports([json.loads(line) for line in told])
+        if changes is None:
+            return
+        failed = _undo_inside(fds, changes, root)
         if failed:
             warn(f"could not {'; '.join(failed)}")
     except BaseException as exc:
@@ -91,7 +91,7 @@ def warn(why: str) -> None:
         pass
 
 
-def _undo_inside(fds: dict[str, int], changes: dict[str, Any]) -> list[str]:
+def _undo_inside(fds: dict[str, int], changes: dict[str, Any], root_path: str) -> list[str]:
     from vbdecl.runtime.rootfs import undo_host_changes
     from vbdecl.sys.ns import CLONE_NEWNS, CLONE_NEWUSER, setns, unshare
 
@@ -105,5 +105,11 @@ def _undo_inside(fds: dict[str, int], changes: dict[str, Any]) -> list[str]:
                 except OSError:
                     pass
     unshare(CLONE_NEWNS)    # a copy of the run's mounts, ours alone to make writable for the undo
-    root = os.open("/", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)    # the run's root, after setns
-    return undo_host_changes(root, changes, "/")
+    # the run's root: / after setns, or where a build cut short was making it (if it
+    # is not there, the build got through to its end before it could tell)
+    try:
+        root = os.open(root_path, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC | os.O_NOFOLLOW)
+    except FileNotFoundError:
+        root_path = "/"
+        root = os.open(root_path, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    return undo_host_changes(root, changes, root_path)

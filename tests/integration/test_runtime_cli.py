@@ -322,6 +322,28 @@ def _listing(d: Path) -> list[tuple[str, str]]:
     return sorted((str(p.relative_to(d)), f"{p.lstat().st_mode:o}") for p in [d, *d.rglob("*")])
 
 
+def test_the_hosts_device_nodes_of_a_dev_entry_cannot_be_changed(env: dict[str, str], tmp_path: Path) -> None:
+    """A security review: /dev/null, /dev/full and the others are binds of the host's
+    own nodes (and /dev/console of the caller's terminal), which root inside could
+    chmod, chown and touch on the host. Their mounts are read-only now; reading and
+    writing them works as before."""
+    nodes = [Path("/dev") / n for n in ("null", "zero", "full", "tty")]
+    before = [(p.stat().st_mode, p.stat().st_uid, p.stat().st_mtime_ns) for p in nodes]
+    script = ("echo x > /dev/null && head -c 4 /dev/zero | wc -c && for n in null zero full tty; do "
+              "chmod 600 /dev/$n || chown 1:1 /dev/$n || touch -d 2001-01-01 /dev/$n || echo refused; done")
+    try:
+        r = vbdecl(env, "run", manifest(tmp_path), "--", "/bin/sh", "-c", script)
+        assert (r.returncode, r.stdout) == (0, "4\n" + "refused\n" * 4), r.stderr
+        assert [(p.stat().st_mode, p.stat().st_uid, p.stat().st_mtime_ns) for p in nodes] == before
+    finally:     # (should the run have changed them: as they were)
+        for p, (mode, uid, mtime) in zip(nodes, before, strict=True):
+            st = p.stat()
+            if (st.st_mode, st.st_uid, st.st_mtime_ns) != (mode, uid, mtime):
+                os.chown(p, uid, st.st_gid)
+                p.chmod(mode & 0o7777)
+                os.utime(p, ns=(st.st_atime_ns, mtime))
+
+
 THROUGH_A_BIND = """\
     - {{type: bind, source: {data}, target: /data}}
     - {{type: dir, target: /data/sub/deeper}}

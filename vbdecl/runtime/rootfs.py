@@ -610,7 +610,9 @@ class Builder:
             finally:
                 _close(src)
             made.mounts.append(("/" + name, clone, False))
-            m.set_attrs(clone, m.MOUNT_ATTR_NOSUID, recursive=False)
+            # Read-only: the nodes are the host's inodes (the caller's terminal among
+            # them), which root inside could chmod, chown or touch; I/O goes on as before.
+            m.set_attrs(clone, m.MOUNT_ATTR_NOSUID | m.MOUNT_ATTR_RDONLY, recursive=False)
         if e.get("shm") != "dir":   # vb: bubblewrap's /dev/shm is a plain directory
             made.mounts.append(("/shm", m.new_mount("tmpfs", [("mode", "1777")],
                                                     m.MOUNT_ATTR_NOSUID | m.MOUNT_ATTR_NODEV,

@@ -193,6 +193,51 @@ def test_an_apply_killed_before_it_put_the_init_on_record_leaves_no_init(
     _run(body, tmp_path)
 
 
+def test_a_live_process_given_sys_ptrace_cannot_get_into_vbdecls_processes(tmp_path: Path) -> None:
+    """A security review: the process of a live environment with a user namespace and
+    CAP_SYS_PTRACE in it read the fds of its supervisor (which held the host's /proc
+    for a moment after the start) and wrote host sysctls through them. vbdecl's own
+    processes in the environment are not dumpable now; the process is (its exec)."""
+
+    def body(tmp: Path) -> None:
+        sd = tmp / "state"
+        m = tmp / "ptrace.yaml"
+        entries = "".join(f"    - {{{e}}}\n" for e in BASE_ENTRIES)
+        m.write_text(f"""\
+apiVersion: vbdecl/v1
+kind: Environment
+metadata:
+  name: ptrace
+spec:
+  namespaces: {{user: true}}
+  filesystem:
+{entries}    - {{type: proc, target: /proc}}
+    - {{type: dev, target: /dev}}
+  security:
+    capabilities: {{add: [SYS_PTRACE]}}
+  process:
+    command: ["/bin/sh", "-c", "for p in /proc/[0-9]*; do readlink $p/fd/0 >/dev/null 2>&1 && r=readable || r=denied; echo $(cat $p/comm) $r; done; exec sleep 300"]
+""")
+        vb = [sys.executable, "-m", "vbdecl", "--state-dir", str(sd)]
+        env = {k: v for k, v in os.environ.items() if not k.startswith("VBDECL_")}
+        out = subprocess.run([*vb, "apply", str(m), "-y"], env=env, capture_output=True, text=True, timeout=120)
+        assert out.returncode == 0, out.stderr
+        try:
+            seen: list[str] = []
+            deadline = time.monotonic() + 10
+            while not any(line.startswith("sh ") for line in seen) and time.monotonic() < deadline:
+                time.sleep(0.05)
+                out = subprocess.run([*vb, "logs", "ptrace"], env=env, capture_output=True, text=True)
+                seen = out.stdout.splitlines()
+            assert "sh readable" in seen and "vbdecl-supervis denied" in seen, seen
+        finally:
+            out = subprocess.run([*vb, "destroy", "ptrace", "-y"], env=env, capture_output=True, text=True,
+                                 timeout=120)
+            assert out.returncode == 0, out.stderr
+
+    _run(body, tmp_path)
+
+
 def _run(body: Any, tmp: Path) -> None:
     # The runtime leaves a mount namespace it may not pin (EINVAL, see live.start_env)
     # unpinned; any other pin failure is a real failure of this test.

@@ -466,6 +466,11 @@ def start_process(*, env_record: dict[str, Any], spec: dict[str, Any], log_path:
     if helper == 0:
         try:
             os.close(c2p_r)
+            # Nothing in the environment may ptrace us, nor the bridge and the process's
+            # Python before its exec (forks keep this; the exec ends it): the bridge holds
+            # the host's /proc and cgroup fds, which a process given CAP_SYS_PTRACE in
+            # its user namespace took from it (a security review).
+            sysproc.set_dumpable(False)
             C.preload(spec, C._security())
             # the host's /proc, opened before entering: inside, /proc (if any) shows the
             # environment's pid namespace, where the bridge's host pid means nothing
@@ -478,6 +483,7 @@ def start_process(*, env_record: dict[str, Any], spec: dict[str, Any], log_path:
             env_ns = {k: v for k, v in _inodes_at(host_proc).items() if v != host_ns.get(k)}
             ready_r, ready_w = os.pipe2(os.O_CLOEXEC)
             done_r, done_w = os.pipe2(os.O_CLOEXEC)
+            closed_r, closed_w = os.pipe2(os.O_CLOEXEC)
             bridge = os.fork()
             if bridge == 0:
                 # Once more, so that the bridge's parent (in the environment's pid namespace)
@@ -489,6 +495,11 @@ def start_process(*, env_record: dict[str, Any], spec: dict[str, Any], log_path:
                 os.close(done_w)
                 child = os.fork()
                 if child == 0:
+                    for fd in (host_proc, *home, closed_w):
+                        os.close(fd)
+                    if os.read(closed_r, 1) != b"":
+                        os._exit(125)
+                    os.close(closed_r)    # the bridge holds the host's fds no more
                     os.setsid()
                     os.dup2(null, 0)
                     os.dup2(log_fd, 1)
@@ -514,13 +525,15 @@ def start_process(*, env_record: dict[str, Any], spec: dict[str, Any], log_path:
                         os.write(fd, b"0")
                     except OSError:
                         pass
+                for fd in (host_proc, *home, closed_r, closed_w):   # (end of file: the process goes on)
+                    os.close(fd)
                 os.write(ready_w, struct.pack("=i", host_pid))
                 data = os.read(done_r, 4)
                 if len(data) != 4:
                     os._exit(0)
                 _supervise(child, host_pid, started, sink, env_ns, exit_fd, null)
-            os.close(ready_w)
-            os.close(done_r)
+            for fd in (ready_w, done_r, closed_r, closed_w):
+                os.close(fd)
             os.waitpid(bridge, 0)
             data = os.read(ready_r, 4)
             if len(data) != 4:
@@ -768,6 +781,9 @@ def exec_in(name: str, argv: list[str] | None, *, state_dir: str | None = None,
     with SignalGuard(forward_signals) as guard:
         pid = os.fork()
         if pid == 0:
+            # Not to be ptraced from inside while it is Python with the caller's fds
+            # (the exec of the command ends this, as for any process)
+            sysproc.set_dumpable(False)
             os.close(c2p_r)
             for fd in cgroup_fds:
                 try:

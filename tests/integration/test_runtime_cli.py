@@ -344,6 +344,45 @@ def test_the_hosts_device_nodes_of_a_dev_entry_cannot_be_changed(env: dict[str, 
                 os.utime(p, ns=(st.st_atime_ns, mtime))
 
 
+@pytest.mark.parametrize("entry", ["bind", "file"])
+def test_a_link_the_sandbox_put_in_its_writable_bind_does_not_redirect_a_source(
+        env: dict[str, str], tmp_path: Path, entry: str) -> None:
+    """A security review: a sandbox replaced, in its writable bind, the source of a
+    later bind (or of a file entry) with a link to a host directory the manifest
+    does not give it (the host's /etc): the next run bound it read-write (or copied
+    the file in). Below a directory the sandbox may write, no link is followed."""
+    shared, secret = tmp_path / "shared", tmp_path / "secret"
+    (shared / "data").mkdir(parents=True)
+    (shared / "app.conf").write_text("conf\n")
+    secret.mkdir()
+    (secret / "key").write_text("secret\n")
+    extra = f"    - {{type: bind, source: {shared}, target: /shared}}\n" + (
+        f"    - {{type: bind, source: {shared}/data, target: /data}}\n" if entry == "bind" else
+        f"    - {{type: file, target: /conf, source: {shared}/app.conf}}\n")
+    m = manifest(tmp_path, extra)
+    plant = (f"rmdir /shared/data && ln -s {secret} /shared/data" if entry == "bind" else
+             f"rm /shared/app.conf && ln -s {secret}/key /shared/app.conf")
+    r = vbdecl(env, "run", m, "--", "/bin/sh", "-c", plant)
+    assert r.returncode == 0, r.stderr
+    r = vbdecl(env, "run", m, "--", "/bin/sh", "-c", "cat /data/key /conf 2>/dev/null")
+    assert (r.returncode, r.stdout) == (125, ""), r.stdout
+    assert "which the sandbox may write: vbdecl follows no symlink there" in r.stderr, r.stderr
+
+
+@pytest.mark.parametrize("key", ["lock_file", "events"])
+def test_a_status_file_is_not_opened_through_a_symlink(env: dict[str, str], tmp_path: Path, key: str) -> None:
+    """status.lock_file (truncated, then the pid written) and status.events (appended
+    to) may be in a directory the sandbox writes: a link it put there named any host
+    file, which vbdecl, as root, truncated or appended to."""
+    victim = tmp_path / "victim"
+    victim.write_text("keep me\n")
+    (tmp_path / "status").symlink_to(victim)
+    m = manifest(tmp_path, f"  status:\n    {key}: {tmp_path}/status\n")
+    r = vbdecl(env, "run", m, "--", "/bin/true")
+    assert r.returncode == 125 and "not a symlink" in r.stderr, r.stderr
+    assert victim.read_text() == "keep me\n"
+
+
 THROUGH_A_BIND = """\
     - {{type: bind, source: {data}, target: /data}}
     - {{type: dir, target: /data/sub/deeper}}

@@ -355,12 +355,15 @@ def _in_env(ctx: Context, job: _Job) -> Any:
         except OSError:
             continue
         paths[name] = path
+    from vbdecl.runtime.rootfs import sandbox_writable
+
+    writable = sandbox_writable(ctx.spec or {})
     r, w = os.pipe2(os.O_CLOEXEC)
     pid = os.fork()
     if pid == 0:  # helper
         try:
             os.close(r)
-            _helper_main(job, paths, w)
+            _helper_main(job, paths, w, writable)
         finally:
             os._exit(0)
     os.close(w)
@@ -391,7 +394,7 @@ def _send(w: int, payload: dict[str, Any]) -> None:
         data = data[os.write(w, data):]
 
 
-def _helper_main(job: _Job, paths: dict[str, str], w: int) -> None:
+def _helper_main(job: _Job, paths: dict[str, str], w: int, writable: list[str]) -> None:
     from vbdecl.runtime.rootfs import Builder, _close, set_link_policy
     from vbdecl.sys import mount as m
     from vbdecl.sys.ns import setns
@@ -404,6 +407,7 @@ def _helper_main(job: _Job, paths: dict[str, str], w: int) -> None:
         host_fd = os.open("/", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
         staging = m.new_mount("tmpfs", [("mode", "0700")], m.MOUNT_ATTR_NOSUID | m.MOUNT_ATTR_NODEV)
         b = Builder(host_fd, None, staging, "/")
+        b.sandbox_writable = writable     # (no link below them is followed to a source)
         # ipc and pid first: mqueue and proc instances belong to their creator's
         # namespaces, and are made (host phase) while still in the host's mount
         # namespace, where a fully visible proc exists.

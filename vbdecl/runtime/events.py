@@ -31,7 +31,15 @@ class EventSink:
         self._own: list[int] = []
         self.history: list[Event] = []
         if path:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644)
+            try:     # (not through a symlink: the sandbox may write where the file is)
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC | os.O_NOFOLLOW,
+                             0o644)
+            except OSError as exc:
+                from vbdecl.errors import RuntimeSetupError
+
+                raise RuntimeSetupError(f"cannot open the events file {path}: {exc.strerror}",
+                                        hint="status.events must be in a writable directory, "
+                                             "and not a symlink") from None
             self._own.append(fd)
             self.fds.append(fd)
 

@@ -16,10 +16,13 @@ def acquire(path: str) -> int:
     init (which inherit it across fork) and released when all of them exit.
     """
     try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        # not through a symlink: the sandbox may write where the file is, and would get
+        # vbdecl to truncate whatever a link it put there names
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o644)
     except OSError as exc:
         raise RuntimeSetupError(f"cannot open the lock file {path}: {exc.strerror}",
-                                hint="status.lock_file must be in a writable directory") from None
+                                hint="status.lock_file must be in a writable directory, and "
+                                     "not a symlink") from None
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError as exc:

@@ -378,6 +378,9 @@ class Builder:
         self.fresh_devs: set[int] = set()   # filesystems made for the root (nothing of the host's)
         # vb writes and chmods through a link at the target, as bubblewrap (see _final)
         self.through_links = False
+        # Host directories the sandbox may write (sandbox_writable): no link below them
+        # is followed to a host source
+        self.sandbox_writable: list[str] = []
 
     def set_root(self, root_path: str) -> None:
         _close(self.root_fd)
@@ -389,7 +392,24 @@ class Builder:
         self.root_fd = -1
 
     def _host(self, path: str, flags: int = os.O_PATH) -> int:
-        return resolve(self.host_fd, path, flags)
+        """A host path (a source), opened from the host's root. Below a directory
+        the sandbox may write no symlink is followed: its process (root's, as
+        likely as not) could have put one there, on an earlier run or while a live
+        environment runs, to have a later bind or copy take a host path the
+        manifest does not give it (a security review bound the host's /etc so)."""
+        base = writable_base(path, self.sandbox_writable)
+        if base is None or os.path.normpath(path) == base:     # (the way to it is not theirs)
+            return resolve(self.host_fd, path, flags)
+        base_fd = resolve(self.host_fd, base, os.O_PATH | os.O_DIRECTORY)
+        try:
+            return resolve(base_fd, os.path.normpath(path)[len(base):], flags, symlinks=False)
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                exc.hint = (f"{path} is below {base}, which the sandbox may write: vbdecl "  # type: ignore[attr-defined]
+                            "follows no symlink there")
+            raise
+        finally:
+            _close(base_fd)
 
     def apply(self, e: dict[str, Any]) -> None:
         # vb: parents created for this entry get bubblewrap's mode (from --perms)
@@ -1339,6 +1359,8 @@ def _setup_root(spec: dict[str, Any], contained: bool,
     staging_fd = os.open(stage_path, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
     b = Builder(host_fd, root_path, staging_fd, prefix, userns, tty)
     b.through_links = "vb" in spec
+    if "vb" not in spec:    # (bubblewrap follows them)
+        b.sandbox_writable = sandbox_writable(spec)
     # (the host's root only: in a user namespace we hold no more than the caller)
     set_link_policy("vb" not in spec and os.geteuid() == 0 and not userns)
     ok = False
@@ -1436,6 +1458,30 @@ class _ChangeReports:
     def entered(self) -> None:
         if self.paths or self.modes:
             self.report({"root": "/"})
+
+
+def sandbox_writable(spec: dict[str, Any]) -> list[str]:
+    """The host directories (and files) a sandbox of ``spec`` may write: the sources
+    of its rw binds, the upper and work directories of its rw overlays, its rootfs.
+    Outermost first."""
+    found = []
+    for e in spec.get("filesystem") or []:
+        if e.get("type") in ("bind", "dev-bind") and e.get("source") and e.get("fd") is None:
+            found.append(e["source"])
+        elif e.get("type") == "overlay" and e.get("upper"):
+            found += [e["upper"], e.get("work") or ""]
+    if spec.get("rootfs"):
+        found.append(spec["rootfs"])
+    return sorted({os.path.normpath(p) for p in found if p and p.startswith("/")}, key=len)
+
+
+def writable_base(path: str, writable: list[str]) -> str | None:
+    """The outermost of ``writable`` that ``path`` is below (or is), else None."""
+    path = os.path.normpath(path)
+    for base in writable:
+        if path == base or path.startswith(base.rstrip("/") + "/"):
+            return base
+    return None
 
 
 def merge_change_reports(reports: list[dict[str, Any]]) -> tuple[str, dict[str, Any] | None]:

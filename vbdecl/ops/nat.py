@@ -269,11 +269,17 @@ def _host_lock() -> Iterator[dict[str, Any]]:
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(name)
         elif json.dumps(data, sort_keys=True) != before:
-            from vbdecl.engine.atomic import write_json
-
-            write_json(path, data, durable=False)    # on tmpfs: gone with a reboot anyway
+            _save_host(data)
     finally:
         os.close(fd)
+
+
+def _save_host(host: dict[str, Any]) -> None:
+    """Write the saved state now (under the host lock): before a sysctl is changed, so
+    that a vbdecl killed right after it still has the value to set back."""
+    from vbdecl.engine.atomic import write_json
+
+    write_json(os.path.join(HOST_DIR, "nat.json"), host, durable=False)   # on tmpfs: a reboot resets both
 
 
 def _add(ctx: Context, key: str, cmds: list[Cmd], families: list[str], what: str, *,
@@ -439,8 +445,9 @@ def _forward_on(host: dict[str, Any], families: list[str]) -> None:
     for fam in families:
         current = netlink.sysctl_get(netlink.FORWARD[fam])
         if current != "1":
-            netlink.sysctl_set(netlink.FORWARD[fam], "1")
             host["forward"].setdefault(fam, current)   # what it was before vbdecl
+            _save_host(host)
+            netlink.sysctl_set(netlink.FORWARD[fam], "1")
 
 
 def _localnet_path(bridge: str) -> str:
@@ -452,12 +459,13 @@ def _localnet_on(host: dict[str, Any], bridge: str, key: str) -> None:
 
     entry = host.setdefault("localnet", {}).get(bridge)
     current = netlink.sysctl_get(_localnet_path(bridge))
-    if current != "1":      # (also for a bridge made again since: a new one starts at 0)
-        netlink.sysctl_set(_localnet_path(bridge), "1")
     if entry is None:
         entry = host["localnet"][bridge] = {"saved": current, "users": []}
     if key not in entry["users"]:
         entry["users"].append(key)
+    if current != "1":      # (also for a bridge made again since: a new one starts at 0)
+        _save_host(host)
+        netlink.sysctl_set(_localnet_path(bridge), "1")
 
 
 def _localnet_is_on(bridge: str) -> bool:

@@ -53,6 +53,26 @@ def test_parse_mode_refuses_bare_int_with_a_quoting_hint() -> None:
             parse_mode(bad)
 
 
+@pytest.mark.parametrize(("number", "suggested"), [
+    (755, "0755"), (644, "0644"), (1777, "1777"), (0, "0000"),
+    (493, "0755"),      # mode: 0o755 (YAML 1.2 octal) or 493: the number is the mode
+    (999, "1747"), (4095, "7777"),
+])
+def test_bare_int_mode_hint_suggests_a_mode_that_parses(number: int, suggested: str) -> None:
+    with pytest.raises(UnitError) as err:
+        parse_mode(number)  # type: ignore[arg-type]
+    hint = err.value.hint or ""
+    assert f'mode: "{suggested}"' in hint
+    assert parse_mode(suggested) == int(suggested, 8)    # the validator takes what the hint suggests
+
+
+@pytest.mark.parametrize("number", [8000, 4096, -1, 77777])
+def test_bare_int_mode_out_of_any_range_gets_the_general_hint(number: int) -> None:
+    with pytest.raises(UnitError) as err:
+        parse_mode(number)  # type: ignore[arg-type]
+    assert err.value.hint is not None and "quote it" not in err.value.hint
+
+
 @pytest.mark.parametrize(("text", "want"), [
     ("8080:80", {"host": 8080, "container": 80, "protocol": "tcp", "host_ip": None}),
     ("8080:80/udp", {"host": 8080, "container": 80, "protocol": "udp", "host_ip": None}),

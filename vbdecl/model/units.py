@@ -90,15 +90,23 @@ _MODE_RE = re.compile(r"(?:0o)?([0-7]{1,4})")
 MODE_HINT = 'write a mode as a quoted string of octal digits, e.g. mode: "0755"'
 
 
+def _bare_mode_hint(value: int) -> str:
+    """What to write instead of the YAML integer ``value``: never a mode parse_mode refuses."""
+    digits = str(value)
+    if value >= 0 and len(digits) <= 4 and set(digits) <= set("01234567"):
+        # 755 or 0755 in the file: the author meant those octal digits
+        return f'quote it: mode: "{value:04d}" (YAML reads a bare {value:04d} as the decimal number {value})'
+    if 0 <= value <= 0o7777:
+        # 0o755 (YAML 1.2 octal) or 493 in the file: the number is the mode
+        return f'quote it: mode: "{value:04o}" (YAML read the number {value}, which is mode {value:04o} in octal)'
+    return MODE_HINT
+
+
 def parse_mode(value: str) -> int:
     """``"0755"``, ``"755"``, ``"1777"``, ``"0o755"`` -> int. A bare int is refused (YAML reads 0755 as 755)."""
     if isinstance(value, bool) or not isinstance(value, str):
         if isinstance(value, int) and not isinstance(value, bool):
-            raise UnitError(
-                f"mode {value} is a number, not a quoted octal string",
-                f'quote it: mode: "{value:04d}" (YAML reads a bare {value:04d} as the decimal number {value})'
-                if 0 <= value <= 7777 else MODE_HINT,
-            )
+            raise UnitError(f"mode {value} is a number, not a quoted octal string", _bare_mode_hint(value))
         raise UnitError(f"expected a mode, got {type(value).__name__} {value!r}", MODE_HINT)
     m = _MODE_RE.fullmatch(value.strip())
     if not m:

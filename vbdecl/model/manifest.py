@@ -719,6 +719,11 @@ def _tty_before(value: Any) -> Any:
     raise fail(f"invalid tty {value!r}", "use auto, true or false")
 
 
+# An fd is a C int: the kernel never hands out one above INT_MAX (fs.nr_open is capped
+# there), and the process's last step (_laststep.c) keeps fds as ints.
+FD_MAX = 2**31 - 1
+
+
 class Process(_Model):
     command: Annotated[list[SafeStr], Field(min_length=1), BeforeValidator(_command_before)] | None = None
     cwd: Annotated[str, AfterValidator(_check_cwd)] = "/"
@@ -731,7 +736,7 @@ class Process(_Model):
     init: bool = True
     die_with_parent: bool = True
     new_session: bool = False
-    inherit_fds: list[Annotated[int, Field(ge=3)]] = Field(default_factory=list)
+    inherit_fds: list[Annotated[int, Field(ge=3, le=FD_MAX)]] = Field(default_factory=list)
     tty: Annotated[bool | Literal["auto"], BeforeValidator(_tty_before)] = "auto"
 
 

@@ -541,17 +541,20 @@ FsEntry = Annotated[_FsUnion, BeforeValidator(_fs_precheck)]
 
 
 def _check_rlimit(value: Any) -> Any:
-    def one(v: Any) -> int:
+    def one(v: Any, at: tuple[int, ...] = ()) -> int:
         if isinstance(v, str) and v.lower() in ("unlimited", "infinity"):
             return names.RLIM_INFINITY
-        if isinstance(v, int) and not isinstance(v, bool) and v >= 0:
+        if isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= names.RLIM_MAX:
             return v
+        if isinstance(v, int) and not isinstance(v, bool) and v > names.RLIM_MAX:
+            raise fail(f"rlimit value {v} is too large: the largest limit is {names.RLIM_MAX}",
+                       "write unlimited for no limit", at=at)
         raise fail(f"invalid rlimit value {v!r}",
-                   "use a number >= 0, [soft, hard], or unlimited")
+                   "use a number >= 0, [soft, hard], or unlimited", at=at)
     if isinstance(value, list):
         if len(value) != 2:
             raise fail(f"an rlimit pair has {len(value)} items", "write [soft, hard]")
-        soft, hard = one(value[0]), one(value[1])
+        soft, hard = one(value[0], (0,)), one(value[1], (1,))
         if hard != names.RLIM_INFINITY and (soft == names.RLIM_INFINITY or soft > hard):
             raise fail(f"rlimit soft value {value[0]} is above the hard value {value[1]}",
                        "the soft limit must be <= the hard limit")
@@ -560,7 +563,7 @@ def _check_rlimit(value: Any) -> Any:
     return [n, n]
 
 
-_RLIMIT_VALUE = {"anyOf": [{"type": "integer", "minimum": 0},
+_RLIMIT_VALUE = {"anyOf": [{"type": "integer", "minimum": 0, "maximum": names.RLIM_MAX},
                            # unlimited or infinity, in any case (JSON Schema's regexes have no flags)
                            {"type": "string", "pattern": "^([uU][nN][lL][iI][mM][iI][tT][eE][dD]|"
                                                          "[iI][nN][fF][iI][nN][iI][tT][yY])$"}]}
@@ -583,7 +586,7 @@ class Limits(_Model):
     memory_swap: Size | None = None
     cpu: Annotated[float, Field(gt=0, le=4096)] | None = Field(default=None, description="cores")
     cpu_weight: Annotated[int, Field(ge=1, le=10000)] | None = None
-    pids: Annotated[int, Field(ge=1)] | None = None
+    pids: Annotated[int, Field(ge=1, le=names.PID_MAX_LIMIT)] | None = None
     io_weight: Annotated[int, Field(ge=1, le=10000)] | None = None
     rlimits: dict[RlimitName, Rlimit] = Field(default_factory=dict)
     optional: bool = False

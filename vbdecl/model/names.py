@@ -129,6 +129,11 @@ RLIMITS: tuple[str, ...] = (
     "nproc", "rss", "rtprio", "rttime", "sigpending", "stack",
 )
 RLIM_INFINITY = -1  # resource.RLIM_INFINITY: "unlimited" in a manifest
+# The largest finite rlimit: rlim_t is unsigned 64-bit, but Python's resource module and
+# JSON readers take signed 64-bit integers; a limit that high is "unlimited" in practice.
+RLIM_MAX = 2**63 - 1
+# The kernel's PID_MAX_LIMIT on 64-bit: pids.max refuses anything above it.
+PID_MAX_LIMIT = 4 * 1024 * 1024
 
 NAMESPACES: tuple[str, ...] = ("user", "pid", "mount", "uts", "ipc", "net", "cgroup")
 

@@ -125,6 +125,17 @@ def test_saved_plan_records_state_and_goes_stale(env: Path, capsys: pytest.Captu
         saved.check_fresh(data, None)
 
 
+def test_saved_plan_is_readable_by_its_owner_only(env: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # it holds file contents and environment values: 0600 whatever the umask
+    out = env / "web.plan"
+    old_umask = os.umask(0)
+    try:
+        assert main(["plan", "-o", str(out), str(env / "web.yaml")]) == 0
+    finally:
+        os.umask(old_umask)
+    assert out.stat().st_mode & 0o777 == 0o600
+
+
 def test_diff_and_graph_commands(env: Path, capsys: pytest.CaptureFixture[str]) -> None:
     b = env / "b.yaml"
     b.write_text((env / "web.yaml").read_text().replace('"8080:80/tcp"', '"9090:80/tcp"'))

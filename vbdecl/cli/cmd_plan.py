@@ -134,7 +134,7 @@ def run(args: argparse.Namespace) -> int:
             data = f.read()
         atomic.write_json(Path(args.out), saved_mod.build(
             plan, state_ref(state), summary(found), [c.to_json() for c in found if c.symbol],
-            args.file, data), mode=0o644)
+            args.file, data))     # 0600: it holds file contents and env values, as the cache does
         lines += ["", f"Saved the plan to {args.out}; apply it with `vbdecl apply {args.out}`."]
     if args.json:
         print(json.dumps(doc, indent=2, ensure_ascii=False))

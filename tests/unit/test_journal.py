@@ -66,6 +66,15 @@ def test_atomic_write_replaces_and_leaves_no_temp(tmp_path: Path) -> None:
     assert (p.stat().st_mode & 0o777) == 0o600
 
 
+def test_a_failed_atomic_write_names_the_file_asked_for_not_its_temp_file(tmp_path: Path) -> None:
+    for target in (tmp_path / "missing" / "state.json", tmp_path):
+        with pytest.raises(OSError) as exc:
+            atomic.write_json(target, {"a": 1})
+        assert exc.value.filename == str(target) and exc.value.filename2 is None
+        assert ".tmp" not in str(exc.value)
+    assert os.listdir(tmp_path) == []      # no temp file left
+
+
 def test_a_write_removes_the_temp_files_a_killed_writer_left(tmp_path: Path) -> None:
     """A writer SIGKILLed between creating its temp file and renaming it left the file
     for good (a crash review found .nat.json.PID-X.tmp in /run/vbdecl). The next write

@@ -67,6 +67,21 @@ def test_plan_graph_and_diff_of_a_bad_path_say_what_is_wrong(env: Path, capsys: 
         assert ("cannot read the file" in err or "is a directory" in err) and "bug" not in err, err
 
 
+@pytest.mark.parametrize(("out", "hint"), [
+    ("missing-dir/x.plan", "create the directory"),
+    ("a-dir", "is a directory: give a file name"),
+    ("web.yaml/x.plan", "is not a directory"),
+])
+def test_plan_out_that_cannot_be_written_names_the_path_given(
+        env: Path, capsys: pytest.CaptureFixture[str], out: str, hint: str) -> None:
+    (env / "a-dir").mkdir()
+    assert main(["plan", "-o", str(env / out), str(env / "web.yaml")]) == 1
+    err = capsys.readouterr().err
+    assert f"error: cannot save the plan to {env / out}: " in err and hint in err
+    assert ".tmp" not in err and "bug" not in err, err
+    assert sorted(os.listdir(env / "a-dir")) == []      # no temp file left
+
+
 def test_vbdecl_vb_is_the_vb_command(capsys: pytest.CaptureFixture[str]) -> None:
     from vbdecl.entry import main as entry_main
 

@@ -97,6 +97,25 @@ def check_warnings(plan: dict[str, Any], path: str) -> None:
               file=sys.stderr)
 
 
+def cannot_save(out: str, err: OSError) -> Exception:
+    """The error for a -o PLANFILE that cannot be written, in the user's words."""
+    import errno
+    import os
+
+    from vbdecl.errors import UsageError
+
+    directory = os.path.dirname(out) or "."
+    if err.errno == errno.EISDIR:
+        hint = f"{out} is a directory: give a file name, e.g. -o {os.path.join(out, 'NAME.plan')}"
+    elif err.errno == errno.ENOENT and not os.path.isdir(directory):
+        hint = f"create the directory {directory} first, or save the plan elsewhere"
+    elif err.errno == errno.ENOTDIR:
+        hint = f"{directory} is not a directory: save the plan elsewhere"
+    else:
+        hint = "save the plan where you may write (-o PLANFILE)"
+    return UsageError(f"cannot save the plan to {out}: {err.strerror}", hint=hint)
+
+
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
@@ -132,9 +151,12 @@ def run(args: argparse.Namespace) -> int:
         plan, state, found = results[0]
         with open(args.file, "rb") as f:
             data = f.read()
-        atomic.write_json(Path(args.out), saved_mod.build(
-            plan, state_ref(state), summary(found), [c.to_json() for c in found if c.symbol],
-            args.file, data))     # 0600: it holds file contents and env values, as the cache does
+        try:
+            atomic.write_json(Path(args.out), saved_mod.build(
+                plan, state_ref(state), summary(found), [c.to_json() for c in found if c.symbol],
+                args.file, data))     # 0600: it holds file contents and env values, as the cache does
+        except OSError as err:
+            raise cannot_save(args.out, err) from None
         lines += ["", f"Saved the plan to {args.out}; apply it with `vbdecl apply {args.out}`."]
     if args.json:
         print(json.dumps(doc, indent=2, ensure_ascii=False))

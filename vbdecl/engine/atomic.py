@@ -23,7 +23,10 @@ def write_bytes(path: str | os.PathLike[str], data: bytes, mode: int = 0o600, *,
     directory, name = os.path.split(os.fspath(path))
     # a fresh name each time (every sandbox's pid 1 is pid 1), never followed if planted
     tmp = os.path.join(directory, f".{name}.{os.getpid()}-{os.urandom(4).hex()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
+    except OSError as err:
+        raise _naming(err, path) from None
     try:
         try:
             view = memoryview(data)
@@ -35,15 +38,24 @@ def write_bytes(path: str | os.PathLike[str], data: bytes, mode: int = 0o600, *,
         finally:
             os.close(fd)
         os.rename(tmp, path)
-    except BaseException:
+    except BaseException as err:
         try:
             os.unlink(tmp)
         except OSError:
             pass
+        if isinstance(err, OSError):
+            raise _naming(err, path) from None
         raise
     if durable:
         fsync_dir(directory or ".")
     _sweep(directory or ".", name)
+
+
+def _naming(err: OSError, path: str | os.PathLike[str]) -> OSError:
+    """``err`` about ``path``, the file the caller asked for: the temp file it names
+    is gone, and a person never asked for it."""
+    err.filename, err.filename2 = os.fspath(path), None
+    return err
 
 
 # A temp file older than this is no write in progress (those take milliseconds)

@@ -79,3 +79,24 @@ def test_json_error_of_a_failed_action_lists_its_failed_reverts(capsys):
     (line,) = _json_lines(capsys.readouterr().out)
     assert line["error"]["where"] == "dir[/x]"
     assert line["error"]["revert_errors"] == [{"where": "mount[/usr]", "message": "umount failed"}]
+
+
+def test_a_state_dir_that_is_a_file_is_a_usage_error_naming_it(tmp_path, monkeypatch, capsys):
+    from vbdecl.cli.main import main
+    from vbdecl.entry import main as entry_main
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "m.yaml").write_text("")
+    for given in ("m.yaml", "m.yaml/sub"):
+        assert main(["--state-dir", given, "ls"]) == 1
+        err = capsys.readouterr().err
+        assert err.startswith(f"error: cannot use {given} as the state directory: ")
+        assert "bug" not in err and "envs" not in err, err
+    monkeypatch.setenv("VBDECL_STATE_DIR", "m.yaml")
+    assert main(["status", "x"]) == 1
+    assert "cannot use m.yaml as the state directory" in capsys.readouterr().err
+    # the fast path too, before it touches anything (exit 125: before the process started)
+    assert entry_main(["exec", "x", "--", "true"]) == 125
+    assert "cannot use m.yaml as the state directory" in capsys.readouterr().err
+    monkeypatch.setenv("VBDECL_STATE_DIR", "fresh/state")
+    assert main(["ls"]) == 0      # a path that does not exist yet is fine

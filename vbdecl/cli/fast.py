@@ -85,6 +85,10 @@ def _main(argv: list[str]) -> int:
             raise UsageError(f"vbdecl {cmd} takes {what}",
                              hint=f"vbdecl {cmd} {'FILE' if cmd == 'run' else 'NAME'} [-- CMD...]")
         state_dir = str(opts.get("state_dir") or os.environ.get("VBDECL_STATE_DIR") or "") or None
+        if state_dir:      # (only then: the default path imports no more than it needs)
+            from vbdecl.engine.paths import check_state_root
+
+            check_state_root(state_dir)
         if cmd == "run":
             return run_file(pos[0], command=rest, name=opts.get("name"), state_dir=state_dir,
                             events_fd=opts.get("events_fd"), use_cache=not opts.get("no_cache"),

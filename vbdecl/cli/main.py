@@ -172,6 +172,9 @@ def main(argv: list[str]) -> int:
         parser.print_help()
         return 1
     try:
+        from vbdecl.engine.paths import check_state_root
+
+        check_state_root(args.state_dir)
         return int(args._run(args))
     except (Exception, KeyboardInterrupt) as err:
         return report_error(err, args.debug, args.json, args.state_dir)

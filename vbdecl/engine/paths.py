@@ -49,6 +49,28 @@ def state_root(override: str | os.PathLike[str] | None = None) -> str:
     return os.path.join(xdg, "vbdecl")
 
 
+def check_state_root(override: str | os.PathLike[str] | None) -> None:
+    """Refuse a state directory given as a path that is not a directory and cannot
+    become one (``--state-dir manifest.yaml``), before a command trips over it."""
+    given = _overridden(override)
+    if not given:
+        return
+    existing = os.path.normpath(given)
+    while not os.path.exists(existing):     # (makedirs makes what is missing)
+        parent = os.path.dirname(existing) or "."
+        if parent == existing:
+            return
+        existing = parent
+    if os.path.isdir(existing):
+        return
+    from vbdecl.errors import UsageError
+
+    why = "it is not a directory" if existing == os.path.normpath(given) else f"{existing} is not a directory"
+    raise UsageError(f"cannot use {given} as the state directory: {why}",
+                     hint="give --state-dir (or VBDECL_STATE_DIR) a directory, or a path where "
+                          "vbdecl can make one")
+
+
 def runtime_root(override: str | os.PathLike[str] | None = None) -> str:
     """The runtime root (see the module docstring for the order)."""
     chosen = _overridden(override)

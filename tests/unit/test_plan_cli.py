@@ -151,6 +151,19 @@ def test_saved_plan_is_readable_by_its_owner_only(env: Path, capsys: pytest.Capt
     assert out.stat().st_mode & 0o777 == 0o600
 
 
+def test_a_saved_plan_given_for_a_manifest_is_named_as_such(env: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = env / "web.plan"
+    assert main(["plan", "-o", str(out), str(env / "web.yaml")]) == 0
+    capsys.readouterr()
+    assert main(["validate", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"{out}:1:1: this is a saved plan (from `vbdecl plan -o`), not a manifest\n")
+    assert f"vbdecl apply {out}" in err and str(env / "web.yaml") in err
+    assert "unknown key" not in err and "1 problem in 1 of 1 file" in err
+    assert main(["plan", str(out)]) == 1
+    assert "this is a saved plan" in capsys.readouterr().err
+
+
 def test_diff_and_graph_commands(env: Path, capsys: pytest.CaptureFixture[str]) -> None:
     b = env / "b.yaml"
     b.write_text((env / "web.yaml").read_text().replace('"8080:80/tcp"', '"9090:80/tcp"'))

@@ -377,12 +377,32 @@ def _sort_key(p: Problem) -> tuple[int, int]:
         return 0, 0
 
 
+SAVED_PLAN_KIND = "vbdecl.saved-plan"    # vbdecl.plan.saved.KIND (the model imports no planner)
+
+
+def _saved_plan_problem(docs: list[Document], file: str) -> Problem | None:
+    """A file ``vbdecl plan -o`` wrote, given where a manifest belongs: one problem that
+    says so, rather than one unknown key per key of the plan."""
+    data = docs[0].data if len(docs) == 1 else None
+    saved = data.get("saved") if isinstance(data, dict) else None
+    if not isinstance(saved, dict) or saved.get("kind") != SAVED_PLAN_KIND:
+        return None
+    hint = f"apply it with `vbdecl apply {file}`"
+    if isinstance(saved.get("file"), str):
+        hint += f"; the other commands take a manifest, such as the one it was made from: {saved['file']}"
+    return Problem(f"{file}:1:1", "this is a saved plan (from `vbdecl plan -o`), not a manifest", hint)
+
+
 def load_path(path: str, data: bytes | None = None, *, display: str | None = None) -> LoadResult:
     """Read one file (or ``data`` under that name); never raises for bad input."""
     file = display or path
     result = LoadResult(path)
     docs, fatal = read_documents(path, data, where=file)
     result.documents = len(docs)
+    saved_plan = _saved_plan_problem(docs, file)
+    if saved_plan is not None:
+        result.problems = [saved_plan]
+        return result
     problems: list[Problem] = []
     for doc in docs:
         env, probs = _check_document(doc, file)

@@ -164,6 +164,27 @@ def test_a_saved_plan_given_for_a_manifest_is_named_as_such(env: Path, capsys: p
     assert "this is a saved plan" in capsys.readouterr().err
 
 
+def test_a_name_used_in_two_files_of_a_dir_is_refused_at_each_name(
+        env: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(env)
+    (env / "vd" / "sub").mkdir(parents=True)
+    (env / "vd" / "a.yaml").write_text("apiVersion: vbdecl/v1\nkind: Environment\nmetadata:\n  name: x\n")
+    (env / "vd" / "sub" / "b.yml").write_text("apiVersion: vbdecl/v1\nkind: Environment\nmetadata: {name: x}\n")
+    (env / "vd" / "c.yaml").write_text("apiVersion: vbdecl/v1\nkind: Environment\nmetadata: {name: y}\n")
+    a, b = "vd/a.yaml:4:9", "vd/sub/b.yml:3:18"
+    for argv in (["validate", "vd"], ["plan", "vd"], ["apply", "-y", "vd"]):
+        assert main(argv) == 1, argv
+        err = capsys.readouterr().err
+        assert f"{a}: environment name 'x' is also used at {b}" in err, err
+        assert f"{b}: environment name 'x' is also used at {a}" in err, err
+        assert "'y'" not in err
+    assert main(["--json", "validate", "vd"]) == 1
+    files = {f["path"]: f for f in json.loads(capsys.readouterr().out)["files"]}
+    assert not files["vd/a.yaml"]["ok"] and files["vd/c.yaml"]["ok"]
+    assert [p["where"] for p in files["vd/sub/b.yml"]["problems"]] == [b]
+    assert main(["validate", "vd/a.yaml", "vd/a.yaml"]) == 0      # one file given twice: one environment
+
+
 def test_diff_and_graph_commands(env: Path, capsys: pytest.CaptureFixture[str]) -> None:
     b = env / "b.yaml"
     b.write_text((env / "web.yaml").read_text().replace('"8080:80/tcp"', '"9090:80/tcp"'))

@@ -33,10 +33,8 @@ def run(args: argparse.Namespace) -> int:
     from vbdecl.errors import UsageError
 
     sources_ = sources.load(args.target, allow_empty=args.prune)
+    sources.check_unique_names([(s.path or args.target, s.plan) for s in sources_])
     names = [s.plan["name"] for s in sources_]
-    dupes = {n for n in names if names.count(n) > 1}
-    if dupes:
-        raise UsageError(f"{args.target}: environment names used twice: {', '.join(sorted(dupes))}")
     if args.prune and not os.path.isdir(args.target):
         raise UsageError("--prune needs a directory", hint="vbdecl apply DIR --prune")
     interrupts_roll_back()

@@ -122,7 +122,7 @@ def run(args: argparse.Namespace) -> int:
     from vbdecl.cli.render_plan import print_lines
     from vbdecl.engine import atomic
     from vbdecl.engine.plancache import plans_for_file
-    from vbdecl.engine.sources import manifest_files, no_manifests
+    from vbdecl.engine.sources import check_unique_names, manifest_files, no_manifests
     from vbdecl.engine.store import load as read_state
     from vbdecl.errors import UsageError
     from vbdecl.plan import saved as saved_mod
@@ -135,8 +135,10 @@ def run(args: argparse.Namespace) -> int:
     if args.out and files != [args.file]:
         raise UsageError("-o saves the plan of one manifest FILE, not of a directory",
                          hint="vbdecl plan DIR/ENV.yaml -o PLANFILE")
+    plans = [(f, p) for f in files for p in plans_for_file(f, use_cache=not args.no_cache)]
+    check_unique_names(plans)
     results = []
-    for path, plan in [(f, p) for f in files for p in plans_for_file(f, use_cache=not args.no_cache)]:
+    for path, plan in plans:
         check_limits(plan, path)
         check_warnings(plan, path)
         state = read_state(plan["name"], args.state_dir)

@@ -17,7 +17,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from vbdecl.engine.sources import manifest_files
-    from vbdecl.model.load import LoadResult, load_path
+    from vbdecl.model.load import LoadResult, duplicate_names, load_path
 
     results: list[LoadResult] = []
     for path in manifest_files(list(args.paths)):
@@ -31,6 +31,9 @@ def run(args: argparse.Namespace) -> int:
     if not results:
         print("error: no manifest files (*.yaml, *.yml) found in " + ", ".join(args.paths), file=sys.stderr)
         return 1
+    reused = duplicate_names([(env.name, r.path, index) for r in results for index, env in r.environments])
+    for r in results:
+        r.problems += reused.get(r.path, [])
     failed = [r for r in results if r.problems]
     if args.json:
         out = {

@@ -79,6 +79,24 @@ def manifest_files(paths: list[str]) -> list[str]:
     return out
 
 
+def check_unique_names(plans: list[tuple[str, dict[str, Any]]]) -> None:
+    """Refuse environments of several files (``(file, plan)``, the file as given) that
+    share a name: a ManifestError at each file's metadata.name. The model (pydantic) is
+    imported only to locate names that are used twice."""
+    names = [plan["name"] for _file, plan in plans]
+    if len(set(names)) == len(names):
+        return
+    from vbdecl.errors import ManifestError
+    from vbdecl.model.load import duplicate_names
+
+    found = duplicate_names([(plan["name"], file, (plan.get("source") or {}).get("document", 0))
+                             for file, plan in plans])
+    problems = [p for file_problems in found.values() for p in file_problems]
+    if problems:
+        raise ManifestError(problems[0].message, where=problems[0].where, hint=problems[0].hint,
+                            problems=problems)
+
+
 def no_manifests(target: str) -> UsageError:
     return UsageError(f"{target}: no manifest files (*.yaml, *.yml) in this directory or below",
                       hint="point at a manifest, or at a directory that holds manifests")

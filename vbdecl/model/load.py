@@ -19,7 +19,7 @@ from vbdecl.errors import ManifestError, Problem
 from vbdecl.model import manifest as m
 from vbdecl.model.yamlsafe import Document, Path, Positions, read_documents
 
-__all__ = ["LoadResult", "load_file", "load_path", "load_text"]
+__all__ = ["LoadResult", "duplicate_names", "load_file", "load_path", "load_text", "name_where"]
 
 
 class LoadResult:
@@ -426,6 +426,40 @@ def load_path(path: str, data: bytes | None = None, *, display: str | None = Non
                                 "and metadata: {name: ...}"))
     result.problems = problems
     return result
+
+
+def name_where(file: str, document: int) -> str:
+    """``file:line:col`` of the ``metadata.name`` of document ``document`` (0-based) of ``file``."""
+    docs, _fatal = read_documents(file, None, where=file)
+    if document >= len(docs):
+        return f"{file}:1:1"
+    doc = docs[document]
+    return _where(file, doc.positions, ("metadata", "name"), key=False, doc=doc)
+
+
+def duplicate_names(envs: list[tuple[str, str, int]]) -> dict[str, list[Problem]]:
+    """Environment names that more than one file uses, among ``envs``: ``(name, file,
+    document index)`` of each environment one command reads (validate, plan or apply of
+    several files or a DIR). The problems, by file: one at each use of such a name, that
+    names every other. Within one file, :func:`load_path` reports a name used twice."""
+    places: dict[str, list[tuple[str, int]]] = {}
+    seen: set[tuple[str, int]] = set()
+    for name, file, document in envs:
+        same = (os.path.realpath(file), document)     # one file given twice is one environment
+        if same not in seen:
+            seen.add(same)
+            places.setdefault(name, []).append((file, document))
+    out: dict[str, list[Problem]] = {}
+    for name, uses in places.items():
+        if len(uses) < 2:
+            continue
+        wheres = [name_where(file, document) for file, document in uses]
+        for (file, _document), where in zip(uses, wheres, strict=True):
+            others = ", ".join(w for w in wheres if w != where)
+            out.setdefault(file, []).append(Problem(
+                where, f"environment name {name!r} is also used at {others}",
+                "give each environment its own metadata.name: one name is one environment"))
+    return out
 
 
 def load_text(text: str | bytes, path: str = "<string>") -> list[m.Environment]:

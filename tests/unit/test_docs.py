@@ -28,3 +28,17 @@ def test_published_ports_turn_on_host_forwarding_and_do_not_hairpin() -> None:
     manifest = " ".join((ROOT / "docs" / "manifest.md").read_text().split())
     assert "Publishing a port (even with `nat: false`) turns on the host-wide `ip_forward`" in manifest
     assert "cannot reach its own published port" in manifest
+
+
+def test_the_manifest_formats_own_example_validates(tmp_path: Path) -> None:
+    """The contract (docs/manifest.md, a copy of the manifest format's) says every key
+    of its example is accepted; its idmap with namespaces.user: false was refused."""
+    import re
+    import subprocess
+    import sys
+
+    text = (ROOT / "docs" / "manifest.md").read_text()
+    example = tmp_path / "full.yaml"
+    example.write_text(re.findall(r"```yaml\n(.*?)```", text, re.S)[0])
+    r = subprocess.run([sys.executable, "-m", "vbdecl", "validate", str(example)], capture_output=True, text=True)
+    assert (r.returncode, r.stdout.strip()) == (0, f"{example}: ok (web)"), r.stderr

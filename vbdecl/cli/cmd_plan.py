@@ -89,10 +89,23 @@ def root_warnings(plan: dict[str, Any]) -> list[dict[str, str]]:
     return []
 
 
+def idmap_warnings(plan: dict[str, Any]) -> list[dict[str, str]]:
+    """An idmap with namespaces.user: false, which root does not use."""
+    import os
+
+    spec = plan["spec"]
+    if spec.get("idmap") and (spec.get("namespaces") or {}).get("user") is False and os.geteuid() == 0:
+        return [{"where": "idmap",
+                 "message": "namespaces.user is false: as root vbdecl makes no user namespace, and "
+                            "the map is used only where one is implied (a run by another user)",
+                 "hint": "set namespaces: {user: true} to use the map as root too"}]
+    return []
+
+
 def check_warnings(plan: dict[str, Any], path: str) -> None:
     import sys
 
-    for w in [*root_warnings(plan), *network_warnings(plan)]:
+    for w in [*root_warnings(plan), *network_warnings(plan), *idmap_warnings(plan)]:
         print(f"warning: {path}: {plan['name']}: {w['where']}: {w['message']}\n  hint: {w['hint']}",
               file=sys.stderr)
 

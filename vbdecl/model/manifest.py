@@ -859,10 +859,12 @@ class Spec(_Model):
         ns = self.namespaces
         user_on = ns.user is True
         errors: list[PydanticCustomError] = []
-        if self.idmap is not None and not user_on:
-            errors.append(fail("idmap needs namespaces.user: true",
-                               "id maps belong to a new user namespace: set namespaces: {user: true}",
-                               at=("idmap",)))
+        # With user: false the map is for the user namespace vbdecl implies when run
+        # unprivileged (the manifest format's own example); a joined one has its maps.
+        if self.idmap is not None and isinstance(ns.user, NamespaceJoin):
+            errors.append(fail("idmap needs a user namespace of the environment's own, but "
+                               "namespaces.user joins another (which has its maps)",
+                               "remove idmap, or set namespaces: {user: true}", at=("idmap",)))
         if self.idmap is not None:
             for what, ident, ranges in (("user", self.process.user, self.idmap.uid),
                                         ("group", self.process.group, self.idmap.gid)):
@@ -892,6 +894,13 @@ class Spec(_Model):
                     f"a user namespace may mount {entry.type} only in {owner} namespaces it owns "
                     f"(not the host's, not a joined one): set namespaces.{owner}: true, or remove "
                     f"this entry", at=("filesystem", i, "type")))
+        has_root = ns.mount is True or self.rootfs is not None or bool(self.filesystem)
+        for key in ("dns", "hosts"):
+            if not has_root and getattr(self.network, key):
+                errors.append(fail(
+                    f"network.{key} is written into the environment's own root, which it has only "
+                    "with a mount namespace of its own", f"set namespaces.mount: true (with the "
+                    f"filesystem the process needs), or remove network.{key}", at=("network", key)))
         if self.hostname is not None and ns.uts is False:
             errors.append(fail("hostname needs the uts namespace, but namespaces.uts is off",
                                "remove namespaces.uts: false (it is on by default), or remove hostname",

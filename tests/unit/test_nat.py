@@ -1,4 +1,4 @@
-"""What NAT changes of the host's sysctls is saved before it is changed."""
+"""NAT: the sysctls it changes are saved before they change; the rules it makes."""
 
 from __future__ import annotations
 
@@ -47,3 +47,34 @@ def test_route_localnet_is_saved_before_it_is_turned_on(host: dict[str, str], tm
     with pytest.raises(Killed):
         nat._localnet_on({"forward": {}}, "nrbr0", "inst-1")
     assert _saved(tmp_path)["localnet"] == {"nrbr0": {"saved": "0", "users": ["inst-1"]}}
+
+
+def test_a_port_without_host_ip_leaves_ipv6_loopback_alone() -> None:
+    """A review: [::1]:PORT hung (Linux cannot NAT ::1 out of the host) instead of
+    being refused; the IPv4 rule keeps 127.0.0.1 (route_localnet makes that work)."""
+    cmds = nat.port_add("inst-1", {"host": 8080, "container": 80}, "10.0.0.2", "fd00::2")
+    rules = [c["add"]["rule"]["expr"] for c in cmds if "rule" in c.get("add", {})]
+    v4, v6 = rules
+    loopback6 = {"match": {"op": "!=", "left": {"payload": {"protocol": "ip6", "field": "daddr"}}, "right": "::1"}}
+    assert loopback6 in v6 and not any("daddr" in str(e) for e in v4)
+
+
+def test_forwarding_set_back_keeps_each_interfaces_own(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A review: writing ip_forward back to 0 also set every interface's forwarding to 0
+    (the kernel writes them all), one that had its own 1 included."""
+    conf = "/proc/sys/net/ipv4/conf"
+    values = {netlink.FORWARD["4"]: "1", f"{conf}/eth7/forwarding": "1", f"{conf}/default/forwarding": "1"}
+
+    def sysctl_set(key: str, value: str) -> None:
+        values[key] = value
+        if key == netlink.FORWARD["4"]:      # as the kernel does
+            for name in values:
+                if name.startswith(conf):
+                    values[name] = value
+
+    monkeypatch.setattr(netlink, "sysctl_get", values.__getitem__)
+    monkeypatch.setattr(netlink, "sysctl_set", sysctl_set)
+    host = {"forward": {"4": "0"}, "forward_conf": {"4": {"eth7": "1", "default": "0"}}}
+    nat._forward_restore(host)
+    assert values == {netlink.FORWARD["4"]: "0", f"{conf}/eth7/forwarding": "1", f"{conf}/default/forwarding": "0"}
+    assert host == {"forward": {}}

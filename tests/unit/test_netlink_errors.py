@@ -5,6 +5,8 @@ from __future__ import annotations
 import errno
 import sys
 
+import pytest
+
 from vbdecl.errors import ConflictError, SysError
 from vbdecl.ops import nat
 from vbdecl.sys import netlink, nft
@@ -16,11 +18,21 @@ class FakeNetlinkError(Exception):
         self.code = code
 
 
-def test_eperm_says_run_as_root() -> None:
+def test_eperm_says_run_as_root(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(netlink.os, "geteuid", lambda: 1000)
     err = netlink.translate(FakeNetlinkError(errno.EPERM), "creating bridge vbdecl0")
     assert isinstance(err, SysError)
     assert "needs CAP_NET_ADMIN: run as root" in str(err)
     assert err.hint
+
+
+def test_eacces_as_root_is_no_call_for_root(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A review: adding an IPv6 address where IPv6 is off (EACCES) said "needs
+    CAP_NET_ADMIN: run as root" to root."""
+    monkeypatch.setattr(netlink.os, "geteuid", lambda: 0)
+    err = netlink.translate(FakeNetlinkError(errno.EACCES), "adding fd00::1/64 to br0")
+    assert isinstance(err, SysError) and "run as root" not in str(err) and "EACCES" in str(err)
+    assert err.hint and "disable_ipv6" in err.hint
 
 
 def test_eexist_is_a_conflict_naming_the_interface() -> None:

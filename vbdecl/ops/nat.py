@@ -192,6 +192,11 @@ def port_add(instance: str, port: dict[str, Any], addr4: str | None, addr6: str 
         else:
             expr.append({"match": {"op": "==", "left": {"meta": {"key": "nfproto"}},
                                    "right": "ipv4" if fam == "ip" else "ipv6"}})
+            if fam == "ip6":
+                # ::1 cannot be NATed out of the host (no route_localnet for IPv6): a
+                # connection to [::1]:PORT would hang there instead of being refused
+                expr.append({"match": {"op": "!=", "left": {"payload": {"protocol": "ip6", "field": "daddr"}},
+                                       "right": "::1"}})
         expr += [dport, {"dnat": {"family": fam, "addr": addr, "port": container}}]
         cmds.append({"add": {"rule": _t(chain=chain, comment=instance, expr=expr)}})
     cmds.append({"create": {"element": _t(name="ports", elem=[
@@ -446,8 +451,25 @@ def _forward_on(host: dict[str, Any], families: list[str]) -> None:
         current = netlink.sysctl_get(netlink.FORWARD[fam])
         if current != "1":
             host["forward"].setdefault(fam, current)   # what it was before vbdecl
+            # Writing the global key sets every interface's (and the default) too: theirs,
+            # to set back after it (a review lost an interface's own setting)
+            host.setdefault("forward_conf", {}).setdefault(fam, _conf_forwarding(fam))
             _save_host(host)
             netlink.sysctl_set(netlink.FORWARD[fam], "1")
+
+
+def _conf_forwarding(fam: str) -> dict[str, str]:
+    """The forwarding setting of every interface, and the default, of family ``fam``."""
+    base = f"/proc/sys/net/ipv{fam}/conf"
+    found = {}
+    for name in os.listdir(base):
+        if name != "all":
+            try:
+                with open(f"{base}/{name}/forwarding") as f:
+                    found[name] = f.read().strip()
+            except OSError:
+                pass        # (gone meanwhile)
+    return found
 
 
 def _localnet_path(bridge: str) -> str:
@@ -496,7 +518,15 @@ def _forward_restore(host: dict[str, Any]) -> None:
     for fam, saved in list(host["forward"].items()):
         if saved != "1" and netlink.sysctl_get(netlink.FORWARD[fam]) == "1":
             netlink.sysctl_set(netlink.FORWARD[fam], str(saved))
+            for name, value in (host.get("forward_conf") or {}).get(fam, {}).items():
+                path = f"/proc/sys/net/ipv{fam}/conf/{name}/forwarding"
+                with contextlib.suppress(OSError, VbdeclError):   # (an interface gone since)
+                    if netlink.sysctl_get(path) != value:
+                        netlink.sysctl_set(path, value)
         del host["forward"][fam]
+        (host.get("forward_conf") or {}).pop(fam, None)
+    if not host.get("forward_conf"):
+        host.pop("forward_conf", None)
 
 
 def _elem_key(entry: Any) -> Any:

@@ -55,8 +55,12 @@ def _netlink_error() -> type[Exception]:
 def translate(err: Exception, what: str, *, name: str | None = None) -> Exception:
     """A people-facing error for a failed netlink request ``what``."""
     code = getattr(err, "code", None) or getattr(err, "errno", None) or 0
-    if code in (errno.EPERM, errno.EACCES):
+    if code in (errno.EPERM, errno.EACCES) and os.geteuid() != 0:
         return SysError(f"{what}: needs CAP_NET_ADMIN: run as root", errno=code, hint=_ROOT_HINT)
+    if code in (errno.EPERM, errno.EACCES):
+        return SysError(f"{what}: the kernel refused it ({errno.errorcode[code]})", errno=code,
+                        hint="for an IPv6 address or route: IPv6 may be off on that interface or "
+                             "on the host (net.ipv6.conf.*.disable_ipv6)")
     if code == errno.EEXIST and name:
         return ConflictError(f"interface {name} exists and is not owned by vbdecl",
                              hint=f"it was not made by this environment; remove it if it is stale "

@@ -184,3 +184,27 @@ def test_change_json_shape():
         "reason": "limits.memory 256Mi -> 512Mi", "drift": False, "replaces_environment": False,
         "attributes": [{"path": "value", "before": 256 << 20, "after": 512 << 20}],
     }
+
+
+def test_a_metadata_only_change_is_shown_and_counts_as_a_change():
+    """A review changed only a label: plan said "No changes" (and exit 0 with
+    --detailed-exitcode), and apply never recorded it."""
+    from vbdecl.plan.text import render_plan
+
+    old = compile_doc(doc(**BASE))
+    new_doc = doc(**BASE)
+    new_doc["labels"] = {"tier": "db"}
+    found = changes(compile_doc(new_doc), state_of(old))
+    assert [(c.symbol, c.id) for c in found] == [("", "metadata")]
+    assert has_changes(found)
+    assert render_plan("web", found)[-1] == "No changes on the host: only web's metadata differs from its manifest."
+    assert not has_changes(changes(compile_doc(doc(**BASE)), state_of(old)))
+
+
+def test_a_change_the_environments_replacement_carries_along_is_still_shown():
+    """A review: with the hostname changed, a limit's own change read only "replaced with
+    the environment"."""
+    old = compile_doc(doc(**BASE))
+    new = compile_doc(doc(hostname="other", filesystem=BASE["filesystem"], limits={"memory": 512 << 20}))
+    cg = next(c for c in changes(new, state_of(old)) if c.id == "cgroup.memory")
+    assert cg.symbol == "-/+" and cg.reason.endswith("; replaced with the environment") and "memory" in cg.reason

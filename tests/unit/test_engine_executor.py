@@ -251,3 +251,16 @@ def test_recorded_runtime_dir_is_honoured(tmp_path: Path, monkeypatch: pytest.Mo
     assert Engine().recover("web2") is True
     assert fake_env_op.seen == [("probe", legacy), ("revert", legacy)]
     assert not os.path.exists(legacy)
+
+
+def test_a_metadata_only_change_is_recorded_without_a_step(tmp_path: Path) -> None:
+    root, sd = tmp_path / "root", tmp_path / "state"
+    root.mkdir()
+    plan = _plan(root, files=2)
+    Engine(sd).apply(plan)
+    relabelled = dict(plan, labels={"tier": "db"}, manifest_hash="sha256:" + "0" * 64)
+    res = Engine(sd).apply(relabelled)
+    assert res.steps == 0 and res.revision == 2
+    state = store.load("web", sd)
+    assert state["plan"]["labels"] == {"tier": "db"} and state["plan"]["manifest_hash"] == relabelled["manifest_hash"]
+    assert Engine(sd).apply(relabelled).revision == 2      # and then nothing is left to do

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from vbdecl.plan.diff import Change
+from vbdecl.plan.diff import METADATA, Change
 
 
 @dataclass
@@ -31,8 +31,13 @@ class ChangeSet:
     def drift(self) -> list[Change]:
         return [c for c in self.changes if c.drift]
 
+    @property
+    def metadata_only(self) -> bool:
+        """Only the manifest's metadata changed: an apply records it, with no step."""
+        return not self.todo and any(c.kind == METADATA for c in self.changes)
+
     def __bool__(self) -> bool:
-        return bool(self.todo)
+        return bool(self.todo) or self.metadata_only
 
     def counts(self) -> dict[str, int]:
         out = {"+": 0, "~": 0, "-": 0, "-/+": 0}

@@ -188,6 +188,10 @@ def _removed_places(state: dict[str, Any], wanted: dict[str, Action],
     return found
 
 
+# The id (and kind) of the line for a manifest whose changes reach no action
+METADATA = "metadata"
+
+
 def changes(desired: dict[str, Any] | None, state: dict[str, Any] | None,
             live: dict[str, Any] | None = None, *, verbose: bool = False) -> list[Change]:
     """Drift entries first (``drift=True``), then the changes in plan order,
@@ -262,7 +266,9 @@ def changes(desired: dict[str, Any] | None, state: dict[str, Any] | None,
         for a in actions:
             rid = a["id"]
             if rid in resources and symbol.get(rid) not in ("-/+", "+"):
-                symbol[rid], reason[rid] = "-/+", "replaced with the environment"
+                own = reason.get(rid)     # (its own change, shown too: a review missed it)
+                symbol[rid], reason[rid] = "-/+", f"{own}; replaced with the environment" if own \
+                    else "replaced with the environment"
     else:
         # replacing (or recreating) an action replaces what depends on it,
         # except the process, which keeps running in the live environment
@@ -327,6 +333,12 @@ def changes(desired: dict[str, Any] | None, state: dict[str, Any] | None,
         elif keeps and res.get("kind") in MOUNT_KINDS:
             why += f"; {KEEPS_OLD_MOUNT}"
         out.append(Change("-", rid, str(res.get("kind", "?")), why, old=res))
+    recorded = ((state or {}).get("plan") or {}).get("manifest_hash")
+    wanted_hash = (desired or {}).get("manifest_hash")
+    if recorded and wanted_hash and recorded != wanted_hash and not any(c.symbol and not c.drift for c in out):
+        # labels or annotations: nothing on the host changes, yet apply records them
+        out.append(Change("", METADATA, METADATA, "the manifest changed, but nothing it makes on the "
+                          "host: apply records it (labels, annotations)"))
     return out
 
 
@@ -361,7 +373,8 @@ def summary(changes: list[Change]) -> dict[str, int]:
 
 
 def has_changes(changes: list[Change]) -> bool:
-    return any(c.symbol and not c.drift for c in changes)
+    """Whether an apply would do anything: a step, or record a metadata change."""
+    return any((c.symbol and not c.drift) or c.kind == METADATA for c in changes)
 
 
 def state_of(plan: dict[str, Any], records: dict[str, Any] | None = None) -> dict[str, Any]:

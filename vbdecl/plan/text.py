@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from vbdecl.plan.diff import Change, summary
+from vbdecl.plan.diff import METADATA, Change, summary
 
 LEGEND = (("+", "create"), ("~", "update in place"), ("-", "destroy"),
           ("-/+", "replace (destroy, then create)"))
@@ -34,7 +34,10 @@ def render_plan(name: str, changes: list[Change]) -> list[str]:
         if any(not c.symbol for c in todo):
             lines += [c.line() for c in todo]
             lines.append("")
-        lines.append(f"No changes: {name} matches its manifest.")
+        if any(c.kind == METADATA for c in todo):
+            lines.append(f"No changes on the host: only {name}'s metadata differs from its manifest.")
+        else:
+            lines.append(f"No changes: {name} matches its manifest.")
         return lines
     lines.append("")
     lines.append("Actions are shown with these symbols:")
@@ -58,6 +61,7 @@ def plan_json(plan: dict[str, Any], changes: list[Change], state: dict[str, Any]
         "state": state_ref(state),
         "drift": [c.to_json() for c in changes if c.drift],
         "changes": [c.to_json() for c in changes if not c.drift and c.symbol],
+        "metadata_changed": any(c.kind == METADATA for c in changes),
         "unchanged": [a["id"] for a in plan.get("actions") or [] if a["id"] not in touched],
         "summary": summary(changes),
     }

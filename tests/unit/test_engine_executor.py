@@ -264,3 +264,27 @@ def test_a_metadata_only_change_is_recorded_without_a_step(tmp_path: Path) -> No
     state = store.load("web", sd)
     assert state["plan"]["labels"] == {"tier": "db"} and state["plan"]["manifest_hash"] == relabelled["manifest_hash"]
     assert Engine(sd).apply(relabelled).revision == 2      # and then nothing is left to do
+
+
+def test_a_rollback_names_the_commit_of_the_revision_it_goes_back_to(tmp_path: Path) -> None:
+    """A review: the revision a rollback made named the work tree's HEAD (whose file
+    said something else), not the commit of the revision applied again."""
+    import subprocess
+
+    root, sd, repo = tmp_path / "root", tmp_path / "state", tmp_path / "repo"
+    root.mkdir()
+    repo.mkdir()
+    git = ["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@t"]
+    subprocess.run([*git, "init", "-q"], check=True)
+    source = repo / "web.yaml"
+    commits = []
+    for files in (1, 2):
+        source.write_text(f"files: {files}\n")
+        subprocess.run([*git, "add", "web.yaml"], check=True)
+        subprocess.run([*git, "commit", "-q", "-m", f"v{files}"], check=True)
+        commits.append(subprocess.run([*git, "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip())
+        Engine(sd).apply(dict(_plan(root, files=files), source={"path": str(source)}))
+    first = store.load_revision("web", 1, str(sd))
+    with Engine(sd).session("web", create=False, then="apply") as s:
+        res = s.apply(first["plan"], note="rollback to 1", from_revision=first)
+    assert store.load_revision("web", res.revision, str(sd))["git"]["commit"] == commits[0] != commits[1]

@@ -51,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
                 if args.json:
                     emit_json({"event": "result", "name": args.name, "declined": True})
                 return 1
-            result = s.apply(plan, changes, note=f"rollback to {args.to}")
+            result = s.apply(plan, changes, note=f"rollback to {args.to}", from_revision=rev)
     finally:
         renderer.close()
     if args.json:

@@ -376,7 +376,7 @@ class Session:
     # --- apply ---------------------------------------------------------------
 
     def apply(self, plan: dict[str, Any], changes: ChangeSet | None = None, *,
-              note: str | None = None) -> Result:
+              note: str | None = None, from_revision: dict[str, Any] | None = None) -> Result:
         if plan.get("name") != self.name:
             raise StateError(f"plan is for {plan.get('name')!r}, not {self.name!r}")
         if changes is None:
@@ -445,7 +445,7 @@ class Session:
         # Commit: revision file, then state.json, then the marker.
         revision = base_rev + 1
         try:
-            store.save_revision(self.name, revision, plan, self.sd, note=note)
+            store.save_revision(self.name, revision, plan, self.sd, note=note, from_revision=from_revision)
             state.update(plan=plan, revision=revision, serial=state["serial"] + 1,
                          resources=self._ordered(plan))
             store.save(self.name, state, self.sd)

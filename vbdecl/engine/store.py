@@ -110,10 +110,13 @@ def _user() -> str:
 
 
 def save_revision(name: str, number: int, plan: dict[str, Any], state_dir: str | None = None,
-                  *, note: str | None = None) -> dict[str, Any]:
+                  *, note: str | None = None, from_revision: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Record revision ``number``. ``from_revision``: the revision whose plan this one
+    applies again (a rollback), whose commit it names, not the work tree's now."""
     source = (plan.get("source") or {}).get("path")
+    git = from_revision.get("git") if from_revision is not None else git_info(source)
     rev = {"revision": number, "time": time.time(), "manifest_hash": plan.get("manifest_hash"),
-           "source": source, "git": git_info(source), "user": _user(), "note": note, "plan": plan}
+           "source": source, "git": git, "user": _user(), "note": note, "plan": plan}
     paths.ensure_dir(paths.revisions_dir(name, state_dir))
     atomic.write_json(paths.revision_file(name, number, state_dir), rev)
     return rev

@@ -122,23 +122,49 @@ def _write_slot(path: Path, gen: int, data: dict[str, Any]) -> None:
         os.close(fd)
 
 
+# The open shared states (id of the data -> [root, generation, slot to write next])
+_OPEN: dict[int, list[Any]] = {}
+
+
 @contextlib.contextmanager
 def locked(state_dir: str) -> Iterator[dict[str, Any]]:
-    """The shared state, under the global lock; written back if changed."""
+    """The shared state, under the global lock; written back if changed (and at each
+    :func:`flush` before that)."""
     root = state_root_of(state_dir)
     if not root.is_dir():
         root.mkdir(parents=True, exist_ok=True, mode=0o700)
     with _global_lock(root):
         gen, slot, data = _read_slots(root)
-        before = json.dumps(data, sort_keys=True)
-        yield data
-        if not any(data[k] for k in ("bridges", "leases", "instances")):
-            # Nothing shared is left: leave no files behind on the host.
-            for name in (*SLOTS, "global.lock"):
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(root / name)
-        elif json.dumps(data, sort_keys=True) != before:
-            _write_slot(root / SLOTS[slot], gen + 1, data)
+        initial = json.dumps(data, sort_keys=True)
+        _OPEN[id(data)] = [root, gen, slot, initial]
+        try:
+            try:
+                yield data
+            except BaseException:
+                if _OPEN[id(data)][3] != initial:
+                    flush(data)     # flushed on the way: what the failing step set back
+                raise
+            if not any(data[k] for k in ("bridges", "leases", "instances")):
+                # Nothing shared is left: leave no files behind on the host.
+                for name in (*SLOTS, "global.lock"):
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(root / name)
+            else:
+                flush(data)
+        finally:
+            del _OPEN[id(data)]
+
+
+def flush(data: dict[str, Any]) -> None:
+    """Write the shared state ``data`` (open in :func:`locked`) now, if it changed:
+    before a host object it names is made, so that a vbdecl killed right after
+    leaves it known. Each write goes to the older slot, as a new generation."""
+    where = _OPEN[id(data)]
+    root, gen, slot, written = where
+    body = json.dumps(data, sort_keys=True)
+    if body != written:
+        _write_slot(root / SLOTS[slot], gen + 1, data)
+        where[1:] = [gen + 1, 1 - slot, body]
 
 
 def read(state_dir: str) -> dict[str, Any]:

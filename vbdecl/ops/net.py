@@ -15,7 +15,9 @@ that went away with the environment's namespace.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import re
 import threading
 from collections.abc import Callable
 from typing import Any, TypeVar, cast
@@ -136,6 +138,18 @@ def _inner_index(ctx: Context, ipr: Any, pid: int) -> int:
 
 # --- net.bridge -----------------------------------------------------------------
 
+# The host side of an environment's veth (ipam.veth_name)
+_VETH = re.compile(r"vb[0-9a-f]{8}h")
+
+
+def _set_back(st: dict[str, Any], name: str, prior: dict[str, Any] | None) -> None:
+    """The shared state's entry of bridge ``name`` as it was before a failed apply."""
+    if prior is None:
+        st["bridges"].pop(name, None)
+    else:
+        st["bridges"][name] = prior
+
+
 class Bridge:
     def describe(self, params: Params) -> str:
         nets = ", ".join(n for n in (params.get("subnet"), params.get("subnet6")) if n)
@@ -196,20 +210,38 @@ class Bridge:
             if first_user:
                 for net in nets:
                     self._check_overlap(nl, ipr, net, name)
-            created = False
+            created = upped = False
+            prior = st["bridges"].get(name)
             if found is None:
-                index = nl.bridge_create(ipr, name, mtu=params.get("mtu"), alias=BRIDGE_ALIAS)
-                created = True
                 # (an entry whose bridge vanished keeps its users: they re-join)
                 entry = {"users": [], **(entry or {}), "created": True, "added": []}
-            else:
+                # On record before it exists: a vbdecl killed while it makes it leaves a
+                # bridge that recovery knows (this instance a user of it: probe) and removes
+                st["bridges"][name] = {**entry, "users": [*entry["users"], ctx.instance]}
+                shared.flush(st)
+                try:
+                    index = nl.bridge_create(ipr, name, mtu=params.get("mtu"), alias=BRIDGE_ALIAS)
+                    created = True
+                except ConflictError:
+                    # made meanwhile (another state root's apply, under its own lock): join it
+                    _set_back(st, name, prior)
+                    found = nl.link(ipr, name)
+                    if found is None or found["kind"] != "bridge":
+                        raise
+                    entry = {**(prior or {}), "created": False, "users": list((prior or {}).get("users") or []),
+                             "added": []}
+                except BaseException:
+                    _set_back(st, name, prior)
+                    raise
+            if found is not None:
                 index = found["index"]
                 if entry is None:
                     # found, not known to this state root: at the end it is deleted only
                     # if vbdecl made it (alias) and no other port is on it
                     entry = {"created": False, "users": [], "added": []}
-                self._up(nl, ipr, found, entry)
+                upped = self._up(nl, ipr, found, entry)
             have = {(a, p) for a, p, _ in nl.addresses(ipr, index=index)}
+            added: list[tuple[str, int]] = []
             try:
                 for net in nets:
                     gw = str(ipam.gateway(net))
@@ -217,11 +249,20 @@ class Bridge:
                         continue
                     bcast = ipam.broadcast4(gw, net.prefixlen) if net.version == 4 else None
                     nl.address_add(ipr, index, gw, net.prefixlen, ifname=name, broadcast=bcast)
+                    added.append((gw, net.prefixlen))
                     if not created:
                         entry["added"].append(f"{gw}/{net.prefixlen}")
             except BaseException:
                 if created:
                     nl.link_delete(ipr, index, name)
+                else:       # a bridge found: as it was found (the review saw "nothing was changed")
+                    for gw, plen in added:
+                        with contextlib.suppress(VbdeclError):
+                            nl.address_delete(ipr, index, gw, plen)
+                    if upped:
+                        with contextlib.suppress(VbdeclError):
+                            nl.link_down(ipr, index, name)
+                _set_back(st, name, prior)
                 raise
             entry["subnet"] = entry.get("subnet") or params.get("subnet")
             entry["subnet6"] = entry.get("subnet6") or params.get("subnet6")
@@ -230,13 +271,15 @@ class Bridge:
         return {"bridge": name, "instance": ctx.instance, "created": created, "up": True}
 
     @staticmethod
-    def _up(nl: Any, ipr: Any, found: dict[str, Any], entry: dict[str, Any]) -> None:
+    def _up(nl: Any, ipr: Any, found: dict[str, Any], entry: dict[str, Any]) -> bool:
         """A bridge found down would carry nothing (nor route to its subnet): up it,
-        and remember to give it back down with its last user."""
-        if not found["up"]:
-            nl.link_up(ipr, found["index"], found["name"])
-            if not entry.get("created"):
-                entry["upped"] = True
+        and remember to give it back down with its last user. Whether it did."""
+        if found["up"]:
+            return False
+        nl.link_up(ipr, found["index"], found["name"])
+        if not entry.get("created"):
+            entry["upped"] = True
+        return True
 
     @staticmethod
     def _check_overlap(nl: Any, ipr: Any, net: ipam.Network, name: str) -> None:
@@ -262,14 +305,18 @@ class Bridge:
             found = nl.link(ipr, name)
             if found is not None and found["kind"] == "bridge":
                 others = self._other_ports(nl, ipr, found["index"], ipam.veth_name(ctx.instance))
-                if others:
-                    # still in use by something this state root does not know
-                    # (another state root's environment, or a port someone added)
+                if any(_VETH.fullmatch(port) for port in others):
+                    # still in use by an environment of another state root, which may need
+                    # the gateway (cross-state-root sharing keeps the bridge as it is)
                     pass
-                elif found.get("alias") == BRIDGE_ALIAS:
-                    # made by vbdecl (by this state root or another): unused now, so it goes
+                elif not others and (found.get("alias") == BRIDGE_ALIAS
+                                     or (entry.get("created") and not found.get("alias"))):
+                    # made by vbdecl (by this state root or another; or by this one, killed
+                    # before it could name it): unused now, so it goes
                     nl.link_delete(ipr, found["index"], name)
                 else:
+                    # found (or given a port of someone else's meanwhile): given back the
+                    # addresses vbdecl added and the state it was found in
                     for cidr in entry.get("added", []):
                         addr, _, plen = cidr.partition("/")
                         nl.address_delete(ipr, found["index"], addr, int(plen))
@@ -282,13 +329,12 @@ class Bridge:
         """Ports on the bridge other than this environment's veth. A vbdecl veth
         of an environment whose namespace is being dismantled lingers for a few
         milliseconds: wait for those (bounded) before calling the bridge in use."""
-        import re
         import time
 
         deadline = time.monotonic() + 0.3
         while True:
             others = [ln["name"] for ln in nl.links(ipr) if ln["master"] == index and ln["name"] != mine]
-            if not others or not all(re.fullmatch(r"vb[0-9a-f]{8}h", n) for n in others):
+            if not others or not all(_VETH.fullmatch(n) for n in others):
                 return others
             if time.monotonic() > deadline:
                 return others

@@ -386,7 +386,8 @@ class _Builder:
             idx.update(tree.needs(path))
         deps = [fs_ids[k] for k in sorted(idx)] or [base]
         dns = net.get("dns")
-        what = f"nameservers {', '.join(dns)}" if dns is not None else "the host's resolv.conf, read-only"
+        # (an empty list is no setting: the host's, as when it is left out)
+        what = f"nameservers {', '.join(dns)}" if dns else "the host's resolv.conf, read-only"
         self.add("net.dns", "fs.net-files", "env", deps,
                  {"dns": dns, "hosts": dict(net.get("hosts") or {}), "hostname": self.spec.get("hostname")},
                  f"/etc/resolv.conf ({what}) and /etc/hosts")

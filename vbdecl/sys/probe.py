@@ -161,7 +161,9 @@ def nftables() -> dict[str, Any]:
     loaded = os.path.isdir("/sys/module/nf_tables")
     nft = shutil.which("nft")
     pymod = os.path.exists("/usr/lib/python3/dist-packages/nftables")
-    detail = ", ".join(x for x in ("nf_tables loaded" if loaded else "nf_tables module not loaded (it loads on first use)",
+    # (a module built into the kernel has no /sys/module entry unless it has parameters)
+    detail = ", ".join(x for x in ("nf_tables loaded" if loaded else
+                                   "nf_tables not among the loaded modules (built in, or it loads on first use)",
                                    f"nft at {nft}" if nft else "no nft binary",
                                    "python3-nftables" if pymod else "no python3-nftables") if x)
     ok = bool(nft or pymod)

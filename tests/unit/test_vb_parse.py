@@ -464,3 +464,18 @@ def test_the_manifest_covers_proc_irq_and_bus_where_vb_does(args, uid, covered, 
     assert (targets == ["/proc/irq", "/proc/bus"]) is covered, targets
     proc = next(e for e in d["spec"]["filesystem"] if e["type"] == "proc")
     assert bool(proc.get("cover_as_root")) is as_root
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--limit-pids", "0"], "--limit-pids must be 1 to 4194304, not 0"),
+    (["--limit-pids", "99999999999"], "--limit-pids must be 1 to 4194304"),
+    (["--limit-cpu", "nan"], "--limit-cpu must be above 0"),
+    (["--limit-cpu", "-1"], "--limit-cpu must be above 0"),
+    (["--limit-memory", "0"], "--limit-memory must be above 0"),
+])
+def test_vb_limits_have_the_manifests_bounds(args, message):
+    """A review: --limit-pids 0 and --limit-cpu -1 ran without a word, NaN gave a
+    Python error, and too many pids failed in the kernel."""
+    with pytest.raises(VbUsageError) as info:
+        doc(*args, "true")
+    assert message in str(info.value)

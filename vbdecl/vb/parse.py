@@ -734,6 +734,7 @@ def to_document(o: VbOptions, *, uid: int | None = None, gid: int | None = None,
     limits: dict[str, Any] = {"memory": None, "memory_swap": None, "cpu": None, "cpu_weight": None,
                               "pids": None, "io_weight": None, "rlimits": {}, "optional": False}
     if o.limits:
+        from vbdecl.model.names import PID_MAX_LIMIT
         from vbdecl.model.units import parse_size
 
         try:
@@ -745,6 +746,13 @@ def to_document(o: VbOptions, *, uid: int | None = None, gid: int | None = None,
                 limits["pids"] = int(o.limits["pids"])
         except ValueError as exc:
             raise VbUsageError(f"invalid limit: {exc}") from None
+        # the manifest's bounds (limits in docs/manifest.md)
+        if limits["memory"] is not None and not 0 < limits["memory"] < 2**63:
+            raise VbUsageError(f"--limit-memory must be above 0 and below 8Ei, not {o.limits['memory']}")
+        if limits["cpu"] is not None and not 0 < limits["cpu"] <= 4096:     # (NaN too)
+            raise VbUsageError(f"--limit-cpu must be above 0 and at most 4096 cores, not {o.limits['cpu']}")
+        if limits["pids"] is not None and not 1 <= limits["pids"] <= PID_MAX_LIMIT:
+            raise VbUsageError(f"--limit-pids must be 1 to {PID_MAX_LIMIT}, not {o.limits['pids']}")
 
     # bubblewrap (not setuid) sets up as uid 0 of a user namespace it creates when it
     # mounts a devpts (--dev), else as the sandbox's uid (vb: always the latter). Its

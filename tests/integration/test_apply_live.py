@@ -332,6 +332,35 @@ def test_a_deleted_bind_source_is_drift_and_stops_the_apply_before_anything_chan
     _run(body, tmp_path)
 
 
+def test_a_bind_source_renamed_on_the_host_is_changed_not_deleted(tmp_path: Path) -> None:
+    """A user review renamed a live environment's bind source (git mv): status and plan
+    called the mount deleted outside vbdecl, while it was there, with the same files,
+    and the plan line cut both paths off before the part that differs."""
+
+    def body(tmp: Path) -> None:
+        sd, data = tmp / "state", tmp / "data-before-the-rename"
+        data.mkdir()
+        m = tmp / "web.yaml"
+        m.write_text(MANIFEST.format(name="web") + "  filesystem:\n"
+                     + "".join(f"    - {{{e}}}\n" for e in BASE_ENTRIES)
+                     + f"    - {{type: bind, source: {data}, target: /data}}\n")
+        vb = [sys.executable, "-m", "vbdecl", "--state-dir", str(sd)]
+        env = {k: v for k, v in os.environ.items() if not k.startswith("VBDECL_")}
+
+        def cli(*args: str) -> subprocess.CompletedProcess[str]:
+            return subprocess.run([*vb, *args], env=env, capture_output=True, text=True, timeout=120)
+
+        assert cli("apply", str(m), "-y").returncode == 0
+        data.rename(tmp / "data-after-the-rename")
+        plan = cli("plan", str(m))
+        line = next(x for x in plan.stdout.splitlines() if x.startswith("  ~ mount[/data]"))
+        assert "changed outside vbdecl: mount.root " in line and line.endswith("-after-the-rename"), line
+        assert cli("destroy", "web", "-y").returncode == 0
+        assert _our_mounts(sd) == []
+
+    _run(body, tmp_path)
+
+
 NESTED = """\
 apiVersion: vbdecl/v1
 kind: Environment

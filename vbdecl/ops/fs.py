@@ -596,7 +596,14 @@ class _Mount(_FsOp):
             return None     # an interrupted apply's mount points: no mount of its own
         ident = _recorded_identity(record)
         if record is not None and ident is not None:
-            mi = next((mi for mi in mountinfo_of(ctx) or [] if _identity(mi) == ident), None)
+            mounts = mountinfo_of(ctx) or []
+            mi = next((mi for mi in mounts if _identity(mi) == ident), None)
+            if mi is None:
+                # the same mount, its source moved on the host (a rename: the kernel
+                # shows the root's new path): changed outside vbdecl, not deleted
+                moved = next((m for m in mounts if {**_identity(m), "root": ident["root"]} == ident), None)
+                if moved is not None:
+                    return {**record, "mount": _identity(moved)}
             if mi is not None and self._source_deleted(params, mi):
                 return {**record, "mount": {**ident, "root": mi["root"]}}   # (...//deleted)
             return record if mi is not None else None

@@ -58,6 +58,10 @@ def value(v: Any, limit: int = 48) -> str:
             text = v
     else:
         text = json.dumps(v, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
-    if len(text) > limit:
+    if len(text) > limit and isinstance(v, str):
+        # the middle goes: two long paths differ at their ends as often as not
+        keep = limit - 3
+        text = text[: keep - keep // 2] + "..." + text[len(text) - keep // 2:]
+    elif len(text) > limit:
         text = text[: limit - 3] + "..."
     return text

@@ -344,29 +344,37 @@ def test_the_hosts_device_nodes_of_a_dev_entry_cannot_be_changed(env: dict[str, 
                 os.utime(p, ns=(st.st_atime_ns, mtime))
 
 
-@pytest.mark.parametrize("entry", ["bind", "file"])
+@pytest.mark.parametrize("entry", ["bind", "file", "overlay", "bind-through-an-alias"])
 def test_a_link_the_sandbox_put_in_its_writable_bind_does_not_redirect_a_source(
         env: dict[str, str], tmp_path: Path, entry: str) -> None:
     """A security review: a sandbox replaced, in its writable bind, the source of a
-    later bind (or of a file entry) with a link to a host directory the manifest
-    does not give it (the host's /etc): the next run bound it read-write (or copied
-    the file in). Below a directory the sandbox may write, no link is followed."""
-    shared, secret = tmp_path / "shared", tmp_path / "secret"
-    (shared / "data").mkdir(parents=True)
+    later bind (or of a file entry, an overlay's upper directory) with a link to a
+    host directory the manifest does not give it (the host's /etc): the next run
+    bound it read-write (or copied the file in). Below a directory the sandbox may
+    write, no link is followed, whatever the path's spelling (a second review went
+    through a link of root's to the same directory)."""
+    shared, secret, lower = tmp_path / "shared", tmp_path / "secret", tmp_path / "lower"
+    for d in (shared / "data", shared / "upper", shared / "work", secret, lower):
+        d.mkdir(parents=True)
     (shared / "app.conf").write_text("conf\n")
-    secret.mkdir()
     (secret / "key").write_text("secret\n")
-    extra = f"    - {{type: bind, source: {shared}, target: /shared}}\n" + (
-        f"    - {{type: bind, source: {shared}/data, target: /data}}\n" if entry == "bind" else
-        f"    - {{type: file, target: /conf, source: {shared}/app.conf}}\n")
+    (tmp_path / "alias").symlink_to(tmp_path)
+    extra = f"    - {{type: bind, source: {shared}, target: /shared}}\n" + {
+        "bind": f"    - {{type: bind, source: {shared}/data, target: /data}}\n",
+        "bind-through-an-alias": f"    - {{type: ro-bind, source: {tmp_path}/alias/shared/data, target: /data}}\n",
+        "file": f"    - {{type: file, target: /conf, source: {shared}/app.conf}}\n",
+        "overlay": f"    - {{type: overlay, lower: [{lower}], upper: {shared}/upper, work: {shared}/work, "
+                   "target: /data}\n"}[entry]
     m = manifest(tmp_path, extra)
-    plant = (f"rmdir /shared/data && ln -s {secret} /shared/data" if entry == "bind" else
-             f"rm /shared/app.conf && ln -s {secret}/key /shared/app.conf")
+    plant = {"file": f"rm /shared/app.conf && ln -s {secret}/key /shared/app.conf",
+             "overlay": f"rm -r /shared/upper && ln -s {secret} /shared/upper"}.get(
+                 entry, f"rmdir /shared/data && ln -s {secret} /shared/data")
     r = vbdecl(env, "run", m, "--", "/bin/sh", "-c", plant)
     assert r.returncode == 0, r.stderr
     r = vbdecl(env, "run", m, "--", "/bin/sh", "-c", "cat /data/key /conf 2>/dev/null")
     assert (r.returncode, r.stdout) == (125, ""), r.stdout
-    assert "which the sandbox may write: vbdecl follows no symlink there" in r.stderr, r.stderr
+    assert "is in a directory the sandbox may write" in r.stderr, r.stderr
+    assert list(secret.iterdir()) == [secret / "key"]
 
 
 @pytest.mark.parametrize("key", ["lock_file", "events"])

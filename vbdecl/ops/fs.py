@@ -407,7 +407,7 @@ def _helper_main(job: _Job, paths: dict[str, str], w: int, writable: list[str]) 
         host_fd = os.open("/", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
         staging = m.new_mount("tmpfs", [("mode", "0700")], m.MOUNT_ATTR_NOSUID | m.MOUNT_ATTR_NODEV)
         b = Builder(host_fd, None, staging, "/")
-        b.sandbox_writable = writable     # (no link below them is followed to a source)
+        b.fence_writable(writable)     # (no link below them is followed to a source)
         # ipc and pid first: mqueue and proc instances belong to their creator's
         # namespaces, and are made (host phase) while still in the host's mount
         # namespace, where a fully visible proc exists.

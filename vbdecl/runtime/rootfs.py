@@ -87,6 +87,17 @@ def set_link_policy(root_only: bool) -> None:
 
 # --- safe path resolution inside a root -------------------------------------
 
+# Directories by (st_dev, st_ino): see resolve's fence
+Fence = frozenset[tuple[int, int]]
+
+
+def _in_fence(fd: int, fence: Fence | None, above: bool) -> bool:
+    if above or not fence:
+        return above
+    st = os.fstat(fd)
+    return (st.st_dev, st.st_ino) in fence
+
+
 def _close(fd: int | None) -> None:
     if fd is not None and fd >= 0:
         try:
@@ -100,28 +111,31 @@ def _split(path: str) -> list[str]:
 
 
 def resolve(root_fd: int, path: str, flags: int = os.O_PATH, *, follow: bool = True,
-            mode: int = 0, missing_ok: bool = False, symlinks: bool = True) -> int:
+            mode: int = 0, missing_ok: bool = False, symlinks: bool = True,
+            fence: Fence | None = None) -> int:
     """Open ``path`` relative to ``root_fd`` as if ``root_fd`` were ``/``.
 
     Symlinks (absolute or relative) and ``..`` never leave the root. With
     ``follow=False`` the last component is not followed (O_NOFOLLOW). With
     ``symlinks=False`` no symlink is followed at all (ELOOP; the last component
     with O_PATH and follow=False is opened as the link). With ``missing_ok`` a
-    missing path (or component) returns -1.
+    missing path (or component) returns -1. ``fence``: directories, by (st_dev,
+    st_ino), below which no symlink is followed (Builder.fence_writable).
     """
     if not follow:
         flags |= os.O_NOFOLLOW
     owners = _link_owners if symlinks else None
     if m.openat2_supported():
-        how = _RESOLVE if symlinks and owners is None else _RESOLVE | m.RESOLVE_NO_SYMLINKS
+        careful = not symlinks or owners is not None or bool(fence)
+        how = _RESOLVE | m.RESOLVE_NO_SYMLINKS if careful else _RESOLVE
         try:
             return m.openat2(root_fd, path or "/", flags, mode, how, missing_ok=missing_ok)
         except OSError as exc:
-            if owners is None or exc.errno != errno.ELOOP:
+            if not symlinks or not careful or exc.errno != errno.ELOOP:
                 raise
-            # a link on the way: walk, following those of the owners we trust
+            # a link on the way: walk, following those of the owners we trust, outside the fence
     try:
-        return _walk(root_fd, path, flags, follow, mode, symlinks, owners)
+        return _walk(root_fd, path, flags, follow, mode, symlinks, owners, fence or None)
     except FileNotFoundError:
         if missing_ok:
             return -1
@@ -129,11 +143,12 @@ def resolve(root_fd: int, path: str, flags: int = os.O_PATH, *, follow: bool = T
 
 
 def _walk(root_fd: int, path: str, flags: int, follow: bool, mode: int, symlinks: bool = True,
-          owners: frozenset[int] | None = None) -> int:
+          owners: frozenset[int] | None = None, fence: Fence | None = None) -> int:
     """openat2(RESOLVE_IN_ROOT) for kernels without it (and for following only the
-    symlinks of ``owners``): one component at a time."""
+    symlinks of ``owners``, and none below the ``fence``): one component at a time."""
     todo = _split(path)
     stack = [os.dup(root_fd)]  # fds of the directories from the root down to the current one
+    fenced = [_in_fence(root_fd, fence, False)]     # whether each is at or below the fence
     links = 0
     try:
         while todo:
@@ -141,6 +156,7 @@ def _walk(root_fd: int, path: str, flags: int, follow: bool, mode: int, symlinks
             if comp == "..":
                 if len(stack) > 1:
                     _close(stack.pop())
+                    fenced.pop()
                 continue
             last = not todo
             try:
@@ -157,6 +173,14 @@ def _walk(root_fd: int, path: str, flags: int, follow: bool, mode: int, symlinks
                 if not symlinks:
                     _close(fd)
                     raise OSError(errno.ELOOP, "a symlink on the way", path)
+                if fenced[-1]:
+                    _close(fd)
+                    exc = OSError(errno.ELOOP, f"the symlink {comp!r} on the way is in a directory the "
+                                               "sandbox may write", path)
+                    exc.hint = ("vbdecl follows no symlink below the source of a writable bind, an "  # type: ignore[attr-defined]
+                                "overlay's upper directory or a rootfs (the sandbox may have made it): "
+                                "point the entry at where the link leads")
+                    raise exc
                 if owners is not None and st.st_uid not in owners:
                     _close(fd)
                     exc = OSError(errno.ELOOP, f"the symlink {comp!r} on the way belongs to uid {st.st_uid}, "
@@ -175,6 +199,7 @@ def _walk(root_fd: int, path: str, flags: int, follow: bool, mode: int, symlinks
                 if target.startswith("/"):
                     while len(stack) > 1:
                         _close(stack.pop())
+                        fenced.pop()
                 todo = _split(target) + todo
                 continue
             if last:
@@ -185,6 +210,7 @@ def _walk(root_fd: int, path: str, flags: int, follow: bool, mode: int, symlinks
                     _close(fd)
                     raise NotADirectoryError(errno.ENOTDIR, "not a directory", path)
                 return fd
+            fenced.append(_in_fence(fd, fence, fenced[-1]))
             stack.append(fd)
         return os.open(".", flags | os.O_CLOEXEC, dir_fd=stack[-1])
     finally:
@@ -219,14 +245,14 @@ def _note(created: list[str] | None, path: str, dir_fd: int, name: str) -> None:
 
 
 def ensure_dir(root_fd: int, path: str, mode: int = 0o755, created: list[str] | None = None,
-               *, parent_mode: int = 0o755) -> int:
+               *, parent_mode: int = 0o755, fence: Fence | None = None) -> int:
     """An O_PATH fd on directory ``path`` inside the root, creating what is missing.
 
     Missing components are created one at a time with ``mode`` (parents
     always 0755) and opened with O_NOFOLLOW, so a symlink swapped in between
     can never redirect the walk. ``created`` collects the paths created.
     """
-    fd = resolve(root_fd, path, os.O_PATH | os.O_DIRECTORY, missing_ok=True)
+    fd = resolve(root_fd, path, os.O_PATH | os.O_DIRECTORY, missing_ok=True, fence=fence)
     if fd >= 0:
         return fd
     comps = _split(path)
@@ -235,7 +261,7 @@ def ensure_dir(root_fd: int, path: str, mode: int = 0o755, created: list[str] | 
     try:
         for i, comp in enumerate(comps):
             done += "/" + comp
-            nxt = resolve(root_fd, done, os.O_PATH | os.O_DIRECTORY, missing_ok=True)
+            nxt = resolve(root_fd, done, os.O_PATH | os.O_DIRECTORY, missing_ok=True, fence=fence)
             if nxt < 0:
                 try:
                     os.mkdir(comp, mode if i == len(comps) - 1 else parent_mode, dir_fd=fd)
@@ -378,9 +404,9 @@ class Builder:
         self.fresh_devs: set[int] = set()   # filesystems made for the root (nothing of the host's)
         # vb writes and chmods through a link at the target, as bubblewrap (see _final)
         self.through_links = False
-        # Host directories the sandbox may write (sandbox_writable): no link below them
-        # is followed to a host source
-        self.sandbox_writable: list[str] = []
+        # Host directories the sandbox may write (fence_writable): no link below them is
+        # followed to a source
+        self.fence: Fence = frozenset()
 
     def set_root(self, root_path: str) -> None:
         _close(self.root_fd)
@@ -392,24 +418,27 @@ class Builder:
         self.root_fd = -1
 
     def _host(self, path: str, flags: int = os.O_PATH) -> int:
-        """A host path (a source), opened from the host's root. Below a directory
-        the sandbox may write no symlink is followed: its process (root's, as
-        likely as not) could have put one there, on an earlier run or while a live
-        environment runs, to have a later bind or copy take a host path the
-        manifest does not give it (a security review bound the host's /etc so)."""
-        base = writable_base(path, self.sandbox_writable)
-        if base is None or os.path.normpath(path) == base:     # (the way to it is not theirs)
-            return resolve(self.host_fd, path, flags)
-        base_fd = resolve(self.host_fd, base, os.O_PATH | os.O_DIRECTORY)
-        try:
-            return resolve(base_fd, os.path.normpath(path)[len(base):], flags, symlinks=False)
-        except OSError as exc:
-            if exc.errno == errno.ELOOP:
-                exc.hint = (f"{path} is below {base}, which the sandbox may write: vbdecl "  # type: ignore[attr-defined]
-                            "follows no symlink there")
-            raise
-        finally:
-            _close(base_fd)
+        """A host path (a source), opened from the host's root, following no symlink
+        below a directory the sandbox may write (see fence_writable)."""
+        return resolve(self.host_fd, path, flags, fence=self.fence)
+
+    def fence_writable(self, paths: list[str]) -> None:
+        """No symlink below ``paths`` (sandbox_writable) is followed to a host source
+        from now on: the sandbox's process (root's, as likely as not) could have put
+        one there, on an earlier run or while a live environment runs, to have a later
+        bind or copy take a host path the manifest does not give it (a security review
+        bound the host's /etc so). Known by device and inode, not by their spelling."""
+        for path in paths:      # (outermost first: each resolved inside the fence so far)
+            try:
+                fd = resolve(self.host_fd, path, os.O_PATH, fence=self.fence)
+            except OSError:
+                continue        # (missing: its entry says so, or makes it)
+            try:
+                st = os.fstat(fd)
+            finally:
+                _close(fd)
+            if stat.S_ISDIR(st.st_mode):
+                self.fence |= {(st.st_dev, st.st_ino)}
 
     def apply(self, e: dict[str, Any]) -> None:
         # vb: parents created for this entry get bubblewrap's mode (from --perms)
@@ -868,8 +897,8 @@ class Builder:
     def make_overlay(self, e: dict[str, Any], made: Made) -> None:
         upper = work = -1
         try:
-            upper = ensure_dir(self.host_fd, e["upper"], 0o755, self.host_created)
-            work = ensure_dir(self.host_fd, e["work"], 0o755, self.host_created)
+            upper = ensure_dir(self.host_fd, e["upper"], 0o755, self.host_created, fence=self.fence)
+            work = ensure_dir(self.host_fd, e["work"], 0o755, self.host_created, fence=self.fence)
             made.mounts.append(("", self._overlay(list(e["lower"]), upper, work,
                                                   m.MOUNT_ATTR_NOSUID | m.MOUNT_ATTR_NODEV), True))
         finally:
@@ -915,8 +944,15 @@ class Builder:
                                 False))
         elif mode not in (None, "isolated"):
             sub = Made()
-            self._clone_source({"source": "/etc/resolv.conf", "target": "/etc/resolv.conf",
-                                "optional": True}, ro, sub)
+            try:
+                self._clone_source({"source": "/etc/resolv.conf", "target": "/etc/resolv.conf",
+                                    "optional": True}, ro, sub)
+            except OSError as exc:
+                # the host's /etc is writable by the sandbox (a writable bind) and its
+                # resolv.conf a link (systemd-resolved): not followed, and not needed,
+                # since the sandbox has that /etc as it is
+                if exc.errno != errno.ELOOP or not self.fence:
+                    raise
             made.mounts += [("/etc/resolv.conf", fd, False) for _, fd, _ in sub.mounts]
         if hosts:
             base = hosts_base if hosts_base is not None else \
@@ -1360,7 +1396,7 @@ def _setup_root(spec: dict[str, Any], contained: bool,
     b = Builder(host_fd, root_path, staging_fd, prefix, userns, tty)
     b.through_links = "vb" in spec
     if "vb" not in spec:    # (bubblewrap follows them)
-        b.sandbox_writable = sandbox_writable(spec)
+        b.fence_writable(sandbox_writable(spec))
     # (the host's root only: in a user namespace we hold no more than the caller)
     set_link_policy("vb" not in spec and os.geteuid() == 0 and not userns)
     ok = False
@@ -1473,15 +1509,6 @@ def sandbox_writable(spec: dict[str, Any]) -> list[str]:
     if spec.get("rootfs"):
         found.append(spec["rootfs"])
     return sorted({os.path.normpath(p) for p in found if p and p.startswith("/")}, key=len)
-
-
-def writable_base(path: str, writable: list[str]) -> str | None:
-    """The outermost of ``writable`` that ``path`` is below (or is), else None."""
-    path = os.path.normpath(path)
-    for base in writable:
-        if path == base or path.startswith(base.rstrip("/") + "/"):
-            return base
-    return None
 
 
 def merge_change_reports(reports: list[dict[str, Any]]) -> tuple[str, dict[str, Any] | None]:

@@ -91,6 +91,25 @@ def set_link_policy(root_only: bool) -> None:
 Fence = frozenset[tuple[int, int]]
 
 
+def _refused_link(comp: str, path: str, fenced: bool, owner: int,
+                  owners: frozenset[int] | None) -> OSError | None:
+    """Why the symlink ``comp`` on the way to ``path`` is not followed, if it is not."""
+    if fenced:
+        why = f"the symlink {comp!r} on the way is in a directory the sandbox may write"
+        hint = ("vbdecl follows no symlink below the source of a writable bind, an overlay's "
+                "upper directory or a rootfs (the sandbox may have made it): point the entry "
+                "at where the link leads")
+    elif owners is not None and owner not in owners:
+        why = f"the symlink {comp!r} on the way belongs to uid {owner}, and vbdecl, as root, follows only root's"
+        hint = ("point the entry (its target, or its source) at where the link leads: another "
+                "user's link, such as one the sandbox made in a bound directory, could lead root anywhere")
+    else:
+        return None
+    exc = OSError(errno.ELOOP, why, path)
+    exc.hint = hint  # type: ignore[attr-defined]
+    return exc
+
+
 def _in_fence(fd: int, fence: Fence | None, above: bool) -> bool:
     if above or not fence:
         return above
@@ -173,22 +192,10 @@ def _walk(root_fd: int, path: str, flags: int, follow: bool, mode: int, symlinks
                 if not symlinks:
                     _close(fd)
                     raise OSError(errno.ELOOP, "a symlink on the way", path)
-                if fenced[-1]:
+                refused = _refused_link(comp, path, fenced[-1], st.st_uid, owners)
+                if refused is not None:
                     _close(fd)
-                    exc = OSError(errno.ELOOP, f"the symlink {comp!r} on the way is in a directory the "
-                                               "sandbox may write", path)
-                    exc.hint = ("vbdecl follows no symlink below the source of a writable bind, an "  # type: ignore[attr-defined]
-                                "overlay's upper directory or a rootfs (the sandbox may have made it): "
-                                "point the entry at where the link leads")
-                    raise exc
-                if owners is not None and st.st_uid not in owners:
-                    _close(fd)
-                    exc = OSError(errno.ELOOP, f"the symlink {comp!r} on the way belongs to uid {st.st_uid}, "
-                                               "and vbdecl, as root, follows only root's", path)
-                    exc.hint = ("point the entry (its target, or its source) at where the link leads: "   # type: ignore[attr-defined]
-                                "another user's link, such as one the sandbox made in a bound "
-                                "directory, could lead root anywhere")
-                    raise exc
+                    raise refused
                 try:    # the link checked, not whatever has its name by now
                     target = os.readlink("", dir_fd=fd)
                 finally:

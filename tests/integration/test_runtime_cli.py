@@ -377,6 +377,29 @@ def test_a_link_the_sandbox_put_in_its_writable_bind_does_not_redirect_a_source(
     assert list(secret.iterdir()) == [secret / "key"]
 
 
+def test_a_link_the_sandbox_put_in_its_writable_bind_does_not_widen_a_landlock_rule(
+        env: dict[str, str], tmp_path: Path) -> None:
+    """A security review: with read: [/data/pub] and /data writable, a run replaced
+    /data/pub with a link to /, and the next run's rule granted reading all of the
+    root (a bound secret included). Below a writable bind no link is followed to a
+    rule's path: that run fails."""
+    data, secret = tmp_path / "data", tmp_path / "secret"
+    (data / "pub").mkdir(parents=True)
+    secret.mkdir()
+    (secret / "key").write_text("secret\n")
+    m = manifest(tmp_path, f"""\
+    - {{type: bind, source: {data}, target: /data}}
+    - {{type: ro-bind, source: {secret}, target: /secret}}
+  security:
+    landlock: {{execute: [/usr], read: [/usr, /proc, /dev, /data/pub], read_write: [/data]}}
+""")
+    r = vbdecl(env, "run", m, "--", "/bin/sh", "-c", "cat /secret/key; rmdir /data/pub && ln -s / /data/pub")
+    assert (r.returncode, r.stdout) == (0, ""), r.stderr
+    r = vbdecl(env, "run", m, "--", "/bin/sh", "-c", "cat /secret/key")
+    assert (r.returncode, r.stdout) == (125, ""), r.stdout
+    assert "landlock rule: open('/data/pub')" in r.stderr and "follows no symlink below" in r.stderr
+
+
 @pytest.mark.parametrize("key", ["lock_file", "events"])
 def test_a_status_file_is_not_opened_through_a_symlink(env: dict[str, str], tmp_path: Path, key: str) -> None:
     """status.lock_file (truncated, then the pid written) and status.events (appended

@@ -54,6 +54,7 @@ from __future__ import annotations
 
 import errno
 import os
+import stat
 import sys
 
 from vbdecl.errors import RuntimeSetupError
@@ -296,6 +297,7 @@ def preload(spec: dict[str, Any]) -> None:
     if (spec.get("vb") or {}).get("seccomp_fds") or (spec.get("vb") or {}).get("seccomp_programs"):
         from vbdecl.sys import seccomp as _ssc  # noqa: F401
     if sec.get("landlock"):
+        from vbdecl.runtime import rootfs as _rootfs  # noqa: F401  (its rule paths: _fence_inside)
         from vbdecl.sys import landlock as _ll
 
         _ll.abi_version()
@@ -327,8 +329,9 @@ def load_host_files(spec: dict[str, Any]) -> dict[str, Any]:
 
 # --- Landlock ---------------------------------------------------------------
 
-def landlock_ruleset(cfg: dict[str, Any] | None) -> int | None:
-    """Create and fill the ruleset (paths resolved in the current root); fd or None."""
+def landlock_ruleset(cfg: dict[str, Any] | None, fenced: list[str] | None = None) -> int | None:
+    """Create and fill the ruleset (paths resolved in the current root, following no
+    symlink below the directories ``fenced``: see _fence_inside); fd or None."""
     if not cfg:
         return None
     from vbdecl.sys import landlock as ll
@@ -362,9 +365,13 @@ def landlock_ruleset(cfg: dict[str, Any] | None) -> int | None:
         for path in cfg.get(key) or []:
             rules.append((str(path), mask & fs_all))
     fd = ll.create_ruleset(fs_all, handled_net, ll.scopes(abi))
+    root = os.open("/", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
+        from vbdecl.runtime.rootfs import resolve
+
+        fence = _fence_inside(root, fenced or [])
         for path, mask in rules:
-            ll.add_path_rule(fd, path, mask)
+            ll.add_path_rule(fd, path, mask, lambda p: resolve(root, p, os.O_PATH, fence=fence))
         if handled_net:
             for port in ports.get("bind") or []:
                 ll.add_port_rule(fd, int(port), ll.BIND_TCP)
@@ -373,7 +380,42 @@ def landlock_ruleset(cfg: dict[str, Any] | None) -> int | None:
     except BaseException:
         os.close(fd)
         raise
+    finally:
+        os.close(root)
     return fd
+
+
+def writable_targets(spec: dict[str, Any]) -> list[str]:
+    """Where, inside the environment, its process writes what outlives it: the
+    targets of rw binds and overlays with an upper directory, and / for a rootfs."""
+    found = ["/"] if spec.get("rootfs") else []
+    for e in spec.get("filesystem") or []:
+        if e.get("type") in ("bind", "dev-bind") or (e.get("type") == "overlay" and e.get("upper")):
+            found.append(str(e["target"]))
+    return sorted(set(found), key=len)
+
+
+def _fence_inside(root: int, targets: list[str]) -> frozenset[tuple[int, int]]:
+    """The directories at ``targets`` (writable_targets) by device and inode: no
+    symlink below them is followed to a Landlock rule's path, since the process could
+    have made one there on an earlier run (or through an exec into a live environment)
+    to have the rule grant more (a security review turned read: [/data/pub] into
+    read access to / so)."""
+    from vbdecl.runtime.rootfs import resolve
+
+    fence: frozenset[tuple[int, int]] = frozenset()
+    for target in targets:      # (outermost first)
+        try:
+            fd = resolve(root, target, os.O_PATH, fence=fence)
+        except OSError:
+            continue
+        try:
+            st = os.fstat(fd)
+        finally:
+            os.close(fd)
+        if stat.S_ISDIR(st.st_mode):
+            fence |= {(st.st_dev, st.st_ino)}
+    return fence
 
 
 # --- privileges and compiled seccomp programs -----------------------------------
@@ -702,7 +744,7 @@ def fill_child_steps(plan: LastStep, spec: dict[str, Any], *, userns_done: bool 
     a spawn)."""
     if not userns_done:
         prepare_in_child(spec)
-    ruleset = landlock_ruleset((spec.get("security") or {}).get("landlock"))
+    ruleset = landlock_ruleset((spec.get("security") or {}).get("landlock"), writable_targets(spec))
     plan.landlock = -1 if ruleset is None else ruleset
 
 

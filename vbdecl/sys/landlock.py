@@ -15,6 +15,10 @@ import struct
 
 from vbdecl.sys.raw import check, raise_errno, syscall
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
 LANDLOCK_CREATE_RULESET_VERSION = 1 << 0
 
 LANDLOCK_RULE_PATH_BENEATH = 1
@@ -110,17 +114,20 @@ def create_ruleset(handled_fs: int, handled_net: int = 0, scoped: int = 0) -> in
              "true for best effort")
 
 
-def add_path_rule(ruleset_fd: int, path: str, access: int) -> int:
-    """Grant ``access`` beneath ``path``; on a non-directory only the file rights apply.
+def add_path_rule(ruleset_fd: int, path: str, access: int,
+                  opener: Callable[[str], int] | None = None) -> int:
+    """Grant ``access`` beneath ``path`` (opened with ``opener``, an O_PATH fd; by
+    default following symlinks); on a non-directory only the file rights apply.
 
     Returns the access actually granted (masked for files).
     """
     try:
-        fd = os.open(path, os.O_PATH | os.O_CLOEXEC)
+        fd = opener(path) if opener is not None else os.open(path, os.O_PATH | os.O_CLOEXEC)
     except OSError as e:
+        why = getattr(e, "hint", None) if e.errno == errno.ELOOP else None     # (a link refused)
         raise_errno(f"landlock rule: open({path!r})", e.errno or errno.ENOENT,
-                    hint="the path must exist inside the environment: create it with a "
-                         "filesystem entry, or remove it from security.landlock")
+                    hint=why or "the path must exist inside the environment: create it with a "
+                    "filesystem entry, or remove it from security.landlock")
         raise  # unreachable
     try:
         if not stat.S_ISDIR(os.fstat(fd).st_mode):

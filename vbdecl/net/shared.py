@@ -142,7 +142,8 @@ def locked(state_dir: str) -> Iterator[dict[str, Any]]:
                 yield data
             except BaseException:
                 if _OPEN[id(data)][3] != initial:
-                    flush(data)     # flushed on the way: what the failing step set back
+                    with contextlib.suppress(OSError):    # (the step's own error is the news)
+                        flush(data)     # flushed on the way: what the failing step set back
                 raise
             if not any(data[k] for k in ("bridges", "leases", "instances")):
                 # Nothing shared is left: leave no files behind on the host.

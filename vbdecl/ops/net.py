@@ -185,6 +185,10 @@ class Bridge:
         ipr = _sess(ctx).host
         with shared.locked(ctx.state_dir) as st:
             shared.collect(st, _ns_alive)
+            for other, stale in list(st["bridges"].items()):
+                # no user and no bridge (an apply killed right before making it): forget it
+                if not stale.get("users") and nl.link(ipr, other) is None:
+                    del st["bridges"][other]
             shared.register(st, ctx.instance, ctx.env_pid, nl.netns_id(ctx.env_pid),
                             shared.owner(ctx.name, ctx.state_dir))
             entry = st["bridges"].get(name)

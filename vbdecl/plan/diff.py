@@ -337,8 +337,9 @@ def changes(desired: dict[str, Any] | None, state: dict[str, Any] | None,
     wanted_hash = (desired or {}).get("manifest_hash")
     if recorded and wanted_hash and recorded != wanted_hash and not any(c.symbol and not c.drift for c in out):
         # labels or annotations: nothing on the host changes, yet apply records them
-        out.append(Change("", METADATA, METADATA, "the manifest changed, but nothing it makes on the "
-                          "host: apply records it (labels, annotations)"))
+        out.append(Change("", METADATA, METADATA, "the manifest changed (labels, annotations, or "
+                          "defaults another vbdecl fills in), but nothing it makes on the host: "
+                          "apply records it"))
     return out
 
 

@@ -306,6 +306,9 @@ def holder_main(cfg: ChildConfig, parent: int) -> NoReturn:
                 child = pid = os.fork()
                 if pid == 0:
                     init_main(cfg, me)
+        if child and cfg.report_fd >= 0:
+            os.close(cfg.report_fd)     # pid 1 reports the build: ours would keep the pipe open
+            cfg.report_fd = -1
         send(cfg.c2p, MSG_PID, struct.pack("=i", pid))
         if cfg.direct_init:
             init_main(cfg, None)        # waits for the second go itself (_second_go)

@@ -497,8 +497,8 @@ def start_process(*, env_record: dict[str, Any], spec: dict[str, Any], log_path:
                 if child == 0:
                     for fd in (host_proc, *home, closed_w):
                         os.close(fd)
-                    if os.read(closed_r, 1) != b"":
-                        os._exit(125)
+                    if os.read(closed_r, 1) != b"g":
+                        os._exit(125)     # the bridge failed (or died): no process without it
                     os.close(closed_r)    # the bridge holds the host's fds no more
                     os.setsid()
                     os.dup2(null, 0)
@@ -525,8 +525,10 @@ def start_process(*, env_record: dict[str, Any], spec: dict[str, Any], log_path:
                         os.write(fd, b"0")
                     except OSError:
                         pass
-                for fd in (host_proc, *home, closed_r, closed_w):   # (end of file: the process goes on)
+                for fd in (host_proc, *home, closed_r):
                     os.close(fd)
+                os.write(closed_w, b"g")     # the process goes on
+                os.close(closed_w)
                 os.write(ready_w, struct.pack("=i", host_pid))
                 data = os.read(done_r, 4)
                 if len(data) != 4:

@@ -1536,7 +1536,8 @@ def merge_change_reports(reports: list[dict[str, Any]]) -> tuple[str, dict[str, 
 def _test_crash_point(index: int) -> None:
     """``VBDECL_TEST_CRASH_AT=root-entry:N``: once entry N is built, SIGKILL every
     process of the run's process group and leave, as if killed too (a pid 1 is
-    immune to its own signals): a test hook, inert unless set."""
+    immune to its own signals): a test hook, inert unless set. Start the run in a
+    session of its own: the caller's group is the run's otherwise."""
     if os.environ.get("VBDECL_TEST_CRASH_AT") == f"root-entry:{index}":
         from vbdecl.sys.signals import SIGKILL
 

@@ -141,6 +141,12 @@ t("bind allowed", lambda s: s.bind(("0.0.0.0", ok_bind)))
 t("bind other", lambda s: s.bind(("0.0.0.0", other)))
 t("connect allowed", lambda s: s.connect(("127.0.0.1", ok_conn)))
 t("connect other", lambda s: s.connect(("127.0.0.1", other)))
+for name, args in (("mptcp socket", (socket.AF_INET, socket.SOCK_STREAM, 262)), ("smc socket", (43, socket.SOCK_STREAM, 0))):
+    try:
+        socket.socket(*args).close()
+        out[name] = "ok"
+    except OSError as e:
+        out[name] = e.errno
 print(json.dumps(out))
 """
 
@@ -153,6 +159,9 @@ def test_port_rules(tmp_path: Path) -> None:
     got = json.loads(r.out)
     assert got["bind allowed"] == "ok" and got["bind other"] == 13, got
     assert got["connect allowed"] not in ("ok", 13) and got["connect other"] == 13, got
+    # A security review bound and connected any port through an MPTCP socket, which
+    # Landlock's TCP rights do not cover: no such socket (nor SMC) is made
+    assert got["mptcp socket"] == got["smc socket"] == 13, got
     # No port rules: every TCP bind and connect is denied.
     r = python(tmp_path, spec({"landlock": {"read": ["/usr"], "execute": ["/usr"]}}), PORTS,
                extra_args=args, netns=True)

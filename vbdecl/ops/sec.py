@@ -298,9 +298,9 @@ def preload(spec: dict[str, Any]) -> None:
         from vbdecl.sys import seccomp as _ssc  # noqa: F401
     if sec.get("landlock"):
         from vbdecl.runtime import rootfs as _rootfs  # noqa: F401  (its rule paths: _fence_inside)
-        from vbdecl.sys import landlock as _ll
 
-        _ll.abi_version()
+        if landlock_handles_tcp(spec):
+            _sockets_program()
 
 
 def load_host_files(spec: dict[str, Any]) -> dict[str, Any]:
@@ -480,6 +480,8 @@ def seccomp_filters(spec: dict[str, Any], kept: int, hold: int) -> tuple[Any, li
                 f"before the root changed ({exc})",
                 hint="this is a bug in vbdecl; set security.seccomp: off to run meanwhile") from None
     raw = [program] if program else []
+    if landlock_handles_tcp(spec):
+        raw.append(_sockets_program())      # (prepared by preload, before the root changes)
     raw += [bytes.fromhex(p) for p in vb.get("seccomp_programs") or []]
     if vb.get("seccomp_fds"):
         from vbdecl.sys import seccomp as ssc
@@ -598,6 +600,61 @@ def _build_filter(setting: Any, kept: int, hold: int) -> Any:
 
     return ssc.build_filter(profile, caps=mask_names(kept), strict_names=strict,
                             where="security.seccomp")
+
+
+# Landlock's TCP rights cover TCP sockets only: an MPTCP (or SMC) socket binds and
+# connects past them (a security review did, on Linux 6.18). Where Landlock handles
+# TCP, this filter refuses to make one: socket(AF_INET|AF_INET6, *, IPPROTO_MPTCP or
+# IPPROTO_SMC), socket(AF_SMC, ...). For i386 libseccomp adds socketcall(SYS_SOCKET)
+# itself (a rule of ours for socketcall broke the whole filter: libseccomp 2.5.4).
+_IPPROTO_MPTCP, _IPPROTO_SMC, _AF_SMC = 262, 256, 43
+LANDLOCK_SOCKETS_PROFILE: dict[str, Any] = {
+    "defaultAction": "SCMP_ACT_ALLOW",
+    "archMap": [{"architecture": "SCMP_ARCH_X86_64", "subArchitectures": ["SCMP_ARCH_X86", "SCMP_ARCH_X32"]},
+                {"architecture": "SCMP_ARCH_AARCH64", "subArchitectures": ["SCMP_ARCH_ARM"]}],
+    "syscalls": [{"names": ["socket"], "action": "SCMP_ACT_ERRNO", "errnoRet": errno.EACCES,
+                  "args": [{"index": index, "value": value, "op": "SCMP_CMP_EQ"}]}
+                 for index, value in ((2, _IPPROTO_MPTCP), (2, _IPPROTO_SMC), (0, _AF_SMC))],
+}
+
+
+def landlock_handles_tcp(spec: dict[str, Any]) -> bool:
+    """Whether the process gets a Landlock ruleset that handles TCP (ABI >= 4)."""
+    if not (spec.get("security") or {}).get("landlock"):
+        return False
+    from vbdecl.sys import landlock as ll
+
+    return bool(ll.net_rights(ll.abi_version()))
+
+
+def _sockets_key() -> str | None:
+    from vbdecl.hashing import sha256
+
+    machine = _machine_inputs()
+    if machine is None:
+        return None
+    key: str = sha256(f"vbdecl-landlock-sockets\0{machine}".encode("utf-8", "surrogateescape")).hexdigest()
+    return key
+
+
+def _sockets_program() -> bytes:
+    """LANDLOCK_SOCKETS_PROFILE as a program: from memory or the cache, else built."""
+    key = _sockets_key()
+    program = _programs.get(key or "")
+    if program is not None:
+        return program
+    program = _cached_program(key) if key else None
+    if program is None:
+        from vbdecl.engine import cachefile
+        from vbdecl.sys import seccomp as ssc
+
+        program = ssc.export_bpf(ssc.build_filter(LANDLOCK_SOCKETS_PROFILE, where="landlock sockets"))
+        if key and cachefile.write(_program_path(key), {"key": key, "program": program,
+                                                        "lib": ssc.library_identity(), "warnings": []}):
+            cachefile.prune(os.path.dirname(_program_path(key)), PROGRAMS_KEPT)
+    if key:
+        _programs[key] = program
+    return program
 
 
 def _build_program(setting: Any, kept: int, hold: int, key: str) -> bytes:

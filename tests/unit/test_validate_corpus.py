@@ -166,3 +166,18 @@ def test_help(command: str, capsys: pytest.CaptureFixture[str]) -> None:
     assert exc.value.code == 0
     out = capsys.readouterr().out
     assert "Exit code" in out and "--json" in out
+
+
+def test_ruamel_loader_reports_every_syntax_error_as_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without libyaml the files with syntax errors are problems too, at the line
+    where to look: ruamel failed on a %YAML directive with an IndexError (a crash
+    report), and an unclosed bracket or quote is reported where it opens."""
+    from vbdecl.model.load import load_path
+
+    monkeypatch.chdir(BAD)
+    monkeypatch.setenv("VBDECL_YAML", "ruamel")
+    for name, loc, _fragment in [r for r in EXPECTED if r[0].startswith("syntax-")]:
+        problems = [str(p) for p in load_path(name).problems]
+        assert len(problems) == 1 and problems[0].startswith(f"{name}:"), (name, problems)
+        if "unclosed" in name:
+            assert problems[0].startswith(f"{name}:{loc}:"), problems

@@ -300,15 +300,26 @@ def _libyaml_nodes(text: str) -> Iterator[tuple[Any, Callable[[str], str]]]:
         while loader.check_node():
             yield loader.get_node(), implicit
     except yaml.MarkedYAMLError as err:
-        mark = err.problem_mark or err.context_mark
-        msg = " ".join(s for s in (err.context, err.problem) if s)
-        raise YamlProblem(mark.line + 1 if mark else 1, mark.column + 1 if mark else 1,
-                          f"YAML syntax error: {msg}",
-                          _syntax_hint(msg, text, mark.line if mark else 0)) from None
+        raise _syntax_problem(err, text) from None
     except yaml.YAMLError as err:
         raise YamlProblem(1, 1, f"YAML error: {err}", None) from None
     finally:
         loader.dispose()
+
+
+def _syntax_problem(err: Any, text: str) -> YamlProblem:
+    """A syntax error of either parser (PyYAML's or ruamel's MarkedYAMLError), where
+    to look: a bracket or quote left open is reported where it opens (the parser
+    notices only at the next line, or at the end of the file), else where the
+    parser stopped."""
+    mark, context = err.problem_mark or err.context_mark, err.context_mark
+    msg = " ".join(s for s in (err.context, err.problem) if s)
+    if mark is not None and context is not None and context.line < mark.line \
+            and any(what in (err.context or "") for what in ("flow", "quoted scalar")):
+        msg = f"{err.context} that starts here: {err.problem} (line {mark.line + 1}, column {mark.column + 1})"
+        mark = context
+    return YamlProblem(mark.line + 1 if mark else 1, mark.column + 1 if mark else 1,
+                       f"YAML syntax error: {msg}", _syntax_hint(msg, text, mark.line if mark else 0))
 
 
 def _ruamel_nodes(text: str) -> Iterator[tuple[Any, Callable[[str], str]]]:
@@ -329,13 +340,13 @@ def _ruamel_nodes(text: str) -> Iterator[tuple[Any, Callable[[str], str]]]:
         while composer.check_node():
             yield composer.get_node(), implicit
     except MarkedYAMLError as err:
-        mark = err.problem_mark or err.context_mark
-        msg = " ".join(s for s in (err.context, err.problem) if s)
-        raise YamlProblem(mark.line + 1 if mark else 1, mark.column + 1 if mark else 1,
-                          f"YAML syntax error: {msg}",
-                          _syntax_hint(msg, text, mark.line if mark else 0)) from None
+        raise _syntax_problem(err, text) from None
     except YAMLError as err:
         raise YamlProblem(1, 1, f"YAML error: {err}", None) from None
+    except (IndexError, KeyError, AttributeError, TypeError) as err:
+        # ruamel's own failures on some input (a %YAML directive: IndexError in 0.18)
+        raise YamlProblem(1, 1, f"YAML error: the parser failed on this file ({type(err).__name__}: {err})",
+                          "check the file's directives (%YAML, %TAG) and its first lines") from None
     finally:
         parser.dispose()
 

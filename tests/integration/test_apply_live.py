@@ -361,6 +361,40 @@ def test_a_bind_source_renamed_on_the_host_is_changed_not_deleted(tmp_path: Path
     _run(body, tmp_path)
 
 
+def test_an_update_that_stops_writing_a_directory_follows_no_link_made_there(tmp_path: Path) -> None:
+    """A review of the writable-source rule: it knew the manifest being applied only,
+    so an update that dropped a writable bind and bound a path below it followed a
+    link the environment's process had made there. The recorded manifest counts too."""
+
+    def body(tmp: Path) -> None:
+        sd, shared, secret = tmp / "state", tmp / "shared", tmp / "secret"
+        (shared / "data").mkdir(parents=True)
+        secret.mkdir()
+        (secret / "key").write_text("secret\n")
+        m = tmp / "web.yaml"
+        entries = "".join(f"    - {{{e}}}\n" for e in BASE_ENTRIES)
+        m.write_text(MANIFEST.format(name="web") + "  filesystem:\n" + entries
+                     + f"    - {{type: bind, source: {shared}, target: /shared}}\n")
+        vb = [sys.executable, "-m", "vbdecl", "--state-dir", str(sd)]
+        env = {k: v for k, v in os.environ.items() if not k.startswith("VBDECL_")}
+
+        def cli(*args: str) -> subprocess.CompletedProcess[str]:
+            return subprocess.run([*vb, *args], env=env, capture_output=True, text=True, timeout=120)
+
+        assert cli("apply", str(m), "-y").returncode == 0
+        out = cli("exec", "web", "--", "/bin/sh", "-c", f"rmdir /shared/data && ln -s {secret} /shared/data")
+        assert out.returncode == 0, out.stderr
+        m.write_text(MANIFEST.format(name="web") + "  filesystem:\n" + entries
+                     + f"    - {{type: ro-bind, source: {shared}/data, target: /data}}\n")
+        out = cli("apply", str(m), "-y")
+        assert out.returncode != 0 and "is in a directory the sandbox may write" in out.stderr, out.stderr
+        assert cli("exec", "web", "--", "/bin/sh", "-c", "cat /data/key").stdout == ""
+        assert cli("destroy", "web", "-y").returncode == 0
+        assert _our_mounts(sd) == []
+
+    _run(body, tmp_path)
+
+
 NESTED = """\
 apiVersion: vbdecl/v1
 kind: Environment

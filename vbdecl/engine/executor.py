@@ -316,6 +316,8 @@ class Session:
             if recorded:
                 ctx.runtime_dir = recorded
         ctx.spec = self.spec
+        # the spec on record (an update's old one): what its sandbox could write counts too
+        ctx.extra["recorded_spec"] = ((self.state or {}).get("plan") or {}).get("spec") or {}
         ctx.env_pid = self._env_pid()
         ctx.env_stays = self._env_stays
         return ctx

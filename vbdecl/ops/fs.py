@@ -357,7 +357,10 @@ def _in_env(ctx: Context, job: _Job) -> Any:
         paths[name] = path
     from vbdecl.runtime.rootfs import sandbox_writable
 
-    writable = sandbox_writable(ctx.spec or {})
+    # (the recorded spec's too: a live update that stops writing a directory keeps
+    # what its sandbox may have put there)
+    writable = sorted({*sandbox_writable(ctx.spec or {}), *sandbox_writable(ctx.extra.get("recorded_spec") or {})},
+                      key=len)
     r, w = os.pipe2(os.O_CLOEXEC)
     pid = os.fork()
     if pid == 0:  # helper

@@ -400,6 +400,52 @@ def test_a_link_the_sandbox_put_in_its_writable_bind_does_not_widen_a_landlock_r
     assert "landlock rule: open('/data/pub')" in r.stderr and "follows no symlink below" in r.stderr
 
 
+def test_a_writable_binds_subdirectory_bound_again_does_not_widen_a_landlock_rule(
+        env: dict[str, str], tmp_path: Path) -> None:
+    """A review of the rule above: a subdirectory of the writable bind, bound again
+    read-only elsewhere, was not fenced inside the environment, and a link planted
+    through the writable bind turned the rule read: [/sub/pub] into /."""
+    data, secret = tmp_path / "data", tmp_path / "secret"
+    (data / "sub" / "pub").mkdir(parents=True)
+    secret.mkdir()
+    (secret / "key").write_text("secret\n")
+    m = manifest(tmp_path, f"""\
+    - {{type: bind, source: {data}, target: /data}}
+    - {{type: ro-bind, source: {data}/sub, target: /sub}}
+    - {{type: ro-bind, source: {secret}, target: /secret}}
+  security:
+    landlock: {{execute: [/usr], read: [/usr, /proc, /dev, /sub/pub], read_write: [/data]}}
+""")
+    r = vbdecl(env, "run", m, "--", "/bin/sh", "-c", "rmdir /data/sub/pub && ln -s / /data/sub/pub")
+    assert r.returncode == 0, r.stderr
+    r = vbdecl(env, "run", m, "--", "/bin/sh", "-c", "cat /secret/key")
+    assert (r.returncode, r.stdout) == (125, ""), r.stdout
+    assert "landlock rule: open('/sub/pub')" in r.stderr and "follows no symlink below" in r.stderr
+
+
+def test_a_rootfs_below_a_writable_bind_is_reached_through_no_link(env: dict[str, str], tmp_path: Path) -> None:
+    """A review: the rootfs was opened following links, so one the sandbox could put
+    in its writable bind (here the test puts it there) chose the next run's root."""
+    shared, elsewhere = tmp_path / "shared", tmp_path / "elsewhere"
+    shared.mkdir()
+    elsewhere.mkdir()
+    (shared / "root").symlink_to(elsewhere)
+    m = tmp_path / "rootfs.yaml"
+    m.write_text(f"""\
+apiVersion: vbdecl/v1
+kind: Environment
+metadata:
+  name: rootfs-link
+spec:
+  rootfs: {shared}/root
+  filesystem:
+    - {{type: bind, source: {shared}, target: /mnt}}
+""")
+    r = vbdecl(env, "run", str(m), "--", "/bin/true")
+    assert r.returncode == 125 and "is in a directory the sandbox may write" in r.stderr, r.stderr
+    assert list(elsewhere.iterdir()) == []
+
+
 @pytest.mark.parametrize("key", ["lock_file", "events"])
 def test_a_status_file_is_not_opened_through_a_symlink(env: dict[str, str], tmp_path: Path, key: str) -> None:
     """status.lock_file (truncated, then the pid written) and status.events (appended

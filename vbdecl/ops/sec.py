@@ -54,7 +54,6 @@ from __future__ import annotations
 
 import errno
 import os
-import stat
 import sys
 
 from vbdecl.errors import RuntimeSetupError
@@ -297,7 +296,7 @@ def preload(spec: dict[str, Any]) -> None:
     if (spec.get("vb") or {}).get("seccomp_fds") or (spec.get("vb") or {}).get("seccomp_programs"):
         from vbdecl.sys import seccomp as _ssc  # noqa: F401
     if sec.get("landlock"):
-        from vbdecl.runtime import rootfs as _rootfs  # noqa: F401  (its rule paths: _fence_inside)
+        from vbdecl.runtime import rootfs as _rootfs  # noqa: F401  (its rule paths: fence_of)
 
         if landlock_handles_tcp(spec):
             _sockets_program()
@@ -331,7 +330,7 @@ def load_host_files(spec: dict[str, Any]) -> dict[str, Any]:
 
 def landlock_ruleset(cfg: dict[str, Any] | None, fenced: list[str] | None = None) -> int | None:
     """Create and fill the ruleset (paths resolved in the current root, following no
-    symlink below the directories ``fenced``: see _fence_inside); fd or None."""
+    symlink below the directories ``fenced``: writable_targets); fd or None."""
     if not cfg:
         return None
     from vbdecl.sys import landlock as ll
@@ -367,9 +366,12 @@ def landlock_ruleset(cfg: dict[str, Any] | None, fenced: list[str] | None = None
     fd = ll.create_ruleset(fs_all, handled_net, ll.scopes(abi))
     root = os.open("/", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
-        from vbdecl.runtime.rootfs import resolve
+        from vbdecl.runtime.rootfs import fence_of, resolve
 
-        fence = _fence_inside(root, fenced or [])
+        # (no symlink below them: the process could have made one there on an earlier
+        # run, or through an exec into a live environment, to have a rule grant more;
+        # a security review turned read: [/data/pub] into read access to / so)
+        fence = fence_of(root, fenced or [])
         for path, mask in rules:
             ll.add_path_rule(fd, path, mask, lambda p: resolve(root, p, os.O_PATH, fence=fence))
         if handled_net:
@@ -386,36 +388,30 @@ def landlock_ruleset(cfg: dict[str, Any] | None, fenced: list[str] | None = None
 
 
 def writable_targets(spec: dict[str, Any]) -> list[str]:
-    """Where, inside the environment, its process writes what outlives it: the
-    targets of rw binds and overlays with an upper directory, and / for a rootfs."""
+    """Where, inside the environment, its process can write what a later run (or a
+    later exec into a live environment) finds: the targets of rw binds and overlays
+    with an upper directory, / for a rootfs, the targets of other mounts whose host
+    source is below one of those (a second review exposed a writable bind's
+    subdirectory through a ro-bind), and Landlock's own writable paths."""
+    from vbdecl.runtime.rootfs import sandbox_writable
+
+    writable = sandbox_writable(spec)
+
+    def below(path: str) -> bool:
+        path = os.path.normpath(path)
+        return any(path == w or path.startswith(w.rstrip("/") + "/") for w in writable)
+
     found = ["/"] if spec.get("rootfs") else []
     for e in spec.get("filesystem") or []:
-        if e.get("type") in ("bind", "dev-bind") or (e.get("type") == "overlay" and e.get("upper")):
+        kind = e.get("type")
+        if kind in ("bind", "dev-bind") or (kind == "overlay" and e.get("upper")) \
+                or (kind == "ro-bind" and e.get("source") and below(str(e["source"]))) \
+                or (kind in ("overlay", "ro-overlay", "tmp-overlay")
+                    and any(below(str(lower)) for lower in e.get("lower") or [])):
             found.append(str(e["target"]))
+    landlock = (spec.get("security") or {}).get("landlock") or {}
+    found += [str(p) for key in ("write", "read_write") for p in landlock.get(key) or []]
     return sorted(set(found), key=len)
-
-
-def _fence_inside(root: int, targets: list[str]) -> frozenset[tuple[int, int]]:
-    """The directories at ``targets`` (writable_targets) by device and inode: no
-    symlink below them is followed to a Landlock rule's path, since the process could
-    have made one there on an earlier run (or through an exec into a live environment)
-    to have the rule grant more (a security review turned read: [/data/pub] into
-    read access to / so)."""
-    from vbdecl.runtime.rootfs import resolve
-
-    fence: frozenset[tuple[int, int]] = frozenset()
-    for target in targets:      # (outermost first)
-        try:
-            fd = resolve(root, target, os.O_PATH, fence=fence)
-        except OSError:
-            continue
-        try:
-            st = os.fstat(fd)
-        finally:
-            os.close(fd)
-        if stat.S_ISDIR(st.st_mode):
-            fence |= {(st.st_dev, st.st_ino)}
-    return fence
 
 
 # --- privileges and compiled seccomp programs -----------------------------------
@@ -604,18 +600,30 @@ def _build_filter(setting: Any, kept: int, hold: int) -> Any:
 
 # Landlock's TCP rights cover TCP sockets only: an MPTCP (or SMC) socket binds and
 # connects past them (a security review did, on Linux 6.18). Where Landlock handles
-# TCP, this filter refuses to make one: socket(AF_INET|AF_INET6, *, IPPROTO_MPTCP or
-# IPPROTO_SMC), socket(AF_SMC, ...). For i386 libseccomp adds socketcall(SYS_SOCKET)
-# itself (a rule of ours for socketcall broke the whole filter: libseccomp 2.5.4).
+# TCP, a filter of its own refuses to make one (socket() with IPPROTO_MPTCP or
+# IPPROTO_SMC, or AF_SMC), and io_uring, which makes sockets without socket().
+# Compared as 32-bit ints, as the kernel reads them (a review set the high bits of an
+# argument past a 64-bit compare); for the native ABI and x32 only: an i386 process
+# reaches socket() through socketcall, whose arguments no filter can see, and
+# refusing that would leave it no socket at all, so it is let be (docs/security.md).
 _IPPROTO_MPTCP, _IPPROTO_SMC, _AF_SMC = 262, 256, 43
-LANDLOCK_SOCKETS_PROFILE: dict[str, Any] = {
-    "defaultAction": "SCMP_ACT_ALLOW",
-    "archMap": [{"architecture": "SCMP_ARCH_X86_64", "subArchitectures": ["SCMP_ARCH_X86", "SCMP_ARCH_X32"]},
-                {"architecture": "SCMP_ARCH_AARCH64", "subArchitectures": ["SCMP_ARCH_ARM"]}],
-    "syscalls": [{"names": ["socket"], "action": "SCMP_ACT_ERRNO", "errnoRet": errno.EACCES,
-                  "args": [{"index": index, "value": value, "op": "SCMP_CMP_EQ"}]}
-                 for index, value in ((2, _IPPROTO_MPTCP), (2, _IPPROTO_SMC), (0, _AF_SMC))],
-}
+LANDLOCK_SOCKET_RULES = ((2, _IPPROTO_MPTCP), (2, _IPPROTO_SMC), (0, _AF_SMC))
+
+
+def _sockets_filter() -> Any:
+    from vbdecl.sys import seccomp as ssc
+
+    s = ssc.binding()
+    filt = s.SyscallFilter(s.ALLOW)
+    filt.set_attr(s.Attr.CTL_NNP, 0)            # (the caller sets no_new_privs)
+    filt.set_attr(s.Attr.ACT_BADARCH, s.ALLOW)   # (i386: see above)
+    if ssc.native_arch() == "x86_64" and not filt.exist_arch(s.Arch.X32):
+        filt.add_arch(s.Arch.X32)
+    refuse = s.ERRNO(errno.EACCES)
+    for index, value in LANDLOCK_SOCKET_RULES:
+        filt.add_rule(refuse, "socket", s.Arg(index, s.MASKED_EQ, 0xFFFFFFFF, value))
+    filt.add_rule(refuse, "io_uring_setup")
+    return filt
 
 
 def landlock_handles_tcp(spec: dict[str, Any]) -> bool:
@@ -638,7 +646,7 @@ def _sockets_key() -> str | None:
 
 
 def _sockets_program() -> bytes:
-    """LANDLOCK_SOCKETS_PROFILE as a program: from memory or the cache, else built."""
+    """_sockets_filter as a program: from memory or the cache, else built."""
     key = _sockets_key()
     program = _programs.get(key or "")
     if program is not None:
@@ -648,7 +656,14 @@ def _sockets_program() -> bytes:
         from vbdecl.engine import cachefile
         from vbdecl.sys import seccomp as ssc
 
-        program = ssc.export_bpf(ssc.build_filter(LANDLOCK_SOCKETS_PROFILE, where="landlock sockets"))
+        try:
+            program = ssc.export_bpf(_sockets_filter())
+        except RuntimeSetupError as exc:
+            raise RuntimeSetupError(
+                f"Landlock's socket filter (it refuses MPTCP and SMC sockets, which pass Landlock's "
+                f"port rules) cannot be built: {exc.message}",
+                hint="install python3-seccomp (apt-get install python3-seccomp), or leave out "
+                     "security.landlock") from None
         if key and cachefile.write(_program_path(key), {"key": key, "program": program,
                                                         "lib": ssc.library_identity(), "warnings": []}):
             cachefile.prune(os.path.dirname(_program_path(key)), PROGRAMS_KEPT)
@@ -801,7 +816,8 @@ def fill_child_steps(plan: LastStep, spec: dict[str, Any], *, userns_done: bool 
     a spawn)."""
     if not userns_done:
         prepare_in_child(spec)
-    ruleset = landlock_ruleset((spec.get("security") or {}).get("landlock"), writable_targets(spec))
+    landlock = (spec.get("security") or {}).get("landlock")
+    ruleset = landlock_ruleset(landlock, writable_targets(spec) if landlock else None)
     plan.landlock = -1 if ruleset is None else ruleset
 
 

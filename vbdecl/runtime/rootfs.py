@@ -107,7 +107,27 @@ def _refused_link(comp: str, path: str, fenced: bool, owner: int,
         return None
     exc = OSError(errno.ELOOP, why, path)
     exc.hint = hint  # type: ignore[attr-defined]
+    exc.fenced = fenced  # type: ignore[attr-defined]
     return exc
+
+
+def fence_of(root_fd: int, paths: list[str]) -> Fence:
+    """The directories at ``paths`` (outermost first; each resolved inside the fence
+    of those before it) by device and inode; what is missing or no directory is left
+    out (its entry says so, or makes it)."""
+    fence: Fence = frozenset()
+    for path in paths:
+        try:
+            fd = resolve(root_fd, path, os.O_PATH, fence=fence)
+        except OSError:
+            continue
+        try:
+            st = os.fstat(fd)
+        finally:
+            _close(fd)
+        if stat.S_ISDIR(st.st_mode):
+            fence |= {(st.st_dev, st.st_ino)}
+    return fence
 
 
 def _in_fence(fd: int, fence: Fence | None, above: bool) -> bool:
@@ -435,17 +455,7 @@ class Builder:
         one there, on an earlier run or while a live environment runs, to have a later
         bind or copy take a host path the manifest does not give it (a security review
         bound the host's /etc so). Known by device and inode, not by their spelling."""
-        for path in paths:      # (outermost first: each resolved inside the fence so far)
-            try:
-                fd = resolve(self.host_fd, path, os.O_PATH, fence=self.fence)
-            except OSError:
-                continue        # (missing: its entry says so, or makes it)
-            try:
-                st = os.fstat(fd)
-            finally:
-                _close(fd)
-            if stat.S_ISDIR(st.st_mode):
-                self.fence |= {(st.st_dev, st.st_ino)}
+        self.fence = fence_of(self.host_fd, paths)
 
     def apply(self, e: dict[str, Any]) -> None:
         # vb: parents created for this entry get bubblewrap's mode (from --perms)
@@ -958,7 +968,7 @@ class Builder:
                 # the host's /etc is writable by the sandbox (a writable bind) and its
                 # resolv.conf a link (systemd-resolved): not followed, and not needed,
                 # since the sandbox has that /etc as it is
-                if exc.errno != errno.ELOOP or not self.fence:
+                if not getattr(exc, "fenced", False):
                     raise
             made.mounts += [("/etc/resolv.conf", fd, False) for _, fd, _ in sub.mounts]
         if hosts:
@@ -1360,8 +1370,14 @@ def _setup_root(spec: dict[str, Any], contained: bool,
         rootfs = spec.get("rootfs")
         rootfs_clone = -1
         if rootfs is not None:
-            # Cloned before the staging tmpfs may cover it (a rootfs under /tmp).
-            src = os.open(rootfs, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+            # Cloned before the staging tmpfs may cover it (a rootfs under /tmp); through
+            # no link the sandbox may have made (below one of its writable binds, say)
+            host = os.open("/", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+            try:
+                fence = fence_of(host, sandbox_writable(spec)) if "vb" not in spec else frozenset()
+                src = resolve(host, rootfs, os.O_PATH | os.O_DIRECTORY, fence=fence)
+            finally:
+                _close(host)
             try:
                 rootfs_clone = m.clone_tree(src, recursive=True)
             finally:

@@ -290,3 +290,12 @@ def test_plan_warns_of_an_empty_root(env: Path, capsys: pytest.CaptureFixture[st
         err = capsys.readouterr().err
         assert ("bare: filesystem: no filesystem entries and no rootfs: the environment starts in an "
                 "empty root" in err and "hint: bind what the process needs" in err) is warned, (extra, err)
+
+
+def test_prune_of_an_empty_directory_says_there_is_nothing(env: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A user review: `apply --prune` of an empty directory printed nothing at all."""
+    empty = env / "empty"
+    empty.mkdir()
+    assert main(["apply", str(empty), "--prune", "-y"]) == 0
+    assert capsys.readouterr().out == (f"No changes: {empty} has no manifests, and no environment "
+                                       "applied from it is left\n")

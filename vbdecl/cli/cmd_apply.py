@@ -96,6 +96,8 @@ def run(args: argparse.Namespace) -> int:
                     print(f"{name}: destroyed")
     finally:
         renderer.close()
+    if not results and not args.json:    # (an empty directory with --prune: say so)
+        print(f"No changes: {args.target} has no manifests, and no environment applied from it is left")
     if args.json:
         emit_json({"event": "result", "environments": results})
     # Declining is not a success: `vbdecl apply F && deploy` must not go on.

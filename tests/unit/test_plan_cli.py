@@ -299,3 +299,17 @@ def test_prune_of_an_empty_directory_says_there_is_nothing(env: Path, capsys: py
     assert main(["apply", str(empty), "--prune", "-y"]) == 0
     assert capsys.readouterr().out == (f"No changes: {empty} has no manifests, and no environment "
                                        "applied from it is left\n")
+
+
+def test_a_mount_that_hides_earlier_entries_is_warned_of(env: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A user review put a tmpfs at / after every other entry: run found no /bin/sh
+    (exit 127) and nothing had said why."""
+    m = env / "masked.yaml"
+    m.write_text("apiVersion: vbdecl/v1\nkind: Environment\nmetadata:\n  name: masked\nspec:\n"
+                 "  filesystem:\n    - {type: ro-bind, source: /usr, target: /usr}\n"
+                 "    - {type: symlink, target: /bin, points_to: usr/bin}\n"
+                 "    - {type: dir, target: /work}\n    - {type: tmpfs, target: /}\n")
+    assert main(["plan", str(m)]) == 0
+    err = capsys.readouterr().err
+    assert f"warning: {m}: masked: filesystem[3]: this tmpfs at / hides what the entries before it " \
+           "made there: /usr, /bin\n" in err

@@ -34,6 +34,11 @@ def run(args: argparse.Namespace) -> int:
 
     sources_ = sources.load(args.target, allow_empty=args.prune)
     sources.check_unique_names([(s.path or args.target, s.plan) for s in sources_])
+    if not args.json:
+        from vbdecl.cli.cmd_plan import check_warnings
+
+        for src in sources_:
+            check_warnings(src.plan, src.path or args.target)     # (as plan says them)
     names = [s.plan["name"] for s in sources_]
     if args.prune and not os.path.isdir(args.target):
         raise UsageError("--prune needs a directory", hint="vbdecl apply DIR --prune")

@@ -102,10 +102,41 @@ def idmap_warnings(plan: dict[str, Any]) -> list[dict[str, str]]:
     return []
 
 
+# Entries whose mount hides what is below its target (a file or symlink mount covers
+# only its own path); dir, chmod and remount-ro entries are not hidden by one, they act
+# on the mount point itself or were made to be covered.
+_COVERING = ("tmpfs", "proc", "dev", "mqueue", "overlay", "tmp-overlay", "ro-overlay",
+             "bind", "ro-bind", "dev-bind")
+_NOT_HIDDEN = ("dir", "chmod", "remount-ro")
+
+
+def cover_warnings(plan: dict[str, Any]) -> list[dict[str, str]]:
+    """A mount entry that hides what entries before it made below its target (a user
+    review's tmpfs at / after everything: the process found no /bin/sh)."""
+    import os
+
+    entries = plan["spec"].get("filesystem") or []
+    out = []
+    for j, e in enumerate(entries):
+        if e.get("type") not in _COVERING:
+            continue
+        top = os.path.normpath(str(e["target"]))
+        hidden = [str(x["target"]) for x in entries[:j] if x.get("type") not in _NOT_HIDDEN
+                  and (os.path.normpath(str(x["target"])) + "/").startswith(top.rstrip("/") + "/")]
+        if hidden:
+            shown = ", ".join(hidden[:3]) + (f" and {len(hidden) - 3} more" if len(hidden) > 3 else "")
+            out.append({"where": f"filesystem[{j}]",
+                        "message": f"this {e['type']} at {top} hides what the entries before it "
+                                   f"made there: {shown}",
+                        "hint": "move it before those entries (entries apply in order), or to "
+                                "another target"})
+    return out
+
+
 def check_warnings(plan: dict[str, Any], path: str) -> None:
     import sys
 
-    for w in [*root_warnings(plan), *network_warnings(plan), *idmap_warnings(plan)]:
+    for w in [*root_warnings(plan), *cover_warnings(plan), *network_warnings(plan), *idmap_warnings(plan)]:
         print(f"warning: {path}: {plan['name']}: {w['where']}: {w['message']}\n  hint: {w['hint']}",
               file=sys.stderr)
 

@@ -395,6 +395,43 @@ def test_an_update_that_stops_writing_a_directory_follows_no_link_made_there(tmp
     _run(body, tmp_path)
 
 
+def test_logs_follow_goes_on_after_the_log_is_truncated(tmp_path: Path) -> None:
+    """A review rotated the process log as copytruncate does (the process keeps it
+    open for appending): `logs -f` printed nothing more."""
+
+    def body(tmp: Path) -> None:
+        sd = tmp / "state"
+        m = tmp / "web.yaml"
+        m.write_text(MANIFEST.format(name="web").replace(
+            '["/bin/sleep", "300"]', '["/bin/sh", "-c", "i=0; while :; do echo tick $i; i=$((i+1)); sleep 0.05; done"]')
+            + "  filesystem:\n" + "".join(f"    - {{{e}}}\n" for e in BASE_ENTRIES))
+        vb = [sys.executable, "-m", "vbdecl", "--state-dir", str(sd)]
+        env = {k: v for k, v in os.environ.items() if not k.startswith("VBDECL_")}
+        assert subprocess.run([*vb, "apply", str(m), "-y"], env=env, capture_output=True, timeout=120).returncode == 0
+        log = next((sd / "envs" / "web").rglob("process.log"))
+        follow = subprocess.Popen([*vb, "logs", "-f", "web"], env=env, stdout=subprocess.PIPE, text=True)
+        try:
+            assert follow.stdout is not None and follow.stdout.readline().startswith("tick")
+            time.sleep(0.3)
+            log.write_bytes(b"")        # truncated in place
+            deadline = time.monotonic() + 5
+            while time.monotonic() < deadline:
+                line = follow.stdout.readline()
+                after = log.read_text().splitlines(keepends=True)
+                if line in after:       # the first line shown from after the cut: the log's first
+                    assert line == after[0], (line, after[:3])
+                    break
+            else:
+                raise AssertionError("logs -f showed nothing written after the log was truncated")
+        finally:
+            follow.kill()
+            follow.wait()
+            assert subprocess.run([*vb, "destroy", "web", "-y"], env=env, capture_output=True,
+                                  timeout=120).returncode == 0
+
+    _run(body, tmp_path)
+
+
 NESTED = """\
 apiVersion: vbdecl/v1
 kind: Environment

@@ -61,7 +61,7 @@ class Live:
             "process": self.spec["process"], "security": self.spec["security"],
             "limits.rlimits": {}, "status": self.spec["status"]})
         (self.env_dir / "state.json").write_text(json.dumps({
-            "format": 1, "name": self.name, "instance": self.instance, "plan": {"spec": self.spec},
+            "format": 1, "name": self.name, "instance": self.instance, "serial": 1, "plan": {"spec": self.spec},
             "resources": {"env": {"kind": "env.namespaces", "record": self.env},
                           "process": {"kind": "proc.main", "record": self.proc}}}))
 

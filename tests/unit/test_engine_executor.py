@@ -288,3 +288,31 @@ def test_a_rollback_names_the_commit_of_the_revision_it_goes_back_to(tmp_path: P
     with Engine(sd).session("web", create=False, then="apply") as s:
         res = s.apply(first["plan"], note="rollback to 1", from_revision=first)
     assert store.load_revision("web", res.revision, str(sd))["git"]["commit"] == commits[0] != commits[1]
+
+
+@pytest.mark.parametrize("damage", [{}, [], None, {"format": 1, "name": "web"}])
+def test_a_state_json_edited_into_another_shape_is_refused_whole(tmp_path: Path, damage: Any) -> None:
+    """A review hand-edited state.json: exec, logs, status and destroy failed with
+    KeyError or AttributeError tracebacks (reported as bugs in vbdecl)."""
+    root, sd = tmp_path / "root", tmp_path / "state"
+    root.mkdir()
+    Engine(sd).apply(_plan(root))
+    (sd / "envs" / "web" / "state.json").write_text(json.dumps(damage))
+    with pytest.raises(StateError) as info:
+        store.load("web", str(sd))
+    assert "state.json" in info.value.message and info.value.hint
+
+
+def test_ls_lists_the_others_beside_a_damaged_environment(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A review truncated one environment's state.json: ls (and ls --json) failed for all."""
+    from vbdecl.cli.main import main
+
+    root, sd = tmp_path / "root", tmp_path / "state"
+    root.mkdir()
+    Engine(sd).apply(_plan(root, name="web"))
+    Engine(sd).apply(_plan(root, name="db"))
+    half = (sd / "envs" / "db" / "state.json").read_bytes()
+    (sd / "envs" / "db" / "state.json").write_bytes(half[: len(half) // 2])
+    assert main(["--state-dir", str(sd), "--json", "ls", "--no-probe"]) == 0
+    rows = {r["name"]: r["status"] for r in json.loads(capsys.readouterr().out)}
+    assert rows == {"web": "applied", "db": "unreadable"}

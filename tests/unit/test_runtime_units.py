@@ -232,14 +232,15 @@ def test_state_is_read_through_a_copy_that_follows_state_json(
     state = env_dir / "state.json"
     with pytest.raises(StateError, match="no environment named web"):
         load_state("web", str(tmp_path / "state"))
-    state.write_text(json.dumps({"name": "web", "serial": 1}))
+    shape = {"format": 1, "name": "web", "instance": "vb-1", "plan": {}, "resources": {}}
+    state.write_text(json.dumps({**shape, "serial": 1}))
     assert load_state("web", str(tmp_path / "state"))["serial"] == 1
     (copy,) = (tmp_path / "cache" / "state").iterdir()
     entry = marshal.loads(copy.read_bytes())
     copy.write_bytes(marshal.dumps({**entry, "state": {**entry["state"], "marker": "copy"}}))
     assert load_state("web", str(tmp_path / "state"))["marker"] == "copy"   # read from the copy
     tmp = env_dir / ".state.json.tmp"                  # the engine's atomic replace
-    tmp.write_text(json.dumps({"name": "web", "serial": 2}))
+    tmp.write_text(json.dumps({**shape, "serial": 2}))
     os.replace(tmp, state)
     assert load_state("web", str(tmp_path / "state"))["serial"] == 2
     copy.write_bytes(b"\x00garbage")                   # a broken copy is only a miss

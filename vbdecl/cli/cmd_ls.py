@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 import time
 from typing import Any
 
@@ -18,10 +19,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def describe(name: str, state_dir: str, probe: bool) -> dict[str, Any] | None:
     from vbdecl.engine import journal, lock, paths, store
     from vbdecl.engine.executor import Engine
+    from vbdecl.errors import VbdeclError
 
-    state = store.load(name, state_dir)
-    open_txn = journal.open_transaction(journal.read(paths.journal_file(name, state_dir)))
     holder = lock.holder(paths.lock_file(name, state_dir))
+    try:
+        state = store.load(name, state_dir)
+        open_txn = journal.open_transaction(journal.read(paths.journal_file(name, state_dir)))
+    except VbdeclError as err:
+        # one damaged environment is a row of its own: the others are still listed
+        return {"name": name, "status": "unreadable", "error": err.message, "hint": err.hint,
+                "instance": None, "revision": None, "serial": None, "resources": 0,
+                "revisions": len(store.revision_numbers(name, state_dir)), "drift": None,
+                "locked_by": holder, "source": None, "updated": None}
     revs = store.revision_numbers(name, state_dir)
     row: dict[str, Any] = {
         "name": name, "instance": (state or {}).get("instance"),
@@ -88,4 +97,8 @@ def run(args: argparse.Namespace) -> int:
     widths = [max(len(t[i]) for t in table) for i in range(len(header))]
     for line in table:
         print("  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)).rstrip())
+    for r in rows:
+        if r.get("error"):
+            print(f"warning: {r['name']}: {r['error']}" + (f"\n  hint: {r['hint']}" if r.get("hint") else ""),
+                  file=sys.stderr)
     return 0

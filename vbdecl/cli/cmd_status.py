@@ -71,8 +71,10 @@ def run(args: argparse.Namespace) -> int:
         return 0
     print(f"{name}  instance {state['instance']}  revision {state.get('revision')}  "
           f"serial {state.get('serial')}")
-    if open_txn:
+    if open_txn and not holder:
         print(f"  an interrupted command left an open transaction: run vbdecl recover {name}")
+    elif open_txn:      # (its transaction is open because it runs)
+        print("  a command is changing it now")
     if holder:
         print(f"  locked by pid {holder.get('pid')} ({holder.get('command')})")
     width = max((len(r["id"]) for r in resources), default=2)

@@ -17,9 +17,9 @@ import uuid
 from typing import Any
 
 from vbdecl.engine import atomic, paths
+from vbdecl.engine.stateshape import FORMAT, check
 from vbdecl.errors import StateError
 
-FORMAT = 1
 State = dict[str, Any]
 
 
@@ -43,10 +43,7 @@ def load(name: str, state_dir: str | None = None) -> State | None:
         state = atomic.read_json(path)
     except FileNotFoundError:
         return None
-    if not isinstance(state, dict) or state.get("format") != FORMAT:
-        raise StateError(f"{path}: unknown state format {state.get('format') if isinstance(state, dict) else '?'}",
-                         hint="this state was written by another vbdecl version")
-    return state
+    return check(state, str(path))
 
 
 def save(name: str, state: State, state_dir: str | None = None) -> None:

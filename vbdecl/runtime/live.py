@@ -714,6 +714,9 @@ def load_state(name: str, state_dir: str | None) -> dict[str, Any]:
             data: dict[str, Any] = json.loads(f.read())
         except (OSError, ValueError) as exc:
             raise StateError(f"cannot read the state of {name}: {exc}", where=path) from None
+    from vbdecl.engine.stateshape import check
+
+    check(data, path)
     if cachefile.write(copy, {"key": key, "state": data}):
         cachefile.prune(os.path.dirname(copy), statecache.COPIES)
     return data
@@ -843,7 +846,13 @@ def _stopped(init_dir: int, started: int | None, lock_fd: int, wait: float = 10.
     import fcntl
 
     deadline = time.monotonic() + wait
+    # An init killed from outside: the kernel kills the rest of its pid namespace, ours
+    # among them, before the init itself is gone (a review saw 137 and no word, 2 in 3)
+    dying = time.monotonic() + 0.2
     while sysproc.alive(0, started, proc_dir=init_dir):
+        if time.monotonic() < dying:
+            time.sleep(0.01)
+            continue
         if lock_fd < 0:
             return False
         try:
@@ -892,6 +901,9 @@ def logs(name: str, *, state_dir: str | None = None, follow: bool = False, tail:
                 chunk = f.read()
                 if chunk:
                     out.write(chunk)
+                    continue
+                if os.fstat(f.fileno()).st_size < f.tell():
+                    f.seek(0)   # truncated (copytruncate rotation): from its new start
                     continue
                 try:
                     state = load_state(name, state_dir)

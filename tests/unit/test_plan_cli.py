@@ -313,3 +313,19 @@ def test_a_mount_that_hides_earlier_entries_is_warned_of(env: Path, capsys: pyte
     err = capsys.readouterr().err
     assert f"warning: {m}: masked: filesystem[3]: this tmpfs at / hides what the entries before it " \
            "made there: /usr, /bin\n" in err
+
+
+def test_apply_refuses_limits_this_machine_cannot_enforce_as_plan_does(
+        env: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A review removed limits.memory and kept memory_swap on cgroup v1: plan refused
+    it, apply went on, and the environment was stuck (every later apply and recover
+    failed). apply checks the limits as plan does, before any step."""
+    m = env / "swap.yaml"
+    m.write_text("apiVersion: vbdecl/v1\nkind: Environment\nmetadata:\n  name: swap\nspec:\n"
+                 "  limits: {memory_swap: 8Mi}\n")
+    if main(["plan", str(m)]) == 0:
+        pytest.skip("this machine enforces memory_swap alone (cgroup v2)")
+    said = capsys.readouterr().err
+    assert main(["apply", str(m), "-y"]) == 1
+    assert capsys.readouterr().err == said
+    assert not (env / "state" / "envs" / "swap").exists()

@@ -469,8 +469,8 @@ def test_the_manifest_covers_proc_irq_and_bus_where_vb_does(args, uid, covered, 
 @pytest.mark.parametrize(("args", "message"), [
     (["--limit-pids", "0"], "--limit-pids must be 1 to 4194304, not 0"),
     (["--limit-pids", "99999999999"], "--limit-pids must be 1 to 4194304"),
-    (["--limit-cpu", "nan"], "--limit-cpu must be above 0"),
-    (["--limit-cpu", "-1"], "--limit-cpu must be above 0"),
+    (["--limit-cpu", "nan"], "--limit-cpu must be 0.01 to 4096 cores"),
+    (["--limit-cpu", "-1"], "--limit-cpu must be 0.01 to 4096 cores"),
     (["--limit-memory", "0"], "--limit-memory must be above 0"),
 ])
 def test_vb_limits_have_the_manifests_bounds(args, message):

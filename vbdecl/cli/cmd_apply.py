@@ -34,11 +34,14 @@ def run(args: argparse.Namespace) -> int:
 
     sources_ = sources.load(args.target, allow_empty=args.prune)
     sources.check_unique_names([(s.path or args.target, s.plan) for s in sources_])
-    if not args.json:
-        from vbdecl.cli.cmd_plan import check_warnings
+    from vbdecl.cli.cmd_plan import check_limits, check_warnings
 
-        for src in sources_:
-            check_warnings(src.plan, src.path or args.target)     # (as plan says them)
+    for src in sources_:
+        # as plan: limits this machine cannot enforce stop the apply before any step (a
+        # review removed memory and kept memory_swap on cgroup v1: the environment stuck)
+        check_limits(src.plan, src.path or args.target)
+        if not args.json:
+            check_warnings(src.plan, src.path or args.target)
     names = [s.plan["name"] for s in sources_]
     if args.prune and not os.path.isdir(args.target):
         raise UsageError("--prune needs a directory", hint="vbdecl apply DIR --prune")

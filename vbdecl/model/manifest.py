@@ -584,7 +584,8 @@ def _nonzero_size(value: int | None) -> int | None:
 class Limits(_Model):
     memory: Annotated[Size | None, AfterValidator(_nonzero_size)] = None
     memory_swap: Size | None = None
-    cpu: Annotated[float, Field(gt=0, le=4096)] | None = Field(default=None, description="cores")
+    # (at least 0.01: the kernel's smallest quota, 1 ms in each 100 ms period)
+    cpu: Annotated[float, Field(ge=0.01, le=4096)] | None = Field(default=None, description="cores")
     cpu_weight: Annotated[int, Field(ge=1, le=10000)] | None = None
     pids: Annotated[int, Field(ge=1, le=names.PID_MAX_LIMIT)] | None = None
     io_weight: Annotated[int, Field(ge=1, le=10000)] | None = None

@@ -749,8 +749,8 @@ def to_document(o: VbOptions, *, uid: int | None = None, gid: int | None = None,
         # the manifest's bounds (limits in docs/manifest.md)
         if limits["memory"] is not None and not 0 < limits["memory"] < 2**63:
             raise VbUsageError(f"--limit-memory must be above 0 and below 8Ei, not {o.limits['memory']}")
-        if limits["cpu"] is not None and not 0 < limits["cpu"] <= 4096:     # (NaN too)
-            raise VbUsageError(f"--limit-cpu must be above 0 and at most 4096 cores, not {o.limits['cpu']}")
+        if limits["cpu"] is not None and not 0.01 <= limits["cpu"] <= 4096:     # (NaN too)
+            raise VbUsageError(f"--limit-cpu must be 0.01 to 4096 cores, not {o.limits['cpu']}")
         if limits["pids"] is not None and not 1 <= limits["pids"] <= PID_MAX_LIMIT:
             raise VbUsageError(f"--limit-pids must be 1 to {PID_MAX_LIMIT}, not {o.limits['pids']}")
 

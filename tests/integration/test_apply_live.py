@@ -117,6 +117,21 @@ def _live(tmp: Path) -> None:
     assert not list((sd / "run").glob("vb-*"))
 
 
+def _vbdecl(sd: Path) -> list[str]:
+    """The vbdecl command line on the state dir ``sd``."""
+    return [sys.executable, "-m", "vbdecl", "--state-dir", str(sd)]
+
+
+def _env(**extra: str) -> dict[str, str]:
+    """Our environment without the test hooks a caller may have set, plus ``extra``."""
+    return {**{k: v for k, v in os.environ.items() if not k.startswith("VBDECL_")}, **extra}
+
+
+def _cli(sd: Path, *args: str, **extra_env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*_vbdecl(sd), *args], env=_env(**extra_env), capture_output=True, text=True,
+                          timeout=120)
+
+
 def _live_crash(tmp: Path) -> None:
     sd = tmp / "state"
     plan = _live_plan(tmp, "crash")
@@ -174,11 +189,8 @@ def test_an_apply_killed_before_it_put_the_init_on_record_leaves_no_init(
         m = tmp / "lost.yaml"
         m.write_text(MANIFEST.format(name="lost") + f"  namespaces: {{pid: {str(pid_ns).lower()}}}\n")
         mark = f"{os.getpid()}-{time.monotonic_ns()}"
-        env = {k: v for k, v in os.environ.items() if not k.startswith("VBDECL_")}
-        env.update(VBDECL_TEST_CRASH_AT="init-pid", VBDECL_TEST_MARK=mark)
         try:
-            out = subprocess.run([sys.executable, "-m", "vbdecl", "--state-dir", str(sd), "apply", str(m), "-y"],
-                                 env=env, capture_output=True, text=True, timeout=60)
+            out = _cli(sd, "apply", str(m), "-y", VBDECL_TEST_CRASH_AT="init-pid", VBDECL_TEST_MARK=mark)
             assert out.returncode == -signal.SIGKILL, out.stderr
             deadline = time.monotonic() + 3
             while _marked(mark) and time.monotonic() < deadline:
@@ -218,21 +230,17 @@ spec:
   process:
     command: ["/bin/sh", "-c", "for p in /proc/[0-9]*; do readlink $p/fd/0 >/dev/null 2>&1 && r=readable || r=denied; echo $(cat $p/comm) $r; done; exec sleep 300"]
 """)
-        vb = [sys.executable, "-m", "vbdecl", "--state-dir", str(sd)]
-        env = {k: v for k, v in os.environ.items() if not k.startswith("VBDECL_")}
-        out = subprocess.run([*vb, "apply", str(m), "-y"], env=env, capture_output=True, text=True, timeout=120)
+        out = _cli(sd, "apply", str(m), "-y")
         assert out.returncode == 0, out.stderr
         try:
             seen: list[str] = []
             deadline = time.monotonic() + 10
             while not any(line.startswith("sh ") for line in seen) and time.monotonic() < deadline:
                 time.sleep(0.05)
-                out = subprocess.run([*vb, "logs", "ptrace"], env=env, capture_output=True, text=True)
-                seen = out.stdout.splitlines()
+                seen = _cli(sd, "logs", "ptrace").stdout.splitlines()
             assert "sh readable" in seen and "vbdecl-supervis denied" in seen, seen
         finally:
-            out = subprocess.run([*vb, "destroy", "ptrace", "-y"], env=env, capture_output=True, text=True,
-                                 timeout=120)
+            out = _cli(sd, "destroy", "ptrace", "-y")
             assert out.returncode == 0, out.stderr
 
     _run(body, tmp_path)
@@ -302,31 +310,25 @@ def test_a_deleted_bind_source_is_drift_and_stops_the_apply_before_anything_chan
                      + "".join(f"    - {{{e}}}\n" for e in BASE_ENTRIES)
                      + f"    - {{type: bind, source: {data}, target: /data}}\n"
                      + "    - {type: dir, target: /data/sub}\n")
-        vb = [sys.executable, "-m", "vbdecl", "--state-dir", str(sd)]
-        env = {k: v for k, v in os.environ.items() if not k.startswith("VBDECL_")}
-
-        def cli(*args: str) -> subprocess.CompletedProcess[str]:
-            return subprocess.run([*vb, *args], env=env, capture_output=True, text=True, timeout=120)
-
-        assert cli("apply", str(m), "-y").returncode == 0
+        assert _cli(sd, "apply", str(m), "-y").returncode == 0
         (data / "sub").rmdir()
         data.rmdir()
-        plan = cli("plan", str(m))
+        plan = _cli(sd, "plan", str(m))
         line = next(x for x in plan.stdout.splitlines() if x.startswith("  ~ mount[/data]"))
         assert "changed outside vbdecl: mount.root " in line and line.endswith(" -> (deleted on the host)"), line
-        out = cli("apply", str(m), "-y")
+        out = _cli(sd, "apply", str(m), "-y")
         assert out.returncode == 1
         assert f"error: mount[/data]: bind source {data} does not exist" in out.stderr
         assert "nothing was changed" in out.stderr and "revert" not in out.stderr
-        assert json.loads(cli("--json", "ls").stdout)[0]["status"] == "drifted"
+        assert json.loads(_cli(sd, "--json", "ls").stdout)[0]["status"] == "drifted"
         data.symlink_to(tmp / "nowhere")            # a dangling link is no source either
-        out = cli("apply", str(m), "-y")
+        out = _cli(sd, "apply", str(m), "-y")
         assert f"error: mount[/data]: bind source {data} does not exist" in out.stderr, out.stderr
         data.unlink()
         data.mkdir()
-        assert cli("apply", str(m), "-y").returncode == 0
+        assert _cli(sd, "apply", str(m), "-y").returncode == 0
         assert (data / "sub").is_dir()
-        assert cli("destroy", "web", "-y").returncode == 0
+        assert _cli(sd, "destroy", "web", "-y").returncode == 0
         assert list(data.iterdir()) == [] and _our_mounts(sd) == []
 
     _run(body, tmp_path)
@@ -344,18 +346,12 @@ def test_a_bind_source_renamed_on_the_host_is_changed_not_deleted(tmp_path: Path
         m.write_text(MANIFEST.format(name="web") + "  filesystem:\n"
                      + "".join(f"    - {{{e}}}\n" for e in BASE_ENTRIES)
                      + f"    - {{type: bind, source: {data}, target: /data}}\n")
-        vb = [sys.executable, "-m", "vbdecl", "--state-dir", str(sd)]
-        env = {k: v for k, v in os.environ.items() if not k.startswith("VBDECL_")}
-
-        def cli(*args: str) -> subprocess.CompletedProcess[str]:
-            return subprocess.run([*vb, *args], env=env, capture_output=True, text=True, timeout=120)
-
-        assert cli("apply", str(m), "-y").returncode == 0
+        assert _cli(sd, "apply", str(m), "-y").returncode == 0
         data.rename(tmp / "data-after-the-rename")
-        plan = cli("plan", str(m))
+        plan = _cli(sd, "plan", str(m))
         line = next(x for x in plan.stdout.splitlines() if x.startswith("  ~ mount[/data]"))
         assert "changed outside vbdecl: mount.root " in line and line.endswith("-after-the-rename"), line
-        assert cli("destroy", "web", "-y").returncode == 0
+        assert _cli(sd, "destroy", "web", "-y").returncode == 0
         assert _our_mounts(sd) == []
 
     _run(body, tmp_path)
@@ -375,21 +371,15 @@ def test_an_update_that_stops_writing_a_directory_follows_no_link_made_there(tmp
         entries = "".join(f"    - {{{e}}}\n" for e in BASE_ENTRIES)
         m.write_text(MANIFEST.format(name="web") + "  filesystem:\n" + entries
                      + f"    - {{type: bind, source: {shared}, target: /shared}}\n")
-        vb = [sys.executable, "-m", "vbdecl", "--state-dir", str(sd)]
-        env = {k: v for k, v in os.environ.items() if not k.startswith("VBDECL_")}
-
-        def cli(*args: str) -> subprocess.CompletedProcess[str]:
-            return subprocess.run([*vb, *args], env=env, capture_output=True, text=True, timeout=120)
-
-        assert cli("apply", str(m), "-y").returncode == 0
-        out = cli("exec", "web", "--", "/bin/sh", "-c", f"rmdir /shared/data && ln -s {secret} /shared/data")
+        assert _cli(sd, "apply", str(m), "-y").returncode == 0
+        out = _cli(sd, "exec", "web", "--", "/bin/sh", "-c", f"rmdir /shared/data && ln -s {secret} /shared/data")
         assert out.returncode == 0, out.stderr
         m.write_text(MANIFEST.format(name="web") + "  filesystem:\n" + entries
                      + f"    - {{type: ro-bind, source: {shared}/data, target: /data}}\n")
-        out = cli("apply", str(m), "-y")
+        out = _cli(sd, "apply", str(m), "-y")
         assert out.returncode != 0 and "is in a directory the sandbox may write" in out.stderr, out.stderr
-        assert cli("exec", "web", "--", "/bin/sh", "-c", "cat /data/key").stdout == ""
-        assert cli("destroy", "web", "-y").returncode == 0
+        assert _cli(sd, "exec", "web", "--", "/bin/sh", "-c", "cat /data/key").stdout == ""
+        assert _cli(sd, "destroy", "web", "-y").returncode == 0
         assert _our_mounts(sd) == []
 
     _run(body, tmp_path)
@@ -405,11 +395,9 @@ def test_logs_follow_goes_on_after_the_log_is_truncated(tmp_path: Path) -> None:
         m.write_text(MANIFEST.format(name="web").replace(
             '["/bin/sleep", "300"]', '["/bin/sh", "-c", "i=0; while :; do echo tick $i; i=$((i+1)); sleep 0.05; done"]')
             + "  filesystem:\n" + "".join(f"    - {{{e}}}\n" for e in BASE_ENTRIES))
-        vb = [sys.executable, "-m", "vbdecl", "--state-dir", str(sd)]
-        env = {k: v for k, v in os.environ.items() if not k.startswith("VBDECL_")}
-        assert subprocess.run([*vb, "apply", str(m), "-y"], env=env, capture_output=True, timeout=120).returncode == 0
+        assert _cli(sd, "apply", str(m), "-y").returncode == 0
         log = next((sd / "envs" / "web").rglob("process.log"))
-        follow = subprocess.Popen([*vb, "logs", "-f", "web"], env=env, stdout=subprocess.PIPE, text=True)
+        follow = subprocess.Popen([*_vbdecl(sd), "logs", "-f", "web"], env=_env(), stdout=subprocess.PIPE, text=True)
         try:
             assert follow.stdout is not None and follow.stdout.readline().startswith("tick")
             time.sleep(0.3)
@@ -426,8 +414,7 @@ def test_logs_follow_goes_on_after_the_log_is_truncated(tmp_path: Path) -> None:
         finally:
             follow.kill()
             follow.wait()
-            assert subprocess.run([*vb, "destroy", "web", "-y"], env=env, capture_output=True,
-                                  timeout=120).returncode == 0
+            assert _cli(sd, "destroy", "web", "-y").returncode == 0
 
     _run(body, tmp_path)
 

@@ -72,25 +72,19 @@ def _sweep(directory: str, name: str) -> None:
         names = [n for n in os.listdir(directory) if n.startswith(prefix) and n.endswith(".tmp")]
     except OSError:
         return
+    if not names:
+        return
+    from vbdecl.sys.proc import alive
+
     for tmp in names:
         pid = tmp[len(prefix):].split("-", 1)[0]
         path = os.path.join(directory, tmp)
         try:
-            if time.time() - os.lstat(path).st_mtime < STALE_SECONDS or (pid.isdigit() and _alive(int(pid))):
+            if time.time() - os.lstat(path).st_mtime < STALE_SECONDS or (pid.isdigit() and alive(int(pid), None)):
                 continue
             os.unlink(path)
         except OSError:
             pass
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:
-        return True
-    return True
 
 
 def write_json(path: str | os.PathLike[str], obj: Any, mode: int = 0o600, *,

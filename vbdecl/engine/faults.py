@@ -11,6 +11,11 @@ list combines them. That is the window in which a crash leaves an intent
 without a record, which recovery must close with ``probe(params, None)``
 (``VBDECL_TEST_CRASH_AFTER`` in vbdecl/engine/journal.py only kills right after
 a journal entry). Inert unless set.
+
+``VBDECL_TEST_CRASH_AT=<point>`` makes the process SIGKILL itself at a named
+point outside any action: ``init-pid`` (:func:`crash_at`, runtime/live.py) and
+``root-entry:N`` (runtime/rootfs.py, which kills the run's process group from
+pid 1 and cannot import this module there). Inert unless set.
 """
 
 from __future__ import annotations
@@ -60,3 +65,11 @@ def _parse(spec: str) -> tuple[set[str], set[str]]:
         else:
             apply.add(item)
     return apply, revert
+
+
+def crash_at(point: str) -> None:
+    """SIGKILL this process if ``VBDECL_TEST_CRASH_AT`` names ``point`` (a test hook)."""
+    if os.environ.get("VBDECL_TEST_CRASH_AT") == point:
+        import signal
+
+        os.kill(os.getpid(), signal.SIGKILL)

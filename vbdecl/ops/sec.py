@@ -653,7 +653,6 @@ def _sockets_program() -> bytes:
         return program
     program = _cached_program(key) if key else None
     if program is None:
-        from vbdecl.engine import cachefile
         from vbdecl.sys import seccomp as ssc
 
         try:
@@ -664,16 +663,14 @@ def _sockets_program() -> bytes:
                 f"port rules) cannot be built: {exc.message}",
                 hint="install python3-seccomp (apt-get install python3-seccomp), or leave out "
                      "security.landlock") from None
-        if key and cachefile.write(_program_path(key), {"key": key, "program": program,
-                                                        "lib": ssc.library_identity(), "warnings": []}):
-            cachefile.prune(os.path.dirname(_program_path(key)), PROGRAMS_KEPT)
+        if key:
+            _store_program(key, program, [])
     if key:
         _programs[key] = program
     return program
 
 
 def _build_program(setting: Any, kept: int, hold: int, key: str) -> bytes:
-    from vbdecl.engine import cachefile
     from vbdecl.sys import seccomp as ssc
 
     first_warning = len(WARNINGS)
@@ -683,11 +680,19 @@ def _build_program(setting: Any, kept: int, hold: int, key: str) -> bytes:
     if not program or len(program) % 8:
         raise RuntimeSetupError(f"security.seccomp: libseccomp exported a {len(program)}-byte "
                                 "program, not whole instructions")
+    _store_program(key, program, WARNINGS[first_warning:])
+    return program
+
+
+def _store_program(key: str, program: bytes, warnings: list[str]) -> None:
+    """Keep ``program`` in the cache under ``key`` (read back by _cached_program)."""
+    from vbdecl.engine import cachefile
+    from vbdecl.sys import seccomp as ssc
+
     path = _program_path(key)
     if cachefile.write(path, {"key": key, "program": program, "lib": ssc.library_identity(),
-                              "warnings": WARNINGS[first_warning:]}):
+                              "warnings": warnings}):
         cachefile.prune(os.path.dirname(path), PROGRAMS_KEPT)
-    return program
 
 
 def bwrap_program(spec: dict[str, Any]) -> bytes | None:

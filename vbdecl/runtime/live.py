@@ -77,7 +77,9 @@ def start_env(*, spec: dict[str, Any], instance: str, runtime_dir: str) -> dict[
         init_pid = struct.unpack("=i", msg[1])[0]
         if init_pid <= 0:
             raise RuntimeSetupError(f"sandbox sync protocol violation: init pid {init_pid}")
-        _test_crash_point("init-pid")
+        from vbdecl.engine.faults import crash_at
+
+        crash_at("init-pid")
         _write_init_file(runtime_dir, init_pid)
         try:
             os.write(p2c_w, C.MSG_GO)     # the init stays, now that it is on record
@@ -127,13 +129,6 @@ def start_env(*, spec: dict[str, Any], instance: str, runtime_dir: str) -> dict[
         if lock_fd >= 0:
             os.close(lock_fd)   # the init holds the same open file (and so the lock)
     return record
-
-
-def _test_crash_point(name: str) -> None:
-    """``VBDECL_TEST_CRASH_AT=<name>``: SIGKILL this process here (a test hook, inert
-    unless set)."""
-    if os.environ.get("VBDECL_TEST_CRASH_AT") == name:
-        os.kill(os.getpid(), signals.SIGKILL)
 
 
 INIT_FILE = "init.json"

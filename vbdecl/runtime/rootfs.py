@@ -1367,17 +1367,21 @@ def _setup_root(spec: dict[str, Any], contained: bool,
                 raise
         userns = not in_initial_user_ns()   # while /proc is still where it was
         tty = _stdin_tty()
+        # What the sandbox may write, known by inode from the host's root now (the same
+        # objects the build reaches later); vb follows links there, as bubblewrap
+        writable = sandbox_writable(spec) if "vb" not in spec else []
         rootfs = spec.get("rootfs")
-        rootfs_clone = -1
-        if rootfs is not None:
-            # Cloned before the staging tmpfs may cover it (a rootfs under /tmp); through
-            # no link the sandbox may have made (below one of its writable binds, say)
+        rootfs_clone = src = -1
+        fence: Fence = frozenset()
+        if writable or rootfs is not None:
             host = os.open("/", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
             try:
-                fence = fence_of(host, sandbox_writable(spec)) if "vb" not in spec else frozenset()
-                src = resolve(host, rootfs, os.O_PATH | os.O_DIRECTORY, fence=fence)
+                fence = fence_of(host, writable)
+                if rootfs is not None:     # (before the staging tmpfs may cover it: under /tmp)
+                    src = resolve(host, rootfs, os.O_PATH | os.O_DIRECTORY, fence=fence)
             finally:
                 _close(host)
+        if rootfs is not None:
             try:
                 rootfs_clone = m.clone_tree(src, recursive=True)
             finally:
@@ -1418,8 +1422,7 @@ def _setup_root(spec: dict[str, Any], contained: bool,
     staging_fd = os.open(stage_path, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
     b = Builder(host_fd, root_path, staging_fd, prefix, userns, tty)
     b.through_links = "vb" in spec
-    if "vb" not in spec:    # (bubblewrap follows them)
-        b.fence_writable(sandbox_writable(spec))
+    b.fence = fence
     # (the host's root only: in a user namespace we hold no more than the caller)
     set_link_policy("vb" not in spec and os.geteuid() == 0 and not userns)
     ok = False
@@ -1550,10 +1553,10 @@ def merge_change_reports(reports: list[dict[str, Any]]) -> tuple[str, dict[str, 
 
 
 def _test_crash_point(index: int) -> None:
-    """``VBDECL_TEST_CRASH_AT=root-entry:N``: once entry N is built, SIGKILL every
-    process of the run's process group and leave, as if killed too (a pid 1 is
-    immune to its own signals): a test hook, inert unless set. Start the run in a
-    session of its own: the caller's group is the run's otherwise."""
+    """``VBDECL_TEST_CRASH_AT=root-entry:N`` (vbdecl/engine/faults.py): once entry N
+    is built, SIGKILL every process of the run's process group and leave, as if
+    killed too (a pid 1 is immune to its own signals): a test hook, inert unless set.
+    Start the run in a session of its own: the caller's group is the run's otherwise."""
     if os.environ.get("VBDECL_TEST_CRASH_AT") == f"root-entry:{index}":
         from vbdecl.sys.signals import SIGKILL
 

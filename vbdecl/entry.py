@@ -141,6 +141,13 @@ def _isolate() -> None:
     os.execve(sys.executable, [sys.executable, "-I", *sys.argv], env)
 
 
+def _fast_imports() -> None:
+    import vbdecl
+    from vbdecl import fastimport
+
+    fastimport.install(vbdecl)
+
+
 def _note_caller() -> None:
     global CALLER
     import os
@@ -153,6 +160,7 @@ def console_main(*, isolate: bool = True) -> None:
     checkout on PYTHONPATH): no isolated restart, which would lose that path."""
     if isolate:
         _isolate()
+    _fast_imports()
     _note_caller()
     _no_cycle_collection()
     _undo_locale_coercion()
@@ -161,6 +169,7 @@ def console_main(*, isolate: bool = True) -> None:
 
 def console_vb() -> None:
     _isolate()
+    _fast_imports()
     _note_caller()
     _no_cycle_collection()
     _undo_locale_coercion()

@@ -58,6 +58,20 @@ def test_a_usage_error_exits_1_never_the_2_of_changes_found(env: Path, capsys: p
         assert "error:" in capsys.readouterr().err
 
 
+def test_an_unknown_option_of_a_command_shows_that_commands_usage(
+        env: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A review: `vbdecl plan --bogus FILE` printed vbdecl's usage (argparse hands a
+    subparser's unknown arguments back to the top-level parser), not plan's."""
+    for argv, wrong in ((["plan", "--bogus", str(env / "web.yaml")], "unknown option --bogus"),
+                        (["destroy", "web", "extra"], "unexpected argument: extra")):
+        with pytest.raises(SystemExit) as exc:
+            main(argv)
+        assert exc.value.code == 1, argv     # (2 is plan --detailed-exitcode's "changes")
+        err = capsys.readouterr().err
+        assert err.startswith(f"usage: vbdecl {argv[0]} "), err
+        assert f"vbdecl {argv[0]}: error: {wrong}" in err, err
+
+
 def test_plan_graph_and_diff_of_a_bad_path_say_what_is_wrong(env: Path, capsys: pytest.CaptureFixture[str]) -> None:
     missing = str(env / "missing.yaml")
     for argv in (["plan", missing], ["plan", "--no-cache", missing], ["graph", str(env)],

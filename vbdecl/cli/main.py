@@ -13,6 +13,7 @@ import importlib
 import os
 import sys
 import traceback
+from collections.abc import Sequence
 from types import ModuleType
 from typing import NoReturn
 
@@ -53,6 +54,24 @@ class _Parser(argparse.ArgumentParser):
         self.exit(1, f"{self.prog}: error: {message}\n")
 
 
+class _CommandParser(_Parser):
+    """A command's parser. argparse hands what a subparser does not know back to
+    the top-level parser, whose error showed vbdecl's usage instead of the
+    command's: the command reports its own unknown options."""
+
+    def parse_known_args(self, args: Sequence[str] | None = None,  # type: ignore[override]
+                         namespace: argparse.Namespace | None = None,
+                         ) -> tuple[argparse.Namespace, list[str]]:
+        parsed, extras = super().parse_known_args(args, namespace)
+        if extras:
+            options = [a for a in extras if a.startswith("-") and a != "-"]
+            if options:
+                self.error(f"unknown option{'s' if len(options) > 1 else ''} {' '.join(options)} "
+                           f"(`{self.prog} --help` lists its options)")
+            self.error(f"unexpected argument{'s' if len(extras) > 1 else ''}: {' '.join(extras)}")
+        return parsed, extras
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="vbdecl",
@@ -63,7 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"vbdecl {__version__}")
     add_common(parser)
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_CommandParser)
     for name in COMMANDS:
         module = _module(name)
         if module is None:

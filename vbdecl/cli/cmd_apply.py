@@ -13,7 +13,9 @@ HELP = "create or update environments from a manifest, a saved plan, or a direct
 def add_arguments(p: argparse.ArgumentParser) -> None:
     from vbdecl.cli.progress import add_engine_options
 
-    p.add_argument("target", metavar="FILE|PLAN|DIR")
+    p.add_argument("target", metavar="FILE|PLAN|DIR",
+                   help="a manifest, a saved plan (vbdecl plan -o), a directory of manifests, "
+                        "or - for a manifest or plan on stdin (with -y)")
     add_engine_options(p)
     p.add_argument("--prune", action="store_true",
                    help="with a DIR: destroy environments that came from it and are no longer in it")
@@ -22,6 +24,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from vbdecl.cli.progress import (
         Renderer,
+        check_can_ask,
         command_line,
         confirm,
         emit_json,
@@ -32,6 +35,7 @@ def run(args: argparse.Namespace) -> int:
     from vbdecl.engine.executor import Engine
     from vbdecl.errors import UsageError
 
+    check_can_ask(args.target, args.yes)
     sources_ = sources.load(args.target, allow_empty=args.prune)
     sources.check_unique_names([(s.path or args.target, s.plan) for s in sources_])
     from vbdecl.cli.cmd_plan import check_limits, check_warnings

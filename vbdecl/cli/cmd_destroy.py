@@ -12,24 +12,34 @@ HELP = "destroy an environment (by name, or every environment of a manifest)"
 def add_arguments(p: argparse.ArgumentParser) -> None:
     from vbdecl.cli.progress import add_engine_options
 
-    p.add_argument("target", metavar="NAME|FILE")
+    p.add_argument("target", metavar="NAME|FILE",
+                   help="an environment's name, a manifest (every environment in it), or - for a "
+                        "manifest on stdin (with -y)")
     add_engine_options(p)
 
 
 def names_of(target: str) -> list[str]:
     from vbdecl.engine import paths, sources
 
-    if os.sep in target or os.path.isfile(target):
+    if target == sources.STDIN or os.sep in target or os.path.isfile(target):
         return [s.plan["name"] for s in sources.load(target)]
     paths.check_name(target)
     return [target]
 
 
 def run(args: argparse.Namespace) -> int:
-    from vbdecl.cli.progress import Renderer, command_line, confirm, emit_json, interrupts_roll_back
+    from vbdecl.cli.progress import (
+        Renderer,
+        check_can_ask,
+        command_line,
+        confirm,
+        emit_json,
+        interrupts_roll_back,
+    )
     from vbdecl.engine.executor import Engine
     from vbdecl.errors import StateError
 
+    check_can_ask(args.target, args.yes)
     interrupts_roll_back()
     renderer = Renderer(args.json)
     renderer.destroying = True     # a recovered destroy is reported as this command's result

@@ -14,7 +14,8 @@ HELP = "show the plan that takes manifest A to manifest B (or revision N to M of
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("a", metavar="A", help="the manifest to start from, or an environment name")
+    parser.add_argument("a", metavar="A", help="the manifest to start from, or an environment name "
+                                               "(a manifest A or B may be - for stdin)")
     parser.add_argument("b", metavar="B", nargs="?", help="the manifest to go to")
     parser.add_argument("--from", dest="rev_from", type=int, metavar="N",
                         help="with NAME: the revision to start from")
@@ -46,16 +47,23 @@ def _revision(name: str, number: int, state_dir: str | None) -> dict[str, Any]:
 def _sides(args: argparse.Namespace) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[str]]:
     """(plans of A, plans of B, raw diff lines)."""
     from vbdecl.engine.plancache import plans_for_file
+    from vbdecl.engine.sources import STDIN, STDIN_NAME, read_stdin
     from vbdecl.errors import UsageError
 
     if args.b is not None:
         if args.rev_from is not None or args.rev_to is not None:
             raise UsageError("--from/--to compare revisions of one environment, not two files",
                              hint="vbdecl diff NAME --from N --to M, or vbdecl diff A.yaml B.yaml")
-        a, b = plans_for_file(args.a), plans_for_file(args.b)
+        if args.a == args.b == STDIN:
+            raise UsageError("only one of the two manifests can come from stdin (-)",
+                             hint="vbdecl diff A.yaml - < B.yaml")
+        stdin = read_stdin() if STDIN in (args.a, args.b) else None
+        (name_a, data_a), (name_b, data_b) = [(STDIN_NAME, stdin) if f == STDIN else (f, None)
+                                              for f in (args.a, args.b)]
+        a, b = plans_for_file(name_a, data=data_a), plans_for_file(name_b, data=data_b)
         raw: list[str] = []
         if args.raw:
-            raw = _unified(_read(args.a), _read(args.b), args.a, args.b)
+            raw = _unified(_read(name_a, data_a), _read(name_b, data_b), name_a, name_b)
         return a, b, raw
     if args.rev_from is None:
         raise UsageError("give two manifests, or an environment name with --from N",
@@ -77,7 +85,9 @@ def _sides(args: argparse.Namespace) -> tuple[list[dict[str, Any]], list[dict[st
     return [pa], [pb], raw
 
 
-def _read(path: str) -> str:
+def _read(path: str, data: bytes | None = None) -> str:
+    if data is not None:
+        return data.decode("utf-8", errors="replace")
     with open(path, encoding="utf-8", errors="replace") as f:
         return f.read()
 

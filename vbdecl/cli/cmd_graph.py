@@ -9,16 +9,20 @@ HELP = "print the action graph of a manifest as a tree (--dot: Graphviz)"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("file", metavar="FILE", help="the manifest")
+    parser.add_argument("file", metavar="FILE", help="the manifest, or - for stdin")
     parser.add_argument("--dot", action="store_true", help="print Graphviz dot instead of a tree")
 
 
 def run(args: argparse.Namespace) -> int:
     from vbdecl.cli.render_plan import print_lines
     from vbdecl.engine.plancache import plans_for_file
+    from vbdecl.engine.sources import STDIN, STDIN_NAME, read_stdin
     from vbdecl.plan.text import render_dot, render_tree
 
-    plans = plans_for_file(args.file)
+    if args.file == STDIN:
+        plans = plans_for_file(STDIN_NAME, data=read_stdin())
+    else:
+        plans = plans_for_file(args.file)
     if args.json:
         print(json.dumps({"format": 1, "graphs": [
             {"name": p["name"], "actions": [

@@ -11,7 +11,8 @@ HELP = "show what `apply` would change (drift first, then one line per change)"
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("file", metavar="FILE|DIR",
-                        help="the manifest, or a directory of manifests (searched like apply DIR)")
+                        help="the manifest, or a directory of manifests (searched like apply DIR), "
+                             "or - for stdin (relative paths in it: to the current directory)")
     parser.add_argument("-v", "--verbose", action="store_true",
                         help="also list the actions that do not change")
     parser.add_argument("--detailed-exitcode", action="store_true",
@@ -166,20 +167,28 @@ def run(args: argparse.Namespace) -> int:
     from vbdecl.cli.render_plan import print_lines
     from vbdecl.engine import atomic
     from vbdecl.engine.plancache import plans_for_file
-    from vbdecl.engine.sources import check_unique_names, manifest_files, no_manifests
+    from vbdecl.engine.sources import (
+        STDIN,
+        STDIN_NAME,
+        check_unique_names,
+        manifest_files,
+        no_manifests,
+        read_stdin,
+    )
     from vbdecl.engine.store import load as read_state
     from vbdecl.errors import UsageError
     from vbdecl.plan import saved as saved_mod
     from vbdecl.plan.diff import summary
     from vbdecl.plan.text import render_all, state_ref
 
-    files = manifest_files([args.file])
+    stdin = read_stdin() if args.file == STDIN else None
+    files = [STDIN_NAME] if stdin is not None else manifest_files([args.file])
     if not files:
         raise no_manifests(args.file)
-    if args.out and files != [args.file]:
+    if args.out and stdin is None and files != [args.file]:
         raise UsageError("-o saves the plan of one manifest FILE, not of a directory",
                          hint="vbdecl plan DIR/ENV.yaml -o PLANFILE")
-    plans = [(f, p) for f in files for p in plans_for_file(f, use_cache=not args.no_cache)]
+    plans = [(f, p) for f in files for p in plans_for_file(f, use_cache=not args.no_cache, data=stdin)]
     check_unique_names(plans)
     results = []
     for path, plan in plans:
@@ -192,15 +201,17 @@ def run(args: argparse.Namespace) -> int:
     lines, doc = render_all(results)
     if args.out:
         if len(results) != 1:
-            raise UsageError(f"{args.file} holds {len(results)} environments; -o saves the plan of one",
+            raise UsageError(f"{files[0]} holds {len(results)} environments; -o saves the plan of one",
                              hint="put each environment in its own file to save its plan")
         plan, state, found = results[0]
-        with open(args.file, "rb") as f:
-            data = f.read()
+        source: tuple[str | None, bytes | None] = (None, None)   # stdin: no file to go stale
+        if stdin is None:
+            with open(args.file, "rb") as f:
+                source = (args.file, f.read())
         try:
             atomic.write_json(Path(args.out), saved_mod.build(
                 plan, state_ref(state), summary(found), [c.to_json() for c in found if c.symbol],
-                args.file, data))     # 0600: it holds file contents and env values, as the cache does
+                *source))     # 0600: it holds file contents and env values, as the cache does
         except OSError as err:
             raise cannot_save(args.out, err) from None
         lines += ["", f"Saved the plan to {args.out}; apply it with `vbdecl apply {args.out}`."]

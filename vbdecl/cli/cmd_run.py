@@ -8,7 +8,7 @@ HELP = "run a manifest's environment ephemerally: set up, run the process, tear 
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("file", metavar="FILE", help="the manifest")
+    parser.add_argument("file", metavar="FILE", help="the manifest (a file: stdin is the process's)")
     parser.add_argument("--name", help="which environment, when FILE holds several")
     parser.add_argument("--events-fd", type=int, metavar="FD",
                         help="also write lifecycle events (JSON lines) to this fd")

@@ -16,16 +16,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from vbdecl.engine.sources import manifest_files
+    from vbdecl.engine.sources import STDIN, STDIN_NAME, manifest_files, read_stdin
     from vbdecl.model.load import LoadResult, duplicate_names, load_path
 
     results: list[LoadResult] = []
     for path in manifest_files(list(args.paths)):
-        if path == "-":
-            from vbdecl.model.yamlsafe import MAX_BYTES
-
-            data = sys.stdin.buffer.read(MAX_BYTES + 1)
-            results.append(load_path("<stdin>", data))
+        if path == STDIN:
+            results.append(load_path(STDIN_NAME, read_stdin()))
         else:
             results.append(load_path(path))
     if not results:

@@ -49,6 +49,10 @@ def parse(argv: list[str]) -> tuple[str, dict[str, object], list[str], list[str]
             opts[name[2:].replace("-", "_")] = value
         elif arg in _FLAGS:
             opts[arg[2:].replace("-", "_")] = True
+        elif arg == "-" and cmd == "run":
+            raise UsageError("vbdecl run reads its manifest from a file: stdin is the process's",
+                             hint="save the manifest to a file and run that (plan, diff, apply and "
+                                  "validate take - for stdin)")
         elif arg.startswith("-"):
             raise UsageError(f"unknown option {arg}", hint="see vbdecl run --help / vbdecl exec --help")
         elif cmd is None:

@@ -154,6 +154,17 @@ def confirm(question: str, assume_yes: bool) -> bool:
     return line.strip().lower() in ("y", "yes")
 
 
+def check_can_ask(target: str, assume_yes: bool) -> None:
+    """``-`` puts the manifest on stdin, where :func:`confirm` reads its answer: with
+    no -y, say so at once, rather than plan and take the manifest's end for a no."""
+    from vbdecl.engine.sources import STDIN
+    from vbdecl.errors import UsageError
+
+    if target == STDIN and not assume_yes:
+        raise UsageError("the manifest comes from stdin (-), so there is no answer to read there",
+                         hint="pass -y (--yes) to go on without asking, or give the manifest's path")
+
+
 def emit_json(obj: Any) -> None:
     sys.stdout.write(json.dumps(obj, default=str) + "\n")
     sys.stdout.flush()

@@ -74,8 +74,14 @@ def store(key: str, plans: list[dict[str, Any]]) -> None:
         cachefile.prune(os.path.dirname(os.path.dirname(target)), MAX_ENTRIES)
 
 
-def plans_for_file(path: str, *, use_cache: bool = True) -> list[dict[str, Any]]:
-    """The compiled plans of a manifest file, from the cache when possible."""
+def plans_for_file(path: str, *, use_cache: bool = True, data: bytes | None = None) -> list[dict[str, Any]]:
+    """The compiled plans of a manifest file, from the cache when possible.
+    ``data``: a manifest read already (stdin; ``path`` names it in messages), never
+    cached: its relative paths are to the current directory."""
+    if data is not None:
+        from vbdecl.plan.compile import compile_file
+
+        return compile_file(path, data=data)
     key = None
     if use_cache:
         try:

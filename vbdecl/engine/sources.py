@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,8 @@ from typing import Any
 from vbdecl.errors import UsageError
 
 MANIFEST_SUFFIXES = (".yaml", ".yml")
+STDIN = "-"                 # the FILE argument that means standard input
+STDIN_NAME = "<stdin>"      # how messages name it (<stdin>:line:col)
 
 
 @dataclass
@@ -26,19 +29,43 @@ class Source:
     path: str | None = None
 
 
+def read_stdin() -> bytes:
+    """The manifest given as ``-``, read once (at most one byte over the loader's
+    limit, so that the loader can say it is too large)."""
+    from vbdecl.model.yamlsafe import MAX_BYTES
+
+    if sys.stdin is None:       # (fd 0 closed)
+        raise UsageError("- means the manifest is on stdin, and stdin is closed",
+                         hint="give the manifest's path, or pipe it in: vbdecl plan - < env.yaml")
+    return sys.stdin.buffer.read(MAX_BYTES + 1)
+
+
+_SAVED_PLAN_STARTS = (b"{", b" ", b"\n")
+
+
 def is_saved_plan(path: Path) -> dict[str, Any] | None:
     if path.suffix in MANIFEST_SUFFIXES:
         return None
     try:
         with open(path, "rb") as f:
             head = f.read(1)
-            if head not in (b"{", b" ", b"\n"):
+            if head not in _SAVED_PLAN_STARTS:
                 return None
-            data = json.loads(head + f.read())
-    except (OSError, ValueError):
+            return saved_plan_in(head + f.read())
+    except OSError:
         return None
-    if isinstance(data, dict) and "actions" in data and "format" in data:
-        return data
+
+
+def saved_plan_in(data: bytes) -> dict[str, Any] | None:
+    """The saved plan that ``data`` is, or None (a manifest, say)."""
+    if data[:1] not in _SAVED_PLAN_STARTS:
+        return None
+    try:
+        plan = json.loads(data)
+    except ValueError:
+        return None
+    if isinstance(plan, dict) and "actions" in plan and "format" in plan:
+        return plan
     return None
 
 
@@ -103,8 +130,18 @@ def no_manifests(target: str) -> UsageError:
 
 
 def load(target: str, *, allow_empty: bool = False) -> list[Source]:
-    """Plans for a FILE, PLAN or DIR argument (a DIR without manifests is an
-    error unless ``allow_empty``: apply --prune of an emptied directory)."""
+    """Plans for a FILE, PLAN or DIR argument, or ``-`` (a manifest or a saved plan
+    on stdin); a DIR without manifests is an error unless ``allow_empty``: apply
+    --prune of an emptied directory."""
+    if target == STDIN:
+        from vbdecl.plan.compile import compile_file
+        from vbdecl.plan.saved import plan_of
+
+        data = read_stdin()
+        saved = saved_plan_in(data)
+        if saved is not None:
+            return [Source(plan_of(saved), saved, STDIN_NAME)]
+        return [Source(plan, None, STDIN_NAME) for plan in compile_file(STDIN_NAME, data=data)]
     path = Path(target)
     if not path.exists():
         raise UsageError(f"{target}: no such file or directory",

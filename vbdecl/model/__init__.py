@@ -14,19 +14,25 @@ if TYPE_CHECKING:
     from typing import Any
 
 
-def load_normalized(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
+def load_normalized(path: str | os.PathLike[str], *, data: bytes | None = None) -> list[dict[str, Any]]:
     """Load and validate every document of ``path`` and normalize each.
 
     Returns ``[{"name", "labels", "annotations", "source", "spec"}, ...]``
     (docs/plan-format.md); raises :class:`~vbdecl.errors.ManifestError`
     listing every problem of the file.
+
+    ``data``: a manifest read already (from stdin). ``path`` then only names it in
+    messages (``<stdin>:line:col``), relative host paths are to the current
+    directory, and the documents have no source file.
     """
     from vbdecl.model.load import load_path
     from vbdecl.model.normalize import normalize
 
-    file = os.path.abspath(os.fspath(path))
-    result = load_path(os.fspath(path))
+    result = load_path(os.fspath(path), data)
     result.raise_for_problems()
+    if data is not None:
+        return [normalize(env, base_dir=os.getcwd()) for _index, env in result.environments]
+    file = os.path.abspath(os.fspath(path))
     base_dir = os.path.dirname(file)
     return [normalize(env, base_dir=base_dir, source={"path": file, "document": index})
             for index, env in result.environments]

@@ -85,12 +85,13 @@ def compile_doc(doc: Doc, *, with_hash: bool = True) -> dict[str, Any]:
     }
 
 
-def compile_file(path: str) -> list[dict[str, Any]]:
+def compile_file(path: str, *, data: bytes | None = None) -> list[dict[str, Any]]:
     """Load, validate and compile every environment of a manifest file
-    (no cache; see :func:`vbdecl.engine.plancache.plans_for_file`)."""
+    (no cache; see :func:`vbdecl.engine.plancache.plans_for_file`); ``data``:
+    as :func:`vbdecl.model.load_normalized`'s."""
     from vbdecl.model import load_normalized  # heavy: pydantic, ruamel
 
-    return [compile_doc(doc) for doc in load_normalized(path)]
+    return [compile_doc(doc) for doc in load_normalized(path, data=data)]
 
 
 # --- helpers ----------------------------------------------------------------

@@ -376,7 +376,29 @@ def test_a_mount_that_hides_earlier_entries_is_warned_of(env: Path, capsys: pyte
     assert main(["plan", str(m)]) == 0
     err = capsys.readouterr().err
     assert f"warning: {m}: masked: filesystem[3]: this tmpfs at / hides what the entries before it " \
-           "made there: /usr, /bin\n" in err
+           "made there: /usr, /bin, /work\n" in err
+
+
+def test_every_mount_warns_of_any_entry_it_hides_but_its_own_mount_point() -> None:
+    """A review: a tmpfs at /tmp after `dir /tmp/a` said nothing (dir, chmod and
+    remount-ro entries were never counted as hidden, even below the mount), nor did a
+    bind-data over a file entry."""
+    from vbdecl.cli.cmd_plan import cover_warnings
+
+    def warned(*entries: dict[str, str]) -> list[str]:
+        return [w["message"] for w in cover_warnings({"spec": {"filesystem": list(entries)}})]
+
+    assert warned({"type": "dir", "target": "/tmp/a"}, {"type": "chmod", "target": "/tmp/b", "mode": "0700"},
+                  {"type": "remount-ro", "target": "/tmp/c"}, {"type": "tmpfs", "target": "/tmp"}) == \
+        ["this tmpfs at /tmp hides what the entries before it made there: /tmp/a, /tmp/b, /tmp/c"]
+    for kind in ("proc", "dev", "mqueue", "overlay", "tmp-overlay", "ro-overlay", "bind", "ro-bind", "dev-bind"):
+        assert warned({"type": "dir", "target": "/m/d"}, {"type": kind, "target": "/m"}) == \
+            [f"this {kind} at /m hides what the entries before it made there: /m/d"], kind
+    assert warned({"type": "file", "target": "/etc/token"}, {"type": "bind-data", "target": "/etc/token"}) == \
+        ["this bind-data at /etc/token hides what the entries before it made there: /etc/token"]
+    # the mount point itself: made for it (dir), or prepared for it
+    assert warned({"type": "dir", "target": "/run/app"}, {"type": "chmod", "target": "/run/app", "mode": "0700"},
+                  {"type": "tmpfs", "target": "/run/app"}, {"type": "dir", "target": "/run/app/x"}) == []
 
 
 def test_apply_refuses_limits_this_machine_cannot_enforce_as_plan_does(

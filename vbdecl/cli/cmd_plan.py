@@ -103,12 +103,23 @@ def idmap_warnings(plan: dict[str, Any]) -> list[dict[str, str]]:
     return []
 
 
-# Entries whose mount hides what is below its target (a file or symlink mount covers
-# only its own path); dir, chmod and remount-ro entries are not hidden by one, they act
-# on the mount point itself or were made to be covered.
+# Entries whose mount hides what is at and below its target (a mount of a file, as
+# bind-data's is, covers only its own path).
 _COVERING = ("tmpfs", "proc", "dev", "mqueue", "overlay", "tmp-overlay", "ro-overlay",
-             "bind", "ro-bind", "dev-bind")
-_NOT_HIDDEN = ("dir", "chmod", "remount-ro")
+             "bind", "ro-bind", "dev-bind", "bind-data")
+# At a mount's very target these act on its mount point (a dir entry makes it); below
+# the target they are hidden as any other entry is.
+_AT_MOUNT_POINT = ("dir", "chmod", "remount-ro")
+
+
+def _hidden_by(entry: dict[str, Any], top: str) -> bool:
+    """Whether a mount at ``top`` (normalized) hides what an earlier ``entry`` made."""
+    import os
+
+    path = os.path.normpath(str(entry["target"]))
+    if path == top:
+        return entry.get("type") not in _AT_MOUNT_POINT
+    return path.startswith(top.rstrip("/") + "/")
 
 
 def cover_warnings(plan: dict[str, Any]) -> list[dict[str, str]]:
@@ -122,8 +133,7 @@ def cover_warnings(plan: dict[str, Any]) -> list[dict[str, str]]:
         if e.get("type") not in _COVERING:
             continue
         top = os.path.normpath(str(e["target"]))
-        hidden = [str(x["target"]) for x in entries[:j] if x.get("type") not in _NOT_HIDDEN
-                  and (os.path.normpath(str(x["target"])) + "/").startswith(top.rstrip("/") + "/")]
+        hidden = [str(x["target"]) for x in entries[:j] if _hidden_by(x, top)]
         if hidden:
             shown = ", ".join(hidden[:3]) + (f" and {len(hidden) - 3} more" if len(hidden) > 3 else "")
             out.append({"where": f"filesystem[{j}]",

@@ -12,7 +12,14 @@ import pytest
 from vbdecl.model import load_normalized, names
 from vbdecl.model.load import load_text
 from vbdecl.model.normalize import normalize
-from vbdecl.model.units import UnitError, format_size, parse_mode, parse_port, parse_size
+from vbdecl.model.units import (
+    UnitError,
+    bare_mode_error,
+    format_size,
+    parse_mode,
+    parse_port,
+    parse_size,
+)
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 HEAD = "apiVersion: vbdecl/v1\nkind: Environment\nmetadata: {name: t}\n"
@@ -64,6 +71,18 @@ def test_bare_int_mode_hint_suggests_a_mode_that_parses(number: int, suggested: 
     hint = err.value.hint or ""
     assert f'mode: "{suggested}"' in hint
     assert parse_mode(suggested) == int(suggested, 8)    # the validator takes what the hint suggests
+
+
+@pytest.mark.parametrize(("written", "suggested"), [("0o644", "0644"), ("0o1777", "1777"), ("0o755", "0755"),
+                                                    ("0o0", "0000"), ("0644", "0644"), ("420", "0420")])
+def test_bare_int_mode_hint_follows_how_the_number_was_written(written: str, suggested: str) -> None:
+    """A review: mode: 0o644 (420 to YAML 1.2) got the hint "0420": from the number
+    alone, 420 looks like the digits of a bare 0420."""
+    from vbdecl.model.yamlsafe import resolve_plain
+
+    err = bare_mode_error(resolve_plain(written), written)
+    assert err.message == f"mode {written} is a number, not a quoted octal string"
+    assert f'quote it: mode: "{suggested}"' in (err.hint or "")
 
 
 @pytest.mark.parametrize("number", [8000, 4096, -1, 77777])

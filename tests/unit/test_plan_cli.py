@@ -232,7 +232,7 @@ def test_plan_diff_graph_and_apply_read_a_manifest_from_stdin(
     # errors name <stdin>:line:col
     _stdin(monkeypatch, text.replace('mode: "0755"', "mode: 0755"))
     assert main(["plan", "-"]) == 1
-    assert 'error: <stdin>:11:42: mode 755 is a number' in capsys.readouterr().err
+    assert 'error: <stdin>:11:42: mode 0755 is a number' in capsys.readouterr().err
     # diff either way round; -o saves a plan that names no manifest file
     _stdin(monkeypatch, text.replace('"8080:80/tcp"', '"9090:80/tcp"'))
     assert main(["diff", "--raw", str(env / "web.yaml"), "-"]) == 0

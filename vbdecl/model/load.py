@@ -17,6 +17,7 @@ from pydantic import BaseModel, ValidationError
 
 from vbdecl.errors import ManifestError, Problem
 from vbdecl.model import manifest as m
+from vbdecl.model import units
 from vbdecl.model.yamlsafe import Document, Path, Positions, read_documents
 
 __all__ = ["LoadResult", "duplicate_names", "load_file", "load_path", "load_text", "name_where"]
@@ -264,6 +265,11 @@ def _error_to_problem(err: Any, doc: Document, file: str) -> Problem:
         hint = ctx.get("hint")
         if ctx.get("at"):
             at_key = True
+        written = doc.literals.get(path)
+        if written is not None and loc[-1] == "mode" and type(value) is int:
+            # the validator saw the number; the file says how it was written (0o644 is 420)
+            bare = units.bare_mode_error(value, written)
+            message, hint = bare.message, bare.hint
     elif etype == "missing":
         name = rest[-1] if rest else loc[-1]
         parent = _dotted(path) or "the document"

@@ -11,6 +11,7 @@ import re
 
 __all__ = [
     "UnitError",
+    "bare_mode_error",
     "format_size",
     "parse_mode",
     "parse_port",
@@ -90,8 +91,18 @@ _MODE_RE = re.compile(r"(?:0o)?([0-7]{1,4})")
 MODE_HINT = 'write a mode as a quoted string of octal digits, e.g. mode: "0755"'
 
 
-def _bare_mode_hint(value: int) -> str:
+def bare_mode_error(value: int, written: str | None = None) -> UnitError:
+    """The error for a mode given as the YAML integer ``value``; ``written``: its text in
+    the file, when known (``0o644``, which is the number 420)."""
+    return UnitError(f"mode {written or value} is a number, not a quoted octal string",
+                     _bare_mode_hint(value, written))
+
+
+def _bare_mode_hint(value: int, written: str | None = None) -> str:
     """What to write instead of the YAML integer ``value``: never a mode parse_mode refuses."""
+    if written is not None and written.startswith("0o") and 0 <= value <= 0o7777:
+        # YAML 1.2 octal: the number is the mode, whatever its decimal digits look like
+        return f'quote it: mode: "{value:04o}" (YAML reads {written} as the number {value}, not as a mode)'
     digits = str(value)
     if value >= 0 and len(digits) <= 4 and set(digits) <= set("01234567"):
         # 755 or 0755 in the file: the author meant those octal digits
@@ -106,7 +117,7 @@ def parse_mode(value: str) -> int:
     """``"0755"``, ``"755"``, ``"1777"``, ``"0o755"`` -> int. A bare int is refused (YAML reads 0755 as 755)."""
     if isinstance(value, bool) or not isinstance(value, str):
         if isinstance(value, int) and not isinstance(value, bool):
-            raise UnitError(f"mode {value} is a number, not a quoted octal string", _bare_mode_hint(value))
+            raise bare_mode_error(value)
         raise UnitError(f"expected a mode, got {type(value).__name__} {value!r}", MODE_HINT)
     m = _MODE_RE.fullmatch(value.strip())
     if not m:

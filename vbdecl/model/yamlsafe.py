@@ -10,7 +10,9 @@ data itself, so that:
 - duplicate keys, recursive aliases, unsupported tags are located problems;
 - alias expansion is counted: a "billion laughs" file stops at
   :data:`MAX_NODES` nodes, in bounded memory, within milliseconds;
-- every key and list item gets a position (line, column, 1-based) by path.
+- every key and list item gets a position (line, column, 1-based) by path;
+- an integer written other than in plain decimal (``0o644``) keeps its text by
+  path, for messages about it.
 """
 
 from __future__ import annotations
@@ -108,6 +110,7 @@ class Builder:
     def __init__(self, implicit_tag: Callable[[str], str]) -> None:
         self.implicit_tag = implicit_tag
         self.positions: Positions = {}
+        self.literals: dict[Path, str] = {}     # path -> the text of an int not in plain decimal
         self.problems: list[tuple[int, int, str, str | None]] = []
         self.count = 0
 
@@ -133,7 +136,10 @@ class Builder:
             tag: str = node.tag
             if node.style is None or node.style == "":
                 if tag == self.implicit_tag(value) or tag == "!":
-                    return resolve_plain(value)
+                    plain = resolve_plain(value)
+                    if type(plain) is int and value != str(plain):
+                        self.literals[path] = value
+                    return plain
                 return _explicit(tag, value, node)
             if tag in (T + "str", "!"):
                 return value
@@ -366,13 +372,14 @@ def _composer() -> Callable[[str], Iterator[tuple[Any, Callable[[str], str]]]]:
 class Document:
     """One YAML document: its data (None if it could not be read), positions and problems."""
 
-    __slots__ = ("data", "index", "line", "positions", "problems")
+    __slots__ = ("data", "index", "line", "literals", "positions", "problems")
 
     def __init__(self, index: int, line: int) -> None:
         self.index = index
         self.line = line
         self.data: Any = None
         self.positions: Positions = {}
+        self.literals: dict[Path, str] = {}
         self.problems: list[tuple[int, int, str, str | None]] = []
 
 
@@ -393,6 +400,7 @@ def read_documents(path: str, data: bytes | None = None, *, where: str | None = 
             except RecursionError:
                 doc.problems.append((doc.line, 1, "the document nests too deeply", None))
             doc.positions = builder.positions
+            doc.literals = builder.literals
             doc.problems[:0] = builder.problems
             docs.append(doc)
     except YamlProblem as err:

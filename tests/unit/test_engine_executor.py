@@ -112,6 +112,24 @@ def test_unknown_kind_is_refused_before_anything_changes(tmp_path: Path) -> None
     assert testops.host_tree(root) == {} and not (sd / "envs" / "web").exists()
 
 
+def test_destroy_json_lists_its_changes_in_the_order_it_made_them(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A review: destroy --json listed file[/f9] before file[/f11] (state.json keeps
+    resources sorted by id), while the teardown, its events and the progress shown to
+    people went by the plan, file[/f11] first."""
+    from vbdecl.cli.main import main
+
+    root, sd = tmp_path / "root", tmp_path / "state"
+    root.mkdir()
+    Engine(sd).apply(_plan(root, files=12))
+    assert main(["destroy", "web", "--json", "-y", "--state-dir", str(sd)]) == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    done = [e["id"] for e in lines if e["event"] == "action.destroyed"]
+    assert done == ["dir[/]", *[f"file[/f{i}]" for i in range(12)]][::-1]
+    (result,) = lines[-1]["destroyed"]
+    assert [c["id"] for c in result["changes"]] == done
+
+
 def test_destroy_unknown_env_creates_nothing(tmp_path: Path) -> None:
     sd = tmp_path / "state"
     with pytest.raises(StateError):

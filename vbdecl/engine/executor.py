@@ -987,8 +987,9 @@ class Session:
                   runtime_dir=self._txn_runtime_dir)
         self.engine.emit("destroy.started", name=self.name, instance=self.instance,
                          steps=len(self.res))
-        changes = [Change("-", rid, r.get("kind", "?"), "destroy", old=r)
-                   for rid, r in reversed(list(self.res.items()))]
+        # (in the order of the teardown: state.json keeps resources sorted by id)
+        changes = [Change("-", rid, self.res[rid].get("kind", "?"), "destroy", old=self.res[rid])
+                   for rid in self._teardown_order()]
         errors = self._destroy_forward(start_seq=0)
         if errors:
             first = errors[0]
@@ -1000,15 +1001,20 @@ class Session:
         return Result(self.name, self.instance, state.get("revision"), None, changes,
                       steps=len(changes))
 
+    def _teardown_order(self) -> list[str]:
+        """The ids of the resources still in ``self.res``, in the order a destroy reverts
+        them: those the recorded plan does not list first, then the plan's order reversed."""
+        order = [a["id"] for a in ((self.state or {}).get("plan") or {}).get("actions", [])]
+        listed = set(order)
+        order += [i for i in self.res if i not in listed]
+        return [rid for rid in reversed(order) if rid in self.res]
+
     def _destroy_forward(self, *, start_seq: int) -> list[ActionError]:
         """Revert every resource still in ``self.res`` in reverse order; commit if all went."""
-        state = self.state
-        order = [a["id"] for a in ((state or {}).get("plan") or {}).get("actions", [])]
-        order += [i for i in self.res if i not in order]
         errors: list[ActionError] = []
         failed: set[str] = set()
         seq = start_seq
-        for rid in reversed(order):
+        for rid in self._teardown_order():
             res = self.res.get(rid)
             if res is None:
                 continue

@@ -5,14 +5,13 @@ module whatever its size (the meta path's three finders, directory caches,
 path joins, the loader's checks): for the ~35 modules of a ``vb`` run about
 1.5 ms, a fifth of what vb costs beyond the interpreter's own start. This
 finder goes from a module's name straight to its source file and to the
-bytecode the default loader cached for it, checks that cache exactly as the
-default loader checks a timestamp-based one (magic number, flags, source
-mtime and size), and leaves everything else to the regular machinery: a
-missing or stale cache (which the default loader then writes again), a
-hash-based one, an extension module, a run with ``-O`` or a
-``PYTHONPYCACHEPREFIX``. Modules it loads have the regular spec,
-``__file__``, ``__cached__`` and ``__path__``; a reload goes through the
-default loader.
+bytecode the default loader cached for it (where ``-O`` and
+``PYTHONPYCACHEPREFIX`` put it too), checks that cache exactly as the default
+loader checks a timestamp-based one (magic number, flags, source mtime and
+size), and leaves everything else to the regular machinery: a missing or
+stale cache (which the default loader then writes again), a hash-based one,
+an extension module. Modules it loads have the regular spec, ``__file__``,
+``__cached__`` and ``__path__``; a reload goes through the default loader.
 
 Installed by the console entry points only: embedders of the Python API keep
 the import system as they set it up.
@@ -50,12 +49,11 @@ class PackageFinder:
                 st = stat(source)
             except OSError:
                 continue
-            directory, _, filename = source.rpartition("/")
-            cached = f"{directory}/__pycache__/{filename[:-3]}.{sys.implementation.cache_tag}.pyc"
             try:
+                cached = _external.cache_from_source(source)
                 with open(cached, "rb", buffering=0) as f:
                     data = f.read()
-            except OSError:
+            except (OSError, NotImplementedError):     # (no cache_tag: no caches)
                 return None
             if (data[:4] != _external.MAGIC_NUMBER or data[4:8] != b"\0\0\0\0"
                     or int.from_bytes(data[8:12], "little") != int(st.st_mtime) & 0xFFFFFFFF
@@ -66,7 +64,7 @@ class PackageFinder:
             spec.has_location = True
             spec.cached = cached
             if is_package:
-                spec.submodule_search_locations = [directory]
+                spec.submodule_search_locations = [source.rpartition("/")[0]]
             return spec
         return None
 
@@ -85,9 +83,6 @@ class PackageFinder:
 
 
 def install(package: ModuleType) -> None:
-    """Put a finder for ``package``'s submodules first on the meta path (once), unless
-    this interpreter keeps its cached bytecode elsewhere or under other names."""
-    if sys.flags.optimize or sys.pycache_prefix is not None:
-        return
+    """Put a finder for ``package``'s submodules first on the meta path (once)."""
     if not any(isinstance(finder, PackageFinder) for finder in sys.meta_path):
         sys.meta_path.insert(0, PackageFinder(package.__name__, package.__path__[0]))

@@ -111,14 +111,26 @@ def test_a_reload_reads_the_source_again(tmp_path: Path) -> None:
     assert out == "PackageFinder module\nreloaded\n"
 
 
-def test_not_installed_where_caches_live_elsewhere(tmp_path: Path) -> None:
+@pytest.mark.parametrize("flags", [["-O"], ["-X", "pycache_prefix={root}/elsewhere"]])
+def test_caches_where_the_interpreter_keeps_them(tmp_path: Path, flags: list[str]) -> None:
     name = make_package(tmp_path)
-    body = (f"import importlib, {name}\nfastimport.install({name})\n"
-            "print(sum(isinstance(f, fastimport.PackageFinder) for f in sys.meta_path))\n")
-    assert run(tmp_path, body, "-O") == "0\n"
-    assert run(tmp_path, body, "-X", f"pycache_prefix={tmp_path / 'elsewhere'}") == "0\n"
-    assert run(tmp_path, body + f"fastimport.install({name})\n"
-               "print(sum(isinstance(f, fastimport.PackageFinder) for f in sys.meta_path))\n") == "1\n1\n"
+    flags = [flag.format(root=tmp_path) for flag in flags]
+    compile_all = f"import compileall; compileall.compile_dir({str(tmp_path / name)!r}, quiet=1)\n"
+    out = run(tmp_path, compile_all + f"import importlib, {name}\nfastimport.install({name})\n"
+              + loaders(name, ".mod") + f"print(sys.modules['{name}.mod'].__cached__)\n", *flags)
+    loader, cached = out.splitlines()
+    assert loader == "PackageFinder module"
+    if flags == ["-O"]:
+        assert cached.endswith(f"/__pycache__/mod.{sys.implementation.cache_tag}.opt-1.pyc")
+    else:
+        assert cached.startswith(f"{tmp_path}/elsewhere/")
+
+
+def test_installed_once(tmp_path: Path) -> None:
+    name = make_package(tmp_path)
+    count = "print(sum(isinstance(f, fastimport.PackageFinder) for f in sys.meta_path))\n"
+    body = f"import {name}\nfastimport.install({name})\nfastimport.install({name})\n" + count
+    assert run(tmp_path, body) == "1\n"
 
 
 def test_the_console_programs_load_vbdecl_through_it() -> None:

@@ -127,7 +127,7 @@ def start_live(tmp: str, env: dict[str, str]) -> tuple[str, dict[str, object]]:
     record = op_for("env.namespaces").apply(ctx, {"namespaces": spec["namespaces"], "idmap": None,
                                                   "hostname": None})
     with open(os.path.join(env_dir, "state.json"), "w") as f:
-        json.dump({"format": 1, "name": name, "plan": {"spec": spec},
+        json.dump({"format": 1, "name": name, "instance": ctx.instance, "serial": 1, "plan": {"spec": spec},
                    "resources": {"env": {"kind": "env.namespaces", "record": record}}}, f)
     return state, record
 

@@ -29,7 +29,7 @@ from typing import Any
 import pytest
 
 from vbdecl.errors import ConflictError, VbdeclError
-from vbdecl.net import shared
+from vbdecl.net import ipam, shared
 from vbdecl.ops import op_for
 from vbdecl.ops.base import Context
 
@@ -665,6 +665,38 @@ def test_two_state_roots_share_bridge_and_table(tmp_path: Path) -> None:
     finally:
         a.close()
         b.close()
+
+
+def veth_altnames(instance: str) -> list[str]:
+    out = subprocess.run(["ip", "-j", "link", "show", "dev", ipam.veth_name(instance)],
+                         capture_output=True, text=True, check=True).stdout
+    return list(json.loads(out)[0].get("altnames") or [])
+
+
+def test_state_roots_sharing_a_bridge_never_give_out_one_address_twice(tmp_path: Path) -> None:
+    """Leases are per state root; the claim on the veth is host-wide."""
+    bridge = f"vbt{uniq()}"
+    subnet, _, _ = rand_subnet()
+    net = ipam.parse_subnet(subnet)
+    a, b, c = Env(tmp_path / "root1"), Env(tmp_path / "root2"), Env(tmp_path / "root2")
+    try:
+        # a (root 1) takes the address b (root 2) would be given first
+        first = str(ipam.allocate(net, b.instance, [str(ipam.gateway(net))]))
+        a.apply(bridge_actions(bridge, subnet, address=first))
+        assert veth_altnames(a.instance) == [f"{bridge}@{first}"]
+        b.apply(bridge_actions(bridge, subnet))
+        assert b.address != first
+        assert veth_altnames(b.instance) == [f"{bridge}@{b.address}"]
+        with pytest.raises(ConflictError, match=f"{first} on bridge {bridge} is in use by an environment "
+                                                "of another state root"):
+            c.apply(bridge_actions(bridge, subnet, address=first))
+        a.revert_one("net.address")                          # the claim goes with the address
+        assert veth_altnames(a.instance) == []
+        c.apply(bridge_actions(bridge, subnet, address=first))
+        assert c.address == first
+    finally:
+        for env in (c, b, a):
+            env.close()
 
 
 def test_probes_see_drift(envs: Callable[..., Env]) -> None:

@@ -103,3 +103,23 @@ def test_undo_of_add_commands() -> None:
     assert kinds[:2] == [("delete", "element"), ("delete", "element")]
     assert kinds[2:] == [("flush", "chain"), ("delete", "chain")]
     assert undo[0]["delete"]["element"]["elem"] in (["10.0.0.2"], ["fd00::2"])
+
+
+@pytest.mark.parametrize(("code", "outcome"), [(None, True), (errno.EEXIST, False), (errno.EOPNOTSUPP, True),
+                                               (errno.EINVAL, SysError)])
+def test_an_alternative_name_is_a_claim(monkeypatch: pytest.MonkeyPatch, code: int | None,
+                                        outcome: object) -> None:
+    """Taken (EEXIST) is False; a kernel without alternative names claims nothing and
+    stands in no one's way (True); anything else is an error."""
+    monkeypatch.setattr(netlink, "_netlink_error", lambda: FakeNetlinkError)
+
+    class Ipr:
+        def link(self, *args: object, **kw: object) -> None:
+            if code is not None:
+                raise FakeNetlinkError(code)
+
+    if outcome is SysError:
+        with pytest.raises(SysError, match=r"naming interface #7 br0@10\.0\.0\.5"):
+            netlink.altname_add(Ipr(), 7, "br0@10.0.0.5")
+    else:
+        assert netlink.altname_add(Ipr(), 7, "br0@10.0.0.5") is outcome

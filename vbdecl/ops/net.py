@@ -5,7 +5,9 @@ Kinds: ``net.bridge``, ``net.veth``, ``net.address``, ``net.route``,
 vbdecl process; the environment's side is reached through a netlink socket
 opened inside its network namespace (``ctx.env_pid``). Shared allocations
 (bridge users, address leases) live in ``<state_root>/net.{0,1}.json`` under the
-global lock (:mod:`vbdecl.net.shared`).
+global lock (:mod:`vbdecl.net.shared`); an address is also claimed host-wide, for
+the environments of other state roots on the same bridge, as an alternative name
+of the veth (:class:`_Claim`).
 
 Ownership: the bridge carries the alias ``vbdecl``; the veth's host end is
 named from the instance id; leases name their instance. A revert removes
@@ -19,6 +21,7 @@ import contextlib
 import os
 import re
 import threading
+import time
 from collections.abc import Callable
 from typing import Any, TypeVar, cast
 
@@ -445,6 +448,45 @@ class Veth:
 
 # --- net.address ----------------------------------------------------------------
 
+class _Claim:
+    """An address on a bridge, claimed host-wide as an alternative name of the
+    environment's veth (``vbdecl0@10.88.0.5``; an IPv6 address with ``-`` for ``:``).
+    Leases keep addresses apart within one state root; environments of other
+    state roots on the same bridge see only the kernel's objects. Alternative
+    names are unique in the host's namespace and go with the veth, so a claim is
+    taken atomically and is never left over."""
+
+    def __init__(self, ipr: Any, instance: str) -> None:
+        nl = _nl()
+        self.ipr = ipr
+        veth = nl.link(ipr, ipam.veth_name(instance))
+        master = nl.link_by_index(ipr, veth["master"]) if veth and veth["master"] else None
+        self.index: int | None = veth["index"] if master else None
+        self.prefix = f"{master['name']}@" if master else ""
+        self.held: list[str] = list(veth["altnames"]) if master and veth else []
+
+    def name(self, address: str) -> str:
+        return self.prefix + address.replace(":", "-")
+
+    def take(self, address: str, patience: float = 0.0) -> bool:
+        """Claim ``address`` (True), unless an environment of another state root has it.
+        ``patience``: how long to wait for the claim of a veth whose namespace has just
+        died (the kernel removes it a moment later)."""
+        name = self.name(address)
+        if self.index is None or name in self.held:
+            return True
+        deadline = time.monotonic() + patience
+        while not _nl().altname_add(self.ipr, self.index, name):
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.01)
+        return True
+
+    def drop(self, address: str) -> None:
+        if self.index is not None:
+            _nl().altname_delete(self.ipr, self.index, self.name(address))
+
+
 class Address:
     def describe(self, params: Params) -> str:
         addr = params.get("address") or "auto"
@@ -490,15 +532,30 @@ class Address:
             for a, _p, _i in nl.addresses(sess.host, family=family):
                 taken.setdefault(a, "an address on the host")
             wanted = params.get("address") or "auto"
-            if wanted == "auto":
-                mine = [a for a, who in leases.items() if who == ctx.instance]
-                addr = mine[0] if mine else str(ipam.allocate(net, ctx.instance, taken))
-            else:
-                addr = str(ipam.check_explicit(net, wanted, taken, ctx.instance))
+            mine = [a for a, who in leases.items() if who == ctx.instance]
+            claim = _Claim(sess.host, ctx.instance)
+            while True:
+                if wanted != "auto":
+                    addr = str(ipam.check_explicit(net, wanted, taken, ctx.instance))
+                else:
+                    addr = mine[0] if mine else str(ipam.allocate(net, ctx.instance, taken))
+                # an address this environment must have is worth a moment's wait
+                if claim.take(addr, patience=1.0 if wanted != "auto" or mine else 0.0):
+                    break
+                if wanted != "auto" or mine:
+                    raise ConflictError(
+                        f"address {addr} on bridge {claim.prefix[:-1]} is in use by an environment "
+                        "of another state root", hint="choose another address, or leave it to vbdecl "
+                        "(network.address: auto); `ip link show` names the veth that holds it")
+                taken[addr] = "an environment of another state root"
             ipr = sess.env(pid)
             index = _inner_index(ctx, ipr, pid)
             bcast = ipam.broadcast4(addr, net.prefixlen) if net.version == 4 else None
-            nl.address_add(ipr, index, addr, net.prefixlen, ifname=INNER, broadcast=bcast)
+            try:
+                nl.address_add(ipr, index, addr, net.prefixlen, ifname=INNER, broadcast=bcast)
+            except BaseException:
+                claim.drop(addr)
+                raise
             leases[addr] = ctx.instance
         nl.neighbours_forget(sess.host, addr)
         return {"address": addr, "prefixlen": net.prefixlen, "subnet": str(net), "ifname": INNER,
@@ -519,6 +576,7 @@ class Address:
             index = nl.index_of(ipr, record["ifname"])
             if index is not None:
                 nl.address_delete(ipr, index, record["address"], record["prefixlen"])
+            _Claim(_sess(ctx).host, ctx.instance).drop(record["address"])
 
     @_session
     def update(self, ctx: Context, params: Params, record: Record) -> Record:

@@ -273,9 +273,41 @@ def _link_dict(msg: Any) -> dict[str, Any]:
         "kind": kind,
         "master": _attr(msg, "IFLA_MASTER"),
         "alias": _attr(msg, "IFLA_IFALIAS"),
+        "altnames": _altnames(msg),
         "mtu": _attr(msg, "IFLA_MTU"),
         "up": bool(msg["flags"] & 1),
     }
+
+
+def _altnames(msg: Any) -> list[str]:
+    props = _attr(msg, "IFLA_PROP_LIST")
+    return [str(v) for k, v in (props.get("attrs") if props is not None else None) or []
+            if k == "IFLA_ALT_IFNAME"]
+
+
+def altname_add(ipr: Any, index: int, name: str) -> bool:
+    """Give link ``index`` the alternative name ``name`` (Linux 5.5+): False if another
+    link of this namespace has that name; True also where the kernel has no
+    alternative names (nothing can be claimed there, nothing is in the way)."""
+    try:
+        ipr.link("property_add", index=index, altname=name)
+    except _netlink_error() as err:
+        code = getattr(err, "code", 0)
+        if code == errno.EEXIST:
+            return False
+        if code == errno.EOPNOTSUPP:
+            return True
+        raise translate(err, f"naming interface #{index} {name}") from None
+    return True
+
+
+def altname_delete(ipr: Any, index: int, name: str) -> None:
+    """Take the alternative name ``name`` from link ``index`` (gone already: nothing to do)."""
+    try:
+        ipr.link("property_del", index=index, altname=name)
+    except _netlink_error() as err:
+        if getattr(err, "code", 0) not in (errno.ENODEV, errno.ENOENT, errno.EOPNOTSUPP, errno.EINVAL):
+            raise translate(err, f"removing the name {name} of interface #{index}") from None
 
 
 def link(ipr: Any, name: str) -> dict[str, Any] | None:

@@ -69,7 +69,7 @@ def vb_main(argv: list[str] | None = None) -> int:
 
 def flush_and_exit(code: int) -> NoReturn:
     """Flush what is buffered and leave at once: a console process has nothing to
-    finalize, and interpreter teardown costs ~10 ms. A stream the caller closed
+    finalize, and interpreter teardown costs ~10 ms. A stdout the caller closed
     (``vb ... >&-``) is None here: nothing to flush."""
     import os
 
@@ -141,6 +141,30 @@ def _isolate() -> None:
     os.execve(sys.executable, [sys.executable, "-I", *sys.argv], env)
 
 
+def _reserve_closed_stdio() -> None:
+    """A standard fd the caller closed (``vbdecl exec ENV -- cmd >&-``) stays closed
+    for the command, as bubblewrap leaves it, but no file of vbdecl's may take its
+    number: the first one opened would land on the lowest free fd, and be written to
+    as stdout or stderr, or handed on as one. Python has already told which are
+    closed (its sys.stdin, stdout or stderr is None), so the usual case costs nothing.
+    Each closed one gets an O_PATH fd on /dev/null, close-on-exec: reading or
+    writing it fails with EBADF as on a closed fd (an option naming it, such as
+    --events-fd 1, fails as before), and no command inherits it. vbdecl's own
+    messages to a closed stderr are dropped: print(file=None) would put them on
+    stdout, the command's output."""
+    if sys.stdin is not None and sys.stdout is not None and sys.stderr is not None:
+        return
+    import os
+
+    for fd, stream in enumerate((sys.stdin, sys.stdout, sys.stderr)):
+        if stream is None:
+            got = os.open("/dev/null", os.O_PATH | os.O_CLOEXEC)
+            if got != fd:       # (it was open after all: leave it)
+                os.close(got)
+    if sys.stderr is None:
+        sys.stderr = open(os.devnull, "w")  # noqa: SIM115 (for the process's life)
+
+
 def _fast_imports() -> None:
     import vbdecl
     from vbdecl import fastimport
@@ -158,6 +182,7 @@ def _note_caller() -> None:
 def console_main(*, isolate: bool = True) -> None:
     """The vbdecl program. ``isolate`` false (``python -m vbdecl``, maybe from a
     checkout on PYTHONPATH): no isolated restart, which would lose that path."""
+    _reserve_closed_stdio()
     if isolate:
         _isolate()
     _fast_imports()
@@ -168,6 +193,7 @@ def console_main(*, isolate: bool = True) -> None:
 
 
 def console_vb() -> None:
+    _reserve_closed_stdio()
     _isolate()
     _fast_imports()
     _note_caller()

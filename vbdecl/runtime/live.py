@@ -369,13 +369,13 @@ def _env_cgroups(record: dict[str, Any]) -> list[str]:
     return [p for p in sysproc.cgroup_paths(int(record["pid"])) if p not in mine]
 
 
-def _cgroup_procs_fds(record: dict[str, Any]) -> list[int]:
-    """Write fds on the ``cgroup.procs`` of the environment's cgroups (those the caller
-    is not in): a child joins them by writing "0", after it entered the mount
-    namespace, where the host's cgroup paths may not exist."""
+def _cgroup_procs_fds(paths: list[str]) -> list[int]:
+    """Write fds on the ``cgroup.procs`` of the environment's cgroups ``paths`` (those
+    the caller is not in): a child joins them by writing "0", after it entered the
+    mount namespace, where the host's cgroup paths may not exist."""
     fds: list[int] = []
     try:
-        for path in _env_cgroups(record):
+        for path in paths:
             fds.append(os.open(os.path.join(path, "cgroup.procs"), os.O_WRONLY | os.O_CLOEXEC))
     except OSError as exc:
         for fd in fds:
@@ -383,6 +383,40 @@ def _cgroup_procs_fds(record: dict[str, Any]) -> list[int]:
         raise RuntimeSetupError(f"cannot open the environment's cgroup {path}: {exc.strerror}",
                                 hint=_cgroup_hint(exc.errno)) from None
     return fds
+
+
+def _pids_files(path: str | None, joined: list[str]) -> list[int]:
+    """Read fds on ``pids.current`` and ``pids.max`` of the environment's pids cgroup
+    ``path``, when it is among the cgroups ``joined`` (else, or unreadable, none)."""
+    if not path or path not in joined:
+        return []
+    fds: list[int] = []
+    try:
+        for name in ("pids.current", "pids.max"):
+            fds.append(os.open(os.path.join(path, name), os.O_RDONLY | os.O_CLOEXEC))
+    except OSError:
+        for fd in fds:
+            os.close(fd)
+        return []
+    return fds
+
+
+def _over_pids_limit(fds: list[int]) -> tuple[int, int] | None:
+    """(processes, limit) when the pids cgroup of :func:`_pids_files` holds more
+    processes than its limit, else None. The kernel checks pids.max only when a
+    process forks (cgroup v1 and v2 alike): a process that joins, as exec's does,
+    is let in above it."""
+    if len(fds) != 2:
+        return None
+    try:
+        current = int(os.pread(fds[0], 64, 0))
+        limit = os.pread(fds[1], 64, 0).strip()
+        if limit == b"max":
+            return None
+        most = int(limit)
+    except (OSError, ValueError):
+        return None
+    return (current, most) if current > most else None
 
 
 def _cgroup_hint(code: int | None) -> str:
@@ -754,6 +788,7 @@ def exec_in(name: str, argv: list[str] | None, *, state_dir: str | None = None,
     # which older kernels check the writer's place against.
     init_dir = lock_fd = -1
     cgroup_fds: list[int] = []
+    pids_fds: list[int] = []
     later: dict[str, int] = {}
     try:
         C.preload(spec, C._security())
@@ -769,10 +804,12 @@ def exec_in(name: str, argv: list[str] | None, *, state_dir: str | None = None,
             lock_fd = os.open(lock_file(name, state_dir), os.O_RDONLY | os.O_CLOEXEC)
         except OSError:
             lock_fd = -1
-        cgroup_fds = _cgroup_procs_fds(record)
+        joined = _env_cgroups(record)
+        cgroup_fds = _cgroup_procs_fds(joined)
+        pids_fds = _pids_files(oom.controller_dir(state.get("resources"), "pids"), joined)
         later = enter_namespaces(record, leave=("cgroup",))
     except BaseException:
-        for fd in [*cgroup_fds, *later.values(), oom_fd, lock_fd, init_dir]:
+        for fd in [*cgroup_fds, *pids_fds, *later.values(), oom_fd, lock_fd, init_dir]:
             if fd >= 0:
                 os.close(fd)
         raise
@@ -792,6 +829,18 @@ def exec_in(name: str, argv: list[str] | None, *, state_dir: str | None = None,
                     C.fail(c2p_w, 125, f"cannot join the environment's cgroup: {exc.strerror}",
                            _cgroup_hint(exc.errno))
                 os.close(fd)     # never handed on (process.inherit_fds names fds by number)
+            # In first, then counted: a process of the environment that forks meanwhile
+            # is refused by the kernel once we are in, and one above the limit backs out
+            # (it exits) before it runs anything. (Counted first, a fork between the
+            # count and the join would leave both in, above the limit.)
+            over = _over_pids_limit(pids_fds)
+            if over is not None:
+                C.fail(c2p_w, 125, f"cannot run the command in {name}: its pids cgroup is at its limit "
+                       f"(limits.pids: {over[1]}; {over[0] - 1} processes in it)",
+                       "wait for some of its processes to exit, or raise limits.pids in the manifest and "
+                       f"apply it (vbdecl status {name} shows the count)")
+            for fd in pids_fds:
+                os.close(fd)
             try:
                 enter_cgroup_namespace(later, fresh=bool(cgroup_fds) and _own_cgroupns(spec))
             except VbdeclError as exc:
@@ -800,7 +849,7 @@ def exec_in(name: str, argv: list[str] | None, *, state_dir: str | None = None,
             if lock_fd >= 0:
                 os.close(lock_fd)
             C.exec_process(_process_cfg(spec, argv, c2p_w))
-        for fd in [*cgroup_fds, *later.values()]:
+        for fd in [*cgroup_fds, *pids_fds, *later.values()]:
             os.close(fd)
         os.close(c2p_w)
         try:

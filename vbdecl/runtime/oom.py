@@ -37,14 +37,20 @@ def open_counter(resources: dict[str, Any] | None) -> int:
 
 
 def memory_dir(resources: dict[str, Any] | None) -> str | None:
-    """The environment's memory cgroup: the group's, or that of a memory limit added to
-    a live environment (kept in the limit's record as an extension of the group)."""
+    """The environment's memory cgroup (see :func:`controller_dir`)."""
+    return controller_dir(resources, "memory")
+
+
+def controller_dir(resources: dict[str, Any] | None, ctrl: str) -> str | None:
+    """The environment's cgroup of controller ``ctrl``: the group's, or that of a limit
+    added to a live environment (kept in the limit's record as an extension of the
+    group). ``resources``: the state's."""
     group = ((resources or {}).get("cgroup") or {}).get("record") or {}
-    path = (group.get("controllers") or {}).get("memory")
+    path = (group.get("controllers") or {}).get(ctrl)
     if path:
         return str(path)
     return next((str(ext["path"]) for ext in extensions(resources)
-                 if ext.get("ctrl") == "memory" and ext.get("path")), None)
+                 if ext.get("ctrl") == ctrl and ext.get("path")), None)
 
 
 def extensions(resources: dict[str, Any] | None) -> list[dict[str, Any]]:

@@ -482,7 +482,13 @@ def start_process(*, env_record: dict[str, Any], spec: dict[str, Any], log_path:
     os.makedirs(os.path.dirname(log_path), mode=0o700, exist_ok=True)
     events_path = (spec.get("status") or {}).get("events")
     sink = EventSink(path=events_path) if events_path else None
+    marker = _begin_log(log_path, str(env_record.get("instance") or ""))
     log_fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
+    if marker:
+        try:
+            os.write(log_fd, marker)
+        except OSError:
+            pass
     # a new, empty file: what it says is about this process, once it exits (the
     # supervisor of a process this one replaces may still write to the old one)
     try:
@@ -644,6 +650,41 @@ def _start_time_at(proc_fd: int, pid: int) -> int | None:
             return int(f.read().rsplit(b")", 1)[1].split()[19])
     except (OSError, ValueError, IndexError):
         return None
+
+
+def _begin_log(log_path: str, instance: str) -> bytes:
+    """Make ``log_path`` ready for a process of the environment's ``instance`` and
+    return the line to write first, if any. The log belongs to one instance (its id
+    in ``process.instance`` beside it): a new instance (the first apply, or an apply
+    after a destroy or a replacement of the environment) starts an empty one and
+    keeps the last instance's as ``process.log.1``; a process that starts again in
+    the same instance (an update of it, a restart after it exited) appends to it,
+    after a line that says so. ``logs -f`` follows the new file (:func:`logs`)."""
+    owner_path = os.path.join(os.path.dirname(log_path), "process.instance")
+    try:
+        with open(owner_path, "rb") as f:
+            owner = f.read().decode("utf-8", "replace").strip()
+    except FileNotFoundError:
+        owner = None
+    try:
+        size = os.stat(log_path).st_size
+    except FileNotFoundError:
+        size = None
+    if size is not None and owner == instance:
+        if not size:
+            return b""
+        when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        return f"--- vbdecl: the process started again ({when}) ---\n".encode()
+    if size is not None:
+        os.replace(log_path, log_path + ".1")
+    tmp = f"{owner_path}.{os.getpid()}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    try:
+        os.write(fd, instance.encode() + b"\n")
+    finally:
+        os.close(fd)
+    os.replace(tmp, owner_path)
+    return b""
 
 
 def exit_file(log_path: str) -> str:
@@ -911,6 +952,18 @@ def _stopped(init_dir: int, started: int | None, lock_fd: int, wait: float = 10.
     return True
 
 
+def _reopened(path: str, f: Any) -> Any:
+    """``path`` opened again when it names another file than ``f`` now, else None."""
+    try:
+        newer = open(path, "rb")  # noqa: SIM115 (the caller's to close)
+    except OSError:
+        return None
+    if os.fstat(newer.fileno()).st_ino == os.fstat(f.fileno()).st_ino:
+        newer.close()
+        return None
+    return newer
+
+
 def logs(name: str, *, state_dir: str | None = None, follow: bool = False, tail: int | None = None,
          json_lines: bool = False) -> int:
     """Print the process's output (``json_lines``: one ``{"event": "log", "line": ...}``
@@ -919,7 +972,7 @@ def logs(name: str, *, state_dir: str | None = None, follow: bool = False, tail:
 
     path = os.path.join(env_dir(name, state_dir), "logs", "process.log")
     try:
-        f = open(path, "rb")  # noqa: SIM115 (closed by the with below)
+        f = open(path, "rb")  # noqa: SIM115 (closed at the end)
     except FileNotFoundError:
         load_state(name, state_dir)   # says "no environment" when there is none
         raise StateError(f"{name} has no process log yet ({path})",
@@ -932,7 +985,7 @@ def logs(name: str, *, state_dir: str | None = None, follow: bool = False, tail:
               "last process", file=sys.stderr)
         follow = False
     out = _LogWriter(json_lines)
-    with f:
+    try:
         data = f.read()
         if tail is not None:
             data = b"".join(data.splitlines(keepends=True)[-tail:]) if tail > 0 else b""
@@ -948,6 +1001,12 @@ def logs(name: str, *, state_dir: str | None = None, follow: bool = False, tail:
                     continue
                 if os.fstat(f.fileno()).st_size < f.tell():
                     f.seek(0)   # truncated (copytruncate rotation): from its new start
+                    continue
+                newer = _reopened(path, f)
+                if newer is not None:   # a new instance's log (ours became process.log.1)
+                    out.write(f.read())
+                    f.close()
+                    f = newer
                     continue
                 try:
                     state = load_state(name, state_dir)
@@ -966,3 +1025,5 @@ def logs(name: str, *, state_dir: str | None = None, follow: bool = False, tail:
                 time.sleep(0.2)
         except KeyboardInterrupt:
             return 0
+    finally:
+        f.close()     # (the one followed last)

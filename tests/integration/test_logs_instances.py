@@ -1,0 +1,69 @@
+"""``vbdecl logs`` shows the current instance's output: an environment destroyed and
+applied again starts a new log (the last instance's stays as ``process.log.1``),
+and a process that starts again in the same instance appends after a marker line.
+
+vbdecl runs as ``python -m vbdecl`` with this tree on PYTHONPATH.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from testmanifests import head
+
+REPO = Path(__file__).resolve().parents[2]
+MANIFEST = head("{name}") + """\
+  process:
+    command: ["/bin/sh", "-c", "echo {word}; exec sleep 600"]
+"""
+
+
+def _cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "vbdecl", *args], env=env, capture_output=True,
+                          text=True, timeout=60)
+
+
+def _logs_when(env: dict[str, str], name: str, last: str) -> str:
+    """The log, once its last line is ``last`` (the process writes it after apply)."""
+    deadline = time.monotonic() + 20
+    while True:
+        r = _cli(env, "logs", name)
+        if r.stdout.endswith(f"{last}\n") or time.monotonic() > deadline:
+            return r.stdout
+
+
+def test_a_new_instance_starts_a_new_log_and_a_restart_appends(tmp_path: Path) -> None:
+    name = "h3log-" + os.urandom(3).hex()
+    env = dict(os.environ, PYTHONPATH=str(REPO), VBDECL_STATE_DIR=str(tmp_path / "state"),
+               VBDECL_CACHE_DIR=str(tmp_path / "cache"))
+    manifest = tmp_path / "m.yaml"
+    logs = tmp_path / "state" / "envs" / name / "logs"
+
+    def apply(word: str) -> None:
+        manifest.write_text(MANIFEST.format(name=name, word=word))
+        r = _cli(env, "apply", "-y", str(manifest))
+        assert r.returncode == 0, r.stderr
+
+    apply("first")
+    try:
+        assert _logs_when(env, name, "first") == "first\n"
+        apply("second")       # the process again, in the same instance
+        lines = _logs_when(env, name, "second").splitlines()
+        assert lines[0] == "first" and lines[-1] == "second", lines
+        assert len(lines) == 3 and lines[1].startswith("--- vbdecl: the process started again ("), lines
+        r = _cli(env, "destroy", "-y", name)
+        assert r.returncode == 0, r.stderr
+        # the log outlives the destroy (logs says whose it is)
+        r = _cli(env, "logs", name)
+        assert r.stdout.endswith("second\n") and "destroyed" in r.stderr
+        apply("third")        # a new instance: a new log
+        assert _logs_when(env, name, "third") == "third\n"
+        assert (logs / "process.log.1").read_text().splitlines()[-1] == "second"
+    finally:
+        if (logs.parent / "state.json").exists():
+            r = _cli(env, "destroy", "-y", name)
+            assert r.returncode == 0, r.stderr

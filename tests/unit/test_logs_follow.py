@@ -1,0 +1,62 @@
+"""``vbdecl logs -f`` goes on into a new instance's log: the file it followed became
+``process.log.1`` (runtime/live.py, _begin_log) and a new ``process.log`` holds what
+comes next. The environment and its process are faked; the files are real."""
+
+from __future__ import annotations
+
+import io
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from vbdecl.runtime import live
+
+
+class _Stdout:
+    def __init__(self) -> None:
+        self.buffer = io.BytesIO()
+
+
+def _wait_for(cond: Any, timeout: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
+
+
+def test_follow_goes_on_into_a_new_instances_log(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    env = tmp_path / "envs" / "h3follow"
+    (env / "logs").mkdir(parents=True)
+    (env / "state.json").write_text("{}")
+    log = env / "logs" / "process.log"
+    log.write_bytes(b"a\n")
+    running = threading.Event()
+    running.set()
+    monkeypatch.setattr(live, "load_state", lambda name, state_dir: {
+        "resources": {"process": {"record": {"pid": 1, "start_time": 0}}}})
+    monkeypatch.setattr(live, "env_record", lambda state: {})
+    monkeypatch.setattr(live, "env_alive", lambda record: running.is_set())
+    monkeypatch.setattr(live.sysproc, "alive", lambda pid, started=None, **kw: running.is_set())
+    out = _Stdout()
+    monkeypatch.setattr(live.sys, "stdout", out)
+    codes: list[int] = []
+    follower = threading.Thread(target=lambda: codes.append(
+        live.logs("h3follow", state_dir=str(tmp_path), follow=True)))
+    follower.start()
+    try:
+        assert _wait_for(lambda: out.buffer.getvalue() == b"a\n")
+        with log.open("ab") as f:          # the old instance's last words, then the rotation
+            f.write(b"b\n")
+        log.rename(log.with_name("process.log.1"))
+        log.write_bytes(b"c\n")
+        _wait_for(lambda: out.buffer.getvalue().endswith(b"c\n"), timeout=3)
+    finally:
+        running.clear()
+        follower.join(timeout=10)
+    assert codes == [0]
+    assert out.buffer.getvalue() == b"a\nb\nc\n"

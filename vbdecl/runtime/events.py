@@ -23,7 +23,8 @@ class EventSink:
     def __init__(self, *, path: str | None = None, fds: list[int] | None = None,
                  callback: Callback | None = None, ns_ids: bool = True) -> None:
         self.callback = callback
-        self.fds: list[int] = list(fds or [])
+        self.fds: list[int] = [_writable(fd) for fd in fds or []]
+        self._names = {fd: f"events fd {fd}" for fd in self.fds}     # for a warning
         # Whether the sandbox's namespace ids are read for the events' "ns" (~0.25 ms):
         # always for JSON lines, which go out whole; the caller says if its callback
         # and the history need them.
@@ -42,6 +43,7 @@ class EventSink:
                                              "and not a symlink") from None
             self._own.append(fd)
             self.fds.append(fd)
+            self._names[fd] = f"the events file {path}"
 
     def emit(self, kind: str, **fields: Any) -> Event:
         event: Event = {"event": kind, "ts": time.time(), **fields}
@@ -50,8 +52,9 @@ class EventSink:
             import json  # only for a sink that takes JSON lines: the hot path has none
 
             line = (json.dumps(event, separators=(",", ":")) + "\n").encode()
-            for fd in self.fds:
-                _write_all(fd, line)
+            for fd in list(self.fds):
+                if not _write_all(fd, line, self._names[fd]):
+                    self.fds.remove(fd)
         if self.callback is not None:
             self.callback(event)
         return event
@@ -65,11 +68,38 @@ class EventSink:
         self._own.clear()
 
 
-def _write_all(fd: int, data: bytes) -> None:
+def _writable(fd: int) -> int:
+    """``fd``, if it is open for writing (a sandbox must not start and then lose
+    its events to a bad fd), else RuntimeSetupError saying so."""
+    import fcntl
+
+    try:
+        flags = fcntl.fcntl(fd, fcntl.F_GETFL)
+    except OSError:
+        flags = -1
+    if flags < 0 or flags & os.O_PATH or flags & os.O_ACCMODE == os.O_RDONLY:
+        from vbdecl.errors import RuntimeSetupError
+
+        what = "not open" if flags < 0 or flags & os.O_PATH else "not open for writing"
+        raise RuntimeSetupError(f"events fd {fd} is {what}",
+                                hint=f"give vbdecl a writable fd {fd}, e.g. `vbdecl run --events-fd {fd} "
+                                     f"FILE {fd}>events.jsonl`")
+    return fd
+
+
+def _write_all(fd: int, data: bytes, name: str) -> bool:
+    """Write ``data`` to ``fd``; False when it takes no more (its reader went away, its
+    disk is full): the sandbox goes on, that sink gets no further events."""
     view = memoryview(data)
     while view:
         try:
             n = os.write(fd, view)
         except BrokenPipeError:
-            return
+            return False
+        except OSError as exc:
+            import sys
+
+            print(f"vbdecl: warning: {name}: {exc.strerror}; no further events go to it", file=sys.stderr)
+            return False
         view = view[n:]
+    return True

@@ -154,7 +154,12 @@ def test_live_update_in_place_and_status_usage(env: dict[str, str], tmp_path: Pa
                         else "memory.max").read_text()) == 128 << 20
         pids_rec = next(x for x in st["resources"] if x["id"] == "cgroup.pids")["record"]
         assert Path(pids_rec["dir"], "pids.max").read_text().strip() == "48"
-        assert Path(pids_rec["dir"], "cgroup.procs").read_text() == procs
+        # the init too, which stays out of the v1 memory cgroup only
+        init = str(_process_ids(env, "h6live")[0][0])
+        in_memory = init in procs.split()
+        assert in_memory == (not mem_dir.startswith(tuple(cg.current_layout().v1.values())))
+        assert sorted(Path(pids_rec["dir"], "cgroup.procs").read_text().split()) == \
+            sorted({*procs.split(), init})
         group = next(x for x in st["resources"] if x["id"] == "cgroup")
         assert group["usage"]["memory"]["limit"] == 128 << 20
     finally:
@@ -271,7 +276,9 @@ def test_exec_puts_only_the_command_in_the_cgroup(env: dict[str, str], tmp_path:
                 break
             time.sleep(0.02)
         command = int(kids[0])
-        env_groups = _cgroups_by_controller(init)
+        # the declared process's (the init's but for a v1 memory cgroup, which it stays out of)
+        env_groups = _cgroups_by_controller(_process_ids(env, "execcg")[1][0])
+        assert _cgroups_by_controller(init)["pids"] == env_groups["pids"]
         limited = [k for k in env_groups if "memory" in k.split(",") or "pids" in k.split(",")]
         assert limited
         for k in limited:
@@ -398,6 +405,12 @@ def test_a_limit_added_to_a_live_environment_shows_in_status_and_exec(env: dict[
         assert usage["memory"]["limit"] == 32 << 20 and usage["cpu"]["weight"] == 50
         text = vbdecl(env, "status", "h6add").stdout
         assert "/32Mi" in text and "(weight 50)" in text, text
+        # the init stays out of a v1 memory cgroup brought in, the process goes in
+        (init_pid, _), (proc_pid, _) = _process_ids(env, "h6add")
+        mem_dir = next(x for x in st["resources"] if x["id"] == "cgroup.memory")["record"]["dir"]
+        procs = Path(mem_dir, "cgroup.procs").read_text().split()
+        assert str(proc_pid) in procs
+        assert (str(init_pid) in procs) == (not mem_dir.startswith(tuple(cg.current_layout().v1.values())))
         r = vbdecl(env, "exec", "h6add", "--", PY3, "-c", "b = b'x' * (256 << 20); print('survived')")
         assert r.returncode == 137 and "survived" not in r.stdout, r.stderr
         assert "out of memory" in r.stderr and "32Mi" in r.stderr, r.stderr
@@ -446,6 +459,51 @@ def test_status_tells_a_process_the_oom_killer_took(env: dict[str, str], tmp_pat
         assert "exited with code 137 (signal 9), likely out of memory (1 OOM kill in its memory cgroup)" in text
     finally:
         assert vbdecl(env, "destroy", "h6oom", "-y").returncode == 0
+
+
+@pytest.mark.skipif((cg.current_layout().place("memory") or (0, ""))[0] != 1,
+                    reason="the init stays out of a cgroup v1 memory cgroup only")
+def test_an_oom_in_a_live_environment_takes_the_process_not_the_init(env: dict[str, str],
+                                                                     tmp_path: Path) -> None:
+    """A review's finding: in a small memory limit the OOM killer took the live
+    environment's init (its Python's memory counted in its OOM score, not charged to
+    the cgroup; where it may not set oom_score_adj -1000), and the environment ended
+    with it. On cgroup v1 the init stays out of the memory cgroup (in the others):
+    only the process can be picked; the init lives on and status tells of the kill."""
+    swap = "\n    memory_swap: 0" if cg.detect()["swap_accounting"] else ""
+    extra = '  process:\n    command: ["/usr/bin/tail", "/dev/zero"]'   # (one endless line)
+    m = manifest(tmp_path, "    memory: 16Mi" + swap, extra, name="h2oomlive")
+    before = _ours()
+    r = vbdecl(env, "apply", m, "-y")
+    assert r.returncode == 0, r.stdout + r.stderr
+    try:
+        (init, init_started), _ = _process_ids(env, "h2oomlive")
+        deadline = time.monotonic() + 20
+        while True:
+            st = json.loads(vbdecl(env, "status", "h2oomlive", "--json").stdout)
+            by_id = {x["id"]: x for x in st["resources"]}
+            if by_id["process"]["status"] != "ok":
+                break
+            assert time.monotonic() < deadline, by_id["process"]
+            time.sleep(0.1)
+        group = by_id["cgroup"]
+        assert group["usage"]["memory"]["oom_kills"] >= 1, group
+        assert _running(init, init_started), "the OOM killer took the init"
+        assert by_id["env"]["status"] == "ok", by_id["env"]
+        text = vbdecl(env, "status", "h2oomlive").stdout
+        assert "exited with code 137 (signal 9), likely out of memory" in text, text
+        mem_dir = group["record"]["controllers"]["memory"]
+        assert str(init) not in Path(mem_dir, "cgroup.procs").read_text().split()
+        # the environment lives on, and an exec's command is in the memory cgroup
+        ex = vbdecl(env, "exec", "h2oomlive", "--", "/bin/cat", "/proc/self/cgroup")
+        assert ex.returncode == 0, ex.stderr
+        seen = dict(line.split(":", 2)[1:] for line in ex.stdout.splitlines())
+        assert seen["memory"].startswith("/vbdecl/") and mem_dir.endswith(seen["memory"]), seen
+    finally:
+        d = vbdecl(env, "destroy", "h2oomlive", "-y")
+    assert d.returncode == 0, d.stdout + d.stderr
+    assert not _running(init, init_started)
+    assert _ours() == before
 
 
 def test_processes_moved_out_of_the_cgroup_by_hand_are_drift_apply_repairs(env: dict[str, str],

@@ -95,11 +95,13 @@ def _live_init(ctx: Context) -> int | None:
 
 def _join_env(ctx: Context, record: Record, init: int) -> None:
     """Move the live environment's processes into ``record``'s group, but the declared
-    process's supervisor: vbdecl's, kept out of the environment's limits."""
+    process's supervisor: vbdecl's, kept out of the environment's limits; and the
+    init, kept out of a v1 memory cgroup (cgroupfs.init_stays_out)."""
     from vbdecl.sys import proc as sysproc
 
     supervisor = _supervisor(ctx)
-    cgroupfs.join_all(record, init, lambda: [p for p in sysproc.env_processes(init) if p != supervisor])
+    cgroupfs.join_all(record, init, lambda: [p for p in sysproc.env_processes(init) if p != supervisor],
+                      first_out=cgroupfs.init_stays_out(record))
 
 
 def _supervisor(ctx: Context) -> int | None:
@@ -205,9 +207,18 @@ class Group:
             # A directory the live environment's init was moved out of (by hand) is not
             # the environment's any more: its processes escape that limit, and exec's too
             # (it joins the init's cgroups). Drift, which update repairs by putting them back.
+            # The init is kept out of a v1 memory cgroup (cgroupfs.init_stays_out), which
+            # exec joins by its path: there the declared process is looked for instead.
             from vbdecl.sys import proc as sysproc
 
             inside = set(sysproc.cgroup_paths(init, include_root=True))
+            out = cgroupfs.init_stays_out(record)
+            proc = ctx.records.get("process") or {}
+            pid = int(proc.get("pid") or 0)
+            where = sysproc.cgroup_paths(pid, include_root=True) \
+                if pid and sysproc.alive(pid, proc.get("start_time")) else []
+            # (no process, or gone meanwhile: nothing can have escaped)
+            inside.update(p for p in out if p in where or not where)
             alive = [d for d in alive if d["path"] in inside]
         return {**record, "dirs": alive}
 
@@ -276,7 +287,10 @@ class Limit:
                 # unless another limit of this apply did (memory and memory_swap).
                 ext = _extension_in_use(ctx, ctrl, action)
                 if ext is None:
-                    ext = cgroupfs.extend_group(_layout(ctx), group, ctrl)
+                    init = _live_init(ctx)
+                    # (the init stays out of a v1 memory cgroup: cgroupfs.init_stays_out)
+                    keep_out = [init] if init is not None and ctrl == "memory" else []
+                    ext = cgroupfs.extend_group(_layout(ctx), group, ctrl, keep_out)
                     made_ext = True
             rec = cgroupfs.set_limit(cgroupfs.with_extension(group, ext), limit, value,
                                      _limits(ctx))

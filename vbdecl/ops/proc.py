@@ -59,15 +59,18 @@ class Main:
         return None
 
     def apply(self, ctx: Context, params: Params) -> Record:
-        from vbdecl.runtime.live import start_process
+        from vbdecl.runtime.live import memory_cgroups, start_process
 
         env = ctx.records.get("env")
         if not env:
             raise ActionError("the environment's namespaces are not there", action="process",
                               hint="the env action must be applied first")
         try:
+            # the v1 memory cgroup the init stays out of (ops.cgroup), which the process joins
+            cgroups = memory_cgroups({k: {"record": v} for k, v in ctx.records.items()})
             return start_process(env_record=env, spec=_spec_for(ctx, params),
-                                 log_path=os.path.join(ctx.state_dir, "logs", "process.log"))
+                                 log_path=os.path.join(ctx.state_dir, "logs", "process.log"),
+                                 cgroups=cgroups)
         except VbdeclError as err:
             raise ActionError(err.message, action="process", hint=err.hint) from err
 

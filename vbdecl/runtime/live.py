@@ -332,12 +332,13 @@ def _ns_paths(record: dict[str, Any]) -> list[tuple[str, str]]:
     return out
 
 
-def enter(record: dict[str, Any], spec: dict[str, Any]) -> None:
-    """Move the calling process into the environment's cgroup and namespaces."""
+def enter(record: dict[str, Any], spec: dict[str, Any], cgroups: list[str] | None = None) -> None:
+    """Move the calling process into the environment's cgroups (the init's, and
+    ``cgroups``: see :func:`_env_cgroups`) and namespaces."""
     if not env_alive(record):
         raise RuntimeSetupError("the environment is not running (its init is gone)",
                                 hint="vbdecl apply FILE starts it again")
-    joined = _env_cgroups(record)
+    joined = _env_cgroups(record, cgroups)
     sysproc.join_cgroups(joined)
     enter_cgroup_namespace(enter_namespaces(record, leave=("cgroup",)), fresh=bool(joined) and _own_cgroupns(spec))
 
@@ -364,9 +365,29 @@ def enter_cgroup_namespace(later: dict[str, int], *, fresh: bool) -> None:
         os.close(fd)
 
 
-def _env_cgroups(record: dict[str, Any]) -> list[str]:
+def _env_cgroups(record: dict[str, Any], extra: list[str] | None = None) -> list[str]:
+    """The environment's cgroups the caller is not in: the init's, and ``extra``, those
+    the init is kept out of (its v1 memory cgroup, ops.cgroup: where the OOM killer
+    must pick only among the processes of the environment, never its init)."""
     mine = set(sysproc.cgroup_paths(os.getpid()))
-    return [p for p in sysproc.cgroup_paths(int(record["pid"])) if p not in mine]
+    paths = sysproc.cgroup_paths(int(record["pid"]))
+    hierarchies = {os.path.dirname(os.path.dirname(p)) for p in extra or []}
+    # (the init's cgroup in a hierarchy of ``extra`` is not the environment's)
+    paths = [p for p in paths if not any(p.startswith(h + "/") for h in hierarchies)]
+    paths += [p for p in extra or [] if os.path.isdir(p)]
+    return [p for p in dict.fromkeys(paths) if p not in mine]
+
+
+def memory_cgroups(resources: dict[str, Any] | None) -> list[str]:
+    """The environment's v1 memory cgroup (the group's, or an extension's), which the
+    init is not in and every other process of the environment joins; [] on cgroup2
+    (there the init is in the memory cgroup too) or without one."""
+    from vbdecl.runtime.oom import memory_dir
+
+    path = memory_dir(resources)
+    if not path or not os.path.exists(os.path.join(path, "memory.limit_in_bytes")):
+        return []
+    return [path]
 
 
 def _cgroup_procs_fds(paths: list[str]) -> list[int]:
@@ -463,7 +484,8 @@ def _process_cfg(spec: dict[str, Any], argv: list[str] | None, c2p: int) -> C.Ch
 
 # --- proc.main ------------------------------------------------------------------
 
-def start_process(*, env_record: dict[str, Any], spec: dict[str, Any], log_path: str) -> dict[str, Any]:
+def start_process(*, env_record: dict[str, Any], spec: dict[str, Any], log_path: str,
+                  cgroups: list[str] | None = None) -> dict[str, Any]:
     """Start the declared process inside the live environment; output to ``log_path``.
 
     Tree: helper (host pid ns, enters the environment) -> bridge (in the
@@ -514,7 +536,7 @@ def start_process(*, env_record: dict[str, Any], spec: dict[str, Any], log_path:
             # stdin of the process: opened here, since the environment may have no /dev
             null = os.open("/dev/null", os.O_RDWR | os.O_CLOEXEC)
             home = _root_cgroup_procs()
-            enter(env_record, spec)
+            enter(env_record, spec, cgroups)
             env_ns = {k: v for k, v in _inodes_at(host_proc).items() if v != host_ns.get(k)}
             ready_r, ready_w = os.pipe2(os.O_CLOEXEC)
             done_r, done_w = os.pipe2(os.O_CLOEXEC)
@@ -845,7 +867,7 @@ def exec_in(name: str, argv: list[str] | None, *, state_dir: str | None = None,
             lock_fd = os.open(lock_file(name, state_dir), os.O_RDONLY | os.O_CLOEXEC)
         except OSError:
             lock_fd = -1
-        joined = _env_cgroups(record)
+        joined = _env_cgroups(record, memory_cgroups(state.get("resources")))
         cgroup_fds = _cgroup_procs_fds(joined)
         pids_fds = _pids_files(oom.controller_dir(state.get("resources"), "pids"), joined)
         later = enter_namespaces(record, leave=("cgroup",))

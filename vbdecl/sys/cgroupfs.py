@@ -33,7 +33,7 @@ import errno as _errno
 import os
 import signal
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -725,25 +725,46 @@ def limit_dir(record: dict[str, Any], limit: str) -> tuple[int, str] | None:
     return _dir_of(record, LIMIT_CONTROLLER[limit])
 
 
-def join(record: dict[str, Any], pid: int = 0) -> None:
-    """Move ``pid`` (0: the caller) into every directory of the group."""
+def join(record: dict[str, Any], pid: int = 0, *, skip: Collection[str] = ()) -> None:
+    """Move ``pid`` (0: the caller) into every directory of the group but those in ``skip``."""
     for d in record.get("dirs", []):
+        if d["path"] in skip:
+            continue
         write(os.path.join(d["path"], "cgroup.procs"), str(pid),
               hint="the process must exist and be allowed to move (v2: the target must have "
                    "no child cgroups with controllers)")
 
 
+def init_stays_out(record: dict[str, Any]) -> list[str]:
+    """The directories of the group a live environment's init is kept out of: those of
+    the v1 memory controller. The init is the largest process there (a Python process,
+    its memory counted in the OOM score though charged where it was forked), so an OOM
+    of the group, where the init may not lower its ``oom_score_adj`` to -1000 (no
+    CAP_SYS_RESOURCE), took it and the environment with it. Out of that directory
+    (in the others: pids, cpu, the cgroup2 tracking one) only the payload can be
+    picked. On cgroup2 a process is in one cgroup for every controller, and an OOM
+    picks among the whole subtree: the init stays in (see docs/security.md)."""
+    return [d["path"] for d in record.get("dirs", [])
+            if int(d.get("version", 0)) == 1 and "memory" in d.get("controllers", [])]
+
+
 def join_all(record: dict[str, Any], first: int, pids: Callable[[], list[int]],
-             timeout: float = _KILL_WAIT_S) -> None:
-    """Move ``first`` into the group, then every process ``pids()`` lists (an environment
-    given limits while it runs), pass after pass until one finds none left outside: a
-    child forked before its parent moved is caught by the next pass, one forked after
-    is inside already. Inside means in every directory of the group."""
-    join(record, first)
+             timeout: float = _KILL_WAIT_S, *, first_out: Collection[str] = ()) -> None:
+    """Move ``first`` into the group (but the directories ``first_out``, where it is
+    moved out of, if an older vbdecl put it there, to where it came from), then every
+    other process ``pids()`` lists (an environment given limits while it runs), pass
+    after pass until one finds none left outside: a child forked before its parent moved
+    is caught by the next pass, one forked after is inside already. Inside means in
+    every directory of the group."""
+    join(record, first, skip=first_out)
+    for d in record.get("dirs", []):
+        if d["path"] in first_out and first in _procs(d["path"]):
+            above = os.path.dirname(os.path.dirname(d["path"]))
+            _move(first, [t for t in (d.get("origin"), above) if t and os.path.isdir(t)])
     dirs = [d["path"] for d in record.get("dirs", [])]
     for late in _passes(timeout) if dirs else ():
         inside = set.intersection(*(set(_procs(d)) for d in dirs))
-        outside = [pid for pid in pids() if pid not in inside]
+        outside = [pid for pid in pids() if pid not in inside and pid != first]
         if not outside:
             return
         if late:
@@ -923,11 +944,13 @@ def _v1_memory_pair(cgdir: str, mem: int | None, memsw: int | None) -> list[tupl
     return order
 
 
-def extend_group(layout: Layout, record: dict[str, Any], ctrl: str) -> dict[str, Any]:
+def extend_group(layout: Layout, record: dict[str, Any], ctrl: str,
+                 keep_out: Collection[int] = ()) -> dict[str, Any]:
     """Add a controller to a live group (a limit added to a live environment).
 
     v2: enable the controller for the group's cgroup2 dir. v1: create the dir in
-    that controller's hierarchy and move every process of the group into it.
+    that controller's hierarchy and move every process of the group into it, but
+    ``keep_out`` (the init, out of a v1 memory cgroup: :func:`init_stays_out`).
     Returns the extension (kept in the limit's record, undone by
     :func:`retract_group`)."""
     where = layout.place(ctrl)
@@ -953,6 +976,8 @@ def extend_group(layout: Layout, record: dict[str, Any], ctrl: str) -> dict[str,
     pids = _procs(source) if source else []
     origin = _origin_in(mount, pids[0]) if pids else None
     for pid in pids:
+        if pid in keep_out:
+            continue
         try:
             write(os.path.join(path, "cgroup.procs"), str(pid))
         except SysError as exc:

@@ -72,6 +72,7 @@ class Env:
         for name in cg.LIMITS:
             if full[name] is not None:
                 self.limits[name] = Limit().apply(self.ctx, {"limit": name, "value": full[name]})
+                self.ctx.records[f"cgroup.{name}"] = self.limits[name]     # as the engine keeps them
         self.pids: list[int] = []
 
     def spawn(self, argv: list[str], rlimits: dict[str, Any] | None = None) -> tuple[int, int]:
@@ -116,6 +117,7 @@ class Env:
         for name, rec in reversed(list(self.limits.items())):
             Limit().revert(self.ctx, rec)
             del self.limits[name]
+            self.ctx.records.pop(f"cgroup.{name}", None)
         Group().revert(self.ctx, self.group)
         for pid in self.pids:  # killed by the revert; reap them
             os.waitpid(pid, 0)
@@ -254,14 +256,16 @@ def test_live_update_changes_limits_in_place(make_env: Any, name: str) -> None:
     ctx, lim = env.ctx, Limit()
     groups_before = list(env.group["created"])
     for name_, value in (("pids", 32), ("cpu", 1.5), ("cpu_weight", 300)):
-        env.limits[name_] = lim.update(ctx, {"limit": name_, "value": value}, env.limits[name_])
+        env.limits[name_] = ctx.records[f"cgroup.{name_}"] = \
+            lim.update(ctx, {"limit": name_, "value": value}, env.limits[name_])
         ctx.spec["limits"][name_] = value
         assert lim.probe(ctx, {"limit": name_, "value": value}, env.limits[name_]) == \
             env.limits[name_]
     # memory up and down again: v1 keeps memory <= memory+swap at every step
     for value in (128 << 20, 32 << 20):
         ctx.spec["limits"]["memory"] = value
-        env.limits["memory"] = lim.update(ctx, {"limit": "memory", "value": value}, env.limits["memory"])
+        env.limits["memory"] = ctx.records["cgroup.memory"] = \
+            lim.update(ctx, {"limit": "memory", "value": value}, env.limits["memory"])
         assert lim.probe(ctx, {"limit": "memory", "value": value}, env.limits["memory"])["value"] == value
     pids_dir = env.group["controllers"]["pids"]
     assert Path(pids_dir, "pids.max").read_text().strip() == "32"

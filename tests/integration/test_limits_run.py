@@ -506,6 +506,58 @@ def test_an_oom_in_a_live_environment_takes_the_process_not_the_init(env: dict[s
     assert _ours() == before
 
 
+def _memory_files(mem_dir: str) -> tuple[int, int | str]:
+    """(memory limit, memory+swap limit on v1 or the swap limit on cgroup2) in bytes."""
+    v1 = Path(mem_dir, "memory.limit_in_bytes").exists()
+    mem = Path(mem_dir, "memory.limit_in_bytes" if v1 else "memory.max").read_text().strip()
+    swap = Path(mem_dir, "memory.memsw.limit_in_bytes" if v1 else "memory.swap.max").read_text().strip()
+    return int(mem), int(swap) if swap.isdigit() else swap
+
+
+@pytest.mark.skipif(not cg.detect()["swap_accounting"], reason="needs swap accounting")
+def test_a_rolled_back_update_sets_memory_and_swap_back_exactly(env: dict[str, str],
+                                                               tmp_path: Path) -> None:
+    """A review's finding: an update that changed limits.memory and limits.memory_swap,
+    rolled back in-process (a later action failed), left v1's memory.memsw.limit_in_bytes
+    at the new manifest's memory + swap: the undo of each wrote the old value with the
+    new manifest's other one. Back to the old pair exactly, up and down, in an order the
+    kernel takes (memsw >= memory at every write)."""
+    extra = '  process:\n    command: ["/bin/sleep", "120"]'
+    m = manifest(tmp_path, "    memory: 64Mi\n    memory_swap: 0", extra, name="h2swap")
+    v1_text = Path(m).read_text()
+    v2_text = v1_text.replace("memory_swap: 0", "memory_swap: 32Mi").replace("memory: 64Mi", "memory: 96Mi")
+    before = _ours()
+    r = vbdecl(env, "apply", m, "-y")
+    assert r.returncode == 0, r.stdout + r.stderr
+    try:
+        st = json.loads(vbdecl(env, "status", "h2swap", "--json").stdout)
+        mem_dir = next(x for x in st["resources"] if x["id"] == "cgroup")["record"]["controllers"]["memory"]
+        v1 = Path(mem_dir, "memory.limit_in_bytes").exists()
+        first = _memory_files(mem_dir)
+        assert first == ((64 << 20, 64 << 20) if v1 else (64 << 20, 0))
+        # up (64Mi + 0 -> 96Mi + 32Mi) and down (96Mi + 32Mi -> 48Mi + 8Mi), a new limit failing last
+        for old_text, new_text, want in (
+                (v1_text, v2_text, first),
+                (v2_text, v2_text.replace("96Mi", "48Mi").replace("32Mi", "8Mi"),
+                 (96 << 20, 128 << 20) if v1 else (96 << 20, 32 << 20))):
+            Path(m).write_text(old_text)
+            r = vbdecl(env, "apply", m, "-y")
+            assert r.returncode == 0, r.stdout + r.stderr
+            assert _memory_files(mem_dir) == want
+            Path(m).write_text(new_text.replace("  limits:\n", "  limits:\n    pids: 40\n"))
+            r = vbdecl(dict(env, VBDECL_FAULT="cgroup.pids"), "apply", m, "-y")
+            assert r.returncode == 1 and "cgroup.pids: injected fault" in r.stderr, r.stdout + r.stderr
+            assert "~ cgroup.memory" in r.stdout and "~ cgroup.memory_swap" in r.stdout, r.stdout
+            assert _memory_files(mem_dir) == want, "the rollback left the limits changed"
+            Path(m).write_text(old_text)
+            p = vbdecl(env, "plan", m, "--detailed-exitcode")
+            assert p.returncode == 0, p.stdout + p.stderr
+    finally:
+        d = vbdecl(env, "destroy", "h2swap", "-y")
+    assert d.returncode == 0, d.stdout + d.stderr
+    assert _ours() == before
+
+
 def test_processes_moved_out_of_the_cgroup_by_hand_are_drift_apply_repairs(env: dict[str, str],
                                                                            tmp_path: Path) -> None:
     """A limits review's finding: the environment's processes moved out of its memory

@@ -54,6 +54,31 @@ def _limits(ctx: Context, params: Params | None = None) -> dict[str, Any]:
     return dict(limits) if isinstance(limits, dict) else {}
 
 
+# v1 keeps memory and swap as one pair of files (memsw = memory + swap): each of the two
+# limits is written with the other's value
+_PARTNER = {"memory": "memory_swap", "memory_swap": "memory"}
+
+
+def _limits_for(ctx: Context, limit: str, value: Any) -> dict[str, Any]:
+    """The limits that setting ``limit`` to ``value`` writes with: the spec's, with the
+    partner of memory or memory_swap (v1 writes them as a pair) as its action's record
+    has it, the value it holds now. Not the spec's: the rollback of an update runs with
+    the new manifest's spec, and set the old memory with the new swap (memsw stayed at
+    the new manifest's value). Without a record of the partner: no swap limit for
+    memory (none landed, or it is gone), and the spec's memory for memory_swap (the
+    swap limit of a new environment applied before its memory limit)."""
+    limits = _limits(ctx)
+    limits[limit] = value
+    partner = _PARTNER.get(limit)
+    if partner is not None:
+        rec = ctx.records.get(f"cgroup.{partner}")
+        if rec and not rec.get("skipped"):
+            limits[partner] = rec.get("value")
+        elif partner == "memory_swap" or rec:
+            limits[partner] = None
+    return limits
+
+
 def _action_error(exc: SysError, action: str) -> ActionError:
     return ActionError(exc.message, action=action, hint=exc.hint)
 
@@ -293,7 +318,7 @@ class Limit:
                     ext = cgroupfs.extend_group(_layout(ctx), group, ctrl, keep_out)
                     made_ext = True
             rec = cgroupfs.set_limit(cgroupfs.with_extension(group, ext), limit, value,
-                                     _limits(ctx))
+                                     _limits_for(ctx, limit, value))
         except SysError as exc:
             if made_ext and ext:
                 try:
@@ -355,11 +380,9 @@ class Limit:
         if not os.path.isdir(record.get("dir") or ""):
             return  # the group is gone: nothing to reset
         limit = record["limit"]
-        limits = _limits(ctx)
-        limits[limit] = None
         try:
             group = cgroupfs.with_extension(_group_of(ctx, record), record.get("extension"))
-            cgroupfs.set_limit(group, limit, None, limits)
+            cgroupfs.set_limit(group, limit, None, _limits_for(ctx, limit, None))
             ext = record.get("extension")
             if ext and _extension_in_use(ctx, ext["ctrl"], f"cgroup.{limit}") is None:
                 cgroupfs.retract_group(ext)     # the last limit that needs it

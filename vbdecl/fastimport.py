@@ -7,11 +7,15 @@ path joins, the loader's checks): for the ~35 modules of a ``vb`` run about
 finder goes from a module's name straight to its source file and to the
 bytecode the default loader cached for it (where ``-O`` and
 ``PYTHONPYCACHEPREFIX`` put it too), checks that cache exactly as the default
-loader checks a timestamp-based one (magic number, flags, source mtime and
-size), and leaves everything else to the regular machinery: a missing or
-stale cache (which the default loader then writes again), a hash-based one,
-an extension module. Modules it loads have the regular spec, ``__file__``,
-``__cached__`` and ``__path__``; a reload goes through the default loader.
+loader checks a timestamp-based one (its length, magic number, flags, source
+mtime and size), and leaves everything else to the regular machinery: a
+missing or stale cache (which the default loader then writes again), a
+hash-based one. Its loader is the default source loader, which only skips
+reading and checking the cache again, so resources, ``get_source`` and
+tracebacks behave as usual (the code's file names are set to where the
+source is now, as the default loader sets them). vbdecl's package keeps no
+extension module next to a source module of the same name, the one layout
+where this finder and the default one would choose differently.
 
 Installed by the console entry points only: embedders of the Python API keep
 the import system as they set it up.
@@ -30,6 +34,28 @@ if TYPE_CHECKING:
 
 _bootstrap: Any = sys.modules["_frozen_importlib"]
 _external: Any = sys.modules["_frozen_importlib_external"]
+_fix_co_filename: Any = sys.modules["_imp"]._fix_co_filename
+_CodeType = type((lambda: None).__code__)
+
+
+class CachedSourceLoader(_external.SourceFileLoader):  # type: ignore[misc]
+    """The default source loader, handed the module's checked cache by the finder."""
+
+    def __init__(self, name: str, path: str, data: bytes) -> None:
+        super().__init__(name, path)
+        self.data: bytes | None = data
+
+    def exec_module(self, module: ModuleType) -> None:
+        data, self.data = self.data, None
+        code = loads(memoryview(data)[16:]) if data is not None else None
+        del data             # before the module's own imports read theirs
+        if type(code) is not _CodeType:
+            # run a second time (not a reload: that finds a new spec), or not code at all:
+            # the default loader reads and checks the cache itself
+            super().exec_module(module)
+            return
+        _fix_co_filename(code, self.path)
+        exec(code, module.__dict__)
 
 
 class PackageFinder:
@@ -55,31 +81,18 @@ class PackageFinder:
                     data = f.read()
             except (OSError, NotImplementedError):     # (no cache_tag: no caches)
                 return None
-            if (data[:4] != _external.MAGIC_NUMBER or data[4:8] != b"\0\0\0\0"
+            if (len(data) < 16 or data[:4] != _external.MAGIC_NUMBER or data[4:8] != b"\0\0\0\0"
                     or int.from_bytes(data[8:12], "little") != int(st.st_mtime) & 0xFFFFFFFF
                     or int.from_bytes(data[12:16], "little") != st.st_size & 0xFFFFFFFF):
                 return None
-            spec = _bootstrap.ModuleSpec(name, self, origin=source, loader_state=data,
-                                         is_package=is_package)
+            loader = CachedSourceLoader(name, source, data)
+            spec = _bootstrap.ModuleSpec(name, loader, origin=source, is_package=is_package)
             spec.has_location = True
             spec.cached = cached
             if is_package:
                 spec.submodule_search_locations = [source.rpartition("/")[0]]
             return spec
         return None
-
-    def create_module(self, spec: Any) -> None:
-        return None      # the default module object
-
-    def exec_module(self, module: ModuleType) -> None:
-        spec: Any = module.__spec__
-        data, spec.loader_state = spec.loader_state, None
-        if data is None:     # a reload: the default loader checks the cache again
-            _external.SourceFileLoader(spec.name, spec.origin).exec_module(module)
-            return
-        code = loads(memoryview(data)[16:])
-        del data             # before the module's own imports read theirs
-        exec(code, module.__dict__)
 
 
 def install(package: ModuleType) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import py_compile
+import shutil
 import subprocess
 import sys
 import uuid
@@ -29,7 +30,8 @@ def make_package(root: Path) -> str:
         f"{name}/__init__.py": "WHAT = 'package'\n",
         f"{name}/mod.py": "WHAT = 'module'\n",
         f"{name}/sub/__init__.py": "WHAT = 'subpackage'\n",
-        f"{name}/sub/leaf.py": "from .. import mod\nWHAT = 'leaf of ' + mod.WHAT\n",
+        f"{name}/sub/leaf.py": ("from .. import mod\nWHAT = 'leaf of ' + mod.WHAT\n\n\n"
+                                "def where() -> str:\n    return where.__code__.co_filename\n"),
     }
     for rel, text in files.items():
         path = root / rel
@@ -62,7 +64,7 @@ def test_modules_come_from_the_cache_with_the_regular_attributes(tmp_path: Path)
               "print(leaf.__file__); print(leaf.__cached__); print(leaf.__spec__.origin)\n"
               "print(sub.__path__, sub.__package__, leaf.__package__)\n")
     lines = out.splitlines()
-    assert lines[:3] == ["PackageFinder module", "PackageFinder subpackage", "PackageFinder leaf of module"]
+    assert lines[:3] == ["CachedSourceLoader module", "CachedSourceLoader subpackage", "CachedSourceLoader leaf of module"]
     leaf = tmp_path / name / "sub" / "leaf.py"
     assert lines[3] == str(leaf)
     assert lines[4] == str(leaf.parent / "__pycache__" / f"leaf.{sys.implementation.cache_tag}.pyc")
@@ -103,12 +105,25 @@ def test_caches_it_does_not_check_are_left_to_the_default_loader(tmp_path: Path,
     assert out == "SourceFileLoader module\n"
 
 
+def test_a_cache_cut_short_is_left_to_the_default_loader(tmp_path: Path) -> None:
+    """12 bytes, without the source size: an empty source's size (0) must not match it."""
+    name = make_package(tmp_path)
+    source = tmp_path / name / "empty.py"
+    source.write_text("")
+    py_compile.compile(str(source), doraise=True, invalidation_mode=TIMESTAMP)
+    cached = source.parent / "__pycache__" / f"empty.{sys.implementation.cache_tag}.pyc"
+    cached.write_bytes(cached.read_bytes()[:12])
+    out = run(tmp_path, f"import {name}\nfastimport.install({name})\nimport {name}.empty as m\n"
+              "print(type(m.__loader__).__name__)\n")
+    assert out == "SourceFileLoader\n"
+
+
 def test_a_reload_reads_the_source_again(tmp_path: Path) -> None:
     name = make_package(tmp_path)
     out = run(tmp_path, f"import importlib, {name}\nfastimport.install({name})\n" + loaders(name, ".mod")
               + f"open({str(tmp_path / name / 'mod.py')!r}, 'w').write(\"WHAT = 'reloaded'\\n\")\n"
               f"print(importlib.reload(sys.modules['{name}.mod']).WHAT)\n")
-    assert out == "PackageFinder module\nreloaded\n"
+    assert out == "CachedSourceLoader module\nreloaded\n"
 
 
 @pytest.mark.parametrize("flags", [["-O"], ["-X", "pycache_prefix={root}/elsewhere"]])
@@ -119,7 +134,7 @@ def test_caches_where_the_interpreter_keeps_them(tmp_path: Path, flags: list[str
     out = run(tmp_path, compile_all + f"import importlib, {name}\nfastimport.install({name})\n"
               + loaders(name, ".mod") + f"print(sys.modules['{name}.mod'].__cached__)\n", *flags)
     loader, cached = out.splitlines()
-    assert loader == "PackageFinder module"
+    assert loader == "CachedSourceLoader module"
     if flags == ["-O"]:
         assert cached.endswith(f"/__pycache__/mod.{sys.implementation.cache_tag}.opt-1.pyc")
     else:
@@ -142,4 +157,36 @@ def test_the_console_programs_load_vbdecl_through_it() -> None:
     r = subprocess.run([sys.executable, "-I", "-c", f"import sys; sys.path.insert(0, {REPO!r})\n" + code],
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
-    assert r.stdout == "PackageFinder PackageFinder\n"
+    assert r.stdout == "CachedSourceLoader CachedSourceLoader\n"
+
+
+def test_a_copied_tree_names_its_own_files(tmp_path: Path) -> None:
+    """Caches copied along with their sources (cp -a, a restored CI cache) name the
+    files they were compiled from: the code is given the source's path as it is now,
+    as the default loader does, for tracebacks and linecache."""
+    name = make_package(tmp_path / "a")
+    shutil.copytree(tmp_path / "a" / name, tmp_path / "b" / name)
+    out = run(tmp_path / "b", f"import importlib, {name}\nfastimport.install({name})\n"
+              + loaders(name, ".sub.leaf") + f"print(sys.modules['{name}.sub.leaf'].where())\n")
+    assert out.splitlines() == ["CachedSourceLoader leaf of module", str(tmp_path / "b" / name / "sub" / "leaf.py")]
+
+
+def test_resources_and_source_come_from_the_default_loader(tmp_path: Path) -> None:
+    name = make_package(tmp_path)
+    (tmp_path / name / "sub" / "data.txt").write_text("payload")
+    out = run(tmp_path, f"import importlib.resources, pkgutil, inspect, {name}\nfastimport.install({name})\n"
+              + loaders(name, ".sub.leaf")
+              + f"print((importlib.resources.files('{name}.sub') / 'data.txt').read_text())\n"
+              f"print(pkgutil.get_data('{name}.sub', 'data.txt'))\n"
+              f"print(repr(inspect.getsource(sys.modules['{name}.sub.leaf']).splitlines()[-1]))\n")
+    assert out.splitlines() == ["CachedSourceLoader leaf of module", "payload", "b'payload'",
+                                repr("    return where.__code__.co_filename")]
+
+
+def test_no_extension_module_beside_a_source_module_of_its_name() -> None:
+    """The one layout where this finder (source first) and the default one (extension
+    first) would load different modules."""
+    package = Path(REPO) / "vbdecl"
+    sources = {p.with_suffix("") for p in package.rglob("*.py")}
+    extensions = {p.parent / p.name.split(".", 1)[0] for p in package.rglob("*.so")}
+    assert sources & extensions == set()

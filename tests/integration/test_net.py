@@ -687,13 +687,22 @@ def test_state_roots_sharing_a_bridge_never_give_out_one_address_twice(tmp_path:
         b.apply(bridge_actions(bridge, subnet))
         assert b.address != first
         assert veth_altnames(b.instance) == [f"{bridge}@{b.address}"]
-        with pytest.raises(ConflictError, match=f"{first} on bridge {bridge} is in use by an environment "
-                                                "of another state root"):
+        with pytest.raises(ConflictError, match=f"{first} on bridge {bridge} is held by environment instance "
+                                                f"{a.instance} \\(veth {ipam.veth_name(a.instance)}\\), of another "
+                                                "state root"):
             c.apply(bridge_actions(bridge, subnet, address=first))
-        a.revert_one("net.address")                          # the claim goes with the address
+        # an update keeps the claim while the address stays, and moves it when it changes
+        op_for("net.address").update(a.ctx, {"subnet": subnet, "address": first}, a.ctx.records["net.address"])
+        assert veth_altnames(a.instance) == [f"{bridge}@{first}"]
+        second = subnet.replace(".0/24", ".77")
+        a.ctx.records["net.address"] = op_for("net.address").update(
+            a.ctx, {"subnet": subnet, "address": second}, a.ctx.records["net.address"])
+        assert veth_altnames(a.instance) == [f"{bridge}@{second}"]
+        a.ctx.extra["teardown"] = True                       # a teardown takes it off too
+        a.revert_one("net.address")
         assert veth_altnames(a.instance) == []
-        c.apply(bridge_actions(bridge, subnet, address=first))
-        assert c.address == first
+        c.apply(bridge_actions(bridge, subnet, address=second))
+        assert c.address == second
     finally:
         for env in (c, b, a):
             env.close()

@@ -453,25 +453,26 @@ class _Claim:
     environment's veth (``vbdecl0@10.88.0.5``; an IPv6 address with ``-`` for ``:``).
     Leases keep addresses apart within one state root; environments of other
     state roots on the same bridge see only the kernel's objects. Alternative
-    names are unique in the host's namespace and go with the veth, so a claim is
-    taken atomically and is never left over."""
+    names are unique in the host's namespace, so a claim is taken atomically; a
+    revert (a teardown's too) takes it off, and the kernel removes it with the veth
+    when the environment's network namespace goes."""
 
     def __init__(self, ipr: Any, instance: str) -> None:
         nl = _nl()
         self.ipr = ipr
         veth = nl.link(ipr, ipam.veth_name(instance))
         master = nl.link_by_index(ipr, veth["master"]) if veth and veth["master"] else None
-        self.index: int | None = veth["index"] if master else None
-        self.prefix = f"{master['name']}@" if master else ""
-        self.held: list[str] = list(veth["altnames"]) if master and veth else []
+        self.index: int | None = veth["index"] if veth and master else None
+        self.bridge = str(master["name"]) if master else ""
+        self.held: list[str] = list(veth["altnames"]) if veth and master else []
 
     def name(self, address: str) -> str:
-        return self.prefix + address.replace(":", "-")
+        return f"{self.bridge}@{address.replace(':', '-')}"
 
     def take(self, address: str, patience: float = 0.0) -> bool:
-        """Claim ``address`` (True), unless an environment of another state root has it.
-        ``patience``: how long to wait for the claim of a veth whose namespace has just
-        died (the kernel removes it a moment later)."""
+        """Claim ``address`` (True), unless another veth holds it. ``patience``: how
+        long to wait for a veth whose namespace has just died (the kernel removes
+        it a moment later)."""
         name = self.name(address)
         if self.index is None or name in self.held:
             return True
@@ -480,11 +481,32 @@ class _Claim:
             if time.monotonic() >= deadline:
                 return False
             time.sleep(0.01)
+        self.held.append(name)
         return True
 
+    def holder(self, address: str) -> str:
+        """Who holds ``address``, in words for a conflict."""
+        found = _nl().link(self.ipr, self.name(address))
+        if found is None:
+            return "an environment that is going away"
+        veth = str(found["name"])
+        if veth.startswith("vb") and veth.endswith("h"):    # ipam.veth_name
+            return f"environment instance vb-{veth[2:-1]} (veth {veth}), of another state root"
+        return f"interface {veth}"
+
     def drop(self, address: str) -> None:
-        if self.index is not None:
+        if self.index is not None and self.name(address) in self.held:
             _nl().altname_delete(self.ipr, self.index, self.name(address))
+            self.held.remove(self.name(address))
+
+    def drop_others(self, address: str) -> None:
+        """Take off this veth's other claims on the bridge of ``address``'s family (an
+        update that died between claiming a new address and recording it)."""
+        v6 = ":" in address
+        for name in list(self.held):
+            other = name[len(self.bridge) + 1:]
+            if name.startswith(self.bridge + "@") and ("-" in other) == v6 and name != self.name(address):
+                self.drop(other.replace("-", ":"))
 
 
 class Address:
@@ -534,20 +556,18 @@ class Address:
             wanted = params.get("address") or "auto"
             mine = [a for a, who in leases.items() if who == ctx.instance]
             claim = _Claim(sess.host, ctx.instance)
-            while True:
-                if wanted != "auto":
-                    addr = str(ipam.check_explicit(net, wanted, taken, ctx.instance))
-                else:
-                    addr = mine[0] if mine else str(ipam.allocate(net, ctx.instance, taken))
-                # an address this environment must have is worth a moment's wait
-                if claim.take(addr, patience=1.0 if wanted != "auto" or mine else 0.0):
-                    break
-                if wanted != "auto" or mine:
-                    raise ConflictError(
-                        f"address {addr} on bridge {claim.prefix[:-1]} is in use by an environment "
-                        "of another state root", hint="choose another address, or leave it to vbdecl "
-                        "(network.address: auto); `ip link show` names the veth that holds it")
-                taken[addr] = "an environment of another state root"
+            if wanted != "auto" or mine:
+                addr = str(ipam.check_explicit(net, wanted, taken, ctx.instance)) if wanted != "auto" else mine[0]
+                if not claim.take(addr, patience=1.0):
+                    raise ConflictError(f"address {addr} on bridge {claim.bridge} is held by {claim.holder(addr)}",
+                                        hint="choose another address, or leave it to vbdecl (network.address: "
+                                             "auto); `ip link show` lists each veth's claims as altnames")
+            else:
+                while True:
+                    addr = str(ipam.allocate(net, ctx.instance, taken))
+                    if claim.take(addr):
+                        break
+                    taken[addr] = claim.holder(addr)
             ipr = sess.env(pid)
             index = _inner_index(ctx, ipr, pid)
             bcast = ipam.broadcast4(addr, net.prefixlen) if net.version == 4 else None
@@ -557,13 +577,21 @@ class Address:
                 claim.drop(addr)
                 raise
             leases[addr] = ctx.instance
+        claim.drop_others(addr)
         nl.neighbours_forget(sess.host, addr)
         return {"address": addr, "prefixlen": net.prefixlen, "subnet": str(net), "ifname": INNER,
                 "family": net.version, "netns": nl.netns_id(pid)}
 
     @_session
     def revert(self, ctx: Context, record: Record) -> None:
+        self._release(ctx, record, keep_claim=False)
+
+    def _release(self, ctx: Context, record: Record, *, keep_claim: bool) -> None:
         nl = _nl()
+        if not keep_claim:
+            # (first: a claim left without its lease would block the address for good;
+            # at a teardown too, or it would stay until the kernel removes the veth)
+            _Claim(_sess(ctx).host, ctx.instance).drop(record["address"])
         with shared.locked(ctx.state_dir) as st:
             leases = st["leases"].get(record["subnet"], {})
             if leases.get(record["address"]) == ctx.instance:
@@ -576,11 +604,12 @@ class Address:
             index = nl.index_of(ipr, record["ifname"])
             if index is not None:
                 nl.address_delete(ipr, index, record["address"], record["prefixlen"])
-            _Claim(_sess(ctx).host, ctx.instance).drop(record["address"])
 
     @_session
     def update(self, ctx: Context, params: Params, record: Record) -> Record:
-        self.revert(ctx, record)
+        # the claim stays through the update (another state root could take the address
+        # in between); apply takes off the old one if the address changed
+        self._release(ctx, record, keep_claim=True)
         return self.apply(ctx, params)
 
 

@@ -311,9 +311,10 @@ def altname_delete(ipr: Any, index: int, name: str) -> None:
 
 
 def link(ipr: Any, name: str) -> dict[str, Any] | None:
-    """The link called ``name`` (index, kind, master, alias, mtu, up), or None."""
+    """The link called ``name`` (index, kind, master, alias, altnames, mtu, up), or
+    None. A name too long for an interface's is looked up among alternative names."""
     try:
-        msgs = ipr.link("get", ifname=name)
+        msgs = ipr.link("get", **{"ifname" if len(name) < 16 else "altname": name})
     except _netlink_error() as err:
         if getattr(err, "code", 0) in (errno.ENODEV, errno.ENOENT):
             return None

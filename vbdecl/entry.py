@@ -147,22 +147,25 @@ def _reserve_closed_stdio() -> None:
     number: the first one opened would land on the lowest free fd, and be written to
     as stdout or stderr, or handed on as one. Python has already told which are
     closed (its sys.stdin, stdout or stderr is None), so the usual case costs nothing.
-    Each closed one gets an O_PATH fd on /dev/null, close-on-exec: reading or
-    writing it fails with EBADF as on a closed fd (an option naming it, such as
-    --events-fd 1, fails as before), and no command inherits it. vbdecl's own
-    messages to a closed stderr are dropped: print(file=None) would put them on
-    stdout, the command's output."""
+    Each closed one gets /dev/null, close-on-exec, so that no command inherits it:
+    0 and 1 as O_PATH, where reading or writing fails with EBADF as on a closed fd
+    (an option naming one, such as --events-fd 1, fails as before); 2 for writing,
+    where vbdecl's own messages are dropped (print(file=None) would put them on
+    stdout, the command's output), at that number, taking no other."""
     if sys.stdin is not None and sys.stdout is not None and sys.stderr is not None:
         return
     import os
 
     for fd, stream in enumerate((sys.stdin, sys.stdout, sys.stderr)):
         if stream is None:
-            got = os.open("/dev/null", os.O_PATH | os.O_CLOEXEC)
+            try:
+                got = os.open("/dev/null", (os.O_WRONLY if fd == 2 else os.O_PATH) | os.O_CLOEXEC)
+            except OSError:         # (no /dev/null: nothing to hold the number with)
+                continue
             if got != fd:       # (it was open after all: leave it)
                 os.close(got)
-    if sys.stderr is None:
-        sys.stderr = open(os.devnull, "w")  # noqa: SIM115 (for the process's life)
+            elif fd == 2:
+                sys.stderr = open(2, "w", closefd=False)  # noqa: SIM115 (for the process's life)
 
 
 def _fast_imports() -> None:

@@ -149,3 +149,30 @@ def test_a_message_for_a_closed_stderr_is_not_written_to_stdout(tmp_path: Path, 
     stdout, _ = proc.communicate(timeout=60)
     assert proc.returncode == (1 if kind == "vb" else 127)
     assert stdout == ""
+
+
+def test_a_closed_events_fd_is_refused_before_the_lock_file_can_take_its_number(tmp_path: Path) -> None:
+    """`--events-fd 3 3>&-` with status.lock_file: the lock file opened first took fd 3,
+    the check passed, and the events went into the user's lock file."""
+    lock = tmp_path / "lock"
+    manifest = tmp_path / "env.yaml"
+    manifest.write_text(head("evlock", template=False)
+                        + f"  status:\n    lock_file: {lock}\n  process:\n    command: [/bin/true]\n")
+    r = subprocess.run(["/bin/sh", "-c", 'exec "$@" 3>&-', "sh", sys.executable, "-m", "vbdecl", "run",
+                        "--events-fd", "3", str(manifest)], env=_env(tmp_path), capture_output=True,
+                       text=True, timeout=60, stdin=subprocess.DEVNULL)
+    assert r.returncode == 125, r.stderr
+    assert "events fd 3 is not open" in r.stderr
+    assert not lock.exists() or lock.read_text() == ""
+
+
+def test_a_closed_stderr_takes_no_other_fd(tmp_path: Path) -> None:
+    """vbdecl's own messages to a closed stderr go to /dev/null at fd 2, not at a new fd
+    that an --events-fd naming a closed number would then find open."""
+    manifest = tmp_path / "env.yaml"
+    manifest.write_text(head("evnull", template=False) + "  process:\n    command: [/bin/true]\n")
+    r = subprocess.run(["/bin/sh", "-c", 'exec "$@" 2>&- 3>&-', "sh", sys.executable, "-m", "vbdecl", "run",
+                        "--events-fd", "3", str(manifest)], env=_env(tmp_path), capture_output=True,
+                       text=True, timeout=60, stdin=subprocess.DEVNULL)
+    assert r.returncode == 125
+    assert r.stdout == ""

@@ -53,3 +53,36 @@ def test_a_sink_that_fails_mid_run_is_dropped_and_named(capsys: pytest.CaptureFi
     finally:
         for fd in (full, r, w):
             os.close(fd)
+
+
+def test_a_slow_reader_of_a_non_blocking_pipe_gets_every_event() -> None:
+    """EAGAIN is a reader behind, not one gone: the sink waits for room."""
+    import threading
+
+    r, w = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
+    try:
+        sink = EventSink(fds=[w])
+        got: list[bytes] = []
+
+        def read_slowly() -> None:
+            import time
+
+            time.sleep(0.2)
+            with os.fdopen(os.dup(r), "rb") as f:
+                os.set_blocking(f.fileno(), True)
+                while chunk := f.read1(65536):
+                    got.append(chunk)
+
+        reader = threading.Thread(target=read_slowly)
+        reader.start()
+        for i in range(2000):           # ~200 KB: more than a pipe holds
+            sink.emit("spawned", pid=i, padding="x" * 64)
+        os.close(w)
+        w = -1
+        reader.join(10)
+        lines = b"".join(got).decode().splitlines()
+        assert len(lines) == 2000 and json.loads(lines[-1])["pid"] == 1999
+    finally:
+        for fd in (r, w):
+            if fd >= 0:
+                os.close(fd)

@@ -96,10 +96,20 @@ def _write_all(fd: int, data: bytes, name: str) -> bool:
             n = os.write(fd, view)
         except BrokenPipeError:
             return False
-        except OSError as exc:
-            import sys
+        except BlockingIOError:     # a non-blocking pipe whose reader is behind: wait for it
+            import select
 
-            print(f"vbdecl: warning: {name}: {exc.strerror}; no further events go to it", file=sys.stderr)
-            return False
+            if select.select([], [fd], [], 5.0)[1]:
+                continue
+            return _gave_up(name, "its reader took no events for 5 seconds")
+        except OSError as exc:
+            return _gave_up(name, exc.strerror or str(exc))
         view = view[n:]
     return True
+
+
+def _gave_up(name: str, why: str) -> bool:
+    import sys
+
+    print(f"vbdecl: warning: {name}: {why}; no further events go to it", file=sys.stderr)
+    return False

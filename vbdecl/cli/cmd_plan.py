@@ -107,9 +107,10 @@ def idmap_warnings(plan: dict[str, Any]) -> list[dict[str, str]]:
 # bind-data's is, covers only its own path).
 _COVERING = ("tmpfs", "proc", "dev", "mqueue", "overlay", "tmp-overlay", "ro-overlay",
              "bind", "ro-bind", "dev-bind", "bind-data")
-# At a mount's very target these act on its mount point (a dir entry makes it); below
-# the target they are hidden as any other entry is.
-_AT_MOUNT_POINT = ("dir", "chmod", "remount-ro")
+# At a mount's very target a dir entry makes its mount point; below the target it is
+# hidden as any other entry is (a chmod or remount-ro before the mount at its target
+# acted on what the mount then hides).
+_AT_MOUNT_POINT = ("dir",)
 
 
 def _hidden_by(entry: dict[str, Any], top: str) -> bool:

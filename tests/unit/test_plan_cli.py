@@ -222,6 +222,19 @@ def _stdin(monkeypatch: pytest.MonkeyPatch, data: str | bytes) -> None:
     monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(raw)))
 
 
+def test_stdin_given_twice_and_prune_of_stdin_are_usage_errors_before_any_read(
+        env: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """A review: `validate - -` read stdin twice (the second time empty: "empty file"),
+    and `apply - --prune` compiled stdin before saying --prune needs a directory."""
+    read: list[bool] = []
+    monkeypatch.setattr("vbdecl.engine.sources.read_stdin", lambda: read.append(True) or b"")
+    assert main(["validate", "-", "-"]) == 1
+    assert "- (stdin) can be given once" in capsys.readouterr().err
+    assert main(["apply", "-", "--prune", "-y"]) == 1
+    assert "--prune needs a directory" in capsys.readouterr().err
+    assert read == []
+
+
 def test_plan_diff_graph_and_apply_read_a_manifest_from_stdin(
         env: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
     """A review: only validate took - for stdin; plan and apply said "-: no such file"."""
@@ -396,9 +409,14 @@ def test_every_mount_warns_of_any_entry_it_hides_but_its_own_mount_point() -> No
             [f"this {kind} at /m hides what the entries before it made there: /m/d"], kind
     assert warned({"type": "file", "target": "/etc/token"}, {"type": "bind-data", "target": "/etc/token"}) == \
         ["this bind-data at /etc/token hides what the entries before it made there: /etc/token"]
-    # the mount point itself: made for it (dir), or prepared for it
-    assert warned({"type": "dir", "target": "/run/app"}, {"type": "chmod", "target": "/run/app", "mode": "0700"},
-                  {"type": "tmpfs", "target": "/run/app"}, {"type": "dir", "target": "/run/app/x"}) == []
+    # the mount point itself: made for it (dir)
+    assert warned({"type": "dir", "target": "/run/app"}, {"type": "tmpfs", "target": "/run/app"},
+                  {"type": "dir", "target": "/run/app/x"}) == []
+    # a chmod or remount-ro there acted on what the mount then hides (a review)
+    assert warned({"type": "chmod", "target": "/tmp", "mode": "1777"}, {"type": "tmpfs", "target": "/tmp"}) == \
+        ["this tmpfs at /tmp hides what the entries before it made there: /tmp"]
+    assert warned({"type": "remount-ro", "target": "/x"}, {"type": "bind", "target": "/x"}) == \
+        ["this bind at /x hides what the entries before it made there: /x"]
 
 
 def test_apply_refuses_limits_this_machine_cannot_enforce_as_plan_does(

@@ -36,6 +36,8 @@ def run(args: argparse.Namespace) -> int:
     from vbdecl.errors import UsageError
 
     check_can_ask(args.target, args.yes)
+    if args.prune and not os.path.isdir(args.target):      # (before stdin is read and compiled)
+        raise UsageError("--prune needs a directory", hint="vbdecl apply DIR --prune")
     sources_ = sources.load(args.target, allow_empty=args.prune)
     sources.check_unique_names([(s.path or args.target, s.plan) for s in sources_])
     from vbdecl.cli.cmd_plan import check_limits, check_warnings
@@ -47,8 +49,6 @@ def run(args: argparse.Namespace) -> int:
         if not args.json:
             check_warnings(src.plan, src.path or args.target)
     names = [s.plan["name"] for s in sources_]
-    if args.prune and not os.path.isdir(args.target):
-        raise UsageError("--prune needs a directory", hint="vbdecl apply DIR --prune")
     interrupts_roll_back()
     renderer = Renderer(args.json)
     engine = Engine(args.state_dir, on_event=renderer, lock_timeout=args.lock_timeout,

@@ -20,6 +20,10 @@ def run(args: argparse.Namespace) -> int:
     from vbdecl.model.load import LoadResult, duplicate_names, load_path
 
     results: list[LoadResult] = []
+    if list(args.paths).count(STDIN) > 1:
+        from vbdecl.errors import UsageError
+
+        raise UsageError("- (stdin) can be given once", hint="vbdecl validate - [FILE...]")
     for path in manifest_files(list(args.paths)):
         if path == STDIN:
             results.append(load_path(STDIN_NAME, read_stdin()))

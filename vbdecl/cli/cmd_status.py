@@ -19,7 +19,7 @@ def run(args: argparse.Namespace) -> int:
     from vbdecl.engine.executor import Engine
     from vbdecl.errors import StateError
     from vbdecl.plan.diff import ENDS_ON_ITS_OWN
-    from vbdecl.runtime.live import read_exit
+    from vbdecl.runtime.live import process_tree, read_exit
 
     state_dir = str(paths.state_root(args.state_dir))
     name = args.name
@@ -55,6 +55,8 @@ def run(args: argparse.Namespace) -> int:
             if ended is not None:
                 entry["exit_code"] = ended.get("exit_code")
                 entry["exited_at"] = ended.get("time")        # unix time, as in history
+            # what it started and left running (a daemon): a restart or a destroy ends it
+            entry["left_running"] = len(process_tree(res.get("record") or {}))
         if res.get("kind") == "cgroup.group" and res.get("record"):
             try:
                 from vbdecl.ops import cgroup
@@ -89,6 +91,10 @@ def run(args: argparse.Namespace) -> int:
                 line += f", likely out of memory ({oom_kills} OOM kill{'s' if oom_kills > 1 else ''} in its memory cgroup)"
             if isinstance(r.get("exited_at"), (int, float)):
                 line += " at " + time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r["exited_at"]))
+        if r.get("left_running"):
+            n = r["left_running"]
+            line += (f"; {n} process{'es' if n > 1 else ''} it started still run"
+                     f"{'s' if n == 1 else ''} (a restart or a destroy ends {'them' if n > 1 else 'it'})")
         if "usage" in r:
             line += "  " + usage_text(r["usage"])
         print(line)

@@ -5,8 +5,12 @@ record in ``ctx.records``) and starts ``process.command`` (default
 ``/bin/sh``) with ids, rlimits and security applied, its output appended to
 ``<state>/envs/<name>/logs/process.log`` (``ctx.state_dir/logs``). A small
 supervisor reaps it and writes how it ended to ``logs/process.exit``
-(:func:`vbdecl.runtime.live.read_exit`). Record: ``{"pid", "start_time", "log"}``.
-revert: SIGTERM, then SIGKILL after 5 s; only the recorded process.
+(:func:`vbdecl.runtime.live.read_exit`), then stays while anything the process
+started lives (a child subreaper: what the process leaves running is reparented
+to it). Record: ``{"pid", "start_time", "log", "supervisor": {"pid", "start_time"}}``.
+revert: ends the process's whole tree (the process and every process under the
+supervisor, daemons included; never `vbdecl exec`'s commands nor the init):
+SIGTERM, then SIGKILL after 5 s (:func:`vbdecl.runtime.live.stop_process`).
 """
 
 from __future__ import annotations
@@ -59,12 +63,18 @@ class Main:
         return None
 
     def apply(self, ctx: Context, params: Params) -> Record:
-        from vbdecl.runtime.live import memory_cgroups, start_process
+        from vbdecl.runtime.live import find_process, memory_cgroups, start_process, stop_process
 
         env = ctx.records.get("env")
         if not env:
             raise ActionError("the environment's namespaces are not there", action="process",
                               hint="the env action must be applied first")
+        # What a process before this one left running, when no record holds it any
+        # more: a revert killed in the middle of its stop (and its rollback, which found
+        # the process gone and starts it again). No process may outlive its replacement.
+        left = find_process(_runtime_dir(ctx))
+        if left is not None:
+            stop_process(left)
         try:
             # the v1 memory cgroup the init stays out of (ops.cgroup), which the process joins
             cgroups = memory_cgroups({k: {"record": v} for k, v in ctx.records.items()})

@@ -74,7 +74,8 @@ MSG_GO = b"G"
 MSG_PID = b"P"
 MSG_ERROR = b"E"
 MSG_WARNING = b"W"
-SIZED_MESSAGES = (MSG_ERROR, MSG_WARNING)     # followed by a length and a payload
+MSG_STARTED = b"S"      # a live environment's process and its supervisor (runtime.live)
+SIZED_MESSAGES = (MSG_ERROR, MSG_WARNING, MSG_STARTED)     # followed by a length and a payload
 
 FORWARDED = (
     signals.SIGTERM, signals.SIGINT, signals.SIGHUP, signals.SIGQUIT, signals.SIGUSR1,

@@ -8,7 +8,8 @@
 * :func:`start_process` (op ``proc.main``): a helper enters the
   environment's namespaces and cgroup and starts the declared process with
   its output in ``<state>/envs/<name>/logs/process.log``; a supervisor under
-  the environment's init reaps it and records its exit (``logs/process.exit``).
+  the environment's init reaps it and records its exit (``logs/process.exit``),
+  and reaps what it left running. :func:`stop_process` ends all of it.
 * :func:`exec_in` (``vbdecl exec``): enters the namespaces the same way and
   runs a command in the foreground.
 """
@@ -176,10 +177,11 @@ def find_env(instance: str, runtime_dir: str) -> dict[str, Any] | None:
 
 
 def find_process(runtime_dir: str) -> dict[str, Any] | None:
-    """The record of the live declared process named in the runtime dir (recovery of an
-    apply killed before it journaled the process record), or None."""
+    """The record of the declared process named in the runtime dir (recovery of an
+    apply killed before it journaled the process record), while it, or a process it
+    left running (:func:`process_tree`), lives; else None."""
     found = _read_pid_file(runtime_dir, PROCESS_FILE)
-    if found is None or not sysproc.alive(found["pid"], found["start_time"]):
+    if found is None or not process_tree(found):
         return None
     return found
 
@@ -495,8 +497,12 @@ def start_process(*, env_record: dict[str, Any], spec: dict[str, Any], log_path:
     exit status to :func:`exit_file` (``{"pid", "start_time", "exit_code",
     "time"}``, read by ``status`` and ``logs -f``) and, with ``status.events``,
     appends the ``exited`` event (``runtime_init_warnings``, ``spawned`` and
-    ``setup_finished`` are appended here). If the supervisor dies first, the
-    process is reparented to the environment's init, which reaps it.
+    ``setup_finished`` are appended here). It is a child subreaper: what the
+    process leaves running (a daemon, a shell's background jobs) is reparented to
+    it, and it stays, reaping, until none of that is left; :func:`stop_process`
+    ends the whole tree. If the supervisor dies first, the process is reparented
+    to the environment's init, which reaps it. Record: ``{"pid", "start_time",
+    "log", "supervisor": {"pid", "start_time"}}`` (host pids).
     """
     from vbdecl.runtime.events import EventSink
     from vbdecl.runtime.spawn import _child_error, _read_msg
@@ -550,6 +556,11 @@ def start_process(*, env_record: dict[str, Any], spec: dict[str, Any], log_path:
                     os._exit(0)
                 os.close(ready_r)
                 os.close(done_w)
+                # What the process starts and leaves behind (a daemon's double fork, a
+                # shell's background jobs) is reparented to us, not to the init: its
+                # tree stays ours to reap, and a restart or a stop finds all of it
+                # (stop_process). Before the fork: the process inherits the mark.
+                sysproc.set_child_subreaper()
                 child = os.fork()
                 if child == 0:
                     for fd in (host_proc, *home, closed_w):
@@ -577,6 +588,7 @@ def start_process(*, env_record: dict[str, Any], spec: dict[str, Any], log_path:
                     os.kill(child, signals.SIGKILL)   # never leave a process nobody tracks
                     os._exit(1)
                 started = _start_time_at(host_proc, host_pid)
+                mine = _start_time_at(host_proc, me)
                 for fd in home:     # out of the environment's cgroups (best effort)
                     try:
                         os.write(fd, b"0")
@@ -586,7 +598,8 @@ def start_process(*, env_record: dict[str, Any], spec: dict[str, Any], log_path:
                     os.close(fd)
                 os.write(closed_w, b"g")     # the process goes on
                 os.close(closed_w)
-                os.write(ready_w, struct.pack("=i", host_pid))
+                os.write(ready_w, struct.pack(_STARTED, host_pid, -1 if started is None else started,
+                                              me, -1 if mine is None else mine))
                 data = os.read(done_r, 4)
                 if len(data) != 4:
                     os._exit(0)
@@ -594,12 +607,11 @@ def start_process(*, env_record: dict[str, Any], spec: dict[str, Any], log_path:
             for fd in (ready_w, done_r, closed_r, closed_w):
                 os.close(fd)
             os.waitpid(bridge, 0)
-            data = os.read(ready_r, 4)
-            if len(data) != 4:
+            data = os.read(ready_r, struct.calcsize(_STARTED))
+            if len(data) != struct.calcsize(_STARTED):
                 raise RuntimeSetupError("the process could not be started")
-            pid = struct.unpack("=i", data)[0]
-            C.send(c2p_w, C.MSG_PID, struct.pack("=i", pid))
-            os.write(done_w, struct.pack("=i", pid))
+            C.send(c2p_w, C.MSG_STARTED, data)
+            os.write(done_w, data[:4])
             os.close(done_w)
         except BaseException as exc:
             if isinstance(exc, BlockingIOError):
@@ -611,15 +623,17 @@ def start_process(*, env_record: dict[str, Any], spec: dict[str, Any], log_path:
     os.close(exit_fd)
     try:
         msg = _read_msg(c2p_r)
-        if msg is None or msg[0] != C.MSG_PID:
-            raise _child_error(msg[1]) if msg else RuntimeSetupError("the process helper exited")
-        pid = struct.unpack("=i", msg[1])[0]
-        started = sysproc.start_time(pid)
+        if msg is None or msg[0] != C.MSG_STARTED or len(msg[1]) != struct.calcsize(_STARTED):
+            raise _child_error(msg[1]) if msg and msg[0] == C.MSG_ERROR else \
+                RuntimeSetupError("the process helper exited")
+        pid, started, sup, sup_started = struct.unpack(_STARTED, msg[1])
+        # (start times read by the supervisor while the process was its unreaped child)
+        record = {"pid": pid, "start_time": None if started < 0 else started, "log": log_path,
+                  "supervisor": {"pid": sup, "start_time": None if sup_started < 0 else sup_started}}
         if env_record.get("runtime_dir"):
             # named before anything else, so that recovery of an apply killed before it
             # journaled this record still finds the process (find_process)
-            _write_pid_file(env_record["runtime_dir"], PROCESS_FILE,
-                            {"pid": pid, "start_time": started, "log": log_path})
+            _write_pid_file(env_record["runtime_dir"], PROCESS_FILE, record)
         inodes = sysns.own_ns_inodes(pid)
         if sink is not None:
             sink.emit("runtime_init_warnings", warning_count=0, warnings=[])
@@ -635,7 +649,10 @@ def start_process(*, env_record: dict[str, Any], spec: dict[str, Any], log_path:
         _reap(helper)
         if sink is not None:
             sink.close()
-    return {"pid": pid, "start_time": started, "log": log_path}
+    return record
+
+
+_STARTED = "=iqiq"    # MSG_STARTED: the process's host pid and start time, the supervisor's
 
 
 def _inodes_at(proc_fd: int) -> dict[str, int]:
@@ -737,8 +754,10 @@ def read_exit(record: dict[str, Any] | None) -> dict[str, Any] | None:
 def _supervise(child: int, host_pid: int, started: int | None, sink: Any, inodes: dict[str, int],
                exit_fd: int, null: int) -> None:
     """The bridge as the process's supervisor: reap it, record its exit (and append
-    ``exited`` with ``status.events``). Never returns. It keeps none of vbdecl's
-    fds, stdio included: ``vbdecl apply | cat`` must not wait for the process."""
+    ``exited`` with ``status.events``), then reap what it left running (a child
+    subreaper: its orphaned descendants are ours) until nothing is left, and exit.
+    Never returns. It keeps none of vbdecl's fds, stdio included: ``vbdecl apply |
+    cat`` must not wait for the process; once the exit is recorded, none at all."""
     try:
         for fd in (0, 1, 2):
             os.dup2(null, fd)
@@ -746,10 +765,13 @@ def _supervise(child: int, host_pid: int, started: int | None, sink: Any, inodes
         sysproc.set_name("vbdecl-supervise")
         while True:
             try:
-                _, status = os.waitpid(child, 0)
-                break
+                pid, status = os.waitpid(-1, 0)
             except InterruptedError:
                 continue
+            except ChildProcessError:
+                os._exit(0)     # (cannot be: the process is our child until we reap it)
+            if pid == child:
+                break
         code = C.status_code(status)
         record = (f'{{"pid": {host_pid}, "start_time": {"null" if started is None else started}, '
                   f'"exit_code": {code}, "time": {time.time():.3f}}}\n').encode()
@@ -760,18 +782,71 @@ def _supervise(child: int, host_pid: int, started: int | None, sink: Any, inodes
             pass
         if sink is not None:
             sink.emit("exited", pid=host_pid, exit_code=code, ns=inodes)
+        sysproc.close_fds_except([])
+        # What the process left running stays (a daemon that forked away is no failure)
+        # and stays in its tree: a restart or a stop of the process ends it too.
+        while True:
+            try:
+                os.waitpid(-1, 0)
+            except InterruptedError:
+                continue
+            except ChildProcessError:
+                break
     finally:
         os._exit(0)
 
 
-def stop_process(record: dict[str, Any]) -> None:
+def process_tree(record: dict[str, Any]) -> list[tuple[int, int | None]]:
+    """The live processes of the process of ``record`` (a proc.main record): itself and
+    everything under its supervisor (what it started, what was reparented to the
+    supervisor when its parent exited, the process itself exited or not), each as
+    (host pid, start time). Not the supervisor, nor the init, nor `vbdecl exec`'s
+    commands (never under the supervisor). A record without a supervisor (from an
+    older vbdecl) or one whose supervisor is gone: the process and its descendants."""
     pid, started = int(record.get("pid") or 0), record.get("start_time")
-    if pid <= 0 or not sysproc.alive(pid, started):
-        return
-    sysproc.kill_verified(pid, started, signals.SIGTERM)
-    if not _wait_gone(pid, started, STOP_TIMEOUT):
-        sysproc.kill_verified(pid, started, signals.SIGKILL)
-        _wait_gone(pid, started)
+    found: list[tuple[int, int | None]] = []
+    if pid > 0 and sysproc.alive(pid, started):
+        found.append((pid, started))
+    sup = record.get("supervisor") or {}
+    below = sysproc.tree(int(sup.get("pid") or 0), sup.get("start_time"))
+    if not below and found and started is not None:
+        below = sysproc.tree(pid, started)
+    found += [m for m in below if m[0] != pid]
+    return found
+
+
+def stop_process(record: dict[str, Any]) -> None:
+    """End the process of ``record`` and every process of its tree (:func:`process_tree`):
+    SIGTERM (and SIGCONT, for one stopped) to each, again to any forked meanwhile,
+    SIGKILL to what is left after STOP_TIMEOUT; then wait for its supervisor, which
+    exits once it has nothing left to reap. Every signal goes to the very process
+    listed (pid and start time, through a pidfd)."""
+    signalled: set[tuple[int, int | None]] = set()
+    deadline = time.monotonic() + STOP_TIMEOUT
+    delay = 0.001
+    while True:
+        members = process_tree(record)
+        if not members:
+            break
+        if time.monotonic() > deadline:
+            for _ in range(100):
+                for pid, started in members:
+                    sysproc.kill_verified(pid, started, signals.SIGKILL)
+                time.sleep(0.01)
+                members = process_tree(record)
+                if not members:
+                    break
+            break
+        for pid, started in members:
+            if (pid, started) not in signalled:
+                signalled.add((pid, started))
+                if sysproc.kill_verified(pid, started, signals.SIGTERM):
+                    sysproc.kill_verified(pid, started, signals.SIGCONT)
+        time.sleep(delay)
+        delay = min(delay * 2, 0.05)
+    sup = record.get("supervisor") or {}
+    if sup.get("pid") and sup.get("start_time") is not None:
+        _wait_gone(int(sup["pid"]), sup["start_time"], STOP_TIMEOUT)
 
 
 # --- vbdecl exec / logs -------------------------------------------------------------

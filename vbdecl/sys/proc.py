@@ -66,6 +66,13 @@ def set_dumpable(on: bool) -> None:
     check(syscall("prctl", PR_SET_DUMPABLE, int(on), 0, 0, 0), "prctl(PR_SET_DUMPABLE)")
 
 
+def set_child_subreaper() -> None:
+    """PR_SET_CHILD_SUBREAPER: orphans among our descendants (a daemon's double fork, a
+    shell's background job whose shell exited) are reparented to us, not to the pid
+    namespace's init. Children forked from now on are marked as having one above."""
+    check(syscall("prctl", PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0), "prctl(PR_SET_CHILD_SUBREAPER)")
+
+
 def set_name(name: str) -> None:
     syscall("prctl", PR_SET_NAME, name.encode()[:15], 0, 0, 0)
 
@@ -232,22 +239,52 @@ def kill_mount_namespace(inode: int, spare: int) -> int:
     return killed
 
 
+def tree(pid: int, started: int | None) -> list[tuple[int, int]]:
+    """The live descendants of ``pid``, while it is the process that started at
+    ``started``, each as (pid, start time); [] when it is gone. Each one is checked:
+    its stat, read with its start time, names the parent it was listed under, so a
+    pid reused meanwhile is never taken for it. Zombies are left out (their children,
+    if any, were reparented already)."""
+    if started is None or not alive(pid, started):
+        return []
+    out: list[tuple[int, int]] = []
+    todo = [pid]
+    while todo:
+        cur = todo.pop()
+        for child in _children(cur):
+            fields = _stat_fields(child)
+            if fields is None or int(fields[1]) != cur:
+                continue    # gone, or not the one listed any more
+            todo.append(child)
+            if fields[0] != b"Z":
+                out.append((child, int(fields[19])))
+    # (the listing was of that very process: it was alive before and after)
+    return out if alive(pid, started) else []
+
+
+def _children(pid: int) -> list[int]:
+    """``pid``'s children, those of every thread (/proc/PID/task/TID/children)."""
+    out: list[int] = []
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return out
+    for tid in tasks:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/children") as f:
+                out.extend(int(c) for c in f.read().split())
+        except OSError:
+            pass
+    return out
+
+
 def _descendants(pid: int) -> list[int]:
     """``pid`` and its descendants (/proc/PID/task/TID/children)."""
     out, todo = [], [pid]
     while todo:
         cur = todo.pop()
         out.append(cur)
-        try:
-            tasks = os.listdir(f"/proc/{cur}/task")
-        except OSError:
-            continue
-        for tid in tasks:
-            try:
-                with open(f"/proc/{cur}/task/{tid}/children") as f:
-                    todo.extend(int(c) for c in f.read().split())
-            except OSError:
-                pass
+        todo.extend(_children(cur))
     return out
 
 

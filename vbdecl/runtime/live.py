@@ -974,8 +974,8 @@ def exec_in(name: str, argv: list[str] | None, *, state_dir: str | None = None,
             over = _over_pids_limit(pids_fds)
             if over is not None:
                 C.fail(c2p_w, 125, f"cannot run the command in {name}: its pids cgroup is at its limit "
-                       f"(limits.pids: {over[1]}; {over[0] - 1} processes in it)",
-                       "wait for some of its processes to exit, or raise limits.pids in the manifest and "
+                       f"(limits.pids: {over[1]}, which counts threads too; {over[0] - 1} in use)",
+                       "wait for some of its processes or threads to exit, or raise limits.pids in the manifest and "
                        f"apply it (vbdecl status {name} shows the count)")
             for fd in pids_fds:
                 os.close(fd)

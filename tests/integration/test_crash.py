@@ -194,6 +194,26 @@ def test_an_interrupt_during_the_last_step_still_rolls_back(tmp_path: Path) -> N
     assert not (sd / "envs" / "web").exists()
 
 
+def test_an_interrupt_during_the_commit_lets_it_finish(tmp_path: Path) -> None:
+    """A new-user review: a ^C that landed after the last check, before or in the
+    commit, raised there: no rollback, no commit, an open transaction (`needs
+    recovery`) and the environment running. The commit now finishes, as a step does."""
+    root, sd = tmp_path / "root", tmp_path / "state"
+    root.mkdir()
+    p = testops.write_plan(tmp_path / "p.json", testops.make_plan("web", root, files=3, mounts=0))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("VBDECL_")}
+    r = subprocess.run([sys.executable, testops.__file__, "--state-dir", str(sd), "apply", str(p), "-y"],
+                       env={**env, "VBDECL_TEST_INTERRUPT_AT": "commit"}, capture_output=True, text=True,
+                       timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert "web: applied revision 1" in r.stdout
+    assert "interrupted during the commit: the apply completed" in r.stderr
+    assert not testops.journal_open(sd, "web")
+    assert testops.host_tree(root) != {}
+    Engine(sd).destroy("web")
+    assert testops.host_tree(root) == {}
+
+
 def test_an_interrupt_during_the_rollback_after_an_interrupt_stops_at_once(tmp_path: Path) -> None:
     """The first interrupt is a request; once it took effect, the next one is the
     second and is not deferred (a review saw it taken for a first one again)."""

@@ -108,6 +108,10 @@ def run(args: argparse.Namespace) -> int:
                     print(f"{name}: destroyed")
     finally:
         renderer.close()
+    from vbdecl.engine import interrupts
+
+    if interrupts.pending():    # (it came during the last commit: that apply is done)
+        print("vbdecl: interrupted during the commit: the apply completed", file=sys.stderr)
     if not results and not args.json:    # (an empty directory with --prune: say so)
         print(f"No changes: {args.target} has no manifests, and no environment applied from it is left")
     if args.json:

@@ -32,7 +32,7 @@ from vbdecl.engine import interrupts, paths, store
 from vbdecl.engine import journal as journal_mod
 from vbdecl.engine import lock as lock_mod
 from vbdecl.engine.changes import Change, ChangeSet
-from vbdecl.engine.faults import Faults
+from vbdecl.engine.faults import Faults, interrupt_at
 from vbdecl.errors import ActionError, StateError, VbdeclError
 from vbdecl.ops.base import Context
 
@@ -402,14 +402,26 @@ class Session:
         self._merge_deps((old_state or {}).get("plan"))
         self._txn_runtime_dir = None            # (not a recovered transaction's)
         self._txn_runtime_dir = self._runtime_dir()
-        self._log("begin", op="apply", pid=os.getpid(), time=_now(), lineage=state["lineage"],
-                  base_serial=(old_state or {}).get("serial"), target_serial=state["serial"] + 1,
-                  base_revision=base_rev, instance=self.instance, fresh=old_state is None,
-                  runtime_dir=self._txn_runtime_dir, plan=plan)
-        self.engine.emit("apply.started", name=self.name, instance=self.instance,
-                         steps=len(steps), summary=changes.summary())
+        # A first interrupt takes effect at a check() only: between two steps, and after
+        # the last one (a rollback), never between the journal's begin and the first
+        # check, or between the last check and the commit, or inside it (an open
+        # transaction, a review saw): an interrupt that comes during the commit lets it
+        # finish, as it does the step under way.
+        with interrupts.deferred():
+            self._log("begin", op="apply", pid=os.getpid(), time=_now(), lineage=state["lineage"],
+                      base_serial=(old_state or {}).get("serial"), target_serial=state["serial"] + 1,
+                      base_revision=base_rev, instance=self.instance, fresh=old_state is None,
+                      runtime_dir=self._txn_runtime_dir, plan=plan)
+            self.engine.emit("apply.started", name=self.name, instance=self.instance,
+                             steps=len(steps), summary=changes.summary())
+            self._env_stays = self._stays({rid for _step, rid, *_ in steps}, fresh=old_state is None)
+            return self._run_and_commit(plan, changes, steps, state, old_state, base_rev, note,
+                                        from_revision)
+
+    def _run_and_commit(self, plan: dict[str, Any], changes: ChangeSet, steps: list[Any],
+                        state: dict[str, Any], old_state: dict[str, Any] | None, base_rev: int,
+                        note: str | None, from_revision: dict[str, Any] | None) -> Result:
         seq = 0
-        self._env_stays = self._stays({rid for _step, rid, *_ in steps}, fresh=old_state is None)
         landed = 0
         try:
             for step, rid, kind, params, prev in steps:
@@ -445,6 +457,7 @@ class Session:
         finally:
             self._env_stays = False
         # Commit: revision file, then state.json, then the marker.
+        interrupt_at("commit")
         revision = base_rev + 1
         try:
             store.save_revision(self.name, revision, plan, self.sd, note=note, from_revision=from_revision)
@@ -1031,13 +1044,14 @@ class Session:
                 self.engine.emit("revert.failed", id=rid, error=err.message)
         if errors:
             return errors
-        store.remove_state(self.name, self.sd)
-        self._log("commit", serial=None)
-        self.state = None
-        self._remove_runtime_dir()
-        # exec's marshal copy of the state (process.env values and all) goes with it
-        from vbdecl.engine import statecache
+        with interrupts.deferred():     # (the commit finishes, as a step under way does)
+            store.remove_state(self.name, self.sd)
+            self._log("commit", serial=None)
+            self.state = None
+            self._remove_runtime_dir()
+            # exec's marshal copy of the state (process.env values and all) goes with it
+            from vbdecl.engine import statecache
 
-        statecache.forget(paths.state_file(self.name, self.sd))
+            statecache.forget(paths.state_file(self.name, self.sd))
         return []
 

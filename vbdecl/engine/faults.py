@@ -73,3 +73,12 @@ def crash_at(point: str) -> None:
         import signal
 
         os.kill(os.getpid(), signal.SIGKILL)
+
+
+def interrupt_at(point: str) -> None:
+    """SIGINT this process if ``VBDECL_TEST_INTERRUPT_AT`` names ``point`` (a test hook:
+    a ^C that lands exactly there)."""
+    if os.environ.get("VBDECL_TEST_INTERRUPT_AT") == point:
+        import signal
+
+        os.kill(os.getpid(), signal.SIGINT)

@@ -68,3 +68,8 @@ def check() -> None:
         _requested = False
         _raised = True
         raise Interrupted
+
+
+def pending() -> bool:
+    """Whether an interrupt came that no check() raised yet (one during a commit)."""
+    return _requested

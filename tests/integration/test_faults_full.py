@@ -185,7 +185,14 @@ def test_an_apply_goes_on_from_a_replacement_that_cannot_roll_back(tmp_path: Pat
     before = host()
     check(env.apply(), 0, "apply")
     env.path.write_text(env.path.read_text().replace("hostname: full", "hostname: other"))
-    check(env.apply(fault="mount[/usr]:revert"), 1, "a replacement whose revert of /usr fails")
+    out = env.apply(fault="mount[/usr]:revert")
+    check(out, 1, "a replacement whose revert of /usr fails")
+    # the way on, not recover (which cannot finish: a new-user review followed the old hint)
+    assert "this apply replaced the environment, and the old one cannot come back; go on from what " \
+           "it left: vbdecl apply FILE, or vbdecl destroy full" in out.stderr, out.stderr
+    out = env.cli("plan", str(env.path))
+    assert "warning: full: a apply did not finish" not in out.stderr
+    assert "warning: full: an apply did not finish" in out.stderr, out.stderr
     out = env.apply()
     check(out, 0, "the apply after it")
     assert "going on from what it left" in out.stderr and "Traceback" not in out.stderr, out.stderr

@@ -123,6 +123,23 @@ def _hidden_by(entry: dict[str, Any], top: str) -> bool:
     return path.startswith(top.rstrip("/") + "/")
 
 
+def unfinished_warning(name: str, state_dir: str | None) -> None:
+    """A transaction of ``name`` that did not finish (a rollback that could not, a killed
+    command): plan compares with the last committed state, where what that transaction
+    removed looks deleted outside vbdecl. Say so, and what to do (a new-user review)."""
+    import sys
+
+    from vbdecl.engine import journal, paths
+
+    begin = journal.open_transaction(journal.read(paths.journal_file(name, state_dir)))
+    if not begin:
+        return
+    op = begin[0].get("op") or "apply"
+    print(f"warning: {name}: {'an' if op[0] in 'aeiou' else 'a'} {op} did not finish; what it changed shows below against the last "
+          f"committed state (as changed or deleted outside vbdecl)\n  hint: vbdecl recover {name} "
+          f"finishes it; if it cannot, vbdecl apply goes on from what it left", file=sys.stderr)
+
+
 def cover_warnings(plan: dict[str, Any]) -> list[dict[str, str]]:
     """A mount entry that hides what entries before it made below its target (a user
     review's tmpfs at / after everything: the process found no /bin/sh)."""
@@ -206,6 +223,7 @@ def run(args: argparse.Namespace) -> int:
         check_limits(plan, path)
         check_warnings(plan, path)
         state = read_state(plan["name"], args.state_dir)
+        unfinished_warning(plan["name"], args.state_dir)
         found = plan_changes(plan, state, args.state_dir, refresh=not args.no_refresh,
                              verbose=args.verbose)
         results.append((plan, state, found))

@@ -446,8 +446,15 @@ class Session:
                 revert_errors = [_wrap(rb, rid, "rollback")]
             if revert_errors:
                 err.revert_errors.extend(revert_errors)
-                err.hint = (f"the rollback did not finish; fix the cause, then run "
-                            f"vbdecl recover {self.name}")
+                if old_state is not None and not self._env_stays:
+                    # a replacement: its rollback would land in the old environment, gone
+                    err.hint = (f"the rollback did not finish: this apply replaced the environment, "
+                                f"and the old one cannot come back; go on from what it left: vbdecl "
+                                f"apply FILE, or vbdecl destroy {self.name}")
+                else:
+                    err.hint = (f"the rollback did not finish; fix the cause, then run vbdecl recover "
+                                f"{self.name}; or go on from what it left: vbdecl apply FILE, or "
+                                f"vbdecl destroy {self.name}")
             else:
                 done = "nothing was changed: every action that landed was reverted"
                 err.hint = f"{err.hint}\n  {done}" if err.hint else done

@@ -60,6 +60,9 @@ def test_run_command_override_and_exit_codes(env: dict[str, str], tmp_path: Path
     assert "command not found: nonexistent-tool" in r.stderr and "hint:" in r.stderr
     r = vbdecl(env, "run", m, "--", "/proc/self/status")
     assert r.returncode == 126 and "cannot execute" in r.stderr
+    assert "is a directory" not in r.stderr
+    r = vbdecl(env, "run", m, "--", "/usr")      # (a new-user review: say it is a directory)
+    assert r.returncode == 126 and "hint: /usr is a directory: name the program to run" in r.stderr
     r = vbdecl(env, "run", str(tmp_path / "missing.yaml"))
     assert r.returncode == 125 and "missing.yaml" in r.stderr
 

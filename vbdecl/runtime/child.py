@@ -965,6 +965,15 @@ def _c_string(text: str, where: str) -> bytes:
     return data
 
 
+def _is_dir(path: str, cwd: str) -> bool:
+    import stat
+
+    try:
+        return stat.S_ISDIR(os.stat(os.path.join(cwd, path)).st_mode)
+    except OSError:
+        return False
+
+
 def _failure(cfg: ChildConfig, proc: _Process, failed: Any) -> BaseException:
     """What the failed step means, in the words the user reads."""
     from vbdecl.sys import laststep as ls
@@ -990,6 +999,8 @@ def _failure(cfg: ChildConfig, proc: _Process, failed: Any) -> BaseException:
                             "pass only fds that vbdecl inherits from its caller")
     if step == ls.EXEC_DENIED:
         hint = "check the file's mode (x bit), its interpreter line, and noexec mounts"
+        if err == errno.EACCES and _is_dir(proc.paths[index], proc.cwds[failed.cwd] if failed.cwd >= 0 else "/"):
+            hint = f"{proc.paths[index]} is a directory: name the program to run"
         if (spec.get("security") or {}).get("landlock"):
             hint += ("; with security.landlock, also that landlock.execute covers the file, its "
                      "interpreter and the dynamic loader (/usr/lib, /usr/lib64), and that "

@@ -433,3 +433,17 @@ def test_apply_refuses_limits_this_machine_cannot_enforce_as_plan_does(
     assert main(["apply", str(m), "-y"]) == 1
     assert capsys.readouterr().err == said
     assert not (env / "state" / "envs" / "swap").exists()
+
+
+def test_a_file_that_takes_over_an_environment_of_another_file_is_named(
+        env: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A new-user review: a second file naming an applied environment showed only its
+    changes, no word that it takes the environment over from the first file."""
+    _record_state(env, env / "web.yaml")
+    assert main(["plan", str(env / "web.yaml")]) == 0
+    assert "takes it over" not in capsys.readouterr().err
+    (env / "other").mkdir()
+    shutil.copy(env / "web.yaml", env / "other" / "web.yaml")
+    assert main(["plan", str(env / "other" / "web.yaml")]) == 0
+    err = capsys.readouterr().err
+    assert f"applied from {env / 'web.yaml'} so far; applying {env / 'other' / 'web.yaml'} takes it over" in err

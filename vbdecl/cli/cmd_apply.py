@@ -40,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("--prune needs a directory", hint="vbdecl apply DIR --prune")
     sources_ = sources.load(args.target, allow_empty=args.prune)
     sources.check_unique_names([(s.path or args.target, s.plan) for s in sources_])
-    from vbdecl.cli.cmd_plan import check_limits, check_warnings
+    from vbdecl.cli.cmd_plan import check_limits, check_warnings, takeover_warning
 
     for src in sources_:
         # as plan: limits this machine cannot enforce stop the apply before any step (a
@@ -62,6 +62,8 @@ def run(args: argparse.Namespace) -> int:
                 if src.saved is not None:
                     s.check_fresh(src.saved)
                 changes = s.changes(src.plan)
+                if not args.json:
+                    takeover_warning(src.plan, s.state)
                 if args.json:
                     emit_json({"event": "plan", "name": name,
                                "changes": [c.to_json() for c in changes.changes]})

@@ -170,6 +170,20 @@ def check_warnings(plan: dict[str, Any], path: str) -> None:
               file=sys.stderr)
 
 
+def takeover_warning(plan: dict[str, Any], state: dict[str, Any] | None) -> None:
+    """The environment was applied from another manifest file: this one takes it over
+    (a new-user review saw only `-/+ process`, no word of the other file)."""
+    import os
+    import sys
+
+    before = (((state or {}).get("plan") or {}).get("source") or {}).get("path")
+    now = (plan.get("source") or {}).get("path")
+    if before and now and os.path.realpath(before) != os.path.realpath(now):
+        print(f"warning: {plan['name']}: applied from {before} so far; applying {now} takes it over"
+              f"\n  hint: two files that name one environment replace each other's: rename one "
+              f"(metadata.name) to keep both", file=sys.stderr)
+
+
 def cannot_save(out: str, err: OSError) -> Exception:
     """The error for a -o PLANFILE that cannot be written, in the user's words."""
     import errno
@@ -224,6 +238,7 @@ def run(args: argparse.Namespace) -> int:
         check_warnings(plan, path)
         state = read_state(plan["name"], args.state_dir)
         unfinished_warning(plan["name"], args.state_dir)
+        takeover_warning(plan, state)
         found = plan_changes(plan, state, args.state_dir, refresh=not args.no_refresh,
                              verbose=args.verbose)
         results.append((plan, state, found))

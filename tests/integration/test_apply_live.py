@@ -246,6 +246,58 @@ spec:
     _run(body, tmp_path)
 
 
+def _cmdline(pid: int) -> str:
+    """/proc/PID/cmdline as ps and pgrep -f show it (arguments joined by spaces)."""
+    return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode().strip()
+
+
+def test_a_live_environments_processes_say_what_they_are_not_which_apply_made_them(
+        tmp_path: Path) -> None:
+    """A new-user review: ps showed a live environment's init and its process's supervisor,
+    for their whole lives, with the command line of the apply they were forked from
+    (`python .../vbdecl apply -y .`, 14 minutes after it returned): a hung apply, it
+    seemed, and `pkill -f 'vbdecl apply'` would have ended every live environment. Their
+    command lines say what they are now, and their names (comm) stay."""
+
+    def body(tmp: Path) -> None:
+        sd = tmp / "state"
+        m = tmp / "titles.yaml"
+        m.write_text(MANIFEST.format(name="titles") + "  filesystem:\n"
+                     + "".join(f"    - {{{e}}}\n" for e in BASE_ENTRIES))
+        # as a person types it: the state dir from the environment, so that the apply's
+        # own command line reads "... vbdecl apply -y ..."
+        apply = [str(Path(sys.executable).parent / "vbdecl"), "apply", "-y", str(m)]
+        out = subprocess.run(apply, env=_env(VBDECL_STATE_DIR=str(sd)), capture_output=True,
+                             text=True, timeout=120)
+        assert out.returncode == 0, out.stderr
+        try:
+            state = store.load("titles", sd)
+            inst = state["instance"]
+            init = int(state["resources"]["env"]["record"]["pid"])
+            sup = int(state["resources"]["process"]["record"]["supervisor"]["pid"])
+            assert _cmdline(init) == f"vbdecl-init: titles (instance {inst})"
+            assert _cmdline(sup) == f"vbdecl-supervise: titles process (instance {inst})"
+            assert Path(f"/proc/{init}/comm").read_text() == "vbdecl-init\n"
+            assert Path(f"/proc/{sup}/comm").read_text() == "vbdecl-supervis\n"   # (15 bytes)
+            # what `pkill -f 'vbdecl apply'` would signal: none of them
+            matched = set()
+            for entry in os.listdir("/proc"):
+                try:
+                    if entry.isdigit() and "vbdecl apply" in _cmdline(int(entry)):
+                        matched.add(int(entry))
+                except OSError:
+                    pass        # gone meanwhile
+            assert not {init, sup} & matched, {pid: _cmdline(pid) for pid in matched}
+            pgrep = subprocess.run(["pgrep", "-f", "vbdecl apply"], capture_output=True, text=True)
+            assert pgrep.returncode in (0, 1), pgrep.stderr
+            assert not {init, sup} & {int(pid) for pid in pgrep.stdout.split()}
+        finally:
+            out = _cli(sd, "destroy", "titles", "-y")
+            assert out.returncode == 0, out.stderr
+
+    _run(body, tmp_path)
+
+
 def _run(body: Any, tmp: Path) -> None:
     # The runtime leaves a mount namespace it may not pin (EINVAL, see live.start_env)
     # unpinned; any other pin failure is a real failure of this test.
@@ -456,6 +508,8 @@ def _nested_live(tmp: Path) -> None:
         outer_levels = next(line.split()[1:] for line in Path(f"/proc/{outer}/status").read_text().splitlines()
                             if line.startswith("NSpid:"))
         assert len(nspid) == len(outer_levels) + 1 and nspid[-1] == "1", (nspid, outer_levels)
+        inst = store.load("nested", sd)["instance"]
+        assert _cmdline(env["pid"]) == f"vbdecl-init: nested (instance {inst})"
         assert not Engine(sd).changes(plan)
         Engine(sd).destroy("nested")
         assert _gone(env)

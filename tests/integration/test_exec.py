@@ -101,6 +101,7 @@ def test_live_environment_holds_pins_and_logs(live: Live) -> None:
     assert live.env is not None and live.proc is not None
     pid = live.env["pid"]
     assert Path(f"/proc/{pid}/comm").read_text().strip() == "vbdecl-init"
+    assert _cmdline(pid) == f"vbdecl-init: {live.name} (instance {live.instance})"
     # it only reaps: a process of the environment that gets into it (ptrace) gains nothing
     assert _capabilities(pid) == (0, 0, 0)
     mountinfo = Path("/proc/self/mountinfo").read_text()
@@ -115,6 +116,7 @@ def test_live_environment_holds_pins_and_logs(live: Live) -> None:
     # the caller's cgroup may be a systemd unit or a CI job)
     sup = _ppid(live.proc["pid"])
     assert Path(f"/proc/{sup}/comm").read_text().strip() == "vbdecl-supervis"   # (15 characters)
+    assert _cmdline(sup) == f"vbdecl-supervise: {live.name} process (instance {live.instance})"
     assert _ppid(sup) == pid
     assert all(line.endswith(":/") for line in Path(f"/proc/{sup}/cgroup").read_text().splitlines())
     out = live.vbdecl("logs", live.name)
@@ -125,6 +127,11 @@ def test_live_environment_holds_pins_and_logs(live: Live) -> None:
     out = live.vbdecl("--json", "exec", live.name, "--", "/no/such/command")
     assert out.returncode == 127 and "error: " in out.stderr
     assert json.loads(out.stdout.splitlines()[-1])["error"]["exit_code"] == 127
+
+
+def _cmdline(pid: int) -> str:
+    """What ps shows of ``pid`` (a live environment's process: not the apply's)."""
+    return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode().strip()
 
 
 def _capabilities(pid: int) -> tuple[int, int, int]:
@@ -149,6 +156,7 @@ def test_a_live_init_without_a_pid_namespace_keeps_no_capabilities(tmp_path: Pat
             env.ctx, {k: spec[k] for k in ("namespaces", "idmap", "hostname")})
         pid = env.env["pid"]
         assert Path(f"/proc/{pid}/comm").read_text().strip() == "vbdecl-init"
+        assert _cmdline(pid) == f"vbdecl-init: {env.name} (instance {env.instance})"
         assert _capabilities(pid) == (0, 0, 0)
         status = Path(f"/proc/{pid}/status").read_text()
         assert "NoNewPrivs:\t1\n" in status and "CapBnd:\t0000000000000000\n" in status

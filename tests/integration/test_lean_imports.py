@@ -23,10 +23,11 @@ VBDECL = str(Path(sys.executable).parent / "vbdecl")
 # exec a copy of the environment's state, as marshal; vb compiles a plan it never stores.
 # ctypes: syscalls go through vbdecl's own C extension (ctypes' import is ~2 ms).
 # graphlib (with heapq and types): only for a plan whose actions need reordering.
+# setproctitle (with logging, ~4 ms): only for a live environment's init and supervisor.
 FORBIDDEN = ("pydantic", "pydantic_core", "ruamel", "yaml", "rich", "pyroute2", "typer", "click",
              "ctypes", "argparse", "typing", "json", "pathlib", "re", "ipaddress", "urllib", "dataclasses",
              "tempfile", "hashlib", "contextlib", "inspect", "enum", "functools", "collections",
-             "importlib", "warnings", "graphlib", "heapq", "types")
+             "importlib", "warnings", "graphlib", "heapq", "types", "setproctitle", "logging")
 
 MANIFEST = head("{name}") + """\
     - {{type: proc, target: /proc}}

@@ -7,7 +7,7 @@ import json
 import subprocess
 import sys
 
-HEAVY = ("pydantic", "pydantic_core", "ruamel", "yaml", "rich", "pyroute2")
+HEAVY = ("pydantic", "pydantic_core", "ruamel", "yaml", "rich", "pyroute2", "setproctitle")
 
 SCRIPT = r"""
 import json, sys

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import ast
 import json
 import marshal
 import os
 import struct
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -343,3 +346,30 @@ def test_a_failed_userns2_switch_is_told_in_bubblewraps_words() -> None:
     exc = C._failure(cfg, C._Process(laststep.LastStep()), laststep.Failure(laststep.USERNS2, 5, 1, -1))
     assert isinstance(exc, C.SetupFailure) and exc.code == 125
     assert exc.message == "Setting userns2 failed: Operation not permitted"
+
+
+TITLE_SCRIPT = """
+import sys
+if sys.argv[1] == "without":
+    sys.modules["setproctitle"] = None      # an embedder without setproctitle
+from vbdecl.sys import proc
+proc.load_title()
+proc.set_title("vbdecl-init: demo (instance vb-1)", "vbdecl-init")
+cmdline = open("/proc/self/cmdline", "rb").read().replace(b"\\0", b" ").decode().strip()
+print(repr((cmdline, open("/proc/self/comm").read())))
+"""
+
+
+@pytest.mark.parametrize("setproctitle", ["with", "without"])
+def test_a_title_where_setproctitle_is_and_the_name_in_any_case(setproctitle: str) -> None:
+    """A live init's or supervisor's command line (ps) says what it is; without
+    setproctitle only its name (comm) does, and nothing fails."""
+    r = subprocess.run([sys.executable, "-c", TITLE_SCRIPT, setproctitle], capture_output=True,
+                       text=True, timeout=30)
+    assert r.returncode == 0 and r.stderr == "", r.stderr
+    cmdline, comm = ast.literal_eval(r.stdout)
+    assert comm == "vbdecl-init\n"
+    if setproctitle == "with":
+        assert cmdline == "vbdecl-init: demo (instance vb-1)"
+    else:
+        assert cmdline.startswith(sys.executable) and cmdline.endswith(" without")

@@ -53,7 +53,7 @@ class Namespaces:
 
         try:
             record = start_env(spec=_spec_for(ctx, params), instance=ctx.instance,
-                               runtime_dir=ctx.runtime_dir)
+                               runtime_dir=ctx.runtime_dir, name=ctx.name)
         except VbdeclError as err:
             raise ActionError(err.message, action="env", hint=err.hint) from err
         ctx.env_pid = int(record["pid"])

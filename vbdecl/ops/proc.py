@@ -80,7 +80,7 @@ class Main:
             cgroups = memory_cgroups({k: {"record": v} for k, v in ctx.records.items()})
             return start_process(env_record=env, spec=_spec_for(ctx, params),
                                  log_path=os.path.join(ctx.state_dir, "logs", "process.log"),
-                                 cgroups=cgroups)
+                                 cgroups=cgroups, name=ctx.name)
         except VbdeclError as err:
             raise ActionError(err.message, action="process", hint=err.hint) from err
 

@@ -117,6 +117,7 @@ class ChildConfig:
         "report_fd",
         "spec",
         "steps",
+        "title",
         "undo_host_changes",
         "user_new",
         "userns_disabled",
@@ -143,6 +144,7 @@ class ChildConfig:
         self.needs_root = False       # a new mount namespace (or a root asked for): setup_root
         self.keep_fds: list[int] = []  # fds the process inherits (inherit_fds)
         self.live = False             # a live environment: init holds the namespaces, no process
+        self.title = ""               # ... and its init's command line (ps), see _live_title
         self.lock_fd = -1             # status.lock_file, held by every process but the payload
         self.await_go = True          # the parent has work between "U" and "go" (else no "go")
         self.preloaded = False        # load_setup_code ran (in this process or before its fork)
@@ -500,11 +502,24 @@ def _live_holder(cfg: ChildConfig) -> NoReturn:
             init_main(cfg, me)
         send(cfg.c2p, MSG_PID, struct.pack("=i", pid))
         os._exit(0)
-    sysproc.set_name("vbdecl-init")
+    _live_title(cfg)
     _confine_init(cfg, 0)   # as init_main's: it only reaps
     send(cfg.c2p, MSG_PID, struct.pack("=i", os.getpid()))
     _live_init_go(cfg)
     init_loop(None, forward_tty_signals=False)
+
+
+def _live_title(cfg: ChildConfig) -> None:
+    """A live init outlives the apply it was forked from: its command line says what
+    it is (``vbdecl-init: NAME (instance vb-...)``), not that apply's, which ``ps``
+    would show as a hung apply and ``pkill -f 'vbdecl apply'`` would match. Set
+    before init_loop, whose seccomp filter allows none of setproctitle's calls. A
+    run's pid 1 keeps the command line of the run it belongs to (and one that shares
+    vbdecl's memory must not rewrite it)."""
+    if cfg.title:
+        sysproc.set_title(cfg.title, "vbdecl-init")
+    else:
+        sysproc.set_name("vbdecl-init")
 
 
 def _live_init_go(cfg: ChildConfig) -> None:
@@ -527,6 +542,8 @@ def _detach(cfg: ChildConfig) -> None:
     if null > 2:
         os.close(null)
     sysproc.close_fds_except([cfg.c2p, cfg.p2c, cfg.lock_fd, *cfg.keep_fds])
+    if cfg.title:
+        sysproc.load_title()    # before entering namespaces (a joined one has other files)
 
 
 def _enter_namespaces(cfg: ChildConfig) -> None:
@@ -700,7 +717,7 @@ def init_main(cfg: ChildConfig, holder: int | None) -> NoReturn:
         if cfg.die_with_parent and holder is not None:
             sysproc.set_pdeathsig(signals.SIGKILL, holder)
         if cfg.live:
-            sysproc.set_name("vbdecl-init")
+            _live_title(cfg)
             _confine_init(cfg, 0)   # it only reaps: processes enter from the host
             _live_init_go(cfg)
             init_loop(None, forward_tty_signals=False)

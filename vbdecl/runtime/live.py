@@ -39,7 +39,10 @@ STOP_TIMEOUT = 5.0
 
 # --- env.namespaces ----------------------------------------------------------------
 
-def start_env(*, spec: dict[str, Any], instance: str, runtime_dir: str) -> dict[str, Any]:
+def start_env(*, spec: dict[str, Any], instance: str, runtime_dir: str,
+              name: str = "") -> dict[str, Any]:
+    """Start the init of the live environment ``name`` (see the module doc). Its
+    command line says what it is: ``vbdecl-init: NAME (instance ID)``."""
     from vbdecl.runtime.spawn import (
         _child_error,
         _config,
@@ -51,6 +54,7 @@ def start_env(*, spec: dict[str, Any], instance: str, runtime_dir: str) -> dict[
     nsd, idmap, _ = resolve_namespaces(spec)
     cfg = _config(spec, nsd, instance, None)
     cfg.live = True
+    cfg.title = _title("vbdecl-init", name, instance)
     cfg.die_with_parent = False
     cfg.needs_root = False
     lock_fd = -1
@@ -130,6 +134,13 @@ def start_env(*, spec: dict[str, Any], instance: str, runtime_dir: str) -> dict[
         if lock_fd >= 0:
             os.close(lock_fd)   # the init holds the same open file (and so the lock)
     return record
+
+
+def _title(what: str, name: str, instance: str, suffix: str = "") -> str:
+    """The command line of a long-lived process of a live environment (ps, pgrep -f):
+    ``vbdecl-init: NAME (instance ID)``, ``vbdecl-supervise: NAME process (...)``."""
+    words = " ".join(w for w in (name, suffix) if w)
+    return f"{what}: {words} (instance {instance})" if words else f"{what} (instance {instance})"
 
 
 INIT_FILE = "init.json"
@@ -487,7 +498,7 @@ def _process_cfg(spec: dict[str, Any], argv: list[str] | None, c2p: int) -> C.Ch
 # --- proc.main ------------------------------------------------------------------
 
 def start_process(*, env_record: dict[str, Any], spec: dict[str, Any], log_path: str,
-                  cgroups: list[str] | None = None) -> dict[str, Any]:
+                  cgroups: list[str] | None = None, name: str = "") -> dict[str, Any]:
     """Start the declared process inside the live environment; output to ``log_path``.
 
     Tree: helper (host pid ns, enters the environment) -> bridge (in the
@@ -502,7 +513,8 @@ def start_process(*, env_record: dict[str, Any], spec: dict[str, Any], log_path:
     it, and it stays, reaping, until none of that is left; :func:`stop_process`
     ends the whole tree. If the supervisor dies first, the process is reparented
     to the environment's init, which reaps it. Record: ``{"pid", "start_time",
-    "log", "supervisor": {"pid", "start_time"}}`` (host pids).
+    "log", "supervisor": {"pid", "start_time"}}`` (host pids). The supervisor's command
+    line says what it is: ``vbdecl-supervise: NAME process (instance ID)``.
     """
     from vbdecl.runtime.events import EventSink
     from vbdecl.runtime.spawn import _child_error, _read_msg
@@ -535,6 +547,8 @@ def start_process(*, env_record: dict[str, Any], spec: dict[str, Any], log_path:
             # its user namespace took from it (a security review).
             sysproc.set_dumpable(False)
             C.preload(spec, C._security())
+            sysproc.load_title()    # for the supervisor, before entering: not the environment's files
+            title = _title("vbdecl-supervise", name, str(env_record.get("instance") or ""), "process")
             # the host's /proc, opened before entering: inside, /proc (if any) shows the
             # environment's pid namespace, where the bridge's host pid means nothing
             host_proc = os.open("/proc", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
@@ -603,7 +617,7 @@ def start_process(*, env_record: dict[str, Any], spec: dict[str, Any], log_path:
                 data = os.read(done_r, 4)
                 if len(data) != 4:
                     os._exit(0)
-                _supervise(child, host_pid, started, sink, env_ns, exit_fd, null)
+                _supervise(child, host_pid, started, sink, env_ns, exit_fd, null, title)
             for fd in (ready_w, done_r, closed_r, closed_w):
                 os.close(fd)
             os.waitpid(bridge, 0)
@@ -752,7 +766,7 @@ def read_exit(record: dict[str, Any] | None) -> dict[str, Any] | None:
 
 
 def _supervise(child: int, host_pid: int, started: int | None, sink: Any, inodes: dict[str, int],
-               exit_fd: int, null: int) -> None:
+               exit_fd: int, null: int, title: str) -> None:
     """The bridge as the process's supervisor: reap it, record its exit (and append
     ``exited`` with ``status.events``), then reap what it left running (a child
     subreaper: its orphaned descendants are ours) until nothing is left, and exit.
@@ -762,7 +776,7 @@ def _supervise(child: int, host_pid: int, started: int | None, sink: Any, inodes
         for fd in (0, 1, 2):
             os.dup2(null, fd)
         sysproc.close_fds_except([*(sink.fds if sink is not None else []), exit_fd])
-        sysproc.set_name("vbdecl-supervise")
+        sysproc.set_title(title, "vbdecl-supervise")
         while True:
             try:
                 pid, status = os.waitpid(-1, 0)

@@ -12,6 +12,10 @@ import sys
 from vbdecl.sys import signals
 from vbdecl.sys.raw import check, raise_errno, syscall
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
 PR_SET_PDEATHSIG = 1
 PR_GET_PDEATHSIG = 2
 PR_SET_DUMPABLE = 4
@@ -75,6 +79,35 @@ def set_child_subreaper() -> None:
 
 def set_name(name: str) -> None:
     syscall("prctl", PR_SET_NAME, name.encode()[:15], 0, 0, 0)
+
+
+_setproctitle: Callable[[str], None] | None = None    # once load_title found it
+
+
+def load_title() -> None:
+    """Import setproctitle for :func:`set_title`, in a long-lived fork (a live
+    environment's init, the process supervisor) before it enters the environment's
+    namespaces: an import there would read the environment's files. Never on the run
+    path. Not installed (an embedder without it): set_title sets the name only."""
+    global _setproctitle
+    try:
+        from setproctitle import setproctitle
+    except ImportError:
+        return
+    _setproctitle = setproctitle
+
+
+def set_title(title: str, name: str) -> None:
+    """Show ``title`` as our command line (ps, /proc/PID/cmdline, pgrep -f), not the
+    command line of the vbdecl we were forked from, where :func:`load_title` loaded
+    setproctitle; and ``name`` as our name (comm, 15 bytes), which setproctitle would
+    set to the title's first 15 bytes."""
+    if _setproctitle is not None:
+        try:
+            _setproctitle(title)
+        except Exception:
+            pass    # (the name still says what we are)
+    set_name(name)
 
 
 def close_fds_except(keep: list[int] | set[int], first: int = 3) -> None:

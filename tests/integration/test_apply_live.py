@@ -386,6 +386,46 @@ def test_a_deleted_bind_source_is_drift_and_stops_the_apply_before_anything_chan
     _run(body, tmp_path)
 
 
+def test_a_missing_file_source_stops_the_apply_before_anything_changes(tmp_path: Path) -> None:
+    """A new-user review: a file entry whose source is missing failed the apply half-way
+    (then rolled back) with the hint "mark the entry optional", which a file entry does
+    not accept. It is found before any step now, as a bind's missing source is, and
+    plan says so too (exit 1); an update to a missing source is refused as well."""
+
+    def body(tmp: Path) -> None:
+        sd, conf = tmp / "state", tmp / "app.conf"
+        m = tmp / "web.yaml"
+        m.write_text(MANIFEST.format(name="web") + "  filesystem:\n"
+                     + "".join(f"    - {{{e}}}\n" for e in BASE_ENTRIES)
+                     + "    - {type: tmpfs, target: /etc}\n"
+                     + f"    - {{type: file, target: /etc/app.conf, source: {conf}}}\n")
+        plan = _cli(sd, "plan", str(m))
+        assert plan.returncode == 1 and "+ file[/etc/app.conf]" in plan.stdout
+        said = f"file[/etc/app.conf]: file source {conf} does not exist"
+        assert said in plan.stderr, plan.stderr
+        out = _cli(sd, "apply", str(m), "-y")
+        assert out.returncode == 1
+        assert f"error: {said}" in out.stderr and "content:" in out.stderr
+        assert "nothing was changed" in out.stderr and "revert" not in out.stderr
+        assert "optional" not in out.stderr, out.stderr
+        assert json.loads(_cli(sd, "--json", "ls").stdout) == []
+        conf.write_text("one\n")
+        assert _cli(sd, "plan", str(m)).returncode == 0
+        assert _cli(sd, "apply", str(m), "-y").returncode == 0
+        rec = store.load("web", sd)["resources"]["env"]["record"]
+        assert Path(f"/proc/{rec['pid']}/root/etc/app.conf").read_text() == "one\n"
+        gone = tmp / "gone.conf"
+        m.write_text(m.read_text().replace(str(conf), str(gone)))
+        out = _cli(sd, "apply", str(m), "-y")
+        assert out.returncode == 1 and f"file source {gone} does not exist" in out.stderr, out.stderr
+        assert "nothing was changed" in out.stderr and "revert" not in out.stderr
+        assert Path(f"/proc/{rec['pid']}/root/etc/app.conf").read_text() == "one\n"
+        assert _cli(sd, "destroy", "web", "-y").returncode == 0
+        assert _our_mounts(sd) == []
+
+    _run(body, tmp_path)
+
+
 def test_a_bind_source_renamed_on_the_host_is_changed_not_deleted(tmp_path: Path) -> None:
     """A user review renamed a live environment's bind source (git mv): status and plan
     called the mount deleted outside vbdecl, while it was there, with the same files,

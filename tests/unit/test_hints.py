@@ -94,3 +94,43 @@ def test_a_missing_key_names_the_entry_type_and_says_what_to_add() -> None:
     assert problem.where == "m.yaml:6:7"
     assert problem.message == "missing required key 'points_to' in spec.filesystem[0] (a symlink entry)"
     assert problem.hint and problem.hint.startswith("add points_to: ")
+
+
+def test_a_live_apply_gives_the_entrys_hint_not_the_syscalls() -> None:
+    """A new-user review: a file entry's missing source, met while a live apply copied
+    it, said "mark the entry optional" (the syscall layer's words), which a file entry
+    does not accept. The syscall layer names no key; the apply's filesystem job gives
+    the hint a run gives for that entry."""
+    from vbdecl.ops.fs import _MountJob
+    from vbdecl.sys.mount import _hint_for
+
+    assert "optional" not in (_hint_for(errno.ENOENT) or "")
+    exc = FileNotFoundError(errno.ENOENT, "No such file or directory")
+    exc.hint = "the path does not exist"    # type: ignore[attr-defined]
+
+    class Failing:
+        def make(self, entry: object) -> None:
+            raise exc
+
+    job = _MountJob(dict(WITH_SOURCE["file"]))
+    with pytest.raises(OSError) as raised:
+        job.host(Failing())
+    hint = getattr(raised.value, "hint", "")
+    assert "/nonexistent/x does not exist" in hint and "content:" in hint and "optional" not in hint
+
+
+def test_file_and_bind_sources_are_checked_before_an_apply_changes_anything(tmp_path) -> None:
+    """Op.preflight (the executor runs it for every create and update before the first
+    step): a file entry's source as a bind's, each hint in its own type's keys."""
+    from vbdecl.ops.fs import Bind, File
+
+    missing = str(tmp_path / "missing")
+    assert "optional" not in (File().preflight({"target": "/x", "source": missing}) or "x optional")
+    assert "content:" in (File().preflight({"target": "/x", "source": missing}) or "")
+    assert "optional: true" in (Bind().preflight({"target": "/x", "source": missing}) or "")
+    assert Bind().preflight({"target": "/x", "source": missing, "optional": True}) is None
+    assert "is a directory" in (File().preflight({"target": "/x", "source": str(tmp_path)}) or "")
+    (tmp_path / "f").write_text("x")
+    assert File().preflight({"target": "/x", "source": str(tmp_path / "f")}) is None
+    assert File().preflight({"target": "/x", "content": "x"}) is None
+    assert File().preflight({"target": "/x", "fd": 3}) is None

@@ -28,7 +28,10 @@ def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("VBDECL_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.setenv("VBDECL_STATE_DIR", str(tmp_path / "state"))
     monkeypatch.setenv("NO_COLOR", "1")
-    shutil.copy(CASES / "network-bridge" / "manifest.yaml", tmp_path / "web.yaml")
+    # its bind source exists (plan refuses a missing one, as apply does)
+    (tmp_path / "data").mkdir()
+    text = (CASES / "network-bridge" / "manifest.yaml").read_text()
+    (tmp_path / "web.yaml").write_text(text.replace("source: /srv/data", f"source: {tmp_path}/data"))
     return tmp_path
 
 
@@ -260,7 +263,7 @@ def test_plan_diff_graph_and_apply_read_a_manifest_from_stdin(
     assert "│   └── dir[/data/x]  [fs.dir]" in capsys.readouterr().out
     # apply reads it once: relative paths are to the current directory; a saved plan goes too
     monkeypatch.chdir(env)
-    _stdin(monkeypatch, text.replace("source: /srv/data", "source: ./data"))
+    _stdin(monkeypatch, text.replace(f"source: {env}/data", "source: ./data"))
     (src,) = sources.load("-")
     assert src.path == "<stdin>" and src.saved is None and src.plan["source"] is None
     assert src.plan["spec"]["filesystem"][1]["source"] == str(env / "data")
@@ -447,3 +450,35 @@ def test_a_file_that_takes_over_an_environment_of_another_file_is_named(
     assert main(["plan", str(env / "other" / "web.yaml")]) == 0
     err = capsys.readouterr().err
     assert f"applied from {env / 'web.yaml'} so far; applying {env / 'other' / 'web.yaml'} takes it over" in err
+
+
+def test_plan_refuses_missing_bind_and_file_sources_as_apply_does(
+        env: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A new-user review: a file entry's missing source failed apply half-way (then
+    rolled back), a bind's before any step, and plan exited 0 for both. plan now runs
+    apply's preflight: the plan is shown, the missing sources are an error (exit 1),
+    and -o saves nothing; an optional bind and an existing source are no error."""
+    m = env / "src.yaml"
+    text = ("apiVersion: vbdecl/v1\nkind: Environment\nmetadata:\n  name: src\nspec:\n"
+            "  filesystem:\n    - {type: tmpfs, target: /tmp}\n"
+            f"    - {{type: file, target: /tmp/app.conf, source: {env}/app.conf}}\n"
+            f"    - {{type: bind, source: {env}/srcdata, target: /data}}\n"
+            f"    - {{type: bind, source: {env}/maybe, target: /maybe, optional: true}}\n")
+    m.write_text(text)
+    out = env / "src.plan"
+    assert main(["plan", "--no-cache", "-o", str(out), str(m)]) == 1
+    cap = capsys.readouterr()
+    assert "+ file[/tmp/app.conf]" in cap.out        # the plan is still shown
+    assert f"src: file[/tmp/app.conf]: file source {env}/app.conf does not exist" in cap.err
+    assert f"also mount[/data]: bind source {env}/srcdata does not exist" in cap.err
+    assert "maybe" not in cap.err and "optional: true binds it" in cap.err
+    assert "file source" in cap.err and "content:" in cap.err.split("also")[0]
+    assert "hint: apply would stop before its first step" in cap.err
+    assert not out.exists()
+    (env / "app.conf").write_text("x\n")
+    (env / "srcdata").mkdir()
+    assert main(["plan", "--no-cache", str(m)]) == 0, capsys.readouterr().err
+    (env / "app.conf").unlink()
+    (env / "app.conf").mkdir()          # a directory is no file's source either
+    assert main(["plan", "--no-cache", str(m)]) == 1
+    assert f"file source {env}/app.conf is a directory" in capsys.readouterr().err

@@ -63,6 +63,36 @@ def check_limits(plan: dict[str, Any], path: str) -> None:
                         where=path, hint=first.get("hint"))
 
 
+def source_problems(found: list[Any]) -> list[tuple[str, str]]:
+    """(action id, problem) for each change an apply would refuse before its first step
+    (Op.preflight: a missing bind or file source): the executor's own check, so that
+    plan says what apply will. Reads the host as a probe does; changes nothing."""
+    from vbdecl.ops import op_for
+
+    out = []
+    for c in found:
+        if c.drift or c.symbol not in ("+", "~", "-/+") or c.action is None:
+            continue
+        try:
+            check = getattr(op_for(c.kind), "preflight", None)
+        except KeyError:
+            continue
+        problem = check(c.action.get("params") or {}) if check is not None else None
+        if problem:
+            out.append((c.id, problem))
+    return out
+
+
+def sources_error(plan: dict[str, Any], path: str, problems: list[tuple[str, str]]) -> Exception:
+    from vbdecl.errors import PlanError
+
+    (rid, first), rest = problems[0], problems[1:]
+    more = "".join(f"\n  also {r}: {p}" for r, p in rest)
+    return PlanError(f"{plan['name']}: {rid}: {first}{more}", where=path,
+                     hint="apply would stop before its first step (nothing changed); fix the "
+                          "manifest or the host, then plan again")
+
+
 def network_warnings(plan: dict[str, Any]) -> list[dict[str, str]]:
     """What the network settings will do that the manifest's author may not expect."""
     net = plan["spec"].get("network") or {}
@@ -233,6 +263,7 @@ def run(args: argparse.Namespace) -> int:
     plans = [(f, p) for f in files for p in plans_for_file(f, use_cache=not args.no_cache, data=stdin)]
     check_unique_names(plans)
     results = []
+    blocked: Exception | None = None
     for path, plan in plans:
         check_limits(plan, path)
         check_warnings(plan, path)
@@ -242,11 +273,22 @@ def run(args: argparse.Namespace) -> int:
         found = plan_changes(plan, state, args.state_dir, refresh=not args.no_refresh,
                              verbose=args.verbose)
         results.append((plan, state, found))
+        problems = source_problems(found)
+        if problems and blocked is None:
+            blocked = sources_error(plan, path, problems)
     lines, doc = render_all(results)
+    if args.out and len(results) != 1:
+        raise UsageError(f"{files[0]} holds {len(results)} environments; -o saves the plan of one",
+                         hint="put each environment in its own file to save its plan")
+    if blocked is not None:
+        # the plan is shown (drift may be why), but it is not one apply can carry out:
+        # no -o, and exit 1 as for a limit this machine cannot enforce
+        if args.json:
+            print(json.dumps(doc, indent=2, ensure_ascii=False))
+        else:
+            print_lines(lines)
+        raise blocked
     if args.out:
-        if len(results) != 1:
-            raise UsageError(f"{files[0]} holds {len(results)} environments; -o saves the plan of one",
-                             hint="put each environment in its own file to save its plan")
         plan, state, found = results[0]
         source: tuple[str | None, bytes | None] = (None, None)   # stdin: no file to go stale
         if stdin is None:

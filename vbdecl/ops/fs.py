@@ -485,14 +485,29 @@ class _MountJob(_Job):
         self.ipc_ns = entry["type"] == "mqueue"
 
     def host(self, b: Any) -> None:
-        self.made = b.make(self.entry)
+        try:
+            self.made = b.make(self.entry)
+        except OSError as exc:
+            raise self._hinted(exc) from None
 
     def root(self, b: Any) -> Any:
         try:
             b.place(self.entry, self.made)
+        except OSError as exc:
+            raise self._hinted(exc) from None
         finally:
             self.made.close()
         return {"created": b.created, "ids": b.created.ids, "skipped": bool(self.made.skip)}
+
+    def _hinted(self, exc: OSError) -> OSError:
+        """``exc`` with the hint a run gives for this entry (rootfs._hint: only keys its
+        type accepts), not the syscall's generic one."""
+        from vbdecl.runtime.rootfs import _hint
+
+        hint = _hint(exc, self.entry)
+        if hint is not None:
+            exc.hint = hint     # type: ignore[attr-defined]
+        return exc
 
 
 class _UndoJob(_Job):
@@ -862,6 +877,21 @@ class Dir(_PathOp):
 
 class File(_PathOp):
     kind = "file"
+
+    def preflight(self, params: Params) -> str | None:
+        """A host source that is missing (or no file), checked before anything of an
+        apply changes, as a bind's is: found while copying, the apply had already
+        made the entries before it (all reverted again)."""
+        source = params.get("source")
+        if source is None or params.get("fd") is not None or params.get("content") is not None:
+            return None
+        if os.path.isdir(source):
+            return (f"file source {source} is a directory: a file entry copies one file "
+                    "(bind a directory instead)")
+        if os.path.exists(source):      # (a dangling link: missing)
+            return None
+        return (f"file source {source} does not exist: create it, or change the manifest "
+                "(content: gives the file's text inline)")
 
     def update(self, ctx: Context, params: Params, record: Record) -> Record:
         """New content or mode, written over the file in place."""

@@ -79,7 +79,7 @@ def _b(path: str | None) -> bytes | None:
 
 def _hint_for(err: int) -> str | None:
     if err == errno.ENOENT:
-        return "the path does not exist: check the source, or mark the entry optional"
+        return "the path does not exist: check it (a source is a host path, a target one inside the environment)"
     if err == errno.ENOTDIR:
         return "a path component is not a directory"
     if err == errno.EXDEV or err == errno.ELOOP:

@@ -97,8 +97,21 @@ def run(args: argparse.Namespace) -> int:
                      f"{'s' if n == 1 else ''} (a restart or a destroy ends {'them' if n > 1 else 'it'})")
         if "usage" in r:
             line += "  " + usage_text(r["usage"])
+        line += address_text(r, resources)
         print(line)
     return 0
+
+
+def address_text(r: dict[str, Any], resources: list[dict[str, Any]]) -> str:
+    """``  10.88.0.2/24 on bridge vbdecl0`` for a net.address resource (address or
+    address6): what --json gives in its record, which the text showed nowhere."""
+    rec = r.get("record")
+    if r.get("kind") != "net.address" or not isinstance(rec, dict) or not rec.get("address"):
+        return ""
+    text = f"  {rec['address']}" + (f"/{rec['prefixlen']}" if rec.get("prefixlen") is not None else "")
+    bridge = next((x["record"].get("bridge") for x in resources
+                   if x.get("kind") == "net.veth" and isinstance(x.get("record"), dict)), None)
+    return text + (f" on bridge {bridge}" if bridge else "")
 
 
 def _size(n: Any) -> str:

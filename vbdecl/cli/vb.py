@@ -97,7 +97,8 @@ vb extras (vbdecl manifest keys):
     --limit-memory SIZE          Memory limit, e.g. 512Mi (limits.memory)
     --limit-cpu CORES            CPU limit in cores, e.g. 1.5 (limits.cpu)
     --limit-pids N               Maximum number of processes (limits.pids)
-    --net-bridge NAME            Bridge networking on NAME with NAT (network.mode: bridge)
+    --net-bridge NAME            Bridge networking on NAME with NAT (network.mode: bridge);
+                                 the subnet NAME serves if vbdecl made it, else 10.88.0.0/24
     --print-manifest             Print the equivalent vbdecl manifest and exit
 """
 
@@ -180,6 +181,11 @@ def main(argv: list[str], exit_now: bool = False) -> int:
         level_prefix = opts.level_prefix
         warn(prog, opts.warnings, level_prefix)
         doc = to_document(opts, inherit_fds=_open_fds())
+        if opts.net_bridge:
+            # (not in to_document: convert --from-bwrap writes no subnet of this host)
+            from vbdecl.vb.bridge import subnet_for
+
+            doc["spec"]["network"]["subnet"] = subnet_for(opts.net_bridge)
     except (HelpRequested, UsageRequested, VersionRequested, VbUsageError) as exc:
         level_prefix = bool(getattr(exc, "level_prefix", False))   # given before the error
         try:

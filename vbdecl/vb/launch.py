@@ -233,5 +233,12 @@ def launch(doc: dict[str, Any], *, prog: str, level_prefix: bool) -> int:
             reason = "No such file or directory" if code == 127 else message.rpartition(": ")[2]
             message = f"execvp {command}: {reason}"
         print(f"{prefix}{prog}: {message}", file=sys.stderr)
+        net = spec.get("network") or {}
+        if net.get("mode") == "bridge" and code not in (126, 127):
+            from vbdecl.vb.bridge import hint
+
+            said = hint(str(net.get("bridge")), str(net.get("subnet")), result.error)
+            if said is not None:
+                print(f"{prefix}{prog}: hint: {said}", file=sys.stderr)
         return 1
     return int(result.code)

@@ -42,3 +42,20 @@ def test_the_manifest_formats_own_example_validates(tmp_path: Path) -> None:
     example.write_text(re.findall(r"```yaml\n(.*?)```", text, re.S)[0])
     r = subprocess.run([sys.executable, "-m", "vbdecl", "validate", str(example)], capture_output=True, text=True)
     assert (r.returncode, r.stdout.strip()) == (0, f"{example}: ok (web)"), r.stderr
+
+
+def test_memory_swap_is_documented_as_the_code_writes_it() -> None:
+    """A new-user review: docs/manifest.md did not say whether limits.memory_swap is
+    swap alone or memory + swap (Docker's --memory-swap is the sum). It is swap alone:
+    v2 writes it to memory.swap.max, v1 writes memory + it to memsw."""
+    from vbdecl.sys import cgroupfs as cg
+
+    mem, swap = 512 << 20, 64 << 20
+    assert cg.limit_writes(2, "memory_swap", swap, {"memory": mem}) == [("memory.swap.max", str(swap))]
+    assert cg.limit_writes(1, "memory_swap", swap, {"memory": mem}) == \
+        [("memory.memsw.limit_in_bytes", str(mem + swap))]
+    manifest = " ".join((ROOT / "docs" / "manifest.md").read_text().split())
+    assert "`limits.memory_swap` is swap alone, on top of `limits.memory`" in manifest
+    assert "A value smaller than `memory` is valid and means just that, less swap than RAM" in manifest
+    assert "the value goes to `memory.swap.max` as it is" in manifest
+    assert "`memory.memsw.limit_in_bytes` (RAM + swap) to `memory + memory_swap`" in manifest

@@ -583,7 +583,8 @@ def _nonzero_size(value: int | None) -> int | None:
 
 class Limits(_Model):
     memory: Annotated[Size | None, AfterValidator(_nonzero_size)] = None
-    memory_swap: Size | None = None
+    memory_swap: Size | None = Field(default=None, description="swap on top of memory, not memory + swap; "
+                                     "0: no swap (docs/manifest.md)")
     # (at least 0.01: the kernel's smallest quota, 1 ms in each 100 ms period)
     cpu: Annotated[float, Field(ge=0.01, le=4096)] | None = Field(default=None, description="cores")
     cpu_weight: Annotated[int, Field(ge=1, le=10000)] | None = None

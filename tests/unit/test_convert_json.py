@@ -87,3 +87,46 @@ def test_seccomp_out_writes_through_a_link_as_any_output(tmp_path: Path,
     link.symlink_to(target)
     assert main(["convert", "--to-bwrap", str(path), "--seccomp-out", str(link)]) == 0
     assert link.is_symlink() and target.stat().st_size > 0 and target.stat().st_size % 8 == 0
+
+
+def test_to_bwrap_warns_when_bubblewrap_leaves_a_larger_bounding_set(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """A new-user review, as root: `vbdecl run` of capabilities {drop: [ALL], add:
+    [NET_BIND_SERVICE]} left CapBnd 0x400, the printed bwrap command the whole bounding
+    set (bubblewrap narrows it only in a user namespace). --to-bwrap says so on stderr;
+    the command line itself is unchanged."""
+    import os
+
+    from vbdecl.model.names import CAPABILITIES
+    from vbdecl.vb import manifest as vbm
+    from vbdecl.vb import parse as vbp
+
+    full = sum(1 << bit for bit in CAPABILITIES.values())
+    root = {"CapInh": 0, "CapPrm": full, "CapEff": full, "CapBnd": full, "CapAmb": 0}
+    monkeypatch.setattr(os, "getuid", lambda: 0)
+    monkeypatch.setattr(vbm.os, "geteuid", lambda: 0)
+    monkeypatch.setattr(vbp, "caller_cap_masks", lambda: dict(root))
+    monkeypatch.setattr(vbp, "_caller_caps", lambda known: set(known))
+    head = "apiVersion: vbdecl/v1\nkind: Environment\nmetadata: {name: caps}\nspec:\n" \
+           "  process: {command: [/bin/true]}\n"
+    cases = {
+        "  security: {seccomp: 'off', capabilities: {drop: [ALL], add: [NET_BIND_SERVICE]}}\n": True,
+        "  namespaces: {user: true}\n"
+        "  security: {seccomp: 'off', capabilities: {drop: [ALL], add: [NET_BIND_SERVICE]}}\n": False,
+        # vbdecl's default set narrows the bounding set too
+        "  security: {seccomp: 'off'}\n": True,
+    }
+    for extra, warned in cases.items():
+        path = tmp_path / "caps.yaml"
+        path.write_text(head + extra)
+        assert main(["convert", "--to-bwrap", str(path)]) == 0
+        out, err = capsys.readouterr()
+        assert out.startswith("bwrap ") and out[-1] == "\n"
+        said = (f"warning: {path}: environment caps: the bubblewrap command leaves the bounding set at "
+                "all, where `vbdecl run` of this manifest keeps only ")
+        assert (said in err) is warned, (extra, err)
+        assert ("warning" in err) is warned, (extra, err)
+        assert ("keeps only NET_BIND_SERVICE in it" in err) is ("NET_BIND" in extra and warned)
+        assert main(["--json", "convert", "--to-bwrap", str(path)]) == 0
+        out, err = capsys.readouterr()
+        assert json.loads(out)["name"] == "caps" and (said in err) is warned

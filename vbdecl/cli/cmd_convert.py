@@ -51,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
 
     from vbdecl.model import load_normalized
-    from vbdecl.vb.manifest import NotExpressible, manifest_to_bwrap
+    from vbdecl.vb.manifest import NotExpressible, bounding_note, manifest_to_bwrap
 
     docs = load_normalized(args.to_bwrap)
     profiles = sum(d["spec"]["security"]["seccomp"] != "off" for d in docs)
@@ -74,6 +74,10 @@ def run(args: argparse.Namespace) -> int:
         count = len(problems)
         raise UsageError(f"{count} thing{'s' if count != 1 else ''} bubblewrap cannot express in "
                          f"{args.to_bwrap}", hint="run it with `vbdecl run` instead")
+    for doc, argv, _program in commands:     # (warnings first: the command lines are the output)
+        wider = bounding_note(doc["spec"], argv)
+        if wider is not None:
+            print(f"warning: {args.to_bwrap}: environment {doc['name']}: {wider}", file=sys.stderr)
     for doc, argv, program in commands:
         if program:
             _write_program(program, doc["spec"])

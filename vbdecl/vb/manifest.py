@@ -296,6 +296,30 @@ def _cap_notes(spec: dict[str, Any]) -> list[str]:
     return out
 
 
+def bounding_note(spec: dict[str, Any], argv: list[str]) -> str | None:
+    """What ``bwrap ARGV`` (manifest_to_bwrap's) leaves in the bounding set that
+    ``vbdecl run`` of ``spec`` does not: bubblewrap bounds the command by the
+    capabilities it keeps only in a user namespace; without one it changes only the
+    other sets, so the caller's bounding set stays. None when they are the same (or
+    the manifest's is not smaller), as vb's model of bubblewrap computes them for
+    this caller."""
+    from vbdecl.vb.parse import VbUsageError, parse, to_document
+
+    try:
+        theirs = set(((to_document(parse(argv))["spec"].get("vb") or {}).get("capabilities") or {})
+                     .get("bounding") or [])
+    except VbUsageError:
+        return None
+    ours, _kept = _cap_sets(spec["security"].get("capabilities"), int(spec["process"].get("user") or 0),
+                            bool(spec["security"].get("disable_userns")))
+    if not theirs - ours:
+        return None
+    return (f"the bubblewrap command leaves the bounding set at {_caps_text(theirs)}, where `vbdecl run` "
+            f"of this manifest keeps only {_caps_text(ours)} in it: bubblewrap narrows the bounding "
+            "set only in a user namespace (namespaces.user: true); the capabilities the command "
+            "holds are the same")
+
+
 def _caps_text(names: Any) -> str:
     """Capability names in short: none, all, all but a few, or the list."""
     from vbdecl.model.names import CAPABILITIES

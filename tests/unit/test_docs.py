@@ -59,3 +59,20 @@ def test_memory_swap_is_documented_as_the_code_writes_it() -> None:
     assert "A value smaller than `memory` is valid and means just that, less swap than RAM" in manifest
     assert "the value goes to `memory.swap.max` as it is" in manifest
     assert "`memory.memsw.limit_in_bytes` (RAM + swap) to `memory + memory_swap`" in manifest
+
+
+def test_process_group_default_is_documented_next_to_user(tmp_path: Path) -> None:
+    """A new-user review: `process.user: 1000` alone ran with gid 0, and nothing next to
+    `user` said the group does not follow it."""
+    from vbdecl.model import load_normalized
+
+    m = tmp_path / "u.yaml"
+    m.write_text("apiVersion: vbdecl/v1\nkind: Environment\nmetadata: {name: u}\nspec:\n"
+                 "  process: {command: [/bin/true], user: 1000}\n")
+    proc = load_normalized(str(m))[0]["spec"]["process"]
+    assert (proc["user"], proc["group"]) == (1000, 0)
+    text = (ROOT / "docs" / "manifest.md").read_text()
+    assert "    group: 0                # gid inside; 0 when left out, whatever user is\n" in text
+    flat = " ".join(text.split())
+    assert "`process.group` is 0 when left out, whatever `process.user` is: `user: 1000` alone " \
+           "runs the command as uid 1000 with gid 0" in flat

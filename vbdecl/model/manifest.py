@@ -737,7 +737,8 @@ class Process(_Model):
     unset_env: list[EnvName] = Field(default_factory=list)
     argv0: Annotated[SafeStr, Field(min_length=1)] | None = None
     user: Annotated[int, Field(ge=0, le=2**32 - 2)] = 0
-    group: Annotated[int, Field(ge=0, le=2**32 - 2)] = 0
+    group: Annotated[int, Field(ge=0, le=2**32 - 2)] = Field(
+        default=0, description="gid inside; 0 when left out, whatever user is (no passwd lookup)")
     init: bool = True
     die_with_parent: bool = True
     new_session: bool = False

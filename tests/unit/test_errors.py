@@ -1,3 +1,7 @@
+from pathlib import Path
+
+import pytest
+
 from vbdecl.entry import _command_of
 from vbdecl.errors import ActionError, ManifestError, Problem
 
@@ -100,3 +104,17 @@ def test_a_state_dir_that_is_a_file_is_a_usage_error_naming_it(tmp_path, monkeyp
     assert "cannot use m.yaml as the state directory" in capsys.readouterr().err
     monkeypatch.setenv("VBDECL_STATE_DIR", "fresh/state")
     assert main(["ls"]) == 0      # a path that does not exist yet is fine
+
+
+def test_an_interrupted_run_says_so(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+                                    tmp_path: Path) -> None:
+    """A new-user review: `vbdecl run` interrupted during its setup exited 130 without
+    a word; every other command says "interrupted"."""
+    import vbdecl.cli.fast
+
+    def interrupted(*args: object, **kw: object) -> int:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(vbdecl.cli.fast, "run_file", interrupted)
+    assert vbdecl.cli.fast.main(["run", str(tmp_path / "m.yaml")]) == 130
+    assert capsys.readouterr().err == "interrupted\n"

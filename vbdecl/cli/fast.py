@@ -105,6 +105,7 @@ def _main(argv: list[str]) -> int:
     except VbdeclError as err:
         return _report(err, debug, 125, json_out)
     except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)     # (as every other command says it)
         return 130
     except Exception as err:
         from vbdecl.cli.main import report_error

@@ -165,9 +165,10 @@ def unfinished_warning(name: str, state_dir: str | None) -> None:
     if not begin:
         return
     op = begin[0].get("op") or "apply"
-    print(f"warning: {name}: {'an' if op[0] in 'aeiou' else 'a'} {op} did not finish; what it changed shows below against the last "
-          f"committed state (as changed or deleted outside vbdecl)\n  hint: vbdecl recover {name} "
-          f"finishes it; if it cannot, vbdecl apply goes on from what it left", file=sys.stderr)
+    article = "an" if op[0] in "aeiou" else "a"
+    print(f"warning: {name}: {article} {op} did not finish; what it changed shows below against the "
+          f"last committed state (as changed or deleted outside vbdecl)\n  hint: vbdecl recover "
+          f"{name} finishes it; if it cannot, vbdecl apply goes on from what it left", file=sys.stderr)
 
 
 def cover_warnings(plan: dict[str, Any]) -> list[dict[str, str]]:

@@ -214,6 +214,37 @@ def test_an_interrupt_during_the_commit_lets_it_finish(tmp_path: Path) -> None:
     assert testops.host_tree(root) == {}
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
+def test_an_interrupt_during_a_commit_stops_the_environments_after_it(tmp_path: Path) -> None:
+    """A review: the interrupt a commit deferred stayed pending, and the next manifest of
+    `apply DIR` journaled its begin and then rolled back (exit 130), or a prune left an
+    open destroy. The rest is not started: one line says so, exit 130."""
+    from testmanifests import head
+
+    d = tmp_path / "envs"
+    d.mkdir()
+    for name in ("intca", "intcb"):
+        (d / f"{name}.yaml").write_text(head(name, template=False)
+                                        + "  process:\n    command: [/bin/sleep, '60']\n")
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("VBDECL_")},
+           "VBDECL_STATE_DIR": str(tmp_path / "state"), "VBDECL_CACHE_DIR": str(tmp_path / "cache"),
+           "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    r = subprocess.run([sys.executable, "-m", "vbdecl", "apply", str(d), "-y", "--prune"],
+                       env={**env, "VBDECL_TEST_INTERRUPT_AT": "commit"}, capture_output=True, text=True,
+                       timeout=120)
+    try:
+        assert r.returncode == 130, r.stderr
+        assert "intca: applied revision 1" in r.stdout
+        assert "interrupted during a commit (that apply completed): intcb and the environments after it " \
+               "were not applied" in r.stderr
+        sd = tmp_path / "state"
+        assert store.load("intcb", sd) is None and not testops.journal_open(sd, "intcb")
+        assert not testops.journal_open(sd, "intca")
+    finally:
+        subprocess.run([sys.executable, "-m", "vbdecl", "destroy", "intca", "-y"], env=env,
+                       capture_output=True, timeout=120)
+
+
 def test_an_interrupt_during_the_rollback_after_an_interrupt_stops_at_once(tmp_path: Path) -> None:
     """The first interrupt is a request; once it took effect, the next one is the
     second and is not deferred (a review saw it taken for a first one again)."""

@@ -54,9 +54,15 @@ def run(args: argparse.Namespace) -> int:
     engine = Engine(args.state_dir, on_event=renderer, lock_timeout=args.lock_timeout,
                     command=command_line())
     results: list[dict[str, Any]] = []
+    from vbdecl.engine import interrupts
+
+    stopped: str | None = None      # an interrupt that came during a commit: the rest waits
     try:
         for src in sources_:
             name = src.plan["name"]
+            if interrupts.pending():
+                stopped = name
+                break
             # (an earlier apply whose rollback cannot finish: go on from what it left)
             with engine.session(name, then="apply") as s:
                 if src.saved is not None:
@@ -82,7 +88,7 @@ def run(args: argparse.Namespace) -> int:
                 if not args.json:
                     print(f"{name}: applied revision {result.revision} "
                           f"({result.steps} step{'' if result.steps == 1 else 's'}, instance {result.instance})")
-        if args.prune:
+        if args.prune and stopped is None and not interrupts.pending():
             directory = os.path.realpath(args.target)
             for name in store.list_envs(engine.state_dir):
                 if name in names:
@@ -110,10 +116,14 @@ def run(args: argparse.Namespace) -> int:
                     print(f"{name}: destroyed")
     finally:
         renderer.close()
-    from vbdecl.engine import interrupts
-
+    if stopped is not None:
+        print(f"vbdecl: interrupted during a commit (that apply completed): {stopped} and the "
+              f"environments after it were not applied", file=sys.stderr)
+        return 130
     if interrupts.pending():    # (it came during the last commit: that apply is done)
-        print("vbdecl: interrupted during the commit: the apply completed", file=sys.stderr)
+        pruned = "; nothing was pruned" if args.prune else ""
+        print(f"vbdecl: interrupted during the commit: the apply completed{pruned}", file=sys.stderr)
+        return 130 if args.prune else 0
     if not results and not args.json:    # (an empty directory with --prune: say so)
         print(f"No changes: {args.target} has no manifests, and no environment applied from it is left")
     if args.json:

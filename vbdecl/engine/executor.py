@@ -1002,15 +1002,19 @@ class Session:
         self.txn = uuid.uuid4().hex
         self._txn_runtime_dir = None            # (not a recovered transaction's)
         self._txn_runtime_dir = self._runtime_dir()
-        self._log("begin", op="destroy", pid=os.getpid(), time=_now(), lineage=state["lineage"],
-                  base_serial=state["serial"], instance=self.instance,
-                  runtime_dir=self._txn_runtime_dir)
-        self.engine.emit("destroy.started", name=self.name, instance=self.instance,
-                         steps=len(self.res))
-        # (in the order of the teardown: state.json keeps resources sorted by id)
-        changes = [Change("-", rid, self.res[rid].get("kind", "?"), "destroy", old=self.res[rid])
-                   for rid in self._teardown_order()]
-        errors = self._destroy_forward(start_seq=0)
+        # As an apply's: a first interrupt takes effect at the checks between steps only
+        # (an interrupted destroy is then finished by recover), never inside the journal's
+        # begin or the commit.
+        with interrupts.deferred():
+            self._log("begin", op="destroy", pid=os.getpid(), time=_now(), lineage=state["lineage"],
+                      base_serial=state["serial"], instance=self.instance,
+                      runtime_dir=self._txn_runtime_dir)
+            self.engine.emit("destroy.started", name=self.name, instance=self.instance,
+                             steps=len(self.res))
+            # (in the order of the teardown: state.json keeps resources sorted by id)
+            changes = [Change("-", rid, self.res[rid].get("kind", "?"), "destroy", old=self.res[rid])
+                       for rid in self._teardown_order()]
+            errors = self._destroy_forward(start_seq=0)
         if errors:
             first = errors[0]
             raise ActionError(f"destroy of {self.name!r} failed: {first.message}",

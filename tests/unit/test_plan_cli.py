@@ -470,11 +470,20 @@ def test_plan_refuses_missing_bind_and_file_sources_as_apply_does(
     cap = capsys.readouterr()
     assert "+ file[/tmp/app.conf]" in cap.out        # the plan is still shown
     assert f"src: file[/tmp/app.conf]: file source {env}/app.conf does not exist" in cap.err
-    assert f"also mount[/data]: bind source {env}/srcdata does not exist" in cap.err
+    assert f"also src: mount[/data]: bind source {env}/srcdata does not exist" in cap.err
     assert "maybe" not in cap.err and "optional: true binds it" in cap.err
     assert "file source" in cap.err and "content:" in cap.err.split("also")[0]
     assert "hint: apply would stop before its first step" in cap.err
     assert not out.exists()
+    # --no-refresh reads nothing of the host: no source checks either (a review)
+    assert main(["plan", "--no-cache", "--no-refresh", str(m)]) == 0
+    capsys.readouterr()
+    # every environment's problems, in one error (a review: only the first one's)
+    m.write_text(text + "---\n" + text.replace("name: src", "name: src2"))
+    assert main(["plan", "--no-cache", str(m)]) == 1
+    err = capsys.readouterr().err
+    assert f"also src2: file[/tmp/app.conf]: file source {env}/app.conf does not exist" in err
+    m.write_text(text)
     (env / "app.conf").write_text("x\n")
     (env / "srcdata").mkdir()
     assert main(["plan", "--no-cache", str(m)]) == 0, capsys.readouterr().err

@@ -83,12 +83,15 @@ def source_problems(found: list[Any]) -> list[tuple[str, str]]:
     return out
 
 
-def sources_error(plan: dict[str, Any], path: str, problems: list[tuple[str, str]]) -> Exception:
+def sources_error(blocked: list[tuple[dict[str, Any], str, list[tuple[str, str]]]]) -> Exception:
+    """One error for what apply would refuse: (plan, its file, [(action id, problem)])
+    of every environment with such problems, the first one leading."""
     from vbdecl.errors import PlanError
 
-    (rid, first), rest = problems[0], problems[1:]
-    more = "".join(f"\n  also {r}: {p}" for r, p in rest)
-    return PlanError(f"{plan['name']}: {rid}: {first}{more}", where=path,
+    lines = [f"{plan['name']}: {rid}: {problem}" for plan, _path, problems in blocked
+             for rid, problem in problems]
+    more = "".join(f"\n  also {line}" for line in lines[1:])
+    return PlanError(f"{lines[0]}{more}", where=blocked[0][1],
                      hint="apply would stop before its first step (nothing changed); fix the "
                           "manifest or the host, then plan again")
 
@@ -264,7 +267,7 @@ def run(args: argparse.Namespace) -> int:
     plans = [(f, p) for f in files for p in plans_for_file(f, use_cache=not args.no_cache, data=stdin)]
     check_unique_names(plans)
     results = []
-    blocked: Exception | None = None
+    blocked: list[tuple[dict[str, Any], str, list[tuple[str, str]]]] = []
     for path, plan in plans:
         check_limits(plan, path)
         check_warnings(plan, path)
@@ -274,21 +277,22 @@ def run(args: argparse.Namespace) -> int:
         found = plan_changes(plan, state, args.state_dir, refresh=not args.no_refresh,
                              verbose=args.verbose)
         results.append((plan, state, found))
-        problems = source_problems(found)
-        if problems and blocked is None:
-            blocked = sources_error(plan, path, problems)
+        # (what apply will refuse, read from the host as the drift is: not with --no-refresh)
+        problems = [] if args.no_refresh else source_problems(found)
+        if problems:
+            blocked.append((plan, path, problems))
     lines, doc = render_all(results)
     if args.out and len(results) != 1:
         raise UsageError(f"{files[0]} holds {len(results)} environments; -o saves the plan of one",
                          hint="put each environment in its own file to save its plan")
-    if blocked is not None:
+    if blocked:
         # the plan is shown (drift may be why), but it is not one apply can carry out:
         # no -o, and exit 1 as for a limit this machine cannot enforce
         if args.json:
             print(json.dumps(doc, indent=2, ensure_ascii=False))
         else:
             print_lines(lines)
-        raise blocked
+        raise sources_error(blocked)
     if args.out:
         plan, state, found = results[0]
         source: tuple[str | None, bytes | None] = (None, None)   # stdin: no file to go stale

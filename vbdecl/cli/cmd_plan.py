@@ -67,17 +67,16 @@ def source_problems(found: list[Any]) -> list[tuple[str, str]]:
     """(action id, problem) for each change an apply would refuse before its first step
     (Op.preflight: a missing bind or file source): the executor's own check, so that
     plan says what apply will. Reads the host as a probe does; changes nothing."""
-    from vbdecl.ops import op_for
+    from vbdecl.ops import op_for, preflight_problem
 
     out = []
     for c in found:
         if c.drift or c.symbol not in ("+", "~", "-/+") or c.action is None:
             continue
         try:
-            check = getattr(op_for(c.kind), "preflight", None)
-        except KeyError:
+            problem = preflight_problem(op_for(c.kind), c.action.get("params") or {})
+        except KeyError:    # (an op this vbdecl lacks: apply says so before any step)
             continue
-        problem = check(c.action.get("params") or {}) if check is not None else None
         if problem:
             out.append((c.id, problem))
     return out

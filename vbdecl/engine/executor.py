@@ -34,6 +34,7 @@ from vbdecl.engine import lock as lock_mod
 from vbdecl.engine.changes import Change, ChangeSet
 from vbdecl.engine.faults import Faults, interrupt_at
 from vbdecl.errors import ActionError, StateError, VbdeclError
+from vbdecl.ops import preflight_problem
 from vbdecl.ops.base import Context
 
 Event = dict[str, Any]
@@ -493,8 +494,7 @@ class Session:
                 continue
             if _step == "update" and not callable(getattr(op, "update", None)):
                 missing.setdefault(f"{kind} (update)", []).append(rid)
-            check = getattr(op, "preflight", None) if _step != "destroy" else None
-            problem = check(params) if check is not None else None
+            problem = preflight_problem(op, params) if _step != "destroy" else None
             if problem:
                 problems.append((rid, problem))
         if problems:

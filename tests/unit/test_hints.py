@@ -14,7 +14,7 @@ import re
 import pytest
 
 from vbdecl.model.load import load_text
-from vbdecl.runtime.rootfs import _hint
+from vbdecl.runtime.rootfs import entry_hint
 
 HEAD = "apiVersion: vbdecl/v1\nkind: Environment\nmetadata: {name: hint}\nspec:\n  filesystem:\n"
 
@@ -35,7 +35,7 @@ def _suggested_keys(hint: str) -> list[tuple[str, str]]:
 @pytest.mark.parametrize("kind", sorted(WITH_SOURCE))
 def test_missing_source_hint_suggests_only_accepted_keys(kind: str) -> None:
     entry = WITH_SOURCE[kind]
-    hint = _hint(FileNotFoundError(errno.ENOENT, "No such file or directory"), entry)
+    hint = entry_hint(FileNotFoundError(errno.ENOENT, "No such file or directory"), entry)
     assert hint and entry["source"] in hint
     suggested = _suggested_keys(hint)
     assert suggested, hint      # it says what to do, in the manifest's words
@@ -52,11 +52,11 @@ def test_missing_source_hint_suggests_only_accepted_keys(kind: str) -> None:
 
 def test_missing_source_hints_per_type() -> None:
     enoent = FileNotFoundError(errno.ENOENT, "No such file or directory")
-    assert "optional: true" in (_hint(enoent, WITH_SOURCE["bind"]) or "")
-    assert "optional" not in (_hint(enoent, WITH_SOURCE["file"]) or "")
-    assert "content:" in (_hint(enoent, WITH_SOURCE["file"]) or "")
+    assert "optional: true" in (entry_hint(enoent, WITH_SOURCE["bind"]) or "")
+    assert "optional" not in (entry_hint(enoent, WITH_SOURCE["file"]) or "")
+    assert "content:" in (entry_hint(enoent, WITH_SOURCE["file"]) or "")
     # vb speaks bubblewrap's options, not manifest keys
-    vb_hint = _hint(enoent, WITH_SOURCE["ro-bind"], vb=True) or ""
+    vb_hint = entry_hint(enoent, WITH_SOURCE["ro-bind"], vb=True) or ""
     assert "--ro-bind-try" in vb_hint and "optional" not in vb_hint
 
 
@@ -65,7 +65,7 @@ def test_missing_source_hints_per_type() -> None:
     (errno.EPERM, "owner must be mapped"),      # not "needs CAP_SYS_ADMIN": chmod needs ownership
 ])
 def test_chmod_hints_name_what_chmod_needs(err: int, fragment: str) -> None:
-    hint = _hint(OSError(err, "x"), {"type": "chmod", "target": "/h", "mode": 0o700}) or ""
+    hint = entry_hint(OSError(err, "x"), {"type": "chmod", "target": "/h", "mode": 0o700}) or ""
     assert fragment in hint, hint
 
 

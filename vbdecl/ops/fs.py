@@ -500,11 +500,11 @@ class _MountJob(_Job):
         return {"created": b.created, "ids": b.created.ids, "skipped": bool(self.made.skip)}
 
     def _hinted(self, exc: OSError) -> OSError:
-        """``exc`` with the hint a run gives for this entry (rootfs._hint: only keys its
+        """``exc`` with the hint a run gives for this entry (rootfs.entry_hint: only keys its
         type accepts), not the syscall's generic one."""
-        from vbdecl.runtime.rootfs import _hint
+        from vbdecl.runtime.rootfs import entry_hint
 
-        hint = _hint(exc, self.entry)
+        hint = entry_hint(exc, self.entry)
         if hint is not None:
             exc.hint = hint     # type: ignore[attr-defined]
         return exc

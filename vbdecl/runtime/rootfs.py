@@ -1282,7 +1282,8 @@ def _bwrap_message(e: dict[str, Any], exc: BaseException, root_fd: int = -1) -> 
     return None
 
 
-def _hint(exc: BaseException, e: dict[str, Any], *, vb: bool = False) -> str | None:
+def entry_hint(exc: BaseException, e: dict[str, Any], *, vb: bool = False) -> str | None:
+    """What to do about ``exc`` from the filesystem entry ``e`` (a run's and an apply's)."""
     code = getattr(exc, "errno", None)
     if code == errno.ENOENT and e.get("source"):
         return _missing_source_hint(e, vb)
@@ -1443,9 +1444,9 @@ def _setup_root(spec: dict[str, Any], contained: bool,
             except OSError as exc:
                 bwrap = _bwrap_message(e, exc, b.root_fd) if "vb" in spec else None
                 if bwrap is not None:
-                    raise RuntimeSetupError(bwrap, hint=_hint(exc, e, vb=True)) from exc
+                    raise RuntimeSetupError(bwrap, hint=entry_hint(exc, e, vb=True)) from exc
                 raise RuntimeSetupError(f"{_describe(e)}: {_msg(exc)}", where=aid,
-                                        hint=_hint(exc, e, vb="vb" in spec)) from exc
+                                        hint=entry_hint(exc, e, vb="vb" in spec)) from exc
         net = spec.get("network") or {}
         try:
             if (spec.get("vb") or {}).get("net_files", True) is not False:

@@ -246,6 +246,73 @@ spec:
     _run(body, tmp_path)
 
 
+def _status_fields(pid: int) -> dict[str, str]:
+    return dict(line.split(":\t", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines()
+                if ":\t" in line)
+
+
+def test_the_process_supervisor_keeps_no_privilege(tmp_path: Path) -> None:
+    """A review: the supervisor (the process's parent, a subreaper that lives as long as
+    what the process left running) kept every capability of the apply, bounding set
+    included, with no no_new_privs and no seccomp filter; a root process given
+    CAP_SYS_PTRACE (no user namespace) could attach to it and run code with them. It
+    keeps none now, gains none through an execve, and makes only the calls of its loop;
+    it still reaps, records the exit and appends the events."""
+
+    def body(tmp: Path) -> None:
+        sd = tmp / "state"
+        m = tmp / "sup.yaml"
+        events = tmp / "events.jsonl"
+        entries = "".join(f"    - {{{e}}}\n" for e in BASE_ENTRIES)
+        m.write_text(f"""\
+apiVersion: vbdecl/v1
+kind: Environment
+metadata:
+  name: sup
+spec:
+  filesystem:
+{entries}    - {{type: proc, target: /proc}}
+    - {{type: dev, target: /dev}}
+  security:
+    capabilities: {{add: [SYS_PTRACE]}}
+  status:
+    events: {events}
+  process:
+    command: ["/bin/sh", "-c", "(setsid sleep 3101 >/dev/null 2>&1 &); sleep 3100 & wait; exit 7"]
+""")
+        out = _cli(sd, "apply", str(m), "-y")
+        assert out.returncode == 0, out.stderr
+        try:
+            rec = store.load("sup", sd)["resources"]["process"]["record"]
+            sup = int(rec["supervisor"]["pid"])
+            st = _status_fields(sup)
+            for key in ("CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"):
+                assert int(st[key], 16) == 0, (key, st[key])
+            assert st["NoNewPrivs"].strip() == "1" and st["Seccomp"].strip() == "2", st
+            # the process itself keeps what the manifest gives it
+            assert int(_status_fields(int(rec["pid"]))["CapEff"], 16) >> 19 & 1     # CAP_SYS_PTRACE
+            # the process exits, its daemon stays: the exit is recorded, the event
+            # appended, and the supervisor goes on reaping
+            for pid in Path(f"/proc/{sup}/task/{sup}/children").read_text().split():
+                if Path(f"/proc/{pid}/cmdline").read_bytes().startswith(b"/bin/sh"):
+                    for grandchild in Path(f"/proc/{pid}/task/{pid}/children").read_text().split():
+                        os.kill(int(grandchild), signal.SIGKILL)     # sleep 3100: the shell exits 7
+            deadline = time.monotonic() + 10
+            exit_file = Path(rec["log"]).parent / "process.exit"
+            while not exit_file.read_text() and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert json.loads(exit_file.read_text())["exit_code"] == 7
+            exited = [json.loads(line) for line in events.read_text().splitlines()
+                      if json.loads(line)["event"] == "exited"]
+            assert [e["exit_code"] for e in exited] == [7], events.read_text()
+            assert _status_fields(sup)["State"].startswith("S")      # still there, reaping
+        finally:
+            out = _cli(sd, "destroy", "sup", "-y")
+            assert out.returncode == 0, out.stderr
+
+    _run(body, tmp_path)
+
+
 def _cmdline(pid: int) -> str:
     """/proc/PID/cmdline as ps and pgrep -f show it (arguments joined by spaces)."""
     return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode().strip()

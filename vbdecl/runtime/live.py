@@ -24,6 +24,7 @@ import time
 
 from vbdecl.errors import RuntimeSetupError, StateError, SysError, VbdeclError
 from vbdecl.runtime import child as C
+from vbdecl.sys import caps as syscaps  # (the supervisor confines itself inside the environment)
 from vbdecl.sys import ns as sysns
 from vbdecl.sys import proc as sysproc
 from vbdecl.sys import signals
@@ -610,6 +611,9 @@ def start_process(*, env_record: dict[str, Any], spec: dict[str, Any], log_path:
                         pass
                 for fd in (host_proc, *home, closed_r):
                     os.close(fd)
+                # Nothing of vbdecl's privileges stays with us: a process that may ptrace
+                # us (CAP_SYS_PTRACE without a user namespace of its own) would have them
+                _confine_supervisor()
                 os.write(closed_w, b"g")     # the process goes on
                 os.close(closed_w)
                 os.write(ready_w, struct.pack(_STARTED, host_pid, -1 if started is None else started,
@@ -765,6 +769,15 @@ def read_exit(record: dict[str, Any] | None) -> dict[str, Any] | None:
     return found
 
 
+def _confine_supervisor() -> None:
+    """The supervisor keeps no capability (effective, permitted, inheritable, ambient,
+    bounding) and gains none through an execve (no_new_privs): it reaps and writes to
+    fds it holds already. Done after the fork of the process (which keeps what the
+    manifest gives it) and before the process runs; its seccomp filter comes once its
+    title is set (:func:`_supervise`)."""
+    syscaps.drop_all()
+
+
 def _supervise(child: int, host_pid: int, started: int | None, sink: Any, inodes: dict[str, int],
                exit_fd: int, null: int, title: str) -> None:
     """The bridge as the process's supervisor: reap it, record its exit (and append
@@ -777,6 +790,8 @@ def _supervise(child: int, host_pid: int, started: int | None, sink: Any, inodes
             os.dup2(null, fd)
         sysproc.close_fds_except([*(sink.fds if sink is not None else []), exit_fd])
         sysproc.set_title(title, "vbdecl-supervise")
+        # the calls of this loop only, from here on (no_new_privs is set: _confine_supervisor)
+        sysproc.confine_supervisor_calls()
         while True:
             try:
                 pid, status = os.waitpid(-1, 0)

@@ -110,6 +110,7 @@ extern const char *const last_step_names[];
 PyObject *linux_shared_child(PyObject *module, PyObject *args);
 PyObject *linux_release_child(PyObject *module, PyObject *arg);
 PyObject *linux_init_loop(PyObject *module, PyObject *args);
+PyObject *linux_confine_supervisor(PyObject *module, PyObject *noargs);
 extern const int shared_child_supported;
 
 static PyMethodDef linux_methods[] = {
@@ -123,6 +124,8 @@ static PyMethodDef linux_methods[] = {
      "release_child(handle): free the stack of a reaped shared pid 1"},
     {"init_loop", linux_init_loop, METH_VARARGS,
      "init_loop(main_pid, forward_tty, signals): pid 1's loop; never returns"},
+    {"confine_supervisor", linux_confine_supervisor, METH_NOARGS,
+     "confine_supervisor() -> 0, or -errno: the process supervisor's seccomp filter"},
     {NULL, NULL, 0, NULL},
 };
 

@@ -138,6 +138,10 @@ status_code(int status)
     return WEXITSTATUS(status);
 }
 
+#ifndef SYS_close_range
+#define SYS_close_range 436
+#endif
+
 #if defined(__x86_64__)
 #define INIT_ARCH AUDIT_ARCH_X86_64
 #elif defined(__aarch64__)
@@ -246,6 +250,44 @@ signal_set(PyObject *signals, uint64_t *set)
     }
     Py_DECREF(seq);
     return 0;
+}
+
+/* confine_supervisor() -> 0, or -errno: the seccomp filter of a live environment's
+ * process supervisor (runtime.live._supervise), for the rest of its life. It runs
+ * Python, so its calls are those of its loop and of the runtime under it: reap
+ * (wait4, waitid), write the exit record and the events (write, pwrite64,
+ * ftruncate, close, close_range), memory (brk, mmap, munmap, mremap, madvise),
+ * the clock, signals' return, the exits. Everything else fails with EPERM (another
+ * architecture's entry point kills it): a process that got into it (ptrace, with
+ * CAP_SYS_PTRACE where it has no user namespace of its own) cannot make it fork
+ * outside the environment's cgroups, exec, open, or enter anything. Needs
+ * no_new_privs, which the caller set first. */
+PyObject *
+linux_confine_supervisor(PyObject *module, PyObject *noargs)
+{
+    (void)module;
+    (void)noargs;
+#ifdef INIT_ARCH
+#define ALLOW(nr) BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, (nr), 0, 1), BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW)
+    struct sock_filter code[] = {
+        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, arch)),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, INIT_ARCH, 1, 0),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_KILL_PROCESS),
+        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
+        ALLOW(SYS_wait4), ALLOW(SYS_waitid), ALLOW(SYS_write), ALLOW(SYS_pwrite64),
+        ALLOW(SYS_ftruncate), ALLOW(SYS_close), ALLOW(SYS_close_range), ALLOW(SYS_read),
+        ALLOW(SYS_brk), ALLOW(SYS_mmap), ALLOW(SYS_munmap), ALLOW(SYS_mremap), ALLOW(SYS_madvise),
+        ALLOW(SYS_clock_gettime), ALLOW(SYS_futex), ALLOW(SYS_getpid), ALLOW(SYS_gettid),
+        ALLOW(SYS_rt_sigprocmask), ALLOW(SYS_rt_sigreturn), ALLOW(SYS_restart_syscall),
+        ALLOW(SYS_exit), ALLOW(SYS_exit_group),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | (EPERM & SECCOMP_RET_DATA)),
+    };
+#undef ALLOW
+    struct sock_fprog prog = {(unsigned short)(sizeof code / sizeof code[0]), code};
+    return PyLong_FromLong(raw_call(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, (long)&prog, 0));
+#else
+    return PyLong_FromLong(-ENOSYS);
+#endif
 }
 
 /* init_loop(main_pid, forward_tty, signals): pid 1's loop; never returns.

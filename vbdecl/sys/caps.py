@@ -18,6 +18,8 @@ from vbdecl.sys.raw import check, raise_errno, syscall
 PR_CAPBSET_READ = 23
 PR_CAPBSET_DROP = 24
 PR_SET_NO_NEW_PRIVS = 38
+PR_CAP_AMBIENT = 47
+PR_CAP_AMBIENT_CLEAR_ALL = 4
 CAP_SETPCAP = 8
 
 _LINUX_CAPABILITY_VERSION_3 = 0x20080522
@@ -81,6 +83,18 @@ def drop_bounding(keep: int) -> None:
 def set_no_new_privs() -> None:
     """PR_SET_NO_NEW_PRIVS: no execve of ours (or our children's) gains privileges."""
     check(_raw_prctl(PR_SET_NO_NEW_PRIVS, 1), "prctl(PR_SET_NO_NEW_PRIVS)")
+
+
+def drop_all() -> None:
+    """Keep no capability and gain none ever again: no_new_privs, the bounding set
+    emptied (while CAP_SETPCAP is still effective), the ambient set cleared, then
+    effective, permitted and inheritable emptied."""
+    set_no_new_privs()
+    effective, _, _ = capget()
+    if effective >> CAP_SETPCAP & 1:
+        drop_bounding(0)
+    check(_raw_prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL), "prctl(PR_CAP_AMBIENT_CLEAR_ALL)")
+    capset(0, 0, 0)
 
 
 def map_hint() -> str | None:

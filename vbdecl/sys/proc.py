@@ -9,7 +9,7 @@ import errno
 import os
 import sys
 
-from vbdecl.sys import signals
+from vbdecl.sys import _linux, signals
 from vbdecl.sys.raw import check, raise_errno, syscall
 
 TYPE_CHECKING = False
@@ -75,6 +75,13 @@ def set_child_subreaper() -> None:
     shell's background job whose shell exited) are reparented to us, not to the pid
     namespace's init. Children forked from now on are marked as having one above."""
     check(syscall("prctl", PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0), "prctl(PR_SET_CHILD_SUBREAPER)")
+
+
+def confine_supervisor_calls() -> int:
+    """Install the process supervisor's seccomp filter (``_sharedchild.c``,
+    confine_supervisor: the calls of its loop, EPERM for any other); 0, or -errno
+    (no_new_privs must be set first)."""
+    return _linux.confine_supervisor()
 
 
 def set_name(name: str) -> None:

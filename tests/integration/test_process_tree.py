@@ -212,3 +212,33 @@ def _killed_mid_stop(tmp: Path) -> None:
 
 def test_vbdecl_killed_in_the_middle_of_a_restart_leaves_no_process_behind(tmp_path: Path) -> None:
     _run(_killed_mid_stop, tmp_path)
+
+
+def _supervisor_found(tmp: Path) -> None:
+    """A review: the supervisor was found as the parent of the live process, so once the
+    process had exited (its daemon left running) there was none, and limits added then
+    moved the supervisor into every cgroup of the environment, memory included. The
+    process's record names it (pid and start time)."""
+    from types import SimpleNamespace
+
+    from vbdecl.ops.cgroup import _supervisor
+
+    sd, m, name = tmp / "state", tmp / "supfound.yaml", "supfound"
+    _manifest(m, name, "(setsid sleep 3501 >/dev/null 2>&1 &); exit 0")
+    _ok(_cli(sd, "apply", str(m), "-y"))
+    try:
+        _wait(lambda: _commands(sd, name) == ["sleep 3501"], "the daemon")
+        rec = _record(sd, name, "process")
+        _wait(lambda: not Path(f"/proc/{rec['pid']}").exists() or _stat(str(rec["pid"]))[2] != rec["start_time"],
+              "the process's exit")
+        records = {rid: r["record"] for rid, r in store.load(name, sd)["resources"].items()}
+        assert _supervisor(SimpleNamespace(records=records)) == rec["supervisor"]["pid"]
+        # one that is gone (or whose pid is another process's now) is none
+        gone = {**records, "process": {**rec, "supervisor": {**rec["supervisor"], "start_time": 1}}}
+        assert _supervisor(SimpleNamespace(records=gone)) is None
+    finally:
+        _ok(_cli(sd, "destroy", name, "-y"))
+
+
+def test_the_supervisor_of_a_process_that_exited_is_still_known(tmp_path: Path) -> None:
+    _run(_supervisor_found, tmp_path)

@@ -130,11 +130,22 @@ def _join_env(ctx: Context, record: Record, init: int) -> None:
 
 
 def _supervisor(ctx: Context) -> int | None:
-    """The parent of the declared process, when it is its supervisor (runtime.live)."""
+    """The declared process's supervisor (runtime.live), as the process's record names
+    it (pid and start time), while it lives. Not the parent of the process: once the
+    process exited and only what it left running remained, there was none, and the
+    supervisor was moved into every cgroup of the environment, memory included (an
+    OOM candidate there, and a kill of it loses the daemons from the process's
+    tree). A record from before the supervisor was recorded: the live process's
+    parent, if that is a supervisor."""
     from vbdecl.sys import proc as sysproc
 
-    pid = (ctx.records.get("process") or {}).get("pid")
-    parent = (sysproc.parent(int(pid)) if pid else None) or 0
+    record = ctx.records.get("process") or {}
+    sup = record.get("supervisor")
+    if isinstance(sup, dict):
+        pid, started = int(sup.get("pid") or 0), sup.get("start_time")
+        return pid if pid and started is not None and sysproc.alive(pid, int(started)) else None
+    main = record.get("pid")
+    parent = (sysproc.parent(int(main)) if main else None) or 0
     try:
         with open(f"/proc/{parent}/comm", "rb") as f:
             # (comm keeps 15 bytes of the name set_name gave it)

@@ -607,3 +607,44 @@ def test_a_live_environments_own_cgroup_namespace_is_rooted_at_its_cgroup(env: d
             assert paths and all(p == "/" for p in paths), seen
     finally:
         assert vbdecl(env, "destroy", "h6cgns", "-y").returncode == 0
+
+
+def test_a_pids_limit_added_beside_memory_on_pure_v1_holds_exec_and_a_restart(env: dict[str, str],
+                                                                              tmp_path: Path) -> None:
+    """A review: on pure cgroup v1 (no cgroup2 tracking directory) a limit of another
+    controller added to a live environment with limits.memory took its processes from
+    the memory directory, which the init stays out of: the init was not moved into the
+    new pids cgroup, and exec's commands and a restarted process (which join the init's
+    cgroups) escaped the new limit."""
+    real = cg.current_layout()
+    if "pids" not in real.v1 or "memory" not in real.v1:
+        pytest.skip("needs v1 memory and pids hierarchies")
+    v1 = dict(env, VBDECL_CGROUP_LAYOUT=json.dumps({"unified": None, "v1": real.v1, "v2_controllers": []}))
+    extra = '  process:\n    command: ["/bin/sleep", "3700"]'
+    m = manifest(tmp_path, "    memory: 64Mi", extra, name="h7v1pids")
+    before = _ours()
+    r = vbdecl(v1, "apply", m, "-y")
+    assert r.returncode == 0, r.stdout + r.stderr
+    try:
+        Path(m).write_text(Path(m).read_text().replace("memory: 64Mi", "memory: 64Mi\n    pids: 50"))
+        r = vbdecl(v1, "apply", m, "-y")
+        assert r.returncode == 0, r.stdout + r.stderr
+        st = json.loads(vbdecl(v1, "status", "h7v1pids", "--json").stdout)
+        pids_dir = next(x for x in st["resources"] if x["id"] == "cgroup.pids")["record"]["dir"]
+        pids_cgroup = "/" + os.path.relpath(pids_dir, real.v1["pids"])     # (as /proc/PID/cgroup shows it)
+        (init, _), (proc, _) = _process_ids(v1, "h7v1pids")
+        assert _cgroups_by_controller(init)["pids"] == pids_cgroup, _cgroups(init)
+        assert _cgroups_by_controller(proc)["pids"] == pids_cgroup, _cgroups(proc)
+        r = vbdecl(v1, "exec", "h7v1pids", "--", "/bin/cat", "/proc/self/cgroup")
+        assert r.returncode == 0, r.stderr
+        assert f"pids:{pids_cgroup}\n" in r.stdout, (pids_cgroup, r.stdout)
+        # a restarted process
+        Path(m).write_text(Path(m).read_text().replace("3700", "3701"))
+        r = vbdecl(v1, "apply", m, "-y")
+        assert r.returncode == 0, r.stdout + r.stderr
+        _, (proc, _) = _process_ids(v1, "h7v1pids")
+        assert _cgroups_by_controller(proc)["pids"] == pids_cgroup, _cgroups(proc)
+    finally:
+        d = vbdecl(v1, "destroy", "h7v1pids", "-y")
+    assert d.returncode == 0, d.stdout + d.stderr
+    assert _ours() == before

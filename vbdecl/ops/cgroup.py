@@ -22,6 +22,7 @@ Module-level helpers for the runtime and the CLI: :func:`join`,
 from __future__ import annotations
 
 import errno
+from collections.abc import Callable
 from typing import Any
 
 from vbdecl.errors import ActionError, SysError
@@ -122,11 +123,16 @@ def _join_env(ctx: Context, record: Record, init: int) -> None:
     """Move the live environment's processes into ``record``'s group, but the declared
     process's supervisor: vbdecl's, kept out of the environment's limits; and the
     init, kept out of a v1 memory cgroup (cgroupfs.init_stays_out)."""
+    cgroupfs.join_all(record, init, _env_processes(ctx, init), first_out=cgroupfs.init_stays_out(record))
+
+
+def _env_processes(ctx: Context, init: int) -> Callable[[], list[int]]:
+    """A lister of the live environment's processes (its init included), but the declared
+    process's supervisor (see _join_env)."""
     from vbdecl.sys import proc as sysproc
 
     supervisor = _supervisor(ctx)
-    cgroupfs.join_all(record, init, lambda: [p for p in sysproc.env_processes(init) if p != supervisor],
-                      first_out=cgroupfs.init_stays_out(record))
+    return lambda: [p for p in sysproc.env_processes(init) if p != supervisor]
 
 
 def _supervisor(ctx: Context) -> int | None:
@@ -326,7 +332,8 @@ class Limit:
                     init = _live_init(ctx)
                     # (the init stays out of a v1 memory cgroup: cgroupfs.init_stays_out)
                     keep_out = [init] if init is not None and ctrl == "memory" else []
-                    ext = cgroupfs.extend_group(_layout(ctx), group, ctrl, keep_out)
+                    ext = cgroupfs.extend_group(_layout(ctx), group, ctrl, keep_out,
+                                                _env_processes(ctx, init) if init is not None else None)
                     made_ext = True
             rec = cgroupfs.set_limit(cgroupfs.with_extension(group, ext), limit, value,
                                      _limits_for(ctx, limit, value))

@@ -945,14 +945,20 @@ def _v1_memory_pair(cgdir: str, mem: int | None, memsw: int | None) -> list[tupl
 
 
 def extend_group(layout: Layout, record: dict[str, Any], ctrl: str,
-                 keep_out: Collection[int] = ()) -> dict[str, Any]:
+                 keep_out: Collection[int] = (), pids: Callable[[], list[int]] | None = None,
+                 timeout: float = _KILL_WAIT_S) -> dict[str, Any]:
     """Add a controller to a live group (a limit added to a live environment).
 
     v2: enable the controller for the group's cgroup2 dir. v1: create the dir in
-    that controller's hierarchy and move every process of the group into it, but
-    ``keep_out`` (the init, out of a v1 memory cgroup: :func:`init_stays_out`).
-    Returns the extension (kept in the limit's record, undone by
-    :func:`retract_group`)."""
+    that controller's hierarchy and move every process of the environment into it,
+    but ``keep_out`` (the init, out of a v1 memory cgroup: :func:`init_stays_out`):
+    those of a directory of the group the init is in (never one it is kept out of,
+    which would leave the init, and so exec's commands and a restarted process,
+    which join the init's cgroups, out of the new limit), and those ``pids()`` lists
+    (the environment's processes, for a group whose only directory is one the init
+    stays out of). Pass after pass, as :func:`join_all`: a child forked before its
+    parent moved is caught by the next. Returns the extension (kept in the limit's
+    record, undone by :func:`retract_group`)."""
     where = layout.place(ctrl)
     if where is None:
         raise SysError(f"the {ctrl} controller is not available here (layout {layout.mode})",
@@ -972,20 +978,39 @@ def extend_group(layout: Layout, record: dict[str, Any], ctrl: str,
                             "parents_created": [], "unified": None, "controllers": {}}
     _create_one(part, instance, {"hierarchy": mount, "version": 1, "controllers": [ctrl]})
     path = part["created"][0]
-    source = unified or (record["dirs"][0]["path"] if record.get("dirs") else None)
-    pids = _procs(source) if source else []
-    origin = _origin_in(mount, pids[0]) if pids else None
-    for pid in pids:
-        if pid in keep_out:
-            continue
-        try:
-            write(os.path.join(path, "cgroup.procs"), str(pid))
-        except SysError as exc:
-            if exc.errno != _errno.ESRCH:
-                remove_group(part)
-                raise
-    return {"ctrl": ctrl, "path": path, "version": 1, "created": True,
-            "parent_created": bool(part["parents_created"]), "origin": origin}
+    stays_out = set(init_stays_out(record))
+    source = unified or next((d["path"] for d in record.get("dirs", []) if d["path"] not in stays_out), None)
+
+    def members() -> list[int]:
+        found = _procs(source) if source else []
+        if pids is not None:
+            found += [p for p in pids() if p not in found]
+        return [p for p in found if p not in keep_out]
+
+    first = members()
+    ext = {"ctrl": ctrl, "path": path, "version": 1, "created": True,
+           "parent_created": bool(part["parents_created"]),
+           "origin": _origin_in(mount, first[0]) if first else None}
+    try:
+        for late in _passes(timeout):
+            inside = set(_procs(path))
+            outside = [pid for pid in members() if pid not in inside]
+            if not outside:
+                break
+            if late:
+                raise SysError(f"processes {outside[:8]} keep appearing outside {path}",
+                               errno=_errno.EBUSY, hint="a process inside forks faster than it "
+                                                        "can be moved; retry")
+            for pid in outside:
+                try:
+                    write(os.path.join(path, "cgroup.procs"), str(pid))
+                except SysError as exc:
+                    if exc.errno != _errno.ESRCH:
+                        raise
+    except BaseException:
+        retract_group(ext)     # (its processes back where they were, alive)
+        raise
+    return ext
 
 
 def _origin_in(mount: str, pid: int) -> str | None:

@@ -250,17 +250,21 @@ class Group:
             # the environment's any more: its processes escape that limit, and exec's too
             # (it joins the init's cgroups). Drift, which update repairs by putting them back.
             # The init is kept out of a v1 memory cgroup (cgroupfs.init_stays_out), which
-            # exec joins by its path: there the declared process is looked for instead.
+            # exec and the process join by its path: there every other process of the
+            # environment is looked for instead (but the supervisor, kept out of all).
             from vbdecl.sys import proc as sysproc
 
             inside = set(sysproc.cgroup_paths(init, include_root=True))
-            out = cgroupfs.init_stays_out(record)
+            supervisor = _supervisor(ctx)
+            others = [p for p in sysproc.env_processes(init) if p not in (init, supervisor)]
             proc = ctx.records.get("process") or {}
-            pid = int(proc.get("pid") or 0)
-            where = sysproc.cgroup_paths(pid, include_root=True) \
-                if pid and sysproc.alive(pid, proc.get("start_time")) else []
-            # (no process, or gone meanwhile: nothing can have escaped)
-            inside.update(p for p in out if p in where or not where)
+            if proc.get("pid") and sysproc.alive(int(proc["pid"]), proc.get("start_time")):
+                others.append(int(proc["pid"]))     # (not the init's descendant without a pid namespace)
+            for path in cgroupfs.init_stays_out(record):
+                there = set(cgroupfs.members(path))
+                # (one gone meanwhile has not escaped; none at all: nothing can have)
+                if not [p for p in others if p not in there and sysproc.alive(p, None)]:
+                    inside.add(path)
             alive = [d for d in alive if d["path"] in inside]
         return {**record, "dirs": alive}
 

@@ -77,7 +77,7 @@ class Main:
             stop_process(left)
         try:
             # the v1 memory cgroup the init stays out of (ops.cgroup), which the process joins
-            cgroups = memory_cgroups({k: {"record": v} for k, v in ctx.records.items()})
+            cgroups = memory_cgroups({k: {"record": v} for k, v in ctx.records.items()}, ctx.instance)
             return start_process(env_record=env, spec=_spec_for(ctx, params),
                                  log_path=os.path.join(ctx.state_dir, "logs", "process.log"),
                                  cgroups=cgroups, name=ctx.name)

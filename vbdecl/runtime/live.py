@@ -392,13 +392,21 @@ def _env_cgroups(record: dict[str, Any], extra: list[str] | None = None) -> list
     return [p for p in dict.fromkeys(paths) if p not in mine]
 
 
-def memory_cgroups(resources: dict[str, Any] | None) -> list[str]:
+def memory_cgroups(resources: dict[str, Any] | None, instance: str = "") -> list[str]:
     """The environment's v1 memory cgroup (the group's, or an extension's), which the
     init is not in and every other process of the environment joins; [] on cgroup2
-    (there the init is in the memory cgroup too) or without one."""
+    (there the init is in the memory cgroup too) or without one. ``instance``: also
+    the one an apply is adding while ``resources`` (the committed state, read without
+    the lock) knows of none yet, found where the v1 memory hierarchy has it (as
+    sys.cgroupfs makes it: ``<hierarchy>/vbdecl/<instance>``): an exec that started
+    meanwhile joined only the init's cgroups, which do not include it, and escaped
+    the new limit."""
     from vbdecl.runtime.oom import memory_dir
 
     path = memory_dir(resources)
+    if not path and instance and os.sep not in instance and instance not in (".", ".."):
+        mount = sysproc.v1_hierarchy("memory")
+        path = os.path.join(mount, "vbdecl", instance) if mount else None
     if not path or not os.path.exists(os.path.join(path, "memory.limit_in_bytes")):
         return []
     return [path]
@@ -971,7 +979,7 @@ def exec_in(name: str, argv: list[str] | None, *, state_dir: str | None = None,
             lock_fd = os.open(lock_file(name, state_dir), os.O_RDONLY | os.O_CLOEXEC)
         except OSError:
             lock_fd = -1
-        joined = _env_cgroups(record, memory_cgroups(state.get("resources")))
+        joined = _env_cgroups(record, memory_cgroups(state.get("resources"), str(record.get("instance") or "")))
         cgroup_fds = _cgroup_procs_fds(joined)
         pids_fds = _pids_files(oom.controller_dir(state.get("resources"), "pids"), joined)
         later = enter_namespaces(record, leave=("cgroup",))

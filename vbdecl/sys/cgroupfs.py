@@ -806,6 +806,11 @@ def _under(top: str, paths: list[str]) -> str | None:
     return next((p for p in paths if p == top or p.startswith(top + "/")), None)
 
 
+def members(path: str) -> list[int]:
+    """The processes in the cgroup directory ``path`` ([] when it is gone)."""
+    return _procs(path)
+
+
 def _procs(path: str) -> list[int]:
     try:
         text = read(os.path.join(path, "cgroup.procs"))

@@ -340,6 +340,12 @@ def cgroup_roots(pid: int) -> list[str]:
     return [base for base, _ in _hierarchies(pid)]
 
 
+def v1_hierarchy(subsys: str) -> str | None:
+    """The mount point of the cgroup v1 hierarchy that carries the controller ``subsys``
+    (``memory``, ``pids``, ...), or None."""
+    return next((base for ctrls, base in _cgroup_mounts().items() if subsys in ctrls.split(",")), None)
+
+
 def _hierarchies(pid: int) -> list[tuple[str, str]]:
     """(mount point, path of ``pid``'s cgroup in it) of each mounted hierarchy it is in."""
     try:

@@ -242,3 +242,28 @@ def _supervisor_found(tmp: Path) -> None:
 
 def test_the_supervisor_of_a_process_that_exited_is_still_known(tmp_path: Path) -> None:
     _run(_supervisor_found, tmp_path)
+
+
+def _killed_before_the_record(tmp: Path) -> None:
+    """A review: a restart's apply killed after the new process started and before it
+    was on record (the runtime dir's process.json) left it running, tracked by nobody,
+    and recovery started the old one beside it. It runs only once it is on record now."""
+    sd, m, name = tmp / "state", tmp / "unrecorded.yaml", "unrecorded"
+    _manifest(m, name, "exec sleep 3600")
+    _ok(_cli(sd, "apply", str(m), "-y"))
+    try:
+        _wait(lambda: _commands(sd, name) == ["sleep 3600"], "the process")
+        _manifest(m, name, "exec sleep 3601")
+        out = _cli(sd, "apply", str(m), "-y", VBDECL_TEST_CRASH_AT="process-started")
+        assert out.returncode == -9, (out.stdout, out.stderr)
+        time.sleep(0.3)
+        assert "sleep 3601" not in _commands(sd, name), _inside(sd, name)
+        _ok(_cli(sd, "recover", name))
+        _wait(lambda: _commands(sd, name) == ["sleep 3600"], "the old process, alone",
+              show=lambda: _inside(sd, name))
+    finally:
+        _ok(_cli(sd, "destroy", name, "-y"))
+
+
+def test_an_apply_killed_before_the_process_is_on_record_leaves_none_running(tmp_path: Path) -> None:
+    _run(_killed_before_the_record, tmp_path)

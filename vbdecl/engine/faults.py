@@ -13,7 +13,8 @@ without a record, which recovery must close with ``probe(params, None)``
 a journal entry). Inert unless set.
 
 ``VBDECL_TEST_CRASH_AT=<point>`` makes the process SIGKILL itself at a named
-point outside any action: ``init-pid`` (:func:`crash_at`, runtime/live.py) and
+point outside any action: ``init-pid`` and ``process-started`` (:func:`crash_at`,
+runtime/live.py: the init, or the process, started and not yet on record) and
 ``root-entry:N`` (runtime/rootfs.py, which kills the run's process group from
 pid 1 and cannot import this module there). Inert unless set.
 """

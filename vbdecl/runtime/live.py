@@ -511,7 +511,9 @@ def start_process(*, env_record: dict[str, Any], spec: dict[str, Any], log_path:
     """Start the declared process inside the live environment; output to ``log_path``.
 
     Tree: helper (host pid ns, enters the environment) -> bridge (in the
-    environment's pid ns, a child of its init) -> process. The bridge stays as a tiny supervisor
+    environment's pid ns, a child of its init) -> process. The process runs only
+    once it is on record (the runtime dir's process.json): an apply that fails or is
+    killed before that leaves no process behind, tracked by nobody. The bridge stays as a tiny supervisor
     (``vbdecl-supervise``, moved back to vbdecl's own cgroups so that it does not
     count against the environment's limits): it reaps the process, writes its
     exit status to :func:`exit_file` (``{"pid", "start_time", "exit_code",
@@ -546,10 +548,14 @@ def start_process(*, env_record: dict[str, Any], spec: dict[str, Any], log_path:
         pass
     exit_fd = os.open(exit_file(log_path), os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
     c2p_r, c2p_w = os.pipe2(os.O_CLOEXEC)
+    # "recorded" (b"r"), once the process is in the runtime dir's process.json: only
+    # then may it run (an apply killed before that leaves no process nobody tracks)
+    rec_r, rec_w = os.pipe2(os.O_CLOEXEC)
     helper = os.fork()
     if helper == 0:
         try:
             os.close(c2p_r)
+            os.close(rec_w)
             # Nothing in the environment may ptrace us, nor the bridge and the process's
             # Python before its exec (forks keep this; the exec ends it): the bridge holds
             # the host's /proc and cgroup fds, which a process given CAP_SYS_PTRACE in
@@ -622,13 +628,14 @@ def start_process(*, env_record: dict[str, Any], spec: dict[str, Any], log_path:
                 # Nothing of vbdecl's privileges stays with us: a process that may ptrace
                 # us (CAP_SYS_PTRACE without a user namespace of its own) would have them
                 _confine_supervisor()
-                os.write(closed_w, b"g")     # the process goes on
-                os.close(closed_w)
                 os.write(ready_w, struct.pack(_STARTED, host_pid, -1 if started is None else started,
                                               me, -1 if mine is None else mine))
-                data = os.read(done_r, 4)
-                if len(data) != 4:
+                if len(os.read(done_r, 4)) != 4:
+                    # not on record (the apply failed or was killed): the process never runs
+                    os.kill(child, signals.SIGKILL)
                     os._exit(0)
+                os.write(closed_w, b"g")     # the process goes on
+                os.close(closed_w)
                 _supervise(child, host_pid, started, sink, env_ns, exit_fd, null, title)
             for fd in (ready_w, done_r, closed_r, closed_w):
                 os.close(fd)
@@ -637,6 +644,8 @@ def start_process(*, env_record: dict[str, Any], spec: dict[str, Any], log_path:
             if len(data) != struct.calcsize(_STARTED):
                 raise RuntimeSetupError("the process could not be started")
             C.send(c2p_w, C.MSG_STARTED, data)
+            if os.read(rec_r, 1) != b"r":
+                os._exit(0)     # the apply failed (or was killed) before it recorded the process
             os.write(done_w, data[:4])
             os.close(done_w)
         except BaseException as exc:
@@ -645,6 +654,7 @@ def start_process(*, env_record: dict[str, Any], spec: dict[str, Any], log_path:
             C.fail(c2p_w, 125, getattr(exc, "message", None) or str(exc), getattr(exc, "hint", None))
         os._exit(0)
     os.close(c2p_w)
+    os.close(rec_r)
     os.close(log_fd)
     os.close(exit_fd)
     try:
@@ -656,10 +666,16 @@ def start_process(*, env_record: dict[str, Any], spec: dict[str, Any], log_path:
         # (start times read by the supervisor while the process was its unreaped child)
         record = {"pid": pid, "start_time": None if started < 0 else started, "log": log_path,
                   "supervisor": {"pid": sup, "start_time": None if sup_started < 0 else sup_started}}
+        from vbdecl.engine.faults import crash_at
+
+        crash_at("process-started")
         if env_record.get("runtime_dir"):
             # named before anything else, so that recovery of an apply killed before it
             # journaled this record still finds the process (find_process)
             _write_pid_file(env_record["runtime_dir"], PROCESS_FILE, record)
+        os.write(rec_w, b"r")     # the process may run now
+        os.close(rec_w)
+        rec_w = -1
         inodes = sysns.own_ns_inodes(pid)
         if sink is not None:
             sink.emit("runtime_init_warnings", warning_count=0, warnings=[])
@@ -671,6 +687,8 @@ def start_process(*, env_record: dict[str, Any], spec: dict[str, Any], log_path:
         if sink is not None:
             sink.emit("setup_finished", pid=pid, ns=inodes)
     finally:
+        if rec_w >= 0:
+            os.close(rec_w)     # (the process never runs: it was not recorded)
         os.close(c2p_r)
         _reap(helper)
         if sink is not None:

@@ -373,3 +373,32 @@ def test_a_title_where_setproctitle_is_and_the_name_in_any_case(setproctitle: st
         assert cmdline == "vbdecl-init: demo (instance vb-1)"
     else:
         assert cmdline.startswith(sys.executable) and cmdline.endswith(" without")
+
+
+def test_a_process_tree_that_outlives_sigkill_is_an_error_and_its_record_stays(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """A review: stop_process gave up without a word once its SIGKILLs passed, so the
+    process was forgotten and a new one started beside what was left (a worker that
+    still held the port). What is left is an error now, and process.json stays."""
+    from vbdecl.errors import ActionError
+    from vbdecl.ops.base import Context
+    from vbdecl.ops.proc import Main
+    from vbdecl.runtime import live
+
+    stuck = [(4242, 77)]        # (a process in uninterruptible sleep: every SIGKILL is pending)
+    monkeypatch.setattr(live, "process_tree", lambda record: list(stuck))
+    monkeypatch.setattr(live.sysproc, "kill_verified", lambda *a: True)
+    monkeypatch.setattr(live, "STOP_TIMEOUT", 0.0)
+    monkeypatch.setattr(live.time, "sleep", lambda s: None)
+    record = {"pid": 4242, "start_time": 77, "supervisor": {"pid": 4241, "start_time": 76}}
+    with pytest.raises(RuntimeSetupError, match=r"1 process still there after SIGKILL \(host pids 4242\)"):
+        live.stop_process(record)
+    (tmp_path / live.PROCESS_FILE).write_text(json.dumps(record))
+    ctx = Context(name="t", instance="vb-1", state_dir=str(tmp_path), runtime_dir=str(tmp_path))
+    with pytest.raises(ActionError) as caught:
+        Main().revert(ctx, record)
+    assert caught.value.hint and "uninterruptible" in caught.value.hint
+    assert json.loads((tmp_path / live.PROCESS_FILE).read_text()) == record
+    stuck.clear()       # gone at last: forgotten
+    Main().revert(ctx, record)
+    assert not (tmp_path / live.PROCESS_FILE).exists()

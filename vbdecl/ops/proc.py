@@ -72,10 +72,10 @@ class Main:
         # What a process before this one left running, when no record holds it any
         # more: a revert killed in the middle of its stop (and its rollback, which found
         # the process gone and starts it again). No process may outlive its replacement.
-        left = find_process(_runtime_dir(ctx))
-        if left is not None:
-            stop_process(left)
         try:
+            left = find_process(_runtime_dir(ctx))
+            if left is not None:
+                stop_process(left)
             # the v1 memory cgroup the init stays out of (ops.cgroup), which the process joins
             cgroups = memory_cgroups({k: {"record": v} for k, v in ctx.records.items()}, ctx.instance)
             return start_process(env_record=env, spec=_spec_for(ctx, params),
@@ -87,7 +87,11 @@ class Main:
     def revert(self, ctx: Context, record: Record) -> None:
         from vbdecl.runtime.live import forget_process, stop_process
 
-        stop_process(record)
+        try:
+            stop_process(record)
+        except VbdeclError as err:
+            # (process.json stays: recovery and the next apply find what is left)
+            raise ActionError(err.message, action="process", hint=err.hint) from err
         forget_process(_runtime_dir(ctx), record)
 
     def update(self, ctx: Context, params: Params, record: Record) -> Record:

@@ -875,7 +875,10 @@ def stop_process(record: dict[str, Any]) -> None:
     SIGTERM (and SIGCONT, for one stopped) to each, again to any forked meanwhile,
     SIGKILL to what is left after STOP_TIMEOUT; then wait for its supervisor, which
     exits once it has nothing left to reap. Every signal goes to the very process
-    listed (pid and start time, through a pidfd)."""
+    listed (pid and start time, through a pidfd). What is still there after the
+    SIGKILLs (a process in uninterruptible sleep, a frozen cgroup) is a
+    RuntimeSetupError naming it: the caller keeps the record, so that nothing starts
+    beside it (a new process's port would still be taken, for one)."""
     signalled: set[tuple[int, int | None]] = set()
     deadline = time.monotonic() + STOP_TIMEOUT
     delay = 0.001
@@ -891,6 +894,14 @@ def stop_process(record: dict[str, Any]) -> None:
                 members = process_tree(record)
                 if not members:
                     break
+            if members:
+                pids = ", ".join(str(pid) for pid, _ in members[:8]) + (", ..." if len(members) > 8 else "")
+                raise RuntimeSetupError(
+                    f"the process's tree did not end: {len(members)} process"
+                    f"{'es' if len(members) > 1 else ''} still there after SIGKILL (host pids {pids})",
+                    hint="a process in uninterruptible sleep (state D in /proc/PID/stat: a hung "
+                         "mount or device) or in a frozen cgroup ends only once that is over; "
+                         "then run the command again (nothing starts beside them meanwhile)")
             break
         for pid, started in members:
             if (pid, started) not in signalled:

@@ -402,3 +402,29 @@ def test_a_process_tree_that_outlives_sigkill_is_an_error_and_its_record_stays(
     stuck.clear()       # gone at last: forgotten
     Main().revert(ctx, record)
     assert not (tmp_path / live.PROCESS_FILE).exists()
+
+
+def test_the_tree_leaves_out_the_children_of_a_node_whose_pid_was_reused(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A review: only the root of proc.tree was checked again; a process in the middle
+    that died, its pid reused between its check and the read of its children, gave the
+    new owner's children as the tree's (a stop would have signalled them)."""
+    from vbdecl.sys import proc
+
+    listed: set[int] = set()
+    children = {100: [200, 201], 200: [300], 201: [301], 300: [], 301: []}
+    starts = {100: 1, 200: 2, 201: 3, 300: 5, 301: 6}
+    parents = {200: 100, 201: 100, 300: 200, 301: 201}
+
+    def stat(pid: int, proc_dir: int | None = None) -> list[bytes]:
+        # 200 died once its children were read: its pid is another process's (start 9)
+        start = 9 if pid == 200 and 200 in listed else starts[pid]
+        return [b"S", str(parents.get(pid, 1)).encode()] + [b"0"] * 17 + [str(start).encode()]
+
+    def kids(pid: int) -> list[int]:
+        listed.add(pid)
+        return children[pid]
+
+    monkeypatch.setattr(proc, "_stat_fields", stat)
+    monkeypatch.setattr(proc, "_children", kids)
+    assert sorted(proc.tree(100, 1)) == [(200, 2), (201, 3), (301, 6)]

@@ -282,22 +282,30 @@ def kill_mount_namespace(inode: int, spare: int) -> int:
 def tree(pid: int, started: int | None) -> list[tuple[int, int]]:
     """The live descendants of ``pid``, while it is the process that started at
     ``started``, each as (pid, start time); [] when it is gone. Each one is checked:
-    its stat, read with its start time, names the parent it was listed under, so a
-    pid reused meanwhile is never taken for it. Zombies are left out (their children,
+    its stat, read with its start time, names the parent it was listed under, and that
+    parent, checked again once its children were read, is still the process (pid and
+    start time) it was listed as: a pid reused meanwhile, in any place of the tree, is
+    never taken for it, nor are its children. Zombies are left out (their children,
     if any, were reparented already)."""
     if started is None or not alive(pid, started):
         return []
     out: list[tuple[int, int]] = []
-    todo = [pid]
+    todo: list[tuple[int, int]] = [(pid, started)]
     while todo:
-        cur = todo.pop()
+        cur, cur_started = todo.pop()
+        found = []
         for child in _children(cur):
             fields = _stat_fields(child)
             if fields is None or int(fields[1]) != cur:
                 continue    # gone, or not the one listed any more
-            todo.append(child)
-            if fields[0] != b"Z":
-                out.append((child, int(fields[19])))
+            found.append((child, int(fields[19]), fields[0] != b"Z"))
+        fields = _stat_fields(cur)
+        if fields is None or int(fields[19]) != cur_started:
+            continue        # died, and its pid is another's now: those were its children
+        for child, child_started, live in found:
+            todo.append((child, child_started))
+            if live:
+                out.append((child, child_started))
     # (the listing was of that very process: it was alive before and after)
     return out if alive(pid, started) else []
 

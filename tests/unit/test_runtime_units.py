@@ -428,3 +428,25 @@ def test_the_tree_leaves_out_the_children_of_a_node_whose_pid_was_reused(
     monkeypatch.setattr(proc, "_stat_fields", stat)
     monkeypatch.setattr(proc, "_children", kids)
     assert sorted(proc.tree(100, 1)) == [(200, 2), (201, 3), (301, 6)]
+
+
+def test_load_title_sets_setproctitle_up_before_the_environment_is_entered(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A review: in an embedded interpreter setproctitle sets itself up on its first
+    call, reading /proc/PID/cmdline: that was set_title's, inside the environment (its
+    /proc, or a FIFO there). load_title, on the host, makes that first call now."""
+    import types
+
+    from vbdecl.sys import proc
+
+    calls: list[str] = []
+    fake = types.ModuleType("setproctitle")
+    fake.getproctitle = lambda: calls.append("get") or "python"  # type: ignore[attr-defined]
+    fake.setproctitle = lambda title: calls.append("set")  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "setproctitle", fake)
+    monkeypatch.setattr(proc, "_setproctitle", None)
+    proc.load_title()
+    assert calls == ["get"]
+    monkeypatch.setattr(proc, "set_name", lambda name: None)
+    proc.set_title("vbdecl-supervise: t", "vbdecl-supervise")
+    assert calls == ["get", "set"]

@@ -95,12 +95,19 @@ def load_title() -> None:
     """Import setproctitle for :func:`set_title`, in a long-lived fork (a live
     environment's init, the process supervisor) before it enters the environment's
     namespaces: an import there would read the environment's files. Never on the run
-    path. Not installed (an embedder without it): set_title sets the name only."""
+    path. Not installed (an embedder without it): set_title sets the name only.
+    Its setup is done here too: in an embedded interpreter setproctitle sets itself up
+    lazily, on the first call, reading ``/proc/PID/cmdline``; inside the environment
+    that is its /proc, or a FIFO put there, which would hang the supervisor."""
     global _setproctitle
     try:
-        from setproctitle import setproctitle
+        from setproctitle import getproctitle, setproctitle
     except ImportError:
         return
+    try:
+        getproctitle()
+    except Exception:
+        return      # (set_title then sets the name only)
     _setproctitle = setproctitle
 
 

@@ -513,9 +513,11 @@ def start_process(*, env_record: dict[str, Any], spec: dict[str, Any], log_path:
     Tree: helper (host pid ns, enters the environment) -> bridge (in the
     environment's pid ns, a child of its init) -> process. The process runs only
     once it is on record (the runtime dir's process.json): an apply that fails or is
-    killed before that leaves no process behind, tracked by nobody. The bridge stays as a tiny supervisor
-    (``vbdecl-supervise``, moved back to vbdecl's own cgroups so that it does not
-    count against the environment's limits): it reaps the process, writes its
+    killed before that leaves no process behind, tracked by nobody. The bridge
+    stays as a tiny supervisor (``vbdecl-supervise``, moved out of the environment's
+    cgroups into the root cgroup of each hierarchy, :func:`_root_cgroup_procs`, so
+    that it counts against none of the environment's limits; it keeps no privilege,
+    :func:`_confine_supervisor`): it reaps the process, writes its
     exit status to :func:`exit_file` (``{"pid", "start_time", "exit_code",
     "time"}``, read by ``status`` and ``logs -f``) and, with ``status.events``,
     appends the ``exited`` event (``runtime_init_warnings``, ``spawned`` and

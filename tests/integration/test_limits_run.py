@@ -499,6 +499,15 @@ def test_an_oom_in_a_live_environment_takes_the_process_not_the_init(env: dict[s
         assert ex.returncode == 0, ex.stderr
         seen = dict(line.split(":", 2)[1:] for line in ex.stdout.splitlines())
         assert seen["memory"].startswith("/vbdecl/") and mem_dir.endswith(seen["memory"]), seen
+        # an init in the memory cgroup (by hand, or as a vbdecl before this one put it) is
+        # drift, and an apply moves it out again
+        Path(mem_dir, "cgroup.procs").write_text(str(init))
+        r = vbdecl(env, "plan", "--detailed-exitcode", m)
+        assert r.returncode == 2 and "cgroup" in r.stdout, r.stdout + r.stderr
+        r = vbdecl(env, "apply", m, "-y")
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert str(init) not in Path(mem_dir, "cgroup.procs").read_text().split()
+        assert _running(init, init_started)
     finally:
         d = vbdecl(env, "destroy", "h2oomlive", "-y")
     assert d.returncode == 0, d.stdout + d.stderr

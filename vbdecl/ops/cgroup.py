@@ -262,6 +262,11 @@ class Group:
                 others.append(int(proc["pid"]))     # (not the init's descendant without a pid namespace)
             for path in cgroupfs.init_stays_out(record):
                 there = set(cgroupfs.members(path))
+                if init in there:
+                    # put there by hand, or by a vbdecl before it stayed out: an OOM there
+                    # could take the init (update moves it out again)
+                    inside.discard(path)
+                    continue
                 # (one gone meanwhile has not escaped; none at all: nothing can have)
                 if not [p for p in others if p not in there and sysproc.alive(p, None)]:
                     inside.add(path)

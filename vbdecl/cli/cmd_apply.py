@@ -116,17 +116,18 @@ def run(args: argparse.Namespace) -> int:
                     print(f"{name}: destroyed")
     finally:
         renderer.close()
+    # Declining is not a success: `vbdecl apply F && deploy` must not go on.
+    code = 1 if any(r.get("declined") for r in results) else 0
     if stopped is not None:
         print(f"vbdecl: interrupted during a commit (that apply completed): {stopped} and the "
               f"environments after it were not applied", file=sys.stderr)
-        return 130
-    if interrupts.pending():    # (it came during the last commit: that apply is done)
+        code = 130
+    elif interrupts.pending():    # (it came during the last commit: that apply is done)
         pruned = "; nothing was pruned" if args.prune else ""
         print(f"vbdecl: interrupted during the commit: the apply completed{pruned}", file=sys.stderr)
-        return 130 if args.prune else 0
-    if not results and not args.json:    # (an empty directory with --prune: say so)
+        code = 130 if args.prune else code
+    elif not results and not args.json:    # (an empty directory with --prune: say so)
         print(f"No changes: {args.target} has no manifests, and no environment applied from it is left")
     if args.json:
         emit_json({"event": "result", "environments": results})
-    # Declining is not a success: `vbdecl apply F && deploy` must not go on.
-    return 1 if any(r.get("declined") for r in results) else 0
+    return code

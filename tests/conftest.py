@@ -203,8 +203,9 @@ def _descendants() -> set[str]:
 
 
 def _state_dirs() -> set[str]:
-    """Everything (3 levels deep) under vbdecl's default state and runtime roots."""
-    out = set()
+    """The default state and runtime roots that exist, and everything (3 levels deep)
+    under them (a root a test made and left empty is a leak too)."""
+    out = {root for root in _STATE_ROOTS if os.path.exists(root)}
     for root in _STATE_ROOTS:
         for dirpath, dirnames, filenames in os.walk(root):
             out |= {f"{dirpath}/{n}" for n in [*dirnames, *filenames]}

@@ -55,7 +55,7 @@ def default_roots(tmp_path: Path) -> Iterator[dict[str, Any]]:
         _cli(env, "recover", name)
         _cli(env, "destroy", name, "-y")
     shutil.rmtree(STATE_ROOT / "envs" / name, ignore_errors=True)
-    for path, was in existed.items():
+    for path, was in sorted(existed.items(), key=lambda item: -len(item[0].parts)):   # deepest first
         if not was and path.is_dir():
             try:
                 path.rmdir()

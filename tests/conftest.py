@@ -53,7 +53,8 @@ _OURS = ("vbdecl", "vb-")
 _TMP_BASES = ("/tmp", "/run", "/var/tmp", "/mnt", "/dev/shm")
 _TMP_PREFIXES = (".vbdecl", "vbdecl-stage", "vbdecl-crash-", "vb-")
 # vbdecl's default state and runtime roots (tests use --state-dir; nothing may land here)
-_STATE_ROOTS = ("/run/vbdecl", "/var/lib/vbdecl")
+_STATE_ROOT = "/var/lib/vbdecl"
+_STATE_ROOTS = ("/run/vbdecl", _STATE_ROOT)
 # processes started during a test carry this variable (fork and exec inherit it), so a
 # daemon that outlived its test is found even after it was reparented away from us
 _TOKEN_VAR = "LEAKGUARD_TOKEN"
@@ -203,9 +204,11 @@ def _descendants() -> set[str]:
 
 
 def _state_dirs() -> set[str]:
-    """The default state and runtime roots that exist, and everything (3 levels deep)
-    under them (a root a test made and left empty is a leak too)."""
-    out = {root for root in _STATE_ROOTS if os.path.exists(root)}
+    """Everything (3 levels deep) under vbdecl's default state and runtime roots, and
+    the state root itself: tests keep their state elsewhere, so one left there empty is
+    a leak too. (/run/vbdecl holds host-wide registries, NAT's among them, whatever the
+    state root: vbdecl may make it and leave it, as a daemon leaves its /run dir.)"""
+    out = {_STATE_ROOT} if os.path.exists(_STATE_ROOT) else set()
     for root in _STATE_ROOTS:
         for dirpath, dirnames, filenames in os.walk(root):
             out |= {f"{dirpath}/{n}" for n in [*dirnames, *filenames]}
@@ -219,7 +222,7 @@ def _shared_net() -> str:
     best: tuple[int, object] = (-1, None)
     for slot in ("net.0.json", "net.1.json"):
         try:
-            doc = json.loads(Path("/var/lib/vbdecl", slot).read_text())
+            doc = json.loads(Path(_STATE_ROOT, slot).read_text())
         except (OSError, ValueError):
             continue
         if isinstance(doc, dict) and int(doc.get("gen", 0)) > best[0]:

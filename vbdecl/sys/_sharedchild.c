@@ -148,29 +148,49 @@ status_code(int status)
 #define INIT_ARCH AUDIT_ARCH_AARCH64
 #endif
 
-/* pid 1's own seccomp filter: the calls of its loop, nothing else (EPERM; another
- * architecture's entry point kills it). pid 1 holds no filter of the process's, and
- * in a user namespace of the sandbox's it stays dumpable (the caller's tools read its
- * /proc/PID/ns), so a process of the same uid may ptrace it and make it call what
- * the process's filter refuses (io_uring, keyctl, ...): a review did. Needs
- * no_new_privs, which child._confine_init set; best effort without it. */
+/* Install a seccomp filter that allows only the system calls ``calls`` (EPERM for
+ * the others; another architecture's entry point kills the process): 0, or -errno.
+ * Needs no_new_privs (or CAP_SYS_ADMIN). */
+#define MAX_ALLOWED 32
+static long
+allow_only(const long *calls, int n)
+{
+#ifdef INIT_ARCH
+    struct sock_filter code[4 + 2 * MAX_ALLOWED + 1];
+    int len = 0;
+    if (n > MAX_ALLOWED)
+        return -EINVAL;
+    code[len++] = (struct sock_filter)BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, arch));
+    code[len++] = (struct sock_filter)BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, INIT_ARCH, 1, 0);
+    code[len++] = (struct sock_filter)BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_KILL_PROCESS);
+    code[len++] = (struct sock_filter)BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr));
+    for (int i = 0; i < n; i++) {
+        code[len++] = (struct sock_filter)BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, (unsigned)calls[i], 0, 1);
+        code[len++] = (struct sock_filter)BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW);
+    }
+    code[len++] = (struct sock_filter)BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | (EPERM & SECCOMP_RET_DATA));
+    struct sock_fprog prog = {(unsigned short)len, code};
+    return raw_call(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, (long)&prog, 0);
+#else
+    (void)calls;
+    (void)n;
+    return -ENOSYS;
+#endif
+}
+
+/* pid 1's own seccomp filter: the calls of its loop, nothing else. pid 1 holds no
+ * filter of the process's, and in a user namespace of the sandbox's it stays
+ * dumpable (the caller's tools read its /proc/PID/ns), so a process of the same uid
+ * may ptrace it and make it call what the process's filter refuses (io_uring,
+ * keyctl, ...): a review did. Needs no_new_privs, which child._confine_init set;
+ * best effort without it. */
 static void
 confine_init_calls(void)
 {
 #ifdef INIT_ARCH
-#define ALLOW(nr) BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, (nr), 0, 1), BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW)
-    struct sock_filter code[] = {
-        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, arch)),
-        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, INIT_ARCH, 1, 0),
-        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_KILL_PROCESS),
-        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
-        ALLOW(SYS_wait4), ALLOW(SYS_rt_sigtimedwait), ALLOW(SYS_kill), ALLOW(SYS_exit),
-        ALLOW(SYS_exit_group), ALLOW(SYS_rt_sigreturn), ALLOW(SYS_restart_syscall),
-        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | (EPERM & SECCOMP_RET_DATA)),
-    };
-#undef ALLOW
-    struct sock_fprog prog = {(unsigned short)(sizeof code / sizeof code[0]), code};
-    raw_call(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, (long)&prog, 0);
+    static const long calls[] = {SYS_wait4, SYS_rt_sigtimedwait, SYS_kill, SYS_exit, SYS_exit_group,
+                                 SYS_rt_sigreturn, SYS_restart_syscall};
+    allow_only(calls, (int)(sizeof calls / sizeof calls[0]));
 #endif
 }
 
@@ -268,23 +288,13 @@ linux_confine_supervisor(PyObject *module, PyObject *noargs)
     (void)module;
     (void)noargs;
 #ifdef INIT_ARCH
-#define ALLOW(nr) BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, (nr), 0, 1), BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW)
-    struct sock_filter code[] = {
-        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, arch)),
-        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, INIT_ARCH, 1, 0),
-        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_KILL_PROCESS),
-        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
-        ALLOW(SYS_wait4), ALLOW(SYS_waitid), ALLOW(SYS_write), ALLOW(SYS_pwrite64),
-        ALLOW(SYS_ftruncate), ALLOW(SYS_close), ALLOW(SYS_close_range), ALLOW(SYS_read),
-        ALLOW(SYS_brk), ALLOW(SYS_mmap), ALLOW(SYS_munmap), ALLOW(SYS_mremap), ALLOW(SYS_madvise),
-        ALLOW(SYS_clock_gettime), ALLOW(SYS_futex), ALLOW(SYS_getpid), ALLOW(SYS_gettid),
-        ALLOW(SYS_rt_sigprocmask), ALLOW(SYS_rt_sigreturn), ALLOW(SYS_restart_syscall),
-        ALLOW(SYS_exit), ALLOW(SYS_exit_group),
-        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | (EPERM & SECCOMP_RET_DATA)),
+    static const long calls[] = {
+        SYS_wait4, SYS_waitid, SYS_write, SYS_pwrite64, SYS_ftruncate, SYS_close, SYS_close_range,
+        SYS_read, SYS_brk, SYS_mmap, SYS_munmap, SYS_mremap, SYS_madvise, SYS_clock_gettime,
+        SYS_futex, SYS_getpid, SYS_gettid, SYS_rt_sigprocmask, SYS_rt_sigreturn,
+        SYS_restart_syscall, SYS_exit, SYS_exit_group,
     };
-#undef ALLOW
-    struct sock_fprog prog = {(unsigned short)(sizeof code / sizeof code[0]), code};
-    return PyLong_FromLong(raw_call(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, (long)&prog, 0));
+    return PyLong_FromLong(allow_only(calls, (int)(sizeof calls / sizeof calls[0])));
 #else
     return PyLong_FromLong(-ENOSYS);
 #endif

@@ -762,18 +762,30 @@ def join_all(record: dict[str, Any], first: int, pids: Callable[[], list[int]],
             above = os.path.dirname(os.path.dirname(d["path"]))
             _move(first, [t for t in (d.get("origin"), above) if t and os.path.isdir(t)])
     dirs = [d["path"] for d in record.get("dirs", [])]
-    for late in _passes(timeout) if dirs else ():
-        inside = set.intersection(*(set(_procs(d)) for d in dirs))
-        outside = [pid for pid in pids() if pid not in inside and pid != first]
-        if not outside:
+    if dirs:
+        def outside() -> list[int]:
+            inside = set.intersection(*(set(_procs(d)) for d in dirs))
+            return [pid for pid in pids() if pid not in inside and pid != first]
+
+        _move_until_settled(outside, lambda pid: join(record, pid), dirs[0], timeout)
+
+
+def _move_until_settled(outside: Callable[[], list[int]], move: Callable[[int], None], where: str,
+                        timeout: float) -> None:
+    """``move`` every process ``outside()`` lists, pass after pass until one finds none
+    left: a child forked before its parent moved is caught by the next pass, one forked
+    after is inside already. A process gone meanwhile is no error."""
+    for late in _passes(timeout):
+        left = outside()
+        if not left:
             return
         if late:
-            raise SysError(f"processes {outside[:8]} keep appearing outside {dirs[0]}",
+            raise SysError(f"processes {left[:8]} keep appearing outside {where}",
                            errno=_errno.EBUSY, hint="a process inside forks faster than it "
                                                     "can be moved; retry")
-        for pid in outside:
+        for pid in left:
             try:
-                join(record, pid)
+                move(pid)
             except SysError as exc:
                 if exc.errno != _errno.ESRCH:
                     raise
@@ -996,22 +1008,13 @@ def extend_group(layout: Layout, record: dict[str, Any], ctrl: str,
     ext = {"ctrl": ctrl, "path": path, "version": 1, "created": True,
            "parent_created": bool(part["parents_created"]),
            "origin": _origin_in(mount, first[0]) if first else None}
+    def outside() -> list[int]:
+        inside = set(_procs(path))
+        return [pid for pid in members() if pid not in inside]
+
     try:
-        for late in _passes(timeout):
-            inside = set(_procs(path))
-            outside = [pid for pid in members() if pid not in inside]
-            if not outside:
-                break
-            if late:
-                raise SysError(f"processes {outside[:8]} keep appearing outside {path}",
-                               errno=_errno.EBUSY, hint="a process inside forks faster than it "
-                                                        "can be moved; retry")
-            for pid in outside:
-                try:
-                    write(os.path.join(path, "cgroup.procs"), str(pid))
-                except SysError as exc:
-                    if exc.errno != _errno.ESRCH:
-                        raise
+        _move_until_settled(outside, lambda pid: write(os.path.join(path, "cgroup.procs"), str(pid)),
+                            path, timeout)
     except BaseException:
         retract_group(ext)     # (its processes back where they were, alive)
         raise

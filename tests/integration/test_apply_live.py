@@ -18,7 +18,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import testops
-from testmanifests import BASE_ENTRIES
+from testmanifests import BASE_ENTRIES, head
 
 from vbdecl.engine import sources, store
 from vbdecl.engine.executor import Engine
@@ -263,15 +263,8 @@ def test_the_process_supervisor_keeps_no_privilege(tmp_path: Path) -> None:
         sd = tmp / "state"
         m = tmp / "sup.yaml"
         events = tmp / "events.jsonl"
-        entries = "".join(f"    - {{{e}}}\n" for e in BASE_ENTRIES)
-        m.write_text(f"""\
-apiVersion: vbdecl/v1
-kind: Environment
-metadata:
-  name: sup
-spec:
-  filesystem:
-{entries}    - {{type: proc, target: /proc}}
+        m.write_text(head("sup", template=False) + f"""\
+    - {{type: proc, target: /proc}}
     - {{type: dev, target: /dev}}
   security:
     capabilities: {{add: [SYS_PTRACE]}}

@@ -129,3 +129,6 @@ def test_ifnames() -> None:
         ipam.veth_name("vb-0123456789abcdef")
     with pytest.raises(VbdeclError):
         ipam.check_ifname("a/b")
+    with pytest.raises(VbdeclError, match="reserved for vbdecl's address claims"):
+        ipam.check_ifname("br@10.88.0.5", "bridge")
+    assert ipam.check_ifname("eth@0") == "eth@0"     # a host's interface may have one

@@ -479,3 +479,18 @@ def test_vb_limits_have_the_manifests_bounds(args, message):
     with pytest.raises(VbUsageError) as info:
         doc(*args, "true")
     assert message in str(info.value)
+
+
+@pytest.mark.parametrize(("name", "message"), [
+    ("br@10.88.0.5", "'@' is reserved for vbdecl's address claims"),
+    ("br/0", "cannot contain '/'"),
+    ("a-bridge-name-too-long", "the kernel allows 1 to 15"),
+    ("", "the kernel allows 1 to 15"),
+])
+def test_vb_refuses_a_bridge_name_before_running(name, message):
+    """A bridge name the model refuses is a usage error of vb's own, as the manifest's
+    (it used to reach the network step, whose hint was about subnets); '@' would let
+    a bridge be named like another environment's address claim."""
+    with pytest.raises(VbUsageError, match="--net-bridge: ") as info:
+        doc("--net-bridge", name, "true")
+    assert message in str(info.value)

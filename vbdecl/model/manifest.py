@@ -114,15 +114,14 @@ def _check_mode(value: Any) -> Any:
     return mode
 
 
-def _check_ifname(value: Any) -> Any:
-    if not isinstance(value, str):
-        return value
-    if not value or len(value) > 15:
-        raise fail(f"interface name {value!r} is {len(value)} characters long; the kernel allows 1 to 15",
-                   "choose a shorter name")
-    if value in (".", "..") or any(c in value for c in "/: \t\n\0"):
-        raise fail(f"invalid interface name {value!r}", "use letters, digits, '-', '_' and '.'")
+def _check_ifname(value: Any, what: str = "interface") -> Any:
+    if isinstance(value, str) and (problem := names.ifname_problem(value, what)):
+        raise fail(*problem)
     return value
+
+
+def _check_bridge_name(value: Any) -> Any:
+    return _check_ifname(value, "bridge")
 
 
 def _check_capability(value: Any) -> Any:
@@ -269,8 +268,8 @@ Size = Annotated[int, BeforeValidator(_check_size),
                                  "description": "bytes, or with a unit: Ki Mi Gi Ti (1024) / k M G T (1000)"})]
 Mode = Annotated[int, BeforeValidator(_check_mode),
                  WithJsonSchema({"type": "string", "pattern": "^(0o)?[0-7]{1,4}$", "description": "octal digits, quoted: \"0755\""})]
-IfName = Annotated[str, AfterValidator(_check_ifname),
-                   WithJsonSchema({"type": "string", "minLength": 1, "maxLength": 15})]
+BridgeName = Annotated[str, AfterValidator(_check_bridge_name),
+                       WithJsonSchema({"type": "string", "minLength": 1, "maxLength": 15, "pattern": "^[^@]*$"})]
 CapName = Annotated[str, BeforeValidator(_check_capability),
                     WithJsonSchema({"type": "string", "description": "capability name, e.g. NET_BIND_SERVICE or CAP_NET_ADMIN; ALL"})]
 SyscallName = Annotated[str, BeforeValidator(_check_syscall),
@@ -636,7 +635,7 @@ def _auto_or(check: Any) -> Any:
 
 class Network(_Model):
     mode: Literal["host", "isolated", "bridge"] = "isolated"
-    bridge: IfName | None = Field(default=None, description="default vbdecl0 in bridge mode")
+    bridge: BridgeName | None = Field(default=None, description="default vbdecl0 in bridge mode")
     subnet: Cidr4 | None = Field(default=None, description="default 10.88.0.0/24 in bridge mode")
     subnet6: Cidr6 | None = None
     address: Annotated[str, AfterValidator(_auto_or(_check_ipv4))] = "auto"

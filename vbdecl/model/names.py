@@ -7,6 +7,8 @@
   the calls added by Linux 6.6 to 6.15.
 - :data:`SYSCALL_GROUPS`: systemd-style ``@groups`` usable in
   ``security.seccomp.allow``/``deny`` and by the seccomp profile builder.
+- :func:`ifname_problem`: why a name cannot be a network interface's (or a
+  bridge's), for the model, the network ops and vb alike.
 """
 
 from __future__ import annotations
@@ -153,3 +155,23 @@ def expand_syscalls(names: list[str] | tuple[str, ...]) -> list[str]:
                 seen.add(n)
                 out.append(n)
     return out
+
+
+IFNAMSIZ = 16   # the kernel's limit on an interface name, with its NUL
+
+
+def ifname_problem(name: str, what: str = "interface") -> tuple[str, str] | None:
+    """(message, hint) saying why ``name`` cannot name a network interface, or None.
+    ``what`` "bridge": also refuses '@', which vbdecl's address claims use
+    ("BRIDGE@ADDRESS" alternative names of a veth share the interface names'
+    namespace, so a bridge named like a claim could take one away)."""
+    if not name or len(name) >= IFNAMSIZ:
+        return (f"{what} name {name!r} is {len(name)} characters long; the kernel allows 1 to 15",
+                "choose a shorter name")
+    if name in (".", "..") or "/" in name or ":" in name or any(c.isspace() or c == "\0" for c in name):
+        return (f"invalid {what} name {name!r}: it cannot contain '/', ':' or whitespace, or be '.' or '..'",
+                "use letters, digits, '-', '_' and '.'")
+    if what == "bridge" and "@" in name:
+        return (f"invalid bridge name {name!r}: '@' is reserved for vbdecl's address claims",
+                "use letters, digits, '-', '_' and '.'")
+    return None

@@ -14,12 +14,10 @@ import ipaddress
 from collections.abc import Iterable
 
 from vbdecl.errors import ConflictError, VbdeclError
+from vbdecl.model import names
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
-
-IFNAMSIZ = 16  # including the NUL: names are at most 15 characters
-
 
 class ExhaustedError(ConflictError):
     """No free address is left in a subnet."""
@@ -35,13 +33,10 @@ def parse_subnet(text: str) -> Network:
 
 
 def check_ifname(name: str, what: str = "interface") -> str:
-    """``name`` if it is a valid Linux interface name, else a clear error."""
-    if not name or len(name) >= IFNAMSIZ:
-        raise VbdeclError(f"{what} name {name!r} is {len(name)} characters; Linux allows 1 to 15",
-                          hint="choose a shorter name")
-    if "/" in name or any(c.isspace() for c in name) or name in (".", ".."):
-        raise VbdeclError(f"{what} name {name!r} contains '/', whitespace, or is '.'/'..'",
-                          hint="use letters, digits, '-' and '_'")
+    """``name`` if it is a valid Linux interface name (for ``what`` "bridge": one
+    that cannot collide with vbdecl's address claims), else a clear error."""
+    if problem := names.ifname_problem(name, what):
+        raise VbdeclError(problem[0], hint=problem[1])
     return name
 
 

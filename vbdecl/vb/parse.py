@@ -450,6 +450,10 @@ def _option(o: VbOptions, st: _Pending, opt: str, a: list[str]) -> None:
     elif opt == "--limit-pids":
         o.limits["pids"] = a[0]
     elif opt == "--net-bridge":
+        from vbdecl.model.names import ifname_problem
+
+        if problem := ifname_problem(a[0], "bridge"):
+            raise VbUsageError(f"--net-bridge: {problem[0]}")
         o.net_bridge = a[0]
 
 

@@ -19,7 +19,7 @@ from test_fs_harness import enter_userns, unshare
 from vbdecl.errors import RuntimeSetupError
 from vbdecl.ops import op_for
 from vbdecl.ops.base import Context
-from vbdecl.ops.fs import _in_env, _UndoJob, mountinfo_of
+from vbdecl.ops.fs import _in_env, _RemountJob, _UndoJob, mountinfo_of
 
 CLONE_NEWNS, CLONE_NEWPID, CLONE_NEWIPC = 0x20000, 0x20000000, 0x08000000
 
@@ -176,6 +176,38 @@ def test_live_file_bind_chmod_remount_and_reverts(env: Context, tmp_path: Path) 
     assert not os.path.exists(f"{root}/data")
     op_for("fs.ro-bind").revert(env, rec_bind)
     assert not os.path.exists(f"{root}/etc")
+
+
+def test_live_remount_ro_revert_leaves_a_read_only_mount_read_only(env: Context, tmp_path: Path) -> None:
+    """A review: removing a remount-ro entry over a ro-bind made the bind writable (the
+    revert cleared the read-only flag whatever it was before), and no probe saw it: the
+    process could write the host's files. The revert now sets back what was there, and
+    a read-only mount found writable is drift."""
+    src = tmp_path / "src"
+    src.mkdir()
+    act(env, "fs.rootfs", rootfs=None)
+    ro_params = {"target": "/ro", "source": str(src), "optional": False}
+    rec_robind = act(env, "fs.ro-bind", **ro_params)
+    rec_rw = act(env, "fs.bind", target="/rw", source=str(src), optional=False)
+    remount = op_for("fs.remount-ro")
+    rec_on_ro = remount.apply(env, {"target": "/ro"})
+    rec_on_rw = remount.apply(env, {"target": "/rw"})
+    assert (rec_on_ro["was_ro"], rec_on_rw["was_ro"]) == (True, False)
+    assert "ro" in mounts(env)["/rw"]["opts"]
+    remount.revert(env, rec_on_ro)
+    remount.revert(env, rec_on_rw)
+    assert "ro" in mounts(env)["/ro"]["opts"]
+    assert "rw" in mounts(env)["/rw"]["opts"]
+    # a record from before "was_ro" cannot tell: the mount stays read-only
+    remount.revert(env, {k: v for k, v in rec_on_ro.items() if k != "was_ro"})
+    assert "ro" in mounts(env)["/ro"]["opts"]
+
+    robind = op_for("fs.ro-bind")
+    assert rec_robind["ro"] is True and "ro" not in rec_rw
+    assert robind.probe(env, ro_params, rec_robind) == rec_robind
+    _in_env(env, _RemountJob("/ro", undo={"self_bound": False, "was_ro": False}))   # made writable
+    assert "rw" in mounts(env)["/ro"]["opts"]
+    assert robind.probe(env, ro_params, rec_robind) == {**rec_robind, "ro": False}
 
 
 def test_live_dir_symlink_chmod_change_in_place(env: Context) -> None:

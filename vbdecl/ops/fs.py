@@ -563,7 +563,14 @@ class _Mount(_FsOp):
         top = _top_mount_at(ctx, params["target"])
         if top is not None:
             record["mount"] = _identity(top)
+        if self.read_only(params):
+            record["ro"] = True
         return _adopt(ctx, record, with_target=True)
+
+    def read_only(self, params: Params) -> bool:
+        """Whether the entry's mount is read-only itself (then one found writable, by
+        whatever means, is drift that apply repairs: the process could write the host)."""
+        return False
 
     def observe(self, ctx: Context, params: Params) -> dict[str, Any] | None:
         missing = _missing(ctx, params["target"])
@@ -583,8 +590,11 @@ class _Mount(_FsOp):
         if top is None and not made:
             return None
         # "mount": None: the mount points it made, no mount (killed before it mounted)
-        return _adopt(ctx, {"target": params["target"], "mnt_ns": ino, "created": made, "skipped": False,
-                            "mount": _identity(top) if top is not None else None}, with_target=True)
+        record = {"target": params["target"], "mnt_ns": ino, "created": made, "skipped": False,
+                  "mount": _identity(top) if top is not None else None}
+        if top is not None and self.read_only(params):
+            record["ro"] = True
+        return _adopt(ctx, record, with_target=True)
 
     def revert(self, ctx: Context, record: Record) -> None:
         if record.get("skipped") or not _same_env(ctx, record):
@@ -624,6 +634,8 @@ class _Mount(_FsOp):
                     return {**record, "mount": _identity(moved)}
             if mi is not None and self._source_deleted(params, mi):
                 return {**record, "mount": {**ident, "root": mi["root"]}}   # (...//deleted)
+            if mi is not None and record.get("ro") and "ro" not in mi["opts"]:
+                return {**record, "ro": False}      # made writable behind vbdecl's back
             return record if mi is not None else None
         top = _top_mount_at(ctx, params["target"])
         if top is None:
@@ -660,6 +672,9 @@ class Bind(_BindMount):
 class RoBind(_BindMount):
     kind = "ro-bind"
 
+    def read_only(self, params: Params) -> bool:
+        return True
+
 
 class DevBind(_BindMount):
     kind = "dev-bind"
@@ -692,9 +707,15 @@ class TmpOverlay(_Mount):
 class RoOverlay(_Mount):
     kind = "ro-overlay"
 
+    def read_only(self, params: Params) -> bool:
+        return True
+
 
 class BindData(_Mount):
     kind = "bind-data"
+
+    def read_only(self, params: Params) -> bool:
+        return bool(params.get("readonly"))
 
 
 class _PathOp(_FsOp):
@@ -1065,6 +1086,10 @@ class _RemountJob(_Job):
             if self.undo.get("self_bound"):
                 m.umount2(self.target, m.MNT_DETACH | m.UMOUNT_NOFOLLOW)
                 return None
+            # A mount that was read-only already (a ro-bind, a ro-overlay) stays so; a
+            # record from before "was_ro" cannot tell, and errs on that side too.
+            if self.undo.get("was_ro", True):
+                return None
             fd = resolve(b.root_fd, self.target, os.O_PATH)
             try:
                 m.set_attrs(fd, 0, m.MOUNT_ATTR_RDONLY, recursive=False)
@@ -1074,10 +1099,11 @@ class _RemountJob(_Job):
         fd = resolve(b.root_fd, self.target, os.O_PATH)
         try:
             self_bound = not m.is_mount_root(fd)
+            was_ro = not self_bound and bool(os.fstatvfs(fd).f_flag & os.ST_RDONLY)
         finally:
             _close(fd)
         b.place({"type": "remount-ro", "target": self.target}, b.make({"type": "remount-ro"}))
-        return {"self_bound": self_bound}
+        return {"self_bound": self_bound, "was_ro": was_ro}
 
 
 class RemountRo(_FsOp):
@@ -1096,7 +1122,8 @@ class RemountRo(_FsOp):
         mi = _mounted(ctx, params["target"])
         if mi is None or "ro" not in mi["opts"]:
             return None
-        return record or {"target": params["target"], "mnt_ns": _ns_inode(ctx), "self_bound": False}
+        return record or {"target": params["target"], "mnt_ns": _ns_inode(ctx), "self_bound": False,
+                          "was_ro": True}
 
 
 class _NetFilesJob(_Job):

@@ -16,6 +16,7 @@ import testops
 
 from vbdecl.engine import lock, paths, store
 from vbdecl.engine.executor import Engine
+from vbdecl.errors import LockedError
 
 testops.register()
 
@@ -137,3 +138,38 @@ def test_recover_of_every_environment_skips_a_busy_one(tmp_path: Path) -> None:
     assert "locked" not in stdout and "nothing to recover" not in stdout, stdout
     for name in ("web", "db"):
         Engine(sd).destroy(name)
+
+
+def test_forgetting_a_new_environment_hands_its_lock_on_to_one_waiter(tmp_path: Path) -> None:
+    """A review: a failed first apply removed the environment's directory, its held lock
+    file with it. A command waiting with --lock-timeout died on the missing directory
+    (FileNotFoundError), and one that had taken a new lock file in the gap had it
+    removed by the forgetting command's second clean-up, so a third took the lock too."""
+    import threading
+
+    sd = tmp_path / "state"
+    name = "lockgone"
+    held = lock.env_lock(name, str(sd))
+    Path(paths.env_dir(name, str(sd)), "journal.jsonl").write_text("")
+    got: list[object] = []
+    waiter = threading.Thread(target=lambda: got.append(lock.env_lock(name, str(sd), timeout=10)))
+    waiter.start()
+    time.sleep(0.2)                 # polling on the held file
+    store.remove_env_dir(name, held.fd, str(sd))   # (the waiter may take a new lock file at once)
+    held.release()
+    waiter.join(15)
+    assert len(got) == 1 and isinstance(got[0], lock.Lock), got
+    second = got[0]
+    assert os.fstat(second.fd).st_ino == os.stat(paths.lock_file(name, str(sd))).st_ino
+    # the old holder's later clean-up leaves the new holder's lock and files alone
+    Path(paths.env_dir(name, str(sd)), "journal.jsonl").write_text("theirs")
+    stale = os.open(tmp_path / "stale", os.O_RDWR | os.O_CREAT)
+    store.remove_env_dir(name, stale, str(sd))
+    os.close(stale)
+    assert Path(paths.env_dir(name, str(sd)), "journal.jsonl").read_text() == "theirs"
+    try:
+        lock.env_lock(name, str(sd))
+        raise AssertionError("a second holder took the lock")
+    except LockedError:
+        pass
+    second.release()

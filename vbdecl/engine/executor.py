@@ -209,6 +209,7 @@ class Session:
         self._txn_runtime_dir: str | None = None   # the runtime dir the transaction journaled
         self._env_stays = False     # see Context.env_stays; set for one transaction
         self._abandoned: dict[str, Any] | None = None   # the begin of an apply recover_or_abandon gave up
+        self._forgotten = False     # the environment's directory was removed (_remove_env_dir)
 
     def attach(self, state: dict[str, Any] | None) -> None:
         """Work on ``state`` (its instance, resources and plan context)."""
@@ -223,8 +224,9 @@ class Session:
             self.journal = None
         if self.lock is not None:
             try:
-                self._rotate_journal()
-                self._forget_if_empty()
+                if not self._forgotten:     # (the directory may be another command's now)
+                    self._rotate_journal()
+                    self._forget_if_empty()
             finally:
                 self.lock.release()
                 self.lock = None
@@ -818,14 +820,21 @@ class Session:
         if "journal.jsonl" in names and any(e.get("t") == "commit" for e in
                                             journal_mod.read(os.path.join(d, "journal.jsonl"))):
             return  # it had a life (a destroyed env without revisions): keep its journal
-        store.remove_env_dir(self.name, self.sd)
+        self._remove_env_dir()
 
     def _forget_env(self) -> None:
         if self.journal is not None:
             self.journal.close()
             self.journal = None
         self._remove_runtime_dir()
-        store.remove_env_dir(self.name, self.sd)
+        self._remove_env_dir()
+
+    def _remove_env_dir(self) -> None:
+        assert self.lock is not None        # (only a session holding the lock forgets)
+        store.remove_env_dir(self.name, self.lock.fd, self.sd)
+        # Once the lock file is gone, a waiting command may take a new one at once and
+        # make the directory anew: this session touches nothing there any more.
+        self._forgotten = True
 
     def _remove_runtime_dir(self) -> None:
         if not self.instance:

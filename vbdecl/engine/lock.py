@@ -101,7 +101,11 @@ def acquire(path: str | os.PathLike[str], *, timeout: float = 0.0, what: str = "
     deadline = time.monotonic() + timeout
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     while True:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        except FileNotFoundError:   # its directory was removed (a first apply forgotten)
+            path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            continue
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as exc:
@@ -122,7 +126,6 @@ def acquire(path: str | os.PathLike[str], *, timeout: float = 0.0, what: str = "
             same = False
         if not same:
             os.close(fd)
-            path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
             continue
         if record:
             info = {"pid": os.getpid(), "command": command or " ".join(sys.argv),

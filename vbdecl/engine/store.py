@@ -7,6 +7,7 @@ when a transaction commits or a recovery finishes. Revisions are immutable
 
 from __future__ import annotations
 
+import contextlib
 import getpass
 import os
 import secrets
@@ -60,14 +61,33 @@ def remove_state(name: str, state_dir: str | None = None) -> None:
     atomic.fsync_dir(os.path.dirname(path))
 
 
-def remove_env_dir(name: str, state_dir: str | None = None) -> None:
-    """Forget an environment entirely (only when it never committed anything)."""
+def remove_env_dir(name: str, lock_fd: int, state_dir: str | None = None) -> None:
+    """Forget an environment entirely (only when it never committed anything), while
+    holding its lock (open at ``lock_fd``). The lock file goes last, and only while it
+    is the one held: once it is unlinked, a command waiting for the environment takes
+    a new one (engine.lock holds a lock file only while it is the one at its path), and
+    the directory and what that command makes in it are not ours to remove."""
     d = paths.env_dir(name, state_dir)
-    shutil.rmtree(d, ignore_errors=True)
+    lock_path = paths.lock_file(name, state_dir)
     try:
+        at_path, held = os.stat(lock_path), os.fstat(lock_fd)
+    except FileNotFoundError:
+        return
+    if (at_path.st_dev, at_path.st_ino) != (held.st_dev, held.st_ino):
+        return
+    for entry in os.listdir(d):
+        if entry != "lock":
+            path = os.path.join(d, entry)
+            if os.path.isdir(path) and not os.path.islink(path):
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(path)
+    os.unlink(lock_path)
+    with contextlib.suppress(OSError):      # (not empty: another command made it anew)
+        os.rmdir(d)
+    with contextlib.suppress(OSError):
         atomic.fsync_dir(os.path.dirname(d))
-    except OSError:
-        pass
 
 
 def list_envs(state_dir: str | None = None) -> list[str]:

@@ -360,3 +360,43 @@ def test_a_commit_that_fails_after_its_state_landed_keeps_the_state_from_before(
     assert (after["serial"], after["revision"]) == (before["serial"], before["revision"])
     assert testops.host_tree(root) == tree_v1
     Engine(sd).destroy("web")
+
+
+def test_an_undo_done_before_a_kill_is_not_done_twice(tmp_path: Path) -> None:
+    """A review: a rollback killed after it had made a destroyed object again, before
+    its "undone" entry, was replayed by recovery, which made the object once more (a
+    second tmpfs stacked on the first; the record named only the top one, so the other
+    stayed behind for good once its entry went). The undo now journals what was at the
+    place before it, and recovery adopts what it made, as for an interrupted create."""
+
+    def body(tmp: Path) -> None:
+        import signal
+
+        root, sd = tmp / "root", tmp / "state"
+        root.mkdir()
+        v1 = testops.make_plan("web", root, files=1, mounts=1)
+        Engine(sd).apply(v1)
+        mount = next(a for a in v1["actions"] if a["kind"] == "test.mount")
+        where = mount["params"]["path"]
+        assert len(testops.mounts_at(where)) == 1
+        # v2: the mount's action becomes another kind (destroy, then create), whose create fails
+        v2 = testops.make_plan("web", root, files=1, mounts=1)
+        for a in v2["actions"]:
+            if a["id"] == mount["id"]:
+                a["kind"], a["params"] = "test.file", {"path": where + ".f", "content": "x"}
+        pid = os.fork()
+        if pid == 0:    # the killed apply: its rollback made the mount again, then died
+            os.environ["VBDECL_TEST_CRASH_AT"] = f"undone:destroy:{mount['id']}"
+            try:
+                Engine(sd, faults=Faults(mount["id"])).apply(v2)
+            finally:
+                os._exit(3)
+        _, status = os.waitpid(pid, 0)
+        assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL, status
+        assert len(testops.mounts_at(where)) == 1
+        assert Engine(sd).recover("web") is not None
+        assert len(testops.mounts_at(where)) == 1, testops.mounts_at(where)
+        Engine(sd).destroy("web")
+        assert testops.mounts_at(where) == []
+
+    testops.in_private_mount_ns(body, tmp_path)

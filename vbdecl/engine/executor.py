@@ -32,7 +32,7 @@ from vbdecl.engine import interrupts, paths, store
 from vbdecl.engine import journal as journal_mod
 from vbdecl.engine import lock as lock_mod
 from vbdecl.engine.changes import Change, ChangeSet
-from vbdecl.engine.faults import Faults, interrupt_at
+from vbdecl.engine.faults import Faults, crash_at, interrupt_at
 from vbdecl.errors import ActionError, StateError, VbdeclError
 from vbdecl.ops import preflight_problem
 from vbdecl.ops.base import Context
@@ -695,6 +695,8 @@ class Session:
         self._reset(base)
         intents, done = self._replay(entries)
         undone = {e["seq"] for e in entries if e.get("t") == "undone"}
+        # undos a rollback before this one began and did not finish (killed, or failed)
+        begun = {e["seq"]: e for e in entries if e.get("t") == "undo" and e["seq"] not in undone}
         errors: list[ActionError] = []
         failed: set[str] = set()
         for seq in sorted(intents, reverse=True):
@@ -705,16 +707,18 @@ class Session:
             if self._needed_by(rid, failed):
                 failed.add(rid)
                 continue
-            self._log("undo", seq=seq, id=rid)
+            before = self._before_undo(intent)
+            self._log("undo", seq=seq, id=rid, **({"before": before} if before is not None else {}))
             self.engine.emit("action.reverting", id=rid, step=intent["step"], seq=seq)
             try:
-                record = self._undo(intent, landed=seq in done)
+                record = self._undo(intent, landed=seq in done, begun=begun.get(seq))
             except Exception as exc:
                 err = _wrap(exc, rid, "revert")
                 errors.append(err)
                 failed.add(rid)
                 self.engine.emit("revert.failed", id=rid, error=err.message)
                 continue
+            crash_at(f"undone:{intent['step']}:{rid}")
             self._log("undone", seq=seq, id=rid, record=record)
             self._apply_undo_effect(intent, record)
             self.engine.emit("action.reverted", id=rid, step=intent["step"], seq=seq)
@@ -739,7 +743,19 @@ class Session:
                     stack.append(dep)
         return False
 
-    def _undo(self, intent: Any, *, landed: bool) -> Any:
+    def _before_undo(self, intent: Any) -> Any:
+        """What is at the place of a destroyed object before its undo makes it again
+        (Op.observe), journaled with the undo: a rollback killed after the object was
+        made again, before its "undone", is judged by it, as an interrupted create is."""
+        if intent["step"] != "destroy":
+            return None
+        old = intent["old"]
+        try:
+            return self._observe(self._ctx(), "create", intent["id"], old["kind"], old.get("params") or {})
+        except Exception:       # (the undo itself will say what is wrong)
+            return None
+
+    def _undo(self, intent: Any, *, landed: bool, begun: Any = None) -> Any:
         rid, kind, step = intent["id"], intent["kind"], intent["step"]
         if not landed and step == "create":
             try:
@@ -773,6 +789,13 @@ class Session:
                     # half reverted (a limit reset, its directory still there): set it back
                     return op.update(ctx, old.get("params") or {}, old.get("record") or {})
                 return old.get("record")
+        if begun is not None:
+            # An undo of this destroy was under way when the last rollback stopped: what
+            # it made again (a new object, with a record of its own) is not made twice.
+            made = self._unjournaled({"kind": old["kind"], "params": old.get("params") or {},
+                                      "before": begun.get("before")})
+            if made is not None:
+                return made
         return op.apply(ctx, old.get("params") or {})
 
     def _close_aborted(self, *, fresh: bool, base_revision: int) -> None:

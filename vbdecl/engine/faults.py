@@ -14,7 +14,9 @@ a journal entry). Inert unless set.
 
 ``VBDECL_TEST_CRASH_AT=<point>`` makes the process SIGKILL itself at a named
 point outside any action: ``init-pid`` and ``process-started`` (:func:`crash_at`,
-runtime/live.py: the init, or the process, started and not yet on record) and
+runtime/live.py: the init, or the process, started and not yet on record),
+``undone:<step>:<id>`` (a rollback's undo of that action's create, update or
+destroy has run, its ``undone`` entry not yet journaled) and
 ``root-entry:N`` (runtime/rootfs.py, which kills the run's process group from
 pid 1 and cannot import this module there). Inert unless set.
 """

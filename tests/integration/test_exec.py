@@ -327,3 +327,28 @@ def test_live_process_events(tmp_path: Path) -> None:
     assert [e["event"] for e in evs] == ["runtime_init_warnings", "spawned", "setup_finished", "exited"]
     assert evs[3]["pid"] == proc_pid and evs[3]["exit_code"] == 7
     assert evs[3]["ns"] == evs[1]["ns"]
+
+
+def test_exec_json_error_from_inside_an_environment_with_its_own_root(tmp_path: Path) -> None:
+    """A review: `vbdecl --json exec ENV -- no-such-command` in an environment with a root
+    of its own ended in a traceback (ModuleNotFoundError: vbdecl.cli.main): exec reports
+    once it has entered the environment's mounts, where vbdecl's files are out of sight."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    from testmanifests import head
+
+    name = "jx-" + os.urandom(3).hex()
+    manifest = tmp_path / "m.yaml"
+    manifest.write_text(head(name, template=False) + "  process: {command: [sleep, '300']}\n")
+    sd = str(tmp_path / "state")
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([VBDECL, "--state-dir", sd, *args], capture_output=True, text=True, timeout=60)
+
+    assert cli("apply", "-y", str(manifest)).returncode == 0
+    try:
+        for args in (("--json", "exec", name, "--", "no-such-cmd-vbdecl"), ("exec", "--json", name, "--", "/x")):
+            out = cli(*args)
+            assert out.returncode == 127 and "Traceback" not in out.stderr, out
+            assert json.loads(out.stdout.splitlines()[-1])["error"]["exit_code"] == 127
+    finally:
+        assert cli("destroy", "-y", name).returncode == 0

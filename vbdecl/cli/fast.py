@@ -99,6 +99,8 @@ def _main(argv: list[str]) -> int:
                             debug=debug, json_out=json_out)
         from vbdecl.runtime.live import exec_in
 
+        if json_out:    # (loaded here: exec reports from inside the environment's mounts)
+            import vbdecl.cli.jsonerr  # noqa: F401
         return exec_in(pos[0], rest or None, state_dir=state_dir,
                        cwd=str(opts["cwd"]) if opts.get("cwd") else None,
                        report=lambda err: _report(err, debug, 125, json_out, code=err.exit_code))
@@ -108,8 +110,11 @@ def _main(argv: list[str]) -> int:
         print("interrupted", file=sys.stderr)     # (as every other command says it)
         return 130
     except Exception as err:
-        from vbdecl.cli.main import report_error
-
+        try:
+            from vbdecl.cli.main import report_error
+        except ImportError:     # (exec had entered an environment: vbdecl's files are out of sight)
+            print(f"error: unexpected {type(err).__name__}: {err}", file=sys.stderr)
+            return 125
         report_error(err, debug, json_out, state_dir)
         return 125
 
@@ -125,7 +130,7 @@ def _report(err: VbdeclError, debug: bool, floor: int, json_out: bool, code: int
     if code is None:
         code = err.exit_code if err.exit_code >= 125 else floor
     if json_out:    # (after whatever the process printed: its stdout is this one)
-        from vbdecl.cli.main import error_json, print_json_error
+        from vbdecl.cli.jsonerr import error_json, print_json_error
 
         print_json_error(error_json(err), code)
     return code

@@ -18,6 +18,7 @@ from types import ModuleType
 from typing import NoReturn
 
 from vbdecl import __version__
+from vbdecl.cli.jsonerr import error_json, print_json_error
 from vbdecl.errors import VbdeclError
 
 COMMANDS = (
@@ -161,27 +162,6 @@ def report_error(err: BaseException, debug: bool, json_out: bool = False,
     if json_out:
         print_json_error(about, code)
     return code
-
-
-def print_json_error(about: dict[str, object], code: int) -> None:
-    """The error as the last JSON line of a command's output (stdout)."""
-    import json
-
-    try:
-        print(json.dumps({"event": "error", "error": {**about, "exit_code": code}}), flush=True)
-    except BrokenPipeError:
-        pass
-
-
-def error_json(err: VbdeclError) -> dict[str, object]:
-    about: dict[str, object] = {"message": err.message, "where": err.where, "hint": err.hint}
-    problems = getattr(err, "problems", None)
-    if problems:
-        about["problems"] = [p.to_json() for p in problems]
-    reverts = getattr(err, "revert_errors", None)
-    if reverts:
-        about["revert_errors"] = [{"where": e.where, "message": e.message} for e in reverts]
-    return about
 
 
 def main(argv: list[str]) -> int:

@@ -1001,7 +1001,7 @@ def exec_in(name: str, argv: list[str] | None, *, state_dir: str | None = None,
         # the init, watched through the host's /proc (inside, /proc is the environment's)
         found = sysproc.open_proc_dir(int(record["pid"]), record.get("start_time"))
         if found is None:
-            raise RuntimeSetupError("the environment is not running (its init is gone)",
+            raise RuntimeSetupError(f"environment {name} is not running (its init is gone)",
                                     hint="vbdecl apply FILE starts it again")
         init_dir = found
         from vbdecl.engine.paths import lock_file

@@ -7,6 +7,7 @@ engine; ``vbdecl exec`` and ``vbdecl logs`` run as the real CLI.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import os
@@ -329,26 +330,47 @@ def test_live_process_events(tmp_path: Path) -> None:
     assert evs[3]["ns"] == evs[1]["ns"]
 
 
-def test_exec_json_error_from_inside_an_environment_with_its_own_root(tmp_path: Path) -> None:
-    """A review: `vbdecl --json exec ENV -- no-such-command` in an environment with a root
-    of its own ended in a traceback (ModuleNotFoundError: vbdecl.cli.main): exec reports
-    once it has entered the environment's mounts, where vbdecl's files are out of sight."""
+@contextlib.contextmanager
+def applied(tmp_path: Path, spec_tail: str = "") -> Iterator[tuple[str, Any]]:
+    """A live environment applied through the CLI from a manifest with a root of its
+    own (testmanifests.head) and ``spec_tail``; yields its name and a CLI runner."""
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
     from testmanifests import head
 
     name = "jx-" + os.urandom(3).hex()
     manifest = tmp_path / "m.yaml"
-    manifest.write_text(head(name, template=False) + "  process: {command: [sleep, '300']}\n")
+    manifest.write_text(head(name, template=False) + "  process: {command: [sleep, '300']}\n" + spec_tail)
     sd = str(tmp_path / "state")
 
     def cli(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run([VBDECL, "--state-dir", sd, *args], capture_output=True, text=True, timeout=60)
 
-    assert cli("apply", "-y", str(manifest)).returncode == 0
+    out = cli("apply", "-y", str(manifest))
+    assert out.returncode == 0, out
     try:
+        yield name, cli
+    finally:
+        assert cli("destroy", "-y", name).returncode == 0
+
+
+def test_exec_json_error_from_inside_an_environment_with_its_own_root(tmp_path: Path) -> None:
+    """A review: `vbdecl --json exec ENV -- no-such-command` in an environment with a root
+    of its own ended in a traceback (ModuleNotFoundError: vbdecl.cli.main): exec reports
+    once it has entered the environment's mounts, where vbdecl's files are out of sight."""
+    with applied(tmp_path) as (name, cli):
         for args in (("--json", "exec", name, "--", "no-such-cmd-vbdecl"), ("exec", "--json", name, "--", "/x")):
             out = cli(*args)
             assert out.returncode == 127 and "Traceback" not in out.stderr, out
             assert json.loads(out.stdout.splitlines()[-1])["error"]["exit_code"] == 127
-    finally:
-        assert cli("destroy", "-y", name).returncode == 0
+
+
+def test_a_seccomp_profile_file_is_read_on_the_host_by_apply_and_exec(tmp_path: Path) -> None:
+    """A review: `security.seccomp: {profile: FILE}` worked with run, but apply (and exec)
+    read the file inside the environment's root, where the host path is not."""
+    (tmp_path / "p.json").write_text(json.dumps({"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [
+        {"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO", "errnoRet": 1}]}))
+    with applied(tmp_path, "  security: {seccomp: {profile: ./p.json}}\n") as (name, cli):
+        out = cli("exec", name, "--", "mkdir", "/made-here")
+        assert out.returncode == 1 and "Operation not permitted" in out.stderr, out
+        out = cli("exec", name, "--", "true")
+        assert out.returncode == 0, out

@@ -563,6 +563,8 @@ def start_process(*, env_record: dict[str, Any], spec: dict[str, Any], log_path:
             # the host's /proc and cgroup fds, which a process given CAP_SYS_PTRACE in
             # its user namespace took from it (a security review).
             sysproc.set_dumpable(False)
+            # (a seccomp profile is a host file: read here, before entering)
+            spec = C._security().load_host_files(spec)
             C.preload(spec, C._security())
             sysproc.load_title()    # for the supervisor, before entering: not the environment's files
             title = _title("vbdecl-supervise", name, str(env_record.get("instance") or ""), "process")
@@ -997,6 +999,7 @@ def exec_in(name: str, argv: list[str] | None, *, state_dir: str | None = None,
     pids_fds: list[int] = []
     later: dict[str, int] = {}
     try:
+        spec = C._security().load_host_files(spec)     # (the seccomp profile is a host file)
         C.preload(spec, C._security())
         # the init, watched through the host's /proc (inside, /proc is the environment's)
         found = sysproc.open_proc_dir(int(record["pid"]), record.get("start_time"))

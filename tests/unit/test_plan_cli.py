@@ -491,3 +491,20 @@ def test_plan_refuses_missing_bind_and_file_sources_as_apply_does(
     (env / "app.conf").mkdir()          # a directory is no file's source either
     assert main(["plan", "--no-cache", str(m)]) == 1
     assert f"file source {env}/app.conf is a directory" in capsys.readouterr().err
+
+
+def test_plan_refuses_a_missing_rootfs_and_seccomp_profile_as_apply_does(
+        env: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A user review: a missing rootfs directory or seccomp profile planned cleanly, then
+    failed the apply (the rootfs with a raw "[Errno 2]")."""
+    m = env / "pre.yaml"
+    m.write_text("apiVersion: vbdecl/v1\nkind: Environment\nmetadata:\n  name: pre\nspec:\n"
+                 f"  rootfs: {env}/root\n"
+                 f"  security: {{seccomp: {{profile: {env}/p.json}}}}\n")
+    assert main(["plan", "--no-cache", str(m)]) == 1
+    err = capsys.readouterr().err
+    assert f"pre: rootfs: rootfs {env}/root does not exist: create it" in err
+    assert f"also pre: process: seccomp profile {env}/p.json does not exist" in err
+    (env / "root").mkdir()
+    (env / "p.json").write_text("{}")
+    assert main(["plan", "--no-cache", str(m)]) == 0, capsys.readouterr().err

@@ -1261,6 +1261,15 @@ class Rootfs(_FsOp):
         root = params.get("rootfs")
         return f"root: {root}" if root else "root: a fresh tmpfs"
 
+    def preflight(self, params: Params) -> str | None:
+        """A host directory that is not there (found while building, the apply had
+        already made the environment's namespaces)."""
+        root = params.get("rootfs")
+        if root is None or os.path.isdir(root):
+            return None
+        what = "is not a directory" if os.path.exists(root) else "does not exist"
+        return f"rootfs {root} {what}: create it (a directory holding the root), or change the manifest"
+
     def apply(self, ctx: Context, params: Params) -> Record:
         ino = _require_env(ctx)
         _in_env(ctx, _RootfsJob(params.get("rootfs")))

@@ -49,6 +49,16 @@ class Main:
         cmd = (params.get("process") or {}).get("command") or ["/bin/sh"]
         return "process: " + " ".join(cmd)
 
+    def preflight(self, params: Params) -> str | None:
+        """A seccomp profile file that is not there (read when the process starts)."""
+        setting = (params.get("security") or {}).get("seccomp")
+        profile = setting.get("profile") if isinstance(setting, dict) else None
+        if not profile or os.path.isfile(profile):
+            return None
+        what = "is not a file" if os.path.exists(profile) else "does not exist"
+        return (f"seccomp profile {profile} {what}: create it (OCI/Docker JSON), or change "
+                "security.seccomp in the manifest")
+
     def probe(self, ctx: Context, params: Params, record: Record | None) -> Record | None:
         from vbdecl.sys.proc import alive
 

@@ -29,3 +29,15 @@ except ImportError:
 def sha256(data: bytes = b"") -> Any:
     """A new SHA-256 object (``update``, ``hexdigest``), fed ``data``."""
     return _new(data)
+
+
+def file_sha256(path: str) -> str | None:
+    """The hex SHA-256 of a file's content, or None when it cannot be read."""
+    digest = _new()
+    try:
+        with open(path, "rb") as f:
+            while chunk := f.read(1 << 20):
+                digest.update(chunk)
+    except OSError:
+        return None
+    return str(digest.hexdigest())

@@ -486,6 +486,43 @@ def test_a_missing_file_source_stops_the_apply_before_anything_changes(tmp_path:
     _run(body, tmp_path)
 
 
+def test_an_edited_file_source_is_a_change_and_pins_saved_plans_and_revisions(tmp_path: Path) -> None:
+    """A user review: editing a file entry's source was never seen (plan, plan --no-cache
+    and apply all said "No changes"), a saved plan applied content nobody had reviewed,
+    and a rollback copied the file as it is now. Each file source is pinned by the
+    SHA-256 of its content when the plan is made."""
+
+    def body(tmp: Path) -> None:
+        sd, conf = tmp / "state", tmp / "app.conf"
+        conf.write_text("one\n")
+        m = tmp / "web.yaml"
+        m.write_text(MANIFEST.format(name="web") + "  filesystem:\n"
+                     + "".join(f"    - {{{e}}}\n" for e in BASE_ENTRIES)
+                     + "    - {type: tmpfs, target: /etc}\n"
+                     + f"    - {{type: file, target: /etc/app.conf, source: {conf}}}\n")
+        assert _cli(sd, "apply", str(m), "-y").returncode == 0
+        pid = store.load("web", sd)["resources"]["env"]["record"]["pid"]
+        inside = Path(f"/proc/{pid}/root/etc/app.conf")
+        conf.write_text("two\n")
+        plan = _cli(sd, "plan", "--no-cache", str(m), "-o", str(tmp / "two.plan"))
+        assert plan.returncode == 0 and "~ file[/etc/app.conf]  # source content sha256:" in plan.stdout, plan
+        conf.write_text("three\n")        # after the plan was saved: not what was reviewed
+        out = _cli(sd, "apply", str(tmp / "two.plan"), "-y")
+        assert out.returncode == 1 and f"file source {conf} changed since this plan was made" in out.stderr
+        assert "nothing was changed" in out.stderr and inside.read_text() == "one\n"
+        assert _cli(sd, "apply", str(m), "-y").returncode == 0
+        assert inside.read_text() == "three\n"
+        assert "No changes" in _cli(sd, "plan", str(m)).stdout
+        out = _cli(sd, "rollback", "web", "--to", "1", "-y")      # revision 1 copied "one"
+        assert out.returncode == 1 and "changed since this plan was made" in out.stderr, out
+        conf.write_text("one\n")
+        assert _cli(sd, "rollback", "web", "--to", "1", "-y").returncode == 0
+        assert inside.read_text() == "one\n"
+        assert _cli(sd, "destroy", "web", "-y").returncode == 0
+
+    _run(body, tmp_path)
+
+
 def test_a_bind_source_renamed_on_the_host_is_changed_not_deleted(tmp_path: Path) -> None:
     """A user review renamed a live environment's bind source (git mv): status and plan
     called the mount deleted outside vbdecl, while it was there, with the same files,

@@ -208,3 +208,24 @@ def test_a_change_the_environments_replacement_carries_along_is_still_shown():
     new = compile_doc(doc(hostname="other", filesystem=BASE["filesystem"], limits={"memory": 512 << 20}))
     cg = next(c for c in changes(new, state_of(old)) if c.id == "cgroup.memory")
     assert cg.symbol == "-/+" and cg.reason.endswith("; replaced with the environment") and "memory" in cg.reason
+
+
+def test_file_and_bind_data_content_is_not_shown_in_plans():
+    """A user review: a changed bind-data entry (meant for secrets) showed its old and new
+    content in plan and diff, which end up in CI logs. Content shows as its size and a
+    short digest; a file source's pinned content as a short digest."""
+    entries = [fs("tmpfs", "/etc"), fs("bind-data", "/etc/token", content="hunter2"),
+               fs("file", "/etc/app.conf", source="/srv/app.conf")]
+    old = compile_doc(doc(filesystem=entries))
+    new_doc = doc(filesystem=[dict(e) for e in entries])
+    new_doc["spec"]["filesystem"][1]["content"] = "swordfish"
+    new = compile_doc(new_doc)
+    for a, b in zip(old["actions"], new["actions"], strict=True):
+        if a["kind"] == "fs.file":
+            a["params"]["source_sha256"], b["params"]["source_sha256"] = "a" * 64, "b" * 64
+    found = _by_id(changes(new, state_of(old)))
+    token = found["mount[/etc/token]"].reason
+    assert "hunter2" not in token and "swordfish" not in token
+    assert token.startswith("content (7 bytes, sha256:") and "-> (9 bytes, sha256:" in token
+    assert found["file[/etc/app.conf]"].symbol == "~"
+    assert found["file[/etc/app.conf]"].reason == "source content sha256:aaaaaaaaaaaa -> sha256:bbbbbbbbbbbb"

@@ -248,6 +248,7 @@ def run(args: argparse.Namespace) -> int:
         check_unique_names,
         manifest_files,
         no_manifests,
+        pin_file_sources,
         read_stdin,
     )
     from vbdecl.engine.store import load as read_state
@@ -263,7 +264,8 @@ def run(args: argparse.Namespace) -> int:
     if args.out and stdin is None and files != [args.file]:
         raise UsageError("-o saves the plan of one manifest FILE, not of a directory",
                          hint="vbdecl plan DIR/ENV.yaml -o PLANFILE")
-    plans = [(f, p) for f in files for p in plans_for_file(f, use_cache=not args.no_cache, data=stdin)]
+    plans = [(f, p) for f in files
+             for p in pin_file_sources(plans_for_file(f, use_cache=not args.no_cache, data=stdin))]
     check_unique_names(plans)
     results = []
     blocked: list[tuple[dict[str, Any], str, list[tuple[str, str]]]] = []

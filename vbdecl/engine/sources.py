@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from vbdecl.errors import UsageError
+from vbdecl.hashing import file_sha256
 
 MANIFEST_SUFFIXES = (".yaml", ".yml")
 STDIN = "-"                 # the FILE argument that means standard input
@@ -90,6 +91,22 @@ def compile_manifest(path: Path) -> list[dict[str, Any]]:
     return plans
 
 
+def pin_file_sources(plans: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each ``file`` entry that copies a host file, pinned to that file's content now
+    (params ``source_sha256``): an edited source is a change that plan shows and
+    apply makes, and a saved plan or a revision copies only what it was made with
+    (fs.File.preflight). Plans of plan, apply and diff; ``run`` copies what is there."""
+    for plan in plans:
+        for action in plan.get("actions") or []:
+            params = action.get("params") or {}
+            if action.get("kind") == "fs.file" and params.get("source") and params.get("fd") is None \
+                    and params.get("content") is None:
+                digest = file_sha256(str(params["source"]))
+                if digest is not None:
+                    params["source_sha256"] = digest
+    return plans
+
+
 def manifest_files(paths: list[str]) -> list[str]:
     """Files as given; directories searched recursively for *.yaml / *.yml, in
     sorted order, skipping hidden files and directories. The one walk behind
@@ -141,7 +158,7 @@ def load(target: str, *, allow_empty: bool = False) -> list[Source]:
         saved = saved_plan_in(data)
         if saved is not None:
             return [Source(plan_of(saved), saved, STDIN_NAME)]
-        return [Source(plan, None, STDIN_NAME) for plan in compile_file(STDIN_NAME, data=data)]
+        return [Source(plan, None, STDIN_NAME) for plan in pin_file_sources(compile_file(STDIN_NAME, data=data))]
     path = Path(target)
     if not path.exists():
         raise UsageError(f"{target}: no such file or directory",
@@ -152,7 +169,7 @@ def load(target: str, *, allow_empty: bool = False) -> list[Source]:
             raise no_manifests(target)
         out = []
         for f in files:
-            out += [Source(plan, None, f) for plan in compile_manifest(Path(f))]
+            out += [Source(plan, None, f) for plan in pin_file_sources(compile_manifest(Path(f)))]
         return out
     saved = is_saved_plan(path)
     if saved is not None:
@@ -160,5 +177,5 @@ def load(target: str, *, allow_empty: bool = False) -> list[Source]:
 
         plan = plan_of(saved)
         return [Source(plan, saved, str(path))]
-    return [Source(plan, None, str(path)) for plan in compile_manifest(path)]
+    return [Source(plan, None, str(path)) for plan in pin_file_sources(compile_manifest(path))]
 

@@ -909,10 +909,18 @@ class File(_PathOp):
         if os.path.isdir(source):
             return (f"file source {source} is a directory: a file entry copies one file "
                     "(bind a directory instead)")
-        if os.path.exists(source):      # (a dangling link: missing)
-            return None
-        return (f"file source {source} does not exist: create it, or change the manifest "
-                "(content: gives the file's text inline)")
+        if not os.path.exists(source):      # (a dangling link: missing)
+            return (f"file source {source} does not exist: create it, or change the manifest "
+                    "(content: gives the file's text inline)")
+        pinned = params.get("source_sha256")
+        if pinned is not None:
+            from vbdecl.hashing import file_sha256
+
+            if file_sha256(source) != pinned:
+                return (f"file source {source} changed since this plan was made (a saved plan, or "
+                        "a revision to roll back to, copies only the content it was made with): "
+                        "plan the manifest again, or put the file back as it was")
+        return None
 
     def update(self, ctx: Context, params: Params, record: Record) -> Record:
         """New content or mode, written over the file in place."""

@@ -15,6 +15,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
+from vbdecl.hashing import sha256
 from vbdecl.plan import fmt
 
 Action = dict[str, Any]
@@ -125,6 +126,8 @@ def _shown_path(kind: str, path: str, params: dict[str, Any]) -> str:
         return path if path.startswith("hostname") else f"network.{path}"
     if kind.startswith(_NET_PREFIX) and kind != "net.loopback":
         return f"network.{path}"
+    if path == "source_sha256":
+        return "source content"
     return path
 
 
@@ -140,6 +143,11 @@ def _shown_value(kind: str, path: str, value: Any, params: dict[str, Any]) -> st
         return fmt.value(fmt.command(value))
     if leaf == "root" and isinstance(value, str) and value.endswith("//deleted"):
         return "(deleted on the host)"     # a bound directory's source (ops.fs._source_deleted)
+    if leaf == "source_sha256" and isinstance(value, str):
+        return f"sha256:{value[:12]}"
+    if leaf == "content" and isinstance(value, str) and kind in ("fs.file", "fs.bind-data"):
+        # (a file's text may be a secret, bind-data's often is: plans end up in CI logs)
+        return f"({len(value.encode())} bytes, sha256:{sha256(value.encode()).hexdigest()[:12]})"
     return fmt.value(value)
 
 

@@ -750,7 +750,12 @@ class Builder:
             c = e["content"]
             return c.encode() if isinstance(c, str) else bytes(c)
         if e.get("source") is not None:
-            return _read_fd(self._host(e["source"], os.O_RDONLY))
+            data = _read_fd(self._host(e["source"], os.O_RDONLY))
+            pinned = e.get("source_sha256")     # (engine.sources.pin_file_sources)
+            if pinned is not None and _sha256_hex(data) != pinned:
+                raise RuntimeSetupError(f"file source {e['source']} changed since the plan was made",
+                                        hint="plan the manifest again, or put the file back as it was")
+            return data
         return b""
 
     def make_file(self, e: dict[str, Any], made: Made) -> None:
@@ -1587,3 +1592,9 @@ def _enter(pivoted: bool, base: str, root_path: str) -> None:
         m.umount2(base, m.MNT_DETACH)
         os.chroot(".")
         os.chdir("/")
+
+
+def _sha256_hex(data: bytes) -> str:
+    from vbdecl.hashing import sha256  # (only plans of apply pin a source: not run's path)
+
+    return str(sha256(data).hexdigest())

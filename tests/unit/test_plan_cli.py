@@ -508,3 +508,18 @@ def test_plan_refuses_a_missing_rootfs_and_seccomp_profile_as_apply_does(
     (env / "root").mkdir()
     (env / "p.json").write_text("{}")
     assert main(["plan", "--no-cache", str(m)]) == 0, capsys.readouterr().err
+
+
+def test_apply_of_several_environments_checks_every_source_before_the_first(
+        env: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A user review: a file of two environments applied the first, then stopped on the
+    second's missing bind source with "nothing was changed", naming neither of them."""
+    m = env / "two.yaml"
+    one = "apiVersion: vbdecl/v1\nkind: Environment\nmetadata:\n  name: {}\nspec:\n  filesystem: [{}]\n"
+    m.write_text(one.format("first", "{type: tmpfs, target: /tmp}") + "---\n"
+                 + one.format("second", f"{{type: ro-bind, source: {env}/gone, target: /usr}}"))
+    assert main(["apply", "-y", str(m)]) == 1
+    err = capsys.readouterr().err
+    assert f"second: mount[/usr]: bind source {env}/gone does not exist" in err
+    assert "hint: no environment was applied" in err
+    assert not (env / "state" / "envs" / "first").exists()

@@ -33,14 +33,20 @@ def run(args: argparse.Namespace) -> int:
     )
     from vbdecl.engine import sources, store
     from vbdecl.engine.executor import Engine
-    from vbdecl.errors import UsageError
+    from vbdecl.errors import UsageError, VbdeclError
 
     check_can_ask(args.target, args.yes)
     if args.prune and not os.path.isdir(args.target):      # (before stdin is read and compiled)
         raise UsageError("--prune needs a directory", hint="vbdecl apply DIR --prune")
     sources_ = sources.load(args.target, allow_empty=args.prune)
     sources.check_unique_names([(s.path or args.target, s.plan) for s in sources_])
-    from vbdecl.cli.cmd_plan import check_limits, check_warnings, takeover_warning
+    from vbdecl.cli.cmd_plan import (
+        check_limits,
+        check_warnings,
+        source_problems,
+        sources_error,
+        takeover_warning,
+    )
 
     for src in sources_:
         # as plan: limits this machine cannot enforce stop the apply before any step (a
@@ -53,13 +59,22 @@ def run(args: argparse.Namespace) -> int:
     renderer = Renderer(args.json)
     engine = Engine(args.state_dir, on_event=renderer, lock_timeout=args.lock_timeout,
                     command=command_line())
+    if len(sources_) > 1:
+        # What one environment's apply would refuse before its first step (a missing
+        # source) stops them all before the first one: a user review applied the first
+        # environment of a file, then was told of the second's "nothing was changed".
+        blocked = [(src.plan, src.path or args.target, problems) for src in sources_
+                   if (problems := source_problems(engine.changes(src.plan).changes))]
+        if blocked:
+            raise sources_error(blocked, what="no environment was applied")
     results: list[dict[str, Any]] = []
     from vbdecl.engine import interrupts
 
     stopped: str | None = None      # an interrupt that came during a commit: the rest waits
+    current = ""
     try:
         for src in sources_:
-            name = src.plan["name"]
+            name = current = src.plan["name"]
             if interrupts.pending():
                 stopped = name
                 break
@@ -114,6 +129,14 @@ def run(args: argparse.Namespace) -> int:
                 results.append({"name": name, "pruned": True})
                 if not args.json:
                     print(f"{name}: destroyed")
+    except VbdeclError:
+        if len(sources_) > 1 and not args.json:     # (the error names an action, not whose)
+            done = [r["name"] for r in results if r.get("changed")]
+            print(f"{current}: failed (the error follows); "
+                  + (f"applied before it: {', '.join(done)}" if done else "no environment was applied")
+                  + (f"; not tried: {', '.join(names[names.index(current) + 1:])}"
+                     if names.index(current) + 1 < len(names) else ""), file=sys.stderr)
+        raise
     finally:
         renderer.close()
     # Declining is not a success: `vbdecl apply F && deploy` must not go on.

@@ -82,7 +82,8 @@ def source_problems(found: list[Any]) -> list[tuple[str, str]]:
     return out
 
 
-def sources_error(blocked: list[tuple[dict[str, Any], str, list[tuple[str, str]]]]) -> Exception:
+def sources_error(blocked: list[tuple[dict[str, Any], str, list[tuple[str, str]]]], *,
+                  what: str = "apply would stop before its first step (nothing changed)") -> Exception:
     """One error for what apply would refuse: (plan, its file, [(action id, problem)])
     of every environment with such problems, the first one leading."""
     from vbdecl.errors import PlanError
@@ -91,8 +92,7 @@ def sources_error(blocked: list[tuple[dict[str, Any], str, list[tuple[str, str]]
              for rid, problem in problems]
     more = "".join(f"\n  also {line}" for line in lines[1:])
     return PlanError(f"{lines[0]}{more}", where=blocked[0][1],
-                     hint="apply would stop before its first step (nothing changed); fix the "
-                          "manifest or the host, then plan again")
+                     hint=f"{what}; fix the manifest or the host, then plan again")
 
 
 def network_warnings(plan: dict[str, Any]) -> list[dict[str, str]]:

@@ -81,8 +81,27 @@ def _body(tmp: Path) -> None:
     pid = state["resources"]["env"]["record"]["pid"]
     assert Path(f"/proc/{pid}/root/etc/motd").read_text() == "edited"
 
-    # beta leaves the directory: --prune destroys it, and only it
+    # a manifest moved to another directory (a user review): applied from there, with
+    # nothing to change on the host, it is recorded as that directory's, and a prune of
+    # the old one leaves it alone
+    moved = tmp / "moved"
+    moved.mkdir()
+    (moved / "alpha.yaml").write_text((envs / "alpha.yaml").read_text())
+    out = cli("apply", str(moved), "-y")
+    assert out.returncode == 0 and "alpha: applied revision 3 (0 steps" in out.stdout, out
+    assert json.loads(cli("--json", "history", "alpha").stdout)[-1]["source"] == str(moved / "alpha.yaml")
+    (envs / "alpha.yaml").unlink()
+    out = cli("plan", str(envs), "--prune")
+    assert out.returncode == 0 and "alpha" not in out.stdout, out
+    (envs / "alpha.yaml").write_text((moved / "alpha.yaml").read_text())
+    assert cli("apply", str(envs), "-y").returncode == 0      # (takes it back: envs is its home again)
+
+    # beta leaves the directory: plan --prune shows what --prune destroys: it, and only it
     (envs / "team" / "beta.yaml").unlink()
+    out = cli("plan", str(envs), "--prune", "--detailed-exitcode")
+    assert out.returncode == 2, out
+    assert f"Environment beta: no longer in {envs}; apply --prune destroys it:" in out.stdout
+    assert "- env  # destroy" in out.stdout and "keep" not in out.stdout and "wip" not in out.stdout
     out = cli("apply", str(envs), "-y", "--prune")
     assert out.returncode == 0, out.stderr
     assert "beta: destroyed" in out.stdout

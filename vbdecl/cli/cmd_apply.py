@@ -31,7 +31,7 @@ def run(args: argparse.Namespace) -> int:
         interrupts_roll_back,
         plan_lines,
     )
-    from vbdecl.engine import sources, store
+    from vbdecl.engine import sources
     from vbdecl.engine.executor import Engine
     from vbdecl.errors import UsageError, VbdeclError
 
@@ -104,18 +104,7 @@ def run(args: argparse.Namespace) -> int:
                     print(f"{name}: applied revision {result.revision} "
                           f"({result.steps} step{'' if result.steps == 1 else 's'}, instance {result.instance})")
         if args.prune and stopped is None and not interrupts.pending():
-            directory = os.path.realpath(args.target)
-            for name in store.list_envs(engine.state_dir):
-                if name in names:
-                    continue
-                state = store.load(name, engine.state_dir)
-                src_path = ((state or {}).get("plan") or {}).get("source") or {}
-                if not state or not src_path.get("path"):
-                    continue
-                source = os.path.realpath(src_path["path"])
-                if os.path.commonpath([source, directory]) != directory or any(
-                        part.startswith(".") for part in os.path.relpath(source, directory).split(os.sep)):
-                    continue      # not from this directory or one below it (hidden ones are not read)
+            for name in sources.prune_candidates(args.target, names, engine.state_dir):
                 if not args.json:
                     print(f"{name}: no longer in {args.target}: destroy")
                 if not confirm(f"Destroy {name}?", args.yes):

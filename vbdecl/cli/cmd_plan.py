@@ -22,6 +22,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-refresh", action="store_true",
                         help="do not probe live objects for drift; compare with the recorded state only")
     parser.add_argument("--no-cache", action="store_true", help="compile even if a cached plan exists")
+    parser.add_argument("--prune", action="store_true",
+                        help="with a DIR: also show the environments `apply DIR --prune` would destroy")
 
 
 def plan_changes(plan: dict[str, Any], state: dict[str, Any] | None, state_dir: str | None,
@@ -217,6 +219,16 @@ def takeover_warning(plan: dict[str, Any], state: dict[str, Any] | None) -> None
               f"(metadata.name) to keep both", file=sys.stderr)
 
 
+def _pruned(directory: str, keep: list[str], state_dir: str | None) -> list[tuple[str, list[Any]]]:
+    """(name, teardown changes) of each environment `apply DIR --prune` would destroy."""
+    from vbdecl.engine.sources import prune_candidates
+    from vbdecl.engine.store import load
+    from vbdecl.plan.diff import changes
+
+    return [(name, changes(None, load(name, state_dir)))
+            for name in prune_candidates(directory, keep, state_dir)]
+
+
 def cannot_save(out: str, err: OSError) -> Exception:
     """The error for a -o PLANFILE that cannot be written, in the user's words."""
     import errno
@@ -237,6 +249,7 @@ def cannot_save(out: str, err: OSError) -> Exception:
 
 
 def run(args: argparse.Namespace) -> int:
+    import os
     from pathlib import Path
 
     from vbdecl.cli.render_plan import print_lines
@@ -255,11 +268,13 @@ def run(args: argparse.Namespace) -> int:
     from vbdecl.errors import UsageError
     from vbdecl.plan import saved as saved_mod
     from vbdecl.plan.diff import summary
-    from vbdecl.plan.text import render_all, state_ref
+    from vbdecl.plan.text import render_all, render_plan, state_ref
 
+    if args.prune and not os.path.isdir(args.file):
+        raise UsageError("--prune needs a directory", hint="vbdecl plan DIR --prune")
     stdin = read_stdin() if args.file == STDIN else None
     files = [STDIN_NAME] if stdin is not None else manifest_files([args.file])
-    if not files:
+    if not files and not args.prune:
         raise no_manifests(args.file)
     if args.out and stdin is None and files != [args.file]:
         raise UsageError("-o saves the plan of one manifest FILE, not of a directory",
@@ -283,6 +298,18 @@ def run(args: argparse.Namespace) -> int:
         if problems:
             blocked.append((plan, path, problems))
     lines, doc = render_all(results)
+    if args.prune:
+        pruned = _pruned(args.file, [p["name"] for _, p in plans], args.state_dir)
+        for name, found in pruned:
+            lines += ([""] if lines else []) + [
+                f"Environment {name}: no longer in {args.file}; apply --prune destroys it:",
+                *render_plan(name, found)[1:]]
+        doc["pruned"] = [{"name": name, "changes": [c.to_json() for c in found], "summary": summary(found)}
+                         for name, found in pruned]
+        doc["changed"] = doc["changed"] or bool(pruned)
+        if not results and not pruned:
+            lines.append(f"No changes: {args.file} has no manifests, and no environment applied "
+                         "from it is left")
     if args.out and len(results) != 1:
         raise UsageError(f"{files[0]} holds {len(results)} environments; -o saves the plan of one",
                          hint="put each environment in its own file to save its plan")

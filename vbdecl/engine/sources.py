@@ -123,6 +123,29 @@ def manifest_files(paths: list[str]) -> list[str]:
     return out
 
 
+def prune_candidates(directory: str, keep: list[str], state_dir: str | None) -> list[str]:
+    """The environments ``apply DIR --prune`` destroys: applied from a manifest in
+    ``directory`` (or a directory below it that is not hidden) and not in ``keep``,
+    the names the directory holds now."""
+    from vbdecl.engine import store
+
+    directory = os.path.realpath(directory)
+    out = []
+    for name in store.list_envs(state_dir):
+        if name in keep:
+            continue
+        state = store.load(name, state_dir)
+        src_path = ((state or {}).get("plan") or {}).get("source") or {}
+        if not state or not src_path.get("path"):
+            continue
+        source = os.path.realpath(src_path["path"])
+        if os.path.commonpath([source, directory]) != directory or any(
+                part.startswith(".") for part in os.path.relpath(source, directory).split(os.sep)):
+            continue      # not from this directory or one below it (hidden ones are not read)
+        out.append(name)
+    return out
+
+
 def check_unique_names(plans: list[tuple[str, dict[str, Any]]]) -> None:
     """Refuse environments of several files (``(file, plan)``, the file as given) that
     share a name: a ManifestError at each file's metadata.name. The model (pydantic) is

@@ -343,12 +343,24 @@ def changes(desired: dict[str, Any] | None, state: dict[str, Any] | None,
         out.append(Change("-", rid, str(res.get("kind", "?")), why, old=res))
     recorded = ((state or {}).get("plan") or {}).get("manifest_hash")
     wanted_hash = (desired or {}).get("manifest_hash")
-    if recorded and wanted_hash and recorded != wanted_hash and not any(c.symbol and not c.drift for c in out):
-        # labels or annotations: nothing on the host changes, yet apply records them
-        out.append(Change("", METADATA, METADATA, "the manifest changed (labels, annotations, or "
-                          "defaults another vbdecl fills in), but nothing it makes on the host: "
-                          "apply records it"))
+    if not any(c.symbol and not c.drift for c in out):
+        if recorded and wanted_hash and recorded != wanted_hash:
+            # labels or annotations: nothing on the host changes, yet apply records them
+            out.append(Change("", METADATA, METADATA, "the manifest changed (labels, annotations, or "
+                              "defaults another vbdecl fills in), but nothing it makes on the host: "
+                              "apply records it"))
+        elif (moved := _moved(state, desired)) is not None:
+            # apply --prune of the old directory must not take it for one that went
+            out.append(Change("", METADATA, METADATA, f"now applied from {moved[1]} (so far from "
+                              f"{moved[0]}), with nothing to change on the host: apply records it"))
     return out
+
+
+def _moved(state: dict[str, Any] | None, desired: dict[str, Any] | None) -> tuple[str, str] | None:
+    """(recorded, desired) manifest paths when they differ (a file moved or copied)."""
+    before = (((state or {}).get("plan") or {}).get("source") or {}).get("path")
+    now = ((desired or {}).get("source") or {}).get("path")
+    return (str(before), str(now)) if before and now and before != now else None
 
 
 def with_unchanged(desired: dict[str, Any], found: list[Change]) -> list[Change]:

@@ -130,3 +130,17 @@ def test_missing_dependency_names_both():
 def test_compile_is_deterministic():
     d = doc(filesystem=[fs("tmpfs", "/t"), fs("dir", "/t/a")], limits={"pids": 5})
     assert canonical_json(compile_doc(d)) == canonical_json(compile_doc(d))
+
+
+@pytest.mark.parametrize(("network", "said"), [
+    ({"mode": "isolated", "hosts": {"db": "10.0.0.2"}}, "/etc/hosts (with db)"),
+    ({"mode": "isolated", "dns": ["192.0.2.53"]}, "/etc/resolv.conf (nameservers 192.0.2.53)"),
+])
+def test_the_network_files_line_says_what_is_written(network, said):
+    """A user review: the line said "/etc/resolv.conf (the host's resolv.conf, read-only)
+    and /etc/hosts" where an isolated environment gets no resolv.conf, and /etc/hosts is
+    written only with network.hosts."""
+    d = doc(filesystem=[fs("tmpfs", "/tmp")])
+    d["spec"]["network"].update(network)
+    (action,) = [a for a in compile_doc(d)["actions"] if a["id"] == "net.dns"]
+    assert action["describe"] == said

@@ -386,12 +386,19 @@ class _Builder:
         for path in ("/etc/resolv.conf", "/etc/hosts"):
             idx.update(tree.needs(path))
         deps = [fs_ids[k] for k in sorted(idx)] or [base]
-        dns = net.get("dns")
-        # (an empty list is no setting: the host's, as when it is left out)
-        what = f"nameservers {', '.join(dns)}" if dns else "the host's resolv.conf, read-only"
+        dns, hosts = net.get("dns"), dict(net.get("hosts") or {})
+        # what rootfs.make_net_files writes (an empty dns list is no setting: the host's
+        # resolv.conf, as when it is left out; isolated gets none, having no resolver)
+        what = []
+        if dns:
+            what.append(f"/etc/resolv.conf (nameservers {', '.join(dns)})")
+        elif net.get("mode") != "isolated":
+            what.append("/etc/resolv.conf (the host's, read-only)")
+        if hosts:
+            what.append(f"/etc/hosts (with {', '.join(hosts)})")
         self.add("net.dns", "fs.net-files", "env", deps,
-                 {"dns": dns, "hosts": dict(net.get("hosts") or {}), "hostname": self.spec.get("hostname")},
-                 f"/etc/resolv.conf ({what}) and /etc/hosts")
+                 {"dns": dns, "hosts": hosts, "hostname": self.spec.get("hostname")},
+                 " and ".join(what) or "no network files")
 
     def cgroups(self) -> None:
         limits: dict[str, Any] = self.spec.get("limits") or {}

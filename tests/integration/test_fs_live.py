@@ -210,6 +210,30 @@ def test_live_remount_ro_revert_leaves_a_read_only_mount_read_only(env: Context,
     assert robind.probe(env, ro_params, rec_robind) == {**rec_robind, "ro": False}
 
 
+def test_live_an_optional_bind_whose_source_appears_is_drift(env: Context, tmp_path: Path) -> None:
+    """A user review: an optional bind applied while its source was missing was never
+    bound once the source appeared (plan and apply: "No changes", status "ok")."""
+    src = tmp_path / "later"
+    act(env, "fs.rootfs", rootfs=None)
+    op = op_for("fs.bind")
+    params = {"target": "/later", "source": str(src), "optional": True}
+    record = op.apply(env, params)
+    assert record["skipped"] is True and "/later" not in mounts(env)
+    assert op.probe(env, params, record) == record
+    src.mkdir()
+    assert op.probe(env, params, record) == {**record, "skipped": False}
+
+    from vbdecl.plan.diff import changes, state_of
+
+    plan = {"name": "t", "actions": [{"id": "mount[/later]", "kind": "fs.bind", "params": params,
+                                      "deps": [], "describe": ""}]}
+    state = state_of(plan)
+    state["resources"]["mount[/later]"]["record"] = record
+    (drift, repair) = changes(plan, state, {"mount[/later]": {**record, "skipped": False}})
+    assert drift.reason == "changed outside vbdecl: optional source missing -> there now"
+    assert repair.symbol == "-/+"
+
+
 def test_live_dir_symlink_chmod_change_in_place(env: Context) -> None:
     """A new mode or link target is set in place; what vbdecl created stays its own, so
     the reverts still remove it, and a chmod's revert restores the mode from before."""

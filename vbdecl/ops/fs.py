@@ -619,7 +619,10 @@ class _Mount(_FsOp):
         if ino is None or (record is not None and record.get("mnt_ns") != ino):
             return None
         if record is not None and record.get("skipped"):
-            return record
+            # an optional source that has appeared since: drift, which apply repairs by
+            # binding it (a user review found it never bound, shown as "ok")
+            appeared = isinstance(self, _BindMount) and os.path.exists(str(params.get("source") or ""))
+            return {**record, "skipped": False} if appeared else record
         if record is not None and "mount" in record and record["mount"] is None:
             return None     # an interrupted apply's mount points: no mount of its own
         ident = _recorded_identity(record)

@@ -128,6 +128,8 @@ def _shown_path(kind: str, path: str, params: dict[str, Any]) -> str:
         return f"network.{path}"
     if path == "source_sha256":
         return "source content"
+    if path == "skipped" and kind in MOUNT_KINDS:   # (drift: a skipped bind's source appeared)
+        return "optional source"
     return path
 
 
@@ -143,6 +145,8 @@ def _shown_value(kind: str, path: str, value: Any, params: dict[str, Any]) -> st
         return fmt.value(fmt.command(value))
     if leaf == "root" and isinstance(value, str) and value.endswith("//deleted"):
         return "(deleted on the host)"     # a bound directory's source (ops.fs._source_deleted)
+    if leaf == "skipped" and kind in MOUNT_KINDS and isinstance(value, bool):
+        return "missing" if value else "there now"
     if leaf == "source_sha256" and isinstance(value, str):
         return f"sha256:{value[:12]}"
     if leaf == "content" and isinstance(value, str) and kind in ("fs.file", "fs.bind-data"):
@@ -227,7 +231,9 @@ def changes(desired: dict[str, Any] | None, state: dict[str, Any] | None,
             drift.append(Change("-", rid, kind, gone_reason(kind), old=res, drift=True))
         elif now != res.get("record"):
             found = attr_diff(res.get("record") or {}, now)
-            drift.append(Change("~", rid, kind, "changed outside vbdecl: " + reason_of("", found, {}),
+            # (records, not params: only a mount's record keys are shown by their kind's words)
+            shown_as = kind if kind in MOUNT_KINDS else ""
+            drift.append(Change("~", rid, kind, "changed outside vbdecl: " + reason_of(shown_as, found, {}),
                                 old=res, drift=True, attrs=found))
     drifted = {c.id: c for c in drift}
 

@@ -264,7 +264,7 @@ Size = Annotated[int, BeforeValidator(_check_size),
                  WithJsonSchema({"anyOf": [{"type": "integer", "minimum": 0},
                                            # the units of vbdecl.model.units._SIZE_UNITS
                                            {"type": "string",
-                                            "pattern": r"^\s*[0-9]+(\.[0-9]+)?\s*(b|B|[kK]B?|[MGT]B?|[KMGT]iB?)?\s*$"}],
+                                            "pattern": r"^\s*[0-9]+(\.[0-9]+)?\s*(b|B|kB?|[MGT]B?|[KMGT]iB?)?\s*$"}],
                                  "description": "bytes, or with a unit: Ki Mi Gi Ti (1024) / k M G T (1000)"})]
 Mode = Annotated[int, BeforeValidator(_check_mode),
                  WithJsonSchema({"type": "string", "pattern": "^(0o)?[0-7]{1,4}$", "description": "octal digits, quoted: \"0755\""})]

@@ -32,7 +32,7 @@ _SIZE_UNITS: dict[str, int] = {
     "": 1,
     "b": 1,
     "B": 1,
-    "k": 1000, "K": 1000, "kB": 1000, "KB": 1000,
+    "k": 1000, "kB": 1000,
     "M": 1000**2, "MB": 1000**2,
     "G": 1000**3, "GB": 1000**3,
     "T": 1000**4, "TB": 1000**4,
@@ -64,6 +64,9 @@ def parse_size(value: str | int) -> int:
     number, unit = m.groups()
     factor = _SIZE_UNITS.get(unit)
     if factor is None:
+        if unit in ("K", "KB"):     # (1000 or 1024? k8s refuses it too)
+            raise UnitError(f"size unit {unit!r} in {value!r} is ambiguous",
+                            f"write {number}Ki for {number} x 1024 bytes, or {number}k for {number} x 1000")
         close = [u for u in ("Ki", "Mi", "Gi", "Ti", "k", "M", "G", "T") if u.lower() == unit.lower()
                  or u.lower() == unit.lower().rstrip("b")]
         hint = f"did you mean {number}{close[0]}? " if close else ""

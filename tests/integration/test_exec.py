@@ -230,7 +230,7 @@ def test_exec_exit_codes_and_cwd(live: Live) -> None:
     assert r.returncode == 125 and "cannot change to /no-such-dir (--cwd): No such file" in r.stderr, r.stderr
     assert "give --cwd a directory" in r.stderr and "process.cwd" not in r.stderr
     r = live.vbdecl("exec", "no-such-env", "--", "true")
-    assert r.returncode == 125 and "no environment named no-such-env" in r.stderr
+    assert r.returncode == 125 and "environment 'no-such-env' does not exist" in r.stderr
 
 
 def test_destroy_stops_everything(tmp_path: Path) -> None:

@@ -50,7 +50,7 @@ def test_run_reports_setup_failures_without_raising() -> None:
 
 
 def test_exec_in_unknown_environment_raises(tmp_path: Path) -> None:
-    with pytest.raises(RuntimeSetupError, match="no environment named nothing-here"):
+    with pytest.raises(RuntimeSetupError, match="environment 'nothing-here' does not exist"):
         vbdecl.api.exec_in("nothing-here", ["true"], state_dir=str(tmp_path / "state"))
 
 

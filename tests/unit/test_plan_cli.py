@@ -523,3 +523,14 @@ def test_apply_of_several_environments_checks_every_source_before_the_first(
     assert f"second: mount[/usr]: bind source {env}/gone does not exist" in err
     assert "hint: no environment was applied" in err
     assert not (env / "state" / "envs" / "first").exists()
+
+
+@pytest.mark.parametrize("args", [["logs", "nothere"], ["recover", "nothere"],
+                                  ["rollback", "nothere", "--to", "1", "-y"], ["status", "nothere"]])
+def test_an_unknown_environment_is_said_alike_by_every_command(
+        env: Path, capsys: pytest.CaptureFixture[str], args: list[str]) -> None:
+    """A user review: logs showed a state file's path ('no environment named'), recover
+    said 'nothing to recover' with exit 0, rollback 'has no revision 1'."""
+    assert main(args) == 1
+    err = capsys.readouterr().err
+    assert "error: environment 'nothere' does not exist" in err and "state.json" not in err

@@ -233,7 +233,7 @@ def test_state_is_read_through_a_copy_that_follows_state_json(
     env_dir = tmp_path / "state" / "envs" / "web"
     env_dir.mkdir(parents=True)
     state = env_dir / "state.json"
-    with pytest.raises(StateError, match="no environment named web"):
+    with pytest.raises(StateError, match="environment 'web' does not exist"):
         load_state("web", str(tmp_path / "state"))
     shape = {"format": 1, "name": "web", "instance": "vb-1", "plan": {}, "resources": {}}
     state.write_text(json.dumps({**shape, "serial": 1}))

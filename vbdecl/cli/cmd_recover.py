@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 HELP = "finish (roll back or forward) transactions left open by an interrupted command"
@@ -17,9 +18,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from vbdecl.cli.progress import Renderer, command_line, emit_json, interrupts_roll_back
-    from vbdecl.engine import store
+    from vbdecl.engine import paths, store
     from vbdecl.engine.executor import Engine
-    from vbdecl.errors import LockedError, VbdeclError
+    from vbdecl.errors import LockedError, StateError, VbdeclError
 
     interrupts_roll_back()
     renderer = Renderer(args.json)
@@ -48,6 +49,9 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         emit_json({"event": "result", "recovered": recovered, "failed": failed, "busy": busy})
     elif not recovered and not failed and not busy:
+        if args.name and not os.path.isdir(paths.env_dir(args.name, engine.state_dir)):
+            raise StateError(f"environment {args.name!r} does not exist",
+                             hint="vbdecl ls lists the environments")
         print("nothing to recover" + (f" for {args.name}" if args.name else ""))
     if first_error is not None and (len(names) == 1 or args.json):
         raise first_error

@@ -450,3 +450,15 @@ def test_load_title_sets_setproctitle_up_before_the_environment_is_entered(
     monkeypatch.setattr(proc, "set_name", lambda name: None)
     proc.set_title("vbdecl-supervise: t", "vbdecl-supervise")
     assert calls == ["get", "set"]
+
+
+def test_an_idmap_side_left_out_gets_the_default() -> None:
+    """A user review: idmap with only uid wrote an empty gid_map (EINVAL, with a hint
+    about ids the caller owns); each side left out maps the caller's id to 0."""
+    from vbdecl.runtime.spawn import resolve_namespaces
+
+    uid_only = {"uid": [{"inside": 0, "outside": 1000, "count": 1}], "gid": []}
+    _, idmap, _ = resolve_namespaces({"namespaces": {"user": True}, "idmap": uid_only})
+    assert idmap == {"uid": uid_only["uid"], "gid": [{"inside": 0, "outside": os.getegid(), "count": 1}]}
+    _, idmap, _ = resolve_namespaces({"namespaces": {"user": True}, "idmap": None})
+    assert idmap is not None and idmap["uid"] == [{"inside": 0, "outside": os.geteuid(), "count": 1}]

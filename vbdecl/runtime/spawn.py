@@ -64,9 +64,11 @@ def resolve_namespaces(spec: dict[str, Any]) -> tuple[dict[str, Any], dict[str, 
             v is True for k, v in nsd.items() if k != "user"):
         nsd["user"] = True
     idmap = spec.get("idmap")
-    if nsd.get("user") is True and not idmap:
-        idmap = {"uid": [{"inside": 0, "outside": os.geteuid(), "count": 1}],
-                 "gid": [{"inside": 0, "outside": os.getegid(), "count": 1}]}
+    if nsd.get("user") is True:
+        # the caller as 0, for each of uid and gid the manifest leaves out (the kernel
+        # refuses an empty map: a user review's uid-only idmap failed with EINVAL)
+        idmap = {"uid": (idmap or {}).get("uid") or [{"inside": 0, "outside": os.geteuid(), "count": 1}],
+                 "gid": (idmap or {}).get("gid") or [{"inside": 0, "outside": os.getegid(), "count": 1}]}
     return nsd, idmap, warnings
 
 

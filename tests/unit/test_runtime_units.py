@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from vbdecl.cli import fast
-from vbdecl.errors import LockedError, RuntimeSetupError, UsageError
+from vbdecl.errors import LockedError, RuntimeSetupError, SysError, UsageError
 from vbdecl.runtime import child as C
 from vbdecl.runtime import spawn
 from vbdecl.runtime.events import EventSink
@@ -462,3 +462,24 @@ def test_an_idmap_side_left_out_gets_the_default() -> None:
     assert idmap == {"uid": uid_only["uid"], "gid": [{"inside": 0, "outside": os.getegid(), "count": 1}]}
     _, idmap, _ = resolve_namespaces({"namespaces": {"user": True}, "idmap": None})
     assert idmap is not None and idmap["uid"] == [{"inside": 0, "outside": os.geteuid(), "count": 1}]
+
+
+def test_joining_a_namespace_file_of_another_type_says_which_it_is(tmp_path: Path) -> None:
+    """A user review: namespaces.net.join of a mount namespace's file was told that
+    joining needs CAP_SYS_ADMIN."""
+    from vbdecl.sys import ns
+
+    fd = os.open("/proc/self/ns/mnt", os.O_RDONLY)
+    try:
+        with pytest.raises(SysError) as info:
+            ns.setns(fd, ns.CLONE_NEWNET, what="net namespace /proc/self/ns/mnt")
+        assert info.value.hint == ("that file is a mount namespace, not a net one: "
+                                   "join it under namespaces.mount")
+    finally:
+        os.close(fd)
+    (tmp_path / "f").write_text("")
+    fd = os.open(tmp_path / "f", os.O_RDONLY)
+    try:
+        assert "no namespace" in str(ns._wrong_type_hint(fd, ns.CLONE_NEWNET))
+    finally:
+        os.close(fd)

@@ -48,10 +48,33 @@ def unshare(flags: int) -> None:
         check(syscall("unshare", flags), f"unshare({flags:#x})", hint=_ROOT_HINT)
 
 
+NS_GET_NSTYPE = 0xB703      # _IO(0xb7, 0x3)
+
+
 def setns(fd: int, nstype: int = 0, *, what: str = "") -> None:
-    check(syscall("setns", fd, nstype),
-          f"setns({what or fd})",
-          hint="joining a namespace needs CAP_SYS_ADMIN over it (root, or the owner of its user namespace)")
+    ret = syscall("setns", fd, nstype)
+    hint = "joining a namespace needs CAP_SYS_ADMIN over it (root, or the owner of its user namespace)"
+    if ret == -errno.EINVAL and nstype:
+        hint = _wrong_type_hint(fd, nstype) or hint
+    check(ret, f"setns({what or fd})", hint=hint)
+
+
+def _wrong_type_hint(fd: int, wanted: int) -> str | None:
+    """Why setns refused ``fd`` for a namespace of type ``wanted``: it is no
+    namespace file, or one of another type (a user review joined /proc/PID/ns/mnt
+    as a network namespace and was told about CAP_SYS_ADMIN)."""
+    import fcntl
+
+    names = {flag: key for key, (flag, _) in NAMESPACES.items()}
+    try:
+        actual = fcntl.ioctl(fd, NS_GET_NSTYPE)
+    except OSError:
+        return "that file is no namespace: give a /proc/PID/ns/* file, or a bind mount of one"
+    if actual == wanted:
+        return None
+    kind = names.get(actual, hex(actual))
+    return (f"that file is a {kind} namespace, not a {names.get(wanted, hex(wanted))} one: "
+            f"join it under namespaces.{kind}")
 
 
 def contain_mounts(*, follow_host: bool = False) -> None:

@@ -534,3 +534,17 @@ def test_an_unknown_environment_is_said_alike_by_every_command(
     assert main(args) == 1
     err = capsys.readouterr().err
     assert "error: environment 'nothere' does not exist" in err and "state.json" not in err
+
+
+def test_a_pids_limit_no_live_environment_can_start_under_is_a_plan_error(
+        env: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A user review: limits.pids: 2 validated and planned; apply failed (fork EAGAIN)."""
+    m = env / "few.yaml"
+    text = ("apiVersion: vbdecl/v1\nkind: Environment\nmetadata:\n  name: few\nspec:\n"
+            "  filesystem: [{type: tmpfs, target: /tmp}]\n  limits: {pids: PIDS}\n")
+    m.write_text(text.replace("PIDS", "3"))
+    assert main(["plan", "--no-cache", str(m)]) == 1
+    err = capsys.readouterr().err
+    assert "few: limits.pids 3 is too few for a live environment" in err and "vbdecl run needs 2" in err
+    m.write_text(text.replace("PIDS", "4"))
+    assert main(["plan", "--no-cache", str(m)]) == 0, capsys.readouterr().err

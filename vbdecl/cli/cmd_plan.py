@@ -41,6 +41,11 @@ def plan_changes(plan: dict[str, Any], state: dict[str, Any] | None, state_dir: 
     return changes(plan, state, None, verbose=verbose)
 
 
+# What limits.pids must allow while a live environment's process starts (measured:
+# 3 fails the apply with EAGAIN; runtime/child.no_more_processes says why).
+LIVE_PIDS_FLOOR = 4
+
+
 def check_limits(plan: dict[str, Any], path: str) -> None:
     """Limits this machine cannot enforce are a plan-time error (a warning under
     ``limits.optional: true``), not a failure half-way through apply."""
@@ -54,6 +59,13 @@ def check_limits(plan: dict[str, Any], path: str) -> None:
     from vbdecl.ops.cgroup import preflight
 
     problems = preflight(limits)
+    if limits.get("pids") is not None and limits["pids"] < LIVE_PIDS_FLOOR:
+        # (a live environment's process starts with helpers in the group: EAGAIN half-way)
+        problems.append({"where": "limits.pids", "level": "error",
+                         "message": f"limits.pids {limits['pids']} is too few for a live environment: its process "
+                                    f"starts with vbdecl's helpers in the group ({LIVE_PIDS_FLOOR} at once)",
+                         "hint": f"set limits.pids to {LIVE_PIDS_FLOOR} or more, plus what the process "
+                                 "runs (vbdecl run needs 2)"})
     errors = [p for p in problems if p["level"] == "error"]
     for p in problems:
         if p["level"] != "error":

@@ -525,15 +525,17 @@ def test_apply_of_several_environments_checks_every_source_before_the_first(
     assert not (env / "state" / "envs" / "first").exists()
 
 
-@pytest.mark.parametrize("args", [["logs", "nothere"], ["recover", "nothere"],
-                                  ["rollback", "nothere", "--to", "1", "-y"], ["status", "nothere"]])
+@pytest.mark.parametrize("args", [["logs", "nothere"], ["rollback", "nothere", "--to", "1", "-y"],
+                                  ["status", "nothere"]])
 def test_an_unknown_environment_is_said_alike_by_every_command(
         env: Path, capsys: pytest.CaptureFixture[str], args: list[str]) -> None:
-    """A user review: logs showed a state file's path ('no environment named'), recover
-    said 'nothing to recover' with exit 0, rollback 'has no revision 1'."""
+    """A user review: logs showed a state file's path ('no environment named'), rollback
+    said 'has no revision 1'. (recover says so too, and exits 0: it stays safe to repeat.)"""
     assert main(args) == 1
     err = capsys.readouterr().err
     assert "error: environment 'nothere' does not exist" in err and "state.json" not in err
+    assert main(["recover", "nothere"]) == 0
+    assert "nothing to recover for nothere (no environment of that name exists)" in capsys.readouterr().out
 
 
 def test_a_pids_limit_no_live_environment_can_start_under_is_a_plan_error(

@@ -20,7 +20,7 @@ def run(args: argparse.Namespace) -> int:
     from vbdecl.cli.progress import Renderer, command_line, emit_json, interrupts_roll_back
     from vbdecl.engine import paths, store
     from vbdecl.engine.executor import Engine
-    from vbdecl.errors import LockedError, StateError, VbdeclError
+    from vbdecl.errors import LockedError, VbdeclError
 
     interrupts_roll_back()
     renderer = Renderer(args.json)
@@ -49,10 +49,11 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         emit_json({"event": "result", "recovered": recovered, "failed": failed, "busy": busy})
     elif not recovered and not failed and not busy:
-        if args.name and not os.path.isdir(paths.env_dir(args.name, engine.state_dir)):
-            raise StateError(f"environment {args.name!r} does not exist",
-                             hint="vbdecl ls lists the environments")
-        print("nothing to recover" + (f" for {args.name}" if args.name else ""))
+        # (exit 0 all the same: a recover that ran already, or rolled back a first
+        # apply, left no environment; recover stays safe to repeat)
+        gone = args.name and not os.path.isdir(paths.env_dir(args.name, engine.state_dir))
+        print("nothing to recover" + (f" for {args.name}" if args.name else "")
+              + (" (no environment of that name exists)" if gone else ""))
     if first_error is not None and (len(names) == 1 or args.json):
         raise first_error
     return 1 if failed else 0

@@ -473,7 +473,7 @@ def test_plan_refuses_missing_bind_and_file_sources_as_apply_does(
     assert f"also src: mount[/data]: bind source {env}/srcdata does not exist" in cap.err
     assert "maybe" not in cap.err and "optional: true binds it" in cap.err
     assert "file source" in cap.err and "content:" in cap.err.split("also")[0]
-    assert "hint: apply would stop before its first step" in cap.err
+    assert "hint: apply would refuse it, changing nothing" in cap.err
     assert not out.exists()
     # --no-refresh reads nothing of the host: no source checks either (a review)
     assert main(["plan", "--no-cache", "--no-refresh", str(m)]) == 0
@@ -550,3 +550,22 @@ def test_a_pids_limit_no_live_environment_can_start_under_is_a_plan_error(
     assert "few: limits.pids 3 is too few for a live environment" in err and "vbdecl run needs 2" in err
     m.write_text(text.replace("PIDS", "4"))
     assert main(["plan", "--no-cache", str(m)]) == 0, capsys.readouterr().err
+
+
+def test_plan_refuses_a_bridge_other_environments_use_with_another_subnet(
+        env: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A user review: plan was clean, and apply failed at the bridge step."""
+    from vbdecl.net import shared
+
+    m = env / "b.yaml"
+    m.write_text("apiVersion: vbdecl/v1\nkind: Environment\nmetadata:\n  name: b\nspec:\n"
+                 "  network: {mode: bridge, bridge: tbr0, subnet: 10.99.2.0/24}\n")
+    root = shared.state_root_of(str(env / "state"))
+    root.mkdir(parents=True, exist_ok=True)
+    with shared.locked(str(root)) as st:
+        st["bridges"]["tbr0"] = {"users": ["vb-00000001"], "subnet": "10.99.1.0/24"}
+    assert main(["plan", "--no-cache", str(m)]) == 1
+    err = capsys.readouterr().err
+    assert ("b: net.bridge[tbr0]: bridge tbr0 serves 10.99.1.0/24 for other environments, but this one "
+            "asks for 10.99.2.0/24") in err
+    assert main(["plan", "--no-cache", "--no-refresh", str(m)]) == 0

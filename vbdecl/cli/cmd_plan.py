@@ -96,8 +96,35 @@ def source_problems(found: list[Any]) -> list[tuple[str, str]]:
     return out
 
 
+def bridge_conflicts(plan: dict[str, Any], state: dict[str, Any] | None,
+                     state_dir: str | None) -> list[tuple[str, str]]:
+    """(action id, problem) for a bridge that other environments of this state root use
+    with another subnet: apply's net.bridge step refuses it (after the environment's
+    namespaces were made, then rolled back), so plan says it first (a user review)."""
+    from vbdecl.net import shared
+
+    own = str((state or {}).get("instance") or "")
+    out = []
+    for action in plan.get("actions") or []:
+        if action.get("kind") != "net.bridge":
+            continue
+        params = action.get("params") or {}
+        try:
+            entry = (shared.read(state_dir or "").get("bridges") or {}).get(params.get("bridge")) or {}
+        except (OSError, ValueError):
+            continue
+        if not [u for u in entry.get("users") or [] if u != own]:
+            continue
+        for key in ("subnet", "subnet6"):
+            if params.get(key) and entry.get(key) and entry[key] != params[key]:
+                out.append((action["id"], f"bridge {params['bridge']} serves {entry[key]} for other "
+                            f"environments, but this one asks for {params[key]}: use network.{key} "
+                            f"{entry[key]}, or another network.bridge"))
+    return out
+
+
 def sources_error(blocked: list[tuple[dict[str, Any], str, list[tuple[str, str]]]], *,
-                  what: str = "apply would stop before its first step (nothing changed)") -> Exception:
+                  what: str = "apply would refuse it, changing nothing") -> Exception:
     """One error for what apply would refuse: (plan, its file, [(action id, problem)])
     of every environment with such problems, the first one leading."""
     from vbdecl.errors import PlanError
@@ -306,7 +333,8 @@ def run(args: argparse.Namespace) -> int:
                              verbose=args.verbose)
         results.append((plan, state, found))
         # (what apply will refuse, read from the host as the drift is: not with --no-refresh)
-        problems = [] if args.no_refresh else source_problems(found)
+        problems = [] if args.no_refresh else [*source_problems(found),
+                                                   *bridge_conflicts(plan, state, args.state_dir)]
         if problems:
             blocked.append((plan, path, problems))
     lines, doc = render_all(results)

@@ -247,9 +247,9 @@ def test_every_duplicate_published_port_is_reported() -> None:
     # one problem on each repeated item, each naming every item that publishes the port;
     # the same port on one host_ip and on all addresses is one map key on the host too
     assert problems == [
-        ("ports.yaml:9:9", "port 8080/tcp is published 3 times (items 1, 2 and 3)"),
-        ("ports.yaml:10:9", "port 8080/tcp is published 3 times (items 1, 2 and 3)"),
-        ("ports.yaml:12:9", "port 9090/udp is published twice (items 4 and 5)"),
+        ("ports.yaml:9:9", "port 8080/tcp is published 3 times (network.ports[0], [1] and [2])"),
+        ("ports.yaml:10:9", "port 8080/tcp is published 3 times (network.ports[0], [1] and [2])"),
+        ("ports.yaml:12:9", "port 9090/udp is published twice (network.ports[3] and [4])"),
     ]
 
 

@@ -685,11 +685,12 @@ class Network(_Model):
         for (host, proto), where in items.items():
             if len(where) < 2:
                 continue
-            numbers = [str(i + 1) for i in where]
-            listed = ", ".join(numbers[:-1]) + " and " + numbers[-1]
+            # (indexes counted from 0, as in the paths of every other message)
+            numbers = [f"[{i}]" for i in where]
+            listed = "network.ports" + ", ".join(numbers[:-1]) + " and " + numbers[-1]
             times = "twice" if len(where) == 2 else f"{len(where)} times"
             for i in where[1:]:
-                errors.append(fail(f"port {host}/{proto} is published {times} (items {listed})",
+                errors.append(fail(f"port {host}/{proto} is published {times} ({listed})",
                                    "each host port may be published once per protocol: on one "
                                    "host_ip, or on every address of the host without host_ip",
                                    at=("ports", i)))

@@ -569,3 +569,16 @@ def test_plan_refuses_a_bridge_other_environments_use_with_another_subnet(
     assert ("b: net.bridge[tbr0]: bridge tbr0 serves 10.99.1.0/24 for other environments, but this one "
             "asks for 10.99.2.0/24") in err
     assert main(["plan", "--no-cache", "--no-refresh", str(m)]) == 0
+
+
+def test_a_live_process_cannot_inherit_fds(env: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A security review: inherit_fds of a live environment's process handed it vbdecl's
+    own lock, journal and log at those numbers (the process wrote into the journal and
+    held the lock). plan and apply refuse it; vbdecl run keeps it."""
+    m = env / "fds.yaml"
+    m.write_text("apiVersion: vbdecl/v1\nkind: Environment\nmetadata:\n  name: fds\nspec:\n"
+                 "  filesystem: [{type: tmpfs, target: /tmp}]\n"
+                 "  process: {command: [/bin/true], inherit_fds: [3, 4]}\n")
+    assert main(["plan", "--no-cache", str(m)]) == 1
+    assert "fds: process: process.inherit_fds [3, 4]: a live environment's process cannot inherit fds" \
+        in capsys.readouterr().err

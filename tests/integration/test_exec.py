@@ -374,3 +374,14 @@ def test_a_seccomp_profile_file_is_read_on_the_host_by_apply_and_exec(tmp_path: 
         assert out.returncode == 1 and "Operation not permitted" in out.stderr, out
         out = cli("exec", name, "--", "true")
         assert out.returncode == 0, out
+
+
+def test_disable_userns_holds_for_a_live_process_and_exec(tmp_path: Path) -> None:
+    """A security review: security.disable_userns worked for vbdecl run, but every apply
+    failed: the live process wrote the sysctl inside the environment's root, whose /proc
+    is read-only (a proc entry) or missing. The live process and exec now set it through
+    the host's /proc, for the environment's user namespace."""
+    with applied(tmp_path, "  namespaces: {user: true}\n  security: {disable_userns: true}\n") as (name, cli):
+        out = cli("exec", name, "--", "/bin/sh", "-c", "unshare -U true; echo $?")
+        assert out.returncode == 0 and out.stdout.strip() == "1", out
+        assert "No space left on device" in out.stderr

@@ -722,10 +722,12 @@ def could_trace_into_pid1(spec: dict[str, Any]) -> bool:
     return bool((kept if nnp else bounding | kept) & sys_ptrace) and not kept & sys_admin
 
 
-def prepare_in_child(spec: dict[str, Any]) -> None:
-    """Apply ``security.disable_userns`` (needs /proc; idempotent: the limit is 0
-    after the first time). No state of ours says it was done: the module may be
-    a parent's that runs many sandboxes (a shared child, see vbdecl.runtime.spawn)."""
+def prepare_in_child(spec: dict[str, Any], proc_dir: int | None = None) -> None:
+    """Apply ``security.disable_userns`` (needs /proc, or ``proc_dir``, an fd of the
+    host's, kept by a process that entered a live environment, whose own /proc may
+    be read-only or missing; idempotent: the limit is 0 after the first time). No
+    state of ours says it was done: the module may be a parent's that runs many
+    sandboxes (a shared child, see vbdecl.runtime.spawn)."""
     sec = spec.get("security") or {}
     if not sec.get("disable_userns"):
         return
@@ -736,12 +738,12 @@ def prepare_in_child(spec: dict[str, Any]) -> None:
         raise RuntimeSetupError("security.disable_userns needs namespaces.user",
                                 hint="set namespaces.user: true (the limit is set in the environment's "
                                      "own user namespace, never on the host)")
-    if sc.in_initial_user_ns():
+    if sc.in_initial_user_ns(proc_dir):
         raise RuntimeSetupError(
             "security.disable_userns: refusing to change user.max_user_namespaces: this process is "
             "not in a user namespace of its own (or /proc is not mounted)",
             hint="call it inside the environment's user namespace, with /proc visible")
-    sc.set_max_user_namespaces(0)
+    sc.set_max_user_namespaces(0, proc_dir)
 
 
 # --- the whole sequence -------------------------------------------------------

@@ -576,6 +576,8 @@ def start_process(*, env_record: dict[str, Any], spec: dict[str, Any], log_path:
             null = os.open("/dev/null", os.O_RDWR | os.O_CLOEXEC)
             home = _root_cgroup_procs()
             enter(env_record, spec, cgroups)
+            # (through the host's /proc: the environment's may be read-only, or missing)
+            C._security().prepare_in_child(spec, proc_dir=host_proc)
             env_ns = {k: v for k, v in _inodes_at(host_proc).items() if v != host_ns.get(k)}
             ready_r, ready_w = os.pipe2(os.O_CLOEXEC)
             done_r, done_w = os.pipe2(os.O_CLOEXEC)
@@ -609,6 +611,7 @@ def start_process(*, env_record: dict[str, Any], spec: dict[str, Any], log_path:
                     s["process"] = dict(spec["process"], new_session=False, tty="auto")  # setsid done
                     cfg = _process_cfg(s, None, c2p_w)
                     cfg.die_with_parent = False
+                    cfg.userns_disabled = True      # (above, for the whole user namespace)
                     C.exec_process(cfg)
                 try:
                     # The child's host pid, read through the host's /proc (inside, pids
@@ -1016,7 +1019,13 @@ def exec_in(name: str, argv: list[str] | None, *, state_dir: str | None = None,
         joined = _env_cgroups(record, memory_cgroups(state.get("resources"), str(record.get("instance") or "")))
         cgroup_fds = _cgroup_procs_fds(joined)
         pids_fds = _pids_files(oom.controller_dir(state.get("resources"), "pids"), joined)
-        later = enter_namespaces(record, leave=("cgroup",))
+        host_proc = os.open("/proc", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            later = enter_namespaces(record, leave=("cgroup",))
+            # (through the host's /proc: the environment's may be read-only, or missing)
+            C._security().prepare_in_child(spec, proc_dir=host_proc)
+        finally:
+            os.close(host_proc)
     except BaseException:
         for fd in [*cgroup_fds, *pids_fds, *later.values(), oom_fd, lock_fd, init_dir]:
             if fd >= 0:
@@ -1057,7 +1066,9 @@ def exec_in(name: str, argv: list[str] | None, *, state_dir: str | None = None,
             os.close(init_dir)
             if lock_fd >= 0:
                 os.close(lock_fd)
-            C.exec_process(_process_cfg(spec, argv, c2p_w))
+            cfg = _process_cfg(spec, argv, c2p_w)
+            cfg.userns_disabled = True      # (above, for the whole user namespace)
+            C.exec_process(cfg)
         for fd in [*cgroup_fds, *pids_fds, *later.values()]:
             os.close(fd)
         os.close(c2p_w)

@@ -105,17 +105,20 @@ def map_hint() -> str | None:
             "(or use the id the caller is mapped to)")
 
 
-def in_initial_user_ns() -> bool:
+def in_initial_user_ns(proc_dir: int | None = None) -> bool:
     """True when the caller is in the host's (initial) user namespace.
 
     The initial namespace maps the whole id range onto itself; any other
     namespace shows a narrower map. Without /proc, assume the initial one
     (callers use this to refuse host-wide changes, so erring this way is safe).
     Read with os.read: the root builder asks in a forked child, where a text
-    file object's machinery would cost copy-on-write faults.
+    file object's machinery would cost copy-on-write faults. ``proc_dir``: an fd
+    of a /proc to read instead of the one at /proc (the host's, kept by a process
+    that entered an environment).
     """
     try:
-        fd = os.open("/proc/self/uid_map", os.O_RDONLY | os.O_CLOEXEC)
+        fd = os.open("self/uid_map" if proc_dir is not None else "/proc/self/uid_map",
+                     os.O_RDONLY | os.O_CLOEXEC, dir_fd=proc_dir)
     except OSError:
         return True
     try:
@@ -140,16 +143,18 @@ def caps_of_status(text: str) -> dict[str, int]:
 MAX_USER_NAMESPACES = "/proc/sys/user/max_user_namespaces"
 
 
-def set_max_user_namespaces(limit: int) -> None:
+def set_max_user_namespaces(limit: int, proc_dir: int | None = None) -> None:
     """Write user.max_user_namespaces of the caller's user namespace.
 
-    The sysctl is per user namespace (the one of the writing process), and a
+    The sysctl is per user namespace (the one of the writing process, whichever
+    /proc it writes through: ``proc_dir``, see :func:`in_initial_user_ns`), and a
     limit counts every namespace created below it; so 0 here refuses nested
     user namespaces for everything inside, and cannot be raised again without
     CAP_SYS_RESOURCE in this namespace.
     """
     try:
-        fd = os.open(MAX_USER_NAMESPACES, os.O_WRONLY | os.O_CLOEXEC)
+        fd = os.open(MAX_USER_NAMESPACES.removeprefix("/proc/") if proc_dir is not None
+                     else MAX_USER_NAMESPACES, os.O_WRONLY | os.O_CLOEXEC, dir_fd=proc_dir)
     except OSError as e:
         raise_errno(f"open({MAX_USER_NAMESPACES})", e.errno or errno.ENOENT,
                     hint="mount /proc in the environment (a `proc` filesystem entry), or let the "

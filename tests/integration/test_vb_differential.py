@@ -15,6 +15,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -785,3 +786,36 @@ def test_a_terminals_interrupt_ends_a_block_fd_wait_of_a_pid_1_command(tmp_path:
             os.waitpid(pid, 0)
         except (ProcessLookupError, ChildProcessError):
             pass
+
+
+def test_a_second_review_against_bubblewrap(tmp_path: Path) -> None:
+    """A differential review (2026-11-30): an empty bind source bound the caller's cwd,
+    writable (bwrap: "Can't find source path "); the cwd was the physical path where
+    bwrap keeps the $PWD the caller came through; an fd near `ulimit -n`, a --file fd
+    beyond it and a closed --block-fd ended in Python tracebacks; a hostname that is
+    not UTF-8 could not be set."""
+    work = tmp_path / "work"
+    work.mkdir()
+    outputs = _both([*BASE, "--bind", "", "/x", "touch", "/x/written"], cwd=str(work))
+    assert outputs[BWRAP] == "bwrap: Can't find source path : No such file or directory\nexit 1\n"
+    assert outputs[VB] == outputs[BWRAP] and not (work / "written").exists()
+    # (not below /tmp, where bubblewrap stages its new root and loses the link)
+    with tempfile.TemporaryDirectory(dir="/var/tmp") as far:
+        (Path(far) / "work").mkdir()
+        (Path(far) / "link").symlink_to(Path(far) / "work")
+        outputs = _both(["--ro-bind", "/", "/", "sh", "-c", "echo $PWD"], cwd=far,
+                        shell=f"cd -L {far}/link && export PWD &&")
+        assert outputs[BWRAP] == f"{far}/link\nexit 0\n" and outputs[VB] == outputs[BWRAP]
+    high = os.open(os.devnull, os.O_RDONLY)
+    try:
+        os.dup2(high, 1023)
+        outputs = _both(["--ro-bind", "/", "/", "echo", "ok"], shell="ulimit -n 1024;", pass_fds=(1023,))
+    finally:
+        os.close(high)
+        os.close(1023)
+    assert outputs[BWRAP] == "ok\nexit 0\n" and outputs[VB] == outputs[BWRAP]
+    for args in (["--file", "99999", "/x"], ["--block-fd", "9"], ["--block-fd", "99999"]):
+        outputs = _both([*BASE, *args, "echo", "ran"])
+        assert "Traceback" not in outputs[VB] and outputs[VB] == outputs[BWRAP], (args, outputs)
+    outputs = _both([*BASE, "--unshare-uts", "--hostname", "h\udcff", "sh", "-c", "hostname | od -An -c"])
+    assert "h 377" in outputs[BWRAP].replace("  ", " ") and outputs[VB] == outputs[BWRAP]

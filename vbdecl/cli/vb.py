@@ -112,9 +112,21 @@ def usage(prog: str, stream: object) -> None:
           file=stream)  # type: ignore[call-overload]
 
 
+def _say(line: str) -> None:
+    """A line on stderr with the caller's bytes as given (a path that is not UTF-8 shows
+    as bubblewrap shows it, not as \udcff)."""
+    if sys.stderr is None:
+        return
+    try:
+        sys.stderr.flush()
+        os.write(2, os.fsencode(line + "\n"))
+    except OSError:
+        pass
+
+
 def die(prog: str, message: str, level_prefix: bool) -> int:
     prefix = "<3>" if level_prefix else ""
-    print(f"{prefix}{prog}: {message}", file=sys.stderr)
+    _say(f"{prefix}{prog}: {message}")
     return 1
 
 
@@ -122,7 +134,7 @@ def warn(prog: str, warnings: list[str], level_prefix: bool) -> None:
     """bubblewrap's warnings (LOG_WARNING: ``<4>`` with --level-prefix)."""
     prefix = "<4>" if level_prefix else ""
     for message in warnings:
-        print(f"{prefix}{prog}: {message}", file=sys.stderr)
+        _say(f"{prefix}{prog}: {message}")
 
 
 def _open_fds() -> list[int]:

@@ -8,6 +8,7 @@ for the process tree and the sync protocol.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
 import struct
@@ -326,9 +327,18 @@ def _fork_in_new_pid_ns(own: int) -> int:
 
 
 def _above(fd: int, floor: int) -> int:
+    """``fd`` moved above ``floor``, where none of the caller's fds is; where it keeps
+    its number when there is no room up to ``ulimit -n`` (an fd the caller holds near
+    the limit, or one an option names beyond it): close_fds_except keeps it by number
+    anyway, and bubblewrap runs there too."""
     if fd > floor:
         return fd
-    new = fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, floor + 1)
+    try:
+        new = fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, floor + 1)
+    except OSError as exc:
+        if exc.errno not in (errno.EINVAL, errno.EMFILE):
+            raise
+        return fd
     os.close(fd)
     return new
 
@@ -469,7 +479,10 @@ def _spawn_and_wait(cfg: C.ChildConfig, nsd: dict[str, Any], idmap: dict[str, An
             os.dup2(null, block, inheritable=False)
             os.close(null)
         else:
-            os.close(block)
+            try:
+                os.close(block)
+            except OSError:     # (a closed fd: bubblewrap ignores it, and so does the wait)
+                pass
     try:
         _run_holder(cfg, pid, c2p_r, p2c_w, reports, nsd, idmap, spec, name, actions, sink, result,
                     guard, state_dir, set_tx, warnings)

@@ -122,7 +122,7 @@ def ns_inodes(pid: int | str) -> dict[str, int | None]:
 
 
 def sethostname(name: str) -> None:
-    data = name.encode()
+    data = os.fsencode(name)     # (bytes the caller gave, whatever their encoding)
     check(syscall("sethostname", data, len(data)), f"sethostname({name})")
 
 

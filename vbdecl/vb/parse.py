@@ -883,7 +883,7 @@ def _from_cwd(e: dict[str, Any], cwd: str | None) -> dict[str, Any] | None:
     def host(path: str) -> str:
         if path.startswith("/"):
             return path
-        if cwd is None:
+        if cwd is None or not path:     # (realpath("") fails: "" is not the current directory)
             raise VbUsageError(f"Can't find source path {path}: No such file or directory")
         return os.path.realpath(os.path.join(cwd, path))
 
@@ -908,7 +908,19 @@ def _abs_target(target: str) -> str:
 
 
 def _getcwd() -> str | None:
+    """The current directory as bubblewrap takes it (get_current_dir_name(3)): $PWD when
+    it names this directory, which keeps the symlinks the caller went through (a home
+    under a link), else the physical path."""
     try:
-        return os.getcwd()
+        here = os.getcwd()
     except OSError:
         return None
+    pwd = os.environ.get("PWD", "")
+    if pwd.startswith("/") and pwd != here:
+        try:
+            a, b = os.stat(pwd), os.stat(".")
+        except OSError:
+            return here
+        if (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino):
+            return pwd
+    return here

@@ -79,14 +79,22 @@ def ask(addr: str, port: int, tries: int = 100) -> str:
     raise AssertionError(f"no answer from {addr}:{port}: {last}")
 
 
+class Published:
+    """One live environment publishing a random host port to its server's port 80 on a
+    bridge of its own: state, bridge, subnet, gateway address, host port, name, manifest."""
+
+    def __init__(self, tmp: Path, prefix: str) -> None:
+        self.state, self.bridge, self.subnet = tmp / "state", f"vbt{uniq()}", rand_subnet()
+        self.gw = self.subnet.replace(".0/24", ".1")
+        self.hp = random.randint(20000, 32000)
+        self.name = f"{prefix}{uniq()}"
+        self.manifest = write(tmp, self.name, self.bridge, self.subnet, f'"{self.hp}:80/tcp"')
+        cli(self.state, "apply", "-y", str(self.manifest))
+
+
 def test_a_deleted_port_element_is_drift_that_apply_repairs(tmp_path: Path) -> None:
-    state = tmp_path / "state"
-    bridge, subnet = f"vbt{uniq()}", rand_subnet()
-    gw = subnet.replace(".0/24", ".1")
-    hp = random.randint(20000, 32000)
-    name = f"pd{uniq()}"
-    m = write(tmp_path, name, bridge, subnet, f'"{hp}:80/tcp"')
-    cli(state, "apply", "-y", str(m))
+    env = Published(tmp_path, "pd")
+    state, gw, hp, name, m = env.state, env.gw, env.hp, env.name, env.manifest
     try:
         assert ask(gw, hp) == "pong"
         subprocess.run(["nft", "delete", "element", "inet", "vbdecl", "ports", f"{{ tcp . {hp} }}"],
@@ -188,3 +196,24 @@ def test_a_port_conflict_names_the_environment(tmp_path: Path) -> None:
                 f"(instance {st['instance']}, pid {env['record']['pid']})") in out.stderr
     finally:
         cli(state, "destroy", "-y", first, check=False)
+
+
+def test_a_failed_port_update_puts_the_old_port_back(tmp_path: Path) -> None:
+    """A network review: a host program listening on the port (allowed: the DNAT holds no
+    socket) made an update of the port's container side fail, and its rollback too (the
+    old port, put back, met the same check): the environment lost its published port
+    until the program went. A rollback puts back what the environment had."""
+    from test_net import host_listener
+
+    env = Published(tmp_path, "pf")
+    state, gw, hp, name = env.state, env.gw, env.hp, env.name
+    try:
+        assert ask(gw, hp) == "pong"
+        with host_listener("127.0.0.5", hp):
+            out = cli(state, "apply", "-y", str(write(tmp_path, name, env.bridge, env.subnet, f'"{hp}:81/tcp"')),
+                      check=False)
+            assert out.returncode == 1 and "already in use" in out.stderr, out.stderr
+            assert "revert FAILED" not in out.stderr and "nothing was changed" in out.stderr, out.stderr
+            assert ask(gw, hp) == "pong"
+    finally:
+        cli(state, "destroy", "-y", name, check=False)

@@ -78,3 +78,18 @@ def test_forwarding_set_back_keeps_each_interfaces_own(monkeypatch: pytest.Monke
     nat._forward_restore(host)
     assert values == {netlink.FORWARD["4"]: "0", f"{conf}/eth7/forwarding": "1", f"{conf}/default/forwarding": "0"}
     assert host == {"forward": {}}
+
+
+def test_the_egress_of_a_masquerade_found_by_recovery_is_its_rules():
+    """A network review: a masquerade recovered from an apply killed in its step was
+    recorded with egress "auto", drift on every plan after (auto -> eth0)."""
+    from vbdecl.ops.nat import _masquerade_egress
+
+    items = [{"chain": {"name": "vb-1-masq"}},
+             {"rule": {"chain": "other", "expr": [{"match": {"op": "==", "left": {"meta": {"key": "oifname"}},
+                                                              "right": "wlan0"}}]}},
+             {"rule": {"chain": "vb-1-masq", "expr": [
+                 {"match": {"op": "==", "left": {"meta": {"key": "oifname"}}, "right": "eth0"}},
+                 {"masquerade": None}]}}]
+    assert _masquerade_egress(items, "vb-1-masq") == "eth0"
+    assert _masquerade_egress(items, "vb-2-masq") is None

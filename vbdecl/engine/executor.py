@@ -796,6 +796,7 @@ class Session:
                                       "before": begun.get("before")})
             if made is not None:
                 return made
+        ctx.restoring = True
         return op.apply(ctx, old.get("params") or {})
 
     def _close_aborted(self, *, fresh: bool, base_revision: int) -> None:

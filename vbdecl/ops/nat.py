@@ -576,6 +576,20 @@ def _env_addresses(ctx: Context) -> tuple[str | None, str | None]:
 
 # --- nat.masquerade -------------------------------------------------------------
 
+def _masquerade_egress(items: list[dict[str, Any]], chain: str) -> str | None:
+    """The interface the masquerade rule of ``chain`` matches (``oifname``), if any."""
+    for item in items:
+        rule = item.get("rule") if isinstance(item, dict) else None
+        if not rule or rule.get("chain") != chain:
+            continue
+        for expr in rule.get("expr") or []:
+            match = expr.get("match") if isinstance(expr, dict) else None
+            if isinstance(match, dict) and match.get("left") == {"meta": {"key": "oifname"}} \
+                    and isinstance(match.get("right"), str):
+                return str(match["right"])
+    return None
+
+
 class Masquerade:
     def describe(self, params: Params) -> str:
         return f"masquerade {params.get('subnet')} out of {params.get('egress') or 'auto'}"
@@ -589,7 +603,9 @@ class Masquerade:
             chain = masq_chain(ctx.instance)
             if chain not in names:
                 return None
-            return {"chain": chain, "egress": params.get("egress"),
+            # (the interface its rule names, as apply records it: "auto" would be
+            # drift on every plan after the recovery, a review found)
+            return {"chain": chain, "egress": _masquerade_egress(items, chain) or params.get("egress"),
                     "addresses4": _jumps_to(items, "masq4", chain),
                     "addresses6": _jumps_to(items, "masq6", chain)}
         chain = record["chain"]
@@ -763,7 +779,11 @@ class Port:
         fams = (["4"] if a4 else []) + (["6"] if a6 else [])
         if host_ip is not None:
             self._check_host_ip(ctx, host_ip, host_port, proto, fams)
-        _check_free(proto, host_port, host_ip, fams)
+        if not ctx.restoring:
+            # (a rollback puts back a port the environment had: a listener that started
+            # since got none of its traffic then, and takes none of it now; a review's
+            # failed update otherwise left the environment without its port)
+            _check_free(proto, host_port, host_ip, fams)
         key = f"{ctx.instance}/{proto}/{host_port}"
         bridge = (ctx.records.get("net.veth") or {}).get("bridge")
         loopback = a4 is not None and (host_ip is None or ipaddress.ip_address(host_ip).is_loopback)

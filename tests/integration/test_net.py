@@ -360,6 +360,29 @@ def test_nat_to_upstream_sees_host_side(envs: Callable[..., Env]) -> None:
     assert Path("/proc/sys/net/ipv4/ip_forward").read_text() == forward_before
 
 
+def test_forwarding_of_a_family_goes_back_with_its_last_user(envs: Callable[..., Env]) -> None:
+    """A network review: IPv6 forwarding stayed on after the last environment masquerading
+    IPv6 went, while one forwarding IPv4 only was left (restored only with the table)."""
+    v4 = Path("/proc/sys/net/ipv4/ip_forward")
+    v6 = Path("/proc/sys/net/ipv6/conf/all/forwarding")
+    before = v4.read_text(), v6.read_text()
+    if before[1].strip() == "1":
+        pytest.skip("IPv6 forwarding is on on this host already")
+    (subnet_a, link_prefix, _), (subnet_b, _, subnet6) = rand_subnet(), rand_subnet()
+    with upstream(link_prefix) as (_pid, host_if, _host_ip, _up_ip):
+        only4, both = envs(), envs()
+        only4.apply([*bridge_actions(f"vbt{uniq()}", subnet_a), ("nat.masquerade", "nat.masquerade",
+                                                              {"subnet": subnet_a, "egress": host_if})])
+        both.apply([*bridge_actions(f"vbt{uniq()}", subnet_b, subnet6=subnet6),
+                    ("nat.masquerade", "nat.masquerade", {"subnet": subnet_b, "subnet6": subnet6,
+                                                          "egress": host_if})])
+        assert (v4.read_text().strip(), v6.read_text().strip()) == ("1", "1")
+        both.revert()
+        assert v6.read_text() == before[1] and v4.read_text().strip() == "1"
+        only4.revert()
+    assert (v4.read_text(), v6.read_text()) == before
+
+
 def test_published_port_from_another_namespace_and_in_place_update(envs: Callable[..., Env]) -> None:
     bridge = f"vbt{uniq()}"
     subnet, link_prefix, _ = rand_subnet()

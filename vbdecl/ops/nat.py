@@ -297,7 +297,7 @@ def _add(ctx: Context, key: str, cmds: list[Cmd], families: list[str], what: str
     nft = _nft(ctx)
     with _host_lock() as host:
         _collect(nft, host)
-        _register(host, ctx, key)
+        _register(host, ctx, key, families)
         items = nft.list_table(FAMILY, TABLE)
         ok, err = nft.try_run((base_repair_commands(items) if items is not None else []) + cmds)
         if not ok:
@@ -338,9 +338,9 @@ def _holder(nft: Any, host: dict[str, Any], cmds: list[Cmd], instance: str) -> s
     return None
 
 
-def _register(host: dict[str, Any], ctx: Context, key: str) -> None:
+def _register(host: dict[str, Any], ctx: Context, key: str, families: list[str]) -> None:
     """Remember which process's namespace this instance's NAT objects serve,
-    and which objects (``key``) it has."""
+    which objects (``key``) it has, and the IP families each forwards."""
     from vbdecl.sys import netlink
 
     ino = netlink.netns_id(ctx.env_pid)
@@ -350,6 +350,7 @@ def _register(host: dict[str, Any], ctx: Context, key: str) -> None:
                       **shared.owner(ctx.name, ctx.state_dir)})
         if key not in entry.setdefault("keys", []):
             entry["keys"].append(key)
+        entry.setdefault("families", {})[key] = list(families)
 
 
 def _collect(nft: Any, host: dict[str, Any]) -> list[str]:
@@ -430,18 +431,33 @@ def _remove(ctx: Context, key: str, cmds: list[Cmd], what: str, *, localnet_key:
         own = registry.get(ctx.instance)
         if own is not None and key in own.get("keys", []):
             own["keys"].remove(key)
+            (own.get("families") or {}).pop(key, None)
         if own is not None and not own.get("keys"):
             registry.pop(ctx.instance, None)
-        if any(info.get("keys") for inst, info in registry.items() if inst != ctx.instance):
-            return               # a registered environment still has objects: no need to look
         items = nft.list_table(FAMILY, TABLE)
+        chains = {i["chain"]["name"] for i in items or [] if "chain" in i} - BASE_CHAINS
+        if all(any(c.startswith(inst + "-") for inst in registry) for c in chains):
+            # every object left is a registered environment's: a family none of them
+            # forwards any more gets its setting back (a review: IPv6 forwarding stayed on)
+            _forward_restore(host, keep=_families_in_use(registry))
+        if any(info.get("keys") for inst, info in registry.items() if inst != ctx.instance):
+            return               # a registered environment still has objects
         if items is not None:
-            chains = {i["chain"]["name"] for i in items if "chain" in i}
-            if chains - BASE_CHAINS:
+            if chains:
                 return           # other environments (of any state root) still use it
             nft.run(delete_table_commands(), what=what)
         registry.pop(ctx.instance, None)
         _forward_restore(host)
+
+
+def _families_in_use(registry: dict[str, Any]) -> set[str]:
+    """The IP families the registered environments' NAT objects forward (an entry from
+    before families were recorded: both)."""
+    out: set[str] = set()
+    for info in registry.values():
+        for key in info.get("keys") or []:
+            out.update((info.get("families") or {}).get(key, ("4", "6")))
+    return out
 
 
 def _forward_on(host: dict[str, Any], families: list[str]) -> None:
@@ -512,10 +528,13 @@ def _localnet_off(host: dict[str, Any], key: str) -> None:
         del host["localnet"][bridge]
 
 
-def _forward_restore(host: dict[str, Any]) -> None:
+def _forward_restore(host: dict[str, Any], keep: set[str] | frozenset[str] = frozenset()) -> None:
+    """Forwarding of each family vbdecl turned on set back as it was, but in ``keep``."""
     from vbdecl.sys import netlink
 
     for fam, saved in list(host["forward"].items()):
+        if fam in keep:
+            continue
         if saved != "1" and netlink.sysctl_get(netlink.FORWARD[fam]) == "1":
             netlink.sysctl_set(netlink.FORWARD[fam], str(saved))
             for name, value in (host.get("forward_conf") or {}).get(fam, {}).items():

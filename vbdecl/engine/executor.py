@@ -796,8 +796,11 @@ class Session:
                                       "before": begun.get("before")})
             if made is not None:
                 return made
-        ctx.restoring = True
-        return op.apply(ctx, old.get("params") or {})
+        ctx.restoring = True        # (one Context serves the session: only for this call)
+        try:
+            return op.apply(ctx, old.get("params") or {})
+        finally:
+            ctx.restoring = False
 
     def _close_aborted(self, *, fresh: bool, base_revision: int) -> None:
         # A state abandoned to this transaction's rollback (killed before its abort

@@ -115,12 +115,18 @@ def usage(prog: str, stream: object) -> None:
 def _say(line: str) -> None:
     """A line on stderr with the caller's bytes as given (a path that is not UTF-8 shows
     as bubblewrap shows it, not as \udcff)."""
-    if sys.stderr is None:
+    stream = sys.stderr
+    if stream is None:
         return
     try:
-        sys.stderr.flush()
-        os.write(2, os.fsencode(line + "\n"))
-    except OSError:
+        stream.flush()
+        raw = getattr(stream, "buffer", None)
+        if raw is None:
+            print(line, file=stream)
+            return
+        raw.write(os.fsencode(line + "\n"))
+        raw.flush()
+    except (OSError, ValueError):
         pass
 
 

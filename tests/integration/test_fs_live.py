@@ -234,6 +234,33 @@ def test_live_an_optional_bind_whose_source_appears_is_drift(env: Context, tmp_p
     assert repair.symbol == "-/+"
 
 
+@pytest.mark.parametrize("chmod_first", [False, True])
+def test_live_a_dir_and_a_chmod_of_one_directory_leave_its_first_mode(
+        env: Context, tmp_path: Path, chmod_first: bool) -> None:
+    """A review: a dir entry with a mode and a chmod entry on one host directory each
+    set back a mode that was the other's: removing one left the directory at 0755 (with
+    the other still declared) and a destroy at 0700, where it was 0755 before vbdecl."""
+    host = tmp_path / "host"
+    (host / "sub").mkdir(parents=True)
+    (host / "sub").chmod(0o755)
+    act(env, "fs.rootfs", rootfs=None)
+    env.records["mount[/data]"] = act(env, "fs.bind", target="/data", source=str(host), optional=False)
+    steps = [("chmod[/data/sub]", "fs.chmod", {"target": "/data/sub", "mode": 0o750}),
+             ("dir[/data/sub]", "fs.dir", {"target": "/data/sub", "mode": 0o700})]
+    if not chmod_first:
+        steps.reverse()
+    for rid, kind, params in steps:
+        env.records[rid] = op_for(kind).apply(env, params)
+    last_mode = steps[1][2]["mode"]
+    assert (host / "sub").stat().st_mode & 0o7777 == last_mode
+    first_id, first_kind, _ = steps[0]
+    op_for(first_kind).revert(env, env.records.pop(first_id))     # the other stays declared
+    assert (host / "sub").stat().st_mode & 0o7777 == last_mode
+    second_id, second_kind, _ = steps[1]
+    op_for(second_kind).revert(env, env.records.pop(second_id))
+    assert (host / "sub").stat().st_mode & 0o7777 == 0o755
+
+
 def test_live_dir_symlink_chmod_change_in_place(env: Context) -> None:
     """A new mode or link target is set in place; what vbdecl created stays its own, so
     the reverts still remove it, and a chmod's revert restores the mode from before."""
@@ -544,10 +571,11 @@ def test_live_a_shared_directory_loses_the_mode_of_the_entry_that_went(env: Cont
     del env.records["dir"]
     assert os.stat(f"{root}/a").st_mode & 0o7777 == made_on_the_way == 0o755
 
-    env.records["file2"] = act(env, "fs.file", target="/c/f", content="x", mode=None)
-    env.records["dir2"] = rec_d = act(env, "fs.dir", target="/c", mode=0o750)
+    # (ids as the planner gives them: the ops find the other entries setting a mode by them)
+    env.records["file[/c/f]"] = act(env, "fs.file", target="/c/f", content="x", mode=None)
+    env.records["dir[/c]"] = rec_d = act(env, "fs.dir", target="/c", mode=0o750)
     assert rec_d["adopted"] == ["/c"]
-    env.records["chmod"] = act(env, "fs.chmod", target="/c", mode=0o711)
+    env.records["chmod[/c]"] = act(env, "fs.chmod", target="/c", mode=0o711)
     d.revert(env, rec_d)
-    del env.records["dir2"]
+    del env.records["dir[/c]"]
     assert os.stat(f"{root}/c").st_mode & 0o7777 == 0o711

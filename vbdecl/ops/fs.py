@@ -819,13 +819,14 @@ class Dir(_PathOp):
         """Records ``old_mode`` when it chmods a directory that was there before
         vbdecl: a revert sets that back, as a chmod entry's does."""
         before = _mode_in_env(ctx, params["target"], None, dir_only=True)
-        return self._with_old_mode(params, super().apply(ctx, params), before)
+        return self._with_old_mode(ctx, params, super().apply(ctx, params), before)
 
-    def _with_old_mode(self, params: Params, record: Record, before: int | None) -> Record:
+    def _with_old_mode(self, ctx: Context, params: Params, record: Record, before: int | None) -> Record:
         mode = params.get("mode")
         if (params["target"] not in record["created"] and before is not None and mode is not None
                 and before != mode and not params.get("keep_mode")):
             record["old_mode"] = before
+            return _first_old_mode(ctx, record)
         return record
 
     def observe(self, ctx: Context, params: Params) -> dict[str, Any] | None:
@@ -836,7 +837,7 @@ class Dir(_PathOp):
 
     def recover(self, ctx: Context, params: Params, before: dict[str, Any]) -> Record | None:
         record = super().recover(ctx, params, before)
-        return None if record is None else self._with_old_mode(params, record, before.get("mode"))
+        return None if record is None else self._with_old_mode(ctx, params, record, before.get("mode"))
 
     def undo_from(self, record: Record, before: dict[str, Any]) -> Record:
         """An interrupted update gave a directory vbdecl did not make its first mode:
@@ -871,22 +872,13 @@ class Dir(_PathOp):
         target, old = record["target"], record.get("old_mode")
         if target in record.get("created", []):     # made by vbdecl: it goes, or another keeps it
             old = None if target in _unclaimed(ctx, record) else DEFAULT_MODES["dir"]
-        if (_same_env(ctx, record) and old is not None and record.get("mode") not in (None, old)
-                and not self._mode_set_by_another(ctx, record)):
-            _in_env(ctx, _ChmodJob(target, int(old), missing_ok=True))
+        if _same_env(ctx, record) and record.get("mode") is not None:
+            _set_back_mode(ctx, record, old)
         super().revert(ctx, record)
 
-    @staticmethod
-    def _mode_set_by_another(ctx: Context, record: Record) -> bool:
-        """Whether another live entry (a dir or chmod) sets the mode of the directory."""
-        target = record["target"]
-        return any(r != record and r.get("target") == target and r.get("mode") is not None
-                   for r in _owners(ctx).get(target, ()))
-
     def probe(self, ctx: Context, params: Params, record: Record | None) -> Record | None:
-        if any(e.get("type") == "chmod" and e.get("target") == params["target"]
-               for e in (ctx.spec.get("filesystem") or [])):
-            params = {**params, "mode": None}    # a chmod entry has the last word on the mode
+        if _mode_set_later(ctx, "dir", params["target"]):
+            params = {**params, "mode": None}    # a chmod after it has the last word on the mode
         return super().probe(ctx, params, record)
 
     def _is_kind(self, st: os.stat_result) -> bool:
@@ -989,6 +981,47 @@ class _RelinkJob(_Job):
         return b.created
 
 
+def _other_mode_setter(ctx: Context, record: Record) -> Record | None:
+    """Another live dir or chmod entry of the environment that sets the mode of
+    ``record``'s target (a review: a dir and a chmod on one directory each set back
+    a mode that was the other's)."""
+    for rid, other in ctx.records.items():
+        if (other is not record and other != record and rid.startswith(("dir[", "chmod["))
+                and other.get("target") == record.get("target")
+                and other.get("mnt_ns") == record.get("mnt_ns") and other.get("mode") is not None):
+            return other
+    return None
+
+
+def _first_old_mode(ctx: Context, record: Record) -> Record:
+    """``record`` with the mode from before the first of the entries that set its
+    target's mode, when another such entry is live: the mode it saw is that entry's."""
+    other = _other_mode_setter(ctx, record)
+    if other is not None and other.get("old_mode") is not None:
+        return {**record, "old_mode": other["old_mode"]}
+    return record
+
+
+def _mode_set_later(ctx: Context, kind: str, target: str) -> bool:
+    """Whether an entry after the ``kind`` entry at ``target`` in the manifest sets that
+    path's mode again (entries are made in their order: the last one's mode stays)."""
+    entries = ctx.spec.get("filesystem") or []
+    mine = next((i for i, e in enumerate(entries) if e.get("type") == kind and e.get("target") == target), None)
+    return mine is not None and any(
+        e.get("target") == target and e.get("mode") is not None and (
+            e.get("type") == "chmod" or (e.get("type") == "dir" and not e.get("keep_mode")))
+        for e in entries[mine + 1:])
+
+
+def _set_back_mode(ctx: Context, record: Record, old: int | None) -> None:
+    """What a dir or chmod entry that goes leaves as its target's mode: another live
+    entry's mode when one sets it too, else ``old`` (None: nothing to set)."""
+    other = _other_mode_setter(ctx, record)
+    mode = other["mode"] if other is not None else old
+    if mode is not None and mode != record.get("mode"):
+        _in_env(ctx, _ChmodJob(record["target"], int(mode), missing_ok=True))
+
+
 class _ChmodJob(_Job):
     """chmod ``target``; returns the mode before. A revert's (``missing_ok``) finds
     nothing to restore when the target is gone, or is a symlink now. Never through a
@@ -1030,7 +1063,7 @@ class Chmod(_FsOp):
         ino = _require_env(ctx)
         old = _in_env(ctx, _ChmodJob(params["target"], int(params["mode"])))
         record = {"target": params["target"], "mnt_ns": ino, "old_mode": old, "mode": params["mode"]}
-        return _adopt(ctx, record, with_target=True)
+        return _adopt(ctx, _first_old_mode(ctx, record), with_target=True)
 
     def update(self, ctx: Context, params: Params, record: Record) -> Record:
         """A new mode, set in place; a revert still restores the mode from before."""
@@ -1041,8 +1074,7 @@ class Chmod(_FsOp):
     def revert(self, ctx: Context, record: Record) -> None:
         if not _same_env(ctx, record):
             return
-        if record.get("old_mode") is not None:
-            _in_env(ctx, _ChmodJob(record["target"], int(record["old_mode"]), missing_ok=True))
+        _set_back_mode(ctx, record, record.get("old_mode"))
         gone = _unclaimed(ctx, record)
         if gone:
             _in_env(ctx, _UndoJob([], gone))
@@ -1059,6 +1091,8 @@ class Chmod(_FsOp):
         mode = _mode_in_env(ctx, params["target"], record)
         if mode is None:
             return None
+        if mode != params["mode"] and record is not None and _mode_set_later(ctx, "chmod", params["target"]):
+            return record       # a dir entry after it set the mode, as the manifest says
         if mode != params["mode"]:
             # changed outside vbdecl (drift, set back in place), or not this entry's
             return {**record, "mode": mode} if record is not None and "mode" in record else None

@@ -690,6 +690,34 @@ def test_two_state_roots_share_bridge_and_table(tmp_path: Path) -> None:
         b.close()
 
 
+def test_a_state_root_takes_its_gateway_off_a_shared_bridge_it_leaves(tmp_path: Path) -> None:
+    """A network review: a second state root added its subnet's gateway to the bridge
+    the first made; when its last environment went while the first's was still on the
+    bridge, the gateway (and its route) stayed for good, and later refused that subnet
+    on another bridge as an overlap. A root leaving takes off the gateways it added
+    that no address claimed on the bridge needs."""
+    bridge = f"vbt{uniq()}"
+    (subnet_a, _, _), (subnet_b, _, _) = rand_subnet(), rand_subnet()
+    a, b = Env(tmp_path / "root1"), Env(tmp_path / "root2")
+    try:
+        a.apply(bridge_actions(bridge, subnet_a))
+        b.apply(bridge_actions(bridge, subnet_b))
+        gw_a, gw_b = subnet_a.replace(".0/24", ".1"), subnet_b.replace(".0/24", ".1")
+
+        def on_bridge() -> str:
+            return subprocess.run(["ip", "-br", "addr", "show", "dev", bridge], capture_output=True,
+                                  text=True, check=True).stdout
+
+        assert gw_a in on_bridge() and gw_b in on_bridge()
+        b.revert()
+        assert gw_a in on_bridge() and gw_b not in on_bridge()
+        a.revert()
+        assert bridge not in links()
+    finally:
+        a.close()
+        b.close()
+
+
 def veth_altnames(instance: str) -> list[str]:
     out = subprocess.run(["ip", "-j", "link", "show", "dev", ipam.veth_name(instance)],
                          capture_output=True, text=True, check=True).stdout

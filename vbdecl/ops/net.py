@@ -18,6 +18,7 @@ that went away with the environment's namespace.
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import os
 import re
 import threading
@@ -313,9 +314,12 @@ class Bridge:
             if found is not None and found["kind"] == "bridge":
                 others = self._other_ports(nl, ipr, found["index"], ipam.veth_name(ctx.instance))
                 if any(_VETH.fullmatch(port) for port in others):
-                    # still in use by an environment of another state root, which may need
-                    # the gateway (cross-state-root sharing keeps the bridge as it is)
-                    pass
+                    # still in use by environments of another state root: it stays up for
+                    # them, with the gateways their addresses need (their claims say which,
+                    # BRIDGE@ADDRESS); ours that none needs goes, as nobody would take it
+                    # off later (a review found one left, and its route, for good)
+                    self._drop_unneeded_gateways(nl, ipr, found["index"], name, entry.get("added", []),
+                                                 others)
                 elif not others and (found.get("alias") == BRIDGE_ALIAS
                                      or (entry.get("created") and not found.get("alias"))):
                     # made by vbdecl (by this state root or another; or by this one, killed
@@ -330,6 +334,24 @@ class Bridge:
                     if entry.get("upped"):
                         nl.link_down(ipr, found["index"], name)
             del st["bridges"][name]
+
+    @staticmethod
+    def _drop_unneeded_gateways(nl: Any, ipr: Any, index: int, bridge: str, added: list[str],
+                                ports: list[str]) -> None:
+        """Take the gateway addresses in ``added`` off the bridge, but those of a network
+        that an address claimed by one of ``ports`` (veths of other state roots) is in."""
+        claimed = []
+        for link in nl.links(ipr):
+            if link["name"] in ports:
+                for alt in link.get("altnames") or []:
+                    if alt.startswith(bridge + "@"):
+                        with contextlib.suppress(ValueError):
+                            claimed.append(ipaddress.ip_address(alt[len(bridge) + 1:].replace("-", ":")))
+        for cidr in added:
+            net = ipaddress.ip_interface(cidr).network
+            if not any(addr in net for addr in claimed):
+                addr, _, plen = cidr.partition("/")
+                nl.address_delete(ipr, index, addr, int(plen))
 
     @staticmethod
     def _other_ports(nl: Any, ipr: Any, index: int, mine: str) -> list[str]:

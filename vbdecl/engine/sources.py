@@ -95,7 +95,7 @@ def pin_file_sources(plans: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Each ``file`` entry that copies a host file, pinned to that file's content now
     (params ``source_sha256``): an edited source is a change that plan shows and
     apply makes, and a saved plan or a revision copies only what it was made with
-    (fs.File.preflight). Plans of plan, apply and diff; ``run`` copies what is there."""
+    (fs.File.preflight). Plans of plan and apply; ``run`` copies what is there."""
     for plan in plans:
         for action in plan.get("actions") or []:
             params = action.get("params") or {}

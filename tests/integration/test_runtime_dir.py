@@ -41,9 +41,20 @@ def _pinned_under(path: str) -> list[str]:
 
 
 @pytest.fixture
-def default_roots(tmp_path: Path) -> Iterator[dict[str, Any]]:
+def default_roots(tmp_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     """A unique environment name in the default state root, removed afterwards (with
-    the state root's own entries that the test created)."""
+    the state root's own entries that the test created). One such test at a time, on
+    any xdist worker: one that started while another had made the root would find it
+    there and leave it, once the other could not remove it under its environment."""
+    import fcntl
+
+    shared_tmp = tmp_path_factory.getbasetemp().parent      # (the same for every worker)
+    with open(shared_tmp / "default-roots.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield from _default_roots(tmp_path)
+
+
+def _default_roots(tmp_path: Path) -> Iterator[dict[str, Any]]:
     name = f"rtdir-{secrets.token_hex(4)}"
     env = {k: v for k, v in os.environ.items() if not k.startswith("VBDECL_")}
     env["VBDECL_CACHE_DIR"] = str(tmp_path / "cache")

@@ -819,3 +819,7 @@ def test_a_second_review_against_bubblewrap(tmp_path: Path) -> None:
         assert "Traceback" not in outputs[VB] and outputs[VB] == outputs[BWRAP], (args, outputs)
     outputs = _both([*BASE, "--unshare-uts", "--hostname", "h\udcff", "sh", "-c", "hostname | od -An -c"])
     assert "h 377" in outputs[BWRAP].replace("  ", " ") and outputs[VB] == outputs[BWRAP]
+    said = [subprocess.run([tool, *BASE, "--chdir", b"/x\xff", "true"], capture_output=True, timeout=30).stderr
+            for tool in (BWRAP, VB)]
+    assert said[0] == b"bwrap: Can't chdir to /x\xff: No such file or directory\n"
+    assert said[1] == said[0].replace(b"bwrap: ", b"vb: ")

@@ -112,35 +112,21 @@ def usage(prog: str, stream: object) -> None:
           file=stream)  # type: ignore[call-overload]
 
 
-def _say(line: str) -> None:
-    """A line on stderr with the caller's bytes as given (a path that is not UTF-8 shows
-    as bubblewrap shows it, not as \udcff)."""
-    stream = sys.stderr
-    if stream is None:
-        return
-    try:
-        stream.flush()
-        raw = getattr(stream, "buffer", None)
-        if raw is None:
-            print(line, file=stream)
-            return
-        raw.write(os.fsencode(line + "\n"))
-        raw.flush()
-    except (OSError, ValueError):
-        pass
-
-
 def die(prog: str, message: str, level_prefix: bool) -> int:
+    from vbdecl.vb.launch import say
+
     prefix = "<3>" if level_prefix else ""
-    _say(f"{prefix}{prog}: {message}")
+    say(f"{prefix}{prog}: {message}")
     return 1
 
 
 def warn(prog: str, warnings: list[str], level_prefix: bool) -> None:
     """bubblewrap's warnings (LOG_WARNING: ``<4>`` with --level-prefix)."""
+    from vbdecl.vb.launch import say
+
     prefix = "<4>" if level_prefix else ""
     for message in warnings:
-        _say(f"{prefix}{prog}: {message}")
+        say(f"{prefix}{prog}: {message}")
 
 
 def _open_fds() -> list[int]:

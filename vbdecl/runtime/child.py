@@ -199,7 +199,10 @@ def encode_error(code: int, message: str, hint: str | None) -> bytes:
 
 
 def _cut(text: str) -> bytes:
-    data = text.encode("utf-8", "backslashreplace")
+    try:    # the bytes of a path as given (decode_error gives them back)
+        data = text.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:      # (a surrogate no byte stands for)
+        data = text.encode("utf-8", "backslashreplace")
     if len(data) <= REPORT_MAX:
         return data
     kept = data[:REPORT_MAX].decode("utf-8", "ignore").encode()
@@ -207,7 +210,7 @@ def _cut(text: str) -> bytes:
 
 
 def decode_error(payload: bytes) -> tuple[int, str, str | None]:
-    code, _, rest = payload.decode("utf-8", "replace").partition("\0")
+    code, _, rest = payload.decode("utf-8", "surrogateescape").partition("\0")
     message, _, hint = rest.partition("\0")
     return (int(code) if code.isdigit() else 125), message, hint or None
 

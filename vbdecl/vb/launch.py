@@ -24,6 +24,25 @@ _NS_KEYS = (("cgroup", "cgroup-namespace"), ("ipc", "ipc-namespace"), ("mount", 
             ("net", "net-namespace"), ("pid", "pid-namespace"), ("uts", "uts-namespace"))
 
 
+
+def say(line: str) -> None:
+    """A line on stderr with the caller's bytes as given (a path that is not UTF-8 shows
+    as bubblewrap shows it, not as \\udcff); through sys.stderr's buffer, so that a
+    redirected sys.stderr sees it."""
+    stream = sys.stderr
+    if stream is None:
+        return
+    try:
+        stream.flush()
+        raw = getattr(stream, "buffer", None)
+        if raw is None:
+            print(line, file=stream)
+            return
+        raw.write(os.fsencode(line + "\n"))
+        raw.flush()
+    except (OSError, ValueError):
+        pass
+
 def reported_namespaces(spec: dict[str, Any]) -> set[str]:
     """The spec's namespaces bubblewrap would report: the ones it unshares. A pid
     namespace nested in --pidns counts (--unshare-pid); a joined one does not."""
@@ -173,7 +192,7 @@ def launch(doc: dict[str, Any], *, prog: str, level_prefix: bool) -> int:
             locks.append(_posix_read_lock(path))
         except OSError as exc:
             what = "open" if exc.filename else "lock"
-            print(f"{prefix}{prog}: Unable to {what} lock file {path}: {exc.strerror}", file=sys.stderr)
+            say(f"{prefix}{prog}: Unable to {what} lock file {path}: {exc.strerror}")
             return 1
     if vb.get("seccomp_fds"):
         # bubblewrap reads (and closes) every program before anything else, with its messages
@@ -183,16 +202,16 @@ def launch(doc: dict[str, Any], *, prog: str, level_prefix: bool) -> int:
             try:
                 datas.append(_read_all(int(fd)))
             except OSError as exc:
-                print(f"{prefix}{prog}: Can't read seccomp data: {exc.strerror}", file=sys.stderr)
+                say(f"{prefix}{prog}: Can't read seccomp data: {exc.strerror}")
                 return 1
         if any(len(data) % 8 for data in datas):
-            print(f"{prefix}{prog}: Invalid seccomp data, must be multiple of 8", file=sys.stderr)
+            say(f"{prefix}{prog}: Invalid seccomp data, must be multiple of 8")
             return 1
         for data in datas:
             if not data:
                 from vbdecl.ops.sec import BWRAP_SECCOMP_EINVAL
 
-                print(f"{prefix}{prog}: {BWRAP_SECCOMP_EINVAL}", file=sys.stderr)
+                say(f"{prefix}{prog}: {BWRAP_SECCOMP_EINVAL}")
                 return 1
             programs.append(data.hex())
         vb = {**vb, "seccomp_fds": [], "seccomp_programs": programs}
@@ -204,17 +223,17 @@ def launch(doc: dict[str, Any], *, prog: str, level_prefix: bool) -> int:
             try:
                 os.fstat(int(vb[key]))
             except OSError as exc:
-                print(f"{prefix}{prog}: {what}: {exc.strerror}", file=sys.stderr)
+                say(f"{prefix}{prog}: {what}: {exc.strerror}")
                 return 1
     missing = _missing_source(spec)
     if missing is not None:
-        print(f"{prefix}{prog}: {missing}", file=sys.stderr)
+        say(f"{prefix}{prog}: {missing}")
         return 1
     writer = _StatusWriter(vb.get("info_fd"), vb.get("json_status_fd"), reported_namespaces(spec))
     try:
         plan = compile_doc(doc, with_hash=False)
     except VbdeclError as err:
-        print(f"{prefix}{prog}: {err.message}", file=sys.stderr)
+        say(f"{prefix}{prog}: {err.message}")
         return 1
     from vbdecl.entry import CALLER
 
@@ -232,13 +251,13 @@ def launch(doc: dict[str, Any], *, prog: str, level_prefix: bool) -> int:
             # bubblewrap's words for an exec failure
             reason = "No such file or directory" if code == 127 else message.rpartition(": ")[2]
             message = f"execvp {command}: {reason}"
-        print(f"{prefix}{prog}: {message}", file=sys.stderr)
+        say(f"{prefix}{prog}: {message}")
         net = spec.get("network") or {}
         if net.get("mode") == "bridge" and code not in (126, 127):
             from vbdecl.vb.bridge import hint
 
             said = hint(str(net.get("bridge")), str(net.get("subnet")), result.error)
             if said is not None:
-                print(f"{prefix}{prog}: hint: {said}", file=sys.stderr)
+                say(f"{prefix}{prog}: hint: {said}")
         return 1
     return int(result.code)

@@ -135,7 +135,7 @@ def test_sync_message_framing() -> None:
         tag, payload = spawn._read_msg(r) or (b"", b"")
         err = spawn._child_error(payload)
         assert tag == C.MSG_ERROR and err.exit_code == 127 and err.hint == "h"
-        assert err.message == "nope: caf\u00e9 \\udcff"   # a path's undecodable byte, escaped
+        assert err.message == "nope: caf\u00e9 \udcff"   # a path's undecodable byte, as given
         assert spawn._read_msg(r) is None
         assert C.decode_error(C.encode_error(126, "m", None)) == (126, "m", None)
         assert C.decode_error(b"garbage")[0] == 125

@@ -513,6 +513,13 @@ def test_an_edited_file_source_is_a_change_and_pins_saved_plans_and_revisions(tm
         assert _cli(sd, "apply", str(m), "-y").returncode == 0
         assert inside.read_text() == "three\n"
         assert "No changes" in _cli(sd, "plan", str(m)).stdout
+        # a failed update rolls back (a review: the old pin refused the edited source, and
+        # the revert failed for good); the content it had is not kept: the source's is copied
+        conf.write_text("four\n")
+        out = _cli(sd, "apply", str(m), "-y", VBDECL_FAULT="file[/etc/app.conf]")
+        assert out.returncode == 1 and "revert FAILED" not in out.stderr, out.stderr
+        assert "nothing was changed" in out.stderr
+        conf.write_text("three\n")
         out = _cli(sd, "rollback", "web", "--to", "1", "-y")      # revision 1 copied "one"
         assert out.returncode == 1 and "changed since this plan was made" in out.stderr, out
         conf.write_text("one\n")

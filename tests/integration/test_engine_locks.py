@@ -173,3 +173,46 @@ def test_forgetting_a_new_environment_hands_its_lock_on_to_one_waiter(tmp_path: 
     except LockedError:
         pass
     second.release()
+
+
+def test_a_recovered_first_apply_keeps_the_lock_for_the_command_after_it(tmp_path: Path) -> None:
+    """A review of the fix above: an apply killed in a first apply's step was rolled back
+    by the next apply's recovery, which forgot the environment, lock file and all, and
+    went on applying without a lock; when that apply failed too, an environment of a
+    journal alone was left, listed by ls. The lock file now stays while its session
+    goes on; the directory goes when the session ends with nothing committed."""
+    from vbdecl.engine.faults import Faults
+    from vbdecl.errors import ActionError
+
+    sd, root = tmp_path / "state", tmp_path / "root"
+    root.mkdir()
+    plan = testops.make_plan("web", root, files=2, mounts=0)
+    path = testops.write_plan(tmp_path / "p.json", plan)
+
+    def killed_first_apply() -> None:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("VBDECL_")}
+        env["VBDECL_TEST_CRASH_BEFORE_DONE"] = "file[/f1]"
+        out = subprocess.run([sys.executable, testops.__file__, "--state-dir", str(sd), "apply", str(path), "-y"],
+                             env=env, capture_output=True, text=True, timeout=60)
+        assert out.returncode == -9, out
+
+    killed_first_apply()
+    engine = Engine(sd)
+    with engine.session("web", then="apply") as s:
+        assert s.recovered == "rolled back" and s.state is None
+        held = os.stat(paths.lock_file("web", str(sd))).st_ino
+        assert s.lock is not None and os.fstat(s.lock.fd).st_ino == held
+        try:
+            lock.env_lock("web", str(sd))
+            raise AssertionError("another command took the lock of a session at work")
+        except LockedError:
+            pass
+    assert not (sd / "envs" / "web").exists()
+    killed_first_apply()
+    try:
+        Engine(sd, faults=Faults("file[/f0]")).apply(plan)
+        raise AssertionError("the injected fault did not fail the apply")
+    except ActionError:
+        pass
+    assert not (sd / "envs" / "web").exists() and store.list_envs(str(sd)) == []
+    assert testops.host_tree(root) == {}

@@ -198,7 +198,8 @@ def test_live_remount_ro_revert_leaves_a_read_only_mount_read_only(env: Context,
     remount.revert(env, rec_on_rw)
     assert "ro" in mounts(env)["/ro"]["opts"]
     assert "rw" in mounts(env)["/rw"]["opts"]
-    # a record from before "was_ro" cannot tell: the mount stays read-only
+    # a record from before "was_ro": the manifest tells (a ro-bind there stays read-only)
+    env.spec = {"filesystem": [{"type": "ro-bind", "target": "/ro", "source": str(src)}]}
     remount.revert(env, {k: v for k, v in rec_on_ro.items() if k != "was_ro"})
     assert "ro" in mounts(env)["/ro"]["opts"]
 

@@ -209,7 +209,6 @@ class Session:
         self._txn_runtime_dir: str | None = None   # the runtime dir the transaction journaled
         self._env_stays = False     # see Context.env_stays; set for one transaction
         self._abandoned: dict[str, Any] | None = None   # the begin of an apply recover_or_abandon gave up
-        self._forgotten = False     # the environment's directory was removed (_remove_env_dir)
 
     def attach(self, state: dict[str, Any] | None) -> None:
         """Work on ``state`` (its instance, resources and plan context)."""
@@ -224,9 +223,8 @@ class Session:
             self.journal = None
         if self.lock is not None:
             try:
-                if not self._forgotten:     # (the directory may be another command's now)
-                    self._rotate_journal()
-                    self._forget_if_empty()
+                self._rotate_journal()
+                self._forget_if_empty()     # (last: once its lock file is gone, it is not ours)
             finally:
                 self.lock.release()
                 self.lock = None
@@ -695,8 +693,12 @@ class Session:
         self._reset(base)
         intents, done = self._replay(entries)
         undone = {e["seq"] for e in entries if e.get("t") == "undone"}
-        # undos a rollback before this one began and did not finish (killed, or failed)
-        begun = {e["seq"]: e for e in entries if e.get("t") == "undo" and e["seq"] not in undone}
+        # undos a rollback before this one began and did not finish (killed, or failed):
+        # the first one's, whose "before" saw the place before any undo made it again
+        begun: dict[int, Any] = {}
+        for e in entries:
+            if e.get("t") == "undo" and e["seq"] not in undone:
+                begun.setdefault(e["seq"], e)
         errors: list[ActionError] = []
         failed: set[str] = set()
         for seq in sorted(intents, reverse=True):
@@ -707,7 +709,7 @@ class Session:
             if self._needed_by(rid, failed):
                 failed.add(rid)
                 continue
-            before = self._before_undo(intent)
+            before = begun[seq].get("before") if seq in begun else self._before_undo(intent)
             self._log("undo", seq=seq, id=rid, **({"before": before} if before is not None else {}))
             self.engine.emit("action.reverting", id=rid, step=intent["step"], seq=seq)
             try:
@@ -778,7 +780,11 @@ class Session:
             undo_from = getattr(op, "undo_from", None)
             if not landed and undo_from is not None and intent.get("before") is not None:
                 current = undo_from(current, intent["before"])
-            return op.update(ctx, old.get("params") or {}, current)
+            ctx.restoring = True        # (see Context.restoring; only for this call)
+            try:
+                return op.update(ctx, old.get("params") or {}, current)
+            finally:
+                ctx.restoring = False
         # Undo a destroy: recreate what was there, unless it is still there: in flight
         # when it failed, or left by a revert that leaves its object to another (see
         # Op.revert_leaves: rootfs's root goes only with the mount namespace).
@@ -850,18 +856,20 @@ class Session:
         self._remove_env_dir()
 
     def _forget_env(self) -> None:
+        """Forget an environment that never existed. Its lock file stays while this
+        session holds it (a recovery at a session's start goes on to the command it
+        was opened for, under the lock): close() removes the directory."""
         if self.journal is not None:
             self.journal.close()
             self.journal = None
         self._remove_runtime_dir()
-        self._remove_env_dir()
+        store.clear_env_dir(self.name, self.sd)
 
     def _remove_env_dir(self) -> None:
         assert self.lock is not None        # (only a session holding the lock forgets)
-        store.remove_env_dir(self.name, self.lock.fd, self.sd)
         # Once the lock file is gone, a waiting command may take a new one at once and
-        # make the directory anew: this session touches nothing there any more.
-        self._forgotten = True
+        # make the directory anew: nothing of this session's may touch it after this.
+        store.remove_env_dir(self.name, self.lock.fd, self.sd)
 
     def _remove_runtime_dir(self) -> None:
         if not self.instance:

@@ -104,6 +104,8 @@ def acquire(path: str | os.PathLike[str], *, timeout: float = 0.0, what: str = "
         try:
             fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         except FileNotFoundError:   # its directory was removed (a first apply forgotten)
+            if timeout >= 0 and time.monotonic() >= deadline + 1.0:
+                raise               # (it cannot be made again: not a race)
             path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
             continue
         try:

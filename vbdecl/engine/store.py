@@ -61,6 +61,24 @@ def remove_state(name: str, state_dir: str | None = None) -> None:
     atomic.fsync_dir(os.path.dirname(path))
 
 
+def clear_env_dir(name: str, state_dir: str | None = None) -> None:
+    """Everything of an environment's directory but its lock file (held by the caller,
+    who goes on: the directory goes when it lets go, see :func:`remove_env_dir`)."""
+    d = paths.env_dir(name, state_dir)
+    try:
+        entries = os.listdir(d)
+    except FileNotFoundError:
+        return
+    for entry in entries:
+        if entry != "lock":
+            path = os.path.join(d, entry)
+            if os.path.isdir(path) and not os.path.islink(path):
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(path)
+
+
 def remove_env_dir(name: str, lock_fd: int, state_dir: str | None = None) -> None:
     """Forget an environment entirely (only when it never committed anything), while
     holding its lock (open at ``lock_fd``). The lock file goes last, and only while it
@@ -75,14 +93,7 @@ def remove_env_dir(name: str, lock_fd: int, state_dir: str | None = None) -> Non
         return
     if (at_path.st_dev, at_path.st_ino) != (held.st_dev, held.st_ino):
         return
-    for entry in os.listdir(d):
-        if entry != "lock":
-            path = os.path.join(d, entry)
-            if os.path.isdir(path) and not os.path.islink(path):
-                shutil.rmtree(path, ignore_errors=True)
-            else:
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(path)
+    clear_env_dir(name, state_dir)
     os.unlink(lock_path)
     with contextlib.suppress(OSError):      # (not empty: another command made it anew)
         os.rmdir(d)

@@ -29,8 +29,9 @@ class Context:
     # The live environment outlives this transaction (an update, or the rollback of one):
     # reverting what it runs in (its cgroup) must not end it.
     env_stays: bool = False
-    # apply() makes again what a destroy of this transaction took away (a rollback): the
-    # checks that guard a new object against the host (a host port in use) stand aside
+    # apply() makes again what a destroy of this transaction took away, or update() sets
+    # back what an update changed (a rollback): the checks that guard a new object against
+    # the host (a host port in use, a file source edited since its plan) stand aside
     restoring: bool = False
     extra: dict[str, Any] = field(default_factory=dict)     # per-family scratch (sockets, caches)
 

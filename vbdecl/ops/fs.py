@@ -918,7 +918,11 @@ class File(_PathOp):
         return None
 
     def update(self, ctx: Context, params: Params, record: Record) -> Record:
-        """New content or mode, written over the file in place."""
+        """New content or mode, written over the file in place. A rollback's (restoring)
+        copies the source as it is: the content it had is not kept anywhere, and the
+        pin (engine.sources.pin_file_sources) would refuse the source edited since."""
+        if ctx.restoring:
+            params = {k: v for k, v in params.items() if k != "source_sha256"}
         return self._reapply(ctx, params, record)
 
     def _is_kind(self, st: os.stat_result) -> bool:
@@ -1131,9 +1135,7 @@ class _RemountJob(_Job):
             if self.undo.get("self_bound"):
                 m.umount2(self.target, m.MNT_DETACH | m.UMOUNT_NOFOLLOW)
                 return None
-            # A mount that was read-only already (a ro-bind, a ro-overlay) stays so; a
-            # record from before "was_ro" cannot tell, and errs on that side too.
-            if self.undo.get("was_ro", True):
+            if self.undo.get("was_ro"):     # read-only already (a ro-bind): it stays so
                 return None
             fd = resolve(b.root_fd, self.target, os.O_PATH)
             try:
@@ -1161,6 +1163,8 @@ class RemountRo(_FsOp):
 
     def revert(self, ctx: Context, record: Record) -> None:
         if _same_env(ctx, record):
+            if "was_ro" not in record:      # (a record from before was_ro: the manifest tells)
+                record = {**record, "was_ro": _declared_read_only(ctx, record["target"])}
             _in_env(ctx, _RemountJob(record["target"], undo=record))
 
     def probe(self, ctx: Context, params: Params, record: Record | None) -> Record | None:
@@ -1168,7 +1172,16 @@ class RemountRo(_FsOp):
         if mi is None or "ro" not in mi["opts"]:
             return None
         return record or {"target": params["target"], "mnt_ns": _ns_inode(ctx), "self_bound": False,
-                          "was_ro": True}
+                          "was_ro": _declared_read_only(ctx, params["target"])}
+
+
+def _declared_read_only(ctx: Context, target: str) -> bool:
+    """Whether the manifest (as applied, or as wanted now) mounts ``target`` read-only
+    itself: what a remount-ro there found, when its record cannot say."""
+    specs = (ctx.spec, ctx.extra.get("recorded_spec") or {})
+    return any(e.get("target") == target and (e.get("type") in ("ro-bind", "ro-overlay")
+                                              or (e.get("type") == "bind-data" and e.get("readonly")))
+               for spec in specs for e in spec.get("filesystem") or [])
 
 
 class _NetFilesJob(_Job):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import sys
 from pathlib import Path
 
@@ -229,3 +230,20 @@ def test_file_and_bind_data_content_is_not_shown_in_plans():
     assert token.startswith("content (7 bytes, sha256:") and "-> (9 bytes, sha256:" in token
     assert found["file[/etc/app.conf]"].symbol == "~"
     assert found["file[/etc/app.conf]"].reason == "source content sha256:aaaaaaaaaaaa -> sha256:bbbbbbbbbbbb"
+
+
+def test_a_file_applied_before_sources_were_pinned_is_no_change_for_that_alone():
+    """A review: every environment applied before file sources were pinned showed
+    `~ file[...]  # source content none -> sha256:...` after the upgrade."""
+    entries = [fs("tmpfs", "/etc"), fs("file", "/etc/app.conf", source="/srv/app.conf")]
+    old = compile_doc(doc(filesystem=entries))
+    new = compile_doc(doc(filesystem=[dict(e) for e in entries]))
+    for a in new["actions"]:
+        if a["kind"] == "fs.file":
+            a["params"]["source_sha256"] = "a" * 64
+    assert "file[/etc/app.conf]" not in _by_id(changes(new, state_of(old)))
+    pinned = state_of(copy.deepcopy(new))
+    for a in new["actions"]:
+        if a["kind"] == "fs.file":
+            a["params"]["source_sha256"] = "b" * 64
+    assert _by_id(changes(new, pinned))["file[/etc/app.conf]"].symbol == "~"

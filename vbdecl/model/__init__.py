@@ -34,5 +34,8 @@ def load_normalized(path: str | os.PathLike[str], *, data: bytes | None = None) 
         return [normalize(env, base_dir=os.getcwd()) for _index, env in result.environments]
     file = os.path.abspath(os.fspath(path))
     base_dir = os.path.dirname(file)
-    return [normalize(env, base_dir=base_dir, source={"path": file, "document": index})
+    # The file on record by its real path: the same file reached through a link (a home
+    # under a symlink, a relative argument) is not a manifest that moved (plan.diff)
+    real = os.path.realpath(file)
+    return [normalize(env, base_dir=base_dir, source={"path": real, "document": index})
             for index, env in result.environments]

@@ -249,7 +249,12 @@ def changes(desired: dict[str, Any] | None, state: dict[str, Any] | None,
             level = REPLACE_ENV if a.get("replace") else REPLACE
             why = f"kind {old.get('kind')} -> {kind}"
         else:
-            found = attr_diff(old.get("params") or {}, a.get("params") or {})
+            wanted_params = a.get("params") or {}
+            if "source_sha256" not in (old.get("params") or {}):
+                # (applied before sources were pinned: no change for that alone; an apply
+                # that changes the entry otherwise records its pin)
+                wanted_params = {k: v for k, v in wanted_params.items() if k != "source_sha256"}
+            found = attr_diff(old.get("params") or {}, wanted_params)
             if found:
                 attrs[rid] = found
                 level = max(effect(kind, p) for p, _, _ in found)

@@ -105,6 +105,7 @@ def run(args: argparse.Namespace) -> int:
                           f"({result.steps} step{'' if result.steps == 1 else 's'}, instance {result.instance})")
         if args.prune and stopped is None and not interrupts.pending():
             for name in sources.prune_candidates(args.target, names, engine.state_dir):
+                current = ""        # (a failure here is this prune's: said by the error itself)
                 if not args.json:
                     print(f"{name}: no longer in {args.target}: destroy")
                 if not confirm(f"Destroy {name}?", args.yes):
@@ -119,7 +120,7 @@ def run(args: argparse.Namespace) -> int:
                 if not args.json:
                     print(f"{name}: destroyed")
     except VbdeclError:
-        if len(sources_) > 1 and not args.json:     # (the error names an action, not whose)
+        if current and len(sources_) > 1 and not args.json:     # (the error names an action, not whose)
             done = [r["name"] for r in results if r.get("changed")]
             print(f"{current}: failed (the error follows); "
                   + (f"applied before it: {', '.join(done)}" if done else "no environment was applied")

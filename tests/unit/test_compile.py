@@ -144,3 +144,17 @@ def test_the_network_files_line_says_what_is_written(network, said):
     d["spec"]["network"].update(network)
     (action,) = [a for a in compile_doc(d)["actions"] if a["id"] == "net.dns"]
     assert action["describe"] == said
+
+
+def test_a_manifest_reached_through_a_link_is_on_record_by_its_real_path(tmp_path):
+    """A review: a manifest planned through a symlinked directory one time and by its
+    real path the next alternated as a metadata change ("now applied from ...")."""
+    from vbdecl.plan.compile import compile_file
+
+    real = tmp_path / "real"
+    real.mkdir()
+    (real / "m.yaml").write_text("apiVersion: vbdecl/v1\nkind: Environment\nmetadata: {name: m}\n"
+                                 "spec:\n  filesystem: [{type: tmpfs, target: /tmp}]\n")
+    (tmp_path / "link").symlink_to(real)
+    (via_link,), (direct,) = compile_file(str(tmp_path / "link" / "m.yaml")), compile_file(str(real / "m.yaml"))
+    assert via_link["source"]["path"] == direct["source"]["path"] == str(real / "m.yaml")

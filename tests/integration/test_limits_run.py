@@ -46,6 +46,17 @@ def manifest(tmp_path: Path, limits: str, extra: str = "", name: str = "limits")
     return str(path)
 
 
+def _applied(env: dict[str, str], tmp_path: Path, limits: str, name: str,
+             command: str = '["/bin/sleep", "120"]') -> tuple[str, set[str]]:
+    """A live environment applied from a manifest with ``limits`` running ``command``
+    (YAML): its manifest's path, and the environments' cgroups from before it."""
+    m = manifest(tmp_path, limits, f"  process:\n    command: {command}", name=name)
+    before = _ours()
+    r = vbdecl(env, "apply", m, "-y")
+    assert r.returncode == 0, r.stdout + r.stderr
+    return m, before
+
+
 def _memory_cgroup(pid: int) -> str:
     return next(line.split(":", 2)[2] for line in Path(f"/proc/{pid}/cgroup").read_text().splitlines()
                 if line.split(":", 2)[1] == "memory")
@@ -117,11 +128,7 @@ def test_run_rlimits_nofile_enforced(env: dict[str, str], tmp_path: Path) -> Non
 
 def test_live_update_in_place_and_status_usage(env: dict[str, str], tmp_path: Path) -> None:
     limits = "    memory: 64Mi\n    cpu: 0.5\n    cpu_weight: 100"
-    extra = '  process:\n    command: ["/bin/sleep", "120"]'
-    m = manifest(tmp_path, limits, extra, name="h6live")
-    before = _ours()
-    r = vbdecl(env, "apply", m, "-y")
-    assert r.returncode == 0, r.stdout + r.stderr
+    m, before = _applied(env, tmp_path, limits, "h6live")
     try:
         st = json.loads(vbdecl(env, "status", "h6live", "--json").stdout)
         group = next(x for x in st["resources"] if x["id"] == "cgroup")
@@ -223,11 +230,7 @@ def test_oom_is_told_by_the_command_it_happened_under(env: dict[str, str], tmp_p
     """An `exec` whose command the OOM killer took says so (its exit status, 137, cannot);
     later commands on the environment (another exec, destroy) do not report that old kill
     as if it were theirs: destroy used to print it, minutes later."""
-    extra = '  process:\n    command: ["/bin/sleep", "120"]'
-    m = manifest(tmp_path, "    memory: 32Mi\n    memory_swap: 0", extra, name="oomlive")
-    before = _ours()
-    r = vbdecl(env, "apply", m, "-y")
-    assert r.returncode == 0, r.stdout + r.stderr
+    _, before = _applied(env, tmp_path, "    memory: 32Mi\n    memory_swap: 0", "oomlive")
     try:
         hog = vbdecl(env, "exec", "oomlive", "--", PY3, "-c", "b = b'x' * (256 << 20); print('survived')")
         later = vbdecl(env, "exec", "oomlive", "--", "/bin/true")
@@ -255,11 +258,7 @@ def test_exec_puts_only_the_command_in_the_cgroup(env: dict[str, str], tmp_path:
     """`vbdecl exec` waits from outside the environment's cgroups (it counted against
     pids and memory) while its command runs inside; a destroy that kills the command
     is told, not a bare 137 (and a command killed otherwise is not)."""
-    extra = '  process:\n    command: ["/bin/sleep", "120"]'
-    m = manifest(tmp_path, "    memory: 64Mi\n    pids: 16", extra, name="execcg")
-    before = _ours()
-    r = vbdecl(env, "apply", m, "-y")
-    assert r.returncode == 0, r.stdout + r.stderr
+    _, before = _applied(env, tmp_path, "    memory: 64Mi\n    pids: 16", "execcg")
     ex = None
     try:
         # killed while the environment lives (its own /proc inside): no such news
@@ -388,11 +387,7 @@ def test_a_limit_added_to_a_live_environment_shows_in_status_and_exec(env: dict[
     """A limits review's finding: a memory limit (and cpu_weight) added to a live
     environment lives in the limit's record, as an extension of the group; `status`
     showed "memory None" and exec's OOM report was missing."""
-    extra = '  process:\n    command: ["/bin/sleep", "120"]'
-    m = manifest(tmp_path, "    pids: 40", extra, name="h6add")
-    before = _ours()
-    r = vbdecl(env, "apply", m, "-y")
-    assert r.returncode == 0, r.stdout + r.stderr
+    m, before = _applied(env, tmp_path, "    pids: 40", "h6add")
     try:
         text = vbdecl(env, "status", "h6add").stdout
         assert "memory None" not in text and "cpu None" not in text, text
@@ -471,11 +466,8 @@ def test_an_oom_in_a_live_environment_takes_the_process_not_the_init(env: dict[s
     with it. On cgroup v1 the init stays out of the memory cgroup (in the others):
     only the process can be picked; the init lives on and status tells of the kill."""
     swap = "\n    memory_swap: 0" if cg.detect()["swap_accounting"] else ""
-    extra = '  process:\n    command: ["/usr/bin/tail", "/dev/zero"]'   # (one endless line)
-    m = manifest(tmp_path, "    memory: 16Mi" + swap, extra, name="h2oomlive")
-    before = _ours()
-    r = vbdecl(env, "apply", m, "-y")
-    assert r.returncode == 0, r.stdout + r.stderr
+    m, before = _applied(env, tmp_path, "    memory: 16Mi" + swap, "h2oomlive",
+                         command='["/usr/bin/tail", "/dev/zero"]')   # (one endless line)
     try:
         (init, init_started), _ = _process_ids(env, "h2oomlive")
         deadline = time.monotonic() + 20
@@ -531,13 +523,9 @@ def test_a_rolled_back_update_sets_memory_and_swap_back_exactly(env: dict[str, s
     at the new manifest's memory + swap: the undo of each wrote the old value with the
     new manifest's other one. Back to the old pair exactly, up and down, in an order the
     kernel takes (memsw >= memory at every write)."""
-    extra = '  process:\n    command: ["/bin/sleep", "120"]'
-    m = manifest(tmp_path, "    memory: 64Mi\n    memory_swap: 0", extra, name="h2swap")
+    m, before = _applied(env, tmp_path, "    memory: 64Mi\n    memory_swap: 0", "h2swap")
     v1_text = Path(m).read_text()
     v2_text = v1_text.replace("memory_swap: 0", "memory_swap: 32Mi").replace("memory: 64Mi", "memory: 96Mi")
-    before = _ours()
-    r = vbdecl(env, "apply", m, "-y")
-    assert r.returncode == 0, r.stdout + r.stderr
     try:
         st = json.loads(vbdecl(env, "status", "h2swap", "--json").stdout)
         mem_dir = next(x for x in st["resources"] if x["id"] == "cgroup")["record"]["controllers"]["memory"]
@@ -670,11 +658,7 @@ def test_exec_during_an_apply_adding_memory_joins_it_and_drift_sees_every_proces
     real = cg.current_layout()
     if real.place("memory") is None or real.place("memory")[0] != 1:
         pytest.skip("needs a v1 memory hierarchy")
-    extra = '  process:\n    command: ["/bin/sleep", "3800"]'
-    m = manifest(tmp_path, "    pids: 40", extra, name="h7execmem")
-    before = _ours()
-    r = vbdecl(env, "apply", m, "-y")
-    assert r.returncode == 0, r.stdout + r.stderr
+    m, before = _applied(env, tmp_path, "    pids: 40", "h7execmem", command='["/bin/sleep", "3800"]')
     session = None
     try:
         instance = json.loads(vbdecl(env, "status", "h7execmem", "--json").stdout)["instance"]

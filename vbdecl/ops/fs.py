@@ -38,7 +38,7 @@ import stat
 from typing import Any
 
 from vbdecl.errors import RuntimeSetupError
-from vbdecl.ops import register
+from vbdecl.ops import op_for, register
 from vbdecl.ops.base import Context, Params, Record
 
 KINDS = {
@@ -1177,11 +1177,15 @@ class RemountRo(_FsOp):
 
 def _declared_read_only(ctx: Context, target: str) -> bool:
     """Whether the manifest (as applied, or as wanted now) mounts ``target`` read-only
-    itself: what a remount-ro there found, when its record cannot say."""
+    itself (its op's read_only): what a remount-ro there found, when its record cannot say."""
     specs = (ctx.spec, ctx.extra.get("recorded_spec") or {})
-    return any(e.get("target") == target and (e.get("type") in ("ro-bind", "ro-overlay")
-                                              or (e.get("type") == "bind-data" and e.get("readonly")))
-               for spec in specs for e in spec.get("filesystem") or [])
+    for e in (e for spec in specs for e in spec.get("filesystem") or []):
+        kind = f"fs.{e.get('type')}"
+        if e.get("target") == target and kind in KINDS:
+            op = op_for(kind)
+            if isinstance(op, _Mount) and op.read_only(e):
+                return True
+    return False
 
 
 class _NetFilesJob(_Job):

@@ -115,11 +115,9 @@ def bridge_conflicts(plan: dict[str, Any], state: dict[str, Any] | None,
             continue
         if not [u for u in entry.get("users") or [] if u != own]:
             continue
-        for key in ("subnet", "subnet6"):
-            if params.get(key) and entry.get(key) and entry[key] != params[key]:
-                out.append((action["id"], f"bridge {params['bridge']} serves {entry[key]} for other "
-                            f"environments, but this one asks for {params[key]}: use network.{key} "
-                            f"{entry[key]}, or another network.bridge"))
+        out += [(action["id"], f"bridge {params['bridge']} serves {served} for other environments, "
+                 f"but this one asks for {asked}: use network.{key} {served}, or another network.bridge")
+                for key, served, asked in shared.subnet_mismatches(entry, params)]
     return out
 
 

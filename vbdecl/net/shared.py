@@ -173,6 +173,14 @@ def read(state_dir: str) -> dict[str, Any]:
     return _read_slots(state_root_of(state_dir))[2]
 
 
+def subnet_mismatches(entry: dict[str, Any], params: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """(key, subnet the bridge serves, subnet asked for) for each of ``subnet`` and
+    ``subnet6`` where the state root's entry of a bridge and a net.bridge action's
+    params disagree: apply refuses them (ops.net.Bridge), and plan says so first."""
+    return [(key, str(entry[key]), str(params[key])) for key in ("subnet", "subnet6")
+            if params.get(key) and entry.get(key) and entry[key] != params[key]]
+
+
 def add_user(users: list[str], instance: str) -> None:
     if instance not in users:
         users.append(instance)

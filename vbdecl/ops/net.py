@@ -204,12 +204,11 @@ class Bridge:
                     self._up(nl, ipr, found, entry)
                     shared.add_user(entry["users"], ctx.instance)
                     return {"bridge": name, "instance": ctx.instance, "created": False, "up": True}
-            if entry is not None:
-                for key, net in (("subnet", params.get("subnet")), ("subnet6", params.get("subnet6"))):
-                    if net and entry.get(key) and entry[key] != net:
-                        raise ConflictError(
-                            f"bridge {name} serves {entry[key]}, but this environment asks for {net}",
-                            hint=f"use subnet {entry[key]} on bridge {name}, or another bridge name")
+            mismatches = shared.subnet_mismatches(entry or {}, params)
+            if mismatches:
+                _key, served, asked = mismatches[0]
+                raise ConflictError(f"bridge {name} serves {served}, but this environment asks for {asked}",
+                                    hint=f"use subnet {served} on bridge {name}, or another bridge name")
             found = nl.link(ipr, name)
             if found is not None and found["kind"] != "bridge":
                 raise ConflictError(f"interface {name} exists and is not a bridge (it is a {found['kind'] or 'device'})",

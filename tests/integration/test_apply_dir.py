@@ -102,12 +102,21 @@ def _body(tmp: Path) -> None:
     assert out.returncode == 2, out
     assert f"Environment beta: no longer in {envs}; apply --prune destroys it:" in out.stdout
     assert "- env  # destroy" in out.stdout and "keep" not in out.stdout and "wip" not in out.stdout
+    # a prune that fails is said to be the prune's, not blamed on the last environment
+    # applied (a review: "gamma: failed (the error follows)")
+    (envs / "gamma.yaml").write_text(MANIFEST.format(name="gamma", motd="g"))
+    fault = {**env, "VBDECL_FAULT": "process:revert"}
+    out = subprocess.run([sys.executable, "-m", "vbdecl", "--state-dir", str(sd), "apply", str(envs), "-y",
+                          "--prune"], env=fault, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 1 and "gamma: applied revision 1" in out.stdout, out
+    assert "error: process: destroy of 'beta' failed: injected revert fault" in out.stderr, out.stderr
+    assert "failed (the error follows)" not in out.stderr, out.stderr
+    assert cli("recover").returncode == 0
     out = cli("apply", str(envs), "-y", "--prune")
     assert out.returncode == 0, out.stderr
-    assert "beta: destroyed" in out.stdout
     names = {r["name"] for r in json.loads(cli("--json", "ls", "--no-probe").stdout)}
-    assert names == {"alpha", "keep", "wip"}
-    for n in ("alpha", "keep", "wip"):
+    assert names == {"alpha", "gamma", "keep", "wip"}
+    for n in ("alpha", "gamma", "keep", "wip"):
         out = cli("destroy", n, "-y")
         assert out.returncode == 0, out.stderr
     assert json.loads(cli("--json", "ls").stdout) == []

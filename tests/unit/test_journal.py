@@ -200,3 +200,26 @@ def test_a_holder_that_has_not_written_its_record_yet_is_still_named(tmp_path: P
 def test_valid_names(good: str, tmp_path: Path) -> None:
     assert paths.valid_name(good)
     assert paths.env_dir(good, tmp_path).endswith("/" + good)
+
+def test_a_lock_whose_directory_is_removed_under_it_is_made_again_or_given_up(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A forgotten first apply removes its environment's directory; a waiter makes it
+    again. One whose file cannot be made in it however often it tries (its directory
+    goes each time) gives up a second after its deadline, never spins for good."""
+    p = tmp_path / "env" / "lock"
+    real_open, removals = os.open, [2]
+
+    def vanishing(path: object, *args: object) -> int:
+        if path == p and removals[0]:      # removed twice between mkdir and open: a race
+            removals[0] -= 1
+            raise FileNotFoundError(2, "No such file or directory", str(path))
+        return real_open(path, *args)      # type: ignore[arg-type]
+
+    monkeypatch.setattr(lock.os, "open", vanishing)
+    with lock.acquire(p, timeout=0):
+        assert p.exists()
+    removals[0] = 10**9                    # it never can be made
+    t0 = time.monotonic()
+    with pytest.raises(FileNotFoundError):
+        lock.acquire(p, timeout=0.2)
+    assert 1.0 <= time.monotonic() - t0 < 3.0

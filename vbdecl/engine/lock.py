@@ -107,6 +107,7 @@ def acquire(path: str | os.PathLike[str], *, timeout: float = 0.0, what: str = "
             if timeout >= 0 and time.monotonic() >= deadline + 1.0:
                 raise               # (it cannot be made again: not a race)
             path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            time.sleep(POLL)
             continue
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

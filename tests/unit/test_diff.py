@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import copy
+import hashlib
+import json
 import sys
 from pathlib import Path
 
@@ -228,6 +230,12 @@ def test_file_and_bind_data_content_is_not_shown_in_plans():
     token = found["mount[/etc/token]"].reason
     assert "hunter2" not in token and "swordfish" not in token
     assert token.startswith("content (7 bytes, sha256:") and "-> (9 bytes, sha256:" in token
+    # nor in --json (a contract audit: its attributes carried both texts)
+    shown = json.dumps(found["mount[/etc/token]"].to_json())
+    assert "hunter2" not in shown and "swordfish" not in shown
+    assert found["mount[/etc/token]"].to_json()["attributes"] == [
+        {"path": "content", "before": {"bytes": 7, "sha256": hashlib.sha256(b"hunter2").hexdigest()},
+         "after": {"bytes": 9, "sha256": hashlib.sha256(b"swordfish").hexdigest()}}]
     assert found["file[/etc/app.conf]"].symbol == "~"
     assert found["file[/etc/app.conf]"].reason == "source content sha256:aaaaaaaaaaaa -> sha256:bbbbbbbbbbbb"
 

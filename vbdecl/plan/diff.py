@@ -88,8 +88,25 @@ class Change:
         return {
             "id": self.id, "symbol": self.symbol, "action": self.action_name, "kind": self.kind,
             "reason": self.reason, "drift": self.drift, "replaces_environment": self.replaces_env,
-            "attributes": [{"path": p, "before": b, "after": a} for p, b, a in self.attrs],
+            "attributes": [{"path": p, "before": _json_value(self.kind, p, b), "after": _json_value(self.kind, p, a)}
+                           for p, b, a in self.attrs],
         }
+
+
+_SECRET_KINDS = ("fs.file", "fs.bind-data")
+
+
+def _is_content(kind: str, path: str, value: Any) -> bool:
+    """A file's or bind-data's text: it may be a secret (bind-data's often is), and
+    plans end up in CI logs, so plans show its size and digest, never the text."""
+    return kind in _SECRET_KINDS and path.rsplit(".", 1)[-1] == "content" and isinstance(value, str)
+
+
+def _json_value(kind: str, path: str, value: Any) -> Any:
+    if _is_content(kind, path, value):
+        data = value.encode()
+        return {"bytes": len(data), "sha256": sha256(data).hexdigest()}
+    return value
 
 
 # --- attribute diffs --------------------------------------------------------
@@ -149,8 +166,7 @@ def _shown_value(kind: str, path: str, value: Any, params: dict[str, Any]) -> st
         return "missing" if value else "there now"
     if leaf == "source_sha256" and isinstance(value, str):
         return f"sha256:{value[:12]}"
-    if leaf == "content" and isinstance(value, str) and kind in ("fs.file", "fs.bind-data"):
-        # (a file's text may be a secret, bind-data's often is: plans end up in CI logs)
+    if _is_content(kind, path, value):
         return f"({len(value.encode())} bytes, sha256:{sha256(value.encode()).hexdigest()[:12]})"
     return fmt.value(value)
 

@@ -483,6 +483,12 @@ def test_plan_refuses_missing_bind_and_file_sources_as_apply_does(
     assert main(["plan", "--no-cache", str(m)]) == 1
     err = capsys.readouterr().err
     assert f"also src2: file[/tmp/app.conf]: file source {env}/app.conf does not exist" in err
+    # --json: one document, the error in it (a contract audit: a second one followed it)
+    assert main(["--json", "plan", "--no-cache", str(m)]) == 1
+    doc = json.loads(capsys.readouterr().out)
+    assert [p["name"] for p in doc["plans"]] == ["src", "src2"]
+    assert doc["error"]["exit_code"] == 1 and doc["error"]["where"] == str(m)
+    assert doc["error"]["message"].startswith(f"src: file[/tmp/app.conf]: file source {env}/app.conf")
     m.write_text(text)
     (env / "app.conf").write_text("x\n")
     (env / "srcdata").mkdir()

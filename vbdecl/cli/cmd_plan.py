@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import argparse
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from vbdecl.errors import PlanError
 
 HELP = "show what `apply` would change (drift first, then one line per change)"
 
@@ -122,7 +125,7 @@ def bridge_conflicts(plan: dict[str, Any], state: dict[str, Any] | None,
 
 
 def sources_error(blocked: list[tuple[dict[str, Any], str, list[tuple[str, str]]]], *,
-                  what: str = "apply would refuse it, changing nothing") -> Exception:
+                  what: str = "apply would refuse it, changing nothing") -> PlanError:
     """One error for what apply would refuse: (plan, its file, [(action id, problem)])
     of every environment with such problems, the first one leading."""
     from vbdecl.errors import PlanError
@@ -354,11 +357,16 @@ def run(args: argparse.Namespace) -> int:
     if blocked:
         # the plan is shown (drift may be why), but it is not one apply can carry out:
         # no -o, and exit 1 as for a limit this machine cannot enforce
-        if args.json:
-            print(json.dumps(doc, indent=2, ensure_ascii=False))
-        else:
+        err = sources_error(blocked)
+        if not args.json:
             print_lines(lines)
-        raise sources_error(blocked)
+            raise err
+        # one JSON document, the error in it (a second one after it made the output unreadable)
+        from vbdecl.cli.jsonerr import error_json
+
+        doc["error"] = {**error_json(err), "exit_code": 1}
+        print(json.dumps(doc, indent=2, ensure_ascii=False))
+        return 1
     if args.out:
         plan, state, found = results[0]
         source: tuple[str | None, bytes | None] = (None, None)   # stdin: no file to go stale

@@ -580,3 +580,43 @@ def test_live_a_shared_directory_loses_the_mode_of_the_entry_that_went(env: Cont
     d.revert(env, rec_d)
     del env.records["dir[/c]"]
     assert os.stat(f"{root}/c").st_mode & 0o7777 == 0o711
+
+
+def test_live_a_file_edited_or_chmod_ed_inside_is_drift_its_update_repairs(env: Context, tmp_path: Path) -> None:
+    """A day-2 review: a file entry's file rewritten and made world-writable inside the
+    environment probed "ok" (only its existence was looked at). Its mode and content
+    digest are recorded and read back; an update writes the file as declared again. A
+    source file's pinned digest counts as its content; a chmod entry on the file owns
+    its mode; a record from before these were kept sees no drift."""
+    from vbdecl.hashing import sha256
+
+    root = f"/proc/{env.env_pid}/root"
+    f = op_for("fs.file")
+    act(env, "fs.rootfs", rootfs=None)
+    params = {"target": "/etc/app.conf", "content": "a=1\n", "mode": 0o640, "source": None}
+    rec = f.apply(env, params)
+    assert rec["mode"] == 0o640 and rec["content_sha256"] == sha256(b"a=1\n").hexdigest()
+    assert f.probe(env, params, rec) == rec
+    Path(f"{root}/etc/app.conf").write_text("a=2\n")
+    os.chmod(f"{root}/etc/app.conf", 0o666)
+    seen = f.probe(env, params, rec)
+    assert seen == {**rec, "mode": 0o666, "content_sha256": sha256(b"a=2\n").hexdigest()}
+    old_style = {k: v for k, v in rec.items() if k not in ("mode", "content_sha256")}
+    assert f.probe(env, params, old_style) == old_style
+    rec = f.update(env, params, rec)
+    assert Path(f"{root}/etc/app.conf").read_text() == "a=1\n"
+    assert os.stat(f"{root}/etc/app.conf").st_mode & 0o7777 == 0o640
+    assert f.probe(env, params, rec) == rec
+
+    source = tmp_path / "src.conf"
+    source.write_text("from the host\n")
+    sparams = {"target": "/etc/src.conf", "content": None, "mode": None, "source": str(source),
+               "source_sha256": sha256(b"from the host\n").hexdigest()}
+    srec = f.apply(env, sparams)
+    assert srec["mode"] == 0o644 and srec["content_sha256"] == sparams["source_sha256"]
+    Path(f"{root}/etc/src.conf").write_text("edited\n")
+    assert f.probe(env, sparams, srec)["content_sha256"] == sha256(b"edited\n").hexdigest()
+
+    chmod = act(env, "fs.chmod", target="/etc/app.conf", mode=0o600)
+    env.records = {"file[/etc/app.conf]": rec, "chmod[/etc/app.conf]": chmod}
+    assert f.probe(env, params, rec) == rec          # (the chmod entry's mode, not drift)

@@ -917,6 +917,35 @@ class File(_PathOp):
                         "plan the manifest again, or put the file back as it was")
         return None
 
+    def _record(self, params: Params, ino: int | None, created: list[str]) -> Record:
+        """Also what was written: the file's mode and its content's digest, read back by
+        probe (a day-2 review: a file edited or chmod-ed inside the environment was "ok")."""
+        from vbdecl.runtime.rootfs import DEFAULT_MODES
+
+        record = super()._record(params, ino, created)
+        record["mode"] = DEFAULT_MODES["file"] if params.get("mode") is None else params["mode"]
+        digest = _declared_sha256(params)
+        if digest is not None:
+            record["content_sha256"] = digest
+        return record
+
+    def probe(self, ctx: Context, params: Params, record: Record | None) -> Record | None:
+        """The file, with its mode and content digest as they are now where they differ
+        from what vbdecl wrote (drift that apply writes over). Records from before these
+        were kept have nothing to compare with."""
+        found = super().probe(ctx, params, record)
+        if found is None or record is None:
+            return found
+        written = {k: record[k] for k in ("mode", "content_sha256") if record.get(k) is not None}
+        if _other_mode_setter(ctx, record) is not None:
+            written.pop("mode", None)       # (a chmod entry on the same file sets it)
+        if not written:
+            return found
+        seen = _file_now(ctx, params["target"], record)
+        if seen is None:
+            return None     # (gone in between)
+        return {**found, **{k: v for k, v in seen.items() if k in written and v != written[k]}}
+
     def update(self, ctx: Context, params: Params, record: Record) -> Record:
         """New content or mode, written over the file in place. A rollback's (restoring)
         copies the source as it is: the content it had is not kept anywhere, and the
@@ -927,6 +956,50 @@ class File(_PathOp):
 
     def _is_kind(self, st: os.stat_result) -> bool:
         return stat.S_ISREG(st.st_mode)
+
+
+def _declared_sha256(params: Params) -> str | None:
+    """The digest of the content a file entry writes, where the params say it: its
+    ``content``, or its source's pinned digest (engine.sources.pin_file_sources)."""
+    from vbdecl.hashing import sha256
+
+    content = params.get("content")
+    if params.get("fd") is not None:
+        return None
+    if isinstance(content, str):
+        return str(sha256(content.encode()).hexdigest())
+    pinned = params.get("source_sha256")
+    return pinned if isinstance(pinned, str) else None
+
+
+def _file_now(ctx: Context, target: str, record: Record) -> dict[str, Any] | None:
+    """The mode and content digest of the regular file at ``target`` in the environment."""
+    from vbdecl.hashing import sha256
+    from vbdecl.runtime.rootfs import _close
+
+    found = _open_in_env(ctx, target, record, follow=False)
+    if found is None:
+        return None
+    path_fd = found[0]
+    try:
+        st = os.fstat(path_fd)
+        if not stat.S_ISREG(st.st_mode):
+            return None
+        # (read through the O_PATH fd: the name may be another file's by now)
+        fd = os.open(f"/proc/self/fd/{path_fd}", os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
+    except OSError:
+        return None
+    finally:
+        _close(path_fd)
+    digest = sha256()
+    try:
+        while chunk := os.read(fd, 1 << 20):
+            digest.update(chunk)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+    return {"mode": stat.S_IMODE(st.st_mode), "content_sha256": str(digest.hexdigest())}
 
 
 class Symlink(_PathOp):

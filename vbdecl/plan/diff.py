@@ -145,6 +145,8 @@ def _shown_path(kind: str, path: str, params: dict[str, Any]) -> str:
         return f"network.{path}"
     if path == "source_sha256":
         return "source content"
+    if path == "content_sha256":     # (a file's record: what it holds now, drift)
+        return "content"
     if path == "skipped" and kind in MOUNT_KINDS:   # (drift: a skipped bind's source appeared)
         return "optional source"
     return path
@@ -164,7 +166,7 @@ def _shown_value(kind: str, path: str, value: Any, params: dict[str, Any]) -> st
         return "(deleted on the host)"     # a bound directory's source (ops.fs._source_deleted)
     if leaf == "skipped" and kind in MOUNT_KINDS and isinstance(value, bool):
         return "missing" if value else "there now"
-    if leaf == "source_sha256" and isinstance(value, str):
+    if leaf in ("source_sha256", "content_sha256") and isinstance(value, str):
         return f"sha256:{value[:12]}"
     if _is_content(kind, path, value):
         return f"({len(value.encode())} bytes, sha256:{sha256(value.encode()).hexdigest()[:12]})"

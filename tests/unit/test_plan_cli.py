@@ -588,3 +588,32 @@ def test_a_live_process_cannot_inherit_fds(env: Path, capsys: pytest.CaptureFixt
     assert main(["plan", "--no-cache", str(m)]) == 1
     assert "fds: process: process.inherit_fds [3, 4]: a live environment's process cannot inherit fds" \
         in capsys.readouterr().err
+
+
+def test_a_manifest_from_a_pipe_is_read_once(env: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A day-2 review: `vbdecl diff <(git show HEAD~1:web.yaml) web.yaml` said "the file
+    has no documents (it is empty)" (plan, diff and graph read the file twice). A pipe
+    is read once, as stdin is, and named by its path."""
+    text = (env / "web.yaml").read_bytes()
+    ends: list[int] = []
+
+    def piped(data: bytes = text) -> str:
+        r, w = os.pipe()
+        os.write(w, data)
+        os.close(w)
+        ends.append(r)
+        return f"/dev/fd/{r}"
+
+    try:
+        assert main(["plan", "--no-refresh", piped()]) == 0
+        assert "Plan: 19 to add" in capsys.readouterr().out
+        assert main(["diff", piped(text.replace(b"hostname: web", b"hostname: www")),
+                     str(env / "web.yaml")]) == 0
+        assert "hostname" in capsys.readouterr().out
+        assert main(["graph", piped()]) == 0
+        assert "net.veth" in capsys.readouterr().out
+        assert main(["plan", "--no-refresh", piped(b"")]) == 1
+        assert "/dev/fd/" in capsys.readouterr().err
+    finally:
+        for fd in ends:
+            os.close(fd)

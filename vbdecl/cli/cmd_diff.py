@@ -47,7 +47,7 @@ def _revision(name: str, number: int, state_dir: str | None) -> dict[str, Any]:
 def _sides(args: argparse.Namespace) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[str]]:
     """(plans of A, plans of B, raw diff lines)."""
     from vbdecl.engine.plancache import plans_for_file
-    from vbdecl.engine.sources import STDIN, STDIN_NAME, read_stdin
+    from vbdecl.engine.sources import STDIN, read_given
     from vbdecl.errors import UsageError
 
     if args.b is not None:
@@ -57,9 +57,7 @@ def _sides(args: argparse.Namespace) -> tuple[list[dict[str, Any]], list[dict[st
         if args.a == args.b == STDIN:
             raise UsageError("only one of the two manifests can come from stdin (-)",
                              hint="vbdecl diff A.yaml - < B.yaml")
-        stdin = read_stdin() if STDIN in (args.a, args.b) else None
-        (name_a, data_a), (name_b, data_b) = [(STDIN_NAME, stdin) if f == STDIN else (f, None)
-                                              for f in (args.a, args.b)]
+        (name_a, data_a), (name_b, data_b) = [read_given(f) or (f, None) for f in (args.a, args.b)]
         a, b = plans_for_file(name_a, data=data_a), plans_for_file(name_b, data=data_b)
         raw: list[str] = []
         if args.raw:

@@ -16,13 +16,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from vbdecl.cli.render_plan import print_lines
     from vbdecl.engine.plancache import plans_for_file
-    from vbdecl.engine.sources import STDIN, STDIN_NAME, read_stdin
+    from vbdecl.engine.sources import read_given
     from vbdecl.plan.text import render_dot, render_tree
 
-    if args.file == STDIN:
-        plans = plans_for_file(STDIN_NAME, data=read_stdin())
-    else:
-        plans = plans_for_file(args.file)
+    name, data = read_given(args.file) or (args.file, None)
+    plans = plans_for_file(name, data=data)
     if args.json:
         print(json.dumps({"format": 1, "graphs": [
             {"name": p["name"], "actions": [

@@ -296,13 +296,11 @@ def run(args: argparse.Namespace) -> int:
     from vbdecl.engine import atomic
     from vbdecl.engine.plancache import plans_for_file
     from vbdecl.engine.sources import (
-        STDIN,
-        STDIN_NAME,
         check_unique_names,
         manifest_files,
         no_manifests,
         pin_file_sources,
-        read_stdin,
+        read_given,
     )
     from vbdecl.engine.store import load as read_state
     from vbdecl.errors import UsageError
@@ -312,8 +310,9 @@ def run(args: argparse.Namespace) -> int:
 
     if args.prune and not os.path.isdir(args.file):
         raise UsageError("--prune needs a directory", hint="vbdecl plan DIR --prune")
-    stdin = read_stdin() if args.file == STDIN else None
-    files = [STDIN_NAME] if stdin is not None else manifest_files([args.file])
+    given = read_given(args.file)
+    stdin = None if given is None else given[1]
+    files = [given[0]] if given is not None else manifest_files([args.file])
     if not files and not args.prune:
         raise no_manifests(args.file)
     if args.out and stdin is None and files != [args.file]:

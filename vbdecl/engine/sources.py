@@ -41,6 +41,27 @@ def read_stdin() -> bytes:
     return sys.stdin.buffer.read(MAX_BYTES + 1)
 
 
+def read_given(target: str) -> tuple[str, bytes] | None:
+    """A manifest argument that can be read only once, read: ``-`` (stdin, named
+    ``<stdin>``) or a pipe such as a process substitution (``vbdecl diff <(git show
+    HEAD~1:env.yaml) env.yaml``, named by its path); None for anything else. Like
+    stdin, such a manifest has no file of its own: relative paths are to the
+    current directory, and no source is recorded."""
+    import stat
+
+    from vbdecl.model.yamlsafe import MAX_BYTES
+
+    if target == STDIN:
+        return STDIN_NAME, read_stdin()
+    try:
+        if not stat.S_ISFIFO(os.stat(target).st_mode):
+            return None
+        with open(target, "rb") as f:
+            return target, f.read(MAX_BYTES + 1)
+    except OSError:
+        return None     # (the loader says what is wrong with the path, for people)
+
+
 _SAVED_PLAN_STARTS = (b"{", b" ", b"\n")
 
 
@@ -173,15 +194,16 @@ def load(target: str, *, allow_empty: bool = False) -> list[Source]:
     """Plans for a FILE, PLAN or DIR argument, or ``-`` (a manifest or a saved plan
     on stdin); a DIR without manifests is an error unless ``allow_empty``: apply
     --prune of an emptied directory."""
-    if target == STDIN:
+    given = read_given(target)
+    if given is not None:
         from vbdecl.plan.compile import compile_file
         from vbdecl.plan.saved import plan_of
 
-        data = read_stdin()
+        name, data = given
         saved = saved_plan_in(data)
         if saved is not None:
-            return [Source(plan_of(saved), saved, STDIN_NAME)]
-        return [Source(plan, None, STDIN_NAME) for plan in pin_file_sources(compile_file(STDIN_NAME, data=data))]
+            return [Source(plan_of(saved), saved, name)]
+        return [Source(plan, None, name) for plan in pin_file_sources(compile_file(name, data=data))]
     path = Path(target)
     if not path.exists():
         raise UsageError(f"{target}: no such file or directory",

@@ -553,7 +553,8 @@ def test_a_pids_limit_no_live_environment_can_start_under_is_a_plan_error(
     m.write_text(text.replace("PIDS", "3"))
     assert main(["plan", "--no-cache", str(m)]) == 1
     err = capsys.readouterr().err
-    assert "few: limits.pids 3 is too few for a live environment" in err and "vbdecl run needs 2" in err
+    assert f"error: {m}:7:18: few: limits.pids 3 is too few for a live environment" in err   # (an audit:
+    assert "vbdecl run needs 2" in err                                          # no line:col)
     m.write_text(text.replace("PIDS", "4"))
     assert main(["plan", "--no-cache", str(m)]) == 0, capsys.readouterr().err
 
@@ -586,8 +587,8 @@ def test_a_live_process_cannot_inherit_fds(env: Path, capsys: pytest.CaptureFixt
                  "  filesystem: [{type: tmpfs, target: /tmp}]\n"
                  "  process: {command: [/bin/true], inherit_fds: [3, 4]}\n")
     assert main(["plan", "--no-cache", str(m)]) == 1
-    assert "fds: process: process.inherit_fds [3, 4]: a live environment's process cannot inherit fds" \
-        in capsys.readouterr().err
+    assert f"error: {m}:7:48: fds: process.inherit_fds [3, 4]: a live environment's process cannot " \
+        "inherit fds" in capsys.readouterr().err
 
 
 def test_a_manifest_from_a_pipe_is_read_once(env: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -41,7 +41,7 @@ def run(args: argparse.Namespace) -> int:
     sources_ = sources.load(args.target, allow_empty=args.prune)
     sources.check_unique_names([(s.path or args.target, s.plan) for s in sources_])
     from vbdecl.cli.cmd_plan import (
-        check_limits,
+        check_live_rules,
         check_warnings,
         source_problems,
         sources_error,
@@ -51,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
     for src in sources_:
         # as plan: limits this machine cannot enforce stop the apply before any step (a
         # review removed memory and kept memory_swap on cgroup v1: the environment stuck)
-        check_limits(src.plan, src.path or args.target)
+        check_live_rules(src.plan, src.path or args.target)
         if not args.json:
             check_warnings(src.plan, src.path or args.target)
     names = [s.plan["name"] for s in sources_]

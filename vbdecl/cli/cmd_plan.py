@@ -49,16 +49,35 @@ def plan_changes(plan: dict[str, Any], state: dict[str, Any] | None, state_dir: 
 LIVE_PIDS_FLOOR = 4
 
 
-def check_limits(plan: dict[str, Any], path: str) -> None:
-    """Limits this machine cannot enforce are a plan-time error (a warning under
+def check_live_rules(plan: dict[str, Any], path: str) -> None:
+    """Limits this machine cannot enforce, and what a live environment cannot have
+    (``vbdecl run`` can): a plan-time error at the manifest's key (a warning under
     ``limits.optional: true``), not a failure half-way through apply."""
     import sys
 
     from vbdecl.errors import PlanError
 
-    limits = plan["spec"].get("limits") or {}
+    problems = _limit_problems(plan["spec"].get("limits") or {})
+    fds = (plan["spec"].get("process") or {}).get("inherit_fds")
+    if fds:
+        from vbdecl.ops.proc import INHERIT_FDS_REFUSED
+
+        problems.append({"where": "process.inherit_fds", "level": "error",
+                         "message": f"process.inherit_fds {fds}: {INHERIT_FDS_REFUSED}", "hint": None})
+    errors = [p for p in problems if p["level"] == "error"]
+    for p in problems:
+        if p["level"] != "error":
+            print(f"warning: {path}: {plan['name']}: {p['where']}: {p['message']}", file=sys.stderr)
+    if errors:
+        at = [_key_where(plan, path, p["where"]) for p in errors]
+        more = "".join(f"\n  also {w}: {p['message']}" for w, p in zip(at[1:], errors[1:], strict=True))
+        raise PlanError(f"{plan['name']}: {errors[0]['message']}{more}", where=at[0],
+                        hint=errors[0].get("hint"))
+
+
+def _limit_problems(limits: dict[str, Any]) -> list[dict[str, Any]]:
     if all(limits.get(k) is None for k in ("memory", "memory_swap", "cpu", "cpu_weight", "pids", "io_weight")):
-        return
+        return []
     from vbdecl.ops.cgroup import preflight
 
     problems = preflight(limits)
@@ -69,15 +88,22 @@ def check_limits(plan: dict[str, Any], path: str) -> None:
                                     f"starts with vbdecl's helpers in the group ({LIVE_PIDS_FLOOR} at once)",
                          "hint": f"set limits.pids to {LIVE_PIDS_FLOOR} or more, plus what the process "
                                  "runs (vbdecl run needs 2)"})
-    errors = [p for p in problems if p["level"] == "error"]
-    for p in problems:
-        if p["level"] != "error":
-            print(f"warning: {path}: {plan['name']}: {p['where']}: {p['message']}", file=sys.stderr)
-    if errors:
-        first = errors[0]
-        more = "".join(f"\n  also {p['where']}: {p['message']}" for p in errors[1:])
-        raise PlanError(f"{plan['name']}: {first['message']}{more}",
-                        where=path, hint=first.get("hint"))
+    return problems
+
+
+def _key_where(plan: dict[str, Any], path: str, dotted: str) -> str:
+    """``file:line:col`` of ``spec.<dotted>`` in the file the plan was compiled from
+    (``path`` alone for a manifest read from stdin or a pipe, which cannot be read
+    again, and for a saved plan)."""
+    import os
+
+    source = plan.get("source") or {}
+    if not source.get("path") or os.path.realpath(path) != source["path"]:
+        return path
+    from vbdecl.model.load import key_where
+
+    keys = tuple(int(k) if k.isdigit() else k for k in dotted.split("."))
+    return key_where(path, int(source.get("document") or 0), ("spec", *keys))
 
 
 def source_problems(found: list[Any]) -> list[tuple[str, str]]:
@@ -324,7 +350,7 @@ def run(args: argparse.Namespace) -> int:
     results = []
     blocked: list[tuple[dict[str, Any], str, list[tuple[str, str]]]] = []
     for path, plan in plans:
-        check_limits(plan, path)
+        check_live_rules(plan, path)
         check_warnings(plan, path)
         state = read_state(plan["name"], args.state_dir)
         unfinished_warning(plan["name"], args.state_dir)

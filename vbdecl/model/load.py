@@ -20,7 +20,7 @@ from vbdecl.model import manifest as m
 from vbdecl.model import units
 from vbdecl.model.yamlsafe import Document, Path, Positions, read_documents
 
-__all__ = ["LoadResult", "duplicate_names", "load_file", "load_path", "load_text", "name_where"]
+__all__ = ["LoadResult", "duplicate_names", "key_where", "load_file", "load_path", "load_text", "name_where"]
 
 
 class LoadResult:
@@ -436,11 +436,18 @@ def load_path(path: str, data: bytes | None = None, *, display: str | None = Non
 
 def name_where(file: str, document: int) -> str:
     """``file:line:col`` of the ``metadata.name`` of document ``document`` (0-based) of ``file``."""
+    return key_where(file, document, ("metadata", "name"))
+
+
+def key_where(file: str, document: int, path: Path) -> str:
+    """``file:line:col`` of the value at ``path`` (or of the nearest key above it that
+    the file has) in document ``document`` (0-based) of ``file``: for what plan finds
+    wrong with a manifest after validation (what a live environment cannot have)."""
     docs, _fatal = read_documents(file, None, where=file)
     if document >= len(docs):
         return f"{file}:1:1"
     doc = docs[document]
-    return _where(file, doc.positions, ("metadata", "name"), key=False, doc=doc)
+    return _where(file, doc.positions, path, key=False, doc=doc)
 
 
 def duplicate_names(envs: list[tuple[str, str, int]]) -> dict[str, list[Problem]]:

@@ -25,6 +25,12 @@ from vbdecl.ops.base import Context, Params, Record
 register("proc.main", "vbdecl.ops.proc:Main")
 
 
+INHERIT_FDS_REFUSED = (
+    "a live environment's process cannot inherit fds (apply, later applies and restarts "
+    "start it, each with other fds): use vbdecl run FILE for a process that takes its "
+    "caller's fds, or give the process what it needs as files (a bind of a socket's path)")
+
+
 def _spec_for(ctx: Context, params: Params) -> dict[str, Any]:
     spec = dict(ctx.spec)
     if "process" in params:
@@ -50,16 +56,14 @@ class Main:
         return "process: " + " ".join(cmd)
 
     def preflight(self, params: Params) -> str | None:
-        """A seccomp profile file that is not there (read when the process starts), or
+        """(Plan says the first at the manifest's key: cli.cmd_plan.check_live_rules.)
+        A seccomp profile file that is not there (read when the process starts), or
         fds to inherit, which a live process cannot have: they are the numbers of fds
         of the command that starts it, and later applies, restarts and recover start it
         again with other fds at those numbers (a review: vbdecl's own lock and journal)."""
         fds = (params.get("process") or {}).get("inherit_fds")
         if fds:
-            return (f"process.inherit_fds {fds}: a live environment's process cannot inherit fds "
-                    "(apply, later applies and restarts start it, each with other fds): use vbdecl "
-                    "run FILE for a process that takes its caller's fds, or give the process what it "
-                    "needs as files (a bind of a socket's path)")
+            return f"process.inherit_fds {fds}: {INHERIT_FDS_REFUSED}"
         setting = (params.get("security") or {}).get("seccomp")
         profile = setting.get("profile") if isinstance(setting, dict) else None
         if not profile or os.path.isfile(profile):

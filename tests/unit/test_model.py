@@ -234,6 +234,23 @@ def test_schema_file_is_in_sync() -> None:
         "security", "status"}
 
 
+def test_the_schema_lets_only_pid_be_nested_as_the_validator_does() -> None:
+    """A contract audit: the schema allowed {join, nested} under every namespace, and
+    validate refuses nested but for pid: editors accepted what vbdecl refuses."""
+    schema = json.loads((ROOT / "schema" / "vbdecl.schema.json").read_text())
+    props = schema["$defs"]["Namespaces"]["properties"]
+    joins = {key: prop["oneOf"][1] for key, prop in props.items()}
+    assert joins.pop("pid") == {"$ref": "#/$defs/NamespaceJoin"}
+    assert "nested" in schema["$defs"]["NamespaceJoin"]["properties"]
+    assert set(joins) == {"user", "mount", "uts", "ipc", "net", "cgroup"}
+    for key, join in joins.items():
+        assert set(join["properties"]) == {"join"} and join["additionalProperties"] is False, key
+    from vbdecl.errors import ManifestError
+
+    with pytest.raises(ManifestError, match="only a pid namespace can be nested"):
+        load_text(HEAD + "spec:\n  namespaces: {net: {join: /proc/1/ns/net, nested: true}}\n", "n.yaml")
+
+
 def test_every_duplicate_published_port_is_reported() -> None:
     from vbdecl.errors import ManifestError
 

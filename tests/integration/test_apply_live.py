@@ -518,7 +518,7 @@ def test_an_edited_file_source_is_a_change_and_pins_saved_plans_and_revisions(tm
         conf.write_text("four\n")
         out = _cli(sd, "apply", str(m), "-y", VBDECL_FAULT="file[/etc/app.conf]")
         assert out.returncode == 1 and "revert FAILED" not in out.stderr, out.stderr
-        assert "nothing was changed" in out.stderr
+        assert "the environment is as its last apply left it\n" in out.stderr, out.stderr
         conf.write_text("three\n")
         out = _cli(sd, "rollback", "web", "--to", "1", "-y")      # revision 1 copied "one"
         assert out.returncode == 1 and "changed since this plan was made" in out.stderr, out

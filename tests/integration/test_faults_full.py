@@ -144,6 +144,7 @@ def test_update_fault_keeps_the_previous_revision(tmp_path: Path, which: int) ->
     out = env.apply(fault=aid)
     check(out, 1, f"update with a fault at {aid}")
     assert f"error: {aid}: injected fault" in out.stderr, out.stderr
+    assert "the environment is as its last apply left it\n" in out.stderr, out.stderr  # (no process change)
     assert_clean(v1_host, f"the update's rollback (fault at {aid}) restores revision 1")
     state = env.state_json()
     assert state is not None and v1_state is not None and not env.journal_open()

@@ -334,3 +334,18 @@ def test_ls_lists_the_others_beside_a_damaged_environment(tmp_path: Path, capsys
     assert main(["--state-dir", str(sd), "--json", "ls", "--no-probe"]) == 0
     rows = {r["name"]: r["status"] for r in json.loads(capsys.readouterr().out)}
     assert rows == {"web": "applied", "db": "unreadable"}
+
+
+def test_a_rollback_says_what_it_left() -> None:
+    """A day-2 review: a failed update that had stopped the process (then started it
+    again, with a new pid) and repaired drift said "nothing was changed"."""
+    from vbdecl.engine.executor import _rolled_back
+
+    limit = ("update", "cgroup.memory", "cgroup.limit", {}, {})
+    stop, start = ("destroy", "process", "proc.main", {}, {}), ("create", "process", "proc.main", {}, None)
+    assert _rolled_back([limit, start], fresh=True) == "nothing was left: every action that landed was reverted"
+    assert _rolled_back([limit], fresh=False) == (
+        "every action that landed was reverted: the environment is as its last apply left it")
+    assert _rolled_back([stop, limit], fresh=False).endswith(
+        "as its last apply left it (its process was started again, with a new pid)")
+

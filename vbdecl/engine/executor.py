@@ -457,7 +457,7 @@ class Session:
                                 f"{self.name}; or go on from what it left: vbdecl apply FILE, or "
                                 f"vbdecl destroy {self.name}")
             else:
-                done = "nothing was changed: every action that landed was reverted"
+                done = _rolled_back(steps[:landed + 1], fresh=old_state is None)
                 err.hint = f"{err.hint}\n  {done}" if err.hint else done
             if err is exc:
                 raise
@@ -1110,3 +1110,15 @@ class Session:
             statecache.forget(paths.state_file(self.name, self.sd))
         return []
 
+
+def _rolled_back(touched: list[Any], *, fresh: bool) -> str:
+    """What a finished rollback left, for people: ``touched`` are the steps that ran
+    (the failed one last). Not "nothing was changed" for an update (a day-2 review): the
+    rollback puts back what the last apply recorded, drift it had repaired included, and
+    a process it had stopped is started again, with a new pid."""
+    if fresh:
+        return "nothing was left: every action that landed was reverted"
+    done = "every action that landed was reverted: the environment is as its last apply left it"
+    if any(kind == "proc.main" and step != "create" for step, _rid, kind, *_ in touched):
+        done += " (its process was started again, with a new pid)"
+    return done

@@ -618,3 +618,18 @@ def test_a_manifest_from_a_pipe_is_read_once(env: Path, capsys: pytest.CaptureFi
     finally:
         for fd in ends:
             os.close(fd)
+
+
+def test_an_apply_tells_a_manifest_edited_while_it_waited_for_the_lock(env: Path) -> None:
+    """A day-2 review edited a manifest while its apply waited for the lock: the apply
+    used the file as read and said the environment "matches its manifest". It warns."""
+    m = env / "web.yaml"
+    (src,) = sources.load(str(m))
+    assert not sources.edited_since(src)
+    m.write_text(m.read_text().replace("hostname: web", "hostname: www"))
+    assert sources.edited_since(src)
+    m.write_text(m.read_text().replace("hostname: www", "hostname: web"))
+    assert not sources.edited_since(src)
+    m.unlink()
+    assert sources.edited_since(src)
+    assert not sources.edited_since(sources.Source(src.plan, None, "<stdin>"))

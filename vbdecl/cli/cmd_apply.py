@@ -82,6 +82,10 @@ def run(args: argparse.Namespace) -> int:
             with engine.session(name, then="apply") as s:
                 if src.saved is not None:
                     s.check_fresh(src.saved)
+                elif sources.edited_since(src):
+                    print(f"warning: {src.path} changed after this apply read it (it waited for the "
+                          f"lock): {name} gets the manifest as it was read; apply again for the edit",
+                          file=sys.stderr)
                 changes = s.changes(src.plan)
                 if not args.json:
                     takeover_warning(src.plan, s.state)

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from vbdecl.errors import UsageError
+from vbdecl.errors import UsageError, VbdeclError
 from vbdecl.hashing import file_sha256
 
 MANIFEST_SUFFIXES = (".yaml", ".yml")
@@ -28,6 +28,26 @@ class Source:
     plan: dict[str, Any]
     saved: dict[str, Any] | None = None     # the saved-plan file's content, if a PLAN
     path: str | None = None
+
+
+def edited_since(src: Source) -> bool:
+    """Whether ``src``'s manifest file now says something else for its environment
+    than when it was read (an apply that waited for the lock; a day-2 review edited the
+    file meanwhile and was told the environment "matches its manifest"). Pipes, stdin
+    and saved plans (which check their own freshness) are never edited since."""
+    import stat
+
+    if src.saved is not None or src.path in (None, STDIN_NAME):
+        return False
+    try:
+        if not stat.S_ISREG(os.stat(src.path).st_mode):
+            return False
+        from vbdecl.engine.plancache import plans_for_file
+
+        now = [p for p in plans_for_file(src.path) if p.get("name") == src.plan.get("name")]
+    except (OSError, VbdeclError):
+        return True      # (gone, or no longer valid: not what was read either)
+    return [p.get("manifest_hash") for p in now] != [src.plan.get("manifest_hash")]
 
 
 def read_stdin() -> bytes:

@@ -130,3 +130,54 @@ def test_to_bwrap_warns_when_bubblewrap_leaves_a_larger_bounding_set(
         assert main(["--json", "convert", "--to-bwrap", str(path)]) == 0
         out, err = capsys.readouterr()
         assert json.loads(out)["name"] == "caps" and (said in err) is warned
+
+
+def test_to_bwrap_refuses_what_its_line_would_drop_or_mean_otherwise(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A conversion review: these came out of --to-bwrap without a word, and the line
+    ran otherwise. Worst: a user namespace mapping root inside to uid 1234 became a
+    line that, run as root, maps host root (bubblewrap maps the caller's ids only)."""
+    import os
+
+    me = f"{os.getuid()}:{os.getgid()}"
+    path = tmp_path / "env.yaml"
+    path.write_text("apiVersion: vbdecl/v1\nkind: Environment\nmetadata: {name: web}\nspec:\n"
+                    "  namespaces: {user: true}\n"
+                    "  idmap: {uid: [{inside: 0, outside: 1234}], gid: [{inside: 0, outside: 1234}]}\n"
+                    "  limits: {rlimits: {nofile: 64}}\n  network: {dns: [192.0.2.53], mtu: 1400}\n"
+                    "  process: {command: [\"true\"], tty: true}\n"
+                    "  security: {seccomp: 'off', no_new_privs: false}\n"
+                    "  status: {lock_file: /run/x.lock, events: /run/x.events}\n")
+    assert main(["convert", "--to-bwrap", str(path)]) == 1
+    out, err = capsys.readouterr()
+    for words in (f"idmap outside 1234:1234: bubblewrap maps the ids of the user who runs it ({me} here)",
+                  "security.no_new_privs false", "status.lock_file", "status.events", "network.dns/hosts",
+                  "network.mtu", "process.tty true", "limits.rlimits"):
+        assert f"{path}: environment web: {words}" in err, (words, err)
+    assert out == ""
+    # the caller's own ids are what bubblewrap maps: that line is written
+    path.write_text(path.read_text().split("  idmap")[0].replace("user: true}", "user: true}\n  idmap: "
+                    f"{{uid: [{{inside: 0, outside: {os.getuid()}}}], gid: [{{inside: 0, outside: {os.getgid()}}}]}}")
+                    + "  process: {command: [\"true\"]}\n  security: {seccomp: 'off'}\n")
+    assert main(["convert", "--to-bwrap", str(path)]) == 0, capsys.readouterr().err
+    assert " --uid 0 --gid 0 " in capsys.readouterr().out
+
+
+def test_from_bwrap_refuses_what_no_manifest_can_hold(capsys: pytest.CaptureFixture[str]) -> None:
+    """A conversion review: a path with a byte that is not UTF-8 and a relative --chdir
+    gave manifests that did not load; a newline in a path broke the header comment."""
+    bad = "/x/bad" + b"\xff".decode("utf-8", "surrogateescape")
+    for args, words in ((["--bind", bad, "/mnt", "true"], "spec.filesystem[0].source: /x/bad\\xff is not UTF-8"),
+                        (["--ro-bind", "/usr", "/usr", "--chdir", "tmp", "true"], "--chdir tmp: a manifest's "
+                         "process.cwd is absolute")):
+        for json_out in ([], ["--json"]):
+            assert main([*json_out, "convert", "--from-bwrap", "--", *args]) == 1
+            out, err = capsys.readouterr()
+            assert words in err, err
+            assert out == "" if not json_out else json.loads(out)["error"]["exit_code"] == 1
+    assert main(["convert", "--from-bwrap", "--", "--ro-bind", "/", "/", "--tmpfs", "/mnt", "--dir",
+                 "/mnt/new\nline/x", "true"]) == 0
+    text = capsys.readouterr().out
+    from vbdecl.model.load import load_text
+
+    assert load_text(text)[0].spec.filesystem[2].target == "/mnt/new\nline/x"

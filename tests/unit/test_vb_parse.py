@@ -248,7 +248,7 @@ def test_to_bwrap_keeps_exactly_the_manifests_capabilities(tmp_path, security, u
               "gid: [{inside: 0, outside: 0, count: 1}]}\n") if user else ""
     path.write_text("apiVersion: vbdecl/v1\nkind: Environment\nmetadata: {name: caps}\nspec:\n"
                     f"{userns}  process: {{command: [/bin/true], user: {user}}}\n  security: {security}\n")
-    argv = manifest_to_bwrap(load_normalized(str(path))[0]["spec"])
+    argv = manifest_to_bwrap(load_normalized(str(path))[0]["spec"], caller=(1000, 0))   # (who it maps)
     added = {argv[i + 1] for i, a in enumerate(argv) if a == "--cap-add"}
     if kept.startswith("default"):
         want = {f"CAP_{n}" for n in DEFAULT_CAPABILITIES} - {f"CAP_{n}" for n in kept.split("-")[1:]}

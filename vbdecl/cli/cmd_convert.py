@@ -32,7 +32,7 @@ def run(args: argparse.Namespace) -> int:
     if args.seccomp_out and not args.to_bwrap:
         raise UsageError("--seccomp-out goes with --to-bwrap")
     if args.from_bwrap:
-        from vbdecl.vb.manifest import document_to_manifest, render, vb_only
+        from vbdecl.vb.manifest import NotExpressible, document_to_manifest, render, vb_only
         from vbdecl.vb.parse import VbUsageError, parse, to_document
 
         argv = args.args[1:] if args.args[:1] == ["--"] else args.args
@@ -40,14 +40,21 @@ def run(args: argparse.Namespace) -> int:
             doc = to_document(parse(argv))
         except VbUsageError as err:
             raise UsageError(f"bubblewrap arguments: {err}") from None
-        if args.json:
-            # JSON has no comments: what the manifest cannot say goes to stderr
-            for note in vb_only(doc):
-                print(f"warning: `vbdecl run` of this manifest differs from vb here: {note}",
-                      file=sys.stderr)
-            print(json.dumps(document_to_manifest(doc, read_fds=True), indent=2))
-        else:
-            print(render(doc, read_fds=True), end="")
+        try:
+            if args.json:
+                # JSON has no comments: what the manifest cannot say goes to stderr
+                manifest = document_to_manifest(doc, read_fds=True)
+                for note in vb_only(doc):
+                    print(f"warning: `vbdecl run` of this manifest differs from vb here: {note}",
+                          file=sys.stderr)
+                print(json.dumps(manifest, indent=2))
+            else:
+                print(render(doc, read_fds=True), end="")
+        except NotExpressible as err:
+            for problem in err.problems:
+                print(problem, file=sys.stderr)
+            raise UsageError("no manifest can say what these bubblewrap arguments do",
+                             hint="keep running them with vb") from None
         return 0
 
     from vbdecl.model import load_normalized

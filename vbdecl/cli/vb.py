@@ -200,11 +200,13 @@ def main(argv: list[str], exit_now: bool = False) -> int:
         return _leave(code, exit_now)
 
     if opts.print_manifest:
-        from vbdecl.vb.manifest import render
+        from vbdecl.vb.manifest import NotExpressible, render
 
         try:
             print(render(doc, read_fds=True), end="")
             code = 0
+        except NotExpressible as err:
+            code = die(prog, "no manifest can say this: " + "; ".join(err.problems), level_prefix)
         except OSError as err:
             code = _output_failed(err)
         return _leave(code, exit_now)

@@ -175,12 +175,38 @@ def document_to_manifest(doc: dict[str, Any], *, read_fds: bool = False) -> dict
         manifest_spec["status"] = {"lock_file": locks[0]}
         _note("--lock-file becomes status.lock_file, an exclusive lock (bubblewrap's is shared)"
               + (f"; {', '.join(locks[1:])} dropped" if len(locks) > 1 else ""))
+    problems = _unwritable(manifest_spec, "spec")
+    if out_process.get("cwd") and not out_process["cwd"].startswith("/"):
+        problems.append(f"--chdir {out_process['cwd']}: a manifest's process.cwd is absolute; give the "
+                        "whole path")
+    if problems:
+        raise NotExpressible(problems)
     return {
         "apiVersion": "vbdecl/v1",
         "kind": "Environment",
         "metadata": {"name": doc.get("name") or "vb"},
         "spec": manifest_spec,
     }
+
+
+def _unwritable(value: Any, where: str) -> list[str]:
+    """Text a manifest cannot hold: YAML is Unicode, and bubblewrap's arguments are bytes
+    (a review: the manifest printed for a path with a byte not UTF-8 did not load)."""
+    if isinstance(value, dict):
+        return [p for k, v in value.items() for p in _unwritable(v, f"{where}.{k}")]
+    if isinstance(value, list):
+        return [p for i, v in enumerate(value) for p in _unwritable(v, f"{where}[{i}]")]
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return [f"{where}: {_printable(value)} is not UTF-8 text, which is all a manifest holds"]
+    return []
+
+
+def _printable(text: str) -> str:
+    """``text`` on one line of UTF-8: bytes that are not UTF-8 and line breaks escaped."""
+    return os.fsencode(text).decode("utf-8", "backslashreplace").replace("\n", "\\n").replace("\r", "\\r")
 
 
 def _binds_host_proc(spec: dict[str, Any], e: dict[str, Any]) -> bool:
@@ -349,7 +375,7 @@ def render(doc: dict[str, Any], *, read_fds: bool = False) -> str:
     if not notes:
         return text
     head = ["# vb does more than this manifest can say; `vbdecl run` of it differs here:"]
-    head += [f"#  - {note}" for note in notes]
+    head += [f"#  - {_printable(note)}" for note in notes]     # (a path's newline ends a comment)
     return "\n".join(head) + "\n" + text
 
 
@@ -386,11 +412,13 @@ def _cap_args(caps: dict[str, Any] | None, uid: int, disable_userns: bool) -> li
     return args
 
 
-def manifest_to_bwrap(spec: dict[str, Any], seccomp_fd: int | None = None) -> list[str]:
+def manifest_to_bwrap(spec: dict[str, Any], seccomp_fd: int | None = None, *,
+                      caller: tuple[int, int] | None = None) -> list[str]:
     """bubblewrap arguments for a normalized spec; NotExpressible, naming every part
     it cannot say, when there is any. ``seccomp_fd``: where bubblewrap is to read the
     program of the spec's seccomp profile (see ops.sec.bwrap_program); without it a
-    profile is something bubblewrap cannot say."""
+    profile is something bubblewrap cannot say. ``caller``: the uid and gid bubblewrap
+    will run as (this process's by default), the only ones it can map."""
     args: list[str] = []
     problems: list[str] = []
     if spec.get("rootfs"):
@@ -407,8 +435,13 @@ def manifest_to_bwrap(spec: dict[str, Any], seccomp_fd: int | None = None) -> li
     if spec["idmap"]:
         uid = spec["idmap"]["uid"]
         gid = spec["idmap"]["gid"]
+        me = (os.getuid(), os.getgid()) if caller is None else caller
         if len(uid) != 1 or len(gid) != 1 or uid[0]["count"] != 1 or gid[0]["count"] != 1:
             problems.append("idmap ranges: bubblewrap maps exactly one uid and gid")
+        elif (uid[0]["outside"], gid[0]["outside"]) != me:
+            # (a review: the line mapped the caller, root, where the manifest maps 1234)
+            problems.append(f"idmap outside {uid[0]['outside']}:{gid[0]['outside']}: bubblewrap maps the ids "
+                            f"of the user who runs it ({me[0]}:{me[1]} here); convert as that user")
         else:
             args += ["--uid", str(uid[0]["inside"]), "--gid", str(gid[0]["inside"])]
     elif spec["process"].get("user") or spec["process"].get("group"):
@@ -496,9 +529,25 @@ def manifest_to_bwrap(spec: dict[str, Any], seccomp_fd: int | None = None) -> li
     args += _cap_args(sec.get("capabilities"), int(proc.get("user") or 0), bool(sec["disable_userns"]))
     if sec["disable_userns"]:
         args.append("--disable-userns")
+    # what bubblewrap has no option for, or one that means something else (a review:
+    # each of these was dropped without a word)
+    if not sec["no_new_privs"]:
+        problems.append("security.no_new_privs false: bubblewrap always sets no_new_privs")
     if spec["status"].get("lock_file"):
-        args += ["--lock-file", spec["status"]["lock_file"]]
+        problems.append("status.lock_file: bubblewrap's --lock-file takes a shared lock on a path inside "
+                        "the sandbox; the manifest's holds a host file exclusively")
+    if spec["status"].get("events"):
+        problems.append("status.events: bubblewrap writes its status to an fd (--json-status-fd) only")
+    net = spec["network"]
+    if net.get("dns") is not None or net.get("hosts"):
+        problems.append("network.dns/hosts: bubblewrap writes files from fds only (--file FD DEST)")
+    if net.get("mtu") is not None:
+        problems.append("network.mtu: bubblewrap sets no interface's MTU")
+    if proc.get("tty") is True:
+        problems.append("process.tty true: bubblewrap gives the command no terminal of its own")
     limits = spec["limits"]
+    if limits.get("rlimits"):
+        problems.append("limits.rlimits: bubblewrap sets no rlimits (run the command under prlimit)")
     if any(limits.get(k) is not None for k in ("memory", "memory_swap", "cpu", "cpu_weight", "pids", "io_weight")):
         problems.append("limits: bubblewrap has no resource limits (use `vb --limit-*` or the manifest)")
     if problems:

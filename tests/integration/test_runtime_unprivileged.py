@@ -178,3 +178,43 @@ def test_unprivileged_run_leaves_a_bound_directory_as_it_found_it(user: tuple[st
     assert r.returncode == 0 and "warning" not in r.stderr, r.stderr
     assert sorted(p.name for p in data.iterdir()) == ([] if read_only else ["out"])
     assert data.stat().st_mode & 0o7777 == 0o751
+
+
+UNPIN_DRIVER = """
+import os, sys
+from vbdecl.ops.env import Namespaces
+from vbdecl.sys.ns import pin, unpin
+print(Namespaces().preflight({}))
+target = os.path.join(sys.argv[1], "user")
+try:
+    pin(os.getpid(), "user", target)
+except OSError as exc:
+    print("pin failed:", exc.errno)
+unpin(target)
+print("left:", os.path.exists(target))
+"""
+
+
+def test_an_unprivileged_apply_stops_before_any_step_and_leaves_no_pin_file(
+        user: tuple[str, int, int], shared_dir: Path) -> None:
+    """An unprivileged review: apply failed at its first step (pinning a namespace is a
+    bind mount on the host), the cleanup's EPERM from umount2 hid why, and the pin's
+    file stayed. The env action's preflight says so before any step (plan too), and
+    unpin removes the file of a pin that never was."""
+    (shared_dir / "unpin.py").write_text(UNPIN_DRIVER)
+    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(REPO), "PYTHONDONTWRITEBYTECODE": "1",
+           "HOME": str(shared_dir)}
+    _, uid, gid = user
+    run_dir = shared_dir / "run"        # (the user's, as a state directory would be)
+    run_dir.mkdir()
+    os.chown(run_dir, uid, gid)
+    r = subprocess.run(["setpriv", f"--reuid={uid}", f"--regid={gid}", "--clear-groups", SYSTEM_PYTHON,
+                        str(shared_dir / "unpin.py"), str(run_dir)],
+                       capture_output=True, text=True, env=env, timeout=60)
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert lines[0].startswith("a live environment needs root (CAP_SYS_ADMIN on the host)"), lines
+    assert lines[1] == "pin failed: 1" and lines[2] == "left: False", lines
+    from vbdecl.ops.env import Namespaces
+
+    assert Namespaces().preflight({}) is None       # (root, here)

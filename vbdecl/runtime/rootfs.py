@@ -767,12 +767,21 @@ class Builder:
                                      getattr(self, "parent_mode", 0o755))
         try:
             try:
-                os.stat(name, dir_fd=parent, follow_symlinks=False)
+                st = os.stat(name, dir_fd=parent, follow_symlinks=False)
                 new = False
             except FileNotFoundError:
                 new = True
         finally:
             _close(parent)
+        if (not new and self.track_host and stat.S_ISREG(st.st_mode) and st.st_dev not in self.fresh_devs
+                and e["target"] not in self.created):
+            # (an unprivileged review: the host's file was overwritten, and its mode changed,
+            # for good; a run keeps no copy of a file's content to put back)
+            raise RuntimeSetupError(
+                f"file {e['target']}: a host's file is there (a bound host directory): a run "
+                "leaves the host as it found it, and would write over it for good",
+                hint="use a bind-data entry, which shows its content there for the run only, or "
+                     "a target the host does not have")
         try:
             fd = resolve(self.root_fd, e["target"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode=mode,
                          follow=self._final(e["target"]))

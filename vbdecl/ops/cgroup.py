@@ -206,8 +206,12 @@ class Group:
             # No cgroup this user may create (not delegated to it): under
             # limits.optional the environment runs without one, with a warning.
             record = cgroupfs.empty_record(layout, ctx.instance)
-            warnings.append(f"limits not enforced: {exc.message}")
-            skip |= {k for k in cgroupfs.LIMIT_CONTROLLER if limits.get(k) is not None}
+            asked = sorted(k for k in cgroupfs.LIMIT_CONTROLLER if limits.get(k) is not None)
+            # (named by what was asked: an unprivileged review was told of cpuacct, which
+            # vbdecl makes for its own accounting, when it had asked for pids)
+            warnings.append(f"{', '.join('limits.' + k for k in asked) or 'limits'} not enforced: "
+                            f"this user may not make cgroups here ({exc.message})")
+            skip |= set(asked)
         record["warnings"] = warnings
         record["skipped"] = sorted(skip)
         if ctx.env_pid:

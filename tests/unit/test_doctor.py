@@ -42,3 +42,18 @@ def test_probes_agree_with_the_kernel() -> None:
         assert probe.overlayfs()["ok"] == ("overlay" in f.read() or probe.overlayfs()["ok"])
     with open("/proc/self/status") as f:
         assert probe.seccomp()["ok"] == ("Seccomp:" in f.read())
+
+
+def test_controllers_a_user_may_not_write_are_not_called_missing(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An unprivileged review: doctor said "missing: memory, ..." of controllers that are
+    mounted but not delegated to the user."""
+    from vbdecl.sys import cgroupfs, probe
+
+    monkeypatch.setattr(cgroupfs, "detect", lambda: {"mode": "v1", "controllers": {
+        "memory": {"usable": False, "version": 1, "hierarchy": "/sys/fs/cgroup/memory"},
+        "pids": {"usable": True, "version": 1, "hierarchy": "/sys/fs/cgroup/pids"},
+        "io": {"usable": False, "version": None, "hierarchy": None}}})
+    found = probe.cgroups()
+    assert found["detail"] == "v1; usable: pids; not writable by this user: memory; missing: io"
+    assert found["hint"].startswith("limits on memory, io cannot be enforced (run as root, or have cgroups "
+                                    "delegated to this user)")

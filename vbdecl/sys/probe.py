@@ -126,15 +126,21 @@ def cgroups() -> dict[str, Any]:
         from vbdecl.sys import cgroupfs
 
         info: dict[str, Any] = cgroupfs.detect()
-        usable = [c for c, v in info.get("controllers", {}).items() if v.get("usable")]
-        missing = [c for c, v in info.get("controllers", {}).items() if not v.get("usable")]
+        controllers = info.get("controllers", {})
+        usable = [c for c, v in controllers.items() if v.get("usable")]
+        # (mounted but not this user's to write: not delegated, which an unprivileged
+        # review was told was "missing")
+        barred = [c for c, v in controllers.items() if not v.get("usable") and v.get("hierarchy")]
+        missing = [c for c, v in controllers.items() if not v.get("usable") and not v.get("hierarchy")]
         out: dict[str, Any] = {"ok": bool(usable), "layout": info.get("mode"),
                                "detail": f"{info.get('mode')}; usable: {', '.join(usable) or 'none'}"
+                               + (f"; not writable by this user: {', '.join(barred)}" if barred else "")
                                + (f"; missing: {', '.join(missing)}" if missing else ""),
-                               "controllers": info.get("controllers"), "info": info}
-        if missing:
-            out["hint"] = ("limits on " + ", ".join(missing) + " cannot be enforced; "
-                           "set limits.optional: true to treat them as warnings")
+                               "controllers": controllers, "info": info}
+        if barred or missing:
+            out["hint"] = ("limits on " + ", ".join(barred + missing) + " cannot be enforced"
+                           + (" (run as root, or have cgroups delegated to this user)" if barred else "")
+                           + "; set limits.optional: true to treat them as warnings")
         return out
     except ImportError:
         pass

@@ -75,6 +75,9 @@ def test_the_hint_names_what_vb_can_do(host: tuple[Links, dict[str, object]]) ->
     said = bridge.hint("eth9", "10.88.0.0/24", ConflictError("interface eth9 exists and is not a bridge"))
     assert said == "eth9 is no bridge: give --net-bridge the name of a bridge, or a new name"
     assert bridge.hint("br1", "10.88.0.0/24", ConflictError("port 80 is in use")) is None
+    # an unprivileged review was sent to subnets and manifests
+    said = bridge.hint("br1", "10.88.0.0/24", ConflictError("creating bridge br1: needs CAP_NET_ADMIN: run as root"))
+    assert said is not None and said.startswith("bridge networking needs root") and "subnet" not in said
 
 
 def test_the_subnet_lookup_is_made_only_with_net_bridge_and_imports_no_netlink(tmp_path: Path) -> None:

@@ -499,6 +499,19 @@ def test_plan_refuses_missing_bind_and_file_sources_as_apply_does(
     assert f"file source {env}/app.conf is a directory" in capsys.readouterr().err
 
 
+def test_a_file_source_this_user_cannot_read_is_a_plan_error(env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An unprivileged review: plan showed `+ file[/s]` for /etc/shadow; run failed (125)."""
+    from vbdecl.ops import op_for
+
+    source = env / "secret"
+    source.write_text("x\n")
+    params = {"target": "/s", "source": str(source), "content": None, "mode": None}
+    assert op_for("fs.file").preflight(params) is None
+    monkeypatch.setattr(os, "access", lambda path, mode: not (path == str(source) and mode == os.R_OK))
+    assert op_for("fs.file").preflight(params) == (f"file source {source} cannot be read by this user: make "
+                                                   "it readable, or change the manifest")
+
+
 def test_plan_refuses_a_missing_rootfs_and_seccomp_profile_as_apply_does(
         env: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """A user review: a missing rootfs directory or seccomp profile planned cleanly, then

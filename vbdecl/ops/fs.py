@@ -907,6 +907,9 @@ class File(_PathOp):
         if not os.path.exists(source):      # (a dangling link: missing)
             return (f"file source {source} does not exist: create it, or change the manifest "
                     "(content: gives the file's text inline)")
+        if not os.access(source, os.R_OK):  # (an unprivileged review: found only by run, 125)
+            return (f"file source {source} cannot be read by this user: make it readable, or "
+                    "change the manifest")
         pinned = params.get("source_sha256")
         if pinned is not None:
             from vbdecl.hashing import file_sha256

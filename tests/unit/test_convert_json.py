@@ -181,3 +181,19 @@ def test_from_bwrap_refuses_what_no_manifest_can_hold(capsys: pytest.CaptureFixt
     from vbdecl.model.load import load_text
 
     assert load_text(text)[0].spec.filesystem[2].target == "/mnt/new\nline/x"
+
+
+def test_to_bwrap_warns_of_a_dir_mode_bubblewrap_would_not_set(tmp_path: Path,
+                                                               capsys: pytest.CaptureFixture[str]) -> None:
+    """A conversion review: tmpfs /tmp then dir /tmp 0700 gave `--perms 0700 --dir /tmp`,
+    which leaves /tmp 0755 (bubblewrap's --perms is for a directory --dir creates)."""
+    path = tmp_path / "env.yaml"
+    path.write_text("apiVersion: vbdecl/v1\nkind: Environment\nmetadata: {name: web}\nspec:\n"
+                    "  filesystem:\n    - {type: tmpfs, target: /tmp}\n    - {type: dir, target: /tmp, mode: '0700'}\n"
+                    "    - {type: dir, target: /new, mode: '0700'}\n"
+                    "  process: {command: [\"true\"]}\n  security: {seccomp: 'off'}\n")
+    assert main(["convert", "--to-bwrap", str(path)]) == 0
+    out, err = capsys.readouterr()
+    assert "--perms 0700 --dir /tmp" in out
+    assert (f"warning: {path}: environment web: dir /tmp: an earlier entry made it, and bubblewrap's --perms "
+            "sets the mode only of a directory --dir creates") in err and "/new" not in err

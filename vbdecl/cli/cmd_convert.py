@@ -58,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
 
     from vbdecl.model import load_normalized
-    from vbdecl.vb.manifest import NotExpressible, bounding_note, manifest_to_bwrap
+    from vbdecl.vb.manifest import NotExpressible, bounding_note, manifest_to_bwrap, mode_notes
 
     docs = load_normalized(args.to_bwrap)
     profiles = sum(d["spec"]["security"]["seccomp"] != "off" for d in docs)
@@ -83,8 +83,8 @@ def run(args: argparse.Namespace) -> int:
                          f"{args.to_bwrap}", hint="run it with `vbdecl run` instead")
     for doc, argv, _program in commands:     # (warnings first: the command lines are the output)
         wider = bounding_note(doc["spec"], argv)
-        if wider is not None:
-            print(f"warning: {args.to_bwrap}: environment {doc['name']}: {wider}", file=sys.stderr)
+        for note in [*([wider] if wider is not None else []), *mode_notes(doc["spec"])]:
+            print(f"warning: {args.to_bwrap}: environment {doc['name']}: {note}", file=sys.stderr)
     for doc, argv, program in commands:
         if program:
             _write_program(program, doc["spec"])

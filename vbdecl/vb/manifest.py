@@ -346,6 +346,21 @@ def bounding_note(spec: dict[str, Any], argv: list[str]) -> str | None:
             "holds are the same")
 
 
+def mode_notes(spec: dict[str, Any]) -> list[str]:
+    """Modes the bubblewrap command leaves other than ``vbdecl run`` of ``spec`` sets:
+    a dir entry's mode on a directory an earlier entry made (bubblewrap's --perms
+    applies only to one --dir creates; a conversion review saw /tmp 0755 for 0700)."""
+    out = []
+    made: set[str] = set()
+    for e in spec["filesystem"]:
+        if e["type"] == "dir" and e.get("mode") is not None and e["target"] in made:
+            out.append(f"dir {e['target']}: an earlier entry made it, and bubblewrap's --perms sets the "
+                       f"mode only of a directory --dir creates: the command leaves it as made, where "
+                       f"`vbdecl run` sets {e['mode']:04o} (a chmod entry says it to both)")
+        made.add(e["target"])
+    return out
+
+
 def _caps_text(names: Any) -> str:
     """Capability names in short: none, all, all but a few, or the list."""
     from vbdecl.model.names import CAPABILITIES

@@ -977,7 +977,7 @@ def _declared_sha256(params: Params) -> str | None:
 
 def _file_now(ctx: Context, target: str, record: Record) -> dict[str, Any] | None:
     """The mode and content digest of the regular file at ``target`` in the environment."""
-    from vbdecl.hashing import sha256
+    from vbdecl.hashing import file_sha256
     from vbdecl.runtime.rootfs import _close
 
     found = _open_in_env(ctx, target, record, follow=False)
@@ -988,21 +988,16 @@ def _file_now(ctx: Context, target: str, record: Record) -> dict[str, Any] | Non
         st = os.fstat(path_fd)
         if not stat.S_ISREG(st.st_mode):
             return None
+        seen: dict[str, Any] = {"mode": stat.S_IMODE(st.st_mode)}
         # (read through the O_PATH fd: the name may be another file's by now)
-        fd = os.open(f"/proc/self/fd/{path_fd}", os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
+        digest = file_sha256(f"/proc/self/fd/{path_fd}")
+        if digest is not None:      # (else there, but unreadable to us: not "gone")
+            seen["content_sha256"] = digest
+        return seen
     except OSError:
         return None
     finally:
         _close(path_fd)
-    digest = sha256()
-    try:
-        while chunk := os.read(fd, 1 << 20):
-            digest.update(chunk)
-    except OSError:
-        return None
-    finally:
-        os.close(fd)
-    return {"mode": stat.S_IMODE(st.st_mode), "content_sha256": str(digest.hexdigest())}
 
 
 class Symlink(_PathOp):

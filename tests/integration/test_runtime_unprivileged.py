@@ -223,8 +223,16 @@ def test_an_unprivileged_apply_stops_before_any_step_and_leaves_no_pin_file(
                        capture_output=True, text=True, env=env, timeout=60)
     assert r.returncode == 0, r.stderr
     lines = r.stdout.splitlines()
-    assert lines[0].startswith("a live environment needs root (CAP_SYS_ADMIN on the host)"), lines
+    assert lines[0].startswith("a live environment needs root (CAP_SYS_ADMIN over this mount namespace)"), lines
     assert lines[1] == "pin failed: 1" and lines[2] == "left: False", lines
     from vbdecl.ops.env import Namespaces
 
     assert Namespaces().preflight({}) is None       # (root, here)
+    # root of a user namespace: where it owns the mount namespace too (a container), it may
+    # pin; under `unshare -r` (the host's mount namespace) it may not
+    probe = "from vbdecl.ops.env import Namespaces; print(Namespaces().preflight({}))"
+    for flags, allowed in (("-r", False), ("-rm", True)):
+        r = subprocess.run(["unshare", flags, SYSTEM_PYTHON, "-c", probe], capture_output=True, text=True,
+                           env={**env, "HOME": "/"}, timeout=60)
+        assert r.returncode == 0, r.stderr
+        assert (r.stdout == "None\n") is allowed, (flags, r.stdout)

@@ -41,16 +41,18 @@ class Namespaces:
         return text
 
     def preflight(self, params: Params) -> str | None:
-        """A live environment's namespaces are kept by bind mounts of their files on the
-        host (sys.ns.pin), which takes CAP_SYS_ADMIN in the host's user namespace: an
-        unprivileged apply failed at its first step, and a second error hid why (a review)."""
+        """A live environment's namespaces are kept by bind mounts of their files in our
+        mount namespace (sys.ns.pin), which takes CAP_SYS_ADMIN (root; also in a container
+        whose user namespace owns its mount namespace): an unprivileged apply failed at
+        its first step, and a second error hid why (a review)."""
         from vbdecl.model.names import CAPABILITIES
-        from vbdecl.sys.caps import capget, in_initial_user_ns
+        from vbdecl.sys.caps import capget
+        from vbdecl.sys.ns import mounts_are_ours
 
-        if capget()[0] >> CAPABILITIES["SYS_ADMIN"] & 1 and in_initial_user_ns():
+        if capget()[0] >> CAPABILITIES["SYS_ADMIN"] & 1 and mounts_are_ours():
             return None
-        return ("a live environment needs root (CAP_SYS_ADMIN on the host): apply keeps its "
-                "namespaces by bind-mounting them on the host; run it as root, or use vbdecl run "
+        return ("a live environment needs root (CAP_SYS_ADMIN over this mount namespace): apply "
+                "keeps its namespaces by bind-mounting them here; run it as root, or use vbdecl run "
                 "FILE, which needs no privilege")
 
     def probe(self, ctx: Context, params: Params, record: Record | None) -> Record | None:

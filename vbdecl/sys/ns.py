@@ -48,7 +48,25 @@ def unshare(flags: int) -> None:
         check(syscall("unshare", flags), f"unshare({flags:#x})", hint=_ROOT_HINT)
 
 
+NS_GET_USERNS = 0xB701      # _IO(0xb7, 0x1)
 NS_GET_NSTYPE = 0xB703      # _IO(0xb7, 0x3)
+
+
+def mounts_are_ours() -> bool:
+    """Whether our user namespace owns our mount namespace (the host's, for root; a
+    container's own), where CAP_SYS_ADMIN lets us mount. Not under ``unshare -r``: the
+    owner is then an ancestor, out of our reach (EPERM). True when it cannot be told."""
+    import fcntl
+
+    try:
+        with open("/proc/self/ns/mnt", "rb", buffering=0) as mnt:
+            owner = fcntl.ioctl(mnt.fileno(), NS_GET_USERNS)
+        try:
+            return os.fstat(owner).st_ino == os.stat("/proc/self/ns/user").st_ino
+        finally:
+            os.close(owner)
+    except OSError as exc:
+        return exc.errno != errno.EPERM
 
 
 def setns(fd: int, nstype: int = 0, *, what: str = "") -> None:

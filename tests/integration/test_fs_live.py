@@ -596,6 +596,7 @@ def test_live_a_file_edited_or_chmod_ed_inside_is_drift_its_update_repairs(env: 
     params = {"target": "/etc/app.conf", "content": "a=1\n", "mode": 0o640, "source": None}
     rec = f.apply(env, params)
     assert rec["mode"] == 0o640 and rec["content_sha256"] == sha256(b"a=1\n").hexdigest()
+    assert rec["dev"] == os.stat(f"{root}/etc/app.conf").st_dev
     assert f.probe(env, params, rec) == rec
     Path(f"{root}/etc/app.conf").write_text("a=2\n")
     os.chmod(f"{root}/etc/app.conf", 0o666)
@@ -606,6 +607,19 @@ def test_live_a_file_edited_or_chmod_ed_inside_is_drift_its_update_repairs(env: 
     rec = f.update(env, params, rec)
     assert Path(f"{root}/etc/app.conf").read_text() == "a=1\n"
     assert os.stat(f"{root}/etc/app.conf").st_mode & 0o7777 == 0o640
+    assert f.probe(env, params, rec) == rec
+    # what a later entry mounts over the file (or a directory above it) is not the file
+    # written: no drift (a review: a bind's host file was "repaired", a read-only one
+    # failed the apply and its rollback for good)
+    other = tmp_path / "hostf"
+    other.write_text("hostdata\n")
+    bound = act(env, "fs.ro-bind", target="/etc/app.conf", source=str(other), optional=False)
+    assert f.probe(env, params, rec) == rec
+    op_for("fs.ro-bind").revert(env, bound)
+    over = act(env, "fs.tmpfs", target="/etc", size=None, mode=None)
+    Path(f"{root}/etc/app.conf").write_text("another file\n")
+    assert f.probe(env, params, rec) == rec
+    op_for("fs.tmpfs").revert(env, over)
     assert f.probe(env, params, rec) == rec
 
     source = tmp_path / "src.conf"

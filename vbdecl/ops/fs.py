@@ -920,6 +920,16 @@ class File(_PathOp):
                         "plan the manifest again, or put the file back as it was")
         return None
 
+    def apply(self, ctx: Context, params: Params) -> Record:
+        """Also the device the file was written on: probe judges the content and mode of
+        that file only, not of whatever a later entry mounts over it or over a directory
+        above it (a bind of a host file, bind-data, the network's /etc/hosts)."""
+        record = super().apply(ctx, params)
+        seen = _file_now(ctx, params["target"], record, digest=False)
+        if seen is not None and seen.get("dev") is not None:
+            record["dev"] = seen["dev"]
+        return record
+
     def _record(self, params: Params, ino: int | None, created: list[str]) -> Record:
         """Also what was written: the file's mode and its content's digest, read back by
         probe (a day-2 review: a file edited or chmod-ed inside the environment was "ok")."""
@@ -942,11 +952,13 @@ class File(_PathOp):
         written = {k: record[k] for k in ("mode", "content_sha256") if record.get(k) is not None}
         if _other_mode_setter(ctx, record) is not None:
             written.pop("mode", None)       # (a chmod entry on the same file sets it)
-        if not written:
+        if not written or record.get("dev") is None:
             return found
         seen = _file_now(ctx, params["target"], record)
         if seen is None:
             return None     # (gone in between)
+        if seen.get("dev") != record["dev"]:
+            return found    # (another file shows there now: a mount over it, not an edit)
         return {**found, **{k: v for k, v in seen.items() if k in written and v != written[k]}}
 
     def update(self, ctx: Context, params: Params, record: Record) -> Record:
@@ -975,10 +987,12 @@ def _declared_sha256(params: Params) -> str | None:
     return pinned if isinstance(pinned, str) else None
 
 
-def _file_now(ctx: Context, target: str, record: Record) -> dict[str, Any] | None:
-    """The mode and content digest of the regular file at ``target`` in the environment."""
+def _file_now(ctx: Context, target: str, record: Record, *, digest: bool = True) -> dict[str, Any] | None:
+    """The device, mode and content digest of the regular file at ``target`` in the
+    environment; its device None when something is mounted on the file itself."""
     from vbdecl.hashing import file_sha256
     from vbdecl.runtime.rootfs import _close
+    from vbdecl.sys import mount as m
 
     found = _open_in_env(ctx, target, record, follow=False)
     if found is None:
@@ -988,11 +1002,14 @@ def _file_now(ctx: Context, target: str, record: Record) -> dict[str, Any] | Non
         st = os.fstat(path_fd)
         if not stat.S_ISREG(st.st_mode):
             return None
-        seen: dict[str, Any] = {"mode": stat.S_IMODE(st.st_mode)}
+        seen: dict[str, Any] = {"dev": None if m.is_mount_root(path_fd) else st.st_dev,
+                                "mode": stat.S_IMODE(st.st_mode)}
+        if not digest:
+            return seen
         # (read through the O_PATH fd: the name may be another file's by now)
-        digest = file_sha256(f"/proc/self/fd/{path_fd}")
-        if digest is not None:      # (else there, but unreadable to us: not "gone")
-            seen["content_sha256"] = digest
+        digest_now = file_sha256(f"/proc/self/fd/{path_fd}")
+        if digest_now is not None:      # (else there, but unreadable to us: not "gone")
+            seen["content_sha256"] = digest_now
         return seen
     except OSError:
         return None

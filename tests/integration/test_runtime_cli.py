@@ -874,3 +874,29 @@ def test_a_joined_mount_namespace_need_not_show_vbdecls_files(env: dict[str, str
     finally:
         holder.kill()
         holder.wait()
+
+
+def test_a_run_writes_no_host_file_a_later_bind_shows_where_its_own_file_was(env: dict[str, str],
+                                                                             tmp_path: Path) -> None:
+    """A review of the run's refusal of a file entry over a host's file: it went by path,
+    so `file /data/x`, then a bind of a host directory on /data, then `file /data/x`
+    again wrote the host's x for good. It goes by identity: the file this build made."""
+    hd = tmp_path / "hd"
+    hd.mkdir()
+    (hd / "x").write_text("the host's\n")
+    (hd / "x").chmod(0o640)
+    m = manifest(tmp_path, f"""\
+    - {{type: file, target: /data/x, content: "A"}}
+    - {{type: bind, source: {hd}, target: /data}}
+    - {{type: file, target: /data/x, content: "B"}}""")
+    r = vbdecl(env, "run", m, "--", "/bin/true")
+    assert r.returncode == 125 and "file /data/x: a file of the host's is there" in r.stderr, r.stderr
+    assert (hd / "x").read_text() == "the host's\n" and (hd / "x").stat().st_mode & 0o7777 == 0o640
+    # a file this run made, written again by a later entry, is its own to write
+    m = manifest(tmp_path, f"""\
+    - {{type: bind, source: {hd}, target: /data}}
+    - {{type: file, target: /data/y, content: "A"}}
+    - {{type: file, target: /data/y, content: "B"}}""")
+    r = vbdecl(env, "run", m, "--", "/bin/cat", "/data/y")
+    assert (r.returncode, r.stdout) == (0, "B"), r.stderr
+    assert sorted(p.name for p in hd.iterdir()) == ["x"]

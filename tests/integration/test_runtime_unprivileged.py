@@ -185,7 +185,7 @@ def test_unprivileged_run_leaves_a_bound_directory_as_it_found_it(user: tuple[st
     keep.chmod(0o644)
     spec["filesystem"][-4 if read_only else -3]["target"] = "/data/keep"
     r = run_as(user, shared_dir, spec)
-    assert r.returncode == 125 and "file /data/keep: a host's file is there" in r.stderr, r.stderr
+    assert r.returncode == 125 and "file /data/keep: a file of the host's is there" in r.stderr, r.stderr
     assert keep.read_text() == "mine\n" and keep.stat().st_mode & 0o7777 == 0o644
     assert sorted(p.name for p in data.iterdir()) == (["keep"] if read_only else ["keep", "out"])
 

@@ -774,12 +774,14 @@ class Builder:
         finally:
             _close(parent)
         if (not new and self.track_host and stat.S_ISREG(st.st_mode) and st.st_dev not in self.fresh_devs
-                and e["target"] not in self.created):
+                and self.created.ids.get(e["target"]) != (st.st_dev, st.st_ino)):
             # (an unprivileged review: the host's file was overwritten, and its mode changed,
-            # for good; a run keeps no copy of a file's content to put back)
+            # for good; a run keeps no copy of a file's content to put back. Not one this
+            # build made: by identity, since a later bind may show a host's file there)
             raise RuntimeSetupError(
-                f"file {e['target']}: a host's file is there (a bound host directory): a run "
-                "leaves the host as it found it, and would write over it for good",
+                f"file {e['target']}: a file of the host's is there (in a bound directory, the "
+                "rootfs directory or a rw overlay's upper): a run leaves the host as it found it, "
+                "and writing it would change the host's files for good",
                 hint="use a bind-data entry, which shows its content there for the run only, or "
                      "a target the host does not have")
         try:

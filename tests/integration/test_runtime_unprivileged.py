@@ -12,6 +12,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -229,10 +230,21 @@ def test_an_unprivileged_apply_stops_before_any_step_and_leaves_no_pin_file(
 
     assert Namespaces().preflight({}) is None       # (root, here)
     # root of a user namespace: where it owns the mount namespace too (a container), it may
-    # pin; under `unshare -r` (the host's mount namespace) it may not
+    # pin; under `unshare -r` (the host's mount namespace) it may not; the host's root in
+    # mounts a child user namespace owns may (a review: it was refused)
     probe = "from vbdecl.ops.env import Namespaces; print(Namespaces().preflight({}))"
-    for flags, allowed in (("-r", False), ("-rm", True)):
-        r = subprocess.run(["unshare", flags, SYSTEM_PYTHON, "-c", probe], capture_output=True, text=True,
-                           env={**env, "HOME": "/"}, timeout=60)
-        assert r.returncode == 0, r.stderr
-        assert (r.stdout == "None\n") is allowed, (flags, r.stdout)
+    holder = subprocess.Popen(["unshare", "-U", "-r", "-m", "--propagation", "private", "sleep", "60"])
+    try:
+        deadline = time.monotonic() + 10
+        while os.readlink(f"/proc/{holder.pid}/ns/user") == os.readlink("/proc/self/ns/user"):
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        for argv, allowed in ((["unshare", "-r"], False), (["unshare", "-rm"], True),
+                              (["nsenter", "-t", str(holder.pid), "-m"], True)):
+            r = subprocess.run([*argv, SYSTEM_PYTHON, "-c", probe], capture_output=True, text=True,
+                               env={**env, "HOME": "/"}, timeout=60)
+            assert r.returncode == 0, r.stderr
+            assert (r.stdout == "None\n") is allowed, (argv, r.stdout)
+    finally:
+        holder.kill()
+        holder.wait()

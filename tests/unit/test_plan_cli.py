@@ -646,3 +646,17 @@ def test_an_apply_tells_a_manifest_edited_while_it_waited_for_the_lock(env: Path
     m.unlink()
     assert sources.edited_since(src)
     assert not sources.edited_since(sources.Source(src.plan, None, "<stdin>"))
+
+
+def test_plan_warns_and_apply_refuses_a_caller_who_cannot_keep_a_live_environment(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """A review: the live-environment preflight made a user's `plan --detailed-exitcode`
+    exit 1 (plan as a user, apply as root). It is about who runs vbdecl: plan warns."""
+    from vbdecl.cli.cmd_plan import source_problems
+    from vbdecl.ops.env import Namespaces
+    from vbdecl.plan.diff import Change
+
+    monkeypatch.setattr(Namespaces, "preflight", lambda self, params: "a live environment needs root")
+    found = [Change("+", "env", "env.namespaces", action={"id": "env", "kind": "env.namespaces", "params": {}})]
+    assert source_problems(found) == []
+    assert capsys.readouterr().err == "warning: env: a live environment needs root\n"

@@ -110,6 +110,8 @@ def source_problems(found: list[Any]) -> list[tuple[str, str]]:
     """(action id, problem) for each change an apply would refuse before its first step
     (Op.preflight: a missing bind or file source): the executor's own check, so that
     plan says what apply will. Reads the host as a probe does; changes nothing."""
+    import sys
+
     from vbdecl.ops import op_for, preflight_problem
 
     out = []
@@ -117,10 +119,14 @@ def source_problems(found: list[Any]) -> list[tuple[str, str]]:
         if c.drift or c.symbol not in ("+", "~", "-/+") or c.action is None:
             continue
         try:
-            problem = preflight_problem(op_for(c.kind), c.action.get("params") or {})
+            op = op_for(c.kind)
         except KeyError:    # (an op this vbdecl lacks: apply says so before any step)
             continue
-        if problem:
+        problem = preflight_problem(op, c.action.get("params") or {})
+        if problem and getattr(op, "preflight_is_the_callers", False):
+            # (about who runs vbdecl, not the plan: one may plan as a user, apply as root)
+            print(f"warning: {c.id}: {problem}", file=sys.stderr)
+        elif problem:
             out.append((c.id, problem))
     return out
 

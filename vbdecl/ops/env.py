@@ -31,6 +31,9 @@ def _spec_for(ctx: Context, params: Params) -> dict[str, Any]:
 
 
 class Namespaces:
+    #: its preflight is about who runs vbdecl, not about the plan: plan warns of it
+    preflight_is_the_callers = True
+
     def describe(self, params: Params) -> str:
         nsd = params.get("namespaces") or {}
         new = [k for k, v in nsd.items() if v is True]

@@ -49,24 +49,35 @@ def unshare(flags: int) -> None:
 
 
 NS_GET_USERNS = 0xB701      # _IO(0xb7, 0x1)
+NS_GET_PARENT = 0xB702      # _IO(0xb7, 0x2)
 NS_GET_NSTYPE = 0xB703      # _IO(0xb7, 0x3)
 
 
 def mounts_are_ours() -> bool:
-    """Whether our user namespace owns our mount namespace (the host's, for root; a
-    container's own), where CAP_SYS_ADMIN lets us mount. Not under ``unshare -r``: the
-    owner is then an ancestor, out of our reach (EPERM). True when it cannot be told."""
+    """Whether our user namespace owns our mount namespace or is an ancestor of its
+    owner (root on the host; root of a container; the host's root entered into a
+    container's mounts), where CAP_SYS_ADMIN lets us mount. Not under ``unshare -r``:
+    the owner is then an ancestor of ours, out of reach (EPERM). True when it cannot be
+    told."""
     import fcntl
 
+    ours = os.stat("/proc/self/ns/user").st_ino
     try:
         with open("/proc/self/ns/mnt", "rb", buffering=0) as mnt:
-            owner = fcntl.ioctl(mnt.fileno(), NS_GET_USERNS)
-        try:
-            return os.fstat(owner).st_ino == os.stat("/proc/self/ns/user").st_ino
-        finally:
-            os.close(owner)
+            userns = fcntl.ioctl(mnt.fileno(), NS_GET_USERNS)
     except OSError as exc:
         return exc.errno != errno.EPERM
+    try:
+        while os.fstat(userns).st_ino != ours:
+            try:
+                parent = fcntl.ioctl(userns, NS_GET_PARENT)
+            except OSError:
+                return False    # (past the top, or out of our reach: not below ours)
+            os.close(userns)
+            userns = parent
+        return True
+    finally:
+        os.close(userns)
 
 
 def setns(fd: int, nstype: int = 0, *, what: str = "") -> None:

@@ -244,7 +244,8 @@ def test_the_schema_lets_only_pid_be_nested_as_the_validator_does() -> None:
     assert "nested" in schema["$defs"]["NamespaceJoin"]["properties"]
     assert set(joins) == {"user", "mount", "uts", "ipc", "net", "cgroup"}
     for key, join in joins.items():
-        assert set(join["properties"]) == {"join"} and join["additionalProperties"] is False, key
+        assert join["additionalProperties"] is False and join["properties"]["nested"]["const"] is False, key
+    load_text(HEAD + "spec:\n  namespaces: {ipc: {join: /proc/1/ns/ipc, nested: false}}\n", "n.yaml")  # (valid)
     from vbdecl.errors import ManifestError
 
     with pytest.raises(ManifestError, match="only a pid namespace can be nested"):

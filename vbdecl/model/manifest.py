@@ -327,8 +327,10 @@ def _only_pid_nests(schema: dict[str, Any]) -> None:
     """The schema of every namespace but pid joins without ``nested``, as the validator
     has it (an audit: editors accepted what validate refuses). One model serves all of
     them, so that a ``nested`` elsewhere gets the validator's own words, not "unknown key"."""
+    props = NamespaceJoin.model_json_schema()["properties"]
     join_only = {"type": "object", "additionalProperties": False, "required": ["join"],
-                 "properties": {"join": NamespaceJoin.model_json_schema()["properties"]["join"]}}
+                 "properties": {"join": props["join"],
+                                "nested": {**props["nested"], "const": False}}}   # (false is no nesting)
     for key, prop in schema["properties"].items():
         if key != "pid":
             prop["oneOf"] = [{"type": "boolean"}, join_only]

@@ -404,8 +404,7 @@ def test_optional_limits_without_a_delegated_cgroup(fake_v2: cg.Layout,
     rec = Group().apply(ctx, {"layout_hint": None})
     assert rec["dirs"] == [] and "pids" in rec["skipped"]
     # (named by what was asked: a review was told of cpuacct, vbdecl's own accounting)
-    assert [w.split(" (")[0] for w in warnings(rec)] == ["limits.pids not enforced: this user may not make "
-                                                        "cgroups here"]
+    assert [w.split(" (")[0] for w in warnings(rec)] == ["limits.pids not enforced: no cgroup can be made here"]
     assert Group().probe(ctx, {}, rec) == rec
     ctx.records["cgroup"] = rec
     assert Limit().apply(ctx, {"limit": "pids", "value": 8})["skipped"]

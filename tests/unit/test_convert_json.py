@@ -191,9 +191,11 @@ def test_to_bwrap_warns_of_a_dir_mode_bubblewrap_would_not_set(tmp_path: Path,
     path.write_text("apiVersion: vbdecl/v1\nkind: Environment\nmetadata: {name: web}\nspec:\n"
                     "  filesystem:\n    - {type: tmpfs, target: /tmp}\n    - {type: dir, target: /tmp, mode: '0700'}\n"
                     "    - {type: dir, target: /new, mode: '0700'}\n"
+                    "    - {type: dir, target: /etc/sub}\n    - {type: dir, target: /etc, mode: '0700'}\n"
                     "  process: {command: [\"true\"]}\n  security: {seccomp: 'off'}\n")
     assert main(["convert", "--to-bwrap", str(path)]) == 0
     out, err = capsys.readouterr()
     assert "--perms 0700 --dir /tmp" in out
     assert (f"warning: {path}: environment web: dir /tmp: an earlier entry made it, and bubblewrap's --perms "
             "sets the mode only of a directory --dir creates") in err and "/new" not in err
+    assert "dir /etc: an earlier entry made it" in err      # (a parent it made: a review)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 
@@ -54,6 +55,9 @@ def test_controllers_a_user_may_not_write_are_not_called_missing(monkeypatch: py
         "pids": {"usable": True, "version": 1, "hierarchy": "/sys/fs/cgroup/pids"},
         "io": {"usable": False, "version": None, "hierarchy": None}}})
     found = probe.cgroups()
-    assert found["detail"] == "v1; usable: pids; not writable by this user: memory; missing: io"
-    assert found["hint"].startswith("limits on memory, io cannot be enforced (run as root, or have cgroups "
-                                    "delegated to this user)")
+    assert found["detail"] == "v1; usable: pids; not writable here: memory; missing: io"
+    assert found["hint"].startswith("limits on memory, io cannot be enforced (memory: not delegated to this "
+                                    "user: run as root, or have them delegated)") is (os.geteuid() != 0)
+    # root is not told to run as root (a review: a read-only cgroup mount)
+    assert found["hint"].startswith("limits on memory, io cannot be enforced (memory: mounted read-only)") \
+        is (os.geteuid() == 0)

@@ -210,7 +210,7 @@ class Group:
             # (named by what was asked: an unprivileged review was told of cpuacct, which
             # vbdecl makes for its own accounting, when it had asked for pids)
             warnings.append(f"{', '.join('limits.' + k for k in asked) or 'limits'} not enforced: "
-                            f"this user may not make cgroups here ({exc.message})")
+                            f"no cgroup can be made here ({exc.message})")
             skip |= set(asked)
         record["warnings"] = warnings
         record["skipped"] = sorted(skip)

@@ -134,12 +134,15 @@ def cgroups() -> dict[str, Any]:
         missing = [c for c, v in controllers.items() if not v.get("usable") and not v.get("hierarchy")]
         out: dict[str, Any] = {"ok": bool(usable), "layout": info.get("mode"),
                                "detail": f"{info.get('mode')}; usable: {', '.join(usable) or 'none'}"
-                               + (f"; not writable by this user: {', '.join(barred)}" if barred else "")
+                               + (f"; not writable here: {', '.join(barred)}" if barred else "")
                                + (f"; missing: {', '.join(missing)}" if missing else ""),
                                "controllers": controllers, "info": info}
         if barred or missing:
+            # (not writable: read-only for root too, or not delegated to a user)
+            why = ("mounted read-only" if os.geteuid() == 0 else
+                   "not delegated to this user: run as root, or have them delegated")
             out["hint"] = ("limits on " + ", ".join(barred + missing) + " cannot be enforced"
-                           + (" (run as root, or have cgroups delegated to this user)" if barred else "")
+                           + (f" ({', '.join(barred)}: {why})" if barred else "")
                            + "; set limits.optional: true to treat them as warnings")
         return out
     except ImportError:

@@ -351,13 +351,16 @@ def mode_notes(spec: dict[str, Any]) -> list[str]:
     a dir entry's mode on a directory an earlier entry made (bubblewrap's --perms
     applies only to one --dir creates; a conversion review saw /tmp 0755 for 0700)."""
     out = []
-    made: set[str] = set()
+    made: set[str] = set()      # the targets of the entries so far, and the directories above them
     for e in spec["filesystem"]:
         if e["type"] == "dir" and e.get("mode") is not None and e["target"] in made:
             out.append(f"dir {e['target']}: an earlier entry made it, and bubblewrap's --perms sets the "
                        f"mode only of a directory --dir creates: the command leaves it as made, where "
                        f"`vbdecl run` sets {e['mode']:04o} (a chmod entry says it to both)")
-        made.add(e["target"])
+        path = e["target"]
+        while path not in ("/", ""):
+            made.add(path)
+            path = os.path.dirname(path)
     return out
 
 

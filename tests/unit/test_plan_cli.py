@@ -507,7 +507,14 @@ def test_a_file_source_this_user_cannot_read_is_a_plan_error(env: Path, monkeypa
     source.write_text("x\n")
     params = {"target": "/s", "source": str(source), "content": None, "mode": None}
     assert op_for("fs.file").preflight(params) is None
-    monkeypatch.setattr(os, "access", lambda path, mode: not (path == str(source) and mode == os.R_OK))
+    real_open = os.open
+
+    def refused(path: str, *args: int, **kwargs: int) -> int:
+        if path == str(source):
+            raise PermissionError(13, "Permission denied", path)
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "open", refused)
     assert op_for("fs.file").preflight(params) == (f"file source {source} cannot be read by this user: make "
                                                    "it readable, or change the manifest")
 

@@ -907,9 +907,14 @@ class File(_PathOp):
         if not os.path.exists(source):      # (a dangling link: missing)
             return (f"file source {source} does not exist: create it, or change the manifest "
                     "(content: gives the file's text inline)")
-        if not os.access(source, os.R_OK):  # (an unprivileged review: found only by run, 125)
+        try:        # (an unprivileged review: found only by run, 125; tried, not access(2),
+            # which goes by the real uid and ignores the capabilities a service may hold)
+            os.close(os.open(source, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC))
+        except PermissionError:
             return (f"file source {source} cannot be read by this user: make it readable, or "
                     "change the manifest")
+        except OSError:
+            pass            # (said where it is read, in the words of what went wrong)
         pinned = params.get("source_sha256")
         if pinned is not None:
             from vbdecl.hashing import file_sha256

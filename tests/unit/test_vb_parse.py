@@ -446,6 +446,20 @@ def test_try_options_are_decided_as_bubblewrap_decides_and_the_comments_say_so(m
     assert not any("try" in n for n in vb_only(doc("--unshare-user", "--unshare-user-try", "true")))
 
 
+def test_the_comments_name_a_setuid_dir_and_a_new_session_under_vb_s_pid_1():
+    """A conversion review: `vbdecl run` of the printed manifest gave 4755 where vb's mkdir
+    drops the setuid bit, and the command a session of its own where vb's is pid 1's."""
+    from vbdecl.vb.manifest import vb_only
+
+    notes = "\n".join(vb_only(doc("--tmpfs", "/t", "--perms", "04755", "--dir", "/t/s", "--unshare-pid",
+                                   "--new-session", "true")))
+    assert "--dir /t/s: vb makes a new directory with mkdir, which drops the setuid bit" in notes
+    assert "--new-session with --unshare-pid: vb's pid 1 starts the session" in notes
+    quiet = "\n".join(vb_only(doc("--tmpfs", "/t", "--perms", "0755", "--dir", "/t/s", "--unshare-pid",
+                                   "--as-pid-1", "--new-session", "true")))
+    assert "setuid" not in quiet and "--new-session" not in quiet
+
+
 @pytest.mark.parametrize(("args", "uid", "covered", "as_root"), [
     (["--unshare-pid", "--proc", "/proc"], 0, True, False),
     (["--unshare-user", "--unshare-pid", "--proc", "/proc"], 0, True, False),

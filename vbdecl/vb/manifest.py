@@ -273,6 +273,13 @@ def vb_only(doc: dict[str, Any]) -> list[str]:
     if dirs:
         out.append("--dir " + ", ".join(dirs) + ": vb sets the mode only on a directory it "
                    "creates; the manifest's dir entry also sets it on one that exists")
+    special = [e["target"] for e in fs if e["type"] == "dir" and (e.get("mode") or 0) & 0o6000]
+    if special:     # (a conversion review)
+        out.append("--dir " + ", ".join(special) + ": vb makes a new directory with mkdir, which "
+                   "drops the setuid bit (bubblewrap); the manifest's dir entry sets the mode it is given")
+    if spec["process"]["new_session"] and spec["namespaces"]["pid"] is True and spec["process"]["init"]:
+        out.append("--new-session with --unshare-pid: vb's pid 1 starts the session and the command is "
+                   "in it (bubblewrap: session 1); under the manifest the command starts its own")
     if spec["process"].get("cwd") is None:
         out.append("no --chdir: vb starts in the caller's cwd if it exists in the sandbox, else "
                    "$HOME, else /, and sets PWD; the manifest starts in / (set process.cwd)")

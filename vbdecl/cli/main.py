@@ -39,7 +39,8 @@ def _module(name: str) -> ModuleType | None:
 def add_common(parser: argparse.ArgumentParser) -> None:
     """Options every command accepts, before or after the command name."""
     parser.add_argument("--state-dir", default=argparse.SUPPRESS,
-                        help="where state lives (default: /var/lib/vbdecl, or $VBDECL_STATE_DIR)")
+                        help="where state lives (default: $VBDECL_STATE_DIR, else /var/lib/vbdecl for root "
+                             "and $XDG_STATE_HOME/vbdecl for others)")
     parser.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
                         help="machine-readable output")
     parser.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,

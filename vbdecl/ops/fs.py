@@ -35,11 +35,14 @@ import errno
 import json
 import os
 import stat
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from vbdecl.errors import RuntimeSetupError
 from vbdecl.ops import op_for, register
 from vbdecl.ops.base import Context, Params, Record
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 KINDS = {
     "fs.rootfs": "Rootfs", "fs.bind": "Bind", "fs.ro-bind": "RoBind", "fs.dev-bind": "DevBind",
@@ -262,27 +265,62 @@ def _owned(record: Record) -> list[str]:
 def _owners(ctx: Context) -> dict[str, list[Record]]:
     """Path -> the live filesystem records of this environment's mount namespace
     that own it (made or adopted it) or, holding paths of their own, declare it.
-    A skipped optional mount owns nothing. Kept in ``ctx.extra`` while the records
-    stay the same objects (an apply of many entries asks once per action)."""
+    A skipped optional mount owns nothing."""
     ino = _ns_inode(ctx)
-    records = list(ctx.records.values())
-    key = (ino, [id(r) for r in records])
-    cached = ctx.extra.get("fs_owners")
-    index: dict[str, list[Record]]
-    if cached is not None and cached[0] == key:
-        index = cached[2]               # (cached[1] holds the records: their ids stay theirs)
-        return index
-    index = {}
-    for r in records:
-        if r.get("mnt_ns") != ino or ino is None or r.get("skipped"):
-            continue
-        paths, target = _owned(r), r.get("target")
-        if isinstance(r.get("created"), list) and isinstance(target, str) and target not in paths:
-            paths = [*paths, target]
-        for p in paths:
-            index.setdefault(p, []).append(r)
-    ctx.extra["fs_owners"] = (key, records, index)
+    return _records_index(ctx, "fs_owners", ino, lambda _rid, r: _declared(r, ino))
+
+
+def _writable_of(ctx: Context) -> list[str]:
+    """The host directories the environment's sandbox may write (rootfs.sandbox_writable),
+    of the spec and of the recorded one (a live update that stops writing a directory
+    keeps what its sandbox may have put there); once per pair of specs, not per action
+    (a scale review: 1.8 s of a 2,000-entry apply)."""
+    from vbdecl.runtime.rootfs import sandbox_writable
+
+    specs = (ctx.spec or {}, ctx.extra.get("recorded_spec") or {})
+    cached = ctx.extra.get("fs_writable")
+    if cached is None or cached[0] is not specs[0] or cached[1] is not specs[1]:
+        cached = (*specs, sorted({*sandbox_writable(specs[0]), *sandbox_writable(specs[1])}, key=len))
+        ctx.extra["fs_writable"] = cached
+    return list(cached[2])
+
+
+def _records_index(ctx: Context, name: str, token: Any,
+                   keys_of: Callable[[str, Record], list[str]]) -> dict[str, list[Record]]:
+    """Key -> the live records ``keys_of`` files under it, kept in ``ctx.extra[name]``
+    and brought up to date by the records that came and went since (an apply or
+    destroy of N entries asks once per action: rebuilt each time, that was quadratic;
+    a scale review measured 14 s of a 2,000-entry apply). A record is known by its id
+    and identity, as actions replace a record rather than change it; a new ``token``
+    (what ``keys_of`` depends on besides the record) starts the index again."""
+    records = {(rid, id(r)): r for rid, r in ctx.records.items()}
+    cached = ctx.extra.get(name)
+    if cached is None or cached[0] != token:
+        cached = (token, {}, {})
+    indexed: dict[tuple[str, int], Record] = cached[1]      # (holds the records: their ids stay theirs)
+    index: dict[str, list[Record]] = cached[2]
+    for key in indexed.keys() - records.keys():
+        gone = indexed.pop(key)
+        for k in keys_of(key[0], gone):
+            index[k] = [r for r in index[k] if r is not gone]
+            if not index[k]:
+                del index[k]
+    for key in records.keys() - indexed.keys():
+        indexed[key] = records[key]
+        for k in keys_of(key[0], records[key]):
+            index.setdefault(k, []).append(records[key])
+    ctx.extra[name] = (token, indexed, index)
     return index
+
+
+def _declared(r: Record, ino: int | None) -> list[str]:
+    """The paths ``r`` owns or declares in mount namespace ``ino`` (see _owners)."""
+    if r.get("mnt_ns") != ino or ino is None or r.get("skipped"):
+        return []
+    paths, target = _owned(r), r.get("target")
+    if isinstance(r.get("created"), list) and isinstance(target, str) and target not in paths:
+        paths = [*paths, target]
+    return list(dict.fromkeys(paths))
 
 
 def _adopt(ctx: Context, record: Record, *, with_target: bool) -> Record:
@@ -355,12 +393,7 @@ def _in_env(ctx: Context, job: _Job) -> Any:
         except OSError:
             continue
         paths[name] = path
-    from vbdecl.runtime.rootfs import sandbox_writable
-
-    # (the recorded spec's too: a live update that stops writing a directory keeps
-    # what its sandbox may have put there)
-    writable = sorted({*sandbox_writable(ctx.spec or {}), *sandbox_writable(ctx.extra.get("recorded_spec") or {})},
-                      key=len)
+    writable = _writable_of(ctx)
     r, w = os.pipe2(os.O_CLOEXEC)
     pid = os.fork()
     if pid == 0:  # helper
@@ -1082,10 +1115,11 @@ def _other_mode_setter(ctx: Context, record: Record) -> Record | None:
     """Another live dir or chmod entry of the environment that sets the mode of
     ``record``'s target (a review: a dir and a chmod on one directory each set back
     a mode that was the other's)."""
-    for rid, other in ctx.records.items():
-        if (other is not record and other != record and rid.startswith(("dir[", "chmod["))
-                and other.get("target") == record.get("target")
-                and other.get("mnt_ns") == record.get("mnt_ns") and other.get("mode") is not None):
+    setters = _records_index(ctx, "fs_mode_setters", None, lambda rid, r: (
+        [r["target"]] if rid.startswith(("dir[", "chmod[")) and isinstance(r.get("target"), str)
+        and r.get("mode") is not None else []))
+    for other in setters.get(str(record.get("target")), ()):
+        if other is not record and other != record and other.get("mnt_ns") == record.get("mnt_ns"):
             return other
     return None
 
@@ -1103,11 +1137,19 @@ def _mode_set_later(ctx: Context, kind: str, target: str) -> bool:
     """Whether an entry after the ``kind`` entry at ``target`` in the manifest sets that
     path's mode again (entries are made in their order: the last one's mode stays)."""
     entries = ctx.spec.get("filesystem") or []
-    mine = next((i for i, e in enumerate(entries) if e.get("type") == kind and e.get("target") == target), None)
-    return mine is not None and any(
-        e.get("target") == target and e.get("mode") is not None and (
-            e.get("type") == "chmod" or (e.get("type") == "dir" and not e.get("keep_mode")))
-        for e in entries[mine + 1:])
+    cached = ctx.extra.get("fs_mode_entries")
+    if cached is None or cached[0] is not entries:
+        first: dict[tuple[str, str], int] = {}     # (kind, target) -> where its first entry is
+        last_setter: dict[str, int] = {}           # target -> where the last entry setting its mode is
+        for i, e in enumerate(entries):
+            first.setdefault((e.get("type"), e.get("target")), i)
+            if e.get("mode") is not None and (e.get("type") == "chmod" or (
+                    e.get("type") == "dir" and not e.get("keep_mode"))):
+                last_setter[e.get("target")] = i
+        cached = (entries, first, last_setter)     # (once per spec: per entry, that was quadratic)
+        ctx.extra["fs_mode_entries"] = cached
+    mine = cached[1].get((kind, target))
+    return mine is not None and cached[2].get(target, -1) > mine
 
 
 def _set_back_mode(ctx: Context, record: Record, old: int | None) -> None:

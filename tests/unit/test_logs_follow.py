@@ -60,3 +60,29 @@ def test_follow_goes_on_into_a_new_instances_log(tmp_path: Path, monkeypatch: py
         follower.join(timeout=10)
     assert codes == [0]
     assert out.buffer.getvalue() == b"a\nb\nc\n"
+
+
+@pytest.mark.parametrize("text", [b"", b"a", b"a\n", b"a\nb", b"a\nb\n", b"\n\n", b"x\n" * 70000 + b"last",
+                                  b"y" * 200000 + b"\nz\n"])
+def test_the_last_lines_are_found_from_the_end(tmp_path: Path, text: bytes) -> None:
+    """A scale review: `logs -n 10` of a 100 MB log split every line of it (264 MB); the
+    last lines are found by reading back from the end, across block boundaries."""
+    path = tmp_path / "process.log"
+    path.write_bytes(text)
+    with open(path, "rb") as f:
+        for n in (0, 1, 2, 3, 70001):
+            f.seek(live._tail_start(f, n))
+            assert f.read() == b"".join(text.splitlines(keepends=True)[-n:] if n else []), (n, text[:20])
+
+
+def test_logs_streams_the_log_and_its_tail(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    env = tmp_path / "envs" / "h3tail"
+    (env / "logs").mkdir(parents=True)
+    (env / "state.json").write_text("{}")
+    (env / "logs" / "process.log").write_bytes(b"".join(b"line %d\n" % i for i in range(300000)))
+    for tail, want in ((None, b"line 0\n"), (2, b"line 299998\nline 299999\n")):
+        out = _Stdout()
+        monkeypatch.setattr(live.sys, "stdout", out)
+        assert live.logs("h3tail", state_dir=str(tmp_path), tail=tail) == 0
+        data = out.buffer.getvalue()
+        assert data.startswith(want) and data.count(b"\n") == (300000 if tail is None else 2)

@@ -32,7 +32,7 @@ from vbdecl.sys import signals
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable
-    from typing import Any
+    from typing import Any, BinaryIO
 
 
 STOP_TIMEOUT = 5.0
@@ -291,6 +291,30 @@ def _remove_runtime(runtime_dir: str) -> None:
         os.rmdir(runtime_dir)
     except OSError:
         pass
+
+
+def _tail_start(f: BinaryIO, lines: int) -> int:
+    """Where the last ``lines`` lines of the file ``f`` start (the end for 0), read back
+    from its end in blocks; a last line without its newline counts as one."""
+    end = f.seek(0, os.SEEK_END)
+    if lines <= 0:
+        return end
+    pos, found = end, 0
+    if end:
+        f.seek(end - 1)
+        if f.read(1) == b"\n":
+            found = -1      # (the file's last newline ends the last line, starts none)
+    while pos > 0:
+        size = min(1 << 16, pos)
+        pos -= size
+        f.seek(pos)
+        block = f.read(size)
+        at = len(block)
+        while (at := block.rfind(b"\n", 0, at)) >= 0:
+            found += 1
+            if found == lines:
+                return pos + at + 1
+    return 0
 
 
 class _LogWriter:
@@ -1165,10 +1189,12 @@ def logs(name: str, *, state_dir: str | None = None, follow: bool = False, tail:
         follow = False
     out = _LogWriter(json_lines)
     try:
-        data = f.read()
+        # in chunks, from where the last ``tail`` lines start (a scale review: a 100 MB
+        # log was read whole, and split into lines for -n 10: 264 MB)
         if tail is not None:
-            data = b"".join(data.splitlines(keepends=True)[-tail:]) if tail > 0 else b""
-        out.write(data)
+            f.seek(_tail_start(f, tail))
+        while chunk := f.read(1 << 20):
+            out.write(chunk)
         if not follow:
             out.end()
             return 0

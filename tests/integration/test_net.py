@@ -631,7 +631,8 @@ def test_port_conflict_between_envs(envs: Callable[..., Env]) -> None:
 
 
 def test_loopback_without_pyroute2(state_dir: Path) -> None:
-    """Isolated mode: lo comes up in the environment, and pyroute2 is never imported."""
+    """Isolated mode: lo comes up in the environment, and pyroute2 is never imported, nor
+    by the revert of an environment that goes (a scale review: every destroy took 73 ms)."""
     code = f"""
 import os, sys, ctypes
 libc = ctypes.CDLL(None, use_errno=True)
@@ -647,6 +648,7 @@ from vbdecl.ops import op_for
 from vbdecl.ops.base import Context
 ctx = Context(name='x', instance='vb-00000001', state_dir={str(state_dir)!r}, runtime_dir='/x', env_pid=pid)
 rec = op_for('net.loopback').apply(ctx, {{}})
+op_for('net.loopback').revert(ctx, rec)     # (the environment goes: lo goes with it)
 import subprocess
 import sys
 out = subprocess.run(['nsenter', '-t', str(pid), '-n', 'ip', '-o', 'link', 'show', 'lo'],

@@ -716,7 +716,9 @@ class Loopback:
 
     @_session
     def revert(self, ctx: Context, record: Record) -> None:
-        if not _alive(ctx, record) or ctx.extra.get("teardown"):
+        # (lo goes with the environment's network namespace: only an environment that
+        # stays has it taken down; a scale review saw every destroy import pyroute2)
+        if not _alive(ctx, record) or ctx.extra.get("teardown") or not ctx.env_stays:
             return
         nl = _nl()
         nl.link_down(_sess(ctx).env(_env_pid(ctx, "net.loopback")), 1, "lo")

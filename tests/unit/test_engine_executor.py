@@ -349,3 +349,20 @@ def test_a_rollback_says_what_it_left() -> None:
     assert _rolled_back([stop, limit], fresh=False).endswith(
         "as its last apply left it (its process was started again, with a new pid)")
 
+
+
+def test_records_move_their_version_on_every_change() -> None:
+    """ops.fs keeps indexes of the records while the version stays (a scale review: a
+    plan of 2,000 entries rebuilt them once per entry)."""
+    from vbdecl.ops.base import Records
+
+    r = Records({"a": {}})
+    v = r.version
+    r["b"] = {}
+    assert r.version > v
+    v = r.version
+    r.pop("a")
+    assert r.version > v
+    v = r.version
+    del r["b"]
+    assert r.version > v and r == {}

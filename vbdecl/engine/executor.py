@@ -35,7 +35,7 @@ from vbdecl.engine.changes import Change, ChangeSet
 from vbdecl.engine.faults import Faults, crash_at, interrupt_at
 from vbdecl.errors import ActionError, StateError, VbdeclError
 from vbdecl.ops import preflight_problem
-from vbdecl.ops.base import Context
+from vbdecl.ops.base import Context, Records
 
 Event = dict[str, Any]
 EventCallback = Callable[[Event], None]
@@ -193,7 +193,7 @@ class Session:
         self.sd = engine.state_dir
         self.state: dict[str, Any] | None = store.load(name, self.sd) if lock else None
         self.res: dict[str, Resource] = {}
-        self.records: dict[str, Any] = {}
+        self.records: Records = Records()
         self._env_id: str | None = None
         self._context: Context | None = None
         self.journal: journal_mod.Journal | None = None
@@ -263,7 +263,7 @@ class Session:
     # which keep the records the ops see (ctx.records) in step, in O(1).
     def _reset(self, resources: dict[str, Resource]) -> None:
         self.res = resources
-        self.records = {k: v.get("record") or {} for k, v in resources.items()}
+        self.records = Records((k, v.get("record") or {}) for k, v in resources.items())
         self._env_id = next((k for k, v in resources.items()
                              if v.get("kind") == "env.namespaces"), None)
 

@@ -15,6 +15,26 @@ Record = dict[str, Any]
 Params = dict[str, Any]
 
 
+class Records(dict[str, Record]):
+    """The records of landed actions, by id, with a ``version`` that every change
+    through ``[rid] =``, ``pop`` and ``del`` moves on: what an op works out from all of
+    them (ops.fs's indexes) is kept while the version stays."""
+
+    version = 0
+
+    def __setitem__(self, rid: str, record: Record) -> None:
+        super().__setitem__(rid, record)
+        self.version += 1
+
+    def __delitem__(self, rid: str) -> None:
+        super().__delitem__(rid)
+        self.version += 1
+
+    def pop(self, rid: str, *default: Any) -> Any:
+        self.version += 1
+        return super().pop(rid, *default)
+
+
 @dataclass
 class Context:
     """What an op may know about the environment it acts for."""

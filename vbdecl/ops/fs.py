@@ -277,10 +277,10 @@ def _writable_of(ctx: Context) -> list[str]:
     (a scale review: 1.8 s of a 2,000-entry apply)."""
     from vbdecl.runtime.rootfs import sandbox_writable
 
-    specs = (ctx.spec or {}, ctx.extra.get("recorded_spec") or {})
+    specs = (ctx.spec or None, ctx.extra.get("recorded_spec") or None)   # (an empty one is new each time)
     cached = ctx.extra.get("fs_writable")
     if cached is None or cached[0] is not specs[0] or cached[1] is not specs[1]:
-        cached = (*specs, sorted({*sandbox_writable(specs[0]), *sandbox_writable(specs[1])}, key=len))
+        cached = (*specs, sorted({*sandbox_writable(specs[0] or {}), *sandbox_writable(specs[1] or {})}, key=len))
         ctx.extra["fs_writable"] = cached
     return list(cached[2])
 
@@ -293,10 +293,14 @@ def _records_index(ctx: Context, name: str, token: Any,
     a scale review measured 14 s of a 2,000-entry apply). A record is known by its id
     and identity, as actions replace a record rather than change it; a new ``token``
     (what ``keys_of`` depends on besides the record) starts the index again."""
-    records = {(rid, id(r)): r for rid, r in ctx.records.items()}
+    version = (id(ctx.records), getattr(ctx.records, "version", None))    # (ops.base.Records)
     cached = ctx.extra.get(name)
     if cached is None or cached[0] != token:
-        cached = (token, {}, {})
+        cached = (token, {}, {}, None)
+    elif version[1] is not None and cached[3] == version:
+        unchanged: dict[str, list[Record]] = cached[2]
+        return unchanged                # (nothing came or went: a plan asks once per entry)
+    records = {(rid, id(r)): r for rid, r in ctx.records.items()}
     indexed: dict[tuple[str, int], Record] = cached[1]      # (holds the records: their ids stay theirs)
     index: dict[str, list[Record]] = cached[2]
     for key in indexed.keys() - records.keys():
@@ -309,7 +313,7 @@ def _records_index(ctx: Context, name: str, token: Any,
         indexed[key] = records[key]
         for k in keys_of(key[0], records[key]):
             index.setdefault(k, []).append(records[key])
-    ctx.extra[name] = (token, indexed, index)
+    ctx.extra[name] = (token, indexed, index, version)
     return index
 
 

@@ -229,8 +229,8 @@ def test_an_unprivileged_apply_stops_before_any_step_and_leaves_no_pin_file(
     from vbdecl.ops.env import Namespaces
 
     assert Namespaces().preflight({}) is None       # (root, here)
-    # root of a user namespace: where it owns the mount namespace too (a container), it may
-    # pin; under `unshare -r` (the host's mount namespace) it may not; the host's root in
+    # root of a user namespace may not (`unshare -rm` got half-way, to a setns EPERM: a
+    # review), under `unshare -r` (the host's mount namespace) neither; the host's root in
     # mounts a child user namespace owns may (a review: it was refused)
     probe = "from vbdecl.ops.env import Namespaces; print(Namespaces().preflight({}))"
     holder = subprocess.Popen(["unshare", "-U", "-r", "-m", "--propagation", "private", "sleep", "60"])
@@ -239,7 +239,7 @@ def test_an_unprivileged_apply_stops_before_any_step_and_leaves_no_pin_file(
         while os.readlink(f"/proc/{holder.pid}/ns/user") == os.readlink("/proc/self/ns/user"):
             assert time.monotonic() < deadline
             time.sleep(0.01)
-        for argv, allowed in ((["unshare", "-r"], False), (["unshare", "-rm"], True),
+        for argv, allowed in ((["unshare", "-r"], False), (["unshare", "-rm"], False),
                               (["nsenter", "-t", str(holder.pid), "-m"], True)):
             r = subprocess.run([*argv, SYSTEM_PYTHON, "-c", probe], capture_output=True, text=True,
                                env={**env, "HOME": "/"}, timeout=60)

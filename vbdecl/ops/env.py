@@ -45,14 +45,16 @@ class Namespaces:
 
     def preflight(self, params: Params) -> str | None:
         """A live environment's namespaces are kept by bind mounts of their files in our
-        mount namespace (sys.ns.pin), which takes CAP_SYS_ADMIN (root; also in a container
-        whose user namespace owns its mount namespace): an unprivileged apply failed at
-        its first step, and a second error hid why (a review)."""
+        mount namespace (sys.ns.pin), and entered by helpers: that takes CAP_SYS_ADMIN in
+        the host's user namespace, over our mounts (the host's root, also in mounts a
+        child user namespace owns). An unprivileged apply failed at its first step, and a
+        second error hid why; root of its own user namespace (`unshare -rm`) got half-way,
+        to a setns EPERM (reviews)."""
         from vbdecl.model.names import CAPABILITIES
-        from vbdecl.sys.caps import capget
+        from vbdecl.sys.caps import capget, in_initial_user_ns
         from vbdecl.sys.ns import mounts_are_ours
 
-        if capget()[0] >> CAPABILITIES["SYS_ADMIN"] & 1 and mounts_are_ours():
+        if capget()[0] >> CAPABILITIES["SYS_ADMIN"] & 1 and in_initial_user_ns() and mounts_are_ours():
             return None
         return ("a live environment needs root (CAP_SYS_ADMIN over this mount namespace): apply "
                 "keeps its namespaces by bind-mounting them here; run it as root, or use vbdecl run "

@@ -994,12 +994,17 @@ class File(_PathOp):
         written = {k: record[k] for k in ("mode", "content_sha256") if record.get(k) is not None}
         if _other_mode_setter(ctx, record) is not None:
             written.pop("mode", None)       # (a chmod entry on the same file sets it)
-        if not written or record.get("dev") is None:
+        # (the device it was written on; a record from before it kept one: the device of
+        # the file vbdecl made, if it made one)
+        dev = record.get("dev")
+        if dev is None and isinstance(record.get("file_id"), list | tuple) and record["file_id"]:
+            dev = record["file_id"][0]
+        if not written or dev is None:
             return found
         seen = _file_now(ctx, params["target"], record)
         if seen is None:
             return None     # (gone in between)
-        if seen.get("dev") != record["dev"]:
+        if seen.get("dev") != dev:
             return found    # (another file shows there now: a mount over it, not an edit)
         return {**found, **{k: v for k, v in seen.items() if k in written and v != written[k]}}
 

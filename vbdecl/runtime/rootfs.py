@@ -351,16 +351,15 @@ class DataReadError(OSError):
 
 
 def _read_fd(fd: int) -> bytes:
-    chunks = []
+    """All of ``fd`` (closed then), in one buffer sized by the file's own size where it
+    has one (a scale review: chunks joined held a 150 MB source twice)."""
+    from io import FileIO  # (the interpreter's own: no import)
+
     try:
-        while True:
-            b = os.read(fd, 1 << 16)
-            if not b:
-                break
-            chunks.append(b)
+        with FileIO(fd, "rb", closefd=False) as f:
+            return f.readall()
     finally:
         _close(fd)
-    return b"".join(chunks)
 
 
 def _write_all(fd: int, data: bytes) -> None:

@@ -32,6 +32,17 @@ def test_json_convert_from_and_to_bwrap(tmp_path: Path, capsys: pytest.CaptureFi
     assert outs[0] == outs[1]
 
 
+def _refused(path: Path, capsys: pytest.CaptureFixture[str], *problems: str) -> str:
+    """`convert --to-bwrap PATH` fails, names each of ``problems`` of environment web,
+    and prints no command line; its stderr."""
+    assert main(["convert", "--to-bwrap", str(path)]) == 1
+    out, err = capsys.readouterr()
+    for words in problems:
+        assert f"{path}: environment web: {words}" in err, (words, err)
+    assert out == ""
+    return err
+
+
 def test_to_bwrap_reports_everything_bubblewrap_cannot_express_at_once(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     path = tmp_path / "env.yaml"
@@ -41,13 +52,10 @@ def test_to_bwrap_reports_everything_bubblewrap_cannot_express_at_once(
                     "  security: {landlock: {read: [/usr]}}\n  process: {command: [\"true\"]}\n"
                     "---\napiVersion: vbdecl/v1\nkind: Environment\nmetadata: {name: db}\nspec:\n"
                     "  security: {seccomp: 'off'}\n  process: {command: [\"true\"]}\n")
-    assert main(["convert", "--to-bwrap", str(path)]) == 1
-    out, err = capsys.readouterr()
-    for words in ("spec.rootfs", "network.mode bridge", "limits", "filesystem file /etc/motd",
-                  "security.seccomp", "security.landlock"):
-        assert f"{path}: environment web: {words}" in err, words
+    err = _refused(path, capsys, "spec.rootfs", "network.mode bridge", "limits", "filesystem file /etc/motd",
+                   "security.seccomp", "security.landlock")
     assert "6 things bubblewrap cannot express" in err and "vbdecl run" in err
-    assert "environment db" not in err and out == ""    # nothing half done
+    assert "environment db" not in err      # nothing half done
 
 
 def test_seccomp_out_writes_a_program_for_each_environment_with_a_profile(
@@ -148,13 +156,9 @@ def test_to_bwrap_refuses_what_its_line_would_drop_or_mean_otherwise(
                     "  process: {command: [\"true\"], tty: true}\n"
                     "  security: {seccomp: 'off', no_new_privs: false}\n"
                     "  status: {lock_file: /run/x.lock, events: /run/x.events}\n")
-    assert main(["convert", "--to-bwrap", str(path)]) == 1
-    out, err = capsys.readouterr()
-    for words in (f"idmap outside 1234:1234: bubblewrap maps the ids of the user who runs it ({me} here)",
-                  "security.no_new_privs false", "status.lock_file", "status.events", "network.dns/hosts",
-                  "network.mtu", "process.tty true", "limits.rlimits"):
-        assert f"{path}: environment web: {words}" in err, (words, err)
-    assert out == ""
+    _refused(path, capsys, f"idmap outside 1234:1234: bubblewrap maps the ids of the user who runs it ({me} here)",
+             "security.no_new_privs false", "status.lock_file", "status.events", "network.dns/hosts",
+             "network.mtu", "process.tty true", "limits.rlimits")
     # the caller's own ids are what bubblewrap maps: that line is written
     path.write_text(path.read_text().split("  idmap")[0].replace("user: true}", "user: true}\n  idmap: "
                     f"{{uid: [{{inside: 0, outside: {os.getuid()}}}], gid: [{{inside: 0, outside: {os.getgid()}}}]}}")

@@ -16,7 +16,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from vbdecl.engine.sources import STDIN, STDIN_NAME, manifest_files, read_stdin
+    from vbdecl.engine.sources import STDIN, manifest_files, read_given
     from vbdecl.model.load import LoadResult, duplicate_names, load_path
 
     results: list[LoadResult] = []
@@ -25,10 +25,8 @@ def run(args: argparse.Namespace) -> int:
 
         raise UsageError("- (stdin) can be given once", hint="vbdecl validate - [FILE...]")
     for path in manifest_files(list(args.paths)):
-        if path == STDIN:
-            results.append(load_path(STDIN_NAME, read_stdin()))
-        else:
-            results.append(load_path(path))
+        given = read_given(path)        # (stdin or a pipe: read once, as plan reads them)
+        results.append(load_path(*given) if given is not None else load_path(path))
     if not results:
         print("error: no manifest files (*.yaml, *.yml) found in " + ", ".join(args.paths), file=sys.stderr)
         return 1

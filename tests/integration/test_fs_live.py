@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import signal
+import stat
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -117,6 +118,16 @@ def test_live_root_built_by_actions(env: Context, tmp_path: Path) -> None:
     # the overlay's upper is the host's
     Path(f"{root}/srv/new").write_text("x")
     assert (upper / "new").read_text() == "x"
+
+
+def test_live_rootfs_directory_is_nodev(env: Context, tmp_path: Path) -> None:
+    root = tmp_path / "rootfs"
+    root.mkdir()
+    os.mknod(root / "null", 0o666 | stat.S_IFCHR, os.makedev(1, 3))
+    act(env, "fs.rootfs", rootfs=str(root))
+    assert "nodev" in mounts(env)["/"]["opts"]
+    with pytest.raises(PermissionError):     # (its device node, through the environment's root)
+        os.close(os.open(f"/proc/{env.env_pid}/root/null", os.O_WRONLY))
 
 
 def test_live_environment_with_a_user_namespace(userns_env: Context, tmp_path: Path) -> None:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import errno
 import os
+import stat
 import statistics
 from pathlib import Path
 
@@ -110,6 +112,26 @@ def test_host_directory_as_rootfs(tmp_path: Path) -> None:
     assert r["root"].endswith("/rootfs")
     assert (root / "etc" / "motd").read_text() == "hi\n"  # files land in the given root
     assert (root / "usr").is_dir() and not os.listdir(root / "usr")
+
+
+def test_a_rootfs_directory_is_nodev(tmp_path: Path) -> None:
+    """Root inside may mknod in a host directory it runs on: the root mount is nodev, so
+    such a node opens nothing (a review made /dev/kmsg's there, and wrote the host's log)."""
+    root = tmp_path / "rootfs"
+    root.mkdir()
+    os.mknod(root / "null", 0o666 | stat.S_IFCHR, os.makedev(1, 3))
+
+    def probe():
+        try:
+            os.close(os.open("/null", os.O_WRONLY))
+            opened = "opened"
+        except OSError as exc:
+            opened = errno.errorcode[exc.errno]
+        return {"opts": mountinfo()["/"]["opts"], "opened": opened}
+
+    r = in_sandbox(base_spec([], rootfs=str(root)), probe)
+    assert "nodev" in r["opts"] and "nosuid" not in r["opts"]
+    assert r["opened"] == "EACCES"
 
 
 def test_bind_onto_root_then_more_entries(tmp_path: Path) -> None:

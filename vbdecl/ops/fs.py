@@ -1417,7 +1417,7 @@ class _RootfsJob(_Job):
         self.mnt = -1
 
     def host(self, b: Any) -> None:
-        from vbdecl.runtime.rootfs import _close
+        from vbdecl.runtime.rootfs import _close, clone_rootfs
         from vbdecl.sys import mount as m
 
         if self.rootfs is None:
@@ -1426,7 +1426,7 @@ class _RootfsJob(_Job):
         else:
             src = os.open(self.rootfs, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
             try:
-                self.mnt = m.clone_tree(src, recursive=True)
+                self.mnt = clone_rootfs(src)
             finally:
                 _close(src)
 

@@ -1370,6 +1370,20 @@ def setup_root(spec: dict[str, Any], *, contained: bool = False,
         os.umask(old_umask)
 
 
+def clone_rootfs(src: int) -> int:
+    """A detached copy of the ``rootfs`` directory's mount tree at ``src``, nodev as every
+    bind but ``dev-bind``: root inside could otherwise mknod the host's disk there and
+    open it (a security review wrote to the host's /dev/kmsg so). Setuid stays: a
+    rootfs is a system whose ping or su may need it once no_new_privs is off."""
+    clone = m.clone_tree(src, recursive=True)
+    try:
+        m.set_attrs(clone, m.MOUNT_ATTR_NODEV, recursive=True)
+    except BaseException:
+        _close(clone)
+        raise
+    return clone
+
+
 def _setup_root(spec: dict[str, Any], contained: bool,
                 report: Callable[[dict[str, Any]], None] | None) -> None:
     try:
@@ -1399,7 +1413,7 @@ def _setup_root(spec: dict[str, Any], contained: bool,
                 _close(host)
         if rootfs is not None:
             try:
-                rootfs_clone = m.clone_tree(src, recursive=True)
+                rootfs_clone = clone_rootfs(src)
             finally:
                 _close(src)
         base = _pick_base()

@@ -96,6 +96,31 @@ def test_vb_tells_of_oom_in_the_name_it_was_called_by(env: dict[str, str], tmp_p
         assert "--limit-memory 32Mi" in r.stderr and "vbdecl" not in r.stderr
 
 
+@pytest.mark.skipif((cg.current_layout().place("memory") or (0, ""))[0] != 1,
+                    reason="the run's own processes leave a cgroup v1 memory cgroup only")
+@pytest.mark.parametrize("front", ["run", "vb"])
+def test_a_runs_oom_takes_the_workload_not_its_pid_1(env: dict[str, str], tmp_path: Path, front: str) -> None:
+    """A limits review: in a 32Mi limit, hogs in the background made the OOM killer take
+    the run's pid 1 (a Python process, the largest there), and the run ended 137 with no
+    output, where `init: false` finished. pid 1 and the holder go back to vbdecl's own
+    memory cgroup once the process is in the environment's: only hogs are picked."""
+    script = ("for i in 1 2 3 4 5 6; do (head -c 12M /dev/zero | tail -c 13M >/dev/null) & done; "
+              "wait; echo all done; cat /proc/1/cgroup")
+    if front == "run":
+        m = manifest(tmp_path, "    memory: 32Mi\n    memory_swap: 0")
+        argv = [VBDECL, "run", m, "--", "/bin/sh", "-c", script]
+    else:
+        argv = [str(Path(VBDECL).with_name("vb")), "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--unshare-pid",
+                "--limit-memory", "32Mi", "/bin/sh", "-c", script]
+    before = _ours()
+    r = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=60)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "all done" in r.stdout and "out of memory" in r.stderr, r.stdout + r.stderr
+    init_memory = next(line.split(":", 2)[2] for line in r.stdout.splitlines() if ":memory:" in line)
+    assert "/vbdecl/" not in init_memory, r.stdout
+    assert _ours() == before
+
+
 def test_run_plain_sigkill_is_not_called_oom(env: dict[str, str], tmp_path: Path) -> None:
     m = manifest(tmp_path, "    memory: 32Mi")
     r = vbdecl(env, "run", m, "--", "/bin/sh", "-c", "kill -9 $$")

@@ -104,6 +104,7 @@ class ChildConfig:
         "keep_fds",
         "live",
         "lock_fd",
+        "memory_leave",
         "mount_new",
         "needs_root",
         "net_new",
@@ -152,6 +153,10 @@ class ChildConfig:
         self.undo_host_changes = False  # a run: report what the root's build changed of the host
         self.report_fd = -1           # ... straight to the janitor that undoes it (runtime/undo.py)
         self.userns_disabled = False  # _setup_root applied security.disable_userns
+        # A run with a memory limit (v1): cgroup.procs of the memory cgroup vbdecl runs in,
+        # which each of the run's own processes goes back to once the one it forks is in
+        # the environment's (_leave_memory_cgroup)
+        self.memory_leave = -1
 
 
 class SetupFailure(Exception):
@@ -285,7 +290,8 @@ def holder_main(cfg: ChildConfig, parent: int) -> NoReturn:
     """Body of the first child. Never returns."""
     try:
         # Nothing of the caller's stays open in the sandbox's processes but what it needs.
-        sysproc.close_fds_except([cfg.c2p, cfg.p2c, cfg.lock_fd, cfg.report_fd, *cfg.keep_fds])
+        sysproc.close_fds_except([cfg.c2p, cfg.p2c, cfg.lock_fd, cfg.report_fd, cfg.memory_leave,
+                                  *cfg.keep_fds])
         if cfg.live:
             _detach(cfg)
         elif cfg.die_with_parent:
@@ -312,6 +318,7 @@ def holder_main(cfg: ChildConfig, parent: int) -> NoReturn:
                 child = pid = os.fork()
                 if pid == 0:
                     init_main(cfg, me)
+            _leave_memory_cgroup(cfg)
         if child and cfg.report_fd >= 0:
             os.close(cfg.report_fd)     # pid 1 reports the build: ours would keep the pipe open
             cfg.report_fd = -1
@@ -434,6 +441,7 @@ def _fork_nested_init(cfg: ChildConfig, holder: int) -> tuple[int, int, Any]:
             pid = os.fork()
             if pid == 0:
                 _nested_init(cfg, theirs)
+            _leave_memory_cgroup(cfg)
             theirs.close()
             if cfg.p2c >= 0:
                 os.close(cfg.p2c)
@@ -732,6 +740,7 @@ def init_main(cfg: ChildConfig, holder: int | None) -> NoReturn:
         # (forwarded) at once; init_loop takes them all.
         signals.pthread_sigmask(signals.SIG_BLOCK, INIT_SIGNALS)
         pid = spawn_process(cfg)
+        _leave_memory_cgroup(cfg)
         _become_init(cfg)
     except BaseException as exc:
         _second_go(cfg)     # the parent reads our namespaces before we may exit
@@ -769,6 +778,25 @@ def _confine_init(cfg: ChildConfig, mask: int, *, shares_memory: bool = False) -
     if effective >> syscaps.CAP_SETPCAP & 1:
         syscaps.drop_bounding(mask)
     syscaps.capset(permitted & mask, permitted & mask, 0)
+
+
+def _leave_memory_cgroup(cfg: ChildConfig) -> None:
+    """Go back to vbdecl's own v1 memory cgroup (``cfg.memory_leave``), once the process
+    we forked is in the environment's. Our memory is a Python process's, the largest
+    there, so a run's OOM took pid 1, and the sandbox with it, for its workload's
+    excess (a limits review: 137 and no output, where `init: false` finished); the
+    OOM killer picks only among a memory cgroup's own processes. Our pages stay
+    charged where they were made, as a live environment's init's
+    (cgroupfs.init_stays_out). Without the right to move, we stay in, as before."""
+    fd, cfg.memory_leave = cfg.memory_leave, -1
+    if fd < 0:
+        return
+    try:
+        os.write(fd, b"0")
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def _spare_from_oom_killer() -> None:

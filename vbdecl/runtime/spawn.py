@@ -161,6 +161,8 @@ def fork_holder(cfg: C.ChildConfig, floor: int, *, shared: bool = False) -> tupl
     cfg.c2p, cfg.p2c = c2p_w, p2c_r
     parent = os.getpid()
     handle = 0
+    if not shared and not cfg.live:
+        cfg.memory_leave = _memory_leave_fd(cfg.spec, floor)
     try:
         own_pid_ns = _own_pid_ns() if direct_init(cfg) and not shared else -1
         cfg.direct_init = cfg.pid_new if shared else own_pid_ns >= 0
@@ -194,6 +196,7 @@ def fork_holder(cfg: C.ChildConfig, floor: int, *, shared: bool = False) -> tupl
             os._exit(125)      # a forked child never returns into its parent's code
         for fd in (c2p_r, c2p_w, p2c_r, p2c_w):
             os.close(fd)
+        _close_memory_leave(cfg)
         if isinstance(exc, OSError) and not isinstance(exc, VbdeclError):
             raise RuntimeSetupError(f"cannot start the sandbox: {'clone' if shared else 'fork'}: {exc.strerror}",
                                     hint="the host is out of processes or memory: check "
@@ -210,6 +213,7 @@ def fork_holder(cfg: C.ChildConfig, floor: int, *, shared: bool = False) -> tupl
         C.holder_main(cfg, parent)
     os.close(c2p_w)
     os.close(p2c_r)
+    _close_memory_leave(cfg)
     if shared:
         os.close(p2c_w)    # a shared child waits for no "go": it is past that already
         p2c_w = -1
@@ -324,6 +328,29 @@ def _fork_in_new_pid_ns(own: int) -> int:
             finally:
                 os.close(own)
     return pid
+
+
+def _memory_leave_fd(spec: dict[str, Any], floor: int) -> int:
+    """For a run with a memory limit where a v1 memory hierarchy is mounted: an fd on the
+    cgroup.procs of vbdecl's own memory cgroup, which the run's processes go back to
+    (child._leave_memory_cgroup); else, or where it cannot be opened, -1."""
+    limits = spec.get("limits") or {}
+    if limits.get("memory") is None and limits.get("memory_swap") is None:
+        return -1
+    path = sysproc.own_cgroup_dir("memory")
+    if path is None:
+        return -1
+    try:
+        fd = os.open(os.path.join(path, "cgroup.procs"), os.O_WRONLY | os.O_CLOEXEC)
+    except OSError:
+        return -1
+    return _above(fd, floor)
+
+
+def _close_memory_leave(cfg: C.ChildConfig) -> None:
+    if cfg.memory_leave >= 0:
+        os.close(cfg.memory_leave)
+        cfg.memory_leave = -1
 
 
 def _above(fd: int, floor: int) -> int:

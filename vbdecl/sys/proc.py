@@ -361,6 +361,17 @@ def v1_hierarchy(subsys: str) -> str | None:
     return next((base for ctrls, base in _cgroup_mounts().items() if subsys in ctrls.split(",")), None)
 
 
+def own_cgroup_dir(subsys: str) -> str | None:
+    """The directory of our cgroup in the v1 hierarchy carrying ``subsys``, or None."""
+    base = v1_hierarchy(subsys)
+    if base is None:
+        return None
+    for mount, path in _hierarchies(os.getpid()):
+        if mount == base:
+            return base + path if path != "/" else base
+    return None
+
+
 def _hierarchies(pid: int) -> list[tuple[str, str]]:
     """(mount point, path of ``pid``'s cgroup in it) of each mounted hierarchy it is in."""
     try:

@@ -337,9 +337,15 @@ def links(ipr: Any) -> list[dict[str, Any]]:
 
 
 def bridge_create(ipr: Any, name: str, *, mtu: int | None, alias: str) -> int:
-    """Create bridge ``name`` (up, tagged with ``alias``); its index."""
+    """Create bridge ``name`` (up, tagged with ``alias``, a MAC address of its own); its index.
+
+    Without an address given, a bridge takes the lowest of its ports', and changes it
+    when that port leaves: the other environments' neighbour entries for the gateway
+    then pointed nowhere for ~45 s (a network review lost NAT and the gateway so, each
+    time an environment was destroyed). One given at creation is kept (the kernel's
+    NET_ADDR_SET), as docker gives its bridges."""
     _check_name(f"creating bridge {name}", name)
-    kw: dict[str, Any] = {"ifname": name, "kind": "bridge", "state": "up"}
+    kw: dict[str, Any] = {"ifname": name, "kind": "bridge", "state": "up", "address": random_mac()}
     what = f"creating bridge {name}"
     if mtu:
         kw["mtu"] = mtu
@@ -350,6 +356,13 @@ def bridge_create(ipr: Any, name: str, *, mtu: int | None, alias: str) -> int:
         raise SysError(f"bridge {name} vanished right after it was created")
     _call(f"tagging bridge {name}", lambda: ipr.link("set", index=found["index"], ifalias=alias))
     return int(found["index"])
+
+
+def random_mac() -> str:
+    """A random unicast, locally administered MAC address."""
+    octets = bytearray(os.urandom(6))
+    octets[0] = (octets[0] & 0xFC) | 0x02
+    return ":".join(f"{b:02x}" for b in octets)
 
 
 def veth_create(ipr: Any, name: str, peer: str, *, netns_fd: int, master: int | None,

@@ -420,6 +420,58 @@ def test_published_port_from_another_namespace_and_in_place_update(envs: Callabl
         assert_nat_gone(env.instance)
 
 
+def _tracked_udp(address: str, port: int) -> list[str]:
+    """The host's conntrack entries of UDP flows NATed to ``address`` port ``port``."""
+    from pyroute2 import Conntrack
+
+    with contextlib.closing(Conntrack()) as ct:
+        return [str(e) for e in ct.dump_entries() if e.tuple_reply.saddr == address
+                and e.tuple_reply.sport == port and e.tuple_reply.proto == socket.IPPROTO_UDP]
+
+
+def udp_echo_server(addr: str, port: int) -> str:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind((addr, port))
+        s.settimeout(10)
+        data, peer = s.recvfrom(64)
+        s.sendto(data, peer)
+        return str(peer[0])
+
+
+def udp_echo_client(addr: str, port: int, msg: str) -> str:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.settimeout(0.1)
+        for _ in range(100):   # bounded: the server may not be bound yet
+            s.sendto(msg.encode(), (addr, port))
+            try:
+                return s.recv(64).decode()
+            except TimeoutError:
+                continue
+    raise AssertionError(f"no echo from {addr}:{port}")
+
+
+def test_udp_flows_through_a_port_are_forgotten_with_it(envs: Callable[..., Env]) -> None:
+    """A network review: a published UDP port's flows kept their DNAT in conntrack after
+    the port was unpublished or its environment's address changed, for as long as the
+    client kept sending, and reached another environment given that address, which
+    publishes nothing. Unpublishing the port (also as part of an update) forgets them."""
+    bridge = f"vbt{uniq()}"
+    subnet, link_prefix, _ = rand_subnet()
+    hp = random.randint(20000, 40000)
+    port = (f"nat.port[{hp}/udp]", "nat.port", {"host": hp, "container": 53, "protocol": "udp", "host_ip": None})
+    with upstream(link_prefix) as (up_pid, _host_if, host_ip, up_ip):
+        env = envs()
+        env.apply([*bridge_actions(bridge, subnet), port])
+        assert env.ctx.records[port[0]]["to"] == [env.address]
+        server = in_netns(env.pid, udp_echo_server, env.address, 53)
+        assert result(in_netns(up_pid, udp_echo_client, host_ip, hp, "flow")) == "flow"
+        assert result(server) == up_ip
+        assert _tracked_udp(env.address, 53)
+        env.revert_one(port[0])
+        assert _tracked_udp(env.address, 53) == []
+        env.revert()
+
+
 def test_a_veth_made_again_is_reached_at_once(envs: Callable[..., Env]) -> None:
     """A veth made again (an update that replaces it) keeps the address but not the
     MAC: the host's neighbour entry for the address, left with the old MAC while

@@ -819,7 +819,8 @@ class Port:
             raise conflict from err
         return {"chain": port_chain(ctx.instance, proto, host_port), "protocol": proto,
                 "host": host_port, "container": int(params["container"]),
-                "host_ip": params.get("host_ip"), "localnet": localnet[0] if localnet else None}
+                "host_ip": params.get("host_ip"), "localnet": localnet[0] if localnet else None,
+                "to": [a for a in (a4, a6) if a]}
 
     @_session
     def _check_host_ip(self, ctx: Context, host_ip: str, port: int, proto: str, fams: list[str]) -> None:
@@ -843,10 +844,20 @@ class Port:
                                    "an apply after it exists")
 
     def revert(self, ctx: Context, record: Record) -> None:
+        from vbdecl.sys import netlink
+
         key = f"{ctx.instance}/{record['protocol']}/{record['host']}"
         _remove(ctx, key, port_delete(ctx.instance, record["protocol"], record["host"]),
                 f"removing published port {record['host']}/{record['protocol']}",
                 localnet_key=key if record.get("localnet") else None)
+        if record["protocol"] == "udp":
+            # its flows' NAT lives on in their conntrack entries: an unpublished port took
+            # datagrams for as long as its clients kept sending, to an address the
+            # environment may have left (records before "to": its addresses now)
+            now = [(ctx.records.get(rid) or {}).get("address") for rid in ("net.address", "net.address6")]
+            for address in record.get("to") or now:
+                if address:
+                    netlink.conntrack_forget_udp(address, int(record["container"]))
 
     def update(self, ctx: Context, params: Params, record: Record) -> Record:
         self.revert(ctx, record)

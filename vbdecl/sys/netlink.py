@@ -464,6 +464,46 @@ def neighbours_forget(ipr: Any, address: str) -> None:
         pass        # gone meanwhile, or none: nothing to forget
 
 
+def conntrack_forget_udp(address: str, port: int) -> int:
+    """Delete the host's connection-tracking entries of UDP flows NATed to ``address``
+    port ``port`` (a published port's container end): how many went.
+
+    A flow's entry keeps its NAT for as long as packets keep it alive (120 s after the
+    last): a network review's client went on being sent to an address its
+    environment had left, then to another environment given that address, which
+    publishes nothing. UDP only, as docker does: finding them walks the kernel's whole
+    table (~10 ms here), and a TCP connection sent elsewhere ends (a reset, no
+    socket there) rather than carrying on. Nothing tracked (conntrack not loaded):
+    nothing to forget."""
+    import ipaddress
+
+    from pyroute2 import Conntrack
+    from pyroute2.netlink.nfnetlink.nfctsocket import NFCTAttrTuple
+
+    ip = ipaddress.ip_address(address)
+    family = AF_INET6 if ip.version == 6 else AF_INET
+    gone = 0
+    try:
+        ct = Conntrack(nfgen_family=family)
+    except (_netlink_error(), OSError):
+        return 0
+    try:
+        # the reply comes from the container end (filtered by the kernel where it can;
+        # pyroute2 checks each entry again)
+        reply = NFCTAttrTuple(family=family, saddr=str(ip), proto=17, sport=port)
+        for entry in list(ct.dump_entries(tuple_reply=reply)):
+            try:
+                ct.entry("del", tuple_orig=entry.tuple_orig)
+                gone += 1
+            except _netlink_error():
+                pass        # gone meanwhile
+    except (_netlink_error(), OSError):
+        pass
+    finally:
+        ct.close()
+    return gone
+
+
 def address_delete(ipr: Any, index: int, address: str, prefixlen: int) -> bool:
     try:
         ipr.addr("del", index=index, address=address, prefixlen=prefixlen)

@@ -32,6 +32,7 @@ from vbdecl.errors import ConflictError, VbdeclError
 from vbdecl.net import ipam, shared
 from vbdecl.ops import op_for
 from vbdecl.ops.base import Context
+from vbdecl.plan import diff
 
 CLONE_NEWNET = 0x40000000
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -846,6 +847,34 @@ def test_probes_see_drift(envs: Callable[..., Env]) -> None:
         env.revert()      # tolerates all of it
         assert bridge not in links()
         assert_nat_gone(env.instance)
+
+
+def test_a_gateway_deleted_by_hand_is_drift_and_added_again_in_place(envs: Callable[..., Env]) -> None:
+    """A network review: a bridge's gateway address deleted by hand (no route from the
+    host to the subnet, no published port reached) was "ok" to status and plan."""
+    bridge = f"vbt{uniq()}"
+    subnet, _, subnet6 = rand_subnet()
+    env = envs()
+    acts = bridge_actions(bridge, subnet, subnet6=subnet6)
+    env.apply(acts)
+    aid, kind, params = acts[0]
+    record = env.ctx.records[aid]
+    gw4, gw6 = f"{subnet.replace('.0/24', '.1')}/24", f"{subnet6.replace('::/64', '::1')}/64"
+    assert record["gateways"] == [gw4, gw6]
+    op = op_for(kind)
+    assert op.probe(env.ctx, params, record)["gateways"] == [gw4, gw6]
+    subprocess.run(["ip", "addr", "del", gw4, "dev", bridge], check=True)
+    subprocess.run(["ip", "addr", "del", gw6, "dev", bridge], check=True)
+    probed = op.probe(env.ctx, params, record)
+    assert probed is not None and probed["gateways"] == []
+    assert diff.effect(kind, "gateways") == diff.UPDATE
+    env.ctx.records[aid] = op.update(env.ctx, params, record)
+    assert op.probe(env.ctx, params, env.ctx.records[aid])["gateways"] == env.ctx.records[aid]["gateways"] \
+        == [gw4, gw6]
+    shown = subprocess.run(["ip", "-o", "addr", "show", "dev", bridge], capture_output=True, text=True).stdout
+    assert gw4 in shown and gw6 in shown
+    env.revert()
+    assert bridge not in links()
 
 
 def test_the_veth_probe_sees_it_cut_off_its_bridge(envs: Callable[..., Env]) -> None:

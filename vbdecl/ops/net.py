@@ -179,7 +179,13 @@ class Bridge:
             # place, update); a record from before it kept "up": the bridge is gone
             return dict(record, bridge=params["bridge"], index=found["index"], up=False) \
                 if "up" in record else None
-        return dict(record, bridge=params["bridge"], index=found["index"])
+        probed = dict(record, bridge=params["bridge"], index=found["index"])
+        if "gateways" in record:
+            # a gateway deleted by hand: no route to the subnet from the host, no NAT
+            # (drift on "gateways", added again in place; older records do not say)
+            have = {f"{a}/{p}" for a, p, _ in nl.addresses(_sess(ctx).host, index=found["index"])}
+            probed["gateways"] = [gw for gw in record["gateways"] if gw in have]
+        return probed
 
     @_session
     def apply(self, ctx: Context, params: Params) -> Record:
@@ -203,7 +209,8 @@ class Bridge:
                 if found is not None and found["kind"] == "bridge":
                     self._up(nl, ipr, found, entry)
                     shared.add_user(entry["users"], ctx.instance)
-                    return {"bridge": name, "instance": ctx.instance, "created": False, "up": True}
+                    return {"bridge": name, "instance": ctx.instance, "created": False, "up": True,
+                            "gateways": _gateways(nets)}
             mismatches = shared.subnet_mismatches(entry or {}, params)
             if mismatches:
                 _key, served, asked = mismatches[0]
@@ -275,7 +282,8 @@ class Bridge:
             entry["subnet6"] = entry.get("subnet6") or params.get("subnet6")
             shared.add_user(entry["users"], ctx.instance)
             st["bridges"][name] = entry
-        return {"bridge": name, "instance": ctx.instance, "created": created, "up": True}
+        return {"bridge": name, "instance": ctx.instance, "created": created, "up": True,
+                "gateways": _gateways(nets)}
 
     @staticmethod
     def _up(nl: Any, ipr: Any, found: dict[str, Any], entry: dict[str, Any]) -> bool:
@@ -370,8 +378,9 @@ class Bridge:
 
     @_session
     def update(self, ctx: Context, params: Params, record: Record) -> Record:
-        """A bridge set down by hand is set up again, in place (its ports, addresses and
-        the environments on it stay); anything else is made anew."""
+        """A bridge set down by hand is set up again, and a gateway deleted by hand added
+        again, in place (its ports, addresses and the environments on it stay); anything
+        else is made anew."""
         nl = _nl()
         ipr = _sess(ctx).host
         with shared.locked(ctx.state_dir) as st:
@@ -380,9 +389,22 @@ class Bridge:
             if entry is not None and found is not None and found["kind"] == "bridge" and all(
                     entry.get(k) == params.get(k) for k in ("subnet", "subnet6")):
                 self._up(nl, ipr, found, entry)
-                return dict(record, up=True)
+                nets = [ipam.parse_subnet(s) for s in (params.get("subnet"), params.get("subnet6")) if s]
+                have = {(a, p) for a, p, _ in nl.addresses(ipr, index=found["index"])}
+                for net in nets:
+                    gw = str(ipam.gateway(net))
+                    if (gw, net.prefixlen) not in have:
+                        bcast = ipam.broadcast4(gw, net.prefixlen) if net.version == 4 else None
+                        nl.address_add(ipr, found["index"], gw, net.prefixlen, ifname=found["name"],
+                                       broadcast=bcast)
+                return dict(record, up=True, gateways=_gateways(nets))
         self.revert(ctx, record)
         return self.apply(ctx, params)
+
+
+def _gateways(nets: list[ipam.Network]) -> list[str]:
+    """The gateway addresses (CIDR) a bridge serving ``nets`` has."""
+    return [f"{ipam.gateway(net)}/{net.prefixlen}" for net in nets]
 
 
 # --- net.veth -------------------------------------------------------------------

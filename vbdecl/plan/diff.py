@@ -47,7 +47,7 @@ def gone_reason(kind: str) -> str:
 
 
 #: attributes of other kinds that their op's update sets back in place (drift on them)
-UPDATE_ATTRS = frozenset({("net.bridge", "up")})
+UPDATE_ATTRS = frozenset({("net.bridge", "up"), ("net.bridge", "gateways")})
 
 
 def effect(kind: str, attr: str) -> int:

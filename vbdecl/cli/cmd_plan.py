@@ -45,8 +45,10 @@ def plan_changes(plan: dict[str, Any], state: dict[str, Any] | None, state_dir: 
 
 
 # What limits.pids must allow while a live environment's process starts (measured:
-# 3 fails the apply with EAGAIN; runtime/child.no_more_processes says why).
-LIVE_PIDS_FLOOR = 4
+# 3 fails the apply with EAGAIN; runtime/child.no_more_processes says why). 4 is the
+# count at its peak, and failed a limits review's applies 7 times in 10 on a busy
+# machine: a helper that exits counts until it is reaped. 5 held 10 in 10 there.
+LIVE_PIDS_FLOOR = 5
 
 
 def check_live_rules(plan: dict[str, Any], path: str) -> None:

@@ -410,6 +410,21 @@ def test_optional_limits_without_a_delegated_cgroup(fake_v2: cg.Layout,
     assert Limit().apply(ctx, {"limit": "pids", "value": 8})["skipped"]
     assert Limit().apply(ctx, {"limit": "memory", "value": 1 << 24})["skipped"]   # added later
     Group().revert(ctx, rec)
+    # a limit warned of already (its controller missing) is not named again (a limits review
+    # was told of each twice)
+    missing = cg.missing
+    monkeypatch.setattr(cg, "missing", lambda layout, asked: [("pids", "no pids controller here", None)])
+    limits["memory"] = 1 << 24
+    rec = Group().apply(ctx, {"layout_hint": None})
+    assert [w.split(" (")[0] for w in warnings(rec)] == [
+        "limits.pids not enforced: no pids controller here",
+        "limits.memory not enforced: no cgroup can be made here"]
+    Group().revert(ctx, rec)
+    del limits["memory"]
+    rec = Group().apply(ctx, {"layout_hint": None})
+    assert warnings(rec) == ["limits.pids not enforced: no pids controller here"]
+    Group().revert(ctx, rec)
+    monkeypatch.setattr(cg, "missing", missing)
     limits["optional"] = False
     with pytest.raises(ActionError, match=r"not enforced|Permission denied"):
         Group().apply(ctx, {"layout_hint": None})

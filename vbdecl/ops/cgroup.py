@@ -208,9 +208,12 @@ class Group:
             record = cgroupfs.empty_record(layout, ctx.instance)
             asked = sorted(k for k in cgroupfs.LIMIT_CONTROLLER if limits.get(k) is not None)
             # (named by what was asked: an unprivileged review was told of cpuacct, which
-            # vbdecl makes for its own accounting, when it had asked for pids)
-            warnings.append(f"{', '.join('limits.' + k for k in asked) or 'limits'} not enforced: "
-                            f"no cgroup can be made here ({exc.message})")
+            # vbdecl makes for its own accounting, when it had asked for pids; and only
+            # those not warned of above: a limits review was told of each twice)
+            unsaid = [k for k in asked if k not in skip]
+            if unsaid or not asked:
+                warnings.append(f"{', '.join('limits.' + k for k in unsaid) or 'limits'} not enforced: "
+                                f"no cgroup can be made here ({exc.message})")
             skip |= set(asked)
         record["warnings"] = warnings
         record["skipped"] = sorted(skip)

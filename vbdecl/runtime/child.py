@@ -117,6 +117,7 @@ class ChildConfig:
         "preloaded",
         "report_fd",
         "spec",
+        "stdio",
         "steps",
         "title",
         "undo_host_changes",
@@ -157,6 +158,10 @@ class ChildConfig:
         # which each of the run's own processes goes back to once the one it forks is in
         # the environment's (_leave_memory_cgroup)
         self.memory_leave = -1
+        # fds the first child puts on 0, 1 and 2 (-1: that one as it is): the caller's
+        # terminal, /dev/null or read-only file, reopened behind a read-only mount
+        # (spawn.guarded_stdio)
+        self.stdio: list[int] = []
 
 
 class SetupFailure(Exception):
@@ -289,6 +294,7 @@ def status_code(status: int) -> int:
 def holder_main(cfg: ChildConfig, parent: int) -> NoReturn:
     """Body of the first child. Never returns."""
     try:
+        take_stdio(cfg.stdio)
         # Nothing of the caller's stays open in the sandbox's processes but what it needs.
         sysproc.close_fds_except([cfg.c2p, cfg.p2c, cfg.lock_fd, cfg.report_fd, cfg.memory_leave,
                                   *cfg.keep_fds])
@@ -365,6 +371,7 @@ class SharedSetup:
     def __call__(self) -> int | tuple[int, bool, tuple[int, ...]] | Any:
         cfg = self.cfg
         try:
+            take_stdio(cfg.stdio)
             sysproc.close_fds_except([cfg.c2p, cfg.p2c, cfg.lock_fd, *cfg.keep_fds])
             if cfg.die_with_parent:
                 sysproc.set_pdeathsig(signals.SIGKILL, self.parent)
@@ -778,6 +785,15 @@ def _confine_init(cfg: ChildConfig, mask: int, *, shares_memory: bool = False) -
     if effective >> syscaps.CAP_SETPCAP & 1:
         syscaps.drop_bounding(mask)
     syscaps.capset(permitted & mask, permitted & mask, 0)
+
+
+def take_stdio(fds: list[int]) -> None:
+    """Put ``fds[i]`` on fd ``i`` (0, 1, 2; -1: leave that one), in a child whose fd
+    table is its own."""
+    for std, fd in enumerate(fds):
+        if fd >= 0:
+            os.dup2(fd, std)
+            os.close(fd)
 
 
 def _leave_memory_cgroup(cfg: ChildConfig) -> None:

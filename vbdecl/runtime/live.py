@@ -596,8 +596,18 @@ def start_process(*, env_record: dict[str, Any], spec: dict[str, Any], log_path:
             # environment's pid namespace, where the bridge's host pid means nothing
             host_proc = os.open("/proc", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
             host_ns = _inodes_at(host_proc)
-            # stdin of the process: opened here, since the environment may have no /dev
+            # stdin of the process: opened here, since the environment may have no /dev;
+            # behind a read-only mount (as root), or root inside could chmod the host's
+            # /dev/null through /proc/self/fd/0 (spawn.guarded_stdio)
             null = os.open("/dev/null", os.O_RDWR | os.O_CLOEXEC)
+            if os.geteuid() == 0:
+                from vbdecl.sys.mount import reopen_read_only
+
+                try:
+                    null, plain = reopen_read_only(null), null
+                    os.close(plain)
+                except OSError:
+                    pass
             home = _root_cgroup_procs()
             enter(env_record, spec, cgroups)
             # (through the host's /proc: the environment's may be read-only, or missing)
@@ -1002,7 +1012,7 @@ def exec_in(name: str, argv: list[str] | None, *, state_dir: str | None = None,
     What failed once the environment was entered (the command not found, the
     environment stopped under it) goes to ``report``, else to stderr as text."""
     # Everything is imported before entering: the environment's root may not hold vbdecl.
-    from vbdecl.runtime import oom
+    from vbdecl.runtime import oom, spawn
     from vbdecl.runtime.spawn import SignalGuard, _child_error, _read_msg, _wait
 
     state = load_state(name, state_dir)
@@ -1025,6 +1035,9 @@ def exec_in(name: str, argv: list[str] | None, *, state_dir: str | None = None,
     cgroup_fds: list[int] = []
     pids_fds: list[int] = []
     later: dict[str, int] = {}
+    # the caller's terminal (or /dev/null) behind a read-only mount, while in the host's
+    # mount namespace, where its mount may be cloned
+    stdio = spawn.guarded_stdio()
     try:
         spec = C._security().load_host_files(spec)     # (the seccomp profile is a host file)
         C.preload(spec, C._security())
@@ -1054,15 +1067,21 @@ def exec_in(name: str, argv: list[str] | None, *, state_dir: str | None = None,
         for fd in [*cgroup_fds, *pids_fds, *later.values(), oom_fd, lock_fd, init_dir]:
             if fd >= 0:
                 os.close(fd)
+        spawn.close_stdio(stdio)
         raise
     c2p_r, c2p_w = os.pipe2(os.O_CLOEXEC)
     error: VbdeclError | None = None
     with SignalGuard(forward_signals) as guard:
-        pid = os.fork()
+        try:
+            pid = os.fork()
+        except BaseException:
+            spawn.close_stdio(stdio)
+            raise
         if pid == 0:
             # Not to be ptraced from inside while it is Python with the caller's fds
             # (the exec of the command ends this, as for any process)
             sysproc.set_dumpable(False)
+            C.take_stdio(stdio)
             os.close(c2p_r)
             for fd in cgroup_fds:
                 try:
@@ -1095,6 +1114,7 @@ def exec_in(name: str, argv: list[str] | None, *, state_dir: str | None = None,
             C.exec_process(cfg)
         for fd in [*cgroup_fds, *pids_fds, *later.values()]:
             os.close(fd)
+        spawn.close_stdio(stdio)
         os.close(c2p_w)
         try:
             msg = _read_msg(c2p_r)

@@ -163,6 +163,8 @@ def fork_holder(cfg: C.ChildConfig, floor: int, *, shared: bool = False) -> tupl
     handle = 0
     if not shared and not cfg.live:
         cfg.memory_leave = _memory_leave_fd(cfg.spec, floor)
+    if not cfg.live and "vb" not in cfg.spec:
+        cfg.stdio = guarded_stdio(floor)
     try:
         own_pid_ns = _own_pid_ns() if direct_init(cfg) and not shared else -1
         cfg.direct_init = cfg.pid_new if shared else own_pid_ns >= 0
@@ -196,7 +198,7 @@ def fork_holder(cfg: C.ChildConfig, floor: int, *, shared: bool = False) -> tupl
             os._exit(125)      # a forked child never returns into its parent's code
         for fd in (c2p_r, c2p_w, p2c_r, p2c_w):
             os.close(fd)
-        _close_memory_leave(cfg)
+        _close_inherited(cfg)
         if isinstance(exc, OSError) and not isinstance(exc, VbdeclError):
             raise RuntimeSetupError(f"cannot start the sandbox: {'clone' if shared else 'fork'}: {exc.strerror}",
                                     hint="the host is out of processes or memory: check "
@@ -213,7 +215,7 @@ def fork_holder(cfg: C.ChildConfig, floor: int, *, shared: bool = False) -> tupl
         C.holder_main(cfg, parent)
     os.close(c2p_w)
     os.close(p2c_r)
-    _close_memory_leave(cfg)
+    _close_inherited(cfg)
     if shared:
         os.close(p2c_w)    # a shared child waits for no "go": it is past that already
         p2c_w = -1
@@ -347,10 +349,52 @@ def _memory_leave_fd(spec: dict[str, Any], floor: int) -> int:
     return _above(fd, floor)
 
 
-def _close_memory_leave(cfg: C.ChildConfig) -> None:
+def _close_inherited(cfg: C.ChildConfig) -> None:
+    """Close our copies of the fds the first child inherited to use (it has its own)."""
     if cfg.memory_leave >= 0:
         os.close(cfg.memory_leave)
         cfg.memory_leave = -1
+    close_stdio(cfg.stdio)
+    cfg.stdio = []
+
+
+def guarded_stdio(floor: int = 2) -> list[int]:
+    """The caller's stdin, stdout and stderr as the sandbox gets them, where they are a
+    host object it could change for good: a terminal or other device, a directory, a
+    file open read-only, each reopened behind a read-only mount of its own
+    (sys.mount.reopen_read_only; -1: as it is, and [] for none). As root, without a
+    user namespace, the process is the host's root and owns them: a security review
+    made the caller's terminal world-readable (chmod 666 through /proc/self/fd/0, as
+    it stayed after the run) and wrote over a read-only input file. Pipes and
+    sockets are no file of the host's; a file open for writing is left as it is
+    (docs/security.md says what that leaves). Only root may clone the mounts;
+    vb keeps bubblewrap's way (the caller's fds as they are)."""
+    if os.geteuid() != 0:
+        return []
+    import stat
+
+    from vbdecl.sys import mount as m
+
+    out = [-1, -1, -1]
+    for std in (0, 1, 2):
+        try:
+            st = os.fstat(std)
+            read_only = (fcntl.fcntl(std, fcntl.F_GETFL) & os.O_ACCMODE) == os.O_RDONLY
+        except OSError:
+            continue        # closed
+        if stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode) or stat.S_ISDIR(st.st_mode) \
+                or (stat.S_ISREG(st.st_mode) and read_only):
+            try:
+                out[std] = _above(m.reopen_read_only(std), floor)
+            except OSError:
+                pass        # a mount that may not be cloned: as it is
+    return out if any(fd >= 0 for fd in out) else []
+
+
+def close_stdio(fds: list[int]) -> None:
+    for fd in fds:
+        if fd >= 0:
+            os.close(fd)
 
 
 def _above(fd: int, floor: int) -> int:

@@ -129,6 +129,25 @@ def clone_tree(fd: int, *, recursive: bool = True) -> int:
     return open_tree(fd, "", flags)
 
 
+def reopen_read_only(fd: int) -> int:
+    """A new open file description of the object ``fd`` is open on, with its access mode
+    and status flags, through a detached read-only, nosuid, noexec bind of that object
+    alone: its mode, owner and times cannot be changed through the new fd, nor through
+    ``/proc/self/fd`` (EROFS), nor can it be opened there again for writing, but
+    a device (a terminal, /dev/null) reads and writes as before. Needs CAP_SYS_ADMIN
+    over the mount; raises OSError where that, or the object (a pipe, a socket: no
+    mount of theirs may be cloned), refuses. Close-on-exec."""
+    import fcntl
+
+    mnt = clone_tree(fd, recursive=False)
+    try:
+        set_attrs(mnt, MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NOEXEC, recursive=False)
+        flags = fcntl.fcntl(fd, fcntl.F_GETFL) & (os.O_ACCMODE | os.O_APPEND | os.O_NONBLOCK)
+        return os.open(f"/proc/self/fd/{mnt}", flags | os.O_NOCTTY | os.O_CLOEXEC)
+    finally:
+        os.close(mnt)
+
+
 def move_mount(from_fd: int, from_path: str, to_fd: int, to_path: str, flags: int) -> None:
     _sys("move_mount", f"move_mount({from_fd}, {from_path!r}, {to_fd}, {to_path!r}, {flags:#x})",
          from_fd, _b(from_path), to_fd, _b(to_path), flags)

@@ -1,0 +1,130 @@
+"""The caller's stdio, as root: a host object the sandbox could change for good.
+
+A security review, as root without a user namespace (the default), made the
+caller's terminal world-readable from inside (``chmod 666 /proc/self/fd/0``, and it
+stayed so after the run), and wrote over a read-only input file through
+``/proc/self/fd/0``. ``vbdecl run`` and ``vbdecl exec`` give the process a terminal,
+a device or a file open read-only through a read-only mount of it (the same object:
+it reads and writes as ever), and a live environment's process its /dev/null so.
+"""
+
+from __future__ import annotations
+
+import os
+import pty
+import stat
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from testmanifests import head
+
+VBDECL = str(Path(sys.executable).parent / "vbdecl")
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the guard needs root (it clones mounts)")
+
+MANIFEST = head("{name}") + """\
+    - {{type: proc, target: /proc}}
+    - {{type: dev, target: /dev}}
+  process:
+    command: {command}
+"""
+
+# What the process tries on its stdin: write the file over, change its mode; then
+# what it still may: read it
+TAMPER = ("echo overwritten > /proc/self/fd/0 || echo write refused; "
+          "chmod 666 /proc/self/fd/0 || echo chmod refused; "
+          "touch /proc/self/fd/0 || echo touch refused; cat")
+
+
+def _manifest(tmp_path: Path, name: str, command: str = '["/bin/sleep", "600"]') -> str:
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(MANIFEST.format(name=name, command=command))
+    return str(path)
+
+
+def _env(tmp_path: Path) -> dict[str, str]:
+    return dict(os.environ, VBDECL_STATE_DIR=str(tmp_path / "state"), VBDECL_CACHE_DIR=str(tmp_path / "cache"))
+
+
+def test_run_cannot_change_a_read_only_input_file(tmp_path: Path) -> None:
+    given = tmp_path / "input.txt"
+    given.write_text("secret\n")
+    given.chmod(0o444)
+    before = given.stat()
+    with given.open("rb") as stdin:
+        r = subprocess.run([VBDECL, "run", _manifest(tmp_path, "guardin"), "--", "/bin/sh", "-c", TAMPER],
+                           stdin=stdin, capture_output=True, text=True, env=_env(tmp_path), timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert "write refused" in r.stdout and "chmod refused" in r.stdout and "touch refused" in r.stdout
+    assert r.stdout.endswith("secret\n")          # read as ever
+    after = given.stat()
+    assert given.read_text() == "secret\n"
+    assert (after.st_mode, after.st_mtime_ns) == (before.st_mode, before.st_mtime_ns)
+
+
+def _through_a_terminal(argv: list[str], env: dict[str, str]) -> tuple[str, os.stat_result, os.stat_result]:
+    """Run ``argv`` on a terminal of its own; what it printed, and the terminal's
+    status before and after."""
+    leader, follower = pty.openpty()
+    try:
+        path = os.ttyname(follower)
+        before = os.stat(path)
+        r = subprocess.run(argv, stdin=follower, stdout=follower, stderr=follower, env=env, timeout=60)
+        out = b""
+        os.set_blocking(leader, False)
+        while True:
+            try:
+                chunk = os.read(leader, 65536)
+            except (BlockingIOError, OSError):
+                break
+            if not chunk:
+                break
+            out += chunk
+        assert r.returncode == 0, out
+        return out.decode(errors="replace"), before, os.stat(path)
+    finally:
+        os.close(leader)
+        os.close(follower)
+
+
+def test_run_and_exec_cannot_change_the_callers_terminal(tmp_path: Path) -> None:
+    env = _env(tmp_path)
+    tamper = ["/bin/sh", "-c", "chmod 666 /proc/self/fd/0 || echo chmod refused; "
+              "chown 65534 /proc/self/fd/0 || echo chown refused; test -t 0 && echo a terminal"]
+    out, before, after = _through_a_terminal([VBDECL, "run", _manifest(tmp_path, "guardtty"), "--", *tamper], env)
+    assert "chmod refused" in out and "chown refused" in out and "a terminal" in out, out
+    assert (stat.S_IMODE(after.st_mode), after.st_uid) == (stat.S_IMODE(before.st_mode), before.st_uid)
+    m = _manifest(tmp_path, "guardlive")
+    up = subprocess.run([VBDECL, "apply", m, "-y"], capture_output=True, text=True, env=env, timeout=60)
+    assert up.returncode == 0, up.stdout + up.stderr
+    try:
+        out, before, after = _through_a_terminal([VBDECL, "exec", "guardlive", "--", *tamper], env)
+        assert "chmod refused" in out and "chown refused" in out and "a terminal" in out, out
+        assert (stat.S_IMODE(after.st_mode), after.st_uid) == (stat.S_IMODE(before.st_mode), before.st_uid)
+    finally:
+        subprocess.run([VBDECL, "destroy", "guardlive", "-y"], capture_output=True, env=env, timeout=60)
+
+
+def test_a_live_process_cannot_change_the_hosts_dev_null(tmp_path: Path) -> None:
+    env = _env(tmp_path)
+    before = os.stat("/dev/null")
+    # (chmod to its own mode 666: were the guard gone, only its time would change)
+    m = _manifest(tmp_path, "guardnull", '["/bin/sh", "-c", "touch /proc/self/fd/0 || echo touch refused; '
+                                         'chmod 666 /proc/self/fd/0 || echo chmod refused; exec sleep 600"]')
+    up = subprocess.run([VBDECL, "apply", m, "-y"], capture_output=True, text=True, env=env, timeout=60)
+    assert up.returncode == 0, up.stdout + up.stderr
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            log = subprocess.run([VBDECL, "logs", "guardnull"], capture_output=True, text=True, env=env).stdout
+            if "chmod refused" in log or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+        assert "touch refused" in log and "chmod refused" in log, log
+    finally:
+        subprocess.run([VBDECL, "destroy", "guardnull", "-y"], capture_output=True, env=env, timeout=60)
+    after = os.stat("/dev/null")
+    assert (after.st_mode, after.st_mtime_ns) == (before.st_mode, before.st_mtime_ns)

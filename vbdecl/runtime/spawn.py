@@ -378,6 +378,8 @@ def guarded_stdio(floor: int = 2) -> list[int]:
     out = [-1, -1, -1]
     for std in (0, 1, 2):
         try:
+            if fcntl.fcntl(std, fcntl.F_GETFD) & fcntl.FD_CLOEXEC:
+                continue    # no process gets it (entry._reserve_closed_stdio holds a closed one's number)
             st = os.fstat(std)
             read_only = (fcntl.fcntl(std, fcntl.F_GETFL) & os.O_ACCMODE) == os.O_RDONLY
         except OSError:

@@ -100,6 +100,21 @@ def test_sigkill_in_flight_during_apply(tmp_path: Path, aid: str) -> None:
     assert_clean(before, f"recover after a kill inside {rid} of apply")
 
 
+def test_destroy_after_a_killed_first_apply_rolls_it_back_and_says_so(tmp_path: Path) -> None:
+    """A crash review: destroy after a first apply killed half-way recovered it (rolled
+    back: nothing left), then said the environment does not exist, with exit 1."""
+    env = FullEnv(tmp_path)
+    before = host()
+    out = env.apply(env={"VBDECL_TEST_CRASH_BEFORE_DONE": env.real_id("net.address")})
+    assert out.returncode == -signal.SIGKILL, out.stderr
+    out = env.destroy()
+    check(out, 0, "destroy after a killed first apply")
+    assert f"{env.name}: nothing left to destroy (the interrupted apply that made it was rolled back)" \
+        in out.stdout, out.stdout + out.stderr
+    assert env.state_json() is None and not env.journal_open()
+    assert_clean(before, "destroy after a killed first apply")
+
+
 @pytest.mark.parametrize("aid", DESTROY_IDS)
 def test_sigkill_in_flight_during_destroy(tmp_path: Path, aid: str) -> None:
     env = FullEnv(tmp_path)

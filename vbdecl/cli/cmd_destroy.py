@@ -53,6 +53,13 @@ def run(args: argparse.Namespace) -> int:
             # what this command asked for; an apply that cannot roll back is abandoned
             # to this destroy.
             with engine.session(name, create=False, then="destroy") as s:
+                if s.state is None and s.recovered == "rolled back":
+                    # a first apply, killed: rolling it back left nothing (a crash review
+                    # was told the environment does not exist, with exit 1)
+                    if not args.json:
+                        print(f"{name}: nothing left to destroy (the interrupted apply that made "
+                              "it was rolled back)")
+                    continue
                 if s.state is None and s.recovered != "destroyed":
                     raise StateError(f"environment {name!r} does not exist",
                                      hint="vbdecl ls lists the environments")

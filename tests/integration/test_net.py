@@ -390,6 +390,24 @@ def test_forwarding_of_a_family_goes_back_with_its_last_user(envs: Callable[...,
     assert (v4.read_text(), v6.read_text()) == before
 
 
+def test_a_bridge_is_joined_only_with_its_mtu(envs: Callable[..., Env]) -> None:
+    """A network review: an environment with an MTU of its own on a shared bridge lowered
+    the bridge's to it, and larger frames between the environments were dropped without
+    a word. Joining with another MTU is refused, as with another subnet."""
+    bridge = f"vbt{uniq()}"
+    subnet, _, _ = rand_subnet()
+    first, second = envs(), envs()
+    first.apply(bridge_actions(bridge, subnet))
+    assert shared.read(first.ctx.state_dir)["bridges"][bridge]["mtu"] == 1500
+    with pytest.raises(ConflictError, match=f"bridge {bridge} carries mtu 1500, but this environment asks "
+                                            "for mtu 1400"):
+        second.apply(bridge_actions(bridge, subnet, mtu=1400))
+    second.apply(bridge_actions(bridge, subnet, mtu=1500))      # the same, written out
+    second.revert()
+    first.revert()
+    assert bridge not in links()
+
+
 def test_published_port_from_another_namespace_and_in_place_update(envs: Callable[..., Env]) -> None:
     bridge = f"vbt{uniq()}"
     subnet, link_prefix, _ = rand_subnet()

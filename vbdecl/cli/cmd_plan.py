@@ -152,8 +152,9 @@ def bridge_conflicts(plan: dict[str, Any], state: dict[str, Any] | None,
             continue
         if not [u for u in entry.get("users") or [] if u != own]:
             continue
-        out += [(action["id"], f"bridge {params['bridge']} serves {served} for other environments, "
-                 f"but this one asks for {asked}: use network.{key} {served}, or another network.bridge")
+        out += [(action["id"], f"bridge {params['bridge']} {'carries mtu' if key == 'mtu' else 'serves'} "
+                 f"{served} for other environments, but this one asks for {asked}: use network.{key} "
+                 f"{served}, or another network.bridge")
                 for key, served, asked in shared.subnet_mismatches(entry, params)]
     return out
 

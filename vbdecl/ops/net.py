@@ -202,7 +202,10 @@ class Bridge:
             shared.register(st, ctx.instance, ctx.env_pid, nl.netns_id(ctx.env_pid),
                             shared.owner(ctx.name, ctx.state_dir))
             entry = st["bridges"].get(name)
-            if entry is not None and entry.get("users") and all(
+            # (an MTU of its own only matters to the environments on the bridge now)
+            mismatches = [m for m in shared.subnet_mismatches(entry or {}, params)
+                          if m[0] != "mtu" or (entry or {}).get("users")]
+            if entry is not None and entry.get("users") and not mismatches and all(
                     entry.get(k) == params.get(k) for k in ("subnet", "subnet6")):
                 # fast path: a bridge in use, set up by its first user; just join it
                 found = nl.link(ipr, name)
@@ -211,9 +214,13 @@ class Bridge:
                     shared.add_user(entry["users"], ctx.instance)
                     return {"bridge": name, "instance": ctx.instance, "created": False, "up": True,
                             "gateways": _gateways(nets)}
-            mismatches = shared.subnet_mismatches(entry or {}, params)
             if mismatches:
-                _key, served, asked = mismatches[0]
+                key, served, asked = mismatches[0]
+                if key == "mtu":
+                    raise ConflictError(f"bridge {name} carries mtu {served}, but this environment asks "
+                                        f"for mtu {asked}",
+                                        hint=f"use network.mtu {served} on bridge {name} (every environment "
+                                             "on a bridge needs the same), or another bridge name")
                 raise ConflictError(f"bridge {name} serves {served}, but this environment asks for {asked}",
                                     hint=f"use subnet {served} on bridge {name}, or another bridge name")
             found = nl.link(ipr, name)
@@ -280,6 +287,8 @@ class Bridge:
                 raise
             entry["subnet"] = entry.get("subnet") or params.get("subnet")
             entry["subnet6"] = entry.get("subnet6") or params.get("subnet6")
+            if first_user:
+                entry["mtu"] = params.get("mtu") or shared.DEFAULT_MTU
             shared.add_user(entry["users"], ctx.instance)
             st["bridges"][name] = entry
         return {"bridge": name, "instance": ctx.instance, "created": created, "up": True,

@@ -435,7 +435,21 @@ class Veth:
         master = nl.index_of(ipr, bridge) if bridge else None
         if master is None or found["master"] != master or not found["up"]:
             return None
+        if record is not None and ctx.env_pid and self._inner_down(ctx):
+            # its end inside set down (ip link set eth0 down in the environment): the
+            # kernel took its routes and IPv6 addresses, and a repair that adds them
+            # back failed on it (a network review), so it is made again with them
+            return None
         return dict(record or {}, host=found["name"], index=found["index"])
+
+    @staticmethod
+    def _inner_down(ctx: Context) -> bool:
+        """The end inside exists and is down (an environment that is gone: not)."""
+        try:
+            inner = _nl().link(_sess(ctx).env(int(ctx.env_pid or 0)), INNER)
+        except VbdeclError:
+            return False
+        return inner is not None and not inner["up"]
 
     @_session
     def apply(self, ctx: Context, params: Params) -> Record:

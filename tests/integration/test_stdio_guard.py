@@ -2,10 +2,10 @@
 
 A security review, as root without a user namespace (the default), made the
 caller's terminal world-readable from inside (``chmod 666 /proc/self/fd/0``, and it
-stayed so after the run), and wrote over a read-only input file through
-``/proc/self/fd/0``. ``vbdecl run`` and ``vbdecl exec`` give the process a terminal,
-a device or a file open read-only through a read-only mount of it (the same object:
-it reads and writes as ever), and a live environment's process its /dev/null so.
+stayed so after the run). ``vbdecl run`` and ``vbdecl exec`` give the process a
+terminal or other device through a read-only mount of it (the same object: it reads
+and writes as ever), and a live environment's process its /dev/null so; a file is
+handed on as it is (its position is the caller's).
 """
 
 from __future__ import annotations
@@ -32,13 +32,6 @@ MANIFEST = head("{name}") + """\
     command: {command}
 """
 
-# What the process tries on its stdin: write the file over, change its mode; then
-# what it still may: read it
-TAMPER = ("echo overwritten > /proc/self/fd/0 || echo write refused; "
-          "chmod 666 /proc/self/fd/0 || echo chmod refused; "
-          "touch /proc/self/fd/0 || echo touch refused; cat")
-
-
 def _manifest(tmp_path: Path, name: str, command: str = '["/bin/sleep", "600"]') -> str:
     path = tmp_path / f"{name}.yaml"
     path.write_text(MANIFEST.format(name=name, command=command))
@@ -49,20 +42,26 @@ def _env(tmp_path: Path) -> dict[str, str]:
     return dict(os.environ, VBDECL_STATE_DIR=str(tmp_path / "state"), VBDECL_CACHE_DIR=str(tmp_path / "cache"))
 
 
-def test_run_cannot_change_a_read_only_input_file(tmp_path: Path) -> None:
+def test_a_file_is_handed_on_as_it_is_sharing_the_callers_position(tmp_path: Path) -> None:
+    """A file is not reopened: the process reads on from where the caller's script got
+    to, and the script from where the process left off (a review's `while read` loop
+    read its lines twice when it was). An O_PATH stdin stays one (reading fails)."""
     given = tmp_path / "input.txt"
-    given.write_text("secret\n")
-    given.chmod(0o444)
-    before = given.stat()
-    with given.open("rb") as stdin:
-        r = subprocess.run([VBDECL, "run", _manifest(tmp_path, "guardin"), "--", "/bin/sh", "-c", TAMPER],
-                           stdin=stdin, capture_output=True, text=True, env=_env(tmp_path), timeout=60)
+    given.write_text("line1\nline2\nline3\n")
+    script = f'{{ read -r first; "$@"; cat; }} < {given}'
+    r = subprocess.run(["/bin/sh", "-c", script, "sh", VBDECL, "run", _manifest(tmp_path, "guardfile"), "--",
+                        "/bin/sh", "-c", "read -r second; echo inside: $second"],
+                       capture_output=True, text=True, env=_env(tmp_path), timeout=60)
     assert r.returncode == 0, r.stderr
-    assert "write refused" in r.stdout and "chmod refused" in r.stdout and "touch refused" in r.stdout
-    assert r.stdout.endswith("secret\n")          # read as ever
-    after = given.stat()
-    assert given.read_text() == "secret\n"
-    assert (after.st_mode, after.st_mtime_ns) == (before.st_mode, before.st_mtime_ns)
+    assert r.stdout == "inside: line2\nline3\n", r.stdout
+    path_only = os.open(given, os.O_PATH)
+    try:
+        r = subprocess.run([VBDECL, "run", _manifest(tmp_path, "guardpath"), "--", "/bin/sh", "-c",
+                            "cat || echo unreadable"], stdin=path_only, capture_output=True, text=True,
+                           env=_env(tmp_path), timeout=60)
+    finally:
+        os.close(path_only)
+    assert "unreadable" in r.stdout, r.stdout + r.stderr
 
 
 def _through_a_terminal(argv: list[str], env: dict[str, str]) -> tuple[str, os.stat_result, os.stat_result]:

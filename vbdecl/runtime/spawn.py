@@ -360,15 +360,18 @@ def _close_inherited(cfg: C.ChildConfig) -> None:
 
 def guarded_stdio(floor: int = 2) -> list[int]:
     """The caller's stdin, stdout and stderr as the sandbox gets them, where they are a
-    host object it could change for good: a terminal or other device, a directory, a
-    file open read-only, each reopened behind a read-only mount of its own
-    (sys.mount.reopen_read_only; -1: as it is, and [] for none). As root, without a
-    user namespace, the process is the host's root and owns them: a security review
-    made the caller's terminal world-readable (chmod 666 through /proc/self/fd/0, as
-    it stayed after the run) and wrote over a read-only input file. Pipes and
-    sockets are no file of the host's; a file open for writing is left as it is
-    (docs/security.md says what that leaves). Only root may clone the mounts;
-    vb keeps bubblewrap's way (the caller's fds as they are)."""
+    host object it could change for good and need no offset of the caller's: a
+    terminal or other character device (/dev/null), or a directory, each reopened
+    behind a read-only mount of its own (sys.mount.reopen_read_only; -1: as it is,
+    and [] for none). As root, without a user namespace, the process is the host's
+    root and owns them: a security review made the caller's terminal world-readable
+    (chmod 666 through /proc/self/fd/0, as it stayed after the run). A file is left
+    as it is: opened again it would start at its beginning, not where the caller's
+    script had read to (a review's `while read` loop read its lines twice), and the
+    process shares that position with the caller, as through a pipe (docs/security.md
+    says what that leaves); so are pipes and sockets, no file of the host's, and an
+    fd open O_PATH, which reads nothing. Only root may clone the mounts; vb keeps
+    bubblewrap's way (the caller's fds as they are)."""
     if os.geteuid() != 0:
         return []
     import stat
@@ -380,12 +383,12 @@ def guarded_stdio(floor: int = 2) -> list[int]:
         try:
             if fcntl.fcntl(std, fcntl.F_GETFD) & fcntl.FD_CLOEXEC:
                 continue    # no process gets it (entry._reserve_closed_stdio holds a closed one's number)
+            if fcntl.fcntl(std, fcntl.F_GETFL) & os.O_PATH:
+                continue
             st = os.fstat(std)
-            read_only = (fcntl.fcntl(std, fcntl.F_GETFL) & os.O_ACCMODE) == os.O_RDONLY
         except OSError:
             continue        # closed
-        if stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode) or stat.S_ISDIR(st.st_mode) \
-                or (stat.S_ISREG(st.st_mode) and read_only):
+        if stat.S_ISCHR(st.st_mode) or stat.S_ISDIR(st.st_mode):
             try:
                 out[std] = _above(m.reopen_read_only(std), floor)
             except OSError:

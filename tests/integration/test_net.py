@@ -408,6 +408,39 @@ def test_a_bridge_is_joined_only_with_its_mtu(envs: Callable[..., Env]) -> None:
     assert bridge not in links()
 
 
+def test_a_bridge_an_older_vbdecl_made_keeps_its_mac_and_tells_its_mtu(envs: Callable[..., Env],
+                                                                       state_dir: Path) -> None:
+    """A review: bridges made before vbdecl gave them a MAC address and kept their MTU got
+    neither while environments used them. Joining one makes its MAC its own (unchanged)
+    and writes down the MTU it carries, which a later environment must match."""
+    from vbdecl.ops.net import BRIDGE_ALIAS
+
+    bridge = f"vbt{uniq()}"
+    subnet, _, _ = rand_subnet()
+    subprocess.run(["ip", "link", "add", bridge, "type", "bridge"], check=True)
+    try:
+        subprocess.run(["ip", "link", "set", bridge, "alias", BRIDGE_ALIAS, "up"], check=True)
+        mac = Path(f"/sys/class/net/{bridge}/address").read_text()
+        assert Path(f"/sys/class/net/{bridge}/addr_assign_type").read_text().strip() != "3"
+        older = envs()
+        root = str(shared.state_root_of(older.ctx.state_dir))
+        with shared.locked(root) as st:        # what an older vbdecl's first user left
+            st["bridges"][bridge] = {"created": True, "users": ["vb-01d0000"], "subnet": subnet,
+                                     "subnet6": None, "added": []}
+        joining = envs()
+        joining.apply(bridge_actions(bridge, subnet))
+        assert Path(f"/sys/class/net/{bridge}/addr_assign_type").read_text().strip() == "3"
+        assert Path(f"/sys/class/net/{bridge}/address").read_text() == mac
+        assert shared.read(root)["bridges"][bridge]["mtu"] == 1500
+        with pytest.raises(ConflictError, match="carries mtu 1500"):
+            envs().apply(bridge_actions(bridge, subnet, mtu=1400))
+        joining.revert()
+    finally:
+        subprocess.run(["ip", "link", "del", bridge], capture_output=True)
+        with shared.locked(str(shared.state_root_of(str(state_dir / "envs" / "x")))) as st:
+            st["bridges"].pop(bridge, None)
+
+
 def test_published_port_from_another_namespace_and_in_place_update(envs: Callable[..., Env]) -> None:
     bridge = f"vbt{uniq()}"
     subnet, link_prefix, _ = rand_subnet()
@@ -892,6 +925,26 @@ def test_a_gateway_deleted_by_hand_is_drift_and_added_again_in_place(envs: Calla
     shown = subprocess.run(["ip", "-o", "addr", "show", "dev", bridge], capture_output=True, text=True).stdout
     assert gw4 in shown and gw6 in shown
     env.revert()
+    assert bridge not in links()
+
+
+def test_a_gateway_is_repaired_in_place_where_another_environment_asked_for_more(
+        envs: Callable[..., Env]) -> None:
+    """A review: the bridge's entry kept the IPv6 subnet of an environment gone since, and
+    the repair of a deleted gateway made the bridge anew under the last user's veth."""
+    bridge = f"vbt{uniq()}"
+    subnet, _, subnet6 = rand_subnet()
+    only4, both = envs(), envs()
+    only4.apply(bridge_actions(bridge, subnet))
+    both.apply(bridge_actions(bridge, subnet, subnet6=subnet6))
+    both.revert()
+    index = Path(f"/sys/class/net/{bridge}/ifindex").read_text()
+    subprocess.run(["ip", "addr", "del", f"{subnet.replace('.0/24', '.1')}/24", "dev", bridge], check=True)
+    aid, kind, params = bridge_actions(bridge, subnet)[0]
+    only4.ctx.records[aid] = op_for(kind).update(only4.ctx, params, only4.ctx.records[aid])
+    assert Path(f"/sys/class/net/{bridge}/ifindex").read_text() == index       # the same bridge
+    assert op_for("net.veth").probe(only4.ctx, {"bridge": bridge}, only4.ctx.records["net.veth"]) is not None
+    only4.revert()
     assert bridge not in links()
 
 

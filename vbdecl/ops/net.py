@@ -202,6 +202,13 @@ class Bridge:
             shared.register(st, ctx.instance, ctx.env_pid, nl.netns_id(ctx.env_pid),
                             shared.owner(ctx.name, ctx.state_dir))
             entry = st["bridges"].get(name)
+            known = nl.link(ipr, name)
+            if known is not None and known["kind"] == "bridge" and known.get("alias") == BRIDGE_ALIAS:
+                # a bridge an older vbdecl made: its MAC kept from now on, and its entry
+                # told the MTU it carries (bridge_create and the first user do both now)
+                nl.keep_address(ipr, known["index"], name)
+                if entry is not None and entry.get("users") and "mtu" not in entry:
+                    entry["mtu"] = known.get("mtu") or shared.DEFAULT_MTU
             # (an MTU of its own only matters to the environments on the bridge now)
             mismatches = [m for m in shared.subnet_mismatches(entry or {}, params)
                           if m[0] != "mtu" or (entry or {}).get("users")]
@@ -395,8 +402,11 @@ class Bridge:
         with shared.locked(ctx.state_dir) as st:
             entry = st["bridges"].get(record["bridge"])
             found = nl.link(ipr, record["bridge"])
-            if entry is not None and found is not None and found["kind"] == "bridge" and all(
-                    entry.get(k) == params.get(k) for k in ("subnet", "subnet6")):
+            # (the entry may serve a subnet6 that an environment gone since asked for: a
+            # review's repair made the bridge anew under the last user's veth for that)
+            if entry is not None and found is not None and found["kind"] == "bridge" and not [
+                    m for m in shared.subnet_mismatches(entry, params) if m[0] != "mtu"] and all(
+                    entry.get(k) for k in ("subnet", "subnet6") if params.get(k)):
                 self._up(nl, ipr, found, entry)
                 nets = [ipam.parse_subnet(s) for s in (params.get("subnet"), params.get("subnet6")) if s]
                 have = {(a, p) for a, p, _ in nl.addresses(ipr, index=found["index"])}

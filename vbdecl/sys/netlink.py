@@ -358,6 +358,22 @@ def bridge_create(ipr: Any, name: str, *, mtu: int | None, alias: str) -> int:
     return int(found["index"])
 
 
+def keep_address(ipr: Any, index: int, name: str) -> None:
+    """Make bridge ``name`` keep the MAC address it has, where the kernel still chooses it
+    from its ports (a bridge an older vbdecl made, before bridge_create gave one):
+    setting it, even to what it is, makes it the bridge's own (NET_ADDR_SET)."""
+    try:
+        with open(f"/sys/class/net/{name}/addr_assign_type") as f:
+            if f.read().strip() == "3":
+                return
+        msgs = ipr.link("get", index=index)
+        mac = _attr(msgs[0], "IFLA_ADDRESS") if msgs else None
+    except (OSError, ValueError, _netlink_error()):
+        return
+    if mac:
+        _call(f"keeping bridge {name}'s MAC address", lambda: ipr.link("set", index=index, address=mac))
+
+
 def random_mac() -> str:
     """A random unicast, locally administered MAC address."""
     octets = bytearray(os.urandom(6))

@@ -112,6 +112,12 @@ def test_destroy_after_a_killed_first_apply_rolls_it_back_and_says_so(tmp_path: 
     assert f"{env.name}: nothing left to destroy (the interrupted apply that made it was rolled back)" \
         in out.stdout, out.stdout + out.stderr
     assert env.state_json() is None and not env.journal_open()
+    out = env.apply(env={"VBDECL_TEST_CRASH_BEFORE_DONE": env.real_id("net.address")})
+    assert out.returncode == -signal.SIGKILL, out.stderr
+    out = env.cli("destroy", env.name, "-y", "--json")       # (the result names it too)
+    check(out, 0, "destroy --json after a killed first apply")
+    result = json.loads(out.stdout.splitlines()[-1])
+    assert [(d["name"], d.get("rolled_back")) for d in result["destroyed"]] == [(env.name, True)], result
     assert_clean(before, "destroy after a killed first apply")
 
 

@@ -45,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
     renderer.destroying = True     # a recovered destroy is reported as this command's result
     engine = Engine(args.state_dir, on_event=renderer, lock_timeout=args.lock_timeout,
                     command=command_line())
-    done = []
+    done: list[dict[str, object]] = []
     declined: list[str] = []
     try:
         for name in names_of(args.target):
@@ -59,6 +59,8 @@ def run(args: argparse.Namespace) -> int:
                     if not args.json:
                         print(f"{name}: nothing left to destroy (the interrupted apply that made "
                               "it was rolled back)")
+                    done.append({"name": name, "instance": None, "revision": None, "serial": None,
+                                 "steps": 0, "recovered": True, "rolled_back": True, "changes": []})
                     continue
                 if s.state is None and s.recovered != "destroyed":
                     raise StateError(f"environment {name!r} does not exist",

@@ -361,7 +361,7 @@ def _close_inherited(cfg: C.ChildConfig) -> None:
 def guarded_stdio(floor: int = 2) -> list[int]:
     """The caller's stdin, stdout and stderr as the sandbox gets them, where they are a
     host object it could change for good and need no offset of the caller's: a
-    terminal or other character device (/dev/null), or a directory, each reopened
+    terminal or a memory device (/dev/null), or a directory, each reopened
     behind a read-only mount of its own (sys.mount.reopen_read_only; -1: as it is,
     and [] for none). As root, without a user namespace, the process is the host's
     root and owns them: a security review made the caller's terminal world-readable
@@ -388,7 +388,10 @@ def guarded_stdio(floor: int = 2) -> list[int]:
             st = os.fstat(std)
         except OSError:
             continue        # closed
-        if stat.S_ISCHR(st.st_mode) or stat.S_ISDIR(st.st_mode):
+        # (only devices that are the same whichever open reaches them: a terminal, and the
+        # memory devices, /dev/null and the like; a tun device is a new one each time)
+        if (stat.S_ISCHR(st.st_mode) and (os.major(st.st_rdev) == 1 or os.isatty(std))) \
+                or stat.S_ISDIR(st.st_mode):
             try:
                 out[std] = _above(m.reopen_read_only(std), floor)
             except OSError:

@@ -143,9 +143,17 @@ def reopen_read_only(fd: int) -> int:
     try:
         set_attrs(mnt, MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NOEXEC, recursive=False)
         flags = fcntl.fcntl(fd, fcntl.F_GETFL) & (os.O_ACCMODE | os.O_APPEND | os.O_NONBLOCK)
-        return os.open(f"/proc/self/fd/{mnt}", flags | os.O_NOCTTY | os.O_CLOEXEC)
+        # (opened without blocking: a serial line's open waits for its carrier)
+        new = os.open(f"/proc/self/fd/{mnt}", flags | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
     finally:
         os.close(mnt)
+    if not flags & os.O_NONBLOCK:
+        try:
+            fcntl.fcntl(new, fcntl.F_SETFL, flags)
+        except OSError:
+            os.close(new)
+            raise
+    return new
 
 
 def move_mount(from_fd: int, from_path: str, to_fd: int, to_path: str, flags: int) -> None:

@@ -121,6 +121,24 @@ def test_destroy_after_a_killed_first_apply_rolls_it_back_and_says_so(tmp_path: 
     assert_clean(before, "destroy after a killed first apply")
 
 
+def test_an_environment_left_with_an_empty_root_is_told_to_be_destroyed(tmp_path: Path) -> None:
+    """A limits review: an apply whose rollback failed at the cgroup, then a recovery that
+    failed there too, left the environment's init with an empty root (the root goes with
+    the namespace, so its revert leaves it); every later apply then failed "no directory
+    to stage the new root in", hinting at /tmp in the host's root. It says what is
+    wrong and that destroy gets out of it."""
+    env = FullEnv(tmp_path)
+    before = host()
+    assert env.apply(fault="process,cgroup:revert").returncode == 1
+    env.apply(fault="cgroup:revert")
+    out = env.apply()
+    assert out.returncode == 1, out.stdout + out.stderr
+    assert "the environment's root is an empty one left by an interrupted apply" in out.stderr, out.stderr
+    assert "vbdecl destroy the environment, then apply it again" in out.stderr, out.stderr
+    check(env.destroy(), 0, "destroy of an environment left with an empty root")
+    assert_clean(before, "destroy of an environment left with an empty root")
+
+
 @pytest.mark.parametrize("aid", DESTROY_IDS)
 def test_sigkill_in_flight_during_destroy(tmp_path: Path, aid: str) -> None:
     env = FullEnv(tmp_path)

@@ -1438,7 +1438,17 @@ class _RootfsJob(_Job):
             m.mount(None, "/", None, m.MS_REC | m.MS_SLAVE)
         except OSError:
             pass
-        base = _pick_base()
+        try:
+            base = _pick_base()
+        except RuntimeSetupError as exc:
+            if os.listdir("/"):
+                raise
+            # (an empty root: the environment's own, left by an interrupted apply whose
+            # revert failed twice, not the host's copy a new root is built from; a limits
+            # review was told to make /tmp in the host's root)
+            raise RuntimeSetupError("the environment's root is an empty one left by an interrupted apply: "
+                                    "a new root cannot be built in it",
+                                    hint="vbdecl destroy the environment, then apply it again") from exc
         # The staging tmpfs is in the environment's namespace (never the host's)
         # and goes away with the old root.
         m.mount("tmpfs", base, "tmpfs", m.MS_NOSUID | m.MS_NODEV, "mode=0700")

@@ -441,32 +441,6 @@ def test_a_bridge_an_older_vbdecl_made_keeps_its_mac_and_tells_its_mtu(envs: Cal
             st["bridges"].pop(bridge, None)
 
 
-def test_a_bridges_ipv6_subnet_goes_with_its_last_user(envs: Callable[..., Env]) -> None:
-    """A network review: an IPv6 subnet that a later environment brought to a bridge stayed
-    (its gateway, its route) after that environment left, and another IPv6 subnet was
-    refused for it though no environment there used IPv6 any more."""
-    bridge = f"vbt{uniq()}"
-    subnet, _, subnet6 = rand_subnet()
-    other6 = subnet6.replace("::/64", ":1::/64")
-    gw6 = f"{subnet6.replace('::/64', '::1')}/64"
-
-    def shown() -> str:
-        return subprocess.run(["ip", "-o", "addr", "show", "dev", bridge], capture_output=True, text=True).stdout
-
-    only4, with6, later6 = envs(), envs(), envs()
-    only4.apply(bridge_actions(bridge, subnet))
-    with6.apply(bridge_actions(bridge, subnet, subnet6=subnet6))
-    assert gw6 in shown()
-    with6.revert()
-    assert gw6 not in shown() and bridge in links()
-    assert shared.read(only4.ctx.state_dir)["bridges"][bridge]["subnet6"] is None
-    later6.apply(bridge_actions(bridge, subnet, subnet6=other6))
-    assert f"{other6.replace('::/64', '::1')}/64" in shown()
-    later6.revert()
-    only4.revert()
-    assert bridge not in links()
-
-
 def test_published_port_from_another_namespace_and_in_place_update(envs: Callable[..., Env]) -> None:
     bridge = f"vbt{uniq()}"
     subnet, link_prefix, _ = rand_subnet()

@@ -3,9 +3,7 @@
 ``<state_root>/net.{0,1}.json`` hold what no single environment owns:
 
 - ``bridges``: name -> ``{"created": bool, "users": [instance...],
-  "subnet": str|None, "subnet6": str|None, "added": [cidr...], "mtu": int,
-  "users6": [instance...]}`` (users6: those with subnet6; "mtu" and "users6" only
-  of bridges whose first user wrote them); a bridge
+  "subnet": str|None, "subnet6": str|None, "added": [cidr...]}``; a bridge
   vbdecl created is removed when its last user goes, a bridge it found is
   only given back the gateway addresses vbdecl added to it;
 - ``leases``: subnet -> ``{address: instance}``;
@@ -251,8 +249,6 @@ def collect(st: dict[str, Any], alive: Any) -> list[str]:
     for inst in dead:
         for entry in st["bridges"].values():
             remove_user(entry.setdefault("users", []), inst)
-            if "users6" in entry:
-                remove_user(entry["users6"], inst)
         for subnet in list(st["leases"]):
             leases = st["leases"][subnet]
             for addr in [a for a, who in leases.items() if who == inst]:

@@ -219,7 +219,6 @@ class Bridge:
                 if found is not None and found["kind"] == "bridge":
                     self._up(nl, ipr, found, entry)
                     shared.add_user(entry["users"], ctx.instance)
-                    _add_user6(entry, params, ctx.instance)
                     return {"bridge": name, "instance": ctx.instance, "created": False, "up": True,
                             "gateways": _gateways(nets)}
             if mismatches:
@@ -297,9 +296,7 @@ class Bridge:
             entry["subnet6"] = entry.get("subnet6") or params.get("subnet6")
             if first_user:
                 entry["mtu"] = params.get("mtu") or shared.DEFAULT_MTU
-                entry["users6"] = []    # those with subnet6 (known of bridges that had it from their first user)
             shared.add_user(entry["users"], ctx.instance)
-            _add_user6(entry, params, ctx.instance)
             st["bridges"][name] = entry
         return {"bridge": name, "instance": ctx.instance, "created": created, "up": True,
                 "gateways": _gateways(nets)}
@@ -334,11 +331,7 @@ class Bridge:
             if entry is None:
                 return
             shared.remove_user(entry["users"], ctx.instance)
-            if "users6" in entry:
-                shared.remove_user(entry["users6"], ctx.instance)
             if entry["users"]:
-                if "users6" in entry and not entry["users6"] and entry.get("subnet6"):
-                    self._drop_subnet6(nl, ipr, name, entry, ipam.veth_name(ctx.instance))
                 return
             found = nl.link(ipr, name)
             if found is not None and found["kind"] == "bridge":
@@ -364,20 +357,6 @@ class Bridge:
                     if entry.get("upped"):
                         nl.link_down(ipr, found["index"], name)
             del st["bridges"][name]
-
-    def _drop_subnet6(self, nl: Any, ipr: Any, name: str, entry: dict[str, Any], mine: str) -> None:
-        """The last environment here with ``subnet6`` left, others stay: the bridge serves
-        that subnet no more (a network review found its gateway left, and another IPv6
-        subnet refused for it), but where an environment of another state root on the
-        bridge has an address in it (_drop_unneeded_gateways)."""
-        found = nl.link(ipr, name)
-        net = ipam.parse_subnet(str(entry["subnet6"]))
-        gw = f"{ipam.gateway(net)}/{net.prefixlen}"
-        if found is not None and found["kind"] == "bridge" and (entry.get("created") or gw in entry.get("added", [])):
-            others = self._other_ports(nl, ipr, found["index"], mine)
-            self._drop_unneeded_gateways(nl, ipr, found["index"], name, [gw], others)
-        entry["added"] = [cidr for cidr in entry.get("added", []) if cidr != gw]
-        entry["subnet6"] = None
 
     @staticmethod
     def _drop_unneeded_gateways(nl: Any, ipr: Any, index: int, bridge: str, added: list[str],
@@ -440,13 +419,6 @@ class Bridge:
                 return dict(record, up=True, gateways=_gateways(nets))
         self.revert(ctx, record)
         return self.apply(ctx, params)
-
-
-def _add_user6(entry: dict[str, Any], params: Params, instance: str) -> None:
-    """Count ``instance`` among the bridge's users of its IPv6 subnet, where the entry
-    counts them (see Bridge._drop_subnet6)."""
-    if params.get("subnet6") and "users6" in entry:
-        shared.add_user(entry["users6"], instance)
 
 
 def _gateways(nets: list[ipam.Network]) -> list[str]:

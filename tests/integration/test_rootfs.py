@@ -134,24 +134,6 @@ def test_a_rootfs_directory_is_nodev(tmp_path: Path) -> None:
     assert r["opened"] == "EACCES"
 
 
-def test_mounts_below_a_rootfs_directory_keep_their_devices(tmp_path: Path) -> None:
-    """Only the rootfs directory's own mount is made nodev: a prepared root's own /dev
-    (a review's `rootfs: /` lost /dev/null) works as it is."""
-    root = tmp_path / "rootfs"
-    (root / "dev").mkdir(parents=True)
-    (root / "dev" / "null").touch()
-
-    def before() -> None:   # (in the sandbox child's own mount namespace, before the root is built)
-        m.mount(None, "/", None, m.MS_REC | m.MS_SLAVE)     # (nothing of ours reaches the host)
-        m.mount("/dev/null", str(root / "dev" / "null"), None, m.MS_BIND)
-
-    def probe():
-        os.close(os.open("/dev/null", os.O_WRONLY))
-        return mountinfo()["/dev/null"]["opts"]
-
-    assert "nodev" not in in_sandbox(base_spec([], rootfs=str(root)), probe, before=before)
-
-
 def test_bind_onto_root_then_more_entries(tmp_path: Path) -> None:
     src = tmp_path / "asroot"
     src.mkdir()

@@ -1371,15 +1371,13 @@ def setup_root(spec: dict[str, Any], *, contained: bool = False,
 
 
 def clone_rootfs(src: int) -> int:
-    """A detached copy of the ``rootfs`` directory's mount tree at ``src``, its own mount
-    nodev as every bind but ``dev-bind``: root inside could otherwise mknod the host's
-    disk there and open it (a security review wrote to the host's /dev/kmsg so). The
-    mounts below it stay as they are (a prepared root's own /dev: a review's `rootfs: /`
-    lost /dev/null). Setuid stays: a rootfs is a system whose ping or su may need it
-    once no_new_privs is off."""
+    """A detached copy of the ``rootfs`` directory's mount tree at ``src``, nodev as every
+    bind but ``dev-bind``: root inside could otherwise mknod the host's disk there and
+    open it (a security review wrote to the host's /dev/kmsg so). Setuid stays: a
+    rootfs is a system whose ping or su may need it once no_new_privs is off."""
     clone = m.clone_tree(src, recursive=True)
     try:
-        m.set_attrs(clone, m.MOUNT_ATTR_NODEV, recursive=False)
+        m.set_attrs(clone, m.MOUNT_ATTR_NODEV, recursive=True)
     except BaseException:
         _close(clone)
         raise

@@ -127,3 +127,28 @@ def test_a_live_process_cannot_change_the_hosts_dev_null(tmp_path: Path) -> None
         subprocess.run([VBDECL, "destroy", "guardnull", "-y"], capture_output=True, env=env, timeout=60)
     after = os.stat("/dev/null")
     assert (after.st_mode, after.st_mtime_ns) == (before.st_mode, before.st_mtime_ns)
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/kmsg"), reason="no /dev/kmsg")
+def test_a_device_with_a_position_of_its_own_is_handed_on_as_it_is(tmp_path: Path) -> None:
+    """A review: /dev/kmsg keeps a read position per open, and reopened, the process read
+    the log from its start where the caller had read it to its end."""
+    kmsg = os.open("/dev/kmsg", os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        last = -1
+        while True:     # read to the end (the last record's sequence number)
+            try:
+                last = int(os.read(kmsg, 8192).split(b",")[1])
+            except BlockingIOError:
+                break
+            except OSError:     # (EPIPE: records overwritten meanwhile; read on)
+                continue
+        r = subprocess.run([VBDECL, "run", _manifest(tmp_path, "guardkmsg"), "--", "/usr/bin/python3", "-c",
+                            "import os\ntry:\n    print(int(os.read(0, 8192).split(b',')[1]))\n"
+                            "except BlockingIOError:\n    print('nothing new')"],
+                           stdin=kmsg, capture_output=True, text=True, env=_env(tmp_path), timeout=60)
+    finally:
+        os.close(kmsg)
+    assert r.returncode == 0, r.stderr
+    # nothing, or a record logged since (a test beside this one may log one)
+    assert r.stdout == "nothing new\n" or int(r.stdout) > last, (r.stdout, last)

@@ -358,10 +358,14 @@ def _close_inherited(cfg: C.ChildConfig) -> None:
     cfg.stdio = []
 
 
+# /dev/null, zero, full, random and urandom (major 1)
+_STATELESS_DEVICES = frozenset(os.makedev(1, minor) for minor in (3, 5, 7, 8, 9))
+
+
 def guarded_stdio(floor: int = 2) -> list[int]:
     """The caller's stdin, stdout and stderr as the sandbox gets them, where they are a
     host object it could change for good and need no offset of the caller's: a
-    terminal or a memory device (/dev/null), or a directory, each reopened
+    terminal, /dev/null and its like, or a directory, each reopened
     behind a read-only mount of its own (sys.mount.reopen_read_only; -1: as it is,
     and [] for none). As root, without a user namespace, the process is the host's
     root and owns them: a security review made the caller's terminal world-readable
@@ -388,14 +392,19 @@ def guarded_stdio(floor: int = 2) -> list[int]:
             st = os.fstat(std)
         except OSError:
             continue        # closed
-        # (only devices that are the same whichever open reaches them: a terminal, and the
-        # memory devices, /dev/null and the like; a tun device is a new one each time)
-        if (stat.S_ISCHR(st.st_mode) and (os.major(st.st_rdev) == 1 or os.isatty(std))) \
+        # (only devices that are the same whichever open reaches them, with no position: a
+        # terminal, /dev/null, zero, full, random, urandom; a tun device is a new one each
+        # time, and /dev/kmsg keeps a position per open, which a review's reader lost)
+        if (stat.S_ISCHR(st.st_mode) and (st.st_rdev in _STATELESS_DEVICES or os.isatty(std))) \
                 or stat.S_ISDIR(st.st_mode):
             try:
-                out[std] = _above(m.reopen_read_only(std), floor)
+                reopened = m.reopen_read_only(std)
             except OSError:
-                pass        # a mount that may not be cloned: as it is
+                continue    # a mount that may not be cloned: as it is
+            try:
+                out[std] = _above(reopened, floor)
+            except OSError:
+                os.close(reopened)
     return out if any(fd >= 0 for fd in out) else []
 
 

@@ -215,7 +215,7 @@ class Bridge:
             if entry is not None and entry.get("users") and not mismatches and all(
                     entry.get(k) == params.get(k) for k in ("subnet", "subnet6")):
                 # fast path: a bridge in use, set up by its first user; just join it
-                found = nl.link(ipr, name)
+                found = known
                 if found is not None and found["kind"] == "bridge":
                     self._up(nl, ipr, found, entry)
                     shared.add_user(entry["users"], ctx.instance)
@@ -230,7 +230,7 @@ class Bridge:
                                              "on a bridge needs the same), or another bridge name")
                 raise ConflictError(f"bridge {name} serves {served}, but this environment asks for {asked}",
                                     hint=f"use subnet {served} on bridge {name}, or another bridge name")
-            found = nl.link(ipr, name)
+            found = known
             if found is not None and found["kind"] != "bridge":
                 raise ConflictError(f"interface {name} exists and is not a bridge (it is a {found['kind'] or 'device'})",
                                     hint="choose another network.bridge name")

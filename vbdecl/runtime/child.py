@@ -159,7 +159,7 @@ class ChildConfig:
         # the environment's (_leave_memory_cgroup)
         self.memory_leave = -1
         # fds the first child puts on 0, 1 and 2 (-1: that one as it is): the caller's
-        # terminal, /dev/null or read-only file, reopened behind a read-only mount
+        # terminal, /dev/null or directory, reopened behind a read-only mount
         # (spawn.guarded_stdio)
         self.stdio: list[int] = []
 

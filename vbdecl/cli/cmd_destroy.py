@@ -36,7 +36,7 @@ def run(args: argparse.Namespace) -> int:
         emit_json,
         interrupts_roll_back,
     )
-    from vbdecl.engine.executor import Engine
+    from vbdecl.engine.executor import Engine, Result
     from vbdecl.errors import StateError
 
     check_can_ask(args.target, args.yes)
@@ -59,8 +59,7 @@ def run(args: argparse.Namespace) -> int:
                     if not args.json:
                         print(f"{name}: nothing left to destroy (the interrupted apply that made "
                               "it was rolled back)")
-                    done.append({"name": name, "instance": None, "revision": None, "serial": None,
-                                 "steps": 0, "recovered": True, "rolled_back": True, "changes": []})
+                    done.append(Result(name, None, None, None, recovered=True).to_json() | {"rolled_back": True})
                     continue
                 if s.state is None and s.recovered != "destroyed":
                     raise StateError(f"environment {name!r} does not exist",

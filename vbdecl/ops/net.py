@@ -268,18 +268,11 @@ class Bridge:
                     # if vbdecl made it (alias) and no other port is on it
                     entry = {"created": False, "users": [], "added": []}
                 upped = self._up(nl, ipr, found, entry)
-            have = {(a, p) for a, p, _ in nl.addresses(ipr, index=index)}
             added: list[tuple[str, int]] = []
             try:
-                for net in nets:
-                    gw = str(ipam.gateway(net))
-                    if (gw, net.prefixlen) in have:
-                        continue
-                    bcast = ipam.broadcast4(gw, net.prefixlen) if net.version == 4 else None
-                    nl.address_add(ipr, index, gw, net.prefixlen, ifname=name, broadcast=bcast)
-                    added.append((gw, net.prefixlen))
-                    if not created:
-                        entry["added"].append(f"{gw}/{net.prefixlen}")
+                _add_gateways(nl, ipr, index, name, nets, added)
+                if not created:
+                    entry["added"] += [f"{gw}/{plen}" for gw, plen in added]
             except BaseException:
                 if created:
                     nl.link_delete(ipr, index, name)
@@ -409,16 +402,24 @@ class Bridge:
                     entry.get(k) for k in ("subnet", "subnet6") if params.get(k)):
                 self._up(nl, ipr, found, entry)
                 nets = [ipam.parse_subnet(s) for s in (params.get("subnet"), params.get("subnet6")) if s]
-                have = {(a, p) for a, p, _ in nl.addresses(ipr, index=found["index"])}
-                for net in nets:
-                    gw = str(ipam.gateway(net))
-                    if (gw, net.prefixlen) not in have:
-                        bcast = ipam.broadcast4(gw, net.prefixlen) if net.version == 4 else None
-                        nl.address_add(ipr, found["index"], gw, net.prefixlen, ifname=found["name"],
-                                       broadcast=bcast)
+                _add_gateways(nl, ipr, found["index"], found["name"], nets, [])
                 return dict(record, up=True, gateways=_gateways(nets))
         self.revert(ctx, record)
         return self.apply(ctx, params)
+
+
+def _add_gateways(nl: Any, ipr: Any, index: int, name: str, nets: list[ipam.Network],
+                  added: list[tuple[str, int]]) -> None:
+    """Give bridge ``name`` the gateway address of each of ``nets`` it lacks, noting each
+    in ``added`` as it goes (a failure half-way leaves there what to take off again)."""
+    have = {(a, p) for a, p, _ in nl.addresses(ipr, index=index)}
+    for net in nets:
+        gw = str(ipam.gateway(net))
+        if (gw, net.prefixlen) in have:
+            continue
+        bcast = ipam.broadcast4(gw, net.prefixlen) if net.version == 4 else None
+        nl.address_add(ipr, index, gw, net.prefixlen, ifname=name, broadcast=bcast)
+        added.append((gw, net.prefixlen))
 
 
 def _gateways(nets: list[ipam.Network]) -> list[str]:

@@ -554,7 +554,7 @@ def start_process(*, env_record: dict[str, Any], spec: dict[str, Any], log_path:
     line says what it is: ``vbdecl-supervise: NAME process (instance ID)``.
     """
     from vbdecl.runtime.events import EventSink
-    from vbdecl.runtime.spawn import _child_error, _read_msg
+    from vbdecl.runtime.spawn import _child_error, _read_msg, reopened_read_only
 
     os.makedirs(os.path.dirname(log_path), mode=0o700, exist_ok=True)
     events_path = (spec.get("status") or {}).get("events")
@@ -600,14 +600,10 @@ def start_process(*, env_record: dict[str, Any], spec: dict[str, Any], log_path:
             # behind a read-only mount (as root), or root inside could chmod the host's
             # /dev/null through /proc/self/fd/0 (spawn.guarded_stdio)
             null = os.open("/dev/null", os.O_RDWR | os.O_CLOEXEC)
-            if os.geteuid() == 0:
-                from vbdecl.sys.mount import reopen_read_only
-
-                try:
-                    null, plain = reopen_read_only(null), null
-                    os.close(plain)
-                except OSError:
-                    pass
+            guarded = reopened_read_only(null)
+            if guarded >= 0:
+                os.close(null)
+                null = guarded
             home = _root_cgroup_procs()
             enter(env_record, spec, cgroups)
             # (through the host's /proc: the environment's may be read-only, or missing)

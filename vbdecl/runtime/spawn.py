@@ -380,8 +380,6 @@ def guarded_stdio(floor: int = 2) -> list[int]:
         return []
     import stat
 
-    from vbdecl.sys import mount as m
-
     out = [-1, -1, -1]
     for std in (0, 1, 2):
         try:
@@ -397,15 +395,28 @@ def guarded_stdio(floor: int = 2) -> list[int]:
         # time, and /dev/kmsg keeps a position per open, which a review's reader lost)
         if (stat.S_ISCHR(st.st_mode) and (st.st_rdev in _STATELESS_DEVICES or os.isatty(std))) \
                 or stat.S_ISDIR(st.st_mode):
-            try:
-                reopened = m.reopen_read_only(std)
-            except OSError:
+            reopened = reopened_read_only(std)
+            if reopened < 0:
                 continue    # a mount that may not be cloned: as it is
             try:
                 out[std] = _above(reopened, floor)
             except OSError:
                 os.close(reopened)
     return out if any(fd >= 0 for fd in out) else []
+
+
+def reopened_read_only(fd: int) -> int:
+    """``fd``'s object opened again behind a read-only mount of its own
+    (sys.mount.reopen_read_only), or -1 where that cannot be: not root, or a mount
+    that may not be cloned."""
+    if os.geteuid() != 0:
+        return -1
+    from vbdecl.sys import mount as m
+
+    try:
+        return m.reopen_read_only(fd)
+    except OSError:
+        return -1
 
 
 def close_stdio(fds: list[int]) -> None:

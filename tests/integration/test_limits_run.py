@@ -476,9 +476,42 @@ def test_status_tells_a_process_the_oom_killer_took(env: dict[str, str], tmp_pat
         while "exited with code" not in (text := vbdecl(env, "status", "h6oom").stdout):
             assert time.monotonic() < deadline, text
             time.sleep(0.1)
-        assert "exited with code 137 (signal 9), likely out of memory (1 OOM kill in its memory cgroup)" in text
+        assert ("exited with code 137 (signal 9), likely out of memory (1 OOM kill in its memory cgroup "
+                "while it ran)") in text, text
+        st = json.loads(vbdecl(env, "status", "h6oom", "--json").stdout)
+        assert next(x for x in st["resources"] if x["id"] == "process")["oom_kills"] == 1
     finally:
         assert vbdecl(env, "destroy", "h6oom", "-y").returncode == 0
+
+
+@pytest.mark.skipif(not os.path.exists(PY3), reason="needs /usr/bin/python3")
+def test_status_blames_no_oom_kill_from_before_the_process_ended(env: dict[str, str], tmp_path: Path) -> None:
+    """status said "likely out of memory" for any SIGKILL of the process once the memory
+    cgroup had ever had an OOM kill (the group's lifetime count): here an exec's, before
+    the process that was then killed by hand started. The supervisor counts the kills
+    while the process ran."""
+    swap = "\n    memory_swap: 0" if cg.detect()["swap_accounting"] else ""
+    m, _ = _applied(env, tmp_path, "    memory: 32Mi" + swap, "h6oomold")
+    try:
+        ex = vbdecl(env, "exec", "h6oomold", "--", PY3, "-c", "b = bytearray(256 << 20)")
+        assert ex.returncode == 137 and "out of memory" in ex.stderr, ex.stderr
+        Path(m).write_text(Path(m).read_text().replace('"120"', '"121"'))   # a new process
+        r = vbdecl(env, "apply", m, "-y")
+        assert r.returncode == 0 and "-/+ process" in r.stdout, r.stdout + r.stderr
+        (_, _), (pid, started) = _process_ids(env, "h6oomold")
+        assert _running(pid, started)
+        os.kill(pid, 9)     # (the environment's process, which this test started)
+        deadline = time.monotonic() + 20
+        while "exited with code" not in (text := vbdecl(env, "status", "h6oomold").stdout):
+            assert time.monotonic() < deadline, text
+            time.sleep(0.1)
+        assert "exited with code 137 (signal 9)" in text and "out of memory" not in text, text
+        st = json.loads(vbdecl(env, "status", "h6oomold", "--json").stdout)
+        by_id = {x["id"]: x for x in st["resources"]}
+        assert by_id["process"]["oom_kills"] == 0, by_id["process"]
+        assert by_id["cgroup"]["usage"]["memory"]["oom_kills"] == 1, by_id["cgroup"]
+    finally:
+        assert vbdecl(env, "destroy", "h6oomold", "-y").returncode == 0
 
 
 @pytest.mark.skipif((cg.current_layout().place("memory") or (0, ""))[0] != 1,

@@ -55,6 +55,8 @@ def run(args: argparse.Namespace) -> int:
             if ended is not None:
                 entry["exit_code"] = ended.get("exit_code")
                 entry["exited_at"] = ended.get("time")        # unix time, as in history
+                if isinstance(ended.get("oom_kills"), int):   # (while it ran; older records: none)
+                    entry["oom_kills"] = ended["oom_kills"]
             # what it started and left running (a daemon): a restart or a destroy ends it
             entry["left_running"] = len(process_tree(res.get("record") or {}))
         if res.get("kind") == "cgroup.group" and res.get("record"):
@@ -87,8 +89,11 @@ def run(args: argparse.Namespace) -> int:
         if "exit_code" in r:
             code = r["exit_code"]
             line += f" with code {code}" + (f" (signal {code - 128})" if isinstance(code, int) and code > 128 else "")
-            if code == 137 and oom_kills:
-                line += f", likely out of memory ({oom_kills} OOM kill{'s' if oom_kills > 1 else ''} in its memory cgroup)"
+            # the kills while it ran, where its supervisor counted them; else the group's
+            kills = r.get("oom_kills", oom_kills)
+            if code == 137 and kills:
+                line += (f", likely out of memory ({kills} OOM kill{'s' if kills > 1 else ''} in its memory "
+                         f"cgroup{' while it ran' if 'oom_kills' in r else ''})")
             if isinstance(r.get("exited_at"), (int, float)):
                 line += " at " + time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r["exited_at"]))
         if r.get("left_running"):

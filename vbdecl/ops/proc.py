@@ -87,6 +87,7 @@ class Main:
 
     def apply(self, ctx: Context, params: Params) -> Record:
         from vbdecl.runtime.live import find_process, memory_cgroups, start_process, stop_process
+        from vbdecl.runtime.oom import memory_dir
 
         env = ctx.records.get("env")
         if not env:
@@ -100,10 +101,12 @@ class Main:
             if left is not None:
                 stop_process(left)
             # the v1 memory cgroup the init stays out of (ops.cgroup), which the process joins
-            cgroups = memory_cgroups({k: {"record": v} for k, v in ctx.records.items()}, ctx.instance)
+            resources = {k: {"record": v} for k, v in ctx.records.items()}
+            cgroups = memory_cgroups(resources, ctx.instance)
             return start_process(env_record=env, spec=_spec_for(ctx, params),
                                  log_path=os.path.join(ctx.state_dir, "logs", "process.log"),
-                                 cgroups=cgroups, name=ctx.name)
+                                 cgroups=cgroups, name=ctx.name,
+                                 memory_dir=memory_dir(resources) or next(iter(cgroups), None))
         except VbdeclError as err:
             raise ActionError(err.message, action="process", hint=err.hint) from err
 

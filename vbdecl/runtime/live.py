@@ -24,6 +24,7 @@ import time
 
 from vbdecl.errors import RuntimeSetupError, StateError, SysError, VbdeclError
 from vbdecl.runtime import child as C
+from vbdecl.runtime import oom
 from vbdecl.sys import caps as syscaps  # (the supervisor confines itself inside the environment)
 from vbdecl.sys import ns as sysns
 from vbdecl.sys import proc as sysproc
@@ -531,7 +532,8 @@ def _process_cfg(spec: dict[str, Any], argv: list[str] | None, c2p: int) -> C.Ch
 # --- proc.main ------------------------------------------------------------------
 
 def start_process(*, env_record: dict[str, Any], spec: dict[str, Any], log_path: str,
-                  cgroups: list[str] | None = None, name: str = "") -> dict[str, Any]:
+                  cgroups: list[str] | None = None, name: str = "",
+                  memory_dir: str | None = None) -> dict[str, Any]:
     """Start the declared process inside the live environment; output to ``log_path``.
 
     Tree: helper (host pid ns, enters the environment) -> bridge (in the
@@ -543,7 +545,9 @@ def start_process(*, env_record: dict[str, Any], spec: dict[str, Any], log_path:
     that it counts against none of the environment's limits; it keeps no privilege,
     :func:`_confine_supervisor`): it reaps the process, writes its
     exit status to :func:`exit_file` (``{"pid", "start_time", "exit_code",
-    "time"}``, read by ``status`` and ``logs -f``) and, with ``status.events``,
+    "time"}``, and ``"oom_kills"``, the kills in the environment's memory cgroup
+    ``memory_dir`` while the process ran; read by ``status`` and ``logs -f``) and,
+    with ``status.events``,
     appends the ``exited`` event (``runtime_init_warnings``, ``spawned`` and
     ``setup_finished`` are appended here). It is a child subreaper: what the
     process leaves running (a daemon, a shell's background jobs) is reparented to
@@ -605,6 +609,9 @@ def start_process(*, env_record: dict[str, Any], spec: dict[str, Any], log_path:
                 os.close(null)
                 null = guarded
             home = _root_cgroup_procs()
+            # the OOM kills before the process starts, and (the supervisor) after it exits
+            oom_fd = oom.open_counter_at(memory_dir)
+            oom_kills = (oom_fd, oom.read_counter(oom_fd))
             enter(env_record, spec, cgroups)
             # (through the host's /proc: the environment's may be read-only, or missing)
             C._security().prepare_in_child(spec, proc_dir=host_proc)
@@ -673,7 +680,7 @@ def start_process(*, env_record: dict[str, Any], spec: dict[str, Any], log_path:
                     os._exit(0)
                 os.write(closed_w, b"g")     # the process goes on
                 os.close(closed_w)
-                _supervise(child, host_pid, started, sink, env_ns, exit_fd, null, title)
+                _supervise(child, host_pid, started, sink, env_ns, exit_fd, null, title, oom_kills)
             for fd in (ready_w, done_r, closed_r, closed_w):
                 os.close(fd)
             os.waitpid(bridge, 0)
@@ -842,16 +849,20 @@ def _confine_supervisor() -> None:
 
 
 def _supervise(child: int, host_pid: int, started: int | None, sink: Any, inodes: dict[str, int],
-               exit_fd: int, null: int, title: str) -> None:
+               exit_fd: int, null: int, title: str, oom_kills: tuple[int, int | None]) -> None:
     """The bridge as the process's supervisor: reap it, record its exit (and append
-    ``exited`` with ``status.events``), then reap what it left running (a child
+    ``exited`` with ``status.events``) with the OOM kills in the environment's memory
+    cgroup since it started (``oom_kills``: the counter's fd, -1 without one, and its
+    count before the process started), then reap what it left running (a child
     subreaper: its orphaned descendants are ours) until nothing is left, and exit.
     Never returns. It keeps none of vbdecl's fds, stdio included: ``vbdecl apply |
     cat`` must not wait for the process; once the exit is recorded, none at all."""
     try:
         for fd in (0, 1, 2):
             os.dup2(null, fd)
-        sysproc.close_fds_except([*(sink.fds if sink is not None else []), exit_fd])
+        oom_fd, oom_before = oom_kills
+        sysproc.close_fds_except([*(sink.fds if sink is not None else []), exit_fd,
+                                  *([oom_fd] if oom_fd >= 0 else [])])
         sysproc.set_title(title, "vbdecl-supervise")
         # the calls of this loop only, from here on (no_new_privs is set: _confine_supervisor)
         sysproc.confine_supervisor_calls()
@@ -865,8 +876,11 @@ def _supervise(child: int, host_pid: int, started: int | None, sink: Any, inodes
             if pid == child:
                 break
         code = C.status_code(status)
+        oom_after = oom.read_counter(oom_fd)
+        kills = (f', "oom_kills": {oom_after - oom_before}'
+                 if oom_before is not None and oom_after is not None else "")
         record = (f'{{"pid": {host_pid}, "start_time": {"null" if started is None else started}, '
-                  f'"exit_code": {code}, "time": {time.time():.3f}}}\n').encode()
+                  f'"exit_code": {code}{kills}, "time": {time.time():.3f}}}\n').encode()
         try:
             os.pwrite(exit_fd, record, 0)
             os.ftruncate(exit_fd, len(record))
@@ -1008,7 +1022,7 @@ def exec_in(name: str, argv: list[str] | None, *, state_dir: str | None = None,
     What failed once the environment was entered (the command not found, the
     environment stopped under it) goes to ``report``, else to stderr as text."""
     # Everything is imported before entering: the environment's root may not hold vbdecl.
-    from vbdecl.runtime import oom, spawn
+    from vbdecl.runtime import spawn
     from vbdecl.runtime.spawn import SignalGuard, _child_error, _read_msg, _wait
 
     state = load_state(name, state_dir)

@@ -25,7 +25,11 @@ def open_counter(resources: dict[str, Any] | None) -> int:
     (``memory.events`` on cgroup2, ``memory.oom_control`` on v1), or -1 without one.
     ``resources``: the state's. Opened before entering an environment, it still reads
     the host's cgroupfs after."""
-    path = memory_dir(resources)
+    return open_counter_at(memory_dir(resources))
+
+
+def open_counter_at(path: str | None) -> int:
+    """:func:`open_counter` of the memory cgroup at ``path`` (None: -1)."""
     if not path:
         return -1
     for name in ("memory.events", "memory.oom_control"):

@@ -446,6 +446,50 @@ def test_a_deleted_bind_source_is_drift_and_stops_the_apply_before_anything_chan
     _run(body, tmp_path)
 
 
+def test_a_mount_made_over_an_entry_from_inside_is_drift_and_apply_takes_it_away(tmp_path: Path) -> None:
+    """A day-2 review mounted a writable tmpfs over a read-only bind from inside the
+    environment: the process saw the tmpfs, and status, plan and apply all said the
+    bind was fine (its mount was still there, under the tmpfs). Now that is drift, and
+    the repair takes what was mounted over it away with it. The manifest's own mounts
+    at one target (a warning, not an error) are not."""
+
+    def body(tmp: Path) -> None:
+        sd, data = tmp / "state", tmp / "data"
+        data.mkdir()
+        (data / "seen").write_text("host\n")
+        m = tmp / "web.yaml"
+        m.write_text(MANIFEST.format(name="web") + "  filesystem:\n"
+                     + "".join(f"    - {{{e}}}\n" for e in BASE_ENTRIES)
+                     + f"    - {{type: ro-bind, source: {data}, target: /data}}\n"
+                     + "    - {type: tmpfs, target: /x}\n"
+                     + "    - {type: tmpfs, target: /x, mode: '0700'}\n")
+        r = _cli(sd, "apply", str(m), "-y")
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert _cli(sd, "plan", "--detailed-exitcode", str(m)).returncode == 0
+        init = json.loads(_cli(sd, "status", "web", "--json").stdout)["resources"][0]["record"]["pid"]
+        subprocess.run(["nsenter", f"--mount=/proc/{init}/ns/mnt", "mount", "-t", "tmpfs", "tmpfs", "/data"],
+                       check=True)
+        seen = _cli(sd, "exec", "web", "--", "/bin/ls", "/data")
+        assert seen.returncode == 0 and seen.stdout == "", seen.stdout + seen.stderr
+        plan = _cli(sd, "plan", "--detailed-exitcode", str(m))
+        assert plan.returncode == 2, plan.stdout + plan.stderr
+        line = next(x for x in plan.stdout.splitlines() if x.startswith("  ~ mount[/data]"))
+        assert "changed outside vbdecl: mounted over by nothing -> a tmpfs mount" in line, line
+        assert any(x.split()[:3] == ["mount[/data]", "fs.ro-bind", "changed"]
+                   for x in _cli(sd, "status", "web").stdout.splitlines())
+        r = _cli(sd, "apply", str(m), "-y")
+        assert r.returncode == 0 and "-/+ mount[/data]" in r.stdout, r.stdout + r.stderr
+        seen = _cli(sd, "exec", "web", "--", "/bin/cat", "/data/seen")
+        assert seen.returncode == 0 and seen.stdout == "host\n", seen.stdout + seen.stderr
+        mounts = Path(f"/proc/{init}/mountinfo").read_text().splitlines()
+        assert [x.split()[4] for x in mounts].count("/data") == 1, mounts
+        assert _cli(sd, "plan", "--detailed-exitcode", str(m)).returncode == 0
+        assert _cli(sd, "destroy", "web", "-y").returncode == 0
+        assert _our_mounts(sd) == []
+
+    _run(body, tmp_path)
+
+
 def test_a_missing_file_source_stops_the_apply_before_anything_changes(tmp_path: Path) -> None:
     """A new-user review: a file entry whose source is missing failed the apply half-way
     (then rolled back) with the hint "mark the entry optional", which a file entry does

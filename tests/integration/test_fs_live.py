@@ -381,16 +381,17 @@ def test_live_mounts_are_told_apart_and_found_where_they_are(env: Context, tmp_p
     tmpfs, bind = op_for("fs.tmpfs"), op_for("fs.bind")
     p_tmpfs = {"target": "/data", "size": None, "mode": None}
     p_bind = {"target": "/data", "source": str(src), "optional": False}
-    rec_tmpfs = tmpfs.apply(env, p_tmpfs)
-    rec_bind = bind.apply(env, p_bind)
+    rec_tmpfs = env.records["mount[/data]"] = tmpfs.apply(env, p_tmpfs)
+    rec_bind = env.records["mount[/data]#2"] = bind.apply(env, p_bind)
     assert rec_tmpfs["mount"] != rec_bind["mount"]
     assert tmpfs.probe(env, p_tmpfs, rec_tmpfs) == rec_tmpfs      # under the bind, still there
     tmpfs.revert(env, rec_tmpfs)
     assert "/data" not in mounts(env)                              # with what was over it
-    # from inside: vbdecl's bind unmounted, a tmpfs mounted there
+    del env.records["mount[/data]"], env.records["mount[/data]#2"]
+    # from inside: a tmpfs mounted over vbdecl's bind, then the bind unmounted under it
     rec_bind = bind.apply(env, p_bind)
     tmpfs.apply(env, p_tmpfs)               # from inside, over it
-    assert bind.probe(env, p_bind, rec_bind) == rec_bind
+    assert bind.probe(env, p_bind, rec_bind) == {**rec_bind, "mount": {**rec_bind["mount"], "covered_by": "tmpfs"}}
     _in_env(env, _UndoJob(["/data"], []))
     _in_env(env, _UndoJob(["/data"], []))
     tmpfs.apply(env, p_tmpfs)

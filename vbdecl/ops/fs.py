@@ -128,7 +128,8 @@ def mountinfo_of(ctx: Context) -> list[dict[str, Any]] | None:
     for line in lines:
         parts = line.split()
         sep = parts.index("-")
-        out.append({"id": int(parts[0]), "target": _unescape(parts[4]), "opts": parts[5].split(","),
+        out.append({"id": int(parts[0]), "parent": int(parts[1]), "target": _unescape(parts[4]),
+                    "opts": parts[5].split(","),
                     "fstype": parts[sep + 1], "root": _unescape(parts[3])})
     return out
 
@@ -141,6 +142,17 @@ def _identity(mi: dict[str, Any]) -> dict[str, Any]:
     same mount."""
     return {"id": mi["id"], "fstype": mi["fstype"], "root": mi["root"].removesuffix("//deleted"),
             "at": mi["target"]}
+
+
+def _mounted_over(ctx: Context, mi: dict[str, Any], mounts: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """A mount made outside vbdecl on the mount ``mi`` at its very place (a tmpfs
+    mounted over a read-only bind from inside, say), or None: what the environment
+    sees there is then no longer the entry's. Another entry's mount at the same target
+    is the manifest's own stacking."""
+    ours = {ident["id"] for r in ctx.records.values()
+            if isinstance(r, dict) and isinstance(ident := r.get("mount"), dict) and "id" in ident}
+    return next((o for o in mounts
+                 if o["parent"] == mi["id"] and o["target"] == mi["target"] and o["id"] not in ours), None)
 
 
 def _recorded_identity(record: Record | None) -> dict[str, Any] | None:
@@ -676,6 +688,9 @@ class _Mount(_FsOp):
                 return {**record, "mount": {**ident, "root": mi["root"]}}   # (...//deleted)
             if mi is not None and record.get("ro") and "ro" not in mi["opts"]:
                 return {**record, "ro": False}      # made writable behind vbdecl's back
+            over = _mounted_over(ctx, mi, mounts) if mi is not None else None
+            if over is not None:
+                return {**record, "mount": {**ident, "covered_by": over["fstype"]}}
             return record if mi is not None else None
         top = _top_mount_at(ctx, params["target"])
         if top is None:

@@ -149,6 +149,8 @@ def _shown_path(kind: str, path: str, params: dict[str, Any]) -> str:
         return "content"
     if path == "skipped" and kind in MOUNT_KINDS:   # (drift: a skipped bind's source appeared)
         return "optional source"
+    if path == "mount.covered_by" and kind in MOUNT_KINDS:   # (drift: mounted over from inside)
+        return "mounted over by"
     return path
 
 
@@ -166,6 +168,8 @@ def _shown_value(kind: str, path: str, value: Any, params: dict[str, Any]) -> st
         return "(deleted on the host)"     # a bound directory's source (ops.fs._source_deleted)
     if leaf == "skipped" and kind in MOUNT_KINDS and isinstance(value, bool):
         return "missing" if value else "there now"
+    if leaf == "covered_by" and kind in MOUNT_KINDS:
+        return "nothing" if value is None else f"a {value} mount"
     if leaf in ("source_sha256", "content_sha256") and isinstance(value, str):
         return f"sha256:{value[:12]}"
     if _is_content(kind, path, value):

@@ -490,6 +490,51 @@ def test_a_mount_made_over_an_entry_from_inside_is_drift_and_apply_takes_it_away
     _run(body, tmp_path)
 
 
+def test_what_a_live_environment_with_a_user_namespace_makes_is_its_roots(tmp_path: Path) -> None:
+    """A day-2 review: in a live environment with a user namespace and an id map, all
+    vbdecl made (the root, its directories, tmpfs, a bind-data file) was the host
+    root's, unmapped there (shown as 65534): root inside could not read a 0600 file of
+    the manifest's, nor make a directory in / or a file in /tmp, where a run of the
+    same manifest could. Now they are the namespace root's, as a run's are; entries
+    added and removed later are made and taken away as it."""
+
+    def body(tmp: Path) -> None:
+        sd = tmp / "state"
+        m = tmp / "web.yaml"
+        base = (MANIFEST.format(name="web") + "  namespaces: {user: true}\n"
+                "  idmap:\n    uid: [{inside: 0, outside: 100000, count: 65536}]\n"
+                "    gid: [{inside: 0, outside: 100000, count: 65536}]\n  filesystem:\n"
+                + "".join(f"    - {{{e}}}\n" for e in BASE_ENTRIES)
+                + "    - {type: tmpfs, target: /tmp}\n"
+                + '    - {type: bind-data, target: /etc/token, content: "s3cret", readonly: true}\n')
+        m.write_text(base)
+        r = _cli(sd, "apply", str(m), "-y")
+        assert r.returncode == 0, r.stdout + r.stderr
+        init = json.loads(_cli(sd, "status", "web", "--json").stdout)["resources"][0]["record"]["pid"]
+        for path in ("", "etc", "etc/token", "tmp"):
+            st = os.stat(f"/proc/{init}/root/{path}")
+            assert (st.st_uid, st.st_gid) == (100000, 100000), (path, st)
+        script = "cat /etc/token && mkdir /new && touch /tmp/x && echo ok"
+        seen = _cli(sd, "exec", "web", "--", "/bin/sh", "-c", script)
+        assert seen.returncode == 0 and seen.stdout == "s3cretok\n", seen.stdout + seen.stderr
+        m.write_text(base + "    - {type: dir, target: /srv/app, mode: '0750'}\n"
+                     + "    - {type: tmp-overlay, lower: [/usr/share], target: /share}\n")
+        r = _cli(sd, "apply", str(m), "-y")
+        assert r.returncode == 0, r.stdout + r.stderr
+        seen = _cli(sd, "exec", "web", "--", "/bin/sh", "-c", "touch /srv/app/f /share/f && echo ok")
+        assert seen.returncode == 0 and seen.stdout == "ok\n", seen.stdout + seen.stderr
+        assert os.stat(f"/proc/{init}/root/srv/app").st_uid == 100000
+        m.write_text(base)
+        r = _cli(sd, "apply", str(m), "-y")
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert not os.path.exists(f"/proc/{init}/root/share")
+        assert _cli(sd, "plan", "--detailed-exitcode", str(m)).returncode == 0
+        assert _cli(sd, "destroy", "web", "-y").returncode == 0
+        assert _our_mounts(sd) == []
+
+    _run(body, tmp_path)
+
+
 def test_a_missing_file_source_stops_the_apply_before_anything_changes(tmp_path: Path) -> None:
     """A new-user review: a file entry whose source is missing failed the apply half-way
     (then rolled back) with the hint "mark the entry optional", which a file entry does

@@ -13,7 +13,10 @@ process never changes its own namespaces:
    sources (``open_tree(OPEN_TREE_CLONE)``), make tmpfs, devpts, overlay and
    data mounts as *detached* mounts (:meth:`Builder.make`);
 2. ``setns`` into the environment's mount namespace (and its user namespace
-   when not root, its ipc namespace for mqueue, its pid namespace for proc,
+   when not root, or when the root vbdecl made belongs to that namespace's root,
+   :func:`_root_owned_by`: what the root phase makes is then its, as in a run;
+   the host phase gives what it makes to it too, ``Builder.owner``; its ipc
+   namespace for mqueue, its pid namespace for proc,
    then fork so the proc instance belongs to it), found as the pinned file
    ``<runtime_dir>/ns/<name>`` or ``/proc/<env_pid>/ns/<name>`` (``ctx.extra
    ["ns"]`` may map ``mnt``/``pid``/... to other paths);
@@ -394,9 +397,10 @@ class _Job:
 def _in_env(ctx: Context, job: _Job) -> Any:
     """Run ``job`` in a forked helper; return its result or raise its error."""
     _require_env(ctx)
+    owner = _userns_root(ctx)
     paths = {}
     for name in _JOIN:
-        if name == "user" and os.geteuid() == 0:
+        if name == "user" and os.geteuid() == 0 and not (owner is not None and _root_owned_by(ctx, owner)):
             continue   # root acts on any namespace from the host's user namespace
         if (name == "pid" and not job.pid_ns) or (name == "ipc" and not job.ipc_ns):
             continue
@@ -415,7 +419,7 @@ def _in_env(ctx: Context, job: _Job) -> Any:
     if pid == 0:  # helper
         try:
             os.close(r)
-            _helper_main(job, paths, w, writable)
+            _helper_main(job, paths, w, writable, owner)
         finally:
             os._exit(0)
     os.close(w)
@@ -446,7 +450,37 @@ def _send(w: int, payload: dict[str, Any]) -> None:
         data = data[os.write(w, data):]
 
 
-def _helper_main(job: _Job, paths: dict[str, str], w: int, writable: list[str]) -> None:
+def _userns_root(ctx: Context) -> tuple[int, int] | None:
+    """The host (uid, gid) of uid and gid 0 of the environment's user namespace, when it
+    has one of its own that maps them; else None."""
+    if not ctx.env_pid or os.geteuid() != 0:
+        return None
+    try:
+        if os.stat(f"/proc/{ctx.env_pid}/ns/user").st_ino == os.stat("/proc/self/ns/user").st_ino:
+            return None
+        ids = []
+        for name in ("uid_map", "gid_map"):
+            with open(f"/proc/{ctx.env_pid}/{name}") as f:
+                rows = [line.split() for line in f]
+            ids.append(next(int(out) for inside, out, _count in rows if inside == "0"))
+    except (OSError, ValueError, StopIteration):
+        return None
+    return ids[0], ids[1]
+
+
+def _root_owned_by(ctx: Context, owner: tuple[int, int]) -> bool:
+    """Whether the environment's root directory belongs to ``owner``: one vbdecl made for
+    an environment with a user namespace (a root an older vbdecl made there, and a host
+    directory given as rootfs, stay the host root's: entries go on being made as it)."""
+    try:
+        st = os.stat(f"/proc/{ctx.env_pid}/root/")
+    except OSError:
+        return False
+    return (st.st_uid, st.st_gid) == owner
+
+
+def _helper_main(job: _Job, paths: dict[str, str], w: int, writable: list[str],
+                 owner: tuple[int, int] | None = None) -> None:
     from vbdecl.runtime.rootfs import Builder, _close, set_link_policy
     from vbdecl.sys import mount as m
     from vbdecl.sys.ns import setns
@@ -459,6 +493,7 @@ def _helper_main(job: _Job, paths: dict[str, str], w: int, writable: list[str]) 
         host_fd = os.open("/", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
         staging = m.new_mount("tmpfs", [("mode", "0700")], m.MOUNT_ATTR_NOSUID | m.MOUNT_ATTR_NODEV)
         b = Builder(host_fd, None, staging, "/")
+        b.owner = owner
         b.fence_writable(writable)     # (no link below them is followed to a source)
         # ipc and pid first: mqueue and proc instances belong to their creator's
         # namespaces, and are made (host phase) while still in the host's mount
@@ -1436,7 +1471,7 @@ class _RootfsJob(_Job):
         from vbdecl.sys import mount as m
 
         if self.rootfs is None:
-            self.mnt = m.new_mount("tmpfs", [("mode", "0755")],
+            self.mnt = m.new_mount("tmpfs", b.tmpfs_options("0755"),
                                    m.MOUNT_ATTR_NOSUID | m.MOUNT_ATTR_NODEV, source="tmpfs")
         else:
             src = os.open(self.rootfs, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)

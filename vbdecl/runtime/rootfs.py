@@ -433,6 +433,23 @@ class Builder:
         # Host directories the sandbox may write (fence_writable): no link below them is
         # followed to a source
         self.fence: Fence = frozenset()
+        # The host (uid, gid) of the root of the sandbox's user namespace, when what make()
+        # creates is made outside it (a live environment's helper, as root on the host):
+        # the tmpfs, staged files and overlay uppers it makes are then that root's, as
+        # those of a run made inside the namespace are; None: the maker's own
+        self.owner: tuple[int, int] | None = None
+
+    def tmpfs_options(self, mode: str) -> list[tuple[str, str | int | None]]:
+        """A new tmpfs's options for its root directory: ``mode``, and :attr:`owner`."""
+        opts: list[tuple[str, str | int | None]] = [("mode", mode)]
+        if self.owner is not None:
+            opts += [("uid", str(self.owner[0])), ("gid", str(self.owner[1]))]
+        return opts
+
+    def _own(self, fd: int) -> None:
+        """Give what ``fd`` (any open file, O_PATH too) is to :attr:`owner`, if any."""
+        if self.owner is not None:
+            os.chown(f"/proc/self/fd/{fd}", *self.owner)
 
     def set_root(self, root_path: str) -> None:
         _close(self.root_fd)
@@ -649,15 +666,14 @@ class Builder:
 
     def make_tmpfs(self, e: dict[str, Any], made: Made) -> None:
         mode = e.get("mode")
-        opts: list[tuple[str, str | int | None]] = [
-            ("mode", f"{DEFAULT_MODES['tmpfs'] if mode is None else mode:04o}")]
+        opts = self.tmpfs_options(f"{DEFAULT_MODES['tmpfs'] if mode is None else mode:04o}")
         if e.get("size"):
             opts.append(("size", str(int(e["size"]))))
         made.mounts.append(("", m.new_mount("tmpfs", opts, m.MOUNT_ATTR_NOSUID | m.MOUNT_ATTR_NODEV,
                                             source="tmpfs"), True))
 
     def make_dev(self, e: dict[str, Any], made: Made) -> None:
-        made.mounts.append(("", m.new_mount("tmpfs", [("mode", "0755")],
+        made.mounts.append(("", m.new_mount("tmpfs", self.tmpfs_options("0755"),
                                             m.MOUNT_ATTR_NOSUID | m.MOUNT_ATTR_NODEV,
                                             source="tmpfs"), True))
         nodes = [(n, "/dev/" + n) for n in _DEV_NODES]
@@ -679,7 +695,7 @@ class Builder:
             # them), which root inside could chmod, chown or touch; I/O goes on as before.
             m.set_attrs(clone, m.MOUNT_ATTR_NOSUID | m.MOUNT_ATTR_RDONLY, recursive=False)
         if e.get("shm") != "dir":   # vb: bubblewrap's /dev/shm is a plain directory
-            made.mounts.append(("/shm", m.new_mount("tmpfs", [("mode", "1777")],
+            made.mounts.append(("/shm", m.new_mount("tmpfs", self.tmpfs_options("1777"),
                                                     m.MOUNT_ATTR_NOSUID | m.MOUNT_ATTR_NODEV,
                                                     source="tmpfs"), True))
         made.mounts.append(("/pts", m.new_mount(
@@ -809,6 +825,7 @@ class Builder:
                      dir_fd=self.staging_fd)
         self.staged.append(name)
         try:
+            self._own(fd)
             _write_all(fd, data)
             os.fchmod(fd, mode)
             clone = m.clone_tree(fd, recursive=False)
@@ -945,6 +962,7 @@ class Builder:
         try:
             upper = ensure_dir(self.staging_fd, f"{base}/upper")
             work = ensure_dir(self.staging_fd, f"{base}/work")
+            self._own(upper)        # (the overlay's root directory is its upper's)
             made.mounts.append(("", self._overlay(list(e["lower"]), upper, work,
                                                   m.MOUNT_ATTR_NOSUID | m.MOUNT_ATTR_NODEV), True))
         finally:

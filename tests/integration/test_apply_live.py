@@ -535,6 +535,51 @@ def test_what_a_live_environment_with_a_user_namespace_makes_is_its_roots(tmp_pa
     _run(body, tmp_path)
 
 
+def test_an_edited_seccomp_profile_is_a_change_and_exec_keeps_the_applied_one(tmp_path: Path) -> None:
+    """A day-2 review edited the seccomp profile file of a live environment: plan said
+    nothing, the process kept the old filter and exec went by the new file. The profile
+    is read into the plan now: its edit is a change of the process, and until that is
+    applied the process and exec go by the profile the environment was applied with."""
+
+    def body(tmp: Path) -> None:
+        sd, profile = tmp / "state", tmp / "p.json"
+
+        def deny(*calls: str) -> None:
+            profile.write_text(json.dumps({"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [
+                {"names": list(calls), "action": "SCMP_ACT_ERRNO"}]}))
+
+        def denied() -> list[str]:
+            script = "mkdir /tmp/d$$ || echo mkdir; ln -s a /tmp/l$$ || echo symlink"
+            r = _cli(sd, "exec", "web", "--", "/bin/sh", "-c", script)
+            return r.stdout.split()
+
+        deny("mkdir", "mkdirat")
+        m = tmp / "web.yaml"
+        m.write_text(MANIFEST.format(name="web") + "  filesystem:\n"
+                     + "".join(f"    - {{{e}}}\n" for e in BASE_ENTRIES)
+                     + "    - {type: tmpfs, target: /tmp}\n"
+                     + f"  security:\n    seccomp: {{profile: {profile}}}\n")
+        r = _cli(sd, "apply", str(m), "-y")
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert denied() == ["mkdir"]
+        deny("symlink", "symlinkat")
+        plan = _cli(sd, "plan", "--detailed-exitcode", str(m))
+        assert plan.returncode == 2, plan.stdout + plan.stderr
+        assert "-/+ process  # security.seccomp.profile content (" in plan.stdout, plan.stdout
+        assert denied() == ["mkdir"]        # as the process: the profile it was applied with
+        r = _cli(sd, "apply", str(m), "-y")
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert denied() == ["symlink"]
+        assert _cli(sd, "plan", "--detailed-exitcode", str(m)).returncode == 0
+        profile.unlink()                    # a rollback needs the file no more
+        r = _cli(sd, "rollback", "web", "--to", "1", "-y")
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert denied() == ["mkdir"]
+        assert _cli(sd, "destroy", "web", "-y").returncode == 0
+
+    _run(body, tmp_path)
+
+
 def test_a_missing_file_source_stops_the_apply_before_anything_changes(tmp_path: Path) -> None:
     """A new-user review: a file entry whose source is missing failed the apply half-way
     (then rolled back) with the hint "mark the entry optional", which a file entry does

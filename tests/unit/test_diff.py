@@ -7,6 +7,7 @@ import hashlib
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "plans"))
 
@@ -255,3 +256,25 @@ def test_a_file_applied_before_sources_were_pinned_is_no_change_for_that_alone()
         if a["kind"] == "fs.file":
             a["params"]["source_sha256"] = "b" * 64
     assert _by_id(changes(new, pinned))["file[/etc/app.conf]"].symbol == "~"
+
+
+def test_a_process_applied_before_profiles_were_pinned_is_no_change_for_that_alone():
+    """Seccomp profiles are read into the plan (engine.sources.pin_file_sources): an
+    environment applied before that has no text on record, which alone is no change;
+    once on record, other text is, shown by its size and digest."""
+    spec = {"security": {"seccomp": {"profile": "/srv/p.json"}}}
+    old = compile_doc(doc(**spec))
+    new = compile_doc(doc(**copy.deepcopy(spec)))
+
+    def pin(plan: dict[str, Any], text: str) -> None:
+        proc = next(a for a in plan["actions"] if a["kind"] == "proc.main")
+        proc["params"]["security"]["seccomp"]["profile_text"] = text
+
+    pin(new, '{"defaultAction": "SCMP_ACT_ALLOW"}')
+    assert "process" not in _by_id(changes(new, state_of(old)))
+    pinned = state_of(copy.deepcopy(new))
+    pin(new, '{"defaultAction": "SCMP_ACT_LOG"}')
+    found = _by_id(changes(new, pinned))["process"]
+    assert found.symbol == "-/+", found
+    assert found.reason.startswith("security.seccomp.profile content (35 bytes, sha256:"), found.reason
+    assert "SCMP_ACT" not in found.reason

@@ -136,8 +136,14 @@ def pin_file_sources(plans: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Each ``file`` entry that copies a host file, pinned to that file's content now
     (params ``source_sha256``): an edited source is a change that plan shows and
     apply makes, and a saved plan or a revision copies only what it was made with
-    (fs.File.preflight). Plans of plan and apply; ``run`` copies what is there."""
+    (fs.File.preflight). A seccomp profile file is read into the plan
+    (``security.seccomp.profile_text``, of the spec and of the process's params): its
+    edit is a change of the process that plan shows, and until it is applied the
+    process and ``exec`` go by the profile the environment was applied with (a day-2
+    review found exec under the edited file, the process under the old one, and
+    plan saying nothing). Plans of plan and apply; ``run`` reads what is there."""
     for plan in plans:
+        _pin_profile((plan.get("spec") or {}).get("security"))
         for action in plan.get("actions") or []:
             params = action.get("params") or {}
             if action.get("kind") == "fs.file" and params.get("source") and params.get("fd") is None \
@@ -145,7 +151,20 @@ def pin_file_sources(plans: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 digest = file_sha256(str(params["source"]))
                 if digest is not None:
                     params["source_sha256"] = digest
+            elif action.get("kind") == "proc.main":
+                _pin_profile(params.get("security"))
     return plans
+
+
+def _pin_profile(security: Any) -> None:
+    setting = security.get("seccomp") if isinstance(security, dict) else None
+    if not isinstance(setting, dict) or not setting.get("profile") or "profile_text" in setting:
+        return
+    try:
+        with open(str(setting["profile"]), encoding="utf-8") as f:
+            setting["profile_text"] = f.read()
+    except (OSError, UnicodeDecodeError):
+        pass        # (said where it is read: the process's preflight, or its start)
 
 
 def manifest_files(paths: list[str]) -> list[str]:

@@ -66,8 +66,8 @@ class Main:
             return f"process.inherit_fds {fds}: {INHERIT_FDS_REFUSED}"
         setting = (params.get("security") or {}).get("seccomp")
         profile = setting.get("profile") if isinstance(setting, dict) else None
-        if not profile or os.path.isfile(profile):
-            return None
+        if not profile or "profile_text" in (setting or {}) or os.path.isfile(profile):
+            return None     # (pinned: its text is in the plan, engine.sources.pin_file_sources)
         what = "is not a file" if os.path.exists(profile) else "does not exist"
         return (f"seccomp profile {profile} {what}: create it (OCI/Docker JSON), or change "
                 "security.seccomp in the manifest")

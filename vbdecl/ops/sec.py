@@ -219,12 +219,17 @@ def _expand(names: list[str]) -> list[str]:
     return list(dict.fromkeys(out))
 
 
-def _read_profile(path: str) -> dict[str, Any]:
+def _read_profile(path: str, text: str | None = None) -> dict[str, Any]:
+    """The profile at ``path``, or ``text``: its content when a live environment's plan
+    pinned it (engine.sources.pin_file_sources), which its process and execs go by."""
     import json
 
     try:
-        with open(path) as f:
-            data = json.load(f)
+        if text is not None:
+            data = json.loads(text)
+        else:
+            with open(path) as f:
+                data = json.load(f)
     except OSError as e:
         raise RuntimeSetupError(f"cannot read the seccomp profile {path}: {e.strerror}",
                                 hint="check security.seccomp.profile; the path is on the host") from None
@@ -261,7 +266,7 @@ def seccomp_profile(setting: Any, *, extra_allow: tuple[str, ...] = ()) -> tuple
     if setting.get("profile_data") is not None:
         return dict(setting["profile_data"]), False
     if setting.get("profile"):
-        return _read_profile(str(setting["profile"])), False
+        return _read_profile(str(setting["profile"]), setting.get("profile_text")), False
     base = default_profile()
     if setting.get("allow") is not None:
         names = _expand(list(setting["allow"])) + [n for n in (*ALLOWLIST_REQUIRED, *extra_allow)]
@@ -313,7 +318,7 @@ def load_host_files(spec: dict[str, Any]) -> dict[str, Any]:
     sec = spec.get("security") or {}
     setting = sec.get("seccomp")
     if isinstance(setting, dict) and setting.get("profile") and setting.get("profile_data") is None:
-        data = _read_profile(str(setting["profile"]))
+        data = _read_profile(str(setting["profile"]), setting.get("profile_text"))
         spec = {**spec, "security": {**sec, "seccomp": {**setting, "profile_data": data}}}
     preload(spec)   # with the profile read: its program is prepared here, not in the sandbox
     vb = spec.get("vb") or {}

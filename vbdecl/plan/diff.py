@@ -99,7 +99,9 @@ _SECRET_KINDS = ("fs.file", "fs.bind-data")
 def _is_content(kind: str, path: str, value: Any) -> bool:
     """A file's or bind-data's text: it may be a secret (bind-data's often is), and
     plans end up in CI logs, so plans show its size and digest, never the text."""
-    return kind in _SECRET_KINDS and path.rsplit(".", 1)[-1] == "content" and isinstance(value, str)
+    leaf = path.rsplit(".", 1)[-1]
+    return isinstance(value, str) and ((kind in _SECRET_KINDS and leaf == "content")
+                                       or (kind == "proc.main" and leaf == "profile_text"))
 
 
 def _json_value(kind: str, path: str, value: Any) -> Any:
@@ -138,6 +140,8 @@ def _shown_path(kind: str, path: str, params: dict[str, Any]) -> str:
     if kind == "cgroup.group":
         return f"limits.{path}"
     if kind == "proc.main":
+        if path.endswith(".profile_text"):      # (the pinned seccomp profile)
+            return path.removesuffix("_text") + " content"
         return "limits." + path if path.startswith("rlimits") else path
     if kind == "fs.net-files":
         return path if path.startswith("hostname") else f"network.{path}"
@@ -175,6 +179,18 @@ def _shown_value(kind: str, path: str, value: Any, params: dict[str, Any]) -> st
     if _is_content(kind, path, value):
         return f"({len(value.encode())} bytes, sha256:{sha256(value.encode()).hexdigest()[:12]})"
     return fmt.value(value)
+
+
+def _unpinned_profile(old: dict[str, Any], wanted: dict[str, Any]) -> dict[str, Any]:
+    """``wanted`` without its seccomp profile's pinned text when ``old`` (applied before
+    profiles were pinned) has none: no change for that alone."""
+    old_setting = (old.get("security") or {}).get("seccomp")
+    setting = (wanted.get("security") or {}).get("seccomp")
+    if not isinstance(setting, dict) or "profile_text" not in setting or \
+            (isinstance(old_setting, dict) and "profile_text" in old_setting):
+        return wanted
+    unpinned = {k: v for k, v in setting.items() if k != "profile_text"}
+    return {**wanted, "security": {**wanted["security"], "seccomp": unpinned}}
 
 
 def reason_of(kind: str, attrs: list[Attr], params: dict[str, Any]) -> str:
@@ -276,6 +292,7 @@ def changes(desired: dict[str, Any] | None, state: dict[str, Any] | None,
                 # (applied before sources were pinned: no change for that alone; an apply
                 # that changes the entry otherwise records its pin)
                 wanted_params = {k: v for k, v in wanted_params.items() if k != "source_sha256"}
+            wanted_params = _unpinned_profile(old.get("params") or {}, wanted_params)
             found = attr_diff(old.get("params") or {}, wanted_params)
             if found:
                 attrs[rid] = found

@@ -132,6 +132,25 @@ def _spec(body: str, base_dir: str = "/base") -> dict[str, object]:
     return normalize(env, base_dir=base_dir)["spec"]  # type: ignore[no-any-return]
 
 
+def test_settings_that_need_a_namespace_turn_it_on_or_off_as_the_contract_says() -> None:
+    """MANIFEST.md: `hostname` needs the uts namespace "(turned on when set)", network mode
+    host "turns [net] off", and mount is "forced true when rootfs or filesystem is set":
+    an explicit false (true for host mode) among them is turned so too, not an error
+    (a contract review found the first two refused). Joining another namespace is not
+    overridden: that stays an error."""
+    ns = _spec("spec:\n  hostname: web\n  namespaces: {uts: false}\n")["namespaces"]
+    assert ns["uts"] is True  # type: ignore[index]
+    ns = _spec("spec:\n  namespaces: {net: true}\n  network: {mode: host}\n")["namespaces"]
+    assert ns["net"] is False  # type: ignore[index]
+    ns = _spec("spec:\n  namespaces: {mount: false}\n  filesystem: [{type: tmpfs, target: /tmp}]\n")["namespaces"]
+    assert ns["mount"] is True  # type: ignore[index]
+    for body, said in (("spec:\n  hostname: web\n  namespaces: {uts: {join: /proc/1/ns/uts}}\n", "joins another"),
+                       ("spec:\n  namespaces: {net: {join: /proc/1/ns/net}}\n  network: {mode: host}\n",
+                        "joins another")):
+        with pytest.raises(Exception, match=said):
+            _spec(body)
+
+
 def test_defaults_are_locked_down() -> None:
     spec = _spec("")
     assert spec["namespaces"] == {"user": False, "pid": True, "mount": True, "uts": True, "ipc": True,

@@ -919,21 +919,17 @@ class Spec(_Model):
                     f"network.{key} is written into the environment's own root, which it has only "
                     "with a mount namespace of its own", f"set namespaces.mount: true (with the "
                     f"filesystem the process needs), or remove network.{key}", at=("network", key)))
-        if self.hostname is not None and ns.uts is False:
-            errors.append(fail("hostname needs the uts namespace, but namespaces.uts is off",
-                               "remove namespaces.uts: false (it is on by default), or remove hostname",
-                               at=("hostname",)))
-        elif self.hostname is not None and ns.uts is not True:
+        # (hostname turns uts: false on, and host mode net: true off: normalize.normalize_spec)
+        if self.hostname is not None and isinstance(ns.uts, NamespaceJoin):
             errors.append(fail("hostname needs a uts namespace of the environment's own, but "
                                "namespaces.uts joins another (whose name it would change)",
                                "set namespaces.uts: true, or remove hostname", at=("hostname",)))
         mode = self.network.mode
-        net_set = "net" in ns.model_fields_set
         if mode == "bridge" and ns.net is not True:
             errors.append(fail("network.mode bridge needs a new net namespace (namespaces.net: true)",
                                "remove namespaces.net, or use network.mode: host", at=("network", "mode")))
-        if mode == "host" and net_set and ns.net is not False:
-            errors.append(fail("network.mode host shares the host network, but namespaces.net asks for another",
+        if mode == "host" and isinstance(ns.net, NamespaceJoin):
+            errors.append(fail("network.mode host shares the host network, but namespaces.net joins another",
                                "remove namespaces.net (host mode turns it off)", at=("namespaces", "net")))
         if mode == "isolated" and ns.net is False:
             errors.append(fail("namespaces.net: false shares the host network, but network.mode is isolated",

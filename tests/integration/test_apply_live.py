@@ -580,6 +580,33 @@ def test_an_edited_seccomp_profile_is_a_change_and_exec_keeps_the_applied_one(tm
     _run(body, tmp_path)
 
 
+@pytest.mark.skipif(not os.path.isfile("/etc/resolv.conf"), reason="the host has no /etc/resolv.conf")
+@pytest.mark.parametrize("mode", ["isolated", "host"])
+def test_without_dns_the_environment_has_the_hosts_resolv_conf_in_every_mode(tmp_path: Path, mode: str) -> None:
+    """MANIFEST.md: network.dns "omitted: the host's, read-only". A contract review found
+    none in isolated mode (by design then), and a live environment in host mode had none
+    either, where a run of the same manifest had it."""
+    host = Path("/etc/resolv.conf").read_text()
+
+    def body(tmp: Path) -> None:
+        sd = tmp / "state"
+        m = tmp / "web.yaml"
+        m.write_text(MANIFEST.format(name="web") + f"  network: {{mode: {mode}}}\n  filesystem:\n"
+                     + "".join(f"    - {{{e}}}\n" for e in BASE_ENTRIES))
+        script = "cat /etc/resolv.conf && ! echo x >> /etc/resolv.conf 2>/dev/null"
+        r = _cli(sd, "run", str(m), "--", "/bin/sh", "-c", script)
+        assert r.returncode == 0 and r.stdout == host, r.stdout + r.stderr
+        r = _cli(sd, "apply", str(m), "-y")
+        assert r.returncode == 0 and "+ net.dns  # /etc/resolv.conf (the host's, read-only)" in r.stdout, \
+            r.stdout + r.stderr
+        r = _cli(sd, "exec", "web", "--", "/bin/sh", "-c", script)
+        assert r.returncode == 0 and r.stdout == host, r.stdout + r.stderr
+        assert _cli(sd, "destroy", "web", "-y").returncode == 0
+        assert _our_mounts(sd) == []
+
+    _run(body, tmp_path)
+
+
 def test_a_missing_file_source_stops_the_apply_before_anything_changes(tmp_path: Path) -> None:
     """A new-user review: a file entry whose source is missing failed the apply half-way
     (then rolled back) with the hint "mark the entry optional", which a file entry does

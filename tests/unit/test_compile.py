@@ -34,7 +34,7 @@ def test_minimal_plan_shape():
     assert plan["format"] == 1
     assert plan["name"] == "web"
     assert plan["manifest_hash"].startswith("sha256:") and len(plan["manifest_hash"]) == 71
-    assert _ids(plan) == ["env", "rootfs", "net.loopback", "process"]
+    assert _ids(plan) == ["env", "rootfs", "net.dns", "net.loopback", "process"]
     for action in plan["actions"]:
         assert set(action) == {"id", "kind", "scope", "deps", "params", "describe", "replace"}
     assert plan["actions"][0]["replace"] is True
@@ -133,13 +133,17 @@ def test_compile_is_deterministic():
 
 
 @pytest.mark.parametrize(("network", "said"), [
-    ({"mode": "isolated", "hosts": {"db": "10.0.0.2"}}, "/etc/hosts (with db)"),
+    ({"mode": "isolated", "hosts": {"db": "10.0.0.2"}},
+     "/etc/resolv.conf (the host's, read-only) and /etc/hosts (with db)"),
     ({"mode": "isolated", "dns": ["192.0.2.53"]}, "/etc/resolv.conf (nameservers 192.0.2.53)"),
+    ({"mode": "isolated"}, "/etc/resolv.conf (the host's, read-only)"),
+    ({"mode": "host"}, "/etc/resolv.conf (the host's, read-only)"),
 ])
 def test_the_network_files_line_says_what_is_written(network, said):
-    """A user review: the line said "/etc/resolv.conf (the host's resolv.conf, read-only)
-    and /etc/hosts" where an isolated environment gets no resolv.conf, and /etc/hosts is
-    written only with network.hosts."""
+    """A user review: the line said "... and /etc/hosts" where /etc/hosts is written only
+    with network.hosts. The host's resolv.conf is there in every mode when dns is left
+    out (MANIFEST.md; a contract review found isolated mode without one, and a live
+    environment in host mode too, where a run had it)."""
     d = doc(filesystem=[fs("tmpfs", "/tmp")])
     d["spec"]["network"].update(network)
     (action,) = [a for a in compile_doc(d)["actions"] if a["id"] == "net.dns"]

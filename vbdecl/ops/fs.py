@@ -1417,7 +1417,6 @@ class NetFiles(_FsOp):
 
     def _params(self, ctx: Context, params: Params) -> Params:
         p = dict(params)
-        p.setdefault("mode", ((ctx.spec or {}).get("network") or {}).get("mode"))
         p.setdefault("hostname", (ctx.spec or {}).get("hostname"))
         return p
 

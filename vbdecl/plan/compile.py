@@ -379,8 +379,6 @@ class _Builder:
         net = self.spec["network"]
         if base != "rootfs" or (self.spec.get("vb") or {}).get("net_files") is False:
             return
-        if not (net.get("mode") == "bridge" or net.get("dns") is not None or net.get("hosts")):
-            return
         tree = self.fs_tree
         idx: set[int] = set()
         for path in ("/etc/resolv.conf", "/etc/hosts"):
@@ -388,17 +386,17 @@ class _Builder:
         deps = [fs_ids[k] for k in sorted(idx)] or [base]
         dns, hosts = net.get("dns"), dict(net.get("hosts") or {})
         # what rootfs.make_net_files writes (an empty dns list is no setting: the host's
-        # resolv.conf, as when it is left out; isolated gets none, having no resolver)
+        # resolv.conf, as when it is left out, in every mode: MANIFEST.md)
         what = []
         if dns:
             what.append(f"/etc/resolv.conf (nameservers {', '.join(dns)})")
-        elif net.get("mode") != "isolated":
+        else:
             what.append("/etc/resolv.conf (the host's, read-only)")
         if hosts:
             what.append(f"/etc/hosts (with {', '.join(hosts)})")
         self.add("net.dns", "fs.net-files", "env", deps,
                  {"dns": dns, "hosts": hosts, "hostname": self.spec.get("hostname")},
-                 " and ".join(what) or "no network files")
+                 " and ".join(what))
 
     def cgroups(self) -> None:
         limits: dict[str, Any] = self.spec.get("limits") or {}

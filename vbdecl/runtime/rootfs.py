@@ -981,18 +981,19 @@ class Builder:
     # --- network files
 
     def make_net_files(self, p: dict[str, Any], made: Made, hosts_base: str | None = None) -> None:
-        """/etc/resolv.conf and /etc/hosts as read-only binds of staged files.
+        """/etc/resolv.conf (of ``dns``, else the host's, in every network mode) and
+        /etc/hosts (with ``hosts``) as read-only binds of staged files.
 
-        ``p``: ``dns``, ``hosts``, ``hostname``, ``mode`` (the network mode).
+        ``p``: ``dns``, ``hosts``, ``hostname``.
         ``hosts_base``: the root's own /etc/hosts, if any (else localhost lines).
         """
-        dns, hosts, hostname, mode = p.get("dns"), p.get("hosts"), p.get("hostname"), p.get("mode")
+        dns, hosts, hostname = p.get("dns"), p.get("hosts"), p.get("hostname")
         ro = m.MOUNT_ATTR_RDONLY | m.MOUNT_ATTR_NOSUID | m.MOUNT_ATTR_NODEV
         if dns:
             text = "".join(f"nameserver {a}\n" for a in dns)
             made.mounts.append(("/etc/resolv.conf", self._staged_clone(text.encode(), 0o644, True),
                                 False))
-        elif mode not in (None, "isolated"):
+        else:
             sub = Made()
             try:
                 self._clone_source({"source": "/etc/resolv.conf", "target": "/etc/resolv.conf",
@@ -1498,7 +1499,7 @@ def _setup_root(spec: dict[str, Any], contained: bool,
         try:
             if (spec.get("vb") or {}).get("net_files", True) is not False:
                 b.net_files({"dns": net.get("dns"), "hosts": net.get("hosts"),
-                             "hostname": spec.get("hostname"), "mode": net.get("mode")})
+                             "hostname": spec.get("hostname")})
         except OSError as exc:
             raise RuntimeSetupError(f"network files: {_msg(exc)}", where="net.dns",
                                     hint=getattr(exc, "hint", None)) from exc

@@ -60,7 +60,7 @@ def test_the_chroot_fallback_starts_the_process_again_in_the_new_root(
     capfd.readouterr()
     result = run_spec(spec)
     assert (result.code, result.error) == (0, None), str(result.error)
-    assert capfd.readouterr().out.split() == ["bin", "lib", "lib64", "usr", "/"]
+    assert capfd.readouterr().out.split() == ["bin", "etc", "lib", "lib64", "usr", "/"]   # (etc: the host's resolv.conf)
 
 
 def test_when_both_fail_pid_1s_error_is_the_one_reported(tmp_path: Path) -> None:

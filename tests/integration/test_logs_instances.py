@@ -67,3 +67,43 @@ def test_a_new_instance_starts_a_new_log_and_a_restart_appends(tmp_path: Path) -
         if (logs.parent / "state.json").exists():
             r = _cli(env, "destroy", "-y", name)
             assert r.returncode == 0, r.stderr
+
+
+def test_a_log_past_its_limit_is_moved_aside_and_the_process_goes_on(tmp_path: Path) -> None:
+    """A day-2 review: a chatty process's log grew without end (178 MB in 10 s), into the
+    state directory's disk. Past VBDECL_LOG_MAX_BYTES (64 MiB by default) the supervisor
+    copies it over process.log.1 and empties it in place, with a line that says so;
+    the process writes on, and what it left running too."""
+    name = "h3cap-" + os.urandom(3).hex()
+    env = dict(os.environ, PYTHONPATH=str(REPO), VBDECL_STATE_DIR=str(tmp_path / "state"),
+               VBDECL_CACHE_DIR=str(tmp_path / "cache"), VBDECL_LOG_MAX_BYTES="100000")
+    manifest = tmp_path / "m.yaml"
+    # 200 lines of 1 KB, then one line a second: over the limit at once, then writing on
+    line = "x" * 1000
+    script = (f"i=0; while [ $i -lt 200 ]; do echo {line}; i=$((i+1)); done; "
+              "while :; do echo tick; sleep 1; done")
+    manifest.write_text(head(name, template=False) + f'  process:\n    command: ["/bin/sh", "-c", "{script}"]\n')
+    logs = tmp_path / "state" / "envs" / name / "logs"
+    r = _cli(env, "apply", "-y", str(manifest))
+    assert r.returncode == 0, r.stderr
+    try:
+        deadline = time.monotonic() + 20
+        while not (logs / "process.log.1").exists() or (logs / "process.log.1").stat().st_size == 0:
+            assert time.monotonic() < deadline, sorted(p.name for p in logs.iterdir())
+            time.sleep(0.1)
+        old = (logs / "process.log.1").read_text()
+        assert old.startswith(line + "\n") and old.count(line) >= 100, old[:200]
+        deadline = time.monotonic() + 20
+        while "tick" not in (now := (logs / "process.log").read_text()):
+            assert time.monotonic() < deadline, now[:300]
+            time.sleep(0.1)
+        assert now.startswith("--- vbdecl: the log reached "), now[:300]
+        assert "what it held is in process.log.1 ---" in now.splitlines()[0]
+        assert len(now) < 100000 + 2 * len(line), len(now)
+        r = _cli(env, "status", name)
+        assert r.returncode == 0 and "  process " in r.stdout and " ok" in r.stdout.split("  process ")[1], r.stdout
+        r = _cli(env, "logs", name)
+        assert r.returncode == 0 and r.stdout.rstrip().endswith("tick"), r.stdout[-300:]
+    finally:
+        r = _cli(env, "destroy", "-y", name)
+        assert r.returncode == 0, r.stderr

@@ -577,6 +577,7 @@ def start_process(*, env_record: dict[str, Any], spec: dict[str, Any], log_path:
     except FileNotFoundError:
         pass
     exit_fd = os.open(exit_file(log_path), os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    cap = LogCap.open(log_path, log_fd)
     c2p_r, c2p_w = os.pipe2(os.O_CLOEXEC)
     # "recorded" (b"r"), once the process is in the runtime dir's process.json: only
     # then may it run (an apply killed before that leaves no process nobody tracks)
@@ -680,7 +681,7 @@ def start_process(*, env_record: dict[str, Any], spec: dict[str, Any], log_path:
                     os._exit(0)
                 os.write(closed_w, b"g")     # the process goes on
                 os.close(closed_w)
-                _supervise(child, host_pid, started, sink, env_ns, exit_fd, null, title, oom_kills)
+                _supervise(child, host_pid, started, sink, env_ns, exit_fd, null, title, oom_kills, cap)
             for fd in (ready_w, done_r, closed_r, closed_w):
                 os.close(fd)
             os.waitpid(bridge, 0)
@@ -701,6 +702,7 @@ def start_process(*, env_record: dict[str, Any], spec: dict[str, Any], log_path:
     os.close(rec_r)
     os.close(log_fd)
     os.close(exit_fd)
+    cap.close()
     try:
         msg = _read_msg(c2p_r)
         if msg is None or msg[0] != C.MSG_STARTED or len(msg[1]) != struct.calcsize(_STARTED):
@@ -848,8 +850,94 @@ def _confine_supervisor() -> None:
     syscaps.drop_all()
 
 
+# What process.log may grow to before the supervisor moves it to process.log.1
+# (VBDECL_LOG_MAX_BYTES, when the apply that starts the process has it), and how
+# often it looks.
+LOG_MAX_BYTES = 64 << 20
+LOG_CHECK_SECONDS = 1.0
+
+
+class LogCap:
+    """The supervisor's hold on the process's log, which the process (and what it
+    leaves running) writes straight into: past ``limit`` bytes it is copied over
+    ``process.log.1`` and emptied in place (logrotate's copytruncate: what is written
+    between the copy and the truncation is lost), with a line that says so. Its fds
+    are opened here, before the supervisor confines itself: it may open nothing after.
+    ``logs -f`` follows the emptied file from its start."""
+
+    def __init__(self, write_fd: int, read_fd: int, old_fd: int, limit: int) -> None:
+        self.write_fd, self.read_fd, self.old_fd, self.limit = write_fd, read_fd, old_fd, limit
+
+    @classmethod
+    def open(cls, log_path: str, write_fd: int) -> LogCap:
+        try:
+            limit = int(os.environ.get("VBDECL_LOG_MAX_BYTES") or LOG_MAX_BYTES)
+        except ValueError:
+            limit = LOG_MAX_BYTES
+        read_fd = os.open(log_path, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            old_fd = os.open(log_path + ".1", os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        except BaseException:
+            os.close(read_fd)
+            raise
+        return cls(write_fd, read_fd, old_fd, max(limit, 4096))
+
+    @property
+    def fds(self) -> list[int]:
+        return [self.write_fd, self.read_fd, self.old_fd]
+
+    def close(self) -> None:
+        for fd in (self.read_fd, self.old_fd):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+    def check(self) -> None:
+        """Move the log aside once it has grown past the limit."""
+        try:
+            size = os.lseek(self.read_fd, 0, os.SEEK_END)
+            if size < self.limit:
+                return
+            os.ftruncate(self.old_fd, 0)
+            done = 0
+            while done < size:
+                chunk = os.pread(self.read_fd, min(1 << 20, size - done), done)
+                if not chunk:
+                    break
+                os.pwrite(self.old_fd, chunk, done)
+                done += len(chunk)
+            os.ftruncate(self.write_fd, 0)
+            when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+            os.write(self.write_fd, f"--- vbdecl: the log reached {size} bytes ({when}): what it held "
+                                    "is in process.log.1 ---\n".encode())
+        except OSError:
+            pass        # (a full disk, say: the process goes on as before)
+
+
+def _supervise_children(child: int | None, cap: LogCap) -> int | None:
+    """Reap children until ``child`` (its wait status) or, with None, until none is left
+    (None), looking at the log's size between (the supervisor's loop)."""
+    while True:
+        try:
+            pid, status = os.waitpid(-1, os.WNOHANG)
+        except InterruptedError:
+            continue
+        except ChildProcessError:
+            return None
+        if pid == 0:
+            cap.check()
+            try:
+                signals.sigtimedwait([signals.SIGCHLD], LOG_CHECK_SECONDS)
+            except InterruptedError:
+                pass
+            continue
+        if child is not None and pid == child:
+            return status
+
+
 def _supervise(child: int, host_pid: int, started: int | None, sink: Any, inodes: dict[str, int],
-               exit_fd: int, null: int, title: str, oom_kills: tuple[int, int | None]) -> None:
+               exit_fd: int, null: int, title: str, oom_kills: tuple[int, int | None], cap: LogCap) -> None:
     """The bridge as the process's supervisor: reap it, record its exit (and append
     ``exited`` with ``status.events``) with the OOM kills in the environment's memory
     cgroup since it started (``oom_kills``: the counter's fd, -1 without one, and its
@@ -861,20 +949,16 @@ def _supervise(child: int, host_pid: int, started: int | None, sink: Any, inodes
         for fd in (0, 1, 2):
             os.dup2(null, fd)
         oom_fd, oom_before = oom_kills
-        sysproc.close_fds_except([*(sink.fds if sink is not None else []), exit_fd,
+        sysproc.close_fds_except([*(sink.fds if sink is not None else []), exit_fd, *cap.fds,
                                   *([oom_fd] if oom_fd >= 0 else [])])
         sysproc.set_title(title, "vbdecl-supervise")
+        # (SIGCHLD waited for, not handled: _supervise_children)
+        signals.pthread_sigmask(signals.SIG_BLOCK, [signals.SIGCHLD])
         # the calls of this loop only, from here on (no_new_privs is set: _confine_supervisor)
         sysproc.confine_supervisor_calls()
-        while True:
-            try:
-                pid, status = os.waitpid(-1, 0)
-            except InterruptedError:
-                continue
-            except ChildProcessError:
-                os._exit(0)     # (cannot be: the process is our child until we reap it)
-            if pid == child:
-                break
+        status = _supervise_children(child, cap)
+        if status is None:
+            os._exit(0)     # (cannot be: the process is our child until we reap it)
         code = C.status_code(status)
         oom_after = oom.read_counter(oom_fd)
         kills = (f', "oom_kills": {oom_after - oom_before}'
@@ -888,16 +972,11 @@ def _supervise(child: int, host_pid: int, started: int | None, sink: Any, inodes
             pass
         if sink is not None:
             sink.emit("exited", pid=host_pid, exit_code=code, ns=inodes)
-        sysproc.close_fds_except([])
+        sysproc.close_fds_except(cap.fds)
         # What the process left running stays (a daemon that forked away is no failure)
-        # and stays in its tree: a restart or a stop of the process ends it too.
-        while True:
-            try:
-                os.waitpid(-1, 0)
-            except InterruptedError:
-                continue
-            except ChildProcessError:
-                break
+        # and stays in its tree: a restart or a stop of the process ends it too. It
+        # may go on writing the log.
+        _supervise_children(None, cap)
     finally:
         os._exit(0)
 

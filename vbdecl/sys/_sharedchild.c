@@ -277,7 +277,9 @@ signal_set(PyObject *signals, uint64_t *set)
  * Python, so its calls are those of its loop and of the runtime under it: reap
  * (wait4, waitid), write the exit record and the events (write, pwrite64,
  * ftruncate, close, close_range), read the OOM kills of its memory cgroup (pread64,
- * on an fd it was given), memory (brk, mmap, munmap, mremap, madvise),
+ * on an fd it was given), move the process's log aside when it grows too large (lseek,
+ * pread64, pwrite64, ftruncate on the fds it was given; runtime.live.LogCap), wait
+ * for SIGCHLD a second at a time (rt_sigtimedwait), memory (brk, mmap, munmap, mremap, madvise),
  * the clock, signals' return, the exits. Everything else fails with EPERM (another
  * architecture's entry point kills it): a process that got into it (ptrace, with
  * CAP_SYS_PTRACE where it has no user namespace of its own) cannot make it fork
@@ -291,7 +293,7 @@ linux_confine_supervisor(PyObject *module, PyObject *noargs)
 #ifdef INIT_ARCH
     static const long calls[] = {
         SYS_wait4, SYS_waitid, SYS_write, SYS_pwrite64, SYS_ftruncate, SYS_close, SYS_close_range,
-        SYS_read, SYS_pread64, SYS_brk, SYS_mmap, SYS_munmap, SYS_mremap, SYS_madvise, SYS_clock_gettime,
+        SYS_read, SYS_pread64, SYS_lseek, SYS_rt_sigtimedwait, SYS_brk, SYS_mmap, SYS_munmap, SYS_mremap, SYS_madvise, SYS_clock_gettime,
         SYS_futex, SYS_getpid, SYS_gettid, SYS_rt_sigprocmask, SYS_rt_sigreturn,
         SYS_restart_syscall, SYS_exit, SYS_exit_group,
     };

@@ -278,3 +278,34 @@ def test_a_process_applied_before_profiles_were_pinned_is_no_change_for_that_alo
     assert found.symbol == "-/+", found
     assert found.reason.startswith("security.seccomp.profile content (35 bytes, sha256:"), found.reason
     assert "SCMP_ACT" not in found.reason
+
+
+def test_plan_text_keeps_each_change_on_one_line():
+    """A review: a target with a newline broke its id over two lines, a command
+    argument with one its reason, and a target holding "  # " made the line
+    ambiguous. Plan and graph text escape them; --json keeps them exact."""
+    from vbdecl.plan.text import plan_json, render_plan, render_tree
+
+    targets = ["/a\nb", "/x  # y", "/x  #  # z", "/back\\slash", "/esc\x1b[31m", "/ls\u2028x"]
+    desired = compile_doc(doc(filesystem=[fs("tmpfs", t) for t in targets],
+                              process={"command": ["/bin/sh", "-c", "echo a\nb\tc"]}))
+    found = changes(desired, None)
+    lines = render_plan("web", found)
+    lines += render_tree(desired)
+    for line in lines:
+        assert line.isprintable(), line
+    by_line = {c.id: c.line() for c in found}
+    for c in found:
+        ident, sep, reason = c.line()[2:].partition("  # ")
+        assert sep and reason
+        assert ident.encode().decode("unicode_escape") == c.id
+    assert by_line["mount[/a\nb]"] == "+ mount[/a\\nb]  # tmpfs on /a\\nb"
+    assert by_line["mount[/x  # y]"] == "+ mount[/x  \\x23 y]  # tmpfs on /x  # y"
+    assert by_line["mount[/back\\slash]"] == "+ mount[/back\\\\slash]  # tmpfs on /back\\slash"
+    assert by_line["process"].startswith("+ process  # run /bin/sh -c 'echo a\\nb\\tc'")
+    # the JSON has the ids and reasons as they are
+    doc_json = plan_json(desired, found, None)
+    assert {c["id"] for c in doc_json["changes"]} >= {f"mount[{t}]" for t in targets}
+    assert any("echo a\nb\tc" in c["reason"] for c in doc_json["changes"])
+    # and an id that needs nothing is unchanged
+    assert by_line["rootfs"] == "+ rootfs  # fresh tmpfs root"

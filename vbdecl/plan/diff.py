@@ -74,8 +74,11 @@ class Change:
     replaces_env: bool = False
 
     def line(self) -> str:
-        text = f"{self.symbol} {self.id}" if self.symbol else f"  {self.id}"
-        return f"{text}  # {self.reason}" if self.reason else text
+        """The change on one line, whatever its id and reason hold (a target may
+        hold a newline): see :func:`vbdecl.plan.fmt.action_id`."""
+        ident = fmt.action_id(self.id)
+        text = f"{self.symbol} {ident}" if self.symbol else f"  {ident}"
+        return f"{text}{fmt.SEPARATOR}{fmt.printable(self.reason)}" if self.reason else text
 
     @property
     def action_name(self) -> str:

@@ -38,6 +38,44 @@ def command(argv: list[str] | None) -> str:
     return " ".join(shlex.quote(a) for a in argv)
 
 
+_NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def _escape_char(c: str) -> str:
+    if c in _NAMED:
+        return _NAMED[c]
+    n = ord(c)
+    return f"\\x{n:02x}" if n < 0x100 else f"\\u{n:04x}" if n < 0x10000 else f"\\U{n:08x}"
+
+
+def printable(text: str) -> str:
+    """``text`` on one line: characters that are not printable (newlines, other
+    control characters, line and paragraph separators) as backslash escapes
+    (``\\n``, ``\\x1b``, ``\\u2028``). For reasons: other text stays as it is."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else _escape_char(c) for c in text)
+
+
+#: what separates an action id from its reason in plan text
+SEPARATOR = "  # "
+
+
+def action_id(ident: str) -> str:
+    """An action id for a line of text, unambiguously: backslashes doubled and
+    unprintable characters escaped as :func:`printable` does, and the ``#`` of a
+    ``"  # "`` in the id (a target may hold one) as ``\\x23``, so the first
+    ``"  # "`` of a plan line always ends its id. The escapes are Python's
+    string escapes; ``--json`` has the ids as they are."""
+    if ident.isprintable() and "\\" not in ident and SEPARATOR not in ident:
+        return ident
+    text = "".join(c if c.isprintable() and c != "\\" else "\\\\" if c == "\\" else _escape_char(c)
+                   for c in ident)
+    while SEPARATOR in text:   # (a loop: "  #  # " holds a second one once the first goes)
+        text = text.replace(SEPARATOR, "  \\x23 ")
+    return text
+
+
 def rlimit(pair: list[int], infinity: int) -> str:
     """``[1024, 1024]`` -> ``1024``; ``[1024, 4096]`` -> ``1024:4096`` (soft:hard)."""
     soft, hard = ("unlimited" if x == infinity else str(x) for x in pair)

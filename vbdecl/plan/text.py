@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from vbdecl.plan import fmt
 from vbdecl.plan.diff import METADATA, Change, summary
 
 LEGEND = (("+", "create"), ("~", "update in place"), ("-", "destroy"),
@@ -127,9 +128,9 @@ def render_tree(plan: dict[str, Any]) -> list[str]:
     lines: list[str] = []
 
     def walk(a: dict[str, Any], prefix: str, last: bool, top: bool) -> None:
-        others = [d for d in a["deps"] if d != parent[a["id"]]]
+        others = [fmt.action_id(d) for d in a["deps"] if d != parent[a["id"]]]
         note = f"  (after {', '.join(others)})" if others else ""
-        label = f"{a['id']}  [{a['kind']}]{note}"
+        label = f"{fmt.action_id(a['id'])}  [{a['kind']}]{note}"
         if top:
             lines.append(label)
             child_prefix = ""
@@ -149,7 +150,8 @@ def render_dot(plan: dict[str, Any]) -> list[str]:
     """Graphviz: an edge from each dependency to its dependent."""
 
     def q(s: str) -> str:
-        return '"' + s.replace("\\", "\\\\").replace('"', '\\"') + '"'
+        # one statement per line: a newline as DOT's own \n (a line break in a label)
+        return '"' + fmt.printable(s.replace("\\", "\\\\").replace('"', '\\"')) + '"'
 
     lines = [f"digraph {q(plan['name'])} {{", "  rankdir=LR;", "  node [shape=box];"]
     for a in plan["actions"]:

@@ -65,7 +65,8 @@ def run(target: Any, *, command: list[str] | None = None, name: str | None = Non
     ``command`` replaces ``process.command``. Returns a
     :class:`vbdecl.runtime.spawn.RunResult` (``code``, ``error``, ``events``,
     ``instance``); setup failures do not raise, they are in ``error`` with
-    ``code`` 125/126/127. ``forward_signals`` makes this thread block and
+    ``code`` 125/126/127; failures of the teardown after the process ran are in
+    ``teardown_errors``, with ``code`` the process's. ``forward_signals`` makes this thread block and
     forward SIGTERM, SIGINT, ... to the sandbox while it runs (only for the
     main thread of a program that owns its signals).
     """

@@ -202,12 +202,20 @@ def test_sigkilled_run_leaks_no_host_objects(env: dict[str, str], tmp_path: Path
 
 def test_a_failed_revert_of_a_run_is_tried_again_by_its_janitor(env: dict[str, str], tmp_path: Path) -> None:
     """A review: a run's revert that failed was reported to the janitor as done, so
-    its cgroup stayed (and the hint said to run recover, which found nothing)."""
+    its cgroup stayed (and the hint said to run recover, which found nothing).
+    Another: the failure made the run exit 125, "vbdecl failed before the process
+    started", after the process had run; its code is the run's, the failure is told."""
     before = _cgroup_dirs()
-    r = vbdecl({**env, "VBDECL_FAULT": "cgroup:revert"}, "run", manifest(tmp_path, "  limits: {pids: 32}"),
-               "--", "/bin/true")
-    assert r.returncode == 125 and "error: cgroup: injected revert fault" in r.stderr, r.stderr
-    assert _cgroup_dirs() == before
+    m = manifest(tmp_path, "  limits: {pids: 32}")
+    for fault in ("cgroup:revert", "cgroup.pids:revert"):
+        for code in (0, 3):
+            r = vbdecl({**env, "VBDECL_FAULT": fault}, "run", m, "--", "/bin/sh", "-c", f"echo ran; exit {code}")
+            assert (r.returncode, r.stdout) == (code, "ran\n"), r.stderr
+            assert f"error: {fault.split(':')[0]}: injected revert fault" in r.stderr, r.stderr
+            assert "recover" not in r.stderr.replace("vbdecl recover cannot", ""), r.stderr
+            assert "hint: vbdecl's janitor reverted it again once the sandbox was gone: nothing of " \
+                   "the run is left on the host" in r.stderr, r.stderr
+            assert _cgroup_dirs() == before
 
 
 def _alive(pid: int) -> bool:

@@ -483,3 +483,18 @@ def test_joining_a_namespace_file_of_another_type_says_which_it_is(tmp_path: Pat
         assert "no namespace" in str(ns._wrong_type_hint(fd, ns.CLONE_NEWNET))
     finally:
         os.close(fd)
+
+
+def test_a_run_tells_what_a_failed_teardown_left() -> None:
+    """A review: a run's failed revert said "run vbdecl recover", which has nothing of a
+    run. The janitor's exit status tells whether its retry cleaned up, and the hint
+    says so, or names what is left."""
+    from vbdecl.runtime.janitor import dismiss, fork_janitor
+
+    for status in (0, 1):
+        fd, pid = fork_janitor("vbdecl-test", [], lambda r, s=status: s)
+        assert dismiss(fd, pid) == status
+    clean = spawn.teardown_hint("cgroup", {"dirs": []}, False)
+    assert "nothing of the run is left" in clean and "recover" not in clean
+    left = spawn.teardown_hint("cgroup", {"dirs": [{"path": "/sys/fs/cgroup/vbdecl/vb-1"}]}, True)
+    assert '{"dirs":[{"path":"/sys/fs/cgroup/vbdecl/vb-1"}]}' in left and "by hand" in left

@@ -150,6 +150,8 @@ def run_file(path: str, *, command: list[str] | None, name: object, state_dir: s
                       share_memory=True)
     if result.error is not None:
         _report(result.error, debug, 125, json_out, code=result.code)
+    for err in result.teardown_errors:    # (after the process ran, its code stays the run's)
+        _report(err, debug, 125, json_out, code=result.code)
     return result.code
 
 

@@ -40,6 +40,7 @@ class HostTransaction:
         self._janitor_fd = -1
         self._janitor_pid = 0
         self._failed = False        # a revert failed: the janitor tries it again
+        self.failed_records: dict[str, Any] = {}    # what those reverts were to undo, by id
         self.sandbox_pid = sandbox_pid
 
     # --- janitor ------------------------------------------------------------------
@@ -59,18 +60,20 @@ class HostTransaction:
         self._janitor_fd, self._janitor_pid = fork_janitor(
             "vbdecl-janitor", [], lambda fd: _janitor(self.ctx, fd, self.sandbox_pid, started))
 
-    def close(self) -> None:
+    def close(self) -> bool:
         """The run is over: dismiss the janitor, which reverts what it was not told is
-        reverted (a revert that failed or was interrupted) once the sandbox is gone."""
+        reverted (a revert that failed or was interrupted) once the sandbox is gone, and
+        wait for it. True when it could not revert all of that: it is left on the host."""
         if self._janitor_fd < 0:
-            return
+            return False
         if not (self.landed or self._failed):     # (an interrupted revert left its action there)
             try:
                 os.write(self._janitor_fd, b'{"op": "done"}\n')
             except OSError:
                 pass
-        dismiss(self._janitor_fd, self._janitor_pid)
+        status = dismiss(self._janitor_fd, self._janitor_pid)
         self._janitor_fd = -1
+        return status != 0
 
     def _fault(self) -> Any:
         if self._faults is None:
@@ -121,14 +124,16 @@ class HostTransaction:
             except Exception as exc:
                 errors.append(exc if isinstance(exc, ActionError)
                               else ActionError(f"{type(exc).__name__}: {exc}", action=aid))
+                self.failed_records[aid] = record
             self.landed.pop()
             self.ctx.records.pop(aid, None)
         self._failed = self._failed or bool(errors)
         return errors
 
 
-def _janitor(ctx: Context, fd: int, sandbox_pid: int | None, started: int | None) -> None:
-    """Follow the transaction; if vbdecl dies before "done", revert what landed."""
+def _janitor(ctx: Context, fd: int, sandbox_pid: int | None, started: int | None) -> int:
+    """Follow the transaction; if vbdecl dies before "done" (or leaves it out: a
+    revert failed), revert what landed. Its exit status: 1 when a revert failed."""
     from vbdecl.ops import op_for
 
     landed: list[tuple[dict[str, Any], dict[str, Any]]] = []
@@ -143,7 +148,7 @@ def _janitor(ctx: Context, fd: int, sandbox_pid: int | None, started: int | None
         elif msg["op"] == "reverted":
             landed = [x for x in landed if x[0]["id"] != msg["id"]]
         elif msg["op"] == "done":
-            return
+            return 0
     wait_gone(sandbox_pid, started)     # vbdecl is gone; the sandbox may live on
     for action, record in reversed(landed):
         ctx.records[action["id"]] = record
@@ -156,8 +161,10 @@ def _janitor(ctx: Context, fd: int, sandbox_pid: int | None, started: int | None
                 landed.append((in_flight, found))
         except BaseException:
             pass
+    failed = 0
     for action, record in reversed(landed):
         try:
             op_for(action["kind"]).revert(ctx, record)
         except BaseException:
-            pass
+            failed = 1
+    return failed

@@ -18,15 +18,17 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
 
-def fork_janitor(name: str, keep: list[int], body: Callable[[int], None]) -> tuple[int, int]:
+def fork_janitor(name: str, keep: list[int], body: Callable[[int], int | None]) -> tuple[int, int]:
     """Start ``body(read_fd)`` in a process of its own session that ignores the
     terminal's signals and has only ``keep``, the read end of its pipe and stderr
-    open. Returns the write end of the pipe and the janitor's pid."""
+    open. Returns the write end of the pipe and the janitor's pid. What ``body``
+    returns is the janitor's exit status (:func:`dismiss` returns it); 1 if it raised."""
     from vbdecl.sys import proc as sysproc
 
     r, w = os.pipe2(os.O_CLOEXEC)
     pid = os.fork()
     if pid == 0:
+        status = 1
         try:
             os.close(w)
             os.setsid()
@@ -38,9 +40,9 @@ def fork_janitor(name: str, keep: list[int], body: Callable[[int], None]) -> tup
             os.dup2(null, 1)
             sysproc.close_fds_except([r, *keep])
             sysproc.set_name(name)
-            body(r)
+            status = body(r) or 0
         finally:
-            os._exit(0)
+            os._exit(status)
     os.close(r)
     return w, pid
 
@@ -65,10 +67,12 @@ def wait_gone(pid: int | None, started: int | None) -> None:
         time.sleep(0.1)
 
 
-def dismiss(fd: int, pid: int) -> None:
-    """End the janitor's pipe and wait for it to finish its work."""
+def dismiss(fd: int, pid: int) -> int | None:
+    """End the janitor's pipe and wait for it to finish its work; its exit status
+    (None if it is not ours to wait for)."""
     os.close(fd)
     try:
-        os.waitpid(pid, 0)
+        _, status = os.waitpid(pid, 0)
     except ChildProcessError:
-        pass
+        return None
+    return os.waitstatus_to_exitcode(status)

@@ -38,14 +38,17 @@ PARENT_DIED = signals.SIGRTMIN
 
 
 class RunResult:
-    """What a run ended with. ``error`` is set when vbdecl failed before the process ran."""
+    """What a run ended with. ``error`` is set when vbdecl failed before the process ran;
+    ``teardown_errors`` holds the failures of tearing the run down, which do not change
+    ``code`` (the process's, once it ran)."""
 
-    __slots__ = ("code", "error", "events", "instance", "pid")
+    __slots__ = ("code", "error", "events", "instance", "pid", "teardown_errors")
 
     def __init__(self, instance: str) -> None:
         self.instance = instance
         self.code = 0
         self.error: VbdeclError | None = None
+        self.teardown_errors: list[VbdeclError] = []
         self.events: list[dict[str, Any]] = []
         self.pid: int | None = None
 
@@ -519,23 +522,39 @@ def run_spec(spec: dict[str, Any], *, name: str = "sandbox", actions: list[dict[
 
 def _revert(txs: list[Any], result: RunResult, name: str, spec: dict[str, Any],
             speaker: tuple[str, str] | None) -> None:
-    """Revert the run's host actions; the first failure becomes the run's error if
-    it has none."""
+    """Revert the run's host actions; their failures go to ``result.teardown_errors``,
+    each with a hint telling what is left of it (the code stays the process's)."""
     for tx in txs:
+        errors: list[Any] = []
         try:
             errors = tx.revert()
         finally:
-            tx.close()      # (interrupted, the janitor reverts what is left)
+            left = tx.close()   # (interrupted, the janitor reverts what is left)
         oom = tx.ctx.extra.get("cgroup_oom_kills")
         if oom:
             # the run's own cgroup: every kill in it happened during this run
             from vbdecl.runtime.oom import report
 
             report(name, oom, (spec.get("limits") or {}).get("memory"), speaker=speaker)
-        if errors and result.error is None:
-            result.error = errors[0]
-            result.code = result.code or 125
+        for err in errors:
+            err.hint = teardown_hint(err.where, tx.failed_records.get(err.where), left)
+        result.teardown_errors.extend(errors)
     txs.clear()
+
+
+def teardown_hint(action: str | None, record: Any, left: bool) -> str:
+    """What a failed revert of a run left, and what becomes of it. A run keeps no
+    state (``vbdecl recover`` has nothing of it); its janitor (runtime/hostactions.py)
+    tries each failed revert again once the sandbox is gone, before vbdecl exits."""
+    if not left:
+        return ("vbdecl's janitor reverted it again once the sandbox was gone: nothing of "
+                "the run is left on the host")
+    import json
+
+    what = json.dumps(record, sort_keys=True, separators=(",", ":")) if record else "?"
+    return (f"vbdecl's janitor tried again once the sandbox was gone and failed too, so what "
+            f"{action} made is left on the host ({what}); a run keeps no state, so vbdecl "
+            "recover cannot find it: remove it by hand")
 
 
 def _spawn_and_wait(cfg: C.ChildConfig, nsd: dict[str, Any], idmap: dict[str, Any] | None,

@@ -260,4 +260,6 @@ def launch(doc: dict[str, Any], *, prog: str, level_prefix: bool) -> int:
             if said is not None:
                 say(f"{prefix}{prog}: hint: {said}")
         return 1
+    for failed in result.teardown_errors:    # (the process ran: its code stays the run's)
+        say(f"{prefix}{prog}: {failed.where or 'teardown'}: {failed.message}")
     return int(result.code)

@@ -121,11 +121,15 @@ def test_fault_env_var_reaches_the_cli(tmp_path: Path) -> None:
         root, sd = tmp / "root", tmp / "state"
         root.mkdir()
         plan = testops.write_plan(tmp / "p.json", testops.make_plan("web", root))
-        env = dict(os.environ, VBDECL_FAULT="mount[/m1]")
+        # (an id not in the plan makes nothing fail: a warning says so, a review saw it ignored)
+        env = dict(os.environ, VBDECL_FAULT="mount[/nope],mount[/m1]")
         out = subprocess.run([sys.executable, testops.__file__, "--state-dir", str(sd), "apply",
                               str(plan), "-y"], env=env, capture_output=True, text=True)
         assert out.returncode == 1, out
         assert "error: mount[/m1]: injected fault (VBDECL_FAULT)" in out.stderr
+        assert "warning: VBDECL_FAULT names mount[/nope]: not an action of the plan or the state " \
+               "of web" in out.stderr, out.stderr
+        assert "names mount[/m1]" not in out.stderr
         assert "Traceback" not in out.stderr
         assert testops.host_tree(root) == {}
         assert not (sd / "envs" / "web").exists()

@@ -79,6 +79,10 @@ def test_cached_run_and_exec_import_nothing_they_do_not_use(env: dict[str, str],
     run = imported(["run", str(path), "--", "/bin/true"], env)
     assert bad(run) == []
     assert "vbdecl.model.manifest" not in run and "vbdecl.plan.compile" not in run
+    # VBDECL_FAULT is a test hook: its module only when it is set (then the run checks it)
+    assert "vbdecl.engine.faults" not in run
+    faulty = imported(["run", str(path), "--", "/bin/true"], {**env, "VBDECL_FAULT": "mount[/nope]"})
+    assert "vbdecl.engine.faults" in faulty
 
     applied = subprocess.run([VBDECL, "apply", "--yes", str(path)], env=env,
                              capture_output=True, text=True, timeout=60)

@@ -30,6 +30,7 @@ def run(args: argparse.Namespace) -> int:
         emit_json,
         interrupts_roll_back,
         plan_lines,
+        warn_unknown_faults,
     )
     from vbdecl.engine import sources
     from vbdecl.engine.executor import Engine
@@ -55,6 +56,9 @@ def run(args: argparse.Namespace) -> int:
         if not args.json:
             check_warnings(src.plan, src.path or args.target)
     names = [s.plan["name"] for s in sources_]
+    warn_unknown_faults([s.plan for s in sources_],
+                        sources.prune_candidates(args.target, names, args.state_dir)
+                        if args.prune and os.environ.get("VBDECL_FAULT") else [], args.state_dir)
     interrupts_roll_back()
     renderer = Renderer(args.json)
     engine = Engine(args.state_dir, on_event=renderer, lock_timeout=args.lock_timeout,

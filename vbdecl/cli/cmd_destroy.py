@@ -35,11 +35,14 @@ def run(args: argparse.Namespace) -> int:
         confirm,
         emit_json,
         interrupts_roll_back,
+        warn_unknown_faults,
     )
     from vbdecl.engine.executor import Engine, Result
     from vbdecl.errors import StateError
 
     check_can_ask(args.target, args.yes)
+    names = names_of(args.target)
+    warn_unknown_faults([], names, args.state_dir)
     interrupts_roll_back()
     renderer = Renderer(args.json)
     renderer.destroying = True     # a recovered destroy is reported as this command's result
@@ -48,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
     done: list[dict[str, object]] = []
     declined: list[str] = []
     try:
-        for name in names_of(args.target):
+        for name in names:
             # An interrupted destroy of ``name`` left open is finished now, and that is
             # what this command asked for; an apply that cannot roll back is abandoned
             # to this destroy.

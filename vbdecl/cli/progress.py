@@ -189,3 +189,29 @@ def interrupts_roll_back() -> None:
     from vbdecl.engine import interrupts
 
     interrupts.install()
+
+
+def warn_unknown_faults(plans: list[dict[str, Any]], names: list[str], state_dir: str | None) -> None:
+    """``VBDECL_FAULT`` (a test hook) naming an action that is neither in ``plans`` nor
+    recorded for the environments ``names``: say so (it would make nothing fail, and a
+    test would take that for a pass). Inert unless set."""
+    import os
+
+    if not os.environ.get("VBDECL_FAULT"):
+        return
+    from vbdecl.engine import store
+    from vbdecl.engine.faults import unknown, unknown_warning
+    from vbdecl.errors import VbdeclError
+
+    known = {str(a["id"]) for plan in plans for a in plan.get("actions") or []}
+    for name in dict.fromkeys([*(str(p["name"]) for p in plans), *names]):
+        try:
+            state = store.load(name, state_dir)
+        except VbdeclError:
+            state = None
+        known.update((state or {}).get("resources") or {})
+    missing = unknown(known)
+    if missing:
+        envs = ", ".join(dict.fromkeys([*(str(p["name"]) for p in plans), *names]))
+        print(f"warning: {unknown_warning(missing, f'the plan or the state of {envs}')}",
+              file=sys.stderr)

@@ -2,7 +2,10 @@
 
 ``VBDECL_FAULT=<id>`` makes that action fail when it is applied;
 ``<id>:revert`` makes its revert fail; a comma-separated list combines them.
-Inert unless set. The executor consults it for every step, so every op gets it.
+Inert unless set. The executor consults it for every step, so every op gets it;
+so does ``vbdecl run``: its host actions (runtime/hostactions.py), and the
+sandbox's steps, which parse it alike (runtime/child.py injected_faults). An id
+in no plan or state gets a warning (:func:`unknown`).
 
 ``VBDECL_TEST_CRASH_BEFORE_DONE=<id>`` makes the process SIGKILL itself once
 the apply (or update) of that action has run, before its ``done`` entry is
@@ -54,6 +57,19 @@ class Faults:
             import signal
 
             os.kill(os.getpid(), signal.SIGKILL)
+
+
+def unknown(known: set[str], spec: str | None = None) -> list[str]:
+    """The items of ``VBDECL_FAULT`` (or ``spec``) whose action id is not in ``known``:
+    they would make nothing fail, which a test must not take for a pass."""
+    apply, revert = _parse(os.environ.get("VBDECL_FAULT", "") if spec is None else spec)
+    return sorted({*(i for i in apply if i not in known),
+                   *(f"{i}:revert" for i in revert if i not in known)})
+
+
+def unknown_warning(items: list[str], where: str) -> str:
+    return (f"VBDECL_FAULT names {', '.join(items)}: not an action of {where}, so it makes "
+            "nothing fail (the ids are those of `vbdecl plan`)")
 
 
 def _parse(spec: str) -> tuple[set[str], set[str]]:

@@ -670,13 +670,39 @@ def load_setup_code(cfg: ChildConfig) -> None:
         cfg.preloaded = True
 
 
+def injected_faults() -> frozenset[str]:
+    """The action ids ``VBDECL_FAULT`` makes fail (vbdecl/engine/faults.py, a test hook;
+    parsed here alike: the sandbox imports nothing for it). Empty unless set."""
+    spec = os.environ.get("VBDECL_FAULT")
+    if not spec:
+        return frozenset()
+    return frozenset(item for item in (s.strip() for s in spec.split(","))
+                     if item and not item.endswith(":revert"))
+
+
+def injected_fault(action: str) -> SetupFailure:
+    return SetupFailure(125, f"{action}: injected fault (VBDECL_FAULT)",
+                        "unset VBDECL_FAULT; it is a test hook")
+
+
 def _setup_root(cfg: ChildConfig) -> None:
-    """Build the root, if the spec has one."""
+    """Build the root, if the spec has one. ``VBDECL_FAULT`` makes a run fail at the
+    step of an action it names: ``env`` and ``net.loopback`` first (the namespaces are
+    up), the root's in setup_root, ``process`` last (before it starts)."""
+    faults = injected_faults()
+    for action in ("env", "net.loopback"):
+        if action in faults:
+            raise injected_fault(action)
     sec = _security()
     sec.prepare_in_child(cfg.spec)    # disable_userns: needs the host /proc, before pivot
     cfg.userns_disabled = True
-    if not cfg.needs_root:
-        return
+    if cfg.needs_root:
+        _build_root(cfg, sec, faults)
+    if "process" in faults:
+        raise injected_fault("process")
+
+
+def _build_root(cfg: ChildConfig, sec: Any, faults: frozenset[str]) -> None:
     if not cfg.preloaded:
         preload(cfg.spec, sec)
         cfg.preloaded = True
@@ -696,7 +722,8 @@ def _setup_root(cfg: ChildConfig) -> None:
                 pass    # no janitor (it could not start): the run failed already
 
     try:
-        setup_root(cfg.spec, contained=cfg.mount_new, report=report)   # (_enter_namespaces)
+        setup_root(cfg.spec, contained=cfg.mount_new, report=report,   # (_enter_namespaces)
+                   faults=faults)
     finally:
         if cfg.report_fd >= 0:
             os.close(cfg.report_fd)     # the janitor's end of the build's reports

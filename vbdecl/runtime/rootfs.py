@@ -1369,7 +1369,8 @@ def _pick_base() -> str:
 
 
 def setup_root(spec: dict[str, Any], *, contained: bool = False,
-               report: Callable[[dict[str, Any]], None] | None = None) -> None:
+               report: Callable[[dict[str, Any]], None] | None = None,
+               faults: frozenset[str] = frozenset()) -> None:
     """Build the environment's root from ``spec`` and make it ``/`` (see the module doc).
 
     ``contained``: the caller made this mount namespace's mounts private or slaves
@@ -1377,14 +1378,15 @@ def setup_root(spec: dict[str, Any], *, contained: bool = False,
     they are made slaves here, so that nothing mounted reaches where they came from.
     ``report`` (a run): called with what the build changed of the host as it goes
     (see _ChangeReports), so that what is made is undone even if the build is cut
-    short; a build that fails undoes it itself.
+    short; a build that fails undoes it itself. ``faults`` (``VBDECL_FAULT``, a test
+    hook): the ids of the actions whose step fails, as a real failure there would.
 
     Raises :class:`RuntimeSetupError` (``where`` = the action id) on failure;
     the mount namespace is then unusable and the caller should exit.
     """
     old_umask = os.umask(0)
     try:
-        _setup_root(spec, contained, report)
+        _setup_root(spec, contained, report, faults)
     finally:
         os.umask(old_umask)
 
@@ -1403,8 +1405,15 @@ def clone_rootfs(src: int) -> int:
     return clone
 
 
+def _injected(action: str) -> RuntimeSetupError:
+    return RuntimeSetupError("injected fault (VBDECL_FAULT)", where=action,
+                             hint="unset VBDECL_FAULT; it is a test hook")
+
+
 def _setup_root(spec: dict[str, Any], contained: bool,
-                report: Callable[[dict[str, Any]], None] | None) -> None:
+                report: Callable[[dict[str, Any]], None] | None, faults: frozenset[str]) -> None:
+    if "rootfs" in faults:
+        raise _injected("rootfs")
     try:
         try:
             if not contained:
@@ -1485,6 +1494,8 @@ def _setup_root(spec: dict[str, Any], contained: bool,
         entries = list(spec.get("filesystem") or [])
         for index, (aid, e) in enumerate(zip(fs_action_ids(entries), entries, strict=True)):
             try:
+                if aid in faults:
+                    raise _injected(aid)
                 b.apply(e)
                 if reports is not None:
                     reports.send()
@@ -1496,6 +1507,8 @@ def _setup_root(spec: dict[str, Any], contained: bool,
                 raise RuntimeSetupError(f"{_describe(e)}: {_msg(exc)}", where=aid,
                                         hint=entry_hint(exc, e, vb="vb" in spec)) from exc
         net = spec.get("network") or {}
+        if "net.dns" in faults:
+            raise _injected("net.dns")
         try:
             if (spec.get("vb") or {}).get("net_files", True) is not False:
                 b.net_files({"dns": net.get("dns"), "hosts": net.get("hosts"),

@@ -457,8 +457,30 @@ def host_actions(plan: dict[str, Any]) -> list[dict[str, Any]]:
 
 def run_plan(plan: dict[str, Any], **kwargs: Any) -> RunResult:
     """Run a compiled plan (docs/plan-format.md) ephemerally."""
-    return run_spec(plan["spec"], name=plan.get("name") or "sandbox",
-                    actions=host_actions(plan), **kwargs)
+    actions = host_actions(plan)
+    if os.environ.get("VBDECL_FAULT"):
+        kwargs["warnings"] = [*kwargs.get("warnings", ()), *fault_warnings(plan, actions)]
+    return run_spec(plan["spec"], name=plan.get("name") or "sandbox", actions=actions, **kwargs)
+
+
+def fault_warnings(plan: dict[str, Any], actions: list[dict[str, Any]]) -> list[str]:
+    """What of ``VBDECL_FAULT`` (a test hook) makes nothing fail in a run of ``plan``:
+    an id not in it, and the revert of an action a run does not revert on its own (the
+    root and the namespaces go with the sandbox). Its host ``actions`` honour both."""
+    from vbdecl.engine.faults import unknown, unknown_warning
+
+    out = []
+    ids = {str(a["id"]) for a in plan.get("actions") or []}
+    missing = unknown(ids)
+    if missing:
+        out.append(unknown_warning(missing, f"{plan.get('name')}'s plan"))
+    whole = [i for i in unknown({str(a["id"]) for a in actions}) if i.endswith(":revert")
+             and i not in missing]
+    if whole:
+        out.append(f"VBDECL_FAULT names {', '.join(whole)}: a run does not revert "
+                   f"{'that action' if len(whole) == 1 else 'those actions'} on its own (its root "
+                   "and namespaces go with the sandbox), so it makes nothing fail")
+    return out
 
 
 def run_spec(spec: dict[str, Any], *, name: str = "sandbox", actions: list[dict[str, Any]] | None = None,
@@ -467,7 +489,7 @@ def run_spec(spec: dict[str, Any], *, name: str = "sandbox", actions: list[dict[
              state_dir: str | None = None, instance: str | None = None,
              caller: int | None = None,
              speaker: tuple[str, str] | None = None, ns_ids: bool = True,
-             share_memory: bool = False) -> RunResult:
+             share_memory: bool = False, warnings: list[str] | None = None) -> RunResult:
     """Run ``spec`` in a sandbox until its process exits; tear everything down.
 
     ``argv`` replaces ``process.command``. ``forward_signals``: the signals this
@@ -479,13 +501,15 @@ def run_spec(spec: dict[str, Any], *, name: str = "sandbox", actions: list[dict[
     ``ns_ids`` false: the events' ``ns`` stays empty unless they go out as JSON lines.
     ``share_memory`` (console commands, single-threaded): the first child may run
     in this process's memory (see shares_memory); a child killed there while it
-    runs Python makes this process exit 125 (_sharedchild.c says why).
+    runs Python makes this process exit 125 (_sharedchild.c says why). ``warnings``
+    go out with the setup's own (the ``runtime_init_warnings`` event).
     Never raises for a failure of the sandbox setup: the result carries the error
     and the exit code (125, 126, 127); errors of the caller's arguments raise.
     """
     instance = instance or new_instance()
     result = RunResult(instance)
-    nsd, idmap, warnings = resolve_namespaces(spec)
+    nsd, idmap, found = resolve_namespaces(spec)
+    warnings = [*(warnings or ()), *found]
     status = spec.get("status") or {}
     lock_fd = -1
     sink: EventSink | None = None

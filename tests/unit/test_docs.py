@@ -76,3 +76,41 @@ def test_process_group_default_is_documented_next_to_user(tmp_path: Path) -> Non
     flat = " ".join(text.split())
     assert "`process.group` is 0 when left out, whatever `process.user` is: `user: 1000` alone " \
            "runs the command as uid 1000 with gid 0" in flat
+
+
+def test_plan_format_says_what_ro_overlay_and_metadata_changes_do(tmp_path: Path) -> None:
+    """A review: docs/plan-format.md said a ro-overlay with one lower is a read-only bind
+    (validation refuses one: overlayfs needs two without an upper), and that a
+    labels-only change lists a `metadata` line in `plan --json`'s changes (they are
+    empty; metadata_changed says it)."""
+    import sys
+
+    import pytest
+
+    sys.path.insert(0, str(ROOT / "tests" / "plans"))
+    from normalized import doc
+
+    from vbdecl.errors import ManifestError
+    from vbdecl.model.load import load_text
+    from vbdecl.plan.compile import compile_doc
+    from vbdecl.plan.diff import changes, state_of
+    from vbdecl.plan.text import plan_json
+
+    text = " ".join((ROOT / "docs" / "plan-format.md").read_text().split())
+    assert "a `ro-overlay` with one lower is a read-only recursive bind" not in text
+    assert "A `ro-overlay` has at least two lowers" in text
+    (tmp_path / "l1").mkdir()
+    with pytest.raises(ManifestError, match="at least 2"):
+        load_text("apiVersion: vbdecl/v1\nkind: Environment\nmetadata: {name: w}\nspec:\n"
+                  "  filesystem: [{type: ro-overlay, target: /o, lower: [./l1]}]\n",
+                  str(tmp_path / "m.yaml"))
+
+    assert "the changes list a line `metadata`" not in text
+    assert "`changes` stays without it" in text
+    old = compile_doc(doc())
+    labelled = doc()
+    labelled["labels"] = {"tier": "db"}
+    new = compile_doc(labelled)
+    found = changes(new, state_of(old))
+    out = plan_json(new, found, state_of(old))
+    assert (out["changes"], out["metadata_changed"]) == ([], True)

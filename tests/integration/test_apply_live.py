@@ -407,6 +407,30 @@ def test_manifest_end_to_end_through_the_cli(tmp_path: Path) -> None:
     _run(body, tmp_path)
 
 
+def test_a_missing_overlay_lower_stops_the_apply_before_anything_changes(tmp_path: Path) -> None:
+    """A review: a ro-overlay with missing lowers planned fine, then the apply failed
+    half-way ("openat2 ... ENOENT") and rolled back. It stops before any step now."""
+
+    def body(tmp: Path) -> None:
+        sd, low = tmp / "state", tmp / "low"
+        m = tmp / "web.yaml"
+        m.write_text(MANIFEST.format(name="web") + "  filesystem:\n"
+                     + "".join(f"    - {{{e}}}\n" for e in BASE_ENTRIES)
+                     + f"    - {{type: ro-overlay, target: /o, lower: [{low}1, {low}2]}}\n")
+        out = _cli(sd, "apply", str(m), "-y")
+        assert out.returncode == 1
+        assert f"error: mount[/o]: overlay lower {low}1 does not exist" in out.stderr, out.stderr
+        assert "nothing was changed" in out.stderr and "revert" not in out.stderr
+        assert _our_mounts(sd) == []
+        (tmp / "low1").mkdir()
+        (tmp / "low2").mkdir()
+        assert _cli(sd, "apply", str(m), "-y").returncode == 0
+        assert _cli(sd, "destroy", "web", "-y").returncode == 0
+        assert _our_mounts(sd) == []
+
+    _run(body, tmp_path)
+
+
 def test_a_deleted_bind_source_is_drift_and_stops_the_apply_before_anything_changes(tmp_path: Path) -> None:
     """A crash review deleted a bound directory on the host: plan did not see it, the
     apply re-made the entries below it and failed there, and its rollback and every

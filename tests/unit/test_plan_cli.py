@@ -452,6 +452,43 @@ def test_a_file_that_takes_over_an_environment_of_another_file_is_named(
     assert f"applied from {env / 'web.yaml'} so far; applying {env / 'other' / 'web.yaml'} takes it over" in err
 
 
+def test_plan_refuses_missing_overlay_lowers_as_apply_does(
+        env: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A review: a ro-overlay's missing lowers planned fine, then the apply failed
+    half-way (openat2 ... ENOENT) and rolled back. Lowers (and what stands in the way
+    of an upper or work directory) are checked as a bind's source is."""
+    from vbdecl.ops import op_for
+
+    (env / "l1").mkdir()
+    (env / "afile").write_text("")
+    m = env / "ov.yaml"
+    m.write_text("apiVersion: vbdecl/v1\nkind: Environment\nmetadata:\n  name: ov\nspec:\n"
+                 "  filesystem:\n    - {type: tmpfs, target: /tmp}\n"
+                 "    - {type: ro-overlay, target: /o, lower: [./nolower1, ./nolower3]}\n")
+    assert main(["plan", "--no-cache", str(m)]) == 1
+    cap = capsys.readouterr()
+    assert "+ mount[/o]" in cap.out
+    assert f"ov: mount[/o]: overlay lower {env}/nolower1 does not exist" in cap.err, cap.err
+    assert "hint: apply would refuse it, changing nothing" in cap.err
+    ro, ovl = op_for("fs.ro-overlay"), op_for("fs.overlay")
+    assert ro.preflight({"lower": [f"{env}/l1", f"{env}/afile"]}) == (
+        f"overlay lower {env}/afile is not a directory: every lower directory must exist on the "
+        "host: create it, or change the manifest")
+    assert op_for("fs.tmp-overlay").preflight({"lower": [f"{env}/l1"]}) is None
+    # upper and work are made when missing (their parents too), unless a file is in the way
+    good = {"lower": [f"{env}/l1"], "upper": f"{env}/new/a/upper", "work": f"{env}/new/a/work"}
+    assert ovl.preflight(good) is None
+    assert ovl.preflight({**good, "upper": f"{env}/afile/upper"}) == (
+        f"overlay upper {env}/afile/upper cannot be made: {env}/afile on its way is not a "
+        "directory: move that away, or change the manifest")
+    assert ovl.preflight({**good, "work": f"{env}/afile"}) == (
+        f"overlay work {env}/afile is not a directory: move that away, or change the manifest")
+    (env / "nolower1").mkdir()
+    (env / "nolower3").mkdir()
+    assert main(["plan", "--no-cache", str(m)]) == 0
+    capsys.readouterr()
+
+
 def test_plan_refuses_missing_bind_and_file_sources_as_apply_does(
         env: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """A new-user review: a file entry's missing source failed apply half-way (then

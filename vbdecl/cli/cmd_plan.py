@@ -110,7 +110,7 @@ def _key_where(plan: dict[str, Any], path: str, dotted: str) -> str:
 
 def source_problems(found: list[Any]) -> list[tuple[str, str]]:
     """(action id, problem) for each change an apply would refuse before its first step
-    (Op.preflight: a missing bind or file source): the executor's own check, so that
+    (Op.preflight: a missing bind or file source, overlay lower): the executor's own check, so that
     plan says what apply will. Reads the host as a probe does; changes nothing."""
     import sys
 

@@ -51,7 +51,7 @@ def op_for(kind: str) -> Op:
 
 def preflight_problem(op: Op, params: dict[str, Any]) -> str | None:
     """Why ``op`` cannot make or update ``params``, as far as it can tell before anything
-    changes (Op.preflight: a missing bind or file source), or None. apply stops on it
+    changes (Op.preflight: a missing bind or file source, overlay lower), or None. apply stops on it
     before its first step; plan reports it."""
     check = getattr(op, "preflight", None)
     return check(params) if check is not None else None

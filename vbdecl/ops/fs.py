@@ -786,15 +786,41 @@ class Tmpfs(_Mount):
     kind = "tmpfs"
 
 
-class Overlay(_Mount):
+class _OverlayMount(_Mount):
+    def preflight(self, params: Params) -> str | None:
+        """A lower directory that is missing (or no directory), or an upper or work
+        directory that cannot be made (a file in its place or on its way), checked
+        before anything of an apply changes, as a bind's source is: found while
+        mounting, the apply had already made the entries before it (all reverted
+        again). Missing upper and work directories are made (their parents too)."""
+        for lower in params.get("lower") or []:
+            if not os.path.isdir(lower):
+                what = "is not a directory" if os.path.exists(lower) else "does not exist"
+                return (f"overlay lower {lower} {what}: every lower directory must exist on "
+                        "the host: create it, or change the manifest")
+        for key in ("upper", "work"):
+            path = params.get(key)
+            if not isinstance(path, str):
+                continue
+            place = path
+            while not os.path.lexists(place) and place != os.path.dirname(place):
+                place = os.path.dirname(place)
+            if not os.path.isdir(place):
+                what = "is not a directory" if place == path else \
+                    f"cannot be made: {place} on its way is not a directory"
+                return f"overlay {key} {path} {what}: move that away, or change the manifest"
+        return None
+
+
+class Overlay(_OverlayMount):
     kind = "overlay"
 
 
-class TmpOverlay(_Mount):
+class TmpOverlay(_OverlayMount):
     kind = "tmp-overlay"
 
 
-class RoOverlay(_Mount):
+class RoOverlay(_OverlayMount):
     kind = "ro-overlay"
 
     def read_only(self, params: Params) -> bool:

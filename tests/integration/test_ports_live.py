@@ -218,3 +218,52 @@ def test_a_failed_port_update_puts_the_old_port_back(tmp_path: Path) -> None:
             assert ask(gw, hp) == "pong"
     finally:
         cli(state, "destroy", "-y", name, check=False)
+
+
+def test_a_deleted_dnat_rule_of_one_family_is_drift_that_apply_repairs(tmp_path: Path) -> None:
+    """A review: in a dual-stack environment the port's chain has a DNAT rule per address
+    family, and the probe took the port for working while any rule was left: the IPv4
+    rule deleted by hand left the port dead over IPv4 while status and plan said ok.
+    Every address the port was published to must have its rule; a missing one is drift
+    that apply repairs."""
+    state = tmp_path / "state"
+    third = random.randrange(0, 250)
+    bridge, subnet, subnet6 = f"db{uniq()}", f"10.232.{third}.0/24", f"fd00:232:{third:x}::/64"
+    gw, hp, name = f"10.232.{third}.1", random.randint(20000, 32000), f"dbp{uniq()}"
+    m = tmp_path / f"{name}.yaml"
+    template = bridged("{name}", "    subnet6: {subnet6}\n    ports: [{ports}]\n") + \
+        "  process:\n    command: [\"/usr/bin/python3\", \"-c\", {code}]\n"
+    m.write_text(template.format(name=name, bridge=bridge, subnet=subnet, subnet6=subnet6,
+                                 ports=f'"{hp}:80/tcp"', code=json.dumps(SERVER)))
+    cli(state, "apply", "-y", str(m))
+    try:
+        assert ask(gw, hp) == "pong"
+        status = json.loads(cli(state, "--json", "status", name).stdout)
+        record = next(r for r in status["resources"] if r["id"] == f"nat.port[{hp}/tcp]")["record"]
+        assert len(record["to"]) == 2, record
+        chain = record["chain"]
+
+        def dnats() -> dict[str, int]:
+            listed = json.loads(subprocess.run(["nft", "-a", "-j", "list", "chain", "inet", "vbdecl", chain],
+                                               capture_output=True, text=True, check=True).stdout)
+            return {e["dnat"]["family"]: i["rule"]["handle"] for i in listed["nftables"] if "rule" in i
+                    for e in i["rule"]["expr"] if isinstance(e, dict) and "dnat" in e}
+
+        assert sorted(dnats()) == ["ip", "ip6"]
+        subprocess.run(["nft", "delete", "rule", "inet", "vbdecl", chain, "handle", str(dnats()["ip"])],
+                       check=True)
+        try:
+            dead = ask(gw, hp, tries=3)
+        except AssertionError:
+            dead = ""
+        assert dead == ""       # over IPv4 the port reaches nothing now
+        plan = cli(state, "plan", "--detailed-exitcode", str(m), check=False)
+        assert plan.returncode == 2, plan.stdout + plan.stderr
+        assert f"  ~ nat.port[{hp}/tcp]  # changed outside vbdecl: to " in plan.stdout, plan.stdout
+        assert f"-/+ nat.port[{hp}/tcp]" in plan.stdout, plan.stdout
+        cli(state, "apply", "-y", str(m))
+        assert "No changes" in cli(state, "plan", str(m)).stdout
+        assert sorted(dnats()) == ["ip", "ip6"]
+        assert ask(gw, hp) == "pong"
+    finally:
+        cli(state, "destroy", "-y", name, check=False)

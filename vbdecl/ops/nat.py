@@ -584,6 +584,22 @@ def _dnat_port(rule: dict[str, Any]) -> int | None:
     return None
 
 
+def _dnat_target(rule: dict[str, Any]) -> tuple[str, int] | None:
+    """(address, port) a rule DNATs to (None when it is not a DNAT rule with both)."""
+    for expr in rule.get("expr") or []:
+        if isinstance(expr, dict) and isinstance(expr.get("dnat"), dict):
+            addr, port = expr["dnat"].get("addr"), expr["dnat"].get("port")
+            return (addr, int(port)) if isinstance(addr, str) and isinstance(port, int) else None
+    return None
+
+
+def _canonical(address: str) -> str:
+    try:
+        return str(ipaddress.ip_address(address))
+    except ValueError:
+        return address
+
+
 def _env_addresses(ctx: Context) -> tuple[str | None, str | None]:
     a4 = (ctx.records.get("net.address") or {}).get("address")
     a6 = (ctx.records.get("net.address6") or {}).get("address")
@@ -778,9 +794,24 @@ class Port:
             return None
         if record.get("localnet") and not _localnet_is_on(str(record["localnet"])):
             return None         # the bridge was made again: its ports on 127.0.0.1 reach nothing
-        if not any(_dnat_port(i["rule"]) == record["container"]
-                   for i in items if "rule" in i and i["rule"].get("chain") == chain):
+        rules = [i["rule"] for i in items if "rule" in i and i["rule"].get("chain") == chain]
+        if not any(_dnat_port(rule) == record["container"] for rule in rules):
             return None
+        if record.get("to"):
+            # Each address family published has its own DNAT rule: one deleted by hand
+            # (or pointing elsewhere) leaves the port dead over that family, while any
+            # other rule still matched. The live record's "to" lists the addresses the
+            # chain still reaches, so a missing one is drift that apply repairs (-/+).
+            reached = set()
+            for rule in rules:
+                target = _dnat_target(rule)
+                if target is not None and target[1] == record["container"]:
+                    reached.add(_canonical(target[0]))
+            host_ip = record.get("host_ip")
+            to = [a for a in record["to"]
+                  if _canonical(a) in reached or (host_ip and (":" in a) != (":" in host_ip))]
+            if to != list(record["to"]):
+                return {**record, "to": to}
         return dict(record)
 
     def apply(self, ctx: Context, params: Params) -> Record:

@@ -350,6 +350,47 @@ def test_a_failed_entry_says_why_in_words_not_pythons(env: dict[str, str], tmp_p
     assert "[Errno" not in r.stderr and "hint: the target's parent is read-only" in r.stderr
 
 
+def test_a_refused_overlay_says_which_step_failed_and_the_usual_causes(env: dict[str, str],
+                                                                       tmp_path: Path) -> None:
+    """An overlay whose work directory is on another filesystem than its upper: the
+    error said ``creating a overlay mount: fsconfig(None=None): Invalid argument``
+    (a review), with no hint. (The other filesystem is a tmpfs mounted in a mount
+    namespace of the test's own: the host's mounts stay as they are.)"""
+    for d in ("lower", "upper", "other"):
+        (tmp_path / d).mkdir()
+    m = tmp_path / "m.yaml"
+    m.write_text(head("ovlrefused", template=False) + (
+        f"    - {{type: overlay, target: /srv, lower: [{tmp_path}/lower], upper: {tmp_path}/upper,"
+        f" work: {tmp_path}/other/work}}\n"))
+    r = subprocess.run(["unshare", "-m", "--propagation", "private", "sh", "-c",
+                        'mount -t tmpfs tmpfs "$1" && shift && exec "$@"', "sh", str(tmp_path / "other"),
+                        VBDECL, "run", str(m), "--", "/bin/true"],
+                       capture_output=True, text=True, env=env, timeout=60)
+    assert r.returncode == 125, r.stderr
+    assert "None" not in r.stderr and "a overlay" not in r.stderr
+    assert "mount[/srv]: overlay /srv: creating an overlay mount: the kernel refused its options" in r.stderr
+    assert "(EINVAL)" in r.stderr
+    assert "hint: overlayfs refused these layers: the upper and work directories must be on the same " \
+        "filesystem" in r.stderr and "kernel log" in r.stderr
+
+
+def test_vb_mqueue_without_its_own_ipc_namespace_hints_at_unshare_ipc(env: dict[str, str]) -> None:
+    """In a user namespace mqueue mounts only in an ipc namespace it owns: `vbdecl run`
+    said so, vb printed the bare EPERM (a review). vb gives its hint in its options."""
+    vb = str(Path(VBDECL).parent / "vb")
+    base = ["--unshare-user", "--ro-bind", "/usr", "/usr", "--symlink", "usr/lib", "/lib",
+            "--symlink", "usr/lib64", "/lib64", "--mqueue", "/dev/mqueue"]
+    r = subprocess.run([vb, *base, "/usr/bin/true"], capture_output=True, text=True, env=env, timeout=60)
+    assert r.returncode == 1
+    lines = r.stderr.splitlines()
+    assert lines[0].startswith("vb: mount[/dev/mqueue]: mqueue /dev/mqueue: creating a")
+    assert "the kernel refused its options" in lines[0] and "(EPERM)" in lines[0]
+    assert lines[1:] == ["vb: hint: mounting mqueue needs the sandbox's own ipc namespace: add --unshare-ipc"]
+    r = subprocess.run([vb, "--unshare-ipc", *base, "/usr/bin/true"], capture_output=True, text=True,
+                       env=env, timeout=60)
+    assert (r.returncode, r.stderr) == (0, "")
+
+
 def _listing(d: Path) -> list[tuple[str, str]]:
     """What is under ``d``: paths with their kind and mode."""
     return sorted((str(p.relative_to(d)), f"{p.lstat().st_mode:o}") for p in [d, *d.rglob("*")])

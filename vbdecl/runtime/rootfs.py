@@ -1337,10 +1337,20 @@ def entry_hint(exc: BaseException, e: dict[str, Any], *, vb: bool = False) -> st
                 "or is a symlink that does not resolve to one inside the root")
     if code == errno.EISDIR:
         return "the target exists with another type (file vs directory) than the source"
+    if code == errno.EINVAL and e["type"] in ("overlay", "tmp-overlay", "ro-overlay"):
+        return ("overlayfs refused these layers: the upper and work directories must be on the "
+                "same filesystem, the work directory empty and neither inside the other, no "
+                "layer inside another (the upper inside a lower, say), and every layer on a "
+                "filesystem overlayfs can use; the kernel log (dmesg) names the reason")
     if code == errno.EPERM and e["type"] == "proc":
+        if vb:
+            return ("mounting proc needs the sandbox's own pid namespace (--unshare-pid), "
+                    "and no fully covered /proc on the host when in a user namespace")
         return ("mounting proc needs the environment's own pid namespace (namespaces.pid: true), "
                 "and no fully covered /proc on the host when in a user namespace")
     if code == errno.EPERM and e["type"] == "mqueue":
+        if vb:
+            return "mounting mqueue needs the sandbox's own ipc namespace: add --unshare-ipc"
         return "mounting mqueue needs the environment's own ipc namespace (namespaces.ipc: true)"
     if code == errno.EPERM:
         return "the kernel refused: this needs CAP_SYS_ADMIN in the environment's user namespace"

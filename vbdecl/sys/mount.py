@@ -204,9 +204,13 @@ def fsconfig(fsfd: int, cmd: int, key: str | None = None, value: str | bytes | N
     if ret < 0:
         err = -ret
         log = _fs_log(fsfd)
-        shown = value if cmd != FSCONFIG_SET_FD else f"fd {aux}"
-        raise_errno(f"fsconfig({key!r}={shown!r})" + (f" [{log}]" if log else ""), err,
-                    hint=_hint_for(err))
+        if cmd == FSCONFIG_CMD_CREATE:
+            # (no key: the step that checks the options together and makes the filesystem)
+            what = "the kernel refused its options (fsconfig CREATE)"
+        else:
+            shown = value if cmd != FSCONFIG_SET_FD else f"fd {aux}"
+            what = f"fsconfig({key!r}={shown!r})"
+        raise_errno(what + (f" [{log}]" if log else ""), err, hint=_hint_for(err))
 
 
 def fsmount(fsfd: int, attr_flags: int = 0) -> int:
@@ -234,9 +238,10 @@ def new_mount(fstype: str, options: list[tuple[str, str | int | None]], attr_fla
         try:
             fsconfig(fsfd, FSCONFIG_CMD_CREATE)
         except OSError as exc:
-            exc.args = (f"creating a {fstype} mount: {exc}",)
+            what = f"creating {'an' if fstype[:1] in 'aeiou' else 'a'} {fstype} mount"
+            exc.args = (f"{what}: {exc}",)
             if hasattr(exc, "message"):
-                exc.message = f"creating a {fstype} mount: {exc.message}"
+                exc.message = f"{what}: {exc.message}"
             raise
         return fsmount(fsfd, attr_flags)
     finally:

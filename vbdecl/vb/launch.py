@@ -252,6 +252,9 @@ def launch(doc: dict[str, Any], *, prog: str, level_prefix: bool) -> int:
             reason = "No such file or directory" if code == 127 else message.rpartition(": ")[2]
             message = f"execvp {command}: {reason}"
         say(f"{prefix}{prog}: {message}")
+        said_hint = _entry_hint(spec, message, result.error)
+        if said_hint is not None:
+            say(f"{prefix}{prog}: hint: {said_hint}")
         net = spec.get("network") or {}
         if net.get("mode") == "bridge" and code not in (126, 127):
             from vbdecl.vb.bridge import hint
@@ -263,3 +266,16 @@ def launch(doc: dict[str, Any], *, prog: str, level_prefix: bool) -> int:
     for failed in result.teardown_errors:    # (the process ran: its code stays the run's)
         say(f"{prefix}{prog}: {failed.where or 'teardown'}: {failed.message}")
     return int(result.code)
+
+
+def _entry_hint(spec: dict[str, Any], message: str, error: Any) -> str | None:
+    """The hint of a filesystem entry's failure told in vbdecl's words (``ACTION-ID:
+    ...``; rootfs.entry_hint phrased it with vb's options), else None: bubblewrap's
+    own messages stay as bubblewrap prints them, without one."""
+    hint = getattr(error, "hint", None)
+    if not hint:
+        return None
+    from vbdecl.plan.ids import fs_action_ids
+
+    entries = list(spec.get("filesystem") or [])
+    return hint if any(message.startswith(f"{aid}: ") for aid in fs_action_ids(entries)) else None

@@ -354,19 +354,24 @@ class IdMapEntry(_Model):
     count: Annotated[int, Field(ge=1, le=2**32 - 1)] = 1
 
 
+def _ids(start: int, end: int) -> str:
+    """The ids start..end-1, as a person reads them."""
+    return f"id {start}" if end - start == 1 else f"ids {start}..{end - 1}"
+
+
 def _check_ranges(entries: list[IdMapEntry], what: str) -> list[IdMapEntry]:
     if len(entries) > 340:
         raise fail(f"{what} has {len(entries)} lines; the kernel allows at most 340")
-    spans = sorted((e.inside, e.inside + e.count) for e in entries)
-    for (a0, a1), (b0, _b1) in itertools.pairwise(spans):
-        if b0 < a1:
-            raise fail(f"{what} ranges overlap inside: {a0}..{a1 - 1} and {b0}..",
-                       "each inside id may be mapped once")
-    outs = sorted((e.outside, e.outside + e.count) for e in entries)
-    for (a0, a1), (b0, _b1) in itertools.pairwise(outs):
-        if b0 < a1:
-            raise fail(f"{what} ranges overlap outside: {a0}..{a1 - 1} and {b0}..",
-                       "each outside id may be mapped once")
+    for side in ("inside", "outside"):
+        spans = sorted((getattr(e, side), getattr(e, side) + e.count, i) for i, e in enumerate(entries))
+        for (a0, a1, ai), (b0, b1, bi) in itertools.pairwise(spans):
+            if b0 < a1:
+                first, later = sorted((ai, bi))
+                mine, theirs = ((b0, b1), (a0, a1)) if later == bi else ((a0, a1), (b0, b1))
+                raise fail(f"{what}[{later}] ({side} {_ids(*mine)}) overlaps {what}[{first}] "
+                           f"({side} {_ids(*theirs)}): {_ids(b0, min(a1, b1))} would be mapped twice",
+                           f"each {side} id may be mapped once: shrink or move one of the two ranges",
+                           at=(later,))
     for e in entries:
         if e.inside + e.count > 2**32 - 1 or e.outside + e.count > 2**32 - 1:
             raise fail(f"{what} range {e.inside}+{e.count} goes past the largest id")

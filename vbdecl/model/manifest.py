@@ -795,6 +795,12 @@ class SeccompDeny(_Model):
     errno: Errno = "EPERM"
 
 
+_SECCOMP_ONE_OF = (
+    "keep one: {allow: [...]} lets only the listed calls through (every other fails with "
+    "EPERM), {deny: [...]} refuses the listed calls on top of the default profile, "
+    "{profile: FILE} is a whole profile; with an allow list, a call to refuse is one left out")
+
+
 def _seccomp_precheck(value: Any) -> Any:
     if isinstance(value, str) and value not in ("off", "default"):
         raise fail(f"unknown seccomp mode {value!r}",
@@ -805,6 +811,11 @@ def _seccomp_precheck(value: Any) -> Any:
     if isinstance(value, dict) and not any(k in value for k in ("profile", "allow", "deny")):
         raise fail("a seccomp mapping needs profile, allow or deny",
                    "write {profile: ./p.json}, {allow: [read, write]} or {deny: [ptrace], errno: EPERM}")
+    if isinstance(value, dict):
+        given = [k for k in value if k in ("profile", "allow", "deny")]
+        if len(given) > 1:
+            raise fail(f"seccomp: {given[0]} and {given[1]} cannot be combined",
+                       _SECCOMP_ONE_OF, at=(given[1],))
     return value
 
 

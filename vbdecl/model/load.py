@@ -140,9 +140,24 @@ def _model_at(loc: tuple[str | int, ...]) -> type[BaseModel] | None:
     return tp if isinstance(tp, type) and issubclass(tp, BaseModel) else None
 
 
+#: hints for keys people write on entries that do not take them: what to write instead
+_READ_ONLY_KEYS = ("readonly", "read_only", "ro", "read-only")
+_KEY_HINTS: dict[tuple[str, str], str] = {
+    **{("BindEntry", k): "a read-only bind is its own type: write type: ro-bind (without "
+       f"{k})" for k in _READ_ONLY_KEYS},
+    **{("DevBindEntry", k): "a dev-bind is writable: for a read-only one add a remount-ro "
+       "entry with the same target after it" for k in _READ_ONLY_KEYS},
+    **{("RoBindEntry", k): f"a ro-bind is read-only already: drop {k} (type: bind is the "
+       "writable one)" for k in _READ_ONLY_KEYS},
+}
+
+
 def _unknown_key_hint(model: type[BaseModel] | None, key: str) -> str | None:
     if model is None:
         return None
+    special = _KEY_HINTS.get((model.__name__, key))
+    if special is not None:
+        return special
     fields = [f for f in model.model_fields if f != "type"] if "type" in model.model_fields else list(model.model_fields)
     hint = m.did_you_mean(key, fields)
     if hint:

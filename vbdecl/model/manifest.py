@@ -27,6 +27,7 @@ from pydantic import (
     Discriminator,
     Field,
     Tag,
+    ValidationInfo,
     WithJsonSchema,
     model_validator,
 )
@@ -851,11 +852,27 @@ class LandlockPorts(_Model):
     connect: list[Port] = Field(default_factory=list)
 
 
+def _check_landlock_path(value: Any, info: ValidationInfo) -> Any:
+    """A Landlock rule's path: absolute, inside the environment (a target's rules, in
+    the words of the key it is under)."""
+    key = f"security.landlock.{info.field_name}"
+    if isinstance(value, str) and not value.startswith("/"):
+        raise fail(f"{key}: path {value!r} is not absolute",
+                   f"a Landlock path is a path inside the environment: write /{value.lstrip('./')}")
+    if isinstance(value, str) and ".." in value.split("/"):
+        raise fail(f"{key}: path {value!r} contains '..'",
+                   "write the path without '..' components")
+    return value
+
+
+LandlockPath = Annotated[Target, BeforeValidator(_check_landlock_path)]
+
+
 class Landlock(_Model):
-    read: list[Target] = Field(default_factory=list)
-    write: list[Target] = Field(default_factory=list)
-    read_write: list[Target] = Field(default_factory=list)
-    execute: list[Target] = Field(default_factory=list)
+    read: list[LandlockPath] = Field(default_factory=list)
+    write: list[LandlockPath] = Field(default_factory=list)
+    read_write: list[LandlockPath] = Field(default_factory=list)
+    execute: list[LandlockPath] = Field(default_factory=list)
     ports: LandlockPorts | None = None
     optional: bool = False
 

@@ -331,6 +331,22 @@ def test_diff_between_revisions(env: Path, capsys: pytest.CaptureFixture[str]) -
     assert "web has no revision 7" in capsys.readouterr().err
 
 
+def test_diff_of_revisions_given_as_arguments_hints_at_from_and_to(
+        env: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """`vbdecl diff NAME 1 3` gave argparse's bare "unexpected argument: 3" (a review):
+    revisions are --from and --to."""
+    monkeypatch.chdir(env)
+    with pytest.raises(SystemExit) as exited:
+        main(["diff", "web", "1", "3"])
+    assert exited.value.code == 1
+    err = capsys.readouterr().err
+    assert "unexpected argument: 3\n  hint: to compare revisions of an environment: " \
+        "vbdecl diff web --from 1 --to 3\n" in err
+    assert main(["diff", "web", "1"]) == 1
+    err = capsys.readouterr().err
+    assert "neither 'web' nor '1' is a manifest file" in err and "vbdecl diff web --from 1" in err
+
+
 def test_graph_json_and_multi_environment_files(env: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["graph", "--json", str(CASES / "multi-doc" / "manifest.yaml")]) == 0
     doc = json.loads(capsys.readouterr().out)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from typing import Any
 
 HELP = "show the plan that takes manifest A to manifest B (or revision N to M of NAME)"
@@ -25,6 +26,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="also show a unified diff of the manifest files (of revisions: of their "
                              "normalized specs, as JSON)")
     parser.add_argument("-v", "--verbose", action="store_true", help="also list unchanged actions")
+
+
+def extras_hint(args: argparse.Namespace, extras: list[str]) -> str | None:
+    """``vbdecl diff NAME 1 3``: revisions are given as options."""
+    if args.b is not None and args.b.isdecimal() and len(extras) == 1 and extras[0].isdecimal():
+        return (f"to compare revisions of an environment: vbdecl diff {args.a} --from {args.b} "
+                f"--to {extras[0]}")
+    return None
 
 
 def _revision(name: str, number: int, state_dir: str | None) -> dict[str, Any]:
@@ -57,6 +66,11 @@ def _sides(args: argparse.Namespace) -> tuple[list[dict[str, Any]], list[dict[st
         if args.a == args.b == STDIN:
             raise UsageError("only one of the two manifests can come from stdin (-)",
                              hint="vbdecl diff A.yaml - < B.yaml")
+        if args.b.isdecimal() and args.a != STDIN and not os.path.lexists(args.b) \
+                and not os.path.lexists(args.a):
+            raise UsageError(f"neither {args.a!r} nor {args.b!r} is a manifest file",
+                             hint=f"to compare revisions of an environment: vbdecl diff {args.a} "
+                                  f"--from {args.b} [--to M]")
         (name_a, data_a), (name_b, data_b) = [read_given(f) or (f, None) for f in (args.a, args.b)]
         a, b = plans_for_file(name_a, data=data_a), plans_for_file(name_b, data=data_b)
         raw: list[str] = []

@@ -51,9 +51,9 @@ class _Parser(argparse.ArgumentParser):
     """argparse exits 2 on a usage error: vbdecl's 2 means "plan found changes"
     (--detailed-exitcode), so a mistyped option must not look like it."""
 
-    def error(self, message: str) -> NoReturn:
+    def error(self, message: str, hint: str | None = None) -> NoReturn:
         self.print_usage(sys.stderr)
-        self.exit(1, f"{self.prog}: error: {message}\n")
+        self.exit(1, f"{self.prog}: error: {message}\n" + (f"  hint: {hint}\n" if hint else ""))
 
 
 class _CommandParser(_Parser):
@@ -70,7 +70,9 @@ class _CommandParser(_Parser):
             if options:
                 self.error(f"unknown option{'s' if len(options) > 1 else ''} {' '.join(options)} "
                            f"(`{self.prog} --help` lists its options)")
-            self.error(f"unexpected argument{'s' if len(extras) > 1 else ''}: {' '.join(extras)}")
+            said = getattr(self, "extras_hint", None)
+            self.error(f"unexpected argument{'s' if len(extras) > 1 else ''}: {' '.join(extras)}",
+                       said(parsed, extras) if said is not None else None)
         return parsed, extras
 
 
@@ -92,6 +94,8 @@ def build_parser() -> argparse.ArgumentParser:
         cmd = sub.add_parser(name, help=module.HELP, description=module.HELP)
         add_common(cmd)
         module.add_arguments(cmd)
+        # (a command may say what its extra arguments were meant to be)
+        cmd.extras_hint = getattr(module, "extras_hint", None)  # type: ignore[attr-defined]
         cmd.set_defaults(_run=module.run)
     # dispatched before argparse (vbdecl.entry); listed here for --help
     sub.add_parser("vb", help="bubblewrap's command line: vbdecl vb [bwrap options] CMD (as the vb program)")

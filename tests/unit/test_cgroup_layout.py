@@ -122,6 +122,18 @@ def test_missing_controllers_are_named_with_a_hint(tmp_path: Path) -> None:
     assert cg.missing(layout, {"memory_swap": 0})[0][1].startswith(
         "limits.memory_swap needs limits.memory")
     assert cg.missing(cg.Layout(), {"memory": 1})[0][1] == "no cgroup hierarchy is mounted"
+    # a hierarchy this user may not write (not delegated): also the way without root
+    real_access = os.access
+
+    def no_write(path: Any, mode: int, **kw: Any) -> bool:
+        return False if mode == os.W_OK and str(path).startswith(str(tmp_path)) else \
+            real_access(path, mode, **kw)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(cg.os, "access", no_write)
+        problems = cg.missing(cg.Layout(unified=None, v1={"pids": str(tmp_path)}), {"pids": 8})
+    assert "not delegated" in problems[0][1]
+    assert "delegated cgroup" in problems[0][2] and "limits.optional: true" in problems[0][2]
 
 
 def test_group_plan_per_layout() -> None:
@@ -426,8 +438,11 @@ def test_optional_limits_without_a_delegated_cgroup(fake_v2: cg.Layout,
     Group().revert(ctx, rec)
     monkeypatch.setattr(cg, "missing", missing)
     limits["optional"] = False
-    with pytest.raises(ActionError, match=r"not enforced|Permission denied"):
+    with pytest.raises(ActionError, match=r"not enforced|Permission denied") as failed:
         Group().apply(ctx, {"layout_hint": None})
+    # the way out that needs no root: the hint said only "run as root, or ask for a
+    # delegated cgroup" (a review)
+    assert "limits.optional: true" in (failed.value.hint or "")
     with pytest.raises(ActionError, match="cannot be enforced") as err:
         Limit().apply(ctx, {"limit": "memory", "value": 1 << 24})
     assert err.value.where == "cgroup.memory"

@@ -202,7 +202,10 @@ class Group:
             record = cgroupfs.create_group(layout, ctx.instance, controllers)
         except SysError as exc:
             if not (limits.get("optional") and exc.errno in _NOT_DELEGATED):
-                raise _action_error(exc, GROUP_ID) from exc
+                err = _action_error(exc, GROUP_ID)
+                if exc.errno in _NOT_DELEGATED:
+                    err.hint = cgroupfs.NOT_DELEGATED_HINT
+                raise err from exc
             # No cgroup this user may create (not delegated to it): under
             # limits.optional the environment runs without one, with a warning.
             record = cgroupfs.empty_record(layout, ctx.instance)

@@ -452,6 +452,11 @@ def needed_controllers(limits: dict[str, Any]) -> list[str]:
     return out
 
 
+#: what to do when this user may not make cgroups
+NOT_DELEGATED_HINT = ("run as root, or ask for a delegated cgroup (systemd: Delegate=yes), or set "
+                      "limits.optional: true to run without the limits (with a warning)")
+
+
 def missing(layout: Layout, limits: dict[str, Any]) -> list[tuple[str, str, str]]:
     """Limits that cannot be had on ``layout``: (limit, message, hint) for each.
 
@@ -483,7 +488,7 @@ def missing(layout: Layout, limits: dict[str, Any]) -> list[tuple[str, str, str]
         probe_dir = base if os.path.isdir(base) else mount
         if not os.access(probe_dir, os.W_OK):
             out.append((limit, f"limits.{limit}: {probe_dir} is not writable (cgroup not delegated)",
-                        "run as root, or ask for a delegated cgroup (systemd: Delegate=yes)"))
+                        NOT_DELEGATED_HINT))
             continue
         if limit == "memory_swap":
             if version == 1 and not os.path.exists(os.path.join(mount, "memory.memsw.limit_in_bytes")):

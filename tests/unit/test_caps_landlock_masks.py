@@ -35,7 +35,7 @@ def test_ports_need_abi_4(monkeypatch: pytest.MonkeyPatch) -> None:
     created: list[tuple[int, int, int]] = []
     monkeypatch.setattr(ll, "abi_version", lambda: 3)
     monkeypatch.setattr(ll, "create_ruleset", lambda f, n=0, s=0: created.append((f, n, s)) or 99)
-    monkeypatch.setattr(ll, "add_path_rule", lambda fd, p, a, opener=None: a)
+    monkeypatch.setattr(ll, "add_path_rule", lambda fd, p, a, opener=None, where="": a)
     with pytest.raises(RuntimeSetupError, match="port rules need ABI 4"):
         sec.landlock_ruleset({"read": ["/usr"], "ports": {"bind": [80]}})
     sec.WARNINGS.clear()

@@ -88,6 +88,19 @@ def test_profile_file_errors(tmp_path: Path) -> None:
     good.write_text(json.dumps({"defaultAction": "SCMP_ACT_ALLOW", "syscalls": []}))
     loaded = sec.load_host_files({"security": {"seccomp": {"profile": str(good)}}})
     assert loaded["security"]["seccomp"]["profile_data"]["defaultAction"] == "SCMP_ACT_ALLOW"
+    # an item the profile got wrong: its file, the key that named the file, and the item
+    # (a review was told only "seccomp profile: unsupported action 'SCMP_ACT_BOGUS'")
+    wrong = tmp_path / "wrong.json"
+    wrong.write_text(json.dumps({"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [
+        {"names": ["ptrace"], "action": "SCMP_ACT_ERRNO"}, {"names": ["reboot"], "action": "SCMP_ACT_BOGUS"}]}))
+    with pytest.raises(RuntimeSetupError) as failed:
+        sec._build_filter({"profile": str(wrong)}, 0, 0)
+    assert failed.value.message == \
+        f"{wrong} (security.seccomp.profile): syscalls[1]: unsupported action 'SCMP_ACT_BOGUS'"
+    wrong.write_text(json.dumps({"defaultAction": "SCMP_ACT_NOPE"}))
+    with pytest.raises(RuntimeSetupError, match=r"wrong.json \(security.seccomp.profile\): defaultAction: "
+                                                r"unsupported action 'SCMP_ACT_NOPE'"):
+        sec._build_filter({"profile": str(wrong)}, 0, 0)
 
 
 def _pfc(profile: dict, **kw: object) -> str:

@@ -363,11 +363,11 @@ def landlock_ruleset(cfg: dict[str, Any] | None, fenced: list[str] | None = None
              | ll.MAKE_REG | ll.MAKE_SOCK | ll.MAKE_FIFO | ll.MAKE_BLOCK | ll.MAKE_SYM
              | ll.REFER | ll.TRUNCATE | ll.IOCTL_DEV)
     execute = ll.EXECUTE | ll.READ_FILE
-    rules: list[tuple[str, int]] = []
+    rules: list[tuple[str, int, str]] = []
     for key, mask in (("read", read), ("write", write), ("read_write", read | write),
                       ("execute", execute)):
-        for path in cfg.get(key) or []:
-            rules.append((str(path), mask & fs_all))
+        for i, path in enumerate(cfg.get(key) or []):
+            rules.append((str(path), mask & fs_all, f"security.landlock.{key}[{i}]"))
     fd = ll.create_ruleset(fs_all, handled_net, ll.scopes(abi))
     root = os.open("/", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
@@ -377,8 +377,9 @@ def landlock_ruleset(cfg: dict[str, Any] | None, fenced: list[str] | None = None
         # run, or through an exec into a live environment, to have a rule grant more;
         # a security review turned read: [/data/pub] into read access to / so)
         fence = fence_of(root, fenced or [])
-        for path, mask in rules:
-            ll.add_path_rule(fd, path, mask, lambda p: resolve(root, p, os.O_PATH, fence=fence))
+        for path, mask, where in rules:
+            ll.add_path_rule(fd, path, mask, lambda p: resolve(root, p, os.O_PATH, fence=fence),
+                             where=where)
         if handled_net:
             for port in ports.get("bind") or []:
                 ll.add_port_rule(fd, int(port), ll.BIND_TCP)
@@ -599,8 +600,10 @@ def _build_filter(setting: Any, kept: int, hold: int) -> Any:
         return None
     from vbdecl.sys import seccomp as ssc
 
-    return ssc.build_filter(profile, caps=mask_names(kept), strict_names=strict,
-                            where="security.seccomp")
+    path = setting.get("profile") if isinstance(setting, dict) else None
+    # (a profile file's errors name the file and its item, and the key that named it)
+    where = f"{path} (security.seccomp.profile)" if path else "security.seccomp"
+    return ssc.build_filter(profile, caps=mask_names(kept), strict_names=strict, where=where)
 
 
 # Landlock's TCP rights cover TCP sockets only: an MPTCP (or SMC) socket binds and

@@ -115,9 +115,10 @@ def create_ruleset(handled_fs: int, handled_net: int = 0, scoped: int = 0) -> in
 
 
 def add_path_rule(ruleset_fd: int, path: str, access: int,
-                  opener: Callable[[str], int] | None = None) -> int:
+                  opener: Callable[[str], int] | None = None, *, where: str = "landlock rule") -> int:
     """Grant ``access`` beneath ``path`` (opened with ``opener``, an O_PATH fd; by
     default following symlinks); on a non-directory only the file rights apply.
+    ``where``: the rule's key, which errors name (``security.landlock.read[0]``).
 
     Returns the access actually granted (masked for files).
     """
@@ -125,7 +126,7 @@ def add_path_rule(ruleset_fd: int, path: str, access: int,
         fd = opener(path) if opener is not None else os.open(path, os.O_PATH | os.O_CLOEXEC)
     except OSError as e:
         why = getattr(e, "hint", None) if e.errno == errno.ELOOP else None     # (a link refused)
-        raise_errno(f"landlock rule: open({path!r})", e.errno or errno.ENOENT,
+        raise_errno(f"{where}: {path!r} inside the environment", e.errno or errno.ENOENT,
                     hint=why or "the path must exist inside the environment: create it with a "
                     "filesystem entry, or remove it from security.landlock")
         raise  # unreachable
@@ -135,7 +136,7 @@ def add_path_rule(ruleset_fd: int, path: str, access: int,
         if access:
             attr = _PATH_BENEATH_ATTR.pack(access, fd)
             check(syscall("landlock_add_rule", ruleset_fd, LANDLOCK_RULE_PATH_BENEATH, attr, 0),
-                  f"landlock_add_rule({path!r}, access={access:#x})")
+                  f"{where}: landlock_add_rule({path!r}, access={access:#x})")
     finally:
         os.close(fd)
     return access

@@ -82,7 +82,7 @@ def native_arch() -> str:
     return os.uname().machine
 
 
-def _action(s: Any, name: str, errno_ret: int | None, default_errno: int) -> Any:
+def _action(s: Any, name: str, errno_ret: int | None, default_errno: int, where: str) -> Any:
     key = name.upper()
     if key in ("SCMP_ACT_ALLOW",):
         return s.ALLOW
@@ -98,7 +98,7 @@ def _action(s: Any, name: str, errno_ret: int | None, default_errno: int) -> Any
         return s.TRACE(errno_ret or 0)
     if key == "SCMP_ACT_LOG":
         return s.LOG
-    raise RuntimeSetupError(f"seccomp profile: unsupported action {name!r}",
+    raise RuntimeSetupError(f"{where}: unsupported action {name!r}",
                             hint="use SCMP_ACT_ALLOW, SCMP_ACT_ERRNO, SCMP_ACT_KILL, "
                                  "SCMP_ACT_KILL_PROCESS, SCMP_ACT_TRAP, SCMP_ACT_TRACE or SCMP_ACT_LOG")
 
@@ -107,11 +107,11 @@ _OPS = {"SCMP_CMP_NE": "NE", "SCMP_CMP_LT": "LT", "SCMP_CMP_LE": "LE", "SCMP_CMP
         "SCMP_CMP_GE": "GE", "SCMP_CMP_GT": "GT", "SCMP_CMP_MASKED_EQ": "MASKED_EQ"}
 
 
-def _arch_token(s: Any, name: str) -> Any:
+def _arch_token(s: Any, name: str, where: str) -> Any:
     short = name.upper().removeprefix("SCMP_ARCH_")
     token = getattr(s.Arch, short, None)
     if token is None:
-        raise RuntimeSetupError(f"seccomp profile: unknown architecture {name!r}",
+        raise RuntimeSetupError(f"{where}: unknown architecture {name!r}",
                                 hint="use names such as SCMP_ARCH_X86_64, SCMP_ARCH_X86, SCMP_ARCH_X32")
     return token
 
@@ -171,7 +171,7 @@ def build_filter(profile: dict[str, Any], *, caps: set[str] | None = None,
     caps = caps or set()
     default_errno = int(profile.get("defaultErrnoRet") or _errno.EPERM)
     default_name = str(profile.get("defaultAction", "SCMP_ACT_ALLOW"))
-    default = _action(s, default_name, default_errno, default_errno)
+    default = _action(s, default_name, default_errno, default_errno, f"{where}: defaultAction")
     try:
         filt = s.SyscallFilter(default)
         filt.set_attr(s.Attr.CTL_NNP, 0)
@@ -186,7 +186,7 @@ def build_filter(profile: dict[str, Any], *, caps: set[str] | None = None,
     if not profile.get("archMap"):
         arch_names += [a for a in profile.get("architectures") or [] if a.upper() != native]
     for a in arch_names:
-        token = _arch_token(s, a)
+        token = _arch_token(s, a, where)
         if not filt.exist_arch(token):
             try:
                 filt.add_arch(token)
@@ -203,7 +203,7 @@ def build_filter(profile: dict[str, Any], *, caps: set[str] | None = None,
         names = list(rule.get("names") or ([rule["name"]] if rule.get("name") else []))
         act_name = str(rule.get("action", ""))
         errno_ret = rule.get("errnoRet")
-        action = _action(s, act_name, errno_ret, default_errno)
+        action = _action(s, act_name, errno_ret, default_errno, f"{where}: syscalls[{i}]")
         if act_name.upper() == default_name.upper() and (
                 act_name.upper() != "SCMP_ACT_ERRNO"
                 or (errno_ret if errno_ret is not None else default_errno) == default_errno):

@@ -391,6 +391,31 @@ def test_vb_mqueue_without_its_own_ipc_namespace_hints_at_unshare_ipc(env: dict[
     assert (r.returncode, r.stderr) == (0, "")
 
 
+def test_joining_a_user_namespace_where_the_ids_are_not_mapped_hints_at_process_user(
+        env: dict[str, str], tmp_path: Path) -> None:
+    """Joining a user namespace that does not map 0, with no process.user: the error was
+    the bare "setresgid(0, 0, 0): Invalid argument" (a review); a namespace vbdecl makes
+    is checked against idmap before, a joined one cannot be."""
+    holder = subprocess.Popen(["unshare", "--user", "--map-user=1000", "--map-group=1000",
+                               "sleep", "60"])
+    try:
+        ns = f"/proc/{holder.pid}/ns/user"
+        assert _wait_until(lambda: Path(f"/proc/{holder.pid}/uid_map").read_text().split()[:1] == ["1000"])
+        m = tmp_path / "m.yaml"
+        m.write_text(head("joinunmapped", template=False) + f"  namespaces: {{user: {{join: {ns}}}}}\n")
+        r = vbdecl(env, "run", str(m), "--", "/bin/true")
+        assert r.returncode == 125
+        assert "error: setresgid(0, 0, 0): Invalid argument (EINVAL)\n" in r.stderr
+        assert f"hint: gid 0 is not mapped in the joined user namespace ({ns}): set process.user and " \
+            f"process.group to ids mapped there (/proc/{holder.pid}/gid_map lists them" in r.stderr
+        m.write_text(m.read_text() + "  process: {user: 1000, group: 1000}\n")
+        r = vbdecl(env, "run", str(m), "--", "/bin/true")
+        assert r.returncode == 0, r.stderr
+    finally:
+        holder.kill()
+        holder.wait()
+
+
 def _listing(d: Path) -> list[tuple[str, str]]:
     """What is under ``d``: paths with their kind and mode."""
     return sorted((str(p.relative_to(d)), f"{p.lstat().st_mode:o}") for p in [d, *d.rglob("*")])

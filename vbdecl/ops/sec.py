@@ -879,8 +879,26 @@ def failure(spec: dict[str, Any], plan: LastStep, failed: Failure) -> Exception 
     }
     if step not in calls:
         return None
-    hint = sc.map_hint() if step in (ls.SETRESGID, ls.SETRESUID) else None
+    hint = None
+    if step in (ls.SETRESGID, ls.SETRESUID):
+        hint = _joined_map_hint(spec, "gid" if step == ls.SETRESGID else "uid", index) or sc.map_hint()
     return sys_error(calls[step], err, hint=hint)
+
+
+def _joined_map_hint(spec: dict[str, Any], kind: str, index: int) -> str | None:
+    """Why the id change fails in a user namespace the environment joins (EINVAL: the id
+    is not mapped there; vbdecl cannot check that before, as it does its own idmap)."""
+    user = (spec.get("namespaces") or {}).get("user")
+    if not (isinstance(user, dict) and user.get("join")):
+        return None
+    path = str(user["join"])
+    maps = f"{path[:-len('/ns/user')]}/{kind}_map" if path.endswith("/ns/user") else f"its {kind}_map"
+    if "vb" in spec:
+        return (f"{kind} {index} is not mapped in the user namespace joined with --userns: give "
+                f"--uid and --gid that are mapped there ({maps} lists them)")
+    return (f"{kind} {index} is not mapped in the joined user namespace ({path}): set "
+            f"process.user and process.group to ids mapped there ({maps} lists them; both "
+            "default to 0)")
 
 
 def apply_in_child(spec: dict[str, Any]) -> None:

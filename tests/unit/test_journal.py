@@ -105,6 +105,23 @@ def test_corrupt_state_is_a_state_error_naming_the_file(tmp_path: Path) -> None:
     assert str(p) in str(info.value) and "hint" in str(info.value)
 
 
+def test_a_corrupt_state_files_hint_warns_that_moving_it_away_leaves_the_environment(
+        tmp_path: Path) -> None:
+    """The hint said "move it away to forget that state" (a review): the records of what
+    a live environment made are in it, and without them its resources stay on the host."""
+    from vbdecl.engine import store
+
+    p = Path(paths.state_file("broken", tmp_path))
+    p.parent.mkdir(parents=True)
+    p.write_text("{nope")
+    with pytest.raises(StateError) as info:
+        store.load("broken", tmp_path)
+    hint = info.value.hint or ""
+    assert str(p) in info.value.message and "restore it from a backup" in hint
+    assert "Do not just move it away" in hint and "would stay on the host" in hint
+    assert "to forget that state" not in hint
+
+
 def test_paths_follow_the_override_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("VBDECL_STATE_DIR", raising=False)
     assert paths.state_root(tmp_path) == str(tmp_path)

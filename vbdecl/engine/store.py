@@ -44,7 +44,19 @@ def load(name: str, state_dir: str | None = None) -> State | None:
         state = atomic.read_json(path)
     except FileNotFoundError:
         return None
+    except StateError as exc:
+        if exc.hint and "not valid JSON" in exc.message:
+            exc.hint = CORRUPT_STATE_HINT
+        raise
     return check(state, str(path))
+
+
+#: what to do about a state.json that cannot be parsed (moving it away is no way out)
+CORRUPT_STATE_HINT = (
+    "restore it from a backup: it holds the records of what the environment made. Do not "
+    "just move it away: vbdecl would forget the environment, and its live processes, mounts, "
+    "links, nftables rules and cgroups would stay on the host (each named with the "
+    "environment's instance id, vb-...) for you to remove by hand")
 
 
 def save(name: str, state: State, state_dir: str | None = None) -> None:

@@ -201,15 +201,50 @@ def test_a_holder_that_has_not_written_its_record_yet_is_still_named(tmp_path: P
     p = tmp_path / "lock"
     fd = os.open(p, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     fcntl.flock(fd, fcntl.LOCK_EX)      # taken, record not written yet
-    record = b'{"pid": 4242, "command": "vbdecl apply web.yaml", "since": 0}'
+    record = f'{{"pid": {os.getpid()}, "command": "vbdecl apply web.yaml", "since": 0}}'.encode()
     writer = threading.Timer(0.03, lambda: os.pwrite(fd, record, 0))
     writer.start()
     try:
         with pytest.raises(LockedError) as info:
             lock.acquire(p, what="environment 'web'")
-        assert "environment 'web' is locked by pid 4242 (vbdecl apply web.yaml)" in str(info.value)
+        assert f"environment 'web' is locked by pid {os.getpid()} (vbdecl apply web.yaml)" in str(info.value)
     finally:
         writer.join()
+        os.close(fd)
+
+
+def test_a_record_of_a_process_that_no_longer_holds_the_lock_is_not_named(tmp_path: Path) -> None:
+    """A process that is not vbdecl held the lock; the file still had the record of a
+    vbdecl destroy long gone, and the error named that one (a review). Only the kernel
+    (/proc/locks) knows who holds it."""
+    import fcntl
+    import subprocess
+    import sys
+
+    p = tmp_path / "lock"
+    p.write_text('{"pid": 3590, "command": "vbdecl destroy -y rms", "since": 0}')
+    code = "import fcntl, os, sys; fd = os.open(sys.argv[1], os.O_RDWR); " \
+           "fcntl.flock(fd, fcntl.LOCK_EX); print('held', flush=True); sys.stdin.read()"
+    other = subprocess.Popen([sys.executable, "-c", code, str(p)], stdin=subprocess.PIPE,
+                             stdout=subprocess.PIPE, text=True)
+    try:
+        assert other.stdout is not None and other.stdout.readline() == "held\n"
+        with pytest.raises(LockedError) as info:
+            lock.acquire(p, what="environment 'rms'")
+        said = str(info.value)
+        assert "3590" not in said and "destroy" not in said, said
+        assert f"environment 'rms' is locked by another process (pid {other.pid}: " in said
+    finally:
+        other.communicate("")
+    # a holder that cannot be found (another pid namespace, no /proc/locks) is not named
+    fd = os.open(p, os.O_RDWR)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    try:
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr("vbdecl.sys.flock.holders", lambda fd: set())
+            with pytest.raises(LockedError, match=r"locked by another process\n"):
+                lock.acquire(p, what="environment 'rms'")
+    finally:
         os.close(fd)
 
 

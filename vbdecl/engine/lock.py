@@ -39,13 +39,30 @@ def _read_holder(path: Path) -> dict[str, Any]:
     return {}
 
 
-def _holder_text(path: Path) -> str:
+def _holder_text(path: Path, fd: int) -> str:
+    """Who holds the lock on ``path`` (``fd`` open on it): the holder its record names
+    only while that process holds the lock (the record outlives it, and a process
+    that is not vbdecl may take the lock without writing one)."""
+    from vbdecl.sys.flock import holders
+
     info = _read_holder(path)
-    if not info:
-        return "another vbdecl process"
+    pids = holders(fd)
+    if not info or info.get("pid") not in pids:
+        held = sorted(pids)
+        return "another process" + (f" (pid {', '.join(map(str, held))}: {_cmdline(held[0])})"
+                                    if len(held) == 1 and _cmdline(held[0]) else
+                                    f" (pid {', '.join(map(str, held))})" if held else "")
     since = info.get("since")
     when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(since)) if since else "?"
     return f"pid {info.get('pid')} ({info.get('command', '?')}) since {when}"
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read().replace(b"\0", b" ").decode(errors="replace").strip()
+    except OSError:
+        return ""
 
 
 def holder(path: str | os.PathLike[str]) -> dict[str, Any] | None:
@@ -112,14 +129,18 @@ def acquire(path: str | os.PathLike[str], *, timeout: float = 0.0, what: str = "
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as exc:
-            os.close(fd)
             if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
+                os.close(fd)
                 raise
             if timeout >= 0 and time.monotonic() >= deadline:
                 hint = ("wait for it to finish, or pass --lock-timeout SECONDS to wait"
                         if timeout == 0 else "it is still running; try again later")
-                raise LockedError(f"the {what} is locked by {_holder_text(path)}",
-                                  where=str(path), hint=hint) from None
+                try:
+                    said = _holder_text(path, fd)
+                finally:
+                    os.close(fd)
+                raise LockedError(f"the {what} is locked by {said}", where=str(path), hint=hint) from None
+            os.close(fd)
             time.sleep(POLL)
             continue
         # The file may have been unlinked (env removed) between open and flock.

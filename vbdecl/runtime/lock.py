@@ -44,8 +44,11 @@ def acquire(path: str) -> int:
 
 
 def _holder(fd: int) -> str | None:
+    """The pid the file names, while that process holds the lock (not one long gone)."""
+    from vbdecl.sys.flock import holders
+
     try:
         text = os.pread(fd, 32, 0).decode().strip()
     except (OSError, UnicodeDecodeError):
         return None
-    return text if text.isdigit() else None
+    return text if text.isdigit() and int(text) in holders(fd) else None

@@ -248,3 +248,36 @@ def test_an_unprivileged_apply_stops_before_any_step_and_leaves_no_pin_file(
     finally:
         holder.kill()
         holder.wait()
+
+
+def test_a_state_directory_the_user_may_not_read_is_a_clean_error(user: tuple[str, int, int],
+                                                                 shared_dir: Path) -> None:
+    """Another user's state directory (made by root, envs/ 0700): ls, recover, history
+    and logs failed with "unexpected PermissionError ... this is a bug in vbdecl" and a
+    crash log, destroy said the environment does not exist (a review). Each now says what
+    it cannot read, and what to do."""
+    import sys
+
+    vbdecl = str(Path(sys.executable).parent / "vbdecl")
+    state = shared_dir / "state"
+    (state / "envs" / "x").mkdir(parents=True)
+    (state / "envs").chmod(0o700)
+    (shared_dir / "m.yaml").write_text(
+        "apiVersion: vbdecl/v1\nkind: Environment\nmetadata: {name: x}\nspec: {}\n")
+    _, uid, gid = user
+    (shared_dir / "tmp").mkdir()
+    os.chown(shared_dir / "tmp", uid, gid)     # (where a crash log would go: not the host's /tmp)
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(shared_dir), "TMPDIR": str(shared_dir / "tmp"),
+           "VBDECL_CACHE_DIR": str(shared_dir / "cache")}
+    for args in (["ls"], ["recover"], ["history", "x"], ["logs", "x"], ["destroy", "-y", "x"],
+                 ["status", "x"], ["apply", "-y", str(shared_dir / "m.yaml")]):
+        r = subprocess.run(["setpriv", f"--reuid={uid}", f"--regid={gid}", "--clear-groups",
+                            vbdecl, "--state-dir", str(state), *args],
+                           capture_output=True, text=True, env=env, timeout=60)
+        assert r.returncode == 1, (args, r.stderr)
+        assert f"error: cannot access {state}/envs" in r.stderr \
+            or f"error: cannot read {state}/envs" in r.stderr, (args, r.stderr)
+        assert ": Permission denied\n  hint: it belongs to root: run vbdecl as root (sudo)" in r.stderr, \
+            (args, r.stderr)
+        assert "this is a bug" not in r.stderr and "does not exist" not in r.stderr, (args, r.stderr)
+    assert not list((shared_dir / "tmp").glob("vbdecl-crash-*"))

@@ -119,6 +119,15 @@ _MACHINE_ERRNOS = {
 }
 
 
+def _in_state(path: str, state_dir: str | None) -> bool:
+    """Whether ``path`` is in vbdecl's state or runtime directory."""
+    from vbdecl.engine.paths import runtime_root, state_root
+
+    path = os.path.abspath(path)
+    return any(path == root or path.startswith(root.rstrip("/") + "/")
+               for root in (state_root(state_dir), runtime_root(state_dir)))
+
+
 def report_error(err: BaseException, debug: bool, json_out: bool = False,
                  state_dir: str | None = None) -> int:
     """Print an error for people (stderr); return the exit code.
@@ -150,6 +159,16 @@ def report_error(err: BaseException, debug: bool, json_out: bool = False,
         where = err.filename or f"writing (the output, or vbdecl's state in {state_root(state_dir)})"
         message = f"{where}: {err.strerror} ({errno.errorcode[err.errno]})"
         hint = _MACHINE_ERRNOS[err.errno]
+        print(f"error: {message}\n  hint: {hint}", file=sys.stderr)
+        code, about = 1, {"message": message, "hint": hint}
+    elif isinstance(err, PermissionError) and err.filename and _in_state(str(err.filename), state_dir):
+        # vbdecl's state, of another user (or its permissions changed): not a bug of ours
+        from vbdecl.engine.paths import permission_hint
+
+        message = f"cannot access {err.filename}: {err.strerror}"
+        hint = permission_hint(str(err.filename))
+        if debug:
+            traceback.print_exception(err)
         print(f"error: {message}\n  hint: {hint}", file=sys.stderr)
         code, about = 1, {"message": message, "hint": hint}
     elif debug:

@@ -104,7 +104,12 @@ def read_json(path: str | os.PathLike[str]) -> Any:
     except OSError as exc:
         from vbdecl.errors import StateError
 
-        raise StateError(f"cannot read {path}: {exc.strerror}") from exc
+        hint = None
+        if isinstance(exc, PermissionError):
+            from vbdecl.engine.paths import permission_hint
+
+            hint = permission_hint(path)
+        raise StateError(f"cannot read {path}: {exc.strerror}", hint=hint) from exc
     try:
         return json.loads(text)
     except ValueError as exc:

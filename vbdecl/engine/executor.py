@@ -138,7 +138,7 @@ class Engine:
         "apply" or "destroy", to which an apply whose rollback cannot finish is
         abandoned (Session.recover_or_abandon).
         """
-        if not create and not os.path.isdir(paths.env_dir(name, self.state_dir)):
+        if not create and not paths.is_dir(paths.env_dir(name, self.state_dir)):
             raise StateError(f"environment {name!r} does not exist",
                              hint="vbdecl ls lists the environments")
         lock = lock_mod.env_lock(name, self.state_dir, timeout=self.lock_timeout,

@@ -49,6 +49,51 @@ def state_root(override: str | os.PathLike[str] | None = None) -> str:
     return os.path.join(xdg, "vbdecl")
 
 
+def is_dir(path: str | os.PathLike[str]) -> bool:
+    """os.path.isdir, except that a path this user may not look at raises PermissionError
+    (isdir says False: an unreadable state directory read as "no such environment")."""
+    import stat
+
+    try:
+        return stat.S_ISDIR(os.stat(path).st_mode)
+    except (FileNotFoundError, NotADirectoryError):
+        return False
+
+
+def permission_hint(path: str | os.PathLike[str] | None) -> str:
+    """What to do when vbdecl's state at ``path`` may not be read or written by this user."""
+    owner = None
+    probe = os.path.abspath(path) if path else None
+    while probe:
+        try:
+            uid = os.stat(probe).st_uid
+        except OSError:
+            parent = os.path.dirname(probe)
+            probe = None if parent == probe else parent
+            continue
+        import pwd
+
+        try:
+            owner = pwd.getpwuid(uid).pw_name
+        except KeyError:
+            owner = f"uid {uid}"
+        break
+    who = "run vbdecl as the user whose state it is"
+    if owner and owner != _me():
+        who = f"it belongs to {owner}: run vbdecl as {owner}" + (" (sudo)" if owner == "root" else "")
+    return (f"{who}, fix the directory's permissions, or use a state directory of your own "
+            "(--state-dir or VBDECL_STATE_DIR)")
+
+
+def _me() -> str:
+    import pwd
+
+    try:
+        return pwd.getpwuid(os.geteuid()).pw_name
+    except KeyError:
+        return ""
+
+
 def check_state_root(override: str | os.PathLike[str] | None) -> None:
     """Refuse a state directory given as a path that is not a directory and cannot
     become one (``--state-dir manifest.yaml``), before a command trips over it."""

@@ -177,7 +177,7 @@ def load_revision(name: str, number: int, state_dir: str | None = None) -> dict[
         rev: dict[str, Any] = atomic.read_json(path)
     except FileNotFoundError:
         have = revision_numbers(name, state_dir)
-        if not have and not os.path.isdir(paths.env_dir(name, state_dir)):
+        if not have and not paths.is_dir(paths.env_dir(name, state_dir)):
             raise StateError(f"environment {name!r} does not exist",
                              hint="vbdecl ls lists the environments") from None
         raise StateError(f"environment {name!r} has no revision {number}",

@@ -164,6 +164,8 @@ def test_args_fd_is_read_in_place():
     (["--cap-drop", "net_raw", "true"], "unknown cap: net_raw"),
     (["--cap-drop", "64", "true"], "unknown cap: 64"),
     (["--cap-drop", " 1", "true"], "unknown cap:  1"),
+    (["--cap-add", "\u00b9", "true"], "unknown cap: \u00b9"),     # (a fuzz test: a traceback)
+    (["--size", "\u0663", "--tmpfs", "/x", "true"], "--size takes a non-zero number of bytes"),
     (["--args", "99", "true"], "Can't read --args data: Bad file descriptor"),
     (["--args", "3x", "true"], "Invalid fd: 3x"),
     (["--uid", "1_0", "true"], "Invalid uid: 1_0"),

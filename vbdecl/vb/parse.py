@@ -457,6 +457,9 @@ def _option(o: VbOptions, st: _Pending, opt: str, a: list[str]) -> None:
         o.net_bridge = a[0]
 
 
+_DIGITS = tuple("0123456789")
+
+
 def _cap_bits(value: str) -> int:
     """A --cap-add/--cap-drop argument as bubblewrap reads it: ALL (any case), a name
     as libcap's cap_from_name reads it (CAP_NET_RAW in any case, the prefix
@@ -466,7 +469,7 @@ def _cap_bits(value: str) -> int:
 
     if value.upper() == "ALL":
         return ALL_CAPS
-    if value[:1].isdigit():
+    if value[:1] in _DIGITS:     # (ASCII: isdigit() takes "¹", which strtoul does not)
         number = _strtoul_prefix(value)
         if number < 64:
             return 1 << number
@@ -840,7 +843,7 @@ _MAX_TMPFS_BYTES = (1 << 63) - 1     # bubblewrap: SIZE_MAX / 2
 def _size(text: str) -> int:
     """--size as bubblewrap reads it: strtoull (base 0: 0x.., 0..), digits first, non-zero."""
     bad = VbUsageError("--size takes a non-zero number of bytes")
-    if not text[:1].isdigit():
+    if text[:1] not in _DIGITS or not text.isascii():    # (int() reads other scripts' digits)
         raise bad
     try:
         if text[:2].lower() == "0x":

@@ -329,7 +329,7 @@ def test_tmp_overlay_leaves_lower_untouched(tmp_path: Path) -> None:
     r = in_sandbox(base_spec([{"type": "tmp-overlay", "target": "/src", "lower": [str(lower)]}]),
                    probe)
     assert r["f"] == "scratch" and r["fstype"] == "overlay"
-    assert r["mounts"] == ["/", "/src"]
+    assert r["mounts"] == ["/", "/etc/resolv.conf", "/src"]
     assert sorted(os.listdir(lower)) == ["f"] and (lower / "f").read_text() == "orig"
 
 
@@ -383,9 +383,12 @@ def test_net_files_host_resolv_conf_read_only_and_host_untouched() -> None:
                              network={"mode": "host", "dns": None, "hosts": {}}), probe)
     assert r["text"] == host.read_text() and r["ro"] and r["w"] == "EROFS"
     assert (host.read_bytes(), os.lstat(host).st_mtime_ns, os.path.islink(host)) == before
-    # isolated without dns: no resolv.conf at all
-    r2 = in_sandbox(base_spec([]), lambda: os.path.exists("/etc/resolv.conf"))
-    assert r2 is False
+    # isolated without dns: the host's too (MANIFEST.md); dns: [] is none at all
+    r2 = in_sandbox(base_spec([]), probe)
+    assert r2["text"] == host.read_text() and r2["ro"]
+    r3 = in_sandbox(base_spec([], network={"mode": "isolated", "dns": [], "hosts": {}}),
+                    lambda: os.path.exists("/etc"))
+    assert r3 is False
 
 
 def test_helpers_smoke() -> None:

@@ -40,7 +40,7 @@ def test_hello_root_is_clean_and_setup_is_fast(capsys: pytest.CaptureFixture[str
         times.append(stats["setup_s"])
         assert stats["leaked_fds"] == []
     assert r is not None
-    assert r["ls"] == ["bin", "dev", "lib", "lib64", "proc", "tmp", "usr"]
+    assert r["ls"] == ["bin", "dev", "etc", "lib", "lib64", "proc", "tmp", "usr"]   # (etc: resolv.conf)
     assert r["cwd"] == "/" and r["sh"]
     assert r["root"]["fstype"] == "tmpfs" and "shared" not in " ".join(r["root"]["opts"])
     for mp in r["mounts"]:
@@ -141,8 +141,8 @@ def test_bind_onto_root_then_more_entries(tmp_path: Path) -> None:
                       {"type": "dir", "target": "/made", "mode": None},
                       {"type": "tmpfs", "target": "/t", "size": None, "mode": None}])
     r = in_sandbox(spec, lambda: sorted(os.listdir("/")))
-    assert r == ["made", "t"]
-    assert sorted(os.listdir(src)) == ["made", "t"]
+    assert r == ["etc", "made", "t"]        # (etc: the host's resolv.conf)
+    assert sorted(os.listdir(src)) == ["etc", "made", "t"]
 
 
 def test_fallback_when_root_is_not_a_mount_point(tmp_path: Path) -> None:

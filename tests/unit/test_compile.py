@@ -150,6 +150,17 @@ def test_the_network_files_line_says_what_is_written(network, said):
     assert action["describe"] == said
 
 
+def test_an_empty_dns_list_is_no_resolv_conf():
+    """`dns: []` is no resolver (what vb --print-manifest writes for bubblewrap's
+    sandboxes): no network files action, where a dns left out binds the host's."""
+    d = doc(filesystem=[fs("tmpfs", "/tmp")])
+    d["spec"]["network"].update({"mode": "isolated", "dns": []})
+    assert "net.dns" not in _ids(compile_doc(d))
+    d["spec"]["network"]["hosts"] = {"db": "10.0.0.2"}
+    (action,) = [a for a in compile_doc(d)["actions"] if a["id"] == "net.dns"]
+    assert action["describe"] == "/etc/hosts (with db)"
+
+
 def test_a_manifest_reached_through_a_link_is_on_record_by_its_real_path(tmp_path):
     """A review: a manifest planned through a symlinked directory one time and by its
     real path the next alternated as a metadata change ("now applied from ...")."""

@@ -510,3 +510,17 @@ def test_vb_refuses_a_bridge_name_before_running(name, message):
     with pytest.raises(VbUsageError, match="--net-bridge: ") as info:
         doc("--net-bridge", name, "true")
     assert message in str(info.value)
+
+
+def test_to_bwrap_binds_the_hosts_resolv_conf_where_the_manifests_run_does(tmp_path):
+    """A manifest without network.dns has the host's resolv.conf (MANIFEST.md), which
+    bubblewrap binds only when told; `dns: []` (vb's own sandboxes) has none."""
+    from vbdecl.model import load_normalized
+
+    path = tmp_path / "m.yaml"
+    for dns, bound in (("", True), ("\n  network: {dns: []}", False)):
+        path.write_text("apiVersion: vbdecl/v1\nkind: Environment\nmetadata: {name: n}\nspec:\n"
+                        f"  process: {{command: [/bin/true]}}\n  security: {{seccomp: 'off'}}{dns}\n")
+        (d,) = load_normalized(path)
+        args = manifest_to_bwrap(d["spec"])
+        assert ("--ro-bind-try /etc/resolv.conf /etc/resolv.conf" in " ".join(args)) is bound, args

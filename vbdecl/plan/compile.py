@@ -379,18 +379,20 @@ class _Builder:
         net = self.spec["network"]
         if base != "rootfs" or (self.spec.get("vb") or {}).get("net_files") is False:
             return
+        if net.get("dns") == [] and not net.get("hosts"):
+            return      # (no resolver, no hosts: no file to write or bind)
         tree = self.fs_tree
         idx: set[int] = set()
         for path in ("/etc/resolv.conf", "/etc/hosts"):
             idx.update(tree.needs(path))
         deps = [fs_ids[k] for k in sorted(idx)] or [base]
         dns, hosts = net.get("dns"), dict(net.get("hosts") or {})
-        # what rootfs.make_net_files writes (an empty dns list is no setting: the host's
-        # resolv.conf, as when it is left out, in every mode: MANIFEST.md)
+        # what rootfs.make_net_files writes: dns left out is the host's resolv.conf, in
+        # every mode (MANIFEST.md); an empty list, none
         what = []
         if dns:
             what.append(f"/etc/resolv.conf (nameservers {', '.join(dns)})")
-        else:
+        elif dns is None:
             what.append("/etc/resolv.conf (the host's, read-only)")
         if hosts:
             what.append(f"/etc/hosts (with {', '.join(hosts)})")

@@ -981,8 +981,9 @@ class Builder:
     # --- network files
 
     def make_net_files(self, p: dict[str, Any], made: Made, hosts_base: str | None = None) -> None:
-        """/etc/resolv.conf (of ``dns``, else the host's, in every network mode) and
-        /etc/hosts (with ``hosts``) as read-only binds of staged files.
+        """/etc/resolv.conf (of ``dns``; the host's without, in every network mode; none
+        with an empty list) and /etc/hosts (with ``hosts``) as read-only binds of staged
+        files.
 
         ``p``: ``dns``, ``hosts``, ``hostname``.
         ``hosts_base``: the root's own /etc/hosts, if any (else localhost lines).
@@ -993,7 +994,7 @@ class Builder:
             text = "".join(f"nameserver {a}\n" for a in dns)
             made.mounts.append(("/etc/resolv.conf", self._staged_clone(text.encode(), 0o644, True),
                                 False))
-        else:
+        elif dns is None:
             sub = Made()
             try:
                 self._clone_source({"source": "/etc/resolv.conf", "target": "/etc/resolv.conf",

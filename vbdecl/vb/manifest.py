@@ -144,6 +144,8 @@ def document_to_manifest(doc: dict[str, Any], *, read_fds: bool = False) -> dict
     out_net: dict[str, Any] = {"mode": net["mode"]}
     if net["mode"] == "bridge":
         out_net.update(bridge=net["bridge"], subnet=net["subnet"], nat=net["nat"])
+    if (spec.get("vb") or {}).get("net_files") is False and spec["namespaces"]["mount"]:
+        out_net["dns"] = []     # vb binds no resolv.conf: without dns the manifest has the host's
 
     manifest_spec: dict[str, Any] = {}
     if spec.get("rootfs"):
@@ -261,9 +263,6 @@ def vb_only(doc: dict[str, Any]) -> list[str]:
     if any(e["type"] == "dev" and e.get("shm") == "dir" for e in fs):
         out.append("--dev: vb's /dev/shm is a plain 0755 directory (bubblewrap); the manifest "
                    "mounts a tmpfs there")
-    if vb.get("net_files") is False and spec["network"]["mode"] != "isolated":
-        out.append("vb binds no /etc/resolv.conf or /etc/hosts; the manifest's run binds the "
-                   "host's resolv.conf where /etc exists (host network) or writes them (bridge)")
     parents = sorted({e["target"] for e in fs if e.get("parent_mode", 0o755) != 0o755
                       and e["target"].count("/") > 1})
     if parents:
@@ -525,6 +524,10 @@ def manifest_to_bwrap(spec: dict[str, Any], seccomp_fd: int | None = None, *,
         else:  # file, bind-data: bubblewrap reads them from fds only
             problems.append(f"filesystem {kind} {e['target']}: bubblewrap reads file "
                                  "contents from fds only")
+    net = spec["network"]
+    if net.get("dns") is None and not net.get("hosts") and (spec.get("vb") or {}).get("net_files") is not False:
+        # what the manifest's run binds last (network.dns left out: the host's file)
+        args += ["--ro-bind-try", "/etc/resolv.conf", "/etc/resolv.conf"]
     proc = spec["process"]
     if proc.get("cwd"):
         args += ["--chdir", proc["cwd"]]
@@ -563,8 +566,7 @@ def manifest_to_bwrap(spec: dict[str, Any], seccomp_fd: int | None = None, *,
                         "the sandbox; the manifest's holds a host file exclusively")
     if spec["status"].get("events"):
         problems.append("status.events: bubblewrap writes its status to an fd (--json-status-fd) only")
-    net = spec["network"]
-    if net.get("dns") is not None or net.get("hosts"):
+    if net.get("dns") or net.get("hosts"):
         problems.append("network.dns/hosts: bubblewrap writes files from fds only (--file FD DEST)")
     if net.get("mtu") is not None:
         problems.append("network.mtu: bubblewrap sets no interface's MTU")

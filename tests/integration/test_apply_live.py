@@ -631,6 +631,41 @@ def test_without_dns_the_environment_has_the_hosts_resolv_conf_in_every_mode(tmp
     _run(body, tmp_path)
 
 
+def test_a_removed_dir_entry_whose_directory_the_environment_wrote_into_is_told(tmp_path: Path) -> None:
+    """A day-2 review: with a dir entry removed from the manifest, plan and apply said
+    `- dir[/run/app]` and the directory stayed, with what the environment wrote there,
+    without a word. It stays (it is the environment's data), and apply says so."""
+
+    def body(tmp: Path) -> None:
+        sd = tmp / "state"
+        m = tmp / "web.yaml"
+        base = (MANIFEST.format(name="web") + "  filesystem:\n"
+                + "".join(f"    - {{{e}}}\n" for e in BASE_ENTRIES))
+        m.write_text(base + "    - {type: dir, target: /run/app}\n")
+        assert _cli(sd, "apply", str(m), "-y").returncode == 0
+        assert _cli(sd, "exec", "web", "--", "/bin/sh", "-c", "echo x > /run/app/data").returncode == 0
+        m.write_text(base)
+        r = _cli(sd, "apply", str(m), "-y")
+        assert r.returncode == 0, r.stdout + r.stderr
+        said = ("note: dir[/run/app]: /run/app stays: not empty (the environment wrote there); "
+                "vbdecl exec removes what is not wanted")
+        assert said in r.stderr, r.stderr
+        seen = _cli(sd, "exec", "web", "--", "/bin/cat", "/run/app/data")
+        assert seen.stdout == "x\n", seen.stdout + seen.stderr
+        # an empty one goes without a word; --json carries the note as an event
+        m.write_text(base + "    - {type: dir, target: /srv/a}\n    - {type: dir, target: /srv/b}\n")
+        assert _cli(sd, "apply", str(m), "-y").returncode == 0
+        assert _cli(sd, "exec", "web", "--", "/bin/sh", "-c", "echo x > /srv/b/data").returncode == 0
+        m.write_text(base)
+        r = _cli(sd, "--json", "apply", str(m), "-y")
+        notes = [json.loads(line) for line in r.stdout.splitlines() if '"action.note"' in line]
+        # (and not /srv, which /srv/a's removal left for /srv/b)
+        assert [(n["id"], n["note"].split(":")[0]) for n in notes] == [("dir[/srv/b]", "/srv/b stays")], r.stdout
+        assert _cli(sd, "destroy", "web", "-y").returncode == 0
+
+    _run(body, tmp_path)
+
+
 def test_a_missing_file_source_stops_the_apply_before_anything_changes(tmp_path: Path) -> None:
     """A new-user review: a file entry whose source is missing failed the apply half-way
     (then rolled back) with the hint "mark the entry optional", which a file entry does

@@ -15,6 +15,13 @@ from typing import Any, TextIO
 PROGRESS_MIN_STEPS = 8
 
 
+def _id(ev: dict[str, Any]) -> str:
+    """The event's action id as plan text shows it (one line: plan.fmt.action_id)."""
+    from vbdecl.plan.fmt import action_id
+
+    return action_id(str(ev["id"]))
+
+
 class Renderer:
     def __init__(self, json_mode: bool = False, stream: TextIO | None = None) -> None:
         self.json = json_mode
@@ -61,7 +68,7 @@ class Renderer:
 
     def on_action_started(self, ev: dict[str, Any]) -> None:
         if self.progress is not None:
-            self.progress.update(self.task, current=ev["id"])
+            self.progress.update(self.task, current=_id(ev))
 
     def on_action_applied(self, ev: dict[str, Any]) -> None:
         if self.progress is not None:
@@ -71,14 +78,17 @@ class Renderer:
 
     def on_action_failed(self, ev: dict[str, Any]) -> None:
         self.stop()
-        self.say(f"failed: {ev['id']}: {ev['error']}; rolling back")
+        self.say(f"failed: {_id(ev)}: {ev['error']}; rolling back")
+
+    def on_action_note(self, ev: dict[str, Any]) -> None:
+        self.say(f"note: {_id(ev)}: {ev['note']}")
 
     def on_action_reverted(self, ev: dict[str, Any]) -> None:
         verb = "restored" if ev.get("step") == "destroy" else "reverted"
-        self.say(f"  {verb} {ev['id']}")
+        self.say(f"  {verb} {_id(ev)}")
 
     def on_revert_failed(self, ev: dict[str, Any]) -> None:
-        self.say(f"  revert FAILED {ev['id']}: {ev['error']}")
+        self.say(f"  revert FAILED {_id(ev)}: {ev['error']}")
 
     def on_recovery_started(self, ev: dict[str, Any]) -> None:
         if self.destroying and ev.get("op") == "destroy":

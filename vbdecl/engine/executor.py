@@ -585,6 +585,7 @@ class Session:
         self.engine.emit("action.started", id=rid, step=step, kind=kind, seq=seq)
         start = time.monotonic()
         record: dict[str, Any] | None
+        ctx.notes.clear()
         try:
             if step == "destroy":
                 self.engine.faults.check_revert(rid)
@@ -622,6 +623,9 @@ class Session:
             self._set(rid, {"kind": kind, "params": params, "record": record})
         self.engine.emit("action.applied" if step != "destroy" else "action.destroyed",
                          id=rid, step=step, seconds=round(time.monotonic() - start, 6))
+        for note in ctx.notes:
+            self.engine.emit("action.note", id=rid, note=note)
+        ctx.notes.clear()
 
     @staticmethod
     def _observe(ctx: Context, step: str, rid: str, kind: str, params: dict[str, Any]) -> Any:

@@ -54,6 +54,9 @@ class Context:
     # the host (a host port in use, a file source edited since its plan) stand aside
     restoring: bool = False
     extra: dict[str, Any] = field(default_factory=dict)     # per-family scratch (sockets, caches)
+    # What the last op call wants said, though it did its job (a directory it left
+    # because the environment wrote into it): the executor emits them as action.note
+    notes: list[str] = field(default_factory=list)
 
 
 class Op(Protocol):

@@ -617,8 +617,25 @@ class _UndoJob(_Job):
         from vbdecl.runtime.rootfs import remove_created
 
         ids = {self.own_file: (self.file_id[0], self.file_id[1])} if self.own_file and self.file_id else None
-        remove_created(b.root_fd, self.created, own_files=[self.own_file] if self.own_file else [], ids=ids)
-        return None
+        kept: list[str] = []
+        remove_created(b.root_fd, self.created, own_files=[self.own_file] if self.own_file else [], ids=ids,
+                       kept=kept)
+        return {"kept": kept}
+
+
+def _undo(ctx: Context, job: _UndoJob) -> None:
+    """Run ``job``; a directory it made that stays, for the environment wrote into it, is
+    told (a day-2 review: `- dir[/run/app]` said nothing of the directory left with the
+    environment's files), where the environment lives on."""
+    res = _in_env(ctx, job)
+    found = (res or {}).get("kept") or []
+    # not /run for /run/app, here or told by an earlier revert of this command
+    told: set[str] = ctx.extra.setdefault("fs_kept", set())
+    kept = [p for p in found if not any(q.startswith(p.rstrip("/") + "/") for q in (*found, *told))]
+    told.update(found)
+    if kept and ctx.env_stays:
+        ctx.notes.append(f"{', '.join(kept)} stay{'s' if len(kept) == 1 else ''}: not empty (the "
+                         "environment wrote there); vbdecl exec removes what is not wanted")
 
 
 class _FsOp:
@@ -689,14 +706,14 @@ class _Mount(_FsOp):
             # no mount made (see recover), or a record from before identities: the top
             # mount there
             made_none = "mount" in record and record["mount"] is None
-            _in_env(ctx, _UndoJob([] if made_none else [record["target"]], created))
+            _undo(ctx, _UndoJob([] if made_none else [record["target"]], created))
             return
         # Where the mount is, whatever links in the target say now; what the process
         # mounted over it goes with it (as what is mounted below it does).
         at = ident["at"]
         stack = [_identity(mi) for mi in mountinfo_of(ctx) or [] if mi["target"] == at]
         above = len(stack) - stack.index(ident) if ident in stack else 0
-        _in_env(ctx, _UndoJob([at] * above, created))
+        _undo(ctx, _UndoJob([at] * above, created))
 
     def probe(self, ctx: Context, params: Params, record: Record | None) -> Record | None:
         ino = _ns_inode(ctx)
@@ -877,7 +894,7 @@ class _PathOp(_FsOp):
         if not _same_env(ctx, record) or not created:
             return
         own = record.get("target") if self.kind == "file" else None
-        _in_env(ctx, _UndoJob([], created, own_file=own, file_id=record.get("file_id")))
+        _undo(ctx, _UndoJob([], created, own_file=own, file_id=record.get("file_id")))
 
     def probe(self, ctx: Context, params: Params, record: Record | None) -> Record | None:
         from vbdecl.runtime.rootfs import _close
@@ -1301,7 +1318,7 @@ class Chmod(_FsOp):
         _set_back_mode(ctx, record, record.get("old_mode"))
         gone = _unclaimed(ctx, record)
         if gone:
-            _in_env(ctx, _UndoJob([], gone))
+            _undo(ctx, _UndoJob([], gone))
 
     def observe(self, ctx: Context, params: Params) -> dict[str, Any] | None:
         return {"mode": _mode_in_env(ctx, params["target"], None)}
@@ -1468,7 +1485,7 @@ class NetFiles(_FsOp):
 
     def revert(self, ctx: Context, record: Record) -> None:
         if _same_env(ctx, record):
-            _in_env(ctx, _UndoJob(list(reversed(record.get("mounts") or [])),
+            _undo(ctx, _UndoJob(list(reversed(record.get("mounts") or [])),
                                   list(record.get("created") or [])))
 
     def update(self, ctx: Context, params: Params, record: Record) -> Record:

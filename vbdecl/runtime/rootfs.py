@@ -1052,7 +1052,7 @@ class Builder:
 
 def remove_created(root_fd: int, created: list[str], *, own_files: list[str],
                    mounts_at: str | None = None, ids: dict[str, tuple[int, int]] | None = None,
-                   only_known: bool = False) -> list[str]:
+                   only_known: bool = False, kept: list[str] | None = None) -> list[str]:
     """Remove what was created in the root, newest first: empty dirs, empty files,
     symlinks, and ``own_files`` (regular files that file entries wrote) whatever
     their size. What is gone or changed kind meanwhile is left. ``mounts_at``: the
@@ -1061,7 +1061,7 @@ def remove_created(root_fd: int, created: list[str], *, own_files: list[str],
     is still the object made (st_dev, st_ino): a sandboxed process may have swapped
     a link in on the way. ``only_known`` (a run's undo): only paths in ``ids``, and
     no symlink followed on the way. Returns the paths that stayed for another reason
-    than that (or than a directory the process wrote into)."""
+    than that (or than a directory the process wrote into: in ``kept``, if given)."""
     symlinks = not only_known
     failed = []
     for path in reversed(created):
@@ -1085,7 +1085,10 @@ def remove_created(root_fd: int, created: list[str], *, own_files: list[str],
                                               and (st.st_size == 0 or path in own_files)):
                 os.unlink(name, dir_fd=pfd)
         except OSError as exc:
-            if exc.errno not in (errno.ENOENT, errno.ENOTEMPTY, errno.EEXIST):
+            if exc.errno in (errno.ENOTEMPTY, errno.EEXIST):
+                if kept is not None:
+                    kept.append(path)
+            elif exc.errno != errno.ENOENT:
                 failed.append(path)
         finally:
             _close(pfd)

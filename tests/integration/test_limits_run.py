@@ -766,3 +766,35 @@ def test_exec_during_an_apply_adding_memory_joins_it_and_drift_sees_every_proces
 
 def _memory_line(text: str) -> str:
     return next(line.split(":", 2)[2] for line in text.splitlines() if line.split(":", 2)[1] == "memory")
+
+
+@pytest.mark.skipif(not os.path.exists(PY3), reason="needs /usr/bin/python3")
+def test_plan_warns_of_a_limit_below_what_the_environment_uses(env: dict[str, str], tmp_path: Path) -> None:
+    """A day-2 review lowered limits.memory under the environment's usage: plan said `~`,
+    apply failed with EBUSY and rolled back. Plan (and apply) say so first; the same for
+    a pids limit under the processes running."""
+    hold = f"{PY3} -c 'import time; b = bytearray(48 << 20); time.sleep(120)' &"
+    command = f'["/bin/sh", "-c", "{hold} for i in 1 2 3 4 5; do /bin/sleep 120 & done; wait"]'
+    m, _ = _applied(env, tmp_path, "    memory: 128Mi\n    pids: 64", "h6under", command=command)
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            st = json.loads(vbdecl(env, "status", "h6under", "--json").stdout)
+            used = next(x for x in st["resources"] if x["id"] == "cgroup")["usage"]["memory"]["current"]
+            if used > 40 << 20:
+                break
+            assert time.monotonic() < deadline, used
+            time.sleep(0.1)
+        Path(m).write_text(Path(m).read_text().replace("memory: 128Mi", "memory: 16Mi")
+                           .replace("pids: 64", "pids: 5"))
+        r = vbdecl(env, "plan", m)
+        assert r.returncode == 0, r.stderr
+        assert "warning: h6under: limits.memory 16Mi is below what the environment uses now (" in r.stderr
+        assert "the apply fails and rolls back" in r.stderr
+        assert "warning: h6under: limits.pids 5 is below the " in r.stderr, r.stderr
+        Path(m).write_text(Path(m).read_text().replace("memory: 16Mi", "memory: 128Mi")
+                           .replace("pids: 5", "pids: 64"))
+        r = vbdecl(env, "plan", m)
+        assert "warning" not in r.stderr, r.stderr
+    finally:
+        assert vbdecl(env, "destroy", "h6under", "-y").returncode == 0

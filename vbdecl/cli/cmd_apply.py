@@ -47,6 +47,7 @@ def run(args: argparse.Namespace) -> int:
         source_problems,
         sources_error,
         takeover_warning,
+        usage_warnings,
     )
 
     for src in sources_:
@@ -93,6 +94,7 @@ def run(args: argparse.Namespace) -> int:
                 changes = s.changes(src.plan)
                 if not args.json:
                     takeover_warning(src.plan, s.state)
+                    usage_warnings(src.plan, s.state)
                 if args.json:
                     emit_json({"event": "plan", "name": name,
                                "changes": [c.to_json() for c in changes.changes]})

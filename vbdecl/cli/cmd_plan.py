@@ -294,6 +294,37 @@ def takeover_warning(plan: dict[str, Any], state: dict[str, Any] | None) -> None
               f"(metadata.name) to keep both", file=sys.stderr)
 
 
+def usage_warnings(plan: dict[str, Any], state: dict[str, Any] | None) -> None:
+    """A memory or pids limit set below what the live environment uses now (a day-2
+    review lowered memory under its usage: plan said `~`, apply failed with EBUSY and
+    rolled back)."""
+    import sys
+
+    limits = plan["spec"].get("limits") or {}
+    group = (((state or {}).get("resources") or {}).get("cgroup") or {}).get("record")
+    if not group or (limits.get("memory") is None and limits.get("pids") is None):
+        return
+    from vbdecl.ops import cgroup
+    from vbdecl.plan.fmt import size
+
+    try:
+        now = cgroup.usage(group, (state or {}).get("resources"))
+    except Exception:
+        return      # (gone, or unreadable: plan shows that as drift)
+    memory = (now.get("memory") or {}).get("current")
+    if limits.get("memory") is not None and isinstance(memory, int) and memory > limits["memory"]:
+        print(f"warning: {plan['name']}: limits.memory {size(limits['memory'])} is below what the "
+              f"environment uses now ({memory / (1 << 20):.1f}Mi): the kernel must reclaim the difference first, "
+              "and where it cannot (memory in use, no swap) the apply fails and rolls back\n"
+              "  hint: stop what uses the memory first, or set a limit above it", file=sys.stderr)
+    pids = (now.get("pids") or {}).get("current")
+    if limits.get("pids") is not None and isinstance(pids, int) and pids > limits["pids"]:
+        print(f"warning: {plan['name']}: limits.pids {limits['pids']} is below the {pids} processes "
+              "the environment runs now: none of them ends, and no new one starts (an exec, a "
+              "restart) until fewer run\n  hint: set a limit above that, or end some first",
+              file=sys.stderr)
+
+
 def _pruned(directory: str, keep: list[str], state_dir: str | None) -> list[tuple[str, list[Any]]]:
     """(name, teardown changes) of each environment `apply DIR --prune` would destroy."""
     from vbdecl.engine.sources import prune_candidates
@@ -364,6 +395,8 @@ def run(args: argparse.Namespace) -> int:
         state = read_state(plan["name"], args.state_dir)
         unfinished_warning(plan["name"], args.state_dir)
         takeover_warning(plan, state)
+        if not args.no_refresh:
+            usage_warnings(plan, state)
         found = plan_changes(plan, state, args.state_dir, refresh=not args.no_refresh,
                              verbose=args.verbose)
         results.append((plan, state, found))

@@ -666,6 +666,35 @@ def test_a_removed_dir_entry_whose_directory_the_environment_wrote_into_is_told(
     _run(body, tmp_path)
 
 
+def test_the_upper_and_work_an_overlay_made_go_with_it_unless_written(tmp_path: Path) -> None:
+    """A contract review: an apply rolled back after an overlay whose upper and work
+    directories vbdecl made said "nothing was left" and left them on the host. They go
+    with the overlay now (its work with the kernel's work/work); an upper holding what
+    the environment wrote stays, and apply or destroy says so."""
+
+    def body(tmp: Path) -> None:
+        sd, lower, ov = tmp / "state", tmp / "lower", tmp / "ov"
+        lower.mkdir()
+        (lower / "f").write_text("l\n")
+        m = tmp / "web.yaml"
+        m.write_text(MANIFEST.format(name="web") + "  filesystem:\n"
+                     + "".join(f"    - {{{e}}}\n" for e in BASE_ENTRIES)
+                     + f"    - {{type: overlay, lower: [{lower}], upper: {ov}/upper, work: {ov}/work, "
+                       "target: /data}\n    - {type: tmpfs, target: /t}\n")
+        r = _cli(sd, "apply", str(m), "-y", VBDECL_FAULT="mount[/t]")
+        assert r.returncode == 1 and "nothing was left" in r.stderr, r.stderr
+        assert not ov.exists(), sorted(str(p) for p in ov.rglob("*"))
+        assert _cli(sd, "apply", str(m), "-y").returncode == 0
+        assert (ov / "work" / "work").is_dir()          # (the kernel's)
+        assert _cli(sd, "exec", "web", "--", "/bin/sh", "-c", "echo new > /data/g").returncode == 0
+        r = _cli(sd, "destroy", "web", "-y")
+        assert r.returncode == 0, r.stderr
+        assert f"note: mount[/data]: {ov}/upper stays on the host: not empty" in r.stderr, r.stderr
+        assert sorted(str(p.relative_to(ov)) for p in ov.rglob("*")) == ["upper", "upper/g"]
+
+    _run(body, tmp_path)
+
+
 def test_a_missing_file_source_stops_the_apply_before_anything_changes(tmp_path: Path) -> None:
     """A new-user review: a file entry whose source is missing failed the apply half-way
     (then rolled back) with the hint "mark the entry optional", which a file entry does

@@ -581,7 +581,8 @@ class _MountJob(_Job):
             raise self._hinted(exc) from None
         finally:
             self.made.close()
-        return {"created": b.created, "ids": b.created.ids, "skipped": bool(self.made.skip)}
+        return {"created": b.created, "ids": b.created.ids, "skipped": bool(self.made.skip),
+                "host_created": list(b.host_created)}
 
     def _hinted(self, exc: OSError) -> OSError:
         """``exc`` with the hint a run gives for this entry (rootfs.entry_hint: only keys its
@@ -623,6 +624,27 @@ class _UndoJob(_Job):
         return {"kept": kept}
 
 
+def _remove_host_created(ctx: Context, record: Record) -> None:
+    """The host directories an overlay's apply made for its upper and work (and their
+    parents), once its mount is gone: a rolled-back apply said "nothing was left" and
+    left them (a contract review). An upper with what the environment wrote stays, and
+    is told."""
+    paths = [str(p) for p in record.get("host_created") or []]
+    if not paths:
+        return
+    from vbdecl.runtime.rootfs import _close, remove_host_dirs
+
+    host = os.open("/", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        kept = remove_host_dirs(host, paths, trees=frozenset([str(record.get("work") or "")]))
+    finally:
+        _close(host)
+    kept = [p for p in kept if not any(q.startswith(p.rstrip("/") + "/") for q in kept)]
+    if kept:
+        ctx.notes.append(f"{', '.join(kept)} stay{'s' if len(kept) == 1 else ''} on the host: not empty "
+                         "(what the environment wrote into the overlay)")
+
+
 def _undo(ctx: Context, job: _UndoJob) -> None:
     """Run ``job``; a directory it made that stays, for the environment wrote into it, is
     told (a day-2 review: `- dir[/run/app]` said nothing of the directory left with the
@@ -659,6 +681,8 @@ class _Mount(_FsOp):
         res = _in_env(ctx, _MountJob(self._entry(params)))
         record = {"target": params["target"], "mnt_ns": ino, "created": res["created"],
                   "skipped": res["skipped"]}
+        if res.get("host_created"):     # (an overlay's upper and work, and their parents)
+            record["host_created"], record["work"] = res["host_created"], params.get("work")
         if res["skipped"]:
             return record
         top = _top_mount_at(ctx, params["target"])
@@ -698,6 +722,12 @@ class _Mount(_FsOp):
         return _adopt(ctx, record, with_target=True)
 
     def revert(self, ctx: Context, record: Record) -> None:
+        try:
+            self._revert(ctx, record)
+        finally:
+            _remove_host_created(ctx, record)
+
+    def _revert(self, ctx: Context, record: Record) -> None:
         if record.get("skipped") or not _same_env(ctx, record):
             return
         created = _unclaimed(ctx, record)

@@ -1035,18 +1035,7 @@ class Builder:
 
     def rollback_host(self) -> None:
         """Remove the host directories this setup created (overlay upper/work), if empty."""
-        for path in reversed(self.host_created):
-            parent, _, name = path.rpartition("/")
-            try:
-                pfd = resolve(self.host_fd, parent or "/", os.O_PATH | os.O_DIRECTORY)
-            except OSError:
-                continue
-            try:
-                _rmdir_empty_tree(pfd, name)
-            except OSError:
-                pass
-            finally:
-                _close(pfd)
+        remove_host_dirs(self.host_fd, self.host_created)
         self.host_created.clear()
 
 
@@ -1202,6 +1191,32 @@ def _refuse_link(fd: int, target: str) -> None:
     exc.hint = ("point the entry at where the link leads, or remove the link: in a bound directory "   # type: ignore[attr-defined]
                 "the sandbox's process may have made it")
     raise exc
+
+
+def remove_host_dirs(host_fd: int, paths: list[str], *, trees: frozenset[str] | None = None) -> list[str]:
+    """Remove the host directories ``paths`` (an overlay's upper and work and the parents
+    made for them, oldest first) when empty; those in ``trees`` (a work directory, where
+    the kernel makes work/work and work/index) when nothing but directories is in them
+    (None: all of them so). No link is followed on the way. Returns those that stay
+    for what is in them (an upper with what the environment wrote)."""
+    kept = []
+    for path in reversed(paths):
+        parent, _, name = path.rpartition("/")
+        try:
+            pfd = resolve(host_fd, parent or "/", os.O_PATH | os.O_DIRECTORY, symlinks=False)
+        except OSError:
+            continue
+        try:
+            if trees is not None and path not in trees:
+                os.rmdir(name, dir_fd=pfd)
+            else:
+                _rmdir_empty_tree(pfd, name)
+        except OSError as exc:
+            if exc.errno in (errno.ENOTEMPTY, errno.EEXIST):
+                kept.append(path)
+        finally:
+            _close(pfd)
+    return kept
 
 
 def _rmdir_empty_tree(parent_fd: int, name: str) -> None:

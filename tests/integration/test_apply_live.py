@@ -695,6 +695,48 @@ def test_the_upper_and_work_an_overlay_made_go_with_it_unless_written(tmp_path: 
     _run(body, tmp_path)
 
 
+def test_a_tmpfs_size_or_mode_changes_in_place_and_keeps_its_files(tmp_path: Path) -> None:
+    """A day-2 review: a tmpfs's new size was a replacement (`-/+`), which lost what the
+    environment had put there. Size and mode change in place now; a size below what it
+    holds is refused by the kernel, said so, and the apply rolls back."""
+
+    def body(tmp: Path) -> None:
+        sd = tmp / "state"
+        m = tmp / "web.yaml"
+
+        def manifest(tmpfs: str) -> None:
+            m.write_text(MANIFEST.format(name="web") + "  filesystem:\n"
+                         + "".join(f"    - {{{e}}}\n" for e in BASE_ENTRIES)
+                         + "    - {type: proc, target: /proc}\n"
+                         + f"    - {{type: tmpfs, target: /t, {tmpfs}}}\n")
+
+        def seen() -> str:
+            r = _cli(sd, "exec", "web", "--", "/bin/sh", "-c",
+                     "stat -c '%a %s' /t /t/f | tr '\\n' ' '; grep ' /t ' /proc/mounts")
+            return r.stdout
+
+        manifest("size: 16Mi")
+        assert _cli(sd, "apply", str(m), "-y").returncode == 0
+        script = "/bin/dd if=/usr/bin/bash of=/t/f bs=64k count=40 2>/t/log; rm /t/log"
+        assert _cli(sd, "exec", "web", "--", "/bin/sh", "-c", script).returncode == 0
+        before = seen()
+        assert "size=16384k" in before, before
+        manifest("size: 32Mi, mode: '1777'")
+        r = _cli(sd, "apply", str(m), "-y")
+        assert r.returncode == 0 and "~ mount[/t]  # mode none -> 1777, size 16Mi -> 32Mi" in r.stdout, \
+            r.stdout + r.stderr
+        after = seen()
+        assert after.split()[:4] == ["1777", *before.split()[1:4]] and "size=32768k" in after, (before, after)
+        manifest("size: 1Mi, mode: '1777'")
+        r = _cli(sd, "apply", str(m), "-y")
+        assert r.returncode == 1 and "cannot change its size to 1Mi" in r.stderr, r.stderr
+        assert "a tmpfs cannot shrink below what it holds" in r.stderr, r.stderr
+        assert "size=32768k" in seen()
+        assert _cli(sd, "destroy", "web", "-y").returncode == 0
+
+    _run(body, tmp_path)
+
+
 def test_a_missing_file_source_stops_the_apply_before_anything_changes(tmp_path: Path) -> None:
     """A new-user review: a file entry whose source is missing failed the apply half-way
     (then rolled back) with the hint "mark the entry optional", which a file entry does

@@ -832,6 +832,43 @@ class Mqueue(_Mount):
 class Tmpfs(_Mount):
     kind = "tmpfs"
 
+    def update(self, ctx: Context, params: Params, record: Record) -> Record:
+        """A new size or mode, in place: the tmpfs keeps its files (a day-2 review lost
+        them to a replacement for a larger size). What the environment mounted over it,
+        or a record from before mount identities: replaced as before."""
+        from vbdecl.runtime.rootfs import DEFAULT_MODES, _close
+        from vbdecl.sys import mount as m
+
+        ident = _recorded_identity(record)
+        found = _open_in_env(ctx, str(ident["at"]), record, follow=False) if ident is not None else None
+        if found is None:
+            self.revert(ctx, record)
+            return self.apply(ctx, params)
+        fd = found[0]
+        try:
+            if m.statx_fd(fd)[2] != ident["id"] or not m.is_mount_root(fd):    # type: ignore[index]
+                _close(fd)
+                fd = -1
+                self.revert(ctx, record)
+                return self.apply(ctx, params)
+            size = params.get("size")
+            try:
+                # (no size: tmpfs's own default, half of the memory)
+                m.reconfigure(fd, [("size", str(int(size)) if size else "50%")])
+            except OSError as exc:
+                from vbdecl.plan.fmt import size as shown
+
+                raise RuntimeSetupError(
+                    f"tmpfs {params['target']}: cannot change its size to {shown(size) if size else 'the default'}: "
+                    f"{getattr(exc, 'message', exc)}",
+                    hint="a tmpfs cannot shrink below what it holds: remove files from it first, "
+                         "or choose a larger size") from None
+            mode = params.get("mode")
+            m.fchmod_path_fd(fd, DEFAULT_MODES["tmpfs"] if mode is None else int(mode))
+        finally:
+            _close(fd)
+        return dict(record)
+
 
 class _OverlayMount(_Mount):
     def preflight(self, params: Params) -> str | None:

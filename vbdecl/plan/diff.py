@@ -47,7 +47,8 @@ def gone_reason(kind: str) -> str:
 
 
 #: attributes of other kinds that their op's update sets back in place (drift on them)
-UPDATE_ATTRS = frozenset({("net.bridge", "up"), ("net.bridge", "gateways")})
+UPDATE_ATTRS = frozenset({("net.bridge", "up"), ("net.bridge", "gateways"), ("fs.tmpfs", "size"),
+                          ("fs.tmpfs", "mode")})
 
 
 def effect(kind: str, attr: str) -> int:

@@ -62,6 +62,10 @@ FSCONFIG_SET_STRING = 1
 FSCONFIG_SET_PATH = 3
 FSCONFIG_SET_FD = 5
 FSCONFIG_CMD_CREATE = 6
+FSCONFIG_CMD_RECONFIGURE = 7
+
+FSPICK_CLOEXEC = 0x1
+FSPICK_EMPTY_PATH = 0x8
 
 RESOLVE_NO_XDEV = 0x01
 RESOLVE_NO_MAGICLINKS = 0x02
@@ -193,7 +197,9 @@ def _fs_log(fsfd: int) -> str:
             break
         if not msg:
             break
-        lines.append(msg.decode(errors="replace").strip())
+        # (each message begins with its level: "e ", "w " or "i ")
+        lines.append(msg.decode(errors="replace").strip().removeprefix("e ").removeprefix("w ")
+                     .removeprefix("i "))
     return "; ".join(lines)
 
 
@@ -204,13 +210,26 @@ def fsconfig(fsfd: int, cmd: int, key: str | None = None, value: str | bytes | N
     if ret < 0:
         err = -ret
         log = _fs_log(fsfd)
-        if cmd == FSCONFIG_CMD_CREATE:
+        if cmd in (FSCONFIG_CMD_CREATE, FSCONFIG_CMD_RECONFIGURE):
             # (no key: the step that checks the options together and makes the filesystem)
-            what = "the kernel refused its options (fsconfig CREATE)"
+            what = f"the kernel refused its options (fsconfig {'CREATE' if cmd == FSCONFIG_CMD_CREATE else 'RECONFIGURE'})"
         else:
             shown = value if cmd != FSCONFIG_SET_FD else f"fd {aux}"
             what = f"fsconfig({key!r}={shown!r})"
         raise_errno(what + (f" [{log}]" if log else ""), err, hint=_hint_for(err))
+
+
+def reconfigure(fd: int, options: list[tuple[str, str]]) -> None:
+    """Set ``options`` of the filesystem mounted at ``fd`` (an O_PATH fd on a mount's
+    root; fspick), as ``mount -o remount,...`` would, without touching the mount's own
+    flags (nosuid, nodev, ...)."""
+    fsfd = _sys("fspick", f"fspick(fd {fd})", fd, b"", FSPICK_CLOEXEC | FSPICK_EMPTY_PATH)
+    try:
+        for key, value in options:
+            fsconfig(fsfd, FSCONFIG_SET_STRING, key, value)
+        fsconfig(fsfd, FSCONFIG_CMD_RECONFIGURE)
+    finally:
+        os.close(fsfd)
 
 
 def fsmount(fsfd: int, attr_flags: int = 0) -> int:

@@ -737,6 +737,38 @@ def test_a_tmpfs_size_or_mode_changes_in_place_and_keeps_its_files(tmp_path: Pat
     _run(body, tmp_path)
 
 
+def test_a_new_hostname_is_set_in_place(tmp_path: Path) -> None:
+    """A day-2 review: a new hostname replaced the whole environment (its init, process,
+    tmpfs contents). It is set in place now, in the environment's uts namespace; without
+    one the environment has the host's name, as a new one would."""
+
+    def body(tmp: Path) -> None:
+        sd = tmp / "state"
+        m = tmp / "web.yaml"
+        base = MANIFEST.format(name="web") + "  filesystem:\n" + "".join(
+            f"    - {{{e}}}\n" for e in BASE_ENTRIES) + "    - {type: tmpfs, target: /t}\n"
+        assert "  hostname: web\n" in base
+        m.write_text(base)
+        assert _cli(sd, "apply", str(m), "-y").returncode == 0
+        init = json.loads(_cli(sd, "status", "web", "--json").stdout)["resources"][0]["record"]["pid"]
+        script = "echo x > /t/keep; uname -n"
+        assert _cli(sd, "exec", "web", "--", "/bin/sh", "-c", script).stdout == "web\n"
+        m.write_text(base.replace("  hostname: web\n", "  hostname: other\n"))
+        r = _cli(sd, "apply", str(m), "-y")
+        assert r.returncode == 0 and "~ env  # hostname web -> other" in r.stdout, r.stdout + r.stderr
+        now = _cli(sd, "exec", "web", "--", "/bin/sh", "-c", "cat /t/keep; uname -n")
+        assert now.stdout == "x\nother\n", now.stdout + now.stderr
+        m.write_text(base.replace("  hostname: web\n", ""))
+        assert _cli(sd, "apply", str(m), "-y").returncode == 0
+        now = _cli(sd, "exec", "web", "--", "/bin/uname", "-n")
+        assert now.stdout == os.uname().nodename + "\n", now.stdout + now.stderr
+        assert json.loads(_cli(sd, "status", "web", "--json").stdout)["resources"][0]["record"]["pid"] == init
+        assert _cli(sd, "plan", "--detailed-exitcode", str(m)).returncode == 0
+        assert _cli(sd, "destroy", "web", "-y").returncode == 0
+
+    _run(body, tmp_path)
+
+
 def test_a_missing_file_source_stops_the_apply_before_anything_changes(tmp_path: Path) -> None:
     """A new-user review: a file entry whose source is missing failed the apply half-way
     (then rolled back) with the hint "mark the entry optional", which a file entry does

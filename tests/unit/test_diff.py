@@ -149,7 +149,7 @@ def test_namespace_change_replaces_everything():
 
 def test_effect_table():
     assert effect("cgroup.limit", "value") == UPDATE
-    assert effect("env.namespaces", "hostname") == REPLACE_ENV
+    assert effect("env.namespaces", "hostname") == UPDATE      # (set in place: ops.env)
     assert effect("fs.net-files", "hostname") == UPDATE
     assert effect("env.namespaces", "namespaces.net") == REPLACE_ENV
     assert effect("fs.rootfs", "rootfs") == REPLACE_ENV
@@ -206,10 +206,12 @@ def test_a_metadata_only_change_is_shown_and_counts_as_a_change():
 
 
 def test_a_change_the_environments_replacement_carries_along_is_still_shown():
-    """A review: with the hostname changed, a limit's own change read only "replaced with
-    the environment"."""
+    """A review: with the environment replaced (then by a hostname, now by a namespace), a
+    limit's own change read only "replaced with the environment"."""
     old = compile_doc(doc(**BASE))
-    new = compile_doc(doc(hostname="other", filesystem=BASE["filesystem"], limits={"memory": 512 << 20}))
+    new_doc = doc(filesystem=BASE["filesystem"], limits={"memory": 512 << 20})
+    new_doc["spec"]["namespaces"]["ipc"] = False
+    new = compile_doc(new_doc)
     cg = next(c for c in changes(new, state_of(old)) if c.id == "cgroup.memory")
     assert cg.symbol == "-/+" and cg.reason.endswith("; replaced with the environment") and "memory" in cg.reason
 

@@ -86,5 +86,12 @@ class Namespaces:
         ctx.env_pid = None
 
     def update(self, ctx: Context, params: Params, record: Record) -> Record:
-        raise ActionError("namespaces cannot change in place", action="env",
-                          hint="the environment is replaced (destroy, then apply)")
+        """The hostname, in place (plan.diff: a change of anything else replaces the
+        environment; a day-2 review saw a new hostname do so, its process and files lost)."""
+        from vbdecl.runtime.live import set_hostname
+
+        try:
+            set_hostname(record, params.get("hostname"))
+        except VbdeclError as err:
+            raise ActionError(err.message, action="env", hint=err.hint) from err
+        return dict(record)

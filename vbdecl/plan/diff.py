@@ -48,15 +48,15 @@ def gone_reason(kind: str) -> str:
 
 #: attributes of other kinds that their op's update sets back in place (drift on them)
 UPDATE_ATTRS = frozenset({("net.bridge", "up"), ("net.bridge", "gateways"), ("fs.tmpfs", "size"),
-                          ("fs.tmpfs", "mode")})
+                          ("fs.tmpfs", "mode"), ("env.namespaces", "hostname")})
 
 
 def effect(kind: str, attr: str) -> int:
     """UPDATE, REPLACE (this action only) or REPLACE_ENV for a changed attribute."""
-    if kind in ENV_KINDS:
-        return REPLACE_ENV
     if kind in UPDATE_KINDS or (kind, attr) in UPDATE_ATTRS:
         return UPDATE
+    if kind in ENV_KINDS:
+        return REPLACE_ENV
     return REPLACE
 
 

@@ -217,6 +217,36 @@ def _reap(pid: int) -> None:
         pass
 
 
+def set_hostname(record: dict[str, Any], hostname: str | None) -> None:
+    """Give the live environment of ``record`` (its own uts namespace) the name
+    ``hostname``; None: the host's, which a new environment without one starts with."""
+    name = os.uname().nodename if hostname is None else hostname
+    path = os.path.join(str(record.get("runtime_dir") or ""), "ns", "uts")
+    if not sysns.is_pinned(path):
+        path = f"/proc/{int(record['pid'])}/ns/uts"
+    r, w = os.pipe2(os.O_CLOEXEC)
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.close(r)
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            sysns.setns(fd, sysns.CLONE_NEWUTS, what="the environment's uts namespace")
+            sysns.sethostname(name)
+            os._exit(0)
+        except BaseException as exc:
+            os.write(w, (getattr(exc, "message", None) or str(exc)).encode()[:2000])
+            os._exit(1)
+    os.close(w)
+    try:
+        said = os.read(r, 4096)
+    finally:
+        os.close(r)
+        _, status = os.waitpid(pid, 0)
+    if status != 0:
+        raise RuntimeSetupError(f"cannot set the hostname to {name!r}: "
+                                f"{said.decode(errors='replace') or 'the helper failed'}")
+
+
 def stop_env(record: dict[str, Any]) -> None:
     """Kill the init (and so its pid namespace), unpin, remove the runtime dir. Idempotent."""
     pid, started = int(record.get("pid") or 0), record.get("start_time")

@@ -181,11 +181,12 @@ def test_removing_a_file_entry_in_place_removes_the_file(tmp_path: Path) -> None
 
 def test_an_apply_goes_on_from_a_replacement_that_cannot_roll_back(tmp_path: Path) -> None:
     """The same stuck replacement: the next apply abandons the rollback and converges
-    what it left to the manifest (a new environment with the new hostname)."""
+    what it left to the manifest (a new environment with the new hostname and namespaces)."""
     env = _env(tmp_path)
     before = host()
     check(env.apply(), 0, "apply")
-    env.path.write_text(env.path.read_text().replace("hostname: full", "hostname: other"))
+    # (a hostname is set in place: another ipc namespace replaces the environment)
+    env.path.write_text(env.path.read_text().replace("hostname: full", "hostname: other\n  namespaces: {ipc: false}"))
     out = env.apply(fault="mount[/usr]:revert")
     check(out, 1, "a replacement whose revert of /usr fails")
     # the way on, not recover (which cannot finish: a new-user review followed the old hint)
@@ -206,7 +207,7 @@ def test_an_apply_goes_on_from_a_replacement_that_cannot_roll_back(tmp_path: Pat
 
 
 def test_a_replacement_that_cannot_roll_back_can_be_destroyed(tmp_path: Path) -> None:
-    """A new hostname replaces the environment: its old resources are destroyed first,
+    """A namespace change replaces the environment: its old resources are destroyed first,
     the cgroup's destroy killing the old init. A failure after that (here the revert
     of /usr) leaves undos into a dead environment, which cannot land: recover says
     so, and destroy, which wants nothing left anyway, tears down everything (a sweep
@@ -214,7 +215,8 @@ def test_a_replacement_that_cannot_roll_back_can_be_destroyed(tmp_path: Path) ->
     env = _env(tmp_path)
     before = host()
     check(env.apply(), 0, "apply")
-    env.path.write_text(env.path.read_text().replace("hostname: full", "hostname: other"))
+    # (a hostname is set in place: another ipc namespace replaces the environment)
+    env.path.write_text(env.path.read_text().replace("hostname: full", "hostname: other\n  namespaces: {ipc: false}"))
     out = env.apply(fault="mount[/usr]:revert")
     check(out, 1, "a replacement whose revert of /usr fails")
     assert env.journal_open(), out.stderr
@@ -242,7 +244,7 @@ def test_undoing_the_destroy_of_the_root_keeps_the_live_one(tmp_path: Path) -> N
     before = host()
     manifest.write_text(text)
     check(cli(state, "apply", str(manifest), "-y"), 0, "apply")
-    manifest.write_text(text.replace("hostname: h1", "hostname: h2"))
+    manifest.write_text(text.replace("hostname: h1", "hostname: h2\n  namespaces: {ipc: false}"))
     out = cli(state, "apply", str(manifest), "-y", fault="env:revert")
     check(out, 1, "a replacement whose revert of env fails")
     assert "restored rootfs" in out.stderr and "Traceback" not in out.stderr, out.stderr

@@ -1046,3 +1046,34 @@ def _exits(tmp: Path) -> None:
 
 def test_logs_follow_and_status_of_a_process_that_exits(tmp_path: Path) -> None:
     _run(_exits, tmp_path)
+
+
+def test_a_hostname_update_never_renames_the_host() -> None:
+    """A review: the in-place hostname update entered /proc/PID/ns/uts of the recorded
+    init without checking it was still the environment's: after a reboot and a recover,
+    a host process with that pid would have had the host renamed. It refuses a record
+    whose init is gone, and a uts namespace that is its caller's. (Tried in a child of
+    its own uts namespace: without the fix it renames only that.)"""
+    from vbdecl.errors import RuntimeSetupError
+    from vbdecl.runtime.live import set_hostname
+    from vbdecl.sys import ns as sysns
+    from vbdecl.sys.proc import start_time
+
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            sysns.unshare(sysns.CLONE_NEWUTS)
+            sysns.sethostname("before")
+            me = os.getpid()
+            refused = 0
+            for started in (start_time(me), (start_time(me) or 0) + 1):
+                try:
+                    set_hostname({"pid": me, "start_time": started, "runtime_dir": "/nonexistent"}, "renamed")
+                except RuntimeSetupError as exc:
+                    refused += "uts namespace is not there" in exc.message
+            code = 0 if refused == 2 and os.uname().nodename == "before" else 3
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0

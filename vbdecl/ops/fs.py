@@ -489,6 +489,11 @@ def _helper_main(job: _Job, paths: dict[str, str], w: int, writable: list[str],
     host_fd = staging = -1
     os.umask(0)     # modes as given, as setup_root makes them for a run (not cut by ours)
     try:
+        # Nothing in the environment may ptrace us or open our /proc files (the host's root
+        # and mount namespace, which we hold) once we are in its namespaces (a review)
+        from vbdecl.sys.proc import set_dumpable
+
+        set_dumpable(False)
         ns_fds = {name: os.open(path, os.O_RDONLY | os.O_CLOEXEC) for name, path in paths.items()}
         host_fd = os.open("/", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
         staging = m.new_mount("tmpfs", [("mode", "0700")], m.MOUNT_ATTR_NOSUID | m.MOUNT_ATTR_NODEV)

@@ -224,6 +224,18 @@ def set_hostname(record: dict[str, Any], hostname: str | None) -> None:
     path = os.path.join(str(record.get("runtime_dir") or ""), "ns", "uts")
     if not sysns.is_pinned(path):
         path = f"/proc/{int(record['pid'])}/ns/uts"
+    # only the environment's own uts namespace: never the host's, nor another process's
+    # that took the pid of an init gone since (a recover after a reboot: a review)
+    ino: int | None = None
+    try:
+        ino = os.stat(path).st_ino
+        ours = os.stat("/proc/self/ns/uts").st_ino
+    except OSError:
+        ours = None
+    recorded = (record.get("ns") or {}).get("uts")
+    if not env_alive(record) or ino is None or ino == ours or (recorded is not None and ino != recorded):
+        raise RuntimeSetupError("the environment's uts namespace is not there",
+                                hint="its init is gone: an apply makes the environment again")
     r, w = os.pipe2(os.O_CLOEXEC)
     pid = os.fork()
     if pid == 0:

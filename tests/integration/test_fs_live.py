@@ -649,3 +649,39 @@ def test_live_a_file_edited_or_chmod_ed_inside_is_drift_its_update_repairs(env: 
     chmod = act(env, "fs.chmod", target="/etc/app.conf", mode=0o600)
     env.records = {"file[/etc/app.conf]": rec, "chmod[/etc/app.conf]": chmod}
     assert f.probe(env, params, rec) == rec          # (the chmod entry's mode, not drift)
+
+
+def test_a_tmpfs_updated_in_place_is_the_one_recorded(env: Context) -> None:
+    """A review of the in-place tmpfs update: it went by the mount id only (reused), so
+    root inside could have vbdecl resize and chmod another filesystem bound there. It
+    acts on the recorded device's mount only, else replaces the entry; a rollback that
+    cannot shrink it back (the environment filled it) keeps the larger size, and says so."""
+    act(env, "fs.rootfs", rootfs=None)
+    tmpfs = op_for("fs.tmpfs")
+
+    def size() -> int:
+        st = os.statvfs(f"/proc/{env.env_pid}/root/t")
+        return st.f_blocks * st.f_frsize
+
+    small = {"target": "/t", "size": 1 << 20, "mode": None}
+    large = {**small, "size": 4 << 20}
+    record = tmpfs.apply(env, small)
+    assert isinstance(record.get("dev"), int)
+    kept = tmpfs.update(env, large, record)
+    assert kept["mount"] == record["mount"] and size() == 4 << 20
+    Path(f"/proc/{env.env_pid}/root/t/f").write_bytes(b"x" * (2 << 20))
+    with pytest.raises(RuntimeSetupError, match="cannot change its size to 1Mi"):
+        tmpfs.update(env, small, kept)
+    env.restoring = True
+    try:
+        assert tmpfs.update(env, small, kept) == kept
+        assert env.notes and "keeps its larger size" in env.notes[0], env.notes
+    finally:
+        env.restoring = False
+        env.notes.clear()
+    assert size() == 4 << 20
+    # not the recorded filesystem: replaced, never reconfigured
+    other = tmpfs.update(env, small, {**kept, "dev": kept["dev"] + 1})
+    assert size() == 1 << 20       # (a new tmpfs, whose device number may be the freed one)
+    assert not Path(f"/proc/{env.env_pid}/root/t/f").exists()
+    tmpfs.revert(env, other)

@@ -623,6 +623,11 @@ class Session:
             self._set(rid, {"kind": kind, "params": params, "record": record})
         self.engine.emit("action.applied" if step != "destroy" else "action.destroyed",
                          id=rid, step=step, seconds=round(time.monotonic() - start, 6))
+        self._emit_notes(rid)
+
+    def _emit_notes(self, rid: str) -> None:
+        """What the op call for ``rid`` wanted said (Context.notes), as action.note events."""
+        ctx = self._ctx()
         for note in ctx.notes:
             self.engine.emit("action.note", id=rid, note=note)
         ctx.notes.clear()
@@ -716,6 +721,7 @@ class Session:
             before = begun[seq].get("before") if seq in begun else self._before_undo(intent)
             self._log("undo", seq=seq, id=rid, **({"before": before} if before is not None else {}))
             self.engine.emit("action.reverting", id=rid, step=intent["step"], seq=seq)
+            self._ctx().notes.clear()
             try:
                 record = self._undo(intent, landed=seq in done, begun=begun.get(seq))
             except Exception as exc:
@@ -728,6 +734,7 @@ class Session:
             self._log("undone", seq=seq, id=rid, record=record)
             self._apply_undo_effect(intent, record)
             self.engine.emit("action.reverted", id=rid, step=intent["step"], seq=seq)
+            self._emit_notes(rid)
         if errors:
             return errors
         self._close_aborted(fresh=fresh, base_revision=base_revision)

@@ -837,21 +837,37 @@ class Mqueue(_Mount):
 class Tmpfs(_Mount):
     kind = "tmpfs"
 
+    def apply(self, ctx: Context, params: Params) -> Record:
+        """Also the filesystem's device (``dev``): an update in place acts on that
+        filesystem only (:meth:`update`)."""
+        from vbdecl.runtime.rootfs import _close
+
+        record = super().apply(ctx, params)
+        ident = _recorded_identity(record)
+        found = _open_in_env(ctx, str(ident["at"]), record, follow=False) if ident is not None else None
+        if found is not None:
+            try:
+                record["dev"] = os.fstat(found[0]).st_dev
+            finally:
+                _close(found[0])
+        return record
+
     def update(self, ctx: Context, params: Params, record: Record) -> Record:
         """A new size or mode, in place: the tmpfs keeps its files (a day-2 review lost
-        them to a replacement for a larger size). What the environment mounted over it,
-        or a record from before mount identities: replaced as before."""
+        them to a replacement for a larger size). Only on the filesystem this entry made:
+        the mount there now must be the recorded one (its id) on the recorded device, or
+        root inside could have vbdecl resize and chmod another, a host's /run bound there
+        in its place (a review). Anything else, or a record from before: replaced."""
         from vbdecl.runtime.rootfs import DEFAULT_MODES, _close
         from vbdecl.sys import mount as m
 
         ident = _recorded_identity(record)
-        found = _open_in_env(ctx, str(ident["at"]), record, follow=False) if ident is not None else None
-        if found is None:
-            self.revert(ctx, record)
-            return self.apply(ctx, params)
-        fd = found[0]
+        found = _open_in_env(ctx, str(ident["at"]), record, follow=False) \
+            if ident is not None and record.get("dev") is not None else None
+        fd = -1 if found is None else found[0]
         try:
-            if m.statx_fd(fd)[2] != ident["id"] or not m.is_mount_root(fd):    # type: ignore[index]
+            if ident is None or fd < 0 or os.fstat(fd).st_dev != record["dev"] or \
+                    m.statx_fd(fd)[2] != ident["id"] or not m.is_mount_root(fd):
                 _close(fd)
                 fd = -1
                 self.revert(ctx, record)
@@ -861,13 +877,17 @@ class Tmpfs(_Mount):
                 # (no size: tmpfs's own default, half of the memory)
                 m.reconfigure(fd, [("size", str(int(size)) if size else "50%")])
             except OSError as exc:
-                from vbdecl.plan.fmt import size as shown
+                if not ctx.restoring:
+                    from vbdecl.plan.fmt import size as shown
 
-                raise RuntimeSetupError(
-                    f"tmpfs {params['target']}: cannot change its size to {shown(size) if size else 'the default'}: "
-                    f"{getattr(exc, 'message', exc)}",
-                    hint="a tmpfs cannot shrink below what it holds: remove files from it first, "
-                         "or choose a larger size") from None
+                    raise RuntimeSetupError(
+                        f"tmpfs {params['target']}: cannot change its size to "
+                        f"{shown(size) if size else 'the default'}: {getattr(exc, 'message', exc)}",
+                        hint="a tmpfs cannot shrink below what it holds: remove files from it first, "
+                             "or choose a larger size") from None
+                # a rollback's: the environment filled the larger size meanwhile; it keeps it
+                ctx.notes.append(f"{params['target']} keeps its larger size: it holds more than the "
+                                 f"size it had ({getattr(exc, 'message', exc)})")
             mode = params.get("mode")
             m.fchmod_path_fd(fd, DEFAULT_MODES["tmpfs"] if mode is None else int(mode))
         finally:

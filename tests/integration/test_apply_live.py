@@ -769,6 +769,40 @@ def test_a_new_hostname_is_set_in_place(tmp_path: Path) -> None:
     _run(body, tmp_path)
 
 
+def test_a_log_past_its_limit_on_a_full_disk_is_emptied_all_the_same(tmp_path: Path) -> None:
+    """A review of the log cap: on a full disk the copy to process.log.1 failed, the log
+    was not emptied, and the supervisor tried again each second, rewriting it. Now the
+    log is emptied all the same, and its first line says the rest could not be kept."""
+
+    def body(tmp: Path) -> None:
+        from vbdecl.sys import mount as m
+
+        sd = tmp / "state"
+        sd.mkdir()
+        m.mount("tmpfs", str(sd), "tmpfs", 0, "size=3m")    # (our own mount namespace)
+        mf = tmp / "web.yaml"
+        # 2.5 MB at once (the disk is then nearly full: no room for a copy), then ticks
+        chunk = "/bin/head -c 500000 /dev/zero | /bin/tr '\\\\0' x"
+        script = f"for i in 1 2 3 4 5; do {chunk}; echo; done; while :; do echo tick; sleep 0.2; done"
+        mf.write_text(MANIFEST.format(name="web").replace('["/bin/sleep", "300"]', json.dumps(["/bin/sh", "-c", script]))
+                      + "  filesystem:\n" + "".join(f"    - {{{e}}}\n" for e in BASE_ENTRIES)
+                      + "    - {type: dev, target: /dev}\n")
+        r = _cli(sd, "apply", str(mf), "-y", VBDECL_LOG_MAX_BYTES="2000000")
+        assert r.returncode == 0, r.stdout + r.stderr
+        log = sd / "envs" / "web" / "logs" / "process.log"
+        deadline = time.monotonic() + 20
+        while not log.read_text(errors="replace").startswith("--- vbdecl: the log reached "):
+            assert time.monotonic() < deadline, log.stat().st_size
+            time.sleep(0.1)
+        first = log.read_text().splitlines()[0]
+        assert "it could not be kept (No space left on device)" in first, first
+        time.sleep(1.5)
+        assert log.stat().st_size < 100000 and log.read_text().splitlines()[0] == first   # (once)
+        assert _cli(sd, "destroy", "web", "-y").returncode == 0
+
+    _run(body, tmp_path)
+
+
 def test_a_missing_file_source_stops_the_apply_before_anything_changes(tmp_path: Path) -> None:
     """A new-user review: a file entry whose source is missing failed the apply half-way
     (then rolled back) with the hint "mark the entry optional", which a file entry does

@@ -936,25 +936,39 @@ class LogCap:
                 pass
 
     def check(self) -> None:
-        """Move the log aside once it has grown past the limit."""
+        """Move the log aside once it has grown past the limit: its last ``limit`` bytes
+        to process.log.1 (what a second's writing brought past it goes), then empty it,
+        also when the copy failed (a full disk: emptied, it frees what it held)."""
         try:
             size = os.lseek(self.read_fd, 0, os.SEEK_END)
-            if size < self.limit:
-                return
+        except OSError:
+            return
+        if size < self.limit:
+            return
+        start = size - self.limit
+        kept = "its last part is in process.log.1"
+        try:
             os.ftruncate(self.old_fd, 0)
-            done = 0
+            done = start
             while done < size:
                 chunk = os.pread(self.read_fd, min(1 << 20, size - done), done)
                 if not chunk:
                     break
-                os.pwrite(self.old_fd, chunk, done)
+                os.pwrite(self.old_fd, chunk, done - start)
                 done += len(chunk)
+        except OSError as exc:
+            kept = f"it could not be kept ({os.strerror(exc.errno or 0)})"
+            try:
+                os.ftruncate(self.old_fd, 0)
+            except OSError:
+                pass
+        try:
             os.ftruncate(self.write_fd, 0)
             when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-            os.write(self.write_fd, f"--- vbdecl: the log reached {size} bytes ({when}): what it held "
-                                    "is in process.log.1 ---\n".encode())
+            os.write(self.write_fd, f"--- vbdecl: the log reached {size} bytes ({when}): {kept} ---\n"
+                                    .encode())
         except OSError:
-            pass        # (a full disk, say: the process goes on as before)
+            pass        # (the process goes on writing; the next look tries again)
 
 
 def _supervise_children(child: int | None, cap: LogCap) -> int | None:

@@ -147,3 +147,26 @@ def test_action_ids_and_describe() -> None:
 def test_defaults_follow_bubblewrap() -> None:
     assert rootfs.DEFAULT_MODES == {"tmpfs": 0o755, "dir": 0o755, "file": 0o644,
                                     "bind-data": 0o600}
+
+
+def test_host_dirs_are_removed_only_while_they_are_the_ones_made(tmp_path):
+    """An overlay's upper and work (and their parents), removed on its revert: only the
+    directories made (by identity: a review), only when empty but for a work's own
+    directories, never through a link, and never a file."""
+    import os
+
+    from vbdecl.runtime.rootfs import remove_host_dirs
+
+    base, upper, work = tmp_path / "ov", tmp_path / "ov" / "upper", tmp_path / "ov" / "work"
+    for d in (base, upper, work, work / "work"):
+        d.mkdir()
+    made = [str(base), str(upper), str(work)]
+    ids = {p: (os.lstat(p).st_dev, os.lstat(p).st_ino) for p in made}
+    upper.rename(tmp_path / "elsewhere")
+    upper.mkdir()                       # another directory at the upper's path now
+    host = os.open("/", os.O_PATH | os.O_DIRECTORY)
+    try:
+        kept = remove_host_dirs(host, made, ids=ids, trees=frozenset([str(work)]))
+    finally:
+        os.close(host)
+    assert upper.is_dir() and not work.exists() and kept == [str(base)]

@@ -629,6 +629,18 @@ class _UndoJob(_Job):
         return {"kept": kept}
 
 
+def _host_ids(paths: list[str]) -> dict[str, list[int]]:
+    """(st_dev, st_ino) of each host path (not followed), to remove only what was made."""
+    out = {}
+    for path in paths:
+        try:
+            st = os.lstat(path)
+        except OSError:
+            continue
+        out[path] = [st.st_dev, st.st_ino]
+    return out
+
+
 def _remove_host_created(ctx: Context, record: Record) -> None:
     """The host directories an overlay's apply made for its upper and work (and their
     parents), once its mount is gone: a rolled-back apply said "nothing was left" and
@@ -641,7 +653,9 @@ def _remove_host_created(ctx: Context, record: Record) -> None:
 
     host = os.open("/", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
-        kept = remove_host_dirs(host, paths, trees=frozenset([str(record.get("work") or "")]))
+        ids = {p: (int(v[0]), int(v[1])) for p, v in (record.get("host_ids") or {}).items()}
+        kept = remove_host_dirs(host, [p for p in paths if p in ids], ids=ids,
+                                trees=frozenset([str(record.get("work") or "")]))
     finally:
         _close(host)
     kept = [p for p in kept if not any(q.startswith(p.rstrip("/") + "/") for q in kept)]
@@ -688,6 +702,7 @@ class _Mount(_FsOp):
                   "skipped": res["skipped"]}
         if res.get("host_created"):     # (an overlay's upper and work, and their parents)
             record["host_created"], record["work"] = res["host_created"], params.get("work")
+            record["host_ids"] = _host_ids(res["host_created"])
         if res["skipped"]:
             return record
         top = _top_mount_at(ctx, params["target"])
@@ -727,10 +742,10 @@ class _Mount(_FsOp):
         return _adopt(ctx, record, with_target=True)
 
     def revert(self, ctx: Context, record: Record) -> None:
-        try:
-            self._revert(ctx, record)
-        finally:
-            _remove_host_created(ctx, record)
+        self._revert(ctx, record)
+        ident = _recorded_identity(record)
+        if ident is None or not any(_identity(mi) == ident for mi in mountinfo_of(ctx) or []):
+            _remove_host_created(ctx, record)     # (only once its mount is gone)
 
     def _revert(self, ctx: Context, record: Record) -> None:
         if record.get("skipped") or not _same_env(ctx, record):

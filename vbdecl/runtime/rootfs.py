@@ -1193,12 +1193,14 @@ def _refuse_link(fd: int, target: str) -> None:
     raise exc
 
 
-def remove_host_dirs(host_fd: int, paths: list[str], *, trees: frozenset[str] | None = None) -> list[str]:
+def remove_host_dirs(host_fd: int, paths: list[str], *, trees: frozenset[str] | None = None,
+                     ids: dict[str, tuple[int, int]] | None = None) -> list[str]:
     """Remove the host directories ``paths`` (an overlay's upper and work and the parents
     made for them, oldest first) when empty; those in ``trees`` (a work directory, where
     the kernel makes work/work and work/index) when nothing but directories is in them
-    (None: all of them so). No link is followed on the way. Returns those that stay
-    for what is in them (an upper with what the environment wrote)."""
+    (None: all of them so). No link is followed on the way; a path in ``ids`` only
+    while it is the directory made (st_dev, st_ino). Returns those that stay for what
+    is in them (an upper with what the environment wrote)."""
     kept = []
     for path in reversed(paths):
         parent, _, name = path.rpartition("/")
@@ -1207,6 +1209,10 @@ def remove_host_dirs(host_fd: int, paths: list[str], *, trees: frozenset[str] | 
         except OSError:
             continue
         try:
+            if ids is not None and path in ids:
+                st = os.stat(name, dir_fd=pfd, follow_symlinks=False)
+                if (st.st_dev, st.st_ino) != ids[path]:
+                    continue
             if trees is not None and path not in trees:
                 os.rmdir(name, dir_fd=pfd)
             else:

@@ -134,6 +134,23 @@ def test_a_rootfs_directory_is_nodev(tmp_path: Path) -> None:
     assert r["opened"] == "EACCES"
 
 
+def test_a_read_only_rootfs_without_resolv_conf_goes_without_the_hosts(tmp_path: Path) -> None:
+    """The host's resolv.conf is bound in every mode now (dns left out); a review: a
+    rootfs directory that is read-only and has no /etc/resolv.conf to mount on failed
+    to start where it ran before. It goes without the file."""
+    from vbdecl.sys import mount as m
+
+    root = tmp_path / "rootfs"
+    root.mkdir()
+
+    def read_only() -> None:     # (in the sandbox's own mount namespace)
+        m.mount(str(root), str(root), None, m.MS_BIND)
+        m.mount(None, str(root), None, m.MS_REMOUNT | m.MS_BIND | m.MS_RDONLY)
+
+    r = in_sandbox(base_spec([], rootfs=str(root)), lambda: os.path.exists("/etc"), before=read_only)
+    assert r is False
+
+
 def test_bind_onto_root_then_more_entries(tmp_path: Path) -> None:
     src = tmp_path / "asroot"
     src.mkdir()

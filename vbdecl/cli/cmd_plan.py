@@ -127,7 +127,9 @@ def source_problems(found: list[Any]) -> list[tuple[str, str]]:
         problem = preflight_problem(op, c.action.get("params") or {})
         if problem and getattr(op, "preflight_is_the_callers", False):
             # (about who runs vbdecl, not the plan: one may plan as a user, apply as root)
-            print(f"warning: {c.id}: {problem}", file=sys.stderr)
+            from vbdecl.plan.fmt import action_id
+
+            print(f"warning: {action_id(c.id)}: {problem}", file=sys.stderr)
         elif problem:
             out.append((c.id, problem))
     return out

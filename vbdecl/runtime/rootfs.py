@@ -374,15 +374,18 @@ def _write_all(fd: int, data: bytes) -> None:
 class Made:
     """What the host phase of one entry produced: detached mounts and data.
 
-    ``mounts``: (path below the target, mount fd, is_dir), attached in order.
+    ``mounts``: (path below the target, mount fd, is_dir), attached in order;
+    those whose path is in ``optional`` are left out where the root cannot take
+    their mount point (read-only, or not ours to write).
     """
 
-    __slots__ = ("data", "mounts", "skip")
+    __slots__ = ("data", "mounts", "optional", "skip")
 
     def __init__(self) -> None:
         self.mounts: list[tuple[str, int, bool]] = []
         self.data: bytes | None = None
         self.skip = False
+        self.optional: set[str] = set()
 
     def close(self) -> None:
         for _, fd, _ in self.mounts:
@@ -540,6 +543,9 @@ class Builder:
             sub, fd, is_dir = made.mounts.pop(0)
             try:
                 self._attach(fd, target.rstrip("/") + sub if sub else target, is_dir)
+            except OSError as exc:
+                if sub not in made.optional or exc.errno not in (errno.EROFS, errno.EACCES, errno.EPERM):
+                    raise
             finally:
                 _close(fd)
 
@@ -1006,6 +1012,9 @@ class Builder:
                 if not getattr(exc, "fenced", False):
                     raise
             made.mounts += [("/etc/resolv.conf", fd, False) for _, fd, _ in sub.mounts]
+            # (a rootfs directory that is read-only, or not root's to write, and has no
+            # /etc/resolv.conf to mount on: without it, as before dns meant it everywhere)
+            made.optional.add("/etc/resolv.conf")
         if hosts:
             base = hosts_base if hosts_base is not None else \
                 "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"

@@ -41,7 +41,9 @@ def holders(fd: int) -> set[int]:
         return set()
     pids = set()
     for line in lines:
-        fields = line.replace("->", " ").split()
+        if "->" in line:
+            continue        # (a process waiting for that lock, not holding it)
+        fields = line.split()
         # 1: FLOCK  ADVISORY  WRITE 8336 fe:00:2147162 0 EOF
         if len(fields) >= 6 and fields[1] == "FLOCK" and fields[5] == key and fields[4].isdigit():
             pids.add(int(fields[4]))

@@ -743,6 +743,8 @@ class _Mount(_FsOp):
 
     def revert(self, ctx: Context, record: Record) -> None:
         self._revert(ctx, record)
+        if not record.get("host_created"):
+            return
         ident = _recorded_identity(record)
         if ident is None or not any(_identity(mi) == ident for mi in mountinfo_of(ctx) or []):
             _remove_host_created(ctx, record)     # (only once its mount is gone)

@@ -901,9 +901,9 @@ LOG_CHECK_SECONDS = 1.0
 
 class LogCap:
     """The supervisor's hold on the process's log, which the process (and what it
-    leaves running) writes straight into: past ``limit`` bytes it is copied over
-    ``process.log.1`` and emptied in place (logrotate's copytruncate: what is written
-    between the copy and the truncation is lost), with a line that says so. Its fds
+    leaves running) writes straight into: past ``limit`` bytes its last ``limit`` go to
+    ``process.log.1`` and it is emptied in place (logrotate's copytruncate: what is
+    written between the copy and the truncation is lost), with a line that says so. Its fds
     are opened here, before the supervisor confines itself: it may open nothing after.
     ``logs -f`` follows the emptied file from its start."""
 
@@ -1000,7 +1000,8 @@ def _supervise(child: int, host_pid: int, started: int | None, sink: Any, inodes
     count before the process started), then reap what it left running (a child
     subreaper: its orphaned descendants are ours) until nothing is left, and exit.
     Never returns. It keeps none of vbdecl's fds, stdio included: ``vbdecl apply |
-    cat`` must not wait for the process; once the exit is recorded, none at all."""
+    cat`` must not wait for the process; once the exit is recorded, only the log's
+    (what the process left running may write on: :class:`LogCap`)."""
     try:
         for fd in (0, 1, 2):
             os.dup2(null, fd)

@@ -792,8 +792,13 @@ def test_plan_warns_of_a_limit_below_what_the_environment_uses(env: dict[str, st
         assert "warning: h6under: limits.memory 16Mi is below what the environment uses now (" in r.stderr
         assert "the apply fails and rolls back" in r.stderr
         assert "warning: h6under: limits.pids 5 is below the " in r.stderr, r.stderr
+        # an environment that is replaced starts with nothing in use
+        replaced = Path(m).read_text().replace("  limits:", "  namespaces: {ipc: false}\n  limits:")
+        Path(m).write_text(replaced)
+        r = vbdecl(env, "plan", m)
+        assert "-/+ env" in r.stdout and "limits.memory" not in r.stderr, r.stdout + r.stderr
         Path(m).write_text(Path(m).read_text().replace("memory: 16Mi", "memory: 128Mi")
-                           .replace("pids: 5", "pids: 64"))
+                           .replace("pids: 5", "pids: 64").replace("  namespaces: {ipc: false}\n", ""))
         r = vbdecl(env, "plan", m)
         assert "warning" not in r.stderr, r.stderr
     finally:

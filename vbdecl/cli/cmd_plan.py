@@ -303,9 +303,14 @@ def usage_warnings(plan: dict[str, Any], state: dict[str, Any] | None) -> None:
     import sys
 
     limits = plan["spec"].get("limits") or {}
-    group = (((state or {}).get("resources") or {}).get("cgroup") or {}).get("record")
+    resources = (state or {}).get("resources") or {}
+    group = (resources.get("cgroup") or {}).get("record")
     if not group or (limits.get("memory") is None and limits.get("pids") is None):
         return
+    env = next((a.get("params") or {} for a in plan.get("actions") or [] if a.get("id") == "env"), {})
+    old = (resources.get("env") or {}).get("params") or {}
+    if any(env.get(k) != old.get(k) for k in ("namespaces", "idmap")):
+        return      # (replaced: the new environment starts with nothing in use)
     from vbdecl.ops import cgroup
     from vbdecl.plan.fmt import size
 

@@ -93,3 +93,22 @@ def test_vbdecl_run_nat_and_published_port(tmp_path: Path, state_dir: Path) -> N
         assert "upstream said out" in out
         assert f"peer {up_ip}" in out
         assert_nat_gone()
+
+
+def test_a_failed_bridge_join_leaves_no_record_of_the_run(tmp_path: Path, state_dir: Path) -> None:
+    """A run whose bridge cannot be joined (its name taken by an interface that is no
+    bridge) leaves nothing in the shared network state (the unprivileged case, where
+    an instance stayed: test_runtime_unprivileged.py)."""
+    name = f"vbt{secrets.token_hex(4)}"
+    subnet = f"10.{random.randint(100, 250)}.{random.randrange(0, 250, 2)}.0/24"
+    subprocess.run(["ip", "link", "add", name, "type", "veth", "peer", "name", name + "p"], check=True)
+    try:
+        path = tmp_path / "env.yaml"
+        path.write_text(MANIFEST.format(bridge=name, subnet=subnet))
+        out = subprocess.run([sys.executable, "-m", "vbdecl", "run", "--state-dir", str(state_dir), str(path)],
+                             capture_output=True, text=True, timeout=60)
+        assert out.returncode == 125 and "exists and is not a bridge" in out.stderr, out.stderr
+        st = shared.read(str(state_dir))
+        assert st["instances"] == {} and st["bridges"] == {} and st["leases"] == {}, st
+    finally:
+        subprocess.run(["ip", "link", "del", name], check=True)

@@ -281,3 +281,28 @@ def test_a_state_directory_the_user_may_not_read_is_a_clean_error(user: tuple[st
             (args, r.stderr)
         assert "this is a bug" not in r.stderr and "does not exist" not in r.stderr, (args, r.stderr)
     assert not list((shared_dir / "tmp").glob("vbdecl-crash-*"))
+
+
+def test_an_unprivileged_bridge_run_leaves_no_network_state(user: tuple[str, int, int],
+                                                            shared_dir: Path) -> None:
+    """An unprivileged review: a run in bridge mode failed as it should (CAP_NET_ADMIN),
+    and left its instance (a dead pid) and the state files in the state directory. A
+    failed join forgets an instance that holds nothing, and no files stay."""
+    import sys
+
+    vbdecl = str(Path(sys.executable).parent / "vbdecl")
+    state = shared_dir / "state"
+    name = "vbt" + os.urandom(3).hex()
+    (shared_dir / "m.yaml").write_text(
+        "apiVersion: vbdecl/v1\nkind: Environment\nmetadata: {name: b}\nspec:\n"
+        f"  network: {{mode: bridge, bridge: {name}, subnet: 10.235.{os.urandom(1)[0] & 0xFE}.0/24}}\n"
+        "  filesystem: [{type: ro-bind, source: /usr, target: /usr}]\n  process: {command: [/usr/bin/true]}\n")
+    _, uid, gid = user
+    state.mkdir()
+    os.chown(state, uid, gid)
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(shared_dir), "VBDECL_CACHE_DIR": str(state / "cache")}
+    r = subprocess.run(["setpriv", f"--reuid={uid}", f"--regid={gid}", "--clear-groups",
+                        vbdecl, "--state-dir", str(state), "run", str(shared_dir / "m.yaml")],
+                       capture_output=True, text=True, env=env, timeout=60)
+    assert r.returncode == 125 and "needs CAP_NET_ADMIN" in r.stderr, r.stderr
+    assert sorted(p.name for p in state.iterdir() if p.name != "cache") == [], sorted(state.iterdir())

@@ -143,17 +143,22 @@ def locked(state_dir: str) -> Iterator[dict[str, Any]]:
             except BaseException:
                 if _OPEN[id(data)][3] != initial:
                     with contextlib.suppress(OSError):    # (the step's own error is the news)
-                        flush(data)     # flushed on the way: what the failing step set back
+                        _write_back(root, data)   # flushed on the way: what the failing step set back
                 raise
-            if not any(data[k] for k in ("bridges", "leases", "instances")):
-                # Nothing shared is left: leave no files behind on the host.
-                for name in (*SLOTS, "global.lock"):
-                    with contextlib.suppress(FileNotFoundError):
-                        os.unlink(root / name)
-            else:
-                flush(data)
+            _write_back(root, data)
         finally:
             del _OPEN[id(data)]
+
+
+def _write_back(root: Path, data: dict[str, Any]) -> None:
+    """Write ``data`` (open in :func:`locked`) if it changed; when nothing shared is left,
+    leave no files behind on the host instead."""
+    if not any(data[k] for k in ("bridges", "leases", "instances")):
+        for name in (*SLOTS, "global.lock"):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(root / name)
+    else:
+        flush(data)
 
 
 def flush(data: dict[str, Any]) -> None:

@@ -194,103 +194,115 @@ class Bridge:
         nets = [ipam.parse_subnet(s) for s in (params.get("subnet"), params.get("subnet6")) if s]
         ipr = _sess(ctx).host
         with shared.locked(ctx.state_dir) as st:
-            shared.collect(st, _ns_alive)
-            for other, stale in list(st["bridges"].items()):
-                # no user and no bridge (an apply killed right before making it): forget it
-                if not stale.get("users") and nl.link(ipr, other) is None:
-                    del st["bridges"][other]
-            shared.register(st, ctx.instance, ctx.env_pid, nl.netns_id(ctx.env_pid),
-                            shared.owner(ctx.name, ctx.state_dir))
-            entry = st["bridges"].get(name)
-            known = nl.link(ipr, name)
-            if known is not None and known["kind"] == "bridge" and known.get("alias") == BRIDGE_ALIAS:
-                # a bridge an older vbdecl made: its MAC kept from now on, and its entry
-                # told the MTU it carries (bridge_create and the first user do both now)
-                nl.keep_address(ipr, known["index"], name)
-                if entry is not None and entry.get("users") and "mtu" not in entry:
-                    entry["mtu"] = known.get("mtu") or shared.DEFAULT_MTU
-            # (an MTU of its own only matters to the environments on the bridge now)
-            mismatches = [m for m in shared.subnet_mismatches(entry or {}, params)
-                          if m[0] != "mtu" or (entry or {}).get("users")]
-            if entry is not None and entry.get("users") and not mismatches and all(
-                    entry.get(k) == params.get(k) for k in ("subnet", "subnet6")):
-                # fast path: a bridge in use, set up by its first user; just join it
-                found = known
-                if found is not None and found["kind"] == "bridge":
-                    self._up(nl, ipr, found, entry)
-                    shared.add_user(entry["users"], ctx.instance)
-                    return {"bridge": name, "instance": ctx.instance, "created": False, "up": True,
-                            "gateways": _gateways(nets)}
-            if mismatches:
-                key, served, asked = mismatches[0]
-                if key == "mtu":
-                    raise ConflictError(f"bridge {name} carries mtu {served}, but this environment asks "
-                                        f"for mtu {asked}",
-                                        hint=f"use network.mtu {served} on bridge {name} (every environment "
-                                             "on a bridge needs the same), or another bridge name")
-                raise ConflictError(f"bridge {name} serves {served}, but this environment asks for {asked}",
-                                    hint=f"use subnet {served} on bridge {name}, or another bridge name")
-            found = known
-            if found is not None and found["kind"] != "bridge":
-                raise ConflictError(f"interface {name} exists and is not a bridge (it is a {found['kind'] or 'device'})",
-                                    hint="choose another network.bridge name")
-            first_user = entry is None or not entry.get("users")
-            if first_user:
-                for net in nets:
-                    self._check_overlap(nl, ipr, net, name)
-            created = upped = False
-            prior = st["bridges"].get(name)
-            if found is None:
-                # (an entry whose bridge vanished keeps its users: they re-join)
-                entry = {"users": [], **(entry or {}), "created": True, "added": []}
-                # On record before it exists: a vbdecl killed while it makes it leaves a
-                # bridge that recovery knows (this instance a user of it: probe) and removes
-                st["bridges"][name] = {**entry, "users": [*entry["users"], ctx.instance]}
-                shared.flush(st)
-                try:
-                    index = nl.bridge_create(ipr, name, mtu=params.get("mtu"), alias=BRIDGE_ALIAS)
-                    created = True
-                except ConflictError:
-                    # made meanwhile (another state root's apply, under its own lock): join it
-                    _set_back(st, name, prior)
-                    found = nl.link(ipr, name)
-                    if found is None or found["kind"] != "bridge":
-                        raise
-                    entry = {**(prior or {}), "created": False, "users": list((prior or {}).get("users") or []),
-                             "added": []}
-                except BaseException:
-                    _set_back(st, name, prior)
-                    raise
-            if found is not None:
-                index = found["index"]
-                if entry is None:
-                    # found, not known to this state root: at the end it is deleted only
-                    # if vbdecl made it (alias) and no other port is on it
-                    entry = {"created": False, "users": [], "added": []}
-                upped = self._up(nl, ipr, found, entry)
-            added: list[tuple[str, int]] = []
             try:
-                _add_gateways(nl, ipr, index, name, nets, added)
-                if not created:
-                    entry["added"] += [f"{gw}/{plen}" for gw, plen in added]
+                return self._join(ctx, params, nl, ipr, st, name, nets)
             except BaseException:
-                if created:
-                    nl.link_delete(ipr, index, name)
-                else:       # a bridge found: as it was found (the review saw "nothing was changed")
-                    for gw, plen in added:
-                        with contextlib.suppress(VbdeclError):
-                            nl.address_delete(ipr, index, gw, plen)
-                    if upped:
-                        with contextlib.suppress(VbdeclError):
-                            nl.link_down(ipr, index, name)
+                # a failed join leaves no record of this instance that holds nothing (an
+                # unprivileged review found a failed run's, with a dead pid, kept)
+                if not any(ctx.instance in (b.get("users") or []) for b in st["bridges"].values()) and \
+                        not any(ctx.instance in lease.values() for lease in st["leases"].values()):
+                    shared.forget(st, ctx.instance)
+                raise
+
+    def _join(self, ctx: Context, params: Params, nl: Any, ipr: Any, st: dict[str, Any], name: str,
+              nets: list[Any]) -> Record:
+        shared.collect(st, _ns_alive)
+        for other, stale in list(st["bridges"].items()):
+            # no user and no bridge (an apply killed right before making it): forget it
+            if not stale.get("users") and nl.link(ipr, other) is None:
+                del st["bridges"][other]
+        shared.register(st, ctx.instance, ctx.env_pid, nl.netns_id(ctx.env_pid),
+                        shared.owner(ctx.name, ctx.state_dir))
+        entry = st["bridges"].get(name)
+        known = nl.link(ipr, name)
+        if known is not None and known["kind"] == "bridge" and known.get("alias") == BRIDGE_ALIAS:
+            # a bridge an older vbdecl made: its MAC kept from now on, and its entry
+            # told the MTU it carries (bridge_create and the first user do both now)
+            nl.keep_address(ipr, known["index"], name)
+            if entry is not None and entry.get("users") and "mtu" not in entry:
+                entry["mtu"] = known.get("mtu") or shared.DEFAULT_MTU
+        # (an MTU of its own only matters to the environments on the bridge now)
+        mismatches = [m for m in shared.subnet_mismatches(entry or {}, params)
+                      if m[0] != "mtu" or (entry or {}).get("users")]
+        if entry is not None and entry.get("users") and not mismatches and all(
+                entry.get(k) == params.get(k) for k in ("subnet", "subnet6")):
+            # fast path: a bridge in use, set up by its first user; just join it
+            found = known
+            if found is not None and found["kind"] == "bridge":
+                self._up(nl, ipr, found, entry)
+                shared.add_user(entry["users"], ctx.instance)
+                return {"bridge": name, "instance": ctx.instance, "created": False, "up": True,
+                        "gateways": _gateways(nets)}
+        if mismatches:
+            key, served, asked = mismatches[0]
+            if key == "mtu":
+                raise ConflictError(f"bridge {name} carries mtu {served}, but this environment asks "
+                                    f"for mtu {asked}",
+                                    hint=f"use network.mtu {served} on bridge {name} (every environment "
+                                         "on a bridge needs the same), or another bridge name")
+            raise ConflictError(f"bridge {name} serves {served}, but this environment asks for {asked}",
+                                hint=f"use subnet {served} on bridge {name}, or another bridge name")
+        found = known
+        if found is not None and found["kind"] != "bridge":
+            raise ConflictError(f"interface {name} exists and is not a bridge (it is a {found['kind'] or 'device'})",
+                                hint="choose another network.bridge name")
+        first_user = entry is None or not entry.get("users")
+        if first_user:
+            for net in nets:
+                self._check_overlap(nl, ipr, net, name)
+        created = upped = False
+        prior = st["bridges"].get(name)
+        if found is None:
+            # (an entry whose bridge vanished keeps its users: they re-join)
+            entry = {"users": [], **(entry or {}), "created": True, "added": []}
+            # On record before it exists: a vbdecl killed while it makes it leaves a
+            # bridge that recovery knows (this instance a user of it: probe) and removes
+            st["bridges"][name] = {**entry, "users": [*entry["users"], ctx.instance]}
+            shared.flush(st)
+            try:
+                index = nl.bridge_create(ipr, name, mtu=params.get("mtu"), alias=BRIDGE_ALIAS)
+                created = True
+            except ConflictError:
+                # made meanwhile (another state root's apply, under its own lock): join it
+                _set_back(st, name, prior)
+                found = nl.link(ipr, name)
+                if found is None or found["kind"] != "bridge":
+                    raise
+                entry = {**(prior or {}), "created": False, "users": list((prior or {}).get("users") or []),
+                         "added": []}
+            except BaseException:
                 _set_back(st, name, prior)
                 raise
-            entry["subnet"] = entry.get("subnet") or params.get("subnet")
-            entry["subnet6"] = entry.get("subnet6") or params.get("subnet6")
-            if first_user:
-                entry["mtu"] = params.get("mtu") or shared.DEFAULT_MTU
-            shared.add_user(entry["users"], ctx.instance)
-            st["bridges"][name] = entry
+        if found is not None:
+            index = found["index"]
+            if entry is None:
+                # found, not known to this state root: at the end it is deleted only
+                # if vbdecl made it (alias) and no other port is on it
+                entry = {"created": False, "users": [], "added": []}
+            upped = self._up(nl, ipr, found, entry)
+        added: list[tuple[str, int]] = []
+        try:
+            _add_gateways(nl, ipr, index, name, nets, added)
+            if not created:
+                entry["added"] += [f"{gw}/{plen}" for gw, plen in added]
+        except BaseException:
+            if created:
+                nl.link_delete(ipr, index, name)
+            else:       # a bridge found: as it was found (the review saw "nothing was changed")
+                for gw, plen in added:
+                    with contextlib.suppress(VbdeclError):
+                        nl.address_delete(ipr, index, gw, plen)
+                if upped:
+                    with contextlib.suppress(VbdeclError):
+                        nl.link_down(ipr, index, name)
+            _set_back(st, name, prior)
+            raise
+        entry["subnet"] = entry.get("subnet") or params.get("subnet")
+        entry["subnet6"] = entry.get("subnet6") or params.get("subnet6")
+        if first_user:
+            entry["mtu"] = params.get("mtu") or shared.DEFAULT_MTU
+        shared.add_user(entry["users"], ctx.instance)
+        st["bridges"][name] = entry
         return {"bridge": name, "instance": ctx.instance, "created": created, "up": True,
                 "gateways": _gateways(nets)}
 

@@ -306,3 +306,12 @@ def test_an_unprivileged_bridge_run_leaves_no_network_state(user: tuple[str, int
                        capture_output=True, text=True, env=env, timeout=60)
     assert r.returncode == 125 and "needs CAP_NET_ADMIN" in r.stderr, r.stderr
     assert sorted(p.name for p in state.iterdir() if p.name != "cache") == [], sorted(state.iterdir())
+    # a state directory the user may not write: said so (it was a bare PermissionError)
+    theirs = shared_dir / "theirs"
+    theirs.mkdir()
+    r = subprocess.run(["setpriv", f"--reuid={uid}", f"--regid={gid}", "--clear-groups",
+                        vbdecl, "--state-dir", str(theirs / "state"), "run", str(shared_dir / "m.yaml")],
+                       capture_output=True, text=True, env=env, timeout=60)
+    assert r.returncode == 125, r.stderr
+    assert f"cannot write {theirs}/state: Permission denied" in r.stderr, r.stderr
+    assert "hint: it belongs to root: run vbdecl as root (sudo)" in r.stderr, r.stderr

@@ -131,8 +131,15 @@ def locked(state_dir: str) -> Iterator[dict[str, Any]]:
     """The shared state, under the global lock; written back if changed (and at each
     :func:`flush` before that)."""
     root = state_root_of(state_dir)
-    if not root.is_dir():
-        root.mkdir(parents=True, exist_ok=True, mode=0o700)
+    try:
+        if not root.is_dir():
+            root.mkdir(parents=True, exist_ok=True, mode=0o700)
+    except PermissionError as exc:
+        from vbdecl.engine.paths import permission_hint
+        from vbdecl.errors import StateError
+
+        raise StateError(f"cannot write {exc.filename or root}: Permission denied (the network state "
+                         "of this state directory)", hint=permission_hint(root)) from None
     with _global_lock(root):
         gen, slot, data = _read_slots(root)
         initial = json.dumps(data, sort_keys=True)

@@ -26,15 +26,31 @@ import pytest
 ROOT = os.geteuid() == 0
 
 
+_CACHE: str | None = None     # the session's cache directory, when it made one
+
+
 def pytest_sessionstart(session: pytest.Session) -> None:
     """The C extension is built in place (pip install -e, make); tests of a C
-    source edited since would run the old code without a word."""
+    source edited since would run the old code without a word. vbdecl's caches go to
+    a directory of the session's own (VBDECL_CACHE_DIR, inherited by every vbdecl the
+    tests start): the host's /var/cache/vbdecl got copies of test environments' state."""
+    global _CACHE
+    if not os.environ.get("VBDECL_CACHE_DIR"):
+        import tempfile
+
+        _CACHE = tempfile.mkdtemp(prefix="vbdecl-test-cache-", dir="/var/tmp")
+        os.environ["VBDECL_CACHE_DIR"] = _CACHE
     sysdir = Path(__file__).resolve().parent.parent / "vbdecl" / "sys"
     built = sorted(sysdir.glob("_linux.*.so"))
     for src in sorted(sysdir.glob("*.c")):
         if built and all(b.stat().st_mtime < src.stat().st_mtime for b in built):
             pytest.exit(f"{src} is newer than the built extension {built[-1].name}: "
                         "rebuild it with `make` (or `pip install -e .`)", returncode=4)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    if _CACHE is not None:
+        shutil.rmtree(_CACHE, ignore_errors=True)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

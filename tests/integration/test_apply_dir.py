@@ -44,7 +44,7 @@ def _body(tmp: Path) -> None:
     _git(repo, "add", ".")
     _git(repo, "commit", "-q", "-m", "one")
     head = _git(repo, "rev-parse", "HEAD")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("VBDECL_")}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("VBDECL_") or k == "VBDECL_CACHE_DIR"}
 
     def cli(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run([sys.executable, "-m", "vbdecl", "--state-dir", str(sd), *args],

@@ -71,7 +71,7 @@ def _body(tmp: Path) -> None:
     assert Path(f"/sys/class/net/{veth}").is_dir()
     assert _host() != before
     pid = state["resources"]["env"]["record"]["pid"]
-    env = {k: v for k, v in os.environ.items() if not k.startswith("VBDECL_")}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("VBDECL_") or k == "VBDECL_CACHE_DIR"}
     out = subprocess.run([sys.executable, "-m", "vbdecl", "--state-dir", str(sd), "--json", "status",
                           "hostops"], env=env, capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr

@@ -124,7 +124,7 @@ def _vbdecl(sd: Path) -> list[str]:
 
 def _env(**extra: str) -> dict[str, str]:
     """Our environment without the test hooks a caller may have set, plus ``extra``."""
-    return {**{k: v for k, v in os.environ.items() if not k.startswith("VBDECL_")}, **extra}
+    return {**{k: v for k, v in os.environ.items() if not k.startswith("VBDECL_") or k == "VBDECL_CACHE_DIR"}, **extra}
 
 
 def _cli(sd: Path, *args: str, **extra_env: str) -> subprocess.CompletedProcess[str]:
@@ -136,7 +136,7 @@ def _live_crash(tmp: Path) -> None:
     sd = tmp / "state"
     plan = _live_plan(tmp, "crash")
     p = testops.write_plan(tmp / "p.json", plan)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("VBDECL_")}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("VBDECL_") or k == "VBDECL_CACHE_DIR"}
     # entries: begin, intent env, done env, intent lo, done lo, intent process, ...
     landed = 0
     for k in (3, 4, 5, 6, 7):
@@ -389,7 +389,7 @@ def test_manifest_end_to_end_through_the_cli(tmp_path: Path) -> None:
     - {type: file, target: /etc/motd, content: "hi\\n"}
 """)
         vb = [sys.executable, "-m", "vbdecl", "--state-dir", str(sd)]
-        env = {k: v for k, v in os.environ.items() if not k.startswith("VBDECL_")}
+        env = {k: v for k, v in os.environ.items() if not k.startswith("VBDECL_") or k == "VBDECL_CACHE_DIR"}
         out = subprocess.run([*vb, "apply", str(m), "-y"], env=env, capture_output=True, text=True, timeout=120)
         assert out.returncode == 0, out.stderr
         state = store.load("web", sd)
@@ -1045,7 +1045,7 @@ def _exits(tmp: Path) -> None:
         + "  limits: {pids: 16, memory: 64Mi, optional: true}\n  filesystem:\n"
         + "".join(f"    - {{{e}}}\n" for e in BASE_ENTRIES))
     vb = [sys.executable, "-m", "vbdecl", "--state-dir", str(sd)]
-    env = {k: v for k, v in os.environ.items() if not k.startswith("VBDECL_")}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("VBDECL_") or k == "VBDECL_CACHE_DIR"}
     # stdout and stderr are pipes here: the apply must not wait for the process (nor
     # its supervisor) to close them
     caller = _caller_cgroup(tmp)

@@ -34,7 +34,7 @@ def _body(tmp: Path) -> None:
     bridge = "vbp" + secrets.token_hex(4)
     subnet = f"10.{200 + secrets.randbelow(50)}.{secrets.randbelow(250)}.0/24"
     names = [f"par{i}" for i in range(10)]
-    env = {k: v for k, v in os.environ.items() if not k.startswith("VBDECL_")}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("VBDECL_") or k == "VBDECL_CACHE_DIR"}
     procs = []
     for n in names:
         m = tmp / f"{n}.yaml"

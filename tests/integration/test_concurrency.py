@@ -137,7 +137,7 @@ def test_applies_of_one_environment_race(tmp_path: Path) -> None:
 
 
 def _popen(sd: Path, *args: str) -> subprocess.Popen[str]:
-    e = {k: v for k, v in os.environ.items() if not k.startswith("VBDECL_")}
+    e = {k: v for k, v in os.environ.items() if not k.startswith("VBDECL_") or k == "VBDECL_CACHE_DIR"}
     e["VBDECL_CACHE_DIR"] = str(sd.parent / "cache")
     return subprocess.Popen([sys.executable, "-m", "vbdecl", "--state-dir", str(sd), *args], env=e,
                             cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

@@ -146,7 +146,7 @@ def _apply_interrupted(tmp_path: Path, seconds: float, signals: int,
                            ["slow"])
     plan = testops.make_plan("web", root, files=4, mounts=0, extra=[slow] if last else [slow, after])
     p = testops.write_plan(tmp_path / "p.json", plan)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("VBDECL_")}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("VBDECL_") or k == "VBDECL_CACHE_DIR"}
     proc = subprocess.Popen([sys.executable, testops.__file__, "--state-dir", str(sd), "--json",
                              "apply", str(p), "-y"], env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
@@ -201,7 +201,7 @@ def test_an_interrupt_during_the_commit_lets_it_finish(tmp_path: Path) -> None:
     root, sd = tmp_path / "root", tmp_path / "state"
     root.mkdir()
     p = testops.write_plan(tmp_path / "p.json", testops.make_plan("web", root, files=3, mounts=0))
-    env = {k: v for k, v in os.environ.items() if not k.startswith("VBDECL_")}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("VBDECL_") or k == "VBDECL_CACHE_DIR"}
     r = subprocess.run([sys.executable, testops.__file__, "--state-dir", str(sd), "apply", str(p), "-y"],
                        env={**env, "VBDECL_TEST_INTERRUPT_AT": "commit"}, capture_output=True, text=True,
                        timeout=60)
@@ -226,7 +226,7 @@ def test_an_interrupt_during_a_commit_stops_the_environments_after_it(tmp_path: 
     for name in ("intca", "intcb"):
         (d / f"{name}.yaml").write_text(head(name, template=False)
                                         + "  process:\n    command: [/bin/sleep, '60']\n")
-    env = {**{k: v for k, v in os.environ.items() if not k.startswith("VBDECL_")},
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("VBDECL_") or k == "VBDECL_CACHE_DIR"},
            "VBDECL_STATE_DIR": str(tmp_path / "state"), "VBDECL_CACHE_DIR": str(tmp_path / "cache"),
            "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
     r = subprocess.run([sys.executable, "-m", "vbdecl", "apply", str(d), "-y", "--prune"],

@@ -19,7 +19,7 @@ testops.register()
 
 
 def _cli(sd: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("VBDECL_")}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("VBDECL_") or k == "VBDECL_CACHE_DIR"}
     out = subprocess.run([sys.executable, testops.__file__, "--state-dir", str(sd), *args],
                          env=env, capture_output=True, text=True, timeout=60)
     return out

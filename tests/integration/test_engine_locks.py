@@ -22,7 +22,7 @@ testops.register()
 
 
 def _spawn(sd: Path, *args: str) -> subprocess.Popen[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("VBDECL_")}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("VBDECL_") or k == "VBDECL_CACHE_DIR"}
     return subprocess.Popen([sys.executable, testops.__file__, "--state-dir", str(sd), *args],
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
@@ -190,7 +190,7 @@ def test_a_recovered_first_apply_keeps_the_lock_for_the_command_after_it(tmp_pat
     path = testops.write_plan(tmp_path / "p.json", plan)
 
     def killed_first_apply() -> None:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("VBDECL_")}
+        env = {k: v for k, v in os.environ.items() if not k.startswith("VBDECL_") or k == "VBDECL_CACHE_DIR"}
         env["VBDECL_TEST_CRASH_BEFORE_DONE"] = "file[/f1]"
         out = subprocess.run([sys.executable, testops.__file__, "--state-dir", str(sd), "apply", str(path), "-y"],
                              env=env, capture_output=True, text=True, timeout=60)

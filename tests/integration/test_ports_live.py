@@ -48,7 +48,7 @@ def rand_subnet() -> str:
 
 
 def cli(state: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("VBDECL_")}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("VBDECL_") or k == "VBDECL_CACHE_DIR"}
     env["VBDECL_CACHE_DIR"] = str(state.parent / "cache")
     out = subprocess.run([VBDECL, "--state-dir", str(state), *args], capture_output=True, text=True,
                          env=env, timeout=120)

@@ -48,7 +48,7 @@ spec:
 
 def _cli(sd: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "vbdecl", "--state-dir", str(sd), *args],
-                          env={**{k: v for k, v in os.environ.items() if not k.startswith("VBDECL_")}, **env},
+                          env={**{k: v for k, v in os.environ.items() if not k.startswith("VBDECL_") or k == "VBDECL_CACHE_DIR"}, **env},
                           capture_output=True, text=True, timeout=120)
 
 
@@ -190,7 +190,7 @@ def _killed_mid_stop(tmp: Path) -> None:
         shell = next(k for k, (cmd, _) in _inside(sd, name).items() if cmd.startswith("sh -c trap"))
         _manifest(m, name, STUBBORN.format(n=3400))
         apply = subprocess.Popen([sys.executable, "-m", "vbdecl", "--state-dir", str(sd), "apply", str(m), "-y"],
-                                 env={k: v for k, v in os.environ.items() if not k.startswith("VBDECL_")},
+                                 env={k: v for k, v in os.environ.items() if not k.startswith("VBDECL_") or k == "VBDECL_CACHE_DIR"},
                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
             # the process got its SIGTERM; the daemon's shell ignores it, and the apply waits

@@ -168,7 +168,7 @@ class FullEnv:
 
 def cli(state: Path, *args: str, fault: str | None = None, crash: int | None = None,
         timeout: float = 120, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    e = {k: v for k, v in os.environ.items() if not k.startswith("VBDECL_")}
+    e = {k: v for k, v in os.environ.items() if not k.startswith("VBDECL_") or k == "VBDECL_CACHE_DIR"}
     e["VBDECL_CACHE_DIR"] = str(state.parent / "cache")
     if fault:
         e["VBDECL_FAULT"] = fault

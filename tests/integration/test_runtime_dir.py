@@ -56,7 +56,7 @@ def default_roots(tmp_path: Path, tmp_path_factory: pytest.TempPathFactory) -> I
 
 def _default_roots(tmp_path: Path) -> Iterator[dict[str, Any]]:
     name = f"rtdir-{secrets.token_hex(4)}"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("VBDECL_")}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("VBDECL_") or k == "VBDECL_CACHE_DIR"}
     env["VBDECL_CACHE_DIR"] = str(tmp_path / "cache")
     existed = {p: p.exists() for p in (STATE_ROOT, STATE_ROOT / "envs", STATE_ROOT / "run", RUN_ROOT)}
     manifest = tmp_path / f"{name}.yaml"

@@ -75,7 +75,7 @@ def test_run_cycles(tmp_path: Path) -> None:
     sd = tmp_path / "state"
     f = tmp_path / "soak.yaml"
     f.write_text(MANIFEST)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("VBDECL_")}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("VBDECL_") or k == "VBDECL_CACHE_DIR"}
     env["VBDECL_CACHE_DIR"] = str(tmp_path / "cache")
     argv = [sys.executable, "-m", "vbdecl", "--state-dir", str(sd), "run", str(f)]
     before = host()

@@ -31,7 +31,7 @@ def _holding(cache: Path, secret: str) -> list[str]:
 def test_destroy_removes_the_cached_state(tmp_path: Path) -> None:
     secret = "tok-" + os.urandom(8).hex()
     cache = tmp_path / "cache"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("VBDECL_")}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("VBDECL_") or k == "VBDECL_CACHE_DIR"}
     env.update(VBDECL_CACHE_DIR=str(cache), VBDECL_STATE_DIR=str(tmp_path / "state"))
     for i, crash in enumerate((None, 3)):
         name = f"cached{i}"

@@ -17,7 +17,7 @@ VBDECL = str(Path(sys.executable).with_name("vbdecl"))
 
 
 def cli(state: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("VBDECL_")}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("VBDECL_") or k == "VBDECL_CACHE_DIR"}
     env["VBDECL_CACHE_DIR"] = str(state.parent / "cache")
     return subprocess.run([VBDECL, "--state-dir", str(state), *args], capture_output=True, text=True,
                           env=env, timeout=120)

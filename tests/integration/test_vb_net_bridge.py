@@ -23,7 +23,7 @@ BIN = Path(sys.executable).parent
 
 
 def cli(state: Path, prog: str, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("VBDECL_")}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("VBDECL_") or k == "VBDECL_CACHE_DIR"}
     env["VBDECL_CACHE_DIR"] = str(state.parent / "cache")
     env["VBDECL_STATE_DIR"] = str(state)
     return subprocess.run([str(BIN / prog), *args], capture_output=True, text=True, env=env, timeout=120)

@@ -9,6 +9,7 @@ Debian's ``bwrap ARGS'``.
 
 from __future__ import annotations
 
+import os
 import shlex
 import shutil
 import subprocess
@@ -28,7 +29,7 @@ for p in / /t /d /d/e /s; do echo "stat $p $(stat -c '%a %F' "$p" 2>&1)"; done
 awk '{ split($0, a, " - "); split(a[2], b, " "); print "mnt", $5, b[1], $6 }' /proc/self/mountinfo \
   | sed -E 's/,(relatime|noatime|nosymfollow)//g' | sort
 grep -E '^(CapEff|CapPrm|CapInh|NoNewPrivs):' /proc/self/status
-env | grep -vE '^(_|SHLVL|OLDPWD)=' | sort | sed 's/^/env /'
+env | grep -vE '^(_|SHLVL|OLDPWD|VBDECL_CACHE_DIR)=' | sort | sed 's/^/env /'
 """
 
 BASE = ["--ro-bind", "/usr", "/usr", "--symlink", "usr/lib", "/lib", "--symlink", "usr/lib64", "/lib64",
@@ -163,7 +164,7 @@ awk '{ split($0, a, " - "); split(a[2], b, " "); print "mnt", $5, b[1], b[2], $6
 for p in / /t /d /dev/shm; do echo "stat $p $(stat -c '%a %F' "$p" 2>&1)"; done
 grep -E '^(Cap|NoNewPrivs|Seccomp)' /proc/self/status
 echo "cwd $(pwd) pid $([ $$ -lt 10 ] && echo $$ || echo host) ids $(id -u) $(id -g)"
-env | grep -vE '^(_|SHLVL|OLDPWD)=' | sort | sed 's/^/env /'
+env | grep -vE '^(_|SHLVL|OLDPWD|VBDECL_CACHE_DIR)=' | sort | sed 's/^/env /'
 """
 
 # Flag sets whose printed manifest carries no "vb does more" comment: vbdecl run of it
@@ -181,7 +182,8 @@ EXPRESSIBLE = {
 
 def _run_manifest(manifest: Path, state: Path) -> str:
     r = subprocess.run([VBDECL, "--state-dir", str(state), "run", str(manifest)], capture_output=True,
-                       text=True, timeout=30, cwd="/", env={"PATH": "/usr/bin:/bin", "HOME": "/root", "LANG": "C"})
+                       text=True, timeout=30, cwd="/", env={"PATH": "/usr/bin:/bin", "HOME": "/root", "LANG": "C",
+                                                            "VBDECL_CACHE_DIR": os.environ["VBDECL_CACHE_DIR"]})
     return f"{r.stdout}{r.stderr}exit {r.returncode}\n"
 
 

@@ -55,6 +55,14 @@ def _gone(record: dict[str, Any], timeout: float = 3.0) -> bool:
     return False
 
 
+def _web(*entries: str, spec: str = "", head: str | None = None) -> str:
+    """The ``web`` manifest (``head``: another start than MANIFEST's) with the ``spec``
+    keys given, then the base filesystem entries and ``entries`` (each the inside of
+    a flow mapping: ``"type: tmpfs, target: /t"``)."""
+    return ((head or MANIFEST.format(name="web")) + spec + "  filesystem:\n"
+            + "".join(f"    - {{{e}}}\n" for e in (*BASE_ENTRIES, *entries)))
+
+
 def _live_plan(tmp: Path, name: str) -> dict[str, Any]:
     """The compiled manifest without the filesystem family (not all of it exists yet)."""
     path = tmp / f"{name}.yaml"
@@ -414,9 +422,7 @@ def test_a_missing_overlay_lower_stops_the_apply_before_anything_changes(tmp_pat
     def body(tmp: Path) -> None:
         sd, low = tmp / "state", tmp / "low"
         m = tmp / "web.yaml"
-        m.write_text(MANIFEST.format(name="web") + "  filesystem:\n"
-                     + "".join(f"    - {{{e}}}\n" for e in BASE_ENTRIES)
-                     + f"    - {{type: ro-overlay, target: /o, lower: [{low}1, {low}2]}}\n")
+        m.write_text(_web(f"type: ro-overlay, target: /o, lower: [{low}1, {low}2]"))
         out = _cli(sd, "apply", str(m), "-y")
         assert out.returncode == 1
         assert f"error: mount[/o]: overlay lower {low}1 does not exist" in out.stderr, out.stderr
@@ -442,10 +448,7 @@ def test_a_deleted_bind_source_is_drift_and_stops_the_apply_before_anything_chan
         sd, data = tmp / "state", tmp / "data"
         data.mkdir()
         m = tmp / "web.yaml"
-        m.write_text(MANIFEST.format(name="web") + "  filesystem:\n"
-                     + "".join(f"    - {{{e}}}\n" for e in BASE_ENTRIES)
-                     + f"    - {{type: bind, source: {data}, target: /data}}\n"
-                     + "    - {type: dir, target: /data/sub}\n")
+        m.write_text(_web(f"type: bind, source: {data}, target: /data", "type: dir, target: /data/sub"))
         assert _cli(sd, "apply", str(m), "-y").returncode == 0
         (data / "sub").rmdir()
         data.rmdir()
@@ -482,11 +485,8 @@ def test_a_mount_made_over_an_entry_from_inside_is_drift_and_apply_takes_it_away
         data.mkdir()
         (data / "seen").write_text("host\n")
         m = tmp / "web.yaml"
-        m.write_text(MANIFEST.format(name="web") + "  filesystem:\n"
-                     + "".join(f"    - {{{e}}}\n" for e in BASE_ENTRIES)
-                     + f"    - {{type: ro-bind, source: {data}, target: /data}}\n"
-                     + "    - {type: tmpfs, target: /x}\n"
-                     + "    - {type: tmpfs, target: /x, mode: '0700'}\n")
+        m.write_text(_web(f"type: ro-bind, source: {data}, target: /data", "type: tmpfs, target: /x",
+                          "type: tmpfs, target: /x, mode: '0700'"))
         r = _cli(sd, "apply", str(m), "-y")
         assert r.returncode == 0, r.stdout + r.stderr
         assert _cli(sd, "plan", "--detailed-exitcode", str(m)).returncode == 0
@@ -525,12 +525,10 @@ def test_what_a_live_environment_with_a_user_namespace_makes_is_its_roots(tmp_pa
     def body(tmp: Path) -> None:
         sd = tmp / "state"
         m = tmp / "web.yaml"
-        base = (MANIFEST.format(name="web") + "  namespaces: {user: true}\n"
-                "  idmap:\n    uid: [{inside: 0, outside: 100000, count: 65536}]\n"
-                "    gid: [{inside: 0, outside: 100000, count: 65536}]\n  filesystem:\n"
-                + "".join(f"    - {{{e}}}\n" for e in BASE_ENTRIES)
-                + "    - {type: tmpfs, target: /tmp}\n"
-                + '    - {type: bind-data, target: /etc/token, content: "s3cret", readonly: true}\n')
+        base = _web("type: tmpfs, target: /tmp", 'type: bind-data, target: /etc/token, content: "s3cret", readonly: true',
+                    spec="  namespaces: {user: true}\n"
+                         "  idmap:\n    uid: [{inside: 0, outside: 100000, count: 65536}]\n"
+                         "    gid: [{inside: 0, outside: 100000, count: 65536}]\n")
         m.write_text(base)
         r = _cli(sd, "apply", str(m), "-y")
         assert r.returncode == 0, r.stdout + r.stderr
@@ -579,10 +577,7 @@ def test_an_edited_seccomp_profile_is_a_change_and_exec_keeps_the_applied_one(tm
 
         deny("mkdir", "mkdirat")
         m = tmp / "web.yaml"
-        m.write_text(MANIFEST.format(name="web") + "  filesystem:\n"
-                     + "".join(f"    - {{{e}}}\n" for e in BASE_ENTRIES)
-                     + "    - {type: tmpfs, target: /tmp}\n"
-                     + f"  security:\n    seccomp: {{profile: {profile}}}\n")
+        m.write_text(_web("type: tmpfs, target: /tmp") + f"  security:\n    seccomp: {{profile: {profile}}}\n")
         r = _cli(sd, "apply", str(m), "-y")
         assert r.returncode == 0, r.stdout + r.stderr
         assert denied() == ["mkdir"]
@@ -615,8 +610,7 @@ def test_without_dns_the_environment_has_the_hosts_resolv_conf_in_every_mode(tmp
     def body(tmp: Path) -> None:
         sd = tmp / "state"
         m = tmp / "web.yaml"
-        m.write_text(MANIFEST.format(name="web") + f"  network: {{mode: {mode}}}\n  filesystem:\n"
-                     + "".join(f"    - {{{e}}}\n" for e in BASE_ENTRIES))
+        m.write_text(_web(spec=f"  network: {{mode: {mode}}}\n"))
         script = "cat /etc/resolv.conf && ! echo x >> /etc/resolv.conf 2>/dev/null"
         r = _cli(sd, "run", str(m), "--", "/bin/sh", "-c", script)
         assert r.returncode == 0 and r.stdout == host, r.stdout + r.stderr
@@ -639,8 +633,7 @@ def test_a_removed_dir_entry_whose_directory_the_environment_wrote_into_is_told(
     def body(tmp: Path) -> None:
         sd = tmp / "state"
         m = tmp / "web.yaml"
-        base = (MANIFEST.format(name="web") + "  filesystem:\n"
-                + "".join(f"    - {{{e}}}\n" for e in BASE_ENTRIES))
+        base = _web()
         m.write_text(base + "    - {type: dir, target: /run/app}\n")
         assert _cli(sd, "apply", str(m), "-y").returncode == 0
         assert _cli(sd, "exec", "web", "--", "/bin/sh", "-c", "echo x > /run/app/data").returncode == 0
@@ -677,10 +670,8 @@ def test_the_upper_and_work_an_overlay_made_go_with_it_unless_written(tmp_path: 
         lower.mkdir()
         (lower / "f").write_text("l\n")
         m = tmp / "web.yaml"
-        m.write_text(MANIFEST.format(name="web") + "  filesystem:\n"
-                     + "".join(f"    - {{{e}}}\n" for e in BASE_ENTRIES)
-                     + f"    - {{type: overlay, lower: [{lower}], upper: {ov}/upper, work: {ov}/work, "
-                       "target: /data}\n    - {type: tmpfs, target: /t}\n")
+        m.write_text(_web(f"type: overlay, lower: [{lower}], upper: {ov}/upper, work: {ov}/work, target: /data",
+                          "type: tmpfs, target: /t"))
         r = _cli(sd, "apply", str(m), "-y", VBDECL_FAULT="mount[/t]")
         assert r.returncode == 1 and "nothing was left" in r.stderr, r.stderr
         assert not ov.exists(), sorted(str(p) for p in ov.rglob("*"))
@@ -705,10 +696,7 @@ def test_a_tmpfs_size_or_mode_changes_in_place_and_keeps_its_files(tmp_path: Pat
         m = tmp / "web.yaml"
 
         def manifest(tmpfs: str) -> None:
-            m.write_text(MANIFEST.format(name="web") + "  filesystem:\n"
-                         + "".join(f"    - {{{e}}}\n" for e in BASE_ENTRIES)
-                         + "    - {type: proc, target: /proc}\n"
-                         + f"    - {{type: tmpfs, target: /t, {tmpfs}}}\n")
+            m.write_text(_web("type: proc, target: /proc", f"type: tmpfs, target: /t, {tmpfs}"))
 
         def seen() -> str:
             r = _cli(sd, "exec", "web", "--", "/bin/sh", "-c",
@@ -745,8 +733,7 @@ def test_a_new_hostname_is_set_in_place(tmp_path: Path) -> None:
     def body(tmp: Path) -> None:
         sd = tmp / "state"
         m = tmp / "web.yaml"
-        base = MANIFEST.format(name="web") + "  filesystem:\n" + "".join(
-            f"    - {{{e}}}\n" for e in BASE_ENTRIES) + "    - {type: tmpfs, target: /t}\n"
+        base = _web("type: tmpfs, target: /t")
         assert "  hostname: web\n" in base
         m.write_text(base)
         assert _cli(sd, "apply", str(m), "-y").returncode == 0
@@ -784,9 +771,8 @@ def test_a_log_past_its_limit_on_a_full_disk_is_emptied_all_the_same(tmp_path: P
         # 2.5 MB at once (the disk is then nearly full: no room for a copy), then ticks
         chunk = "/bin/head -c 500000 /dev/zero | /bin/tr '\\\\0' x"
         script = f"for i in 1 2 3 4 5; do {chunk}; echo; done; while :; do echo tick; sleep 0.2; done"
-        mf.write_text(MANIFEST.format(name="web").replace('["/bin/sleep", "300"]', json.dumps(["/bin/sh", "-c", script]))
-                      + "  filesystem:\n" + "".join(f"    - {{{e}}}\n" for e in BASE_ENTRIES)
-                      + "    - {type: dev, target: /dev}\n")
+        head = MANIFEST.format(name="web").replace('["/bin/sleep", "300"]', json.dumps(["/bin/sh", "-c", script]))
+        mf.write_text(_web("type: dev, target: /dev", head=head))
         r = _cli(sd, "apply", str(mf), "-y", VBDECL_LOG_MAX_BYTES="2000000")
         assert r.returncode == 0, r.stdout + r.stderr
         log = sd / "envs" / "web" / "logs" / "process.log"
@@ -812,10 +798,7 @@ def test_a_missing_file_source_stops_the_apply_before_anything_changes(tmp_path:
     def body(tmp: Path) -> None:
         sd, conf = tmp / "state", tmp / "app.conf"
         m = tmp / "web.yaml"
-        m.write_text(MANIFEST.format(name="web") + "  filesystem:\n"
-                     + "".join(f"    - {{{e}}}\n" for e in BASE_ENTRIES)
-                     + "    - {type: tmpfs, target: /etc}\n"
-                     + f"    - {{type: file, target: /etc/app.conf, source: {conf}}}\n")
+        m.write_text(_web("type: tmpfs, target: /etc", f"type: file, target: /etc/app.conf, source: {conf}"))
         plan = _cli(sd, "plan", str(m))
         assert plan.returncode == 1 and "+ file[/etc/app.conf]" in plan.stdout
         said = f"file[/etc/app.conf]: file source {conf} does not exist"
@@ -853,10 +836,7 @@ def test_an_edited_file_source_is_a_change_and_pins_saved_plans_and_revisions(tm
         sd, conf = tmp / "state", tmp / "app.conf"
         conf.write_text("one\n")
         m = tmp / "web.yaml"
-        m.write_text(MANIFEST.format(name="web") + "  filesystem:\n"
-                     + "".join(f"    - {{{e}}}\n" for e in BASE_ENTRIES)
-                     + "    - {type: tmpfs, target: /etc}\n"
-                     + f"    - {{type: file, target: /etc/app.conf, source: {conf}}}\n")
+        m.write_text(_web("type: tmpfs, target: /etc", f"type: file, target: /etc/app.conf, source: {conf}"))
         assert _cli(sd, "apply", str(m), "-y").returncode == 0
         pid = store.load("web", sd)["resources"]["env"]["record"]["pid"]
         inside = Path(f"/proc/{pid}/root/etc/app.conf")
@@ -896,9 +876,7 @@ def test_a_bind_source_renamed_on_the_host_is_changed_not_deleted(tmp_path: Path
         sd, data = tmp / "state", tmp / "data-before-the-rename"
         data.mkdir()
         m = tmp / "web.yaml"
-        m.write_text(MANIFEST.format(name="web") + "  filesystem:\n"
-                     + "".join(f"    - {{{e}}}\n" for e in BASE_ENTRIES)
-                     + f"    - {{type: bind, source: {data}, target: /data}}\n")
+        m.write_text(_web(f"type: bind, source: {data}, target: /data"))
         assert _cli(sd, "apply", str(m), "-y").returncode == 0
         data.rename(tmp / "data-after-the-rename")
         plan = _cli(sd, "plan", str(m))
@@ -921,14 +899,11 @@ def test_an_update_that_stops_writing_a_directory_follows_no_link_made_there(tmp
         secret.mkdir()
         (secret / "key").write_text("secret\n")
         m = tmp / "web.yaml"
-        entries = "".join(f"    - {{{e}}}\n" for e in BASE_ENTRIES)
-        m.write_text(MANIFEST.format(name="web") + "  filesystem:\n" + entries
-                     + f"    - {{type: bind, source: {shared}, target: /shared}}\n")
+        m.write_text(_web(f"type: bind, source: {shared}, target: /shared"))
         assert _cli(sd, "apply", str(m), "-y").returncode == 0
         out = _cli(sd, "exec", "web", "--", "/bin/sh", "-c", f"rmdir /shared/data && ln -s {secret} /shared/data")
         assert out.returncode == 0, out.stderr
-        m.write_text(MANIFEST.format(name="web") + "  filesystem:\n" + entries
-                     + f"    - {{type: ro-bind, source: {shared}/data, target: /data}}\n")
+        m.write_text(_web(f"type: ro-bind, source: {shared}/data, target: /data"))
         out = _cli(sd, "apply", str(m), "-y")
         assert out.returncode != 0 and "is in a directory the sandbox may write" in out.stderr, out.stderr
         assert _cli(sd, "exec", "web", "--", "/bin/sh", "-c", "cat /data/key").stdout == ""
@@ -945,9 +920,8 @@ def test_logs_follow_goes_on_after_the_log_is_truncated(tmp_path: Path) -> None:
     def body(tmp: Path) -> None:
         sd = tmp / "state"
         m = tmp / "web.yaml"
-        m.write_text(MANIFEST.format(name="web").replace(
-            '["/bin/sleep", "300"]', '["/bin/sh", "-c", "i=0; while :; do echo tick $i; i=$((i+1)); sleep 0.05; done"]')
-            + "  filesystem:\n" + "".join(f"    - {{{e}}}\n" for e in BASE_ENTRIES))
+        m.write_text(_web(head=MANIFEST.format(name="web").replace(
+            '["/bin/sleep", "300"]', '["/bin/sh", "-c", "i=0; while :; do echo tick $i; i=$((i+1)); sleep 0.05; done"]')))
         assert _cli(sd, "apply", str(m), "-y").returncode == 0
         log = next((sd / "envs" / "web").rglob("process.log"))
         follow = subprocess.Popen([*_vbdecl(sd), "logs", "-f", "web"], env=_env(), stdout=subprocess.PIPE, text=True)

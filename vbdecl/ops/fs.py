@@ -641,6 +641,12 @@ def _host_ids(paths: list[str]) -> dict[str, list[int]]:
     return out
 
 
+def _deepest(paths: list[str], also: set[str] | frozenset[str] = frozenset()) -> list[str]:
+    """``paths`` without those above another of them or of ``also``: what a note names
+    (/run/app, not /run, which stays only for /run/app)."""
+    return [p for p in paths if not any(q.startswith(p.rstrip("/") + "/") for q in (*paths, *also))]
+
+
 def _remove_host_created(ctx: Context, record: Record) -> None:
     """The host directories an overlay's apply made for its upper and work (and their
     parents), once its mount is gone: a rolled-back apply said "nothing was left" and
@@ -658,7 +664,7 @@ def _remove_host_created(ctx: Context, record: Record) -> None:
                                 trees=frozenset([str(record.get("work") or "")]))
     finally:
         _close(host)
-    kept = [p for p in kept if not any(q.startswith(p.rstrip("/") + "/") for q in kept)]
+    kept = _deepest(kept)
     if kept:
         ctx.notes.append(f"{', '.join(kept)} stay{'s' if len(kept) == 1 else ''} on the host: not empty "
                          "(what the environment wrote into the overlay)")
@@ -670,9 +676,9 @@ def _undo(ctx: Context, job: _UndoJob) -> None:
     environment's files), where the environment lives on."""
     res = _in_env(ctx, job)
     found = (res or {}).get("kept") or []
-    # not /run for /run/app, here or told by an earlier revert of this command
+    # (and not what an earlier revert of this command told of)
     told: set[str] = ctx.extra.setdefault("fs_kept", set())
-    kept = [p for p in found if not any(q.startswith(p.rstrip("/") + "/") for q in (*found, *told))]
+    kept = _deepest(found, told)
     told.update(found)
     if kept and ctx.env_stays:
         ctx.notes.append(f"{', '.join(kept)} stay{'s' if len(kept) == 1 else ''}: not empty (the "

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -749,6 +750,34 @@ def test_a_new_hostname_is_set_in_place(tmp_path: Path) -> None:
         assert _cli(sd, "apply", str(m), "-y").returncode == 0
         now = _cli(sd, "exec", "web", "--", "/bin/uname", "-n")
         assert now.stdout == os.uname().nodename + "\n", now.stdout + now.stderr
+        assert json.loads(_cli(sd, "status", "web", "--json").stdout)["resources"][0]["record"]["pid"] == init
+        assert _cli(sd, "plan", "--detailed-exitcode", str(m)).returncode == 0
+        assert _cli(sd, "destroy", "web", "-y").returncode == 0
+
+    _run(body, tmp_path)
+
+
+def test_a_hostname_changed_inside_is_drift_that_apply_sets_back(tmp_path: Path) -> None:
+    """A day-2 review: root inside (here given CAP_SYS_ADMIN) renamed its environment
+    and status and plan said all was as applied. The hostname the environment has is
+    compared with the one it was given now; apply sets it back in place."""
+
+    def body(tmp: Path) -> None:
+        sd = tmp / "state"
+        m = tmp / "web.yaml"
+        m.write_text(_web(spec="  security: {capabilities: {add: [SYS_ADMIN]}}\n"))
+        assert _cli(sd, "apply", str(m), "-y").returncode == 0
+        init = json.loads(_cli(sd, "status", "web", "--json").stdout)["resources"][0]["record"]["pid"]
+        renamed = _cli(sd, "exec", "web", "--", "/bin/hostname", "inside")
+        assert renamed.returncode == 0, renamed.stderr
+        plan = _cli(sd, "plan", "--detailed-exitcode", str(m))
+        assert plan.returncode == 2, plan.stdout + plan.stderr
+        assert "~ env  # changed outside vbdecl: hostname web -> inside" in plan.stdout, plan.stdout
+        assert "~ env  # repair: changed outside vbdecl" in plan.stdout, plan.stdout
+        status = _cli(sd, "status", "web")
+        assert re.search(r"\n  env +env\.namespaces +changed\n", status.stdout), status.stdout
+        assert _cli(sd, "apply", str(m), "-y").returncode == 0
+        assert _cli(sd, "exec", "web", "--", "/bin/uname", "-n").stdout == "web\n"
         assert json.loads(_cli(sd, "status", "web", "--json").stdout)["resources"][0]["record"]["pid"] == init
         assert _cli(sd, "plan", "--detailed-exitcode", str(m)).returncode == 0
         assert _cli(sd, "destroy", "web", "-y").returncode == 0

@@ -178,6 +178,19 @@ def test_drift_of_a_removed_resource_and_verbose_listing():
     assert listed[-1].id == "cgroup"
 
 
+def test_a_renamed_environment_is_repaired_in_place_and_a_dead_one_replaced():
+    """Drift of the environment's hostname (root inside renamed it) is repaired by the
+    in-place update; other drift of the environment replaces it (its init died)."""
+    plan = compile_doc(doc(**BASE, hostname="web"))
+    state = state_of(plan, {"env": {"pid": 7, "hostname": "web"}})
+    found = changes(plan, state, {"env": {"pid": 7, "hostname": "inside"}})
+    assert [(c.symbol, c.id, c.reason) for c in found] == [
+        ("~", "env", "changed outside vbdecl: hostname web -> inside"),
+        ("~", "env", "repair: changed outside vbdecl: hostname web -> inside")]
+    found = changes(plan, state, {"env": {"pid": 8, "hostname": "web"}})
+    assert _by_id(found)["env"].symbol == "-/+" and _by_id(found)["rootfs"].symbol == "-/+"
+
+
 def test_change_json_shape():
     old = compile_doc(doc(**BASE))
     new = compile_doc(doc(**{**BASE, "limits": {"memory": 512 << 20}}))

@@ -61,12 +61,21 @@ class Namespaces:
                 "FILE, which needs no privilege")
 
     def probe(self, ctx: Context, params: Params, record: Record | None) -> Record | None:
-        from vbdecl.runtime.live import env_alive, find_env
+        from vbdecl.runtime.live import env_alive, find_env, hostname_of
 
         if record is None:
             # Recovery of an apply killed before its record was journaled.
             return find_env(ctx.instance, ctx.runtime_dir)
-        return record if env_alive(record) else None
+        if not env_alive(record):
+            return None
+        if "hostname" not in record:
+            return record
+        # root inside may rename its environment (`hostname x`): drift, which the
+        # in-place update repairs
+        try:
+            return {**record, "hostname": hostname_of(record)}
+        except VbdeclError:
+            return record if env_alive(record) else None
 
     def apply(self, ctx: Context, params: Params) -> Record:
         from vbdecl.runtime.live import start_env
@@ -77,7 +86,7 @@ class Namespaces:
         except VbdeclError as err:
             raise ActionError(err.message, action="env", hint=err.hint) from err
         ctx.env_pid = int(record["pid"])
-        return record
+        return _with_hostname(record, params)
 
     def revert(self, ctx: Context, record: Record) -> None:
         from vbdecl.runtime.live import stop_env
@@ -94,4 +103,15 @@ class Namespaces:
             set_hostname(record, params.get("hostname"))
         except VbdeclError as err:
             raise ActionError(err.message, action="env", hint=err.hint) from err
-        return dict(record)
+        return _with_hostname(record, params)
+
+
+def _with_hostname(record: Record, params: Params) -> Record:
+    """``record`` with the hostname its own uts namespace was given, which probe compares
+    with the one it has now; without one (the host's name, or the host's namespace)
+    there is nothing of ours to compare."""
+    out = {k: v for k, v in record.items() if k != "hostname"}
+    hostname = params.get("hostname")
+    if hostname is not None and (params.get("namespaces") or {}).get("uts") is True:
+        out["hostname"] = hostname
+    return out

@@ -311,7 +311,7 @@ def changes(desired: dict[str, Any] | None, state: dict[str, Any] | None,
                 replace_env = replace_env or bool(a.get("replace"))
                 continue
             repair = max((effect(kind, p) for p, _, _ in d.attrs), default=effect(kind, ""))
-            if a.get("replace"):
+            if a.get("replace") and repair > UPDATE:
                 repair = REPLACE_ENV
             if level == 0:
                 why = "repair: " + d.reason

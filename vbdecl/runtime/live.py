@@ -221,6 +221,22 @@ def set_hostname(record: dict[str, Any], hostname: str | None) -> None:
     """Give the live environment of ``record`` (its own uts namespace) the name
     ``hostname``; None: the host's, which a new environment without one starts with."""
     name = os.uname().nodename if hostname is None else hostname
+
+    def rename() -> str:
+        sysns.sethostname(name)
+        return ""
+
+    _in_uts(record, rename, what=f"cannot set the hostname to {name!r}")
+
+
+def hostname_of(record: dict[str, Any]) -> str:
+    """The hostname the live environment of ``record`` (its own uts namespace) has now:
+    root inside may have changed it (status and plan see that as drift)."""
+    return _in_uts(record, lambda: os.uname().nodename, what="cannot read the environment's hostname")
+
+
+def _in_uts(record: dict[str, Any], work: Callable[[], str], *, what: str) -> str:
+    """``work()``'s text, run by a child of ours in the environment's uts namespace."""
     path = os.path.join(str(record.get("runtime_dir") or ""), "ns", "uts")
     if not sysns.is_pinned(path):
         path = f"/proc/{int(record['pid'])}/ns/uts"
@@ -243,20 +259,20 @@ def set_hostname(record: dict[str, Any], hostname: str | None) -> None:
             os.close(r)
             fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
             sysns.setns(fd, sysns.CLONE_NEWUTS, what="the environment's uts namespace")
-            sysns.sethostname(name)
+            os.write(w, work().encode(errors="surrogateescape")[:4096])
             os._exit(0)
         except BaseException as exc:
             os.write(w, (getattr(exc, "message", None) or str(exc)).encode()[:2000])
             os._exit(1)
     os.close(w)
     try:
-        said = os.read(r, 4096)
+        said = os.read(r, 8192)
     finally:
         os.close(r)
         _, status = os.waitpid(pid, 0)
     if status != 0:
-        raise RuntimeSetupError(f"cannot set the hostname to {name!r}: "
-                                f"{said.decode(errors='replace') or 'the helper failed'}")
+        raise RuntimeSetupError(f"{what}: {said.decode(errors='replace') or 'the helper failed'}")
+    return said.decode(errors="surrogateescape")
 
 
 def stop_env(record: dict[str, Any]) -> None:

@@ -18,8 +18,9 @@ from vbdecl.engine import store
 testops.register()
 
 
-def _cli(sd: Path, *args: str) -> subprocess.CompletedProcess[str]:
+def _cli(sd: Path, *args: str, **extra_env: str) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("VBDECL_") or k == "VBDECL_CACHE_DIR"}
+    env.update(extra_env)
     out = subprocess.run([sys.executable, testops.__file__, "--state-dir", str(sd), *args],
                          env=env, capture_output=True, text=True, timeout=60)
     return out
@@ -74,6 +75,49 @@ def _history(tmp: Path) -> None:
 
 def test_three_revisions_and_rollback(tmp_path: Path) -> None:
     testops.in_private_mount_ns(_history, tmp_path)
+
+
+def test_old_revisions_are_pruned_and_a_destroyed_environment_can_be_forgotten(tmp_path: Path) -> None:
+    """A day-2 review: every apply kept its revision (a whole plan) for ever, and a
+    destroyed environment's history and logs stayed with no command to remove them."""
+    root, sd = tmp_path / "root", tmp_path / "state"
+    root.mkdir()
+    keep = {"VBDECL_KEEP_REVISIONS": "2"}
+    for i in range(1, 5):
+        plan = testops.make_plan("web", root, content=f"v{i}", mounts=0, files=2)
+        out = _cli(sd, "apply", str(testops.write_plan(tmp_path / f"v{i}.json", plan)), "-y", **keep)
+        assert out.returncode == 0 and f"applied revision {i}" in out.stdout, out.stdout + out.stderr
+    assert store.revision_numbers("web", sd) == [3, 4]
+    out = _cli(sd, "rollback", "web", "--to", "1", "-y")
+    assert out.returncode == 1 and "has no revision 1" in out.stderr, out.stderr
+    assert "revisions: 3-4 (older ones are removed as newer ones are made: VBDECL_KEEP_REVISIONS)" \
+        in out.stderr, out.stderr
+    out = _cli(sd, "rollback", "web", "--to", "3", "-y", **keep)
+    assert out.returncode == 0 and "as revision 5" in out.stdout, out.stdout + out.stderr
+    assert [r["revision"] for r in json.loads(_cli(sd, "--json", "history", "web").stdout)] == [4, 5]
+    # a value that is no number stops the apply before anything changes
+    serial = store.load("web", sd)["serial"]
+    out = _cli(sd, "apply", str(tmp_path / "v1.json"), "-y", VBDECL_KEEP_REVISIONS="ten")
+    assert out.returncode == 1 and "VBDECL_KEEP_REVISIONS='ten' is not a number" in out.stderr, out.stderr
+    assert store.load("web", sd)["serial"] == serial and (root / "web" / "f0").read_text().endswith("v3-0")
+    # without it, 100 are kept: all five here
+    assert _cli(sd, "apply", str(tmp_path / "v2.json"), "-y").returncode == 0
+    assert store.revision_numbers("web", sd) == [4, 5, 6]
+
+    assert _cli(sd, "destroy", "web", "-y").returncode == 0
+    assert "web" in _cli(sd, "ls", "--all").stdout and (sd / "envs" / "web").is_dir()
+    out = _cli(sd, "destroy", "web", "--purge", "-y")
+    assert out.returncode == 0 and "web: forgotten" in out.stdout, out.stdout + out.stderr
+    assert not (sd / "envs" / "web").exists()
+    assert _cli(sd, "ls", "--all").stdout.strip() == "no environments"
+    out = _cli(sd, "destroy", "web", "--purge", "-y")
+    assert out.returncode == 1 and "does not exist" in out.stderr, out.stderr
+    # in one go, with --json
+    assert _cli(sd, "apply", str(tmp_path / "v1.json"), "-y").returncode == 0
+    out = _cli(sd, "--json", "destroy", "web", "--purge", "-y")
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout.splitlines()[-1])["destroyed"][0]["purged"] is True
+    assert not (sd / "envs" / "web").exists() and testops.host_tree(root) == {}
 
 
 def test_stale_saved_plan_is_refused(tmp_path: Path) -> None:

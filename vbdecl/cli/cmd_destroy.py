@@ -15,6 +15,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("target", metavar="NAME|FILE",
                    help="an environment's name, a manifest (every environment in it), or - for a "
                         "manifest on stdin (with -y)")
+    p.add_argument("--purge", action="store_true",
+                   help="also forget the environment: its revisions (history), logs and journal; "
+                        "works on a destroyed environment too")
     add_engine_options(p)
 
 
@@ -64,6 +67,17 @@ def run(args: argparse.Namespace) -> int:
                               "it was rolled back)")
                     done.append(Result(name, None, None, None, recovered=True).to_json() | {"rolled_back": True})
                     continue
+                if s.state is None and s.recovered != "destroyed" and args.purge:
+                    # destroyed before: only its history and logs are left to forget
+                    if not confirm(f"Forget {name} (its history and logs)?", args.yes):
+                        print(f"{name}: not forgotten", file=sys.stderr)
+                        declined.append(name)
+                        continue
+                    s.purge()
+                    if not args.json:
+                        print(f"{name}: forgotten (it was destroyed before; its history and logs are removed)")
+                    done.append(Result(name, None, None, None).to_json() | {"purged": True})
+                    continue
                 if s.state is None and s.recovered != "destroyed":
                     raise StateError(f"environment {name!r} does not exist",
                                      hint="vbdecl ls lists the environments")
@@ -76,10 +90,13 @@ def run(args: argparse.Namespace) -> int:
                         declined.append(name)
                         continue
                 result = s.destroy()
-                done.append(result.to_json())
+                if args.purge:
+                    s.purge()
+                done.append(result.to_json() | ({"purged": True} if args.purge else {}))
                 if not args.json:
                     print(f"{name}: destroyed" + (" (finished the interrupted destroy)"
-                                                  if result.recovered else ""))
+                                                  if result.recovered else "")
+                          + ("; its history and logs are removed" if args.purge else ""))
     finally:
         renderer.close()
     if args.json:

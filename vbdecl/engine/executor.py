@@ -208,6 +208,8 @@ class Session:
         self.recovered: str | None = None
         self._txn_runtime_dir: str | None = None   # the runtime dir the transaction journaled
         self._env_stays = False     # see Context.env_stays; set for one transaction
+        self._keep_revisions = store.KEEP_REVISIONS   # (VBDECL_KEEP_REVISIONS, read by apply)
+        self._purge = False         # close() removes the environment's directory (purge())
         self._abandoned: dict[str, Any] | None = None   # the begin of an apply recover_or_abandon gave up
 
     def attach(self, state: dict[str, Any] | None) -> None:
@@ -223,8 +225,11 @@ class Session:
             self.journal = None
         if self.lock is not None:
             try:
-                self._rotate_journal()
-                self._forget_if_empty()     # (last: once its lock file is gone, it is not ours)
+                if self._purge:
+                    self._remove_env_dir()
+                else:
+                    self._rotate_journal()
+                    self._forget_if_empty()     # (last: once its lock file is gone, it is not ours)
             finally:
                 self.lock.release()
                 self.lock = None
@@ -395,6 +400,7 @@ class Session:
             return Result(self.name, self.instance, state.get("revision"), state.get("serial"))
         steps = self._steps(changes, old_state)
         self._preflight(steps)
+        self._keep_revisions = store.keep_revisions()     # (a bad value: an error before any step)
         self._persist_abandon()
         base_rev = max([state.get("revision") or 0, *store.revision_numbers(self.name, self.sd)])
         self.txn = uuid.uuid4().hex
@@ -476,6 +482,8 @@ class Session:
             self._commit_failed(exc, fresh=old_state is None, base_revision=base_rev)
         self._log("commit", serial=state["serial"], revision=revision)
         self.state = state
+        with contextlib.suppress(OSError):      # (what is left goes at the next commit)
+            store.prune_revisions(self.name, self.sd, self._keep_revisions)
         self.engine.emit("apply.committed", name=self.name, revision=revision,
                          serial=state["serial"], steps=len(steps))
         return Result(self.name, self.instance, revision, state["serial"], changes.changes,
@@ -1039,6 +1047,14 @@ class Session:
                            action=first.action, revert_errors=errors[1:], hint=hint)
 
     # --- destroy -------------------------------------------------------------
+
+    def purge(self) -> None:
+        """Forget a destroyed environment: its revisions, logs and journal go with its
+        state directory when this session closes (``destroy --purge``)."""
+        if self.state is not None:
+            raise StateError(f"environment {self.name!r} is applied: its history stays while it lives",
+                             hint=f"vbdecl destroy --purge {self.name} destroys it, then forgets it")
+        self._purge = True
 
     def destroy(self) -> Result:
         state = self.state

@@ -162,6 +162,39 @@ def save_revision(name: str, number: int, plan: dict[str, Any], state_dir: str |
     return rev
 
 
+# How many revisions an environment keeps (VBDECL_KEEP_REVISIONS; 0 keeps every
+# one): each holds a whole compiled plan, and an environment applied from CI many
+# times a day would fill the disk with them.
+KEEP_REVISIONS = 100
+
+
+def keep_revisions() -> int:
+    """The number of revisions to keep: VBDECL_KEEP_REVISIONS, else KEEP_REVISIONS (0: all)."""
+    text = os.environ.get("VBDECL_KEEP_REVISIONS", "").strip()
+    if not text:
+        return KEEP_REVISIONS
+    if not text.isascii() or not text.isdigit():
+        raise StateError(f"VBDECL_KEEP_REVISIONS={text!r} is not a number of revisions",
+                         hint="set it to how many revisions each environment keeps (0: all), "
+                              f"or unset it for {KEEP_REVISIONS}")
+    return int(text)
+
+
+def prune_revisions(name: str, state_dir: str | None = None, keep: int | None = None) -> list[int]:
+    """Remove all but the newest ``keep`` revisions of ``name`` (keep_revisions() by
+    default; 0 keeps all); the numbers removed."""
+    keep = keep_revisions() if keep is None else keep
+    numbers = revision_numbers(name, state_dir)
+    if keep <= 0 or len(numbers) <= keep:
+        return []
+    gone = numbers[:-keep]
+    for n in gone:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(paths.revision_file(name, n, state_dir))
+    atomic.fsync_dir(paths.revisions_dir(name, state_dir))
+    return gone
+
+
 def revision_numbers(name: str, state_dir: str | None = None) -> list[int]:
     try:
         names = os.listdir(paths.revisions_dir(name, state_dir))
@@ -180,9 +213,24 @@ def load_revision(name: str, number: int, state_dir: str | None = None) -> dict[
         if not have and not paths.is_dir(paths.env_dir(name, state_dir)):
             raise StateError(f"environment {name!r} does not exist",
                              hint="vbdecl ls lists the environments") from None
+        pruned = " (older ones are removed as newer ones are made: VBDECL_KEEP_REVISIONS)" \
+            if have and number < have[0] else ""
         raise StateError(f"environment {name!r} has no revision {number}",
-                         hint=f"revisions: {', '.join(map(str, have)) or 'none'} (see vbdecl history {name})") from None
+                         hint=f"revisions: {_ranges(have) or 'none'}{pruned} (see vbdecl history {name})") from None
     return rev
+
+
+def _ranges(numbers: list[int]) -> str:
+    """``[1, 2, 3, 7]`` as ``1-3, 7``: a hundred kept revisions in a hint stay short."""
+    parts: list[str] = []
+    i = 0
+    while i < len(numbers):
+        j = i
+        while j + 1 < len(numbers) and numbers[j + 1] == numbers[j] + 1:
+            j += 1
+        parts.append(str(numbers[i]) if i == j else f"{numbers[i]}-{numbers[j]}")
+        i = j + 1
+    return ", ".join(parts)
 
 
 def history(name: str, state_dir: str | None = None) -> list[dict[str, Any]]:

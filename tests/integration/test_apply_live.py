@@ -785,6 +785,43 @@ def test_a_hostname_changed_inside_is_drift_that_apply_sets_back(tmp_path: Path)
     _run(body, tmp_path)
 
 
+def test_exec_never_runs_a_module_planted_in_the_environment(tmp_path: Path) -> None:
+    """A security review: `vbdecl exec` entered the environment's mount namespace itself,
+    with the host's privileges, and imported modules after that (traceback for --debug,
+    the error reporter) from the environment's root, where root inside had planted one:
+    its code ran as the host's root. Only the command's process enters now, and what
+    enters imports nothing more."""
+
+    def body(tmp: Path) -> None:
+        sd = tmp / "state"
+        m = tmp / "web.yaml"
+        m.write_text(_web())
+        assert _cli(sd, "apply", str(m), "-y").returncode == 0
+        # `python -m vbdecl` imports from its cwd first, which setns takes to the root
+        plant = "echo 'open(\"/pwned\", \"w\").write(\"x\")' > /traceback.py"
+        assert _cli(sd, "exec", "web", "--", "/bin/sh", "-c", plant).returncode == 0
+        failed = _cli(sd, "exec", "--debug", "web", "--", "/nonexistent")
+        assert failed.returncode == 127, failed.stderr
+        assert _cli(sd, "exec", "web", "--", "/bin/test", "-e", "/pwned").returncode == 1, \
+            "vbdecl exec ran the planted module"
+        # the waiting process stays in the host's mount namespace while the command runs
+        waiting = subprocess.Popen([*_vbdecl(sd), "exec", "web", "--", "/bin/sleep", "30"], env=_env(),
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            deadline = time.monotonic() + 20
+            while not Path(f"/proc/{waiting.pid}/task/{waiting.pid}/children").read_text().split():
+                assert time.monotonic() < deadline and waiting.poll() is None, "exec did not start"
+                time.sleep(0.01)
+            assert os.readlink(f"/proc/{waiting.pid}/ns/mnt") == os.readlink("/proc/self/ns/mnt")
+            assert os.readlink(f"/proc/{waiting.pid}/root") == "/"
+        finally:
+            waiting.kill()
+            waiting.wait()
+        assert _cli(sd, "destroy", "web", "-y").returncode == 0
+
+    _run(body, tmp_path)
+
+
 def test_a_log_past_its_limit_on_a_full_disk_is_emptied_all_the_same(tmp_path: Path) -> None:
     """A review of the log cap: on a full disk the copy to process.log.1 failed, the log
     was not emptied, and the supervisor tried again each second, rewriting it. Now the

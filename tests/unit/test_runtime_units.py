@@ -498,3 +498,16 @@ def test_a_run_tells_what_a_failed_teardown_left() -> None:
     assert "nothing of the run is left" in clean and "recover" not in clean
     left = spawn.teardown_hint("cgroup", {"dirs": [{"path": "/sys/fs/cgroup/vbdecl/vb-1"}]}, True)
     assert '{"dirs":[{"path":"/sys/fs/cgroup/vbdecl/vb-1"}]}' in left and "by hand" in left
+
+
+def test_a_sealed_interpreter_loads_no_module_from_files(tmp_path: Path) -> None:
+    """What enters an environment's root with privileges (exec's command process, the
+    filesystem helper, a run's child after pivot_root) seals its imports: a module
+    planted where it would look is never loaded; loaded and built-in ones still are."""
+    (tmp_path / "planted.py").write_text("raise SystemExit('the planted module ran')\n")
+    script = ("import sys; sys.path.insert(0, sys.argv[1]); import vbdecl.sys.proc as p; p.seal_imports()\n"
+              "import vbdecl.sys.proc, posix, os\n"
+              "try:\n    import planted\nexcept ImportError:\n    print('refused')\n")
+    out = subprocess.run([sys.executable, "-c", script, str(tmp_path)], capture_output=True, text=True,
+                         timeout=60)
+    assert (out.returncode, out.stdout, out.stderr) == (0, "refused\n", "")

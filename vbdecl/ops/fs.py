@@ -491,7 +491,7 @@ def _helper_main(job: _Job, paths: dict[str, str], w: int, writable: list[str],
     try:
         # Nothing in the environment may ptrace us or open our /proc files (the host's root
         # and mount namespace, which we hold) once we are in its namespaces (a review)
-        from vbdecl.sys.proc import set_dumpable
+        from vbdecl.sys.proc import seal_imports, set_dumpable
 
         set_dumpable(False)
         ns_fds = {name: os.open(path, os.O_RDONLY | os.O_CLOEXEC) for name, path in paths.items()}
@@ -515,6 +515,10 @@ def _helper_main(job: _Job, paths: dict[str, str], w: int, writable: list[str],
         for name in ("user", "mnt"):
             if name in ns_fds:
                 setns(ns_fds[name], _NS_FLAGS[name], what=f"{name} namespace of the environment")
+                if name == "mnt":
+                    # the environment's root, where root inside may have planted a module
+                    # at a path we would import from: nothing more is imported
+                    seal_imports()
                 if name == "user":
                     try:
                         os.setgid(0)

@@ -596,6 +596,8 @@ def _join(key: str, path: str, *, vb: bool = False) -> None:
                            ) from None
     try:
         sysns.setns(fd, flag, what=f"{key} namespace {path}")
+        if key == "mount":
+            sysproc.seal_imports()      # (another root: see _build_root)
     except OSError as exc:
         if not vb or key not in _BWRAP_JOIN:
             raise
@@ -724,6 +726,9 @@ def _build_root(cfg: ChildConfig, sec: Any, faults: frozenset[str]) -> None:
     try:
         setup_root(cfg.spec, contained=cfg.mount_new, report=report,   # (_enter_namespaces)
                    faults=faults)
+        # in the new root, whose files (a rootfs image's) may hold a module where we would
+        # look for one: nothing more is imported (what is needed is, by preload)
+        sysproc.seal_imports()
     finally:
         if cfg.report_fd >= 0:
             os.close(cfg.report_fd)     # the janitor's end of the build's reports

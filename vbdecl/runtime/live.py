@@ -553,26 +553,43 @@ def _cgroup_hint(code: int | None) -> str:
 
 def enter_namespaces(record: dict[str, Any], *, leave: tuple[str, ...] = ()) -> dict[str, int]:
     """setns into the environment's namespaces, but for those in ``leave``: open fds on
-    those are returned, for the caller to enter (and close).
+    those are returned, for the caller to enter (and close)."""
+    return join_namespaces(open_namespaces(record), leave=leave)
 
-    Namespace fds are opened before any setns (the mount namespace changes
-    what paths mean); pid namespace membership applies to children.
-    """
-    fds: list[tuple[str, int]] = []
-    kept: dict[str, int] = {}
+
+def open_namespaces(record: dict[str, Any]) -> dict[str, int]:
+    """Fds on the environment's namespaces that are not ours, in setns order. They are
+    all opened before any setns: the mount namespace changes what paths mean."""
+    fds: dict[str, int] = {}
     try:
         for key, path in _ns_paths(record):
-            fds.append((key, os.open(path, os.O_RDONLY | os.O_CLOEXEC)))
-        for key, fd in fds:
+            fds[key] = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except BaseException:
+        for fd in fds.values():
+            os.close(fd)
+        raise
+    return fds
+
+
+def join_namespaces(fds: dict[str, int], *, leave: tuple[str, ...] = ()) -> dict[str, int]:
+    """setns into each namespace of ``fds`` (closed here) but those in ``leave``, whose
+    fds are returned. pid namespace membership applies to children. Once in the
+    environment's mount namespace, this process imports nothing more from files: they
+    would be the environment's (proc.seal_imports)."""
+    kept: dict[str, int] = {}
+    try:
+        for key, fd in fds.items():
             if key in leave:
                 kept[key] = fd
-            else:
-                sysns.setns(fd, sysns.NAMESPACES[key][0], what=f"{key} namespace of the environment")
+                continue
+            sysns.setns(fd, sysns.NAMESPACES[key][0], what=f"{key} namespace of the environment")
+            if key == "mount":
+                sysproc.seal_imports()
     except BaseException:
         kept.clear()
         raise
     finally:
-        for _, fd in fds:
+        for fd in fds.values():
             if fd not in kept.values():
                 os.close(fd)
     return kept
@@ -1193,10 +1210,10 @@ def exec_in(name: str, argv: list[str] | None, *, state_dir: str | None = None,
     # out of them (it would count against pids and memory, and be killed without a
     # word by a destroy that empties them). It joins them before their namespace,
     # which older kernels check the writer's place against.
-    init_dir = lock_fd = -1
+    init_dir = lock_fd = host_proc = -1
     cgroup_fds: list[int] = []
     pids_fds: list[int] = []
-    later: dict[str, int] = {}
+    ns_fds: dict[str, int] = {}
     # the caller's terminal (or /dev/null) behind a read-only mount, while in the host's
     # mount namespace, where its mount may be cloned
     stdio = spawn.guarded_stdio()
@@ -1219,14 +1236,19 @@ def exec_in(name: str, argv: list[str] | None, *, state_dir: str | None = None,
         cgroup_fds = _cgroup_procs_fds(joined)
         pids_fds = _pids_files(oom.controller_dir(state.get("resources"), "pids"), joined)
         host_proc = os.open("/proc", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
-        try:
-            later = enter_namespaces(record, leave=("cgroup",))
-            # (through the host's /proc: the environment's may be read-only, or missing)
-            C._security().prepare_in_child(spec, proc_dir=host_proc)
-        finally:
-            os.close(host_proc)
+        ns_fds = open_namespaces(record)
+        # Only the command's process enters the environment (its mount namespace, its
+        # root): this one, which waits with the host's privileges, would otherwise run
+        # what root inside planted where it imports from (a security review). Its pid
+        # namespace applies to children only.
+        pid_ns = ns_fds.pop("pid", -1)
+        if pid_ns >= 0:
+            try:
+                sysns.setns(pid_ns, sysns.NAMESPACES["pid"][0], what="pid namespace of the environment")
+            finally:
+                os.close(pid_ns)
     except BaseException:
-        for fd in [*cgroup_fds, *pids_fds, *later.values(), oom_fd, lock_fd, init_dir]:
+        for fd in [*cgroup_fds, *pids_fds, *ns_fds.values(), oom_fd, lock_fd, init_dir, host_proc]:
             if fd >= 0:
                 os.close(fd)
         spawn.close_stdio(stdio)
@@ -1265,6 +1287,10 @@ def exec_in(name: str, argv: list[str] | None, *, state_dir: str | None = None,
             for fd in pids_fds:
                 os.close(fd)
             try:
+                later = join_namespaces(ns_fds, leave=("cgroup",))
+                # (through the host's /proc: the environment's may be read-only, or missing)
+                C._security().prepare_in_child(spec, proc_dir=host_proc)
+                os.close(host_proc)
                 enter_cgroup_namespace(later, fresh=bool(cgroup_fds) and _own_cgroupns(spec))
             except VbdeclError as exc:
                 C.fail(c2p_w, 125, exc.message, exc.hint)
@@ -1274,7 +1300,7 @@ def exec_in(name: str, argv: list[str] | None, *, state_dir: str | None = None,
             cfg = _process_cfg(spec, argv, c2p_w)
             cfg.userns_disabled = True      # (above, for the whole user namespace)
             C.exec_process(cfg)
-        for fd in [*cgroup_fds, *pids_fds, *later.values()]:
+        for fd in [*cgroup_fds, *pids_fds, *ns_fds.values(), host_proc]:
             os.close(fd)
         spawn.close_stdio(stdio)
         os.close(c2p_w)

@@ -183,6 +183,7 @@ def fork_holder(cfg: C.ChildConfig, floor: int, *, shared: bool = False) -> tupl
         pid = -1
         if shared:
             setup = C.SharedSetup(cfg, parent)
+            imports = sysproc.import_state()
             try:
                 pid, handle = _linux.shared_child(cfg.created, setup, setup.failed)
             except OSError:
@@ -194,6 +195,8 @@ def fork_holder(cfg: C.ChildConfig, floor: int, *, shared: bool = False) -> tupl
                 cfg.direct_init, cfg.steps, cfg.created = False, None, 0
                 if cfg.own_maps is not None:
                     cfg.own_maps, cfg.await_go = None, True
+            finally:
+                sysproc.restore_imports(imports)    # (the child sealed them in its new root)
         if pid < 0:
             pid = _fork_in_new_pid_ns(own_pid_ns) if cfg.direct_init else os.fork()
     except BaseException as exc:

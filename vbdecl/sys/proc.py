@@ -15,6 +15,9 @@ from vbdecl.sys.raw import check, raise_errno, syscall
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable
+    from typing import Any
+
+    ImportState = tuple[list[Any], list[str], list[Any], dict[str, Any]]
 
 PR_SET_PDEATHSIG = 1
 PR_GET_PDEATHSIG = 2
@@ -68,6 +71,31 @@ def set_dumpable(on: bool) -> None:
     """PR_SET_DUMPABLE: off, only CAP_SYS_PTRACE of our memory's user namespace may
     ptrace us or read our /proc files (which root owns then)."""
     check(syscall("prctl", PR_SET_DUMPABLE, int(on), 0, 0, 0), "prctl(PR_SET_DUMPABLE)")
+
+
+def seal_imports() -> None:
+    """Load no module from files any more, only built-in and frozen ones: called once
+    this process, privileged, has entered a root it does not trust (an environment's,
+    whose root inside may have planted a module at a path the interpreter would look
+    at: a security review ran its code as the host's root through ``vbdecl exec``).
+    What is imported already stays; an import of anything else fails."""
+    sys.meta_path[:] = [f for f in sys.meta_path
+                        if getattr(f, "__name__", "") in ("BuiltinImporter", "FrozenImporter")]
+    sys.path_hooks.clear()
+    sys.path_importer_cache.clear()
+    sys.path.clear()
+
+
+def import_state() -> ImportState:
+    """What :func:`seal_imports` clears, for :func:`restore_imports`: a child that runs in
+    our memory (spawn.shares_memory) seals our interpreter too."""
+    return list(sys.meta_path), list(sys.path), list(sys.path_hooks), dict(sys.path_importer_cache)
+
+
+def restore_imports(state: ImportState) -> None:
+    sys.meta_path[:], sys.path[:], sys.path_hooks[:] = state[0], state[1], state[2]
+    sys.path_importer_cache.clear()
+    sys.path_importer_cache.update(state[3])
 
 
 def set_child_subreaper() -> None:

@@ -822,6 +822,30 @@ def test_exec_never_runs_a_module_planted_in_the_environment(tmp_path: Path) -> 
     _run(body, tmp_path)
 
 
+def test_a_log_chmod_ed_from_inside_is_ours_again_once_the_process_ends(tmp_path: Path) -> None:
+    """A security review: root inside (no user namespace) chmod-ed and chowned its log,
+    a host file, through /proc/self/fd/1 (setuid bits, another owner), and it stayed so
+    after destroy. The log is 0600 and ours again once the process has ended."""
+
+    def body(tmp: Path) -> None:
+        sd = tmp / "state"
+        m = tmp / "web.yaml"
+        script = "echo hi; chmod 6755 /proc/self/fd/1; chown 1234:1234 /proc/self/fd/1; exec sleep 300"
+        m.write_text(_web("type: proc, target: /proc").replace('command: ["/bin/sleep", "300"]', f'command: ["/bin/sh", "-c", "{script}"]'))
+        assert _cli(sd, "apply", str(m), "-y").returncode == 0
+        log = sd / "envs" / "web" / "logs" / "process.log"
+        deadline = time.monotonic() + 10
+        while log.stat().st_uid != 1234:
+            assert time.monotonic() < deadline, (oct(log.stat().st_mode), log.read_text())
+            time.sleep(0.02)
+        assert _cli(sd, "destroy", "web", "-y").returncode == 0
+        st = log.stat()
+        assert (oct(st.st_mode & 0o7777), st.st_uid, st.st_gid) == ("0o600", os.geteuid(), os.getegid())
+        assert log.read_text() == "hi\n"
+
+    _run(body, tmp_path)
+
+
 def test_a_log_past_its_limit_on_a_full_disk_is_emptied_all_the_same(tmp_path: Path) -> None:
     """A review of the log cap: on a full disk the copy to process.log.1 failed, the log
     was not emptied, and the supervisor tried again each second, rewriting it. Now the

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import errno
 import os
+import stat
 import struct
 import sys
 import time
@@ -636,6 +637,7 @@ def start_process(*, env_record: dict[str, Any], spec: dict[str, Any], log_path:
     from vbdecl.runtime.spawn import _child_error, _read_msg, reopened_read_only
 
     os.makedirs(os.path.dirname(log_path), mode=0o700, exist_ok=True)
+    own_logs(log_path)      # (kept from a process before, which may have chmod-ed them)
     events_path = (spec.get("status") or {}).get("events")
     sink = EventSink(path=events_path) if events_path else None
     marker = _begin_log(log_path, str(env_record.get("instance") or ""))
@@ -1133,6 +1135,32 @@ def stop_process(record: dict[str, Any]) -> None:
     sup = record.get("supervisor") or {}
     if sup.get("pid") and sup.get("start_time") is not None:
         _wait_gone(int(sup["pid"]), sup["start_time"], STOP_TIMEOUT)
+    if record.get("log"):
+        own_logs(str(record["log"]))
+
+
+def own_logs(log_path: str) -> None:
+    """Give the process's logs (``log_path`` and its ``.1``) back to us, mode 0600.
+    The process writes to the log's file itself, and root inside (CAP_CHOWN and
+    CAP_FOWNER, without a user namespace) may chown or chmod it through
+    /proc/self/fd/1, setuid bits included (a security review): whatever it did
+    ends with the process (and before the next one starts)."""
+    for path in (log_path, log_path + ".1"):
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        except OSError:
+            continue
+        try:
+            st = os.fstat(fd)
+            if stat.S_ISREG(st.st_mode):
+                if (st.st_uid, st.st_gid) != (os.geteuid(), os.getegid()):
+                    os.fchown(fd, os.geteuid(), os.getegid())
+                if stat.S_IMODE(st.st_mode) != 0o600:
+                    os.fchmod(fd, 0o600)
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
 
 
 # --- vbdecl exec / logs -------------------------------------------------------------

@@ -18,3 +18,24 @@ def test_deleted_manifest_makes_a_saved_plan_stale(tmp_path: Path) -> None:
     manifest.unlink()
     reason = stale_reason(saved, None)
     assert reason is not None and "can no longer be read" in reason
+
+
+def _stale_state_reason(want: dict[str, object], state: dict[str, object] | None) -> str:
+    saved = {"name": "sl", "saved": {"tool_version": __version__}, "state": want}
+    reason = stale_reason(saved, state)
+    assert reason is not None and "None" not in reason and "lineage" not in reason
+    return reason
+
+
+def test_a_stale_state_is_told_in_revisions_not_lineages() -> None:
+    applied = {"lineage": "d7088506-0000", "serial": 1, "revision": 1}
+    assert _stale_state_reason({"lineage": None, "serial": 0}, applied) == (
+        "the plan was made before sl was applied; sl is now at revision 1 (serial 1)")
+    assert _stale_state_reason({"lineage": "d7088506-0000", "serial": 1},
+                               {**applied, "serial": 3, "revision": 2}) == (
+        "sl changed since the plan was made at serial 1; sl is now at revision 2 (serial 3)")
+    assert _stale_state_reason({"lineage": "0ld", "serial": 4}, applied) == (
+        "sl was destroyed and applied anew since the plan was made; sl is now at revision 1 "
+        "(serial 1)")
+    assert _stale_state_reason({"lineage": "d7088506-0000", "serial": 1}, None) == (
+        "sl was destroyed since the plan was made (at serial 1)")

@@ -67,10 +67,23 @@ def stale_reason(saved: dict[str, Any], state: dict[str, Any] | None) -> str | N
     lineage = state.get("lineage") if state else None
     serial = int(state.get("serial") or 0) if state else 0
     if want.get("lineage") != lineage or int(want.get("serial") or 0) != serial:
-        return (f"the state of {saved.get('name')} changed since the plan was made "
-                f"(plan made at lineage {want.get('lineage')} serial {want.get('serial') or 0}, "
-                f"now lineage {lineage} serial {serial})")
+        return _state_moved(str(saved.get("name")), want, state)
     return None
+
+
+def _state_moved(name: str, want: dict[str, Any], state: dict[str, Any] | None) -> str:
+    """How the state of ``name`` moved on from ``want`` (the saved plan's lineage and
+    serial) to ``state``, in words: a lineage is an id no reader knows."""
+    was_serial = int(want.get("serial") or 0)
+    if state is None:
+        return f"{name} was destroyed since the plan was made (at serial {was_serial})"
+    now = f"{name} is now at revision {int(state.get('revision') or 0)} " \
+          f"(serial {int(state.get('serial') or 0)})"
+    if want.get("lineage") is None:
+        return f"the plan was made before {name} was applied; {now}"
+    if want.get("lineage") != state.get("lineage"):
+        return f"{name} was destroyed and applied anew since the plan was made; {now}"
+    return f"{name} changed since the plan was made at serial {was_serial}; {now}"
 
 
 def check_fresh(saved: dict[str, Any], state: dict[str, Any] | None) -> None:

@@ -224,6 +224,7 @@ def test_exec_exit_codes_and_cwd(live: Live) -> None:
     assert live.vbdecl("exec", live.name, "--", "/bin/sh", "-c", "exit 42").returncode == 42
     r = live.vbdecl("exec", live.name, "--", "no-such-cmd-vbdecl")
     assert r.returncode == 127 and "command not found" in r.stderr
+    assert "or fix the command after --" in r.stderr
     r = live.vbdecl("exec", "--cwd", "/usr", live.name, "--", "/bin/pwd")
     assert r.returncode == 0 and r.stdout.strip() == "/usr"
     r = live.vbdecl("exec", "--cwd", "/no-such-dir", live.name, "--", "/bin/pwd")

@@ -98,6 +98,7 @@ def test_127_not_found_126_not_executable_125_bad_cwd(tmp_path: Path) -> None:
     r = run_spec(make_spec(["no-such-command-vbdecl"]))
     assert r.code == 127 and r.error is not None
     assert "command not found: no-such-command-vbdecl" in r.error.message
+    assert r.error.hint is not None and r.error.hint.endswith("or fix process.command")
     assert [e["event"] for e in r.events] == ["runtime_init_warnings", "spawned"]
     noexec = tmp_path / "script"
     noexec.write_text("#!/bin/sh\necho hi\n")

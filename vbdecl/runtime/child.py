@@ -892,7 +892,7 @@ def init_loop(main_pid: int | None, *, forward_tty_signals: bool) -> NoReturn:
 class _Process:
     """A LastStep and the words a failure of it needs."""
 
-    __slots__ = ("cwds", "default_shell", "file", "limits", "path", "paths", "plan")
+    __slots__ = ("cwds", "default_shell", "file", "from_cli", "limits", "path", "paths", "plan")
 
     def __init__(self, plan: Any) -> None:
         self.plan = plan
@@ -902,6 +902,7 @@ class _Process:
         self.path = ""              # the PATH searched ("" for a path)
         self.paths: list[str] = []  # what execve is tried on
         self.default_shell = False
+        self.from_cli = False       # the command came after -- (not process.command)
 
 
 def spawn_process(cfg: ChildConfig) -> int:
@@ -1037,6 +1038,7 @@ def _command(cfg: ChildConfig, path: str, out: _Process) -> None:
     """argv and the paths execve tries (a search of ``path``, the process's PATH,
     in the environment's root)."""
     proc = cfg.spec["process"]
+    out.from_cli = bool(cfg.argv)
     argv = list(cfg.argv or proc.get("command") or [])
     if not argv:
         argv = ["/bin/sh"]
@@ -1116,8 +1118,9 @@ def _failure(cfg: ChildConfig, proc: _Process, failed: Any) -> BaseException:
                                      "environment's root",
                                 "set process.command, pass a command after --, or bind /bin/sh into the root")
         where = f" in PATH={proc.path}" if proc.path else ""
+        fix = "the command after --" if proc.from_cli else "process.command"
         return SetupFailure(127, f"command not found: {proc.file}{where} (inside the environment's root)",
-                            "bind the program into the root (for example ro-bind /usr) or fix process.command")
+                            f"bind the program into the root (for example ro-bind /usr) or fix {fix}")
     if step == ls.USERNS2:     # only vb has it: bubblewrap's words
         return SetupFailure(125, f"Setting userns2 failed: {os.strerror(err)}")
     if step == ls.SETSID:

@@ -732,3 +732,17 @@ def test_plan_warns_and_apply_refuses_a_caller_who_cannot_keep_a_live_environmen
     found = [Change("+", "env", "env.namespaces", action={"id": "env", "kind": "env.namespaces", "params": {}})]
     assert source_problems(found) == []
     assert capsys.readouterr().err == "warning: env: a live environment needs root\n"
+
+
+def test_status_of_a_destroyed_environment_says_it_was_destroyed(
+        env: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A UX review: status said 'does not exist / vbdecl ls lists the environments' of
+    an environment ls hides (ls -a shows it) and whose history and logs are kept."""
+    revisions = env / "state" / "envs" / "gone" / "revisions"
+    revisions.mkdir(parents=True)
+    (revisions / "1.json").write_text("{}")
+    assert main(["status", "gone"]) == 1
+    err = capsys.readouterr().err
+    assert "error: environment 'gone' was destroyed" in err
+    for told in ("vbdecl ls -a", "vbdecl history gone", "vbdecl destroy --purge gone"):
+        assert told in err

@@ -511,3 +511,14 @@ def test_a_sealed_interpreter_loads_no_module_from_files(tmp_path: Path) -> None
     out = subprocess.run([sys.executable, "-c", script, str(tmp_path)], capture_output=True, text=True,
                          timeout=60)
     assert (out.returncode, out.stdout, out.stderr) == (0, "refused\n", "")
+
+
+def test_exec_and_logs_of_a_destroyed_environment_say_it_was_destroyed(tmp_path: Path) -> None:
+    from vbdecl.errors import StateError
+    from vbdecl.runtime.live import load_state
+
+    (tmp_path / "state" / "envs" / "web" / "revisions").mkdir(parents=True)
+    (tmp_path / "state" / "envs" / "web" / "revisions" / "3.json").write_text("{}")
+    with pytest.raises(StateError, match="environment 'web' was destroyed") as err:
+        load_state("web", str(tmp_path / "state"))
+    assert err.value.hint is not None and "vbdecl ls -a" in err.value.hint

@@ -30,7 +30,7 @@ def run(args: argparse.Namespace) -> int:
         raise StateError(f"environment {name!r} needs recovery: an interrupted or failed command "
                          "left a transaction open", hint=f"run `vbdecl recover {name}`")
     if state is None:
-        raise StateError(f"environment {name!r} does not exist", hint="vbdecl ls lists the environments")
+        raise store.absent(name, state_dir)
     holder = lock.holder(paths.lock_file(name, state_dir))
     s = Engine(state_dir).reader(name)
     live = s.live()

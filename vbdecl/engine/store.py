@@ -203,6 +203,18 @@ def revision_numbers(name: str, state_dir: str | None = None) -> list[int]:
     return sorted(int(n[:-5]) for n in names if n.endswith(".json") and n[:-5].isdigit())
 
 
+def absent(name: str, state_dir: str | None = None,
+           hint: str = "vbdecl ls lists the environments") -> StateError:
+    """The error for ``name`` without a committed state: destroyed (its revisions are
+    kept until a purge, and ls hides it without -a), else never applied (``hint``)."""
+    if revision_numbers(name, state_dir):
+        return StateError(f"environment {name!r} was destroyed",
+                          hint=f"`vbdecl ls -a` lists it, `vbdecl history {name}` its revisions and "
+                               f"`vbdecl logs {name}` its last output; `vbdecl destroy --purge {name}` "
+                               "forgets it")
+    return StateError(f"environment {name!r} does not exist", hint=hint)
+
+
 def load_revision(name: str, number: int, state_dir: str | None = None) -> dict[str, Any]:
     """Revision ``number`` of ``name`` (with its plan); StateError if missing."""
     path = paths.revision_file(name, number, state_dir)

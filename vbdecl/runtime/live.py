@@ -1177,8 +1177,10 @@ def load_state(name: str, state_dir: str | None) -> dict[str, Any]:
     try:
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     except FileNotFoundError:
-        raise StateError(f"environment {name!r} does not exist",
-                         hint="vbdecl ls lists the environments; vbdecl apply FILE creates one") from None
+        from vbdecl.engine.store import absent
+
+        raise absent(name, state_dir,
+                     hint="vbdecl ls lists the environments; vbdecl apply FILE creates one") from None
     except OSError as exc:
         raise StateError(f"cannot read the state of {name}: {exc.strerror}", where=path) from None
     with open(fd, "rb") as f:

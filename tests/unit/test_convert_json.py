@@ -203,3 +203,23 @@ def test_to_bwrap_warns_of_a_dir_mode_bubblewrap_would_not_set(tmp_path: Path,
     assert (f"warning: {path}: environment web: dir /tmp: an earlier entry made it, and bubblewrap's --perms "
             "sets the mode only of a directory --dir creates") in err and "/new" not in err
     assert "dir /etc: an earlier entry made it" in err      # (a parent it made: a review)
+
+
+def test_bwrap_arguments_without_dashes_are_told_to_go_after_them(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(["convert", "--from-bwrap", *ARGS])
+    assert exc.value.code == 1
+    err = capsys.readouterr().err
+    assert "error: unknown option --ro-bind" in err
+    assert "hint: put bubblewrap's arguments after --: vbdecl convert --from-bwrap -- ARGS" in err
+
+
+def test_to_bwrap_refuses_arguments_after_the_manifest(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "env.yaml").write_text("apiVersion: vbdecl/v1\nkind: Environment\nmetadata: {name: web}\n"
+                                       "spec:\n  security: {seccomp: 'off'}\n")
+    for extra in (["--", "extra", "junk"], ["extra"]):
+        assert main(["convert", "--to-bwrap", str(tmp_path / "env.yaml"), *extra]) == 1
+        out, err = capsys.readouterr()
+        assert out == "" and "error: --to-bwrap takes only the manifest FILE, not extra" in err

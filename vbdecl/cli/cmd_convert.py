@@ -28,9 +28,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="with --from-bwrap: -- followed by bubblewrap's arguments")
 
 
+def extras_hint(args: argparse.Namespace, extras: list[str]) -> str | None:
+    """``convert --from-bwrap --ro-bind ...``: bubblewrap's options are not ours."""
+    if args.from_bwrap:
+        return "put bubblewrap's arguments after --: vbdecl convert --from-bwrap -- ARGS"
+    return None
+
+
 def run(args: argparse.Namespace) -> int:
     if args.seccomp_out and not args.to_bwrap:
         raise UsageError("--seccomp-out goes with --to-bwrap")
+    extra = args.args[1:] if args.args[:1] == ["--"] else args.args
+    if args.to_bwrap and extra:
+        raise UsageError(f"--to-bwrap takes only the manifest FILE, not {shlex.join(extra)}",
+                         hint="the command line printed runs the manifest's process.command: "
+                              "change that, or edit the printed command line")
     if args.from_bwrap:
         from vbdecl.vb.manifest import NotExpressible, document_to_manifest, render, vb_only
         from vbdecl.vb.parse import VbUsageError, parse, to_document

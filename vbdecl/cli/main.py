@@ -66,13 +66,13 @@ class _CommandParser(_Parser):
                          ) -> tuple[argparse.Namespace, list[str]]:
         parsed, extras = super().parse_known_args(args, namespace)
         if extras:
+            said = getattr(self, "extras_hint", None)
+            hint = said(parsed, extras) if said is not None else None
             options = [a for a in extras if a.startswith("-") and a != "-"]
             if options:
                 self.error(f"unknown option{'s' if len(options) > 1 else ''} {' '.join(options)} "
-                           f"(`{self.prog} --help` lists its options)")
-            said = getattr(self, "extras_hint", None)
-            self.error(f"unexpected argument{'s' if len(extras) > 1 else ''}: {' '.join(extras)}",
-                       said(parsed, extras) if said is not None else None)
+                           f"(`{self.prog} --help` lists its options)", hint)
+            self.error(f"unexpected argument{'s' if len(extras) > 1 else ''}: {' '.join(extras)}", hint)
         return parsed, extras
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -457,11 +458,14 @@ def test_a_limit_added_to_a_live_environment_shows_in_status_and_exec(env: dict[
 
 def test_a_pids_limit_too_small_to_start_says_so(env: dict[str, str], tmp_path: Path) -> None:
     """A limits review's finding: `pids: 1` failed a run with "BlockingIOError: [Errno 11]"
-    and no hint (an apply's process said "[Errno 11] Resource temporarily unavailable")."""
-    r = vbdecl(env, "run", manifest(tmp_path, "    pids: 1"), "--", "/bin/true")
+    and no hint (an apply's process said "[Errno 11] Resource temporarily unavailable").
+    A UX review: then with "fork failed (EAGAIN)", naming no key: now refused up front."""
+    m = manifest(tmp_path, "    pids: 1")
+    r = vbdecl(env, "run", m, "--", "/bin/true")
     assert r.returncode == 125
-    assert "fork failed (EAGAIN): its pids limit (limits.pids)" in r.stderr, r.stderr
-    assert "hint: limits.pids counts every process" in r.stderr and "Errno" not in r.stderr
+    assert re.search(rf"error: {re.escape(m)}:\d+:\d+: limits.pids 1 is too few for vbdecl run",
+                     r.stderr), r.stderr
+    assert "hint: set limits.pids to 2 or more" in r.stderr and "Errno" not in r.stderr
 
 
 @pytest.mark.skipif(not os.path.exists(PY3), reason="needs /usr/bin/python3")

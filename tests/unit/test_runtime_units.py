@@ -40,6 +40,21 @@ def test_fast_main_reports_usage_errors_with_125(capsys: pytest.CaptureFixture[s
     assert "vbdecl run takes a manifest FILE" in capsys.readouterr().err
 
 
+def test_run_refuses_a_pids_limit_its_process_cannot_start_under(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """A UX review: limits.pids: 1 validated, and run failed with the process's fork
+    (EAGAIN), naming no key of the manifest. Refused before anything is set up."""
+    monkeypatch.setenv("VBDECL_CACHE_DIR", str(tmp_path / "cache"))
+    m = tmp_path / "few.yaml"
+    m.write_text("apiVersion: vbdecl/v1\nkind: Environment\nmetadata: {name: few}\nspec:\n"
+                 "  limits:\n    pids: 1\n")
+    assert fast.main(["run", "--state-dir", str(tmp_path / "state"), str(m)]) == 125
+    err = capsys.readouterr().err
+    assert f"error: {m}:6:11: limits.pids 1 is too few for vbdecl run" in err
+    assert "hint: set limits.pids to 2 or more" in err
+    assert not (tmp_path / "state").exists()
+
+
 def test_build_env(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("KEEP", "1")
     monkeypatch.setenv("DROP", "2")
@@ -276,7 +291,7 @@ def test_run_prints_setup_warnings_on_stderr(monkeypatch: pytest.MonkeyPatch,
         return spawn.RunResult("vb-00000000")
 
     monkeypatch.setattr(spawn, "run_plan", fake_run_plan)
-    monkeypatch.setattr(fast, "load_plan", lambda *a, **k: {})
+    monkeypatch.setattr(fast, "load_plan", lambda *a, **k: {"spec": {"limits": {"pids": None}}})
     assert fast.run_file("m.yaml", command=None, name=None, state_dir=None, events_fd=None,
                          use_cache=True, debug=False) == 0
     assert capsys.readouterr() == ("", "vbdecl: warning: limits.pids not enforced: x\n")

@@ -483,8 +483,9 @@ def test_the_manifest_covers_proc_irq_and_bus_where_vb_does(args, uid, covered, 
 
 
 @pytest.mark.parametrize(("args", "message"), [
-    (["--limit-pids", "0"], "--limit-pids must be 1 to 4194304, not 0"),
-    (["--limit-pids", "99999999999"], "--limit-pids must be 1 to 4194304"),
+    (["--limit-pids", "0"], "--limit-pids must be 2 to 4194304 (the sandbox's pid 1 and"),
+    (["--limit-pids", "99999999999"], "--limit-pids must be 2 to 4194304"),
+    (["--limit-pids", "1"], "the command both count), not 1"),    # (it failed to fork: EAGAIN)
     (["--limit-cpu", "nan"], "--limit-cpu must be 0.01 to 4096 cores"),
     (["--limit-cpu", "-1"], "--limit-cpu must be 0.01 to 4096 cores"),
     (["--limit-memory", "0"], "--limit-memory must be above 0"),

@@ -71,7 +71,7 @@ def check_live_rules(plan: dict[str, Any], path: str) -> None:
         if p["level"] != "error":
             print(f"warning: {path}: {plan['name']}: {p['where']}: {p['message']}", file=sys.stderr)
     if errors:
-        at = [_key_where(plan, path, p["where"]) for p in errors]
+        at = [key_where(plan, path, p["where"]) for p in errors]
         more = "".join(f"\n  also {w}: {p['message']}" for w, p in zip(at[1:], errors[1:], strict=True))
         raise PlanError(f"{plan['name']}: {errors[0]['message']}{more}", where=at[0],
                         hint=errors[0].get("hint"))
@@ -93,7 +93,21 @@ def _limit_problems(limits: dict[str, Any]) -> list[dict[str, Any]]:
     return problems
 
 
-def _key_where(plan: dict[str, Any], path: str, dotted: str) -> str:
+def run_pids_error(plan: dict[str, Any], path: str) -> PlanError:
+    """``vbdecl run`` of a plan whose limits.pids is below RUN_PIDS_FLOOR: said at the
+    manifest's key before anything is set up, not as the process's fork failing."""
+    from vbdecl.errors import PlanError
+    from vbdecl.model.names import RUN_PIDS_FLOOR
+
+    pids = plan["spec"]["limits"]["pids"]
+    return PlanError(f"limits.pids {pids} is too few for vbdecl run: the sandbox's pid 1 and "
+                     f"the process both count ({RUN_PIDS_FLOOR} at least)",
+                     where=key_where(plan, path, "limits.pids"),
+                     hint=f"set limits.pids to {RUN_PIDS_FLOOR} or more, plus what the process runs "
+                          "(or leave it out for no limit)")
+
+
+def key_where(plan: dict[str, Any], path: str, dotted: str) -> str:
     """``file:line:col`` of ``spec.<dotted>`` in the file the plan was compiled from
     (``path`` alone for a manifest read from stdin or a pipe, which cannot be read
     again, and for a saved plan)."""

@@ -139,6 +139,13 @@ def _report(err: VbdeclError, debug: bool, floor: int, json_out: bool, code: int
 def run_file(path: str, *, command: list[str] | None, name: object, state_dir: str | None,
              events_fd: object, use_cache: bool, debug: bool, json_out: bool = False) -> int:
     plan = load_plan(path, name=str(name) if name else None, use_cache=use_cache)
+    pids = plan["spec"]["limits"]["pids"]  # type: ignore[index]
+    # (2: model.names.RUN_PIDS_FLOOR, which the run path does not import: every module
+    # costs each run's start-up)
+    if pids is not None and pids < 2:
+        from vbdecl.cli.cmd_plan import run_pids_error
+
+        raise run_pids_error(plan, path)
     from vbdecl.runtime.spawn import run_plan
 
     fds = [int(str(events_fd))] if events_fd is not None else None

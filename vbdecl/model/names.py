@@ -136,6 +136,10 @@ RLIM_INFINITY = -1  # resource.RLIM_INFINITY: "unlimited" in a manifest
 RLIM_MAX = 2**63 - 1
 # The kernel's PID_MAX_LIMIT on 64-bit: pids.max refuses anything above it.
 PID_MAX_LIMIT = 4 * 1024 * 1024
+# What limits.pids must allow for `vbdecl run` and vb: the sandbox's pid 1 and the
+# process both count (below it the process's fork fails with EAGAIN). A live
+# environment needs more (cli/cmd_plan.LIVE_PIDS_FLOOR).
+RUN_PIDS_FLOOR = 2
 
 NAMESPACES: tuple[str, ...] = ("user", "pid", "mount", "uts", "ipc", "net", "cgroup")
 

@@ -741,7 +741,7 @@ def to_document(o: VbOptions, *, uid: int | None = None, gid: int | None = None,
     limits: dict[str, Any] = {"memory": None, "memory_swap": None, "cpu": None, "cpu_weight": None,
                               "pids": None, "io_weight": None, "rlimits": {}, "optional": False}
     if o.limits:
-        from vbdecl.model.names import PID_MAX_LIMIT
+        from vbdecl.model.names import PID_MAX_LIMIT, RUN_PIDS_FLOOR
         from vbdecl.model.units import parse_size
 
         try:
@@ -758,8 +758,9 @@ def to_document(o: VbOptions, *, uid: int | None = None, gid: int | None = None,
             raise VbUsageError(f"--limit-memory must be above 0 and below 8Ei, not {o.limits['memory']}")
         if limits["cpu"] is not None and not 0.01 <= limits["cpu"] <= 4096:     # (NaN too)
             raise VbUsageError(f"--limit-cpu must be 0.01 to 4096 cores, not {o.limits['cpu']}")
-        if limits["pids"] is not None and not 1 <= limits["pids"] <= PID_MAX_LIMIT:
-            raise VbUsageError(f"--limit-pids must be 1 to {PID_MAX_LIMIT}, not {o.limits['pids']}")
+        if limits["pids"] is not None and not RUN_PIDS_FLOOR <= limits["pids"] <= PID_MAX_LIMIT:
+            raise VbUsageError(f"--limit-pids must be {RUN_PIDS_FLOOR} to {PID_MAX_LIMIT} (the sandbox's "
+                               f"pid 1 and the command both count), not {o.limits['pids']}")
 
     # bubblewrap (not setuid) sets up as uid 0 of a user namespace it creates when it
     # mounts a devpts (--dev), else as the sandbox's uid (vb: always the latter). Its

@@ -1131,6 +1131,10 @@ def _exits(tmp: Path) -> None:
         out = subprocess.run([*vb, "--json", "status", "ends"], env=env, capture_output=True, text=True)
         st = {r["id"]: r for r in json.loads(out.stdout)["resources"]}
         assert (st["process"]["status"], st["process"]["exit_code"]) == ("exited", 3), st["process"]
+        # a UX review: ls called an environment whose process ended "drifted"
+        (row,) = json.loads(subprocess.run([*vb, "--json", "ls"], env=env, capture_output=True,
+                                           text=True).stdout)
+        assert (row["status"], row["drift"]) == ("exited (3)", ["process"]), row
     finally:
         out = subprocess.run([*vb, "destroy", "ends", "-y"], env=env, capture_output=True, text=True, timeout=120)
         if caller is not None:

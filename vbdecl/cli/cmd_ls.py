@@ -53,7 +53,7 @@ def describe(name: str, state_dir: str, probe: bool) -> dict[str, Any] | None:
             drift = [c.id for c in changes.drift]
             row["drift"] = drift
             if drift:
-                row["status"] = "drifted"
+                row["status"] = ended(changes.drift, state) or "drifted"
         except Exception as exc:
             row["drift"] = None
             row["probe_error"] = str(exc)
@@ -61,6 +61,29 @@ def describe(name: str, state_dir: str, probe: bool) -> dict[str, Any] | None:
         return None
     row["updated"] = _mtime(paths.state_file(name, state_dir))
     return row
+
+
+def ended(drift: list[Any], state: dict[str, Any]) -> str | None:
+    """``exited (0)``, ``killed (SIGTERM)``: how the process ended, when its having
+    ended on its own is the only drift (a one-shot environment's, as designed);
+    None when there is other drift."""
+    from vbdecl.plan.diff import ENDS_ON_ITS_OWN
+    from vbdecl.runtime.live import read_exit
+
+    if len(drift) != 1 or drift[0].kind not in ENDS_ON_ITS_OWN or drift[0].symbol != "-":
+        return None
+    record = ((state.get("resources") or {}).get(drift[0].id) or {}).get("record")
+    code = (read_exit(record) or {}).get("exit_code")
+    if not isinstance(code, int):
+        return "exited"
+    if code > 128:
+        import signal
+
+        try:
+            return f"killed ({signal.Signals(code - 128).name})"
+        except ValueError:
+            pass
+    return f"exited ({code})"
 
 
 def _mtime(path: str) -> float | None:

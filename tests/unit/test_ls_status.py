@@ -1,0 +1,40 @@
+"""``vbdecl ls``: the STATUS of an environment whose process ended on its own."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from vbdecl.cli.cmd_ls import ended
+from vbdecl.plan.diff import Change
+
+
+def _state(tmp_path: Path, exit_code: int | None) -> dict[str, Any]:
+    log = tmp_path / "logs" / "process.log"
+    log.parent.mkdir(exist_ok=True)
+    if exit_code is not None:
+        (log.parent / "process.exit").write_text(json.dumps(
+            {"pid": 42, "start_time": 7, "exit_code": exit_code, "time": 1.0}))
+    record = {"pid": 42, "start_time": 7, "log": str(log)}
+    return {"resources": {"process": {"kind": "proc.main", "record": record}}}
+
+
+_EXITED = Change("-", "process", "proc.main", "exited", drift=True)
+
+
+@pytest.mark.parametrize(("code", "status"), [(0, "exited (0)"), (3, "exited (3)"),
+                                              (137, "killed (SIGKILL)"), (143, "killed (SIGTERM)"),
+                                              (None, "exited")])
+def test_a_process_that_ended_is_the_status_not_drifted(
+        tmp_path: Path, code: int | None, status: str) -> None:
+    """A UX review: hello's process exits 0, as designed, and ls called it "drifted"."""
+    assert ended([_EXITED], _state(tmp_path, code)) == status
+
+
+def test_other_drift_keeps_drifted(tmp_path: Path) -> None:
+    other = Change("~", "mount[/data]", "fs.bind", "changed outside vbdecl", drift=True)
+    assert ended([_EXITED, other], _state(tmp_path, 0)) is None
+    assert ended([other], _state(tmp_path, 0)) is None

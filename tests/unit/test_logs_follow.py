@@ -86,3 +86,33 @@ def test_logs_streams_the_log_and_its_tail(tmp_path: Path, monkeypatch: pytest.M
         assert live.logs("h3tail", state_dir=str(tmp_path), tail=tail) == 0
         data = out.buffer.getvalue()
         assert data.startswith(want) and data.count(b"\n") == (300000 if tail is None else 2)
+
+
+def test_ctrl_c_on_a_follow_exits_130_as_tail_does(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A UX review: Ctrl-C on `logs -f` exited 0, as if the process had ended."""
+    env = tmp_path / "envs" / "h3int"
+    (env / "logs").mkdir(parents=True)
+    (env / "state.json").write_text("{}")
+    (env / "logs" / "process.log").write_bytes(b"a\n")
+    monkeypatch.setattr(live, "load_state", lambda name, state_dir: {
+        "resources": {"process": {"record": {"pid": 1, "start_time": 0}}}})
+    monkeypatch.setattr(live, "env_record", lambda state: {})
+    monkeypatch.setattr(live, "env_alive", lambda record: True)
+    monkeypatch.setattr(live.sysproc, "alive", lambda pid, started=None, **kw: True)
+    monkeypatch.setattr(live.sys, "stdout", _Stdout())
+
+    def interrupted(seconds: float) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(live.time, "sleep", interrupted)
+    assert live.logs("h3int", state_dir=str(tmp_path), follow=True) == 130
+
+
+def test_a_negative_line_count_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    """A UX review: `logs -n -1 NAME` printed nothing and exited 0."""
+    from vbdecl.cli.main import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(["logs", "-n", "-1", "web"])
+    assert exc.value.code == 1
+    assert "argument -n/--tail: -1 lines: give 0 or more" in capsys.readouterr().err

@@ -1467,6 +1467,6 @@ def logs(name: str, *, state_dir: str | None = None, follow: bool = False, tail:
                     return 0
                 time.sleep(0.2)
         except KeyboardInterrupt:
-            return 0
+            return 130      # (as tail -f: a script can tell the follow was cut short)
     finally:
         f.close()     # (the one followed last)

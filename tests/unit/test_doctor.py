@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 
 import pytest
 
@@ -61,3 +62,16 @@ def test_controllers_a_user_may_not_write_are_not_called_missing(monkeypatch: py
     # root is not told to run as root (a review: a read-only cgroup mount)
     assert found["hint"].startswith("limits on memory, io cannot be enforced (memory: mounted read-only)") \
         is (os.geteuid() == 0)
+
+
+def test_nft_is_found_in_sbin_outside_the_users_path(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A UX review: doctor as a user (PATH without /usr/sbin) said "no nft binary"."""
+    import shutil
+
+    from vbdecl.sys import probe
+
+    if shutil.which("nft", path="/usr/sbin:/sbin") is None:
+        pytest.skip("no nft in /usr/sbin or /sbin here")
+    monkeypatch.setenv("PATH", str(tmp_path))
+    assert "nft at /" in probe.nftables()["detail"]

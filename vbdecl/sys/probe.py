@@ -168,7 +168,8 @@ def cgroups() -> dict[str, Any]:
 
 def nftables() -> dict[str, Any]:
     loaded = os.path.isdir("/sys/module/nf_tables")
-    nft = shutil.which("nft")
+    # (a user's PATH often lacks the sbin directories that hold it)
+    nft = shutil.which("nft") or shutil.which("nft", path="/usr/sbin:/sbin")
     pymod = os.path.exists("/usr/lib/python3/dist-packages/nftables")
     # (a module built into the kernel has no /sys/module entry unless it has parameters)
     detail = ", ".join(x for x in ("nf_tables loaded" if loaded else

@@ -49,6 +49,18 @@ def test_make_run_hello(env: dict[str, str]) -> None:
     assert r.stdout == "Hello from a vbdecl sandbox!\n"
 
 
+def test_the_build_manifest_fails_without_a_tree_to_build(env: dict[str, str], tmp_path: Path) -> None:
+    """A UX review: manifests/build.yaml said "build ok" where /src/vbdecl was missing."""
+    build = REPO / "manifests" / "build.yaml"
+    r = vbdecl(env, "run", str(build))
+    assert (r.returncode, r.stdout) == (0, "build ok\n"), r.stderr
+    (tmp_path / "m").mkdir()
+    elsewhere = tmp_path / "m" / "build.yaml"      # its tree (lower: [..]) is tmp_path
+    elsewhere.write_bytes(build.read_bytes())
+    r = vbdecl(env, "run", str(elsewhere))
+    assert r.returncode != 0 and "build ok" not in r.stdout and "/src/vbdecl" in r.stderr, r
+
+
 def test_run_command_override_and_exit_codes(env: dict[str, str], tmp_path: Path) -> None:
     m = manifest(tmp_path)
     r = vbdecl(env, "run", m, "--", "/bin/sh", "-c", "echo $$; exit 7")

@@ -42,6 +42,12 @@ def test_the_manifest_formats_own_example_validates(tmp_path: Path) -> None:
     example.write_text(re.findall(r"```yaml\n(.*?)```", text, re.S)[0])
     r = subprocess.run([sys.executable, "-m", "vbdecl", "validate", str(example)], capture_output=True, text=True)
     assert (r.returncode, r.stdout.strip()) == (0, f"{example}: ok (web)"), r.stderr
+    # (a UX review: its dev at /dev hid the dev-bind of /dev/fuse before it, and plan said so)
+    from vbdecl.cli.cmd_plan import cover_warnings
+    from vbdecl.model import load_normalized
+
+    (doc,) = load_normalized(str(example))
+    assert cover_warnings(doc) == []
 
 
 def test_memory_swap_is_documented_as_the_code_writes_it() -> None:

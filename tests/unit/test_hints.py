@@ -134,3 +134,30 @@ def test_file_and_bind_sources_are_checked_before_an_apply_changes_anything(tmp_
     assert File().preflight({"target": "/x", "source": str(tmp_path / "f")}) is None
     assert File().preflight({"target": "/x", "content": "x"}) is None
     assert File().preflight({"target": "/x", "fd": 3}) is None
+
+
+@pytest.mark.parametrize(("spec", "message", "hint"), [
+    ("process: {user: root}", "spec.process.user: expected an integer, got string 'root'",
+     "vbdecl reads no passwd file: give a numeric uid, such as user: 0"),
+    ("process: {group: wheel}", "spec.process.group: expected an integer", "reads no group file"),
+    ("process: {command: []}", "spec.process.command: needs at least 1 item(s), got 0",
+     "leave process.command out for /bin/sh, or name the program"),
+    ("limits: {cpu: 0}", "spec.limits.cpu: 0 is out of range: it must be >= 0.01",
+     "cpu is in CPUs (cores), e.g. 0.5; leave it out for no limit"),
+])
+def test_values_people_write_get_a_hint(spec: str, message: str, hint: str) -> None:
+    """A UX review: these errors came without a hint."""
+    from vbdecl.errors import ManifestError
+
+    with pytest.raises(ManifestError) as info:
+        load_text("apiVersion: vbdecl/v1\nkind: Environment\nmetadata: {name: hint}\nspec:\n  " + spec + "\n")
+    assert message in info.value.message and hint in (info.value.hint or ""), info.value
+
+
+def test_vb_suggests_the_size_unit_the_manifest_does() -> None:
+    """A UX review: `vb --limit-memory 64mb` said "unknown size unit 'mb'" alone; the
+    manifest's error says "did you mean 64M?"."""
+    from vbdecl.vb.parse import VbUsageError, parse, to_document
+
+    with pytest.raises(VbUsageError, match=r"--limit-memory: unknown size unit 'mb' in '64mb' \(did you mean 64M\?\)"):
+        to_document(parse(["--limit-memory", "64mb", "true"]))

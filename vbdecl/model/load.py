@@ -350,8 +350,24 @@ def _error_to_problem(err: Any, doc: Document, file: str) -> Problem:
         message = f"{field}: must be a finite number"
     else:
         message = f"{field}: {err['msg']}"
+    if hint is None:
+        hint = _VALUE_HINTS.get((field, "int" if etype.startswith("int_") else etype))
     where = _where(file, doc.positions, path, key=at_key, doc=doc)
     return Problem(where, message, hint)
+
+
+#: hints for values people write that a key does not take, by (key, pydantic error
+#: type; "int" for each int_* type)
+_VALUE_HINTS: dict[tuple[str, str], str] = {
+    ("spec.process.user", "int"):
+        "vbdecl reads no passwd file: give a numeric uid, such as user: 0",
+    ("spec.process.group", "int"):
+        "vbdecl reads no group file: give a numeric gid, such as group: 0",
+    ("spec.process.command", "too_short"):
+        "leave process.command out for /bin/sh, or name the program: [/bin/echo, hi]",
+    ("spec.limits.cpu", "greater_than_equal"):
+        "cpu is in CPUs (cores), e.g. 0.5; leave it out for no limit",
+}
 
 
 def _doc_problems(doc: Document, file: str) -> list[Problem]:

@@ -22,10 +22,11 @@ __all__ = [
 class UnitError(ValueError):
     """A value in one of the manifest's small languages is malformed."""
 
-    def __init__(self, message: str, hint: str | None = None) -> None:
+    def __init__(self, message: str, hint: str | None = None, suggestion: str | None = None) -> None:
         super().__init__(message)
         self.message = message
         self.hint = hint
+        self.suggestion = suggestion    # what was probably meant ("64M"), for vb's one-line errors
 
 
 _SIZE_UNITS: dict[str, int] = {
@@ -69,8 +70,9 @@ def parse_size(value: str | int) -> int:
                             f"write {number}Ki for {number} x 1024 bytes, or {number}k for {number} x 1000")
         close = [u for u in ("Ki", "Mi", "Gi", "Ti", "k", "M", "G", "T") if u.lower() == unit.lower()
                  or u.lower() == unit.lower().rstrip("b")]
-        hint = f"did you mean {number}{close[0]}? " if close else ""
-        raise UnitError(f"unknown size unit {unit!r} in {value!r}", hint + SIZE_HINT)
+        meant = f"{number}{close[0]}" if close else None
+        hint = f"did you mean {meant}? " if meant else ""
+        raise UnitError(f"unknown size unit {unit!r} in {value!r}", hint + SIZE_HINT, meant)
     if "." in number:
         size = int(float(number) * factor)
         if factor == 1 and float(number) != int(float(number)):

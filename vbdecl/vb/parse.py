@@ -742,11 +742,15 @@ def to_document(o: VbOptions, *, uid: int | None = None, gid: int | None = None,
                               "pids": None, "io_weight": None, "rlimits": {}, "optional": False}
     if o.limits:
         from vbdecl.model.names import PID_MAX_LIMIT, RUN_PIDS_FLOOR
-        from vbdecl.model.units import parse_size
+        from vbdecl.model.units import UnitError, parse_size
 
         try:
             if "memory" in o.limits:
                 limits["memory"] = parse_size(o.limits["memory"])
+        except UnitError as exc:
+            meant = f" (did you mean {exc.suggestion}?)" if exc.suggestion else ""
+            raise VbUsageError(f"--limit-memory: {exc.message}{meant}") from None
+        try:
             if "cpu" in o.limits:
                 limits["cpu"] = float(o.limits["cpu"])
             if "pids" in o.limits:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
@@ -746,3 +747,26 @@ def test_status_of_a_destroyed_environment_says_it_was_destroyed(
     assert "error: environment 'gone' was destroyed" in err
     for told in ("vbdecl ls -a", "vbdecl history gone", "vbdecl destroy --purge gone"):
         assert told in err
+
+
+def test_diff_raw_of_revisions_shows_modes_in_octal_and_no_secret_text(
+        env: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A UX review: `diff --raw NAME --from 1 --to 2` showed "mode": 420 and a
+    bind-data's text in full, which a plan never shows."""
+    m = env / "sec.yaml"
+    text = ("apiVersion: vbdecl/v1\nkind: Environment\nmetadata: {name: sec}\nspec:\n  filesystem:\n"
+            "    - {type: bind-data, target: /etc/token, content: TOKEN, mode: \"0640\"}\n"
+            "    - {type: file, target: /etc/motd, content: hello}\n")
+    m.write_text(text.replace("TOKEN", "s3cret-one"))
+    (p1,) = plans_for_file(str(m))
+    m.write_text(text.replace("TOKEN", "s3cret-two"))
+    (p2,) = plans_for_file(str(m))
+    revs = env / "state" / "envs" / "sec" / "revisions"
+    revs.mkdir(parents=True)
+    for n, plan in ((1, p1), (2, p2)):
+        (revs / f"{n}.json").write_text(json.dumps({"revision": n, "plan": plan}))
+    assert main(["diff", "sec", "--from", "1", "--to", "2", "--raw"]) == 0
+    out = capsys.readouterr().out
+    assert "s3cret" not in out and "hello" not in out
+    assert '"mode": "0640"' in out and '"bytes": 10,' in out
+    assert f'-          "sha256": "{hashlib.sha256(b"s3cret-one").hexdigest()}"' in out

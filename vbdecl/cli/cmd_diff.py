@@ -105,8 +105,27 @@ def _read(path: str, data: bytes | None = None) -> str:
 
 
 def _spec_text(plan: dict[str, Any]) -> str:
-    return json.dumps({"name": plan.get("name"), "labels": plan.get("labels"), "spec": plan.get("spec")},
-                      indent=2, sort_keys=True) + "\n"
+    shown = {"name": plan.get("name"), "labels": plan.get("labels"), "spec": _shown(plan.get("spec"))}
+    return json.dumps(shown, indent=2, sort_keys=True) + "\n"
+
+
+def _shown(value: Any, key: str = "", entry_type: Any = None) -> Any:
+    """A stored spec as --raw shows it: modes in octal, as a manifest writes them, and
+    the text of file and bind-data entries (and a seccomp profile's) as its size and
+    digest, as plans show it (it may be a secret, and diffs end up in CI logs)."""
+    if isinstance(value, dict):
+        return {k: _shown(v, str(k), value.get("type")) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_shown(v) for v in value]
+    if key == "mode" and isinstance(value, int) and not isinstance(value, bool):
+        return f"{value:04o}"
+    if isinstance(value, str) and (key == "profile_text"
+                                   or (key == "content" and entry_type in ("file", "bind-data"))):
+        import hashlib
+
+        data = value.encode()
+        return {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+    return value
 
 
 def _unified(a: str, b: str, name_a: str, name_b: str) -> list[str]:

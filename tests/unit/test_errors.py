@@ -106,6 +106,27 @@ def test_a_state_dir_that_is_a_file_is_a_usage_error_naming_it(tmp_path, monkeyp
     assert main(["ls"]) == 0      # a path that does not exist yet is fine
 
 
+def test_a_state_dir_behind_a_dangling_link_or_on_proc_is_an_error_not_a_bug(tmp_path, monkeypatch, capsys):
+    """A UX review: a state directory that is a link to a missing path (a disk not
+    mounted) crashed apply as "a bug in vbdecl" (FileExistsError), and /proc/x as
+    FileNotFoundError; ls said "no environments"."""
+    from vbdecl.cli.main import main
+    from vbdecl.engine import paths
+    from vbdecl.errors import StateError
+
+    (tmp_path / "dangling").symlink_to(tmp_path / "missing")
+    for given in ("dangling", "dangling/sub"):
+        assert main(["--state-dir", str(tmp_path / given), "ls"]) == 1
+        err = capsys.readouterr().err
+        assert f"is a symbolic link to {tmp_path / 'missing'}, which does not exist" in err, err
+        assert "bug" not in err, err
+    # where no --state-dir names it (the default, /var/lib/vbdecl, a link to a disk not mounted)
+    with pytest.raises(StateError, match=r"dangling is a symbolic link to .*missing, which does not exist"):
+        paths.ensure_dir(str(tmp_path / "dangling" / "envs" / "x"))
+    with pytest.raises(StateError, match="cannot make the directory /proc/vbdecl-x/envs: "):
+        paths.ensure_dir("/proc/vbdecl-x/envs")
+
+
 def test_an_interrupted_run_says_so(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
                                     tmp_path: Path) -> None:
     """A new-user review: `vbdecl run` interrupted during its setup exited 130 without

@@ -116,7 +116,9 @@ def acquire(path: str | os.PathLike[str], *, timeout: float = 0.0, what: str = "
     """
     path = Path(path)
     deadline = time.monotonic() + timeout
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    from vbdecl.engine.paths import ensure_dir
+
+    ensure_dir(str(path.parent))
     while True:
         try:
             fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)

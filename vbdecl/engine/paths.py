@@ -101,7 +101,7 @@ def check_state_root(override: str | os.PathLike[str] | None) -> None:
     if not given:
         return
     existing = os.path.normpath(given)
-    while not os.path.exists(existing):     # (makedirs makes what is missing)
+    while not os.path.lexists(existing):     # (makedirs makes what is missing)
         parent = os.path.dirname(existing) or "."
         if parent == existing:
             return
@@ -110,8 +110,11 @@ def check_state_root(override: str | os.PathLike[str] | None) -> None:
         return
     from vbdecl.errors import UsageError
 
-    why = "it is not a directory" if existing == os.path.normpath(given) else f"{existing} is not a directory"
-    raise UsageError(f"cannot use {given} as the state directory: {why}",
+    it = "it" if existing == os.path.normpath(given) else existing
+    if os.path.islink(existing) and not os.path.exists(existing):
+        raise UsageError(f"cannot use {given} as the state directory: {_dangling(existing, it)}",
+                         hint=_DANGLING_HINT)
+    raise UsageError(f"cannot use {given} as the state directory: {it} is not a directory",
                      hint="give --state-dir (or VBDECL_STATE_DIR) a directory, or a path where "
                           "vbdecl can make one")
 
@@ -185,5 +188,31 @@ def cache_dir() -> str:
 
 
 def ensure_dir(path: str, mode: int = 0o700) -> str:
-    os.makedirs(path, mode=mode, exist_ok=True)
+    """Make ``path`` (and what is missing above it). One that cannot be made is a
+    StateError that says why (a PermissionError stays one: the CLI words it with
+    :func:`permission_hint`)."""
+    try:
+        os.makedirs(path, mode=mode, exist_ok=True)
+    except PermissionError:
+        raise
+    except OSError as exc:
+        from vbdecl.errors import StateError
+
+        link = os.path.normpath(path)
+        while link != os.path.dirname(link) and not os.path.lexists(link):
+            link = os.path.dirname(link)
+        if os.path.islink(link) and not os.path.exists(link):
+            raise StateError(f"cannot make the directory {path}: {_dangling(link, link)}",
+                             hint=_DANGLING_HINT) from None
+        raise StateError(f"cannot make the directory {path}: {exc.strerror or exc}",
+                         hint="vbdecl keeps its state there: give --state-dir (or VBDECL_STATE_DIR) a "
+                              "directory on a filesystem it can write") from None
     return path
+
+
+_DANGLING_HINT = ("make the directory it points to (or mount the disk that holds it), or give "
+                  "--state-dir (or VBDECL_STATE_DIR) another directory")
+
+
+def _dangling(link: str, named: str) -> str:
+    return f"{named} is a symbolic link to {os.readlink(link)}, which does not exist"

@@ -78,6 +78,28 @@ def test_an_unknown_option_of_a_command_shows_that_commands_usage(
         assert f"vbdecl {argv[0]}: error: {wrong}" in err, err
 
 
+def test_a_usage_error_with_json_is_also_a_json_error_line(env: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A UX review: with --json, usage errors printed nothing on stdout, where every
+    other error of a --json command is its last line; a mistyped command gets a
+    suggestion."""
+    for argv, said in ((["--json", "aply", "x.yaml"], "invalid choice: 'aply'"),
+                       (["--json", "apply"], "the following arguments are required"),
+                       (["rollback", "web", "--to", "abc", "--json"], "invalid int value: 'abc'"),
+                       (["--json", "plan", "--bogus", str(env / "web.yaml")], "unknown option --bogus")):
+        with pytest.raises(SystemExit) as exc:
+            main(argv)
+        assert exc.value.code == 1, argv
+        out = capsys.readouterr().out
+        (line,) = [json.loads(x) for x in out.splitlines()]
+        assert line["event"] == "error" and said in line["error"]["message"], line
+        assert line["error"]["exit_code"] == 1
+        if argv[1] == "aply":
+            assert line["error"]["hint"].startswith("did you mean apply?"), line
+    with pytest.raises(SystemExit):
+        main(["aply", "x.yaml", "--", "--json"])     # (a command's argument, not ours)
+    assert capsys.readouterr().out == ""
+
+
 def test_plan_graph_and_diff_of_a_bad_path_say_what_is_wrong(env: Path, capsys: pytest.CaptureFixture[str]) -> None:
     missing = str(env / "missing.yaml")
     for argv in (["plan", missing], ["plan", "--no-cache", missing], ["graph", str(env)],

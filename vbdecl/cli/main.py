@@ -49,10 +49,21 @@ def add_common(parser: argparse.ArgumentParser) -> None:
 
 class _Parser(argparse.ArgumentParser):
     """argparse exits 2 on a usage error: vbdecl's 2 means "plan found changes"
-    (--detailed-exitcode), so a mistyped option must not look like it."""
+    (--detailed-exitcode), so a mistyped option must not look like it. With --json
+    anywhere among vbdecl's own arguments, the error is also the JSON line every
+    other error of a --json command is (a review found usage errors printed none)."""
+
+    json_errors = False
 
     def error(self, message: str, hint: str | None = None) -> NoReturn:
         self.print_usage(sys.stderr)
+        if hint is None and message.startswith("argument COMMAND: invalid choice: '"):
+            import difflib
+
+            close = difflib.get_close_matches(message.split("'")[1], [*COMMANDS, "vb"], n=1)
+            hint = (f"did you mean {close[0]}? " if close else "") + f"`{self.prog} --help` lists the commands"
+        if _Parser.json_errors:
+            print_json_error({"message": f"{self.prog}: {message}", "where": None, "hint": hint}, 1)
         self.exit(1, f"{self.prog}: error: {message}\n" + (f"  hint: {hint}\n" if hint else ""))
 
 
@@ -190,6 +201,7 @@ def report_error(err: BaseException, debug: bool, json_out: bool = False,
 
 def main(argv: list[str]) -> int:
     parser = build_parser()
+    _Parser.json_errors = "--json" in (argv[:argv.index("--")] if "--" in argv else argv)
     args = finish_args(parser.parse_args(argv))
     if not getattr(args, "_run", None):
         parser.print_help()

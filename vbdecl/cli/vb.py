@@ -98,7 +98,10 @@ vb extras (vbdecl manifest keys):
     --limit-cpu CORES            CPU limit in cores, e.g. 1.5 (limits.cpu)
     --limit-pids N               Maximum number of processes (limits.pids)
     --net-bridge NAME            Bridge networking on NAME with NAT (network.mode: bridge);
-                                 the subnet NAME serves if vbdecl made it, else 10.88.0.0/24
+                                 the subnet NAME serves if vbdecl made it, else 10.88.0.0/24;
+                                 its addresses are kept in vbdecl's state directory
+                                 ($VBDECL_STATE_DIR, else /var/lib/vbdecl for root and
+                                 $XDG_STATE_HOME/vbdecl for others)
     --print-manifest             Print the equivalent vbdecl manifest and exit
 """
 

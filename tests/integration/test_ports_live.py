@@ -192,8 +192,22 @@ def test_a_port_conflict_names_the_environment(tmp_path: Path) -> None:
         out = cli(state, "run", str(write(tmp_path, second, bridge, subnet, f'"{hp}:80/tcp"')), "--",
                   "/bin/true", check=False)
         assert out.returncode == 125, out.stdout + out.stderr
-        assert (f"host port {hp}/tcp is already published by environment {first} "
-                f"(instance {st['instance']}, pid {env['record']['pid']})") in out.stderr
+        holder = f"environment {first} (instance {st['instance']}, pid {env['record']['pid']})"
+        assert f"host port {hp}/tcp is already published by {holder}" in out.stderr
+        # plan says so, and apply refuses before any step (a UX review saw apply make the
+        # whole environment, fail at the port and roll 22 steps back)
+        second_m = write(tmp_path, second, bridge, subnet, f'"{hp}:80/tcp"')
+        out = cli(state, "plan", str(second_m), check=False)
+        assert out.returncode == 1, out.stdout + out.stderr
+        assert f"nat.port[{hp}/tcp]: host port {hp}/tcp is already published by {holder}" in out.stderr
+        out = cli(state, "apply", "-y", str(second_m), check=False)
+        assert out.returncode == 1 and "already published by" in out.stderr, out.stdout + out.stderr
+        assert "nothing was changed" in out.stderr and "reverted" not in out.stdout + out.stderr
+        assert cli(state, "ls").stdout.count(second) == 0
+        # its own port is no conflict
+        out = cli(state, "plan", "--detailed-exitcode", str(write(tmp_path, first, bridge, subnet, f'"{hp}:80/tcp"')),
+                  check=False)
+        assert out.returncode == 0, out.stdout + out.stderr
     finally:
         cli(state, "destroy", "-y", first, check=False)
 

@@ -753,7 +753,7 @@ def test_plan_warns_and_apply_refuses_a_caller_who_cannot_keep_a_live_environmen
 
     monkeypatch.setattr(Namespaces, "preflight", lambda self, params: "a live environment needs root")
     found = [Change("+", "env", "env.namespaces", action={"id": "env", "kind": "env.namespaces", "params": {}})]
-    assert source_problems(found) == []
+    assert source_problems(found, "web") == []
     assert capsys.readouterr().err == "warning: env: a live environment needs root\n"
 
 

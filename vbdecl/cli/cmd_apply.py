@@ -69,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
         # source) stops them all before the first one: a user review applied the first
         # environment of a file, then was told of the second's "nothing was changed".
         blocked = [(src.plan, src.path or args.target, problems) for src in sources_
-                   if (problems := source_problems(engine.changes(src.plan).changes))]
+                   if (problems := source_problems(engine.changes(src.plan).changes, src.plan["name"]))]
         if blocked:
             raise sources_error(blocked, what="no environment was applied")
     results: list[dict[str, Any]] = []

@@ -122,9 +122,10 @@ def key_where(plan: dict[str, Any], path: str, dotted: str) -> str:
     return key_where(path, int(source.get("document") or 0), ("spec", *keys))
 
 
-def source_problems(found: list[Any]) -> list[tuple[str, str]]:
-    """(action id, problem) for each change an apply would refuse before its first step
-    (Op.preflight: a missing bind or file source, overlay lower): the executor's own check, so that
+def source_problems(found: list[Any], name: str) -> list[tuple[str, str]]:
+    """(action id, problem) for each change of the environment ``name`` an apply would
+    refuse before its first step (Op.preflight: a missing bind or file source, overlay
+    lower; a port another environment publishes): the executor's own check, so that
     plan says what apply will. Reads the host as a probe does; changes nothing."""
     import sys
 
@@ -138,7 +139,7 @@ def source_problems(found: list[Any]) -> list[tuple[str, str]]:
             op = op_for(c.kind)
         except KeyError:    # (an op this vbdecl lacks: apply says so before any step)
             continue
-        problem = preflight_problem(op, c.action.get("params") or {})
+        problem = preflight_problem(op, c.action.get("params") or {}, name)
         if problem and getattr(op, "preflight_is_the_callers", False):
             # (about who runs vbdecl, not the plan: one may plan as a user, apply as root)
             from vbdecl.plan.fmt import action_id
@@ -422,7 +423,7 @@ def run(args: argparse.Namespace) -> int:
                              verbose=args.verbose)
         results.append((plan, state, found))
         # (what apply will refuse, read from the host as the drift is: not with --no-refresh)
-        problems = [] if args.no_refresh else [*source_problems(found),
+        problems = [] if args.no_refresh else [*source_problems(found, plan["name"]),
                                                    *bridge_conflicts(plan, state, args.state_dir)]
         if problems:
             blocked.append((plan, path, problems))

@@ -502,7 +502,7 @@ class Session:
                 continue
             if _step == "update" and not callable(getattr(op, "update", None)):
                 missing.setdefault(f"{kind} (update)", []).append(rid)
-            problem = preflight_problem(op, params) if _step != "destroy" else None
+            problem = preflight_problem(op, params, self.name) if _step != "destroy" else None
             if problem:
                 problems.append((rid, problem))
         if problems:

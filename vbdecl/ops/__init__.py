@@ -49,9 +49,12 @@ def op_for(kind: str) -> Op:
     return op
 
 
-def preflight_problem(op: Op, params: dict[str, Any]) -> str | None:
-    """Why ``op`` cannot make or update ``params``, as far as it can tell before anything
-    changes (Op.preflight: a missing bind or file source, overlay lower), or None. apply stops on it
-    before its first step; plan reports it."""
+def preflight_problem(op: Op, params: dict[str, Any], name: str | None = None) -> str | None:
+    """Why ``op`` cannot make or update ``params`` for the environment ``name``, as far as
+    it can tell before anything changes (Op.preflight: a missing bind or file source,
+    overlay lower; Op.conflict: what another environment holds, a published port), or
+    None. apply stops on it before its first step; plan reports it."""
     check = getattr(op, "preflight", None)
-    return check(params) if check is not None else None
+    problem = check(params) if check is not None else None
+    conflict = getattr(op, "conflict", None) if name is not None else None
+    return problem or (conflict(name, params) if conflict is not None else None)

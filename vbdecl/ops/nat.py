@@ -763,6 +763,41 @@ def _check_free(proto: str, port: int, host_ip: str | None, fams: list[str]) -> 
 
 
 class Port:
+    def conflict(self, name: str, params: Params) -> str | None:
+        """Who else publishes this host port now: apply's step would fail on it once the
+        environment was made (a UX review saw 22 steps rolled back), so plan and apply
+        say so before any step. Not the environment ``name`` itself (its replacement
+        frees the port first), nor an instance whose namespace is gone (apply collects
+        it). None when the table cannot be read: apply's step says what it finds."""
+        from vbdecl.engine.atomic import read_json
+        from vbdecl.sys import netlink
+        from vbdecl.sys.nft import Nft
+
+        proto, port = params.get("protocol") or "tcp", int(params["host"])
+        key = {"concat": [proto, port]}
+        try:
+            items = Nft().list_table(FAMILY, TABLE) or []
+        except Exception:
+            return None
+        holder = next((str(pair[0]["elem"].get("comment")) for m in _maps(items, "ports")
+                       for pair in m.get("elem") or []
+                       if isinstance(pair, list) and pair and isinstance(pair[0], dict)
+                       and "elem" in pair[0] and _elem_key(pair[0]) == key), None)
+        if holder is None:
+            return None
+        try:
+            info = (read_json(os.path.join(HOST_DIR, "nat.json")).get("instances") or {}).get(holder) or {}
+        except (OSError, ValueError, AttributeError):
+            info = {}
+        if info.get("name") == name and not info.get("run"):
+            return None
+        if info.get("pidns") == shared.pidns() and (not isinstance(info.get("pid"), int)
+                                                    or netlink.netns_id(info["pid"]) != info.get("netns")):
+            return None
+        return (f"host port {port}/{proto} is already published by {shared.describe(holder, info)}: "
+                "choose another host port (`vbdecl ls` shows the environments; a `vbdecl run` holds "
+                "its ports until it exits)")
+
     def describe(self, params: Params) -> str:
         where = f"{params['host_ip']}:" if params.get("host_ip") else ""
         return f"publish {where}{params['host']}/{params.get('protocol') or 'tcp'} -> {params['container']}"

@@ -19,9 +19,14 @@ class VbdeclError(Exception):
         self.message = message
         self.hint = hint
         self.where = where
+        # every problem of several found at once, the first the error's own (--json
+        # lists them all; the text names the others as "also ...")
+        self.problems: list[Problem] = []
 
     def __str__(self) -> str:
         text = f"{self.where}: {self.message}" if self.where else self.message
+        for p in self.problems[1:]:
+            text += f"\n  also {p.message}" if p.where in ("", self.where) else f"\n  also {p.where}: {p.message}"
         if self.hint:
             text += f"\n  hint: {self.hint}"
         return text

@@ -565,7 +565,17 @@ def test_plan_refuses_missing_bind_and_file_sources_as_apply_does(
     assert [p["name"] for p in doc["plans"]] == ["src", "src2"]
     assert doc["error"]["exit_code"] == 1 and doc["error"]["where"] == str(m)
     assert doc["error"]["message"].startswith(f"src: file[/tmp/app.conf]: file source {env}/app.conf")
+    # each problem in "problems", the hint only a hint (a UX review found the others in
+    # the message here and in the hint of apply's error)
+    assert [p["message"].split(": ")[:2] for p in doc["error"]["problems"]] == [
+        ["src", "file[/tmp/app.conf]"], ["src", "mount[/data]"],
+        ["src2", "file[/tmp/app.conf]"], ["src2", "mount[/data]"]]
+    assert "also" not in doc["error"]["message"] + doc["error"]["hint"]
     m.write_text(text)
+    assert main(["--json", "apply", "-y", str(m)]) == 1      # (before any step)
+    (line,) = [json.loads(x) for x in capsys.readouterr().out.splitlines() if '"event": "error"' in x]
+    assert line["error"]["hint"] == "nothing was changed"
+    assert [p["where"] for p in line["error"]["problems"]] == ["file[/tmp/app.conf]", "mount[/data]"]
     (env / "app.conf").write_text("x\n")
     (env / "srcdata").mkdir()
     assert main(["plan", "--no-cache", str(m)]) == 0, capsys.readouterr().err

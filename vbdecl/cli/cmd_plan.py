@@ -180,13 +180,14 @@ def sources_error(blocked: list[tuple[dict[str, Any], str, list[tuple[str, str]]
                   what: str = "apply would refuse it, changing nothing") -> PlanError:
     """One error for what apply would refuse: (plan, its file, [(action id, problem)])
     of every environment with such problems, the first one leading."""
-    from vbdecl.errors import PlanError
+    from vbdecl.errors import PlanError, Problem
 
-    lines = [f"{plan['name']}: {rid}: {problem}" for plan, _path, problems in blocked
+    found = [Problem(path, f"{plan['name']}: {rid}: {problem}") for plan, path, problems in blocked
              for rid, problem in problems]
-    more = "".join(f"\n  also {line}" for line in lines[1:])
-    return PlanError(f"{lines[0]}{more}", where=blocked[0][1],
-                     hint=f"{what}; fix the manifest or the host, then plan again")
+    err = PlanError(found[0].message, where=found[0].where,
+                    hint=f"{what}; fix the manifest or the host, then plan again")
+    err.problems = found
+    return err
 
 
 def network_warnings(plan: dict[str, Any]) -> list[dict[str, str]]:

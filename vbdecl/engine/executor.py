@@ -33,7 +33,7 @@ from vbdecl.engine import journal as journal_mod
 from vbdecl.engine import lock as lock_mod
 from vbdecl.engine.changes import Change, ChangeSet
 from vbdecl.engine.faults import Faults, crash_at, interrupt_at
-from vbdecl.errors import ActionError, StateError, VbdeclError
+from vbdecl.errors import ActionError, Problem, StateError, VbdeclError
 from vbdecl.ops import preflight_problem
 from vbdecl.ops.base import Context, Records
 
@@ -507,8 +507,9 @@ class Session:
                 problems.append((rid, problem))
         if problems:
             rid, first = problems[0]
-            more = "".join(f"\n  also {r}: {p}" for r, p in problems[1:])
-            raise ActionError(first, action=rid, hint=f"nothing was changed{more}")
+            err = ActionError(first, action=rid, hint="nothing was changed")
+            err.problems = [Problem(r, p) for r, p in problems]
+            raise err
         if missing:
             first = next(iter(missing.values()))[0]
             kinds = "; ".join(f"{k}: {', '.join(v[:3])}{' ...' if len(v) > 3 else ''}"

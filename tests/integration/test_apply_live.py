@@ -846,6 +846,63 @@ def test_a_log_chmod_ed_from_inside_is_ours_again_once_the_process_ends(tmp_path
     _run(body, tmp_path)
 
 
+def test_a_bind_made_ro_bind_is_read_only_in_place_also_for_what_the_process_holds(tmp_path: Path) -> None:
+    """A bind changed to a ro-bind was a new mount in place of the old: the running
+    process kept writing to the host through its cwd in the old one. The same mount
+    is made read-only now; a rollback gives the bind back as a new writable one."""
+
+    def body(tmp: Path) -> None:
+        sd, data = tmp / "state", tmp / "data"
+        data.mkdir()
+        m = tmp / "web.yaml"
+        loop = "cd /data; i=0; while :; do i=$((i+1)); echo $i > n; sleep 0.05; done"
+        base = _web(f"type: bind, source: {data}, target: /data", "type: tmpfs, target: /tmp").replace(
+            'command: ["/bin/sleep", "300"]', f'command: ["/bin/sh", "-c", "{loop}"]')
+        m.write_text(base)
+        assert _cli(sd, "apply", str(m), "-y").returncode == 0
+
+        def count() -> int:
+            deadline = time.monotonic() + 10
+            while not (data / "n").read_text().strip() if (data / "n").exists() else True:
+                assert time.monotonic() < deadline
+                time.sleep(0.02)
+            return int((data / "n").read_text())
+
+        def mount_id() -> int:
+            st = json.loads(_cli(sd, "status", "web", "--json").stdout)
+            return int(next(r for r in st["resources"] if r["id"] == "mount[/data]")["record"]["mount"]["id"])
+
+        first = count()
+        before = mount_id()
+        ro = base.replace("type: bind, source", "type: ro-bind, source")
+        m.write_text(ro)
+        plan = _cli(sd, "plan", str(m))
+        assert "~ mount[/data]  # bind -> ro-bind (made read-only in place)" in plan.stdout, plan.stdout
+        flipped = _cli(sd, "apply", str(m), "-y")
+        assert flipped.returncode == 0 and mount_id() == before, flipped.stdout + flipped.stderr
+        time.sleep(0.2)
+        stopped = count()
+        time.sleep(0.4)
+        assert count() == stopped > first, "the process still writes through its cwd"
+        said = _cli(sd, "logs", "web").stdout
+        assert "Read-only file system" in said, said
+        assert _cli(sd, "plan", "--detailed-exitcode", str(m)).returncode == 0
+        # a failed apply takes it back: a writable bind again
+        m.write_text(base + "    - {type: dir, target: /extra}\n")
+        failed = _cli(sd, "apply", str(m), "-y", VBDECL_FAULT="dir[/extra]")
+        assert failed.returncode == 1, failed.stdout + failed.stderr
+        m.write_text(ro)
+        assert _cli(sd, "plan", "--detailed-exitcode", str(m)).returncode == 0     # (as its last apply)
+        m.write_text(base)
+        out = _cli(sd, "plan", str(m))
+        assert "-/+ mount[/data]" in out.stdout, out.stdout     # (the way back is a new bind)
+        assert _cli(sd, "apply", str(m), "-y").returncode == 0
+        assert _cli(sd, "exec", "web", "--", "/bin/touch", "/data/w").returncode == 0
+        assert _cli(sd, "destroy", "web", "-y").returncode == 0
+
+    _run(body, tmp_path)
+
+
 def test_a_log_past_its_limit_on_a_full_disk_is_emptied_all_the_same(tmp_path: Path) -> None:
     """A review of the log cap: on a full disk the copy to process.log.1 failed, the log
     was not emptied, and the supervisor tried again each second, rewriting it. Now the

@@ -191,6 +191,17 @@ def test_a_renamed_environment_is_repaired_in_place_and_a_dead_one_replaced():
     assert _by_id(found)["env"].symbol == "-/+" and _by_id(found)["rootfs"].symbol == "-/+"
 
 
+def test_a_bind_made_read_only_is_an_update_and_the_way_back_a_replacement():
+    old = compile_doc(doc(filesystem=[fs("bind", "/data", source="/a")]))
+    for entry, symbol in ((fs("ro-bind", "/data", source="/a"), "~"), (fs("ro-bind", "/data", source="/b"), "-/+")):
+        found = _by_id(changes(compile_doc(doc(filesystem=[entry])), state_of(old)))
+        assert found["mount[/data]"].symbol == symbol, found["mount[/data]"].reason
+    assert found["mount[/data]"].reason.startswith("kind fs.bind -> fs.ro-bind")
+    ro = compile_doc(doc(filesystem=[fs("ro-bind", "/data", source="/a")]))
+    back = _by_id(changes(compile_doc(doc(filesystem=[fs("bind", "/data", source="/a")])), state_of(ro)))
+    assert back["mount[/data]"].symbol == "-/+"
+
+
 def test_change_json_shape():
     old = compile_doc(doc(**BASE))
     new = compile_doc(doc(**{**BASE, "limits": {"memory": 512 << 20}}))

@@ -796,6 +796,7 @@ class Session:
             return None
         old = intent["old"]
         if step == "update":
+            op = _op(old.get("kind") or kind)     # (bind -> ro-bind: the way back is a bind's)
             current = (self.res.get(rid) or {}).get("record") or old.get("record") or {}
             undo_from = getattr(op, "undo_from", None)
             if not landed and undo_from is not None and intent.get("before") is not None:

@@ -38,6 +38,7 @@ import errno
 import json
 import os
 import stat
+import time
 from typing import TYPE_CHECKING, Any
 
 from vbdecl.errors import RuntimeSetupError
@@ -832,6 +833,57 @@ class _BindMount(_Mount):
             return None
         return (f"bind source {source} does not exist: create it, or change the manifest "
                 "(optional: true binds it only when it exists)")
+
+
+    def update(self, ctx: Context, params: Params, record: Record) -> Record:
+        """A bind made read-only in place (bind -> ro-bind, the one change of a bind that
+        plan.diff updates): the same mount, recursively, so that the process loses its
+        write access through what it holds open too (its cwd, its fds), where a new
+        mount would leave it the old one. Anything else (a rollback's way back, which
+        must not make writable what the host mounted read-only below the source; a
+        mount that is not the recorded one; a file open for writing through it, which
+        makes the kernel refuse, EBUSY) is a new bind in place of the old."""
+        ident = _recorded_identity(record)
+        if self.read_only(params) and not record.get("ro") and ident is not None:
+            done = _in_env(ctx, _ReadOnlyJob(ident))
+            if done == "done":
+                return {**record, "ro": True}
+            if done == "busy":
+                ctx.notes.append(f"{params['target']} was mounted anew read-only, not made read-only in "
+                                 "place: a file is open for writing through it, and the process keeps "
+                                 "what it holds open of the old mount")
+        self.revert(ctx, record)
+        return self.apply(ctx, params)
+
+
+class _ReadOnlyJob(_Job):
+    """Make the recorded mount read-only, recursively (mount_setattr acts only on
+    mounts of the caller's mount namespace: the helper's root phase)."""
+
+    def __init__(self, ident: dict[str, Any]) -> None:
+        self.ident = ident
+
+    def root(self, b: Any) -> str:
+        from vbdecl.runtime.rootfs import _close, resolve
+        from vbdecl.sys import mount as m
+
+        fd = resolve(b.root_fd, str(self.ident["at"]), os.O_PATH, missing_ok=True)
+        try:
+            if fd < 0 or not m.is_mount_root(fd) or m.statx_fd(fd)[2] != self.ident["id"]:
+                return "moved"
+            # (a file open for writing through it, EBUSY: one written now and then is
+            # closed again in a moment)
+            for _ in range(50):
+                try:
+                    m.set_attrs(fd, m.MOUNT_ATTR_RDONLY, recursive=True)
+                    return "done"
+                except OSError as exc:
+                    if exc.errno != errno.EBUSY:
+                        raise
+                time.sleep(0.01)
+            return "busy"
+        finally:
+            _close(fd)
 
 
 class Bind(_BindMount):

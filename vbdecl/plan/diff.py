@@ -290,6 +290,10 @@ def changes(desired: dict[str, Any] | None, state: dict[str, Any] | None,
         if old.get("kind") != kind:
             level = REPLACE_ENV if a.get("replace") else REPLACE
             why = f"kind {old.get('kind')} -> {kind}"
+            if (old.get("kind"), kind) == ("fs.bind", "fs.ro-bind") and \
+                    not attr_diff({**(old.get("params") or {}), "type": None},
+                                  {**(a.get("params") or {}), "type": None}):
+                level, why = UPDATE, "bind -> ro-bind (made read-only in place)"
         else:
             wanted_params = a.get("params") or {}
             if "source_sha256" not in (old.get("params") or {}):

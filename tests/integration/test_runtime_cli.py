@@ -352,6 +352,13 @@ def test_run_with_json_ends_a_failure_with_its_json_error_line(env: dict[str, st
     r = vbdecl({**env, "VBDECL_FAULT": "cgroup.pids:revert"}, "--json", "run",
                manifest(tmp_path, "  limits: {pids: 32}"), "--", "/bin/sh", "-c", "exit 3")
     assert r.returncode == 3 and json.loads(r.stdout.splitlines()[-1])["error"]["exit_code"] == 3, r.stderr
+    # several teardown failures: still one error line, each failure in its problems
+    r = vbdecl({**env, "VBDECL_FAULT": "cgroup.pids:revert,cgroup.memory:revert"}, "--json", "run",
+               manifest(tmp_path, "  limits: {pids: 32, memory: 64Mi}"), "--", "/bin/sh", "-c", "exit 3")
+    errors = [json.loads(line) for line in r.stdout.splitlines() if line.startswith('{"event": "error"')]
+    assert r.returncode == 3 and len(errors) == 1, r.stdout + r.stderr
+    assert {p["where"] for p in errors[0]["error"]["problems"]} == {"cgroup.pids", "cgroup.memory"}, errors
+    assert r.stderr.count("error: ") == 2, r.stderr
 
 
 def test_a_failed_entry_says_why_in_words_not_pythons(env: dict[str, str], tmp_path: Path) -> None:

@@ -155,10 +155,18 @@ def run_file(path: str, *, command: list[str] | None, name: object, state_dir: s
                       state_dir=state_dir, on_event=_print_warnings, caller=CALLER,
                       ns_ids=False,   # only --events-fd and status.events show them
                       share_memory=True)
-    if result.error is not None:
-        _report(result.error, debug, 125, json_out, code=result.code)
-    for err in result.teardown_errors:    # (after the process ran, its code stays the run's)
-        _report(err, debug, 125, json_out, code=result.code)
+    # (after the process ran, its code stays the run's, teardown errors or not)
+    errors = [e for e in (result.error, *result.teardown_errors) if e is not None]
+    for err in errors:
+        _report(err, debug, 125, False, code=result.code)
+    if json_out and errors:     # one error line, every failure in its problems
+        from vbdecl.cli.jsonerr import error_json, print_json_error
+        from vbdecl.errors import Problem
+
+        about = error_json(errors[0])
+        if len(errors) > 1:
+            about["problems"] = [Problem(e.where or "", e.message, e.hint).to_json() for e in errors]
+        print_json_error(about, result.code)
     return result.code
 
 

@@ -302,6 +302,8 @@ def holder_main(cfg: ChildConfig, parent: int) -> NoReturn:
             _detach(cfg)
         elif cfg.die_with_parent:
             sysproc.set_pdeathsig(signals.SIGKILL, parent)
+        if any(key == "mount" for key, _ in cfg.joins):
+            load_setup_code(cfg)    # (a joined mount namespace's files are not ours: sealed once in)
         _enter_namespaces(cfg)
         send(cfg.c2p, MSG_UNSHARED)
         if cfg.await_go:

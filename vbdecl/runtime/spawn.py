@@ -690,7 +690,11 @@ def _run_holder(cfg: C.ChildConfig, pid: int, c2p_r: int, p2c_w: int, reports: i
             except VbdeclError as err:
                 error = err
             except OSError as err:
-                error = RuntimeSetupError(f"sandbox setup failed: {err}")
+                # (the child is gone, EPIPE on the "go" or ESRCH on its maps: what it said
+                # before it went is the error, not ours on the pipe)
+                said = _read_msg(c2p_r) if err.errno in (errno.EPIPE, errno.ESRCH) else None
+                error = _child_error(said[1]) if said is not None and said[0] == C.MSG_ERROR \
+                    else RuntimeSetupError(f"sandbox setup failed: {os.strerror(err.errno or 0) if err.errno else err}")
         if reports >= 0:
             os.close(reports)      # the janitor has it
             reports = -1

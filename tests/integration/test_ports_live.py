@@ -212,6 +212,35 @@ def test_a_port_conflict_names_the_environment(tmp_path: Path) -> None:
         cli(state, "destroy", "-y", first, check=False)
 
 
+def test_a_port_moved_between_environments_of_one_file_is_no_conflict(tmp_path: Path) -> None:
+    """A review of the check above: an environment taking the port another one, applied
+    before it from the same file, lets go was refused, by plan and apply both."""
+    state = tmp_path / "state"
+    bridge, subnet = f"vbt{uniq()}", rand_subnet()
+    hp = random.randint(20000, 32000)
+    first, second = f"pa{uniq()}", f"pb{uniq()}"
+
+    def both(first_ports: str, second_ports: str) -> Path:
+        path = tmp_path / "both.yaml"
+        path.write_text(write(tmp_path, first, bridge, subnet, first_ports).read_text() + "---\n"
+                        + write(tmp_path, second, bridge, subnet, second_ports).read_text())
+        return path
+
+    try:
+        cli(state, "apply", "-y", str(both(f'"{hp}:80/tcp"', "")))
+        moved = both("", f'"{hp}:80/tcp"')
+        out = cli(state, "plan", str(moved), check=False)
+        assert out.returncode == 0 and "already published" not in out.stderr, out.stdout + out.stderr
+        out = cli(state, "apply", "-y", str(moved), check=False)
+        assert out.returncode == 0, out.stdout + out.stderr
+        # the other way round the one applied first would take it while it is held
+        out = cli(state, "plan", str(both(f'"{hp}:80/tcp"', "")), check=False)
+        assert out.returncode == 1 and "already published by environment " + second in out.stderr, out.stderr
+    finally:
+        cli(state, "destroy", "-y", first, check=False)
+        cli(state, "destroy", "-y", second, check=False)
+
+
 def test_a_failed_port_update_puts_the_old_port_back(tmp_path: Path) -> None:
     """A network review: a host program listening on the port (allowed: the DNAT holds no
     socket) made an update of the port's container side fail, and its rollback too (the

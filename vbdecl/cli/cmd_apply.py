@@ -68,8 +68,9 @@ def run(args: argparse.Namespace) -> int:
         # What one environment's apply would refuse before its first step (a missing
         # source) stops them all before the first one: a user review applied the first
         # environment of a file, then was told of the second's "nothing was changed".
-        blocked = [(src.plan, src.path or args.target, problems) for src in sources_
-                   if (problems := source_problems(engine.changes(src.plan).changes, src.plan["name"]))]
+        blocked = [(src.plan, src.path or args.target, problems) for i, src in enumerate(sources_)
+                   if (problems := source_problems(engine.changes(src.plan).changes, src.plan["name"],
+                                                   [s.plan for s in sources_[:i]]))]
         if blocked:
             raise sources_error(blocked, what="no environment was applied")
     results: list[dict[str, Any]] = []

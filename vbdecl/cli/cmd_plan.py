@@ -122,11 +122,13 @@ def key_where(plan: dict[str, Any], path: str, dotted: str) -> str:
     return key_where(path, int(source.get("document") or 0), ("spec", *keys))
 
 
-def source_problems(found: list[Any], name: str) -> list[tuple[str, str]]:
+def source_problems(found: list[Any], name: str,
+                    before: list[dict[str, Any]] | None = None) -> list[tuple[str, str]]:
     """(action id, problem) for each change of the environment ``name`` an apply would
     refuse before its first step (Op.preflight: a missing bind or file source, overlay
-    lower; a port another environment publishes): the executor's own check, so that
-    plan says what apply will. Reads the host as a probe does; changes nothing."""
+    lower; a port another environment publishes, unless one of the plans applied
+    ``before`` it in the same command lets that port go): the executor's own check, so
+    that plan says what apply will. Reads the host as a probe does; changes nothing."""
     import sys
 
     from vbdecl.ops import op_for, preflight_problem
@@ -139,7 +141,9 @@ def source_problems(found: list[Any], name: str) -> list[tuple[str, str]]:
             op = op_for(c.kind)
         except KeyError:    # (an op this vbdecl lacks: apply says so before any step)
             continue
-        problem = preflight_problem(op, c.action.get("params") or {}, name)
+        params = c.action.get("params") or {}
+        releasing = [p["name"] for p in before or [] if c.id not in {a["id"] for a in p["actions"]}]
+        problem = preflight_problem(op, params, name, releasing)
         if problem and getattr(op, "preflight_is_the_callers", False):
             # (about who runs vbdecl, not the plan: one may plan as a user, apply as root)
             from vbdecl.plan.fmt import action_id
@@ -424,7 +428,8 @@ def run(args: argparse.Namespace) -> int:
                              verbose=args.verbose)
         results.append((plan, state, found))
         # (what apply will refuse, read from the host as the drift is: not with --no-refresh)
-        problems = [] if args.no_refresh else [*source_problems(found, plan["name"]),
+        problems = [] if args.no_refresh else [*source_problems(found, plan["name"],
+                                                                  [p for p, _s, _f in results[:-1]]),
                                                    *bridge_conflicts(plan, state, args.state_dir)]
         if problems:
             blocked.append((plan, path, problems))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:   # base imports dataclasses (and inspect): ~7 ms the run path does not need
+    from collections.abc import Collection
     from typing import Any
 
     from vbdecl.ops.base import Op
@@ -49,12 +50,14 @@ def op_for(kind: str) -> Op:
     return op
 
 
-def preflight_problem(op: Op, params: dict[str, Any], name: str | None = None) -> str | None:
+def preflight_problem(op: Op, params: dict[str, Any], name: str | None = None,
+                      releasing: Collection[str] = ()) -> str | None:
     """Why ``op`` cannot make or update ``params`` for the environment ``name``, as far as
     it can tell before anything changes (Op.preflight: a missing bind or file source,
-    overlay lower; Op.conflict: what another environment holds, a published port), or
-    None. apply stops on it before its first step; plan reports it."""
+    overlay lower; Op.conflict: what another environment holds, a published port, but
+    for those in ``releasing``, which let it go before), or None. apply stops on it
+    before its first step; plan reports it."""
     check = getattr(op, "preflight", None)
     problem = check(params) if check is not None else None
     conflict = getattr(op, "conflict", None) if name is not None else None
-    return problem or (conflict(name, params) if conflict is not None else None)
+    return problem or (conflict({name, *releasing}, params) if conflict is not None else None)

@@ -27,7 +27,7 @@ import contextlib
 import ipaddress
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from typing import Any
 
 from vbdecl.errors import ConflictError, SysError, VbdeclError
@@ -763,11 +763,12 @@ def _check_free(proto: str, port: int, host_ip: str | None, fams: list[str]) -> 
 
 
 class Port:
-    def conflict(self, name: str, params: Params) -> str | None:
+    def conflict(self, names: Collection[str], params: Params) -> str | None:
         """Who else publishes this host port now: apply's step would fail on it once the
         environment was made (a UX review saw 22 steps rolled back), so plan and apply
-        say so before any step. Not the environment ``name`` itself (its replacement
-        frees the port first), nor an instance whose namespace is gone (apply collects
+        say so before any step. Not an environment of ``names`` (the one applied: its
+        replacement frees the port first; those applied before it in the same command
+        that let the port go), nor an instance whose namespace is gone (apply collects
         it). None when the table cannot be read: apply's step says what it finds."""
         from vbdecl.engine.atomic import read_json
         from vbdecl.sys import netlink
@@ -789,7 +790,7 @@ class Port:
             info = (read_json(os.path.join(HOST_DIR, "nat.json")).get("instances") or {}).get(holder) or {}
         except (OSError, ValueError, AttributeError):
             info = {}
-        if info.get("name") == name and not info.get("run"):
+        if info.get("name") in names and not info.get("run"):
             return None
         if info.get("pidns") == shared.pidns() and (not isinstance(info.get("pid"), int)
                                                     or netlink.netns_id(info["pid"]) != info.get("netns")):

@@ -984,11 +984,10 @@ def test_a_joined_mount_namespace_need_not_show_vbdecls_files(env: dict[str, str
         assert (r.returncode, r.stdout) == (0, "ran\n"), r.stderr
         # with host actions (limits) or id maps to write, the holder waits for a "go"
         # and loaded its setup code once in (sealed there since: a review of the seal)
-        for extra in ("  limits: {memory: 256Mi}\n", "  namespaces: {user: true, mount: {join: %s}}\n" % ns):
+        joined = f"  namespaces: {{mount: {{join: {ns}}}}}\n"
+        for instead in ("  limits: {memory: 256Mi}\n" + joined, f"  namespaces: {{user: true, mount: {{join: {ns}}}}}\n"):
             other = tmp_path / "joins2.yaml"
-            other.write_text(m.read_text().replace(f"  namespaces: {{mount: {{join: {ns}}}}}\n", "")
-                             .replace("spec:\n", "spec:\n" + extra + ("" if "user" in extra else
-                                      f"  namespaces: {{mount: {{join: {ns}}}}}\n")))
+            other.write_text(m.read_text().replace(joined, instead))
             r = vbdecl(env, "run", str(other), "--", "/bin/echo", "ran")
             assert (r.returncode, r.stdout) == (0, "ran\n"), other.read_text() + r.stderr
         r = vbdecl(env, "apply", "-y", str(m))

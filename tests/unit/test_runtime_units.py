@@ -53,6 +53,11 @@ def test_run_refuses_a_pids_limit_its_process_cannot_start_under(
     assert f"error: {m}:6:11: limits.pids 1 is too few for vbdecl run" in err
     assert "hint: set limits.pids to 2 or more" in err
     assert not (tmp_path / "state").exists()
+    # the process as pid 1 itself (a review): no floor of 2
+    assert fast.too_few_pids(fast.load_plan(str(m), use_cache=False))
+    for extra in ("  process: {init: false}\n", "  namespaces: {pid: false}\n"):
+        m.write_text(m.read_text().split("  limits:")[0] + extra + "  limits:\n    pids: 1\n")
+        assert not fast.too_few_pids(fast.load_plan(str(m), use_cache=False)), extra
 
 
 def test_build_env(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -483,9 +483,10 @@ def test_the_manifest_covers_proc_irq_and_bus_where_vb_does(args, uid, covered, 
 
 
 @pytest.mark.parametrize(("args", "message"), [
-    (["--limit-pids", "0"], "--limit-pids must be 2 to 4194304 (the sandbox's pid 1 and"),
-    (["--limit-pids", "99999999999"], "--limit-pids must be 2 to 4194304"),
-    (["--limit-pids", "1"], "the command both count), not 1"),    # (it failed to fork: EAGAIN)
+    (["--unshare-pid", "--limit-pids", "0"], "--limit-pids must be 2 to 4194304 (the sandbox's pid 1 and"),
+    (["--limit-pids", "99999999999"], "--limit-pids must be 1 to 4194304"),
+    (["--limit-pids", "0"], "--limit-pids must be 1 to 4194304, not 0"),
+    (["--unshare-pid", "--limit-pids", "1"], "the command both count), not 1"),    # (its fork: EAGAIN)
     (["--limit-cpu", "nan"], "--limit-cpu must be 0.01 to 4096 cores"),
     (["--limit-cpu", "-1"], "--limit-cpu must be 0.01 to 4096 cores"),
     (["--limit-memory", "0"], "--limit-memory must be above 0"),
@@ -496,6 +497,13 @@ def test_vb_limits_have_the_manifests_bounds(args, message):
     with pytest.raises(VbUsageError) as info:
         doc(*args, "true")
     assert message in str(info.value)
+
+
+def test_one_pid_will_do_where_the_command_is_the_only_process():
+    """A review of the floor of 2: without a pid namespace (no pid 1 of vb's), or with
+    --as-pid-1, the command is alone in the count."""
+    for args in (["--limit-pids", "1"], ["--unshare-pid", "--as-pid-1", "--limit-pids", "1"]):
+        assert doc(*args, "true")["spec"]["limits"]["pids"] == 1
 
 
 @pytest.mark.parametrize(("name", "message"), [

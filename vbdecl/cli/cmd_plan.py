@@ -104,7 +104,8 @@ def run_pids_error(plan: dict[str, Any], path: str) -> PlanError:
                      f"the process both count ({RUN_PIDS_FLOOR} at least)",
                      where=key_where(plan, path, "limits.pids"),
                      hint=f"set limits.pids to {RUN_PIDS_FLOOR} or more, plus what the process runs "
-                          "(or leave it out for no limit)")
+                          "(or leave it out for no limit); with process.init: false the process "
+                          "is pid 1 itself, and 1 will do")
 
 
 def key_where(plan: dict[str, Any], path: str, dotted: str) -> str:

@@ -19,6 +19,10 @@ import sys
 
 from vbdecl.errors import UsageError, VbdeclError
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
 _FLAGS = ("--debug", "--json", "--no-cache")
 _VALUES = ("--state-dir", "--name", "--events-fd", "--cwd")
 
@@ -139,10 +143,7 @@ def _report(err: VbdeclError, debug: bool, floor: int, json_out: bool, code: int
 def run_file(path: str, *, command: list[str] | None, name: object, state_dir: str | None,
              events_fd: object, use_cache: bool, debug: bool, json_out: bool = False) -> int:
     plan = load_plan(path, name=str(name) if name else None, use_cache=use_cache)
-    pids = plan["spec"]["limits"]["pids"]  # type: ignore[index]
-    # (2: model.names.RUN_PIDS_FLOOR, which the run path does not import: every module
-    # costs each run's start-up)
-    if pids is not None and pids < 2:
+    if too_few_pids(plan):
         from vbdecl.cli.cmd_plan import run_pids_error
 
         raise run_pids_error(plan, path)
@@ -168,6 +169,17 @@ def run_file(path: str, *, command: list[str] | None, name: object, state_dir: s
             about["problems"] = [Problem(e.where or "", e.message, e.hint).to_json() for e in errors]
         print_json_error(about, result.code)
     return result.code
+
+
+def too_few_pids(plan: dict[str, Any]) -> bool:
+    """Whether limits.pids leaves the process no room beside vbdecl's pid 1 (with the
+    run's own pid namespace and process.init, the defaults): its fork would fail.
+    (2 is model.names.RUN_PIDS_FLOOR, which the run path does not import: every
+    module costs each run's start-up.)"""
+    spec = plan["spec"]
+    pids = spec["limits"]["pids"]
+    return bool(pids is not None and pids < 2 and spec["namespaces"]["pid"] is True
+                and spec["process"].get("init", True))
 
 
 def _print_warnings(event: dict[str, object]) -> None:

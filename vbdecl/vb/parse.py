@@ -762,9 +762,12 @@ def to_document(o: VbOptions, *, uid: int | None = None, gid: int | None = None,
             raise VbUsageError(f"--limit-memory must be above 0 and below 8Ei, not {o.limits['memory']}")
         if limits["cpu"] is not None and not 0.01 <= limits["cpu"] <= 4096:     # (NaN too)
             raise VbUsageError(f"--limit-cpu must be 0.01 to 4096 cores, not {o.limits['cpu']}")
-        if limits["pids"] is not None and not RUN_PIDS_FLOOR <= limits["pids"] <= PID_MAX_LIMIT:
-            raise VbUsageError(f"--limit-pids must be {RUN_PIDS_FLOOR} to {PID_MAX_LIMIT} (the sandbox's "
-                               f"pid 1 and the command both count), not {o.limits['pids']}")
+        # (with --unshare-pid, vb's pid 1 and the command both count; --as-pid-1 makes
+        # the command pid 1 itself)
+        floor = RUN_PIDS_FLOOR if o.unshare["pid"] and not o.as_pid_1 else 1
+        if limits["pids"] is not None and not floor <= limits["pids"] <= PID_MAX_LIMIT:
+            why = " (the sandbox's pid 1 and the command both count)" if floor > 1 else ""
+            raise VbUsageError(f"--limit-pids must be {floor} to {PID_MAX_LIMIT}{why}, not {o.limits['pids']}")
 
     # bubblewrap (not setuid) sets up as uid 0 of a user namespace it creates when it
     # mounts a devpts (--dev), else as the sandbox's uid (vb: always the latter). Its

@@ -797,8 +797,10 @@ def test_exec_never_runs_a_module_planted_in_the_environment(tmp_path: Path) -> 
         m = tmp / "web.yaml"
         m.write_text(_web())
         assert _cli(sd, "apply", str(m), "-y").returncode == 0
-        # `python -m vbdecl` imports from its cwd first, which setns takes to the root
-        plant = "echo 'open(\"/pwned\", \"w\").write(\"x\")' > /traceback.py"
+        # `python -m vbdecl` imports from its cwd first (sys.path[0]): the same path in
+        # the environment's root is root inside's to fill
+        here = os.getcwd()
+        plant = f"mkdir -p {here} && echo 'open(\"/pwned\", \"w\").write(\"x\")' > {here}/traceback.py"
         assert _cli(sd, "exec", "web", "--", "/bin/sh", "-c", plant).returncode == 0
         failed = _cli(sd, "exec", "--debug", "web", "--", "/nonexistent")
         assert failed.returncode == 127, failed.stderr

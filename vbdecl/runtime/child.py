@@ -727,10 +727,7 @@ def _build_root(cfg: ChildConfig, sec: Any, faults: frozenset[str]) -> None:
 
     try:
         setup_root(cfg.spec, contained=cfg.mount_new, report=report,   # (_enter_namespaces)
-                   faults=faults)
-        # in the new root, whose files (a rootfs image's) may hold a module where we would
-        # look for one: nothing more is imported (what is needed is, by preload)
-        sysproc.seal_imports()
+                   faults=faults)     # (sealed: rootfs._enter)
     finally:
         if cfg.report_fd >= 0:
             os.close(cfg.report_fd)     # the janitor's end of the build's reports

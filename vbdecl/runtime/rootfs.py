@@ -49,6 +49,7 @@ from vbdecl.errors import RuntimeSetupError, SysError
 from vbdecl.plan.ids import fs_action_ids
 from vbdecl.sys import mount as m
 from vbdecl.sys.caps import in_initial_user_ns
+from vbdecl.sys.proc import seal_imports
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -1681,6 +1682,10 @@ def _enter(pivoted: bool, base: str, root_path: str) -> None:
         try:
             os.chdir("/newroot")
             m.pivot_root(".", ".")
+            # In the new root, whose files (a rootfs image's) may hold a module where
+            # we would look for one, nothing more is imported, whatever happens next
+            # (what the rest needs is, by child.preload).
+            seal_imports()
             os.fchdir(stage_root)
         finally:
             _close(stage_root)
@@ -1691,6 +1696,7 @@ def _enter(pivoted: bool, base: str, root_path: str) -> None:
         m.mount(root_path, "/", None, m.MS_MOVE)
         m.umount2(base, m.MNT_DETACH)
         os.chroot(".")
+        seal_imports()      # (as above)
         os.chdir("/")
 
 

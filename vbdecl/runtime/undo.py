@@ -94,10 +94,13 @@ def warn(why: str) -> None:
 def _undo_inside(fds: dict[str, int], changes: dict[str, Any], root_path: str) -> list[str]:
     from vbdecl.runtime.rootfs import undo_host_changes
     from vbdecl.sys.ns import CLONE_NEWNS, CLONE_NEWUSER, setns, unshare
+    from vbdecl.sys.proc import seal_imports
 
     for name, flag in (("user", CLONE_NEWUSER), ("mnt", CLONE_NEWNS)):
         if name in fds:
             setns(fds[name], flag, what=f"the run's {name} namespace")
+            if name == "mnt":
+                seal_imports()      # (the run's root is its process's to fill)
             if name == "user":
                 try:        # root there, if mapped; the capabilities there do the rest
                     os.setgid(0)

@@ -70,7 +70,8 @@ def _history(tmp: Path) -> None:
     assert testops.host_tree(root) == {}
     assert _cli(sd, "ls").stdout.strip() == "no environments"
     out = _cli(sd, "status", "web")
-    assert out.returncode == 1 and "does not exist" in out.stderr
+    assert out.returncode == 1 and "environment 'web' was destroyed" in out.stderr, out.stderr
+    assert "vbdecl ls -a" in out.stderr
 
 
 def test_three_revisions_and_rollback(tmp_path: Path) -> None:

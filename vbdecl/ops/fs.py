@@ -834,7 +834,6 @@ class _BindMount(_Mount):
         return (f"bind source {source} does not exist: create it, or change the manifest "
                 "(optional: true binds it only when it exists)")
 
-
     def update(self, ctx: Context, params: Params, record: Record) -> Record:
         """A bind made read-only in place (bind -> ro-bind, the one change of a bind that
         plan.diff updates): the same mount, recursively, so that the process loses its

@@ -1324,6 +1324,8 @@ def exec_in(name: str, argv: list[str] | None, *, state_dir: str | None = None,
                 enter_cgroup_namespace(later, fresh=bool(cgroup_fds) and _own_cgroupns(spec))
             except VbdeclError as exc:
                 C.fail(c2p_w, 125, exc.message, exc.hint)
+            except BaseException as exc:    # (never back into the parent's code)
+                C.fail(c2p_w, 125, f"cannot enter {name}: {exc}")
             os.close(init_dir)
             if lock_fd >= 0:
                 os.close(lock_fd)

@@ -1189,7 +1189,7 @@ def _exits(tmp: Path) -> None:
         assert (follow.returncode, follow.stdout) == (0, "hello\nbye\n"), follow.stderr
         out = subprocess.run([*vb, "--json", "status", "ends"], env=env, capture_output=True, text=True)
         st = {r["id"]: r for r in json.loads(out.stdout)["resources"]}
-        assert (st["process"]["status"], st["process"]["exit_code"]) == ("exited", 3), st["process"]
+        assert (st["process"]["status"], st["process"]["exit_code"], st["process"]["signal"]) == ("exited", 3, None), st["process"]
         # a UX review: ls called an environment whose process ended "drifted"
         (row,) = json.loads(subprocess.run([*vb, "--json", "ls"], env=env, capture_output=True,
                                            text=True).stdout)

@@ -38,3 +38,16 @@ def test_other_drift_keeps_drifted(tmp_path: Path) -> None:
     other = Change("~", "mount[/data]", "fs.bind", "changed outside vbdecl", drift=True)
     assert ended([_EXITED, other], _state(tmp_path, 0)) is None
     assert ended([other], _state(tmp_path, 0)) is None
+
+
+@pytest.mark.parametrize(("record", "status"), [({"exit_code": 130, "signal": None}, "exited (130)"),
+                                                ({"exit_code": 130, "signal": 2}, "killed (SIGINT)"),
+                                                ({"exit_code": 130}, "killed (SIGINT)")])
+def test_the_exit_record_tells_an_exit_code_above_128_from_a_signal(
+        tmp_path: Path, record: dict[str, Any], status: str) -> None:
+    """A review: `exit 130` showed as killed (SIGINT). The supervisor records the signal
+    now (null for an exit); a record from before it still goes by the code."""
+    state = _state(tmp_path, None)
+    (tmp_path / "logs" / "process.exit").write_text(json.dumps({"pid": 42, "start_time": 7, "time": 1.0,
+                                                                 **record}))
+    assert ended([_EXITED], state) == status

@@ -68,21 +68,23 @@ def ended(drift: list[Any], state: dict[str, Any]) -> str | None:
     ended on its own is the only drift (a one-shot environment's, as designed);
     None when there is other drift."""
     from vbdecl.plan.diff import ENDS_ON_ITS_OWN
-    from vbdecl.runtime.live import read_exit
+    from vbdecl.runtime.live import killed_by, read_exit
 
     if len(drift) != 1 or drift[0].kind not in ENDS_ON_ITS_OWN or drift[0].symbol != "-":
         return None
     record = ((state.get("resources") or {}).get(drift[0].id) or {}).get("record")
-    code = (read_exit(record) or {}).get("exit_code")
+    ended = read_exit(record) or {}
+    code = ended.get("exit_code")
     if not isinstance(code, int):
         return "exited"
-    if code > 128:
+    sig = killed_by(ended)
+    if sig is not None:
         import signal
 
         try:
-            return f"killed ({signal.Signals(code - 128).name})"
+            return f"killed ({signal.Signals(sig).name})"
         except ValueError:
-            pass
+            return f"killed (signal {sig})"
     return f"exited ({code})"
 
 

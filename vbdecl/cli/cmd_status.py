@@ -19,7 +19,7 @@ def run(args: argparse.Namespace) -> int:
     from vbdecl.engine.executor import Engine
     from vbdecl.errors import StateError
     from vbdecl.plan.diff import ENDS_ON_ITS_OWN
-    from vbdecl.runtime.live import process_tree, read_exit
+    from vbdecl.runtime.live import killed_by, process_tree, read_exit
 
     state_dir = str(paths.state_root(args.state_dir))
     name = args.name
@@ -54,6 +54,7 @@ def run(args: argparse.Namespace) -> int:
             ended = read_exit(res.get("record"))
             if ended is not None:
                 entry["exit_code"] = ended.get("exit_code")
+                entry["signal"] = killed_by(ended)
                 entry["exited_at"] = ended.get("time")        # unix time, as in history
                 if isinstance(ended.get("oom_kills"), int):   # (while it ran; older records: none)
                     entry["oom_kills"] = ended["oom_kills"]
@@ -88,7 +89,8 @@ def run(args: argparse.Namespace) -> int:
         line = f"  {r['id'].ljust(width)}  {str(r['kind']).ljust(16)}  {r['status']}"
         if "exit_code" in r:
             code = r["exit_code"]
-            line += f" with code {code}" + (f" (signal {code - 128})" if isinstance(code, int) and code > 128 else "")
+            sig = r.get("signal")
+            line += f" with code {code}" + (f" (signal {sig})" if isinstance(sig, int) else "")
             # the kills while it ran, where its supervisor counted them; else the group's
             kills = r.get("oom_kills", oom_kills)
             if code == 137 and kills:

@@ -620,7 +620,7 @@ def start_process(*, env_record: dict[str, Any], spec: dict[str, Any], log_path:
     cgroups into the root cgroup of each hierarchy, :func:`_root_cgroup_procs`, so
     that it counts against none of the environment's limits; it keeps no privilege,
     :func:`_confine_supervisor`): it reaps the process, writes its
-    exit status to :func:`exit_file` (``{"pid", "start_time", "exit_code",
+    exit status to :func:`exit_file` (``{"pid", "start_time", "exit_code", "signal",
     "time"}``, and ``"oom_kills"``, the kills in the environment's memory cgroup
     ``memory_dir`` while the process ran; read by ``status`` and ``logs -f``) and,
     with ``status.events``,
@@ -898,10 +898,21 @@ def exit_file(log_path: str) -> str:
     return os.path.join(os.path.dirname(log_path), "process.exit")
 
 
+def killed_by(ended: dict[str, Any]) -> int | None:
+    """The signal that killed the process of an exit record (:func:`read_exit`), or
+    None when it exited; a record from before ``signal`` tells only by a code above 128."""
+    if "signal" in ended:
+        sig = ended["signal"]
+        return sig if isinstance(sig, int) else None
+    code = ended.get("exit_code")
+    return code - 128 if isinstance(code, int) and code > 128 else None
+
+
 def read_exit(record: dict[str, Any] | None) -> dict[str, Any] | None:
     """The exit the supervisor recorded for the process of ``record`` (a proc.main
-    record): ``{"pid", "start_time", "exit_code", "time"}``, or None (still running,
-    or no exit recorded for this very process)."""
+    record): ``{"pid", "start_time", "exit_code", "signal", "time"}`` (``signal``: what
+    killed it, or None; not in records from before it), or None (still running, or no
+    exit recorded for this very process)."""
     if not record or not record.get("log"):
         return None
     import json
@@ -1055,8 +1066,10 @@ def _supervise(child: int, host_pid: int, started: int | None, sink: Any, inodes
         oom_after = oom.read_counter(oom_fd)
         kills = (f', "oom_kills": {oom_after - oom_before}'
                  if oom_before is not None and oom_after is not None else "")
+        # the signal that killed it, or null: an exit code above 128 may be either
+        sig = os.WTERMSIG(status) if os.WIFSIGNALED(status) else "null"
         record = (f'{{"pid": {host_pid}, "start_time": {"null" if started is None else started}, '
-                  f'"exit_code": {code}{kills}, "time": {time.time():.3f}}}\n').encode()
+                  f'"exit_code": {code}, "signal": {sig}{kills}, "time": {time.time():.3f}}}\n').encode()
         try:
             os.pwrite(exit_fd, record, 0)
             os.ftruncate(exit_fd, len(record))

@@ -14,6 +14,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -137,3 +138,57 @@ def test_vb_pid1_with_every_capability_of_the_process_gains_nothing_through_it()
     assert out.returncode == 0, out.stderr
     seen = json.loads(out.stdout)
     assert (seen["nnp"], seen["bnd"], seen["prm"]) == ("1", CAP_KILL, CAP_KILL)
+
+
+def test_pid1_reads_and_writes_nothing_the_sandbox_planted_in_its_proc(tmp_path: Path) -> None:
+    """A review of vb as root: pid 1 wrote "-1000" to /proc/self/oom_score_adj after
+    it had entered the sandbox's root, following a link the root held there, over a
+    host file the process could not write (uid 1000's, the process without
+    capabilities); and it read /proc/sys/kernel/cap_last_cap there ("0": the
+    bounding set was not cut). pid 1 opens its oom_score_adj before the root is built,
+    and the kernel says which capabilities it knows."""
+    rootfs, data = tmp_path / "rootfs", tmp_path / "data"
+    (rootfs / "proc" / "self").mkdir(parents=True)
+    (rootfs / "proc" / "sys" / "kernel").mkdir(parents=True)
+    (rootfs / "proc" / "sys" / "kernel" / "cap_last_cap").write_text("0\n")
+    (rootfs / "proc" / "self" / "oom_score_adj").symlink_to("/data/victim")
+    data.mkdir()
+    victim = data / "victim"
+    victim.write_text("precious-content\n")
+    os.chown(victim, 1000, 1000)
+    info = os.open(os.devnull, os.O_WRONLY)
+    try:
+        # (--info-fd: pid 1 is forked, not vb's memory-sharing child)
+        out = subprocess.run([VB, "--bind", str(rootfs), "/", "--ro-bind", "/usr", "/usr",
+                              "--symlink", "usr/bin", "/bin", "--symlink", "usr/lib", "/lib",
+                              "--symlink", "usr/lib64", "/lib64", "--bind", str(data), "/data",
+                              "--cap-drop", "ALL", "--unshare-pid", "--info-fd", str(info),
+                              "/bin/sh", "-c", "cat /proc/self/status 2>/dev/null || echo no proc"],
+                             pass_fds=(info,), capture_output=True, text=True, timeout=60)
+    finally:
+        os.close(info)
+    assert out.returncode == 0, out.stderr
+    assert victim.read_text() == "precious-content\n"
+    # the process's bounding set in a user namespace (bubblewrap's cut), read from the host
+    # while it runs
+    proc = subprocess.Popen([VB, "--bind", str(rootfs), "/", "--ro-bind", "/usr", "/usr",
+                             "--symlink", "usr/bin", "/bin", "--symlink", "usr/lib", "/lib",
+                             "--symlink", "usr/lib64", "/lib64", "--unshare-user", "--cap-drop", "ALL",
+                             "--unshare-pid", "--die-with-parent", "--json-status-fd", "1", "/bin/sleep", "30"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    child = 0
+    try:
+        assert proc.stdout is not None
+        child = int(json.loads(proc.stdout.readline())["child-pid"])
+        sleeper = [int(p) for p in Path(f"/proc/{child}/task/{child}/children").read_text().split()]
+        (pid,) = sleeper or [child]
+        bounding = next(line.split()[1] for line in Path(f"/proc/{pid}/status").read_text().splitlines()
+                        if line.startswith("CapBnd:"))
+        assert int(bounding, 16) == 0, bounding
+    finally:
+        proc.kill()
+        proc.wait()
+        for _ in range(200):    # (--die-with-parent: the sandbox goes with vb)
+            if not child or not Path(f"/proc/{child}").exists():
+                break
+            time.sleep(0.01)

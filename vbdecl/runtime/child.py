@@ -109,6 +109,7 @@ class ChildConfig:
         "needs_root",
         "net_new",
         "new_flags",
+        "oom_adj_fd",
         "own_maps",
         "p2c",
         "pid_join",
@@ -158,6 +159,7 @@ class ChildConfig:
         # which each of the run's own processes goes back to once the one it forks is in
         # the environment's (_leave_memory_cgroup)
         self.memory_leave = -1
+        self.oom_adj_fd = -1          # pid 1's /proc/self/oom_score_adj, opened before its root
         # fds the first child puts on 0, 1 and 2 (-1: that one as it is): the caller's
         # terminal, /dev/null or directory, reopened behind a read-only mount
         # (spawn.guarded_stdio)
@@ -523,6 +525,7 @@ def _live_holder(cfg: ChildConfig) -> NoReturn:
         send(cfg.c2p, MSG_PID, struct.pack("=i", pid))
         os._exit(0)
     _live_title(cfg)
+    _open_oom_adj(cfg)
     _confine_init(cfg, 0)   # as init_main's: it only reaps
     send(cfg.c2p, MSG_PID, struct.pack("=i", os.getpid()))
     _live_init_go(cfg)
@@ -765,6 +768,7 @@ def init_main(cfg: ChildConfig, holder: int | None) -> NoReturn:
     try:
         if cfg.die_with_parent and holder is not None:
             sysproc.set_pdeathsig(signals.SIGKILL, holder)
+        _open_oom_adj(cfg)
         if cfg.live:
             _live_title(cfg)
             _confine_init(cfg, 0)   # it only reaps: processes enter from the host
@@ -791,7 +795,7 @@ def _become_init(cfg: ChildConfig, *, shares_memory: bool = False) -> None:
     capabilities only CAP_KILL, to forward signals to a process of another uid
     (see _confine_init). bubblewrap's pid 1 drops every capability (it forwards
     no signals)."""
-    sysproc.close_fds_except([cfg.lock_fd])     # our pipe to the parent too
+    sysproc.close_fds_except([cfg.lock_fd, cfg.oom_adj_fd])     # our pipe to the parent too
     sysproc.set_name("vbdecl-init")
     _confine_init(cfg, 1 << CAP_KILL, shares_memory=shares_memory)
 
@@ -810,7 +814,7 @@ def _confine_init(cfg: ChildConfig, mask: int, *, shares_memory: bool = False) -
     if not (cfg.user_new or any(key == "user" for key, _ in cfg.joins)):
         sysproc.set_dumpable(False)
     if not shares_memory:   # (the kernel would give vbdecl, which shares our memory, the same)
-        _spare_from_oom_killer()
+        _spare_from_oom_killer(cfg)
     syscaps.set_no_new_privs()
     effective, permitted, _ = syscaps.capget()
     if effective >> syscaps.CAP_SETPCAP & 1:
@@ -846,15 +850,26 @@ def _leave_memory_cgroup(cfg: ChildConfig) -> None:
         os.close(fd)
 
 
-def _spare_from_oom_killer() -> None:
+def _open_oom_adj(cfg: ChildConfig) -> None:
+    """Open pid 1's /proc/self/oom_score_adj while /proc is the host's, before the
+    sandbox's root is built: in that root, /proc is the sandbox's to make, and a
+    review had pid 1, still root, write "-1000" over a file a link there named."""
+    if cfg.oom_adj_fd < 0:
+        try:
+            cfg.oom_adj_fd = os.open("/proc/self/oom_score_adj", os.O_WRONLY | os.O_CLOEXEC)
+        except OSError:
+            pass
+
+
+def _spare_from_oom_killer(cfg: ChildConfig) -> None:
     """An init is the biggest process of a small memory cgroup (a Python process's
     memory, though not charged there), so the OOM killer took it, and the
     environment with it, for its workload's excess. Only once the process is
     spawned (it would inherit the setting); not where /proc or CAP_SYS_RESOURCE
-    is missing (then it stays as it was)."""
-    try:
-        fd = os.open("/proc/self/oom_score_adj", os.O_WRONLY | os.O_CLOEXEC)
-    except OSError:
+    is missing (then it stays as it was). Through the fd :func:`_open_oom_adj`
+    opened, never a path in the sandbox's root."""
+    fd, cfg.oom_adj_fd = cfg.oom_adj_fd, -1
+    if fd < 0:
         return
     try:
         os.write(fd, b"-1000")

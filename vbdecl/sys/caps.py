@@ -40,18 +40,16 @@ _last_cap: int | None = None
 
 
 def last_cap() -> int:
-    """The highest capability number the running kernel knows (read once)."""
+    """The highest capability number the running kernel knows (asked once), from the
+    kernel itself: PR_CAPBSET_READ refuses a number above it. Never from
+    /proc/sys/kernel/cap_last_cap, which in a sandbox's root is the sandbox's file (a
+    review planted "0" there, and the bounding set was not cut)."""
     global _last_cap
     if _last_cap is None:
-        try:
-            with open("/proc/sys/kernel/cap_last_cap") as f:
-                _last_cap = int(f.read())
-        except OSError:
-            # /proc may not be mounted inside a fresh root: probe the bounding set.
-            n = 0
-            while _raw_prctl(PR_CAPBSET_READ, n + 1) >= 0:
-                n += 1
-            _last_cap = n
+        n = 0
+        while _raw_prctl(PR_CAPBSET_READ, n + 1) >= 0:
+            n += 1
+        _last_cap = n
     return _last_cap
 
 

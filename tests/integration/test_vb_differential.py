@@ -823,3 +823,24 @@ def test_a_second_review_against_bubblewrap(tmp_path: Path) -> None:
             for tool in (BWRAP, VB)]
     assert said[0] == b"bwrap: Can't chdir to /x\xff: No such file or directory\n"
     assert said[1] == said[0].replace(b"bwrap: ", b"vb: ")
+
+
+def test_a_lock_file_is_no_link_nor_fifo_the_sandbox_left(tmp_path: Path) -> None:
+    """A security review: vb resolves --lock-file on the host (bubblewrap, inside the
+    sandbox), and a sandbox that could write the lock's directory left a link there to
+    a host file it cannot see, which the next run locked (blocking that file's writers
+    while it ran), or a FIFO, on which the next run hung. Neither is opened now."""
+    shared, host = tmp_path / "shared", tmp_path / "hostlock"
+    shared.mkdir()
+    host.touch()
+    plant = f"ln -s {host} {shared}/link && mkfifo {shared}/fifo && touch {shared}/real"
+    r = subprocess.run([VB, *BASE, "--bind", str(shared), str(shared), "/bin/sh", "-c", plant],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    for name, said in (("link", "Too many levels of symbolic links"), ("fifo", "Not a regular file")):
+        r = subprocess.run([VB, *BASE, "--lock-file", str(shared / name), "/bin/true"],
+                           capture_output=True, text=True, timeout=10)
+        assert (r.returncode, r.stderr) == (1, f"vb: Unable to open lock file {shared / name}: {said}\n")
+    r = subprocess.run([VB, *BASE, "--lock-file", str(shared / "real"), "/bin/true"],
+                       capture_output=True, text=True, timeout=10)
+    assert r.returncode == 0, r.stderr

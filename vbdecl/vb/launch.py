@@ -144,10 +144,18 @@ def _read_all(fd: int) -> bytes:
 
 
 def _posix_read_lock(path: str) -> int:
+    """A shared fcntl lock on the regular file at ``path``. vb resolves it on the host
+    (bubblewrap, inside the sandbox), where a sandbox that can write the lock's
+    directory could leave a link to a host file in its place, or a FIFO that would
+    hang the next run (a review): neither is followed or opened."""
     import fcntl
+    import stat
     import struct
 
-    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK)
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise OSError(22, "Not a regular file", path)     # (EINVAL; with the path: "Unable to open")
     try:
         fcntl.fcntl(fd, fcntl.F_SETLK, struct.pack("hhqqhh", fcntl.F_RDLCK, 0, 0, 0, 0, 0))
     except OSError as exc:

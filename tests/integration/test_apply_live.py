@@ -905,6 +905,39 @@ def test_a_bind_made_ro_bind_is_read_only_in_place_also_for_what_the_process_hol
     _run(body, tmp_path)
 
 
+def test_the_root_s_own_hosts_file_is_read_only_as_a_small_regular_file(tmp_path: Path) -> None:
+    """A security review: adding network.hosts to a live environment read its own
+    /etc/hosts with vbdecl's privileges: a link there to a file the process may not
+    read was copied into the new /etc/hosts, /dev/zero took the host's memory, a FIFO
+    hung the apply with the lock held. Only a regular file reached through no link
+    is taken; anything else starts from the default."""
+
+    def body(tmp: Path) -> None:
+        sd, data = tmp / "state", tmp / "data"
+        data.mkdir()
+        (data / "secret").write_text("TOP-SECRET\n")
+        os.chown(data / "secret", 1000, 1000)
+        (data / "secret").chmod(0o600)
+        m = tmp / "web.yaml"
+        entries = ("type: dir, target: /etc", f"type: bind, source: {data}, target: /data")
+        caps = "  security: {capabilities: {drop: [ALL]}}\n"
+        base = _web(*entries, spec=caps)
+        hosts = _web(*entries, spec=caps + "  network: {hosts: {db: 10.0.0.5}}\n")
+        for plant in ("ln -s /data/secret /etc/hosts", "mkfifo /etc/hosts", "ln -s /dev/zero /etc/hosts"):
+            m.write_text(base)
+            assert _cli(sd, "apply", str(m), "-y").returncode == 0
+            r = _cli(sd, "exec", "web", "--", "/bin/sh", "-c", f"rm -f /etc/hosts; {plant}")
+            assert r.returncode == 0, r.stderr
+            m.write_text(hosts)
+            r = _cli(sd, "apply", str(m), "-y")
+            assert r.returncode == 0, plant + r.stdout + r.stderr
+            seen = _cli(sd, "exec", "web", "--", "/bin/cat", "/etc/hosts").stdout
+            assert "10.0.0.5\tdb" in seen and "TOP-SECRET" not in seen, (plant, seen)
+            assert _cli(sd, "destroy", "web", "-y").returncode == 0
+
+    _run(body, tmp_path)
+
+
 def test_a_log_past_its_limit_on_a_full_disk_is_emptied_all_the_same(tmp_path: Path) -> None:
     """A review of the log cap: on a full disk the copy to process.log.1 failed, the log
     was not emptied, and the supervisor tried again each second, rewriting it. Now the

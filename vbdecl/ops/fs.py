@@ -1639,7 +1639,7 @@ class NetFiles(_FsOp):
         return {"mnt_ns": ino, **res}
 
     def _hosts_base(self, ctx: Context) -> str | None:
-        from vbdecl.runtime.rootfs import _close, _read_fd, resolve
+        from vbdecl.runtime.rootfs import _close, read_root_hosts
 
         root = _env_root_fd(ctx)
         if root is None:
@@ -1647,9 +1647,7 @@ class NetFiles(_FsOp):
         try:
             if _mounted(ctx, "/etc/hosts") is not None:
                 return None   # ours (an earlier apply): start from the default again
-            return _read_fd(resolve(root, "/etc/hosts", os.O_RDONLY)).decode()
-        except OSError:
-            return None
+            return read_root_hosts(root)
         finally:
             _close(root)
 

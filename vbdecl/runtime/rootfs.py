@@ -363,6 +363,34 @@ def _read_fd(fd: int) -> bytes:
         _close(fd)
 
 
+# The most of a root's own /etc/hosts that network.hosts entries are added to
+HOSTS_MAX = 1 << 20
+
+
+def read_root_hosts(root_fd: int) -> str | None:
+    """The /etc/hosts of the root at ``root_fd``, kept byte for byte whatever its
+    encoding, which network.hosts entries are added to; None where there is none to
+    take. The root is the sandbox's to fill, and this runs with vbdecl's privileges:
+    only a regular file of at most HOSTS_MAX bytes, reached through no link (a review
+    had a live environment's apply hang on a FIFO there while it held the lock, read
+    /dev/zero until the host ran out of memory, and copy in a file the process itself
+    could not read)."""
+    try:
+        fd = resolve(root_fd, "/etc/hosts", os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY, symlinks=False)
+    except OSError:
+        return None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or st.st_size > HOSTS_MAX:
+            return None
+        data = os.read(fd, HOSTS_MAX + 1)
+    except OSError:
+        return None
+    finally:
+        _close(fd)
+    return None if len(data) > HOSTS_MAX else data.decode("utf-8", "surrogateescape")
+
+
 def _write_all(fd: int, data: bytes) -> None:
     view = memoryview(data)
     while view:
@@ -1027,12 +1055,7 @@ class Builder:
             made.mounts.append(("/etc/hosts", self._staged_clone(base.encode(), 0o644, True), False))
 
     def root_hosts(self) -> str | None:
-        try:
-            # The rootfs's own /etc/hosts is kept byte for byte, whatever its encoding.
-            return _read_fd(resolve(self.root_fd, "/etc/hosts", os.O_RDONLY)).decode(
-                "utf-8", "surrogateescape")
-        except OSError:
-            return None
+        return read_root_hosts(self.root_fd)
 
     def net_files(self, p: dict[str, Any]) -> None:
         made = Made()

@@ -31,13 +31,16 @@ def sha256(data: bytes = b"") -> Any:
     return _new(data)
 
 
-def file_sha256(path: str) -> str | None:
-    """The hex SHA-256 of a file's content, or None when it cannot be read."""
+def file_sha256(path: str, *, limit: int | None = None) -> str | None:
+    """The hex SHA-256 of a file's content (of its first ``limit`` bytes, and one more
+    when there are: a file that grew while read differs), or None when it cannot be read."""
     digest = _new()
+    left = -1 if limit is None else limit + 1
     try:
         with open(path, "rb") as f:
-            while chunk := f.read(1 << 20):
+            while left and (chunk := f.read(1 << 20 if left < 0 else min(1 << 20, left))):
                 digest.update(chunk)
+                left = left - len(chunk) if left > 0 else left
     except OSError:
         return None
     return str(digest.hexdigest())

@@ -938,6 +938,28 @@ def test_the_root_s_own_hosts_file_is_read_only_as_a_small_regular_file(tmp_path
     _run(body, tmp_path)
 
 
+def test_a_file_grown_huge_inside_is_drift_without_being_read(tmp_path: Path) -> None:
+    """A security review: the process grew a file entry's file sparsely to 4 PiB, and
+    every status, plan and apply hashed all of it (apply with the lock held). A size
+    other than the one written is a changed content, not read."""
+
+    def body(tmp: Path) -> None:
+        sd = tmp / "state"
+        m = tmp / "web.yaml"
+        m.write_text(_web("type: dir, target: /etc", 'type: file, target: /etc/app.conf, content: "x=1\\n"'))
+        assert _cli(sd, "apply", str(m), "-y").returncode == 0
+        r = _cli(sd, "exec", "web", "--", "/bin/truncate", "-s", "4P", "/etc/app.conf")
+        assert r.returncode == 0, r.stderr
+        plan = _cli(sd, "plan", str(m))     # (a hash of it would outlast the timeout by months)
+        assert "content sha256:" in plan.stdout and f"-> ({4 << 50} bytes)" in plan.stdout, plan.stdout
+        assert _cli(sd, "apply", str(m), "-y").returncode == 0
+        assert _cli(sd, "exec", "web", "--", "/bin/cat", "/etc/app.conf").stdout == "x=1\n"
+        assert _cli(sd, "plan", "--detailed-exitcode", str(m)).returncode == 0
+        assert _cli(sd, "destroy", "web", "-y").returncode == 0
+
+    _run(body, tmp_path)
+
+
 def test_a_log_past_its_limit_on_a_full_disk_is_emptied_all_the_same(tmp_path: Path) -> None:
     """A review of the log cap: on a full disk the copy to process.log.1 failed, the log
     was not emptied, and the supervisor tried again each second, rewriting it. Now the

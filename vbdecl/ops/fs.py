@@ -1232,7 +1232,7 @@ class File(_PathOp):
         record = super().apply(ctx, params)
         seen = _file_now(ctx, params["target"], record, digest=False)
         if seen is not None and seen.get("dev") is not None:
-            record["dev"] = seen["dev"]
+            record["dev"], record["size"] = seen["dev"], seen["size"]
         return record
 
     def _record(self, params: Params, ino: int | None, created: list[str]) -> Record:
@@ -1298,8 +1298,12 @@ def _declared_sha256(params: Params) -> str | None:
 
 
 def _file_now(ctx: Context, target: str, record: Record, *, digest: bool = True) -> dict[str, Any] | None:
-    """The device, mode and content digest of the regular file at ``target`` in the
-    environment; its device None when something is mounted on the file itself."""
+    """The device, mode, size and content digest of the regular file at ``target`` in
+    the environment; its device None when something is mounted on the file itself.
+    A size other than the one written is a changed content without reading it: the
+    process may make the file as large as it likes (a review had a probe hash a
+    sparse 4 PiB file, with apply's lock held), so only a file of the size written is
+    hashed, and only that much of it."""
     from vbdecl.hashing import file_sha256
     from vbdecl.runtime.rootfs import _close
     from vbdecl.sys import mount as m
@@ -1313,11 +1317,15 @@ def _file_now(ctx: Context, target: str, record: Record, *, digest: bool = True)
         if not stat.S_ISREG(st.st_mode):
             return None
         seen: dict[str, Any] = {"dev": None if m.is_mount_root(path_fd) else st.st_dev,
-                                "mode": stat.S_IMODE(st.st_mode)}
+                                "mode": stat.S_IMODE(st.st_mode), "size": st.st_size}
         if not digest:
             return seen
+        written = record.get("size")
+        if isinstance(written, int) and st.st_size != written:
+            seen["content_sha256"] = f"size:{st.st_size}"
+            return seen
         # (read through the O_PATH fd: the name may be another file's by now)
-        digest_now = file_sha256(f"/proc/self/fd/{path_fd}")
+        digest_now = file_sha256(f"/proc/self/fd/{path_fd}", limit=written if isinstance(written, int) else None)
         if digest_now is not None:      # (else there, but unreadable to us: not "gone")
             seen["content_sha256"] = digest_now
         return seen

@@ -178,6 +178,8 @@ def _shown_value(kind: str, path: str, value: Any, params: dict[str, Any]) -> st
         return "missing" if value else "there now"
     if leaf == "covered_by" and kind in MOUNT_KINDS:
         return "nothing" if value is None else f"a {value} mount"
+    if leaf == "content_sha256" and isinstance(value, str) and value.startswith("size:"):
+        return f"({value[5:]} bytes)"      # (a file's size changed: not read, see ops.fs._file_now)
     if leaf in ("source_sha256", "content_sha256") and isinstance(value, str):
         return f"sha256:{value[:12]}"
     if _is_content(kind, path, value):

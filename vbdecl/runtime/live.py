@@ -1178,6 +1178,12 @@ def own_logs(log_path: str) -> None:
 
 # --- vbdecl exec / logs -------------------------------------------------------------
 
+def _copy(f: Any, out: Any) -> None:
+    """The rest of the log ``f`` to ``out``, a MiB at a time."""
+    while chunk := f.read(1 << 20):
+        out.write(chunk)
+
+
 def load_state(name: str, state_dir: str | None) -> dict[str, Any]:
     """The committed state of ``name``, through a marshal copy in the cache dir:
     exec would otherwise pay ~4 ms to import json (and re, enum) on every start.
@@ -1446,14 +1452,15 @@ def logs(name: str, *, state_dir: str | None = None, follow: bool = False, tail:
         # log was read whole, and split into lines for -n 10: 264 MB)
         if tail is not None:
             f.seek(_tail_start(f, tail))
-        while chunk := f.read(1 << 20):
-            out.write(chunk)
+        _copy(f, out)
         if not follow:
             out.end()
             return 0
         try:
             while True:
-                chunk = f.read()
+                # (in chunks: the process may grow its log sparsely by gigabytes at once,
+                # a review's follower ran out of memory reading it whole)
+                chunk = f.read(1 << 20)
                 if chunk:
                     out.write(chunk)
                     continue
@@ -1462,7 +1469,7 @@ def logs(name: str, *, state_dir: str | None = None, follow: bool = False, tail:
                     continue
                 newer = _reopened(path, f)
                 if newer is not None:   # a new instance's log (ours became process.log.1)
-                    out.write(f.read())
+                    _copy(f, out)
                     f.close()
                     f = newer
                     continue
@@ -1477,7 +1484,7 @@ def logs(name: str, *, state_dir: str | None = None, follow: bool = False, tail:
                 proc = ((state.get("resources") or {}).get("process") or {}).get("record")
                 if not env_alive(record) or (proc and not sysproc.alive(int(proc.get("pid") or 0),
                                                                         proc.get("start_time"))):
-                    out.write(f.read())
+                    _copy(f, out)
                     out.end()
                     return 0
                 time.sleep(0.2)

@@ -109,23 +109,21 @@ def _spec_text(plan: dict[str, Any]) -> str:
     return json.dumps(shown, indent=2, sort_keys=True) + "\n"
 
 
-def _shown(value: Any, key: str = "", entry_type: Any = None) -> Any:
+def _shown(value: Any, key: str = "", kind: str = "proc.main") -> Any:
     """A stored spec as --raw shows it: modes in octal, as a manifest writes them, and
-    the text of file and bind-data entries (and a seccomp profile's) as its size and
-    digest, as plans show it (it may be a secret, and diffs end up in CI logs)."""
+    secret text (file and bind-data content, a seccomp profile's) as plans show it
+    (plan.diff.json_value: diffs end up in CI logs). ``kind``: the action kind of the
+    filesystem entry ``value`` is in (outside one, the process's)."""
+    from vbdecl.plan.diff import json_value
+
     if isinstance(value, dict):
-        return {k: _shown(v, str(k), value.get("type")) for k, v in value.items()}
+        inner = f"fs.{value['type']}" if isinstance(value.get("type"), str) else kind
+        return {k: _shown(v, str(k), inner) for k, v in value.items()}
     if isinstance(value, list):
-        return [_shown(v) for v in value]
+        return [_shown(v, key, kind) for v in value]
     if key == "mode" and isinstance(value, int) and not isinstance(value, bool):
         return f"{value:04o}"
-    if isinstance(value, str) and (key == "profile_text"
-                                   or (key == "content" and entry_type in ("file", "bind-data"))):
-        import hashlib
-
-        data = value.encode()
-        return {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
-    return value
+    return json_value(kind, key, value)
 
 
 def _unified(a: str, b: str, name_a: str, name_b: str) -> list[str]:

@@ -135,6 +135,7 @@ def source_problems(found: list[Any], name: str,
     from vbdecl.ops import op_for, preflight_problem
 
     out = []
+    ids_before = [(p["name"], {a["id"] for a in p["actions"]}) for p in before or []]
     for c in found:
         if c.drift or c.symbol not in ("+", "~", "-/+") or c.action is None:
             continue
@@ -143,7 +144,7 @@ def source_problems(found: list[Any], name: str,
         except KeyError:    # (an op this vbdecl lacks: apply says so before any step)
             continue
         params = c.action.get("params") or {}
-        releasing = [p["name"] for p in before or [] if c.id not in {a["id"] for a in p["actions"]}]
+        releasing = [other for other, ids in ids_before if c.id not in ids]
         problem = preflight_problem(op, params, name, releasing)
         if problem and getattr(op, "preflight_is_the_callers", False):
             # (about who runs vbdecl, not the plan: one may plan as a user, apply as root)

@@ -100,13 +100,8 @@ def check_state_root(override: str | os.PathLike[str] | None) -> None:
     given = _overridden(override)
     if not given:
         return
-    existing = os.path.normpath(given)
-    while not os.path.lexists(existing):     # (makedirs makes what is missing)
-        parent = os.path.dirname(existing) or "."
-        if parent == existing:
-            return
-        existing = parent
-    if os.path.isdir(existing):
+    existing = _nearest(given)      # (makedirs makes what is missing)
+    if existing is None or os.path.isdir(existing):
         return
     from vbdecl.errors import UsageError
 
@@ -198,16 +193,26 @@ def ensure_dir(path: str, mode: int = 0o700) -> str:
     except OSError as exc:
         from vbdecl.errors import StateError
 
-        link = os.path.normpath(path)
-        while link != os.path.dirname(link) and not os.path.lexists(link):
-            link = os.path.dirname(link)
-        if os.path.islink(link) and not os.path.exists(link):
+        link = _nearest(path)
+        if link is not None and os.path.islink(link) and not os.path.exists(link):
             raise StateError(f"cannot make the directory {path}: {_dangling(link, link)}",
                              hint=_DANGLING_HINT) from None
         raise StateError(f"cannot make the directory {path}: {exc.strerror or exc}",
                          hint="vbdecl keeps its state there: give --state-dir (or VBDECL_STATE_DIR) a "
                               "directory on a filesystem it can write") from None
     return path
+
+
+def _nearest(path: str) -> str | None:
+    """``path``, or the nearest directory above it, that is there (a link to nothing
+    included); None if none is."""
+    existing = os.path.normpath(path)
+    while not os.path.lexists(existing):
+        parent = os.path.dirname(existing) or "."
+        if parent == existing:
+            return None
+        existing = parent
+    return existing
 
 
 _DANGLING_HINT = ("make the directory it points to (or mount the disk that holds it), or give "

@@ -324,18 +324,20 @@ def _holder(nft: Any, host: dict[str, Any], cmds: list[Cmd], instance: str) -> s
     wanted = [(body["element"]["name"], _elem_key(e[0]))
               for cmd in cmds for body in [cmd.get("create") or {}] if "element" in body
               for e in body["element"]["elem"]]
-    for item in nft.list_table(FAMILY, TABLE) or []:
-        m = item.get("map")
-        if not m:
-            continue
+    for name, key, other in _element_owners(nft.list_table(FAMILY, TABLE) or []):
+        if (name, key) in wanted and other != instance:
+            return shared.describe(other, (host.get("instances") or {}).get(other))
+    return None
+
+
+def _element_owners(items: list[dict[str, Any]]) -> Iterator[tuple[Any, Any, str]]:
+    """(map name, key, instance) of each map element of a table listing whose comment
+    names the instance that made it."""
+    for m in (item["map"] for item in items if item.get("map")):
         for pair in m.get("elem") or []:
             head = pair[0] if isinstance(pair, list) and pair else None
-            if not isinstance(head, dict) or "elem" not in head:
-                continue
-            other = head["elem"].get("comment")
-            if (m.get("name"), _elem_key(head)) in wanted and isinstance(other, str) and other != instance:
-                return shared.describe(other, (host.get("instances") or {}).get(other))
-    return None
+            if isinstance(head, dict) and "elem" in head and isinstance(head["elem"].get("comment"), str):
+                yield m.get("name"), _elem_key(head), head["elem"]["comment"]
 
 
 def _register(host: dict[str, Any], ctx: Context, key: str, families: list[str]) -> None:
@@ -780,10 +782,8 @@ class Port:
             items = Nft().list_table(FAMILY, TABLE) or []
         except Exception:
             return None
-        holder = next((str(pair[0]["elem"].get("comment")) for m in _maps(items, "ports")
-                       for pair in m.get("elem") or []
-                       if isinstance(pair, list) and pair and isinstance(pair[0], dict)
-                       and "elem" in pair[0] and _elem_key(pair[0]) == key), None)
+        holder = next((owner for name, found, owner in _element_owners(items)
+                       if name == "ports" and found == key), None)
         if holder is None:
             return None
         try:

@@ -92,7 +92,7 @@ class Change:
         return {
             "id": self.id, "symbol": self.symbol, "action": self.action_name, "kind": self.kind,
             "reason": self.reason, "drift": self.drift, "replaces_environment": self.replaces_env,
-            "attributes": [{"path": p, "before": _json_value(self.kind, p, b), "after": _json_value(self.kind, p, a)}
+            "attributes": [{"path": p, "before": json_value(self.kind, p, b), "after": json_value(self.kind, p, a)}
                            for p, b, a in self.attrs],
         }
 
@@ -108,7 +108,9 @@ def _is_content(kind: str, path: str, value: Any) -> bool:
                                        or (kind == "proc.main" and leaf == "profile_text"))
 
 
-def _json_value(kind: str, path: str, value: Any) -> Any:
+def json_value(kind: str, path: str, value: Any) -> Any:
+    """``value`` as --json shows it: a file's or bind-data's text, or a seccomp
+    profile's, as its size and digest (see _is_content)."""
     if _is_content(kind, path, value):
         data = value.encode()
         return {"bytes": len(data), "sha256": sha256(data).hexdigest()}

@@ -602,7 +602,7 @@ def _join(key: str, path: str, *, vb: bool = False) -> None:
     try:
         sysns.setns(fd, flag, what=f"{key} namespace {path}")
         if key == "mount":
-            sysproc.seal_imports()      # (another root: see _build_root)
+            sysproc.seal_imports()      # (another root: see rootfs._enter)
     except OSError as exc:
         if not vb or key not in _BWRAP_JOIN:
             raise

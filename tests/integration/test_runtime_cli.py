@@ -1026,3 +1026,31 @@ def test_a_run_writes_no_host_file_a_later_bind_shows_where_its_own_file_was(env
     r = vbdecl(env, "run", m, "--", "/bin/cat", "/data/y")
     assert (r.returncode, r.stdout) == (0, "B"), r.stderr
     assert sorted(p.name for p in hd.iterdir()) == ["x"]
+
+
+@pytest.mark.parametrize("key", ["events", "lock_file"])
+def test_status_files_are_not_reached_through_a_link_the_sandbox_could_make(
+        env: dict[str, str], tmp_path: Path, key: str) -> None:
+    """A review: status.events (appended) and status.lock_file (truncated) below the
+    source of a writable bind were opened through a directory on the way that an
+    earlier sandbox had replaced with a link, into a host directory of its choice.
+    No link below such a source is followed to them now; one above it still is."""
+    data, elsewhere = tmp_path / "data", tmp_path / "elsewhere"
+    data.mkdir()
+    elsewhere.mkdir()
+    (data / "st").symlink_to(elsewhere)         # what `ln -s` in the sandbox's /data made
+    mount = f"    - {{type: bind, source: {data}, target: /data}}"
+    m = manifest(tmp_path, f"{mount}\n  status: {{{key}: {data}/st/file}}", name=f"st-{key.replace('_', '')}")
+    r = vbdecl(env, "run", m, "--", "/bin/true")
+    assert r.returncode == 125, r.stderr
+    assert "symlink 'st'" in r.stderr and "may write" in r.stderr, r.stderr
+    assert list(elsewhere.iterdir()) == []
+    # a link above the source is the host's own, and is followed
+    (data / "st").unlink()
+    (data / "st").mkdir()
+    (tmp_path / "alias").symlink_to(data)
+    m = manifest(tmp_path, f"{mount}\n  status: {{{key}: {tmp_path}/alias/st/file}}",
+                 name=f"st-{key.replace('_', '')}")
+    r = vbdecl(env, "run", m, "--", "/bin/true")
+    assert r.returncode == 0, r.stderr
+    assert (data / "st" / "file").exists()

@@ -21,7 +21,10 @@ if TYPE_CHECKING:
 
 class EventSink:
     def __init__(self, *, path: str | None = None, fds: list[int] | None = None,
-                 callback: Callback | None = None, ns_ids: bool = True) -> None:
+                 callback: Callback | None = None, ns_ids: bool = True,
+                 beside: list[str] | None = None) -> None:
+        """``path``: the ``status.events`` file; ``beside``: the host directories the
+        sandbox may write (sandbox_writable), where no symlink is followed to it."""
         self.callback = callback
         self.fds: list[int] = [_writable(fd) for fd in fds or []]
         self._names = {fd: f"events fd {fd}" for fd in self.fds}     # for a warning
@@ -32,15 +35,17 @@ class EventSink:
         self._own: list[int] = []
         self.history: list[Event] = []
         if path:
-            try:     # (not through a symlink: the sandbox may write where the file is)
-                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC | os.O_NOFOLLOW,
-                             0o644)
+            from vbdecl.runtime.rootfs import open_status_file
+
+            try:     # (no symlink the sandbox may have made: see open_status_file)
+                fd = open_status_file(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, beside or [])
             except OSError as exc:
                 from vbdecl.errors import RuntimeSetupError
 
                 raise RuntimeSetupError(f"cannot open the events file {path}: {exc.strerror}",
-                                        hint="status.events must be in a writable directory, "
-                                             "and not a symlink") from None
+                                        hint=getattr(exc, "hint", None)
+                                        or "status.events must be in a writable directory, "
+                                           "and not a symlink") from None
             self._own.append(fd)
             self.fds.append(fd)
             self._names[fd] = f"the events file {path}"

@@ -64,8 +64,9 @@ def start_env(*, spec: dict[str, Any], instance: str, runtime_dir: str,
     status = spec.get("status") or {}
     if status.get("lock_file"):
         from vbdecl.runtime.lock import acquire
+        from vbdecl.runtime.rootfs import sandbox_writable
 
-        lock_fd = acquire(status["lock_file"])
+        lock_fd = acquire(status["lock_file"], sandbox_writable(spec))
         cfg.lock_fd = lock_fd
     cfg.keep_fds = []
     os.makedirs(os.path.join(runtime_dir, "ns"), mode=0o700, exist_ok=True)
@@ -639,7 +640,12 @@ def start_process(*, env_record: dict[str, Any], spec: dict[str, Any], log_path:
     os.makedirs(os.path.dirname(log_path), mode=0o700, exist_ok=True)
     own_logs(log_path)      # (kept from a process before, which may have chmod-ed them)
     events_path = (spec.get("status") or {}).get("events")
-    sink = EventSink(path=events_path) if events_path else None
+    if events_path:
+        from vbdecl.runtime.rootfs import sandbox_writable
+
+        sink: EventSink | None = EventSink(path=events_path, beside=sandbox_writable(spec))
+    else:
+        sink = None
     marker = _begin_log(log_path, str(env_record.get("instance") or ""))
     log_fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
     if marker:

@@ -9,20 +9,23 @@ import os
 from vbdecl.errors import LockedError, RuntimeSetupError
 
 
-def acquire(path: str) -> int:
+def acquire(path: str, beside: list[str] | None = None) -> int:
     """Open (creating) ``path`` and take an exclusive non-blocking flock; return the fd.
 
     The fd is close-on-exec: the lock is held by vbdecl and the sandbox's
     init (which inherit it across fork) and released when all of them exit.
+    ``beside``: the host directories the sandbox may write (sandbox_writable).
     """
+    from vbdecl.runtime.rootfs import open_status_file
+
     try:
-        # not through a symlink: the sandbox may write where the file is, and would get
-        # vbdecl to truncate whatever a link it put there names
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o644)
+        # no symlink the sandbox may have made: it would get vbdecl to truncate what it names
+        fd = open_status_file(path, os.O_RDWR | os.O_CREAT, beside or [])
     except OSError as exc:
         raise RuntimeSetupError(f"cannot open the lock file {path}: {exc.strerror}",
-                                hint="status.lock_file must be in a writable directory, and "
-                                     "not a symlink") from None
+                                hint=getattr(exc, "hint", None)
+                                or "status.lock_file must be in a writable directory, and "
+                                   "not a symlink") from None
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError as exc:

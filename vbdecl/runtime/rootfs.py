@@ -1667,6 +1667,24 @@ def sandbox_writable(spec: dict[str, Any]) -> list[str]:
     return sorted({os.path.normpath(p) for p in found if p and p.startswith("/")}, key=len)
 
 
+def open_status_file(path: str, flags: int, beside: list[str]) -> int:
+    """Open the host file ``path`` (``status.lock_file``, ``status.events``) for
+    vbdecl, creating it 0644: not through a symlink at its own name, nor through one
+    on the way below a host directory of ``beside`` (sandbox_writable: the sandbox
+    there may have replaced a directory on the way with a link to where it wants
+    vbdecl to write)."""
+    host = os.open("/", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        return resolve(host, path, flags | os.O_CLOEXEC, follow=False, mode=0o644,
+                       fence=fence_of(host, beside))
+    except OSError as exc:
+        if hasattr(exc, "fenced") or not exc.errno:
+            raise
+        raise OSError(exc.errno, os.strerror(exc.errno), path) from None   # (no openat2 hint)
+    finally:
+        _close(host)
+
+
 def merge_change_reports(reports: list[dict[str, Any]]) -> tuple[str, dict[str, Any] | None]:
     """The root and what to undo (undo_host_changes) from _ChangeReports' reports."""
     root = "/"

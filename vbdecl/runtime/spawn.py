@@ -520,12 +520,18 @@ def run_spec(spec: dict[str, Any], *, name: str = "sandbox", actions: list[dict[
     try:
         # (the caller's event fds are checked before vbdecl opens anything: a closed one's
         # number would be the next file's, the lock file's, say)
-        sink = EventSink(path=status.get("events"), fds=event_fds, callback=on_event, ns_ids=ns_ids)
+        beside = None   # the host directories the sandbox may write: no link there is followed
+        if status.get("events") or status.get("lock_file"):
+            from vbdecl.runtime.rootfs import sandbox_writable
+
+            beside = sandbox_writable(spec)
+        sink = EventSink(path=status.get("events"), fds=event_fds, callback=on_event, ns_ids=ns_ids,
+                         beside=beside)
         result.events = sink.history
         if status.get("lock_file"):
             from vbdecl.runtime.lock import acquire
 
-            lock_fd = acquire(status["lock_file"])
+            lock_fd = acquire(status["lock_file"], beside)
         spec = C._security().load_host_files(spec)
         cfg = _config(spec, nsd, instance, argv)
         cfg.lock_fd = lock_fd

@@ -255,6 +255,22 @@ spec:
     _run(body, tmp_path)
 
 
+def _applied_process(sd: Path, m: Path, name: str) -> dict[str, Any]:
+    """Apply ``m`` through the CLI; the record of its process."""
+    out = _cli(sd, "apply", str(m), "-y")
+    assert out.returncode == 0, out.stderr
+    return dict(store.load(name, sd)["resources"]["process"]["record"])
+
+
+def _exit_of(rec: dict[str, Any], timeout: float = 10.0) -> dict[str, Any]:
+    """The exit the supervisor of process record ``rec`` wrote, once it is there."""
+    exit_file = Path(rec["log"]).parent / "process.exit"
+    deadline = time.monotonic() + timeout
+    while not (exit_file.exists() and exit_file.read_text()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return dict(json.loads(exit_file.read_text()))
+
+
 def _status_fields(pid: int) -> dict[str, str]:
     return dict(line.split(":\t", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines()
                 if ":\t" in line)
@@ -282,10 +298,8 @@ def test_the_process_supervisor_keeps_no_privilege(tmp_path: Path) -> None:
   process:
     command: ["/bin/sh", "-c", "(setsid sleep 3101 >/dev/null 2>&1 &); sleep 3100 & wait; exit 7"]
 """)
-        out = _cli(sd, "apply", str(m), "-y")
-        assert out.returncode == 0, out.stderr
+        rec = _applied_process(sd, m, "sup")
         try:
-            rec = store.load("sup", sd)["resources"]["process"]["record"]
             sup = int(rec["supervisor"]["pid"])
             st = _status_fields(sup)
             for key in ("CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"):
@@ -299,17 +313,52 @@ def test_the_process_supervisor_keeps_no_privilege(tmp_path: Path) -> None:
                 if Path(f"/proc/{pid}/cmdline").read_bytes().startswith(b"/bin/sh"):
                     for grandchild in Path(f"/proc/{pid}/task/{pid}/children").read_text().split():
                         os.kill(int(grandchild), signal.SIGKILL)     # sleep 3100: the shell exits 7
-            deadline = time.monotonic() + 10
-            exit_file = Path(rec["log"]).parent / "process.exit"
-            while not exit_file.read_text() and time.monotonic() < deadline:
-                time.sleep(0.05)
-            assert json.loads(exit_file.read_text())["exit_code"] == 7
+            assert _exit_of(rec)["exit_code"] == 7
             exited = [json.loads(line) for line in events.read_text().splitlines()
                       if json.loads(line)["event"] == "exited"]
             assert [e["exit_code"] for e in exited] == [7], events.read_text()
             assert _status_fields(sup)["State"].startswith("S")      # still there, reaping
         finally:
             out = _cli(sd, "destroy", "sup", "-y")
+            assert out.returncode == 0, out.stderr
+
+    _run(body, tmp_path)
+
+
+def test_a_restart_follows_no_link_the_process_made_to_its_events_file(tmp_path: Path) -> None:
+    """A review: a live environment's process replaced the directory of status.events,
+    in its writable bind, with a link to a host directory, exited, and the restart of
+    the next apply appended its events there. The restart refuses the link now, and
+    says where it is."""
+
+    def body(tmp: Path) -> None:
+        sd, data, elsewhere = tmp / "state", tmp / "data", tmp / "elsewhere"
+        (data / "logs").mkdir(parents=True)
+        elsewhere.mkdir()
+        m = tmp / "ev.yaml"
+        m.write_text(head("evlink", template=False) + f"""\
+    - {{type: bind, source: {data}, target: /data}}
+  status:
+    events: {data}/logs/events.jsonl
+  process:
+    command: ["/bin/sh", "-c", "rm -r /data/logs && ln -s {elsewhere} /data/logs"]
+""")
+        rec = _applied_process(sd, m, "evlink")
+        try:
+            assert _exit_of(rec)["exit_code"] == 0
+            assert (data / "logs").is_symlink()
+            out = _cli(sd, "apply", str(m), "-y")       # the process exited: it starts again
+            assert out.returncode != 0, out.stdout
+            assert "symlink 'logs'" in out.stderr and "events file" in out.stderr, out.stderr
+            assert list(elsewhere.iterdir()) == []
+            # the rollback left the process as it was, exited (it used to start it
+            # again, fail the same way, and leave an open transaction)
+            assert "revert FAILED" not in out.stderr, out.stderr
+            assert "not restored process (it was gone before this apply)" in out.stderr, out.stderr
+            out = _cli(sd, "status", "evlink")
+            assert "exited with code 0" in out.stdout and "recover" not in out.stdout, out.stdout
+        finally:
+            out = _cli(sd, "destroy", "evlink", "-y")
             assert out.returncode == 0, out.stderr
 
     _run(body, tmp_path)

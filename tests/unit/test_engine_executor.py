@@ -102,6 +102,32 @@ def test_failed_apply_of_an_existing_env_keeps_its_state(tmp_path: Path) -> None
     assert (testops.state_tree(sd), testops.host_tree(root)) == before
 
 
+def test_a_rollback_that_cannot_make_again_what_was_gone_leaves_it_gone(tmp_path: Path) -> None:
+    """A review: an apply that started an exited process again (a "+" over its stale
+    record) and failed had its rollback start the old process too, which failed the
+    same way and left an open transaction that every recover failed alike. The
+    rollback makes such an object again when it can (drift it had repaired stays
+    repaired), and otherwise leaves it gone, as the apply found it, and says so."""
+    root, sd = tmp_path / "root", tmp_path / "state"
+    root.mkdir()
+    Engine(sd).apply(_plan(root, files=2))
+    (root / "web" / "f1").unlink()          # gone outside vbdecl
+    before = testops.state_tree(sd), testops.host_tree(root)
+    with pytest.raises(ActionError):        # the recreate lands, a later action fails
+        Engine(sd, faults=Faults("file[/f2]")).apply(_plan(root, files=3))
+    assert (root / "web" / "f1").exists()   # made again by the rollback: repaired
+    (root / "web" / "f1").write_text("not vbdecl's\n")    # in the way: making it fails
+    before = testops.state_tree(sd), testops.host_tree(root)
+    events: list[dict[str, Any]] = []
+    with pytest.raises(ActionError) as info:    # the recreate fails, and so does its undo's
+        Engine(sd, on_event=events.append).apply(_plan(root, files=3))
+    assert (testops.state_tree(sd), testops.host_tree(root)) == before
+    assert not testops.journal_open(sd, "web")
+    assert info.value.hint is not None and info.value.hint.endswith(
+        "but for file[/f1]: gone before this apply, and left so (making it again failed too)")
+    assert [e.get("left_gone") for e in events if e["event"] == "action.reverted"] == [None, True]
+
+
 def test_unknown_kind_is_refused_before_anything_changes(tmp_path: Path) -> None:
     root, sd = tmp_path / "root", tmp_path / "state"
     root.mkdir()
@@ -348,6 +374,10 @@ def test_a_rollback_says_what_it_left() -> None:
         "every action that landed was reverted: the environment is as its last apply left it")
     assert _rolled_back([stop, limit], fresh=False).endswith(
         "as its last apply left it (its process was started again, with a new pid)")
+    # it had exited, and could not start again either
+    assert _rolled_back([stop, start, limit], fresh=False, left_gone={"process"}).endswith(
+        "as its last apply left it, but for process: gone before this apply, and left so "
+        "(making it again failed too)")
 
 
 

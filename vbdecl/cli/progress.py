@@ -84,6 +84,9 @@ class Renderer:
         self.say(f"note: {_id(ev)}: {ev['note']}")
 
     def on_action_reverted(self, ev: dict[str, Any]) -> None:
+        if ev.get("left_gone"):
+            self.say(f"  not restored {_id(ev)} (it was gone before this apply)")
+            return
         verb = "restored" if ev.get("step") == "destroy" else "reverted"
         self.say(f"  {verb} {_id(ev)}")
 

@@ -208,6 +208,7 @@ class Session:
         self.recovered: str | None = None
         self._txn_runtime_dir: str | None = None   # the runtime dir the transaction journaled
         self._env_stays = False     # see Context.env_stays; set for one transaction
+        self._left_gone: set[str] = set()   # what the last rollback left gone (_leave_gone)
         self._keep_revisions = store.KEEP_REVISIONS   # (VBDECL_KEEP_REVISIONS, read by apply)
         self._purge = False         # close() removes the environment's directory (purge())
         self._abandoned: dict[str, Any] | None = None   # the begin of an apply recover_or_abandon gave up
@@ -463,7 +464,8 @@ class Session:
                                 f"{self.name}; or go on from what it left: vbdecl apply FILE, or "
                                 f"vbdecl destroy {self.name}")
             else:
-                done = _rolled_back(steps[:landed + 1], fresh=old_state is None)
+                done = _rolled_back(steps[:landed + 1], fresh=old_state is None,
+                                    left_gone=self._left_gone)
                 err.hint = f"{err.hint}\n  {done}" if err.hint else done
             if err is exc:
                 raise
@@ -523,6 +525,7 @@ class Session:
         """Destroys in reverse old order, then creates/updates in plan order."""
         todo = changes.todo
         gone: set[str] = set()
+        stale: set[str] = set()
         for c in todo:
             if c.old is None or c.id not in self.res:
                 continue
@@ -530,12 +533,16 @@ class Session:
             # "~" the op cannot do in place all start by reverting the old record.
             if c.symbol in ("-", "-/+", "+") or (c.symbol == "~" and not _can_update(c.kind)):
                 gone.add(c.id)
+            if c.symbol == "+":
+                stale.add(c.id)
         old_order = [a["id"] for a in ((old_state or {}).get("plan") or {}).get("actions", [])]
         old_order += [i for i in self.res if i not in old_order]
         steps: list[tuple[str, str, str, dict[str, Any], Resource | None]] = []
         for rid in reversed(old_order):
             if rid in gone:
                 cur = self.res[rid]
+                if rid in stale:    # its object was gone before the apply (_leave_gone)
+                    cur = {**cur, "stale": True}
                 steps.append(("destroy", rid, cur["kind"], cur.get("params") or {}, cur))
         for c in todo:
             if c.action is None:
@@ -707,6 +714,7 @@ class Session:
 
     def _undo_all(self, entries: list[journal_mod.Entry], *, fresh: bool,
                   base_revision: int) -> list[ActionError]:
+        self._left_gone = set()
         base = copy.deepcopy((self.state or {}).get("resources") or {})
         self._reset(base)
         intents, done = self._replay(entries)
@@ -732,7 +740,7 @@ class Session:
             self.engine.emit("action.reverting", id=rid, step=intent["step"], seq=seq)
             self._ctx().notes.clear()
             try:
-                record = self._undo(intent, landed=seq in done, begun=begun.get(seq))
+                record = self._undo(intent, landed=seq in done, begun=begun.get(seq), before=before)
             except Exception as exc:
                 err = _wrap(exc, rid, "revert")
                 errors.append(err)
@@ -742,7 +750,8 @@ class Session:
             crash_at(f"undone:{intent['step']}:{rid}")
             self._log("undone", seq=seq, id=rid, record=record)
             self._apply_undo_effect(intent, record)
-            self.engine.emit("action.reverted", id=rid, step=intent["step"], seq=seq)
+            self.engine.emit("action.reverted", id=rid, step=intent["step"], seq=seq,
+                             **({"left_gone": True} if rid in self._left_gone else {}))
             self._emit_notes(rid)
         if errors:
             return errors
@@ -777,7 +786,7 @@ class Session:
         except Exception:       # (the undo itself will say what is wrong)
             return None
 
-    def _undo(self, intent: Any, *, landed: bool, begun: Any = None) -> Any:
+    def _undo(self, intent: Any, *, landed: bool, begun: Any = None, before: Any = None) -> Any:
         rid, kind, step = intent["id"], intent["kind"], intent["step"]
         if not landed and step == "create":
             try:
@@ -826,8 +835,27 @@ class Session:
         ctx.restoring = True        # (one Context serves the session: only for this call)
         try:
             return op.apply(ctx, old.get("params") or {})
+        except Exception as exc:
+            if not old.get("stale"):
+                raise
+            failed = exc
         finally:
             ctx.restoring = False
+        return self._leave_gone(rid, old, before, failed)
+
+    def _leave_gone(self, rid: str, old: Resource, before: Any, exc: Exception) -> Any:
+        """The undo of a stale record's revert (its object was gone before this apply: a
+        process that exited) could not make the object again, most likely for the reason
+        the apply failed: the rollback leaves it as the apply found it, gone (drift, as
+        before), rather than fail and hold the transaction open for a recover that
+        would fail alike. What the attempt left is reverted first."""
+        op = _op(old["kind"])
+        left = self._unjournaled({"kind": old["kind"], "params": old.get("params") or {}, "before": before})
+        if left is not None:
+            op.revert(self._ctx(), left)
+        self._left_gone.add(rid)
+        self._ctx().notes.append(f"making it again failed: {_wrap(exc, rid, 'apply').message}")
+        return old.get("record")
 
     def _close_aborted(self, *, fresh: bool, base_revision: int) -> None:
         # A state abandoned to this transaction's rollback (killed before its abort
@@ -1140,14 +1168,19 @@ class Session:
         return []
 
 
-def _rolled_back(touched: list[Any], *, fresh: bool) -> str:
+def _rolled_back(touched: list[Any], *, fresh: bool, left_gone: set[str] | frozenset[str] = frozenset()) -> str:
     """What a finished rollback left, for people: ``touched`` are the steps that ran
     (the failed one last). Not "nothing was changed" for an update (a day-2 review): the
     rollback puts back what the last apply recorded, drift it had repaired included, and
-    a process it had stopped is started again, with a new pid."""
+    a process it had stopped is started again, with a new pid; ``left_gone``: what was
+    gone before the apply and could not be made again (_leave_gone)."""
     if fresh:
         return "nothing was left: every action that landed was reverted"
     done = "every action that landed was reverted: the environment is as its last apply left it"
-    if any(kind == "proc.main" and step != "create" for step, _rid, kind, *_ in touched):
+    if any(kind == "proc.main" and step != "create" and rid not in left_gone
+           for step, rid, kind, *_ in touched):
         done += " (its process was started again, with a new pid)"
+    if left_gone:
+        done += (f", but for {', '.join(sorted(left_gone))}: gone before this apply, and left "
+                 "so (making it again failed too)")
     return done

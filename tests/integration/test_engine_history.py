@@ -107,6 +107,8 @@ def test_old_revisions_are_pruned_and_a_destroyed_environment_can_be_forgotten(t
 
     assert _cli(sd, "destroy", "web", "-y").returncode == 0
     assert "web" in _cli(sd, "ls", "--all").stdout and (sd / "envs" / "web").is_dir()
+    out = _cli(sd, "destroy", "web", "-y")      # (it said "does not exist", as if never applied)
+    assert out.returncode == 1 and "'web' was destroyed" in out.stderr and "--purge web" in out.stderr, out.stderr
     out = _cli(sd, "destroy", "web", "--purge", "-y")
     assert out.returncode == 0 and "web: forgotten" in out.stdout, out.stdout + out.stderr
     assert not (sd / "envs" / "web").exists()

@@ -40,8 +40,8 @@ def run(args: argparse.Namespace) -> int:
         interrupts_roll_back,
         warn_unknown_faults,
     )
+    from vbdecl.engine import store
     from vbdecl.engine.executor import Engine, Result
-    from vbdecl.errors import StateError
 
     check_can_ask(args.target, args.yes)
     names = names_of(args.target)
@@ -79,8 +79,7 @@ def run(args: argparse.Namespace) -> int:
                     done.append(Result(name, None, None, None).to_json() | {"purged": True})
                     continue
                 if s.state is None and s.recovered != "destroyed":
-                    raise StateError(f"environment {name!r} does not exist",
-                                     hint="vbdecl ls lists the environments")
+                    raise store.absent(name, args.state_dir)     # (destroyed before, or never applied)
                 if s.state is not None:
                     n = len(s.state.get("resources") or {})
                     if not args.json:

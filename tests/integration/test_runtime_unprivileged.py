@@ -315,3 +315,41 @@ def test_an_unprivileged_bridge_run_leaves_no_network_state(user: tuple[str, int
     assert r.returncode == 125, r.stderr
     assert f"cannot write {theirs}/state: Permission denied" in r.stderr, r.stderr
     assert "hint: it belongs to root: run vbdecl as root (sudo)" in r.stderr, r.stderr
+
+
+def _subordinate(name: str, path: str) -> int:
+    """The first id of ``name``'s range in /etc/subuid or /etc/subgid (useradd made it)."""
+    for line in Path(path).read_text().splitlines():
+        who, start, _count = line.split(":")
+        if who == name:
+            return int(start)
+    pytest.skip(f"useradd gave {name} no range in {path}")
+
+
+def test_a_source_root_inside_may_not_read_names_the_host_uid_it_runs_as(
+        user: tuple[str, int, int], shared_dir: Path) -> None:
+    """A user's review: with spec.idmap mapping 0 to a subordinate uid, a bind of the
+    user's own file in a 0700 directory failed with "check the path's permissions and
+    whether you run as root": the setup opens sources as root of the user namespace,
+    which is that subordinate uid on the host. The hint says so now."""
+    name, uid, gid = user
+    sub_uid, sub_gid = _subordinate(name, "/etc/subuid"), _subordinate(name, "/etc/subgid")
+    private = shared_dir / "private"
+    private.mkdir(mode=0o700)
+    (private / "secret").write_text("mine\n")
+    os.chown(private, uid, gid)
+    os.chown(private / "secret", uid, gid)
+    spec = json.loads(json.dumps(SPEC))
+    spec["idmap"] = {"uid": [{"inside": 0, "outside": sub_uid, "count": 65536}],
+                     "gid": [{"inside": 0, "outside": sub_gid, "count": 65536}]}
+    spec["filesystem"].append({"type": "ro-bind", "source": str(private / "secret"), "target": "/s",
+                               "optional": False})
+    spec["process"]["command"] = ["/bin/cat", "/s"]
+    r = run_as(user, shared_dir, spec)
+    assert r.returncode == 125, r.stdout + r.stderr
+    assert f"opens host sources as host uid {sub_uid}" in r.stderr, r.stderr
+    # mapped to the user's own uid, the same bind works
+    spec["idmap"]["uid"][0] = {"inside": 0, "outside": uid, "count": 1}
+    spec["idmap"]["gid"][0] = {"inside": 0, "outside": gid, "count": 1}
+    r = run_as(user, shared_dir, spec)
+    assert (r.returncode, r.stdout) == (0, "mine\n"), r.stderr

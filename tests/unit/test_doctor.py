@@ -57,8 +57,9 @@ def test_controllers_a_user_may_not_write_are_not_called_missing(monkeypatch: py
         "io": {"usable": False, "version": None, "hierarchy": None}}})
     found = probe.cgroups()
     assert found["detail"] == "v1; usable: pids; not writable here: memory; missing: io"
-    assert found["hint"].startswith("limits on memory, io cannot be enforced (memory: not delegated to this "
-                                    "user: run as root, or have them delegated)") is (os.geteuid() != 0)
+    assert found["hint"].startswith("limits on memory, io cannot be enforced (memory: not writable by this "
+                                    "user: limits need root; vbdecl does not use a cgroup delegated to "
+                                    "a user)") is (os.geteuid() != 0)
     # root is not told to run as root (a review: a read-only cgroup mount)
     assert found["hint"].startswith("limits on memory, io cannot be enforced (memory: mounted read-only)") \
         is (os.geteuid() == 0)

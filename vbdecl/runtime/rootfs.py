@@ -77,6 +77,9 @@ _MAX_LINKS = 40
 # for one build (or one helper); vb keeps bubblewrap's behaviour.
 _link_owners: frozenset[int] | None = None
 _ROOT_ONLY = frozenset({0})
+# Who runs vbdecl, on the host (this module is loaded before any user namespace is
+# entered; inside one, getuid() is the mapped id)
+_CALLER_UID = os.getuid()
 
 
 def set_link_policy(root_only: bool) -> None:
@@ -1415,6 +1418,20 @@ def entry_hint(exc: BaseException, e: dict[str, Any], *, vb: bool = False) -> st
     return getattr(exc, "hint", None)
 
 
+def _mapped_access_hint(spec: dict[str, Any], e: dict[str, Any]) -> str | None:
+    """For a host source the setup may not read: the setup runs as root of the
+    sandbox's user namespace, which is the host uid ``spec.idmap`` maps 0 to (a user's
+    review: a 0700 home, with 0 mapped to a subordinate uid, read as "check whether
+    you run as root")."""
+    maps = (spec.get("idmap") or {}).get("uid") or []
+    outside = next((m["outside"] for m in maps if m["inside"] == 0), None)
+    if not e.get("source") or outside is None or outside == _CALLER_UID:
+        return None
+    return (f"the setup opens host sources as host uid {outside} (root inside: spec.idmap maps "
+            f"uid 0 to it), not as you: that uid must be able to reach {e['source']} (every "
+            "directory on the way too), or map uid 0 to your own uid")
+
+
 def _missing_source_hint(e: dict[str, Any], vb: bool) -> str:
     """What to do about a missing host source: only keys (or vb options) the
     entry's type accepts (``optional`` exists on the bind types only)."""
@@ -1572,8 +1589,9 @@ def _setup_root(spec: dict[str, Any], contained: bool,
                 bwrap = _bwrap_message(e, exc, b.root_fd) if "vb" in spec else None
                 if bwrap is not None:
                     raise RuntimeSetupError(bwrap, hint=entry_hint(exc, e, vb=True)) from exc
+                hint = _mapped_access_hint(spec, e) if exc.errno == errno.EACCES else None
                 raise RuntimeSetupError(f"{_describe(e)}: {_msg(exc)}", where=aid,
-                                        hint=entry_hint(exc, e, vb="vb" in spec)) from exc
+                                        hint=hint or entry_hint(exc, e, vb="vb" in spec)) from exc
         net = spec.get("network") or {}
         if "net.dns" in faults:
             raise _injected("net.dns")

@@ -216,9 +216,8 @@ _HINTS = {
                   "the environment already uses more; for cpu: the parent's quota is smaller)",
     _errno.ENOENT: "the file does not exist: the controller is not available or not enabled "
                    "for this cgroup (see `vbdecl doctor`)",
-    _errno.EACCES: "permission denied: the cgroup is not delegated to this user; run as root "
-                   "or ask for delegation (systemd: Delegate=yes)",
-    _errno.EPERM: "operation not permitted: the cgroup is not delegated to this user; run as root",
+    _errno.EACCES: "permission denied: vbdecl's cgroups need root; run as root",
+    _errno.EPERM: "operation not permitted: vbdecl's cgroups need root; run as root",
     _errno.EOPNOTSUPP: "the hierarchy does not support this operation here "
                        "(cgroup v2: a cgroup with processes cannot enable controllers for children)",
     _errno.ENOSPC: "the cgroup has no controllers enabled for this (cgroup v2)",
@@ -452,9 +451,11 @@ def needed_controllers(limits: dict[str, Any]) -> list[str]:
     return out
 
 
-#: what to do when this user may not make cgroups
-NOT_DELEGATED_HINT = ("run as root, or ask for a delegated cgroup (systemd: Delegate=yes), or set "
-                      "limits.optional: true to run without the limits (with a warning)")
+#: what to do when this user may not make cgroups. vbdecl makes its groups below the
+#: hierarchy's root (PARENT), never in a cgroup delegated to the caller (a user's review
+#: delegated one and was still refused): asking for delegation would not help.
+NOT_DELEGATED_HINT = ("run as root (limits need it: vbdecl does not use a cgroup delegated to you), "
+                      "or set limits.optional: true to run without the limits (with a warning)")
 
 
 def missing(layout: Layout, limits: dict[str, Any]) -> list[tuple[str, str, str]]:
@@ -487,7 +488,7 @@ def missing(layout: Layout, limits: dict[str, Any]) -> list[tuple[str, str, str]
         base = os.path.join(mount, PARENT)
         probe_dir = base if os.path.isdir(base) else mount
         if not os.access(probe_dir, os.W_OK):
-            out.append((limit, f"limits.{limit}: {probe_dir} is not writable (cgroup not delegated)",
+            out.append((limit, f"limits.{limit}: {probe_dir} is not writable by this user",
                         NOT_DELEGATED_HINT))
             continue
         if limit == "memory_swap":

@@ -128,8 +128,8 @@ def cgroups() -> dict[str, Any]:
         info: dict[str, Any] = cgroupfs.detect()
         controllers = info.get("controllers", {})
         usable = [c for c, v in controllers.items() if v.get("usable")]
-        # (mounted but not this user's to write: not delegated, which an unprivileged
-        # review was told was "missing")
+        # (mounted but not this user's to write, which an unprivileged review was told
+        # was "missing")
         barred = [c for c, v in controllers.items() if not v.get("usable") and v.get("hierarchy")]
         missing = [c for c, v in controllers.items() if not v.get("usable") and not v.get("hierarchy")]
         out: dict[str, Any] = {"ok": bool(usable), "layout": info.get("mode"),
@@ -140,7 +140,8 @@ def cgroups() -> dict[str, Any]:
         if barred or missing:
             # (not writable: read-only for root too, or not delegated to a user)
             why = ("mounted read-only" if os.geteuid() == 0 else
-                   "not delegated to this user: run as root, or have them delegated")
+                   "not writable by this user: limits need root; vbdecl does not use a "
+                   "cgroup delegated to a user")
             out["hint"] = ("limits on " + ", ".join(barred + missing) + " cannot be enforced"
                            + (f" ({', '.join(barred)}: {why})" if barred else "")
                            + "; set limits.optional: true to treat them as warnings")

@@ -166,3 +166,13 @@ def test_joining_a_user_namespace_of_ones_own_keeps_the_ids_it_maps_to(setup: tu
         outputs[tool] = r.stdout + r.stderr
     assert outputs[BWRAP] == "uid=0(root) gid=0(root) groups=0(root)\nexit 0\n"
     assert outputs[vb] == outputs[BWRAP]
+
+
+def test_limits_without_root_are_told_with_vbs_options(setup: tuple[int, int, str, str]) -> None:
+    """A user's review: vb --limit-memory without root said `vb: limits.memory: ... (cgroup
+    not delegated)`, a manifest key the user never wrote, with no hint."""
+    uid, gid, vb, probe = setup
+    got = _run(vb, ["--limit-memory", "64M", "--limit-pids", "10"], uid, gid, probe)
+    assert got.endswith("exit 1\n") and "limits." not in got, got
+    assert "vb: --limit-memory: " in got and "; --limit-pids: " in got, got
+    assert "vb: hint: run as root" in got and "leave out --limit-memory and --limit-pids" in got, got

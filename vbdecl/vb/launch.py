@@ -259,8 +259,10 @@ def launch(doc: dict[str, Any], *, prog: str, level_prefix: bool) -> int:
             # bubblewrap's words for an exec failure
             reason = "No such file or directory" if code == 127 else message.rpartition(": ")[2]
             message = f"execvp {command}: {reason}"
-        say(f"{prefix}{prog}: {message}")
         said_hint = _entry_hint(spec, message, result.error)
+        if getattr(result.error, "where", None) == "cgroup":
+            message, said_hint = _limits_in_vb_words(message)
+        say(f"{prefix}{prog}: {message}")
         if said_hint is not None:
             say(f"{prefix}{prog}: hint: {said_hint}")
         net = spec.get("network") or {}
@@ -274,6 +276,22 @@ def launch(doc: dict[str, Any], *, prog: str, level_prefix: bool) -> int:
     for failed in result.teardown_errors:    # (the process ran: its code stays the run's)
         say(f"{prefix}{prog}: {failed.where or 'teardown'}: {failed.message}")
     return int(result.code)
+
+
+_LIMIT_OPTIONS = {"limits.memory": "--limit-memory", "limits.cpu": "--limit-cpu",
+                  "limits.pids": "--limit-pids"}
+
+
+def _limits_in_vb_words(message: str) -> tuple[str, str | None]:
+    """A failure of the sandbox's cgroup, told with vb's options rather than the manifest
+    keys they set (a user's review), and what to do without root."""
+    named = [option for key, option in _LIMIT_OPTIONS.items() if key + ":" in message]
+    for key, option in _LIMIT_OPTIONS.items():
+        message = message.replace(key + ":", option + ":")
+    if not named or "not writable by this user" not in message:
+        return message, None
+    return message, ("run as root (limits need it: vbdecl does not use a cgroup delegated to you), "
+                     f"or leave out {' and '.join(named)}")
 
 
 def _entry_hint(spec: dict[str, Any], message: str, error: Any) -> str | None:

@@ -280,6 +280,12 @@ def test_a_state_directory_the_user_may_not_read_is_a_clean_error(user: tuple[st
         assert ": Permission denied\n  hint: it belongs to root: run vbdecl as root (sudo)" in r.stderr, \
             (args, r.stderr)
         assert "this is a bug" not in r.stderr and "does not exist" not in r.stderr, (args, r.stderr)
+    # exec reads the state itself (no json on its path): the same hint (a user's review)
+    r = subprocess.run(["setpriv", f"--reuid={uid}", f"--regid={gid}", "--clear-groups",
+                        vbdecl, "--state-dir", str(state), "exec", "x", "--", "true"],
+                       capture_output=True, text=True, env=env, timeout=60)
+    assert r.returncode == 125 and "cannot read the state of x: Permission denied" in r.stderr, r.stderr
+    assert "hint: it belongs to root: run vbdecl as root (sudo)" in r.stderr, r.stderr
     assert not list((shared_dir / "tmp").glob("vbdecl-crash-*"))
 
 

@@ -1207,7 +1207,11 @@ def load_state(name: str, state_dir: str | None) -> dict[str, Any]:
         raise absent(name, state_dir,
                      hint="vbdecl ls lists the environments; vbdecl apply FILE creates one") from None
     except OSError as exc:
-        raise StateError(f"cannot read the state of {name}: {exc.strerror}", where=path) from None
+        from vbdecl.engine.paths import permission_hint
+
+        denied = exc.errno in (errno.EACCES, errno.EPERM)
+        raise StateError(f"cannot read the state of {name}: {exc.strerror}", where=path,
+                         hint=permission_hint(path) if denied else None) from None
     with open(fd, "rb") as f:
         st = os.fstat(fd)
         key = f"{path}\0{st.st_ino}\0{st.st_size}\0{st.st_mtime_ns}\0{sys.implementation.cache_tag}"

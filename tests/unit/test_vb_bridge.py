@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from vbdecl.errors import ConflictError
+from vbdecl.errors import ActionError, ConflictError
 from vbdecl.vb import bridge
 
 Links = dict[str, dict[str, object]]
@@ -78,6 +78,9 @@ def test_the_hint_names_what_vb_can_do(host: tuple[Links, dict[str, object]]) ->
     # an unprivileged review was sent to subnets and manifests
     said = bridge.hint("br1", "10.88.0.0/24", ConflictError("creating bridge br1: needs CAP_NET_ADMIN: run as root"))
     assert said is not None and said.startswith("bridge networking needs root") and "subnet" not in said
+    # and so is one on a bridge that was there, whose veth failed (no hint: a user's review)
+    veth = ActionError("creating veth vb9ca88e88h: needs CAP_NET_ADMIN: run as root", action="net.veth")
+    assert (bridge.hint("br1", "10.88.0.0/24", veth) or "").startswith("bridge networking needs root")
 
 
 def test_the_subnet_lookup_is_made_only_with_net_bridge_and_imports_no_netlink(tmp_path: Path) -> None:

@@ -48,12 +48,13 @@ def hint(name: str, subnet: str, error: Any) -> str | None:
     network errors whose usual hint names manifest keys vb has no option for."""
     text = str(getattr(error, "message", error))
     where = str(getattr(error, "action", None) or getattr(error, "where", None) or "")
-    if not (where.startswith("net.bridge") or "bridge" in text or "subnet" in text):
-        return None
-    if "CAP_NET_ADMIN" in text or "Operation not permitted" in text:
-        # (an unprivileged review was sent to subnets and manifests)
+    if "CAP_NET_ADMIN" in text or (where.startswith(("net.", "nat.")) and "Operation not permitted" in text):
+        # (an unprivileged review was sent to subnets and manifests; another, on a bridge
+        # that was there, at the veth, got no hint)
         return ("bridge networking needs root (CAP_NET_ADMIN on the host): run vb as root, or leave "
                 "--net-bridge out (--unshare-net gives a network of the sandbox's own)")
+    if not (where.startswith("net.bridge") or "bridge" in text or "subnet" in text):
+        return None
     from vbdecl.sys import netdev
 
     if netdev.exists(name) and not netdev.is_bridge(name):

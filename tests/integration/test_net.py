@@ -367,6 +367,40 @@ def test_nat_to_upstream_sees_host_side(envs: Callable[..., Env]) -> None:
     assert Path("/proc/sys/net/ipv4/ip_forward").read_text() == forward_before
 
 
+def test_forwarding_turned_off_by_hand_is_drift(envs: Callable[..., Env],
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """A network review: `sysctl -w net.ipv4.ip_forward=0` (by hand, `sysctl --system`, a
+    network manager) left every published port and NAT dead while ls said no drift and
+    plan "No changes". The NAT objects' probes find it gone now, as a flushed chain, and
+    apply turns it on again. (The sysctl is the host's, shared with the tests that run
+    beside this one: it is read as "0" here, not written.)"""
+    from vbdecl.sys import netlink
+
+    bridge = f"vbt{uniq()}"
+    subnet, link_prefix, _ = rand_subnet()
+    hp = random.randint(20000, 40000)
+    port = (f"nat.port[{hp}/tcp]", "nat.port", {"host": hp, "container": 80, "protocol": "tcp", "host_ip": None})
+    with upstream(link_prefix) as (_pid, host_if, _host_ip, _up_ip):
+        env = envs()
+        env.apply([*bridge_actions(bridge, subnet),
+                   ("nat.masquerade", "nat.masquerade", {"subnet": subnet, "egress": host_if}), port])
+        probes = {aid: (kind, params) for aid, kind, params in
+                  [("nat.masquerade", "nat.masquerade", {"subnet": subnet, "egress": host_if}), port]}
+
+        def found() -> dict[str, bool]:
+            return {aid: op_for(kind).probe(env.ctx, params, env.ctx.records[aid]) is not None
+                    for aid, (kind, params) in probes.items()}
+
+        assert found() == {"nat.masquerade": True, port[0]: True}
+        real = netlink.sysctl_get
+        monkeypatch.setattr(netlink, "sysctl_get",
+                            lambda path: "0" if path == netlink.FORWARD["4"] else real(path))
+        assert found() == {"nat.masquerade": False, port[0]: False}
+        monkeypatch.setattr(netlink, "sysctl_get", real)
+        assert found() == {"nat.masquerade": True, port[0]: True}
+        env.revert()
+
+
 def test_forwarding_of_a_family_goes_back_with_its_last_user(envs: Callable[..., Env]) -> None:
     """A network review: IPv6 forwarding stayed on after the last environment masquerading
     IPv6 went, while one forwarding IPv4 only was left (restored only with the table)."""

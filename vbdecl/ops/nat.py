@@ -476,6 +476,19 @@ def _forward_on(host: dict[str, Any], families: list[str]) -> None:
             netlink.sysctl_set(netlink.FORWARD[fam], "1")
 
 
+def _forwarding_off(families: list[str]) -> bool:
+    """Whether forwarding is off for one of ``families``: what vbdecl turned on for an
+    environment's NAT turned off since (by hand, ``sysctl --system``, a network
+    manager): drift that apply repairs, as a flushed chain is (a review found it
+    unreported, every port dead and NAT with them)."""
+    from vbdecl.sys import netlink
+
+    try:
+        return any(netlink.sysctl_get(netlink.FORWARD[fam]) != "1" for fam in families)
+    except VbdeclError:
+        return False        # (unreadable: not ours to judge)
+
+
 def _conf_forwarding(fam: str) -> dict[str, str]:
     """The forwarding setting of every interface, and the default, of family ``fam``."""
     base = f"/proc/sys/net/ipv{fam}/conf"
@@ -656,6 +669,8 @@ class Masquerade:
         if not any(any(isinstance(e, dict) and "masquerade" in e for e in i["rule"].get("expr") or [])
                    for i in items if "rule" in i and i["rule"].get("chain") == chain):
             return None
+        if _forwarding_off((["4"] if record.get("addresses4") else []) + (["6"] if record.get("addresses6") else [])):
+            return None         # (no packet of the environment's leaves the host)
         live = dict(record)
         if (params.get("egress") or "auto") == "auto":
             try:   # the default route moved: drift, shown as "egress 'eth0' -> 'wlan0'"
@@ -830,6 +845,8 @@ class Port:
             return None
         if record.get("localnet") and not _localnet_is_on(str(record["localnet"])):
             return None         # the bridge was made again: its ports on 127.0.0.1 reach nothing
+        if _forwarding_off(sorted({"6" if ":" in a else "4" for a in record.get("to") or []})):
+            return None         # the port reaches nothing from another host
         rules = [i["rule"] for i in items if "rule" in i and i["rule"].get("chain") == chain]
         if not any(_dnat_port(rule) == record["container"] for rule in rules):
             return None

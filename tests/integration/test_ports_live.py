@@ -310,3 +310,44 @@ def test_a_deleted_dnat_rule_of_one_family_is_drift_that_apply_repairs(tmp_path:
         assert ask(gw, hp) == "pong"
     finally:
         cli(state, "destroy", "-y", name, check=False)
+
+
+def test_an_explicit_address_another_environment_holds_is_refused_before_any_step(tmp_path: Path) -> None:
+    """A network review: plan passed an explicit network.address another environment of
+    the state root held; apply made the environment's veth again (cutting it off its
+    bridge for a moment), failed at net.address and rolled back. Plan says so now, and
+    apply refuses it before any step; the same address in the environment holding it,
+    or moved to another environment of the same file, is no conflict."""
+    state = tmp_path / "state"
+    bridge, subnet = f"vbt{uniq()}", rand_subnet()
+    fixed = subnet.replace(".0/24", ".70")
+    first, second = f"aa{uniq()}", f"ab{uniq()}"
+
+    def manifest(name: str, address: str | None) -> Path:
+        path = tmp_path / f"{name}.yaml"
+        extra = f"    address: {address}\n" if address else ""
+        path.write_text(bridged(name, extra).format(bridge=bridge, subnet=subnet)
+                        + '  process:\n    command: ["/bin/sleep", "300"]\n')
+        return path
+
+    try:
+        cli(state, "apply", "-y", str(manifest(first, fixed)))
+        cli(state, "apply", "-y", str(manifest(second, None)))
+        veth = subprocess.run(["ip", "-o", "link", "show", "master", bridge], capture_output=True,
+                              text=True).stdout
+        out = cli(state, "plan", str(manifest(second, fixed)), check=False)
+        assert out.returncode == 1, out.stdout + out.stderr
+        assert f"net.address: address {fixed} is already in use by environment {first} (instance" in out.stderr
+        out = cli(state, "apply", "-y", str(manifest(second, fixed)), check=False)
+        assert out.returncode == 1 and "already in use by environment " + first in out.stderr, out.stderr
+        assert "nothing was changed" in out.stderr and "reverted" not in out.stdout + out.stderr
+        assert subprocess.run(["ip", "-o", "link", "show", "master", bridge], capture_output=True,
+                              text=True).stdout == veth      # (no veth made again)
+        assert cli(state, "plan", "--detailed-exitcode", str(manifest(first, fixed)), check=False).returncode == 0
+        both = tmp_path / "both.yaml"
+        both.write_text(manifest(first, None).read_text() + "---\n" + manifest(second, fixed).read_text())
+        out = cli(state, "plan", str(both), check=False)
+        assert out.returncode == 0 and "already in use" not in out.stderr, out.stdout + out.stderr
+    finally:
+        for name in (first, second):
+            cli(state, "destroy", "-y", name, check=False)

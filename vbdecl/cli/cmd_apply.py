@@ -70,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
         # environment of a file, then was told of the second's "nothing was changed".
         blocked = [(src.plan, src.path or args.target, problems) for i, src in enumerate(sources_)
                    if (problems := source_problems(engine.changes(src.plan).changes, src.plan["name"],
-                                                   [s.plan for s in sources_[:i]]))]
+                                                   [s.plan for s in sources_[:i]], args.state_dir))]
         if blocked:
             raise sources_error(blocked, what="no environment was applied")
     results: list[dict[str, Any]] = []

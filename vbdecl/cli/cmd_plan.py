@@ -123,19 +123,21 @@ def key_where(plan: dict[str, Any], path: str, dotted: str) -> str:
     return key_where(path, int(source.get("document") or 0), ("spec", *keys))
 
 
-def source_problems(found: list[Any], name: str,
-                    before: list[dict[str, Any]] | None = None) -> list[tuple[str, str]]:
+def source_problems(found: list[Any], name: str, before: list[dict[str, Any]] | None = None,
+                    state_dir: str | None = None) -> list[tuple[str, str]]:
     """(action id, problem) for each change of the environment ``name`` an apply would
     refuse before its first step (Op.preflight: a missing bind or file source, overlay
-    lower; a port another environment publishes, unless one of the plans applied
-    ``before`` it in the same command lets that port go): the executor's own check, so
-    that plan says what apply will. Reads the host as a probe does; changes nothing."""
+    lower; a port another environment publishes, or an address another one of the state
+    root ``state_dir`` holds, unless one of the plans applied ``before`` it in the same
+    command lets it go): the executor's own check, so that plan says what apply will.
+    Reads the host as a probe does; changes nothing."""
     import sys
 
+    from vbdecl.engine import paths
     from vbdecl.ops import op_for, preflight_problem
 
     out = []
-    ids_before = [(p["name"], {a["id"] for a in p["actions"]}) for p in before or []]
+    params_before = [(p["name"], {a["id"]: a.get("params") or {} for a in p["actions"]}) for p in before or []]
     for c in found:
         if c.drift or c.symbol not in ("+", "~", "-/+") or c.action is None:
             continue
@@ -144,8 +146,13 @@ def source_problems(found: list[Any], name: str,
         except KeyError:    # (an op this vbdecl lacks: apply says so before any step)
             continue
         params = c.action.get("params") or {}
-        releasing = [other for other, ids in ids_before if c.id not in ids]
-        problem = preflight_problem(op, params, name, releasing)
+        # (an environment applied before lets go of the object when its plan has no such
+        # action, or one the op says holds another: Op.releases, a network address)
+        lets_go = getattr(op, "releases", None)
+        releasing = [other for other, acts in params_before if c.id not in acts
+                     or (lets_go is not None and lets_go(acts[c.id], params))]
+        problem = preflight_problem(op, params, name, releasing,
+                                    str(paths.env_dir(name, state_dir)))
         if problem and getattr(op, "preflight_is_the_callers", False):
             # (about who runs vbdecl, not the plan: one may plan as a user, apply as root)
             from vbdecl.plan.fmt import action_id
@@ -431,7 +438,8 @@ def run(args: argparse.Namespace) -> int:
         results.append((plan, state, found))
         # (what apply will refuse, read from the host as the drift is: not with --no-refresh)
         problems = [] if args.no_refresh else [*source_problems(found, plan["name"],
-                                                                  [p for p, _s, _f in results[:-1]]),
+                                                                  [p for p, _s, _f in results[:-1]],
+                                                                  args.state_dir),
                                                    *bridge_conflicts(plan, state, args.state_dir)]
         if problems:
             blocked.append((plan, path, problems))

@@ -504,7 +504,8 @@ class Session:
                 continue
             if _step == "update" and not callable(getattr(op, "update", None)):
                 missing.setdefault(f"{kind} (update)", []).append(rid)
-            problem = preflight_problem(op, params, self.name) if _step != "destroy" else None
+            problem = preflight_problem(op, params, self.name, state_dir=str(paths.env_dir(self.name, self.sd))) \
+                if _step != "destroy" else None
             if problem:
                 problems.append((rid, problem))
         if problems:

@@ -51,13 +51,14 @@ def op_for(kind: str) -> Op:
 
 
 def preflight_problem(op: Op, params: dict[str, Any], name: str | None = None,
-                      releasing: Collection[str] = ()) -> str | None:
-    """Why ``op`` cannot make or update ``params`` for the environment ``name``, as far as
-    it can tell before anything changes (Op.preflight: a missing bind or file source,
-    overlay lower; Op.conflict: what another environment holds, a published port, but
-    for those in ``releasing``, which let it go before), or None. apply stops on it
-    before its first step; plan reports it."""
+                      releasing: Collection[str] = (), state_dir: str | None = None) -> str | None:
+    """Why ``op`` cannot make or update ``params`` for the environment ``name`` (of the
+    state root ``state_dir``), as far as it can tell before anything changes
+    (Op.preflight: a missing bind or file source, overlay lower; Op.conflict: what
+    another environment holds, a published port, an explicit address, but for those in
+    ``releasing``, which let it go before), or None. apply stops on it before its first
+    step; plan reports it."""
     check = getattr(op, "preflight", None)
     problem = check(params) if check is not None else None
     conflict = getattr(op, "conflict", None) if name is not None else None
-    return problem or (conflict({name, *releasing}, params) if conflict is not None else None)
+    return problem or (conflict({name, *releasing}, params, state_dir) if conflict is not None else None)

@@ -780,7 +780,7 @@ def _check_free(proto: str, port: int, host_ip: str | None, fams: list[str]) -> 
 
 
 class Port:
-    def conflict(self, names: Collection[str], params: Params) -> str | None:
+    def conflict(self, names: Collection[str], params: Params, state_dir: str | None = None) -> str | None:
         """Who else publishes this host port now: apply's step would fail on it once the
         environment was made (a UX review saw 22 steps rolled back), so plan and apply
         say so before any step. Not an environment of ``names`` (the one applied: its

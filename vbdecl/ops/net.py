@@ -23,7 +23,7 @@ import os
 import re
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import Any, TypeVar, cast
 
 from vbdecl.errors import ConflictError, RuntimeSetupError, VbdeclError
@@ -602,6 +602,36 @@ class Address:
     def describe(self, params: Params) -> str:
         addr = params.get("address") or "auto"
         return f"address {addr} in {params['subnet']} on {INNER}"
+
+    def conflict(self, names: Collection[str], params: Params, state_dir: str | None = None) -> str | None:
+        """Who else of this state root leases the explicit address ``params`` asks for:
+        apply's step refuses it once the environment's veth is made (and the other
+        environments on the bridge lose it for a moment), so plan and apply say so
+        before any step (a network review). Not an environment of ``names`` (the one
+        applied; those applied before it in the same command that let it go), nor an
+        instance whose namespace is gone (apply collects it)."""
+        wanted = params.get("address") or "auto"
+        if wanted == "auto":
+            return None
+        try:
+            address = str(ipaddress.ip_address(wanted))
+            st = shared.read(state_dir or "")
+            holder = ((st.get("leases") or {}).get(str(ipam.parse_subnet(params["subnet"]))) or {}).get(address)
+        except (OSError, ValueError, VbdeclError):
+            return None     # (apply's step says what is wrong with it)
+        info = (st.get("instances") or {}).get(holder) or {} if holder else {}
+        if holder is None or (info.get("name") in names and not info.get("run")) \
+                or not _ns_alive(info.get("pid"), info.get("netns")):
+            return None
+        return (f"address {address} is already in use by {shared.describe(holder, info)}: choose "
+                "another address, or leave it to vbdecl (network.address: auto)")
+
+    @staticmethod
+    def releases(theirs: Params, params: Params) -> bool:
+        """Whether an environment applied with ``theirs`` lets go of the explicit address
+        ``params`` asks for (cmd_plan.source_problems): it asks for another one, or for
+        an automatic one instead (a changed address is a replace: its lease goes first)."""
+        return (theirs.get("address") or "auto") != (params.get("address") or "auto")
 
     @_session
     def probe(self, ctx: Context, params: Params, record: Record | None) -> Record | None:

@@ -936,6 +936,29 @@ def test_state_roots_sharing_a_bridge_never_give_out_one_address_twice(tmp_path:
             env.close()
 
 
+def test_a_claim_taken_off_by_hand_is_drift(envs: Callable[..., Env]) -> None:
+    """A network review: `ip link property del ... altname BRIDGE@ADDRESS` went unseen (no
+    drift), another state root's environment was then given the address, and this one's
+    published port reached that one. The probe sees the claim gone (or another veth's),
+    and the update that repairs it takes it again."""
+    bridge = f"vbt{uniq()}"
+    subnet, _, _ = rand_subnet()
+    env = envs()
+    env.apply(bridge_actions(bridge, subnet))
+    rec = env.ctx.records["net.address"]
+    params = {"subnet": subnet, "address": "auto"}
+    claim = f"{bridge}@{env.address}"
+    assert rec["claim"] == claim and op_for("net.address").probe(env.ctx, params, rec)["claim"] == claim
+    subprocess.run(["ip", "link", "property", "del", "dev", ipam.veth_name(env.instance), "altname", claim],
+                   check=True)
+    live = op_for("net.address").probe(env.ctx, params, rec)
+    assert live is not None and live["claim"] is None
+    assert diff.attr_diff(rec, live) == [("claim", claim, None)]
+    env.ctx.records["net.address"] = op_for("net.address").update(env.ctx, params, rec)
+    assert veth_altnames(env.instance) == [claim]
+    assert op_for("net.address").probe(env.ctx, params, env.ctx.records["net.address"])["claim"] == claim
+
+
 def test_probes_see_drift(envs: Callable[..., Env]) -> None:
     bridge = f"vbt{uniq()}"
     subnet, link_prefix, _ = rand_subnet()

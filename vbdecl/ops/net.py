@@ -642,7 +642,18 @@ class Address:
         nl = _nl()
         ipr = _sess(ctx).env(_env_pid(ctx, "net.address"))
         have = {(a, p) for a, p, _ in nl.addresses(ipr)}
-        return dict(record) if (record["address"], record["prefixlen"]) in have else None
+        if (record["address"], record["prefixlen"]) not in have:
+            return None
+        live = dict(record)
+        if record.get("claim"):
+            # The claim keeps the address this environment's across state roots: one taken
+            # off by hand let another root's environment be given the address, and this
+            # one's published ports then reached that one (a network review).
+            holder = nl.link(_sess(ctx).host, record["claim"])
+            mine = ipam.veth_name(ctx.instance)
+            live["claim"] = record["claim"] if holder is not None and holder["name"] == mine else \
+                None if holder is None else f"{record['claim']} of {holder['name']}"
+        return live
 
     @staticmethod
     def _in_flight(ctx: Context, params: Params) -> Record | None:
@@ -704,7 +715,8 @@ class Address:
             ctx.notes.append(f"could not announce {addr} on the bridge ({err.strerror}): other "
                              "environments there may reach it only once their neighbour entry fails")
         return {"address": addr, "prefixlen": net.prefixlen, "subnet": str(net), "ifname": INNER,
-                "family": net.version, "netns": nl.netns_id(pid)}
+                "family": net.version, "netns": nl.netns_id(pid),
+                "claim": claim.name(addr) if claim.index is not None else None}
 
     @_session
     def revert(self, ctx: Context, record: Record) -> None:

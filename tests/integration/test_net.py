@@ -936,6 +936,33 @@ def test_state_roots_sharing_a_bridge_never_give_out_one_address_twice(tmp_path:
             env.close()
 
 
+def test_an_ipv6_subnet_nobody_asks_for_leaves_a_shared_bridge(envs: Callable[..., Env]) -> None:
+    """A network review: an environment added subnet6 to a bridge two others used, then
+    dropped it; the bridge kept the IPv6 gateway, the state root's entry kept serving the
+    subnet, and another environment asking for an IPv6 subnet of its own was refused
+    ("bridge ... serves fd00:213::/64 for other environments") until the bridge went."""
+    bridge = f"vbt{uniq()}"
+    subnet, _, subnet6 = rand_subnet()
+    other6 = subnet6.replace("::/64", ":1::/64")
+    a, b = envs(), envs()
+    b.apply(bridge_actions(bridge, subnet))
+    a.apply(bridge_actions(bridge, subnet, subnet6=subnet6))
+    gw6 = str(ipam.gateway(ipam.parse_subnet(subnet6)))
+    assert gw6 in subprocess.run(["ip", "-6", "addr", "show", "dev", bridge], capture_output=True, text=True).stdout
+    bridge_id = f"net.bridge[{bridge}]"
+    for aid in ("net.route6", "net.address6"):
+        a.revert_one(aid)
+    a.ctx.records[bridge_id] = op_for("net.bridge").update(
+        a.ctx, {"bridge": bridge, "subnet": subnet, "subnet6": None, "mtu": None}, a.ctx.records[bridge_id])
+    assert gw6 not in subprocess.run(["ip", "-6", "addr", "show", "dev", bridge], capture_output=True,
+                                     text=True).stdout
+    assert shared.read(a.ctx.state_dir)["bridges"][bridge]["subnet6"] is None
+    # another environment on the bridge may ask for an IPv6 subnet now
+    b.ctx.records[bridge_id] = op_for("net.bridge").update(
+        b.ctx, {"bridge": bridge, "subnet": subnet, "subnet6": other6, "mtu": None}, b.ctx.records[bridge_id])
+    assert shared.read(b.ctx.state_dir)["bridges"][bridge]["subnet6"] == other6
+
+
 def test_a_claim_taken_off_by_hand_is_drift(envs: Callable[..., Env]) -> None:
     """A network review: `ip link property del ... altname BRIDGE@ADDRESS` went unseen (no
     drift), another state root's environment was then given the address, and this one's

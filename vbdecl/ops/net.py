@@ -231,6 +231,7 @@ class Bridge:
             if found is not None and found["kind"] == "bridge":
                 self._up(nl, ipr, found, entry)
                 shared.add_user(entry["users"], ctx.instance)
+                _wants_subnet6(entry, ctx.instance, params)
                 return {"bridge": name, "instance": ctx.instance, "created": False, "up": True,
                         "gateways": _gateways(nets)}
         if mismatches:
@@ -301,7 +302,9 @@ class Bridge:
         entry["subnet6"] = entry.get("subnet6") or params.get("subnet6")
         if first_user:
             entry["mtu"] = params.get("mtu") or shared.DEFAULT_MTU
+            entry["wants6"] = []
         shared.add_user(entry["users"], ctx.instance)
+        _wants_subnet6(entry, ctx.instance, params)
         st["bridges"][name] = entry
         return {"bridge": name, "instance": ctx.instance, "created": created, "up": True,
                 "gateways": _gateways(nets)}
@@ -337,6 +340,8 @@ class Bridge:
                 return
             shared.remove_user(entry["users"], ctx.instance)
             if entry["users"]:
+                _wants_subnet6(entry, ctx.instance, {})
+                self._drop_unwanted_subnet6(nl, ipr, name, entry)
                 return
             found = nl.link(ipr, name)
             if found is not None and found["kind"] == "bridge":
@@ -362,6 +367,23 @@ class Bridge:
                     if entry.get("upped"):
                         nl.link_down(ipr, found["index"], name)
             del st["bridges"][name]
+
+    @staticmethod
+    def _drop_unwanted_subnet6(nl: Any, ipr: Any, name: str, entry: dict[str, Any]) -> None:
+        """The IPv6 subnet of a bridge that none of its users of this state root asks for
+        any more: its gateway goes (if vbdecl added it), and the entry serves it no more,
+        so another user may ask for another one (a network review found the first one's
+        kept until the bridge went, and every other subnet6 refused meanwhile). An entry
+        from before users' subnet6 were kept ("wants6") is left as it is."""
+        if entry.get("wants6") != [] or not entry.get("subnet6"):
+            return
+        net = ipam.parse_subnet(str(entry["subnet6"]))
+        cidr = f"{ipam.gateway(net)}/{net.prefixlen}"
+        found = nl.link(ipr, name)
+        if found is not None and found["kind"] == "bridge" and (entry.get("created") or cidr in entry.get("added", [])):
+            nl.address_delete(ipr, found["index"], str(ipam.gateway(net)), net.prefixlen)
+        entry["subnet6"] = None
+        entry["added"] = [a for a in entry.get("added", []) if a != cidr]
 
     @staticmethod
     def _drop_unneeded_gateways(nl: Any, ipr: Any, index: int, bridge: str, added: list[str],
@@ -415,9 +437,20 @@ class Bridge:
                 self._up(nl, ipr, found, entry)
                 nets = [ipam.parse_subnet(s) for s in (params.get("subnet"), params.get("subnet6")) if s]
                 _add_gateways(nl, ipr, found["index"], found["name"], nets, [])
+                _wants_subnet6(entry, ctx.instance, params)
+                self._drop_unwanted_subnet6(nl, ipr, record["bridge"], entry)
                 return dict(record, up=True, gateways=_gateways(nets))
         self.revert(ctx, record)
         return self.apply(ctx, params)
+
+
+def _wants_subnet6(entry: dict[str, Any], instance: str, params: Params) -> None:
+    """Note whether ``instance`` asks bridge ``entry`` for its IPv6 subnet (the entry's
+    "wants6": Bridge._drop_unwanted_subnet6), where the entry keeps that."""
+    if "wants6" not in entry:
+        return
+    wants = [i for i in entry["wants6"] if i != instance]
+    entry["wants6"] = [*wants, instance] if params.get("subnet6") else wants
 
 
 def _add_gateways(nl: Any, ipr: Any, index: int, name: str, nets: list[ipam.Network],

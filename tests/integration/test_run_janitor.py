@@ -91,3 +91,55 @@ def test_an_interrupted_revert_is_finished_by_the_janitor(tmp_path: Path) -> Non
     finally:
         tx.close()     # as run_spec's teardown: the janitor finishes, then returns
     assert not first.exists() and not second.exists()
+
+
+NAT_RUN = """\
+apiVersion: vbdecl/v1
+kind: Environment
+metadata: {{name: {name}}}
+spec:
+  filesystem:
+    - {{type: ro-bind, source: /usr, target: /usr}}
+    - {{type: symlink, target: /bin, points_to: usr/bin}}
+    - {{type: symlink, target: /lib, points_to: usr/lib}}
+    - {{type: symlink, target: /lib64, points_to: usr/lib64}}
+  network: {{mode: bridge, bridge: {bridge}, subnet: {subnet}, nat: true, ports: ["{port}:80/tcp"]}}
+  process: {{command: [/bin/true]}}
+"""
+
+
+@pytest.mark.parametrize("point", ["net-locked", "nat-locked"])
+def test_a_run_killed_holding_a_shared_lock_leaves_no_lock_files(tmp_path: Path, point: str) -> None:
+    """A kill review: `vbdecl run` SIGKILLed right after it opened the state root's
+    global.lock (or /run/vbdecl/nat.lock), before anything of its own was there to
+    find, left the empty lock file (and its shared state) for good: the janitor
+    reverted nothing, so nothing took the lock and removed them. It tidies them now."""
+    import random
+    import secrets
+    import subprocess
+    import sys
+
+    from vbdecl.ops import nat
+
+    state = tmp_path / "state"
+    m = tmp_path / "m.yaml"
+    m.write_text(NAT_RUN.format(name=f"k{secrets.token_hex(3)}", bridge=f"vbt{secrets.token_hex(4)}",
+                                subnet=f"10.{random.randint(100, 250)}.{random.randrange(0, 250, 2)}.0/24",
+                                port=random.randint(20000, 32000)))
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("VBDECL_")},
+           "VBDECL_CACHE_DIR": str(tmp_path / "cache"), "VBDECL_TEST_CRASH_AT": point}
+    out = subprocess.run([str(Path(sys.executable).with_name("vbdecl")), "--state-dir", str(state), "run",
+                          str(m)], env=env, capture_output=True, text=True, timeout=60, start_new_session=True)
+    assert out.returncode == -signal.SIGKILL, out.stderr
+    host = Path(nat.HOST_DIR)
+
+    def tidy() -> bool:
+        if point == "net-locked":
+            return not any((state / name).exists() for name in ("global.lock", "net.0.json", "net.1.json"))
+        # (another test's environment may publish a port meanwhile: then the files are its)
+        return (host / "nat.json").exists() or not (host / "nat.lock").exists()
+
+    deadline = time.monotonic() + 15
+    while not tidy():
+        assert time.monotonic() < deadline, sorted(p.name for p in (state, host)[point == "nat-locked"].iterdir())
+        time.sleep(0.05)

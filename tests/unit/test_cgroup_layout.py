@@ -341,6 +341,13 @@ def test_v2_fake_tree_probe_without_a_record_finds_the_group(fake_v2: cg.Layout)
     assert Group().probe(ctx, {"layout_hint": None}, None) is None
     cg.remove_group(other)
     assert not Path(fake_v2.unified or "", "vbdecl").exists()
+    # killed between making the shared parent and the instance's directory in it (a kill
+    # review found the parent left): an empty parent is found, and goes with the revert
+    cg._mkdir(os.path.join(fake_v2.unified or "", "vbdecl"))
+    found = Group().probe(ctx, {"layout_hint": None}, None)
+    assert found is not None and found["dirs"] == [] and found["created"] == []
+    Group().revert(ctx, found)
+    assert not Path(fake_v2.unified or "", "vbdecl").exists()
 
 
 def test_fake_hybrid_tracking_dir_is_optional(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

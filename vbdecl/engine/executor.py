@@ -756,6 +756,12 @@ class Session:
             self._emit_notes(rid)
         if errors:
             return errors
+        from vbdecl.ops import tidy_shared
+
+        # (a command killed holding the network's or NAT's shared lock, before anything of
+        # its own was there to undo, left the lock's file: as a run's janitor does)
+        with contextlib.suppress(Exception):
+            tidy_shared(self._ctx(), {i["kind"] for i in intents.values()})
         self._close_aborted(fresh=fresh, base_revision=base_revision)
         return []
 

@@ -57,6 +57,9 @@ def _global_lock(root: Path) -> Iterator[None]:
 
     fd = lock(root / "global.lock")
     try:
+        from vbdecl.engine.faults import crash_at
+
+        crash_at("net-locked")      # (a test hook: a kill that leaves the lock's file)
         yield
     finally:
         os.close(fd)

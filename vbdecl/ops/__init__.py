@@ -50,6 +50,21 @@ def op_for(kind: str) -> Op:
     return op
 
 
+def tidy_shared(ctx: Any, kinds: Collection[str], writer: int | None = None) -> None:
+    """What a vbdecl killed in an action of ``kinds`` may have left of the host-wide
+    files the network and NAT ops share, once its actions are reverted (ops.net.tidy,
+    ops.nat.tidy; ``writer``: the killed vbdecl's pid)."""
+    families = {kind.partition(".")[0] for kind in kinds}
+    if families & {"net", "nat"}:
+        from vbdecl.ops import net
+
+        net.tidy(ctx)
+    if "nat" in families:
+        from vbdecl.ops import nat
+
+        nat.tidy(ctx, writer)
+
+
 def preflight_problem(op: Op, params: dict[str, Any], name: str | None = None,
                       releasing: Collection[str] = (), state_dir: str | None = None) -> str | None:
     """Why ``op`` cannot make or update ``params`` for the environment ``name`` (of the

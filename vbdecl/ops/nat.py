@@ -259,6 +259,9 @@ def _host_lock() -> Iterator[dict[str, Any]]:
     path = os.path.join(base, "nat.json")
     fd = lock(lock_path)
     try:
+        from vbdecl.engine.faults import crash_at
+
+        crash_at("nat-locked")      # (a test hook: a kill that leaves the lock's file)
         try:
             fd_json = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
             with os.fdopen(fd_json) as f:
@@ -277,6 +280,22 @@ def _host_lock() -> Iterator[dict[str, Any]]:
             _save_host(data)
     finally:
         os.close(fd)
+
+
+def tidy(ctx: Context, writer: int | None = None) -> None:
+    """After the reverts of a vbdecl killed in a NAT step (a run's janitor): the host-wide
+    NAT files it may have left with nothing of anyone's in them (nat.lock, made by the
+    lock's open; nat.json with its dead instance), and the temp file of its write of
+    nat.json (``writer``: its pid). A kill review found them left in /run/vbdecl."""
+    if writer is not None:
+        with contextlib.suppress(OSError):
+            for name in os.listdir(HOST_DIR):
+                if name.startswith(f".nat.json.{writer}-") and name.endswith(".tmp"):
+                    os.unlink(os.path.join(HOST_DIR, name))
+    if not any(os.path.exists(os.path.join(HOST_DIR, name)) for name in ("nat.lock", "nat.json")):
+        return
+    with _host_lock() as host:      # (which removes both when nothing is left)
+        _collect(_nft(ctx), host)
 
 
 def _save_host(host: dict[str, Any]) -> None:

@@ -104,6 +104,20 @@ def release(ctx: Context) -> None:
         nft.close()
 
 
+def tidy(ctx: Context) -> None:
+    """After the reverts of a vbdecl killed in a network step (a run's janitor): the
+    state root's shared network state with its dead instance, and the lock, left with
+    nothing of anyone's in them (a kill review found global.lock and net.0.json left)."""
+    root = shared.state_root_of(ctx.state_dir)
+    if not any((root / name).exists() for name in ("global.lock", *shared.SLOTS)):
+        return
+    with shared.locked(ctx.state_dir) as st:    # (which removes them when nothing is left)
+        shared.collect(st, _ns_alive)
+        for name, entry in list(st["bridges"].items()):
+            if not entry.get("users") and not os.path.exists(f"/sys/class/net/{name}"):
+                del st["bridges"][name]     # (its bridge gone: as _join forgets one)
+
+
 def _env_pid(ctx: Context, what: str) -> int:
     if ctx.env_pid is None:
         raise RuntimeSetupError(f"{what} needs the environment's network namespace, but it has no live process",

@@ -57,8 +57,9 @@ class HostTransaction:
         from vbdecl.sys import proc as sysproc
 
         started = sysproc.start_time(self.sandbox_pid) if self.sandbox_pid else None
+        me = os.getpid()
         self._janitor_fd, self._janitor_pid = fork_janitor(
-            "vbdecl-janitor", [], lambda fd: _janitor(self.ctx, fd, self.sandbox_pid, started))
+            "vbdecl-janitor", [], lambda fd: _janitor(self.ctx, fd, self.sandbox_pid, started, me))
 
     def close(self) -> bool:
         """The run is over: dismiss the janitor, which reverts what it was not told is
@@ -131,17 +132,22 @@ class HostTransaction:
         return errors
 
 
-def _janitor(ctx: Context, fd: int, sandbox_pid: int | None, started: int | None) -> int:
-    """Follow the transaction; if vbdecl dies before "done" (or leaves it out: a
-    revert failed), revert what landed. Its exit status: 1 when a revert failed."""
-    from vbdecl.ops import op_for
+def _janitor(ctx: Context, fd: int, sandbox_pid: int | None, started: int | None,
+             vbdecl_pid: int) -> int:
+    """Follow the transaction; if vbdecl (``vbdecl_pid``) dies before "done" (or leaves it
+    out: a revert failed), revert what landed, then tidy the host-wide files of the
+    families it touched (ops.tidy_shared). Its exit status: 1 when a revert failed."""
+    from vbdecl.ops import op_for, tidy_shared
 
+    os.environ.pop("VBDECL_TEST_CRASH_AT", None)    # (the test hook kills vbdecl, not its janitor)
     landed: list[tuple[dict[str, Any], dict[str, Any]]] = []
     in_flight: dict[str, Any] | None = None   # an action whose apply had started
+    kinds: set[str] = set()                   # of every action begun
     for line in read_lines(fd):
         msg = json.loads(line)
         if msg["op"] == "intent":
             in_flight = msg["action"]
+            kinds.add(in_flight["kind"])
         elif msg["op"] == "landed":
             landed.append((msg["action"], msg["record"]))
             in_flight = None
@@ -167,4 +173,9 @@ def _janitor(ctx: Context, fd: int, sandbox_pid: int | None, started: int | None
             op_for(action["kind"]).revert(ctx, record)
         except BaseException:
             failed = 1
+    if not failed:
+        try:
+            tidy_shared(ctx, kinds, writer=vbdecl_pid)
+        except BaseException:
+            pass        # (the next command of the family tidies them)
     return failed

@@ -643,7 +643,11 @@ def find_group(layout: Layout, instance: str) -> dict[str, Any] | None:
     For recovery: a :func:`create_group` whose record was lost (vbdecl killed
     before it was journaled) left directories that only their name ties to the
     instance. The record has the shape :func:`create_group` returns, so
-    :func:`remove_group` removes them (and the ``vbdecl`` parents when empty)."""
+    :func:`remove_group` removes them (and the ``vbdecl`` parents when empty). One
+    killed between making a ``vbdecl`` parent and the instance's directory in it
+    left the parent alone: empty parents are a record of no directories but them,
+    which remove_group removes (a kill review found them left; removing an empty
+    parent is safe, :func:`_make_dir` retries when it loses one)."""
     if not instance or os.sep in instance or instance in (".", ".."):
         return None
     record = empty_record(layout, instance)
@@ -670,7 +674,23 @@ def find_group(layout: Layout, instance: str) -> dict[str, Any] | None:
                                "controllers": [c for c in ctrls if not (version == 2 and c == "cpuacct")]})
         for c in ctrls:
             record["controllers"][c] = path
-    return record if record["dirs"] else None
+    if record["dirs"]:
+        return record
+    empty = [parent for parent in (os.path.join(mount, PARENT) for mount in hierarchies)
+             if _empty_cgroup(parent)]
+    if not empty:
+        return None
+    record["parents_created"] = empty
+    return record
+
+
+def _empty_cgroup(path: str) -> bool:
+    """Whether the cgroup directory ``path`` exists and has no child cgroups."""
+    try:
+        with os.scandir(path) as entries:
+            return not any(e.is_dir(follow_symlinks=False) for e in entries)
+    except OSError:
+        return False
 
 
 def _make_dir(record: dict[str, Any], mount: str, version: int, ctrls: list[str], path: str) -> bool:

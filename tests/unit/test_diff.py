@@ -335,3 +335,12 @@ def test_plan_text_keeps_each_change_on_one_line():
     assert any("echo a\nb\tc" in c["reason"] for c in doc_json["changes"])
     # and an id that needs nothing is unchanged
     assert by_line["rootfs"] == "+ rootfs  # fresh tmpfs root"
+
+
+def test_an_environment_leaving_a_bridge_says_the_bridge_goes_only_with_its_last_user():
+    """A network review read `- net.bridge[vbnr0]` as the bridge going, while other
+    environments used it (it stays: this environment leaves it)."""
+    old = compile_doc(doc(network={"mode": "bridge", "bridge": "vbnr0"}))
+    found = _by_id(changes(compile_doc(doc(network={"mode": "isolated"})), state_of(old)))
+    bridge = found["net.bridge[vbnr0]"]
+    assert bridge.symbol == "-" and bridge.reason.endswith("; the bridge itself goes only with its last user")

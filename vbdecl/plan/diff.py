@@ -402,6 +402,10 @@ def changes(desired: dict[str, Any] | None, state: dict[str, Any] | None,
             why += " (already gone)"
         elif keeps and res.get("kind") in MOUNT_KINDS:
             why += f"; {KEEPS_OLD_MOUNT}"
+        elif res.get("kind") == "net.bridge":
+            # (a network review read "- net.bridge[br0]" as the bridge going while other
+            # environments used it: this one leaves it)
+            why += "; the bridge itself goes only with its last user"
         out.append(Change("-", rid, str(res.get("kind", "?")), why, old=res))
     recorded = ((state or {}).get("plan") or {}).get("manifest_hash")
     wanted_hash = (desired or {}).get("manifest_hash")

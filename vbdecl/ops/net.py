@@ -757,9 +757,9 @@ class Address:
         claim.drop_others(addr)
         nl.neighbours_forget(sess.host, addr)
         try:    # (the other environments on the bridge keep an entry with the MAC it had before)
-            nl.announce(pid, INNER, index, addr)
-        except OSError as err:
-            ctx.notes.append(f"could not announce {addr} on the bridge ({err.strerror}): other "
+            nl.announce(ipr, pid, INNER, index, v6=net.version == 6)
+        except VbdeclError as err:
+            ctx.notes.append(f"could not announce {addr} on the bridge ({err.message}): other "
                              "environments there may reach it only once their neighbour entry fails")
         return {"address": addr, "prefixlen": net.prefixlen, "subnet": str(net), "ifname": INNER,
                 "family": net.version, "netns": nl.netns_id(pid),

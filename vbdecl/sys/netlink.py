@@ -480,46 +480,31 @@ def neighbours_forget(ipr: Any, address: str) -> None:
         pass        # gone meanwhile, or none: nothing to forget
 
 
-def announce(pid: int, ifname: str, index: int, address: str) -> None:
-    """Tell everyone on the link of ``ifname`` (in the network namespace of ``pid``) that
-    ``address`` is at its MAC now: a gratuitous ARP request, or for IPv6 an unsolicited
-    neighbour advertisement with the override flag (RFC 4861 7.2.6). The other
-    namespaces on a bridge keep a neighbour entry with the MAC of the interface that had
-    the address before (a veth made again, an address given to another environment)
-    until it fails, 20-30 s later; the kernel announces an address only when the link
-    comes up with it, or its MAC changes. Raises OSError."""
-    import fcntl
-    import socket
-    import struct
-
+def announce(ipr: Any, pid: int, ifname: str, index: int, *, v6: bool) -> None:
+    """Have the kernel tell everyone on the link of ``ifname`` (link ``index`` of ``ipr``,
+    in the network namespace of ``pid``) that its addresses of one family are at its
+    MAC now: a gratuitous ARP, or an unsolicited neighbour advertisement with the
+    override flag. The other namespaces on a bridge keep a neighbour entry with the
+    MAC of the interface that had an address before (a veth made again, an address
+    given to another environment) until it fails, 20-30 s later; the kernel announces
+    addresses only when the link comes up with them or its MAC changes. So: its
+    notify setting on (arp_notify, ndisc_notify), and its MAC set to itself, an
+    address change event (the link's own neighbour cache is flushed with it). Sending
+    the ARP from a packet socket would cost a network-wide RCU grace period at its
+    close (synchronize_net: 10-20 ms here)."""
+    knob = f"/proc/sys/net/ipv6/conf/{ifname}/ndisc_notify" if v6 else f"/proc/sys/net/ipv4/conf/{ifname}/arp_notify"
     fd = open_netns(pid)
     try:
-        with entered(fd):
-            if ":" in address:
-                sock = socket.socket(socket.AF_INET6, socket.SOCK_RAW | socket.SOCK_CLOEXEC, socket.IPPROTO_ICMPV6)
-            else:
-                sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW | socket.SOCK_CLOEXEC,
-                                     socket.htons(0x0806))
+        with entered(fd):       # (/proc/sys/net is the opener's namespace's)
+            sysctl_set(knob, "1")
     finally:
         os.close(fd)
-    with sock:
-        # SIOCGIFHWADDR: struct ifreq, the MAC at sa_data
-        mac = fcntl.ioctl(sock, 0x8927, struct.pack("16s16x", ifname.encode()))[18:24]
-        if ":" in address:
-            target = socket.inet_pton(socket.AF_INET6, address)
-            for option in (socket.IPV6_MULTICAST_HOPS, socket.IPV6_UNICAST_HOPS):
-                sock.setsockopt(socket.IPPROTO_IPV6, option, 255)   # (receivers drop less)
-            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_IF, index)
-            sock.bind((address, 0, 0, index))
-            # type 136, code 0, checksum (the kernel's), flags: override; target; option:
-            # target link-layer address
-            advert = struct.pack("!BBHI", 136, 0, 0, 0x20000000) + target + b"\x02\x01" + mac
-            sock.sendto(advert, ("ff02::1", 0, 0, index))
-            return
-        ip = socket.inet_aton(address)
-        sock.bind((ifname, 0x0806))
-        arp = struct.pack("!HHBBH", 1, 0x0800, 6, 4, 1) + mac + ip + bytes(6) + ip    # a request for itself
-        sock.send((b"\xff" * 6 + mac + b"\x08\x06" + arp).ljust(60, b"\0"))
+    what = f"announcing the addresses of {ifname}"
+    try:
+        (msg,) = ipr.get_links(index)
+        ipr.link("set", index=index, address=_attr(msg, "IFLA_ADDRESS"))
+    except _netlink_error() as err:
+        raise translate(err, what) from None
 
 
 def conntrack_forget_udp(address: str, port: int) -> int:

@@ -963,6 +963,39 @@ def test_an_ipv6_subnet_nobody_asks_for_leaves_a_shared_bridge(envs: Callable[..
     assert shared.read(b.ctx.state_dir)["bridges"][bridge]["subnet6"] == other6
 
 
+def test_an_mtu_lowered_by_hand_is_drift_set_back_in_place(envs: Callable[..., Env]) -> None:
+    """A network review: `ip link set VETH mtu 1300` lowered the bridge to 1300 too (a
+    bridge takes its smallest port's), larger frames between the environments were
+    dropped, and no drift said so. The veth and the bridge see it now, and their updates
+    set it back in place."""
+    bridge = f"vbt{uniq()}"
+    subnet, _, _ = rand_subnet()
+    env = envs()
+    acts = bridge_actions(bridge, subnet)
+    env.apply(acts)
+    params = {aid: p for aid, _k, p in acts}
+    veth, bridge_id = ipam.veth_name(env.instance), f"net.bridge[{bridge}]"
+
+    def mtu(link: str) -> int:
+        return int(Path(f"/sys/class/net/{link}/mtu").read_text())
+
+    def live(aid: str, kind: str) -> Any:
+        """The probe's record, of the keys recorded (as drift is judged)."""
+        found = op_for(kind).probe(env.ctx, params[aid], env.ctx.records[aid])
+        return {k: v for k, v in found.items() if k in env.ctx.records[aid]}
+
+    assert live("net.veth", "net.veth")["mtu"] == live(bridge_id, "net.bridge")["mtu"] == 1500
+    subprocess.run(["ip", "link", "set", veth, "mtu", "1300"], check=True)
+    assert (mtu(veth), mtu(bridge)) == (1300, 1300)
+    assert diff.attr_diff(env.ctx.records["net.veth"], live("net.veth", "net.veth")) == [("mtu", 1500, 1300)]
+    assert diff.attr_diff(env.ctx.records[bridge_id], live(bridge_id, "net.bridge")) == [("mtu", 1500, 1300)]
+    assert diff.effect("net.veth", "mtu") == diff.effect("net.bridge", "mtu") == diff.UPDATE
+    for aid, kind in (("net.veth", "net.veth"), (bridge_id, "net.bridge")):
+        env.ctx.records[aid] = op_for(kind).update(env.ctx, params[aid], env.ctx.records[aid])
+    assert (mtu(veth), mtu(bridge)) == (1500, 1500)
+    assert diff.attr_diff(env.ctx.records["net.veth"], live("net.veth", "net.veth")) == []
+
+
 def test_a_claim_taken_off_by_hand_is_drift(envs: Callable[..., Env]) -> None:
     """A network review: `ip link property del ... altname BRIDGE@ADDRESS` went unseen (no
     drift), another state root's environment was then given the address, and this one's

@@ -199,6 +199,10 @@ class Bridge:
             # (drift on "gateways", added again in place; older records do not say)
             have = {f"{a}/{p}" for a, p, _ in nl.addresses(_sess(ctx).host, index=found["index"])}
             probed["gateways"] = [gw for gw in record["gateways"] if gw in have]
+        if record.get("mtu"):
+            # lowered by hand, or by a port's (a network review: frames larger than it
+            # between the environments were dropped, and no drift said so); set back in place
+            probed["mtu"] = found["mtu"]
         return probed
 
     @_session
@@ -247,7 +251,7 @@ class Bridge:
                 shared.add_user(entry["users"], ctx.instance)
                 _wants_subnet6(entry, ctx.instance, params)
                 return {"bridge": name, "instance": ctx.instance, "created": False, "up": True,
-                        "gateways": _gateways(nets)}
+                        "gateways": _gateways(nets), "mtu": _own_mtu(entry, found)}
         if mismatches:
             key, served, asked = mismatches[0]
             if key == "mtu":
@@ -321,7 +325,7 @@ class Bridge:
         _wants_subnet6(entry, ctx.instance, params)
         st["bridges"][name] = entry
         return {"bridge": name, "instance": ctx.instance, "created": created, "up": True,
-                "gateways": _gateways(nets)}
+                "gateways": _gateways(nets), "mtu": _own_mtu(entry, found if not created else None)}
 
     @staticmethod
     def _up(nl: Any, ipr: Any, found: dict[str, Any], entry: dict[str, Any]) -> bool:
@@ -453,9 +457,19 @@ class Bridge:
                 _add_gateways(nl, ipr, found["index"], found["name"], nets, [])
                 _wants_subnet6(entry, ctx.instance, params)
                 self._drop_unwanted_subnet6(nl, ipr, record["bridge"], entry)
+                mtu = record.get("mtu")
+                if mtu and found["mtu"] != mtu:
+                    nl.link_up(ipr, found["index"], found["name"], mtu=mtu)
                 return dict(record, up=True, gateways=_gateways(nets))
         self.revert(ctx, record)
         return self.apply(ctx, params)
+
+
+def _own_mtu(entry: dict[str, Any], found: dict[str, Any] | None) -> int | None:
+    """The MTU a bridge of vbdecl's carries for its environments (its entry's), to see it
+    lowered (Bridge.probe); None for a bridge someone else made, whose MTU is theirs."""
+    ours = found is None or found.get("alias") == BRIDGE_ALIAS or bool(entry.get("created"))
+    return int(entry["mtu"]) if ours and entry.get("mtu") else None
 
 
 def _wants_subnet6(entry: dict[str, Any], instance: str, params: Params) -> None:
@@ -510,7 +524,10 @@ class Veth:
             # kernel took its routes and IPv6 addresses, and a repair that adds them
             # back failed on it (a network review), so it is made again with them
             return None
-        return dict(record or {}, host=found["name"], index=found["index"])
+        live = dict(record or {}, host=found["name"], index=found["index"])
+        if record is not None and record.get("mtu"):
+            live["mtu"] = found["mtu"]      # (lowered by hand: see Bridge.probe; set back in place)
+        return live
 
     @staticmethod
     def _inner_down(ctx: Context) -> bool:
@@ -545,7 +562,8 @@ class Veth:
         finally:
             os.close(fd)
         ctx.extra.pop("net.index", None)      # a peer made again has a new index
-        return {"host": host, "peer": INNER, "peer_index": peer_index, "bridge": params["bridge"], "netns": ns}
+        return {"host": host, "peer": INNER, "peer_index": peer_index, "bridge": params["bridge"], "netns": ns,
+                "mtu": params.get("mtu") or shared.DEFAULT_MTU}
 
     @staticmethod
     def _delete(ipr: Any, host: str) -> None:
@@ -577,9 +595,10 @@ class Veth:
         found = nl.link(ipr, record["host"])
         if found is None:
             raise VbdeclError(f"veth {record['host']} is gone", hint="apply again to recreate the environment")
-        if params.get("mtu"):
-            nl.link_up(ipr, found["index"], record["host"], mtu=params["mtu"])
-        return dict(record)
+        mtu = params.get("mtu") or record.get("mtu")
+        if mtu and (found["mtu"] != mtu or params.get("mtu")):
+            nl.link_up(ipr, found["index"], record["host"], mtu=mtu)
+        return dict(record, mtu=mtu) if "mtu" in record else dict(record)
 
 
 # --- net.address ----------------------------------------------------------------

@@ -47,8 +47,9 @@ def gone_reason(kind: str) -> str:
 
 
 #: attributes of other kinds that their op's update sets back in place (drift on them)
-UPDATE_ATTRS = frozenset({("net.bridge", "up"), ("net.bridge", "gateways"), ("fs.tmpfs", "size"),
-                          ("fs.tmpfs", "mode"), ("env.namespaces", "hostname")})
+UPDATE_ATTRS = frozenset({("net.bridge", "up"), ("net.bridge", "gateways"), ("net.bridge", "mtu"),
+                          ("net.veth", "mtu"), ("fs.tmpfs", "size"), ("fs.tmpfs", "mode"),
+                          ("env.namespaces", "hostname")})
 
 
 def effect(kind: str, attr: str) -> int:

@@ -514,11 +514,18 @@ class Veth:
         if found is None or found["kind"] != "veth":
             return None
         # Detached from its bridge or down (by hand, or a bridge deleted and made
-        # again), it is there but the environment is cut off: not working, as gone.
+        # again), it is there but the environment is cut off: not working. Drift that
+        # says so (a network review read "deleted outside vbdecl" for a veth that was
+        # there) where the record can tell (since it keeps "up"), which the repair
+        # makes again; else as gone.
         bridge = (record or {}).get("bridge") or params.get("bridge")
         master = nl.index_of(ipr, bridge) if bridge else None
         if master is None or found["master"] != master or not found["up"]:
-            return None
+            if record is None or "up" not in record:
+                return None
+            on = nl.link_by_index(ipr, found["master"]) if found["master"] else None
+            return dict(record, host=found["name"], index=found["index"],
+                        bridge=on["name"] if on else None, up=found["up"])
         if record is not None and ctx.env_pid and self._inner_down(ctx):
             # its end inside set down (ip link set eth0 down in the environment): the
             # kernel took its routes and IPv6 addresses, and a repair that adds them
@@ -563,7 +570,7 @@ class Veth:
             os.close(fd)
         ctx.extra.pop("net.index", None)      # a peer made again has a new index
         return {"host": host, "peer": INNER, "peer_index": peer_index, "bridge": params["bridge"], "netns": ns,
-                "mtu": params.get("mtu") or shared.DEFAULT_MTU}
+                "mtu": params.get("mtu") or shared.DEFAULT_MTU, "up": True}
 
     @staticmethod
     def _delete(ipr: Any, host: str) -> None:

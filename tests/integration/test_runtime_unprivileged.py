@@ -359,3 +359,26 @@ def test_a_source_root_inside_may_not_read_names_the_host_uid_it_runs_as(
     spec["idmap"]["gid"][0] = {"inside": 0, "outside": gid, "count": 1}
     r = run_as(user, shared_dir, spec)
     assert (r.returncode, r.stdout) == (0, "mine\n"), r.stderr
+
+
+def test_a_process_user_a_run_without_root_cannot_map_is_said_at_its_key(
+        user: tuple[str, int, int], shared_dir: Path) -> None:
+    """A user's review: process.user 1000 with no spec.idmap failed in the sandbox's setup
+    with `setresgid(1000, 1000, 1000): Invalid argument`; a run without root maps only the
+    caller's ids (to 0 inside). It is said at the manifest's key, before any setup."""
+    import sys
+
+    vbdecl = str(Path(sys.executable).parent / "vbdecl")
+    m = shared_dir / "pu.yaml"
+    m.write_text("apiVersion: vbdecl/v1\nkind: Environment\nmetadata: {name: pu}\nspec:\n"
+                 "  filesystem:\n    - {type: ro-bind, source: /usr, target: /usr}\n"
+                 "  process:\n    command: [/usr/bin/id]\n    user: 1000\n    group: 1000\n")
+    _, uid, gid = user
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(shared_dir), "VBDECL_CACHE_DIR": str(shared_dir / "cache")}
+    r = subprocess.run(["setpriv", f"--reuid={uid}", f"--regid={gid}", "--clear-groups", vbdecl,
+                        "--state-dir", str(shared_dir / "state"), "run", str(m)],
+                       capture_output=True, text=True, env=env, timeout=60)
+    assert r.returncode == 125, r.stdout + r.stderr
+    assert r.stderr.startswith(f"error: {m}:9:11: process.user 1000 and process.group 1000: a run without "
+                               "root maps only your own uid and gid, as 0 inside"), r.stderr
+    assert "spec.idmap" in r.stderr and "setresgid" not in r.stderr, r.stderr

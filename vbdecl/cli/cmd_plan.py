@@ -108,6 +108,20 @@ def run_pids_error(plan: dict[str, Any], path: str) -> PlanError:
                           "is pid 1 itself, and 1 will do")
 
 
+def run_unmapped_error(plan: dict[str, Any], path: str, keys: list[str]) -> PlanError:
+    """``vbdecl run`` without root of a plan whose process.user or process.group the
+    implied user namespace does not map (fast.unmapped_ids): said at the manifest's key
+    before anything is set up."""
+    from vbdecl.errors import PlanError
+
+    process = plan["spec"]["process"]
+    said = " and ".join(f"process.{key} {process[key]}" for key in keys)
+    return PlanError(f"{said}: a run without root maps only your own uid and gid, as 0 inside",
+                     where=key_where(plan, path, f"process.{keys[0]}"),
+                     hint="leave it out (0: you, inside), or map it with spec.idmap (a range "
+                          "of yours in /etc/subuid and /etc/subgid, mapped through newuidmap)")
+
+
 def key_where(plan: dict[str, Any], path: str, dotted: str) -> str:
     """``file:line:col`` of ``spec.<dotted>`` in the file the plan was compiled from
     (``path`` alone for a manifest read from stdin or a pipe, which cannot be read

@@ -147,6 +147,11 @@ def run_file(path: str, *, command: list[str] | None, name: object, state_dir: s
         from vbdecl.cli.cmd_plan import run_pids_error
 
         raise run_pids_error(plan, path)
+    unmapped = unmapped_ids(plan)
+    if unmapped:
+        from vbdecl.cli.cmd_plan import run_unmapped_error
+
+        raise run_unmapped_error(plan, path, unmapped)
     from vbdecl.runtime.spawn import run_plan
 
     fds = [int(str(events_fd))] if events_fd is not None else None
@@ -180,6 +185,16 @@ def too_few_pids(plan: dict[str, Any]) -> bool:
     pids = spec["limits"]["pids"]
     return bool(pids is not None and pids < 2 and spec["namespaces"]["pid"] is True
                 and spec["process"].get("init", True))
+
+
+def unmapped_ids(plan: dict[str, Any]) -> list[str]:
+    """The keys of process.user and process.group that name an id the user namespace a
+    run without root implies cannot have: with no spec.idmap it maps the caller's own
+    ids only, to 0 inside (a user's review was told so by setresgid's EINVAL)."""
+    spec = plan["spec"]
+    if spec.get("idmap") is not None or isinstance(spec["namespaces"].get("user"), dict) or os.geteuid() == 0:
+        return []
+    return [key for key in ("user", "group") if spec["process"].get(key) not in (None, 0)]
 
 
 def _print_warnings(event: dict[str, object]) -> None:

@@ -342,11 +342,19 @@ def test_v2_fake_tree_probe_without_a_record_finds_the_group(fake_v2: cg.Layout)
     cg.remove_group(other)
     assert not Path(fake_v2.unified or "", "vbdecl").exists()
     # killed between making the shared parent and the instance's directory in it (a kill
-    # review found the parent left): an empty parent is found, and goes with the revert
+    # review found the parent left): no group is found (a review of the first fix had
+    # recovery record it as one made without directories, and never make it), and the
+    # tidying after the reverts removes it, empty, and only then
     cg._mkdir(os.path.join(fake_v2.unified or "", "vbdecl"))
-    found = Group().probe(ctx, {"layout_hint": None}, None)
-    assert found is not None and found["dirs"] == [] and found["created"] == []
-    Group().revert(ctx, found)
+    assert Group().probe(ctx, {"layout_hint": None}, None) is None
+    other = cg.create_group(fake_v2, "vb-0000fa53", ["pids"])
+    from vbdecl.ops import tidy_shared
+
+    tidy_shared(ctx, ["cgroup.group"])
+    assert Path(other["unified"]).is_dir()
+    cg.remove_group(other)
+    cg._mkdir(os.path.join(fake_v2.unified or "", "vbdecl"))
+    tidy_shared(ctx, ["cgroup.group"])
     assert not Path(fake_v2.unified or "", "vbdecl").exists()
 
 

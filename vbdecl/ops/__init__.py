@@ -51,10 +51,15 @@ def op_for(kind: str) -> Op:
 
 
 def tidy_shared(ctx: Any, kinds: Collection[str], writer: int | None = None) -> None:
-    """What a vbdecl killed in an action of ``kinds`` may have left of the host-wide
-    files the network and NAT ops share, once its actions are reverted (ops.net.tidy,
-    ops.nat.tidy; ``writer``: the killed vbdecl's pid)."""
+    """What a vbdecl killed in an action of ``kinds`` may have left of what the
+    environments share, once its actions are reverted: the network's and NAT's files
+    (ops.net.tidy, ops.nat.tidy; ``writer``: the killed vbdecl's pid), the cgroups'
+    ``vbdecl`` parents (ops.cgroup.tidy)."""
     families = {kind.partition(".")[0] for kind in kinds}
+    if "cgroup" in families:
+        from vbdecl.ops import cgroup
+
+        cgroup.tidy(ctx)
     if families & {"net", "nat"}:
         from vbdecl.ops import net
 

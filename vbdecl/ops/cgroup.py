@@ -520,6 +520,12 @@ def detect() -> dict[str, Any]:
     return cgroupfs.detect()
 
 
+def tidy(ctx: Context) -> None:
+    """After the reverts of a vbdecl killed in the cgroup step: the shared ``vbdecl``
+    parent it made, empty (cgroupfs.remove_empty_parents)."""
+    cgroupfs.remove_empty_parents(_layout(ctx))
+
+
 def preflight(limits: dict[str, Any]) -> list[dict[str, str]]:
     """Plan-time check of ``spec["limits"]`` against this machine: one entry per limit that
     cannot be enforced, ``{"where": "limits.<name>", "message", "hint", "level"}`` with

@@ -29,6 +29,7 @@ This module imports only the standard library (the run path uses it).
 
 from __future__ import annotations
 
+import contextlib
 import errno as _errno
 import os
 import signal
@@ -645,9 +646,7 @@ def find_group(layout: Layout, instance: str) -> dict[str, Any] | None:
     instance. The record has the shape :func:`create_group` returns, so
     :func:`remove_group` removes them (and the ``vbdecl`` parents when empty). One
     killed between making a ``vbdecl`` parent and the instance's directory in it
-    left the parent alone: empty parents are a record of no directories but them,
-    which remove_group removes (a kill review found them left; removing an empty
-    parent is safe, :func:`_make_dir` retries when it loses one)."""
+    left the parent alone: :func:`remove_empty_parents` takes it."""
     if not instance or os.sep in instance or instance in (".", ".."):
         return None
     record = empty_record(layout, instance)
@@ -674,23 +673,19 @@ def find_group(layout: Layout, instance: str) -> dict[str, Any] | None:
                                "controllers": [c for c in ctrls if not (version == 2 and c == "cpuacct")]})
         for c in ctrls:
             record["controllers"][c] = path
-    if record["dirs"]:
-        return record
-    empty = [parent for parent in (os.path.join(mount, PARENT) for mount in hierarchies)
-             if _empty_cgroup(parent)]
-    if not empty:
-        return None
-    record["parents_created"] = empty
-    return record
+    return record if record["dirs"] else None
 
 
-def _empty_cgroup(path: str) -> bool:
-    """Whether the cgroup directory ``path`` exists and has no child cgroups."""
-    try:
-        with os.scandir(path) as entries:
-            return not any(e.is_dir(follow_symlinks=False) for e in entries)
-    except OSError:
-        return False
+def remove_empty_parents(layout: Layout) -> None:
+    """Remove the ``vbdecl`` parent of each hierarchy of ``layout`` that is empty: one a
+    vbdecl killed between making it and its group's directory in it left (a kill
+    review found them left for good; recovery's probe finds only groups). Safe whoever
+    made it: rmdir takes only an empty cgroup, and :func:`_make_dir` retries when it
+    loses its parent so."""
+    mounts = dict.fromkeys([*([layout.unified] if layout.unified else []), *layout.v1.values()])
+    for mount in mounts:
+        with contextlib.suppress(OSError):
+            _rmdir(os.path.join(mount, PARENT))
 
 
 def _make_dir(record: dict[str, Any], mount: str, version: int, ctrls: list[str], path: str) -> bool:

@@ -963,6 +963,27 @@ def test_an_ipv6_subnet_nobody_asks_for_leaves_a_shared_bridge(envs: Callable[..
     assert shared.read(b.ctx.state_dir)["bridges"][bridge]["subnet6"] == other6
 
 
+def test_an_ipv6_gateway_another_state_root_uses_stays(tmp_path: Path) -> None:
+    """A review of the test above's fix: the last environment of a state root that asked
+    for the bridge's IPv6 subnet took its gateway off while an environment of another
+    state root on the bridge had an address in it (its host route went with it)."""
+    bridge = f"vbt{uniq()}"
+    subnet, _, subnet6 = rand_subnet()
+    a, keep, other = Env(tmp_path / "root1"), Env(tmp_path / "root1"), Env(tmp_path / "root2")
+    gw6 = str(ipam.gateway(ipam.parse_subnet(subnet6)))
+    try:
+        a.apply(bridge_actions(bridge, subnet, subnet6=subnet6))
+        keep.apply(bridge_actions(bridge, subnet))          # (the bridge stays in root 1)
+        other.apply(bridge_actions(bridge, subnet, subnet6=subnet6))
+        a.revert()
+        assert gw6 in subprocess.run(["ip", "-6", "addr", "show", "dev", bridge], capture_output=True,
+                                     text=True).stdout
+        assert shared.read(keep.ctx.state_dir)["bridges"][bridge]["subnet6"] is None
+    finally:
+        for env in (other, keep, a):
+            env.close()
+
+
 def test_an_mtu_lowered_by_hand_is_drift_set_back_in_place(envs: Callable[..., Env]) -> None:
     """A network review: `ip link set VETH mtu 1300` lowered the bridge to 1300 too (a
     bridge takes its smallest port's), larger frames between the environments were

@@ -317,7 +317,9 @@ def test_an_explicit_address_another_environment_holds_is_refused_before_any_ste
     the state root held; apply made the environment's veth again (cutting it off its
     bridge for a moment), failed at net.address and rolled back. Plan says so now, and
     apply refuses it before any step; the same address in the environment holding it,
-    or moved to another environment of the same file, is no conflict."""
+    or moved to another environment of the same file (the first one asking for another
+    explicit address), is no conflict; one the first keeps under auto is (a review of
+    the first version: plan DIR passed it, apply DIR refused it)."""
     state = tmp_path / "state"
     bridge, subnet = f"vbt{uniq()}", rand_subnet()
     fixed = subnet.replace(".0/24", ".70")
@@ -345,9 +347,22 @@ def test_an_explicit_address_another_environment_holds_is_refused_before_any_ste
                               text=True).stdout == veth      # (no veth made again)
         assert cli(state, "plan", "--detailed-exitcode", str(manifest(first, fixed)), check=False).returncode == 0
         both = tmp_path / "both.yaml"
-        both.write_text(manifest(first, None).read_text() + "---\n" + manifest(second, fixed).read_text())
+        moved = subnet.replace(".0/24", ".71")
+        both.write_text(manifest(first, moved).read_text() + "---\n" + manifest(second, fixed).read_text())
         out = cli(state, "plan", str(both), check=False)
         assert out.returncode == 0 and "already in use" not in out.stderr, out.stdout + out.stderr
+        out = cli(state, "apply", "-y", str(both), check=False)
+        assert out.returncode == 0, out.stdout + out.stderr
+        # the other way round: the first keeps it under auto
+        cli(state, "apply", "-y", str(manifest(second, None)))
+        cli(state, "apply", "-y", str(manifest(first, None)))
+        held = json.loads(cli(state, "--json", "status", first).stdout)
+        kept = next(r for r in held["resources"] if r["id"] == "net.address")["record"]["address"]
+        both.write_text(manifest(first, None).read_text() + "---\n" + manifest(second, kept).read_text())
+        for command in ("plan", "apply"):
+            out = cli(state, command, *(["-y"] if command == "apply" else []), str(both), check=False)
+            assert out.returncode == 1 and f"address {kept} is already in use by environment {first}" \
+                in out.stderr, (command, out.stdout + out.stderr)
     finally:
         for name in (first, second):
             cli(state, "destroy", "-y", name, check=False)

@@ -264,6 +264,8 @@ def collect(st: dict[str, Any], alive: Any) -> list[str]:
     for inst in dead:
         for entry in st["bridges"].values():
             remove_user(entry.setdefault("users", []), inst)
+            if inst in entry.get("wants6") or []:      # (ops.net._wants_subnet6)
+                entry["wants6"].remove(inst)
         for subnet in list(st["leases"]):
             leases = st["leases"][subnet]
             for addr in [a for a, who in leases.items() if who == inst]:

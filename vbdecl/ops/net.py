@@ -399,7 +399,10 @@ class Bridge:
         cidr = f"{ipam.gateway(net)}/{net.prefixlen}"
         found = nl.link(ipr, name)
         if found is not None and found["kind"] == "bridge" and (entry.get("created") or cidr in entry.get("added", [])):
-            nl.address_delete(ipr, found["index"], str(ipam.gateway(net)), net.prefixlen)
+            # (not while an environment of another state root on the bridge claims an
+            # address in it: a review's destroy took the gateway from one such)
+            ports = [ln["name"] for ln in nl.links(ipr) if ln["master"] == found["index"]]
+            Bridge._drop_unneeded_gateways(nl, ipr, found["index"], name, [cidr], ports)
         entry["subnet6"] = None
         entry["added"] = [a for a in entry.get("added", []) if a != cidr]
 
@@ -702,9 +705,12 @@ class Address:
     @staticmethod
     def releases(theirs: Params, params: Params) -> bool:
         """Whether an environment applied with ``theirs`` lets go of the explicit address
-        ``params`` asks for (cmd_plan.source_problems): it asks for another one, or for
-        an automatic one instead (a changed address is a replace: its lease goes first)."""
-        return (theirs.get("address") or "auto") != (params.get("address") or "auto")
+        ``params`` asks for (cmd_plan.source_problems): it asks for another explicit one.
+        Not for an automatic one: one it has keeps its lease, and one it is given anew
+        may be this very address (a review of the first version passed such a plan, and
+        the apply refused it)."""
+        asked = theirs.get("address") or "auto"
+        return asked != "auto" and asked != (params.get("address") or "auto")
 
     @_session
     def probe(self, ctx: Context, params: Params, record: Record | None) -> Record | None:

@@ -371,9 +371,10 @@ def test_forwarding_turned_off_by_hand_is_drift(envs: Callable[..., Env],
                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     """A network review: `sysctl -w net.ipv4.ip_forward=0` (by hand, `sysctl --system`, a
     network manager) left every published port and NAT dead while ls said no drift and
-    plan "No changes". The NAT objects' probes find it gone now, as a flushed chain, and
-    apply turns it on again. (The sysctl is the host's, shared with the tests that run
-    beside this one: it is read as "0" here, not written.)"""
+    plan "No changes". The NAT objects' probes say so now ("forwarding on -> off": a
+    review of the first fix found them "deleted outside vbdecl"), and their repair turns
+    it on again. (The sysctl is the host's, shared with the tests that run beside this
+    one: it is read as "0" here, and its writes are only noted.)"""
     from vbdecl.sys import netlink
 
     bridge = f"vbt{uniq()}"
@@ -387,17 +388,29 @@ def test_forwarding_turned_off_by_hand_is_drift(envs: Callable[..., Env],
         probes = {aid: (kind, params) for aid, kind, params in
                   [("nat.masquerade", "nat.masquerade", {"subnet": subnet, "egress": host_if}), port]}
 
-        def found() -> dict[str, bool]:
-            return {aid: op_for(kind).probe(env.ctx, params, env.ctx.records[aid]) is not None
-                    for aid, (kind, params) in probes.items()}
+        def found() -> dict[str, Any]:
+            out = {}
+            for aid, (kind, params) in probes.items():
+                record = env.ctx.records[aid]
+                live = op_for(kind).probe(env.ctx, params, record)
+                out[aid] = diff.attr_diff(record, {k: v for k, v in live.items() if k in record})
+            return out
 
-        assert found() == {"nat.masquerade": True, port[0]: True}
-        real = netlink.sysctl_get
+        assert found() == {"nat.masquerade": [], port[0]: []}
+        real_get, real_set, written = netlink.sysctl_get, netlink.sysctl_set, []
         monkeypatch.setattr(netlink, "sysctl_get",
-                            lambda path: "0" if path == netlink.FORWARD["4"] else real(path))
-        assert found() == {"nat.masquerade": False, port[0]: False}
-        monkeypatch.setattr(netlink, "sysctl_get", real)
-        assert found() == {"nat.masquerade": True, port[0]: True}
+                            lambda path: "0" if path == netlink.FORWARD["4"] else real_get(path))
+        monkeypatch.setattr(netlink, "sysctl_set", lambda path, value: written.append((path, value)) if
+                            path == netlink.FORWARD["4"] else real_set(path, value))
+        drift = [("forwarding", "on", "off")]
+        assert found() == {"nat.masquerade": drift, port[0]: drift}
+        assert diff.effect("nat.port", "forwarding") == diff.REPLACE      # (made again: forwarding on)
+        env.revert_one(port[0])
+        env.apply([port])
+        assert (netlink.FORWARD["4"], "1") in written
+        monkeypatch.setattr(netlink, "sysctl_get", real_get)
+        monkeypatch.setattr(netlink, "sysctl_set", real_set)
+        assert found() == {"nat.masquerade": [], port[0]: []}
         env.revert()
 
 

@@ -688,9 +688,11 @@ class Masquerade:
         if not any(any(isinstance(e, dict) and "masquerade" in e for e in i["rule"].get("expr") or [])
                    for i in items if "rule" in i and i["rule"].get("chain") == chain):
             return None
-        if _forwarding_off((["4"] if record.get("addresses4") else []) + (["6"] if record.get("addresses6") else [])):
-            return None         # (no packet of the environment's leaves the host)
         live = dict(record)
+        if _forwarding_off((["4"] if record.get("addresses4") else []) + (["6"] if record.get("addresses6") else [])):
+            if "forwarding" not in record:
+                return None     # (a record from before it kept it: gone, as it works no more)
+            live["forwarding"] = "off"      # (no packet of the environment's leaves the host)
         if (params.get("egress") or "auto") == "auto":
             try:   # the default route moved: drift, shown as "egress 'eth0' -> 'wlan0'"
                 live["egress"] = self._probe_egress(ctx, params)
@@ -739,7 +741,7 @@ class Masquerade:
             conflict.holder = err.holder
             raise conflict from err
         return {"chain": masq_chain(ctx.instance), "egress": egress, "addresses4": addrs4,
-                "addresses6": addrs6}
+                "addresses6": addrs6, "forwarding": "on"}
 
     def revert(self, ctx: Context, record: Record) -> None:
         _remove(ctx, f"{ctx.instance}/masq",
@@ -864,11 +866,14 @@ class Port:
             return None
         if record.get("localnet") and not _localnet_is_on(str(record["localnet"])):
             return None         # the bridge was made again: its ports on 127.0.0.1 reach nothing
-        if _forwarding_off(sorted({"6" if ":" in a else "4" for a in record.get("to") or []})):
-            return None         # the port reaches nothing from another host
+        forwarding = "off" if _forwarding_off(sorted({"6" if ":" in a else "4" for a in record.get("to") or []})) \
+            else record.get("forwarding")
+        if forwarding == "off" and "forwarding" not in record:
+            return None         # the port reaches nothing from another host (a record from before)
         rules = [i["rule"] for i in items if "rule" in i and i["rule"].get("chain") == chain]
         if not any(_dnat_port(rule) == record["container"] for rule in rules):
             return None
+        live = dict(record, forwarding=forwarding) if "forwarding" in record else dict(record)
         if record.get("to"):
             # Each address family published has its own DNAT rule: one deleted by hand
             # (or pointing elsewhere) leaves the port dead over that family, while any
@@ -883,8 +888,8 @@ class Port:
             to = [a for a in record["to"]
                   if _canonical(a) in reached or (host_ip and (":" in a) != (":" in host_ip))]
             if to != list(record["to"]):
-                return {**record, "to": to}
-        return dict(record)
+                live["to"] = to
+        return live
 
     def apply(self, ctx: Context, params: Params) -> Record:
         proto = params.get("protocol") or "tcp"
@@ -923,7 +928,7 @@ class Port:
         return {"chain": port_chain(ctx.instance, proto, host_port), "protocol": proto,
                 "host": host_port, "container": int(params["container"]),
                 "host_ip": params.get("host_ip"), "localnet": localnet[0] if localnet else None,
-                "to": [a for a in (a4, a6) if a]}
+                "to": [a for a in (a4, a6) if a], "forwarding": "on"}
 
     @_session
     def _check_host_ip(self, ctx: Context, host_ip: str, port: int, proto: str, fams: list[str]) -> None:

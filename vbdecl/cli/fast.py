@@ -192,7 +192,7 @@ def unmapped_ids(plan: dict[str, Any]) -> list[str]:
     run without root implies cannot have: with no spec.idmap it maps the caller's own
     ids only, to 0 inside (a user's review was told so by setresgid's EINVAL)."""
     spec = plan["spec"]
-    if spec.get("idmap") is not None or isinstance(spec["namespaces"].get("user"), dict) or os.geteuid() == 0:
+    if os.geteuid() == 0 or spec.get("idmap") is not None or isinstance(spec["namespaces"].get("user"), dict):
         return []
     return [key for key in ("user", "group") if spec["process"].get(key) not in (None, 0)]
 

@@ -343,4 +343,5 @@ def test_an_environment_leaving_a_bridge_says_the_bridge_goes_only_with_its_last
     old = compile_doc(doc(network={"mode": "bridge", "bridge": "vbnr0"}))
     found = _by_id(changes(compile_doc(doc(network={"mode": "isolated"})), state_of(old)))
     bridge = found["net.bridge[vbnr0]"]
-    assert bridge.symbol == "-" and bridge.reason.endswith("; the bridge itself goes only with its last user")
+    assert bridge.symbol == "-" and bridge.reason.endswith(
+        "; the bridge itself goes only with its last user, and only if vbdecl made it")

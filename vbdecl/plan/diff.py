@@ -406,7 +406,7 @@ def changes(desired: dict[str, Any] | None, state: dict[str, Any] | None,
         elif res.get("kind") == "net.bridge":
             # (a network review read "- net.bridge[br0]" as the bridge going while other
             # environments used it: this one leaves it)
-            why += "; the bridge itself goes only with its last user"
+            why += "; the bridge itself goes only with its last user, and only if vbdecl made it"
         out.append(Change("-", rid, str(res.get("kind", "?")), why, old=res))
     recorded = ((state or {}).get("plan") or {}).get("manifest_hash")
     wanted_hash = (desired or {}).get("manifest_hash")

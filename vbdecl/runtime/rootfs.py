@@ -1418,7 +1418,7 @@ def entry_hint(exc: BaseException, e: dict[str, Any], *, vb: bool = False) -> st
     return getattr(exc, "hint", None)
 
 
-def _mapped_access_hint(spec: dict[str, Any], e: dict[str, Any]) -> str | None:
+def _mapped_access_hint(spec: dict[str, Any], e: dict[str, Any], exc: OSError) -> str | None:
     """For a host source the setup may not read: the setup runs as root of the
     sandbox's user namespace, which is the host uid ``spec.idmap`` maps 0 to (a user's
     review: a 0700 home, with 0 mapped to a subordinate uid, read as "check whether
@@ -1427,6 +1427,8 @@ def _mapped_access_hint(spec: dict[str, Any], e: dict[str, Any]) -> str | None:
     outside = next((m["outside"] for m in maps if m["inside"] == 0), None)
     if not e.get("source") or outside is None or outside == _CALLER_UID:
         return None
+    if e["source"] not in (getattr(exc, "filename", None) or "") + _msg(exc):
+        return None     # (the source opened; something else was refused: a target, say)
     return (f"the setup opens host sources as host uid {outside} (root inside: spec.idmap maps "
             f"uid 0 to it), not as you: that uid must be able to reach {e['source']} (every "
             "directory on the way too), or map uid 0 to your own uid")
@@ -1589,7 +1591,7 @@ def _setup_root(spec: dict[str, Any], contained: bool,
                 bwrap = _bwrap_message(e, exc, b.root_fd) if "vb" in spec else None
                 if bwrap is not None:
                     raise RuntimeSetupError(bwrap, hint=entry_hint(exc, e, vb=True)) from exc
-                hint = _mapped_access_hint(spec, e) if exc.errno == errno.EACCES else None
+                hint = _mapped_access_hint(spec, e, exc) if exc.errno == errno.EACCES else None
                 raise RuntimeSetupError(f"{_describe(e)}: {_msg(exc)}", where=aid,
                                         hint=hint or entry_hint(exc, e, vb="vb" in spec)) from exc
         net = spec.get("network") or {}

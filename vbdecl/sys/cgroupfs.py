@@ -225,8 +225,16 @@ _HINTS = {
 }
 
 
+# Root refused too (not "run as root", a review): a cgroup hierarchy mounted read-only
+# (a container's), or a security module
+_ROOT_DENIED = ("refused to root: the cgroup hierarchy is read-only here (in a container?), or a "
+                "security module refused; see `vbdecl doctor`")
+
+
 def _fail(what: str, exc: OSError, hint: str | None = None) -> SysError:
     code = exc.errno or 0
+    if hint is None and code in (_errno.EACCES, _errno.EPERM) and os.geteuid() == 0:
+        hint = _ROOT_DENIED
     return SysError(f"{what}: {os.strerror(code)} ({_errno.errorcode.get(code, code)})",
                     errno=code, hint=hint or _HINTS.get(code))
 

@@ -489,7 +489,8 @@ def announce(ipr: Any, pid: int, ifname: str, index: int, *, v6: bool) -> None:
     given to another environment) until it fails, 20-30 s later; the kernel announces
     addresses only when the link comes up with them or its MAC changes. So: its
     notify setting on (arp_notify, ndisc_notify), and its MAC set to itself, an
-    address change event (the link's own neighbour cache is flushed with it). Sending
+    address change event (the link's own neighbour table is flushed with it: entries
+    learnt come back as it talks; one made permanent inside the environment is gone). Sending
     the ARP from a packet socket would cost a network-wide RCU grace period at its
     close (synchronize_net: 10-20 ms here)."""
     knob = f"/proc/sys/net/ipv6/conf/{ifname}/ndisc_notify" if v6 else f"/proc/sys/net/ipv4/conf/{ifname}/arp_notify"

@@ -949,6 +949,55 @@ def test_state_roots_sharing_a_bridge_never_give_out_one_address_twice(tmp_path:
             env.close()
 
 
+def _router_advert(ifname: str, prefix: str) -> None:
+    """Send one IPv6 router advertisement on ``ifname`` (of this namespace) to all nodes:
+    a default router of high preference, lifetime 20 s, and ``prefix``/64 for addresses
+    (SLAAC), as an environment's process with NET_RAW could."""
+    import struct
+
+    index = socket.if_nametoindex(ifname)
+    with socket.socket(socket.AF_INET6, socket.SOCK_RAW, socket.IPPROTO_ICMPV6) as s:
+        s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_HOPS, 255)
+        s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_IF, index)
+        # type 134, code 0, checksum (the kernel's), hop limit 64, flags: preference high,
+        # router lifetime 20, reachable 0, retrans 0; a prefix option: on-link, autonomous
+        ra = struct.pack("!BBHBBHII", 134, 0, 0, 64, 0x08, 20, 0, 0)
+        ra += struct.pack("!BBBBIII", 3, 4, 64, 0xC0, 60, 30, 0) + socket.inet_pton(socket.AF_INET6, prefix)
+        for _ in range(60):     # (its link-local address is tentative for a moment: DAD)
+            try:
+                s.sendto(ra, ("ff02::1", 0, 0, index))
+                return
+            except OSError as err:
+                if err.errno != 99:    # EADDRNOTAVAIL
+                    raise
+                time.sleep(0.05)
+        raise AssertionError("no link-local address to send the advertisement from")
+
+
+def test_no_environment_becomes_a_router_of_the_host_or_its_neighbours(envs: Callable[..., Env]) -> None:
+    """A security review: the host took router advertisements from its vbdecl bridges,
+    and the environments from each other: an environment's process with NET_RAW made
+    itself the IPv6 default router of both (Docker's CVE-2020-13401). A bridge vbdecl
+    makes, and every environment's eth0, take none (nor addresses from them, nor
+    redirects)."""
+    bridge = f"vbt{uniq()}"
+    subnet, _, _ = rand_subnet()
+    attacker, victim = envs(), envs()
+    for env in (attacker, victim):
+        env.apply(bridge_actions(bridge, subnet))
+    for key in ("accept_ra", "autoconf", "accept_redirects"):
+        assert Path(f"/proc/sys/net/ipv6/conf/{bridge}/{key}").read_text().strip() == "0", key
+        assert ns_run(victim.pid, "cat", f"/proc/sys/net/ipv6/conf/eth0/{key}").strip() == "0", key
+    prefix = f"fd{random.randint(16, 255):02x}:{random.randint(1, 65535):x}::"
+    result(in_netns(attacker.pid, _router_advert, "eth0", prefix))
+    time.sleep(0.3)
+    for where in (["ip", "-6", "route", "show", "dev", bridge], ["ip", "-6", "addr", "show", "dev", bridge]):
+        seen = subprocess.run(where, capture_output=True, text=True).stdout
+        assert "proto ra" not in seen and prefix.rstrip(":") not in seen, seen
+    seen = ns_run(victim.pid, "ip", "-6", "route") + ns_run(victim.pid, "ip", "-6", "addr")
+    assert "proto ra" not in seen and prefix.rstrip(":") not in seen, seen
+
+
 def test_an_ipv6_subnet_nobody_asks_for_leaves_a_shared_bridge(envs: Callable[..., Env]) -> None:
     """A network review: an environment added subnet6 to a bridge two others used, then
     dropped it; the bridge kept the IPv6 gateway, the state root's entry kept serving the
@@ -1352,6 +1401,56 @@ def test_unprivileged_gets_run_as_root() -> None:
     finally:
         shutil.rmtree(state)
     assert "needs CAP_NET_ADMIN: run as root" in msg, msg
+
+
+def _udp_from(source: str, dest: str, port: int, payload: bytes) -> None:
+    """One UDP datagram to dest:port with the IPv4 source ``source``, built by hand (a raw
+    socket, as an environment's process with NET_RAW could)."""
+    import struct
+
+    src, dst = socket.inet_aton(source), socket.inet_aton(dest)
+    udp = struct.pack("!HHHH", 40000, port, 8 + len(payload), 0) + payload     # (no checksum: allowed)
+    total = 20 + len(udp)
+    header = struct.pack("!BBHHHBBH4s4s", 0x45, 0, total, 0, 0, 64, socket.IPPROTO_UDP, 0, src, dst)
+    with socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW) as s:
+        s.sendto(header + udp, (dest, 0))
+
+
+def _udp_heard(addr: str, port: int, wait: float) -> list[str]:
+    """What a UDP socket on addr:port hears from whom within ``wait`` seconds."""
+    got = []
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind((addr, port))
+        s.settimeout(0.1)
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline:
+            try:
+                data, peer = s.recvfrom(64)
+            except TimeoutError:
+                continue
+            got.append(f"{data.decode()} {peer[0]}")
+    return got
+
+
+def test_no_environment_reaches_the_host_as_loopback(envs: Callable[..., Env]) -> None:
+    """A security review: a port published on 127.0.0.1 turns route_localnet on for its
+    bridge, and an environment's process with NET_RAW reached the host's services that
+    trust loopback peers with datagrams from 127.0.0.2. The guard drops what claims a
+    127/8 source off lo, as it drops what is sent to 127/8."""
+    bridge = f"vbt{uniq()}"
+    subnet, _, _ = rand_subnet()
+    gateway = subnet.replace(".0/24", ".1")
+    hp, listen = random.sample(range(20000, 40000), 2)
+    env = envs()
+    env.apply([*bridge_actions(bridge, subnet),
+               (f"nat.port[127.0.0.1:{hp}/tcp]", "nat.port", {"host": hp, "container": 80, "protocol": "tcp",
+                                                               "host_ip": "127.0.0.1"})])
+    assert Path(f"/proc/sys/net/ipv4/conf/{bridge}/route_localnet").read_text().strip() == "1"
+    heard = in_netns(None, _udp_heard, "0.0.0.0", listen, 1.5)
+    time.sleep(0.3)         # (bound by now)
+    for source, what in ((env.address, "real"), ("127.0.0.2", "spoofed"), ("127.1.2.3", "spoofed")):
+        result(in_netns(env.pid, _udp_from, source, gateway, listen, what.encode()))
+    assert result(heard) == [f"real {env.address}"]
 
 
 def test_port_published_on_loopback(envs: Callable[..., Env]) -> None:

@@ -84,7 +84,9 @@ def base_commands() -> list[Cmd]:
         # loopback connections are DNATed out of the bridge, which needs
         # route_localnet there; masquerade them so the environment can answer,
         # and drop anything else addressed to 127/8 that arrives off lo (what
-        # route_localnet would otherwise let an environment reach).
+        # route_localnet would otherwise let an environment reach), or that claims to
+        # come from there (a security review had an environment with NET_RAW reach the
+        # host's services that trust loopback peers, with a 127.0.0.2 source).
         {"add": {"rule": _t(chain="postrouting", expr=[
             {"match": {"op": "==", "left": {"payload": {"protocol": "ip", "field": "saddr"}},
                        "right": {"prefix": {"addr": "127.0.0.0", "len": 8}}}},
@@ -94,6 +96,11 @@ def base_commands() -> list[Cmd]:
         {"add": {"rule": _t(chain="guard", expr=[
             {"match": {"op": "!=", "left": {"meta": {"key": "iifname"}}, "right": "lo"}},
             {"match": {"op": "==", "left": {"payload": {"protocol": "ip", "field": "daddr"}},
+                       "right": {"prefix": {"addr": "127.0.0.0", "len": 8}}}},
+            {"drop": None}])}},
+        {"add": {"rule": _t(chain="guard", expr=[
+            {"match": {"op": "!=", "left": {"meta": {"key": "iifname"}}, "right": "lo"}},
+            {"match": {"op": "==", "left": {"payload": {"protocol": "ip", "field": "saddr"}},
                        "right": {"prefix": {"addr": "127.0.0.0", "len": 8}}}},
             {"drop": None}])}},
     ]

@@ -564,6 +564,8 @@ class Veth:
             ns = os.fstat(fd).st_ino
             nl.veth_create(ipr, host, INNER, netns_fd=fd, master=master, mtu=params.get("mtu"))
             try:
+                with nl.entered(fd):        # (before it is up: see netlink.refuse_routers)
+                    nl.refuse_routers(INNER)
                 # the peer's flags cannot ride along with the creation: up it here
                 peer_index, _ = nl.up_in(fd, INNER)
             except BaseException:

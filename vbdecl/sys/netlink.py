@@ -355,7 +355,29 @@ def bridge_create(ipr: Any, name: str, *, mtu: int | None, alias: str) -> int:
     if found is None:  # pragma: no cover - the kernel just made it
         raise SysError(f"bridge {name} vanished right after it was created")
     _call(f"tagging bridge {name}", lambda: ipr.link("set", index=found["index"], ifalias=alias))
+    refuse_routers(name)
     return int(found["index"])
+
+
+# What an interface of vbdecl's (a bridge it makes, an environment's eth0) takes from its
+# link: no router advertisement, no address made from one, no redirect. A process with
+# NET_RAW in an environment could otherwise make itself the IPv6 default router of the
+# host, through the bridge, and of the other environments on it (a security review;
+# Docker's CVE-2020-13401).
+_NO_ROUTERS = (("ipv6", "accept_ra"), ("ipv6", "autoconf"), ("ipv6", "accept_redirects"),
+               ("ipv4", "accept_redirects"))
+
+
+def refuse_routers(ifname: str) -> None:
+    """Set ``ifname`` (in this thread's network namespace) to take no router
+    advertisements, addresses from them or redirects (_NO_ROUTERS). Skipped for a
+    family the kernel does not have (no IPv6)."""
+    for family, key in _NO_ROUTERS:
+        try:
+            sysctl_set(f"/proc/sys/net/{family}/conf/{ifname}/{key}", "0")
+        except SysError as err:
+            if err.errno != errno.ENOENT:
+                raise
 
 
 def keep_address(ipr: Any, index: int, name: str) -> None:

@@ -414,6 +414,30 @@ def test_forwarding_turned_off_by_hand_is_drift(envs: Callable[..., Env],
         env.revert()
 
 
+def test_a_dead_environments_revert_leaves_the_port_another_took(tmp_path: Path) -> None:
+    """A concurrency review: an environment whose namespace died (its init killed) let
+    its published port go to an environment of another state root, and its destroy
+    then deleted the port's map element by its key: the live environment's. A revert
+    deletes only elements that jump to its own chains."""
+    bridge = f"vbt{uniq()}"
+    subnet, _, _ = rand_subnet()
+    hp = random.randint(20000, 40000)
+    port = (f"nat.port[{hp}/tcp]", "nat.port", {"host": hp, "container": 80, "protocol": "tcp", "host_ip": None})
+    dead, live = Env(tmp_path / "root1"), Env(tmp_path / "root2")
+    try:
+        dead.apply([*bridge_actions(bridge, subnet), port])
+        _stop(dead.pid, dead._w)        # (its namespace, and the veth, go; nothing is reverted)
+        dead.alive = False
+        live.apply([*bridge_actions(bridge, subnet), port])
+        assert f"{live.instance}-tcp-{hp}" in nft_table()
+        dead.revert()
+        assert f"tcp . {hp}" in nft_table() and f"{live.instance}-tcp-{hp}" in nft_table(), nft_table()
+        assert op_for("nat.port").probe(live.ctx, port[2], live.ctx.records[port[0]]) is not None
+    finally:
+        for env in (live, dead):
+            env.close()
+
+
 def test_forwarding_of_a_family_goes_back_with_its_last_user(envs: Callable[..., Env]) -> None:
     """A network review: IPv6 forwarding stayed on after the last environment masquerading
     IPv6 went, while one forwarding IPv4 only was left (restored only with the table)."""

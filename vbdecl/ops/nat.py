@@ -448,6 +448,7 @@ def _remove(ctx: Context, key: str, cmds: list[Cmd], what: str, *, localnet_key:
     with _host_lock() as host:
         if localnet_key is not None:
             _localnet_off(host, localnet_key)
+        cmds = _own_elements_only(nft.list_table(FAMILY, TABLE) or [], cmds, ctx.instance)
         ok, err = nft.try_run(cmds)
         _collect(nft, host)
         if not ok:
@@ -476,6 +477,25 @@ def _remove(ctx: Context, key: str, cmds: list[Cmd], what: str, *, localnet_key:
             nft.run(delete_table_commands(), what=what)
         registry.pop(ctx.instance, None)
         _forward_restore(host)
+
+
+def _own_elements_only(items: list[dict[str, Any]], cmds: list[Cmd], instance: str) -> list[Cmd]:
+    """``cmds`` with their map element deletions cut to the elements that jump to a chain
+    of ``instance``: an element is found by its key (a port, an address), and once an
+    environment died, another instance may hold that key (a concurrency review's
+    destroy of a dead environment deleted a live environment's port of another state
+    root)."""
+    out: list[Cmd] = []
+    for cmd in cmds:
+        body = (cmd.get("delete") or {}).get("element")
+        if body is None:
+            out.append(cmd)
+            continue
+        keys = [key for key in body["elem"]
+                if (_map_target(items, body["name"], key) or "").startswith(f"{instance}-")]
+        if keys:
+            out.append({"delete": {"element": dict(body, elem=keys)}})
+    return out
 
 
 def _families_in_use(registry: dict[str, Any]) -> set[str]:

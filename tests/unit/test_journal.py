@@ -275,3 +275,27 @@ def test_a_lock_whose_directory_is_removed_under_it_is_made_again_or_given_up(
     with pytest.raises(FileNotFoundError):
         lock.acquire(p, timeout=0.2)
     assert 1.0 <= time.monotonic() - t0 < 3.0
+
+
+def test_a_shared_lock_held_too_long_is_an_error_naming_its_holder(tmp_path: Path) -> None:
+    """A concurrency review: the state root's global.lock and /run/vbdecl/nat.lock were
+    waited on forever (a vbdecl stopped with ^Z while it held one hung every later apply,
+    destroy and bridged run without a word). They are held for milliseconds: after
+    WAIT_SECONDS the wait ends, naming the holder; the lock is had as soon as it is free."""
+    import fcntl
+    import time
+
+    from vbdecl.errors import LockedError
+    from vbdecl.sys import flock
+
+    path = tmp_path / "global.lock"
+    held = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    fcntl.flock(held, fcntl.LOCK_EX)
+    started = time.monotonic()
+    with pytest.raises(LockedError) as info:
+        flock.lock(path, timeout=0.2)
+    assert 0.2 <= time.monotonic() - started < 2
+    assert info.value.message == f"{path} is still locked after 0.2 s, by pid {os.getpid()}"
+    assert "stopped (Ctrl-Z)" in (info.value.hint or "")
+    os.close(held)
+    os.close(flock.lock(path, timeout=0.2))

@@ -11,19 +11,48 @@ from __future__ import annotations
 
 import fcntl
 import os
+import time
+
+# These locks are held for milliseconds: one held this long is a vbdecl stopped (^Z) or
+# stuck, which every later command waited for without a word (a concurrency review)
+WAIT_SECONDS = 60.0
 
 
-def lock(path: str | os.PathLike[str]) -> int:
-    """An fd holding an exclusive flock on ``path`` (close it to release)."""
+def lock(path: str | os.PathLike[str], timeout: float = WAIT_SECONDS) -> int:
+    """An fd holding an exclusive flock on ``path`` (close it to release); LockedError,
+    naming the holder, after ``timeout`` seconds of waiting."""
+    deadline = time.monotonic() + timeout
     while True:
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-        fcntl.flock(fd, fcntl.LOCK_EX)
+        _wait(fd, path, deadline, timeout)
         try:
             if os.stat(path).st_ino == os.fstat(fd).st_ino:
                 return fd
         except FileNotFoundError:
             pass
         os.close(fd)  # removed while we waited: lock the file that is there now
+
+
+def _wait(fd: int, path: str | os.PathLike[str], deadline: float, timeout: float) -> None:
+    """flock(LOCK_EX) on ``fd``, polled so that the wait ends at ``deadline``."""
+    delay = 0.0005
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            pass
+        if time.monotonic() >= deadline:
+            from vbdecl.errors import LockedError
+
+            who = sorted(holders(fd))
+            os.close(fd)
+            raise LockedError(f"{path} is still locked after {timeout:g} s"
+                              + (f", by pid {', '.join(map(str, who))}" if who else ""),
+                              hint="a vbdecl that is stopped (Ctrl-Z) or stuck holds it: let it go on, "
+                                   "or end it, then run the command again")
+        time.sleep(delay)
+        delay = min(delay * 2, 0.005)
 
 
 def holders(fd: int) -> set[int]:

@@ -268,6 +268,15 @@ def assert_nat_gone(*instances: str) -> None:
         assert 'comment "vb-' in table, f"an unused vbdecl table was left behind:\n{table}"
 
 
+def port_action(host: int, container: int, protocol: str = "tcp",
+                host_ip: str | None = None) -> tuple[str, str, dict[str, Any]]:
+    """A nat.port action publishing ``host`` (on ``host_ip``) to ``container``, with the
+    compiler's id."""
+    where = f"{host_ip}:" if host_ip else ""
+    return (f"nat.port[{where}{host}/{protocol}]", "nat.port",
+            {"host": host, "container": container, "protocol": protocol, "host_ip": host_ip})
+
+
 def ns_run(pid: int, *cmd: str) -> str:
     return subprocess.run(["nsenter", "-t", str(pid), "-n", *cmd], capture_output=True, text=True,
                           check=True).stdout
@@ -383,13 +392,12 @@ def test_forwarding_turned_off_by_hand_is_drift(envs: Callable[..., Env],
     bridge = f"vbt{uniq()}"
     subnet, link_prefix, _ = rand_subnet()
     hp = random.randint(20000, 40000)
-    port = (f"nat.port[{hp}/tcp]", "nat.port", {"host": hp, "container": 80, "protocol": "tcp", "host_ip": None})
+    port = port_action(hp, 80)
     with upstream(link_prefix) as (_pid, host_if, _host_ip, _up_ip):
         env = envs()
-        env.apply([*bridge_actions(bridge, subnet),
-                   ("nat.masquerade", "nat.masquerade", {"subnet": subnet, "egress": host_if}), port])
-        probes = {aid: (kind, params) for aid, kind, params in
-                  [("nat.masquerade", "nat.masquerade", {"subnet": subnet, "egress": host_if}), port]}
+        masq = ("nat.masquerade", "nat.masquerade", {"subnet": subnet, "egress": host_if})
+        env.apply([*bridge_actions(bridge, subnet), masq, port])
+        probes = {aid: (kind, params) for aid, kind, params in (masq, port)}
 
         def found() -> dict[str, Any]:
             out = {}
@@ -425,7 +433,7 @@ def test_a_dead_environments_revert_leaves_the_port_another_took(tmp_path: Path)
     bridge = f"vbt{uniq()}"
     subnet, _, _ = rand_subnet()
     hp = random.randint(20000, 40000)
-    port = (f"nat.port[{hp}/tcp]", "nat.port", {"host": hp, "container": 80, "protocol": "tcp", "host_ip": None})
+    port = port_action(hp, 80)
     dead, live = Env(tmp_path / "root1"), Env(tmp_path / "root2")
     try:
         dead.apply([*bridge_actions(bridge, subnet), port])
@@ -522,8 +530,7 @@ def test_published_port_from_another_namespace_and_in_place_update(envs: Callabl
     with upstream(link_prefix) as (up_pid, _host_if, host_ip, up_ip):
         env = envs()
         env.apply([*bridge_actions(bridge, subnet),
-                   (f"nat.port[{hp}/tcp]", "nat.port", {"host": hp, "container": 80, "protocol": "tcp",
-                                                         "host_ip": None})])
+                   port_action(hp, 80)])
         assert f"tcp dport {hp} dnat ip to {env.address}:80" in nft_table()
         server = in_netns(env.pid, echo_server, env.address, 80, 2)
         # from another namespace (routed through the host: prerouting)
@@ -584,7 +591,7 @@ def test_udp_flows_through_a_port_are_forgotten_with_it(envs: Callable[..., Env]
     bridge = f"vbt{uniq()}"
     subnet, link_prefix, _ = rand_subnet()
     hp = random.randint(20000, 40000)
-    port = (f"nat.port[{hp}/udp]", "nat.port", {"host": hp, "container": 53, "protocol": "udp", "host_ip": None})
+    port = port_action(hp, 53, "udp")
     with upstream(link_prefix) as (up_pid, _host_if, host_ip, up_ip):
         env = envs()
         env.apply([*bridge_actions(bridge, subnet), port])
@@ -707,8 +714,7 @@ def test_destroy_removes_everything_even_after_the_namespace_died(envs: Callable
         env = envs()
         env.apply([*bridge_actions(bridge, subnet, subnet6=subnet6),
                    ("nat.masquerade", "nat.masquerade", {"subnet": subnet, "egress": host_if}),
-                   ("nat.port[8080/tcp]", "nat.port", {"host": 8080, "container": 80, "protocol": "tcp",
-                                                       "host_ip": None})])
+                   port_action(8080, 80)])
         assert env.instance in nft_table()
         # the environment dies first (as on a crash): its namespace, and the veth, go with it
         _stop(env.pid, env._w)
@@ -887,11 +893,9 @@ def test_two_state_roots_share_bridge_and_table(tmp_path: Path) -> None:
     try:
         hp = random.randint(20000, 40000)
         a.apply([*bridge_actions(bridge, subnet, address=subnet.replace(".0/24", ".10")),
-                 (f"nat.port[{hp}/tcp]", "nat.port", {"host": hp, "container": 80, "protocol": "tcp",
-                                                       "host_ip": None})])
+                 port_action(hp, 80)])
         b.apply([*bridge_actions(bridge, subnet, address=subnet.replace(".0/24", ".11")),
-                 (f"nat.port[{hp + 1}/tcp]", "nat.port", {"host": hp + 1, "container": 80, "protocol": "tcp",
-                                                           "host_ip": None})])
+                 port_action(hp + 1, 80)])
         a.revert()
         assert bridge in links()                      # b's veth is still on it
         table = nft_table()
@@ -1470,8 +1474,7 @@ def test_no_environment_reaches_the_host_as_loopback(envs: Callable[..., Env]) -
     hp, listen = random.sample(range(20000, 40000), 2)
     env = envs()
     env.apply([*bridge_actions(bridge, subnet),
-               (f"nat.port[127.0.0.1:{hp}/tcp]", "nat.port", {"host": hp, "container": 80, "protocol": "tcp",
-                                                               "host_ip": "127.0.0.1"})])
+               port_action(hp, 80, host_ip="127.0.0.1")])
     assert Path(f"/proc/sys/net/ipv4/conf/{bridge}/route_localnet").read_text().strip() == "1"
     heard = in_netns(None, _udp_heard, "0.0.0.0", listen, 1.5)
     time.sleep(0.3)         # (bound by now)
@@ -1486,8 +1489,7 @@ def test_port_published_on_loopback(envs: Callable[..., Env]) -> None:
     hp = random.randint(20000, 40000)
     env = envs()
     env.apply([*bridge_actions(bridge, subnet),
-               (f"nat.port[127.0.0.1:{hp}/tcp]", "nat.port", {"host": hp, "container": 80, "protocol": "tcp",
-                                                               "host_ip": "127.0.0.1"})])
+               port_action(hp, 80, host_ip="127.0.0.1")])
     localnet = Path(f"/proc/sys/net/ipv4/conf/{bridge}/route_localnet")
     assert localnet.read_text().strip() == "1"
     server = in_netns(env.pid, echo_server, env.address, 80)
@@ -1497,8 +1499,7 @@ def test_port_published_on_loopback(envs: Callable[..., Env]) -> None:
     assert localnet.read_text().strip() == "0"
     # ::1 cannot be NATed to another host: a clear error
     with pytest.raises(VbdeclError, match="IPv6 loopback"):
-        env.apply([("nat.port[::1:1/tcp]", "nat.port", {"host": 1, "container": 2, "protocol": "tcp",
-                                                        "host_ip": "::1"})])
+        env.apply([port_action(1, 2, host_ip="::1")])
 
 
 def test_teardown_hint_leaves_the_veth_to_the_namespace(envs: Callable[..., Env]) -> None:

@@ -911,6 +911,89 @@ def test_two_state_roots_share_bridge_and_table(tmp_path: Path) -> None:
         b.close()
 
 
+def _leaving(env: Env) -> int:
+    """Revert ``env`` in a child process (another vbdecl, as the bridge lock sees it);
+    its pid. The parent's ``env`` then holds nothing."""
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            from vbdecl.ops import net
+
+            net.release(env.ctx)     # (the parent's sockets are not the child's to use)
+            env.revert()
+            code = 0
+        finally:
+            os._exit(code)
+    env.landed.clear()
+    env.ctx.records.clear()
+    return pid
+
+
+def _exited(pid: int, within: float) -> int | None:
+    """The exit status of the child ``pid`` if it exits within ``within`` seconds."""
+    deadline = time.monotonic() + within
+    while True:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return os.waitstatus_to_exitcode(status)
+        if time.monotonic() > deadline:
+            return None
+        time.sleep(0.02)
+
+
+def test_a_destroy_in_one_state_root_waits_for_another_roots_join(tmp_path: Path) -> None:
+    """A concurrency review: the last user of a bridge in one state root, going, saw
+    no port on it and deleted it between another root's join and its veth (each root
+    decides under its own lock), and that apply rolled back or was cut off. A join
+    holds the bridge until its veth is on it: the destroy waits, then leaves it."""
+    bridge = f"vbt{uniq()}"
+    subnet, _, _ = rand_subnet()
+    a, b = Env(tmp_path / "root1"), Env(tmp_path / "root2")
+    try:
+        a.apply(bridge_actions(bridge, subnet, address=subnet.replace(".0/24", ".10")))
+        join, *rest = bridge_actions(bridge, subnet, address=subnet.replace(".0/24", ".11"))
+        b.apply([join])
+        leaving = _leaving(a)
+        assert _exited(leaving, 0.5) is None        # waits for b's veth
+        b.apply(rest)
+        assert _exited(leaving, 30) == 0
+        assert bridge in links()
+        assert _nl_master(ipam.veth_name(b.instance)) == bridge
+        b.revert()
+        assert bridge not in links()
+    finally:
+        a.close()
+        b.close()
+
+
+def test_a_destroy_in_one_state_root_waits_for_a_veth_made_again_in_another(tmp_path: Path) -> None:
+    """The same for a veth made again (a replacement: its revert, then its apply):
+    the bridge is not deleted while it is off it."""
+    bridge = f"vbt{uniq()}"
+    subnet, _, _ = rand_subnet()
+    a, b = Env(tmp_path / "root1"), Env(tmp_path / "root2")
+    try:
+        a.apply(bridge_actions(bridge, subnet, address=subnet.replace(".0/24", ".10")))
+        b.apply(bridge_actions(bridge, subnet, address=subnet.replace(".0/24", ".11"))[:2])
+        b.revert_one("net.veth")
+        leaving = _leaving(a)
+        assert _exited(leaving, 0.5) is None
+        b.apply([("net.veth", "net.veth", {"bridge": bridge, "mtu": None})])
+        assert _exited(leaving, 30) == 0
+        assert bridge in links()
+        assert _nl_master(ipam.veth_name(b.instance)) == bridge
+    finally:
+        a.close()
+        b.close()
+
+
+def _nl_master(ifname: str) -> str | None:
+    out = subprocess.run(["ip", "-j", "link", "show", "dev", ifname], capture_output=True, text=True,
+                         check=True).stdout
+    return json.loads(out)[0].get("master")
+
+
 def test_a_state_root_takes_its_gateway_off_a_shared_bridge_it_leaves(tmp_path: Path) -> None:
     """A network review: a second state root added its subnet's gateway to the bridge
     the first made; when its last environment went while the first's was still on the

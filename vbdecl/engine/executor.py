@@ -34,7 +34,7 @@ from vbdecl.engine import lock as lock_mod
 from vbdecl.engine.changes import Change, ChangeSet
 from vbdecl.engine.faults import Faults, crash_at, interrupt_at
 from vbdecl.errors import ActionError, Problem, StateError, VbdeclError
-from vbdecl.ops import preflight_problem
+from vbdecl.ops import let_go, preflight_problem
 from vbdecl.ops.base import Context, Records
 
 Event = dict[str, Any]
@@ -221,6 +221,8 @@ class Session:
         self._load_context((state or {}).get("plan"))
 
     def close(self) -> None:
+        if self.instance:
+            let_go(self.instance)
         if self.journal is not None:
             self.journal.close()
             self.journal = None

@@ -70,6 +70,18 @@ def tidy_shared(ctx: Any, kinds: Collection[str], writer: int | None = None) -> 
         nat.tidy(ctx, writer)
 
 
+def let_go(instance: str) -> None:
+    """The end of a transaction of ``instance``: let go of what its ops keep from one
+    step to the next (ops.net's hold on the bridges, from a join until its veth is on
+    the bridge), which a failure or a fault between the two steps may have left: a
+    library runs many transactions in one process."""
+    import sys
+
+    net = sys.modules.get("vbdecl.ops.net")     # (not imported: nothing held)
+    if net is not None:
+        net.let_bridges_go(instance)
+
+
 def preflight_problem(op: Op, params: dict[str, Any], name: str | None = None,
                       releasing: Collection[str] = (), state_dir: str | None = None) -> str | None:
     """Why ``op`` cannot make or update ``params`` for the environment ``name`` (of the

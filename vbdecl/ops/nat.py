@@ -248,8 +248,9 @@ def _host_dir() -> str:
         os.makedirs(HOST_DIR, mode=0o700, exist_ok=True)
         st = os.lstat(HOST_DIR)
     except OSError as exc:
-        raise SysError(f"cannot create {HOST_DIR} for vbdecl's NAT bookkeeping: {exc.strerror}",
-                       errno=exc.errno or 0, hint="NAT needs root: run as root") from None
+        raise SysError(f"cannot create {HOST_DIR} for vbdecl's host-wide bookkeeping (NAT, bridges): "
+                       f"{exc.strerror}", errno=exc.errno or 0,
+                       hint="NAT and bridges need root: run as root") from None
     if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.geteuid() or st.st_mode & 0o022:
         raise SysError(f"{HOST_DIR} is not a private directory owned by uid {os.geteuid()}",
                        hint="remove it (it should be created by vbdecl, mode 0700) and retry")

@@ -23,7 +23,7 @@ import os
 import re
 import threading
 import time
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Iterator
 from typing import Any, TypeVar, cast
 
 from vbdecl.errors import ConflictError, RuntimeSetupError, VbdeclError
@@ -96,7 +96,9 @@ def _session(fn: F) -> F:
 
 
 def release(ctx: Context) -> None:
-    """Close the sockets this context's network ops keep (netlink, nftables)."""
+    """Close the sockets this context's network ops keep (netlink, nftables), and
+    let go of its bridges."""
+    let_bridges_go(ctx.instance)
     for key in [k for k in ctx.extra if k.startswith("net.session.")]:
         ctx.extra.pop(key).close()
     nft = ctx.extra.pop("nft", None)
@@ -160,6 +162,59 @@ def _inner_index(ctx: Context, ipr: Any, pid: int) -> int:
 _VETH = re.compile(r"vb[0-9a-f]{8}h")
 
 
+# --- the host-wide bridge lock ----------------------------------------------------
+#
+# Each state root decides under its own lock, and a bridge is shared by every state
+# root on the host: a destroy of a bridge's last user in one root, seeing no port
+# on it, deleted it between another root's join and that root's veth (a concurrency
+# review: 10 of 80 tries, most of those applies rolled back, two cut off). So a
+# join, and a veth made again, hold a shared flock on HOST_DIR from before they look
+# at the bridge until the veth is on it, and a bridge is deleted only under the
+# exclusive one; the lock order is this lock, then the state root's.
+#
+# The holds are the process's, by instance, not a Context's: the executor makes a new
+# Context when its records are reset (a rollback), and a hold left in the one before
+# made the bridge's revert wait for its own process.
+_HELD: dict[str, int] = {}
+
+
+def _hold_bridges(ctx: Context) -> None:
+    """Keep every bridge from being deleted until :func:`let_bridges_go`. (Not for a
+    user who is not root: such a one changes no bridge of the host, and is told so by
+    the step, not by a lock in root's directory.)"""
+    if ctx.instance not in _HELD and os.geteuid() == 0:
+        from vbdecl.ops.nat import _host_dir
+        from vbdecl.sys.flock import lock_dir
+
+        _HELD[ctx.instance] = lock_dir(_host_dir(), shared=True)
+
+
+def let_bridges_go(instance: str | None = None) -> None:
+    """Let go of the hold of ``instance`` (None: every hold of this process)."""
+    for inst in [instance] if instance is not None else list(_HELD):
+        fd = _HELD.pop(inst, None)
+        if fd is not None:
+            os.close(fd)
+
+
+@contextlib.contextmanager
+def _may_delete_bridges() -> Iterator[None]:
+    """The exclusive bridge lock. This process's own holds are let go first: it would
+    wait for itself (a rollback between its bridge and veth steps)."""
+    from vbdecl.ops.nat import _host_dir
+    from vbdecl.sys.flock import lock_dir
+
+    let_bridges_go()
+    if os.geteuid() != 0:
+        yield
+        return
+    fd = lock_dir(_host_dir(), shared=False)
+    try:
+        yield
+    finally:
+        os.close(fd)
+
+
 def _set_back(st: dict[str, Any], name: str, prior: dict[str, Any] | None) -> None:
     """The shared state's entry of bridge ``name`` as it was before a failed apply."""
     if prior is None:
@@ -211,10 +266,12 @@ class Bridge:
         name = ipam.check_ifname(params["bridge"], "bridge")
         nets = [ipam.parse_subnet(s) for s in (params.get("subnet"), params.get("subnet6")) if s]
         ipr = _sess(ctx).host
+        _hold_bridges(ctx)      # (until the veth is on it: Veth.apply lets go)
         with shared.locked(ctx.state_dir) as st:
             try:
                 return self._join(ctx, params, nl, ipr, st, name, nets)
             except BaseException:
+                let_bridges_go(ctx.instance)
                 # a failed join leaves no record of this instance that holds nothing (an
                 # unprivileged review found a failed run's, with a dead pid, kept)
                 if not any(ctx.instance in (b.get("users") or []) for b in st["bridges"].values()) and \
@@ -351,7 +408,7 @@ class Bridge:
         nl = _nl()
         name = record["bridge"]
         ipr = _sess(ctx).host
-        with shared.locked(ctx.state_dir) as st:
+        with _may_delete_bridges(), shared.locked(ctx.state_dir) as st:
             shared.forget(st, ctx.instance)
             entry = st["bridges"].get(name)
             if entry is None:
@@ -555,24 +612,28 @@ class Veth:
         pid = _env_pid(ctx, "net.veth")
         sess = _sess(ctx)
         ipr = sess.host
-        master = nl.index_of(ipr, params["bridge"])
-        if master is None:
-            raise VbdeclError(f"bridge {params['bridge']} does not exist",
-                              hint="net.bridge must land first; apply again")
-        fd = nl.open_netns(pid)
+        _hold_bridges(ctx)      # (held since the join; or, for a veth made again, now)
         try:
-            ns = os.fstat(fd).st_ino
-            nl.veth_create(ipr, host, INNER, netns_fd=fd, master=master, mtu=params.get("mtu"))
+            master = nl.index_of(ipr, params["bridge"])
+            if master is None:
+                raise VbdeclError(f"bridge {params['bridge']} does not exist",
+                                  hint="net.bridge must land first; apply again")
+            fd = nl.open_netns(pid)
             try:
-                with nl.entered(fd):        # (before it is up: see netlink.refuse_routers)
-                    nl.refuse_routers(INNER)
-                # the peer's flags cannot ride along with the creation: up it here
-                peer_index, _ = nl.up_in(fd, INNER)
-            except BaseException:
-                self._delete(ipr, host)
-                raise
+                ns = os.fstat(fd).st_ino
+                nl.veth_create(ipr, host, INNER, netns_fd=fd, master=master, mtu=params.get("mtu"))
+                try:
+                    with nl.entered(fd):        # (before it is up: see netlink.refuse_routers)
+                        nl.refuse_routers(INNER)
+                    # the peer's flags cannot ride along with the creation: up it here
+                    peer_index, _ = nl.up_in(fd, INNER)
+                except BaseException:
+                    self._delete(ipr, host)
+                    raise
+            finally:
+                os.close(fd)
         finally:
-            os.close(fd)
+            let_bridges_go(ctx.instance)
         ctx.extra.pop("net.index", None)      # a peer made again has a new index
         return {"host": host, "peer": INNER, "peer_index": peer_index, "bridge": params["bridge"], "netns": ns,
                 "mtu": params.get("mtu") or shared.DEFAULT_MTU, "up": True}
@@ -598,6 +659,9 @@ class Veth:
         if found["kind"] != "veth":
             raise ConflictError(f"interface {record['host']} exists and is not owned by vbdecl",
                                 hint="it changed since vbdecl made it; inspect it with `ip -d link show`")
+        # (made again next, most often: its bridge is not another root's to delete
+        # meanwhile; the next Veth.apply, or this bridge's revert, lets go)
+        _hold_bridges(ctx)
         nl.link_delete(ipr, found["index"], record["host"])
 
     @_session

@@ -28,6 +28,7 @@ import os
 from typing import Any
 
 from vbdecl.errors import ActionError, VbdeclError
+from vbdecl.ops import let_go
 from vbdecl.ops.base import Context
 from vbdecl.runtime.janitor import dismiss, fork_janitor, read_lines, wait_gone
 
@@ -106,6 +107,7 @@ class HostTransaction:
             self.landed.append((action, record))
             self.ctx.records[aid] = record
             self._tell({"op": "landed", "action": action, "record": record})
+        let_go(self.ctx.instance)
 
     def revert(self) -> list[ActionError]:
         """Revert every landed action, newest first; return the revert failures. The
@@ -129,6 +131,7 @@ class HostTransaction:
             self.landed.pop()
             self.ctx.records.pop(aid, None)
         self._failed = self._failed or bool(errors)
+        let_go(self.ctx.instance)
         return errors
 
 

@@ -1,10 +1,11 @@
-"""Lock files that can be removed by their last user.
+"""Lock files that can be removed by their last user, and locks on directories.
 
 ``lock(path)`` takes an exclusive flock on ``path``, creating it, and makes
 sure the file it locked is still the one at ``path``: a holder may unlink the
 lock file when it leaves nothing to protect (so a host without environments
 keeps nothing of vbdecl's), and a waiter that locked the unlinked inode must
-not think it holds the lock.
+not think it holds the lock. ``lock_dir(path, shared=...)`` locks a directory
+that stays (nothing to create or remove), shared or exclusive.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ def lock(path: str | os.PathLike[str], timeout: float = WAIT_SECONDS) -> int:
     deadline = time.monotonic() + timeout
     while True:
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-        _wait(fd, path, deadline, timeout)
+        _wait(fd, path, deadline, timeout, fcntl.LOCK_EX)
         try:
             if os.stat(path).st_ino == os.fstat(fd).st_ino:
                 return fd
@@ -33,12 +34,20 @@ def lock(path: str | os.PathLike[str], timeout: float = WAIT_SECONDS) -> int:
         os.close(fd)  # removed while we waited: lock the file that is there now
 
 
-def _wait(fd: int, path: str | os.PathLike[str], deadline: float, timeout: float) -> None:
-    """flock(LOCK_EX) on ``fd``, polled so that the wait ends at ``deadline``."""
+def lock_dir(path: str, *, shared: bool, timeout: float = WAIT_SECONDS) -> int:
+    """An fd holding a flock (shared or exclusive) on the directory ``path``; as
+    :func:`lock` otherwise."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    _wait(fd, path, time.monotonic() + timeout, timeout, fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
+    return fd
+
+
+def _wait(fd: int, path: str | os.PathLike[str], deadline: float, timeout: float, how: int) -> None:
+    """flock(``how``) on ``fd``, polled so that the wait ends at ``deadline``."""
     delay = 0.0005
     while True:
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(fd, how | fcntl.LOCK_NB)
             return
         except BlockingIOError:
             pass

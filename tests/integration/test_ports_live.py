@@ -212,6 +212,32 @@ def test_a_port_conflict_names_the_environment(tmp_path: Path) -> None:
         cli(state, "destroy", "-y", first, check=False)
 
 
+def test_a_host_ip_the_host_lacks_is_refused_before_any_step(tmp_path: Path) -> None:
+    """apply made the whole environment, then failed at the port of a host_ip the host
+    does not have and rolled it all back: plan says so, apply refuses it first. The
+    gateway of the bridge the same apply makes is an address of the host by then."""
+    state = tmp_path / "state"
+    bridge, subnet = f"vbt{uniq()}", rand_subnet()
+    hp = random.randint(20000, 32000)
+    name = f"pi{uniq()}"
+    m = write(tmp_path, name, bridge, subnet, f"{{host: {hp}, container: 80, host_ip: 198.51.100.7}}")
+    out = cli(state, "plan", str(m), check=False)
+    assert out.returncode == 1, out.stdout + out.stderr
+    assert f"nat.port[198.51.100.7:{hp}/tcp]: port {hp}/tcp is published on 198.51.100.7, which is not an " \
+           "address of this host" in out.stderr
+    out = cli(state, "apply", "-y", str(m), check=False)
+    assert out.returncode == 1 and "which is not an address of this host" in out.stderr, out.stdout + out.stderr
+    assert "nothing was changed" in out.stderr and "reverted" not in out.stdout + out.stderr
+    gateway = subnet.replace(".0/24", ".1")
+    m = write(tmp_path, name, bridge, subnet, f"{{host: {hp}, container: 80, host_ip: {gateway}}}")
+    try:
+        cli(state, "plan", str(m))
+        cli(state, "apply", "-y", str(m))
+        assert ask(gateway, hp) == "pong"
+    finally:
+        cli(state, "destroy", "-y", name, check=False)
+
+
 def test_a_port_moved_between_environments_of_one_file_is_no_conflict(tmp_path: Path) -> None:
     """A review of the check above: an environment taking the port another one, applied
     before it from the same file, lets go was refused, by plan and apply both."""

@@ -152,6 +152,9 @@ def source_problems(found: list[Any], name: str, before: list[dict[str, Any]] | 
 
     out = []
     params_before = [(p["name"], {a["id"]: a.get("params") or {} for a in p["actions"]}) for p in before or []]
+    # (what this plan, and those applied before it, make: a bridge's gateway is a host address then)
+    made = [(c.kind, c.action.get("params") or {}) for c in found if c.action is not None]
+    made += [(a["kind"], a.get("params") or {}) for p in before or [] for a in p["actions"]]
     for c in found:
         if c.drift or c.symbol not in ("+", "~", "-/+") or c.action is None:
             continue
@@ -166,7 +169,7 @@ def source_problems(found: list[Any], name: str, before: list[dict[str, Any]] | 
         releasing = [other for other, acts in params_before if c.id not in acts
                      or (lets_go is not None and lets_go(acts[c.id], params))]
         problem = preflight_problem(op, params, name, releasing,
-                                    str(paths.env_dir(name, state_dir)))
+                                    str(paths.env_dir(name, state_dir)), made)
         if problem and getattr(op, "preflight_is_the_callers", False):
             # (about who runs vbdecl, not the plan: one may plan as a user, apply as root)
             from vbdecl.plan.fmt import action_id

@@ -498,6 +498,7 @@ class Session:
         tell (Op.preflight), before anything changes."""
         missing: dict[str, list[str]] = {}
         problems: list[tuple[str, str]] = []
+        made = [(kind, params) for step, _rid, kind, params, _old in steps if step != "destroy"]
         for _step, rid, kind, params, _old in steps:
             try:
                 op = _op(kind)
@@ -506,8 +507,8 @@ class Session:
                 continue
             if _step == "update" and not callable(getattr(op, "update", None)):
                 missing.setdefault(f"{kind} (update)", []).append(rid)
-            problem = preflight_problem(op, params, self.name, state_dir=str(paths.env_dir(self.name, self.sd))) \
-                if _step != "destroy" else None
+            problem = preflight_problem(op, params, self.name, state_dir=str(paths.env_dir(self.name, self.sd)),
+                                        plan=made) if _step != "destroy" else None
             if problem:
                 problems.append((rid, problem))
         if problems:

@@ -83,14 +83,19 @@ def let_go(instance: str) -> None:
 
 
 def preflight_problem(op: Op, params: dict[str, Any], name: str | None = None,
-                      releasing: Collection[str] = (), state_dir: str | None = None) -> str | None:
+                      releasing: Collection[str] = (), state_dir: str | None = None,
+                      plan: Collection[tuple[str, dict[str, Any]]] = ()) -> str | None:
     """Why ``op`` cannot make or update ``params`` for the environment ``name`` (of the
     state root ``state_dir``), as far as it can tell before anything changes
-    (Op.preflight: a missing bind or file source, overlay lower; Op.conflict: what
-    another environment holds, a published port, an explicit address, but for those in
+    (Op.preflight: a missing bind or file source, overlay lower; Op.preflight_plan,
+    given the (kind, params) of the plan's actions: a port's host_ip that the host
+    does not have, nor gets from a bridge of the plan; Op.conflict: what another
+    environment holds, a published port, an explicit address, but for those in
     ``releasing``, which let it go before), or None. apply stops on it before its first
     step; plan reports it."""
     check = getattr(op, "preflight", None)
     problem = check(params) if check is not None else None
+    in_plan = getattr(op, "preflight_plan", None)
+    problem = problem or (in_plan(params, plan) if in_plan is not None else None)
     conflict = getattr(op, "conflict", None) if name is not None else None
     return problem or (conflict({name, *releasing}, params, state_dir) if conflict is not None else None)

@@ -783,6 +783,14 @@ class Masquerade:
 
 # --- nat.port -------------------------------------------------------------------
 
+def _not_local(host_ip: str, port: int, proto: str) -> tuple[str, str]:
+    """What to say of a port published on an address the host does not have, and what to do."""
+    return (f"port {port}/{proto} is published on {host_ip}, which is not an address of this host: it "
+            "would receive nothing",
+            "use an address the host has (`ip -brief address` lists them), or leave host_ip out to "
+            "publish on every address; an address added later needs an apply after it exists")
+
+
 def catches(sock: dict[str, Any], host_ip: str | None, fams: list[str]) -> bool:
     """Would a port published on ``host_ip`` (None: every address of the host) for
     the families ``fams`` ("4", "6") take the traffic the host socket ``sock``
@@ -829,6 +837,31 @@ def _check_free(proto: str, port: int, host_ip: str | None, fams: list[str]) -> 
 
 
 class Port:
+    def preflight_plan(self, params: Params, plan: Collection[tuple[str, Params]]) -> str | None:
+        """A ``host_ip`` the host does not have, nor gets from a bridge of the plan (its
+        gateway), would receive nothing: apply's step refuses it once the environment is
+        made, and rolls it all back, so plan and apply say so before any step. None when
+        the host's addresses cannot be read: apply's step says what it finds."""
+        from vbdecl.net import ipam
+        from vbdecl.sys import netlink
+
+        host_ip = params.get("host_ip")
+        if not host_ip:
+            return None
+        try:
+            wanted = ipaddress.ip_address(host_ip)
+            gateways = {ipam.gateway(ipam.parse_subnet(str(p[key]))) for kind, p in plan if kind == "net.bridge"
+                        for key in ("subnet", "subnet6") if p.get(key)}
+            if wanted in gateways:
+                return None
+            with netlink.Session() as sess:
+                if netlink.is_local(sess.host, host_ip):
+                    return None
+        except (ValueError, VbdeclError):
+            return None
+        message, hint = _not_local(host_ip, int(params["host"]), params.get("protocol") or "tcp")
+        return f"{message}; {hint}"
+
     def conflict(self, names: Collection[str], params: Params, state_dir: str | None = None) -> str | None:
         """Who else publishes this host port now: apply's step would fail on it once the
         environment was made (a UX review saw 22 steps rolled back), so plan and apply
@@ -973,11 +1006,8 @@ class Port:
                                    "publish on an IPv4 host_ip" if fam == "6" else
                                    "publish on an IPv6 host_ip")
         if not netlink.is_local(_sess(ctx).host, host_ip):
-            raise VbdeclError(f"port {port}/{proto} is published on {host_ip}, which is not an address of "
-                              f"this host: it would receive nothing",
-                              hint="use an address the host has (`ip -brief address` lists them), or leave "
-                                   "host_ip out to publish on every address; an address added later needs "
-                                   "an apply after it exists")
+            message, hint = _not_local(host_ip, port, proto)
+            raise VbdeclError(message, hint=hint)
 
     def revert(self, ctx: Context, record: Record) -> None:
         from vbdecl.sys import netlink

@@ -238,6 +238,34 @@ def test_a_host_ip_the_host_lacks_is_refused_before_any_step(tmp_path: Path) -> 
         cli(state, "destroy", "-y", name, check=False)
 
 
+def test_a_port_of_a_same_named_environment_of_another_state_root_is_a_conflict(tmp_path: Path) -> None:
+    """The port check took an environment of the same name in another state root for
+    the one applied (its own port, let go by its replacement): plan was clean, and
+    apply made the environment, failed at the port and rolled it all back."""
+    first, second = tmp_path / "one" / "state", tmp_path / "two" / "state"
+    bridge, subnet = f"vbt{uniq()}", rand_subnet()
+    hp = random.randint(20000, 32000)
+    name = f"ps{uniq()}"
+    (tmp_path / "one").mkdir()
+    (tmp_path / "two").mkdir()
+    cli(first, "apply", "-y", str(write(tmp_path / "one", name, bridge, subnet, f'"{hp}:80/tcp"')))
+    try:
+        m = write(tmp_path / "two", name, bridge, subnet, f'"{hp}:80/tcp"')
+        out = cli(second, "plan", str(m), check=False)
+        assert out.returncode == 1, out.stdout + out.stderr
+        assert f"host port {hp}/tcp is already published by environment {name} (instance" in out.stderr
+        out = cli(second, "apply", "-y", str(m), check=False)
+        assert out.returncode == 1 and "nothing was changed" in out.stderr, out.stdout + out.stderr
+        assert "reverted" not in out.stdout + out.stderr
+        # its own root, given through a link, is still itself
+        (tmp_path / "link").symlink_to(tmp_path / "one")
+        out = cli(tmp_path / "link" / "state", "plan", "--detailed-exitcode",
+                  str(write(tmp_path / "one", name, bridge, subnet, f'"{hp}:80/tcp"')), check=False)
+        assert out.returncode == 0, out.stdout + out.stderr
+    finally:
+        cli(first, "destroy", "-y", name, check=False)
+
+
 def test_a_port_moved_between_environments_of_one_file_is_no_conflict(tmp_path: Path) -> None:
     """A review of the check above: an environment taking the port another one, applied
     before it from the same file, lets go was refused, by plan and apply both."""

@@ -29,7 +29,7 @@ import contextlib
 import json
 import os
 import zlib
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -233,10 +233,22 @@ def register(st: dict[str, Any], instance: str, pid: int | None, netns: int | No
 
 
 def owner(name: str, state_dir: str) -> dict[str, Any]:
-    """Who an instance belongs to: ``{"name": metadata.name, "run": bool}``; ``run``
-    is true for an ephemeral ``vbdecl run`` (its state_dir is a state root, not
-    ``<state>/envs/<name>`` as for an applied environment)."""
-    return {"name": name, "run": not state_dir or Path(state_dir).absolute().parent.name != "envs"}
+    """Who an instance belongs to: ``{"name": metadata.name, "run": bool, "root": str}``;
+    ``run`` is true for an ephemeral ``vbdecl run`` (its state_dir is a state root, not
+    ``<state>/envs/<name>`` as for an applied environment); ``root`` is its state root,
+    which tells an environment from one of the same name in another state root (its real
+    path: the same root given through a link is the same)."""
+    return {"name": name, "run": not state_dir or Path(state_dir).absolute().parent.name != "envs",
+            "root": os.path.realpath(state_root_of(state_dir))}
+
+
+def is_one_of(info: dict[str, Any], names: Collection[str], state_dir: str | None) -> bool:
+    """Whether the registered instance ``info`` is an applied environment of ``names``
+    in the state root of ``state_dir`` (an entry from before roots were kept: by name)."""
+    if info.get("name") not in names or info.get("run"):
+        return False
+    root = info.get("root")
+    return root is None or root == os.path.realpath(state_root_of(state_dir or ""))
 
 
 def describe(instance: str, info: dict[str, Any] | None) -> str:

@@ -887,7 +887,7 @@ class Port:
             info = (read_json(os.path.join(HOST_DIR, "nat.json")).get("instances") or {}).get(holder) or {}
         except (OSError, ValueError, AttributeError):
             info = {}
-        if info.get("name") in names and not info.get("run"):
+        if shared.is_one_of(info, names, state_dir):
             return None
         if info.get("pidns") == shared.pidns() and (not isinstance(info.get("pid"), int)
                                                     or netlink.netns_id(info["pid"]) != info.get("netns")):

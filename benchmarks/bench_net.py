@@ -11,7 +11,9 @@ each round makes a fresh environment namespace, then:
 
 Also NAT add+remove (nat.masquerade + one nat.port, with the table existing:
 the first environment keeps a masquerade) against the `nft` command doing
-the same. Prints medians and ratios measured in this run.
+the same, and net.guard add+remove (the table existing: the first
+environment keeps its guard) against `nft` adding and deleting the same
+chain. Prints medians and ratios measured in this run.
 
     .venv/bin/python benchmarks/bench_net.py [ROUNDS]
 """
@@ -82,6 +84,7 @@ def main() -> None:
             ("net.loopback", "net.loopback", {}),
             ("net.address", "net.address", {"subnet": subnet, "address": "auto"}),
             ("net.route", "net.route", {"subnet": subnet})]
+    guard = ("net.guard", "net.guard", {"bridge": "vbbench0"})
     nat = [("nat.masquerade", "nat.masquerade", {"subnet": subnet, "egress": "auto"}),
            ("nat.port[8080/tcp]", "nat.port", {"host": 8080, "container": 80, "protocol": "tcp", "host_ip": None})]
 
@@ -101,9 +104,10 @@ def main() -> None:
     t0 = time.perf_counter()
     keeper.records["nat.masquerade"] = op_for("nat.masquerade").apply(keeper, nat[0][2])
     first_nat = time.perf_counter() - t0
+    keeper.records["net.guard"] = op_for("net.guard").apply(keeper, guard[2])
 
-    setup, teardown, nat_add, nat_del, teardown_ns = [], [], [], [], []
-    per_op: dict[str, list[float]] = {aid: [] for aid, _, _ in acts + nat}
+    setup, teardown, nat_add, nat_del, teardown_ns, guard_both = [], [], [], [], [], []
+    per_op: dict[str, list[float]] = {aid: [] for aid, _, _ in [*acts, guard, *nat]}
     for i in range(rounds):
         cpid, cw = netns_child()
         ctx = ctx_for(i, cpid)
@@ -121,6 +125,12 @@ def main() -> None:
         for aid, kind, _ in reversed(nat):
             op_for(kind).revert(ctx, ctx.records.pop(aid))
         t3 = time.perf_counter()
+        nat_del.append(t3 - t2)
+        ctx.records["net.guard"] = op_for("net.guard").apply(ctx, guard[2])
+        per_op["net.guard"].append(time.perf_counter() - t3)
+        op_for("net.guard").revert(ctx, ctx.records.pop("net.guard"))
+        guard_both.append(time.perf_counter() - t3)
+        t3 = time.perf_counter()        # (the teardown's start)
         if i % 2:
             # teardown as destroy does it: the namespace goes with the environment
             ctx.extra["teardown"] = True
@@ -137,9 +147,8 @@ def main() -> None:
         stop(cpid, cw)
         setup.append(t1 - t0)
         nat_add.append(t2 - t1)
-        nat_del.append(t3 - t2)
 
-    ip_setup, ip_teardown, nft_cmd = [], [], []
+    ip_setup, ip_teardown, nft_cmd, nft_guard = [], [], [], []
     ip = shutil.which("ip") or "ip"
     nft = shutil.which("nft") or "nft"
     for i in range(rounds):
@@ -163,12 +172,26 @@ def main() -> None:
                         f"add rule ip vbbenchip pre tcp dport 8080 dnat to {a}:80"], check=True)
         subprocess.run([nft, "delete table ip vbbenchip"], check=True)
         t3 = time.perf_counter()
+        chain = f"vbip{i}-guard"
+        subprocess.run([nft, f"add chain bridge vbdecl {chain}; "
+                        f"add rule bridge vbdecl {chain} ether type != {{ ip, arp, ip6 }} drop; "
+                        f"add rule bridge vbdecl {chain} ether saddr != 02:00:00:00:00:01 drop; "
+                        f"add rule bridge vbdecl {chain} arp saddr ether != 02:00:00:00:00:01 drop; "
+                        f"add rule bridge vbdecl {chain} arp saddr ip != {{ {a}, 0.0.0.0 }} drop; "
+                        f"add rule bridge vbdecl {chain} ip saddr != {a} drop; "
+                        f"add rule bridge vbdecl {chain} ip6 saddr != {{ fe80::/10, :: }} drop; "
+                        f"add rule bridge vbdecl {chain} icmpv6 type {{ nd-router-advert, nd-redirect }} drop; "
+                        f"add rule bridge vbdecl {chain} icmpv6 type nd-neighbor-advert @th,64,16 != 0xfe80 drop; "
+                        f"add element bridge vbdecl ports {{ {name} : jump {chain} }}"], check=True)
+        subprocess.run([nft, f"delete element bridge vbdecl ports {{ {name} }}; flush chain bridge vbdecl {chain}; "
+                        f"delete chain bridge vbdecl {chain}"], check=True)
+        nft_guard.append(time.perf_counter() - t3)
         stop(cpid, cw)
         ip_setup.append(t1 - t0)
         ip_teardown.append(t2 - t1)
         nft_cmd.append(t3 - t2)
 
-    for aid, kind, _ in [nat[0], *reversed(acts)]:
+    for aid, kind, _ in [guard, nat[0], *reversed(acts)]:
         op_for(kind).revert(keeper, keeper.records.pop(aid))
     release(keeper)
     stop(pid, w)
@@ -184,7 +207,8 @@ def main() -> None:
     rows = [("setup per environment", ms(setup), ms(ip_setup)),
             ("teardown (delete veth)", ms(teardown), ms(ip_teardown)),
             ("teardown (namespace goes)", ms(teardown_ns), float("nan")),
-            ("NAT add + remove", ms(nat_add) + ms(nat_del), ms(nft_cmd))]
+            ("NAT add + remove", ms(nat_add) + ms(nat_del), ms(nft_cmd)),
+            ("guard add + remove", ms(guard_both), ms(nft_guard))]
     for label, v, ref in rows:
         ratio = ref / v if ref == ref else float("nan")
         print(f"{label:34}{v:9.2f}ms{ref:9.2f}ms{ratio:7.1f}x")

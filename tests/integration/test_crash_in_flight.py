@@ -30,11 +30,11 @@ from test_reliability_support import (
 )
 
 HOST_SCOPE = ["env", "cgroup", "cgroup.memory", "cgroup.cpu", "cgroup.pids", "net.loopback",
-              "net.bridge[BRIDGE]", "net.veth", "net.address", "net.route", "nat.masquerade",
+              "net.bridge[BRIDGE]", "net.veth", "net.address", "net.guard", "net.route", "nat.masquerade",
               "nat.port[PORT/tcp]", "process"]
 APPLY_IDS = FULL_IDS if FULL else [*HOST_SCOPE, "rootfs", "mount[/usr]", "mount[/srv]", "net.dns"]
 DESTROY_IDS = FULL_IDS if FULL else ["process", "nat.port[PORT/tcp]", "nat.masquerade",
-                                     "net.address", "net.bridge[BRIDGE]", "cgroup", "env"]
+                                     "net.guard", "net.address", "net.bridge[BRIDGE]", "cgroup", "env"]
 # Steps whose probe(params, None) has nothing to find: lo is up only inside the
 # environment's network namespace and the rootfs mount lives in its mount namespace;
 # both die with the environment, which is always new with them.

@@ -1792,3 +1792,170 @@ def test_a_bridge_made_meanwhile_by_another_state_root_is_joined(
     assert shared_link(found_bridge) == {"up": True, "addrs": [f"{subnet.rsplit('.', 1)[0]}.1/24"]}
     env.revert()
     assert shared_link(found_bridge) == {"up": False, "addrs": []}
+
+
+# --- net.guard: only an environment's own MAC and addresses onto the bridge ----------
+
+def guard_action(bridge: str) -> tuple[str, str, dict[str, Any]]:
+    return ("net.guard", "net.guard", {"bridge": bridge})
+
+
+def _mac(ifname: str) -> str:
+    """The MAC of ``ifname`` in this process's network namespace (/sys shows the one
+    it was mounted in)."""
+    import fcntl
+    import struct
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        info = fcntl.ioctl(s.fileno(), 0x8927, struct.pack("256s", ifname.encode()))   # SIOCGIFHWADDR
+    return ":".join(f"{b:02x}" for b in info[18:24])
+
+
+def _arp_reply(claimed_ip: str, to_mac: str, to_ip: str) -> bool:
+    """From eth0, an ARP reply saying ``claimed_ip`` is at this eth0's MAC (a process
+    with NET_RAW poisoning a neighbour's entry). Whether it was sent."""
+    mine = bytes.fromhex(_mac("eth0").replace(":", ""))
+    dst = bytes.fromhex(to_mac.replace(":", ""))
+    frame = (dst + mine + b"\x08\x06" + b"\x00\x01\x08\x00\x06\x04\x00\x02" + mine
+             + socket.inet_aton(claimed_ip) + dst + socket.inet_aton(to_ip))
+    with socket.socket(socket.AF_PACKET, socket.SOCK_RAW) as s:
+        s.bind(("eth0", 0))
+        for _ in range(3):
+            s.send(frame)
+            time.sleep(0.05)
+    return True
+
+
+def _known_mac(address: str, dev: str) -> str | None:
+    """The MAC the host's neighbour table has for ``address`` on ``dev`` (asking nobody)."""
+    out = subprocess.run(["ip", "-j", "neigh", "show", address, "dev", dev], capture_output=True, text=True,
+                         check=True).stdout
+    found = json.loads(out or "[]")
+    return found[0].get("lladdr") if found else None
+
+
+def test_the_guard_keeps_a_neighbour_from_taking_another_ones_address(tmp_path: Path) -> None:
+    """A security review: with NET_RAW an environment on a shared bridge answered ARP
+    for its neighbour's address (the host then sent the neighbour's traffic, its
+    published ports' included, to it) and sent with the neighbour's source. The guard
+    drops both where they enter the bridge; the environment's own traffic passes."""
+    bridge = f"vbt{uniq()}"
+    subnet, _, _ = rand_subnet()
+    a, b = Env(tmp_path / "state"), Env(tmp_path / "state")
+    gateway = subnet.replace(".0/24", ".1")
+    try:
+        a.apply([*bridge_actions(bridge, subnet), guard_action(bridge)])
+        b.apply([*bridge_actions(bridge, subnet), guard_action(bridge)])
+        a_mac = result(in_netns(a.pid, _mac, "eth0"))
+        server = in_netns(a.pid, echo_server, a.address, 80)
+        assert result(in_netns(None, echo_client, a.address, 80, "x")) == "x"    # the host knows a's MAC
+        result(server)
+        assert _known_mac(a.address, bridge) == a_mac
+        time.sleep(1.1)     # (an entry updated within locktime, 1 s, takes no ARP reply)
+        result(in_netns(b.pid, _arp_reply, a.address, _mac(bridge), gateway))
+        time.sleep(0.2)
+        assert _known_mac(a.address, bridge) == a_mac
+        # a datagram with a's source from b never reaches the host
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.bind((gateway, 0))
+            port = s.getsockname()[1]
+            s.settimeout(0.5)
+            result(in_netns(b.pid, _udp_from, a.address, gateway, port, b"spoofed"))
+            with pytest.raises(TimeoutError):
+                s.recvfrom(64)
+            result(in_netns(b.pid, _udp_from, b.address, gateway, port, b"own"))   # its own source passes
+            assert s.recvfrom(64)[1][0] == b.address
+    finally:
+        a.close()
+        b.close()
+
+
+def _neighbour_advert(target: str, to: str) -> bool:
+    """From eth0, an unsolicited neighbour advertisement (override) saying ``target``
+    is at this eth0's MAC."""
+    import struct
+
+    mine = bytes.fromhex(_mac("eth0").replace(":", ""))
+    message = (struct.pack("!BBHI", 136, 0, 0, 0x20000000) + socket.inet_pton(socket.AF_INET6, target)
+               + b"\x02\x01" + mine)
+    with socket.socket(socket.AF_INET6, socket.SOCK_RAW, socket.IPPROTO_ICMPV6) as s:
+        s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_UNICAST_HOPS, 255)
+        for _ in range(3):
+            s.sendto(message, (to, 0))
+            time.sleep(0.05)
+    return True
+
+
+def test_the_guard_keeps_a_neighbour_from_advertising_another_ones_ipv6_address(tmp_path: Path) -> None:
+    """The same over IPv6: a neighbour advertisement for another environment's address
+    is dropped; the environment's own answers (the host reaches it) pass."""
+    bridge = f"vbt{uniq()}"
+    subnet, _, subnet6 = rand_subnet()
+    gateway6 = str(ipaddress.ip_network(subnet6)[1])
+    a, b = Env(tmp_path / "state"), Env(tmp_path / "state")
+    try:
+        a.apply([*bridge_actions(bridge, subnet, subnet6=subnet6), guard_action(bridge)])
+        b.apply([*bridge_actions(bridge, subnet, subnet6=subnet6), guard_action(bridge)])
+        a_mac = result(in_netns(a.pid, _mac, "eth0"))
+        server = in_netns(a.pid, echo_server, a.address6, 80)
+        assert result(in_netns(None, echo_client, a.address6, 80, "x")) == "x"
+        result(server)
+        assert _known_mac(a.address6, bridge) == a_mac
+        result(in_netns(b.pid, _neighbour_advert, a.address6, gateway6))
+        time.sleep(0.2)
+        assert _known_mac(a.address6, bridge) == a_mac
+    finally:
+        a.close()
+        b.close()
+
+
+def _guard_chains() -> list[str]:
+    out = subprocess.run(["nft", "-j", "list", "table", "bridge", "vbdecl"], capture_output=True, text=True)
+    if out.returncode != 0:
+        return []
+    return [i["chain"]["name"] for i in json.loads(out.stdout)["nftables"] if "chain" in i
+            and i["chain"]["name"] != "prerouting"]
+
+
+def test_the_guard_is_probed_repaired_and_collected(tmp_path: Path) -> None:
+    """A guard flushed by hand is drift (its rules), found by recovery without a record,
+    and the chain of an environment that died without a teardown is collected by the
+    next guard; the table goes with the last one."""
+    bridge = f"vbt{uniq()}"
+    subnet, _, _ = rand_subnet()
+    a, b = Env(tmp_path / "state"), Env(tmp_path / "state")
+    op = op_for("net.guard")
+    params = {"bridge": bridge}
+    try:
+        a.apply([*bridge_actions(bridge, subnet), guard_action(bridge)])
+        record = a.ctx.records["net.guard"]
+        assert op.probe(a.ctx, params, record) == record
+        subprocess.run(["nft", "flush", "chain", "bridge", "vbdecl", f"{a.instance}-guard"], check=True)
+        assert op.probe(a.ctx, params, record) == dict(record, rules=0)
+        found = op.probe(a.ctx, params, None)
+        assert found is not None and found["chain"] == f"{a.instance}-guard"
+        a.revert_one("net.guard")
+        a.apply([guard_action(bridge)])
+        assert op.probe(a.ctx, params, a.ctx.records["net.guard"]) == a.ctx.records["net.guard"]
+        # the table's hooked chain flushed by hand: nothing is guarded (gone); made again,
+        # the environment's chain is filled anew, not twice
+        subprocess.run(["nft", "flush", "chain", "bridge", "vbdecl", "prerouting"], check=True)
+        assert op.probe(a.ctx, params, a.ctx.records["net.guard"]) is None
+        a.ctx.records["net.guard"] = op.apply(a.ctx, params)
+        assert op.probe(a.ctx, params, a.ctx.records["net.guard"]) == a.ctx.records["net.guard"]
+        # a dies without a teardown: its chain stays until the next guard's step
+        from vbdecl.ops import net
+
+        net.release(a.ctx)      # (its sockets would keep its namespace, and veth, alive)
+        _stop(a.pid, a._w)
+        a.alive = False
+        a.landed.clear()
+        assert f"{a.instance}-guard" in _guard_chains()
+        b.apply([*bridge_actions(bridge, subnet), guard_action(bridge)])
+        assert _guard_chains() == [f"{b.instance}-guard"]
+        b.revert()
+        assert _guard_chains() == [] and "vbdecl" not in subprocess.run(
+            ["nft", "list", "tables", "bridge"], capture_output=True, text=True, check=True).stdout
+    finally:
+        a.close()
+        b.close()

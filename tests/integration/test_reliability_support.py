@@ -57,7 +57,7 @@ FULL_IDS = [
     "mount[/proc]", "mount[/dev]", "mount[/tmp]", "mount[/data]", "dir[/run/app]",
     "file[/etc/motd]", "mount[/etc/token]", "mount[/src]", "mount[/opt]", "mount[/srv]",
     "net.dns", "cgroup", "cgroup.memory", "cgroup.cpu", "cgroup.pids", "net.loopback",
-    "net.bridge[BRIDGE]", "net.veth", "net.address", "net.route", "nat.masquerade",
+    "net.bridge[BRIDGE]", "net.veth", "net.address", "net.guard", "net.route", "nat.masquerade",
     "nat.port[PORT/tcp]", "process",
 ]
 

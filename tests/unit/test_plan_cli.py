@@ -51,7 +51,7 @@ def test_plan_text_and_exit_codes(env: Path, capsys: pytest.CaptureFixture[str])
     out = capsys.readouterr().out
     assert "+ net.veth  # veth pair" in out
     assert "  + create" in out and "  ~ update" not in out
-    assert out.rstrip().endswith("Plan: 19 to add, 0 to change, 0 to destroy.")
+    assert out.rstrip().endswith("Plan: 20 to add, 0 to change, 0 to destroy.")
     assert main(["plan", "--detailed-exitcode", str(env / "web.yaml")]) == 2
 
 
@@ -167,7 +167,7 @@ def test_saved_plan_records_state_and_goes_stale(env: Path, capsys: pytest.Captu
     assert main(["plan", "-o", str(out), str(env / "web.yaml")]) == 0
     data = json.loads(out.read_text())
     assert data["state"] == {"lineage": None, "serial": 0}
-    assert data["summary"]["add"] == 19
+    assert data["summary"]["add"] == 20
     assert data["saved"]["tool_version"] and data["saved"]["file_hash"].startswith("sha256:")
     assert is_saved_plan(out) and not is_saved_plan(env / "web.yaml")
     saved.check_fresh(data, None)
@@ -267,7 +267,7 @@ def test_plan_diff_graph_and_apply_read_a_manifest_from_stdin(
     text = (env / "web.yaml").read_text()
     _stdin(monkeypatch, text)
     assert main(["plan", "-"]) == 0
-    assert capsys.readouterr().out.rstrip().endswith("Plan: 19 to add, 0 to change, 0 to destroy.")
+    assert capsys.readouterr().out.rstrip().endswith("Plan: 20 to add, 0 to change, 0 to destroy.")
     # errors name <stdin>:line:col
     _stdin(monkeypatch, text.replace('mode: "0755"', "mode: 0755"))
     assert main(["plan", "-"]) == 1
@@ -280,7 +280,7 @@ def test_plan_diff_graph_and_apply_read_a_manifest_from_stdin(
     _stdin(monkeypatch, text)
     assert main(["plan", "-", "-o", str(env / "web.plan")]) == 0
     saved_plan = json.loads((env / "web.plan").read_text())
-    assert saved_plan["saved"]["file"] is None and saved_plan["summary"]["add"] == 19
+    assert saved_plan["saved"]["file"] is None and saved_plan["summary"]["add"] == 20
     _stdin(monkeypatch, text)
     assert main(["graph", "-"]) == 0
     assert "│   └── dir[/data/x]  [fs.dir]" in capsys.readouterr().out
@@ -725,7 +725,7 @@ def test_a_manifest_from_a_pipe_is_read_once(env: Path, capsys: pytest.CaptureFi
 
     try:
         assert main(["plan", "--no-refresh", piped()]) == 0
-        assert "Plan: 19 to add" in capsys.readouterr().out
+        assert "Plan: 20 to add" in capsys.readouterr().out
         assert main(["diff", piped(text.replace(b"hostname: web", b"hostname: www")),
                      str(env / "web.yaml")]) == 0
         assert "hostname" in capsys.readouterr().out

@@ -64,7 +64,7 @@ def tidy_shared(ctx: Any, kinds: Collection[str], writer: int | None = None) -> 
         from vbdecl.ops import net
 
         net.tidy(ctx)
-    if "nat" in families:
+    if "nat" in families or "net.guard" in kinds:     # (the guard's registry is NAT's)
         from vbdecl.ops import nat
 
         nat.tidy(ctx, writer)

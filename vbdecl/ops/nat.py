@@ -302,8 +302,11 @@ def tidy(ctx: Context, writer: int | None = None) -> None:
                     os.unlink(os.path.join(HOST_DIR, name))
     if not any(os.path.exists(os.path.join(HOST_DIR, name)) for name in ("nat.lock", "nat.json")):
         return
+    from vbdecl.ops import guard
+
     with _host_lock() as host:      # (which removes both when nothing is left)
         _collect(_nft(ctx), host)
+        guard.collect(_nft(ctx), host)
 
 
 def _save_host(host: dict[str, Any]) -> None:

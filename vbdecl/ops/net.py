@@ -39,6 +39,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 for _kind, _cls in (("net.bridge", "Bridge"), ("net.veth", "Veth"), ("net.address", "Address"),
                     ("net.route", "Route"), ("net.loopback", "Loopback")):
     register(_kind, f"vbdecl.ops.net:{_cls}")
+register("net.guard", "vbdecl.ops.guard:Guard")
 
 
 def _nl() -> Any:

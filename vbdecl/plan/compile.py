@@ -450,6 +450,8 @@ class _Builder:
             self.add("net.address6", "net.address", "host", ["net.veth"],
                      {"subnet": subnet6, "address": net.get("address6") or "auto", "family": 6},
                      f"address {net.get('address6') or 'auto'} in {subnet6}")
+        self.add("net.guard", "net.guard", "host", list(addrs), {"bridge": bridge},
+                 f"only its own MAC and addresses from its veth onto {bridge}")
         self.add("net.route", "net.route", "host", ["net.address"],
                  {"subnet": subnet, "gateway": gw, "family": 4}, f"default route via {gw}")
         if subnet6:

@@ -276,6 +276,7 @@ def _link_dict(msg: Any) -> dict[str, Any]:
         "altnames": _altnames(msg),
         "mtu": _attr(msg, "IFLA_MTU"),
         "up": bool(msg["flags"] & 1),
+        "mac": _attr(msg, "IFLA_ADDRESS"),
     }
 
 

@@ -40,7 +40,8 @@ def _module() -> Any:
             sys.modules.pop("nftables", None)
             raise SysError(f"cannot load the nftables binding from {base}: {err}", hint=_INSTALL_HINT) from err
         return mod
-    raise SysError("the nftables Python binding (libnftables) is not installed; NAT and published ports need it",
+    raise SysError("the nftables Python binding (libnftables) is not installed; NAT, published ports and "
+                   "bridge networking (its guard, net.guard) need it",
                    hint=_INSTALL_HINT)
 
 

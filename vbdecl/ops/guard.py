@@ -1,0 +1,263 @@
+"""net.guard: only an environment's own MAC and addresses leave its veth.
+
+A bridge is one network: with ``NET_RAW`` or ``NET_ADMIN`` a process could answer
+ARP and neighbour discovery for a neighbour's address or the gateway's, send with
+their addresses or MACs, or advertise itself as an IPv6 router, and so take what
+the host and the neighbours send them (a security review did each). The guard
+drops such frames where they enter the bridge, in ONE nftables table of the
+bridge family, host-wide as ``inet vbdecl`` is (:mod:`vbdecl.ops.nat`)::
+
+    table bridge vbdecl {
+        map ports { type ifname : verdict }     # "vb1a2b3c4dh" : jump vb-1a2b3c4d-guard
+        chain prerouting { type filter hook prerouting priority -300; iifname vmap @ports }
+        chain vb-1a2b3c4d-guard {
+            ether type != { ip, arp, ip6 } drop
+            ether saddr != MAC drop
+            arp saddr ether != MAC drop
+            arp saddr ip != { ADDR, 0.0.0.0 } drop      # (0.0.0.0: an address probe)
+            ip saddr != ADDR drop
+            ip6 saddr != { ADDR6, fe80::/10, :: } drop  # (::, a duplicate address check)
+            icmpv6 type { nd-router-advert, nd-redirect } drop
+            icmpv6 type nd-neighbor-advert @th,64,128 != ADDR6 @th,64,16 != 0xfe80 drop
+        }
+    }
+
+(the last rule: a neighbour advertisement only for its own address or a link-local
+one; nftables 1.0.6 has no ``icmpv6 taddr``). The MAC is the one vbdecl's veth gave
+the environment's eth0 when the guard was made; a process that changes it cuts
+itself off. Changes happen under the host-wide NAT lock; an environment's chain is
+registered in ``/run/vbdecl/nat.json`` (``guards``: instance -> pid, netns) so that
+one whose namespace died without a teardown is collected, and the table goes with
+its last chain.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Any
+
+from vbdecl.errors import VbdeclError
+from vbdecl.net import shared
+from vbdecl.ops.base import Context, Params, Record
+from vbdecl.ops.net import INNER, _sess, _session
+
+FAMILY = "bridge"
+TABLE = "vbdecl"
+BASE_CHAINS = {"prerouting"}
+
+Cmd = dict[str, Any]
+
+
+# --- pure: the JSON commands ----------------------------------------------------
+
+def _t(**kw: Any) -> dict[str, Any]:
+    return {"family": FAMILY, "table": TABLE, **kw}
+
+
+def chain_of(instance: str) -> str:
+    return f"{instance}-guard"
+
+
+def base_commands() -> list[Cmd]:
+    """(Re)create the table with its map and hooked chain, empty."""
+    return [
+        {"add": {"table": {"family": FAMILY, "name": TABLE}}},
+        {"delete": {"table": {"family": FAMILY, "name": TABLE}}},
+        {"add": {"table": {"family": FAMILY, "name": TABLE}}},
+        {"add": {"map": _t(name="ports", type="ifname", map="verdict")}},
+        {"add": {"chain": _t(name="prerouting", type="filter", hook="prerouting", prio=-300, policy="accept")}},
+        {"add": {"rule": _t(chain="prerouting", expr=[
+            {"vmap": {"key": {"meta": {"key": "iifname"}}, "data": "@ports"}}])}},
+    ]
+
+
+def _drop_unless(left: dict[str, Any], right: Any) -> list[dict[str, Any]]:
+    return [{"match": {"op": "!=", "left": left, "right": right}}, {"drop": None}]
+
+
+def _field(protocol: str, field: str) -> dict[str, Any]:
+    return {"payload": {"protocol": protocol, "field": field}}
+
+
+def _raw(offset: int, length: int) -> dict[str, Any]:
+    return {"payload": {"base": "th", "offset": offset, "len": length}}
+
+
+def rules(mac: str, addr4: str, addr6: str | None) -> list[list[dict[str, Any]]]:
+    """The guard chain's rules (nftables JSON expressions), in order."""
+    sources6: list[Any] = [addr6] if addr6 else []
+    sources6 += [{"prefix": {"addr": "fe80::", "len": 10}}, "::"]
+    advert: list[dict[str, Any]] = [{"match": {"op": "==", "left": _field("icmpv6", "type"), "right": "nd-neighbor-advert"}}]
+    if addr6:
+        # (as a hex string: the JSON parser's integers are 64 bits)
+        advert.append({"match": {"op": "!=", "left": _raw(64, 128),
+                                 "right": f"0x{int(ipaddress.IPv6Address(addr6)):032x}"}})
+    advert += [{"match": {"op": "!=", "left": _raw(64, 16), "right": "0xfe80"}}, {"drop": None}]
+    return [
+        _drop_unless(_field("ether", "type"), {"set": ["ip", "arp", "ip6"]}),
+        _drop_unless(_field("ether", "saddr"), mac),
+        _drop_unless(_field("arp", "saddr ether"), mac),
+        _drop_unless(_field("arp", "saddr ip"), {"set": [addr4, "0.0.0.0"]}),
+        _drop_unless(_field("ip", "saddr"), addr4),
+        _drop_unless(_field("ip6", "saddr"), {"set": sources6}),
+        [{"match": {"op": "==", "left": _field("icmpv6", "type"),
+                    "right": {"set": ["nd-router-advert", "nd-redirect"]}}}, {"drop": None}],
+        advert,
+    ]
+
+
+def add_commands(instance: str, port: str, mac: str, addr4: str, addr6: str | None) -> list[Cmd]:
+    """The instance's chain (emptied first: one left by an apply that died, or kept by a
+    repair of the table's base, is filled anew, not twice) and its port's element."""
+    chain = chain_of(instance)
+    cmds: list[Cmd] = [{"add": {"chain": _t(name=chain)}}, {"flush": {"chain": _t(name=chain)}}]
+    cmds += [{"add": {"rule": _t(chain=chain, comment=instance, expr=expr)}} for expr in rules(mac, addr4, addr6)]
+    cmds.append({"add": {"element": _t(name="ports", elem=[
+        [{"elem": {"val": port, "comment": instance}}, {"jump": {"target": chain}}]])}})
+    return cmds
+
+
+def delete_commands(instance: str, ports: list[str], chain: bool) -> list[Cmd]:
+    """Remove the map elements of ``ports`` and, with ``chain``, the instance's chain."""
+    cmds: list[Cmd] = [{"delete": {"element": _t(name="ports", elem=ports)}}] if ports else []
+    if chain:
+        name = chain_of(instance)
+        cmds += [{"flush": {"chain": _t(name=name)}}, {"delete": {"chain": _t(name=name)}}]
+    return cmds
+
+
+def _found(items: list[dict[str, Any]], instance: str) -> tuple[int | None, list[str]]:
+    """(rules in the instance's chain, None without it; the ports that jump to it)."""
+    chain = chain_of(instance)
+    count = None
+    ports: list[str] = []
+    for item in items:
+        if "chain" in item and item["chain"]["name"] == chain:
+            count = count or 0
+        elif "rule" in item and item["rule"]["chain"] == chain:
+            count = (count or 0) + 1
+        elif "map" in item and item["map"]["name"] == "ports":
+            for key, verdict in item["map"].get("elem") or []:
+                if ((verdict or {}).get("jump") or {}).get("target") == chain:
+                    ports.append(key if isinstance(key, str) else key.get("elem", {}).get("val"))
+    return count, ports
+
+
+# --- the host side -------------------------------------------------------------
+
+def _nft(ctx: Context) -> Any:
+    from vbdecl.sys import nft
+
+    return nft.session(ctx.extra)
+
+
+def base_repair_commands(items: list[dict[str, Any]]) -> list[Cmd]:
+    """What puts back the table's map and its hooked chain's rule where someone deleted
+    or flushed them; empty when whole. The environments' chains stay as they are (an
+    element lost with a deleted map is each one's drift, which its apply repairs)."""
+    has_map = any("map" in i and i["map"]["name"] == "ports" for i in items)
+    has_chain = any("chain" in i and i["chain"]["name"] == "prerouting" for i in items)
+    hooked = sum(1 for i in items if "rule" in i and i["rule"]["chain"] == "prerouting")
+    if has_map and has_chain and hooked == 1:
+        return []
+    want = base_commands()[3:]
+    out: list[Cmd] = [] if has_map else [want[0]]
+    out.append({"flush": {"chain": _t(name="prerouting")}} if has_chain else want[1])
+    return [*out, want[2]]
+
+
+def collect(nft: Any, host: dict[str, Any]) -> None:
+    """Remove the chains of registered guards whose environment's namespace is gone
+    (killed without a teardown): its veth went with it, the chain would stay."""
+    from vbdecl.sys import netlink
+
+    guards = host.get("guards") or {}
+    mine = shared.pidns()
+    dead = [inst for inst, info in guards.items()
+            if info.get("pidns") == mine
+            and (not isinstance(info.get("pid"), int) or netlink.netns_id(info["pid"]) != info.get("netns"))]
+    if not dead:
+        return
+    items = nft.list_table(FAMILY, TABLE) or []
+    for inst in dead:
+        count, ports = _found(items, inst)
+        if count is not None or ports:
+            for cmd in delete_commands(inst, ports, count is not None):
+                nft.try_run([cmd])
+        del guards[inst]
+
+
+def _drop_table_if_unused(nft: Any, host: dict[str, Any], what: str) -> None:
+    items = nft.list_table(FAMILY, TABLE)
+    if items is None:
+        return
+    chains = {i["chain"]["name"] for i in items if "chain" in i} - BASE_CHAINS
+    if not chains and not host.get("guards"):
+        nft.run([{"add": {"table": {"family": FAMILY, "name": TABLE}}},
+                 {"delete": {"table": {"family": FAMILY, "name": TABLE}}}], what=what)
+
+
+class Guard:
+    def describe(self, params: Params) -> str:
+        return f"guard: only the environment's MAC and addresses from its veth onto bridge {params['bridge']}"
+
+    def probe(self, ctx: Context, params: Params, record: Record | None) -> Record | None:
+        items = _nft(ctx).list_table(FAMILY, TABLE) or []
+        count, ports = _found(items, ctx.instance)
+        if record is None:
+            # recovery of an apply that died in this step: the chain named after the instance
+            if count is None and not ports:
+                return None
+            return {"chain": chain_of(ctx.instance), "port": ports[0] if ports else None,
+                    "rules": count or 0}
+        if count is None or record.get("port") not in ports or base_repair_commands(items):
+            return None         # (nothing guards the veth: gone)
+        return dict(record, rules=count)    # (a rule deleted or added by hand: drift)
+
+    @_session
+    def apply(self, ctx: Context, params: Params) -> Record:
+        from vbdecl.ops.nat import _host_lock
+        from vbdecl.sys import netlink
+        from vbdecl.sys.nft import translate
+
+        veth = ctx.records.get("net.veth") or {}
+        addr4 = (ctx.records.get("net.address") or {}).get("address")
+        addr6 = (ctx.records.get("net.address6") or {}).get("address")
+        if not veth.get("host") or not addr4:
+            raise VbdeclError("the guard needs the environment's veth and address, which have not landed",
+                              hint="net.guard depends on net.address in the plan; apply again")
+        pid = int(ctx.env_pid or 0)
+        inner = netlink.link(_sess(ctx).env(pid), INNER) if pid else None
+        if inner is None or not inner.get("mac"):
+            raise VbdeclError(f"the environment's {INNER} is gone", hint="apply again to recreate the environment")
+        mac = str(inner["mac"])
+        cmds = add_commands(ctx.instance, veth["host"], mac, addr4, addr6)
+        nft = _nft(ctx)
+        with _host_lock() as host:
+            collect(nft, host)
+            host.setdefault("guards", {})[ctx.instance] = {
+                "pid": pid, "netns": netlink.netns_id(pid), "pidns": shared.pidns()}
+            items = nft.list_table(FAMILY, TABLE)
+            base = base_commands()[2:] if items is None else base_repair_commands(items)
+            ok, err = nft.try_run(base + cmds)
+            if not ok:
+                host["guards"].pop(ctx.instance, None)
+                raise translate(err, "guarding the environment's veth")
+        return {"chain": chain_of(ctx.instance), "port": veth["host"], "mac": mac,
+                "addresses": [a for a in (addr4, addr6) if a], "rules": len(rules(mac, addr4, addr6))}
+
+    def revert(self, ctx: Context, record: Record) -> None:
+        from vbdecl.ops.nat import _host_lock
+
+        nft = _nft(ctx)
+        with _host_lock() as host:
+            items = nft.list_table(FAMILY, TABLE) or []
+            count, ports = _found(items, ctx.instance)
+            if count is not None or ports:
+                ok, _err = nft.try_run(delete_commands(ctx.instance, ports, count is not None))
+                if not ok:
+                    for cmd in delete_commands(ctx.instance, ports, count is not None):
+                        nft.try_run([cmd])
+            (host.get("guards") or {}).pop(ctx.instance, None)
+            collect(nft, host)
+            _drop_table_if_unused(nft, host, "removing the guard of the environment's veth")

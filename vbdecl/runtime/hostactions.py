@@ -66,6 +66,7 @@ class HostTransaction:
         """The run is over: dismiss the janitor, which reverts what it was not told is
         reverted (a revert that failed or was interrupted) once the sandbox is gone, and
         wait for it. True when it could not revert all of that: it is left on the host."""
+        let_go(self.ctx.instance)
         if self._janitor_fd < 0:
             return False
         if not (self.landed or self._failed):     # (an interrupted revert left its action there)
@@ -117,21 +118,25 @@ class HostTransaction:
         from vbdecl.ops import op_for
 
         errors: list[ActionError] = []
-        while self.landed:
-            action, record = self.landed[-1]
-            aid = action["id"]
-            try:
-                self._fault().check_revert(aid)
-                op_for(action["kind"]).revert(self.ctx, record)
-                self._tell({"op": "reverted", "id": aid})
-            except Exception as exc:
-                errors.append(exc if isinstance(exc, ActionError)
-                              else ActionError(f"{type(exc).__name__}: {exc}", action=aid))
-                self.failed_records[aid] = record
-            self.landed.pop()
-            self.ctx.records.pop(aid, None)
+        try:
+            while self.landed:
+                action, record = self.landed[-1]
+                aid = action["id"]
+                try:
+                    self._fault().check_revert(aid)
+                    op_for(action["kind"]).revert(self.ctx, record)
+                    self._tell({"op": "reverted", "id": aid})
+                except Exception as exc:
+                    errors.append(exc if isinstance(exc, ActionError)
+                                  else ActionError(f"{type(exc).__name__}: {exc}", action=aid))
+                    self.failed_records[aid] = record
+                self.landed.pop()
+                self.ctx.records.pop(aid, None)
+        finally:
+            # (an interrupt too: the janitor's revert of the bridge would wait for this
+            # process's hold, a review's run for 60 s, and fail)
+            let_go(self.ctx.instance)
         self._failed = self._failed or bool(errors)
-        let_go(self.ctx.instance)
         return errors
 
 

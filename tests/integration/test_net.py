@@ -218,8 +218,14 @@ class Env:
         return str(self.ctx.records["net.address6"]["address"])
 
 
+def guard_action(bridge: str) -> tuple[str, str, dict[str, Any]]:
+    return ("net.guard", "net.guard", {"bridge": bridge})
+
+
 def bridge_actions(bridge: str, subnet: str, *, subnet6: str | None = None, address: str = "auto",
                    mtu: int | None = None) -> list[tuple[str, str, dict[str, Any]]]:
+    """As the compiler makes them (a veth of vbdecl's without its guard gets nothing
+    onto the bridge while the guard's table is there: another test's, or this one's)."""
     acts: list[tuple[str, str, dict[str, Any]]] = [
         (f"net.bridge[{bridge}]", "net.bridge", {"bridge": bridge, "subnet": subnet, "subnet6": subnet6, "mtu": mtu}),
         ("net.veth", "net.veth", {"bridge": bridge, "mtu": mtu}),
@@ -228,6 +234,7 @@ def bridge_actions(bridge: str, subnet: str, *, subnet6: str | None = None, addr
     ]
     if subnet6:
         acts.append(("net.address6", "net.address", {"subnet": subnet6, "address": "auto"}))
+    acts.append(guard_action(bridge))
     acts.append(("net.route", "net.route", {"subnet": subnet}))
     if subnet6:
         acts.append(("net.route6", "net.route", {"subnet": subnet6}))
@@ -606,9 +613,10 @@ def test_udp_flows_through_a_port_are_forgotten_with_it(envs: Callable[..., Env]
 
 
 def test_a_veth_made_again_is_reached_at_once(envs: Callable[..., Env]) -> None:
-    """A veth made again (an update that replaces it) keeps the address but not the
+    """A veth made again (an update that replaces it) kept the address but not the
     MAC: the host's neighbour entry for the address, left with the old MAC while
-    another environment keeps the bridge up, sent the traffic nowhere for seconds."""
+    another environment keeps the bridge up, sent the traffic nowhere for seconds.
+    vbdecl chooses the MAC now (the guard pins it): the same, and the entry stays right."""
     bridge = f"vbt{uniq()}"
     subnet, _, _ = rand_subnet()
     env, other = envs(), envs()
@@ -619,9 +627,11 @@ def test_a_veth_made_again_is_reached_at_once(envs: Callable[..., Env]) -> None:
     env.revert_one("net.address")
     env.revert_one("net.veth")
     env.apply([a for a in bridge_actions(bridge, subnet) if a[0] in ("net.veth", "net.address", "net.route")])
-    assert old_mac not in subprocess.run(["ip", "neigh", "show", "to", env.address], capture_output=True,
-                                         text=True).stdout
-    assert _neighbour_mac(env.address) != old_mac
+    from vbdecl.ops.net import env_mac
+
+    assert old_mac == env_mac(env.instance)
+    assert _neighbour_mac(env.address) == old_mac
+    assert result(in_netns(None, _udp_reaches, env.pid, env.address)) is True
 
 
 def test_a_veth_made_again_is_reached_at_once_from_the_other_environments(envs: Callable[..., Env]) -> None:
@@ -641,7 +651,7 @@ def test_a_veth_made_again_is_reached_at_once_from_the_other_environments(envs: 
     env.apply([a for a in bridge_actions(bridge, subnet, subnet6=subnet6)
                if a[0] in ("net.veth", "net.address", "net.address6", "net.route", "net.route6")])
     new_mac = ns_run(env.pid, "ip", "-o", "link", "show", "eth0").split("link/ether ")[1].split()[0]
-    assert new_mac not in old.values()
+    assert set(old.values()) == {new_mac}      # (vbdecl's choice: the same, see above)
     for address in (env.address, env.address6):
         seen = ""
         for _ in range(50):     # (the announcement is sent by the apply: no traffic needed)
@@ -650,6 +660,23 @@ def test_a_veth_made_again_is_reached_at_once_from_the_other_environments(envs: 
                 break
             time.sleep(0.02)
         assert new_mac in seen, (address, seen, old)
+
+
+def _udp_reaches(pid: int, address: str) -> bool:
+    """Whether a datagram from here reaches ``address`` in the namespace of ``pid``."""
+    received = in_netns(pid, _udp_receive, address)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        for _ in range(50):
+            s.sendto(b"x", (address, 9999))
+            time.sleep(0.02)
+    return bool(result(received))
+
+
+def _udp_receive(address: str) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind((address, 9999))
+        s.settimeout(3)
+        return s.recv(8) == b"x"
 
 
 def _neighbour_mac(address: str, pid: int | None = None) -> str:
@@ -1796,10 +1823,6 @@ def test_a_bridge_made_meanwhile_by_another_state_root_is_joined(
 
 # --- net.guard: only an environment's own MAC and addresses onto the bridge ----------
 
-def guard_action(bridge: str) -> tuple[str, str, dict[str, Any]]:
-    return ("net.guard", "net.guard", {"bridge": bridge})
-
-
 def _mac(ifname: str) -> str:
     """The MAC of ``ifname`` in this process's network namespace (/sys shows the one
     it was mounted in)."""
@@ -1844,8 +1867,8 @@ def test_the_guard_keeps_a_neighbour_from_taking_another_ones_address(tmp_path: 
     a, b = Env(tmp_path / "state"), Env(tmp_path / "state")
     gateway = subnet.replace(".0/24", ".1")
     try:
-        a.apply([*bridge_actions(bridge, subnet), guard_action(bridge)])
-        b.apply([*bridge_actions(bridge, subnet), guard_action(bridge)])
+        a.apply(bridge_actions(bridge, subnet))
+        b.apply(bridge_actions(bridge, subnet))
         a_mac = result(in_netns(a.pid, _mac, "eth0"))
         server = in_netns(a.pid, echo_server, a.address, 80)
         assert result(in_netns(None, echo_client, a.address, 80, "x")) == "x"    # the host knows a's MAC
@@ -1894,8 +1917,8 @@ def test_the_guard_keeps_a_neighbour_from_advertising_another_ones_ipv6_address(
     gateway6 = str(ipaddress.ip_network(subnet6)[1])
     a, b = Env(tmp_path / "state"), Env(tmp_path / "state")
     try:
-        a.apply([*bridge_actions(bridge, subnet, subnet6=subnet6), guard_action(bridge)])
-        b.apply([*bridge_actions(bridge, subnet, subnet6=subnet6), guard_action(bridge)])
+        a.apply(bridge_actions(bridge, subnet, subnet6=subnet6))
+        b.apply(bridge_actions(bridge, subnet, subnet6=subnet6))
         a_mac = result(in_netns(a.pid, _mac, "eth0"))
         server = in_netns(a.pid, echo_server, a.address6, 80)
         assert result(in_netns(None, echo_client, a.address6, 80, "x")) == "x"
@@ -1927,7 +1950,7 @@ def test_the_guard_is_probed_repaired_and_collected(tmp_path: Path) -> None:
     op = op_for("net.guard")
     params = {"bridge": bridge}
     try:
-        a.apply([*bridge_actions(bridge, subnet), guard_action(bridge)])
+        a.apply(bridge_actions(bridge, subnet))
         record = a.ctx.records["net.guard"]
         assert op.probe(a.ctx, params, record) == record
         subprocess.run(["nft", "flush", "chain", "bridge", "vbdecl", f"{a.instance}-guard"], check=True)
@@ -1943,19 +1966,65 @@ def test_the_guard_is_probed_repaired_and_collected(tmp_path: Path) -> None:
         assert op.probe(a.ctx, params, a.ctx.records["net.guard"]) is None
         a.ctx.records["net.guard"] = op.apply(a.ctx, params)
         assert op.probe(a.ctx, params, a.ctx.records["net.guard"]) == a.ctx.records["net.guard"]
-        # a dies without a teardown: its chain stays until the next guard's step
+        # a's first process dies, another keeps its namespace (a process that outlived the
+        # init): its veth is there, so is its guard (a review saw it collected)
         from vbdecl.ops import net
 
         net.release(a.ctx)      # (its sockets would keep its namespace, and veth, alive)
+        keeper = in_netns(a.pid, time.sleep, 30)
         _stop(a.pid, a._w)
         a.alive = False
         a.landed.clear()
-        assert f"{a.instance}-guard" in _guard_chains()
-        b.apply([*bridge_actions(bridge, subnet), guard_action(bridge)])
-        assert _guard_chains() == [f"{b.instance}-guard"]
+        mine = {f"{a.instance}-guard", f"{b.instance}-guard"}
+        b.apply(bridge_actions(bridge, subnet))
+        assert mine & set(_guard_chains()) == mine
+        # gone with its namespace, without a teardown: collected by the next guard's step
+        os.kill(keeper[0], 9)
+        os.close(keeper[1])
+        os.waitpid(keeper[0], 0)
+        for _ in range(100):        # (the namespace goes a moment after its last process)
+            if not os.path.exists(f"/sys/class/net/{ipam.veth_name(a.instance)}"):
+                break
+            time.sleep(0.02)
+        b.revert_one("net.guard")
+        b.apply([guard_action(bridge)])
+        assert mine & set(_guard_chains()) == {f"{b.instance}-guard"}
         b.revert()
-        assert _guard_chains() == [] and "vbdecl" not in subprocess.run(
-            ["nft", "list", "tables", "bridge"], capture_output=True, text=True, check=True).stdout
+        assert not mine & set(_guard_chains())
+    finally:
+        a.close()
+        b.close()
+
+
+def test_an_unguarded_veth_gets_nothing_onto_the_bridge_and_the_mac_is_vbdecls(tmp_path: Path) -> None:
+    """A security review: a veth made again in a live environment sent unguarded until
+    its guard landed, and the guard pinned whatever MAC the environment had given its
+    new eth0 meanwhile. A veth of vbdecl's without a guard gets nothing onto the bridge
+    (while the guard's table is there), and the guard pins the MAC vbdecl chose."""
+    bridge = f"vbt{uniq()}"
+    subnet, _, _ = rand_subnet()
+    a, b = Env(tmp_path / "state"), Env(tmp_path / "state")
+    gateway = subnet.replace(".0/24", ".1")
+    try:
+        a.apply(bridge_actions(bridge, subnet))
+        b.apply(bridge_actions(bridge, subnet))
+        b.revert_one("net.guard")
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.bind((gateway, 0))
+            s.settimeout(0.5)
+            result(in_netns(b.pid, _udp_from, b.address, gateway, s.getsockname()[1], b"unguarded"))
+            with pytest.raises(TimeoutError):
+                s.recvfrom(64)
+        # its eth0 given the neighbour's MAC: the guard made again keeps vbdecl's
+        a_mac = result(in_netns(a.pid, _mac, "eth0"))
+        ns_run(b.pid, "ip", "link", "set", "eth0", "address", a_mac)
+        b.apply([guard_action(bridge)])
+        from vbdecl.ops.net import env_mac
+
+        assert b.ctx.records["net.guard"]["mac"] == env_mac(b.instance) != a_mac
+        rules = subprocess.run(["nft", "list", "chain", "bridge", "vbdecl", f"{b.instance}-guard"],
+                               capture_output=True, text=True, check=True).stdout
+        assert env_mac(b.instance) in rules and a_mac not in rules
     finally:
         a.close()
         b.close()

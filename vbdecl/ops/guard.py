@@ -8,38 +8,42 @@ drops such frames where they enter the bridge, in ONE nftables table of the
 bridge family, host-wide as ``inet vbdecl`` is (:mod:`vbdecl.ops.nat`)::
 
     table bridge vbdecl {
-        map ports { type ifname : verdict }     # "vb1a2b3c4dh" : jump vb-1a2b3c4d-guard
-        chain prerouting { type filter hook prerouting priority -300; iifname vmap @ports }
+        map ports { type ifname : verdict }     # "vb1a2b3c4dh" : goto vb-1a2b3c4d-guard
+        chain prerouting {
+            type filter hook prerouting priority -300; policy accept
+            iifname vmap @ports
+            iifgroup 0x7664 drop        # a veth of vbdecl's without its guard (yet)
+        }
         chain vb-1a2b3c4d-guard {
             ether type != { ip, arp, ip6 } drop
             ether saddr != MAC drop
             arp saddr ether != MAC drop
             arp saddr ip != { ADDR, 0.0.0.0 } drop      # (0.0.0.0: an address probe)
             ip saddr != ADDR drop
-            ip6 saddr != { ADDR6, fe80::/10, :: } drop  # (::, a duplicate address check)
+            ip6 saddr != { ADDR6, LINKLOCAL, :: } drop  # (::, a duplicate address check)
             icmpv6 type { nd-router-advert, nd-redirect } drop
-            icmpv6 type nd-neighbor-advert @th,64,128 != ADDR6 @th,64,16 != 0xfe80 drop
+            icmpv6 type nd-neighbor-advert @th,64,128 != ADDR6 @th,64,128 != LINKLOCAL drop
         }
     }
 
-(the last rule: a neighbour advertisement only for its own address or a link-local
-one; nftables 1.0.6 has no ``icmpv6 taddr``). The MAC is the one vbdecl's veth gave
-the environment's eth0 when the guard was made; a process that changes it cuts
-itself off. Changes happen under the host-wide NAT lock; an environment's chain is
-registered in ``/run/vbdecl/nat.json`` (``guards``: instance -> pid, netns) so that
-one whose namespace died without a teardown is collected, and the table goes with
-its last chain.
+(the last rule: a neighbour advertisement only for its own addresses; nftables 1.0.6
+has no ``icmpv6 taddr``). The MAC and the link-local address are eth0's when the
+guard is made; a process that changes them cuts itself off. Changes happen under the
+host-wide NAT lock; an environment's chain is registered in ``/run/vbdecl/nat.json``
+(``guards``: instance -> its veth, the network namespace of the host side) so that
+one whose veth went with its namespace without a teardown is collected, and the table
+goes with its last chain.
 """
 
 from __future__ import annotations
 
 import ipaddress
+import os
 from typing import Any
 
 from vbdecl.errors import VbdeclError
-from vbdecl.net import shared
 from vbdecl.ops.base import Context, Params, Record
-from vbdecl.ops.net import INNER, _sess, _session
+from vbdecl.ops.net import GUARDED_GROUP, INNER, _sess, _session
 
 FAMILY = "bridge"
 TABLE = "vbdecl"
@@ -59,15 +63,17 @@ def chain_of(instance: str) -> str:
 
 
 def base_commands() -> list[Cmd]:
-    """(Re)create the table with its map and hooked chain, empty."""
+    """Create the table with its map and hooked chain, empty."""
     return [
-        {"add": {"table": {"family": FAMILY, "name": TABLE}}},
-        {"delete": {"table": {"family": FAMILY, "name": TABLE}}},
         {"add": {"table": {"family": FAMILY, "name": TABLE}}},
         {"add": {"map": _t(name="ports", type="ifname", map="verdict")}},
         {"add": {"chain": _t(name="prerouting", type="filter", hook="prerouting", prio=-300, policy="accept")}},
         {"add": {"rule": _t(chain="prerouting", expr=[
             {"vmap": {"key": {"meta": {"key": "iifname"}}, "data": "@ports"}}])}},
+        # a veth of vbdecl's without a guard (made again, its guard not there yet): nothing
+        {"add": {"rule": _t(chain="prerouting", expr=[
+            {"match": {"op": "==", "left": {"meta": {"key": "iifgroup"}}, "right": GUARDED_GROUP}},
+            {"drop": None}])}},
     ]
 
 
@@ -83,37 +89,51 @@ def _raw(offset: int, length: int) -> dict[str, Any]:
     return {"payload": {"base": "th", "offset": offset, "len": length}}
 
 
-def rules(mac: str, addr4: str, addr6: str | None) -> list[list[dict[str, Any]]]:
-    """The guard chain's rules (nftables JSON expressions), in order."""
-    sources6: list[Any] = [addr6] if addr6 else []
-    sources6 += [{"prefix": {"addr": "fe80::", "len": 10}}, "::"]
-    advert: list[dict[str, Any]] = [{"match": {"op": "==", "left": _field("icmpv6", "type"), "right": "nd-neighbor-advert"}}]
-    if addr6:
+def link_local(mac: str) -> str:
+    """The EUI-64 link-local IPv6 address of ``mac`` (what a new namespace's eth0 takes)."""
+    octets = bytearray(bytes.fromhex(mac.replace(":", "")))
+    octets[0] ^= 0x02
+    iid = bytes(octets[:3]) + b"\xff\xfe" + bytes(octets[3:])
+    return str(ipaddress.IPv6Address(b"\xfe\x80" + bytes(6) + iid))
+
+
+def rules(mac: str, addr4: str, own6: list[str]) -> list[list[dict[str, Any]]]:
+    """The guard chain's rules (nftables JSON expressions), in order; ``own6``: the
+    environment's IPv6 addresses, its link-local one included."""
+    advert: list[dict[str, Any]] = [
+        {"match": {"op": "==", "left": _field("icmpv6", "type"), "right": "nd-neighbor-advert"}}]
+    for addr in own6:
         # (as a hex string: the JSON parser's integers are 64 bits)
         advert.append({"match": {"op": "!=", "left": _raw(64, 128),
-                                 "right": f"0x{int(ipaddress.IPv6Address(addr6)):032x}"}})
-    advert += [{"match": {"op": "!=", "left": _raw(64, 16), "right": "0xfe80"}}, {"drop": None}]
+                                 "right": f"0x{int(ipaddress.IPv6Address(addr)):032x}"}})
     return [
         _drop_unless(_field("ether", "type"), {"set": ["ip", "arp", "ip6"]}),
         _drop_unless(_field("ether", "saddr"), mac),
         _drop_unless(_field("arp", "saddr ether"), mac),
         _drop_unless(_field("arp", "saddr ip"), {"set": [addr4, "0.0.0.0"]}),
         _drop_unless(_field("ip", "saddr"), addr4),
-        _drop_unless(_field("ip6", "saddr"), {"set": sources6}),
+        _drop_unless(_field("ip6", "saddr"), {"set": [*own6, "::"]}),
+        # (neighbour discovery is never fragmented; a fragmented advertisement hid its
+        # target from the rule below, and was reassembled whole on the way: a review)
+        [{"match": {"op": "==", "left": _field("icmpv6", "type"), "right": {"set": [
+            "nd-router-solicit", "nd-router-advert", "nd-neighbor-solicit", "nd-neighbor-advert", "nd-redirect"]}}},
+         {"match": {"op": "==", "left": {"exthdr": {"name": "frag"}}, "right": True}}, {"drop": None}],
         [{"match": {"op": "==", "left": _field("icmpv6", "type"),
                     "right": {"set": ["nd-router-advert", "nd-redirect"]}}}, {"drop": None}],
-        advert,
+        [*advert, {"drop": None}],
     ]
 
 
-def add_commands(instance: str, port: str, mac: str, addr4: str, addr6: str | None) -> list[Cmd]:
+def add_commands(instance: str, port: str, mac: str, addr4: str, own6: list[str]) -> list[Cmd]:
     """The instance's chain (emptied first: one left by an apply that died, or kept by a
     repair of the table's base, is filled anew, not twice) and its port's element."""
     chain = chain_of(instance)
     cmds: list[Cmd] = [{"add": {"chain": _t(name=chain)}}, {"flush": {"chain": _t(name=chain)}}]
-    cmds += [{"add": {"rule": _t(chain=chain, comment=instance, expr=expr)}} for expr in rules(mac, addr4, addr6)]
+    cmds += [{"add": {"rule": _t(chain=chain, comment=instance, expr=expr)}} for expr in rules(mac, addr4, own6)]
+    # (goto, not jump: a frame its chain lets through is accepted there, and does not
+    # come back to the base chain's rule that drops an unguarded veth's)
     cmds.append({"add": {"element": _t(name="ports", elem=[
-        [{"elem": {"val": port, "comment": instance}}, {"jump": {"target": chain}}]])}})
+        [{"elem": {"val": port, "comment": instance}}, {"goto": {"target": chain}}]])}})
     return cmds
 
 
@@ -138,7 +158,7 @@ def _found(items: list[dict[str, Any]], instance: str) -> tuple[int | None, list
             count = (count or 0) + 1
         elif "map" in item and item["map"]["name"] == "ports":
             for key, verdict in item["map"].get("elem") or []:
-                if ((verdict or {}).get("jump") or {}).get("target") == chain:
+                if any(((verdict or {}).get(how) or {}).get("target") == chain for how in ("goto", "jump")):
                     ports.append(key if isinstance(key, str) else key.get("elem", {}).get("val"))
     return count, ports
 
@@ -158,24 +178,36 @@ def base_repair_commands(items: list[dict[str, Any]]) -> list[Cmd]:
     has_map = any("map" in i and i["map"]["name"] == "ports" for i in items)
     has_chain = any("chain" in i and i["chain"]["name"] == "prerouting" for i in items)
     hooked = sum(1 for i in items if "rule" in i and i["rule"]["chain"] == "prerouting")
-    if has_map and has_chain and hooked == 1:
+    want = base_commands()[1:]
+    if has_map and has_chain and hooked == len(want) - 2:
         return []
-    want = base_commands()[3:]
     out: list[Cmd] = [] if has_map else [want[0]]
     out.append({"flush": {"chain": _t(name="prerouting")}} if has_chain else want[1])
-    return [*out, want[2]]
+    return out + want[2:]
+
+
+def _netns() -> int:
+    return os.stat("/proc/self/ns/net").st_ino
 
 
 def collect(nft: Any, host: dict[str, Any]) -> None:
-    """Remove the chains of registered guards whose environment's namespace is gone
-    (killed without a teardown): its veth went with it, the chain would stay."""
-    from vbdecl.sys import netlink
+    """Remove the chains of registered guards whose veth is gone (an environment killed
+    without a teardown: the veth went with its network namespace, the chain would stay).
+    The veth, not the environment's init: a process may outlive its init in the namespace
+    (a review saw the guard of a live process collected). Only guards made in this
+    process's network namespace, whose table this is."""
+    import socket
 
     guards = host.get("guards") or {}
-    mine = shared.pidns()
-    dead = [inst for inst, info in guards.items()
-            if info.get("pidns") == mine
-            and (not isinstance(info.get("pid"), int) or netlink.netns_id(info["pid"]) != info.get("netns"))]
+    here = _netns()
+    dead = []
+    for inst, info in guards.items():
+        if info.get("hostns") != here:
+            continue
+        try:
+            socket.if_nametoindex(str(info.get("port")))
+        except OSError:
+            dead.append(inst)
     if not dead:
         return
     items = nft.list_table(FAMILY, TABLE) or []
@@ -185,6 +217,13 @@ def collect(nft: Any, host: dict[str, Any]) -> None:
             for cmd in delete_commands(inst, ports, count is not None):
                 nft.try_run([cmd])
         del guards[inst]
+
+
+def tidy(nft: Any, host: dict[str, Any]) -> None:
+    """Collect the guards of veths that are gone, and the table with the last one (under
+    the NAT host lock: a run's janitor, ops.nat.tidy)."""
+    collect(nft, host)
+    _drop_table_if_unused(nft, host, "removing the guards of environments that are gone")
 
 
 def _drop_table_if_unused(nft: Any, host: dict[str, Any], what: str) -> None:
@@ -227,24 +266,35 @@ class Guard:
             raise VbdeclError("the guard needs the environment's veth and address, which have not landed",
                               hint="net.guard depends on net.address in the plan; apply again")
         pid = int(ctx.env_pid or 0)
-        inner = netlink.link(_sess(ctx).env(pid), INNER) if pid else None
+        env = _sess(ctx).env(pid) if pid else None
+        inner = netlink.link(env, INNER) if env is not None else None
         if inner is None or not inner.get("mac"):
             raise VbdeclError(f"the environment's {INNER} is gone", hint="apply again to recreate the environment")
-        mac = str(inner["mac"])
-        cmds = add_commands(ctx.instance, veth["host"], mac, addr4, addr6)
+        # the MAC vbdecl gave it (a veth an older vbdecl made: the one it has), never one
+        # the environment chose since; its link-local address is derived from it
+        mac = str(veth.get("mac") or inner["mac"])
+        own6 = [a for a in (addr6,) if a] + [link_local(mac)]
+        ipr = _sess(ctx).host
+        port = netlink.index_of(ipr, veth["host"])
+        if port is None:
+            raise VbdeclError(f"veth {veth['host']} is gone", hint="apply again to recreate the environment")
+        netlink.pin_port(ipr, port, veth["host"], mac)      # (done by net.veth since it pins the MAC)
+        cmds = add_commands(ctx.instance, veth["host"], mac, addr4, own6)
         nft = _nft(ctx)
         with _host_lock() as host:
             collect(nft, host)
-            host.setdefault("guards", {})[ctx.instance] = {
-                "pid": pid, "netns": netlink.netns_id(pid), "pidns": shared.pidns()}
+            host.setdefault("guards", {})[ctx.instance] = {"port": veth["host"], "hostns": _netns()}
             items = nft.list_table(FAMILY, TABLE)
-            base = base_commands()[2:] if items is None else base_repair_commands(items)
+            base = base_commands() if items is None else base_repair_commands(items)
             ok, err = nft.try_run(base + cmds)
             if not ok:
                 host["guards"].pop(ctx.instance, None)
                 raise translate(err, "guarding the environment's veth")
+        # what the environment's addresses announced before its guard was there went
+        # nowhere: the neighbours learn them now (net.address's announcement, again)
+        netlink.announce(env, pid, INNER, inner["index"], v6=bool(addr6))
         return {"chain": chain_of(ctx.instance), "port": veth["host"], "mac": mac,
-                "addresses": [a for a in (addr4, addr6) if a], "rules": len(rules(mac, addr4, addr6))}
+                "addresses": [addr4, *own6], "rules": len(rules(mac, addr4, own6))}
 
     def revert(self, ctx: Context, record: Record) -> None:
         from vbdecl.ops.nat import _host_lock

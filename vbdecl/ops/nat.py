@@ -304,9 +304,19 @@ def tidy(ctx: Context, writer: int | None = None) -> None:
         return
     from vbdecl.ops import guard
 
+    nft = _nft(ctx)
     with _host_lock() as host:      # (which removes both when nothing is left)
-        _collect(_nft(ctx), host)
-        guard.collect(_nft(ctx), host)
+        _collect(nft, host)
+        guard.tidy(nft, host)
+        # what the collected environments were the last to need: forwarding back as it
+        # was, and the table (a test run killed with its environments left both)
+        registry = host.get("instances") or {}
+        items = nft.list_table(FAMILY, TABLE)
+        chains = {i["chain"]["name"] for i in items or [] if "chain" in i} - BASE_CHAINS
+        if all(any(c.startswith(inst + "-") for inst in registry) for c in chains):
+            _forward_restore(host, keep=_families_in_use(registry))
+        if not registry and items is not None and not chains:
+            nft.run(delete_table_commands(), what="removing the NAT table no environment uses")
 
 
 def _save_host(host: dict[str, Any]) -> None:

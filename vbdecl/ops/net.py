@@ -33,6 +33,19 @@ from vbdecl.ops.base import Context, Params, Record
 
 BRIDGE_ALIAS = "vbdecl"
 INNER = "eth0"
+# The device group of every veth vbdecl makes: the guard's table drops what comes
+# from one that has no guard (yet: a veth made again in a live environment, until
+# its net.guard lands), ops.guard.
+GUARDED_GROUP = 0x7664
+
+
+def env_mac(instance: str) -> str:
+    """The MAC of an environment's eth0: the host's choice, not the environment's (the
+    guard pins it; a review's process set its new eth0 to a neighbour's MAC before the
+    guard read it), locally administered, from the instance id."""
+    import zlib
+
+    return "02:76:" + ":".join(f"{b:02x}" for b in zlib.crc32(instance.encode()).to_bytes(4, "big"))
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -622,10 +635,14 @@ class Veth:
             fd = nl.open_netns(pid)
             try:
                 ns = os.fstat(fd).st_ino
-                nl.veth_create(ipr, host, INNER, netns_fd=fd, master=master, mtu=params.get("mtu"))
+                mac = env_mac(ctx.instance)
+                nl.veth_create(ipr, host, INNER, netns_fd=fd, master=master, mtu=params.get("mtu"),
+                               peer_mac=mac, group=GUARDED_GROUP)
                 try:
+                    nl.pin_port(ipr, nl.index_of(ipr, host), host, mac)
                     with nl.entered(fd):        # (before it is up: see netlink.refuse_routers)
                         nl.refuse_routers(INNER)
+                        nl.link_local_from_mac(INNER)
                     # the peer's flags cannot ride along with the creation: up it here
                     peer_index, _ = nl.up_in(fd, INNER)
                 except BaseException:
@@ -637,7 +654,7 @@ class Veth:
             let_bridges_go(ctx.instance)
         ctx.extra.pop("net.index", None)      # a peer made again has a new index
         return {"host": host, "peer": INNER, "peer_index": peer_index, "bridge": params["bridge"], "netns": ns,
-                "mtu": params.get("mtu") or shared.DEFAULT_MTU, "up": True}
+                "mtu": params.get("mtu") or shared.DEFAULT_MTU, "up": True, "mac": mac}
 
     @staticmethod
     def _delete(ipr: Any, host: str) -> None:

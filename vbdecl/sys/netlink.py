@@ -27,6 +27,8 @@ from vbdecl.errors import ConflictError, SysError
 CLONE_NEWNET = 0x40000000
 AF_INET = 2
 AF_INET6 = 10
+NUD_NOARP = 0x40        # (a bridge's "static" forwarding entry)
+NTF_MASTER = 0x04
 RT_TABLE_MAIN = 254
 RT_TABLE_LOCAL = 255
 RTN_LOCAL = 2
@@ -381,6 +383,17 @@ def refuse_routers(ifname: str) -> None:
                 raise
 
 
+def link_local_from_mac(ifname: str) -> None:
+    """Have ``ifname`` (in this thread's network namespace) derive its IPv6 link-local
+    address from its MAC (EUI-64), whatever the host's default: the guard pins it.
+    Skipped without IPv6."""
+    try:
+        sysctl_set(f"/proc/sys/net/ipv6/conf/{ifname}/addr_gen_mode", "0")
+    except SysError as err:
+        if err.errno != errno.ENOENT:
+            raise
+
+
 def keep_address(ipr: Any, index: int, name: str) -> None:
     """Make bridge ``name`` keep the MAC address it has, where the kernel still chooses it
     from its ports (a bridge an older vbdecl made, before bridge_create gave one):
@@ -405,13 +418,18 @@ def random_mac() -> str:
 
 
 def veth_create(ipr: Any, name: str, peer: str, *, netns_fd: int, master: int | None,
-                mtu: int | None) -> None:
-    """A veth pair: ``name`` here (up, enslaved to ``master``), ``peer`` created
-    directly in the namespace ``netns_fd`` (down: bring it up with :func:`up_in`)."""
+                mtu: int | None, peer_mac: str | None = None, group: int | None = None) -> None:
+    """A veth pair: ``name`` here (up, enslaved to ``master``, in device ``group``),
+    ``peer`` created directly in the namespace ``netns_fd`` with the MAC ``peer_mac``
+    (down: bring it up with :func:`up_in`)."""
     _check_name(f"creating veth {name}", name)
     _check_name(f"creating veth {name} (peer)", peer)
     peer_spec: dict[str, Any] = {"ifname": peer, "net_ns_fd": netns_fd, "state": "up"}
     kw: dict[str, Any] = {"ifname": name, "kind": "veth", "peer": peer_spec, "state": "up"}
+    if peer_mac:
+        peer_spec["address"] = peer_mac
+    if group is not None:
+        kw["group"] = group
     what = f"creating veth {name}"
     if mtu:
         kw["mtu"] = mtu
@@ -420,6 +438,15 @@ def veth_create(ipr: Any, name: str, peer: str, *, netns_fd: int, master: int | 
     if master is not None:
         kw["master"] = master
     _call(what, lambda: ipr.link("add", **kw), name=name)
+
+
+def pin_port(ipr: Any, index: int, name: str, mac: str) -> None:
+    """Bridge port ``name`` learns no MAC (a frame with another source, even one the
+    bridge takes for itself, moves no entry to it), and frames for ``mac`` go to it (a
+    static entry; without one they would flood every port)."""
+    _call(f"turning MAC learning off on {name}", lambda: ipr.brport("set", index=index, learning=0), name=name)
+    _call(f"pinning {mac} to {name}",
+          lambda: ipr.fdb("replace", ifindex=index, lladdr=mac, state=NUD_NOARP, flags=NTF_MASTER), name=name)
 
 
 def link_delete(ipr: Any, index: int, name: str) -> bool:

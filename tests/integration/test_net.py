@@ -1857,18 +1857,27 @@ def _known_mac(address: str, dev: str) -> str | None:
     return found[0].get("lladdr") if found else None
 
 
+@contextlib.contextmanager
+def two_on_a_bridge(state: Path) -> Iterator[tuple[Env, Env, str, str]]:
+    """Two environments of ``state`` on a new bridge (IPv4): (a, b, bridge, gateway)."""
+    bridge = f"vbt{uniq()}"
+    subnet, _, _ = rand_subnet()
+    a, b = Env(state), Env(state)
+    try:
+        a.apply(bridge_actions(bridge, subnet))
+        b.apply(bridge_actions(bridge, subnet))
+        yield a, b, bridge, subnet.replace(".0/24", ".1")
+    finally:
+        a.close()
+        b.close()
+
+
 def test_the_guard_keeps_a_neighbour_from_taking_another_ones_address(tmp_path: Path) -> None:
     """A security review: with NET_RAW an environment on a shared bridge answered ARP
     for its neighbour's address (the host then sent the neighbour's traffic, its
     published ports' included, to it) and sent with the neighbour's source. The guard
     drops both where they enter the bridge; the environment's own traffic passes."""
-    bridge = f"vbt{uniq()}"
-    subnet, _, _ = rand_subnet()
-    a, b = Env(tmp_path / "state"), Env(tmp_path / "state")
-    gateway = subnet.replace(".0/24", ".1")
-    try:
-        a.apply(bridge_actions(bridge, subnet))
-        b.apply(bridge_actions(bridge, subnet))
+    with two_on_a_bridge(tmp_path / "state") as (a, b, bridge, gateway):
         a_mac = result(in_netns(a.pid, _mac, "eth0"))
         server = in_netns(a.pid, echo_server, a.address, 80)
         assert result(in_netns(None, echo_client, a.address, 80, "x")) == "x"    # the host knows a's MAC
@@ -1888,9 +1897,6 @@ def test_the_guard_keeps_a_neighbour_from_taking_another_ones_address(tmp_path: 
                 s.recvfrom(64)
             result(in_netns(b.pid, _udp_from, b.address, gateway, port, b"own"))   # its own source passes
             assert s.recvfrom(64)[1][0] == b.address
-    finally:
-        a.close()
-        b.close()
 
 
 def _neighbour_advert(target: str, to: str) -> bool:
@@ -2001,13 +2007,7 @@ def test_an_unguarded_veth_gets_nothing_onto_the_bridge_and_the_mac_is_vbdecls(t
     its guard landed, and the guard pinned whatever MAC the environment had given its
     new eth0 meanwhile. A veth of vbdecl's without a guard gets nothing onto the bridge
     (while the guard's table is there), and the guard pins the MAC vbdecl chose."""
-    bridge = f"vbt{uniq()}"
-    subnet, _, _ = rand_subnet()
-    a, b = Env(tmp_path / "state"), Env(tmp_path / "state")
-    gateway = subnet.replace(".0/24", ".1")
-    try:
-        a.apply(bridge_actions(bridge, subnet))
-        b.apply(bridge_actions(bridge, subnet))
+    with two_on_a_bridge(tmp_path / "state") as (a, b, bridge, gateway):
         b.revert_one("net.guard")
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
             s.bind((gateway, 0))
@@ -2025,6 +2025,3 @@ def test_an_unguarded_veth_gets_nothing_onto_the_bridge_and_the_mac_is_vbdecls(t
         rules = subprocess.run(["nft", "list", "chain", "bridge", "vbdecl", f"{b.instance}-guard"],
                                capture_output=True, text=True, check=True).stdout
         assert env_mac(b.instance) in rules and a_mac not in rules
-    finally:
-        a.close()
-        b.close()

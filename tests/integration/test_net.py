@@ -1917,13 +1917,17 @@ def _neighbour_advert(target: str, to: str) -> bool:
 
 def test_the_guard_keeps_a_neighbour_from_advertising_another_ones_ipv6_address(tmp_path: Path) -> None:
     """The same over IPv6: a neighbour advertisement for another environment's address
-    is dropped; the environment's own answers (the host reaches it) pass."""
+    is dropped; the environment's own answers (the host reaches it) pass. So is one cut
+    in two fragments (the security review's way past the rule that reads the target:
+    with NAT, whose conntrack reassembles what the bridge passes on, the kernel's own
+    refusal of fragmented discovery never saw the fragments)."""
     bridge = f"vbt{uniq()}"
     subnet, _, subnet6 = rand_subnet()
     gateway6 = str(ipaddress.ip_network(subnet6)[1])
     a, b = Env(tmp_path / "state"), Env(tmp_path / "state")
     try:
-        a.apply(bridge_actions(bridge, subnet, subnet6=subnet6))
+        a.apply([*bridge_actions(bridge, subnet, subnet6=subnet6),
+                 ("nat.masquerade", "nat.masquerade", {"subnet": subnet, "subnet6": subnet6, "egress": "lo"})])
         b.apply(bridge_actions(bridge, subnet, subnet6=subnet6))
         a_mac = result(in_netns(a.pid, _mac, "eth0"))
         server = in_netns(a.pid, echo_server, a.address6, 80)
@@ -1932,6 +1936,9 @@ def test_the_guard_keeps_a_neighbour_from_advertising_another_ones_ipv6_address(
         assert _known_mac(a.address6, bridge) == a_mac
         result(in_netns(b.pid, _neighbour_advert, a.address6, gateway6))
         time.sleep(0.2)
+        assert _known_mac(a.address6, bridge) == a_mac
+        result(in_netns(b.pid, _fragmented_advert, a.address6, b.address6, gateway6, _mac(bridge)))
+        time.sleep(0.3)
         assert _known_mac(a.address6, bridge) == a_mac
     finally:
         a.close()
@@ -2025,3 +2032,27 @@ def test_an_unguarded_veth_gets_nothing_onto_the_bridge_and_the_mac_is_vbdecls(t
         rules = subprocess.run(["nft", "list", "chain", "bridge", "vbdecl", f"{b.instance}-guard"],
                                capture_output=True, text=True, check=True).stdout
         assert env_mac(b.instance) in rules and a_mac not in rules
+
+
+def _fragmented_advert(target: str, src: str, dst: str, to_mac: str) -> bool:
+    """From eth0, a neighbour advertisement (override) saying ``target`` is at this
+    eth0's MAC, cut in two fragments so that the first holds only 8 bytes of it (the
+    security review's way past a rule that reads the target)."""
+    import struct
+
+    mine = bytes.fromhex(_mac("eth0").replace(":", ""))
+    s6, d6 = socket.inet_pton(socket.AF_INET6, src), socket.inet_pton(socket.AF_INET6, dst)
+    body = struct.pack("!BBHI", 136, 0, 0, 0x20000000) + socket.inet_pton(socket.AF_INET6, target) + b"\x02\x01" + mine
+    pseudo = s6 + d6 + struct.pack("!I3xB", len(body), 58) + body
+    total = sum(struct.unpack(f"!{len(pseudo) // 2}H", pseudo))
+    while total >> 16:
+        total = (total & 0xFFFF) + (total >> 16)
+    body = body[:2] + struct.pack("!H", ~total & 0xFFFF) + body[4:]
+    ether = bytes.fromhex(to_mac.replace(":", "")) + mine + b"\x86\xdd"
+    with socket.socket(socket.AF_PACKET, socket.SOCK_RAW) as s:
+        s.bind(("eth0", 0))
+        for offset, more, part in ((0, 1, body[:8]), (1, 0, body[8:])):
+            frag = struct.pack("!BBHI", 58, 0, (offset << 3) | more, 0x5EED)
+            ip6 = struct.pack("!IHBB", 0x60000000, len(frag) + len(part), 44, 255) + s6 + d6
+            s.send(ether + ip6 + frag + part)
+    return True

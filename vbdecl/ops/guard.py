@@ -21,18 +21,22 @@ bridge family, host-wide as ``inet vbdecl`` is (:mod:`vbdecl.ops.nat`)::
             arp saddr ip != { ADDR, 0.0.0.0 } drop      # (0.0.0.0: an address probe)
             ip saddr != ADDR drop
             ip6 saddr != { ADDR6, LINKLOCAL, :: } drop  # (::, a duplicate address check)
+            icmpv6 type { nd-*, nd-redirect } exthdr frag exists drop
             icmpv6 type { nd-router-advert, nd-redirect } drop
             icmpv6 type nd-neighbor-advert @th,64,128 != ADDR6 @th,64,128 != LINKLOCAL drop
         }
     }
 
 (the last rule: a neighbour advertisement only for its own addresses; nftables 1.0.6
-has no ``icmpv6 taddr``). The MAC and the link-local address are eth0's when the
-guard is made; a process that changes them cuts itself off. Changes happen under the
-host-wide NAT lock; an environment's chain is registered in ``/run/vbdecl/nat.json``
-(``guards``: instance -> its veth, the network namespace of the host side) so that
-one whose veth went with its namespace without a teardown is collected, and the table
-goes with its last chain.
+has no ``icmpv6 taddr``). The MAC is the one net.veth gave eth0 (ops.net.env_mac),
+never one the environment chose since, and LINKLOCAL its EUI-64 address; a process
+that changes them cuts itself off. The veth's bridge port learns no MAC and has a
+static entry for that one (netlink.pin_port): frames the bridge keeps for itself
+(LLDP, 802.1X) skip this hook, and it learnt their source before. Changes happen
+under the host-wide NAT lock; an environment's chain is registered in
+``/run/vbdecl/nat.json`` (``guards``: instance -> its veth, the network namespace of
+the host side) so that one whose veth went with its namespace without a teardown is
+collected, and the table goes with its last chain.
 """
 
 from __future__ import annotations

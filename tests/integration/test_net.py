@@ -1849,6 +1849,15 @@ def _arp_reply(claimed_ip: str, to_mac: str, to_ip: str) -> bool:
     return True
 
 
+def _lldp_from(source_mac: str) -> bool:
+    """From eth0, an LLDP frame (01:80:c2:00:00:0e) with ``source_mac`` as its source."""
+    src = bytes.fromhex(source_mac.replace(":", ""))
+    with socket.socket(socket.AF_PACKET, socket.SOCK_RAW) as s:
+        s.bind(("eth0", 0))
+        s.send(bytes.fromhex("0180c200000e") + src + b"\x88\xcc" + bytes(46))
+    return True
+
+
 def _known_mac(address: str, dev: str) -> str | None:
     """The MAC the host's neighbour table has for ``address`` on ``dev`` (asking nobody)."""
     out = subprocess.run(["ip", "-j", "neigh", "show", address, "dev", dev], capture_output=True, text=True,
@@ -1897,6 +1906,12 @@ def test_the_guard_keeps_a_neighbour_from_taking_another_ones_address(tmp_path: 
                 s.recvfrom(64)
             result(in_netns(b.pid, _udp_from, b.address, gateway, port, b"own"))   # its own source passes
             assert s.recvfrom(64)[1][0] == b.address
+        # a frame the bridge keeps for itself (LLDP) skips the guard's hook: with a's MAC
+        # as its source, the bridge learnt it on b's port (the security review)
+        result(in_netns(b.pid, _lldp_from, a_mac))
+        fdb = json.loads(subprocess.run(["bridge", "-j", "fdb", "show", "br", bridge], capture_output=True,
+                                        text=True, check=True).stdout)
+        assert not [e for e in fdb if e.get("mac") == a_mac and e.get("ifname") == ipam.veth_name(b.instance)]
 
 
 def _neighbour_advert(target: str, to: str) -> bool:

@@ -225,19 +225,15 @@ def collect(nft: Any, host: dict[str, Any]) -> None:
 
 def tidy(nft: Any, host: dict[str, Any]) -> None:
     """Collect the guards of veths that are gone, and the table with the last one (under
-    the NAT host lock: a run's janitor, ops.nat.tidy)."""
+    the NAT host lock: a guard's revert, a run's janitor through ops.nat.tidy)."""
     collect(nft, host)
-    _drop_table_if_unused(nft, host, "removing the guards of environments that are gone")
-
-
-def _drop_table_if_unused(nft: Any, host: dict[str, Any], what: str) -> None:
     items = nft.list_table(FAMILY, TABLE)
-    if items is None:
+    if items is None or host.get("guards"):
         return
-    chains = {i["chain"]["name"] for i in items if "chain" in i} - BASE_CHAINS
-    if not chains and not host.get("guards"):
+    if not {i["chain"]["name"] for i in items if "chain" in i} - BASE_CHAINS:
         nft.run([{"add": {"table": {"family": FAMILY, "name": TABLE}}},
-                 {"delete": {"table": {"family": FAMILY, "name": TABLE}}}], what=what)
+                 {"delete": {"table": {"family": FAMILY, "name": TABLE}}}],
+                what="removing the table of the environments' guards")
 
 
 class Guard:
@@ -278,11 +274,13 @@ class Guard:
         # the environment chose since; its link-local address is derived from it
         mac = str(veth.get("mac") or inner["mac"])
         own6 = [a for a in (addr6,) if a] + [link_local(mac)]
-        ipr = _sess(ctx).host
-        port = netlink.index_of(ipr, veth["host"])
-        if port is None:
-            raise VbdeclError(f"veth {veth['host']} is gone", hint="apply again to recreate the environment")
-        netlink.pin_port(ipr, port, veth["host"], mac)      # (done by net.veth since it pins the MAC)
+        if not veth.get("mac"):
+            # (net.veth pins the port of a veth it gives its MAC)
+            ipr = _sess(ctx).host
+            port = netlink.index_of(ipr, veth["host"])
+            if port is None:
+                raise VbdeclError(f"veth {veth['host']} is gone", hint="apply again to recreate the environment")
+            netlink.pin_port(ipr, port, veth["host"], mac)
         cmds = add_commands(ctx.instance, veth["host"], mac, addr4, own6)
         nft = _nft(ctx)
         with _host_lock() as host:
@@ -313,5 +311,4 @@ class Guard:
                     for cmd in delete_commands(ctx.instance, ports, count is not None):
                         nft.try_run([cmd])
             (host.get("guards") or {}).pop(ctx.instance, None)
-            collect(nft, host)
-            _drop_table_if_unused(nft, host, "removing the guard of the environment's veth")
+            tidy(nft, host)

@@ -308,15 +308,9 @@ def tidy(ctx: Context, writer: int | None = None) -> None:
     with _host_lock() as host:      # (which removes both when nothing is left)
         _collect(nft, host)
         guard.tidy(nft, host)
-        # what the collected environments were the last to need: forwarding back as it
-        # was, and the table (a test run killed with its environments left both)
-        registry = host.get("instances") or {}
-        items = nft.list_table(FAMILY, TABLE)
-        chains = {i["chain"]["name"] for i in items or [] if "chain" in i} - BASE_CHAINS
-        if all(any(c.startswith(inst + "-") for inst in registry) for c in chains):
-            _forward_restore(host, keep=_families_in_use(registry))
-        if not registry and items is not None and not chains:
-            nft.run(delete_table_commands(), what="removing the NAT table no environment uses")
+        # (what the collected environments were the last to need: a test run killed with
+        # its environments left forwarding on and the table)
+        _settle(nft, host, "removing the NAT table no environment uses")
 
 
 def _save_host(host: dict[str, Any]) -> None:
@@ -477,20 +471,28 @@ def _remove(ctx: Context, key: str, cmds: list[Cmd], what: str, *, localnet_key:
             (own.get("families") or {}).pop(key, None)
         if own is not None and not own.get("keys"):
             registry.pop(ctx.instance, None)
-        items = nft.list_table(FAMILY, TABLE)
-        chains = {i["chain"]["name"] for i in items or [] if "chain" in i} - BASE_CHAINS
-        if all(any(c.startswith(inst + "-") for inst in registry) for c in chains):
-            # every object left is a registered environment's: a family none of them
-            # forwards any more gets its setting back (a review: IPv6 forwarding stayed on)
-            _forward_restore(host, keep=_families_in_use(registry))
-        if any(info.get("keys") for inst, info in registry.items() if inst != ctx.instance):
-            return               # a registered environment still has objects
-        if items is not None:
-            if chains:
-                return           # other environments (of any state root) still use it
-            nft.run(delete_table_commands(), what=what)
-        registry.pop(ctx.instance, None)
-        _forward_restore(host)
+        _settle(nft, host, what, leaving=ctx.instance)
+
+
+def _settle(nft: Any, host: dict[str, Any], what: str, *, leaving: str = "") -> None:
+    """Once objects are removed (of the instance ``leaving``, or of dead ones collected):
+    what no registered environment needs any more goes back, forwarding as it was and
+    the table, when no environment's chain is left in it."""
+    registry = host.setdefault("instances", {})
+    items = nft.list_table(FAMILY, TABLE)
+    chains = {i["chain"]["name"] for i in items or [] if "chain" in i} - BASE_CHAINS
+    if all(any(c.startswith(inst + "-") for inst in registry) for c in chains):
+        # every object left is a registered environment's: a family none of them
+        # forwards any more gets its setting back (a review: IPv6 forwarding stayed on)
+        _forward_restore(host, keep=_families_in_use(registry))
+    if any(info.get("keys") for inst, info in registry.items() if inst != leaving):
+        return               # a registered environment still has objects
+    if items is not None:
+        if chains:
+            return           # other environments (of any state root) still use it
+        nft.run(delete_table_commands(), what=what)
+    registry.pop(leaving, None)
+    _forward_restore(host)
 
 
 def _own_elements_only(items: list[dict[str, Any]], cmds: list[Cmd], instance: str) -> list[Cmd]:

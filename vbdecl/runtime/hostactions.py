@@ -66,7 +66,6 @@ class HostTransaction:
         """The run is over: dismiss the janitor, which reverts what it was not told is
         reverted (a revert that failed or was interrupted) once the sandbox is gone, and
         wait for it. True when it could not revert all of that: it is left on the host."""
-        let_go(self.ctx.instance)
         if self._janitor_fd < 0:
             return False
         if not (self.landed or self._failed):     # (an interrupted revert left its action there)

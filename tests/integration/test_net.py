@@ -1962,6 +1962,7 @@ def test_the_guard_is_probed_repaired_and_collected(tmp_path: Path) -> None:
     a, b = Env(tmp_path / "state"), Env(tmp_path / "state")
     op = op_for("net.guard")
     params = {"bridge": bridge}
+    keeper: tuple[int, int] | None = None
     try:
         a.apply(bridge_actions(bridge, subnet))
         record = a.ctx.records["net.guard"]
@@ -1985,6 +1986,13 @@ def test_the_guard_is_probed_repaired_and_collected(tmp_path: Path) -> None:
 
         net.release(a.ctx)      # (its sockets would keep its namespace, and veth, alive)
         keeper = in_netns(a.pid, time.sleep, 30)
+        a_netns = os.readlink(f"/proc/{a.pid}/ns/net")
+        for _ in range(250):        # (CI once stopped a before the keeper had joined)
+            if os.readlink(f"/proc/{keeper[0]}/ns/net") == a_netns:
+                break
+            time.sleep(0.02)
+        else:
+            raise AssertionError("the keeper never joined a's network namespace")
         _stop(a.pid, a._w)
         a.alive = False
         a.landed.clear()
@@ -1992,9 +2000,8 @@ def test_the_guard_is_probed_repaired_and_collected(tmp_path: Path) -> None:
         b.apply(bridge_actions(bridge, subnet))
         assert mine & set(_guard_chains()) == mine
         # gone with its namespace, without a teardown: collected by the next guard's step
-        os.kill(keeper[0], 9)
-        os.close(keeper[1])
-        os.waitpid(keeper[0], 0)
+        _end(keeper)
+        keeper = None
         for _ in range(100):        # (the namespace goes a moment after its last process)
             if not os.path.exists(f"/sys/class/net/{ipam.veth_name(a.instance)}"):
                 break
@@ -2005,8 +2012,17 @@ def test_the_guard_is_probed_repaired_and_collected(tmp_path: Path) -> None:
         b.revert()
         assert not mine & set(_guard_chains())
     finally:
+        if keeper is not None:
+            _end(keeper)
         a.close()
         b.close()
+
+
+def _end(child: tuple[int, int]) -> None:
+    """Kill an ``in_netns`` child that is not meant to finish, and reap it."""
+    os.kill(child[0], 9)
+    os.close(child[1])
+    os.waitpid(child[0], 0)
 
 
 def test_an_unguarded_veth_gets_nothing_onto_the_bridge_and_the_mac_is_vbdecls(tmp_path: Path) -> None:

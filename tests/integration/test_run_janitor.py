@@ -143,3 +143,34 @@ def test_a_run_killed_holding_a_shared_lock_leaves_no_lock_files(tmp_path: Path,
     while not tidy():
         assert time.monotonic() < deadline, sorted(p.name for p in (state, host)[point == "nat-locked"].iterdir())
         time.sleep(0.05)
+
+
+JANITOR_THEN_GROUP_KILL = """\
+import os, signal, sys
+from vbdecl.runtime.janitor import fork_janitor, read_lines
+
+def body(fd):
+    read_lines(fd)                      # (until its starter is gone)
+    open(sys.argv[1], "w").close()
+
+fork_janitor("vbdecl-test", [], body)
+os.killpg(0, signal.SIGKILL)            # the whole run's group, at once
+"""
+
+
+def test_a_janitor_outlives_a_kill_of_the_run_s_group_right_after_its_start(tmp_path: Path) -> None:
+    """CI once: a build that killed the run's process group at once (the crash-point
+    test) beat the janitor to its setsid, killed it too, and left the build's changes.
+    A janitor is in its own session before fork_janitor returns."""
+    import subprocess
+    import sys
+
+    for i in range(5):
+        marker = tmp_path / f"survived-{i}"
+        r = subprocess.run([sys.executable, "-c", JANITOR_THEN_GROUP_KILL, str(marker)],
+                           start_new_session=True, timeout=30)
+        assert r.returncode == -signal.SIGKILL
+        deadline = time.monotonic() + 10
+        while not marker.exists() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert marker.exists(), f"run {i}: the janitor died with its starter's group"

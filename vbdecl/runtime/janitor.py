@@ -21,20 +21,26 @@ if TYPE_CHECKING:
 def fork_janitor(name: str, keep: list[int], body: Callable[[int], int | None]) -> tuple[int, int]:
     """Start ``body(read_fd)`` in a process of its own session that ignores the
     terminal's signals and has only ``keep``, the read end of its pipe and stderr
-    open. Returns the write end of the pipe and the janitor's pid. What ``body``
-    returns is the janitor's exit status (:func:`dismiss` returns it); 1 if it raised."""
+    open. Returns the write end of the pipe and the janitor's pid once the janitor is
+    in its session: a signal to vbdecl's process group (a SIGKILL of the whole run)
+    no longer reaches it; OSError if it died before. What ``body`` returns is the
+    janitor's exit status (:func:`dismiss` returns it); 1 if it raised."""
     from vbdecl.sys import proc as sysproc
 
     r, w = os.pipe2(os.O_CLOEXEC)
+    ready_r, ready_w = os.pipe2(os.O_CLOEXEC)
     pid = os.fork()
     if pid == 0:
         status = 1
         try:
             os.close(w)
+            os.close(ready_r)
             os.setsid()
             for sig in (signals.SIGINT, signals.SIGTERM, signals.SIGHUP, signals.SIGQUIT):
                 signals.signal(sig, signals.SIG_IGN)
             signals.pthread_sigmask(signals.SIG_SETMASK, ())
+            os.write(ready_w, b"r")
+            os.close(ready_w)
             null = os.open("/dev/null", os.O_RDWR)
             os.dup2(null, 0)
             os.dup2(null, 1)
@@ -44,6 +50,16 @@ def fork_janitor(name: str, keep: list[int], body: Callable[[int], int | None]) 
         finally:
             os._exit(status)
     os.close(r)
+    os.close(ready_w)
+    try:
+        # (a build that kills the run's group at once, as a test does, beat it to it)
+        ready = os.read(ready_r, 1)
+    finally:
+        os.close(ready_r)
+    if ready != b"r":
+        os.close(w)
+        os.waitpid(pid, 0)
+        raise OSError(f"the {name} process died as it started")
     return w, pid
 
 

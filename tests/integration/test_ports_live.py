@@ -253,7 +253,9 @@ def test_a_port_of_a_same_named_environment_of_another_state_root_is_a_conflict(
         m = write(tmp_path / "two", name, bridge, subnet, f'"{hp}:80/tcp"')
         out = cli(second, "plan", str(m), check=False)
         assert out.returncode == 1, out.stdout + out.stderr
-        assert f"host port {hp}/tcp is already published by environment {name} (instance" in out.stderr
+        # (which one: the message names its state root)
+        assert (f"host port {hp}/tcp is already published by environment {name} of state root "
+                f"{os.path.realpath(first)} (instance") in out.stderr
         out = cli(second, "apply", "-y", str(m), check=False)
         assert out.returncode == 1 and "nothing was changed" in out.stderr, out.stdout + out.stderr
         assert "reverted" not in out.stdout + out.stderr

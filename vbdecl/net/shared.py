@@ -251,15 +251,21 @@ def is_one_of(info: dict[str, Any], names: Collection[str], state_dir: str | Non
     return root is None or root == os.path.realpath(state_root_of(state_dir or ""))
 
 
-def describe(instance: str, info: dict[str, Any] | None) -> str:
+def describe(instance: str, info: dict[str, Any] | None, state_dir: str | None = None) -> str:
     """``environment web (instance vb-1a2b3c4d, pid 812)``, ``a `vbdecl run` of web
-    (...)``, or ``instance vb-1a2b3c4d (pid 812)`` when nothing more is known."""
+    (...)``, or ``instance vb-1a2b3c4d (pid 812)`` when nothing more is known. With
+    ``state_dir`` (of a host-wide registry's reader), an environment of another state
+    root says which: ``environment web of state root /srv/vb (...)``."""
     info = info or {}
     pid = f", pid {info['pid']}" if isinstance(info.get("pid"), int) else ""
     name = info.get("name")
     if not isinstance(name, str) or not name:
         return f"instance {instance}" + (f" ({pid[2:]})" if pid else "")
     what = f"a `vbdecl run` of {name}" if info.get("run") else f"environment {name}"
+    root = info.get("root")
+    if state_dir is not None and isinstance(root, str) \
+            and root != os.path.realpath(state_root_of(state_dir)):
+        what += f" of state root {root}"
     return f"{what} (instance {instance}{pid})"
 
 

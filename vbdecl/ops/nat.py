@@ -340,7 +340,7 @@ def _add(ctx: Context, key: str, cmds: list[Cmd], families: list[str], what: str
             else:
                 error = translate(err, what)
                 if isinstance(error, ConflictError):
-                    error.holder = _holder(nft, host, cmds, ctx.instance)
+                    error.holder = _holder(nft, host, cmds, ctx.instance, ctx.state_dir)
                 raise error
         try:
             _forward_on(host, families)
@@ -351,7 +351,7 @@ def _add(ctx: Context, key: str, cmds: list[Cmd], families: list[str], what: str
             raise
 
 
-def _holder(nft: Any, host: dict[str, Any], cmds: list[Cmd], instance: str) -> str | None:
+def _holder(nft: Any, host: dict[str, Any], cmds: list[Cmd], instance: str, state_dir: str) -> str | None:
     """Who holds the map element that ``cmds`` could not create (another environment's
     port, or address to masquerade): the instance its comment names, described from
     the host-wide registry (environment name, pid) when it is there."""
@@ -360,7 +360,7 @@ def _holder(nft: Any, host: dict[str, Any], cmds: list[Cmd], instance: str) -> s
               for e in body["element"]["elem"]]
     for name, key, other in _element_owners(nft.list_table(FAMILY, TABLE) or []):
         if (name, key) in wanted and other != instance:
-            return shared.describe(other, (host.get("instances") or {}).get(other))
+            return shared.describe(other, (host.get("instances") or {}).get(other), state_dir)
     return None
 
 
@@ -907,7 +907,8 @@ class Port:
         if info.get("pidns") == shared.pidns() and (not isinstance(info.get("pid"), int)
                                                     or netlink.netns_id(info["pid"]) != info.get("netns")):
             return None
-        return (f"host port {port}/{proto} is already published by {shared.describe(holder, info)}: "
+        return (f"host port {port}/{proto} is already published by "
+                f"{shared.describe(holder, info, state_dir or '')}: "
                 "choose another host port (`vbdecl ls` shows the environments; a `vbdecl run` holds "
                 "its ports until it exits)")
 

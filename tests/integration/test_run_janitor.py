@@ -174,3 +174,50 @@ def test_a_janitor_outlives_a_kill_of_the_run_s_group_right_after_its_start(tmp_
         while not marker.exists() and time.monotonic() < deadline:
             time.sleep(0.02)
         assert marker.exists(), f"run {i}: the janitor died with its starter's group"
+
+
+class FailingApplyOp(testops.FileOp):
+    def apply(self, ctx: Any, params: dict[str, Any]) -> dict[str, Any]:
+        raise RuntimeError("this step fails")
+
+
+def test_an_interrupted_revert_lets_go_of_the_bridges_for_the_janitor(tmp_path: Path) -> None:
+    """A review's finding: a library `run` whose rollback was interrupted kept this
+    process's hold on the bridges (a join's, until its veth is on the bridge), so its
+    janitor's revert of the bridge waited for it 60 s and left the bridge. The revert
+    lets go whatever ends it."""
+    import random
+    import secrets
+    import socket
+
+    from vbdecl.errors import ActionError
+    from vbdecl.ops import net
+
+    testops.register()
+    register("test.interrupted", f"{__name__}:InterruptedRevertOp")
+    register("test.failing", f"{__name__}:FailingApplyOp")
+    bridge = f"vbt{secrets.token_hex(4)}"
+    subnet = f"10.{random.randint(100, 250)}.{random.randrange(0, 250, 2)}.0/24"
+    actions = [
+        {"id": f"net.bridge[{bridge}]", "kind": "net.bridge",
+         "params": {"bridge": bridge, "subnet": subnet, "subnet6": None, "mtu": None}},
+        {"id": "b", "kind": "test.interrupted", "params": {"path": str(tmp_path / "b"), "content": "y"}},
+        {"id": "c", "kind": "test.failing", "params": {"path": str(tmp_path / "c"), "content": "z"}},
+    ]
+    ctx = Context(name="janitor", instance=f"vb-{secrets.token_hex(4)}", state_dir=str(tmp_path),
+                  runtime_dir=str(tmp_path / "run"))
+    tx = HostTransaction(ctx)
+    try:
+        # c fails, the rollback's revert of b is interrupted: the bridge stays to the janitor
+        with pytest.raises(KeyboardInterrupt):
+            tx.apply(actions)
+        assert ctx.instance not in net._HELD
+        socket.if_nametoindex(bridge)
+    except ActionError as exc:
+        raise AssertionError(f"the rollback was not interrupted: {exc}") from exc
+    finally:
+        tx.close()     # the janitor reverts b and the bridge
+        net.release(ctx)
+    with pytest.raises(OSError):
+        socket.if_nametoindex(bridge)
+    assert not (tmp_path / "b").exists()

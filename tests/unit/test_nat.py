@@ -93,3 +93,60 @@ def test_the_egress_of_a_masquerade_found_by_recovery_is_its_rules():
                  {"masquerade": None}]}}]
     assert _masquerade_egress(items, "vb-1-masq") == "eth0"
     assert _masquerade_egress(items, "vb-2-masq") is None
+
+
+class FakeNft:
+    """The inet NAT table as a set of chain names; no bridge guard table."""
+
+    def __init__(self, chains: set[str]) -> None:
+        self.chains: set[str] | None = set(chains)
+        self.ran: list[Any] = []
+
+    def list_table(self, family: str, table: str) -> list[dict[str, Any]] | None:
+        if (family, table) != (nat.FAMILY, nat.TABLE) or self.chains is None:
+            return None
+        return [{"table": {"family": family, "name": table}},
+                *({"chain": {"name": name}} for name in sorted(self.chains))]
+
+    def _apply(self, cmds: list[Any]) -> None:
+        for cmd in cmds:
+            self.ran.append(cmd)
+            body = cmd.get("delete") or {}
+            if "chain" in body and self.chains is not None:
+                self.chains.discard(body["chain"]["name"])
+            elif "table" in body:
+                self.chains = None
+
+    def run(self, cmds: list[Any], what: str = "") -> None:
+        self._apply(cmds)
+
+    def try_run(self, cmds: list[Any]) -> tuple[bool, str]:
+        self._apply(cmds)
+        return True, ""
+
+
+def test_a_janitors_tidy_gives_back_what_the_dead_environments_were_the_last_to_need(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Left from the last session, seen by hand only: a test run killed with its
+    environments left IP forwarding on and the NAT table, and a janitor's tidy (or the
+    NAT lock's collection) removed their chains but neither. Collected as the last
+    users, they go: forwarding set back as saved, the table deleted, the files gone."""
+    from vbdecl.net import shared
+    from vbdecl.ops.base import Context
+
+    values = {netlink.FORWARD["4"]: "1"}
+    monkeypatch.setattr(nat, "HOST_DIR", str(tmp_path))
+    monkeypatch.setattr(netlink, "sysctl_get", values.__getitem__)
+    monkeypatch.setattr(netlink, "sysctl_set", values.__setitem__)
+    dead = "vb-dead0001"
+    (tmp_path / "nat.json").write_text(json.dumps({
+        "forward": {"4": "0"},
+        "instances": {dead: {"keys": ["masq"], "pid": 2**22 + 1, "netns": 1, "pidns": shared.pidns(),
+                             "families": {"masq": ["4"]}}}}))
+    fake = FakeNft({*nat.BASE_CHAINS, f"{dead}-masq"})
+    monkeypatch.setattr(nat, "_nft", lambda ctx: fake)
+    nat.tidy(Context(name="janitor", instance="vb-janitor1", state_dir=str(tmp_path),
+                     runtime_dir=str(tmp_path / "run")))
+    assert fake.chains is None, fake.ran                    # the table went
+    assert values[netlink.FORWARD["4"]] == "0"              # forwarding as it was
+    assert not (tmp_path / "nat.json").exists() and not (tmp_path / "nat.lock").exists()

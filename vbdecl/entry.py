@@ -168,6 +168,27 @@ def _reserve_closed_stdio() -> None:
                 sys.stderr = open(2, "w", closefd=False)  # noqa: SIM115 (for the process's life)
 
 
+def _quiet_interrupts() -> None:
+    """Until a command can tell the user it was interrupted, a ^C ends the process as it
+    ends a C program, without a word (bubblewrap does so; before, Python printed a
+    traceback of whichever import was under way). The commands that report an
+    interrupt take it back (:func:`interrupts_raise`); vb never does. A SIGINT the
+    caller ignores (a shell's background job) stays ignored: Python leaves it so."""
+    import _signal
+
+    if _signal.getsignal(_signal.SIGINT) is _signal.default_int_handler:
+        _signal.signal(_signal.SIGINT, _signal.SIG_DFL)
+
+
+def interrupts_raise() -> None:
+    """A ^C raises KeyboardInterrupt again (Python's own handler), where the command's
+    code reports it ("interrupted", 130); not if the caller ignores SIGINT."""
+    import _signal
+
+    if _signal.getsignal(_signal.SIGINT) == _signal.SIG_DFL:
+        _signal.signal(_signal.SIGINT, _signal.default_int_handler)
+
+
 def _fast_imports() -> None:
     import vbdecl
     from vbdecl import fastimport
@@ -185,6 +206,7 @@ def _note_caller() -> None:
 def console_main(*, isolate: bool = True) -> None:
     """The vbdecl program. ``isolate`` false (``python -m vbdecl``, maybe from a
     checkout on PYTHONPATH): no isolated restart, which would lose that path."""
+    _quiet_interrupts()
     _reserve_closed_stdio()
     if isolate:
         _isolate()
@@ -196,6 +218,7 @@ def console_main(*, isolate: bool = True) -> None:
 
 
 def console_vb() -> None:
+    _quiet_interrupts()
     _reserve_closed_stdio()
     _isolate()
     _fast_imports()

@@ -86,6 +86,9 @@ def _main(argv: list[str]) -> int:
     json_out = "--json" in ours     # (until parsed: the command may follow without --)
     state_dir: str | None = None
     try:
+        from vbdecl.entry import interrupts_raise
+
+        interrupts_raise()      # (reported below from now on)
         cmd, opts, pos, rest = parse(argv)
         json_out = bool(opts.get("json"))
         if len(pos) != 1:

@@ -208,7 +208,9 @@ def main(argv: list[str]) -> int:
         return 1
     try:
         from vbdecl.engine.paths import check_state_root
+        from vbdecl.entry import interrupts_raise
 
+        interrupts_raise()      # (reported by report_error from now on)
         check_state_root(args.state_dir)
         return int(args._run(args))
     except (Exception, KeyboardInterrupt) as err:

@@ -223,8 +223,8 @@ def sources_error(blocked: list[tuple[dict[str, Any], str, list[tuple[str, str]]
 def network_warnings(plan: dict[str, Any]) -> list[dict[str, str]]:
     """What the network settings will do that the manifest's author may not expect."""
     net = plan["spec"].get("network") or {}
-    # (an empty dns list binds the host's resolv.conf too, as an absent one does)
-    if net.get("mode") == "bridge" and net.get("nat") is False and not net.get("dns"):
+    # (not `dns: []`: no resolv.conf at all, so lookups fail at once, as its author chose)
+    if net.get("mode") == "bridge" and net.get("nat") is False and net.get("dns") is None:
         return [{"where": "network",
                  "message": "nat is false and dns is not set: the environment gets the host's resolv.conf, "
                             "whose servers it cannot reach without NAT, so name lookups hang until they "

@@ -916,14 +916,21 @@ class Spec(_Model):
             errors.append(fail("idmap needs a user namespace of the environment's own, but "
                                "namespaces.user joins another (which has its maps)",
                                "remove idmap, or set namespaces: {user: true}", at=("idmap",)))
-        if self.idmap is not None:
-            for what, ident, ranges in (("user", self.process.user, self.idmap.uid),
-                                        ("group", self.process.group, self.idmap.gid)):
+        if self.idmap is not None or user_on:
+            for what, ident, ranges in (("user", self.process.user, self.idmap.uid if self.idmap else []),
+                                        ("group", self.process.group, self.idmap.gid if self.idmap else [])):
+                key = "uid" if what == "user" else "gid"
+                add = f"{{inside: {ident}, outside: ..., count: 1}}"
                 if ranges and not any(e.inside <= ident < e.inside + e.count for e in ranges):
-                    key = "uid" if what == "user" else "gid"
                     errors.append(fail(f"process.{what} {ident} is not mapped by idmap.{key}",
-                                       f"add a range that covers {ident} inside, e.g. "
-                                       f"{{inside: {ident}, outside: ..., count: 1}}", at=("process", what)))
+                                       f"add a range that covers {ident} inside, e.g. {add}",
+                                       at=("process", what)))
+                elif not ranges and user_on and ident != 0:
+                    # (the default map: the caller as 0 only; setresuid failed at run time)
+                    errors.append(fail(f"process.{what} {ident} is not mapped: without idmap.{key} the "
+                                       "user namespace maps only the caller, as 0",
+                                       f"add idmap.{key}: [{add}], or leave process.{what} out",
+                                       at=("process", what)))
         if self.security.disable_userns and not user_on:
             errors.append(fail("security.disable_userns needs namespaces.user: true",
                                "the limit is set inside the environment's own user namespace, never on the host",

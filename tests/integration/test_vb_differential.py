@@ -844,3 +844,28 @@ def test_a_lock_file_is_no_link_nor_fifo_the_sandbox_left(tmp_path: Path) -> Non
     r = subprocess.run([VB, *BASE, "--lock-file", str(shared / "real"), "/bin/true"],
                        capture_output=True, text=True, timeout=10)
     assert r.returncode == 0, r.stderr
+
+
+def test_overlays_keep_their_whiteouts_and_opaque_directories_in_user_xattrs(tmp_path: Path) -> None:
+    """bubblewrap 0.11 mounts every overlay with userxattr; vb as root did not, so a
+    directory a bwrap overlay deleted and made again (opaque: user.overlay.opaque in
+    its upper) came back with the lower's files in vb's, and vb's uppers kept theirs
+    in trusted.* xattrs that bubblewrap does not read (a review against 0.11.1)."""
+    lower, upper = tmp_path / "lower", tmp_path / "upper"
+    (lower / "d").mkdir(parents=True)
+    (lower / "d" / "a").touch()
+    (upper / "d").mkdir(parents=True)
+    (upper / "d" / "b").touch()
+    os.setxattr(upper / "d", "user.overlay.opaque", b"y")      # as bubblewrap's overlay leaves it
+    layers = ["--overlay-src", str(lower), "--overlay-src", str(upper)]
+    for kind in (["--ro-overlay", "/o"], ["--tmp-overlay", "/o"]):
+        r = subprocess.run([VB, *BASE, *layers, *kind, "ls", "/o/d"], capture_output=True, text=True, timeout=30)
+        assert (r.stdout, r.returncode) == ("b\n", 0), (kind, r.stderr)
+    # what vb's overlay writes is in user.* xattrs too
+    new_upper, work = tmp_path / "new-upper", tmp_path / "work"
+    new_upper.mkdir()
+    work.mkdir()
+    r = subprocess.run([VB, *BASE, "--overlay-src", str(lower), "--overlay", str(new_upper), str(work), "/o",
+                        "sh", "-c", "rm -r /o/d && mkdir /o/d && ls /o/d"], capture_output=True, text=True, timeout=30)
+    assert (r.stdout, r.returncode) == ("", 0), r.stderr
+    assert os.listxattr(new_upper / "d") == ["user.overlay.opaque"]

@@ -465,6 +465,10 @@ class Builder:
         self.fresh_devs: set[int] = set()   # filesystems made for the root (nothing of the host's)
         # vb writes and chmods through a link at the target, as bubblewrap (see _final)
         self.through_links = False
+        # vb's overlays keep their whiteouts and opaque directories in user.overlay.*
+        # xattrs (userxattr), as bubblewrap's always do: layers one made read alike in
+        # the other (a deleted directory came back in vb's, a review found)
+        self.user_xattrs = False
         # Host directories the sandbox may write (fence_writable): no link below them is
         # followed to a source
         self.fence: Fence = frozenset()
@@ -949,7 +953,7 @@ class Builder:
             for p in lowers:
                 lower_fds.append(self._host(p, os.O_PATH | os.O_DIRECTORY))
             extra: list[tuple[str, str | int | None]] = []
-            if upper is not None and self.userns:
+            if self.user_xattrs or (upper is not None and self.userns):
                 extra.append(("userxattr", None))
             try:
                 opts: list[tuple[str, str | int | None]] = [("lowerdir+", fd) for fd in lower_fds]
@@ -1566,7 +1570,7 @@ def _setup_root(spec: dict[str, Any], contained: bool,
                                 "CAP_SYS_ADMIN") from exc
     staging_fd = os.open(stage_path, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
     b = Builder(host_fd, root_path, staging_fd, prefix, userns, tty)
-    b.through_links = "vb" in spec
+    b.through_links = b.user_xattrs = "vb" in spec
     b.fence = fence
     # (the host's root only: in a user namespace we hold no more than the caller)
     set_link_policy("vb" not in spec and os.geteuid() == 0 and not userns)

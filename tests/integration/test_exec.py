@@ -199,7 +199,7 @@ def test_logs_follow_ends_when_the_process_exits_and_status_shows_its_code(tmp_p
         env.up()
         assert env.vbdecl("logs", "-f", env.name).returncode == 0
         text = env.vbdecl("status", env.name).stdout
-        assert "exited with code 137 (signal 9) at " in text, text
+        assert "killed by SIGKILL (code 137) at " in text, text
     finally:
         env.down()
 

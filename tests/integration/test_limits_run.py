@@ -477,10 +477,10 @@ def test_status_tells_a_process_the_oom_killer_took(env: dict[str, str], tmp_pat
     try:
         assert r.returncode == 0, r.stdout + r.stderr
         deadline = time.monotonic() + 20
-        while "exited with code" not in (text := vbdecl(env, "status", "h6oom").stdout):
+        while "(code " not in (text := vbdecl(env, "status", "h6oom").stdout):
             assert time.monotonic() < deadline, text
             time.sleep(0.1)
-        assert ("exited with code 137 (signal 9), likely out of memory (1 OOM kill in its memory cgroup "
+        assert ("killed by SIGKILL (code 137), likely out of memory (1 OOM kill in its memory cgroup "
                 "while it ran)") in text, text
         st = json.loads(vbdecl(env, "status", "h6oom", "--json").stdout)
         assert next(x for x in st["resources"] if x["id"] == "process")["oom_kills"] == 1
@@ -506,10 +506,10 @@ def test_status_blames_no_oom_kill_from_before_the_process_ended(env: dict[str, 
         assert _running(pid, started)
         os.kill(pid, 9)     # (the environment's process, which this test started)
         deadline = time.monotonic() + 20
-        while "exited with code" not in (text := vbdecl(env, "status", "h6oomold").stdout):
+        while "(code " not in (text := vbdecl(env, "status", "h6oomold").stdout):
             assert time.monotonic() < deadline, text
             time.sleep(0.1)
-        assert "exited with code 137 (signal 9)" in text and "out of memory" not in text, text
+        assert "killed by SIGKILL (code 137)" in text and "out of memory" not in text, text
         st = json.loads(vbdecl(env, "status", "h6oomold", "--json").stdout)
         by_id = {x["id"]: x for x in st["resources"]}
         assert by_id["process"]["oom_kills"] == 0, by_id["process"]
@@ -545,7 +545,7 @@ def test_an_oom_in_a_live_environment_takes_the_process_not_the_init(env: dict[s
         assert _running(init, init_started), "the OOM killer took the init"
         assert by_id["env"]["status"] == "ok", by_id["env"]
         text = vbdecl(env, "status", "h2oomlive").stdout
-        assert "exited with code 137 (signal 9), likely out of memory" in text, text
+        assert "killed by SIGKILL (code 137), likely out of memory" in text, text
         mem_dir = group["record"]["controllers"]["memory"]
         assert str(init) not in Path(mem_dir, "cgroup.procs").read_text().split()
         # the environment lives on, and an exec's command is in the memory cgroup

@@ -86,11 +86,14 @@ def run(args: argparse.Namespace) -> int:
     oom_kills = next((((r["usage"].get("memory") or {}).get("oom_kills") or 0) for r in resources
                       if isinstance(r.get("usage"), dict)), 0)
     for r in resources:
-        line = f"  {r['id'].ljust(width)}  {str(r['kind']).ljust(16)}  {r['status']}"
+        status = str(r["status"])
+        sig = r.get("signal") if "exit_code" in r else None
+        if isinstance(sig, int) and status == "exited":
+            status = f"killed by {_signal_name(sig)}"    # (as `vbdecl ls` says it)
+        line = f"  {r['id'].ljust(width)}  {str(r['kind']).ljust(16)}  {status}"
         if "exit_code" in r:
             code = r["exit_code"]
-            sig = r.get("signal")
-            line += f" with code {code}" + (f" (signal {sig})" if isinstance(sig, int) else "")
+            line += f" (code {code})" if isinstance(sig, int) else f" with code {code}"
             # the kills while it ran, where its supervisor counted them; else the group's
             kills = r.get("oom_kills", oom_kills)
             if code == 137 and kills:
@@ -157,3 +160,12 @@ def usage_text(usage: dict[str, Any]) -> str:
         else:
             parts.append(f"{key} " + " ".join(f"{k}={v}" for k, v in val.items()))
     return "  ".join(parts)
+
+
+def _signal_name(sig: int) -> str:
+    import signal
+
+    try:
+        return signal.Signals(sig).name
+    except ValueError:
+        return f"signal {sig}"

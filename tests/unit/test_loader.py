@@ -49,6 +49,25 @@ def test_load_file_raises_with_every_problem(tmp_path: Path) -> None:
     assert isinstance(err.value, ValueError)
 
 
+def test_a_name_used_twice_is_said_once_and_with_the_documents_other_problems(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A contract review: a name used twice in one file was said three times (once by
+    the file's check, twice by the check across files), and not at all when the first
+    document had another problem."""
+    from vbdecl.cli.main import main
+
+    f = tmp_path / "dup.yaml"
+    f.write_text(HEAD % "one" + "spec: {hostnam: a}\n---\n" + HEAD % "two" + "---\n" + HEAD % "one")
+    problems = [(p.where, p.message) for p in load_path(str(f)).problems]
+    assert problems == [(f"{f}:4:8", "unknown key 'hostnam' in spec"),
+                        (f"{f}:12:18", "environment 'one' is defined twice in this file (documents 1 and 3)")]
+    f.write_text(HEAD % "one" + "---\n" + HEAD % "one")
+    for argv in (["validate", str(f)], ["validate", str(f), str(f)]):
+        assert main(argv) == 1
+        err = capsys.readouterr().err
+        assert err.count("'one'") == 1 and "1 problem in 1 of" in err, err
+
+
 def test_merge_keys_and_anchors() -> None:
     (env,) = load_text(HEAD % "m" + "spec:\n  filesystem:\n"
                        "    - &ro {type: ro-bind, source: /usr, target: /usr}\n"

@@ -169,16 +169,24 @@ def _pin_profile(security: Any) -> None:
 
 def manifest_files(paths: list[str]) -> list[str]:
     """Files as given; directories searched recursively for *.yaml / *.yml, in
-    sorted order, skipping hidden files and directories. The one walk behind
+    sorted order, skipping hidden files and directories; a file given twice (or also
+    found in a directory given) once, where it comes first. The one walk behind
     validate, plan and apply of a DIR."""
-    out: list[str] = []
+    found: list[str] = []
     for p in paths:
         if os.path.isdir(p):
             for root, dirs, files in os.walk(p):
                 dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-                out.extend(os.path.join(root, f) for f in sorted(files)
-                           if f.endswith(MANIFEST_SUFFIXES) and not f.startswith("."))
+                found.extend(os.path.join(root, f) for f in sorted(files)
+                             if f.endswith(MANIFEST_SUFFIXES) and not f.startswith("."))
         else:
+            found.append(p)
+    out: list[str] = []
+    seen: set[str] = set()
+    for p in found:
+        real = p if p == STDIN else os.path.realpath(p)
+        if real not in seen:
+            seen.add(real)
             out.append(p)
     return out
 

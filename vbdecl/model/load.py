@@ -447,14 +447,14 @@ def load_path(path: str, data: bytes | None = None, *, display: str | None = Non
         if env is not None:
             result.environments.append((doc.index, env))
     names: dict[str, int] = {}
-    for index, env in result.environments:
-        if env.name in names:
+    for index, name in _document_names(docs, result.environments):
+        if name in names:
             doc = docs[index]
             problems.append(Problem(_where(file, doc.positions, ("metadata", "name"), key=False, doc=doc),
-                                    f"environment {env.name!r} is defined twice in this file "
-                                    f"(documents {names[env.name] + 1} and {index + 1})",
+                                    f"environment {name!r} is defined twice in this file "
+                                    f"(documents {names[name] + 1} and {index + 1})",
                                     "give each environment its own metadata.name"))
-        names[env.name] = index
+        names[name] = index
     problems.sort(key=_sort_key)
     problems.extend(fatal)
     if not docs and not fatal:
@@ -463,6 +463,23 @@ def load_path(path: str, data: bytes | None = None, *, display: str | None = Non
                                 "and metadata: {name: ...}"))
     result.problems = problems
     return result
+
+
+def _document_names(docs: list[Document], envs: list[tuple[int, m.Environment]]) -> list[tuple[int, str]]:
+    """(document index, metadata.name) of each document that names an environment
+    validly, also one with other problems: a name used twice is said with them, not
+    only once they are mended (a review)."""
+    valid = dict(envs)
+    out = []
+    for doc in docs:
+        if doc.index in valid:
+            out.append((doc.index, valid[doc.index].name))
+            continue
+        meta = doc.data.get("metadata") if isinstance(doc.data, dict) else None
+        name = meta.get("name") if isinstance(meta, dict) else None
+        if isinstance(name, str) and m.valid_name(name):
+            out.append((doc.index, name))
+    return out
 
 
 def name_where(file: str, document: int) -> str:
@@ -495,8 +512,8 @@ def duplicate_names(envs: list[tuple[str, str, int]]) -> dict[str, list[Problem]
             places.setdefault(name, []).append((file, document))
     out: dict[str, list[Problem]] = {}
     for name, uses in places.items():
-        if len(uses) < 2:
-            continue
+        if len({os.path.realpath(file) for file, _document in uses}) < 2:
+            continue        # (one file's: load_path says so)
         wheres = [name_where(file, document) for file, document in uses]
         for (file, _document), where in zip(uses, wheres, strict=True):
             others = ", ".join(w for w in wheres if w != where)

@@ -233,6 +233,11 @@ def _check_hostname(value: Any) -> Any:
 _NAME_RE = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")
 
 
+def valid_name(value: str) -> bool:
+    """Whether ``value`` may be an environment's metadata.name."""
+    return _NAME_RE.fullmatch(value) is not None
+
+
 def _check_name(value: Any) -> Any:
     if not isinstance(value, str):
         return value

@@ -869,3 +869,12 @@ def test_overlays_keep_their_whiteouts_and_opaque_directories_in_user_xattrs(tmp
                         "sh", "-c", "rm -r /o/d && mkdir /o/d && ls /o/d"], capture_output=True, text=True, timeout=30)
     assert (r.stdout, r.returncode) == ("", 0), r.stderr
     assert os.listxattr(new_upper / "d") == ["user.overlay.opaque"]
+
+
+def test_a_variable_unset_then_set_again_comes_last_in_the_environment() -> None:
+    """As bubblewrap's setenv(3) puts it (a review: vb kept it where the caller had it)."""
+    outputs = _both([*BASE, "--unsetenv", "PATH", "--setenv", "PATH", "/usr/bin", "--setenv", "LANG", "C.UTF-8",
+                     "/usr/bin/env"])
+    lines = outputs[BWRAP].splitlines()
+    assert lines[-2:] == ["PATH=/usr/bin", "exit 0"] and lines.index("LANG=C.UTF-8") < len(lines) - 3, lines
+    assert outputs[VB] == outputs[BWRAP]

@@ -567,9 +567,7 @@ def _env(o: VbOptions) -> tuple[bool, dict[str, str], list[str]]:
             unset.clear()
         elif op == "set" and value is not None:
             key, _, val = value.partition("=")
-            env[key] = val
-            if key in unset:
-                unset.remove(key)
+            env[key] = val      # (still unset first, if it was: it then comes last, as setenv(3) puts it)
         elif op == "unset" and value is not None:
             env.pop(value, None)
             if value not in unset:

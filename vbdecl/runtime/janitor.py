@@ -54,6 +54,9 @@ def fork_janitor(name: str, keep: list[int], body: Callable[[int], int | None]) 
     try:
         # (a build that kills the run's group at once, as a test does, beat it to it)
         ready = os.read(ready_r, 1)
+    except BaseException:
+        os.close(w)         # (an interrupt: the janitor goes on as after vbdecl's death)
+        raise
     finally:
         os.close(ready_r)
     if ready != b"r":

@@ -869,6 +869,16 @@ def test_overlays_keep_their_whiteouts_and_opaque_directories_in_user_xattrs(tmp
                         "sh", "-c", "rm -r /o/d && mkdir /o/d && ls /o/d"], capture_output=True, text=True, timeout=30)
     assert (r.stdout, r.returncode) == ("", 0), r.stderr
     assert os.listxattr(new_upper / "d") == ["user.overlay.opaque"]
+    # the manifest vb prints says so (userxattr: true), and `vbdecl run` of it reads the
+    # layers as vb does (a review: it read trusted.* as root, and the lower's file came back)
+    argv = [*BASE, "--overlay-src", str(lower), "--overlay", str(new_upper), str(work), "/o", "ls", "-A", "/o/d"]
+    printed = subprocess.run([VB, "--print-manifest", *argv], capture_output=True, text=True, timeout=30)
+    assert "userxattr: true" in printed.stdout, printed.stdout + printed.stderr
+    (tmp_path / "m.yaml").write_text(printed.stdout)
+    r = subprocess.run([str(Path(VB).with_name("vbdecl")), "--state-dir", str(tmp_path / "state"), "run",
+                        str(tmp_path / "m.yaml")], capture_output=True, text=True, timeout=30,
+                       env=dict(os.environ, VBDECL_CACHE_DIR=str(tmp_path / "cache")))
+    assert (r.stdout, r.returncode) == ("", 0), r.stderr
 
 
 def test_a_variable_unset_then_set_again_comes_last_in_the_environment() -> None:

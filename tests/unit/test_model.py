@@ -332,3 +332,16 @@ def test_the_schemas_patterns_accept_what_the_validator_does(name: str, values: 
         except ValidationError:
             valid = False
         assert any(re.search(p, value) for p in patterns) == valid, value
+
+
+def test_overlays_take_userxattr_and_keep_their_plans_without_it(tmp_path: Path) -> None:
+    """`userxattr: true` (vbdecl's addition, what vb --print-manifest writes) reaches the
+    normalized entry; left out, the entry is as before, so existing plans do not change."""
+    m = tmp_path / "o.yaml"
+    m.write_text("apiVersion: vbdecl/v1\nkind: Environment\nmetadata: {name: o}\nspec:\n  filesystem:\n"
+                 "    - {type: tmp-overlay, target: /a, lower: [/usr], userxattr: true}\n"
+                 "    - {type: ro-overlay, target: /b, lower: [/usr, /etc]}\n"
+                 "    - {type: overlay, target: /c, lower: [/usr], upper: /u, work: /w, userxattr: true}\n")
+    fs = load_normalized(str(m))[0]["spec"]["filesystem"]
+    assert [e.get("userxattr") for e in fs] == [True, None, True]
+    assert "userxattr" not in fs[1]

@@ -93,7 +93,8 @@ def test_help_is_requested():
 
 def test_overlay_sources_stack_bottom_first_and_become_kernel_order():
     fs = doc("--overlay-src", "/bottom", "--overlay-src", "/top", "--tmp-overlay", "/x", "true")["spec"]["filesystem"]
-    assert fs == [{"type": "tmp-overlay", "lower": ["/top", "/bottom"], "target": "/x", "parent_mode": 0o700}]
+    assert fs == [{"type": "tmp-overlay", "lower": ["/top", "/bottom"], "target": "/x", "userxattr": True,
+                   "parent_mode": 0o700}]
 
 
 def test_size_reads_like_strtoull_and_parents_get_bubblewraps_modes():

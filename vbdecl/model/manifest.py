@@ -483,7 +483,14 @@ class RemountRoEntry(_Entry):
 Lower = Annotated[list[HostPath], Field(min_length=1)]
 
 
-class OverlayEntry(_Entry):
+class _OverlayBase(_Entry):
+    # whiteouts and opaque directories in user.overlay.* xattrs (the mount option
+    # userxattr), as bubblewrap 0.11 keeps them: a layer one of its overlays made reads
+    # the same here; false, the kernel's default (trusted.*, as root)
+    userxattr: bool = False
+
+
+class OverlayEntry(_OverlayBase):
     type: Literal["overlay"]
     lower: Lower
     upper: HostPath | None = None
@@ -506,12 +513,12 @@ class OverlayEntry(_Entry):
         return self
 
 
-class TmpOverlayEntry(_Entry):
+class TmpOverlayEntry(_OverlayBase):
     type: Literal["tmp-overlay"]
     lower: Lower
 
 
-class RoOverlayEntry(_Entry):
+class RoOverlayEntry(_OverlayBase):
     type: Literal["ro-overlay"]
     lower: Annotated[list[HostPath], Field(min_length=2)]
 

@@ -56,6 +56,8 @@ def _fs(entry: Any, base_dir: str) -> dict[str, Any]:
         out["work"] = _host(entry.work, base_dir)
     elif t in ("tmp-overlay", "ro-overlay"):
         out["lower"] = [_host(p, base_dir) for p in entry.lower]
+    if t in ("overlay", "tmp-overlay", "ro-overlay") and entry.userxattr:
+        out["userxattr"] = True     # (only when set: plans from before it stay the same)
     return out
 
 

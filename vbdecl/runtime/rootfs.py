@@ -465,10 +465,6 @@ class Builder:
         self.fresh_devs: set[int] = set()   # filesystems made for the root (nothing of the host's)
         # vb writes and chmods through a link at the target, as bubblewrap (see _final)
         self.through_links = False
-        # vb's overlays keep their whiteouts and opaque directories in user.overlay.*
-        # xattrs (userxattr), as bubblewrap's always do: layers one made read alike in
-        # the other (a deleted directory came back in vb's, a review found)
-        self.user_xattrs = False
         # Host directories the sandbox may write (fence_writable): no link below them is
         # followed to a source
         self.fence: Fence = frozenset()
@@ -947,13 +943,13 @@ class Builder:
     # the creator's mount namespace)
 
     def _overlay(self, lowers: list[str], upper: int | None, work: int | None,
-                 attrs: int) -> int:
+                 attrs: int, userxattr: bool) -> int:
         lower_fds: list[int] = []
         try:
             for p in lowers:
                 lower_fds.append(self._host(p, os.O_PATH | os.O_DIRECTORY))
             extra: list[tuple[str, str | int | None]] = []
-            if self.user_xattrs or (upper is not None and self.userns):
+            if userxattr or (upper is not None and self.userns):
                 extra.append(("userxattr", None))
             try:
                 opts: list[tuple[str, str | int | None]] = [("lowerdir+", fd) for fd in lower_fds]
@@ -991,7 +987,8 @@ class Builder:
             upper = ensure_dir(self.host_fd, e["upper"], 0o755, self.host_created, fence=self.fence)
             work = ensure_dir(self.host_fd, e["work"], 0o755, self.host_created, fence=self.fence)
             made.mounts.append(("", self._overlay(list(e["lower"]), upper, work,
-                                                  m.MOUNT_ATTR_NOSUID | m.MOUNT_ATTR_NODEV), True))
+                                                  m.MOUNT_ATTR_NOSUID | m.MOUNT_ATTR_NODEV,
+                                                  bool(e.get("userxattr"))), True))
         finally:
             _close(upper)
             _close(work)
@@ -1006,7 +1003,8 @@ class Builder:
             work = ensure_dir(self.staging_fd, f"{base}/work")
             self._own(upper)        # (the overlay's root directory is its upper's)
             made.mounts.append(("", self._overlay(list(e["lower"]), upper, work,
-                                                  m.MOUNT_ATTR_NOSUID | m.MOUNT_ATTR_NODEV), True))
+                                                  m.MOUNT_ATTR_NOSUID | m.MOUNT_ATTR_NODEV,
+                                                  bool(e.get("userxattr"))), True))
         finally:
             _close(upper)
             _close(work)
@@ -1018,7 +1016,7 @@ class Builder:
             # overlayfs needs an upper or two lowers: one lower is a read-only bind.
             self._clone_source({"source": lowers[0], "target": e["target"]}, attrs, made)
         else:
-            made.mounts.append(("", self._overlay(lowers, None, None, attrs), True))
+            made.mounts.append(("", self._overlay(lowers, None, None, attrs, bool(e.get("userxattr"))), True))
 
     # --- network files
 
@@ -1570,7 +1568,7 @@ def _setup_root(spec: dict[str, Any], contained: bool,
                                 "CAP_SYS_ADMIN") from exc
     staging_fd = os.open(stage_path, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
     b = Builder(host_fd, root_path, staging_fd, prefix, userns, tty)
-    b.through_links = b.user_xattrs = "vb" in spec
+    b.through_links = "vb" in spec
     b.fence = fence
     # (the host's root only: in a user namespace we hold no more than the caller)
     set_link_policy("vb" not in spec and os.geteuid() == 0 and not userns)

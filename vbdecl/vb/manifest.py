@@ -85,6 +85,8 @@ def _fs_entry(entry: dict[str, Any], read_fds: bool) -> dict[str, Any]:
         if kind == "overlay":
             out["upper"] = entry["upper"]
             out["work"] = entry["work"]
+        if entry.get("userxattr"):
+            out["userxattr"] = True
     else:  # proc, dev, mqueue, remount-ro
         out["target"] = entry["target"]
     return out

@@ -432,11 +432,12 @@ def _option(o: VbOptions, st: _Pending, opt: str, a: list[str]) -> None:
         # bubblewrap stacks sources bottom-first; the spec uses the kernel's top-first order.
         lower = list(reversed(st.overlay_srcs))
         st.overlay_srcs = []
+        # (bubblewrap 0.11 mounts every overlay with userxattr)
         if opt == "--overlay":
             o.filesystem.append({"type": "overlay", "lower": lower, "upper": a[0],
-                                 "work": a[1], "target": a[2]})
+                                 "work": a[1], "target": a[2], "userxattr": True})
         else:
-            o.filesystem.append({"type": opt[2:], "lower": lower, "target": a[0]})
+            o.filesystem.append({"type": opt[2:], "lower": lower, "target": a[0], "userxattr": True})
     elif opt.startswith("--landlock-"):
         access = {"read": "read", "write": "write", "rw": "read_write", "exec": "execute"}[
             opt[len("--landlock-"):].removesuffix("-try")]

@@ -39,7 +39,10 @@ def fork_janitor(name: str, keep: list[int], body: Callable[[int], int | None]) 
             for sig in (signals.SIGINT, signals.SIGTERM, signals.SIGHUP, signals.SIGQUIT):
                 signals.signal(sig, signals.SIG_IGN)
             signals.pthread_sigmask(signals.SIG_SETMASK, ())
-            os.write(ready_w, b"r")
+            try:
+                os.write(ready_w, b"r")
+            except OSError:
+                pass        # (vbdecl stopped waiting, interrupted: the body sees its pipe end)
             os.close(ready_w)
             null = os.open("/dev/null", os.O_RDWR)
             os.dup2(null, 0)
@@ -55,7 +58,9 @@ def fork_janitor(name: str, keep: list[int], body: Callable[[int], int | None]) 
         # (a build that kills the run's group at once, as a test does, beat it to it)
         ready = os.read(ready_r, 1)
     except BaseException:
-        os.close(w)         # (an interrupt: the janitor goes on as after vbdecl's death)
+        # an interrupt: the janitor goes on as after vbdecl's death (nothing has landed
+        # yet for it to undo); nobody waits for it but init, once vbdecl is gone
+        os.close(w)
         raise
     finally:
         os.close(ready_r)

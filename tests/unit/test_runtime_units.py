@@ -583,3 +583,20 @@ def test_a_console_command_interrupted_at_start_ends_without_a_traceback(caller:
             assert (r.returncode, r.stdout, r.stderr) == (-signal.SIGINT, "", "")
         else:
             assert (r.returncode, r.stdout, r.stderr) == (130, "interrupted\n", "")
+
+
+def test_an_apply_leaves_an_ignored_sigint_ignored() -> None:
+    """A review: apply's interrupt handling replaced a SIGINT the caller ignores (a
+    shell script's background job), so a ^C meant for the script's foreground rolled
+    the apply back."""
+    import signal
+    import subprocess
+    import sys
+
+    script = ("import signal; from vbdecl.engine import interrupts; interrupts.install(); "
+              "print(signal.getsignal(signal.SIGINT) == signal.SIG_IGN, "
+              "signal.getsignal(signal.SIGTERM) is interrupts._handler)")
+    for ignored, expected in ((True, "True True\n"), (False, "False True\n")):
+        r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=30,
+                           preexec_fn=(lambda: signal.signal(signal.SIGINT, signal.SIG_IGN)) if ignored else None)
+        assert (r.stdout, r.returncode) == (expected, 0), r.stderr

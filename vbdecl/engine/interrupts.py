@@ -31,9 +31,12 @@ class Interrupted(KeyboardInterrupt):
 
 
 def install() -> None:
-    """SIGINT and SIGTERM interrupt the command, a step under way first finishing."""
-    signal.signal(signal.SIGINT, _handler)
-    signal.signal(signal.SIGTERM, _handler)
+    """SIGINT and SIGTERM interrupt the command, a step under way first finishing; not
+    one the caller ignores (a background job of a shell script ignores SIGINT, so that
+    a ^C meant for the script's foreground does not stop it: a review saw it replaced)."""
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        if signal.getsignal(sig) != signal.SIG_IGN:
+            signal.signal(sig, _handler)
 
 
 def _handler(signum: int, frame: object) -> None:

@@ -66,6 +66,14 @@ def test_a_name_used_twice_is_said_once_and_with_the_documents_other_problems(
         assert main(argv) == 1
         err = capsys.readouterr().err
         assert err.count("'one'") == 1 and "1 problem in 1 of" in err, err
+    # and in another file too: once at each position (the file's own second use: the
+    # file's check; each file's first: the check across files)
+    g = tmp_path / "other.yaml"
+    g.write_text(HEAD % "one")
+    assert main(["validate", str(f), str(g)]) == 1
+    err = capsys.readouterr().err
+    assert [line.split(": ", 1)[0] for line in err.splitlines() if "'one'" in line] == \
+        [f"{f}:7:18", f"{f}:3:18", f"{g}:3:18"], err
 
 
 def test_merge_keys_and_anchors() -> None:

@@ -501,8 +501,9 @@ def key_where(file: str, document: int, path: Path) -> str:
 def duplicate_names(envs: list[tuple[str, str, int]]) -> dict[str, list[Problem]]:
     """Environment names that more than one file uses, among ``envs``: ``(name, file,
     document index)`` of each environment one command reads (validate, plan or apply of
-    several files or a DIR). The problems, by file: one at each use of such a name, that
-    names every other. Within one file, :func:`load_path` reports a name used twice."""
+    several files or a DIR). The problems, by file: one at each file's first use of such
+    a name, that names the other files'. Within one file, :func:`load_path` reports a
+    name used twice."""
     places: dict[str, list[tuple[str, int]]] = {}
     seen: set[tuple[str, int]] = set()
     for name, file, document in envs:
@@ -511,9 +512,14 @@ def duplicate_names(envs: list[tuple[str, str, int]]) -> dict[str, list[Problem]
             seen.add(same)
             places.setdefault(name, []).append((file, document))
     out: dict[str, list[Problem]] = {}
-    for name, uses in places.items():
-        if len({os.path.realpath(file) for file, _document in uses}) < 2:
-            continue        # (one file's: load_path says so)
+    for name, all_uses in places.items():
+        # each file's first use: a file's own second one load_path says (once)
+        firsts: dict[str, tuple[str, int]] = {}
+        for file, document in all_uses:
+            firsts.setdefault(os.path.realpath(file), (file, document))
+        if len(firsts) < 2:
+            continue
+        uses = list(firsts.values())
         wheres = [name_where(file, document) for file, document in uses]
         for (file, _document), where in zip(uses, wheres, strict=True):
             others = ", ".join(w for w in wheres if w != where)

@@ -207,6 +207,11 @@ def main(argv: list[str]) -> int:
         parser.print_help()
         return 1
     try:
+        # (imported while a ^C still ends the process: pydantic_core's Rust code imports
+        # it when it is first imported itself, and an interrupt there made it panic, with
+        # Rust's message and a traceback, where "interrupted" was due; ~1.5 ms)
+        import datetime  # noqa: F401
+
         from vbdecl.engine.paths import check_state_root
         from vbdecl.entry import interrupts_raise
 

@@ -79,13 +79,18 @@ def ended(drift: list[Any], state: dict[str, Any]) -> str | None:
         return "exited"
     sig = killed_by(ended)
     if sig is not None:
-        import signal
-
-        try:
-            return f"killed ({signal.Signals(sig).name})"
-        except ValueError:
-            return f"killed (signal {sig})"
+        return f"killed ({signal_name(sig)})"
     return f"exited ({code})"
+
+
+def signal_name(sig: int) -> str:
+    """``SIGKILL`` for 9; ``signal 99`` for a number no signal has."""
+    import signal
+
+    try:
+        return signal.Signals(sig).name
+    except ValueError:
+        return f"signal {sig}"
 
 
 def _mtime(path: str) -> float | None:

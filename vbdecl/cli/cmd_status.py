@@ -14,6 +14,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from vbdecl.cli.cmd_ls import signal_name
     from vbdecl.cli.progress import emit_json
     from vbdecl.engine import journal, lock, paths, store
     from vbdecl.engine.executor import Engine
@@ -89,7 +90,7 @@ def run(args: argparse.Namespace) -> int:
         status = str(r["status"])
         sig = r.get("signal") if "exit_code" in r else None
         if isinstance(sig, int) and status == "exited":
-            status = f"killed by {_signal_name(sig)}"    # (as `vbdecl ls` says it)
+            status = f"killed by {signal_name(sig)}"    # (as `vbdecl ls` says it)
         line = f"  {r['id'].ljust(width)}  {str(r['kind']).ljust(16)}  {status}"
         if "exit_code" in r:
             code = r["exit_code"]
@@ -160,12 +161,3 @@ def usage_text(usage: dict[str, Any]) -> str:
         else:
             parts.append(f"{key} " + " ".join(f"{k}={v}" for k, v in val.items()))
     return "  ".join(parts)
-
-
-def _signal_name(sig: int) -> str:
-    import signal
-
-    try:
-        return signal.Signals(sig).name
-    except ValueError:
-        return f"signal {sig}"

@@ -504,22 +504,16 @@ def duplicate_names(envs: list[tuple[str, str, int]]) -> dict[str, list[Problem]
     several files or a DIR). The problems, by file: one at each file's first use of such
     a name, that names the other files'. Within one file, :func:`load_path` reports a
     name used twice."""
-    places: dict[str, list[tuple[str, int]]] = {}
-    seen: set[tuple[str, int]] = set()
+    # each file's first use of each name (a file given twice is one file; a file's own
+    # second use load_path says, once)
+    firsts: dict[str, dict[str, tuple[str, int]]] = {}
     for name, file, document in envs:
-        same = (os.path.realpath(file), document)     # one file given twice is one environment
-        if same not in seen:
-            seen.add(same)
-            places.setdefault(name, []).append((file, document))
+        firsts.setdefault(name, {}).setdefault(os.path.realpath(file), (file, document))
     out: dict[str, list[Problem]] = {}
-    for name, all_uses in places.items():
-        # each file's first use: a file's own second one load_path says (once)
-        firsts: dict[str, tuple[str, int]] = {}
-        for file, document in all_uses:
-            firsts.setdefault(os.path.realpath(file), (file, document))
-        if len(firsts) < 2:
+    for name, by_file in firsts.items():
+        if len(by_file) < 2:
             continue
-        uses = list(firsts.values())
+        uses = list(by_file.values())
         wheres = [name_where(file, document) for file, document in uses]
         for (file, _document), where in zip(uses, wheres, strict=True):
             others = ", ".join(w for w in wheres if w != where)

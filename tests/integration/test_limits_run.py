@@ -807,3 +807,63 @@ def test_plan_warns_of_a_limit_below_what_the_environment_uses(env: dict[str, st
         assert "warning" not in r.stderr, r.stderr
     finally:
         assert vbdecl(env, "destroy", "h6under", "-y").returncode == 0
+
+
+def _child_named(parent: int, name: str) -> int | None:
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text()
+            except OSError:
+                continue
+            comm, _, rest = stat[stat.index("(") + 1:].rpartition(")")
+            if comm == name and int(rest.split()[1]) == parent:
+                return int(entry)
+    return None
+
+
+def test_the_cgroups_of_a_run_killed_with_its_janitor_are_swept(env: dict[str, str], tmp_path: Path) -> None:
+    """A crash review: a SIGKILL of `vbdecl run` and of its janitor at once (`pkill -9`, an
+    OOM kill) left the run's cgroup directories, which nothing found again (`recover` said
+    there was nothing to do). The run's mark (runtime/runmarks.py) lets `recover` and the
+    next run's end find them."""
+    import signal
+
+    m = manifest(tmp_path, "    memory: 64Mi\n    pids: 32")
+    before = _ours()
+    run_root = Path(env["VBDECL_STATE_DIR"]) / "run"
+    for sweeper in ("recover", "next run"):
+        proc = subprocess.Popen([VBDECL, "run", m, "--", "/bin/sleep", "30"], env=env,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        try:
+            deadline = time.monotonic() + 20
+            janitor = None
+            while time.monotonic() < deadline and (janitor is None or _ours() == before):
+                janitor = janitor or _child_named(proc.pid, "vbdecl-janitor")
+                time.sleep(0.02)
+            assert janitor is not None and _ours() != before, sweeper
+            assert [p.name for p in run_root.iterdir() if p.name.endswith(".run")], sweeper
+            os.kill(janitor, signal.SIGKILL)
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait(10)
+            while _ours() != before and time.monotonic() < deadline:   # (its pid 1 dies with it)
+                groups = _ours() - before
+                if all(not (Path(g) / "cgroup.procs").read_text().strip() for g in groups):
+                    break
+                time.sleep(0.05)
+            assert _ours() != before, f"{sweeper}: the groups went without a sweep"
+            if sweeper == "recover":
+                r = vbdecl(env, "recover")
+                assert r.returncode == 0 and "removed the cgroups of 1 killed run: vb-" in r.stdout, r
+            else:
+                r = vbdecl(env, "run", m, "--", "/bin/true")
+                assert r.returncode == 0, r.stderr
+            assert _ours() == before, sweeper
+            assert not run_root.exists() or not list(run_root.iterdir()), sweeper
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+            left = _ours() - before
+            for path in sorted(left, reverse=True):      # never leak into the next tests
+                os.rmdir(path)

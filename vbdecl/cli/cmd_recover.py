@@ -46,9 +46,18 @@ def run(args: argparse.Namespace) -> int:
             if not args.json and len(names) > 1:
                 print(f"error: {err}", file=sys.stderr)
     renderer.close()
+    swept: list[str] = []
+    if not args.name:   # the cgroups of runs killed with their janitors (runtime/runmarks.py)
+        from vbdecl.runtime import runmarks
+
+        swept = runmarks.sweep(paths.runtime_root(engine.state_dir))
     if args.json:
-        emit_json({"event": "result", "recovered": recovered, "failed": failed, "busy": busy})
-    elif not recovered and not failed and not busy:
+        emit_json({"event": "result", "recovered": recovered, "failed": failed, "busy": busy,
+                   "swept_runs": swept})
+    elif swept:
+        print(f"removed the cgroups of {len(swept)} killed run{'s' if len(swept) > 1 else ''}: "
+              f"{', '.join(sorted(swept))}")
+    if not args.json and not recovered and not failed and not busy and not swept:
         # (exit 0 all the same: a recover that ran already, or rolled back a first
         # apply, left no environment; recover stays safe to repeat)
         gone = args.name and not os.path.isdir(paths.env_dir(args.name, engine.state_dir))

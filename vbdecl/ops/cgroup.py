@@ -22,6 +22,7 @@ Module-level helpers for the runtime and the CLI: :func:`join`,
 from __future__ import annotations
 
 import errno
+import os
 from collections.abc import Callable
 from typing import Any
 
@@ -522,7 +523,12 @@ def detect() -> dict[str, Any]:
 
 def tidy(ctx: Context) -> None:
     """After the reverts of a vbdecl killed in the cgroup step: the shared ``vbdecl``
-    parent it made, empty (cgroupfs.remove_empty_parents)."""
+    parent it made, empty (cgroupfs.remove_empty_parents), and the groups of runs
+    killed with their janitors (runtime/runmarks.py)."""
+    if ctx.runtime_dir:
+        from vbdecl.runtime import runmarks
+
+        runmarks.sweep(os.path.dirname(ctx.runtime_dir), _layout(ctx))
     cgroupfs.remove_empty_parents(_layout(ctx))
 
 

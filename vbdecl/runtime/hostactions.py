@@ -40,6 +40,7 @@ class HostTransaction:
         self._faults: Any = None
         self._janitor_fd = -1
         self._janitor_pid = 0
+        self._mark_fd = -1          # the run's mark (runtime/runmarks.py), when it makes a cgroup
         self._failed = False        # a revert failed: the janitor tries it again
         self.failed_records: dict[str, Any] = {}    # what those reverts were to undo, by id
         self.sandbox_pid = sandbox_pid
@@ -59,22 +60,43 @@ class HostTransaction:
 
         started = sysproc.start_time(self.sandbox_pid) if self.sandbox_pid else None
         me = os.getpid()
+        mark = self._mark_fd
         self._janitor_fd, self._janitor_pid = fork_janitor(
-            "vbdecl-janitor", [], lambda fd: _janitor(self.ctx, fd, self.sandbox_pid, started, me))
+            "vbdecl-janitor", [mark] if mark >= 0 else [],
+            lambda fd: _janitor(self.ctx, fd, self.sandbox_pid, started, me, mark))
+
+    def _hold_mark(self, actions: list[dict[str, Any]]) -> None:
+        """Mark the run before its first cgroup action (runtime/runmarks.py): if it and
+        its janitor are both killed, a later sweep still finds its groups."""
+        if self._mark_fd >= 0 or not any(a["kind"].startswith("cgroup") for a in actions):
+            return
+        from vbdecl.runtime import runmarks
+
+        try:
+            self._mark_fd = runmarks.hold(*_mark_place(self.ctx))
+        except OSError:
+            pass    # (a runtime root it cannot write: the run goes on, as it did before marks)
 
     def close(self) -> bool:
         """The run is over: dismiss the janitor, which reverts what it was not told is
         reverted (a revert that failed or was interrupted) once the sandbox is gone, and
         wait for it. True when it could not revert all of that: it is left on the host."""
-        if self._janitor_fd < 0:
-            return False
-        if not (self.landed or self._failed):     # (an interrupted revert left its action there)
-            try:
-                os.write(self._janitor_fd, b'{"op": "done"}\n')
-            except OSError:
-                pass
-        status = dismiss(self._janitor_fd, self._janitor_pid)
-        self._janitor_fd = -1
+        status: int | None = 0
+        if self._janitor_fd >= 0:
+            if not (self.landed or self._failed):     # (an interrupted revert left its action there)
+                try:
+                    os.write(self._janitor_fd, b'{"op": "done"}\n')
+                except OSError:
+                    pass
+            status = dismiss(self._janitor_fd, self._janitor_pid)
+            self._janitor_fd = -1
+        if self._mark_fd >= 0:
+            from vbdecl.runtime import runmarks
+
+            root, instance = _mark_place(self.ctx)
+            runmarks.release(root, instance, self._mark_fd, done=status == 0, own_root=_own_root(self.ctx))
+            self._mark_fd = -1
+            runmarks.sweep(root)        # (the groups of runs killed with their janitors)
         return status != 0
 
     def _fault(self) -> Any:
@@ -88,6 +110,7 @@ class HostTransaction:
         from vbdecl.ops import op_for
 
         if actions and self._janitor_fd < 0:
+            self._hold_mark(actions)
             self._start_janitor()       # before anything lands
         for action in actions:
             aid = action["id"]
@@ -139,11 +162,24 @@ class HostTransaction:
         return errors
 
 
+def _mark_place(ctx: Context) -> tuple[str, str]:
+    """The runtime root and the instance of the run's mark."""
+    return os.path.dirname(ctx.runtime_dir), ctx.instance
+
+
+def _own_root(ctx: Context) -> bool:
+    """Whether the runtime root is ``<state>/run`` of a --state-dir (removed when empty)."""
+    from vbdecl.engine.paths import state_root
+
+    return os.path.dirname(ctx.runtime_dir) == os.path.join(state_root(ctx.state_dir or None), "run")
+
+
 def _janitor(ctx: Context, fd: int, sandbox_pid: int | None, started: int | None,
-             vbdecl_pid: int) -> int:
+             vbdecl_pid: int, mark: int = -1) -> int:
     """Follow the transaction; if vbdecl (``vbdecl_pid``) dies before "done" (or leaves it
     out: a revert failed), revert what landed, then tidy the host-wide files of the
-    families it touched (ops.tidy_shared). Its exit status: 1 when a revert failed."""
+    families it touched (ops.tidy_shared), and remove the run's mark (fd ``mark``) when
+    every revert landed. Its exit status: 1 when a revert failed."""
     from vbdecl.ops import op_for, tidy_shared
 
     os.environ.pop("VBDECL_TEST_CRASH_AT", None)    # (the test hook kills vbdecl, not its janitor)
@@ -181,6 +217,10 @@ def _janitor(ctx: Context, fd: int, sandbox_pid: int | None, started: int | None
         except BaseException:
             failed = 1
     if not failed:
+        if mark >= 0:
+            from vbdecl.runtime import runmarks
+
+            runmarks.release(*_mark_place(ctx), mark, done=True, own_root=_own_root(ctx))
         try:
             tidy_shared(ctx, kinds, writer=vbdecl_pid)
         except BaseException:

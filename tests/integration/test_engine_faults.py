@@ -404,3 +404,75 @@ def test_an_undo_done_before_a_kill_is_not_done_twice(tmp_path: Path) -> None:
         assert testops.mounts_at(where) == []
 
     testops.in_private_mount_ns(body, tmp_path)
+
+
+def test_a_journal_that_cannot_be_written_is_said_as_such(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A crash review filled the state directory's disk mid-apply: the journal's ENOSPC
+    read as the step's own failure (`net.route: apply failed: [Errno 28] ...`)."""
+    from vbdecl.engine import journal
+
+    root, sd = tmp_path / "root", tmp_path / "state"
+    root.mkdir()
+    plan = testops.make_plan("web", root, files=3, mounts=0)
+    real, intents = journal.Journal.append, []
+
+    def full_at_the_third_intent(self: journal.Journal, entry: dict[str, Any], *, sync: bool = True) -> None:
+        if entry["t"] == "intent":
+            intents.append(entry["id"])
+        if len(intents) == 3 and entry["t"] == "intent":     # (then there is room again)
+            kept, self.fd = self.fd, os.open("/dev/full", os.O_WRONLY | os.O_CLOEXEC)   # (ENOSPC)
+            try:
+                real(self, entry, sync=sync)
+            finally:
+                os.close(self.fd)
+                self.fd = kept
+        else:
+            real(self, entry, sync=sync)
+
+    monkeypatch.setattr(journal.Journal, "append", full_at_the_third_intent)
+    with pytest.raises(ActionError) as caught:
+        Engine(sd).apply(plan)
+    monkeypatch.undo()
+    err = caught.value
+    assert err.action == intents[2] and err.message == (
+        f"cannot write the journal {sd / 'envs' / 'web' / 'journal.jsonl'}: No space left on device (ENOSPC)"), err
+    assert "free space for vbdecl's state" in (err.hint or "") and "apply failed" not in str(err)
+    assert not err.revert_errors and testops.host_tree(root) == {}
+    Engine(sd).apply(plan)      # and the next apply lands
+    Engine(sd).destroy("web")
+
+
+def test_damaged_state_files_are_said_so_not_reported_as_bugs(tmp_path: Path) -> None:
+    """A crash review wrote random bytes or odd shapes into state files: each was "a bug
+    in vbdecl", and one damaged state stopped the apply of every new environment."""
+    import json
+
+    from vbdecl.engine import journal
+    from vbdecl.errors import StateError
+
+    root, sd = tmp_path / "root", tmp_path / "state"
+    root.mkdir()
+    Engine(sd).apply(testops.make_plan("web", root, files=1, mounts=0))
+    state_file = sd / "envs" / "web" / "state.json"
+    good = json.loads(state_file.read_text())
+    damages: list[tuple[bytes, str]] = [
+        (b"\xff\xfe\x00garbage\x9c", "is not valid JSON"),
+        (json.dumps({**good, "resources": {**good["resources"], "x": "y"}}).encode(), "resource 'x'"),
+        (json.dumps({**good, "plan": {**good["plan"], "actions": None}}).encode(), "plan's actions"),
+        (json.dumps({**good, "instance": "../../etc"}).encode(), "not an instance id"),
+    ]
+    for data, said in damages:
+        state_file.write_bytes(data)
+        with pytest.raises(StateError, match=said):
+            store.load("web", sd)
+        # another environment still applies
+        other = tmp_path / "other"
+        other.mkdir(exist_ok=True)
+        Engine(sd).apply(testops.make_plan("other", other, files=1, mounts=0))
+        Engine(sd).destroy("other")
+    state_file.write_text(json.dumps(good))
+    entries = (sd / "envs" / "web" / "journal.jsonl")
+    entries.write_text(entries.read_text() + "null\n[]\n")
+    assert journal.open_transaction(journal.read(entries)) is None
+    Engine(sd).destroy("web")
+    assert testops.host_tree(root) == {}

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
+
+import pytest
 
 from vbdecl.engine import cachefile
 
@@ -52,3 +55,30 @@ def test_code_fingerprint_follows_the_modules() -> None:
     assert "plan/compile.py:" in one
     assert cachefile.code_fingerprint("no/such.py") == "no/such.py:?"
     assert cachefile.code_fingerprint("ops/sec.py", "plan") == one
+
+
+def test_a_cached_plan_entry_of_another_shape_is_a_miss(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A crash review rewrote plan cache entries keeping their key: run and plan failed
+    as bugs (`plan["spec"]`); such an entry is a miss, compiled again."""
+    from vbdecl.engine import plancache
+
+    monkeypatch.setenv("VBDECL_CACHE_DIR", str(tmp_path))
+    good: dict[str, Any] = {"name": "web", "spec": {}, "actions": []}
+    shapes: list[Any] = [["x"], [{}], [{**good, "spec": None}], None, [good]]
+    for plans in shapes:
+        plancache.store("k" * 64, plans)
+        assert plancache.lookup("k" * 64) == ([good] if plans == [good] else None), plans
+
+
+def test_the_network_state_lock_of_an_unwritable_state_directory_is_said(tmp_path: Path) -> None:
+    """A crash review's `vbdecl run` on a read-only state directory said `OSError: [Errno
+    30] ...global.lock`; it names the lock and says what to do, as apply does."""
+    from vbdecl.errors import StateError
+    from vbdecl.net import shared
+
+    root = tmp_path / "file"
+    root.write_text("")      # (ENOTDIR, as EROFS: not a permission)
+    with pytest.raises(StateError, match=r"cannot lock .*global.lock: Not a directory") as caught, \
+            shared._global_lock(root):
+        pass
+    assert "--state-dir" in (caught.value.hint or "")

@@ -97,8 +97,8 @@ def write_json(path: str | os.PathLike[str], obj: Any, mode: int = 0o600, *,
 def read_json(path: str | os.PathLike[str]) -> Any:
     """Read JSON, raising StateError that names the file when it is corrupt."""
     try:
-        with open(path, encoding="utf-8") as f:
-            text = f.read()
+        with open(path, "rb") as f:
+            data = f.read()
     except FileNotFoundError:
         raise
     except OSError as exc:
@@ -111,8 +111,8 @@ def read_json(path: str | os.PathLike[str]) -> Any:
             hint = permission_hint(path)
         raise StateError(f"cannot read {path}: {exc.strerror}", hint=hint) from exc
     try:
-        return json.loads(text)
-    except ValueError as exc:
+        return json.loads(data)
+    except ValueError as exc:   # (UnicodeDecodeError too: a crash review's random bytes)
         from vbdecl.errors import StateError
 
         raise StateError(f"{path} is not valid JSON ({exc})",

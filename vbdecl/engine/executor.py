@@ -94,6 +94,10 @@ def _changed(recorded: Any, live: Any) -> bool:
 def _wrap(exc: BaseException, action: str, what: str) -> ActionError:
     if isinstance(exc, ActionError) and exc.action == action:
         return exc
+    if isinstance(exc, journal_mod.JournalError):   # (not the step's failure: its journal's)
+        err = ActionError(exc.message, action=action, hint=exc.hint)
+        err.__cause__ = exc
+        return err
     hint = exc.hint if isinstance(exc, VbdeclError) else None
     msg = exc.message if isinstance(exc, VbdeclError) else (str(exc) or type(exc).__name__)
     if isinstance(exc, KeyboardInterrupt):

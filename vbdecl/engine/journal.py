@@ -20,11 +20,14 @@ right after its N-th journal entry is durable (inert unless set).
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import signal
 from pathlib import Path
 from typing import Any
+
+from vbdecl.errors import StateError
 
 Entry = dict[str, Any]
 
@@ -34,6 +37,17 @@ _written = 0
 def _crash_point() -> int | None:
     value = os.environ.get("VBDECL_TEST_CRASH_AFTER")
     return int(value) if value else None
+
+
+class JournalError(StateError):
+    """The journal could not be written (a full disk, a read-only or failing state
+    directory): said as such, not as a failure of the step it was to announce."""
+
+    def __init__(self, path: Path, exc: OSError) -> None:
+        name = errno.errorcode.get(exc.errno or 0, "")
+        super().__init__(f"cannot write the journal {path}: {exc.strerror or exc}" + (f" ({name})" if name else ""),
+                         hint="free space for vbdecl's state (or make it writable), then run vbdecl recover "
+                              "if the command was cut short")
 
 
 class Journal:
@@ -74,11 +88,14 @@ class Journal:
         global _written
         data = (json.dumps(entry, separators=(",", ":"), sort_keys=True) + "\n").encode()
         view = memoryview(data)
-        while view:
-            n = os.write(self.fd, view)
-            view = view[n:]
-        if self.sync and sync:
-            os.fdatasync(self.fd)
+        try:
+            while view:
+                n = os.write(self.fd, view)
+                view = view[n:]
+            if self.sync and sync:
+                os.fdatasync(self.fd)
+        except OSError as exc:
+            raise JournalError(self.path, exc) from exc
         _written += 1
         if self._crash_after is not None and _written >= self._crash_after:
             os.kill(os.getpid(), signal.SIGKILL)
@@ -106,9 +123,11 @@ def read(path: str | os.PathLike[str]) -> list[Entry]:
         if not line.strip():
             continue
         try:
-            out.append(json.loads(line))
+            entry = json.loads(line)
         except ValueError:
             continue  # torn tail (only the last line can be)
+        if isinstance(entry, dict):     # (anything else was written by another program)
+            out.append(entry)
     return out
 
 

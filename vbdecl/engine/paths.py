@@ -198,9 +198,12 @@ def ensure_dir(path: str, mode: int = 0o700) -> str:
             raise StateError(f"cannot make the directory {path}: {_dangling(link, link)}",
                              hint=_DANGLING_HINT) from None
         raise StateError(f"cannot make the directory {path}: {exc.strerror or exc}",
-                         hint="vbdecl keeps its state there: give --state-dir (or VBDECL_STATE_DIR) a "
-                              "directory on a filesystem it can write") from None
+                         hint=STATE_DIR_HINT) from None
     return path
+
+
+STATE_DIR_HINT = ("vbdecl keeps its state there: give --state-dir (or VBDECL_STATE_DIR) a "
+                  "directory on a filesystem it can write")
 
 
 def _nearest(path: str) -> str | None:

@@ -63,9 +63,15 @@ def _entry_path(key: str) -> str:
 
 
 def lookup(key: str) -> list[dict[str, Any]] | None:
+    """The plans cached under ``key``; None for a miss, or an entry that is not plans
+    (written by something else: a crash review's made run and plan fail as a bug)."""
     entry = cachefile.read(_entry_path(key), key)
     plans = entry.get("plans") if entry else None
-    return plans if isinstance(plans, list) else None
+    if not isinstance(plans, list) or not all(
+            isinstance(p, dict) and isinstance(p.get("spec"), dict) and isinstance(p.get("actions"), list)
+            and isinstance(p.get("name"), str) for p in plans):
+        return None
+    return plans
 
 
 def store(key: str, plans: list[dict[str, Any]]) -> None:

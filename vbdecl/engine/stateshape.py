@@ -25,7 +25,28 @@ def check(data: Any, path: str) -> dict[str, Any]:
     for key, kinds in _KEYS.items():
         if key not in data or not isinstance(data[key], kinds) or isinstance(data[key], bool):
             raise _damaged(path, f"its {key!r} is missing or not {_name(kinds[0])}")
+    instance = data["instance"]
+    if instance is not None and not _instance_id(instance):
+        # (it names cgroups, chains and the runtime directory: never a path)
+        raise _damaged(path, f"its instance {instance!r} is not an instance id (vb- and letters or digits)")
+    for rid, res in data["resources"].items():
+        if not isinstance(res, dict) or not isinstance(res.get("kind"), str) \
+                or not isinstance(res.get("params") or {}, dict):
+            raise _damaged(path, f"its resource {rid!r} is not an object with a kind and params")
+    actions = data["plan"].get("actions", [])
+    if not isinstance(actions, list) or not all(isinstance(a, dict) and isinstance(a.get("id"), str)
+                                                for a in actions):
+        raise _damaged(path, "its plan's actions are not a list of actions with ids")
     return data
+
+
+_INSTANCE_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789")
+
+
+def _instance_id(text: str) -> bool:
+    """``vb-`` and 1-32 lowercase letters or digits (store.new_instance_id: 8 hex digits)."""
+    rest = text[3:]
+    return text.startswith("vb-") and 0 < len(rest) <= 32 and _INSTANCE_CHARS.issuperset(rest)
 
 
 def _damaged(path: str, why: str) -> StateError:

@@ -29,7 +29,7 @@ def new_instance_id() -> str:
 
 
 def new_state(name: str, state_dir: str | None = None) -> State:
-    taken = {s.get("instance") for s in (load(n, state_dir) for n in list_envs(state_dir)) if s}
+    taken = {s.get("instance") for s in (_load_or_none(n, state_dir) for n in list_envs(state_dir)) if s}
     instance = new_instance_id()
     while instance in taken:
         instance = new_instance_id()
@@ -49,6 +49,16 @@ def load(name: str, state_dir: str | None = None) -> State | None:
             exc.hint = CORRUPT_STATE_HINT
         raise
     return check(state, str(path))
+
+
+def _load_or_none(name: str, state_dir: str | None) -> State | None:
+    """The state of ``name``, None when it cannot be read: another environment's damaged
+    state must not stop the apply of a new one (a crash review), whose instance id it
+    then cannot collide with but by a 1-in-4-billion chance."""
+    try:
+        return load(name, state_dir)
+    except StateError:
+        return None
 
 
 #: what to do about a state.json that cannot be parsed (moving it away is no way out)

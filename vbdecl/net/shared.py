@@ -55,7 +55,14 @@ def _global_lock(root: Path) -> Iterator[None]:
     costs more than the allocations it would guard here."""
     from vbdecl.sys.flock import lock
 
-    fd = lock(root / "global.lock")
+    try:
+        fd = lock(root / "global.lock")
+    except OSError as exc:      # (a read-only state directory: said as apply says it)
+        from vbdecl.engine.paths import STATE_DIR_HINT, permission_hint
+        from vbdecl.errors import StateError
+
+        hint = permission_hint(root) if isinstance(exc, PermissionError) else STATE_DIR_HINT
+        raise StateError(f"cannot lock {root / 'global.lock'}: {exc.strerror}", hint=hint) from None
     try:
         from vbdecl.engine.faults import crash_at
 

@@ -255,6 +255,32 @@ spec:
     _run(body, tmp_path)
 
 
+def test_a_live_process_may_not_hold_sys_ptrace_without_a_user_namespace(tmp_path: Path) -> None:
+    """A security review gave a live environment's process CAP_SYS_PTRACE without a user
+    namespace: it attached to the child of a `vbdecl exec` (and to the starter of a
+    restart) as it entered the pid namespace, with the host's privileges still held,
+    and ran code as the host's root. plan and apply refuse it at the manifest's key;
+    a user namespace, or `vbdecl run`, allows it."""
+    sd = tmp_path / "state"
+    m = tmp_path / "ptr.yaml"
+    text = head("ptr", template=False) + """\
+  security:
+    capabilities: {add: [SYS_PTRACE]}
+  process:
+    command: ["/bin/true"]
+"""
+    m.write_text(text)
+    for command in ("plan", "apply"):
+        out = _cli(sd, command, str(m), "-y") if command == "apply" else _cli(sd, command, str(m))
+        assert out.returncode == 1, out
+        assert f"{m}:" in out.stderr and "may not hold CAP_SYS_PTRACE without a user namespace" in out.stderr
+        assert "hint: set namespaces.user: true" in out.stderr
+    assert not (sd / "envs" / "ptr").exists()
+    m.write_text(text.replace("  security:", "  namespaces: {user: true}\n  security:"))
+    assert _cli(sd, "plan", str(m)).returncode == 0
+    assert _cli(sd, "run", str(m)).returncode == 0
+
+
 def _applied_process(sd: Path, m: Path, name: str) -> dict[str, Any]:
     """Apply ``m`` through the CLI; the record of its process."""
     out = _cli(sd, "apply", str(m), "-y")
@@ -282,7 +308,9 @@ def test_the_process_supervisor_keeps_no_privilege(tmp_path: Path) -> None:
     included, with no no_new_privs and no seccomp filter; a root process given
     CAP_SYS_PTRACE (no user namespace) could attach to it and run code with them. It
     keeps none now, gains none through an execve, and makes only the calls of its loop;
-    it still reaps, records the exit and appends the events."""
+    it still reaps, records the exit and appends the events. (A live environment's
+    process may no longer hold CAP_SYS_PTRACE without a user namespace at all, see
+    test_a_live_process_may_not_hold_sys_ptrace_without_a_user_namespace.)"""
 
     def body(tmp: Path) -> None:
         sd = tmp / "state"
@@ -291,6 +319,7 @@ def test_the_process_supervisor_keeps_no_privilege(tmp_path: Path) -> None:
         m.write_text(head("sup", template=False) + f"""\
     - {{type: proc, target: /proc}}
     - {{type: dev, target: /dev}}
+  namespaces: {{user: true}}
   security:
     capabilities: {{add: [SYS_PTRACE]}}
   status:

@@ -60,6 +60,11 @@ def check_live_rules(plan: dict[str, Any], path: str) -> None:
     from vbdecl.errors import PlanError
 
     problems = _limit_problems(plan["spec"].get("limits") or {})
+    from vbdecl.ops.sec import live_ptrace_problem
+
+    ptrace = live_ptrace_problem(plan["spec"])
+    if ptrace is not None:
+        problems.append({**ptrace, "level": "error"})
     fds = (plan["spec"].get("process") or {}).get("inherit_fds")
     if fds:
         from vbdecl.ops.proc import INHERIT_FDS_REFUSED

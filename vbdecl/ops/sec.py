@@ -730,6 +730,28 @@ def could_trace_into_pid1(spec: dict[str, Any]) -> bool:
     return bool((kept if nnp else bounding | kept) & sys_ptrace) and not kept & sys_admin
 
 
+def live_ptrace_problem(spec: dict[str, Any]) -> dict[str, str] | None:
+    """What a live environment of ``spec`` cannot have (``vbdecl run`` can): a process
+    that may hold CAP_SYS_PTRACE of the host's user namespace (no user namespace of its
+    own; :func:`could_trace_into_pid1`). `vbdecl exec` and the restart of the process
+    bring in helpers that hold the host's privileges until the command starts, in the
+    environment's pid namespace, where that process can attach to them: a security
+    review ran code as the host's root through one. ``{"where", "message", "hint"}``,
+    or None."""
+    if (spec.get("namespaces") or {}).get("user") or not could_trace_into_pid1(spec):
+        return None
+    sec = spec.get("security") or {}
+    kept = privileges(spec)[2] & (1 << 19)
+    return {"where": "security.capabilities" if kept or "capabilities" in sec else "security.no_new_privs",
+            "message": "a live environment's process may not hold CAP_SYS_PTRACE without a user namespace "
+                       + ("(security.capabilities keeps it)" if kept else
+                          "(no_new_privs: false lets an exec gain it)")
+                       + ": it could take over `vbdecl exec` and the restarts of its process, which "
+                         "enter its pid namespace with the host's privileges",
+            "hint": "set namespaces.user: true (the capability then holds in the environment's user "
+                    "namespace only), or drop SYS_PTRACE; vbdecl run has no such helpers, and allows it"}
+
+
 def prepare_in_child(spec: dict[str, Any], proc_dir: int | None = None) -> None:
     """Apply ``security.disable_userns`` (needs /proc, or ``proc_dir``, an fd of the
     host's, kept by a process that entered a live environment, whose own /proc may

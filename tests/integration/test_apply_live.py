@@ -276,6 +276,19 @@ def test_a_live_process_may_not_hold_sys_ptrace_without_a_user_namespace(tmp_pat
         assert f"{m}:" in out.stderr and "may not hold CAP_SYS_PTRACE without a user namespace" in out.stderr
         assert "hint: set namespaces.user: true" in out.stderr
     assert not (sd / "envs" / "ptr").exists()
+    # one applied before plan refused it (here through the library, which has no such
+    # rule): exec refuses to enter it
+    from vbdecl.engine.executor import Engine
+    from vbdecl.plan.compile import compile_file
+
+    m.write_text(text.replace('["/bin/true"]', '["/bin/sleep", "300"]'))
+    Engine(sd).apply(compile_file(str(m))[0])
+    try:
+        out = _cli(sd, "exec", "ptr", "--", "/bin/true")
+        assert out.returncode == 125 and "cannot exec in ptr: a live environment's process may not hold " \
+            "CAP_SYS_PTRACE without a user namespace" in out.stderr, out
+    finally:
+        assert _cli(sd, "destroy", "ptr", "-y").returncode == 0
     m.write_text(text.replace("  security:", "  namespaces: {user: true}\n  security:"))
     assert _cli(sd, "plan", str(m)).returncode == 0
     assert _cli(sd, "run", str(m)).returncode == 0

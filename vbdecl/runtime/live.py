@@ -1255,6 +1255,9 @@ def exec_in(name: str, argv: list[str] | None, *, state_dir: str | None = None,
 
     state = load_state(name, state_dir)
     spec = dict(state["plan"]["spec"])
+    ptrace = C._security().live_ptrace_problem(spec)
+    if ptrace is not None:      # (applied by a vbdecl from before plan refused it)
+        raise RuntimeSetupError(f"cannot exec in {name}: {ptrace['message']}", hint=ptrace["hint"])
     record = env_record(state)
     # OOM kills while the command runs are its news (opened here: inside, /sys may differ)
     oom_fd = oom.open_counter(state.get("resources"))

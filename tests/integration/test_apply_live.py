@@ -294,6 +294,36 @@ def test_a_live_process_may_not_hold_sys_ptrace_without_a_user_namespace(tmp_pat
     assert _cli(sd, "run", str(m)).returncode == 0
 
 
+def test_the_process_cannot_end_its_environment_by_signalling_its_init(tmp_path: Path) -> None:
+    """A review: the process, root inside, ended its whole live environment (namespaces,
+    mounts, every exec) with `kill -HUP 1` (TERM and INT too): the init ended on them
+    whoever sent them. It ends on them from outside only, as destroy sends them."""
+    sd = tmp_path / "state"
+    m = tmp_path / "kinit.yaml"
+    marker = tmp_path / "out" / "signalled"
+    marker.parent.mkdir()
+    m.write_text(head("kinit", template=False) + f"""\
+    - {{type: proc, target: /proc}}
+    - {{type: bind, source: {marker.parent}, target: /out}}
+  process:
+    command: ["/bin/sh", "-c", "kill -HUP 1; kill -TERM 1; kill -INT 1; touch /out/{marker.name}; exec sleep 300"]
+""")
+    out = _cli(sd, "apply", str(m), "-y")
+    assert out.returncode == 0, out.stderr
+    try:
+        deadline = time.monotonic() + 10
+        while not marker.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert marker.exists()
+        time.sleep(0.2)
+        out = _cli(sd, "exec", "kinit", "--", "/bin/true")
+        assert out.returncode == 0, out.stderr
+        assert "drift" not in _cli(sd, "ls").stdout
+    finally:
+        out = _cli(sd, "destroy", "kinit", "-y")
+        assert out.returncode == 0, out.stderr
+
+
 def _applied_process(sd: Path, m: Path, name: str) -> dict[str, Any]:
     """Apply ``m`` through the CLI; the record of its process."""
     out = _cli(sd, "apply", str(m), "-y")

@@ -238,7 +238,10 @@ run_init_loop(long main, int forward_tty, uint64_t waitset)
         if (sig <= 0 || sig == SIGCHLD)
             continue;
         if (main <= 0) {
-            if (sig == SIGTERM || sig == SIGINT || sig == SIGHUP)
+            /* A live environment's init ends on these from outside only (si_pid 0: a
+               sender in an ancestor pid namespace, vbdecl's stop); the process inside,
+               root there, ended its whole environment with `kill -HUP 1` (a review). */
+            if ((sig == SIGTERM || sig == SIGINT || sig == SIGHUP) && info.si_pid == 0)
                 raw_exit(128 + (int)sig);
             continue;
         }

@@ -196,7 +196,7 @@ confine_init_calls(void)
 
 /* Reap every child; forward the signals in ``waitset`` but SIGCHLD to ``main``;
  * exit with main's status. ``main`` 0 (a live environment's init): reap until
- * SIGTERM, SIGINT or SIGHUP, then exit 128 + it. A signal the terminal sent
+ * SIGTERM, SIGINT or SIGHUP from outside its pid namespace, then exit 128 + it. A signal the terminal sent
  * (SI_KERNEL) also reached the main process, which shares our process group,
  * unless it has a session of its own (``forward_tty``). The waitset stays
  * blocked, so nothing is lost between a reap and the wait. */
@@ -217,6 +217,8 @@ run_init_loop(long main, int forward_tty, uint64_t waitset)
         raw_call(SYS_rt_sigaction, sig, (long)&act, 0, sizeof(uint64_t));
     }
     raw_call(SYS_rt_sigprocmask, SIG_SETMASK, (long)&waitset, 0, sizeof waitset);
+    /* pid 1 of its own pid namespace: a stop comes from outside it (below) */
+    int own_pidns = raw_call(SYS_getpid, 0, 0, 0, 0) == 1;
     confine_init_calls();
     for (;;) {
         long pid;
@@ -241,7 +243,7 @@ run_init_loop(long main, int forward_tty, uint64_t waitset)
             /* A live environment's init ends on these from outside only (si_pid 0: a
                sender in an ancestor pid namespace, vbdecl's stop); the process inside,
                root there, ended its whole environment with `kill -HUP 1` (a review). */
-            if ((sig == SIGTERM || sig == SIGINT || sig == SIGHUP) && info.si_pid == 0)
+            if ((sig == SIGTERM || sig == SIGINT || sig == SIGHUP) && (info.si_pid == 0 || !own_pidns))
                 raw_exit(128 + (int)sig);
             continue;
         }

@@ -324,6 +324,42 @@ def test_the_process_cannot_end_its_environment_by_signalling_its_init(tmp_path:
         assert out.returncode == 0, out.stderr
 
 
+def test_signals_the_caller_ignores_stay_ignored_but_for_a_live_process(tmp_path: Path) -> None:
+    """A review: `nohup vbdecl run` forwarded the hangup to a process that had SIGHUP
+    back at its default, which died of it (vb kept it ignored, as bubblewrap does). A
+    run's and an exec's command keep what their caller ignores, as any exec does; a
+    live environment's process starts with none of `nohup vbdecl apply`'s."""
+    sd = tmp_path / "state"
+    m = tmp_path / "sig.yaml"
+    show = ["/bin/sh", "-c", "grep SigIgn /proc/self/status"]
+    m.write_text(head("sig", template=False) + f"""\
+    - {{type: proc, target: /proc}}
+  process:
+    command: {json.dumps([*show[:2], show[2] + "; exec sleep 300"])}
+""")
+
+    def nohup(*args: str) -> str:
+        out = subprocess.run([*_vbdecl(sd), *args], env=_env(), capture_output=True, text=True, timeout=60,
+                             preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_IGN))
+        assert out.returncode == 0, out
+        return out.stdout
+
+    def hup_ignored(*args: str) -> bool:
+        return bool(int(nohup(*args).split()[-1], 16) & 1 << (signal.SIGHUP - 1))
+
+    assert hup_ignored("run", str(m), "--", *show)
+    nohup("apply", str(m), "-y")
+    try:
+        deadline = time.monotonic() + 10
+        while "SigIgn" not in _cli(sd, "logs", "sig").stdout and time.monotonic() < deadline:
+            time.sleep(0.05)
+        ignored = int(_cli(sd, "logs", "sig").stdout.split()[-1], 16)
+        assert not ignored & 1 << (signal.SIGHUP - 1), hex(ignored)
+        assert hup_ignored("exec", "sig", "--", *show)
+    finally:
+        assert _cli(sd, "destroy", "sig", "-y").returncode == 0
+
+
 def _applied_process(sd: Path, m: Path, name: str) -> dict[str, Any]:
     """Apply ``m`` through the CLI; the record of its process."""
     out = _cli(sd, "apply", str(m), "-y")

@@ -99,6 +99,7 @@ class ChildConfig:
         "created",
         "die_with_parent",
         "direct_init",
+        "fresh_signals",
         "instance",
         "joins",
         "keep_fds",
@@ -147,6 +148,7 @@ class ChildConfig:
         self.needs_root = False       # a new mount namespace (or a root asked for): setup_root
         self.keep_fds: list[int] = []  # fds the process inherits (inherit_fds)
         self.live = False             # a live environment: init holds the namespaces, no process
+        self.fresh_signals = False    # a live environment's process: no ignored signal of the apply's
         self.title = ""               # ... and its init's command line (ps), see _live_title
         self.lock_fd = -1             # status.lock_file, held by every process but the payload
         self.await_go = True          # the parent has work between "U" and "go" (else no "go")
@@ -965,12 +967,15 @@ def steps_before_fork(cfg: ChildConfig, parent: int) -> _Process | None:
         return None
 
 
-def _reset_signals(spec: dict[str, Any]) -> list[int]:
+def _reset_signals(fresh: bool) -> list[int]:
     """The signals the process starts with at their defaults: those Python ignores
-    itself, and those the sandbox forwards. vb: not those its caller ignored (nohup,
-    a shell's background job), as bubblewrap's command keeps them ignored."""
+    itself, and those the sandbox forwards; not those its caller ignored (nohup, a
+    shell's background job), as an exec keeps them ignored and bubblewrap's command
+    does (a review's `nohup vbdecl run` lost its process to the hangup it forwarded),
+    unless ``fresh`` (a live environment's process, which outlives the apply that
+    starts it: not `nohup vbdecl apply`'s to keep)."""
     forwarded = [signals.SIGINT, *FORWARDED]
-    if "vb" in spec:
+    if not fresh:
         forwarded = [s for s in forwarded if signals.getsignal(s) != signals.SIG_IGN]
     return [signals.SIGPIPE, signals.SIGXFSZ, *forwarded]
 
@@ -988,7 +993,7 @@ def _prepare(cfg: ChildConfig, parent: int | None) -> _Process:
                            "run it from a terminal, or set process.tty: auto")
     out = _Process(laststep.LastStep())
     plan = out.plan
-    plan.reset_signals = _reset_signals(spec)
+    plan.reset_signals = _reset_signals(cfg.fresh_signals)
     plan.new_session = own_session(proc)
     if cfg.die_with_parent:
         plan.death_parent = parent if parent is not None else os.getppid()

@@ -732,6 +732,7 @@ def start_process(*, env_record: dict[str, Any], spec: dict[str, Any], log_path:
                     s["process"] = dict(spec["process"], new_session=False, tty="auto")  # setsid done
                     cfg = _process_cfg(s, None, c2p_w)
                     cfg.die_with_parent = False
+                    cfg.fresh_signals = True
                     cfg.userns_disabled = True      # (above, for the whole user namespace)
                     C.exec_process(cfg)
                 try:

@@ -125,3 +125,34 @@ def _body(tmp: Path) -> None:
 
 def test_apply_dir_git_history_and_prune(tmp_path: Path) -> None:
     testops.in_private_mount_ns(testops.with_cleanup(_body), tmp_path)
+
+
+def _destroy_body(tmp: Path) -> None:
+    sd = tmp / "state"
+    two = tmp / "two.yaml"
+    one = tmp / "one.yaml"
+    one.write_text(MANIFEST.format(name="second", motd="s"))
+    two.write_text(MANIFEST.format(name="first", motd="f") + "---\n" + one.read_text())
+    env = {k: v for k, v in os.environ.items() if not k.startswith("VBDECL_") or k == "VBDECL_CACHE_DIR"}
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "vbdecl", "--state-dir", str(sd), *args],
+                              env=env, capture_output=True, text=True, timeout=120)
+
+    assert cli("apply", str(one), "-y").returncode == 0
+    out = cli("destroy", str(two), "-y")
+    assert out.returncode == 0, out
+    assert "first: nothing to destroy (never applied)" in out.stdout and "second: destroyed" in out.stdout
+    out = cli("--json", "destroy", str(two), "-y")      # and again: nothing is there
+    assert out.returncode == 0, out
+    result = json.loads(out.stdout.splitlines()[-1])
+    assert result["absent"] == ["first", "second"] and result["destroyed"] == [], result
+    out = cli("destroy", "second", "-y")                 # by name, it is an error as before
+    assert out.returncode == 1 and "environment 'second' was destroyed" in out.stderr, out
+
+
+def test_destroy_of_a_file_goes_on_past_environments_that_are_not_there(tmp_path: Path) -> None:
+    """A review: `destroy FILE` stopped at the first environment of the file that did not
+    exist (never applied, or destroyed before) and left the later ones running; a second
+    destroy of a file failed. It says so for those, destroys the others, and exits 0."""
+    testops.in_private_mount_ns(testops.with_cleanup(_destroy_body), tmp_path)

@@ -21,13 +21,27 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_engine_options(p)
 
 
+def is_manifest(target: str) -> bool:
+    """Whether ``target`` names a manifest (a path, or - for stdin), not an environment."""
+    from vbdecl.engine import sources
+
+    return target == sources.STDIN or os.sep in target or os.path.isfile(target)
+
+
 def names_of(target: str) -> list[str]:
     from vbdecl.engine import paths, sources
 
-    if target == sources.STDIN or os.sep in target or os.path.isfile(target):
+    if is_manifest(target):
         return [s.plan["name"] for s in sources.load(target)]
     paths.check_name(target)
     return [target]
+
+
+def _absent(name: str, state_dir: str | None) -> str:
+    """Why a manifest's environment ``name`` has nothing to destroy."""
+    from vbdecl.engine import store
+
+    return "destroyed before" if store.revision_numbers(name, state_dir) else "never applied"
 
 
 def run(args: argparse.Namespace) -> int:
@@ -40,11 +54,15 @@ def run(args: argparse.Namespace) -> int:
         interrupts_roll_back,
         warn_unknown_faults,
     )
-    from vbdecl.engine import store
+    from vbdecl.engine import paths, store
     from vbdecl.engine.executor import Engine, Result
 
     check_can_ask(args.target, args.yes)
     names = names_of(args.target)
+    # a manifest's environments that are not there are skipped, so that a destroy of a
+    # file goes on to the others and may be run again (a review's stopped at the first)
+    skip_absent = is_manifest(args.target)
+    absent: list[str] = []
     warn_unknown_faults([], names, args.state_dir)
     interrupts_roll_back()
     renderer = Renderer(args.json)
@@ -55,6 +73,11 @@ def run(args: argparse.Namespace) -> int:
     declined: list[str] = []
     try:
         for name in names:
+            if skip_absent and not paths.is_dir(paths.env_dir(name, args.state_dir)):
+                absent.append(name)
+                if not args.json:
+                    print(f"{name}: nothing to destroy ({_absent(name, args.state_dir)})")
+                continue
             # An interrupted destroy of ``name`` left open is finished now, and that is
             # what this command asked for; an apply that cannot roll back is abandoned
             # to this destroy.
@@ -79,7 +102,12 @@ def run(args: argparse.Namespace) -> int:
                     done.append(Result(name, None, None, None).to_json() | {"purged": True})
                     continue
                 if s.state is None and s.recovered != "destroyed":
-                    raise store.absent(name, args.state_dir)     # (destroyed before, or never applied)
+                    if not skip_absent:
+                        raise store.absent(name, args.state_dir)     # (destroyed before, or never applied)
+                    absent.append(name)
+                    if not args.json:
+                        print(f"{name}: nothing to destroy ({_absent(name, args.state_dir)})")
+                    continue
                 if s.state is not None:
                     n = len(s.state.get("resources") or {})
                     if not args.json:
@@ -99,5 +127,5 @@ def run(args: argparse.Namespace) -> int:
     finally:
         renderer.close()
     if args.json:
-        emit_json({"event": "result", "destroyed": done, "declined": declined})
+        emit_json({"event": "result", "destroyed": done, "declined": declined, "absent": absent})
     return 1 if declined else 0

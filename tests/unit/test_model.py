@@ -345,3 +345,23 @@ def test_overlays_take_userxattr_and_keep_their_plans_without_it(tmp_path: Path)
     fs = load_normalized(str(m))[0]["spec"]["filesystem"]
     assert [e.get("userxattr") for e in fs] == [True, None, True]
     assert "userxattr" not in fs[1]
+
+
+def test_paths_the_kernel_would_refuse_are_said_at_their_keys() -> None:
+    """A review's `file` entry at a 5,000-byte target validated, then failed at run time
+    with ENAMETOOLONG; a name over 255 bytes too."""
+    from vbdecl.errors import ManifestError
+
+    long_path = "/" + "/".join(["a" * 200] * 25)
+    text = HEAD + ("spec:\n  filesystem:\n"
+                   f"    - {{type: file, target: '{long_path}', content: x}}\n"
+                   f"    - {{type: bind, source: '/{'b' * 256}', target: /b}}\n"
+                   f"    - {{type: file, target: '/{'c' * 255}', content: x}}\n")
+    with pytest.raises(ManifestError) as err:
+        load_text(text, "long.yaml")
+    problems = [(p.where, p.message) for p in err.value.problems]
+    assert problems == [
+        ("long.yaml:6:28", "target is 5025 bytes long: Linux takes paths of up to 4095"),
+        ("long.yaml:7:28", "host path has a name of 256 bytes (bbbbbbbbbbbbbbbbbbbbbbbb...): Linux takes "
+                           "names of up to 255"),
+    ], problems

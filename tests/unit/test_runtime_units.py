@@ -167,6 +167,17 @@ def test_sync_message_framing() -> None:
             os.close(w)
 
 
+def test_a_long_error_report_keeps_its_end() -> None:
+    """A review's run of a `file` entry at a 5,000-byte path said only the action's id
+    and the start of the path: the cut kept the head, and the errno went."""
+    path = "/" + "/".join(["\u00e9" * 200] * 25)
+    message = f"file[{path}]: {path}: openat2({path}): File name too long (ENAMETOOLONG)"
+    code, said, hint = C.decode_error(C.encode_error(125, message, "h"))
+    assert (code, hint) == (125, "h") and len(said.encode()) <= C.REPORT_MAX
+    assert said.startswith("file[/\u00e9") and said.endswith("): File name too long (ENAMETOOLONG)")
+    assert " bytes cut) ... " in said
+
+
 def test_sync_protocol_violation_is_an_error() -> None:
     r, w = os.pipe()
     try:

@@ -82,7 +82,24 @@ def _check_target(value: Any) -> Any:
     if ".." in value.split("/"):
         raise fail(f"target {value!r} contains '..'",
                    "targets must not climb: write the path without '..' components")
+    _check_path_length(value, "target")
     return posixpath.normpath(value).replace("//", "/")
+
+
+# Linux's PATH_MAX (with its NUL) and NAME_MAX, in bytes
+PATH_MAX, NAME_MAX = 4096, 255
+
+
+def _check_path_length(value: str, what: str) -> None:
+    """A path the kernel takes: one it refuses (ENAMETOOLONG) is said at the manifest's
+    key, not at run time (a review's 5,000-byte target validated, then failed)."""
+    data = value.encode("utf-8", "surrogateescape")
+    if len(data) >= PATH_MAX:
+        raise fail(f"{what} is {len(data)} bytes long: Linux takes paths of up to {PATH_MAX - 1}")
+    longest = max(data.split(b"/"), key=len)
+    if len(longest) > NAME_MAX:
+        raise fail(f"{what} has a name of {len(longest)} bytes ({longest[:24].decode('utf-8', 'replace')}...): "
+                   f"Linux takes names of up to {NAME_MAX}")
 
 
 def _check_host_path(value: Any) -> Any:
@@ -95,6 +112,7 @@ def _check_host_path(value: Any) -> Any:
     if value.startswith("~"):
         raise fail(f"host path {value!r} starts with '~', which vbdecl does not expand",
                    "write the absolute path, or a path relative to the manifest's directory")
+    _check_path_length(value, "host path")
     return value
 
 

@@ -219,8 +219,11 @@ def _cut(text: str) -> bytes:
         data = text.encode("utf-8", "backslashreplace")
     if len(data) <= REPORT_MAX:
         return data
-    kept = data[:REPORT_MAX].decode("utf-8", "ignore").encode()
-    return kept + f" ... ({len(data) - len(kept)} more bytes)".encode()
+    # the middle goes: the end says why (a review's long path kept only the action's
+    # id, and lost the ENAMETOOLONG)
+    head = data[:REPORT_MAX // 4].decode("utf-8", "ignore").encode()
+    tail = data[-(REPORT_MAX // 2):].decode("utf-8", "ignore").encode()
+    return head + f" ... ({len(data) - len(head) - len(tail)} bytes cut) ... ".encode() + tail
 
 
 def decode_error(payload: bytes) -> tuple[int, str, str | None]:

@@ -156,6 +156,8 @@ def test_status_and_ls_show_an_open_transaction_of_a_first_apply(tmp_path: Path)
     assert "needs recovery" in cli("ls").stdout
     out = cli("status", "rec")
     assert out.returncode == 1 and "needs recovery" in out.stderr and "vbdecl recover rec" in out.stderr
+    out = cli("exec", "rec", "--", "/bin/true")     # (a review's said it did not exist)
+    assert out.returncode == 125 and "needs recovery" in out.stderr and "vbdecl recover rec" in out.stderr
     assert cli("recover", "rec").returncode == 0
     out = cli("status", "rec")
     assert out.returncode == 1 and "does not exist" in out.stderr

@@ -18,20 +18,15 @@ def run(args: argparse.Namespace) -> int:
     from vbdecl.cli.progress import emit_json
     from vbdecl.engine import journal, lock, paths, store
     from vbdecl.engine.executor import Engine
-    from vbdecl.errors import StateError
     from vbdecl.plan.diff import ENDS_ON_ITS_OWN
     from vbdecl.runtime.live import killed_by, process_tree, read_exit
 
     state_dir = str(paths.state_root(args.state_dir))
     name = args.name
     state = store.load(name, state_dir)
-    open_txn = journal.open_transaction(journal.read(paths.journal_file(name, state_dir)))
-    if state is None and open_txn:
-        # A first apply whose rollback did not finish: objects may be on the host.
-        raise StateError(f"environment {name!r} needs recovery: an interrupted or failed command "
-                         "left a transaction open", hint=f"run `vbdecl recover {name}`")
     if state is None:
-        raise store.absent(name, state_dir)
+        raise store.not_committed(name, state_dir)
+    open_txn = journal.open_transaction(journal.read(paths.journal_file(name, state_dir)))
     holder = lock.holder(paths.lock_file(name, state_dir))
     s = Engine(state_dir).reader(name)
     live = s.live()

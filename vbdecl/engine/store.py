@@ -225,6 +225,19 @@ def absent(name: str, state_dir: str | None = None,
     return StateError(f"environment {name!r} does not exist", hint=hint)
 
 
+def not_committed(name: str, state_dir: str | None = None,
+                  hint: str = "vbdecl ls lists the environments") -> StateError:
+    """The error for ``name`` without a committed state (:func:`absent`), but for one
+    whose first apply left a transaction open: objects of it may be on the host, and
+    `recover` is what to do (a review's exec said it did not exist)."""
+    from vbdecl.engine import journal
+
+    if journal.open_transaction(journal.read(paths.journal_file(name, state_dir))):
+        return StateError(f"environment {name!r} needs recovery: an interrupted or failed command "
+                          "left a transaction open", hint=f"run `vbdecl recover {name}`")
+    return absent(name, state_dir, hint)
+
+
 def load_revision(name: str, number: int, state_dir: str | None = None) -> dict[str, Any]:
     """Revision ``number`` of ``name`` (with its plan); StateError if missing."""
     path = paths.revision_file(name, number, state_dir)

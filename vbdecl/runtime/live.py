@@ -1203,10 +1203,10 @@ def load_state(name: str, state_dir: str | None) -> dict[str, Any]:
     try:
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     except FileNotFoundError:
-        from vbdecl.engine.store import absent
+        from vbdecl.engine.store import not_committed
 
-        raise absent(name, state_dir,
-                     hint="vbdecl ls lists the environments; vbdecl apply FILE creates one") from None
+        raise not_committed(name, state_dir,
+                            hint="vbdecl ls lists the environments; vbdecl apply FILE creates one") from None
     except OSError as exc:
         from vbdecl.engine.paths import permission_hint
 

@@ -365,3 +365,20 @@ def test_paths_the_kernel_would_refuse_are_said_at_their_keys() -> None:
         ("long.yaml:7:28", "host path has a name of 256 bytes (bbbbbbbbbbbbbbbbbbbbbbbb...): Linux takes "
                            "names of up to 255"),
     ], problems
+
+
+def test_every_broken_network_rule_is_reported_at_once() -> None:
+    """A review fixed a network's address, and only then was told of a port it published
+    three times: the rules stopped at the first broken one."""
+    from vbdecl.errors import ManifestError
+
+    text = HEAD + ("spec:\n  network:\n    mode: bridge\n    subnet: 10.231.3.0/24\n    address: 10.231.4.5\n"
+                   "    subnet6: fd00:1::/64\n    address6: 'fd00:1::1'\n"
+                   "    ports: ['8080:80', '8080:81']\n")
+    with pytest.raises(ManifestError) as err:
+        load_text(text, "net.yaml")
+    assert [p.message for p in err.value.problems] == [
+        "address 10.231.4.5 is outside the subnet 10.231.3.0/24",
+        "address6 fd00:1::1 is the network or gateway address of fd00:1::/64",
+        "port 8080/tcp is published twice (network.ports[0] and [1])",
+    ]

@@ -700,39 +700,44 @@ class Network(_Model):
 
     @model_validator(mode="after")
     def _rules(self) -> Network:
+        # every broken rule at once (a review fixed an address, then found a port
+        # published three times, in rounds)
+        errors: list[PydanticCustomError] = []
         if self.mode != "bridge":
             for key in ("bridge", "subnet", "subnet6", "address", "address6", "nat", "egress", "ports"):
                 if key in self.model_fields_set:
-                    raise fail(f"network.{key} needs network.mode: bridge (the mode is {self.mode})",
-                               "set mode: bridge, or remove " + key, at=(key,))
+                    errors.append(fail(f"network.{key} needs network.mode: bridge (the mode is {self.mode})",
+                                       "set mode: bridge, or remove " + key, at=(key,)))
+            if errors:
+                raise fail_all(errors)
             return self
         subnet = ipaddress.IPv4Network(self.subnet or "10.88.0.0/24")
         if self.address != "auto":
             addr = ipaddress.IPv4Address(self.address)
             if addr not in subnet:
-                raise fail(f"address {self.address} is outside the subnet {subnet}",
-                           f"choose an address in {subnet}, or address: auto", at=("address",))
-            if addr in (subnet.network_address, subnet.broadcast_address, subnet.network_address + 1):
-                raise fail(f"address {self.address} is the network, broadcast or gateway address of {subnet}",
-                           f"the gateway is {subnet.network_address + 1}; pick another host address",
-                           at=("address",))
+                errors.append(fail(f"address {self.address} is outside the subnet {subnet}",
+                                   f"choose an address in {subnet}, or address: auto", at=("address",)))
+            elif addr in (subnet.network_address, subnet.broadcast_address, subnet.network_address + 1):
+                errors.append(fail(f"address {self.address} is the network, broadcast or gateway address of "
+                                   f"{subnet}", f"the gateway is {subnet.network_address + 1}; pick another "
+                                   "host address", at=("address",)))
         if self.address6 not in (None, "auto"):
             if self.subnet6 is None:
-                raise fail("address6 needs subnet6", "add subnet6, e.g. fd00:88::/64", at=("address6",))
-            net6 = ipaddress.IPv6Network(self.subnet6)
-            addr6 = ipaddress.IPv6Address(self.address6)
-            if addr6 not in net6:
-                raise fail(f"address6 {self.address6} is outside subnet6 {net6}",
-                           f"choose an address in {net6}, or address6: auto", at=("address6",))
-            if addr6 in (net6.network_address, net6.network_address + 1):
-                raise fail(f"address6 {self.address6} is the network or gateway address of {net6}",
-                           "pick another host address", at=("address6",))
+                errors.append(fail("address6 needs subnet6", "add subnet6, e.g. fd00:88::/64", at=("address6",)))
+            else:
+                net6 = ipaddress.IPv6Network(self.subnet6)
+                addr6 = ipaddress.IPv6Address(self.address6)
+                if addr6 not in net6:
+                    errors.append(fail(f"address6 {self.address6} is outside subnet6 {net6}",
+                                       f"choose an address in {net6}, or address6: auto", at=("address6",)))
+                elif addr6 in (net6.network_address, net6.network_address + 1):
+                    errors.append(fail(f"address6 {self.address6} is the network or gateway address of {net6}",
+                                       "pick another host address", at=("address6",)))
         # A host port is published once per protocol: the host's nftables map is keyed
         # by protocol and port (on one host_ip, or on every address without one).
         items: dict[tuple[int, str], list[int]] = {}
         for i, p in enumerate(self.ports):
             items.setdefault((p.host, p.protocol), []).append(i)
-        errors = []
         for (host, proto), where in items.items():
             if len(where) < 2:
                 continue

@@ -534,3 +534,12 @@ def test_to_bwrap_binds_the_hosts_resolv_conf_where_the_manifests_run_does(tmp_p
         (d,) = load_normalized(path)
         args = manifest_to_bwrap(d["spec"])
         assert ("--ro-bind-try /etc/resolv.conf /etc/resolv.conf" in " ".join(args)) is bound, args
+
+
+def test_print_manifest_quotes_the_words_yaml_1_1_reads_as_booleans():
+    """A review checked `convert --from-bwrap`'s output against the schema with a YAML 1.1
+    reader (PyYAML): its bare `seccomp: off` read as false."""
+    from vbdecl.vb.manifest import dump_yaml, render
+
+    assert '    seccomp: "off"\n' in render(doc("--ro-bind", "/usr", "/usr", "true"))
+    assert dump_yaml({"a": ["on", "No", "y", "offx"], "b": True}) == 'a:\n- "on"\n- "No"\n- "y"\n- offx\nb: true\n'

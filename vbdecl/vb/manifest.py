@@ -405,6 +405,24 @@ def render(doc: dict[str, Any], *, read_fds: bool = False) -> str:
     return "\n".join(head) + "\n" + text
 
 
+# Words a YAML 1.1 reader (PyYAML, and jsonschema checks built on it) takes for a
+# boolean: ruamel writes YAML 1.2, where they are strings, and leaves them bare (a
+# review's `seccomp: off` read as false there, and failed the schema)
+_YAML11_WORDS = frozenset({"y", "n", "yes", "no", "on", "off", "true", "false"})
+
+
+def _quoted(value: Any) -> Any:
+    from ruamel.yaml.scalarstring import DoubleQuotedScalarString
+
+    if isinstance(value, dict):
+        return {k: _quoted(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_quoted(v) for v in value]
+    if isinstance(value, str) and value.lower() in _YAML11_WORDS:
+        return DoubleQuotedScalarString(value)
+    return value
+
+
 def dump_yaml(data: dict[str, Any]) -> str:
     import io
 
@@ -414,7 +432,7 @@ def dump_yaml(data: dict[str, Any]) -> str:
     yaml.default_flow_style = False
     yaml.width = 100
     buf = io.StringIO()
-    yaml.dump(data, buf)
+    yaml.dump(_quoted(data), buf)
     return buf.getvalue()
 
 
@@ -555,7 +573,8 @@ def manifest_to_bwrap(spec: dict[str, Any], seccomp_fd: int | None = None, *,
     elif sec["seccomp"] != "off":
         args += ["--seccomp", str(seccomp_fd)]
     if sec.get("landlock"):
-        problems.append("security.landlock: bubblewrap has no Landlock options")
+        problems.append("security.landlock: bubblewrap has no Landlock options (vb has: "
+                        "--landlock-read, --landlock-write, --landlock-rw, --landlock-exec)")
     args += _cap_args(sec.get("capabilities"), int(proc.get("user") or 0), bool(sec["disable_userns"]))
     if sec["disable_userns"]:
         args.append("--disable-userns")

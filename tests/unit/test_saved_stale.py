@@ -39,3 +39,19 @@ def test_a_stale_state_is_told_in_revisions_not_lineages() -> None:
         "(serial 1)")
     assert _stale_state_reason({"lineage": "d7088506-0000", "serial": 1}, None) == (
         "sl was destroyed since the plan was made (at serial 1)")
+
+
+def test_a_saved_plan_cut_short_is_said_to_be_damaged(tmp_path: Path) -> None:
+    """A review applied a saved plan cut in half: it was reported as a YAML syntax error
+    of a manifest. A file that begins as `plan -o` writes them is a damaged plan."""
+    import pytest
+
+    from vbdecl.engine import sources
+    from vbdecl.errors import StalePlanError
+
+    cut = tmp_path / "web.plan"
+    cut.write_bytes(b'{"actions":[{"deps":[],"id":"env","kind":"env.names')
+    with pytest.raises(StalePlanError, match=r"web.plan is a damaged saved plan \(") as err:
+        sources.load(str(cut))
+    assert err.value.hint == "make it again: vbdecl plan FILE -o PLANFILE"
+    assert sources.saved_plan_in(b'{"apiVersion": "vbdecl/v1"') is None    # (JSON as a manifest: its loader says)

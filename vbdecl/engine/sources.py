@@ -93,18 +93,30 @@ def is_saved_plan(path: Path) -> dict[str, Any] | None:
             head = f.read(1)
             if head not in _SAVED_PLAN_STARTS:
                 return None
-            return saved_plan_in(head + f.read())
+            data = head + f.read()
     except OSError:
         return None
+    return saved_plan_in(data, str(path))
 
 
-def saved_plan_in(data: bytes) -> dict[str, Any] | None:
-    """The saved plan that ``data`` is, or None (a manifest, say)."""
+# How every plan `plan -o` writes begins (its keys sorted, "actions" first)
+_SAVED_PLAN_HEAD = b'{"actions":'
+
+
+def saved_plan_in(data: bytes, name: str = STDIN_NAME) -> dict[str, Any] | None:
+    """The saved plan that ``data`` (read from ``name``) is, or None (a manifest, say).
+    One that begins as a saved plan does but does not parse is said to be damaged (a
+    review's plan cut in half was reported as a YAML syntax error)."""
     if data[:1] not in _SAVED_PLAN_STARTS:
         return None
     try:
         plan = json.loads(data)
-    except ValueError:
+    except ValueError as exc:
+        if data.startswith(_SAVED_PLAN_HEAD):
+            from vbdecl.errors import StalePlanError
+
+            raise StalePlanError(f"{name} is a damaged saved plan ({exc})",
+                                 hint="make it again: vbdecl plan FILE -o PLANFILE") from None
         return None
     if isinstance(plan, dict) and "actions" in plan and "format" in plan:
         return plan
@@ -247,7 +259,7 @@ def load(target: str, *, allow_empty: bool = False) -> list[Source]:
         from vbdecl.plan.saved import plan_of
 
         name, data = given
-        saved = saved_plan_in(data)
+        saved = saved_plan_in(data, name)
         if saved is not None:
             return [Source(plan_of(saved), saved, name)]
         return [Source(plan, None, name) for plan in pin_file_sources(compile_file(name, data=data))]

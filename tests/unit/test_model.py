@@ -382,3 +382,14 @@ def test_every_broken_network_rule_is_reported_at_once() -> None:
         "address6 fd00:1::1 is the network or gateway address of fd00:1::/64",
         "port 8080/tcp is published twice (network.ports[0] and [1])",
     ]
+
+
+@pytest.mark.parametrize(("name", "hint"), [("rva-\u00fcn\u00ef", "e.g. 'rva-uni'"), ("My_Web App", "e.g. 'my-web-app'"),
+                                            ("--", None)])
+def test_an_invalid_name_is_given_a_valid_one_to_take(name: str, hint: str | None) -> None:
+    """A review's 'rva-ünï' was told to take 'rva--n'."""
+    from vbdecl.errors import ManifestError
+
+    with pytest.raises(ManifestError) as err:
+        load_text(f"apiVersion: vbdecl/v1\nkind: Environment\nmetadata: {{name: '{name}'}}\n")
+    assert err.value.problems[0].hint == hint

@@ -260,7 +260,11 @@ def _check_name(value: Any) -> Any:
     if not isinstance(value, str):
         return value
     if not _NAME_RE.fullmatch(value):
-        suggestion = re.sub(r"[^a-z0-9-]+", "-", value.lower()).strip("-")[:63]
+        import unicodedata
+
+        # (accents dropped, not each made a '-': a review's 'rva-ünï' was told 'rva--n')
+        plain = unicodedata.normalize("NFKD", value).encode("ascii", "ignore").decode().lower()
+        suggestion = re.sub(r"[^a-z0-9]+", "-", plain).strip("-")[:63].rstrip("-")
         raise fail(f"invalid name {value!r}: lower-case letters, digits and '-', 1-63 characters, "
                    "starting and ending with a letter or digit",
                    f"e.g. {suggestion!r}" if suggestion and _NAME_RE.fullmatch(suggestion) else None)

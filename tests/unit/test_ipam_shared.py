@@ -55,3 +55,24 @@ def test_state_root_of(tmp_path: Path) -> None:
         assert shared.state_root_of("") == tmp_path / "x"
     finally:
         del os.environ["VBDECL_STATE_DIR"]
+
+
+def test_both_slots_damaged_is_said_not_started_afresh(tmp_path: Path) -> None:
+    """A crash review wrote garbage over both slots: vbdecl started a fresh state without
+    a word, and its next apply gave a live environment's bridge up as not vbdecl's. A
+    write tears only the slot it writes, so both bad is damage from outside."""
+    import pytest
+
+    from vbdecl.errors import StateError
+
+    env = str(tmp_path / "envs" / "a")
+    for _ in range(2):
+        with shared.locked(env) as st:
+            st["leases"]["10.0.0.0/24"] = {"10.0.0.2": "vb-1"} if not st["leases"] else {}
+    for name in shared.SLOTS:
+        (tmp_path / name).write_bytes(b"\x00garbage")
+    with pytest.raises(StateError, match=r"neither net\.0\.json nor net\.1\.json holds a valid copy") as err:
+        shared.read(env)
+    assert "move both away" in (err.value.hint or "")
+    (tmp_path / shared.SLOTS[1]).unlink()      # one torn first write, the other never made: empty
+    assert shared.read(env)["leases"] == {}

@@ -106,12 +106,23 @@ def _load_slot(path: Path) -> tuple[int, dict[str, Any]] | None:
 
 
 def _read_slots(root: Path) -> tuple[int, int, dict[str, Any]]:
-    """(generation, slot to write next, data)."""
+    """(generation, slot to write next, data). Both slots there and neither valid is
+    damage from outside (a write tears only the slot it writes): a StateError, not a
+    fresh start that would forget the leases and bridges of the environments that run
+    (a crash review's next apply gave a live environment's bridge up as not vbdecl's)."""
     best: tuple[int, int, dict[str, Any]] = (0, 0, _empty())
     for i, name in enumerate(SLOTS):
         got = _load_slot(root / name)
         if got is not None and got[0] > best[0]:
             best = (got[0], 1 - i, got[1])
+    if best[0] == 0 and all((root / name).exists() for name in SLOTS):
+        from vbdecl.errors import StateError
+
+        raise StateError(f"the shared network state in {root} is damaged: neither {SLOTS[0]} nor "
+                         f"{SLOTS[1]} holds a valid copy",
+                         hint="it was changed by something other than vbdecl: restore the two files, or "
+                              "move both away to start it afresh, which forgets the addresses and bridges "
+                              "of the environments that run: destroy and apply those again then")
     base = _empty()
     base.update(best[2])
     return best[0], best[1], base

@@ -804,3 +804,19 @@ def test_diff_raw_of_revisions_shows_modes_in_octal_and_no_secret_text(
     assert "s3cret" not in out and "hello" not in out
     assert '"mode": "0640"' in out and '"bytes": 10,' in out
     assert f'-          "sha256": "{hashlib.sha256(b"s3cret-one").hexdigest()}"' in out
+
+
+def test_plan_json_carries_the_manifest_warnings(tmp_path: Path) -> None:
+    """A review: `plan --json` of a bridge with nat: false and no dns printed its warning
+    on stderr only, where a script does not look."""
+    m = tmp_path / "w.yaml"
+    m.write_text("apiVersion: vbdecl/v1\nkind: Environment\nmetadata: {name: w}\nspec:\n"
+                 "  filesystem: [{type: ro-bind, source: /usr, target: /usr}]\n"
+                 "  network: {mode: bridge, bridge: vbtw0, subnet: 10.231.9.0/24, nat: false}\n")
+    out = subprocess.run([sys.executable, "-m", "vbdecl", "--state-dir", str(tmp_path / "s"), "--json", "plan",
+                          str(m), "--no-refresh"], capture_output=True, text=True,
+                         env={**os.environ, "VBDECL_CACHE_DIR": str(tmp_path / "c")})
+    assert out.returncode == 0, out.stderr
+    warnings = json.loads(out.stdout)["warnings"]
+    assert [(w["name"], w["file"], w["where"]) for w in warnings] == [("w", str(m), "network")]
+    assert "nat is false and dns is not set" in warnings[0]["message"] and warnings[0]["hint"]

@@ -325,12 +325,16 @@ def cover_warnings(plan: dict[str, Any]) -> list[dict[str, str]]:
     return out
 
 
-def check_warnings(plan: dict[str, Any], path: str) -> None:
+def check_warnings(plan: dict[str, Any], path: str) -> list[dict[str, str]]:
+    """Print what the manifest of ``plan`` (from ``path``) may not mean (on stderr);
+    those warnings, for --json."""
     import sys
 
-    for w in [*root_warnings(plan), *cover_warnings(plan), *network_warnings(plan), *idmap_warnings(plan)]:
+    found = [*root_warnings(plan), *cover_warnings(plan), *network_warnings(plan), *idmap_warnings(plan)]
+    for w in found:
         print(f"warning: {path}: {plan['name']}: {w['where']}: {w['message']}\n  hint: {w['hint']}",
               file=sys.stderr)
+    return found
 
 
 def takeover_warning(plan: dict[str, Any], state: dict[str, Any] | None) -> None:
@@ -446,10 +450,12 @@ def run(args: argparse.Namespace) -> int:
              for p in pin_file_sources(plans_for_file(f, use_cache=not args.no_cache, data=stdin))]
     check_unique_names(plans)
     results = []
+    warnings: list[dict[str, str]] = []
     blocked: list[tuple[dict[str, Any], str, list[tuple[str, str]]]] = []
     for path, plan in plans:
         check_live_rules(plan, path)
-        check_warnings(plan, path)
+        # (with --json in the document too: a script does not read stderr's text)
+        warnings += [{"name": plan["name"], "file": path, **w} for w in check_warnings(plan, path)]
         state = read_state(plan["name"], args.state_dir)
         unfinished_warning(plan["name"], args.state_dir)
         takeover_warning(plan, state)
@@ -466,6 +472,7 @@ def run(args: argparse.Namespace) -> int:
         if problems:
             blocked.append((plan, path, problems))
     lines, doc = render_all(results)
+    doc["warnings"] = warnings
     if args.prune:
         pruned = _pruned(args.file, [p["name"] for _, p in plans], args.state_dir)
         for name, found in pruned:

@@ -345,3 +345,13 @@ def test_an_environment_leaving_a_bridge_says_the_bridge_goes_only_with_its_last
     bridge = found["net.bridge[vbnr0]"]
     assert bridge.symbol == "-" and bridge.reason.endswith(
         "; the bridge itself goes only with its last user, and only if vbdecl made it")
+
+
+def test_a_comparison_of_two_files_speaks_of_no_apply():
+    """A review's `diff A.yaml B.yaml` of one environment in two files said `now applied
+    from B (so far from A) ... apply records it`: nothing is applied in a comparison."""
+    a, b = compile_doc(doc(**BASE)), compile_doc(doc(**BASE))
+    a["source"], b["source"] = {"path": "/m/a.yaml"}, {"path": "/m/b.yaml"}
+    found = [c for c in changes(b, state_of(a)) if c.kind == "metadata"]
+    assert [c.line() for c in found] == ["  metadata  # the manifest is /m/b.yaml, not /m/a.yaml, "
+                                         "with nothing else to change"]

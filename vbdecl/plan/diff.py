@@ -410,16 +410,20 @@ def changes(desired: dict[str, Any] | None, state: dict[str, Any] | None,
         out.append(Change("-", rid, str(res.get("kind", "?")), why, old=res))
     recorded = ((state or {}).get("plan") or {}).get("manifest_hash")
     wanted_hash = (desired or {}).get("manifest_hash")
+    # (a state made for a comparison, `diff A B`, has no instance: no apply to speak of)
+    compared = state is not None and state.get("instance") is None
     if not any(c.symbol and not c.drift for c in out):
         if recorded and wanted_hash and recorded != wanted_hash:
             # labels or annotations: nothing on the host changes, yet apply records them
             out.append(Change("", METADATA, METADATA, "the manifest changed (labels, annotations, or "
-                              "defaults another vbdecl fills in), but nothing it makes on the host: "
-                              "apply records it"))
+                              "defaults another vbdecl fills in), but nothing it makes on the host"
+                              + ("" if compared else ": apply records it")))
         elif (moved := _moved(state, desired)) is not None:
             # apply --prune of the old directory must not take it for one that went
-            out.append(Change("", METADATA, METADATA, f"now applied from {moved[1]} (so far from "
-                              f"{moved[0]}), with nothing to change on the host: apply records it"))
+            out.append(Change("", METADATA, METADATA,
+                              f"the manifest is {moved[1]}, not {moved[0]}, with nothing else to change"
+                              if compared else f"now applied from {moved[1]} (so far from {moved[0]}), "
+                              "with nothing to change on the host: apply records it"))
     return out
 
 

@@ -30,7 +30,7 @@ def describe(name: str, state_dir: str, probe: bool) -> dict[str, Any] | None:
         return {"name": name, "status": "unreadable", "error": err.message, "hint": err.hint,
                 "instance": None, "revision": None, "serial": None, "resources": 0,
                 "revisions": len(store.revision_numbers(name, state_dir)), "drift": None,
-                "locked_by": holder, "source": None, "updated": None}
+                "locked_by": holder, "source": None, "labels": {}, "updated": None}
     revs = store.revision_numbers(name, state_dir)
     row: dict[str, Any] = {
         "name": name, "instance": (state or {}).get("instance"),
@@ -38,6 +38,7 @@ def describe(name: str, state_dir: str, probe: bool) -> dict[str, Any] | None:
         "resources": len((state or {}).get("resources") or {}),
         "revisions": len(revs), "drift": None, "locked_by": holder,
         "source": (((state or {}).get("plan") or {}).get("source") or {}).get("path"),
+        "labels": ((state or {}).get("plan") or {}).get("labels") or {},
     }
     if holder:
         row["status"] = "busy"

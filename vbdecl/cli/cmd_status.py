@@ -64,14 +64,17 @@ def run(args: argparse.Namespace) -> int:
             except Exception as exc:
                 entry["usage_error"] = str(exc)
         resources.append(entry)
+    labels = state["plan"].get("labels") or {}
     out = {"name": name, "instance": state["instance"], "revision": state.get("revision"),
-           "serial": state.get("serial"), "lineage": state.get("lineage"),
+           "serial": state.get("serial"), "lineage": state.get("lineage"), "labels": labels,
            "open_transaction": bool(open_txn), "locked_by": holder, "resources": resources}
     if args.json:
         emit_json(out)
         return 0
     print(f"{name}  instance {state['instance']}  revision {state.get('revision')}  "
           f"serial {state.get('serial')}")
+    if labels:      # (a review never saw them anywhere)
+        print("  labels: " + ", ".join(f"{k}={v}" for k, v in sorted(labels.items())))
     if open_txn and not holder:
         print(f"  an interrupted command left an open transaction: run vbdecl recover {name}")
     elif open_txn:      # (its transaction is open because it runs)

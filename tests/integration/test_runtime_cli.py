@@ -139,6 +139,20 @@ def test_events_fd_and_cached_run_imports(env: dict[str, str], tmp_path: Path) -
     assert "argparse" not in data["modules"] and "vbdecl.model.manifest" not in data["modules"]
 
 
+def test_a_command_that_cannot_be_run_still_gets_its_exited_event(env: dict[str, str], tmp_path: Path) -> None:
+    """A review: a run whose command was not found wrote `spawned` to status.events, and
+    never `exited`; a reader waiting for it waited for good."""
+    events = tmp_path / "events.jsonl"
+    m = manifest(tmp_path, f"  status:\n    events: {events}")
+    for command, code in (("/nonexistent", 127), ("/proc/version", 126)):
+        events.unlink(missing_ok=True)
+        r = vbdecl(env, "run", m, "--", command)
+        assert r.returncode == code, r.stderr
+        said = [json.loads(line) for line in events.read_text().splitlines()]
+        assert [e["event"] for e in said] == ["runtime_init_warnings", "spawned", "exited"], said
+        assert said[-1]["exit_code"] == code and said[-1]["pid"] == said[1]["pid"]
+
+
 def _cgroup_dirs() -> set[str]:
     found = set()
     for top in Path("/sys/fs/cgroup").iterdir():

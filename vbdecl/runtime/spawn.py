@@ -758,6 +758,10 @@ def _run_holder(cfg: C.ChildConfig, pid: int, c2p_r: int, p2c_w: int, reports: i
             # vbdecl failed before the process started: 125, or the child's 126/127
             result.code = code if code in (126, 127) and error.exit_code == code else (
                 error.exit_code if error.exit_code in (126, 127) else 125)
+            if result.pid and "vb" not in spec:
+                # spawned was said: a reader waits for its exited (a review's never came
+                # for a command not found); bubblewrap's status fd gets none, as from it
+                sink.emit("exited", pid=target, exit_code=result.code, ns=inodes)
         else:
             result.code = code
             sink.emit("exited", pid=target, exit_code=code, ns=inodes)

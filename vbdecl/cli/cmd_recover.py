@@ -50,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
     if not args.name:   # the cgroups of runs killed with their janitors (runtime/runmarks.py)
         from vbdecl.runtime import runmarks
 
-        swept = runmarks.sweep(paths.runtime_root(engine.state_dir))
+        swept = runmarks.sweep(engine.runtime_root)     # (runs mark where they run: not <state>/run)
     if args.json:
         emit_json({"event": "result", "recovered": recovered, "failed": failed, "busy": busy,
                    "swept_runs": swept})

@@ -94,9 +94,13 @@ class HostTransaction:
             from vbdecl.runtime import runmarks
 
             root, instance = _mark_place(self.ctx)
-            runmarks.release(root, instance, self._mark_fd, done=status == 0, own_root=_own_root(self.ctx))
+            own = _own_root(self.ctx)
+            runmarks.release(root, instance, self._mark_fd, done=status == 0, own_root=own)
             self._mark_fd = -1
-            runmarks.sweep(root)        # (the groups of runs killed with their janitors)
+            try:        # (the groups of runs killed with their janitors: not this run's news)
+                runmarks.sweep(root, own_root=own)
+            except Exception:
+                pass
         return status != 0
 
     def _fault(self) -> Any:
@@ -220,7 +224,10 @@ def _janitor(ctx: Context, fd: int, sandbox_pid: int | None, started: int | None
         if mark >= 0:
             from vbdecl.runtime import runmarks
 
-            runmarks.release(*_mark_place(ctx), mark, done=True, own_root=_own_root(ctx))
+            try:
+                runmarks.release(*_mark_place(ctx), mark, done=True, own_root=_own_root(ctx))
+            except OSError:
+                pass        # (a later sweep finds it)
         try:
             tidy_shared(ctx, kinds, writer=vbdecl_pid)
         except BaseException:

@@ -11,7 +11,8 @@ its first host action until its reverts are done (its janitor inherits it). A ma
 that nobody holds belongs to a run that is gone: :func:`sweep` removes that run's
 cgroup directories once they are empty (a sandbox that outlived both keeps them until
 it exits), then the mark. A mark is made under a temporary name, locked, then renamed
-into place, so that no sweep takes a live run's mark for a dead one's.
+into place, so that no sweep takes a live run's mark for a dead one's (a sweep that
+takes the temporary file before it is locked makes the run start over).
 """
 
 from __future__ import annotations
@@ -31,18 +32,32 @@ def _path(root: str, instance: str) -> str:
 def hold(root: str, instance: str) -> int:
     """Make and lock the mark of ``instance`` in the runtime root ``root``; its fd (keep
     it open, in the janitor too, until :func:`release`)."""
-    os.makedirs(root, mode=0o700, exist_ok=True)
-    tmp = os.path.join(root, f".{instance}{SUFFIX}.tmp")
-    fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_SH)
-        os.rename(tmp, _path(root, instance))
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        os.close(fd)
-        raise
-    return fd
+    for attempt in range(5):
+        # (FileNotFoundError: a sweep took the temporary file before it was locked, or
+        # removed an emptied <state>/run between the makedirs and the open)
+        os.makedirs(root, mode=0o700, exist_ok=True)
+        tmp = os.path.join(root, f".{instance}{SUFFIX}.tmp")
+        try:
+            fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        except FileNotFoundError:
+            if attempt == 4:
+                raise
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH)
+            os.rename(tmp, _path(root, instance))
+        except FileNotFoundError:
+            os.close(fd)
+            if attempt == 4:
+                raise
+            continue
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            os.close(fd)
+            raise
+        return fd
+    raise AssertionError("unreachable")
 
 
 def release(root: str, instance: str, fd: int, *, done: bool, own_root: bool) -> None:
@@ -58,11 +73,12 @@ def release(root: str, instance: str, fd: int, *, done: bool, own_root: bool) ->
     os.close(fd)
 
 
-def sweep(root: str, layout: Any = None) -> list[str]:
+def sweep(root: str, layout: Any = None, *, own_root: bool = False) -> list[str]:
     """Remove the empty cgroup directories of the runs whose marks in ``root`` nobody
-    holds, and those marks; the instances swept. A group that still holds a process
-    (a sandbox that outlived its run) stays, with its mark, for a later sweep.
-    ``layout``: the cgroupfs.Layout (the machine's by default)."""
+    holds, and those marks; the instances whose groups were removed. A group that still
+    holds a process (a sandbox that outlived its run) stays, with its mark, for a later
+    sweep. ``layout``: the cgroupfs.Layout (the machine's by default); ``own_root``: as
+    for :func:`release`."""
     try:
         names = os.listdir(root)
     except OSError:
@@ -75,12 +91,16 @@ def sweep(root: str, layout: Any = None) -> list[str]:
             instance = name[:-len(SUFFIX)]
             if _drop_if_free(os.path.join(root, name), instance, layout):
                 swept.append(instance)
+    if own_root:
+        with contextlib.suppress(OSError):
+            os.rmdir(root)
     return swept
 
 
 def _drop_if_free(path: str, instance: str | None, layout: Any) -> bool:
     """Lock ``path`` (exclusively, without waiting); if it is free and still the file
-    at ``path``, remove ``instance``'s empty groups and then the file. Whether it did."""
+    at ``path``, remove ``instance``'s empty groups and then the file. Whether it removed
+    groups (a mark whose run had made none yet, or removed them, goes all the same)."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
     except OSError:
@@ -95,17 +115,20 @@ def _drop_if_free(path: str, instance: str | None, layout: Any) -> bool:
                 return False    # removed, and maybe made again, while we opened it
         except FileNotFoundError:
             return False
-        if instance is not None and not _remove_empty_groups(instance, layout):
-            return False
+        removed: bool | None = False
+        if instance is not None:
+            removed = _remove_empty_groups(instance, layout)
+            if removed is None:
+                return False
         os.unlink(path)
-        return True
+        return bool(removed)
     finally:
         os.close(fd)
 
 
-def _remove_empty_groups(instance: str, layout: Any) -> bool:
+def _remove_empty_groups(instance: str, layout: Any) -> bool | None:
     """rmdir ``instance``'s cgroup directories (children first) and the empty ``vbdecl``
-    parents; False when one is still in use."""
+    parents; whether there were any, None when one is still in use."""
     from vbdecl.sys import cgroupfs
 
     layout = layout or cgroupfs.current_layout()
@@ -117,6 +140,6 @@ def _remove_empty_groups(instance: str, layout: Any) -> bool:
             except FileNotFoundError:
                 pass
             except OSError:
-                return False
+                return None
     cgroupfs.remove_empty_parents(layout)
-    return True
+    return record is not None

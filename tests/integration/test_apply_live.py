@@ -287,6 +287,8 @@ def test_a_live_process_may_not_hold_sys_ptrace_without_a_user_namespace(tmp_pat
         out = _cli(sd, "exec", "ptr", "--", "/bin/true")
         assert out.returncode == 125 and "cannot exec in ptr: a live environment's process may not hold " \
             "CAP_SYS_PTRACE without a user namespace" in out.stderr, out
+        out = _cli(sd, "rollback", "ptr", "--to", "1", "-y")      # (nor back to such a revision)
+        assert out.returncode == 1 and out.stderr.startswith("error: revision 1 of ptr: ptr: a live "), out
     finally:
         assert _cli(sd, "destroy", "ptr", "-y").returncode == 0
     m.write_text(text.replace("  security:", "  namespaces: {user: true}\n  security:"))

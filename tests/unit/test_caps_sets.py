@@ -94,3 +94,21 @@ def test_run_path_imports_stay_light() -> None:
             "('pydantic', 'ruamel', 'rich', 'pyroute2', 'seccomp'))))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == ""
+
+
+def test_the_live_ptrace_rule_is_root_s_and_needs_its_own_user_namespace(monkeypatch) -> None:
+    """The session's review: the rule refused (with `this process does not hold X`) what
+    an unprivileged caller's plan of any capabilities.add had been, and took a joined user
+    namespace, which may be the host's, for one of the environment's own."""
+    import os
+
+    spec = {"namespaces": {"user": False, "pid": True, "mount": True},
+            "security": {"capabilities": {"add": ["SYS_PTRACE"]}}, "process": {}}
+    if os.geteuid() == 0:
+        assert sec.live_ptrace_problem(spec) is not None
+        joined = {**spec, "namespaces": {**spec["namespaces"], "user": {"join": "/proc/1/ns/user"}}}
+        assert sec.live_ptrace_problem(joined) is not None
+        own = {**spec, "namespaces": {**spec["namespaces"], "user": True}}
+        assert sec.live_ptrace_problem(own) is None
+    monkeypatch.setattr(sec.os, "geteuid", lambda: 1000)
+    assert sec.live_ptrace_problem(spec) is None

@@ -34,6 +34,10 @@ def run(args: argparse.Namespace) -> int:
                     command=command_line())
     rev = store.load_revision(args.name, args.to, engine.state_dir)
     plan = rev["plan"]
+    from vbdecl.cli.cmd_plan import check_live_rules
+
+    # what this vbdecl refuses of a live environment, a revision an older one applied too
+    check_live_rules(plan, f"revision {args.to} of {args.name}")
     try:
         # (as apply: go on from what a stuck one left)
         with engine.session(args.name, create=False, then="apply") as s:

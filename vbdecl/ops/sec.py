@@ -736,12 +736,22 @@ def live_ptrace_problem(spec: dict[str, Any]) -> dict[str, str] | None:
     own; :func:`could_trace_into_pid1`). `vbdecl exec` and the restart of the process
     bring in helpers that hold the host's privileges until the command starts, in the
     environment's pid namespace, where that process can attach to them: a security
-    review ran code as the host's root through one. ``{"where", "message", "hint"}``,
-    or None."""
-    if (spec.get("namespaces") or {}).get("user") or not could_trace_into_pid1(spec):
+    review ran code as the host's root through one. Only for root: any other caller's
+    environment is in a user namespace of its own, whatever the manifest says (and its
+    capabilities are checked against what it holds when it starts). A joined user
+    namespace may be the host's. Not with CAP_SYS_ADMIN kept: that is the host's root
+    already (:func:`could_trace_into_pid1`). ``{"where", "message", "hint"}``, or None."""
+    from vbdecl.errors import RuntimeSetupError
+
+    if os.geteuid() != 0 or (spec.get("namespaces") or {}).get("user") is True:
         return None
+    try:
+        if not could_trace_into_pid1(spec):
+            return None
+        kept = privileges(spec)[2] & (1 << 19)
+    except RuntimeSetupError:
+        return None     # (a capability this caller does not hold: the start says so)
     sec = spec.get("security") or {}
-    kept = privileges(spec)[2] & (1 << 19)
     return {"where": "security.capabilities" if kept or "capabilities" in sec else "security.no_new_privs",
             "message": "a live environment's process may not hold CAP_SYS_PTRACE without a user namespace "
                        + ("(security.capabilities keeps it)" if kept else

@@ -76,3 +76,16 @@ def test_both_slots_damaged_is_said_not_started_afresh(tmp_path: Path) -> None:
     assert "move both away" in (err.value.hint or "")
     (tmp_path / shared.SLOTS[1]).unlink()      # one torn first write, the other never made: empty
     assert shared.read(env)["leases"] == {}
+
+
+def test_slots_an_older_vbdecl_wrote_are_read(tmp_path: Path) -> None:
+    """The session's review: slots written before 2026-11-28 carry a sha256, not a crc32;
+    the damaged-slots error would have stopped every command on a bridge after an upgrade."""
+    import hashlib
+
+    data = {"format": 1, "bridges": {}, "leases": {"10.0.0.0/24": {"10.0.0.2": "vb-1"}}, "instances": {}}
+    body = json.dumps(data, sort_keys=True)
+    for gen, name in enumerate(shared.SLOTS, start=1):
+        doc = {"gen": gen, "sha256": hashlib.sha256(body.encode()).hexdigest(), "data": data}
+        (tmp_path / name).write_text(json.dumps(doc, sort_keys=True) + "\n")
+    assert shared.read(str(tmp_path / "envs" / "a"))["leases"] == data["leases"]

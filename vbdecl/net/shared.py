@@ -97,8 +97,13 @@ def _load_slot(path: Path) -> tuple[int, dict[str, Any]] | None:
         raise StateError(f"cannot read the shared network state {path}: {err.strerror}") from err
     try:
         doc = json.loads(raw)
-        body = json.dumps(doc["data"], sort_keys=True)
-        if zlib.crc32(body.encode()) != doc["crc32"]:
+        body = json.dumps(doc["data"], sort_keys=True).encode()
+        if "crc32" not in doc and "sha256" in doc:     # (written before 2026-11-28)
+            import hashlib
+
+            if hashlib.sha256(body).hexdigest() != doc["sha256"]:
+                return None
+        elif zlib.crc32(body) != doc["crc32"]:
             return None
         return int(doc["gen"]), dict(doc["data"])
     except (ValueError, KeyError, TypeError):
@@ -106,10 +111,11 @@ def _load_slot(path: Path) -> tuple[int, dict[str, Any]] | None:
 
 
 def _read_slots(root: Path) -> tuple[int, int, dict[str, Any]]:
-    """(generation, slot to write next, data). Both slots there and neither valid is
-    damage from outside (a write tears only the slot it writes): a StateError, not a
-    fresh start that would forget the leases and bridges of the environments that run
-    (a crash review's next apply gave a live environment's bridge up as not vbdecl's)."""
+    """(generation, slot to write next, data). Both slots there and neither valid (damage
+    from outside, as a write tears only the slot it writes, or a power loss soon after
+    both were first written, unsynced) is a StateError, not a fresh start that would
+    forget the leases and bridges of the environments that run (a crash review's next
+    apply gave a live environment's bridge up as not vbdecl's)."""
     best: tuple[int, int, dict[str, Any]] = (0, 0, _empty())
     for i, name in enumerate(SLOTS):
         got = _load_slot(root / name)
@@ -118,11 +124,12 @@ def _read_slots(root: Path) -> tuple[int, int, dict[str, Any]]:
     if best[0] == 0 and all((root / name).exists() for name in SLOTS):
         from vbdecl.errors import StateError
 
-        raise StateError(f"the shared network state in {root} is damaged: neither {SLOTS[0]} nor "
-                         f"{SLOTS[1]} holds a valid copy",
-                         hint="it was changed by something other than vbdecl: restore the two files, or "
-                              "move both away to start it afresh, which forgets the addresses and bridges "
-                              "of the environments that run: destroy and apply those again then")
+        raise StateError(f"cannot read the shared network state in {root}: neither {SLOTS[0]} nor "
+                         f"{SLOTS[1]} holds a valid copy (changed by another program, or cut short by a "
+                         "power loss); every command on a bridge stops here",
+                         hint="restore the two files, or move both away to start it afresh, which forgets "
+                              "the addresses and bridges of the environments that run: destroy and apply "
+                              "those again then")
     base = _empty()
     base.update(best[2])
     return best[0], best[1], base

@@ -299,3 +299,28 @@ def test_a_shared_lock_held_too_long_is_an_error_naming_its_holder(tmp_path: Pat
     assert "stopped (Ctrl-Z)" in (info.value.hint or "")
     os.close(held)
     os.close(flock.lock(path, timeout=0.2))
+
+
+def test_an_entry_written_in_part_is_cut_before_the_next(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The session's review: a disk that filled up during a write left part of an entry,
+    the next entry went into its line, and read() dropped both."""
+    import errno
+
+    from vbdecl.engine import journal as jmod
+
+    path = tmp_path / "journal.jsonl"
+    j = jmod.Journal(path)
+    j.append({"t": "begin", "txn": 1})
+    real = os.write
+
+    def half_then_full(fd: int, data: memoryview) -> int:
+        monkeypatch.setattr(jmod.os, "write", real)
+        real(fd, bytes(data)[:7])
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(jmod.os, "write", half_then_full)
+    with pytest.raises(jmod.JournalError, match=r"No space left on device \(ENOSPC\)"):
+        j.append({"t": "intent", "txn": 1, "seq": 1})
+    j.append({"t": "intent", "txn": 1, "seq": 2})
+    j.close()
+    assert [e.get("seq") for e in jmod.read(path)] == [None, 2]

@@ -20,6 +20,7 @@ right after its N-th journal entry is durable (inert unless set).
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
@@ -88,6 +89,7 @@ class Journal:
         global _written
         data = (json.dumps(entry, separators=(",", ":"), sort_keys=True) + "\n").encode()
         view = memoryview(data)
+        start = os.fstat(self.fd).st_size
         try:
             while view:
                 n = os.write(self.fd, view)
@@ -95,6 +97,10 @@ class Journal:
             if self.sync and sync:
                 os.fdatasync(self.fd)
         except OSError as exc:
+            # a part written (a disk that filled up under it) would take the next entry
+            # into its line, and read() would drop both: cut it (the session's review)
+            with contextlib.suppress(OSError):
+                os.ftruncate(self.fd, start)
             raise JournalError(self.path, exc) from exc
         _written += 1
         if self._crash_after is not None and _written >= self._crash_after:

@@ -543,3 +543,6 @@ def test_print_manifest_quotes_the_words_yaml_1_1_reads_as_booleans():
 
     assert '    seccomp: "off"\n' in render(doc("--ro-bind", "/usr", "/usr", "true"))
     assert dump_yaml({"a": ["on", "No", "y", "offx"], "b": True}) == 'a:\n- "on"\n- "No"\n- "y"\n- offx\nb: true\n'
+    # (the session's review: keys too, and what YAML 1.1 reads as numbers: 1:30 is 90)
+    assert dump_yaml({"NO": "1:30", "x": ["1_000", "0b1", ".inf", "~", "--flag", "/bin/sh"]}) == (
+        '"NO": "1:30"\nx:\n- "1_000"\n- "0b1"\n- ".inf"\n- "~"\n- --flag\n- /bin/sh\n')

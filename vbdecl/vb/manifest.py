@@ -406,19 +406,29 @@ def render(doc: dict[str, Any], *, read_fds: bool = False) -> str:
 
 
 # Words a YAML 1.1 reader (PyYAML, and jsonschema checks built on it) takes for a
-# boolean: ruamel writes YAML 1.2, where they are strings, and leaves them bare (a
-# review's `seccomp: off` read as false there, and failed the schema)
-_YAML11_WORDS = frozenset({"y", "n", "yes", "no", "on", "off", "true", "false"})
+# boolean or null, and the start of what it takes for a number (`1:30` is 90 there,
+# `1_000` 1000, `0b1` 1): ruamel writes YAML 1.2, where they are strings, and leaves
+# them bare (a review's `seccomp: off` read as false there, and failed the schema)
+_YAML11_WORDS = frozenset({"y", "n", "yes", "no", "on", "off", "true", "false", "null", "~"})
+
+
+def _yaml11_not_a_string(text: str) -> bool:
+    """Whether a YAML 1.1 reader may take the plain scalar ``text`` for no string (some
+    strings that it would read as strings are quoted too: no harm)."""
+    bare = text.lstrip("+-").lstrip(".")
+    return text.lower() in _YAML11_WORDS or bare[:1].isdigit() or bare.lower() in ("inf", "nan")
 
 
 def _quoted(value: Any) -> Any:
+    """``value`` with every string a YAML 1.1 reader would not read back as that string
+    double-quoted (mapping keys too)."""
     from ruamel.yaml.scalarstring import DoubleQuotedScalarString
 
     if isinstance(value, dict):
-        return {k: _quoted(v) for k, v in value.items()}
+        return {_quoted(k): _quoted(v) for k, v in value.items()}
     if isinstance(value, list):
         return [_quoted(v) for v in value]
-    if isinstance(value, str) and value.lower() in _YAML11_WORDS:
+    if isinstance(value, str) and _yaml11_not_a_string(value):
         return DoubleQuotedScalarString(value)
     return value
 

@@ -99,7 +99,9 @@ def test_127_not_found_126_not_executable_125_bad_cwd(tmp_path: Path) -> None:
     assert r.code == 127 and r.error is not None
     assert "command not found: no-such-command-vbdecl" in r.error.message
     assert r.error.hint is not None and r.error.hint.endswith("or fix process.command")
-    assert [e["event"] for e in r.events] == ["runtime_init_warnings", "spawned"]
+    # (exited follows spawned, also for a command that could not be run)
+    assert [(e["event"], e.get("exit_code")) for e in r.events] == [
+        ("runtime_init_warnings", None), ("spawned", None), ("exited", 127)]
     noexec = tmp_path / "script"
     noexec.write_text("#!/bin/sh\necho hi\n")
     noexec.chmod(0o644)

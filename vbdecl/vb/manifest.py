@@ -405,18 +405,27 @@ def render(doc: dict[str, Any], *, read_fds: bool = False) -> str:
     return "\n".join(head) + "\n" + text
 
 
-# Words a YAML 1.1 reader (PyYAML, and jsonschema checks built on it) takes for a
-# boolean or null, and the start of what it takes for a number (`1:30` is 90 there,
-# `1_000` 1000, `0b1` 1): ruamel writes YAML 1.2, where they are strings, and leaves
-# them bare (a review's `seccomp: off` read as false there, and failed the schema)
-_YAML11_WORDS = frozenset({"y", "n", "yes", "no", "on", "off", "true", "false", "null", "~"})
+# What a YAML 1.1 reader (PyYAML, and jsonschema checks built on it) takes for no
+# string: booleans, null, and numbers and dates in forms 1.2 dropped (`1:30` is 90
+# there, `1_000` 1000, `0b1` 1). ruamel writes YAML 1.2, where they are strings, and
+# leaves them bare (a review's `seccomp: off` read as false there, and failed the
+# schema). The patterns are YAML 1.1's resolvers', anchored.
+_YAML11_IMPLICIT = (
+    r"[yYnN~]|yes|Yes|YES|no|No|NO|true|True|TRUE|false|False|FALSE|on|On|ON|off|Off|OFF"
+    r"|null|Null|NULL"
+    r"|[-+]?0b[0-1_]+|[-+]?0[0-7_]+|[-+]?(?:0|[1-9][0-9_]*)|[-+]?0x[0-9a-fA-F_]+"
+    r"|[-+]?[1-9][0-9_]*(?::[0-5]?[0-9])+"
+    r"|[-+]?[0-9][0-9_]*\.[0-9_]*(?:[eE][-+][0-9]+)?|\.[0-9][0-9_]*(?:[eE][-+][0-9]+)?"
+    r"|[-+]?[0-9][0-9_]*(?::[0-5]?[0-9])+\.[0-9_]*|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN)"
+    r"|[0-9]{4}-[0-9]{1,2}-[0-9]{1,2}(?:(?:[Tt]|[ \t]+)[0-9]{1,2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]*)?"
+    r"(?:[ \t]*(?:Z|[-+][0-9]{1,2}(?::[0-9]{2})?))?)?")
 
 
 def _yaml11_not_a_string(text: str) -> bool:
-    """Whether a YAML 1.1 reader may take the plain scalar ``text`` for no string (some
-    strings that it would read as strings are quoted too: no harm)."""
-    bare = text.lstrip("+-").lstrip(".")
-    return text.lower() in _YAML11_WORDS or bare[:1].isdigit() or bare.lower() in ("inf", "nan")
+    """Whether a YAML 1.1 reader takes the plain scalar ``text`` for no string."""
+    import re
+
+    return re.fullmatch(_YAML11_IMPLICIT, text) is not None
 
 
 def _quoted(value: Any) -> Any:

@@ -112,3 +112,15 @@ def test_the_live_ptrace_rule_is_root_s_and_needs_its_own_user_namespace(monkeyp
         assert sec.live_ptrace_problem(own) is None
     monkeypatch.setattr(sec.os, "geteuid", lambda: 1000)
     assert sec.live_ptrace_problem(spec) is None
+
+
+def test_a_refused_seccomp_program_points_at_the_cache(tmp_path: Path, monkeypatch) -> None:
+    """A crash review damaged a cached seccomp program (a valid length, bad instructions):
+    every run failed with a bare `prctl(PR_SET_SECCOMP...): EINVAL`."""
+    import errno
+
+    from vbdecl.sys import laststep
+
+    monkeypatch.setenv("VBDECL_CACHE_DIR", str(tmp_path))
+    err = sec.failure({}, laststep.LastStep(), laststep.Failure(laststep.SECCOMP, 0, errno.EINVAL))
+    assert err is not None and f"{tmp_path}/seccomp: remove that directory" in str(err), err

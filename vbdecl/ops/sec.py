@@ -887,8 +887,13 @@ def failure(spec: dict[str, Any], plan: LastStep, failed: Failure) -> Exception 
     if step == ls.SECCOMP:
         if err == errno.EINVAL and "vb" in spec:
             return RuntimeSetupError(BWRAP_SECCOMP_EINVAL)    # bubblewrap's words
+        if err == errno.EINVAL:     # (a crash review's damaged cache entry said no more)
+            where = os.path.dirname(_program_path("x"))
+            return sys_error("prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER)", err,
+                             hint=f"the kernel refused the seccomp program; vbdecl keeps the programs it "
+                                  f"compiled in {where}: remove that directory to compile them again")
         return sys_error("prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER)", err,
-                         hint="seccomp needs no_new_privs or CAP_SYS_ADMIN; EINVAL means an invalid program")
+                         hint="seccomp needs no_new_privs or CAP_SYS_ADMIN")
     if step == ls.CAPSET:
         eff = prm = plan.kept | (plan.hold if index == 1 else 0)
         what = ("capset(the permitted set after the id change)" if index == 0 else

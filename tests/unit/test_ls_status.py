@@ -51,3 +51,12 @@ def test_the_exit_record_tells_an_exit_code_above_128_from_a_signal(
     (tmp_path / "logs" / "process.exit").write_text(json.dumps({"pid": 42, "start_time": 7, "time": 1.0,
                                                                  **record}))
     assert ended([_EXITED], state) == status
+
+
+def test_a_process_record_with_fields_of_another_type_names_no_process() -> None:
+    """A crash review changed a process record's fields to other types by hand: status
+    failed as a bug in vbdecl."""
+    from vbdecl.runtime.live import process_tree
+
+    assert process_tree({"pid": "12", "start_time": [1], "supervisor": 5}) == []
+    assert process_tree({"pid": True, "supervisor": {"pid": "x", "start_time": None}}) == []

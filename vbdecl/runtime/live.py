@@ -1093,6 +1093,12 @@ def _supervise(child: int, host_pid: int, started: int | None, sink: Any, inodes
         os._exit(0)
 
 
+def _int_field(record: dict[str, Any], key: str) -> int:
+    """``record[key]`` when it is a number (not a bool), else 0."""
+    value = record.get(key)
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+
 def process_tree(record: dict[str, Any]) -> list[tuple[int, int | None]]:
     """The live processes of the process of ``record`` (a proc.main record): itself and
     everything under its supervisor (what it started, what was reparented to the
@@ -1100,12 +1106,15 @@ def process_tree(record: dict[str, Any]) -> list[tuple[int, int | None]]:
     (host pid, start time). Not the supervisor, nor the init, nor `vbdecl exec`'s
     commands (never under the supervisor). A record without a supervisor (from an
     older vbdecl) or one whose supervisor is gone: the process and its descendants."""
-    pid, started = int(record.get("pid") or 0), record.get("start_time")
+    # (fields of another type, a record edited by hand: a crash review's status failed
+    # as a bug; such a record names no process)
+    pid, started = _int_field(record, "pid"), _int_field(record, "start_time") or None
     found: list[tuple[int, int | None]] = []
     if pid > 0 and sysproc.alive(pid, started):
         found.append((pid, started))
-    sup = record.get("supervisor") or {}
-    below = sysproc.tree(int(sup.get("pid") or 0), sup.get("start_time"))
+    sup = record.get("supervisor")
+    sup = sup if isinstance(sup, dict) else {}
+    below = sysproc.tree(_int_field(sup, "pid"), _int_field(sup, "start_time") or None)
     if not below and found and started is not None:
         below = sysproc.tree(pid, started)
     found += [m for m in below if m[0] != pid]

@@ -37,11 +37,13 @@ def names_of(target: str) -> list[str]:
     return [target]
 
 
-def _absent(name: str, state_dir: str | None) -> str:
-    """Why a manifest's environment ``name`` has nothing to destroy."""
+def _absent(name: str, state_dir: str | None, json_out: bool) -> None:
+    """Say why a manifest's environment ``name`` has nothing to destroy."""
     from vbdecl.engine import store
 
-    return "destroyed before" if store.revision_numbers(name, state_dir) else "never applied"
+    if not json_out:
+        why = "destroyed before" if store.revision_numbers(name, state_dir) else "never applied"
+        print(f"{name}: nothing to destroy ({why})")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -75,8 +77,7 @@ def run(args: argparse.Namespace) -> int:
         for name in names:
             if skip_absent and not paths.is_dir(paths.env_dir(name, args.state_dir)):
                 absent.append(name)
-                if not args.json:
-                    print(f"{name}: nothing to destroy ({_absent(name, args.state_dir)})")
+                _absent(name, args.state_dir, args.json)
                 continue
             # An interrupted destroy of ``name`` left open is finished now, and that is
             # what this command asked for; an apply that cannot roll back is abandoned
@@ -105,8 +106,7 @@ def run(args: argparse.Namespace) -> int:
                     if not skip_absent:
                         raise store.absent(name, args.state_dir)     # (destroyed before, or never applied)
                     absent.append(name)
-                    if not args.json:
-                        print(f"{name}: nothing to destroy ({_absent(name, args.state_dir)})")
+                    _absent(name, args.state_dir, args.json)
                     continue
                 if s.state is not None:
                     n = len(s.state.get("resources") or {})

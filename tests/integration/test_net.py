@@ -1205,6 +1205,35 @@ def test_an_mtu_lowered_by_hand_is_drift_set_back_in_place(envs: Callable[..., E
     assert diff.attr_diff(env.ctx.records["net.veth"], live("net.veth", "net.veth")) == []
 
 
+def test_an_mtu_changed_in_the_manifest_reaches_the_bridge_and_both_ends(envs: Callable[..., Env]) -> None:
+    """A network review changed network.mtu of a live environment, its bridge's only user:
+    the bridge update set the old MTU back, and the veth's changed only the host's end;
+    eth0 inside kept 1500, larger datagrams from inside were dropped, and the next apply
+    "repaired" the bridge to the old MTU."""
+    bridge = f"vbt{uniq()}"
+    subnet, _, _ = rand_subnet()
+    env = envs()
+    acts = bridge_actions(bridge, subnet)
+    env.apply(acts)
+    veth, bridge_id = ipam.veth_name(env.instance), f"net.bridge[{bridge}]"
+    new = {aid: p for aid, _k, p in bridge_actions(bridge, subnet, mtu=1400)}
+    for aid, kind in ((bridge_id, "net.bridge"), ("net.veth", "net.veth")):
+        env.ctx.records[aid] = op_for(kind).update(env.ctx, new[aid], env.ctx.records[aid])
+
+    def mtu(link: str) -> int:
+        return int(Path(f"/sys/class/net/{link}/mtu").read_text())
+
+    inside = subprocess.run(["nsenter", "-t", str(env.ctx.env_pid), "-n", "ip", "-o", "link", "show", "eth0"],
+                            capture_output=True, text=True, check=True).stdout
+    assert (mtu(bridge), mtu(veth), inside.split(" mtu ")[1].split()[0]) == (1400, 1400, "1400")
+    for aid, kind in ((bridge_id, "net.bridge"), ("net.veth", "net.veth")):
+        found = op_for(kind).probe(env.ctx, new[aid], env.ctx.records[aid])
+        assert found is not None and env.ctx.records[aid].get("mtu") == found.get("mtu") == 1400, (aid, found)
+    from vbdecl.net import shared
+
+    assert shared.read(str(env.ctx.state_dir))["bridges"][bridge]["mtu"] == 1400
+
+
 def test_a_claim_taken_off_by_hand_is_drift(envs: Callable[..., Env]) -> None:
     """A network review: `ip link property del ... altname BRIDGE@ADDRESS` went unseen (no
     drift), another state root's environment was then given the address, and this one's

@@ -58,10 +58,9 @@ def check_live_rules(plan: dict[str, Any], path: str) -> None:
     import sys
 
     from vbdecl.errors import PlanError
-
-    problems = _limit_problems(plan["spec"].get("limits") or {})
     from vbdecl.ops.sec import live_ptrace_problem
 
+    problems = _limit_problems(plan["spec"].get("limits") or {})
     ptrace = live_ptrace_problem(plan["spec"])
     if ptrace is not None:
         problems.append({**ptrace, "level": "error"})

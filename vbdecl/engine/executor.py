@@ -943,7 +943,7 @@ class Session:
         parent = os.path.dirname(d)
         for path in (os.path.join(d, "ns"), d, parent):  # each only when empty; the parent
             # only when ours (<state>/run)
-            if path == parent and path != os.path.join(paths.state_root(self.sd), "run"):
+            if path == parent and not paths.own_runtime_root(path, self.sd):
                 break
             try:
                 os.rmdir(path)

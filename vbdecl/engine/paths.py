@@ -127,6 +127,13 @@ def runtime_root(override: str | os.PathLike[str] | None = None) -> str:
     return os.path.join(state_root(), "run")
 
 
+def own_runtime_root(path: str, override: str | os.PathLike[str] | None = None) -> bool:
+    """Whether the runtime root ``path`` is ``<state root>/run`` (of a --state-dir, or a
+    user without XDG_RUNTIME_DIR), vbdecl's to remove once empty: not /run/vbdecl nor
+    XDG's ``vbdecl``."""
+    return path == os.path.join(state_root(override), "run")
+
+
 def envs_dir(override: str | os.PathLike[str] | None = None) -> str:
     return os.path.join(state_root(override), "envs")
 

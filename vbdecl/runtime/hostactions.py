@@ -172,10 +172,10 @@ def _mark_place(ctx: Context) -> tuple[str, str]:
 
 
 def _own_root(ctx: Context) -> bool:
-    """Whether the runtime root is ``<state>/run`` of a --state-dir (removed when empty)."""
-    from vbdecl.engine.paths import state_root
+    """Whether the run's runtime root is vbdecl's to remove once empty."""
+    from vbdecl.engine.paths import own_runtime_root
 
-    return os.path.dirname(ctx.runtime_dir) == os.path.join(state_root(ctx.state_dir or None), "run")
+    return own_runtime_root(os.path.dirname(ctx.runtime_dir), ctx.state_dir or None)
 
 
 def _janitor(ctx: Context, fd: int, sandbox_pid: int | None, started: int | None,

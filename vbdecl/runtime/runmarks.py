@@ -32,32 +32,34 @@ def _path(root: str, instance: str) -> str:
 def hold(root: str, instance: str) -> int:
     """Make and lock the mark of ``instance`` in the runtime root ``root``; its fd (keep
     it open, in the janitor too, until :func:`release`)."""
-    for attempt in range(5):
-        # (FileNotFoundError: a sweep took the temporary file before it was locked, or
-        # removed an emptied <state>/run between the makedirs and the open)
-        os.makedirs(root, mode=0o700, exist_ok=True)
-        tmp = os.path.join(root, f".{instance}{SUFFIX}.tmp")
-        try:
-            fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-        except FileNotFoundError:
-            if attempt == 4:
-                raise
-            continue
-        try:
-            fcntl.flock(fd, fcntl.LOCK_SH)
-            os.rename(tmp, _path(root, instance))
-        except FileNotFoundError:
-            os.close(fd)
-            if attempt == 4:
-                raise
-            continue
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            os.close(fd)
-            raise
-        return fd
-    raise AssertionError("unreachable")
+    for _ in range(5):
+        fd = _try_hold(root, instance)
+        if fd is not None:
+            return fd
+    raise FileNotFoundError(f"cannot make the mark of {instance} in {root}: swept as it was made")
+
+
+def _try_hold(root: str, instance: str) -> int | None:
+    """:func:`hold` once; None when a sweep took the temporary file before it was locked,
+    or removed an emptied <state>/run between the makedirs and the open."""
+    os.makedirs(root, mode=0o700, exist_ok=True)
+    tmp = os.path.join(root, f".{instance}{SUFFIX}.tmp")
+    try:
+        fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    except FileNotFoundError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH)
+        os.rename(tmp, _path(root, instance))
+    except FileNotFoundError:
+        os.close(fd)
+        return None
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        os.close(fd)
+        raise
+    return fd
 
 
 def release(root: str, instance: str, fd: int, *, done: bool, own_root: bool) -> None:

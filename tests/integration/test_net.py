@@ -33,6 +33,7 @@ from vbdecl.errors import ConflictError, VbdeclError
 from vbdecl.net import ipam, shared
 from vbdecl.ops import op_for
 from vbdecl.ops.base import Context
+from vbdecl.ops.nat import rules_sha256
 from vbdecl.plan import diff
 
 CLONE_NEWNET = 0x40000000
@@ -1272,6 +1273,17 @@ def test_probes_see_drift(envs: Callable[..., Env]) -> None:
 
         for aid, kind, _ in acts:
             assert probe(aid, kind) is not None, aid
+        # the masquerade rule replaced by one for another interface: drift (a review)
+        masq = f"{env.instance}-masq"
+        listed = json.loads(subprocess.run(["nft", "-a", "-j", "list", "chain", "inet", "vbdecl", masq],
+                                           capture_output=True, text=True, check=True).stdout)
+        [handle] = [i["rule"]["handle"] for i in listed["nftables"] if "rule" in i]
+        subprocess.run(["nft", "replace", "rule", "inet", "vbdecl", masq, "handle", str(handle),
+                        'oifname "vbnowhere0" masquerade'], check=True)
+        record = env.ctx.records["nat.masquerade"]
+        found = probe("nat.masquerade", "nat.masquerade")
+        assert found is not None and found["rules_sha256"] != record["rules_sha256"]
+        assert dict(found, rules_sha256=record["rules_sha256"]) == record
         # drift made behind vbdecl's back, seen by the probes
         ns_run(env.pid, "ip", "route", "del", "default")
         assert probe("net.route", "net.route") is None
@@ -1997,7 +2009,7 @@ def test_the_guard_is_probed_repaired_and_collected(tmp_path: Path) -> None:
         record = a.ctx.records["net.guard"]
         assert op.probe(a.ctx, params, record) == record
         subprocess.run(["nft", "flush", "chain", "bridge", "vbdecl", f"{a.instance}-guard"], check=True)
-        assert op.probe(a.ctx, params, record) == dict(record, rules=0)
+        assert op.probe(a.ctx, params, record) == dict(record, rules=0, rules_sha256=rules_sha256([], "none"))
         found = op.probe(a.ctx, params, None)
         assert found is not None and found["chain"] == f"{a.instance}-guard"
         a.revert_one("net.guard")

@@ -368,6 +368,47 @@ def test_a_deleted_dnat_rule_of_one_family_is_drift_that_apply_repairs(tmp_path:
         cli(state, "destroy", "-y", name, check=False)
 
 
+def _rule_handles(family: str, chain: str) -> list[tuple[int, list[dict[str, object]]]]:
+    listed = json.loads(subprocess.run(["nft", "-a", "-j", "list", "chain", family, "vbdecl", chain],
+                                       capture_output=True, text=True, check=True).stdout)
+    return [(i["rule"]["handle"], i["rule"]["expr"]) for i in listed["nftables"] if "rule" in i]
+
+
+def test_rules_replaced_by_hand_with_weaker_ones_are_drift_that_apply_repairs(tmp_path: Path) -> None:
+    """The network review: the probes judged a port's and a guard's chains by their rule
+    count and DNAT target, so a rule replaced by hand with a weaker one of the same count
+    showed no drift. A port's DNAT that now takes one source address only (the port dead
+    for everyone else), and a guard's source check that drops nothing, are drift now, and
+    apply puts the rules back."""
+    env = Published(tmp_path, "rw")
+    state, gw, hp, name, m = env.state, env.gw, env.hp, env.name, env.manifest
+    try:
+        assert ask(gw, hp) == "pong"
+        status = json.loads(cli(state, "--json", "status", name).stdout)
+        records = {r["id"]: r["record"] for r in status["resources"]}
+        port_chain, guard_chain = records[f"nat.port[{hp}/tcp]"]["chain"], records["net.guard"]["chain"]
+        address = records["net.address"]["address"]
+        [(handle, _)] = _rule_handles("inet", port_chain)
+        subprocess.run(["nft", "replace", "rule", "inet", "vbdecl", port_chain, "handle", str(handle),
+                        f"ip saddr 192.0.2.1 tcp dport {hp} dnat ip to {address}:80"], check=True)
+        handle = next(h for h, expr in _rule_handles("bridge", guard_chain)
+                      if any(e.get("match", {}).get("left") == {"payload": {"protocol": "ip", "field": "saddr"}}
+                             for e in expr))
+        subprocess.run(["nft", "replace", "rule", "bridge", "vbdecl", guard_chain, "handle", str(handle),
+                        "ip saddr != 0.0.0.0/0 drop"], check=True)
+        plan = cli(state, "plan", "--detailed-exitcode", str(m), check=False)
+        assert plan.returncode == 2, plan.stdout + plan.stderr
+        assert f"  ~ nat.port[{hp}/tcp]  # changed outside vbdecl: nftables rules sha256:" in plan.stdout, \
+            plan.stdout
+        assert "  ~ net.guard  # changed outside vbdecl: " in plan.stdout, plan.stdout
+        cli(state, "apply", "-y", str(m))
+        assert "No changes" in cli(state, "plan", str(m)).stdout
+        assert ask(gw, hp) == "pong"
+        assert not any("0.0.0.0/0" in json.dumps(expr) for _, expr in _rule_handles("bridge", guard_chain))
+    finally:
+        cli(state, "destroy", "-y", name, check=False)
+
+
 def test_an_explicit_address_another_environment_holds_is_refused_before_any_step(tmp_path: Path) -> None:
     """A network review: plan passed an explicit network.address another environment of
     the state root held; apply made the environment's veth again (cutting it off its

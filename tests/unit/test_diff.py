@@ -178,6 +178,18 @@ def test_drift_of_a_removed_resource_and_verbose_listing():
     assert listed[-1].id == "cgroup"
 
 
+def test_rules_changed_by_hand_are_said_as_such_unless_something_more_telling_changed():
+    """The digest of a chain's nftables rules is the catch-all of NAT and guard drift: shown
+    by itself, and left out where a named attribute (a DNAT target gone) says more."""
+    plan = compile_doc(doc(**BASE))
+    record = {"chain": "c", "to": ["10.0.0.2", "fd00::2"], "rules_sha256": "a" * 64}
+    state = state_of(plan, {"mount[/tmp]": record})
+    alone = changes(plan, state, {"mount[/tmp]": dict(record, rules_sha256="b" * 64)})
+    assert alone[0].reason == "changed outside vbdecl: nftables rules sha256:aaaaaaaaaaaa -> sha256:bbbbbbbbbbbb"
+    both = changes(plan, state, {"mount[/tmp]": dict(record, rules_sha256="b" * 64, to=["fd00::2"])})
+    assert both[0].reason == 'changed outside vbdecl: to ["10.0.0.2","fd00::2"] -> ["fd00::2"]'
+
+
 def test_a_renamed_environment_is_repaired_in_place_and_a_dead_one_replaced():
     """Drift of the environment's hostname (root inside renamed it) is repaired by the
     in-place update; other drift of the environment replaces it (its init died)."""

@@ -47,6 +47,7 @@ from typing import Any
 
 from vbdecl.errors import VbdeclError
 from vbdecl.ops.base import Context, Params, Record
+from vbdecl.ops.nat import rules_sha256
 from vbdecl.ops.net import GUARDED_GROUP, INNER, _sess, _session
 
 FAMILY = "bridge"
@@ -248,10 +249,11 @@ class Guard:
             if count is None and not ports:
                 return None
             return {"chain": chain_of(ctx.instance), "port": ports[0] if ports else None,
-                    "rules": count or 0}
+                    "rules": count or 0, "rules_sha256": rules_sha256(items, chain_of(ctx.instance))}
         if count is None or record.get("port") not in ports or base_repair_commands(items):
             return None         # (nothing guards the veth: gone)
-        return dict(record, rules=count)    # (a rule deleted or added by hand: drift)
+        # a rule deleted, added or replaced by hand: drift
+        return dict(record, rules=count, rules_sha256=rules_sha256(items, chain_of(ctx.instance)))
 
     @_session
     def apply(self, ctx: Context, params: Params) -> Record:
@@ -292,11 +294,13 @@ class Guard:
             if not ok:
                 host["guards"].pop(ctx.instance, None)
                 raise translate(err, "guarding the environment's veth")
+            listed = nft.list_table(FAMILY, TABLE) or []
         # what the environment's addresses announced before its guard was there went
         # nowhere: the neighbours learn them now (net.address's announcement, again)
         netlink.announce(env, pid, INNER, inner["index"], v6=bool(addr6))
         return {"chain": chain_of(ctx.instance), "port": veth["host"], "mac": mac,
-                "addresses": [addr4, *own6], "rules": len(rules(mac, addr4, own6))}
+                "addresses": [addr4, *own6], "rules": len(rules(mac, addr4, own6)),
+                "rules_sha256": rules_sha256(listed, chain_of(ctx.instance))}
 
     def revert(self, ctx: Context, record: Record) -> None:
         from vbdecl.ops.nat import _host_lock

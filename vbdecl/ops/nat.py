@@ -151,6 +151,18 @@ def port_chain(instance: str, protocol: str, host_port: int) -> str:
     return f"{instance}-{protocol}-{host_port}"
 
 
+def rules_sha256(items: list[dict[str, Any]], chain: str) -> str:
+    """A digest of the rules of ``chain`` as nftables lists them (in order, without their
+    handles): a rule replaced by hand, with a weaker one of the same count, changes it.
+    Recorded from a listing made right after the add, never from the commands sent,
+    whose form the listing does not keep (sets come back sorted, for one)."""
+    import hashlib
+
+    listed = [{k: v for k, v in i["rule"].items() if k != "handle"}
+              for i in items if isinstance(i.get("rule"), dict) and i["rule"].get("chain") == chain]
+    return hashlib.sha256(json.dumps(listed, sort_keys=True).encode()).hexdigest()
+
+
 def _elem(key: Any, instance: str, chain: str) -> list[Any]:
     return [{"elem": {"val": key, "comment": instance}}, {"jump": {"target": chain}}]
 
@@ -322,10 +334,11 @@ def _save_host(host: dict[str, Any]) -> None:
 
 
 def _add(ctx: Context, key: str, cmds: list[Cmd], families: list[str], what: str, *,
-         localnet: tuple[str, str] | None = None) -> None:
+         localnet: tuple[str, str] | None = None) -> list[dict[str, Any]]:
     """Run ``cmds`` in one transaction (creating the table when it is absent)
     and make sure forwarding is on for ``families`` (and route_localnet on
-    ``localnet = (bridge, user key)``); all under the host lock."""
+    ``localnet = (bridge, user key)``); all under the host lock. Returns the
+    table as listed after the add."""
     from vbdecl.sys.nft import translate
 
     nft = _nft(ctx)
@@ -346,6 +359,7 @@ def _add(ctx: Context, key: str, cmds: list[Cmd], families: list[str], what: str
             _forward_on(host, families)
             if localnet is not None:
                 _localnet_on(host, *localnet)
+            return nft.list_table(FAMILY, TABLE) or []
         except BaseException:
             nft.try_run(_undo_of(cmds))
             raise
@@ -719,7 +733,7 @@ class Masquerade:
             # drift on every plan after the recovery, a review found)
             return {"chain": chain, "egress": _masquerade_egress(items, chain) or params.get("egress"),
                     "addresses4": _jumps_to(items, "masq4", chain),
-                    "addresses6": _jumps_to(items, "masq6", chain)}
+                    "addresses6": _jumps_to(items, "masq6", chain), "rules_sha256": rules_sha256(items, chain)}
         chain = record["chain"]
         if base_repair_commands(items):
             return None         # the hooked chains that lead to it are gone
@@ -732,6 +746,8 @@ class Masquerade:
                    for i in items if "rule" in i and i["rule"].get("chain") == chain):
             return None
         live = dict(record)
+        if "rules_sha256" in record:    # (a rule replaced by hand: drift, shown as "rules")
+            live["rules_sha256"] = rules_sha256(items, chain)
         if _forwarding_off((["4"] if record.get("addresses4") else []) + (["6"] if record.get("addresses6") else [])):
             if "forwarding" not in record:
                 return None     # (a record from before it kept it: gone, as it works no more)
@@ -775,16 +791,17 @@ class Masquerade:
         addrs6 = [a6] if a6 else []
         fams = (["4"] if addrs4 else []) + (["6"] if addrs6 else [])
         try:
-            _add(ctx, f"{ctx.instance}/masq", masquerade_add(ctx.instance, egress, addrs4, addrs6), fams,
-                 "adding the masquerade rule")
+            items = _add(ctx, f"{ctx.instance}/masq", masquerade_add(ctx.instance, egress, addrs4, addrs6),
+                         fams, "adding the masquerade rule")
         except ConflictError as err:
             conflict = ConflictError(f"address {a4 or a6} is already masqueraded by "
                                      f"{err.holder or 'another environment'}",
                                      hint="two environments share an address; destroy the stale one")
             conflict.holder = err.holder
             raise conflict from err
-        return {"chain": masq_chain(ctx.instance), "egress": egress, "addresses4": addrs4,
-                "addresses6": addrs6, "forwarding": "on"}
+        chain = masq_chain(ctx.instance)
+        return {"chain": chain, "egress": egress, "addresses4": addrs4, "addresses6": addrs6,
+                "forwarding": "on", "rules_sha256": rules_sha256(items, chain)}
 
     def revert(self, ctx: Context, record: Record) -> None:
         _remove(ctx, f"{ctx.instance}/masq",
@@ -935,7 +952,7 @@ class Port:
             loopback = host_ip is None or ipaddress.ip_address(host_ip).is_loopback
             return {"chain": chain, "protocol": proto, "host": int(params["host"]),
                     "container": int(params["container"]), "host_ip": host_ip,
-                    "localnet": bridge if loopback and bridge else None}
+                    "localnet": bridge if loopback and bridge else None, "rules_sha256": rules_sha256(items, chain)}
         chain = record["chain"]
         if base_repair_commands(items):
             return None         # the hooked chains that lead to it are gone
@@ -951,6 +968,8 @@ class Port:
         if not any(_dnat_port(rule) == record["container"] for rule in rules):
             return None
         live = dict(record, forwarding=forwarding) if "forwarding" in record else dict(record)
+        if "rules_sha256" in record:
+            live["rules_sha256"] = rules_sha256(items, chain)
         if record.get("to"):
             # Each address family published has its own DNAT rule: one deleted by hand
             # (or pointing elsewhere) leaves the port dead over that family, while any
@@ -993,8 +1012,8 @@ class Port:
         loopback = a4 is not None and (host_ip is None or ipaddress.ip_address(host_ip).is_loopback)
         localnet = (str(bridge), key) if loopback and bridge else None
         try:
-            _add(ctx, key, port_add(ctx.instance, params, a4, a6), fams, f"publishing port {host_port}/{proto}",
-                 localnet=localnet)
+            items = _add(ctx, key, port_add(ctx.instance, params, a4, a6), fams,
+                         f"publishing port {host_port}/{proto}", localnet=localnet)
         except ConflictError as err:
             conflict = ConflictError(f"host port {host_port}/{proto} is already published by "
                                      f"{err.holder or 'another environment'}",
@@ -1002,10 +1021,10 @@ class Port:
                                           "and a `vbdecl run` holds its ports until it exits")
             conflict.holder = err.holder
             raise conflict from err
-        return {"chain": port_chain(ctx.instance, proto, host_port), "protocol": proto,
-                "host": host_port, "container": int(params["container"]),
+        chain = port_chain(ctx.instance, proto, host_port)
+        return {"chain": chain, "protocol": proto, "host": host_port, "container": int(params["container"]),
                 "host_ip": params.get("host_ip"), "localnet": localnet[0] if localnet else None,
-                "to": [a for a in (a4, a6) if a], "forwarding": "on"}
+                "to": [a for a in (a4, a6) if a], "forwarding": "on", "rules_sha256": rules_sha256(items, chain)}
 
     @_session
     def _check_host_ip(self, ctx: Context, host_ip: str, port: int, proto: str, fams: list[str]) -> None:

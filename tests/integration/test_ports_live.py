@@ -409,6 +409,27 @@ def test_rules_replaced_by_hand_with_weaker_ones_are_drift_that_apply_repairs(tm
         cli(state, "destroy", "-y", name, check=False)
 
 
+def test_a_subnet_over_another_bridges_route_is_refused_by_plan_and_before_any_step(tmp_path: Path) -> None:
+    """The network review: plan accepted a subnet that overlaps a host route (another
+    bridge's), which apply's bridge step then refused, rolling the environment back."""
+    env = Published(tmp_path, "ov")
+    name, bridge = f"ow{uniq()}", f"vbt{uniq()}"
+    wide = env.subnet.rsplit(".", 2)[0] + ".0.0/16"
+    m = write(tmp_path, name, bridge, wide, f'"{env.hp + 1}:80/tcp"')
+    try:
+        for command in (("plan",), ("apply", "-y")):
+            out = cli(env.state, *command, str(m), check=False)
+            assert out.returncode == 1, out.stdout + out.stderr
+            assert f"net.bridge[{bridge}]: subnet {wide} overlaps the host route {env.subnet} on {env.bridge}" \
+                in out.stderr, out.stderr
+            assert "network.subnet" in out.stderr and "Traceback" not in out.stderr
+        assert "nothing was changed" in out.stderr
+        assert not os.path.exists(f"/sys/class/net/{bridge}")
+        assert name not in cli(env.state, "ls").stdout
+    finally:
+        cli(env.state, "destroy", "-y", env.name, check=False)
+
+
 def test_an_explicit_address_another_environment_holds_is_refused_before_any_step(tmp_path: Path) -> None:
     """A network review: plan passed an explicit network.address another environment of
     the state root held; apply made the environment's veth again (cutting it off its

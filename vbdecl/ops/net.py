@@ -242,6 +242,25 @@ class Bridge:
         nets = ", ".join(n for n in (params.get("subnet"), params.get("subnet6")) if n)
         return f"bridge {params['bridge']} ({nets}), created if missing"
 
+    def preflight(self, params: Params) -> str | None:
+        """A bridge to make on a subnet that overlaps a host route: apply's step refuses
+        it once the environment is made, and rolls it all back, so plan and apply say so
+        before any step (a network review saw plan accept it). A bridge that exists is
+        joined, and its step says what it finds; so does a check that cannot run."""
+        nl = _nl()
+        try:
+            nets = [ipam.parse_subnet(s) for s in (params.get("subnet"), params.get("subnet6")) if s]
+            with nl.Session() as sess:
+                if nl.link(sess.host, params["bridge"]) is not None:
+                    return None
+                for net in nets:
+                    self._check_overlap(nl, sess.host, net, params["bridge"])
+        except ConflictError as err:
+            return f"{err.message}; {err.hint}"
+        except (ValueError, VbdeclError, OSError):
+            return None
+        return None
+
     @_session
     def probe(self, ctx: Context, params: Params, record: Record | None) -> Record | None:
         nl = _nl()
@@ -414,8 +433,9 @@ class Bridge:
         family = nl.AF_INET if net.version == 4 else nl.AF_INET6
         hit = ipam.overlapping_route(net, nl.routes(ipr, family), name)
         if hit is not None:
+            key = "subnet" if net.version == 4 else "subnet6"
             raise ConflictError(f"subnet {net} overlaps the host route {hit[0]} on {hit[1]}",
-                                hint="choose a subnet no host interface uses (network.subnet)")
+                                hint=f"choose a subnet no host interface uses (network.{key})")
 
     @_session
     def revert(self, ctx: Context, record: Record) -> None:

@@ -253,11 +253,18 @@ class Session:
 
 
 def _close_all(socks: list[Any]) -> None:
-    while socks:
-        try:
-            socks.pop().close()
-        except Exception:
-            pass
+    import warnings
+
+    # (run by the garbage collector too, for a session nobody closed: maybe in the middle
+    # of another socket's event loop, where pyroute2's close leaves its loop's
+    # shutdown_asyncgens un-awaited, and Python would print that to the user)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        while socks:
+            try:
+                socks.pop().close()
+            except Exception:
+                pass
 
 
 # --- links ----------------------------------------------------------------------

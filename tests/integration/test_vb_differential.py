@@ -531,6 +531,19 @@ def test_the_command_inherits_the_callers_fds_and_ignored_signals(tmp_path: Path
         assert outputs[VB] == outputs[BWRAP], extra
 
 
+def test_the_superblocks_vb_makes_show_bubblewraps_options(tmp_path: Path) -> None:
+    """A review: the tmpfs a --bind-data file lives on, and the root after --remount-ro /,
+    showed `rw,mode=700` and `rw,mode=755` in mountinfo, where bubblewrap's show `rw`."""
+    data = tmp_path / "data"
+    data.write_text("d\n")
+    script = "awk '$5 == \"/\" || $5 == \"/f\" { split($0, a, \" - \"); print $5, a[2] }' /proc/self/mountinfo"
+    for extra in (["--unshare-user"], []):
+        outputs = _both([*BASE, *extra, "--bind-data", "3", "/f", "--remount-ro", "/", "sh", "-c", script],
+                        shell=f"exec 3<{data};")
+        assert "/f tmpfs tmpfs rw" in outputs[BWRAP], outputs[BWRAP]
+        assert outputs[VB] == outputs[BWRAP], extra
+
+
 def test_root_in_a_new_user_namespace_may_not_setgroups() -> None:
     outputs = _both([*BASE, "--unshare-user", "sh", "-c", "cat /proc/self/setgroups"])
     assert outputs[VB] == outputs[BWRAP] == "deny\nexit 0\n"

@@ -1534,13 +1534,18 @@ def _setup_root(spec: dict[str, Any], contained: bool,
             finally:
                 _close(src)
         base = _pick_base()
-        m.mount("tmpfs", base, "tmpfs", m.MS_NOSUID | m.MS_NODEV, "mode=0700")
+        # (modes by chmod, not mount options: /proc/self/mountinfo then shows the
+        # superblocks as bubblewrap's, "rw", where a file of --bind-data lives and on a
+        # remounted root; nothing but this process sees them before the chmod)
+        m.mount("tmpfs", base, "tmpfs", m.MS_NOSUID | m.MS_NODEV, None)
+        os.chmod(base, 0o700)
         os.chdir(base)
         os.mkdir("newroot", 0o755)
         os.mkdir("oldroot", 0o755)
         os.mkdir("stage", 0o700)
         if rootfs is None:
-            m.mount("tmpfs", "newroot", "tmpfs", m.MS_NOSUID | m.MS_NODEV, "mode=0755")
+            m.mount("tmpfs", "newroot", "tmpfs", m.MS_NOSUID | m.MS_NODEV, None)
+            os.chmod("newroot", 0o755)
         else:
             tfd = os.open("newroot", os.O_PATH | os.O_CLOEXEC)
             try:

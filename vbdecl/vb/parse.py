@@ -459,13 +459,15 @@ def _option(o: VbOptions, st: _Pending, opt: str, a: list[str]) -> None:
 
 
 _DIGITS = tuple("0123456789")
+_LETTERS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")   # (C locale isalpha)
 
 
 def _cap_bits(value: str) -> int:
     """A --cap-add/--cap-drop argument as bubblewrap reads it: ALL (any case), a name
     as libcap's cap_from_name reads it (CAP_NET_RAW in any case, the prefix
-    required: bwrap refuses NET_RAW), or a number below 64 (strtoul base 0, what
-    follows the digits ignored)."""
+    required: bwrap refuses NET_RAW; what follows the letters and underscores
+    ignored, so "cap_net_raw,cap_kill" is CAP_NET_RAW alone), or a number below 64
+    (strtoul base 0, what follows the digits ignored)."""
     from vbdecl.model.names import CAPABILITIES
 
     if value.upper() == "ALL":
@@ -475,7 +477,10 @@ def _cap_bits(value: str) -> int:
         if number < 64:
             return 1 << number
     elif value.upper().startswith("CAP_"):
-        bit = CAPABILITIES.get(value[4:].upper())
+        end = 4
+        while end < len(value) and (value[end] == "_" or value[end] in _LETTERS):
+            end += 1
+        bit = CAPABILITIES.get(value[4:end].upper())
         if bit is not None:
             return 1 << bit
     raise VbUsageError(f"unknown cap: {value}")

@@ -345,21 +345,30 @@ def _add(ctx: Context, key: str, cmds: list[Cmd], families: list[str], what: str
     with _host_lock() as host:
         _collect(nft, host)
         _register(host, ctx, key, families)
+        # (the add alone first: it lands as is where the table is whole, the common case,
+        # and the one listing after it serves both the base's check and the record)
+        landed, err = nft.try_run(cmds)
         items = nft.list_table(FAMILY, TABLE)
-        ok, err = nft.try_run((base_repair_commands(items) if items is not None else []) + cmds)
+        # (a table made anew, never reset: the host lock is held; one whose base was
+        # flushed by hand is made whole, with the add where it did not land)
+        base = base_commands()[2:] if items is None else base_repair_commands(items)
+        ok = landed
+        if base:
+            ok, err = nft.try_run(base + ([] if landed else cmds))
+            if ok:
+                items = nft.list_table(FAMILY, TABLE)
         if not ok:
-            if "No such file or directory" in err and items is None:     # (the host lock is held)
-                nft.run(base_commands()[2:] + cmds, what=what)   # create, never reset
-            else:
-                error = translate(err, what)
-                if isinstance(error, ConflictError):
-                    error.holder = _holder(nft, host, cmds, ctx.instance, ctx.state_dir)
-                raise error
+            if landed:
+                nft.try_run(_undo_of(cmds))
+            error = translate(err, what)
+            if isinstance(error, ConflictError):
+                error.holder = _holder(nft, host, cmds, ctx.instance, ctx.state_dir)
+            raise error
         try:
             _forward_on(host, families)
             if localnet is not None:
                 _localnet_on(host, *localnet)
-            return nft.list_table(FAMILY, TABLE) or []
+            return items or []
         except BaseException:
             nft.try_run(_undo_of(cmds))
             raise

@@ -241,6 +241,31 @@ def test_a_metadata_only_change_is_shown_and_counts_as_a_change():
     assert not has_changes(changes(compile_doc(doc(**BASE)), state_of(old)))
 
 
+def test_labels_and_annotations_changed_beside_host_changes_are_shown():
+    """A day-2 review: with a change on the host too, a label's change never showed in the
+    plan (nor in `metadata_changed`), the rollback prompt or a diff of revisions."""
+    from vbdecl.plan.text import plan_json, render_plan
+
+    old_doc = doc(**BASE)
+    old_doc["labels"] = {"team": "x"}
+    old = compile_doc(old_doc)
+    new_doc = doc(**{**BASE, "limits": {"memory": 512 << 20}})
+    new_doc["labels"], new_doc["annotations"] = {"team": "y"}, {"note": "n"}
+    new = compile_doc(new_doc)
+    state = dict(state_of(old), instance="vb-00000001")
+    found = changes(new, state)
+    assert [(c.symbol, c.id) for c in found] == [("~", "cgroup.memory"), ("", "metadata")]
+    assert found[-1].reason == "labels.team x -> y, annotations.note none -> n: apply records it"
+    assert "  metadata  # labels.team" in "\n".join(render_plan("web", found))
+    assert plan_json(new, found, state)["metadata_changed"] is True
+    # a plan an older vbdecl stored has no annotations: its labels are still compared
+    del old["annotations"]
+    assert changes(new, dict(state_of(old), instance="vb-00000001"))[-1].reason == \
+        "labels.team x -> y: apply records it"
+    assert [c.id for c in changes(compile_doc(doc(**{**BASE, "limits": {"memory": 512 << 20}})),
+                                   state_of(compile_doc(doc(**BASE))))] == ["cgroup.memory"]
+
+
 def test_a_change_the_environments_replacement_carries_along_is_still_shown():
     """A review: with the environment replaced (then by a hostname, now by a namespace), a
     limit's own change read only "replaced with the environment"."""

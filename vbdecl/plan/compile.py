@@ -78,6 +78,7 @@ def compile_doc(doc: Doc, *, with_hash: bool = True) -> dict[str, Any]:
         "tool_version": __version__,
         "name": doc["name"],
         "labels": dict(doc.get("labels") or {}),
+        "annotations": dict(doc.get("annotations") or {}),
         "manifest_hash": manifest_hash(doc) if with_hash else None,
         "source": doc.get("source"),
         "spec": spec,

@@ -416,7 +416,14 @@ def changes(desired: dict[str, Any] | None, state: dict[str, Any] | None,
     wanted_hash = (desired or {}).get("manifest_hash")
     # (a state made for a comparison, `diff A B`, has no instance: no apply to speak of)
     compared = state is not None and state.get("instance") is None
-    if not any(c.symbol and not c.drift for c in out):
+    if any(c.symbol and not c.drift for c in out):
+        # (with changes on the host: the labels and annotations said beside them, or a
+        # review's label change never showed in the plan, the rollback prompt or a diff)
+        if recorded and wanted_hash and recorded != wanted_hash and \
+                (found := _metadata_diff((state or {}).get("plan") or {}, desired or {})):
+            out.append(Change("", METADATA, METADATA, reason_of("", found, {})
+                              + ("" if compared else ": apply records it")))
+    else:
         if recorded and wanted_hash and recorded != wanted_hash:
             # labels or annotations: nothing on the host changes, yet apply records them
             out.append(Change("", METADATA, METADATA, "the manifest changed (labels, annotations, or "
@@ -429,6 +436,13 @@ def changes(desired: dict[str, Any] | None, state: dict[str, Any] | None,
                               if compared else f"now applied from {moved[1]} (so far from {moved[0]}), "
                               "with nothing to change on the host: apply records it"))
     return out
+
+
+def _metadata_diff(before: dict[str, Any], after: dict[str, Any]) -> list[Attr]:
+    """The labels and annotations that differ between two plans (annotations only where
+    both plans carry them: a vbdecl before 2026-12-01 did not put them in its plan)."""
+    keys = ["labels"] + (["annotations"] if "annotations" in before and "annotations" in after else [])
+    return [attr for k in keys for attr in attr_diff({k: before.get(k) or {}}, {k: after.get(k) or {}})]
 
 
 def _moved(state: dict[str, Any] | None, desired: dict[str, Any] | None) -> tuple[str, str] | None:

@@ -820,3 +820,23 @@ def test_plan_json_carries_the_manifest_warnings(tmp_path: Path) -> None:
     warnings = json.loads(out.stdout)["warnings"]
     assert [(w["name"], w["file"], w["where"]) for w in warnings] == [("w", str(m), "network")]
     assert "nat is false and dns is not set" in warnings[0]["message"] and warnings[0]["hint"]
+
+
+def test_an_environment_deleted_or_renamed_in_its_file_is_said_to_stay(
+        env: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A day-2 review: deleting an environment from its file, or renaming it there, left
+    it running without a word from plan or apply (only `apply DIR --prune` saw it)."""
+    _record_state(env, env / "web.yaml")
+    manifest = env / "web.yaml"
+    manifest.write_text(manifest.read_text().replace("name: web", "name: web2"))
+    assert main(["plan", "--no-refresh", str(manifest)]) == 0
+    err = capsys.readouterr().err
+    assert f"warning: {manifest}: web was applied from {manifest}, which no longer holds it: it stays " \
+           "as it is\n  hint: `vbdecl destroy web` removes it" in err, err
+    assert main(["--json", "plan", "--no-refresh", str(env)]) == 0
+    warnings = json.loads(capsys.readouterr().out)["warnings"]
+    assert [(w["name"], w["where"]) for w in warnings] == [("web", "metadata.name")]
+    assert f"`vbdecl apply {env} --prune` removes" in warnings[0]["hint"]
+    # with --prune the directory's plan shows it as going: no warning then
+    assert main(["plan", "--no-refresh", "--prune", str(env)]) == 0
+    assert "no longer holds it" not in capsys.readouterr().err

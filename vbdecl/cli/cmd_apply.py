@@ -44,6 +44,7 @@ def run(args: argparse.Namespace) -> int:
     from vbdecl.cli.cmd_plan import (
         check_live_rules,
         check_warnings,
+        left_out_warnings,
         source_problems,
         sources_error,
         takeover_warning,
@@ -57,6 +58,8 @@ def run(args: argparse.Namespace) -> int:
         if not args.json:
             check_warnings(src.plan, src.path or args.target)
     names = [s.plan["name"] for s in sources_]
+    if not args.prune and not args.json and not any(s.saved is not None for s in sources_):
+        left_out_warnings(args.target, names, args.state_dir)
     warn_unknown_faults([s.plan for s in sources_],
                         sources.prune_candidates(args.target, names, args.state_dir)
                         if args.prune and os.environ.get("VBDECL_FAULT") else [], args.state_dir)

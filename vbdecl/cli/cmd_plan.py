@@ -350,6 +350,28 @@ def takeover_warning(plan: dict[str, Any], state: dict[str, Any] | None) -> None
               f"(metadata.name) to keep both", file=sys.stderr)
 
 
+def left_out_warnings(target: str, keep: list[str], state_dir: str | None) -> list[dict[str, str]]:
+    """Environments applied from ``target`` (a manifest file, or a directory's) that it
+    no longer holds: deleted or renamed there, they stay as they are (a day-2 review
+    saw no word of them); printed on stderr, and returned for --json."""
+    import os
+    import sys
+
+    from vbdecl.engine.sources import left_out
+
+    directory = os.path.isdir(target)
+    found = []
+    for name in left_out(target, keep, state_dir):
+        message = (f"{name} was applied from {'a manifest in ' if directory else ''}{target}, which no longer "
+                   "holds it: it stays as it is")
+        hint = (f"`vbdecl destroy {name}` removes it; "
+                + (f"`vbdecl apply {target} --prune` removes every environment the directory no longer holds"
+                   if directory else "a renamed environment (metadata.name) is a new one beside it"))
+        print(f"warning: {target}: {message}\n  hint: {hint}", file=sys.stderr)
+        found.append({"name": name, "file": target, "where": "metadata.name", "message": message, "hint": hint})
+    return found
+
+
 def usage_warnings(plan: dict[str, Any], state: dict[str, Any] | None) -> None:
     """A memory or pids limit set below what the live environment uses now (a day-2
     review lowered memory under its usage: plan said `~`, apply failed with EBUSY and
@@ -470,6 +492,8 @@ def run(args: argparse.Namespace) -> int:
                                                    *bridge_conflicts(plan, state, args.state_dir)]
         if problems:
             blocked.append((plan, path, problems))
+    if not args.prune and stdin is None:
+        warnings += left_out_warnings(args.file, [p["name"] for _, p in plans], args.state_dir)
     lines, doc = render_all(results)
     doc["warnings"] = warnings
     if args.prune:

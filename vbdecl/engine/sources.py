@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -203,27 +204,43 @@ def manifest_files(paths: list[str]) -> list[str]:
     return out
 
 
+def _applied_sources(state_dir: str | None) -> Iterator[tuple[str, str]]:
+    """(name, real path of its manifest) of each environment applied from a file."""
+    from vbdecl.engine import store
+
+    for name in store.list_envs(state_dir):
+        state = store.load(name, state_dir)
+        src_path = ((state or {}).get("plan") or {}).get("source") or {}
+        if state and src_path.get("path"):
+            yield name, os.path.realpath(src_path["path"])
+
+
 def prune_candidates(directory: str, keep: list[str], state_dir: str | None) -> list[str]:
     """The environments ``apply DIR --prune`` destroys: applied from a manifest in
     ``directory`` (or a directory below it that is not hidden) and not in ``keep``,
     the names the directory holds now."""
-    from vbdecl.engine import store
-
     directory = os.path.realpath(directory)
     out = []
-    for name in store.list_envs(state_dir):
+    for name, source in _applied_sources(state_dir):
         if name in keep:
             continue
-        state = store.load(name, state_dir)
-        src_path = ((state or {}).get("plan") or {}).get("source") or {}
-        if not state or not src_path.get("path"):
-            continue
-        source = os.path.realpath(src_path["path"])
         if os.path.commonpath([source, directory]) != directory or any(
                 part.startswith(".") for part in os.path.relpath(source, directory).split(os.sep)):
             continue      # not from this directory or one below it (hidden ones are not read)
         out.append(name)
     return out
+
+
+def left_out(target: str, keep: list[str], state_dir: str | None) -> list[str]:
+    """The environments applied from the manifest file ``target`` (or from a manifest of
+    the directory ``target``, as :func:`prune_candidates`) that it no longer holds:
+    deleted from the file, or renamed there. None for stdin or a saved plan."""
+    if target == "-" or not os.path.exists(target):
+        return []
+    if os.path.isdir(target):
+        return prune_candidates(target, keep, state_dir)
+    real = os.path.realpath(target)
+    return [name for name, source in _applied_sources(state_dir) if source == real and name not in keep]
 
 
 def check_unique_names(plans: list[tuple[str, dict[str, Any]]]) -> None:

@@ -46,6 +46,9 @@ def test_state_and_revision_shapes(tmp_path: Path) -> None:
     with pytest.raises(StateError) as info:
         store.load_revision("web", 7, str(sd))
     assert "revisions: 1" in str(info.value)
+    with pytest.raises(StateError) as info:     # (no revision 0 ever was: none removed)
+        store.load_revision("web", 0, str(sd))
+    assert "revisions: 1" in str(info.value) and "older ones" not in str(info.value)
 
 
 def test_events_and_rollback_order(tmp_path: Path) -> None:

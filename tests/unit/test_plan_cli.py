@@ -351,7 +351,15 @@ def test_diff_between_revisions(env: Path, capsys: pytest.CaptureFixture[str]) -
     doc = json.loads(capsys.readouterr().out)
     assert doc["plans"][0]["changes"][0]["reason"] == "limits.pids 128 -> 64"
     assert main(["diff", "web", "--from", "7"]) == 1
-    assert "web has no revision 7" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "environment 'web' has no revision 7" in err and "revisions: 1-2 (see vbdecl history web)" in err
+    # destroyed (its revisions kept): --to defaults to its last revision (a day-2 review
+    # was told it had never been applied)
+    (revs.parent / "state.json").unlink()
+    assert main(["diff", "web", "--from", "1"]) == 0
+    assert "~ cgroup.pids  # limits.pids 64 -> 128" in capsys.readouterr().out
+    assert main(["diff", "nosuch", "--from", "1"]) == 1
+    assert "environment 'nosuch' does not exist" in capsys.readouterr().err
 
 
 def test_diff_of_revisions_given_as_arguments_hints_at_from_and_to(

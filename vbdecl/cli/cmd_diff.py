@@ -37,19 +37,17 @@ def extras_hint(args: argparse.Namespace, extras: list[str]) -> str | None:
 
 
 def _revision(name: str, number: int, state_dir: str | None) -> dict[str, Any]:
-    from vbdecl.engine import paths
+    from vbdecl.engine import store
     from vbdecl.errors import UsageError
 
-    path = paths.revision_file(name, number, state_dir)
     try:
-        with open(path, encoding="utf-8") as f:
-            rev: dict[str, Any] = json.load(f)
-    except FileNotFoundError:
-        raise UsageError(f"{name} has no revision {number}",
-                         hint=f"see `vbdecl history {name}`") from None
+        rev = store.load_revision(name, number, state_dir)
     except (OSError, ValueError) as exc:
         raise UsageError(f"cannot read revision {number} of {name}: {exc}") from None
-    plan: dict[str, Any] = rev["plan"]
+    plan = rev.get("plan") if isinstance(rev, dict) else None
+    if not isinstance(plan, dict):
+        raise UsageError(f"revision {number} of {name} is damaged: it holds no plan",
+                         hint=f"compare other revisions (see `vbdecl history {name}`)")
     return plan
 
 
@@ -83,12 +81,16 @@ def _sides(args: argparse.Namespace) -> tuple[list[dict[str, Any]], list[dict[st
     name = args.a
     to = args.rev_to
     if to is None:
-        from vbdecl.engine.store import load as read_state
+        from vbdecl.engine import store
 
-        state = read_state(name, args.state_dir)
-        if not state:
-            raise UsageError(f"{name} was never applied", hint="see `vbdecl ls`")
-        to = int(state.get("revision") or 0)
+        state = store.load(name, args.state_dir)
+        if state:
+            to = int(state.get("revision") or 0)
+        else:       # (destroyed: its last revision, which its revisions keep until a purge)
+            have = store.revision_numbers(name, args.state_dir)
+            if not have:
+                raise store.not_committed(name, args.state_dir)
+            to = have[-1]
     pa = _revision(name, args.rev_from, args.state_dir)
     pb = _revision(name, to, args.state_dir)
     raw = []

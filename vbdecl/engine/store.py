@@ -249,7 +249,7 @@ def load_revision(name: str, number: int, state_dir: str | None = None) -> dict[
             raise StateError(f"environment {name!r} does not exist",
                              hint="vbdecl ls lists the environments") from None
         pruned = " (older ones are removed as newer ones are made: VBDECL_KEEP_REVISIONS)" \
-            if have and number < have[0] else ""
+            if have and 0 < number < have[0] else ""
         raise StateError(f"environment {name!r} has no revision {number}",
                          hint=f"revisions: {_ranges(have) or 'none'}{pruned} (see vbdecl history {name})") from None
     return rev

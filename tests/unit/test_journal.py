@@ -234,6 +234,9 @@ def test_a_record_of_a_process_that_no_longer_holds_the_lock_is_not_named(tmp_pa
         said = str(info.value)
         assert "3590" not in said and "destroy" not in said, said
         assert f"environment 'rms' is locked by another process (pid {other.pid}: " in said
+        # so do ls and status (a day-2 review's `ls --json` named the record's pid)
+        held_by = lock.holder(p)
+        assert held_by is not None and held_by["pid"] == other.pid and "flock" in str(held_by["command"])
     finally:
         other.communicate("")
     # a holder that cannot be found (another pid namespace, no /proc/locks) is not named

@@ -65,8 +65,26 @@ def _cmdline(pid: int) -> str:
         return ""
 
 
+def _held_by(path: Path, fd: int) -> dict[str, Any]:
+    """The record of the lock's holder when the pid it names holds the lock; else the
+    pid the kernel names, with its command line (a day-2 review's `ls --json` named a
+    rollback long finished while `flock` held the lock), or {} when nobody can be told."""
+    from vbdecl.sys.flock import holders
+
+    try:
+        info: dict[str, Any] = json.loads(path.read_text() or "{}")
+    except (OSError, ValueError):
+        info = {}
+    if not isinstance(info, dict):
+        info = {}
+    pids = sorted(holders(fd))
+    if not pids or info.get("pid") in pids:
+        return info     # (/proc/locks unreadable, or a child that inherited it: the record)
+    return {"pid": pids[0], "command": _cmdline(pids[0]) or None}
+
+
 def holder(path: str | os.PathLike[str]) -> dict[str, Any] | None:
-    """The recorded holder of a lock file, or None when it is free."""
+    """The holder of a lock file (:func:`_held_by`), or None when it is free."""
     path = Path(path)
     try:
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
@@ -77,11 +95,7 @@ def holder(path: str | os.PathLike[str]) -> dict[str, Any] | None:
             fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
         except OSError as exc:
             if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
-                try:
-                    info: dict[str, Any] = json.loads(path.read_text() or "{}")
-                    return info
-                except (OSError, ValueError):
-                    return {}
+                return _held_by(path, fd)
             raise
         return None
     finally:

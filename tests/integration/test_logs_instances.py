@@ -7,7 +7,10 @@ vbdecl runs as ``python -m vbdecl`` with this tree on PYTHONPATH.
 
 from __future__ import annotations
 
+import fcntl
+import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -67,6 +70,54 @@ def test_a_new_instance_starts_a_new_log_and_a_restart_appends(tmp_path: Path) -
         if (logs.parent / "state.json").exists():
             r = _cli(env, "destroy", "-y", name)
             assert r.returncode == 0, r.stderr
+
+
+def test_a_follower_goes_on_across_a_replacement_of_the_environment(tmp_path: Path) -> None:
+    """A day-2 review: `logs -f` ended, exit 0 and no word, when an apply replaced the
+    environment (a namespace change), while the new one ran on. It follows the new
+    instance's log, and ends with the environment's destroy."""
+    name = "h3fol-" + os.urandom(3).hex()
+    env = dict(os.environ, PYTHONPATH=str(REPO), VBDECL_STATE_DIR=str(tmp_path / "state"),
+               VBDECL_CACHE_DIR=str(tmp_path / "cache"))
+    manifest = tmp_path / "m.yaml"
+
+    def apply(word: str, ipc: bool) -> None:
+        manifest.write_text(MANIFEST.format(name=name, word=word) + f"  namespaces: {{ipc: {str(ipc).lower()}}}\n")
+        r = _cli(env, "apply", "-y", str(manifest))
+        assert r.returncode == 0, r.stderr
+
+    apply("first", True)
+    follower = None
+    try:
+        assert _logs_when(env, name, "first") == "first\n"
+        follower = subprocess.Popen([sys.executable, "-m", "vbdecl", "logs", "-f", name], env=env,
+                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        time.sleep(0.5)
+        apply("second", False)          # -/+ env: a new instance
+        _logs_when(env, name, "second")
+        time.sleep(0.5)                 # (the follower polls every 0.2 s)
+        assert follower.poll() is None, follower.communicate()
+        # the window of a replacement, held open: the process ends while a command holds
+        # the environment's lock, and the follower waits for that command to finish
+        state = json.loads((tmp_path / "state" / "envs" / name / "state.json").read_text())
+        pid = state["resources"]["process"]["record"]["pid"]
+        fd = os.open(tmp_path / "state" / "envs" / name / "lock", os.O_RDWR | os.O_CLOEXEC)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            os.kill(pid, signal.SIGKILL)
+            time.sleep(1)
+            assert follower.poll() is None, follower.communicate()
+        finally:
+            os.close(fd)
+        out, err = follower.communicate(timeout=20)     # then it ends: the process did
+        assert follower.returncode == 0, err
+        assert out.splitlines()[0] == "first" and out.splitlines()[-1] == "second", out
+    finally:
+        if follower is not None and follower.poll() is None:
+            follower.kill()
+            follower.wait()
+        if (tmp_path / "state" / "envs" / name / "state.json").exists():
+            _cli(env, "destroy", "-y", name)
 
 
 def test_a_log_past_its_limit_is_moved_aside_and_the_process_goes_on(tmp_path: Path) -> None:

@@ -1449,6 +1449,18 @@ def _reopened(path: str, f: Any) -> Any:
     return newer
 
 
+def _process_ended(name: str, state_dir: str | None) -> bool:
+    """Whether the environment's process has ended, or the environment is gone."""
+    try:
+        state = load_state(name, state_dir)
+        record = env_record(state)
+    except VbdeclError:
+        return True
+    proc = ((state.get("resources") or {}).get("process") or {}).get("record")
+    return not env_alive(record) or bool(proc and not sysproc.alive(int(proc.get("pid") or 0),
+                                                                    proc.get("start_time")))
+
+
 def logs(name: str, *, state_dir: str | None = None, follow: bool = False, tail: int | None = None,
          json_lines: bool = False) -> int:
     """Print the process's output (``json_lines``: one ``{"event": "log", "line": ...}``
@@ -1462,7 +1474,8 @@ def logs(name: str, *, state_dir: str | None = None, follow: bool = False, tail:
         load_state(name, state_dir)   # says "no environment" when there is none
         raise StateError(f"{name} has no process log yet ({path})",
                          hint="its process has not started, or wrote nothing yet") from None
-    from vbdecl.engine.paths import state_file
+    from vbdecl.engine import lock
+    from vbdecl.engine.paths import lock_file, state_file
 
     if not os.path.exists(state_file(name, state_dir)):
         # (the log outlives a destroy, as history does: say whose output this is)
@@ -1496,17 +1509,13 @@ def logs(name: str, *, state_dir: str | None = None, follow: bool = False, tail:
                     f.close()
                     f = newer
                     continue
-                try:
-                    state = load_state(name, state_dir)
-                    record = env_record(state)
-                except VbdeclError:
-                    out.end()
-                    return 0
                 # done when the environment is gone, or its process exited (what it
-                # wrote is in the file by then: read to the end, then stop)
-                proc = ((state.get("resources") or {}).get("process") or {}).get("record")
-                if not env_alive(record) or (proc and not sysproc.alive(int(proc.get("pid") or 0),
-                                                                        proc.get("start_time"))):
+                # wrote is in the file by then: read to the end, then stop); but not while
+                # a command holds the environment's lock: an apply or a rollback that
+                # replaces it ends the old one first (a day-2 review's follower stopped
+                # there), and one that has just committed is read again
+                if _process_ended(name, state_dir) and (lock.holder(lock_file(name, state_dir)) is None
+                                                        and _process_ended(name, state_dir)):
                     _copy(f, out)
                     out.end()
                     return 0

@@ -392,3 +392,19 @@ def test_a_comparison_of_two_files_speaks_of_no_apply():
     found = [c for c in changes(b, state_of(a)) if c.kind == "metadata"]
     assert [c.line() for c in found] == ["  metadata  # the manifest is /m/b.yaml, not /m/a.yaml, "
                                          "with nothing else to change"]
+
+
+def test_two_long_values_that_read_alike_once_shortened_show_where_they_differ():
+    """A day-2 review changed `echo tick` to `echo tock` in a long `sh -c` command: the
+    plan showed the same shortened text on both sides of the arrow."""
+    from vbdecl.plan.diff import reason_of
+
+    loop = "i=0; while true; do echo {} $i; i=$((i+1)); sleep 2; done"
+    before, after = ["sh", "-c", loop.format("tick")], ["sh", "-c", loop.format("tock")]
+    said = reason_of("proc.main", [("process.command", before, after)], {})
+    old, new = said.removeprefix("process.command ").split(" -> ")
+    assert old != new and "tick" in old and "tock" in new, said
+    assert len(old) <= 48 and len(new) <= 48
+    # values that differ where the shortening shows it stay as they were
+    assert reason_of("proc.main", [("process.command", ["/bin/true"], ["/bin/false"])], {}) == \
+        "process.command /bin/true -> /bin/false"

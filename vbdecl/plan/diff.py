@@ -167,7 +167,7 @@ def _shown_path(kind: str, path: str, params: dict[str, Any]) -> str:
     return path
 
 
-def _shown_value(kind: str, path: str, value: Any, params: dict[str, Any]) -> str:
+def _shown_value(kind: str, path: str, value: Any, params: dict[str, Any], limit: int = 48) -> str:
     leaf = path.rsplit(".", 1)[-1]
     if isinstance(value, int) and not isinstance(value, bool):
         if leaf == "mode":
@@ -176,7 +176,7 @@ def _shown_value(kind: str, path: str, value: Any, params: dict[str, Any]) -> st
                               and params.get("limit") in ("memory", "memory_swap")):
             return fmt.size(value)
     if leaf == "command" and isinstance(value, list):
-        return fmt.value(fmt.command(value))
+        return fmt.value(fmt.command(value), limit)
     if leaf == "root" and isinstance(value, str) and value.endswith("//deleted"):
         return "(deleted on the host)"     # a bound directory's source (ops.fs._source_deleted)
     if leaf == "skipped" and kind in MOUNT_KINDS and isinstance(value, bool):
@@ -189,7 +189,7 @@ def _shown_value(kind: str, path: str, value: Any, params: dict[str, Any]) -> st
         return f"sha256:{value[:12]}"
     if _is_content(kind, path, value):
         return f"({len(value.encode())} bytes, sha256:{sha256(value.encode()).hexdigest()[:12]})"
-    return fmt.value(value)
+    return fmt.value(value, limit)
 
 
 def _unpinned_profile(old: dict[str, Any], wanted: dict[str, Any]) -> dict[str, Any]:
@@ -208,9 +208,17 @@ def reason_of(kind: str, attrs: list[Attr], params: dict[str, Any]) -> str:
     parts = []
     for path, before, after in attrs:
         shown = _shown_path(kind, path, params)
-        parts.append(f"{shown} {_shown_value(kind, path, before, params)} -> "
-                     f"{_shown_value(kind, path, after, params)}")
+        old, new = _shown_value(kind, path, before, params), _shown_value(kind, path, after, params)
+        if old == new and before != after:
+            # (shortened alike: where they differ is shown, a day-2 review saw a changed
+            # command read "... -> ..." twice the same)
+            old, new = fmt.where_differ(_shown_value(kind, path, before, params, _WHOLE),
+                                        _shown_value(kind, path, after, params, _WHOLE))
+        parts.append(f"{shown} {old} -> {new}")
     return ", ".join(parts)
+
+
+_WHOLE = 1 << 62
 
 
 # --- changes ----------------------------------------------------------------

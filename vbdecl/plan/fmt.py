@@ -103,3 +103,19 @@ def value(v: Any, limit: int = 48) -> str:
     elif len(text) > limit:
         text = text[: limit - 3] + "..."
     return text
+
+
+def where_differ(a: str, b: str, limit: int = 48) -> tuple[str, str]:
+    """Two long texts, each cut to ``limit`` around where they first differ (``...``
+    where they are cut), so that two that read alike once shortened do not."""
+    start = 0
+    while start < min(len(a), len(b)) and a[start] == b[start]:
+        start += 1
+    start = max(0, start - limit // 3)
+
+    def cut(text: str) -> str:
+        head = "..." if start else ""
+        body = text[start:]
+        return head + (body if len(head + body) <= limit else body[: limit - len(head) - 3] + "...")
+
+    return cut(a), cut(b)

@@ -56,6 +56,14 @@ def test_to_bwrap_reports_everything_bubblewrap_cannot_express_at_once(
                    "security.seccomp", "security.landlock")
     assert "6 things bubblewrap cannot express" in err and "vbdecl run" in err
     assert "environment db" not in err      # nothing half done
+    # with --json the reasons are in the error's problems (a day-2 review found them only
+    # on stderr, as text)
+    assert main(["--json", "convert", "--to-bwrap", str(path)]) == 1
+    out, err = capsys.readouterr()
+    error = json.loads(out.splitlines()[-1])["error"]
+    assert error["message"].startswith("6 things bubblewrap cannot express")
+    assert [p["where"] for p in error["problems"][1:]] == [f"{path}: environment web"] * 6
+    assert any("security.landlock" in p["message"] for p in error["problems"])
 
 
 def test_seccomp_out_writes_a_program_for_each_environment_with_a_profile(

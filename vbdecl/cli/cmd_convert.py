@@ -63,10 +63,8 @@ def run(args: argparse.Namespace) -> int:
             else:
                 print(render(doc, read_fds=True), end="")
         except NotExpressible as err:
-            for problem in err.problems:
-                print(problem, file=sys.stderr)
-            raise UsageError("no manifest can say what these bubblewrap arguments do",
-                             hint="keep running them with vb") from None
+            raise _cannot("no manifest can say what these bubblewrap arguments do", "keep running them with vb",
+                          [("", p) for p in err.problems], args.json) from None
         return 0
 
     from vbdecl.model import load_normalized
@@ -76,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
     profiles = sum(d["spec"]["security"]["seccomp"] != "off" for d in docs)
     # every environment first, and all that bubblewrap cannot say at once (as validate)
     commands: list[tuple[dict[str, Any], list[str], str | None]] = []    # (doc, argv, program file)
-    problems: list[str] = []
+    problems: list[tuple[str, str]] = []      # (where, what)
     for doc in docs:
         program = None
         if args.seccomp_out and doc["spec"]["security"]["seccomp"] != "off":
@@ -84,15 +82,13 @@ def run(args: argparse.Namespace) -> int:
         try:
             argv = manifest_to_bwrap(doc["spec"], SECCOMP_FD if program else None)
         except NotExpressible as err:
-            problems += [f"{args.to_bwrap}: environment {doc['name']}: {p}" for p in err.problems]
+            problems += [(f"{args.to_bwrap}: environment {doc['name']}", p) for p in err.problems]
             continue
         commands.append((doc, argv, program))
     if problems:
-        for problem in problems:
-            print(problem, file=sys.stderr)
         count = len(problems)
-        raise UsageError(f"{count} thing{'s' if count != 1 else ''} bubblewrap cannot express in "
-                         f"{args.to_bwrap}", hint="run it with `vbdecl run` instead")
+        raise _cannot(f"{count} thing{'s' if count != 1 else ''} bubblewrap cannot express in {args.to_bwrap}",
+                      "run it with `vbdecl run` instead", problems, args.json)
     for doc, argv, _program in commands:     # (warnings first: the command lines are the output)
         wider = bounding_note(doc["spec"], argv)
         for note in [*([wider] if wider is not None else []), *mode_notes(doc["spec"])]:
@@ -121,3 +117,17 @@ def _write_program(path: str, spec: dict[str, Any]) -> None:
             f.write(program)
     except OSError as exc:
         raise UsageError(f"--seccomp-out {path}: {exc.strerror}") from None
+
+
+def _cannot(message: str, hint: str, problems: list[tuple[str, str]], as_json: bool) -> UsageError:
+    """The error of a conversion that cannot be made: each reason printed first, or with
+    --json in the error's ``problems`` (a day-2 review found them only on stderr)."""
+    from vbdecl.errors import Problem
+
+    err = UsageError(message, hint=hint)
+    if as_json:
+        err.problems = [Problem("", message, hint), *(Problem(where, what) for where, what in problems)]
+    else:
+        for where, what in problems:
+            print(f"{where}: {what}" if where else what, file=sys.stderr)
+    return err

@@ -848,3 +848,16 @@ def test_an_environment_deleted_or_renamed_in_its_file_is_said_to_stay(
     # with --prune the directory's plan shows it as going: no warning then
     assert main(["plan", "--no-refresh", "--prune", str(env)]) == 0
     assert "no longer holds it" not in capsys.readouterr().err
+
+
+def test_a_name_command_given_a_file_and_history_of_an_unknown_name_say_so(
+        env: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A day-2 review gave `status` a manifest file (destroy takes one) and was told only
+    of the name pattern; `history` of an unknown name said "has no history", where the
+    other commands say it does not exist."""
+    for command in ("status", "history", "logs"):
+        assert main([command, str(env / "web.yaml")]) == 1
+        err = capsys.readouterr().err
+        assert "looks like a file: give the environment's name (its metadata.name)" in err, (command, err)
+    assert main(["history", "nosuch"]) == 1
+    assert "environment 'nosuch' does not exist" in capsys.readouterr().err

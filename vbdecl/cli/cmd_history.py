@@ -15,12 +15,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from vbdecl.cli.progress import emit_json
     from vbdecl.engine import paths, store
-    from vbdecl.errors import StateError
 
     state_dir = str(paths.state_root(args.state_dir))
     revs = store.history(args.name, state_dir)
     if not revs:
-        raise StateError(f"environment {args.name!r} has no history", hint="vbdecl ls lists the environments")
+        # (as the other commands say it: a day-2 review saw "has no history" here alone)
+        raise store.not_committed(args.name, state_dir)
     state = store.load(args.name, state_dir)
     current = (state or {}).get("revision")
     if args.json:

@@ -174,7 +174,11 @@ def check_name(name: str) -> None:
     if not valid_name(name):
         from vbdecl.errors import UsageError
 
-        raise UsageError(f"invalid environment name {name!r}", hint=f"names match {NAME_PATTERN}")
+        hint = f"names match {NAME_PATTERN}"
+        if "/" in name or name.endswith((".yaml", ".yml")):
+            # (a day-2 review gave `status` a manifest file, as `destroy` takes one)
+            hint = f"{name} looks like a file: give the environment's name (its metadata.name); {hint}"
+        raise UsageError(f"invalid environment name {name!r}", hint=hint)
 
 
 def cache_dir() -> str:

@@ -150,7 +150,7 @@ def run(args: argparse.Namespace) -> int:
     for old in before.values():
         # an environment only in A: going to B destroys it
         results.append(({**old, "actions": []}, state_of(old), changes(None, state_of(old))))
-    lines, doc = render_all(results)
+    lines, doc = render_all(results, compared=True)
     if args.json:
         doc["raw"] = raw if args.raw else None
         print(json.dumps(doc, indent=2, ensure_ascii=False))

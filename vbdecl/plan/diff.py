@@ -437,11 +437,11 @@ def changes(desired: dict[str, Any] | None, state: dict[str, Any] | None,
             out.append(Change("", METADATA, METADATA, "the manifest changed (labels, annotations, or "
                               "defaults another vbdecl fills in), but nothing it makes on the host"
                               + ("" if compared else ": apply records it")))
-        elif (moved := _moved(state, desired)) is not None:
-            # apply --prune of the old directory must not take it for one that went
+        elif not compared and (moved := _moved(state, desired)) is not None:
+            # apply --prune of the old directory must not take it for one that went (two
+            # files compared differ in their paths, which the user gave: nothing to say)
             out.append(Change("", METADATA, METADATA,
-                              f"the manifest is {moved[1]}, not {moved[0]}, with nothing else to change"
-                              if compared else f"now applied from {moved[1]} (so far from {moved[0]}), "
+                              f"now applied from {moved[1]} (so far from {moved[0]}), "
                               "with nothing to change on the host: apply records it"))
     return out
 

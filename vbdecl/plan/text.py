@@ -20,8 +20,9 @@ def summary_line(changes: list[Change]) -> str:
     return f"Plan: {s['add']} to add, {s['change']} to change, {s['destroy']} to destroy."
 
 
-def render_plan(name: str, changes: list[Change]) -> list[str]:
-    """The lines for one environment's plan."""
+def render_plan(name: str, changes: list[Change], *, compared: bool = False) -> list[str]:
+    """The lines for one environment's plan (``compared``: of a comparison, `vbdecl
+    diff`, where there is no manifest to match and nothing is applied)."""
     lines = [f"Environment {name}:"]
     drift = [c for c in changes if c.drift]
     todo = [c for c in changes if not c.drift]
@@ -36,9 +37,11 @@ def render_plan(name: str, changes: list[Change]) -> list[str]:
             lines += [c.line() for c in todo]
             lines.append("")
         if any(c.kind == METADATA for c in todo):
-            lines.append(f"No changes on the host: only {name}'s metadata differs from its manifest.")
+            lines.append(f"No changes on the host: only {name}'s metadata differs"
+                         + ("." if compared else " from its manifest."))
         else:
-            lines.append(f"No changes: {name} matches its manifest.")
+            lines.append(f"No changes: {name} is the same in both." if compared
+                         else f"No changes: {name} matches its manifest.")
         return lines
     lines.append("")
     lines.append("Actions are shown with these symbols:")
@@ -68,8 +71,8 @@ def plan_json(plan: dict[str, Any], changes: list[Change], state: dict[str, Any]
     }
 
 
-def render_all(results: list[tuple[dict[str, Any], dict[str, Any] | None, list[Change]]]
-               ) -> tuple[list[str], dict[str, Any]]:
+def render_all(results: list[tuple[dict[str, Any], dict[str, Any] | None, list[Change]]], *,
+               compared: bool = False) -> tuple[list[str], dict[str, Any]]:
     """Text lines and the ``--json`` document for the plans of one file:
     ``results`` holds (plan, recorded state, changes) per environment."""
     from vbdecl.plan.diff import has_changes
@@ -79,7 +82,7 @@ def render_all(results: list[tuple[dict[str, Any], dict[str, Any] | None, list[C
     for i, (plan, state, found) in enumerate(results):
         if i:
             lines.append("")
-        lines += render_plan(plan["name"], found)
+        lines += render_plan(plan["name"], found, compared=compared)
         docs.append(plan_json(plan, found, state))
     changed = any(has_changes(found) for _, _, found in results)
     return lines, {"format": 1, "changed": changed, "plans": docs}

@@ -19,6 +19,10 @@ def run(args: argparse.Namespace) -> int:
     from vbdecl.engine.sources import read_given
     from vbdecl.plan.text import render_dot, render_tree
 
+    if args.json and args.dot:
+        from vbdecl.errors import UsageError
+
+        raise UsageError("--dot and --json are two formats of the graph: give one")
     name, data = read_given(args.file) or (args.file, None)
     plans = plans_for_file(name, data=data)
     if args.json:

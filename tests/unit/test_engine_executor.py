@@ -399,3 +399,23 @@ def test_records_move_their_version_on_every_change() -> None:
     v = r.version
     del r["b"]
     assert r.version > v and r == {}
+
+
+def test_a_manifest_git_does_not_track_is_said_to_be_untracked(tmp_path: Path) -> None:
+    """A day-2 review applied a manifest git did not track: its revision named HEAD
+    (+dirty), a commit that does not hold the file."""
+    import subprocess
+
+    git = ["git", "-C", str(tmp_path), "-c", "user.name=t", "-c", "user.email=t@t"]
+    subprocess.run([*git, "init", "-q"], check=True)
+    (tmp_path / "other").write_text("x\n")
+    subprocess.run([*git, "add", "other"], check=True)
+    subprocess.run([*git, "commit", "-q", "-m", "one"], check=True)
+    source = tmp_path / "web.yaml"
+    source.write_text("a\n")
+    info = store.git_info(str(source))
+    assert info is not None and info["untracked"] is True and info["dirty"] is True
+    subprocess.run([*git, "add", "web.yaml"], check=True)
+    subprocess.run([*git, "commit", "-q", "-m", "two"], check=True)
+    info = store.git_info(str(source))
+    assert info is not None and "untracked" not in info and info["dirty"] is False

@@ -31,7 +31,8 @@ def run(args: argparse.Namespace) -> int:
     rows = [("REV", "TIME", "MANIFEST", "SOURCE", "GIT", "USER", "NOTE")]
     for r in revs:
         git = r.get("git") or {}
-        git_text = (git.get("commit", "")[:10] + ("+dirty" if git.get("dirty") else "")) if git else "-"
+        git_text = (git.get("commit", "")[:10] + ("+untracked" if git.get("untracked") else
+                                                   "+dirty" if git.get("dirty") else "")) if git else "-"
         rows.append((("*" if r["revision"] == current else " ") + str(r["revision"]),
                      time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r["time"])),
                      str(r.get("manifest_hash") or "-")[:19], r.get("source") or "-", git_text,

@@ -135,7 +135,8 @@ def list_envs(state_dir: str | None = None) -> list[str]:
 # --- revisions ---------------------------------------------------------------
 
 def git_info(source: str | None) -> dict[str, Any] | None:
-    """Commit and dirty flag when ``source`` lives in a git work tree."""
+    """Commit and dirty flag when ``source`` lives in a git work tree (``untracked``
+    too when git does not track the file: its commit then does not hold it)."""
     if not source or not shutil.which("git"):
         return None
     directory = os.path.dirname(source) or "."
@@ -149,7 +150,10 @@ def git_info(source: str | None) -> dict[str, Any] | None:
                                 capture_output=True, text=True, timeout=10)
     except (OSError, ValueError, subprocess.SubprocessError):
         return None
-    return {"commit": commit, "dirty": bool(status.stdout.strip()), "toplevel": top}
+    info = {"commit": commit, "dirty": bool(status.stdout.strip()), "toplevel": top}
+    if status.stdout.startswith("??"):
+        info["untracked"] = True    # (the commit does not hold the file: a day-2 review)
+    return info
 
 
 def _user() -> str:

@@ -863,3 +863,21 @@ def test_a_name_command_given_a_file_and_history_of_an_unknown_name_say_so(
         assert "looks like a file: give the environment's name (its metadata.name)" in err, (command, err)
     assert main(["history", "nosuch"]) == 1
     assert "environment 'nosuch' does not exist" in capsys.readouterr().err
+
+
+def test_a_damaged_state_of_another_environment_does_not_stop_a_plan(
+        env: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The review of the left-out warning: it read every environment's state, and one
+    that could not be parsed stopped the plan of any other manifest."""
+    broken = env / "state" / "envs" / "broken"
+    broken.mkdir(parents=True)
+    (broken / "state.json").write_text("{not json")
+    assert main(["plan", "--no-refresh", str(env / "web.yaml")]) == 0, capsys.readouterr().err
+
+
+def test_history_of_an_environment_whose_revisions_were_removed_says_so(
+        env: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    _record_state(env, env / "web.yaml")
+    assert main(["history", "web"]) == 1
+    err = capsys.readouterr().err
+    assert "environment 'web' has no revisions left" in err and "vbdecl status web" in err

@@ -209,7 +209,8 @@ def _applied_sources(state_dir: str | None) -> Iterator[tuple[str, str]]:
     from vbdecl.engine import store
 
     for name in store.list_envs(state_dir):
-        state = store.load(name, state_dir)
+        # (another environment's damaged state must not stop this plan or apply: a review)
+        state = store.load_or_none(name, state_dir)
         src_path = ((state or {}).get("plan") or {}).get("source") or {}
         if state and src_path.get("path"):
             yield name, os.path.realpath(src_path["path"])

@@ -29,7 +29,7 @@ def new_instance_id() -> str:
 
 
 def new_state(name: str, state_dir: str | None = None) -> State:
-    taken = {s.get("instance") for s in (_load_or_none(n, state_dir) for n in list_envs(state_dir)) if s}
+    taken = {s.get("instance") for s in (load_or_none(n, state_dir) for n in list_envs(state_dir)) if s}
     instance = new_instance_id()
     while instance in taken:
         instance = new_instance_id()
@@ -51,7 +51,7 @@ def load(name: str, state_dir: str | None = None) -> State | None:
     return check(state, str(path))
 
 
-def _load_or_none(name: str, state_dir: str | None) -> State | None:
+def load_or_none(name: str, state_dir: str | None) -> State | None:
     """The state of ``name``, None when it cannot be read: another environment's damaged
     state must not stop the apply of a new one (a crash review), whose instance id it
     then cannot collide with but by a 1-in-4-billion chance."""
@@ -136,7 +136,8 @@ def list_envs(state_dir: str | None = None) -> list[str]:
 
 def git_info(source: str | None) -> dict[str, Any] | None:
     """Commit and dirty flag when ``source`` lives in a git work tree (``untracked``
-    too when git does not track the file: its commit then does not hold it)."""
+    too when that commit does not hold the file: git does not track it, ignores it,
+    or has it only staged)."""
     if not source or not shutil.which("git"):
         return None
     directory = os.path.dirname(source) or "."
@@ -148,11 +149,15 @@ def git_info(source: str | None) -> dict[str, Any] | None:
         top, commit = head.stdout.split()[:2]
         status = subprocess.run(["git", "-C", directory, "status", "--porcelain", "--", source],
                                 capture_output=True, text=True, timeout=10)
+        # (whether HEAD holds the file: not when untracked, ignored, or only staged)
+        in_head = subprocess.run(["git", "-C", directory, "ls-tree", "--name-only", "HEAD", "--", source],
+                                 capture_output=True, text=True, timeout=10)
     except (OSError, ValueError, subprocess.SubprocessError):
         return None
     info = {"commit": commit, "dirty": bool(status.stdout.strip()), "toplevel": top}
-    if status.stdout.startswith("??"):
-        info["untracked"] = True    # (the commit does not hold the file: a day-2 review)
+    if in_head.returncode == 0 and not in_head.stdout.strip():
+        # (its commit does not hold the file: a day-2 review saw HEAD+dirty)
+        info.update(dirty=True, untracked=True)
     return info
 
 

@@ -430,6 +430,23 @@ def test_a_subnet_over_another_bridges_route_is_refused_by_plan_and_before_any_s
         cli(env.state, "destroy", "-y", env.name, check=False)
 
 
+def test_a_bridge_renamed_with_its_subnet_is_no_overlap(tmp_path: Path) -> None:
+    """The review of the overlap preflight: an environment moved to a bridge of another
+    name on the same subnet was refused, for the route of its own old bridge, which its
+    apply removes before it makes the new one."""
+    env = Published(tmp_path, "rn")
+    renamed = f"vbt{uniq()}"
+    m = write(tmp_path, env.name, renamed, env.subnet, f'"{env.hp}:80/tcp"')
+    try:
+        plan = cli(env.state, "plan", str(m), check=False)
+        assert plan.returncode == 0, plan.stdout + plan.stderr
+        cli(env.state, "apply", "-y", str(m))
+        assert os.path.exists(f"/sys/class/net/{renamed}") and not os.path.exists(f"/sys/class/net/{env.bridge}")
+        assert ask(env.gw, env.hp) == "pong"
+    finally:
+        cli(env.state, "destroy", "-y", env.name, check=False)
+
+
 def test_an_explicit_address_another_environment_holds_is_refused_before_any_step(tmp_path: Path) -> None:
     """A network review: plan passed an explicit network.address another environment of
     the state root held; apply made the environment's veth again (cutting it off its

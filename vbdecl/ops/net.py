@@ -242,19 +242,26 @@ class Bridge:
         nets = ", ".join(n for n in (params.get("subnet"), params.get("subnet6")) if n)
         return f"bridge {params['bridge']} ({nets}), created if missing"
 
-    def preflight(self, params: Params) -> str | None:
+    def conflict(self, names: Collection[str], params: Params, state_dir: str | None = None) -> str | None:
         """A bridge to make on a subnet that overlaps a host route: apply's step refuses
         it once the environment is made, and rolls it all back, so plan and apply say so
-        before any step (a network review saw plan accept it). A bridge that exists is
+        before any step (a network review saw plan accept it). Not a route of a bridge
+        vbdecl made that only environments of ``names`` use (a bridge renamed, the subnet
+        kept: the old one goes before the new one is made). A bridge that exists is
         joined, and its step says what it finds; so does a check that cannot run."""
         nl = _nl()
         try:
             nets = [ipam.parse_subnet(s) for s in (params.get("subnet"), params.get("subnet6")) if s]
+            st = shared.read(state_dir) if state_dir else {}
+            instances = st.get("instances") or {}
+            leaving = {bridge for bridge, entry in (st.get("bridges") or {}).items()
+                       if entry.get("created") and entry.get("users")
+                       and all(shared.is_one_of(instances.get(u) or {}, names, state_dir) for u in entry["users"])}
             with nl.Session() as sess:
                 if nl.link(sess.host, params["bridge"]) is not None:
                     return None
                 for net in nets:
-                    self._check_overlap(nl, sess.host, net, params["bridge"])
+                    self._check_overlap(nl, sess.host, net, params["bridge"], leaving)
         except ConflictError as err:
             return f"{err.message}; {err.hint}"
         except (ValueError, VbdeclError, OSError):
@@ -429,9 +436,13 @@ class Bridge:
         return True
 
     @staticmethod
-    def _check_overlap(nl: Any, ipr: Any, net: ipam.Network, name: str) -> None:
+    def _check_overlap(nl: Any, ipr: Any, net: ipam.Network, name: str,
+                       leaving: Collection[str] = ()) -> None:
+        """Refuse ``net`` where it overlaps a host route but on ``name`` or the bridges
+        ``leaving`` (which go before ``name`` is made)."""
         family = nl.AF_INET if net.version == 4 else nl.AF_INET6
-        hit = ipam.overlapping_route(net, nl.routes(ipr, family), name)
+        routes = [(prefix, dev) for prefix, dev in nl.routes(ipr, family) if dev not in leaving]
+        hit = ipam.overlapping_route(net, routes, name)
         if hit is not None:
             key = "subnet" if net.version == 4 else "subnet6"
             raise ConflictError(f"subnet {net} overlaps the host route {hit[0]} on {hit[1]}",

@@ -252,8 +252,10 @@ class Guard:
                     "rules": count or 0, "rules_sha256": rules_sha256(items, chain_of(ctx.instance))}
         if count is None or record.get("port") not in ports or base_repair_commands(items):
             return None         # (nothing guards the veth: gone)
-        # a rule deleted, added or replaced by hand: drift
-        return dict(record, rules=count, rules_sha256=rules_sha256(items, chain_of(ctx.instance)))
+        live = dict(record, rules=count)    # (a rule deleted or added by hand: drift)
+        if "rules_sha256" in record:        # (or replaced; a record from before has no digest)
+            live["rules_sha256"] = rules_sha256(items, chain_of(ctx.instance))
+        return live
 
     @_session
     def apply(self, ctx: Context, params: Params) -> Record:

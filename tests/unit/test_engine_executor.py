@@ -415,7 +415,14 @@ def test_a_manifest_git_does_not_track_is_said_to_be_untracked(tmp_path: Path) -
     source.write_text("a\n")
     info = store.git_info(str(source))
     assert info is not None and info["untracked"] is True and info["dirty"] is True
-    subprocess.run([*git, "add", "web.yaml"], check=True)
+    subprocess.run([*git, "add", "web.yaml"], check=True)       # staged only: not in HEAD either
+    info = store.git_info(str(source))
+    assert info is not None and info["untracked"] is True and info["dirty"] is True
     subprocess.run([*git, "commit", "-q", "-m", "two"], check=True)
     info = store.git_info(str(source))
     assert info is not None and "untracked" not in info and info["dirty"] is False
+    # an ignored one (status says nothing of it; a review of the first fix)
+    (tmp_path / ".gitignore").write_text("ignored.yaml\n")
+    (tmp_path / "ignored.yaml").write_text("a\n")
+    info = store.git_info(str(tmp_path / "ignored.yaml"))
+    assert info is not None and info["untracked"] is True and info["dirty"] is True

@@ -107,7 +107,8 @@ def _read(path: str, data: bytes | None = None) -> str:
 
 
 def _spec_text(plan: dict[str, Any]) -> str:
-    shown = {"name": plan.get("name"), "labels": plan.get("labels"), "spec": _shown(plan.get("spec"))}
+    shown = {"name": plan.get("name"), "labels": plan.get("labels"), "annotations": plan.get("annotations") or {},
+             "spec": _shown(plan.get("spec"))}
     return json.dumps(shown, indent=2, sort_keys=True) + "\n"
 
 

@@ -19,6 +19,12 @@ def run(args: argparse.Namespace) -> int:
     state_dir = str(paths.state_root(args.state_dir))
     revs = store.history(args.name, state_dir)
     if not revs:
+        if store.load_or_none(args.name, state_dir) is not None:
+            from vbdecl.errors import StateError
+
+            raise StateError(f"environment {args.name!r} has no revisions left (removed from "
+                             f"{paths.revisions_dir(args.name, state_dir)})", hint=f"`vbdecl status {args.name}` "
+                             "shows it; its next apply records a revision again")
         # (as the other commands say it: a day-2 review saw "has no history" here alone)
         raise store.not_committed(args.name, state_dir)
     state = store.load(args.name, state_dir)

@@ -40,7 +40,7 @@ def describe(name: str, state_dir: str, probe: bool) -> dict[str, Any] | None:
         "source": (((state or {}).get("plan") or {}).get("source") or {}).get("path"),
         "labels": ((state or {}).get("plan") or {}).get("labels") or {},
     }
-    if holder:
+    if holder is not None:      # (locked, whether or not its holder can be named)
         row["status"] = "busy"
     elif open_txn:
         row["status"] = "needs recovery"
@@ -48,7 +48,7 @@ def describe(name: str, state_dir: str, probe: bool) -> dict[str, Any] | None:
         row["status"] = "destroyed"
     else:
         row["status"] = "applied"
-    if state is not None and probe and not holder and not open_txn:
+    if state is not None and probe and holder is None and not open_txn:
         try:
             changes = Engine(state_dir).changes(state["plan"])
             drift = [c.id for c in changes.drift]

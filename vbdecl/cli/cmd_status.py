@@ -75,12 +75,13 @@ def run(args: argparse.Namespace) -> int:
           f"serial {state.get('serial')}")
     if labels:      # (a review never saw them anywhere)
         print("  labels: " + ", ".join(f"{k}={v}" for k, v in sorted(labels.items())))
-    if open_txn and not holder:
+    if open_txn and holder is None:
         print(f"  an interrupted command left an open transaction: run vbdecl recover {name}")
     elif open_txn:      # (its transaction is open because it runs)
         print("  a command is changing it now")
-    if holder:
-        print(f"  locked by pid {holder.get('pid')} ({holder.get('command')})")
+    if holder is not None:      # (its command, when the holder's record or /proc names one)
+        pid, command = holder.get("pid"), holder.get("command")
+        print(f"  locked by {f'pid {pid}' if pid else 'another process'}" + (f" ({command})" if command else ""))
     width = max((len(r["id"]) for r in resources), default=2)
     oom_kills = next((((r["usage"].get("memory") or {}).get("oom_kills") or 0) for r in resources
                       if isinstance(r.get("usage"), dict)), 0)

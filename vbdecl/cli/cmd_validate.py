@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 
-HELP = "check manifest files (or directories of *.yaml) and report every problem as file:line:col"
+HELP = "check manifest files (or directories of *.yaml and *.yml) and report every problem as file:line:col"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

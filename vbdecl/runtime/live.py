@@ -888,7 +888,7 @@ def _begin_log(log_path: str, instance: str) -> bytes:
             return b""
         when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         return f"--- vbdecl: the process started again ({when}) ---\n".encode()
-    if size:    # (an empty one is kept as the new log: a first apply left an empty .1)
+    if size:    # (an empty one is kept as the new log: the last part in .1 stays)
         os.replace(log_path, log_path + ".1")
     tmp = f"{owner_path}.{os.getpid()}.tmp"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)

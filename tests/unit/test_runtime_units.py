@@ -29,6 +29,10 @@ def test_fast_parse_run_and_exec() -> None:
         "run", {"state_dir": "/s", "name": "x"}, ["f.yaml"], ["a", "-b"])
     assert fast.parse(["exec", "env1", "ls", "-l"]) == ("exec", {}, ["env1"], ["ls", "-l"])
     assert fast.parse(["exec", "--cwd=/tmp", "env1"]) == ("exec", {"cwd": "/tmp"}, ["env1"], None)
+    assert fast.parse(["exec", "-t", "env1", "sh"]) == ("exec", {"tty": True}, ["env1"], ["sh"])
+    assert fast.parse(["exec", "env1", "--tty", "--", "sh"]) == ("exec", {"tty": True}, ["env1"], ["sh"])
+    with pytest.raises(UsageError, match="unknown option -t"):
+        fast.parse(["run", "-t", "f.yaml"])
     with pytest.raises(UsageError, match="unknown option --bogus"):
         fast.parse(["run", "--bogus", "f"])
     with pytest.raises(UsageError, match="needs a value"):
@@ -38,6 +42,8 @@ def test_fast_parse_run_and_exec() -> None:
 def test_fast_main_reports_usage_errors_with_125(capsys: pytest.CaptureFixture[str]) -> None:
     assert fast.main(["run"]) == 125
     assert "vbdecl run takes a manifest FILE" in capsys.readouterr().err
+    assert fast.main(["run", "--tty", "f.yaml"]) == 125
+    assert "--tty is an option of vbdecl exec" in capsys.readouterr().err
 
 
 def test_run_refuses_a_pids_limit_its_process_cannot_start_under(

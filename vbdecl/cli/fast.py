@@ -5,7 +5,7 @@ framework. The grammar (``--help`` goes to the argparse definitions in
 ``cmd_run``/``cmd_exec``)::
 
     vbdecl [GLOBAL...] run  [--name NAME] [--events-fd FD] [--no-cache] FILE [-- CMD...]
-    vbdecl [GLOBAL...] exec [--cwd DIR] NAME [-- CMD...]
+    vbdecl [GLOBAL...] exec [--cwd DIR] [-t|--tty] NAME [-- CMD...]
 
 GLOBAL: ``--state-dir DIR``, ``--debug``, ``--json``. Exit status: the
 process's; 125 when vbdecl failed before the process started; 126/127 when
@@ -23,7 +23,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
-_FLAGS = ("--debug", "--json", "--no-cache")
+_FLAGS = ("--debug", "--json", "--no-cache", "--tty")
 _VALUES = ("--state-dir", "--name", "--events-fd", "--cwd")
 
 
@@ -53,6 +53,8 @@ def parse(argv: list[str]) -> tuple[str, dict[str, object], list[str], list[str]
             opts[name[2:].replace("-", "_")] = value
         elif arg in _FLAGS:
             opts[arg[2:].replace("-", "_")] = True
+        elif arg == "-t" and cmd == "exec":
+            opts["tty"] = True
         elif arg == "-" and cmd == "run":
             raise UsageError("vbdecl run reads its manifest from a file: stdin is the process's",
                              hint="save the manifest to a file and run that (plan, diff, apply and "
@@ -100,6 +102,8 @@ def _main(argv: list[str]) -> int:
             from vbdecl.engine.paths import check_state_root
 
             check_state_root(state_dir)
+        if cmd == "run" and opts.get("tty"):
+            raise UsageError("--tty is an option of vbdecl exec", hint="vbdecl run takes the caller's terminal as it is")
         if cmd == "run":
             return run_file(pos[0], command=rest, name=opts.get("name"), state_dir=state_dir,
                             events_fd=opts.get("events_fd"), use_cache=not opts.get("no_cache"),
@@ -109,7 +113,7 @@ def _main(argv: list[str]) -> int:
         if json_out:    # (loaded here: exec reports from inside the environment's mounts)
             import vbdecl.cli.jsonerr  # noqa: F401
         return exec_in(pos[0], rest or None, state_dir=state_dir,
-                       cwd=str(opts["cwd"]) if opts.get("cwd") else None,
+                       cwd=str(opts["cwd"]) if opts.get("cwd") else None, tty=bool(opts.get("tty")),
                        report=lambda err: _report(err, debug, 125, json_out, code=err.exit_code))
     except VbdeclError as err:
         return _report(err, debug, 125, json_out)

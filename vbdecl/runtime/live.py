@@ -34,6 +34,7 @@ from vbdecl.sys import signals
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable
+    from types import ModuleType
     from typing import Any, BinaryIO
 
 
@@ -1254,11 +1255,12 @@ def env_record(state: dict[str, Any]) -> dict[str, Any]:
 
 
 def exec_in(name: str, argv: list[str] | None, *, state_dir: str | None = None,
-            cwd: str | None = None, forward_signals: bool = True,
+            cwd: str | None = None, forward_signals: bool = True, tty: bool = False,
             report: Callable[[VbdeclError], object] | None = None) -> int:
     """``vbdecl exec``: run ``argv`` in the live environment ``name``; return its exit status.
     What failed once the environment was entered (the command not found, the
-    environment stopped under it) goes to ``report``, else to stderr as text."""
+    environment stopped under it) goes to ``report``, else to stderr as text.
+    ``tty``: on a terminal of the environment's own, relayed (vbdecl.runtime.terminal)."""
     # Everything is imported before entering: the environment's root may not hold vbdecl.
     from vbdecl.runtime import spawn
     from vbdecl.runtime.spawn import SignalGuard, _child_error, _read_msg, _wait
@@ -1277,6 +1279,15 @@ def exec_in(name: str, argv: list[str] | None, *, state_dir: str | None = None,
     if cwd:
         proc["cwd"] = cwd
         proc["cwd_option"] = True       # (a failure names --cwd, not process.cwd)
+    terminal: ModuleType | None = None
+    if tty:
+        if not os.isatty(0):
+            raise RuntimeSetupError("vbdecl exec -t needs a terminal on its stdin",
+                                    hint="run it from a terminal, or leave -t out")
+        import vbdecl.runtime.terminal as terminal  # (before the fork: the child imports nothing)
+
+        # (the child makes its session itself, with the new terminal as its own)
+        proc["new_session"], proc["tty"] = False, "auto"
     spec["process"] = proc
     # Only the command joins the environment's cgroups: vbdecl waiting for it stays
     # out of them (it would count against pids and memory, and be killed without a
@@ -1288,7 +1299,8 @@ def exec_in(name: str, argv: list[str] | None, *, state_dir: str | None = None,
     ns_fds: dict[str, int] = {}
     # the caller's terminal (or /dev/null) behind a read-only mount, while in the host's
     # mount namespace, where its mount may be cloned
-    stdio = spawn.guarded_stdio()
+    stdio = [] if terminal is not None else spawn.guarded_stdio()
+    pty_sock = terminal.pair() if terminal is not None else None
     try:
         spec = C._security().load_host_files(spec)     # (the seccomp profile is a host file)
         C.preload(spec, C._security())
@@ -1324,6 +1336,8 @@ def exec_in(name: str, argv: list[str] | None, *, state_dir: str | None = None,
             if fd >= 0:
                 os.close(fd)
         spawn.close_stdio(stdio)
+        for sock in pty_sock or ():
+            sock.close()
         raise
     c2p_r, c2p_w = os.pipe2(os.O_CLOEXEC)
     error: VbdeclError | None = None
@@ -1332,6 +1346,8 @@ def exec_in(name: str, argv: list[str] | None, *, state_dir: str | None = None,
             pid = os.fork()
         except BaseException:
             spawn.close_stdio(stdio)
+            for sock in pty_sock or ():
+                sock.close()
             raise
         if pid == 0:
             # Not to be ptraced from inside while it is Python with the caller's fds
@@ -1371,6 +1387,13 @@ def exec_in(name: str, argv: list[str] | None, *, state_dir: str | None = None,
             os.close(init_dir)
             if lock_fd >= 0:
                 os.close(lock_fd)
+            if terminal is not None and pty_sock is not None:
+                pty_sock[0].close()
+                try:
+                    terminal.take_in_child(pty_sock[1])
+                except OSError as exc:
+                    C.fail(c2p_w, 125, f"cannot make a terminal in {name} for exec -t: {exc.strerror}",
+                           "the environment needs /dev/ptmx and /dev/pts: a dev entry in its filesystem")
             cfg = _process_cfg(spec, argv, c2p_w)
             cfg.userns_disabled = True      # (above, for the whole user namespace)
             C.exec_process(cfg)
@@ -1378,11 +1401,26 @@ def exec_in(name: str, argv: list[str] | None, *, state_dir: str | None = None,
             os.close(fd)
         spawn.close_stdio(stdio)
         os.close(c2p_w)
+        master = -1
+        if terminal is not None and pty_sock is not None:
+            pty_sock[1].close()
+            master = terminal.receive(pty_sock[0])
         try:
-            msg = _read_msg(c2p_r)
-            if msg is not None and msg[0] == C.MSG_ERROR:
-                error = _child_error(msg[1])
-            status = _wait(pid, pid, guard, C.own_session(proc))
+            if master >= 0:
+                assert terminal is not None
+                try:
+                    msg = _read_msg(c2p_r)
+                    if msg is not None and msg[0] == C.MSG_ERROR:
+                        error = _child_error(msg[1])
+                    with terminal.raw():
+                        status = terminal.pump(pid, guard, master)
+                finally:
+                    os.close(master)
+            else:
+                msg = _read_msg(c2p_r)
+                if msg is not None and msg[0] == C.MSG_ERROR:
+                    error = _child_error(msg[1])
+                status = _wait(pid, pid, guard, C.own_session(proc))
         finally:
             os.close(c2p_r)
     code = C.status_code(status)

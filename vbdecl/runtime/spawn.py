@@ -23,6 +23,7 @@ from vbdecl.sys import proc as sysproc
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from typing import Any
 
     from vbdecl.runtime.events import Callback
@@ -858,24 +859,33 @@ def _wait(pid: int, target: int, guard: SignalGuard, new_session: bool) -> int:
         wpid, status = os.waitpid(pid, os.WNOHANG)
         if wpid == pid:
             return status
-        info = signals.sigwaitinfo(guard.waitset)
-        if info.si_signo == signals.SIGCHLD:
-            continue
-        if info.si_signo == PARENT_DIED:
-            # Our caller is gone (die_with_parent): the sandbox dies with it; pid 1 first,
-            # so that nothing in the pid namespace outlives it.
-            for victim in dict.fromkeys((target, pid)):
-                try:
-                    os.kill(victim, signals.SIGKILL)
-                except ProcessLookupError:
-                    pass
-            continue
-        if info.si_code == C.SI_KERNEL and not new_session:
-            continue   # the terminal signalled our whole process group, the sandbox included
-        try:
-            os.kill(target, info.si_signo)
-        except ProcessLookupError:
-            pass
+        take_signal(signals.sigwaitinfo(guard.waitset), pid, target, new_session)
+
+
+def take_signal(info: Any, pid: int, target: int, new_session: bool,
+                on_winch: Callable[[], object] | None = None) -> None:
+    """Act on one guarded signal while waiting for ``pid``: forward it to ``target``;
+    SIGWINCH to ``on_winch`` instead, when given (exec -t: the terminal's size)."""
+    if info.si_signo == signals.SIGCHLD:
+        return
+    if info.si_signo == signals.SIGWINCH and on_winch is not None:
+        on_winch()
+        return
+    if info.si_signo == PARENT_DIED:
+        # Our caller is gone (die_with_parent): the sandbox dies with it; pid 1 first,
+        # so that nothing in the pid namespace outlives it.
+        for victim in dict.fromkeys((target, pid)):
+            try:
+                os.kill(victim, signals.SIGKILL)
+            except ProcessLookupError:
+                pass
+        return
+    if info.si_code == C.SI_KERNEL and not new_session:
+        return   # the terminal signalled our whole process group, the sandbox included
+    try:
+        os.kill(target, info.si_signo)
+    except ProcessLookupError:
+        pass
 
 
 def _drain_pending(waitset: set[Any]) -> None:

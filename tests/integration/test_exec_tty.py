@@ -94,9 +94,39 @@ def test_what_the_caller_types_reaches_it_and_ctrl_c_is_its_sigint(live: tuple[P
     code, out = _on_a_terminal(state, ["exec", "--tty", name, "--", "/bin/sh", "-c",
                                        "echo ready; read line; echo got:$line; exit 5"], typed=b"hello\r")
     assert code == 5 and b"got:hello" in out, out
+    # one key, no newline: it gets there only through a caller's terminal in raw mode
+    code, out = _on_a_terminal(state, ["exec", "-t", name, "--", "/bin/sh", "-c",
+                                       "stty -icanon min 1; echo ready; c=$(dd bs=1 count=1 2>/dev/null); "
+                                       "echo got:$c; exit 7"], typed=b"x")
+    assert code == 7 and b"got:x" in out, out
     code, out = _on_a_terminal(state, ["exec", "-t", name, "--", "/bin/sh", "-c", "echo ready; exec sleep 100"],
                                typed=b"\x03")
     assert code == 130, out
+
+
+def test_it_ends_with_the_command_whatever_holds_its_terminal_or_its_output(live: tuple[Path, str]) -> None:
+    """The review of exec -t: a process the command left holding the terminal kept vbdecl
+    reading it for good once a key was typed; and with stdout a pipe closed early
+    (`| head -1`) the command blocked on a full terminal for good. The first ends with
+    the command, the second with a hangup for it (exit 129)."""
+    state, name = live
+    start = time.monotonic()
+    code, out = _on_a_terminal(state, ["exec", "-t", name, "--", "/bin/sh", "-c",
+                                       "(trap '' HUP; exec sleep 30) & echo ready; sleep 0.5; exit 4"], typed=b"k")
+    assert code == 4 and time.monotonic() - start < 15, out
+    master, slave = os.openpty()
+    try:
+        proc = subprocess.Popen([VBDECL, "--state-dir", str(state), "exec", "-t", name, "--", "yes"],
+                                stdin=slave, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                                start_new_session=True, env=dict(os.environ, VBDECL_CACHE_DIR=str(state.parent / "cache")),
+                                preexec_fn=lambda: fcntl.ioctl(0, termios.TIOCSCTTY, 0))
+        assert proc.stdout is not None
+        assert proc.stdout.readline().strip() == b"y"
+        proc.stdout.close()
+        assert proc.wait(15) == 129
+    finally:
+        os.close(master)
+        os.close(slave)
 
 
 def test_without_a_terminal_or_a_dev_entry_it_says_what_is_missing(live: tuple[Path, str], tmp_path: Path) -> None:

@@ -1391,9 +1391,11 @@ def exec_in(name: str, argv: list[str] | None, *, state_dir: str | None = None,
                 pty_sock[0].close()
                 try:
                     terminal.take_in_child(pty_sock[1])
-                except OSError as exc:
-                    C.fail(c2p_w, 125, f"cannot make a terminal in {name} for exec -t: {exc.strerror}",
-                           "the environment needs /dev/ptmx and /dev/pts: a dev entry in its filesystem")
+                except BaseException as exc:    # (never back into the parent's code)
+                    why = exc.message if isinstance(exc, VbdeclError) else \
+                        (exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc))
+                    C.fail(c2p_w, 125, f"cannot make a terminal in {name} for exec -t: {why}",
+                           "the environment needs /dev/pts of its own: a dev entry in its filesystem")
             cfg = _process_cfg(spec, argv, c2p_w)
             cfg.userns_disabled = True      # (above, for the whole user namespace)
             C.exec_process(cfg)

@@ -343,10 +343,8 @@ def test_a_deleted_dnat_rule_of_one_family_is_drift_that_apply_repairs(tmp_path:
         chain = record["chain"]
 
         def dnats() -> dict[str, int]:
-            listed = json.loads(subprocess.run(["nft", "-a", "-j", "list", "chain", "inet", "vbdecl", chain],
-                                               capture_output=True, text=True, check=True).stdout)
-            return {e["dnat"]["family"]: i["rule"]["handle"] for i in listed["nftables"] if "rule" in i
-                    for e in i["rule"]["expr"] if isinstance(e, dict) and "dnat" in e}
+            return {e["dnat"]["family"]: handle for handle, expr in _rule_handles("inet", chain)
+                    for e in expr if isinstance(e, dict) and "dnat" in e}
 
         assert sorted(dnats()) == ["ip", "ip6"]
         subprocess.run(["nft", "delete", "rule", "inet", "vbdecl", chain, "handle", str(dnats()["ip"])],

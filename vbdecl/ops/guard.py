@@ -259,7 +259,7 @@ class Guard:
 
     @_session
     def apply(self, ctx: Context, params: Params) -> Record:
-        from vbdecl.ops.nat import _host_lock
+        from vbdecl.ops.nat import _host_lock, add_whole
         from vbdecl.sys import netlink
         from vbdecl.sys.nft import translate
 
@@ -290,19 +290,9 @@ class Guard:
         with _host_lock() as host:
             collect(nft, host)
             host.setdefault("guards", {})[ctx.instance] = {"port": veth["host"], "hostns": _netns()}
-            # (the add alone first: it lands as is where the table is whole, and the one
-            # listing after it serves both the base's check and the record)
-            landed, err = nft.try_run(cmds)
-            listed = nft.list_table(FAMILY, TABLE)
-            base = base_commands() if listed is None else base_repair_commands(listed)
-            ok = landed
-            if base:    # (no table yet, or its base flushed by hand: made whole)
-                ok, err = nft.try_run(base + ([] if landed else cmds))
-                if ok:
-                    listed = nft.list_table(FAMILY, TABLE)
-            if not ok:
-                if landed:
-                    nft.try_run(delete_commands(ctx.instance, [veth["host"]], True))
+            listed, err = add_whole(nft, FAMILY, TABLE, cmds, delete_commands(ctx.instance, [veth["host"]], True),
+                                    lambda items: base_commands() if items is None else base_repair_commands(items))
+            if err is not None:
                 host["guards"].pop(ctx.instance, None)
                 raise translate(err, "guarding the environment's veth")
         # what the environment's addresses announced before its guard was there went
@@ -310,7 +300,7 @@ class Guard:
         netlink.announce(env, pid, INNER, inner["index"], v6=bool(addr6))
         return {"chain": chain_of(ctx.instance), "port": veth["host"], "mac": mac,
                 "addresses": [addr4, *own6], "rules": len(rules(mac, addr4, own6)),
-                "rules_sha256": rules_sha256(listed or [], chain_of(ctx.instance))}
+                "rules_sha256": rules_sha256(listed, chain_of(ctx.instance))}
 
     def revert(self, ctx: Context, record: Record) -> None:
         from vbdecl.ops.nat import _host_lock

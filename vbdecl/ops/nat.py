@@ -27,7 +27,7 @@ import contextlib
 import ipaddress
 import json
 import os
-from collections.abc import Collection, Iterator
+from collections.abc import Callable, Collection, Iterator
 from typing import Any
 
 from vbdecl.errors import ConflictError, SysError, VbdeclError
@@ -333,6 +333,29 @@ def _save_host(host: dict[str, Any]) -> None:
     write_json(os.path.join(HOST_DIR, "nat.json"), host, durable=False)   # on tmpfs: a reboot resets both
 
 
+def add_whole(nft: Any, family: str, table: str, cmds: list[Cmd], undo: list[Cmd],
+              base_of: Callable[[list[dict[str, Any]] | None], list[Cmd]]) -> tuple[list[dict[str, Any]], str | None]:
+    """Run ``cmds`` in a table that ``base_of(listing)`` makes whole (its maps and hooked
+    chains: all of them for no table, None; what someone flushed or deleted; nothing);
+    (the table as listed after, the error text or None). The add goes alone first: it
+    lands as is where the table is whole, the common case, and the one listing after it
+    serves both the base's check and the caller's record. Where the base then still
+    fails, what landed is taken back (``undo``). Under the caller's host lock."""
+    landed, err = nft.try_run(cmds)
+    items = nft.list_table(family, table)
+    base = base_of(items)
+    ok = landed
+    if base:
+        ok, err = nft.try_run(base + ([] if landed else cmds))
+        if ok:
+            items = nft.list_table(family, table)
+    if not ok:
+        if landed:
+            nft.try_run(undo)
+        return [], err
+    return items or [], None
+
+
 def _add(ctx: Context, key: str, cmds: list[Cmd], families: list[str], what: str, *,
          localnet: tuple[str, str] | None = None) -> list[dict[str, Any]]:
     """Run ``cmds`` in one transaction (creating the table when it is absent)
@@ -345,21 +368,10 @@ def _add(ctx: Context, key: str, cmds: list[Cmd], families: list[str], what: str
     with _host_lock() as host:
         _collect(nft, host)
         _register(host, ctx, key, families)
-        # (the add alone first: it lands as is where the table is whole, the common case,
-        # and the one listing after it serves both the base's check and the record)
-        landed, err = nft.try_run(cmds)
-        items = nft.list_table(FAMILY, TABLE)
-        # (a table made anew, never reset: the host lock is held; one whose base was
-        # flushed by hand is made whole, with the add where it did not land)
-        base = base_commands()[2:] if items is None else base_repair_commands(items)
-        ok = landed
-        if base:
-            ok, err = nft.try_run(base + ([] if landed else cmds))
-            if ok:
-                items = nft.list_table(FAMILY, TABLE)
-        if not ok:
-            if landed:
-                nft.try_run(_undo_of(cmds))
+        # (a table made anew, never reset: the host lock is held)
+        items, err = add_whole(nft, FAMILY, TABLE, cmds, _undo_of(cmds),
+                               lambda listed: base_commands()[2:] if listed is None else base_repair_commands(listed))
+        if err is not None:
             error = translate(err, what)
             if isinstance(error, ConflictError):
                 error.holder = _holder(nft, host, cmds, ctx.instance, ctx.state_dir)
@@ -368,7 +380,7 @@ def _add(ctx: Context, key: str, cmds: list[Cmd], families: list[str], what: str
             _forward_on(host, families)
             if localnet is not None:
                 _localnet_on(host, *localnet)
-            return items or []
+            return items
         except BaseException:
             nft.try_run(_undo_of(cmds))
             raise

@@ -1408,23 +1408,18 @@ def exec_in(name: str, argv: list[str] | None, *, state_dir: str | None = None,
             pty_sock[1].close()
             master = terminal.receive(pty_sock[0])
         try:
-            if master >= 0:
-                assert terminal is not None
-                try:
-                    msg = _read_msg(c2p_r)
-                    if msg is not None and msg[0] == C.MSG_ERROR:
-                        error = _child_error(msg[1])
-                    with terminal.raw():
-                        status = terminal.pump(pid, guard, master)
-                finally:
-                    os.close(master)
+            msg = _read_msg(c2p_r)
+            if msg is not None and msg[0] == C.MSG_ERROR:
+                error = _child_error(msg[1])
+            if terminal is not None and master >= 0:
+                with terminal.raw():
+                    status = terminal.pump(pid, guard, master)
             else:
-                msg = _read_msg(c2p_r)
-                if msg is not None and msg[0] == C.MSG_ERROR:
-                    error = _child_error(msg[1])
                 status = _wait(pid, pid, guard, C.own_session(proc))
         finally:
             os.close(c2p_r)
+            if master >= 0:
+                os.close(master)
     code = C.status_code(status)
     if error is None and os.WIFSIGNALED(status) and os.WTERMSIG(status) == signals.SIGKILL and \
             _stopped(init_dir, record.get("start_time"), lock_fd):

@@ -66,8 +66,7 @@ def take_in_child(sock: socket.socket) -> None:
             raise OSError(errno.ENODEV, "/dev/pts/ptmx is not a terminal multiplexer")
         fcntl.ioctl(master, TIOCSPTLCK, struct.pack("i", 0))
         peer = fcntl.ioctl(master, TIOCGPTPEER, os.O_RDWR | os.O_NOCTTY)
-        with contextlib.suppress(OSError):      # (before the command starts: it may read it at once)
-            fcntl.ioctl(peer, termios.TIOCSWINSZ, fcntl.ioctl(0, termios.TIOCGWINSZ, b"\0" * 8))
+        copy_size(peer)     # (before the command starts: it may read it at once)
         socket.send_fds(sock, [b"m"], [master])
     finally:
         os.close(master)
@@ -94,12 +93,12 @@ def receive(sock: socket.socket) -> int:
     return fds[0] if fds else -1
 
 
-def copy_size(master: int) -> None:
-    """The caller's window size onto the environment's terminal (which signals its
-    foreground processes, as a terminal's own resize does)."""
+def copy_size(end: int) -> None:
+    """The caller's window size onto the environment's terminal, through either of its
+    ends (which signals its foreground processes, as a terminal's own resize does)."""
     with contextlib.suppress(OSError):
         size = fcntl.ioctl(0, termios.TIOCGWINSZ, b"\0" * 8)
-        fcntl.ioctl(master, termios.TIOCSWINSZ, size)
+        fcntl.ioctl(end, termios.TIOCSWINSZ, size)
 
 
 @contextlib.contextmanager

@@ -3,16 +3,19 @@ to the caller's, which the tests give it as a pseudo-terminal of their own."""
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import select
+import signal
 import struct
 import subprocess
 import sys
 import termios
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from testmanifests import head
@@ -21,19 +24,19 @@ VBDECL = str(Path(sys.executable).with_name("vbdecl"))
 
 
 def _cli(state: Path, *args: str, **kw: object) -> subprocess.CompletedProcess[str]:
-    env = dict(os.environ, VBDECL_CACHE_DIR=str(state.parent / "cache"))
+    env = kw.pop("env", None) or dict(os.environ, VBDECL_CACHE_DIR=str(state.parent / "cache"))
     return subprocess.run([VBDECL, "--state-dir", str(state), *args], capture_output=True, text=True,
                           env=env, timeout=60, **kw)  # type: ignore[call-overload, no-any-return]
 
 
-@pytest.fixture
-def live(tmp_path: Path) -> Iterator[tuple[Path, str]]:
-    """A live environment with /proc and /dev (its own devpts), running sleep."""
+@contextlib.contextmanager
+def _applied(tmp_path: Path, process: str = "command: [/bin/sleep, '600']") -> Iterator[tuple[Path, str]]:
+    """A live environment with /proc and /dev (its own devpts), running ``process``."""
     name = "tty" + os.urandom(3).hex()
-    manifest = tmp_path / "m.yaml"
+    manifest = tmp_path / f"{name}.yaml"
     manifest.write_text(head(name, template=False) + "    - {type: proc, target: /proc}\n"
                         "    - {type: dev, target: /dev}\n"
-                        "  process: {command: [/bin/sleep, '600']}\n")
+                        f"  process: {{{process}}}\n")
     state = tmp_path / "state"
     r = _cli(state, "apply", "-y", str(manifest))
     assert r.returncode == 0, r.stderr
@@ -44,21 +47,20 @@ def live(tmp_path: Path) -> Iterator[tuple[Path, str]]:
         assert r.returncode == 0, r.stderr
 
 
+@pytest.fixture
+def live(tmp_path: Path) -> Iterator[tuple[Path, str]]:
+    with _applied(tmp_path) as env:
+        yield env
+
+
 def _on_a_terminal(state: Path, args: list[str], typed: bytes = b"", rows: int = 33,
                    cols: int = 99) -> tuple[int, bytes]:
     """Run ``vbdecl ARGS`` with a new pseudo-terminal as its stdin, stdout, stderr and
     controlling terminal; type ``typed`` once it wrote "ready"; (exit status, what it
     wrote). The terminal's attributes must be as they were after it."""
-    argv = [VBDECL, "--state-dir", str(state), *args]
-    master, slave = os.openpty()
-    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
-    before = termios.tcgetattr(slave)
-    proc = subprocess.Popen(argv, stdin=slave, stdout=slave, stderr=slave, start_new_session=True,
-                            env=dict(os.environ, VBDECL_CACHE_DIR=str(state.parent / "cache")),
-                            preexec_fn=lambda: fcntl.ioctl(0, termios.TIOCSCTTY, 0))
-    out = b""
-    deadline = time.monotonic() + 30
-    try:
+    with _terminal_for(state, args, rows, cols) as (proc, master, slave, before):
+        out = b""
+        deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             ready, _, _ = select.select([master], [], [], 0.1)
             if ready:
@@ -74,6 +76,23 @@ def _on_a_terminal(state: Path, args: list[str], typed: bytes = b"", rows: int =
                 break
         assert termios.tcgetattr(slave) == before      # the caller's terminal set back
         return proc.wait(10), out
+
+
+@contextlib.contextmanager
+def _terminal_for(state: Path, args: list[str], rows: int = 33, cols: int = 99
+                  ) -> Iterator[tuple[subprocess.Popen[bytes], int, int, list[Any]]]:
+    """``vbdecl ARGS`` started on a new pseudo-terminal (stdin, stdout, stderr, controlling
+    terminal): (the process, the terminal's master and slave ends, its attributes
+    before); ended and closed after the block."""
+    master, slave = os.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
+    before = termios.tcgetattr(slave)
+    proc = subprocess.Popen([VBDECL, "--state-dir", str(state), *args], stdin=slave, stdout=slave,
+                            stderr=slave, start_new_session=True,
+                            env=dict(os.environ, VBDECL_CACHE_DIR=str(state.parent / "cache")),
+                            preexec_fn=lambda: fcntl.ioctl(0, termios.TIOCSCTTY, 0))
+    try:
+        yield proc, master, slave, before
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -129,10 +148,92 @@ def test_it_ends_with_the_command_whatever_holds_its_terminal_or_its_output(live
         os.close(slave)
 
 
-def test_without_a_terminal_or_a_dev_entry_it_says_what_is_missing(live: tuple[Path, str], tmp_path: Path) -> None:
+def test_a_stdin_that_is_no_terminal_is_given_as_it_is(live: tuple[Path, str]) -> None:
+    """A script or CI: its input goes to the command as without -t (it ends where the
+    caller's ends, which a terminal cannot say for good), its output to the new
+    terminal. A review: -t needed a terminal on stdin."""
     state, name = live
-    r = _cli(state, "exec", "-t", name, "--", "/bin/true", stdin=subprocess.DEVNULL)
-    assert r.returncode == 125 and "vbdecl exec -t needs a terminal on its stdin" in r.stderr, r.stderr
+    for given, seen in ((b"one\ntwo\n", "one\r\ntwo\r\n"), (b"half", "half")):
+        r = subprocess.run([VBDECL, "--state-dir", str(state), "exec", "-t", name, "--", "/bin/sh", "-c",
+                            "tty; tty <&1; cat; echo; echo end"], input=given, capture_output=True,
+                           env=dict(os.environ, VBDECL_CACHE_DIR=str(state.parent / "cache")), timeout=60)
+        out = r.stdout.decode()
+        assert r.returncode == 0, (out, r.stderr)
+        assert out == f"not a tty\r\n/dev/pts/0\r\n{seen}\r\nend\r\n", out
+
+
+def test_term_is_set_for_a_command_that_would_have_none(live: tuple[Path, str], tmp_path: Path) -> None:
+    state, name = live
+    env = {k: v for k, v in os.environ.items() if k != "TERM"}
+    r = _cli(state, "exec", "-t", name, "--", "/bin/sh", "-c", "echo term=$TERM", stdin=subprocess.DEVNULL,
+             env=dict(env, VBDECL_CACHE_DIR=str(state.parent / "cache")))
+    assert r.returncode == 0 and "term=xterm" in r.stdout.split(), (r.stdout, r.stderr)
+    with _applied(tmp_path, "command: [/bin/sleep, '600'], clear_env: true") as (state2, cleared):
+        r = _cli(state2, "exec", "-t", cleared, "--", "/bin/sh", "-c", "echo term=$TERM", stdin=subprocess.DEVNULL,
+                 env=dict(os.environ, TERM="vt220", VBDECL_CACHE_DIR=str(state.parent / "cache")))
+        assert r.returncode == 0 and "term=vt220" in r.stdout.split(), (r.stdout, r.stderr)
+        r = _cli(state2, "exec", cleared, "--", "/bin/sh", "-c", "echo term=$TERM", stdin=subprocess.DEVNULL)
+        assert r.returncode == 0 and r.stdout == "term=\n", (r.stdout, r.stderr)    # (without -t: as declared)
+
+
+def test_the_terminal_is_the_command_s_user_s(tmp_path: Path) -> None:
+    """A review: it was root's, so a command of another user could not open it again by
+    its name (as su, ssh or a pinentry do)."""
+    with _applied(tmp_path, "command: [/bin/sleep, '600'], user: 4321, group: 4321") as (state, name):
+        r = _cli(state, "exec", "-t", name, "--", "/bin/sh", "-c",
+                 "t=$(tty <&2); stat -c owner=%u $t; id -u; echo again > $t && echo reopened", stdin=subprocess.DEVNULL)
+        assert r.returncode == 0, (r.stdout, r.stderr)
+        assert r.stdout.splitlines()[:2] == ["owner=4321", "4321"] and "reopened" in r.stdout, r.stdout
+
+
+def _state(pid: int) -> str:
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+
+
+def _until(check: Callable[[], bool], what: str) -> None:
+    deadline = time.monotonic() + 15
+    while not check():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.02)
+
+
+def test_a_stop_sets_the_terminal_back_and_fg_makes_it_raw_again(live: tuple[Path, str]) -> None:
+    """The review of exec -t: after `kill -STOP` and `fg` the caller's terminal stayed
+    cooked (its shell set it back), so a key reached the command only with a newline."""
+    state, name = live
+    out = b""
+    with _terminal_for(state, ["exec", "-t", name, "--", "/bin/sh", "-c", "stty -icanon min 1; echo ready; "
+                               "c=$(dd bs=1 count=1 2>/dev/null); echo got:$c"]) as (proc, master, slave, cooked):
+
+        def read_until(marker: bytes) -> None:
+            nonlocal out
+            deadline = time.monotonic() + 30
+            while marker not in out:
+                assert time.monotonic() < deadline and proc.poll() is None, out
+                if select.select([master], [], [], 0.1)[0]:
+                    out += os.read(master, 4096)
+
+        read_until(b"ready")
+        raw = termios.tcgetattr(slave)
+        assert raw != cooked
+        proc.send_signal(signal.SIGTSTP)        # (as a terminal's ^Z would, were it not raw)
+        _until(lambda: _state(proc.pid) == "T", "vbdecl did not stop on SIGTSTP")
+        assert termios.tcgetattr(slave) == cooked       # set back before it stopped
+        proc.send_signal(signal.SIGCONT)
+        _until(lambda: termios.tcgetattr(slave) == raw, "not raw again after SIGCONT")
+        proc.send_signal(signal.SIGSTOP)        # (no chance to set it back: its shell does)
+        _until(lambda: _state(proc.pid) == "T", "vbdecl did not stop on SIGSTOP")
+        termios.tcsetattr(slave, termios.TCSANOW, cooked)
+        proc.send_signal(signal.SIGCONT)
+        _until(lambda: termios.tcgetattr(slave) == raw, "not raw again after SIGSTOP and SIGCONT")
+        os.write(master, b"x")      # one key, no newline: through only in raw mode
+        read_until(b"got:x")
+        assert proc.wait(15) == 0
+        assert termios.tcgetattr(slave) == cooked
+
+
+def test_without_a_dev_entry_it_says_what_is_missing(tmp_path: Path) -> None:
+    state = tmp_path / "state"
     bare = "bare" + os.urandom(3).hex()
     manifest = tmp_path / "bare.yaml"
     manifest.write_text(head(bare, template=False) + "  process: {command: [/bin/sleep, '600']}\n")

@@ -12,7 +12,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cwd", help="working directory inside (default: process.cwd)")
     parser.add_argument("-t", "--tty", action="store_true",
                         help="give the command a terminal of the environment's own (its /dev/pts: "
-                             "needs a dev entry), relayed to this one, which must be a terminal")
+                             "needs a dev entry), relayed to this one; a stdin that is no terminal "
+                             "is given as it is, and TERM is set where the command would have none")
     parser.add_argument("command", nargs=argparse.REMAINDER, metavar="-- CMD...",
                         help="the command (default: /bin/sh)")
     parser.epilog = ("Exit status: the command's; 128+N when killed by signal N; 125 vbdecl failed "

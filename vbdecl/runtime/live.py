@@ -1281,13 +1281,12 @@ def exec_in(name: str, argv: list[str] | None, *, state_dir: str | None = None,
         proc["cwd_option"] = True       # (a failure names --cwd, not process.cwd)
     terminal: ModuleType | None = None
     if tty:
-        if not os.isatty(0):
-            raise RuntimeSetupError("vbdecl exec -t needs a terminal on its stdin",
-                                    hint="run it from a terminal, or leave -t out")
-        import vbdecl.runtime.terminal as terminal  # (before the fork: the child imports nothing)
+        from vbdecl.runtime import terminal as term  # (before the fork: the child imports nothing)
 
+        terminal = term
         # (the child makes its session itself, with the new terminal as its own)
         proc["new_session"], proc["tty"] = False, "auto"
+        proc["env"] = term.with_term(proc)
     spec["process"] = proc
     # Only the command joins the environment's cgroups: vbdecl waiting for it stays
     # out of them (it would count against pids and memory, and be killed without a
@@ -1299,7 +1298,10 @@ def exec_in(name: str, argv: list[str] | None, *, state_dir: str | None = None,
     ns_fds: dict[str, int] = {}
     # the caller's terminal (or /dev/null) behind a read-only mount, while in the host's
     # mount namespace, where its mount may be cloned
-    stdio = [] if terminal is not None else spawn.guarded_stdio()
+    # (with -t only a stdin that is no terminal: the rest is the new terminal)
+    keep_stdin = terminal is not None and not os.isatty(0)
+    stdio = spawn.guarded_stdio(which=(0,)) if keep_stdin else [] if terminal is not None \
+        else spawn.guarded_stdio()
     pty_sock = terminal.pair() if terminal is not None else None
     try:
         spec = C._security().load_host_files(spec)     # (the seccomp profile is a host file)
@@ -1390,7 +1392,7 @@ def exec_in(name: str, argv: list[str] | None, *, state_dir: str | None = None,
             if terminal is not None and pty_sock is not None:
                 pty_sock[0].close()
                 try:
-                    terminal.take_in_child(pty_sock[1])
+                    terminal.take_in_child(pty_sock[1], proc.get("user"), stdin=not keep_stdin)
                 except BaseException as exc:    # (never back into the parent's code)
                     why = exc.message if isinstance(exc, VbdeclError) else \
                         (exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc))
@@ -1412,8 +1414,8 @@ def exec_in(name: str, argv: list[str] | None, *, state_dir: str | None = None,
             if msg is not None and msg[0] == C.MSG_ERROR:
                 error = _child_error(msg[1])
             if terminal is not None and master >= 0:
-                with terminal.raw():
-                    status = terminal.pump(pid, guard, master)
+                with terminal.raw() as caller:
+                    status = terminal.pump(pid, guard, master, caller)
             else:
                 status = _wait(pid, pid, guard, C.own_session(proc))
         finally:

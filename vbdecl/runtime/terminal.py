@@ -9,6 +9,12 @@ other end as its stdin, stdout, stderr and controlling terminal in a session of
 its own, and hands the multiplexer end to vbdecl over a socket. vbdecl puts the
 caller's terminal in raw mode and relays both ways, the window size with them,
 until the command has exited, then sets the terminal back (as ``docker exec -t``).
+A stop of vbdecl (``kill -TSTP``) sets the caller's terminal back first, and its
+continuation (``fg``) makes it raw again, as ssh does. A caller whose stdin is
+no terminal (a script, CI) gives it to the command as it is, as ``vbdecl exec``
+without ``-t`` does: only its output and its controlling terminal are the new
+terminal, so that its input ends where the caller's ends (a terminal has no
+end-of-file a pipe's reader could be given for good).
 
 Everything here is imported before the fork: once in the environment's mount
 namespace, the child imports nothing more (its files are the environment's).
@@ -27,11 +33,15 @@ import struct
 import termios
 import time
 import tty
-from collections.abc import Iterator
 
 from vbdecl.runtime.spawn import SignalGuard, take_signal
 from vbdecl.sys import mount as m
 from vbdecl.sys import signals
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+    from typing import Any
 
 TIOCSPTLCK = 0x40045431     # unlock the new terminal
 TIOCGPTPEER = 0x5441        # open its other end from the multiplexer, not through a path
@@ -43,11 +53,25 @@ def pair() -> tuple[socket.socket, socket.socket]:
     return socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)   # (its end: the child gone)
 
 
-def take_in_child(sock: socket.socket) -> None:
+def with_term(proc: dict[str, Any]) -> dict[str, str]:
+    """The command's ``env`` with TERM for its new terminal where it would have none
+    (``clear_env``, or a caller without one): the caller's, else ``xterm``, as ``docker
+    exec -t`` sets it. One the manifest unsets stays unset."""
+    env = dict(proc.get("env") or {})
+    if "TERM" in env or "TERM" in (proc.get("unset_env") or ()):
+        return env
+    if proc.get("clear_env") or "TERM" not in os.environ:
+        env["TERM"] = os.environ.get("TERM") or "xterm"
+    return env
+
+
+def take_in_child(sock: socket.socket, owner: int | None, stdin: bool) -> None:
     """In the child, inside the environment: a new terminal of its devpts, the
     multiplexer sent to vbdecl, the other end (the caller's window size on it) made
-    stdin, stdout, stderr and the controlling terminal of a new session. OSError
-    when the environment has none."""
+    stdout, stderr, stdin with ``stdin``, and the controlling terminal of a new
+    session, and owned by ``owner`` (the command's uid inside), so that it may open
+    it again by its name, as a login's terminal is its user's. OSError when the
+    environment has none."""
     # (opened with the host's privileges: no link is followed, magic or not, and the
     # node must be the multiplexer on the filesystem of /dev/pts itself; a review had
     # /dev/ptmx point at /proc/self/fd/0, the caller's own terminal then)
@@ -66,6 +90,11 @@ def take_in_child(sock: socket.socket) -> None:
             raise OSError(errno.ENODEV, "/dev/pts/ptmx is not a terminal multiplexer")
         fcntl.ioctl(master, TIOCSPTLCK, struct.pack("i", 0))
         peer = fcntl.ioctl(master, TIOCGPTPEER, os.O_RDWR | os.O_NOCTTY)
+        if owner:
+            # (the fd is enough to use it: a uid the user namespace does not map only
+            # leaves it root's)
+            with contextlib.suppress(OSError):
+                os.fchown(peer, owner, -1)
         copy_size(peer)     # (before the command starts: it may read it at once)
         socket.send_fds(sock, [b"m"], [master])
     finally:
@@ -73,7 +102,7 @@ def take_in_child(sock: socket.socket) -> None:
         sock.close()
     os.setsid()
     fcntl.ioctl(peer, termios.TIOCSCTTY, 0)
-    for std in (0, 1, 2):
+    for std in (0, 1, 2) if stdin else (1, 2):
         os.dup2(peer, std)
     if peer > 2:
         os.close(peer)
@@ -101,53 +130,100 @@ def copy_size(end: int) -> None:
         fcntl.ioctl(end, termios.TIOCSWINSZ, size)
 
 
-@contextlib.contextmanager
-def raw() -> Iterator[None]:
-    """The caller's terminal in raw mode for the time of the block: what it types goes
-    to the environment's terminal as it is (^C too, whose line discipline there makes
-    it the command's SIGINT). Set back at the end, if it is still there to set."""
-    saved = termios.tcgetattr(0)
+class Caller:
+    """The caller's side of the relay: its stdin, in raw mode while it is a terminal
+    that vbdecl has in the foreground."""
+
+    def __init__(self) -> None:
+        self.is_terminal = os.isatty(0)
+        self.saved = termios.tcgetattr(0) if self.is_terminal else None
+
+    def make_raw(self) -> None:
+        """What it types goes to the environment's terminal as it is (^C too, whose line
+        discipline there makes it the command's SIGINT). Not from the background: the
+        terminal would stop vbdecl for it (SIGTTOU)."""
+        if self.is_terminal and _in_foreground():
+            with contextlib.suppress(termios.error, OSError):
+                tty.setraw(0, termios.TCSANOW)
+
+    def set_back(self) -> None:
+        """The terminal as it was, if it is still there to set (hung up: nothing to do)."""
+        if self.saved is not None:
+            with contextlib.suppress(termios.error, OSError):
+                termios.tcsetattr(0, termios.TCSADRAIN, self.saved)
+
+
+def _in_foreground() -> bool:
     try:
-        tty.setraw(0, termios.TCSANOW)
-        yield
+        return os.tcgetpgrp(0) == os.getpgrp()
+    except OSError:
+        return False
+
+
+@contextlib.contextmanager
+def raw() -> Iterator[Caller]:
+    """The caller's terminal in raw mode for the time of the block, set back at its end."""
+    caller = Caller()
+    try:
+        caller.make_raw()
+        yield caller
     finally:
-        with contextlib.suppress(termios.error, OSError):    # (hung up: nothing to set back)
-            termios.tcsetattr(0, termios.TCSADRAIN, saved)
+        caller.set_back()
 
 
-def pump(pid: int, guard: SignalGuard, master: int) -> int:
-    """Relay between the caller's terminal and ``master`` until ``pid`` (the command)
-    has exited, taking the guarded signals meanwhile (SIGWINCH: the size; the others
-    forwarded to it); its wait status. In this thread: a process that has joined a pid
-    namespace may start no thread (clone refuses CLONE_THREAD then)."""
+def pump(pid: int, guard: SignalGuard, master: int, caller: Caller) -> int:
+    """Relay between the caller's stdin and stdout and ``master`` until ``pid`` (the
+    command) has exited, taking the guarded signals meanwhile (SIGWINCH: the size;
+    SIGTSTP: stop, the terminal set back; SIGCONT: raw again; each forwarded to it
+    but the first two); its wait status. In this thread: a process that has joined a
+    pid namespace may start no thread (clone refuses CLONE_THREAD then)."""
     copy_size(master)
     os.set_blocking(master, False)
     poller = select.poll()
-    for fd in (0, master):
+    for fd in (0, master) if caller.is_terminal else (master,):
         poller.register(fd, select.POLLIN)
     output = [1]    # (emptied once the caller's stdout is gone: the command's output is dropped)
     hung_up = False
-    while True:
-        wpid, status = os.waitpid(pid, os.WNOHANG)
-        if wpid == pid:
-            # what the command wrote last (a process it left may hold the terminal open:
-            # a short while, never its whole life)
-            deadline = time.monotonic() + 0.2
-            while time.monotonic() < deadline and select.select([master], [], [], 0.05)[0]:
-                if not _pass(master, output):
-                    break
-            return status
-        for fd, _events in poller.poll(100):
-            if not (_pass(master, output) if fd == master else _pass(0, [master])):
-                poller.unregister(fd)   # (every end of ours closed, or the caller's terminal hung up)
-            elif fd == master and not output and not hung_up:
-                # (its output has nowhere to go, `vbdecl exec -t web -- yes | head -1`: a
-                # hangup, as the terminal's own end closing would send it)
-                hung_up = True
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signals.SIGHUP)
-        while guard.forward and (info := signals.sigtimedwait(guard.waitset, 0)) is not None:
-            take_signal(info, pid, pid, True, on_winch=lambda: copy_size(master))
+    # SIGTSTP, which vbdecl otherwise leaves to its default (the terminal's job control),
+    # is taken here: the caller's terminal must be set back before vbdecl stops
+    waitset = guard.waitset | {signals.SIGTSTP} if guard.forward else set()
+    blocked = signals.pthread_sigmask(signals.SIG_BLOCK, {signals.SIGTSTP}) if guard.forward else None
+    try:
+        while True:
+            wpid, status = os.waitpid(pid, os.WNOHANG)
+            if wpid == pid:
+                # what the command wrote last (a process it left may hold the terminal
+                # open: a short while, never its whole life)
+                deadline = time.monotonic() + 0.2
+                while time.monotonic() < deadline and select.select([master], [], [], 0.05)[0]:
+                    if not _pass(master, output):
+                        break
+                return status
+            for fd, _events in poller.poll(100):
+                if fd == 0:
+                    if not _pass(0, [master]):
+                        poller.unregister(0)    # (the caller's terminal hung up)
+                elif not _pass(master, output):
+                    poller.unregister(master)   # (every end of ours closed)
+                elif not output and not hung_up:
+                    # (its output has nowhere to go, `vbdecl exec -t web -- yes | head -1`:
+                    # a hangup, as the terminal's own end closing would send it)
+                    hung_up = True
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(pid, signals.SIGHUP)
+            while waitset and (info := signals.sigtimedwait(waitset, 0)) is not None:
+                if info.si_signo == signals.SIGTSTP:
+                    caller.set_back()
+                    os.kill(os.getpid(), signals.SIGSTOP)   # (until SIGCONT, taken next)
+                    continue
+                if info.si_signo == signals.SIGCONT:
+                    caller.make_raw()       # (the shell that continued vbdecl set it back)
+                    copy_size(master)
+                take_signal(info, pid, pid, True, on_winch=lambda: copy_size(master))
+    finally:
+        if blocked is not None:
+            signals.sigtimedwait({signals.SIGTSTP}, 0)     # (one that came too late: not a stop now)
+            signals.pthread_sigmask(signals.SIG_SETMASK, blocked)
 
 
 def _pass(src: int, dst: list[int]) -> bool:

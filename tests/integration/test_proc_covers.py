@@ -1,4 +1,5 @@
-"""A manifest's proc: the host's sysctls and the rest bubblewrap covers are read-only.
+"""A manifest's proc: the host's sysctls and the rest bubblewrap covers are read-only,
+and host-wide information (the kernel keys, the host's timers) reads as empty.
 
 A root process without a user namespace (the default as root) would otherwise
 write host-wide sysctls through its new proc (kernel.modprobe, core_pattern:
@@ -25,8 +26,7 @@ USERNS = ("  namespaces: {user: true}\n  idmap: {uid: [{inside: 0, outside: 1000
           "gid: [{inside: 0, outside: 100000, count: 65536}]}\n")
 
 
-@pytest.mark.parametrize("userns", [False, True], ids=["root", "userns"])
-def test_a_manifests_proc_covers_the_hosts_sysctls(tmp_path: Path, userns: bool) -> None:
+def _run(tmp_path: Path, userns: bool, probe: str) -> str:
     manifest = tmp_path / "env.yaml"
     manifest.write_text(
         "apiVersion: vbdecl/v1\nkind: Environment\nmetadata: {name: procro}\nspec:\n"
@@ -37,10 +37,28 @@ def test_a_manifests_proc_covers_the_hosts_sysctls(tmp_path: Path, userns: bool)
           "    - {type: symlink, target: /lib, points_to: usr/lib}\n"
           "    - {type: symlink, target: /lib64, points_to: usr/lib64}\n"
           "    - {type: proc, target: /proc}\n"
-        f"  process: {{command: {json.dumps(['/bin/sh', '-c', PROBE])}}}\n")
+        f"  process: {{command: {json.dumps(['/bin/sh', '-c', probe])}}}\n")
     r = subprocess.run([VBDECL, "--state-dir", str(tmp_path / "state"), "run", str(manifest)],
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
-    assert "Read-only file system" in r.stdout and "wrote" not in r.stdout, r.stdout
-    covered = {line.split()[0] for line in r.stdout.splitlines() if line.endswith(" ro")}
-    assert {"/proc/sys", "/proc/irq", "/proc/bus"} <= covered, r.stdout
+    return r.stdout
+
+
+@pytest.mark.parametrize("userns", [False, True], ids=["root", "userns"])
+def test_a_manifests_proc_covers_the_hosts_sysctls(tmp_path: Path, userns: bool) -> None:
+    out = _run(tmp_path, userns, PROBE)
+    assert "Read-only file system" in out and "wrote" not in out, out
+    covered = {line.split()[0] for line in out.splitlines() if line.endswith(" ro")}
+    assert {"/proc/sys", "/proc/irq", "/proc/bus"} <= covered, out
+
+
+@pytest.mark.parametrize("userns", [False, True], ids=["root", "userns"])
+def test_a_manifests_proc_hides_the_hosts_keys_and_timers(tmp_path: Path, userns: bool) -> None:
+    """A security review: /proc/keys listed the host root's keyrings, and /proc/timer_list
+    (root's) every timer of the host, to a root process without a user namespace."""
+    assert Path("/proc/keys").read_bytes(), "the host shows no key: nothing to hide"
+    out = _run(tmp_path, userns, "for f in keys timer_list; do echo $f $(cat /proc/$f 2>&1 | wc -c); done; "
+                                 "echo status $(wc -l < /proc/self/status)")
+    lines = out.splitlines()
+    assert lines[:2] == ["keys 0", "timer_list 0"], out
+    assert int(lines[2].split()[1]) > 10, out   # (the rest of proc as ever)

@@ -195,18 +195,24 @@ def test_from_bwrap_refuses_what_no_manifest_can_hold(capsys: pytest.CaptureFixt
     assert load_text(text)[0].spec.filesystem[2].target == "/mnt/new\nline/x"
 
 
+def _to_bwrap(tmp_path: Path, capsys: pytest.CaptureFixture[str], entries: str) -> tuple[Path, str, str]:
+    """`convert --to-bwrap` of environment web with the filesystem ``entries``, which
+    succeeds: (the manifest's path, stdout, stderr)."""
+    path = tmp_path / "env.yaml"
+    path.write_text("apiVersion: vbdecl/v1\nkind: Environment\nmetadata: {name: web}\nspec:\n  filesystem:\n"
+                    f"{entries}  process: {{command: [\"true\"]}}\n  security: {{seccomp: 'off'}}\n")
+    assert main(["convert", "--to-bwrap", str(path)]) == 0
+    out, err = capsys.readouterr()
+    return path, out, err
+
+
 def test_to_bwrap_warns_of_a_dir_mode_bubblewrap_would_not_set(tmp_path: Path,
                                                                capsys: pytest.CaptureFixture[str]) -> None:
     """A conversion review: tmpfs /tmp then dir /tmp 0700 gave `--perms 0700 --dir /tmp`,
     which leaves /tmp 0755 (bubblewrap's --perms is for a directory --dir creates)."""
-    path = tmp_path / "env.yaml"
-    path.write_text("apiVersion: vbdecl/v1\nkind: Environment\nmetadata: {name: web}\nspec:\n"
-                    "  filesystem:\n    - {type: tmpfs, target: /tmp}\n    - {type: dir, target: /tmp, mode: '0700'}\n"
-                    "    - {type: dir, target: /new, mode: '0700'}\n"
-                    "    - {type: dir, target: /etc/sub}\n    - {type: dir, target: /etc, mode: '0700'}\n"
-                    "  process: {command: [\"true\"]}\n  security: {seccomp: 'off'}\n")
-    assert main(["convert", "--to-bwrap", str(path)]) == 0
-    out, err = capsys.readouterr()
+    path, out, err = _to_bwrap(tmp_path, capsys, "    - {type: tmpfs, target: /tmp}\n"
+                               "    - {type: dir, target: /tmp, mode: '0700'}\n    - {type: dir, target: /new, mode: '0700'}\n"
+                               "    - {type: dir, target: /etc/sub}\n    - {type: dir, target: /etc, mode: '0700'}\n")
     assert "--perms 0700 --dir /tmp" in out
     assert (f"warning: {path}: environment web: dir /tmp: an earlier entry made it, and bubblewrap's --perms "
             "sets the mode only of a directory --dir creates") in err and "/new" not in err
@@ -231,3 +237,11 @@ def test_to_bwrap_refuses_arguments_after_the_manifest(
         assert main(["convert", "--to-bwrap", str(tmp_path / "env.yaml"), *extra]) == 1
         out, err = capsys.readouterr()
         assert out == "" and "error: --to-bwrap takes only the manifest FILE, not extra" in err
+
+
+def test_to_bwrap_warns_that_bubblewrap_s_proc_shows_the_host_s_keys_and_timers(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path, out, err = _to_bwrap(tmp_path, capsys, "    - {type: proc, target: /proc}\n")
+    assert "--proc /proc" in out
+    assert (f"warning: {path}: environment web: proc /proc: bubblewrap's --proc shows the host's keys and "
+            "timer_list there, which `vbdecl run` of this manifest shows empty") in err

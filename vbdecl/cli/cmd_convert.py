@@ -68,7 +68,13 @@ def run(args: argparse.Namespace) -> int:
         return 0
 
     from vbdecl.model import load_normalized
-    from vbdecl.vb.manifest import NotExpressible, bounding_note, manifest_to_bwrap, mode_notes
+    from vbdecl.vb.manifest import (
+        NotExpressible,
+        bounding_note,
+        manifest_to_bwrap,
+        mode_notes,
+        proc_notes,
+    )
 
     docs = load_normalized(args.to_bwrap)
     profiles = sum(d["spec"]["security"]["seccomp"] != "off" for d in docs)
@@ -91,7 +97,7 @@ def run(args: argparse.Namespace) -> int:
                       "run it with `vbdecl run` instead", problems, args.json)
     for doc, argv, _program in commands:     # (warnings first: the command lines are the output)
         wider = bounding_note(doc["spec"], argv)
-        for note in [*([wider] if wider is not None else []), *mode_notes(doc["spec"])]:
+        for note in [*([wider] if wider is not None else []), *mode_notes(doc["spec"]), *proc_notes(doc["spec"])]:
             print(f"warning: {args.to_bwrap}: environment {doc['name']}: {note}", file=sys.stderr)
     for doc, argv, program in commands:
         if program:

@@ -65,7 +65,14 @@ DEFAULT_MODES = {"tmpfs": 0o755, "dir": 0o755, "file": 0o644, "bind-data": 0o600
 _FRESH_KINDS = ("tmpfs", "dev", "proc", "mqueue", "tmp-overlay", "bind-data")
 # What of a manifest's proc is bound read-only onto itself (bubblewrap's four: place_proc)
 PROC_COVERS = ("sys", "sysrq-trigger", "irq", "bus")
+# What of a manifest's proc reads as empty (the host's /dev/null bound read-only over it,
+# those that exist): host-wide information a sandbox has no use for, as runc masks it. The
+# kernel keys any sandbox process may view (the host root's, without a user namespace), the
+# host's timers (an activity side channel), the memory image, and the older kernels' stats.
+PROC_MASKS = ("keys", "timer_list", "kcore", "sched_debug", "timer_stats", "latency_stats")
 _DEV_NODES = ("null", "zero", "full", "random", "urandom", "tty")
+# What of an entry's mounts are the host's device nodes, not a filesystem made for the root
+_HOST_NODES = {"dev": (*_DEV_NODES, "console"), "proc": PROC_MASKS}
 _DEV_LINKS = (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"), ("stdout", "/proc/self/fd/1"),
               ("stderr", "/proc/self/fd/2"), ("core", "/proc/kcore"), ("ptmx", "pts/ptmx"))
 _RESOLVE = m.RESOLVE_IN_ROOT | m.RESOLVE_NO_MAGICLINKS
@@ -536,9 +543,11 @@ class Builder:
             if fn is not None:
                 fn(e, made)
             if self.track_host and e["type"] in _FRESH_KINDS:
-                # (not the host's device nodes a dev entry binds: they are the host's devtmpfs)
+                # (not the host's device nodes a dev entry binds, nor the null device a proc
+                # entry masks with: they are the host's devtmpfs)
+                host_nodes = _HOST_NODES.get(e["type"], ())
                 self.fresh_devs.update(os.fstat(fd).st_dev for sub, fd, _ in made.mounts
-                                       if sub.lstrip("/") not in (*_DEV_NODES, "console"))
+                                       if sub.lstrip("/") not in host_nodes)
         except BaseException:
             made.close()
             raise
@@ -655,8 +664,33 @@ class Builder:
         # A proc instance belongs to the pid namespace of its creator; it is made
         # while a fully visible proc is still in our mount namespace (in a user
         # namespace the kernel refuses a new proc otherwise).
-        made.mounts.append(("", m.new_mount("proc", [], m.MOUNT_ATTR_NOSUID | m.MOUNT_ATTR_NODEV |
-                                            m.MOUNT_ATTR_NOEXEC, source="proc"), True))
+        proc = m.new_mount("proc", [], m.MOUNT_ATTR_NOSUID | m.MOUNT_ATTR_NODEV | m.MOUNT_ATTR_NOEXEC,
+                           source="proc")
+        made.mounts.append(("", proc, True))
+        if "cover" not in e:    # a manifest's proc (vb's shows all, as bubblewrap's)
+            self._masks(proc, made)
+
+    def _masks(self, proc: int, made: Made) -> None:
+        """The host's /dev/null, read-only, for each of PROC_MASKS the new proc ``proc``
+        has, to be attached over it (cloned here, where the host's /dev is ours to clone)."""
+        null = self._host("/dev/null")
+        try:
+            st = os.fstat(null)
+            if not stat.S_ISCHR(st.st_mode) or st.st_rdev != os.makedev(1, 3):
+                raise RuntimeSetupError("cannot hide the host's keys and timers in the new /proc: the "
+                                        "host's /dev/null is not the null device",
+                                        hint="make /dev/null the null device again (mknod -m 666 /dev/null c 1 3)")
+            for name in PROC_MASKS:
+                try:
+                    os.stat(name, dir_fd=proc, follow_symlinks=False)
+                except FileNotFoundError:
+                    continue    # (not in this kernel)
+                clone = m.clone_tree(null, recursive=False)
+                made.mounts.append(("/" + name, clone, False))
+                m.set_attrs(clone, m.MOUNT_ATTR_RDONLY | m.MOUNT_ATTR_NOSUID | m.MOUNT_ATTR_NOEXEC,
+                            recursive=False)
+        finally:
+            _close(null)
 
     def place_proc(self, e: dict[str, Any], made: Made) -> None:
         self._attach_made(e["target"], made)

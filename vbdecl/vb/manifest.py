@@ -354,6 +354,14 @@ def bounding_note(spec: dict[str, Any], argv: list[str]) -> str | None:
             "holds are the same")
 
 
+def proc_notes(spec: dict[str, Any]) -> list[str]:
+    """What bubblewrap's --proc shows that ``vbdecl run`` of ``spec``'s proc entries
+    masks (rootfs.PROC_MASKS; vb's own proc entries mask nothing)."""
+    return [f"proc {e['target']}: bubblewrap's --proc shows the host's keys and timer_list there, "
+            "which `vbdecl run` of this manifest shows empty"
+            for e in spec["filesystem"] if e["type"] == "proc" and "cover" not in e and not e.get("host")]
+
+
 def mode_notes(spec: dict[str, Any]) -> list[str]:
     """Modes the bubblewrap command leaves other than ``vbdecl run`` of ``spec`` sets:
     a dir entry's mode on a directory an earlier entry made (bubblewrap's --perms

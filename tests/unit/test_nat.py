@@ -150,3 +150,56 @@ def test_a_janitors_tidy_gives_back_what_the_dead_environments_were_the_last_to_
     assert fake.chains is None, fake.ran                    # the table went
     assert values[netlink.FORWARD["4"]] == "0"              # forwarding as it was
     assert not (tmp_path / "nat.json").exists() and not (tmp_path / "nat.lock").exists()
+
+
+def test_a_port_masquerades_its_hairpin_from_its_own_subnets_only() -> None:
+    """A connection to the port from the environment's own bridge (itself or a neighbour)
+    is masqueraded going back out there; one from elsewhere keeps its source."""
+    cmds = nat.port_add("vb-1", {"host": 8080, "container": 80}, "10.0.0.2", "fd00::2",
+                        ("10.0.0.0/24", "fd00::/64"))
+    hp = "vb-1-tcp-8080-hp"
+    rules = [c["add"]["rule"] for c in cmds if c.get("add", {}).get("rule", {}).get("chain") == hp]
+    assert [r["expr"][0]["match"]["right"] for r in rules] == [{"prefix": {"addr": "10.0.0.0", "len": 24}},
+                                                               {"prefix": {"addr": "fd00::", "len": 64}}]
+    assert [r["expr"][1]["match"]["right"] for r in rules] == ["10.0.0.2", "fd00::2"]
+    assert all(r["expr"][-1] == {"masquerade": None} and r["comment"] == "vb-1" for r in rules)
+    element = cmds[-1]["create"]["element"]
+    assert element["name"] == "hairpin_tcp" and element["elem"][0][1] == {"jump": {"target": hp}}
+    # undone as one object with the port; deleted with it where the record says it has one
+    undo = nat._undo_of(cmds)
+    assert {"delete": {"chain": nat._t(name=hp)}} in undo
+    assert {"delete": {"element": nat._t(name="hairpin_tcp", elem=[8080])}} in undo
+    assert {"delete": {"chain": nat._t(name=hp)}} in nat.port_delete("vb-1", "tcp", 8080, hairpin=True)
+    assert not any(hp in str(c) for c in nat.port_delete("vb-1", "tcp", 8080))
+    # a port on the other family's host_ip: no hairpin for that family either
+    only6 = nat.port_add("vb-1", {"host": 1, "container": 2, "protocol": "udp", "host_ip": "fd00::9"},
+                         "10.0.0.2", "fd00::2", ("10.0.0.0/24", "fd00::/64"))
+    assert [c["add"]["rule"]["expr"][1]["match"]["right"] for c in only6
+            if c.get("add", {}).get("rule", {}).get("chain") == "vb-1-udp-1-hp"] == ["fd00::2"]
+
+
+def _listing(hairpin: bool) -> list[dict[str, object]]:
+    """The table as nftables lists it right after base_commands(hairpin) made it."""
+    out: list[dict[str, object]] = []
+    for cmd in nat.base_commands(hairpin)[3:]:
+        body = cmd["add"]
+        if "map" in body:
+            out.append({"map": body["map"]})
+        elif "chain" in body:
+            out.append({"chain": body["chain"]})
+        else:
+            out.append({"rule": body["rule"]})
+    return out
+
+
+def test_a_table_made_before_hairpins_is_whole_and_the_next_add_brings_them_in() -> None:
+    """An upgrade: the environments published before keep working without a false drift
+    (each plan would say their ports were deleted outside vbdecl); an add repairs the
+    table to the new base (the hairpin maps and the postrouting rules that use them)."""
+    old, new = _listing(False), _listing(True)
+    assert nat.base_whole(old) and nat.base_whole(new)
+    assert nat.base_repair_commands(new) == []
+    repair = nat.base_repair_commands(old)
+    assert {"flush": {"chain": nat._t(name="postrouting")}} in repair
+    assert [c["add"]["map"]["name"] for c in repair if "map" in c.get("add", {})] == ["hairpin_tcp", "hairpin_udp"]
+    assert not nat.base_whole([i for i in new if i.get("map", {}).get("name") != "ports"])  # type: ignore[union-attr]

@@ -6,11 +6,22 @@ environment chain is left in it, under a host-wide lock)::
     map masq4 { type ipv4_addr : verdict }          # env address -> jump <inst>-masq
     map masq6 { type ipv6_addr : verdict }
     map ports { type inet_proto . inet_service : verdict }   # tcp . 8080 -> jump <inst>-tcp-8080
-    chain postrouting { nat hook postrouting; ip saddr vmap @masq4; ip6 saddr vmap @masq6 }
+    map hairpin_tcp { type inet_service : verdict }          # 8080 -> jump <inst>-tcp-8080-hp
+    map hairpin_udp { type inet_service : verdict }
+    chain postrouting { nat hook postrouting; ip saddr vmap @masq4; ip6 saddr vmap @masq6;
+                        meta l4proto tcp ct status dnat ct original proto-dst vmap @hairpin_tcp; (udp) }
     chain prerouting  { nat hook prerouting;  fib daddr type local meta l4proto . th dport vmap @ports }
     chain output      { nat hook output;      fib daddr type local meta l4proto . th dport vmap @ports }
     chain <inst>-masq      { oifname "<egress>" masquerade comment "<inst>" }
     chain <inst>-tcp-8080  { [ip daddr HOST_IP] tcp dport 8080 dnat ip to ADDR:80 comment "<inst>" }
+    chain <inst>-tcp-8080-hp { ip saddr SUBNET ip daddr ADDR masquerade comment "<inst>" }
+
+Hairpin: a connection to a published port from the environment's own bridge (the
+environment itself, or a neighbour) is masqueraded as it goes back out there, so
+that the answer comes back through the host's NAT instead of straight to the
+client, which would not know it (the kernel's bridge, when it passes bridged
+traffic through netfilter, sends it back out the port it came in: net.veth puts
+that port in hairpin mode).
 
 An environment owns only its chains and the map elements that point at them
 (all commented with its instance id), so one transaction adds them and one
@@ -38,6 +49,7 @@ from vbdecl.ops.net import _session
 
 FAMILY = "inet"
 TABLE = "vbdecl"
+PROTOCOLS = ("tcp", "udp")
 
 register("nat.masquerade", "vbdecl.ops.nat:Masquerade")
 register("nat.port", "vbdecl.ops.nat:Port")
@@ -60,8 +72,9 @@ def _ports_rule() -> list[dict[str, Any]]:
     ]
 
 
-def base_commands() -> list[Cmd]:
-    """(Re)create the table with its maps and hooked chains, empty."""
+def base_commands(hairpin: bool = True) -> list[Cmd]:
+    """(Re)create the table with its maps and hooked chains, empty (without ``hairpin``:
+    as vbdecls before hairpins made it)."""
     cmds: list[Cmd] = [
         {"add": {"table": {"family": FAMILY, "name": TABLE}}},
         {"delete": {"table": {"family": FAMILY, "name": TABLE}}},
@@ -69,6 +82,8 @@ def base_commands() -> list[Cmd]:
         {"add": {"map": _t(name="masq4", type="ipv4_addr", map="verdict")}},
         {"add": {"map": _t(name="masq6", type="ipv6_addr", map="verdict")}},
         {"add": {"map": _t(name="ports", type=["inet_proto", "inet_service"], map="verdict")}},
+        *({"add": {"map": _t(name=hairpin_map(proto), type="inet_service", map="verdict")}}
+          for proto in PROTOCOLS if hairpin),
     ]
     for name, hook, prio in (("postrouting", "postrouting", 100), ("prerouting", "prerouting", -100),
                              ("output", "output", -100)):
@@ -78,6 +93,11 @@ def base_commands() -> list[Cmd]:
             {"vmap": {"key": {"payload": {"protocol": "ip", "field": "saddr"}}, "data": "@masq4"}}])}},
         {"add": {"rule": _t(chain="postrouting", expr=[
             {"vmap": {"key": {"payload": {"protocol": "ip6", "field": "saddr"}}, "data": "@masq6"}}])}},
+        *({"add": {"rule": _t(chain="postrouting", expr=[
+            {"match": {"op": "==", "left": {"meta": {"key": "l4proto"}}, "right": proto}},
+            {"match": {"op": "in", "left": {"ct": {"key": "status"}}, "right": "dnat"}},
+            {"vmap": {"key": {"ct": {"key": "proto-dst", "dir": "original"}}, "data": f"@{hairpin_map(proto)}"}}])}}
+          for proto in PROTOCOLS if hairpin),
         {"add": {"rule": _t(chain="prerouting", expr=_ports_rule())}},
         {"add": {"rule": _t(chain="output", expr=_ports_rule())}},
         # Ports published on 127.0.0.1 (or on every address): the host's own
@@ -107,12 +127,19 @@ def base_commands() -> list[Cmd]:
     return cmds
 
 
-def base_repair_commands(items: list[dict[str, Any]]) -> list[Cmd]:
+def base_whole(items: list[dict[str, Any]]) -> bool:
+    """Whether the table's maps, hooked chains and their rules are all there, as this
+    vbdecl makes them or as one from before hairpins made them (what an environment
+    published then works as it did; the next add brings the hairpin's in)."""
+    return not base_repair_commands(items) or not base_repair_commands(items, hairpin=False)
+
+
+def base_repair_commands(items: list[dict[str, Any]], hairpin: bool = True) -> list[Cmd]:
     """What puts back the table's maps, hooked chains and their rules where someone
     flushed or deleted them (``nft flush table``): the chains are flushed and
     filled again, the environments' own chains and elements are left as they are.
     Empty when the base is whole."""
-    want = base_commands()[3:]
+    want = base_commands(hairpin)[3:]
     maps = {i["map"]["name"] for i in items if "map" in i}
     chains = {i["chain"]["name"] for i in items if "chain" in i}
     rules: dict[str, int] = {}
@@ -149,6 +176,14 @@ def masq_chain(instance: str) -> str:
 
 def port_chain(instance: str, protocol: str, host_port: int) -> str:
     return f"{instance}-{protocol}-{host_port}"
+
+
+def hairpin_chain(instance: str, protocol: str, host_port: int) -> str:
+    return f"{port_chain(instance, protocol, host_port)}-hp"
+
+
+def hairpin_map(protocol: str) -> str:
+    return f"hairpin_{protocol}"
 
 
 def rules_sha256(items: list[dict[str, Any]], chain: str) -> str:
@@ -191,15 +226,20 @@ def masquerade_delete(instance: str, addrs4: list[str], addrs6: list[str]) -> li
     return cmds
 
 
-def port_add(instance: str, port: dict[str, Any], addr4: str | None, addr6: str | None) -> list[Cmd]:
+def port_add(instance: str, port: dict[str, Any], addr4: str | None, addr6: str | None,
+             subnets: tuple[str | None, str | None] = (None, None)) -> list[Cmd]:
+    """The port's DNAT chain and ``ports`` element; with the environment's ``subnets``
+    (IPv4, IPv6) also its hairpin chain and element (see the module's comment)."""
     proto = port.get("protocol") or "tcp"
     host_port = int(port["host"])
     container = int(port["container"])
     host_ip = port.get("host_ip")
     chain = port_chain(instance, proto, host_port)
+    hairpin = hairpin_chain(instance, proto, host_port)
     cmds: list[Cmd] = [{"add": {"chain": _t(name=chain)}}]
+    masquerades: list[Cmd] = []
     dport = {"match": {"op": "==", "left": {"payload": {"protocol": proto, "field": "dport"}}, "right": host_port}}
-    for fam, addr in (("ip", addr4), ("ip6", addr6)):
+    for fam, addr, subnet in (("ip", addr4, subnets[0]), ("ip6", addr6, subnets[1])):
         if addr is None:
             continue
         expr: list[dict[str, Any]] = []
@@ -218,15 +258,32 @@ def port_add(instance: str, port: dict[str, Any], addr4: str | None, addr6: str 
                                        "right": "::1"}})
         expr += [dport, {"dnat": {"family": fam, "addr": addr, "port": container}}]
         cmds.append({"add": {"rule": _t(chain=chain, comment=instance, expr=expr)}})
+        if subnet:
+            net = ipaddress.ip_network(subnet, strict=False)
+            masquerades.append({"add": {"rule": _t(chain=hairpin, comment=instance, expr=[
+                {"match": {"op": "==", "left": {"payload": {"protocol": fam, "field": "saddr"}},
+                           "right": {"prefix": {"addr": str(net.network_address), "len": net.prefixlen}}}},
+                {"match": {"op": "==", "left": {"payload": {"protocol": fam, "field": "daddr"}}, "right": addr}},
+                {"masquerade": None}])}})
     cmds.append({"create": {"element": _t(name="ports", elem=[
         _elem({"concat": [proto, host_port]}, instance, chain)])}})
+    if masquerades:
+        cmds += [{"add": {"chain": _t(name=hairpin)}}, *masquerades,
+                 {"create": {"element": _t(name=hairpin_map(proto), elem=[_elem(host_port, instance, hairpin)])}}]
     return cmds
 
 
-def port_delete(instance: str, protocol: str, host_port: int) -> list[Cmd]:
+def port_delete(instance: str, protocol: str, host_port: int, *, hairpin: bool = False) -> list[Cmd]:
+    """What :func:`port_add` made (its hairpin chain and element with ``hairpin``)."""
     chain = port_chain(instance, protocol, host_port)
-    return [{"delete": {"element": _t(name="ports", elem=[{"concat": [protocol, host_port]}])}},
-            {"flush": {"chain": _t(name=chain)}}, {"delete": {"chain": _t(name=chain)}}]
+    cmds: list[Cmd] = [{"delete": {"element": _t(name="ports", elem=[{"concat": [protocol, host_port]}])}}]
+    if hairpin:
+        cmds.append({"delete": {"element": _t(name=hairpin_map(protocol), elem=[host_port])}})
+    cmds += [{"flush": {"chain": _t(name=chain)}}, {"delete": {"chain": _t(name=chain)}}]
+    if hairpin:
+        hp = hairpin_chain(instance, protocol, host_port)
+        cmds += [{"flush": {"chain": _t(name=hp)}}, {"delete": {"chain": _t(name=hp)}}]
+    return cmds
 
 
 # --- host-wide bookkeeping -------------------------------------------------------
@@ -756,7 +813,7 @@ class Masquerade:
                     "addresses4": _jumps_to(items, "masq4", chain),
                     "addresses6": _jumps_to(items, "masq6", chain), "rules_sha256": rules_sha256(items, chain)}
         chain = record["chain"]
-        if base_repair_commands(items):
+        if not base_whole(items):
             return None         # the hooked chains that lead to it are gone
         # what makes it work: each address's masq4/masq6 element jumping to the chain,
         # and the chain's masquerade rule
@@ -971,11 +1028,15 @@ class Port:
             host_ip = params.get("host_ip")
             bridge = (ctx.records.get("net.veth") or {}).get("bridge")
             loopback = host_ip is None or ipaddress.ip_address(host_ip).is_loopback
-            return {"chain": chain, "protocol": proto, "host": int(params["host"]),
-                    "container": int(params["container"]), "host_ip": host_ip,
-                    "localnet": bridge if loopback and bridge else None, "rules_sha256": rules_sha256(items, chain)}
+            found = {"chain": chain, "protocol": proto, "host": int(params["host"]),
+                     "container": int(params["container"]), "host_ip": host_ip,
+                     "localnet": bridge if loopback and bridge else None, "rules_sha256": rules_sha256(items, chain)}
+            hairpin = hairpin_chain(ctx.instance, proto, int(params["host"]))
+            if hairpin in names:
+                found["hairpin"] = hairpin
+            return found
         chain = record["chain"]
-        if base_repair_commands(items):
+        if not base_whole(items):
             return None         # the hooked chains that lead to it are gone
         if _map_target(items, "ports", {"concat": [record["protocol"], record["host"]]}) != chain:
             return None
@@ -988,9 +1049,14 @@ class Port:
         rules = [i["rule"] for i in items if "rule" in i and i["rule"].get("chain") == chain]
         if not any(_dnat_port(rule) == record["container"] for rule in rules):
             return None
+        if record.get("hairpin") and _map_target(items, hairpin_map(record["protocol"]), record["host"]) \
+                != record["hairpin"]:
+            return None         # its hairpin is gone: the environment reaches the port no more
         live = dict(record, forwarding=forwarding) if "forwarding" in record else dict(record)
         if "rules_sha256" in record:
             live["rules_sha256"] = rules_sha256(items, chain)
+        if record.get("hairpin_sha256"):
+            live["hairpin_sha256"] = rules_sha256(items, record["hairpin"])
         if record.get("to"):
             # Each address family published has its own DNAT rule: one deleted by hand
             # (or pointing elsewhere) leaves the port dead over that family, while any
@@ -1032,9 +1098,13 @@ class Port:
         bridge = (ctx.records.get("net.veth") or {}).get("bridge")
         loopback = a4 is not None and (host_ip is None or ipaddress.ip_address(host_ip).is_loopback)
         localnet = (str(bridge), key) if loopback and bridge else None
+        subnets = ((ctx.records.get("net.address") or {}).get("subnet") if a4 else None,
+                   (ctx.records.get("net.address6") or {}).get("subnet") if a6 else None)
+        cmds = port_add(ctx.instance, params, a4, a6, subnets)
+        hairpin = hairpin_chain(ctx.instance, proto, host_port)
+        made_hairpin = any(c.get("add", {}).get("chain", {}).get("name") == hairpin for c in cmds)
         try:
-            items = _add(ctx, key, port_add(ctx.instance, params, a4, a6), fams,
-                         f"publishing port {host_port}/{proto}", localnet=localnet)
+            items = _add(ctx, key, cmds, fams, f"publishing port {host_port}/{proto}", localnet=localnet)
         except ConflictError as err:
             conflict = ConflictError(f"host port {host_port}/{proto} is already published by "
                                      f"{err.holder or 'another environment'}",
@@ -1043,9 +1113,12 @@ class Port:
             conflict.holder = err.holder
             raise conflict from err
         chain = port_chain(ctx.instance, proto, host_port)
-        return {"chain": chain, "protocol": proto, "host": host_port, "container": int(params["container"]),
-                "host_ip": params.get("host_ip"), "localnet": localnet[0] if localnet else None,
-                "to": [a for a in (a4, a6) if a], "forwarding": "on", "rules_sha256": rules_sha256(items, chain)}
+        record = {"chain": chain, "protocol": proto, "host": host_port, "container": int(params["container"]),
+                  "host_ip": params.get("host_ip"), "localnet": localnet[0] if localnet else None,
+                  "to": [a for a in (a4, a6) if a], "forwarding": "on", "rules_sha256": rules_sha256(items, chain)}
+        if made_hairpin:
+            record.update(hairpin=hairpin, hairpin_sha256=rules_sha256(items, hairpin))
+        return record
 
     @_session
     def _check_host_ip(self, ctx: Context, host_ip: str, port: int, proto: str, fams: list[str]) -> None:
@@ -1069,7 +1142,8 @@ class Port:
         from vbdecl.sys import netlink
 
         key = f"{ctx.instance}/{record['protocol']}/{record['host']}"
-        _remove(ctx, key, port_delete(ctx.instance, record["protocol"], record["host"]),
+        _remove(ctx, key, port_delete(ctx.instance, record["protocol"], record["host"],
+                                      hairpin=bool(record.get("hairpin"))),
                 f"removing published port {record['host']}/{record['protocol']}",
                 localnet_key=key if record.get("localnet") else None)
         if record["protocol"] == "udp":

@@ -154,6 +154,8 @@ def _shown_path(kind: str, path: str, params: dict[str, Any]) -> str:
         return path if path.startswith("hostname") else f"network.{path}"
     if path == "rules_sha256":     # (nftables rules changed by hand: drift)
         return "nftables rules"
+    if path == "hairpin_sha256":   # (a published port's hairpin masquerade, likewise)
+        return "nftables hairpin rules"
     if kind.startswith(_NET_PREFIX) and kind != "net.loopback":
         return f"network.{path}"
     if path == "source_sha256":
@@ -185,7 +187,7 @@ def _shown_value(kind: str, path: str, value: Any, params: dict[str, Any], limit
         return "nothing" if value is None else f"a {value} mount"
     if leaf == "content_sha256" and isinstance(value, str) and value.startswith("size:"):
         return f"({value[5:]} bytes)"      # (a file's size changed: not read, see ops.fs._file_now)
-    if leaf in ("source_sha256", "content_sha256", "rules_sha256") and isinstance(value, str):
+    if leaf in ("source_sha256", "content_sha256", "rules_sha256", "hairpin_sha256") and isinstance(value, str):
         return f"sha256:{value[:12]}"
     if _is_content(kind, path, value):
         return f"({len(value.encode())} bytes, sha256:{sha256(value.encode()).hexdigest()[:12]})"
@@ -288,8 +290,8 @@ def changes(desired: dict[str, Any] | None, state: dict[str, Any] | None,
             drift.append(Change("-", rid, kind, gone_reason(kind), old=res, drift=True))
         elif now != res.get("record"):
             found = attr_diff(res.get("record") or {}, now)
-            if len(found) > 1:    # (the rules' digest is the catch-all: said when nothing else is)
-                found = [a for a in found if a[0] != "rules_sha256"]
+            if len(found) > 1:    # (the rules' digests are the catch-all: said when nothing else is)
+                found = [a for a in found if a[0] not in ("rules_sha256", "hairpin_sha256")] or found[:1]
             # (records, not params: only a mount's record keys are shown by their kind's words)
             shown_as = kind if kind in MOUNT_KINDS else ""
             drift.append(Change("~", rid, kind, "changed outside vbdecl: " + reason_of(shown_as, found, {}),

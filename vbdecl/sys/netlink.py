@@ -450,8 +450,12 @@ def veth_create(ipr: Any, name: str, peer: str, *, netns_fd: int, master: int | 
 def pin_port(ipr: Any, index: int, name: str, mac: str) -> None:
     """Bridge port ``name`` learns no MAC (a frame with another source, even one the
     bridge takes for itself, moves no entry to it), and frames for ``mac`` go to it (a
-    static entry; without one they would flood every port)."""
-    _call(f"turning MAC learning off on {name}", lambda: ipr.brport("set", index=index, learning=0), name=name)
+    static entry; without one they would flood every port). In hairpin mode: a bridge
+    that passes bridged traffic through netfilter (br_netfilter) sends a connection to
+    the environment's own published port, once DNATed, back out the port it came in
+    (vbdecl.ops.nat, hairpin)."""
+    _call(f"setting bridge port {name} up (no MAC learning, hairpin mode)",
+          lambda: ipr.brport("set", index=index, learning=0, mode=1), name=name)
     _call(f"pinning {mac} to {name}",
           lambda: ipr.fdb("replace", ifindex=index, lladdr=mac, state=NUD_NOARP, flags=NTF_MASTER), name=name)
 

@@ -30,13 +30,15 @@ def _cli(state: Path, *args: str, **kw: object) -> subprocess.CompletedProcess[s
 
 
 @contextlib.contextmanager
-def _applied(tmp_path: Path, process: str = "command: [/bin/sleep, '600']") -> Iterator[tuple[Path, str]]:
-    """A live environment with /proc and /dev (its own devpts), running ``process``."""
+def _applied(tmp_path: Path, process: str = "command: [/bin/sleep, '600']",
+             more: str = "") -> Iterator[tuple[Path, str]]:
+    """A live environment with /proc and /dev (its own devpts), running ``process``;
+    ``more`` spec keys (lines indented by 2)."""
     name = "tty" + os.urandom(3).hex()
     manifest = tmp_path / f"{name}.yaml"
     manifest.write_text(head(name, template=False) + "    - {type: proc, target: /proc}\n"
                         "    - {type: dev, target: /dev}\n"
-                        f"  process: {{{process}}}\n")
+                        f"  process: {{{process}}}\n{more}")
     state = tmp_path / "state"
     r = _cli(state, "apply", "-y", str(manifest))
     assert r.returncode == 0, r.stderr
@@ -176,14 +178,23 @@ def test_term_is_set_for_a_command_that_would_have_none(live: tuple[Path, str], 
         assert r.returncode == 0 and r.stdout == "term=\n", (r.stdout, r.stderr)    # (without -t: as declared)
 
 
-def test_the_terminal_is_the_command_s_user_s(tmp_path: Path) -> None:
+USERNS = ("  namespaces: {user: true}\n  idmap: {uid: [{inside: 0, outside: 200000, count: 65536}], "
+          "gid: [{inside: 0, outside: 200000, count: 65536}]}\n")
+
+
+@pytest.mark.parametrize(("userns", "user"), [(False, 4321), (True, 4321), (True, None)],
+                         ids=["host-ids", "userns", "userns-root"])
+def test_the_terminal_is_the_command_s_user_s(tmp_path: Path, userns: bool, user: int | None) -> None:
     """A review: it was root's, so a command of another user could not open it again by
-    its name (as su, ssh or a pinentry do)."""
-    with _applied(tmp_path, "command: [/bin/sleep, '600'], user: 4321, group: 4321") as (state, name):
-        r = _cli(state, "exec", "-t", name, "--", "/bin/sh", "-c",
-                 "t=$(tty <&2); stat -c owner=%u $t; id -u; echo again > $t && echo reopened", stdin=subprocess.DEVNULL)
+    its name (as su, ssh or a pinentry do); the review of that fix: in a user namespace,
+    the host's root who made it is no one there, root inside included."""
+    process = "command: [/bin/sleep, '600']" + (f", user: {user}, group: {user}" if user else "")
+    with _applied(tmp_path, process, USERNS if userns else "") as (state, name):
+        r = _cli(state, "exec", "-t", name, "--", "/bin/sh", "-c", "t=$(tty <&2); stat -c owner=%u:%g $t; id -u; "
+                 "echo again > $t && echo reopened", stdin=subprocess.DEVNULL)
         assert r.returncode == 0, (r.stdout, r.stderr)
-        assert r.stdout.splitlines()[:2] == ["owner=4321", "4321"] and "reopened" in r.stdout, r.stdout
+        ids = user or 0
+        assert r.stdout.splitlines()[:2] == [f"owner={ids}:{ids}", f"{ids}"] and "reopened" in r.stdout, r.stdout
 
 
 def _state(pid: int) -> str:
@@ -230,6 +241,114 @@ def test_a_stop_sets_the_terminal_back_and_fg_makes_it_raw_again(live: tuple[Pat
         read_until(b"got:x")
         assert proc.wait(15) == 0
         assert termios.tcgetattr(slave) == cooked
+
+
+# A job-control shell in miniature: starts ARGV[2:] in a process group of its own in the
+# background of its terminal (stdin), brings it to the foreground when fd ARGV[1] says "fg"
+# (tcsetpgrp alone, as bash's `fg` of a running job: no SIGCONT), and says how it ended.
+SHELL = r"""
+import os, signal, sys
+signal.signal(signal.SIGTTOU, signal.SIG_IGN)
+pid = os.fork()
+if pid == 0:
+    os.setpgid(0, 0)
+    signal.signal(signal.SIGTTOU, signal.SIG_DFL)
+    os.execv(sys.argv[2], sys.argv[2:])
+os.setpgid(pid, pid)
+if os.read(int(sys.argv[1]), 2) == b"fg":
+    os.tcsetpgrp(0, pid)
+_, status = os.waitpid(pid, os.WUNTRACED)
+os.tcsetpgrp(0, os.getpgrp())
+print("stopped" if os.WIFSTOPPED(status) else f"exit {os.waitstatus_to_exitcode(status)}", flush=True)
+if os.WIFSTOPPED(status):
+    os.kill(pid, signal.SIGKILL)
+    os.waitpid(pid, 0)
+"""
+
+
+@pytest.mark.parametrize("brought_forward", [False, True], ids=["background", "fg"])
+def test_a_background_exec_leaves_the_terminal_alone_and_is_raw_once_brought_forward(
+        live: tuple[Path, str], tmp_path: Path, brought_forward: bool) -> None:
+    """The review of the stop handling: `exec -t ... &` stopped at its end (setting back
+    a terminal it had not made raw, from the background), and after `fg` stayed cooked
+    (bash's `fg` of a running job sends no SIGCONT)."""
+    state, name = live
+    shell = tmp_path / "shell.py"
+    shell.write_text(SHELL)
+    script = ("stty -icanon min 1; echo ready; c=$(dd bs=1 count=1 2>/dev/null); echo got:$c" if brought_forward
+              else "echo ready; sleep 0.3; echo done")
+    ctl_r, ctl_w = os.pipe()
+    master, slave = os.openpty()
+    cooked = termios.tcgetattr(slave)
+    proc = subprocess.Popen([sys.executable, str(shell), str(ctl_r), VBDECL, "--state-dir", str(state), "exec", "-t", name,
+                             "--", "/bin/sh", "-c", script], stdin=slave, stdout=slave, stderr=slave,
+                            pass_fds=(ctl_r,), start_new_session=True,
+                            env=dict(os.environ, VBDECL_CACHE_DIR=str(state.parent / "cache")),
+                            preexec_fn=lambda: fcntl.ioctl(0, termios.TIOCSCTTY, 0))
+    os.close(ctl_r)
+    out = b""
+
+    def read_until(marker: bytes) -> None:
+        nonlocal out
+        deadline = time.monotonic() + 30
+        while marker not in out:
+            assert time.monotonic() < deadline, out
+            if select.select([master], [], [], 0.1)[0]:
+                out += os.read(master, 4096)
+
+    try:
+        read_until(b"ready")
+        assert termios.tcgetattr(slave) == cooked       # the foreground job's, not vbdecl's
+        if brought_forward:
+            os.write(ctl_w, b"fg")
+            _until(lambda: termios.tcgetattr(slave) != cooked, "still cooked in the foreground")
+            os.write(master, b"x")      # one key, no newline: through only in raw mode
+            read_until(b"got:x")
+        else:
+            os.write(ctl_w, b"bg")
+        read_until(b"exit ")
+        read_until(b"\n")
+        assert out.rsplit(b"\r\n", 2)[-2].endswith(b"exit 0"), out
+        assert termios.tcgetattr(slave) == cooked
+        assert proc.wait(15) == 0
+    finally:
+        os.close(ctl_w)
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        os.close(master)
+        os.close(slave)
+
+
+def test_ctrl_c_on_the_callers_terminal_reaches_the_commands_job_with_stdin_not_a_terminal(
+        live: tuple[Path, str]) -> None:
+    """The review: with a pipe on stdin the caller's terminal stays cooked, and its ^C,
+    forwarded to the command alone, left the shell waiting for its sleep. It is typed
+    into the command's terminal, as the user meant it."""
+    state, name = live
+    master, slave = os.openpty()
+    proc = subprocess.Popen([VBDECL, "--state-dir", str(state), "exec", "-t", name, "--", "/bin/sh", "-c",
+                             "echo ready; sleep 30; echo after"], stdin=subprocess.PIPE, stdout=slave,
+                            stderr=slave, start_new_session=True,
+                            env=dict(os.environ, VBDECL_CACHE_DIR=str(state.parent / "cache")),
+                            preexec_fn=lambda: fcntl.ioctl(1, termios.TIOCSCTTY, 0))
+    out = b""
+    try:
+        deadline = time.monotonic() + 30
+        while b"ready" not in out:
+            assert time.monotonic() < deadline, out
+            if select.select([master], [], [], 0.1)[0]:
+                out += os.read(master, 4096)
+        os.write(master, b"\x03")       # ^C on the caller's (cooked) terminal
+        assert proc.wait(15) == 130 and b"after" not in out
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        assert proc.stdin is not None
+        proc.stdin.close()
+        os.close(master)
+        os.close(slave)
 
 
 def test_without_a_dev_entry_it_says_what_is_missing(tmp_path: Path) -> None:

@@ -1392,7 +1392,7 @@ def exec_in(name: str, argv: list[str] | None, *, state_dir: str | None = None,
             if terminal is not None and pty_sock is not None:
                 pty_sock[0].close()
                 try:
-                    terminal.take_in_child(pty_sock[1], proc.get("user"), stdin=not keep_stdin)
+                    terminal.take_in_child(pty_sock[1], stdin=not keep_stdin)
                 except BaseException as exc:    # (never back into the parent's code)
                     why = exc.message if isinstance(exc, VbdeclError) else \
                         (exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc))
@@ -1408,7 +1408,8 @@ def exec_in(name: str, argv: list[str] | None, *, state_dir: str | None = None,
         master = -1
         if terminal is not None and pty_sock is not None:
             pty_sock[1].close()
-            master = terminal.receive(pty_sock[0])
+            master = terminal.receive(pty_sock[0], terminal.outside_ids(
+                init_dir, int(proc.get("user") or 0), int(proc.get("group") or 0)))
         try:
             msg = _read_msg(c2p_r)
             if msg is not None and msg[0] == C.MSG_ERROR:

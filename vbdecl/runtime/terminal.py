@@ -34,6 +34,7 @@ import termios
 import time
 import tty
 
+from vbdecl.runtime.child import SI_KERNEL
 from vbdecl.runtime.spawn import SignalGuard, take_signal
 from vbdecl.sys import mount as m
 from vbdecl.sys import signals
@@ -46,6 +47,7 @@ if TYPE_CHECKING:
 TIOCSPTLCK = 0x40045431     # unlock the new terminal
 TIOCGPTPEER = 0x5441        # open its other end from the multiplexer, not through a path
 PTMX = (5, 2)               # the multiplexer's device number, devpts's own too
+_TYPED: dict[int, int] = {signals.SIGINT: termios.VINTR, signals.SIGQUIT: termios.VQUIT}
 
 
 def pair() -> tuple[socket.socket, socket.socket]:
@@ -65,13 +67,12 @@ def with_term(proc: dict[str, Any]) -> dict[str, str]:
     return env
 
 
-def take_in_child(sock: socket.socket, owner: int | None, stdin: bool) -> None:
-    """In the child, inside the environment: a new terminal of its devpts, the
-    multiplexer sent to vbdecl, the other end (the caller's window size on it) made
+def take_in_child(sock: socket.socket, stdin: bool) -> None:
+    """In the child, inside the environment: a new terminal of its devpts, both ends
+    sent to vbdecl (which gives the terminal to the command's user, :func:`receive`,
+    before the child goes on), the other end (the caller's window size on it) made
     stdout, stderr, stdin with ``stdin``, and the controlling terminal of a new
-    session, and owned by ``owner`` (the command's uid inside), so that it may open
-    it again by its name, as a login's terminal is its user's. OSError when the
-    environment has none."""
+    session. OSError when the environment has none."""
     # (opened with the host's privileges: no link is followed, magic or not, and the
     # node must be the multiplexer on the filesystem of /dev/pts itself; a review had
     # /dev/ptmx point at /proc/self/fd/0, the caller's own terminal then)
@@ -90,13 +91,9 @@ def take_in_child(sock: socket.socket, owner: int | None, stdin: bool) -> None:
             raise OSError(errno.ENODEV, "/dev/pts/ptmx is not a terminal multiplexer")
         fcntl.ioctl(master, TIOCSPTLCK, struct.pack("i", 0))
         peer = fcntl.ioctl(master, TIOCGPTPEER, os.O_RDWR | os.O_NOCTTY)
-        if owner:
-            # (the fd is enough to use it: a uid the user namespace does not map only
-            # leaves it root's)
-            with contextlib.suppress(OSError):
-                os.fchown(peer, owner, -1)
         copy_size(peer)     # (before the command starts: it may read it at once)
-        socket.send_fds(sock, [b"m"], [master])
+        socket.send_fds(sock, [b"m"], [master, peer])
+        sock.recv(1)        # (vbdecl's word that the terminal is the user's; or its end)
     finally:
         os.close(master)
         sock.close()
@@ -108,11 +105,18 @@ def take_in_child(sock: socket.socket, owner: int | None, stdin: bool) -> None:
         os.close(peer)
 
 
-def receive(sock: socket.socket) -> int:
-    """vbdecl's side: the multiplexer the child sent, -1 when it failed first (its
-    error comes through the child's error pipe)."""
+def receive(sock: socket.socket, owner: tuple[int, int] | None) -> int:
+    """vbdecl's side: the multiplexer the child sent (-1 when it failed first: its error
+    comes through the child's error pipe), its terminal given to ``owner`` (the
+    command's uid and gid as the host knows them: inside a user namespace the host's
+    root, who made it, is no one the command could be), so that the command may open
+    it again by its name, as a login's terminal is its user's."""
     try:
-        _msg, fds, _flags, _addr = socket.recv_fds(sock, 16, 1, socket.MSG_CMSG_CLOEXEC)
+        _msg, fds, _flags, _addr = socket.recv_fds(sock, 16, 2, socket.MSG_CMSG_CLOEXEC)
+        if len(fds) == 2 and owner is not None:
+            with contextlib.suppress(OSError):  # (the fd is enough to use it)
+                os.fchown(fds[1], *owner)
+        sock.send(b"k")
     except OSError:
         fds = []
     finally:
@@ -120,6 +124,29 @@ def receive(sock: socket.socket) -> int:
     for extra in fds[1:]:
         os.close(extra)
     return fds[0] if fds else -1
+
+
+def outside_ids(proc_dir: int, uid: int, gid: int) -> tuple[int, int] | None:
+    """``uid`` and ``gid`` of the user namespace of the process whose /proc directory is
+    ``proc_dir``, as the host's; None when either is not mapped (or both are root's)."""
+    out = []
+    for name, inside in (("uid_map", uid), ("gid_map", gid)):
+        try:
+            fd = os.open(name, os.O_RDONLY | os.O_CLOEXEC, dir_fd=proc_dir)
+            try:
+                lines = os.read(fd, 65536).decode().splitlines()
+            finally:
+                os.close(fd)
+        except OSError:
+            return None
+        for line in lines:
+            first, lower, count = (int(f) for f in line.split())
+            if first <= inside < first + count:
+                out.append(lower + inside - first)
+                break
+        else:
+            return None
+    return None if out == [0, 0] else (out[0], out[1])
 
 
 def copy_size(end: int) -> None:
@@ -137,20 +164,36 @@ class Caller:
     def __init__(self) -> None:
         self.is_terminal = os.isatty(0)
         self.saved = termios.tcgetattr(0) if self.is_terminal else None
+        self.raw = False    # (made raw by vbdecl, to be set back)
 
-    def make_raw(self) -> None:
-        """What it types goes to the environment's terminal as it is (^C too, whose line
-        discipline there makes it the command's SIGINT). Not from the background: the
-        terminal would stop vbdecl for it (SIGTTOU)."""
-        if self.is_terminal and _in_foreground():
+    def follow(self) -> None:
+        """Raw while vbdecl is in the foreground: what the caller types goes to the
+        environment's terminal as it is (^C too, whose line discipline there makes it
+        the command's SIGINT). From the background the terminal is the foreground job's
+        (a review's `exec -t ... &` came back cooked: `fg` sends a running job no
+        SIGCONT, so this is asked again while it runs)."""
+        if self.is_terminal and not self.raw and _in_foreground():
             with contextlib.suppress(termios.error, OSError):
                 tty.setraw(0, termios.TCSANOW)
+                self.raw = True
+
+    def continued(self) -> None:
+        """After a stop: whoever had the terminal meanwhile set it as they like."""
+        self.raw = False
+        self.follow()
 
     def set_back(self) -> None:
-        """The terminal as it was, if it is still there to set (hung up: nothing to do)."""
-        if self.saved is not None:
+        """The terminal as it was, where vbdecl made it raw and it is still there to set
+        (hung up: nothing to do); never a stop for it (SIGTTOU)."""
+        if not self.raw or self.saved is None:
+            return
+        self.raw = False
+        old = signals.pthread_sigmask(signals.SIG_BLOCK, {signals.SIGTTOU})
+        try:
             with contextlib.suppress(termios.error, OSError):
                 termios.tcsetattr(0, termios.TCSADRAIN, self.saved)
+        finally:
+            signals.pthread_sigmask(signals.SIG_SETMASK, old)
 
 
 def _in_foreground() -> bool:
@@ -165,7 +208,7 @@ def raw() -> Iterator[Caller]:
     """The caller's terminal in raw mode for the time of the block, set back at its end."""
     caller = Caller()
     try:
-        caller.make_raw()
+        caller.follow()
         yield caller
     finally:
         caller.set_back()
@@ -199,6 +242,7 @@ def pump(pid: int, guard: SignalGuard, master: int, caller: Caller) -> int:
                     if not _pass(master, output):
                         break
                 return status
+            caller.follow()
             for fd, _events in poller.poll(100):
                 if fd == 0:
                     if not _pass(0, [master]):
@@ -217,13 +261,27 @@ def pump(pid: int, guard: SignalGuard, master: int, caller: Caller) -> int:
                     os.kill(os.getpid(), signals.SIGSTOP)   # (until SIGCONT, taken next)
                     continue
                 if info.si_signo == signals.SIGCONT:
-                    caller.make_raw()       # (the shell that continued vbdecl set it back)
+                    caller.continued()
                     copy_size(master)
+                if info.si_code == SI_KERNEL and info.si_signo in _TYPED:
+                    # the caller's terminal, cooked (its stdin is none), signalled its
+                    # foreground job: the command's terminal is told as if it were typed
+                    # there, which signals the job in its foreground (a review's ^C reached
+                    # the shell only, which waited for its sleep)
+                    _type(master, _TYPED[info.si_signo])
+                    continue
                 take_signal(info, pid, pid, True, on_winch=lambda: copy_size(master))
     finally:
         if blocked is not None:
             signals.sigtimedwait({signals.SIGTSTP}, 0)     # (one that came too late: not a stop now)
             signals.pthread_sigmask(signals.SIG_SETMASK, blocked)
+
+
+def _type(master: int, key: int) -> None:
+    """The character the terminal's settings give ``key`` (termios.VINTR, VQUIT), typed."""
+    with contextlib.suppress(termios.error, OSError):
+        char = termios.tcgetattr(master)[6][key]
+        os.write(master, char if isinstance(char, bytes) else bytes([char]))
 
 
 def _pass(src: int, dst: list[int]) -> bool:

@@ -24,10 +24,10 @@ def test_published_ports_turn_on_host_forwarding_and_hairpin() -> None:
     assert "Publishing a port (`network.ports`, with or without `nat`) or `nat: true` turns on " \
            "`net.ipv4.ip_forward`" in security
     assert "restores it when the last environment that needed forwarding is destroyed" in security
-    assert "Hairpin: an environment reaches its own published port, and a neighbour's" in security
+    assert "Hairpin: an environment reaches its own published port through an address of the host" in security
     manifest = " ".join((ROOT / "docs" / "manifest.md").read_text().split())
     assert "Publishing a port (even with `nat: false`) turns on the host-wide `ip_forward`" in manifest
-    assert "An environment reaches its own published port, and a neighbour's on its bridge" in manifest
+    assert "An environment reaches its own published port through a host address too" in manifest
 
 
 def test_the_manifest_formats_own_example_validates(tmp_path: Path) -> None:

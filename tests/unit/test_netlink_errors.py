@@ -73,17 +73,18 @@ def test_nat_commands_are_tagged_and_scoped() -> None:
                        "10.88.0.5", None)
     chain = "vb-1a2b3c4d-tcp-8080"
     assert add[0] == {"add": {"chain": {"family": "inet", "table": "vbdecl", "name": chain}}}
-    rules = [c["add"]["rule"] for c in add if "rule" in c.get("add", {})]
+    rules = [c["add"]["rule"] for c in add if c.get("add", {}).get("rule", {}).get("chain") == chain]
     assert len(rules) == 1 and rules[0]["comment"] == "vb-1a2b3c4d"
     assert {"dnat": {"family": "ip", "addr": "10.88.0.5", "port": 80}} in rules[0]["expr"]
-    elem = add[-1]["create"]["element"]
-    assert elem["name"] == "ports" and elem["elem"][0][0]["elem"]["comment"] == "vb-1a2b3c4d"
+    elem = next(c["create"]["element"] for c in add if c.get("create", {}).get("element", {}).get("name") == "ports")
+    assert elem["elem"][0][0]["elem"]["comment"] == "vb-1a2b3c4d"
     delete = nat.port_delete("vb-1a2b3c4d", "tcp", 8080)
     assert [next(iter(c)) for c in delete] == ["delete", "flush", "delete"]
     # host_ip of the other family: no rule for that family
     v6only = nat.port_add("vb-1", {"host": 1, "container": 2, "protocol": "udp", "host_ip": "::1"},
                           "10.0.0.2", "fd00::2")
-    fams = [c["add"]["rule"]["expr"][-1]["dnat"]["family"] for c in v6only if "rule" in c.get("add", {})]
+    fams = [c["add"]["rule"]["expr"][-1]["dnat"]["family"] for c in v6only
+            if c.get("add", {}).get("rule", {}).get("chain") == "vb-1-udp-1"]
     assert fams == ["ip6"]
 
 

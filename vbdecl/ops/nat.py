@@ -14,14 +14,15 @@ environment chain is left in it, under a host-wide lock)::
     chain output      { nat hook output;      fib daddr type local meta l4proto . th dport vmap @ports }
     chain <inst>-masq      { oifname "<egress>" masquerade comment "<inst>" }
     chain <inst>-tcp-8080  { [ip daddr HOST_IP] tcp dport 8080 dnat ip to ADDR:80 comment "<inst>" }
-    chain <inst>-tcp-8080-hp { ip saddr SUBNET ip daddr ADDR masquerade comment "<inst>" }
+    chain <inst>-tcp-8080-hp { ip saddr ADDR ip daddr ADDR masquerade comment "<inst>" }
 
-Hairpin: a connection to a published port from the environment's own bridge (the
-environment itself, or a neighbour) is masqueraded as it goes back out there, so
-that the answer comes back through the host's NAT instead of straight to the
-client, which would not know it (the kernel's bridge, when it passes bridged
+Hairpin: the environment's own connection to its published port, DNATed back to
+it, is masqueraded, so that its answer comes back through the host's NAT instead
+of to itself, which would not know it (the kernel's bridge, when it passes bridged
 traffic through netfilter, sends it back out the port it came in: net.veth puts
-that port in hairpin mode).
+that port in hairpin mode). A neighbour's is not: where the bridge passes its
+traffic through netfilter it works with the neighbour's own address, which a
+masquerade would turn into the host's (a review: a service that trusts the host).
 
 An environment owns only its chains and the map elements that point at them
 (all commented with its instance id), so one transaction adds them and one
@@ -129,9 +130,15 @@ def base_commands(hairpin: bool = True) -> list[Cmd]:
 
 def base_whole(items: list[dict[str, Any]]) -> bool:
     """Whether the table's maps, hooked chains and their rules are all there, as this
-    vbdecl makes them or as one from before hairpins made them (what an environment
-    published then works as it did; the next add brings the hairpin's in)."""
-    return not base_repair_commands(items) or not base_repair_commands(items, hairpin=False)
+    vbdecl makes them or as one from before hairpins made them, which has no hairpin
+    map (what an environment published then works as it did; the next add brings the
+    hairpin's in). A table with hairpin maps but not the rules that use them is not
+    (a review: every hairpin dead, and no drift)."""
+    if not base_repair_commands(items):
+        return True
+    hairpins = {hairpin_map(proto) for proto in PROTOCOLS}
+    return not any(i.get("map", {}).get("name") in hairpins for i in items) \
+        and not base_repair_commands(items, hairpin=False)
 
 
 def base_repair_commands(items: list[dict[str, Any]], hairpin: bool = True) -> list[Cmd]:
@@ -226,10 +233,10 @@ def masquerade_delete(instance: str, addrs4: list[str], addrs6: list[str]) -> li
     return cmds
 
 
-def port_add(instance: str, port: dict[str, Any], addr4: str | None, addr6: str | None,
-             subnets: tuple[str | None, str | None] = (None, None)) -> list[Cmd]:
-    """The port's DNAT chain and ``ports`` element; with the environment's ``subnets``
-    (IPv4, IPv6) also its hairpin chain and element (see the module's comment)."""
+def port_add(instance: str, port: dict[str, Any], addr4: str | None, addr6: str | None) -> list[Cmd]:
+    """The port's DNAT chain and ``ports`` element, and its hairpin chain and element
+    (see the module's comment; none for a port on a loopback address, which the
+    environment's own loopback answers for it)."""
     proto = port.get("protocol") or "tcp"
     host_port = int(port["host"])
     container = int(port["container"])
@@ -238,8 +245,9 @@ def port_add(instance: str, port: dict[str, Any], addr4: str | None, addr6: str 
     hairpin = hairpin_chain(instance, proto, host_port)
     cmds: list[Cmd] = [{"add": {"chain": _t(name=chain)}}]
     masquerades: list[Cmd] = []
+    loopback = bool(host_ip) and ipaddress.ip_address(str(host_ip)).is_loopback
     dport = {"match": {"op": "==", "left": {"payload": {"protocol": proto, "field": "dport"}}, "right": host_port}}
-    for fam, addr, subnet in (("ip", addr4, subnets[0]), ("ip6", addr6, subnets[1])):
+    for fam, addr in (("ip", addr4), ("ip6", addr6)):
         if addr is None:
             continue
         expr: list[dict[str, Any]] = []
@@ -258,11 +266,9 @@ def port_add(instance: str, port: dict[str, Any], addr4: str | None, addr6: str 
                                        "right": "::1"}})
         expr += [dport, {"dnat": {"family": fam, "addr": addr, "port": container}}]
         cmds.append({"add": {"rule": _t(chain=chain, comment=instance, expr=expr)}})
-        if subnet:
-            net = ipaddress.ip_network(subnet, strict=False)
+        if not loopback:
             masquerades.append({"add": {"rule": _t(chain=hairpin, comment=instance, expr=[
-                {"match": {"op": "==", "left": {"payload": {"protocol": fam, "field": "saddr"}},
-                           "right": {"prefix": {"addr": str(net.network_address), "len": net.prefixlen}}}},
+                {"match": {"op": "==", "left": {"payload": {"protocol": fam, "field": "saddr"}}, "right": addr}},
                 {"match": {"op": "==", "left": {"payload": {"protocol": fam, "field": "daddr"}}, "right": addr}},
                 {"masquerade": None}])}})
     cmds.append({"create": {"element": _t(name="ports", elem=[
@@ -1049,10 +1055,10 @@ class Port:
         rules = [i["rule"] for i in items if "rule" in i and i["rule"].get("chain") == chain]
         if not any(_dnat_port(rule) == record["container"] for rule in rules):
             return None
+        live = dict(record, forwarding=forwarding) if "forwarding" in record else dict(record)
         if record.get("hairpin") and _map_target(items, hairpin_map(record["protocol"]), record["host"]) \
                 != record["hairpin"]:
-            return None         # its hairpin is gone: the environment reaches the port no more
-        live = dict(record, forwarding=forwarding) if "forwarding" in record else dict(record)
+            live["hairpin"] = None      # the environment reaches its own port no more (drift)
         if "rules_sha256" in record:
             live["rules_sha256"] = rules_sha256(items, chain)
         if record.get("hairpin_sha256"):
@@ -1098,9 +1104,7 @@ class Port:
         bridge = (ctx.records.get("net.veth") or {}).get("bridge")
         loopback = a4 is not None and (host_ip is None or ipaddress.ip_address(host_ip).is_loopback)
         localnet = (str(bridge), key) if loopback and bridge else None
-        subnets = ((ctx.records.get("net.address") or {}).get("subnet") if a4 else None,
-                   (ctx.records.get("net.address6") or {}).get("subnet") if a6 else None)
-        cmds = port_add(ctx.instance, params, a4, a6, subnets)
+        cmds = port_add(ctx.instance, params, a4, a6)
         hairpin = hairpin_chain(ctx.instance, proto, host_port)
         made_hairpin = any(c.get("add", {}).get("chain", {}).get("name") == hairpin for c in cmds)
         try:

@@ -245,3 +245,15 @@ def test_to_bwrap_warns_that_bubblewrap_s_proc_shows_the_host_s_keys_and_timers(
     assert "--proc /proc" in out
     assert (f"warning: {path}: environment web: proc /proc: bubblewrap's --proc shows the host's keys and "
             "timer_list there, which `vbdecl run` of this manifest shows empty") in err
+
+
+def test_from_bwrap_takes_the_environment_s_name(capsys: pytest.CaptureFixture[str]) -> None:
+    """A review: the manifest was always environment vb, to be renamed by hand."""
+    assert main(["convert", "--from-bwrap", "--name", "web", "--", *ARGS]) == 0
+    assert "metadata:\n  name: web\n" in capsys.readouterr().out
+    assert main(["--json", "convert", "--from-bwrap", "--name", "web", "--", *ARGS]) == 0
+    assert json.loads(capsys.readouterr().out)["metadata"]["name"] == "web"
+    for args, said in ((["--from-bwrap", "--name", "Web!", "--", *ARGS], "invalid environment name 'Web!'"),
+                       (["--to-bwrap", "env.yaml", "--name", "web"], "--name goes with --from-bwrap")):
+        assert main(["convert", *args]) == 1
+        assert said in capsys.readouterr().err

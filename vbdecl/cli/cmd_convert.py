@@ -20,6 +20,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                        help="read bubblewrap arguments after `--` and print the manifest")
     group.add_argument("--to-bwrap", metavar="FILE",
                        help="print a bubblewrap command line for the manifest FILE")
+    parser.add_argument("--name", metavar="NAME",
+                        help="with --from-bwrap: the environment's metadata.name (default: vb)")
     parser.add_argument("--seccomp-out", metavar="FILE",
                         help="with --to-bwrap: write the seccomp profile's compiled program to FILE "
                              f"(FILE.NAME for each of several environments) and have bubblewrap read it "
@@ -38,6 +40,12 @@ def extras_hint(args: argparse.Namespace, extras: list[str]) -> str | None:
 def run(args: argparse.Namespace) -> int:
     if args.seccomp_out and not args.to_bwrap:
         raise UsageError("--seccomp-out goes with --to-bwrap")
+    if args.name is not None:
+        if not args.from_bwrap:
+            raise UsageError("--name goes with --from-bwrap", hint="--to-bwrap takes the name from the manifest")
+        from vbdecl.engine.paths import check_name
+
+        check_name(args.name)
     extra = args.args[1:] if args.args[:1] == ["--"] else args.args
     if args.to_bwrap and extra:
         raise UsageError(f"--to-bwrap takes only the manifest FILE, not {shlex.join(extra)}",
@@ -52,6 +60,8 @@ def run(args: argparse.Namespace) -> int:
             doc = to_document(parse(argv))
         except VbUsageError as err:
             raise UsageError(f"bubblewrap arguments: {err}") from None
+        if args.name is not None:
+            doc["name"] = args.name
         try:
             if args.json:
                 # JSON has no comments: what the manifest cannot say goes to stderr

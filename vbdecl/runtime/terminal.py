@@ -217,9 +217,10 @@ def raw() -> Iterator[Caller]:
 def pump(pid: int, guard: SignalGuard, master: int, caller: Caller) -> int:
     """Relay between the caller's stdin and stdout and ``master`` until ``pid`` (the
     command) has exited, taking the guarded signals meanwhile (SIGWINCH: the size;
-    SIGTSTP: stop, the terminal set back; SIGCONT: raw again; each forwarded to it
-    but the first two); its wait status. In this thread: a process that has joined a
-    pid namespace may start no thread (clone refuses CLONE_THREAD then)."""
+    SIGTSTP: stop, the terminal set back; SIGCONT: raw again; SIGINT and SIGQUIT the
+    caller's terminal sent: typed into the command's; the rest forwarded to it); its
+    wait status. In this thread: a process that has joined a pid namespace may start
+    no thread (clone refuses CLONE_THREAD then)."""
     copy_size(master)
     os.set_blocking(master, False)
     poller = select.poll()
@@ -264,10 +265,10 @@ def pump(pid: int, guard: SignalGuard, master: int, caller: Caller) -> int:
                     caller.continued()
                     copy_size(master)
                 if info.si_code == SI_KERNEL and info.si_signo in _TYPED:
-                    # the caller's terminal, cooked (its stdin is none), signalled its
-                    # foreground job: the command's terminal is told as if it were typed
-                    # there, which signals the job in its foreground (a review's ^C reached
-                    # the shell only, which waited for its sleep)
+                    # the caller's terminal, not raw (stdin is no terminal), signalled its
+                    # foreground job, vbdecl: typed into the command's terminal, it signals
+                    # the job in that terminal's foreground (a review's ^C, forwarded,
+                    # reached the shell only, which waited for its sleep)
                     _type(master, _TYPED[info.si_signo])
                     continue
                 take_signal(info, pid, pid, True, on_winch=lambda: copy_size(master))

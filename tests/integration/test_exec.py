@@ -200,6 +200,21 @@ def test_logs_follow_ends_when_the_process_exits_and_status_shows_its_code(tmp_p
         assert env.vbdecl("logs", "-f", env.name).returncode == 0
         text = env.vbdecl("status", env.name).stdout
         assert "killed by SIGKILL (code 137) at " in text, text
+        # its supervisor killed first (root inside may, without a user namespace): no one
+        # recorded the code, which status says instead of a bare "exited"
+        env.down()
+        spec["process"]["command"] = ["/bin/sh", "-c", "kill -KILL $PPID; exit 7"]
+        env = Live(tmp_path / "state3", spec)
+        env.up()
+        assert env.vbdecl("logs", "-f", env.name).returncode == 0
+        deadline = time.monotonic() + 15
+        while "exited, with a code no one recorded (its supervisor was killed first)" not in \
+                (text := env.vbdecl("status", env.name).stdout):
+            assert time.monotonic() < deadline, text
+            time.sleep(0.1)
+        proc = next(r for r in json.loads(env.vbdecl("--json", "status", env.name).stdout)["resources"]
+                    if r["id"] == "process")
+        assert proc["exit_unknown"] is True and "exit_code" not in proc
     finally:
         env.down()
 

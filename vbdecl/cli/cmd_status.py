@@ -54,6 +54,10 @@ def run(args: argparse.Namespace) -> int:
                 entry["exited_at"] = ended.get("time")        # unix time, as in history
                 if isinstance(ended.get("oom_kills"), int):   # (while it ran; older records: none)
                     entry["oom_kills"] = ended["oom_kills"]
+            elif _supervisor_gone(res.get("record") or {}):
+                # (killed before it wrote the exit record: by the process itself, root
+                # inside, or from the host; the environment's init reaped the process)
+                entry["exit_unknown"] = True
             # what it started and left running (a daemon): a restart or a destroy ends it
             entry["left_running"] = len(process_tree(res.get("record") or {}))
         if res.get("kind") == "cgroup.group" and res.get("record"):
@@ -90,6 +94,8 @@ def run(args: argparse.Namespace) -> int:
         sig = r.get("signal") if "exit_code" in r else None
         if isinstance(sig, int) and status == "exited":
             status = f"killed by {signal_name(sig)}"    # (as `vbdecl ls` says it)
+        if r.get("exit_unknown"):
+            status += ", with a code no one recorded (its supervisor was killed first)"
         line = f"  {r['id'].ljust(width)}  {str(r['kind']).ljust(16)}  {status}"
         if "exit_code" in r:
             code = r["exit_code"]
@@ -110,6 +116,15 @@ def run(args: argparse.Namespace) -> int:
         line += address_text(r, resources)
         print(line)
     return 0
+
+
+def _supervisor_gone(record: dict[str, Any]) -> bool:
+    """Whether the process's supervisor, which writes its exit record, is gone."""
+    from vbdecl.sys.proc import alive
+
+    sup = record.get("supervisor")
+    return isinstance(sup, dict) and isinstance(sup.get("pid"), int) and \
+        not alive(sup["pid"], sup.get("start_time"))
 
 
 def address_text(r: dict[str, Any], resources: list[dict[str, Any]]) -> str:

@@ -1039,7 +1039,7 @@ class Port:
                      "localnet": bridge if loopback and bridge else None, "rules_sha256": rules_sha256(items, chain)}
             hairpin = hairpin_chain(ctx.instance, proto, int(params["host"]))
             if hairpin in names:
-                found["hairpin"] = hairpin
+                found.update(hairpin=hairpin, hairpin_sha256=rules_sha256(items, hairpin))
             return found
         chain = record["chain"]
         if not base_whole(items):

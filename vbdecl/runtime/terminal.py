@@ -163,17 +163,19 @@ class Caller:
 
     def __init__(self) -> None:
         self.is_terminal = os.isatty(0)
-        self.saved = termios.tcgetattr(0) if self.is_terminal else None
-        self.raw = False    # (made raw by vbdecl, to be set back)
+        self.saved: list[Any] | None = None     # (the modes it had before vbdecl made it raw)
+        self.raw = False    # (made raw by vbdecl, to be set back; only then is it read)
 
     def follow(self) -> None:
         """Raw while vbdecl is in the foreground: what the caller types goes to the
         environment's terminal as it is (^C too, whose line discipline there makes it
-        the command's SIGINT). From the background the terminal is the foreground job's
-        (a review's `exec -t ... &` came back cooked: `fg` sends a running job no
-        SIGCONT, so this is asked again while it runs)."""
+        the command's SIGINT). From the background the terminal is the foreground job's,
+        neither changed nor read (a read there stops vbdecl, SIGTTIN, and goes on
+        blocking, cooked, after `fg`: a review); `fg` sends a running job no SIGCONT,
+        so this is asked again while it runs."""
         if self.is_terminal and not self.raw and _in_foreground():
             with contextlib.suppress(termios.error, OSError):
+                self.saved = termios.tcgetattr(0)
                 tty.setraw(0, termios.TCSANOW)
                 self.raw = True
 
@@ -183,11 +185,12 @@ class Caller:
         self.follow()
 
     def set_back(self) -> None:
-        """The terminal as it was, where vbdecl made it raw and it is still there to set
+        """The terminal as it was, where vbdecl made it raw, is in its foreground (else
+        its shell set it as it likes when vbdecl stopped) and it is still there to set
         (hung up: nothing to do); never a stop for it (SIGTTOU)."""
-        if not self.raw or self.saved is None:
+        was_raw, self.raw = self.raw, False
+        if not was_raw or self.saved is None or not _in_foreground():
             return
-        self.raw = False
         old = signals.pthread_sigmask(signals.SIG_BLOCK, {signals.SIGTTOU})
         try:
             with contextlib.suppress(termios.error, OSError):
@@ -224,8 +227,9 @@ def pump(pid: int, guard: SignalGuard, master: int, caller: Caller) -> int:
     copy_size(master)
     os.set_blocking(master, False)
     poller = select.poll()
-    for fd in (0, master) if caller.is_terminal else (master,):
-        poller.register(fd, select.POLLIN)
+    poller.register(master, select.POLLIN)
+    reading = False     # (the caller's stdin: only while vbdecl has it raw)
+    stdin_open = caller.is_terminal
     output = [1]    # (emptied once the caller's stdout is gone: the command's output is dropped)
     hung_up = False
     # SIGTSTP, which vbdecl otherwise leaves to its default (the terminal's job control),
@@ -244,10 +248,17 @@ def pump(pid: int, guard: SignalGuard, master: int, caller: Caller) -> int:
                         break
                 return status
             caller.follow()
+            if reading != (stdin_open and caller.raw):
+                reading = not reading
+                if reading:
+                    poller.register(0, select.POLLIN)
+                else:
+                    poller.unregister(0)
             for fd, _events in poller.poll(100):
                 if fd == 0:
                     if not _pass(0, [master]):
-                        poller.unregister(0)    # (the caller's terminal hung up)
+                        stdin_open = reading = False     # (the caller's terminal hung up)
+                        poller.unregister(0)
                 elif not _pass(master, output):
                     poller.unregister(master)   # (every end of ours closed)
                 elif not output and not hung_up:

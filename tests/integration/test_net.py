@@ -1378,7 +1378,13 @@ def test_the_veth_probe_sees_it_cut_off_its_bridge(envs: Callable[..., Env]) -> 
     assert op_for("net.veth").probe(env.ctx, params["net.veth"],
                                     {k: v for k, v in record.items() if k != "up"}) is None
     subprocess.run(["ip", "link", "set", host, "master", bridge], check=True)
+    # (attached again by hand, the port has the bridge's defaults: learning, no hairpin;
+    # set back in place, with its static entry)
+    assert sorted(drift()) == [("bridge_port.hairpin", True, False), ("bridge_port.learning", False, True)]
+    op_for("net.veth").update(env.ctx, params["net.veth"], record)
     assert working()
+    fdb = subprocess.run(["bridge", "fdb", "show", "dev", host], capture_output=True, text=True, check=True).stdout
+    assert f"{record['mac']} master {bridge} static" in fdb, fdb
     subprocess.run(["ip", "link", "set", host, "down"], check=True)
     assert drift() == [("up", True, False)]
     subprocess.run(["ip", "link", "set", host, "up"], check=True)

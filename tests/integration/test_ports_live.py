@@ -557,6 +557,20 @@ def test_an_environment_reaches_its_own_published_port_through_the_host(tmp_path
         assert listed.count("masquerade") == 1, listed
         out = cli(state, "exec", name, "--", "/usr/bin/python3", "-c", CLIENT, gw, str(hp))
         assert out.stdout.split()[:2] == ["pong", gw], out.stdout + out.stderr
+        # so is its bridge port's hairpin mode (and MAC learning off): set back in place
+        status = json.loads(cli(state, "--json", "status", name).stdout)
+        veth = next(r["record"]["host"] for r in status["resources"] if r["kind"] == "net.veth")
+        subprocess.run(["bridge", "link", "set", "dev", veth, "hairpin", "off", "learning", "on"], check=True)
+        plan = cli(state, "plan", "--detailed-exitcode", str(manifest), check=False)
+        assert plan.returncode == 2 and "~ net.veth  # repair: changed outside vbdecl: bridge_port." in plan.stdout, \
+            plan.stdout + plan.stderr
+        assert "1 to change, 0 to destroy" in plan.stdout, plan.stdout
+        cli(state, "apply", "-y", str(manifest))
+        flags = subprocess.run(["bridge", "-d", "link", "show", "dev", veth], capture_output=True, text=True,
+                               check=True).stdout
+        assert "hairpin on" in flags and "learning off" in flags, flags
+        out = cli(state, "exec", name, "--", "/usr/bin/python3", "-c", CLIENT, gw, str(hp))
+        assert out.stdout.split()[:2] == ["pong", gw], out.stdout + out.stderr
     finally:
         cli(state, "destroy", "-y", name, check=False)
         cli(state, "destroy", "-y", neighbour, check=False)

@@ -159,6 +159,10 @@ def test_effect_table():
     # a bridge set down by hand is set up in place; any other change makes it anew
     assert effect("net.bridge", "up") == UPDATE
     assert effect("net.bridge", "subnet") == REPLACE
+    # a veth's bridge port flags changed by hand are set back in place (its environment's
+    # network would otherwise be made anew, addresses, guard and ports with it)
+    assert effect("net.veth", "bridge_port.hairpin") == UPDATE
+    assert effect("net.veth", "peer") == REPLACE
 
 
 def test_drift_of_a_removed_resource_and_verbose_listing():

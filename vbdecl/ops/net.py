@@ -645,6 +645,10 @@ class Veth:
         live = dict(record or {}, host=found["name"], index=found["index"])
         if record is not None and record.get("mtu"):
             live["mtu"] = found["mtu"]      # (lowered by hand: see Bridge.probe; set back in place)
+        if record is not None and "bridge_port" in record:
+            # (MAC learning back on lets a neighbour's frames steal its traffic; hairpin
+            # off, its own published port is out of its reach: set back in place)
+            live["bridge_port"] = nl.port_flags(ipr, found["index"], found["name"])
         return live
 
     @staticmethod
@@ -691,7 +695,8 @@ class Veth:
             let_bridges_go(ctx.instance)
         ctx.extra.pop("net.index", None)      # a peer made again has a new index
         return {"host": host, "peer": INNER, "peer_index": peer_index, "bridge": params["bridge"], "netns": ns,
-                "mtu": params.get("mtu") or shared.DEFAULT_MTU, "up": True, "mac": mac}
+                "mtu": params.get("mtu") or shared.DEFAULT_MTU, "up": True, "mac": mac,
+                "bridge_port": dict(nl.PORT_FLAGS)}
 
     @staticmethod
     def _delete(ipr: Any, host: str) -> None:
@@ -726,6 +731,9 @@ class Veth:
         found = nl.link(ipr, record["host"])
         if found is None:
             raise VbdeclError(f"veth {record['host']} is gone", hint="apply again to recreate the environment")
+        if "bridge_port" in record and nl.port_flags(ipr, found["index"], record["host"]) != nl.PORT_FLAGS:
+            # (attached again by hand, say: the bridge's defaults, and no static entry)
+            nl.pin_port(ipr, found["index"], record["host"], record["mac"])
         mtu = params.get("mtu") or record.get("mtu")
         if mtu and (found["mtu"] != mtu or params.get("mtu")):
             nl.link_up(ipr, found["index"], record["host"], mtu=mtu)

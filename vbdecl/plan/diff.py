@@ -48,13 +48,13 @@ def gone_reason(kind: str) -> str:
 
 #: attributes of other kinds that their op's update sets back in place (drift on them)
 UPDATE_ATTRS = frozenset({("net.bridge", "up"), ("net.bridge", "gateways"), ("net.bridge", "mtu"),
-                          ("net.veth", "mtu"), ("fs.tmpfs", "size"), ("fs.tmpfs", "mode"),
+                          ("net.veth", "mtu"), ("net.veth", "bridge_port"), ("fs.tmpfs", "size"), ("fs.tmpfs", "mode"),
                           ("env.namespaces", "hostname")})
 
 
 def effect(kind: str, attr: str) -> int:
     """UPDATE, REPLACE (this action only) or REPLACE_ENV for a changed attribute."""
-    if kind in UPDATE_KINDS or (kind, attr) in UPDATE_ATTRS:
+    if kind in UPDATE_KINDS or (kind, attr.split(".", 1)[0]) in UPDATE_ATTRS:
         return UPDATE
     if kind in ENV_KINDS:
         return REPLACE_ENV

@@ -11,6 +11,7 @@ import contextlib
 import copy
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -203,9 +204,16 @@ def test_logs_follow_ends_when_the_process_exits_and_status_shows_its_code(tmp_p
         # its supervisor killed first (root inside may, without a user namespace): no one
         # recorded the code, which status says instead of a bare "exited"
         env.down()
-        spec["process"]["command"] = ["/bin/sh", "-c", "kill -KILL $PPID; exit 7"]
+        spec["process"]["command"] = ["/bin/sh", "-c", "kill -KILL $PPID; exec sleep 30"]
         env = Live(tmp_path / "state3", spec)
         env.up()
+        deadline = time.monotonic() + 15     # (still running: its end will go unrecorded)
+        while "ok; its supervisor was killed: no one will record how it ends" not in \
+                (text := env.vbdecl("status", env.name).stdout):
+            assert time.monotonic() < deadline, text
+            time.sleep(0.1)
+        assert env.proc is not None
+        os.kill(env.proc["pid"], signal.SIGTERM)
         assert env.vbdecl("logs", "-f", env.name).returncode == 0
         deadline = time.monotonic() + 15
         while "exited, with a code no one recorded (its supervisor was killed first)" not in \
@@ -214,7 +222,7 @@ def test_logs_follow_ends_when_the_process_exits_and_status_shows_its_code(tmp_p
             time.sleep(0.1)
         proc = next(r for r in json.loads(env.vbdecl("--json", "status", env.name).stdout)["resources"]
                     if r["id"] == "process")
-        assert proc["exit_unknown"] is True and "exit_code" not in proc
+        assert proc["supervisor_gone"] is True and "exit_code" not in proc
     finally:
         env.down()
 

@@ -57,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
             elif _supervisor_gone(res.get("record") or {}):
                 # (killed before it wrote the exit record: by the process itself, root
                 # inside, or from the host; the environment's init reaped the process)
-                entry["exit_unknown"] = True
+                entry["supervisor_gone"] = True
             # what it started and left running (a daemon): a restart or a destroy ends it
             entry["left_running"] = len(process_tree(res.get("record") or {}))
         if res.get("kind") == "cgroup.group" and res.get("record"):
@@ -67,6 +67,8 @@ def run(args: argparse.Namespace) -> int:
                 entry["usage"] = cgroup.usage(res["record"], all_res)
             except Exception as exc:
                 entry["usage_error"] = str(exc)
+        if status == "ok" and res.get("kind") == "proc.main" and _supervisor_gone(res.get("record") or {}):
+            entry["supervisor_gone"] = True     # (its exit will go unrecorded, a review)
         resources.append(entry)
     labels = state["plan"].get("labels") or {}
     out = {"name": name, "instance": state["instance"], "revision": state.get("revision"),
@@ -94,8 +96,9 @@ def run(args: argparse.Namespace) -> int:
         sig = r.get("signal") if "exit_code" in r else None
         if isinstance(sig, int) and status == "exited":
             status = f"killed by {signal_name(sig)}"    # (as `vbdecl ls` says it)
-        if r.get("exit_unknown"):
-            status += ", with a code no one recorded (its supervisor was killed first)"
+        if r.get("supervisor_gone"):
+            status += (", with a code no one recorded (its supervisor was killed first)" if status == "exited"
+                       else "; its supervisor was killed: no one will record how it ends")
         line = f"  {r['id'].ljust(width)}  {str(r['kind']).ljust(16)}  {status}"
         if "exit_code" in r:
             code = r["exit_code"]

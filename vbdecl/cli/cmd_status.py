@@ -54,10 +54,6 @@ def run(args: argparse.Namespace) -> int:
                 entry["exited_at"] = ended.get("time")        # unix time, as in history
                 if isinstance(ended.get("oom_kills"), int):   # (while it ran; older records: none)
                     entry["oom_kills"] = ended["oom_kills"]
-            elif _supervisor_gone(res.get("record") or {}):
-                # (killed before it wrote the exit record: by the process itself, root
-                # inside, or from the host; the environment's init reaped the process)
-                entry["supervisor_gone"] = True
             # what it started and left running (a daemon): a restart or a destroy ends it
             entry["left_running"] = len(process_tree(res.get("record") or {}))
         if res.get("kind") == "cgroup.group" and res.get("record"):
@@ -67,8 +63,11 @@ def run(args: argparse.Namespace) -> int:
                 entry["usage"] = cgroup.usage(res["record"], all_res)
             except Exception as exc:
                 entry["usage_error"] = str(exc)
-        if status == "ok" and res.get("kind") == "proc.main" and _supervisor_gone(res.get("record") or {}):
-            entry["supervisor_gone"] = True     # (its exit will go unrecorded, a review)
+        if res.get("kind") == "proc.main" and status in ("ok", "exited") and "exit_code" not in entry \
+                and _supervisor_gone(res.get("record") or {}):
+            # killed before it wrote the exit record (by the process itself, root inside,
+            # or from the host): how the process ended, or will end, goes unrecorded
+            entry["supervisor_gone"] = True
         resources.append(entry)
     labels = state["plan"].get("labels") or {}
     out = {"name": name, "instance": state["instance"], "revision": state.get("revision"),

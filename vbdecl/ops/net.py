@@ -731,8 +731,9 @@ class Veth:
         found = nl.link(ipr, record["host"])
         if found is None:
             raise VbdeclError(f"veth {record['host']} is gone", hint="apply again to recreate the environment")
-        if "bridge_port" in record and nl.port_flags(ipr, found["index"], record["host"]) != nl.PORT_FLAGS:
-            # (attached again by hand, say: the bridge's defaults, and no static entry)
+        if "bridge_port" in record:
+            # (its flags changed by hand, or attached again: the bridge's defaults, and no
+            # static entry; pinning again is the same where nothing changed)
             nl.pin_port(ipr, found["index"], record["host"], record["mac"])
         mtu = params.get("mtu") or record.get("mtu")
         if mtu and (found["mtu"] != mtu or params.get("mtu")):

@@ -372,8 +372,7 @@ _STATELESS_DEVICES = frozenset(os.makedev(1, minor) for minor in (3, 5, 7, 8, 9)
 def guarded_stdio(floor: int = 2, which: tuple[int, ...] = (0, 1, 2)) -> list[int]:
     """The caller's stdin, stdout and stderr (``which`` of them) as the sandbox gets
     them, where they are a host object it could change for good and need no offset
-    of the caller's: a
-    terminal, /dev/null and its like, or a directory, each reopened
+    of the caller's: a terminal, /dev/null and its like, or a directory, each reopened
     behind a read-only mount of its own (sys.mount.reopen_read_only; -1: as it is,
     and [] for none). As root, without a user namespace, the process is the host's
     root and owns them: a security review made the caller's terminal world-readable

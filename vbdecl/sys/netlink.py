@@ -448,30 +448,25 @@ def veth_create(ipr: Any, name: str, peer: str, *, netns_fd: int, master: int | 
 
 
 def pin_port(ipr: Any, index: int, name: str, mac: str) -> None:
-    """Bridge port ``name`` as :func:`set_port_flags` says, and frames for ``mac`` go to
-    it (a static entry; without one they would flood every port)."""
-    set_port_flags(ipr, index, name)
+    """Bridge port ``name`` learns no MAC (a frame with another source, even one the
+    bridge takes for itself, moves no entry to it), frames for ``mac`` go to it (a
+    static entry; without one they would flood every port), and it is in hairpin mode:
+    a bridge that passes bridged traffic through netfilter (br_netfilter) sends a
+    connection to the environment's own published port, once DNATed, back out the port
+    it came in (vbdecl.ops.nat, hairpin). Its flags then read as PORT_FLAGS."""
+    _call(f"setting bridge port {name} up (no MAC learning, hairpin mode)",
+          lambda: ipr.brport("set", index=index, learning=0, mode=1), name=name)
     _call(f"pinning {mac} to {name}",
           lambda: ipr.fdb("replace", ifindex=index, lladdr=mac, state=NUD_NOARP, flags=NTF_MASTER), name=name)
 
 
-# What set_port_flags makes of a port, as port_flags reads it
+# The flags :func:`pin_port` sets, as :func:`port_flags` reads them
 PORT_FLAGS = {"learning": False, "hairpin": True}
 
 
-def set_port_flags(ipr: Any, index: int, name: str) -> None:
-    """Bridge port ``name`` learns no MAC (a frame with another source, even one the
-    bridge takes for itself, moves no entry to it), and is in hairpin mode: a bridge
-    that passes bridged traffic through netfilter (br_netfilter) sends a connection to
-    the environment's own published port, once DNATed, back out the port it came in
-    (vbdecl.ops.nat, hairpin)."""
-    _call(f"setting bridge port {name} up (no MAC learning, hairpin mode)",
-          lambda: ipr.brport("set", index=index, learning=0, mode=1), name=name)
-
-
 def port_flags(ipr: Any, index: int, name: str) -> dict[str, bool] | None:
-    """The flags of bridge port ``name`` that :func:`set_port_flags` sets (None: no
-    bridge port)."""
+    """The flags of bridge port ``name`` that :func:`pin_port` sets (None: no bridge
+    port)."""
     msgs = _call(f"reading bridge port {name}", lambda: list(ipr.brport("show", index=index) or []), name=name)
     info = msgs[0].get_attr("IFLA_PROTINFO") if msgs else None
     if info is None:

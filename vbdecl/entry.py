@@ -126,9 +126,10 @@ _INTRUSIVE = frozenset((
 def _isolate() -> None:
     """The caller's PYTHONPATH, PYTHONWARNINGS and the like are for the sandbox's
     process, not for the interpreter vbdecl runs on (a module of the caller's named
-    like one of the standard library's broke vb): start again isolated (-I; pip drops
-    a shebang's options), with the environment as it was given (Python may have added
-    LC_CTYPE to os.environ). Only this module and the package's were loaded so far."""
+    like one of the standard library's broke vb): start again isolated (-I), with the
+    environment as it was given (Python may have added LC_CTYPE to os.environ). Only
+    this module and the package's were loaded so far. Scripts installed by the
+    Makefile start isolated already (its fast_start); pip drops a shebang's options."""
     import os
 
     if sys.flags.isolated or _INTRUSIVE.isdisjoint(os.environ):

@@ -69,9 +69,9 @@ define drop_setuptools
 endef
 # The console scripts run on a link to the venv's interpreter whose ._pth file
 # (CPython's own override of sys.path, 3.11+) holds the path the venv's `site`
-# computes, the entries that exist: that interpreter starts isolated (-I, no
-# PYTHONPATH or PYTHONWARNINGS of the caller's) and without `site`, ~0.6 ms
-# less for every `vb`, `vbdecl run` and `vbdecl exec` (docs/performance.md).
+# computes, the entries that exist: that interpreter starts without `site` and
+# never reads PYTHONPATH, ~0.6 ms less for every `vb`, `vbdecl run` and
+# `vbdecl exec` (docs/performance.md).
 # pip writes the scripts' first line; it is pointed at that link here.
 define fast_start
 	@ln -sfn python $(VENV)/bin/vbdecl-python

@@ -128,11 +128,13 @@ def _isolate() -> None:
     process, not for the interpreter vbdecl runs on (a module of the caller's named
     like one of the standard library's broke vb): start again isolated (-I), with the
     environment as it was given (Python may have added LC_CTYPE to os.environ). Only
-    this module and the package's were loaded so far. Scripts installed by the
-    Makefile start isolated already (its fast_start); pip drops a shebang's options."""
+    this module and the package's were loaded so far. Only an -I on the interpreter's
+    command line tells that it read no PYTHON* variable: the Makefile's ._pth
+    interpreter reports itself isolated, yet has read them (CPython reads the
+    environment before it finds the ._pth file), and pip drops a shebang's options."""
     import os
 
-    if sys.flags.isolated or _INTRUSIVE.isdisjoint(os.environ):
+    if _INTRUSIVE.isdisjoint(os.environ) or sys.orig_argv[1:2] == ["-I"]:
         return
     try:
         with open("/proc/self/environ", "rb") as given:

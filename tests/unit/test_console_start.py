@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 BIN = Path(sys.executable).parent
@@ -30,8 +31,9 @@ def test_the_scripts_run_on_the_link_without_site() -> None:
     for script in ("vb", "vbdecl"):
         first = (BIN / script).read_text().splitlines()[0]
         assert first == f"#!{FAST}", f"{script} starts with {first!r}: {INSTALL_HINT}"
-    flags, *_ = path_of([str(FAST)])
-    assert flags == "1 1"          # isolated: the caller's PYTHONPATH is not vbdecl's
+    flags, *path = path_of([str(FAST)])
+    assert flags.split()[1] == "1"                     # no site
+    assert "/nonexistent-vbdecl-test" not in path      # the caller's PYTHONPATH is not vbdecl's
 
 
 def test_the_link_finds_what_the_venv_finds() -> None:
@@ -47,3 +49,28 @@ def test_the_installed_cli_runs_through_it() -> None:
     assert r.stdout.strip()
     r = subprocess.run([str(BIN / "vb"), "--version"], capture_output=True, text=True, check=True)
     assert r.stdout.strip()
+
+
+def test_a_python_variable_of_the_callers_still_restarts_it_isolated() -> None:
+    """The ._pth interpreter says it is isolated (sys.flags), yet CPython has read
+    PYTHONWARNINGS, PYTHONOPTIMIZE and the like before it found the file: vb starts
+    again with -I. It is caught reading --args from a pipe, before any sandbox."""
+    r, w = os.pipe()
+    try:
+        proc = subprocess.Popen([str(BIN / "vb"), "--args", str(r)], pass_fds=(r,),
+                                env=dict(os.environ, PYTHONWARNINGS="error"),
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    finally:
+        os.close(r)
+    try:
+        cmdline = b""
+        for _ in range(500):           # (the restart replaces the process image)
+            with open(f"/proc/{proc.pid}/cmdline", "rb") as f:
+                cmdline = f.read()
+            if b"\0-I\0" in cmdline:
+                break
+            time.sleep(0.01)
+        assert b"\0-I\0" in cmdline, cmdline
+    finally:
+        os.close(w)                    # (vb reads no arguments, says so and exits)
+        proc.wait(timeout=30)

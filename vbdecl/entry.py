@@ -71,7 +71,7 @@ def flush_and_exit(code: int) -> NoReturn:
     """Flush what is buffered and leave at once: a console process has nothing to
     finalize, and interpreter teardown costs ~10 ms. A stdout the caller closed
     (``vb ... >&-``) is None here: nothing to flush."""
-    import os
+    from vbdecl.sys import oslite as os
 
     for stream in (sys.stdout, sys.stderr):
         try:
@@ -97,9 +97,9 @@ def _undo_locale_coercion() -> None:
     Every process a console command starts (run, exec, apply's live process, vb)
     is built from os.environ and must see the caller's environment, not ours.
     Embedders of the Python API keep their os.environ as they made it."""
-    import os
+    from vbdecl.sys import oslite as os
 
-    if "LC_CTYPE" not in os.environ:
+    if b"LC_CTYPE" not in os.environb:
         return
     try:
         with open("/proc/self/environ", "rb") as f:
@@ -107,9 +107,11 @@ def _undo_locale_coercion() -> None:
     except OSError:
         return
     given = [item[9:] for item in original if item.startswith(b"LC_CTYPE=")]
-    if not given:
-        del os.environ["LC_CTYPE"]
+    if not given:       # (as os.environ does it: the process's environment and the dict)
+        os.unsetenv(b"LC_CTYPE")
+        del os.environb[b"LC_CTYPE"]
     else:     # the caller's own value (Python may have coerced LC_CTYPE=C too)
+        os.putenv(b"LC_CTYPE", given[0])
         os.environb[b"LC_CTYPE"] = given[0]
 
 
@@ -117,10 +119,10 @@ def _undo_locale_coercion() -> None:
 # runs vbdecl's code; the others (PYTHONDONTWRITEBYTECODE, PYTHONPYCACHEPREFIX,
 # PYTHONUNBUFFERED, ... which CI and benchmarks set) cost no restart of ~8 ms.
 _INTRUSIVE = frozenset((
-    "PYTHONPATH", "PYTHONHOME", "PYTHONUSERBASE", "PYTHONPLATLIBDIR", "PYTHONEXECUTABLE",
-    "PYTHONWARNINGS", "PYTHONWARNDEFAULTENCODING", "PYTHONVERBOSE", "PYTHONDEBUG", "PYTHONINSPECT",
-    "PYTHONOPTIMIZE", "PYTHONDEVMODE", "PYTHONMALLOC", "PYTHONMALLOCSTATS", "PYTHONTRACEMALLOC",
-    "PYTHONPROFILEIMPORTTIME"))
+    b"PYTHONPATH", b"PYTHONHOME", b"PYTHONUSERBASE", b"PYTHONPLATLIBDIR", b"PYTHONEXECUTABLE",
+    b"PYTHONWARNINGS", b"PYTHONWARNDEFAULTENCODING", b"PYTHONVERBOSE", b"PYTHONDEBUG", b"PYTHONINSPECT",
+    b"PYTHONOPTIMIZE", b"PYTHONDEVMODE", b"PYTHONMALLOC", b"PYTHONMALLOCSTATS", b"PYTHONTRACEMALLOC",
+    b"PYTHONPROFILEIMPORTTIME"))
 
 
 def _isolate() -> None:
@@ -132,9 +134,9 @@ def _isolate() -> None:
     command line tells that it read no PYTHON* variable: the Makefile's ._pth
     interpreter reports itself isolated, yet has read them (CPython reads the
     environment before it finds the ._pth file), and pip drops a shebang's options."""
-    import os
+    from vbdecl.sys import oslite as os
 
-    if _INTRUSIVE.isdisjoint(os.environ) or sys.orig_argv[1:2] == ["-I"]:
+    if _INTRUSIVE.isdisjoint(os.environb) or sys.orig_argv[1:2] == ["-I"]:
         return
     try:
         with open("/proc/self/environ", "rb") as given:
@@ -157,7 +159,7 @@ def _reserve_closed_stdio() -> None:
     stdout, the command's output), at that number, taking no other."""
     if sys.stdin is not None and sys.stdout is not None and sys.stderr is not None:
         return
-    import os
+    from vbdecl.sys import oslite as os
 
     for fd, stream in enumerate((sys.stdin, sys.stdout, sys.stderr)):
         if stream is None:
@@ -201,7 +203,7 @@ def _fast_imports() -> None:
 
 def _note_caller() -> None:
     global CALLER
-    import os
+    from vbdecl.sys import oslite as os
 
     CALLER = os.getppid()
 

@@ -18,13 +18,16 @@ import pytest
 from testmanifests import head
 
 VBDECL = str(Path(sys.executable).parent / "vbdecl")
+# The interpreter the installed scripts run on: without site, which imports os.
+PYTHON = str(Path(sys.executable).parent / "vbdecl-python")
 # Heavy third-party modules, and standard-library ones the hot paths can do without.
 # json (with re and enum) among them: a cached run reads its plan and seccomp program,
 # exec a copy of the environment's state, as marshal; vb compiles a plan it never stores.
 # ctypes: syscalls go through vbdecl's own C extension (ctypes' import is ~2 ms).
 # graphlib (with heapq and types): only for a plan whose actions need reordering.
 # setproctitle (with logging, ~4 ms): only for a live environment's init and supervisor.
-FORBIDDEN = ("pydantic", "pydantic_core", "ruamel", "yaml", "rich", "pyroute2", "typer", "click",
+# os (with _collections_abc and posixpath, ~0.9 ms): vbdecl/sys/oslite.py has its calls.
+FORBIDDEN = ("os", "posixpath", "genericpath", "_collections_abc", "pydantic", "pydantic_core", "ruamel", "yaml", "rich", "pyroute2", "typer", "click",
              "ctypes", "argparse", "typing", "json", "pathlib", "re", "ipaddress", "urllib", "dataclasses",
              "tempfile", "hashlib", "contextlib", "inspect", "enum", "functools", "collections",
              "importlib", "warnings", "graphlib", "heapq", "types", "setproctitle", "logging")
@@ -43,7 +46,7 @@ def imported(args: list[str], env: dict[str, str], entry: str = "main") -> set[s
     """The modules a ``vbdecl.entry`` call imports (parent and children)."""
     code = (f"import sys\nfrom vbdecl.entry import {entry}\nrc = {entry}({args!r})\n"
             "print('MODULES', *sys.modules, file=sys.stderr)\nsys.exit(rc)\n")
-    r = subprocess.run([sys.executable, "-X", "importtime", "-c", code], capture_output=True,
+    r = subprocess.run([PYTHON, "-X", "importtime", "-c", code], capture_output=True,
                        text=True, env=env, timeout=60)
     assert r.returncode == 0, r.stderr[-2000:]
     names = set()

@@ -247,7 +247,7 @@ def test_runtime_dir_is_the_runtime_root_unless_a_state_dir_is_chosen(
     """Without --state-dir the runtime dir is the runtime root of paths.py (/run/vbdecl
     for root; $XDG_RUNTIME_DIR/vbdecl here), never <state>/run; with one, <state>/run."""
     monkeypatch.delenv("VBDECL_STATE_DIR", raising=False)
-    monkeypatch.setattr(os, "geteuid", lambda: 4242)      # the XDG defaults, in tmp_path
+    monkeypatch.setattr(paths.os, "geteuid", lambda: 4242)      # the XDG defaults, in tmp_path
     monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "xdg-state"))
     monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path / "xdg-run"))
     res = Engine().apply(_env_plan("web"))
@@ -271,7 +271,7 @@ def test_recorded_runtime_dir_is_honoured(tmp_path: Path, monkeypatch: pytest.Mo
     """An environment started before /run/vbdecl was the default keeps <state>/run/<instance>:
     its env record (and its journal, for recovery) says so, and destroy cleans it there."""
     monkeypatch.delenv("VBDECL_STATE_DIR", raising=False)
-    monkeypatch.setattr(os, "geteuid", lambda: 4242)
+    monkeypatch.setattr(paths.os, "geteuid", lambda: 4242)
     monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "xdg-state"))
     monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path / "xdg-run"))
     root = tmp_path / "xdg-state" / "vbdecl"

@@ -116,7 +116,7 @@ def test_ensure_dir_with_a_symlink_swapped_in(tree, walk_mode, monkeypatch) -> N
         os.rename(path, f"{path}.moved", src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
         os.symlink(str(outside), path, dir_fd=dir_fd)
 
-    monkeypatch.setattr(os, "mkdir", evil)
+    monkeypatch.setattr(rootfs.os, "mkdir", evil)
     with pytest.raises(OSError):
         rootfs.ensure_dir(fd, "/victim/sub")
     monkeypatch.undo()

@@ -238,13 +238,13 @@ def test_host_actions_filter() -> None:
 
 def test_user_namespace_implied_unprivileged(monkeypatch: pytest.MonkeyPatch) -> None:
     spec = {"namespaces": {"user": False, "pid": True, "mount": True}, "idmap": None}
-    monkeypatch.setattr(os, "geteuid", lambda: 1000)
-    monkeypatch.setattr(os, "getegid", lambda: 1001)
+    monkeypatch.setattr(spawn.os, "geteuid", lambda: 1000)
+    monkeypatch.setattr(spawn.os, "getegid", lambda: 1001)
     nsd, idmap, _ = spawn.resolve_namespaces(spec)
     assert nsd["user"] is True
     assert idmap == {"uid": [{"inside": 0, "outside": 1000, "count": 1}],
                      "gid": [{"inside": 0, "outside": 1001, "count": 1}]}
-    monkeypatch.setattr(os, "geteuid", lambda: 0)
+    monkeypatch.setattr(spawn.os, "geteuid", lambda: 0)
     nsd, idmap, _ = spawn.resolve_namespaces(spec)
     assert nsd["user"] is False and idmap is None
 

@@ -14,10 +14,10 @@ the command cannot be executed / is not found.
 
 from __future__ import annotations
 
-import os
 import sys
 
 from vbdecl.errors import UsageError, VbdeclError
+from vbdecl.sys import oslite as os
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -97,7 +97,7 @@ def _main(argv: list[str]) -> int:
             what = "a manifest FILE" if cmd == "run" else "an environment NAME"
             raise UsageError(f"vbdecl {cmd} takes {what}",
                              hint=f"vbdecl {cmd} {'FILE' if cmd == 'run' else 'NAME'} [-- CMD...]")
-        state_dir = str(opts.get("state_dir") or os.environ.get("VBDECL_STATE_DIR") or "") or None
+        state_dir = str(opts.get("state_dir") or os.getenv("VBDECL_STATE_DIR") or "") or None
         if state_dir:      # (only then: the default path imports no more than it needs)
             from vbdecl.engine.paths import check_state_root
 

@@ -8,10 +8,10 @@ Standard library only until the sandbox runs.
 
 from __future__ import annotations
 
-import os
 import sys
 
 from vbdecl import __version__
+from vbdecl.sys import oslite as os
 
 BWRAP_COMPAT = "0.11.0"
 

@@ -11,7 +11,8 @@ write the cache can change what runs, so it is trusted as the plans are.
 from __future__ import annotations
 
 import marshal
-import os
+
+from vbdecl.sys import oslite as os
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -62,7 +63,9 @@ def write(path: str, entry: dict[str, Any]) -> bool:
     from vbdecl.engine import atomic  # only on a miss: a hit should not pay for it
 
     try:
-        os.makedirs(os.path.dirname(path), mode=0o755, exist_ok=True)
+        from os import makedirs
+
+        makedirs(os.path.dirname(path), mode=0o755, exist_ok=True)
         atomic.write_bytes(path, marshal.dumps(entry), durable=False)   # a lost entry is a miss
     except (OSError, ValueError):   # unwritable, or a value marshal cannot carry
         return False
@@ -73,8 +76,10 @@ def prune(root: str, keep: int) -> None:
     """Keep at most ``keep`` entries under ``root``: beyond that, drop the oldest half
     (temporaries a killed writer left count as entries, so they go too)."""
     try:
+        from os import walk
+
         files = []
-        for directory, _, names in os.walk(root):
+        for directory, _, names in walk(root):
             for name in names:
                 if name.endswith((".marshal", ".json", ".tmp")):   # .json: the plans' first format
                     path = os.path.join(directory, name)

@@ -19,7 +19,11 @@ Nothing here creates directories; :func:`ensure_dir` does, on demand.
 
 from __future__ import annotations
 
-import os
+from vbdecl.sys import oslite as os
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from os import PathLike
 
 # Paths are plain strings: pathlib (with the urllib and ipaddress it imports) would
 # cost vbdecl exec ~3 ms of start-up.
@@ -32,24 +36,24 @@ def valid_name(name: str) -> bool:
     return 0 < len(name) <= 63 and _NAME_CHARS.issuperset(name) and "-" not in (name[0], name[-1])
 
 
-def _overridden(override: str | os.PathLike[str] | None) -> str | None:
+def _overridden(override: str | PathLike[str] | None) -> str | None:
     if override:
         return os.fspath(override)
-    return os.environ.get("VBDECL_STATE_DIR") or None
+    return os.getenv("VBDECL_STATE_DIR") or None
 
 
-def state_root(override: str | os.PathLike[str] | None = None) -> str:
+def state_root(override: str | PathLike[str] | None = None) -> str:
     """The state root (see the module docstring for the order)."""
     chosen = _overridden(override)
     if chosen:
         return os.path.abspath(chosen)
     if os.geteuid() == 0:
         return "/var/lib/vbdecl"
-    xdg = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
+    xdg = os.getenv("XDG_STATE_HOME") or os.path.join(_home(), ".local", "state")
     return os.path.join(xdg, "vbdecl")
 
 
-def is_dir(path: str | os.PathLike[str]) -> bool:
+def is_dir(path: str | PathLike[str]) -> bool:
     """os.path.isdir, except that a path this user may not look at raises PermissionError
     (isdir says False: an unreadable state directory read as "no such environment")."""
     import stat
@@ -60,10 +64,10 @@ def is_dir(path: str | os.PathLike[str]) -> bool:
         return False
 
 
-def permission_hint(path: str | os.PathLike[str] | None) -> str:
+def permission_hint(path: str | PathLike[str] | None) -> str:
     """What to do when vbdecl's state at ``path`` may not be read or written by this user."""
     owner = None
-    probe = os.path.abspath(path) if path else None
+    probe = os.path.abspath(os.fspath(path)) if path else None
     while probe:
         try:
             uid = os.stat(probe).st_uid
@@ -94,7 +98,7 @@ def _me() -> str:
         return ""
 
 
-def check_state_root(override: str | os.PathLike[str] | None) -> None:
+def check_state_root(override: str | PathLike[str] | None) -> None:
     """Refuse a state directory given as a path that is not a directory and cannot
     become one (``--state-dir manifest.yaml``), before a command trips over it."""
     given = _overridden(override)
@@ -114,57 +118,57 @@ def check_state_root(override: str | os.PathLike[str] | None) -> None:
                           "vbdecl can make one")
 
 
-def runtime_root(override: str | os.PathLike[str] | None = None) -> str:
+def runtime_root(override: str | PathLike[str] | None = None) -> str:
     """The runtime root (see the module docstring for the order)."""
     chosen = _overridden(override)
     if chosen:
         return os.path.join(os.path.abspath(chosen), "run")
     if os.geteuid() == 0:
         return "/run/vbdecl"
-    xdg = os.environ.get("XDG_RUNTIME_DIR")
+    xdg = os.getenv("XDG_RUNTIME_DIR")
     if xdg:
         return os.path.join(xdg, "vbdecl")
     return os.path.join(state_root(), "run")
 
 
-def own_runtime_root(path: str, override: str | os.PathLike[str] | None = None) -> bool:
+def own_runtime_root(path: str, override: str | PathLike[str] | None = None) -> bool:
     """Whether the runtime root ``path`` is ``<state root>/run`` (of a --state-dir, or a
     user without XDG_RUNTIME_DIR), vbdecl's to remove once empty: not /run/vbdecl nor
     XDG's ``vbdecl``."""
     return path == os.path.join(state_root(override), "run")
 
 
-def envs_dir(override: str | os.PathLike[str] | None = None) -> str:
+def envs_dir(override: str | PathLike[str] | None = None) -> str:
     return os.path.join(state_root(override), "envs")
 
 
-def env_dir(name: str, override: str | os.PathLike[str] | None = None) -> str:
+def env_dir(name: str, override: str | PathLike[str] | None = None) -> str:
     """``<state>/envs/<name>``: lock, state.json, journal.jsonl, revisions/."""
     check_name(name)
     return os.path.join(envs_dir(override), name)
 
 
-def state_file(name: str, override: str | os.PathLike[str] | None = None) -> str:
+def state_file(name: str, override: str | PathLike[str] | None = None) -> str:
     return os.path.join(env_dir(name, override), "state.json")
 
 
-def journal_file(name: str, override: str | os.PathLike[str] | None = None) -> str:
+def journal_file(name: str, override: str | PathLike[str] | None = None) -> str:
     return os.path.join(env_dir(name, override), "journal.jsonl")
 
 
-def lock_file(name: str, override: str | os.PathLike[str] | None = None) -> str:
+def lock_file(name: str, override: str | PathLike[str] | None = None) -> str:
     return os.path.join(env_dir(name, override), "lock")
 
 
-def revisions_dir(name: str, override: str | os.PathLike[str] | None = None) -> str:
+def revisions_dir(name: str, override: str | PathLike[str] | None = None) -> str:
     return os.path.join(env_dir(name, override), "revisions")
 
 
-def revision_file(name: str, number: int, override: str | os.PathLike[str] | None = None) -> str:
+def revision_file(name: str, number: int, override: str | PathLike[str] | None = None) -> str:
     return os.path.join(revisions_dir(name, override), f"{number}.json")
 
 
-def instance_runtime_dir(instance: str, override: str | os.PathLike[str] | None = None) -> str:
+def instance_runtime_dir(instance: str, override: str | PathLike[str] | None = None) -> str:
     """``<runtime>/<instance>``: pinned namespaces, init socket, staging dirs."""
     return os.path.join(runtime_root(override), instance)
 
@@ -181,15 +185,25 @@ def check_name(name: str) -> None:
         raise UsageError(f"invalid environment name {name!r}", hint=hint)
 
 
+def _home() -> str:
+    """expanduser("~"), without importing os where $HOME is set."""
+    home = os.getenv("HOME")
+    if home is None:
+        import posixpath
+
+        return posixpath.expanduser("~")
+    return home.rstrip("/") or "/"
+
+
 def cache_dir() -> str:
     """Compiled plans and seccomp programs: ``$VBDECL_CACHE_DIR``, else
     ``/var/cache/vbdecl`` for root, else ``$XDG_CACHE_HOME/vbdecl`` (``~/.cache/vbdecl``)."""
-    env = os.environ.get("VBDECL_CACHE_DIR")
+    env = os.getenv("VBDECL_CACHE_DIR")
     if env:
         return env
     if os.geteuid() == 0:
         return "/var/cache/vbdecl"
-    xdg = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    xdg = os.getenv("XDG_CACHE_HOME") or os.path.join(_home(), ".cache")
     return os.path.join(xdg, "vbdecl")
 
 
@@ -198,7 +212,9 @@ def ensure_dir(path: str, mode: int = 0o700) -> str:
     StateError that says why (a PermissionError stays one: the CLI words it with
     :func:`permission_hint`)."""
     try:
-        os.makedirs(path, mode=mode, exist_ok=True)
+        from os import makedirs
+
+        makedirs(path, mode=mode, exist_ok=True)
     except PermissionError:
         raise
     except OSError as exc:

@@ -20,13 +20,13 @@ This module must stay cheap to import: stdlib only, nothing heavy.
 
 from __future__ import annotations
 
-import os
 import sys
 
 from vbdecl import __version__
 from vbdecl.engine import cachefile
 from vbdecl.engine.paths import cache_dir
 from vbdecl.hashing import sha256
+from vbdecl.sys import oslite as os
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:

@@ -14,10 +14,9 @@ Imports only what exec's start-up already has (this module is on its path).
 
 from __future__ import annotations
 
-import os
-
 from vbdecl.engine import cachefile
 from vbdecl.engine.paths import cache_dir
+from vbdecl.sys import oslite as os
 
 COPIES = 256   # copies kept (beyond that the oldest half goes)
 

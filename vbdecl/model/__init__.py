@@ -7,14 +7,13 @@ imported only by :mod:`manifest`, :mod:`load` and :mod:`normalize`.
 
 from __future__ import annotations
 
-import os
-
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from os import PathLike
     from typing import Any
 
 
-def load_normalized(path: str | os.PathLike[str], *, data: bytes | None = None) -> list[dict[str, Any]]:
+def load_normalized(path: str | PathLike[str], *, data: bytes | None = None) -> list[dict[str, Any]]:
     """Load and validate every document of ``path`` and normalize each.
 
     Returns ``[{"name", "labels", "annotations", "source", "spec"}, ...]``
@@ -25,6 +24,8 @@ def load_normalized(path: str | os.PathLike[str], *, data: bytes | None = None) 
     messages (``<stdin>:line:col``), relative host paths are to the current
     directory, and the documents have no source file.
     """
+    import os  # (this package is on the hot paths; os is not: vbdecl/sys/oslite.py)
+
     from vbdecl.model.load import load_path
     from vbdecl.model.normalize import normalize
 

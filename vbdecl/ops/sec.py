@@ -53,10 +53,10 @@ Best-effort warnings (``landlock.optional``) go to stderr and to
 from __future__ import annotations
 
 import errno
-import os
 import sys
 
 from vbdecl.errors import RuntimeSetupError
+from vbdecl.sys import oslite as os
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -64,7 +64,9 @@ if TYPE_CHECKING:
 
     from vbdecl.sys.laststep import Failure, LastStep
 
-DEFAULT_PROFILE_PATH = os.path.join(os.path.dirname(os.path.dirname(os.path.realpath(__file__))),
+# (__file__ as the import found it: the data directory is beside the package's code
+# either way, and realpath would import os on the hot path)
+DEFAULT_PROFILE_PATH = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                                     "data", "seccomp-default.json")
 
 # Calls an allow list always permits: the filter is loaded before execve.

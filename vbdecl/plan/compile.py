@@ -21,7 +21,6 @@ Teardown is the reverse of the order.
 from __future__ import annotations
 
 import gc
-import posixpath
 
 from vbdecl import __version__
 from vbdecl.errors import PlanError
@@ -29,6 +28,7 @@ from vbdecl.model.names import RLIM_INFINITY
 from vbdecl.plan import fmt
 from vbdecl.plan.graph import order
 from vbdecl.plan.ids import fs_action_ids, numbered
+from vbdecl.sys import oslite as os
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -192,7 +192,7 @@ class _FsOrder:
             via.add(k)
             hops += 1
             start = "" if points_to.startswith("/") else "/".join(parts[:i])
-            parts = _parts(posixpath.normpath("/".join(["", start, points_to, *parts[i + 1:]])))
+            parts = _parts(os.path.normpath("/".join(["", start, points_to, *parts[i + 1:]])))
             node, i = self.root, 0
         return "/" + "/".join(parts), via
 

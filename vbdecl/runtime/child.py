@@ -56,12 +56,12 @@ Nothing here imports more than the standard library after fork.
 from __future__ import annotations
 
 import errno
-import os
 import struct
 
 from vbdecl.sys import _linux, signals
 from vbdecl.sys import caps as syscaps  # (an init confines itself where vbdecl's files may be gone)
 from vbdecl.sys import ns as sysns
+from vbdecl.sys import oslite as os
 from vbdecl.sys import proc as sysproc
 
 TYPE_CHECKING = False
@@ -685,7 +685,7 @@ def load_setup_code(cfg: ChildConfig) -> None:
 def injected_faults() -> frozenset[str]:
     """The action ids ``VBDECL_FAULT`` makes fail (vbdecl/engine/faults.py, a test hook;
     parsed here alike: the sandbox imports nothing for it). Empty unless set."""
-    spec = os.environ.get("VBDECL_FAULT")
+    spec = os.getenv("VBDECL_FAULT")
     if not spec:
         return frozenset()
     return frozenset(item for item in (s.strip() for s in spec.split(","))

@@ -7,8 +7,9 @@ in the true order of the lifecycle, to every sink: the Python callback, the
 
 from __future__ import annotations
 
-import os
 import time
+
+from vbdecl.sys import oslite as os
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:

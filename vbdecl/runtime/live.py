@@ -17,7 +17,6 @@
 from __future__ import annotations
 
 import errno
-import os
 import stat
 import struct
 import sys
@@ -28,6 +27,7 @@ from vbdecl.runtime import child as C
 from vbdecl.runtime import oom
 from vbdecl.sys import caps as syscaps  # (the supervisor confines itself inside the environment)
 from vbdecl.sys import ns as sysns
+from vbdecl.sys import oslite as os
 from vbdecl.sys import proc as sysproc
 from vbdecl.sys import signals
 
@@ -70,7 +70,9 @@ def start_env(*, spec: dict[str, Any], instance: str, runtime_dir: str,
         lock_fd = acquire(status["lock_file"], sandbox_writable(spec))
         cfg.lock_fd = lock_fd
     cfg.keep_fds = []
-    os.makedirs(os.path.join(runtime_dir, "ns"), mode=0o700, exist_ok=True)
+    from os import makedirs
+
+    makedirs(os.path.join(runtime_dir, "ns"), mode=0o700, exist_ok=True)
     pid, c2p_r, p2c_w, _ = fork_holder(cfg, max(2, lock_fd))
     init_pid = -1
     record: dict[str, Any] = {}
@@ -635,10 +637,12 @@ def start_process(*, env_record: dict[str, Any], spec: dict[str, Any], log_path:
     "log", "supervisor": {"pid", "start_time"}}`` (host pids). The supervisor's command
     line says what it is: ``vbdecl-supervise: NAME process (instance ID)``.
     """
+    from os import makedirs
+
     from vbdecl.runtime.events import EventSink
     from vbdecl.runtime.spawn import _child_error, _read_msg, reopened_read_only
 
-    os.makedirs(os.path.dirname(log_path), mode=0o700, exist_ok=True)
+    makedirs(os.path.dirname(log_path), mode=0o700, exist_ok=True)
     own_logs(log_path)      # (kept from a process before, which may have chmod-ed them)
     events_path = (spec.get("status") or {}).get("events")
     if events_path:
@@ -967,7 +971,7 @@ class LogCap:
     @classmethod
     def open(cls, log_path: str, write_fd: int) -> LogCap:
         try:
-            limit = int(os.environ.get("VBDECL_LOG_MAX_BYTES") or LOG_MAX_BYTES)
+            limit = int(os.getenv("VBDECL_LOG_MAX_BYTES") or LOG_MAX_BYTES)
         except ValueError:
             limit = LOG_MAX_BYTES
         read_fd = os.open(log_path, os.O_RDONLY | os.O_CLOEXEC)

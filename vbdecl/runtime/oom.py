@@ -13,7 +13,7 @@ Imports only ``os``: ``vbdecl exec`` is a hot path.
 
 from __future__ import annotations
 
-import os
+from vbdecl.sys import oslite as os
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:

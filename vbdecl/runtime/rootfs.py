@@ -42,12 +42,12 @@ rather than write or chmod through it (vb follows it, as bubblewrap).
 from __future__ import annotations
 
 import errno
-import os
 import stat
 
 from vbdecl.errors import RuntimeSetupError, SysError
 from vbdecl.plan.ids import fs_action_ids
 from vbdecl.sys import mount as m
+from vbdecl.sys import oslite as os
 from vbdecl.sys.caps import in_initial_user_ns
 from vbdecl.sys.proc import seal_imports
 
@@ -1766,7 +1766,7 @@ def _test_crash_point(index: int) -> None:
     is built, SIGKILL every process of the run's process group and leave, as if
     killed too (a pid 1 is immune to its own signals): a test hook, inert unless set.
     Start the run in a session of its own: the caller's group is the run's otherwise."""
-    if os.environ.get("VBDECL_TEST_CRASH_AT") == f"root-entry:{index}":
+    if os.getenv("VBDECL_TEST_CRASH_AT") == f"root-entry:{index}":
         from vbdecl.sys.signals import SIGKILL
 
         os.killpg(0, SIGKILL)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import errno
 import fcntl
-import os
 import struct
 import sys
 
@@ -19,6 +18,7 @@ from vbdecl.runtime import child as C
 from vbdecl.runtime.events import EventSink
 from vbdecl.sys import _linux, signals
 from vbdecl.sys import ns as sysns
+from vbdecl.sys import oslite as os
 from vbdecl.sys import proc as sysproc
 
 TYPE_CHECKING = False
@@ -462,7 +462,7 @@ def host_actions(plan: dict[str, Any]) -> list[dict[str, Any]]:
 def run_plan(plan: dict[str, Any], **kwargs: Any) -> RunResult:
     """Run a compiled plan (docs/plan-format.md) ephemerally."""
     actions = host_actions(plan)
-    if os.environ.get("VBDECL_FAULT"):
+    if os.getenv("VBDECL_FAULT"):
         kwargs["warnings"] = [*kwargs.get("warnings", ()), *fault_warnings(plan, actions)]
     return run_spec(plan["spec"], name=plan.get("name") or "sandbox", actions=actions, **kwargs)
 

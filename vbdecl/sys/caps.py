@@ -10,9 +10,9 @@ capability sets, no_new_privs) in its last steps, :mod:`vbdecl.sys.laststep`.
 from __future__ import annotations
 
 import errno
-import os
 import struct
 
+from vbdecl.sys import oslite as os
 from vbdecl.sys.raw import check, raise_errno, syscall
 
 PR_CAPBSET_READ = 23

@@ -12,9 +12,9 @@ This module only imports the stdlib's os, errno and struct: it is on the run pat
 from __future__ import annotations
 
 import errno
-import os
 import struct
 
+from vbdecl.sys import oslite as os
 from vbdecl.sys.raw import raise_errno, syscall
 
 # mount(2) flags

@@ -7,8 +7,8 @@ module, so nothing heavy belongs here.
 from __future__ import annotations
 
 import errno
-import os
 
+from vbdecl.sys import oslite as os
 from vbdecl.sys.raw import check, raise_errno, syscall
 
 CLONE_NEWNS = 0x00020000

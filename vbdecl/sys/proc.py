@@ -6,10 +6,10 @@ Stdlib and :mod:`vbdecl.sys.raw` only: these run between fork and exec on the ru
 from __future__ import annotations
 
 import errno
-import os
 import sys
 
 from vbdecl.sys import _linux, signals
+from vbdecl.sys import oslite as os
 from vbdecl.sys.raw import check, raise_errno, syscall
 
 TYPE_CHECKING = False

@@ -15,7 +15,8 @@ the call, its arguments and the errno, with a hint where one helps.
 from __future__ import annotations
 
 import errno as _errno
-import os
+
+from vbdecl.sys import oslite as os
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:

@@ -18,9 +18,9 @@ read with :func:`read_bpf_fd`. The process installs them all last
 from __future__ import annotations
 
 import errno as _errno
-import os
 
 from vbdecl.errors import RuntimeSetupError
+from vbdecl.sys import oslite as os
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -239,7 +239,7 @@ def build_filter(profile: dict[str, Any], *, caps: set[str] | None = None,
 
 def export_bpf(filt: Any) -> bytes:
     """The classic-BPF program of a filter, as bytes (``struct sock_filter[]``)."""
-    with os.fdopen(os.memfd_create("vbdecl-seccomp", os.MFD_CLOEXEC), "w+b") as f:
+    with open(os.memfd_create("vbdecl-seccomp", os.MFD_CLOEXEC), "w+b") as f:
         filt.export_bpf(f)
         f.seek(0)
         return f.read()

@@ -10,8 +10,9 @@ itself exit with status 1, as bubblewrap's do.
 
 from __future__ import annotations
 
-import os
 import sys
+
+from vbdecl.sys import oslite as os
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:

@@ -13,7 +13,7 @@ Standard library only: this runs on the ``vb`` fast path.
 
 from __future__ import annotations
 
-import os
+from vbdecl.sys import oslite as os
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -900,7 +900,9 @@ def _from_cwd(e: dict[str, Any], cwd: str | None) -> dict[str, Any] | None:
             return path
         if cwd is None or not path:     # (realpath("") fails: "" is not the current directory)
             raise VbUsageError(f"Can't find source path {path}: No such file or directory")
-        return os.path.realpath(os.path.join(cwd, path))
+        import posixpath  # (os.path: a relative source is rare, and posixpath imports os)
+
+        return posixpath.realpath(os.path.join(cwd, path))
 
     try:
         if "source" in e and isinstance(e["source"], str) and e["type"] != "symlink":
@@ -930,7 +932,7 @@ def _getcwd() -> str | None:
         here = os.getcwd()
     except OSError:
         return None
-    pwd = os.environ.get("PWD", "")
+    pwd = os.getenv("PWD") or ""
     if pwd.startswith("/") and pwd != here:
         try:
             a, b = os.stat(pwd), os.stat(".")

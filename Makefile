@@ -80,7 +80,8 @@ define fast_start
 	@sed -i '1s|^#!.*|#!$(abspath $(VENV))/bin/vbdecl-python|' $(VENV)/bin/vb $(VENV)/bin/vbdecl
 endef
 
-$(VENV)/.installed: pyproject.toml $(CSOURCES) bin/vb bin/vbdecl
+# (The Makefile is a prerequisite: it says how the venv is made, fast_start included.)
+$(VENV)/.installed: pyproject.toml Makefile $(CSOURCES) bin/vb bin/vbdecl
 	@$(MAKE) --no-print-directory sysdeps SYSPKGS="$(BUILDPKGS)"
 	$(make_venv)
 	$(PY) -m pip install -q --disable-pip-version-check -e . $(EDITABLE)
@@ -88,7 +89,7 @@ $(VENV)/.installed: pyproject.toml $(CSOURCES) bin/vb bin/vbdecl
 	$(fast_start)
 	@touch $@
 
-$(VENV)/.installed-dev: pyproject.toml $(CSOURCES) bin/vb bin/vbdecl
+$(VENV)/.installed-dev: pyproject.toml Makefile $(CSOURCES) bin/vb bin/vbdecl
 	@$(MAKE) --no-print-directory sysdeps SYSPKGS="$(BUILDPKGS)"
 	$(make_venv)
 	$(PY) -m pip install -q --disable-pip-version-check -e '.[dev]' $(EDITABLE)

@@ -55,8 +55,8 @@ Nothing here imports more than the standard library after fork.
 
 from __future__ import annotations
 
+import _struct as struct  # (what struct.py re-exports, without a search of sys.path)
 import errno
-import struct
 
 from vbdecl.sys import _linux, signals
 from vbdecl.sys import caps as syscaps  # (an init confines itself where vbdecl's files may be gone)

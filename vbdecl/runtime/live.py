@@ -16,9 +16,9 @@
 
 from __future__ import annotations
 
+import _struct as struct  # (what struct.py re-exports, without a search of sys.path)
 import errno
 import stat
-import struct
 import sys
 import time
 

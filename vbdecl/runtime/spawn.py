@@ -8,9 +8,9 @@ for the process tree and the sync protocol.
 
 from __future__ import annotations
 
+import _struct as struct  # (what struct.py re-exports, without a search of sys.path)
 import errno
 import fcntl
-import struct
 import sys
 
 from vbdecl.errors import RuntimeSetupError, VbdeclError

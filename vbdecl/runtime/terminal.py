@@ -22,6 +22,7 @@ namespace, the child imports nothing more (its files are the environment's).
 
 from __future__ import annotations
 
+import _struct as struct  # (what struct.py re-exports, without a search of sys.path)
 import contextlib
 import errno
 import fcntl
@@ -29,7 +30,6 @@ import os
 import select
 import socket
 import stat
-import struct
 import termios
 import time
 import tty

@@ -9,8 +9,8 @@ capability sets, no_new_privs) in its last steps, :mod:`vbdecl.sys.laststep`.
 
 from __future__ import annotations
 
+import _struct as struct  # (what struct.py re-exports, without a search of sys.path)
 import errno
-import struct
 
 from vbdecl.sys import oslite as os
 from vbdecl.sys.raw import check, raise_errno, syscall

@@ -8,10 +8,10 @@ handles them all denies whatever no rule grants.
 
 from __future__ import annotations
 
+import _struct as struct  # (what struct.py re-exports, without a search of sys.path)
 import errno
 import os
 import stat
-import struct
 
 from vbdecl.sys.raw import check, raise_errno, syscall
 

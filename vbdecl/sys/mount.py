@@ -11,8 +11,8 @@ This module only imports the stdlib's os, errno and struct: it is on the run pat
 
 from __future__ import annotations
 
+import _struct as struct  # (what struct.py re-exports, without a search of sys.path)
 import errno
-import struct
 
 from vbdecl.sys import oslite as os
 from vbdecl.sys.raw import raise_errno, syscall

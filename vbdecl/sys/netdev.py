@@ -46,9 +46,9 @@ def alias(name: str) -> str | None:
 
 def ipv4_network(name: str) -> str | None:
     """``a.b.c.0/N``: the network of the interface's (primary) IPv4 address and mask."""
+    import _struct as struct  # (what struct.py re-exports, without a search of sys.path)
     import fcntl
     import socket
-    import struct
 
     if _dir(name) is None:
         return None

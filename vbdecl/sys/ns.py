@@ -157,8 +157,8 @@ def sethostname(name: str) -> None:
 
 def loopback_up() -> None:
     """Bring ``lo`` up in the current network namespace (ioctl, no netlink library)."""
+    import _struct as struct  # (what struct.py re-exports, without a search of sys.path)
     import fcntl
-    import struct
 
     siocgifflags, siocsifflags, iff_up = 0x8913, 0x8914, 0x1
     fd = check(syscall("socket", 2, 2 | 0o2000000, 0), "socket(AF_INET, SOCK_DGRAM)")  # SOCK_CLOEXEC

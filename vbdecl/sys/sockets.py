@@ -13,9 +13,9 @@ Stdlib only: the published-port check of ``vbdecl run`` uses it.
 
 from __future__ import annotations
 
+import _struct as struct  # (what struct.py re-exports, without a search of sys.path)
 import os
 import socket
-import struct
 
 NETLINK_SOCK_DIAG = 4
 SOCK_DIAG_BY_FAMILY = 20

@@ -149,9 +149,9 @@ def _posix_read_lock(path: str) -> int:
     (bubblewrap, inside the sandbox), where a sandbox that can write the lock's
     directory could leave a link to a host file in its place, or a FIFO that would
     hang the next run (a review): neither is followed or opened."""
+    import _struct as struct  # (what struct.py re-exports, without a search of sys.path)
     import fcntl
     import stat
-    import struct
 
     fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK)
     if not stat.S_ISREG(os.fstat(fd).st_mode):

@@ -55,7 +55,7 @@ Nothing here imports more than the standard library after fork.
 
 from __future__ import annotations
 
-import _struct as struct  # (what struct.py re-exports, without a search of sys.path)
+import _struct as struct
 import errno
 
 from vbdecl.sys import _linux, signals

@@ -16,7 +16,7 @@
 
 from __future__ import annotations
 
-import _struct as struct  # (what struct.py re-exports, without a search of sys.path)
+import _struct as struct
 import errno
 import stat
 import sys

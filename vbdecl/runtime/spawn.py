@@ -8,7 +8,7 @@ for the process tree and the sync protocol.
 
 from __future__ import annotations
 
-import _struct as struct  # (what struct.py re-exports, without a search of sys.path)
+import _struct as struct
 import errno
 import fcntl
 import sys

@@ -22,7 +22,7 @@ namespace, the child imports nothing more (its files are the environment's).
 
 from __future__ import annotations
 
-import _struct as struct  # (what struct.py re-exports, without a search of sys.path)
+import _struct as struct
 import contextlib
 import errno
 import fcntl

@@ -9,7 +9,7 @@ capability sets, no_new_privs) in its last steps, :mod:`vbdecl.sys.laststep`.
 
 from __future__ import annotations
 
-import _struct as struct  # (what struct.py re-exports, without a search of sys.path)
+import _struct as struct
 import errno
 
 from vbdecl.sys import oslite as os

@@ -8,7 +8,7 @@ handles them all denies whatever no rule grants.
 
 from __future__ import annotations
 
-import _struct as struct  # (what struct.py re-exports, without a search of sys.path)
+import _struct as struct
 import errno
 import os
 import stat

@@ -6,12 +6,12 @@ Everything that takes a path also takes a directory fd, so callers can work
 on fds (``openat2`` with ``RESOLVE_IN_ROOT``, then ``move_mount`` /
 ``mount_setattr`` on the fd) and never resolve a path twice.
 
-This module only imports the stdlib's os, errno and struct: it is on the run path.
+This module only imports errno, _struct and vbdecl's oslite: it is on the run path.
 """
 
 from __future__ import annotations
 
-import _struct as struct  # (what struct.py re-exports, without a search of sys.path)
+import _struct as struct
 import errno
 
 from vbdecl.sys import oslite as os

@@ -46,7 +46,7 @@ def alias(name: str) -> str | None:
 
 def ipv4_network(name: str) -> str | None:
     """``a.b.c.0/N``: the network of the interface's (primary) IPv4 address and mask."""
-    import _struct as struct  # (what struct.py re-exports, without a search of sys.path)
+    import _struct as struct
     import fcntl
     import socket
 

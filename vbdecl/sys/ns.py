@@ -157,7 +157,7 @@ def sethostname(name: str) -> None:
 
 def loopback_up() -> None:
     """Bring ``lo`` up in the current network namespace (ioctl, no netlink library)."""
-    import _struct as struct  # (what struct.py re-exports, without a search of sys.path)
+    import _struct as struct
     import fcntl
 
     siocgifflags, siocsifflags, iff_up = 0x8913, 0x8914, 0x1

@@ -13,7 +13,7 @@ Stdlib only: the published-port check of ``vbdecl run`` uses it.
 
 from __future__ import annotations
 
-import _struct as struct  # (what struct.py re-exports, without a search of sys.path)
+import _struct as struct
 import os
 import socket
 

@@ -149,7 +149,7 @@ def _posix_read_lock(path: str) -> int:
     (bubblewrap, inside the sandbox), where a sandbox that can write the lock's
     directory could leave a link to a host file in its place, or a FIFO that would
     hang the next run (a review): neither is followed or opened."""
-    import _struct as struct  # (what struct.py re-exports, without a search of sys.path)
+    import _struct as struct
     import fcntl
     import stat
 

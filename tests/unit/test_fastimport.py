@@ -141,6 +141,16 @@ def test_caches_where_the_interpreter_keeps_them(tmp_path: Path, flags: list[str
         assert cached.startswith(f"{tmp_path}/elsewhere/")
 
 
+def test_the_cache_is_where_the_default_loader_keeps_it() -> None:
+    from importlib.util import cache_from_source
+
+    from vbdecl.fastimport import PackageFinder
+
+    finder = PackageFinder("vbdecl", f"{REPO}/vbdecl")
+    sources = [str(p) for p in (Path(REPO) / "vbdecl").rglob("*.py")]
+    assert sources and [finder.cache_of(s) for s in sources] == [cache_from_source(s) for s in sources]
+
+
 def test_installed_once(tmp_path: Path) -> None:
     name = make_package(tmp_path)
     count = "print(sum(isinstance(f, fastimport.PackageFinder) for f in sys.meta_path))\n"
@@ -190,3 +200,11 @@ def test_no_extension_module_beside_a_source_module_of_its_name() -> None:
     sources = {p.with_suffix("") for p in package.rglob("*.py")}
     extensions = {p.parent / p.name.split(".", 1)[0] for p in package.rglob("*.so")}
     assert sources & extensions == set()
+
+
+def test_no_module_beside_a_package_of_its_name() -> None:
+    """The other one: this finder looks for a module first, the default one for a package."""
+    package = Path(REPO) / "vbdecl"
+    modules = {p.with_suffix("") for p in package.rglob("*.py") if p.name != "__init__.py"}
+    packages = {p.parent for p in package.rglob("__init__.py")}
+    assert packages and modules & packages == set()

@@ -71,12 +71,18 @@ endef
 # (CPython's own override of sys.path, 3.11+) holds the path the venv's `site`
 # computes, the entries that exist: that interpreter starts without `site` and
 # never reads PYTHONPATH, ~0.6 ms less for every `vb`, `vbdecl run` and
-# `vbdecl exec` (docs/performance.md).
+# `vbdecl exec` (docs/performance.md). The checkout vbdecl is installed from
+# (editable) comes first, where `import vbdecl` finds it without listing the
+# directories before it (0.16 ms); vbdecl is its only importable module.
 # pip writes the scripts' first line; it is pointed at that link here.
 define fast_start
 	@ln -sfn python $(VENV)/bin/vbdecl-python
-	@$(PY) -I -c 'import os, sys; print(*(p for p in sys.path if p and os.path.exists(p)), sep="\n")' \
-		> $(VENV)/bin/vbdecl-python._pth
+	@$(PY) -I -c 'import os, sys, sysconfig, vbdecl; \
+		found = [p for p in sys.path if p and os.path.exists(p)]; \
+		own = os.path.dirname(vbdecl.__path__[0]); \
+		shared = {sysconfig.get_path(k) for k in ("stdlib", "platstdlib", "purelib", "platlib")}; \
+		first = [own] if own in found and own not in shared else []; \
+		print(*first, *(p for p in found if p not in first), sep="\n")' > $(VENV)/bin/vbdecl-python._pth
 	@sed -i '1s|^#!.*|#!$(abspath $(VENV))/bin/vbdecl-python|' $(VENV)/bin/vb $(VENV)/bin/vbdecl
 endef
 

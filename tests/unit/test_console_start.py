@@ -12,7 +12,10 @@ import os
 import subprocess
 import sys
 import time
+from importlib.machinery import all_suffixes
 from pathlib import Path
+
+import vbdecl
 
 BIN = Path(sys.executable).parent
 FAST = BIN / "vbdecl-python"
@@ -37,11 +40,26 @@ def test_the_scripts_run_on_the_link_without_site() -> None:
 
 
 def test_the_link_finds_what_the_venv_finds() -> None:
+    """The same entries, the checkout vbdecl is installed from first (where nothing
+    else is found first but vbdecl, which is found there at once)."""
     _, *venv = path_of([sys.executable, "-I"])
     _, *fast = path_of([str(FAST)])
-    assert fast == [p for p in venv if p and os.path.exists(p)]
+    own = str(Path(vbdecl.__path__[0]).parent)
+    assert fast[0] == own
+    assert fast == [own] + [p for p in venv if p and os.path.exists(p) and p != own]
     # vbdecl's own package and its dependencies (pydantic for apply, validate, ...)
     subprocess.run([str(FAST), "-c", "import vbdecl.entry, pydantic, ruamel.yaml, rich"], check=True)
+
+
+def test_vbdecl_is_the_only_module_of_the_checkout() -> None:
+    """The checkout comes first on the link's path: a module or package beside vbdecl
+    there would hide one of the same name in the standard library or the venv.
+    (Directories without an __init__.py are namespace portions, which never hide one.)"""
+    own = Path(vbdecl.__path__[0]).parent
+    suffixes = tuple(all_suffixes())
+    modules = sorted(p.name for p in own.iterdir()
+                     if (p / "__init__.py").is_file() or p.name.endswith(suffixes))
+    assert modules == ["vbdecl"]
 
 
 def test_the_installed_cli_runs_through_it() -> None:

@@ -27,9 +27,9 @@ PYTHON = str(Path(sys.executable).parent / "vbdecl-python")
 # graphlib (with heapq and types): only for a plan whose actions need reordering.
 # setproctitle (with logging, ~4 ms): only for a live environment's init and supervisor.
 # os (with _collections_abc and posixpath, ~0.9 ms): vbdecl/sys/oslite.py has its calls.
-# struct (found through sys.path, ~0.1 ms): vbdecl's modules import the builtin _struct
-# it re-exports, as struct.
-FORBIDDEN = ("os", "struct", "posixpath", "genericpath", "_collections_abc", "pydantic", "pydantic_core", "ruamel", "yaml", "rich", "pyroute2", "typer", "click",
+# struct and stat (found through sys.path, ~0.1 ms each): vbdecl's modules import the
+# builtin _struct and _stat they re-export, as struct and stat.
+FORBIDDEN = ("os", "struct", "stat", "posixpath", "genericpath", "_collections_abc", "pydantic", "pydantic_core", "ruamel", "yaml", "rich", "pyroute2", "typer", "click",
              "ctypes", "argparse", "typing", "json", "pathlib", "re", "ipaddress", "urllib", "dataclasses",
              "tempfile", "hashlib", "contextlib", "inspect", "enum", "functools", "collections",
              "importlib", "warnings", "graphlib", "heapq", "types", "setproctitle", "logging")

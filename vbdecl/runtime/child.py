@@ -1086,7 +1086,7 @@ def _c_string(text: str, where: str) -> bytes:
 
 
 def _is_dir(path: str, cwd: str) -> bool:
-    import stat
+    import _stat as stat
 
     try:
         return stat.S_ISDIR(os.stat(os.path.join(cwd, path)).st_mode)

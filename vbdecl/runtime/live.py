@@ -16,9 +16,9 @@
 
 from __future__ import annotations
 
+import _stat as stat
 import _struct as struct
 import errno
-import stat
 import sys
 import time
 

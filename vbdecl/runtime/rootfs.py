@@ -41,8 +41,8 @@ rather than write or chmod through it (vb follows it, as bubblewrap).
 
 from __future__ import annotations
 
+import _stat as stat
 import errno
-import stat
 
 from vbdecl.errors import RuntimeSetupError, SysError
 from vbdecl.plan.ids import fs_action_ids

@@ -385,7 +385,7 @@ def guarded_stdio(floor: int = 2, which: tuple[int, ...] = (0, 1, 2)) -> list[in
     bubblewrap's way (the caller's fds as they are)."""
     if os.geteuid() != 0:
         return []
-    import stat
+    import _stat as stat
 
     out = [-1, -1, -1]
     for std in which:
